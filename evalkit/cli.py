@@ -1,0 +1,286 @@
+"""The ``evalkit`` command: a thin click layer over the library.
+
+Every command parses flags into an :class:`~evalkit.config.EvalConfig`, calls one public
+function, prints, and maps :class:`~evalkit.errors.EvalkitError` to its exit code. No
+traceback reaches the user unless ``--debug`` is given. Heavy imports happen inside the
+commands so ``evalkit --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EvalkitError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100,
+           "auto_envvar_prefix": "EVALKIT"}
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  success            2  usage / config error     4  output error
+  1  internal error     3  input / data error       5  a quality gate failed
+  130 interrupted (no partial report is left)"""
+
+
+def _err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors into clean messages and documented exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(kwargs.get("debug")) or os.environ.get("EVALKIT_DEBUG") == "1"
+        ctx = click.get_current_context()
+
+        def _term(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        old = None
+        try:
+            old = signal.signal(signal.SIGTERM, _term)
+        except ValueError:  # not the main thread (e.g. some test runners)
+            old = None
+        try:
+            return fn(*args, **kwargs)
+        except EvalkitError as exc:
+            if debug:
+                import traceback
+
+                traceback.print_exc()
+            _err(f"error: {exc}")
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            _err("interrupted: no report was written (any previous report is intact)")
+            ctx.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except MemoryError:
+            _err("error: out of memory; try a smaller --batch-size")
+            ctx.exit(EXIT_INTERNAL)
+        except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback for users
+            if debug:
+                raise
+            _err(f"internal error: {type(exc).__name__}: {exc}\n"
+                 "This is a bug in evalkit; rerun with --debug for the traceback and report it.")
+            ctx.exit(EXIT_INTERNAL)
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGTERM, old)
+
+    return wrapper
+
+
+@click.group(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, prog_name="evalkit")
+def main() -> None:
+    """Evaluate classification models from their saved predictions.
+
+    \b
+    Examples:
+      evalkit inspect preds.parquet
+      evalkit evaluate preds.parquet --out report/
+      evalkit evaluate data/ --by region --by split,region --out report/
+      evalkit evaluate preds.parquet --labels labels.parquet --on id --out report/
+      evalkit evaluate --config configs/nightly.yaml
+      evalkit compare baseline_report/ candidate_report/ --out cmp/
+
+    Every option can also be set with an EVALKIT_<COMMAND>_<OPTION> environment variable,
+    e.g. EVALKIT_EVALUATE_EPS=1e-6.
+    """
+
+
+def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options that say how predictions and labels are laid out."""
+    opts = [
+        click.option("--predictions", "-p", multiple=True,
+                     help="Prediction column(s): several class columns, one list column, or one "
+                          "binary P(class 1) column. Repeatable."),
+        click.option("--prefix", help="Prefix of wide prediction columns, e.g. prob_ (class names are the suffixes)."),
+        click.option("--logits/--probs", "logits", default=None,
+                     help="Predictions are raw logits / probabilities (default: detect from names)."),
+        click.option("--label", help="Label column: class index, class name, or list of soft targets."),
+        click.option("--targets", multiple=True, help="One-hot / soft target columns, one per class. Repeatable."),
+        click.option("--target-prefix", help="Prefix of one-hot / soft target columns."),
+        click.option("--classes", help="Comma-separated class names in class-index order."),
+        click.option("--key", "keys", multiple=True, help="Row key column(s) kept in per-row output (default: id)."),
+        click.option("--weight", help="Sample-weight column (adds a weighted mean)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _config_from_flags(config_file: str | None, flags: dict[str, Any]) -> Any:
+    from .config import EvalConfig
+
+    cfg = EvalConfig.from_file(config_file) if config_file else EvalConfig()
+    clean: dict[str, Any] = {}
+    for k, v in flags.items():
+        if v is None or v == () or v == []:
+            continue
+        clean[k] = list(v) if isinstance(v, tuple) else v
+    if "classes" in clean:
+        clean["classes"] = [c.strip() for c in clean["classes"].split(",") if c.strip()]
+    cfg.update(clean, source="command line")
+    return cfg
+
+
+@main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("inputs", nargs=-1, metavar="INPUT...")
+@click.option("--config", "-c", "config_file", type=click.Path(dir_okay=False),
+              help="YAML/TOML config file; flags override its keys.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="Output directory for the report.")
+@click.option("--overwrite", is_flag=True, default=None, help="Replace an existing report in --out.")
+@click.option("--labels", help="Separate labels input (Parquet), joined on --on.")
+@click.option("--on", multiple=True, help="Join key column(s) for --labels. Repeatable.")
+@layout_options
+@click.option("--by", multiple=True,
+              help="Group by column(s): --by region, or a combination --by split,region. Repeatable.")
+@click.option("--by-class/--no-by-class", default=None, help="Group by true class (default on).")
+@click.option("--by-split/--no-by-split", default=None,
+              help="Group by a 'split' column when present (default on).")
+@click.option("--eps", type=float, help="Clip probabilities to [eps, 1-eps] (default 1e-7).")
+@click.option("--sum-tol", type=float, help="Tolerance of probability row sums (default 1e-3).")
+@click.option("--renormalize", is_flag=True, default=None,
+              help="Divide probability rows by their sum instead of failing on rows off 1.")
+@click.option("--on-invalid", type=click.Choice(["error", "skip"]),
+              help="error (default): fail on the first invalid row; skip: drop and count them.")
+@click.option("--unmatched", type=click.Choice(["error", "drop"]),
+              help="Keys without a match in the join: error (default) or drop and count them.")
+@click.option("--quantiles", type=click.Choice(["auto", "exact", "sketch"]),
+              help="Quantile method (auto: exact up to --exact-limit rows, then a 1e-3 sketch).")
+@click.option("--exact-limit", type=int, help="Rows up to which auto quantiles are exact (default 1,000,000).")
+@click.option("--top-k", type=int, help="Hardest examples kept overall and per class (default 10).")
+@click.option("--rows/--no-rows", "write_rows", default=None, help="Write per-row output (default on).")
+@click.option("--batch-size", type=int, help="Rows per batch (default: chosen from the class count).")
+@click.option("--engine", type=click.Choice(["local", "dask"]), help="Execution engine (default local).")
+@click.option("--scheduler", help="Dask scheduler address (with --engine dask).")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json", "none"]), default="table",
+              show_default=True, help="What to print to stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or log lines on stderr.")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@handle_errors
+def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: bool, debug: bool,
+             **flags: Any) -> None:
+    """Evaluate predictions: loss per row, stats overall / by class / by split / by slices.
+
+    \b
+    INPUT is a Parquet file, a directory (hive partitions like split=val/ become
+    columns), a glob, or several of those. The layout is detected from column names
+    (run `evalkit inspect INPUT` to see what is detected); flags override it.
+
+    \b
+    Examples:
+      evalkit evaluate preds.parquet --out report/
+      evalkit evaluate 'preds/*.parquet' --prefix prob_ --label y --by region --out report/
+      evalkit evaluate preds.parquet --predictions logits --logits --out report/
+      evalkit evaluate preds.parquet --labels labels.parquet --on id --out report/
+      evalkit evaluate --config configs/nightly.yaml --overwrite
+      evalkit evaluate preds.parquet --format json | jq .overall.mean
+    """
+    from .api import run
+    from .progress import make_progress
+
+    if inputs:
+        flags["input"] = list(inputs)
+    cfg = _config_from_flags(config_file, flags)
+    if not cfg.input:
+        raise click.UsageError("give an INPUT or a config file with an 'input' key")
+    progress = make_progress(quiet=quiet)
+    try:
+        if cfg.out:
+            result, path = run(cfg, progress=progress)
+        else:
+            from .api import evaluate as _evaluate
+
+            cfg.write_rows = False
+            inputs_arg: Any = cfg.input[0] if len(cfg.input) == 1 else cfg.input
+            result, path = _evaluate(inputs_arg, config=cfg, progress=progress), None
+    finally:
+        progress.close()
+    _print_result(result, fmt)
+    if not quiet:
+        if path is not None:
+            _err(f"report written to {path}/report.md")
+        else:
+            _err("no --out given: nothing written")
+    from .gates import check_gates
+
+    failures = check_gates(result, cfg.gates)
+    if failures:
+        from .errors import EXIT_GATE
+
+        for f in failures:
+            _err(f"gate failed: {f}")
+        sys.exit(EXIT_GATE)
+
+
+def _print_result(result: Any, fmt: str) -> None:
+    from .report import STAT_COLUMNS, overall_line, text_table, to_json_default
+
+    if fmt == "none":
+        return
+    if fmt == "json":
+        click.echo(json.dumps(result.to_dict(), indent=2, default=to_json_default))
+        return
+    if fmt == "markdown":
+        click.echo(result.to_markdown(), nl=False)
+        return
+    click.echo(f"overall: {overall_line(result)}")
+    click.echo()
+    stats = [c for c in STAT_COLUMNS + ["weighted_mean"] if c in result.overall.index]
+    for g in result.groupings:
+        if not g.columns:
+            continue
+        df = result.groups[g.name]
+        click.echo(f"by {g.name}:")
+        click.echo(text_table(df, list(g.columns) + [c for c in stats if c in df.columns]))
+
+
+@main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--labels", help="Separate labels input, to see how it would be joined.")
+@layout_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@handle_errors
+def inspect(inputs: tuple[str, ...], labels: str | None, fmt: str, debug: bool, **flags: Any) -> None:
+    """Show schema, row count and the layout evalkit detects.
+
+    \b
+    Examples:
+      evalkit inspect preds.parquet
+      evalkit inspect 'runs/2026-11-*/preds.parquet' --format json
+    """
+    from .inspect import inspect_input
+
+    cfg = _config_from_flags(None, flags)
+    info = inspect_input(list(inputs) if len(inputs) > 1 else inputs[0], labels=labels, config=cfg)
+    if fmt == "json":
+        from .report import to_json_default
+
+        click.echo(json.dumps(info, indent=2, default=to_json_default))
+    else:
+        from .inspect import render_inspect
+
+        click.echo(render_inspect(info), nl=False)
+
+
+def run_main() -> None:  # pragma: no cover - console entry for python -m
+    main(prog_name="evalkit")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run_main()
+

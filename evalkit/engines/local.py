@@ -1,0 +1,58 @@
+"""The local streaming engine: Arrow's threaded scanner feeding one pipeline, bounded memory.
+
+Batches are decoded in parallel by Arrow (column projection, read-ahead) while this thread
+runs the kernel and updates the accumulators; per-row output is appended to a Parquet
+writer as it is produced, so memory is flat in the number of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..io import RowWriter, Source
+from ..join import LabelIndex
+from .base import EvalState, Plan, process_batch
+
+#: Values (rows x classes) per batch: large enough to amortise per-batch overhead, small
+#: enough that float64 temporaries stay in cache-friendly tens of MiB.
+VALUES_PER_BATCH = 1 << 21
+MAX_ROWS_PER_BATCH = 1 << 17
+
+
+def batch_rows(n_classes: int, requested: int | None = None) -> int:
+    """Rows per batch for K classes (or the user's choice)."""
+    if requested:
+        return int(requested)
+    return max(1024, min(MAX_ROWS_PER_BATCH, VALUES_PER_BATCH // max(1, n_classes)))
+
+
+def run_local(
+    plan: Plan,
+    source: Source,
+    *,
+    label_index: LabelIndex | None = None,
+    writer: RowWriter | None = None,
+    keep_batches: list | None = None,  # type: ignore[type-arg]
+    batch_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalState:
+    """Stream ``source`` through the pipeline; return the final (unmerged) state."""
+    state = plan.new_state(label_index.table.num_rows if label_index is not None else 0)
+    rows_done = 0
+    current_file: str | None = None
+    file_offset = 0
+    for path, batch in source.batches(plan.input_columns, batch_rows(plan.layout.n_classes, batch_size)):
+        if path != current_file:
+            current_file, file_offset = path, 0
+        out = process_batch(plan, state, batch, source=path, file_offset=file_offset,
+                            row_offset=rows_done, label_index=label_index)
+        file_offset += batch.num_rows
+        rows_done += batch.num_rows
+        if out is not None:
+            if writer is not None:
+                writer.write(out)
+            if keep_batches is not None:
+                keep_batches.append(out)
+        if progress is not None:
+            progress(rows_done, batch.nbytes)
+    return state

@@ -1,0 +1,201 @@
+"""Errors evalkit raises, each with the CLI exit code it maps to.
+
+The library raises these; only :mod:`evalkit.cli` turns them into exit codes and text.
+Every message names what a user needs to act: the file, the column and a sample of
+offending rows with their values.
+
+Exit codes (documented in the README):
+
+====  =========================================================
+0     success
+1     unexpected internal error (a bug: please report it)
+2     usage or configuration error (flags, config file, eps)
+3     input or data error (missing column, bad values, bad file)
+4     output error (report exists, directory not writable)
+5     a quality gate failed (report was written)
+130   interrupted (Ctrl-C); no partial output is left
+====  =========================================================
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_INPUT = 3
+EXIT_OUTPUT = 4
+EXIT_GATE = 5
+EXIT_INTERRUPTED = 130
+
+
+class EvalkitError(Exception):
+    """Base class of every error evalkit raises on purpose."""
+
+    exit_code: int = EXIT_INPUT
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take one message argument; keep that so errors pickle across Dask workers.
+        return (self.__class__, (self.message,))
+
+
+# -- usage / configuration -------------------------------------------------------------
+
+
+class UsageError(EvalkitError):
+    """Invalid arguments or options."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """A config file that does not parse, or holds unknown keys or bad values."""
+
+
+class MissingDependencyError(UsageError):
+    """An optional feature was asked for without its extra installed."""
+
+
+# -- input / data ----------------------------------------------------------------------
+
+
+class InputError(EvalkitError):
+    """Base class of errors caused by the input data."""
+
+    exit_code = EXIT_INPUT
+
+
+class EmptyInputError(InputError):
+    """No rows, or a path / glob that matches no file."""
+
+
+class CorruptFileError(InputError):
+    """A file that is not Parquet, or a truncated / corrupt one."""
+
+
+class SchemaDriftError(InputError):
+    """Files of one dataset disagree on a column's presence or type."""
+
+
+class MissingColumnError(InputError):
+    """A named column does not exist."""
+
+
+class ColumnTypeError(InputError):
+    """A column has a type evalkit cannot use for its role."""
+
+
+class InvalidProbabilityError(InputError):
+    """NaN / inf / negative / > 1 probabilities or non-finite logits."""
+
+
+class ProbabilitySumError(InputError):
+    """Probability rows that do not sum to 1 within the tolerance."""
+
+
+class ListLengthError(InputError):
+    """List rows whose length differs between rows or from the number of classes."""
+
+
+class LabelError(InputError):
+    """Labels out of range, unknown names, nulls, fractional values."""
+
+
+class TargetSumError(InputError):
+    """One-hot / soft target rows that do not sum to 1."""
+
+
+class JoinError(InputError):
+    """Duplicate or unmatched keys when joining a separate labels input."""
+
+
+class LayoutError(InputError):
+    """The layout of predictions / labels cannot be detected or is inconsistent."""
+
+
+class CompareError(InputError):
+    """Two runs that cannot be compared (different eps, class sets, ...)."""
+
+
+# -- output ----------------------------------------------------------------------------
+
+
+class OutputError(EvalkitError):
+    """The report cannot be written where asked."""
+
+    exit_code = EXIT_OUTPUT
+
+
+class OutputExistsError(OutputError):
+    """The output directory already holds a report and overwrite was not asked for."""
+
+
+# -- helpers to build messages ---------------------------------------------------------
+
+
+def closest(name: str, choices: Iterable[str]) -> str:
+    """Return a ``" (did you mean 'x'?)"`` hint, or an empty string."""
+    pool = list(choices)
+    best = difflib.get_close_matches(name, pool, n=3, cutoff=0.5)
+    if not best:
+        lowered = {c.lower(): c for c in pool}
+        if name.lower() in lowered:
+            best = [lowered[name.lower()]]
+    if not best:
+        return ""
+    return " (did you mean " + " or ".join(repr(b) for b in best) + "?)"
+
+
+def missing_column(column: str, role: str, available: Sequence[str], source: str) -> MissingColumnError:
+    """Build the error for a column that is not in the input."""
+    shown = ", ".join(available[:20]) + (" ..." if len(available) > 20 else "")
+    return MissingColumnError(
+        f"{source}: {role} column {column!r} not found{closest(column, available)}; "
+        f"columns are: {shown}"
+    )
+
+
+def sample_rows(
+    mask: np.ndarray,
+    row_offset: int,
+    values: Sequence[Any] | np.ndarray | None = None,
+    keys: Sequence[Any] | np.ndarray | None = None,
+    limit: int = 5,
+) -> str:
+    """Describe up to ``limit`` offending rows: their global position (or key) and value."""
+    idx = np.flatnonzero(mask)[:limit]
+    total = int(np.count_nonzero(mask))
+    parts = []
+    for i in idx:
+        where = f"row {row_offset + int(i)}"
+        if keys is not None:
+            where += f" (key {_fmt_value(keys[int(i)])})"
+        if values is not None:
+            parts.append(f"{where}: {_fmt_value(values[int(i)])}")
+        else:
+            parts.append(where)
+    more = f" ... and {total - len(idx)} more" if total > len(idx) else ""
+    return f"{total} row(s), e.g. " + "; ".join(parts) + more
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, float | np.floating):
+        return repr(float(v))
+    if isinstance(v, list):
+        shown = ", ".join(_fmt_value(x) for x in v[:12])
+        return "[" + shown + (", ..." if len(v) > 12 else "") + "]"
+    return repr(v.item() if isinstance(v, np.generic) else v)

@@ -1,0 +1,160 @@
+"""Joining a separate labels input onto prediction batches by key column(s).
+
+The labels side is loaded once (only the key and label columns) and indexed; each
+prediction batch is then matched with vectorised ``index_in`` look-ups. Multi-column keys
+are reduced to one int64 code per row (mixed radix over each column's distinct values), so
+no per-row Python runs. Prediction keys are tracked in a bitmap over label rows, which
+detects duplicate prediction keys across batches and label rows never matched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import JoinError, sample_rows
+from .validate import Problem
+
+
+def _plain(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    return arr
+
+
+class LabelIndex:
+    """An index over the rows of a labels table by its key columns."""
+
+    def __init__(self, labels: pa.Table, on: Sequence[str], source: str) -> None:
+        self.on = list(on)
+        self.source = source
+        self.table = labels
+        self._uniques: list[pa.Array] = []
+        self._radix: list[int] = []
+        cols = [_plain(labels.column(c)) for c in self.on]
+        for name, col in zip(self.on, cols, strict=True):
+            if col.null_count:
+                mask = col.is_null().to_numpy(zero_copy_only=False)
+                raise JoinError(f"{source}: key column {name!r} has null keys: {sample_rows(mask, 0)}")
+            uniq = pc.unique(col)
+            self._uniques.append(uniq)
+            self._radix.append(len(uniq))
+        codes = self._codes(cols)
+        assert codes is not None
+        self._codes_sorted_unique, counts = np.unique(codes, return_counts=True)
+        if (counts > 1).any():
+            dup_codes = self._codes_sorted_unique[counts > 1]
+            mask = np.isin(codes, dup_codes)
+            keys = self._key_values(mask)
+            raise JoinError(
+                f"{source}: duplicate keys in the labels input on {', '.join(self.on)}: "
+                f"{sample_rows(mask, 0, keys)}"
+            )
+        self._codes_arr = pa.array(codes)
+        self.seen = np.zeros(labels.num_rows, dtype=bool)
+
+    def _key_values(self, mask: np.ndarray) -> list[object]:
+        idx = np.flatnonzero(mask)[:5]
+        rows = self.table.take(pa.array(idx)).select(self.on).to_pylist()
+        out: list[object] = [None] * len(mask)
+        for i, r in zip(idx, rows, strict=True):
+            out[int(i)] = r[self.on[0]] if len(self.on) == 1 else tuple(r.values())
+        return out
+
+    def _codes(self, cols: Sequence[pa.Array]) -> np.ndarray | None:
+        """One int64 code per row; -1 where any column's value is unknown or null."""
+        code = np.zeros(len(cols[0]), dtype=np.int64)
+        unknown = np.zeros(len(cols[0]), dtype=bool)
+        for col, uniq, radix in zip(cols, self._uniques, self._radix, strict=True):
+            pos = pc.index_in(col, value_set=uniq)
+            unknown |= pos.is_null().to_numpy(zero_copy_only=False)
+            code = code * radix + pos.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        code[unknown] = -1
+        return code
+
+    def match(self, batch: pa.RecordBatch) -> tuple[np.ndarray, list[Problem]]:
+        """Label-row position of each prediction row (-1 if unmatched) and join problems."""
+        cols = []
+        for name in self.on:
+            cols.append(_plain(batch.column(name)))
+        codes = self._codes(cols)
+        assert codes is not None
+        pos = pc.index_in(pa.array(codes), value_set=self._codes_arr)
+        position = pos.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        problems: list[Problem] = []
+        unmatched = position < 0
+        keys = _key_list(batch, self.on)
+        if unmatched.any():
+            problems.append(Problem("unmatched_prediction_key", JoinError,
+                                    f"keys on {', '.join(self.on)} with no row in the labels input {self.source}"
+                                    " (pass --unmatched drop to drop them)",
+                                    unmatched, keys))
+        matched = position[~unmatched]
+        dup = np.zeros(len(position), dtype=bool)
+        if len(matched):
+            # A key seen in an earlier batch, or twice in this one, is a duplicate prediction key.
+            uniq, first, counts = np.unique(matched, return_index=True, return_counts=True)
+            again = self.seen[matched]
+            if again.any() or (counts > 1).any():
+                rep = np.zeros(len(matched), dtype=bool)
+                rep[again] = True
+                firsts = np.zeros(len(matched), dtype=bool)
+                firsts[first] = True
+                rep |= ~firsts
+                dup[np.flatnonzero(~unmatched)[rep]] = True
+                problems.append(Problem("duplicate_prediction_key", JoinError,
+                                        f"duplicate keys on {', '.join(self.on)} in the predictions",
+                                        dup, keys))
+            self.seen[uniq] = True
+        return position, problems
+
+    def attach(self, batch: pa.RecordBatch, position: np.ndarray, columns: Sequence[str]) -> pa.RecordBatch:
+        """Append the label columns (taken at ``position``, -1 giving null) to a batch."""
+        take = pa.array(np.where(position < 0, 0, position))
+        arrays = list(batch.columns)
+        names = list(batch.schema.names)
+        for c in columns:
+            if c in names:
+                continue
+            col = self.table.column(c).take(take)
+            if isinstance(col, pa.ChunkedArray):
+                col = col.combine_chunks()
+            arrays.append(col)
+            names.append(c)
+        return pa.RecordBatch.from_arrays(arrays, names=names)
+
+    def unmatched_labels(self) -> np.ndarray:
+        """Mask of label rows that no prediction row matched (call after the last batch)."""
+        return ~self.seen
+
+    def describe_unmatched(self, mask: np.ndarray) -> str:
+        """Sample of unmatched label keys for a message."""
+        return sample_rows(mask, 0, self._key_values(mask))
+
+
+def _key_list(batch: pa.RecordBatch, on: Sequence[str]) -> _LazyKeys:
+    return _LazyKeys(batch, on)
+
+
+class _LazyKeys:
+    """Row keys materialised only for the few rows a message shows."""
+
+    def __init__(self, batch: pa.RecordBatch, on: Sequence[str]) -> None:
+        self.batch, self.on = batch, list(on)
+
+    def __getitem__(self, i: int) -> object:
+        vals = [self.batch.column(c)[i].as_py() for c in self.on]
+        return vals[0] if len(vals) == 1 else tuple(vals)
+
+    def __len__(self) -> int:
+        return self.batch.num_rows
+
+
+def lazy_keys(batch: pa.RecordBatch, on: Sequence[str]) -> _LazyKeys | None:
+    """Key accessor for messages, or None when there are no key columns."""
+    return _LazyKeys(batch, on) if on else None

@@ -1,0 +1,209 @@
+"""Rendering result tables: Markdown (report.md), JSON (summary.json) and aligned terminal text.
+
+One place formats numbers for reading: losses with 4 significant digits, counts with
+thousands separators, accuracy and fractions as percentages.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from .api import EvalResult
+
+COUNT_COLUMNS = {"count", "clipped", "rows", "row", "n", "baseline_count", "candidate_count"}
+PERCENT_COLUMNS = {"accuracy", "clipped_fraction"}
+
+
+def fmt_number(value: Any, column: str = "") -> str:
+    """Format one cell for reading."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        if column in PERCENT_COLUMNS:
+            return f"{100 * v:.1f}%"
+        if column in COUNT_COLUMNS and v.is_integer():
+            return f"{int(v):,}"
+        if v == 0:
+            return "0"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        a = abs(v)
+        if a >= 1e5 or a < 1e-3:
+            return f"{v:.3e}"
+        return f"{v:.4g}" if a >= 1 else f"{v:.4f}"
+    return str(value)
+
+
+def _escape(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows: int = 200) -> str:
+    """A GitHub-flavoured Markdown table; numbers right-aligned."""
+    cols = list(columns) if columns is not None else list(df.columns)
+    if df.empty:
+        return "_(no rows)_\n"
+    shown = df.head(max_rows)
+    header = "| " + " | ".join(_escape(str(c)) for c in cols) + " |"
+    aligns = []
+    for c in cols:
+        numeric = pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+        aligns.append("---:" if numeric else "---")
+    lines = [header, "| " + " | ".join(aligns) + " |"]
+    for rec in shown[cols].itertuples(index=False, name=None):
+        lines.append("| " + " | ".join(_escape(fmt_number(v, c)) for v, c in zip(rec, cols, strict=True)) + " |")
+    if len(df) > max_rows:
+        lines.append(f"\n_... {len(df) - max_rows:,} more rows in the Parquet table_")
+    return "\n".join(lines) + "\n"
+
+
+def text_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows: int = 50,
+               max_width: int = 28) -> str:
+    """Aligned plain-text table for terminals; wide text cells are truncated with '…'."""
+    cols = list(columns) if columns is not None else list(df.columns)
+    shown = df.head(max_rows)
+    cells = [[fmt_number(v, c) for v, c in zip(rec, cols, strict=True)]
+             for rec in shown[cols].itertuples(index=False, name=None)]
+    cells = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in cells]
+    heads = [str(c) for c in cols]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(heads)]
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in cols]
+
+    def line(vals: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w)
+                         for v, w, num in zip(vals, widths, numeric, strict=True)).rstrip()
+
+    out = [line(heads), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in cells]
+    if len(df) > max_rows:
+        out.append(f"... {len(df) - max_rows:,} more rows")
+    return "\n".join(out) + "\n"
+
+
+STAT_COLUMNS = ["count", "mean", "std", "min", "p50", "p90", "p99", "max", "sum", "clipped", "accuracy"]
+
+
+def overall_line(result: EvalResult) -> str:
+    """One sentence: the headline figures."""
+    o = result.overall
+    n = int(o["count"])
+    clipped = int(o["clipped"])
+    line = (f"mean loss {fmt_number(float(o['mean']))} over {n:,} rows"
+            f" · accuracy {fmt_number(float(o['accuracy']), 'accuracy')}"
+            f" · {clipped:,} clipped ({100 * clipped / n:.2f}%)" if n else "no rows")
+    if "weighted_mean" in o.index:
+        line += f" · weighted mean {fmt_number(float(o['weighted_mean']))}"
+    return line
+
+
+def _meta_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
+    skipped = meta.get("skipped") or {}
+    rows = [
+        ("input", f"`{meta['input']}`" + (f" ({meta['input_files']:,} files, {_bytes(meta['input_bytes'])})"
+                                          if meta.get("input_files") else "")),
+    ]
+    if meta.get("labels"):
+        rows.append(("labels", f"`{meta['labels']}` joined on {', '.join(meta.get('on') or [])}"))
+    rows += [
+        ("rows", f"{meta['rows_read']:,} read · {meta['rows_used']:,} used · {meta['rows_skipped']:,} skipped"),
+    ]
+    if skipped:
+        rows.append(("skipped by reason", ", ".join(f"{k}: {v:,}" for k, v in sorted(skipped.items()))))
+    rows += [(f"layout {i + 1}" if i else "layout", line) for i, line in enumerate(meta.get("layout", []))]
+    rows += [
+        ("eps", f"{meta['eps']:g}"),
+        ("quantiles", meta.get("quantile_note", meta.get("quantiles", ""))),
+        ("engine", str(meta.get("engine", "local"))),
+        ("evalkit", str(meta.get("evalkit_version", ""))),
+        ("created", str(meta.get("created", ""))),
+        ("duration", f"{meta.get('duration_s', 0):.2f} s"),
+    ]
+    if meta.get("config_file"):
+        rows.append(("config", f"`{meta['config_file']}` (hash {meta.get('config_hash')})"))
+    return rows
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def render_markdown(result: EvalResult) -> str:
+    """The full report.md text."""
+    meta = result.metadata
+    out = ["# evalkit report", ""]
+    out += ["| run | |", "| --- | --- |"]
+    out += [f"| {k} | {_escape(v)} |" for k, v in _meta_rows(meta)]
+    out += ["", "## Overall", "", f"**{overall_line(result)}**", ""]
+    stats = [c for c in STAT_COLUMNS + ["weight_sum", "weighted_mean"] if c in result.overall.index]
+    out.append(markdown_table(result.table("overall"), stats))
+    for g in result.groupings:
+        if not g.columns:
+            continue
+        df = result.groups[g.name]
+        title = "class" if g.name == "class" else " × ".join(g.columns)
+        out += [f"## By {title}", ""]
+        out.append(markdown_table(df, list(g.columns) + [c for c in stats if c in df.columns]))
+    if result.hardest:
+        out += ["## Hardest examples", ""]
+        for scope, df in result.hardest.items():
+            out += [f"### {'Overall' if scope == 'overall' else 'Per class'} (top {_k(df, scope)})", ""]
+            cols = [c for c in df.columns if c not in ("row",)] if len(df.columns) < 10 else list(df.columns)
+            order = ([c for c in ("class",) if c in cols and scope != "overall"]
+                     + [c for c in cols if c not in ("class", "loss", "p_true", "clipped", "correct")]
+                     + [c for c in ("p_true", "loss") if c in cols])
+            if scope != "overall" and "label" in order:
+                order.remove("label")
+            out.append(markdown_table(df, order, max_rows=100))
+    out += ["## Confusion (mean loss by true × predicted class)", ""]
+    out.append(markdown_table(result.confusion, ["class", "predicted", "count", "mean"], max_rows=100))
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _k(df: pd.DataFrame, scope: str) -> str:
+    if scope == "overall" or "class" not in df.columns or df.empty:
+        return f"{len(df)}"
+    return f"{int(df.groupby('class', observed=True).size().max())} per class"
+
+
+def to_json_default(o: Any) -> Any:
+    """json.dumps fallback for numpy / pandas scalars."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return None if math.isnan(o) else float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, pd.Timestamp):
+        return o.isoformat()
+    return str(o)
+
+
+def frame_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """DataFrame -> list of dicts with plain Python values (NaN -> None)."""
+    records = []
+    for rec in df.to_dict("records"):
+        clean = {}
+        for k, v in rec.items():
+            if isinstance(v, float | np.floating) and math.isnan(v):
+                v = None
+            elif isinstance(v, np.generic):
+                v = v.item()
+            clean[str(k)] = v
+        records.append(clean)
+    return records
