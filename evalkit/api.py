@@ -99,7 +99,7 @@ class EvalResult:
     def table(self, name: str) -> pd.DataFrame:
         """Statistics of one grouping by name (``"overall"`` gives a one-row frame)."""
         if name == "overall":
-            return self.overall.to_frame().T.reset_index(drop=True)
+            return self.overall.to_frame().T.reset_index(drop=True).infer_objects()
         if name not in self.groups:
             raise UsageError(f"no grouping {name!r}; groupings are: {', '.join(self.groups)}")
         return self.groups[name]

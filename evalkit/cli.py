@@ -8,6 +8,7 @@ commands so ``evalkit --help`` is instant.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -65,6 +66,11 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             ctx.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:
+            # stdout closed early (`evalkit ... | head`): not an error worth a message.
+            with contextlib.suppress(OSError):
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the exit-time flush
+            ctx.exit(0)
         except MemoryError:
             _err("error: out of memory; try a smaller --batch-size")
             ctx.exit(EXIT_INTERNAL)
@@ -284,3 +290,15 @@ def run_main() -> None:  # pragma: no cover - console entry for python -m
 if __name__ == "__main__":  # pragma: no cover
     run_main()
 
+
+
+def _register_optional_commands() -> None:
+    """Commands defined in their own modules (kept out of this file's way)."""
+    try:
+        from .cli_compare import compare as compare_command
+    except ImportError:  # pragma: no cover - module not present in this build
+        return
+    main.add_command(compare_command, "compare")
+
+
+_register_optional_commands()

@@ -120,7 +120,9 @@ def _meta_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if skipped:
         rows.append(("skipped by reason", ", ".join(f"{k}: {v:,}" for k, v in sorted(skipped.items()))))
-    rows += [(f"layout {i + 1}" if i else "layout", line) for i, line in enumerate(meta.get("layout", []))]
+    for line in meta.get("layout", []):
+        key, _, rest = line.partition(": ")
+        rows.append((key, rest) if rest else ("layout", line))
     rows += [
         ("eps", f"{meta['eps']:g}"),
         ("quantiles", meta.get("quantile_note", meta.get("quantiles", ""))),
