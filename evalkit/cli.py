@@ -22,8 +22,9 @@ import click
 from . import __version__
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EvalkitError
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100,
-           "auto_envvar_prefix": "EVALKIT"}
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+# Only the group sets the prefix: subcommands then read EVALKIT_<COMMAND>_<OPTION>.
+GROUP_CONTEXT = {**CONTEXT, "auto_envvar_prefix": "EVALKIT"}
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -87,7 +88,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.group(context_settings=GROUP_CONTEXT, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="evalkit")
 def main() -> None:
     """Evaluate classification models from their saved predictions.

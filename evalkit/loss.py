@@ -40,8 +40,12 @@ def check_eps(eps: float) -> float:
 
 
 def loss_bounds(eps: float) -> tuple[float, float]:
-    """The range ``[-log(1-eps), -log(eps)]`` every clipped loss lies in."""
-    return -math.log1p(-eps), -math.log(eps)
+    """The range ``[-log(1-eps), -log(eps)]`` every clipped loss lies in.
+
+    Computed exactly as the kernel computes it (``1 - eps`` rounded to float64 first), so the
+    bounds are attained values, not approximations of them.
+    """
+    return -math.log(1.0 - eps), -math.log(eps)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,389 @@
+"""PNG plots for the report (optional extra ``evalkit[plot]``, which installs matplotlib).
+
+* ``loss_by_class.png``: per-class loss distribution on a log axis, drawn from per-class
+  histograms (:func:`class_histograms`) so the per-row losses need not be in memory; without
+  them, a box-like summary from the class table's min / quantiles / max.
+* ``mean_loss_<file_stem>.png`` (``mean_loss_by_region.png``...): mean loss per group with
+  95% confidence intervals, one per grouping that has columns.
+
+matplotlib is imported lazily and only through its object-oriented API with the Agg canvas
+(never ``pyplot``), so no GUI backend is touched and no global figure state is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: How to get plots when matplotlib is missing (for the report).
+INSTALL_HINT = "pip install 'evalkit[plot]'"
+
+MAX_CLASSES = 30  # classes drawn in loss_by_class.png (the highest mean loss when more)
+MAX_GROUPS = 40  # groups drawn per mean-loss chart (the highest mean loss when more)
+DISPLAY_BINS = 60  # display bins of the class histograms
+MAX_LABEL = 28  # group labels longer than this are truncated
+WIDTH = 8.0  # inches
+DPI = 110
+
+_BAR = "#4C72B0"
+_FILL = "#4C72B0"
+_MEAN = "#C44E52"
+_REF = "#555555"
+
+
+def plots_available() -> bool:
+    """Whether matplotlib can be imported (the ``evalkit[plot]`` extra is installed)."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    except Exception:  # ImportError, or a broken installation
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- #
+# Histogram data
+# --------------------------------------------------------------------------- #
+
+
+def class_histograms(group_stats: Any, n_bins: int = DISPLAY_BINS) -> dict[str, Any]:
+    """Per-group loss histograms from a :class:`evalkit.aggregate.GroupStats`, coarsened.
+
+    Returns ``{"edges": array (m+1,), "counts": {name: array (m,)}}`` with ``m <= n_bins``
+    log-spaced bins in loss units.  The fine histogram (about 9.5k bins) is trimmed to the
+    range any group occupies, then consecutive fine bins are summed, so each group's counts
+    add up to its row count.  Names are the group key (several key columns joined with
+    ``", "``), in the order of the finalized table.
+    """
+    hist = group_stats.hist
+    g = group_stats.n_groups
+    fine = np.asarray(group_stats._hist_counts[:g], dtype=np.int64)
+    nb = fine.shape[1] if fine.ndim == 2 else hist.n_bins
+    fine_edges = np.exp(hist._log_lo + np.arange(nb + 1) * hist._log_gamma)
+    fine_edges[-1] = max(fine_edges[-1], hist.hi)
+    used = np.flatnonzero(fine.any(axis=0)) if g else np.zeros(0, dtype=np.int64)
+    if len(used):
+        first, last = int(used[0]), int(used[-1]) + 1
+    else:
+        first, last = 0, nb
+    span = last - first
+    step = max(1, math.ceil(span / max(1, int(n_bins))))
+    m = math.ceil(span / step)
+    part = fine[:, first:last]
+    pad = m * step - span
+    if pad:
+        part = np.concatenate([part, np.zeros((g, pad), dtype=np.int64)], axis=1)
+    coarse = part.reshape(g, m, step).sum(axis=2)
+    idx = np.minimum(first + np.arange(m + 1) * step, last)
+    edges = fine_edges[idx]
+
+    rank = group_stats._index.sort_rank()
+    order = np.empty(g, dtype=np.int64)
+    order[rank] = np.arange(g)
+    keys = group_stats._index.keys
+    counts: dict[str, np.ndarray] = {}
+    for slot in order.tolist():
+        counts[_key_label(keys[slot])] = coarse[slot]
+    return {"edges": edges, "counts": counts}
+
+
+# --------------------------------------------------------------------------- #
+# Helpers
+# --------------------------------------------------------------------------- #
+
+
+def _value_label(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT:
+        return "(null)"
+    if isinstance(v, float | np.floating):
+        return f"{float(v):g}"
+    return str(v)
+
+
+def _key_label(key: Sequence[Any]) -> str:
+    return ", ".join(_value_label(v) for v in key)
+
+
+def _truncate(s: str, n: int = MAX_LABEL) -> str:
+    return s if len(s) <= n else s[: n - 1] + "\u2026"
+
+
+def _input_name(result: Any) -> str:
+    name = str((getattr(result, "metadata", None) or {}).get("input") or "")
+    if len(name) > 60:
+        name = "\u2026" + name[-59:]
+    return name
+
+
+def _height(rows: int) -> float:
+    return min(14.0, max(2.8, 1.3 + 0.3 * rows))
+
+
+def _fmt_loss(x: float, _pos: Any = None) -> str:
+    if x <= 0 or not math.isfinite(x):
+        return ""
+    if x >= 1:
+        return f"{x:g}"
+    return f"{x:.0e}".replace("e-0", "e-") if x < 1e-3 else f"{x:g}"
+
+
+def _fmt_count(n: float) -> str:
+    return f"n={int(n):,}"
+
+
+def _new_figure(rows: int) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(WIDTH, _height(rows)), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: Path) -> None:
+    # No timestamp in PNG metadata, so the bytes only depend on the data and matplotlib.
+    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+
+
+def _right_labels(ax: Any, ys: Sequence[float], labels: Sequence[str]) -> None:
+    """Per-row annotations as tick labels of a right-hand twin axis (layout-aware)."""
+    ax2 = ax.twinx()
+    ax2.set_ylim(ax.get_ylim())
+    ax2.set_yticks(list(ys), list(labels), fontsize=8, color="#333333")
+    ax2.tick_params(axis="y", length=0)
+    for side in ("top", "right", "left", "bottom"):
+        ax2.spines[side].set_visible(False)
+
+
+def _style(ax: Any) -> None:
+    ax.spines["top"].set_visible(False)
+    ax.spines["right"].set_visible(False)
+    ax.tick_params(axis="y", length=0, labelsize=9)
+    ax.tick_params(axis="x", labelsize=9)
+
+
+def _log_axis(ax: Any) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=15))
+    ax.xaxis.set_major_formatter(FuncFormatter(_fmt_loss))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.grid(axis="x", which="major", color="#dddddd", linewidth=0.8)
+    ax.set_axisbelow(True)
+
+
+def _quantile_columns(df: pd.DataFrame) -> list[str]:
+    cols = [c for c in df.columns if isinstance(c, str) and re.fullmatch(r"p\d+(\.\d+)?", c)]
+    return sorted(cols, key=lambda c: float(c[1:]))
+
+
+def _pick_classes(table: pd.DataFrame) -> tuple[pd.DataFrame, int, bool]:
+    """Classes to draw (top to bottom), total with data, whether the list was cut."""
+    has = table[table["count"] > 0]
+    n = len(has)
+    if n > MAX_CLASSES:
+        order = np.lexsort((np.arange(n), -has["mean"].to_numpy(dtype=float)))
+        return has.iloc[order[:MAX_CLASSES]], n, True
+    return has, n, False
+
+
+# --------------------------------------------------------------------------- #
+# Plots
+# --------------------------------------------------------------------------- #
+
+
+def _plot_class_distribution(result: Any, path: Path, class_hist: dict | None) -> str:
+    table = result.groups["class"]
+    shown, n_with_data, cut = _pick_classes(table)
+    rows = max(1, len(shown))
+    fig = _new_figure(rows)
+    ax = fig.add_subplot()
+    _log_axis(ax)
+    _style(ax)
+    names = [str(c) for c in shown["class"]]
+    ys = np.arange(len(names))[::-1].astype(float)  # first class at the top
+    means = shown["mean"].to_numpy(dtype=float)
+    counts_col = shown["count"].to_numpy()
+
+    if class_hist is not None:
+        edges = np.asarray(class_hist["edges"], dtype=float)
+        hists = class_hist["counts"]
+        for y, name, mean in zip(ys, names, means, strict=True):
+            c = np.asarray(hists.get(name, np.zeros(len(edges) - 1)), dtype=float)
+            if c.sum() <= 0:
+                continue
+            h = 0.85 * c / c.max()
+            ax.fill_between(edges, y, y + np.append(h, h[-1]), step="post", color=_FILL,
+                            alpha=0.55, linewidth=0)
+            ax.stairs(y + h, edges, baseline=y, color=_FILL, linewidth=0.8)
+            cum = np.cumsum(c)
+            med_bin = int(np.searchsorted(cum, cum[-1] / 2.0))
+            med = math.sqrt(edges[med_bin] * edges[med_bin + 1])
+            ax.plot([med, med], [y, y + 0.85], color="black", linewidth=1.2)
+            if math.isfinite(mean):
+                ax.plot([mean], [y + 0.12], marker="D", color=_MEAN, markersize=4.5,
+                        linestyle="none")
+        ax.set_xlim(edges[0], edges[-1])
+        ax.set_ylim(-0.25, len(names) - 0.05)
+        label_y = ys + 0.35
+        kind = "histogram per class, each scaled to its peak"
+        handles = [
+            _line(color="black", linewidth=1.2, label="median"),
+            _line(color=_MEAN, marker="D", markersize=4.5, linestyle="none", label="mean"),
+        ]
+    else:
+        qcols = _quantile_columns(shown)
+        mn = shown["min"].to_numpy(dtype=float)
+        mx = shown["max"].to_numpy(dtype=float)
+        ax.hlines(ys, mn, mx, color=_REF, linewidth=1.0)
+        ax.plot(mn, ys, "|", color=_REF, markersize=8)
+        ax.plot(mx, ys, "|", color=_REF, markersize=8)
+        handles = [_line(color=_REF, linewidth=1.0, label="min \u2013 max")]
+        if len(qcols) >= 2:
+            lo_q = shown[qcols[0]].to_numpy(dtype=float)
+            hi_q = shown[qcols[-2] if len(qcols) > 2 else qcols[-1]].to_numpy(dtype=float)
+            ax.hlines(ys, lo_q, hi_q, color=_FILL, linewidth=7, alpha=0.6)
+            hi_name = qcols[-2] if len(qcols) > 2 else qcols[-1]
+            handles.append(_line(color=_FILL, linewidth=7, alpha=0.6,
+                                 label=f"{qcols[0]} \u2013 {hi_name}"))
+        markers = ["o", "^", "s", "v", "P", "X"]
+        for j, q in enumerate(qcols):
+            ax.plot(shown[q].to_numpy(dtype=float), ys, marker=markers[j % len(markers)],
+                    color="black", markersize=4, linestyle="none")
+            handles.append(_line(color="black", marker=markers[j % len(markers)], markersize=4,
+                                 linestyle="none", label=q))
+        ax.plot(means, ys, marker="D", color=_MEAN, markersize=4.5, linestyle="none")
+        handles.append(_line(color=_MEAN, marker="D", markersize=4.5, linestyle="none",
+                             label="mean"))
+        ax.set_ylim(-0.7, len(names) - 0.3)
+        label_y = ys
+        kind = "min / quantiles / max per class"
+
+    n_classes = len(getattr(result.layout, "classes", ()) or ()) or len(table)
+    if n_classes >= 2:
+        ref = math.log(n_classes)
+        lo, hi = ax.get_xlim()
+        if lo < ref < hi:
+            ax.axvline(ref, color=_REF, linestyle=":", linewidth=1)
+            handles.append(_line(color=_REF, linestyle=":", linewidth=1,
+                                 label=f"uniform guess (ln {n_classes} = {ref:.2g})"))
+    ax.set_yticks(label_y, [_truncate(n) for n in names])
+    _right_labels(ax, label_y, [f"{_fmt_count(n)}  mean {m:.3g}" if math.isfinite(m)
+                                else _fmt_count(n) for n, m in zip(counts_col, means, strict=True)])
+    ax.set_xlabel("cross-entropy loss (log scale)", fontsize=10)
+    ax.set_ylabel("true class", fontsize=10)
+    title = f"Loss distribution by true class \u2014 {_input_name(result)}"
+    sub = kind
+    if cut:
+        sub = f"{MAX_CLASSES} of {n_with_data:,} classes with the highest mean loss; " + kind
+    ax.set_title(f"{title}\n{sub}", fontsize=10.5, loc="left")
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.13 if rows > 4
+              else -0.25), ncol=min(4, len(handles)), frameon=False)
+    _save(fig, path)
+    return "Loss distribution by true class" + (f" ({MAX_CLASSES} worst of {n_with_data:,})"
+                                                 if cut else "")
+
+
+def _line(**kw: Any) -> Any:
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], **kw)
+
+
+def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
+    df = result.groups[grouping.name]
+    cols = list(grouping.columns)
+    df = df[df["count"] > 0]
+    total = len(df)
+    mean = df["mean"].to_numpy(dtype=float)
+    order = np.lexsort((np.arange(total), -mean))  # worst first, ties by table order
+    cut = total > MAX_GROUPS
+    order = order[:MAX_GROUPS]
+    sub = df.iloc[order]
+    labels = [_truncate(_key_label(k)) for k in sub[cols].itertuples(index=False, name=None)]
+    m = sub["mean"].to_numpy(dtype=float)
+    cnt = sub["count"].to_numpy()
+    std = sub["std"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        err = 1.96 * std / np.sqrt(cnt)
+    no_ci = ~np.isfinite(err)
+    err = np.where(no_ci, 0.0, err)
+
+    rows = max(1, len(sub))
+    fig = _new_figure(rows)
+    ax = fig.add_subplot()
+    _style(ax)
+    ys = np.arange(len(sub))[::-1].astype(float)  # worst at the top
+    ax.barh(ys, m, height=0.65, color=_BAR, alpha=0.85)
+    ax.errorbar(m, ys, xerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=3)
+    overall = _overall_mean(result)
+    handles = [_line(color="black", linewidth=1, label="95% CI of the mean")]
+    if overall is not None:
+        ax.axvline(overall, color=_MEAN, linestyle="--", linewidth=1)
+        handles.append(_line(color=_MEAN, linestyle="--", linewidth=1,
+                             label=f"overall mean ({overall:.3g})"))
+    right = float(np.nanmax(m + err)) if len(m) else 1.0
+    if overall is not None:
+        right = max(right, overall)
+    ax.set_xlim(0, right * 1.05 if right > 0 else 1.0)
+    ax.set_ylim(-0.6, len(sub) - 0.4)
+    ax.set_yticks(ys, labels)
+    ax.grid(axis="x", color="#dddddd", linewidth=0.8)
+    ax.set_axisbelow(True)
+    _right_labels(ax, ys, [_fmt_count(n) + (" (no CI)" if nc else "")
+                           for n, nc in zip(cnt, no_ci, strict=True)])
+    what = ", ".join(cols)
+    ax.set_xlabel("mean cross-entropy loss", fontsize=10)
+    ax.set_ylabel(what, fontsize=10)
+    title = f"Mean loss by {what} \u2014 {_input_name(result)}"
+    sub_title = "sorted by mean loss, error bars: 95% CI (1.96\u00b7std/\u221an)"
+    if cut:
+        sub_title = f"{MAX_GROUPS} of {total:,} groups with the highest mean loss; " + sub_title
+    ax.set_title(f"{title}\n{sub_title}", fontsize=10.5, loc="left")
+    ax.legend(handles=handles, fontsize=8, loc="upper left",
+              bbox_to_anchor=(0.0, -0.13 if rows > 4 else -0.25), ncol=2, frameon=False)
+    _save(fig, path)
+    return f"Mean loss by {what}" + (f" ({MAX_GROUPS} worst of {total:,})" if cut else "")
+
+
+def _overall_mean(result: Any) -> float | None:
+    try:
+        v = float(result.overall["mean"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def plot_filename(grouping: Any) -> str:
+    """PNG name of a grouping's mean-loss chart: ``mean_loss_by_split_region.png``."""
+    return f"mean_loss_{grouping.file_stem}.png"
+
+
+def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None) -> list[tuple[str, str]]:
+    """Write the report's PNGs into ``out_dir``; return ``[(title, file name), ...]``.
+
+    File names are relative to ``out_dir`` (the report's directory), ready to embed as
+    ``![title](file)``.  ``class_hist`` (see :func:`class_histograms`) gives the per-class
+    loss histograms; without it the class plot summarises the class table's quantiles.
+    Groupings without rows with data are skipped.  Needs matplotlib (:func:`plots_available`).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[tuple[str, str]] = []
+    groups = result.groups
+    if "class" in groups and (groups["class"]["count"] > 0).any():
+        name = "loss_by_class.png"
+        written.append((_plot_class_distribution(result, out_dir / name, class_hist), name))
+    for g in result.groupings:
+        if not g.columns or g.name not in groups or not (groups[g.name]["count"] > 0).any():
+            continue
+        name = plot_filename(g)
+        written.append((_plot_group_means(result, g, out_dir / name), name))
+    return written

@@ -1,0 +1,54 @@
+"""Shared fixtures: small Parquet inputs built in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+REF_PROBS = np.array([[0.7, 0.1, 0.2], [0.1, 0.5, 0.4], [0.02, 0.9, 0.08]])
+REF_LABELS = np.array([0, 1, 1])
+REF_LOSS = np.array([0.356674944, 0.693147181, 0.105360516])
+REF_MEAN = 0.38506088005216804
+
+
+def random_probs(rng: np.random.Generator, n: int, k: int, dtype=np.float64) -> np.ndarray:
+    """Random probability rows (softmax of normal logits)."""
+    z = rng.normal(size=(n, k)) * 2
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(dtype)
+
+
+def by_hand(p: np.ndarray, y: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """The notebook's definition, written independently of evalkit."""
+    return -np.log(np.clip(p[np.arange(len(y)), y].astype(np.float64), eps, 1 - eps))
+
+
+def write(table: pa.Table, path: Path, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, **kw)
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def wide_file(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A 3-class wide-layout file with id, split, region, label columns."""
+    n, k = 600, 3
+    p = random_probs(rng, n, k, np.float32)
+    y = rng.integers(0, k, n)
+    t = pa.table({
+        "id": np.arange(n),
+        "split": rng.choice(["train", "val", "test"], n),
+        "region": rng.choice(["EU", "US"], n),
+        "label": y,
+        **{f"prob_{i}": p[:, i] for i in range(k)},
+    })
+    return write(t, tmp_path / "preds.parquet", row_group_size=128), p, y

@@ -1,0 +1,110 @@
+"""The CLI through click's CliRunner: evaluate, inspect, formats, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from evalkit.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTIMENT = ROOT / "sample_data" / "sentiment"
+DIGITS = ROOT / "sample_data" / "digits.parquet"
+SEP = ROOT / "sample_data" / "separate_labels"
+
+
+def run(*args: str) -> object:
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_help_teaches_by_example():
+    r = run("--help")
+    assert r.exit_code == 0 and "Examples:" in r.output and "Exit codes" in r.output
+    r = run("evaluate", "--help")
+    assert r.exit_code == 0 and "evalkit evaluate preds.parquet --out report/" in r.output
+
+
+def test_evaluate_sample_writes_report(tmp_path: Path):
+    out = tmp_path / "report"
+    r = run("evaluate", SENTIMENT, "--by", "region", "--by", "split,region", "--out", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("overall: mean loss")
+    assert "by split,region:" in r.output
+    for f in ("report.md", "summary.json", "rows.parquet", "by_class.parquet", "by_split.parquet",
+              "by_region.parquet", "by_split_region.parquet"):
+        assert (out / f).exists(), f
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metadata"]["rows_read"] == 5000
+    assert set(summary["groups"]) == {"class", "split", "region", "split,region"}
+    by_region = pd.read_parquet(out / "by_region.parquet")
+    rows = pd.read_parquet(out / "rows.parquet")
+    assert by_region.set_index("region")["mean"].to_dict() == pytest.approx(
+        rows.groupby("region")["loss"].mean().to_dict(), rel=1e-12)
+
+
+def test_existing_report_is_refused_then_overwritten(tmp_path: Path):
+    out = tmp_path / "r"
+    assert run("evaluate", DIGITS, "--out", out, "-q").exit_code == 0
+    r = run("evaluate", DIGITS, "--out", out, "-q")
+    assert r.exit_code == 4 and "--overwrite" in r.output and "Traceback" not in r.output
+    assert run("evaluate", DIGITS, "--out", out, "-q", "--overwrite").exit_code == 0
+
+
+@pytest.mark.parametrize("fmt", ["json", "markdown", "table", "none"])
+def test_formats(fmt: str):
+    r = CliRunner().invoke(main, ["evaluate", str(DIGITS), "--format", fmt, "--quiet"])
+    assert r.exit_code == 0, r.output
+    if fmt == "json":
+        data = json.loads(r.stdout)
+        assert data["overall"]["count"] == 5000
+        assert len(data["groups"]["class"]) == 10
+    elif fmt == "markdown":
+        assert r.stdout.startswith("# evalkit report") and "## By class" in r.stdout
+    elif fmt == "table":
+        assert "by class:" in r.stdout
+    else:
+        assert r.stdout == ""
+
+
+def test_join_flags(tmp_path: Path):
+    r = run("evaluate", SEP / "predictions.parquet", "--labels", SEP / "labels.parquet", "--on", "id",
+            "--format", "json", "-q")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["metadata"]["rows_used"] == 2000
+
+
+def test_config_file_and_flag_override(tmp_path: Path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"input: {SENTIMENT}\nby: [region]\neps: 1e-7\nout: {tmp_path / 'o'}\n")
+    r = run("evaluate", "--config", cfg, "--eps", "1e-3", "-q", "--format", "json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["metadata"]["eps"] == 1e-3
+    assert "region" in data["groups"]
+    assert (tmp_path / "o" / "report.md").exists()
+
+
+def test_env_var_sets_option(monkeypatch):
+    monkeypatch.setenv("EVALKIT_EVALUATE_EPS", "0.01")
+    r = CliRunner().invoke(main, ["evaluate", str(DIGITS), "--format", "json", "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["metadata"]["eps"] == 0.01
+
+
+def test_inspect_detects_layout():
+    r = run("inspect", SENTIMENT)
+    assert r.exit_code == 0
+    assert "wide probabilities: prob_negative, prob_neutral, prob_positive" in r.output
+    assert "region" in r.output and "rows:   5,000" in r.output
+    r = run("inspect", DIGITS, "--format", "json")
+    info = json.loads(r.output)
+    assert info["layout"][0] == "predictions: list column of probabilities: probs"
+
+
+def test_missing_input_is_a_clean_error():
+    r = run("evaluate", "does/not/exist.parquet")
+    assert r.exit_code == 3 and "error:" in r.output and "Traceback" not in r.output
