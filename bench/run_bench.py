@@ -60,6 +60,10 @@ def impl_command(
             "split",
             "--overwrite",
             "--quiet",
+            # Plots and terminal tables are not part of the benchmarked job.
+            "--no-plots",
+            "--format",
+            "none",
             *evalkit_args,
         ]
     return [sys.executable, str(IMPL_SCRIPT), impl, str(data), str(out)]

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["GroupStats", "LogHistogram", "TopK", "quantile_column_name"]
+__all__ = ["Confusion", "GroupStats", "LogHistogram", "TopK", "quantile_column_name"]
 
 # Mixed-radix codes must stay well inside int64.
 _MAX_RADIX = 1 << 62
@@ -518,13 +518,16 @@ class GroupStats:
         clipped: np.ndarray,
         correct: np.ndarray,
         weight: np.ndarray | None = None,
+        bins: np.ndarray | None = None,
     ) -> None:
         """Add one batch.
 
         ``keys``: one Arrow array per key column; ``loss`` (finite, float),
         ``clipped`` and ``correct`` (bool or 0/1) and, when ``weighted``,
         ``weight`` are row-aligned numpy arrays.  ``weight`` is ignored when the
-        accumulator is not weighted.  A zero-length batch is a no-op.
+        accumulator is not weighted.  A zero-length batch is a no-op.  ``bins``
+        may pass ``self.hist.bin_index(loss)`` precomputed, so that several groupings
+        of one batch share that pass.
         """
         loss = np.asarray(loss, dtype=np.float64).reshape(-1)
         n = len(loss)
@@ -600,7 +603,8 @@ class GroupStats:
             a["weight_sum"][slots] += ws
             a["wloss_sum"][slots] += wl
 
-        bins = self.hist.bin_index(loss)
+        if bins is None:
+            bins = self.hist.bin_index(loss)
         nb = self.hist.n_bins
         if local is None:
             self._hist_counts[0] += np.bincount(bins, minlength=nb)
@@ -853,6 +857,16 @@ class TopK:
         self._loss = loss[perm]
         self._table = table.take(pa.array(perm, type=pa.int64())).combine_chunks()
 
+    def _thresholds(self, n_slots: int) -> np.ndarray:
+        """Per group slot: the k-th highest loss kept so far (-inf while fewer than k)."""
+        thr = np.full(n_slots, -np.inf)
+        counts = np.bincount(self._codes, minlength=n_slots)
+        mins = np.full(n_slots, np.inf)
+        np.minimum.at(mins, self._codes, self._loss)
+        full = counts >= self.k
+        thr[full] = mins[full]
+        return thr
+
     def _concat_tables(self, a: pa.Table | None, b: pa.Table) -> pa.Table:
         if a is None:
             return b
@@ -872,7 +886,20 @@ class TopK:
                 self._table = payload.slice(0, 0)
             return
         local, slots = self._index.encode(keys, n)
-        cand = self._candidates(local, len(slots), loss)
+        rows = None
+        if self.k and len(self._codes):
+            # Once a group holds k rows, only rows at least as bad as its k-th can enter:
+            # after the first batches this drops nearly every row before any sorting.
+            thr = self._thresholds(len(self._index))
+            row_slot = np.zeros(n, dtype=np.int64) if local is None else slots[local]
+            rows = np.flatnonzero(loss >= thr[row_slot])
+            loss_c = loss[rows]
+            local_c = None if local is None else local[rows]
+        else:
+            loss_c, local_c = loss, local
+        cand = self._candidates(local_c, len(slots), loss_c)
+        if rows is not None:
+            cand = rows[cand]
         codes = np.zeros(len(cand), dtype=np.int64) if local is None else slots[local[cand]]
         sub = payload.take(pa.array(cand, type=pa.int64()))
         self._select(
@@ -920,3 +947,52 @@ class TopK:
         cols["loss"] = self._loss[perm]
         return pd.DataFrame({k: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v)
                              for k, v in cols.items()})
+
+
+# --------------------------------------------------------------------------- #
+# Confusion: count and loss sum by (true class, predicted class)
+# --------------------------------------------------------------------------- #
+
+
+class Confusion:
+    """Dense K x K count and loss-sum matrices, mergeable by addition.
+
+    Deliberately lighter than :class:`GroupStats` (no quantile histograms): with 1000
+    classes there are up to a million cells, and a sketch per cell would cost gigabytes.
+    """
+
+    def __init__(self, classes: Sequence[str]):
+        self.classes = list(classes)
+        k = len(self.classes)
+        self.count = np.zeros(k * k, dtype=np.int64)
+        self.loss_sum = np.zeros(k * k, dtype=np.float64)
+
+    def update(self, true_class: np.ndarray, predicted: np.ndarray, loss: np.ndarray) -> None:
+        """Add a batch of rows (class indices and their losses)."""
+        k = len(self.classes)
+        cell = true_class.astype(np.int64) * k + predicted
+        # ufunc.at is fast in numpy >= 2 and, unlike bincount(minlength=K*K), costs
+        # nothing per empty cell.
+        np.add.at(self.count, cell, 1)
+        np.add.at(self.loss_sum, cell, loss)
+
+    def merge(self, other: Confusion) -> Confusion:
+        """A new state holding both."""
+        if other.classes != self.classes:
+            raise ValueError("cannot merge confusion states over different classes")
+        new = Confusion(self.classes)
+        new.count = self.count + other.count
+        new.loss_sum = self.loss_sum + other.loss_sum
+        return new
+
+    def finalize(self) -> pd.DataFrame:
+        """Non-empty cells: ``class``, ``predicted``, ``count``, ``mean`` (class order)."""
+        k = len(self.classes)
+        cells = np.flatnonzero(self.count)
+        names = np.array(self.classes, dtype=object)
+        return pd.DataFrame({
+            "class": names[cells // k] if k else [],
+            "predicted": names[cells % k] if k else [],
+            "count": self.count[cells],
+            "mean": self.loss_sum[cells] / self.count[cells],
+        })

@@ -10,7 +10,6 @@ import contextlib
 import datetime as _dt
 import os
 import shutil
-import tempfile
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +32,16 @@ from .errors import (
     missing_column,
     sample_rows,
 )
-from .io import AtomicDir, RowWriter, Source, open_source, table_source, write_table, write_text
+from .io import (
+    AtomicDir,
+    RowWriter,
+    Source,
+    make_spool_dir,
+    open_source,
+    table_source,
+    write_table,
+    write_text,
+)
 from .join import LabelIndex
 from .layout import Layout, LayoutSpec, detect_layout
 
@@ -72,6 +80,8 @@ class EvalResult:
     _rows_path: Path | None = field(default=None, repr=False)
     _rows_index: pd.Index | None = field(default=None, repr=False)
     _rows_df: pd.DataFrame | None = field(default=None, repr=False)
+    _class_hist: dict[str, Any] | None = field(default=None, repr=False)
+    plots: bool = True
 
     @property
     def rows(self) -> pd.DataFrame:
@@ -116,11 +126,11 @@ class EvalResult:
             "hardest": {k: frame_records(v) for k, v in self.hardest.items()},
         }
 
-    def to_markdown(self) -> str:
-        """The human report (what ``report.md`` holds)."""
+    def to_markdown(self, plots: Sequence[tuple[str, str]] | None = None) -> str:
+        """The human report (what ``report.md`` holds); ``plots`` are (title, file) to embed."""
         from .report import render_markdown
 
-        return render_markdown(self)
+        return render_markdown(self, plots)
 
     def write(self, out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write every output into ``out_dir`` atomically; return its path.
@@ -143,7 +153,12 @@ class EvalResult:
             hardest = [df.assign(scope=name) for name, df in self.hardest.items()]
             if hardest:
                 write_table(_arrow(pd.concat(hardest, ignore_index=True)), tmp / "hardest.parquet")
-            write_text(self.to_markdown(), tmp / "report.md")
+            plots: list[tuple[str, str]] | None = None
+            if self.plots:
+                from .plots import plots_available, write_plots
+
+                plots = write_plots(self, tmp, self._class_hist) if plots_available() else []
+            write_text(self.to_markdown(plots), tmp / "report.md")
             write_text(json.dumps(self.to_dict(), indent=2, default=to_json_default) + "\n",
                        tmp / "summary.json")
             return atomic.commit()
@@ -151,11 +166,20 @@ class EvalResult:
     def _write_rows(self, dest: Path) -> None:
         if self._rows_table is not None:
             write_table(self._rows_table, dest)
+        elif self._rows_path is not None and self._rows_path.is_dir():  # dask: rows/part-*
+            shutil.copytree(self._rows_path, dest.with_name("rows"), copy_function=_link_or_copy)
         elif self._rows_path is not None and self._rows_path.exists():
             try:
                 os.link(self._rows_path, dest)
             except OSError:
                 shutil.copyfile(self._rows_path, dest)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def _arrow(df: pd.DataFrame) -> pa.Table:
@@ -250,6 +274,7 @@ def evaluate(
     started = time.time()
     t0 = time.perf_counter()
     cfg = _make_config(config)
+    client = options.pop("client", None)  # a distributed.Client for engine="dask"
     overrides: dict[str, Any] = dict(options)
     if eps is not None:
         overrides["eps"] = eps
@@ -314,14 +339,18 @@ def evaluate(
         if in_memory:
             kept = []
         else:
-            spool = Path(tempfile.mkdtemp(prefix=".evalkit-rows-", dir=spool_dir))
-            rows_path = spool / "rows.parquet"
-            writer = RowWriter(rows_path)
+            spool = make_spool_dir(spool_dir)
+            if cfg.engine == "dask":  # the workers write rows/part-*.parquet
+                rows_path = spool / "rows"
+            else:
+                rows_path = spool / "rows.parquet"
+                writer = RowWriter(rows_path)
     try:
         if cfg.engine == "dask":
             from .engines.dask import run_dask
 
-            state = run_dask(plan, source, cfg, label_index=label_index, writer_dir=rows_path)
+            state = run_dask(plan, source, cfg, label_index=label_index, writer_dir=rows_path,
+                             keep_batches=kept, client=client, progress=progress)
         else:
             from .engines.local import run_local
 
@@ -362,6 +391,11 @@ def evaluate(
         stats[CLASS] = _all_classes(stats[CLASS], layout.classes)
     metadata = _metadata(cfg, source, layout, state, plan, started, time.perf_counter() - t0,
                          unmatched_labels, labels)
+    class_hist = None
+    if cfg.plots and CLASS in state.stats:
+        from .plots import class_histograms
+
+        class_hist = class_histograms(state.stats[CLASS])
     result = EvalResult(
         overall=overall,
         groups=stats,
@@ -373,6 +407,8 @@ def evaluate(
         _rows_table=rows_table,
         _rows_path=rows_path,
         _rows_index=index,
+        _class_hist=class_hist,
+        plots=cfg.plots,
     )
     if rows_path is not None:
         weakref.finalize(result, _cleanup_spool, rows_path)
@@ -413,7 +449,7 @@ def _peek(source: Source) -> pa.RecordBatch | None:
                  if pa.types.is_list(f.type) or pa.types.is_large_list(f.type)]
     if not list_cols:
         return None
-    table = source.dataset.head(1, columns=list_cols)
+    table = source.head(1, list_cols)
     return table.to_batches()[0] if table.num_rows else None
 
 
@@ -429,7 +465,7 @@ def _load_labels(labels: Any, cfg: EvalConfig) -> tuple[LabelIndex | None, pa.Sc
     for c in cfg.on:
         if c not in schema.names:
             raise missing_column(c, "join key", schema.names, src.label)
-    table = src.dataset.to_table()
+    table = src.to_table()
     if table.num_rows == 0:
         raise EmptyInputError(f"{src.label}: the labels input has no rows")
     return LabelIndex(table, cfg.on, src.label), schema
@@ -501,9 +537,7 @@ def run(config: EvalConfig, *, progress: PROGRESS | None = None) -> tuple[EvalRe
     if not config.out:
         raise UsageError("no output directory given (--out)")
     out = Path(config.out)
-    AtomicDir(out, overwrite=config.overwrite).check()
-    spool_parent = out.absolute().parent
-    spool_parent.mkdir(parents=True, exist_ok=True)
+    spool_parent = AtomicDir(out, overwrite=config.overwrite).prepare()
     inputs: Any = config.input[0] if len(config.input) == 1 else config.input
     result = evaluate(inputs, config=config, progress=progress, spool_dir=spool_parent)
     path = result.write(out, overwrite=config.overwrite)

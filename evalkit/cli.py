@@ -170,6 +170,8 @@ def _config_from_flags(config_file: str | None, flags: dict[str, Any]) -> Any:
 @click.option("--exact-limit", type=int, help="Rows up to which auto quantiles are exact (default 1,000,000).")
 @click.option("--top-k", type=int, help="Hardest examples kept overall and per class (default 10).")
 @click.option("--rows/--no-rows", "write_rows", default=None, help="Write per-row output (default on).")
+@click.option("--plots/--no-plots", default=None,
+              help="Write PNG plots next to report.md (default on; needs evalkit[plot]).")
 @click.option("--batch-size", type=int, help="Rows per batch (default: chosen from the class count).")
 @click.option("--engine", type=click.Choice(["local", "dask"]), help="Execution engine (default local).")
 @click.option("--scheduler", help="Dask scheduler address (with --engine dask).")

@@ -66,6 +66,8 @@ class EvalConfig:
     out: str | None = None
     overwrite: bool = False
     write_rows: bool = True
+    plots: bool = True
+    """Write PNG plots next to report.md (needs the ``plot`` extra: matplotlib)."""
     engine: str = "local"
     scheduler: str | None = None
     gates: dict[str, Any] = field(default_factory=dict)
@@ -177,7 +179,7 @@ class EvalConfig:
 
 
 _LIST_KEYS = {"input", "on", "predictions", "targets", "classes"}
-_BOOL_KEYS = {"by_class", "by_split", "renormalize", "overwrite", "write_rows"}
+_BOOL_KEYS = {"by_class", "by_split", "renormalize", "overwrite", "write_rows", "plots"}
 _FLOAT_KEYS = {"eps", "sum_tol"}
 _INT_KEYS = {"exact_limit", "top_k"}
 

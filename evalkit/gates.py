@@ -1,20 +1,33 @@
 """Quality gates: limits a nightly job checks after the report is written.
 
-Gates of ``evaluate`` (config key ``gates``)::
+One ``gates`` mapping (config key ``gates``) serves ``evaluate`` and ``compare``::
 
     gates:
+      # evaluate gates: checked on the run (by ``compare``: on the candidate)
       max_mean_loss: 0.5            # overall mean loss
       max_clipped_fraction: 0.01    # overall share of clipped rows
-      min_accuracy: 0.8
+      min_accuracy: 0.8             # overall accuracy
+      # compare gates: checked on every group of every grouping (overall included)
+      max_regression: 0.02          # delta of mean loss (candidate - baseline) above this fails
+      max_regression_pct: 5         # relative delta in percent (or max_regression: "5%")
+      require_ci_excludes_zero: true  # a regression fails only if its CI lies above zero
       min_count: 100                # groups smaller than this are reported but not gated
-      groups:                       # per grouping, same keys, applied to every group
-        class: {max_mean_loss: 1.2}
+      groups:                       # per grouping: these keys override / add to the above
+        class: {max_mean_loss: 1.2, max_regression: 0.05}
+        region: {min_count: 500}
 
-Each failed gate is described as ``<gate> <grouping>[<group>]: observed X > limit Y``.
+Top-level evaluate gates apply to the overall line; under ``groups:`` they apply to every
+group of that grouping. Top-level compare gates apply to every grouping; a grouping's
+entry under ``groups:`` overrides them. A gate fails when the observed value is strictly
+beyond the limit (``observed > limit`` for ``max_*``, ``<`` for ``min_*``): a value equal
+to the limit passes. ``min_count`` of a compare gate is the smaller of the two runs' counts.
+
+Each failure reads ``<gate> <grouping>[<group>]: observed X > limit Y`` (plus details).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,39 +35,83 @@ from typing import Any
 from .errors import ConfigError
 
 EVAL_GATES = ("max_mean_loss", "max_clipped_fraction", "min_accuracy")
-GATE_KEYS = set(EVAL_GATES) | {"min_count", "groups"}
+COMPARE_GATES = ("max_regression", "max_regression_pct")
+GATE_OPTIONS = ("min_count", "require_ci_excludes_zero")
+GATE_KEYS = set(EVAL_GATES) | set(COMPARE_GATES) | set(GATE_OPTIONS) | {"groups"}
 
 
 @dataclass(frozen=True)
 class GateFailure:
-    """One failed gate."""
+    """One failed gate; ``str()`` is the one-line summary."""
 
     gate: str
     grouping: str
     group: str
     observed: float
     limit: float
+    detail: str = ""
 
     def __str__(self) -> str:
         where = self.grouping if not self.group else f"{self.grouping}[{self.group}]"
         op = ">" if self.gate.startswith("max") else "<"
-        return f"{self.gate} {where}: observed {self.observed:.6g} {op} limit {self.limit:.6g}"
+        unit = "%" if self.gate.endswith("_pct") else ""
+        text = (f"{self.gate} {where}: observed {self.observed:.6g}{unit} {op} "
+                f"limit {self.limit:.6g}{unit}")
+        return f"{text} ({self.detail})" if self.detail else text
 
 
-def validate_gates(gates: Mapping[str, Any], source: str = "gates") -> None:
-    """Reject unknown gate keys (a typo must not disable a gate silently)."""
+def _number(value: Any, key: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{source}: gate {key!r} must be a number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ConfigError(f"{source}: gate {key!r} must be finite, got {value!r}")
+    return float(value)
+
+
+def normalize_gates(gates: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy with ``max_regression: "5%"`` rewritten as ``max_regression_pct: 5``."""
+    out: dict[str, Any] = {}
+    for key, value in (gates or {}).items():
+        if key == "groups" and isinstance(value, Mapping):
+            out[key] = {g: normalize_gates(sub) if isinstance(sub, Mapping) else sub
+                        for g, sub in value.items()}
+        elif key == "max_regression" and isinstance(value, str) and value.strip().endswith("%"):
+            try:
+                out["max_regression_pct"] = float(value.strip()[:-1])
+            except ValueError:
+                raise ConfigError(f"gates: max_regression must be a number or a percentage like "
+                                  f"'5%', got {value!r}") from None
+        else:
+            out[key] = value
+    return out
+
+
+def validate_gates(gates: Mapping[str, Any], source: str = "gates", _nested: bool = False) -> None:
+    """Reject unknown gate keys and bad values (a typo must not disable a gate silently)."""
     from .errors import closest
 
+    gates = normalize_gates(gates)
     for key, value in gates.items():
-        if key not in GATE_KEYS and not key.startswith(("max_regression", "require_ci")):
-            raise ConfigError(f"{source}: unknown gate {key!r}{closest(key, GATE_KEYS)}")
+        if key not in GATE_KEYS or (_nested and key == "groups"):
+            pool = GATE_KEYS - ({"groups"} if _nested else set())
+            raise ConfigError(f"{source}: unknown gate {key!r}{closest(key, pool)}; "
+                              f"known gates: {', '.join(sorted(pool))}")
         if key == "groups":
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{source}: 'groups' must map grouping names to gates")
             for gname, sub in value.items():
                 if not isinstance(sub, Mapping):
                     raise ConfigError(f"{source}: gates of grouping {gname!r} must be a mapping")
-                validate_gates(sub, f"{source}.groups.{gname}")
+                validate_gates(sub, f"{source}.groups.{gname}", _nested=True)
+        elif key == "require_ci_excludes_zero":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{source}: {key!r} must be true or false, got {value!r}")
+        elif key == "min_count":
+            v = _number(value, key, source)
+            if v < 0 or v != int(v):
+                raise ConfigError(f"{source}: 'min_count' must be a whole number >= 0, got {value!r}")
+        else:
+            _number(value, key, source)
 
 
 def _row_value(row: Any, gate: str) -> float:
@@ -69,23 +126,40 @@ def _failed(gate: str, value: float, limit: float) -> bool:
     return value > limit if gate.startswith("max") else value < limit
 
 
-def check_gates(result: Any, gates: Mapping[str, Any] | None) -> list[GateFailure]:
-    """Evaluate the gates of an :class:`~evalkit.api.EvalResult`; return the failures."""
+def _key_columns(df: Any) -> list[str]:
+    return [c for c in df.columns if c not in _STATS]
+
+
+def check_gates(result: Any, gates: Mapping[str, Any] | None, *, detail: str = "") -> list[GateFailure]:
+    """Evaluate the evaluate-gates of an :class:`~evalkit.api.EvalResult`; return the failures.
+
+    Compare-only keys (``max_regression``...) are ignored here, so one config serves both
+    commands. ``result`` needs ``.overall`` (a Series) and ``.groups`` (name -> DataFrame).
+    """
     if not gates:
         return []
     validate_gates(gates)
+    gates = normalize_gates(gates)
     failures: list[GateFailure] = []
     min_count = int(gates.get("min_count", 0))
     for gate in EVAL_GATES:
         if gate in gates:
             v = _row_value(result.overall, gate)
             if _failed(gate, v, float(gates[gate])):
-                failures.append(GateFailure(gate, "overall", "", v, float(gates[gate])))
+                failures.append(GateFailure(gate, "overall", "", v, float(gates[gate]), detail))
     for gname, sub in (gates.get("groups") or {}).items():
-        if gname not in result.groups:
-            raise ConfigError(f"gates: no grouping {gname!r}; groupings are {', '.join(result.groups)}")
-        df = result.groups[gname]
-        key_cols = [c for c in df.columns if c not in _STATS]
+        if not any(g in sub for g in EVAL_GATES):
+            continue
+        if gname == "overall":
+            import pandas as pd
+
+            df = pd.DataFrame([dict(result.overall)])
+        elif gname in result.groups:
+            df = result.groups[gname]
+        else:
+            raise ConfigError(f"gates: no grouping {gname!r}; groupings are "
+                              f"{', '.join(['overall', *result.groups])}")
+        key_cols = _key_columns(df)
         sub_min = int(sub.get("min_count", min_count))
         for _, row in df.iterrows():
             if row["count"] < max(sub_min, 1):
@@ -95,9 +169,70 @@ def check_gates(result: Any, gates: Mapping[str, Any] | None) -> list[GateFailur
                 if gate in sub:
                     v = _row_value(row, gate)
                     if _failed(gate, v, float(sub[gate])):
-                        failures.append(GateFailure(gate, gname, label, v, float(sub[gate])))
+                        failures.append(GateFailure(gate, gname, label, v, float(sub[gate]), detail))
+    return failures
+
+
+def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) -> list[GateFailure]:
+    """Evaluate gates on a :class:`~evalkit.compare.CompareResult`; return the failures.
+
+    ``max_regression`` / ``max_regression_pct`` are checked on every group of every grouping
+    (top-level keys) or of the groupings under ``groups:``. A group in one run only, or with
+    fewer than ``min_count`` rows in either run, is reported but not gated. With
+    ``require_ci_excludes_zero``, a regression counts only when ``ci_low > 0`` (a group with
+    no interval, n < 2, then never fails). Evaluate gates (``max_mean_loss``...) are checked
+    on the candidate's statistics.
+    """
+    if not gates:
+        return []
+    validate_gates(gates)
+    gates = normalize_gates(gates)
+    failures: list[GateFailure] = []
+    groups_cfg: Mapping[str, Any] = gates.get("groups") or {}
+    tables = compare_result.tables
+    candidate = getattr(compare_result, "candidate", None)
+    for gname in groups_cfg:
+        known = gname in tables or gname == "overall" or (
+            candidate is not None and gname in candidate.groups)
+        if not known:
+            raise ConfigError(f"gates: no grouping {gname!r}; groupings are {', '.join(tables)}")
+    if candidate is not None:
+        failures += check_gates(candidate, gates, detail="candidate")
+
+    top = {k: gates[k] for k in (*COMPARE_GATES, *GATE_OPTIONS) if k in gates}
+    for gname, df in tables.items():
+        cfg = {**top, **{k: v for k, v in (groups_cfg.get(gname) or {}).items()
+                         if k in (*COMPARE_GATES, *GATE_OPTIONS)}}
+        limits = {g: float(cfg[g]) for g in COMPARE_GATES if g in cfg}
+        if not limits:
+            continue
+        min_count = max(int(cfg.get("min_count", 0)), 1)
+        need_ci = bool(cfg.get("require_ci_excludes_zero", False))
+        cols = [c for c in df.columns if c not in _COMPARE_COLUMNS]
+        for row in df.to_dict("records"):
+            if row["method"] == "missing":
+                continue
+            if min(row["baseline_count"], row["candidate_count"]) < min_count:
+                continue
+            lo = row["ci_low"]
+            if need_ci and not (lo is not None and lo == lo and lo > 0):
+                continue
+            label = ",".join(str(row[c]) for c in cols)
+            ci = (f"{row['method']} CI [{row['ci_low']:.4g}, {row['ci_high']:.4g}]"
+                  if row["ci_low"] == row["ci_low"] else f"{row['method']}, no CI")
+            base = (f"baseline {row['baseline_mean']:.6g} -> candidate {row['candidate_mean']:.6g}, "
+                    f"n {row['baseline_count']}/{row['candidate_count']}, {ci}")
+            if "max_regression" in limits and row["delta"] > limits["max_regression"]:
+                failures.append(GateFailure("max_regression", gname, label, float(row["delta"]),
+                                            limits["max_regression"], base))
+            rel = row["rel_delta"]
+            if "max_regression_pct" in limits and rel == rel and 100 * rel > limits["max_regression_pct"]:
+                failures.append(GateFailure("max_regression_pct", gname, label, 100 * float(rel),
+                                            limits["max_regression_pct"], base))
     return failures
 
 
 _STATS = {"count", "mean", "std", "min", "p50", "p90", "p99", "max", "sum", "clipped", "accuracy",
           "weight_sum", "weighted_mean"}
+_COMPARE_COLUMNS = {"baseline_count", "candidate_count", "baseline_mean", "candidate_mean", "delta",
+                    "rel_delta", "ci_low", "ci_high", "method", "status", "n_paired", "ci_method"}

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import glob as _glob
 import os
+import queue
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -60,7 +62,10 @@ class Source:
 
     def count_rows(self) -> int:
         """Row count from Parquet metadata (no data read)."""
-        return int(self.dataset.count_rows())
+        try:
+            return int(self.dataset.count_rows())
+        except _READ_ERRORS as exc:
+            raise CorruptFileError(f"{self.label}: cannot read Parquet metadata ({_short(exc)})") from None
 
     def file_sizes(self) -> int:
         """Total size in bytes of the input files (0 when unknown)."""
@@ -86,7 +91,7 @@ class Source:
         for frag in self.dataset.get_fragments():
             try:
                 phys = frag.physical_schema
-            except (pa.ArrowInvalid, OSError) as exc:
+            except _READ_ERRORS as exc:
                 raise CorruptFileError(f"{frag.path}: not a readable Parquet file ({exc})") from None
             for c, t in expected.items():
                 if c in part_cols:
@@ -112,17 +117,58 @@ class Source:
             columns=list(columns), batch_size=batch_size, use_threads=use_threads,
             batch_readahead=4, fragment_readahead=2,
         )
-        it = scanner.scan_batches()
         path = self.label
+        try:
+            it = scanner.scan_batches()
+        except _READ_ERRORS as exc:
+            raise CorruptFileError(f"{path}: cannot read Parquet data ({_short(exc)})") from None
         while True:
             try:
                 tagged = next(it)
             except StopIteration:
                 return
-            except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-                raise CorruptFileError(f"{path}: cannot read Parquet data ({_short(exc)})") from None
+            except _READ_ERRORS as exc:
+                # Read-ahead means the failing file may not be the one of the last batch.
+                culprit = self._find_unreadable(columns, path) or path
+                raise CorruptFileError(f"{culprit}: cannot read Parquet data ({_short(exc)})") from None
             path = getattr(tagged.fragment, "path", self.label)
             yield path, tagged.record_batch
+
+    def _find_unreadable(self, columns: Sequence[str], current: str, lookahead: int = 4) -> str | None:
+        """The file that fails to decode, among the current one and the next few (error path)."""
+        try:
+            frags = list(self.dataset.get_fragments())
+        except _READ_ERRORS:
+            return None
+        paths = [getattr(f, "path", None) for f in frags]
+        start = paths.index(current) if current in paths else 0
+        for frag in frags[start:start + lookahead]:
+            try:
+                frag.to_table(columns=[c for c in columns if c in frag.physical_schema.names])
+            except _READ_ERRORS:
+                return getattr(frag, "path", None)
+        return None
+
+    def head(self, n: int, columns: Sequence[str]) -> pa.Table:
+        """The first ``n`` rows of some columns, mapping read failures to CorruptFileError."""
+        try:
+            return self.dataset.head(n, columns=list(columns))
+        except _READ_ERRORS as exc:
+            culprit = self._find_unreadable(columns, self.label) or self.label
+            raise CorruptFileError(f"{culprit}: cannot read Parquet data ({_short(exc)})") from None
+
+    def to_table(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """Read the whole input (small inputs only, e.g. a labels table)."""
+        try:
+            return self.dataset.to_table(columns=list(columns) if columns is not None else None)
+        except _READ_ERRORS as exc:
+            culprit = self._find_unreadable(columns or self.schema.names, self.label) or self.label
+            raise CorruptFileError(f"{culprit}: cannot read Parquet data ({_short(exc)})") from None
+
+
+#: What Arrow raises on bad bytes: ArrowInvalid, ArrowIOError (an OSError), ArrowNotImplemented
+#: (e.g. an unknown encoding), ArrowMemoryError (absurd lengths), ... all ArrowException.
+_READ_ERRORS = (pa.ArrowException, OSError, EOFError)
 
 
 def _physical_names(dataset: ds.Dataset) -> list[str]:
@@ -185,7 +231,7 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
             if not files:
                 raise EmptyInputError(f"{label}: no Parquet file found")
             dataset = ds.dataset(files, format="parquet", filesystem=filesystem)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except _READ_ERRORS as exc:
         raise CorruptFileError(f"{label}: not a readable Parquet dataset ({_short(exc)})") from None
     files = list(dataset.files)  # type: ignore[attr-defined]
     if not files:
@@ -194,7 +240,7 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
     for frag in dataset.get_fragments():
         try:
             frag.physical_schema  # noqa: B018
-        except (pa.ArrowInvalid, OSError) as exc:
+        except _READ_ERRORS as exc:
             raise CorruptFileError(f"{frag.path}: not a readable Parquet file ({_short(exc)})") from None
     return Source(label, dataset, files, filesystem)
 
@@ -246,7 +292,51 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    except OSError:  # e.g. Windows: cannot tell, so assume it is alive
+        return True
     return True
+
+
+def _host_tag() -> str:
+    """A short tag of this host, so a run never sweeps the temp dir of a live run elsewhere
+    (a shared filesystem) just because that pid is free here."""
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _owner_tag() -> str:
+    return f"{os.getpid()}-{_host_tag()}-{uuid.uuid4().hex[:8]}"
+
+
+def _stale(name: str, marker: str) -> bool:
+    """Whether a ``<marker><pid>-<host>-<rand>`` temp name belongs to a dead run of this host."""
+    try:
+        parts = name.rsplit(marker, 1)[1].split("-")
+        pid = int(parts[0])
+    except (IndexError, ValueError):
+        return False
+    if len(parts) >= 3 and parts[1] != _host_tag():
+        return False
+    return not _pid_alive(pid)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT / SIGTERM for a few renames, so Ctrl-C cannot land between them."""
+    import signal
+
+    sigs = {signal.SIGINT, getattr(signal, "SIGTERM", signal.SIGINT)}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (AttributeError, OSError, ValueError):  # no pthread_sigmask (Windows)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class AtomicDir:
@@ -255,6 +345,10 @@ class AtomicDir:
     All files of a run appear together or not at all: a crash, Ctrl-C or disk-full error
     leaves the previous report (if any) untouched, and the temporary directory is removed
     (or, after a hard kill, swept by the next run).
+
+    The temporary directory is ``.<name>.tmp-<pid>-<host>-<random>`` beside the target; when
+    overwriting, the previous report is moved to ``.<name>.old-...`` for the instant of the
+    swap (and moved back by the next run if a hard kill landed in that instant).
     """
 
     def __init__(self, target: PathLike, overwrite: bool = False) -> None:
@@ -263,64 +357,127 @@ class AtomicDir:
         self.tmp: Path | None = None
 
     def check(self) -> None:
-        """Refuse an existing report unless overwriting; refuse a non-empty unrelated dir."""
+        """Refuse an existing report unless overwriting; never replace an unrelated directory."""
         t = self.target
-        if t.exists() and not t.is_dir():
-            raise OutputError(f"{t}: exists and is not a directory")
-        if t.is_dir() and not self.overwrite:
-            entries = [e.name for e in t.iterdir()]
-            if any(m in entries for m in REPORT_MARKERS):
-                raise OutputExistsError(f"{t}: already holds a report; pass --overwrite to replace it")
-            if entries:
-                raise OutputExistsError(
-                    f"{t}: directory is not empty ({len(entries)} entries); pass --overwrite to replace it"
-                )
+        try:
+            if t.exists() and not t.is_dir():
+                raise OutputError(f"{t}: exists and is not a directory")
+            for parent in t.parents:
+                if parent.exists():
+                    if not parent.is_dir():
+                        raise OutputError(f"{t}: cannot be created: {parent} is not a directory")
+                    break
+            if t.is_dir():
+                entries = [e.name for e in t.iterdir()]
+                is_report = any(m in entries for m in REPORT_MARKERS)
+                if is_report and not self.overwrite:
+                    raise OutputExistsError(f"{t}: already holds a report; pass --overwrite to replace it")
+                if entries and not is_report:
+                    # --overwrite replaces a report, never a directory of other files.
+                    raise OutputExistsError(
+                        f"{t}: directory is not empty ({len(entries)} entries) and holds no evalkit "
+                        "report; choose another --out"
+                    )
+        except OSError as exc:
+            raise OutputError(f"{t}: cannot use as the output directory ({exc.strerror or exc})") from None
 
-    def __enter__(self) -> Path:
+    def prepare(self) -> Path:
+        """Check the target, create its parent and sweep stale temp dirs; return the parent."""
         self.check()
         parent = self.target.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied")
             self._sweep(parent)
-            self.tmp = parent / f".{self.target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        except OSError as exc:
+            raise OutputError(
+                f"{self.target}: cannot create the output directory in {parent} ({exc.strerror or exc})"
+            ) from None
+        return parent
+
+    def __enter__(self) -> Path:
+        parent = self.prepare()
+        try:
+            self.tmp = parent / f".{self.target.name}.tmp-{_owner_tag()}"
             self.tmp.mkdir()
         except OSError as exc:
+            self.tmp = None
             raise OutputError(f"{self.target}: cannot create the output directory ({exc.strerror or exc})") from None
         return self.tmp
 
     def _sweep(self, parent: Path) -> None:
-        # Temp dirs of runs that were killed hard (SIGKILL) are left behind; remove them.
-        for p in parent.glob(f".{self.target.name}.tmp-*"):
-            try:
-                pid = int(p.name.rsplit(".tmp-", 1)[1].split("-")[0])
-            except (IndexError, ValueError):
-                continue
-            if not _pid_alive(pid):
+        # Runs killed hard (SIGKILL, power loss) leave their temp dirs behind: remove them,
+        # and put back a previous report caught mid-swap.
+        name = self.target.name
+        for p in parent.glob(f".{name}.old-*"):
+            if _stale(p.name, ".old-"):
+                if not self.target.exists():
+                    with contextlib.suppress(OSError):
+                        os.replace(p, self.target)
+                        continue
                 shutil.rmtree(p, ignore_errors=True)
+        for p in parent.glob(f".{name}.tmp-*"):
+            if _stale(p.name, ".tmp-"):
+                shutil.rmtree(p, ignore_errors=True)
+        sweep_spool_dirs(parent)
 
     def commit(self) -> Path:
         """Move the finished directory into place (replacing the old one if overwriting)."""
         assert self.tmp is not None
         self.check()
         old: Path | None = None
-        try:
-            if self.target.exists():
-                old = self.target.parent / f".{self.target.name}.old-{uuid.uuid4().hex[:8]}"
-                os.replace(self.target, old)
-            os.replace(self.tmp, self.target)
-        except OSError as exc:
-            if old is not None and not self.target.exists():
-                os.replace(old, self.target)
-            raise OutputError(f"{self.target}: cannot move the report into place ({exc})") from None
-        self.tmp = None
+        with _signals_deferred():
+            try:
+                if self.target.exists():
+                    old = self.target.parent / f".{self.target.name}.old-{_owner_tag()}"
+                    os.replace(self.target, old)
+                os.replace(self.tmp, self.target)
+            except OSError as exc:
+                if old is not None and not self.target.exists():
+                    os.replace(old, self.target)
+                raise OutputError(f"{self.target}: cannot move the report into place ({exc})") from None
+            self.tmp = None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.target
 
     def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
         if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            with _signals_deferred():
+                shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
+
+
+SPOOL_MARKER = ".evalkit-rows-"
+
+
+def make_spool_dir(parent: PathLike | None = None) -> Path:
+    """A private directory for streamed per-row output (beside the report, or in TMPDIR).
+
+    Named ``.evalkit-rows-<pid>-<host>-...`` so that the next run can sweep it after a hard kill.
+    """
+    import tempfile
+
+    try:
+        if parent is not None:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+            sweep_spool_dirs(parent)
+        return Path(tempfile.mkdtemp(prefix=f"{SPOOL_MARKER}{os.getpid()}-{_host_tag()}-", dir=parent))
+    except OSError as exc:
+        where = parent if parent is not None else tempfile.gettempdir()
+        raise OutputError(
+            f"{where}: cannot create a temporary directory there ({exc.strerror or exc}); "
+            "is the output location writable?"
+        ) from None
+
+
+def sweep_spool_dirs(parent: PathLike) -> None:
+    """Remove per-row spool directories of dead runs in ``parent``."""
+    with contextlib.suppress(OSError):
+        for p in Path(parent).glob(f"{SPOOL_MARKER}*"):
+            if p.is_dir() and _stale(p.name, SPOOL_MARKER):
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def write_table(table: pa.Table, path: PathLike) -> None:
@@ -340,26 +497,81 @@ def write_text(text: str, path: PathLike) -> None:
 
 
 class RowWriter:
-    """Incremental per-row Parquet writer (one file, row groups appended per batch)."""
+    """Incremental per-row Parquet writer: one file, encoded on a background thread.
 
-    def __init__(self, path: PathLike) -> None:
+    Parquet encoding releases the GIL, so handing batches to a writer thread overlaps
+    encoding with decoding and the loss kernel. The queue is bounded (memory stays flat)
+    and batches are coalesced into row groups of about ``row_group_rows`` rows. Only
+    string / dictionary / bool columns are dictionary-encoded and integer columns use
+    delta encoding: trying dictionaries on float columns doubles encode time for nothing.
+    """
+
+    def __init__(self, path: PathLike, *, threaded: bool = True, row_group_rows: int = 1 << 20) -> None:
         self.path = Path(path)
-        self._writer: pq.ParquetWriter | None = None
         self.rows = 0
+        self.row_group_rows = row_group_rows
+        self._writer: pq.ParquetWriter | None = None
+        self._buffer: list[pa.RecordBatch] = []
+        self._buffered = 0
+        self._threaded = threaded
+        self._queue: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=2)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Append a batch (the first one fixes the schema)."""
-        try:
-            if self._writer is None:
-                self._writer = pq.ParquetWriter(os.fspath(self.path), batch.schema, compression="zstd")
-            self._writer.write_batch(batch)
-        except OSError as exc:
-            raise OutputError(f"{self.path}: cannot write per-row output ({exc})") from None
+        self._raise_pending()
         self.rows += batch.num_rows
+        if not self._threaded:
+            self._add(batch)
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="evalkit-row-writer", daemon=True)
+            self._thread.start()
+        self._queue.put(batch)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self._add(item)
+                except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                    self._error = exc
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            exc, self._error = self._error, None
+            if isinstance(exc, OSError):
+                raise OutputError(f"{self.path}: cannot write per-row output ({exc})") from None
+            raise exc
+
+    def _add(self, batch: pa.RecordBatch) -> None:
+        self._buffer.append(batch)
+        self._buffered += batch.num_rows
+        if self._buffered >= self.row_group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        table = pa.Table.from_batches(self._buffer)
+        self._buffer, self._buffered = [], 0
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(os.fspath(self.path), table.schema, **_encoding(table.schema))
+        self._writer.write_table(table, row_group_size=table.num_rows)
 
     def close(self, schema: pa.Schema | None = None) -> None:
         """Finish the file (an empty one with ``schema`` if nothing was written)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self._raise_pending()
         try:
+            self._flush()
             if self._writer is None and schema is not None:
                 pq.write_table(schema.empty_table(), os.fspath(self.path), compression="zstd")
             if self._writer is not None:
@@ -367,3 +579,15 @@ class RowWriter:
                 self._writer = None
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write per-row output ({exc})") from None
+
+
+def _encoding(schema: pa.Schema) -> dict[str, object]:
+    dict_cols, delta_cols = [], {}
+    for f in schema:
+        t = f.type
+        if (pa.types.is_dictionary(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+                or pa.types.is_boolean(t)):
+            dict_cols.append(f.name)
+        elif pa.types.is_integer(t):
+            delta_cols[f.name] = "DELTA_BINARY_PACKED"
+    return {"compression": "zstd", "use_dictionary": dict_cols or False, "column_encoding": delta_cols or None}

@@ -80,8 +80,11 @@ class LabelIndex:
     def match(self, batch: pa.RecordBatch) -> tuple[np.ndarray, list[Problem]]:
         """Label-row position of each prediction row (-1 if unmatched) and join problems."""
         cols = []
-        for name in self.on:
-            cols.append(_plain(batch.column(name)))
+        for name, uniq in zip(self.on, self._uniques, strict=True):
+            col = _plain(batch.column(name))
+            if col.type != uniq.type:
+                col = self._cast_key(col, uniq.type, name)
+            cols.append(col)
         codes = self._codes(cols)
         assert codes is not None
         pos = pc.index_in(pa.array(codes), value_set=self._codes_arr)
@@ -113,6 +116,30 @@ class LabelIndex:
             self.seen[uniq] = True
         return position, problems
 
+    def _cast_key(self, col: pa.Array, to: pa.DataType, name: str) -> pa.Array:
+        """Prediction keys in the labels' key type (int32 vs int64, string vs large_string)."""
+        compatible = (
+            (pa.types.is_integer(col.type) and pa.types.is_integer(to))
+            or (_is_text(col.type) and _is_text(to))
+            or (pa.types.is_floating(col.type) and pa.types.is_floating(to))
+            or (pa.types.is_integer(col.type) and pa.types.is_floating(to))
+            or (pa.types.is_floating(col.type) and pa.types.is_integer(to))
+            or (pa.types.is_date(col.type) and pa.types.is_date(to))
+            or (pa.types.is_timestamp(col.type) and pa.types.is_timestamp(to))
+        )
+        if compatible:
+            try:
+                return col.cast(to, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                # Values that do not fit (e.g. 2.5 vs int keys) cannot match anything.
+                if pa.types.is_floating(col.type) and pa.types.is_integer(to):
+                    whole = pc.equal(col, pc.floor(col))
+                    return pc.if_else(whole, pc.floor(col), None).cast(to, safe=False)
+        raise JoinError(
+            f"{self.source}: key column {name!r} has type {to} in the labels input but "
+            f"{col.type} in the predictions; store the keys with the same type on both sides"
+        )
+
     def attach(self, batch: pa.RecordBatch, position: np.ndarray, columns: Sequence[str]) -> pa.RecordBatch:
         """Append the label columns (taken at ``position``, -1 giving null) to a batch."""
         take = pa.array(np.where(position < 0, 0, position))
@@ -135,6 +162,10 @@ class LabelIndex:
     def describe_unmatched(self, mask: np.ndarray) -> str:
         """Sample of unmatched label keys for a message."""
         return sample_rows(mask, 0, self._key_values(mask))
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
 def _key_list(batch: pa.RecordBatch, on: Sequence[str]) -> _LazyKeys:

@@ -133,7 +133,10 @@ class Layout:
                 if col.null_count:
                     mask = col.is_null().to_numpy(zero_copy_only=False)
                     problems.append(Problem("null_prediction", InvalidProbabilityError,
-                                            f"null prediction in {name}", mask))
+                                            f"null (missing) prediction in {name}", mask))
+            if self.kind == "binary":
+                problems += _binary_problems(batch.column(self.pred_columns[0]), self.pred_columns[0],
+                                             self.from_logits)
         if self.label_kind == "soft":
             problems += _list_problems(batch.column(self.label_columns[0]), self.n_classes, "target")
         return problems
@@ -184,24 +187,43 @@ class Layout:
             if null is not None:
                 unknown &= ~null
             if unknown.any():
-                values = col.to_pylist() if unknown.sum() else None
+                values = _LazyValues(col)  # only the few rows a message shows
                 problems.append(Problem("unknown_label", LabelError,
                                         f"unknown class name (classes are {_short_list(self.classes)})",
                                         unknown, values))
             y[y < 0] = 0
             return y, None, problems
         t = col.type
-        if pa.types.is_boolean(t):
-            y = col.fill_null(False).to_numpy(zero_copy_only=False).astype(np.int64)
-        elif pa.types.is_floating(t):
-            f = col.fill_null(0).to_numpy(zero_copy_only=False)
+        huge: np.ndarray | None = None
+        shown: np.ndarray | None = None
+        if pa.types.is_floating(t):
+            f = col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
             frac = ~np.isfinite(f) | (f != np.floor(np.where(np.isfinite(f), f, 0)))
             if frac.any():
                 problems.append(Problem("fractional_label", LabelError,
                                         "float label is not a whole number", frac, f))
-            y = np.where(frac, 0, f).astype(np.int64)
-        else:
+            # Whole floats beyond int64 would wrap in the cast: flag them as out of range.
+            huge = ~frac & (np.abs(f) >= 2.0**62)
+            y = np.where(frac | huge, 0, f).astype(np.int64)
+            shown = f
+        elif pa.types.is_unsigned_integer(t) and t.bit_width == 64:  # type: ignore[attr-defined]
+            u = col.fill_null(0).to_numpy(zero_copy_only=False)
+            huge = u >= np.uint64(2**62)
+            y = np.where(huge, 0, u).astype(np.int64)
+            shown = u
+        elif pa.types.is_boolean(t):
+            y = col.fill_null(False).to_numpy(zero_copy_only=False).astype(np.int64)
+        elif pa.types.is_integer(t):
             y = col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        else:  # decimal
+            f = col.cast(pa.float64()).fill_null(0).to_numpy(zero_copy_only=False)
+            frac = f != np.floor(f)
+            if frac.any():
+                problems.append(Problem("fractional_label", LabelError,
+                                        "decimal label is not a whole number", frac, f))
+            huge = ~frac & (np.abs(f) >= 2.0**62)
+            y = np.where(frac | huge, 0, f).astype(np.int64)
+            shown = f
         by_value = _int_class_values(self.classes)
         if by_value is not None:
             lookup = pc.index_in(pa.array(y), value_set=pa.array(by_value, type=pa.int64()))
@@ -213,6 +235,13 @@ class Layout:
             bad = (y < 0) | (y >= k)
             raw = y.copy()
             y = np.where(bad, 0, y)
+        if huge is not None and huge.any():
+            bad |= huge
+            y[huge] = 0
+        if shown is not None:
+            raw = shown
+        if pa.types.is_floating(t) or pa.types.is_decimal(t):
+            bad &= ~frac
         if null is not None:
             bad &= ~null
         if bad.any():
@@ -220,6 +249,44 @@ class Layout:
                                     f"label out of range (classes are {_short_list(self.classes)})",
                                     bad, raw))
         return y, None, problems
+
+
+class _LazyValues:
+    """Python values of an Arrow array, converted only for the rows a message shows."""
+
+    def __init__(self, arr: pa.Array) -> None:
+        self.arr = arr
+
+    def __getitem__(self, i: int) -> object:
+        return self.arr[int(i)].as_py()
+
+    def __len__(self) -> int:
+        return len(self.arr)
+
+
+def _binary_problems(arr: pa.Array | pa.ChunkedArray, name: str, from_logits: bool) -> list[Problem]:
+    """Out-of-range values of a binary P(class 1) (or logit) column, shown as they are."""
+    if len(arr) == 0:
+        return []
+    p1 = _float_numpy(arr, name).astype(np.float64, copy=False)
+    total = p1.sum()
+    if np.isfinite(total) and (from_logits or (p1.min() >= 0 and p1.max() <= 1)):
+        return []  # the fast path: one reduction (nulls become NaN and fail it)
+    # Nulls are reported on their own (null_prediction); the rest is judged on its values.
+    null = np.isnan(p1) & arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None
+    nonfinite = ~np.isfinite(p1)
+    if null is not None:
+        nonfinite &= ~null
+    what = "logits" if from_logits else "probabilities"
+    problems = [Problem(f"nonfinite_{'logit' if from_logits else 'probability'}",
+                        InvalidProbabilityError, f"NaN or infinite {what} in {name}", nonfinite, p1)]
+    if not from_logits:
+        with np.errstate(invalid="ignore"):
+            problems.append(Problem("negative_probability", InvalidProbabilityError,
+                                    f"negative probabilities in {name}", p1 < 0, p1))
+            problems.append(Problem("probability_above_one", InvalidProbabilityError,
+                                    f"probabilities greater than 1 in {name}", p1 > 1, p1))
+    return [p for p in problems if p.mask.any()]
 
 
 def _int_class_values(classes: Sequence[str]) -> list[int] | None:
@@ -289,7 +356,12 @@ def _list_matrix(arr: pa.Array | pa.ChunkedArray, k: int) -> np.ndarray:
     flat = _float_numpy(values, "list values")
     if flat.size != n * k:
         raise ListLengthError(f"list column holds {flat.size} values for {n} rows of {k} classes")
-    return flat.reshape(n, k)
+    m = flat.reshape(n, k)
+    if k <= 64:
+        # Row reductions over a short contiguous axis are slow in numpy (one tiny loop per
+        # row); one transposing copy makes every later sum / max / argmax vectorise.
+        return np.ascontiguousarray(m.T).T
+    return m
 
 
 # -- detection -------------------------------------------------------------------------
@@ -342,6 +414,11 @@ def detect_layout(
         for c in cols:
             if c not in label_names:
                 raise missing_column(c, "target", label_names, source)
+            ct = _value_type(lschema.field(c).type)
+            if not (_is_numeric(ct) or pa.types.is_boolean(ct)):
+                raise ColumnTypeError(
+                    f"{source}: target column {c!r} has type {ct}; one-hot / soft targets must be numeric"
+                )
         if len(cols) != len(classes):
             raise LayoutError(
                 f"{source}: {len(cols)} target columns but {len(classes)} prediction classes"
@@ -367,6 +444,11 @@ def detect_layout(
         lt = _value_type(lschema.field(label).type)
         if _is_list(lt):
             label_kind = "soft"
+            inner = lt.value_type  # type: ignore[attr-defined]
+            if not _is_numeric(inner):
+                raise ColumnTypeError(
+                    f"{source}: label column {label!r} is a list of {inner}; soft targets must be numbers"
+                )
         elif pa.types.is_string(lt) or pa.types.is_large_string(lt):
             label_kind = "name"
         elif _is_numeric(lt) or pa.types.is_boolean(lt):
@@ -490,6 +572,7 @@ def _detect_predictions(
         found = _prefixed(schema, prefixes, _is_numeric)
         if found and len(found[1]) >= 2:
             prefix, cols = found
+            _reject_non_numeric(schema, prefix, source)
             cols = _order_by_int_suffix(cols, prefix)
             logits = is_logits if spec.logits is None else bool(spec.logits)
             notes.append(f"detected wide columns by prefix {prefix!r}")
@@ -504,11 +587,30 @@ def _detect_predictions(
         if c in names and _is_float(_value_type(schema.field(c).type)):
             notes.append(f"binary layout: {c!r} read as P(class 1)")
             return "binary", (c,), bool(spec.logits), declared_classes or ("0", "1")
+    for prefix in LOGIT_PREFIXES + PROB_PREFIXES:
+        # Class columns that are all of the wrong type (e.g. probabilities stored as strings).
+        if sum(1 for n in names if n.startswith(prefix)) >= 2:
+            _reject_non_numeric(schema, prefix, source)
     raise LayoutError(
         f"{source}: cannot detect the prediction columns. Name them with --predictions COL "
         f"(repeatable) or --prefix PREFIX; looked for prefixes {', '.join(PROB_PREFIXES + LOGIT_PREFIXES)} "
         f"and list columns {', '.join(LIST_PROB_NAMES + LIST_LOGIT_NAMES)}. Columns are: {', '.join(names[:20])}"
     )
+
+
+def _reject_non_numeric(schema: pa.Schema, prefix: str, source: str) -> None:
+    """Raise ColumnTypeError for a scalar column with a prediction prefix that is not numeric.
+
+    Silently leaving such a column out would drop a class (and give a wrong number).
+    """
+    for f in schema:
+        t = _value_type(f.type)
+        if f.name.startswith(prefix) and not _is_numeric(t) and not _is_list(t) \
+                and not pa.types.is_struct(t):
+            raise ColumnTypeError(
+                f"{source}: prediction column {f.name!r} has type {t}; probabilities must be "
+                f"numeric (or name the prediction columns with --predictions / --prefix)"
+            )
 
 
 def _common_suffix_names(cols: Sequence[str]) -> tuple[str, ...]:

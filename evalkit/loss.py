@@ -69,6 +69,24 @@ class RowLoss:
         return self.predicted == self.true_class
 
 
+def row_argmax(scores: np.ndarray) -> npt.NDArray[np.int64]:
+    """Arg-max of each row (first maximum on ties), fast for column-major score matrices.
+
+    numpy's argmax along a short, strided axis runs one tiny reduction per row; for
+    column-major (wide layout) matrices a row max plus K vectorised compares is ~2x faster.
+    """
+    n, k = scores.shape
+    if n == 0:
+        return np.zeros(0, np.int64)
+    if k > 64 or scores.strides[0] != scores.itemsize:
+        return scores.argmax(axis=1).astype(np.int64, copy=False)
+    mx = scores.max(axis=1)
+    idx = np.full(n, k - 1, dtype=np.int64)
+    for j in range(k - 2, -1, -1):  # descending, so the first maximum wins
+        idx[scores[:, j] == mx] = j
+    return idx
+
+
 def _log_softmax_at(z: np.ndarray, cols: np.ndarray | None) -> FloatArray:
     """log softmax of each row of logits ``z`` (n, K), at class ``cols`` or for every class."""
     z64 = np.asarray(z, dtype=np.float64)
@@ -91,7 +109,7 @@ def sparse_loss(
     n = scores.shape[0]
     rows = np.arange(n)
     y = np.asarray(y, dtype=np.int64)
-    predicted = scores.argmax(axis=1).astype(np.int64, copy=False) if n else np.zeros(0, np.int64)
+    predicted = row_argmax(scores)
     if from_logits:
         logp = _log_softmax_at(scores, y) if n else np.zeros(0)
         lo, hi = math.log(eps), math.log1p(-eps)
@@ -123,7 +141,7 @@ def soft_loss(
     # 0 * log(clip(p)) is always finite thanks to the clip, so no 0 * -inf NaNs appear.
     loss = -(t * logc).sum(axis=1)
     clipped = (out_of_range & (t > 0)).any(axis=1)
-    predicted = scores.argmax(axis=1).astype(np.int64) if n else np.zeros(0, np.int64)
+    predicted = row_argmax(scores)
     true_class = t.argmax(axis=1).astype(np.int64) if n else np.zeros(0, np.int64)
     rows = np.arange(n)
     p_true = np.exp(logp[rows, true_class]) if from_logits else p[rows, true_class]

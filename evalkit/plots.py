@@ -111,7 +111,12 @@ def _key_label(key: Sequence[Any]) -> str:
 
 
 def _truncate(s: str, n: int = MAX_LABEL) -> str:
-    return s if len(s) <= n else s[: n - 1] + "\u2026"
+    """Shorten in the middle: labels often share a prefix and differ at the end."""
+    s = " ".join(s.split())
+    if len(s) <= n:
+        return s
+    tail = (n - 1) // 2
+    return s[: n - 1 - tail] + "\u2026" + s[len(s) - tail :]
 
 
 def _input_name(result: Any) -> str:
@@ -122,7 +127,7 @@ def _input_name(result: Any) -> str:
 
 
 def _height(rows: int) -> float:
-    return min(14.0, max(2.8, 1.3 + 0.3 * rows))
+    return min(12.0, max(2.8, 1.5 + 0.26 * rows))
 
 
 def _fmt_loss(x: float, _pos: Any = None) -> str:
@@ -159,6 +164,13 @@ def _right_labels(ax: Any, ys: Sequence[float], labels: Sequence[str]) -> None:
     ax2.tick_params(axis="y", length=0)
     for side in ("top", "right", "left", "bottom"):
         ax2.spines[side].set_visible(False)
+
+
+def _finish(fig: Any, title: str, subtitle: str, handles: list[Any]) -> None:
+    """Left-aligned title block above, legend below the axes (both layout-managed)."""
+    fig.suptitle(f"{title}\n{subtitle}", x=0.01, ha="left", fontsize=10.5, linespacing=1.4)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)),
+               fontsize=8, frameon=False)
 
 
 def _style(ax: Any) -> None:
@@ -230,11 +242,12 @@ def _plot_class_distribution(result: Any, path: Path, class_hist: dict | None) -
             if math.isfinite(mean):
                 ax.plot([mean], [y + 0.12], marker="D", color=_MEAN, markersize=4.5,
                         linestyle="none")
-        ax.set_xlim(edges[0], edges[-1])
+        ax.set_xlim(edges[0] / 1.2, edges[-1] * 1.2)
         ax.set_ylim(-0.25, len(names) - 0.05)
         label_y = ys + 0.35
-        kind = "histogram per class, each scaled to its peak"
+        kind = "histogram of each class's losses, scaled to its peak"
         handles = [
+            _patch(facecolor=_FILL, alpha=0.55, edgecolor=_FILL, label="histogram (scaled to peak)"),
             _line(color="black", linewidth=1.2, label="median"),
             _line(color=_MEAN, marker="D", markersize=4.5, linestyle="none", label="mean"),
         ]
@@ -274,21 +287,30 @@ def _plot_class_distribution(result: Any, path: Path, class_hist: dict | None) -
             ax.axvline(ref, color=_REF, linestyle=":", linewidth=1)
             handles.append(_line(color=_REF, linestyle=":", linewidth=1,
                                  label=f"uniform guess (ln {n_classes} = {ref:.2g})"))
+    lo, hi = ax.get_xlim()
+    if hi / lo < 100:  # under two decades: also label 2x and 5x ticks
+        from matplotlib.ticker import LogLocator
+
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=15))
     ax.set_yticks(label_y, [_truncate(n) for n in names])
-    _right_labels(ax, label_y, [f"{_fmt_count(n)}  mean {m:.3g}" if math.isfinite(m)
+    _right_labels(ax, label_y, [f"mean {m:.3g}, {_fmt_count(n)}" if math.isfinite(m)
                                 else _fmt_count(n) for n, m in zip(counts_col, means, strict=True)])
     ax.set_xlabel("cross-entropy loss (log scale)", fontsize=10)
     ax.set_ylabel("true class", fontsize=10)
     title = f"Loss distribution by true class \u2014 {_input_name(result)}"
     sub = kind
     if cut:
-        sub = f"{MAX_CLASSES} of {n_with_data:,} classes with the highest mean loss; " + kind
-    ax.set_title(f"{title}\n{sub}", fontsize=10.5, loc="left")
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.13 if rows > 4
-              else -0.25), ncol=min(4, len(handles)), frameon=False)
+        sub = f"the {MAX_CLASSES} of {n_with_data:,} classes with the highest mean loss"
+    _finish(fig, title, sub, handles)
     _save(fig, path)
     return "Loss distribution by true class" + (f" ({MAX_CLASSES} worst of {n_with_data:,})"
                                                  if cut else "")
+
+
+def _patch(**kw: Any) -> Any:
+    from matplotlib.patches import Patch
+
+    return Patch(**kw)
 
 
 def _line(**kw: Any) -> Any:
@@ -337,18 +359,17 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     ax.set_yticks(ys, labels)
     ax.grid(axis="x", color="#dddddd", linewidth=0.8)
     ax.set_axisbelow(True)
-    _right_labels(ax, ys, [_fmt_count(n) + (" (no CI)" if nc else "")
-                           for n, nc in zip(cnt, no_ci, strict=True)])
+    _right_labels(ax, ys, [f"mean {v:.3g}, {_fmt_count(n)}" + (" (no CI)" if nc else "")
+                           for v, n, nc in zip(m, cnt, no_ci, strict=True)])
     what = ", ".join(cols)
     ax.set_xlabel("mean cross-entropy loss", fontsize=10)
     ax.set_ylabel(what, fontsize=10)
     title = f"Mean loss by {what} \u2014 {_input_name(result)}"
-    sub_title = "sorted by mean loss, error bars: 95% CI (1.96\u00b7std/\u221an)"
+    sub_title = "sorted by mean loss; error bars: 95% CI of the mean (1.96\u00b7std/\u221an)"
     if cut:
-        sub_title = f"{MAX_GROUPS} of {total:,} groups with the highest mean loss; " + sub_title
-    ax.set_title(f"{title}\n{sub_title}", fontsize=10.5, loc="left")
-    ax.legend(handles=handles, fontsize=8, loc="upper left",
-              bbox_to_anchor=(0.0, -0.13 if rows > 4 else -0.25), ncol=2, frameon=False)
+        sub_title = (f"the {MAX_GROUPS} of {total:,} groups with the highest mean loss; "
+                     "error bars: 95% CI")
+    _finish(fig, title, sub_title, handles)
     _save(fig, path)
     return f"Mean loss by {what}" + (f" ({MAX_GROUPS} worst of {total:,})" if cut else "")
 

@@ -145,8 +145,12 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def render_markdown(result: EvalResult) -> str:
-    """The full report.md text."""
+def render_markdown(result: EvalResult, plots: Sequence[tuple[str, str]] | None = None) -> str:
+    """The full report.md text; ``plots`` lists (title, relative PNG path) to embed.
+
+    ``plots=None`` renders no plot section (e.g. printing to a terminal); an empty list
+    says plots were asked for but matplotlib is missing, and how to enable them.
+    """
     meta = result.metadata
     out = ["# evalkit report", ""]
     out += ["| run | |", "| --- | --- |"]
@@ -174,6 +178,15 @@ def render_markdown(result: EvalResult) -> str:
             out.append(markdown_table(df, order, max_rows=100))
     out += ["## Confusion (mean loss by true × predicted class)", ""]
     out.append(markdown_table(result.confusion, ["class", "predicted", "count", "mean"], max_rows=100))
+    if plots is not None:
+        out += ["## Plots", ""]
+        if plots:
+            for title, path in plots:
+                out += [f"### {title}", "", f"![{title}]({path})", ""]
+        else:
+            from .plots import INSTALL_HINT
+
+            out += [f"_Plots are off: matplotlib is not installed. Enable them with `{INSTALL_HINT}`._", ""]
     return "\n".join(out).rstrip() + "\n"
 
 

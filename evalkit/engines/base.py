@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..aggregate import GroupStats, TopK
+from ..aggregate import Confusion, GroupStats, TopK
 from ..errors import InputError, ProbabilitySumError
 from ..join import LabelIndex, lazy_keys
 from ..layout import Layout
@@ -77,7 +77,7 @@ class Plan:
         kw = dict(eps=self.eps, quantile_mode=self.quantile_mode, exact_limit=self.exact_limit)
         weighted = self.layout.weight is not None
         stats = {g.name: GroupStats(g.columns, weighted=weighted, **kw) for g in self.groupings}  # type: ignore[arg-type]
-        confusion = GroupStats((CLASS, PREDICTED), **kw)  # type: ignore[arg-type]
+        confusion = Confusion(self.layout.classes)
         top = {"overall": TopK(self.top_k, ()), CLASS: TopK(self.top_k, (CLASS,))} if self.top_k else {}
         return EvalState(stats=stats, confusion=confusion, top=top,
                          seen=np.zeros(n_label_rows, dtype=bool) if n_label_rows else None)
@@ -88,7 +88,7 @@ class EvalState:
     """Mergeable partial results of a run."""
 
     stats: dict[str, GroupStats]
-    confusion: GroupStats
+    confusion: Confusion
     top: dict[str, TopK]
     rows_read: int = 0
     rows_used: int = 0
@@ -252,10 +252,14 @@ def process_batch(
     true_dict = pa.DictionaryArray.from_arrays(pa.array(out.true_class.astype(np.int32)), classes)
     pred_dict = pa.DictionaryArray.from_arrays(pa.array(out.predicted.astype(np.int32)), classes)
 
+    bins = None
     for g in plan.groupings:
         keys = [true_dict if c == CLASS else batch.column(c) for c in g.columns]
-        state.stats[g.name].update(keys, out.loss, out.clipped, correct, weight)
-    state.confusion.update([true_dict, pred_dict], out.loss, out.clipped, correct)
+        acc = state.stats[g.name]
+        if bins is None:
+            bins = acc.hist.bin_index(out.loss)  # one log pass shared by every grouping
+        acc.update(keys, out.loss, out.clipped, correct, weight, bins=bins)
+    state.confusion.update(out.true_class, out.predicted, out.loss)
 
     names = ["row"] + list(plan.carry) + ["label", "predicted", "p_true", "loss", "clipped", "correct"]
     arrays: list[pa.Array] = [pa.array(rows)]

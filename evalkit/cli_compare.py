@@ -1,0 +1,163 @@
+"""``evalkit compare``: compare a candidate run against a baseline, check gates.
+
+Registered on the ``evalkit`` group by :mod:`evalkit.cli` (which imports this module at its
+end, after ``handle_errors``, ``CONTEXT`` and ``EXIT_CODES_HELP`` exist).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from .cli import CONTEXT, EXIT_CODES_HELP, handle_errors
+
+COMPARE_SETTINGS = ("seed", "n_boot", "confidence", "allow_mismatch", "pair_on", "boot_limit")
+
+
+def _err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.command("compare", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("baseline", metavar="BASELINE")
+@click.argument("candidate", metavar="CANDIDATE")
+@click.option("--out", "-o", type=click.Path(file_okay=False),
+              help="Output directory for compare.md, compare.json and the Parquet tables.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing report in --out.")
+@click.option("--config", "-c", "config_file", type=click.Path(dir_okay=False),
+              help="YAML/TOML config file: its 'gates' are checked and its settings evaluate "
+                   "prediction inputs; flags override it.")
+@click.option("--max-regression", type=str, metavar="X|X%",
+              help="Fail when a group's mean loss rises by more than X (absolute), or X%% "
+                   "(relative, e.g. 5%%). Applies to every grouping.")
+@click.option("--max-regression-pct", type=float, metavar="PCT",
+              help="Fail when a group's mean loss rises by more than PCT percent.")
+@click.option("--require-ci-excludes-zero/--no-require-ci-excludes-zero", default=None,
+              help="Count a regression only when its confidence interval lies above zero.")
+@click.option("--min-count", type=click.IntRange(min=0),
+              help="Groups with fewer rows (in either run) are reported but not gated.")
+@click.option("--max-mean-loss", type=float, help="Fail when the candidate's overall mean loss exceeds this.")
+@click.option("--max-clipped-fraction", type=float,
+              help="Fail when the candidate's overall share of clipped rows exceeds this.")
+@click.option("--seed", type=click.IntRange(min=0), help="Bootstrap seed (default 0).")
+@click.option("--n-boot", type=click.IntRange(min=100), help="Bootstrap resamples (default 1000).")
+@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Confidence level of the delta intervals (default 0.95).")
+@click.option("--pair-on", multiple=True,
+              help="Key column(s) to pair rows on (default: the keys both runs recorded, e.g. id). "
+                   "Repeatable.")
+@click.option("--unpaired", is_flag=True, help="Never pair rows (unpaired bootstrap everywhere).")
+@click.option("--allow-mismatch", is_flag=True, default=None,
+              help="Compare runs whose eps or class set differ (refused by default).")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json", "none"]),
+              default="table", show_default=True, help="What to print to stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No log lines on stderr (gate failures still print).")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@handle_errors
+def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
+            config_file: str | None, fmt: str, quiet: bool, debug: bool, pair_on: tuple[str, ...],
+            unpaired: bool, **flags: Any) -> None:
+    """Compare a CANDIDATE run against a BASELINE, group by group, and check gates.
+
+    \b
+    BASELINE and CANDIDATE are report directories written by `evalkit evaluate`, or two
+    prediction inputs, evaluated on the fly with the same settings (--config).
+    For every grouping (overall, class, split, --by slices) each group gets both mean losses,
+    delta = candidate - baseline (positive = worse), the relative delta, both counts and a
+    confidence interval of the delta: paired per-row differences when both runs hold the
+    same row keys (e.g. id), otherwise an unpaired bootstrap (deterministic, --seed).
+    Groups in one run only are listed. Runs with different eps or classes are refused
+    unless --allow-mismatch.
+
+    \b
+    On a failed gate the full report is written first, then each failure is printed to
+    stderr as `gate failed: <gate> <grouping>[<group>]: observed X > limit Y (...)` and
+    the exit code is 5.
+
+    \b
+    Examples:
+      evalkit compare reports/baseline reports/candidate --out reports/cmp
+      evalkit compare base_preds.parquet cand_preds.parquet --config eval.yaml --out cmp/
+      evalkit compare reports/baseline reports/nightly --config configs/nightly.yaml --out cmp/
+      evalkit compare base/ cand/ --max-regression 0.02 --require-ci-excludes-zero --min-count 200
+      evalkit compare base/ cand/ --max-regression 5% --format json | jq .gates
+    """
+    from .compare import compare as run_compare
+    from .config import EvalConfig
+    from .errors import EXIT_GATE, UsageError
+    from .gates import normalize_gates, validate_gates
+
+    cfg = EvalConfig.from_file(config_file) if config_file else EvalConfig()
+    gates = dict(cfg.gates)
+    gate_flags = {
+        "max_regression": flags.pop("max_regression"),
+        "max_regression_pct": flags.pop("max_regression_pct"),
+        "require_ci_excludes_zero": flags.pop("require_ci_excludes_zero"),
+        "min_count": flags.pop("min_count"),
+        "max_mean_loss": flags.pop("max_mean_loss"),
+        "max_clipped_fraction": flags.pop("max_clipped_fraction"),
+    }
+    mr = gate_flags["max_regression"]
+    if mr is not None and not mr.strip().endswith("%"):
+        try:
+            gate_flags["max_regression"] = float(mr)
+        except ValueError:
+            raise UsageError(f"--max-regression: expected a number or a percentage like 5%, got {mr!r}") from None
+    for key, value in gate_flags.items():
+        if value is not None:
+            gates[key] = value
+    gates = normalize_gates(gates)
+    validate_gates(gates, "gates" if not config_file else f"{config_file}: gates")
+
+    settings: dict[str, Any] = dict(getattr(cfg, "compare", None) or {})
+    unknown = [k for k in settings if k.replace("-", "_") not in COMPARE_SETTINGS]
+    if unknown:
+        raise UsageError(f"{config_file}: unknown compare setting(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(COMPARE_SETTINGS)}")
+    settings = {k.replace("-", "_"): v for k, v in settings.items()}
+    for key in ("seed", "n_boot", "confidence", "allow_mismatch"):
+        if flags.get(key) is not None:
+            settings[key] = flags[key]
+    if unpaired:
+        settings["pair_on"] = []
+    elif pair_on:
+        settings["pair_on"] = list(pair_on)
+
+    result = run_compare(baseline, candidate, config=cfg, gates=gates, **settings)
+    path = result.write(out, overwrite=overwrite) if out else None
+    _print(result, fmt)
+    if not quiet:
+        counts = result.counts()
+        _err(f"compared {len(result.tables)} groupings: {counts['regression']} regression(s), "
+             f"{counts['improvement']} improvement(s), "
+             f"{counts['only_in_baseline'] + counts['only_in_candidate']} group(s) in one run only")
+        _err(f"report written to {path}/compare.md" if path is not None else "no --out given: nothing written")
+    if result.failures:
+        for f in result.failures:
+            _err(f"gate failed: {f}")
+        sys.exit(EXIT_GATE)
+    if result.gates and not quiet:
+        _err("all gates passed")
+
+
+def _print(result: Any, fmt: str) -> None:
+    from .compare import _grouping_columns, _sorted_for_reading
+    from .report import text_table, to_json_default
+
+    if fmt == "none":
+        return
+    if fmt == "json":
+        click.echo(json.dumps(result.to_dict(), indent=2, default=to_json_default))
+        return
+    if fmt == "markdown":
+        click.echo(result.to_markdown(), nl=False)
+        return
+    for name, df in result.tables.items():
+        cols = list(_grouping_columns(name))
+        click.echo(f"{'overall' if name == 'overall' else 'by ' + name}:")
+        click.echo(text_table(_sorted_for_reading(df), cols + [
+            "status", "baseline_count", "candidate_count", "baseline_mean", "candidate_mean",
+            "delta", "rel_delta", "ci_low", "ci_high", "method"]))

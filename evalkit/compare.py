@@ -1,0 +1,933 @@
+"""Compare a candidate run against a baseline: per-group deltas of mean loss with confidence
+intervals, gates, and provenance.
+
+    >>> cmp = evalkit.compare("reports/baseline", "reports/candidate")   # doctest: +SKIP
+    >>> cmp.tables["region"]                                             # doctest: +SKIP
+
+Each run is an ``evaluate`` report directory (recognised by its ``summary.json``), an
+:class:`~evalkit.api.EvalResult`, or a prediction input evaluated on the fly with ``config``.
+
+For every grouping both runs have, each group gets the baseline and candidate counts and mean
+losses, ``delta = candidate_mean - baseline_mean`` (positive = worse), ``rel_delta = delta /
+baseline_mean`` and a confidence interval of the delta:
+
+``paired``
+    Both runs hold the same row keys for the group (the key columns recorded by ``evaluate``,
+    e.g. ``id``; or ``pair_on``): the per-row differences ``d = loss_candidate - loss_baseline``
+    give a t-interval ``mean(d) +- t * sd(d) / sqrt(n)`` (``ci_method`` ``"t"``). Pairing removes
+    the example-to-example variance, so the interval is much narrower than unpaired.
+``unpaired``
+    Otherwise (different rows, keys absent or not unique): a percentile bootstrap of the
+    difference of means (``ci_method`` ``"bootstrap"``), vectorised and deterministic for a
+    seed; above ``boot_limit`` rows on a side, the Welch normal approximation (``"normal"``),
+    which the bootstrap matches at that size.
+``normal-from-stats``
+    A run written without per-row output (``evaluate --no-rows``): Welch normal approximation
+    from the grouped count / mean / std.
+``missing``
+    The group exists in one run only (status ``only_in_baseline`` / ``only_in_candidate``): it
+    is listed, with no delta.
+
+``status`` is ``regression`` when the whole interval is above zero, ``improvement`` when it
+is below zero, ``unchanged`` otherwise (also when no interval can be computed, n < 2).
+
+Runs whose ``eps`` or class set differ are refused with :class:`~evalkit.errors.CompareError`
+unless ``allow_mismatch=True`` (the differences are then recorded in the metadata).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .errors import CompareError, UsageError
+from .gates import GateFailure
+
+CLASS = "class"
+STATUS_ORDER = {"regression": 0, "only_in_candidate": 1, "only_in_baseline": 2, "unchanged": 3,
+                "improvement": 4}
+TABLE_COLUMNS = ["baseline_count", "candidate_count", "baseline_mean", "candidate_mean", "delta",
+                 "rel_delta", "ci_low", "ci_high", "method", "status", "n_paired", "ci_method"]
+DEFAULT_BOOT_LIMIT = 100_000
+_FULL_HASH_LIMIT = 64 * 1024 * 1024
+_SAMPLE_BYTES = 4 * 1024 * 1024
+
+
+# -- provenance of files ----------------------------------------------------------------
+
+
+def file_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Size, modification time (UTC) and a content fingerprint of one file.
+
+    The fingerprint is the SHA-256 of the whole file up to 64 MiB; for larger files it is
+    the SHA-256 of the size plus the first and last 4 MiB (``fingerprint_kind``
+    ``sha256-head-tail``: Parquet keeps its schema and statistics in the footer, so any
+    rewrite changes it) to keep provenance cheap on multi-GB inputs.
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as exc:
+        return {"path": str(p), "error": exc.strerror or str(exc)}
+    h = hashlib.sha256()
+    kind = "sha256"
+    try:
+        with p.open("rb") as fh:
+            if st.st_size <= _FULL_HASH_LIMIT:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            else:
+                kind = "sha256-head-tail"
+                h.update(str(st.st_size).encode())
+                h.update(fh.read(_SAMPLE_BYTES))
+                fh.seek(-_SAMPLE_BYTES, os.SEEK_END)
+                h.update(fh.read(_SAMPLE_BYTES))
+    except OSError as exc:
+        return {"path": str(p), "bytes": st.st_size, "error": exc.strerror or str(exc)}
+    return {
+        "path": str(p),
+        "bytes": int(st.st_size),
+        "mtime": _dt.datetime.fromtimestamp(st.st_mtime, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "fingerprint": h.hexdigest()[:32],
+        "fingerprint_kind": kind,
+    }
+
+
+def _input_files(spec: Any) -> list[str]:
+    """The files behind an input spec (file, directory, glob or list of them)."""
+    from .io import expand_paths
+
+    try:
+        paths = expand_paths(spec)
+    except Exception:  # noqa: BLE001 - provenance must never fail a run
+        return []
+    files: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            files.extend(sorted(str(f) for f in Path(p).rglob("*") if f.is_file()
+                                and not any(part.startswith((".", "_"))
+                                            for part in f.relative_to(p).parts)))
+        elif os.path.exists(p):
+            files.append(p)
+    return files
+
+
+def _combined_fingerprint(files: Sequence[Mapping[str, Any]]) -> str | None:
+    prints = [f.get("fingerprint") for f in files]
+    if not prints or any(p is None for p in prints):
+        return None
+    return hashlib.sha256("\n".join(prints).encode()).hexdigest()[:32]  # type: ignore[arg-type]
+
+
+# -- one side of the comparison ---------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    role: str
+    source: str
+    kind: str  # "report" | "result" | "evaluated"
+    metadata: dict[str, Any]
+    overall: pd.Series
+    groups: dict[str, pd.DataFrame]
+    groupings: list[str]
+    row_keys: tuple[str, ...]
+    rows_loader: Callable[[list[str]], pd.DataFrame] | None
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def has_rows(self) -> bool:
+        return self.rows_loader is not None
+
+    def stats(self, grouping: str) -> pd.DataFrame:
+        if grouping == "overall":
+            return self.overall.to_frame().T.reset_index(drop=True).infer_objects()
+        return self.groups[grouping]
+
+    def provenance(self) -> dict[str, Any]:
+        m = self.metadata
+        out: dict[str, Any] = {
+            "source": self.source,
+            "kind": self.kind,
+            "input": m.get("input"),
+            "input_files": m.get("input_files"),
+            "input_bytes": m.get("input_bytes"),
+            "labels": m.get("labels"),
+            "rows_read": m.get("rows_read"),
+            "rows_used": m.get("rows_used"),
+            "rows_skipped": m.get("rows_skipped"),
+            "eps": m.get("eps"),
+            "classes": m.get("classes"),
+            "engine": m.get("engine"),
+            "evalkit_version": m.get("evalkit_version"),
+            "created": m.get("created"),
+            "duration_s": m.get("duration_s"),
+            "config_file": m.get("config_file"),
+            "config_hash": m.get("config_hash"),
+            "row_keys": list(self.row_keys),
+            "per_row_output": self.has_rows,
+            "files": self.files,
+            "fingerprint": _combined_fingerprint(self.files),
+        }
+        for extra in ("inputs", "input_fingerprint", "config"):
+            if extra in m:
+                out[extra] = m[extra]
+        return out
+
+
+def _row_keys_from_metadata(meta: Mapping[str, Any]) -> tuple[str, ...]:
+    if isinstance(meta.get("keys"), list):
+        return tuple(str(k) for k in meta["keys"])
+    for line in meta.get("layout") or []:
+        if isinstance(line, str) and line.startswith("keys: "):
+            return tuple(k.strip() for k in line[len("keys: "):].split(",") if k.strip())
+    return ()
+
+
+def _grouping_columns(name: str) -> tuple[str, ...]:
+    return () if name == "overall" else tuple(name.split(","))
+
+
+def _file_stem(name: str) -> str:
+    cols = _grouping_columns(name)
+    return "overall" if not cols else "by_" + "_".join(cols)
+
+
+def _rows_column(col: str) -> str:
+    """The per-row output names the true class ``label``; groupings call it ``class``."""
+    return "label" if col == CLASS else col
+
+
+def is_report_dir(path: Any) -> bool:
+    """Whether ``path`` is an ``evaluate`` report directory (it holds ``summary.json``)."""
+    if not isinstance(path, str | os.PathLike):
+        return False
+    return (Path(path) / "summary.json").is_file()
+
+
+def _load_report(path: str | os.PathLike[str], role: str) -> _Run:
+    import pyarrow.parquet as pq
+
+    d = Path(path)
+    try:
+        summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CompareError(f"{d}: cannot read summary.json of the {role} report ({exc})") from None
+    meta = dict(summary.get("metadata") or {})
+    groupings = list(meta.get("groupings") or ["overall", *(summary.get("groups") or {})])
+    if "overall" not in groupings:
+        groupings.insert(0, "overall")
+    if (d / "overall.parquet").is_file():
+        odf = pd.read_parquet(d / "overall.parquet")
+        overall = pd.Series({c: odf[c].iloc[0] for c in odf.columns}, dtype=object)
+    else:
+        overall = pd.Series(summary.get("overall") or {}, dtype=object)
+    groups: dict[str, pd.DataFrame] = {}
+    for g in groupings:
+        if g == "overall":
+            continue
+        f = d / f"{_file_stem(g)}.parquet"
+        if f.is_file():
+            groups[g] = pd.read_parquet(f)
+        elif g in (summary.get("groups") or {}):
+            groups[g] = pd.DataFrame.from_records(summary["groups"][g])
+        else:
+            raise CompareError(f"{d}: the {role} report lists grouping {g!r} but has no {f.name}")
+    rows_path = d / "rows.parquet"
+    loader = None
+    if rows_path.is_file():
+        available = set(pq.read_schema(rows_path).names)
+
+        def loader(columns: list[str], _p: Path = rows_path, _a: set[str] = available) -> pd.DataFrame:
+            return pq.read_table(_p, columns=[c for c in columns if c in _a]).to_pandas()
+
+    names = ["summary.json", "rows.parquet", "overall.parquet"] + [
+        f"{_file_stem(g)}.parquet" for g in groupings if g != "overall"]
+    files = [file_provenance(d / n) for n in names if (d / n).is_file()]
+    return _Run(role, str(d), "report", meta, overall, groups, groupings,
+                _row_keys_from_metadata(meta), loader, files)
+
+
+def _from_result(result: Any, role: str, source: str, kind: str) -> _Run:
+    meta = dict(result.metadata)
+    groupings = [g.name for g in result.groupings]
+    has_rows = result._rows_df is not None or result._rows_table is not None or (
+        result._rows_path is not None and Path(result._rows_path).exists())
+    loader = None
+    if has_rows:
+        def loader(columns: list[str], _r: Any = result) -> pd.DataFrame:
+            rows = _r.rows
+            return rows[[c for c in columns if c in rows.columns]].reset_index(drop=True)
+
+    files: list[dict[str, Any]] = []
+    if kind == "evaluated":
+        files = [file_provenance(f) for f in _input_files(source)]
+    keys = tuple(getattr(result.layout, "keys", ()) or _row_keys_from_metadata(meta))
+    overall = result.overall if isinstance(result.overall, pd.Series) else pd.Series(result.overall)
+    return _Run(role, source, kind, meta, overall, dict(result.groups), groupings, keys, loader,
+                files)
+
+
+def _make_config(config: Any) -> Any:
+    from .config import EvalConfig
+
+    if config is None:
+        return EvalConfig()
+    if isinstance(config, EvalConfig):
+        return copy.deepcopy(config)
+    if isinstance(config, Mapping):
+        return EvalConfig.from_mapping(config)
+    return EvalConfig.from_file(config)
+
+
+def _load_run(obj: Any, role: str, config: Any) -> _Run:
+    from .api import EvalResult, evaluate
+
+    if isinstance(obj, _Run):
+        return obj
+    if isinstance(obj, EvalResult):
+        return _from_result(obj, role, f"<{role} EvalResult>", "result")
+    if is_report_dir(obj):
+        return _load_report(obj, role)
+    if isinstance(obj, str | os.PathLike) and (Path(obj) / "compare.json").is_file():
+        raise UsageError(f"{role} {os.fspath(obj)}: is a compare report; give an evaluate report "
+                         "directory (with summary.json) or prediction input")
+    cfg = _make_config(config)
+    cfg.write_rows = True
+    result = evaluate(obj, config=cfg)
+    label = os.fspath(obj) if isinstance(obj, str | os.PathLike) else (
+        ", ".join(map(str, obj)) if isinstance(obj, list | tuple) else f"<{role} {type(obj).__name__}>")
+    run = _from_result(result, role, label, "evaluated")
+    run._keepalive = result  # type: ignore[attr-defined]  # rows spool lives as long as this
+    return run
+
+
+# -- statistics -------------------------------------------------------------------------
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Quantile of Student's t with ``df`` degrees of freedom (no SciPy).
+
+    Exact for df 1 and 2; otherwise the Cornish-Fisher expansion around the normal quantile
+    (error below 1e-3 for df >= 3 at the usual confidence levels).
+    """
+    if df <= 0 or not math.isfinite(df):
+        return NormalDist().inv_cdf(p)
+    if df == 1:
+        return math.tan(math.pi * (p - 0.5))
+    if df == 2:
+        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    z = NormalDist().inv_cdf(p)
+    g1 = (z**3 + z) / 4
+    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
+    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
+    g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
+    return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
+
+
+def paired_ci(d: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """t-interval of the mean of paired differences ``d`` (NaN when fewer than 2)."""
+    n = len(d)
+    if n < 2:
+        return math.nan, math.nan
+    m = float(np.mean(d))
+    se = float(np.std(d, ddof=1)) / math.sqrt(n)
+    t = t_quantile(0.5 + confidence / 2, n - 1)
+    return m - t * se, m + t * se
+
+
+def welch_ci(mb: float, sb: float, nb: int, mc: float, sc: float, nc: int,
+             confidence: float = 0.95) -> tuple[float, float]:
+    """Normal-approximation interval of ``mc - mb`` from two samples' means / sds / counts."""
+    if nb < 2 or nc < 2 or not (math.isfinite(sb) and math.isfinite(sc)):
+        return math.nan, math.nan
+    se = math.sqrt(sb * sb / nb + sc * sc / nc)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    d = mc - mb
+    return d - z * se, d + z * se
+
+
+def bootstrap_means(x: np.ndarray, n_boot: int, rng: np.random.Generator,
+                    max_cells: int = 1 << 22) -> np.ndarray:
+    """``n_boot`` bootstrap resample means of ``x``: vectorised, in chunks of at most
+    ``max_cells`` drawn indices (32 MiB) so memory stays bounded for large samples."""
+    n = len(x)
+    out = np.empty(n_boot, dtype=np.float64)
+    chunk = max(1, max_cells // max(n, 1))
+    for start in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(k, n))
+        out[start:start + k] = x[idx].mean(axis=1)
+    return out
+
+
+def bootstrap_diff_ci(xb: np.ndarray, xc: np.ndarray, *, n_boot: int, rng: np.random.Generator,
+                      confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``mean(xc) - mean(xb)`` (independent samples)."""
+    if len(xb) < 2 or len(xc) < 2:
+        return math.nan, math.nan
+    diff = bootstrap_means(xc, n_boot, rng) - bootstrap_means(xb, n_boot, rng)
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(diff, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def _norm_value(v: Any) -> Any:
+    if v is None:
+        return None
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _norm_key(k: Any) -> tuple[Any, ...]:
+    return tuple(_norm_value(v) for v in (k if isinstance(k, tuple) else (k,)))
+
+
+def _stats_by_key(df: pd.DataFrame, cols: Sequence[str]) -> dict[tuple[Any, ...], tuple[int, float, float]]:
+    out: dict[tuple[Any, ...], tuple[int, float, float]] = {}
+    std = df["std"] if "std" in df.columns else pd.Series(np.nan, index=df.index)
+    keys = df[list(cols)].itertuples(index=False, name=None) if cols else [()] * len(df)
+    for key, n, m, s in zip(keys, df["count"], df["mean"], std, strict=True):
+        n = 0 if pd.isna(n) else int(n)
+        if n <= 0:
+            continue  # e.g. a class with no rows: not a group of this run
+        out[_norm_key(key)] = (n, float(m), float(s) if s is not None and not pd.isna(s) else math.nan)
+    return out
+
+
+def _group_indices(rows: pd.DataFrame, cols: Sequence[str]) -> dict[tuple[Any, ...], np.ndarray]:
+    if not cols:
+        return {(): np.arange(len(rows))}
+    rcols = [_rows_column(c) for c in cols]
+    gb = rows.groupby(rcols if len(rcols) > 1 else rcols[0], observed=True, dropna=False, sort=False)
+    return {_norm_key(k): np.asarray(v) for k, v in gb.indices.items()}
+
+
+def _rng(seed: int, grouping: str, key: tuple[Any, ...]) -> np.random.Generator:
+    # One stream per group: a group's interval does not depend on which other groups exist.
+    return np.random.default_rng([seed, zlib.crc32(grouping.encode()), zlib.crc32(repr(key).encode())])
+
+
+@dataclass
+class _Pairing:
+    keys: tuple[str, ...]
+    match: np.ndarray | None  # for each baseline row, the candidate row with its key, or -1
+    reason: str
+
+
+def _pairing(b_rows: pd.DataFrame | None, c_rows: pd.DataFrame | None, keys: tuple[str, ...],
+             reason: str) -> _Pairing:
+    if b_rows is None or c_rows is None:
+        return _Pairing((), None, "per-row output missing in a run: intervals from grouped stats")
+    if not keys:
+        return _Pairing((), None, reason)
+    for role, rows in (("baseline", b_rows), ("candidate", c_rows)):
+        missing = [k for k in keys if k not in rows.columns]
+        if missing:
+            return _Pairing((), None, f"{role} per-row output has no key column(s) {', '.join(missing)}")
+
+    def index(rows: pd.DataFrame) -> pd.Index:
+        if len(keys) == 1:
+            return pd.Index(rows[keys[0]])
+        return pd.MultiIndex.from_frame(rows[list(keys)])
+
+    ib, ic = index(b_rows), index(c_rows)
+    for role, idx in (("baseline", ib), ("candidate", ic)):
+        if not idx.is_unique:
+            return _Pairing((), None, f"{role} row keys {', '.join(keys)} are not unique: unpaired")
+    try:
+        match = np.asarray(ic.get_indexer(ib), dtype=np.int64)
+    except (TypeError, ValueError):
+        return _Pairing((), None, f"row keys {', '.join(keys)} have different types in the runs")
+    return _Pairing(keys, match, f"paired on {', '.join(keys)} where both runs hold the same keys")
+
+
+def _compare_grouping(name: str, b: _Run, c: _Run, b_rows: pd.DataFrame | None,
+                      c_rows: pd.DataFrame | None, pairing: _Pairing, *, seed: int, n_boot: int,
+                      confidence: float, boot_limit: int) -> pd.DataFrame:
+    cols = _grouping_columns(name)
+    sb = _stats_by_key(b.stats(name), cols)
+    sc = _stats_by_key(c.stats(name), cols)
+    use_rows = b_rows is not None and c_rows is not None
+    gb = _group_indices(b_rows, cols) if use_rows else {}
+    gc = _group_indices(c_rows, cols) if use_rows else {}
+    lb = b_rows["loss"].to_numpy(np.float64) if use_rows else None
+    lc = c_rows["loss"].to_numpy(np.float64) if use_rows else None
+    records: list[dict[str, Any]] = []
+    for key in list(sb) + [k for k in sc if k not in sb]:
+        rec: dict[str, Any] = dict(zip(cols, key, strict=True))
+        bstat, cstat = sb.get(key), sc.get(key)
+        rec.update(baseline_count=bstat[0] if bstat else 0, candidate_count=cstat[0] if cstat else 0,
+                   baseline_mean=bstat[1] if bstat else math.nan,
+                   candidate_mean=cstat[1] if cstat else math.nan,
+                   delta=math.nan, rel_delta=math.nan, ci_low=math.nan, ci_high=math.nan,
+                   n_paired=0, ci_method="")
+        if bstat is None or cstat is None:
+            rec.update(method="missing", status="only_in_candidate" if bstat is None else "only_in_baseline")
+            records.append(rec)
+            continue
+        delta = cstat[1] - bstat[1]
+        rec["delta"] = delta
+        rec["rel_delta"] = delta / bstat[1] if bstat[1] != 0 else math.nan
+        lo = hi = math.nan
+        if not use_rows:
+            rec.update(method="normal-from-stats", ci_method="normal")
+            lo, hi = welch_ci(bstat[1], bstat[2], bstat[0], cstat[1], cstat[2], cstat[0], confidence)
+        else:
+            assert lb is not None and lc is not None
+            ib = gb.get(key, np.empty(0, np.int64))
+            ic = gc.get(key, np.empty(0, np.int64))
+            paired = False
+            if pairing.match is not None and len(ib) == len(ic) and len(ib):
+                partner = pairing.match[ib]
+                if (partner >= 0).all() and np.array_equal(np.sort(partner), np.sort(ic)):
+                    paired = True
+                    d = lc[partner] - lb[ib]
+                    lo, hi = paired_ci(d, confidence)
+                    rec.update(method="paired", ci_method="t", n_paired=len(d))
+            if not paired:
+                xb, xc = lb[ib], lc[ic]
+                rec["method"] = "unpaired"
+                if max(len(xb), len(xc)) <= boot_limit:
+                    rec["ci_method"] = "bootstrap"
+                    lo, hi = bootstrap_diff_ci(xb, xc, n_boot=n_boot, rng=_rng(seed, name, key),
+                                               confidence=confidence)
+                else:
+                    rec["ci_method"] = "normal"
+                    lo, hi = welch_ci(float(xb.mean()), float(xb.std(ddof=1)), len(xb),
+                                      float(xc.mean()), float(xc.std(ddof=1)), len(xc), confidence)
+        rec["ci_low"], rec["ci_high"] = lo, hi
+        rec["status"] = ("regression" if lo > 0 else "improvement" if hi < 0 else "unchanged")
+        records.append(rec)
+    df = pd.DataFrame.from_records(records, columns=list(cols) + TABLE_COLUMNS)
+    for c_ in ("baseline_count", "candidate_count", "n_paired"):
+        df[c_] = df[c_].astype("int64")
+    for c_ in ("baseline_mean", "candidate_mean", "delta", "rel_delta", "ci_low", "ci_high"):
+        df[c_] = df[c_].astype("float64")
+    return df
+
+
+# -- result -----------------------------------------------------------------------------
+
+
+def _sorted_for_reading(df: pd.DataFrame) -> pd.DataFrame:
+    """Regressions first (largest delta first), then groups in one run only, then the rest."""
+    order = df["status"].map(STATUS_ORDER).fillna(9)
+    return (df.assign(_o=order, _d=-df["delta"].fillna(0.0))
+              .sort_values(["_o", "_d"], kind="stable").drop(columns=["_o", "_d"]))
+
+
+def _group_label(row: Mapping[str, Any], cols: Sequence[str]) -> str:
+    return ",".join(str(row[c]) for c in cols)
+
+
+@dataclass
+class CompareResult:
+    """What :func:`compare` produced.
+
+    Attributes
+    ----------
+    tables:
+        Grouping name (``"overall"``, ``"class"``, ``"region"``, ``"split,region"``...) mapped
+        to a DataFrame: the key columns, ``baseline_count``, ``candidate_count``,
+        ``baseline_mean``, ``candidate_mean``, ``delta``, ``rel_delta``, ``ci_low``,
+        ``ci_high``, ``method``, ``status``, ``n_paired``, ``ci_method``.
+    metadata:
+        Provenance of both runs and of the comparison (settings, config hash, timings).
+    gates:
+        The gates that were checked (from ``config`` / ``gates``), ``{}`` if none.
+    failures:
+        The failed gates (empty when all passed or none were given).
+    """
+
+    tables: dict[str, pd.DataFrame]
+    metadata: dict[str, Any]
+    gates: dict[str, Any] = field(default_factory=dict)
+    failures: list[GateFailure] = field(default_factory=list)
+    _candidate: Any = field(default=None, repr=False)
+
+    @property
+    def passed(self) -> bool:
+        """No gate failed."""
+        return not self.failures
+
+    @property
+    def candidate(self) -> Any:
+        """The candidate's statistics (``.overall``, ``.groups``), for evaluate-style gates."""
+        return self._candidate
+
+    def table(self, name: str) -> pd.DataFrame:
+        """The comparison table of one grouping."""
+        if name not in self.tables:
+            raise UsageError(f"no grouping {name!r}; groupings are: {', '.join(self.tables)}")
+        return self.tables[name]
+
+    @property
+    def regressions(self) -> pd.DataFrame:
+        """Every group whose interval lies above zero, across groupings (``grouping``,
+        ``group`` label columns first), largest delta first."""
+        parts = []
+        for name, df in self.tables.items():
+            cols = _grouping_columns(name)
+            sub = df[df["status"] == "regression"]
+            if sub.empty:
+                continue
+            labels = [_group_label(r, cols) for r in sub.to_dict("records")]
+            parts.append(sub[TABLE_COLUMNS].assign(grouping=name, group=labels))
+        if not parts:
+            return pd.DataFrame(columns=["grouping", "group", *TABLE_COLUMNS])
+        out = pd.concat(parts, ignore_index=True)
+        out = out[["grouping", "group", *TABLE_COLUMNS]]
+        return out.sort_values("delta", ascending=False, kind="stable").reset_index(drop=True)
+
+    def check_gates(self, gates: Mapping[str, Any] | None) -> list[GateFailure]:
+        """Check ``gates`` (see :func:`evalkit.gates.check_compare_gates`) without storing them."""
+        from .gates import check_compare_gates
+
+        return check_compare_gates(self, gates)
+
+    def counts(self) -> dict[str, int]:
+        """How many groups have each status, over all groupings."""
+        out = dict.fromkeys(STATUS_ORDER, 0)
+        for df in self.tables.values():
+            for s, n in df["status"].value_counts().items():
+                out[str(s)] = out.get(str(s), 0) + int(n)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable data (what ``compare.json`` holds)."""
+        from .report import frame_records
+
+        return {
+            "metadata": self.metadata,
+            "gates": {
+                "checked": self.gates,
+                "passed": self.passed,
+                "failures": [_failure_dict(f) for f in self.failures],
+            },
+            "summary": self.counts(),
+            "tables": {name: frame_records(_sorted_for_reading(df)) for name, df in self.tables.items()},
+        }
+
+    def to_markdown(self) -> str:
+        """The human report (what ``compare.md`` holds): gates, regressions first."""
+        return _render_markdown(self)
+
+    def write(self, out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write ``compare.md``, ``compare.json`` and one Parquet table per grouping
+        (``overall.parquet``, ``by_region.parquet``...) into ``out_dir`` atomically."""
+        import pyarrow as pa
+
+        from .io import AtomicDir, write_table, write_text
+        from .report import to_json_default
+
+        atomic = AtomicDir(out_dir, overwrite=overwrite)
+        with atomic as tmp:
+            for name, df in self.tables.items():
+                write_table(pa.Table.from_pandas(df, preserve_index=False), tmp / f"{_file_stem(name)}.parquet")
+            write_text(self.to_markdown(), tmp / "compare.md")
+            write_text(json.dumps(self.to_dict(), indent=2, default=to_json_default) + "\n",
+                       tmp / "compare.json")
+            return atomic.commit()
+
+
+def _failure_dict(f: GateFailure) -> dict[str, Any]:
+    return {"gate": f.gate, "grouping": f.grouping, "group": f.group, "observed": f.observed,
+            "limit": f.limit, "detail": getattr(f, "detail", ""), "message": str(f)}
+
+
+# -- markdown ---------------------------------------------------------------------------
+
+_MARK = {"regression": "**▲ REGRESSION**", "improvement": "▼ improvement", "unchanged": "unchanged",
+         "only_in_baseline": "only in baseline", "only_in_candidate": "only in candidate"}
+
+
+def _display(df: pd.DataFrame, cols: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
+    out = _sorted_for_reading(df).copy()
+    out["status"] = out["status"].map(_MARK).fillna(out["status"])
+    out["rel_delta"] = [f"{100 * v:+.1f}%" if pd.notna(v) else "" for v in out["rel_delta"]]
+    out["delta"] = [f"{v:+.4g}" if pd.notna(v) else "" for v in out["delta"]]
+    out["CI"] = [f"[{lo:+.4g}, {hi:+.4g}]" if pd.notna(lo) else "" for lo, hi in
+                 zip(out["ci_low"], out["ci_high"], strict=True)]
+    shown = ["status", *cols, "baseline_count", "candidate_count", "baseline_mean",
+             "candidate_mean", "delta", "rel_delta", "CI", "method"]
+    return out, shown
+
+
+def _render_markdown(res: CompareResult) -> str:
+    from .report import _bytes, _escape, fmt_number, markdown_table
+
+    meta = res.metadata
+    b, c = meta["baseline"], meta["candidate"]
+    conf = meta["settings"]["confidence"]
+    lines = ["# evalkit compare", ""]
+    lines += ["| | baseline | candidate |", "| --- | --- | --- |"]
+
+    def row(label: str, fn: Callable[[dict[str, Any]], Any]) -> None:
+        lines.append(f"| {label} | {_escape(str(fn(b)))} | {_escape(str(fn(c)))} |")
+
+    row("source", lambda r: f"`{r['source']}` ({r['kind']})")
+    row("input", lambda r: f"`{r.get('input')}`" + (f" ({_bytes(r['input_bytes'])})" if r.get("input_bytes") else ""))
+    row("rows", lambda r: " · ".join(f"{fmt_number(r.get(k))} {w}" for k, w in
+                                      (("rows_read", "read"), ("rows_used", "used"), ("rows_skipped", "skipped"))))
+    row("eps", lambda r: f"{r['eps']:g}" if r.get("eps") is not None else "")
+    row("classes", lambda r: ", ".join(map(str, r.get("classes") or [])))
+    row("engine", lambda r: r.get("engine") or "")
+    row("evalkit", lambda r: r.get("evalkit_version") or "")
+    row("created", lambda r: r.get("created") or "")
+    row("config hash", lambda r: r.get("config_hash") or "")
+    row("fingerprint", lambda r: r.get("fingerprint") or "")
+    row("per-row output", lambda r: "yes" if r.get("per_row_output") else "no")
+    lines += ["", f"Comparison: evalkit {meta['evalkit_version']}, created {meta['created']}, "
+              f"{meta['duration_s']:.2f} s; {100 * conf:g}% intervals of the delta "
+              f"(candidate - baseline, positive = worse); {meta['pairing']['reason']}; "
+              f"bootstrap {meta['settings']['n_boot']} resamples, seed {meta['settings']['seed']}; "
+              f"config hash {meta['config_hash']}.", ""]
+    for note in meta.get("mismatches") or []:
+        lines.append(f"> **Mismatch allowed:** {_escape(note)}")
+    for note in meta.get("notes") or []:
+        lines.append(f"> Note: {_escape(note)}")
+    if meta.get("mismatches") or meta.get("notes"):
+        lines.append("")
+
+    if res.gates:
+        if res.failures:
+            lines += [f"## Gates: FAILED ({len(res.failures)})", ""]
+            lines += [f"- **FAILED** {_escape(str(f))}" for f in res.failures]
+        else:
+            lines += ["## Gates: passed", ""]
+        lines.append("")
+        lines += ["```yaml", _yaml(res.gates).rstrip(), "```", ""]
+
+    counts = res.counts()
+    lines += ["## Summary", "",
+              ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items()) + " (groups over all groupings)", ""]
+    reg = res.regressions
+    lines += [f"## Regressions ({len(reg)})", ""]
+    if reg.empty:
+        lines += ["_No group got significantly worse._", ""]
+    else:
+        disp, shown = _display(reg, ["grouping", "group"])
+        lines.append(markdown_table(disp, shown))
+    for name, df in res.tables.items():
+        cols = list(_grouping_columns(name))
+        title = "Overall" if name == "overall" else f"By {' × '.join(cols)}"
+        lines += [f"## {title}", ""]
+        disp, shown = _display(df, cols)
+        lines.append(markdown_table(disp, shown))
+    for key, title in (("groupings_only_in_baseline", "Groupings only in the baseline"),
+                       ("groupings_only_in_candidate", "Groupings only in the candidate")):
+        if meta.get(key):
+            lines += [f"## {title}", "", ", ".join(f"`{g}`" for g in meta[key]), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _yaml(data: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False)
+
+
+# -- entry point ------------------------------------------------------------------------
+
+
+def _check_match(b: _Run, c: _Run, allow: bool) -> tuple[list[str], list[str]]:
+    """Refuse runs with different eps or classes (unless allowed); note other differences."""
+    mismatches: list[str] = []
+    eb, ec = b.metadata.get("eps"), c.metadata.get("eps")
+    if eb is not None and ec is not None and not math.isclose(float(eb), float(ec), rel_tol=1e-12, abs_tol=0.0):
+        mismatches.append(f"eps differs: baseline {float(eb):g}, candidate {float(ec):g}")
+    kb, kc = b.metadata.get("classes"), c.metadata.get("classes")
+    if kb is not None and kc is not None and set(map(str, kb)) != set(map(str, kc)):
+        only_b = sorted(set(map(str, kb)) - set(map(str, kc)))
+        only_c = sorted(set(map(str, kc)) - set(map(str, kb)))
+        mismatches.append(
+            f"class sets differ: baseline {list(map(str, kb))}, candidate {list(map(str, kc))}"
+            + (f" (only in baseline: {', '.join(only_b)})" if only_b else "")
+            + (f" (only in candidate: {', '.join(only_c)})" if only_c else ""))
+    if mismatches and not allow:
+        raise CompareError(
+            f"cannot compare {b.source} with {c.source}: " + "; ".join(mismatches)
+            + ". Losses on different terms are not comparable; pass --allow-mismatch "
+              "(allow_mismatch=True) to compare anyway")
+    notes = []
+    for key in ("sum_tol", "renormalize", "weight"):
+        vb, vc = b.metadata.get(key), c.metadata.get(key)
+        if vb is not None and vc is not None and vb != vc:
+            notes.append(f"{key} differs: baseline {vb}, candidate {vc}")
+    return mismatches, notes
+
+
+def compare(
+    baseline: Any,
+    candidate: Any,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    seed: int = 0,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    allow_mismatch: bool = False,
+    config: Any = None,
+    gates: Mapping[str, Any] | None = None,
+    pair_on: Sequence[str] | str | None = None,
+    boot_limit: int = DEFAULT_BOOT_LIMIT,
+) -> CompareResult:
+    """Compare a candidate run against a baseline, group by group.
+
+    Parameters
+    ----------
+    baseline, candidate:
+        ``evaluate`` report directories (holding ``summary.json``), :class:`EvalResult`
+        objects, or prediction inputs (path, DataFrame...) evaluated on the fly with ``config``.
+    out:
+        Write the report there (``compare.md``, ``compare.json``, Parquet tables).
+    seed, n_boot:
+        Bootstrap seed and resample count (unpaired groups); results are deterministic.
+    confidence:
+        Level of the delta intervals (default 0.95).
+    allow_mismatch:
+        Compare runs whose eps or class set differ (refused with CompareError otherwise).
+    config:
+        An :class:`EvalConfig`, a config file or a mapping: evaluates prediction inputs, and
+        its ``gates`` are checked (unless ``gates`` is given).
+    gates:
+        Gates to check (see :mod:`evalkit.gates`); failures are in ``result.failures``.
+    pair_on:
+        Key column(s) to pair rows on (default: the keys both runs recorded, e.g. ``id``);
+        ``[]`` never pairs.
+    boot_limit:
+        Above this many rows on a side, an unpaired group uses the normal approximation.
+
+    Returns
+    -------
+    CompareResult
+    """
+    started = time.time()
+    t0 = time.perf_counter()
+    if not (0 < confidence < 1):
+        raise UsageError(f"confidence must be in (0, 1), got {confidence!r}")
+    if n_boot < 100:
+        raise UsageError(f"n_boot must be >= 100, got {n_boot}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
+    cfg = _make_config(config) if config is not None else None
+    if gates is None and cfg is not None:
+        gates = cfg.gates
+    gates = dict(gates or {})
+    if gates:
+        from .gates import validate_gates
+
+        validate_gates(gates)
+
+    b = _load_run(baseline, "baseline", cfg)
+    c = _load_run(candidate, "candidate", cfg)
+    mismatches, notes = _check_match(b, c, allow_mismatch)
+
+    common = [g for g in b.groupings if g in c.groupings]
+    only_b = [g for g in b.groupings if g not in c.groupings]
+    only_c = [g for g in c.groupings if g not in b.groupings]
+
+    # Per-row data: only the columns needed (group columns, row keys, loss).
+    if pair_on is None:
+        keys = b.row_keys if b.row_keys == c.row_keys else ()
+        reason = ("no row key column recorded in the runs (e.g. id): unpaired" if not b.row_keys
+                  and not c.row_keys else
+                  f"the runs record different row keys ({', '.join(b.row_keys) or 'none'} vs "
+                  f"{', '.join(c.row_keys) or 'none'}): unpaired") if not keys else ""
+    else:
+        keys = (pair_on,) if isinstance(pair_on, str) else tuple(pair_on)
+        reason = "pairing disabled: unpaired" if not keys else ""
+    need = list(dict.fromkeys([_rows_column(col) for g in common for col in _grouping_columns(g)]
+                              + list(keys) + ["loss"]))
+    b_rows = b.rows_loader(need) if b.rows_loader is not None else None
+    c_rows = c.rows_loader(need) if c.rows_loader is not None else None
+    if pair_on is not None and keys and b_rows is not None and c_rows is not None:
+        for role, rows in (("baseline", b_rows), ("candidate", c_rows)):
+            missing = [k for k in keys if k not in rows.columns]
+            if missing:
+                raise UsageError(f"pair_on: {role} per-row output has no column(s) {', '.join(missing)}")
+    pairing = _pairing(b_rows, c_rows, keys, reason)
+
+    tables = {
+        name: _compare_grouping(name, b, c, b_rows, c_rows, pairing, seed=int(seed), n_boot=int(n_boot),
+                                confidence=confidence, boot_limit=boot_limit)
+        for name in common
+    }
+    methods: dict[str, int] = {}
+    for df in tables.values():
+        for m, n in df["method"].value_counts().items():
+            methods[str(m)] = methods.get(str(m), 0) + int(n)
+    settings = {"seed": int(seed), "n_boot": int(n_boot), "confidence": confidence,
+                "boot_limit": int(boot_limit), "allow_mismatch": bool(allow_mismatch),
+                "pair_on": None if pair_on is None else list(keys)}
+    config_blob = {"settings": settings, "gates": gates,
+                   "eval_config_hash": cfg.digest() if cfg is not None else None}
+    metadata: dict[str, Any] = {
+        "evalkit_version": __version__,
+        "created": _dt.datetime.fromtimestamp(started, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "duration_s": 0.0,
+        "baseline": b.provenance(),
+        "candidate": c.provenance(),
+        "eps": b.metadata.get("eps"),
+        "classes": b.metadata.get("classes"),
+        "settings": settings,
+        "config_file": getattr(cfg, "source_file", None),
+        "config": cfg.to_dict() if cfg is not None else None,
+        "config_hash": hashlib.sha256(json.dumps(config_blob, sort_keys=True, default=str).encode()).hexdigest()[:16],
+        "pairing": {"keys": list(pairing.keys), "reason": pairing.reason},
+        "methods": methods,
+        "groupings": common,
+        "groupings_only_in_baseline": only_b,
+        "groupings_only_in_candidate": only_c,
+        "mismatches": mismatches,
+        "notes": notes,
+    }
+    result = CompareResult(tables=tables, metadata=metadata, gates=gates,
+                           _candidate=_CandidateView(c.overall, c.groups))
+    if gates:
+        from .gates import check_compare_gates
+
+        result.failures = check_compare_gates(result, gates)
+    metadata["duration_s"] = round(time.perf_counter() - t0, 3)
+    if out is not None:
+        result.write(out, overwrite=overwrite)
+    return result
+
+
+@dataclass
+class _CandidateView:
+    """The candidate's grouped statistics, shaped like an EvalResult for evaluate gates."""
+
+    overall: pd.Series
+    groups: dict[str, pd.DataFrame]
+
+    def table(self, name: str) -> pd.DataFrame:
+        if name == "overall":
+            return self.overall.to_frame().T.reset_index(drop=True).infer_objects()
+        return self.groups[name]
+
+
+__all__ = ["CompareResult", "compare", "file_provenance", "is_report_dir", "paired_ci",
+           "bootstrap_diff_ci", "welch_ci", "t_quantile"]

@@ -1,0 +1,431 @@
+"""The Dask engine: the same pipeline as the local engine, one task per input fragment.
+
+Design
+------
+* **Partitions.** The input is cut on the client into *fragments*: a contiguous range of
+  row groups of one file (a file is never split across partitions unless it has more than
+  :data:`PARTITION_ROWS` rows, never merged with another file). Only Parquet footers are
+  read on the client (they were read already when the input was opened); each fragment's
+  global starting row is computed from the row-group row counts, so the ``row`` column of
+  the per-row output is numbered exactly as by the local engine.
+* **Tasks.** Each task receives a picklable descriptor (path, row groups, partition
+  expression, filesystem, dataset schema), re-opens its fragment on the worker, reads it in
+  batches of :func:`evalkit.engines.local.batch_rows` rows (the batch boundaries are those
+  of the local scan: batches never span row groups) and calls
+  :func:`evalkit.engines.base.process_batch` -- the local pipeline, unchanged. Per-row
+  output is written by the worker to ``rows/part-{i:05d}.parquet`` in the run's spool
+  directory; the task returns only its :class:`~evalkit.engines.base.EvalState`.
+* **Joins.** The :class:`~evalkit.join.LabelIndex` is scattered (broadcast) once; each task
+  uses a shallow copy with its own ``seen`` bitmap. Duplicate keys inside a partition are
+  found by the task (same error as locally); across partitions by ``EvalState.merge``.
+* **Reduction.** States are merged in a tree (``split_every`` states per merge task,
+  neighbours only, so the merge order is deterministic) and only the root is fetched.
+  Tables and the report are then finalised and written once on the client by
+  :mod:`evalkit.api`, exactly as for the local engine.
+* **Errors.** An :class:`~evalkit.errors.EvalkitError` raised in a worker pickles with its
+  class and message. The run fails with the error of the *first* failing partition in
+  input order (the one the local engine would hit first); the other tasks are told to stop
+  (a marker file checked before each batch) and the client waits until none is running,
+  so that deleting the spool directory leaves nothing behind.
+* **Cluster.** ``client=`` uses that client; ``scheduler=ADDRESS`` (``--scheduler``)
+  connects to a running scheduler; otherwise a ``distributed.LocalCluster`` (processes) is
+  started for the run and closed after it.
+
+Requirements
+------------
+``pip install 'evalkit[dask]'`` (dask[dataframe], distributed, fsspec). The per-row output
+is written by the workers into the spool directory (next to ``--out`` for the CLI), which
+must therefore be on storage the workers can reach (always true for a LocalCluster).
+
+Remote inputs (both engines) are fsspec URLs; each scheme needs its fsspec backend:
+
+=============  ===========================================
+``s3://``      ``pip install s3fs``
+``gs://``      ``pip install gcsfs``
+``abfs://``    ``pip install adlfs``
+``file://``    nothing extra
+``memory://``  nothing extra (fsspec's in-memory filesystem)
+=============  ===========================================
+
+``memory://`` is private to one process: it works with the local engine and with an
+in-process Dask cluster (``LocalCluster(processes=False)``), not with worker processes --
+use ``file://`` paths (or object storage) there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import CorruptFileError, MissingDependencyError, UsageError
+from ..io import RowWriter, Source, _short
+from ..join import LabelIndex
+from .base import DuplicateAcrossPartitions, EvalState, Plan, process_batch
+from .local import batch_rows
+
+#: Target rows per partition: consecutive row groups of one file are grouped until this
+#: many rows (a row group is never split).
+PARTITION_ROWS = 1_000_000
+#: States merged per reduction task.
+SPLIT_EVERY = 8
+ABORT_MARKER = ".abort"
+#: The LocalCluster a run starts when given no client or scheduler: worker processes,
+#: every socket on loopback. ``dashboard_address=None`` alone still starts the scheduler's
+#: HTTP server on 0.0.0.0:8787, hence the explicit loopback address with a free port.
+LOCAL_CLUSTER_OPTIONS: dict[str, Any] = {
+    "processes": True,
+    "host": "127.0.0.1",
+    "dashboard_address": None,
+    "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+}
+
+_INSTALL_HINT = ("the dask engine needs the 'dask' extra: pip install 'evalkit[dask]' "
+                 "(dask[dataframe], distributed)")
+
+
+def _require_dask() -> Any:
+    try:
+        import dask  # noqa: F401
+        import distributed
+    except ImportError:
+        raise MissingDependencyError(_INSTALL_HINT) from None
+    return distributed
+
+
+# -- partitions --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    """A picklable description of one partition."""
+
+    index: int
+    row_offset: int
+    """Global position of the first row (the ``row`` column)."""
+    num_rows: int
+    path: str
+    """File path as the local engine names it in messages (or the in-memory label)."""
+    file_offset: int = 0
+    """Position of the first row in its file."""
+    row_groups: tuple[int, ...] = ()
+    partition_expression: Any = None
+    batches: Any = None
+    """In-memory inputs only: the record batches themselves."""
+    read_path: str = ""
+    """Path the worker opens (absolute for local files)."""
+
+
+def plan_parts(source: Source, plan: Plan, batch_size: int,
+               partition_rows: int = PARTITION_ROWS) -> list[Part]:
+    """Cut ``source`` into partitions in the local engine's scan order."""
+    if not source.files:  # in-memory table: the batches the local scan would produce
+        parts: list[Part] = []
+        group: list[pa.RecordBatch] = []
+        start = pos = 0
+
+        def flush() -> None:
+            nonlocal group, start
+            if group:
+                parts.append(Part(len(parts), start, pos - start, source.label, start,
+                                  batches=group))
+            group, start = [], pos
+
+        for b in source.dataset.to_batches(columns=plan.input_columns, batch_size=batch_size):
+            group.append(b)
+            pos += b.num_rows
+            if pos - start >= partition_rows:
+                flush()
+        flush()
+        return parts
+    import pyarrow.fs as pafs
+
+    local = isinstance(getattr(source.dataset, "filesystem", None), pafs.LocalFileSystem)
+    parts = []
+    offset = 0
+    for frag in source.dataset.get_fragments():
+        try:
+            sizes = [rg.num_rows for rg in frag.row_groups]
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CorruptFileError(f"{frag.path}: not a readable Parquet file ({_short(exc)})") from None
+        expr = frag.partition_expression
+        read_path = os.path.abspath(frag.path) if local else frag.path
+        i = 0
+        file_offset = 0
+        while i < len(sizes):
+            j, n = i, 0
+            while j < len(sizes) and (n == 0 or n + sizes[j] <= partition_rows):
+                n += sizes[j]
+                j += 1
+            parts.append(Part(len(parts), offset, n, frag.path, file_offset, tuple(range(i, j)),
+                              expr, read_path=read_path))
+            offset += n
+            file_offset += n
+            i = j
+    return parts
+
+
+# -- worker side -------------------------------------------------------------------------
+
+
+class _Aborted(Exception):
+    """Another partition failed; this one stopped early (never seen by users)."""
+
+
+@dataclass
+class _Dup:
+    """A DuplicateAcrossPartitions found while merging (its mask does not pickle as an
+    exception argument, so it travels as a value)."""
+
+    mask: Any
+
+
+def _batches(part: Part, plan: Plan, schema: pa.Schema, filesystem: Any, batch_size: int):  # noqa: ANN202
+    if part.batches is not None:
+        yield from part.batches
+        return
+    import pyarrow.dataset as ds
+
+    fmt = ds.ParquetFileFormat()
+    try:
+        frag = fmt.make_fragment(part.read_path, filesystem=filesystem,
+                                 partition_expression=part.partition_expression,
+                                 row_groups=list(part.row_groups))
+        it = iter(frag.to_batches(schema=schema, columns=plan.input_columns,
+                                  batch_size=batch_size, use_threads=False))
+        while True:
+            try:
+                b = next(it)
+            except StopIteration:
+                return
+            yield b
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        raise CorruptFileError(f"{part.path}: cannot read Parquet data ({_short(exc)})") from None
+
+
+def run_part(
+    part: Part,
+    plan: Plan,
+    schema: pa.Schema,
+    filesystem: Any,
+    batch_size: int,
+    rows_dir: str | None,
+    keep: bool,
+    label_index: LabelIndex | None,
+) -> tuple[EvalState, list[pa.RecordBatch] | None]:
+    """One task: the local pipeline over one partition. Returns its state (and, for
+    in-memory inputs whose rows are kept, its per-row batches)."""
+    import copy
+
+    import numpy as np
+
+    index = None
+    if label_index is not None:
+        index = copy.copy(label_index)  # shared by tasks of this worker: private `seen`
+        index.seen = np.zeros(label_index.table.num_rows, dtype=bool)
+    state = plan.new_state(index.table.num_rows if index is not None else 0)
+    abort = os.path.join(rows_dir, ABORT_MARKER) if rows_dir else None
+    writer = RowWriter(os.path.join(rows_dir, f"part-{part.index:05d}.parquet")) if rows_dir else None
+    kept: list[pa.RecordBatch] | None = [] if keep else None
+    file_offset = part.file_offset
+    row_offset = part.row_offset
+    try:
+        for batch in _batches(part, plan, schema, filesystem, batch_size):
+            if abort is not None and os.path.exists(abort):
+                raise _Aborted()
+            out = process_batch(plan, state, batch, source=part.path, file_offset=file_offset,
+                                row_offset=row_offset, label_index=index)
+            file_offset += batch.num_rows
+            row_offset += batch.num_rows
+            if out is not None:
+                if writer is not None:
+                    writer.write(out)
+                if kept is not None:
+                    kept.append(out)
+    finally:
+        if writer is not None:
+            writer.close()
+    return state, kept
+
+
+def _first(pair: tuple[EvalState, Any]) -> EvalState:
+    return pair[0]
+
+
+def _second(pair: tuple[EvalState, Any]) -> Any:
+    return pair[1]
+
+
+def merge_states(*states: EvalState | _Dup) -> EvalState | _Dup:
+    """Merge neighbouring partial states, left to right (one reduction task)."""
+    acc = states[0]
+    for s in states[1:]:
+        if isinstance(acc, _Dup):
+            return acc
+        if isinstance(s, _Dup):
+            return s
+        try:
+            acc = acc.merge(s)
+        except DuplicateAcrossPartitions as exc:
+            return _Dup(exc.mask)
+    return acc
+
+
+# -- client side -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _client(client: Any, scheduler: str | None):  # noqa: ANN202
+    distributed = _require_dask()
+    if client is not None:
+        yield client
+        return
+    if scheduler:
+        c = distributed.Client(scheduler)
+        try:
+            yield c
+        finally:
+            c.close()
+        return
+    cluster = distributed.LocalCluster(**LOCAL_CLUSTER_OPTIONS)
+    c = distributed.Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+def _is_memory_fs(filesystem: Any) -> bool:
+    handler = getattr(filesystem, "handler", None)
+    fs = getattr(handler, "fs", None)
+    protocol = getattr(fs, "protocol", None)
+    protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol or ())
+    return "memory" in protocols
+
+
+def run_dask(
+    plan: Plan,
+    source: Source,
+    cfg: Any,
+    *,
+    label_index: LabelIndex | None = None,
+    writer_dir: Path | None = None,
+    keep_batches: list | None = None,  # type: ignore[type-arg]
+    client: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+    partition_rows: int | None = None,
+    split_every: int = SPLIT_EVERY,
+) -> EvalState:
+    """Evaluate ``source`` on a Dask cluster; return the merged state.
+
+    ``writer_dir`` is the directory the workers write ``part-*.parquet`` per-row files
+    into (created here; None: no per-row output). ``keep_batches`` (in-memory inputs)
+    receives the per-row batches in input order instead.
+    """
+    distributed = _require_dask()
+    bs = batch_rows(plan.layout.n_classes, getattr(cfg, "batch_size", None))
+    parts = plan_parts(source, plan, bs, partition_rows or PARTITION_ROWS)
+    if not parts:
+        return plan.new_state(label_index.table.num_rows if label_index is not None else 0)
+    rows_dir: str | None = None
+    if writer_dir is not None:
+        Path(writer_dir).mkdir()
+        rows_dir = os.fspath(Path(writer_dir).absolute())
+    keep = keep_batches is not None
+
+    with _client(client, getattr(cfg, "scheduler", None)) as c:
+        if _is_memory_fs(source.filesystem) and not all(
+            str(a).startswith("inproc://") for a in c.scheduler_info().get("workers", {})
+        ):
+            raise UsageError(
+                f"{source.label}: memory:// files live in this process only and Dask workers "
+                "run in other processes; use --engine local, an in-process cluster, or file:// "
+                "paths / object storage"
+            )
+        run_id = uuid.uuid4().hex[:12]
+        index_f = (c.scatter(label_index, broadcast=True, hash=False)
+                   if label_index is not None else None)
+        schema = source.dataset.schema
+        filesystem = getattr(source.dataset, "filesystem", None) if source.files else None
+        futs = [
+            c.submit(run_part, p, plan, schema, filesystem, bs, rows_dir, keep, index_f,
+                     key=f"evalkit-part-{run_id}-{p.index:05d}", pure=False)
+            for p in parts
+        ]
+        level = [c.submit(_first, f, key=f"evalkit-state-{run_id}-{i:05d}", pure=False)
+                 for i, f in enumerate(futs)]
+        depth = 0
+        while len(level) > 1:
+            depth += 1
+            level = [
+                c.submit(merge_states, *level[i:i + split_every],
+                         key=f"evalkit-merge-{run_id}-{depth}-{i // split_every:05d}", pure=False)
+                for i in range(0, len(level), split_every)
+            ]
+        root = level[0]
+        done = False
+        try:
+            _wait_parts(distributed, c, futs, parts, rows_dir, progress)
+            result = root.result()
+            if keep:
+                for f in futs:
+                    rows = c.submit(_second, f, pure=False).result()
+                    keep_batches.extend(rows or [])  # type: ignore[union-attr]
+            done = True
+        finally:
+            if not done:
+                _abort(distributed, c, futs, rows_dir)
+            c.cancel([root, *level, *futs])
+    if isinstance(result, _Dup):
+        raise DuplicateAcrossPartitions(result.mask)
+    return result
+
+
+def _wait_parts(distributed: Any, c: Any, futs: Sequence[Any], parts: Sequence[Part],
+                rows_dir: str | None, progress: Callable[[int, int], None] | None) -> None:
+    """Wait for the partition tasks; raise the first failing partition's error (input order)."""
+    position = {f.key: i for i, f in enumerate(futs)}
+    failed: int | None = None
+    finished = [False] * len(futs)
+    rows_done = 0
+    for f in distributed.as_completed(futs):
+        i = position[f.key]
+        finished[i] = True
+        if f.status == "error":
+            if failed is None or i < failed:
+                failed = i
+                if rows_dir is not None:  # tell the others to stop at their next batch
+                    with contextlib.suppress(OSError):
+                        Path(rows_dir, ABORT_MARKER).touch()
+        elif f.status == "finished" and failed is None:
+            rows_done += parts[i].num_rows
+            if progress is not None:
+                progress(rows_done, 0)
+        if failed is not None and all(finished[:failed]):
+            break
+    if failed is not None:
+        exc = futs[failed].exception()
+        raise exc
+
+
+def _abort(distributed: Any, c: Any, futs: Sequence[Any], rows_dir: str | None) -> None:
+    """After a failure: stop the other tasks and wait until none is still writing."""
+    if rows_dir is None:
+        c.cancel(list(futs))
+        return
+    with contextlib.suppress(OSError):
+        Path(rows_dir, ABORT_MARKER).touch()
+    # Not cancelled: a cancelled task may still be running on its worker. Every task
+    # stops at its next batch, so this returns quickly.
+    with contextlib.suppress(Exception):
+        distributed.wait(list(futs), timeout=300)
+
+
+__all__ = ["LOCAL_CLUSTER_OPTIONS", "PARTITION_ROWS", "Part", "merge_states", "plan_parts", "run_dask", "run_part"]

@@ -1,0 +1,168 @@
+"""Tests for evalkit.plots (PNG charts for the report)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import evalkit
+from evalkit.aggregate import GroupStats
+from evalkit.plots import class_histograms, plots_available, write_plots
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DIGITS = Path(__file__).resolve().parent.parent / "sample_data" / "digits.parquet"
+
+
+def _probs_frame(n: int, classes: list[str], seed: int = 0, **extra: object) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.full(len(classes), 0.3), n)
+    df = pd.DataFrame(p, columns=[f"prob_{c}" for c in classes])
+    df["label"] = rng.choice(classes, n)
+    for k, v in extra.items():
+        df[k] = v
+    return df
+
+
+def _stats_from_rows(result: evalkit.EvalResult) -> GroupStats:
+    """The per-class GroupStats an evaluation would hold, rebuilt from its rows."""
+    rows = result.rows
+    gs = GroupStats(("class",), eps=result.metadata["eps"])
+    # Two batches, so the histogram counts accumulate across updates.
+    for part in np.array_split(np.arange(len(rows)), 2):
+        sub = rows.iloc[part]
+        gs.update([pa.array(sub["label"].astype(str).tolist(), type=pa.string())],
+                  sub["loss"].to_numpy(), sub["clipped"].to_numpy(), sub["correct"].to_numpy())
+    return gs
+
+
+def _assert_pngs(out: Path, written: list[tuple[str, str]]) -> None:
+    assert written
+    for title, name in written:
+        assert title
+        assert "/" not in name and name.endswith(".png")
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 1000
+
+
+# -- availability ----------------------------------------------------------------------
+
+
+def test_plots_available_true_with_matplotlib() -> None:
+    pytest.importorskip("matplotlib")
+    assert plots_available() is True
+
+
+def test_plots_available_false_without_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    for mod in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    assert plots_available() is False
+
+
+# -- class_histograms ------------------------------------------------------------------
+
+
+def test_class_histograms_sums_equal_class_counts() -> None:
+    result = evalkit.evaluate(DIGITS)
+    ch = class_histograms(_stats_from_rows(result))
+    edges = ch["edges"]
+    assert edges.ndim == 1 and np.all(np.diff(edges) > 0)
+    n_bins = len(edges) - 1
+    assert 30 <= n_bins <= 60
+    table = result.groups["class"].set_index("class")
+    assert list(ch["counts"]) == [str(c) for c in table.index]
+    for name, counts in ch["counts"].items():
+        assert counts.shape == (n_bins,)
+        assert int(counts.sum()) == int(table.loc[name, "count"])
+    # The edges cover every loss (trimmed to the occupied range).
+    loss = result.rows["loss"].to_numpy()
+    assert edges[0] <= loss.min() * 1.001 and edges[-1] >= loss.max() / 1.001
+
+
+def test_class_histograms_single_group_and_empty() -> None:
+    gs = GroupStats(("class",))
+    empty = class_histograms(gs)
+    assert empty["counts"] == {} and len(empty["edges"]) >= 2
+    gs.update([pa.array(["only"] * 3)], np.array([0.1, 0.1, 0.1]), np.zeros(3, bool),
+              np.ones(3, bool))
+    ch = class_histograms(gs)
+    assert list(ch["counts"]) == ["only"]
+    assert int(ch["counts"]["only"].sum()) == 3
+    assert ch["edges"][0] <= 0.1 <= ch["edges"][-1]
+
+
+# -- write_plots -----------------------------------------------------------------------
+
+
+def test_write_plots_digits(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    result = evalkit.evaluate(DIGITS)
+    ch = class_histograms(_stats_from_rows(result))
+    written = write_plots(result, tmp_path, ch)
+    names = [n for _, n in written]
+    assert names == ["loss_by_class.png", "mean_loss_by_class.png", "mean_loss_by_split.png"]
+    _assert_pngs(tmp_path, written)
+    # Deterministic: same inputs, same bytes.
+    again = tmp_path / "again"
+    write_plots(result, again, ch)
+    for n in names:
+        assert (again / n).read_bytes() == (tmp_path / n).read_bytes()
+
+
+def test_write_plots_without_histograms_and_combined_grouping(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    df = _probs_frame(300, ["a", "b", "c"], split=np.repeat(["train", "test"], 150),
+                      region=np.tile(["EU", "US", "APAC"], 100))
+    result = evalkit.evaluate(df, by=["region", ["split", "region"]])
+    written = write_plots(result, tmp_path)
+    assert [n for _, n in written] == ["loss_by_class.png", "mean_loss_by_class.png",
+                                       "mean_loss_by_split.png", "mean_loss_by_region.png",
+                                       "mean_loss_by_split_region.png"]
+    _assert_pngs(tmp_path, written)
+
+
+def test_write_plots_one_class_with_data(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    df = _probs_frame(5, ["a", "b"])
+    df["label"] = "a"
+    result = evalkit.evaluate(df)
+    for ch in (class_histograms(_stats_from_rows(result)), None):
+        written = write_plots(result, tmp_path, ch)
+        _assert_pngs(tmp_path, written)
+        assert "loss_by_class.png" in [n for _, n in written]
+
+
+def test_write_plots_many_classes_are_capped(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    classes = [f"class_with_a_rather_long_name_{i:04d}" for i in range(1000)]
+    result = evalkit.evaluate(_probs_frame(3000, classes))
+    ch = class_histograms(_stats_from_rows(result))
+    written = write_plots(result, tmp_path, ch)
+    _assert_pngs(tmp_path, written)
+    titles = dict((n, t) for t, n in written)
+    n_with_data = int((result.groups["class"]["count"] > 0).sum())
+    assert titles["loss_by_class.png"] == (
+        f"Loss distribution by true class (30 worst of {n_with_data:,})")
+    assert titles["mean_loss_by_class.png"] == f"Mean loss by class (40 worst of {n_with_data:,})"
+    # Sensible size: the figure does not grow with the number of classes.
+    from matplotlib.image import imread
+
+    h, w = imread(tmp_path / "mean_loss_by_class.png").shape[:2]
+    assert 800 <= w <= 1000 and h <= 1600
+
+
+def test_write_plots_groups_with_count_one(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    region = ["EU"] * 50 + ["US"] * 49 + ["a very long region name that needs truncation " * 3]
+    df = _probs_frame(100, ["x", "y", "z"], region=region)
+    result = evalkit.evaluate(df, by="region")
+    table = result.groups["region"]
+    assert table["std"].isna().any()  # the one-row group has no std
+    written = write_plots(result, tmp_path, class_histograms(_stats_from_rows(result)))
+    _assert_pngs(tmp_path, written)
+    assert "mean_loss_by_region.png" in [n for _, n in written]
