@@ -336,7 +336,7 @@ def _list_problems(arr: pa.Array | pa.ChunkedArray, k: int, role: str) -> list[P
     lengths = pc.list_value_length(arr).fill_null(k).to_numpy(zero_copy_only=False)
     bad = lengths != k
     if bad.any():
-        problems.append(Problem("list_length", ListLengthError,
+        problems.append(Problem("list_length" if role == "prediction" else f"{role}_list_length", ListLengthError,
                                 f"{role} list length differs from the {k} classes; lengths", bad, lengths))
     return problems
 

@@ -41,7 +41,10 @@ def fmt_number(value: Any, column: str = "") -> str:
         a = abs(v)
         if a >= 1e5 or a < 1e-3:
             return f"{v:.3e}"
-        return f"{v:.4g}" if a >= 1 else f"{v:.4f}"
+        if a >= 1:
+            # '#' keeps trailing zeros (2.560 next to 2.491 reads as a column); drop a bare '.'.
+            return f"{v:#.4g}".rstrip(".")
+        return f"{v:.4f}"
     return str(value)
 
 

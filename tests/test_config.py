@@ -1,0 +1,155 @@
+"""Configuration errors: eps range, unknown keys, files that do not parse, bad values.
+
+Every case is a :class:`~evalkit.errors.ConfigError` (a usage error, exit code 2) whose
+message names the key and the file (or ``arguments`` / ``command line``), through both the
+Python API and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import evalkit
+from evalkit import errors as E
+from evalkit.cli import main
+from evalkit.config import EvalConfig
+
+
+@pytest.fixture
+def preds(tmp_path: Path) -> str:
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6]])
+    path = tmp_path / "preds.parquet"
+    pq.write_table(pa.table({"prob_a": p[:, 0], "prob_b": p[:, 1], "prob_c": p[:, 2], "label": [0, 1, 2]}),
+                   path)
+    return str(path)
+
+
+# (name, config file name, its text, substrings the message must hold)
+FILE_CASES = [
+    ("eps_above_half_yaml", "c.yaml", "eps: 0.6\n", ["c.yaml", "eps", "(0, 0.5)", "0.6"]),
+    ("eps_zero_toml", "c.toml", "eps = 0.0\n", ["c.toml", "eps", "(0, 0.5)"]),
+    ("eps_negative", "c.yaml", "eps: -1e-3\n", ["c.yaml", "eps", "-0.001"]),
+    ("eps_half", "c.yaml", "eps: 0.5\n", ["c.yaml", "eps", "0.5"]),
+    ("eps_nan", "c.yaml", "eps: .nan\n", ["c.yaml", "eps", "nan"]),
+    ("eps_not_a_number", "c.yaml", "eps: small\n", ["c.yaml", "'eps'", "a number", "'small'"]),
+    ("unknown_key_yaml", "c.yaml", "eps: 1e-7\nsum_toll: 0.01\n",
+     ["c.yaml", "unknown config key 'sum_toll'", "did you mean 'sum_tol'"]),
+    ("unknown_key_toml", "c.toml", "on_invalidd = 'skip'\n",
+     ["c.toml", "unknown config key 'on_invalidd'", "did you mean 'on_invalid'"]),
+    ("unknown_key_dashes", "c.yaml", "sum-toll: 0.01\n", ["c.yaml", "'sum-toll'", "sum_tol"]),
+    ("yaml_does_not_parse", "c.yaml", "eps: [1e-7,\nby: region\n", ["c.yaml", "does not parse", "line"]),
+    ("toml_does_not_parse", "c.toml", "eps = = 1\n", ["c.toml", "does not parse", "line 1"]),
+    ("not_a_mapping", "c.yaml", "- eps\n- 0.1\n", ["c.yaml", "mapping", "list"]),
+    ("bad_choice", "c.yaml", "on_invalid: ignore\n", ["c.yaml", "on_invalid", "error, skip", "'ignore'"]),
+    ("bad_bool", "c.yaml", "renormalize: maybe\n", ["c.yaml", "'renormalize'", "true or false"]),
+    ("bad_int", "c.yaml", "top_k: 2.5\n", ["c.yaml", "'top_k'", "whole number"]),
+    ("sum_tol_out_of_range", "c.toml", "sum_tol = 2.0\n", ["c.toml", "sum_tol", "(0, 1)"]),
+    ("bad_grouping", "c.yaml", "by: [[]]\n", ["c.yaml", "empty grouping"]),
+]
+
+
+@pytest.mark.parametrize("name,fname,text,must_say", FILE_CASES, ids=[c[0] for c in FILE_CASES])
+def test_config_file_errors_api(tmp_path: Path, preds: str, name: str, fname: str, text: str,
+                                must_say: list[str]) -> None:
+    cfg = tmp_path / fname
+    cfg.write_text(text)
+    with pytest.raises(E.ConfigError) as info:
+        evalkit.evaluate(preds, config=cfg)
+    assert info.value.exit_code == E.EXIT_USAGE
+    for s in must_say:
+        assert s in str(info.value), f"{s!r} not in {info.value}"
+
+
+@pytest.mark.parametrize("name,fname,text,must_say", FILE_CASES, ids=[c[0] for c in FILE_CASES])
+def test_config_file_errors_cli(tmp_path: Path, preds: str, name: str, fname: str, text: str,
+                                must_say: list[str]) -> None:
+    cfg = tmp_path / fname
+    cfg.write_text(text)
+    out = tmp_path / "report"
+    r = CliRunner().invoke(main, ["evaluate", preds, "--config", str(cfg), "--out", str(out)])
+    assert r.exit_code == E.EXIT_USAGE, r.output
+    assert "error:" in r.output and "Traceback" not in r.output
+    for s in must_say:
+        assert s in r.output, f"{s!r} not in {r.output}"
+    assert not out.exists()
+
+
+# (name, evaluate() keyword arguments, CLI arguments, substrings)
+ARG_CASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
+    ("eps_above_half", {"eps": 0.6}, ["--eps", "0.6"], ["eps", "(0, 0.5)", "0.6"]),
+    ("eps_zero", {"eps": 0.0}, ["--eps", "0"], ["eps", "(0, 0.5)"]),
+    ("eps_negative", {"eps": -1e-7}, ["--eps", "-1e-7"], ["eps", "(0, 0.5)"]),
+    ("sum_tol_zero", {"sum_tol": 0.0}, ["--sum-tol", "0"], ["sum_tol", "(0, 1)"]),
+    ("batch_size_zero", {"batch_size": 0}, ["--batch-size", "0"], ["batch_size", ">= 1"]),
+    ("top_k_negative", {"top_k": -1}, ["--top-k", "-1"], ["top_k", ">= 0"]),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,args,must_say", ARG_CASES, ids=[c[0] for c in ARG_CASES])
+def test_argument_errors(tmp_path: Path, preds: str, name: str, kwargs: dict[str, Any], args: list[str],
+                         must_say: list[str]) -> None:
+    with pytest.raises(E.ConfigError) as info:
+        evalkit.evaluate(preds, **kwargs)
+    assert "arguments" in str(info.value)
+    for s in must_say:
+        assert s in str(info.value)
+    r = CliRunner().invoke(main, ["evaluate", preds, *args, "--out", str(tmp_path / "r")])
+    assert r.exit_code == E.EXIT_USAGE, r.output
+    assert "error: command line:" in r.output and "Traceback" not in r.output
+    for s in must_say:
+        assert s in r.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_keyword_argument_and_mapping(preds: str) -> None:
+    with pytest.raises(E.ConfigError, match=r"arguments: unknown config key 'sum_toll' \(did you mean 'sum_tol'"):
+        evalkit.evaluate(preds, sum_toll=0.1)
+    with pytest.raises(E.ConfigError, match=r"config: unknown config key 'epss'.*did you mean 'eps'"):
+        evalkit.evaluate(preds, config={"epss": 0.1})
+
+
+def test_env_var_eps_is_checked(tmp_path: Path, preds: str) -> None:
+    r = CliRunner().invoke(main, ["evaluate", preds, "--out", str(tmp_path / "r")],
+                           env={"EVALKIT_EVALUATE_EPS": "0.9"})
+    assert r.exit_code == E.EXIT_USAGE and "eps" in r.output and "Traceback" not in r.output
+
+
+def test_missing_config_file(tmp_path: Path, preds: str) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(E.ConfigError, match=r"nope\.yaml: cannot read config file"):
+        evalkit.evaluate(preds, config=missing)
+    r = CliRunner().invoke(main, ["evaluate", preds, "--config", str(missing)])
+    assert r.exit_code == E.EXIT_USAGE and "nope.yaml" in r.output and "Traceback" not in r.output
+
+
+def test_unknown_cli_flag_is_a_usage_error(preds: str) -> None:
+    r = CliRunner().invoke(main, ["evaluate", preds, "--epss", "0.1"])
+    assert r.exit_code == E.EXIT_USAGE and "--epss" in r.output and "Traceback" not in r.output
+
+
+def test_valid_config_file_and_flag_override(tmp_path: Path, preds: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("eps: 1e-3\nsum-tol: 0.01\ntop_k: 2\n")
+    result = evalkit.evaluate(preds, config=cfg)
+    assert result.metadata["eps"] == 1e-3 and result.metadata["sum_tol"] == 0.01
+    assert result.metadata["config_file"] == str(cfg)
+    r = CliRunner().invoke(main, ["evaluate", preds, "--config", str(cfg), "--eps", "0.01",
+                                  "--format", "json", "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["metadata"]["eps"] == 0.01
+
+
+def test_eps_bounds_are_open() -> None:
+    for ok in (1e-12, 1e-7, 0.25, 0.4999):
+        assert EvalConfig.from_mapping({"eps": ok}).eps == ok
+    for bad in (0, 0.5, 0.7, -1, float("nan"), float("inf")):
+        with pytest.raises(E.ConfigError, match="eps"):
+            EvalConfig.from_mapping({"eps": bad})
