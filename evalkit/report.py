@@ -16,7 +16,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from .api import EvalResult
 
-COUNT_COLUMNS = {"count", "clipped", "rows", "row", "n", "baseline_count", "candidate_count"}
+COUNT_COLUMNS = {"count", "clipped", "rows", "n", "baseline_count", "candidate_count", "skipped"}
 PERCENT_COLUMNS = {"accuracy", "clipped_fraction"}
 
 
@@ -27,7 +27,8 @@ def fmt_number(value: Any, column: str = "") -> str:
     if isinstance(value, bool | np.bool_):
         return "yes" if value else "no"
     if isinstance(value, int | np.integer):
-        return f"{int(value):,}"
+        # Thousands separators for counts; ids and other integers are shown verbatim.
+        return f"{int(value):,}" if column in COUNT_COLUMNS or not column else str(int(value))
     if isinstance(value, float | np.floating):
         v = float(value)
         if column in PERCENT_COLUMNS:
