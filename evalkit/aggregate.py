@@ -164,10 +164,14 @@ def _pandas_column(arr: pa.Array) -> pd.Series:
 class _KeyIndex:
     """Maps group keys (tuples of Python values, None for null) to dense global slots."""
 
-    def __init__(self, key_names: Sequence[str]):
+    def __init__(self, key_names: Sequence[str], dict_order_keys: Sequence[str] | None = None):
         self.key_names: tuple[str, ...] = tuple(key_names)
         if len(set(self.key_names)) != len(self.key_names):
             raise ValueError(f"duplicate key names: {self.key_names}")
+        # Key columns whose dictionary order is the output order (e.g. classes in class-index
+        # order); other dictionary-typed keys (strings read as dictionaries) sort by value.
+        self.dict_ordered = (set(range(len(self.key_names))) if dict_order_keys is None
+                             else {i for i, k in enumerate(self.key_names) if k in dict_order_keys})
         self.keys: list[tuple] = []
         self.slot_of: dict[tuple, int] = {}
         ncol = len(self.key_names)
@@ -234,7 +238,8 @@ class _KeyIndex:
                 raise ValueError(f"key {self.key_names[i]!r} has length {len(col)}, expected {n}")
             if pa.types.is_dictionary(col.type):
                 enc = col
-                self._register_dictionary(i, col.dictionary)
+                if i in self.dict_ordered:
+                    self._register_dictionary(i, col.dictionary)
                 all_present = False  # user dictionaries may hold unused values
             else:
                 enc = pc.dictionary_encode(col)
@@ -314,6 +319,7 @@ class _KeyIndex:
     def copy(self) -> _KeyIndex:
         new = _KeyIndex.__new__(_KeyIndex)
         new.key_names = self.key_names
+        new.dict_ordered = set(self.dict_ordered)
         new.keys = list(self.keys)
         new.slot_of = dict(self.slot_of)
         new.types = list(self.types)
@@ -420,6 +426,7 @@ class GroupStats:
         exact_limit: int = 1_000_000,
         rel_err: float = 1e-3,
         weighted: bool = False,
+        dict_order_keys: Sequence[str] | None = None,
     ):
         if quantile_mode not in _QUANTILE_MODES:
             raise ValueError(f"quantile_mode must be one of {_QUANTILE_MODES}, got {quantile_mode!r}")
@@ -439,7 +446,7 @@ class GroupStats:
         self.weighted = bool(weighted)
         self.hist = LogHistogram.for_eps(self.eps, self.rel_err)
         self.n_rows = 0
-        self._index = _KeyIndex(key_names)
+        self._index = _KeyIndex(key_names, dict_order_keys)
         self._arrays: dict[str, np.ndarray] = {}
         self._hist_counts = np.zeros((0, self.hist.n_bins), dtype=np.int64)
         self._alloc(0)
@@ -792,11 +799,12 @@ class TopK:
     being combined with the running selection.  Losses must not be NaN.
     """
 
-    def __init__(self, k: int, key_names: Sequence[str] = ()):
+    def __init__(self, k: int, key_names: Sequence[str] = (),
+                 dict_order_keys: Sequence[str] | None = None):
         if k < 0:
             raise ValueError("k must be >= 0")
         self.k = int(k)
-        self._index = _KeyIndex(key_names)
+        self._index = _KeyIndex(key_names, dict_order_keys)
         self._codes = np.zeros(0, dtype=np.int64)
         self._loss = np.zeros(0, dtype=np.float64)
         self._table: pa.Table | None = None

@@ -540,7 +540,11 @@ def run(config: EvalConfig, *, progress: PROGRESS | None = None) -> tuple[EvalRe
     spool_parent = AtomicDir(out, overwrite=config.overwrite).prepare()
     inputs: Any = config.input[0] if len(config.input) == 1 else config.input
     result = evaluate(inputs, config=config, progress=progress, spool_dir=spool_parent)
-    path = result.write(out, overwrite=config.overwrite)
+    try:
+        path = result.write(out, overwrite=config.overwrite)
+    except BaseException:
+        _cleanup_spool(result._rows_path)  # no report: drop the per-row spool now, not at exit
+        raise
     return result, path
 
 

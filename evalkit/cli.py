@@ -147,7 +147,7 @@ def _config_from_flags(config_file: str | None, flags: dict[str, Any]) -> Any:
 @click.argument("inputs", nargs=-1, metavar="INPUT...")
 @click.option("--config", "-c", "config_file", type=click.Path(dir_okay=False),
               help="YAML/TOML config file; flags override its keys.")
-@click.option("--out", "-o", type=click.Path(file_okay=False), help="Output directory for the report.")
+@click.option("--out", "-o", type=click.Path(), help="Output directory for the report.")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace an existing report in --out.")
 @click.option("--labels", help="Separate labels input (Parquet), joined on --on.")
 @click.option("--on", multiple=True, help="Join key column(s) for --labels. Repeatable.")

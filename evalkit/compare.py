@@ -43,7 +43,9 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
+import types
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -931,3 +933,14 @@ class _CandidateView:
 
 __all__ = ["CompareResult", "compare", "file_provenance", "is_report_dir", "paired_ci",
            "bootstrap_diff_ci", "welch_ci", "t_quantile"]
+
+
+# ``evalkit.compare`` is both this module and the function: once the submodule is imported,
+# Python binds the package attribute ``evalkit.compare`` to the module, so the module itself
+# must be callable for ``evalkit.compare(baseline, candidate)`` to keep working.
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> CompareResult:
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -54,6 +54,27 @@ class Source:
     dataset: ds.Dataset
     files: list[str]
     filesystem: object | None = None
+    root: str | None = None
+    """Base directory of a hive-partitioned dataset (None for explicit file lists)."""
+
+    def with_dictionary_columns(self, columns: Sequence[str]) -> ds.Dataset:
+        """The dataset with the given string columns decoded as Arrow dictionaries.
+
+        Parquet stores low-cardinality strings dictionary-encoded; keeping them as Arrow
+        dictionaries skips materialising every string, makes grouping a look-up of small
+        integer codes, and lets the per-row writer copy the dictionary instead of hashing.
+        """
+        phys = set(_physical_names(self.dataset))
+        cols = [c for c in columns if c in phys and _is_string(self.schema.field(c).type)]
+        if not self.files or (not cols and self.root is None):
+            return self.dataset
+        fmt = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=cols))
+        part = ds.HivePartitioning.discover(infer_dictionary=True) if self.root is not None else None
+        try:
+            return ds.dataset(self.files, format=fmt, filesystem=self.filesystem,  # type: ignore[arg-type]
+                              partitioning=part, partition_base_dir=self.root)
+        except (pa.ArrowInvalid, OSError):
+            return self.dataset
 
     @property
     def schema(self) -> pa.Schema:
@@ -110,10 +131,12 @@ class Source:
                     )
 
     def batches(
-        self, columns: Sequence[str], batch_size: int = 131_072, use_threads: bool = True
+        self, columns: Sequence[str], batch_size: int = 131_072, use_threads: bool = True,
+        dictionary_columns: Sequence[str] = (),
     ) -> Iterator[tuple[str, pa.RecordBatch]]:
         """Yield ``(file path, batch)`` in file order, decoding with Arrow's thread pool."""
-        scanner = self.dataset.scanner(
+        dataset = self.with_dictionary_columns(dictionary_columns) if dictionary_columns else self.dataset
+        scanner = dataset.scanner(
             columns=list(columns), batch_size=batch_size, use_threads=use_threads,
             batch_readahead=4, fragment_readahead=2,
         )
@@ -171,6 +194,10 @@ class Source:
 _READ_ERRORS = (pa.ArrowException, OSError, EOFError)
 
 
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
 def _physical_names(dataset: ds.Dataset) -> list[str]:
     try:
         frag = next(iter(dataset.get_fragments()))
@@ -216,10 +243,13 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
     if any(_is_url(p) for p in paths):
         filesystem, paths = _fsspec_paths(paths)
     try:
+        root: str | None = None
         if len(paths) == 1 and (filesystem is None and os.path.isdir(paths[0])):
             dataset = ds.dataset(paths[0], format="parquet", partitioning="hive")
+            root = paths[0]
         elif len(paths) == 1 and filesystem is not None and _fs_isdir(filesystem, paths[0]):
             dataset = ds.dataset(paths[0], format="parquet", partitioning="hive", filesystem=filesystem)
+            root = paths[0]
         else:
             files: list[str] = []
             for p in paths:
@@ -242,7 +272,7 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
             frag.physical_schema  # noqa: B018
         except _READ_ERRORS as exc:
             raise CorruptFileError(f"{frag.path}: not a readable Parquet file ({_short(exc)})") from None
-    return Source(label, dataset, files, filesystem)
+    return Source(label, dataset, files, filesystem, root)
 
 
 def _fs_isdir(fs: object, path: str) -> bool:
@@ -382,14 +412,17 @@ class AtomicDir:
             raise OutputError(f"{t}: cannot use as the output directory ({exc.strerror or exc})") from None
 
     def prepare(self) -> Path:
-        """Check the target, create its parent and sweep stale temp dirs; return the parent."""
-        self.check()
+        """Sweep stale temp dirs, check the target and create its parent; return the parent."""
         parent = self.target.parent
+        if parent.is_dir():
+            # First, so that a report caught mid-swap by a hard kill is back before the check.
+            with contextlib.suppress(OSError):
+                self._sweep(parent)
+        self.check()
         try:
             parent.mkdir(parents=True, exist_ok=True)
             if not os.access(parent, os.W_OK | os.X_OK):
                 raise PermissionError(13, "Permission denied")
-            self._sweep(parent)
         except OSError as exc:
             raise OutputError(
                 f"{self.target}: cannot create the output directory in {parent} ({exc.strerror or exc})"
@@ -447,6 +480,11 @@ class AtomicDir:
             with _signals_deferred():
                 shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
+        if exc is not None and isinstance(exc, OSError):
+            # Any OS failure while the report is written (disk full, quota, ...) is an output
+            # error with its own exit code, not an internal error.
+            raise OutputError(f"{self.target}: cannot write the report ({exc.strerror or exc}); "
+                              "nothing was written and any previous report is intact") from None
 
 
 SPOOL_MARKER = ".evalkit-rows-"

@@ -174,14 +174,19 @@ class Layout:
             return None, _list_matrix(batch.column(self.label_columns[0]), k).astype(np.float64), []
         name = self.label_columns[0]
         col = batch.column(name)
-        if pa.types.is_dictionary(col.type):
+        if pa.types.is_dictionary(col.type) and self.label_kind != "name":
             col = col.dictionary_decode()
         problems: list[Problem] = []
         null = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else None
         if null is not None:
             problems.append(Problem("null_label", LabelError, "null label", null))
         if self.label_kind == "name":
-            codes = pc.index_in(col, value_set=pa.array(self.classes, type=pa.string()))
+            class_set = pa.array(self.classes, type=pa.string())
+            if pa.types.is_dictionary(col.type):
+                # Map the few dictionary values, then gather by index: no string per row.
+                codes = pc.index_in(col.dictionary.cast(pa.string()), value_set=class_set).take(col.indices)
+            else:
+                codes = pc.index_in(col, value_set=class_set)
             y = codes.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
             unknown = y < 0
             if null is not None:

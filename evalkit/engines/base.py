@@ -72,13 +72,24 @@ class Plan:
             cols.append(lay.weight)
         return list(dict.fromkeys(cols))
 
+    @property
+    def dictionary_columns(self) -> list[str]:
+        """String columns worth reading as Arrow dictionaries: group / key columns and labels."""
+        cols = list(self.carry)
+        if self.layout.label_kind == "name" and not self.label_columns_from_join:
+            cols += list(self.layout.label_columns)
+        return cols
+
     def new_state(self, n_label_rows: int = 0) -> EvalState:
         """An empty state for this plan."""
-        kw = dict(eps=self.eps, quantile_mode=self.quantile_mode, exact_limit=self.exact_limit)
+        # Only the class key sorts in dictionary (class-index) order; other keys by value.
+        kw = dict(eps=self.eps, quantile_mode=self.quantile_mode, exact_limit=self.exact_limit,
+                  dict_order_keys=(CLASS,))
         weighted = self.layout.weight is not None
         stats = {g.name: GroupStats(g.columns, weighted=weighted, **kw) for g in self.groupings}  # type: ignore[arg-type]
         confusion = Confusion(self.layout.classes)
-        top = {"overall": TopK(self.top_k, ()), CLASS: TopK(self.top_k, (CLASS,))} if self.top_k else {}
+        top = ({"overall": TopK(self.top_k, ()), CLASS: TopK(self.top_k, (CLASS,), dict_order_keys=(CLASS,))}
+               if self.top_k else {})
         return EvalState(stats=stats, confusion=confusion, top=top,
                          seen=np.zeros(n_label_rows, dtype=bool) if n_label_rows else None)
 

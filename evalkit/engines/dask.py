@@ -174,10 +174,6 @@ def plan_parts(source: Source, plan: Plan, batch_size: int,
 # -- worker side -------------------------------------------------------------------------
 
 
-class _Aborted(Exception):
-    """Another partition failed; this one stopped early (never seen by users)."""
-
-
 @dataclass
 class _Dup:
     """A DuplicateAcrossPartitions found while merging (its mask does not pickle as an
@@ -218,9 +214,10 @@ def run_part(
     rows_dir: str | None,
     keep: bool,
     label_index: LabelIndex | None,
-) -> tuple[EvalState, list[pa.RecordBatch] | None]:
+) -> tuple[EvalState | None, list[pa.RecordBatch] | None]:
     """One task: the local pipeline over one partition. Returns its state (and, for
-    in-memory inputs whose rows are kept, its per-row batches)."""
+    in-memory inputs whose rows are kept, its per-row batches); no state if the run was
+    aborted because another partition failed."""
     import copy
 
     import numpy as np
@@ -238,7 +235,8 @@ def run_part(
     try:
         for batch in _batches(part, plan, schema, filesystem, batch_size):
             if abort is not None and os.path.exists(abort):
-                raise _Aborted()
+                # Another partition failed: stop quietly (no state; the run fails anyway).
+                return None, None
             out = process_batch(plan, state, batch, source=part.path, file_offset=file_offset,
                                 row_offset=row_offset, label_index=index)
             file_offset += batch.num_rows
@@ -262,8 +260,10 @@ def _second(pair: tuple[EvalState, Any]) -> Any:
     return pair[1]
 
 
-def merge_states(*states: EvalState | _Dup) -> EvalState | _Dup:
+def merge_states(*states: EvalState | _Dup | None) -> EvalState | _Dup | None:
     """Merge neighbouring partial states, left to right (one reduction task)."""
+    if any(s is None for s in states):  # an aborted partition: the run is failing
+        return None
     acc = states[0]
     for s in states[1:]:
         if isinstance(acc, _Dup):
@@ -382,9 +382,11 @@ def run_dask(
         finally:
             if not done:
                 _abort(distributed, c, futs, rows_dir)
-            c.cancel([root, *level, *futs])
+            del root, level, futs  # releasing the futures frees their results on the workers
     if isinstance(result, _Dup):
         raise DuplicateAcrossPartitions(result.mask)
+    if result is None:  # pragma: no cover - only an aborted run yields no state
+        raise RuntimeError("dask engine: a partition was aborted although no partition failed")
     return result
 
 

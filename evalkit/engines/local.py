@@ -41,7 +41,9 @@ def run_local(
     rows_done = 0
     current_file: str | None = None
     file_offset = 0
-    for path, batch in source.batches(plan.input_columns, batch_rows(plan.layout.n_classes, batch_size)):
+    batches = source.batches(plan.input_columns, batch_rows(plan.layout.n_classes, batch_size),
+                             dictionary_columns=plan.dictionary_columns)
+    for path, batch in batches:
         if path != current_file:
             current_file, file_offset = path, 0
         out = process_batch(plan, state, batch, source=path, file_offset=file_offset,

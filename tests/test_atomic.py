@@ -1,0 +1,381 @@
+"""Nothing lost: outputs appear together or not at all; inputs are never modified.
+
+A report is built in ``.<name>.tmp-<pid>-<host>-<rand>`` beside its target and renamed into
+place at the end. These tests interrupt runs (SIGTERM, SIGKILL, write failures, disk full)
+and check that the previous report is intact byte for byte, that no partial report or
+temporary directory is left (or that the next run sweeps it after a hard kill), and that
+input files keep their bytes and mtimes.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import evalkit
+import evalkit.api
+from evalkit import errors as E
+from evalkit.cli import main
+from evalkit.io import AtomicDir, _host_tag
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_preds(path: Path, n: int = 2000, k: int = 4, seed: int = 0, labels: bool = True,
+               first_id: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, k))
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    cols = {"id": np.arange(first_id, first_id + n), "region": rng.choice(["EU", "US"], n),
+            **{f"prob_{j}": p[:, j] for j in range(k)}}
+    if labels:
+        cols["label"] = rng.integers(0, k, n)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(cols), path, row_group_size=500)
+    return path
+
+
+def snapshot(d: Path) -> dict[str, bytes]:
+    """Every file under ``d`` with its bytes."""
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def leftovers(parent: Path) -> list[str]:
+    """Temporary directories of evalkit runs in ``parent``."""
+    return sorted(p.name for p in parent.iterdir()
+                  if ".tmp-" in p.name or ".old-" in p.name or p.name.startswith(".evalkit-rows-"))
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def previous(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes]]:
+    """An input and a previous report written from it: (input, report dir, its bytes)."""
+    inp = make_preds(tmp_path / "in" / "preds.parquet")
+    out = tmp_path / "out" / "report"
+    evalkit.evaluate(str(inp), by="region").write(out)
+    return inp, out, snapshot(out)
+
+
+# -- refusing and failing cleanly ------------------------------------------------------
+
+def test_existing_report_is_refused_unless_overwrite(previous) -> None:  # type: ignore[no-untyped-def]
+    inp, out, before = previous
+    result = evalkit.evaluate(str(inp), eps=1e-3)
+    with pytest.raises(E.OutputExistsError, match=r"report: already holds a report; pass --overwrite"):
+        result.write(out)
+    assert snapshot(out) == before
+    r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "-q"])
+    assert r.exit_code == E.EXIT_OUTPUT and "error:" in r.output and str(out) in r.output
+    assert "--overwrite" in r.output and "Traceback" not in r.output
+    assert snapshot(out) == before
+    result.write(out, overwrite=True)
+    assert snapshot(out) != before
+    assert leftovers(out.parent) == []
+
+
+def test_overwrite_never_replaces_an_unrelated_directory(tmp_path: Path) -> None:
+    inp = make_preds(tmp_path / "preds.parquet", n=50)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(home), "--overwrite", "-q"])
+    assert r.exit_code == E.EXIT_OUTPUT, r.output
+    assert "holds no evalkit report" in r.output and "Traceback" not in r.output
+    assert (home / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in home.iterdir()) == ["thesis.tex"]
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "is_a_file"])
+def test_unwritable_output(tmp_path: Path, where: str) -> None:
+    inp = make_preds(tmp_path / "preds.parquet", n=50)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    out = blocker / "report" if where == "under_a_file" else blocker
+    with pytest.raises(E.OutputError, match="blocker"):
+        evalkit.evaluate(str(inp)).write(out)
+    r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "-q"])
+    assert r.exit_code == E.EXIT_OUTPUT, r.output
+    assert "error:" in r.output and "blocker" in r.output and "Traceback" not in r.output
+    assert blocker.read_text() == "x"
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True,
+                    reason="permissions do not bind root")
+def test_read_only_parent(tmp_path: Path) -> None:  # pragma: no cover - CI as non-root
+    inp = make_preds(tmp_path / "preds.parquet", n=50)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(ro / "report"), "-q"])
+        assert r.exit_code == E.EXIT_OUTPUT and "Traceback" not in r.output
+    finally:
+        ro.chmod(0o700)
+
+
+def _failing_after(n_ok: int, exc: BaseException):  # type: ignore[no-untyped-def]
+    real = evalkit.api.write_text
+    calls = {"n": 0}
+
+    def fake(text: str, path) -> None:  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] > n_ok:
+            Path(path).write_text(text[: len(text) // 3])  # a partial file, then the failure
+            raise exc
+        real(text, path)
+    return fake
+
+
+@pytest.mark.parametrize("exc", [
+    E.OutputError("summary.json: cannot write (No space left on device)"),
+    OSError(errno.ENOSPC, "No space left on device"),
+], ids=["OutputError", "ENOSPC"])
+def test_write_failing_midway_keeps_previous_report(previous, monkeypatch, exc) -> None:  # type: ignore[no-untyped-def]
+    inp, out, before = previous
+    result = evalkit.evaluate(str(inp), eps=1e-3)
+    monkeypatch.setattr(evalkit.api, "write_text", _failing_after(1, exc))
+    with pytest.raises(E.OutputError) as info:
+        result.write(out, overwrite=True)
+    assert "No space left on device" in str(info.value)
+    assert snapshot(out) == before
+    assert leftovers(out.parent) == []
+
+
+def test_write_failing_midway_cli(previous, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    inp, out, before = previous
+    monkeypatch.setattr(evalkit.api, "write_text", _failing_after(1, OSError(errno.ENOSPC, "No space left on device")))
+    r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "--overwrite", "--eps", "1e-3", "-q"])
+    assert r.exit_code == E.EXIT_OUTPUT, r.output
+    assert "error:" in r.output and "No space left on device" in r.output and "Traceback" not in r.output
+    assert snapshot(out) == before
+    assert leftovers(out.parent) == []
+
+
+def test_parquet_write_failing_midway(previous, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    inp, out, before = previous
+    result = evalkit.evaluate(str(inp), eps=1e-3, by="region")
+    real = evalkit.api.write_table
+    calls = {"n": 0}
+
+    def fake(table, path) -> None:  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise E.OutputError(f"{path}: cannot write (Disk quota exceeded)")
+        real(table, path)
+    monkeypatch.setattr(evalkit.api, "write_table", fake)
+    with pytest.raises(E.OutputError, match="Disk quota"):
+        result.write(out, overwrite=True)
+    assert snapshot(out) == before and leftovers(out.parent) == []
+
+
+def test_failed_run_keeps_previous_report(previous, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    inp, out, before = previous
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"prob_a": [0.5, 0.5], "prob_b": [0.5, 0.5], "label": [0, 7]}), bad)
+    r = CliRunner().invoke(main, ["evaluate", str(bad), "--out", str(out), "--overwrite", "-q"])
+    assert r.exit_code == E.EXIT_INPUT, r.output
+    assert snapshot(out) == before and leftovers(out.parent) == []
+
+
+def test_keyboard_interrupt_during_write(previous, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    inp, out, before = previous
+    monkeypatch.setattr(evalkit.api, "write_text", _failing_after(1, KeyboardInterrupt()))
+    r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "--overwrite", "-q"])
+    assert r.exit_code == E.EXIT_INTERRUPTED, r.output
+    assert "interrupted" in r.output and "Traceback" not in r.output
+    assert snapshot(out) == before and leftovers(out.parent) == []
+
+
+# -- hard kills ------------------------------------------------------------------------
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+
+    phase, marker = sys.argv[1], Path(sys.argv[2])
+
+    def pause():
+        marker.touch()
+        time.sleep(60)
+
+    if phase == "write":
+        import evalkit.api as api
+        real = api.write_text
+        def slow(text, path):
+            real(text, path)  # report.md is in the temp dir now, summary.json not yet
+            pause()
+        api.write_text = slow
+    else:
+        import evalkit.engines.local as local
+        real = local.process_batch
+        calls = []
+        def slow(*a, **kw):
+            calls.append(1)
+            if len(calls) == 2:  # the per-row spool holds a batch already
+                pause()
+            return real(*a, **kw)
+        local.process_batch = slow
+
+    from evalkit.cli import main
+    main(sys.argv[3:], prog_name="evalkit")
+""")
+
+
+def start_run(tmp_path: Path, phase: str, args: list[str]) -> tuple[subprocess.Popen, Path]:  # type: ignore[type-arg]
+    marker = tmp_path / f"marker-{phase}-{time.monotonic_ns()}"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, phase, str(marker), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.returncode} {proc.stderr.read().decode()}")  # type: ignore[union-attr]
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("run did not reach the pause")
+        time.sleep(0.02)
+    return proc, marker
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["write", "evaluate"])
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_killed_run_leaves_previous_report_intact(previous, tmp_path: Path, phase: str, sig: str) -> None:  # type: ignore[no-untyped-def]
+    inp, out, before = previous
+    proc, _ = start_run(tmp_path, phase, ["evaluate", str(inp), "--out", str(out), "--overwrite",
+                                          "--eps", "1e-3", "--batch-size", "500", "-q"])
+    if phase == "write":
+        # Mid-write: the temp dir beside the target holds a partial report.
+        tmp_dirs = [p for p in out.parent.iterdir() if p.name.startswith(".report.tmp-")]
+        assert len(tmp_dirs) == 1 and (tmp_dirs[0] / "report.md").exists()
+        assert tmp_dirs[0].name.split(".tmp-")[1].split("-")[:2] == [str(proc.pid), _host_tag()]
+    else:
+        assert [p for p in out.parent.iterdir() if p.name.startswith(".evalkit-rows-")]
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=30)
+    assert snapshot(out) == before
+    if sig == "SIGTERM":
+        assert proc.returncode == E.EXIT_INTERRUPTED, err.decode()
+        assert b"interrupted" in err and b"Traceback" not in err
+        assert leftovers(out.parent) == []
+    else:
+        assert proc.returncode == -signal.SIGKILL
+        assert leftovers(out.parent)  # a hard kill cannot clean up ...
+        r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "--overwrite", "-q"])
+        assert r.exit_code == 0, r.output
+        assert leftovers(out.parent) == []  # ... the next run sweeps it
+
+
+@pytest.mark.slow
+def test_killed_first_run_leaves_no_report(tmp_path: Path) -> None:
+    inp = make_preds(tmp_path / "preds.parquet", n=1000)
+    out = tmp_path / "out" / "report"
+    proc, _ = start_run(tmp_path, "write", ["evaluate", str(inp), "--out", str(out), "-q"])
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == E.EXIT_INTERRUPTED
+    assert not out.exists() and leftovers(out.parent) == []
+
+
+def test_sweep_spares_live_and_foreign_runs_and_restores_swapped_report(tmp_path: Path) -> None:
+    inp = make_preds(tmp_path / "preds.parquet", n=100)
+    out = tmp_path / "report"
+    dead, host = dead_pid(), _host_tag()
+    stale_tmp = tmp_path / f".report.tmp-{dead}-{host}-abcdef12"
+    live_tmp = tmp_path / f".report.tmp-{os.getpid()}-{host}-abcdef12"
+    foreign_tmp = tmp_path / f".report.tmp-{dead}-zzzzzz-abcdef12"
+    legacy_tmp = tmp_path / f".report.tmp-{dead}-abcdef12"
+    stale_spool = tmp_path / f".evalkit-rows-{dead}-{host}-q1w2e3"
+    for d in (stale_tmp, live_tmp, foreign_tmp, legacy_tmp, stale_spool):
+        d.mkdir()
+        (d / "partial").write_text("x")
+    # A hard kill between the two renames of an overwrite: the previous report is in .old-*.
+    swapped = tmp_path / f".report.old-{dead}-{host}-abcdef12"
+    evalkit.evaluate(str(inp)).write(swapped)
+    before = snapshot(swapped)
+    with pytest.raises(E.OutputExistsError):  # it is back in place, so it is protected again
+        evalkit.evaluate(str(inp), eps=1e-3).write(out)
+    assert snapshot(out) == before
+    names = leftovers(tmp_path)
+    assert stale_tmp.name not in names and legacy_tmp.name not in names
+    assert stale_spool.name not in names and swapped.name not in names
+    assert live_tmp.name in names and foreign_tmp.name in names
+
+
+def test_atomic_dir_directly(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    with AtomicDir(target) as tmp:
+        (tmp / "report.md").write_text("a")
+        assert not target.exists()
+        AtomicDir(target).check()
+    assert not target.exists() and leftovers(tmp_path) == []  # no commit: nothing appears
+    with pytest.raises(RuntimeError), AtomicDir(target, overwrite=True) as tmp:
+        (tmp / "report.md").write_text("b")
+        raise RuntimeError("crash")
+    assert not target.exists() and leftovers(tmp_path) == []
+    atomic = AtomicDir(target)
+    with atomic as tmp:
+        (tmp / "report.md").write_text("a")
+        assert atomic.commit() == target.absolute()
+    assert (target / "report.md").read_text() == "a" and leftovers(tmp_path) == []
+    atomic = AtomicDir(target, overwrite=True)
+    with atomic as tmp:
+        (tmp / "report.md").write_text("b")
+        atomic.commit()
+    assert (target / "report.md").read_text() == "b" and leftovers(tmp_path) == []
+
+
+# -- inputs are read-only --------------------------------------------------------------
+
+def fingerprint(paths: list[Path]) -> dict[str, tuple[int, int, str]]:
+    out = {}
+    for p in paths:
+        st = p.stat()
+        out[str(p)] = (st.st_mtime_ns, st.st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+def test_inputs_are_never_modified(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    files = [make_preds(data / "split=train" / "part-0.parquet", n=300, seed=1, labels=False),
+             make_preds(data / "split=val" / "part-0.parquet", n=300, seed=2, labels=False, first_id=300)]
+    labels = data.parent / "labels.parquet"
+    pq.write_table(pa.table({"id": np.arange(700), "label": np.arange(700) % 4}), labels)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("eps: 1e-6\nby: [region]\n")
+    watched = [*files, labels, cfg]
+    for p in watched:  # an old mtime makes any write visible even on coarse clocks
+        os.utime(p, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    before = fingerprint(watched)
+    dir_before = sorted(str(p) for p in data.rglob("*"))
+    result = evalkit.evaluate(str(data), labels=str(labels), on="id", config=cfg, unmatched="drop")
+    result.write(tmp_path / "r1")
+    _ = result.rows
+    r = CliRunner().invoke(main, ["evaluate", str(data), "--labels", str(labels), "--on", "id",
+                                  "--unmatched", "drop", "--config", str(cfg), "--out", str(tmp_path / "r2"),
+                                  "-q"])
+    assert r.exit_code == 0, r.output
+    bad = CliRunner().invoke(main, ["evaluate", str(data), "--labels", str(labels), "--on", "id",
+                                    "--out", str(tmp_path / "r3"), "-q"])
+    assert bad.exit_code == E.EXIT_INPUT  # unmatched label keys: an error, inputs still untouched
+    assert fingerprint(watched) == before
+    assert sorted(str(p) for p in data.rglob("*")) == dir_before

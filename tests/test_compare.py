@@ -1,0 +1,318 @@
+"""evalkit.compare and `evalkit compare`: paired / unpaired intervals, CI coverage by
+simulation, missing groups, mismatched runs, provenance, report files and gates."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import evalkit
+from evalkit.cli import main
+from evalkit.compare import bootstrap_means, paired_ci, t_quantile, welch_ci
+from evalkit.errors import CompareError, OutputExistsError
+
+DELTA = 0.1
+
+
+def frame(loss: np.ndarray, ids, **cols) -> pd.DataFrame:
+    """Two-class wide predictions whose per-row loss is exactly ``loss`` (label 'a')."""
+    p = np.exp(-np.asarray(loss, dtype=np.float64))
+    return pd.DataFrame({"id": ids, **cols, "prob_a": p, "prob_b": 1 - p, "label": "a"})
+
+
+def run(df: pd.DataFrame, **kw) -> evalkit.EvalResult:
+    kw.setdefault("by", [c for c in ("grp", "rep") if c in df.columns])
+    return evalkit.evaluate(df, **kw)
+
+
+def pair_data(n=400, seed=0, delta=DELTA):
+    """Paired runs on the same ids: candidate loss = baseline loss + delta + mean-zero noise."""
+    rng = np.random.default_rng(seed)
+    lb = 1.0 + rng.exponential(1.0, n)
+    lc = lb + delta + rng.uniform(-0.5, 0.5, n)
+    grp = rng.choice(["x", "y"], n)
+    return frame(lb, np.arange(n), grp=grp), frame(lc, np.arange(n), grp=grp)
+
+
+def cli(*args) -> object:
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+# -- paired vs unpaired -------------------------------------------------------------------
+
+
+def test_paired_when_keys_match():
+    b, c = pair_data()
+    res = evalkit.compare(run(b), run(c))
+    assert set(res.tables) == {"overall", "class", "grp"}
+    o = res.tables["overall"].iloc[0]
+    assert o["method"] == "paired" and o["ci_method"] == "t" and o["n_paired"] == 400
+    exact = (c.prob_a.pipe(np.log) * -1).mean() - (b.prob_a.pipe(np.log) * -1).mean()
+    assert o["delta"] == pytest.approx(exact, abs=1e-9)
+    assert o["rel_delta"] == pytest.approx(o["delta"] / o["baseline_mean"])
+    assert o["ci_low"] < DELTA < o["ci_high"] and o["status"] == "regression"
+    g = res.tables["grp"]
+    assert list(g.columns[:3]) == ["grp", "baseline_count", "candidate_count"]
+    assert (g["method"] == "paired").all() and g["n_paired"].sum() == 400
+    assert res.metadata["pairing"]["keys"] == ["id"]
+
+
+def test_unpaired_when_keys_differ_and_deterministic():
+    b, c = pair_data()
+    c = c.assign(id=c["id"] + 10_000)  # other rows: nothing to pair
+    r1 = evalkit.compare(run(b), run(c), seed=7)
+    r2 = evalkit.compare(run(b), run(c), seed=7)
+    r3 = evalkit.compare(run(b), run(c), seed=8)
+    o = r1.tables["overall"].iloc[0]
+    assert o["method"] == "unpaired" and o["ci_method"] == "bootstrap" and o["n_paired"] == 0
+    pd.testing.assert_frame_equal(r1.tables["grp"], r2.tables["grp"])
+    assert r3.tables["overall"]["ci_low"].iloc[0] != o["ci_low"]
+
+
+def test_paired_interval_is_narrower_than_unpaired_on_the_same_data():
+    b, c = pair_data()
+    rb, rc = run(b), run(c)
+    paired = evalkit.compare(rb, rc).tables["overall"].iloc[0]
+    unpaired = evalkit.compare(rb, rc, pair_on=[]).tables["overall"].iloc[0]
+    assert unpaired["method"] == "unpaired"
+    assert paired["delta"] == pytest.approx(unpaired["delta"])
+    assert (paired["ci_high"] - paired["ci_low"]) < 0.5 * (unpaired["ci_high"] - unpaired["ci_low"])
+
+
+def test_group_with_other_keys_is_unpaired_others_stay_paired():
+    b, c = pair_data()
+    ids = c["id"].to_numpy().copy()
+    ids[c["grp"].to_numpy() == "y"] += 10_000
+    res = evalkit.compare(run(b), run(c.assign(id=ids)))
+    g = res.tables["grp"].set_index("grp")
+    assert g.loc["x", "method"] == "paired" and g.loc["y", "method"] == "unpaired"
+    assert res.tables["overall"]["method"].iloc[0] == "unpaired"
+
+
+def test_duplicate_keys_fall_back_to_unpaired():
+    b, c = pair_data(n=100)
+    b = b.assign(id=np.arange(100) // 2)
+    res = evalkit.compare(run(b), run(c.assign(id=np.arange(100) // 2)))
+    assert set(res.tables["grp"]["method"]) == {"unpaired"}
+    assert "not unique" in res.metadata["pairing"]["reason"]
+
+
+def test_normal_from_stats_without_rows(tmp_path: Path):
+    b, c = pair_data()
+    rb, rc = run(b, write_rows=False), run(c)
+    res = evalkit.compare(rb, rc)
+    o = res.tables["overall"].iloc[0]
+    assert o["method"] == "normal-from-stats" and o["ci_method"] == "normal"
+    sb, sc = rb.overall, rc.overall
+    lo, hi = welch_ci(sb["mean"], sb["std"], sb["count"], sc["mean"], sc["std"], sc["count"])
+    assert (o["ci_low"], o["ci_high"]) == pytest.approx((lo, hi))
+    # same from report directories written without rows.parquet
+    rb.write(tmp_path / "b")
+    rc.write(tmp_path / "c")
+    assert not (tmp_path / "b" / "rows.parquet").exists()
+    o2 = evalkit.compare(tmp_path / "b", tmp_path / "c").tables["overall"].iloc[0]
+    assert o2["method"] == "normal-from-stats" and o2["ci_low"] == pytest.approx(lo)
+
+
+# -- coverage by simulation ----------------------------------------------------------------
+
+
+def coverage(res: evalkit.CompareResult, method: str) -> float:
+    t = res.tables["rep"]
+    assert (t["method"] == method).all() and len(t) == 200
+    return float(((t["ci_low"] <= DELTA) & (t["ci_high"] >= DELTA)).mean())
+
+
+def test_paired_ci_coverage_by_simulation():
+    # 200 independent synthetic draws (one per group 'rep'), true mean delta exactly DELTA.
+    rng = np.random.default_rng(2026)
+    reps, n = 200, 40
+    rep = np.repeat(np.arange(reps), n)
+    lb = 1.0 + rng.exponential(1.0, reps * n)
+    lc = lb + DELTA + rng.uniform(-0.5, 0.5, reps * n) * rng.choice([0.2, 1.0, 2.0], reps * n)
+    ids = np.arange(reps * n)
+    res = evalkit.compare(run(frame(lb, ids, rep=rep)), run(frame(lc, ids, rep=rep)))
+    assert 0.90 <= coverage(res, "paired") <= 0.99
+
+
+def test_unpaired_bootstrap_ci_coverage_by_simulation():
+    rng = np.random.default_rng(7)
+    reps, n = 200, 120
+    rep = np.repeat(np.arange(reps), n)
+    lb = 1.0 + rng.exponential(0.5, reps * n)
+    lc = 1.0 + DELTA + rng.exponential(0.5, reps * n)  # independent draws: nothing to pair
+    res = evalkit.compare(run(frame(lb, np.arange(reps * n), rep=rep)),
+                          run(frame(lc, np.arange(reps * n) + 10**7, rep=rep)), n_boot=400)
+    assert 0.90 <= coverage(res, "unpaired") <= 0.99
+
+
+def test_interval_helpers():
+    # Student t quantiles (tables): exact for df 1, 2; expansion for df >= 3.
+    for df, q in ((1, 12.7062047), (2, 4.3026527), (3, 3.1824463), (10, 2.2281389), (100, 1.9839715)):
+        assert t_quantile(0.975, df) == pytest.approx(q, rel=2e-3)
+    assert all(math.isnan(v) for v in paired_ci(np.array([1.0])))
+    lo, hi = paired_ci(np.array([1.0, 2.0, 3.0]))
+    assert (lo + hi) / 2 == pytest.approx(2.0) and hi - lo == pytest.approx(2 * 4.3026527 / math.sqrt(3), rel=2e-3)
+    # memory-bounded chunks give every resample, and bootstrap means centre on the mean
+    x = np.random.default_rng(0).normal(5, 1, 500)
+    means = bootstrap_means(x, 300, np.random.default_rng(1), max_cells=1000)
+    assert means.shape == (300,) and abs(means.mean() - x.mean()) < 0.02
+
+
+# -- groups in one run, mismatched runs ------------------------------------------------------
+
+
+def test_groups_in_one_run_are_listed_not_dropped():
+    b, c = pair_data()
+    b = pd.concat([b, frame([1.0] * 5, range(1000, 1005), grp="only_b")], ignore_index=True)
+    c = pd.concat([c, frame([1.0] * 3, range(2000, 2003), grp="only_c")], ignore_index=True)
+    res = evalkit.compare(run(b), run(c), gates={"max_regression": 0.0})
+    g = res.tables["grp"].set_index("grp")
+    assert g.loc["only_b", "status"] == "only_in_baseline" and g.loc["only_b", "candidate_count"] == 0
+    assert g.loc["only_c", "status"] == "only_in_candidate" and g.loc["only_c", "baseline_count"] == 0
+    assert (g.loc[["only_b", "only_c"], "method"] == "missing").all()
+    assert g.loc[["only_b", "only_c"], "delta"].isna().all()
+    assert not any(f.group in ("only_b", "only_c") for f in res.failures)
+    md = res.to_markdown()
+    assert "only in baseline" in md and "only in candidate" in md
+
+
+def test_mismatched_eps_or_classes_refused_unless_allowed():
+    b, c = pair_data(n=50)
+    rb = run(b)
+    with pytest.raises(CompareError, match=r"eps differs: baseline 1e-07, candidate 1e-06"):
+        evalkit.compare(rb, run(c, eps=1e-6))
+    c3 = c.assign(prob_c=0.0)
+    with pytest.raises(CompareError, match=r"class sets differ.*only in candidate: c"):
+        evalkit.compare(rb, run(c3))
+    res = evalkit.compare(rb, run(c, eps=1e-6), allow_mismatch=True)
+    assert res.metadata["mismatches"] and "Mismatch allowed" in res.to_markdown()
+
+
+def test_groupings_in_one_run_are_noted():
+    b, c = pair_data(n=50)
+    res = evalkit.compare(run(b), run(c, by=()))
+    assert res.metadata["groupings_only_in_baseline"] == ["grp"] and "grp" not in res.tables
+
+
+# -- report files, provenance --------------------------------------------------------------
+
+
+def test_write_report_dirs_and_provenance(tmp_path: Path):
+    b, c = pair_data()
+    run(b).write(tmp_path / "base")
+    run(c).write(tmp_path / "cand")
+    res = evalkit.compare(tmp_path / "base", tmp_path / "cand", out=tmp_path / "cmp")
+    for f in ("compare.md", "compare.json", "overall.parquet", "by_class.parquet", "by_grp.parquet"):
+        assert (tmp_path / "cmp" / f).is_file(), f
+    t = pd.read_parquet(tmp_path / "cmp" / "by_grp.parquet")
+    assert {"delta", "ci_low", "ci_high", "method", "status"} <= set(t.columns)
+    assert (t["method"] == "paired").all()
+    data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    meta = data["metadata"]
+    for side in ("baseline", "candidate"):
+        p = meta[side]
+        assert p["kind"] == "report" and p["rows_read"] == 400 and p["rows_used"] == 400
+        assert p["rows_skipped"] == 0 and p["eps"] == 1e-7 and p["engine"] == "local"
+        assert p["config_hash"] and p["created"] and p["fingerprint"]
+        f = {Path(x["path"]).name: x for x in p["files"]}
+        assert f["rows.parquet"]["bytes"] > 0 and f["rows.parquet"]["mtime"].endswith("Z")
+        assert len(f["summary.json"]["fingerprint"]) == 32
+    assert meta["evalkit_version"] == evalkit.__version__ and meta["config_hash"]
+    assert meta["settings"]["seed"] == 0 and meta["duration_s"] >= 0
+    assert data["tables"]["grp"][0]["status"] == "regression"
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert md.index("## Regressions") < md.index("## Overall") and "▲ REGRESSION" in md
+    with pytest.raises(OutputExistsError):
+        res.write(tmp_path / "cmp")
+    res.write(tmp_path / "cmp", overwrite=True)
+    # the same run twice: identical fingerprints, nothing changes
+    same = evalkit.compare(tmp_path / "base", tmp_path / "base")
+    assert same.metadata["baseline"]["fingerprint"] == same.metadata["candidate"]["fingerprint"]
+    assert set(same.tables["grp"]["status"]) == {"unchanged"}
+
+
+def test_compare_report_is_not_an_input(tmp_path: Path):
+    b, c = pair_data(n=50)
+    evalkit.compare(run(b), run(c), out=tmp_path / "cmp")
+    with pytest.raises(evalkit.UsageError, match="compare report"):
+        evalkit.compare(tmp_path / "cmp", run(c))
+
+
+# -- CLI ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def reports(tmp_path: Path) -> tuple[Path, Path]:
+    b, c = pair_data()
+    run(b).write(tmp_path / "base")
+    run(c).write(tmp_path / "cand")
+    return tmp_path / "base", tmp_path / "cand"
+
+
+def test_cli_gate_failure_writes_report_then_exits_5(reports, tmp_path: Path):
+    base, cand = reports
+    out = tmp_path / "cmp"
+    r = cli("compare", base, cand, "--out", out, "--max-regression", "0.05", "--format", "none")
+    assert r.exit_code == 5
+    assert (out / "compare.md").is_file() and (out / "compare.json").is_file()
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("gate failed: ")]
+    assert lines and lines[0].startswith("gate failed: max_regression overall: observed 0.")
+    assert "> limit 0.05" in lines[0]
+    data = json.loads((out / "compare.json").read_text())
+    assert data["gates"]["passed"] is False and len(data["gates"]["failures"]) == len(lines)
+
+
+def test_cli_gates_pass_and_json(reports):
+    base, cand = reports
+    r = cli("compare", base, cand, "--max-regression", "50%", "--min-count", "10", "--format", "json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["gates"]["checked"]["max_regression_pct"] == 50 and data["gates"]["passed"]
+    assert "all gates passed" in r.stderr
+
+
+def test_cli_config_gates_and_on_the_fly_inputs(tmp_path: Path):
+    b, c = pair_data()
+    b.to_parquet(tmp_path / "b.parquet")
+    c.to_parquet(tmp_path / "c.parquet")
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text("by: [grp]\ngates:\n  max_regression: 0.5\n  groups:\n    grp: {max_regression: 0.01}\n")
+    r = cli("compare", tmp_path / "b.parquet", tmp_path / "c.parquet", "--config", cfg,
+            "--out", tmp_path / "cmp", "--format", "none")
+    assert r.exit_code == 5
+    failed = [ln for ln in r.stderr.splitlines() if ln.startswith("gate failed")]
+    assert failed and all(" grp[" in ln for ln in failed)
+    meta = json.loads((tmp_path / "cmp" / "compare.json").read_text())["metadata"]
+    assert meta["baseline"]["kind"] == "evaluated" and meta["config_file"] == str(cfg)
+    assert meta["baseline"]["files"][0]["bytes"] == (tmp_path / "b.parquet").stat().st_size
+
+
+def test_cli_mismatch_exit_3_and_allow(tmp_path: Path):
+    b, c = pair_data(n=50)
+    run(b).write(tmp_path / "b")
+    run(c, eps=1e-5).write(tmp_path / "c")
+    r = cli("compare", tmp_path / "b", tmp_path / "c", "--format", "none")
+    assert r.exit_code == 3 and "eps differs" in r.stderr and "--allow-mismatch" in r.stderr
+    r = cli("compare", tmp_path / "b", tmp_path / "c", "--allow-mismatch", "--format", "table", "-q")
+    assert r.exit_code == 0 and "by grp:" in r.stdout
+
+
+def test_cli_help_has_examples():
+    r = cli("compare", "--help")
+    assert r.exit_code == 0 and "Examples:" in r.output and "--allow-mismatch" in r.output
+
+
+def test_nightly_config_loads_and_runs(tmp_path: Path):
+    root = Path(__file__).resolve().parents[1]
+    cfg = evalkit.EvalConfig.from_file(root / "configs" / "nightly.yaml")
+    from evalkit.gates import validate_gates
+
+    validate_gates(cfg.gates)
+    assert cfg.gates["max_regression"] and cfg.gates["groups"]["region"]["min_count"] == 300

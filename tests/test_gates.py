@@ -1,0 +1,163 @@
+"""evalkit.gates: evaluate gates and compare gates, pass / fail at the boundary."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import evalkit
+from evalkit.cli import main
+from evalkit.errors import ConfigError
+from evalkit.gates import GateFailure, check_compare_gates, check_gates, validate_gates
+
+below = math.nextafter
+
+
+def eval_result():
+    overall = pd.Series({"count": 100, "mean": 0.5, "clipped": 2, "accuracy": 0.8}, dtype=object)
+    region = pd.DataFrame({"region": ["EU", "US", "XX"], "count": [60, 39, 1],
+                           "mean": [0.4, 0.65, 9.0], "clipped": [0, 2, 1], "accuracy": [0.9, 0.7, 0.0]})
+    return SimpleNamespace(overall=overall, groups={"region": region})
+
+
+@pytest.mark.parametrize(("gate", "value"), [("max_mean_loss", 0.5), ("max_clipped_fraction", 0.02),
+                                             ("min_accuracy", 0.8)])
+def test_evaluate_gates_boundary(gate, value):
+    r = eval_result()
+    assert check_gates(r, {gate: value}) == []  # equal to the limit passes
+    tighter = below(value, -1.0) if gate.startswith("max") else below(value, 2.0)
+    [f] = check_gates(r, {gate: tighter})
+    assert (f.gate, f.grouping, f.group, f.observed, f.limit) == (gate, "overall", "", value, tighter)
+
+
+def test_evaluate_group_gates_and_min_count():
+    r = eval_result()
+    fs = check_gates(r, {"groups": {"region": {"max_mean_loss": 0.65}}})
+    assert [f.group for f in fs] == ["XX"]  # US at the limit passes; XX (1 row) is gated
+    fs = check_gates(r, {"min_count": 2, "groups": {"region": {"max_mean_loss": 0.6}}})
+    assert [(f.group, f.observed) for f in fs] == [("US", 0.65)]
+    assert str(fs[0]) == "max_mean_loss region[US]: observed 0.65 > limit 0.6"
+    fs = check_gates(r, {"groups": {"region": {"min_accuracy": 0.75, "min_count": 50}}})
+    assert fs == []  # only EU has >= 50 rows
+    # compare-only keys are ignored by evaluate; an 'overall' entry works too
+    assert check_gates(r, {"max_regression": 0.0, "groups": {"overall": {"max_mean_loss": 0.5},
+                                                             "split": {"max_regression": 0.1}}}) == []
+    with pytest.raises(ConfigError, match="no grouping 'nope'"):
+        check_gates(r, {"groups": {"nope": {"max_mean_loss": 1}}})
+
+
+def cmp_result(rows):
+    cols = ["region", "baseline_count", "candidate_count", "baseline_mean", "candidate_mean", "delta",
+            "rel_delta", "ci_low", "ci_high", "method", "status", "n_paired", "ci_method"]
+    recs = []
+    for region, nb, nc, mb, mc, lo, hi in rows:
+        d = mc - mb if not (math.isnan(mb) or math.isnan(mc)) else math.nan
+        method = "missing" if math.isnan(d) else "paired"
+        recs.append([region, nb, nc, mb, mc, d, d / mb if mb == mb else math.nan, lo, hi, method,
+                     "unchanged", 0, "t"])
+    region = pd.DataFrame(recs, columns=cols)
+    overall = region.iloc[:1].drop(columns="region").assign(delta=0.0, rel_delta=0.0)
+    return SimpleNamespace(tables={"overall": overall, "region": region}, candidate=None)
+
+
+REGIONS = [
+    ("EU", 500, 500, 0.5, 0.75, 0.1, 0.4),        # delta 0.25, +50%, CI above 0
+    ("US", 500, 400, 0.5, 0.625, -0.01, 0.26),   # delta 0.125, +25%, CI includes 0
+    ("small", 10, 500, 0.5, 1.5, 0.5, 1.5),        # big but only 10 rows in the baseline
+    ("gone", 300, 0, 0.5, math.nan, math.nan, math.nan),  # only in the baseline
+]
+
+
+def test_max_regression_boundary():
+    r = cmp_result(REGIONS)
+    assert [f.group for f in check_compare_gates(r, {"max_regression": 0.25, "min_count": 11})] == []
+    fs = check_compare_gates(r, {"max_regression": below(0.25, 0), "min_count": 11})
+    assert [(f.gate, f.grouping, f.group, f.observed) for f in fs] == [
+        ("max_regression", "region", "EU", 0.25)]
+    assert str(fs[0]).startswith("max_regression region[EU]: observed 0.25 > limit 0.25 (baseline 0.5 -> "
+                                 "candidate 0.75, n 500/500, paired CI [0.1, 0.4])")
+
+
+def test_max_regression_pct_boundary_and_percent_string():
+    r = cmp_result(REGIONS)
+    assert check_compare_gates(r, {"max_regression_pct": 50, "min_count": 11}) == []
+    fs = check_compare_gates(r, {"max_regression_pct": below(50.0, 0), "min_count": 11})
+    assert [(f.group, f.observed) for f in fs] == [("EU", 50.0)]
+    assert "observed 50% > limit 50%" in str(fs[0])
+    fs = check_compare_gates(r, {"max_regression": "24.9%", "min_count": 11})
+    assert [(f.gate, f.group) for f in fs] == [("max_regression_pct", "EU"), ("max_regression_pct", "US")]
+
+
+def test_require_ci_excludes_zero_and_min_count():
+    r = cmp_result(REGIONS)
+    fs = check_compare_gates(r, {"max_regression": 0.1})
+    assert [f.group for f in fs] == ["EU", "US", "small"]  # 'gone' is never gated
+    fs = check_compare_gates(r, {"max_regression": 0.1, "require_ci_excludes_zero": True})
+    assert [f.group for f in fs] == ["EU", "small"]  # US: CI includes zero
+    fs = check_compare_gates(r, {"max_regression": 0.1, "min_count": 400})
+    assert [f.group for f in fs] == ["EU", "US"]  # min over both runs: US has 400 -> gated
+    fs = check_compare_gates(r, {"max_regression": 0.1, "min_count": 401})
+    assert [f.group for f in fs] == ["EU"]
+    nan_ci = cmp_result([("EU", 500, 500, 0.5, 0.75, math.nan, math.nan)])
+    assert check_compare_gates(nan_ci, {"max_regression": 0.1, "require_ci_excludes_zero": True}) == []
+
+
+def test_per_grouping_overrides():
+    r = cmp_result(REGIONS)
+    gates = {"max_regression": 0.01, "min_count": 11,
+             "groups": {"region": {"max_regression": 0.2, "require_ci_excludes_zero": True}}}
+    assert [f.group for f in check_compare_gates(r, gates)] == ["EU"]
+    with pytest.raises(ConfigError, match="no grouping 'class'"):
+        check_compare_gates(r, {"groups": {"class": {"max_regression": 0.1}}})
+
+
+def test_validate_gates_rejects_typos_and_bad_values():
+    with pytest.raises(ConfigError, match=r"unknown gate 'max_regresion'.*did you mean 'max_regression'"):
+        validate_gates({"max_regresion": 0.1})
+    with pytest.raises(ConfigError, match="unknown gate 'max_regression_percent'"):
+        validate_gates({"max_regression_percent": 5})
+    with pytest.raises(ConfigError, match="must be a number"):
+        validate_gates({"max_mean_loss": "high"})
+    with pytest.raises(ConfigError, match="true or false"):
+        validate_gates({"require_ci_excludes_zero": "yes"})
+    with pytest.raises(ConfigError, match="min_count"):
+        validate_gates({"min_count": 2.5})
+    with pytest.raises(ConfigError, match="unknown gate 'groups'"):
+        validate_gates({"groups": {"region": {"groups": {}}}})
+    validate_gates({"max_regression": "5%", "groups": {"split,region": {"min_count": 3}}})
+
+
+def test_gate_failure_str():
+    assert str(GateFailure("min_accuracy", "class", "cat", 0.5, 0.8)) == \
+        "min_accuracy class[cat]: observed 0.5 < limit 0.8"
+    assert str(GateFailure("max_mean_loss", "overall", "", 0.7, 0.6, "candidate")) == \
+        "max_mean_loss overall: observed 0.7 > limit 0.6 (candidate)"
+
+
+def test_compare_checks_evaluate_gates_on_the_candidate():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.2, 0.9, 200)
+    df = pd.DataFrame({"id": range(200), "prob_a": p, "prob_b": 1 - p, "label": "a"})
+    base, cand = evalkit.evaluate(df), evalkit.evaluate(df.assign(prob_a=p * 0.9, prob_b=1 - p * 0.9))
+    limit = float(cand.overall["mean"])
+    assert evalkit.compare(base, cand, gates={"max_mean_loss": limit}).failures == []
+    res = evalkit.compare(base, cand, gates={"max_mean_loss": below(limit, 0)})
+    assert [str(f).endswith("(candidate)") for f in res.failures] == [True]
+
+
+def test_evaluate_cli_exits_5_on_gate_failure(tmp_path: Path):
+    p = np.linspace(0.3, 0.9, 50)
+    pd.DataFrame({"id": range(50), "prob_a": p, "prob_b": 1 - p, "label": "a"}).to_parquet(tmp_path / "p.parquet")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("gates:\n  max_mean_loss: 0.1\n  max_regression: 0.01\n")
+    out = tmp_path / "rep"
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "p.parquet"), "--config", str(cfg),
+                                  "--out", str(out), "--format", "none"])
+    assert r.exit_code == 5 and (out / "summary.json").is_file()
+    assert "gate failed: max_mean_loss overall: observed" in r.stderr and "> limit 0.1" in r.stderr
