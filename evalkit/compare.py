@@ -273,8 +273,18 @@ def _from_result(result: Any, role: str, source: str, kind: str) -> _Run:
     loader = None
     if has_rows:
         def loader(columns: list[str], _r: Any = result) -> pd.DataFrame:
-            rows = _r.rows
-            return rows[[c for c in columns if c in rows.columns]].reset_index(drop=True)
+            # Only the needed columns: avoid materialising the whole per-row table.
+            if _r._rows_df is not None:
+                rows = _r._rows_df
+                return rows[[c for c in columns if c in rows.columns]].reset_index(drop=True)
+            if _r._rows_table is not None:
+                table = _r._rows_table
+            else:
+                import pyarrow.parquet as pq
+
+                names = pq.read_schema(_r._rows_path).names
+                table = pq.read_table(_r._rows_path, columns=[c for c in columns if c in names])
+            return table.select([c for c in columns if c in table.column_names]).to_pandas()
 
     files: list[dict[str, Any]] = []
     if kind == "evaluated":

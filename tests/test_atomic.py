@@ -70,7 +70,7 @@ def previous(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes]]:
     """An input and a previous report written from it: (input, report dir, its bytes)."""
     inp = make_preds(tmp_path / "in" / "preds.parquet")
     out = tmp_path / "out" / "report"
-    evalkit.evaluate(str(inp), by="region").write(out)
+    evalkit.evaluate(str(inp), by="region", plots=False).write(out)
     return inp, out, snapshot(out)
 
 
@@ -78,7 +78,7 @@ def previous(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes]]:
 
 def test_existing_report_is_refused_unless_overwrite(previous) -> None:  # type: ignore[no-untyped-def]
     inp, out, before = previous
-    result = evalkit.evaluate(str(inp), eps=1e-3)
+    result = evalkit.evaluate(str(inp), eps=1e-3, plots=False)
     with pytest.raises(E.OutputExistsError, match=r"report: already holds a report; pass --overwrite"):
         result.write(out)
     assert snapshot(out) == before
@@ -96,7 +96,7 @@ def test_overwrite_never_replaces_an_unrelated_directory(tmp_path: Path) -> None
     home = tmp_path / "home"
     home.mkdir()
     (home / "thesis.tex").write_text("years of work")
-    r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(home), "--overwrite", "-q"])
+    r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(home), "--overwrite", "-q", "--no-plots"])
     assert r.exit_code == E.EXIT_OUTPUT, r.output
     assert "holds no evalkit report" in r.output and "Traceback" not in r.output
     assert (home / "thesis.tex").read_text() == "years of work"
@@ -110,8 +110,8 @@ def test_unwritable_output(tmp_path: Path, where: str) -> None:
     blocker.write_text("x")
     out = blocker / "report" if where == "under_a_file" else blocker
     with pytest.raises(E.OutputError, match="blocker"):
-        evalkit.evaluate(str(inp)).write(out)
-    r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "-q"])
+        evalkit.evaluate(str(inp), plots=False).write(out)
+    r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "-q", "--no-plots"])
     assert r.exit_code == E.EXIT_OUTPUT, r.output
     assert "error:" in r.output and "blocker" in r.output and "Traceback" not in r.output
     assert blocker.read_text() == "x"
@@ -126,7 +126,7 @@ def test_read_only_parent(tmp_path: Path) -> None:  # pragma: no cover - CI as n
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(ro / "report"), "-q"])
+        r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(ro / "report"), "-q", "--no-plots"])
         assert r.exit_code == E.EXIT_OUTPUT and "Traceback" not in r.output
     finally:
         ro.chmod(0o700)
@@ -151,7 +151,7 @@ def _failing_after(n_ok: int, exc: BaseException):  # type: ignore[no-untyped-de
 ], ids=["OutputError", "ENOSPC"])
 def test_write_failing_midway_keeps_previous_report(previous, monkeypatch, exc) -> None:  # type: ignore[no-untyped-def]
     inp, out, before = previous
-    result = evalkit.evaluate(str(inp), eps=1e-3)
+    result = evalkit.evaluate(str(inp), eps=1e-3, plots=False)
     monkeypatch.setattr(evalkit.api, "write_text", _failing_after(1, exc))
     with pytest.raises(E.OutputError) as info:
         result.write(out, overwrite=True)
@@ -163,7 +163,7 @@ def test_write_failing_midway_keeps_previous_report(previous, monkeypatch, exc) 
 def test_write_failing_midway_cli(previous, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     inp, out, before = previous
     monkeypatch.setattr(evalkit.api, "write_text", _failing_after(1, OSError(errno.ENOSPC, "No space left on device")))
-    r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "--overwrite", "--eps", "1e-3", "-q"])
+    r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "--overwrite", "--eps", "1e-3", "-q", "--no-plots"])
     assert r.exit_code == E.EXIT_OUTPUT, r.output
     assert "error:" in r.output and "No space left on device" in r.output and "Traceback" not in r.output
     assert snapshot(out) == before
@@ -172,7 +172,7 @@ def test_write_failing_midway_cli(previous, monkeypatch) -> None:  # type: ignor
 
 def test_parquet_write_failing_midway(previous, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     inp, out, before = previous
-    result = evalkit.evaluate(str(inp), eps=1e-3, by="region")
+    result = evalkit.evaluate(str(inp), eps=1e-3, by="region", plots=False)
     real = evalkit.api.write_table
     calls = {"n": 0}
 
@@ -191,7 +191,7 @@ def test_failed_run_keeps_previous_report(previous, tmp_path: Path) -> None:  # 
     inp, out, before = previous
     bad = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"prob_a": [0.5, 0.5], "prob_b": [0.5, 0.5], "label": [0, 7]}), bad)
-    r = CliRunner().invoke(main, ["evaluate", str(bad), "--out", str(out), "--overwrite", "-q"])
+    r = CliRunner().invoke(main, ["evaluate", str(bad), "--out", str(out), "--overwrite", "-q", "--no-plots"])
     assert r.exit_code == E.EXIT_INPUT, r.output
     assert snapshot(out) == before and leftovers(out.parent) == []
 
@@ -199,7 +199,7 @@ def test_failed_run_keeps_previous_report(previous, tmp_path: Path) -> None:  # 
 def test_keyboard_interrupt_during_write(previous, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     inp, out, before = previous
     monkeypatch.setattr(evalkit.api, "write_text", _failing_after(1, KeyboardInterrupt()))
-    r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "--overwrite", "-q"])
+    r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "--overwrite", "-q", "--no-plots"])
     assert r.exit_code == E.EXIT_INTERRUPTED, r.output
     assert "interrupted" in r.output and "Traceback" not in r.output
     assert snapshot(out) == before and leftovers(out.parent) == []
@@ -262,7 +262,7 @@ def start_run(tmp_path: Path, phase: str, args: list[str]) -> tuple[subprocess.P
 def test_killed_run_leaves_previous_report_intact(previous, tmp_path: Path, phase: str, sig: str) -> None:  # type: ignore[no-untyped-def]
     inp, out, before = previous
     proc, _ = start_run(tmp_path, phase, ["evaluate", str(inp), "--out", str(out), "--overwrite",
-                                          "--eps", "1e-3", "--batch-size", "500", "-q"])
+                                          "--eps", "1e-3", "--batch-size", "500", "-q", "--no-plots"])
     if phase == "write":
         # Mid-write: the temp dir beside the target holds a partial report.
         tmp_dirs = [p for p in out.parent.iterdir() if p.name.startswith(".report.tmp-")]
@@ -280,7 +280,7 @@ def test_killed_run_leaves_previous_report_intact(previous, tmp_path: Path, phas
     else:
         assert proc.returncode == -signal.SIGKILL
         assert leftovers(out.parent)  # a hard kill cannot clean up ...
-        r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "--overwrite", "-q"])
+        r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "--overwrite", "-q", "--no-plots"])
         assert r.exit_code == 0, r.output
         assert leftovers(out.parent) == []  # ... the next run sweeps it
 
@@ -289,7 +289,7 @@ def test_killed_run_leaves_previous_report_intact(previous, tmp_path: Path, phas
 def test_killed_first_run_leaves_no_report(tmp_path: Path) -> None:
     inp = make_preds(tmp_path / "preds.parquet", n=1000)
     out = tmp_path / "out" / "report"
-    proc, _ = start_run(tmp_path, "write", ["evaluate", str(inp), "--out", str(out), "-q"])
+    proc, _ = start_run(tmp_path, "write", ["evaluate", str(inp), "--out", str(out), "-q", "--no-plots"])
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode == E.EXIT_INTERRUPTED
@@ -310,10 +310,10 @@ def test_sweep_spares_live_and_foreign_runs_and_restores_swapped_report(tmp_path
         (d / "partial").write_text("x")
     # A hard kill between the two renames of an overwrite: the previous report is in .old-*.
     swapped = tmp_path / f".report.old-{dead}-{host}-abcdef12"
-    evalkit.evaluate(str(inp)).write(swapped)
+    evalkit.evaluate(str(inp), plots=False).write(swapped)
     before = snapshot(swapped)
     with pytest.raises(E.OutputExistsError):  # it is back in place, so it is protected again
-        evalkit.evaluate(str(inp), eps=1e-3).write(out)
+        evalkit.evaluate(str(inp), eps=1e-3, plots=False).write(out)
     assert snapshot(out) == before
     names = leftovers(tmp_path)
     assert stale_tmp.name not in names and legacy_tmp.name not in names
@@ -367,15 +367,15 @@ def test_inputs_are_never_modified(tmp_path: Path) -> None:
         os.utime(p, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
     before = fingerprint(watched)
     dir_before = sorted(str(p) for p in data.rglob("*"))
-    result = evalkit.evaluate(str(data), labels=str(labels), on="id", config=cfg, unmatched="drop")
+    result = evalkit.evaluate(str(data), labels=str(labels), on="id", config=cfg, unmatched="drop", plots=False)
     result.write(tmp_path / "r1")
     _ = result.rows
     r = CliRunner().invoke(main, ["evaluate", str(data), "--labels", str(labels), "--on", "id",
                                   "--unmatched", "drop", "--config", str(cfg), "--out", str(tmp_path / "r2"),
-                                  "-q"])
+                                  "-q", "--no-plots"])
     assert r.exit_code == 0, r.output
     bad = CliRunner().invoke(main, ["evaluate", str(data), "--labels", str(labels), "--on", "id",
-                                    "--out", str(tmp_path / "r3"), "-q"])
+                                    "--out", str(tmp_path / "r3"), "-q", "--no-plots"])
     assert bad.exit_code == E.EXIT_INPUT  # unmatched label keys: an error, inputs still untouched
     assert fingerprint(watched) == before
     assert sorted(str(p) for p in data.rglob("*")) == dir_before
