@@ -23,8 +23,8 @@ _LAZY = {
     "EvalConfig": "config",
     "cross_entropy": "loss",
     "DEFAULT_EPS": "loss",
-    "compare": "compare",
-    "CompareResult": "compare",
+    "compare": "comparison",
+    "CompareResult": "comparison",
 }
 _ERRORS = (
     "ColumnTypeError", "CompareError", "ConfigError", "CorruptFileError", "EmptyInputError",
@@ -37,7 +37,7 @@ _LAZY.update({name: "errors" for name in _ERRORS})
 
 if TYPE_CHECKING:
     from .api import EvalResult, evaluate, run
-    from .compare import CompareResult, compare
+    from .comparison import CompareResult, compare
     from .config import EvalConfig
     from .errors import (
         ColumnTypeError,

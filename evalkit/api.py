@@ -36,6 +36,7 @@ from .io import (
     AtomicDir,
     RowWriter,
     Source,
+    file_provenance,
     make_spool_dir,
     open_source,
     table_source,
@@ -507,6 +508,8 @@ def _metadata(
         "input": source.label,
         "input_files": len(source.files),
         "input_bytes": source.file_sizes(),
+        "inputs": [file_provenance(f) for f in source.files[:1000]],
+        "keys": list(layout.keys),
         "labels": (labels if isinstance(labels, str) else cfg.labels) if (labels is not None or cfg.labels) else None,
         "on": list(cfg.on),
         "rows_read": state.rows_read,
@@ -527,6 +530,7 @@ def _metadata(
         "engine": cfg.engine,
         "config_file": cfg.source_file,
         "config_hash": cfg.digest(),
+        "config": cfg.to_dict(),
     }
 
 

@@ -85,7 +85,7 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
       evalkit compare base/ cand/ --max-regression 0.02 --require-ci-excludes-zero --min-count 200
       evalkit compare base/ cand/ --max-regression 5% --format json | jq .gates
     """
-    from .compare import compare as run_compare
+    from .comparison import compare as run_compare
     from .config import EvalConfig
     from .errors import EXIT_GATE, UsageError
     from .gates import normalize_gates, validate_gates
@@ -144,7 +144,7 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
 
 
 def _print(result: Any, fmt: str) -> None:
-    from .compare import _grouping_columns, _sorted_for_reading
+    from .comparison import _grouping_columns, _sorted_for_reading
     from .report import text_table, to_json_default
 
     if fmt == "none":

@@ -72,6 +72,8 @@ class EvalConfig:
     scheduler: str | None = None
     gates: dict[str, Any] = field(default_factory=dict)
     """Quality gates (see ``evalkit.gates``)."""
+    compare: dict[str, Any] = field(default_factory=dict)
+    """Settings of ``evalkit compare``: seed, n_boot, confidence, allow_mismatch, pair_on, boot_limit."""
     source_file: str | None = field(default=None, compare=False)
 
     # -- construction -----------------------------------------------------------------
@@ -218,7 +220,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if f != int(f):
             raise bad("a whole number")
         return int(f)
-    if key == "gates":
+    if key in ("gates", "compare"):
         if not isinstance(value, Mapping):
             raise bad("a mapping")
         return dict(value)

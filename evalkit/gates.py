@@ -174,7 +174,7 @@ def check_gates(result: Any, gates: Mapping[str, Any] | None, *, detail: str = "
 
 
 def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) -> list[GateFailure]:
-    """Evaluate gates on a :class:`~evalkit.compare.CompareResult`; return the failures.
+    """Evaluate gates on a :class:`~evalkit.comparison.CompareResult`; return the failures.
 
     ``max_regression`` / ``max_regression_pct`` are checked on every group of every grouping
     (top-level keys) or of the groupings under ``groups:``. A group in one run only, or with

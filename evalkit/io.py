@@ -9,7 +9,9 @@ number is computed. Batches are decoded by Arrow's threaded scanner with column 
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import glob as _glob
+import hashlib
 import os
 import queue
 import shutil
@@ -18,6 +20,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -107,26 +110,29 @@ class Source:
         """Every file must hold every needed column with the same type."""
         if len(self.files) < 2:
             return
-        part_cols = set(self.schema.names) - set(_physical_names(self.dataset))
-        expected = {c: self.schema.field(c).type for c in columns if c in self.schema.names}
+        frags = []
         for frag in self.dataset.get_fragments():
             try:
-                phys = frag.physical_schema
+                frags.append((frag.path, frag.physical_schema))
             except _READ_ERRORS as exc:
-                raise CorruptFileError(f"{frag.path}: not a readable Parquet file ({exc})") from None
+                raise CorruptFileError(f"{frag.path}: not a readable Parquet file ({_short(exc)})") from None
+        physical = {name for _, phys in frags for name in phys.names}
+        part_cols = set(self.schema.names) - physical
+        expected = {c: self.schema.field(c).type for c in columns if c in self.schema.names}
+        for path, phys in frags:
             for c, t in expected.items():
                 if c in part_cols:
                     continue
                 idx = phys.get_field_index(c)
                 if idx < 0:
                     raise SchemaDriftError(
-                        f"{self.label}: file {frag.path} has no column {c!r}, which other files of "
+                        f"{self.label}: file {path} has no column {c!r}, which other files of "
                         "the dataset have"
                     )
                 got = phys.field(idx).type
                 if got != t:
                     raise SchemaDriftError(
-                        f"{self.label}: column {c!r} has type {got} in file {frag.path} but {t} "
+                        f"{self.label}: column {c!r} has type {got} in file {path} but {t} "
                         "elsewhere in the dataset"
                     )
 
@@ -138,7 +144,9 @@ class Source:
         dataset = self.with_dictionary_columns(dictionary_columns) if dictionary_columns else self.dataset
         # pre_buffer coalesces reads, which pays off on object stores but, on local disks,
         # holds whole row groups ahead of the decoder: RSS then grows with the file.
-        opts = ds.ParquetFragmentScanOptions(pre_buffer=self.filesystem is not None)
+        # Page CRCs are verified where the writer stored them (see parquet_format()).
+        opts = ds.ParquetFragmentScanOptions(pre_buffer=self.filesystem is not None,
+                                             page_checksum_verification=True)
         scanner = dataset.scanner(
             columns=list(columns), batch_size=batch_size, use_threads=use_threads,
             batch_readahead=4, fragment_readahead=2, fragment_scan_options=opts,
@@ -238,6 +246,16 @@ def expand_paths(path: PathLike | Sequence[PathLike]) -> list[str]:
     return out
 
 
+def parquet_format() -> ds.ParquetFileFormat:
+    """Parquet reading options: verify page CRC checksums where the writer stored them
+    (Spark / parquet-mr do by default), so flipped bits are an error, not a wrong number."""
+    try:
+        opts = ds.ParquetFragmentScanOptions(page_checksum_verification=True)
+    except TypeError:  # older pyarrow
+        return ds.ParquetFileFormat()
+    return ds.ParquetFileFormat(default_fragment_scan_options=opts)
+
+
 def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -> Source:
     """Open one Parquet input (file, directory, glob, list of them or an fsspec URL)."""
     paths = expand_paths(path)
@@ -248,10 +266,10 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
     try:
         root: str | None = None
         if len(paths) == 1 and (filesystem is None and os.path.isdir(paths[0])):
-            dataset = ds.dataset(paths[0], format="parquet", partitioning="hive")
+            dataset = ds.dataset(paths[0], format=parquet_format(), partitioning="hive")
             root = paths[0]
         elif len(paths) == 1 and filesystem is not None and _fs_isdir(filesystem, paths[0]):
-            dataset = ds.dataset(paths[0], format="parquet", partitioning="hive", filesystem=filesystem)
+            dataset = ds.dataset(paths[0], format=parquet_format(), partitioning="hive", filesystem=filesystem)
             root = paths[0]
         else:
             files: list[str] = []
@@ -263,24 +281,54 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
                     files.append(p)
             if not files:
                 raise EmptyInputError(f"{label}: no Parquet file found")
-            dataset = ds.dataset(files, format="parquet", filesystem=filesystem)
+            dataset = ds.dataset(files, format=parquet_format(), filesystem=filesystem)
     except _READ_ERRORS as exc:
         raise CorruptFileError(f"{label}: not a readable Parquet dataset ({_short(exc)})") from None
     files = list(dataset.files)  # type: ignore[attr-defined]
     if not files:
         raise EmptyInputError(f"{label}: the directory holds no Parquet file")
     # Reading every footer up front names a corrupt or non-Parquet file before any work.
+    schemas: list[pa.Schema] = []
     for frag in dataset.get_fragments():
         try:
-            frag.physical_schema  # noqa: B018
+            schemas.append(frag.physical_schema)
         except _READ_ERRORS as exc:
             raise CorruptFileError(f"{frag.path}: not a readable Parquet file ({_short(exc)})") from None
+    # Arrow takes the schema of the first file: a column only the later files have would be
+    # invisible (a class silently dropped). Use every file's columns; check_drift() then
+    # names the files that lack a needed one.
+    extra = _columns_beyond(dataset.schema, schemas)
+    if extra:
+        merged = pa.schema(list(dataset.schema) + extra)
+        try:
+            if root is not None:
+                dataset = ds.dataset(root, format=parquet_format(), partitioning="hive",
+                                     filesystem=filesystem, schema=merged)  # type: ignore[arg-type]
+            else:
+                dataset = ds.dataset(files, format=parquet_format(), filesystem=filesystem,  # type: ignore[arg-type]
+                                     schema=merged)
+        except _READ_ERRORS as exc:
+            raise CorruptFileError(f"{label}: not a readable Parquet dataset ({_short(exc)})") from None
     return Source(label, dataset, files, filesystem, root)
 
 
+def _columns_beyond(schema: pa.Schema, schemas: Sequence[pa.Schema]) -> list[pa.Field]:
+    """Fields some file has that ``schema`` lacks (the type of the first file that has it)."""
+    seen = set(schema.names)
+    extra: list[pa.Field] = []
+    for s in schemas:
+        for f in s:
+            if f.name not in seen:
+                seen.add(f.name)
+                extra.append(f)
+    return extra
+
+
 def _fs_isdir(fs: object, path: str) -> bool:
+    from pyarrow.fs import FileType
+
     try:
-        return bool(fs.isdir(path))  # type: ignore[attr-defined]
+        return fs.get_file_info(path).type == FileType.Directory  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - any backend failure means "treat as a file"
         return False
 
@@ -313,6 +361,47 @@ def table_source(table: pa.Table, label: str = "<table>") -> Source:
     if not isinstance(table, pa.Table):
         raise InputError(f"expected a pyarrow Table, got {type(table).__name__}")
     return Source(label, ds.dataset(table), [])
+
+
+_FULL_HASH_LIMIT = 64 << 20
+_SAMPLE_BYTES = 4 << 20
+
+
+def file_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Size, modification time (UTC) and a content fingerprint of one file.
+
+    The fingerprint is the SHA-256 of the whole file up to 64 MiB; for larger files it is
+    the SHA-256 of the size plus the first and last 4 MiB (``fingerprint_kind``
+    ``sha256-head-tail``: Parquet keeps its schema and statistics in the footer, so any
+    rewrite changes it) to keep provenance cheap on multi-GB inputs.
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as exc:
+        return {"path": str(p), "error": exc.strerror or str(exc)}
+    h = hashlib.sha256()
+    kind = "sha256"
+    try:
+        with p.open("rb") as fh:
+            if st.st_size <= _FULL_HASH_LIMIT:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            else:
+                kind = "sha256-head-tail"
+                h.update(str(st.st_size).encode())
+                h.update(fh.read(_SAMPLE_BYTES))
+                fh.seek(-_SAMPLE_BYTES, os.SEEK_END)
+                h.update(fh.read(_SAMPLE_BYTES))
+    except OSError as exc:
+        return {"path": str(p), "bytes": st.st_size, "error": exc.strerror or str(exc)}
+    return {
+        "path": str(p),
+        "bytes": int(st.st_size),
+        "mtime": _dt.datetime.fromtimestamp(st.st_mtime, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "fingerprint": h.hexdigest()[:32],
+        "fingerprint_kind": kind,
+    }
 
 
 # -- atomic output ---------------------------------------------------------------------

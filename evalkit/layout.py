@@ -66,7 +66,7 @@ def _is_list(t: pa.DataType) -> bool:
 
 
 def _value_type(t: pa.DataType) -> pa.DataType:
-    return t.dictionary.value_type if pa.types.is_dictionary(t) else t  # type: ignore[attr-defined]
+    return t.value_type if pa.types.is_dictionary(t) else t  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

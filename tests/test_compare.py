@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import evalkit
 from evalkit.cli import main
-from evalkit.compare import bootstrap_means, paired_ci, t_quantile, welch_ci
+from evalkit.comparison import bootstrap_means, paired_ci, t_quantile, welch_ci
 from evalkit.errors import CompareError, OutputExistsError
 
 DELTA = 0.1

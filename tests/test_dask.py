@@ -227,8 +227,6 @@ def test_memory_url_local_engine(data, memory_copy):
     _assert_same(a, b)
 
 
-@pytest.mark.xfail(reason="io._fs_isdir is given the pyarrow PyFileSystem, which has no "
-                          "isdir(): fsspec directory URLs are opened as files", strict=False)
 def test_memory_directory_url_local_engine(data, memory_copy):
     a = evaluate(data["hive"], write_rows=False)
     b = evaluate(memory_copy, write_rows=False)

@@ -83,11 +83,14 @@ def _drift(kind: str) -> Callable[[Path], tuple[list[str], dict[str, Any], list[
     def build(tmp: Path) -> tuple[list[str], dict[str, Any], list[str]]:
         write(tmp, "ds/part-0.parquet", wide())
         other = wide()
-        if kind == "missing":
+        if kind in ("missing", "missing_in_first"):
             del other["prob_c"]
         else:
             other["prob_b"] = pa.array(P[:, 1].astype(np.float32))
         write(tmp, "ds/part-1.parquet", other)
+        if kind == "missing_in_first":  # Arrow reads the schema of the first file only
+            write(tmp, "ds/part-1.parquet", wide())
+            write(tmp, "ds/part-0.parquet", other)
         return [str(tmp / "ds")], {}, []
     return build
 
@@ -123,6 +126,16 @@ def _corrupt_pages(tmp: Path) -> tuple[list[str], dict[str, Any], list[str]]:
         raw[i] ^= 0x55
     b.write_bytes(bytes(raw))
     return [str(tmp / "ds")], {}, []
+
+
+def _bit_flip(tmp: Path) -> tuple[list[str], dict[str, Any], list[str]]:
+    """One flipped bit in a data page of a file written with page checksums (as Spark does)."""
+    path = Path(write(tmp, "flipped.parquet", wide(), write_page_checksum=True, compression="none"))
+    meta = pq.ParquetFile(path).metadata.row_group(0).column(2)  # prob_b
+    raw = bytearray(path.read_bytes())
+    raw[meta.data_page_offset + meta.total_compressed_size - 5] ^= 0x04
+    path.write_bytes(bytes(raw))
+    return [str(path)], {}, []
 
 
 def _glob(tmp: Path) -> tuple[list[str], dict[str, Any], list[str]]:
@@ -275,10 +288,13 @@ CASES = [
     Case("truncated_parquet", _corrupt("truncated"), E.CorruptFileError, ["bad.parquet", "Parquet"]),
     Case("not_parquet", _corrupt("not_parquet"), E.CorruptFileError, ["bad.parquet", "Parquet"]),
     Case("zero_byte_file", _corrupt("empty_file"), E.CorruptFileError, ["bad.parquet", "Parquet"]),
+    Case("bit_flip_in_checksummed_page", _bit_flip, E.CorruptFileError, ["flipped.parquet", "checksum"]),
     Case("corrupt_pages_second_file", _corrupt_pages, E.CorruptFileError, ["b.parquet", "cannot read Parquet data"]),
     # -- schema drift
     Case("drift_missing_column", _drift("missing"), E.SchemaDriftError,
          ["part-1.parquet", "'prob_c'", "no column"]),
+    Case("drift_column_missing_in_first_file", _drift("missing_in_first"), E.SchemaDriftError,
+         ["part-0.parquet", "'prob_c'", "no column"]),
     Case("drift_column_type", _drift("type"), E.SchemaDriftError,
          ["part-1.parquet", "'prob_b'", "float", "double"]),
     # -- joins

@@ -43,9 +43,7 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
-import types
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +57,7 @@ import pandas as pd
 from . import __version__
 from .errors import CompareError, UsageError
 from .gates import GateFailure
+from .io import file_provenance
 
 CLASS = "class"
 STATUS_ORDER = {"regression": 0, "only_in_candidate": 1, "only_in_baseline": 2, "unchanged": 3,
@@ -66,48 +65,9 @@ STATUS_ORDER = {"regression": 0, "only_in_candidate": 1, "only_in_baseline": 2, 
 TABLE_COLUMNS = ["baseline_count", "candidate_count", "baseline_mean", "candidate_mean", "delta",
                  "rel_delta", "ci_low", "ci_high", "method", "status", "n_paired", "ci_method"]
 DEFAULT_BOOT_LIMIT = 100_000
-_FULL_HASH_LIMIT = 64 * 1024 * 1024
-_SAMPLE_BYTES = 4 * 1024 * 1024
 
 
 # -- provenance of files ----------------------------------------------------------------
-
-
-def file_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Size, modification time (UTC) and a content fingerprint of one file.
-
-    The fingerprint is the SHA-256 of the whole file up to 64 MiB; for larger files it is
-    the SHA-256 of the size plus the first and last 4 MiB (``fingerprint_kind``
-    ``sha256-head-tail``: Parquet keeps its schema and statistics in the footer, so any
-    rewrite changes it) to keep provenance cheap on multi-GB inputs.
-    """
-    p = Path(path)
-    try:
-        st = p.stat()
-    except OSError as exc:
-        return {"path": str(p), "error": exc.strerror or str(exc)}
-    h = hashlib.sha256()
-    kind = "sha256"
-    try:
-        with p.open("rb") as fh:
-            if st.st_size <= _FULL_HASH_LIMIT:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            else:
-                kind = "sha256-head-tail"
-                h.update(str(st.st_size).encode())
-                h.update(fh.read(_SAMPLE_BYTES))
-                fh.seek(-_SAMPLE_BYTES, os.SEEK_END)
-                h.update(fh.read(_SAMPLE_BYTES))
-    except OSError as exc:
-        return {"path": str(p), "bytes": st.st_size, "error": exc.strerror or str(exc)}
-    return {
-        "path": str(p),
-        "bytes": int(st.st_size),
-        "mtime": _dt.datetime.fromtimestamp(st.st_mtime, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "fingerprint": h.hexdigest()[:32],
-        "fingerprint_kind": kind,
-    }
 
 
 def _input_files(spec: Any) -> list[str]:
@@ -503,7 +463,8 @@ def _compare_grouping(name: str, b: _Run, c: _Run, b_rows: pd.DataFrame | None,
         rec["delta"] = delta
         rec["rel_delta"] = delta / bstat[1] if bstat[1] != 0 else math.nan
         lo = hi = math.nan
-        if not use_rows:
+        if not use_rows or key not in gb or key not in gc:
+            # (a group the per-row output does not show, e.g. an exotic key type: use stats)
             rec.update(method="normal-from-stats", ci_method="normal")
             lo, hi = welch_ci(bstat[1], bstat[2], bstat[0], cstat[1], cstat[2], cstat[0], confidence)
         else:
@@ -943,14 +904,3 @@ class _CandidateView:
 
 __all__ = ["CompareResult", "compare", "file_provenance", "is_report_dir", "paired_ci",
            "bootstrap_diff_ci", "welch_ci", "t_quantile"]
-
-
-# ``evalkit.compare`` is both this module and the function: once the submodule is imported,
-# Python binds the package attribute ``evalkit.compare`` to the module, so the module itself
-# must be callable for ``evalkit.compare(baseline, candidate)`` to keep working.
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> CompareResult:
-        return compare(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
