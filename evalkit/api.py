@@ -82,6 +82,8 @@ class EvalResult:
     _rows_index: pd.Index | None = field(default=None, repr=False)
     _rows_df: pd.DataFrame | None = field(default=None, repr=False)
     _class_hist: dict[str, Any] | None = field(default=None, repr=False)
+    gate_failures: list[Any] = field(default_factory=list)
+    """Quality gates that failed (config key ``gates``); also in ``metadata["gates"]``."""
     plots: bool = True
 
     @property
@@ -302,6 +304,15 @@ def evaluate(
     names = list(source.schema.names)
     label_side = list(label_schema.names) if label_schema is not None else []
     groupings = _resolve_groupings(cfg, names)
+    gated = (cfg.gates or {}).get("groups") or {}
+    unknown = [g for g in gated if g not in {x.name for x in groupings}]
+    if unknown:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"gates: no grouping {unknown[0]!r} in this run; groupings are "
+            f"{', '.join(g.name for g in groupings)} (add it with --by / 'by:')"
+        )
     from_join: list[str] = []
     if label_index is not None:
         for c in layout.label_columns:
@@ -411,6 +422,15 @@ def evaluate(
         _class_hist=class_hist,
         plots=cfg.plots,
     )
+    if cfg.gates:
+        from .gates import check_gates
+
+        result.gate_failures = check_gates(result, cfg.gates)
+        result.metadata["gates"] = {
+            "limits": cfg.gates,
+            "passed": not result.gate_failures,
+            "failures": [str(f) for f in result.gate_failures],
+        }
     if rows_path is not None:
         weakref.finalize(result, _cleanup_spool, rows_path)
     return result

@@ -224,9 +224,7 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
             _err(f"report written to {path}/report.md")
         else:
             _err("no --out given: nothing written")
-    from .gates import check_gates
-
-    failures = check_gates(result, cfg.gates)
+    failures = result.gate_failures
     if failures:
         from .errors import EXIT_GATE
 

@@ -163,6 +163,10 @@ class EvalConfig:
             raise ConfigError(f"{source}: sum_tol must be in (0, 1), got {self.sum_tol!r}")
         if self.top_k < 0:
             raise ConfigError(f"{source}: top_k must be >= 0, got {self.top_k}")
+        if self.gates:
+            from .gates import validate_gates
+
+            validate_gates(self.gates, f"{source}: gates")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"{source}: batch_size must be >= 1, got {self.batch_size}")
 

@@ -160,6 +160,13 @@ def render_markdown(result: EvalResult, plots: Sequence[tuple[str, str]] | None 
     out += ["| run | |", "| --- | --- |"]
     out += [f"| {k} | {_escape(v)} |" for k, v in _meta_rows(meta)]
     out += ["", "## Overall", "", f"**{overall_line(result)}**", ""]
+    gates = meta.get("gates")
+    if gates:
+        if gates["passed"]:
+            out += ["Quality gates: **all passed** (" + _escape(_gate_limits(gates["limits"])) + ")", ""]
+        else:
+            out += ["Quality gates: **FAILED**", ""]
+            out += [f"- ❌ {_escape(f)}" for f in gates["failures"]] + [""]
     stats = [c for c in STAT_COLUMNS + ["weight_sum", "weighted_mean"] if c in result.overall.index]
     out.append(markdown_table(result.table("overall"), stats))
     for g in result.groupings:
@@ -192,6 +199,10 @@ def render_markdown(result: EvalResult, plots: Sequence[tuple[str, str]] | None 
 
             out += [f"_Plots are off: matplotlib is not installed. Enable them with `{INSTALL_HINT}`._", ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _gate_limits(limits: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in limits.items() if not isinstance(v, dict)) or "per grouping"
 
 
 def _k(df: pd.DataFrame, scope: str) -> str:
