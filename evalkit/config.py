@@ -105,7 +105,11 @@ class EvalConfig:
             try:
                 data = yaml.safe_load(text)
             except yaml.YAMLError as exc:
-                raise ConfigError(f"{p}: config file does not parse: {exc}") from None
+                # One line: where (line / column of the file) and what, not PyYAML's dump.
+                mark = getattr(exc, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+                raise ConfigError(f"{p}: config file does not parse{where}: {problem}") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):

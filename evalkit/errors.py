@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -175,22 +176,46 @@ def sample_rows(
     limit: int = 5,
 ) -> str:
     """Describe up to ``limit`` offending rows: their global position (or key) and value."""
+    import numpy as np  # lazily: `evalkit --help` should not pay for numpy
+
     idx = np.flatnonzero(mask)[:limit]
     total = int(np.count_nonzero(mask))
     parts = []
     for i in idx:
         where = f"row {row_offset + int(i)}"
         if keys is not None:
-            where += f" (key {_fmt_value(keys[int(i)])})"
+            where += f" (key {_fmt_value(_get(keys, int(i)))})"
         if values is not None:
-            parts.append(f"{where}: {_fmt_value(values[int(i)])}")
+            parts.append(f"{where}: {_fmt_value(_get(values, int(i)))}")
         else:
             parts.append(where)
     more = f" ... and {total - len(idx)} more" if total > len(idx) else ""
     return f"{total} row(s), e.g. " + "; ".join(parts) + more
 
 
+class _Unprintable:
+    def __repr__(self) -> str:
+        return "<unprintable value>"
+
+
+def _get(seq: Any, i: int) -> Any:
+    try:
+        return seq[i]
+    except (UnicodeDecodeError, ValueError, TypeError, IndexError):
+        return _Unprintable()
+
+
 def _fmt_value(v: Any) -> str:
+    try:
+        return _fmt_value_unsafe(v)
+    except (UnicodeDecodeError, ValueError, TypeError, IndexError):
+        # A message must never fail: e.g. invalid UTF-8 in a damaged string column.
+        return "<unprintable value>"
+
+
+def _fmt_value_unsafe(v: Any) -> str:
+    import numpy as np
+
     if isinstance(v, np.ndarray):
         v = v.tolist()
     if isinstance(v, float | np.floating):

@@ -202,7 +202,7 @@ class Source:
 
 #: What Arrow raises on bad bytes: ArrowInvalid, ArrowIOError (an OSError), ArrowNotImplemented
 #: (e.g. an unknown encoding), ArrowMemoryError (absurd lengths), ... all ArrowException.
-_READ_ERRORS = (pa.ArrowException, OSError, EOFError)
+_READ_ERRORS = (pa.ArrowException, OSError, EOFError, UnicodeDecodeError)
 
 
 def _is_string(t: pa.DataType) -> bool:
@@ -283,7 +283,7 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
                 raise EmptyInputError(f"{label}: no Parquet file found")
             dataset = ds.dataset(files, format=parquet_format(), filesystem=filesystem)
     except _READ_ERRORS as exc:
-        raise CorruptFileError(f"{label}: not a readable Parquet dataset ({_short(exc)})") from None
+        raise _open_error(label, exc) from None
     files = list(dataset.files)  # type: ignore[attr-defined]
     if not files:
         raise EmptyInputError(f"{label}: the directory holds no Parquet file")
@@ -291,9 +291,11 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
     schemas: list[pa.Schema] = []
     for frag in dataset.get_fragments():
         try:
-            schemas.append(frag.physical_schema)
+            phys = frag.physical_schema
+            phys.names  # noqa: B018 - a damaged footer can hold names that are not UTF-8
+            schemas.append(phys)
         except _READ_ERRORS as exc:
-            raise CorruptFileError(f"{frag.path}: not a readable Parquet file ({_short(exc)})") from None
+            raise _open_error(frag.path, exc) from None
     # Arrow takes the schema of the first file: a column only the later files have would be
     # invisible (a class silently dropped). Use every file's columns; check_drift() then
     # names the files that lack a needed one.
@@ -310,6 +312,18 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
         except _READ_ERRORS as exc:
             raise CorruptFileError(f"{label}: not a readable Parquet dataset ({_short(exc)})") from None
     return Source(label, dataset, files, filesystem, root)
+
+
+def _open_error(label: str, exc: BaseException) -> CorruptFileError:
+    """Name the file Arrow could not open (it may not be the first one) and why, briefly."""
+    import re
+
+    text = str(exc)
+    m = re.search(r"Could not (?:read schema from|open Parquet input source) '([^']+)'", text)
+    if m is None:
+        return CorruptFileError(f"{label}: not a Parquet file, or a truncated / corrupt one ({_short(exc)})")
+    reason = text.rsplit("': ", 1)[-1].strip().splitlines()[0][:300]
+    return CorruptFileError(f"{m.group(1)}: not a Parquet file, or a truncated / corrupt one ({reason})")
 
 
 def _columns_beyond(schema: pa.Schema, schemas: Sequence[pa.Schema]) -> list[pa.Field]:
