@@ -570,14 +570,18 @@ class GroupStats:
                 ws = np.array([weight.sum()])
                 wl = np.array([np.dot(weight, loss)])
         else:
-            cnt = np.bincount(local, minlength=k)
+            # One integer bincount over (group, clipped, correct) gives the count and both
+            # flag counts: a third of the passes of three separate (float-weighted) bincounts.
+            flags = (clipped.astype(np.int64, copy=False) << 1) | correct.astype(np.int64, copy=False)
+            cc = np.bincount((local << 2) | flags, minlength=4 * k).reshape(k, 4)
+            cnt = cc.sum(axis=1)
+            ncl = cc[:, 2] + cc[:, 3]
+            ncr = cc[:, 1] + cc[:, 3]
             s = np.bincount(local, weights=loss, minlength=k)
             mn = np.full(k, np.inf)
             np.minimum.at(mn, local, loss)
             mx = np.full(k, -np.inf)
             np.maximum.at(mx, local, loss)
-            ncl = np.bincount(local, weights=clipped, minlength=k).astype(np.int64)
-            ncr = np.bincount(local, weights=correct, minlength=k).astype(np.int64)
             # Dictionary-derived codes can name groups absent from this batch.
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean_b = np.where(cnt > 0, s / np.maximum(cnt, 1), 0.0)

@@ -650,7 +650,9 @@ class RowWriter:
     delta encoding: trying dictionaries on float columns doubles encode time for nothing.
     """
 
-    def __init__(self, path: PathLike, *, threaded: bool = True, row_group_rows: int = 1 << 20) -> None:
+    def __init__(self, path: PathLike, *, threaded: bool | None = None, row_group_rows: int = 1 << 20) -> None:
+        if threaded is None:
+            threaded = os.environ.get("EVALKIT_WRITER_THREAD", "1") == "1"
         self.path = Path(path)
         self.rows = 0
         self.row_group_rows = row_group_rows
@@ -734,4 +736,8 @@ def _encoding(schema: pa.Schema) -> dict[str, object]:
             dict_cols.append(f.name)
         elif pa.types.is_integer(t):
             delta_cols[f.name] = "DELTA_BINARY_PACKED"
+        elif pa.types.is_floating(t):
+            # Byte-stream-split groups the bytes of each float: zstd then compresses the
+            # exponents well, at half the encode time of plain floats.
+            delta_cols[f.name] = "BYTE_STREAM_SPLIT"
     return {"compression": "zstd", "use_dictionary": dict_cols or False, "column_encoding": delta_cols or None}

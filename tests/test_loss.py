@@ -130,3 +130,16 @@ def test_property_kernel_matches_definition(raw, seed, eps):
     np.testing.assert_array_equal(out.clipped, (py < eps) | (py > 1 - eps))
     perm = np.random.default_rng(seed).permutation(n)
     np.testing.assert_array_equal(sparse_loss(p[perm], y[perm], eps).loss, out.loss[perm])
+
+
+@settings(max_examples=100, deadline=None)
+@given(k=st.integers(1, 40), n=st.integers(1, 50), seed=st.integers(0, 2**32 - 1), ties=st.booleans())
+def test_row_argmax_matches_numpy_first_maximum(k, n, seed, ties):
+    from evalkit.loss import row_argmax
+
+    rng = np.random.default_rng(seed)
+    m = rng.random((n, k)).astype(np.float32)
+    if ties:
+        m = np.round(m * 3) / 3  # many exact ties
+    for layout in (m, np.asfortranarray(m)):
+        np.testing.assert_array_equal(row_argmax(layout), m.argmax(axis=1))

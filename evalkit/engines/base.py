@@ -10,6 +10,7 @@ so local and distributed results agree by construction.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,12 @@ class Plan:
         if lay.weight:
             cols.append(lay.weight)
         return list(dict.fromkeys(cols))
+
+    @functools.cached_property
+    def class_names(self) -> pa.Array:
+        """The class names as one Arrow array, shared by every batch's dictionary columns
+        (one dictionary object lets the Parquet writer skip re-checking it per batch)."""
+        return pa.array(list(self.layout.classes), type=pa.string())
 
     @property
     def dictionary_columns(self) -> list[str]:
@@ -259,7 +266,7 @@ def process_batch(
     n = len(out.loss)
     state.rows_used += n
 
-    classes = pa.array(list(lay.classes), type=pa.string())
+    classes = plan.class_names
     true_dict = pa.DictionaryArray.from_arrays(pa.array(out.true_class.astype(np.int32)), classes)
     pred_dict = pa.DictionaryArray.from_arrays(pa.array(out.predicted.astype(np.int32)), classes)
 

@@ -15,8 +15,8 @@ from .base import EvalState, Plan, process_batch
 
 #: Values (rows x classes) per batch: large enough to amortise per-batch overhead, small
 #: enough that float64 temporaries stay in cache-friendly tens of MiB.
-VALUES_PER_BATCH = 1 << 21
-MAX_ROWS_PER_BATCH = 1 << 17
+VALUES_PER_BATCH = 1 << 22
+MAX_ROWS_PER_BATCH = 1 << 18
 
 
 def batch_rows(n_classes: int, requested: int | None = None) -> int:
