@@ -49,6 +49,7 @@ from .layout import Layout, LayoutSpec, detect_layout
 DataLike = str | os.PathLike[str] | Sequence[str] | pd.DataFrame | pa.Table
 
 PROGRESS = Callable[[int, int], None]
+MAX_JSON_CONFUSION = 10_000
 
 
 @dataclass
@@ -125,7 +126,11 @@ class EvalResult:
             "metadata": self.metadata,
             "overall": frame_records(self.table("overall"))[0],
             "groups": {name: frame_records(df) for name, df in self.groups.items()},
-            "confusion": frame_records(self.confusion),
+            # 1000 classes can give a million cells: keep the JSON readable (the full table
+            # is in confusion.parquet).
+            "confusion": frame_records(self.confusion.nlargest(MAX_JSON_CONFUSION, "count")
+                                       if len(self.confusion) > MAX_JSON_CONFUSION else self.confusion),
+            "confusion_cells": len(self.confusion),
             "hardest": {k: frame_records(v) for k, v in self.hardest.items()},
         }
 

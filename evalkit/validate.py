@@ -22,6 +22,7 @@ from .errors import (
     TargetSumError,
     sample_rows,
 )
+from .loss import ScoreStats
 
 
 @dataclass
@@ -48,9 +49,13 @@ class Problem:
 
 
 def score_problems(
-    scores: np.ndarray, *, from_logits: bool, sum_tol: float = 1e-3, check_sum: bool = True
+    scores: np.ndarray, *, from_logits: bool, sum_tol: float = 1e-3, check_sum: bool = True,
+    stats: ScoreStats | None = None,
 ) -> list[Problem]:
-    """Problems of an (n, K) matrix of probabilities (or logits)."""
+    """Problems of an (n, K) matrix of probabilities (or logits).
+
+    ``stats`` (from :func:`evalkit.loss.score_stats`) saves recomputing row sums and extremes.
+    """
     if scores.shape[0] == 0:
         return []
     problems: list[Problem] = []
@@ -63,14 +68,16 @@ def score_problems(
                     Problem("nonfinite_logit", InvalidProbabilityError, "NaN or infinite logits", bad, scores)
                 )
         return problems
-    row_sum = scores.sum(axis=1, dtype=np.float64)
+    # Summing in the input dtype (float32 for most models) is twice as fast and, against a
+    # tolerance of 1e-3, exact enough (pairwise float32 sums of 1000 terms err by ~1e-6).
+    row_sum = stats.row_sum if stats is not None else scores.sum(axis=1).astype(np.float64, copy=False)
     nonfinite = ~np.isfinite(row_sum)
     if nonfinite.any():
         problems.append(
             Problem("nonfinite_probability", InvalidProbabilityError,
                     "NaN, null or infinite probabilities", nonfinite, scores)
         )
-    lo, hi = scores.min(), scores.max()
+    lo, hi = (stats.lo, stats.hi) if stats is not None else (scores.min(), scores.max())
     if lo < 0:
         neg = (scores < 0).any(axis=1) & ~nonfinite
         problems.append(Problem("negative_probability", InvalidProbabilityError,

@@ -22,7 +22,7 @@ from ..aggregate import Confusion, GroupStats, TopK
 from ..errors import InputError, ProbabilitySumError
 from ..join import LabelIndex, lazy_keys
 from ..layout import Layout
-from ..loss import soft_loss, sparse_loss
+from ..loss import score_stats, soft_loss, sparse_loss
 from ..validate import Problem, score_problems, target_problems
 
 CLASS = "class"
@@ -226,7 +226,10 @@ def process_batch(
     y, targets, label_problems = lay.labels(batch)
     scores = lay.scores(batch)
     problems = list(label_problems)
-    problems += score_problems(scores, from_logits=lay.from_logits, sum_tol=plan.sum_tol,
+    # One blocked pass gives row sums, extremes and the arg-max (validation and kernel share it).
+    stats = score_stats(scores) if not lay.from_logits and targets is None else None
+    predicted = stats.argmax if stats is not None else None
+    problems += score_problems(scores, from_logits=lay.from_logits, sum_tol=plan.sum_tol, stats=stats,
                                check_sum=not plan.renormalize and lay.kind != "binary")
     if plan.renormalize and not lay.from_logits and lay.kind != "binary":
         row_sum = scores.sum(axis=1, dtype=np.float64)
@@ -249,6 +252,7 @@ def process_batch(
                    batch.num_rows)
     if keep is not None:
         batch, rows, scores = _filter(batch, keep), rows[keep], scores[keep]
+        predicted = predicted[keep] if predicted is not None else None
         y = y[keep] if y is not None else None
         targets = targets[keep] if targets is not None else None
         weight = weight[keep] if weight is not None else None
@@ -261,7 +265,7 @@ def process_batch(
         out = soft_loss(scores, targets, plan.eps, lay.from_logits)
     else:
         assert y is not None
-        out = sparse_loss(scores, y, plan.eps, lay.from_logits)
+        out = sparse_loss(scores, y, plan.eps, lay.from_logits, predicted=predicted)
     correct = out.correct
     n = len(out.loss)
     state.rows_used += n

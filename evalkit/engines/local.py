@@ -17,13 +17,15 @@ from .base import EvalState, Plan, process_batch
 #: enough that float64 temporaries stay in cache-friendly tens of MiB.
 VALUES_PER_BATCH = 1 << 22
 MAX_ROWS_PER_BATCH = 1 << 18
+MIN_ROWS_PER_BATCH = 1 << 14
 
 
 def batch_rows(n_classes: int, requested: int | None = None) -> int:
     """Rows per batch for K classes (or the user's choice)."""
     if requested:
         return int(requested)
-    return max(1024, min(MAX_ROWS_PER_BATCH, VALUES_PER_BATCH // max(1, n_classes)))
+    # At least 16k rows: the Parquet list reader's per-batch cost dominates below that.
+    return max(MIN_ROWS_PER_BATCH, min(MAX_ROWS_PER_BATCH, VALUES_PER_BATCH // max(1, n_classes)))
 
 
 def run_local(

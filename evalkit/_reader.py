@@ -1,0 +1,151 @@
+"""Streaming Parquet reader: row groups decoded ahead on a small thread pool, in order.
+
+``pyarrow.dataset`` scanners decode whole row groups before slicing them into batches
+and, for large list columns (1000 classes), cost 2-3x more than ``ParquetFile.iter_batches``
+and hold several row groups at once. This reader streams each row group with
+``iter_batches`` on its own worker thread, so the next row groups decode while the current
+one is consumed, and bounded queues keep memory flat: at most ``workers`` row groups are
+in flight and each buffers at most ``queue_batches`` batches.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """One file of a dataset, with the constant partition values its path carries."""
+
+    path: str
+    partition_values: dict[str, Any]
+    num_row_groups: int
+
+
+def constant_column(value: Any, n: int, type_: pa.DataType) -> pa.Array:
+    """A column of ``n`` copies of ``value`` (hive partition values), built without a loop."""
+    if pa.types.is_dictionary(type_):
+        return pa.DictionaryArray.from_arrays(
+            pa.array(np.zeros(n, dtype=np.int32)), pa.array([value], type=type_.value_type)
+        )
+    if value is None:
+        return pa.nulls(n, type_)
+    one = pa.array([value], type=type_)
+    return one.take(pa.array(np.zeros(n, dtype=np.int64)))
+
+
+class RowGroupReader:
+    """Yield ``(path, batch)`` over the row groups of ``parts``, in order."""
+
+    def __init__(
+        self,
+        parts: Sequence[FilePart],
+        columns: Sequence[str],
+        schema: pa.Schema,
+        *,
+        batch_size: int,
+        open_file: Callable[[str], Any],
+        dictionary_columns: Sequence[str] = (),
+        workers: int = 2,
+        queue_batches: int = 4,
+    ) -> None:
+        self.parts = list(parts)
+        self.columns = list(columns)
+        self.schema = schema
+        self.batch_size = batch_size
+        self.open_file = open_file
+        self.dictionary_columns = list(dictionary_columns)
+        self.workers = max(1, workers)
+        self.queue_batches = max(1, queue_batches)
+
+    def _tasks(self) -> list[tuple[FilePart, int]]:
+        return [(part, rg) for part in self.parts for rg in range(part.num_row_groups)]
+
+    def _work(self, part: FilePart, rg: int, out: queue.Queue[Any], stop: threading.Event) -> None:
+        physical = [c for c in self.columns if c not in part.partition_values]
+        try:
+            pf = pq.ParquetFile(
+                self.open_file(part.path),
+                read_dictionary=[c for c in self.dictionary_columns if c in physical] or None,
+                pre_buffer=False,
+                page_checksum_verification=True,
+            )
+            for batch in pf.iter_batches(batch_size=self.batch_size, row_groups=[rg],
+                                         columns=physical, use_threads=True):
+                while not stop.is_set():
+                    try:
+                        out.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            out.put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
+            out.put(exc)
+
+    def _complete(self, part: FilePart, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Add partition columns and put columns in the requested order."""
+        if not part.partition_values and batch.schema.names == self.columns:
+            return batch
+        n = batch.num_rows
+        arrays = []
+        for c in self.columns:
+            if c in part.partition_values:
+                arrays.append(constant_column(part.partition_values[c], n, self.schema.field(c).type))
+            else:
+                arrays.append(batch.column(c))
+        return pa.RecordBatch.from_arrays(arrays, names=self.columns)
+
+    def __iter__(self) -> Iterator[tuple[str, pa.RecordBatch]]:
+        tasks = self._tasks()
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="evalkit-read")
+        inflight: list[tuple[FilePart, queue.Queue[Any]]] = []
+        nxt = 0
+
+        def submit() -> None:
+            nonlocal nxt
+            part, rg = tasks[nxt]
+            nxt += 1
+            q: queue.Queue[Any] = queue.Queue(maxsize=self.queue_batches)
+            pool.submit(self._work, part, rg, q, stop)
+            inflight.append((part, q))
+
+        try:
+            while nxt < len(tasks) and len(inflight) < self.workers:
+                submit()
+            while inflight:
+                part, q = inflight.pop(0)
+                if nxt < len(tasks):
+                    submit()
+                while True:
+                    item = q.get()
+                    if item is _DONE:
+                        break
+                    if isinstance(item, BaseException):
+                        raise ReadFailure(part.path, item)
+                    yield part.path, self._complete(part, item)
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ReadFailure(Exception):
+    """A worker could not decode a row group of ``path``."""
+
+    def __init__(self, path: str, cause: BaseException) -> None:
+        super().__init__(f"{path}: {cause}")
+        self.path = path
+        self.cause = cause
