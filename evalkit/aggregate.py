@@ -565,10 +565,10 @@ class GroupStats:
             ncr = np.array([np.count_nonzero(correct)], dtype=np.int64)
             mean_b = s / n
             dev = loss - mean_b[0]
-            m2 = np.array([np.dot(dev, dev)])
+            m2 = np.array([np.einsum("i,i->", dev, dev)])  # einsum: no BLAS threads
             if self.weighted:
                 ws = np.array([weight.sum()])
-                wl = np.array([np.dot(weight, loss)])
+                wl = np.array([np.einsum("i,i->", weight, loss)])
         else:
             # One integer bincount over (group, clipped, correct) gives the count and both
             # flag counts: a third of the passes of three separate (float-weighted) bincounts.

@@ -113,8 +113,10 @@ def score_stats(scores: np.ndarray) -> ScoreStats:
     """Everything validation and the kernel need from a score matrix, in one cache-friendly pass.
 
     For many classes (row-major list layouts) the batch is walked in blocks of rows; each
-    block is reduced while it is in cache (3x faster at 1000 classes). Row sums use a
-    matrix-vector product in the input dtype: exact enough against a 1e-3 tolerance.
+    block is reduced while it is in cache (3x faster at 1000 classes). Row sums use einsum
+    in the input dtype (exact enough against a 1e-3 tolerance): twice as fast as ``sum`` and,
+    unlike a BLAS matrix-vector product, it does not start spinning BLAS threads that fight
+    the Parquet decoder for the cores.
     """
     n, k = scores.shape
     if n == 0:
@@ -122,14 +124,13 @@ def score_stats(scores: np.ndarray) -> ScoreStats:
     if k <= 32 or not scores.flags.c_contiguous:
         return ScoreStats(scores.sum(axis=1).astype(np.float64, copy=False), row_argmax(scores),
                           float(scores.min()), float(scores.max()))
-    ones = np.ones(k, dtype=scores.dtype)
     row_sum = np.empty(n, dtype=np.float64)
     argmax = np.empty(n, dtype=np.int64)
     lo, hi = math.inf, -math.inf
     step = max(1, BLOCK_VALUES // k)
     for start in range(0, n, step):
         block = scores[start:start + step]
-        row_sum[start:start + step] = block @ ones
+        row_sum[start:start + step] = np.einsum("ij->i", block)
         argmax[start:start + step] = block.argmax(axis=1)
         # NaN propagates through min/max, so a NaN anywhere still fails the checks.
         lo = min(lo, float(block.min()))
