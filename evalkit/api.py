@@ -281,7 +281,7 @@ def evaluate(
     """
     started = time.time()
     t0 = time.perf_counter()
-    cfg = _make_config(config)
+    cfg = EvalConfig.coerce(config)
     client = options.pop("client", None)  # a distributed.Client for engine="dask"
     overrides: dict[str, Any] = dict(options)
     if eps is not None:
@@ -455,18 +455,6 @@ def _all_classes(df: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
 def _cleanup_spool(path: Path | None) -> None:
     if path is not None:
         shutil.rmtree(path.parent, ignore_errors=True)
-
-
-def _make_config(config: Any) -> EvalConfig:
-    if config is None:
-        return EvalConfig()
-    if isinstance(config, EvalConfig):
-        import copy
-
-        return copy.deepcopy(config)
-    if isinstance(config, Mapping):
-        return EvalConfig.from_mapping(config)
-    return EvalConfig.from_file(config)
 
 
 def _peek(source: Source) -> pa.RecordBatch | None:

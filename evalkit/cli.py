@@ -233,16 +233,21 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
         sys.exit(EXIT_GATE)
 
 
-def _print_result(result: Any, fmt: str) -> None:
-    from .report import STAT_COLUMNS, overall_line, text_table, to_json_default
+def echo_machine_formats(result: Any, fmt: str) -> bool:
+    """Print ``none`` / ``json`` / ``markdown`` output of a result; False for ``table``."""
+    from .report import to_json_default
 
-    if fmt == "none":
-        return
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2, default=to_json_default))
-        return
-    if fmt == "markdown":
+    elif fmt == "markdown":
         click.echo(result.to_markdown(), nl=False)
+    return fmt != "table"
+
+
+def _print_result(result: Any, fmt: str) -> None:
+    from .report import STAT_COLUMNS, overall_line, text_table
+
+    if echo_machine_formats(result, fmt):
         return
     click.echo(f"overall: {overall_line(result)}")
     click.echo()

@@ -6,13 +6,12 @@ end, after ``handle_errors``, ``CONTEXT`` and ``EXIT_CODES_HELP`` exist).
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
-from .cli import CONTEXT, EXIT_CODES_HELP, handle_errors
+from .cli import CONTEXT, EXIT_CODES_HELP, echo_machine_formats, handle_errors
 
 COMPARE_SETTINGS = ("seed", "n_boot", "confidence", "allow_mismatch", "pair_on", "boot_limit")
 
@@ -145,15 +144,9 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
 
 def _print(result: Any, fmt: str) -> None:
     from .comparison import _grouping_columns, _sorted_for_reading
-    from .report import text_table, to_json_default
+    from .report import text_table
 
-    if fmt == "none":
-        return
-    if fmt == "json":
-        click.echo(json.dumps(result.to_dict(), indent=2, default=to_json_default))
-        return
-    if fmt == "markdown":
-        click.echo(result.to_markdown(), nl=False)
+    if echo_machine_formats(result, fmt):
         return
     for name, df in result.tables.items():
         cols = list(_grouping_columns(name))

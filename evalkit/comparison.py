@@ -37,7 +37,6 @@ unless ``allow_mismatch=True`` (the differences are then recorded in the metadat
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import hashlib
 import json
@@ -255,16 +254,10 @@ def _from_result(result: Any, role: str, source: str, kind: str) -> _Run:
                 files)
 
 
-def _make_config(config: Any) -> Any:
+def _coerce_config(config: Any) -> Any:
     from .config import EvalConfig
 
-    if config is None:
-        return EvalConfig()
-    if isinstance(config, EvalConfig):
-        return copy.deepcopy(config)
-    if isinstance(config, Mapping):
-        return EvalConfig.from_mapping(config)
-    return EvalConfig.from_file(config)
+    return EvalConfig.coerce(config)
 
 
 def _load_run(obj: Any, role: str, config: Any) -> _Run:
@@ -279,7 +272,7 @@ def _load_run(obj: Any, role: str, config: Any) -> _Run:
     if isinstance(obj, str | os.PathLike) and (Path(obj) / "compare.json").is_file():
         raise UsageError(f"{role} {os.fspath(obj)}: is a compare report; give an evaluate report "
                          "directory (with summary.json) or prediction input")
-    cfg = _make_config(config)
+    cfg = _coerce_config(config)
     cfg.write_rows = True
     result = evaluate(obj, config=cfg)
     label = os.fspath(obj) if isinstance(obj, str | os.PathLike) else (
@@ -805,7 +798,7 @@ def compare(
         raise UsageError(f"n_boot must be >= 100, got {n_boot}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
-    cfg = _make_config(config) if config is not None else None
+    cfg = _coerce_config(config) if config is not None else None
     if gates is None and cfg is not None:
         gates = cfg.gates
     gates = dict(gates or {})

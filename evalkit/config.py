@@ -120,6 +120,19 @@ class EvalConfig:
         return cfg
 
     @classmethod
+    def coerce(cls, config: EvalConfig | str | os.PathLike[str] | Mapping[str, Any] | None) -> EvalConfig:
+        """A fresh config from None (defaults), a config (copied), a mapping or a file path."""
+        if config is None:
+            return cls()
+        if isinstance(config, EvalConfig):
+            import copy
+
+            return copy.deepcopy(config)
+        if isinstance(config, Mapping):
+            return cls.from_mapping(config)
+        return cls.from_file(config)
+
+    @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "config") -> EvalConfig:
         """Build from a mapping, checking keys and value types."""
         cfg = cls()
