@@ -31,6 +31,8 @@ class FilePart:
     path: str
     partition_values: dict[str, Any]
     num_row_groups: int
+    row_groups: tuple[int, ...] | None = None
+    """Only these row groups (a Dask partition); None: all of them."""
 
 
 def constant_column(value: Any, n: int, type_: pa.DataType) -> pa.Array:
@@ -70,7 +72,8 @@ class RowGroupReader:
         self.queue_batches = max(1, queue_batches)
 
     def _tasks(self) -> list[tuple[FilePart, int]]:
-        return [(part, rg) for part in self.parts for rg in range(part.num_row_groups)]
+        return [(part, rg) for part in self.parts
+                for rg in (part.row_groups if part.row_groups is not None else range(part.num_row_groups))]
 
     def _work(self, part: FilePart, rg: int, out: queue.Queue[Any], stop: threading.Event) -> None:
         physical = [c for c in self.columns if c not in part.partition_values]

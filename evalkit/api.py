@@ -342,7 +342,7 @@ def evaluate(
     plan = Plan(
         layout=layout, groupings=groupings, eps=cfg.eps, sum_tol=cfg.sum_tol,
         renormalize=cfg.renormalize, on_invalid=cfg.on_invalid, unmatched=cfg.unmatched,
-        quantile_mode=cfg.quantiles, exact_limit=cfg.exact_limit, top_k=cfg.top_k,
+        quantile_mode=_quantile_mode(cfg, source), exact_limit=cfg.exact_limit, top_k=cfg.top_k,
         carry=tuple(carry), label_columns_from_join=tuple(dict.fromkeys(from_join)),
         on=tuple(cfg.on),
     )
@@ -450,6 +450,24 @@ def _all_classes(df: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
         if c in full.columns:
             full[c] = full[c].fillna(0).astype("int64")
     return full.reset_index()
+
+
+def _quantile_mode(cfg: EvalConfig, source: Source) -> str:
+    """``auto`` resolved up front when the row count already decides it.
+
+    Auto keeps exact values until more than ``exact_limit`` rows were used. When no row can
+    be dropped (invalid rows and unmatched keys fail the run) and the Parquet metadata
+    already counts more rows than that, the answer is known: use the sketch from the first
+    batch instead of copying a million losses per grouping (and shipping them between Dask
+    workers) only to drop them.
+    """
+    if cfg.quantiles != "auto" or cfg.on_invalid != "error" or cfg.unmatched != "error":
+        return cfg.quantiles
+    try:
+        total = source.count_rows()
+    except Exception:  # noqa: BLE001 - the scan will report an unreadable input properly
+        return cfg.quantiles
+    return "sketch" if total > cfg.exact_limit else cfg.quantiles
 
 
 def _cleanup_spool(path: Path | None) -> None:

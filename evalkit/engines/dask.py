@@ -188,21 +188,27 @@ def _batches(part: Part, plan: Plan, schema: pa.Schema, filesystem: Any, batch_s
         return
     import pyarrow.dataset as ds
 
-    fmt = ds.ParquetFileFormat()
+    from .._reader import FilePart, ReadFailure, RowGroupReader
+
+    # The local engine's reader, restricted to this partition's row groups: the same
+    # batch boundaries, the same decode path, the same dictionary-typed string columns.
+    keys = ds.get_partition_keys(part.partition_expression) if part.partition_expression is not None else {}
+    dict_cols = [c for c in plan.dictionary_columns if c in schema.names and c not in keys
+                 and (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type))]
+    out_schema = pa.schema([
+        pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name in dict_cols else f for f in schema
+    ])
+    reader = RowGroupReader(
+        [FilePart(part.read_path, dict(keys), len(part.row_groups), tuple(part.row_groups))],
+        plan.input_columns, out_schema, batch_size=batch_size,
+        open_file=(lambda p: filesystem.open_input_file(p)) if filesystem is not None else (lambda p: p),
+        dictionary_columns=dict_cols,
+    )
     try:
-        frag = fmt.make_fragment(part.read_path, filesystem=filesystem,
-                                 partition_expression=part.partition_expression,
-                                 row_groups=list(part.row_groups))
-        it = iter(frag.to_batches(schema=schema, columns=plan.input_columns,
-                                  batch_size=batch_size, use_threads=False))
-        while True:
-            try:
-                b = next(it)
-            except StopIteration:
-                return
+        for _, b in reader:
             yield b
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-        raise CorruptFileError(f"{part.path}: cannot read Parquet data ({_short(exc)})") from None
+    except ReadFailure as exc:
+        raise CorruptFileError(f"{part.path}: cannot read Parquet data ({_short(exc.cause)})") from None
 
 
 def run_part(
