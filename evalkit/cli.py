@@ -48,11 +48,13 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         def _term(signum: int, frame: Any) -> None:
             raise KeyboardInterrupt
 
-        old = None
-        try:
-            old = signal.signal(signal.SIGTERM, _term)
-        except ValueError:  # not the main thread (e.g. some test runners)
-            old = None
+        # SIGTERM (kill, CI time-outs) and SIGHUP (a closed terminal) clean up like Ctrl-C.
+        old: dict[int, Any] = {}
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is None:
+                continue
+            with contextlib.suppress(ValueError):  # not the main thread (some test runners)
+                old[sig] = signal.signal(sig, _term)
         try:
             return fn(*args, **kwargs)
         except EvalkitError as exc:
@@ -82,8 +84,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                  "This is a bug in evalkit; rerun with --debug for the traceback and report it.")
             ctx.exit(EXIT_INTERNAL)
         finally:
-            if old is not None:
-                signal.signal(signal.SIGTERM, old)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
 
     return wrapper
 
