@@ -291,13 +291,6 @@ def inspect(inputs: tuple[str, ...], labels: str | None, fmt: str, debug: bool, 
         click.echo(render_inspect(info), nl=False)
 
 
-def run_main() -> None:  # pragma: no cover - console entry for python -m
-    main(prog_name="evalkit")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    run_main()
-
 
 
 def _register_optional_commands() -> None:

@@ -233,3 +233,27 @@ def test_streaming_equals_in_memory(tmp_path: Path, batch: int, seed: int):
     exact = np.quantile(by_hand(p, y), [0.5, 0.9, 0.99], method="lower")
     got = np.array([sk.overall[c] for c in ("p50", "p90", "p99")], dtype=float)
     np.testing.assert_allclose(got, exact, rtol=1e-3)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.integers(1, 500), row_group=st.integers(1, 400), seed=st.integers(0, 1000))
+def test_parquet_streaming_equals_in_memory_dataframe(tmp_path: Path, batch: int, row_group: int, seed: int):
+    """The row-group reader (any batch / row-group size) gives the in-memory results."""
+    rng = np.random.default_rng(seed)
+    n, k = 480, 4
+    p = random_probs(rng, n, k, np.float32)
+    y = rng.integers(0, k, n)
+    df = pd.DataFrame({"id": np.arange(n), "g": rng.choice(["x", "y", "z"], n), "label": y,
+                       **{f"prob_{i}": p[:, i] for i in range(k)}})
+    path = tmp_path / f"s{seed}-{batch}-{row_group}.parquet"
+    write(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=row_group)
+    mem = evalkit.evaluate(df, by=["g"])
+    streamed = evalkit.evaluate(path, by=["g"], batch_size=batch)
+    np.testing.assert_array_equal(streamed.rows["loss"].to_numpy(), mem.rows["loss"].to_numpy())
+    assert streamed.rows["row"].tolist() == list(range(n))
+    for name in ("class", "g"):
+        a, b = mem.groups[name], streamed.groups[name]
+        assert a["count"].tolist() == b["count"].tolist()
+        assert a[name].astype(str).tolist() == b[name].astype(str).tolist()
+        np.testing.assert_allclose(b["mean"], a["mean"], rtol=1e-12)
+        np.testing.assert_array_equal(b[["min", "max", "p50", "p90", "p99"]], a[["min", "max", "p50", "p90", "p99"]])
