@@ -698,9 +698,7 @@ class RowWriter:
     delta encoding: trying dictionaries on float columns doubles encode time for nothing.
     """
 
-    def __init__(self, path: PathLike, *, threaded: bool | None = None, row_group_rows: int = 1 << 20) -> None:
-        if threaded is None:
-            threaded = os.environ.get("EVALKIT_WRITER_THREAD", "1") == "1"
+    def __init__(self, path: PathLike, *, threaded: bool = True, row_group_rows: int = 1 << 20) -> None:
         self.path = Path(path)
         self.rows = 0
         self.row_group_rows = row_group_rows
