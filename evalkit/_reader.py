@@ -84,8 +84,13 @@ class RowGroupReader:
                 pre_buffer=False,
                 page_checksum_verification=True,
             )
+            dict_cols = [c for c in self.dictionary_columns if c in physical]
             for batch in pf.iter_batches(batch_size=self.batch_size, row_groups=[rg],
                                          columns=physical, use_threads=True):
+                # Strings read as dictionaries skip Arrow's UTF-8 check; the dictionaries are
+                # small, so validate them here (a corrupt page must fail as a read error).
+                for c in dict_cols:
+                    batch.column(c).dictionary.validate(full=True)
                 while not stop.is_set():
                     try:
                         out.put(batch, timeout=0.1)
@@ -141,8 +146,11 @@ class RowGroupReader:
                         raise ReadFailure(part.path, item)
                     yield part.path, self._complete(part, item)
         finally:
+            # Never block here: if the consumer abandoned this generator, this block may run
+            # from the garbage collector inside threading internals, where joining threads
+            # deadlocks. Workers see `stop` and return on their own within 0.1 s.
             stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 class ReadFailure(Exception):

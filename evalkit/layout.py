@@ -442,7 +442,7 @@ def detect_layout(
                                    label_kind, label_cols, notes, source, label_names)
                 raise LayoutError(
                     f"{source}: cannot find the label column (looked for {', '.join(LABEL_NAMES)}); "
-                    "name it with --label"
+                    "name it with --label, or give a separate labels file with --labels FILE --on KEY"
                 )
         if label not in label_names:
             raise missing_column(label, "label", label_names, source)

@@ -238,8 +238,9 @@ def run_part(
     kept: list[pa.RecordBatch] | None = [] if keep else None
     file_offset = part.file_offset
     row_offset = part.row_offset
+    batches = _batches(part, plan, schema, filesystem, batch_size)
     try:
-        for batch in _batches(part, plan, schema, filesystem, batch_size):
+        for batch in batches:
             if abort is not None and os.path.exists(abort):
                 # Another partition failed: stop quietly (no state; the run fails anyway).
                 return None, None
@@ -253,6 +254,7 @@ def run_part(
                 if kept is not None:
                     kept.append(out)
     finally:
+        batches.close()  # stop the reader threads now, not when the generator is collected
         if writer is not None:
             writer.close()
     return state, kept

@@ -7,6 +7,7 @@ writer as it is produced, so memory is flat in the number of rows.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from ..io import RowWriter, Source
@@ -45,18 +46,21 @@ def run_local(
     file_offset = 0
     batches = source.batches(plan.input_columns, batch_rows(plan.layout.n_classes, batch_size),
                              dictionary_columns=plan.dictionary_columns)
-    for path, batch in batches:
-        if path != current_file:
-            current_file, file_offset = path, 0
-        out = process_batch(plan, state, batch, source=path, file_offset=file_offset,
-                            row_offset=rows_done, label_index=label_index)
-        file_offset += batch.num_rows
-        rows_done += batch.num_rows
-        if out is not None:
-            if writer is not None:
-                writer.write(out)
-            if keep_batches is not None:
-                keep_batches.append(out)
-        if progress is not None:
-            progress(rows_done, batch.nbytes)
+    # closing(): when a batch raises, stop the reader's threads now, not whenever the garbage
+    # collector finalises the abandoned generator (possibly inside threading internals).
+    with contextlib.closing(batches):
+        for path, batch in batches:
+            if path != current_file:
+                current_file, file_offset = path, 0
+            out = process_batch(plan, state, batch, source=path, file_offset=file_offset,
+                                row_offset=rows_done, label_index=label_index)
+            file_offset += batch.num_rows
+            rows_done += batch.num_rows
+            if out is not None:
+                if writer is not None:
+                    writer.write(out)
+                if keep_batches is not None:
+                    keep_batches.append(out)
+            if progress is not None:
+                progress(rows_done, batch.nbytes)
     return state
