@@ -225,15 +225,15 @@ KILL_SCRIPT = textwrap.dedent("""
             pause()
         api.write_text = slow
     else:
-        import evalkit.engines.local as local
-        real = local.process_batch
+        import evalkit.engines.base as base
+        real = base.process_batch
         calls = []
         def slow(*a, **kw):
             calls.append(1)
             if len(calls) == 2:  # the per-row spool holds a batch already
                 pause()
             return real(*a, **kw)
-        local.process_batch = slow
+        base.process_batch = slow
 
     from evalkit.cli import main
     main(sys.argv[3:], prog_name="evalkit")

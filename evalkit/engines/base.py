@@ -11,7 +11,7 @@ so local and distributed results agree by construction.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -311,3 +311,43 @@ def _col(lay: Layout, problems: Sequence[Problem]) -> str:
 
 
 ProgressFn = Callable[[int, int], None]
+
+
+def consume(
+    plan: Plan,
+    state: EvalState,
+    batches: Iterator[tuple[str, pa.RecordBatch]],
+    *,
+    row_offset: int = 0,
+    file_offset: int = 0,
+    label_index: LabelIndex | None = None,
+    writer: Any = None,
+    keep: list[pa.RecordBatch] | None = None,
+    progress: ProgressFn | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> bool:
+    """Feed ``(path, batch)`` pairs through :func:`process_batch` (every engine's loop).
+
+    Per-row batches go to ``writer`` and / or ``keep``. ``row_offset`` and ``file_offset``
+    are the positions of the first row, in the whole input and in its file. Returns False
+    when ``stop()`` asked to end early (another partition failed).
+    """
+    current: str | None = None
+    for path, batch in batches:
+        if stop is not None and stop():
+            return False
+        if current is not None and path != current:
+            file_offset = 0
+        current = path
+        out = process_batch(plan, state, batch, source=path, file_offset=file_offset,
+                            row_offset=row_offset, label_index=label_index)
+        file_offset += batch.num_rows
+        row_offset += batch.num_rows
+        if out is not None:
+            if writer is not None:
+                writer.write(out)
+            if keep is not None:
+                keep.append(out)
+        if progress is not None:
+            progress(row_offset, batch.nbytes)
+    return True

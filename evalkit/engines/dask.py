@@ -67,7 +67,7 @@ import pyarrow as pa
 from ..errors import CorruptFileError, MissingDependencyError, UsageError
 from ..io import RowWriter, Source, _short
 from ..join import LabelIndex
-from .base import DuplicateAcrossPartitions, EvalState, Plan, process_batch
+from .base import DuplicateAcrossPartitions, EvalState, Plan, consume
 from .local import batch_rows
 
 #: Target rows per partition: consecutive row groups of one file are grouped until this
@@ -236,25 +236,17 @@ def run_part(
     abort = os.path.join(rows_dir, ABORT_MARKER) if rows_dir else None
     writer = RowWriter(os.path.join(rows_dir, f"part-{part.index:05d}.parquet")) if rows_dir else None
     kept: list[pa.RecordBatch] | None = [] if keep else None
-    file_offset = part.file_offset
-    row_offset = part.row_offset
-    batches = _batches(part, plan, schema, filesystem, batch_size)
+    inner = _batches(part, plan, schema, filesystem, batch_size)
+    batches = ((part.path, b) for b in inner)
     try:
-        for batch in batches:
-            if abort is not None and os.path.exists(abort):
-                # Another partition failed: stop quietly (no state; the run fails anyway).
-                return None, None
-            out = process_batch(plan, state, batch, source=part.path, file_offset=file_offset,
-                                row_offset=row_offset, label_index=index)
-            file_offset += batch.num_rows
-            row_offset += batch.num_rows
-            if out is not None:
-                if writer is not None:
-                    writer.write(out)
-                if kept is not None:
-                    kept.append(out)
+        # Another partition failed (abort marker): stop quietly; the run fails anyway.
+        finished = consume(plan, state, batches, row_offset=part.row_offset,
+                           file_offset=part.file_offset, label_index=index, writer=writer,
+                           keep=kept, stop=(lambda: os.path.exists(abort)) if abort else None)
+        if not finished:
+            return None, None
     finally:
-        batches.close()  # stop the reader threads now, not when the generator is collected
+        inner.close()  # stop the reader threads now, not when the generator is collected
         if writer is not None:
             writer.close()
     return state, kept

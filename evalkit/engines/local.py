@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from ..io import RowWriter, Source
 from ..join import LabelIndex
-from .base import EvalState, Plan, process_batch
+from .base import EvalState, Plan, consume
 
 #: Values (rows x classes) per batch: large enough to amortise per-batch overhead, small
 #: enough that float64 temporaries stay in cache-friendly tens of MiB.
@@ -41,26 +41,11 @@ def run_local(
 ) -> EvalState:
     """Stream ``source`` through the pipeline; return the final (unmerged) state."""
     state = plan.new_state(label_index.table.num_rows if label_index is not None else 0)
-    rows_done = 0
-    current_file: str | None = None
-    file_offset = 0
     batches = source.batches(plan.input_columns, batch_rows(plan.layout.n_classes, batch_size),
                              dictionary_columns=plan.dictionary_columns)
     # closing(): when a batch raises, stop the reader's threads now, not whenever the garbage
     # collector finalises the abandoned generator (possibly inside threading internals).
     with contextlib.closing(batches):
-        for path, batch in batches:
-            if path != current_file:
-                current_file, file_offset = path, 0
-            out = process_batch(plan, state, batch, source=path, file_offset=file_offset,
-                                row_offset=rows_done, label_index=label_index)
-            file_offset += batch.num_rows
-            rows_done += batch.num_rows
-            if out is not None:
-                if writer is not None:
-                    writer.write(out)
-                if keep_batches is not None:
-                    keep_batches.append(out)
-            if progress is not None:
-                progress(rows_done, batch.nbytes)
+        consume(plan, state, batches, label_index=label_index, writer=writer, keep=keep_batches,
+                progress=progress)
     return state
