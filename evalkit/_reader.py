@@ -13,7 +13,6 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +44,18 @@ def constant_column(value: Any, n: int, type_: pa.DataType) -> pa.Array:
         return pa.nulls(n, type_)
     one = pa.array([value], type=type_)
     return one.take(pa.array(np.zeros(n, dtype=np.int64)))
+
+
+def _put(out: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put unless the consumer has gone: every put must be able to give up, or a worker
+    blocked on a full queue would hang the interpreter's exit (it joins pool threads)."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 class RowGroupReader:
@@ -91,17 +102,11 @@ class RowGroupReader:
                 # small, so validate them here (a corrupt page must fail as a read error).
                 for c in dict_cols:
                     batch.column(c).dictionary.validate(full=True)
-                while not stop.is_set():
-                    try:
-                        out.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not _put(out, batch, stop):
                     return
-            out.put(_DONE)
+            _put(out, _DONE, stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
-            out.put(exc)
+            _put(out, exc, stop)
 
     def _complete(self, part: FilePart, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Add partition columns and put columns in the requested order."""
@@ -119,7 +124,6 @@ class RowGroupReader:
     def __iter__(self) -> Iterator[tuple[str, pa.RecordBatch]]:
         tasks = self._tasks()
         stop = threading.Event()
-        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="evalkit-read")
         inflight: list[tuple[FilePart, queue.Queue[Any]]] = []
         nxt = 0
 
@@ -128,7 +132,10 @@ class RowGroupReader:
             part, rg = tasks[nxt]
             nxt += 1
             q: queue.Queue[Any] = queue.Queue(maxsize=self.queue_batches)
-            pool.submit(self._work, part, rg, q, stop)
+            # Daemon threads, one per row group in flight: a consumer that never closes this
+            # generator (e.g. an exception and an exiting interpreter) cannot block exit.
+            threading.Thread(target=self._work, args=(part, rg, q, stop), daemon=True,
+                             name=f"evalkit-read-{nxt}").start()
             inflight.append((part, q))
 
         try:
@@ -146,11 +153,10 @@ class RowGroupReader:
                         raise ReadFailure(part.path, item)
                     yield part.path, self._complete(part, item)
         finally:
-            # Never block here: if the consumer abandoned this generator, this block may run
+            # Never join here: if the consumer abandoned this generator, this block may run
             # from the garbage collector inside threading internals, where joining threads
             # deadlocks. Workers see `stop` and return on their own within 0.1 s.
             stop.set()
-            pool.shutdown(wait=False, cancel_futures=True)
 
 
 class ReadFailure(Exception):
