@@ -324,11 +324,6 @@ def _float_numpy(arr: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
     raise ColumnTypeError(f"column {name}: expected numbers, got type {t}")
 
 
-def _list_values(arr: pa.Array) -> pa.Array:
-    # flatten() honours slicing offsets, unlike .values.
-    return arr.flatten()
-
-
 def _list_problems(arr: pa.Array | pa.ChunkedArray, k: int, role: str) -> list[Problem]:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -354,7 +349,7 @@ def _list_matrix(arr: pa.Array | pa.ChunkedArray, k: int) -> np.ndarray:
     if arr.null_count:
         # Null rows carry no values: give them NaN rows so the shapes stay aligned.
         arr = pc.if_else(arr.is_null(), pa.scalar([float("nan")] * k, type=arr.type), arr)
-    values = _list_values(arr)
+    values = arr.flatten()  # flatten() honours slicing offsets, unlike .values
     t = values.type
     if not _is_numeric(t):
         raise ColumnTypeError(f"list column: expected numbers inside the list, got {t}")
@@ -528,7 +523,7 @@ def _detect_predictions(
     names = list(schema.names)
     declared_classes = tuple(str(c) for c in spec.classes) if spec.classes else None
 
-    def check_type(col: str, want_list: bool | None = None) -> pa.DataType:
+    def check_type(col: str) -> pa.DataType:
         if col not in names:
             raise missing_column(col, "prediction", names, source)
         t = _value_type(schema.field(col).type)

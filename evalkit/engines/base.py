@@ -26,7 +26,6 @@ from ..loss import score_stats, soft_loss, sparse_loss
 from ..validate import Problem, score_problems, target_problems
 
 CLASS = "class"
-PREDICTED = "predicted"
 
 
 @dataclass(frozen=True)
@@ -157,7 +156,6 @@ def _handle(
     row_offset: int,
     keys: Any,
     n: int,
-    drop_policy: str = "on_invalid",
 ) -> np.ndarray | None:
     """Raise the first problem, or (skip policy) count and return the rows to keep."""
     if not problems:
