@@ -201,13 +201,15 @@ class Layout:
         t = col.type
         huge: np.ndarray | None = None
         shown: np.ndarray | None = None
-        if pa.types.is_floating(t):
-            f = col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        if pa.types.is_floating(t) or pa.types.is_decimal(t):
+            kind = "float" if pa.types.is_floating(t) else "decimal"
+            num = col if kind == "float" else col.cast(pa.float64())
+            f = num.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
             frac = ~np.isfinite(f) | (f != np.floor(np.where(np.isfinite(f), f, 0)))
             if frac.any():
                 problems.append(Problem("fractional_label", LabelError,
-                                        "float label is not a whole number", frac, f))
-            # Whole floats beyond int64 would wrap in the cast: flag them as out of range.
+                                        f"{kind} label is not a whole number", frac, f))
+            # Whole values beyond int64 would wrap in the cast: flag them as out of range.
             huge = ~frac & (np.abs(f) >= 2.0**62)
             y = np.where(frac | huge, 0, f).astype(np.int64)
             shown = f
@@ -218,17 +220,8 @@ class Layout:
             shown = u
         elif pa.types.is_boolean(t):
             y = col.fill_null(False).to_numpy(zero_copy_only=False).astype(np.int64)
-        elif pa.types.is_integer(t):
+        else:
             y = col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-        else:  # decimal
-            f = col.cast(pa.float64()).fill_null(0).to_numpy(zero_copy_only=False)
-            frac = f != np.floor(f)
-            if frac.any():
-                problems.append(Problem("fractional_label", LabelError,
-                                        "decimal label is not a whole number", frac, f))
-            huge = ~frac & (np.abs(f) >= 2.0**62)
-            y = np.where(frac | huge, 0, f).astype(np.int64)
-            shown = f
         by_value = _int_class_values(self.classes)
         if by_value is not None:
             lookup = pc.index_in(pa.array(y), value_set=pa.array(by_value, type=pa.int64()))
