@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import math
 import pickle
-import time
 
 import numpy as np
 import pandas as pd
@@ -610,56 +609,10 @@ def test_topk_groups_ordered_like_groupstats_and_key_payload_dedup():
         t.update([labels], loss, pa.table({"loss": loss}))
 
 
-# --------------------------------------------------------------------------- #
-# Timing (printed, not asserted)
-# --------------------------------------------------------------------------- #
-
-
-def test_timing_1m_rows_10_groups(capsys):
-    rng = np.random.default_rng(12)
-    n = 1_000_000
-    g = rng.integers(0, 10, n)
-    loss = np.clip(rng.exponential(1.0, n), LO, HI)
-    clipped = loss >= HI
-    correct = rng.random(n) < 0.7
-    names = np.array([f"class_{i}" for i in range(10)])
-    variants = {
-        "10 int64 keys": [pa.array(g)],
-        "10 string keys": [pa.array(names[g])],
-        "10 dictionary keys": [pa.DictionaryArray.from_arrays(pa.array(g.astype(np.int32)),
-                                                           pa.array(names))],
-        "no keys (1 group)": [],
-    }
-    lines = []
-    for mode in ("auto", "sketch"):
-        for label, keys in variants.items():
-            best = math.inf
-            for _ in range(3):
-                gs = GroupStats(["k"] if keys else [], quantile_mode=mode)
-                t0 = time.perf_counter()
-                gs.update(keys, loss, clipped, correct)
-                best = min(best, time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            gs.finalize()
-            fin = time.perf_counter() - t0
-            lines.append(f"GroupStats.update 1M rows, {label}, {mode}: "
-                         f"{best * 1e3:.1f} ms (finalize {fin * 1e3:.1f} ms, "
-                         f"{gs.quantile_method})")
-    tk = TopK(10, ["k"])
-    payload = pa.table({"row": np.arange(n)})
-    t0 = time.perf_counter()
-    tk.update(variants["10 string keys"], loss, payload)
-    lines.append(f"TopK(10).update 1M rows, 10 groups: {(time.perf_counter() - t0) * 1e3:.1f} ms")
-    with capsys.disabled():
-        print()
-        for line in lines:
-            print(line)
-
-
 @pytest.mark.parametrize("max_radix", [None, 4])
 def test_multi_column_code_paths(monkeypatch, max_radix):
     """Large dictionaries (np.unique densify) and radix overflow (re-densify) give same groups."""
-    import evalkit.aggregate as agg
+    import evalkit.aggregate.keys as agg
 
     if max_radix is not None:
         monkeypatch.setattr(agg, "_MAX_RADIX", max_radix)

@@ -1,0 +1,431 @@
+"""GroupStats: mergeable per-group loss statistics (count, mean, M2, min, max, flags,
+weights) with exact or sketched quantiles."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .keys import _KeyIndex
+from .sketch import LogHistogram, quantile_column_name
+
+_QUANTILE_MODES = ("auto", "exact", "sketch")
+
+
+class GroupStats:
+    """Mergeable per-group loss statistics with exact or sketched quantiles.
+
+    Per group it keeps count, sum, mean and M2 (combined with Chan et al.'s
+    parallel formula, so variance is numerically stable under any batching or
+    merge order), min, max, clipped count, correct count, and when ``weighted``
+    the sums of weights and of weight * loss.  All accumulation is float64
+    (counts int64).
+
+    Quantiles
+    ---------
+    A per-group :class:`LogHistogram` count array is always kept.  In addition
+    the raw ``(group, loss)`` values are kept while they may be needed for exact
+    quantiles: mode ``"exact"`` always keeps them, ``"sketch"`` never, ``"auto"``
+    keeps them while the total row count is ``<= exact_limit`` and drops them
+    for good once it is exceeded.  Since the decision depends only on the total
+    count, the output does not depend on how the data was batched or merged.
+
+    * exact: ``np.quantile(x, q, method="linear")`` per group (bit-identical).
+    * sketch: take the value at 0-based rank ``floor(q * (n - 1))`` of the
+      group's sorted losses (numpy ``method="lower"``), report its histogram
+      bin's representative value, clamped into the group's exact
+      ``[min, max]``.  Guarantee: relative error ``<= rel_err`` versus
+      ``np.quantile(x, q, method="lower")`` for losses inside the histogram
+      range ``[-log1p(-eps), -log(eps)]``.
+
+    Memory is ``O(groups * n_bins)`` for the histograms (``n_bins`` is about
+    9.5k for the defaults) plus 12 bytes per row while raw values are kept.
+    """
+
+    _FIELDS: tuple[tuple[str, Any, float], ...] = (
+        ("count", np.int64, 0),
+        ("sum", np.float64, 0.0),
+        ("mean", np.float64, 0.0),
+        ("m2", np.float64, 0.0),
+        ("min", np.float64, np.inf),
+        ("max", np.float64, -np.inf),
+        ("clipped", np.int64, 0),
+        ("correct", np.int64, 0),
+        ("weight_sum", np.float64, 0.0),
+        ("wloss_sum", np.float64, 0.0),
+    )
+
+    def __init__(
+        self,
+        key_names: Sequence[str],
+        *,
+        eps: float = 1e-7,
+        quantiles: Sequence[float] = (0.5, 0.9, 0.99),
+        quantile_mode: str = "auto",
+        exact_limit: int = 1_000_000,
+        rel_err: float = 1e-3,
+        weighted: bool = False,
+        dict_order_keys: Sequence[str] | None = None,
+    ):
+        if quantile_mode not in _QUANTILE_MODES:
+            raise ValueError(f"quantile_mode must be one of {_QUANTILE_MODES}, got {quantile_mode!r}")
+        qs = tuple(float(q) for q in quantiles)
+        if any(not 0.0 <= q <= 1.0 for q in qs):
+            raise ValueError(f"quantiles must be in [0, 1], got {qs}")
+        names = [quantile_column_name(q) for q in qs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"quantiles give duplicate column names: {names}")
+        if exact_limit < 0:
+            raise ValueError("exact_limit must be >= 0")
+        self.eps = float(eps)
+        self.quantiles = qs
+        self.quantile_mode = quantile_mode
+        self.exact_limit = int(exact_limit)
+        self.rel_err = float(rel_err)
+        self.weighted = bool(weighted)
+        self.hist = LogHistogram.for_eps(self.eps, self.rel_err)
+        self.n_rows = 0
+        self._index = _KeyIndex(key_names, dict_order_keys)
+        self._arrays: dict[str, np.ndarray] = {}
+        self._hist_counts = np.zeros((0, self.hist.n_bins), dtype=np.int64)
+        self._alloc(0)
+        self._ensure(len(self._index))
+        # Raw values for exact quantiles: lists of (global slot int32, loss float64) chunks.
+        self._raw_codes: list[np.ndarray] | None = None if quantile_mode == "sketch" else []
+        self._raw_loss: list[np.ndarray] | None = None if quantile_mode == "sketch" else []
+
+    # -- storage ----------------------------------------------------------- #
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        """Names of the key columns."""
+        return self._index.key_names
+
+    @property
+    def n_groups(self) -> int:
+        """Number of distinct groups seen."""
+        return len(self._index)
+
+    def _alloc(self, cap: int) -> None:
+        old = self._arrays
+        used = len(old["count"]) if old else 0
+        new = {}
+        for name, dtype, init in self._FIELDS:
+            arr = np.full(cap, init, dtype=dtype)
+            if used:
+                arr[:used] = old[name][:used]
+            new[name] = arr
+        hist = np.zeros((cap, self.hist.n_bins), dtype=np.int64)
+        hist[: self._hist_counts.shape[0]] = self._hist_counts[:cap]
+        self._arrays = new
+        self._hist_counts = hist
+
+    def _ensure(self, n_groups: int) -> None:
+        cap = len(self._arrays["count"])
+        if n_groups > cap:
+            # Doubling keeps repeated growth (groups trickling in) amortised O(groups).
+            self._alloc(max(n_groups, 2 * cap, 4))
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        g = self.n_groups
+        # Ship only used slots, and raw values as one chunk.
+        state["_arrays"] = {k: v[:g].copy() for k, v in self._arrays.items()}
+        state["_hist_counts"] = self._hist_counts[:g].copy()
+        if self._raw_codes is not None:
+            state["_raw_codes"] = [_concat(self._raw_codes, np.int32)]
+            state["_raw_loss"] = [_concat(self._raw_loss, np.float64)]
+        return state
+
+    # -- public API --------------------------------------------------------- #
+
+    @property
+    def quantile_method(self) -> str:
+        """``"exact"`` or ``"sketch"``: what finalize() uses for the data seen so far."""
+        return "sketch" if self._raw_codes is None else "exact"
+
+    def _check_compatible(self, other: GroupStats) -> None:
+        mine = (self.key_names, self.eps, self.quantiles, self.quantile_mode,
+                self.exact_limit, self.rel_err, self.weighted)
+        theirs = (other.key_names, other.eps, other.quantiles, other.quantile_mode,
+                  other.exact_limit, other.rel_err, other.weighted)
+        if mine != theirs:
+            raise ValueError(f"cannot merge GroupStats with different settings: {mine} vs {theirs}")
+
+    def _drop_raw_if_over_limit(self) -> None:
+        if self.quantile_mode == "auto" and self.n_rows > self.exact_limit:
+            self._raw_codes = None
+            self._raw_loss = None
+
+    def update(
+        self,
+        keys: Sequence[pa.Array | pa.ChunkedArray],
+        loss: np.ndarray,
+        clipped: np.ndarray,
+        correct: np.ndarray,
+        weight: np.ndarray | None = None,
+        bins: np.ndarray | None = None,
+    ) -> None:
+        """Add one batch.
+
+        ``keys``: one Arrow array per key column; ``loss`` (finite, float),
+        ``clipped`` and ``correct`` (bool or 0/1) and, when ``weighted``,
+        ``weight`` are row-aligned numpy arrays.  ``weight`` is ignored when the
+        accumulator is not weighted.  A zero-length batch is a no-op.  ``bins``
+        may pass ``self.hist.bin_index(loss)`` precomputed, so that several groupings
+        of one batch share that pass.
+        """
+        loss = np.asarray(loss, dtype=np.float64).reshape(-1)
+        n = len(loss)
+        clipped = np.asarray(clipped).reshape(-1)
+        correct = np.asarray(correct).reshape(-1)
+        if len(clipped) != n or len(correct) != n:
+            raise ValueError("loss, clipped and correct must have the same length")
+        if self.weighted:
+            if weight is None:
+                raise ValueError("weighted GroupStats needs weight")
+            weight = np.asarray(weight, dtype=np.float64).reshape(-1)
+            if len(weight) != n:
+                raise ValueError("weight must have the same length as loss")
+        if n == 0:
+            return
+
+        local, slots = self._index.encode(keys, n)
+        self._ensure(len(self._index))
+        k = len(slots)
+        a = self._arrays
+
+        if local is None:
+            cnt = np.array([n], dtype=np.int64)
+            s = np.array([loss.sum()])
+            mn = np.array([loss.min()])
+            mx = np.array([loss.max()])
+            ncl = np.array([np.count_nonzero(clipped)], dtype=np.int64)
+            ncr = np.array([np.count_nonzero(correct)], dtype=np.int64)
+            mean_b = s / n
+            dev = loss - mean_b[0]
+            m2 = np.array([np.einsum("i,i->", dev, dev)])  # einsum: no BLAS threads
+            if self.weighted:
+                ws = np.array([weight.sum()])
+                wl = np.array([np.einsum("i,i->", weight, loss)])
+        else:
+            # One integer bincount over (group, clipped, correct) gives the count and both
+            # flag counts: a third of the passes of three separate (float-weighted) bincounts.
+            flags = (clipped.astype(np.int64, copy=False) << 1) | correct.astype(np.int64, copy=False)
+            cc = np.bincount((local << 2) | flags, minlength=4 * k).reshape(k, 4)
+            cnt = cc.sum(axis=1)
+            ncl = cc[:, 2] + cc[:, 3]
+            ncr = cc[:, 1] + cc[:, 3]
+            s = np.bincount(local, weights=loss, minlength=k)
+            mn = np.full(k, np.inf)
+            np.minimum.at(mn, local, loss)
+            mx = np.full(k, -np.inf)
+            np.maximum.at(mx, local, loss)
+            # Dictionary-derived codes can name groups absent from this batch.
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean_b = np.where(cnt > 0, s / np.maximum(cnt, 1), 0.0)
+            dev = loss - mean_b[local]
+            m2 = np.bincount(local, weights=dev * dev, minlength=k)
+            if self.weighted:
+                ws = np.bincount(local, weights=weight, minlength=k)
+                wl = np.bincount(local, weights=weight * loss, minlength=k)
+            present = cnt > 0
+            if not present.all():
+                slots, cnt, s, mn, mx, ncl, ncr, mean_b, m2 = (
+                    v[present] for v in (slots, cnt, s, mn, mx, ncl, ncr, mean_b, m2)
+                )
+                if self.weighted:
+                    ws, wl = ws[present], wl[present]
+
+        # Chan et al.: combine (n_a, mean_a, M2_a) with the batch's (n_b, mean_b, M2_b).
+        na = a["count"][slots]
+        tot = na + cnt
+        delta = mean_b - a["mean"][slots]
+        a["mean"][slots] += delta * (cnt / tot)
+        a["m2"][slots] += m2 + delta * delta * (na * (cnt / tot))
+        a["count"][slots] = tot
+        a["sum"][slots] += s
+        a["min"][slots] = np.minimum(a["min"][slots], mn)
+        a["max"][slots] = np.maximum(a["max"][slots], mx)
+        a["clipped"][slots] += ncl
+        a["correct"][slots] += ncr
+        if self.weighted:
+            a["weight_sum"][slots] += ws
+            a["wloss_sum"][slots] += wl
+
+        if bins is None:
+            bins = self.hist.bin_index(loss)
+        nb = self.hist.n_bins
+        if local is None:
+            self._hist_counts[0] += np.bincount(bins, minlength=nb)
+        elif k * nb <= n:
+            counts = np.bincount(local * nb + bins, minlength=k * nb).reshape(k, nb)
+            if len(slots) != k:  # some dictionary codes absent: keep present rows only
+                counts = counts[counts.any(axis=1)]
+            self._hist_counts[slots] += counts
+        else:
+            # Few rows relative to k * n_bins: scatter straight into the used part of the table.
+            glob = self._slot_per_row(local, k, slots, cnt)
+            flat = self._hist_counts.reshape(-1)
+            np.add.at(flat, glob * nb + bins, 1)
+
+        self.n_rows += n
+        self._drop_raw_if_over_limit()
+        if self._raw_codes is not None:
+            if local is None:
+                codes = np.zeros(n, dtype=np.int32)
+            else:
+                codes = self._slot_per_row(local, k, slots, cnt).astype(np.int32)
+            self._raw_codes.append(codes)
+            self._raw_loss.append(loss.copy())
+
+    @staticmethod
+    def _slot_per_row(local: np.ndarray, k: int, slots: np.ndarray, cnt: np.ndarray) -> np.ndarray:
+        if len(slots) == k:
+            return slots[local]
+        # slots were filtered to present groups; rebuild the full local -> slot table.
+        full = np.zeros(k, dtype=np.int64)
+        full[np.flatnonzero(np.bincount(local, minlength=k))] = slots
+        return full[local]
+
+    def merge(self, other: GroupStats) -> GroupStats:
+        """New state equal to having seen both inputs' data; inputs are not modified."""
+        self._check_compatible(other)
+        new = GroupStats.__new__(GroupStats)
+        new.__dict__.update(self.__getstate__())  # trimmed copies of the arrays
+        new._index = self._index.copy()
+        remap = new._index.merge_from(other._index)
+        new._ensure(len(new._index))
+        g = other.n_groups
+        b = {k: v[:g] for k, v in other._arrays.items()}
+        a = new._arrays
+        nz = b["count"] > 0
+        src = np.flatnonzero(nz)
+        dst = remap[src]
+        na = a["count"][dst]
+        nb_ = b["count"][src]
+        tot = na + nb_
+        delta = b["mean"][src] - a["mean"][dst]
+        a["mean"][dst] += delta * (nb_ / tot)
+        a["m2"][dst] += b["m2"][src] + delta * delta * (na * (nb_ / tot))
+        a["count"][dst] = tot
+        a["min"][dst] = np.minimum(a["min"][dst], b["min"][src])
+        a["max"][dst] = np.maximum(a["max"][dst], b["max"][src])
+        for name in ("sum", "clipped", "correct", "weight_sum", "wloss_sum"):
+            a[name][dst] += b[name][src]
+        new._hist_counts[dst] += other._hist_counts[src]
+        new.n_rows = self.n_rows + other.n_rows
+        if new._raw_codes is not None and other._raw_codes is not None:
+            new._raw_codes = list(new._raw_codes) + [
+                remap[c].astype(np.int32) for c in other._raw_codes
+            ]
+            new._raw_loss = list(new._raw_loss) + list(other._raw_loss)
+        else:
+            new._raw_codes = None
+            new._raw_loss = None
+        new._drop_raw_if_over_limit()
+        return new
+
+    def finalize(self) -> pd.DataFrame:
+        """One row per group, sorted by key (see module/class docs for columns)."""
+        g = self.n_groups
+        rank = self._index.sort_rank()
+        order = np.empty(g, dtype=np.int64)
+        order[rank] = np.arange(g)
+        a = {k: v[:g][order] for k, v in self._arrays.items()}
+        cnt = a["count"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = a["sum"] / cnt
+            std = np.sqrt(np.maximum(a["m2"], 0.0) / (cnt - 1))
+            accuracy = a["correct"] / cnt
+        std[cnt < 2] = np.nan
+        mn = np.where(cnt > 0, a["min"], np.nan)
+        mx = np.where(cnt > 0, a["max"], np.nan)
+        if self._raw_codes is not None:
+            qv = self._exact_quantiles(g)[order]
+        else:
+            qv = self._sketch_quantiles(self._hist_counts[:g][order], cnt, mn, mx)
+
+        cols: dict[str, Any] = self._index.key_frame(order)
+        cols["count"] = cnt.astype(np.int64)
+        cols["mean"] = mean
+        cols["std"] = std
+        cols["min"] = mn
+        for j, q in enumerate(self.quantiles):
+            cols[quantile_column_name(q)] = qv[:, j]
+        cols["max"] = mx
+        cols["sum"] = a["sum"]
+        cols["clipped"] = a["clipped"].astype(np.int64)
+        cols["accuracy"] = accuracy
+        if self.weighted:
+            cols["weight_sum"] = a["weight_sum"]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cols["weighted_mean"] = a["wloss_sum"] / a["weight_sum"]
+        df = pd.DataFrame({k: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v)
+                           for k, v in cols.items()})
+        return df
+
+    def _exact_quantiles(self, g: int) -> np.ndarray:
+        codes = _concat(self._raw_codes, np.int32)
+        loss = _concat(self._raw_loss, np.float64)
+        cnt = np.bincount(codes, minlength=g).astype(np.int64)
+        ends = np.cumsum(cnt)
+        start = ends - cnt
+        if g * 16 <= len(loss):
+            # Radix-sorting the codes then sorting each group's slice is ~4x faster than lexsort.
+            v = loss[np.argsort(codes, kind="stable")]
+            for s0, e0 in zip(start.tolist(), ends.tolist(), strict=True):
+                v[s0:e0].sort()
+        else:
+            v = loss[np.lexsort((loss, codes))]
+        out = np.full((g, len(self.quantiles)), np.nan)
+        has = cnt > 0
+        n = cnt[has]
+        st = start[has]
+        nm1 = (n - 1).astype(np.float64)
+        for j, q in enumerate(self.quantiles):
+            # Mirrors numpy's method="linear" step by step so results are bit-identical.
+            virt = nm1 * q
+            prev = np.floor(virt)
+            t = virt - prev
+            above = virt >= nm1
+            pi = np.where(above, n - 1, prev.astype(np.int64))
+            ni = np.where(above, n - 1, pi + 1)
+            lo_v = v[st + pi]
+            hi_v = v[st + ni]
+            diff = hi_v - lo_v
+            res = lo_v + diff * t
+            upper = t >= 0.5
+            res[upper] = (hi_v - diff * (1 - t))[upper]
+            out[has, j] = res
+        return out
+
+    def _sketch_quantiles(self, hist: np.ndarray, cnt: np.ndarray, mn: np.ndarray,
+                          mx: np.ndarray) -> np.ndarray:
+        g, nb = hist.shape
+        out = np.full((g, len(self.quantiles)), np.nan)
+        if g == 0:
+            return out
+        cum = np.cumsum(hist.reshape(-1))
+        base = np.concatenate(([0], cum[nb - 1 :: nb][:-1]))
+        has = cnt > 0
+        rows = np.flatnonzero(has)
+        for j, q in enumerate(self.quantiles):
+            r = np.floor((cnt[has] - 1) * q).astype(np.int64)  # == numpy method="lower"
+            pos = np.searchsorted(cum, base[has] + r + 1, side="left")
+            b = pos - rows * nb
+            rep = self.hist.bin_value(b)
+            out[has, j] = np.minimum(np.maximum(rep, mn[has]), mx[has])
+        return out
+
+
+def _concat(chunks: list[np.ndarray], dtype: Any) -> np.ndarray:
+    if not chunks:
+        return np.zeros(0, dtype=dtype)
+    if len(chunks) == 1:
+        return chunks[0]
+    return np.concatenate(chunks)

@@ -1,0 +1,268 @@
+"""Group keys: mapping tuples of key values to dense global slots, batch by batch.
+
+:class:`_KeyIndex` is shared by :class:`~evalkit.aggregate.GroupStats` and
+:class:`~evalkit.aggregate.TopK`: it encodes the key columns of an Arrow batch into
+batch-local codes plus a local -> global slot map, merges indexes of partial states, and
+decides the output order of groups (dictionary order first, then by value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# Mixed-radix codes must stay well inside int64.
+_MAX_RADIX = 1 << 62
+# Sentinel for a key column whose Arrow type differed between batches.
+_MIXED = "mixed"
+# One shared NaN object: dict lookups match NaN keys only by identity (NaN != NaN).
+_NAN = float("nan")
+
+
+def _canon_key(key: tuple) -> tuple:
+    if any(isinstance(v, float) and v != v for v in key):
+        return tuple(_NAN if isinstance(v, float) and v != v else v for v in key)
+    return key
+
+
+
+def _as_array(col: Any) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        if pa.types.is_dictionary(col.type):
+            col = col.unify_dictionaries()
+        return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    if isinstance(col, pa.Array):
+        return col
+    return pa.array(col)
+
+
+def _densify(code: np.ndarray, radix: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Map codes in ``[0, radix)`` to dense ``[0, k)`` in code order; returns (local, uniq)."""
+    if radix <= max(4 * n, 1 << 12):
+        present = np.flatnonzero(np.bincount(code, minlength=radix))
+        lut = np.empty(radix, dtype=np.int64)
+        lut[present] = np.arange(len(present))
+        return lut[code], present
+    uniq, local = np.unique(code, return_inverse=True)
+    return local.reshape(-1), uniq
+
+
+def _pandas_column(arr: pa.Array) -> pd.Series:
+    t = arr.type
+    if arr.null_count and (pa.types.is_integer(t) or pa.types.is_boolean(t)):
+        # Default conversion turns nullable ints into float64; keep them integers.
+        dtype = pd.BooleanDtype() if pa.types.is_boolean(t) else pd.api.types.pandas_dtype(
+            ("UInt" if pa.types.is_unsigned_integer(t) else "Int") + str(t.bit_width)
+        )
+        return pd.Series(arr.to_pylist(), dtype=dtype)
+    return arr.to_pandas()
+
+
+class _KeyIndex:
+    """Maps group keys (tuples of Python values, None for null) to dense global slots."""
+
+    def __init__(self, key_names: Sequence[str], dict_order_keys: Sequence[str] | None = None):
+        self.key_names: tuple[str, ...] = tuple(key_names)
+        if len(set(self.key_names)) != len(self.key_names):
+            raise ValueError(f"duplicate key names: {self.key_names}")
+        # Key columns whose dictionary order is the output order (e.g. classes in class-index
+        # order); other dictionary-typed keys (strings read as dictionaries) sort by value.
+        self.dict_ordered = (set(range(len(self.key_names))) if dict_order_keys is None
+                             else {i for i, k in enumerate(self.key_names) if k in dict_order_keys})
+        self.keys: list[tuple] = []
+        self.slot_of: dict[tuple, int] = {}
+        ncol = len(self.key_names)
+        # Value type per key column (None: unknown yet, _MIXED: differed between batches).
+        self.types: list[Any] = [None] * ncol
+        # For dictionary-typed key columns: value -> rank in first-seen dictionary order.
+        self.dict_order: list[dict[Any, int]] = [{} for _ in range(ncol)]
+        # Last dictionary registered per column; lets same-dictionary batches skip the Python walk.
+        self._last_dict: list[pa.Array | None] = [None] * ncol
+        if ncol == 0:
+            self._add(())
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_last_dict"] = [None] * len(self.key_names)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        # Unpickled NaNs are fresh objects; re-point them at the shared one.
+        self.keys = [_canon_key(k) for k in self.keys]
+        self.slot_of = {k: i for i, k in enumerate(self.keys)}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _add(self, key: tuple) -> int:
+        s = len(self.keys)
+        self.slot_of[key] = s
+        self.keys.append(key)
+        return s
+
+    def _note_type(self, i: int, t: pa.DataType) -> None:
+        cur = self.types[i]
+        if cur is None:
+            self.types[i] = t
+        elif cur is not _MIXED and cur != t:
+            self.types[i] = _MIXED
+
+    def _register_dictionary(self, i: int, d: pa.Array) -> None:
+        last = self._last_dict[i]
+        if last is not None and (last is d or last.equals(d)):
+            return
+        order = self.dict_order[i]
+        for v in d.to_pylist():
+            if v is not None and v not in order:
+                order[v] = len(order)
+        self._last_dict[i] = d
+
+    def encode(self, keys: Sequence[Any], n: int) -> tuple[np.ndarray | None, np.ndarray]:
+        """Per-row batch-local codes (None: all rows in local group 0) and local -> global slots."""
+        if len(keys) != len(self.key_names):
+            raise ValueError(f"expected {len(self.key_names)} key arrays, got {len(keys)}")
+        if not self.key_names:
+            return None, np.zeros(1, dtype=np.int64)
+
+        idxs: list[np.ndarray] = []
+        dicts: list[pa.Array] = []
+        radices: list[int] = []
+        all_present = True  # every code in [0, radix) is known to occur
+        for i, raw in enumerate(keys):
+            col = _as_array(raw)
+            if len(col) != n:
+                raise ValueError(f"key {self.key_names[i]!r} has length {len(col)}, expected {n}")
+            if pa.types.is_dictionary(col.type):
+                enc = col
+                if i in self.dict_ordered:
+                    self._register_dictionary(i, col.dictionary)
+                all_present = False  # user dictionaries may hold unused values
+            else:
+                enc = pc.dictionary_encode(col)
+            d = enc.dictionary
+            self._note_type(i, d.type)
+            m = len(d)
+            ind = enc.indices
+            if ind.null_count:
+                ind = pc.fill_null(ind, pa.scalar(m, ind.type))
+                radices.append(m + 1)
+            else:
+                radices.append(m)
+            idxs.append(ind.to_numpy(zero_copy_only=False))
+            dicts.append(d)
+
+        if len(idxs) == 1 and all_present:
+            local = idxs[0].astype(np.int64)
+            digits = [np.arange(radices[0], dtype=np.int64)]
+        else:
+            code = idxs[0].astype(np.int64)
+            radix = radices[0]
+            decodable = True
+            for ind, r in zip(idxs[1:], radices[1:], strict=True):
+                if radix * r >= _MAX_RADIX:
+                    code, uniq = _densify(code, radix, n)
+                    radix = len(uniq)
+                    decodable = False
+                code = code * r + ind
+                radix *= r
+            local, uniq = _densify(code, radix, n)
+            if decodable:
+                digits = []
+                rem = uniq
+                for r in reversed(radices):
+                    rem, dgt = np.divmod(rem, r)
+                    digits.append(dgt)
+                digits.reverse()
+            else:
+                # Mixed radix was re-densified on the way; decode via any row of each group.
+                rep = np.empty(len(uniq), dtype=np.int64)
+                rep[local] = np.arange(n)
+                digits = [ind[rep].astype(np.int64) for ind in idxs]
+
+        columns = []
+        for d, dgt in zip(dicts, digits, strict=True):
+            take = pa.array(dgt, mask=dgt >= len(d))
+            vals = d.take(take).to_pylist()
+            if pa.types.is_floating(d.type):
+                vals = [_NAN if v is not None and v != v else v for v in vals]
+            columns.append(vals)
+        slots = np.empty(len(digits[0]), dtype=np.int64)
+        slot_of = self.slot_of
+        for j, key in enumerate(zip(*columns, strict=True)):
+            s = slot_of.get(key)
+            slots[j] = self._add(key) if s is None else s
+        return local, slots
+
+    def merge_from(self, other: _KeyIndex) -> np.ndarray:
+        """Absorb ``other``'s keys; returns the map other-slot -> self-slot."""
+        if other.key_names != self.key_names:
+            raise ValueError(f"key names differ: {self.key_names} vs {other.key_names}")
+        remap = np.empty(len(other.keys), dtype=np.int64)
+        for j, key in enumerate(other.keys):
+            key = _canon_key(key)
+            s = self.slot_of.get(key)
+            remap[j] = self._add(key) if s is None else s
+        for i, t in enumerate(other.types):
+            if t is not None:
+                self._note_type(i, t)
+            order = self.dict_order[i]
+            for v in sorted(other.dict_order[i], key=other.dict_order[i].__getitem__):
+                if v not in order:
+                    order[v] = len(order)
+        self._last_dict = [None] * len(self.key_names)
+        return remap
+
+    def copy(self) -> _KeyIndex:
+        new = _KeyIndex.__new__(_KeyIndex)
+        new.key_names = self.key_names
+        new.dict_ordered = set(self.dict_ordered)
+        new.keys = list(self.keys)
+        new.slot_of = dict(self.slot_of)
+        new.types = list(self.types)
+        new.dict_order = [dict(o) for o in self.dict_order]
+        new._last_dict = [None] * len(self.key_names)
+        return new
+
+    def _column_array(self, i: int) -> pa.Array:
+        values = [k[i] for k in self.keys]
+        t = self.types[i]
+        if t is None or t is _MIXED:
+            return pa.array(values)
+        return pa.array(values, type=t)
+
+    def sort_rank(self) -> np.ndarray:
+        """rank[slot] = position of the slot in output order."""
+        g = len(self.keys)
+        if not self.key_names or g == 0:
+            return np.arange(g, dtype=np.int64)
+        cols: dict[str, pa.Array] = {}
+        sort_keys = []
+        for i in range(len(self.key_names)):
+            arr = self._column_array(i)
+            order = self.dict_order[i]
+            if order:
+                # Dictionary order first; values never seen in a dictionary follow, by value.
+                rank = [order.get(v) if v is not None else None for k in self.keys for v in (k[i],)]
+                cols[f"r{i}"] = pa.array(rank, type=pa.int64())
+                sort_keys.append((f"r{i}", "ascending", "at_end"))
+            cols[f"v{i}"] = arr
+            sort_keys.append((f"v{i}", "ascending", "at_end"))
+        perm = pc.sort_indices(pa.table(cols), sort_keys=sort_keys)
+        perm = perm.to_numpy(zero_copy_only=False)
+        rank = np.empty(g, dtype=np.int64)
+        rank[perm] = np.arange(g)
+        return rank
+
+    def key_frame(self, slots: np.ndarray) -> dict[str, pd.Series]:
+        """Key columns (plain value types) for the given per-row slots."""
+        out = {}
+        take = pa.array(np.asarray(slots, dtype=np.int64))
+        for i, name in enumerate(self.key_names):
+            out[name] = _pandas_column(self._column_array(i).take(take))
+        return out

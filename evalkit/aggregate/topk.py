@@ -1,0 +1,180 @@
+"""TopK: per group, the k rows with the highest loss (the hardest examples), mergeable."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .keys import _KeyIndex, _pandas_column
+
+
+class TopK:
+    """Per group, the ``k`` rows with the highest loss ("hardest examples"), mergeable.
+
+    Rows are ranked by loss descending; ties are broken by the payload column
+    ``row`` ascending when present (otherwise by arrival order, which then makes
+    the choice among exactly tied losses depend on batching).  State size is
+    ``O(groups * k)``: each batch is cut down to its per-group candidates before
+    being combined with the running selection.  Losses must not be NaN.
+    """
+
+    def __init__(self, k: int, key_names: Sequence[str] = (),
+                 dict_order_keys: Sequence[str] | None = None):
+        if k < 0:
+            raise ValueError("k must be >= 0")
+        self.k = int(k)
+        self._index = _KeyIndex(key_names, dict_order_keys)
+        self._codes = np.zeros(0, dtype=np.int64)
+        self._loss = np.zeros(0, dtype=np.float64)
+        self._table: pa.Table | None = None
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        """Names of the key columns."""
+        return self._index.key_names
+
+    def _candidates(self, local: np.ndarray | None, k_local: int, loss: np.ndarray) -> np.ndarray:
+        """Rows that can be in their group's top k (all rows tied with the k-th are kept)."""
+        n = len(loss)
+        k = self.k
+        if k == 0:
+            return np.zeros(0, dtype=np.int64)
+        if local is None or k_local == 1:
+            if n <= k:
+                return np.arange(n)
+            thr = np.partition(loss, n - k)[n - k]
+            return np.flatnonzero(loss >= thr)
+        counts = np.bincount(local, minlength=k_local)
+        if counts.max() <= k:
+            return np.arange(n)
+        small = local.astype(np.int16) if k_local < (1 << 15) else local
+        order = np.argsort(small, kind="stable")  # radix sort for int16 codes
+        ends = np.cumsum(counts)
+        keep = []
+        start = 0
+        for end in ends.tolist():
+            seg = order[start:end]
+            if len(seg) > k:
+                sl = loss[seg]
+                thr = np.partition(sl, len(sl) - k)[len(sl) - k]
+                seg = seg[sl >= thr]
+            keep.append(seg)
+            start = end
+        cand = np.concatenate(keep)
+        cand.sort()  # keep arrival order so ties without a `row` column are deterministic
+        return cand
+
+    def _select(self, codes: np.ndarray, loss: np.ndarray, table: pa.Table) -> None:
+        """Keep the top k per group from (codes, loss, table); stores them sorted."""
+        if "row" in table.column_names:
+            row = table.column("row").to_numpy()
+            perm = np.lexsort((row, -loss, codes))
+        else:
+            perm = np.lexsort((-loss, codes))
+        sc = codes[perm]
+        if len(sc):
+            new_group = np.empty(len(sc), dtype=bool)
+            new_group[0] = True
+            np.not_equal(sc[1:], sc[:-1], out=new_group[1:])
+            starts = np.flatnonzero(new_group)
+            grp = np.cumsum(new_group) - 1
+            within = np.arange(len(sc)) - starts[grp]
+            perm = perm[within < self.k]
+        self._codes = codes[perm]
+        self._loss = loss[perm]
+        self._table = table.take(pa.array(perm, type=pa.int64())).combine_chunks()
+
+    def _thresholds(self, n_slots: int) -> np.ndarray:
+        """Per group slot: the k-th highest loss kept so far (-inf while fewer than k)."""
+        thr = np.full(n_slots, -np.inf)
+        counts = np.bincount(self._codes, minlength=n_slots)
+        mins = np.full(n_slots, np.inf)
+        np.minimum.at(mins, self._codes, self._loss)
+        full = counts >= self.k
+        thr[full] = mins[full]
+        return thr
+
+    def _concat_tables(self, a: pa.Table | None, b: pa.Table) -> pa.Table:
+        if a is None:
+            return b
+        return pa.concat_tables([a, b], promote_options="permissive")
+
+    def update(self, keys: Sequence[pa.Array], loss: np.ndarray, payload: pa.Table) -> None:
+        """Add one batch; ``payload`` is a row-aligned table of columns to keep."""
+        loss = np.asarray(loss, dtype=np.float64).reshape(-1)
+        n = len(loss)
+        if payload.num_rows != n:
+            raise ValueError(f"payload has {payload.num_rows} rows, loss has {n}")
+        if "loss" in payload.column_names:
+            raise ValueError("payload must not contain a column named 'loss'")
+        if n == 0:
+            if self._table is None:
+                # Only remember the payload schema so finalize() has the right columns.
+                self._table = payload.slice(0, 0)
+            return
+        local, slots = self._index.encode(keys, n)
+        rows = None
+        if self.k and len(self._codes):
+            # Once a group holds k rows, only rows at least as bad as its k-th can enter:
+            # after the first batches this drops nearly every row before any sorting.
+            thr = self._thresholds(len(self._index))
+            row_slot = np.zeros(n, dtype=np.int64) if local is None else slots[local]
+            rows = np.flatnonzero(loss >= thr[row_slot])
+            loss_c = loss[rows]
+            local_c = None if local is None else local[rows]
+        else:
+            loss_c, local_c = loss, local
+        cand = self._candidates(local_c, len(slots), loss_c)
+        if rows is not None:
+            cand = rows[cand]
+        codes = np.zeros(len(cand), dtype=np.int64) if local is None else slots[local[cand]]
+        sub = payload.take(pa.array(cand, type=pa.int64()))
+        self._select(
+            np.concatenate([self._codes, codes]),
+            np.concatenate([self._loss, loss[cand]]),
+            self._concat_tables(self._table, sub),
+        )
+
+    def merge(self, other: TopK) -> TopK:
+        """New state holding the top k of both inputs; inputs are not modified."""
+        if other.k != self.k or other.key_names != self.key_names:
+            raise ValueError("cannot merge TopK with different k or key names")
+        new = TopK.__new__(TopK)
+        new.k = self.k
+        new._index = self._index.copy()
+        remap = new._index.merge_from(other._index)
+        new._codes, new._loss, new._table = self._codes, self._loss, self._table
+        if other._table is None:
+            return new
+        new._select(
+            np.concatenate([self._codes, remap[other._codes]]),
+            np.concatenate([self._loss, other._loss]),
+            self._concat_tables(self._table, other._table),
+        )
+        return new
+
+    def finalize(self) -> pd.DataFrame:
+        """Key columns, payload columns, then ``loss``; groups in GroupStats order.
+
+        Payload columns named like a key column are omitted (the key column
+        already carries that value).
+        """
+        rank = self._index.sort_rank()
+        codes = self._codes
+        if self._table is not None and "row" in self._table.column_names:
+            perm = np.lexsort((self._table.column("row").to_numpy(), -self._loss, rank[codes]))
+        else:
+            perm = np.lexsort((-self._loss, rank[codes]))
+        cols: dict[str, Any] = self._index.key_frame(codes[perm])
+        if self._table is not None:
+            t = self._table.take(pa.array(perm, type=pa.int64()))
+            for name in t.column_names:
+                if name not in cols:
+                    cols[name] = _pandas_column(t.column(name).combine_chunks())
+        cols["loss"] = self._loss[perm]
+        return pd.DataFrame({k: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v)
+                             for k, v in cols.items()})
