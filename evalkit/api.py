@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
+from ._version import __version__
 from .config import EvalConfig, parse_groupings
 from .engines.base import CLASS, DuplicateAcrossPartitions, EvalState, Grouping, Plan
 from .errors import (

@@ -8,86 +8,22 @@ commands so ``evalkit --help`` is instant.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
-import os
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from . import __version__
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EvalkitError
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-# Only the group sets the prefix: subcommands then read EVALKIT_<COMMAND>_<OPTION>.
-GROUP_CONTEXT = {**CONTEXT, "auto_envvar_prefix": "EVALKIT"}
-
-EXIT_CODES_HELP = """\b
-Exit codes:
-  0  success            2  usage / config error     4  output error
-  1  internal error     3  input / data error       5  a quality gate failed
-  130 interrupted (no partial report is left)"""
-
-
-def _err(msg: str) -> None:
-    click.echo(msg, err=True)
-
-
-def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into clean messages and documented exit codes."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = bool(kwargs.get("debug")) or os.environ.get("EVALKIT_DEBUG") == "1"
-        ctx = click.get_current_context()
-
-        def _term(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt
-
-        # SIGTERM (kill, CI time-outs) and SIGHUP (a closed terminal) clean up like Ctrl-C.
-        old: dict[int, Any] = {}
-        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-            if sig is None:
-                continue
-            with contextlib.suppress(ValueError):  # not the main thread (some test runners)
-                old[sig] = signal.signal(sig, _term)
-        try:
-            return fn(*args, **kwargs)
-        except EvalkitError as exc:
-            if debug:
-                import traceback
-
-                traceback.print_exc()
-            _err(f"error: {exc}")
-            ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            _err("interrupted: no report was written (any previous report is intact)")
-            ctx.exit(EXIT_INTERRUPTED)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except BrokenPipeError:
-            # stdout closed early (`evalkit ... | head`): not an error worth a message.
-            with contextlib.suppress(OSError):
-                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the exit-time flush
-            ctx.exit(0)
-        except MemoryError:
-            _err("error: out of memory; try a smaller --batch-size")
-            ctx.exit(EXIT_INTERNAL)
-        except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback for users
-            if debug:
-                raise
-            _err(f"internal error: {type(exc).__name__}: {exc}\n"
-                 "This is a bug in evalkit; rerun with --debug for the traceback and report it.")
-            ctx.exit(EXIT_INTERNAL)
-        finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
-
-    return wrapper
+from ._version import __version__
+from .cli_common import (
+    CONTEXT,
+    EXIT_CODES_HELP,
+    GROUP_CONTEXT,
+    _err,
+    echo_machine_formats,
+    handle_errors,
+)
 
 
 @click.group(context_settings=GROUP_CONTEXT, epilog=EXIT_CODES_HELP)
@@ -233,17 +169,6 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
         for f in failures:
             _err(f"gate failed: {f}")
         sys.exit(EXIT_GATE)
-
-
-def echo_machine_formats(result: Any, fmt: str) -> bool:
-    """Print ``none`` / ``json`` / ``markdown`` output of a result; False for ``table``."""
-    from .report import to_json_default
-
-    if fmt == "json":
-        click.echo(json.dumps(result.to_dict(), indent=2, default=to_json_default))
-    elif fmt == "markdown":
-        click.echo(result.to_markdown(), nl=False)
-    return fmt != "table"
 
 
 def _print_result(result: Any, fmt: str) -> None:

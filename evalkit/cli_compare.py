@@ -1,7 +1,7 @@
 """``evalkit compare``: compare a candidate run against a baseline, check gates.
 
-Registered on the ``evalkit`` group by :mod:`evalkit.cli` (which imports this module at its
-end, after ``handle_errors``, ``CONTEXT`` and ``EXIT_CODES_HELP`` exist).
+Registered on the ``evalkit`` group by :mod:`evalkit.cli`; shares its settings and error
+handling with it through :mod:`evalkit.cli_common` (it never imports :mod:`evalkit.cli`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .cli import CONTEXT, EXIT_CODES_HELP, echo_machine_formats, handle_errors
+from .cli_common import CONTEXT, EXIT_CODES_HELP, echo_machine_formats, handle_errors
 
 COMPARE_SETTINGS = ("seed", "n_boot", "confidence", "allow_mismatch", "pair_on", "boot_limit")
 
@@ -143,8 +143,9 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
 
 
 def _print(result: Any, fmt: str) -> None:
-    from .comparison import _grouping_columns, _sorted_for_reading
+    from .compare_report import _sorted_for_reading
     from .report import text_table
+    from .reports import _grouping_columns
 
     if echo_machine_formats(result, fmt):
         return

@@ -44,214 +44,36 @@ import math
 import os
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from ._version import __version__
+from .compare_report import STATUS_ORDER, _render_markdown, _sorted_for_reading
 from .errors import CompareError, UsageError
 from .gates import GateFailure
+from .inference import bootstrap_diff_ci, paired_ci, t_quantile, welch_ci
 from .io import file_provenance
+from .reports import (
+    _file_stem,
+    _from_result,
+    _grouping_columns,
+    _load_report,
+    _rows_column,
+    _Run,
+    is_report_dir,
+)
 
-CLASS = "class"
-STATUS_ORDER = {"regression": 0, "only_in_candidate": 1, "only_in_baseline": 2, "unchanged": 3,
-                "improvement": 4}
 TABLE_COLUMNS = ["baseline_count", "candidate_count", "baseline_mean", "candidate_mean", "delta",
                  "rel_delta", "ci_low", "ci_high", "method", "status", "n_paired", "ci_method"]
 DEFAULT_BOOT_LIMIT = 100_000
 
 
-# -- provenance of files ----------------------------------------------------------------
-
-
-def _input_files(spec: Any) -> list[str]:
-    """The files behind an input spec (file, directory, glob or list of them)."""
-    from .io import expand_paths
-
-    try:
-        paths = expand_paths(spec)
-    except Exception:  # noqa: BLE001 - provenance must never fail a run
-        return []
-    files: list[str] = []
-    for p in paths:
-        if os.path.isdir(p):
-            files.extend(sorted(str(f) for f in Path(p).rglob("*") if f.is_file()
-                                and not any(part.startswith((".", "_"))
-                                            for part in f.relative_to(p).parts)))
-        elif os.path.exists(p):
-            files.append(p)
-    return files
-
-
-def _combined_fingerprint(files: Sequence[Mapping[str, Any]]) -> str | None:
-    prints = [f.get("fingerprint") for f in files]
-    if not prints or any(p is None for p in prints):
-        return None
-    return hashlib.sha256("\n".join(prints).encode()).hexdigest()[:32]  # type: ignore[arg-type]
-
-
-# -- one side of the comparison ---------------------------------------------------------
-
-
-@dataclass
-class _Run:
-    role: str
-    source: str
-    kind: str  # "report" | "result" | "evaluated"
-    metadata: dict[str, Any]
-    overall: pd.Series
-    groups: dict[str, pd.DataFrame]
-    groupings: list[str]
-    row_keys: tuple[str, ...]
-    rows_loader: Callable[[list[str]], pd.DataFrame] | None
-    files: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def has_rows(self) -> bool:
-        return self.rows_loader is not None
-
-    def stats(self, grouping: str) -> pd.DataFrame:
-        if grouping == "overall":
-            return self.overall.to_frame().T.reset_index(drop=True).infer_objects()
-        return self.groups[grouping]
-
-    def provenance(self) -> dict[str, Any]:
-        m = self.metadata
-        out: dict[str, Any] = {
-            "source": self.source,
-            "kind": self.kind,
-            "input": m.get("input"),
-            "input_files": m.get("input_files"),
-            "input_bytes": m.get("input_bytes"),
-            "labels": m.get("labels"),
-            "rows_read": m.get("rows_read"),
-            "rows_used": m.get("rows_used"),
-            "rows_skipped": m.get("rows_skipped"),
-            "eps": m.get("eps"),
-            "classes": m.get("classes"),
-            "engine": m.get("engine"),
-            "evalkit_version": m.get("evalkit_version"),
-            "created": m.get("created"),
-            "duration_s": m.get("duration_s"),
-            "config_file": m.get("config_file"),
-            "config_hash": m.get("config_hash"),
-            "row_keys": list(self.row_keys),
-            "per_row_output": self.has_rows,
-            "files": self.files,
-            "fingerprint": _combined_fingerprint(self.files),
-        }
-        for extra in ("inputs", "input_fingerprint", "config"):
-            if extra in m:
-                out[extra] = m[extra]
-        return out
-
-
-def _row_keys_from_metadata(meta: Mapping[str, Any]) -> tuple[str, ...]:
-    if isinstance(meta.get("keys"), list):
-        return tuple(str(k) for k in meta["keys"])
-    for line in meta.get("layout") or []:
-        if isinstance(line, str) and line.startswith("keys: "):
-            return tuple(k.strip() for k in line[len("keys: "):].split(",") if k.strip())
-    return ()
-
-
-def _grouping_columns(name: str) -> tuple[str, ...]:
-    return () if name == "overall" else tuple(name.split(","))
-
-
-def _file_stem(name: str) -> str:
-    cols = _grouping_columns(name)
-    return "overall" if not cols else "by_" + "_".join(cols)
-
-
-def _rows_column(col: str) -> str:
-    """The per-row output names the true class ``label``; groupings call it ``class``."""
-    return "label" if col == CLASS else col
-
-
-def is_report_dir(path: Any) -> bool:
-    """Whether ``path`` is an ``evaluate`` report directory (it holds ``summary.json``)."""
-    if not isinstance(path, str | os.PathLike):
-        return False
-    return (Path(path) / "summary.json").is_file()
-
-
-def _load_report(path: str | os.PathLike[str], role: str) -> _Run:
-    import pyarrow.parquet as pq
-
-    d = Path(path)
-    try:
-        summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CompareError(f"{d}: cannot read summary.json of the {role} report ({exc})") from None
-    meta = dict(summary.get("metadata") or {})
-    groupings = list(meta.get("groupings") or ["overall", *(summary.get("groups") or {})])
-    if "overall" not in groupings:
-        groupings.insert(0, "overall")
-    if (d / "overall.parquet").is_file():
-        odf = pd.read_parquet(d / "overall.parquet")
-        overall = pd.Series({c: odf[c].iloc[0] for c in odf.columns}, dtype=object)
-    else:
-        overall = pd.Series(summary.get("overall") or {}, dtype=object)
-    groups: dict[str, pd.DataFrame] = {}
-    for g in groupings:
-        if g == "overall":
-            continue
-        f = d / f"{_file_stem(g)}.parquet"
-        if f.is_file():
-            groups[g] = pd.read_parquet(f)
-        elif g in (summary.get("groups") or {}):
-            groups[g] = pd.DataFrame.from_records(summary["groups"][g])
-        else:
-            raise CompareError(f"{d}: the {role} report lists grouping {g!r} but has no {f.name}")
-    rows_path = d / "rows.parquet"
-    loader = None
-    if rows_path.is_file():
-        available = set(pq.read_schema(rows_path).names)
-
-        def loader(columns: list[str], _p: Path = rows_path, _a: set[str] = available) -> pd.DataFrame:
-            return pq.read_table(_p, columns=[c for c in columns if c in _a]).to_pandas()
-
-    names = ["summary.json", "rows.parquet", "overall.parquet"] + [
-        f"{_file_stem(g)}.parquet" for g in groupings if g != "overall"]
-    files = [file_provenance(d / n) for n in names if (d / n).is_file()]
-    return _Run(role, str(d), "report", meta, overall, groups, groupings,
-                _row_keys_from_metadata(meta), loader, files)
-
-
-def _from_result(result: Any, role: str, source: str, kind: str) -> _Run:
-    meta = dict(result.metadata)
-    groupings = [g.name for g in result.groupings]
-    has_rows = result._rows_df is not None or result._rows_table is not None or (
-        result._rows_path is not None and Path(result._rows_path).exists())
-    loader = None
-    if has_rows:
-        def loader(columns: list[str], _r: Any = result) -> pd.DataFrame:
-            # Only the needed columns: avoid materialising the whole per-row table.
-            if _r._rows_df is not None:
-                rows = _r._rows_df
-                return rows[[c for c in columns if c in rows.columns]].reset_index(drop=True)
-            if _r._rows_table is not None:
-                table = _r._rows_table
-            else:
-                import pyarrow.parquet as pq
-
-                names = pq.read_schema(_r._rows_path).names
-                table = pq.read_table(_r._rows_path, columns=[c for c in columns if c in names])
-            return table.select([c for c in columns if c in table.column_names]).to_pandas()
-
-    files: list[dict[str, Any]] = []
-    if kind == "evaluated":
-        files = [file_provenance(f) for f in _input_files(source)]
-    keys = tuple(getattr(result.layout, "keys", ()) or _row_keys_from_metadata(meta))
-    overall = result.overall if isinstance(result.overall, pd.Series) else pd.Series(result.overall)
-    return _Run(role, source, kind, meta, overall, dict(result.groups), groupings, keys, loader,
-                files)
+# -- the two runs -------------------------------------------------------------------------
 
 
 def _coerce_config(config: Any) -> Any:
@@ -282,74 +104,7 @@ def _load_run(obj: Any, role: str, config: Any) -> _Run:
     return run
 
 
-# -- statistics -------------------------------------------------------------------------
-
-
-def t_quantile(p: float, df: float) -> float:
-    """Quantile of Student's t with ``df`` degrees of freedom (no SciPy).
-
-    Exact for df 1 and 2; otherwise the Cornish-Fisher expansion around the normal quantile
-    (error below 1e-3 for df >= 3 at the usual confidence levels).
-    """
-    if df <= 0 or not math.isfinite(df):
-        return NormalDist().inv_cdf(p)
-    if df == 1:
-        return math.tan(math.pi * (p - 0.5))
-    if df == 2:
-        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
-    z = NormalDist().inv_cdf(p)
-    g1 = (z**3 + z) / 4
-    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-    g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
-    return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
-
-
-def paired_ci(d: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """t-interval of the mean of paired differences ``d`` (NaN when fewer than 2)."""
-    n = len(d)
-    if n < 2:
-        return math.nan, math.nan
-    m = float(np.mean(d))
-    se = float(np.std(d, ddof=1)) / math.sqrt(n)
-    t = t_quantile(0.5 + confidence / 2, n - 1)
-    return m - t * se, m + t * se
-
-
-def welch_ci(mb: float, sb: float, nb: int, mc: float, sc: float, nc: int,
-             confidence: float = 0.95) -> tuple[float, float]:
-    """Normal-approximation interval of ``mc - mb`` from two samples' means / sds / counts."""
-    if nb < 2 or nc < 2 or not (math.isfinite(sb) and math.isfinite(sc)):
-        return math.nan, math.nan
-    se = math.sqrt(sb * sb / nb + sc * sc / nc)
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    d = mc - mb
-    return d - z * se, d + z * se
-
-
-def bootstrap_means(x: np.ndarray, n_boot: int, rng: np.random.Generator,
-                    max_cells: int = 1 << 22) -> np.ndarray:
-    """``n_boot`` bootstrap resample means of ``x``: vectorised, in chunks of at most
-    ``max_cells`` drawn indices (32 MiB) so memory stays bounded for large samples."""
-    n = len(x)
-    out = np.empty(n_boot, dtype=np.float64)
-    chunk = max(1, max_cells // max(n, 1))
-    for start in range(0, n_boot, chunk):
-        k = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(k, n))
-        out[start:start + k] = x[idx].mean(axis=1)
-    return out
-
-
-def bootstrap_diff_ci(xb: np.ndarray, xc: np.ndarray, *, n_boot: int, rng: np.random.Generator,
-                      confidence: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``mean(xc) - mean(xb)`` (independent samples)."""
-    if len(xb) < 2 or len(xc) < 2:
-        return math.nan, math.nan
-    diff = bootstrap_means(xc, n_boot, rng) - bootstrap_means(xb, n_boot, rng)
-    a = (1 - confidence) / 2
-    lo, hi = np.quantile(diff, [a, 1 - a])
-    return float(lo), float(hi)
+# -- per-group comparison ------------------------------------------------------------------
 
 
 def _norm_value(v: Any) -> Any:
@@ -494,14 +249,8 @@ def _compare_grouping(name: str, b: _Run, c: _Run, b_rows: pd.DataFrame | None,
     return df
 
 
+
 # -- result -----------------------------------------------------------------------------
-
-
-def _sorted_for_reading(df: pd.DataFrame) -> pd.DataFrame:
-    """Regressions first (largest delta first), then groups in one run only, then the rest."""
-    order = df["status"].map(STATUS_ORDER).fillna(9)
-    return (df.assign(_o=order, _d=-df["delta"].fillna(0.0))
-              .sort_values(["_o", "_d"], kind="stable").drop(columns=["_o", "_d"]))
 
 
 def _group_label(row: Mapping[str, Any], cols: Sequence[str]) -> str:
@@ -621,98 +370,6 @@ class CompareResult:
 def _failure_dict(f: GateFailure) -> dict[str, Any]:
     return {"gate": f.gate, "grouping": f.grouping, "group": f.group, "observed": f.observed,
             "limit": f.limit, "detail": getattr(f, "detail", ""), "message": str(f)}
-
-
-# -- markdown ---------------------------------------------------------------------------
-
-_MARK = {"regression": "**▲ REGRESSION**", "improvement": "▼ improvement", "unchanged": "unchanged",
-         "only_in_baseline": "only in baseline", "only_in_candidate": "only in candidate"}
-
-
-def _display(df: pd.DataFrame, cols: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
-    out = _sorted_for_reading(df).copy()
-    out["status"] = out["status"].map(_MARK).fillna(out["status"])
-    out["rel_delta"] = [f"{100 * v:+.1f}%" if pd.notna(v) else "" for v in out["rel_delta"]]
-    out["delta"] = [f"{v:+.4g}" if pd.notna(v) else "" for v in out["delta"]]
-    out["CI"] = [f"[{lo:+.4g}, {hi:+.4g}]" if pd.notna(lo) else "" for lo, hi in
-                 zip(out["ci_low"], out["ci_high"], strict=True)]
-    shown = ["status", *cols, "baseline_count", "candidate_count", "baseline_mean",
-             "candidate_mean", "delta", "rel_delta", "CI", "method"]
-    return out, shown
-
-
-def _render_markdown(res: CompareResult) -> str:
-    from .report import _bytes, _escape, fmt_number, markdown_table
-
-    meta = res.metadata
-    b, c = meta["baseline"], meta["candidate"]
-    conf = meta["settings"]["confidence"]
-    lines = ["# evalkit compare", ""]
-    lines += ["| | baseline | candidate |", "| --- | --- | --- |"]
-
-    def row(label: str, fn: Callable[[dict[str, Any]], Any]) -> None:
-        lines.append(f"| {label} | {_escape(str(fn(b)))} | {_escape(str(fn(c)))} |")
-
-    row("source", lambda r: f"`{r['source']}` ({r['kind']})")
-    row("input", lambda r: f"`{r.get('input')}`" + (f" ({_bytes(r['input_bytes'])})" if r.get("input_bytes") else ""))
-    row("rows", lambda r: " · ".join(f"{fmt_number(r.get(k))} {w}" for k, w in
-                                      (("rows_read", "read"), ("rows_used", "used"), ("rows_skipped", "skipped"))))
-    row("eps", lambda r: f"{r['eps']:g}" if r.get("eps") is not None else "")
-    row("classes", lambda r: ", ".join(map(str, r.get("classes") or [])))
-    row("engine", lambda r: r.get("engine") or "")
-    row("evalkit", lambda r: r.get("evalkit_version") or "")
-    row("created", lambda r: r.get("created") or "")
-    row("config hash", lambda r: r.get("config_hash") or "")
-    row("fingerprint", lambda r: r.get("fingerprint") or "")
-    row("per-row output", lambda r: "yes" if r.get("per_row_output") else "no")
-    lines += ["", f"Comparison: evalkit {meta['evalkit_version']}, created {meta['created']}, "
-              f"{meta['duration_s']:.2f} s; {100 * conf:g}% intervals of the delta "
-              f"(candidate - baseline, positive = worse); {meta['pairing']['reason']}; "
-              f"bootstrap {meta['settings']['n_boot']} resamples, seed {meta['settings']['seed']}; "
-              f"config hash {meta['config_hash']}.", ""]
-    for note in meta.get("mismatches") or []:
-        lines.append(f"> **Mismatch allowed:** {_escape(note)}")
-    for note in meta.get("notes") or []:
-        lines.append(f"> Note: {_escape(note)}")
-    if meta.get("mismatches") or meta.get("notes"):
-        lines.append("")
-
-    if res.gates:
-        if res.failures:
-            lines += [f"## Gates: FAILED ({len(res.failures)})", ""]
-            lines += [f"- **FAILED** {_escape(str(f))}" for f in res.failures]
-        else:
-            lines += ["## Gates: passed", ""]
-        lines.append("")
-        lines += ["```yaml", _yaml(res.gates).rstrip(), "```", ""]
-
-    counts = res.counts()
-    lines += ["## Summary", "",
-              ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items()) + " (groups over all groupings)", ""]
-    reg = res.regressions
-    lines += [f"## Regressions ({len(reg)})", ""]
-    if reg.empty:
-        lines += ["_No group got significantly worse._", ""]
-    else:
-        disp, shown = _display(reg, ["grouping", "group"])
-        lines.append(markdown_table(disp, shown))
-    for name, df in res.tables.items():
-        cols = list(_grouping_columns(name))
-        title = "Overall" if name == "overall" else f"By {' × '.join(cols)}"
-        lines += [f"## {title}", ""]
-        disp, shown = _display(df, cols)
-        lines.append(markdown_table(disp, shown))
-    for key, title in (("groupings_only_in_baseline", "Groupings only in the baseline"),
-                       ("groupings_only_in_candidate", "Groupings only in the candidate")):
-        if meta.get(key):
-            lines += [f"## {title}", "", ", ".join(f"`{g}`" for g in meta[key]), ""]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _yaml(data: Any) -> str:
-    import yaml
-
-    return yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False)
 
 
 # -- entry point ------------------------------------------------------------------------

@@ -8,13 +8,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    from .api import EvalResult
+
+class EvalResultLike(Protocol):
+    """What rendering reads of an :class:`evalkit.api.EvalResult`.
+
+    A protocol rather than an import: ``api`` builds results and calls this module to render
+    them, so this module must not import ``api`` (a lower layer never imports a higher one).
+    """
+
+    overall: pd.Series
+    groups: dict[str, pd.DataFrame]
+    metadata: dict[str, Any]
+    confusion: pd.DataFrame
+    hardest: dict[str, pd.DataFrame]
+    groupings: tuple[Any, ...]
+
+    def table(self, name: str) -> pd.DataFrame: ...
 
 COUNT_COLUMNS = {"count", "clipped", "rows", "n", "baseline_count", "candidate_count", "skipped"}
 PERCENT_COLUMNS = {"accuracy", "clipped_fraction"}
@@ -98,7 +112,7 @@ def text_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows:
 STAT_COLUMNS = ["count", "mean", "std", "min", "p50", "p90", "p99", "max", "sum", "clipped", "accuracy"]
 
 
-def overall_line(result: EvalResult) -> str:
+def overall_line(result: EvalResultLike) -> str:
     """One sentence: the headline figures."""
     o = result.overall
     n = int(o["count"])
@@ -149,7 +163,7 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def render_markdown(result: EvalResult, plots: Sequence[tuple[str, str]] | None = None) -> str:
+def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | None = None) -> str:
     """The full report.md text; ``plots`` lists (title, relative PNG path) to embed.
 
     ``plots=None`` renders no plot section (e.g. printing to a terminal); an empty list

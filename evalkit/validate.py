@@ -22,7 +22,7 @@ from .errors import (
     TargetSumError,
     sample_rows,
 )
-from .loss import ScoreStats
+from .scores import ScoreStats
 
 
 @dataclass
@@ -54,7 +54,7 @@ def score_problems(
 ) -> list[Problem]:
     """Problems of an (n, K) matrix of probabilities (or logits).
 
-    ``stats`` (from :func:`evalkit.loss.score_stats`) saves recomputing row sums and extremes.
+    ``stats`` (from :func:`evalkit.scores.score_stats`) saves recomputing row sums and extremes.
     """
     if scores.shape[0] == 0:
         return []

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 import evalkit
 from evalkit.cli import main
-from evalkit.comparison import bootstrap_means, paired_ci, t_quantile, welch_ci
 from evalkit.errors import CompareError, OutputExistsError
+from evalkit.inference import bootstrap_means, paired_ci, t_quantile, welch_ci
 
 DELTA = 0.1
 

@@ -22,7 +22,8 @@ from ..aggregate import Confusion, GroupStats, TopK
 from ..errors import InputError, ProbabilitySumError
 from ..join import LabelIndex, lazy_keys
 from ..layout import Layout
-from ..loss import score_stats, soft_loss, sparse_loss
+from ..loss import soft_loss, sparse_loss
+from ..scores import score_stats
 from ..validate import Problem, score_problems, target_problems
 
 CLASS = "class"
