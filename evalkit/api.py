@@ -59,7 +59,8 @@ class EvalResult:
     Attributes
     ----------
     overall:
-        Overall statistics (count, mean, std, min, p50, p90, p99, max, sum, clipped, accuracy).
+        Overall statistics (count, mean, std, min, p50, p90, p99, max, sum, clipped_low,
+        clipped_high, accuracy).
     groups:
         Each grouping's name (``"class"``, ``"split"``, ``"split,region"``...) mapped to a
         DataFrame of per-group statistics: the key columns, then the statistics.
@@ -90,7 +91,7 @@ class EvalResult:
     @property
     def rows(self) -> pd.DataFrame:
         """Per-row results (``row``, keys, group columns, ``label``, ``predicted``, ``p_true``,
-        ``loss``, ``clipped``, ``correct``), aligned to the input rows: for a DataFrame input
+        ``loss``, ``clipped_low``, ``clipped_high``, ``correct``), aligned to the input rows: for a DataFrame input
         the index is the input's index. Loaded lazily when the run streamed from files."""
         if self._rows_df is None:
             if self._rows_table is not None:
@@ -446,7 +447,7 @@ def _all_classes(df: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
     if len(df) == len(classes):
         return df
     full = df.set_index(CLASS).reindex(list(classes))
-    for c in ("count", "clipped"):
+    for c in ("count", "clipped_low", "clipped_high"):
         if c in full.columns:
             full[c] = full[c].fillna(0).astype("int64")
     return full.reset_index()

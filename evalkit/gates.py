@@ -5,7 +5,7 @@ One ``gates`` mapping (config key ``gates``) serves ``evaluate`` and ``compare``
     gates:
       # evaluate gates: checked on the run (by ``compare``: on the candidate)
       max_mean_loss: 0.5            # overall mean loss
-      max_clipped_fraction: 0.01    # overall share of clipped rows
+      max_clipped_fraction: 0.01    # overall share of rows clipped low (p_true < eps)
       min_accuracy: 0.8             # overall accuracy
       # compare gates: checked on every group of every grouping (overall included)
       max_regression: 0.02          # delta of mean loss (candidate - baseline) above this fails
@@ -118,7 +118,10 @@ def _row_value(row: Any, gate: str) -> float:
     if gate == "max_mean_loss":
         return float(row["mean"])
     if gate == "max_clipped_fraction":
-        return float(row["clipped"]) / float(row["count"]) if row["count"] else 0.0
+        # Confident mistakes only (p_true < eps); reports written before clipped_low existed
+        # counted both ends in one ``clipped`` column.
+        low = row["clipped_low"] if "clipped_low" in row else row["clipped"]
+        return float(low) / float(row["count"]) if row["count"] else 0.0
     return float(row["accuracy"])
 
 
@@ -232,7 +235,8 @@ def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) ->
     return failures
 
 
-_STATS = {"count", "mean", "std", "min", "p50", "p90", "p99", "max", "sum", "clipped", "accuracy",
+_STATS = {"count", "mean", "std", "min", "p50", "p90", "p99", "max", "sum", "clipped_low", "clipped_high",
+          "clipped", "accuracy",
           "weight_sum", "weighted_mean"}
 _COMPARE_COLUMNS = {"baseline_count", "candidate_count", "baseline_mean", "candidate_mean", "delta",
                     "rel_delta", "ci_low", "ci_high", "method", "status", "n_paired", "ci_method"}

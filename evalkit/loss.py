@@ -52,12 +52,17 @@ def loss_bounds(eps: float) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class RowLoss:
-    """Per-row output of the kernel."""
+    """Per-row output of the kernel (every array has length n)."""
 
     loss: FloatArray
-    """Clipped cross-entropy per row (float64)."""
-    clipped: npt.NDArray[np.bool_]
-    """True where a probability that entered the loss lay outside [eps, 1 - eps]."""
+    """Clipped cross-entropy per row, in nats (float64)."""
+    clipped_low: npt.NDArray[np.bool_]
+    """True where a probability that entered the loss was below ``eps`` (raised to ``eps``):
+    a confident mistake, whose loss the clip caps at ``-log(eps)``. For soft targets: any
+    class with positive target weight."""
+    clipped_high: npt.NDArray[np.bool_]
+    """True where a probability that entered the loss was above ``1 - eps`` (lowered to it):
+    a confident, correct prediction; the clip changes its loss by less than ``eps``."""
     predicted: npt.NDArray[np.int64]
     """Arg-max class of the predictions."""
     true_class: npt.NDArray[np.int64]
@@ -71,15 +76,22 @@ class RowLoss:
         return self.predicted == self.true_class
 
 
-def _log_softmax_at(z: np.ndarray, cols: np.ndarray | None) -> FloatArray:
-    """log softmax of each row of logits ``z`` (n, K), at class ``cols`` or for every class."""
+def log_softmax(z: np.ndarray, cols: np.ndarray | None = None) -> FloatArray:
+    """Log-softmax of each row of logits ``z`` (n, K), in float64.
+
+    Returns an (n, K) matrix, or the (n,) values at class ``cols[i]`` of row ``i`` when
+    ``cols`` is given. Computed as ``(z - m) - log(sum(exp(z - m)))`` with ``m`` the row
+    maximum (the form of ``scipy.special.log_softmax``): ``z - m`` is exact for the largest
+    entries, so large logits or a large common offset lose nothing, and ``exp`` never
+    overflows. Adding ``log(sum(...))`` to ``m`` first (``z - (m + lse)``) would round the
+    log-sum away at |z| ~ 1e16. Finite inputs up to ~1e307 in magnitude are exact to a few ulp.
+    """
     z64 = np.asarray(z, dtype=np.float64)
-    m = z64.max(axis=1)
-    # Subtracting the row max keeps exp() in [0, 1]: no overflow even at |z| = 1e4.
-    lse = m + np.log(np.exp(z64 - m[:, None]).sum(axis=1))
+    shifted = z64 - z64.max(axis=1, keepdims=True)
+    log_sum = np.log(np.exp(shifted).sum(axis=1))
     if cols is None:
-        return z64 - lse[:, None]
-    return z64[np.arange(len(z64)), cols] - lse
+        return shifted - log_sum[:, None]
+    return shifted[np.arange(len(z64)), cols] - log_sum
 
 
 def sparse_loss(
@@ -97,16 +109,16 @@ def sparse_loss(
     if predicted is None:
         predicted = row_argmax(scores)
     if from_logits:
-        logp = _log_softmax_at(scores, y) if n else np.zeros(0)
+        logp = log_softmax(scores, y) if n else np.zeros(0)
         lo, hi = math.log(eps), math.log1p(-eps)
-        clipped = (logp < lo) | (logp > hi)
+        low, high = logp < lo, logp > hi
         loss = -np.clip(logp, lo, hi)
         p_true = np.exp(logp)
     else:
         p_true = scores[rows, y].astype(np.float64, copy=False)
-        clipped = (p_true < eps) | (p_true > 1.0 - eps)
+        low, high = p_true < eps, p_true > 1.0 - eps
         loss = -np.log(np.clip(p_true, eps, 1.0 - eps))
-    return RowLoss(loss, clipped, predicted, y, p_true)
+    return RowLoss(loss, low, high, predicted, y, p_true)
 
 
 def soft_loss(
@@ -116,22 +128,25 @@ def soft_loss(
     n = scores.shape[0]
     t = np.asarray(targets, dtype=np.float64)
     if from_logits:
-        logp = _log_softmax_at(scores, None) if n else np.zeros((0, scores.shape[1]))
+        logp = log_softmax(scores) if n else np.zeros((0, scores.shape[1]))
         lo, hi = math.log(eps), math.log1p(-eps)
-        out_of_range = (logp < lo) | (logp > hi)
+        below, above = logp < lo, logp > hi
         logc = np.clip(logp, lo, hi)
     else:
         p = np.asarray(scores, dtype=np.float64)
-        out_of_range = (p < eps) | (p > 1.0 - eps)
+        below, above = p < eps, p > 1.0 - eps
         logc = np.log(np.clip(p, eps, 1.0 - eps))
     # 0 * log(clip(p)) is always finite thanks to the clip, so no 0 * -inf NaNs appear.
     loss = -(t * logc).sum(axis=1)
-    clipped = (out_of_range & (t > 0)).any(axis=1)
+    # Only classes that carry target weight enter the loss, so only they count as clipped.
+    weighted = t > 0
+    low = (below & weighted).any(axis=1)
+    high = (above & weighted).any(axis=1)
     predicted = row_argmax(scores)
     true_class = t.argmax(axis=1).astype(np.int64) if n else np.zeros(0, np.int64)
     rows = np.arange(n)
     p_true = np.exp(logp[rows, true_class]) if from_logits else p[rows, true_class]
-    return RowLoss(loss, clipped, predicted, true_class, p_true)
+    return RowLoss(loss, low, high, predicted, true_class, p_true)
 
 
 def binary_scores(p1: np.ndarray, from_logits: bool = False) -> FloatArray:
@@ -225,6 +240,7 @@ __all__ = [
     "binary_scores",
     "check_eps",
     "cross_entropy",
+    "log_softmax",
     "loss_bounds",
     "soft_loss",
     "sparse_loss",

@@ -30,7 +30,7 @@ class EvalResultLike(Protocol):
 
     def table(self, name: str) -> pd.DataFrame: ...
 
-COUNT_COLUMNS = {"count", "clipped", "rows", "n", "baseline_count", "candidate_count", "skipped"}
+COUNT_COLUMNS = {"count", "clipped", "clipped_low", "clipped_high", "rows", "n", "baseline_count", "candidate_count", "skipped"}
 PERCENT_COLUMNS = {"accuracy", "clipped_fraction"}
 
 
@@ -109,20 +109,33 @@ def text_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows:
     return "\n".join(out) + "\n"
 
 
-STAT_COLUMNS = ["count", "mean", "std", "min", "p50", "p90", "p99", "max", "sum", "clipped", "accuracy"]
+STAT_COLUMNS = ["count", "mean", "std", "min", "p50", "p90", "p99", "max", "sum", "clipped_low", "clipped_high",
+                "accuracy"]
 
 
 def overall_line(result: EvalResultLike) -> str:
-    """One sentence: the headline figures."""
+    """One sentence: the headline figures (loss in nats; clipped = confident mistakes)."""
     o = result.overall
     n = int(o["count"])
-    clipped = int(o["clipped"])
-    line = (f"mean loss {fmt_number(float(o['mean']))} over {n:,} rows"
+    if not n:
+        return "no rows"
+    low = int(o["clipped_low"])
+    line = (f"mean loss {fmt_number(float(o['mean']))} nats over {n:,} rows"
             f" · accuracy {fmt_number(float(o['accuracy']), 'accuracy')}"
-            f" · {clipped:,} clipped ({100 * clipped / n:.2f}%)" if n else "no rows")
+            f" · {low:,} clipped ({100 * low / n:.2f}%: p_true < eps)")
     if "weighted_mean" in o.index:
         line += f" · weighted mean {fmt_number(float(o['weighted_mean']))}"
     return line
+
+
+def definitions(eps: float) -> str:
+    """What the loss and the clipped counts mean, in one paragraph of the report."""
+    floor = fmt_number(-math.log(eps))
+    return (f"Loss is the clipped cross-entropy in nats, `-log(clip(p_true, eps, 1 - eps))` with "
+            f"eps = {eps:g}. `clipped_low` counts rows with p_true < eps: confident mistakes, "
+            f"whose loss the clip caps at -log(eps) = {floor} (the `max_clipped_fraction` gate "
+            f"counts these). `clipped_high` counts rows with p_true > 1 - eps: confident correct "
+            f"predictions, whose loss the clip changes by less than eps.")
 
 
 def _meta_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
@@ -173,7 +186,7 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
     out = ["# evalkit report", ""]
     out += ["| run | |", "| --- | --- |"]
     out += [f"| {k} | {_escape(v)} |" for k, v in _meta_rows(meta)]
-    out += ["", "## Overall", "", f"**{overall_line(result)}**", ""]
+    out += ["", "## Overall", "", f"**{overall_line(result)}**", "", definitions(float(meta["eps"])), ""]
     gates = meta.get("gates")
     if gates:
         if gates["passed"]:
@@ -196,7 +209,8 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
             out += [f"### {'Overall' if scope == 'overall' else 'Per class'} (top {_k(df, scope)})", ""]
             cols = [c for c in df.columns if c not in ("row",)] if len(df.columns) < 10 else list(df.columns)
             order = ([c for c in ("class",) if c in cols and scope != "overall"]
-                     + [c for c in cols if c not in ("class", "loss", "p_true", "clipped", "correct")]
+                     + [c for c in cols if c not in ("class", "loss", "p_true", "clipped_low", "clipped_high",
+                                                     "correct")]
                      + [c for c in ("p_true", "loss") if c in cols])
             if scope != "overall" and "label" in order:
                 order.remove("label")

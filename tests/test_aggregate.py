@@ -35,11 +35,12 @@ def make_data(n, n_groups=5, seed=0, null_frac=0.0):
     return g, mask, loss, clipped, correct, weight
 
 
-def pandas_reference(keys: dict, loss, clipped, correct, weight=None):
+def pandas_reference(keys: dict, loss, clipped, correct, weight=None, high=None):
     df = pd.DataFrame(keys)
     names = list(keys)
     df["loss"] = loss
-    df["clipped"] = clipped.astype(np.int64)
+    df["clipped_low"] = clipped.astype(np.int64)
+    df["clipped_high"] = (np.zeros(len(loss), bool) if high is None else high).astype(np.int64)
     df["correct"] = correct.astype(np.float64)
     if weight is not None:
         df["w"] = weight
@@ -53,7 +54,8 @@ def pandas_reference(keys: dict, loss, clipped, correct, weight=None):
             "min": gb["loss"].min(),
             "max": gb["loss"].max(),
             "sum": gb["loss"].sum(),
-            "clipped": gb["clipped"].sum(),
+            "clipped_low": gb["clipped_low"].sum(),
+            "clipped_high": gb["clipped_high"].sum(),
             "accuracy": gb["correct"].mean(),
         }
     )
@@ -141,19 +143,23 @@ def test_groupstats_matches_pandas(key_kind, weighted):
         values = names[g]
 
     gs = GroupStats(["key"], quantiles=QS, weighted=weighted, quantile_mode="exact")
+    # Rows clipped high (p_true > 1 - eps) are counted apart from the confident mistakes.
+    high = ~clipped & (np.random.default_rng(11).random(len(loss)) < 0.1)
     for lo_, hi_ in [(0, 5000), (5000, 5001), (5001, 20_000)]:
         gs.update([arr[lo_:hi_]], loss[lo_:hi_], clipped[lo_:hi_], correct[lo_:hi_],
-                  weight[lo_:hi_] if weighted else None)
+                  weight[lo_:hi_] if weighted else None, clipped_high=high[lo_:hi_])
     out = gs.finalize()
-    ref = pandas_reference({"key": values}, loss, clipped, correct, weight if weighted else None)
+    ref = pandas_reference({"key": values}, loss, clipped, correct, weight if weighted else None, high)
 
-    expected_cols = ["key", "count", "mean", "std", "min", *QCOLS, "max", "sum", "clipped",
-                     "accuracy"] + (["weight_sum", "weighted_mean"] if weighted else [])
+    expected_cols = ["key", "count", "mean", "std", "min", *QCOLS, "max", "sum", "clipped_low",
+                     "clipped_high", "accuracy"] + (["weight_sum", "weighted_mean"] if weighted else [])
     assert list(out.columns) == expected_cols
     assert out["key"].tolist() == ref["key"].tolist()
-    assert out["count"].dtype == np.int64 and out["clipped"].dtype == np.int64
+    assert out["count"].dtype == np.int64 and out["clipped_low"].dtype == np.int64
     assert out["count"].tolist() == ref["count"].tolist()
-    assert out["clipped"].tolist() == ref["clipped"].tolist()
+    assert out["clipped_low"].tolist() == ref["clipped_low"].tolist()
+    assert out["clipped_high"].tolist() == ref["clipped_high"].tolist()
+    assert out["clipped_high"].sum() > 0
     for c in FLOAT_COLS + (["weight_sum", "weighted_mean"] if weighted else []):
         assert_close(out[c], ref[c])
     if key_kind == "int":
@@ -261,7 +267,7 @@ def assert_frames_equivalent(a: pd.DataFrame, b: pd.DataFrame, quantiles_identic
                 a[c].isna().tolist() == b[c].isna().tolist()
                 and a[c].dropna().tolist() == b[c].dropna().tolist()
             )
-        elif c in ("count", "clipped"):
+        elif c in ("count", "clipped_low", "clipped_high"):
             assert a[c].tolist() == b[c].tolist()
         elif c in QCOLS and quantiles_identical:
             np.testing.assert_array_equal(a[c].to_numpy(), b[c].to_numpy())
@@ -451,7 +457,7 @@ def test_overall_group_and_empty():
     out = gs.finalize()
     assert len(out) == 1 and out["count"].tolist() == [0] and np.isnan(out["mean"].iloc[0])
     assert list(out.columns) == ["count", "mean", "std", "min", "p50", "p90", "p99", "max", "sum",
-                                 "clipped", "accuracy"]
+                                 "clipped_low", "clipped_high", "accuracy"]
     g, _, loss, clipped, correct, _ = make_data(1000, seed=7)
     gs.update([], loss[:10], clipped[:10], correct[:10])
     gs.update([], loss[:0], clipped[:0], correct[:0])

@@ -15,13 +15,14 @@ import evalkit
 
 from .conftest import REF_LABELS, REF_MEAN, REF_PROBS, by_hand, random_probs, write
 
-STATS = ["count", "mean", "std", "min", "max", "sum", "clipped", "accuracy"]
+STATS = ["count", "mean", "std", "min", "max", "sum", "clipped_low", "clipped_high", "accuracy"]
 
 
 def _pandas_reference(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     g = df.groupby(by, sort=True, dropna=False)
     out = g["loss"].agg(["count", "mean", "std", "min", "max", "sum"])
-    out["clipped"] = g["clipped"].sum()
+    out["clipped_low"] = g["clipped_low"].sum()
+    out["clipped_high"] = g["clipped_high"].sum()
     out["accuracy"] = g["correct"].mean()
     return out.reset_index()
 
@@ -45,7 +46,7 @@ def test_reference_case_through_evaluate():
     r = evalkit.evaluate(df)
     assert r.mean == REF_MEAN
     np.testing.assert_allclose(r.rows["loss"], [0.356674944, 0.693147181, 0.105360516], atol=5e-10)
-    assert r.overall["count"] == 3 and r.overall["clipped"] == 0
+    assert r.overall["count"] == 3 and r.overall["clipped_low"] == 0
 
 
 def _frame(rng, n=400, k=4, dtype=np.float32):
@@ -97,11 +98,12 @@ def test_layouts_and_label_encodings_match_by_hand(tmp_path: Path, rng, layout: 
         want = -np.clip(logp, np.log(1e-7), np.log(1 - 1e-7))
     np.testing.assert_allclose(r.rows["loss"].to_numpy(), want, rtol=1e-12)
     if not layout.startswith("logits"):
-        assert r.overall["clipped"] == 3
-        assert r.rows["clipped"].to_numpy()[:3].all()
+        assert r.overall["clipped_low"] == 3
+        assert r.rows["clipped_low"].to_numpy()[:3].all()
     assert list(r.groups["class"]["class"]) == classes
     frame = base.assign(**{"class": np.array(classes)[y]},
-                        clipped=r.rows["clipped"].to_numpy(), correct=r.rows["correct"].to_numpy())
+                        clipped_low=r.rows["clipped_low"].to_numpy(),
+                        clipped_high=r.rows["clipped_high"].to_numpy(), correct=r.rows["correct"].to_numpy())
     loss = r.rows["loss"].to_numpy()
     _check_groups(r, loss, frame, ["class"], "class")
     _check_groups(r, loss, frame, ["split"], "split")
@@ -185,7 +187,8 @@ def test_combination_grouping_and_weights(wide_file):
     r = evalkit.evaluate(path, by=[["split", "region"]], weight="id")
     df = pd.read_parquet(path)
     loss = by_hand(p, y)
-    df = df.assign(loss=loss, clipped=False, correct=p.argmax(1) == y)
+    py = p[np.arange(len(y)), y]
+    df = df.assign(loss=loss, clipped_low=py < 1e-7, clipped_high=py > 1 - 1e-7, correct=p.argmax(1) == y)
     _check_groups(r, loss, df, ["split", "region"], "split,region")
     assert r.overall["weighted_mean"] == pytest.approx(np.average(loss, weights=df["id"]), rel=1e-12)
 

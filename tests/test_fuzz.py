@@ -82,8 +82,10 @@ def test_loss_matches_definition(case: tuple[np.ndarray, np.ndarray, float]) -> 
     assert (loss <= -math.log(eps) + 1e-12).all()
     np.testing.assert_allclose(loss, by_hand(p, y, eps), rtol=1e-13, atol=0)
     py = p[np.arange(len(y)), y]
-    np.testing.assert_array_equal(rows["clipped"].to_numpy(), (py < eps) | (py > 1 - eps))
-    assert int(result.overall["clipped"]) == int(((py < eps) | (py > 1 - eps)).sum())
+    np.testing.assert_array_equal(rows["clipped_low"].to_numpy(), py < eps)
+    np.testing.assert_array_equal(rows["clipped_high"].to_numpy(), py > 1 - eps)
+    assert int(result.overall["clipped_low"]) == int((py < eps).sum())
+    assert int(result.overall["clipped_high"]) == int((py > 1 - eps).sum())
     assert result.mean == pytest.approx(by_hand(p, y, eps).mean(), rel=1e-12, abs=1e-300)
 
 
@@ -99,7 +101,8 @@ def test_row_order_and_batches_do_not_matter(case, random, batch) -> None:  # ty
     batched = run(df, eps, batch_size=batch)
     for other in (shuffled, batched):
         assert other.overall["count"] == one.overall["count"]
-        assert other.overall["clipped"] == one.overall["clipped"]
+        assert other.overall["clipped_low"] == one.overall["clipped_low"]
+        assert other.overall["clipped_high"] == one.overall["clipped_high"]
         assert other.mean == pytest.approx(one.mean, rel=1e-12)
         for q in ("min", "p50", "p90", "max"):
             if q in one.overall.index:

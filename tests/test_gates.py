@@ -20,9 +20,11 @@ below = math.nextafter
 
 
 def eval_result():
-    overall = pd.Series({"count": 100, "mean": 0.5, "clipped": 2, "accuracy": 0.8}, dtype=object)
+    overall = pd.Series({"count": 100, "mean": 0.5, "clipped_low": 2, "clipped_high": 50, "accuracy": 0.8},
+                        dtype=object)
     region = pd.DataFrame({"region": ["EU", "US", "XX"], "count": [60, 39, 1],
-                           "mean": [0.4, 0.65, 9.0], "clipped": [0, 2, 1], "accuracy": [0.9, 0.7, 0.0]})
+                           "mean": [0.4, 0.65, 9.0], "clipped_low": [0, 2, 1], "clipped_high": [30, 20, 0],
+                           "accuracy": [0.9, 0.7, 0.0]})
     return SimpleNamespace(overall=overall, groups={"region": region})
 
 

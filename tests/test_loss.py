@@ -27,7 +27,8 @@ def test_zero_probability_is_clipped_to_minus_log_eps():
     loss = evalkit.cross_entropy([[0.0, 1.0]], [0])
     assert loss[0] == 16.11809565095832
     out = sparse_loss(np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]), np.array([0, 0, 0]))
-    assert out.clipped.tolist() == [True, False, True]
+    assert out.clipped_low.tolist() == [True, False, False]
+    assert out.clipped_high.tolist() == [False, False, True]
     assert out.loss[2] == pytest.approx(-math.log1p(-1e-7), rel=1e-12)
 
 
@@ -127,7 +128,8 @@ def test_property_kernel_matches_definition(raw, seed, eps):
     assert (out.loss >= lo * (1 - 1e-12)).all() and (out.loss <= hi * (1 + 1e-12)).all()
     np.testing.assert_allclose(out.loss, by_hand(p, y, eps), rtol=1e-12)
     py = p[np.arange(n), y]
-    np.testing.assert_array_equal(out.clipped, (py < eps) | (py > 1 - eps))
+    np.testing.assert_array_equal(out.clipped_low, py < eps)
+    np.testing.assert_array_equal(out.clipped_high, py > 1 - eps)
     perm = np.random.default_rng(seed).permutation(n)
     np.testing.assert_array_equal(sparse_loss(p[perm], y[perm], eps).loss, out.loss[perm])
 

@@ -36,7 +36,8 @@ def _stats_from_rows(result: evalkit.EvalResult) -> GroupStats:
     for part in np.array_split(np.arange(len(rows)), 2):
         sub = rows.iloc[part]
         gs.update([pa.array(sub["label"].astype(str).tolist(), type=pa.string())],
-                  sub["loss"].to_numpy(), sub["clipped"].to_numpy(), sub["correct"].to_numpy())
+                  sub["loss"].to_numpy(), sub["clipped_low"].to_numpy(), sub["correct"].to_numpy(),
+                  clipped_high=sub["clipped_high"].to_numpy())
     return gs
 
 

@@ -511,7 +511,8 @@ def test_valid_edge_values_are_accepted(tmp_path: Path) -> None:
                                               "label": [3, 3, 5]})
     r = evalkit.evaluate(path)
     assert r.metadata["rows_used"] == 3 and np.isfinite(r.mean)
-    assert int(r.overall["clipped"]) == 2
+    # Row 0 (p = 1 for class 3) is clipped high; row 1 (p = 0 for class 3) is a confident mistake.
+    assert int(r.overall["clipped_low"]) == 1 and int(r.overall["clipped_high"]) == 1
     path = write(tmp_path, "bin.parquet", {"prob": [0.0, 1.0, 0.25], "label": [False, True, True]})
     r = evalkit.evaluate(path)
     assert r.mean == pytest.approx(-(np.log1p(-1e-7) * 2 + np.log(0.25)) / 3)

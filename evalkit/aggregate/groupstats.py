@@ -21,7 +21,8 @@ class GroupStats:
 
     Per group it keeps count, sum, mean and M2 (combined with Chan et al.'s
     parallel formula, so variance is numerically stable under any batching or
-    merge order), min, max, clipped count, correct count, and when ``weighted``
+    merge order), min, max, the counts of rows clipped low (``p_true < eps``) and high
+    (``p_true > 1 - eps``), the correct count, and when ``weighted``
     the sums of weights and of weight * loss.  All accumulation is float64
     (counts int64).
 
@@ -53,7 +54,8 @@ class GroupStats:
         ("m2", np.float64, 0.0),
         ("min", np.float64, np.inf),
         ("max", np.float64, -np.inf),
-        ("clipped", np.int64, 0),
+        ("clipped_low", np.int64, 0),
+        ("clipped_high", np.int64, 0),
         ("correct", np.int64, 0),
         ("weight_sum", np.float64, 0.0),
         ("wloss_sum", np.float64, 0.0),
@@ -165,15 +167,19 @@ class GroupStats:
         self,
         keys: Sequence[pa.Array | pa.ChunkedArray],
         loss: np.ndarray,
-        clipped: np.ndarray,
+        clipped_low: np.ndarray,
         correct: np.ndarray,
         weight: np.ndarray | None = None,
         bins: np.ndarray | None = None,
+        *,
+        clipped_high: np.ndarray | None = None,
     ) -> None:
         """Add one batch.
 
-        ``keys``: one Arrow array per key column; ``loss`` (finite, float),
-        ``clipped`` and ``correct`` (bool or 0/1) and, when ``weighted``,
+        ``keys``: one Arrow array per key column; ``loss`` (finite, float, nats),
+        ``clipped_low`` / ``clipped_high`` (rows whose probability was raised to eps /
+        lowered to 1 - eps; ``clipped_high`` defaults to none) and ``correct`` (bool or
+        0/1) and, when ``weighted``,
         ``weight`` are row-aligned numpy arrays.  ``weight`` is ignored when the
         accumulator is not weighted.  A zero-length batch is a no-op.  ``bins``
         may pass ``self.hist.bin_index(loss)`` precomputed, so that several groupings
@@ -181,10 +187,12 @@ class GroupStats:
         """
         loss = np.asarray(loss, dtype=np.float64).reshape(-1)
         n = len(loss)
-        clipped = np.asarray(clipped).reshape(-1)
+        low = np.asarray(clipped_low).reshape(-1)
+        high = (np.zeros(n, dtype=bool) if clipped_high is None
+                else np.asarray(clipped_high).reshape(-1))
         correct = np.asarray(correct).reshape(-1)
-        if len(clipped) != n or len(correct) != n:
-            raise ValueError("loss, clipped and correct must have the same length")
+        if len(low) != n or len(high) != n or len(correct) != n:
+            raise ValueError("loss, clipped_low, clipped_high and correct must have the same length")
         if self.weighted:
             if weight is None:
                 raise ValueError("weighted GroupStats needs weight")
@@ -204,7 +212,8 @@ class GroupStats:
             s = np.array([loss.sum()])
             mn = np.array([loss.min()])
             mx = np.array([loss.max()])
-            ncl = np.array([np.count_nonzero(clipped)], dtype=np.int64)
+            ncl = np.array([np.count_nonzero(low)], dtype=np.int64)
+            nch = np.array([np.count_nonzero(high)], dtype=np.int64)
             ncr = np.array([np.count_nonzero(correct)], dtype=np.int64)
             mean_b = s / n
             dev = loss - mean_b[0]
@@ -213,13 +222,15 @@ class GroupStats:
                 ws = np.array([weight.sum()])
                 wl = np.array([np.einsum("i,i->", weight, loss)])
         else:
-            # One integer bincount over (group, clipped, correct) gives the count and both
-            # flag counts: a third of the passes of three separate (float-weighted) bincounts.
-            flags = (clipped.astype(np.int64, copy=False) << 1) | correct.astype(np.int64, copy=False)
-            cc = np.bincount((local << 2) | flags, minlength=4 * k).reshape(k, 4)
+            # One integer bincount over (group, low, high, correct) gives the count and the
+            # three flag counts: a quarter of the passes of four separate bincounts.
+            flags = ((low.astype(np.int64, copy=False) << 2) | (high.astype(np.int64, copy=False) << 1)
+                     | correct.astype(np.int64, copy=False))
+            cc = np.bincount((local << 3) | flags, minlength=8 * k).reshape(k, 8)
             cnt = cc.sum(axis=1)
-            ncl = cc[:, 2] + cc[:, 3]
-            ncr = cc[:, 1] + cc[:, 3]
+            ncl = cc[:, 4:].sum(axis=1)
+            nch = cc[:, [2, 3, 6, 7]].sum(axis=1)
+            ncr = cc[:, 1::2].sum(axis=1)
             s = np.bincount(local, weights=loss, minlength=k)
             mn = np.full(k, np.inf)
             np.minimum.at(mn, local, loss)
@@ -235,8 +246,8 @@ class GroupStats:
                 wl = np.bincount(local, weights=weight * loss, minlength=k)
             present = cnt > 0
             if not present.all():
-                slots, cnt, s, mn, mx, ncl, ncr, mean_b, m2 = (
-                    v[present] for v in (slots, cnt, s, mn, mx, ncl, ncr, mean_b, m2)
+                slots, cnt, s, mn, mx, ncl, nch, ncr, mean_b, m2 = (
+                    v[present] for v in (slots, cnt, s, mn, mx, ncl, nch, ncr, mean_b, m2)
                 )
                 if self.weighted:
                     ws, wl = ws[present], wl[present]
@@ -251,7 +262,8 @@ class GroupStats:
         a["sum"][slots] += s
         a["min"][slots] = np.minimum(a["min"][slots], mn)
         a["max"][slots] = np.maximum(a["max"][slots], mx)
-        a["clipped"][slots] += ncl
+        a["clipped_low"][slots] += ncl
+        a["clipped_high"][slots] += nch
         a["correct"][slots] += ncr
         if self.weighted:
             a["weight_sum"][slots] += ws
@@ -315,7 +327,7 @@ class GroupStats:
         a["count"][dst] = tot
         a["min"][dst] = np.minimum(a["min"][dst], b["min"][src])
         a["max"][dst] = np.maximum(a["max"][dst], b["max"][src])
-        for name in ("sum", "clipped", "correct", "weight_sum", "wloss_sum"):
+        for name in ("sum", "clipped_low", "clipped_high", "correct", "weight_sum", "wloss_sum"):
             a[name][dst] += b[name][src]
         new._hist_counts[dst] += other._hist_counts[src]
         new.n_rows = self.n_rows + other.n_rows
@@ -359,7 +371,8 @@ class GroupStats:
             cols[quantile_column_name(q)] = qv[:, j]
         cols["max"] = mx
         cols["sum"] = a["sum"]
-        cols["clipped"] = a["clipped"].astype(np.int64)
+        cols["clipped_low"] = a["clipped_low"].astype(np.int64)
+        cols["clipped_high"] = a["clipped_high"].astype(np.int64)
         cols["accuracy"] = accuracy
         if self.weighted:
             cols["weight_sum"] = a["weight_sum"]

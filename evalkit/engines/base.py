@@ -279,14 +279,16 @@ def process_batch(
         acc = state.stats[g.name]
         if bins is None:
             bins = acc.hist.bin_index(out.loss)  # one log pass shared by every grouping
-        acc.update(keys, out.loss, out.clipped, correct, weight, bins=bins)
+        acc.update(keys, out.loss, out.clipped_low, correct, weight, bins=bins,
+                   clipped_high=out.clipped_high)
     state.confusion.update(out.true_class, out.predicted, out.loss)
 
-    names = ["row"] + list(plan.carry) + ["label", "predicted", "p_true", "loss", "clipped", "correct"]
+    names = (["row"] + list(plan.carry)
+             + ["label", "predicted", "p_true", "loss", "clipped_low", "clipped_high", "correct"])
     arrays: list[pa.Array] = [pa.array(rows)]
     arrays += [batch.column(c) for c in plan.carry]
     arrays += [true_dict, pred_dict, pa.array(out.p_true), pa.array(out.loss),
-               pa.array(out.clipped), pa.array(correct)]
+               pa.array(out.clipped_low), pa.array(out.clipped_high), pa.array(correct)]
     row_batch = pa.RecordBatch.from_arrays(arrays, names=names)
     if state.top:
         payload = row_batch.select([c for c in names if c not in ("loss",)])
