@@ -6,13 +6,11 @@ The CLI is a thin layer over these: ``evalkit evaluate`` is ``evaluate(...)`` fo
 
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
 import os
 import shutil
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,34 +19,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._version import __version__
-from .config import EvalConfig, parse_groupings
-from .engines.base import CLASS, DuplicateAcrossPartitions, EvalState, Grouping, Plan
-from .errors import (
-    EmptyInputError,
-    InputError,
-    JoinError,
-    UsageError,
-    missing_column,
-    sample_rows,
-)
-from .io import (
-    AtomicDir,
-    RowWriter,
-    Source,
-    file_provenance,
-    make_spool_dir,
-    open_source,
-    table_source,
-    write_table,
-    write_text,
-)
-from .join import LabelIndex
-from .layout import Layout, LayoutSpec, detect_layout
+from . import pipeline
+from .config import EvalConfig
+from .engines.base import Grouping
+from .errors import UsageError
+from .io import AtomicDir, write_table, write_text
+from .layout import Layout
+from .pipeline import PROGRESS
 
 DataLike = str | os.PathLike[str] | Sequence[str] | pd.DataFrame | pa.Table
 
-PROGRESS = Callable[[int, int], None]
 MAX_JSON_CONFUSION = 10_000
 
 
@@ -198,39 +178,6 @@ def _arrow(df: pd.DataFrame) -> pa.Table:
 # -- evaluate --------------------------------------------------------------------------
 
 
-def _as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
-    """A Source for a path / DataFrame / Table; the DataFrame index; whether in memory."""
-    if isinstance(data, pd.DataFrame):
-        table = pa.Table.from_pandas(data, preserve_index=False)
-        return table_source(table, f"<{label} DataFrame>"), data.index, True
-    if isinstance(data, pa.Table):
-        return table_source(data, f"<{label} Table>"), None, True
-    if isinstance(data, pa.RecordBatch):
-        return table_source(pa.Table.from_batches([data]), f"<{label} RecordBatch>"), None, True
-    if isinstance(data, str | os.PathLike) or (
-        isinstance(data, Sequence) and data and all(isinstance(d, str | os.PathLike) for d in data)
-    ):
-        return open_source(data), None, False  # type: ignore[arg-type]
-    raise UsageError(
-        f"{label}: expected a path, a list of paths, a pandas DataFrame or a pyarrow Table, "
-        f"got {type(data).__name__}"
-    )
-
-
-def _resolve_groupings(cfg: EvalConfig, names: Sequence[str]) -> tuple[Grouping, ...]:
-    gs: list[Grouping] = [Grouping("overall", ())]
-    if cfg.by_class:
-        gs.append(Grouping(CLASS, (CLASS,)))
-    user = [tuple(cols) for cols in cfg.by]
-    if cfg.by_split and "split" in names and ("split",) not in user:
-        gs.append(Grouping("split", ("split",)))
-    for cols in user:
-        if cols == (CLASS,) and cfg.by_class:
-            continue
-        gs.append(Grouping(",".join(cols), cols))
-    return tuple(gs)
-
-
 def evaluate(
     data: DataLike,
     *,
@@ -244,6 +191,8 @@ def evaluate(
     **options: Any,
 ) -> EvalResult:
     """Evaluate predictions: clipped cross-entropy per row, grouped statistics.
+
+    The run is the sequence of steps in :mod:`evalkit.pipeline`, read top to bottom below.
 
     Parameters
     ----------
@@ -282,152 +231,41 @@ def evaluate(
     """
     started = time.time()
     t0 = time.perf_counter()
-    cfg = EvalConfig.coerce(config)
     client = options.pop("client", None)  # a distributed.Client for engine="dask"
-    overrides: dict[str, Any] = dict(options)
-    if eps is not None:
-        overrides["eps"] = eps
-    if on is not None:
-        overrides["on"] = [on] if isinstance(on, str) else list(on)
-    if by:
-        overrides["by"] = parse_groupings(by if isinstance(by, str) else list(by), "by")
-    if isinstance(labels, str | os.PathLike):
-        overrides["labels"] = os.fspath(labels)
-    cfg.update(overrides, source="arguments")
-
-    source, index, in_memory = _as_source(data, "predictions")
-    label_index, label_schema = _load_labels(labels, cfg)
-    if progress is not None and hasattr(progress, "set_total"):
-        progress.set_total(source.count_rows())
-    first = _peek(source)
-    spec = LayoutSpec(
-        predictions=cfg.predictions or None, prefix=cfg.prefix, logits=cfg.logits,
-        label=cfg.label, targets=cfg.targets or None, target_prefix=cfg.target_prefix,
-        classes=cfg.classes or None, keys=cfg.keys, weight=cfg.weight,
-    )
-    layout = detect_layout(source.schema, spec, label_schema=label_schema, source=source.label,
-                           first_batch=first)
-    names = list(source.schema.names)
-    label_side = list(label_schema.names) if label_schema is not None else []
-    groupings = _resolve_groupings(cfg, names)
-    gated = (cfg.gates or {}).get("groups") or {}
-    unknown = [g for g in gated if g not in {x.name for x in groupings}]
-    if unknown:
-        from .errors import ConfigError
-
-        raise ConfigError(
-            f"gates: no grouping {unknown[0]!r} in this run; groupings are "
-            f"{', '.join(g.name for g in groupings)} (add it with --by / 'by:')"
-        )
-    from_join: list[str] = []
-    if label_index is not None:
-        for c in layout.label_columns:
-            from_join.append(c)
-    for g in groupings:
-        for c in g.columns:
-            if c == CLASS:
-                continue
-            if c not in names:
-                if c in label_side:
-                    from_join.append(c)
-                    continue
-                raise missing_column(c, "group", names + label_side, source.label)
-    carry = [c for c in dict.fromkeys(
-        list(layout.keys) + [c for g in groupings for c in g.columns if c != CLASS]
-        + ([layout.weight] if layout.weight else [])
-    )]
-    if label_index is not None:
-        for c in cfg.on:
-            if c not in names:
-                raise missing_column(c, "join key", names, source.label)
-    plan = Plan(
-        layout=layout, groupings=groupings, eps=cfg.eps, sum_tol=cfg.sum_tol,
-        renormalize=cfg.renormalize, on_invalid=cfg.on_invalid, unmatched=cfg.unmatched,
-        quantile_mode=_quantile_mode(cfg, source), exact_limit=cfg.exact_limit, top_k=cfg.top_k,
-        carry=tuple(carry), label_columns_from_join=tuple(dict.fromkeys(from_join)),
-        on=tuple(cfg.on),
-    )
-    source.check_drift([c for c in plan.input_columns if c in names])
-
-    rows_table: pa.Table | None = None
-    rows_path: Path | None = None
-    writer: RowWriter | None = None
-    kept: list[pa.RecordBatch] | None = None
-    if cfg.write_rows:
-        if in_memory:
-            kept = []
-        else:
-            spool = make_spool_dir(spool_dir)
-            if cfg.engine == "dask":  # the workers write rows/part-*.parquet
-                rows_path = spool / "rows"
-            else:
-                rows_path = spool / "rows.parquet"
-                writer = RowWriter(rows_path)
-    try:
-        if cfg.engine == "dask":
-            from .engines.dask import run_dask
-
-            state = run_dask(plan, source, cfg, label_index=label_index, writer_dir=rows_path,
-                             keep_batches=kept, client=client, progress=progress)
-        else:
-            from .engines.local import run_local
-
-            state = run_local(plan, source, label_index=label_index, writer=writer,
-                              keep_batches=kept, batch_size=cfg.batch_size, progress=progress)
-        if writer is not None:
-            writer.close()
-    except DuplicateAcrossPartitions as exc:
-        assert label_index is not None
-        _cleanup_spool(rows_path)
-        raise JoinError(f"{source.label}: duplicate keys on {', '.join(cfg.on)} in the predictions: "
-                        f"{label_index.describe_unmatched(exc.mask)}") from None
-    except BaseException:
-        if writer is not None:
-            with contextlib.suppress(Exception):  # the original error matters more
-                writer.close()
-        _cleanup_spool(rows_path)
-        raise
-
-    try:
-        unmatched_labels = _check_unmatched_labels(label_index, state, cfg, source)
-        if state.rows_read == 0:
-            raise EmptyInputError(f"{source.label}: the input has no rows")
-        if state.rows_used == 0:
-            raise InputError(f"{source.label}: every row was invalid and skipped: {state.skipped}")
-    except BaseException:
-        _cleanup_spool(rows_path)
-        raise
-
-    if kept is not None:
-        rows_table = (pa.Table.from_batches(kept) if kept else None)
-    stats = {name: acc.finalize() for name, acc in state.stats.items()}
-    overall_df = stats.pop("overall")
-    # Keep counts as ints (iloc on a mixed frame would upcast them to float).
-    overall = pd.Series({c: overall_df[c].iloc[0].item() if hasattr(overall_df[c].iloc[0], "item")
-                         else overall_df[c].iloc[0] for c in overall_df.columns}, dtype=object)
-    if CLASS in stats:
-        stats[CLASS] = _all_classes(stats[CLASS], layout.classes)
-    metadata = _metadata(cfg, source, layout, state, plan, started, time.perf_counter() - t0,
-                         unmatched_labels, labels)
-    class_hist = None
-    if cfg.plots and CLASS in state.stats:
-        from .plots import class_histograms
-
-        class_hist = class_histograms(state.stats[CLASS])
+    cfg = pipeline.resolve_config(config, options, eps=eps, on=on, by=by, labels=labels)
+    inputs = pipeline.resolve_inputs(data, labels, cfg, progress)
+    layout = pipeline.detect_input_layout(inputs, cfg)
+    groupings = pipeline.resolve_groupings(cfg, inputs.names)
+    pipeline.check_gated_groupings(cfg, groupings)
+    plan = pipeline.build_plan(cfg, inputs, layout, groupings)
+    spool = pipeline.open_spool(cfg, inputs.in_memory, spool_dir)
+    state = pipeline.run_engine(plan, inputs, cfg, spool, client=client, progress=progress)
+    unmatched_labels = pipeline.check_run(state, inputs, cfg, spool)
+    tables = pipeline.finalise_stats(state, layout, plots=cfg.plots)
+    metadata = pipeline.build_metadata(cfg, inputs.source, layout, state, plan, started,
+                                       time.perf_counter() - t0, unmatched_labels, labels)
     result = EvalResult(
-        overall=overall,
-        groups=stats,
-        confusion=state.confusion.finalize(),
-        hardest={k: v.finalize() for k, v in state.top.items()},
+        overall=tables.overall,
+        groups=tables.groups,
+        confusion=tables.confusion,
+        hardest=tables.hardest,
         metadata=metadata,
         layout=layout,
         groupings=groupings,
-        _rows_table=rows_table,
-        _rows_path=rows_path,
-        _rows_index=index,
-        _class_hist=class_hist,
+        _rows_table=spool.table(),
+        _rows_path=spool.path,
+        _rows_index=inputs.index,
+        _class_hist=tables.class_hist,
         plots=cfg.plots,
     )
+    _apply_gates(result, cfg)
+    if spool.path is not None:
+        weakref.finalize(result, pipeline.cleanup_spool, spool.path)
+    return result
+
+
+def _apply_gates(result: EvalResult, cfg: EvalConfig) -> None:
+    """Check the config's quality gates; record failures on the result and in its metadata."""
     if cfg.gates:
         from .gates import check_gates
 
@@ -437,133 +275,6 @@ def evaluate(
             "passed": not result.gate_failures,
             "failures": [str(f) for f in result.gate_failures],
         }
-    if rows_path is not None:
-        weakref.finalize(result, _cleanup_spool, rows_path)
-    return result
-
-
-def _all_classes(df: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
-    """List every class, in class order, even those with no rows (count 0)."""
-    if len(df) == len(classes):
-        return df
-    full = df.set_index(CLASS).reindex(list(classes))
-    for c in ("count", "clipped_low", "clipped_high"):
-        if c in full.columns:
-            full[c] = full[c].fillna(0).astype("int64")
-    return full.reset_index()
-
-
-def _quantile_mode(cfg: EvalConfig, source: Source) -> str:
-    """``auto`` resolved up front when the row count already decides it.
-
-    Auto keeps exact values until more than ``exact_limit`` rows were used. When no row can
-    be dropped (invalid rows and unmatched keys fail the run) and the Parquet metadata
-    already counts more rows than that, the answer is known: use the sketch from the first
-    batch instead of copying a million losses per grouping (and shipping them between Dask
-    workers) only to drop them.
-    """
-    if cfg.quantiles != "auto" or cfg.on_invalid != "error" or cfg.unmatched != "error":
-        return cfg.quantiles
-    try:
-        total = source.count_rows()
-    except Exception:  # noqa: BLE001 - the scan will report an unreadable input properly
-        return cfg.quantiles
-    return "sketch" if total > cfg.exact_limit else cfg.quantiles
-
-
-def _cleanup_spool(path: Path | None) -> None:
-    if path is not None:
-        shutil.rmtree(path.parent, ignore_errors=True)
-
-
-def _peek(source: Source) -> pa.RecordBatch | None:
-    """First rows, so a variable-length list column can reveal the number of classes."""
-    list_cols = [f.name for f in source.schema
-                 if pa.types.is_list(f.type) or pa.types.is_large_list(f.type)]
-    if not list_cols:
-        return None
-    table = source.head(1, list_cols)
-    return table.to_batches()[0] if table.num_rows else None
-
-
-def _load_labels(labels: Any, cfg: EvalConfig) -> tuple[LabelIndex | None, pa.Schema | None]:
-    if labels is None and cfg.labels is not None:
-        labels = cfg.labels
-    if labels is None:
-        return None, None
-    if not cfg.on:
-        raise UsageError("a separate labels input needs the key column(s) to join on (--on)")
-    src, _, _ = _as_source(labels, "labels")
-    schema = src.schema
-    for c in cfg.on:
-        if c not in schema.names:
-            raise missing_column(c, "join key", schema.names, src.label)
-    table = src.to_table()
-    if table.num_rows == 0:
-        raise EmptyInputError(f"{src.label}: the labels input has no rows")
-    return LabelIndex(table, cfg.on, src.label), schema
-
-
-def _check_unmatched_labels(
-    index: LabelIndex | None, state: EvalState, cfg: EvalConfig, source: Source
-) -> int:
-    if index is None or state.seen is None:
-        return 0
-    unmatched = ~state.seen
-    n = int(unmatched.sum())
-    if n and cfg.unmatched != "drop":
-        raise JoinError(
-            f"{index.source}: label keys on {', '.join(cfg.on)} with no prediction row in "
-            f"{source.label} (pass --unmatched drop to ignore them): {sample_rows(unmatched, 0, index._key_values(unmatched))}"
-        )
-    if n:
-        state.skipped["unmatched_label_key"] = n
-    return n
-
-
-def _metadata(
-    cfg: EvalConfig,
-    source: Source,
-    layout: Layout,
-    state: EvalState,
-    plan: Plan,
-    started: float,
-    duration: float,
-    unmatched_labels: int,
-    labels: Any,
-) -> dict[str, Any]:
-    qmethod = next(iter(state.stats.values())).quantile_method
-    return {
-        "evalkit_version": __version__,
-        "created": _dt.datetime.fromtimestamp(started, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "duration_s": round(duration, 3),
-        "input": source.label,
-        "input_files": len(source.files),
-        "input_bytes": source.file_sizes(),
-        "inputs": [file_provenance(f) for f in source.files[:1000]],
-        "keys": list(layout.keys),
-        "labels": (labels if isinstance(labels, str) else cfg.labels) if (labels is not None or cfg.labels) else None,
-        "on": list(cfg.on),
-        "rows_read": state.rows_read,
-        "rows_used": state.rows_used,
-        "rows_skipped": int(sum(v for k, v in state.skipped.items() if k != "unmatched_label_key")),
-        "skipped": dict(state.skipped),
-        "eps": cfg.eps,
-        "sum_tol": cfg.sum_tol,
-        "renormalize": cfg.renormalize,
-        "layout": layout.describe(),
-        "classes": list(layout.classes),
-        "groupings": [g.name for g in plan.groupings],
-        "quantiles": qmethod,
-        "quantile_note": (
-            "exact (linear interpolation)" if qmethod == "exact"
-            else "log-histogram sketch, relative error <= 1e-3 (rank floor(q*(n-1)))"
-        ),
-        "engine": cfg.engine,
-        "config_file": cfg.source_file,
-        "config_hash": cfg.digest(),
-        "config": cfg.to_dict(),
-    }
 
 
 def run(config: EvalConfig, *, progress: PROGRESS | None = None) -> tuple[EvalResult, Path]:
@@ -579,7 +290,7 @@ def run(config: EvalConfig, *, progress: PROGRESS | None = None) -> tuple[EvalRe
     try:
         path = result.write(out, overwrite=config.overwrite)
     except BaseException:
-        _cleanup_spool(result._rows_path)  # no report: drop the per-row spool now, not at exit
+        pipeline.cleanup_spool(result._rows_path)  # no report: drop the per-row spool now, not at exit
         raise
     return result, path
 

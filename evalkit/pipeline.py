@@ -1,0 +1,507 @@
+"""The steps of one evaluation run, in the order :func:`evalkit.api.evaluate` runs them.
+
+::
+
+    resolve_config      EvalConfig + keyword overrides            -> EvalConfig
+    resolve_inputs      predictions / labels arguments            -> Inputs (Source, LabelIndex)
+    detect_input_layout the input's schema and first rows          -> Layout
+    resolve_groupings   config + input columns                     -> (Grouping, ...)
+    check_gated_groupings  every gated grouping exists             (raises ConfigError)
+    build_plan          layout, groupings, join, settings          -> Plan (what a worker needs)
+    open_spool          where per-row output goes                  -> RowSpool
+    run_engine          local or Dask engine over the batches      -> EvalState (partial stats)
+    check_run           unmatched labels, empty or all-invalid input
+    finalise_stats      accumulators -> tables                     -> Tables
+    build_metadata      provenance of the run                      -> dict
+
+Each step is a plain function (or small object) with its inputs as arguments, so it can be
+called and tested on its own; none reads global state. Errors are
+:class:`~evalkit.errors.EvalkitError` subclasses. The result object itself
+(:class:`~evalkit.api.EvalResult`) and the gate check are assembled by ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from ._version import __version__
+from .config import EvalConfig, parse_groupings
+from .engines.base import CLASS, DuplicateAcrossPartitions, EvalState, Grouping, Plan
+from .errors import (
+    ConfigError,
+    EmptyInputError,
+    InputError,
+    JoinError,
+    UsageError,
+    missing_column,
+    sample_rows,
+)
+from .io import (
+    RowWriter,
+    Source,
+    file_provenance,
+    make_spool_dir,
+    open_source,
+    table_source,
+)
+from .join import LabelIndex
+from .layout import Layout, LayoutSpec, detect_layout
+
+PROGRESS = Callable[[int, int], None]
+
+
+# -- resolve inputs ---------------------------------------------------------------------
+
+
+def resolve_config(
+    config: Any, options: Mapping[str, Any], *, eps: float | None = None,
+    on: str | Sequence[str] | None = None, by: Any = (), labels: Any = None,
+) -> EvalConfig:
+    """The run's :class:`EvalConfig`: ``config`` (object, file or mapping) with the keyword
+    arguments of ``evaluate`` applied on top (source ``"arguments"``).
+
+    Raises :class:`~evalkit.errors.ConfigError` / ``UsageError`` for unknown or invalid values.
+    """
+    cfg = EvalConfig.coerce(config)
+    overrides: dict[str, Any] = dict(options)
+    if eps is not None:
+        overrides["eps"] = eps
+    if on is not None:
+        overrides["on"] = [on] if isinstance(on, str) else list(on)
+    if by:
+        overrides["by"] = parse_groupings(by if isinstance(by, str) else list(by), "by")
+    if isinstance(labels, str | os.PathLike):
+        overrides["labels"] = os.fspath(labels)
+    cfg.update(overrides, source="arguments")
+    return cfg
+
+
+def as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
+    """A Source for a path / DataFrame / Table; the DataFrame index; whether in memory.
+
+    Raises :class:`~evalkit.errors.UsageError` for any other type.
+    """
+    if isinstance(data, pd.DataFrame):
+        table = pa.Table.from_pandas(data, preserve_index=False)
+        return table_source(table, f"<{label} DataFrame>"), data.index, True
+    if isinstance(data, pa.Table):
+        return table_source(data, f"<{label} Table>"), None, True
+    if isinstance(data, pa.RecordBatch):
+        return table_source(pa.Table.from_batches([data]), f"<{label} RecordBatch>"), None, True
+    if isinstance(data, str | os.PathLike) or (
+        isinstance(data, Sequence) and data and all(isinstance(d, str | os.PathLike) for d in data)
+    ):
+        return open_source(data), None, False  # type: ignore[arg-type]
+    raise UsageError(
+        f"{label}: expected a path, a list of paths, a pandas DataFrame or a pyarrow Table, "
+        f"got {type(data).__name__}"
+    )
+
+
+def load_labels(labels: Any, cfg: EvalConfig) -> tuple[LabelIndex | None, pa.Schema | None]:
+    """The separate labels input (argument, else ``cfg.labels``) read into a join index.
+
+    Returns ``(None, None)`` without one. Raises ``UsageError`` without join keys,
+    ``MissingColumnError`` for a missing key column, ``EmptyInputError`` for no rows.
+    """
+    if labels is None and cfg.labels is not None:
+        labels = cfg.labels
+    if labels is None:
+        return None, None
+    if not cfg.on:
+        raise UsageError("a separate labels input needs the key column(s) to join on (--on)")
+    src, _, _ = as_source(labels, "labels")
+    schema = src.schema
+    for c in cfg.on:
+        if c not in schema.names:
+            raise missing_column(c, "join key", schema.names, src.label)
+    table = src.to_table()
+    if table.num_rows == 0:
+        raise EmptyInputError(f"{src.label}: the labels input has no rows")
+    return LabelIndex(table, cfg.on, src.label), schema
+
+
+@dataclass
+class Inputs:
+    """The opened inputs of a run."""
+
+    source: Source
+    """The predictions, scanned in batches."""
+    index: pd.Index | None
+    """A DataFrame input's index (per-row results are re-aligned to it)."""
+    in_memory: bool
+    """The predictions are an in-memory table (per-row output is kept in memory too)."""
+    label_index: LabelIndex | None
+    """The separate labels input, ready to join, or None."""
+    label_schema: pa.Schema | None
+
+    @property
+    def names(self) -> list[str]:
+        """Columns of the prediction input."""
+        return list(self.source.schema.names)
+
+    @property
+    def label_names(self) -> list[str]:
+        """Columns of the labels input (empty without one)."""
+        return list(self.label_schema.names) if self.label_schema is not None else []
+
+
+def resolve_inputs(data: Any, labels: Any, cfg: EvalConfig,
+                   progress: PROGRESS | None = None) -> Inputs:
+    """Open the predictions and load the labels input; tell ``progress`` the row total."""
+    source, index, in_memory = as_source(data, "predictions")
+    label_index, label_schema = load_labels(labels, cfg)
+    if progress is not None and hasattr(progress, "set_total"):
+        progress.set_total(source.count_rows())
+    return Inputs(source, index, in_memory, label_index, label_schema)
+
+
+# -- detect layout ----------------------------------------------------------------------
+
+
+def peek(source: Source) -> pa.RecordBatch | None:
+    """First rows, so a variable-length list column can reveal the number of classes."""
+    list_cols = [f.name for f in source.schema
+                 if pa.types.is_list(f.type) or pa.types.is_large_list(f.type)]
+    if not list_cols:
+        return None
+    table = source.head(1, list_cols)
+    return table.to_batches()[0] if table.num_rows else None
+
+
+def detect_input_layout(inputs: Inputs, cfg: EvalConfig) -> Layout:
+    """How predictions and labels sit in the input: declared in ``cfg`` or detected from the
+    schema (and the first rows for list columns). Raises ``LayoutError`` and kin."""
+    spec = LayoutSpec(
+        predictions=cfg.predictions or None, prefix=cfg.prefix, logits=cfg.logits,
+        label=cfg.label, targets=cfg.targets or None, target_prefix=cfg.target_prefix,
+        classes=cfg.classes or None, keys=cfg.keys, weight=cfg.weight,
+    )
+    return detect_layout(inputs.source.schema, spec, label_schema=inputs.label_schema,
+                         source=inputs.source.label, first_batch=peek(inputs.source))
+
+
+# -- groupings and gates ----------------------------------------------------------------
+
+
+def resolve_groupings(cfg: EvalConfig, names: Sequence[str]) -> tuple[Grouping, ...]:
+    """overall, by class (unless off), by ``split`` when the input has one (unless off), then
+    the user's groupings in order; ``names`` are the input's columns."""
+    gs: list[Grouping] = [Grouping("overall", ())]
+    if cfg.by_class:
+        gs.append(Grouping(CLASS, (CLASS,)))
+    user = [tuple(cols) for cols in cfg.by]
+    if cfg.by_split and "split" in names and ("split",) not in user:
+        gs.append(Grouping("split", ("split",)))
+    for cols in user:
+        if cols == (CLASS,) and cfg.by_class:
+            continue
+        gs.append(Grouping(",".join(cols), cols))
+    return tuple(gs)
+
+
+def check_gated_groupings(cfg: EvalConfig, groupings: Sequence[Grouping]) -> None:
+    """Raise :class:`~evalkit.errors.ConfigError` when a gate names a grouping the run lacks."""
+    gated = (cfg.gates or {}).get("groups") or {}
+    unknown = [g for g in gated if g not in {x.name for x in groupings}]
+    if unknown:
+        raise ConfigError(
+            f"gates: no grouping {unknown[0]!r} in this run; groupings are "
+            f"{', '.join(g.name for g in groupings)} (add it with --by / 'by:')"
+        )
+
+
+# -- plan -------------------------------------------------------------------------------
+
+
+def quantile_mode(cfg: EvalConfig, source: Source) -> str:
+    """``auto`` resolved up front when the row count already decides it.
+
+    Auto keeps exact values until more than ``exact_limit`` rows were used. When no row can
+    be dropped (invalid rows and unmatched keys fail the run) and the Parquet metadata
+    already counts more rows than that, the answer is known: use the sketch from the first
+    batch instead of copying a million losses per grouping (and shipping them between Dask
+    workers) only to drop them.
+    """
+    if cfg.quantiles != "auto" or cfg.on_invalid != "error" or cfg.unmatched != "error":
+        return cfg.quantiles
+    try:
+        total = source.count_rows()
+    except Exception:  # noqa: BLE001 - the scan will report an unreadable input properly
+        return cfg.quantiles
+    return "sketch" if total > cfg.exact_limit else cfg.quantiles
+
+
+def build_plan(cfg: EvalConfig, inputs: Inputs, layout: Layout,
+               groupings: tuple[Grouping, ...]) -> Plan:
+    """Everything a worker needs: which columns come from the input and which from the label
+    join, what is carried into the per-row output, and the numeric settings.
+
+    Raises ``MissingColumnError`` for a group or join-key column in neither input, and
+    ``SchemaDriftError`` when the input files disagree on a column the run reads.
+    """
+    names, label_side, source = inputs.names, inputs.label_names, inputs.source
+    from_join: list[str] = []
+    if inputs.label_index is not None:
+        from_join.extend(layout.label_columns)
+    for g in groupings:
+        for c in g.columns:
+            if c == CLASS:
+                continue
+            if c not in names:
+                if c in label_side:
+                    from_join.append(c)
+                    continue
+                raise missing_column(c, "group", names + label_side, source.label)
+    carry = list(dict.fromkeys(
+        list(layout.keys) + [c for g in groupings for c in g.columns if c != CLASS]
+        + ([layout.weight] if layout.weight else [])
+    ))
+    if inputs.label_index is not None:
+        for c in cfg.on:
+            if c not in names:
+                raise missing_column(c, "join key", names, source.label)
+    plan = Plan(
+        layout=layout, groupings=groupings, eps=cfg.eps, sum_tol=cfg.sum_tol,
+        renormalize=cfg.renormalize, on_invalid=cfg.on_invalid, unmatched=cfg.unmatched,
+        quantile_mode=quantile_mode(cfg, source), exact_limit=cfg.exact_limit, top_k=cfg.top_k,
+        carry=tuple(carry), label_columns_from_join=tuple(dict.fromkeys(from_join)),
+        on=tuple(cfg.on),
+    )
+    source.check_drift([c for c in plan.input_columns if c in names])
+    return plan
+
+
+# -- spool ------------------------------------------------------------------------------
+
+
+def cleanup_spool(path: Path | None) -> None:
+    """Remove a spool directory (the parent of ``path``) made by :func:`open_spool`."""
+    if path is not None:
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+@dataclass
+class RowSpool:
+    """Where the per-row output of a run goes while it runs.
+
+    In memory (``kept`` batches) for in-memory inputs; otherwise a private spool directory
+    (``path``): one Parquet file written by ``writer`` (local engine) or a ``rows/``
+    directory the Dask workers write parts into. Nothing at all with ``write_rows`` off.
+    """
+
+    path: Path | None = None
+    writer: RowWriter | None = None
+    kept: list[pa.RecordBatch] | None = None
+
+    def close(self) -> None:
+        """Finish the Parquet file (the run succeeded)."""
+        if self.writer is not None:
+            self.writer.close()
+
+    def discard(self) -> None:
+        """Close quietly and remove the spool (the run failed; the original error matters)."""
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+        cleanup_spool(self.path)
+
+    def table(self) -> pa.Table | None:
+        """The kept in-memory rows as one table (None when not kept in memory or empty)."""
+        if self.kept is None:
+            return None
+        return pa.Table.from_batches(self.kept) if self.kept else None
+
+
+def open_spool(cfg: EvalConfig, in_memory: bool,
+               spool_dir: str | os.PathLike[str] | None = None) -> RowSpool:
+    """The :class:`RowSpool` for this run (a new directory under ``spool_dir`` if on disk)."""
+    if not cfg.write_rows:
+        return RowSpool()
+    if in_memory:
+        return RowSpool(kept=[])
+    spool = make_spool_dir(spool_dir)
+    if cfg.engine == "dask":  # the workers write rows/part-*.parquet
+        return RowSpool(path=spool / "rows")
+    path = spool / "rows.parquet"
+    return RowSpool(path=path, writer=RowWriter(path))
+
+
+# -- run --------------------------------------------------------------------------------
+
+
+def run_engine(plan: Plan, inputs: Inputs, cfg: EvalConfig, spool: RowSpool, *,
+               client: Any = None, progress: PROGRESS | None = None) -> EvalState:
+    """Stream every batch through the chosen engine (``cfg.engine``) into mergeable state.
+
+    On any error the spool is removed; duplicate join keys across Dask partitions become a
+    :class:`~evalkit.errors.JoinError` naming them.
+    """
+    label_index = inputs.label_index
+    try:
+        if cfg.engine == "dask":
+            from .engines.dask import run_dask
+
+            state = run_dask(plan, inputs.source, cfg, label_index=label_index,
+                             writer_dir=spool.path, keep_batches=spool.kept, client=client,
+                             progress=progress)
+        else:
+            from .engines.local import run_local
+
+            state = run_local(plan, inputs.source, label_index=label_index, writer=spool.writer,
+                              keep_batches=spool.kept, batch_size=cfg.batch_size,
+                              progress=progress)
+        spool.close()
+    except DuplicateAcrossPartitions as exc:
+        assert label_index is not None
+        cleanup_spool(spool.path)
+        raise JoinError(f"{inputs.source.label}: duplicate keys on {', '.join(cfg.on)} in the "
+                        f"predictions: {label_index.describe_unmatched(exc.mask)}") from None
+    except BaseException:
+        spool.discard()
+        raise
+    return state
+
+
+def check_unmatched_labels(
+    index: LabelIndex | None, state: EvalState, cfg: EvalConfig, source: Source
+) -> int:
+    """Label keys no prediction row matched: a ``JoinError`` unless ``unmatched="drop"``,
+    then counted in ``state.skipped["unmatched_label_key"]``. Returns their number."""
+    if index is None or state.seen is None:
+        return 0
+    unmatched = ~state.seen
+    n = int(unmatched.sum())
+    if n and cfg.unmatched != "drop":
+        raise JoinError(
+            f"{index.source}: label keys on {', '.join(cfg.on)} with no prediction row in "
+            f"{source.label} (pass --unmatched drop to ignore them): {sample_rows(unmatched, 0, index._key_values(unmatched))}"
+        )
+    if n:
+        state.skipped["unmatched_label_key"] = n
+    return n
+
+
+def check_run(state: EvalState, inputs: Inputs, cfg: EvalConfig, spool: RowSpool) -> int:
+    """After the engine: unmatched label keys, an empty input, every row skipped.
+
+    Returns the number of unmatched label keys; on an error the spool is removed.
+    """
+    try:
+        unmatched_labels = check_unmatched_labels(inputs.label_index, state, cfg, inputs.source)
+        if state.rows_read == 0:
+            raise EmptyInputError(f"{inputs.source.label}: the input has no rows")
+        if state.rows_used == 0:
+            raise InputError(f"{inputs.source.label}: every row was invalid and skipped: "
+                             f"{state.skipped}")
+    except BaseException:
+        cleanup_spool(spool.path)
+        raise
+    return unmatched_labels
+
+
+# -- finalise ---------------------------------------------------------------------------
+
+
+def all_classes(df: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """List every class, in class order, even those with no rows (count 0)."""
+    if len(df) == len(classes):
+        return df
+    full = df.set_index(CLASS).reindex(list(classes))
+    for c in ("count", "clipped_low", "clipped_high"):
+        if c in full.columns:
+            full[c] = full[c].fillna(0).astype("int64")
+    return full.reset_index()
+
+
+@dataclass
+class Tables:
+    """The finalised statistics of a run (see :class:`~evalkit.api.EvalResult`)."""
+
+    overall: pd.Series
+    groups: dict[str, pd.DataFrame]
+    confusion: pd.DataFrame
+    hardest: dict[str, pd.DataFrame]
+    class_hist: dict[str, Any] | None = None
+    """Per-class loss histograms for the plots (None when plots are off)."""
+
+
+def finalise_stats(state: EvalState, layout: Layout, *, plots: bool = False) -> Tables:
+    """Turn the merged accumulators into tables: the overall line as a Series (counts stay
+    ints), one frame per grouping (every class listed), confusion cells, hardest rows, and
+    with ``plots`` the per-class histograms the plots are drawn from."""
+    stats = {name: acc.finalize() for name, acc in state.stats.items()}
+    overall_df = stats.pop("overall")
+    # Keep counts as ints (iloc on a mixed frame would upcast them to float).
+    overall = pd.Series({c: overall_df[c].iloc[0].item() if hasattr(overall_df[c].iloc[0], "item")
+                         else overall_df[c].iloc[0] for c in overall_df.columns}, dtype=object)
+    if CLASS in stats:
+        stats[CLASS] = all_classes(stats[CLASS], layout.classes)
+    class_hist = None
+    if plots and CLASS in state.stats:
+        from .plots import class_histograms
+
+        class_hist = class_histograms(state.stats[CLASS])
+    return Tables(overall=overall, groups=stats, confusion=state.confusion.finalize(),
+                  hardest={k: v.finalize() for k, v in state.top.items()}, class_hist=class_hist)
+
+
+# -- metadata ---------------------------------------------------------------------------
+
+
+def build_metadata(
+    cfg: EvalConfig,
+    source: Source,
+    layout: Layout,
+    state: EvalState,
+    plan: Plan,
+    started: float,
+    duration: float,
+    unmatched_labels: int,
+    labels: Any,
+) -> dict[str, Any]:
+    """Provenance of the run (what ``summary.json["metadata"]`` holds): version, times
+    (``started`` epoch seconds, ``duration`` s), inputs and their fingerprints, row counts,
+    settings, layout, groupings, quantile method, config and its hash."""
+    qmethod = next(iter(state.stats.values())).quantile_method
+    return {
+        "evalkit_version": __version__,
+        "created": _dt.datetime.fromtimestamp(started, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "duration_s": round(duration, 3),
+        "input": source.label,
+        "input_files": len(source.files),
+        "input_bytes": source.file_sizes(),
+        "inputs": [file_provenance(f) for f in source.files[:1000]],
+        "keys": list(layout.keys),
+        "labels": (labels if isinstance(labels, str) else cfg.labels) if (labels is not None or cfg.labels) else None,
+        "on": list(cfg.on),
+        "rows_read": state.rows_read,
+        "rows_used": state.rows_used,
+        "rows_skipped": int(sum(v for k, v in state.skipped.items() if k != "unmatched_label_key")),
+        "skipped": dict(state.skipped),
+        "eps": cfg.eps,
+        "sum_tol": cfg.sum_tol,
+        "renormalize": cfg.renormalize,
+        "layout": layout.describe(),
+        "classes": list(layout.classes),
+        "groupings": [g.name for g in plan.groupings],
+        "quantiles": qmethod,
+        "quantile_note": (
+            "exact (linear interpolation)" if qmethod == "exact"
+            else "log-histogram sketch, relative error <= 1e-3 (rank floor(q*(n-1)))"
+        ),
+        "engine": cfg.engine,
+        "config_file": cfg.source_file,
+        "config_hash": cfg.digest(),
+        "config": cfg.to_dict(),
+    }
