@@ -25,12 +25,14 @@ _LAZY = {
     "DEFAULT_EPS": "loss",
     "compare": "comparison",
     "CompareResult": "comparison",
+    "history": "history",
+    "HistoryResult": "history",
 }
 _ERRORS = (
     "ColumnTypeError", "CompareError", "ConfigError", "CorruptFileError", "EmptyInputError",
     "EvalkitError", "InputError", "InvalidProbabilityError", "JoinError", "LabelError",
     "LayoutError", "ListLengthError", "MissingColumnError", "MissingDependencyError",
-    "OutputError", "OutputExistsError", "ProbabilitySumError", "SchemaDriftError",
+    "OutputError", "OutputExistsError", "ProbabilitySumError", "ReportError", "SchemaDriftError",
     "TargetSumError", "UsageError",
 )
 _LAZY.update({name: "errors" for name in _ERRORS})
@@ -57,10 +59,12 @@ if TYPE_CHECKING:
         OutputError,
         OutputExistsError,
         ProbabilitySumError,
+        ReportError,
         SchemaDriftError,
         TargetSumError,
         UsageError,
     )
+    from .history import HistoryResult, history
     from .loss import DEFAULT_EPS, cross_entropy
 
 
@@ -82,8 +86,10 @@ __all__ = [
     "CompareResult",
     "EvalConfig",
     "EvalResult",
+    "HistoryResult",
     "__version__",
     "compare",
+    "history",
     "cross_entropy",
     "evaluate",
     "run",
@@ -104,6 +110,7 @@ __all__ = [
     "OutputError",
     "OutputExistsError",
     "ProbabilitySumError",
+    "ReportError",
     "SchemaDriftError",
     "TargetSumError",
     "UsageError",

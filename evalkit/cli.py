@@ -39,6 +39,7 @@ def main() -> None:
       evalkit evaluate preds.parquet --labels labels.parquet --on id --out report/
       evalkit evaluate --config configs/nightly.yaml
       evalkit compare baseline_report/ candidate_report/ --out cmp/
+      evalkit history 'reports/runs/*/' --out reports/history
 
     Every option can also be set with an EVALKIT_<COMMAND>_<OPTION> environment variable,
     e.g. EVALKIT_EVALUATE_EPS=1e-6.
@@ -225,6 +226,9 @@ def _register_optional_commands() -> None:
     except ImportError:  # pragma: no cover - module not present in this build
         return
     main.add_command(compare_command, "compare")
+    from .cli_history import history as history_command
+
+    main.add_command(history_command, "history")
 
 
 _register_optional_commands()

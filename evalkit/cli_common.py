@@ -88,6 +88,18 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def report_gates(failures: list[Any], checked: Any, quiet: bool) -> None:
+    """Print every failed gate on stderr and exit with code 5; else say that all passed."""
+    if failures:
+        from .errors import EXIT_GATE
+
+        for f in failures:
+            _err(f"gate failed: {f}")
+        sys.exit(EXIT_GATE)
+    if checked and not quiet:
+        _err("all gates passed")
+
+
 def echo_machine_formats(result: Any, fmt: str) -> bool:
     """Print ``none`` / ``json`` / ``markdown`` output of a result; False for ``table``."""
     from .report import to_json_default

@@ -6,12 +6,11 @@ handling with it through :mod:`evalkit.cli_common` (it never imports :mod:`evalk
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
-from .cli_common import CONTEXT, EXIT_CODES_HELP, echo_machine_formats, handle_errors
+from .cli_common import CONTEXT, EXIT_CODES_HELP, echo_machine_formats, handle_errors, report_gates
 
 COMPARE_SETTINGS = ("seed", "n_boot", "confidence", "allow_mismatch", "pair_on", "boot_limit")
 
@@ -86,7 +85,7 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
     """
     from .comparison import compare as run_compare
     from .config import EvalConfig
-    from .errors import EXIT_GATE, UsageError
+    from .errors import UsageError
     from .gates import normalize_gates, validate_gates
 
     cfg = EvalConfig.from_file(config_file) if config_file else EvalConfig()
@@ -134,12 +133,7 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
              f"{counts['improvement']} improvement(s), "
              f"{counts['only_in_baseline'] + counts['only_in_candidate']} group(s) in one run only")
         _err(f"report written to {path}/compare.md" if path is not None else "no --out given: nothing written")
-    if result.failures:
-        for f in result.failures:
-            _err(f"gate failed: {f}")
-        sys.exit(EXIT_GATE)
-    if result.gates and not quiet:
-        _err("all gates passed")
+    report_gates(result.failures, result.gates, quiet)
 
 
 def _print(result: Any, fmt: str) -> None:

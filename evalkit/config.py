@@ -74,6 +74,9 @@ class EvalConfig:
     """Quality gates (see ``evalkit.gates``)."""
     compare: dict[str, Any] = field(default_factory=dict)
     """Settings of ``evalkit compare``: seed, n_boot, confidence, allow_mismatch, pair_on, boot_limit."""
+    history: dict[str, Any] = field(default_factory=dict)
+    """Settings of ``evalkit history``: window, lookback, alpha, min_change_pct, min_before,
+    max_rows, confidence (see :mod:`evalkit.history`)."""
     source_file: str | None = field(default=None, compare=False)
 
     # -- construction -----------------------------------------------------------------
@@ -241,7 +244,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if f != int(f):
             raise bad("a whole number")
         return int(f)
-    if key in ("gates", "compare"):
+    if key in ("gates", "compare", "history"):
         if not isinstance(value, Mapping):
             raise bad("a mapping")
         return dict(value)

@@ -126,6 +126,11 @@ class LayoutError(InputError):
     """The layout of predictions / labels cannot be detected or is inconsistent."""
 
 
+class ReportError(InputError):
+    """A directory that is not a readable ``evaluate`` report (missing or corrupt
+    ``summary.json`` or grouped table, a compare report, ...)."""
+
+
 class CompareError(InputError):
     """Two runs that cannot be compared (different eps, class sets, ...)."""
 

@@ -12,6 +12,10 @@ One ``gates`` mapping (config key ``gates``) serves ``evaluate`` and ``compare``
       max_regression_pct: 5         # relative delta in percent (or max_regression: "5%")
       require_ci_excludes_zero: true  # a regression fails only if its CI lies above zero
       min_count: 100                # groups smaller than this are reported but not gated
+      # history gates: checked by ``history`` on every group of every grouping
+      max_drift: 0.05               # latest mean - mean ``lookback`` runs earlier above this fails
+      max_drift_pct: 10             # the same in percent (or max_drift: "10%")
+      max_change_pct: 0             # a detected shift up (worse) of more than this percent fails
       groups:                       # per grouping: these keys override / add to the above
         class: {max_mean_loss: 1.2, max_regression: 0.05}
         region: {min_count: 500}
@@ -36,8 +40,9 @@ from .errors import ConfigError
 
 EVAL_GATES = ("max_mean_loss", "max_clipped_fraction", "min_accuracy")
 COMPARE_GATES = ("max_regression", "max_regression_pct")
+HISTORY_GATES = ("max_drift", "max_drift_pct", "max_change_pct")
 GATE_OPTIONS = ("min_count", "require_ci_excludes_zero")
-GATE_KEYS = set(EVAL_GATES) | set(COMPARE_GATES) | set(GATE_OPTIONS) | {"groups"}
+GATE_KEYS = set(EVAL_GATES) | set(COMPARE_GATES) | set(HISTORY_GATES) | set(GATE_OPTIONS) | {"groups"}
 
 
 @dataclass(frozen=True)
@@ -75,11 +80,11 @@ def normalize_gates(gates: Mapping[str, Any] | None) -> dict[str, Any]:
         if key == "groups" and isinstance(value, Mapping):
             out[key] = {g: normalize_gates(sub) if isinstance(sub, Mapping) else sub
                         for g, sub in value.items()}
-        elif key == "max_regression" and isinstance(value, str) and value.strip().endswith("%"):
+        elif key in ("max_regression", "max_drift") and isinstance(value, str) and value.strip().endswith("%"):
             try:
-                out["max_regression_pct"] = float(value.strip()[:-1])
+                out[f"{key}_pct"] = float(value.strip()[:-1])
             except ValueError:
-                raise ConfigError(f"gates: max_regression must be a number or a percentage like "
+                raise ConfigError(f"gates: {key} must be a number or a percentage like "
                                   f"'5%', got {value!r}") from None
         else:
             out[key] = value
@@ -233,6 +238,86 @@ def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) ->
                 failures.append(GateFailure("max_regression_pct", gname, label, 100 * float(rel),
                                             limits["max_regression_pct"], base))
     return failures
+
+
+def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
+                        latest: Mapping[str, Any] | None = None) -> list[GateFailure]:
+    """Evaluate gates on a :class:`~evalkit.history.HistoryResult`; return the failures.
+
+    On every group of every grouping (top-level keys) or of the groupings under ``groups:``:
+
+    * ``max_drift``: ``drift = latest - reference`` (the group's mean ``lookback`` runs
+      before the latest run) above the limit fails; ``max_drift_pct``: ``100 * drift /
+      reference`` above the limit (percent) fails. A group absent from either run, or with
+      fewer than ``min_count`` rows in either, is not gated; with
+      ``require_ci_excludes_zero``, a drift counts only when its interval lies above zero.
+    * ``max_change_pct``: a change the scan flagged *upwards* (worse) whose shift exceeds the
+      limit (percent) fails; ``max_change_pct: 0`` fails on any flagged rise.
+
+    Evaluate gates (``max_mean_loss``...) are checked on the latest run's tables
+    (``latest``: grouping name -> the latest run's rows, with ``count``, ``mean``,
+    ``clipped_low`` and ``accuracy``). A value equal to its limit passes.
+    """
+    if not gates:
+        return []
+    validate_gates(gates)
+    gates = normalize_gates(gates)
+    groups_cfg: Mapping[str, Any] = gates.get("groups") or {}
+    trends = history_result.trends
+    for gname in groups_cfg:
+        if gname not in trends:
+            raise ConfigError(f"gates: no grouping {gname!r}; groupings are {', '.join(trends)}")
+    failures: list[GateFailure] = []
+    if latest and any(g in gates or any(g in (sub or {}) for sub in groups_cfg.values())
+                      for g in EVAL_GATES):
+        failures += check_gates(_LatestRun(latest), gates, detail="latest run")
+    top = {k: gates[k] for k in (*HISTORY_GATES, *GATE_OPTIONS) if k in gates}
+    for gname, df in trends.items():
+        cfg = {**top, **{k: v for k, v in (groups_cfg.get(gname) or {}).items()
+                         if k in (*HISTORY_GATES, *GATE_OPTIONS)}}
+        limits = {g: float(cfg[g]) for g in HISTORY_GATES if g in cfg}
+        if not limits or df.empty:
+            continue
+        min_count = max(int(cfg.get("min_count", 0)), 1)
+        need_ci = bool(cfg.get("require_ci_excludes_zero", False))
+        cols = [] if gname == "overall" else gname.split(",")
+        for row in df.to_dict("records"):
+            label = ",".join(str(row[c]) for c in cols)
+            drift_ok = (row["drift"] == row["drift"]
+                        and min(row["latest_count"], row["reference_count"]) >= min_count
+                        and not (need_ci and not row["drift_ci_low"] > 0))
+            detail = (f"{row['reference']:.6g} -> {row['latest']:.6g} over the last "
+                      f"{history_result.metadata['settings']['lookback']} runs, interval "
+                      f"[{row['drift_ci_low']:.4g}, {row['drift_ci_high']:.4g}]")
+            if drift_ok and "max_drift" in limits and row["drift"] > limits["max_drift"]:
+                failures.append(GateFailure("max_drift", gname, label, float(row["drift"]),
+                                            limits["max_drift"], detail))
+            pct = row["drift_pct"]
+            if drift_ok and "max_drift_pct" in limits and pct == pct and pct > limits["max_drift_pct"]:
+                failures.append(GateFailure("max_drift_pct", gname, label, float(pct),
+                                            limits["max_drift_pct"], detail))
+            if ("max_change_pct" in limits and row["changed"] and row["direction"] == "up"
+                    and row["latest_count"] >= min_count and row["change_pct"] > limits["max_change_pct"]):
+                failures.append(GateFailure(
+                    "max_change_pct", gname, label, float(row["change_pct"]), limits["max_change_pct"],
+                    f"mean {row['before']:.6g} -> {row['after']:.6g} since run {row['change_run']}, "
+                    f"q = {row['q_value']:.2g}"))
+    return failures
+
+
+@dataclass
+class _LatestRun:
+    """The latest run's tables, shaped like an EvalResult for :func:`check_gates`."""
+
+    tables: Mapping[str, Any]
+
+    @property
+    def overall(self) -> Any:
+        return self.tables["overall"].iloc[0]
+
+    @property
+    def groups(self) -> dict[str, Any]:
+        return {k: v for k, v in self.tables.items() if k != "overall"}
 
 
 _STATS = {"count", "mean", "std", "min", "p50", "p90", "p99", "max", "sum", "clipped_low", "clipped_high",

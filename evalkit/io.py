@@ -37,7 +37,7 @@ from .errors import (
 )
 
 PathLike = str | os.PathLike[str]
-REPORT_MARKERS = ("report.md", "summary.json", "compare.md", "compare.json")
+REPORT_MARKERS = ("report.md", "summary.json", "compare.md", "compare.json", "history.md", "history.json")
 
 
 def _has_glob(s: str) -> bool:
@@ -673,10 +673,17 @@ def sweep_spool_dirs(parent: PathLike) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-def write_table(table: pa.Table, path: PathLike) -> None:
-    """Write one Parquet file (zstd), mapping OS failures to OutputError."""
+def write_table(table: pa.Table, path: PathLike, *, large: bool = False) -> None:
+    """Write one Parquet file (zstd), mapping OS failures to OutputError.
+
+    ``large``: the per-column encodings of the per-row writer (dictionaries only for text,
+    delta integers, byte-stream-split floats), about 4x faster to encode for big tables.
+    """
     try:
-        pq.write_table(table, os.fspath(path), compression="zstd")
+        if large:
+            pq.write_table(table, os.fspath(path), **_encoding(table.schema))  # type: ignore[arg-type]
+        else:
+            pq.write_table(table, os.fspath(path), compression="zstd")
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc})") from None
 

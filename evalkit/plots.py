@@ -408,3 +408,66 @@ def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None) -> l
         name = plot_filename(g)
         written.append((_plot_group_means(result, g, out_dir / name), name))
     return written
+
+
+# --------------------------------------------------------------------------- #
+# History (evalkit history)
+# --------------------------------------------------------------------------- #
+
+_PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3",
+            "#8C8C8C", "#CCB974", "#64B5CD"]
+
+
+def write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, path: Path,
+                       runs: pd.DataFrame | None = None) -> str:
+    """Line plot of a grouping's mean loss over the runs of ``evalkit history``.
+
+    ``table`` is the tidy history (``created``, ``run``, key columns, ``mean``, ``ci_low``,
+    ``ci_high``); ``picks`` the groups to draw (their key columns; for ``overall`` the one
+    line is drawn). Each line gets a band of its confidence interval; runs where a new
+    segment starts (``runs["note"]``) get a dashed vertical line. Returns the title, or ``""``
+    when there is nothing to draw. Needs matplotlib (:func:`plots_available`).
+    """
+    cols = [] if grouping == "overall" else grouping.split(",")
+    if table.empty:
+        return ""
+    fig = _new_figure(12)
+    fig.set_size_inches(WIDTH, 4.2)
+    ax = fig.add_subplot()
+    _style(ax)
+    ax.grid(axis="y", color="#dddddd", linewidth=0.8)
+    ax.set_axisbelow(True)
+    handles = []
+    series: list[tuple[str, pd.DataFrame]] = []
+    if not cols:
+        series.append(("overall", table))
+    else:
+        keys = picks[cols]
+        sel = table.merge(keys.drop_duplicates(), on=cols, how="inner")
+        for key, part in sel.groupby(cols, sort=False, dropna=False, observed=True):
+            key = key if isinstance(key, tuple) else (key,)
+            series.append((_truncate(_key_label(key)), part))
+    for i, (label, part) in enumerate(series):
+        part = part.sort_values("run")
+        color = _PALETTE[i % len(_PALETTE)]
+        x = pd.to_datetime(part["created"], utc=True).dt.tz_localize(None)
+        ax.fill_between(x, part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float),
+                        color=color, alpha=0.18, linewidth=0)
+        ax.plot(x, part["mean"].to_numpy(float), color=color, linewidth=1.4, marker="o", markersize=2.5)
+        handles.append(_line(color=color, linewidth=1.4, label=label))
+    if runs is not None and len(runs):
+        starts = runs[runs["note"].str.contains("new segment", na=False)]
+        for t in pd.to_datetime(starts["created"], utc=True).dt.tz_localize(None):
+            ax.axvline(t, color=_REF, linestyle="--", linewidth=1)
+        if len(starts):
+            handles.append(_line(color=_REF, linestyle="--", linewidth=1, label="new segment (eps / classes)"))
+    ax.set_ylabel("mean cross-entropy loss", fontsize=10)
+    fig.autofmt_xdate()
+    what = "overall" if not cols else ", ".join(cols)
+    title = f"Mean loss over runs \u2014 {what}"
+    sub = "bands: confidence interval of each run's mean"
+    if cols:
+        sub = f"{len(series)} group(s): flagged changes first, then the largest drift; {sub}"
+    _finish(fig, title, sub, handles)
+    _save(fig, path)
+    return title

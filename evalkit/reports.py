@@ -8,17 +8,23 @@ that reads old runs) loads them through here. Nothing here evaluates or writes.
 
 from __future__ import annotations
 
+import codecs
+import glob as _glob
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from .errors import CompareError
+from .errors import CompareError, ReportError, UsageError
 from .io import expand_paths, file_provenance
 
 CLASS = "class"
@@ -135,8 +141,6 @@ def is_report_dir(path: Any) -> bool:
 
 
 def _load_report(path: str | os.PathLike[str], role: str) -> _Run:
-    import pyarrow.parquet as pq
-
     d = Path(path)
     try:
         summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
@@ -192,8 +196,6 @@ def _from_result(result: Any, role: str, source: str, kind: str) -> _Run:
             if _r._rows_table is not None:
                 table = _r._rows_table
             else:
-                import pyarrow.parquet as pq
-
                 names = pq.read_schema(_r._rows_path).names
                 table = pq.read_table(_r._rows_path, columns=[c for c in columns if c in names])
             return table.select([c for c in columns if c in table.column_names]).to_pandas()
@@ -207,4 +209,292 @@ def _from_result(result: Any, role: str, source: str, kind: str) -> _Run:
                 files)
 
 
-__all__ = ["is_report_dir"]
+# -- many runs at once (evalkit history): metadata first, grouped tables by grouping --------
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One ``evaluate`` report directory, as history sees it (from ``summary.json``)."""
+
+    path: Path
+    created: pd.Timestamp
+    eps: float | None
+    classes: tuple[str, ...] | None
+    groupings: tuple[str, ...]
+    metadata: dict[str, Any] = field(repr=False, hash=False, compare=False)
+
+    def file(self, grouping: str) -> Path:
+        """The Parquet table of one grouping (``overall.parquet``, ``by_split_region.parquet``)."""
+        return self.path / f"{_file_stem(grouping)}.parquet"
+
+
+def read_summary_metadata(path: str | os.PathLike[str], chunk: int = 1 << 16) -> dict[str, Any]:
+    """The ``metadata`` object of a ``summary.json`` without parsing the rest of the file.
+
+    ``evaluate`` writes ``metadata`` first; a report of 50 groupings x 1,000 groups holds
+    15 MB of group records after it, which this never decodes. Reads ``chunk`` bytes at a
+    time until the object is complete; falls back to parsing the whole file when
+    ``metadata`` is not the first key. Raises :class:`ReportError` naming the file when it
+    is not JSON, or holds no ``metadata`` object.
+    """
+    p = Path(path)
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    text = ""
+    try:
+        with p.open("rb") as fh:
+            while True:
+                block = fh.read(chunk)
+                text += utf8.decode(block, final=not block)
+                head = text.lstrip()
+                if head and head[0] != "{":
+                    raise ReportError(f"{p}: not an evalkit summary.json (it does not hold a JSON object)")
+                key = '"metadata"'
+                body = head[1:].lstrip()
+                if len(body) >= len(key) and not body.startswith(key):
+                    fh.seek(0)
+                    return _metadata_of(json.loads(fh.read().decode("utf-8")), p)
+                if body.startswith(key):
+                    rest = body[len(key):].lstrip()
+                    if rest.startswith(":"):
+                        rest = rest[1:].lstrip()
+                        try:
+                            meta, _ = decoder.raw_decode(rest)
+                            return _metadata_of({"metadata": meta}, p)
+                        except json.JSONDecodeError:
+                            if not block:
+                                raise
+                    elif rest:
+                        raise json.JSONDecodeError("expected ':'", rest, 0)
+                if not block:
+                    raise json.JSONDecodeError("unexpected end of file", text, len(text))
+                chunk *= 2
+    except OSError as exc:
+        raise ReportError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{p}: summary.json is corrupt or truncated ({exc})") from None
+
+
+def _metadata_of(summary: Any, p: Path) -> dict[str, Any]:
+    meta = summary.get("metadata") if isinstance(summary, dict) else None
+    if not isinstance(meta, dict):
+        raise ReportError(f"{p}: not an evalkit summary.json (no 'metadata' object)")
+    return meta
+
+
+def _parse_created(value: Any, where: Path) -> pd.Timestamp:
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        ts = pd.NaT
+    if value is None or pd.isna(ts):
+        raise ReportError(f"{where}: summary.json records no valid start time "
+                          f"(metadata.created = {value!r}); cannot place the run in a history")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def read_run_info(path: str | os.PathLike[str]) -> RunInfo:
+    """Check that ``path`` is an ``evaluate`` report directory and read what history needs.
+
+    Raises :class:`ReportError` naming the directory when it does not exist, is a
+    ``compare`` or ``history`` report, has no (or a corrupt) ``summary.json``, records no
+    start time, or lacks a grouped table that its metadata lists.
+    """
+    d = Path(path)
+    if not d.is_dir():
+        raise ReportError(f"{d}: not a directory" if d.exists() else f"{d}: no such report directory")
+    summary = d / "summary.json"
+    if not summary.is_file():
+        for marker, kind in (("compare.json", "a compare"), ("history.json", "a history")):
+            if (d / marker).is_file():
+                raise ReportError(f"{d}: is {kind} report, not an evaluate report (no summary.json)")
+        raise ReportError(f"{d}: not an evalkit report directory (no summary.json)")
+    meta = read_summary_metadata(summary)
+    created = _parse_created(meta.get("created"), summary)
+    groupings = meta.get("groupings")
+    if not isinstance(groupings, list) or not all(isinstance(g, str) for g in groupings):
+        raise ReportError(f"{summary}: metadata.groupings is missing or not a list of names")
+    groupings = list(dict.fromkeys(["overall", *groupings]))
+    for g in groupings:
+        f = d / f"{_file_stem(g)}.parquet"
+        if not _looks_like_parquet(f):
+            what = "is missing" if not f.exists() else "is not a Parquet file (truncated or corrupt)"
+            raise ReportError(f"{d}: {f.name} of grouping {g!r} {what}")
+    eps = meta.get("eps")
+    classes = meta.get("classes")
+    return RunInfo(
+        path=d, created=created, eps=float(eps) if isinstance(eps, int | float) else None,
+        classes=tuple(str(c) for c in classes) if isinstance(classes, list) else None,
+        groupings=tuple(groupings), metadata=meta)
+
+
+def _looks_like_parquet(f: Path) -> bool:
+    """Cheap check of a Parquet file: magic bytes at both ends (a truncated copy fails it)."""
+    try:
+        with f.open("rb") as fh:
+            if fh.read(4) != b"PAR1":
+                return False
+            fh.seek(-4, os.SEEK_END)
+            return fh.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def expand_reports(specs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+                   exclude: Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
+    """Report directories named by paths and globs (``reports/*/``), each once.
+
+    A glob that matches nothing is an error (a typo must not give an empty history);
+    directories in ``exclude`` (the output directory) are dropped.
+    """
+    if isinstance(specs, str | os.PathLike):
+        specs = [specs]
+    skip = {Path(e).absolute() for e in exclude}
+    out: dict[Path, Path] = {}
+    for spec in specs:
+        s = os.fspath(spec)
+        if any(ch in s for ch in "*?["):
+            matches = sorted(_glob.glob(s))
+            if not matches:
+                raise ReportError(f"{s}: the pattern matches nothing")
+        else:
+            matches = [s]
+        for m in matches:
+            p = Path(m)
+            key = p.absolute()
+            if key not in skip and key not in out:
+                out[key] = p
+    if not out:
+        raise UsageError("no report directories given")
+    return list(out.values())
+
+
+_OPTIONAL = ("std", "sem", "ci_low", "ci_high", "clipped_low", "clipped", "accuracy")
+
+
+@dataclass
+class GroupedRuns:
+    """One grouping's rows over the runs: key columns, statistics and each row's run."""
+
+    run_pos: np.ndarray
+    keys: list[pa.ChunkedArray]
+    stats: dict[str, np.ndarray]
+    bad: list[tuple[int, str]]
+
+
+def _stat_arrays(t: pa.Table) -> dict[str, np.ndarray]:
+    out = {}
+    for c in ("count", "mean", *_OPTIONAL):
+        if c in t.column_names:
+            col = t.column(c)
+            out[c] = col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False) \
+                if col.null_count == 0 else col.cast(pa.float64()).fill_null(np.nan).to_numpy()
+    if "clipped" in out:  # reports written before clipped_low / clipped_high
+        old = out.pop("clipped")
+        out["clipped_low"] = np.where(np.isnan(out["clipped_low"]), old, out["clipped_low"]) \
+            if "clipped_low" in out else old
+    return out
+
+
+def _scan_grouping(files: Sequence[str], cols: Sequence[str]) -> tuple[pa.Table, np.ndarray]:
+    """All runs' tables of one grouping in one multi-threaded Arrow scan (the fast path).
+
+    The schema is the union of the first and last run's; a run whose types disagree, or a
+    corrupt file, makes the scan raise and the caller reads file by file instead."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    schema = pa.unify_schemas([pq.read_schema(files[0]), pq.read_schema(files[-1])])
+    schema = pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
+                        for f in schema])
+    names = schema.names
+    if any(c not in names for c in [*cols, "count", "mean"]):
+        raise ValueError("columns missing")
+    want = [*cols, "count", "mean", *(c for c in _OPTIONAL if c in names)]
+    table = ds.dataset(list(files), schema=pa.schema([schema.field(c) for c in want]),
+                       format="parquet").to_table(columns=[*want, "__filename"])
+    pos = pc.index_in(table.column("__filename"), value_set=pa.array(list(files)))
+    if pos.null_count:
+        raise ValueError("unknown file name in the scan")
+    return table.drop_columns(["__filename"]), pos.to_numpy(zero_copy_only=False)
+
+
+def _read_one(info: RunInfo, grouping: str, cols: Sequence[str]) -> pa.Table:
+    f = info.file(grouping)
+    try:
+        pf = pq.ParquetFile(f)
+        names = pf.schema_arrow.names
+        missing = [c for c in [*cols, "count", "mean"] if c not in names]
+        if missing:
+            raise ReportError(f"{f}: grouped table has no column(s) {', '.join(missing)}; "
+                              f"columns are {', '.join(names)}")
+        return pf.read(columns=[*cols, "count", "mean", *(c for c in _OPTIONAL if c in names)])
+    except ReportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise ReportError(f"{f}: cannot read the grouped table ({type(exc).__name__}: {exc})") from None
+
+
+def read_grouping(infos: Sequence[RunInfo], idx: Sequence[int], grouping: str, skip_bad: bool,
+                   pool: ThreadPoolExecutor) -> GroupedRuns:
+    """Read one grouping's table from every run in ``idx``: one Arrow scan when the runs
+    agree on the schema, else file by file (naming a bad file, or skipping it)."""
+    cols = list(_grouping_columns(grouping))
+    files = [str(infos[i].file(grouping)) for i in idx]
+    if files:
+        try:
+            table, pos = _scan_grouping(files, cols)
+            return GroupedRuns(np.asarray(idx, dtype=np.int64)[pos], _key_arrays([table], cols),
+                            _stat_arrays(table), [])
+        except Exception:  # noqa: BLE001 - any disagreement: the careful path below names it
+            pass
+
+    def one(i: int) -> tuple[pa.Table | None, str]:
+        try:
+            return _read_one(infos[i], grouping, cols), ""
+        except ReportError as exc:
+            if not skip_bad:
+                raise
+            return None, str(exc)
+
+    read = list(pool.map(one, idx))
+    bad = [(i, err) for i, (t, err) in zip(idx, read, strict=True) if t is None]
+    good = [(i, t) for i, (t, _e) in zip(idx, read, strict=True) if t is not None]
+    tables = [t for _i, t in good]
+    run_pos = np.repeat(np.array([i for i, _t in good], dtype=np.int64),
+                        [t.num_rows for t in tables]).astype(np.int64)
+    parts = [_stat_arrays(t) for t in tables]
+    names = [c for c in ("count", "mean", *_OPTIONAL) if any(c in p for p in parts)]
+    stats = {c: np.concatenate([p.get(c, np.full(t.num_rows, np.nan)) for p, t in zip(parts, tables, strict=True)])
+             if parts else np.empty(0) for c in names}
+    return GroupedRuns(run_pos, _key_arrays(tables, cols), stats, bad)
+
+
+def _key_arrays(tables: Sequence[pa.Table], cols: Sequence[str]) -> list[pa.ChunkedArray]:
+    """Each key column over all runs in one type (decoded dictionaries; text when the runs
+    disagree on the type, e.g. an int column that became a string)."""
+    out = []
+    for c in cols:
+        parts = []
+        for t in tables:
+            a = t.column(c)
+            if pa.types.is_dictionary(a.type):
+                a = a.cast(a.type.value_type)
+            if pa.types.is_string(a.type):
+                a = a.cast(pa.large_string())
+            parts.append(a)
+        types = {p.type for p in parts}
+        if len(types) > 1:
+            try:
+                target = pa.unify_schemas([pa.schema([(c, ty)]) for ty in types],
+                                          promote_options="permissive").field(c).type
+                parts = [p.cast(target) for p in parts]
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                parts = [p.cast(pa.large_string()) for p in parts]
+        chunks = [ch for p in parts for ch in p.chunks]
+        out.append(pa.chunked_array(chunks, type=parts[0].type if parts else pa.large_string()))
+    return out
+
+
+__all__ = ["GroupedRuns", "RunInfo", "expand_reports", "is_report_dir", "read_grouping", "read_run_info",
+           "read_summary_metadata"]

@@ -1,0 +1,194 @@
+"""Scale benchmark of ``evalkit history``: many nightly reports, many groupings, many groups.
+
+Generates ``--runs`` report directories shaped exactly like ``evalkit evaluate`` writes them
+(``summary.json`` with metadata first, then the overall line and every group's record;
+``overall.parquet`` and one ``by_<cols>.parquet`` per grouping; a small ``rows.parquet``
+stand-in that history must never read), then times ``evalkit history`` over all of them as
+a whole process and reports its peak RSS.
+
+Example::
+
+    .venv/bin/python bench/history_bench.py --data-dir bench/_data/history     # 365 x 50 x 1000
+    .venv/bin/python bench/history_bench.py --runs 30 --groupings 5 --groups 100 --repeat 1
+
+Report directories are named by a random token, not by date, so the order comes from the
+recorded start time (``metadata.created``, one night apart). Group means follow a stable
+series per group (sampling noise only) with steps planted in the first ``--planted``
+groups of grouping ``g00`` at run ``runs - 10``; the run prints how many of them history
+flagged and at which run. An existing data directory with the same shape is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parent.parent
+STATS = ["count", "mean", "std", "min", "p50", "p90", "p99", "max", "sum", "clipped", "accuracy"]
+
+
+def _shape(args: argparse.Namespace) -> dict:
+    return {"runs": args.runs, "groupings": args.groupings, "groups": args.groups,
+            "classes": args.classes, "planted": args.planted, "seed": args.seed,
+            "json_groups": not args.no_json_groups}
+
+
+def _table(keys: dict[str, list], rng: np.random.Generator, base: np.ndarray, n: int) -> pa.Table:
+    g = len(base)
+    count = rng.integers(n // 2, n * 2, size=g)
+    std = base * 1.8
+    mean = base + rng.standard_normal(g) * std / np.sqrt(count)
+    cols = {k: v if isinstance(v, pa.Array) else pa.array(v, pa.large_string()) for k, v in keys.items()}
+    cols.update(
+        count=pa.array(count, pa.int64()), mean=mean, std=std, min=mean * 0.01, p50=mean * 0.6,
+        p90=mean * 2.1, p99=mean * 4.5, max=np.full(g, 16.11809565095832), sum=mean * count,
+        clipped=pa.array(rng.integers(0, 3, size=g), pa.int64()),
+        accuracy=np.clip(0.9 - 0.1 * mean + rng.standard_normal(g) * 0.01, 0, 1))
+    return pa.table(cols)
+
+
+def _records(t: pa.Table) -> list[dict]:
+    return t.to_pylist()
+
+
+
+def write_run(root: Path, shape: dict, run: int) -> None:
+    """Write report directory number ``run`` (0-based) of the synthetic history."""
+    rng = np.random.default_rng([shape["seed"], run])
+    name = f"run-{np.random.default_rng([shape['seed'], 10**6 + run]).integers(1 << 40):011x}"
+    d = root / name
+    if (d / "summary.json").is_file():
+        return
+    tmp = root / f".{name}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    created = dt.datetime(2025, 12, 1, 2, 30, tzinfo=dt.UTC) + dt.timedelta(days=run)
+    n_groups, n_groupings = shape["groups"], shape["groupings"]
+    base_rng = np.random.default_rng([shape["seed"], 999])
+    group_keys = pa.array([f"k{i:04d}" for i in range(n_groups)], pa.large_string())
+    groups: dict[str, list] = {}
+    names = ["class"] + [f"g{j:02d}" for j in range(n_groupings)]
+    for gname in names:
+        if gname == "class":
+            keys = {"class": [f"c{i}" for i in range(shape["classes"])]}
+        else:
+            keys = {gname: group_keys}
+        base = 0.3 + 0.4 * base_rng.random(len(next(iter(keys.values()))))
+        if gname == "g00" and run >= shape["runs"] - 10:
+            base[: shape["planted"]] *= 1.2  # planted step: +20% from run runs-10 on
+        t = _table(keys, rng, base, 2000)
+        stem = "by_" + gname
+        pq.write_table(t, tmp / f"{stem}.parquet", compression="zstd")
+        if shape["json_groups"]:
+            groups[gname] = t.to_pandas().to_json(orient="records", double_precision=15)
+    overall = _table({}, rng, np.array([0.45]), 2_000_000)
+    pq.write_table(overall, tmp / "overall.parquet", compression="zstd")
+    pq.write_table(pa.table({"row": np.arange(10), "loss": np.ones(10)}), tmp / "rows.parquet")
+    meta = {
+        "evalkit_version": "0.1.0", "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "duration_s": 60.0, "input": f"/data/preds/{created:%Y-%m-%d}", "input_files": 1,
+        "input_bytes": 10**9, "keys": ["id"], "rows_read": 2_000_000, "rows_used": 2_000_000,
+        "rows_skipped": 0, "skipped": {}, "eps": 1e-07, "sum_tol": 0.001, "renormalize": False,
+        "classes": [f"c{i}" for i in range(shape["classes"])],
+        "groupings": ["overall", *names], "engine": "local", "config_hash": "0" * 16,
+    }
+    # Same keys in the same order as evaluate writes; the group records without indentation
+    # (the C encoder: json.dumps(indent=2) of 50,000 records takes 35 s).
+    text = ('{\n  "metadata": ' + json.dumps(meta, indent=2).replace("\n", "\n  ")
+            + ',\n  "overall": ' + json.dumps(_records(overall)[0])
+            + ',\n  "groups": {' + ", ".join(f'"{k}": {v}' for k, v in groups.items()) + "}"
+            + ',\n  "confusion": [],\n  "confusion_cells": 0,\n  "hardest": {}\n}\n')
+    (tmp / "summary.json").write_text(text, encoding="utf-8")
+    os.replace(tmp, d)
+
+
+def generate(root: Path, shape: dict, workers: int = 2) -> float:
+    """Write every run not already there; return the seconds it took."""
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / "shape.json"
+    if marker.is_file() and json.loads(marker.read_text()) != shape:
+        raise SystemExit(f"{root}: holds a history of another shape ({marker.read_text().strip()}); "
+                         "use another --data-dir")
+    marker.write_text(json.dumps(shape))
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(write_run, [root] * shape["runs"], [shape] * shape["runs"], range(shape["runs"])))
+    return time.perf_counter() - t0
+
+
+def measure(cmd: list[str]) -> tuple[float, float, int]:
+    """Wall seconds and peak RSS (GiB) of one process, and its exit code."""
+    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+               "rc = subprocess.call(sys.argv[1:]); w = time.perf_counter() - t; "
+               "print(w, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)")
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True,
+                         check=True)
+    wall, rss_kib, rc = out.stdout.split()[-3:]
+    return float(wall), int(rss_kib) / 2**20, int(rc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=365)
+    p.add_argument("--groupings", type=int, default=50)
+    p.add_argument("--groups", type=int, default=1000)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--planted", type=int, default=5, help="groups of g00 with a +20%% step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-json-groups", action="store_true",
+                   help="summary.json without group records (smaller than what evaluate writes)")
+    p.add_argument("--data-dir", type=Path, help="keep the reports here (default: a temp dir)")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--history-args", default="", help="extra flags for evalkit history")
+    args = p.parse_args(argv)
+    shape = _shape(args)
+    tmp = None
+    root = args.data_dir
+    if root is None:
+        tmp = tempfile.TemporaryDirectory(prefix="evalkit-history-bench-")
+        root = Path(tmp.name) / "reports"
+    took = generate(root, shape)
+    print(f"reports: {shape['runs']} runs x {shape['groupings']} groupings x {shape['groups']} groups "
+          f"in {root} (generated in {took:.1f} s)")
+    out = Path(tempfile.mkdtemp(prefix="evalkit-history-out-")) / "history"
+    cmd = [sys.executable, "-m", "evalkit", "history", str(root / "run-*"), "--out", str(out),
+           "--overwrite", "-q", "--format", "none", *shlex.split(args.history_args)]
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env_path}" if env_path else str(ROOT)
+    walls, rsss = [], []
+    for i in range(args.repeat):
+        wall, rss, rc = measure(cmd)
+        if rc not in (0, 5):
+            print(f"evalkit history failed with exit code {rc}: {' '.join(cmd)}", file=sys.stderr)
+            return 1
+        walls.append(wall)
+        rsss.append(rss)
+        print(f"run {i + 1}: {wall:.2f} s, peak RSS {rss:.2f} GiB")
+    print(f"evalkit history: median {sorted(walls)[len(walls) // 2]:.2f} s "
+          f"(min {min(walls):.2f}, max {max(walls):.2f}), peak RSS {max(rsss):.2f} GiB")
+    history = json.loads((out / "history.json").read_text())
+    planted = [c for c in history["changes"] if c["grouping"] == "g00"
+               and c["group"] in {f"k{i:04d}" for i in range(args.planted)}]
+    others = [c for c in history["changes"] if c not in planted]
+    print(f"planted steps flagged: {len(planted)} of {args.planted} "
+          f"(at runs {sorted({c['run'] for c in planted})}, planted at run {args.runs - 9}); "
+          f"other groups flagged: {len(others)} of {sum(t['groups'] for t in history['groupings'].values())}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""``evalkit history``: how every group's loss moved over many runs, and when it changed.
+
+Registered on the ``evalkit`` group by :mod:`evalkit.cli`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .cli_common import CONTEXT, EXIT_CODES_HELP, echo_machine_formats, handle_errors, report_gates
+
+
+def _err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.command("history", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.argument("reports", nargs=-1, required=True, metavar="REPORT_DIR...")
+@click.option("--out", "-o", type=click.Path(file_okay=False),
+              help="Output directory for history.md, history.json, the tables and plots.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing history report in --out.")
+@click.option("--config", "-c", "config_file", type=click.Path(dir_okay=False),
+              help="YAML/TOML config file: its 'history' settings and 'gates'; flags override it.")
+@click.option("--window", type=click.IntRange(min=2),
+              help="Runs examined for changes and min / max (default 30).")
+@click.option("--lookback", type=click.IntRange(min=1),
+              help="'Change since N runs ago' and the drift gates compare with this run (default 7).")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="False discovery rate of flagged changes per grouping (default 0.05).")
+@click.option("--min-change-pct", type=click.FloatRange(min=0),
+              help="Flag only shifts of at least this many percent (default 0).")
+@click.option("--max-rows", type=click.IntRange(min=1),
+              help="Groups shown per grouping in history.md (default 20; all are in the tables).")
+@click.option("--skip-bad", is_flag=True,
+              help="Skip report directories that are corrupt or not evalkit reports (counted in "
+                   "the report) instead of failing with exit code 3.")
+@click.option("--max-drift", type=str, metavar="X|X%",
+              help="Fail when a group's mean loss rose by more than X (absolute) or X%% over "
+                   "--lookback runs.")
+@click.option("--max-drift-pct", type=float, metavar="PCT",
+              help="Fail when a group's mean loss rose by more than PCT percent over --lookback runs.")
+@click.option("--max-change-pct", type=float, metavar="PCT",
+              help="Fail when a detected shift up exceeds PCT percent (0: any detected rise).")
+@click.option("--min-count", type=click.IntRange(min=0),
+              help="Groups with fewer rows (latest or reference run) are reported but not gated.")
+@click.option("--plots/--no-plots", default=True, help="Line plots per grouping (needs evalkit[plot]).")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json", "none"]),
+              default="table", show_default=True, help="What to print to stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No log lines on stderr (gate failures still print).")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@handle_errors
+def history(reports: tuple[str, ...], out: str | None, overwrite: bool, config_file: str | None,
+            skip_bad: bool, plots: bool, fmt: str, quiet: bool, debug: bool, **flags: Any) -> None:
+    """Trend of every group's mean loss over many evaluate reports, and when it changed.
+
+    \b
+    REPORT_DIR... are report directories written by `evalkit evaluate`, or globs of them
+    ('reports/runs/*/'); runs are ordered by their recorded start time, not by name.
+    Writes one tidy table per grouping (run, created, keys, count, mean, CI, clipped,
+    accuracy), trends.parquet, history.md (overall line, per grouping: latest value,
+    change since the previous run and since --lookback runs, min / max, and the night a
+    shift started) and a plot per grouping. Runs whose eps or class set differ start a
+    new segment: nothing is compared across it.
+
+    \b
+    On a failed gate the full report is written first, then each failure is printed to
+    stderr as `gate failed: <gate> <grouping>[<group>]: observed X > limit Y (...)` and
+    the exit code is 5.
+
+    \b
+    Examples:
+      evalkit history 'reports/runs/*/' --out reports/history --overwrite
+      evalkit history 'reports/runs/*/' --config configs/nightly.yaml --out reports/history
+      evalkit history reports/runs/2026-11-* --window 60 --lookback 14 --max-drift 5%
+      evalkit history 'reports/runs/*/' --skip-bad --format json | jq .changes
+    """
+    from .config import EvalConfig
+    from .errors import UsageError
+    from .gates import normalize_gates, validate_gates
+    from .history import history as run_history
+
+    cfg = EvalConfig.from_file(config_file) if config_file else EvalConfig()
+    gates = dict(cfg.gates)
+    md = flags.pop("max_drift")
+    if md is not None:
+        if md.strip().endswith("%"):
+            gates["max_drift"] = md
+        else:
+            try:
+                gates["max_drift"] = float(md)
+            except ValueError:
+                raise UsageError(f"--max-drift: expected a number or a percentage like 5%, got {md!r}") from None
+    for key in ("max_drift_pct", "max_change_pct", "min_count"):
+        value = flags.pop(key)
+        if value is not None:
+            gates[key] = value
+    gates = normalize_gates(gates)
+    validate_gates(gates, "gates" if not config_file else f"{config_file}: gates")
+
+    progress = None if quiet else _err
+    result = run_history(list(reports), out=out, overwrite=overwrite, config=cfg, gates=gates,
+                         skip_bad=skip_bad, plots=plots, progress=progress, **flags)
+    _print(result, fmt)
+    if not quiet:
+        _err(f"{len(result.changes)} change(s) flagged over {len(result.trends)} groupings"
+             + (f"; {len(result.skipped)} report(s) or table(s) skipped" if result.skipped else ""))
+        _err(f"report written to {out}/history.md" if out else "no --out given: nothing written")
+    report_gates(result.failures, result.gates, quiet)
+
+
+def _print(result: Any, fmt: str) -> None:
+    if echo_machine_formats(result, fmt):
+        return
+    meta = result.metadata
+    click.echo(f"{meta['runs']} runs, {meta['first'][:10]} to {meta['last'][:10]}; "
+               f"{meta['segments']} segment(s); {len(result.skipped)} skipped")
+    overall = result.trends.get("overall")
+    if overall is not None and len(overall):
+        from .history import _pct
+
+        o = overall.iloc[0]
+        click.echo(f"overall: latest {o['latest']:.4g}, change since previous run "
+                   f"{_pct(o['change_prev_pct']) or 'n/a'}, since {meta['settings']['lookback']} "
+                   f"runs ago {_pct(o['drift_pct']) or 'n/a'}, window min {o['min']:.4g} max {o['max']:.4g}")
+    if result.changes.empty:
+        click.echo("no changes flagged")
+    for msg in result.changes["message"].head(50):
+        click.echo(f"  {msg}")
+    if len(result.changes) > 50:
+        click.echo(f"  ... and {len(result.changes) - 50} more")

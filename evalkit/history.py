@@ -1,0 +1,916 @@
+"""Nightly history: how every group's mean loss moved over many ``evaluate`` runs, and when
+it changed.
+
+    >>> h = evalkit.history(["reports/runs/*/"], out="reports/history")   # doctest: +SKIP
+    >>> h.changes                       # the groups whose mean loss shifted, with the night  # doctest: +SKIP
+    >>> h.table("region")               # tidy: one row per (run, region)                     # doctest: +SKIP
+
+Inputs are ``evaluate`` report directories (or globs of them), ordered by each run's
+recorded start time (``metadata.created`` in ``summary.json``; ties by path), never by
+name. Only ``summary.json`` (its metadata object, read without parsing the group records),
+``overall.parquet`` and the ``by_*.parquet`` grouped tables are read, one grouping at a
+time, so memory is bounded by one grouping's history (runs x groups), never by
+``rows.parquet``.
+
+Segments
+    Runs whose ``eps`` or class set differ compute different losses: each change of either
+    starts a new *segment*, and trends and change detection use the latest segment only
+    (earlier runs stay in the tables, with their segment number, and are listed in
+    ``history.md``). A grouping's series is the latest unbroken stretch of runs of that
+    segment that hold the grouping; a run whose set of groupings differs from the previous
+    run's is marked. Nothing is compared across a boundary.
+
+Trend per group (latest segment, last ``window`` runs)
+    ``latest`` mean loss, ``change_prev`` since the previous run, ``drift`` since
+    ``lookback`` runs before the latest (with a normal-approximation interval from both
+    runs' standard errors), and ``min`` / ``max`` over the window.
+
+Change detection per group (:func:`detect_changes`)
+    A scan for one shift in level over the window: for every candidate run ``k``, the runs
+    from ``k`` on are compared with the window's runs before ``k`` by a pooled two-sample
+    t statistic of the run means (Student 1908), whose variance is the pooled run-to-run
+    variance, floored at the mean squared standard error of a run mean (a series of
+    identical nights cannot make noise look significant). The candidate with the largest
+    statistic is kept and its p-value multiplied by the number of candidates (Bonferroni
+    bound of the maximum-t scan: Worsley 1979, "On the likelihood ratio test for a shift in
+    location of normal populations", JASA 74:365-367; Hawkins 1977, JASA 72:180-186). Across
+    the groups of a grouping the p-values are adjusted by Benjamini-Hochberg (1995, JRSS B
+    57:289-300), and a group is flagged when its q-value is at most ``alpha`` and the shift
+    is at least ``min_change_pct`` percent. The report then reads
+    ``region=LATAM: mean loss up 18.0% since 2026-11-12 (run 14 of 30)``.
+
+Gates (config ``gates``, see :mod:`evalkit.gates`): ``max_drift``, ``max_drift_pct`` and
+``max_change_pct`` on every group, and the evaluate gates on the latest run; failures make
+the CLI exit with code 5 after the report is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ._version import __version__
+from .errors import ReportError, UsageError
+from .gates import GateFailure
+from .inference import benjamini_hochberg, mean_interval, t_sf2
+from .reports import (
+    GroupedRuns,
+    RunInfo,
+    _file_stem,
+    _grouping_columns,
+    expand_reports,
+    read_grouping,
+    read_run_info,
+)
+
+#: Defaults of the ``history`` settings (config key ``history``, CLI flags of the same names).
+DEFAULTS: dict[str, Any] = {
+    "window": 30,  # runs examined by change detection and min / max
+    "lookback": 7,  # "change since N runs ago" and the drift gates
+    "alpha": 0.05,  # Benjamini-Hochberg level across the groups of a grouping
+    "min_change_pct": 0.0,  # smallest shift (percent) worth flagging
+    "min_before": 3,  # runs needed before a candidate change point
+    "max_rows": 20,  # groups shown per grouping in history.md
+    "confidence": 0.95,  # level of the intervals computed from count / mean / std
+}
+SETTINGS = tuple(DEFAULTS)
+MAX_CHANGE_LINES = 50  # lines of the "Changes" section of history.md
+PLOT_GROUPS = 8  # groups drawn per history plot (besides the overall line)
+OUT_MARKERS = ("history.md", "history.json")
+TABLE_STATS = ["count", "mean", "std", "sem", "ci_low", "ci_high", "clipped_low", "accuracy"]
+_READ_THREADS = 4
+
+
+# -- change detection -------------------------------------------------------------------------
+
+
+@dataclass
+class ChangeScan:
+    """What :func:`detect_changes` found for each of ``G`` series (arrays of length ``G``)."""
+
+    k: np.ndarray  # window row where the new level starts (-1: no candidate)
+    before: np.ndarray  # mean of the run means before k
+    after: np.ndarray  # mean of the run means from k on
+    t: np.ndarray  # pooled two-sample t statistic
+    df: np.ndarray  # its degrees of freedom
+    p: np.ndarray  # Bonferroni-adjusted two-sided p-value of the scan (NaN: no candidate)
+    candidates: np.ndarray  # number of candidate change points scanned
+
+
+def detect_changes(means: np.ndarray, sems: np.ndarray, min_before: int = 3) -> ChangeScan:
+    """Scan each column of ``means`` (runs x series; NaN where a series is absent) for one
+    shift in level.
+
+    For each candidate row ``k`` with at least ``min_before`` present runs before it and
+    one from it on, ``t_k = (mean(after) - mean(before)) / (s * sqrt(1/n_a + 1/n_b))`` with
+    ``s^2`` the pooled sample variance of the run means around their segment means
+    (df ``n_a + n_b - 2``), floored at the mean of ``sems^2`` (the sampling variance of one
+    run mean). The ``k`` with the smallest p-value is kept; that p-value times the number
+    of candidates bounds the scan's false-alarm probability (Worsley 1979). Runs of
+    candidates are compared through a normalising transform of t (Wallace 1959) so the
+    exact p-value is computed once per series. Vectorised over series; O(runs x series).
+    """
+    x = np.asarray(means, dtype=np.float64)
+    w, g = x.shape
+    present = ~np.isnan(x)
+    xc = np.where(present, x, 0.0)
+    n_tot = present.sum(axis=0)
+    center = np.divide(xc.sum(axis=0), n_tot, out=np.zeros(g), where=n_tot > 0)
+    y = np.where(present, x - center, 0.0)  # centred: sums of squares without cancellation
+    with np.errstate(invalid="ignore"):
+        v = np.where(present, np.asarray(sems, dtype=np.float64) ** 2, np.nan)
+        vbar = np.nanmean(np.where(np.isfinite(v), v, np.nan), axis=0) if w else np.zeros(g)
+    vbar = np.where(np.isfinite(vbar), vbar, 0.0)
+    cn = np.cumsum(present, axis=0)[:-1]  # rows 0..k-1, for k = 1..w-1
+    cs = np.cumsum(y, axis=0)[:-1]
+    cq = np.cumsum(y * y, axis=0)[:-1]
+    ts, tq = y.sum(axis=0), (y * y).sum(axis=0)
+    nb, na = cn, n_tot - cn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mb, ma = cs / nb, (ts - cs) / na
+        ss = (cq - cs * cs / nb) + ((tq - cq) - (ts - cs) ** 2 / na)
+        dof = nb + na - 2
+        s2 = np.maximum(ss / dof, vbar)
+        t = (ma - mb) / np.sqrt(s2 * (1.0 / na + 1.0 / nb))
+    # a candidate starts at a present run: otherwise k and the next present run are the same split
+    valid = (nb >= min_before) & (na >= 1) & (dof >= 1) & present[1:] & np.isfinite(t)
+    if w < 2:
+        valid = np.zeros((0, g), dtype=bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (8 * dof + 1) / (8 * dof + 3) * np.sqrt(dof * np.log1p(t * t / dof))
+    z = np.where(valid, z, -np.inf)
+    n_cand = valid.sum(axis=0)
+    best = np.argmax(z, axis=0) if w >= 2 else np.zeros(g, dtype=np.int64)
+    cols = np.arange(g)
+    has = n_cand > 0
+    pick = lambda a: np.where(has, a[best, cols], np.nan) if w >= 2 else np.full(g, np.nan)  # noqa: E731
+    tb, db = pick(t), pick(dof)
+    p = np.where(has, np.minimum(1.0, t_sf2(tb, db) * n_cand), np.nan)
+    return ChangeScan(k=np.where(has, best + 1, -1), before=pick(mb) + center,
+                      after=pick(ma) + center, t=tb, df=db, p=p, candidates=n_cand)
+
+
+# -- the result -------------------------------------------------------------------------------
+
+
+@dataclass
+class HistoryResult:
+    """What :func:`history` produced.
+
+    Attributes
+    ----------
+    runs:
+        One row per run, in order of recorded start time: ``run`` (1-based), ``run_id``,
+        ``path``, ``created`` (UTC), ``eps``, ``classes`` (count), ``groupings``,
+        ``segment`` and ``note`` (why a segment starts here, or a changed set of groupings).
+    trends:
+        Grouping name -> one row per group: the key columns, ``runs`` (present in the
+        window), ``latest``, ``latest_count``, ``previous``, ``change_prev``,
+        ``change_prev_pct``, ``reference`` (``lookback`` runs earlier), ``reference_count``,
+        ``drift``, ``drift_pct``, ``drift_ci_low``, ``drift_ci_high``, ``min``, ``max``,
+        and the change scan: ``changed``, ``direction`` (``up`` = worse), ``change_run``,
+        ``change_created``, ``before``, ``after``, ``change_pct``, ``t``, ``p_value``,
+        ``q_value``. Losses in nats; ``*_pct`` in percent.
+    changes:
+        The flagged groups of every grouping (``grouping``, ``group``, ``direction``,
+        ``change_pct``, ``run``, ``created``, ``before``, ``after``, ``q_value``,
+        ``message``), largest relative shift first.
+    skipped:
+        ``(path, reason)`` of report directories left out (``skip_bad``).
+    failures:
+        Failed gates (empty when all passed or none were given).
+    """
+
+    runs: pd.DataFrame
+    trends: dict[str, pd.DataFrame]
+    changes: pd.DataFrame
+    metadata: dict[str, Any]
+    gates: dict[str, Any] = field(default_factory=dict)
+    failures: list[GateFailure] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    _tables: dict[str, pa.Table | Path] = field(default_factory=dict, repr=False)
+    _plots: list[tuple[str, str]] = field(default_factory=list, repr=False)
+
+    @property
+    def groupings(self) -> list[str]:
+        """Grouping names, ``overall`` first."""
+        return list(self.trends)
+
+    @property
+    def passed(self) -> bool:
+        """True when no gate failed."""
+        return not self.failures
+
+    def table(self, grouping: str) -> pd.DataFrame:
+        """The tidy history of one grouping: one row per (run, group) with ``run``,
+        ``run_id``, ``created``, ``segment``, the key columns, ``count``, ``mean``, ``std``,
+        ``sem``, ``ci_low``, ``ci_high``, ``clipped_low`` and ``accuracy``. Read back from
+        the written report when the result was written with ``out``."""
+        if grouping not in self._tables:
+            raise UsageError(f"no grouping {grouping!r}; groupings are: {', '.join(self._tables)}")
+        t = self._tables[grouping]
+        return pd.read_parquet(t) if isinstance(t, Path) else t.to_pandas()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable data (what ``history.json`` holds)."""
+        from .report import frame_records
+
+        return {
+            "metadata": self.metadata,
+            "runs": frame_records(self.runs),
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "gates": {"checked": self.gates, "passed": self.passed,
+                      "failures": [_failure_dict(f) for f in self.failures]},
+            "changes": frame_records(self.changes),
+            "groupings": {name: {"groups": int(len(df)), "changed": int(df["changed"].sum()),
+                                 "runs": self.metadata["series_runs"].get(name, 0)}
+                          for name, df in self.trends.items()},
+            "overall": frame_records(self.trends["overall"])[0] if len(self.trends.get("overall", [])) else None,
+        }
+
+    def to_markdown(self) -> str:
+        """The human report (what ``history.md`` holds)."""
+        return render_markdown(self)
+
+    def write(self, out_dir: str | os.PathLike[str], *, overwrite: bool = False,
+              plots: bool = True) -> Path:
+        """Write ``history.md``, ``history.json``, ``runs.parquet``, ``trends.parquet``, one
+        tidy ``overall.parquet`` / ``by_*.parquet`` per grouping and (with matplotlib) one
+        ``history_*.png`` per grouping into ``out_dir``, atomically."""
+        from .io import AtomicDir
+
+        atomic = AtomicDir(out_dir, overwrite=overwrite)
+        with atomic as tmp:
+            self._write_into(tmp, plots=plots)
+            path = atomic.commit()
+        self._tables = {g: path / f"{_file_stem(g)}.parquet" for g in self._tables}
+        return path
+
+    def _write_into(self, tmp: Path, *, plots: bool) -> None:
+        self._plots = []
+        for name, t in self._tables.items():
+            _emit_grouping(self, name, pq.read_table(t) if isinstance(t, Path) else t, tmp, plots)
+        _write_summary_files(self, tmp)
+
+
+def _write_summary_files(res: HistoryResult, tmp: Path) -> None:
+    from .io import write_table, write_text
+    from .report import to_json_default
+
+    write_table(pa.Table.from_pandas(res.runs, preserve_index=False), tmp / "runs.parquet")
+    write_table(_trends_table(res.trends), tmp / "trends.parquet")
+    write_text(res.to_markdown(), tmp / "history.md")
+    write_text(json.dumps(res.to_dict(), indent=2, default=to_json_default) + "\n", tmp / "history.json")
+
+
+def _trends_table(trends: Mapping[str, pd.DataFrame]) -> pa.Table:
+    """All groupings' trends in one tidy table: ``grouping``, ``group`` (label), the rest."""
+    frames = []
+    for name, df in trends.items():
+        cols = _grouping_columns(name)
+        body = df.drop(columns=cols)
+        body.insert(0, "group", _labels(df, cols))
+        body.insert(0, "grouping", name)
+        frames.append(body)
+    return pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
+
+
+def _failure_dict(f: GateFailure) -> dict[str, Any]:
+    return {"gate": f.gate, "grouping": f.grouping, "group": f.group, "observed": f.observed,
+            "limit": f.limit, "detail": f.detail, "message": str(f)}
+
+
+def _labels(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
+    if not cols:
+        return [""] * len(df)
+    parts = [df[c].astype(object).map(lambda v: "(null)" if v is None or v != v else str(v)) for c in cols]
+    return [",".join(vals) for vals in zip(*parts, strict=True)]
+
+
+def _plot_picks(trend: pd.DataFrame, grouping: str) -> pd.DataFrame:
+    """The groups drawn: flagged ones first (largest shift), then the highest latest means."""
+    if grouping == "overall" or trend.empty:
+        return trend.iloc[:0]
+    order = _reading_order(trend)
+    return trend.loc[order[:PLOT_GROUPS]]
+
+
+def _reading_order(trend: pd.DataFrame) -> pd.Index:
+    """Flagged groups first (largest |shift| first), then the largest |drift|, then the
+    highest latest mean; groups absent from the latest run last."""
+    key = pd.DataFrame({
+        "flag": ~trend["changed"].astype(bool),
+        "shift": -trend["change_pct"].abs().where(trend["changed"].astype(bool), 0.0).fillna(0.0),
+        "absent": trend["latest"].isna(),
+        "drift": -trend["drift_pct"].abs().fillna(-1.0),
+        "latest": -trend["latest"].fillna(-np.inf),
+    }, index=trend.index)
+    return key.sort_values(["flag", "shift", "absent", "drift", "latest"], kind="stable").index
+
+
+# -- computing one grouping -------------------------------------------------------------------
+
+
+@dataclass
+class _Runs:
+    infos: list[RunInfo]
+    run_ids: list[str]
+    segment: np.ndarray  # per run
+    created: pd.DatetimeIndex
+
+
+def _run_ids(paths: Sequence[Path]) -> list[str]:
+    """Directory names, or paths relative to the common parent when names repeat."""
+    names = [p.name or p.absolute().name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    absolute = [str(p.absolute()) for p in paths]
+    base = os.path.commonpath(absolute)
+    return [os.path.relpath(a, base) for a in absolute]
+
+
+def _segments(infos: Sequence[RunInfo]) -> tuple[np.ndarray, list[str]]:
+    """Segment number per run (a change of eps or class set starts one) and a note per run."""
+    seg = np.zeros(len(infos), dtype=np.int64)
+    notes = [""] * len(infos)
+    for i in range(1, len(infos)):
+        a, b = infos[i - 1], infos[i]
+        why = []
+        if a.eps is not None and b.eps is not None and not math.isclose(a.eps, b.eps, rel_tol=1e-12):
+            why.append(f"eps {a.eps:g} -> {b.eps:g}")
+        if a.classes is not None and b.classes is not None and set(a.classes) != set(b.classes):
+            gone = sorted(set(a.classes) - set(b.classes))
+            new = sorted(set(b.classes) - set(a.classes))
+            why.append("class set changed" + (f": -{', -'.join(gone)}" if gone else "")
+                       + ("; " if gone and new else ": " if new else "") + (f"+{', +'.join(new)}" if new else ""))
+        seg[i] = seg[i - 1] + (1 if why else 0)
+        parts = [f"new segment ({'; '.join(why)})"] if why else []
+        if set(a.groupings) != set(b.groupings):
+            gone = [g for g in a.groupings if g not in b.groupings]
+            new = [g for g in b.groupings if g not in a.groupings]
+            parts.append("groupings changed: " + ", ".join([f"-{g}" for g in gone] + [f"+{g}" for g in new]))
+        notes[i] = "; ".join(parts)
+    return seg + 1, notes
+
+
+@dataclass
+class _Tidy:
+    """One grouping's tidy table (Arrow, rows by run then key) and its arrays for the trend."""
+
+    table: pa.Table
+    codes: np.ndarray  # group code of each row, in key order
+    group_keys: pd.DataFrame  # one row per group code: the key columns
+    run_pos: np.ndarray  # 0-based run of each row
+    count: np.ndarray
+    mean: np.ndarray
+    sem: np.ndarray
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.group_keys)
+
+
+def _group_codes(keys: Sequence[pa.Array]) -> np.ndarray:
+    """Dense codes of the key tuples, numbered in sorted key order (nulls last), computed
+    on Arrow dictionaries and integers (no Python objects per row)."""
+    import pyarrow.compute as pc
+
+    n = len(keys[0])
+    combined = np.zeros(n, dtype=np.int64)
+    for a in keys:
+        enc = a.dictionary_encode()
+        values = enc.dictionary
+        idx = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        rank = np.arange(len(values), dtype=np.int64)
+        # values that do not sort keep the order of first appearance
+        with contextlib.suppress(pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+            rank[pc.array_sort_indices(values).to_numpy()] = np.arange(len(values))
+        code = np.where(idx >= 0, rank[np.maximum(idx, 0)], len(values))
+        _, combined = np.unique(combined * (len(values) + 1) + code, return_inverse=True)
+    return combined.astype(np.int64).reshape(-1)
+
+
+def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: float) -> _Tidy:
+    """The tidy table of one grouping, and the arrays the trend needs."""
+    cols = _grouping_columns(grouping)
+    n = len(g.run_pos)
+    nan = np.full(n, np.nan)
+    st = g.stats
+    count, mean, std = st.get("count", nan), st.get("mean", nan), st.get("std", nan)
+    sem, lo, hi = st.get("sem", nan), st.get("ci_low", nan), st.get("ci_high", nan)
+    need = np.isnan(lo) | np.isnan(hi) | np.isnan(sem)
+    if need.any():
+        sem_t, lo_t, hi_t = mean_interval(count[need], mean[need], std[need], confidence)
+        sem, lo, hi = sem.copy(), lo.copy(), hi.copy()
+        sem[need] = np.where(np.isnan(sem[need]), sem_t, sem[need])
+        has_ci = ~np.isnan(lo[need]) & ~np.isnan(hi[need])
+        lo[need] = np.where(has_ci, lo[need], lo_t)
+        hi[need] = np.where(has_ci, hi[need], hi_t)
+    order = np.argsort(g.run_pos, kind="stable")
+    order = order[count[order] > 0]  # a class with no rows in a run is not a group of that run
+    pos = g.run_pos[order]
+    clipped = st.get("clipped_low", nan)[order]
+    keys = [k.combine_chunks().take(pa.array(order)) if isinstance(k, pa.ChunkedArray) else k.take(pa.array(order))
+            for k in g.keys]
+
+    def num(a: np.ndarray) -> pa.Array:
+        a = a[order]
+        return pa.array(a.astype(np.int64)) if not np.isnan(a).any() else pa.array(a)
+
+    columns: dict[str, pa.Array] = {
+        "run": pa.array(pos + 1),
+        "run_id": pa.DictionaryArray.from_arrays(pa.array(pos.astype(np.int32)), pa.array(runs.run_ids)),
+        "created": pa.array(runs.created[pos]),
+        "segment": pa.array(runs.segment[pos]),
+        **dict(zip(cols, keys, strict=True)),
+        "count": num(count), "mean": pa.array(mean[order]), "std": pa.array(std[order]),
+        "sem": pa.array(sem[order]), "ci_low": pa.array(lo[order]), "ci_high": pa.array(hi[order]),
+        "clipped_low": pa.array(clipped.astype(np.int64)) if not np.isnan(clipped).any() else pa.array(clipped),
+        "accuracy": pa.array(st.get("accuracy", nan)[order]),
+    }
+    table = pa.table(columns)
+    if cols and len(pos):
+        codes = _group_codes(keys)
+        first = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+        first[codes[::-1]] = np.arange(len(codes))[::-1]
+        group_keys = table.select(cols).take(pa.array(first)).to_pandas()
+    else:
+        codes = np.zeros(len(pos), dtype=np.int64)
+        group_keys = pd.DataFrame(index=range(int(len(pos) > 0)))
+    return _Tidy(table, codes, group_keys, pos, count[order], mean[order], sem[order])
+
+
+def _trend(tidy: _Tidy, grouping: str, series: Sequence[int], runs: _Runs,
+           settings: Mapping[str, Any]) -> pd.DataFrame:
+    """Per-group trend and change scan over the window of ``series`` (run positions)."""
+    window = list(series[-int(settings["window"]):])
+    w, g = len(window), tidy.n_groups
+    pos = np.full(len(runs.infos), -1, dtype=np.int64)
+    pos[window] = np.arange(w)
+    row_w = pos[tidy.run_pos]
+    inw = row_w >= 0
+    codes = tidy.codes
+    mean = np.full((w, g), np.nan)
+    sem = np.full((w, g), np.nan)
+    count = np.zeros((w, g), dtype=np.int64)
+    mean[row_w[inw], codes[inw]] = tidy.mean[inw]
+    sem[row_w[inw], codes[inw]] = tidy.sem[inw]
+    count[row_w[inw], codes[inw]] = tidy.count[inw]
+    out = tidy.group_keys.copy()
+    last = w - 1
+    lb = int(settings["lookback"])
+    latest = mean[last] if w else np.full(g, np.nan)
+    prev = mean[last - 1] if w >= 2 else np.full(g, np.nan)
+    ref_row = last - lb
+    ref = mean[ref_row] if ref_row >= 0 and w else np.full(g, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = float(__import__("statistics").NormalDist().inv_cdf(0.5 + float(settings["confidence"]) / 2))
+        se = np.sqrt((sem[last] if w else np.nan) ** 2 + (sem[ref_row] if ref_row >= 0 and w else np.nan) ** 2)
+        out["runs"] = (~np.isnan(mean)).sum(axis=0)
+        out["latest"] = latest
+        out["latest_count"] = count[last] if w else 0
+        out["previous"] = prev
+        out["change_prev"] = latest - prev
+        out["change_prev_pct"] = 100 * (latest - prev) / prev
+        out["reference"] = ref
+        out["reference_count"] = count[ref_row] if ref_row >= 0 and w else 0
+        out["drift"] = latest - ref
+        out["drift_pct"] = 100 * (latest - ref) / ref
+        out["drift_ci_low"] = latest - ref - z * se
+        out["drift_ci_high"] = latest - ref + z * se
+        out["min"] = np.nanmin(np.where(np.isnan(mean), np.inf, mean), axis=0) if w else np.nan
+        out["max"] = np.nanmax(np.where(np.isnan(mean), -np.inf, mean), axis=0) if w else np.nan
+    out.loc[out["runs"] == 0, ["min", "max"]] = np.nan
+    scan = detect_changes(mean, sem, min_before=int(settings["min_before"]))
+    q, _ = benjamini_hochberg(scan.p)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pct = 100 * (scan.after - scan.before) / scan.before
+    changed = (q <= float(settings["alpha"])) & (np.abs(pct) >= float(settings["min_change_pct"]))
+    k_run = np.where(scan.k >= 0, np.asarray(window + [0])[np.maximum(scan.k, 0)] + 1, 0)
+    out["changed"] = changed
+    out["direction"] = np.where(changed, np.where(pct > 0, "up", "down"), "")
+    out["change_run"] = np.where(changed, k_run, 0).astype(np.int64)
+    out["change_created"] = pd.Series(runs.created[np.maximum(k_run - 1, 0)]).where(changed)
+    out["before"] = scan.before
+    out["after"] = scan.after
+    out["change_pct"] = pct
+    out["t"] = scan.t
+    out["p_value"] = scan.p
+    out["q_value"] = q
+    return out
+
+
+def _change_rows(name: str, trend: pd.DataFrame, n_runs: int) -> list[dict[str, Any]]:
+    flagged = trend[trend["changed"]]
+    if flagged.empty:
+        return []
+    labels = _labels(flagged, _grouping_columns(name))
+    cols = _grouping_columns(name)
+    rows = []
+    for label, rec in zip(labels, flagged.to_dict("records"), strict=True):
+        where = "overall" if not cols else ",".join(
+            f"{c}={v}" for c, v in zip(cols, label.split(","), strict=False)) if len(cols) > 1 else f"{cols[0]}={label}"
+        created = pd.Timestamp(rec["change_created"])
+        msg = (f"{where}: mean loss {rec['direction']} {abs(rec['change_pct']):.1f}% since "
+               f"{created:%Y-%m-%d} (run {rec['change_run']} of {n_runs}): "
+               f"{rec['before']:.4g} -> {rec['after']:.4g}, q = {rec['q_value']:.2g}")
+        rows.append({"grouping": name, "group": label, "direction": rec["direction"],
+                     "change_pct": rec["change_pct"], "run": int(rec["change_run"]), "created": created,
+                     "before": rec["before"], "after": rec["after"], "t": rec["t"],
+                     "q_value": rec["q_value"], "message": msg})
+    return rows
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+def _settings(config: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    from_cfg = dict(getattr(config, "history", None) or {}) if config is not None else {}
+    out = dict(DEFAULTS)
+    for src in (from_cfg, given):
+        for k, v in src.items():
+            key = k.replace("-", "_")
+            if key not in DEFAULTS:
+                from .errors import closest
+
+                raise UsageError(f"unknown history setting {k!r}{closest(key, DEFAULTS)}; "
+                                 f"known: {', '.join(DEFAULTS)}")
+            if v is not None:
+                out[key] = v
+    for k in ("window", "lookback", "min_before", "max_rows"):
+        v = out[k]
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+            raise UsageError(f"history setting {k!r} must be a whole number >= 1, got {v!r}")
+    for k, lo_, hi_ in (("alpha", 0.0, 1.0), ("confidence", 0.0, 1.0)):
+        v = out[k]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not lo_ < v < hi_:
+            raise UsageError(f"history setting {k!r} must be in ({lo_:g}, {hi_:g}), got {v!r}")
+    v = out["min_change_pct"]
+    if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0:
+        raise UsageError(f"history setting 'min_change_pct' must be a number >= 0, got {v!r}")
+    if out["lookback"] >= out["window"]:
+        raise UsageError(f"history setting 'lookback' ({out['lookback']}) must be smaller than "
+                         f"'window' ({out['window']})")
+    return out
+
+
+def history(
+    reports: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    config: Any = None,
+    gates: Mapping[str, Any] | None = None,
+    skip_bad: bool = False,
+    plots: bool = True,
+    progress: Callable[[str], None] | None = None,
+    **settings: Any,
+) -> HistoryResult:
+    """How every group's mean loss moved over a series of ``evaluate`` reports.
+
+    Parameters
+    ----------
+    reports:
+        Report directories and globs (``"reports/runs/*/"``), in any order: runs are
+        ordered by their recorded start time (``metadata.created``), ties by path.
+    out:
+        Write the report there (atomically, see :meth:`HistoryResult.write`); the tidy
+        tables are then written one grouping at a time and not kept in memory. ``out`` is
+        never read as an input even when a glob matches it.
+    config:
+        An :class:`~evalkit.config.EvalConfig`, a config file or a mapping: its ``history``
+        settings and (unless ``gates`` is given) its ``gates`` are used.
+    gates:
+        Gates to check (:func:`evalkit.gates.check_history_gates`).
+    skip_bad:
+        Leave out report directories that are corrupt or not evalkit reports (listed in
+        ``result.skipped`` and the report) instead of raising :class:`ReportError`.
+    plots:
+        Draw ``history_*.png`` (needs matplotlib: ``evalkit[plot]``).
+    settings:
+        ``window`` (30), ``lookback`` (7), ``alpha`` (0.05), ``min_change_pct`` (0),
+        ``min_before`` (3), ``max_rows`` (20), ``confidence`` (0.95); see the module docs.
+
+    Raises
+    ------
+    ReportError
+        A directory that is not a readable evaluate report (exit code 3).
+    UsageError
+        Bad settings, or no report left to read.
+    """
+    from .config import EvalConfig
+    from .gates import check_history_gates, validate_gates
+
+    started = time.time()
+    t0 = time.perf_counter()
+    cfg = EvalConfig.coerce(config) if config is not None else None
+    opts = _settings(cfg, settings)
+    if gates is None and cfg is not None:
+        gates = cfg.gates
+    gates = dict(gates or {})
+    if gates:
+        validate_gates(gates)
+    say = progress or (lambda _msg: None)
+
+    paths = expand_reports(reports, exclude=[out] if out is not None else [])
+    infos: list[RunInfo] = []
+    skipped: list[tuple[str, str]] = []
+    for p in paths:
+        try:
+            infos.append(read_run_info(p))
+        except ReportError as exc:
+            if not skip_bad:
+                raise
+            skipped.append((str(p), str(exc)))
+    if not infos:
+        raise ReportError("no readable evaluate report among the inputs"
+                          + (f" ({len(skipped)} skipped)" if skipped else ""))
+    infos.sort(key=lambda r: (r.created, str(r.path)))
+    segment, notes = _segments(infos)
+    runs = _Runs(infos, _run_ids([r.path for r in infos]), segment,
+                 pd.DatetimeIndex([r.created for r in infos]))
+    say(f"history of {len(infos)} runs ({runs.created[0]:%Y-%m-%d} to {runs.created[-1]:%Y-%m-%d})"
+        + (f", {len(skipped)} skipped" if skipped else ""))
+
+    latest_seg = int(segment[-1])
+    groupings = list(dict.fromkeys(g for r in infos for g in r.groupings))
+    groupings = ["overall", *[g for g in groupings if g != "overall"]]
+    trends: dict[str, pd.DataFrame] = {}
+    series_runs: dict[str, int] = {}
+    change_rows: list[dict[str, Any]] = []
+    tables: dict[str, pa.Table | Path] = {}
+    latest_view: dict[str, pd.DataFrame] = {}
+    result = HistoryResult(runs=_runs_frame(runs, notes), trends=trends, changes=pd.DataFrame(),
+                           metadata={}, gates=gates, skipped=skipped, _tables=tables)
+
+    atomic = None
+    tmp: Path | None = None
+    if out is not None:
+        from .io import AtomicDir
+
+        atomic = AtomicDir(out, overwrite=overwrite)
+        tmp = atomic.__enter__()
+    try:
+        pool = ThreadPoolExecutor(_READ_THREADS)
+        try:
+            for name in groupings:
+                idx = [i for i, r in enumerate(infos) if name in r.groupings]
+                cols = _grouping_columns(name)
+                grouped = read_grouping(infos, idx, name, skip_bad, pool)
+                for i, err in grouped.bad:
+                    skipped.append((str(infos[i].path), f"{err} (grouping {name} left out for this run)"))
+                bad_runs = {i for i, _e in grouped.bad}
+                idx = [i for i in idx if i not in bad_runs]
+                tidy = _grouping_frame(runs, grouped, name, float(opts["confidence"]))
+                del grouped
+                series = _series(idx, segment, latest_seg, len(infos))
+                series_runs[name] = len(series)
+                trend = _trend(tidy, name, series, runs, opts)
+                trends[name] = trend
+                change_rows += _change_rows(name, trend, len(infos))
+                if gates and series and series[-1] == len(infos) - 1:
+                    last = np.flatnonzero(tidy.run_pos == len(infos) - 1)
+                    latest_view[name] = tidy.table.take(pa.array(last)).select(
+                        [*cols, "count", "mean", "clipped_low", "accuracy"]).to_pandas()
+                if tmp is not None and atomic is not None:
+                    written = _emit_grouping(result, name, tidy.table, tmp, plots, tidy.codes)
+                    tables[name] = atomic.target / written.name
+                else:
+                    tables[name] = tidy.table
+                del tidy
+        finally:
+            pool.shutdown()
+        changes = pd.DataFrame(change_rows, columns=["grouping", "group", "direction", "change_pct", "run",
+                                                     "created", "before", "after", "t", "q_value", "message"])
+        if not changes.empty:
+            changes = changes.reindex(changes["change_pct"].abs().sort_values(ascending=False, kind="stable").index)
+        result.changes = changes.reset_index(drop=True)
+        result.metadata = _metadata(result, runs, opts, cfg, gates, series_runs, started, skipped)
+        if gates:
+            result.failures = check_history_gates(result, gates, latest_view)
+        result.metadata["duration_s"] = round(time.perf_counter() - t0, 3)
+        if tmp is not None and atomic is not None:
+            _write_summary_files(result, tmp)
+            atomic.commit()
+    except BaseException:
+        if atomic is not None:
+            import sys
+
+            atomic.__exit__(*sys.exc_info())
+        raise
+    else:
+        if atomic is not None:
+            atomic.__exit__(None, None, None)
+    return result
+
+
+def _series(idx: Sequence[int], segment: np.ndarray, latest_seg: int, n_runs: int) -> list[int]:
+    """The latest unbroken stretch of runs of the latest segment that hold the grouping."""
+    have = set(idx)
+    out: list[int] = []
+    for r in range(n_runs - 1, -1, -1):
+        if segment[r] != latest_seg:
+            break
+        if r not in have:
+            if out:
+                break
+            continue
+        out.append(r)
+    return out[::-1]
+
+
+def _emit_grouping(result: HistoryResult, name: str, table: pa.Table, tmp: Path, plots: bool,
+                   codes: np.ndarray | None = None) -> Path:
+    """Write one grouping's tidy table (and plot) into the report being built; ``codes``
+    (each row's group code) spare the plot a join on the keys."""
+    from .io import write_table
+
+    path = tmp / f"{_file_stem(name)}.parquet"
+    write_table(table, path, large=True)
+    if plots:
+        from .plots import plots_available, write_history_plot
+
+        if plots_available():
+            picks = _plot_picks(result.trends[name], name)
+            if codes is not None and len(picks):
+                table = table.take(pa.array(np.flatnonzero(np.isin(codes, picks.index.to_numpy()))))
+            fname = f"history_{_file_stem(name)}.png"
+            title = write_history_plot(table.to_pandas(), name, picks, tmp / fname, result.runs)
+            if title:
+                result._plots.append((title, fname))
+    return path
+
+
+def _runs_frame(runs: _Runs, notes: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "run": np.arange(1, len(runs.infos) + 1, dtype=np.int64),
+        "run_id": runs.run_ids,
+        "path": [str(r.path) for r in runs.infos],
+        "created": runs.created,
+        "eps": [r.eps if r.eps is not None else np.nan for r in runs.infos],
+        "classes": [len(r.classes) if r.classes is not None else -1 for r in runs.infos],
+        "groupings": [",".join(g.replace(",", "+") for g in r.groupings if g != "overall") for r in runs.infos],
+        "segment": runs.segment,
+        "note": list(notes),
+    })
+
+
+def _metadata(result: HistoryResult, runs: _Runs, opts: Mapping[str, Any], cfg: Any,
+              gates: Mapping[str, Any], series_runs: Mapping[str, int], started: float,
+              skipped: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    seg = runs.segment
+    latest = int(seg[-1])
+    in_latest = np.flatnonzero(seg == latest)
+    blob = {"settings": dict(opts), "gates": dict(gates)}
+    return {
+        "evalkit_version": __version__,
+        "created": _dt.datetime.fromtimestamp(started, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "duration_s": 0.0,
+        "runs": len(runs.infos),
+        "first": runs.created[0].isoformat(),
+        "last": runs.created[-1].isoformat(),
+        "segments": int(seg.max()),
+        "latest_segment": {"segment": latest, "first_run": int(in_latest[0]) + 1,
+                           "runs": int(len(in_latest)),
+                           "eps": runs.infos[-1].eps, "classes": len(runs.infos[-1].classes or ())},
+        "skipped": len(skipped),
+        "settings": dict(opts),
+        "method": ("max-t scan for one shift in level over the window (pooled two-sample t of "
+                   "run means, variance floored at the runs' squared standard errors; "
+                   "Bonferroni over candidates, Worsley 1979), Benjamini-Hochberg across groups"),
+        "series_runs": dict(series_runs),
+        "config_file": getattr(cfg, "source_file", None),
+        "config_hash": hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16],
+    }
+
+
+# -- markdown ---------------------------------------------------------------------------------
+
+
+def _pct(v: Any) -> str:
+    return "" if v is None or v != v or math.isinf(v) else f"{v:+.1f}%"
+
+
+def _loss(v: Any) -> str:
+    from .report import fmt_number
+
+    return "" if v is None or v != v else fmt_number(float(v))
+
+
+def _trend_cells(rec: Mapping[str, Any], lookback: int) -> list[str]:
+    change = ""
+    if rec["changed"]:
+        change = (f"**{'▲' if rec['direction'] == 'up' else '▼'} {_pct(rec['change_pct'])} since run "
+                  f"{rec['change_run']}**")
+    latest = _loss(rec["latest"]) if rec["latest"] == rec["latest"] else "absent"
+    return [latest, _pct(rec["change_prev_pct"]), _pct(rec["drift_pct"]), _loss(rec["min"]),
+            _loss(rec["max"]), f"{int(rec['runs'])}", change]
+
+
+def render_markdown(res: HistoryResult) -> str:
+    """``history.md``: runs, gates, changes, the overall trend and each grouping's groups
+    (at most ``max_rows`` per grouping: flagged first, then the largest drift)."""
+    from .report import _escape
+
+    meta = res.metadata
+    opts = meta["settings"]
+    lb, n_runs = int(opts["lookback"]), meta["runs"]
+    seg = meta["latest_segment"]
+    lines = ["# evalkit history", ""]
+    lines.append(f"{n_runs} runs from {meta['first'][:10]} to {meta['last'][:10]}, ordered by recorded "
+                 f"start time. Trends and change detection use the latest segment (runs "
+                 f"{seg['first_run']}-{n_runs}, eps {seg['eps']:g}, {seg['classes']} classes), "
+                 f"the last {opts['window']} runs at most; \"Δ {lb} runs\" compares the latest run "
+                 f"with the run {lb} before it.")
+    lines += ["", f"Change detection: {meta['method']}; flagged at q <= {opts['alpha']:g}"
+              + (f" and a shift of at least {opts['min_change_pct']:g}%" if opts["min_change_pct"] else "")
+              + ". ▲ = mean loss up (worse).", ""]
+    if meta["segments"] > 1:
+        lines.append(f"> **{meta['segments']} segments:** runs whose eps or class set differ are "
+                     "not compared; earlier segments are in the tables but not in the trends.")
+        for rec in res.runs[res.runs["note"].str.contains("new segment")].to_dict("records"):
+            lines.append(f"> - run {rec['run']} (`{_escape(rec['run_id'])}`, {rec['created']:%Y-%m-%d}): "
+                         f"{_escape(rec['note'])}")
+        lines.append("")
+    changed_sets = res.runs[res.runs["note"].str.contains("groupings changed")]
+    if len(changed_sets):
+        lines.append("> Groupings changed at run(s) " + ", ".join(
+            f"{r['run']} ({_escape(r['note'].split('groupings changed: ')[-1])})"
+            for r in changed_sets.to_dict("records")[:10])
+            + (" ..." if len(changed_sets) > 10 else "") + "; a grouping's series starts after its last gap.")
+        lines.append("")
+    if res.skipped:
+        lines.append(f"> **Skipped ({len(res.skipped)}):**")
+        for p, why in res.skipped[:20]:
+            lines.append(f"> - `{_escape(p)}`: {_escape(why)}")
+        if len(res.skipped) > 20:
+            lines.append(f"> - ... and {len(res.skipped) - 20} more (history.json)")
+        lines.append("")
+    if res.gates:
+        if res.failures:
+            lines += [f"## Gates: FAILED ({len(res.failures)})", ""]
+            lines += [f"- **FAILED** {_escape(str(f))}" for f in res.failures[:MAX_CHANGE_LINES]]
+            if len(res.failures) > MAX_CHANGE_LINES:
+                lines.append(f"- ... and {len(res.failures) - MAX_CHANGE_LINES} more (history.json)")
+            lines.append("")
+        else:
+            lines += ["## Gates: passed", ""]
+    ch = res.changes
+    lines += [f"## Changes ({len(ch)})", ""]
+    if ch.empty:
+        lines += ["_No group's mean loss shifted beyond its run-to-run noise._", ""]
+    else:
+        lines += [f"- {'▲' if r['direction'] == 'up' else '▼'} {_escape(r['message'])}"
+                  for r in ch.head(MAX_CHANGE_LINES).to_dict("records")]
+        if len(ch) > MAX_CHANGE_LINES:
+            lines.append(f"- ... and {len(ch) - MAX_CHANGE_LINES} more (history.json, trends.parquet)")
+        lines.append("")
+    head = ["latest", "Δ prev", f"Δ {lb} runs", "min", "max", "runs", "change"]
+    plots = dict((f, t) for t, f in res._plots)
+    for name, trend in res.trends.items():
+        cols = _grouping_columns(name)
+        title = "Overall" if not cols else f"By {' × '.join(cols)}"
+        n = len(trend)
+        shown = trend.loc[_reading_order(trend)[: int(opts["max_rows"])]] if cols else trend
+        lines += [f"## {title}", ""]
+        if cols:
+            lines.append(f"{n:,} groups, {int(trend['changed'].sum())} flagged; series of "
+                         f"{meta['series_runs'].get(name, 0)} runs."
+                         + (f" Showing {len(shown)}: flagged first, then the largest Δ {lb} runs; "
+                            f"all groups in `trends.parquet`, every run in `{_file_stem(name)}.parquet`."
+                            if len(shown) < n else ""))
+            lines.append("")
+        if trend.empty:
+            lines += ["_(no groups)_", ""]
+            continue
+        header = [*cols, *head]
+        lines.append("| " + " | ".join(_escape(h) for h in header) + " |")
+        lines.append("| " + " | ".join(["---"] * len(cols) + ["---:"] * 6 + ["---"]) + " |")
+        labels = _labels(shown, cols)
+        for label, rec in zip(labels, shown.to_dict("records"), strict=True):
+            keys = label.split(",") if len(cols) > 1 and label.count(",") == len(cols) - 1 else (
+                [str(rec[c]) for c in cols])
+            lines.append("| " + " | ".join([_escape(k) for k in keys] + _trend_cells(rec, lb)) + " |")
+        lines.append("")
+        fname = f"history_{_file_stem(name)}.png"
+        if fname in plots:
+            lines += [f"![{_escape(plots[fname])}]({fname})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+__all__ = ["ChangeScan", "HistoryResult", "detect_changes", "history"]

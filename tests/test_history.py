@@ -1,0 +1,563 @@
+"""evalkit history: ordering, segments, change detection, gates, report, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import evalkit
+from evalkit.cli import main
+from evalkit.errors import ReportError, UsageError
+from evalkit.history import detect_changes, history
+from evalkit.inference import benjamini_hochberg, mean_interval, t_sf2
+from evalkit.reports import read_summary_metadata
+
+GOLDEN = Path(__file__).parent / "golden" / "history_report.md"
+DAY0 = pd.Timestamp("2026-11-01T02:30:00Z")
+
+
+def _stats(keys: dict[str, list], means: np.ndarray, count: int | np.ndarray, std: float,
+           clipped_col: str = "clipped") -> pd.DataFrame:
+    n = len(means)
+    count = np.broadcast_to(np.asarray(count, dtype=np.int64), (n,)).copy()
+    df = pd.DataFrame({**keys, "count": count, "mean": means, "std": np.full(n, std),
+                       "min": means * 0.01, "p50": means * 0.6, "p90": means * 2, "p99": means * 4,
+                       "max": np.full(n, 16.118), "sum": means * count})
+    df[clipped_col] = np.arange(n, dtype=np.int64) % 3
+    df["accuracy"] = np.clip(0.9 - 0.1 * means, 0, 1)
+    return df
+
+
+def make_report(root: Path, name: str, created: pd.Timestamp | str | None,
+                groups: dict[str, pd.DataFrame], *, eps: float = 1e-7,
+                classes: tuple[str, ...] = ("a", "b", "c"), overall_mean: float = 0.5,
+                clipped_col: str = "clipped", metadata_first: bool = True) -> Path:
+    """A report directory laid out like ``evaluate`` writes it (summary.json + Parquet)."""
+    d = root / name
+    d.mkdir(parents=True)
+    overall = _stats({}, np.array([overall_mean]), 10_000, 0.8, clipped_col)
+    pq.write_table(pa.Table.from_pandas(overall, preserve_index=False), d / "overall.parquet")
+    for g, df in groups.items():
+        stem = "by_" + "_".join(g.split(","))
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), d / f"{stem}.parquet")
+    meta = {"evalkit_version": "0.1.0", "eps": eps, "classes": list(classes),
+            "groupings": ["overall", *groups]}
+    if created is not None:
+        meta["created"] = str(created) if isinstance(created, str) else created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {"overall": overall.to_dict("records")[0],
+            "groups": {g: df.to_dict("records") for g, df in groups.items()}}
+    summary = {"metadata": meta, **body} if metadata_first else {**body, "metadata": meta}
+    (d / "summary.json").write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
+    (d / "report.md").write_text("# evalkit report\n", encoding="utf-8")
+    return d
+
+
+REGIONS = ["APAC", "EU", "LATAM", "US"]
+
+
+def make_series(root: Path, n_runs: int = 30, *, seed: int = 0, step_at: int | None = None,
+                step: float = 0.2, step_group: str = "LATAM", count: int = 2000, std: float = 1.0,
+                between: float = 0.0, names: list[str] | None = None) -> list[Path]:
+    """``n_runs`` nightly reports grouped by region; from run ``step_at`` (1-based) on, the
+    ``step_group``'s true mean is ``step`` higher (relative). Noise: sampling (std/sqrt(n))
+    plus ``between`` (relative run-to-run sd)."""
+    rng = np.random.default_rng(seed)
+    base = np.array([0.40, 0.55, 0.60, 0.45])
+    out = []
+    for r in range(n_runs):
+        true = base.copy()
+        if step_at is not None and r + 1 >= step_at:
+            true[REGIONS.index(step_group)] *= 1 + step
+        noise = rng.standard_normal(4) * std / math.sqrt(count) + rng.standard_normal(4) * between * base
+        df = _stats({"region": REGIONS}, true + noise, count, std)
+        name = names[r] if names else f"run-{(r * 7919) % 1000:03d}"
+        out.append(make_report(root, name, DAY0 + pd.Timedelta(days=r), {"region": df},
+                               overall_mean=0.5 + rng.standard_normal() * 0.005))
+    return out
+
+
+# -- ordering, missing groups, mismatched runs ------------------------------------------------
+
+
+def test_runs_are_ordered_by_recorded_start_time_not_by_name(tmp_path: Path) -> None:
+    # names sort z, y, x... but the runs happened in the other order; one time has an offset
+    created = ["2026-11-03T02:30:00Z", "2026-11-01T02:30:00Z", "2026-11-02T03:30:00+02:00",
+               "2026-11-02T02:00:00Z"]
+    for name, c, m in zip(["a", "b", "c", "d"], created, [0.1, 0.2, 0.3, 0.4], strict=True):
+        make_report(tmp_path, name, c, {"region": _stats({"region": ["EU"]}, np.array([m]), 100, 1.0)})
+    res = history(str(tmp_path / "*"))
+    assert res.runs["run_id"].tolist() == ["b", "c", "d", "a"]  # c is 01:30Z on the 2nd
+    assert res.runs["run"].tolist() == [1, 2, 3, 4]
+    t = res.table("region")
+    assert t.sort_values("run")["mean"].tolist() == [0.2, 0.3, 0.4, 0.1]
+    assert t["created"].is_monotonic_increasing
+    trend = res.trends["region"].iloc[0]
+    assert trend["latest"] == 0.1 and trend["previous"] == 0.4
+
+
+def test_ties_in_start_time_are_broken_by_path(tmp_path: Path) -> None:
+    for name, m in (("r2", 0.2), ("r1", 0.1)):
+        make_report(tmp_path, name, DAY0, {"region": _stats({"region": ["EU"]}, np.array([m]), 100, 1.0)})
+    assert history([tmp_path / "r2", tmp_path / "r1"]).runs["run_id"].tolist() == ["r1", "r2"]
+
+
+def test_groups_missing_in_some_runs(tmp_path: Path) -> None:
+    for r in range(8):
+        regions = [g for g in REGIONS if not (g == "LATAM" and r in (2, 5)) and not (g == "US" and r == 7)]
+        df = _stats({"region": regions}, np.full(len(regions), 0.5) + 0.001 * r, 500, 1.0)
+        make_report(tmp_path, f"n{r}", DAY0 + pd.Timedelta(days=r), {"region": df})
+    res = history(str(tmp_path / "n*"), lookback=2)
+    t = res.table("region")
+    assert len(t) == 8 * 4 - 3
+    assert sorted(t.loc[t["region"] == "LATAM", "run"]) == [1, 2, 4, 5, 7, 8]
+    tr = res.trends["region"].set_index("region")
+    assert tr.loc["LATAM", "runs"] == 6 and tr.loc["EU", "runs"] == 8
+    assert math.isnan(tr.loc["US", "latest"]) and tr.loc["US", "latest_count"] == 0
+    assert math.isnan(tr.loc["LATAM", "change_prev"]) is False  # runs 7 and 8 both present
+    assert math.isnan(tr.loc["LATAM", "drift"])  # absent 2 runs before the latest (run 6)
+    assert "absent" in res.to_markdown()
+    assert not tr["changed"].any()
+
+
+def test_eps_change_starts_a_segment_and_is_never_compared_across(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    for r in range(20):
+        eps = 1e-7 if r < 12 else 1e-4
+        level = 0.5 if r < 12 else 0.9  # a new eps changes every loss: not a "change"
+        df = _stats({"region": REGIONS}, level + rng.standard_normal(4) * 0.01, 1000, 1.0)
+        make_report(tmp_path, f"n{r:02d}", DAY0 + pd.Timedelta(days=r), {"region": df}, eps=eps)
+    res = history(str(tmp_path / "n*"), lookback=3)
+    assert res.runs["segment"].tolist() == [1] * 12 + [2] * 8
+    assert "new segment (eps 1e-07 -> 0.0001)" in res.runs.loc[12, "note"]
+    assert res.changes.empty  # the jump at the boundary is not flagged
+    tr = res.trends["region"]
+    assert (tr["runs"] == 8).all() and (tr["min"] > 0.8).all()  # trends use the latest segment only
+    md = res.to_markdown()
+    assert "2 segments" in md and "eps 1e-07 -> 0.0001" in md
+    assert set(res.table("region")["segment"]) == {1, 2}  # the tables keep every run, marked
+
+
+def test_class_set_change_and_changed_groupings_are_marked(tmp_path: Path) -> None:
+    for r in range(6):
+        groups = {"region": _stats({"region": REGIONS}, np.full(4, 0.5), 100, 1.0)}
+        if r >= 3:
+            groups["split"] = _stats({"split": ["train", "val"]}, np.full(2, 0.5), 100, 1.0)
+        classes = ("a", "b", "c") if r < 4 else ("a", "b", "c", "d")
+        make_report(tmp_path, f"n{r}", DAY0 + pd.Timedelta(days=r), groups, classes=classes)
+    res = history(str(tmp_path / "n*"))
+    notes = res.runs["note"].tolist()
+    assert notes[3] == "groupings changed: +split"
+    assert notes[4].startswith("new segment (class set changed: +d)")
+    assert res.runs["segment"].tolist() == [1, 1, 1, 1, 2, 2]
+    assert res.metadata["series_runs"] == {"overall": 2, "region": 2, "split": 2}
+    assert "Groupings changed at run(s) 4 (+split)" in res.to_markdown()
+
+
+# -- change detection -------------------------------------------------------------------------
+
+
+def test_planted_step_is_found_at_the_right_run(tmp_path: Path) -> None:
+    make_series(tmp_path, 30, seed=1, step_at=21, step=0.18)
+    res = history(str(tmp_path / "run-*"))
+    ch = res.changes
+    assert ch["group"].tolist() == ["LATAM"]
+    row = ch.iloc[0]
+    assert row["run"] == 21 and row["direction"] == "up"
+    assert row["created"] == DAY0 + pd.Timedelta(days=20)
+    assert 14 < row["change_pct"] < 22
+    assert row["message"].startswith("region=LATAM: mean loss up ")
+    assert "since 2026-11-21 (run 21 of 30)" in row["message"]
+    assert "region=LATAM: mean loss up" in res.to_markdown()
+
+
+def test_planted_step_location_over_many_seeds() -> None:
+    # 30 runs, +15% from run 21 (about 3.5 standard errors of one run mean): found at exactly
+    # the right run in most seeds and never more than one run off.
+    rng = np.random.default_rng(0)
+    w, seeds, n, sd = 30, 100, 2000, 1.0
+    base = 0.6
+    se = sd / math.sqrt(n)
+    x = base + rng.standard_normal((w, seeds)) * se
+    x[20:] += 0.15 * base
+    scan = detect_changes(x, np.full((w, seeds), se))
+    found = scan.p <= 0.05
+    assert found.mean() == 1.0
+    assert (scan.k == 20).mean() >= 0.9
+    assert (np.abs(scan.k - 20) <= 1).all()
+
+
+@pytest.mark.parametrize("between", [0.0, 0.03])
+def test_false_alarm_rate_on_stable_series(between: float) -> None:
+    # 200 seeds of a stable 30-run series (sampling noise only, or with real run-to-run
+    # variation 10x the sampling noise): the scan flags at most ~alpha of them.
+    rng = np.random.default_rng(42)
+    w, seeds, n, sd = 30, 200, 2000, 1.0
+    se = sd / math.sqrt(n)
+    x = 0.5 + rng.standard_normal((w, seeds)) * se + rng.standard_normal((w, seeds)) * between * 0.5
+    scan = detect_changes(x, np.full((w, seeds), se))
+    rate = float(np.mean(scan.p <= 0.05))
+    assert rate <= 0.06, rate
+
+
+def test_false_alarm_rate_of_the_whole_pipeline(tmp_path: Path) -> None:
+    flagged = 0
+    seeds = 40
+    for seed in range(seeds):
+        root = tmp_path / f"s{seed}"
+        make_series(root, 15, seed=seed, count=500)
+        flagged += not history(str(root / "run-*")).changes.empty
+    assert flagged / seeds <= 0.1
+
+
+def test_identical_runs_flag_nothing_and_floor_the_variance() -> None:
+    x = np.full((20, 3), 0.5)
+    x[15:, 0] += 1e-9  # a shift far below one run's standard error
+    scan = detect_changes(x, np.full((20, 3), 0.01))
+    assert np.all(scan.p > 0.5)
+
+
+def test_detect_changes_agrees_with_a_pooled_t_test_by_hand() -> None:
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((12, 1)) * 0.1 + 1.0
+    x[8:] += 0.3
+    scan = detect_changes(x, np.full((12, 1), 1e-6), min_before=3)
+    k = int(scan.k[0])
+    ref = stats.ttest_ind(x[k:, 0], x[:k, 0], equal_var=True)
+    assert k == 8
+    assert scan.t[0] == pytest.approx(ref.statistic, rel=1e-9)
+    assert scan.p[0] == pytest.approx(min(1.0, ref.pvalue * scan.candidates[0]), rel=1e-9)
+
+
+def test_t_two_sided_p_matches_scipy() -> None:
+    from scipy import stats
+
+    t = np.array([0.0, 0.1, 1.0, 2.0, 2.5, 5.0, 12.0, 40.0, -3.0, np.inf])
+    for df in (1, 2, 3, 7, 28, 120, 1000):
+        got = t_sf2(t, np.full(t.shape, df))
+        want = 2 * stats.t.sf(np.abs(t), df)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-300)
+    assert np.isnan(t_sf2(np.array([1.0]), np.array([0.0]))).all()
+
+
+def test_benjamini_hochberg_matches_scipy() -> None:
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    p = rng.random(50) ** 3
+    np.testing.assert_allclose(benjamini_hochberg(p)[0], stats.false_discovery_control(p), rtol=1e-12)
+    q, reject = benjamini_hochberg(np.array([0.01, np.nan, 0.04]), q=0.03)
+    assert np.isnan(q[1]) and q[0] == pytest.approx(0.02) and q[2] == pytest.approx(0.04)
+    assert reject.tolist() == [True, False, False]
+
+
+def test_mean_interval_matches_scipy() -> None:
+    from scipy import stats
+
+    count = np.array([1, 2, 5, 40, 1000])
+    mean = np.array([0.5, 0.4, 0.3, 0.2, 0.1])
+    std = np.array([np.nan, 0.2, 0.3, 0.4, 0.5])
+    sem, lo, hi = mean_interval(count, mean, std)
+    assert np.isnan(sem[0]) and np.isnan(lo[0])
+    for i in range(1, 5):
+        a, b = stats.t.interval(0.95, count[i] - 1, loc=mean[i], scale=std[i] / math.sqrt(count[i]))
+        # the t quantile is exact for df <= 2 and Cornish-Fisher beyond (error < 1e-3 of t)
+        assert lo[i] == pytest.approx(a, rel=2e-3) and hi[i] == pytest.approx(b, rel=2e-3)
+
+
+# -- reading report directories ---------------------------------------------------------------
+
+
+def test_summary_metadata_is_read_without_the_group_records(tmp_path: Path) -> None:
+    meta = {"created": "2026-11-01T00:00:00Z", "note": "é" * 5000, "groupings": ["overall"]}
+    p = tmp_path / "summary.json"
+    p.write_text(json.dumps({"metadata": meta, "groups": "x" * 1000}, indent=2) + "\n... not json",
+                 encoding="utf-8")
+    assert read_summary_metadata(p, chunk=7) == meta  # multi-byte characters across chunks
+    p.write_text(json.dumps({"groups": {}, "metadata": meta}), encoding="utf-8")
+    assert read_summary_metadata(p) == meta  # metadata not first: whole file parsed
+    p.write_text(json.dumps({"metadata": meta})[:100], encoding="utf-8")
+    with pytest.raises(ReportError, match="corrupt or truncated"):
+        read_summary_metadata(p, chunk=16)
+    p.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(ReportError, match="not an evalkit summary.json"):
+        read_summary_metadata(p)
+
+
+def test_history_never_reads_rows_parquet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = make_series(tmp_path, 5)
+    for p in paths:
+        (p / "rows.parquet").write_bytes(b"garbage: history must not open this file")
+    real_open = Path.open
+
+    def guarded(self: Path, *a, **k):  # type: ignore[no-untyped-def]
+        assert self.name != "rows.parquet"
+        return real_open(self, *a, **k)
+
+    monkeypatch.setattr(Path, "open", guarded)
+    assert len(history(str(tmp_path / "run-*")).runs) == 5
+
+
+def test_real_evaluate_reports(tmp_path: Path) -> None:
+    df = pd.DataFrame({"id": range(400), "region": ["EU", "US"] * 200, "label": [0, 1, 1, 0] * 100})
+    for r, shift in enumerate([0.0, 0.02, 0.04]):
+        p1 = np.clip(0.7 - shift + 0.2 * (df["label"] == 1) - 0.1 * (df["id"] % 3 == 0), 0.01, 0.99)
+        data = df.assign(prob_0=1 - p1, prob_1=p1)
+        res = evalkit.evaluate(data, by=["region"], plots=False)
+        out = res.write(tmp_path / f"eval{r}")
+        summary = json.loads((out / "summary.json").read_text())
+        summary["metadata"]["created"] = str(DAY0 + pd.Timedelta(days=r))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    h = history(str(tmp_path / "eval*"))
+    assert h.groupings == ["overall", "class", "region"]
+    t = h.table("region")
+    assert set(t.columns) >= {"run", "run_id", "created", "region", "count", "mean", "sem",
+                              "ci_low", "ci_high", "clipped_low", "accuracy"}
+    ref = pd.read_parquet(tmp_path / "eval2" / "by_region.parquet").set_index("region")
+    last = t[t["run"] == 3].set_index("region")
+    np.testing.assert_allclose(last["mean"], ref.loc[last.index, "mean"], rtol=1e-15)
+    assert (last["ci_low"] < last["mean"]).all() and (last["mean"] < last["ci_high"]).all()
+
+
+def test_new_column_names_are_read_when_present(tmp_path: Path) -> None:
+    df = _stats({"region": ["EU"]}, np.array([0.5]), 100, 1.0, clipped_col="clipped_low")
+    df["sem"], df["ci_low"], df["ci_high"] = 0.1, 0.3, 0.7
+    make_report(tmp_path, "a", DAY0, {"region": df}, clipped_col="clipped_low")
+    t = history(tmp_path / "a").table("region")
+    assert t[["sem", "ci_low", "ci_high"]].iloc[0].tolist() == [0.1, 0.3, 0.7]
+    assert t["clipped_low"].iloc[0] == 0
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("no_summary", "not an evalkit report directory"),
+    ("compare", "is a compare report"),
+    ("bad_json", "corrupt or truncated"),
+    ("no_created", "no valid start time"),
+    ("truncated_parquet", "by_region.parquet of grouping 'region' is not a Parquet file"),
+    ("missing_parquet", "by_region.parquet of grouping 'region' is missing"),
+    ("file", "not a directory"),
+])
+def test_bad_report_dirs_are_named_or_skipped(tmp_path: Path, breakage: str, message: str) -> None:
+    paths = make_series(tmp_path, 6)
+    bad = paths[2]
+    if breakage == "no_summary":
+        (bad / "summary.json").unlink()
+    elif breakage == "compare":
+        (bad / "summary.json").unlink()
+        (bad / "compare.json").write_text("{}")
+    elif breakage == "bad_json":
+        (bad / "summary.json").write_text('{"metadata": {"created": "2026-')
+    elif breakage == "no_created":
+        s = json.loads((bad / "summary.json").read_text())
+        del s["metadata"]["created"]
+        (bad / "summary.json").write_text(json.dumps(s))
+    elif breakage == "truncated_parquet":
+        data = (bad / "by_region.parquet").read_bytes()
+        (bad / "by_region.parquet").write_bytes(data[: len(data) // 2])
+    elif breakage == "missing_parquet":
+        (bad / "by_region.parquet").unlink()
+    elif breakage == "file":
+        import shutil
+
+        shutil.rmtree(bad)
+        bad.write_text("not a dir")
+    with pytest.raises(ReportError, match=message) as err:
+        history(str(tmp_path / "run-*"))
+    assert str(bad) in str(err.value)
+    res = history(str(tmp_path / "run-*"), skip_bad=True)
+    assert len(res.runs) == 5 and len(res.skipped) == 1 and res.skipped[0][0] == str(bad)
+    assert "Skipped (1)" in res.to_markdown()
+    assert res.to_dict()["skipped"][0]["path"] == str(bad)
+
+
+def test_corrupt_parquet_body_is_named(tmp_path: Path) -> None:
+    paths = make_series(tmp_path, 4)
+    f = paths[1] / "by_region.parquet"
+    data = bytearray(f.read_bytes())
+    data[4:200] = b"\x00" * 196  # column chunks destroyed, magic bytes intact
+    f.write_bytes(bytes(data))
+    with pytest.raises(ReportError, match="by_region.parquet: cannot read the grouped table"):
+        history(str(tmp_path / "run-*"))
+    res = history(str(tmp_path / "run-*"), skip_bad=True)
+    assert len(res.runs) == 4 and len(res.skipped) == 1
+    assert "grouping region left out for this run" in res.skipped[0][1]
+    assert len(res.table("region")) == 3 * 4
+
+
+def test_inputs_errors(tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match="matches nothing"):
+        history(str(tmp_path / "nothing-*"))
+    make_series(tmp_path, 3)
+    with pytest.raises(UsageError, match="lookback"):
+        history(str(tmp_path / "run-*"), window=5, lookback=5)
+    with pytest.raises(UsageError, match="unknown history setting 'windw'.*window"):
+        history(str(tmp_path / "run-*"), windw=5)
+
+
+# -- gates --------------------------------------------------------------------------------------
+
+
+def _gate_history(tmp_path: Path) -> tuple[str, float, float]:
+    """5 runs, one group whose mean goes 0.50 -> 0.55 (lookback 2: drift 0.05, +10%)."""
+    means = [0.50, 0.50, 0.50, 0.52, 0.55]
+    for r, m in enumerate(means):
+        df = _stats({"region": ["EU", "US"]}, np.array([m, 0.4]), [1000, 50], 1.0)
+        make_report(tmp_path, f"n{r}", DAY0 + pd.Timedelta(days=r), {"region": df}, overall_mean=0.45)
+    return str(tmp_path / "n*"), 0.55 - 0.50, 100 * (0.55 - 0.50) / 0.50
+
+
+def test_drift_gates_at_their_boundaries(tmp_path: Path) -> None:
+    spec, drift, pct = _gate_history(tmp_path)
+    run = lambda **g: history(spec, lookback=2, window=5, gates=g).failures  # noqa: E731
+    assert run(max_drift=drift) == []  # equal to the limit passes
+    (f,) = run(max_drift=drift - 1e-9)
+    assert (f.gate, f.grouping, f.group) == ("max_drift", "region", "EU")
+    assert f.observed == pytest.approx(drift)
+    assert run(max_drift_pct=pct) == []
+    assert [f.gate for f in run(max_drift_pct=pct - 1e-6)] == ["max_drift_pct"]
+    assert [f.gate for f in run(max_drift="9.9%")] == ["max_drift_pct"]
+    assert run(max_drift=0.01, min_count=1001) == []  # EU has 1000 rows
+    assert [f.group for f in run(max_drift=0.01, min_count=1000)] == ["EU"]
+    assert run(groups={"overall": {"max_drift": 0.0}}) == []  # overall is flat
+    assert run(groups={"region": {"max_drift": 0.01}}, max_drift=1.0)[0].group == "EU"
+
+
+def test_drift_gate_can_require_the_interval_above_zero(tmp_path: Path) -> None:
+    spec, drift, _ = _gate_history(tmp_path)
+    # sem = 1/sqrt(1000) per run: the drift interval is about +-0.088 and includes zero
+    res = history(spec, lookback=2, window=5, gates={"max_drift": 0.01, "require_ci_excludes_zero": True})
+    assert res.failures == []
+    lo = res.trends["region"].set_index("region").loc["EU", "drift_ci_low"]
+    assert lo < 0
+
+
+def test_change_gate_and_evaluate_gates_on_the_latest_run(tmp_path: Path) -> None:
+    make_series(tmp_path, 30, seed=1, step_at=21, step=0.18)
+    spec = str(tmp_path / "run-*")
+    res = history(spec)
+    pct = float(res.changes.iloc[0]["change_pct"])
+    assert history(spec, gates={"max_change_pct": pct}).failures == []
+    (f,) = history(spec, gates={"max_change_pct": pct - 1e-6}).failures
+    assert (f.gate, f.group) == ("max_change_pct", "LATAM") and "since run 21" in f.detail
+    latest = res.table("region")
+    latest = latest[latest["run"] == 30].set_index("region")
+    worst = float(latest["mean"].max())
+    assert history(spec, gates={"groups": {"region": {"max_mean_loss": worst}}}).failures == []
+    (f,) = history(spec, gates={"groups": {"region": {"max_mean_loss": worst - 1e-9}}}).failures
+    assert f.gate == "max_mean_loss" and f.detail == "latest run"
+    with pytest.raises(evalkit.ConfigError, match="no grouping 'regio'"):
+        history(spec, gates={"groups": {"regio": {"max_drift": 1}}})
+
+
+def test_history_gates_do_not_change_evaluate_or_compare(tmp_path: Path) -> None:
+    from evalkit.gates import check_gates, validate_gates
+
+    validate_gates({"max_drift": "5%", "max_change_pct": 0, "groups": {"region": {"max_drift": 0.1}}})
+    res = evalkit.evaluate(pd.DataFrame({"prob_0": [0.9, 0.2], "prob_1": [0.1, 0.8], "label": [0, 1]}))
+    assert check_gates(res, {"max_drift": 0.0, "max_change_pct": 0}) == []
+
+
+# -- report, golden, atomic output, CLI ---------------------------------------------------------
+
+
+def test_golden_history_md(tmp_path: Path) -> None:
+    make_series(tmp_path / "reports", 12, seed=7, step_at=9, step=0.25,
+                names=[f"2026-11-{d:02d}" for d in range(12, 0, -1)])  # names in reverse time order
+    res = history(str(tmp_path / "reports" / "*"), out=tmp_path / "hist", plots=False,
+                  gates={"max_drift_pct": 10, "min_count": 100}, window=10, lookback=5)
+    md = (tmp_path / "hist" / "history.md").read_text()
+    md = md.replace(str(tmp_path), "<tmp>")
+    if not GOLDEN.exists():  # first run writes it; review it, then commit
+        GOLDEN.write_text(md)
+    assert md == GOLDEN.read_text()
+    assert res.failures and res.failures[0].group == "LATAM"
+
+
+def test_markdown_is_bounded_for_many_groups(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    keys = [f"k{i:04d}" for i in range(1500)]
+    for r in range(6):
+        df = _stats({"shop": keys}, 0.5 + rng.standard_normal(1500) * 0.01, 500, 1.0)
+        make_report(tmp_path, f"n{r}", DAY0 + pd.Timedelta(days=r), {"shop": df})
+    res = history(str(tmp_path / "n*"), max_rows=15)
+    md = res.to_markdown()
+    assert md.count("\n| k") == 15
+    assert "1,500 groups" in md and "Showing 15" in md
+    assert len(res.trends["shop"]) == 1500
+
+
+def test_written_outputs_and_atomicity(tmp_path: Path) -> None:
+    make_series(tmp_path / "reports", 8)
+    out = tmp_path / "reports" / "history"  # inside the glob: never read as an input
+    res = history(str(tmp_path / "reports" / "*"), out=out, plots=False)
+    assert len(res.runs) == 8
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["by_region.parquet", "history.json", "history.md", "overall.parquet",
+                     "runs.parquet", "trends.parquet"]
+    t = pd.read_parquet(out / "by_region.parquet")
+    assert len(t) == 32 and list(t.columns[:4]) == ["run", "run_id", "created", "segment"]
+    pd.testing.assert_frame_equal(res.table("region"), t)
+    trends = pd.read_parquet(out / "trends.parquet")
+    assert set(trends["grouping"]) == {"overall", "region"} and len(trends) == 5
+    js = json.loads((out / "history.json").read_text())
+    assert js["metadata"]["runs"] == 8 and js["groupings"]["region"]["groups"] == 4
+    with pytest.raises(evalkit.OutputExistsError):
+        history(str(tmp_path / "reports" / "*"), out=out)
+    # a failure while reading leaves the previous report untouched and no temp dir behind
+    (tmp_path / "reports" / "broken").mkdir()
+    before = (out / "history.md").read_text()
+    with pytest.raises(ReportError):
+        history(str(tmp_path / "reports" / "*"), out=out, overwrite=True)
+    assert (out / "history.md").read_text() == before
+    assert not [p for p in (tmp_path / "reports").iterdir() if p.name.startswith(".")]
+
+
+def test_in_memory_result_can_be_written_later(tmp_path: Path) -> None:
+    make_series(tmp_path / "reports", 5)
+    res = history(str(tmp_path / "reports" / "*"))
+    path = res.write(tmp_path / "h", plots=False)
+    assert (path / "history.md").read_text() == res.to_markdown()
+
+
+def test_plots_are_drawn_when_matplotlib_is_installed(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    make_series(tmp_path / "reports", 10, step_at=7, step=0.3)
+    history(str(tmp_path / "reports" / "*"), out=tmp_path / "h")
+    assert (tmp_path / "h" / "history_by_region.png").stat().st_size > 10_000
+    assert "![Mean loss over runs — region](history_by_region.png)" in (tmp_path / "h" / "history.md").read_text()
+
+
+def test_cli(tmp_path: Path) -> None:
+    make_series(tmp_path / "reports", 30, seed=1, step_at=21, step=0.18)
+    runner = CliRunner()
+    spec = str(tmp_path / "reports" / "*")
+    r = runner.invoke(main, ["history", spec, "--out", str(tmp_path / "h"), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    assert "region=LATAM: mean loss up" in r.stdout and "(run 21 of 30)" in r.stdout
+    r = runner.invoke(main, ["history", spec, "--format", "json", "-q"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["changes"][0]["run"] == 21
+    r = runner.invoke(main, ["history", spec, "--out", str(tmp_path / "h"), "--no-plots"])
+    assert r.exit_code == 4 and "--overwrite" in r.stderr
+    r = runner.invoke(main, ["history", spec, "--max-change-pct", "5", "--format", "none"])
+    assert r.exit_code == 5 and "gate failed: max_change_pct region[LATAM]" in r.stderr
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("history:\n  window: 8\n  lookback: 2\ngates:\n  max_drift_pct: 1000\n")
+    r = runner.invoke(main, ["history", spec, "-c", str(cfg), "--format", "json", "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["metadata"]["settings"]["window"] == 8
+    (tmp_path / "reports" / "junk").mkdir()
+    r = runner.invoke(main, ["history", spec, "--format", "none"])
+    assert r.exit_code == 3 and "junk: not an evalkit report directory" in r.stderr
+    r = runner.invoke(main, ["history", spec, "--format", "none", "--skip-bad"])
+    assert r.exit_code == 0 and "1 report(s) or table(s) skipped" in r.stderr
+    r = runner.invoke(main, ["history", spec, "--window", "3", "--lookback", "5"])
+    assert r.exit_code == 2
