@@ -282,7 +282,7 @@ def _trends_table(trends: Mapping[str, pd.DataFrame]) -> pa.Table:
     """All groupings' trends in one tidy table: ``grouping``, ``group`` (label), the rest."""
     frames = []
     for name, df in trends.items():
-        cols = _grouping_columns(name)
+        cols = list(_grouping_columns(name))
         body = df.drop(columns=cols)
         body.insert(0, "group", _labels(df, cols))
         body.insert(0, "grouping", name)
@@ -407,7 +407,7 @@ def _group_codes(keys: Sequence[pa.Array]) -> np.ndarray:
 
 def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: float) -> _Tidy:
     """The tidy table of one grouping, and the arrays the trend needs."""
-    cols = _grouping_columns(grouping)
+    cols = list(_grouping_columns(grouping))
     n = len(g.run_pos)
     nan = np.full(n, np.nan)
     st = g.stats
@@ -519,8 +519,8 @@ def _change_rows(name: str, trend: pd.DataFrame, n_runs: int) -> list[dict[str, 
     flagged = trend[trend["changed"]]
     if flagged.empty:
         return []
-    labels = _labels(flagged, _grouping_columns(name))
-    cols = _grouping_columns(name)
+    labels = _labels(flagged, list(_grouping_columns(name)))
+    cols = list(_grouping_columns(name))
     rows = []
     for label, rec in zip(labels, flagged.to_dict("records"), strict=True):
         where = "overall" if not cols else ",".join(
@@ -670,7 +670,7 @@ def history(
         try:
             for name in groupings:
                 idx = [i for i, r in enumerate(infos) if name in r.groupings]
-                cols = _grouping_columns(name)
+                cols = list(_grouping_columns(name))
                 grouped = read_grouping(infos, idx, name, skip_bad, pool)
                 for i, err in grouped.bad:
                     skipped.append((str(infos[i].path), f"{err} (grouping {name} left out for this run)"))
@@ -883,7 +883,7 @@ def render_markdown(res: HistoryResult) -> str:
     head = ["latest", "Δ prev", f"Δ {lb} runs", "min", "max", "runs", "change"]
     plots = dict((f, t) for t, f in res._plots)
     for name, trend in res.trends.items():
-        cols = _grouping_columns(name)
+        cols = list(_grouping_columns(name))
         title = "Overall" if not cols else f"By {' × '.join(cols)}"
         n = len(trend)
         shown = trend.loc[_reading_order(trend)[: int(opts["max_rows"])]] if cols else trend
