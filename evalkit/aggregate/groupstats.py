@@ -185,6 +185,39 @@ class GroupStats:
         may pass ``self.hist.bin_index(loss)`` precomputed, so that several groupings
         of one batch share that pass.
         """
+        loss, low, high, correct, weight = self._check_batch(
+            loss, clipped_low, clipped_high, correct, weight)
+        n = len(loss)
+        if n == 0:
+            return
+        local, slots = self._index.encode(keys, n)
+        self._ensure(len(self._index))
+        k = len(slots)
+        if local is None:
+            batch = self._batch_moments_one_group(loss, low, high, correct, weight)
+        else:
+            batch = self._batch_moments(local, k, loss, low, high, correct, weight)
+            present = batch["count"] > 0
+            if not present.all():
+                # Dictionary-derived codes can name groups absent from this batch.
+                slots = slots[present]
+                batch = {name: v[present] for name, v in batch.items()}
+        self._combine(slots, batch)
+        self._add_to_histograms(local, k, slots, batch["count"], loss, bins)
+        self.n_rows += n
+        self._drop_raw_if_over_limit()
+        if self._raw_codes is not None:
+            if local is None:
+                codes = np.zeros(n, dtype=np.int32)
+            else:
+                codes = self._slot_per_row(local, k, slots, batch["count"]).astype(np.int32)
+            self._raw_codes.append(codes)
+            self._raw_loss.append(loss.copy())
+
+    def _check_batch(self, loss: np.ndarray, clipped_low: np.ndarray,
+                     clipped_high: np.ndarray | None, correct: np.ndarray,
+                     weight: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        """The batch's arrays as flat numpy arrays of one length (ValueError otherwise)."""
         loss = np.asarray(loss, dtype=np.float64).reshape(-1)
         n = len(loss)
         low = np.asarray(clipped_low).reshape(-1)
@@ -199,76 +232,92 @@ class GroupStats:
             weight = np.asarray(weight, dtype=np.float64).reshape(-1)
             if len(weight) != n:
                 raise ValueError("weight must have the same length as loss")
-        if n == 0:
-            return
+        return loss, low, high, correct, weight
 
-        local, slots = self._index.encode(keys, n)
-        self._ensure(len(self._index))
-        k = len(slots)
+    def _batch_moments_one_group(self, loss: np.ndarray, low: np.ndarray, high: np.ndarray,
+                                 correct: np.ndarray, weight: np.ndarray | None
+                                 ) -> dict[str, np.ndarray]:
+        """The batch's statistics when every row is in one group (arrays of length 1);
+        ``mean`` is the batch mean and ``m2`` the batch's sum of squared deviations."""
+        n = len(loss)
+        s = loss.sum()
+        dev = loss - s / n
+        out = {
+            "count": np.array([n], dtype=np.int64),
+            "sum": np.array([s]),
+            "mean": np.array([s / n]),
+            "m2": np.array([np.einsum("i,i->", dev, dev)]),  # einsum: no BLAS threads
+            "min": np.array([loss.min()]),
+            "max": np.array([loss.max()]),
+            "clipped_low": np.array([np.count_nonzero(low)], dtype=np.int64),
+            "clipped_high": np.array([np.count_nonzero(high)], dtype=np.int64),
+            "correct": np.array([np.count_nonzero(correct)], dtype=np.int64),
+        }
+        if self.weighted:
+            out["weight_sum"] = np.array([weight.sum()])
+            out["wloss_sum"] = np.array([np.einsum("i,i->", weight, loss)])
+        return out
+
+    def _batch_moments(self, local: np.ndarray, k: int, loss: np.ndarray, low: np.ndarray,
+                       high: np.ndarray, correct: np.ndarray, weight: np.ndarray | None
+                       ) -> dict[str, np.ndarray]:
+        """The batch's statistics per batch-local group ``0..k-1`` (groups with no row have
+        count 0); same fields as :meth:`_batch_moments_one_group`."""
+        # One integer bincount over (group, low, high, correct) gives the count and the
+        # three flag counts: a quarter of the passes of four separate bincounts.
+        flags = ((low.astype(np.int64, copy=False) << 2) | (high.astype(np.int64, copy=False) << 1)
+                 | correct.astype(np.int64, copy=False))
+        cc = np.bincount((local << 3) | flags, minlength=8 * k).reshape(k, 8)
+        cnt = cc.sum(axis=1)
+        s = np.bincount(local, weights=loss, minlength=k)
+        mn = np.full(k, np.inf)
+        np.minimum.at(mn, local, loss)
+        mx = np.full(k, -np.inf)
+        np.maximum.at(mx, local, loss)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_b = np.where(cnt > 0, s / np.maximum(cnt, 1), 0.0)
+        dev = loss - mean_b[local]
+        out = {
+            "count": cnt,
+            "sum": s,
+            "mean": mean_b,
+            "m2": np.bincount(local, weights=dev * dev, minlength=k),
+            "min": mn,
+            "max": mx,
+            "clipped_low": cc[:, 4:].sum(axis=1),
+            "clipped_high": cc[:, [2, 3, 6, 7]].sum(axis=1),
+            "correct": cc[:, 1::2].sum(axis=1),
+        }
+        if self.weighted:
+            out["weight_sum"] = np.bincount(local, weights=weight, minlength=k)
+            out["wloss_sum"] = np.bincount(local, weights=weight * loss, minlength=k)
+        return out
+
+    def _combine(self, slots: np.ndarray, batch: dict[str, np.ndarray]) -> None:
+        """Fold a batch's per-group statistics into the global ``slots`` (one per group)."""
         a = self._arrays
-
-        if local is None:
-            cnt = np.array([n], dtype=np.int64)
-            s = np.array([loss.sum()])
-            mn = np.array([loss.min()])
-            mx = np.array([loss.max()])
-            ncl = np.array([np.count_nonzero(low)], dtype=np.int64)
-            nch = np.array([np.count_nonzero(high)], dtype=np.int64)
-            ncr = np.array([np.count_nonzero(correct)], dtype=np.int64)
-            mean_b = s / n
-            dev = loss - mean_b[0]
-            m2 = np.array([np.einsum("i,i->", dev, dev)])  # einsum: no BLAS threads
-            if self.weighted:
-                ws = np.array([weight.sum()])
-                wl = np.array([np.einsum("i,i->", weight, loss)])
-        else:
-            # One integer bincount over (group, low, high, correct) gives the count and the
-            # three flag counts: a quarter of the passes of four separate bincounts.
-            flags = ((low.astype(np.int64, copy=False) << 2) | (high.astype(np.int64, copy=False) << 1)
-                     | correct.astype(np.int64, copy=False))
-            cc = np.bincount((local << 3) | flags, minlength=8 * k).reshape(k, 8)
-            cnt = cc.sum(axis=1)
-            ncl = cc[:, 4:].sum(axis=1)
-            nch = cc[:, [2, 3, 6, 7]].sum(axis=1)
-            ncr = cc[:, 1::2].sum(axis=1)
-            s = np.bincount(local, weights=loss, minlength=k)
-            mn = np.full(k, np.inf)
-            np.minimum.at(mn, local, loss)
-            mx = np.full(k, -np.inf)
-            np.maximum.at(mx, local, loss)
-            # Dictionary-derived codes can name groups absent from this batch.
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mean_b = np.where(cnt > 0, s / np.maximum(cnt, 1), 0.0)
-            dev = loss - mean_b[local]
-            m2 = np.bincount(local, weights=dev * dev, minlength=k)
-            if self.weighted:
-                ws = np.bincount(local, weights=weight, minlength=k)
-                wl = np.bincount(local, weights=weight * loss, minlength=k)
-            present = cnt > 0
-            if not present.all():
-                slots, cnt, s, mn, mx, ncl, nch, ncr, mean_b, m2 = (
-                    v[present] for v in (slots, cnt, s, mn, mx, ncl, nch, ncr, mean_b, m2)
-                )
-                if self.weighted:
-                    ws, wl = ws[present], wl[present]
-
+        cnt = batch["count"]
         # Chan et al.: combine (n_a, mean_a, M2_a) with the batch's (n_b, mean_b, M2_b).
         na = a["count"][slots]
         tot = na + cnt
-        delta = mean_b - a["mean"][slots]
+        delta = batch["mean"] - a["mean"][slots]
         a["mean"][slots] += delta * (cnt / tot)
-        a["m2"][slots] += m2 + delta * delta * (na * (cnt / tot))
+        a["m2"][slots] += batch["m2"] + delta * delta * (na * (cnt / tot))
         a["count"][slots] = tot
-        a["sum"][slots] += s
-        a["min"][slots] = np.minimum(a["min"][slots], mn)
-        a["max"][slots] = np.maximum(a["max"][slots], mx)
-        a["clipped_low"][slots] += ncl
-        a["clipped_high"][slots] += nch
-        a["correct"][slots] += ncr
+        a["sum"][slots] += batch["sum"]
+        a["min"][slots] = np.minimum(a["min"][slots], batch["min"])
+        a["max"][slots] = np.maximum(a["max"][slots], batch["max"])
+        a["clipped_low"][slots] += batch["clipped_low"]
+        a["clipped_high"][slots] += batch["clipped_high"]
+        a["correct"][slots] += batch["correct"]
         if self.weighted:
-            a["weight_sum"][slots] += ws
-            a["wloss_sum"][slots] += wl
+            a["weight_sum"][slots] += batch["weight_sum"]
+            a["wloss_sum"][slots] += batch["wloss_sum"]
 
+    def _add_to_histograms(self, local: np.ndarray | None, k: int, slots: np.ndarray,
+                           cnt: np.ndarray, loss: np.ndarray, bins: np.ndarray | None) -> None:
+        """Count each row into its group's log histogram (three strategies by density)."""
+        n = len(loss)
         if bins is None:
             bins = self.hist.bin_index(loss)
         nb = self.hist.n_bins
@@ -284,16 +333,6 @@ class GroupStats:
             glob = self._slot_per_row(local, k, slots, cnt)
             flat = self._hist_counts.reshape(-1)
             np.add.at(flat, glob * nb + bins, 1)
-
-        self.n_rows += n
-        self._drop_raw_if_over_limit()
-        if self._raw_codes is not None:
-            if local is None:
-                codes = np.zeros(n, dtype=np.int32)
-            else:
-                codes = self._slot_per_row(local, k, slots, cnt).astype(np.int32)
-            self._raw_codes.append(codes)
-            self._raw_loss.append(loss.copy())
 
     @staticmethod
     def _slot_per_row(local: np.ndarray, k: int, slots: np.ndarray, cnt: np.ndarray) -> np.ndarray:

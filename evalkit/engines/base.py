@@ -22,7 +22,7 @@ from ..aggregate import Confusion, GroupStats, TopK
 from ..errors import InputError, ProbabilitySumError
 from ..join import LabelIndex, lazy_keys
 from ..layout import Layout
-from ..loss import soft_loss, sparse_loss
+from ..loss import RowLoss, soft_loss, sparse_loss
 from ..scores import score_stats
 from ..validate import Problem, score_problems, target_problems
 
@@ -194,108 +194,170 @@ def process_batch(
 
     ``file_offset`` is the position of the batch's first row in its file (for messages);
     ``row_offset`` its position in the whole input (the ``row`` column of the output).
+    The steps: join labels, drop structural problems, extract and validate the arrays,
+    the loss kernel, the accumulators, the per-row output and the hardest rows.
     """
-    lay = plan.layout
     n0 = batch.num_rows
     state.rows_read += n0
     if n0 == 0:
         return None
-    rows = np.arange(row_offset, row_offset + n0, dtype=np.int64)
-    key_cols = lay.keys or plan.on
-
-    def keys_of(b: pa.RecordBatch) -> Any:
-        return lazy_keys(b, key_cols)
-
+    cur = _Batch(batch, np.arange(row_offset, row_offset + n0, dtype=np.int64))
+    check = functools.partial(_check, plan, state, source, file_offset)
     if label_index is not None:
-        position, problems = label_index.match(batch)
-        keep = _handle(problems, plan, state, source, "", file_offset, keys_of(batch), n0)
-        if keep is not None:
-            batch, position, rows = _filter(batch, keep), position[keep], rows[keep]
-        batch = label_index.attach(batch, position, plan.label_columns_from_join)
-        if state.seen is not None:
-            state.seen[position] = True
-
+        _join_labels(cur, plan, state, label_index, check)
     # Structural problems first: nulls and list lengths must go before a matrix can be built.
-    problems = lay.structural_problems(batch)
-    keep = _handle(problems, plan, state, source, _col(lay, problems), file_offset, keys_of(batch),
-                   batch.num_rows)
-    if keep is not None:
-        batch, rows = _filter(batch, keep), rows[keep]
+    problems = plan.layout.structural_problems(cur.batch)
+    cur.keep(check(problems, cur.batch))
+    _extract(cur, plan)
+    cur.keep(check(_value_problems(cur, plan), cur.batch))
+    if cur.batch.num_rows == 0:
+        return None
+    out = _loss(cur, plan)
+    state.rows_used += len(out.loss)
+    true_dict = pa.DictionaryArray.from_arrays(pa.array(out.true_class.astype(np.int32)),
+                                               plan.class_names)
+    correct = out.correct
+    _accumulate(plan, state, cur, out, correct, true_dict)
+    row_batch = _row_batch(plan, cur, out, correct, true_dict)
+    if state.top:
+        payload = pa.Table.from_batches([row_batch.drop_columns(["loss"])])
+        state.top["overall"].update([], out.loss, payload)
+        state.top[CLASS].update([true_dict], out.loss, payload)
+    return row_batch
 
-    y, targets, label_problems = lay.labels(batch)
-    scores = lay.scores(batch)
-    problems = list(label_problems)
-    # One blocked pass gives row sums, extremes and the arg-max (validation and kernel share it).
-    stats = score_stats(scores) if not lay.from_logits and targets is None else None
-    predicted = stats.argmax if stats is not None else None
-    problems += score_problems(scores, from_logits=lay.from_logits, sum_tol=plan.sum_tol, stats=stats,
+
+@dataclass
+class _Batch:
+    """One batch on its way through :func:`process_batch`: the Arrow batch, each row's
+    position in the whole input, and the arrays extracted from it (row-aligned)."""
+
+    batch: pa.RecordBatch
+    rows: np.ndarray
+    scores: np.ndarray | None = None
+    y: np.ndarray | None = None
+    targets: np.ndarray | None = None
+    predicted: np.ndarray | None = None
+    weight: np.ndarray | None = None
+    label_problems: list[Problem] = field(default_factory=list)
+    stats: Any = None
+
+    def keep(self, mask: np.ndarray | None) -> None:
+        """Keep only the rows where ``mask`` is true (None keeps all)."""
+        if mask is None:
+            return
+        self.batch, self.rows = _filter(self.batch, mask), self.rows[mask]
+        for name in ("scores", "y", "targets", "predicted", "weight"):
+            v = getattr(self, name)
+            if v is not None:
+                setattr(self, name, v[mask])
+
+
+def _check(plan: Plan, state: EvalState, source: str, file_offset: int,
+           problems: Sequence[Problem], batch: pa.RecordBatch) -> np.ndarray | None:
+    """:func:`_handle` for one batch: raise, or count skipped rows and return the keep mask."""
+    key_cols = plan.layout.keys or plan.on
+    return _handle(problems, plan, state, source, _col(plan.layout, problems), file_offset,
+                   lazy_keys(batch, key_cols), batch.num_rows)
+
+
+def _join_labels(cur: _Batch, plan: Plan, state: EvalState, label_index: LabelIndex,
+                 check: Callable[..., np.ndarray | None]) -> None:
+    """Attach each row's label-side columns; unmatched / duplicate keys are problems."""
+    position, problems = label_index.match(cur.batch)
+    keep = check(problems, cur.batch)
+    if keep is not None:
+        cur.keep(keep)
+        position = position[keep]
+    cur.batch = label_index.attach(cur.batch, position, plan.label_columns_from_join)
+    if state.seen is not None:
+        state.seen[position] = True
+
+
+def _extract(cur: _Batch, plan: Plan) -> None:
+    """Labels / targets and the score matrix as numpy; one blocked pass over the scores
+    gives row sums, extremes and the arg-max (validation and the kernel share it)."""
+    lay = plan.layout
+    cur.y, cur.targets, label_problems = lay.labels(cur.batch)
+    cur.label_problems = list(label_problems)
+    cur.scores = lay.scores(cur.batch)
+    if not lay.from_logits and cur.targets is None:
+        cur.stats = score_stats(cur.scores)
+        cur.predicted = cur.stats.argmax
+    if lay.weight:
+        from ..layout import _float_numpy
+
+        cur.weight = _float_numpy(cur.batch.column(lay.weight), lay.weight).astype(np.float64)
+
+
+def _renormalizes(plan: Plan) -> bool:
+    lay = plan.layout
+    return plan.renormalize and not lay.from_logits and lay.kind != "binary"
+
+
+def _value_problems(cur: _Batch, plan: Plan) -> list[Problem]:
+    """Every problem of the extracted values: labels, scores, targets, weights."""
+    lay = plan.layout
+    scores = cur.scores
+    assert scores is not None
+    problems = list(cur.label_problems)
+    problems += score_problems(scores, from_logits=lay.from_logits, sum_tol=plan.sum_tol,
+                               stats=cur.stats,
                                check_sum=not plan.renormalize and lay.kind != "binary")
-    if plan.renormalize and not lay.from_logits and lay.kind != "binary":
+    if _renormalizes(plan):
         row_sum = scores.sum(axis=1, dtype=np.float64)
         zero = ~(row_sum > 0)
         if zero.any():
             problems.append(Problem("zero_probability_sum", ProbabilitySumError,
                                     "rows sum to 0; cannot renormalize", zero, row_sum))
-    if targets is not None:
-        problems += target_problems(targets, sum_tol=plan.sum_tol)
-    weight = None
-    if lay.weight:
-        from ..layout import _float_numpy
-
-        weight = _float_numpy(batch.column(lay.weight), lay.weight).astype(np.float64)
-        badw = ~np.isfinite(weight) | (weight < 0)
+    if cur.targets is not None:
+        problems += target_problems(cur.targets, sum_tol=plan.sum_tol)
+    if cur.weight is not None:
+        badw = ~np.isfinite(cur.weight) | (cur.weight < 0)
         if badw.any():
-            problems.append(Problem("invalid_weight", InputError, "weights must be finite and >= 0",
-                                    badw, weight))
-    keep = _handle(problems, plan, state, source, _col(lay, problems), file_offset, keys_of(batch),
-                   batch.num_rows)
-    if keep is not None:
-        batch, rows, scores = _filter(batch, keep), rows[keep], scores[keep]
-        predicted = predicted[keep] if predicted is not None else None
-        y = y[keep] if y is not None else None
-        targets = targets[keep] if targets is not None else None
-        weight = weight[keep] if weight is not None else None
-    if batch.num_rows == 0:
-        return None
+            problems.append(Problem("invalid_weight", InputError,
+                                    "weights must be finite and >= 0", badw, cur.weight))
+    return problems
 
-    if plan.renormalize and not lay.from_logits and lay.kind != "binary":
+
+def _loss(cur: _Batch, plan: Plan) -> RowLoss:
+    """The kernel: per-row loss of the validated rows (renormalised first if asked)."""
+    lay = plan.layout
+    scores = cur.scores
+    assert scores is not None
+    if _renormalizes(plan):
         scores = scores / scores.sum(axis=1, dtype=np.float64)[:, None]
-    if targets is not None:
-        out = soft_loss(scores, targets, plan.eps, lay.from_logits)
-    else:
-        assert y is not None
-        out = sparse_loss(scores, y, plan.eps, lay.from_logits, predicted=predicted)
-    correct = out.correct
-    n = len(out.loss)
-    state.rows_used += n
+    if cur.targets is not None:
+        return soft_loss(scores, cur.targets, plan.eps, lay.from_logits)
+    assert cur.y is not None
+    return sparse_loss(scores, cur.y, plan.eps, lay.from_logits, predicted=cur.predicted)
 
-    classes = plan.class_names
-    true_dict = pa.DictionaryArray.from_arrays(pa.array(out.true_class.astype(np.int32)), classes)
-    pred_dict = pa.DictionaryArray.from_arrays(pa.array(out.predicted.astype(np.int32)), classes)
 
+def _accumulate(plan: Plan, state: EvalState, cur: _Batch, out: RowLoss, correct: np.ndarray,
+                true_dict: pa.DictionaryArray) -> None:
+    """Add the batch's losses to every grouping's statistics and the confusion matrix."""
     bins = None
     for g in plan.groupings:
-        keys = [true_dict if c == CLASS else batch.column(c) for c in g.columns]
+        keys = [true_dict if c == CLASS else cur.batch.column(c) for c in g.columns]
         acc = state.stats[g.name]
         if bins is None:
             bins = acc.hist.bin_index(out.loss)  # one log pass shared by every grouping
-        acc.update(keys, out.loss, out.clipped_low, correct, weight, bins=bins,
+        acc.update(keys, out.loss, out.clipped_low, correct, cur.weight, bins=bins,
                    clipped_high=out.clipped_high)
     state.confusion.update(out.true_class, out.predicted, out.loss)
 
+
+def _row_batch(plan: Plan, cur: _Batch, out: RowLoss, correct: np.ndarray,
+               true_dict: pa.DictionaryArray) -> pa.RecordBatch:
+    """The per-row output: ``row``, the carried columns, then the kernel's columns."""
+    pred_dict = pa.DictionaryArray.from_arrays(pa.array(out.predicted.astype(np.int32)),
+                                               plan.class_names)
     names = (["row"] + list(plan.carry)
              + ["label", "predicted", "p_true", "loss", "clipped_low", "clipped_high", "correct"])
-    arrays: list[pa.Array] = [pa.array(rows)]
-    arrays += [batch.column(c) for c in plan.carry]
+    arrays: list[pa.Array] = [pa.array(cur.rows)]
+    arrays += [cur.batch.column(c) for c in plan.carry]
     arrays += [true_dict, pred_dict, pa.array(out.p_true), pa.array(out.loss),
                pa.array(out.clipped_low), pa.array(out.clipped_high), pa.array(correct)]
-    row_batch = pa.RecordBatch.from_arrays(arrays, names=names)
-    if state.top:
-        payload = row_batch.select([c for c in names if c not in ("loss",)])
-        payload_tbl = pa.Table.from_batches([payload])
-        state.top["overall"].update([], out.loss, payload_tbl)
-        state.top[CLASS].update([true_dict], out.loss, payload_tbl)
-    return row_batch
+    return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
 def _col(lay: Layout, problems: Sequence[Problem]) -> str:
