@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from .report import _bytes, _escape, fmt_number, markdown_table
 from .reports import _grouping_columns
 
 STATUS_ORDER = {"regression": 0, "only_in_candidate": 1, "only_in_baseline": 2, "unchanged": 3,
@@ -38,11 +39,8 @@ def _display(df: pd.DataFrame, cols: Sequence[str]) -> tuple[pd.DataFrame, list[
     return out, shown
 
 
-def _render_markdown(res: Any) -> str:
-    """The Markdown report of a :class:`~evalkit.comparison.CompareResult`."""
-    from .report import _bytes, _escape, fmt_number, markdown_table
-
-    meta = res.metadata
+def _header(meta: dict[str, Any]) -> list[str]:
+    """Title, the two runs side by side, the comparison's settings and any notes."""
     b, c = meta["baseline"], meta["candidate"]
     conf = meta["settings"]["confidence"]
     lines = ["# evalkit compare", ""]
@@ -75,6 +73,13 @@ def _render_markdown(res: Any) -> str:
     if meta.get("mismatches") or meta.get("notes"):
         lines.append("")
 
+    return lines
+
+
+def _render_markdown(res: Any) -> str:
+    """The Markdown report of a :class:`~evalkit.comparison.CompareResult`."""
+    meta = res.metadata
+    lines = _header(meta)
     if res.gates:
         if res.failures:
             lines += [f"## Gates: FAILED ({len(res.failures)})", ""]

@@ -44,7 +44,7 @@ import math
 import os
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,34 +210,15 @@ def _compare_grouping(name: str, b: _Run, c: _Run, b_rows: pd.DataFrame | None,
         delta = cstat[1] - bstat[1]
         rec["delta"] = delta
         rec["rel_delta"] = delta / bstat[1] if bstat[1] != 0 else math.nan
-        lo = hi = math.nan
         if not use_rows or key not in gb or key not in gc:
             # (a group the per-row output does not show, e.g. an exotic key type: use stats)
             rec.update(method="normal-from-stats", ci_method="normal")
             lo, hi = welch_ci(bstat[1], bstat[2], bstat[0], cstat[1], cstat[2], cstat[0], confidence)
         else:
             assert lb is not None and lc is not None
-            ib = gb.get(key, np.empty(0, np.int64))
-            ic = gc.get(key, np.empty(0, np.int64))
-            paired = False
-            if pairing.match is not None and len(ib) == len(ic) and len(ib):
-                partner = pairing.match[ib]
-                if (partner >= 0).all() and np.array_equal(np.sort(partner), np.sort(ic)):
-                    paired = True
-                    d = lc[partner] - lb[ib]
-                    lo, hi = paired_ci(d, confidence)
-                    rec.update(method="paired", ci_method="t", n_paired=len(d))
-            if not paired:
-                xb, xc = lb[ib], lc[ic]
-                rec["method"] = "unpaired"
-                if max(len(xb), len(xc)) <= boot_limit:
-                    rec["ci_method"] = "bootstrap"
-                    lo, hi = bootstrap_diff_ci(xb, xc, n_boot=n_boot, rng=_rng(seed, name, key),
-                                               confidence=confidence)
-                else:
-                    rec["ci_method"] = "normal"
-                    lo, hi = welch_ci(float(xb.mean()), float(xb.std(ddof=1)), len(xb),
-                                      float(xc.mean()), float(xc.std(ddof=1)), len(xc), confidence)
+            lo, hi = _rows_interval(rec, lb, lc, gb[key], gc[key], pairing, confidence=confidence,
+                                    boot_limit=boot_limit, n_boot=n_boot,
+                                    rng=lambda k=key: _rng(seed, name, k))
         rec["ci_low"], rec["ci_high"] = lo, hi
         rec["status"] = ("regression" if lo > 0 else "improvement" if hi < 0 else "unchanged")
         records.append(rec)
@@ -248,6 +229,29 @@ def _compare_grouping(name: str, b: _Run, c: _Run, b_rows: pd.DataFrame | None,
         df[c_] = df[c_].astype("float64")
     return df
 
+
+
+def _rows_interval(rec: dict[str, Any], lb: np.ndarray, lc: np.ndarray, ib: np.ndarray,
+                   ic: np.ndarray, pairing: _Pairing, *, confidence: float, boot_limit: int,
+                   n_boot: int, rng: Callable[[], np.random.Generator]) -> tuple[float, float]:
+    """Interval of the delta of one group from its per-row losses (rows ``ib`` of the
+    baseline's ``lb``, ``ic`` of the candidate's ``lc``): paired t-interval when every row has
+    its partner, else bootstrap (or Welch above ``boot_limit`` rows). Records ``method``,
+    ``ci_method`` and ``n_paired`` in ``rec``."""
+    if pairing.match is not None and len(ib) == len(ic) and len(ib):
+        partner = pairing.match[ib]
+        if (partner >= 0).all() and np.array_equal(np.sort(partner), np.sort(ic)):
+            d = lc[partner] - lb[ib]
+            rec.update(method="paired", ci_method="t", n_paired=len(d))
+            return paired_ci(d, confidence)
+    xb, xc = lb[ib], lc[ic]
+    rec["method"] = "unpaired"
+    if max(len(xb), len(xc)) <= boot_limit:
+        rec["ci_method"] = "bootstrap"
+        return bootstrap_diff_ci(xb, xc, n_boot=n_boot, rng=rng(), confidence=confidence)
+    rec["ci_method"] = "normal"
+    return welch_ci(float(xb.mean()), float(xb.std(ddof=1)), len(xb),
+                    float(xc.mean()), float(xc.std(ddof=1)), len(xc), confidence)
 
 
 # -- result -----------------------------------------------------------------------------
@@ -449,13 +453,50 @@ def compare(
     """
     started = time.time()
     t0 = time.perf_counter()
+    _check_settings(confidence, n_boot, seed)
+    cfg = _coerce_config(config) if config is not None else None
+    gates = _resolve_gates(gates, cfg)
+    b = _load_run(baseline, "baseline", cfg)
+    c = _load_run(candidate, "candidate", cfg)
+    mismatches, notes = _check_match(b, c, allow_mismatch)
+    common = [g for g in b.groupings if g in c.groupings]
+    keys, reason = _pair_keys(b, c, pair_on)
+    b_rows, c_rows = _load_rows(b, c, common, keys, check_keys=pair_on is not None)
+    pairing = _pairing(b_rows, c_rows, keys, reason)
+    tables = {
+        name: _compare_grouping(name, b, c, b_rows, c_rows, pairing, seed=int(seed), n_boot=int(n_boot),
+                                confidence=confidence, boot_limit=boot_limit)
+        for name in common
+    }
+    settings = {"seed": int(seed), "n_boot": int(n_boot), "confidence": confidence,
+                "boot_limit": int(boot_limit), "allow_mismatch": bool(allow_mismatch),
+                "pair_on": None if pair_on is None else list(keys)}
+    metadata = _compare_metadata(b, c, cfg, tables, settings, gates, pairing, started)
+    metadata.update(mismatches=mismatches, notes=notes)
+    result = CompareResult(tables=tables, metadata=metadata, gates=gates,
+                           _candidate=_CandidateView(c.overall, c.groups))
+    if gates:
+        from .gates import check_compare_gates
+
+        result.failures = check_compare_gates(result, gates)
+    metadata["duration_s"] = round(time.perf_counter() - t0, 3)
+    if out is not None:
+        result.write(out, overwrite=overwrite)
+    return result
+
+
+def _check_settings(confidence: float, n_boot: int, seed: Any) -> None:
+    """Raise :class:`~evalkit.errors.UsageError` for an unusable confidence, n_boot or seed."""
     if not (0 < confidence < 1):
         raise UsageError(f"confidence must be in (0, 1), got {confidence!r}")
     if n_boot < 100:
         raise UsageError(f"n_boot must be >= 100, got {n_boot}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
-    cfg = _coerce_config(config) if config is not None else None
+
+
+def _resolve_gates(gates: Mapping[str, Any] | None, cfg: Any) -> dict[str, Any]:
+    """The gates to check: ``gates`` if given, else the config's; validated."""
     if gates is None and cfg is not None:
         gates = cfg.gates
     gates = dict(gates or {})
@@ -463,51 +504,53 @@ def compare(
         from .gates import validate_gates
 
         validate_gates(gates)
+    return gates
 
-    b = _load_run(baseline, "baseline", cfg)
-    c = _load_run(candidate, "candidate", cfg)
-    mismatches, notes = _check_match(b, c, allow_mismatch)
 
-    common = [g for g in b.groupings if g in c.groupings]
-    only_b = [g for g in b.groupings if g not in c.groupings]
-    only_c = [g for g in c.groupings if g not in b.groupings]
-
-    # Per-row data: only the columns needed (group columns, row keys, loss).
-    if pair_on is None:
-        keys = b.row_keys if b.row_keys == c.row_keys else ()
-        reason = ("no row key column recorded in the runs (e.g. id): unpaired" if not b.row_keys
-                  and not c.row_keys else
-                  f"the runs record different row keys ({', '.join(b.row_keys) or 'none'} vs "
-                  f"{', '.join(c.row_keys) or 'none'}): unpaired") if not keys else ""
-    else:
+def _pair_keys(b: _Run, c: _Run, pair_on: Sequence[str] | str | None) -> tuple[tuple[str, ...], str]:
+    """The row keys to pair on (``pair_on``, else the keys both runs recorded) and, when
+    there are none, why the comparison is unpaired."""
+    if pair_on is not None:
         keys = (pair_on,) if isinstance(pair_on, str) else tuple(pair_on)
-        reason = "pairing disabled: unpaired" if not keys else ""
+        return keys, "pairing disabled: unpaired" if not keys else ""
+    keys = b.row_keys if b.row_keys == c.row_keys else ()
+    if keys:
+        return keys, ""
+    if not b.row_keys and not c.row_keys:
+        return (), "no row key column recorded in the runs (e.g. id): unpaired"
+    return (), (f"the runs record different row keys ({', '.join(b.row_keys) or 'none'} vs "
+                f"{', '.join(c.row_keys) or 'none'}): unpaired")
+
+
+def _load_rows(b: _Run, c: _Run, common: Sequence[str], keys: tuple[str, ...], *,
+               check_keys: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Per-row data of both runs, only the columns needed (group columns, row keys, loss);
+    None for a run without per-row output. With ``check_keys`` (explicit ``pair_on``), a
+    missing key column is a :class:`~evalkit.errors.UsageError`."""
     need = list(dict.fromkeys([_rows_column(col) for g in common for col in _grouping_columns(g)]
                               + list(keys) + ["loss"]))
     b_rows = b.rows_loader(need) if b.rows_loader is not None else None
     c_rows = c.rows_loader(need) if c.rows_loader is not None else None
-    if pair_on is not None and keys and b_rows is not None and c_rows is not None:
+    if check_keys and keys and b_rows is not None and c_rows is not None:
         for role, rows in (("baseline", b_rows), ("candidate", c_rows)):
             missing = [k for k in keys if k not in rows.columns]
             if missing:
                 raise UsageError(f"pair_on: {role} per-row output has no column(s) {', '.join(missing)}")
-    pairing = _pairing(b_rows, c_rows, keys, reason)
+    return b_rows, c_rows
 
-    tables = {
-        name: _compare_grouping(name, b, c, b_rows, c_rows, pairing, seed=int(seed), n_boot=int(n_boot),
-                                confidence=confidence, boot_limit=boot_limit)
-        for name in common
-    }
+
+def _compare_metadata(b: _Run, c: _Run, cfg: Any, tables: Mapping[str, pd.DataFrame],
+                      settings: dict[str, Any], gates: dict[str, Any], pairing: _Pairing,
+                      started: float) -> dict[str, Any]:
+    """Provenance of both runs and of the comparison (``compare.json["metadata"]``);
+    ``mismatches``, ``notes`` and the final ``duration_s`` are filled in by the caller."""
     methods: dict[str, int] = {}
     for df in tables.values():
         for m, n in df["method"].value_counts().items():
             methods[str(m)] = methods.get(str(m), 0) + int(n)
-    settings = {"seed": int(seed), "n_boot": int(n_boot), "confidence": confidence,
-                "boot_limit": int(boot_limit), "allow_mismatch": bool(allow_mismatch),
-                "pair_on": None if pair_on is None else list(keys)}
     config_blob = {"settings": settings, "gates": gates,
                    "eval_config_hash": cfg.digest() if cfg is not None else None}
-    metadata: dict[str, Any] = {
+    return {
         "evalkit_version": __version__,
         "created": _dt.datetime.fromtimestamp(started, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "duration_s": 0.0,
@@ -521,22 +564,10 @@ def compare(
         "config_hash": hashlib.sha256(json.dumps(config_blob, sort_keys=True, default=str).encode()).hexdigest()[:16],
         "pairing": {"keys": list(pairing.keys), "reason": pairing.reason},
         "methods": methods,
-        "groupings": common,
-        "groupings_only_in_baseline": only_b,
-        "groupings_only_in_candidate": only_c,
-        "mismatches": mismatches,
-        "notes": notes,
+        "groupings": [g for g in b.groupings if g in c.groupings],
+        "groupings_only_in_baseline": [g for g in b.groupings if g not in c.groupings],
+        "groupings_only_in_candidate": [g for g in c.groupings if g not in b.groupings],
     }
-    result = CompareResult(tables=tables, metadata=metadata, gates=gates,
-                           _candidate=_CandidateView(c.overall, c.groups))
-    if gates:
-        from .gates import check_compare_gates
-
-        result.failures = check_compare_gates(result, gates)
-    metadata["duration_s"] = round(time.perf_counter() - t0, 3)
-    if out is not None:
-        result.write(out, overwrite=overwrite)
-    return result
 
 
 @dataclass
