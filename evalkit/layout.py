@@ -172,8 +172,7 @@ class Layout:
             return None, np.column_stack(cols).astype(np.float64, copy=False), []
         if self.label_kind == "soft":
             return None, _list_matrix(batch.column(self.label_columns[0]), k).astype(np.float64), []
-        name = self.label_columns[0]
-        col = batch.column(name)
+        col = batch.column(self.label_columns[0])
         if pa.types.is_dictionary(col.type) and self.label_kind != "name":
             col = col.dictionary_decode()
         problems: list[Problem] = []
@@ -181,64 +180,52 @@ class Layout:
         if null is not None:
             problems.append(Problem("null_label", LabelError, "null label", null))
         if self.label_kind == "name":
-            class_set = pa.array(self.classes, type=pa.string())
-            if pa.types.is_dictionary(col.type):
-                # Map the few dictionary values, then gather by index: no string per row.
-                codes = pc.index_in(col.dictionary.cast(pa.string()), value_set=class_set).take(col.indices)
-            else:
-                codes = pc.index_in(col, value_set=class_set)
-            y = codes.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-            unknown = y < 0
-            if null is not None:
-                unknown &= ~null
-            if unknown.any():
-                values = _LazyValues(col)  # only the few rows a message shows
-                problems.append(Problem("unknown_label", LabelError,
-                                        f"unknown class name (classes are {_short_list(self.classes)})",
-                                        unknown, values))
-            y[y < 0] = 0
-            return y, None, problems
-        t = col.type
-        huge: np.ndarray | None = None
-        shown: np.ndarray | None = None
-        if pa.types.is_floating(t) or pa.types.is_decimal(t):
-            kind = "float" if pa.types.is_floating(t) else "decimal"
-            num = col if kind == "float" else col.cast(pa.float64())
-            f = num.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-            frac = ~np.isfinite(f) | (f != np.floor(np.where(np.isfinite(f), f, 0)))
-            if frac.any():
-                problems.append(Problem("fractional_label", LabelError,
-                                        f"{kind} label is not a whole number", frac, f))
-            # Whole values beyond int64 would wrap in the cast: flag them as out of range.
-            huge = ~frac & (np.abs(f) >= 2.0**62)
-            y = np.where(frac | huge, 0, f).astype(np.int64)
-            shown = f
-        elif pa.types.is_unsigned_integer(t) and t.bit_width == 64:  # type: ignore[attr-defined]
-            u = col.fill_null(0).to_numpy(zero_copy_only=False)
-            huge = u >= np.uint64(2**62)
-            y = np.where(huge, 0, u).astype(np.int64)
-            shown = u
-        elif pa.types.is_boolean(t):
-            y = col.fill_null(False).to_numpy(zero_copy_only=False).astype(np.int64)
+            y = self._name_labels(col, null, problems)
         else:
-            y = col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+            y = self._index_labels(col, null, problems)
+        return y, None, problems
+
+    def _name_labels(self, col: pa.Array, null: np.ndarray | None,
+                     problems: list[Problem]) -> np.ndarray:
+        """Class indices of string labels (class names); unknown names are a problem."""
+        class_set = pa.array(self.classes, type=pa.string())
+        if pa.types.is_dictionary(col.type):
+            # Map the few dictionary values, then gather by index: no string per row.
+            codes = pc.index_in(col.dictionary.cast(pa.string()), value_set=class_set).take(col.indices)
+        else:
+            codes = pc.index_in(col, value_set=class_set)
+        y = codes.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        unknown = y < 0
+        if null is not None:
+            unknown &= ~null
+        if unknown.any():
+            values = _LazyValues(col)  # only the few rows a message shows
+            problems.append(Problem("unknown_label", LabelError,
+                                    f"unknown class name (classes are {_short_list(self.classes)})",
+                                    unknown, values))
+        y[y < 0] = 0
+        return y
+
+    def _index_labels(self, col: pa.Array, null: np.ndarray | None,
+                      problems: list[Problem]) -> np.ndarray:
+        """Class indices of numeric / boolean labels: whole numbers naming a class (by
+        position, or by value for integer class names); others are problems."""
+        y, raw, frac, huge = _whole_number_labels(col, problems)
         by_value = _int_class_values(self.classes)
         if by_value is not None:
             lookup = pc.index_in(pa.array(y), value_set=pa.array(by_value, type=pa.int64()))
             mapped = lookup.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
             bad = mapped < 0
-            raw = y
+            raw = y if raw is None else raw
             y = np.where(bad, 0, mapped)
         else:
-            bad = (y < 0) | (y >= k)
-            raw = y.copy()
+            bad = (y < 0) | (y >= self.n_classes)
+            raw = y.copy() if raw is None else raw
             y = np.where(bad, 0, y)
         if huge is not None and huge.any():
             bad |= huge
             y[huge] = 0
-        if shown is not None:
-            raw = shown
-        if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        if frac is not None:
             bad &= ~frac
         if null is not None:
             bad &= ~null
@@ -246,7 +233,7 @@ class Layout:
             problems.append(Problem("label_out_of_range", LabelError,
                                     f"label out of range (classes are {_short_list(self.classes)})",
                                     bad, raw))
-        return y, None, problems
+        return y
 
 
 class _LazyValues:
@@ -375,6 +362,33 @@ class LayoutSpec:
     weight: str | None = None
 
 
+def _whole_number_labels(col: pa.Array, problems: list[Problem]
+                         ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None,
+                                    np.ndarray | None]:
+    """A numeric / boolean label column as int64 (nulls as 0), with the values to show in
+    messages (None: the int64 values), the fractional-value mask (float / decimal labels,
+    also added to ``problems``) and the beyond-int64 mask (None when impossible)."""
+    t = col.type
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        kind = "float" if pa.types.is_floating(t) else "decimal"
+        num = col if kind == "float" else col.cast(pa.float64())
+        f = num.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        frac = ~np.isfinite(f) | (f != np.floor(np.where(np.isfinite(f), f, 0)))
+        if frac.any():
+            problems.append(Problem("fractional_label", LabelError,
+                                    f"{kind} label is not a whole number", frac, f))
+        # Whole values beyond int64 would wrap in the cast: flag them as out of range.
+        huge = ~frac & (np.abs(f) >= 2.0**62)
+        return np.where(frac | huge, 0, f).astype(np.int64), f, frac, huge
+    if pa.types.is_unsigned_integer(t) and t.bit_width == 64:  # type: ignore[attr-defined]
+        u = col.fill_null(0).to_numpy(zero_copy_only=False)
+        huge = u >= np.uint64(2**62)
+        return np.where(huge, 0, u).astype(np.int64), u, None, huge
+    if pa.types.is_boolean(t):
+        return col.fill_null(False).to_numpy(zero_copy_only=False).astype(np.int64), None, None, None
+    return col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False), None, None, None
+
+
 def detect_layout(
     schema: pa.Schema,
     spec: LayoutSpec | None = None,
@@ -394,68 +408,79 @@ def detect_layout(
     notes: list[str] = []
 
     kind, pred_cols, from_logits, classes = _detect_predictions(schema, spec, source, first_batch, notes)
-
-    # -- labels
     lschema = label_schema if label_schema is not None else schema
-    label_kind: LabelKind
     if spec.targets or spec.target_prefix:
-        cols = list(spec.targets or [])
-        if spec.target_prefix:
-            cols = [c for c in label_names if c.startswith(spec.target_prefix)]
-            if not cols:
-                raise LayoutError(f"{source}: no column starts with target prefix {spec.target_prefix!r}")
-        for c in cols:
-            if c not in label_names:
-                raise missing_column(c, "target", label_names, source)
-            ct = _value_type(lschema.field(c).type)
-            if not (_is_numeric(ct) or pa.types.is_boolean(ct)):
-                raise ColumnTypeError(
-                    f"{source}: target column {c!r} has type {ct}; one-hot / soft targets must be numeric"
-                )
-        if len(cols) != len(classes):
-            raise LayoutError(
-                f"{source}: {len(cols)} target columns but {len(classes)} prediction classes"
-            )
-        label_kind, label_cols = "onehot", tuple(cols)
+        label_kind, label_cols = _declared_targets(spec, lschema, label_names, classes, source)
     else:
-        label = spec.label
-        if label is None:
-            label = next((c for c in LABEL_NAMES if c in label_names), None)
-            if label is None:
-                tcols = _prefixed(lschema, TARGET_PREFIXES, _is_numeric)
-                if tcols and len(tcols[1]) == len(classes):
-                    label_kind, label_cols = "onehot", tuple(tcols[1])
-                    notes.append(f"one-hot targets detected by prefix {tcols[0]!r}")
-                    return _finish(schema, spec, kind, pred_cols, from_logits, classes,
-                                   label_kind, label_cols, notes, source, label_names)
-                raise LayoutError(
-                    f"{source}: cannot find the label column (looked for {', '.join(LABEL_NAMES)}); "
-                    "name it with --label, or give a separate labels file with --labels FILE --on KEY"
-                )
-        if label not in label_names:
-            raise missing_column(label, "label", label_names, source)
-        lt = _value_type(lschema.field(label).type)
-        if _is_list(lt):
-            label_kind = "soft"
-            inner = lt.value_type  # type: ignore[attr-defined]
-            if not _is_numeric(inner):
-                raise ColumnTypeError(
-                    f"{source}: label column {label!r} is a list of {inner}; soft targets must be numbers"
-                )
-        elif pa.types.is_string(lt) or pa.types.is_large_string(lt):
-            label_kind = "name"
-        elif _is_numeric(lt) or pa.types.is_boolean(lt):
-            label_kind = "index"
-        else:
-            raise ColumnTypeError(f"{source}: label column {label!r} has unsupported type {lt}")
-        label_cols = (label,)
-        if label_kind == "soft" and pa.types.is_fixed_size_list(lt) and lt.list_size != len(classes):  # type: ignore[attr-defined]
-            raise ListLengthError(
-                f"{source}: label column {label!r} holds {lt.list_size} targets but there are "  # type: ignore[attr-defined]
-                f"{len(classes)} classes"
-            )
+        label_kind, label_cols = _detect_label(spec, lschema, label_names, classes, source, notes)
     return _finish(schema, spec, kind, pred_cols, from_logits, classes, label_kind, label_cols,
                    notes, source, label_names)
+
+
+def _declared_targets(spec: LayoutSpec, lschema: pa.Schema, label_names: list[str],
+                      classes: tuple[str, ...], source: str) -> tuple[LabelKind, tuple[str, ...]]:
+    """One-hot / soft target columns named by ``targets`` or ``target_prefix``: numeric, one
+    per class."""
+    cols = list(spec.targets or [])
+    if spec.target_prefix:
+        cols = [c for c in label_names if c.startswith(spec.target_prefix)]
+        if not cols:
+            raise LayoutError(f"{source}: no column starts with target prefix {spec.target_prefix!r}")
+    for c in cols:
+        if c not in label_names:
+            raise missing_column(c, "target", label_names, source)
+        ct = _value_type(lschema.field(c).type)
+        if not (_is_numeric(ct) or pa.types.is_boolean(ct)):
+            raise ColumnTypeError(
+                f"{source}: target column {c!r} has type {ct}; one-hot / soft targets must be numeric"
+            )
+    if len(cols) != len(classes):
+        raise LayoutError(
+            f"{source}: {len(cols)} target columns but {len(classes)} prediction classes"
+        )
+    return "onehot", tuple(cols)
+
+
+def _detect_label(spec: LayoutSpec, lschema: pa.Schema, label_names: list[str],
+                  classes: tuple[str, ...], source: str,
+                  notes: list[str]) -> tuple[LabelKind, tuple[str, ...]]:
+    """The label column (declared, or a conventional name, or one-hot columns found by
+    prefix) and its kind from its type: soft (list), name (string), index (number)."""
+    label = spec.label
+    if label is None:
+        label = next((c for c in LABEL_NAMES if c in label_names), None)
+        if label is None:
+            tcols = _prefixed(lschema, TARGET_PREFIXES, _is_numeric)
+            if tcols and len(tcols[1]) == len(classes):
+                notes.append(f"one-hot targets detected by prefix {tcols[0]!r}")
+                return "onehot", tuple(tcols[1])
+            raise LayoutError(
+                f"{source}: cannot find the label column (looked for {', '.join(LABEL_NAMES)}); "
+                "name it with --label, or give a separate labels file with --labels FILE --on KEY"
+            )
+    if label not in label_names:
+        raise missing_column(label, "label", label_names, source)
+    lt = _value_type(lschema.field(label).type)
+    label_kind: LabelKind
+    if _is_list(lt):
+        label_kind = "soft"
+        inner = lt.value_type  # type: ignore[attr-defined]
+        if not _is_numeric(inner):
+            raise ColumnTypeError(
+                f"{source}: label column {label!r} is a list of {inner}; soft targets must be numbers"
+            )
+    elif pa.types.is_string(lt) or pa.types.is_large_string(lt):
+        label_kind = "name"
+    elif _is_numeric(lt) or pa.types.is_boolean(lt):
+        label_kind = "index"
+    else:
+        raise ColumnTypeError(f"{source}: label column {label!r} has unsupported type {lt}")
+    if label_kind == "soft" and pa.types.is_fixed_size_list(lt) and lt.list_size != len(classes):  # type: ignore[attr-defined]
+        raise ListLengthError(
+            f"{source}: label column {label!r} holds {lt.list_size} targets but there are "  # type: ignore[attr-defined]
+            f"{len(classes)} classes"
+        )
+    return label_kind, (label,)
 
 
 def _finish(
@@ -513,54 +538,86 @@ def _detect_predictions(
     first_batch: pa.RecordBatch | None,
     notes: list[str],
 ) -> tuple[PredKind, tuple[str, ...], bool, tuple[str, ...]]:
-    names = list(schema.names)
-    declared_classes = tuple(str(c) for c in spec.classes) if spec.classes else None
-
-    def check_type(col: str) -> pa.DataType:
-        if col not in names:
-            raise missing_column(col, "prediction", names, source)
-        t = _value_type(schema.field(col).type)
-        if _is_list(t):
-            inner = t.value_type  # type: ignore[attr-defined]
-            if not _is_numeric(inner):
-                raise ColumnTypeError(f"{source}: prediction column {col!r} is a list of {inner}, not numbers")
-        elif not _is_numeric(t):
-            raise ColumnTypeError(
-                f"{source}: prediction column {col!r} has type {t}; probabilities must be numeric"
-            )
-        return t
-
+    """The prediction columns, their kind, whether they are logits, and the class names:
+    declared columns first, then a declared prefix, then the conventional names."""
     if spec.predictions:
-        cols = list(spec.predictions)
-        types = [check_type(c) for c in cols]
-        logits = bool(spec.logits)
-        if len(cols) == 1 and _is_list(types[0]):
-            return "list", (cols[0],), logits, _list_classes(schema, cols[0], declared_classes, first_batch, source)
-        if len(cols) == 1:
-            return "binary", (cols[0],), logits, declared_classes or ("0", "1")
-        if any(_is_list(t) for t in types):
-            raise LayoutError(f"{source}: give either one list column or several class columns, not both")
-        classes = declared_classes or _common_suffix_names(cols)
-        if len(classes) != len(cols):
-            raise LayoutError(f"{source}: {len(cols)} prediction columns but {len(classes)} class names")
-        return "wide", tuple(cols), logits, classes
-
+        return _declared_predictions(schema, spec, source, first_batch)
     if spec.prefix:
-        cols = [c for c in names if c.startswith(spec.prefix)]
-        if not cols:
-            raise LayoutError(
-                f"{source}: no column starts with prefix {spec.prefix!r}; columns are: {', '.join(names[:20])}"
-            )
-        for c in cols:
-            check_type(c)
-        cols = _order_by_int_suffix(cols, spec.prefix)
-        classes = declared_classes or tuple(c[len(spec.prefix):] for c in cols)
-        logits = bool(spec.logits) or spec.prefix in LOGIT_PREFIXES
-        if len(cols) == 1:
-            return "binary", tuple(cols), logits, declared_classes or ("0", "1")
-        return "wide", tuple(cols), logits, classes
+        return _prefixed_predictions(schema, spec, source)
+    return _conventional_predictions(schema, spec, source, first_batch, notes)
 
-    # Nothing declared: conventional names, logits first (so `logit_` is never read as a prob).
+
+def _check_pred_type(schema: pa.Schema, col: str, source: str) -> pa.DataType:
+    """The value type of prediction column ``col``: numbers, or a list of numbers."""
+    names = list(schema.names)
+    if col not in names:
+        raise missing_column(col, "prediction", names, source)
+    t = _value_type(schema.field(col).type)
+    if _is_list(t):
+        inner = t.value_type  # type: ignore[attr-defined]
+        if not _is_numeric(inner):
+            raise ColumnTypeError(f"{source}: prediction column {col!r} is a list of {inner}, not numbers")
+    elif not _is_numeric(t):
+        raise ColumnTypeError(
+            f"{source}: prediction column {col!r} has type {t}; probabilities must be numeric"
+        )
+    return t
+
+
+def _declared_classes(spec: LayoutSpec) -> tuple[str, ...] | None:
+    return tuple(str(c) for c in spec.classes) if spec.classes else None
+
+
+def _declared_predictions(
+    schema: pa.Schema, spec: LayoutSpec, source: str, first_batch: pa.RecordBatch | None,
+) -> tuple[PredKind, tuple[str, ...], bool, tuple[str, ...]]:
+    """``predictions`` named: one list column, one binary column, or one column per class."""
+    declared_classes = _declared_classes(spec)
+    cols = list(spec.predictions or ())
+    types = [_check_pred_type(schema, c, source) for c in cols]
+    logits = bool(spec.logits)
+    if len(cols) == 1 and _is_list(types[0]):
+        return "list", (cols[0],), logits, _list_classes(schema, cols[0], declared_classes, first_batch, source)
+    if len(cols) == 1:
+        return "binary", (cols[0],), logits, declared_classes or ("0", "1")
+    if any(_is_list(t) for t in types):
+        raise LayoutError(f"{source}: give either one list column or several class columns, not both")
+    classes = declared_classes or _common_suffix_names(cols)
+    if len(classes) != len(cols):
+        raise LayoutError(f"{source}: {len(cols)} prediction columns but {len(classes)} class names")
+    return "wide", tuple(cols), logits, classes
+
+
+def _prefixed_predictions(
+    schema: pa.Schema, spec: LayoutSpec, source: str,
+) -> tuple[PredKind, tuple[str, ...], bool, tuple[str, ...]]:
+    """``prefix`` named: every column starting with it, ordered by an integer suffix."""
+    assert spec.prefix
+    names = list(schema.names)
+    declared_classes = _declared_classes(spec)
+    cols = [c for c in names if c.startswith(spec.prefix)]
+    if not cols:
+        raise LayoutError(
+            f"{source}: no column starts with prefix {spec.prefix!r}; columns are: {', '.join(names[:20])}"
+        )
+    for c in cols:
+        _check_pred_type(schema, c, source)
+    cols = _order_by_int_suffix(cols, spec.prefix)
+    classes = declared_classes or tuple(c[len(spec.prefix):] for c in cols)
+    logits = bool(spec.logits) or spec.prefix in LOGIT_PREFIXES
+    if len(cols) == 1:
+        return "binary", tuple(cols), logits, declared_classes or ("0", "1")
+    return "wide", tuple(cols), logits, classes
+
+
+def _conventional_predictions(
+    schema: pa.Schema, spec: LayoutSpec, source: str, first_batch: pa.RecordBatch | None,
+    notes: list[str],
+) -> tuple[PredKind, tuple[str, ...], bool, tuple[str, ...]]:
+    """Nothing declared: conventional names, logits first (so ``logit_`` is never read as a
+    prob), then list columns, then a binary column."""
+    names = list(schema.names)
+    declared_classes = _declared_classes(spec)
     for prefixes, is_logits in ((LOGIT_PREFIXES, True), (PROB_PREFIXES, False)):
         found = _prefixed(schema, prefixes, _is_numeric)
         if found and len(found[1]) >= 2:
@@ -573,7 +630,7 @@ def _detect_predictions(
     for candidates, is_logits in ((LIST_LOGIT_NAMES, True), (LIST_PROB_NAMES, False)):
         for c in candidates:
             if c in names and _is_list(_value_type(schema.field(c).type)):
-                check_type(c)
+                _check_pred_type(schema, c, source)
                 logits = is_logits if spec.logits is None else bool(spec.logits)
                 return "list", (c,), logits, _list_classes(schema, c, declared_classes, first_batch, source)
     for c in BINARY_NAMES:

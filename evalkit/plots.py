@@ -225,59 +225,9 @@ def _plot_class_distribution(result: Any, path: Path, class_hist: dict | None) -
     counts_col = shown["count"].to_numpy()
 
     if class_hist is not None:
-        edges = np.asarray(class_hist["edges"], dtype=float)
-        hists = class_hist["counts"]
-        for y, name, mean in zip(ys, names, means, strict=True):
-            c = np.asarray(hists.get(name, np.zeros(len(edges) - 1)), dtype=float)
-            if c.sum() <= 0:
-                continue
-            h = 0.85 * c / c.max()
-            ax.fill_between(edges, y, y + np.append(h, h[-1]), step="post", color=_FILL,
-                            alpha=0.55, linewidth=0)
-            ax.stairs(y + h, edges, baseline=y, color=_FILL, linewidth=0.8)
-            cum = np.cumsum(c)
-            med_bin = int(np.searchsorted(cum, cum[-1] / 2.0))
-            med = math.sqrt(edges[med_bin] * edges[med_bin + 1])
-            ax.plot([med, med], [y, y + 0.85], color="black", linewidth=1.2)
-            if math.isfinite(mean):
-                ax.plot([mean], [y + 0.12], marker="D", color=_MEAN, markersize=4.5,
-                        linestyle="none")
-        ax.set_xlim(edges[0] / 1.2, edges[-1] * 1.2)
-        ax.set_ylim(-0.25, len(names) - 0.05)
-        label_y = ys + 0.35
-        kind = "histogram of each class's losses, scaled to its peak"
-        handles = [
-            _patch(facecolor=_FILL, alpha=0.55, edgecolor=_FILL, label="histogram (scaled to peak)"),
-            _line(color="black", linewidth=1.2, label="median"),
-            _line(color=_MEAN, marker="D", markersize=4.5, linestyle="none", label="mean"),
-        ]
+        label_y, kind, handles = _draw_class_histograms(ax, ys, names, means, class_hist)
     else:
-        qcols = _quantile_columns(shown)
-        mn = shown["min"].to_numpy(dtype=float)
-        mx = shown["max"].to_numpy(dtype=float)
-        ax.hlines(ys, mn, mx, color=_REF, linewidth=1.0)
-        ax.plot(mn, ys, "|", color=_REF, markersize=8)
-        ax.plot(mx, ys, "|", color=_REF, markersize=8)
-        handles = [_line(color=_REF, linewidth=1.0, label="min \u2013 max")]
-        if len(qcols) >= 2:
-            lo_q = shown[qcols[0]].to_numpy(dtype=float)
-            hi_q = shown[qcols[-2] if len(qcols) > 2 else qcols[-1]].to_numpy(dtype=float)
-            ax.hlines(ys, lo_q, hi_q, color=_FILL, linewidth=7, alpha=0.6)
-            hi_name = qcols[-2] if len(qcols) > 2 else qcols[-1]
-            handles.append(_line(color=_FILL, linewidth=7, alpha=0.6,
-                                 label=f"{qcols[0]} \u2013 {hi_name}"))
-        markers = ["o", "^", "s", "v", "P", "X"]
-        for j, q in enumerate(qcols):
-            ax.plot(shown[q].to_numpy(dtype=float), ys, marker=markers[j % len(markers)],
-                    color="black", markersize=4, linestyle="none")
-            handles.append(_line(color="black", marker=markers[j % len(markers)], markersize=4,
-                                 linestyle="none", label=q))
-        ax.plot(means, ys, marker="D", color=_MEAN, markersize=4.5, linestyle="none")
-        handles.append(_line(color=_MEAN, marker="D", markersize=4.5, linestyle="none",
-                             label="mean"))
-        ax.set_ylim(-0.7, len(names) - 0.3)
-        label_y = ys
-        kind = "min / quantiles / max per class"
+        label_y, kind, handles = _draw_class_ranges(ax, ys, names, means, shown)
 
     n_classes = len(getattr(result.layout, "classes", ()) or ()) or len(table)
     if n_classes >= 2:
@@ -305,6 +255,72 @@ def _plot_class_distribution(result: Any, path: Path, class_hist: dict | None) -
     _save(fig, path)
     return "Loss distribution by true class" + (f" ({MAX_CLASSES} worst of {n_with_data:,})"
                                                  if cut else "")
+
+
+def _draw_class_histograms(ax: Any, ys: np.ndarray, names: list[str], means: np.ndarray,
+                           class_hist: dict) -> tuple[np.ndarray, str, list[Any]]:
+    """One ridge per class: its loss histogram scaled to its peak, median and mean marks.
+    Returns the label positions, the subtitle and the legend handles."""
+    edges = np.asarray(class_hist["edges"], dtype=float)
+    hists = class_hist["counts"]
+    for y, name, mean in zip(ys, names, means, strict=True):
+        c = np.asarray(hists.get(name, np.zeros(len(edges) - 1)), dtype=float)
+        if c.sum() <= 0:
+            continue
+        h = 0.85 * c / c.max()
+        ax.fill_between(edges, y, y + np.append(h, h[-1]), step="post", color=_FILL,
+                        alpha=0.55, linewidth=0)
+        ax.stairs(y + h, edges, baseline=y, color=_FILL, linewidth=0.8)
+        cum = np.cumsum(c)
+        med_bin = int(np.searchsorted(cum, cum[-1] / 2.0))
+        med = math.sqrt(edges[med_bin] * edges[med_bin + 1])
+        ax.plot([med, med], [y, y + 0.85], color="black", linewidth=1.2)
+        if math.isfinite(mean):
+            ax.plot([mean], [y + 0.12], marker="D", color=_MEAN, markersize=4.5,
+                    linestyle="none")
+    ax.set_xlim(edges[0] / 1.2, edges[-1] * 1.2)
+    ax.set_ylim(-0.25, len(names) - 0.05)
+    label_y = ys + 0.35
+    kind = "histogram of each class's losses, scaled to its peak"
+    handles = [
+        _patch(facecolor=_FILL, alpha=0.55, edgecolor=_FILL, label="histogram (scaled to peak)"),
+        _line(color="black", linewidth=1.2, label="median"),
+        _line(color=_MEAN, marker="D", markersize=4.5, linestyle="none", label="mean"),
+    ]
+    return label_y, kind, handles
+
+
+def _draw_class_ranges(ax: Any, ys: np.ndarray, names: list[str], means: np.ndarray,
+                       shown: pd.DataFrame) -> tuple[np.ndarray, str, list[Any]]:
+    """Without histograms: per class min-max line, a quantile band, quantile and mean marks.
+    Returns the label positions, the subtitle and the legend handles."""
+    qcols = _quantile_columns(shown)
+    mn = shown["min"].to_numpy(dtype=float)
+    mx = shown["max"].to_numpy(dtype=float)
+    ax.hlines(ys, mn, mx, color=_REF, linewidth=1.0)
+    ax.plot(mn, ys, "|", color=_REF, markersize=8)
+    ax.plot(mx, ys, "|", color=_REF, markersize=8)
+    handles = [_line(color=_REF, linewidth=1.0, label="min \u2013 max")]
+    if len(qcols) >= 2:
+        lo_q = shown[qcols[0]].to_numpy(dtype=float)
+        hi_q = shown[qcols[-2] if len(qcols) > 2 else qcols[-1]].to_numpy(dtype=float)
+        ax.hlines(ys, lo_q, hi_q, color=_FILL, linewidth=7, alpha=0.6)
+        hi_name = qcols[-2] if len(qcols) > 2 else qcols[-1]
+        handles.append(_line(color=_FILL, linewidth=7, alpha=0.6,
+                             label=f"{qcols[0]} \u2013 {hi_name}"))
+    markers = ["o", "^", "s", "v", "P", "X"]
+    for j, q in enumerate(qcols):
+        ax.plot(shown[q].to_numpy(dtype=float), ys, marker=markers[j % len(markers)],
+                color="black", markersize=4, linestyle="none")
+        handles.append(_line(color="black", marker=markers[j % len(markers)], markersize=4,
+                             linestyle="none", label=q))
+    ax.plot(means, ys, marker="D", color=_MEAN, markersize=4.5, linestyle="none")
+    handles.append(_line(color=_MEAN, marker="D", markersize=4.5, linestyle="none",
+                         label="mean"))
+    ax.set_ylim(-0.7, len(names) - 0.3)
+    label_y = ys
+    kind = "min / quantiles / max per class"
+    return label_y, kind, handles
 
 
 def _patch(**kw: Any) -> Any:
