@@ -25,8 +25,8 @@ _LAZY = {
     "DEFAULT_EPS": "loss",
     "compare": "comparison",
     "CompareResult": "comparison",
-    "history": "history",
-    "HistoryResult": "history",
+    "history": "trend",
+    "HistoryResult": "trend",
 }
 _ERRORS = (
     "ColumnTypeError", "CompareError", "ConfigError", "CorruptFileError", "EmptyInputError",
@@ -64,8 +64,8 @@ if TYPE_CHECKING:
         TargetSumError,
         UsageError,
     )
-    from .history import HistoryResult, history
     from .loss import DEFAULT_EPS, cross_entropy
+    from .trend import HistoryResult, history
 
 
 def __getattr__(name: str) -> Any:

@@ -79,7 +79,7 @@ def history(reports: tuple[str, ...], out: str | None, overwrite: bool, config_f
     from .config import EvalConfig
     from .errors import UsageError
     from .gates import normalize_gates, validate_gates
-    from .history import history as run_history
+    from .trend import history as run_history
 
     cfg = EvalConfig.from_file(config_file) if config_file else EvalConfig()
     gates = dict(cfg.gates)
@@ -118,7 +118,7 @@ def _print(result: Any, fmt: str) -> None:
                f"{meta['segments']} segment(s); {len(result.skipped)} skipped")
     overall = result.trends.get("overall")
     if overall is not None and len(overall):
-        from .history import _pct
+        from .trend import _pct
 
         o = overall.iloc[0]
         click.echo(f"overall: latest {o['latest']:.4g}, change since previous run "

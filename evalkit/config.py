@@ -76,7 +76,7 @@ class EvalConfig:
     """Settings of ``evalkit compare``: seed, n_boot, confidence, allow_mismatch, pair_on, boot_limit."""
     history: dict[str, Any] = field(default_factory=dict)
     """Settings of ``evalkit history``: window, lookback, alpha, min_change_pct, min_before,
-    max_rows, confidence (see :mod:`evalkit.history`)."""
+    max_rows, confidence (see :mod:`evalkit.trend`)."""
     source_file: str | None = field(default=None, compare=False)
 
     # -- construction -----------------------------------------------------------------

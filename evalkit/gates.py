@@ -242,7 +242,7 @@ def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) ->
 
 def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
                         latest: Mapping[str, Any] | None = None) -> list[GateFailure]:
-    """Evaluate gates on a :class:`~evalkit.history.HistoryResult`; return the failures.
+    """Evaluate gates on a :class:`~evalkit.trend.HistoryResult`; return the failures.
 
     On every group of every grouping (top-level keys) or of the groupings under ``groups:``:
 

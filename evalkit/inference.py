@@ -39,7 +39,8 @@ def t_quantile(p: float, df: Any) -> Any:
         return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
     d = np.asarray(df, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = z + g1 / d + g2 / d**2 + g3 / d**3 + g4 / d**4
+        inv = 1.0 / d
+        out = z + inv * (g1 + inv * (g2 + inv * (g3 + inv * g4)))  # Horner: same polynomial
     out = np.where(d == 1, exact1, np.where(d == 2, exact2, out))
     return np.where(d >= 1, out, np.nan)
 

@@ -369,7 +369,7 @@ def expand_reports(specs: str | os.PathLike[str] | Iterable[str | os.PathLike[st
     return list(out.values())
 
 
-_OPTIONAL = ("std", "sem", "ci_low", "ci_high", "clipped_low", "clipped", "accuracy")
+_OPTIONAL = ("std", "sem", "clipped_low", "clipped", "accuracy")
 
 
 @dataclass
@@ -396,29 +396,6 @@ def _stat_arrays(t: pa.Table) -> dict[str, np.ndarray]:
     return out
 
 
-def _scan_grouping(files: Sequence[str], cols: Sequence[str]) -> tuple[pa.Table, np.ndarray]:
-    """All runs' tables of one grouping in one multi-threaded Arrow scan (the fast path).
-
-    The schema is the union of the first and last run's; a run whose types disagree, or a
-    corrupt file, makes the scan raise and the caller reads file by file instead."""
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-
-    schema = pa.unify_schemas([pq.read_schema(files[0]), pq.read_schema(files[-1])])
-    schema = pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
-                        for f in schema])
-    names = schema.names
-    if any(c not in names for c in [*cols, "count", "mean"]):
-        raise ValueError("columns missing")
-    want = [*cols, "count", "mean", *(c for c in _OPTIONAL if c in names)]
-    table = ds.dataset(list(files), schema=pa.schema([schema.field(c) for c in want]),
-                       format="parquet").to_table(columns=[*want, "__filename"])
-    pos = pc.index_in(table.column("__filename"), value_set=pa.array(list(files)))
-    if pos.null_count:
-        raise ValueError("unknown file name in the scan")
-    return table.drop_columns(["__filename"]), pos.to_numpy(zero_copy_only=False)
-
-
 def _read_one(info: RunInfo, grouping: str, cols: Sequence[str]) -> pa.Table:
     f = info.file(grouping)
     try:
@@ -428,7 +405,11 @@ def _read_one(info: RunInfo, grouping: str, cols: Sequence[str]) -> pa.Table:
         if missing:
             raise ReportError(f"{f}: grouped table has no column(s) {', '.join(missing)}; "
                               f"columns are {', '.join(names)}")
-        return pf.read(columns=[*cols, "count", "mean", *(c for c in _OPTIONAL if c in names)])
+        # a run's interval is recomputed from its sem (or std): one level for every run, and
+        # every column read costs a decoded page per file
+        want = [*cols, "count", "mean", "sem" if "sem" in names else "std",
+                "clipped_low" if "clipped_low" in names else "clipped", "accuracy"]
+        return pf.read(columns=[c for c in want if c in names])
     except ReportError:
         raise
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
@@ -437,17 +418,11 @@ def _read_one(info: RunInfo, grouping: str, cols: Sequence[str]) -> pa.Table:
 
 def read_grouping(infos: Sequence[RunInfo], idx: Sequence[int], grouping: str, skip_bad: bool,
                    pool: ThreadPoolExecutor) -> GroupedRuns:
-    """Read one grouping's table from every run in ``idx``: one Arrow scan when the runs
-    agree on the schema, else file by file (naming a bad file, or skipping it)."""
+    """Read one grouping's table from every run in ``idx`` (only the key and statistic
+    columns history needs), file by file on ``pool``'s threads (the decoder releases the GIL),
+    then combined into one set of arrays. A bad file raises :class:`ReportError` naming it,
+    or with ``skip_bad`` is left out and listed in ``GroupedRuns.bad``."""
     cols = list(_grouping_columns(grouping))
-    files = [str(infos[i].file(grouping)) for i in idx]
-    if files:
-        try:
-            table, pos = _scan_grouping(files, cols)
-            return GroupedRuns(np.asarray(idx, dtype=np.int64)[pos], _key_arrays([table], cols),
-                            _stat_arrays(table), [])
-        except Exception:  # noqa: BLE001 - any disagreement: the careful path below names it
-            pass
 
     def one(i: int) -> tuple[pa.Table | None, str]:
         try:
@@ -463,6 +438,13 @@ def read_grouping(infos: Sequence[RunInfo], idx: Sequence[int], grouping: str, s
     tables = [t for _i, t in good]
     run_pos = np.repeat(np.array([i for i, _t in good], dtype=np.int64),
                         [t.num_rows for t in tables]).astype(np.int64)
+    try:
+        # one table when the runs agree on the types (missing optional columns become nulls)
+        whole = pa.concat_tables(tables, promote_options="default") if tables else None
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        whole = None
+    if whole is not None:
+        return GroupedRuns(run_pos, _key_arrays([whole], cols), _stat_arrays(whole), bad)
     parts = [_stat_arrays(t) for t in tables]
     names = [c for c in ("count", "mean", *_OPTIONAL) if any(c in p for p in parts)]
     stats = {c: np.concatenate([p.get(c, np.full(t.num_rows, np.nan)) for p, t in zip(parts, tables, strict=True)])

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 import evalkit
 from evalkit.cli import main
 from evalkit.errors import ReportError, UsageError
-from evalkit.history import detect_changes, history
 from evalkit.inference import benjamini_hochberg, mean_interval, t_sf2
 from evalkit.reports import read_summary_metadata
+from evalkit.trend import detect_changes, history
 
 GOLDEN = Path(__file__).parent / "golden" / "history_report.md"
 DAY0 = pd.Timestamp("2026-11-01T02:30:00Z")
@@ -329,11 +329,17 @@ def test_real_evaluate_reports(tmp_path: Path) -> None:
 
 
 def test_new_column_names_are_read_when_present(tmp_path: Path) -> None:
-    df = _stats({"region": ["EU"]}, np.array([0.5]), 100, 1.0, clipped_col="clipped_low")
+    df = _stats({"region": ["EU"]}, np.array([0.5]), 100, 2.0, clipped_col="clipped_low")
     df["sem"], df["ci_low"], df["ci_high"] = 0.1, 0.3, 0.7
     make_report(tmp_path, "a", DAY0, {"region": df}, clipped_col="clipped_low")
     t = history(tmp_path / "a").table("region")
-    assert t[["sem", "ci_low", "ci_high"]].iloc[0].tolist() == [0.1, 0.3, 0.7]
+    # the run's sem is used (not std / sqrt(n) = 0.1 by chance: std is 2.0 here); the
+    # interval is recomputed at the history's confidence, the same for every run
+    from scipy import stats
+
+    lo, hi = stats.t.interval(0.95, 99, loc=0.5, scale=0.1)
+    assert t["sem"].iloc[0] == 0.1
+    assert t["ci_low"].iloc[0] == pytest.approx(lo, rel=1e-3) and t["ci_high"].iloc[0] == pytest.approx(hi, rel=1e-3)
     assert t["clipped_low"].iloc[0] == 0
 
 
@@ -561,3 +567,12 @@ def test_cli(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "1 report(s) or table(s) skipped" in r.stderr
     r = runner.invoke(main, ["history", spec, "--window", "3", "--lookback", "5"])
     assert r.exit_code == 2
+
+
+def test_evalkit_history_is_the_function_even_after_its_module_is_imported() -> None:
+    import importlib
+
+    importlib.import_module("evalkit.trend")
+    importlib.import_module("evalkit.cli_history")
+    assert callable(evalkit.history) and evalkit.history.__module__ == "evalkit.trend"
+    assert evalkit.HistoryResult.__name__ == "HistoryResult"

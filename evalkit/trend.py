@@ -67,7 +67,7 @@ import pyarrow.parquet as pq
 from ._version import __version__
 from .errors import ReportError, UsageError
 from .gates import GateFailure
-from .inference import benjamini_hochberg, mean_interval, t_sf2
+from .inference import benjamini_hochberg, mean_interval, t_quantile, t_sf2
 from .reports import (
     GroupedRuns,
     RunInfo,
@@ -86,13 +86,12 @@ DEFAULTS: dict[str, Any] = {
     "min_change_pct": 0.0,  # smallest shift (percent) worth flagging
     "min_before": 3,  # runs needed before a candidate change point
     "max_rows": 20,  # groups shown per grouping in history.md
-    "confidence": 0.95,  # level of the intervals computed from count / mean / std
+    "confidence": 0.95,  # level of each run's t-interval (from its sem, or std / sqrt(count))
 }
 SETTINGS = tuple(DEFAULTS)
 MAX_CHANGE_LINES = 50  # lines of the "Changes" section of history.md
 PLOT_GROUPS = 8  # groups drawn per history plot (besides the overall line)
 OUT_MARKERS = ("history.md", "history.json")
-TABLE_STATS = ["count", "mean", "std", "sem", "ci_low", "ci_high", "clipped_low", "accuracy"]
 _READ_THREADS = 4
 
 
@@ -218,8 +217,9 @@ class HistoryResult:
 
     def table(self, grouping: str) -> pd.DataFrame:
         """The tidy history of one grouping: one row per (run, group) with ``run``,
-        ``run_id``, ``created``, ``segment``, the key columns, ``count``, ``mean``, ``std``,
-        ``sem``, ``ci_low``, ``ci_high``, ``clipped_low`` and ``accuracy``. Read back from
+        ``run_id``, ``created``, ``segment``, the key columns, ``count``, ``mean``, ``sem``,
+        ``ci_low``, ``ci_high`` (t-interval at ``confidence`` from the run's ``sem``, or its
+        ``std``), ``clipped_low`` (``clipped`` in older reports) and ``accuracy``. Read back from
         the written report when the result was written with ``out``."""
         if grouping not in self._tables:
             raise UsageError(f"no grouping {grouping!r}; groupings are: {', '.join(self._tables)}")
@@ -333,6 +333,11 @@ class _Runs:
     segment: np.ndarray  # per run
     created: pd.DatetimeIndex
 
+    @property
+    def created_us(self) -> np.ndarray:
+        """Start times as microseconds since the epoch (UTC)."""
+        return self.created.as_unit("us").asi8
+
 
 def _run_ids(paths: Sequence[Path]) -> list[str]:
     """Directory names, or paths relative to the common parent when names repeat."""
@@ -390,69 +395,75 @@ def _group_codes(keys: Sequence[pa.Array]) -> np.ndarray:
     on Arrow dictionaries and integers (no Python objects per row)."""
     import pyarrow.compute as pc
 
-    n = len(keys[0])
-    combined = np.zeros(n, dtype=np.int64)
+    combined: np.ndarray | None = None
     for a in keys:
         enc = a.dictionary_encode()
         values = enc.dictionary
         idx = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        rank = np.arange(len(values), dtype=np.int64)
+        rank = np.arange(len(values) + 1, dtype=np.int64)  # the last slot: null
         # values that do not sort keep the order of first appearance
         with contextlib.suppress(pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
             rank[pc.array_sort_indices(values).to_numpy()] = np.arange(len(values))
-        code = np.where(idx >= 0, rank[np.maximum(idx, 0)], len(values))
-        _, combined = np.unique(combined * (len(values) + 1) + code, return_inverse=True)
-    return combined.astype(np.int64).reshape(-1)
+        code = rank[idx]  # idx -1 (null) picks the last slot
+        if combined is None:
+            combined = code  # one column: dense already (every dictionary value occurs)
+        else:
+            combined = np.unique(combined * (len(values) + 1) + code, return_inverse=True)[1]
+    assert combined is not None
+    return np.asarray(combined, dtype=np.int64).reshape(-1)
 
 
 def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: float) -> _Tidy:
     """The tidy table of one grouping, and the arrays the trend needs."""
     cols = list(_grouping_columns(grouping))
-    n = len(g.run_pos)
-    nan = np.full(n, np.nan)
     st = g.stats
-    count, mean, std = st.get("count", nan), st.get("mean", nan), st.get("std", nan)
-    sem, lo, hi = st.get("sem", nan), st.get("ci_low", nan), st.get("ci_high", nan)
-    need = np.isnan(lo) | np.isnan(hi) | np.isnan(sem)
-    if need.any():
-        sem_t, lo_t, hi_t = mean_interval(count[need], mean[need], std[need], confidence)
-        sem, lo, hi = sem.copy(), lo.copy(), hi.copy()
-        sem[need] = np.where(np.isnan(sem[need]), sem_t, sem[need])
-        has_ci = ~np.isnan(lo[need]) & ~np.isnan(hi[need])
-        lo[need] = np.where(has_ci, lo[need], lo_t)
-        hi[need] = np.where(has_ci, hi[need], hi_t)
-    order = np.argsort(g.run_pos, kind="stable")
-    order = order[count[order] > 0]  # a class with no rows in a run is not a group of that run
-    pos = g.run_pos[order]
-    clipped = st.get("clipped_low", nan)[order]
-    keys = [k.combine_chunks().take(pa.array(order)) if isinstance(k, pa.ChunkedArray) else k.take(pa.array(order))
-            for k in g.keys]
+    nan = np.full(len(g.run_pos), np.nan)
+    count = st.get("count", nan)
+    keep = count > 0  # a class with no rows in a run is not a group of that run
+    ordered = bool(np.all(g.run_pos[1:] >= g.run_pos[:-1])) if len(g.run_pos) else True
+    order: np.ndarray | None = None
+    if not ordered or not keep.all():
+        order = np.argsort(g.run_pos, kind="stable") if not ordered else np.arange(len(g.run_pos))
+        order = order[keep[order]]
 
-    def num(a: np.ndarray) -> pa.Array:
-        a = a[order]
+    def col(name: str) -> np.ndarray:
+        a = st.get(name, nan)
+        return a if order is None else a[order]
+
+    pos = g.run_pos if order is None else g.run_pos[order]
+    count, mean = col("count"), col("mean")
+    sem = col("sem").copy()
+    no_sem = np.isnan(sem)
+    if no_sem.any():  # reports before the sem column: from std
+        sem[no_sem] = mean_interval(count[no_sem], mean[no_sem], col("std")[no_sem], confidence)[0]
+    with np.errstate(invalid="ignore"):
+        half = t_quantile(0.5 + confidence / 2, count - 1) * sem
+    lo, hi = mean - half, mean + half
+    take = None if order is None else pa.array(order)
+    keys = [k if take is None else k.take(take) for k in g.keys]
+
+    def whole(a: np.ndarray) -> pa.Array:
         return pa.array(a.astype(np.int64)) if not np.isnan(a).any() else pa.array(a)
 
-    columns: dict[str, pa.Array] = {
+    columns: dict[str, Any] = {
         "run": pa.array(pos + 1),
         "run_id": pa.DictionaryArray.from_arrays(pa.array(pos.astype(np.int32)), pa.array(runs.run_ids)),
-        "created": pa.array(runs.created[pos]),
+        "created": pa.array(runs.created_us[pos], pa.timestamp("us", tz="UTC")),
         "segment": pa.array(runs.segment[pos]),
         **dict(zip(cols, keys, strict=True)),
-        "count": num(count), "mean": pa.array(mean[order]), "std": pa.array(std[order]),
-        "sem": pa.array(sem[order]), "ci_low": pa.array(lo[order]), "ci_high": pa.array(hi[order]),
-        "clipped_low": pa.array(clipped.astype(np.int64)) if not np.isnan(clipped).any() else pa.array(clipped),
-        "accuracy": pa.array(st.get("accuracy", nan)[order]),
+        "count": whole(count), "mean": mean, "sem": sem, "ci_low": lo, "ci_high": hi,
+        "clipped_low": whole(col("clipped_low")), "accuracy": col("accuracy"),
     }
     table = pa.table(columns)
     if cols and len(pos):
-        codes = _group_codes(keys)
+        codes = _group_codes([k.combine_chunks() if isinstance(k, pa.ChunkedArray) else k for k in keys])
         first = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
         first[codes[::-1]] = np.arange(len(codes))[::-1]
         group_keys = table.select(cols).take(pa.array(first)).to_pandas()
     else:
         codes = np.zeros(len(pos), dtype=np.int64)
         group_keys = pd.DataFrame(index=range(int(len(pos) > 0)))
-    return _Tidy(table, codes, group_keys, pos, count[order], mean[order], sem[order])
+    return _Tidy(table, codes, group_keys, pos, count, mean, sem)
 
 
 def _trend(tidy: _Tidy, grouping: str, series: Sequence[int], runs: _Runs,
@@ -667,11 +678,20 @@ def history(
         tmp = atomic.__enter__()
     try:
         pool = ThreadPoolExecutor(_READ_THREADS)
+        ahead = ThreadPoolExecutor(1)  # reads the next grouping while this one is computed
+        writer = _Writer() if tmp is not None else None
+
+        def load(name: str) -> tuple[list[int], GroupedRuns]:
+            idx = [i for i, r in enumerate(infos) if name in r.groupings]
+            return idx, read_grouping(infos, idx, name, skip_bad, pool)
+
         try:
-            for name in groupings:
-                idx = [i for i, r in enumerate(infos) if name in r.groupings]
+            next_read = ahead.submit(load, groupings[0])
+            for k, name in enumerate(groupings):
+                idx, grouped = next_read.result()
+                if k + 1 < len(groupings):
+                    next_read = ahead.submit(load, groupings[k + 1])
                 cols = list(_grouping_columns(name))
-                grouped = read_grouping(infos, idx, name, skip_bad, pool)
                 for i, err in grouped.bad:
                     skipped.append((str(infos[i].path), f"{err} (grouping {name} left out for this run)"))
                 bad_runs = {i for i, _e in grouped.bad}
@@ -688,13 +708,19 @@ def history(
                     latest_view[name] = tidy.table.take(pa.array(last)).select(
                         [*cols, "count", "mean", "clipped_low", "accuracy"]).to_pandas()
                 if tmp is not None and atomic is not None:
-                    written = _emit_grouping(result, name, tidy.table, tmp, plots, tidy.codes)
+                    written = _emit_grouping(result, name, tidy.table, tmp, plots, tidy.codes, writer)
                     tables[name] = atomic.target / written.name
                 else:
                     tables[name] = tidy.table
                 del tidy
+            if writer is not None:
+                writer.close()
         finally:
+            next_read.cancel()
+            ahead.shutdown()
             pool.shutdown()
+            if writer is not None:
+                writer.close()
         changes = pd.DataFrame(change_rows, columns=["grouping", "group", "direction", "change_pct", "run",
                                                      "created", "before", "after", "t", "q_value", "message"])
         if not changes.empty:
@@ -735,13 +761,17 @@ def _series(idx: Sequence[int], segment: np.ndarray, latest_seg: int, n_runs: in
 
 
 def _emit_grouping(result: HistoryResult, name: str, table: pa.Table, tmp: Path, plots: bool,
-                   codes: np.ndarray | None = None) -> Path:
+                   codes: np.ndarray | None = None, writer: _Writer | None = None) -> Path:
     """Write one grouping's tidy table (and plot) into the report being built; ``codes``
-    (each row's group code) spare the plot a join on the keys."""
+    (each row's group code) spare the plot a join on the keys; ``writer`` encodes the table
+    on its thread while the caller reads the next grouping."""
     from .io import write_table
 
     path = tmp / f"{_file_stem(name)}.parquet"
-    write_table(table, path, large=True)
+    if writer is not None:
+        writer.write(table, path)
+    else:
+        write_table(table, path, large=True)
     if plots:
         from .plots import plots_available, write_history_plot
 
@@ -754,6 +784,32 @@ def _emit_grouping(result: HistoryResult, name: str, table: pa.Table, tmp: Path,
             if title:
                 result._plots.append((title, fname))
     return path
+
+
+class _Writer:
+    """One background thread encoding Parquet (the encoder releases the GIL); at most one
+    table waits, so memory holds two groupings at most. ``close()`` raises its errors."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1)
+        self._pending: Any = None
+
+    def write(self, table: pa.Table, path: Path) -> None:
+        from .io import write_table
+
+        self.wait()
+        self._pending = self._pool.submit(write_table, table, path, large=True)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown()
 
 
 def _runs_frame(runs: _Runs, notes: Sequence[str]) -> pd.DataFrame:
