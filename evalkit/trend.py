@@ -53,7 +53,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,7 +298,7 @@ def _failure_dict(f: GateFailure) -> dict[str, Any]:
 def _labels(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
     if not cols:
         return [""] * len(df)
-    parts = [df[c].astype(object).map(lambda v: "(null)" if v is None or v != v else str(v)) for c in cols]
+    parts = [df[c].astype(object).map(_key_text) for c in cols]
     return [",".join(vals) for vals in zip(*parts, strict=True)]
 
 
@@ -638,6 +638,40 @@ def history(
         validate_gates(gates)
     say = progress or (lambda _msg: None)
 
+    infos, skipped = _open_runs(reports, out, skip_bad)
+    segment, notes = _segments(infos)
+    runs = _Runs(infos, _run_ids([r.path for r in infos]), segment,
+                 pd.DatetimeIndex([r.created for r in infos]))
+    say(f"history of {len(infos)} runs ({runs.created[0]:%Y-%m-%d} to {runs.created[-1]:%Y-%m-%d})"
+        + (f", {len(skipped)} skipped" if skipped else ""))
+    result = HistoryResult(runs=_runs_frame(runs, notes), trends={}, changes=pd.DataFrame(),
+                           metadata={}, gates=gates, skipped=skipped)
+    atomic = None
+    if out is not None:
+        from .io import AtomicDir
+
+        atomic = AtomicDir(out, overwrite=overwrite)
+    with atomic if atomic is not None else contextlib.nullcontext() as tmp:
+        build = _Build(result, runs, opts, bool(gates), tmp, atomic.target if atomic else None, plots)
+        try:
+            with contextlib.closing(_each_grouping(infos, skip_bad)) as groupings:
+                for name, idx, grouped in groupings:
+                    build.add(name, idx, grouped)
+        finally:
+            build.close()
+        result.changes = _changes_frame(build.change_rows)
+        result.metadata = _metadata(result, runs, opts, cfg, gates, build.series_runs, started, skipped)
+        if gates:
+            result.failures = check_history_gates(result, gates, build.latest_view)
+        result.metadata["duration_s"] = round(time.perf_counter() - t0, 3)
+        if atomic is not None:
+            _write_summary_files(result, tmp)
+            atomic.commit()
+    return result
+
+
+def _open_runs(reports: Any, out: Any, skip_bad: bool) -> tuple[list[RunInfo], list[tuple[str, str]]]:
+    """The report directories (never ``out``), checked and ordered by start time, then path."""
     paths = expand_reports(reports, exclude=[out] if out is not None else [])
     infos: list[RunInfo] = []
     skipped: list[tuple[str, str]] = []
@@ -652,97 +686,86 @@ def history(
         raise ReportError("no readable evaluate report among the inputs"
                           + (f" ({len(skipped)} skipped)" if skipped else ""))
     infos.sort(key=lambda r: (r.created, str(r.path)))
-    segment, notes = _segments(infos)
-    runs = _Runs(infos, _run_ids([r.path for r in infos]), segment,
-                 pd.DatetimeIndex([r.created for r in infos]))
-    say(f"history of {len(infos)} runs ({runs.created[0]:%Y-%m-%d} to {runs.created[-1]:%Y-%m-%d})"
-        + (f", {len(skipped)} skipped" if skipped else ""))
+    return infos, skipped
 
-    latest_seg = int(segment[-1])
-    groupings = list(dict.fromkeys(g for r in infos for g in r.groupings))
-    groupings = ["overall", *[g for g in groupings if g != "overall"]]
-    trends: dict[str, pd.DataFrame] = {}
-    series_runs: dict[str, int] = {}
-    change_rows: list[dict[str, Any]] = []
-    tables: dict[str, pa.Table | Path] = {}
-    latest_view: dict[str, pd.DataFrame] = {}
-    result = HistoryResult(runs=_runs_frame(runs, notes), trends=trends, changes=pd.DataFrame(),
-                           metadata={}, gates=gates, skipped=skipped, _tables=tables)
 
-    atomic = None
-    tmp: Path | None = None
-    if out is not None:
-        from .io import AtomicDir
+def _each_grouping(infos: Sequence[RunInfo], skip_bad: bool) -> Iterator[tuple[str, list[int], GroupedRuns]]:
+    """Every grouping (``overall`` first) with the runs that hold it and its rows; the next
+    grouping is read on a thread while the caller works on this one."""
+    names = list(dict.fromkeys(g for r in infos for g in r.groupings))
+    names = ["overall", *[g for g in names if g != "overall"]]
+    pool = ThreadPoolExecutor(_READ_THREADS)
+    ahead = ThreadPoolExecutor(1)
 
-        atomic = AtomicDir(out, overwrite=overwrite)
-        tmp = atomic.__enter__()
+    def load(name: str) -> tuple[list[int], GroupedRuns]:
+        idx = [i for i, r in enumerate(infos) if name in r.groupings]
+        return idx, read_grouping(infos, idx, name, skip_bad, pool)
+
+    next_read = ahead.submit(load, names[0])
     try:
-        pool = ThreadPoolExecutor(_READ_THREADS)
-        ahead = ThreadPoolExecutor(1)  # reads the next grouping while this one is computed
-        writer = _Writer() if tmp is not None else None
+        for k, name in enumerate(names):
+            idx, grouped = next_read.result()
+            if k + 1 < len(names):
+                next_read = ahead.submit(load, names[k + 1])
+            yield name, idx, grouped
+    finally:
+        next_read.cancel()
+        ahead.shutdown()
+        pool.shutdown()
 
-        def load(name: str) -> tuple[list[int], GroupedRuns]:
-            idx = [i for i, r in enumerate(infos) if name in r.groupings]
-            return idx, read_grouping(infos, idx, name, skip_bad, pool)
 
-        try:
-            next_read = ahead.submit(load, groupings[0])
-            for k, name in enumerate(groupings):
-                idx, grouped = next_read.result()
-                if k + 1 < len(groupings):
-                    next_read = ahead.submit(load, groupings[k + 1])
-                cols = list(_grouping_columns(name))
-                for i, err in grouped.bad:
-                    skipped.append((str(infos[i].path), f"{err} (grouping {name} left out for this run)"))
-                bad_runs = {i for i, _e in grouped.bad}
-                idx = [i for i in idx if i not in bad_runs]
-                tidy = _grouping_frame(runs, grouped, name, float(opts["confidence"]))
-                del grouped
-                series = _series(idx, segment, latest_seg, len(infos))
-                series_runs[name] = len(series)
-                trend = _trend(tidy, name, series, runs, opts)
-                trends[name] = trend
-                change_rows += _change_rows(name, trend, len(infos))
-                if gates and series and series[-1] == len(infos) - 1:
-                    last = np.flatnonzero(tidy.run_pos == len(infos) - 1)
-                    latest_view[name] = tidy.table.take(pa.array(last)).select(
-                        [*cols, "count", "mean", "clipped_low", "accuracy"]).to_pandas()
-                if tmp is not None and atomic is not None:
-                    written = _emit_grouping(result, name, tidy.table, tmp, plots, tidy.codes, writer)
-                    tables[name] = atomic.target / written.name
-                else:
-                    tables[name] = tidy.table
-                del tidy
-            if writer is not None:
-                writer.close()
-        finally:
-            next_read.cancel()
-            ahead.shutdown()
-            pool.shutdown()
-            if writer is not None:
-                writer.close()
-        changes = pd.DataFrame(change_rows, columns=["grouping", "group", "direction", "change_pct", "run",
-                                                     "created", "before", "after", "t", "q_value", "message"])
-        if not changes.empty:
-            changes = changes.reindex(changes["change_pct"].abs().sort_values(ascending=False, kind="stable").index)
-        result.changes = changes.reset_index(drop=True)
-        result.metadata = _metadata(result, runs, opts, cfg, gates, series_runs, started, skipped)
-        if gates:
-            result.failures = check_history_gates(result, gates, latest_view)
-        result.metadata["duration_s"] = round(time.perf_counter() - t0, 3)
-        if tmp is not None and atomic is not None:
-            _write_summary_files(result, tmp)
-            atomic.commit()
-    except BaseException:
-        if atomic is not None:
-            import sys
+@dataclass
+class _Build:
+    """What :func:`history` accumulates grouping by grouping (tables go to disk at once)."""
 
-            atomic.__exit__(*sys.exc_info())
-        raise
-    else:
-        if atomic is not None:
-            atomic.__exit__(None, None, None)
-    return result
+    result: HistoryResult
+    runs: _Runs
+    opts: Mapping[str, Any]
+    gated: bool
+    tmp: Path | None
+    target: Path | None
+    plots: bool
+    series_runs: dict[str, int] = field(default_factory=dict)
+    change_rows: list[dict[str, Any]] = field(default_factory=list)
+    latest_view: dict[str, pd.DataFrame] = field(default_factory=dict)
+    writer: _Writer | None = None
+
+    def __post_init__(self) -> None:
+        if self.tmp is not None:
+            self.writer = _Writer()
+
+    def add(self, name: str, idx: Sequence[int], grouped: GroupedRuns) -> None:
+        res, runs, n_runs = self.result, self.runs, len(self.runs.infos)
+        for i, err in grouped.bad:
+            res.skipped.append((str(runs.infos[i].path), f"{err} (grouping {name} left out for this run)"))
+        bad_runs = {i for i, _e in grouped.bad}
+        tidy = _grouping_frame(runs, grouped, name, float(self.opts["confidence"]))
+        series = _series([i for i in idx if i not in bad_runs], runs.segment, int(runs.segment[-1]), n_runs)
+        self.series_runs[name] = len(series)
+        trend = res.trends[name] = _trend(tidy, name, series, runs, self.opts)
+        self.change_rows += _change_rows(name, trend, n_runs)
+        if self.gated and series and series[-1] == n_runs - 1:
+            last = np.flatnonzero(tidy.run_pos == n_runs - 1)
+            cols = list(_grouping_columns(name))
+            self.latest_view[name] = tidy.table.take(pa.array(last)).select(
+                [*cols, "count", "mean", "clipped_low", "accuracy"]).to_pandas()
+        if self.tmp is not None and self.target is not None:
+            written = _emit_grouping(res, name, tidy.table, self.tmp, self.plots, tidy.codes, self.writer)
+            res._tables[name] = self.target / written.name
+        else:
+            res._tables[name] = tidy.table
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _changes_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    changes = pd.DataFrame(rows, columns=["grouping", "group", "direction", "change_pct", "run",
+                                          "created", "before", "after", "t", "q_value", "message"])
+    if not changes.empty:
+        changes = changes.reindex(changes["change_pct"].abs().sort_values(ascending=False, kind="stable").index)
+    return changes.reset_index(drop=True)
 
 
 def _series(idx: Sequence[int], segment: np.ndarray, latest_seg: int, n_runs: int) -> list[int]:
@@ -881,92 +904,115 @@ def _trend_cells(rec: Mapping[str, Any], lookback: int) -> list[str]:
 def render_markdown(res: HistoryResult) -> str:
     """``history.md``: runs, gates, changes, the overall trend and each grouping's groups
     (at most ``max_rows`` per grouping: flagged first, then the largest drift)."""
-    from .report import _escape
+    lines = _md_header(res) + _md_notes(res) + _md_gates(res) + _md_changes(res)
+    plots = {f: t for t, f in res._plots}
+    for name, trend in res.trends.items():
+        lines += _md_grouping(res, name, trend, plots)
+    return "\n".join(lines).rstrip() + "\n"
 
+
+def _md_header(res: HistoryResult) -> list[str]:
     meta = res.metadata
     opts = meta["settings"]
-    lb, n_runs = int(opts["lookback"]), meta["runs"]
-    seg = meta["latest_segment"]
-    lines = ["# evalkit history", ""]
-    lines.append(f"{n_runs} runs from {meta['first'][:10]} to {meta['last'][:10]}, ordered by recorded "
-                 f"start time. Trends and change detection use the latest segment (runs "
-                 f"{seg['first_run']}-{n_runs}, eps {seg['eps']:g}, {seg['classes']} classes), "
-                 f"the last {opts['window']} runs at most; \"Δ {lb} runs\" compares the latest run "
-                 f"with the run {lb} before it.")
-    lines += ["", f"Change detection: {meta['method']}; flagged at q <= {opts['alpha']:g}"
-              + (f" and a shift of at least {opts['min_change_pct']:g}%" if opts["min_change_pct"] else "")
-              + ". ▲ = mean loss up (worse).", ""]
-    if meta["segments"] > 1:
-        lines.append(f"> **{meta['segments']} segments:** runs whose eps or class set differ are "
-                     "not compared; earlier segments are in the tables but not in the trends.")
+    lb, n_runs, seg = int(opts["lookback"]), meta["runs"], meta["latest_segment"]
+    return ["# evalkit history", "",
+            f"{n_runs} runs from {meta['first'][:10]} to {meta['last'][:10]}, ordered by recorded "
+            f"start time. Trends and change detection use the latest segment (runs "
+            f"{seg['first_run']}-{n_runs}, eps {seg['eps']:g}, {seg['classes']} classes), "
+            f"the last {opts['window']} runs at most; \"Δ {lb} runs\" compares the latest run "
+            f"with the run {lb} before it.", "",
+            f"Change detection: {meta['method']}; flagged at q <= {opts['alpha']:g}"
+            + (f" and a shift of at least {opts['min_change_pct']:g}%" if opts["min_change_pct"] else "")
+            + ". ▲ = mean loss up (worse).", ""]
+
+
+def _md_notes(res: HistoryResult) -> list[str]:
+    """Segment boundaries, changed groupings and skipped report directories."""
+    from .report import _escape
+
+    lines: list[str] = []
+    if res.metadata["segments"] > 1:
+        lines.append(f"> **{res.metadata['segments']} segments:** runs whose eps or class set differ "
+                     "are not compared; earlier segments are in the tables but not in the trends.")
         for rec in res.runs[res.runs["note"].str.contains("new segment")].to_dict("records"):
             lines.append(f"> - run {rec['run']} (`{_escape(rec['run_id'])}`, {rec['created']:%Y-%m-%d}): "
                          f"{_escape(rec['note'])}")
         lines.append("")
     changed_sets = res.runs[res.runs["note"].str.contains("groupings changed")]
     if len(changed_sets):
-        lines.append("> Groupings changed at run(s) " + ", ".join(
+        lines += ["> Groupings changed at run(s) " + ", ".join(
             f"{r['run']} ({_escape(r['note'].split('groupings changed: ')[-1])})"
             for r in changed_sets.to_dict("records")[:10])
-            + (" ..." if len(changed_sets) > 10 else "") + "; a grouping's series starts after its last gap.")
-        lines.append("")
+            + (" ..." if len(changed_sets) > 10 else "") + "; a grouping's series starts after its last gap.", ""]
     if res.skipped:
         lines.append(f"> **Skipped ({len(res.skipped)}):**")
-        for p, why in res.skipped[:20]:
-            lines.append(f"> - `{_escape(p)}`: {_escape(why)}")
+        lines += [f"> - `{_escape(p)}`: {_escape(why)}" for p, why in res.skipped[:20]]
         if len(res.skipped) > 20:
             lines.append(f"> - ... and {len(res.skipped) - 20} more (history.json)")
         lines.append("")
-    if res.gates:
-        if res.failures:
-            lines += [f"## Gates: FAILED ({len(res.failures)})", ""]
-            lines += [f"- **FAILED** {_escape(str(f))}" for f in res.failures[:MAX_CHANGE_LINES]]
-            if len(res.failures) > MAX_CHANGE_LINES:
-                lines.append(f"- ... and {len(res.failures) - MAX_CHANGE_LINES} more (history.json)")
-            lines.append("")
-        else:
-            lines += ["## Gates: passed", ""]
+    return lines
+
+
+def _md_gates(res: HistoryResult) -> list[str]:
+    from .report import _escape
+
+    if not res.gates:
+        return []
+    if not res.failures:
+        return ["## Gates: passed", ""]
+    lines = [f"## Gates: FAILED ({len(res.failures)})", ""]
+    lines += [f"- **FAILED** {_escape(str(f))}" for f in res.failures[:MAX_CHANGE_LINES]]
+    if len(res.failures) > MAX_CHANGE_LINES:
+        lines.append(f"- ... and {len(res.failures) - MAX_CHANGE_LINES} more (history.json)")
+    return [*lines, ""]
+
+
+def _md_changes(res: HistoryResult) -> list[str]:
+    from .report import _escape
+
     ch = res.changes
-    lines += [f"## Changes ({len(ch)})", ""]
+    lines = [f"## Changes ({len(ch)})", ""]
     if ch.empty:
-        lines += ["_No group's mean loss shifted beyond its run-to-run noise._", ""]
-    else:
-        lines += [f"- {'▲' if r['direction'] == 'up' else '▼'} {_escape(r['message'])}"
-                  for r in ch.head(MAX_CHANGE_LINES).to_dict("records")]
-        if len(ch) > MAX_CHANGE_LINES:
-            lines.append(f"- ... and {len(ch) - MAX_CHANGE_LINES} more (history.json, trends.parquet)")
-        lines.append("")
-    head = ["latest", "Δ prev", f"Δ {lb} runs", "min", "max", "runs", "change"]
-    plots = dict((f, t) for t, f in res._plots)
-    for name, trend in res.trends.items():
-        cols = list(_grouping_columns(name))
-        title = "Overall" if not cols else f"By {' × '.join(cols)}"
-        n = len(trend)
-        shown = trend.loc[_reading_order(trend)[: int(opts["max_rows"])]] if cols else trend
-        lines += [f"## {title}", ""]
-        if cols:
-            lines.append(f"{n:,} groups, {int(trend['changed'].sum())} flagged; series of "
-                         f"{meta['series_runs'].get(name, 0)} runs."
-                         + (f" Showing {len(shown)}: flagged first, then the largest Δ {lb} runs; "
-                            f"all groups in `trends.parquet`, every run in `{_file_stem(name)}.parquet`."
-                            if len(shown) < n else ""))
-            lines.append("")
-        if trend.empty:
-            lines += ["_(no groups)_", ""]
-            continue
-        header = [*cols, *head]
-        lines.append("| " + " | ".join(_escape(h) for h in header) + " |")
-        lines.append("| " + " | ".join(["---"] * len(cols) + ["---:"] * 6 + ["---"]) + " |")
-        labels = _labels(shown, cols)
-        for label, rec in zip(labels, shown.to_dict("records"), strict=True):
-            keys = label.split(",") if len(cols) > 1 and label.count(",") == len(cols) - 1 else (
-                [str(rec[c]) for c in cols])
-            lines.append("| " + " | ".join([_escape(k) for k in keys] + _trend_cells(rec, lb)) + " |")
-        lines.append("")
-        fname = f"history_{_file_stem(name)}.png"
-        if fname in plots:
-            lines += [f"![{_escape(plots[fname])}]({fname})", ""]
-    return "\n".join(lines).rstrip() + "\n"
+        return [*lines, "_No group's mean loss shifted beyond its run-to-run noise._", ""]
+    lines += [f"- {'▲' if r['direction'] == 'up' else '▼'} {_escape(r['message'])}"
+              for r in ch.head(MAX_CHANGE_LINES).to_dict("records")]
+    if len(ch) > MAX_CHANGE_LINES:
+        lines.append(f"- ... and {len(ch) - MAX_CHANGE_LINES} more (history.json, trends.parquet)")
+    return [*lines, ""]
+
+
+def _md_grouping(res: HistoryResult, name: str, trend: pd.DataFrame, plots: Mapping[str, str]) -> list[str]:
+    """One grouping's trend table, bounded to ``max_rows`` groups, and its plot."""
+    from .report import _escape
+
+    opts = res.metadata["settings"]
+    lb = int(opts["lookback"])
+    cols = list(_grouping_columns(name))
+    shown = trend.loc[_reading_order(trend)[: int(opts["max_rows"])]] if cols else trend
+    lines = [f"## {'Overall' if not cols else 'By ' + ' × '.join(cols)}", ""]
+    if cols:
+        lines += [f"{len(trend):,} groups, {int(trend['changed'].sum())} flagged; series of "
+                  f"{res.metadata['series_runs'].get(name, 0)} runs."
+                  + (f" Showing {len(shown)}: flagged first, then the largest Δ {lb} runs; "
+                     f"all groups in `trends.parquet`, every run in `{_file_stem(name)}.parquet`."
+                     if len(shown) < len(trend) else ""), ""]
+    if trend.empty:
+        return [*lines, "_(no groups)_", ""]
+    header = [*cols, "latest", "Δ prev", f"Δ {lb} runs", "min", "max", "runs", "change"]
+    lines.append("| " + " | ".join(_escape(h) for h in header) + " |")
+    lines.append("| " + " | ".join(["---"] * len(cols) + ["---:"] * 6 + ["---"]) + " |")
+    for rec in shown.to_dict("records"):
+        keys = [_escape(_key_text(rec[c])) for c in cols]
+        lines.append("| " + " | ".join(keys + _trend_cells(rec, lb)) + " |")
+    lines.append("")
+    fname = f"history_{_file_stem(name)}.png"
+    if fname in plots:
+        lines += [f"![{_escape(plots[fname])}]({fname})", ""]
+    return lines
+
+
+def _key_text(v: Any) -> str:
+    return "(null)" if v is None or (isinstance(v, float) and v != v) else str(v)
 
 
 __all__ = ["ChangeScan", "HistoryResult", "detect_changes", "history"]

@@ -185,10 +185,6 @@ ALLOWED_LONG = {
     # "module:function": why it may stay long for now. Entries must still be long (see below).
     "evalkit.aggregate.keys:_KeyIndex.encode": "issue 15 (scale) is rewriting it (a code -> "
                                                "slot table); split after that lands",
-    "evalkit.history:history": "landed (issue 17) while this check was introduced; its author "
-                               "splits it",
-    "evalkit.history:render_markdown": "landed (issue 17) while this check was introduced; its "
-                                       "author splits it",
 }
 
 
