@@ -2,18 +2,25 @@
 
 ``pyarrow.dataset`` scanners decode whole row groups before slicing them into batches
 and, for large list columns (1000 classes), cost 2-3x more than ``ParquetFile.iter_batches``
-and hold several row groups at once. This reader streams each row group with
-``iter_batches`` on its own worker thread, so the next row groups decode while the current
-one is consumed, and bounded queues keep memory flat: at most ``workers`` row groups are
-in flight and each buffers at most ``queue_batches`` batches.
+and hold several row groups at once. This reader streams each *task* (one row group, or a
+run of consecutive small row groups of one file holding at least ``batch_size`` rows) with
+``iter_batches`` on its own worker thread, so the next tasks decode while the current one
+is consumed, and bounded queues keep memory flat: at most ``workers`` tasks are in flight
+and each buffers at most ``queue_batches`` batches.
+
+Each file's footer is parsed once (by the caller, or here on first use) and handed to every
+task of that file as ``ParquetFile(metadata=...)``: a footer grows with the number of row
+groups, so re-parsing it per row group made files of thousands of row groups quadratic.
+Grouping small row groups amortises the per-call cost of a read and of a pipeline batch.
 """
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +39,8 @@ class FilePart:
     num_row_groups: int
     row_groups: tuple[int, ...] | None = None
     """Only these row groups (a Dask partition); None: all of them."""
+    metadata: pq.FileMetaData | None = field(default=None, compare=False, repr=False)
+    """The parsed footer, when the caller has it already (None: read once, on first use)."""
 
 
 def constant_column(value: Any, n: int, type_: pa.DataType) -> pa.Array:
@@ -82,22 +91,43 @@ class RowGroupReader:
         self.workers = max(1, workers)
         self.queue_batches = max(1, queue_batches)
 
-    def _tasks(self) -> list[tuple[FilePart, int]]:
-        return [(part, rg) for part in self.parts
-                for rg in (part.row_groups if part.row_groups is not None else range(part.num_row_groups))]
+    def _tasks(self) -> Iterator[tuple[FilePart, tuple[int, ...] | BaseException]]:
+        """``(part with its footer, row groups)`` in order; footers are read lazily, once.
 
-    def _work(self, part: FilePart, rg: int, out: queue.Queue[Any], stop: threading.Event) -> None:
+        A footer that cannot be read becomes the task's failure, reported in order (after
+        the batches of the files before it), like a row group that cannot be decoded."""
+        for part in self.parts:
+            md = part.metadata
+            if md is None:
+                try:
+                    md = pq.read_metadata(self.open_file(part.path))
+                except Exception as exc:  # noqa: BLE001 - handed to the consumer in order
+                    yield part, exc
+                    return
+                part = FilePart(part.path, part.partition_values, part.num_row_groups,
+                                part.row_groups, md)
+            rgs = part.row_groups if part.row_groups is not None else range(md.num_row_groups)
+            yield from ((part, group) for group in group_row_groups(md, rgs, self.batch_size))
+
+    def _work(self, part: FilePart, rgs: tuple[int, ...] | BaseException, out: queue.Queue[Any],
+              stop: threading.Event) -> None:
         physical = [c for c in self.columns if c not in part.partition_values]
         try:
+            if isinstance(rgs, BaseException):
+                raise rgs
             pf = pq.ParquetFile(
                 self.open_file(part.path),
+                metadata=part.metadata,
                 read_dictionary=[c for c in self.dictionary_columns if c in physical] or None,
                 pre_buffer=False,
                 page_checksum_verification=True,
             )
             dict_cols = [c for c in self.dictionary_columns if c in physical]
-            for batch in pf.iter_batches(batch_size=self.batch_size, row_groups=[rg],
-                                         columns=physical, use_threads=True):
+            batches = pf.iter_batches(batch_size=self.batch_size, row_groups=list(rgs),
+                                      columns=physical, use_threads=True)
+            if len(rgs) > 1:  # batches end at row-group ends: make them batch_size again
+                batches = rebatch(batches, self.batch_size)
+            for batch in batches:
                 # Strings read as dictionaries skip Arrow's UTF-8 check; the dictionaries are
                 # small, so validate them here (a corrupt page must fail as a read error).
                 for c in dict_cols:
@@ -122,41 +152,102 @@ class RowGroupReader:
         return pa.RecordBatch.from_arrays(arrays, names=self.columns)
 
     def __iter__(self) -> Iterator[tuple[str, pa.RecordBatch]]:
-        tasks = self._tasks()
         stop = threading.Event()
-        inflight: list[tuple[FilePart, queue.Queue[Any]]] = []
-        nxt = 0
-
-        def submit() -> None:
-            nonlocal nxt
-            part, rg = tasks[nxt]
-            nxt += 1
-            q: queue.Queue[Any] = queue.Queue(maxsize=self.queue_batches)
-            # Daemon threads, one per row group in flight: a consumer that never closes this
-            # generator (e.g. an exception and an exiting interpreter) cannot block exit.
-            threading.Thread(target=self._work, args=(part, rg, q, stop), daemon=True,
-                             name=f"evalkit-read-{nxt}").start()
-            inflight.append((part, q))
-
         try:
-            while nxt < len(tasks) and len(inflight) < self.workers:
-                submit()
-            while inflight:
-                part, q = inflight.pop(0)
-                if nxt < len(tasks):
-                    submit()
-                while True:
-                    item = q.get()
-                    if item is _DONE:
-                        break
-                    if isinstance(item, BaseException):
-                        raise ReadFailure(part.path, item)
-                    yield part.path, self._complete(part, item)
+            # Tasks of one file end with a short batch each; pieces shorter than half a
+            # batch are joined across tasks, so tiny row groups still make full batches.
+            for _, group in itertools.groupby(self._raw(stop), key=lambda pb: pb[0].path):
+                part, first = next(group)
+                rest = (b for _, b in group)  # noqa: B031 - one group, read on from its 2nd item
+                for batch in rebatch(itertools.chain([first], rest), self.batch_size,
+                                     pass_rows=self.batch_size // 2):
+                    yield part.path, self._complete(part, batch)
         finally:
             # Never join here: if the consumer abandoned this generator, this block may run
             # from the garbage collector inside threading internals, where joining threads
             # deadlocks. Workers see `stop` and return on their own within 0.1 s.
             stop.set()
+
+    def _raw(self, stop: threading.Event) -> Iterator[tuple[FilePart, pa.RecordBatch]]:
+        """``(part, batch)`` as the workers decode them, in task order."""
+        tasks = self._tasks()
+        inflight: list[tuple[FilePart, queue.Queue[Any]]] = []
+        started = 0
+
+        def submit() -> bool:
+            nonlocal started
+            task = next(tasks, None)
+            if task is None:
+                return False
+            part, rgs = task
+            started += 1
+            q: queue.Queue[Any] = queue.Queue(maxsize=self.queue_batches)
+            # Daemon threads, one per task in flight: a consumer that never closes this
+            # generator (e.g. an exception and an exiting interpreter) cannot block exit.
+            threading.Thread(target=self._work, args=(part, rgs, q, stop), daemon=True,
+                             name=f"evalkit-read-{started}").start()
+            inflight.append((part, q))
+            return True
+
+        while len(inflight) < self.workers and submit():
+            pass
+        while inflight:
+            part, q = inflight.pop(0)
+            submit()
+            while True:
+                item = q.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise ReadFailure(part.path, item)
+                yield part, item
+
+
+def group_row_groups(md: pq.FileMetaData, row_groups: Sequence[int] | range,
+                     min_rows: int) -> Iterator[tuple[int, ...]]:
+    """Consecutive row groups in runs of at least ``min_rows`` rows (a large row group alone).
+
+    One read call and one pipeline batch per tiny row group cost far more than the rows
+    they hold (a file written with ``row_group_size=10``); a run of them is one read.
+    Only the runs' row counts are looked at: no row group is split or reordered.
+    """
+    run: list[int] = []
+    rows = 0
+    for rg in row_groups:
+        run.append(rg)
+        rows += md.row_group(rg).num_rows
+        if rows >= min_rows:
+            yield tuple(run)
+            run, rows = [], 0
+    if run:
+        yield tuple(run)
+
+
+def rebatch(batches: Iterator[pa.RecordBatch], size: int,
+            pass_rows: int | None = None) -> Iterator[pa.RecordBatch]:
+    """The same rows, in order, in batches of ``size`` rows (the last one may be shorter).
+
+    A batch of at least ``pass_rows`` rows (default ``size``) arriving when nothing is
+    pending goes through as it is (no copy); shorter ones are joined with what follows.
+    Dictionary columns whose dictionaries differ between the pieces (one per row group)
+    are unified by the concatenation.
+    """
+    pass_rows = size if pass_rows is None else pass_rows
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for b in batches:
+        if not pending and pass_rows <= b.num_rows <= size:
+            yield b
+            continue
+        pending.append(b)
+        rows += b.num_rows
+        while rows >= size:
+            whole = pa.concat_batches(pending) if len(pending) > 1 else pending[0]
+            yield whole.slice(0, size)
+            rest = whole.slice(size)
+            pending, rows = ([rest] if rest.num_rows else []), rest.num_rows
+    if rows:
+        yield pa.concat_batches(pending) if len(pending) > 1 else pending[0]
 
 
 class ReadFailure(Exception):

@@ -79,6 +79,25 @@ class Source:
         except (pa.ArrowInvalid, OSError):
             return self.dataset
 
+    def dictionary_schema(self, columns: Sequence[str]) -> pa.Schema:
+        """The schema :meth:`with_dictionary_columns` gives, without opening any file again.
+
+        The given plain string columns, and every hive partition column, become
+        ``dictionary<int32, type>`` (what Arrow's ``dictionary_columns`` read option and
+        ``infer_dictionary`` partitioning produce).
+        """
+        phys = set(_physical_names(self.dataset))
+        cols = {c for c in columns if c in phys and _is_string(self.schema.field(c).type)}
+        if not self.files or (not cols and self.root is None):
+            return self.schema
+        fields = []
+        for f in self.schema:
+            partition = self.root is not None and f.name not in phys
+            if (f.name in cols or partition) and not pa.types.is_dictionary(f.type):
+                f = f.with_type(pa.dictionary(pa.int32(), f.type))
+            fields.append(f)
+        return pa.schema(fields)
+
     @property
     def schema(self) -> pa.Schema:
         """Unified schema, partition columns included."""
@@ -176,21 +195,24 @@ class Source:
     ) -> Iterator[tuple[str, pa.RecordBatch]]:
         from ._reader import FilePart, ReadFailure, RowGroupReader
 
-        dataset = self.with_dictionary_columns(dictionary_columns) if dictionary_columns else self.dataset
+        schema = self.dictionary_schema(dictionary_columns) if dictionary_columns else self.schema
         parts = []
         try:
-            for frag in dataset.get_fragments():
+            # Footers come from self.dataset, whose fragments parsed them when the input was
+            # opened (a footer grows with the row groups: parse each once, not per read).
+            for frag in self.dataset.get_fragments():
                 keys = ds.get_partition_keys(frag.partition_expression) if self.root is not None else {}
-                parts.append(FilePart(frag.path, dict(keys), frag.metadata.num_row_groups))
+                md = frag.metadata
+                parts.append(FilePart(frag.path, dict(keys), md.num_row_groups, metadata=md))
         except _READ_ERRORS as exc:
             raise CorruptFileError(f"{self.label}: cannot read Parquet metadata ({_short(exc)})") from None
         fs = self.filesystem
         # Only plain string columns can be read as dictionaries (the same rule as
         # with_dictionary_columns); nested ones would need their leaf paths.
-        dictionary_columns = [c for c in dictionary_columns if c in dataset.schema.names
-                              and pa.types.is_dictionary(dataset.schema.field(c).type)]
+        dictionary_columns = [c for c in dictionary_columns if c in schema.names
+                              and pa.types.is_dictionary(schema.field(c).type)]
         reader = RowGroupReader(
-            parts, columns, dataset.schema, batch_size=batch_size,
+            parts, columns, schema, batch_size=batch_size,
             open_file=(lambda p: fs.open_input_file(p)) if fs is not None else (lambda p: p),  # type: ignore[attr-defined]
             dictionary_columns=dictionary_columns,
         )

@@ -61,3 +61,60 @@ def test_an_abandoned_reader_does_not_hang_interpreter_exit(tmp_path: Path):
     """)
     proc = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True)
     assert proc.returncode == 0, proc.stderr.decode()
+
+
+def _tiny_row_groups(path: Path, n: int = 7000, size: int = 7) -> pa.Table:
+    rng = np.random.default_rng(3)
+    # Each row group holds other strings, so their Arrow dictionaries differ.
+    table = pa.table({"id": np.arange(n), "x": rng.random(n),
+                      "user": [f"u{i // size}" for i in range(n)]})
+    write(table, path, row_group_size=size)
+    return table
+
+
+def test_tiny_row_groups_are_read_in_full_batches_with_each_footer_parsed_once(tmp_path, monkeypatch):
+    import evalkit._reader as reader
+
+    table = _tiny_row_groups(tmp_path / "tiny.parquet")
+    assert pq.ParquetFile(tmp_path / "tiny.parquet").num_row_groups == 1000
+    opened_without_footer = []
+    real = reader.pq.ParquetFile
+
+    def spy(source, *args, **kw):
+        if kw.get("metadata") is None:
+            opened_without_footer.append(source)
+        return real(source, *args, **kw)
+
+    monkeypatch.setattr(reader.pq, "ParquetFile", spy)
+    got = [b for _, b in open_source(tmp_path / "tiny.parquet").batches(
+        ["id", "x", "user"], 1024, dictionary_columns=["user"])]
+    assert [b.num_rows for b in got] == [1024] * 6 + [7000 - 6 * 1024]
+    assert opened_without_footer == []  # every read reuses the footer parsed at open
+    out = pa.Table.from_batches(got)
+    assert out.column("id").to_pylist() == table.column("id").to_pylist()
+    assert out.column("user").cast(pa.string()).to_pylist() == table.column("user").to_pylist()
+
+
+def test_reader_reads_a_footer_itself_once_when_not_given(tmp_path, monkeypatch):
+    import evalkit._reader as reader
+
+    _tiny_row_groups(tmp_path / "tiny.parquet", n=700)
+    calls = []
+    real = reader.pq.read_metadata
+    monkeypatch.setattr(reader.pq, "read_metadata", lambda src: calls.append(src) or real(src))
+    schema = pq.read_schema(tmp_path / "tiny.parquet")
+    rr = reader.RowGroupReader([reader.FilePart(str(tmp_path / "tiny.parquet"), {}, 100,
+                                                tuple(range(10, 60)))],
+                               ["id"], schema, batch_size=64, open_file=lambda p: p)
+    ids = pa.Table.from_batches([b for _, b in rr]).column("id").to_pylist()
+    assert ids == list(range(70, 420))  # exactly row groups 10..59, in order
+    assert len(calls) == 1
+
+
+def test_rebatch_keeps_rows_and_order():
+    from evalkit._reader import rebatch
+
+    pieces = [pa.record_batch({"a": pa.array(range(s, s + n))}) for s, n in ((0, 3), (3, 10), (13, 1), (14, 5))]
+    out = list(rebatch(iter(pieces), 4))
+    assert [b.num_rows for b in out] == [4, 4, 4, 4, 3]
+    assert pa.Table.from_batches(out).column("a").to_pylist() == list(range(19))
