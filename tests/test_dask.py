@@ -387,3 +387,12 @@ def test_merge_is_associative_on_states(data):
     a, b = left.stats["overall"].finalize(), right.stats["overall"].finalize()
     assert a["count"].item() == b["count"].item() == sum(p.num_rows for p in parts)
     assert math.isclose(a["sum"].item(), b["sum"].item(), rel_tol=1e-12)
+
+
+def test_tiny_row_groups_equal_to_local(client, tmp_path):
+    """Thousands of tiny row groups: read in runs (footer parsed once per partition)."""
+    path = tmp_path / "tiny.parquet"
+    pq.write_table(_table(np.random.default_rng(11), 3000), path, row_group_size=3)
+    assert pq.ParquetFile(path).num_row_groups == 1000
+    local, dist = _both(path, client, by="region", spool_dir=tmp_path)
+    _assert_same(local, dist)
