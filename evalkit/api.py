@@ -101,12 +101,17 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The figures as plain JSON-serialisable data (what ``summary.json`` holds)."""
+        from .display import MAX_JSON_GROUPS, bounded_groups
         from .report import frame_records
 
         return {
             "metadata": self.metadata,
             "overall": frame_records(self.table("overall"))[0],
-            "groups": {name: frame_records(df) for name, df in self.groups.items()},
+            # 200k users would make a 100 MB JSON: past MAX_JSON_GROUPS, the worst and best
+            # by mean loss (every group is in the grouping's Parquet table).
+            "groups": {name: frame_records(bounded_groups(df, MAX_JSON_GROUPS)[0])
+                       for name, df in self.groups.items()},
+            "group_counts": {name: len(df) for name, df in self.groups.items()},
             # 1000 classes can give a million cells: keep the JSON readable (the full table
             # is in confusion.parquet).
             "confusion": frame_records(self.confusion.nlargest(MAX_JSON_CONFUSION, "count")

@@ -157,7 +157,7 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
             result, path = _evaluate(inputs_arg, config=cfg, progress=progress), None
     finally:
         progress.close()
-    _print_result(result, fmt)
+    _print_result(result, fmt, written=path is not None)
     if not quiet:
         if path is not None:
             _err(f"report written to {path}/report.md")
@@ -172,7 +172,8 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
         sys.exit(EXIT_GATE)
 
 
-def _print_result(result: Any, fmt: str) -> None:
+def _print_result(result: Any, fmt: str, written: bool = False) -> None:
+    from .display import MAX_TERMINAL_GROUPS, bounded_groups, left_out_note
     from .report import STAT_COLUMNS, overall_line, text_table
 
     if echo_machine_formats(result, fmt):
@@ -185,7 +186,11 @@ def _print_result(result: Any, fmt: str) -> None:
             continue
         df = result.groups[g.name]
         click.echo(f"by {g.name}:")
-        click.echo(text_table(df, list(g.columns) + [c for c in stats if c in df.columns]))
+        shown, n_left = bounded_groups(df, MAX_TERMINAL_GROUPS)
+        click.echo(text_table(shown, list(g.columns) + [c for c in stats if c in df.columns]))
+        if n_left:
+            click.echo(left_out_note(n_left, len(shown), g.file_stem + ".parquet" if written else None))
+            click.echo()
 
 
 @main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)

@@ -21,11 +21,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .display import MAX_PLOT_GROUPS, bounded_groups
+
 #: How to get plots when matplotlib is missing (for the report).
 INSTALL_HINT = "pip install 'evalkit[plot]'"
 
-MAX_CLASSES = 30  # classes drawn in loss_by_class.png (the highest mean loss when more)
-MAX_GROUPS = 40  # groups drawn per mean-loss chart (the highest mean loss when more)
+MAX_CLASSES = 30  # classes drawn in loss_by_class.png (the highest and lowest mean loss when more)
+MAX_GROUPS = MAX_PLOT_GROUPS  # groups drawn per mean-loss chart (likewise)
 DISPLAY_BINS = 60  # display bins of the class histograms
 MAX_LABEL = 28  # group labels longer than this are truncated
 WIDTH = 8.0  # inches
@@ -63,23 +65,20 @@ def class_histograms(group_stats: Any, n_bins: int = DISPLAY_BINS) -> dict[str, 
     """
     hist = group_stats.hist
     g = group_stats.n_groups
-    fine = np.asarray(group_stats._hist_counts[:g], dtype=np.int64)
-    nb = fine.shape[1] if fine.ndim == 2 else hist.n_bins
+    nb = hist.n_bins
     fine_edges = np.exp(hist._log_lo + np.arange(nb + 1) * hist._log_gamma)
     fine_edges[-1] = max(fine_edges[-1], hist.hi)
-    used = np.flatnonzero(fine.any(axis=0)) if g else np.zeros(0, dtype=np.int64)
-    if len(used):
-        first, last = int(used[0]), int(used[-1]) + 1
+    # Only the occupied (group, bin) cells: 50k classes never build a 50k x 9.5k table.
+    slot, fine_bin, count = group_stats._bins.entries()
+    if len(fine_bin):
+        first, last = int(fine_bin.min()), int(fine_bin.max()) + 1
     else:
         first, last = 0, nb
     span = last - first
     step = max(1, math.ceil(span / max(1, int(n_bins))))
     m = math.ceil(span / step)
-    part = fine[:, first:last]
-    pad = m * step - span
-    if pad:
-        part = np.concatenate([part, np.zeros((g, pad), dtype=np.int64)], axis=1)
-    coarse = part.reshape(g, m, step).sum(axis=2)
+    coarse = np.zeros((g, m), dtype=np.int64)
+    np.add.at(coarse, (slot, (fine_bin - first) // step), count)
     idx = np.minimum(first + np.arange(m + 1) * step, last)
     edges = fine_edges[idx]
 
@@ -88,8 +87,8 @@ def class_histograms(group_stats: Any, n_bins: int = DISPLAY_BINS) -> dict[str, 
     order[rank] = np.arange(g)
     keys = group_stats._index.keys
     counts: dict[str, np.ndarray] = {}
-    for slot in order.tolist():
-        counts[_key_label(keys[slot])] = coarse[slot]
+    for i in order.tolist():
+        counts[_key_label(keys[i])] = coarse[i]
     return {"edges": edges, "counts": counts}
 
 
@@ -199,11 +198,8 @@ def _quantile_columns(df: pd.DataFrame) -> list[str]:
 def _pick_classes(table: pd.DataFrame) -> tuple[pd.DataFrame, int, bool]:
     """Classes to draw (top to bottom), total with data, whether the list was cut."""
     has = table[table["count"] > 0]
-    n = len(has)
-    if n > MAX_CLASSES:
-        order = np.lexsort((np.arange(n), -has["mean"].to_numpy(dtype=float)))
-        return has.iloc[order[:MAX_CLASSES]], n, True
-    return has, n, False
+    shown, n_left = bounded_groups(has, MAX_CLASSES)
+    return shown, len(has), n_left > 0
 
 
 # --------------------------------------------------------------------------- #
@@ -250,11 +246,12 @@ def _plot_class_distribution(result: Any, path: Path, class_hist: dict | None) -
     title = f"Loss distribution by true class \u2014 {_input_name(result)}"
     sub = kind
     if cut:
-        sub = f"the {MAX_CLASSES} of {n_with_data:,} classes with the highest mean loss"
+        sub = (f"the {len(shown) - MAX_CLASSES // 2} highest and {MAX_CLASSES // 2} lowest mean "
+               f"loss of {n_with_data:,} classes (all in by_class.parquet)")
     _finish(fig, title, sub, handles)
     _save(fig, path)
-    return "Loss distribution by true class" + (f" ({MAX_CLASSES} worst of {n_with_data:,})"
-                                                 if cut else "")
+    return "Loss distribution by true class" + (f" ({len(shown)} of {n_with_data:,}: highest and "
+                                                 "lowest mean loss)" if cut else "")
 
 
 def _draw_class_histograms(ax: Any, ys: np.ndarray, names: list[str], means: np.ndarray,
@@ -341,10 +338,9 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     df = df[df["count"] > 0]
     total = len(df)
     mean = df["mean"].to_numpy(dtype=float)
-    order = np.lexsort((np.arange(total), -mean))  # worst first, ties by table order
     cut = total > MAX_GROUPS
-    order = order[:MAX_GROUPS]
-    sub = df.iloc[order]
+    # Worst first, ties by table order; past MAX_GROUPS the highest and the lowest means.
+    sub = bounded_groups(df, MAX_GROUPS)[0] if cut else df.iloc[np.lexsort((np.arange(total), -mean))]
     labels = [_truncate(_key_label(k)) for k in sub[cols].itertuples(index=False, name=None)]
     m = sub["mean"].to_numpy(dtype=float)
     cnt = sub["count"].to_numpy()
@@ -383,11 +379,13 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     title = f"Mean loss by {what} \u2014 {_input_name(result)}"
     sub_title = "sorted by mean loss; error bars: 95% CI of the mean (1.96\u00b7std/\u221an)"
     if cut:
-        sub_title = (f"the {MAX_GROUPS} of {total:,} groups with the highest mean loss; "
+        sub_title = (f"the {len(sub) - MAX_GROUPS // 2} highest and {MAX_GROUPS // 2} lowest mean "
+                     f"loss of {total:,} groups (all in {grouping.file_stem}.parquet); "
                      "error bars: 95% CI")
     _finish(fig, title, sub_title, handles)
     _save(fig, path)
-    return f"Mean loss by {what}" + (f" ({MAX_GROUPS} worst of {total:,})" if cut else "")
+    return f"Mean loss by {what}" + (f" ({len(sub)} of {total:,}: highest and lowest mean loss)"
+                                     if cut else "")
 
 
 def _overall_mean(result: Any) -> float | None:

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from .display import MAX_REPORT_GROUPS, bounded_groups, left_out_note
+
 
 class EvalResultLike(Protocol):
     """What rendering reads of an :class:`evalkit.api.EvalResult`.
@@ -202,7 +204,10 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
         df = result.groups[g.name]
         title = "class" if g.name == "class" else " × ".join(g.columns)
         out += [f"## By {title}", ""]
-        out.append(markdown_table(df, list(g.columns) + [c for c in stats if c in df.columns]))
+        shown, n_left = bounded_groups(df, MAX_REPORT_GROUPS)
+        out.append(markdown_table(shown, list(g.columns) + [c for c in stats if c in df.columns]))
+        if n_left:
+            out += [f"_{left_out_note(n_left, len(shown), g.file_stem + '.parquet')}_", ""]
     if result.hardest:
         out += ["## Hardest examples", ""]
         for scope, df in result.hardest.items():

@@ -148,8 +148,9 @@ def test_write_plots_many_classes_are_capped(tmp_path: Path) -> None:
     titles = dict((n, t) for t, n in written)
     n_with_data = int((result.groups["class"]["count"] > 0).sum())
     assert titles["loss_by_class.png"] == (
-        f"Loss distribution by true class (30 worst of {n_with_data:,})")
-    assert titles["mean_loss_by_class.png"] == f"Mean loss by class (40 worst of {n_with_data:,})"
+        f"Loss distribution by true class (30 of {n_with_data:,}: highest and lowest mean loss)")
+    assert titles["mean_loss_by_class.png"] == (
+        f"Mean loss by class (40 of {n_with_data:,}: highest and lowest mean loss)")
     # Sensible size: the figure does not grow with the number of classes.
     from matplotlib.image import imread
 

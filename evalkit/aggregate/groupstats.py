@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .keys import _KeyIndex
-from .sketch import LogHistogram, quantile_column_name
+from .sketch import BinCounts, LogHistogram, quantile_column_name
 
 _QUANTILE_MODES = ("auto", "exact", "sketch")
 
@@ -43,8 +43,10 @@ class GroupStats:
       ``np.quantile(x, q, method="lower")`` for losses inside the histogram
       range ``[-log1p(-eps), -log(eps)]``.
 
-    Memory is ``O(groups * n_bins)`` for the histograms (``n_bins`` is about
-    9.5k for the defaults) plus 12 bytes per row while raw values are kept.
+    The histogram counts are a :class:`BinCounts`: a dense ``groups x n_bins`` table
+    while groups are few (``n_bins`` is about 9.5k for the defaults), sparse by occurring
+    ``(group, bin)`` cell beyond, so memory is ``O(min(groups * n_bins, distinct cells))``
+    (at most 16 bytes per row) plus 12 bytes per row while raw values are kept.
     """
 
     _FIELDS: tuple[tuple[str, Any, float], ...] = (
@@ -93,7 +95,7 @@ class GroupStats:
         self.n_rows = 0
         self._index = _KeyIndex(key_names, dict_order_keys)
         self._arrays: dict[str, np.ndarray] = {}
-        self._hist_counts = np.zeros((0, self.hist.n_bins), dtype=np.int64)
+        self._bins = BinCounts(self.hist.n_bins)
         self._alloc(0)
         self._ensure(len(self._index))
         # Raw values for exact quantiles: lists of (global slot int32, loss float64) chunks.
@@ -121,12 +123,10 @@ class GroupStats:
             if used:
                 arr[:used] = old[name][:used]
             new[name] = arr
-        hist = np.zeros((cap, self.hist.n_bins), dtype=np.int64)
-        hist[: self._hist_counts.shape[0]] = self._hist_counts[:cap]
         self._arrays = new
-        self._hist_counts = hist
 
     def _ensure(self, n_groups: int) -> None:
+        self._bins.ensure(n_groups)
         cap = len(self._arrays["count"])
         if n_groups > cap:
             # Doubling keeps repeated growth (groups trickling in) amortised O(groups).
@@ -137,7 +137,6 @@ class GroupStats:
         g = self.n_groups
         # Ship only used slots, and raw values as one chunk.
         state["_arrays"] = {k: v[:g].copy() for k, v in self._arrays.items()}
-        state["_hist_counts"] = self._hist_counts[:g].copy()
         if self._raw_codes is not None:
             state["_raw_codes"] = [_concat(self._raw_codes, np.int32)]
             state["_raw_loss"] = [_concat(self._raw_loss, np.float64)]
@@ -316,23 +315,15 @@ class GroupStats:
 
     def _add_to_histograms(self, local: np.ndarray | None, k: int, slots: np.ndarray,
                            cnt: np.ndarray, loss: np.ndarray, bins: np.ndarray | None) -> None:
-        """Count each row into its group's log histogram (three strategies by density)."""
-        n = len(loss)
+        """Count each row into its group's log histogram (:class:`BinCounts`, dense or sparse)."""
         if bins is None:
             bins = self.hist.bin_index(loss)
-        nb = self.hist.n_bins
-        if local is None:
-            self._hist_counts[0] += np.bincount(bins, minlength=nb)
-        elif k * nb <= n:
-            counts = np.bincount(local * nb + bins, minlength=k * nb).reshape(k, nb)
-            if len(slots) != k:  # some dictionary codes absent: keep present rows only
-                counts = counts[counts.any(axis=1)]
-            self._hist_counts[slots] += counts
-        else:
-            # Few rows relative to k * n_bins: scatter straight into the used part of the table.
-            glob = self._slot_per_row(local, k, slots, cnt)
-            flat = self._hist_counts.reshape(-1)
-            np.add.at(flat, glob * nb + bins, 1)
+        if local is not None and len(slots) != k:
+            # slots were filtered to present groups; rebuild the full local -> slot table.
+            full = np.zeros(k, dtype=np.int64)
+            full[np.flatnonzero(np.bincount(local, minlength=k))] = slots
+            slots = full
+        self._bins.add(local, slots, bins)
 
     @staticmethod
     def _slot_per_row(local: np.ndarray, k: int, slots: np.ndarray, cnt: np.ndarray) -> np.ndarray:
@@ -349,6 +340,7 @@ class GroupStats:
         new = GroupStats.__new__(GroupStats)
         new.__dict__.update(self.__getstate__())  # trimmed copies of the arrays
         new._index = self._index.copy()
+        new._bins = self._bins.copy()
         remap = new._index.merge_from(other._index)
         new._ensure(len(new._index))
         g = other.n_groups
@@ -368,7 +360,7 @@ class GroupStats:
         a["max"][dst] = np.maximum(a["max"][dst], b["max"][src])
         for name in ("sum", "clipped_low", "clipped_high", "correct", "weight_sum", "wloss_sum"):
             a[name][dst] += b[name][src]
-        new._hist_counts[dst] += other._hist_counts[src]
+        new._bins.merge_from(other._bins, remap)
         new.n_rows = self.n_rows + other.n_rows
         if new._raw_codes is not None and other._raw_codes is not None:
             new._raw_codes = list(new._raw_codes) + [
@@ -399,7 +391,8 @@ class GroupStats:
         if self._raw_codes is not None:
             qv = self._exact_quantiles(g)[order]
         else:
-            qv = self._sketch_quantiles(self._hist_counts[:g][order], cnt, mn, mx)
+            qv = self._sketch_quantiles(self._bins.quantile_bins(self._arrays["count"][:g],
+                                                                 self.quantiles)[order], mn, mx)
 
         cols: dict[str, Any] = self._index.key_frame(order)
         cols["count"] = cnt.astype(np.int64)
@@ -456,22 +449,12 @@ class GroupStats:
             out[has, j] = res
         return out
 
-    def _sketch_quantiles(self, hist: np.ndarray, cnt: np.ndarray, mn: np.ndarray,
-                          mx: np.ndarray) -> np.ndarray:
-        g, nb = hist.shape
-        out = np.full((g, len(self.quantiles)), np.nan)
-        if g == 0:
-            return out
-        cum = np.cumsum(hist.reshape(-1))
-        base = np.concatenate(([0], cum[nb - 1 :: nb][:-1]))
-        has = cnt > 0
-        rows = np.flatnonzero(has)
-        for j, q in enumerate(self.quantiles):
-            r = np.floor((cnt[has] - 1) * q).astype(np.int64)  # == numpy method="lower"
-            pos = np.searchsorted(cum, base[has] + r + 1, side="left")
-            b = pos - rows * nb
-            rep = self.hist.bin_value(b)
-            out[has, j] = np.minimum(np.maximum(rep, mn[has]), mx[has])
+    def _sketch_quantiles(self, bins: np.ndarray, mn: np.ndarray, mx: np.ndarray) -> np.ndarray:
+        """Representative value of each ``(group, quantile)`` bin, clamped into the group's
+        exact ``[min, max]``; NaN for empty groups (bin -1)."""
+        out = self.hist.bin_value(np.maximum(bins, 0))
+        out = np.minimum(np.maximum(out, mn[:, None]), mx[:, None])
+        out[bins < 0] = np.nan
         return out
 
 

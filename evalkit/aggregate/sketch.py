@@ -4,6 +4,7 @@ naming of quantile columns."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -87,3 +88,178 @@ class LogHistogram:
 
     def __repr__(self) -> str:
         return f"LogHistogram(lo={self.lo!r}, hi={self.hi!r}, rel_err={self.rel_err!r}, n_bins={self.n_bins})"
+
+
+class BinCounts:
+    """Per-group counts of :class:`LogHistogram` bins: dense while groups are few, sparse after.
+
+    Dense: a ``(groups, n_bins)`` int64 table (about 76 KB a group with the defaults), the
+    fastest to update while ``groups * n_bins <= DENSE_CELLS``. Beyond that (a ``--by user``
+    with 200k users, 50k classes) the counts are *sparse*: only the ``(group, bin)`` cells
+    that occur, as sorted unique int64 keys ``slot * n_bins + bin`` with their counts, so a
+    group costs what it holds (16 bytes per distinct bin), not 76 KB. New rows are appended
+    as raw keys and folded in (sort, then one linear merge) once they outnumber the store
+    or pass ``PENDING_KEYS``, which bounds the pending memory.
+
+    Counts are exact integers in both forms, so the quantiles read from them are the same
+    whichever form holds them, and :meth:`merge_from` (add by key) is associative and
+    commutative and keeps every count exact.
+    """
+
+    DENSE_CELLS = 1 << 21
+    PENDING_KEYS = 1 << 22
+
+    def __init__(self, n_bins: int) -> None:
+        self.n_bins = int(n_bins)
+        self.groups = 0
+        self._dense: np.ndarray | None = np.zeros((0, self.n_bins), dtype=np.int64)
+        self._keys = np.zeros(0, dtype=np.int64)
+        self._counts = np.zeros(0, dtype=np.int64)
+        self._pending: list[np.ndarray] = []
+        self._pending_n = 0
+
+    @property
+    def sparse(self) -> bool:
+        """Whether the counts are held sparsely (by occurring cell)."""
+        return self._dense is None
+
+    def ensure(self, groups: int) -> None:
+        """Make room for group slots ``[0, groups)``; switch to sparse when too many."""
+        self.groups = max(self.groups, int(groups))
+        d = self._dense
+        if d is None:
+            return
+        if self.groups * self.n_bins > self.DENSE_CELLS:
+            slot, b = np.nonzero(d[: len(d)])
+            self._keys = slot.astype(np.int64) * self.n_bins + b
+            self._counts = d[slot, b]
+            self._dense = None
+        elif self.groups > len(d):
+            # Doubling keeps repeated growth (groups trickling in) amortised O(groups).
+            new = np.zeros((max(self.groups, 2 * len(d), 4), self.n_bins), dtype=np.int64)
+            new[: len(d)] = d
+            self._dense = new
+
+    def add(self, local: np.ndarray | None, slots: np.ndarray, bins: np.ndarray) -> None:
+        """Count one batch: row ``i`` is in global slot ``slots[local[i]]`` (``local`` None:
+        every row in ``slots[0]``), with histogram bin ``bins[i]``."""
+        nb = self.n_bins
+        d = self._dense
+        if local is None:
+            if d is not None:
+                d[slots[0]] += np.bincount(bins, minlength=nb)
+            else:
+                self._push(np.int64(slots[0]) * nb + bins)
+            return
+        k = len(slots)
+        n = len(bins)
+        if d is not None and k * nb <= n:
+            counts = np.bincount(local * nb + bins, minlength=k * nb).reshape(k, nb)
+            d[slots] += counts
+            return
+        glob = slots[local]
+        if d is not None:
+            # Few rows relative to k * n_bins: scatter straight into the used part of the table.
+            np.add.at(d.reshape(-1), glob * nb + bins, 1)
+        else:
+            self._push(glob * nb + bins)
+
+    def _push(self, keys: np.ndarray) -> None:
+        self._pending.append(np.asarray(keys, dtype=np.int64).reshape(-1))
+        self._pending_n += len(self._pending[-1])
+        if self._pending_n >= max(self.PENDING_KEYS, len(self._keys)):
+            self._compact()
+
+    def _compact(self) -> None:
+        if not self._pending:
+            return
+        raw = np.sort(np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0])
+        self._pending, self._pending_n = [], 0
+        keys, counts = _run_lengths(raw)
+        self._fold(keys, counts)
+
+    def _fold(self, keys: np.ndarray, counts: np.ndarray) -> None:
+        """Add sorted unique ``keys`` with ``counts`` to the sorted store."""
+        if not len(self._keys):
+            self._keys, self._counts = keys, counts
+            return
+        allk = np.concatenate([self._keys, keys])
+        allc = np.concatenate([self._counts, counts])
+        # Two sorted runs: a stable sort (timsort for int64) merges them in linear time.
+        order = np.argsort(allk, kind="stable")
+        allk, allc = allk[order], allc[order]
+        start = np.flatnonzero(np.concatenate(([True], allk[1:] != allk[:-1])))
+        self._keys = allk[start]
+        self._counts = np.add.reduceat(allc, start) if len(allc) else allc
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(slot, bin, count)`` of every non-empty cell, sorted by slot then bin."""
+        if self._dense is not None:
+            slot, b = np.nonzero(self._dense[: self.groups])
+            return slot.astype(np.int64), b.astype(np.int64), self._dense[slot, b]
+        self._compact()
+        return self._keys // self.n_bins, self._keys % self.n_bins, self._counts
+
+    def merge_from(self, other: BinCounts, remap: np.ndarray) -> None:
+        """Add ``other``'s counts, its slot ``j`` landing in this slot ``remap[j]``."""
+        self.ensure(int(remap.max()) + 1 if len(remap) else 0)
+        if other._dense is not None and self._dense is not None:
+            g = min(other.groups, len(remap))
+            self._dense[remap[:g]] += other._dense[:g]
+            return
+        slot, b, c = other.entries()
+        if self._dense is not None:
+            np.add.at(self._dense, (remap[slot], b), c)
+            return
+        self._compact()
+        keys = remap[slot] * self.n_bins + b
+        order = np.argsort(keys, kind="stable")
+        self._fold(keys[order], c[order])
+
+    def quantile_bins(self, count: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+        """``(groups, len(qs))`` bin holding the value of 0-based rank ``floor(q * (n - 1))``
+        of each group (numpy ``method="lower"``); -1 for an empty group.
+
+        ``count[s]`` must be the number of rows counted for slot ``s``.
+        """
+        g = len(count)
+        out = np.full((g, len(qs)), -1, dtype=np.int64)
+        has = np.flatnonzero(count > 0)
+        if not len(has):
+            return out
+        slot, b, c = self.entries()
+        cum = np.cumsum(c)
+        first = np.searchsorted(slot, has, side="left")  # each group's first cell
+        base = np.where(first > 0, cum[np.maximum(first - 1, 0)], 0)
+        for j, q in enumerate(qs):
+            r = np.floor((count[has] - 1) * q).astype(np.int64)
+            pos = np.searchsorted(cum, base + r + 1, side="left")
+            out[has, j] = b[pos]
+        return out
+
+    def copy(self) -> BinCounts:
+        """An independent copy."""
+        self._compact()
+        new = BinCounts.__new__(BinCounts)
+        new.__dict__.update(self.__getstate__())
+        if new._dense is self._dense and new._dense is not None:
+            new._dense = new._dense.copy()
+        new._pending = []
+        return new
+
+    def __getstate__(self) -> dict:
+        self._compact()
+        state = self.__dict__.copy()
+        if self._dense is not None:
+            state["_dense"] = self._dense[: self.groups].copy()  # ship only used slots
+        return state
+
+
+def _run_lengths(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique values of a sorted array and how often each occurs."""
+    n = len(sorted_keys)
+    if n == 0:
+        return sorted_keys, np.zeros(0, dtype=np.int64)
+    start = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
+    counts = np.diff(np.append(start, n)).astype(np.int64)
+    return sorted_keys[start], counts

@@ -19,14 +19,20 @@ from .base import EvalState, Plan, consume
 VALUES_PER_BATCH = 1 << 22
 MAX_ROWS_PER_BATCH = 1 << 18
 MIN_ROWS_PER_BATCH = 1 << 14
+#: Hard cap on values per batch: a batch's score matrix and its float64 temporaries must stay
+#: bounded whatever the class count (16k rows x 50k classes would be gigabytes).
+MAX_VALUES_PER_BATCH = 1 << 24
 
 
 def batch_rows(n_classes: int, requested: int | None = None) -> int:
     """Rows per batch for K classes (or the user's choice)."""
     if requested:
         return int(requested)
-    # At least 16k rows: the Parquet list reader's per-batch cost dominates below that.
-    return max(MIN_ROWS_PER_BATCH, min(MAX_ROWS_PER_BATCH, VALUES_PER_BATCH // max(1, n_classes)))
+    k = max(1, n_classes)
+    # At least 16k rows: the Parquet list reader's per-batch cost dominates below that,
+    # unless that many rows would exceed MAX_VALUES_PER_BATCH (a vocabulary of classes).
+    rows = max(MIN_ROWS_PER_BATCH, min(MAX_ROWS_PER_BATCH, VALUES_PER_BATCH // k))
+    return max(1, min(rows, MAX_VALUES_PER_BATCH // k))
 
 
 def run_local(

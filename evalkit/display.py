@@ -1,0 +1,42 @@
+"""What a person reads of a grouping stays bounded: which groups are shown, and the line
+that says how many more there are and where (report.md, terminal tables, plots, JSON).
+
+The Parquet table of a grouping always holds every group; only what is rendered for a
+reader is cut, by one rule (:func:`bounded_groups`), so all renderings agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: Groups per grouping shown to a reader, by rendering.
+MAX_REPORT_GROUPS = 40
+MAX_TERMINAL_GROUPS = 20
+MAX_JSON_GROUPS = 10_000
+MAX_PLOT_GROUPS = 40
+
+
+def bounded_groups(df: pd.DataFrame, limit: int) -> tuple[pd.DataFrame, int]:
+    """The groups a reader is shown, and how many are left out.
+
+    All of them, in table order, when there are at most ``limit``. Otherwise the
+    ``limit - limit // 2`` with the highest mean loss (worst first) followed by the
+    ``limit // 2`` with the lowest (ties in table order; groups without rows are left
+    out), so 200k users still read as one screen. Returns ``(shown, n_left_out)``.
+    """
+    if len(df) <= limit:
+        return df, 0
+    has = df[df["count"] > 0]
+    mean = has["mean"].to_numpy(dtype=float)
+    order = np.lexsort((np.arange(len(has)), -mean))  # worst first, ties in table order
+    n_best = min(limit // 2, max(0, len(order) - (limit - limit // 2)))
+    pick = np.concatenate([order[: limit - n_best], order[len(order) - n_best:]])
+    return has.iloc[pick], len(df) - len(pick)
+
+
+def left_out_note(n_left: int, shown: int, where: str | None) -> str:
+    """The line under a bounded table: what is shown and where the rest is."""
+    rest = f"in `{where}`" if where else "not shown"
+    return (f"{shown:,} of {shown + n_left:,} groups shown: the highest and the lowest mean "
+            f"loss; {n_left:,} more {rest}")

@@ -1,0 +1,82 @@
+"""What a person reads stays bounded with huge group counts; the Parquet tables keep every group."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from click.testing import CliRunner
+
+from evalkit import display
+from evalkit.cli import main
+
+from .conftest import random_probs, write
+
+
+def _users_file(tmp_path: Path, n: int = 6_000, users: int = 900) -> Path:
+    rng = np.random.default_rng(0)
+    p = random_probs(rng, n, 3)
+    t = pd.DataFrame({f"prob_{c}": p[:, i] for i, c in enumerate("abc")})
+    t["label"] = rng.choice(list("abc"), n)
+    t["user"] = [f"user{i:05d}" for i in np.arange(n) % users]  # every user occurs
+    import pyarrow as pa
+
+    return write(pa.Table.from_pandas(t, preserve_index=False), tmp_path / "preds.parquet")
+
+
+def test_bounded_groups_picks_worst_and_best_by_mean():
+    df = pd.DataFrame({"g": list("abcdefgh"), "count": [1, 1, 0, 1, 1, 1, 1, 1],
+                       "mean": [5.0, 1.0, np.nan, 7.0, 3.0, 0.5, 7.0, 2.0]})
+    shown, left = display.bounded_groups(df, 4)
+    assert shown["g"].tolist() == ["d", "g", "b", "f"]  # 2 worst (ties in table order), 2 best
+    assert left == 4
+    same, none_left = display.bounded_groups(df, 8)
+    assert same is df and none_left == 0
+
+
+def test_report_terminal_json_bounded_parquet_complete(tmp_path, monkeypatch):
+    monkeypatch.setattr(display, "MAX_JSON_GROUPS", 100)
+    data = _users_file(tmp_path)
+    out = tmp_path / "report"
+    res = CliRunner().invoke(main, ["evaluate", str(data), "--by", "user", "--out", str(out),
+                                    "--no-plots"])
+    assert res.exit_code == 0, res.output
+    full = pq.read_table(out / "by_user.parquet").to_pandas()
+    assert len(full) == 900  # every group
+    worst = full.sort_values("mean", ascending=False)["user"].iloc[0]
+    best = full.sort_values("mean")["user"].iloc[0]
+
+    # Terminal: 20 users, the worst and the best among them, and where the rest is.
+    term = res.output.split("by user:")[1]
+    assert sum(line.startswith("user0") for line in term.splitlines()) == display.MAX_TERMINAL_GROUPS
+    assert worst in term and best in term
+    assert "20 of 900 groups shown" in term and "880 more in `by_user.parquet`" in term
+
+    md = (out / "report.md").read_text()
+    section = md.split("## By user")[1].split("\n## ")[0]
+    assert sum(line.startswith("| user0") for line in section.splitlines()) == display.MAX_REPORT_GROUPS
+    assert worst in section and best in section and "860 more in `by_user.parquet`" in section
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["groups"]["user"]) == 100
+    assert summary["group_counts"]["user"] == 900
+    assert summary["groups"]["user"][0]["user"] == worst
+
+
+def test_plots_bounded_with_many_groups(tmp_path):
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    data = _users_file(tmp_path)
+    out = tmp_path / "report"
+    res = CliRunner().invoke(main, ["evaluate", str(data), "--by", "user", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    md = (out / "report.md").read_text()
+    assert "Mean loss by user (40 of 900: highest and lowest mean loss)" in md
+    from matplotlib.image import imread
+
+    h, _ = imread(out / "mean_loss_by_user.png").shape[:2]
+    assert h <= 1600  # the figure does not grow with the number of groups

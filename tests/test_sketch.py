@@ -1,0 +1,203 @@
+"""The sparse / dense quantile sketch (BinCounts) under GroupStats: the 1e-3 relative-error
+guarantee for small and large groups, exact counts, associative merges, and the same
+answers whichever representation holds the counts."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from evalkit.aggregate import Confusion, GroupStats
+from evalkit.aggregate.sketch import BinCounts, LogHistogram
+
+EPS = 1e-7
+LO, HI = -np.log1p(-EPS), -np.log(EPS)
+
+
+def _losses(rng: np.random.Generator, n: int) -> np.ndarray:
+    # Spread over the whole clipped range, both bounds included.
+    x = np.exp(rng.uniform(np.log(LO), np.log(HI), n))
+    x[rng.random(n) < 0.01] = HI
+    x[rng.random(n) < 0.01] = LO
+    return x
+
+
+def _keys(rng: np.random.Generator, n: int, groups: int) -> tuple[np.ndarray, pa.Array]:
+    # Group sizes from 1 row to thousands: a geometric-ish spread of user ids.
+    ids = np.minimum((rng.pareto(0.7, n) * 3).astype(np.int64), groups - 1)
+    return ids, pa.array([f"u{i:06d}" for i in ids])
+
+
+def _stats(sparse: bool, monkeypatch: pytest.MonkeyPatch, **kw) -> GroupStats:
+    monkeypatch.setattr(BinCounts, "DENSE_CELLS", 0 if sparse else 1 << 40)
+    return GroupStats(("user",), quantile_mode="sketch", eps=EPS, quantiles=(0.0, 0.1, 0.5, 0.9, 0.99, 1.0),
+                      **kw)
+
+
+def _feed(gs: GroupStats, keys: pa.Array, loss: np.ndarray, batch: int) -> GroupStats:
+    n = len(loss)
+    for s in range(0, n, batch):
+        e = min(n, s + batch)
+        gs.update([keys.slice(s, e - s)], loss[s:e], np.zeros(e - s, bool), np.zeros(e - s, bool))
+    return gs
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_sketch_quantiles_within_rel_err_of_exact_small_and_large_groups(sparse, monkeypatch):
+    rng = np.random.default_rng(1)
+    n, groups = 40_000, 3_000
+    ids, keys = _keys(rng, n, groups)
+    loss = _losses(rng, n)
+    gs = _feed(_stats(sparse, monkeypatch), keys, loss, 7_000)
+    assert gs._bins.sparse is sparse
+    df = gs.finalize().set_index("user")
+    sizes = np.bincount(ids)
+    assert sizes.max() > 1_000 and (sizes == 1).sum() > 10  # large and single-row groups
+    frame = pd.DataFrame({"user": keys.to_pylist(), "loss": loss})
+    for user, part in frame.groupby("user"):
+        x = part["loss"].to_numpy()
+        assert df.loc[user, "count"] == len(x)  # counts exact
+        for q in (0.0, 0.1, 0.5, 0.9, 0.99, 1.0):
+            want = np.quantile(x, q, method="lower")
+            got = df.loc[user, f"p{q * 100:g}"]
+            assert abs(got - want) <= 1e-3 * want, (user, q, got, want)
+
+
+def test_sparse_and_dense_give_identical_tables(monkeypatch):
+    rng = np.random.default_rng(2)
+    n = 20_000
+    _, keys = _keys(rng, n, 2_000)
+    loss = _losses(rng, n)
+    dense = _feed(_stats(False, monkeypatch), keys, loss, 3_000).finalize()
+    sparse = _feed(_stats(True, monkeypatch), keys, loss, 3_000).finalize()
+    pd.testing.assert_frame_equal(dense, sparse)
+
+
+def test_sparse_merge_is_associative_and_exact_in_count(monkeypatch):
+    rng = np.random.default_rng(3)
+    n = 30_000
+    _, keys = _keys(rng, n, 5_000)
+    loss = _losses(rng, n)
+    parts = []
+    for s, e in ((0, 9_000), (9_000, 21_000), (21_000, n)):
+        parts.append(_feed(_stats(True, monkeypatch), keys.slice(s, e - s), loss[s:e], 2_500))
+    a, b, c = parts
+    left = a.merge(b).merge(c)
+    right = a.merge(b.merge(c))
+    swapped = c.merge(a).merge(b)
+    whole = _feed(_stats(True, monkeypatch), keys, loss, 4_000)
+    t = whole.finalize()
+    for other in (left, right, swapped):
+        assert other._bins.sparse
+        pd.testing.assert_frame_equal(other.finalize()[["user", "count", "min", "max"]],
+                                      t[["user", "count", "min", "max"]])
+        # The histogram counts themselves are exactly equal, cell by cell.
+        want = {(k, b): c for k, b, c in zip(*_cells(whole), strict=True)}
+        got = {(k, b): c for k, b, c in zip(*_cells(other), strict=True)}
+        assert got == want
+        q = [col for col in t.columns if col.startswith("p")]
+        pd.testing.assert_frame_equal(other.finalize()[q], t[q])
+    # Inputs are not modified by merging.
+    assert a.finalize()["count"].sum() == 9_000
+
+
+def _cells(gs: GroupStats) -> tuple[list, list, list]:
+    slot, b, c = gs._bins.entries()
+    names = [gs._index.keys[s][0] for s in slot.tolist()]
+    return names, b.tolist(), c.tolist()
+
+
+def test_dense_and_sparse_states_merge_with_each_other(monkeypatch):
+    rng = np.random.default_rng(4)
+    _, keys = _keys(rng, 8_000, 500)
+    loss = _losses(rng, 8_000)
+    dense = _feed(_stats(False, monkeypatch), keys.slice(0, 4_000), loss[:4_000], 1_000)
+    sparse = _feed(_stats(True, monkeypatch), keys.slice(4_000), loss[4_000:], 1_000)
+    whole = _feed(_stats(False, monkeypatch), keys, loss, 1_000).finalize()
+    for merged in (dense.merge(sparse), sparse.merge(dense)):
+        pd.testing.assert_frame_equal(merged.finalize(), whole)
+
+
+def test_sparse_state_pickles_small_and_round_trips(monkeypatch):
+    rng = np.random.default_rng(5)
+    n = 50_000
+    _, keys = _keys(rng, n, 20_000)
+    loss = _losses(rng, n)
+    gs = _feed(_stats(True, monkeypatch), keys, loss, 10_000)
+    blob = pickle.dumps(gs)
+    # A dense table would be groups x 9.5k bins x 8 bytes (gigabytes); sparse is per row.
+    assert len(blob) < 100 * n
+    pd.testing.assert_frame_equal(pickle.loads(blob).finalize(), gs.finalize())
+
+
+def test_pending_keys_are_folded_in_batches(monkeypatch):
+    monkeypatch.setattr(BinCounts, "PENDING_KEYS", 1_000)
+    bc = BinCounts(LogHistogram.for_eps(EPS).n_bins)
+    bc.ensure(1 << 20)  # sparse from the start
+    rng = np.random.default_rng(6)
+    want: dict[tuple[int, int], int] = {}
+    for _ in range(30):
+        slots = rng.integers(0, 1 << 20, 50)
+        local = rng.integers(0, 50, 700)
+        bins = rng.integers(0, 100, 700)
+        bc.add(local, slots, bins)
+        for s, b in zip(slots[local].tolist(), bins.tolist(), strict=True):
+            want[(s, b)] = want.get((s, b), 0) + 1
+        # Pending rows stay bounded: by the limit, or by the store they are folded into.
+        assert bc._pending_n < max(1_000, len(bc._keys)) + 700
+    s, b, c = bc.entries()
+    assert dict(zip(zip(s.tolist(), b.tolist(), strict=True), c.tolist(), strict=True)) == want
+
+
+# -- the sparse confusion table ------------------------------------------------------------
+
+
+def _confusion_batches(rng: np.random.Generator, k: int, n: int, parts: int):
+    true = rng.integers(0, k, n)
+    pred = np.where(rng.random(n) < 0.5, true, rng.integers(0, k, n))
+    loss = _losses(rng, n)
+    cuts = np.linspace(0, n, parts + 1).astype(int)
+    return true, pred, loss, [(true[a:b], pred[a:b], loss[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
+
+def test_confusion_of_50k_classes_is_sparse_exact_and_associative():
+    k = 50_000
+    classes = [f"c{i}" for i in range(k)]
+    rng = np.random.default_rng(7)
+    true, pred, loss, batches = _confusion_batches(rng, k, 6_000, 3)
+    states = []
+    for t, p, lo in batches:
+        c = Confusion(classes)
+        c.update(t, p, lo)
+        states.append(c)
+    a, b, c = states
+    assert not a.dense and len(a.count) <= 2_000  # only the occurring pairs: no K x K array
+    frame = pd.DataFrame({"class": np.array(classes)[true], "predicted": np.array(classes)[pred], "loss": loss})
+    want = frame.groupby(["class", "predicted"]).agg(count=("loss", "size"), mean=("loss", "mean"))
+    for merged in (a.merge(b).merge(c), a.merge(b.merge(c)), c.merge(a).merge(b)):
+        got = merged.finalize().set_index(["class", "predicted"]).sort_index()
+        assert got["count"].tolist() == want["count"].tolist()  # exact counts
+        assert got.index.tolist() == want.index.tolist()
+        np.testing.assert_allclose(got["mean"], want["mean"], rtol=1e-12)
+    assert a.finalize()["count"].sum() == 2_000  # inputs untouched by merging
+
+
+def test_confusion_dense_and_sparse_agree(monkeypatch):
+    k = 40
+    classes = [f"c{i}" for i in range(k)]
+    rng = np.random.default_rng(8)
+    _, _, _, batches = _confusion_batches(rng, k, 5_000, 4)
+    dense = Confusion(classes)
+    monkeypatch.setattr(Confusion, "DENSE_CELLS", 0)
+    sparse = Confusion(classes)
+    assert dense.dense and not sparse.dense
+    for t, p, lo in batches:
+        dense.update(t, p, lo)
+        sparse.update(t, p, lo)
+    d, s = dense.finalize(), sparse.finalize()
+    pd.testing.assert_frame_equal(d[["class", "predicted", "count"]], s[["class", "predicted", "count"]])
+    np.testing.assert_allclose(d["mean"], s["mean"], rtol=1e-12)
