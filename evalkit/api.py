@@ -132,9 +132,7 @@ class EvalResult:
         Files: ``rows.parquet`` (if kept), ``overall.parquet``, one ``by_*.parquet`` per
         grouping, ``confusion.parquet``, ``hardest.parquet``, ``report.md``, ``summary.json``.
         """
-        import json
-
-        from .report import to_json_default
+        from .report import json_text
 
         atomic = AtomicDir(out_dir, overwrite=overwrite)
         with atomic as tmp:
@@ -153,8 +151,7 @@ class EvalResult:
 
                 plots = write_plots(self, tmp, self._class_hist) if plots_available() else []
             write_text(self.to_markdown(plots), tmp / "report.md")
-            write_text(json.dumps(self.to_dict(), indent=2, default=to_json_default) + "\n",
-                       tmp / "summary.json")
+            write_text(json_text(self.to_dict()), tmp / "summary.json")
             return atomic.commit()
 
     def _write_rows(self, dest: Path) -> None:

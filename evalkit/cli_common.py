@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import signal
 import sys
@@ -102,10 +101,10 @@ def report_gates(failures: list[Any], checked: Any, quiet: bool) -> None:
 
 def echo_machine_formats(result: Any, fmt: str) -> bool:
     """Print ``none`` / ``json`` / ``markdown`` output of a result; False for ``table``."""
-    from .report import to_json_default
+    from .report import json_text
 
     if fmt == "json":
-        click.echo(json.dumps(result.to_dict(), indent=2, default=to_json_default))
+        click.echo(json_text(result.to_dict()), nl=False)
     elif fmt == "markdown":
         click.echo(result.to_markdown(), nl=False)
     return fmt != "table"

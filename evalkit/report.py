@@ -244,6 +244,30 @@ def _k(df: pd.DataFrame, scope: str) -> str:
     return f"{int(df.groupby('class', observed=True).size().max())} per class"
 
 
+def json_text(data: Any) -> str:
+    """``data`` as JSON laid out like ``json.dumps(indent=2)``, except that a list of
+    records (dicts) holds one record per line.
+
+    Python's C encoder only runs without ``indent``; with it, 50 groupings x 1000 groups
+    took over 30 s. Encoding each record compactly keeps it C-speed and the file readable
+    (one group per line, diff-friendly). The same values as ``json.dumps`` (ints, floats,
+    None for NaN via :func:`to_json_default`).
+    """
+    import json
+
+    def enc(v: Any, level: int) -> str:
+        pad = "  " * level
+        if isinstance(v, dict) and v:
+            items = (f"{pad}  {json.dumps(str(k))}: {enc(x, level + 1)}" for k, x in v.items())
+            return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            recs = (f"{pad}  {json.dumps(x, default=to_json_default)}" for x in v)
+            return "[\n" + ",\n".join(recs) + f"\n{pad}]"
+        return json.dumps(v, default=to_json_default)
+
+    return enc(data, 0) + "\n"
+
+
 def to_json_default(o: Any) -> Any:
     """json.dumps fallback for numpy / pandas scalars."""
     if isinstance(o, np.integer):

@@ -80,3 +80,14 @@ def test_plots_bounded_with_many_groups(tmp_path):
 
     h, _ = imread(out / "mean_loss_by_user.png").shape[:2]
     assert h <= 1600  # the figure does not grow with the number of groups
+
+
+def test_json_text_same_values_as_json_dumps_one_record_per_line():
+    from evalkit.report import json_text, to_json_default
+
+    data = {"metadata": {"a": 1, "b": [1, 2.5], "c": {"x": None}, "d": "é"},
+            "groups": {"g": [{"k": "a", "v": None, "n": np.int64(3)}, {"k": "b", "v": np.float64(1.5), "n": 2}]},
+            "empty": [], "none": {}, "confusion_cells": 7}
+    text = json_text(data)
+    assert json.loads(text) == json.loads(json.dumps(data, indent=2, default=to_json_default))
+    assert '    {"k": "a", "v": null, "n": 3},\n' in text  # one record per line
