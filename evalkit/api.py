@@ -101,7 +101,7 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The figures as plain JSON-serialisable data (what ``summary.json`` holds)."""
-        from .display import MAX_JSON_GROUPS, bounded_groups
+        from .display import MAX_JSON_GROUPS, MAX_JSON_ROWS, bounded_groups
         from .report import frame_records
 
         return {
@@ -117,7 +117,8 @@ class EvalResult:
             "confusion": frame_records(self.confusion.nlargest(MAX_JSON_CONFUSION, "count")
                                        if len(self.confusion) > MAX_JSON_CONFUSION else self.confusion),
             "confusion_cells": len(self.confusion),
-            "hardest": {k: frame_records(v) for k, v in self.hardest.items()},
+            "hardest": {k: frame_records(v.head(MAX_JSON_ROWS)) for k, v in self.hardest.items()},
+            "hardest_counts": {k: len(v) for k, v in self.hardest.items()},
         }
 
     def to_markdown(self, plots: Sequence[tuple[str, str]] | None = None) -> str:

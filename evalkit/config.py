@@ -183,6 +183,13 @@ class EvalConfig:
             raise ConfigError(f"{source}: sum_tol must be in (0, 1), got {self.sum_tol!r}")
         if self.top_k < 0:
             raise ConfigError(f"{source}: top_k must be >= 0, got {self.top_k}")
+        from .aggregate.topk import MAX_TOP_K
+
+        if self.top_k > MAX_TOP_K:
+            raise ConfigError(
+                f"{source}: top_k {self.top_k:,} is above the limit of {MAX_TOP_K:,} hardest rows "
+                "per group (they are kept in memory, overall and per class); every row's loss "
+                "is in rows.parquet: sort that for more")
         if self.gates:
             from .gates import validate_gates
 

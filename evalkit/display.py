@@ -15,6 +15,8 @@ MAX_REPORT_GROUPS = 40
 MAX_TERMINAL_GROUPS = 20
 MAX_JSON_GROUPS = 10_000
 MAX_PLOT_GROUPS = 40
+#: Hardest examples per scope in summary.json (all of them are in hardest.parquet).
+MAX_JSON_ROWS = 10_000
 
 
 def bounded_groups(df: pd.DataFrame, limit: int) -> tuple[pd.DataFrame, int]:

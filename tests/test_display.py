@@ -91,3 +91,29 @@ def test_json_text_same_values_as_json_dumps_one_record_per_line():
     text = json_text(data)
     assert json.loads(text) == json.loads(json.dumps(data, indent=2, default=to_json_default))
     assert '    {"k": "a", "v": null, "n": 3},\n' in text  # one record per line
+
+
+def test_top_k_above_the_limit_is_refused_up_front(tmp_path):
+    from evalkit.aggregate.topk import MAX_TOP_K
+
+    data = _users_file(tmp_path, n=50, users=5)
+    res = CliRunner().invoke(main, ["evaluate", str(data), "--out", str(tmp_path / "r"),
+                                    "--top-k", str(MAX_TOP_K + 1)])
+    assert res.exit_code == 2
+    assert f"limit of {MAX_TOP_K:,}" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_summary_json_hardest_bounded_parquet_complete(tmp_path, monkeypatch):
+    monkeypatch.setattr(display, "MAX_JSON_ROWS", 30)
+    data = _users_file(tmp_path, n=2_000, users=5)
+    out = tmp_path / "r"
+    res = CliRunner().invoke(main, ["evaluate", str(data), "--out", str(out), "--top-k", "100",
+                                    "--quiet", "--no-plots"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    hardest = pq.read_table(out / "hardest.parquet").to_pandas()
+    assert summary["hardest_counts"] == {"overall": 100, "class": 300}
+    assert len(summary["hardest"]["overall"]) == 30 and len(summary["hardest"]["class"]) == 30
+    assert (hardest["scope"] == "class").sum() == 300
+    assert summary["hardest"]["overall"][0]["loss"] == hardest["loss"].max()

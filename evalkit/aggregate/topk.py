@@ -11,6 +11,11 @@ import pyarrow as pa
 
 from .keys import _KeyIndex, _pandas_column
 
+#: Most rows kept per group (``--top-k``): the selection lives in memory, k rows of payload
+#: per group, and is written to hardest.parquet. Larger asks are refused up front; every
+#: row's loss is in rows.parquet for a full sort.
+MAX_TOP_K = 100_000
+
 
 class TopK:
     """Per group, the ``k`` rows with the highest loss ("hardest examples"), mergeable.
