@@ -201,3 +201,28 @@ def test_confusion_dense_and_sparse_agree(monkeypatch):
     d, s = dense.finalize(), sparse.finalize()
     pd.testing.assert_frame_equal(d[["class", "predicted", "count"]], s[["class", "predicted", "count"]])
     np.testing.assert_allclose(d["mean"], s["mean"], rtol=1e-12)
+
+
+# -- many groups: the key index reuses a repeated dictionary's code -> slot table -----------
+
+
+def test_dictionary_keys_repeated_dictionary_same_slots_as_plain_strings():
+    from evalkit.aggregate.keys import _KeyIndex
+
+    rng = np.random.default_rng(9)
+    values = [f"user{i}" for i in range(300)] + [None]
+    plain, cached = _KeyIndex(("user",), ()), _KeyIndex(("user",), ())
+    d1 = pa.array(values[:300])
+    d2 = pa.array(list(reversed(values[:300])))  # another row group: another dictionary
+    for d in (d1, d1, d1, d2, d2, d1):
+        idx = rng.integers(0, 320, 500)  # codes >= 300: null rows
+        codes = pa.array(np.where(idx < 300, idx, 0), mask=idx >= 300, type=pa.int32())
+        arr = pa.DictionaryArray.from_arrays(codes, d)
+        lp, sp = plain.encode([arr.cast(pa.string())], 500)
+        lc, sc = cached.encode([arr], 500)
+        got_plain = [plain.keys[s] for s in sp[lp]]
+        got_cached = [cached.keys[s] for s in sc[lc]]
+        assert got_plain == got_cached == [(v,) for v in arr.cast(pa.string()).to_pylist()]
+    assert cached._lut is not None and (cached._lut >= 0).sum() > 150
+    copy = cached.copy()
+    assert copy._lut is None  # a copy never shares the mutable table

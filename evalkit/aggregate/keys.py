@@ -83,12 +83,18 @@ class _KeyIndex:
         self.dict_order: list[dict[Any, int]] = [{} for _ in range(ncol)]
         # Last dictionary registered per column; lets same-dictionary batches skip the Python walk.
         self._last_dict: list[pa.Array | None] = [None] * ncol
+        # One key column arriving dictionary-typed: dictionary code -> slot (-1: not yet
+        # known; the last entry is null) for the last dictionary seen. Batches of one row
+        # group share their dictionary, so 200k users cost a Python look-up once, not per batch.
+        self._lut_dict: pa.Array | None = None
+        self._lut: np.ndarray | None = None
         if ncol == 0:
             self._add(())
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_last_dict"] = [None] * len(self.key_names)
+        state["_lut_dict"] = state["_lut"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -134,10 +140,13 @@ class _KeyIndex:
         dicts: list[pa.Array] = []
         radices: list[int] = []
         all_present = True  # every code in [0, radix) is known to occur
+        lut: np.ndarray | None = None
         for i, raw in enumerate(keys):
             col = _as_array(raw)
             if len(col) != n:
                 raise ValueError(f"key {self.key_names[i]!r} has length {len(col)}, expected {n}")
+            if len(keys) == 1 and pa.types.is_dictionary(col.type):
+                lut = self._slot_lut(col.dictionary)
             if pa.types.is_dictionary(col.type):
                 enc = col
                 if i in self.dict_ordered:
@@ -185,6 +194,13 @@ class _KeyIndex:
                 rep[local] = np.arange(n)
                 digits = [ind[rep].astype(np.int64) for ind in idxs]
 
+        known = None
+        if lut is not None:
+            known = lut[digits[0]]
+            todo = np.flatnonzero(known < 0)
+            if not len(todo):
+                return local, known
+            digits = [digits[0][todo]]
         columns = []
         for d, dgt in zip(dicts, digits, strict=True):
             take = pa.array(dgt, mask=dgt >= len(d))
@@ -197,7 +213,19 @@ class _KeyIndex:
         for j, key in enumerate(zip(*columns, strict=True)):
             s = slot_of.get(key)
             slots[j] = self._add(key) if s is None else s
+        if lut is not None and known is not None:
+            lut[digits[0]] = slots
+            known[todo] = slots
+            return local, known
         return local, slots
+
+    def _slot_lut(self, d: pa.Array) -> np.ndarray:
+        """The code -> slot table of dictionary ``d`` (reused while the dictionary repeats)."""
+        last = self._lut_dict
+        if self._lut is None or last is None or not (last is d or last.equals(d)):
+            self._lut = np.full(len(d) + 1, -1, dtype=np.int64)
+            self._lut_dict = d
+        return self._lut
 
     def merge_from(self, other: _KeyIndex) -> np.ndarray:
         """Absorb ``other``'s keys; returns the map other-slot -> self-slot."""
@@ -227,6 +255,7 @@ class _KeyIndex:
         new.types = list(self.types)
         new.dict_order = [dict(o) for o in self.dict_order]
         new._last_dict = [None] * len(self.key_names)
+        new._lut_dict = new._lut = None
         return new
 
     def _column_array(self, i: int) -> pa.Array:
