@@ -127,16 +127,30 @@ class EvalResult:
 
         return render_markdown(self, plots)
 
-    def write(self, out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    def write(self, out_dir: str | os.PathLike[str], *, overwrite: bool = False,
+              plot_helper: Any = None) -> Path:
         """Write every output into ``out_dir`` atomically; return its path.
 
         Files: ``rows.parquet`` (if kept), ``overall.parquet``, one ``by_*.parquet`` per
-        grouping, ``confusion.parquet``, ``hardest.parquet``, ``report.md``, ``summary.json``.
+        grouping, ``confusion.parquet``, ``hardest.parquet``, ``report.md``, ``summary.json``
+        and the plots' PNGs. ``plot_helper`` (a :class:`evalkit.plot_process.PlotHelper`)
+        draws the plots in other processes while the rest is written; without it, or if it
+        cannot, they are drawn here. The files are the same either way.
         """
         from .report import json_text
 
         atomic = AtomicDir(out_dir, overwrite=overwrite)
         with atomic as tmp:
+            plots: list[tuple[str, str]] | None = None
+            drawing = False
+            if self.plots and plot_helper is not None and plot_helper.available() is not None:
+                from .plots import plot_plan
+
+                plots = plot_plan(self) if plot_helper.available() else []
+                drawing = bool(plots) and plot_helper.draw(self, tmp, self._class_hist,
+                                                           [name for _, name in plots])
+                if plots and not drawing:
+                    plots = None  # the helper is gone: draw here, below
             self._write_rows(tmp / "rows.parquet")
             write_table(_arrow(self.table("overall")), tmp / "overall.parquet")
             for g in self.groupings:
@@ -146,13 +160,16 @@ class EvalResult:
             hardest = [df.assign(scope=name) for name, df in self.hardest.items()]
             if hardest:
                 write_table(_arrow(pd.concat(hardest, ignore_index=True)), tmp / "hardest.parquet")
-            plots: list[tuple[str, str]] | None = None
-            if self.plots:
+            if self.plots and plots is None:
                 from .plots import plots_available, write_plots
 
                 plots = write_plots(self, tmp, self._class_hist) if plots_available() else []
             write_text(self.to_markdown(plots), tmp / "report.md")
             write_text(json_text(self.to_dict()), tmp / "summary.json")
+            if drawing and plot_helper.finish() is not None:
+                from .plots import write_plots
+
+                write_plots(self, tmp, self._class_hist)  # the helper failed: draw here
             return atomic.commit()
 
     def _write_rows(self, dest: Path) -> None:
@@ -289,12 +306,22 @@ def run(config: EvalConfig, *, progress: PROGRESS | None = None) -> tuple[EvalRe
     out = Path(config.out)
     spool_parent = AtomicDir(out, overwrite=config.overwrite).prepare()
     inputs: Any = config.input[0] if len(config.input) == 1 else config.input
-    result = evaluate(inputs, config=config, progress=progress, spool_dir=spool_parent)
+    # Forked before any reader thread exists: it imports matplotlib while the run computes.
+    helper = None
+    if config.plots:
+        from .plot_process import start
+
+        helper = start()
     try:
-        path = result.write(out, overwrite=config.overwrite)
-    except BaseException:
-        pipeline.cleanup_spool(result._rows_path)  # no report: drop the per-row spool now, not at exit
-        raise
+        result = evaluate(inputs, config=config, progress=progress, spool_dir=spool_parent)
+        try:
+            path = result.write(out, overwrite=config.overwrite, plot_helper=helper)
+        except BaseException:
+            pipeline.cleanup_spool(result._rows_path)  # no report: drop the per-row spool now, not at exit
+            raise
+    finally:
+        if helper is not None:
+            helper.close()
     return result, path
 
 

@@ -250,8 +250,22 @@ def _plot_class_distribution(result: Any, path: Path, class_hist: dict | None) -
                f"loss of {n_with_data:,} classes (all in by_class.parquet)")
     _finish(fig, title, sub, handles)
     _save(fig, path)
-    return "Loss distribution by true class" + (f" ({len(shown)} of {n_with_data:,}: highest and "
-                                                 "lowest mean loss)" if cut else "")
+    return _class_title(result)
+
+
+def _class_title(result: Any) -> str:
+    n_with_data = int((result.groups["class"]["count"] > 0).sum())
+    if n_with_data <= MAX_CLASSES:
+        return "Loss distribution by true class"
+    return f"Loss distribution by true class ({MAX_CLASSES} of {n_with_data:,}: highest and lowest mean loss)"
+
+
+def _means_title(result: Any, grouping: Any) -> str:
+    total = int((result.groups[grouping.name]["count"] > 0).sum())
+    what = ", ".join(grouping.columns)
+    if total <= MAX_GROUPS:
+        return f"Mean loss by {what}"
+    return f"Mean loss by {what} ({MAX_GROUPS} of {total:,}: highest and lowest mean loss)"
 
 
 def _draw_class_histograms(ax: Any, ys: np.ndarray, names: list[str], means: np.ndarray,
@@ -384,8 +398,7 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
                      "error bars: 95% CI")
     _finish(fig, title, sub_title, handles)
     _save(fig, path)
-    return f"Mean loss by {what}" + (f" ({len(sub)} of {total:,}: highest and lowest mean loss)"
-                                     if cut else "")
+    return _means_title(result, grouping)
 
 
 def _overall_mean(result: Any) -> float | None:
@@ -401,27 +414,64 @@ def plot_filename(grouping: Any) -> str:
     return f"mean_loss_{grouping.file_stem}.png"
 
 
-def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None) -> list[tuple[str, str]]:
+def _warm_up() -> None:
+    """Import what drawing needs and draw a throwaway figure (fonts, text layout, PNG
+    encoder), so a helper process that runs this ahead of time draws at full speed."""
+    import io
+
+    from matplotlib.ticker import FuncFormatter  # noqa: F401
+
+    fig = _new_figure(2)
+    ax = fig.add_subplot()
+    _log_axis(ax)
+    ax.barh([0.0, 1.0], [1.0, 2.0])
+    _right_labels(ax, [0.0, 1.0], ["a", "b"])
+    _finish(fig, "warm-up", "warm-up", [_patch(label="a"), _line(label="b")])
+    fig.savefig(io.BytesIO(), format="png", dpi=DPI)
+
+
+def plot_plan(result: Any) -> list[tuple[str, str]]:
+    """The report's plots as ``[(title, file name), ...]``, without drawing anything.
+
+    What :func:`write_plots` draws and returns, known before it runs (no matplotlib
+    needed), so report.md can be written while the plots are drawn elsewhere.
+    """
+    return [(title, name) for title, name, _, _ in _plot_specs(result)]
+
+
+def _plot_specs(result: Any) -> list[tuple[str, str, str, Any]]:
+    specs: list[tuple[str, str, str, Any]] = []
+    groups = result.groups
+    if "class" in groups and (groups["class"]["count"] > 0).any():
+        specs.append((_class_title(result), "loss_by_class.png", "class", None))
+    for g in result.groupings:
+        if not g.columns or g.name not in groups or not (groups[g.name]["count"] > 0).any():
+            continue
+        specs.append((_means_title(result, g), plot_filename(g), "means", g))
+    return specs
+
+
+def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None,
+                only: Sequence[str] | None = None) -> list[tuple[str, str]]:
     """Write the report's PNGs into ``out_dir``; return ``[(title, file name), ...]``.
 
     File names are relative to ``out_dir`` (the report's directory), ready to embed as
     ``![title](file)``.  ``class_hist`` (see :func:`class_histograms`) gives the per-class
     loss histograms; without it the class plot summarises the class table's quantiles.
-    Groupings without rows with data are skipped.  Needs matplotlib (:func:`plots_available`).
+    Groupings without rows with data are skipped. ``only`` restricts drawing to those file
+    names (the return value still lists every plot, as :func:`plot_plan`). Needs
+    matplotlib (:func:`plots_available`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[tuple[str, str]] = []
-    groups = result.groups
-    if "class" in groups and (groups["class"]["count"] > 0).any():
-        name = "loss_by_class.png"
-        written.append((_plot_class_distribution(result, out_dir / name, class_hist), name))
-    for g in result.groupings:
-        if not g.columns or g.name not in groups or not (groups[g.name]["count"] > 0).any():
+    for _, name, kind, g in _plot_specs(result):
+        if only is not None and name not in only:
             continue
-        name = plot_filename(g)
-        written.append((_plot_group_means(result, g, out_dir / name), name))
-    return written
+        if kind == "class":
+            _plot_class_distribution(result, out_dir / name, class_hist)
+        else:
+            _plot_group_means(result, g, out_dir / name)
+    return plot_plan(result)
 
 
 # --------------------------------------------------------------------------- #

@@ -1,0 +1,236 @@
+"""Drawing the report's plots in helper processes, off the critical path of a run.
+
+``import matplotlib`` costs about 0.4 s and drawing the default report's three figures
+about 0.5 s, as much as a quarter of a 6M-row run. :func:`start` forks a helper when a run
+begins (before any reader thread exists): it imports matplotlib while the parent reads and
+computes, then waits. When the tables are final, :meth:`PlotHelper.draw` hands it the
+grouped tables; the helper and a second process forked from it (matplotlib already
+imported) draw the figures in parallel into the report's temporary directory while the
+parent writes the Parquet tables, report.md and summary.json; :meth:`PlotHelper.finish`
+waits for them before the report is committed. The PNGs are those
+:func:`evalkit.plots.write_plots` draws in-process, byte for byte.
+
+Without ``os.fork`` (Windows), with matplotlib missing in the helper, or if a helper dies,
+the parent falls back to drawing in-process: the report is the same, only slower.
+Helpers ignore Ctrl-C (the parent handles it and kills them) and exit when the parent's
+end of the pipe closes, so a killed parent never leaves them behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+_READY, _UNAVAILABLE = b"R", b"U"
+
+
+def _write_msg(fd: int, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(struct.pack("<Q", len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    chunks, got = [], 0
+    while got < n:
+        b = os.read(fd, min(n - got, 1 << 20))
+        if not b:
+            return None
+        chunks.append(b)
+        got += len(b)
+    return b"".join(chunks)
+
+
+def _read_msg(fd: int) -> Any:
+    head = _read_exact(fd, 8)
+    if head is None:
+        raise EOFError("plot helper pipe closed")
+    body = _read_exact(fd, struct.unpack("<Q", head)[0])
+    if body is None:
+        raise EOFError("plot helper pipe closed")
+    return pickle.loads(body)
+
+
+class _Channel:
+    """One forked process and the two pipe ends the parent holds."""
+
+    def __init__(self, pid: int, to_child: int, from_child: int) -> None:
+        self.pid, self.to_child, self.from_child = pid, to_child, from_child
+
+    def close(self, kill: bool) -> None:
+        for fd in (self.to_child, self.from_child):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if kill:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.waitpid(self.pid, 0)
+
+
+def _fork(child_main: Any) -> _Channel:
+    down_r, down_w = os.pipe()
+    up_r, up_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which never returns
+        code = 0
+        try:
+            os.close(down_w)
+            os.close(up_r)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            child_main(down_r, up_w)
+        except BaseException:  # noqa: BLE001 - the parent sees EOF and draws itself
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(down_r)
+    os.close(up_w)
+    return _Channel(pid, down_w, up_r)
+
+
+def _draw_loop(inbox: int, outbox: int) -> None:
+    """Child: report whether matplotlib imports, then draw the jobs sent until EOF."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+
+        from . import plots
+
+        plots._warm_up()
+    except Exception:  # noqa: BLE001 - missing or broken matplotlib: the parent says so
+        os.write(outbox, _UNAVAILABLE)
+        return
+    # The second drawer is forked now, with matplotlib imported and nothing else running.
+    sibling = _fork(lambda i, o: _sibling_loop(i, o, inherited=(inbox, outbox)))
+    os.write(outbox, _READY)
+    try:
+        job = _read_msg(inbox)
+    except EOFError:
+        sibling.close(kill=True)
+        return
+    result, out_dir, class_hist, mine, theirs = job
+    if theirs:
+        _write_msg(sibling.to_child, (result, out_dir, class_hist, theirs))
+    reply: Any = "ok"
+    try:
+        plots.write_plots(result, Path(out_dir), class_hist, only=mine)
+        if theirs:
+            sib_reply = _read_msg(sibling.from_child)
+            if sib_reply != "ok":
+                reply = sib_reply
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        reply = f"{type(exc).__name__}: {exc}"
+    sibling.close(kill=reply != "ok")
+    _write_msg(outbox, reply)
+
+
+def _sibling_loop(inbox: int, outbox: int, inherited: tuple[int, ...]) -> None:
+    for fd in inherited:  # the first helper's pipes to the parent are not this process's
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    try:
+        result, out_dir, class_hist, names = _read_msg(inbox)
+    except EOFError:
+        return
+    from . import plots
+
+    try:
+        plots.write_plots(result, Path(out_dir), class_hist, only=names)
+        reply = "ok"
+    except BaseException as exc:  # noqa: BLE001 - reported to the first helper
+        reply = f"{type(exc).__name__}: {exc}"
+    _write_msg(outbox, reply)
+
+
+class PlotHelper:
+    """Forked plot drawers of one run (see the module docstring)."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._ch: _Channel | None = channel
+        self._status: bytes | None = None
+        self._pending = False
+
+    def available(self) -> bool | None:
+        """True: matplotlib is ready in the helper; False: it cannot be imported there;
+        None: the helper is gone (draw in-process)."""
+        if self._ch is None:
+            return None
+        if self._status is None:
+            try:
+                self._status = _read_exact(self._ch.from_child, 1)
+            except OSError:
+                self._status = None
+            if self._status is None:
+                self.close()
+                return None
+        return self._status == _READY
+
+    def draw(self, result: Any, out_dir: Path, class_hist: dict | None,
+             names: Sequence[str]) -> bool:
+        """Start drawing ``names`` (file names of :func:`evalkit.plots.plot_plan`) into
+        ``out_dir``; False if the helper cannot (then draw in-process)."""
+        if not self.available() or self._ch is None:
+            return False
+        # The heaviest figure (the class distribution) alone; the others to the sibling.
+        mine = [n for n in names if n == "loss_by_class.png"] or list(names[:1])
+        theirs = [n for n in names if n not in mine]
+        try:
+            _write_msg(self._ch.to_child, (plot_input(result), os.fspath(out_dir), class_hist, mine, theirs))
+        except OSError:
+            self.close()
+            return False
+        self._pending = True
+        return True
+
+    def finish(self) -> str | None:
+        """Wait for the drawing: None when every PNG was written, else why not."""
+        if not self._pending or self._ch is None:
+            return "no drawing was started"
+        self._pending = False
+        try:
+            reply = _read_msg(self._ch.from_child)
+        except (EOFError, OSError) as exc:
+            reply = f"plot helper ended: {exc}"
+        self.close()
+        return None if reply == "ok" else str(reply)
+
+    def close(self) -> None:
+        """End the helpers (killed if still drawing); idempotent."""
+        if self._ch is not None:
+            self._ch.close(kill=True)
+            self._ch = None
+
+
+def start() -> PlotHelper | None:
+    """Fork a plot helper now, or None where that is not possible (no ``os.fork``)."""
+    if not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
+        return None  # no fork, or one core: drawing elsewhere would only compete with the run
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        return None
+    try:
+        return PlotHelper(_fork(_draw_loop))
+    except OSError:
+        return None
+
+
+def plot_input(result: Any) -> Any:
+    """What :func:`evalkit.plots.write_plots` reads of a result, and nothing else (the
+    per-row table of an in-memory input stays in the parent)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        groups=result.groups,
+        groupings=tuple(result.groupings),
+        layout=SimpleNamespace(classes=tuple(getattr(result.layout, "classes", ()) or ())),
+        metadata={"input": (getattr(result, "metadata", None) or {}).get("input")},
+        overall=result.overall,
+    )

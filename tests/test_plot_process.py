@@ -1,0 +1,96 @@
+"""Plots drawn by forked helpers while the rest of the report is written: the same files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import evalkit
+from evalkit import plot_process, plots
+from evalkit.api import run
+from evalkit.config import EvalConfig
+
+from .conftest import random_probs, write
+
+pytest.importorskip("matplotlib")
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def _data(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    n = 3_000
+    p = random_probs(rng, n, 4)
+    cols = {f"prob_{c}": p[:, i] for i, c in enumerate("abcd")}
+    cols["label"] = rng.choice(list("abcd"), n)
+    cols["split"] = rng.choice(["train", "val"], n)
+    cols["region"] = rng.choice(["EU", "US", "APAC"], n)
+    return write(pa.table(cols), tmp_path / "preds.parquet")
+
+
+def _run(data: Path, out: Path) -> evalkit.EvalResult:
+    cfg = EvalConfig(input=[str(data)], out=str(out), by=[["region"]])
+    result, _ = run(cfg)
+    return result
+
+
+def _pngs(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.glob("*.png"))}
+
+
+def test_helper_draws_the_same_pngs_as_in_process(tmp_path):
+    data = _data(tmp_path)
+    result = _run(data, tmp_path / "helper")
+    in_process = result.write(tmp_path / "here")  # no helper: drawn in this process
+    got, want = _pngs(tmp_path / "helper"), _pngs(in_process)
+    assert set(got) == {"loss_by_class.png", "mean_loss_by_class.png", "mean_loss_by_split.png",
+                        "mean_loss_by_region.png"}
+    assert got == want  # byte for byte
+    md = (tmp_path / "helper" / "report.md").read_text()
+    for name in got:
+        assert f"]({name})" in md
+
+
+def test_a_helper_that_dies_falls_back_to_drawing_here(tmp_path, monkeypatch):
+    real = plot_process.start
+
+    def start_and_kill():
+        helper = real()
+        assert helper is not None
+        helper.close()  # gone before the run draws
+        return helper
+
+    monkeypatch.setattr(plot_process, "start", start_and_kill)
+    _run(_data(tmp_path), tmp_path / "r")
+    assert len(_pngs(tmp_path / "r")) == 4
+
+
+def test_a_helper_failing_to_draw_falls_back_to_drawing_here(tmp_path, monkeypatch):
+    real = plots.write_plots
+    monkeypatch.setattr(plots, "write_plots", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))
+                        if os.getpid() != parent else real(*a, **k))
+    parent = os.getpid()
+    _run(_data(tmp_path), tmp_path / "r")
+    assert len(_pngs(tmp_path / "r")) == 4
+
+
+def test_matplotlib_missing_in_the_helper_says_plots_are_off(tmp_path, monkeypatch):
+    def broken() -> None:
+        raise ImportError("no matplotlib here")
+
+    monkeypatch.setattr(plots, "_warm_up", broken)  # inherited by the forked helper
+    _run(_data(tmp_path), tmp_path / "r")
+    assert _pngs(tmp_path / "r") == {}
+    assert "Plots are off: matplotlib is not installed" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_no_helper_process_is_left_behind(tmp_path):
+    helper = plot_process.start()
+    assert helper is not None and helper.available()
+    pid = helper._ch.pid
+    helper.close()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped
