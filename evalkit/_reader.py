@@ -6,7 +6,9 @@ and hold several row groups at once. This reader streams each *task* (one row gr
 run of consecutive small row groups of one file holding at least ``batch_size`` rows) with
 ``iter_batches`` on its own worker thread, so the next tasks decode while the current one
 is consumed, and bounded queues keep memory flat: at most ``workers`` tasks are in flight
-and each buffers at most ``queue_batches`` batches.
+and each buffers at most ``queue_batches`` batches, fewer when batches are big: the
+batches queued by all workers stay within about ``QUEUE_BYTES`` (a batch of 16k rows x
+1000 float32 classes is 64 MiB; four of them per worker would double the peak memory).
 
 Each file's footer is parsed once (by the caller, or here on first use) and handed to every
 task of that file as ``ParquetFile(metadata=...)``: a footer grows with the number of row
@@ -28,6 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 _DONE = object()
+#: Uncompressed bytes of decoded batches the workers may hold queued, all together.
+QUEUE_BYTES = 192 << 20
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,18 @@ class RowGroupReader:
             rgs = part.row_groups if part.row_groups is not None else range(md.num_row_groups)
             yield from ((part, group) for group in group_row_groups(md, rgs, self.batch_size))
 
+    def _queue_depth(self, part: FilePart, rgs: tuple[int, ...] | BaseException) -> int:
+        """Batches a task may queue: ``queue_batches``, fewer for batches of many bytes
+        (estimated from the row groups' uncompressed sizes in the footer)."""
+        md = part.metadata
+        if md is None or isinstance(rgs, BaseException) or not rgs:
+            return self.queue_batches
+        rows = sum(md.row_group(i).num_rows for i in rgs)
+        size = sum(md.row_group(i).total_byte_size for i in rgs)
+        batch_bytes = size / max(rows, 1) * min(self.batch_size, max(rows, 1))
+        budget = QUEUE_BYTES / self.workers
+        return int(max(1, min(self.queue_batches, budget // max(batch_bytes, 1))))
+
     def _work(self, part: FilePart, rgs: tuple[int, ...] | BaseException, out: queue.Queue[Any],
               stop: threading.Event) -> None:
         physical = [c for c in self.columns if c not in part.partition_values]
@@ -181,7 +197,7 @@ class RowGroupReader:
                 return False
             part, rgs = task
             started += 1
-            q: queue.Queue[Any] = queue.Queue(maxsize=self.queue_batches)
+            q: queue.Queue[Any] = queue.Queue(maxsize=self._queue_depth(part, rgs))
             # Daemon threads, one per task in flight: a consumer that never closes this
             # generator (e.g. an exception and an exiting interpreter) cannot block exit.
             threading.Thread(target=self._work, args=(part, rgs, q, stop), daemon=True,

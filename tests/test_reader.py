@@ -118,3 +118,23 @@ def test_rebatch_keeps_rows_and_order():
     out = list(rebatch(iter(pieces), 4))
     assert [b.num_rows for b in out] == [4, 4, 4, 4, 3]
     assert pa.Table.from_batches(out).column("a").to_pylist() == list(range(19))
+
+
+def test_queue_depth_shrinks_for_big_batches():
+    import evalkit._reader as reader
+
+    class _Footer:  # one row group of 100k rows, row_bytes wide (uncompressed)
+        def __init__(self, row_bytes: int) -> None:
+            self.rg = type("Rg", (), {"num_rows": 100_000, "total_byte_size": 100_000 * row_bytes})()
+
+        def row_group(self, i: int):
+            return self.rg
+
+    def depth(row_bytes: int, batch: int) -> int:
+        part = reader.FilePart("f", {}, 1, metadata=_Footer(row_bytes))  # type: ignore[arg-type]
+        rr = reader.RowGroupReader([part], ["p"], pa.schema([]), batch_size=batch,
+                                   open_file=lambda p: p, workers=2, queue_batches=4)
+        return rr._queue_depth(part, (0,))
+
+    assert depth(60, 262_144) == 4  # 10 float32 classes: 6 MB batches, the full queue
+    assert depth(4_000, 16_384) == 1  # 1000 float32 classes: 64 MiB batches, one queued
