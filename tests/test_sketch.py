@@ -203,26 +203,41 @@ def test_confusion_dense_and_sparse_agree(monkeypatch):
     np.testing.assert_allclose(d["mean"], s["mean"], rtol=1e-12)
 
 
-# -- many groups: the key index reuses a repeated dictionary's code -> slot table -----------
+# -- many groups: the key index maps a batch's values to slots by Arrow hashing ---------------
 
 
-def test_dictionary_keys_repeated_dictionary_same_slots_as_plain_strings():
+def test_key_slots_by_value_across_dictionaries_nulls_and_merges():
     from evalkit.aggregate.keys import _KeyIndex
 
     rng = np.random.default_rng(9)
-    values = [f"user{i}" for i in range(300)] + [None]
-    plain, cached = _KeyIndex(("user",), ()), _KeyIndex(("user",), ())
-    d1 = pa.array(values[:300])
-    d2 = pa.array(list(reversed(values[:300])))  # another row group: another dictionary
-    for d in (d1, d1, d1, d2, d2, d1):
-        idx = rng.integers(0, 320, 500)  # codes >= 300: null rows
-        codes = pa.array(np.where(idx < 300, idx, 0), mask=idx >= 300, type=pa.int32())
+    values = [f"user{i}" for i in range(300)]
+    index = _KeyIndex(("user",), ())
+    seen: dict = {}
+    d1 = pa.array(values)
+    d2 = pa.array(list(reversed(values)) + ["late"])  # another row group: another dictionary
+    for d in (d1, d1, d2, pa.array(values[:50]), d1):
+        idx = rng.integers(0, len(d) + 20, 400)  # codes >= len(d): null rows
+        codes = pa.array(np.where(idx < len(d), idx, 0), mask=idx >= len(d), type=pa.int32())
         arr = pa.DictionaryArray.from_arrays(codes, d)
-        lp, sp = plain.encode([arr.cast(pa.string())], 500)
-        lc, sc = cached.encode([arr], 500)
-        got_plain = [plain.keys[s] for s in sp[lp]]
-        got_cached = [cached.keys[s] for s in sc[lc]]
-        assert got_plain == got_cached == [(v,) for v in arr.cast(pa.string()).to_pylist()]
-    assert cached._lut is not None and (cached._lut >= 0).sum() > 150
-    copy = cached.copy()
-    assert copy._lut is None  # a copy never shares the mutable table
+        for col in (arr, arr.cast(pa.string())):  # dictionary-typed and plain
+            local, slots = index.encode([col], 400)
+            got = [index.keys[s] for s in slots[local]]
+            assert got == [(v,) for v in arr.cast(pa.string()).to_pylist()]
+            for key, s in zip(got, slots[local].tolist(), strict=True):
+                assert seen.setdefault(key, s) == s  # a key keeps its slot
+    assert len(index) == len(seen) == len(set(seen))  # only the values that occur
+    # Keys that arrive by merge (Python side) are found by value afterwards.
+    other = _KeyIndex(("user",), ())
+    other.encode([pa.array(["m1", "user3", None])], 3)
+    remap = index.merge_from(other)
+    assert [index.keys[s] for s in remap] == [("m1",), ("user3",), (None,)]
+    local, slots = index.encode([pa.array(["m1", "user3", "new"])], 3)
+    assert [index.keys[s] for s in slots[local]] == [("m1",), ("user3",), ("new",)]
+    assert slots[local][:2].tolist() == [remap[0], remap[1]]
+    # Integers take the same path; copies and pickles rebuild the value cache lazily.
+    ints = _KeyIndex(("k",), ())
+    ints.encode([pa.array([5, 7, None, 5])], 4)
+    again = pickle.loads(pickle.dumps(ints))
+    local, slots = again.encode([pa.array([7, 9, 5])], 3)
+    assert [again.keys[s] for s in slots[local]] == [(7,), (9,), (5,)]
+    assert len(again) == 4

@@ -83,18 +83,18 @@ class _KeyIndex:
         self.dict_order: list[dict[Any, int]] = [{} for _ in range(ncol)]
         # Last dictionary registered per column; lets same-dictionary batches skip the Python walk.
         self._last_dict: list[pa.Array | None] = [None] * ncol
-        # One key column arriving dictionary-typed: dictionary code -> slot (-1: not yet
-        # known; the last entry is null) for the last dictionary seen. Batches of one row
-        # group share their dictionary, so 200k users cost a Python look-up once, not per batch.
-        self._lut_dict: pa.Array | None = None
-        self._lut: np.ndarray | None = None
+        # One key column: its values in slot order as Arrow chunks (covering the first
+        # _known_n slots), so a batch's dictionary is mapped to slots by Arrow's hashing
+        # instead of one Python look-up per distinct value (200k users per batch).
+        self._known: list[pa.Array] = []
+        self._known_n = 0
         if ncol == 0:
             self._add(())
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_last_dict"] = [None] * len(self.key_names)
-        state["_lut_dict"] = state["_lut"] = None
+        state["_known"], state["_known_n"] = [], 0
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -140,13 +140,10 @@ class _KeyIndex:
         dicts: list[pa.Array] = []
         radices: list[int] = []
         all_present = True  # every code in [0, radix) is known to occur
-        lut: np.ndarray | None = None
         for i, raw in enumerate(keys):
             col = _as_array(raw)
             if len(col) != n:
                 raise ValueError(f"key {self.key_names[i]!r} has length {len(col)}, expected {n}")
-            if len(keys) == 1 and pa.types.is_dictionary(col.type):
-                lut = self._slot_lut(col.dictionary)
             if pa.types.is_dictionary(col.type):
                 enc = col
                 if i in self.dict_ordered:
@@ -194,13 +191,10 @@ class _KeyIndex:
                 rep[local] = np.arange(n)
                 digits = [ind[rep].astype(np.int64) for ind in idxs]
 
-        known = None
-        if lut is not None:
-            known = lut[digits[0]]
-            todo = np.flatnonzero(known < 0)
-            if not len(todo):
-                return local, known
-            digits = [digits[0][todo]]
+        if len(dicts) == 1:
+            by_value = self._slots_by_value(dicts[0], digits[0])
+            if by_value is not None:
+                return local, by_value
         columns = []
         for d, dgt in zip(dicts, digits, strict=True):
             take = pa.array(dgt, mask=dgt >= len(d))
@@ -213,19 +207,60 @@ class _KeyIndex:
         for j, key in enumerate(zip(*columns, strict=True)):
             s = slot_of.get(key)
             slots[j] = self._add(key) if s is None else s
-        if lut is not None and known is not None:
-            lut[digits[0]] = slots
-            known[todo] = slots
-            return local, known
         return local, slots
 
-    def _slot_lut(self, d: pa.Array) -> np.ndarray:
-        """The code -> slot table of dictionary ``d`` (reused while the dictionary repeats)."""
-        last = self._lut_dict
-        if self._lut is None or last is None or not (last is d or last.equals(d)):
-            self._lut = np.full(len(d) + 1, -1, dtype=np.int64)
-            self._lut_dict = d
-        return self._lut
+    def _slots_by_value(self, d: pa.Array, codes: np.ndarray) -> np.ndarray | None:
+        """Slots of the dictionary codes ``codes`` (``len(d)``: null) of a one-column key,
+        new values getting new slots; None for value types left to the Python path.
+
+        The known values (slot order) followed by ``d`` are dictionary-encoded by Arrow: a
+        known value's index is its first occurrence, i.e. its slot, and new values get the
+        next indices in order of appearance, i.e. the slots they are added under. Cost: one
+        hash pass over known + new values per batch, instead of a Python dict look-up per
+        distinct value (the batches of a high-cardinality column each bring a dictionary).
+        """
+        t = d.type
+        if d.null_count or not (pa.types.is_string(t) or pa.types.is_large_string(t)
+                                or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+                                or pa.types.is_integer(t)):
+            return None
+        known = self._known_values(t)
+        if known is None:
+            return None
+        nk = len(known)
+        codes = np.asarray(codes, dtype=np.int64)
+        valued = codes < len(d)
+        present = d.take(pa.array(codes[valued])) if not valued.all() else d.take(pa.array(codes))
+        # null_encoding="encode": a known null key keeps its index (its slot) too.
+        enc = pc.dictionary_encode(pa.concat_arrays([known, present]) if nk else present,
+                                   null_encoding="encode")
+        out = np.empty(len(codes), dtype=np.int64)
+        out[valued] = enc.indices.slice(nk).to_numpy(zero_copy_only=False)
+        fresh = enc.dictionary.slice(nk)
+        if len(fresh):
+            for v in fresh.to_pylist():
+                self._add((v,))
+            self._known.append(fresh)
+            self._known_n += len(fresh)
+        if not valued.all():  # the null key (code len(d))
+            s = self.slot_of.get((None,))
+            out[~valued] = self._add((None,)) if s is None else s
+        return out
+
+    def _known_values(self, t: pa.DataType) -> pa.Array | None:
+        """The values of slots ``0 .. len(self)-1`` as one Arrow array of type ``t`` (keys
+        added by other paths converted once), or None if they cannot all be of type ``t``."""
+        if self._known and self._known[0].type != t:
+            return None
+        if self._known_n < len(self.keys):
+            try:
+                self._known.append(pa.array([k[0] for k in self.keys[self._known_n:]], type=t))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                return None
+            self._known_n = len(self.keys)
+        if len(self._known) > 1:
+            self._known = [pa.concat_arrays(self._known)]
+        return self._known[0] if self._known else pa.array([], type=t)
 
     def merge_from(self, other: _KeyIndex) -> np.ndarray:
         """Absorb ``other``'s keys; returns the map other-slot -> self-slot."""
@@ -255,7 +290,7 @@ class _KeyIndex:
         new.types = list(self.types)
         new.dict_order = [dict(o) for o in self.dict_order]
         new._last_dict = [None] * len(self.key_names)
-        new._lut_dict = new._lut = None
+        new._known, new._known_n = [], 0
         return new
 
     def _column_array(self, i: int) -> pa.Array:
