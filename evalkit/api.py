@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from . import pipeline
 from .config import EvalConfig
 from .engines.base import Grouping
-from .errors import UsageError
+from .errors import UsageError, option
 from .io import AtomicDir, write_table, write_text
 from .layout import Layout
 from .pipeline import PROGRESS
@@ -302,7 +302,7 @@ def run(config: EvalConfig, *, progress: PROGRESS | None = None) -> tuple[EvalRe
     if not config.input:
         raise UsageError("no input given")
     if not config.out:
-        raise UsageError("no output directory given (--out)")
+        raise UsageError(f"no output directory given ({option('out')})")
     out = Path(config.out)
     spool_parent = AtomicDir(out, overwrite=config.overwrite).prepare()
     inputs: Any = config.input[0] if len(config.input) == 1 else config.input

@@ -59,7 +59,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 import traceback
 
                 traceback.print_exc()
-            _err(f"error: {exc}")
+            _err(f"error: {exc.cli_text()}")
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             _err("interrupted: no report was written (any previous report is intact)")

@@ -54,7 +54,7 @@ import pandas as pd
 
 from ._version import __version__
 from .compare_report import STATUS_ORDER, _render_markdown, _sorted_for_reading
-from .errors import CompareError, UsageError
+from .errors import CompareError, UsageError, option
 from .gates import GateFailure
 from .inference import bootstrap_diff_ci, paired_ci, t_quantile, welch_ci
 from .io import file_provenance
@@ -396,8 +396,8 @@ def _check_match(b: _Run, c: _Run, allow: bool) -> tuple[list[str], list[str]]:
     if mismatches and not allow:
         raise CompareError(
             f"cannot compare {b.source} with {c.source}: " + "; ".join(mismatches)
-            + ". Losses on different terms are not comparable; pass --allow-mismatch "
-              "(allow_mismatch=True) to compare anyway")
+            + f". Losses on different terms are not comparable; pass {option('allow_mismatch', True)} "
+              "to compare anyway")
     notes = []
     for key in ("sum_tol", "renormalize", "weight"):
         vb, vc = b.metadata.get(key), c.metadata.get(key)

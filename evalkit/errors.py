@@ -35,8 +35,70 @@ EXIT_GATE = 5
 EXIT_INTERRUPTED = 130
 
 
+# -- naming a setting in a message ------------------------------------------------------
+#
+# A hint such as "pass --on KEY" is right at the command line and wrong from Python, where
+# the same setting is the keyword ``on="KEY"``. Messages therefore name settings through
+# option(), which leaves a marker; str(error) spells it for Python callers and
+# EvalkitError.cli_text() for the command line. This is the one home of that wording.
+
+_OPT_START, _OPT_END = "\x1e", "\x1f"
+_NO_VALUE = object()
+
+
+def option(name: str, value: Any = _NO_VALUE, *, meta: str | None = None) -> str:
+    """Name the setting ``name`` (a config key) in an error message.
+
+    ``value`` is a Python value (``True``, ``"id"``, ``["a", "b"]``) and ``meta`` a
+    placeholder (``"KEY"``): ``option("on", meta="KEY")`` reads ``--on KEY`` at the command
+    line and ``on="KEY"`` from Python; ``option("renormalize", True)`` reads
+    ``--renormalize`` / ``renormalize=True``.
+    """
+    import json
+
+    payload = json.dumps([name, None if value is _NO_VALUE else value, meta, value is _NO_VALUE])
+    return f"{_OPT_START}{payload}{_OPT_END}"
+
+
+def render_options(message: str, *, cli: bool) -> str:
+    """Spell the settings named by :func:`option` in ``message`` for the CLI or for Python."""
+    if _OPT_START not in message:
+        return message
+    import json
+    import re
+
+    def spell(m: re.Match[str]) -> str:
+        name, value, meta, bare = json.loads(m.group(1))
+        if cli:
+            flag = "--" + name.replace("_", "-")
+            if value is True:
+                return flag
+            if value is False:
+                return "--no-" + name.replace("_", "-")
+            if bare and meta is None:
+                return flag
+            shown = meta if meta is not None else (
+                ",".join(map(str, value)) if isinstance(value, list) else str(value))
+            return f"{flag} {_shell_quote(shown)}" if meta is None else f"{flag} {shown}"
+        if bare and meta is None:
+            return f"{name}=..."
+        return f"{name}={json.dumps(meta) if meta is not None else repr(value)}"
+
+    return re.sub(re.escape(_OPT_START) + "(.*?)" + re.escape(_OPT_END), spell, message)
+
+
+def _shell_quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
 class EvalkitError(Exception):
-    """Base class of every error evalkit raises on purpose."""
+    """Base class of every error evalkit raises on purpose.
+
+    ``str(error)`` is the message for Python callers; :meth:`cli_text` the same message with
+    settings spelled as command-line flags.
+    """
 
     exit_code: int = EXIT_INPUT
 
@@ -45,7 +107,11 @@ class EvalkitError(Exception):
         self.message = message
 
     def __str__(self) -> str:
-        return self.message
+        return render_options(self.message, cli=False)
+
+    def cli_text(self) -> str:
+        """The message with settings spelled as flags (``--on KEY``), for the CLI."""
+        return render_options(self.message, cli=True)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Subclasses take one message argument; keep that so errors pickle across Dask workers.

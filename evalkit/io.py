@@ -34,6 +34,7 @@ from .errors import (
     OutputExistsError,
     SchemaDriftError,
     missing_column,
+    option,
 )
 
 PathLike = str | os.PathLike[str]
@@ -578,12 +579,13 @@ class AtomicDir:
                 entries = [e.name for e in t.iterdir()]
                 is_report = any(m in entries for m in REPORT_MARKERS)
                 if is_report and not self.overwrite:
-                    raise OutputExistsError(f"{t}: already holds a report; pass --overwrite to replace it")
+                    raise OutputExistsError(f"{t}: already holds a report; pass {option('overwrite', True)} "
+                                            "to replace it")
                 if entries and not is_report:
                     # --overwrite replaces a report, never a directory of other files.
                     raise OutputExistsError(
                         f"{t}: directory is not empty ({len(entries)} entries) and holds no evalkit "
-                        "report; choose another --out"
+                        f"report; choose another {option('out')}"
                     )
         except OSError as exc:
             raise OutputError(f"{t}: cannot use as the output directory ({exc.strerror or exc})") from None

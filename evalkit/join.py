@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import JoinError, sample_rows
+from .errors import JoinError, option, sample_rows
 from .validate import Problem
 
 
@@ -95,7 +95,7 @@ class LabelIndex:
         if unmatched.any():
             problems.append(Problem("unmatched_prediction_key", JoinError,
                                     f"keys on {', '.join(self.on)} with no row in the labels input {self.source}"
-                                    " (pass --unmatched drop to drop them)",
+                                    f" (pass {option('unmatched', 'drop')} to drop them)",
                                     unmatched, keys))
         matched = position[~unmatched]
         dup = np.zeros(len(position), dtype=bool)

@@ -44,6 +44,7 @@ from .errors import (
     JoinError,
     UsageError,
     missing_column,
+    option,
     sample_rows,
 )
 from .io import (
@@ -119,7 +120,8 @@ def load_labels(labels: Any, cfg: EvalConfig) -> tuple[LabelIndex | None, pa.Sch
     if labels is None:
         return None, None
     if not cfg.on:
-        raise UsageError("a separate labels input needs the key column(s) to join on (--on)")
+        raise UsageError("a separate labels input needs the key column(s) to join on "
+                         f"({option('on', meta='KEY')})")
     src, _, _ = as_source(labels, "labels")
     schema = src.schema
     for c in cfg.on:
@@ -217,7 +219,7 @@ def check_gated_groupings(cfg: EvalConfig, groupings: Sequence[Grouping]) -> Non
     if unknown:
         raise ConfigError(
             f"gates: no grouping {unknown[0]!r} in this run; groupings are "
-            f"{', '.join(g.name for g in groupings)} (add it with --by / 'by:')"
+            f"{', '.join(g.name for g in groupings)} (add it with {option('by')})"
         )
 
 
@@ -385,7 +387,7 @@ def check_unmatched_labels(
     if n and cfg.unmatched != "drop":
         raise JoinError(
             f"{index.source}: label keys on {', '.join(cfg.on)} with no prediction row in "
-            f"{source.label} (pass --unmatched drop to ignore them): {sample_rows(unmatched, 0, index._key_values(unmatched))}"
+            f"{source.label} (pass {option('unmatched', 'drop')} to ignore them): {sample_rows(unmatched, 0, index._key_values(unmatched))}"
         )
     if n:
         state.skipped["unmatched_label_key"] = n

@@ -64,7 +64,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import CorruptFileError, MissingDependencyError, UsageError
+from ..errors import CorruptFileError, MissingDependencyError, UsageError, option
 from ..io import RowWriter, Source, _short
 from ..join import LabelIndex
 from .base import DuplicateAcrossPartitions, EvalState, Plan, consume
@@ -346,7 +346,7 @@ def run_dask(
         ):
             raise UsageError(
                 f"{source.label}: memory:// files live in this process only and Dask workers "
-                "run in other processes; use --engine local, an in-process cluster, or file:// "
+                f"run in other processes; use {option('engine', 'local')}, an in-process cluster, or file:// "
                 "paths / object storage"
             )
         run_id = uuid.uuid4().hex[:12]
