@@ -51,7 +51,7 @@ def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option("--predictions", "-p", multiple=True,
                      help="Prediction column(s): several class columns, one list column, or one "
-                          "binary P(class 1) column. Repeatable."),
+                          "binary P(class 1) column. Repeatable, or comma-separated: -p a,b,c."),
         click.option("--prefix", help="Prefix of wide prediction columns, e.g. prob_ (class names are the suffixes)."),
         click.option("--logits/--probs", "logits", default=None,
                      help="Predictions are raw logits / probabilities (default: detect from names)."),
@@ -67,6 +67,9 @@ def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+_COMMA_LISTS = ("predictions", "targets", "keys", "on")
+
+
 def _config_from_flags(config_file: str | None, flags: dict[str, Any]) -> Any:
     from .config import EvalConfig
 
@@ -76,6 +79,10 @@ def _config_from_flags(config_file: str | None, flags: dict[str, Any]) -> Any:
         if v is None or v == () or v == []:
             continue
         clean[k] = list(v) if isinstance(v, tuple) else v
+    for k in _COMMA_LISTS:
+        # `-p a,b,c` works like `-p a -p b -p c`, as `predictions: a,b,c` does in a config file.
+        if k in clean:
+            clean[k] = [c.strip() for item in clean[k] for c in item.split(",") if c.strip()]
     if "classes" in clean:
         clean["classes"] = [c.strip() for c in clean["classes"].split(",") if c.strip()]
     cfg.update(clean, source="command line")

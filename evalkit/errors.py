@@ -43,6 +43,8 @@ EXIT_INTERRUPTED = 130
 # EvalkitError.cli_text() for the command line. This is the one home of that wording.
 
 _OPT_START, _OPT_END = "\x1e", "\x1f"
+#: Boolean settings whose flags are not --name / --no-name.
+_BOOL_FLAGS = {"logits": ("--logits", "--probs"), "write_rows": ("--rows", "--no-rows")}
 _NO_VALUE = object()
 
 
@@ -71,10 +73,11 @@ def render_options(message: str, *, cli: bool) -> str:
         name, value, meta, bare = json.loads(m.group(1))
         if cli:
             flag = "--" + name.replace("_", "-")
+            on, off = _BOOL_FLAGS.get(name, (flag, "--no-" + name.replace("_", "-")))
             if value is True:
-                return flag
+                return on
             if value is False:
-                return "--no-" + name.replace("_", "-")
+                return off
             if bare and meta is None:
                 return flag
             shown = meta if meta is not None else (
@@ -82,7 +85,7 @@ def render_options(message: str, *, cli: bool) -> str:
             return f"{flag} {_shell_quote(shown)}" if meta is None else f"{flag} {shown}"
         if bare and meta is None:
             return f"{name}=..."
-        return f"{name}={json.dumps(meta) if meta is not None else repr(value)}"
+        return f"{name}={meta if meta is not None else repr(value)}"
 
     return re.sub(re.escape(_OPT_START) + "(.*?)" + re.escape(_OPT_END), spell, message)
 

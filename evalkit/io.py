@@ -45,6 +45,23 @@ def _has_glob(s: str) -> bool:
     return any(ch in s for ch in "*?[")
 
 
+def _not_data(name: str) -> bool:
+    """Files a writer leaves beside its data: Spark / Hadoop's ``_SUCCESS``, ``.part-*.crc``
+    checksums, hidden and temporary files. Skipped in directories and globs alike."""
+    return name.startswith((".", "_")) or name.endswith(".crc")
+
+
+def _glob_base(pattern: str) -> str:
+    """The directory a glob starts from: its longest prefix of plain directory names."""
+    parts = Path(pattern).parts
+    static: list[str] = []
+    for part in parts[:-1]:
+        if _has_glob(part):
+            break
+        static.append(part)
+    return str(Path(*static)) if static else "."
+
+
 def _is_url(s: str) -> bool:
     return "://" in s and not s.startswith("file://")
 
@@ -304,9 +321,11 @@ def expand_paths(path: PathLike | Sequence[PathLike]) -> list[str]:
         if _is_url(s):
             out.append(s)
         elif _has_glob(s):
-            matches = sorted(_glob.glob(s, recursive=True))
+            found = sorted(_glob.glob(s, recursive=True))
+            matches = [m for m in found if not _not_data(os.path.basename(m))]
             if not matches:
-                raise EmptyInputError(f"{s}: the glob matches no file")
+                raise EmptyInputError(f"{s}: the glob matches no file" if not found else
+                                      f"{s}: the glob matches no data file (only {', '.join(found[:3])})")
             out.extend(matches)
         else:
             if not os.path.exists(s):
@@ -334,6 +353,7 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
     filesystem = None
     if any(_is_url(p) for p in paths):
         filesystem, paths = _fsspec_paths(paths)
+    files_root = False  # root is the base of a file list (a glob), not a directory to scan
     try:
         root: str | None = None
         if len(paths) == 1 and (filesystem is None and os.path.isdir(paths[0])):
@@ -347,12 +367,15 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
             for p in paths:
                 if filesystem is None and os.path.isdir(p):
                     files.extend(sorted(str(f) for f in Path(p).rglob("*") if f.is_file()
-                                        and not f.name.startswith((".", "_"))))
+                                        and not any(_not_data(part) for part in f.relative_to(p).parts)))
                 else:
                     files.append(p)
             if not files:
                 raise EmptyInputError(f"{label}: no Parquet file found")
-            dataset = ds.dataset(files, format=parquet_format(), filesystem=filesystem)
+            root = _hive_glob_root(path, files) if filesystem is None else None
+            files_root = root is not None
+            dataset = ds.dataset(files, format=parquet_format(), filesystem=filesystem,
+                                 partitioning="hive" if root is not None else None, partition_base_dir=root)
     except _READ_ERRORS as exc:
         raise _open_error(label, exc) from None
     files = list(dataset.files)  # type: ignore[attr-defined]
@@ -374,15 +397,32 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
     if extra:
         merged = pa.schema(list(dataset.schema) + extra)
         try:
-            if root is not None:
+            if root is not None and not files_root:
                 dataset = ds.dataset(root, format=parquet_format(), partitioning="hive",
                                      filesystem=filesystem, schema=merged)  # type: ignore[arg-type]
             else:
                 dataset = ds.dataset(files, format=parquet_format(), filesystem=filesystem,  # type: ignore[arg-type]
-                                     schema=merged)
+                                     schema=merged, partitioning="hive" if root is not None else None,
+                                     partition_base_dir=root)
         except _READ_ERRORS as exc:
             raise CorruptFileError(f"{label}: not a readable Parquet dataset ({_short(exc)})") from None
     return Source(label, dataset, files, filesystem, root)
+
+
+def _hive_glob_root(path: PathLike | Sequence[PathLike], files: Sequence[str]) -> str | None:
+    """For one glob whose files lie under ``key=value/`` directories (``out/*/*.parquet``), the
+    directory the partitions start from, so the partition columns are kept as for a directory."""
+    if not isinstance(path, str | os.PathLike) or not _has_glob(os.fspath(path)):
+        return None
+    base = _glob_base(os.fspath(path).removeprefix("file://"))
+    for f in files:
+        try:
+            rel = Path(f).relative_to(base)
+        except ValueError:
+            return None
+        if not any("=" in part for part in rel.parts[:-1]):
+            return None
+    return base
 
 
 def _open_error(label: str, exc: BaseException) -> CorruptFileError:

@@ -15,8 +15,39 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import JoinError, option, sample_rows
+from .errors import JoinError, UsageError, option, sample_rows
+from .layout import KEY_NAMES, LABEL_NAMES
 from .validate import Problem
+
+
+def _key_like(t: pa.DataType) -> bool:
+    t = t.value_type if pa.types.is_dictionary(t) else t  # type: ignore[attr-defined]
+    return (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+            or pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t))
+
+
+def infer_join_key(predictions: pa.Schema, labels: pa.Schema, pred_source: str, label_source: str) -> list[str]:
+    """The one column a predictions and a labels input plausibly join on.
+
+    Plausible: in both inputs, of integer or string type, and not a label column. When
+    several are plausible, the one conventional key name among them (``id``, ``row_id``...)
+    wins. Raises :class:`~evalkit.errors.UsageError` naming the candidates otherwise.
+    """
+    label_fields = {f.name: f.type for f in labels}
+    shared = [f.name for f in predictions if f.name in label_fields]
+    plausible = [c for c in shared if c not in LABEL_NAMES and _key_like(predictions.field(c).type)
+                 and _key_like(label_fields[c])]
+    if len(plausible) > 1:
+        named = [c for c in plausible if c in KEY_NAMES]
+        plausible = named if len(named) == 1 else plausible
+    if len(plausible) == 1:
+        return plausible
+    found = (f"they share the columns {', '.join(plausible)}" if plausible
+             else f"they share no integer or string column (shared: {', '.join(shared) or 'none'})")
+    raise UsageError(
+        f"cannot tell which column joins {pred_source} to the labels {label_source}: {found}; "
+        f"name the key with {option('on', meta='KEY')}"
+    )
 
 
 def _plain(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -57,6 +88,10 @@ class LabelIndex:
             )
         self._codes_arr = pa.array(codes)
         self.seen = np.zeros(labels.num_rows, dtype=bool)
+
+    def head(self, n: int, columns: Sequence[str]) -> pa.Table:
+        """The first ``n`` label rows of some columns (like :meth:`evalkit.io.Source.head`)."""
+        return self.table.select(list(columns)).slice(0, n)
 
     def _key_values(self, mask: np.ndarray) -> list[object]:
         idx = np.flatnonzero(mask)[:5]

@@ -21,7 +21,7 @@ labels (or a target matrix), reporting bad rows as :class:`~evalkit.validate.Pro
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -36,15 +36,22 @@ from .errors import (
     LayoutError,
     ListLengthError,
     missing_column,
+    option,
 )
-from .validate import Problem
+from .validate import Problem, logits_hint
 
 PROB_PREFIXES = ("prob_", "proba_", "probs_", "probability_", "p_", "score_", "pred_")
 LOGIT_PREFIXES = ("logit_", "logits_")
 TARGET_PREFIXES = ("target_", "onehot_", "true_", "y_true_")
-LIST_PROB_NAMES = ("probs", "probabilities", "proba", "prob", "predictions", "scores", "y_prob", "y_pred")
+# ``probability`` is the list column Spark ML's classifiers write (after vector_to_array).
+LIST_PROB_NAMES = ("probs", "probabilities", "probability", "proba", "prob", "predictions", "scores", "y_prob",
+                   "y_pred", "y_proba", "predict_proba")
 LIST_LOGIT_NAMES = ("logits", "logit")
-BINARY_NAMES = ("prob", "probability", "proba", "p1", "score", "y_prob", "y_score", "prob_1", "p_1")
+BINARY_NAMES = ("prob", "probability", "proba", "p1", "score", "y_prob", "y_score", "y_proba", "prob_1", "p_1",
+                "pred", "predict_proba")
+BINARY_LOGIT_NAMES = ("logit", "logits", "y_logit", "log_odds")
+#: Fields of a Spark ML vector (VectorUDT) as Spark writes it to Parquet.
+SPARK_VECTOR_FIELDS = {"type", "size", "indices", "values"}
 LABEL_NAMES = ("label", "labels", "y", "y_true", "target", "targets", "true_label", "class", "gold", "ground_truth")
 KEY_NAMES = ("id", "row_id", "example_id", "sample_id", "key", "uid", "uuid", "idx")
 SPLIT_NAMES = ("split",)
@@ -201,8 +208,8 @@ class Layout:
         if unknown.any():
             values = _LazyValues(col)  # only the few rows a message shows
             problems.append(Problem("unknown_label", LabelError,
-                                    f"unknown class name (classes are {_short_list(self.classes)})",
-                                    unknown, values))
+                                    f"unknown class name (classes are {_short_list(self.classes)}"
+                                    f"{self._classes_hint(col)})", unknown, values))
         y[y < 0] = 0
         return y
 
@@ -236,6 +243,24 @@ class Layout:
         return y
 
 
+    def _classes_hint(self, labels: pa.Array | pa.ChunkedArray) -> str:
+        """When the predictions only number their classes (a list or binary column) but the
+        labels are names, say how to name the classes."""
+        if not all(c.lstrip("-").isdigit() for c in self.classes):
+            return ""
+        if pa.types.is_dictionary(labels.type):
+            names = labels.dictionary.to_pylist()  # type: ignore[union-attr]
+        else:
+            names = pc.unique(labels.drop_null()).to_pylist()
+        names = sorted(str(v) for v in names if v is not None)
+        value = names if len(names) == self.n_classes else None
+        spelled = (option("classes", value) if value is not None
+                   else option("classes", meta=",".join(f"name{i}" for i in range(min(self.n_classes, 3)))
+                               + (",..." if self.n_classes > 3 else "")))
+        return (f"; the prediction column {self.pred_columns[0]!r} does not name its classes: name them "
+                f"in class-index order (scikit-learn's model.classes_, sorted) with {spelled}")
+
+
 class _LazyValues:
     """Python values of an Arrow array, converted only for the rows a message shows."""
 
@@ -266,11 +291,13 @@ def _binary_problems(arr: pa.Array | pa.ChunkedArray, name: str, from_logits: bo
     problems = [Problem(f"nonfinite_{'logit' if from_logits else 'probability'}",
                         InvalidProbabilityError, f"NaN or infinite {what} in {name}", nonfinite, p1)]
     if not from_logits:
+        finite = p1[np.isfinite(p1)]
+        hint = logits_hint(float(finite.min()), float(finite.max())) if len(finite) else ""
         with np.errstate(invalid="ignore"):
             problems.append(Problem("negative_probability", InvalidProbabilityError,
-                                    f"negative probabilities in {name}", p1 < 0, p1))
+                                    f"negative probabilities in {name}{hint}", p1 < 0, p1))
             problems.append(Problem("probability_above_one", InvalidProbabilityError,
-                                    f"probabilities greater than 1 in {name}", p1 > 1, p1))
+                                    f"probabilities greater than 1 in {name}{hint}", p1 > 1, p1))
     return [p for p in problems if p.mask.any()]
 
 
@@ -347,6 +374,31 @@ def _list_matrix(arr: pa.Array | pa.ChunkedArray, k: int) -> np.ndarray:
 # -- detection -------------------------------------------------------------------------
 
 
+#: Sample of label values, by column (distinct values of the first rows), used to detect
+#: prediction columns named after the classes.
+LabelSample = Callable[[str], Sequence[str]]
+
+
+#: Rows read to sample a label column's values.
+LABEL_SAMPLE_ROWS = 65_536
+
+
+def label_sampler(head: Callable[[int, Sequence[str]], pa.Table]) -> LabelSample:
+    """A :data:`LabelSample` over ``head(n, columns)`` (e.g. :meth:`evalkit.io.Source.head`):
+    the distinct non-null values of a column's first rows, read once per column."""
+    cache: dict[str, list[str]] = {}
+
+    def sample(column: str) -> list[str]:
+        if column not in cache:
+            col = head(LABEL_SAMPLE_ROWS, [column]).column(0)
+            if pa.types.is_dictionary(col.type):
+                col = col.cast(col.type.value_type)  # type: ignore[attr-defined]
+            cache[column] = [v for v in pc.unique(col.drop_null()).to_pylist()][:10_000]
+        return cache[column]
+
+    return sample
+
+
 @dataclass
 class LayoutSpec:
     """What the user declared (any field may be None: then it is detected)."""
@@ -396,19 +448,40 @@ def detect_layout(
     label_schema: pa.Schema | None = None,
     source: str = "input",
     first_batch: pa.RecordBatch | None = None,
+    label_sample: LabelSample | None = None,
 ) -> Layout:
     """Resolve a :class:`Layout` from a schema and what the user declared.
 
     ``label_schema`` is the schema of a separate labels input, if any (label columns are then
     looked up there). ``first_batch`` lets variable-length list columns reveal K.
+    ``label_sample(column)`` gives the distinct values of the first rows of a label column:
+    it lets float columns named after the label values (``setosa``, ``versicolor``, ...) be
+    found as the prediction columns, and names the positive class of a single ``p_benign``.
+
+    Raises :class:`~evalkit.errors.LayoutError`, :class:`~evalkit.errors.MissingColumnError`,
+    :class:`~evalkit.errors.ColumnTypeError` or :class:`~evalkit.errors.ListLengthError`
+    when the layout cannot be detected or contradicts what was declared.
     """
     spec = spec or LayoutSpec()
     names = list(schema.names)
     label_names = list(label_schema.names) if label_schema is not None else names
     notes: list[str] = []
-
-    kind, pred_cols, from_logits, classes = _detect_predictions(schema, spec, source, first_batch, notes)
     lschema = label_schema if label_schema is not None else schema
+    label_guess = spec.label or next((c for c in LABEL_NAMES if c in label_names), None)
+
+    def label_values() -> list[str]:
+        if (label_guess is None or label_sample is None or spec.targets or spec.target_prefix
+                or label_guess not in lschema.names):
+            return []
+        t = _value_type(lschema.field(label_guess).type)
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or _is_numeric(t)
+                or pa.types.is_boolean(t)):
+            return []
+        return [_class_text(v) for v in label_sample(label_guess)]
+
+    kind, pred_cols, from_logits, classes = _detect_predictions(
+        schema, spec, source, first_batch, notes, label_values=label_values,
+        reserved={label_guess, *(spec.keys or ()), spec.weight} - {None})  # type: ignore[arg-type]
     if spec.targets or spec.target_prefix:
         label_kind, label_cols = _declared_targets(spec, lschema, label_names, classes, source)
     else:
@@ -456,7 +529,8 @@ def _detect_label(spec: LayoutSpec, lschema: pa.Schema, label_names: list[str],
                 return "onehot", tuple(tcols[1])
             raise LayoutError(
                 f"{source}: cannot find the label column (looked for {', '.join(LABEL_NAMES)}); "
-                "name it with --label, or give a separate labels file with --labels FILE --on KEY"
+                f"name it with {option('label', meta='COL')}, or give a separate labels input with "
+                f"{option('labels', meta='FILE')} {option('on', meta='KEY')}"
             )
     if label not in label_names:
         raise missing_column(label, "label", label_names, source)
@@ -531,121 +605,234 @@ def _order_by_int_suffix(cols: list[str], prefix: str) -> list[str]:
     return cols
 
 
+def _class_text(value: object) -> str:
+    """A label value as a class name: whole floats (Spark writes labels as 0.0, 1.0) as ints."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, bool):
+        return str(int(value))
+    return str(value)
+
+
+def _is_spark_vector(t: pa.DataType) -> bool:
+    return pa.types.is_struct(t) and {t.field(i).name for i in range(t.num_fields)} >= SPARK_VECTOR_FIELDS  # type: ignore[attr-defined]
+
+
+def _spark_vector_error(source: str, col: str) -> ColumnTypeError:
+    return ColumnTypeError(
+        f"{source}: column {col!r} is an unconverted Spark ML vector (a struct of type, size, "
+        f"indices, values), which holds no per-class values evalkit can read. Convert it before "
+        f"writing: df.withColumn({col!r}, pyspark.ml.functions.vector_to_array({col!r}))"
+    )
+
+
+Predictions = tuple[PredKind, tuple[str, ...], bool, tuple[str, ...]]
+"""kind, prediction columns, from_logits, class names."""
+
+
+@dataclass
+class _Detect:
+    """What detecting the prediction columns works from."""
+
+    schema: pa.Schema
+    spec: LayoutSpec
+    source: str
+    first_batch: pa.RecordBatch | None
+    notes: list[str]
+    label_values: Callable[[], list[str]]
+    reserved: set[str] | frozenset[str]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.schema.names)
+
+    @property
+    def classes(self) -> tuple[str, ...] | None:
+        """Class names declared by the user, if any."""
+        return tuple(str(c) for c in self.spec.classes) if self.spec.classes else None
+
+    def logits(self, detected: bool) -> bool:
+        return detected if self.spec.logits is None else bool(self.spec.logits)
+
+    def type_of(self, col: str) -> pa.DataType:
+        return _value_type(self.schema.field(col).type)
+
+    def is_float(self, col: str) -> bool:
+        """A float column free for predictions (not the label, a key or the weight)."""
+        return col not in self.reserved and _is_float(self.type_of(col))
+
+    def check_type(self, col: str) -> pa.DataType:
+        """The type of a prediction column, which must hold numbers or lists of numbers."""
+        if col not in self.names:
+            raise missing_column(col, "prediction", self.names, self.source)
+        t = self.type_of(col)
+        if _is_spark_vector(t):
+            raise _spark_vector_error(self.source, col)
+        if _is_list(t):
+            inner = t.value_type  # type: ignore[attr-defined]
+            if not _is_numeric(inner):
+                raise ColumnTypeError(f"{self.source}: prediction column {col!r} is a list of {inner}, not numbers")
+        elif not _is_numeric(t):
+            raise ColumnTypeError(
+                f"{self.source}: prediction column {col!r} has type {t}; probabilities must be numeric"
+            )
+        return t
+
+    def list_layout(self, col: str, logits: bool) -> Predictions:
+        return "list", (col,), logits, _list_classes(self.schema, col, self.classes, self.first_batch, self.source)
+
+    def binary_layout(self, col: str, prefix: str, logits: bool) -> Predictions:
+        return "binary", (col,), logits, self.classes or _binary_classes(col, prefix, self.label_values, self.notes)
+
+
 def _detect_predictions(
     schema: pa.Schema,
     spec: LayoutSpec,
     source: str,
     first_batch: pa.RecordBatch | None,
     notes: list[str],
-) -> tuple[PredKind, tuple[str, ...], bool, tuple[str, ...]]:
-    """The prediction columns, their kind, whether they are logits, and the class names:
-    declared columns first, then a declared prefix, then the conventional names."""
+    *,
+    label_values: Callable[[], list[str]] = list,
+    reserved: set[str] | frozenset[str] = frozenset(),
+) -> Predictions:
+    d = _Detect(schema, spec, source, first_batch, notes, label_values, reserved)
     if spec.predictions:
-        return _declared_predictions(schema, spec, source, first_batch)
+        return _declared_columns(d, list(spec.predictions))
     if spec.prefix:
-        return _prefixed_predictions(schema, spec, source)
-    return _conventional_predictions(schema, spec, source, first_batch, notes)
+        return _declared_prefix(d, spec.prefix)
+    return (_by_prefix(d) or _by_list_name(d) or _by_class_names(d) or _by_binary_name(d)
+            or _by_single_prefixed(d) or _undetected(d))
 
 
-def _check_pred_type(schema: pa.Schema, col: str, source: str) -> pa.DataType:
-    """The value type of prediction column ``col``: numbers, or a list of numbers."""
-    names = list(schema.names)
-    if col not in names:
-        raise missing_column(col, "prediction", names, source)
-    t = _value_type(schema.field(col).type)
-    if _is_list(t):
-        inner = t.value_type  # type: ignore[attr-defined]
-        if not _is_numeric(inner):
-            raise ColumnTypeError(f"{source}: prediction column {col!r} is a list of {inner}, not numbers")
-    elif not _is_numeric(t):
-        raise ColumnTypeError(
-            f"{source}: prediction column {col!r} has type {t}; probabilities must be numeric"
-        )
-    return t
-
-
-def _declared_classes(spec: LayoutSpec) -> tuple[str, ...] | None:
-    return tuple(str(c) for c in spec.classes) if spec.classes else None
-
-
-def _declared_predictions(
-    schema: pa.Schema, spec: LayoutSpec, source: str, first_batch: pa.RecordBatch | None,
-) -> tuple[PredKind, tuple[str, ...], bool, tuple[str, ...]]:
-    """``predictions`` named: one list column, one binary column, or one column per class."""
-    declared_classes = _declared_classes(spec)
-    cols = list(spec.predictions or ())
-    types = [_check_pred_type(schema, c, source) for c in cols]
-    logits = bool(spec.logits)
-    if len(cols) == 1 and _is_list(types[0]):
-        return "list", (cols[0],), logits, _list_classes(schema, cols[0], declared_classes, first_batch, source)
+def _declared_columns(d: _Detect, cols: list[str]) -> Predictions:
+    types = [d.check_type(c) for c in cols]
+    logits = bool(d.spec.logits)
     if len(cols) == 1:
-        return "binary", (cols[0],), logits, declared_classes or ("0", "1")
+        return d.list_layout(cols[0], logits) if _is_list(types[0]) else d.binary_layout(cols[0], "", logits)
     if any(_is_list(t) for t in types):
-        raise LayoutError(f"{source}: give either one list column or several class columns, not both")
-    classes = declared_classes or _common_suffix_names(cols)
+        raise LayoutError(f"{d.source}: give either one list column or several class columns, not both")
+    classes = d.classes or _common_suffix_names(cols)
     if len(classes) != len(cols):
-        raise LayoutError(f"{source}: {len(cols)} prediction columns but {len(classes)} class names")
+        raise LayoutError(f"{d.source}: {len(cols)} prediction columns but {len(classes)} class names")
     return "wide", tuple(cols), logits, classes
 
 
-def _prefixed_predictions(
-    schema: pa.Schema, spec: LayoutSpec, source: str,
-) -> tuple[PredKind, tuple[str, ...], bool, tuple[str, ...]]:
-    """``prefix`` named: every column starting with it, ordered by an integer suffix."""
-    assert spec.prefix
-    names = list(schema.names)
-    declared_classes = _declared_classes(spec)
-    cols = [c for c in names if c.startswith(spec.prefix)]
+def _declared_prefix(d: _Detect, prefix: str) -> Predictions:
+    cols = [c for c in d.names if c.startswith(prefix)]
     if not cols:
         raise LayoutError(
-            f"{source}: no column starts with prefix {spec.prefix!r}; columns are: {', '.join(names[:20])}"
+            f"{d.source}: no column starts with prefix {prefix!r}; columns are: {', '.join(d.names[:20])}"
         )
     for c in cols:
-        _check_pred_type(schema, c, source)
-    cols = _order_by_int_suffix(cols, spec.prefix)
-    classes = declared_classes or tuple(c[len(spec.prefix):] for c in cols)
-    logits = bool(spec.logits) or spec.prefix in LOGIT_PREFIXES
+        d.check_type(c)
+    cols = _order_by_int_suffix(cols, prefix)
+    logits = bool(d.spec.logits) or prefix in LOGIT_PREFIXES
     if len(cols) == 1:
-        return "binary", tuple(cols), logits, declared_classes or ("0", "1")
-    return "wide", tuple(cols), logits, classes
+        return d.binary_layout(cols[0], prefix, logits)
+    return "wide", tuple(cols), logits, d.classes or tuple(c[len(prefix):] for c in cols)
 
 
-def _conventional_predictions(
-    schema: pa.Schema, spec: LayoutSpec, source: str, first_batch: pa.RecordBatch | None,
-    notes: list[str],
-) -> tuple[PredKind, tuple[str, ...], bool, tuple[str, ...]]:
-    """Nothing declared: conventional names, logits first (so ``logit_`` is never read as a
-    prob), then list columns, then a binary column."""
-    names = list(schema.names)
-    declared_classes = _declared_classes(spec)
+def _by_prefix(d: _Detect) -> Predictions | None:
+    """Wide columns by a conventional prefix, logits first (``logit_`` is never read as a prob)."""
     for prefixes, is_logits in ((LOGIT_PREFIXES, True), (PROB_PREFIXES, False)):
-        found = _prefixed(schema, prefixes, _is_numeric)
+        found = _prefixed(d.schema, prefixes, _is_numeric)
         if found and len(found[1]) >= 2:
             prefix, cols = found
-            _reject_non_numeric(schema, prefix, source)
+            _reject_non_numeric(d.schema, prefix, d.source)
             cols = _order_by_int_suffix(cols, prefix)
-            logits = is_logits if spec.logits is None else bool(spec.logits)
-            notes.append(f"detected wide columns by prefix {prefix!r}")
-            return "wide", tuple(cols), logits, declared_classes or tuple(c[len(prefix):] for c in cols)
+            d.notes.append(f"detected wide columns by prefix {prefix!r}")
+            return "wide", tuple(cols), d.logits(is_logits), d.classes or tuple(c[len(prefix):] for c in cols)
+    return None
+
+
+def _by_list_name(d: _Detect) -> Predictions | None:
+    """A list column by a conventional name (``probs``, Spark ML's ``probability``...)."""
     for candidates, is_logits in ((LIST_LOGIT_NAMES, True), (LIST_PROB_NAMES, False)):
         for c in candidates:
-            if c in names and _is_list(_value_type(schema.field(c).type)):
-                _check_pred_type(schema, c, source)
-                logits = is_logits if spec.logits is None else bool(spec.logits)
-                return "list", (c,), logits, _list_classes(schema, c, declared_classes, first_batch, source)
-    for c in BINARY_NAMES:
-        if c in names and _is_float(_value_type(schema.field(c).type)):
-            notes.append(f"binary layout: {c!r} read as P(class 1)")
-            return "binary", (c,), bool(spec.logits), declared_classes or ("0", "1")
+            if c in d.names and _is_list(d.type_of(c)):
+                d.check_type(c)
+                return d.list_layout(c, d.logits(is_logits))
+    for c in LIST_PROB_NAMES + LIST_LOGIT_NAMES:
+        if c in d.names and _is_spark_vector(d.type_of(c)):
+            raise _spark_vector_error(d.source, c)
+    return None
+
+
+def _by_class_names(d: _Detect) -> Predictions | None:
+    """Float columns named after the label values: predict_proba saved with
+    ``columns=model.classes_``. Every sampled label value must have its column."""
+    values = set(d.label_values())
+    cols = [c for c in d.names if c in values and d.is_float(c)]
+    if len(cols) >= 2 and values <= set(cols):
+        d.notes.append("detected one column per class, named after the label values")
+        return "wide", tuple(cols), bool(d.spec.logits), d.classes or tuple(cols)
+    return None
+
+
+def _by_binary_name(d: _Detect) -> Predictions | None:
+    """One float column by a conventional name: P(class 1) (``prob``, ``pred``...) or its logit."""
+    for names, is_logits in ((BINARY_NAMES, False), (BINARY_LOGIT_NAMES, True)):
+        for c in names:
+            if c in d.names and d.is_float(c):
+                what = "the logit of class 1" if is_logits else "P(class 1)"
+                d.notes.append(f"binary layout: {c!r} read as {what}")
+                return "binary", (c,), d.logits(is_logits), d.classes or ("0", "1")
+    return None
+
+
+def _by_single_prefixed(d: _Detect) -> Predictions | None:
+    """One prefixed float column (``p_benign``, ``logit_spam``): binary; the suffix names the
+    positive class."""
+    for prefixes, is_logits in ((LOGIT_PREFIXES, True), (PROB_PREFIXES, False)):
+        found = _prefixed(d.schema, prefixes, _is_float)
+        if found and len(found[1]) == 1 and found[1][0] not in d.reserved:
+            prefix, (col,) = found
+            _reject_non_numeric(d.schema, prefix, d.source)  # prob_a stored as text next to prob_b
+            return d.binary_layout(col, prefix, d.logits(is_logits))
+    return None
+
+
+def _undetected(d: _Detect) -> Predictions:
+    """Raise the most useful error when nothing was found."""
+    names = d.names
     for prefix in LOGIT_PREFIXES + PROB_PREFIXES:
         # Class columns that are all of the wrong type (e.g. probabilities stored as strings).
         if sum(1 for n in names if n.startswith(prefix)) >= 2:
-            _reject_non_numeric(schema, prefix, source)
+            _reject_non_numeric(d.schema, prefix, d.source)
+    for f in d.schema:
+        if _is_spark_vector(_value_type(f.type)):
+            raise _spark_vector_error(d.source, f.name)
+    values = d.label_values()
+    matched = [c for c in names if c in set(values) and d.is_float(c)]
+    hint = ""
+    if matched:
+        missing = sorted(set(values) - set(matched))
+        hint = (f" Float columns {', '.join(matched)} are named after label values, but label value(s) "
+                f"{', '.join(missing[:5])} have no column.")
     raise LayoutError(
-        f"{source}: cannot detect the prediction columns. Name them with --predictions COL "
-        f"(repeatable) or --prefix PREFIX; looked for prefixes {', '.join(PROB_PREFIXES + LOGIT_PREFIXES)} "
-        f"and list columns {', '.join(LIST_PROB_NAMES + LIST_LOGIT_NAMES)}. Columns are: {', '.join(names[:20])}"
+        f"{d.source}: cannot detect the prediction columns.{hint} Name them with "
+        f"{option('predictions', meta='COL')} (one list or binary column, or several class columns) or "
+        f"{option('prefix', meta='PREFIX')}; looked for prefixes {', '.join(PROB_PREFIXES + LOGIT_PREFIXES)}, "
+        f"list columns {', '.join(LIST_PROB_NAMES + LIST_LOGIT_NAMES)}, binary columns "
+        f"{', '.join(BINARY_NAMES + BINARY_LOGIT_NAMES)} and float columns named after the label values. "
+        f"Columns are: {', '.join(names[:20])}"
     )
+
+
+def _binary_classes(col: str, prefix: str, label_values: Callable[[], list[str]], notes: list[str]) -> tuple[str, ...]:
+    """Class names of a single P(positive) column: ``p_benign`` against labels {malignant, benign}
+    gives (malignant, benign); ``p_0`` gives (1, 0); otherwise the column is P(class 1)."""
+    suffix = col[len(prefix):] if prefix else ""
+    values = label_values() if suffix else []
+    if suffix and suffix in values and len(set(values)) == 2:
+        other = next(v for v in sorted(set(values)) if v != suffix)
+        notes.append(f"binary layout: {col!r} read as P({suffix})")
+        return (other, suffix)
+    if suffix == "0":
+        notes.append(f"binary layout: {col!r} read as P(class 0)")
+        return ("1", "0")
+    notes.append(f"binary layout: {col!r} read as P(class 1)")
+    return ("0", "1")
 
 
 def _reject_non_numeric(schema: pa.Schema, prefix: str, source: str) -> None:
@@ -659,7 +846,7 @@ def _reject_non_numeric(schema: pa.Schema, prefix: str, source: str) -> None:
                 and not pa.types.is_struct(t):
             raise ColumnTypeError(
                 f"{source}: prediction column {f.name!r} has type {t}; probabilities must be "
-                f"numeric (or name the prediction columns with --predictions / --prefix)"
+                f"numeric (or name the prediction columns with {option('predictions')} / {option('prefix')})"
             )
 
 
@@ -695,5 +882,6 @@ def _list_classes(
             )
         return declared
     if k is None:
-        raise LayoutError(f"{source}: cannot tell the number of classes of list column {col!r}; pass --classes")
+        raise LayoutError(f"{source}: cannot tell the number of classes of list column {col!r}; "
+                          f"name them with {option('classes', meta='a,b,c')}")
     return tuple(str(i) for i in range(k))

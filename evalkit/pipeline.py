@@ -55,8 +55,8 @@ from .io import (
     open_source,
     table_source,
 )
-from .join import LabelIndex
-from .layout import Layout, LayoutSpec, detect_layout
+from .join import LabelIndex, infer_join_key
+from .layout import Layout, LayoutSpec, detect_layout, label_sampler
 
 PROGRESS = Callable[[int, int], None]
 
@@ -109,21 +109,22 @@ def as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
     )
 
 
-def load_labels(labels: Any, cfg: EvalConfig) -> tuple[LabelIndex | None, pa.Schema | None]:
+def load_labels(labels: Any, cfg: EvalConfig, predictions: Source) -> tuple[LabelIndex | None, pa.Schema | None]:
     """The separate labels input (argument, else ``cfg.labels``) read into a join index.
 
-    Returns ``(None, None)`` without one. Raises ``UsageError`` without join keys,
-    ``MissingColumnError`` for a missing key column, ``EmptyInputError`` for no rows.
+    Without join keys, ``cfg.on`` is set to the one plausible key column both inputs share
+    (:func:`evalkit.join.infer_join_key`). Returns ``(None, None)`` without a labels input.
+    Raises ``UsageError`` when no single key is plausible, ``MissingColumnError`` for a
+    missing key column, ``EmptyInputError`` for no rows.
     """
     if labels is None and cfg.labels is not None:
         labels = cfg.labels
     if labels is None:
         return None, None
-    if not cfg.on:
-        raise UsageError("a separate labels input needs the key column(s) to join on "
-                         f"({option('on', meta='KEY')})")
     src, _, _ = as_source(labels, "labels")
     schema = src.schema
+    if not cfg.on:
+        cfg.on = infer_join_key(predictions.schema, schema, predictions.label, src.label)
     for c in cfg.on:
         if c not in schema.names:
             raise missing_column(c, "join key", schema.names, src.label)
@@ -162,7 +163,7 @@ def resolve_inputs(data: Any, labels: Any, cfg: EvalConfig,
                    progress: PROGRESS | None = None) -> Inputs:
     """Open the predictions and load the labels input; tell ``progress`` the row total."""
     source, index, in_memory = as_source(data, "predictions")
-    label_index, label_schema = load_labels(labels, cfg)
+    label_index, label_schema = load_labels(labels, cfg, source)
     if progress is not None and hasattr(progress, "set_total"):
         progress.set_total(source.count_rows())
     return Inputs(source, index, in_memory, label_index, label_schema)
@@ -189,8 +190,10 @@ def detect_input_layout(inputs: Inputs, cfg: EvalConfig) -> Layout:
         label=cfg.label, targets=cfg.targets or None, target_prefix=cfg.target_prefix,
         classes=cfg.classes or None, keys=cfg.keys, weight=cfg.weight,
     )
+    head = inputs.label_index.head if inputs.label_index is not None else inputs.source.head
     return detect_layout(inputs.source.schema, spec, label_schema=inputs.label_schema,
-                         source=inputs.source.label, first_batch=peek(inputs.source))
+                         source=inputs.source.label, first_batch=peek(inputs.source),
+                         label_sample=label_sampler(head))
 
 
 # -- groupings and gates ----------------------------------------------------------------

@@ -20,6 +20,7 @@ from .errors import (
     InvalidProbabilityError,
     ProbabilitySumError,
     TargetSumError,
+    option,
     sample_rows,
 )
 from .scores import ScoreStats
@@ -50,7 +51,7 @@ class Problem:
 
 def score_problems(
     scores: np.ndarray, *, from_logits: bool, sum_tol: float = 1e-3, check_sum: bool = True,
-    stats: ScoreStats | None = None,
+    stats: ScoreStats | None = None, can_renormalize: bool = True, logits_key: str = "logits",
 ) -> list[Problem]:
     """Problems of an (n, K) matrix of probabilities (or logits).
 
@@ -67,6 +68,15 @@ def score_problems(
                 problems.append(
                     Problem("nonfinite_logit", InvalidProbabilityError, "NaN or infinite logits", bad, scores)
                 )
+        elif scores.shape[1] > 1 and scores.min() >= 0 and scores.max() <= 1:
+            row_sum = scores.sum(axis=1, dtype=np.float64)
+            if (np.abs(row_sum - 1.0) <= sum_tol).all():
+                problems.append(Problem(
+                    PROBABILITIES_AS_LOGITS, InvalidProbabilityError,
+                    f"these values were taken as logits but look like probabilities: every row lies in "
+                    f"[0, 1] and sums to 1 (within {sum_tol:g}), and a softmax over probabilities gives a "
+                    f"wrong loss; read them as probabilities with {option(logits_key, False)}; row sums",
+                    np.ones(len(row_sum), dtype=bool), row_sum))
         return problems
     # Summing in the input dtype (float32 for most models) is twice as fast and, against a
     # tolerance of 1e-3, exact enough (pairwise float32 sums of 1000 terms err by ~1e-6).
@@ -81,26 +91,46 @@ def score_problems(
     if lo < 0:
         neg = (scores < 0).any(axis=1) & ~nonfinite
         problems.append(Problem("negative_probability", InvalidProbabilityError,
-                                "negative probabilities", neg, scores))
+                                f"negative probabilities{logits_hint(lo, hi, row_sum, logits_key)}", neg, scores))
     if hi > 1:
         big = (scores > 1).any(axis=1) & ~nonfinite
         problems.append(Problem("probability_above_one", InvalidProbabilityError,
-                                "probabilities greater than 1", big, scores))
+                                f"probabilities greater than 1{logits_hint(lo, hi, row_sum, logits_key)}", big, scores))
     if check_sum:
         off = ~nonfinite & ~(np.abs(row_sum - 1.0) <= sum_tol)
         if off.any():
-            problems.append(
-                Problem(
-                    "probability_sum",
-                    ProbabilitySumError,
-                    f"probability rows do not sum to 1 within {sum_tol:g} "
-                    "(fix the model output, raise --sum-tol, or opt in to --renormalize); "
-                    "row sums",
-                    off,
-                    row_sum,
-                )
-            )
+            # Dividing by the row sum only makes sense for values that are probabilities.
+            divide = (f"with {option('renormalize', True)}" if can_renormalize else "first")
+            fix = (f"fix the model output, raise {option('sum_tol', meta='TOL')}, or divide each row by "
+                   f"its sum {divide}" if lo >= 0 and hi <= 1
+                   else f"values outside [0, 1] are not probabilities{logits_hint(lo, hi, row_sum, logits_key)}")
+            problems.append(Problem("probability_sum", ProbabilitySumError,
+                                    f"probability rows do not sum to 1 within {sum_tol:g} ({fix}); row sums",
+                                    off, row_sum))
     return [p for p in problems if p.mask.any()]
+
+
+#: Reason of a batch of probabilities declared (or detected) as logits: never skipped row by
+#: row, since it is a wrong setting, not bad rows.
+PROBABILITIES_AS_LOGITS = "probabilities_as_logits"
+
+
+def logits_hint(lo: float, hi: float, row_sum: np.ndarray | None = None, logits_key: str = "logits") -> str:
+    """What values outside [0, 1] look like, and the setting that reads them right."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return ""
+    if row_sum is not None and lo >= 0 and len(row_sum):
+        finite = row_sum[np.isfinite(row_sum)]
+        if len(finite) and np.allclose(finite, 100.0, rtol=1e-3):
+            return " (rows sum to 100: percentages? divide them by 100)"
+    if lo >= 0 and hi <= LOGIT_LOOKING_MAX:
+        return ""  # non-negative and barely above 1: badly normalised, not logits
+    what = "logits or log-probabilities" if hi <= 0 else "logits"
+    return f" (the values look like {what}: read them as such with {option(logits_key, True)})"
+
+
+#: Non-negative scores up to this value are not called logits in hints.
+LOGIT_LOOKING_MAX = 1.5
 
 
 def target_problems(targets: np.ndarray, *, sum_tol: float = 1e-3) -> list[Problem]:
@@ -125,7 +155,9 @@ def target_problems(targets: np.ndarray, *, sum_tol: float = 1e-3) -> list[Probl
 
 def check_scores(scores: np.ndarray, *, from_logits: bool, sum_tol: float, source: str) -> None:
     """Raise the first problem of ``scores``, if any."""
-    for problem in score_problems(scores, from_logits=from_logits, sum_tol=sum_tol):
+    # The settings cross_entropy() has: no renormalize, and logits are ``from_logits``.
+    for problem in score_problems(scores, from_logits=from_logits, sum_tol=sum_tol, can_renormalize=False,
+                                  logits_key="from_logits"):
         raise problem.to_error(source, "probs" if not from_logits else "logits")
 
 

@@ -79,7 +79,7 @@ def previous(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes]]:
 def test_existing_report_is_refused_unless_overwrite(previous) -> None:  # type: ignore[no-untyped-def]
     inp, out, before = previous
     result = evalkit.evaluate(str(inp), eps=1e-3, plots=False)
-    with pytest.raises(E.OutputExistsError, match=r"report: already holds a report; pass --overwrite"):
+    with pytest.raises(E.OutputExistsError, match=r"report: already holds a report; pass overwrite=True"):
         result.write(out)
     assert snapshot(out) == before
     r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "-q"])

@@ -234,7 +234,8 @@ CASES = [
          E.InvalidProbabilityError, ["preds.parquet", "column prob", "greater than 1", "row 1 (key 1): 1.5"]),
     Case("probability_rows_off_one",
          _one("preds.parquet", lambda: wide(with_value(with_value(P, 0, 0, 0.5), 3, 1, 0.3))),
-         E.ProbabilitySumError, ["preds.parquet", "prob_a", "do not sum to 1 within 0.001", "--renormalize",
+         E.ProbabilitySumError, ["preds.parquet", "prob_a", "do not sum to 1 within 0.001",
+                                 E.option("renormalize", True),
                                  "row 0 (key 0): 0.79999", "row 3 (key 3): 1.05"]),
     Case("probability_rows_off_one_tight_tol",
          _one("preds.parquet", lambda: wide(with_value(P, 4, 0, 0.051)), {"sum_tol": 1e-4}, ["--sum-tol", "1e-4"]),
@@ -307,7 +308,8 @@ CASES = [
     Case("duplicate_label_keys", _join(PREDS, _with(LABELS, id=[0, 1, 2, 3, 3, 5])),
          E.JoinError, ["labels.parquet", "duplicate keys", "on id", "row 3: 3", "row 4: 3"]),
     Case("unmatched_prediction_keys", _join(_with(PREDS, id=[0, 1, 2, 3, 40, 50]), _with(LABELS, id=[0, 1, 2, 3, 4, 5])),
-         E.JoinError, ["preds.parquet", "labels.parquet", "no row in the labels", "--unmatched drop",
+         E.JoinError, ["preds.parquet", "labels.parquet", "no row in the labels",
+                       E.option("unmatched", "drop"),
                        "row 4 (key 40): 40", "row 5 (key 50): 50"]),
     Case("unmatched_label_keys",
          _join(PREDS, {"id": np.arange(8), "label": [0, 1, 2, 0, 1, 2, 0, 1]}),
@@ -326,7 +328,9 @@ def test_api_raises_specific_error(case: Case, tmp_path: Path) -> None:
         evalkit.evaluate(data, **kwargs)
     msg = str(info.value)
     for s in case.must_say:
+        s = E.render_options(s, cli=False)  # settings as keywords (renormalize=True)
         assert s in msg, f"{s!r} not in message: {msg}"
+        assert "--" not in msg, f"CLI advice from the API: {msg}"
     assert isinstance(info.value, E.EvalkitError)
     assert info.value.exit_code == case.exit_code
     assert "\n" not in msg.strip() or case.error is E.ConfigError
@@ -343,6 +347,7 @@ def test_cli_exit_code_and_message(case: Case, tmp_path: Path) -> None:
     assert "error:" in result.output
     assert "Traceback" not in result.output
     for s in case.must_say:
+        s = E.render_options(s, cli=True)  # settings as flags (--renormalize)
         assert s in result.output, f"{s!r} not in output: {result.output}"
     assert not out.exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -475,7 +480,7 @@ def test_unmatched_drop_policy_reports_dropped_counts(tmp_path: Path) -> None:
 def test_renormalize_is_opt_in_and_exact(tmp_path: Path) -> None:
     p = P * np.array([[1.2], [0.8], [1.0], [1.5], [0.9], [1.1]])
     path = write(tmp_path, "preds.parquet", wide(p))
-    with pytest.raises(E.ProbabilitySumError, match="--renormalize"):
+    with pytest.raises(E.ProbabilitySumError, match="renormalize=True"):
         evalkit.evaluate(path)
     result = evalkit.evaluate(path, renormalize=True)
     assert result.mean == pytest.approx(-np.log(P[np.arange(6), Y]).mean(), rel=1e-12)

@@ -24,7 +24,7 @@ from ..join import LabelIndex, lazy_keys
 from ..layout import Layout
 from ..loss import RowLoss, soft_loss, sparse_loss
 from ..scores import score_stats
-from ..validate import Problem, score_problems, target_problems
+from ..validate import PROBABILITIES_AS_LOGITS, Problem, score_problems, target_problems
 
 CLASS = "class"
 
@@ -166,7 +166,7 @@ def _handle(
         skip = plan.on_invalid == "skip"
         if p.reason == "unmatched_prediction_key":
             skip = plan.unmatched == "drop"
-        elif p.reason == "duplicate_prediction_key":
+        elif p.reason in ("duplicate_prediction_key", PROBABILITIES_AS_LOGITS):
             skip = False
         if not skip:
             raise p.to_error(source, column if p.reason not in _JOIN_REASONS else ", ".join(plan.on),

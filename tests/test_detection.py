@@ -1,0 +1,215 @@
+"""Real exports detected with no flags (issue 14.4): scikit-learn models trained on its bundled
+datasets, their outputs saved the way analysts save them; Spark ML output as Spark writes it."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from sklearn.datasets import load_breast_cancer, load_iris, load_wine
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+
+import evalkit
+from evalkit.cli import main
+from evalkit.errors import ColumnTypeError, LabelError, LayoutError, UsageError
+
+
+def _sk_loss(y, proba, labels) -> float:
+    """scikit-learn's log_loss at evalkit's clip (it clips at float64 eps itself)."""
+    clipped = np.clip(proba, 1e-7, 1 - 1e-7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "y_prob values do not sum to one" after the clip
+        return float(log_loss(y, clipped, labels=labels))
+
+
+@pytest.fixture(scope="module")
+def iris():
+    data = load_iris(as_frame=True)
+    X, y = data.data, data.target_names[data.target]  # string labels, as analysts map them
+    model = LogisticRegression(max_iter=1000).fit(X, y)
+    return X, y, model
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    data = load_breast_cancer(as_frame=True)
+    model = RandomForestClassifier(n_estimators=25, random_state=0).fit(data.data, data.target)
+    return data.data, data.target, model
+
+
+def test_class_named_columns_with_string_target(tmp_path, iris):
+    X, y, model = iris
+    df = pd.DataFrame(model.predict_proba(X), columns=model.classes_)
+    df["target"] = y
+    df.to_parquet(tmp_path / "iris.parquet")
+    result = evalkit.evaluate(tmp_path / "iris.parquet")
+    assert result.layout.kind == "wide" and result.layout.pred_columns == tuple(model.classes_)
+    assert result.layout.classes == ("setosa", "versicolor", "virginica")
+    assert result.mean == pytest.approx(_sk_loss(y, model.predict_proba(X), model.classes_), rel=1e-9)
+    assert list(result.groups["class"]["class"]) == list(model.classes_)
+
+
+def test_class_named_columns_with_integer_target_and_features(tmp_path):
+    # Wine: integer classes 0..2, the features kept next to the probabilities.
+    data = load_wine(as_frame=True)
+    model = LogisticRegression(max_iter=5000).fit(data.data, data.target)
+    proba = pd.DataFrame(model.predict_proba(data.data), columns=[str(c) for c in model.classes_])
+    df = pd.concat([data.data, proba], axis=1).assign(target=data.target)
+    df.to_parquet(tmp_path / "wine.parquet")
+    result = evalkit.evaluate(str(tmp_path / "wine.parquet"))
+    assert result.layout.pred_columns == ("0", "1", "2")
+    assert result.mean == pytest.approx(
+        _sk_loss(data.target, model.predict_proba(data.data), [0, 1, 2]), rel=1e-9)
+
+
+def test_list_column_of_arrays(tmp_path, iris):
+    X, y, model = iris
+    codes = np.searchsorted(model.classes_, y)
+    pd.DataFrame({"id": np.arange(len(y)), "proba": list(model.predict_proba(X)), "label": codes}).to_parquet(
+        tmp_path / "list.parquet")
+    result = evalkit.evaluate(str(tmp_path / "list.parquet"))
+    assert result.layout.kind == "list" and result.layout.pred_columns == ("proba",)
+    assert result.mean == pytest.approx(_sk_loss(codes, model.predict_proba(X), [0, 1, 2]), rel=1e-9)
+
+
+@pytest.mark.parametrize("column", ["p_benign", "pred", "prob", "y_proba"])
+def test_binary_single_column(tmp_path, cancer, column):
+    X, y, model = cancer
+    p1 = model.predict_proba(X)[:, 1]  # classes_ = [0, 1]: P(benign)
+    pd.DataFrame({column: p1, "target": y}).to_parquet(tmp_path / "bc.parquet")
+    result = evalkit.evaluate(str(tmp_path / "bc.parquet"))
+    assert result.layout.kind == "binary" and result.layout.pred_columns == (column,)
+    assert result.mean == pytest.approx(_sk_loss(y, model.predict_proba(X), [0, 1]), rel=1e-9)
+
+
+def test_binary_column_suffix_names_the_positive_class(tmp_path, cancer):
+    X, y, model = cancer
+    names = np.array(["malignant", "benign"])[y]
+    proba = model.predict_proba(X)
+    pd.DataFrame({"p_malignant": proba[:, 0], "diagnosis": names}).to_parquet(tmp_path / "m.parquet")
+    result = evalkit.evaluate(str(tmp_path / "m.parquet"), label="diagnosis")
+    assert result.layout.classes == ("benign", "malignant")
+    assert result.mean == pytest.approx(_sk_loss(y, proba, [0, 1]), rel=1e-9)
+    pd.DataFrame({"p_0": proba[:, 0], "label": y}).to_parquet(tmp_path / "p0.parquet")
+    assert evalkit.evaluate(str(tmp_path / "p0.parquet")).mean == pytest.approx(result.mean, rel=1e-12)
+
+
+def test_single_logit_column(tmp_path):
+    data = load_breast_cancer(as_frame=True)
+    model = LogisticRegression(max_iter=10000).fit(data.data, data.target)
+    pd.DataFrame({"logit": model.decision_function(data.data), "y": data.target}).to_parquet(
+        tmp_path / "logit.parquet")
+    result = evalkit.evaluate(str(tmp_path / "logit.parquet"))
+    assert result.layout.kind == "binary" and result.layout.from_logits
+    assert result.mean == pytest.approx(_sk_loss(data.target, model.predict_proba(data.data), [0, 1]), rel=1e-9)
+
+
+def test_on_inferred_from_the_one_shared_key(tmp_path, iris):
+    X, y, model = iris
+    codes = np.searchsorted(model.classes_, y)
+    pd.DataFrame({"id": np.arange(150), "split": "test", "probs": list(model.predict_proba(X))}).to_parquet(
+        tmp_path / "preds.parquet")
+    pd.DataFrame({"id": np.arange(150)[::-1], "split": "test", "label": codes[::-1]}).to_parquet(
+        tmp_path / "labels.parquet")
+    result = evalkit.evaluate(str(tmp_path / "preds.parquet"), labels=str(tmp_path / "labels.parquet"))
+    assert result.metadata["on"] == ["id"]
+    assert result.mean == pytest.approx(_sk_loss(codes, model.predict_proba(X), [0, 1, 2]), rel=1e-9)
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "preds.parquet"), "--labels",
+                                    str(tmp_path / "labels.parquet"), "--format", "json", "-q"])
+    assert res.exit_code == 0, res.output
+    # Two plausible keys and neither a conventional key name: refuse, naming them.
+    pd.DataFrame({"a": [1, 2], "b": ["x", "y"], "probs": [[0.5, 0.5]] * 2}).to_parquet(tmp_path / "p2.parquet")
+    pd.DataFrame({"a": [1, 2], "b": ["x", "y"], "label": [0, 1]}).to_parquet(tmp_path / "l2.parquet")
+    with pytest.raises(UsageError, match="share the columns a, b") as err:
+        evalkit.evaluate(str(tmp_path / "p2.parquet"), labels=str(tmp_path / "l2.parquet"))
+    assert "--on" not in str(err.value) and 'on=KEY' in str(err.value)
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "p2.parquet"), "--labels", str(tmp_path / "l2.parquet")])
+    assert res.exit_code == 2 and "--on KEY" in res.output
+
+
+def _spark_dir(tmp_path, vector: bool = False):
+    """Spark ML output as written by df.write.partitionBy("split").parquet(out)."""
+    out = tmp_path / "spark_out"
+    probs = [[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]]
+    for split in ("train", "val"):
+        d = out / f"split={split}"
+        d.mkdir(parents=True)
+        if vector:
+            typ = pa.struct([("type", pa.int8()), ("size", pa.int32()), ("indices", pa.list_(pa.int32())),
+                             ("values", pa.list_(pa.float64()))])
+            col = pa.array([{"type": 1, "size": None, "indices": None, "values": p} for p in probs], typ)
+        else:
+            col = pa.array(probs, pa.list_(pa.float64()))
+        pq.write_table(pa.table({"label": [0.0, 1.0, 1.0], "probability": col, "prediction": [0.0, 1.0, 0.0]}),
+                       d / "part-00000-abc.snappy.parquet")
+        (d / ".part-00000-abc.snappy.parquet.crc").write_bytes(b"\x00crc")
+    (out / "_SUCCESS").write_bytes(b"")
+    return out
+
+
+def test_spark_ml_probability_list_column_and_glob(tmp_path):
+    out = _spark_dir(tmp_path)
+    want = -np.log([0.9, 0.7, 0.4]).mean()
+    for given in (str(out), str(out / "*"), str(out / "*" / "*.parquet"), str(out / "**" / "*.parquet")):
+        result = evalkit.evaluate(given)
+        assert result.layout.kind == "list" and result.layout.pred_columns == ("probability",), given
+        assert result.mean == pytest.approx(want, rel=1e-12), given
+        # The partition column survives the glob: a split grouping is made.
+        assert list(result.groups["split"]["split"]) == ["train", "val"], given
+
+
+def test_glob_skips_spark_marker_files(tmp_path):
+    out = tmp_path / "flat"
+    out.mkdir()
+    pq.write_table(pa.table({"probability": pa.array([[0.9, 0.1]]), "label": [0]}), out / "part-0.parquet")
+    (out / "_SUCCESS").write_bytes(b"")
+    (out / "part-0.parquet.crc").write_bytes(b"x")
+    assert evalkit.evaluate(str(out / "*")).metadata["rows_read"] == 1
+
+
+def test_unconverted_spark_vector_names_vector_to_array(tmp_path):
+    out = _spark_dir(tmp_path, vector=True)
+    with pytest.raises(ColumnTypeError, match=r"pyspark\.ml\.functions\.vector_to_array"):
+        evalkit.evaluate(str(out))
+    with pytest.raises(ColumnTypeError, match="vector_to_array"):
+        evalkit.evaluate(str(out), predictions=["probability"])
+
+
+def test_short_predictions_flag_takes_a_comma_list(tmp_path):
+    df = pd.DataFrame({"a": [0.7, 0.2], "b": [0.3, 0.8], "y_true": [0, 1]})
+    df.to_parquet(tmp_path / "ab.parquet")
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "ab.parquet"), "-p", "a,b", "--format", "json", "-q"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    assert json.loads(res.output)["overall"]["mean"] == pytest.approx(-np.log([0.7, 0.8]).mean(), rel=1e-12)
+
+
+def test_string_labels_with_numbered_predictions_suggest_classes(tmp_path, iris):
+    X, y, model = iris
+    pd.DataFrame({"probs": list(model.predict_proba(X)), "target": y}).to_parquet(tmp_path / "l.parquet")
+    with pytest.raises(LabelError) as err:
+        evalkit.evaluate(str(tmp_path / "l.parquet"))
+    assert "classes=['setosa', 'versicolor', 'virginica']" in str(err.value)
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "l.parquet")])
+    assert res.exit_code == 3 and "--classes setosa,versicolor,virginica" in res.output
+    spam = pd.DataFrame({"prob": [0.9, 0.2], "label": ["spam", "ham"]})
+    spam.to_parquet(tmp_path / "spam.parquet")
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "spam.parquet")])
+    assert res.exit_code == 3 and "--classes ham,spam" in res.output
+
+
+def test_undetectable_layout_names_what_matched(tmp_path):
+    pd.DataFrame({"setosa": [0.9], "versicolor": [0.1], "target": ["virginica"]}).to_parquet(tmp_path / "x.parquet")
+    with pytest.raises(LayoutError, match="cannot detect") as err:
+        evalkit.evaluate(str(tmp_path / "x.parquet"))
+    assert "predictions=" in str(err.value) and "--predictions" not in str(err.value)
+    assert os.fspath(tmp_path / "x.parquet") in str(err.value)

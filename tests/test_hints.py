@@ -1,0 +1,102 @@
+"""Plausibility checks and hints that lead to the fix (issue 14.3), worded for the caller."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import evalkit
+from evalkit.cli import main
+from evalkit.errors import EvalkitError, InvalidProbabilityError, ProbabilitySumError, option, render_options
+
+
+def _probs(n=200, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, k)) * 3
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    return z, p, rng.integers(0, k, n)
+
+
+def _frame(values, prefix, y):
+    df = pd.DataFrame({f"{prefix}{c}": values[:, i] for i, c in enumerate("abc")})
+    return df.assign(label=y)
+
+
+def test_probabilities_declared_as_logits_are_refused(tmp_path):
+    z, p, y = _probs()
+    df = _frame(p, "prob_", y)
+    with pytest.raises(InvalidProbabilityError, match="look like probabilities") as err:
+        evalkit.evaluate(df, logits=True)
+    assert "logits=False" in str(err.value) and "--" not in str(err.value)
+    # Skipping invalid rows does not hide a wrong setting.
+    with pytest.raises(InvalidProbabilityError, match="look like probabilities"):
+        evalkit.evaluate(df, logits=True, on_invalid="skip")
+    # Detected by name (logit_ prefix) but holding probabilities: the same.
+    df.rename(columns=lambda c: c.replace("prob_", "logit_")).to_parquet(tmp_path / "x.parquet")
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "x.parquet")])
+    assert res.exit_code == 3 and "--probs" in res.output
+    # Real logits are fine, and probabilities read as such give the right loss.
+    assert evalkit.evaluate(_frame(z, "logit_", y)).mean == pytest.approx(evalkit.evaluate(df).mean, rel=1e-9)
+
+
+def test_logit_values_read_as_probabilities_suggest_logits(tmp_path):
+    z, p, y = _probs()
+    with pytest.raises(InvalidProbabilityError, match=r"look like logits: read them as such with logits=True"):
+        evalkit.evaluate(_frame(z, "prob_", y))
+    log_p = np.log(p)
+    with pytest.raises(InvalidProbabilityError, match="logits or log-probabilities"):
+        evalkit.evaluate(_frame(log_p, "prob_", y))
+    with pytest.raises(InvalidProbabilityError, match="look like logits"):
+        evalkit.evaluate(pd.DataFrame({"prob": z[:, 0], "label": y % 2}))
+    _frame(z, "prob_", y).to_parquet(tmp_path / "z.parquet")
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "z.parquet")])
+    assert res.exit_code == 3 and "with --logits" in res.output
+
+
+def test_percentages_are_named():
+    _, p, y = _probs()
+    with pytest.raises(InvalidProbabilityError, match="sum to 100"):
+        evalkit.evaluate(_frame(p * 100, "prob_", y))
+
+
+def test_renormalize_is_suggested_only_for_probabilities():
+    _, p, y = _probs()
+    with pytest.raises(ProbabilitySumError, match=r"renormalize=True") as err:
+        evalkit.evaluate(_frame(p * 0.9, "prob_", y))
+    assert "--renormalize" not in str(err.value)
+    # Rows off 1 that are not probabilities: skipped rows aside, no renormalize advice.
+    z, _, _ = _probs()
+    with pytest.raises(EvalkitError) as err:
+        evalkit.evaluate(_frame(z, "prob_", y), on_invalid="skip")
+    assert "renormalize" not in str(err.value)
+
+
+def test_option_spelling():
+    msg = f"pass {option('on', meta='KEY')}, {option('renormalize', True)}, {option('logits', False)}, " \
+          f"{option('classes', ['a b', 'c'])}, {option('write_rows', False)}"
+    assert render_options(msg, cli=True) == "pass --on KEY, --renormalize, --probs, --classes 'a b,c', --no-rows"
+    assert render_options(msg, cli=False) == (
+        "pass on=KEY, renormalize=True, logits=False, classes=['a b', 'c'], write_rows=False")
+    err = EvalkitError(msg)
+    assert str(err) == render_options(msg, cli=False) and err.cli_text() == render_options(msg, cli=True)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(err)).cli_text() == err.cli_text()
+
+
+def test_cross_entropy_gives_no_cli_advice():
+    with pytest.raises(ProbabilitySumError) as err:
+        evalkit.cross_entropy([[0.5, 0.3]], [0])
+    # cross_entropy has no renormalize option: it is not offered.
+    assert "--" not in str(err.value) and "renormalize" not in str(err.value)
+    assert "sum_tol=" in str(err.value) and "divide each row by its sum first" in str(err.value)
+
+
+def test_cross_entropy_names_its_own_keywords():
+    z, p, y = _probs()
+    with pytest.raises(InvalidProbabilityError, match="from_logits=True"):
+        evalkit.cross_entropy(z, y)
+    with pytest.raises(InvalidProbabilityError, match="from_logits=False"):
+        evalkit.cross_entropy(p, y, from_logits=True)
