@@ -90,8 +90,12 @@ def test_resolve_inputs_rejects_other_types_and_labels_without_keys():
     with pytest.raises(E.UsageError, match="predictions: expected a path"):
         P.resolve_inputs(42, None, EvalConfig())
     df, _, _ = _frame(5)
-    with pytest.raises(E.UsageError, match="--on"):
-        P.resolve_inputs(df.drop(columns="label"), df[["id", "label"]], EvalConfig())
+    # The one shared key column is the join key; none shared: an error naming the setting.
+    cfg = EvalConfig()
+    P.resolve_inputs(df.drop(columns="label"), df[["id", "label"]], cfg)
+    assert cfg.on == ["id"]
+    with pytest.raises(E.UsageError, match="on=KEY"):
+        P.resolve_inputs(df.drop(columns=["label", "id"]), df[["id", "label"]], EvalConfig())
 
 
 def test_resolve_inputs_labels_are_indexed_and_checked():
