@@ -351,8 +351,13 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
     paths = expand_paths(path)
     label = label or (paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)")
     filesystem = None
+    pattern: str | None = os.fspath(path).removeprefix("file://") if isinstance(path, str | os.PathLike) else None
     if any(_is_url(p) for p in paths):
         filesystem, paths = _fsspec_paths(paths)
+        if pattern is not None:
+            import fsspec
+
+            pattern = fsspec.core.url_to_fs(pattern)[0]._strip_protocol(pattern)
     files_root = False  # root is the base of a file list (a glob), not a directory to scan
     try:
         root: str | None = None
@@ -372,7 +377,7 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
                     files.append(p)
             if not files:
                 raise EmptyInputError(f"{label}: no Parquet file found")
-            root = _hive_glob_root(path, files) if filesystem is None else None
+            root = _hive_glob_root(pattern, files) if pattern is not None else None
             files_root = root is not None
             dataset = ds.dataset(files, format=parquet_format(), filesystem=filesystem,
                                  partitioning="hive" if root is not None else None, partition_base_dir=root)
@@ -409,12 +414,12 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
     return Source(label, dataset, files, filesystem, root)
 
 
-def _hive_glob_root(path: PathLike | Sequence[PathLike], files: Sequence[str]) -> str | None:
+def _hive_glob_root(pattern: str, files: Sequence[str]) -> str | None:
     """For one glob whose files lie under ``key=value/`` directories (``out/*/*.parquet``), the
     directory the partitions start from, so the partition columns are kept as for a directory."""
-    if not isinstance(path, str | os.PathLike) or not _has_glob(os.fspath(path)):
+    if not _has_glob(pattern):
         return None
-    base = _glob_base(os.fspath(path).removeprefix("file://"))
+    base = _glob_base(pattern)
     for f in files:
         try:
             rel = Path(f).relative_to(base)
@@ -473,7 +478,7 @@ def _fsspec_paths(paths: list[str]) -> tuple[object, list[str]]:
     out: list[str] = []
     for p in resolved:
         if _has_glob(p):
-            out.extend(sorted(fs.glob(p)))
+            out.extend(m for m in sorted(fs.glob(p)) if not _not_data(m.rsplit("/", 1)[-1]))
         else:
             out.append(p)
     if not out:
