@@ -358,7 +358,6 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
             import fsspec
 
             pattern = fsspec.core.url_to_fs(pattern)[0]._strip_protocol(pattern)
-    files_root = False  # root is the base of a file list (a glob), not a directory to scan
     try:
         root: str | None = None
         if len(paths) == 1 and (filesystem is None and os.path.isdir(paths[0])):
@@ -368,17 +367,8 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
             dataset = ds.dataset(paths[0], format=parquet_format(), partitioning="hive", filesystem=filesystem)
             root = paths[0]
         else:
-            files: list[str] = []
-            for p in paths:
-                if filesystem is None and os.path.isdir(p):
-                    files.extend(sorted(str(f) for f in Path(p).rglob("*") if f.is_file()
-                                        and not any(_not_data(part) for part in f.relative_to(p).parts)))
-                else:
-                    files.append(p)
-            if not files:
-                raise EmptyInputError(f"{label}: no Parquet file found")
+            files = _list_files(paths, filesystem, label)
             root = _hive_glob_root(pattern, files) if pattern is not None else None
-            files_root = root is not None
             dataset = ds.dataset(files, format=parquet_format(), filesystem=filesystem,
                                  partitioning="hive" if root is not None else None, partition_base_dir=root)
     except _READ_ERRORS as exc:
@@ -402,16 +392,27 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
     if extra:
         merged = pa.schema(list(dataset.schema) + extra)
         try:
-            if root is not None and not files_root:
-                dataset = ds.dataset(root, format=parquet_format(), partitioning="hive",
-                                     filesystem=filesystem, schema=merged)  # type: ignore[arg-type]
-            else:
-                dataset = ds.dataset(files, format=parquet_format(), filesystem=filesystem,  # type: ignore[arg-type]
-                                     schema=merged, partitioning="hive" if root is not None else None,
-                                     partition_base_dir=root)
+            dataset = ds.dataset(files, format=parquet_format(), filesystem=filesystem,  # type: ignore[arg-type]
+                                 schema=merged, partitioning="hive" if root is not None else None,
+                                 partition_base_dir=root)
         except _READ_ERRORS as exc:
             raise CorruptFileError(f"{label}: not a readable Parquet dataset ({_short(exc)})") from None
     return Source(label, dataset, files, filesystem, root)
+
+
+def _list_files(paths: Sequence[str], filesystem: object | None, label: str) -> list[str]:
+    """The data files of several inputs: local directories are walked (marker, checksum and
+    hidden files skipped), everything else is taken as a file."""
+    files: list[str] = []
+    for p in paths:
+        if filesystem is None and os.path.isdir(p):
+            files.extend(sorted(str(f) for f in Path(p).rglob("*") if f.is_file()
+                                and not any(_not_data(part) for part in f.relative_to(p).parts)))
+        else:
+            files.append(p)
+    if not files:
+        raise EmptyInputError(f"{label}: no Parquet file found")
+    return files
 
 
 def _hive_glob_root(pattern: str, files: Sequence[str]) -> str | None:
