@@ -576,3 +576,26 @@ def test_evalkit_history_is_the_function_even_after_its_module_is_imported() -> 
     importlib.import_module("evalkit.cli_history")
     assert callable(evalkit.history) and evalkit.history.__module__ == "evalkit.trend"
     assert evalkit.HistoryResult.__name__ == "HistoryResult"
+
+
+def test_nightly_config_runs_evaluate_compare_and_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the three commands of configs/nightly.yaml / the README's nightly section, as cron runs them
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)
+    runner = CliRunner()
+    cfg = str(root / "configs" / "nightly.yaml")
+    reports = tmp_path / "reports"
+    for day in ("2026-11-01", "2026-11-02", "2026-11-03"):
+        r = runner.invoke(main, ["evaluate", "--config", cfg, "--out", str(reports / "runs" / day),
+                                 "--overwrite", "-q", "--no-plots", "--format", "none"])
+        assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["compare", str(reports / "runs" / "2026-11-01"), str(reports / "runs" / "2026-11-03"),
+                             "--config", cfg, "--out", str(reports / "compare"), "--overwrite", "-q",
+                             "--format", "none"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["history", str(reports / "runs" / "*") + "/", "--config", cfg, "--out",
+                             str(reports / "history"), "--overwrite", "--no-plots", "--format", "none"])
+    assert r.exit_code == 0, r.output
+    assert "all gates passed" in r.stderr
+    md = (reports / "history" / "history.md").read_text()
+    assert "3 runs from" in md and "## By split × region" in md and "## Gates: passed" in md
