@@ -23,8 +23,9 @@ from . import pipeline
 from .config import EvalConfig
 from .engines.base import Grouping
 from .errors import UsageError, option
-from .io import AtomicDir, write_table, write_text
+from .io import write_table, write_text
 from .layout import Layout
+from .outdir import AtomicDir, check_out_apart
 from .pipeline import PROGRESS
 
 DataLike = str | os.PathLike[str] | Sequence[str] | pd.DataFrame | pa.Table
@@ -67,6 +68,8 @@ class EvalResult:
     gate_failures: list[Any] = field(default_factory=list)
     """Quality gates that failed (config key ``gates``); also in ``metadata["gates"]``."""
     plots: bool = True
+    _sources: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
+    """``(role, path)`` of every input the run read: ``write`` never writes onto one."""
 
     @property
     def rows(self) -> pd.DataFrame:
@@ -133,13 +136,20 @@ class EvalResult:
 
         Files: ``rows.parquet`` (if kept), ``overall.parquet``, one ``by_*.parquet`` per
         grouping, ``confusion.parquet``, ``hardest.parquet``, ``report.md``, ``summary.json``
-        and the plots' PNGs. ``plot_helper`` (a :class:`evalkit.plot_process.PlotHelper`)
-        draws the plots in other processes while the rest is written; without it, or if it
-        cannot, they are drawn here. The files are the same either way.
-        """
-        from .report import json_text
+        and the plots' PNGs, and ``evalkit-manifest.json`` (see :mod:`evalkit.outdir`).
+        ``plot_helper`` (a :class:`evalkit.plot_process.PlotHelper`) draws the plots in other
+        processes while the rest is written; without it, or if it cannot, they are drawn here.
+        The files are the same either way. ``summary.json`` records the run id and the
+        fingerprint of every table (``table_fingerprints``), so readers can check that the
+        files they read belong together.
 
-        atomic = AtomicDir(out_dir, overwrite=overwrite)
+        Raises UsageError when ``out_dir`` is, holds or lies inside an input of the run;
+        OutputExistsError for an existing report without ``overwrite``, or for a directory
+        that is not an evalkit evaluate report holding only what evalkit wrote; OutputError
+        when it cannot be written (the previous report, if any, is then intact).
+        """
+        check_out_apart(out_dir, self._sources)
+        atomic = AtomicDir(out_dir, overwrite=overwrite, command="evaluate", result=self)
         with atomic as tmp:
             plots: list[tuple[str, str]] | None = None
             drawing = False
@@ -165,23 +175,42 @@ class EvalResult:
 
                 plots = write_plots(self, tmp, self._class_hist) if plots_available() else []
             write_text(self.to_markdown(plots), tmp / "report.md")
-            write_text(json_text(self.to_dict()), tmp / "summary.json")
             if drawing and plot_helper.finish() is not None:
                 from .plots import write_plots
 
                 write_plots(self, tmp, self._class_hist)  # the helper failed: draw here
+            atomic.write_summary(self.to_dict(), "summary.json")
             return atomic.commit()
 
     def _write_rows(self, dest: Path) -> None:
         if self._rows_table is not None:
             write_table(self._rows_table, dest)
-        elif self._rows_path is not None and self._rows_path.is_dir():  # dask: rows/part-*
-            shutil.copytree(self._rows_path, dest.with_name("rows"), copy_function=_link_or_copy)
-        elif self._rows_path is not None and self._rows_path.exists():
-            try:
-                os.link(self._rows_path, dest)
-            except OSError:
-                shutil.copyfile(self._rows_path, dest)
+            return
+        if self._rows_path is None:
+            return
+        from .errors import OutputError
+
+        src = self._rows_path
+        expected = int(self.metadata.get("rows_used", -1))
+        try:
+            if src.name == "rows":  # dask: rows/part-*.parquet
+                shutil.copytree(src, dest.with_name("rows"), copy_function=_link_or_copy)
+                parts = sorted(dest.with_name("rows").glob("*.parquet"))
+            else:
+                _link_or_copy(os.fspath(src), os.fspath(dest))
+                parts = [dest]
+            written = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+        except FileNotFoundError:
+            raise OutputError(
+                f"{src}: the per-row output of this run disappeared before the report was "
+                "written (removed by another process?); no report was written, rerun") from None
+        except (OSError, pa.ArrowException) as exc:
+            raise OutputError(f"{src}: the per-row output of this run cannot be read back "
+                              f"({exc}); no report was written, rerun") from None
+        if expected >= 0 and written != expected:
+            raise OutputError(
+                f"{src}: the per-row output of this run holds {written} rows but {expected} "
+                "were used (it was changed by another process?); no report was written, rerun")
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -277,6 +306,7 @@ def evaluate(
         _rows_index=inputs.index,
         _class_hist=tables.class_hist,
         plots=cfg.plots,
+        _sources=_sources_of(data, cfg, labels),
     )
     _apply_gates(result, cfg)
     if spool.path is not None:
@@ -297,15 +327,30 @@ def _apply_gates(result: EvalResult, cfg: EvalConfig) -> None:
         }
 
 
+def _sources_of(data: Any, cfg: EvalConfig, labels: Any = None) -> tuple[tuple[str, Any], ...]:
+    """``(role, path)`` of every file input of a run (in-memory inputs are skipped)."""
+    out: list[tuple[str, Any]] = [("input", data)]
+    for lab in (labels, cfg.labels):
+        if isinstance(lab, str | os.PathLike):
+            out.append(("labels input", lab))
+    if cfg.source_file:
+        out.append(("config file", cfg.source_file))
+    return tuple(out)
+
+
 def run(config: EvalConfig, *, progress: PROGRESS | None = None) -> tuple[EvalResult, Path]:
-    """Evaluate ``config.input`` and write the report to ``config.out`` (what the CLI does)."""
+    """Evaluate ``config.input`` and write the report to ``config.out`` (what the CLI does).
+
+    The output is checked before any work: never an input (UsageError), and an existing
+    directory only if it is a replaceable report (OutputExistsError)."""
     if not config.input:
         raise UsageError("no input given")
     if not config.out:
         raise UsageError(f"no output directory given ({option('out')})")
     out = Path(config.out)
-    spool_parent = AtomicDir(out, overwrite=config.overwrite).prepare()
     inputs: Any = config.input[0] if len(config.input) == 1 else config.input
+    check_out_apart(out, _sources_of(inputs, config))
+    spool_parent = AtomicDir(out, overwrite=config.overwrite, command="evaluate").prepare()
     # Forked before any reader thread exists: it imports matplotlib while the run computes.
     helper = None
     if config.plots:
@@ -322,6 +367,15 @@ def run(config: EvalConfig, *, progress: PROGRESS | None = None) -> tuple[EvalRe
     finally:
         if helper is not None:
             helper.close()
+    try:
+        if result._rows_path is not None:
+            # The report holds the per-row output now: read it from there, drop the spool.
+            spool, result._rows_path = result._rows_path, path / result._rows_path.name
+            pipeline.cleanup_spool(spool)
+    except KeyboardInterrupt:
+        from .errors import ReportInterrupted
+
+        raise ReportInterrupted(str(path), result) from None
     return result, path
 
 

@@ -9,6 +9,7 @@ commands so ``evalkit --help`` is instant.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ from .cli_common import (
     _err,
     echo_machine_formats,
     handle_errors,
+    record_written,
 )
 
 
@@ -153,6 +155,12 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
     if not cfg.input:
         raise click.UsageError("give an INPUT or a config file with an 'input' key")
     progress = make_progress(quiet=quiet)
+    if cfg.engine == "dask" and not debug and os.environ.get("EVALKIT_DEBUG") != "1":
+        import logging
+
+        # The CLI owns the process: distributed's log lines (tracebacks of a lost scheduler,
+        # reconnect warnings) never reach the user without --debug; errors are one line.
+        logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
     try:
         if cfg.out:
             result, path = run(cfg, progress=progress)
@@ -164,6 +172,8 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
             result, path = _evaluate(inputs_arg, config=cfg, progress=progress), None
     finally:
         progress.close()
+    if path is not None:
+        record_written(path, result)
     _print_result(result, fmt, written=path is not None)
     if not quiet:
         if path is not None:
@@ -181,6 +191,7 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
 
 def _print_result(result: Any, fmt: str, written: bool = False) -> None:
     from .display import MAX_TERMINAL_GROUPS, bounded_groups, left_out_note
+    from .escape import terminal
     from .report import STAT_COLUMNS, overall_line, text_table
 
     if echo_machine_formats(result, fmt):
@@ -192,7 +203,7 @@ def _print_result(result: Any, fmt: str, written: bool = False) -> None:
         if not g.columns:
             continue
         df = result.groups[g.name]
-        click.echo(f"by {g.name}:")
+        click.echo(f"by {terminal(g.name)}:")
         shown, n_left = bounded_groups(df, MAX_TERMINAL_GROUPS)
         click.echo(text_table(shown, list(g.columns) + [c for c in stats if c in df.columns]))
         if n_left:

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EvalkitError
+from .errors import EXIT_GATE, EXIT_INTERNAL, EXIT_INTERRUPTED, EvalkitError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # Only the group sets the prefix: subcommands then read EVALKIT_<COMMAND>_<OPTION>.
@@ -27,11 +27,38 @@ EXIT_CODES_HELP = """\b
 Exit codes:
   0  success            2  usage / config error     4  output error
   1  internal error     3  input / data error       5  a quality gate failed
-  130 interrupted (no partial report is left)"""
+  6  Dask cluster failed  130 interrupted (no partial report is left)"""
 
 
 def _err(msg: str) -> None:
-    click.echo(msg, err=True)
+    """A message on stderr; data inside it (file, column, class names) cannot drive the
+    terminal: control characters and escape sequences are shown escaped, line by line."""
+    from .escape import terminal
+
+    click.echo("\n".join(terminal(line) for line in str(msg).split("\n")), err=True)
+
+
+def _interrupted(ctx: click.Context, exc: KeyboardInterrupt) -> None:
+    """Say what an interrupt left on disk; a failed gate still exits 5 once its report is written."""
+    from .escape import terminal
+
+    path = getattr(exc, "path", None) or ctx.meta.get("evalkit.written")
+    if path is None:
+        _err("interrupted: no report was written (any previous report is intact)")
+        ctx.exit(EXIT_INTERRUPTED)
+    result = getattr(exc, "result", None) or ctx.meta.get("evalkit.result")
+    failures = list(getattr(result, "gate_failures", None) or getattr(result, "failures", None) or [])
+    for f in failures:
+        _err(f"gate failed: {f}")
+    _err(f"interrupted after the report was written: {terminal(path)} is complete")
+    ctx.exit(EXIT_GATE if failures else EXIT_INTERRUPTED)
+
+
+def record_written(path: Any, result: Any) -> None:
+    """Remember a report that is complete on disk, so an interrupt from now on says so."""
+    ctx = click.get_current_context()
+    ctx.meta["evalkit.written"] = str(path)
+    ctx.meta["evalkit.result"] = result
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,9 +88,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 traceback.print_exc()
             _err(f"error: {exc.cli_text()}")
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            _err("interrupted: no report was written (any previous report is intact)")
-            ctx.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            _interrupted(ctx, exc)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except BrokenPipeError:

@@ -10,13 +10,15 @@ from typing import Any
 
 import click
 
-from .cli_common import CONTEXT, EXIT_CODES_HELP, echo_machine_formats, handle_errors, report_gates
-
-COMPARE_SETTINGS = ("seed", "n_boot", "confidence", "allow_mismatch", "pair_on", "boot_limit")
-
-
-def _err(msg: str) -> None:
-    click.echo(msg, err=True)
+from .cli_common import (
+    CONTEXT,
+    EXIT_CODES_HELP,
+    _err,
+    echo_machine_formats,
+    handle_errors,
+    record_written,
+    report_gates,
+)
 
 
 @click.command("compare", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
@@ -84,10 +86,15 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
       evalkit compare base/ cand/ --max-regression 5% --format json | jq .gates
     """
     from .comparison import compare as run_compare
-    from .config import EvalConfig
+    from .config import EvalConfig, check_compare_settings
     from .errors import UsageError
     from .gates import normalize_gates, validate_gates
 
+    if out:
+        from .outdir import check_out_apart
+
+        check_out_apart(out, [("baseline", baseline), ("candidate", candidate),
+                              ("config file", config_file)])
     cfg = EvalConfig.from_file(config_file) if config_file else EvalConfig()
     gates = dict(cfg.gates)
     gate_flags = {
@@ -110,12 +117,8 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
     gates = normalize_gates(gates)
     validate_gates(gates, "gates" if not config_file else f"{config_file}: gates")
 
-    settings: dict[str, Any] = dict(getattr(cfg, "compare", None) or {})
-    unknown = [k for k in settings if k.replace("-", "_") not in COMPARE_SETTINGS]
-    if unknown:
-        raise UsageError(f"{config_file}: unknown compare setting(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(COMPARE_SETTINGS)}")
-    settings = {k.replace("-", "_"): v for k, v in settings.items()}
+    settings: dict[str, Any] = check_compare_settings(getattr(cfg, "compare", None) or {},
+                                                      config_file or "compare")
     for key in ("seed", "n_boot", "confidence", "allow_mismatch"):
         if flags.get(key) is not None:
             settings[key] = flags[key]
@@ -126,6 +129,8 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
 
     result = run_compare(baseline, candidate, config=cfg, gates=gates, **settings)
     path = result.write(out, overwrite=overwrite) if out else None
+    if path is not None:
+        record_written(path, result)
     _print(result, fmt)
     if not quiet:
         counts = result.counts()
@@ -138,6 +143,7 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
 
 def _print(result: Any, fmt: str) -> None:
     from .compare_report import _sorted_for_reading
+    from .escape import terminal
     from .report import text_table
     from .reports import _grouping_columns
 
@@ -145,7 +151,7 @@ def _print(result: Any, fmt: str) -> None:
         return
     for name, df in result.tables.items():
         cols = list(_grouping_columns(name))
-        click.echo(f"{'overall' if name == 'overall' else 'by ' + name}:")
+        click.echo(f"{'overall' if name == 'overall' else 'by ' + terminal(name)}:")
         click.echo(text_table(_sorted_for_reading(df), cols + [
             "status", "baseline_count", "candidate_count", "baseline_mean", "candidate_mean",
             "delta", "rel_delta", "ci_low", "ci_high", "method"]))

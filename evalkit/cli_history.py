@@ -9,11 +9,14 @@ from typing import Any
 
 import click
 
-from .cli_common import CONTEXT, EXIT_CODES_HELP, echo_machine_formats, handle_errors, report_gates
-
-
-def _err(msg: str) -> None:
-    click.echo(msg, err=True)
+from .cli_common import (
+    CONTEXT,
+    EXIT_CODES_HELP,
+    _err,
+    echo_machine_formats,
+    handle_errors,
+    report_gates,
+)
 
 
 @click.command("history", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from .escape import md_code
 from .report import _bytes, _escape, fmt_number, markdown_table
 from .reports import _grouping_columns
 
@@ -46,11 +47,13 @@ def _header(meta: dict[str, Any]) -> list[str]:
     lines = ["# evalkit compare", ""]
     lines += ["| | baseline | candidate |", "| --- | --- | --- |"]
 
-    def row(label: str, fn: Callable[[dict[str, Any]], Any]) -> None:
-        lines.append(f"| {label} | {_escape(str(fn(b)))} | {_escape(str(fn(c)))} |")
+    def row(label: str, fn: Callable[[dict[str, Any]], Any], escaped: bool = False) -> None:
+        vb, vc = (str(fn(b)), str(fn(c))) if escaped else (_escape(fn(b)), _escape(fn(c)))
+        lines.append(f"| {label} | {vb} | {vc} |")
 
-    row("source", lambda r: f"`{r['source']}` ({r['kind']})")
-    row("input", lambda r: f"`{r.get('input')}`" + (f" ({_bytes(r['input_bytes'])})" if r.get("input_bytes") else ""))
+    row("source", lambda r: f"{md_code(r['source'])} ({_escape(r['kind'])})", escaped=True)
+    row("input", lambda r: md_code(r.get("input")) + (f" ({_bytes(r['input_bytes'])})" if r.get("input_bytes") else ""),
+        escaped=True)
     row("rows", lambda r: " · ".join(f"{fmt_number(r.get(k))} {w}" for k, w in
                                       (("rows_read", "read"), ("rows_used", "used"), ("rows_skipped", "skipped"))))
     row("eps", lambda r: f"{r['eps']:g}" if r.get("eps") is not None else "")

@@ -54,6 +54,7 @@ import pandas as pd
 
 from ._version import __version__
 from .compare_report import STATUS_ORDER, _render_markdown, _sorted_for_reading
+from .config import check_compare_settings
 from .errors import CompareError, UsageError, option
 from .gates import GateFailure
 from .inference import bootstrap_diff_ci, paired_ci, t_quantile, welch_ci
@@ -285,6 +286,7 @@ class CompareResult:
     gates: dict[str, Any] = field(default_factory=dict)
     failures: list[GateFailure] = field(default_factory=list)
     _candidate: Any = field(default=None, repr=False)
+    _sources: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
 
     @property
     def passed(self) -> bool:
@@ -358,16 +360,17 @@ class CompareResult:
         (``overall.parquet``, ``by_region.parquet``...) into ``out_dir`` atomically."""
         import pyarrow as pa
 
-        from .io import AtomicDir, write_table, write_text
-        from .report import to_json_default
+        from .io import write_table, write_text
+        from .outdir import AtomicDir, check_out_apart
 
-        atomic = AtomicDir(out_dir, overwrite=overwrite)
+        check_out_apart(out_dir, self._sources)
+        atomic = AtomicDir(out_dir, overwrite=overwrite, command="compare", result=self)
         with atomic as tmp:
             for name, df in self.tables.items():
-                write_table(pa.Table.from_pandas(df, preserve_index=False), tmp / f"{_file_stem(name)}.parquet")
+                write_table(pa.Table.from_pandas(df, preserve_index=False),
+                            tmp / f"{_file_stem(name)}.parquet")
             write_text(self.to_markdown(), tmp / "compare.md")
-            write_text(json.dumps(self.to_dict(), indent=2, default=to_json_default) + "\n",
-                       tmp / "compare.json")
+            atomic.write_summary(self.to_dict(), "compare.json")
             return atomic.commit()
 
 
@@ -453,7 +456,15 @@ def compare(
     """
     started = time.time()
     t0 = time.perf_counter()
-    _check_settings(confidence, n_boot, seed)
+    sources = _compare_sources(baseline, candidate, config)
+    if out is not None:
+        from .outdir import check_out_apart
+
+        check_out_apart(out, sources)
+    typed = check_compare_settings({"seed": seed, "n_boot": n_boot, "confidence": confidence,
+                                    "allow_mismatch": allow_mismatch, "boot_limit": boot_limit})
+    seed, n_boot, allow_mismatch, boot_limit = (typed[k] for k in ("seed", "n_boot", "allow_mismatch",
+                                                                  "boot_limit"))
     cfg = _coerce_config(config) if config is not None else None
     gates = _resolve_gates(gates, cfg)
     b = _load_run(baseline, "baseline", cfg)
@@ -474,7 +485,7 @@ def compare(
     metadata = _compare_metadata(b, c, cfg, tables, settings, gates, pairing, started)
     metadata.update(mismatches=mismatches, notes=notes)
     result = CompareResult(tables=tables, metadata=metadata, gates=gates,
-                           _candidate=_CandidateView(c.overall, c.groups))
+                           _candidate=_CandidateView(c.overall, c.groups), _sources=sources)
     if gates:
         from .gates import check_compare_gates
 
@@ -483,16 +494,6 @@ def compare(
     if out is not None:
         result.write(out, overwrite=overwrite)
     return result
-
-
-def _check_settings(confidence: float, n_boot: int, seed: Any) -> None:
-    """Raise :class:`~evalkit.errors.UsageError` for an unusable confidence, n_boot or seed."""
-    if not (0 < confidence < 1):
-        raise UsageError(f"confidence must be in (0, 1), got {confidence!r}")
-    if n_boot < 100:
-        raise UsageError(f"n_boot must be >= 100, got {n_boot}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
 
 
 def _resolve_gates(gates: Mapping[str, Any] | None, cfg: Any) -> dict[str, Any]:
@@ -568,6 +569,15 @@ def _compare_metadata(b: _Run, c: _Run, cfg: Any, tables: Mapping[str, pd.DataFr
         "groupings_only_in_baseline": [g for g in b.groupings if g not in c.groupings],
         "groupings_only_in_candidate": [g for g in c.groupings if g not in b.groupings],
     }
+
+
+def _compare_sources(baseline: Any, candidate: Any, config: Any) -> tuple[tuple[str, Any], ...]:
+    out: list[tuple[str, Any]] = [("baseline", baseline), ("candidate", candidate)]
+    if isinstance(config, str | os.PathLike):
+        out.append(("config file", config))
+    elif getattr(config, "source_file", None):
+        out.append(("config file", config.source_file))
+    return tuple(out)
 
 
 @dataclass

@@ -103,16 +103,7 @@ class EvalConfig:
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{p}: config file does not parse: {exc}") from None
         else:
-            import yaml
-
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                # One line: where (line / column of the file) and what, not PyYAML's dump.
-                mark = getattr(exc, "problem_mark", None)
-                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-                problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
-                raise ConfigError(f"{p}: config file does not parse{where}: {problem}") from None
+            data = load_yaml(text, str(p))
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -215,6 +206,71 @@ _LIST_KEYS = {"input", "on", "predictions", "targets", "classes"}
 _BOOL_KEYS = {"by_class", "by_split", "renormalize", "overwrite", "write_rows", "plots"}
 _FLOAT_KEYS = {"eps", "sum_tol"}
 _INT_KEYS = {"exact_limit", "top_k"}
+#: Types of the ``compare`` settings (``evalkit compare``) and the least value of the counts.
+COMPARE_TYPES = {"seed": ("int", 0), "n_boot": ("int", 100), "confidence": ("float", None),
+                 "allow_mismatch": ("bool", None), "pair_on": ("list", None),
+                 "boot_limit": ("int", 1)}
+
+
+def strict_bool(key: str, value: Any, source: str) -> bool:
+    """``value`` if it is a boolean, else ConfigError naming ``key`` (``"false"`` is not false)."""
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{source}: key {key!r} must be true or false, got {value!r}")
+
+
+def strict_number(key: str, value: Any, source: str) -> float:
+    """A finite number (not a string, not a boolean), else ConfigError naming ``key``."""
+    import math
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{source}: key {key!r} must be a number, got {value!r}")
+    f = float(value)
+    if not math.isfinite(f):
+        raise ConfigError(f"{source}: key {key!r} must be a finite number, got {value!r}")
+    return f
+
+
+def strict_count(key: str, value: Any, source: str, minimum: int = 0) -> int:
+    """A whole number >= ``minimum`` (an integral float such as ``1e6`` is fine; strings,
+    booleans, NaN, infinities and fractions are not), else ConfigError naming ``key``."""
+    f = strict_number(key, value, source)
+    if f != int(f):
+        raise ConfigError(f"{source}: key {key!r} must be a whole number, got {value!r}")
+    if f < minimum:
+        raise ConfigError(f"{source}: key {key!r} must be >= {minimum}, got {value!r}")
+    return int(f)
+
+
+def check_compare_settings(settings: Mapping[str, Any], source: str = "compare") -> dict[str, Any]:
+    """The ``compare`` settings, typed strictly (ConfigError naming the key otherwise)."""
+    out: dict[str, Any] = {}
+    for raw, value in settings.items():
+        key = str(raw).replace("-", "_")
+        if key not in COMPARE_TYPES:
+            raise ConfigError(f"{source}: unknown compare setting {raw!r}{closest(key, COMPARE_TYPES)}; "
+                              f"known: {', '.join(COMPARE_TYPES)}")
+        if value is None:
+            continue
+        kind, least = COMPARE_TYPES[key]
+        name = f"compare.{key}"
+        if kind == "bool":
+            out[key] = strict_bool(name, value, source)
+        elif kind == "int":
+            out[key] = strict_count(name, value, source, least or 0)
+        elif kind == "float":
+            f = strict_number(name, value, source)
+            if not 0 < f < 1:
+                raise ConfigError(f"{source}: key {name!r} must be in (0, 1), got {value!r}")
+            out[key] = f
+        else:
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{source}: key {name!r} must be a list of column names, got {value!r}")
+            out[key] = list(value)
+    return out
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
@@ -224,40 +280,136 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     if key in _LIST_KEYS or key == "keys":
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()] if key != "input" else [value]
-        if isinstance(value, Sequence):
+        if isinstance(value, Sequence) and all(isinstance(v, str | int) and not isinstance(v, bool)
+                                               for v in value):
             return [str(v) for v in value]
         raise bad("a list of strings")
     if key == "by":
         return parse_groupings(value, source)
     if key in _BOOL_KEYS or key == "logits":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise bad("true or false")
+        return strict_bool(key, value, source)
     if key in _FLOAT_KEYS:
-        # YAML 1.1 reads "1e-7" (no dot) as a string: accept it as a number.
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise bad("a number") from None
+        return strict_number(key, value, source)
     if key in _INT_KEYS or key == "batch_size":
-        if isinstance(value, bool):
-            raise bad("a whole number")
-        try:
-            f = float(value)
-        except (TypeError, ValueError):
-            raise bad("a whole number") from None
-        if f != int(f):
-            raise bad("a whole number")
-        return int(f)
+        return strict_count(key, value, source, 1 if key == "batch_size" else 0)
     if key in ("gates", "compare", "history"):
         if not isinstance(value, Mapping):
             raise bad("a mapping")
+        if key == "compare":
+            check_compare_settings(value, source)
         return dict(value)
     if not isinstance(value, str):
         raise bad("a string")
     return value
+
+
+# -- YAML, strictly ------------------------------------------------------------------------
+
+#: A config file may describe at most this many values once YAML aliases are expanded: a
+#: few hundred bytes of nested anchors ("billion laughs") would otherwise expand to
+#: billions, and any later walk over the data (hashing the config) would run for minutes.
+MAX_YAML_VALUES = 100_000
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse a YAML config strictly: YAML 1.2 numbers (``1e-7`` is a number, not a string),
+    duplicated keys are errors, and alias expansion is bounded (:data:`MAX_YAML_VALUES`).
+    Raises ConfigError with the line and column of the problem."""
+    import yaml
+
+    loader = _strict_loader()(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node, source)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        # One line: where (line / column of the file) and what, not PyYAML's dump.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{source}: config file does not parse{where}: {problem}") from None
+    finally:
+        loader.dispose()
+
+
+def _check_expanded_size(root: Any, source: str) -> None:
+    """Count the values ``root`` stands for with every alias expanded, in time linear in the
+    number of distinct nodes (sizes of shared nodes are memoised); stop past the limit."""
+    import yaml
+
+    size: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    active: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        nid = id(node)
+        if done:
+            active.discard(nid)
+            if isinstance(node, yaml.MappingNode):
+                children = [c for pair in node.value for c in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            else:
+                children = []
+            total = 1 + sum(size[id(c)] for c in children)
+            if total > MAX_YAML_VALUES:
+                mark = node.start_mark
+                raise ConfigError(
+                    f"{source}: config file expands to more than {MAX_YAML_VALUES:,} values "
+                    f"(YAML anchors and aliases, from line {mark.line + 1}); refusing to load it")
+            size[nid] = total
+            continue
+        if nid in size:
+            continue
+        if nid in active:
+            raise ConfigError(f"{source}: config file holds a recursive YAML alias "
+                              f"(line {node.start_mark.line + 1})")
+        active.add(nid)
+        stack.append((node, True))
+        if isinstance(node, yaml.MappingNode):
+            stack.extend((c, False) for pair in node.value for c in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((c, False) for c in node.value)
+
+
+_LOADER: Any = None
+
+
+def _strict_loader() -> Any:
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+    import re
+
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                seen: set[Any] = set()
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        dup = key in seen
+                        seen.add(key)
+                    except TypeError:
+                        continue  # unhashable keys are reported by PyYAML itself
+                    if dup:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicated key {key!r}", key_node.start_mark)
+            return super().construct_mapping(node, deep)
+
+    # YAML 1.2 floats: 1e-7 and 1E6 are numbers (YAML 1.1, PyYAML's default, needs a dot).
+    StrictLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"))
+    _LOADER = StrictLoader
+    return StrictLoader
 
 
 def parse_groupings(value: Any, source: str = "config") -> list[list[str]]:

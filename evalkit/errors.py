@@ -13,6 +13,7 @@ Exit codes (documented in the README):
 3     input or data error (missing column, bad values, bad file)
 4     output error (report exists, directory not writable)
 5     a quality gate failed (report was written)
+6     the Dask cluster failed (scheduler unreachable or lost, workers killed)
 130   interrupted (Ctrl-C); no partial output is left
 ====  =========================================================
 """
@@ -32,6 +33,7 @@ EXIT_USAGE = 2
 EXIT_INPUT = 3
 EXIT_OUTPUT = 4
 EXIT_GATE = 5
+EXIT_CLUSTER = 6
 EXIT_INTERRUPTED = 130
 
 
@@ -204,6 +206,16 @@ class CompareError(InputError):
     """Two runs that cannot be compared (different eps, class sets, ...)."""
 
 
+# -- execution cluster -------------------------------------------------------------------
+
+
+class ClusterError(EvalkitError):
+    """The Dask cluster failed: no scheduler at the address, the scheduler lost mid-run,
+    workers killed repeatedly (``KilledWorker``). Nothing was written."""
+
+    exit_code = EXIT_CLUSTER
+
+
 # -- output ----------------------------------------------------------------------------
 
 
@@ -215,6 +227,20 @@ class OutputError(EvalkitError):
 
 class OutputExistsError(OutputError):
     """The output directory already holds a report and overwrite was not asked for."""
+
+
+class ReportInterrupted(KeyboardInterrupt):
+    """A signal (Ctrl-C, SIGTERM) arrived after the new report was complete in place.
+
+    A KeyboardInterrupt, so code that stops on Ctrl-C still stops; ``path`` is the complete
+    report on disk and ``result`` (set by the writer) the result it holds, so the CLI can say
+    what is on disk and still exit 5 for a failed gate.
+    """
+
+    def __init__(self, path: str, result: Any = None) -> None:
+        super().__init__(path)
+        self.path = path
+        self.result = result
 
 
 # -- helpers to build messages ---------------------------------------------------------

@@ -14,9 +14,7 @@ import glob as _glob
 import hashlib
 import os
 import queue
-import shutil
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +29,12 @@ from .errors import (
     EmptyInputError,
     InputError,
     OutputError,
-    OutputExistsError,
     SchemaDriftError,
+    UsageError,
     missing_column,
-    option,
 )
 
 PathLike = str | os.PathLike[str]
-REPORT_MARKERS = ("report.md", "summary.json", "compare.md", "compare.json", "history.md", "history.json")
 
 
 def _has_glob(s: str) -> bool:
@@ -349,6 +345,7 @@ def parquet_format() -> ds.ParquetFileFormat:
 def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -> Source:
     """Open one Parquet input (file, directory, glob, list of them or an fsspec URL)."""
     paths = expand_paths(path)
+    _check_utf8_names(paths)
     label = label or (paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)")
     filesystem = None
     pattern: str | None = os.fspath(path).removeprefix("file://") if isinstance(path, str | os.PathLike) else None
@@ -431,6 +428,33 @@ def _hive_glob_root(pattern: str, files: Sequence[str]) -> str | None:
     return base
 
 
+def _check_utf8_names(paths: Sequence[str]) -> None:
+    """Arrow opens files by UTF-8 names only: name a file whose name is not valid UTF-8
+    (kept by Python as surrogate escapes) with an InputError, instead of failing inside Arrow."""
+    from .escape import terminal
+
+    def bad(name: str) -> InputError:
+        return InputError(f"{terminal(name)}: the file name is not valid UTF-8, which Arrow cannot "
+                          "open; rename it (e.g. convmv -f latin1 -t utf8 --notest FILE) or move it "
+                          "out of the input")
+
+    for p in paths:
+        if _is_url(p):
+            continue
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad(p) from None
+        if os.path.isdir(p):
+            for dirpath, dirnames, filenames in os.walk(os.fsencode(p)):
+                dirnames[:] = [d for d in dirnames if not d.startswith((b".", b"_"))]
+                for name in dirnames + filenames:
+                    try:
+                        name.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise bad(os.fsdecode(os.path.join(dirpath, name))) from None
+
+
 def _open_error(label: str, exc: BaseException) -> CorruptFileError:
     """Name the file Arrow could not open (it may not be the first one) and why, briefly."""
     import re
@@ -464,6 +488,11 @@ def _fs_isdir(fs: object, path: str) -> bool:
         return False
 
 
+#: The extra (pyproject optional dependency) that brings each object-store scheme's driver.
+_SCHEME_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "abfs": "azure",
+                  "abfss": "azure", "az": "azure", "adl": "azure"}
+
+
 def _fsspec_paths(paths: list[str]) -> tuple[object, list[str]]:
     try:
         import fsspec
@@ -475,7 +504,19 @@ def _fsspec_paths(paths: list[str]) -> tuple[object, list[str]]:
             "reading URLs needs fsspec: pip install 'evalkit[dask]' (plus s3fs / gcsfs / adlfs "
             "for s3:// / gs:// / abfs://)"
         ) from None
-    fs, _, resolved = fsspec.get_fs_token_paths(paths)
+    scheme = paths[0].split("://", 1)[0].lower()
+    try:
+        fs, _, resolved = fsspec.get_fs_token_paths(paths)
+    except ImportError as exc:
+        from .errors import MissingDependencyError
+
+        extra = _SCHEME_EXTRAS.get(scheme)
+        how = f"pip install 'evalkit[{extra}]'" if extra else "install the fsspec driver it names"
+        raise MissingDependencyError(f"{paths[0]}: reading {scheme}:// URLs needs a package that is "
+                                     f"not installed ({exc}): {how}") from None
+    except ValueError as exc:
+        raise UsageError(f"{paths[0]}: cannot read {scheme}:// URLs ({exc}); use a local path, "
+                         "file://, memory://, s3://, gs:// or abfs://") from None
     out: list[str] = []
     for p in resolved:
         if _has_glob(p):
@@ -499,248 +540,50 @@ _FULL_HASH_LIMIT = 2 << 20
 _SAMPLE_BYTES = 1 << 20
 
 
-def file_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Size, modification time (UTC) and a content fingerprint of one file.
+def fingerprint_file(fh: Any, size: int) -> tuple[str, str]:
+    """``(fingerprint, kind)`` of an open binary file of ``size`` bytes.
 
-    The fingerprint is the SHA-256 of the whole file up to 2 MiB; for larger files it is
-    the SHA-256 of the size plus the first and last 1 MiB (``fingerprint_kind``
-    ``sha256-head-tail``: Parquet keeps its schema, offsets and per-chunk statistics in the
-    footer, so any rewrite changes it), so provenance stays cheap on many large files.
+    The SHA-256 (first 32 hex digits) of the whole file up to 2 MiB (kind ``sha256``); for
+    larger files the SHA-256 of the size plus the first and last 1 MiB (``sha256-head-tail``:
+    Parquet keeps its schema, offsets and per-chunk statistics in the footer, so any rewrite
+    changes it). Reads at most 2 MiB, so fingerprints stay cheap on many large files.
     """
+    h = hashlib.sha256()
+    fh.seek(0)
+    if size <= _FULL_HASH_LIMIT:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+        return h.hexdigest()[:32], "sha256"
+    h.update(str(size).encode())
+    h.update(fh.read(_SAMPLE_BYTES))
+    fh.seek(size - _SAMPLE_BYTES)
+    h.update(fh.read(_SAMPLE_BYTES))
+    return h.hexdigest()[:32], "sha256-head-tail"
+
+
+def file_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Size, modification time (UTC) and a content fingerprint (:func:`fingerprint_file`)
+    of one file; ``error`` instead when it cannot be read."""
     p = Path(path)
     try:
         st = p.stat()
     except OSError as exc:
         return {"path": str(p), "error": exc.strerror or str(exc)}
-    h = hashlib.sha256()
-    kind = "sha256"
     try:
         with p.open("rb") as fh:
-            if st.st_size <= _FULL_HASH_LIMIT:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            else:
-                kind = "sha256-head-tail"
-                h.update(str(st.st_size).encode())
-                h.update(fh.read(_SAMPLE_BYTES))
-                fh.seek(-_SAMPLE_BYTES, os.SEEK_END)
-                h.update(fh.read(_SAMPLE_BYTES))
+            fingerprint, kind = fingerprint_file(fh, st.st_size)
     except OSError as exc:
         return {"path": str(p), "bytes": st.st_size, "error": exc.strerror or str(exc)}
     return {
         "path": str(p),
         "bytes": int(st.st_size),
         "mtime": _dt.datetime.fromtimestamp(st.st_mtime, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "fingerprint": h.hexdigest()[:32],
+        "fingerprint": fingerprint,
         "fingerprint_kind": kind,
     }
 
 
-# -- atomic output ---------------------------------------------------------------------
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:  # e.g. Windows: cannot tell, so assume it is alive
-        return True
-    return True
-
-
-def _host_tag() -> str:
-    """A short tag of this host, so a run never sweeps the temp dir of a live run elsewhere
-    (a shared filesystem) just because that pid is free here."""
-    import hashlib
-    import socket
-
-    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
-
-
-def _owner_tag() -> str:
-    return f"{os.getpid()}-{_host_tag()}-{uuid.uuid4().hex[:8]}"
-
-
-def _stale(name: str, marker: str) -> bool:
-    """Whether a ``<marker><pid>-<host>-<rand>`` temp name belongs to a dead run of this host."""
-    try:
-        parts = name.rsplit(marker, 1)[1].split("-")
-        pid = int(parts[0])
-    except (IndexError, ValueError):
-        return False
-    if len(parts) >= 3 and parts[1] != _host_tag():
-        return False
-    return not _pid_alive(pid)
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT / SIGTERM for a few renames, so Ctrl-C cannot land between them."""
-    import signal
-
-    sigs = {signal.SIGINT, getattr(signal, "SIGTERM", signal.SIGINT)}
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-    except (AttributeError, OSError, ValueError):  # no pthread_sigmask (Windows)
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-class AtomicDir:
-    """Build an output directory beside its target, then rename it into place.
-
-    All files of a run appear together or not at all: a crash, Ctrl-C or disk-full error
-    leaves the previous report (if any) untouched, and the temporary directory is removed
-    (or, after a hard kill, swept by the next run).
-
-    The temporary directory is ``.<name>.tmp-<pid>-<host>-<random>`` beside the target; when
-    overwriting, the previous report is moved to ``.<name>.old-...`` for the instant of the
-    swap (and moved back by the next run if a hard kill landed in that instant).
-    """
-
-    def __init__(self, target: PathLike, overwrite: bool = False) -> None:
-        self.target = Path(target).absolute()
-        self.overwrite = overwrite
-        self.tmp: Path | None = None
-
-    def check(self) -> None:
-        """Refuse an existing report unless overwriting; never replace an unrelated directory."""
-        t = self.target
-        try:
-            if t.exists() and not t.is_dir():
-                raise OutputError(f"{t}: exists and is not a directory")
-            for parent in t.parents:
-                if parent.exists():
-                    if not parent.is_dir():
-                        raise OutputError(f"{t}: cannot be created: {parent} is not a directory")
-                    break
-            if t.is_dir():
-                entries = [e.name for e in t.iterdir()]
-                is_report = any(m in entries for m in REPORT_MARKERS)
-                if is_report and not self.overwrite:
-                    raise OutputExistsError(f"{t}: already holds a report; pass {option('overwrite', True)} "
-                                            "to replace it")
-                if entries and not is_report:
-                    # --overwrite replaces a report, never a directory of other files.
-                    raise OutputExistsError(
-                        f"{t}: directory is not empty ({len(entries)} entries) and holds no evalkit "
-                        f"report; choose another {option('out')}"
-                    )
-        except OSError as exc:
-            raise OutputError(f"{t}: cannot use as the output directory ({exc.strerror or exc})") from None
-
-    def prepare(self) -> Path:
-        """Sweep stale temp dirs, check the target and create its parent; return the parent."""
-        parent = self.target.parent
-        if parent.is_dir():
-            # First, so that a report caught mid-swap by a hard kill is back before the check.
-            with contextlib.suppress(OSError):
-                self._sweep(parent)
-        self.check()
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise PermissionError(13, "Permission denied")
-        except OSError as exc:
-            raise OutputError(
-                f"{self.target}: cannot create the output directory in {parent} ({exc.strerror or exc})"
-            ) from None
-        return parent
-
-    def __enter__(self) -> Path:
-        parent = self.prepare()
-        try:
-            self.tmp = parent / f".{self.target.name}.tmp-{_owner_tag()}"
-            self.tmp.mkdir()
-        except OSError as exc:
-            self.tmp = None
-            raise OutputError(f"{self.target}: cannot create the output directory ({exc.strerror or exc})") from None
-        return self.tmp
-
-    def _sweep(self, parent: Path) -> None:
-        # Runs killed hard (SIGKILL, power loss) leave their temp dirs behind: remove them,
-        # and put back a previous report caught mid-swap.
-        name = self.target.name
-        for p in parent.glob(f".{name}.old-*"):
-            if _stale(p.name, ".old-"):
-                if not self.target.exists():
-                    with contextlib.suppress(OSError):
-                        os.replace(p, self.target)
-                        continue
-                shutil.rmtree(p, ignore_errors=True)
-        for p in parent.glob(f".{name}.tmp-*"):
-            if _stale(p.name, ".tmp-"):
-                shutil.rmtree(p, ignore_errors=True)
-        sweep_spool_dirs(parent)
-
-    def commit(self) -> Path:
-        """Move the finished directory into place (replacing the old one if overwriting)."""
-        assert self.tmp is not None
-        self.check()
-        old: Path | None = None
-        with _signals_deferred():
-            try:
-                if self.target.exists():
-                    old = self.target.parent / f".{self.target.name}.old-{_owner_tag()}"
-                    os.replace(self.target, old)
-                os.replace(self.tmp, self.target)
-            except OSError as exc:
-                if old is not None and not self.target.exists():
-                    os.replace(old, self.target)
-                raise OutputError(f"{self.target}: cannot move the report into place ({exc})") from None
-            self.tmp = None
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return self.target
-
-    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
-        if self.tmp is not None:
-            with _signals_deferred():
-                shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
-        if exc is not None and isinstance(exc, OSError):
-            # Any OS failure while the report is written (disk full, quota, ...) is an output
-            # error with its own exit code, not an internal error.
-            raise OutputError(f"{self.target}: cannot write the report ({exc.strerror or exc}); "
-                              "nothing was written and any previous report is intact") from None
-
-
-SPOOL_MARKER = ".evalkit-rows-"
-
-
-def make_spool_dir(parent: PathLike | None = None) -> Path:
-    """A private directory for streamed per-row output (beside the report, or in TMPDIR).
-
-    Named ``.evalkit-rows-<pid>-<host>-...`` so that the next run can sweep it after a hard kill.
-    """
-    import tempfile
-
-    try:
-        if parent is not None:
-            Path(parent).mkdir(parents=True, exist_ok=True)
-            sweep_spool_dirs(parent)
-        return Path(tempfile.mkdtemp(prefix=f"{SPOOL_MARKER}{os.getpid()}-{_host_tag()}-", dir=parent))
-    except OSError as exc:
-        where = parent if parent is not None else tempfile.gettempdir()
-        raise OutputError(
-            f"{where}: cannot create a temporary directory there ({exc.strerror or exc}); "
-            "is the output location writable?"
-        ) from None
-
-
-def sweep_spool_dirs(parent: PathLike) -> None:
-    """Remove per-row spool directories of dead runs in ``parent``."""
-    with contextlib.suppress(OSError):
-        for p in Path(parent).glob(f"{SPOOL_MARKER}*"):
-            if p.is_dir() and _stale(p.name, SPOOL_MARKER):
-                shutil.rmtree(p, ignore_errors=True)
+# -- writing ---------------------------------------------------------------------------
 
 
 def write_table(table: pa.Table, path: PathLike, *, large: bool = False) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,12 +50,12 @@ from .io import (
     RowWriter,
     Source,
     file_provenance,
-    make_spool_dir,
     open_source,
     table_source,
 )
 from .join import LabelIndex, infer_join_key
 from .layout import Layout, LayoutSpec, detect_layout, label_sampler
+from .outdir import make_spool_dir, remove_spool_dir
 
 PROGRESS = Callable[[int, int], None]
 
@@ -212,6 +211,12 @@ def resolve_groupings(cfg: EvalConfig, names: Sequence[str]) -> tuple[Grouping, 
         if cols == (CLASS,) and cfg.by_class:
             continue
         gs.append(Grouping(",".join(cols), cols))
+    stems: dict[str, str] = {}
+    for g in gs:  # file names come from the columns: two groupings must never share one
+        other = stems.setdefault(g.file_stem, g.name)
+        if other != g.name:
+            raise UsageError(f"groupings {other!r} and {g.name!r} would both be written to "
+                             f"{g.file_stem}.parquet; rename a column or drop one grouping")
     return tuple(gs)
 
 
@@ -291,9 +296,10 @@ def build_plan(cfg: EvalConfig, inputs: Inputs, layout: Layout,
 
 
 def cleanup_spool(path: Path | None) -> None:
-    """Remove a spool directory (the parent of ``path``) made by :func:`open_spool`."""
+    """Remove a spool directory (the parent of ``path``) made by :func:`open_spool`, and
+    release its lock."""
     if path is not None:
-        shutil.rmtree(path.parent, ignore_errors=True)
+        remove_spool_dir(path.parent)
 
 
 @dataclass

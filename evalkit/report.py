@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .display import MAX_REPORT_GROUPS, bounded_groups, left_out_note
+from .escape import md_code, md_link_target, md_text, terminal
 
 
 class EvalResultLike(Protocol):
@@ -65,8 +66,17 @@ def fmt_number(value: Any, column: str = "") -> str:
     return str(value)
 
 
-def _escape(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
+def _escape(s: Any) -> str:
+    """Data shown in Markdown (kept for callers; the one definition is :func:`md_text`)."""
+    return md_text(s)
+
+
+def _cell(value: Any, column: str) -> str:
+    """One Markdown table cell: numbers formatted, anything else escaped as text."""
+    text = fmt_number(value, column)
+    if isinstance(value, int | float | np.integer | np.floating | bool | np.bool_) or value is None:
+        return text
+    return md_text(text)
 
 
 def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows: int = 200) -> str:
@@ -75,14 +85,14 @@ def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_r
     if df.empty:
         return "_(no rows)_\n"
     shown = df.head(max_rows)
-    header = "| " + " | ".join(_escape(str(c)) for c in cols) + " |"
+    header = "| " + " | ".join(md_text(c) for c in cols) + " |"
     aligns = []
     for c in cols:
         numeric = pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
         aligns.append("---:" if numeric else "---")
     lines = [header, "| " + " | ".join(aligns) + " |"]
     for rec in shown[cols].itertuples(index=False, name=None):
-        lines.append("| " + " | ".join(_escape(fmt_number(v, c)) for v, c in zip(rec, cols, strict=True)) + " |")
+        lines.append("| " + " | ".join(_cell(v, c) for v, c in zip(rec, cols, strict=True)) + " |")
     if len(df) > max_rows:
         lines.append(f"\n_... {len(df) - max_rows:,} more rows in the Parquet table_")
     return "\n".join(lines) + "\n"
@@ -93,10 +103,10 @@ def text_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows:
     """Aligned plain-text table for terminals; wide text cells are truncated with '…'."""
     cols = list(columns) if columns is not None else list(df.columns)
     shown = df.head(max_rows)
-    cells = [[fmt_number(v, c) for v, c in zip(rec, cols, strict=True)]
+    cells = [[terminal(fmt_number(v, c)) for v, c in zip(rec, cols, strict=True)]
              for rec in shown[cols].itertuples(index=False, name=None)]
     cells = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in cells]
-    heads = [str(c) for c in cols]
+    heads = [terminal(c) for c in cols]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(heads)]
     numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in cols]
 
@@ -143,29 +153,29 @@ def definitions(eps: float) -> str:
 def _meta_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
     skipped = meta.get("skipped") or {}
     rows = [
-        ("input", f"`{meta['input']}`" + (f" ({meta['input_files']:,} files, {_bytes(meta['input_bytes'])})"
-                                          if meta.get("input_files") else "")),
+        ("input", md_code(meta['input']) + (f" ({meta['input_files']:,} files, {_bytes(meta['input_bytes'])})"
+                                             if meta.get("input_files") else "")),
     ]
     if meta.get("labels"):
-        rows.append(("labels", f"`{meta['labels']}` joined on {', '.join(meta.get('on') or [])}"))
+        rows.append(("labels", f"{md_code(meta['labels'])} joined on {md_text(', '.join(meta.get('on') or []))}"))
     rows += [
         ("rows", f"{meta['rows_read']:,} read · {meta['rows_used']:,} used · {meta['rows_skipped']:,} skipped"),
     ]
     if skipped:
-        rows.append(("skipped by reason", ", ".join(f"{k}: {v:,}" for k, v in sorted(skipped.items()))))
+        rows.append(("skipped by reason", md_text(", ".join(f"{k}: {v:,}" for k, v in sorted(skipped.items())))))
     for line in meta.get("layout", []):
         key, _, rest = line.partition(": ")
-        rows.append((key, rest) if rest else ("layout", line))
+        rows.append((md_text(key), md_text(rest)) if rest else ("layout", md_text(line)))
     rows += [
         ("eps", f"{meta['eps']:g}"),
-        ("quantiles", meta.get("quantile_note", meta.get("quantiles", ""))),
-        ("engine", str(meta.get("engine", "local"))),
-        ("evalkit", str(meta.get("evalkit_version", ""))),
-        ("created", str(meta.get("created", ""))),
+        ("quantiles", md_text(meta.get("quantile_note", meta.get("quantiles", "")))),
+        ("engine", md_text(meta.get("engine", "local"))),
+        ("evalkit", md_text(meta.get("evalkit_version", ""))),
+        ("created", md_text(meta.get("created", ""))),
         ("duration", f"{meta.get('duration_s', 0):.2f} s"),
     ]
     if meta.get("config_file"):
-        rows.append(("config", f"`{meta['config_file']}` (hash {meta.get('config_hash')})"))
+        rows.append(("config", f"{md_code(meta['config_file'])} (hash {md_text(meta.get('config_hash'))})"))
     return rows
 
 
@@ -187,7 +197,7 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
     meta = result.metadata
     out = ["# evalkit report", ""]
     out += ["| run | |", "| --- | --- |"]
-    out += [f"| {k} | {_escape(v)} |" for k, v in _meta_rows(meta)]
+    out += [f"| {k} | {v} |" for k, v in _meta_rows(meta)]  # each value escaped where built
     out += ["", "## Overall", "", f"**{overall_line(result)}**", "", definitions(float(meta["eps"])), ""]
     gates = meta.get("gates")
     if gates:
@@ -202,7 +212,7 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
         if not g.columns:
             continue
         df = result.groups[g.name]
-        title = "class" if g.name == "class" else " × ".join(g.columns)
+        title = "class" if g.name == "class" else " × ".join(md_text(c) for c in g.columns)
         out += [f"## By {title}", ""]
         shown, n_left = bounded_groups(df, MAX_REPORT_GROUPS)
         out.append(markdown_table(shown, list(g.columns) + [c for c in stats if c in df.columns]))
@@ -226,7 +236,7 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
         out += ["## Plots", ""]
         if plots:
             for title, path in plots:
-                out += [f"### {title}", "", f"![{title}]({path})", ""]
+                out += [f"### {md_text(title)}", "", f"![{md_text(title)}]({md_link_target(path)})", ""]
         else:
             from .plots import INSTALL_HINT
 

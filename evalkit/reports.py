@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import CompareError, ReportError, UsageError
-from .io import expand_paths, file_provenance
+from .io import expand_paths, file_provenance, fingerprint_file
 
 CLASS = "class"
 
@@ -124,8 +124,9 @@ def _grouping_columns(name: str) -> tuple[str, ...]:
 
 
 def _file_stem(name: str) -> str:
-    cols = _grouping_columns(name)
-    return "overall" if not cols else "by_" + "_".join(cols)
+    from .escape import grouping_file_stem
+
+    return grouping_file_stem(_grouping_columns(name))
 
 
 def _rows_column(col: str) -> str:
@@ -140,18 +141,132 @@ def is_report_dir(path: Any) -> bool:
     return (Path(path) / "summary.json").is_file()
 
 
+class _ReportFiles:
+    """The files of one report directory, read so that they are known to belong together.
+
+    ``summary.json`` is read once; when the report records ``table_fingerprints`` (evalkit
+    writes them, see :meth:`evalkit.outdir.AtomicDir.write_summary`), every table is opened
+    once, its fingerprint computed from that open handle and compared with the recorded one,
+    and then read through the same handle: a table edited, copied from another run, or
+    replaced while compare reads the directory is refused (:class:`CompareError`, exit 3),
+    never read. ``summary.json`` itself is checked against ``evalkit-manifest.json`` the
+    same way. Reports written before fingerprints existed are read without these checks.
+    """
+
+    def __init__(self, d: Path, role: str) -> None:
+        from .outdir import MANIFEST_NAME, read_manifest
+
+        self.d, self.role = d, role
+        where = d / "summary.json"
+        try:
+            raw = where.read_bytes()
+        except OSError as exc:
+            raise CompareError(f"{where}: cannot read the {role} report's summary "
+                               f"({exc.strerror or exc})") from None
+        try:
+            summary = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CompareError(f"{where}: the {role} report's summary.json is corrupt or "
+                               f"truncated ({exc}); rerun evaluate") from None
+        if not isinstance(summary, dict) or not isinstance(summary.get("metadata", {}), dict):
+            raise CompareError(f"{where}: not an evalkit summary.json (it holds a "
+                               f"{type(summary).__name__}, not an object with 'metadata'); "
+                               f"the {role} report was edited or is not an evalkit report")
+        self.summary = summary
+        fps = summary.get("table_fingerprints")
+        if fps is not None and not (isinstance(fps, dict) and all(
+                isinstance(v, dict) for v in fps.values())):
+            raise CompareError(f"{where}: 'table_fingerprints' is damaged; the {role} report was edited")
+        self.fingerprints: dict[str, dict[str, Any]] | None = fps
+        manifest, _ = read_manifest(d)
+        if manifest is not None:
+            entry = manifest["files"].get("summary.json")
+            got = hashlib.sha256(raw).hexdigest()[:32] if len(raw) <= (2 << 20) else None
+            if entry is not None and got is not None and entry.get("fingerprint_kind") == "sha256" \
+                    and entry.get("fingerprint") != got:
+                raise CompareError(f"{where}: changed since evalkit wrote it (its fingerprint differs "
+                                   f"from {MANIFEST_NAME}); the {role} report was edited or replaced "
+                                   "while being read: rerun evaluate or restore it")
+            run_id = summary.get("metadata", {}).get("run_id")
+            if run_id is not None and manifest.get("run_id") != run_id:
+                raise CompareError(f"{where}: belongs to another run than {MANIFEST_NAME} (run ids "
+                                   f"differ); the {role} report is mixed from two runs")
+
+    def _refuse(self, rel: str, why: str) -> CompareError:
+        return CompareError(
+            f"{self.d / rel}: {why}; the {self.role} report's files do not belong to one run "
+            "(edited, copied from another run, or replaced while compare was reading it): "
+            "rerun evaluate, or restore the report")
+
+    def open(self, rel: str) -> pq.ParquetFile | None:
+        """The table ``rel`` (None when absent and not recorded), checked as described."""
+        path = self.d / rel
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - kept open: later reads use this very file
+        except FileNotFoundError:
+            if self.fingerprints is not None and rel in self.fingerprints:
+                raise self._refuse(rel, "recorded in summary.json but missing") from None
+            return None
+        except OSError as exc:
+            raise CompareError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        if self.fingerprints is not None:
+            want = self.fingerprints.get(rel)
+            if want is None:
+                fh.close()
+                raise self._refuse(rel, "not one of the tables summary.json records")
+            size = os.fstat(fh.fileno()).st_size
+            got, _kind = fingerprint_file(fh, size)
+            if size != want.get("bytes") or got != want.get("fingerprint"):
+                fh.close()
+                raise self._refuse(rel, "its content differs from the fingerprint summary.json recorded")
+            fh.seek(0)
+        try:
+            return pq.ParquetFile(fh)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            fh.close()
+            raise CompareError(f"{path}: not a readable Parquet table ({_short(exc)}); the "
+                               f"{self.role} report is damaged: rerun evaluate") from None
+
+    def read(self, rel: str, required: Sequence[str] = ()) -> pd.DataFrame | None:
+        """Table ``rel`` as a DataFrame (None when absent); ``required`` columns must exist."""
+        pf = self.open(rel)
+        if pf is None:
+            return None
+        missing = [c for c in required if c not in pf.schema_arrow.names]
+        if missing:
+            raise CompareError(
+                f"{self.d / rel}: the {self.role} report's table has no column "
+                f"{', '.join(repr(c) for c in missing)} (columns: {', '.join(pf.schema_arrow.names)}); "
+                "it was edited or is not an evalkit table")
+        try:
+            return pf.read().to_pandas()
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise CompareError(f"{self.d / rel}: not a readable Parquet table ({_short(exc)}); the "
+                               f"{self.role} report is damaged: rerun evaluate") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
 def _load_report(path: str | os.PathLike[str], role: str) -> _Run:
     d = Path(path)
-    try:
-        summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CompareError(f"{d}: cannot read summary.json of the {role} report ({exc})") from None
+    files_in = _ReportFiles(d, role)
+    summary = files_in.summary
     meta = dict(summary.get("metadata") or {})
-    groupings = list(meta.get("groupings") or ["overall", *(summary.get("groups") or {})])
+    groups_json = summary.get("groups") if isinstance(summary.get("groups"), dict) else {}
+    groupings = meta.get("groupings") or ["overall", *groups_json]
+    if not isinstance(groupings, list) or not all(isinstance(g, str) for g in groupings):
+        raise CompareError(f"{d / 'summary.json'}: 'groupings' is damaged; the {role} report was edited")
+    groupings = list(groupings)
     if "overall" not in groupings:
         groupings.insert(0, "overall")
-    if (d / "overall.parquet").is_file():
-        odf = pd.read_parquet(d / "overall.parquet")
+    odf = files_in.read("overall.parquet", required=("count", "mean"))
+    if odf is not None:
+        if len(odf) != 1:
+            raise CompareError(f"{d / 'overall.parquet'}: holds {len(odf)} rows, not 1; the {role} "
+                               "report was edited")
         overall = pd.Series({c: odf[c].iloc[0] for c in odf.columns}, dtype=object)
     else:
         overall = pd.Series(summary.get("overall") or {}, dtype=object)
@@ -159,20 +274,26 @@ def _load_report(path: str | os.PathLike[str], role: str) -> _Run:
     for g in groupings:
         if g == "overall":
             continue
-        f = d / f"{_file_stem(g)}.parquet"
-        if f.is_file():
-            groups[g] = pd.read_parquet(f)
-        elif g in (summary.get("groups") or {}):
-            groups[g] = pd.DataFrame.from_records(summary["groups"][g])
+        rel = f"{_file_stem(g)}.parquet"
+        cols = _grouping_columns(g)
+        df = files_in.read(rel, required=(*cols, "count", "mean"))
+        if df is not None:
+            groups[g] = df
+        elif g in groups_json and isinstance(groups_json[g], list):
+            groups[g] = pd.DataFrame.from_records(groups_json[g])
         else:
-            raise CompareError(f"{d}: the {role} report lists grouping {g!r} but has no {f.name}")
-    rows_path = d / "rows.parquet"
+            raise CompareError(f"{d}: the {role} report lists grouping {g!r} but has no {rel}")
     loader = None
-    if rows_path.is_file():
-        available = set(pq.read_schema(rows_path).names)
+    rows = files_in.open("rows.parquet")
+    if rows is not None:
+        available = set(rows.schema_arrow.names)
 
-        def loader(columns: list[str], _p: Path = rows_path, _a: set[str] = available) -> pd.DataFrame:
-            return pq.read_table(_p, columns=[c for c in columns if c in _a]).to_pandas()
+        def loader(columns: list[str], _pf: pq.ParquetFile = rows, _a: set[str] = available) -> pd.DataFrame:
+            try:
+                return _pf.read(columns=[c for c in columns if c in _a]).to_pandas()
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                raise CompareError(f"{d / 'rows.parquet'}: not a readable Parquet table "
+                                   f"({_short(exc)}); the {role} report is damaged") from None
 
     names = ["summary.json", "rows.parquet", "overall.parquet"] + [
         f"{_file_stem(g)}.parquet" for g in groupings if g != "overall"]

@@ -66,6 +66,7 @@ import pyarrow.parquet as pq
 
 from ._version import __version__
 from .errors import ReportError, UsageError
+from .escape import md_code, md_link_target
 from .gates import GateFailure
 from .inference import benjamini_hochberg, mean_interval, t_quantile, t_sf2
 from .reports import (
@@ -252,9 +253,9 @@ class HistoryResult:
         """Write ``history.md``, ``history.json``, ``runs.parquet``, ``trends.parquet``, one
         tidy ``overall.parquet`` / ``by_*.parquet`` per grouping and (with matplotlib) one
         ``history_*.png`` per grouping into ``out_dir``, atomically."""
-        from .io import AtomicDir
+        from .outdir import AtomicDir
 
-        atomic = AtomicDir(out_dir, overwrite=overwrite)
+        atomic = AtomicDir(out_dir, overwrite=overwrite, command="history", result=self)
         with atomic as tmp:
             self._write_into(tmp, plots=plots)
             path = atomic.commit()
@@ -648,9 +649,9 @@ def history(
                            metadata={}, gates=gates, skipped=skipped)
     atomic = None
     if out is not None:
-        from .io import AtomicDir
+        from .outdir import AtomicDir
 
-        atomic = AtomicDir(out, overwrite=overwrite)
+        atomic = AtomicDir(out, overwrite=overwrite, command="history")
     with atomic if atomic is not None else contextlib.nullcontext() as tmp:
         build = _Build(result, runs, opts, bool(gates), tmp, atomic.target if atomic else None, plots)
         try:
@@ -935,7 +936,7 @@ def _md_notes(res: HistoryResult) -> list[str]:
         lines.append(f"> **{res.metadata['segments']} segments:** runs whose eps or class set differ "
                      "are not compared; earlier segments are in the tables but not in the trends.")
         for rec in res.runs[res.runs["note"].str.contains("new segment")].to_dict("records"):
-            lines.append(f"> - run {rec['run']} (`{_escape(rec['run_id'])}`, {rec['created']:%Y-%m-%d}): "
+            lines.append(f"> - run {rec['run']} ({md_code(rec['run_id'])}, {rec['created']:%Y-%m-%d}): "
                          f"{_escape(rec['note'])}")
         lines.append("")
     changed_sets = res.runs[res.runs["note"].str.contains("groupings changed")]
@@ -946,7 +947,7 @@ def _md_notes(res: HistoryResult) -> list[str]:
             + (" ..." if len(changed_sets) > 10 else "") + "; a grouping's series starts after its last gap.", ""]
     if res.skipped:
         lines.append(f"> **Skipped ({len(res.skipped)}):**")
-        lines += [f"> - `{_escape(p)}`: {_escape(why)}" for p, why in res.skipped[:20]]
+        lines += [f"> - {md_code(p)}: {_escape(why)}" for p, why in res.skipped[:20]]
         if len(res.skipped) > 20:
             lines.append(f"> - ... and {len(res.skipped) - 20} more (history.json)")
         lines.append("")
@@ -1007,7 +1008,7 @@ def _md_grouping(res: HistoryResult, name: str, trend: pd.DataFrame, plots: Mapp
     lines.append("")
     fname = f"history_{_file_stem(name)}.png"
     if fname in plots:
-        lines += [f"![{_escape(plots[fname])}]({fname})", ""]
+        lines += [f"![{_escape(plots[fname])}]({md_link_target(fname)})", ""]
     return lines
 
 

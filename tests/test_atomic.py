@@ -27,9 +27,10 @@ from click.testing import CliRunner
 
 import evalkit
 import evalkit.api
+import evalkit.outdir
 from evalkit import errors as E
 from evalkit.cli import main
-from evalkit.io import AtomicDir, _host_tag
+from evalkit.outdir import AtomicDir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +80,7 @@ def previous(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes]]:
 def test_existing_report_is_refused_unless_overwrite(previous) -> None:  # type: ignore[no-untyped-def]
     inp, out, before = previous
     result = evalkit.evaluate(str(inp), eps=1e-3, plots=False)
-    with pytest.raises(E.OutputExistsError, match=r"report: already holds a report; pass overwrite=True"):
+    with pytest.raises(E.OutputExistsError, match=r"report: already holds an evalkit evaluate report; pass overwrite=True"):
         result.write(out)
     assert snapshot(out) == before
     r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "-q"])
@@ -152,7 +153,7 @@ def _failing_after(n_ok: int, exc: BaseException):  # type: ignore[no-untyped-de
 def test_write_failing_midway_keeps_previous_report(previous, monkeypatch, exc) -> None:  # type: ignore[no-untyped-def]
     inp, out, before = previous
     result = evalkit.evaluate(str(inp), eps=1e-3, plots=False)
-    monkeypatch.setattr(evalkit.api, "write_text", _failing_after(1, exc))
+    monkeypatch.setattr(evalkit.outdir, "write_text", _failing_after(0, exc))
     with pytest.raises(E.OutputError) as info:
         result.write(out, overwrite=True)
     assert "No space left on device" in str(info.value)
@@ -162,7 +163,7 @@ def test_write_failing_midway_keeps_previous_report(previous, monkeypatch, exc) 
 
 def test_write_failing_midway_cli(previous, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     inp, out, before = previous
-    monkeypatch.setattr(evalkit.api, "write_text", _failing_after(1, OSError(errno.ENOSPC, "No space left on device")))
+    monkeypatch.setattr(evalkit.outdir, "write_text", _failing_after(0, OSError(errno.ENOSPC, "No space left on device")))
     r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "--overwrite", "--eps", "1e-3", "-q", "--no-plots"])
     assert r.exit_code == E.EXIT_OUTPUT, r.output
     assert "error:" in r.output and "No space left on device" in r.output and "Traceback" not in r.output
@@ -198,7 +199,7 @@ def test_failed_run_keeps_previous_report(previous, tmp_path: Path) -> None:  # 
 
 def test_keyboard_interrupt_during_write(previous, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     inp, out, before = previous
-    monkeypatch.setattr(evalkit.api, "write_text", _failing_after(1, KeyboardInterrupt()))
+    monkeypatch.setattr(evalkit.outdir, "write_text", _failing_after(0, KeyboardInterrupt()))
     r = CliRunner().invoke(main, ["evaluate", str(inp), "--out", str(out), "--overwrite", "-q", "--no-plots"])
     assert r.exit_code == E.EXIT_INTERRUPTED, r.output
     assert "interrupted" in r.output and "Traceback" not in r.output
@@ -267,9 +268,10 @@ def test_killed_run_leaves_previous_report_intact(previous, tmp_path: Path, phas
         # Mid-write: the temp dir beside the target holds a partial report.
         tmp_dirs = [p for p in out.parent.iterdir() if p.name.startswith(".report.tmp-")]
         assert len(tmp_dirs) == 1 and (tmp_dirs[0] / "report.md").exists()
-        assert tmp_dirs[0].name.split(".tmp-")[1].split("-")[:2] == [str(proc.pid), _host_tag()]
+        assert is_locked(tmp_dirs[0])  # the live run holds it: no other run may sweep it
     else:
-        assert [p for p in out.parent.iterdir() if p.name.startswith(".evalkit-rows-")]
+        spools = [p for p in out.parent.iterdir() if p.name.startswith(".evalkit-rows-")]
+        assert spools and all(is_locked(p) for p in spools)
     proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=30)
     assert snapshot(out) == before
@@ -296,29 +298,79 @@ def test_killed_first_run_leaves_no_report(tmp_path: Path) -> None:
     assert not out.exists() and leftovers(out.parent) == []
 
 
-def test_sweep_spares_live_and_foreign_runs_and_restores_swapped_report(tmp_path: Path) -> None:
+HOLD_SCRIPT = textwrap.dedent("""
+    import fcntl, os, sys, time
+    fds = []
+    for path in sys.argv[2:]:
+        fd = os.open(path, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fds.append(fd)
+    open(sys.argv[1], "w").close()
+    time.sleep(60)
+""")
+
+
+def is_locked(path: Path) -> bool:
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def hold_in_other_process(tmp_path: Path, dirs: list[Path]) -> subprocess.Popen:  # type: ignore[type-arg]
+    """Another process (think: another container with the same pid and host name) holding
+    the locks of ``dirs``, as a live run does."""
+    ready = tmp_path / f"ready-{time.monotonic_ns()}"
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, str(ready), *map(str, dirs)])
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    return proc
+
+
+def test_sweep_spares_live_runs_and_restores_swapped_report(tmp_path: Path) -> None:
     inp = make_preds(tmp_path / "preds.parquet", n=100)
     out = tmp_path / "report"
-    dead, host = dead_pid(), _host_tag()
-    stale_tmp = tmp_path / f".report.tmp-{dead}-{host}-abcdef12"
-    live_tmp = tmp_path / f".report.tmp-{os.getpid()}-{host}-abcdef12"
-    foreign_tmp = tmp_path / f".report.tmp-{dead}-zzzzzz-abcdef12"
-    legacy_tmp = tmp_path / f".report.tmp-{dead}-abcdef12"
-    stale_spool = tmp_path / f".evalkit-rows-{dead}-{host}-q1w2e3"
-    for d in (stale_tmp, live_tmp, foreign_tmp, legacy_tmp, stale_spool):
+    # Names as an older evalkit made them (pid, host) and as this one does: liveness is the
+    # lock alone, so a run elsewhere with our pid and host name is never taken for dead.
+    dead_tmp = tmp_path / ".report.tmp-abcdef123456"
+    legacy_tmp = tmp_path / f".report.tmp-{os.getpid()}-zzzzzz-abcdef12"
+    live_tmp = tmp_path / ".report.tmp-live12345678"
+    dead_spool = tmp_path / ".evalkit-rows-q1w2e3"
+    live_spool = tmp_path / ".evalkit-rows-live"
+    dead_staging = tmp_path / ".evalkit-staging-old"
+    young_staging = tmp_path / ".evalkit-staging-young"
+    for d in (dead_tmp, legacy_tmp, live_tmp, dead_spool, live_spool, dead_staging, young_staging):
         d.mkdir()
+    for d in (dead_tmp, legacy_tmp, live_tmp, dead_spool, live_spool):
         (d / "partial").write_text("x")
-    # A hard kill between the two renames of an overwrite: the previous report is in .old-*.
-    swapped = tmp_path / f".report.old-{dead}-{host}-abcdef12"
-    evalkit.evaluate(str(inp), plots=False).write(swapped)
-    before = snapshot(swapped)
-    with pytest.raises(E.OutputExistsError):  # it is back in place, so it is protected again
-        evalkit.evaluate(str(inp), eps=1e-3, plots=False).write(out)
-    assert snapshot(out) == before
-    names = leftovers(tmp_path)
-    assert stale_tmp.name not in names and legacy_tmp.name not in names
-    assert stale_spool.name not in names and swapped.name not in names
-    assert live_tmp.name in names and foreign_tmp.name in names
+    os.utime(dead_staging, (time.time() - 3600, time.time() - 3600))
+    holder = hold_in_other_process(tmp_path, [live_tmp, live_spool])
+    try:
+        # A hard kill between the two renames of an overwrite: the previous report is in .old-*.
+        swapped = tmp_path / ".report.old-abcdef123456"
+        evalkit.evaluate(str(inp), plots=False).write(tmp_path / "elsewhere" / "r")
+        os.rename(tmp_path / "elsewhere" / "r", swapped)
+        before = snapshot(swapped)
+        with pytest.raises(E.OutputExistsError):  # it is back in place, so it is protected again
+            evalkit.evaluate(str(inp), eps=1e-3, plots=False).write(out)
+        assert snapshot(out) == before
+        names = sorted(leftovers(tmp_path) + [p.name for p in tmp_path.glob(".evalkit-staging-*")])
+        assert names == sorted([live_tmp.name, live_spool.name, young_staging.name]), names
+        assert (live_tmp / "partial").read_text() == "x" and (live_spool / "partial").read_text() == "x"
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder is gone: its directories are swept by the next run.
+    evalkit.evaluate(str(inp), eps=1e-3, plots=False).write(out, overwrite=True)
+    assert leftovers(tmp_path) == []
 
 
 def test_atomic_dir_directly(tmp_path: Path) -> None:

@@ -507,7 +507,7 @@ def test_written_outputs_and_atomicity(tmp_path: Path) -> None:
     res = history(str(tmp_path / "reports" / "*"), out=out, plots=False)
     assert len(res.runs) == 8
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["by_region.parquet", "history.json", "history.md", "overall.parquet",
+    assert names == ["by_region.parquet", "evalkit-manifest.json", "history.json", "history.md", "overall.parquet",
                      "runs.parquet", "trends.parquet"]
     t = pd.read_parquet(out / "by_region.parquet")
     assert len(t) == 32 and list(t.columns[:4]) == ["run", "run_id", "created", "segment"]

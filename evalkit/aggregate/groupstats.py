@@ -16,6 +16,36 @@ from .sketch import BinCounts, LogHistogram, quantile_column_name
 _QUANTILE_MODES = ("auto", "exact", "sketch")
 
 
+#: The scale exponent of a group with no weight yet (any real exponent exceeds it).
+_NO_WEIGHT_EXP = -4000
+
+
+def _exp32(e: np.ndarray) -> np.ndarray:
+    return np.clip(e, -4000, 4000).astype(np.int32)
+
+
+def _add_scaled(a: dict[str, np.ndarray], slots: np.ndarray, ws: np.ndarray, wl: np.ndarray,
+                exp: np.ndarray) -> None:
+    """Add scaled weight sums into ``a`` at ``slots``.
+
+    Weighted sums are kept as ``(weight_sum, wloss_sum, weight_exp)`` with the true sums equal
+    to ``weight_sum * 2**weight_exp`` (likewise for ``wloss_sum``), ``weight_exp`` being the
+    binary exponent of the largest weight seen: every stored term is then at most 1 (times
+    the loss), so weights up to the float maximum (``[1e308, 1e308, 1]``) never overflow.
+    Two partial sums combine at the larger exponent (powers of two: rescaling is exact until
+    a term underflows, and a term 2**1074 times smaller than the largest weight cannot move
+    the mean). Mergeable in any order, like every other field.
+    """
+    old = a["weight_exp"][slots]
+    new = np.maximum(old, exp)
+    with np.errstate(under="ignore"):
+        a["weight_sum"][slots] = (np.ldexp(a["weight_sum"][slots], _exp32(old - new))
+                                  + np.ldexp(ws, _exp32(exp - new)))
+        a["wloss_sum"][slots] = (np.ldexp(a["wloss_sum"][slots], _exp32(old - new))
+                                 + np.ldexp(wl, _exp32(exp - new)))
+    a["weight_exp"][slots] = new
+
+
 class GroupStats:
     """Mergeable per-group loss statistics with exact or sketched quantiles.
 
@@ -61,6 +91,7 @@ class GroupStats:
         ("correct", np.int64, 0),
         ("weight_sum", np.float64, 0.0),
         ("wloss_sum", np.float64, 0.0),
+        ("weight_exp", np.int64, _NO_WEIGHT_EXP),
     )
 
     def __init__(
@@ -253,8 +284,11 @@ class GroupStats:
             "correct": np.array([np.count_nonzero(correct)], dtype=np.int64),
         }
         if self.weighted:
-            out["weight_sum"] = np.array([weight.sum()])
-            out["wloss_sum"] = np.array([np.einsum("i,i->", weight, loss)])
+            e = np.frexp(weight.max())[1]
+            w = np.ldexp(weight, -e)
+            out["weight_sum"] = np.array([w.sum()])
+            out["wloss_sum"] = np.array([np.einsum("i,i->", w, loss)])
+            out["weight_exp"] = np.array([e], dtype=np.int64)
         return out
 
     def _batch_moments(self, local: np.ndarray, k: int, loss: np.ndarray, low: np.ndarray,
@@ -288,8 +322,13 @@ class GroupStats:
             "correct": cc[:, 1::2].sum(axis=1),
         }
         if self.weighted:
-            out["weight_sum"] = np.bincount(local, weights=weight, minlength=k)
-            out["wloss_sum"] = np.bincount(local, weights=weight * loss, minlength=k)
+            gmax = np.zeros(k)
+            np.maximum.at(gmax, local, weight)
+            e = np.frexp(gmax)[1].astype(np.int64)
+            w = np.ldexp(weight, (-e)[local].astype(np.int32))
+            out["weight_sum"] = np.bincount(local, weights=w, minlength=k)
+            out["wloss_sum"] = np.bincount(local, weights=w * loss, minlength=k)
+            out["weight_exp"] = e
         return out
 
     def _combine(self, slots: np.ndarray, batch: dict[str, np.ndarray]) -> None:
@@ -310,8 +349,7 @@ class GroupStats:
         a["clipped_high"][slots] += batch["clipped_high"]
         a["correct"][slots] += batch["correct"]
         if self.weighted:
-            a["weight_sum"][slots] += batch["weight_sum"]
-            a["wloss_sum"][slots] += batch["wloss_sum"]
+            _add_scaled(a, slots, batch["weight_sum"], batch["wloss_sum"], batch["weight_exp"])
 
     def _add_to_histograms(self, local: np.ndarray | None, k: int, slots: np.ndarray,
                            cnt: np.ndarray, loss: np.ndarray, bins: np.ndarray | None) -> None:
@@ -358,8 +396,9 @@ class GroupStats:
         a["count"][dst] = tot
         a["min"][dst] = np.minimum(a["min"][dst], b["min"][src])
         a["max"][dst] = np.maximum(a["max"][dst], b["max"][src])
-        for name in ("sum", "clipped_low", "clipped_high", "correct", "weight_sum", "wloss_sum"):
+        for name in ("sum", "clipped_low", "clipped_high", "correct"):
             a[name][dst] += b[name][src]
+        _add_scaled(a, dst, b["weight_sum"][src], b["wloss_sum"][src], b["weight_exp"][src])
         new._bins.merge_from(other._bins, remap)
         new.n_rows = self.n_rows + other.n_rows
         if new._raw_codes is not None and other._raw_codes is not None:
@@ -407,8 +446,11 @@ class GroupStats:
         cols["clipped_high"] = a["clipped_high"].astype(np.int64)
         cols["accuracy"] = accuracy
         if self.weighted:
-            cols["weight_sum"] = a["weight_sum"]
-            with np.errstate(invalid="ignore", divide="ignore"):
+            # The sums are kept scaled by 2**weight_exp (see _add_scaled): the mean is their
+            # ratio, exact whatever the weights' magnitude; the total weight may exceed the
+            # float range (inf), the mean never does.
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                cols["weight_sum"] = np.ldexp(a["weight_sum"], _exp32(a["weight_exp"]))
                 cols["weighted_mean"] = a["wloss_sum"] / a["weight_sum"]
         df = pd.DataFrame({k: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v)
                            for k, v in cols.items()})

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from ..aggregate import Confusion, GroupStats, TopK
 from ..errors import InputError, ProbabilitySumError
+from ..escape import grouping_file_stem
 from ..join import LabelIndex, lazy_keys
 from ..layout import Layout
 from ..loss import RowLoss, soft_loss, sparse_loss
@@ -38,8 +39,9 @@ class Grouping:
 
     @property
     def file_stem(self) -> str:
-        """File name stem of its table: ``overall``, ``by_class``, ``by_split_region``."""
-        return "overall" if not self.columns else "by_" + "_".join(self.columns)
+        """File name stem of its table: ``overall``, ``by_class``, ``by_split_region``
+        (:func:`evalkit.escape.grouping_file_stem`: never a path, whatever the columns)."""
+        return grouping_file_stem(self.columns)
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import CorruptFileError, MissingDependencyError, UsageError, option
+from ..errors import (
+    ClusterError,
+    CorruptFileError,
+    EvalkitError,
+    MissingDependencyError,
+    UsageError,
+    option,
+)
 from ..io import RowWriter, Source, _short
 from ..join import LabelIndex
 from .base import DuplicateAcrossPartitions, EvalState, Plan, consume
@@ -280,6 +287,102 @@ def merge_states(*states: EvalState | _Dup | None) -> EvalState | _Dup | None:
 # -- client side -------------------------------------------------------------------------
 
 
+#: Seconds to wait for a scheduler to answer ``--scheduler`` (``EVALKIT_DASK_CONNECT_TIMEOUT``).
+#: distributed's handshake has no time limit of its own: at a port that accepts TCP but does
+#: not speak Dask (the dashboard's HTTP port) it would wait forever.
+CONNECT_TIMEOUT = 30.0
+
+
+def _connect_timeout() -> float:
+    try:
+        return max(0.1, float(os.environ.get("EVALKIT_DASK_CONNECT_TIMEOUT", CONNECT_TIMEOUT)))
+    except ValueError:
+        return CONNECT_TIMEOUT
+
+
+def _connect(distributed: Any, scheduler: str) -> Any:
+    """A Client of the scheduler at ``scheduler``, within :func:`_connect_timeout` seconds.
+
+    Raises UsageError for an ``http(s)://`` address (the dashboard, not the scheduler) and
+    ClusterError when nothing answers in time or the connection is refused."""
+    import threading
+
+    if scheduler.lower().startswith(("http://", "https://")):
+        raise UsageError(f"--scheduler {scheduler}: that is an HTTP address (the dashboard); the "
+                         "scheduler's address is the tcp:// one, e.g. tcp://host:8786")
+    timeout = _connect_timeout()
+    box: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            box["client"] = distributed.Client(scheduler, timeout=f"{timeout}s")
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            box["error"] = exc
+
+    t = threading.Thread(target=connect, name="evalkit-dask-connect", daemon=True)
+    t.start()
+    t.join(timeout + 1)
+    hint = ("is a scheduler running there? its address is the tcp:// one (port 8786 by "
+            "default), not the dashboard's HTTP port")
+    if t.is_alive():
+        raise ClusterError(f"--scheduler {scheduler}: no Dask scheduler answered within "
+                           f"{timeout:g} s; {hint}")
+    if "error" in box:
+        exc = box["error"]
+        if isinstance(exc, EvalkitError):
+            raise exc
+        raise ClusterError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler "
+                           f"({type(exc).__name__}: {_first_line(exc)}); {hint}")
+    return box["client"]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def cluster_error(exc: BaseException, where: str) -> ClusterError | None:
+    """The ClusterError a cluster failure during a run maps to (None for anything else):
+    ``KilledWorker`` (workers died repeatedly on one task), a lost scheduler connection,
+    a cancelled future (the scheduler forgot the run)."""
+    distributed = _require_dask()
+    name = type(exc).__name__
+    if isinstance(exc, distributed.KilledWorker):
+        return ClusterError(
+            f"{where}: Dask workers died repeatedly while running one partition (KilledWorker: "
+            f"{_first_line(exc)}); check the workers' memory limit and logs, or use more "
+            "memory per worker / a smaller --batch-size")
+    closed = getattr(getattr(distributed, "comm", None), "CommClosedError", ())
+    cancelled = getattr(getattr(distributed, "client", None), "FutureCancelledError", ())
+    import asyncio
+
+    if isinstance(exc, closed | asyncio.CancelledError | TimeoutError | OSError) or (
+            cancelled and isinstance(exc, cancelled)):
+        return ClusterError(
+            f"{where}: lost the Dask scheduler mid-run ({name}: {_first_line(exc)}); nothing "
+            "was written: check that the scheduler and workers are running, then rerun")
+    return None
+
+
+@contextlib.contextmanager
+def quiet_distributed() -> Any:
+    """Silence distributed's own log lines (reconnect warnings, the tracebacks it logs when a
+    scheduler or worker dies) for the block; ``EVALKIT_DEBUG=1`` keeps them. The failure
+    itself reaches the caller as one :class:`ClusterError`."""
+    import logging
+
+    if os.environ.get("EVALKIT_DEBUG") == "1":
+        yield
+        return
+    log = logging.getLogger("distributed")
+    old = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
+
+
 @contextlib.contextmanager
 def _client(client: Any, scheduler: str | None):  # noqa: ANN202
     distributed = _require_dask()
@@ -287,11 +390,13 @@ def _client(client: Any, scheduler: str | None):  # noqa: ANN202
         yield client
         return
     if scheduler:
-        c = distributed.Client(scheduler)
-        try:
-            yield c
-        finally:
-            c.close()
+        with quiet_distributed():
+            c = _connect(distributed, scheduler)
+            try:
+                yield c
+            finally:
+                with contextlib.suppress(Exception):  # a lost scheduler must not mask the error
+                    c.close(timeout=5)
         return
     cluster = distributed.LocalCluster(**LOCAL_CLUSTER_OPTIONS)
     c = distributed.Client(cluster)
@@ -329,7 +434,7 @@ def run_dask(
     into (created here; None: no per-row output). ``keep_batches`` (in-memory inputs)
     receives the per-row batches in input order instead.
     """
-    distributed = _require_dask()
+    _require_dask()
     bs = batch_rows(plan.layout.n_classes, getattr(cfg, "batch_size", None))
     parts = plan_parts(source, plan, bs, partition_rows or PARTITION_ROWS)
     if not parts:
@@ -340,7 +445,26 @@ def run_dask(
         rows_dir = os.fspath(Path(writer_dir).absolute())
     keep = keep_batches is not None
 
-    with _client(client, getattr(cfg, "scheduler", None)) as c:
+    scheduler = getattr(cfg, "scheduler", None)
+    try:
+        return _run_on_cluster(plan, source, parts, client, scheduler, rows_dir, keep, keep_batches,
+                               label_index, bs, split_every, progress)
+    except EvalkitError:
+        raise
+    except Exception as exc:
+        mapped = cluster_error(exc, scheduler or "dask engine")
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+def _run_on_cluster(plan: Plan, source: Any, parts: Sequence[Part], client: Any, scheduler: str | None,
+                    rows_dir: str | None, keep: bool, keep_batches: list[Any] | None,
+                    label_index: Any, bs: int, split_every: int,
+                    progress: Callable[[int, int], None] | None) -> EvalState:
+    """Submit the partition tasks and the merge tree on the cluster; the merged state."""
+    distributed = _require_dask()
+    with _client(client, scheduler) as c:
         if _is_memory_fs(source.filesystem) and not all(
             str(a).startswith("inproc://") for a in c.scheduler_info().get("workers", {})
         ):

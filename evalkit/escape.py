@@ -1,0 +1,111 @@
+"""The one home of escaping: every data value shown to a reader goes through one of these.
+
+Data values (class names, group values, column names, file names) come from files a user
+did not necessarily write. Each medium gets its own function:
+
+- :func:`terminal`: text for a terminal or a log (stderr messages, ``text_table``): control
+  characters, ANSI / OSC escape sequences and invalid UTF-8 are shown as visible escapes,
+  never written raw.
+- :func:`md_text`: text inside Markdown (table cells, list items, paragraphs): Markdown and
+  HTML syntax appear literally, line breaks cannot end a table row.
+- :func:`md_code`: a value shown as inline code.
+- :func:`md_link_target`: a relative file name used as a link or image target (spaces and
+  parentheses percent-encoded so the image still displays).
+- :func:`safe_file_stem`: a file name built from data (grouping names), never a path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from urllib.parse import quote
+
+# C0 and C1 controls, DEL; also the Unicode line/paragraph separators and bidi overrides,
+# which reorder or break what a reader sees.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _visible(ch: str) -> str:
+    o = ord(ch)
+    if ch == "\n":
+        return "\\n"
+    if ch == "\r":
+        return "\\r"
+    if ch == "\t":
+        return "\\t"
+    if 0xDC80 <= o <= 0xDCFF:  # a byte of invalid UTF-8 kept by surrogateescape
+        return f"\\x{o - 0xDC00:02x}"
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+
+def terminal(value: object) -> str:
+    """``value`` as text that is safe to write to a terminal: control characters (ESC of
+    ANSI / OSC sequences, CR, LF, BEL, ...), bidi overrides and undecodable bytes become
+    visible escapes such as ``\\x1b``; everything else is unchanged."""
+    s = value if isinstance(value, str) else str(value)
+    s = _CONTROL.sub(lambda m: _visible(m.group()), s)
+    return _SURROGATE.sub(lambda m: _visible(m.group()), s)
+
+
+# The characters with a meaning inside a line of CommonMark / GFM (emphasis, code, links,
+# images, autolinks, strikethrough, table cells) or HTML; line-start syntax (#, -, 1.)
+# cannot apply because values never start a line. An underscore inside a word cannot open
+# or close emphasis (GFM), so ``clipped_low`` stays as it is.
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|~<&])|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_MD_REPLACE = {"<": "&lt;", "&": "&amp;"}
+
+
+def md_text(value: object) -> str:
+    """``value`` as literal text inside Markdown, also in a GFM table cell.
+
+    Markdown punctuation is backslash-escaped; ``<`` and ``&`` become HTML entities (so
+    ``<script>`` shows as text, never as HTML; a ``>`` without ``<`` opens nothing); ``|`` cannot split a cell; CR / LF and
+    other control characters are shown as visible escapes, so a value cannot end a row.
+    """
+    s = terminal(value)
+    return _MD_SPECIAL.sub(lambda m: _MD_REPLACE.get(m.group(), "\\" + m.group()), s)
+
+
+def md_code(value: object) -> str:
+    """``value`` as inline code: literal text in a monospace span (backticks inside are
+    handled by a longer fence; ``|`` is escaped so a table cell survives)."""
+    s = terminal(value).replace("|", "\\|")
+    longest = max((len(r) for r in re.findall("`+", s)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") or not s.strip() else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def md_link_target(name: str) -> str:
+    """A relative file name as a Markdown link / image target: percent-encoded, so names
+    with spaces, parentheses or ``#`` still resolve."""
+    return quote(name, safe="/-_.~")
+
+
+_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9_=+-]+")
+MAX_STEM = 80
+
+
+def safe_file_stem(name: str) -> str:
+    """A file stem built from data (a grouping name such as ``split,region`` or a column
+    named ``a/b`` or ``../../x``): only ``[A-Za-z0-9_=+-]`` (no dot, no separator),
+    at most 80 characters. When anything had to change, a short hash of the original name
+    is appended so two different names never share a file."""
+    norm = unicodedata.normalize("NFKC", name)
+    stem = _UNSAFE_FILE_CHARS.sub("_", norm).strip("._") or "x"
+    if stem != name or len(stem) > MAX_STEM:
+        stem = re.sub("_+", "_", stem)
+        digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        stem = f"{stem[:MAX_STEM - 9]}-{digest}"
+    return stem
+
+
+def grouping_file_stem(columns: tuple[str, ...] | list[str]) -> str:
+    """File stem of a grouping's table: ``overall``, ``by_class``, ``by_split_region``; a
+    column name that is not a plain file name gets a safe stem (:func:`safe_file_stem`)."""
+    return "overall" if not columns else safe_file_stem("by_" + "_".join(columns))
+
+
+__all__ = ["grouping_file_stem", "md_code", "md_link_target", "md_text", "safe_file_stem", "terminal"]

@@ -1,0 +1,607 @@
+"""Output directories: what counts as an evalkit report, and replacing one safely.
+
+**Ownership.** Every directory evalkit writes holds ``evalkit-manifest.json``::
+
+    {"format": "evalkit-report", "format_version": 1,
+     "command": "evaluate" | "compare" | "history",
+     "evalkit_version": "...", "created": "2026-11-30T06:00:00Z", "run_id": "<32 hex>",
+     "files": {"report.md": {"bytes": 1234, "fingerprint": "<32 hex>",
+                             "fingerprint_kind": "sha256"}, "rows/part-0.parquet": ...}}
+
+``files`` lists every file of the report but the manifest itself (fingerprints from
+:func:`evalkit.io.fingerprint_file`). ``--overwrite`` replaces a directory only when its
+manifest is valid, was written by the same command, and every entry of the directory is a
+file the manifest lists with the same size and fingerprint; anything else (a user's file, a
+file edited since, a report of the other command) is refused with
+:class:`~evalkit.errors.OutputExistsError` naming the entries.
+
+**Atomic commit.** A report is built in ``.<name>.tmp-<random>`` beside its target and
+renamed into place; an existing report is first renamed to ``.<name>.old-<random>`` and
+removed after the swap. SIGINT / SIGTERM / SIGHUP are deferred (in whichever thread they
+arrive) for the two renames, so the target always holds the old or the new report.
+
+**Liveness.** Each temporary, swap and per-row spool directory is locked (``fcntl.flock`` on
+the directory) for as long as its run lives; the kernel drops the lock when the process
+dies, however it dies. A later run removes only directories whose lock it can take, which
+works across PID namespaces and containers sharing a volume (and never guesses from a pid).
+Where locks are unsupported, nothing is ever swept.
+
+**Inputs are never outputs.** :func:`check_out_apart` refuses an ``--out`` equal to, inside,
+or a parent of any input before any work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import glob as _glob
+import json
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import OutputError, OutputExistsError, ReportInterrupted, UsageError, option
+from .escape import terminal
+from .io import PathLike, fingerprint_file, write_text
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, so nothing is swept
+    fcntl = None  # type: ignore[assignment]
+
+MANIFEST_NAME = "evalkit-manifest.json"
+MANIFEST_FORMAT = "evalkit-report"
+MANIFEST_VERSION = 1
+COMMANDS = ("evaluate", "compare", "history")
+SPOOL_MARKER = ".evalkit-rows-"
+#: New private directories are made under this name, locked, then renamed to their real
+#: name, so a sweep never sees an unlocked directory of a live run under a real name. An
+#: unlocked staging directory younger than YOUNG_SECONDS may be a run between its mkdir and
+#: its lock: it is left alone (a later run sweeps it).
+STAGING_MARKER = ".evalkit-staging-"
+YOUNG_SECONDS = 60.0
+#: At most this many unexpected entries are named in a refusal (the walk stops there too).
+SHOWN_ENTRIES = 10
+
+
+# -- advisory locks ----------------------------------------------------------------------
+
+_HELD: dict[str, int] = {}
+_HELD_LOCK = threading.Lock()
+
+
+def _open_dir(path: PathLike) -> int:
+    return os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0))
+
+
+def _try_lock(path: PathLike) -> int | None:
+    """Take the exclusive lock of directory ``path`` without waiting: the open fd (close it
+    to release), or None when another process holds it or locks are unsupported here."""
+    if fcntl is None:
+        return None
+    try:
+        fd = _open_dir(path)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # EWOULDBLOCK: held; ENOLCK / EOPNOTSUPP: cannot tell, so treat as live
+        os.close(fd)
+        return None
+    return fd
+
+
+def hold_lock(path: PathLike) -> None:
+    """Lock directory ``path`` for the lifetime of this run (until :func:`release_lock`).
+
+    On a filesystem without working locks the directory is simply not locked; sweeps there
+    cannot take a lock either, so they never remove it."""
+    if fcntl is None:
+        return
+    key = os.path.abspath(path)
+    try:
+        fd = _open_dir(path)
+    except OSError as exc:
+        raise OutputError(f"{terminal(path)}: cannot open ({exc.strerror or exc})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutputError(f"{terminal(path)}: another evalkit run holds this directory") from None
+    except OSError:
+        pass  # locks unsupported here: keep the fd (harmless), nobody can sweep it either
+    with _HELD_LOCK:
+        _HELD[key] = fd
+
+
+def release_lock(path: PathLike) -> None:
+    """Release the lock taken by :func:`hold_lock` (no-op when not held)."""
+    with _HELD_LOCK:
+        fd = _HELD.pop(os.path.abspath(path), None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def make_locked_dir(parent: PathLike, prefix: str) -> Path:
+    """Create ``parent/<prefix><random>`` and lock it (:func:`hold_lock`) before it appears
+    under that name: it is made and locked as a staging directory, then renamed."""
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_MARKER, dir=parent))
+    try:
+        hold_lock(staging)
+        final = Path(parent) / f"{prefix}{uuid.uuid4().hex[:12]}"
+        os.rename(staging, final)
+    except BaseException:
+        release_lock(staging)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    with _HELD_LOCK:
+        fd = _HELD.pop(os.path.abspath(staging), None)
+        if fd is not None:
+            _HELD[os.path.abspath(final)] = fd
+    return final
+
+
+def _stale_dirs(parent: Path, prefix: str) -> Iterator[Path]:
+    """Directories in ``parent`` named ``prefix...`` whose run is over (their lock is free),
+    each yielded while this process holds that lock. Names are compared literally (never as
+    glob patterns)."""
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for e in entries:
+        try:
+            if not e.is_dir(follow_symlinks=False):
+                continue
+        except OSError:
+            continue
+        path = Path(e.path)
+        fd = _try_lock(path)
+        if fd is None:
+            continue
+        try:
+            if prefix == STAGING_MARKER and time.time() - os.fstat(fd).st_mtime < YOUNG_SECONDS:
+                continue  # maybe a run between mkdir and lock
+            yield path
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+
+
+def _remove_tree(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.is_symlink():
+            path.unlink()
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# -- per-row spool directories -------------------------------------------------------------
+
+
+def make_spool_dir(parent: PathLike | None = None) -> Path:
+    """A private directory for streamed per-row output (beside the report, or in TMPDIR),
+    named ``.evalkit-rows-<random>`` and locked until :func:`remove_spool_dir`; a later run
+    sweeps it only once that lock is free (the run is over, however it ended)."""
+    try:
+        if parent is not None:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+            sweep_spool_dirs(parent)
+        if parent is None:
+            parent = tempfile.gettempdir()
+        return make_locked_dir(parent, SPOOL_MARKER)
+    except OSError as exc:
+        where = parent if parent is not None else tempfile.gettempdir()
+        raise OutputError(
+            f"{terminal(where)}: cannot create a temporary directory there ({exc.strerror or exc}); "
+            "is the output location writable?"
+        ) from None
+
+
+def remove_spool_dir(path: Path | None) -> None:
+    """Remove a spool directory made by :func:`make_spool_dir` and release its lock."""
+    if path is None:
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    release_lock(path)
+
+
+def sweep_spool_dirs(parent: PathLike) -> None:
+    """Remove per-row spool and staging directories of finished runs in ``parent``."""
+    for marker in (SPOOL_MARKER, STAGING_MARKER):
+        for p in _stale_dirs(Path(parent), marker):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+# -- manifests ---------------------------------------------------------------------------------
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fingerprint_entry(path: PathLike) -> dict[str, Any]:
+    """``{"bytes", "fingerprint", "fingerprint_kind"}`` of one file (read through one fd)."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        fingerprint, kind = fingerprint_file(fh, size)
+    return {"bytes": int(size), "fingerprint": fingerprint, "fingerprint_kind": kind}
+
+
+def _report_files(root: Path) -> Iterator[tuple[str, Path]]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for f in sorted(filenames):
+            p = Path(dirpath) / f
+            rel = p.relative_to(root).as_posix()
+            if rel != MANIFEST_NAME:
+                yield rel, p
+
+
+def write_manifest(directory: PathLike, command: str, run_id: str) -> dict[str, Any]:
+    """Write ``evalkit-manifest.json`` listing every file now in ``directory``."""
+    if command not in COMMANDS:
+        raise ValueError(f"unknown command {command!r}")
+    from ._version import __version__
+
+    root = Path(directory)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "format_version": MANIFEST_VERSION,
+        "command": command,
+        "evalkit_version": __version__,
+        "created": _utc_now(),
+        "run_id": run_id,
+        "files": {rel: fingerprint_entry(p) for rel, p in _report_files(root)},
+    }
+    write_text(json.dumps(manifest, indent=2) + "\n", root / MANIFEST_NAME)
+    return manifest
+
+
+def read_manifest(directory: PathLike) -> tuple[dict[str, Any] | None, str]:
+    """``(manifest, "")`` for a valid evalkit manifest in ``directory``, else ``(None, why)``."""
+    path = Path(directory) / MANIFEST_NAME
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None, f"no {MANIFEST_NAME}"
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return None, f"{MANIFEST_NAME} is unreadable: {exc}"
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        return None, f"{MANIFEST_NAME} is not an evalkit manifest"
+    files = data.get("files")
+    if data.get("command") not in COMMANDS or not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, dict) for k, v in files.items()):
+        return None, f"{MANIFEST_NAME} is damaged"
+    return data, ""
+
+
+def unexpected_entries(directory: PathLike, manifest: dict[str, Any], limit: int = SHOWN_ENTRIES,
+                       check_content: bool = True) -> list[str]:
+    """Entries of ``directory`` that evalkit did not write according to ``manifest``: files
+    it does not list, symbolic links, and (with ``check_content``) listed files whose size
+    or fingerprint changed since. At most ``limit`` are returned (the walk stops there)."""
+    root = Path(directory)
+    files: dict[str, dict[str, Any]] = manifest["files"]
+    dirs = {str(Path(rel).parent.as_posix()) for rel in files}
+    dirs |= {p.as_posix() for rel in files for p in Path(rel).parents}
+    found: list[str] = []
+
+    def add(rel: str, why: str = "") -> bool:
+        found.append(terminal(rel) + (f" ({why})" if why else ""))
+        return len(found) >= limit
+
+    for dirpath, dirnames, filenames in os.walk(root):
+        base = Path(dirpath)
+        for d in sorted(dirnames):
+            rel = (base / d).relative_to(root).as_posix()
+            if (base / d).is_symlink() or rel not in dirs:
+                dirnames.remove(d)
+                if add(rel + "/"):
+                    return found
+        for f in sorted(filenames):
+            p = base / f
+            rel = p.relative_to(root).as_posix()
+            if rel == MANIFEST_NAME and base == root:
+                continue
+            if p.is_symlink() or rel not in files:
+                if add(rel):
+                    return found
+                continue
+            if not check_content:
+                continue
+            want = files[rel]
+            try:
+                got = fingerprint_entry(p)
+            except OSError as exc:
+                if add(rel, f"unreadable: {exc.strerror or exc}"):
+                    return found
+                continue
+            changed = got["bytes"] != want.get("bytes") or got["fingerprint"] != want.get("fingerprint")
+            if changed and add(rel, "changed since evalkit wrote it"):
+                return found
+    return found
+
+
+def check_replaceable(target: Path, command: str) -> None:
+    """Raise OutputExistsError unless ``target`` is an evalkit ``command`` report holding
+    only what evalkit wrote (see the module docstring)."""
+    manifest, why = read_manifest(target)
+    if manifest is None:
+        raise OutputExistsError(
+            f"{terminal(target)}: is not empty and holds no evalkit report ({why}); "
+            f"{option('overwrite', True)} only replaces a directory evalkit wrote: choose another "
+            f"{option('out')} (or move this directory away yourself)")
+    if manifest["command"] != command:
+        raise OutputExistsError(
+            f"{terminal(target)}: holds an evalkit {manifest['command']} report, which "
+            f"{'an' if command[0] in 'aeiou' else 'a'} {command} report never replaces: "
+            f"choose another {option('out')}")
+    extra = unexpected_entries(target, manifest)
+    if extra:
+        more = " ..." if len(extra) >= SHOWN_ENTRIES else ""
+        raise OutputExistsError(
+            f"{terminal(target)}: holds entries evalkit did not write: {', '.join(extra)}{more}; "
+            f"{option('overwrite', True)} only replaces a report that holds nothing else: move them "
+            f"out or choose another {option('out')}")
+
+
+# -- --out is never an input -------------------------------------------------------------------
+
+
+def resolve_out(out: PathLike) -> Path:
+    """The real, absolute path of an output directory: a symbolic link is followed (the
+    report it points to is the one updated); a dangling one is refused."""
+    p = Path(os.fspath(out))
+    if p.is_symlink() and not p.exists():
+        raise OutputError(f"{terminal(p)}: is a symbolic link to {terminal(os.readlink(p))}, which "
+                          "does not exist; give an existing directory or a new name as --out")
+    return Path(os.path.realpath(p))
+
+
+def _local_paths(spec: Any) -> list[str]:
+    if spec is None:
+        return []
+    if isinstance(spec, str | os.PathLike):
+        s = os.fspath(spec)
+        if isinstance(s, bytes):
+            s = os.fsdecode(s)
+        if s.startswith("file://"):
+            s = s[len("file://"):]
+        if "://" in s:
+            return []
+        if any(ch in s for ch in "*?["):
+            return sorted(_glob.glob(s, recursive=True)) or []
+        return [s]
+    if isinstance(spec, list | tuple):
+        return [p for item in spec for p in _local_paths(item)]
+    return []
+
+
+def check_out_apart(out: PathLike, others: Iterable[tuple[str, Any]]) -> None:
+    """Raise UsageError (exit 2) when ``out`` is the same path as, inside, or a parent of
+    any of ``others`` (``(role, path spec)`` pairs: inputs, labels, config file, the runs
+    being compared). Symbolic links are resolved; URLs other than ``file://`` are skipped."""
+    o = resolve_out(out)
+    for role, spec in others:
+        for path in _local_paths(spec):
+            p = Path(os.path.realpath(path))
+            if p == o:
+                how = "is"
+            elif o in p.parents:
+                how = "is a parent of"
+            elif p in o.parents:
+                how = "is inside"
+            else:
+                continue
+            raise UsageError(
+                f"{option('out', os.fspath(out))}: {how} the {role} {terminal(path)}; the report must "
+                f"go to a directory apart from every input: choose another {option('out')}")
+
+
+# -- atomic commit -------------------------------------------------------------------------------
+
+_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None),
+                             getattr(signal, "SIGHUP", None)) if s is not None)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Defer SIGINT / SIGTERM / SIGHUP until the block is done.
+
+    Python runs signal handlers in the main thread whichever thread the signal was delivered
+    to (often one of Arrow's), so blocking the signal in the current thread is not enough:
+    the handlers themselves are swapped for one that records the signal, and the original
+    handler runs once the block is over. In other threads (where handlers cannot be set)
+    the block runs as is: handlers then interrupt the main thread, not this one.
+    """
+    pending: list[int] = []
+    old: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in _SIGNALS:
+            with contextlib.suppress(ValueError, OSError):
+                old[s] = signal.signal(s, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if pending:
+            sig = pending[0]
+            handler = old.get(sig)
+            if callable(handler):
+                handler(sig, None)
+            elif handler != signal.SIG_IGN:
+                signal.raise_signal(sig)
+
+
+class AtomicDir:
+    """Build an output directory beside its target, then swap it into place.
+
+    All files of a run appear together or not at all: a crash, a signal or a disk-full error
+    leaves the previous report (if any) untouched, and the temporary directory is removed
+    (or, after a hard kill, swept by the next run once its lock is free). ``commit`` writes
+    the manifest (``command``: ``"evaluate"`` or ``"compare"``) and swaps; ``run_id`` is the
+    id the manifest records (writers put it in ``summary.json`` / ``compare.json`` too).
+
+    Raises OutputExistsError (exit 4) for a target that is not a replaceable report of the
+    same command (see :func:`check_replaceable`), OutputError when it cannot be written,
+    and :class:`~evalkit.errors.ReportInterrupted` (a KeyboardInterrupt carrying ``result``)
+    when a signal arrives after the new report is in place.
+    """
+
+    def __init__(self, target: PathLike, overwrite: bool = False, command: str = "evaluate",
+                 result: Any = None) -> None:
+        if command not in COMMANDS:
+            raise ValueError(f"unknown command {command!r}")
+        self.result = result
+        self.target = resolve_out(target)
+        self.overwrite = overwrite
+        self.command = command
+        self.run_id = uuid.uuid4().hex
+        self.tmp: Path | None = None
+
+    def check(self) -> None:
+        """Refuse an existing report unless overwriting; never replace anything else."""
+        t = self.target
+        try:
+            if t.exists() and not t.is_dir():
+                raise OutputError(f"{terminal(t)}: exists and is not a directory")
+            for parent in t.parents:
+                if parent.exists():
+                    if not parent.is_dir():
+                        raise OutputError(f"{terminal(t)}: cannot be created: {terminal(parent)} "
+                                          "is not a directory")
+                    break
+            if not t.is_dir() or not any(os.scandir(t)):
+                return
+            if not self.overwrite:
+                manifest, _ = read_manifest(t)
+                if manifest is not None:
+                    raise OutputExistsError(
+                        f"{terminal(t)}: already holds an evalkit {manifest['command']} report; "
+                        f"pass {option('overwrite', True)} to replace it")
+                raise OutputExistsError(
+                    f"{terminal(t)}: directory is not empty and holds no evalkit report "
+                    f"(no {MANIFEST_NAME}); choose another {option('out')}")
+            check_replaceable(t, self.command)
+        except OSError as exc:
+            raise OutputError(f"{terminal(t)}: cannot use as the output directory "
+                              f"({exc.strerror or exc})") from None
+
+    def prepare(self) -> Path:
+        """Sweep dead runs' leftovers, check the target and create its parent; return it."""
+        parent = self.target.parent
+        if parent.is_dir():
+            # First, so that a report caught mid-swap by a hard kill is back before the check.
+            self._sweep(parent)
+        self.check()
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, "Permission denied")
+        except OSError as exc:
+            raise OutputError(
+                f"{terminal(self.target)}: cannot create the output directory in "
+                f"{terminal(parent)} ({exc.strerror or exc})") from None
+        return parent
+
+    def __enter__(self) -> Path:
+        parent = self.prepare()
+        try:
+            self.tmp = make_locked_dir(parent, f".{self.target.name}.tmp-")
+        except OSError as exc:
+            raise OutputError(f"{terminal(self.target)}: cannot create the output directory "
+                              f"({exc.strerror or exc})") from None
+        return self.tmp
+
+    def _sweep(self, parent: Path) -> None:
+        # Runs killed hard (SIGKILL, power loss) leave their directories behind: put back a
+        # previous report caught between the two renames, remove the rest.
+        name = self.target.name
+        for p in _stale_dirs(parent, f".{name}.old-"):
+            if not os.path.lexists(self.target):
+                with contextlib.suppress(OSError):
+                    os.rename(p, self.target)
+                    continue
+            shutil.rmtree(p, ignore_errors=True)
+        for p in _stale_dirs(parent, f".{name}.tmp-"):
+            shutil.rmtree(p, ignore_errors=True)
+        sweep_spool_dirs(parent)
+
+    def write_summary(self, data: dict[str, Any], name: str) -> None:
+        """Write the run's JSON summary (``summary.json`` / ``compare.json``) into the
+        temporary directory, adding ``metadata.run_id`` and ``table_fingerprints``: the
+        fingerprint of every Parquet table written so far (write it after the tables)."""
+        from .report import json_text
+
+        assert self.tmp is not None
+        tmp = self.tmp
+        data = {**data, "metadata": {**(data.get("metadata") or {}), "run_id": self.run_id},
+                "table_fingerprints": {p.relative_to(tmp).as_posix(): fingerprint_entry(p)
+                                       for p in sorted(tmp.rglob("*.parquet"))}}
+        write_text(json_text(data), tmp / name)
+
+    def commit(self) -> Path:
+        """Write the manifest, then swap the finished directory into place."""
+        assert self.tmp is not None
+        self.check()
+        write_manifest(self.tmp, self.command, self.run_id)
+        tmp, target = self.tmp, self.target
+        old: Path | None = None
+        locked = committed = False
+        try:
+            with signals_deferred():
+                try:
+                    if os.path.lexists(target):
+                        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
+                        hold_lock(target)  # so no sweep takes the swapped-out report as dead
+                        locked = True
+                        os.rename(target, old)
+                    os.rename(tmp, target)
+                except OSError as exc:
+                    if old is not None and os.path.lexists(old) and not os.path.lexists(target):
+                        os.rename(old, target)
+                    raise OutputError(f"{terminal(target)}: cannot move the report into place "
+                                      f"({exc.strerror or exc}); any previous report is intact") from None
+                committed = True
+                self.tmp = None
+                release_lock(tmp)
+            if old is not None:
+                _remove_tree(old)
+        except KeyboardInterrupt:
+            if committed:
+                raise ReportInterrupted(str(target), self.result) from None
+            raise
+        finally:
+            if locked:
+                release_lock(target)
+        return target
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+        if self.tmp is not None:
+            with signals_deferred():
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                release_lock(self.tmp)
+            self.tmp = None
+        if exc is not None and isinstance(exc, OSError):
+            # Any OS failure while the report is written (disk full, quota, ...) is an output
+            # error with its own exit code, not an internal error.
+            raise OutputError(f"{terminal(self.target)}: cannot write the report "
+                              f"({exc.strerror or exc}); nothing was written and any previous "
+                              "report is intact") from None
+
+
+__all__ = ["AtomicDir", "MANIFEST_NAME", "check_out_apart", "check_replaceable", "hold_lock",
+           "make_spool_dir", "read_manifest", "release_lock", "remove_spool_dir", "resolve_out",
+           "signals_deferred", "sweep_spool_dirs", "unexpected_entries", "write_manifest"]
