@@ -63,6 +63,37 @@ def _pandas_column(arr: pa.Array) -> pd.Series:
     return arr.to_pandas()
 
 
+def _combine_codes(idxs: list[np.ndarray], radices: list[int], n: int,
+                   all_present: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Mixed-radix combination of per-column indices into dense batch-local group codes;
+    returns (code per row, per column the digit of each local group)."""
+    if len(idxs) == 1 and all_present:
+        return idxs[0].astype(np.int64), [np.arange(radices[0], dtype=np.int64)]
+    code = idxs[0].astype(np.int64)
+    radix = radices[0]
+    decodable = True
+    for ind, r in zip(idxs[1:], radices[1:], strict=True):
+        if radix * r >= _MAX_RADIX:
+            code, uniq = _densify(code, radix, n)
+            radix = len(uniq)
+            decodable = False
+        code = code * r + ind
+        radix *= r
+    local, uniq = _densify(code, radix, n)
+    if not decodable:
+        # Mixed radix was re-densified on the way; decode via any row of each group.
+        rep = np.empty(len(uniq), dtype=np.int64)
+        rep[local] = np.arange(n)
+        return local, [ind[rep].astype(np.int64) for ind in idxs]
+    digits = []
+    rem = uniq
+    for r in reversed(radices):
+        rem, dgt = np.divmod(rem, r)
+        digits.append(dgt)
+    digits.reverse()
+    return local, digits
+
+
 class _KeyIndex:
     """Maps group keys (tuples of Python values, None for null) to dense global slots."""
 
@@ -136,10 +167,23 @@ class _KeyIndex:
         if not self.key_names:
             return None, np.zeros(1, dtype=np.int64)
 
+        idxs, dicts, radices, all_present = self._column_codes(keys, n)
+        local, digits = _combine_codes(idxs, radices, n, all_present)
+        if len(dicts) == 1:
+            by_value = self._slots_by_value(dicts[0], digits[0])
+            if by_value is not None:
+                return local, by_value
+        return local, self._slots(dicts, digits)
+
+    def _column_codes(self, keys: Sequence[Any], n: int
+                      ) -> tuple[list[np.ndarray], list[pa.Array], list[int], bool]:
+        """Per key column: dictionary indices per row (null as index ``len(dictionary)``), the
+        dictionary, the radix (number of possible indices); and whether every index in
+        ``[0, radix)`` is known to occur."""
         idxs: list[np.ndarray] = []
         dicts: list[pa.Array] = []
         radices: list[int] = []
-        all_present = True  # every code in [0, radix) is known to occur
+        all_present = True
         for i, raw in enumerate(keys):
             col = _as_array(raw)
             if len(col) != n:
@@ -162,39 +206,11 @@ class _KeyIndex:
                 radices.append(m)
             idxs.append(ind.to_numpy(zero_copy_only=False))
             dicts.append(d)
+        return idxs, dicts, radices, all_present
 
-        if len(idxs) == 1 and all_present:
-            local = idxs[0].astype(np.int64)
-            digits = [np.arange(radices[0], dtype=np.int64)]
-        else:
-            code = idxs[0].astype(np.int64)
-            radix = radices[0]
-            decodable = True
-            for ind, r in zip(idxs[1:], radices[1:], strict=True):
-                if radix * r >= _MAX_RADIX:
-                    code, uniq = _densify(code, radix, n)
-                    radix = len(uniq)
-                    decodable = False
-                code = code * r + ind
-                radix *= r
-            local, uniq = _densify(code, radix, n)
-            if decodable:
-                digits = []
-                rem = uniq
-                for r in reversed(radices):
-                    rem, dgt = np.divmod(rem, r)
-                    digits.append(dgt)
-                digits.reverse()
-            else:
-                # Mixed radix was re-densified on the way; decode via any row of each group.
-                rep = np.empty(len(uniq), dtype=np.int64)
-                rep[local] = np.arange(n)
-                digits = [ind[rep].astype(np.int64) for ind in idxs]
-
-        if len(dicts) == 1:
-            by_value = self._slots_by_value(dicts[0], digits[0])
-            if by_value is not None:
-                return local, by_value
+    def _slots(self, dicts: list[pa.Array], digits: list[np.ndarray]) -> np.ndarray:
+        """Global slot of each batch-local group (its key decoded from the per-column digits),
+        adding keys not seen before (the general, Python-level path)."""
         columns = []
         for d, dgt in zip(dicts, digits, strict=True):
             take = pa.array(dgt, mask=dgt >= len(d))
@@ -207,7 +223,7 @@ class _KeyIndex:
         for j, key in enumerate(zip(*columns, strict=True)):
             s = slot_of.get(key)
             slots[j] = self._add(key) if s is None else s
-        return local, slots
+        return slots
 
     def _slots_by_value(self, d: pa.Array, codes: np.ndarray) -> np.ndarray | None:
         """Slots of the dictionary codes ``codes`` (``len(d)``: null) of a one-column key,
