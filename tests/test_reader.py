@@ -88,7 +88,10 @@ def test_tiny_row_groups_are_read_in_full_batches_with_each_footer_parsed_once(t
     monkeypatch.setattr(reader.pq, "ParquetFile", spy)
     got = [b for _, b in open_source(tmp_path / "tiny.parquet").batches(
         ["id", "x", "user"], 1024, dictionary_columns=["user"])]
-    assert [b.num_rows for b in got] == [1024] * 6 + [7000 - 6 * 1024]
+    sizes = [b.num_rows for b in got]
+    # Full batches, but for one short batch where each run of row groups ends (2 runs).
+    assert max(sizes) == 1024 and sum(sizes) == 7000 and len(sizes) <= 7 + 2
+    assert sum(s < 512 for s in sizes) <= 2
     assert opened_without_footer == []  # every read reuses the footer parsed at open
     out = pa.Table.from_batches(got)
     assert out.column("id").to_pylist() == table.column("id").to_pylist()
@@ -111,13 +114,26 @@ def test_reader_reads_a_footer_itself_once_when_not_given(tmp_path, monkeypatch)
     assert len(calls) == 1
 
 
-def test_rebatch_keeps_rows_and_order():
+def test_rebatch_joins_short_pieces_and_never_copies_big_ones():
     from evalkit._reader import rebatch
 
-    pieces = [pa.record_batch({"a": pa.array(range(s, s + n))}) for s, n in ((0, 3), (3, 10), (13, 1), (14, 5))]
-    out = list(rebatch(iter(pieces), 4))
-    assert [b.num_rows for b in out] == [4, 4, 4, 4, 3]
-    assert pa.Table.from_batches(out).column("a").to_pylist() == list(range(19))
+    def pieces(*sizes: int) -> list[pa.RecordBatch]:
+        out, start = [], 0
+        for n in sizes:
+            out.append(pa.record_batch({"a": pa.array(range(start, start + n))}))
+            start += n
+        return out
+
+    tiny = pieces(*([3] * 10))
+    out = list(rebatch(iter(tiny), 8))
+    assert [b.num_rows for b in out] == [8, 8, 8, 6]
+    assert pa.Table.from_batches(out).column("a").to_pylist() == list(range(30))
+    # A remainder followed by full batches: sent alone; the full ones go through untouched.
+    big = pieces(8, 8, 3, 8, 8, 2)
+    out = list(rebatch(iter(big), 8, pass_rows=4))
+    assert [b.num_rows for b in out] == [8, 8, 3, 8, 8, 2]
+    assert all(o is b for o, b in zip(out, big, strict=True))
+    assert pa.Table.from_batches(out).column("a").to_pylist() == list(range(37))
 
 
 def test_queue_depth_shrinks_for_big_batches():
@@ -138,3 +154,36 @@ def test_queue_depth_shrinks_for_big_batches():
 
     assert depth(60, 262_144) == 4  # 10 float32 classes: 6 MB batches, the full queue
     assert depth(4_000, 16_384) == 1  # 1000 float32 classes: 64 MiB batches, one queued
+
+
+def test_wide_row_groups_are_not_decoded_ahead_past_the_byte_budget(tmp_path, monkeypatch):
+    import evalkit._reader as reader
+
+    path = tmp_path / "t.parquet"
+    _tiny_row_groups(path, n=4_000, size=1_000)  # 4 row groups, one task each
+    md = pq.read_metadata(path)
+    one = reader.RowGroupReader([reader.FilePart(str(path), {}, 4, metadata=md)], ["id", "x"],
+                                pq.read_schema(path), batch_size=250, open_file=lambda p: p)
+    per_task = one._task_bytes(one.parts[0], (0,))
+    assert per_task > 0
+    counts = {"started": 0, "done": 0, "peak": 0}
+    real_work, real_put = reader.RowGroupReader._work, reader._put
+
+    def work(self, part, rgs, out, stop):
+        counts["started"] += 1
+        counts["peak"] = max(counts["peak"], counts["started"] - counts["done"])
+        real_work(self, part, rgs, out, stop)
+
+    def put(out, item, stop):
+        if item is reader._DONE:
+            counts["done"] += 1  # before the consumer can see it
+        return real_put(out, item, stop)
+
+    monkeypatch.setattr(reader.RowGroupReader, "_work", work)
+    monkeypatch.setattr(reader, "_put", put)
+    for budget, most in ((per_task, 1), (1 << 40, 3)):
+        monkeypatch.setattr(reader, "INFLIGHT_BYTES", budget)
+        counts.update(started=0, done=0, peak=0)
+        ids = pa.Table.from_batches([b for _, b in one]).column("id").to_pylist()
+        assert ids == list(range(4_000))
+        assert 1 <= counts["peak"] <= most
