@@ -65,6 +65,14 @@ class EvalResult:
     _rows_index: pd.Index | None = field(default=None, repr=False)
     _rows_df: pd.DataFrame | None = field(default=None, repr=False)
     _class_hist: dict[str, Any] | None = field(default=None, repr=False)
+    calibration: pd.DataFrame | None = None
+    """Reliability bins per group of every grouping: ``grouping``, ``group``, ``bin``,
+    ``bin_low``, ``bin_high``, ``count``, ``mean_confidence``, ``accuracy`` (non-empty bins)."""
+    slices: pd.DataFrame | None = None
+    """Every slice of the slice search (config ``slices``) with its test statistics."""
+    disparity: list[dict[str, Any]] = field(default_factory=list)
+    """Per grouping: worst and best group by mean loss, their gap and ratios to the overall
+    mean (:func:`evalkit.disparity.disparity`)."""
     gate_failures: list[Any] = field(default_factory=list)
     """Quality gates that failed (config key ``gates``); also in ``metadata["gates"]``."""
     plots: bool = True
@@ -122,7 +130,19 @@ class EvalResult:
             "confusion_cells": len(self.confusion),
             "hardest": {k: frame_records(v.head(MAX_JSON_ROWS)) for k, v in self.hardest.items()},
             "hardest_counts": {k: len(v) for k, v in self.hardest.items()},
+            "disparity": self.disparity,
+            **({"slices": {**self.metadata.get("slices", {}),
+                           "worst": frame_records(self.worst_slices())}}
+               if self.slices is not None else {}),
         }
+
+    def worst_slices(self, top: int = 10) -> pd.DataFrame:
+        """The significantly worse slices (Benjamini-Hochberg), largest effect size first."""
+        if self.slices is None:
+            raise UsageError("no slice search in this run (pass slices=[...] / --slices)")
+        from .aggregate.slices import worst_slices
+
+        return worst_slices(self.slices, top)
 
     def to_markdown(self, plots: Sequence[tuple[str, str]] | None = None) -> str:
         """The human report (what ``report.md`` holds); ``plots`` are (title, file) to embed."""
@@ -167,6 +187,10 @@ class EvalResult:
                 if g.columns:
                     write_table(_arrow(self.groups[g.name]), tmp / f"{g.file_stem}.parquet")
             write_table(_arrow(self.confusion), tmp / "confusion.parquet")
+            if self.calibration is not None:
+                write_table(_arrow(self.calibration), tmp / "calibration.parquet")
+            if self.slices is not None:
+                write_table(_arrow(self.slices), tmp / "slices.parquet")
             hardest = [df.assign(scope=name) for name, df in self.hardest.items()]
             if hardest:
                 write_table(_arrow(pd.concat(hardest, ignore_index=True)), tmp / "hardest.parquet")
@@ -290,9 +314,13 @@ def evaluate(
     spool = pipeline.open_spool(cfg, inputs.in_memory, spool_dir)
     state = pipeline.run_engine(plan, inputs, cfg, spool, client=client, progress=progress)
     unmatched_labels = pipeline.check_run(state, inputs, cfg, spool)
-    tables = pipeline.finalise_stats(state, layout, plots=cfg.plots)
+    tables = pipeline.finalise_stats(state, layout, plots=cfg.plots, groupings=groupings,
+                                     slice_min_count=cfg.slice_min_count, slice_fdr=cfg.slice_fdr,
+                                     confidence=cfg.confidence)
     metadata = pipeline.build_metadata(cfg, inputs.source, layout, state, plan, started,
                                        time.perf_counter() - t0, unmatched_labels, labels)
+    if tables.slices_summary is not None:
+        metadata["slices"] = tables.slices_summary
     result = EvalResult(
         overall=tables.overall,
         groups=tables.groups,
@@ -307,6 +335,9 @@ def evaluate(
         _class_hist=tables.class_hist,
         plots=cfg.plots,
         _sources=_sources_of(data, cfg, labels),
+        calibration=tables.calibration,
+        slices=tables.slices,
+        disparity=tables.disparity,
     )
     _apply_gates(result, cfg)
     if spool.path is not None:

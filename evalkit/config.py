@@ -62,6 +62,22 @@ class EvalConfig:
     """``auto``, ``exact`` or ``sketch``."""
     exact_limit: int = 1_000_000
     top_k: int = 10
+    confidence: float = 0.95
+    """Confidence level of the intervals (``sem``, ``ci_low``, ``ci_high``) in every table."""
+    ci: str = "t"
+    """``t``: t-interval from the moments; ``bootstrap``: streaming Poisson bootstrap."""
+    bootstrap_samples: int = 100
+    bootstrap_seed: int = 0
+    calibration_bins: int = 15
+    """Equal-width confidence bins of the calibration statistics (ECE, MCE, reliability)."""
+    slices: list[str] = field(default_factory=list)
+    """Columns whose values and combinations are searched for significantly worse slices."""
+    slice_depth: int = 2
+    slice_min_count: int = 30
+    slice_fdr: float = 0.05
+    """Benjamini-Hochberg false discovery rate over all slices tested."""
+    slice_limit: int = 10_000
+    """Most distinct slices per column combination; bigger combinations are skipped (noted)."""
     batch_size: int | None = None
     out: str | None = None
     overwrite: bool = False
@@ -160,6 +176,7 @@ class EvalConfig:
             "unmatched": ("error", "drop"),
             "quantiles": ("auto", "exact", "sketch"),
             "engine": ("local", "dask"),
+            "ci": ("t", "bootstrap"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -185,6 +202,21 @@ class EvalConfig:
             from .gates import validate_gates
 
             validate_gates(self.gates, f"{source}: gates")
+        if not 0 < self.confidence < 1:
+            raise ConfigError(f"{source}: confidence must be in (0, 1), got {self.confidence!r}")
+        if not 0 < self.slice_fdr < 1:
+            raise ConfigError(f"{source}: slice_fdr must be in (0, 1), got {self.slice_fdr!r}")
+        if self.slice_depth not in (1, 2, 3):
+            raise ConfigError(f"{source}: slice_depth must be 1, 2 or 3, got {self.slice_depth!r}")
+        for key, low in (("calibration_bins", 1), ("bootstrap_samples", 2), ("slice_min_count", 2),
+                         ("slice_limit", 1), ("bootstrap_seed", 0)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"{source}: {key} must be >= {low}, got {getattr(self, key)!r}")
+        from .aggregate.slices import MAX_SLICE_COLUMNS
+
+        if len(self.slices) > MAX_SLICE_COLUMNS:
+            raise ConfigError(f"{source}: at most {MAX_SLICE_COLUMNS} slice columns, got "
+                              f"{len(self.slices)} ({', '.join(self.slices)})")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"{source}: batch_size must be >= 1, got {self.batch_size}")
 
@@ -202,10 +234,11 @@ class EvalConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-_LIST_KEYS = {"input", "on", "predictions", "targets", "classes"}
+_LIST_KEYS = {"input", "on", "predictions", "targets", "classes", "slices"}
 _BOOL_KEYS = {"by_class", "by_split", "renormalize", "overwrite", "write_rows", "plots"}
-_FLOAT_KEYS = {"eps", "sum_tol"}
-_INT_KEYS = {"exact_limit", "top_k"}
+_FLOAT_KEYS = {"eps", "sum_tol", "confidence", "slice_fdr"}
+_INT_KEYS = {"exact_limit", "top_k", "bootstrap_samples", "bootstrap_seed", "calibration_bins",
+             "slice_depth", "slice_min_count", "slice_limit"}
 #: Types of the ``compare`` settings (``evalkit compare``) and the least value of the counts.
 COMPARE_TYPES = {"seed": ("int", 0), "n_boot": ("int", 100), "confidence": ("float", None),
                  "allow_mismatch": ("bool", None), "pair_on": ("list", None),

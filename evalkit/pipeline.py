@@ -26,7 +26,7 @@ import contextlib
 import datetime as _dt
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -264,17 +264,18 @@ def build_plan(cfg: EvalConfig, inputs: Inputs, layout: Layout,
     from_join: list[str] = []
     if inputs.label_index is not None:
         from_join.extend(layout.label_columns)
-    for g in groupings:
-        for c in g.columns:
+    for kind, cols in [("group", g.columns) for g in groupings] + [("slice", tuple(cfg.slices))]:
+        for c in cols:
             if c == CLASS:
                 continue
             if c not in names:
                 if c in label_side:
                     from_join.append(c)
                     continue
-                raise missing_column(c, "group", names + label_side, source.label)
+                raise missing_column(c, kind, names + label_side, source.label)
     carry = list(dict.fromkeys(
         list(layout.keys) + [c for g in groupings for c in g.columns if c != CLASS]
+        + [c for c in cfg.slices if c != CLASS]
         + ([layout.weight] if layout.weight else [])
     ))
     if inputs.label_index is not None:
@@ -286,7 +287,10 @@ def build_plan(cfg: EvalConfig, inputs: Inputs, layout: Layout,
         renormalize=cfg.renormalize, on_invalid=cfg.on_invalid, unmatched=cfg.unmatched,
         quantile_mode=quantile_mode(cfg, source), exact_limit=cfg.exact_limit, top_k=cfg.top_k,
         carry=tuple(carry), label_columns_from_join=tuple(dict.fromkeys(from_join)),
-        on=tuple(cfg.on),
+        on=tuple(cfg.on), confidence=cfg.confidence, ci=cfg.ci,
+        bootstrap_samples=cfg.bootstrap_samples, bootstrap_seed=cfg.bootstrap_seed,
+        calibration_bins=cfg.calibration_bins, slices=tuple(cfg.slices),
+        slice_depth=cfg.slice_depth, slice_limit=cfg.slice_limit,
     )
     source.check_drift([c for c in plan.input_columns if c in names])
     return plan
@@ -445,12 +449,21 @@ class Tables:
     hardest: dict[str, pd.DataFrame]
     class_hist: dict[str, Any] | None = None
     """Per-class loss histograms for the plots (None when plots are off)."""
+    calibration: pd.DataFrame | None = None
+    """Reliability bins of every grouping (None when calibration is off)."""
+    slices: pd.DataFrame | None = None
+    slices_summary: dict[str, Any] | None = None
+    disparity: list[dict[str, Any]] = field(default_factory=list)
 
 
-def finalise_stats(state: EvalState, layout: Layout, *, plots: bool = False) -> Tables:
+def finalise_stats(state: EvalState, layout: Layout, *, plots: bool = False,
+                   groupings: Sequence[Grouping] = (), slice_min_count: int = 30,
+                   slice_fdr: float = 0.05, confidence: float = 0.95) -> Tables:
     """Turn the merged accumulators into tables: the overall line as a Series (counts stay
-    ints), one frame per grouping (every class listed), confusion cells, hardest rows, and
-    with ``plots`` the per-class histograms the plots are drawn from."""
+    ints), one frame per grouping (every class listed), confusion cells, hardest rows, the
+    reliability bins of ``groupings``, the slice tests (``slice_min_count``, FDR level
+    ``slice_fdr``), the disparity of every grouping, and with ``plots`` the per-class
+    histograms the plots are drawn from."""
     stats = {name: acc.finalize() for name, acc in state.stats.items()}
     overall_df = stats.pop("overall")
     # Keep counts as ints (iloc on a mixed frame would upcast them to float).
@@ -463,8 +476,41 @@ def finalise_stats(state: EvalState, layout: Layout, *, plots: bool = False) -> 
         from .plots import class_histograms
 
         class_hist = class_histograms(state.stats[CLASS])
+    slices = summary = None
+    if state.slices is not None:
+        from .aggregate.slices import assess_slices
+
+        n_all = int(overall["count"])
+        m2_all = float(overall["std"]) ** 2 * (n_all - 1) if n_all > 1 else 0.0
+        slices, summary = assess_slices(state.slices, n_all, float(overall["mean"]), m2_all,
+                                        min_count=slice_min_count, q=slice_fdr,
+                                        confidence=confidence)
+    from .disparity import disparity
+
     return Tables(overall=overall, groups=stats, confusion=state.confusion.finalize(),
-                  hardest={k: v.finalize() for k, v in state.top.items()}, class_hist=class_hist)
+                  hardest={k: v.finalize() for k, v in state.top.items()}, class_hist=class_hist,
+                  calibration=calibration_table(state, groupings), slices=slices,
+                  slices_summary=summary, disparity=disparity(stats, float(overall["mean"])))
+
+
+def calibration_table(state: EvalState, groupings: Sequence[Grouping]) -> pd.DataFrame | None:
+    """The reliability bins of every grouping in one long table: ``grouping``, ``group``
+    (``"val,EU"``; ``"all"`` for the overall line), then the bin columns of
+    :meth:`~evalkit.aggregate.GroupStats.calibration_table`. None when calibration is off."""
+    from .disparity import group_label
+
+    frames = []
+    for g in groupings:
+        acc = state.stats[g.name]
+        if acc.calibration is None:
+            return None
+        t = acc.calibration_table()
+        cols = list(g.columns)
+        labels = ([group_label(r, cols) for r in t[cols].to_dict("records")] if cols
+                  else ["all"] * len(t))
+        frames.append(pd.concat([pd.DataFrame({"grouping": g.name, "group": labels}),
+                                 t.drop(columns=cols)], axis=1))
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 # -- metadata ---------------------------------------------------------------------------
@@ -511,8 +557,26 @@ def build_metadata(
             "exact (linear interpolation)" if qmethod == "exact"
             else "log-histogram sketch, relative error <= 1e-3 (rank floor(q*(n-1)))"
         ),
+        "confidence": plan.confidence,
+        "ci_method": ci_note(plan),
+        "calibration_bins": plan.calibration_bins,
         "engine": cfg.engine,
         "config_file": cfg.source_file,
         "config_hash": cfg.digest(),
         "config": cfg.to_dict(),
     }
+
+
+def ci_note(plan: Plan) -> str:
+    """How the ``sem`` / ``ci_low`` / ``ci_high`` columns were computed, for the report."""
+    level = f"{100 * plan.confidence:g}%"
+    if plan.ci == "bootstrap":
+        text = (f"{level} percentile interval of a streaming Poisson bootstrap "
+                f"({plan.bootstrap_samples} replicates, seed {plan.bootstrap_seed}, weights "
+                f"seeded by global row position)")
+    else:
+        text = f"{level} t-interval from the accumulated moments"
+    if plan.layout.weight is not None:
+        text += ("; of the weighted mean, with Kish's effective sample size "
+                 "n_eff = (sum w)^2 / sum w^2 (column n_eff)")
+    return text

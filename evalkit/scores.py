@@ -1,8 +1,10 @@
 """Whole-batch facts about a score matrix, in one cache-friendly pass: per-row sum and arg-max,
-global min and max.
+global min and max; and the per-row calibration terms (top-label confidence, Brier score,
+entropy).
 
-Shared by validation (:mod:`evalkit.validate`: row sums, range) and the kernel
-(:mod:`evalkit.loss`: arg-max for accuracy), so both read the batch once. Pure numpy.
+Shared by validation (:mod:`evalkit.validate`: row sums, range), the kernel
+(:mod:`evalkit.loss`: arg-max for accuracy) and the calibration accumulator
+(:mod:`evalkit.aggregate.calibration`), so each reads the batch once. Pure numpy.
 """
 
 from __future__ import annotations
@@ -86,3 +88,93 @@ def score_stats(scores: np.ndarray) -> ScoreStats:
 
 
 __all__ = ["BLOCK_VALUES", "ScoreStats", "row_argmax", "score_stats"]
+#: Rows per block in :func:`calibration_terms`: a block's float64 temporaries stay in cache.
+CALIB_BLOCK_ROWS = 1 << 15
+
+
+@dataclass(frozen=True)
+class RowCalibration:
+    """Per-row inputs of the calibration statistics (float64, one value per row)."""
+
+    confidence: npt.NDArray[np.float64]
+    """Top-label confidence: the largest predicted probability of the row."""
+    brier: npt.NDArray[np.float64]
+    """Multi-class Brier score of the row: ``sum_j (p_j - t_j)^2`` (Brier 1950), in [0, 2]."""
+    entropy: npt.NDArray[np.float64]
+    """Predictive entropy ``-sum_j p_j log p_j`` in nats (``0 log 0 = 0``)."""
+
+
+def calibration_terms(scores: np.ndarray, *, from_logits: bool, predicted: np.ndarray,
+                      p_true: np.ndarray | None = None,
+                      targets: np.ndarray | None = None) -> RowCalibration:
+    """Top-label confidence, Brier score and entropy of every row, vectorised.
+
+    ``scores`` is the (n, K) probability matrix (or logits when ``from_logits``) of any
+    layout, float32 or float64, row- or column-major; ``predicted`` its arg-max per row.
+    With hard labels pass ``p_true`` (the unclipped probability of the true class): then
+    ``brier = sum_j p_j^2 - 2 p_true + 1``; with one-hot / soft targets pass ``targets``
+    (n, K): ``brier = sum_j (p_j - t_j)^2``. Probabilities are used unclipped.
+
+    The work is done in blocks of :data:`CALIB_BLOCK_ROWS` rows, column by column for
+    column-major (wide-layout) matrices, so the float64 temporaries stay in cache: one
+    extra pass over the batch's scores, no (n, K) float64 copy.
+    """
+    n, k = scores.shape
+    conf = np.empty(n, dtype=np.float64)
+    sq = np.empty(n, dtype=np.float64)
+    ent = np.empty(n, dtype=np.float64)
+    pt = np.empty(n, dtype=np.float64) if targets is not None else None
+    col_major = k <= 64 and scores.strides[0] == scores.itemsize and n > 1
+    step = CALIB_BLOCK_ROWS
+    for start in range(0, n, step):
+        end = min(n, start + step)
+        blk = scores[start:end]
+        t = targets[start:end] if targets is not None else None
+        if from_logits:
+            z = blk.astype(np.float64)
+            zmax = z.max(axis=1)
+            z -= zmax[:, None]
+            e = np.exp(z)
+            s = e.sum(axis=1)
+            p = e / s[:, None]
+            conf[start:end] = 1.0 / s
+            # log p = z - log s: entropy = log s - sum_j p_j z_j (no log of tiny p).
+            ent[start:end] = np.log(s) - np.einsum("ij,ij->i", p, z)
+            sq[start:end] = np.einsum("ij,ij->i", p, p)
+            if t is not None:
+                pt[start:end] = np.einsum("ij,ij->i", p, t)
+            continue
+        if col_major:
+            m = end - start
+            a2 = np.zeros(m)
+            ae = np.zeros(m)
+            c = np.empty(m)
+            tmp = np.empty(m)
+            for j in range(k):
+                c[:] = blk[:, j]
+                np.multiply(c, c, out=tmp)
+                a2 += tmp
+                np.maximum(c, 1e-300, out=tmp)
+                np.log(tmp, out=tmp)
+                tmp *= c
+                ae -= tmp
+            sq[start:end] = a2
+            ent[start:end] = ae
+            conf[start:end] = blk[np.arange(m), predicted[start:end]]
+            if t is not None:
+                pt[start:end] = np.einsum("ij,ij->i", blk.astype(np.float64), t)
+            continue
+        p = blk.astype(np.float64)
+        sq[start:end] = np.einsum("ij,ij->i", p, p)
+        ent[start:end] = -np.einsum("ij,ij->i", p, np.log(np.maximum(p, 1e-300)))
+        conf[start:end] = p[np.arange(end - start), predicted[start:end]]
+        if t is not None:
+            pt[start:end] = np.einsum("ij,ij->i", p, t)
+    if targets is not None:
+        t64 = np.asarray(targets, dtype=np.float64)
+        brier = sq - 2.0 * pt + np.einsum("ij,ij->i", t64, t64)
+    else:
+        if p_true is None:
+            raise ValueError("calibration_terms needs p_true (hard labels) or targets")
+        brier = sq - 2.0 * np.asarray(p_true, dtype=np.float64) + 1.0
+    return RowCalibration(conf, np.maximum(brier, 0.0), np.maximum(ent, 0.0))

@@ -62,7 +62,25 @@ def pandas_reference(keys: dict, loss, clipped, correct, weight=None, high=None)
     if weight is not None:
         ref["weight_sum"] = gb["w"].sum()
         ref["weighted_mean"] = gb["wl"].sum() / gb["w"].sum()
+        df["w2"] = weight * weight
+        ref["n_eff"] = ref["weight_sum"] ** 2 / gb["w2"].sum()
     return ref.reset_index(drop=not names)
+
+
+def interval_reference(x: np.ndarray, w: np.ndarray | None = None, confidence: float = 0.95):
+    """(sem, low, high) by hand with scipy: the t-interval of the mean, or with weights of the
+    weighted mean using Kish's n_eff = (sum w)^2 / sum w^2 and the reliability-weighted sd."""
+    import scipy.stats as st
+
+    if w is None:
+        n, m, sd = len(x), x.mean(), x.std(ddof=1)
+    else:
+        n = w.sum() ** 2 / (w * w).sum()
+        m = np.average(x, weights=w)
+        sd = np.sqrt(np.average((x - m) ** 2, weights=w) * n / (n - 1))
+    sem = sd / np.sqrt(n)
+    lo, hi = st.t.interval(confidence, n - 1, loc=m, scale=sem)
+    return sem, lo, hi
 
 
 def assert_close(a, b, rtol=1e-12):
@@ -151,8 +169,9 @@ def test_groupstats_matches_pandas(key_kind, weighted):
     out = gs.finalize()
     ref = pandas_reference({"key": values}, loss, clipped, correct, weight if weighted else None, high)
 
-    expected_cols = ["key", "count", "mean", "std", "min", *QCOLS, "max", "sum", "clipped_low",
-                     "clipped_high", "accuracy"] + (["weight_sum", "weighted_mean"] if weighted else [])
+    expected_cols = (["key", "count", "mean", "sem", "ci_low", "ci_high", "std", "min", *QCOLS, "max",
+                      "sum", "clipped_low", "clipped_high", "accuracy"]
+                     + (["weight_sum", "weighted_mean", "n_eff"] if weighted else []))
     assert list(out.columns) == expected_cols
     assert out["key"].tolist() == ref["key"].tolist()
     assert out["count"].dtype == np.int64 and out["clipped_low"].dtype == np.int64
@@ -160,8 +179,13 @@ def test_groupstats_matches_pandas(key_kind, weighted):
     assert out["clipped_low"].tolist() == ref["clipped_low"].tolist()
     assert out["clipped_high"].tolist() == ref["clipped_high"].tolist()
     assert out["clipped_high"].sum() > 0
-    for c in FLOAT_COLS + (["weight_sum", "weighted_mean"] if weighted else []):
+    for c in FLOAT_COLS + (["weight_sum", "weighted_mean", "n_eff"] if weighted else []):
         assert_close(out[c], ref[c])
+    for i, k in enumerate(out["key"]):
+        x = values == k
+        sem, lo, hi = interval_reference(loss[x], weight[x] if weighted else None)
+        assert out["sem"].iloc[i] == pytest.approx(sem, rel=1e-10)
+        assert (out["ci_low"].iloc[i], out["ci_high"].iloc[i]) == pytest.approx((lo, hi), rel=1e-10)
     if key_kind == "int":
         assert out["key"].dtype == np.int64
     else:
@@ -456,8 +480,9 @@ def test_overall_group_and_empty():
     gs = GroupStats(())
     out = gs.finalize()
     assert len(out) == 1 and out["count"].tolist() == [0] and np.isnan(out["mean"].iloc[0])
-    assert list(out.columns) == ["count", "mean", "std", "min", "p50", "p90", "p99", "max", "sum",
-                                 "clipped_low", "clipped_high", "accuracy"]
+    assert list(out.columns) == ["count", "mean", "sem", "ci_low", "ci_high", "std", "min", "p50",
+                                 "p90", "p99", "max", "sum", "clipped_low", "clipped_high", "accuracy"]
+    assert np.isnan(out[["sem", "ci_low", "ci_high"]].to_numpy()).all()
     g, _, loss, clipped, correct, _ = make_data(1000, seed=7)
     gs.update([], loss[:10], clipped[:10], correct[:10])
     gs.update([], loss[:0], clipped[:0], correct[:0])

@@ -12,14 +12,21 @@ distinct group keys present in a batch, never over rows.
 
 Modules: ``keys`` (group key index shared by GroupStats and TopK), ``sketch``
 (LogHistogram quantile sketch, quantile column names), ``groupstats`` (GroupStats),
-``topk`` (TopK), ``confusion`` (Confusion).  Import the public names from here.
+``topk`` (TopK), ``confusion`` (Confusion), ``calibration`` (reliability bins, ECE, Brier),
+``bootstrap`` (streaming Poisson bootstrap), ``slices`` (slice search).  Import the public
+names from here.
 """
 
 from __future__ import annotations
 
+from .bootstrap import PoissonBootstrap
+from .calibration import CalibrationBatch, CalibrationBins
 from .confusion import Confusion
 from .groupstats import GroupStats
 from .sketch import LogHistogram, quantile_column_name
+from .slices import SliceStats, assess_slices, worst_slices
 from .topk import TopK
 
-__all__ = ["Confusion", "GroupStats", "LogHistogram", "TopK", "quantile_column_name"]
+__all__ = ["CalibrationBatch", "CalibrationBins", "Confusion", "GroupStats", "LogHistogram",
+           "PoissonBootstrap", "SliceStats", "TopK", "assess_slices", "quantile_column_name",
+           "worst_slices"]

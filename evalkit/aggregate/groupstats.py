@@ -10,6 +10,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ..inference import check_confidence, effective_n, mean_interval
+from .bootstrap import PoissonBootstrap
+from .calibration import CalibrationBatch, CalibrationBins
 from .keys import _KeyIndex
 from .sketch import BinCounts, LogHistogram, quantile_column_name
 
@@ -53,8 +56,24 @@ class GroupStats:
     parallel formula, so variance is numerically stable under any batching or
     merge order), min, max, the counts of rows clipped low (``p_true < eps``) and high
     (``p_true > 1 - eps``), the correct count, and when ``weighted``
-    the sums of weights and of weight * loss.  All accumulation is float64
-    (counts int64).
+    the sums of weights, squared weights and weight * loss and the weighted mean and
+    M2.  All accumulation is float64 (counts int64).
+
+    Intervals
+    ---------
+    ``finalize`` adds ``sem`` and the ``confidence`` t-interval ``ci_low`` /
+    ``ci_high`` of the mean (:func:`evalkit.inference.mean_interval`, from count, mean
+    and M2). When ``weighted`` they are of the weighted mean instead, with Kish's
+    effective sample size ``n_eff = (sum w)^2 / sum w^2`` as n (column ``n_eff``) and the
+    weighted sd ``sqrt(wM2 / sum w * n_eff / (n_eff - 1))``. With ``bootstrap_samples``
+    the interval is the percentile interval of a streaming Poisson bootstrap
+    (:mod:`evalkit.aggregate.bootstrap`) instead; ``sem`` stays analytic.
+
+    Calibration
+    -----------
+    With ``calibration_bins`` the state also holds the reliability bins of
+    :mod:`evalkit.aggregate.calibration` (``O(bins)`` per group) and ``finalize`` adds
+    ``ece``, ``mce``, ``brier`` and ``entropy``.
 
     Quantiles
     ---------
@@ -92,6 +111,11 @@ class GroupStats:
         ("weight_sum", np.float64, 0.0),
         ("wloss_sum", np.float64, 0.0),
         ("weight_exp", np.int64, _NO_WEIGHT_EXP),
+        # Weighted moments for the interval of the weighted mean (Kish effective n).
+        ("wsum", np.float64, 0.0),
+        ("weight_sq_sum", np.float64, 0.0),
+        ("wmean", np.float64, 0.0),
+        ("wm2", np.float64, 0.0),
     )
 
     def __init__(
@@ -105,6 +129,9 @@ class GroupStats:
         rel_err: float = 1e-3,
         weighted: bool = False,
         dict_order_keys: Sequence[str] | None = None,
+        confidence: float = 0.95,
+        calibration_bins: int | None = None,
+        bootstrap_samples: int = 0,
     ):
         if quantile_mode not in _QUANTILE_MODES:
             raise ValueError(f"quantile_mode must be one of {_QUANTILE_MODES}, got {quantile_mode!r}")
@@ -122,6 +149,11 @@ class GroupStats:
         self.exact_limit = int(exact_limit)
         self.rel_err = float(rel_err)
         self.weighted = bool(weighted)
+        self.confidence = check_confidence(confidence)
+        self.calibration = None if calibration_bins is None else CalibrationBins(calibration_bins)
+        if bootstrap_samples < 0:
+            raise ValueError(f"bootstrap_samples must be >= 0, got {bootstrap_samples!r}")
+        self.bootstrap = PoissonBootstrap(bootstrap_samples) if bootstrap_samples else None
         self.hist = LogHistogram.for_eps(self.eps, self.rel_err)
         self.n_rows = 0
         self._index = _KeyIndex(key_names, dict_order_keys)
@@ -155,6 +187,9 @@ class GroupStats:
                 arr[:used] = old[name][:used]
             new[name] = arr
         self._arrays = new
+        for part in (self.calibration, self.bootstrap):
+            if part is not None:
+                part.resize(cap)
 
     def _ensure(self, n_groups: int) -> None:
         self._bins.ensure(n_groups)
@@ -168,6 +203,9 @@ class GroupStats:
         g = self.n_groups
         # Ship only used slots, and raw values as one chunk.
         state["_arrays"] = {k: v[:g].copy() for k, v in self._arrays.items()}
+        for name in ("calibration", "bootstrap"):
+            if state[name] is not None:
+                state[name] = state[name].trimmed(g)
         if self._raw_codes is not None:
             state["_raw_codes"] = [_concat(self._raw_codes, np.int32)]
             state["_raw_loss"] = [_concat(self._raw_loss, np.float64)]
@@ -182,9 +220,12 @@ class GroupStats:
 
     def _check_compatible(self, other: GroupStats) -> None:
         mine = (self.key_names, self.eps, self.quantiles, self.quantile_mode,
-                self.exact_limit, self.rel_err, self.weighted)
+                self.exact_limit, self.rel_err, self.weighted, self.confidence,
+                self.calibration and self.calibration.n_bins, self.bootstrap and self.bootstrap.n)
         theirs = (other.key_names, other.eps, other.quantiles, other.quantile_mode,
-                  other.exact_limit, other.rel_err, other.weighted)
+                  other.exact_limit, other.rel_err, other.weighted, other.confidence,
+                  other.calibration and other.calibration.n_bins,
+                  other.bootstrap and other.bootstrap.n)
         if mine != theirs:
             raise ValueError(f"cannot merge GroupStats with different settings: {mine} vs {theirs}")
 
@@ -203,6 +244,8 @@ class GroupStats:
         bins: np.ndarray | None = None,
         *,
         clipped_high: np.ndarray | None = None,
+        calibration: CalibrationBatch | None = None,
+        boot_weights: np.ndarray | None = None,
     ) -> None:
         """Add one batch.
 
@@ -213,7 +256,11 @@ class GroupStats:
         ``weight`` are row-aligned numpy arrays.  ``weight`` is ignored when the
         accumulator is not weighted.  A zero-length batch is a no-op.  ``bins``
         may pass ``self.hist.bin_index(loss)`` precomputed, so that several groupings
-        of one batch share that pass.
+        of one batch share that pass. ``calibration`` (per-row confidence and its bin, Brier
+        score and entropy: :class:`~evalkit.aggregate.calibration.CalibrationBatch`) is
+        required when the accumulator keeps calibration bins; ``boot_weights`` ((n, B)
+        Poisson weights, :func:`evalkit.inference.poisson_weights`) when it keeps a
+        bootstrap.
         """
         loss, low, high, correct, weight = self._check_batch(
             loss, clipped_low, clipped_high, correct, weight)
@@ -223,17 +270,32 @@ class GroupStats:
         local, slots = self._index.encode(keys, n)
         self._ensure(len(self._index))
         k = len(slots)
+        present = None
         if local is None:
             batch = self._batch_moments_one_group(loss, low, high, correct, weight)
         else:
             batch = self._batch_moments(local, k, loss, low, high, correct, weight)
             present = batch["count"] > 0
-            if not present.all():
+            if present.all():
+                present = None
+            else:
                 # Dictionary-derived codes can name groups absent from this batch.
                 slots = slots[present]
                 batch = {name: v[present] for name, v in batch.items()}
         self._combine(slots, batch)
         self._add_to_histograms(local, k, slots, batch["count"], loss, bins)
+        if self.calibration is not None:
+            if calibration is None:
+                raise ValueError("this GroupStats keeps calibration bins: pass calibration")
+            c = calibration
+            self.calibration.add(local, k, slots, present, c.bins, c.confidence, correct,
+                                 c.brier, c.entropy)
+        if self.bootstrap is not None:
+            if boot_weights is None:
+                raise ValueError("this GroupStats keeps a bootstrap: pass boot_weights")
+            row_slots = (np.zeros(n, dtype=np.int64) if local is None
+                         else self._slot_per_row(local, k, slots, batch["count"]))
+            self.bootstrap.add(row_slots, boot_weights, loss, weight if self.weighted else None)
         self.n_rows += n
         self._drop_raw_if_over_limit()
         if self._raw_codes is not None:
@@ -289,6 +351,13 @@ class GroupStats:
             out["weight_sum"] = np.array([w.sum()])
             out["wloss_sum"] = np.array([np.einsum("i,i->", w, loss)])
             out["weight_exp"] = np.array([e], dtype=np.int64)
+            ws = weight.sum()
+            wmean = np.einsum("i,i->", weight, loss) / ws if ws > 0 else 0.0
+            wdev = loss - wmean
+            out["wsum"] = np.array([ws])
+            out["weight_sq_sum"] = np.array([np.einsum("i,i->", weight, weight)])
+            out["wmean"] = np.array([wmean])
+            out["wm2"] = np.array([np.einsum("i,i,i->", weight, wdev, wdev)])
         return out
 
     def _batch_moments(self, local: np.ndarray, k: int, loss: np.ndarray, low: np.ndarray,
@@ -329,6 +398,15 @@ class GroupStats:
             out["weight_sum"] = np.bincount(local, weights=w, minlength=k)
             out["wloss_sum"] = np.bincount(local, weights=w * loss, minlength=k)
             out["weight_exp"] = e
+            ws = np.bincount(local, weights=weight, minlength=k)
+            wl = np.bincount(local, weights=weight * loss, minlength=k)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                wmean = np.where(ws > 0, wl / np.where(ws > 0, ws, 1.0), 0.0)
+            wdev = loss - wmean[local]
+            out["wsum"] = ws
+            out["weight_sq_sum"] = np.bincount(local, weights=weight * weight, minlength=k)
+            out["wmean"] = wmean
+            out["wm2"] = np.bincount(local, weights=weight * wdev * wdev, minlength=k)
         return out
 
     def _combine(self, slots: np.ndarray, batch: dict[str, np.ndarray]) -> None:
@@ -350,6 +428,8 @@ class GroupStats:
         a["correct"][slots] += batch["correct"]
         if self.weighted:
             _add_scaled(a, slots, batch["weight_sum"], batch["wloss_sum"], batch["weight_exp"])
+            _combine_weighted(a, slots, batch["wsum"], batch["wmean"], batch["wm2"])
+            a["weight_sq_sum"][slots] += batch["weight_sq_sum"]
 
     def _add_to_histograms(self, local: np.ndarray | None, k: int, slots: np.ndarray,
                            cnt: np.ndarray, loss: np.ndarray, bins: np.ndarray | None) -> None:
@@ -396,10 +476,15 @@ class GroupStats:
         a["count"][dst] = tot
         a["min"][dst] = np.minimum(a["min"][dst], b["min"][src])
         a["max"][dst] = np.maximum(a["max"][dst], b["max"][src])
-        for name in ("sum", "clipped_low", "clipped_high", "correct"):
+        for name in ("sum", "clipped_low", "clipped_high", "correct", "weight_sq_sum"):
             a[name][dst] += b[name][src]
         _add_scaled(a, dst, b["weight_sum"][src], b["wloss_sum"][src], b["weight_exp"][src])
         new._bins.merge_from(other._bins, remap)
+        _combine_weighted(a, dst, b["wsum"][src], b["wmean"][src], b["wm2"][src])
+        if new.calibration is not None:
+            new.calibration.absorb(other.calibration, src, dst)
+        if new.bootstrap is not None:
+            new.bootstrap.absorb(other.bootstrap, src, dst)
         new.n_rows = self.n_rows + other.n_rows
         if new._raw_codes is not None and other._raw_codes is not None:
             new._raw_codes = list(new._raw_codes) + [
@@ -415,9 +500,7 @@ class GroupStats:
     def finalize(self) -> pd.DataFrame:
         """One row per group, sorted by key (see module/class docs for columns)."""
         g = self.n_groups
-        rank = self._index.sort_rank()
-        order = np.empty(g, dtype=np.int64)
-        order[rank] = np.arange(g)
+        order = self._output_order()
         a = {k: v[:g][order] for k, v in self._arrays.items()}
         cnt = a["count"]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -436,6 +519,19 @@ class GroupStats:
         cols: dict[str, Any] = self._index.key_frame(order)
         cols["count"] = cnt.astype(np.int64)
         cols["mean"] = mean
+        if self.weighted:
+            n_eff = effective_n(a["wsum"], a["weight_sq_sum"])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                # Weighted sample sd with the reliability-weights correction n_eff / (n_eff - 1).
+                wsd = np.sqrt(np.maximum(a["wm2"], 0.0) / a["wsum"] * n_eff / (n_eff - 1))
+            sem, lo, hi = mean_interval(n_eff, a["wmean"], wsd, self.confidence)
+        else:
+            sem, lo, hi = mean_interval(cnt, mean, std, self.confidence)
+        if self.bootstrap is not None:
+            lo, hi = self.bootstrap.interval(order, self.confidence)
+        cols["sem"] = sem
+        cols["ci_low"] = lo
+        cols["ci_high"] = hi
         cols["std"] = std
         cols["min"] = mn
         for j, q in enumerate(self.quantiles):
@@ -445,6 +541,8 @@ class GroupStats:
         cols["clipped_low"] = a["clipped_low"].astype(np.int64)
         cols["clipped_high"] = a["clipped_high"].astype(np.int64)
         cols["accuracy"] = accuracy
+        if self.calibration is not None:
+            cols.update(self.calibration.group_metrics(order, cnt))
         if self.weighted:
             # The sums are kept scaled by 2**weight_exp (see _add_scaled): the mean is their
             # ratio, exact whatever the weights' magnitude; the total weight may exceed the
@@ -452,9 +550,30 @@ class GroupStats:
             with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
                 cols["weight_sum"] = np.ldexp(a["weight_sum"], _exp32(a["weight_exp"]))
                 cols["weighted_mean"] = a["wloss_sum"] / a["weight_sum"]
+            cols["n_eff"] = n_eff
         df = pd.DataFrame({k: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v)
                            for k, v in cols.items()})
         return df
+
+    def _output_order(self) -> np.ndarray:
+        """Slots in output (key) order."""
+        g = self.n_groups
+        rank = self._index.sort_rank()
+        order = np.empty(g, dtype=np.int64)
+        order[rank] = np.arange(g)
+        return order
+
+    def calibration_table(self) -> pd.DataFrame:
+        """Reliability bins per group, groups in :meth:`finalize` order: the key columns,
+        then ``bin``, ``bin_low``, ``bin_high``, ``count``, ``mean_confidence``,
+        ``accuracy`` (non-empty bins only; see :mod:`evalkit.aggregate.calibration`)."""
+        if self.calibration is None:
+            raise ValueError("this GroupStats keeps no calibration bins")
+        order = self._output_order()
+        bins = self.calibration.bin_table(order)
+        keys = self._index.key_frame(order[bins["group_index"].to_numpy()])
+        return pd.concat([pd.DataFrame({k: v.reset_index(drop=True) for k, v in keys.items()}),
+                          bins.drop(columns="group_index")], axis=1)
 
     def _exact_quantiles(self, g: int) -> np.ndarray:
         codes = _concat(self._raw_codes, np.int32)
@@ -498,6 +617,19 @@ class GroupStats:
         out = np.minimum(np.maximum(out, mn[:, None]), mx[:, None])
         out[bins < 0] = np.nan
         return out
+
+
+def _combine_weighted(a: dict[str, np.ndarray], slots: np.ndarray, wb: np.ndarray,
+                      mean_b: np.ndarray, m2_b: np.ndarray) -> None:
+    """Weighted Chan et al. update of (wsum, wmean, wm2) at ``slots`` with a batch's."""
+    wa = a["wsum"][slots]
+    tot = wa + wb
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(tot > 0, wb / np.where(tot > 0, tot, 1.0), 0.0)
+    delta = mean_b - a["wmean"][slots]
+    a["wmean"][slots] += delta * frac
+    a["wm2"][slots] += m2_b + delta * delta * wa * frac
+    a["wsum"][slots] = tot
 
 
 def _concat(chunks: list[np.ndarray], dtype: Any) -> np.ndarray:

@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..aggregate import Confusion, GroupStats, TopK
+from ..aggregate import CalibrationBatch, Confusion, GroupStats, SliceStats, TopK
 from ..errors import InputError, ProbabilitySumError
 from ..escape import grouping_file_stem
+from ..inference import poisson_weights
 from ..join import LabelIndex, lazy_keys
 from ..layout import Layout
 from ..loss import RowLoss, soft_loss, sparse_loss
-from ..scores import score_stats
+from ..scores import calibration_terms, score_stats
 from ..validate import PROBABILITIES_AS_LOGITS, Problem, score_problems, target_problems
 
 CLASS = "class"
@@ -62,6 +63,18 @@ class Plan:
     """Input columns copied into the per-row output (keys, group columns, weight)."""
     label_columns_from_join: tuple[str, ...] = ()
     on: tuple[str, ...] = ()
+    confidence: float = 0.95
+    """Confidence level of the intervals in every grouped table."""
+    ci: str = "t"
+    """``t`` (t-interval from the moments) or ``bootstrap`` (streaming Poisson bootstrap)."""
+    bootstrap_samples: int = 100
+    bootstrap_seed: int = 0
+    calibration_bins: int = 15
+    """Equal-width bins of top-label confidence (0: no calibration statistics)."""
+    slices: tuple[str, ...] = ()
+    """Slice columns searched for significantly worse slices (empty: no slice search)."""
+    slice_depth: int = 2
+    slice_limit: int = 10_000
 
     @property
     def input_columns(self) -> list[str]:
@@ -93,13 +106,17 @@ class Plan:
         """An empty state for this plan."""
         # Only the class key sorts in dictionary (class-index) order; other keys by value.
         kw = dict(eps=self.eps, quantile_mode=self.quantile_mode, exact_limit=self.exact_limit,
-                  dict_order_keys=(CLASS,))
+                  dict_order_keys=(CLASS,), confidence=self.confidence,
+                  calibration_bins=self.calibration_bins or None,
+                  bootstrap_samples=self.bootstrap_samples if self.ci == "bootstrap" else 0)
         weighted = self.layout.weight is not None
         stats = {g.name: GroupStats(g.columns, weighted=weighted, **kw) for g in self.groupings}  # type: ignore[arg-type]
         confusion = Confusion(self.layout.classes)
         top = ({"overall": TopK(self.top_k, ()), CLASS: TopK(self.top_k, (CLASS,), dict_order_keys=(CLASS,))}
                if self.top_k else {})
-        return EvalState(stats=stats, confusion=confusion, top=top,
+        slices = (SliceStats(self.slices, self.slice_depth, self.slice_limit)
+                  if self.slices else None)
+        return EvalState(stats=stats, confusion=confusion, top=top, slices=slices,
                          seen=np.zeros(n_label_rows, dtype=bool) if n_label_rows else None)
 
 
@@ -115,6 +132,8 @@ class EvalState:
     skipped: dict[str, int] = field(default_factory=dict)
     seen: np.ndarray | None = None
     """Label rows matched so far (joins only)."""
+    slices: SliceStats | None = None
+    """Per-slice moments (``slices``)."""
 
     def merge(self, other: EvalState) -> EvalState:
         """Combine two partial states (associative)."""
@@ -135,6 +154,8 @@ class EvalState:
             rows_used=self.rows_used + other.rows_used,
             skipped=skipped,
             seen=seen,
+            slices=(self.slices.merge(other.slices)
+                    if self.slices is not None and other.slices is not None else self.slices),
         )
 
 
@@ -328,6 +349,7 @@ def _loss(cur: _Batch, plan: Plan) -> RowLoss:
     assert scores is not None
     if _renormalizes(plan):
         scores = scores / scores.sum(axis=1, dtype=np.float64)[:, None]
+        cur.scores = scores  # calibration uses the probabilities the loss used
     if cur.targets is not None:
         return soft_loss(scores, cur.targets, plan.eps, lay.from_logits)
     assert cur.y is not None
@@ -336,7 +358,18 @@ def _loss(cur: _Batch, plan: Plan) -> RowLoss:
 
 def _accumulate(plan: Plan, state: EvalState, cur: _Batch, out: RowLoss, correct: np.ndarray,
                 true_dict: pa.DictionaryArray) -> None:
-    """Add the batch's losses to every grouping's statistics and the confusion matrix."""
+    """Add the batch's losses to every grouping's statistics (with calibration bins and
+    bootstrap replicates when the plan asks), the confusion matrix and the slice moments."""
+    calib = None
+    if plan.calibration_bins:
+        rc = calibration_terms(cur.scores, from_logits=plan.layout.from_logits,
+                               predicted=out.predicted,
+                               p_true=out.p_true if cur.targets is None else None,
+                               targets=cur.targets)
+        calib = CalibrationBatch.of(rc, plan.calibration_bins)
+    # Poisson weights are a function of the global row position: any batching gives the same.
+    boot = (poisson_weights(cur.rows, plan.bootstrap_seed, plan.bootstrap_samples)
+            if plan.ci == "bootstrap" else None)
     bins = None
     for g in plan.groupings:
         keys = [true_dict if c == CLASS else cur.batch.column(c) for c in g.columns]
@@ -344,8 +377,11 @@ def _accumulate(plan: Plan, state: EvalState, cur: _Batch, out: RowLoss, correct
         if bins is None:
             bins = acc.hist.bin_index(out.loss)  # one log pass shared by every grouping
         acc.update(keys, out.loss, out.clipped_low, correct, cur.weight, bins=bins,
-                   clipped_high=out.clipped_high)
+                   clipped_high=out.clipped_high, calibration=calib, boot_weights=boot)
     state.confusion.update(out.true_class, out.predicted, out.loss)
+    if state.slices is not None:
+        state.slices.update({c: true_dict if c == CLASS else cur.batch.column(c)
+                             for c in plan.slices}, out.loss)
 
 
 def _row_batch(plan: Plan, cur: _Batch, out: RowLoss, correct: np.ndarray,

@@ -1,0 +1,68 @@
+"""Disparity at a glance: per grouping, the worst and best group by mean loss.
+
+fairlearn's ``MetricFrame.difference()`` / ``ratio()`` idea (Bird et al., "Fairlearn: A
+toolkit for assessing and improving fairness in AI", Microsoft 2020) applied to the mean
+loss: the gap between the worst and the best group, and each one's ratio to the overall mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+#: Non-key columns of a grouped table (everything else is a key column).
+_NOT_KEYS = {"count", "mean", "sem", "ci_low", "ci_high", "std", "min", "max", "sum", "clipped",
+             "clipped_low", "clipped_high", "accuracy", "ece", "mce", "brier", "entropy",
+             "weight_sum", "weighted_mean", "n_eff"}
+
+
+def key_columns(df: pd.DataFrame) -> list[str]:
+    """The key columns of a grouped table (quantile columns ``p50``... are statistics)."""
+    return [c for c in df.columns
+            if c not in _NOT_KEYS and not (c.startswith("p") and c[1:].replace(".", "").isdigit())]
+
+
+def group_label(row: Mapping[str, Any], cols: Sequence[str]) -> str:
+    """``"val,EU"`` for the key values of one group (nulls as ``(null)``)."""
+    out = []
+    for c in cols:
+        v = row[c]
+        out.append("(null)" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    return ",".join(out)
+
+
+def disparity(groups: Mapping[str, pd.DataFrame], overall_mean: float) -> list[dict[str, Any]]:
+    """One record per grouping with at least one non-empty group.
+
+    Fields: ``grouping``, ``groups`` (non-empty groups compared), ``worst`` / ``best`` (group
+    labels), ``worst_mean`` / ``best_mean``, ``worst_count`` / ``best_count``, ``gap``
+    (worst minus best mean, nats), ``worst_ratio`` / ``best_ratio`` (each mean divided by
+    the overall mean; NaN when the overall mean is 0). Ties go to the first group in table
+    order.
+    """
+    out = []
+    for name, df in groups.items():
+        live = df[df["count"] > 0]
+        if live.empty:
+            continue
+        cols = key_columns(df)
+        w = live.loc[live["mean"].idxmax()]
+        b = live.loc[live["mean"].idxmin()]
+        ratio = (lambda v: v / overall_mean) if overall_mean else (lambda v: math.nan)
+        out.append({
+            "grouping": name,
+            "groups": int(len(live)),
+            "worst": group_label(w, cols),
+            "worst_mean": float(w["mean"]),
+            "worst_count": int(w["count"]),
+            "best": group_label(b, cols),
+            "best_mean": float(b["mean"]),
+            "best_count": int(b["count"]),
+            "gap": float(w["mean"] - b["mean"]),
+            "worst_ratio": ratio(float(w["mean"])),
+            "best_ratio": ratio(float(b["mean"])),
+        })
+    return out

@@ -1,0 +1,138 @@
+"""evalkit.inference: Student's t, intervals, Welch, Benjamini-Hochberg, Poisson bootstrap weights.
+
+References are SciPy's implementations (a test dependency, not a runtime one).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats as st
+
+from evalkit.inference import (
+    benjamini_hochberg,
+    complement_moments,
+    effective_n,
+    mean_interval,
+    poisson_weights,
+    t_cdf,
+    t_quantile,
+    t_sf2,
+    welch_test,
+)
+
+
+def test_t_quantile_matches_scipy_over_df_and_levels():
+    df = np.concatenate([np.arange(1, 150), np.geomspace(150, 1e7, 40), [3.5, 17.25, 999.9]])
+    for p in (0.5 + 0.95 / 2, 0.995, 0.6, 0.025, 1e-6, 1 - 1e-6):
+        got = t_quantile(np.full(len(df), p), df)
+        ref = st.t.ppf(p, df)
+        np.testing.assert_allclose(got, ref, rtol=1e-10)
+    assert isinstance(t_quantile(0.975, 10), float)
+    assert t_quantile(0.975, 10) == pytest.approx(2.228138851986274, rel=1e-12)
+    assert t_quantile(0.975, math.inf) == pytest.approx(1.959963984540054, rel=1e-14)
+
+
+def test_t_tails_match_scipy():
+    rng = np.random.default_rng(0)
+    df = np.concatenate([np.arange(1, 60), rng.uniform(1, 5000, 200), [1e4, 1e5, 1e6, 1e7]])
+    t = rng.normal(0, 4, len(df))
+    np.testing.assert_allclose(t_sf2(t, df), 2 * st.t.sf(np.abs(t), df), rtol=1e-9)
+    np.testing.assert_allclose(t_cdf(t, df), st.t.cdf(t, df), rtol=1e-9, atol=1e-300)
+    assert np.isnan(t_sf2(np.array([np.nan, 1.0]), np.array([5.0, 0.0]))).all()
+
+
+def test_mean_interval_is_the_t_interval_and_nan_below_two_rows():
+    x = np.array([0.3, 1.2, 0.7, 2.5, 0.05])
+    sem, lo, hi = mean_interval(np.array([5, 1]), np.array([x.mean(), 1.0]),
+                                np.array([x.std(ddof=1), np.nan]))
+    ref = st.t.interval(0.95, 4, loc=x.mean(), scale=st.sem(x))
+    assert sem[0] == pytest.approx(st.sem(x), rel=1e-12)
+    assert (lo[0], hi[0]) == pytest.approx(ref, rel=1e-12)
+    assert np.isnan([sem[1], lo[1], hi[1]]).all()
+    with pytest.raises(ValueError, match="confidence"):
+        mean_interval(np.array([5]), np.array([1.0]), np.array([1.0]), confidence=1.0)
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.9])
+def test_mean_interval_coverage_by_simulation(confidence):
+    """The interval covers the true mean in about `confidence` of repeated draws."""
+    rng = np.random.default_rng(7)
+    reps, n = 4000, 40
+    x = rng.exponential(1.5, size=(reps, n))  # skewed, like a loss; true mean 1.5
+    _, lo, hi = mean_interval(np.full(reps, n), x.mean(axis=1), x.std(axis=1, ddof=1), confidence)
+    cover = np.mean((lo <= 1.5) & (hi >= 1.5))
+    assert confidence - 0.025 <= cover <= confidence + 0.02
+
+
+def test_effective_n_is_kish():
+    w = np.array([1.0, 2.0, 3.0, 0.5])
+    assert effective_n(w.sum(), (w * w).sum()) == pytest.approx(w.sum() ** 2 / (w * w).sum())
+    assert effective_n(np.array([4.0]), np.array([4.0]))[0] == 4.0  # unit weights: n
+    assert np.isnan(effective_n(np.array([0.0]), np.array([0.0]))[0])
+
+
+def test_welch_test_matches_scipy():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(1.2, 1.0, 37), rng.normal(1.0, 2.0, 500)
+    res = welch_test(np.array([37]), np.array([a.mean()]), np.array([a.var(ddof=1)]),
+                     np.array([500]), np.array([b.mean()]), np.array([b.var(ddof=1)]))
+    ref = st.ttest_ind(a, b, equal_var=False)
+    assert res["t"][0] == pytest.approx(ref.statistic, rel=1e-12)
+    assert res["p_value"][0] == pytest.approx(ref.pvalue, rel=1e-9)
+    ci = ref.confidence_interval(0.95)
+    assert (res["ci_low"][0], res["ci_high"][0]) == pytest.approx((ci.low, ci.high), rel=1e-9)
+    # degenerate: both constant
+    deg = welch_test(np.array([5, 5]), np.array([1.0, 2.0]), np.array([0.0, 0.0]),
+                     np.array([5, 5]), np.array([1.0, 1.0]), np.array([0.0, 0.0]))
+    assert deg["p_value"].tolist() == [1.0, 0.0]
+    small = welch_test(np.array([1]), np.array([1.0]), np.array([np.nan]),
+                       np.array([5]), np.array([1.0]), np.array([1.0]))
+    assert np.isnan(small["p_value"][0])
+
+
+def test_benjamini_hochberg_matches_scipy_and_skips_nan():
+    rng = np.random.default_rng(1)
+    p = rng.uniform(size=200) ** 4
+    p[[3, 50]] = np.nan
+    adj, reject = benjamini_hochberg(p, 0.05)
+    ok = ~np.isnan(p)
+    np.testing.assert_allclose(adj[ok], st.false_discovery_control(p[ok]), rtol=1e-12)
+    assert np.isnan(adj[~ok]).all() and not reject[~ok].any()
+    # the step-up rule: reject the k smallest with p_(k) <= k q / m
+    ps = np.sort(p[ok])
+    m = len(ps)
+    k = max([i + 1 for i in range(m) if ps[i] <= (i + 1) * 0.05 / m], default=0)
+    assert reject.sum() == k
+    with pytest.raises(ValueError):
+        benjamini_hochberg(p, 0.0)
+
+
+def test_complement_moments_equal_direct():
+    rng = np.random.default_rng(2)
+    x = rng.exponential(1.0, 1000)
+    s = rng.uniform(size=1000) < 0.2
+    tot_m2 = ((x - x.mean()) ** 2).sum()
+    xs, xc = x[s], x[~s]
+    nc, mc, m2c = complement_moments(np.array([len(xs)]), np.array([xs.mean()]),
+                                     np.array([((xs - xs.mean()) ** 2).sum()]),
+                                     1000, x.mean(), tot_m2)
+    assert nc[0] == len(xc)
+    assert mc[0] == pytest.approx(xc.mean(), rel=1e-12)
+    assert m2c[0] == pytest.approx(((xc - xc.mean()) ** 2).sum(), rel=1e-10)
+
+
+def test_poisson_weights_are_poisson_1_and_a_function_of_row_and_seed_only():
+    rows = np.arange(100_000)
+    w = poisson_weights(rows, 0, 20)
+    assert w.shape == (100_000, 20)
+    assert abs(w.mean() - 1) < 0.01 and abs(w.var() - 1) < 0.02
+    # P(w = 0) = e^-1
+    assert abs((w == 0).mean() - math.exp(-1)) < 0.005
+    # any split of the rows gives the same weights
+    np.testing.assert_array_equal(poisson_weights(rows[500:900], 0, 20), w[500:900])
+    assert not np.array_equal(poisson_weights(rows[:100], 1, 20), w[:100])
+    # replicates are not copies of each other
+    assert np.corrcoef(w[:, 0], w[:, 1])[0, 1] < 0.02
