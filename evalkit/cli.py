@@ -117,6 +117,24 @@ def _config_from_flags(config_file: str | None, flags: dict[str, Any]) -> Any:
               help="Quantile method (auto: exact up to --exact-limit rows, then a 1e-3 sketch).")
 @click.option("--exact-limit", type=int, help="Rows up to which auto quantiles are exact (default 1,000,000).")
 @click.option("--top-k", type=int, help="Hardest examples kept overall and per class (default 10).")
+@click.option("--confidence", type=float,
+              help="Confidence level of the intervals (sem, ci_low, ci_high) in every table (default 0.95).")
+@click.option("--ci", type=click.Choice(["t", "bootstrap"]),
+              help="Intervals: t (default, from the moments) or bootstrap (streaming Poisson "
+                   "bootstrap, seeded by row position; costs about --bootstrap-samples draws per row).")
+@click.option("--bootstrap-samples", type=int, help="Bootstrap replicates with --ci bootstrap (default 100).")
+@click.option("--bootstrap-seed", type=int, help="Seed of the bootstrap weights (default 0).")
+@click.option("--calibration-bins", type=int,
+              help="Equal-width confidence bins of ECE / MCE / reliability diagrams (default 15).")
+@click.option("--slices",
+              help="Comma-separated columns: test every value and combination for a significantly "
+                   "worse mean loss (Welch + Benjamini-Hochberg), e.g. --slices region,device.")
+@click.option("--slice-depth", type=click.IntRange(1, 3),
+              help="Largest combination of slice columns tested (1-3, default 2: values and pairs).")
+@click.option("--slice-min-count", type=int, help="Slices (and complements) smaller than this are not tested (default 30).")
+@click.option("--slice-fdr", type=float, help="False discovery rate of the slice search (default 0.05).")
+@click.option("--slice-limit", type=int,
+              help="Most distinct slices per column combination; bigger ones are skipped with a note (default 10000).")
 @click.option("--rows/--no-rows", "write_rows", default=None, help="Write per-row output (default on).")
 @click.option("--plots/--no-plots", default=None,
               help="Write PNG plots next to report.md (default on; needs evalkit[plot]).")

@@ -7,6 +7,7 @@ One ``gates`` mapping (config key ``gates``) serves ``evaluate`` and ``compare``
       max_mean_loss: 0.5            # overall mean loss
       max_clipped_fraction: 0.01    # overall share of rows clipped low (p_true < eps)
       min_accuracy: 0.8             # overall accuracy
+      require_ci_above_limit: true  # max_mean_loss fails only if the whole CI is above the limit
       # compare gates: checked on every group of every grouping (overall included)
       max_regression: 0.02          # delta of mean loss (candidate - baseline) above this fails
       max_regression_pct: 5         # relative delta in percent (or max_regression: "5%")
@@ -41,7 +42,7 @@ from .errors import ConfigError
 EVAL_GATES = ("max_mean_loss", "max_clipped_fraction", "min_accuracy")
 COMPARE_GATES = ("max_regression", "max_regression_pct")
 HISTORY_GATES = ("max_drift", "max_drift_pct", "max_change_pct")
-GATE_OPTIONS = ("min_count", "require_ci_excludes_zero")
+GATE_OPTIONS = ("min_count", "require_ci_excludes_zero", "require_ci_above_limit")
 GATE_KEYS = set(EVAL_GATES) | set(COMPARE_GATES) | set(HISTORY_GATES) | set(GATE_OPTIONS) | {"groups"}
 
 
@@ -108,7 +109,7 @@ def validate_gates(gates: Mapping[str, Any], source: str = "gates", _nested: boo
                 if not isinstance(sub, Mapping):
                     raise ConfigError(f"{source}: gates of grouping {gname!r} must be a mapping")
                 validate_gates(sub, f"{source}.groups.{gname}", _nested=True)
-        elif key == "require_ci_excludes_zero":
+        elif key in ("require_ci_excludes_zero", "require_ci_above_limit"):
             if not isinstance(value, bool):
                 raise ConfigError(f"{source}: {key!r} must be true or false, got {value!r}")
         elif key == "min_count":
@@ -135,7 +136,9 @@ def _failed(gate: str, value: float, limit: float) -> bool:
 
 
 def _key_columns(df: Any) -> list[str]:
-    return [c for c in df.columns if c not in _STATS]
+    from .disparity import key_columns
+
+    return key_columns(df)
 
 
 def check_gates(result: Any, gates: Mapping[str, Any] | None, *, detail: str = "") -> list[GateFailure]:
@@ -150,11 +153,13 @@ def check_gates(result: Any, gates: Mapping[str, Any] | None, *, detail: str = "
     gates = normalize_gates(gates)
     failures: list[GateFailure] = []
     min_count = int(gates.get("min_count", 0))
+    on_ci = bool(gates.get("require_ci_above_limit", False))
     for gate in EVAL_GATES:
         if gate in gates:
-            v = _row_value(result.overall, gate)
-            if _failed(gate, v, float(gates[gate])):
-                failures.append(GateFailure(gate, "overall", "", v, float(gates[gate]), detail))
+            failure = _eval_gate(gate, result.overall, float(gates[gate]), on_ci, "overall", "",
+                                 detail)
+            if failure is not None:
+                failures.append(failure)
     for gname, sub in (gates.get("groups") or {}).items():
         if not any(g in sub for g in EVAL_GATES):
             continue
@@ -169,16 +174,34 @@ def check_gates(result: Any, gates: Mapping[str, Any] | None, *, detail: str = "
                               f"{', '.join(['overall', *result.groups])}")
         key_cols = _key_columns(df)
         sub_min = int(sub.get("min_count", min_count))
+        sub_ci = bool(sub.get("require_ci_above_limit", on_ci))
         for _, row in df.iterrows():
             if row["count"] < max(sub_min, 1):
                 continue
             label = ",".join(str(row[c]) for c in key_cols)
             for gate in EVAL_GATES:
                 if gate in sub:
-                    v = _row_value(row, gate)
-                    if _failed(gate, v, float(sub[gate])):
-                        failures.append(GateFailure(gate, gname, label, v, float(sub[gate]), detail))
+                    failure = _eval_gate(gate, row, float(sub[gate]), sub_ci, gname, label, detail)
+                    if failure is not None:
+                        failures.append(failure)
     return failures
+
+
+def _eval_gate(gate: str, row: Any, limit: float, on_ci: bool, grouping: str, label: str,
+               detail: str) -> GateFailure | None:
+    """One evaluate gate on one table row. With ``on_ci``, ``max_mean_loss`` fails only when
+    the whole confidence interval lies above the limit (``ci_low > limit``); a group without
+    an interval (fewer than 2 rows) then never fails."""
+    v = _row_value(row, gate)
+    if not _failed(gate, v, limit):
+        return None
+    if gate == "max_mean_loss" and "ci_low" in row.index:
+        lo, hi = float(row["ci_low"]), float(row["ci_high"])
+        ci = f"CI [{lo:.4g}, {hi:.4g}]" if lo == lo else "no CI"
+        if on_ci and not (lo == lo and lo > limit):
+            return None
+        detail = ", ".join(x for x in (detail, f"n {int(row['count'])}, {ci}") if x)
+    return GateFailure(gate, grouping, label, v, limit, detail)
 
 
 def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) -> list[GateFailure]:
@@ -320,8 +343,5 @@ class _LatestRun:
         return {k: v for k, v in self.tables.items() if k != "overall"}
 
 
-_STATS = {"count", "mean", "std", "min", "p50", "p90", "p99", "max", "sum", "clipped_low", "clipped_high",
-          "clipped", "accuracy",
-          "weight_sum", "weighted_mean"}
 _COMPARE_COLUMNS = {"baseline_count", "candidate_count", "baseline_mean", "candidate_mean", "delta",
                     "rel_delta", "ci_low", "ci_high", "method", "status", "n_paired", "ci_method"}

@@ -28,6 +28,7 @@ INSTALL_HINT = "pip install 'evalkit[plot]'"
 
 MAX_CLASSES = 30  # classes drawn in loss_by_class.png (the highest and lowest mean loss when more)
 MAX_GROUPS = MAX_PLOT_GROUPS  # groups drawn per mean-loss chart (likewise)
+MAX_RELIABILITY_PANELS = 6  # reliability panels: overall and up to five splits
 DISPLAY_BINS = 60  # display bins of the class histograms
 MAX_LABEL = 28  # group labels longer than this are truncated
 WIDTH = 8.0  # inches
@@ -358,11 +359,17 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     labels = [_truncate(_key_label(k)) for k in sub[cols].itertuples(index=False, name=None)]
     m = sub["mean"].to_numpy(dtype=float)
     cnt = sub["count"].to_numpy()
-    std = sub["std"].to_numpy(dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        err = 1.96 * std / np.sqrt(cnt)
-    no_ci = ~np.isfinite(err)
-    err = np.where(no_ci, 0.0, err)
+    if "ci_low" in sub.columns:  # the table's own interval (t, Kish or bootstrap)
+        lo_err = m - sub["ci_low"].to_numpy(dtype=float)
+        hi_err = sub["ci_high"].to_numpy(dtype=float) - m
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lo_err = hi_err = 1.96 * sub["std"].to_numpy(dtype=float) / np.sqrt(cnt)
+    no_ci = ~(np.isfinite(lo_err) & np.isfinite(hi_err))
+    lo_err = np.where(no_ci, 0.0, np.maximum(lo_err, 0.0))
+    hi_err = np.where(no_ci, 0.0, np.maximum(hi_err, 0.0))
+    err = hi_err
+    level = f"{100 * float(result.metadata.get('confidence', 0.95)):g}%"
 
     rows = max(1, len(sub))
     fig = _new_figure(rows)
@@ -370,9 +377,9 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     _style(ax)
     ys = np.arange(len(sub))[::-1].astype(float)  # worst at the top
     ax.barh(ys, m, height=0.65, color=_BAR, alpha=0.85)
-    ax.errorbar(m, ys, xerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=3)
+    ax.errorbar(m, ys, xerr=[lo_err, hi_err], fmt="none", ecolor="black", elinewidth=1, capsize=3)
     overall = _overall_mean(result)
-    handles = [_line(color="black", linewidth=1, label="95% CI of the mean")]
+    handles = [_line(color="black", linewidth=1, label=f"{level} CI of the mean")]
     if overall is not None:
         ax.axvline(overall, color=_MEAN, linestyle="--", linewidth=1)
         handles.append(_line(color=_MEAN, linestyle="--", linewidth=1,
@@ -391,11 +398,11 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     ax.set_xlabel("mean cross-entropy loss", fontsize=10)
     ax.set_ylabel(what, fontsize=10)
     title = f"Mean loss by {what} \u2014 {_input_name(result)}"
-    sub_title = "sorted by mean loss; error bars: 95% CI of the mean (1.96\u00b7std/\u221an)"
+    sub_title = f"sorted by mean loss; error bars: {level} CI of the mean"
     if cut:
         sub_title = (f"the {len(sub) - MAX_GROUPS // 2} highest and {MAX_GROUPS // 2} lowest mean "
                      f"loss of {total:,} groups (all in {grouping.file_stem}.parquet); "
-                     "error bars: 95% CI")
+                     f"error bars: {level} CI")
     _finish(fig, title, sub_title, handles)
     _save(fig, path)
     return _means_title(result, grouping)
@@ -448,6 +455,11 @@ def _plot_specs(result: Any) -> list[tuple[str, str, str, Any]]:
         if not g.columns or g.name not in groups or not (groups[g.name]["count"] > 0).any():
             continue
         specs.append((_means_title(result, g), plot_filename(g), "means", g))
+    calib = getattr(result, "calibration", None)
+    if calib is not None and len(calib):
+        by_split = "split" in set(calib["grouping"])
+        specs.append(("Reliability diagram" + (" (overall and by split)" if by_split else ""),
+                      "reliability.png", "reliability", None))
     return specs
 
 
@@ -469,9 +481,60 @@ def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None,
             continue
         if kind == "class":
             _plot_class_distribution(result, out_dir / name, class_hist)
+        elif kind == "reliability":
+            _plot_reliability(result, result.calibration, out_dir / name)
         else:
             _plot_group_means(result, g, out_dir / name)
     return plot_plan(result)
+
+
+def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
+    """Reliability diagram (Guo et al. 2017, fig. 1): accuracy against mean top-label
+    confidence per bin, overall and (when there is one) per split, bin counts printed on
+    the bars; the gap to the diagonal is the miscalibration the ECE averages."""
+    panels = [("overall", "all")]
+    if "split" in set(calib["grouping"]):
+        panels += [("split", g) for g in calib.loc[calib["grouping"] == "split", "group"].unique()]
+    panels = panels[:MAX_RELIABILITY_PANELS]
+    n_bins = int(result.metadata.get("calibration_bins") or calib["bin"].max() + 1)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cols = min(3, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig = Figure(figsize=(WIDTH, 3.4 * rows + 0.9), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    width = 1.0 / n_bins
+    for i, (grouping, group) in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        _style(ax)
+        t = calib[(calib["grouping"] == grouping) & (calib["group"] == group)]
+        centers = (t["bin"].to_numpy() + 0.5) * width
+        ax.bar(centers, t["accuracy"], width=width * 0.92, color=_BAR, alpha=0.85)
+        ax.scatter(centers, t["mean_confidence"], marker="_", s=(220 / n_bins) ** 2,
+                   color=_MEAN, linewidths=2, zorder=3)
+        ax.plot([0, 1], [0, 1], color="#555555", linestyle="--", linewidth=1)
+        for x, y, n in zip(centers, t["accuracy"], t["count"], strict=True):
+            inside = float(y) > 0.25
+            ax.text(x, 0.015 if inside else float(y) + 0.015, f"{int(n):,}", ha="center",
+                    va="bottom", fontsize=6, rotation=90, color="white" if inside else "#333333")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("confidence (max probability)", fontsize=8)
+        ax.set_ylabel("accuracy", fontsize=8)
+        if grouping == "overall":
+            row = result.overall
+        else:
+            df = result.groups[grouping]
+            row = df[df[grouping].astype(str) == group].iloc[0]
+        ax.set_title(f"{'overall' if grouping == 'overall' else f'split = {group}'}: "
+                     f"ECE {float(row['ece']):.3f}, n={int(row['count']):,}", fontsize=9)
+    handles = [_patch(color=_BAR, alpha=0.85, label="accuracy per bin"),
+               _line(color=_MEAN, linewidth=2, label="mean confidence in the bin"),
+               _line(color="#555555", linestyle="--", linewidth=1, label="perfect calibration")]
+    _finish(fig, f"Reliability diagram \u2014 {_input_name(result)}",
+            f"{n_bins} equal-width confidence bins; numbers in the bars: rows per bin", handles)
+    _save(fig, path)
 
 
 # --------------------------------------------------------------------------- #

@@ -132,7 +132,11 @@ def overall_line(result: EvalResultLike) -> str:
     if not n:
         return "no rows"
     low = int(o["clipped_low"])
-    line = (f"mean loss {fmt_number(float(o['mean']))} nats over {n:,} rows"
+    ci = ""
+    if "ci_low" in o.index and o["ci_low"] == o["ci_low"]:
+        level = f"{100 * float(result.metadata.get('confidence', 0.95)):g}%"
+        ci = f" ({level} CI [{fmt_number(float(o['ci_low']))}, {fmt_number(float(o['ci_high']))}])"
+    line = (f"mean loss {fmt_number(float(o['mean']))} nats{ci} over {n:,} rows"
             f" · accuracy {fmt_number(float(o['accuracy']), 'accuracy')}"
             f" · {low:,} clipped ({100 * low / n:.2f}%: p_true < eps)")
     if "weighted_mean" in o.index:
@@ -169,6 +173,13 @@ def _meta_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
     rows += [
         ("eps", f"{meta['eps']:g}"),
         ("quantiles", md_text(meta.get("quantile_note", meta.get("quantiles", "")))),
+    ]
+    if meta.get("ci_method"):
+        rows.append(("intervals", md_text(meta["ci_method"])))
+    if meta.get("calibration_bins"):
+        rows.append(("calibration", f"{meta['calibration_bins']} equal-width bins of top-label "
+                                    "confidence (ECE, MCE: Guo et al. 2017; Brier 1950)"))
+    rows += [
         ("engine", md_text(meta.get("engine", "local"))),
         ("evalkit", md_text(meta.get("evalkit_version", ""))),
         ("created", md_text(meta.get("created", ""))),
@@ -196,6 +207,8 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
     """
     meta = result.metadata
     out = ["# evalkit report", ""]
+    if getattr(result, "slices", None) is not None:
+        out += slice_section(result)
     out += ["| run | |", "| --- | --- |"]
     out += [f"| {k} | {v} |" for k, v in _meta_rows(meta)]  # each value escaped where built
     out += ["", "## Overall", "", f"**{overall_line(result)}**", "", definitions(float(meta["eps"])), ""]
@@ -206,8 +219,11 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
         else:
             out += ["Quality gates: **FAILED**", ""]
             out += [f"- ❌ {_escape(f)}" for f in gates["failures"]] + [""]
-    stats = [c for c in STAT_COLUMNS + ["weight_sum", "weighted_mean"] if c in result.overall.index]
-    out.append(markdown_table(result.table("overall"), stats))
+    stats = [c for c in STAT_COLUMNS + ["weight_sum", "weighted_mean", "n_eff"]
+             if c in result.overall.index]
+    level = float(meta.get("confidence", 0.95))
+    shown, cols = with_interval(result.table("overall"), stats, level)
+    out.append(markdown_table(shown, cols))
     for g in result.groupings:
         if not g.columns:
             continue
@@ -215,9 +231,13 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
         title = "class" if g.name == "class" else " × ".join(md_text(c) for c in g.columns)
         out += [f"## By {title}", ""]
         shown, n_left = bounded_groups(df, MAX_REPORT_GROUPS)
-        out.append(markdown_table(shown, list(g.columns) + [c for c in stats if c in df.columns]))
+        shown, cols = with_interval(shown, list(g.columns) + [c for c in stats if c in df.columns],
+                                    level)
+        out.append(markdown_table(shown, cols))
         if n_left:
             out += [f"_{left_out_note(n_left, len(shown), g.file_stem + '.parquet')}_", ""]
+    out += disparity_section(getattr(result, "disparity", None))
+    out += calibration_section(result)
     if result.hardest:
         out += ["## Hardest examples", ""]
         for scope, df in result.hardest.items():
@@ -242,6 +262,97 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
 
             out += [f"_Plots are off: matplotlib is not installed. Enable them with `{INSTALL_HINT}`._", ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def with_interval(df: pd.DataFrame, columns: Sequence[str],
+                  confidence: float = 0.95) -> tuple[pd.DataFrame, list[str]]:
+    """A display copy whose ``mean`` column reads ``0.6486 [0.5641, 0.7330]`` (the mean and
+    its ``ci_low`` / ``ci_high`` interval); returns the frame and the columns to show.
+    With a weighted run the interval is of ``weighted_mean`` and is shown next to it."""
+    if "ci_low" not in df.columns:
+        return df, list(columns)
+    target = "weighted_mean" if "weighted_mean" in columns else "mean"
+    name = f"{target} [{100 * confidence:g}% CI]"
+    text = [
+        "" if v != v else (fmt_number(v) + ("" if lo != lo else f" [{fmt_number(lo)}, {fmt_number(hi)}]"))
+        for v, lo, hi in zip(df[target].astype(float), df["ci_low"].astype(float),
+                             df["ci_high"].astype(float), strict=True)
+    ]
+    shown = df.assign(**{name: text})
+    return shown, [name if c == target else c for c in columns]
+
+
+def slice_section(result: EvalResultLike, top: int = 10) -> list[str]:
+    """The slice-search section at the top of report.md: the significantly worse slices,
+    largest effect first, or a line saying none was found; always how many were tested,
+    skipped (too small) and capped (too many distinct values)."""
+    summary = result.metadata.get("slices", {})
+    worst = result.worst_slices(top)
+    n_worse = int(summary.get("significantly_worse", len(worst)))
+    q = summary.get("q", 0.05)
+    counts = (f"{summary.get('tested', 0):,} slices of {', '.join(summary.get('columns', []))} "
+              f"(depth {summary.get('depth')}) tested against the rest of the data (Welch t-test, "
+              f"Benjamini-Hochberg FDR q = {q:g}); {summary.get('skipped_small', 0):,} skipped "
+              f"with fewer than {summary.get('min_count')} rows.")
+    if n_worse:
+        out = [f"## ⚠️ {n_worse} significantly worse slice{'s' if n_worse != 1 else ''} — look here first",
+               "", counts, ""]
+        shown = worst.assign(**{
+            "diff [CI]": [f"+{fmt_number(d)} [{fmt_number(lo)}, {fmt_number(hi)}]"
+                          for d, lo, hi in zip(worst["diff"], worst["ci_low"], worst["ci_high"], strict=True)],
+        })
+        out.append(markdown_table(shown, ["slice", "count", "mean", "complement_mean", "diff [CI]",
+                                          "effect_size", "p_adjusted"]))
+        if n_worse > len(worst):
+            out += [f"_{n_worse - len(worst):,} more in slices.parquet (column `worse`)._", ""]
+    else:
+        out = ["## Slice search: no significantly worse slice", "", counts, ""]
+    for cap in summary.get("capped", []):
+        out += [f"- ⚠️ slices of **{cap['columns']}** skipped: more than {cap['limit']:,} distinct "
+                f"values (at least {cap['distinct_at_least']:,} seen); raise `slice_limit` or "
+                f"lower `slice_depth`."]
+    if summary.get("capped"):
+        out.append("")
+    return out
+
+
+def disparity_section(records: Sequence[dict[str, Any]] | None) -> list[str]:
+    """Worst and best group of every grouping: gap and ratio to the overall mean."""
+    if not records:
+        return []
+    df = pd.DataFrame(records)
+    df["worst"] = [f"{w} ({fmt_number(m)}, n={c:,})" for w, m, c in
+                   zip(df["worst"], df["worst_mean"], df["worst_count"], strict=True)]
+    df["best"] = [f"{b} ({fmt_number(m)}, n={c:,})" for b, m, c in
+                  zip(df["best"], df["best_mean"], df["best_count"], strict=True)]
+    df = df.rename(columns={"worst_ratio": "worst / overall", "best_ratio": "best / overall"})
+    return ["## Disparity (worst and best group by mean loss)", "",
+            markdown_table(df, ["grouping", "groups", "worst", "best", "gap", "worst / overall",
+                                "best / overall"])]
+
+
+def calibration_section(result: EvalResultLike) -> list[str]:
+    """ECE, MCE, Brier score and mean entropy of the overall line and every group."""
+    if "ece" not in result.overall.index:
+        return []
+    cols = ["count", "accuracy", "ece", "mce", "brier", "entropy"]
+    frames = [result.table("overall")[cols].assign(grouping="overall", group="all")]
+    from .disparity import group_label
+
+    for g in result.groupings:
+        if not g.columns:
+            continue
+        df = result.groups[g.name]
+        labels = [group_label(r, list(g.columns)) for r in df[list(g.columns)].to_dict("records")]
+        frames.append(df[cols].assign(grouping=g.name, group=labels))
+    table = pd.concat(frames, ignore_index=True)
+    bins = result.metadata.get("calibration_bins")
+    return ["## Calibration", "",
+            f"Top-label confidence in {bins} equal-width bins: ECE = sum_b (n_b / n) |accuracy_b - "
+            "confidence_b|, MCE = max_b |accuracy_b - confidence_b| (Guo et al. 2017); Brier = mean "
+            "of sum_j (p_j - t_j)^2 over classes, in [0, 2] (Brier 1950); entropy in nats. Bins per "
+            "group: calibration.parquet.", "",
+            markdown_table(table, ["grouping", "group"] + cols)]
 
 
 def _gate_limits(limits: dict[str, Any]) -> str:

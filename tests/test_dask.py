@@ -396,3 +396,15 @@ def test_tiny_row_groups_equal_to_local(client, tmp_path):
     assert pq.ParquetFile(path).num_row_groups == 1000
     local, dist = _both(path, client, by="region", spool_dir=tmp_path)
     _assert_same(local, dist)
+
+
+def test_intervals_calibration_slices_and_bootstrap_equal_to_local(data, client):
+    """Every new statistic is mergeable: the Dask engine (partitions of 700 rows, merged in a
+    tree) gives the local engine's intervals, bootstrap, calibration bins and slice tests."""
+    local, dist = _both(data["hive"], client, by="region", write_rows=False, ci="bootstrap",
+                        bootstrap_samples=30, slices=["region", "split"], slice_min_count=10)
+    _assert_same(local, dist, rows=False)
+    assert np.isfinite(local.groups["region"]["ci_low"]).all()
+    _assert_frames_close(local.calibration, dist.calibration)
+    _assert_frames_close(local.slices, dist.slices)
+    assert local.disparity == dist.disparity

@@ -150,7 +150,7 @@ def test_compare_checks_evaluate_gates_on_the_candidate():
     limit = float(cand.overall["mean"])
     assert evalkit.compare(base, cand, gates={"max_mean_loss": limit}).failures == []
     res = evalkit.compare(base, cand, gates={"max_mean_loss": below(limit, 0)})
-    assert [str(f).endswith("(candidate)") for f in res.failures] == [True]
+    assert ["(candidate, n 200, CI [" in str(f) for f in res.failures] == [True]
 
 
 def test_evaluate_cli_exits_5_on_gate_failure(tmp_path: Path):

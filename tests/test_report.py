@@ -24,7 +24,8 @@ def _stable(result: evalkit.EvalResult) -> evalkit.EvalResult:
 
 @pytest.mark.parametrize("name", ["sentiment_report.md"])
 def test_golden_report(name: str):
-    result = _stable(evalkit.evaluate(ROOT / "sample_data" / "sentiment", by=["region"], top_k=3))
+    result = _stable(evalkit.evaluate(ROOT / "sample_data" / "sentiment", by=["region"], top_k=3,
+                                      slices=["region", "split"]))
     text = result.to_markdown(plots=[("Mean loss by class", "mean_loss_by_class.png")])
     golden = GOLDEN / name
     if os.environ.get("EVALKIT_UPDATE_GOLDEN") == "1":
