@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -104,81 +105,76 @@ class RowCalibration:
     """Predictive entropy ``-sum_j p_j log p_j`` in nats (``0 log 0 = 0``)."""
 
 
-def calibration_terms(scores: np.ndarray, *, from_logits: bool, predicted: np.ndarray,
+def calibration_terms(scores: np.ndarray, *, from_logits: bool,
                       p_true: np.ndarray | None = None,
                       targets: np.ndarray | None = None) -> RowCalibration:
     """Top-label confidence, Brier score and entropy of every row, vectorised.
 
     ``scores`` is the (n, K) probability matrix (or logits when ``from_logits``) of any
-    layout, float32 or float64, row- or column-major; ``predicted`` its arg-max per row.
-    With hard labels pass ``p_true`` (the unclipped probability of the true class): then
-    ``brier = sum_j p_j^2 - 2 p_true + 1``; with one-hot / soft targets pass ``targets``
-    (n, K): ``brier = sum_j (p_j - t_j)^2``. Probabilities are used unclipped.
+    layout, float32 or float64, row- or column-major. With hard labels pass ``p_true`` (the
+    unclipped probability of the true class): then ``brier = sum_j p_j^2 - 2 p_true + 1``;
+    with one-hot / soft targets pass ``targets`` (n, K): ``brier = sum_j (p_j - t_j)^2``.
+    Probabilities are used unclipped.
 
     The work is done in blocks of :data:`CALIB_BLOCK_ROWS` rows, column by column for
     column-major (wide-layout) matrices, so the float64 temporaries stay in cache: one
     extra pass over the batch's scores, no (n, K) float64 copy.
     """
+    if targets is None and p_true is None:
+        raise ValueError("calibration_terms needs p_true (hard labels) or targets")
     n, k = scores.shape
-    conf = np.empty(n, dtype=np.float64)
-    sq = np.empty(n, dtype=np.float64)
-    ent = np.empty(n, dtype=np.float64)
-    pt = np.empty(n, dtype=np.float64) if targets is not None else None
+    conf, sq, ent = np.empty(n), np.empty(n), np.empty(n)
+    pt = np.empty(n) if targets is not None else None
     col_major = k <= 64 and scores.strides[0] == scores.itemsize and n > 1
-    step = CALIB_BLOCK_ROWS
-    for start in range(0, n, step):
-        end = min(n, start + step)
-        blk = scores[start:end]
-        t = targets[start:end] if targets is not None else None
-        if from_logits:
-            z = blk.astype(np.float64)
-            zmax = z.max(axis=1)
-            z -= zmax[:, None]
-            e = np.exp(z)
-            s = e.sum(axis=1)
-            p = e / s[:, None]
-            conf[start:end] = 1.0 / s
-            # log p = z - log s: entropy = log s - sum_j p_j z_j (no log of tiny p).
-            ent[start:end] = np.log(s) - np.einsum("ij,ij->i", p, z)
-            sq[start:end] = np.einsum("ij,ij->i", p, p)
-            if t is not None:
-                pt[start:end] = np.einsum("ij,ij->i", p, t)
-            continue
-        if col_major:
-            m = end - start
-            a2 = np.zeros(m)
-            ae = np.zeros(m)
-            top = np.zeros(m)
-            c = np.empty(m)
-            tmp = np.empty(m)
-            for j in range(k):
-                c[:] = blk[:, j]
-                # A running max: a fancy-index gather of the arg-max from a column-major
-                # block is several times slower than ten contiguous passes.
-                np.maximum(top, c, out=top)
-                np.multiply(c, c, out=tmp)
-                a2 += tmp
-                np.maximum(c, 1e-300, out=tmp)
-                np.log(tmp, out=tmp)
-                tmp *= c
-                ae -= tmp
-            sq[start:end] = a2
-            ent[start:end] = ae
-            conf[start:end] = top
-            if t is not None:
-                pt[start:end] = np.einsum("ij,ij->i", blk.astype(np.float64), t)
-            continue
-        p = blk.astype(np.float64)
-        sq[start:end] = np.einsum("ij,ij->i", p, p)
-        ent[start:end] = -np.einsum("ij,ij->i", p, np.log(np.maximum(p, 1e-300)))
-        conf[start:end] = p[np.arange(end - start), predicted[start:end]]
-        if t is not None:
-            pt[start:end] = np.einsum("ij,ij->i", p, t)
+    block = _logit_block if from_logits else _col_block if col_major else _row_block
+    for start in range(0, n, CALIB_BLOCK_ROWS):
+        sl = slice(start, min(n, start + CALIB_BLOCK_ROWS))
+        conf[sl], sq[sl], ent[sl], p = block(scores[sl])
+        if pt is not None:
+            pt[sl] = np.einsum("ij,ij->i", p(), targets[sl])
     if targets is not None:
         t64 = np.asarray(targets, dtype=np.float64)
         brier = sq - 2.0 * pt + np.einsum("ij,ij->i", t64, t64)
     else:
-        if p_true is None:
-            raise ValueError("calibration_terms needs p_true (hard labels) or targets")
         brier = sq - 2.0 * np.asarray(p_true, dtype=np.float64) + 1.0
     return RowCalibration(conf, np.maximum(brier, 0.0), np.maximum(ent, 0.0))
+
+
+_Block = tuple[np.ndarray, np.ndarray, np.ndarray, Any]
+
+
+def _logit_block(z: np.ndarray) -> _Block:
+    """(confidence, sum p^2, entropy, probabilities) of a block of logits (stable softmax)."""
+    z = z.astype(np.float64)
+    z -= z.max(axis=1)[:, None]
+    e = np.exp(z)
+    s = e.sum(axis=1)
+    p = e / s[:, None]
+    # log p = z - log s: entropy = log s - sum_j p_j z_j (no log of tiny p).
+    ent = np.log(s) - np.einsum("ij,ij->i", p, z)
+    return 1.0 / s, np.einsum("ij,ij->i", p, p), ent, lambda: p
+
+
+def _col_block(blk: np.ndarray) -> _Block:
+    """The same for a column-major block of probabilities: column by column, with a running
+    max (a fancy-index gather from a column-major block is several times slower)."""
+    m, k = blk.shape
+    a2, ae, top = np.zeros(m), np.zeros(m), np.zeros(m)
+    c, tmp = np.empty(m), np.empty(m)
+    for j in range(k):
+        c[:] = blk[:, j]
+        np.maximum(top, c, out=top)
+        np.multiply(c, c, out=tmp)
+        a2 += tmp
+        np.maximum(c, 1e-300, out=tmp)
+        np.log(tmp, out=tmp)
+        tmp *= c
+        ae -= tmp
+    return top, a2, ae, lambda: blk.astype(np.float64)
+
+
+def _row_block(blk: np.ndarray) -> _Block:
+    """The same for a row-major block of probabilities."""
+    p = blk.astype(np.float64)
+    ent = -np.einsum("ij,ij->i", p, np.log(np.maximum(p, 1e-300)))
+    return p.max(axis=1), np.einsum("ij,ij->i", p, p), ent, lambda: p

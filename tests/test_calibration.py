@@ -43,7 +43,7 @@ def _metrics(p, y, local=None, k_groups=1, bins=15, from_logits=False, scores=No
     scores = p if scores is None else scores
     pred = scores.argmax(axis=1)
     pt = p[np.arange(len(y)), y].astype(np.float64)
-    rc = calibration_terms(scores, from_logits=from_logits, predicted=pred, p_true=pt)
+    rc = calibration_terms(scores, from_logits=from_logits, p_true=pt)
     cal = CalibrationBins(bins)
     cal.resize(k_groups)
     cb = confidence_bins(rc.confidence, bins)
@@ -84,16 +84,15 @@ def test_layouts_give_the_same_terms():
     p /= p.sum(axis=1, keepdims=True)
     y = rng.integers(0, 7, 5000)
     pt = p[np.arange(5000), y]
-    pred = p.argmax(axis=1)
-    row = calibration_terms(p, from_logits=False, predicted=pred, p_true=pt)
-    col = calibration_terms(np.asfortranarray(p), from_logits=False, predicted=pred, p_true=pt)
-    lgt = calibration_terms(z, from_logits=True, predicted=pred, p_true=pt)
+    row = calibration_terms(p, from_logits=False, p_true=pt)
+    col = calibration_terms(np.asfortranarray(p), from_logits=False, p_true=pt)
+    lgt = calibration_terms(z, from_logits=True, p_true=pt)
     for other in (col, lgt):
         np.testing.assert_allclose(other.confidence, row.confidence, rtol=1e-12)
         np.testing.assert_allclose(other.brier, row.brier, rtol=1e-9, atol=1e-15)
         np.testing.assert_allclose(other.entropy, row.entropy, rtol=1e-9, atol=1e-15)
     f32 = p.astype(np.float32)
-    r32 = calibration_terms(f32, from_logits=False, predicted=pred, p_true=f32[np.arange(5000), y])
+    r32 = calibration_terms(f32, from_logits=False, p_true=f32[np.arange(5000), y])
     ref = f32.astype(np.float64)
     np.testing.assert_allclose(r32.entropy, -(ref * np.log(ref)).sum(axis=1), rtol=1e-12)
 
@@ -102,13 +101,13 @@ def test_soft_targets_brier():
     rng = np.random.default_rng(2)
     p = _probs(rng, 500, 4)
     t = _probs(rng, 500, 4)
-    rc = calibration_terms(p, from_logits=False, predicted=p.argmax(axis=1), targets=t)
+    rc = calibration_terms(p, from_logits=False, targets=t)
     np.testing.assert_allclose(rc.brier, ((p - t) ** 2).sum(axis=1), rtol=1e-9, atol=1e-15)
 
 
 def test_zero_probabilities_have_zero_entropy_terms():
     p = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
-    rc = calibration_terms(p, from_logits=False, predicted=np.array([0, 0]), p_true=np.array([1.0, 0.5]))
+    rc = calibration_terms(p, from_logits=False, p_true=np.array([1.0, 0.5]))
     assert rc.entropy.tolist() == [0.0, pytest.approx(np.log(2))]
     assert rc.brier.tolist() == [0.0, pytest.approx(0.5)]
 

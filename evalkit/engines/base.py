@@ -363,7 +363,6 @@ def _accumulate(plan: Plan, state: EvalState, cur: _Batch, out: RowLoss, correct
     calib = None
     if plan.calibration_bins:
         rc = calibration_terms(cur.scores, from_logits=plan.layout.from_logits,
-                               predicted=out.predicted,
                                p_true=out.p_true if cur.targets is None else None,
                                targets=cur.targets)
         calib = CalibrationBatch.of(rc, plan.calibration_bins)
