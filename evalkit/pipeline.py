@@ -275,7 +275,6 @@ def build_plan(cfg: EvalConfig, inputs: Inputs, layout: Layout,
                 raise missing_column(c, kind, names + label_side, source.label)
     carry = list(dict.fromkeys(
         list(layout.keys) + [c for g in groupings for c in g.columns if c != CLASS]
-        + [c for c in cfg.slices if c != CLASS]
         + ([layout.weight] if layout.weight else [])
     ))
     if inputs.label_index is not None:

@@ -189,3 +189,13 @@ def test_cli_flags_and_bad_values(tmp_path):
         res = runner.invoke(main, ["evaluate", str(path), "--out", str(tmp_path / "x"), "-q", *bad])
         assert res.exit_code in (2, 3), (bad, res.output)
         assert "error" in res.output.lower()
+
+
+def test_slice_on_the_label_column_and_a_joined_column(tmp_path):
+    """A slice column may be the label column itself (its name is also an output column)."""
+    df = _frame(1500, seed=8)
+    path = tmp_path / "p.parquet"
+    df.to_parquet(path)
+    r = evalkit.evaluate(path, slices=["label", "region"], spool_dir=tmp_path)
+    assert "label=0" in set(r.slices["slice"])
+    assert "region" not in r.rows.columns  # slice columns are read, not carried into rows

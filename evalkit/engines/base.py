@@ -84,6 +84,9 @@ class Plan:
         if not self.label_columns_from_join:
             cols += list(lay.label_columns)
         cols += list(self.on) + list(self.carry)
+        # Slice columns are read but not carried into the per-row output (a slice column may
+        # share its name with an output column, e.g. the label).
+        cols += [c for c in self.slices if c != CLASS and c not in self.label_columns_from_join]
         if lay.weight:
             cols.append(lay.weight)
         return list(dict.fromkeys(cols))
@@ -97,7 +100,7 @@ class Plan:
     @property
     def dictionary_columns(self) -> list[str]:
         """String columns worth reading as Arrow dictionaries: group / key columns and labels."""
-        cols = list(self.carry)
+        cols = list(self.carry) + [c for c in self.slices if c != CLASS]
         if self.layout.label_kind == "name" and not self.label_columns_from_join:
             cols += list(self.layout.label_columns)
         return cols
