@@ -106,7 +106,10 @@ def test_write_plots_digits(tmp_path: Path) -> None:
     ch = class_histograms(_stats_from_rows(result))
     written = write_plots(result, tmp_path, ch)
     names = [n for _, n in written]
-    assert names == ["loss_by_class.png", "mean_loss_by_class.png", "mean_loss_by_split.png"]
+    assert names == ["loss_by_class.png", "mean_loss_by_class.png", "mean_loss_by_split.png",
+                     "reliability.png"]
+    titles = dict((n, t) for t, n in written)
+    assert titles["reliability.png"] == "Reliability diagram (overall and by split)"
     _assert_pngs(tmp_path, written)
     # Deterministic: same inputs, same bytes.
     again = tmp_path / "again"
@@ -123,7 +126,7 @@ def test_write_plots_without_histograms_and_combined_grouping(tmp_path: Path) ->
     written = write_plots(result, tmp_path)
     assert [n for _, n in written] == ["loss_by_class.png", "mean_loss_by_class.png",
                                        "mean_loss_by_split.png", "mean_loss_by_region.png",
-                                       "mean_loss_by_split_region.png"]
+                                       "mean_loss_by_split_region.png", "reliability.png"]
     _assert_pngs(tmp_path, written)
 
 
