@@ -231,6 +231,8 @@ def plot_input(result: Any) -> Any:
         groups=result.groups,
         groupings=tuple(result.groupings),
         layout=SimpleNamespace(classes=tuple(getattr(result.layout, "classes", ()) or ())),
-        metadata={"input": (getattr(result, "metadata", None) or {}).get("input")},
+        metadata={k: (getattr(result, "metadata", None) or {}).get(k)
+                  for k in ("input", "confidence", "calibration_bins")},
         overall=result.overall,
+        calibration=getattr(result, "calibration", None),
     )

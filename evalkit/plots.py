@@ -369,7 +369,7 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     lo_err = np.where(no_ci, 0.0, np.maximum(lo_err, 0.0))
     hi_err = np.where(no_ci, 0.0, np.maximum(hi_err, 0.0))
     err = hi_err
-    level = f"{100 * float(result.metadata.get('confidence', 0.95)):g}%"
+    level = f"{100 * float(result.metadata.get('confidence') or 0.95):g}%"
 
     rows = max(1, len(sub))
     fig = _new_figure(rows)
