@@ -47,7 +47,7 @@ def test_helper_draws_the_same_pngs_as_in_process(tmp_path):
     in_process = result.write(tmp_path / "here")  # no helper: drawn in this process
     got, want = _pngs(tmp_path / "helper"), _pngs(in_process)
     assert set(got) == {"loss_by_class.png", "mean_loss_by_class.png", "mean_loss_by_split.png",
-                        "mean_loss_by_region.png"}
+                        "mean_loss_by_region.png", "reliability.png"}
     assert got == want  # byte for byte
     md = (tmp_path / "helper" / "report.md").read_text()
     for name in got:
@@ -65,7 +65,7 @@ def test_a_helper_that_dies_falls_back_to_drawing_here(tmp_path, monkeypatch):
 
     monkeypatch.setattr(plot_process, "start", start_and_kill)
     _run(_data(tmp_path), tmp_path / "r")
-    assert len(_pngs(tmp_path / "r")) == 4
+    assert len(_pngs(tmp_path / "r")) == 5  # with the reliability diagram
 
 
 def test_a_helper_failing_to_draw_falls_back_to_drawing_here(tmp_path, monkeypatch):
@@ -74,7 +74,7 @@ def test_a_helper_failing_to_draw_falls_back_to_drawing_here(tmp_path, monkeypat
                         if os.getpid() != parent else real(*a, **k))
     parent = os.getpid()
     _run(_data(tmp_path), tmp_path / "r")
-    assert len(_pngs(tmp_path / "r")) == 4
+    assert len(_pngs(tmp_path / "r")) == 5
 
 
 def test_matplotlib_missing_in_the_helper_says_plots_are_off(tmp_path, monkeypatch):
