@@ -136,11 +136,12 @@ def overall_line(result: EvalResultLike) -> str:
     if "ci_low" in o.index and o["ci_low"] == o["ci_low"]:
         level = f"{100 * float(result.metadata.get('confidence', 0.95)):g}%"
         ci = f" ({level} CI [{fmt_number(float(o['ci_low']))}, {fmt_number(float(o['ci_high']))}])"
-    line = (f"mean loss {fmt_number(float(o['mean']))} nats{ci} over {n:,} rows"
+    weighted = "weighted_mean" in o.index  # the interval is then of the weighted mean
+    line = (f"mean loss {fmt_number(float(o['mean']))} nats{'' if weighted else ci} over {n:,} rows"
             f" · accuracy {fmt_number(float(o['accuracy']), 'accuracy')}"
             f" · {low:,} clipped ({100 * low / n:.2f}%: p_true < eps)")
-    if "weighted_mean" in o.index:
-        line += f" · weighted mean {fmt_number(float(o['weighted_mean']))}"
+    if weighted:
+        line += f" · weighted mean {fmt_number(float(o['weighted_mean']))}{ci}"
     return line
 
 

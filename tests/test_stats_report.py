@@ -93,7 +93,9 @@ def test_weighted_interval_uses_kish_and_says_so():
     assert o["n_eff"] == pytest.approx(n_eff, rel=1e-12)
     assert (o["ci_low"], o["ci_high"]) == pytest.approx((lo, hi), rel=1e-10)
     assert "Kish" in r.metadata["ci_method"]
-    assert "weighted_mean [95% CI]" in r.to_markdown()
+    md = r.to_markdown()
+    assert "weighted_mean \\[95% CI\\]" in md  # the table's interval column (escaped brackets)
+    assert md.index("weighted mean") < md.index("(95% CI")  # headline: CI next to the weighted mean
 
 
 def test_calibration_through_every_layout_equals_by_hand(tmp_path):
@@ -131,7 +133,7 @@ def test_reports_show_intervals_slices_disparity_and_calibration(tmp_path):
     md = (out / "report.md").read_text()
     head = md.split("| run |")[0]
     assert "significantly worse slice" in head and "region=LATAM, device=web" in head
-    assert "mean [95% CI]" in md and "## Disparity" in md and "## Calibration" in md
+    assert "mean \\[95% CI\\]" in md and "## Disparity" in md and "## Calibration" in md
     summary = json.loads((out / "summary.json").read_text())
     assert summary["slices"]["worst"][0]["slice"] == "region=LATAM, device=web"
     assert {d["grouping"] for d in summary["disparity"]} >= {"class", "region", "split"}
@@ -183,7 +185,7 @@ def test_cli_flags_and_bad_values(tmp_path):
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["metadata"]["confidence"] == 0.9 and summary["metadata"]["calibration_bins"] == 10
     assert summary["slices"]["depth"] == 1
-    assert "90% CI" in (tmp_path / "o" / "report.md").read_text()
+    assert "90% CI" in (tmp_path / "o" / "report.md").read_text()  # (escaped or not)
     for bad in (["--confidence", "1.5"], ["--calibration-bins", "0"], ["--slices", "nope"],
                 ["--slice-fdr", "0"]):
         res = runner.invoke(main, ["evaluate", str(path), "--out", str(tmp_path / "x"), "-q", *bad])
