@@ -672,8 +672,20 @@ def history(
 
 
 def _open_runs(reports: Any, out: Any, skip_bad: bool) -> tuple[list[RunInfo], list[tuple[str, str]]]:
-    """The report directories (never ``out``), checked and ordered by start time, then path."""
+    """The report directories (never ``out``), checked and ordered by start time, then path.
+
+    ``out`` may never be a report named as an input, nor lie inside / hold one
+    (:func:`evalkit.outdir.check_out_apart`, UsageError); a glob that also matches ``out``
+    (``reports/*`` with ``out=reports/history``) simply leaves it out."""
+    if out is not None:
+        from .outdir import check_out_apart
+
+        given = [reports] if isinstance(reports, str | os.PathLike) else list(reports)
+        named = [r for r in given if not any(ch in os.fspath(r) for ch in "*?[")]
+        check_out_apart(out, [("report", r) for r in named])
     paths = expand_reports(reports, exclude=[out] if out is not None else [])
+    if out is not None:
+        check_out_apart(out, [("report", p) for p in paths])
     infos: list[RunInfo] = []
     skipped: list[tuple[str, str]] = []
     for p in paths:

@@ -1001,3 +1001,19 @@ def test_scheduler_lost_mid_run_is_one_error(cluster: _Cluster, tmp_path: Path,
     assert time.perf_counter() - started < 120
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["many.parquet"]
+
+
+def test_history_out_is_never_an_input_report(tmp_path: Path) -> None:
+    a = make_report(tmp_path / "runs" / "a", seed=0)
+    b = make_report(tmp_path / "runs" / "b", seed=1)
+    before = snapshot(tmp_path)
+    for out, how in ((b, "is the report"), (tmp_path / "runs", "is a parent of the report"),
+                     (a / "hist", "is inside the report")):
+        r = CliRunner().invoke(main, ["history", str(a), str(b), "--out", str(out), "--overwrite", "-q"])
+        assert r.exit_code == 2, r.output
+        assert how in r.output and "Traceback" not in r.output
+        assert snapshot(tmp_path) == before
+    # A glob that also matches the history output leaves it out, as before.
+    r = CliRunner().invoke(main, ["history", str(tmp_path / "runs" / "*"), "--out",
+                                  str(tmp_path / "runs" / "history"), "-q", "--no-plots"])
+    assert r.exit_code in (0, 5), r.output
