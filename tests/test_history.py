@@ -599,3 +599,29 @@ def test_nightly_config_runs_evaluate_compare_and_history(tmp_path: Path, monkey
     assert "all gates passed" in r.stderr
     md = (reports / "history" / "history.md").read_text()
     assert "3 runs from" in md and "## By split × region" in md and "## Gates: passed" in md
+
+
+def test_grouped_tables_rewritten_by_other_tools(tmp_path: Path) -> None:
+    # a user re-saves some runs' tables with polars / DuckDB, dictionary-encodes a key, nulls
+    # one, or stores an int key as text: every run still reads, keys unify, nothing is lost
+    polars = pytest.importorskip("polars")
+    duckdb = pytest.importorskip("duckdb")
+    paths = make_series(tmp_path, 12, seed=3, step_at=9, step=0.3)
+    f = paths[2] / "by_region.parquet"
+    polars.read_parquet(f).write_parquet(f)
+    f = paths[3] / "by_region.parquet"
+    duckdb.sql(f"COPY (SELECT * FROM read_parquet('{f}')) TO '{f}.tmp' (FORMAT parquet)")
+    Path(f"{f}.tmp").replace(f)
+    f = paths[4] / "by_region.parquet"
+    t = pq.read_table(f)
+    pq.write_table(t.set_column(0, "region", t.column("region").dictionary_encode()), f)
+    f = paths[5] / "by_region.parquet"
+    df = pq.read_table(f).to_pandas()
+    df.loc[0, "region"] = None
+    pq.write_table(pa.Table.from_pandas(df), f)
+    res = history(str(tmp_path / "run-*"))
+    assert res.changes["group"].tolist() == ["LATAM"] and res.changes["run"].tolist() == [9]
+    tr = res.trends["region"]
+    assert tr["runs"].tolist() == [11, 12, 12, 12, 1]  # APAC lost its row to the null key
+    assert len(res.table("region")) == 12 * 4
+    assert "| (null) |" in res.to_markdown()
