@@ -28,7 +28,8 @@ from .layout import Layout
 from .outdir import AtomicDir, check_out_apart
 from .pipeline import PROGRESS
 
-DataLike = str | os.PathLike[str] | Sequence[str] | pd.DataFrame | pa.Table
+DataLike = str | os.PathLike[str] | Sequence[str] | pd.DataFrame | pa.Table | Any
+"""A Parquet path (or several), a pandas DataFrame, or any table with ``__arrow_c_stream__``."""
 
 MAX_JSON_CONFUSION = 10_000
 
@@ -73,6 +74,7 @@ class EvalResult:
     disparity: list[dict[str, Any]] = field(default_factory=list)
     """Per grouping: worst and best group by mean loss, their gap and ratios to the overall
     mean (:func:`evalkit.disparity.disparity`)."""
+    _overall_frame: pd.DataFrame | None = field(default=None, repr=False)
     gate_failures: list[Any] = field(default_factory=list)
     """Quality gates that failed (config key ``gates``); also in ``metadata["gates"]``."""
     plots: bool = True
@@ -97,6 +99,43 @@ class EvalResult:
             self._rows_df = df
         return self._rows_df
 
+    def __repr__(self) -> str:
+        from .report import overall_line
+
+        sizes = ", ".join(f"{name} ({len(df):,} groups)" for name, df in self.groups.items())
+        meta = self.metadata
+        return (f"EvalResult: {overall_line(self)}\n"
+                f"  groupings: {sizes or 'overall only'}\n"
+                f"  input: {meta.get('input')} ({meta.get('rows_read', 0):,} rows read, "
+                f"{meta.get('rows_skipped', 0):,} skipped)")
+
+    def _repr_markdown_(self) -> str:
+        """Jupyter: the overall line and the by-class table."""
+        from .report import STAT_COLUMNS, definitions, markdown_table, overall_line
+
+        out = [f"**{overall_line(self)}**", "", definitions(float(self.metadata["eps"])), ""]
+        if "class" in self.groups:
+            df = self.groups["class"]
+            out.append(markdown_table(df, ["class"] + [c for c in STAT_COLUMNS if c in df.columns]))
+        return "\n".join(out)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the overall line and the by-class table, as HTML."""
+        from html import escape
+
+        from .report import STAT_COLUMNS, fmt_number, overall_line
+
+        parts = [f"<p><b>{escape(overall_line(self))}</b></p>"]
+        if "class" in self.groups:
+            df = self.groups["class"]
+            cols = ["class"] + [c for c in STAT_COLUMNS if c in df.columns]
+            head = "".join(f"<th>{escape(c)}</th>" for c in cols)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{escape(fmt_number(v, c))}</td>" for v, c in zip(rec, cols, strict=True))
+                + "</tr>" for rec in df[cols].head(200).itertuples(index=False, name=None))
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        return "\n".join(parts)
+
     @property
     def mean(self) -> float:
         """Overall mean loss."""
@@ -105,6 +144,8 @@ class EvalResult:
     def table(self, name: str) -> pd.DataFrame:
         """Statistics of one grouping by name (``"overall"`` gives a one-row frame)."""
         if name == "overall":
+            if self._overall_frame is not None:
+                return self._overall_frame.copy()
             return self.overall.to_frame().T.reset_index(drop=True).infer_objects()
         if name not in self.groups:
             raise UsageError(f"no grouping {name!r}; groupings are: {', '.join(self.groups)}")
@@ -270,10 +311,14 @@ def evaluate(
     Parameters
     ----------
     data:
-        Predictions: a Parquet path (file, directory with hive partitions, glob, list of
-        paths), a pandas DataFrame or a pyarrow Table.
+        Predictions, one row per example: a Parquet path (file, directory with hive
+        partitions, glob, list of paths), a pandas DataFrame, or any table with the Arrow
+        stream interface (pyarrow Table, polars DataFrame, DuckDB relation), used as is.
+        The layout (wide class columns, a list column, one binary column, logits) is
+        detected from column names or declared with ``options``.
     labels, on:
-        Optional separate labels input, joined on the key column(s) ``on``.
+        Optional separate labels input, joined on the key column(s) ``on``; without ``on``
+        the one plausible key column both inputs share (e.g. ``id``) is used.
     by:
         Extra groupings: ``"region"``, ``["split", "region"]`` (two groupings) or
         ``[["split", "region"]]`` (their combination). The overall line, the grouping by
@@ -290,6 +335,16 @@ def evaluate(
     Returns
     -------
     EvalResult
+        ``overall`` (float64 Series), ``groups`` (one DataFrame per grouping), per-row
+        ``rows``; every loss is the clipped cross-entropy in nats.
+
+    Raises
+    ------
+    UsageError / ConfigError
+        Unknown or invalid options (exit code 2 at the CLI).
+    InputError and subclasses
+        Unreadable input, undetectable layout, invalid probabilities or labels, join
+        mismatches: each message names the file, the column and sample rows.
 
     Examples
     --------
@@ -333,6 +388,7 @@ def evaluate(
         _rows_path=spool.path,
         _rows_index=inputs.index,
         _class_hist=tables.class_hist,
+        _overall_frame=tables.overall_frame,
         plots=cfg.plots,
         _sources=_sources_of(data, cfg, labels),
         calibration=tables.calibration,

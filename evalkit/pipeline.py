@@ -89,7 +89,9 @@ def resolve_config(
 def as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
     """A Source for a path / DataFrame / Table; the DataFrame index; whether in memory.
 
-    Raises :class:`~evalkit.errors.UsageError` for any other type.
+    Any other table that speaks the Arrow PyCapsule stream interface (``__arrow_c_stream__``:
+    polars DataFrames, DuckDB relations, pyarrow readers) is read into an Arrow table as it is,
+    with no conversion by the caller. Raises :class:`~evalkit.errors.UsageError` for any other type.
     """
     if isinstance(data, pd.DataFrame):
         table = pa.Table.from_pandas(data, preserve_index=False)
@@ -98,14 +100,29 @@ def as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
         return table_source(data, f"<{label} Table>"), None, True
     if isinstance(data, pa.RecordBatch):
         return table_source(pa.Table.from_batches([data]), f"<{label} RecordBatch>"), None, True
+    if hasattr(data, "__arrow_c_stream__"):
+        try:
+            table = pa.table(data) if not isinstance(data, pa.RecordBatchReader) else data.read_all()
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise UsageError(f"{label}: cannot read the {type(data).__name__} as an Arrow stream ({exc})") from None
+        return table_source(_without_views(table), f"<{label} {type(data).__name__}>"), None, True
     if isinstance(data, str | os.PathLike) or (
         isinstance(data, Sequence) and data and all(isinstance(d, str | os.PathLike) for d in data)
     ):
         return open_source(data), None, False  # type: ignore[arg-type]
     raise UsageError(
-        f"{label}: expected a path, a list of paths, a pandas DataFrame or a pyarrow Table, "
-        f"got {type(data).__name__}"
+        f"{label}: expected a path, a list of paths, a pandas DataFrame, or a table with the Arrow "
+        f"stream interface (pyarrow, polars, DuckDB...), got {type(data).__name__}"
     )
+
+
+def _without_views(table: pa.Table) -> pa.Table:
+    """String / binary *view* columns (what polars exports) as large strings / binaries,
+    the types every later step reads."""
+    views = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
+    if not any(f.type in views for f in table.schema):
+        return table
+    return table.cast(pa.schema([f.with_type(views.get(f.type, f.type)) for f in table.schema]))
 
 
 def load_labels(labels: Any, cfg: EvalConfig, predictions: Source) -> tuple[LabelIndex | None, pa.Schema | None]:
@@ -448,6 +465,8 @@ class Tables:
     hardest: dict[str, pd.DataFrame]
     class_hist: dict[str, Any] | None = None
     """Per-class loss histograms for the plots (None when plots are off)."""
+    overall_frame: pd.DataFrame | None = None
+    """The overall line as a one-row frame with each column's own dtype (counts int64)."""
     calibration: pd.DataFrame | None = None
     """Reliability bins of every grouping (None when calibration is off)."""
     slices: pd.DataFrame | None = None
@@ -458,16 +477,16 @@ class Tables:
 def finalise_stats(state: EvalState, layout: Layout, *, plots: bool = False,
                    groupings: Sequence[Grouping] = (), slice_min_count: int = 30,
                    slice_fdr: float = 0.05, confidence: float = 0.95) -> Tables:
-    """Turn the merged accumulators into tables: the overall line as a Series (counts stay
-    ints), one frame per grouping (every class listed), confusion cells, hardest rows, the
-    reliability bins of ``groupings``, the slice tests (``slice_min_count``, FDR level
+    """Turn the merged accumulators into tables: the overall line as a float64 Series (and a
+    one-row frame whose counts stay int64), one frame per grouping (every class listed),
+    confusion cells, hardest rows, the reliability bins of ``groupings``, the slice tests (``slice_min_count``, FDR level
     ``slice_fdr``), the disparity of every grouping, and with ``plots`` the per-class
     histograms the plots are drawn from."""
     stats = {name: acc.finalize() for name, acc in state.stats.items()}
     overall_df = stats.pop("overall")
-    # Keep counts as ints (iloc on a mixed frame would upcast them to float).
-    overall = pd.Series({c: overall_df[c].iloc[0].item() if hasattr(overall_df[c].iloc[0], "item")
-                         else overall_df[c].iloc[0] for c in overall_df.columns}, dtype=object)
+    # Every overall figure is a number: one float64 Series (counts are exact below 2**53).
+    overall = overall_df.iloc[0].astype("float64")
+    overall.name = "overall"
     if CLASS in stats:
         stats[CLASS] = all_classes(stats[CLASS], layout.classes)
     class_hist = None
@@ -489,7 +508,8 @@ def finalise_stats(state: EvalState, layout: Layout, *, plots: bool = False,
     return Tables(overall=overall, groups=stats, confusion=state.confusion.finalize(),
                   hardest={k: v.finalize() for k, v in state.top.items()}, class_hist=class_hist,
                   calibration=calibration_table(state, groupings), slices=slices,
-                  slices_summary=summary, disparity=disparity(stats, float(overall["mean"])))
+                  slices_summary=summary, disparity=disparity(stats, float(overall["mean"])),
+                  overall_frame=overall_df.reset_index(drop=True))
 
 
 def calibration_table(state: EvalState, groupings: Sequence[Grouping]) -> pd.DataFrame | None:

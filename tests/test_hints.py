@@ -100,3 +100,47 @@ def test_cross_entropy_names_its_own_keywords():
         evalkit.cross_entropy(z, y)
     with pytest.raises(InvalidProbabilityError, match="from_logits=False"):
         evalkit.cross_entropy(p, y, from_logits=True)
+
+
+# -- the Python API in a notebook or a pipeline (issue 14.6) ---------------------------
+
+def _tiny():
+    return {"prob_a": [0.7, 0.1, 0.02, 1.0], "prob_b": [0.3, 0.9, 0.98, 0.0], "label": ["a", "b", "b", "b"]}
+
+
+def test_arrow_stream_tables_are_accepted_as_is():
+    import duckdb
+    import polars as pl
+    import pyarrow as pa
+
+    want = evalkit.evaluate(pd.DataFrame(_tiny()))
+    con = duckdb.connect()
+    rel = con.sql("select * from (values (0.7::double, 0.3::double, 'a'), (0.1, 0.9, 'b'), "
+                  "(0.02, 0.98, 'b'), (1.0, 0.0, 'b')) t(prob_a, prob_b, label)")
+    for data in (pl.DataFrame(_tiny()), pa.table(_tiny()), rel, pa.table(_tiny()).to_reader()):
+        got = evalkit.evaluate(data)
+        assert got.mean == pytest.approx(want.mean, rel=1e-15), type(data)
+        assert got.overall["clipped_low"] == 1
+    labels = pl.DataFrame({"id": [0, 1], "label": [0, 1]})
+    preds = pl.DataFrame({"id": [1, 0], "probs": [[0.2, 0.8], [0.6, 0.4]]})
+    assert evalkit.evaluate(preds, labels=labels).mean == pytest.approx(-np.log([0.8, 0.6]).mean(), rel=1e-12)
+
+
+def test_result_prints_short_and_renders_in_jupyter():
+    r = evalkit.evaluate(pd.DataFrame(_tiny()))
+    text = repr(r)
+    assert text.startswith("EvalResult: mean loss") and "nats" in text and len(text.splitlines()) <= 4
+    assert "class (2 groups)" in text
+    md = r._repr_markdown_()
+    assert "| class | count |" in md and "clipped_low" in md
+    html = r._repr_html_()
+    assert "<table>" in html and "<th>class</th>" in html and "p_true &lt; eps" in html
+
+
+def test_overall_is_typed():
+    r = evalkit.evaluate(pd.DataFrame(_tiny()))
+    assert r.overall.dtype == np.float64
+    assert r.overall["count"] == 4 and r.overall.mean() > 0  # arithmetic works on it
+    frame = r.table("overall")
+    assert frame["count"].dtype == np.int64 and frame["clipped_low"].dtype == np.int64
+    assert frame["mean"].dtype == np.float64
