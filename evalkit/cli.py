@@ -20,6 +20,7 @@ from ._version import __version__
 from .cli_common import (
     CONTEXT,
     EXIT_CODES_HELP,
+    INSPECT_EXIT_CODES_HELP,
     GROUP_CONTEXT,
     _err,
     echo_machine_formats,
@@ -229,9 +230,10 @@ def _print_result(result: Any, fmt: str, written: bool = False) -> None:
             click.echo()
 
 
-@main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@main.command(context_settings=CONTEXT, epilog=INSPECT_EXIT_CODES_HELP)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--labels", help="Separate labels input, to see how it would be joined.")
+@click.option("--on", multiple=True, help="Join key column(s) for --labels (default: the one shared key).")
 @layout_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")

@@ -29,6 +29,12 @@ Exit codes:
   1  internal error     3  input / data error       5  a quality gate failed
   6  Dask cluster failed  130 interrupted (no partial report is left)"""
 
+#: `inspect` writes nothing and checks no gate: only these codes can come back.
+INSPECT_EXIT_CODES_HELP = """\b
+Exit codes:
+  0  success            2  usage error              130 interrupted
+  1  internal error     3  input / data error"""
+
 
 def _err(msg: str) -> None:
     """A message on stderr; data inside it (file, column, class names) cannot drive the

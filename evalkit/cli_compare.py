@@ -31,8 +31,8 @@ from .cli_common import (
               help="YAML/TOML config file: its 'gates' are checked and its settings evaluate "
                    "prediction inputs; flags override it.")
 @click.option("--max-regression", type=str, metavar="X|X%",
-              help="Fail when a group's mean loss rises by more than X (absolute), or X%% "
-                   "(relative, e.g. 5%%). Applies to every grouping.")
+              help="Fail when a group's mean loss rises by more than X (absolute), or X% "
+                   "(relative, e.g. 5%). Applies to every grouping.")
 @click.option("--max-regression-pct", type=float, metavar="PCT",
               help="Fail when a group's mean loss rises by more than PCT percent.")
 @click.option("--require-ci-excludes-zero/--no-require-ci-excludes-zero", default=None,

@@ -40,7 +40,7 @@ from .cli_common import (
               help="Skip report directories that are corrupt or not evalkit reports (counted in "
                    "the report) instead of failing with exit code 3.")
 @click.option("--max-drift", type=str, metavar="X|X%",
-              help="Fail when a group's mean loss rose by more than X (absolute) or X%% over "
+              help="Fail when a group's mean loss rose by more than X (absolute) or X% over "
                    "--lookback runs.")
 @click.option("--max-drift-pct", type=float, metavar="PCT",
               help="Fail when a group's mean loss rose by more than PCT percent over --lookback runs.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,8 @@ import pyarrow.compute as pc
 from .config import EvalConfig
 from .errors import EvalkitError
 from .io import open_source
-from .layout import LayoutSpec, detect_layout
+from .join import infer_join_key
+from .layout import LABEL_NAMES, LayoutSpec, detect_layout, label_sampler
 
 MAX_GROUP_CARDINALITY = 100
 
@@ -23,10 +25,12 @@ def inspect_input(
     labels: str | None = None,
     config: EvalConfig | None = None,
 ) -> dict[str, Any]:
-    """Describe an input: files, rows, schema, detected layout and candidate group columns."""
+    """Describe an input: files, rows, schema, detected layout, candidate group columns and a
+    ``suggested_command`` that runs as pasted (inputs and names shell-quoted, the layout
+    settings and the labels join kept, never grouping by the label)."""
     cfg = config or EvalConfig()
     src = open_source(path)
-    label_schema = open_source(labels).schema if labels else None
+    label_src = open_source(labels) if labels else None
     info: dict[str, Any] = {
         "input": src.label,
         "files": len(src.files),
@@ -39,16 +43,21 @@ def inspect_input(
     spec = LayoutSpec(predictions=cfg.predictions or None, prefix=cfg.prefix, logits=cfg.logits,
                       label=cfg.label, targets=cfg.targets or None, target_prefix=cfg.target_prefix,
                       classes=cfg.classes or None, keys=cfg.keys, weight=cfg.weight)
-    used: set[str] = set()
+    on = list(cfg.on)
+    used: set[str] = {cfg.label or "", *LABEL_NAMES}  # never suggest grouping by the label
     try:
-        layout = detect_layout(src.schema, spec, label_schema=label_schema, source=src.label,
-                               first_batch=first)
+        if label_src is not None and not on:
+            on = infer_join_key(src.schema, label_src.schema, src.label, label_src.label)
+        layout = detect_layout(src.schema, spec, label_schema=label_src.schema if label_src else None,
+                               source=src.label, first_batch=first,
+                               label_sample=label_sampler((label_src or src).head))
         info["layout"] = layout.describe()
         info["layout_error"] = None
-        used = set(layout.pred_columns) | set(layout.label_columns) | set(layout.keys)
+        used |= set(layout.pred_columns) | set(layout.label_columns) | set(layout.keys) | set(on)
     except EvalkitError as exc:
         info["layout"] = []
-        info["layout_error"] = str(exc)
+        info["layout_error"] = exc.cli_text()  # what `evalkit inspect` prints
+    info["on"] = on
     candidates = []
     for f in src.schema:
         if f.name in used:
@@ -61,12 +70,31 @@ def inspect_input(
         if 0 < n_distinct <= MAX_GROUP_CARDINALITY and n_distinct < max(2, head.num_rows):
             candidates.append({"column": f.name, "distinct_in_sample": n_distinct})
     info["group_candidates"] = candidates
-    cmd = f"evalkit evaluate {src.label}"
-    others = [c["column"] for c in candidates if c["column"] != "split"]
-    if others:
-        cmd += " " + " ".join(f"--by {c}" for c in others[:3])
-    info["suggested_command"] = cmd + " --out report/"
+    by = [c["column"] for c in candidates if c["column"] != "split"][:3]
+    info["suggested_command"] = suggested_command(path, labels, on, cfg, by)
     return info
+
+
+def suggested_command(path: str | os.PathLike[str] | Sequence[str], labels: str | None, on: Sequence[str],
+                      cfg: EvalConfig, by: Sequence[str]) -> str:
+    """An ``evalkit evaluate`` line that runs as pasted in a POSIX shell."""
+    paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    words = ["evalkit", "evaluate", *(os.fspath(p) for p in paths)]
+    if labels:
+        words += ["--labels", labels] + [w for key in on for w in ("--on", key)]
+    words += [w for c in cfg.predictions for w in ("-p", c)]
+    for flag, value in (("--prefix", cfg.prefix), ("--label", cfg.label), ("--target-prefix", cfg.target_prefix),
+                        ("--weight", cfg.weight)):
+        if value:
+            words += [flag, value]
+    words += [w for c in cfg.targets for w in ("--targets", c)]
+    words += [w for c in cfg.keys or () for w in ("--key", c)]
+    if cfg.classes:
+        words += ["--classes", ",".join(cfg.classes)]
+    if cfg.logits is not None:
+        words.append("--logits" if cfg.logits else "--probs")
+    words += [w for c in by for w in ("--by", c)]
+    return " ".join(shlex.quote(w) for w in words) + " --out report/"
 
 
 def render_inspect(info: dict[str, Any]) -> str:
