@@ -64,6 +64,9 @@ def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--classes", help="Comma-separated class names in class-index order."),
         click.option("--key", "keys", multiple=True, help="Row key column(s) kept in per-row output (default: id)."),
         click.option("--weight", help="Sample-weight column (adds a weighted mean)."),
+        click.option("--ignore-label", metavar="VALUE",
+                     help="Leave rows with this label out of every statistic, counted apart "
+                          "(PyTorch ignore_index / Keras ignore_class, e.g. -100)."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)

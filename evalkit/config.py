@@ -51,6 +51,9 @@ class EvalConfig:
     by_split: bool = True
     """Group by a ``split`` column automatically when the input has one."""
     weight: str | None = None
+    ignore_label: str | int | None = None
+    """Label value whose rows are left out of every statistic and counted apart (PyTorch's
+    ``ignore_index``, Keras' ``ignore_class``; typically -100 or -1)."""
     eps: float = DEFAULT_EPS
     sum_tol: float = 1e-3
     renormalize: bool = False
@@ -325,6 +328,10 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         return strict_number(key, value, source)
     if key in _INT_KEYS or key == "batch_size":
         return strict_count(key, value, source, 1 if key == "batch_size" else 0)
+    if key == "ignore_label":
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise bad("a label value (a number or a class name)")
+        return value
     if key in ("gates", "compare", "history"):
         if not isinstance(value, Mapping):
             raise bad("a mapping")

@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from ._version import __version__
 from .config import EvalConfig, parse_groupings
-from .engines.base import CLASS, DuplicateAcrossPartitions, EvalState, Grouping, Plan
+from .engines.base import CLASS, IGNORED, DuplicateAcrossPartitions, EvalState, Grouping, Plan
 from .errors import (
     ConfigError,
     EmptyInputError,
@@ -307,9 +307,26 @@ def build_plan(cfg: EvalConfig, inputs: Inputs, layout: Layout,
         bootstrap_samples=cfg.bootstrap_samples, bootstrap_seed=cfg.bootstrap_seed,
         calibration_bins=cfg.calibration_bins, slices=tuple(cfg.slices),
         slice_depth=cfg.slice_depth, slice_limit=cfg.slice_limit,
+        ignore_label=_ignore_label(cfg, layout),
     )
     source.check_drift([c for c in plan.input_columns if c in names])
     return plan
+
+
+def _ignore_label(cfg: EvalConfig, layout: Layout) -> str | int | float | None:
+    """The label value to ignore, checked against the label encoding."""
+    value = cfg.ignore_label
+    if value is None:
+        return None
+    if layout.label_kind not in ("index", "name"):
+        raise UsageError(f"{option('ignore_label')} needs a label column of class indices or names; "
+                         f"the labels here are {layout.label_kind} targets")
+    if layout.label_kind == "index":
+        try:
+            return float(value)
+        except ValueError:
+            raise UsageError(f"{option('ignore_label')}: the labels are numbers, got {value!r}") from None
+    return str(value)
 
 
 # -- spool ------------------------------------------------------------------------------
@@ -563,8 +580,11 @@ def build_metadata(
         "on": list(cfg.on),
         "rows_read": state.rows_read,
         "rows_used": state.rows_used,
-        "rows_skipped": int(sum(v for k, v in state.skipped.items() if k != "unmatched_label_key")),
-        "skipped": dict(state.skipped),
+        "rows_skipped": int(sum(v for k, v in state.skipped.items()
+                                if k not in ("unmatched_label_key", IGNORED))),
+        "rows_ignored": int(state.skipped.get(IGNORED, 0)),
+        "ignore_label": cfg.ignore_label,
+        "skipped": {k: v for k, v in state.skipped.items() if k != IGNORED},
         "eps": cfg.eps,
         "sum_tol": cfg.sum_tol,
         "renormalize": cfg.renormalize,

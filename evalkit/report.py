@@ -164,7 +164,9 @@ def _meta_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
     if meta.get("labels"):
         rows.append(("labels", f"{md_code(meta['labels'])} joined on {md_text(', '.join(meta.get('on') or []))}"))
     rows += [
-        ("rows", f"{meta['rows_read']:,} read · {meta['rows_used']:,} used · {meta['rows_skipped']:,} skipped"),
+        ("rows", f"{meta['rows_read']:,} read · {meta['rows_used']:,} used · {meta['rows_skipped']:,} skipped"
+                 + (f" · {meta['rows_ignored']:,} ignored (label {meta.get('ignore_label')!s})"
+                    if meta.get("rows_ignored") else "")),
     ]
     if skipped:
         rows.append(("skipped by reason", md_text(", ".join(f"{k}: {v:,}" for k, v in sorted(skipped.items())))))

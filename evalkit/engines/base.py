@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..aggregate import CalibrationBatch, Confusion, GroupStats, SliceStats, TopK
 from ..errors import InputError, ProbabilitySumError
@@ -75,6 +76,8 @@ class Plan:
     """Slice columns searched for significantly worse slices (empty: no slice search)."""
     slice_depth: int = 2
     slice_limit: int = 10_000
+    ignore_label: str | int | float | None = None
+    """Rows with this label are left out of every statistic (counted as ``ignored_label``)."""
 
     @property
     def input_columns(self) -> list[str]:
@@ -231,6 +234,8 @@ def process_batch(
     check = functools.partial(_check, plan, state, source, file_offset)
     if label_index is not None:
         _join_labels(cur, plan, state, label_index, check)
+    if plan.ignore_label is not None:
+        _drop_ignored(cur, plan, state)
     # Structural problems first: nulls and list lengths must go before a matrix can be built.
     problems = plan.layout.structural_problems(cur.batch)
     cur.keep(check(problems, cur.batch))
@@ -284,6 +289,30 @@ def _check(plan: Plan, state: EvalState, source: str, file_offset: int,
     key_cols = plan.layout.keys or plan.on
     return _handle(problems, plan, state, source, _col(plan.layout, problems), file_offset,
                    lazy_keys(batch, key_cols), batch.num_rows)
+
+
+#: Key of the ignored-label count in ``EvalState.skipped`` (reported apart from invalid rows).
+IGNORED = "ignored_label"
+
+
+def _drop_ignored(cur: _Batch, plan: Plan, state: EvalState) -> None:
+    """Leave out the rows whose label equals ``plan.ignore_label``, counting them."""
+    col = cur.batch.column(plan.layout.label_columns[0])
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    value = plan.ignore_label
+    is_text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+    if is_text != isinstance(value, str):
+        return  # a name against numeric labels (or the reverse): no row can match
+    try:
+        hit = pc.fill_null(pc.equal(col, pa.scalar(value)), False).to_numpy(zero_copy_only=False)
+    except pa.ArrowNotImplementedError:  # e.g. boolean labels
+        hit = pc.fill_null(pc.equal(col.cast(pa.float64()), pa.scalar(float(value))), False).to_numpy(
+            zero_copy_only=False)
+    n = int(hit.sum())
+    if n:
+        state.skipped[IGNORED] = state.skipped.get(IGNORED, 0) + n
+        cur.keep(~hit)
 
 
 def _join_labels(cur: _Batch, plan: Plan, state: EvalState, label_index: LabelIndex,

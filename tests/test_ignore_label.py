@@ -1,0 +1,68 @@
+"""--ignore-label (issue 14.5): rows with PyTorch's ignore_index / Keras' ignore_class label are
+left out of every statistic and counted apart from invalid rows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import evalkit
+from evalkit.cli import main
+from evalkit.errors import LabelError, UsageError
+
+
+def _frame():
+    p = np.array([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5], [0.9, 0.1], [0.4, 0.6]])
+    y = np.array([0, 1, -100, 0, -100])
+    return pd.DataFrame({"prob_a": p[:, 0], "prob_b": p[:, 1], "label": y,
+                         "region": ["EU", "US", "EU", "US", "EU"]}), p, y
+
+
+def test_ignored_rows_leave_every_statistic():
+    df, p, y = _frame()
+    with pytest.raises(LabelError):  # without the option, -100 is an invalid label
+        evalkit.evaluate(df)
+    r = evalkit.evaluate(df, ignore_label=-100, by="region")
+    keep = y != -100
+    want = -np.log(p[keep, y[keep]])
+    assert r.overall["count"] == 3 and r.mean == pytest.approx(want.mean(), rel=1e-12)
+    assert r.metadata["rows_ignored"] == 2 and r.metadata["rows_skipped"] == 0
+    assert "ignored_label" not in r.metadata["skipped"]
+    assert r.groups["region"]["count"].tolist() == [1, 2]
+    assert int(r.confusion["count"].sum()) == 3 and len(r.rows) == 3
+    assert "2 ignored (label -100)" in r.to_markdown()
+
+
+def test_ignored_rows_are_not_invalid_rows():
+    df, p, y = _frame()
+    df.loc[0, "prob_a"] = np.nan
+    r = evalkit.evaluate(df, ignore_label="-100", on_invalid="skip")
+    assert r.metadata["rows_ignored"] == 2 and r.metadata["rows_skipped"] == 1 and r.overall["count"] == 2
+
+
+def test_string_labels_and_config_and_cli(tmp_path):
+    df = pd.DataFrame({"prob_cat": [0.8, 0.1, 0.5], "prob_dog": [0.2, 0.9, 0.5], "label": ["cat", "dog", "?"]})
+    df.to_parquet(tmp_path / "p.parquet")
+    assert evalkit.evaluate(df, ignore_label="?").overall["count"] == 2
+    (tmp_path / "c.yaml").write_text(f"input: {tmp_path / 'p.parquet'}\nignore_label: '?'\n")
+    res = CliRunner().invoke(main, ["evaluate", "--config", str(tmp_path / "c.yaml"), "--format", "json", "-q"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["metadata"]["rows_ignored"] == 1
+    df2, _, _ = _frame()
+    df2.to_parquet(tmp_path / "n.parquet")
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "n.parquet"), "--ignore-label", "-100",
+                                    "--format", "json", "-q"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["overall"]["count"] == 3
+
+
+def test_ignore_label_needs_class_labels():
+    df = pd.DataFrame({"prob_a": [0.5], "prob_b": [0.5], "target_a": [1.0], "target_b": [0.0]})
+    with pytest.raises(UsageError, match="ignore_label"):
+        evalkit.evaluate(df, ignore_label=-100, target_prefix="target_")
+    with pytest.raises(UsageError, match="the labels are numbers"):
+        evalkit.evaluate(_frame()[0], ignore_label="x")
