@@ -87,4 +87,4 @@ def test_inspect_try_line_runs_as_pasted(tmp_path, monkeypatch):
     assert "région" in args and "label" not in args and "class" not in args
     run = CliRunner().invoke(main, args[1:] + ["-q"])
     assert run.exit_code == 0, run.output
-    assert (tmp_path / "report" / "by_région.parquet").exists()
+    assert "région" in json.loads((tmp_path / "report" / "summary.json").read_text())["groups"]
