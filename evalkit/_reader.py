@@ -18,9 +18,11 @@ Grouping small row groups amortises the per-call cost of a read and of a pipelin
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +65,28 @@ def constant_column(value: Any, n: int, type_: pa.DataType) -> pa.Array:
         return pa.nulls(n, type_)
     one = pa.array([value], type=type_)
     return one.take(pa.array(np.zeros(n, dtype=np.int64)))
+
+
+#: Live worker threads and the stop event each one watches.
+_LIVE: weakref.WeakKeyDictionary[threading.Thread, threading.Event] = weakref.WeakKeyDictionary()
+#: How long interpreter exit waits for workers to finish the batch they are decoding.
+EXIT_JOIN_SECONDS = 10.0
+
+
+@atexit.register
+def _stop_workers_at_exit() -> None:
+    """Stop and join every live worker before the interpreter finalises.
+
+    A daemon thread still inside pyarrow's C++ decoder when finalisation starts is ended by
+    ``pthread_exit`` as it takes the GIL back; unwinding through C++ frames then calls
+    ``std::terminate`` ("terminate called without an active exception", SIGABRT, exit 134)
+    and replaces the run's documented exit code. ``atexit`` runs before that point, on the
+    main thread, outside the garbage collector: joining here is safe."""
+    live = list(_LIVE.items())
+    for _, stop in live:
+        stop.set()
+    for thread, _ in live:
+        thread.join(EXIT_JOIN_SECONDS)
 
 
 def _put(out: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
@@ -231,8 +255,10 @@ class RowGroupReader:
             q: queue.Queue[Any] = queue.Queue(maxsize=self._queue_depth(part, rgs))
             # Daemon threads, one per task in flight: a consumer that never closes this
             # generator (e.g. an exception and an exiting interpreter) cannot block exit.
-            threading.Thread(target=self._work, args=(part, rgs, q, stop), daemon=True,
-                             name=f"evalkit-read-{started}").start()
+            worker = threading.Thread(target=self._work, args=(part, rgs, q, stop), daemon=True,
+                                      name=f"evalkit-read-{started}")
+            _LIVE[worker] = stop
+            worker.start()
             inflight.append((part, q, size))
             return True
 
