@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
@@ -20,11 +19,13 @@ from ._version import __version__
 from .cli_common import (
     CONTEXT,
     EXIT_CODES_HELP,
-    INSPECT_EXIT_CODES_HELP,
     GROUP_CONTEXT,
+    INSPECT_EXIT_CODES_HELP,
     _err,
+    config_from_flags,
     echo_machine_formats,
     handle_errors,
+    layout_options,
     record_written,
 )
 
@@ -47,52 +48,6 @@ def main() -> None:
     Every option can also be set with an EVALKIT_<COMMAND>_<OPTION> environment variable,
     e.g. EVALKIT_EVALUATE_EPS=1e-6.
     """
-
-
-def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Options that say how predictions and labels are laid out."""
-    opts = [
-        click.option("--predictions", "-p", multiple=True,
-                     help="Prediction column(s): several class columns, one list column, or one "
-                          "binary P(class 1) column. Repeatable, or comma-separated: -p a,b,c."),
-        click.option("--prefix", help="Prefix of wide prediction columns, e.g. prob_ (class names are the suffixes)."),
-        click.option("--logits/--probs", "logits", default=None,
-                     help="Predictions are raw logits / probabilities (default: detect from names)."),
-        click.option("--label", help="Label column: class index, class name, or list of soft targets."),
-        click.option("--targets", multiple=True, help="One-hot / soft target columns, one per class. Repeatable."),
-        click.option("--target-prefix", help="Prefix of one-hot / soft target columns."),
-        click.option("--classes", help="Comma-separated class names in class-index order."),
-        click.option("--key", "keys", multiple=True, help="Row key column(s) kept in per-row output (default: id)."),
-        click.option("--weight", help="Sample-weight column (adds a weighted mean)."),
-        click.option("--ignore-label", metavar="VALUE",
-                     help="Leave rows with this label out of every statistic, counted apart "
-                          "(PyTorch ignore_index / Keras ignore_class, e.g. -100)."),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
-
-
-_COMMA_LISTS = ("predictions", "targets", "keys", "on")
-
-
-def _config_from_flags(config_file: str | None, flags: dict[str, Any]) -> Any:
-    from .config import EvalConfig
-
-    cfg = EvalConfig.from_file(config_file) if config_file else EvalConfig()
-    clean: dict[str, Any] = {}
-    for k, v in flags.items():
-        if v is None or v == () or v == []:
-            continue
-        clean[k] = list(v) if isinstance(v, tuple) else v
-    for k in _COMMA_LISTS:
-        # `-p a,b,c` works like `-p a -p b -p c`, as `predictions: a,b,c` does in a config file.
-        if k in clean:
-            clean[k] = [c.strip() for item in clean[k] for c in item.split(",") if c.strip()]
-    if "classes" in clean:
-        clean["classes"] = [c.strip() for c in clean["classes"].split(",") if c.strip()]
-    cfg.update(clean, source="command line")
-    return cfg
 
 
 @main.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
@@ -173,7 +128,7 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
 
     if inputs:
         flags["input"] = list(inputs)
-    cfg = _config_from_flags(config_file, flags)
+    cfg = config_from_flags(config_file, flags)
     if not cfg.input:
         raise click.UsageError("give an INPUT or a config file with an 'input' key")
     progress = make_progress(quiet=quiet)
@@ -251,7 +206,7 @@ def inspect(inputs: tuple[str, ...], labels: str | None, fmt: str, debug: bool, 
     """
     from .inspect import inspect_input
 
-    cfg = _config_from_flags(None, flags)
+    cfg = config_from_flags(None, flags)
     info = inspect_input(list(inputs) if len(inputs) > 1 else inputs[0], labels=labels, config=cfg)
     if fmt == "json":
         from .report import to_json_default

@@ -140,3 +140,52 @@ def echo_machine_formats(result: Any, fmt: str) -> bool:
     elif fmt == "markdown":
         click.echo(result.to_markdown(), nl=False)
     return fmt != "table"
+
+
+def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options that say how predictions and labels are laid out (evaluate, inspect, compare)."""
+    opts = [
+        click.option("--predictions", "-p", multiple=True,
+                     help="Prediction column(s): several class columns, one list column, or one "
+                          "binary P(class 1) column. Repeatable, or comma-separated: -p a,b,c."),
+        click.option("--prefix", help="Prefix of wide prediction columns, e.g. prob_ (class names are the suffixes)."),
+        click.option("--logits/--probs", "logits", default=None,
+                     help="Predictions are raw logits / probabilities (default: detect from names)."),
+        click.option("--label", help="Label column: class index, class name, or list of soft targets."),
+        click.option("--targets", multiple=True, help="One-hot / soft target columns, one per class. Repeatable."),
+        click.option("--target-prefix", help="Prefix of one-hot / soft target columns."),
+        click.option("--classes", help="Comma-separated class names in class-index order."),
+        click.option("--key", "keys", multiple=True, help="Row key column(s) kept in per-row output (default: id)."),
+        click.option("--weight", help="Sample-weight column (adds a weighted mean)."),
+        click.option("--ignore-label", metavar="VALUE",
+                     help="Leave rows with this label out of every statistic, counted apart "
+                          "(PyTorch ignore_index / Keras ignore_class, e.g. -100)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+#: The settings :func:`layout_options` adds (their keyword names).
+LAYOUT_KEYS = ("predictions", "prefix", "logits", "label", "targets", "target_prefix", "classes",
+               "keys", "weight", "ignore_label")
+_COMMA_LISTS = ("predictions", "targets", "keys", "on")
+
+
+def config_from_flags(config_file: str | None, flags: dict[str, Any]) -> Any:
+    from .config import EvalConfig
+
+    cfg = EvalConfig.from_file(config_file) if config_file else EvalConfig()
+    clean: dict[str, Any] = {}
+    for k, v in flags.items():
+        if v is None or v == () or v == []:
+            continue
+        clean[k] = list(v) if isinstance(v, tuple) else v
+    for k in _COMMA_LISTS:
+        # `-p a,b,c` works like `-p a -p b -p c`, as `predictions: a,b,c` does in a config file.
+        if k in clean:
+            clean[k] = [c.strip() for item in clean[k] for c in item.split(",") if c.strip()]
+    if "classes" in clean:
+        clean["classes"] = [c.strip() for c in clean["classes"].split(",") if c.strip()]
+    cfg.update(clean, source="command line")
+    return cfg

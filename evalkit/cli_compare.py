@@ -13,9 +13,12 @@ import click
 from .cli_common import (
     CONTEXT,
     EXIT_CODES_HELP,
+    LAYOUT_KEYS,
     _err,
+    config_from_flags,
     echo_machine_formats,
     handle_errors,
+    layout_options,
     record_written,
     report_gates,
 )
@@ -24,6 +27,7 @@ from .cli_common import (
 @click.command("compare", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("baseline", metavar="BASELINE")
 @click.argument("candidate", metavar="CANDIDATE")
+@layout_options
 @click.option("--out", "-o", type=click.Path(file_okay=False),
               help="Output directory for compare.md, compare.json and the Parquet tables.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report in --out.")
@@ -81,12 +85,13 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
     Examples:
       evalkit compare reports/baseline reports/candidate --out reports/cmp
       evalkit compare base_preds.parquet cand_preds.parquet --config eval.yaml --out cmp/
+      evalkit compare base.parquet cand.parquet -p probs --label y --classes a,b,c
       evalkit compare reports/baseline reports/nightly --config configs/nightly.yaml --out cmp/
       evalkit compare base/ cand/ --max-regression 0.02 --require-ci-excludes-zero --min-count 200
       evalkit compare base/ cand/ --max-regression 5% --format json | jq .gates
     """
     from .comparison import compare as run_compare
-    from .config import EvalConfig, check_compare_settings
+    from .config import check_compare_settings
     from .errors import UsageError
     from .gates import normalize_gates, validate_gates
 
@@ -95,7 +100,8 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
 
         check_out_apart(out, [("baseline", baseline), ("candidate", candidate),
                               ("config file", config_file)])
-    cfg = EvalConfig.from_file(config_file) if config_file else EvalConfig()
+    # Layout flags apply when BASELINE / CANDIDATE are prediction inputs, as in evaluate.
+    cfg = config_from_flags(config_file, {k: flags.pop(k) for k in LAYOUT_KEYS})
     gates = dict(cfg.gates)
     gate_flags = {
         "max_regression": flags.pop("max_regression"),

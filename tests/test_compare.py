@@ -316,3 +316,41 @@ def test_nightly_config_loads_and_runs(tmp_path: Path):
 
     validate_gates(cfg.gates)
     assert cfg.gates["max_regression"] and cfg.gates["groups"]["region"]["min_count"] == 300
+
+
+def test_compare_prediction_inputs_take_evaluates_layout_options(tmp_path):
+    """compare on two prediction files accepts the layout flags evaluate accepts (an
+    unnamed list column with string labels needs --classes, as in evaluate)."""
+    classes = ["cat", "dog", "eel"]
+    rng = np.random.default_rng(3)
+    paths = []
+    for name, sharp in (("base", 1.0), ("cand", 3.0)):
+        logits = rng.normal(size=(300, 3)) * sharp
+        p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        y = rng.integers(0, 3, size=300)
+        df = pd.DataFrame({"id": np.arange(300), "scores": list(p),
+                           "species": np.array(classes)[y]})
+        path = tmp_path / f"{name}.parquet"
+        df.to_parquet(path)
+        paths.append((path, p[np.arange(300), y]))
+    plain = cli("compare", str(paths[0][0]), str(paths[1][0]), "--format", "json")
+    assert plain.exit_code == 3  # string labels against a list column: the classes are unnamed
+    res = cli("compare", str(paths[0][0]), str(paths[1][0]), "-p", "scores", "--label", "species",
+              "--classes", ",".join(classes), "--format", "json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    floats = list(_floats(out))
+    for _, pt in paths:  # both runs' overall mean loss, by hand
+        want = float(np.mean(-np.log(np.clip(pt, 1e-7, 1 - 1e-7))))
+        assert any(math.isclose(v, want, rel_tol=1e-9) for v in floats), want
+
+
+def _floats(obj):
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _floats(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _floats(v)
+    elif isinstance(obj, float):
+        yield obj
