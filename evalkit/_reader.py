@@ -29,7 +29,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from .errors import PartitionConflictError, SchemaDriftError
+from .normalize import conform_array
 
 _DONE = object()
 #: Uncompressed bytes of decoded batches the workers may hold queued, all together.
@@ -57,12 +61,12 @@ class FilePart:
 
 def constant_column(value: Any, n: int, type_: pa.DataType) -> pa.Array:
     """A column of ``n`` copies of ``value`` (hive partition values), built without a loop."""
+    if value is None:
+        return pa.nulls(n, type_)
     if pa.types.is_dictionary(type_):
         return pa.DictionaryArray.from_arrays(
             pa.array(np.zeros(n, dtype=np.int32)), pa.array([value], type=type_.value_type)
         )
-    if value is None:
-        return pa.nulls(n, type_)
     one = pa.array([value], type=type_)
     return one.take(pa.array(np.zeros(n, dtype=np.int64)))
 
@@ -87,6 +91,26 @@ def _stop_workers_at_exit() -> None:
         stop.set()
     for thread, _ in live:
         thread.join(EXIT_JOIN_SECONDS)
+
+
+def check_partition_column(path: str, column: str, value: str | None, values: pa.Array) -> None:
+    """A file inside ``column=value/`` that also holds a ``column`` of its own: every row must
+    agree with the directory (compared as text; ``__HIVE_DEFAULT_PARTITION__`` with null).
+    evalkit never picks one of two disagreeing sources: it raises PartitionConflictError."""
+    text = conform_array(values, pa.string(), f"{path}: column {column!r}")
+    if value is None:
+        bad = text.is_valid()
+    else:
+        bad = pc.fill_null(pc.not_equal(text, pa.scalar(value, pa.string())), True)
+    n_bad = pc.sum(bad).as_py() or 0
+    if n_bad:
+        shown = sorted({("null" if v is None else repr(v)) for v in text.filter(bad).slice(0, 1000).to_pylist()})[:5]
+        where = f"{column}={value if value is not None else '__HIVE_DEFAULT_PARTITION__'}/"
+        raise PartitionConflictError(
+            f"{path}: the file is inside {where} but its own column {column!r} holds other values "
+            f"in {n_bad} row(s) (e.g. {', '.join(shown)}); evalkit does not choose between the "
+            f"directory and the file: rename the column or move the file"
+        )
 
 
 def _put(out: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
@@ -118,7 +142,8 @@ class RowGroupReader:
     ) -> None:
         self.parts = list(parts)
         self.columns = list(columns)
-        self.schema = schema
+        self.schema = pa.schema([schema.field(c) for c in self.columns])
+        """Exactly the schema of every yielded batch (``columns`` typed as in ``schema``)."""
         self.batch_size = batch_size
         self.open_file = open_file
         self.dictionary_columns = list(dictionary_columns)
@@ -173,18 +198,20 @@ class RowGroupReader:
 
     def _work(self, part: FilePart, rgs: tuple[int, ...] | BaseException, out: queue.Queue[Any],
               stop: threading.Event) -> None:
-        physical = [c for c in self.columns if c not in part.partition_values]
         try:
             if isinstance(rgs, BaseException):
                 raise rgs
+            in_file = set(part.metadata.schema.to_arrow_schema().names) if part.metadata is not None else set()
+            # A column the file holds under a partition's name is read too, and must agree.
+            physical = [c for c in self.columns if c not in part.partition_values or c in in_file]
             pf = pq.ParquetFile(
                 self.open_file(part.path),
                 metadata=part.metadata,
-                read_dictionary=[c for c in self.dictionary_columns if c in physical] or None,
+                read_dictionary=[c for c in self.dictionary_columns if c in physical and c in in_file] or None,
                 pre_buffer=False,
                 page_checksum_verification=True,
             )
-            dict_cols = [c for c in self.dictionary_columns if c in physical]
+            dict_cols = [c for c in self.dictionary_columns if c in physical and c in in_file]
             batches = pf.iter_batches(batch_size=self.batch_size, row_groups=list(rgs),
                                       columns=physical, use_threads=True)
             if len(rgs) > 1:  # batches end at row-group ends: make them batch_size again
@@ -193,7 +220,9 @@ class RowGroupReader:
                 # Strings read as dictionaries skip Arrow's UTF-8 check; the dictionaries are
                 # small, so validate them here (a corrupt page must fail as a read error).
                 for c in dict_cols:
-                    batch.column(c).dictionary.validate(full=True)
+                    col = batch.column(c)
+                    if pa.types.is_dictionary(col.type):
+                        col.dictionary.validate(full=True)
                 if not _put(out, batch, stop):
                     return
             _put(out, _DONE, stop)
@@ -201,17 +230,24 @@ class RowGroupReader:
             _put(out, exc, stop)
 
     def _complete(self, part: FilePart, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """Add partition columns and put columns in the requested order."""
-        if not part.partition_values and batch.schema.names == self.columns:
-            return batch
+        """Add partition columns, check a file's own copy of one, conform every column to
+        the reader's schema (the one normalisation step) in the requested order."""
         n = batch.num_rows
+        names = batch.schema.names
         arrays = []
         for c in self.columns:
+            t = self.schema.field(c).type
             if c in part.partition_values:
-                arrays.append(constant_column(part.partition_values[c], n, self.schema.field(c).type))
+                value = part.partition_values[c]
+                if c in names:
+                    check_partition_column(part.path, c, value, batch.column(c))
+                arrays.append(constant_column(value, n, t))
+            elif c not in names:
+                raise SchemaDriftError(f"{part.path}: the file has no column {c!r}, which other files of "
+                                       "the dataset have")
             else:
-                arrays.append(batch.column(c))
-        return pa.RecordBatch.from_arrays(arrays, names=self.columns)
+                arrays.append(conform_array(batch.column(c), t, f"{part.path}: column {c!r}"))
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def __iter__(self) -> Iterator[tuple[str, pa.RecordBatch]]:
         stop = threading.Event()

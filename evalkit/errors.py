@@ -161,6 +161,10 @@ class SchemaDriftError(InputError):
     """Files of one dataset disagree on a column's presence or type."""
 
 
+class PartitionConflictError(SchemaDriftError):
+    """A file inside ``col=value/`` whose own ``col`` column holds other values."""
+
+
 class MissingColumnError(InputError):
     """A named column does not exist."""
 

@@ -38,7 +38,7 @@ def inspect_input(
         "rows": src.count_rows(),
         "schema": [{"name": f.name, "type": str(f.type)} for f in src.schema],
     }
-    head = src.dataset.head(10_000)
+    head = src.head(10_000, [c for c in src.schema.names if c not in src.drift])
     first = head.to_batches()[0] if head.num_rows else None
     spec = LayoutSpec(predictions=cfg.predictions or None, prefix=cfg.prefix, logits=cfg.logits,
                       label=cfg.label, targets=cfg.targets or None, target_prefix=cfg.target_prefix,
@@ -66,7 +66,7 @@ def inspect_input(
         if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t)
                 or pa.types.is_integer(t)):
             continue
-        n_distinct = len(pc.unique(head.column(f.name))) if head.num_rows else 0
+        n_distinct = len(pc.unique(head.column(f.name))) if head.num_rows and f.name in head.column_names else 0
         if 0 < n_distinct <= MAX_GROUP_CARDINALITY and n_distinct < max(2, head.num_rows):
             candidates.append({"column": f.name, "distinct_in_sample": n_distinct})
     info["group_candidates"] = candidates

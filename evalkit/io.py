@@ -16,7 +16,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ from .errors import (
     UsageError,
     missing_column,
 )
+from ._reader import FilePart
+from .normalize import conform_table, logical_type, read_schema, unify_types
 
 PathLike = str | os.PathLike[str]
 
@@ -64,7 +66,12 @@ def _is_url(s: str) -> bool:
 
 @dataclass
 class Source:
-    """A resolved Parquet input: its files, schema and a scanner factory."""
+    """A resolved Parquet input: its files, unified schema and a batch reader.
+
+    ``schema`` is the *logical* schema: every column in its canonical type (see
+    :mod:`evalkit.normalize`), unified across the files, partition columns included (as
+    strings). Every batch the source yields is conformed to it, whatever wrote each file.
+    """
 
     label: str
     """How the input is named in messages (the path the user gave)."""
@@ -73,49 +80,17 @@ class Source:
     filesystem: object | None = None
     root: str | None = None
     """Base directory of a hive-partitioned dataset (None for explicit file lists)."""
-
-    def with_dictionary_columns(self, columns: Sequence[str]) -> ds.Dataset:
-        """The dataset with the given string columns decoded as Arrow dictionaries.
-
-        Parquet stores low-cardinality strings dictionary-encoded; keeping them as Arrow
-        dictionaries skips materialising every string, makes grouping a look-up of small
-        integer codes, and lets the per-row writer copy the dictionary instead of hashing.
-        """
-        phys = set(_physical_names(self.dataset))
-        cols = [c for c in columns if c in phys and _is_string(self.schema.field(c).type)]
-        if not self.files or (not cols and self.root is None):
-            return self.dataset
-        fmt = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=cols))
-        part = ds.HivePartitioning.discover(infer_dictionary=True) if self.root is not None else None
-        try:
-            return ds.dataset(self.files, format=fmt, filesystem=self.filesystem,  # type: ignore[arg-type]
-                              partitioning=part, partition_base_dir=self.root)
-        except (pa.ArrowInvalid, OSError):
-            return self.dataset
-
-    def dictionary_schema(self, columns: Sequence[str]) -> pa.Schema:
-        """The schema :meth:`with_dictionary_columns` gives, without opening any file again.
-
-        The given plain string columns, and every hive partition column, become
-        ``dictionary<int32, type>`` (what Arrow's ``dictionary_columns`` read option and
-        ``infer_dictionary`` partitioning produce).
-        """
-        phys = set(_physical_names(self.dataset))
-        cols = {c for c in columns if c in phys and _is_string(self.schema.field(c).type)}
-        if not self.files or (not cols and self.root is None):
-            return self.schema
-        fields = []
-        for f in self.schema:
-            partition = self.root is not None and f.name not in phys
-            if (f.name in cols or partition) and not pa.types.is_dictionary(f.type):
-                f = f.with_type(pa.dictionary(pa.int32(), f.type))
-            fields.append(f)
-        return pa.schema(fields)
+    logical: pa.Schema | None = None
+    """Unified canonical schema (None: the in-memory dataset's own, already canonical)."""
+    partitions: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    """Hive partition values of each file (``None``: ``__HIVE_DEFAULT_PARTITION__``)."""
+    drift: dict[str, str] = field(default_factory=dict)
+    """Column -> why its files cannot be read as one column (raised only if it is needed)."""
 
     @property
     def schema(self) -> pa.Schema:
-        """Unified schema, partition columns included."""
-        return self.dataset.schema
+        """Unified logical schema, partition columns included."""
+        return self.logical if self.logical is not None else self.dataset.schema
 
     def count_rows(self) -> int:
         """Row count from Parquet metadata (no data read)."""
@@ -140,165 +115,115 @@ class Source:
                 raise missing_column(c, role, names, self.label)
 
     def check_drift(self, columns: Sequence[str]) -> None:
-        """Every file must hold every needed column with the same type."""
-        if len(self.files) < 2:
-            return
-        frags = []
-        for frag in self.dataset.get_fragments():
-            try:
-                frags.append((frag.path, frag.physical_schema))
-            except _READ_ERRORS as exc:
-                raise CorruptFileError(f"{frag.path}: not a readable Parquet file ({_short(exc)})") from None
-        physical = {name for _, phys in frags for name in phys.names}
-        part_cols = set(self.schema.names) - physical
-        expected = {c: self.schema.field(c).type for c in columns if c in self.schema.names}
-        for path, phys in frags:
-            for c, t in expected.items():
-                if c in part_cols:
-                    continue
-                idx = phys.get_field_index(c)
-                if idx < 0:
-                    raise SchemaDriftError(
-                        f"{self.label}: file {path} has no column {c!r}, which other files of "
-                        "the dataset have"
-                    )
-                got = phys.field(idx).type
-                if got != t:
-                    raise SchemaDriftError(
-                        f"{self.label}: column {c!r} has type {got} in file {path} but {t} "
-                        "elsewhere in the dataset"
-                    )
+        """Every needed column must exist in every file, in types that unify losslessly.
+
+        Raises SchemaDriftError naming the file that lacks a column, or both files and both
+        types of a real conflict (string vs number, ...).
+        """
+        for c in columns:
+            if c in self.drift:
+                raise SchemaDriftError(f"{self.label}: {self.drift[c]}")
+
+    def parts(self) -> list[FilePartInfo]:
+        """Each file with its partition values and row-group count (metadata only)."""
+        out = []
+        try:
+            for frag in self.dataset.get_fragments():
+                # Footers were parsed when the input was opened: hand them on, never re-parse.
+                md = frag.metadata
+                out.append(FilePartInfo(frag.path, self.partitions.get(frag.path, {}),
+                                        [md.row_group(i).num_rows for i in range(md.num_row_groups)], md))
+        except _READ_ERRORS as exc:
+            raise CorruptFileError(f"{self.label}: cannot read Parquet metadata ({_short(exc)})") from None
+        return out
+
+    def read_schema(self, columns: Sequence[str], dictionary_columns: Sequence[str] = ()) -> pa.Schema:
+        """The exact schema of the batches :meth:`batches` yields for these columns."""
+        if not self.files:
+            return pa.schema([self.schema.field(c) for c in columns])
+        return read_schema(self.schema, columns, dictionary_columns)
 
     def batches(
         self, columns: Sequence[str], batch_size: int = 131_072, use_threads: bool = True,
         dictionary_columns: Sequence[str] = (),
     ) -> Iterator[tuple[str, pa.RecordBatch]]:
-        """Yield ``(file path, batch)`` in file order, decoding ahead on worker threads."""
+        """Yield ``(file path, batch)`` in file order, decoding ahead on worker threads.
+
+        Every batch has exactly :meth:`read_schema` ``(columns, dictionary_columns)``.
+        """
         if self.files:
             yield from self._row_group_batches(columns, batch_size, dictionary_columns)
             return
-        dataset = self.with_dictionary_columns(dictionary_columns) if dictionary_columns else self.dataset
-        # pre_buffer coalesces reads, which pays off on object stores but, on local disks,
-        # holds whole row groups ahead of the decoder: RSS then grows with the file.
-        # Page CRCs are verified where the writer stored them (see parquet_format()).
-        opts = ds.ParquetFragmentScanOptions(pre_buffer=self.filesystem is not None,
-                                             page_checksum_verification=True)
-        scanner = dataset.scanner(
-            columns=list(columns), batch_size=batch_size, use_threads=use_threads,
-            batch_readahead=4, fragment_readahead=2, fragment_scan_options=opts,
-        )
-        path = self.label
+        scanner = self.dataset.scanner(columns=list(columns), batch_size=batch_size, use_threads=use_threads)
         try:
-            it = scanner.scan_batches()
+            for batch in scanner.to_batches():
+                yield self.label, batch
         except _READ_ERRORS as exc:
-            raise CorruptFileError(f"{path}: cannot read Parquet data ({_short(exc)})") from None
-        while True:
-            try:
-                tagged = next(it)
-            except StopIteration:
-                return
-            except _READ_ERRORS as exc:
-                # Read-ahead means the failing file may not be the one of the last batch.
-                culprit = self._find_unreadable(columns, path) or path
-                raise CorruptFileError(f"{culprit}: cannot read Parquet data ({_short(exc)})") from None
-            path = getattr(tagged.fragment, "path", self.label)
-            yield path, tagged.record_batch
+            raise CorruptFileError(f"{self.label}: cannot read data ({_short(exc)})") from None
 
     def _row_group_batches(
         self, columns: Sequence[str], batch_size: int, dictionary_columns: Sequence[str]
     ) -> Iterator[tuple[str, pa.RecordBatch]]:
-        from ._reader import FilePart, ReadFailure, RowGroupReader
-
-        schema = self.dictionary_schema(dictionary_columns) if dictionary_columns else self.schema
-        parts = []
-        try:
-            # Footers come from self.dataset, whose fragments parsed them when the input was
-            # opened (a footer grows with the row groups: parse each once, not per read).
-            for frag in self.dataset.get_fragments():
-                keys = ds.get_partition_keys(frag.partition_expression) if self.root is not None else {}
-                md = frag.metadata
-                parts.append(FilePart(frag.path, dict(keys), md.num_row_groups, metadata=md))
-        except _READ_ERRORS as exc:
-            raise CorruptFileError(f"{self.label}: cannot read Parquet metadata ({_short(exc)})") from None
-        fs = self.filesystem
-        # Only plain string columns can be read as dictionaries (the same rule as
-        # with_dictionary_columns); nested ones would need their leaf paths.
-        dictionary_columns = [c for c in dictionary_columns if c in schema.names
-                              and pa.types.is_dictionary(schema.field(c).type)]
-        reader = RowGroupReader(
-            parts, columns, schema, batch_size=batch_size,
-            open_file=(lambda p: fs.open_input_file(p)) if fs is not None else (lambda p: p),  # type: ignore[attr-defined]
-            dictionary_columns=dictionary_columns,
-        )
-        try:
-            yield from reader
-        except ReadFailure as exc:
-            if isinstance(exc.cause, _READ_ERRORS):
-                raise CorruptFileError(f"{exc.path}: cannot read Parquet data ({_short(exc.cause)})") from None
-            raise exc.cause from None
-
-    def _find_unreadable(self, columns: Sequence[str], current: str, lookahead: int = 4) -> str | None:
-        """The file that fails to decode, among the current one and the next few (error path)."""
-        try:
-            frags = list(self.dataset.get_fragments())
-        except _READ_ERRORS:
-            return None
-        paths = [getattr(f, "path", None) for f in frags]
-        start = paths.index(current) if current in paths else 0
-        for frag in frags[start:start + lookahead]:
-            try:
-                frag.to_table(columns=[c for c in columns if c in frag.physical_schema.names])
-            except _READ_ERRORS:
-                return getattr(frag, "path", None)
-        return None
+        parts = [FilePart(p.path, p.partition_values, len(p.row_group_rows), metadata=p.metadata)
+                 for p in self.parts()]
+        yield from read_file_parts(parts, columns, self.read_schema(columns, dictionary_columns),
+                                   self.filesystem, batch_size)
 
     def head(self, n: int, columns: Sequence[str]) -> pa.Table:
-        """The first ``n`` rows of some columns, mapping read failures to CorruptFileError."""
-        phys = set(_physical_names(self.dataset))
-        if self.files and all(c in phys for c in columns):
-            # Dataset.head decodes whole row groups (seconds for a 1000-class list column);
-            # a one-batch read of the first non-empty file costs only what it returns.
-            try:
-                for frag in self.dataset.get_fragments():
-                    if frag.metadata.num_rows == 0:
-                        continue
-                    src = self.filesystem.open_input_file(frag.path) if self.filesystem else frag.path  # type: ignore[attr-defined]
-                    pf = pq.ParquetFile(src, pre_buffer=False)
-                    batch = next(pf.iter_batches(batch_size=n, columns=list(columns)))
-                    return pa.Table.from_batches([batch])
-                return self.dataset.schema.empty_table().select(list(columns))
-            except _READ_ERRORS as exc:
-                raise CorruptFileError(f"{self.label}: cannot read Parquet data ({_short(exc)})") from None
-        try:
-            return self.dataset.head(n, columns=list(columns))
-        except _READ_ERRORS as exc:
-            culprit = self._find_unreadable(columns, self.label) or self.label
-            raise CorruptFileError(f"{culprit}: cannot read Parquet data ({_short(exc)})") from None
+        """The first ``n`` rows of some columns (canonical types), mapping read failures to
+        CorruptFileError. Reads one batch of the first non-empty row group, not whole files."""
+        schema = self.read_schema(columns)
+        it = self.batches(columns, batch_size=max(1, n))
+        with contextlib.closing(it):
+            for _, batch in it:
+                if batch.num_rows:
+                    return pa.Table.from_batches([batch.slice(0, n)], schema=schema)
+        return schema.empty_table()
 
     def to_table(self, columns: Sequence[str] | None = None) -> pa.Table:
-        """Read the whole input (small inputs only, e.g. a labels table)."""
-        try:
-            return self.dataset.to_table(columns=list(columns) if columns is not None else None)
-        except _READ_ERRORS as exc:
-            culprit = self._find_unreadable(columns or self.schema.names, self.label) or self.label
-            raise CorruptFileError(f"{culprit}: cannot read Parquet data ({_short(exc)})") from None
+        """Read the whole input in canonical types (small inputs only, e.g. a labels table)."""
+        cols = list(columns) if columns is not None else list(self.schema.names)
+        schema = self.read_schema(cols)
+        return pa.Table.from_batches([b for _, b in self.batches(cols)], schema=schema)
+
+
+@dataclass(frozen=True)
+class FilePartInfo:
+    """One file of a source: path, hive partition values and row counts of its row groups."""
+
+    path: str
+    partition_values: dict[str, str | None]
+    row_group_rows: list[int]
+    metadata: Any = None
+    """The parsed Parquet footer."""
+
+
+def read_file_parts(
+    parts: Sequence[Any], columns: Sequence[str], schema: pa.Schema, filesystem: object | None,
+    batch_size: int,
+) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """Stream ``(path, batch)`` over file parts, every batch conformed to ``schema`` (the one
+    read path of both engines: same batch boundaries, same types, same errors)."""
+    from ._reader import ReadFailure, RowGroupReader
+
+    dictionary_columns = [f.name for f in schema if pa.types.is_dictionary(f.type)]
+    fs = filesystem
+    reader = RowGroupReader(
+        parts, columns, schema, batch_size=batch_size,
+        open_file=(lambda p: fs.open_input_file(p)) if fs is not None else (lambda p: p),  # type: ignore[attr-defined]
+        dictionary_columns=dictionary_columns,
+    )
+    try:
+        yield from reader
+    except ReadFailure as exc:
+        if isinstance(exc.cause, _READ_ERRORS):
+            raise CorruptFileError(f"{exc.path}: cannot read Parquet data ({_short(exc.cause)})") from None
+        raise exc.cause from None
 
 
 #: What Arrow raises on bad bytes: ArrowInvalid, ArrowIOError (an OSError), ArrowNotImplemented
 #: (e.g. an unknown encoding), ArrowMemoryError (absurd lengths), ... all ArrowException.
 _READ_ERRORS = (pa.ArrowException, OSError, EOFError, UnicodeDecodeError)
-
-
-def _is_string(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t)
-
-
-def _physical_names(dataset: ds.Dataset) -> list[str]:
-    try:
-        frag = next(iter(dataset.get_fragments()))
-    except StopIteration:
-        return list(dataset.schema.names)
-    return list(frag.physical_schema.names)
 
 
 def _short(exc: BaseException) -> str:
@@ -336,7 +261,8 @@ def parquet_format() -> ds.ParquetFileFormat:
     """Parquet reading options: verify page CRC checksums where the writer stored them
     (Spark / parquet-mr do by default), so flipped bits are an error, not a wrong number."""
     try:
-        opts = ds.ParquetFragmentScanOptions(page_checksum_verification=True)
+        # Extension types (arrow.uuid) as pq.ParquetFile reads them: one type per column.
+        opts = ds.ParquetFragmentScanOptions(page_checksum_verification=True, arrow_extensions_enabled=True)
     except TypeError:  # older pyarrow
         return ds.ParquetFileFormat()
     return ds.ParquetFileFormat(default_fragment_scan_options=opts)
@@ -357,44 +283,101 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
             pattern = fsspec.core.url_to_fs(pattern)[0]._strip_protocol(pattern)
     try:
         root: str | None = None
-        if len(paths) == 1 and (filesystem is None and os.path.isdir(paths[0])):
-            dataset = ds.dataset(paths[0], format=parquet_format(), partitioning="hive")
+        if len(paths) == 1 and (filesystem is None and os.path.isdir(paths[0])
+                                or filesystem is not None and _fs_isdir(filesystem, paths[0])):
             root = paths[0]
-        elif len(paths) == 1 and filesystem is not None and _fs_isdir(filesystem, paths[0]):
-            dataset = ds.dataset(paths[0], format=parquet_format(), partitioning="hive", filesystem=filesystem)
-            root = paths[0]
+            dataset = ds.dataset(root, format=parquet_format(), filesystem=filesystem)  # type: ignore[arg-type]
         else:
             files = _list_files(paths, filesystem, label)
             root = _hive_glob_root(pattern, files) if pattern is not None else None
-            dataset = ds.dataset(files, format=parquet_format(), filesystem=filesystem,
-                                 partitioning="hive" if root is not None else None, partition_base_dir=root)
+            dataset = ds.dataset(files, format=parquet_format(), filesystem=filesystem)  # type: ignore[arg-type]
     except _READ_ERRORS as exc:
         raise _open_error(label, exc) from None
     files = list(dataset.files)  # type: ignore[attr-defined]
     if not files:
         raise EmptyInputError(f"{label}: the directory holds no Parquet file")
     # Reading every footer up front names a corrupt or non-Parquet file before any work.
-    schemas: list[pa.Schema] = []
+    schemas: list[tuple[str, pa.Schema]] = []
     for frag in dataset.get_fragments():
         try:
             phys = frag.physical_schema
             phys.names  # noqa: B018 - a damaged footer can hold names that are not UTF-8
-            schemas.append(phys)
+            schemas.append((frag.path, phys))
         except _READ_ERRORS as exc:
             raise _open_error(frag.path, exc) from None
-    # Arrow takes the schema of the first file: a column only the later files have would be
-    # invisible (a class silently dropped). Use every file's columns; check_drift() then
-    # names the files that lack a needed one.
-    extra = _columns_beyond(dataset.schema, schemas)
-    if extra:
-        merged = pa.schema(list(dataset.schema) + extra)
-        try:
-            dataset = ds.dataset(files, format=parquet_format(), filesystem=filesystem,  # type: ignore[arg-type]
-                                 schema=merged, partitioning="hive" if root is not None else None,
-                                 partition_base_dir=root)
-        except _READ_ERRORS as exc:
-            raise CorruptFileError(f"{label}: not a readable Parquet dataset ({_short(exc)})") from None
-    return Source(label, dataset, files, filesystem, root)
+    # Partition values are read by evalkit, not Arrow (whose inference makes store=007/,
+    # store=07/ and store=7/ one integer group 7): always strings, see _hive_partitions.
+    partitions = _hive_partitions(root, files, filesystem) if root is not None else {}
+    part_cols = list(dict.fromkeys(k for pv in partitions.values() for k in pv))
+    logical, drift = unify_schemas(schemas, part_cols)
+    return Source(label, dataset, files, filesystem, root, logical, partitions, drift)
+
+
+def unify_schemas(
+    schemas: Sequence[tuple[str, pa.Schema]], partition_columns: Sequence[str] = ()
+) -> tuple[pa.Schema, dict[str, str]]:
+    """One logical schema for the files of a dataset, and why some columns cannot be one.
+
+    Every column of every file is included (Arrow alone takes the first file's columns: a
+    class only later files have would vanish). Types are made canonical and unified
+    losslessly (:func:`evalkit.normalize.unify_types`); partition columns are strings.
+    The second result maps a column to the reason it cannot be read as one column (a file
+    lacks it, or two files hold types that do not unify: both files and types named); the
+    reason is raised only when a run needs that column.
+    """
+    types: dict[str, pa.DataType] = {}
+    first: dict[str, tuple[str, pa.DataType]] = {}
+    drift: dict[str, str] = {}
+    for path, phys in schemas:
+        for f in phys:
+            if f.name in partition_columns or f.name in drift:
+                continue
+            if f.name not in types:
+                types[f.name] = logical_type(f.type)
+                first[f.name] = (path, f.type)
+                continue
+            unified = unify_types(types[f.name], f.type)
+            if unified is None:
+                p0, t0 = first[f.name]
+                drift[f.name] = (f"column {f.name!r} has type {t0} in file {p0} but {f.type} in file "
+                                 f"{path}; these cannot be read as one column without losing values")
+            else:
+                types[f.name] = logical_type(unified)
+    if len(schemas) > 1:
+        for name in types:
+            if name in drift:
+                continue
+            for path, phys in schemas:
+                if phys.get_field_index(name) < 0:
+                    drift[name] = (f"file {path} has no column {name!r}, which other files of the "
+                                   "dataset have")
+                    break
+    fields = [pa.field(n, t) for n, t in types.items()]
+    fields += [pa.field(c, pa.string()) for c in partition_columns]
+    return pa.schema(fields), drift
+
+
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def _hive_partitions(root: str, files: Sequence[str], filesystem: object | None) -> dict[str, dict[str, str | None]]:
+    """``key=value`` directory names between ``root`` and each file, values as strings
+    (URL-decoded; ``__HIVE_DEFAULT_PARTITION__`` is None, the null partition)."""
+    import posixpath
+    from urllib.parse import unquote
+
+    rel = posixpath.relpath if filesystem is not None else os.path.relpath
+    out: dict[str, dict[str, str | None]] = {}
+    for f in files:
+        segments = rel(f, root).replace(os.sep, "/").split("/")[:-1]
+        values: dict[str, str | None] = {}
+        for seg in segments:
+            if "=" in seg:
+                k, v = seg.split("=", 1)
+                v = unquote(v)
+                values[unquote(k)] = None if v == HIVE_NULL else v
+        out[f] = values
+    return out
 
 
 def _list_files(paths: Sequence[str], filesystem: object | None, label: str) -> list[str]:
@@ -467,18 +450,6 @@ def _open_error(label: str, exc: BaseException) -> CorruptFileError:
     return CorruptFileError(f"{m.group(1)}: not a Parquet file, or a truncated / corrupt one ({reason})")
 
 
-def _columns_beyond(schema: pa.Schema, schemas: Sequence[pa.Schema]) -> list[pa.Field]:
-    """Fields some file has that ``schema`` lacks (the type of the first file that has it)."""
-    seen = set(schema.names)
-    extra: list[pa.Field] = []
-    for s in schemas:
-        for f in s:
-            if f.name not in seen:
-                seen.add(f.name)
-                extra.append(f)
-    return extra
-
-
 def _fs_isdir(fs: object, path: str) -> bool:
     from pyarrow.fs import FileType
 
@@ -532,6 +503,7 @@ def table_source(table: pa.Table, label: str = "<table>") -> Source:
     """Wrap an in-memory Arrow table as a Source (one dataset, no files)."""
     if not isinstance(table, pa.Table):
         raise InputError(f"expected a pyarrow Table, got {type(table).__name__}")
+    table = conform_table(table, label)
     return Source(label, ds.dataset(table), [])
 
 

@@ -380,7 +380,7 @@ def test_merge_is_associative_on_states(data):
 
     plan = Plan(layout=res.layout, groupings=(Grouping("overall", ()),), eps=1e-7)
     parts = dask_engine.plan_parts(source, plan, 128, partition_rows=700)[:3]
-    states = [dask_engine.run_part(p, plan, source.dataset.schema, source.dataset.filesystem, 128, None, False, None)[0]
+    states = [dask_engine.run_part(p, plan, source.read_schema(plan.input_columns, plan.dictionary_columns), source.dataset.filesystem, 128, None, False, None)[0]
               for p in parts]
     left = dask_engine.merge_states(dask_engine.merge_states(*states[:2]), states[2])
     right = dask_engine.merge_states(states[0], dask_engine.merge_states(*states[1:]))

@@ -66,13 +66,12 @@ import pyarrow as pa
 
 from ..errors import (
     ClusterError,
-    CorruptFileError,
     EvalkitError,
     MissingDependencyError,
     UsageError,
     option,
 )
-from ..io import RowWriter, Source, _short
+from ..io import RowWriter, Source, read_file_parts
 from ..join import LabelIndex
 from .base import DuplicateAcrossPartitions, EvalState, Plan, consume
 from .local import batch_rows
@@ -122,7 +121,8 @@ class Part:
     file_offset: int = 0
     """Position of the first row in its file."""
     row_groups: tuple[int, ...] = ()
-    partition_expression: Any = None
+    partition_values: Any = None
+    """Hive partition values of the file (column -> string or None)."""
     batches: Any = None
     """In-memory inputs only: the record batches themselves."""
     read_path: str = ""
@@ -156,13 +156,9 @@ def plan_parts(source: Source, plan: Plan, batch_size: int,
     local = isinstance(getattr(source.dataset, "filesystem", None), pafs.LocalFileSystem)
     parts = []
     offset = 0
-    for frag in source.dataset.get_fragments():
-        try:
-            sizes = [rg.num_rows for rg in frag.row_groups]
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise CorruptFileError(f"{frag.path}: not a readable Parquet file ({_short(exc)})") from None
-        expr = frag.partition_expression
-        read_path = os.path.abspath(frag.path) if local else frag.path
+    for info in source.parts():
+        sizes = info.row_group_rows
+        read_path = os.path.abspath(info.path) if local else info.path
         i = 0
         file_offset = 0
         while i < len(sizes):
@@ -170,8 +166,8 @@ def plan_parts(source: Source, plan: Plan, batch_size: int,
             while j < len(sizes) and (n == 0 or n + sizes[j] <= partition_rows):
                 n += sizes[j]
                 j += 1
-            parts.append(Part(len(parts), offset, n, frag.path, file_offset, tuple(range(i, j)),
-                              expr, read_path=read_path))
+            parts.append(Part(len(parts), offset, n, info.path, file_offset, tuple(range(i, j)),
+                              dict(info.partition_values), read_path=read_path))
             offset += n
             file_offset += n
             i = j
@@ -193,29 +189,17 @@ def _batches(part: Part, plan: Plan, schema: pa.Schema, filesystem: Any, batch_s
     if part.batches is not None:
         yield from part.batches
         return
-    import pyarrow.dataset as ds
+    from .._reader import FilePart
 
-    from .._reader import FilePart, ReadFailure, RowGroupReader
-
-    # The local engine's reader, restricted to this partition's row groups: the same
-    # batch boundaries, the same decode path, the same dictionary-typed string columns.
-    keys = ds.get_partition_keys(part.partition_expression) if part.partition_expression is not None else {}
-    dict_cols = [c for c in plan.dictionary_columns if c in schema.names and c not in keys
-                 and (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type))]
-    out_schema = pa.schema([
-        pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name in dict_cols else f for f in schema
-    ])
-    reader = RowGroupReader(
-        [FilePart(part.read_path, dict(keys), len(part.row_groups), tuple(part.row_groups))],
-        plan.input_columns, out_schema, batch_size=batch_size,
-        open_file=(lambda p: filesystem.open_input_file(p)) if filesystem is not None else (lambda p: p),
-        dictionary_columns=dict_cols,
-    )
+    # The local engine's read path, restricted to this partition's row groups: the same
+    # batch boundaries, the same decode path, the same types (``schema`` is the read schema).
+    fp = FilePart(part.read_path, dict(part.partition_values or {}), len(part.row_groups), tuple(part.row_groups))
     try:
-        for _, b in reader:
+        for _, b in read_file_parts([fp], plan.input_columns, schema, filesystem, batch_size):
             yield b
-    except ReadFailure as exc:
-        raise CorruptFileError(f"{part.path}: cannot read Parquet data ({_short(exc.cause)})") from None
+    except EvalkitError as exc:
+        # Name the file as the local engine does (the read path may be absolute).
+        raise type(exc)(str(exc).replace(part.read_path, part.path)) from None
 
 
 def run_part(
@@ -476,7 +460,7 @@ def _run_on_cluster(plan: Plan, source: Any, parts: Sequence[Part], client: Any,
         run_id = uuid.uuid4().hex[:12]
         index_f = (c.scatter(label_index, broadcast=True, hash=False)
                    if label_index is not None else None)
-        schema = source.dataset.schema
+        schema = source.read_schema(plan.input_columns, plan.dictionary_columns)
         filesystem = getattr(source.dataset, "filesystem", None) if source.files else None
         futs = [
             c.submit(run_part, p, plan, schema, filesystem, bs, rows_dir, keep, index_f,

@@ -1,0 +1,313 @@
+"""One normalisation step at read time: every Arrow type a mainstream writer produces, mapped
+to one canonical type, and the shards of a dataset unified losslessly.
+
+Writers differ in representation, not in meaning: pandas 3 writes ``large_string`` and
+``arrow.uuid``, polars ``string_view`` / ``large_list`` / fixed-size ``Array``, DuckDB
+``int32`` where pandas wrote ``int64``, pyarrow dictionary-encoded strings. Everything after
+the reader sees only canonical types (:func:`canonical_type`):
+
+================================================  =========================================
+written as                                        read as
+================================================  =========================================
+``string``, ``large_string``, ``string_view``      ``string``
+dictionary of any of those, any index width       ``dictionary<int32, string>``
+dictionary of anything else (e.g. categorical     the canonical type of its values
+ints)
+``list``, ``large_list``, ``list_view``,          ``list<canonical value type>``
+``large_list_view``
+``fixed_size_list`` (polars ``Array``)            ``fixed_size_list<canonical value type>``
+``int8`` .. ``int64``, ``uint8`` .. ``uint32``    ``int64`` (``uint64`` stays ``uint64``)
+``float16``                                       ``float32`` (float32 / float64 unchanged)
+``decimal32`` / ``decimal64``                     ``decimal128`` of the same precision, scale
+``date64``                                        ``date32``
+``binary``, ``large_binary``, ``binary_view``     ``binary``
+extension ``arrow.uuid``                          ``string`` in the usual text form
+                                                  (``12345678-1234-5678-1234-567812345678``)
+extension ``arrow.bool8``                         ``bool``
+any other extension type                          the canonical type of its storage
+================================================  =========================================
+
+Timestamps keep their unit and time zone, booleans stay booleans. Shards are unified by
+:func:`unify_types` (lossless widening; a real conflict such as string vs number is a
+:class:`~evalkit.errors.SchemaDriftError` naming both files and both types), and every batch
+is brought to the unified type by :func:`conform_array` / :func:`conform_batch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import ColumnTypeError, InputError
+
+UUID = "arrow.uuid"
+BOOL8 = "arrow.bool8"
+STRING_DICT = pa.dictionary(pa.int32(), pa.string())
+
+
+def _is_ext(t: pa.DataType) -> bool:
+    return isinstance(t, pa.BaseExtensionType)
+
+
+def is_string_like(t: pa.DataType) -> bool:
+    """Any flavour of Arrow string (``string``, ``large_string``, ``string_view``)."""
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _is_var_list(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t)
+            or pa.types.is_large_list_view(t))
+
+
+def canonical_type(t: pa.DataType) -> pa.DataType:
+    """The one type evalkit uses for values written as ``t`` (see the module table)."""
+    if _is_ext(t):
+        name = t.extension_name  # type: ignore[attr-defined]
+        if name == UUID:
+            return pa.string()
+        if name == BOOL8:
+            return pa.bool_()
+        return canonical_type(t.storage_type)  # type: ignore[attr-defined]
+    if pa.types.is_dictionary(t):
+        v = canonical_type(t.value_type)  # type: ignore[attr-defined]
+        return STRING_DICT if pa.types.is_string(v) else v
+    if is_string_like(t):
+        return pa.string()
+    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return pa.binary()
+    if _is_var_list(t):
+        return pa.list_(canonical_type(t.value_type))  # type: ignore[attr-defined]
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(canonical_type(t.value_type), t.list_size)  # type: ignore[attr-defined]
+    if pa.types.is_integer(t):
+        return pa.uint64() if t == pa.uint64() else pa.int64()
+    if pa.types.is_float16(t):
+        return pa.float32()
+    if pa.types.is_decimal(t) and t.bit_width < 128:  # type: ignore[attr-defined]
+        return pa.decimal128(t.precision, t.scale)  # type: ignore[attr-defined]
+    if pa.types.is_date64(t):
+        return pa.date32()
+    return t
+
+
+def logical_type(t: pa.DataType) -> pa.DataType:
+    """The canonical type with dictionary strings shown as strings (the type a user means)."""
+    c = canonical_type(t)
+    return pa.string() if c == STRING_DICT else c
+
+
+def canonical_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with every field's type made canonical (metadata dropped)."""
+    return pa.schema([pa.field(f.name, canonical_type(f.type)) for f in schema])
+
+
+# -- unification across shards -------------------------------------------------------------
+
+
+def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """The narrowest canonical type holding every value of both ``a`` and ``b``, or None.
+
+    Lossless widening only: integer widths, float32 -> float64, integers -> float64 (exact
+    up to 2**53), decimals of different precision / scale, string and list flavours, a
+    ``null``-typed column (empty or all-null shard) takes the other type, timestamps of
+    different units (the finer one) and time zones (the first one: the same instants).
+    String vs number, bool vs number, date vs timestamp, naive vs zoned timestamps: None.
+    """
+    a, b = canonical_type(a), canonical_type(b)
+    if a == b:
+        return a
+    if pa.types.is_null(a):
+        return b
+    if pa.types.is_null(b):
+        return a
+    if pa.types.is_dictionary(a) or pa.types.is_dictionary(b):
+        la = pa.string() if a == STRING_DICT else a
+        lb = pa.string() if b == STRING_DICT else b
+        return pa.string() if la == lb == pa.string() else None
+    if pa.types.is_integer(a) and pa.types.is_integer(b):
+        return pa.int64()  # int64 with uint64: values beyond int64 fail the read, by name
+    num = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal)
+    if any(f(a) for f in num) and any(f(b) for f in num):
+        if pa.types.is_decimal(a) and pa.types.is_decimal(b):
+            scale = max(a.scale, b.scale)  # type: ignore[attr-defined]
+            whole = max(a.precision - a.scale, b.precision - b.scale)  # type: ignore[attr-defined]
+            return pa.decimal128(whole + scale, scale) if whole + scale <= 38 else pa.decimal256(
+                min(76, whole + scale), scale)
+        if pa.types.is_decimal(a) and pa.types.is_integer(b) or pa.types.is_decimal(b) and pa.types.is_integer(a):
+            d = a if pa.types.is_decimal(a) else b
+            whole = max(d.precision - d.scale, 19)  # type: ignore[attr-defined]
+            if whole + d.scale <= 38:  # type: ignore[attr-defined]
+                return pa.decimal128(whole + d.scale, d.scale)  # type: ignore[attr-defined]
+        return pa.float64()
+    if pa.types.is_timestamp(a) and pa.types.is_timestamp(b):
+        if (a.tz is None) != (b.tz is None):  # type: ignore[attr-defined]
+            return None
+        units = ["s", "ms", "us", "ns"]
+        unit = units[max(units.index(a.unit), units.index(b.unit))]  # type: ignore[attr-defined]
+        return pa.timestamp(unit, a.tz)  # type: ignore[attr-defined]
+    if (pa.types.is_list(a) or pa.types.is_fixed_size_list(a)) and (
+            pa.types.is_list(b) or pa.types.is_fixed_size_list(b)):
+        inner = unify_types(a.value_type, b.value_type)  # type: ignore[attr-defined]
+        if inner is None:
+            return None
+        if pa.types.is_fixed_size_list(a) and pa.types.is_fixed_size_list(b) and a.list_size == b.list_size:  # type: ignore[attr-defined]
+            return pa.list_(inner, a.list_size)  # type: ignore[attr-defined]
+        return pa.list_(inner)
+    return None
+
+
+# -- conforming arrays -----------------------------------------------------------------------
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def uuid_text(storage: pa.Array) -> pa.Array:
+    """16-byte UUIDs (``fixed_size_binary[16]``) as their canonical 36-character text, vectorised."""
+    n = len(storage)
+    raw = storage.buffers()[1]
+    b = np.frombuffer(raw, dtype=np.uint8, count=(storage.offset + n) * 16)[storage.offset * 16:].reshape(n, 16)
+    hexed = np.empty((n, 32), dtype=np.uint8)
+    hexed[:, 0::2] = _HEX[b >> 4]
+    hexed[:, 1::2] = _HEX[b & 15]
+    out = np.full((n, 36), ord("-"), dtype=np.uint8)
+    for lo, hi, at in ((0, 8, 0), (8, 12, 9), (12, 16, 14), (16, 20, 19), (20, 32, 24)):
+        out[:, at:at + hi - lo] = hexed[:, lo:hi]
+    offsets = np.arange(0, 36 * (n + 1), 36, dtype=np.int64)
+    text = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out.tobytes()))
+    if storage.null_count:
+        text = pc.if_else(storage.is_null(), pa.scalar(None, pa.large_string()), text)
+    return text.cast(pa.string())
+
+
+def _unwrap(arr: pa.Array) -> pa.Array:
+    """An extension array as plain values (uuid text, bool8 booleans, else its storage)."""
+    t = arr.type
+    name = t.extension_name  # type: ignore[attr-defined]
+    storage = arr.storage  # type: ignore[attr-defined]
+    if name == UUID:
+        return uuid_text(storage)
+    if name == BOOL8:
+        return pc.not_equal(storage, 0)
+    return storage
+
+
+def conform_array(arr: pa.Array | pa.ChunkedArray, target: pa.DataType, what: str = "column") -> pa.Array:
+    """``arr`` as type ``target`` (a canonical or unified type), losslessly.
+
+    A value that does not fit (an unsigned value beyond int64 unified with signed shards,
+    a timestamp beyond the finer unit's range) raises :class:`~evalkit.errors.InputError`
+    naming ``what``; a type that cannot become ``target`` raises ColumnTypeError.
+    """
+    if isinstance(arr, pa.ChunkedArray):
+        chunks = [conform_array(c, target, what) for c in arr.chunks]
+        return pa.chunked_array(chunks, type=target).combine_chunks() if chunks else pa.array([], target)
+    if arr.type == target:
+        return arr
+    try:
+        return _conform(arr, target)
+    except pa.ArrowInvalid as exc:
+        raise InputError(f"{what}: values of type {arr.type} do not fit in {target} ({str(exc).splitlines()[0][:200]})") from None
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise ColumnTypeError(f"{what}: cannot read type {arr.type} as {target} ({str(exc).splitlines()[0][:200]})") from None
+
+
+def _conform(arr: pa.Array, target: pa.DataType) -> pa.Array:
+    t = arr.type
+    if t == target:
+        return arr
+    if _is_ext(t):
+        return _conform(_unwrap(arr), target)
+    if pa.types.is_null(t):
+        return pa.nulls(len(arr), target)
+    if pa.types.is_dictionary(t):
+        if pa.types.is_dictionary(target):
+            return pa.DictionaryArray.from_arrays(arr.indices.cast(target.index_type),  # type: ignore[attr-defined]
+                                                  _conform(arr.dictionary, target.value_type))  # type: ignore[attr-defined]
+        return _conform(arr.dictionary_decode(), target)  # type: ignore[attr-defined]
+    if pa.types.is_dictionary(target):
+        return pc.dictionary_encode(_conform(arr, target.value_type)).cast(target)  # type: ignore[attr-defined]
+    if _is_var_list(t) or pa.types.is_fixed_size_list(t):
+        inner = target.value_type  # type: ignore[attr-defined]
+        if pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+            arr = _list_view_to_list(arr)
+            t = arr.type
+        if _is_ext(t.value_type) or pa.types.is_dictionary(t.value_type):  # type: ignore[attr-defined]
+            # Cast cannot see through these: rebuild the list around conformed values.
+            if pa.types.is_fixed_size_list(t):
+                values = _conform(arr.values, inner)  # type: ignore[attr-defined]
+                rebuilt = pa.FixedSizeListArray.from_arrays(values, t.list_size, mask=arr.is_null())  # type: ignore[attr-defined]
+            else:
+                values = _conform(arr.values, inner)  # type: ignore[attr-defined]
+                cls = pa.LargeListArray if pa.types.is_large_list(t) else pa.ListArray
+                rebuilt = cls.from_arrays(arr.offsets, values, mask=arr.is_null() if arr.null_count else None)  # type: ignore[attr-defined]
+            return _conform(rebuilt, target)
+        if pa.types.is_float16(t.value_type):  # type: ignore[attr-defined]
+            arr = arr.cast(_with_value_type(t, pa.float32()))
+        return arr.cast(target)
+    if pa.types.is_float16(t) and not pa.types.is_float32(target):
+        arr = arr.cast(pa.float32())
+    return arr.cast(target, safe=True)
+
+
+def _list_view_to_list(arr: pa.Array) -> pa.Array:
+    """A list view as a plain list (Arrow's own cast yields invalid offsets for short arrays):
+    the values in row order and offsets from the row sizes, nulls kept."""
+    sizes = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    offsets = np.zeros(len(arr) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    values = pc.list_flatten(arr)
+    mask = arr.is_null() if arr.null_count else None
+    return pa.LargeListArray.from_arrays(pa.array(offsets), values, mask=mask)
+
+
+def _with_value_type(t: pa.DataType, v: pa.DataType) -> pa.DataType:
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(v, t.list_size)  # type: ignore[attr-defined]
+    if pa.types.is_large_list(t):
+        return pa.large_list(v)
+    if pa.types.is_list_view(t):
+        return pa.list_view(v)
+    if pa.types.is_large_list_view(t):
+        return pa.large_list_view(v)
+    return pa.list_(v)
+
+
+def conform_batch(batch: pa.RecordBatch, schema: pa.Schema, where: str = "input") -> pa.RecordBatch:
+    """``batch`` with every column of ``schema`` (in its order) brought to its type."""
+    if batch.schema.equals(schema, check_metadata=False):
+        return batch
+    arrays = [conform_array(batch.column(f.name), f.type, f"{where}: column {f.name!r}") for f in schema]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def conform_table(table: pa.Table, where: str = "input") -> pa.Table:
+    """An in-memory table with every column in its canonical type (one chunk per column)."""
+    schema = canonical_schema(table.schema)
+    if table.schema.equals(schema, check_metadata=False):
+        return table
+    arrays = [conform_array(table.column(i), f.type, f"{where}: column {f.name!r}")
+              for i, f in enumerate(schema)]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def read_schema(logical: pa.Schema, columns: Sequence[str], dictionary_columns: Sequence[str] = ()) -> pa.Schema:
+    """The exact schema of the batches a reader yields: ``columns`` in their unified type, the
+    string ones among ``dictionary_columns`` as ``dictionary<int32, string>``."""
+    wanted = set(dictionary_columns)
+    fields = []
+    for c in columns:
+        t = logical.field(c).type
+        if c in wanted and (pa.types.is_string(t) or t == STRING_DICT):
+            t = STRING_DICT
+        fields.append(pa.field(c, t))
+    return pa.schema(fields)
+
+
+__all__ = [
+    "STRING_DICT", "canonical_schema", "canonical_type", "conform_array", "conform_batch",
+    "conform_table", "is_string_like", "logical_type", "read_schema", "unify_types", "uuid_text",
+]
