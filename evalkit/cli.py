@@ -182,7 +182,7 @@ def _print_result(result: Any, fmt: str, written: bool = False) -> None:
         df = result.groups[g.name]
         click.echo(f"by {terminal(g.name)}:")
         shown, n_left = bounded_groups(df, MAX_TERMINAL_GROUPS)
-        click.echo(text_table(shown, list(g.columns) + [c for c in stats if c in df.columns]))
+        click.echo(text_table(shown, list(g.columns) + [c for c in stats if c in df.columns], keys=g.columns))
         if n_left:
             click.echo(left_out_note(n_left, len(shown), g.file_stem + ".parquet" if written else None))
             click.echo()

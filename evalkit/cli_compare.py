@@ -160,4 +160,4 @@ def _print(result: Any, fmt: str) -> None:
         click.echo(f"{'overall' if name == 'overall' else 'by ' + terminal(name)}:")
         click.echo(text_table(_sorted_for_reading(df), cols + [
             "status", "baseline_count", "candidate_count", "baseline_mean", "candidate_mean",
-            "delta", "rel_delta", "ci_low", "ci_high", "method"]))
+            "delta", "rel_delta", "ci_low", "ci_high", "method"], keys=cols))

@@ -107,7 +107,7 @@ def _render_markdown(res: Any) -> str:
         title = "Overall" if name == "overall" else f"By {' × '.join(cols)}"
         lines += [f"## {title}", ""]
         disp, shown = _display(df, cols)
-        lines.append(markdown_table(disp, shown))
+        lines.append(markdown_table(disp, shown, keys=cols))
     for key, title in (("groupings_only_in_baseline", "Groupings only in the baseline"),
                        ("groupings_only_in_candidate", "Groupings only in the candidate")):
         if meta.get(key):

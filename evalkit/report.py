@@ -79,8 +79,39 @@ def _cell(value: Any, column: str) -> str:
     return md_text(text)
 
 
-def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows: int = 200) -> str:
-    """A GitHub-flavoured Markdown table; numbers right-aligned."""
+#: How a missing group key (null; NaN and NaT are the same missing key) is shown in Markdown
+#: and terminal tables: visible, and never what a string key prints as (the empty string
+#: prints as "", and a string that reads like a marker is quoted).
+MISSING_KEY = "∅"
+
+
+def fmt_key(value: Any) -> str:
+    """Format one group-key cell: every distinct key prints differently.
+
+    >>> [fmt_key(v) for v in ("north", "", None, float("nan"), 7, 0.1, "∅")]
+    ['north', '""', '∅', '∅', '7', '0.1', '"∅"']
+    """
+    import json
+
+    if is_missing(value):
+        return MISSING_KEY
+    if isinstance(value, str):
+        if value == "" or value == MISSING_KEY or value != value.strip() or value.startswith('"'):
+            return json.dumps(value, ensure_ascii=False)
+        return value
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return repr(value)  # keys 0.12345 and 0.12346 must not print alike
+    return str(value)
+
+
+def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows: int = 200,
+                   keys: Sequence[str] = ()) -> str:
+    """A GitHub-flavoured Markdown table; numbers right-aligned; ``keys`` are group-key
+    columns, shown with :func:`fmt_key` (a missing key as ``∅``)."""
     cols = list(columns) if columns is not None else list(df.columns)
     if df.empty:
         return "_(no rows)_\n"
@@ -92,18 +123,20 @@ def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_r
         aligns.append("---:" if numeric else "---")
     lines = [header, "| " + " | ".join(aligns) + " |"]
     for rec in shown[cols].itertuples(index=False, name=None):
-        lines.append("| " + " | ".join(_cell(v, c) for v, c in zip(rec, cols, strict=True)) + " |")
+        lines.append("| " + " | ".join(md_text(fmt_key(v)) if c in keys else _cell(v, c)
+                                       for v, c in zip(rec, cols, strict=True)) + " |")
     if len(df) > max_rows:
         lines.append(f"\n_... {len(df) - max_rows:,} more rows in the Parquet table_")
     return "\n".join(lines) + "\n"
 
 
 def text_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows: int = 50,
-               max_width: int = 28) -> str:
-    """Aligned plain-text table for terminals; wide text cells are truncated with '…'."""
+               max_width: int = 28, keys: Sequence[str] = ()) -> str:
+    """Aligned plain-text table for terminals; wide text cells are truncated with '…';
+    ``keys`` are group-key columns, shown with :func:`fmt_key` (a missing key as ``∅``)."""
     cols = list(columns) if columns is not None else list(df.columns)
     shown = df.head(max_rows)
-    cells = [[terminal(fmt_number(v, c)) for v, c in zip(rec, cols, strict=True)]
+    cells = [[terminal(fmt_key(v) if c in keys else fmt_number(v, c)) for v, c in zip(rec, cols, strict=True)]
              for rec in shown[cols].itertuples(index=False, name=None)]
     cells = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in cells]
     heads = [terminal(c) for c in cols]
@@ -236,7 +269,7 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
         shown, n_left = bounded_groups(df, MAX_REPORT_GROUPS)
         shown, cols = with_interval(shown, list(g.columns) + [c for c in stats if c in df.columns],
                                     level)
-        out.append(markdown_table(shown, cols))
+        out.append(markdown_table(shown, cols, keys=g.columns))
         if n_left:
             out += [f"_{left_out_note(n_left, len(shown), g.file_stem + '.parquet')}_", ""]
     out += disparity_section(getattr(result, "disparity", None))
@@ -252,7 +285,8 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
                      + [c for c in ("p_true", "loss") if c in cols])
             if scope != "overall" and "label" in order:
                 order.remove("label")
-            out.append(markdown_table(df, order, max_rows=100))
+            group_cols = {c for g in result.groupings for c in g.columns}
+            out.append(markdown_table(df, order, max_rows=100, keys=[c for c in order if c in group_cols]))
     out += ["## Confusion (mean loss by true × predicted class)", ""]
     out.append(markdown_table(result.confusion, ["class", "predicted", "count", "mean"], max_rows=100))
     if plots is not None:
@@ -405,14 +439,26 @@ def to_json_default(o: Any) -> Any:
     return str(o)
 
 
+def is_missing(value: Any) -> bool:
+    """Whether a scalar is a missing value (None, NaN, NaT, pd.NA); False for containers."""
+    if value is None:
+        return True
+    if isinstance(value, list | tuple | dict | np.ndarray):
+        return False
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def frame_records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """DataFrame -> list of dicts with plain Python values (NaN -> None)."""
     records = []
     for rec in df.to_dict("records"):
         clean = {}
         for k, v in rec.items():
-            if isinstance(v, float | np.floating) and math.isnan(v):
-                v = None
+            if is_missing(v):
+                v = None  # NaN, NaT, pd.NA: the one missing value, JSON null
             elif isinstance(v, np.generic):
                 v = v.item()
             clean[str(k)] = v

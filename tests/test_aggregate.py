@@ -466,14 +466,16 @@ def test_bool_and_date_keys():
     assert out["flag"].dropna().tolist() == [False, True, True]
 
 
-def test_float_nan_keys_are_one_group_across_batches_and_pickle():
+def test_float_nan_and_null_keys_are_one_missing_group_across_batches_and_pickle():
     gs = GroupStats(["f"])
     simple_update(gs, [pa.array([1.5, np.nan, None])], [1, 2, 3])
     simple_update(gs, [pa.array([np.nan, 1.5])], [4, 5])
     other = pickle.loads(pickle.dumps(gs))
-    simple_update(other, [pa.array([np.nan])], [6])
+    simple_update(other, [pa.array([np.nan, None])], [6, 7])
     out = gs.merge(other).finalize()
-    assert out["count"].tolist() == [4, 5, 2]  # 1.5, NaN, null
+    # One documented missing key (as pandas groupby(dropna=False)): NaN and null together.
+    assert out["count"].tolist() == [4, 8]
+    assert out["f"].iloc[0] == 1.5 and pd.isna(out["f"].iloc[1])
 
 
 def test_overall_group_and_empty():

@@ -41,6 +41,18 @@ def _as_array(col: Any) -> pa.Array:
     return pa.array(col)
 
 
+def missing_as_null(col: pa.Array) -> pa.Array:
+    """The one representation of a missing key: null. NaN in a float key column is the
+    same missing key as null (as in ``pandas.groupby(dropna=False)``), so every output
+    (by_*.parquet null, summary.json null, report.md / terminal marker, compare) shows
+    one missing group, never two groups that print alike."""
+    if pa.types.is_floating(col.type):
+        nan = pc.is_nan(col)
+        if pc.any(nan).as_py():
+            return pc.if_else(nan, pa.scalar(None, col.type), col)
+    return col
+
+
 def _densify(code: np.ndarray, radix: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Map codes in ``[0, radix)`` to dense ``[0, k)`` in code order; returns (local, uniq)."""
     if radix <= max(4 * n, 1 << 12):
@@ -185,7 +197,7 @@ class _KeyIndex:
         radices: list[int] = []
         all_present = True
         for i, raw in enumerate(keys):
-            col = _as_array(raw)
+            col = missing_as_null(_as_array(raw))
             if len(col) != n:
                 raise ValueError(f"key {self.key_names[i]!r} has length {len(col)}, expected {n}")
             if pa.types.is_dictionary(col.type):
@@ -214,10 +226,7 @@ class _KeyIndex:
         columns = []
         for d, dgt in zip(dicts, digits, strict=True):
             take = pa.array(dgt, mask=dgt >= len(d))
-            vals = d.take(take).to_pylist()
-            if pa.types.is_floating(d.type):
-                vals = [_NAN if v is not None and v != v else v for v in vals]
-            columns.append(vals)
+            columns.append(d.take(take).to_pylist())
         slots = np.empty(len(digits[0]), dtype=np.int64)
         slot_of = self.slot_of
         for j, key in enumerate(zip(*columns, strict=True)):
