@@ -142,7 +142,7 @@ class RowGroupReader:
     ) -> None:
         self.parts = list(parts)
         self.columns = list(columns)
-        self.schema = pa.schema([schema.field(c) for c in self.columns])
+        self.schema = pa.schema([schema.field(c) for c in self.columns if c in schema.names])
         """Exactly the schema of every yielded batch (``columns`` typed as in ``schema``)."""
         self.batch_size = batch_size
         self.open_file = open_file

@@ -38,6 +38,7 @@ unless ``allow_mismatch=True`` (the differences are then recorded in the metadat
 from __future__ import annotations
 
 import datetime as _dt
+import decimal
 import hashlib
 import json
 import math
@@ -59,6 +60,7 @@ from .errors import CompareError, UsageError, option
 from .gates import GateFailure
 from .inference import bootstrap_diff_ci, paired_ci, t_quantile, welch_ci
 from .io import file_provenance
+from .report import is_missing
 from .reports import (
     _file_stem,
     _from_result,
@@ -108,24 +110,65 @@ def _load_run(obj: Any, role: str, config: Any) -> _Run:
 # -- per-group comparison ------------------------------------------------------------------
 
 
-def _norm_value(v: Any) -> Any:
-    if v is None:
+def _norm_value(v: Any, text: bool = False) -> Any:
+    """The canonical typed form a group key is matched on across runs.
+
+    Missing (None, NaN, NaT, NA) is None: the one missing key. Numbers compare by value
+    whatever their type (int64 7, float 7.0 and Decimal 7.00 are one key: a report read
+    back from Parquet may hold a nullable integer column as floats), times as timestamps
+    (date and datetime), booleans as booleans, strings as themselves. With ``text``, the
+    text of that form (``7``, ``0.1``, ``true``, ISO time): used when a key column has a
+    different kind in the two runs (string in one, number in the other).
+    """
+    if is_missing(v):
         return None
-    try:
-        if pd.isna(v):
-            return None
-    except (TypeError, ValueError):
-        pass
     if isinstance(v, np.generic):
-        return v.item()
-    return v
+        v = v.item()
+    if isinstance(v, bool):
+        return ("true" if v else "false") if text else v
+    if isinstance(v, float | decimal.Decimal):
+        f = float(v)
+        v = int(v) if f.is_integer() and abs(f) < 2**63 else f
+    elif isinstance(v, _dt.date):
+        v = pd.Timestamp(v)
+    if not text:
+        return v
+    if isinstance(v, pd.Timestamp):
+        return v.isoformat()
+    return repr(v) if isinstance(v, float) else str(v)
 
 
-def _norm_key(k: Any) -> tuple[Any, ...]:
-    return tuple(_norm_value(v) for v in (k if isinstance(k, tuple) else (k,)))
+def _norm_key(k: Any, text: bool = False) -> tuple[Any, ...]:
+    return tuple(_norm_value(v, text) for v in (k if isinstance(k, tuple) else (k,)))
 
 
-def _stats_by_key(df: pd.DataFrame, cols: Sequence[str]) -> dict[tuple[Any, ...], tuple[int, float, float]]:
+def _key_kind(values: Any) -> str | None:
+    """What a key column holds (``number``, ``string``, ``time``, ``bool``...), None if only
+    missing values."""
+    kinds = set()
+    for v in values:
+        v = _norm_value(v)
+        if v is None:
+            continue
+        kinds.add("bool" if isinstance(v, bool) else "number" if isinstance(v, int | float)
+                  else "time" if isinstance(v, pd.Timestamp) else "string" if isinstance(v, str)
+                  else type(v).__name__)
+    return ", ".join(sorted(kinds)) or None
+
+
+def _kind_differences(name: str, bdf: pd.DataFrame, cdf: pd.DataFrame, cols: Sequence[str]) -> list[str]:
+    """Notes on key columns whose kind differs between the runs (then matched as text)."""
+    notes = []
+    for col in cols:
+        kb, kc = _key_kind(bdf[col]), _key_kind(cdf[col])
+        if kb is not None and kc is not None and kb != kc:
+            notes.append(f"grouping {name!r}: key column {col!r} holds {kb} values in the baseline but "
+                         f"{kc} in the candidate; groups were matched on their text form (7 = '7')")
+    return notes
+
+
+def _stats_by_key(df: pd.DataFrame, cols: Sequence[str], text: bool = False
+                  ) -> dict[tuple[Any, ...], tuple[int, float, float]]:
     out: dict[tuple[Any, ...], tuple[int, float, float]] = {}
     std = df["std"] if "std" in df.columns else pd.Series(np.nan, index=df.index)
     keys = df[list(cols)].itertuples(index=False, name=None) if cols else [()] * len(df)
@@ -133,16 +176,20 @@ def _stats_by_key(df: pd.DataFrame, cols: Sequence[str]) -> dict[tuple[Any, ...]
         n = 0 if pd.isna(n) else int(n)
         if n <= 0:
             continue  # e.g. a class with no rows: not a group of this run
-        out[_norm_key(key)] = (n, float(m), float(s) if s is not None and not pd.isna(s) else math.nan)
+        out[_norm_key(key, text)] = (n, float(m), float(s) if s is not None and not pd.isna(s) else math.nan)
     return out
 
 
-def _group_indices(rows: pd.DataFrame, cols: Sequence[str]) -> dict[tuple[Any, ...], np.ndarray]:
+def _group_indices(rows: pd.DataFrame, cols: Sequence[str], text: bool = False
+                   ) -> dict[tuple[Any, ...], np.ndarray]:
     if not cols:
         return {(): np.arange(len(rows))}
     rcols = [_rows_column(c) for c in cols]
     gb = rows.groupby(rcols if len(rcols) > 1 else rcols[0], observed=True, dropna=False, sort=False)
-    return {_norm_key(k): np.asarray(v) for k, v in gb.indices.items()}
+    out: dict[tuple[Any, ...], list[np.ndarray]] = {}
+    for k, v in gb.indices.items():  # NaN and null rows are one missing key: gather them
+        out.setdefault(_norm_key(k, text), []).append(np.asarray(v))
+    return {k: v[0] if len(v) == 1 else np.sort(np.concatenate(v)) for k, v in out.items()}
 
 
 def _rng(seed: int, grouping: str, key: tuple[Any, ...]) -> np.random.Generator:
@@ -188,11 +235,13 @@ def _compare_grouping(name: str, b: _Run, c: _Run, b_rows: pd.DataFrame | None,
                       c_rows: pd.DataFrame | None, pairing: _Pairing, *, seed: int, n_boot: int,
                       confidence: float, boot_limit: int) -> pd.DataFrame:
     cols = _grouping_columns(name)
-    sb = _stats_by_key(b.stats(name), cols)
-    sc = _stats_by_key(c.stats(name), cols)
+    bdf, cdf = b.stats(name), c.stats(name)
+    text = bool(_kind_differences(name, bdf, cdf, cols))
+    sb = _stats_by_key(bdf, cols, text)
+    sc = _stats_by_key(cdf, cols, text)
     use_rows = b_rows is not None and c_rows is not None
-    gb = _group_indices(b_rows, cols) if use_rows else {}
-    gc = _group_indices(c_rows, cols) if use_rows else {}
+    gb = _group_indices(b_rows, cols, text) if use_rows else {}
+    gc = _group_indices(c_rows, cols, text) if use_rows else {}
     lb = b_rows["loss"].to_numpy(np.float64) if use_rows else None
     lc = c_rows["loss"].to_numpy(np.float64) if use_rows else None
     records: list[dict[str, Any]] = []
@@ -375,7 +424,8 @@ class CompareResult:
 
 
 def _failure_dict(f: GateFailure) -> dict[str, Any]:
-    return {"gate": f.gate, "grouping": f.grouping, "group": f.group, "observed": f.observed,
+    return {"gate": f.gate, "grouping": f.grouping, "group": f.group,
+            "observed": None if f.observed != f.observed else f.observed,
             "limit": f.limit, "detail": getattr(f, "detail", ""), "message": str(f)}
 
 
@@ -479,6 +529,8 @@ def compare(
                                 confidence=confidence, boot_limit=boot_limit)
         for name in common
     }
+    for name in common:
+        notes += _kind_differences(name, b.stats(name), c.stats(name), _grouping_columns(name))
     settings = {"seed": int(seed), "n_boot": int(n_boot), "confidence": confidence,
                 "boot_limit": int(boot_limit), "allow_mismatch": bool(allow_mismatch),
                 "pair_on": None if pair_on is None else list(keys)}

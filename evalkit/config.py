@@ -467,6 +467,10 @@ def parse_groupings(value: Any, source: str = "config") -> list[list[str]]:
             raise ConfigError(f"{source}: bad grouping {item!r} in 'by'")
         if not cols:
             raise ConfigError(f"{source}: empty grouping in 'by'")
+        twice = sorted({c for c in cols if cols.count(c) > 1})
+        if twice:
+            raise ConfigError(f"{source}: grouping {','.join(cols)!r} in 'by' names column {twice[0]!r} "
+                              "twice; a grouping lists each column once")
         if cols not in out:
             out.append(cols)
     return out

@@ -322,6 +322,8 @@ def _fmt_value_unsafe(v: Any) -> str:
 
     if isinstance(v, np.ndarray):
         v = v.tolist()
+    if v is None:
+        return "null"  # a missing value (e.g. a null join key), as in the reports
     if isinstance(v, float | np.floating):
         return repr(float(v))
     if isinstance(v, list):

@@ -59,6 +59,8 @@ class GateFailure:
 
     def __str__(self) -> str:
         where = self.grouping if not self.group else f"{self.grouping}[{self.group}]"
+        if self.observed != self.observed:  # NaN: there was nothing the gate could check
+            return f"{self.gate} {where}: could not be checked ({self.detail})"
         op = ">" if self.gate.startswith("max") else "<"
         unit = "%" if self.gate.endswith("_pct") else ""
         text = (f"{self.gate} {where}: observed {self.observed:.6g}{unit} {op} "
@@ -240,6 +242,16 @@ def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) ->
         min_count = max(int(cfg.get("min_count", 0)), 1)
         need_ci = bool(cfg.get("require_ci_excludes_zero", False))
         cols = [c for c in df.columns if c not in _COMPARE_COLUMNS]
+        if len(df) and (df["method"] == "missing").all():
+            # Groups on both sides but none in common (e.g. keys of different types, renamed
+            # values): a gate that checks nothing must not pass.
+            gate = next(iter(limits))
+            failures.append(GateFailure(
+                gate, gname, "", math.nan, limits[gate],
+                f"no group of {gname!r} is in both runs ({int((df['baseline_count'] > 0).sum())} only in the "
+                f"baseline, {int((df['candidate_count'] > 0).sum())} only in the candidate), so no group "
+                "could be compared"))
+            continue
         for row in df.to_dict("records"):
             if row["method"] == "missing":
                 continue

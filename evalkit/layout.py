@@ -38,6 +38,7 @@ from .errors import (
     missing_column,
     option,
 )
+from .normalize import is_key_type
 from .validate import Problem, logits_hint
 
 PROB_PREFIXES = ("prob_", "proba_", "probs_", "probability_", "p_", "score_", "pred_")
@@ -577,7 +578,8 @@ def _finish(
             if k not in names:
                 raise missing_column(k, "key", names, source)
     else:
-        keys = tuple(c for c in KEY_NAMES if c in names)[:1]
+        # A detected key must be usable as one (a list column named `id` is not).
+        keys = tuple(c for c in KEY_NAMES if c in names and is_key_type(schema.field(c).type))[:1]
     if spec.weight is not None:
         if spec.weight not in names:
             raise missing_column(spec.weight, "weight", names, source)

@@ -93,6 +93,25 @@ def canonical_type(t: pa.DataType) -> pa.DataType:
     return t
 
 
+def is_key_type(t: pa.DataType) -> bool:
+    """Whether values of type ``t`` can be a group or row key: one value per row (strings,
+    numbers, booleans, dates, times, binary), not lists, structs or maps."""
+    t = canonical_type(t)
+    if pa.types.is_dictionary(t):
+        t = t.value_type  # type: ignore[attr-defined]
+    return not (pa.types.is_nested(t) or pa.types.is_union(t))
+
+
+def check_key_type(name: str, t: pa.DataType, role: str, source: str) -> None:
+    """Raise ColumnTypeError when column ``name`` of type ``t`` cannot serve as a ``role``
+    (group / key / join key) column."""
+    if not is_key_type(t):
+        raise ColumnTypeError(
+            f"{source}: {role} column {name!r} has type {t}; group and key columns must hold one "
+            "value per row (a string, number, boolean, date or time), not a list, struct or map"
+        )
+
+
 def logical_type(t: pa.DataType) -> pa.DataType:
     """The canonical type with dictionary strings shown as strings (the type a user means)."""
     c = canonical_type(t)
@@ -309,5 +328,5 @@ def read_schema(logical: pa.Schema, columns: Sequence[str], dictionary_columns: 
 
 __all__ = [
     "STRING_DICT", "canonical_schema", "canonical_type", "conform_array", "conform_batch",
-    "conform_table", "is_string_like", "logical_type", "read_schema", "unify_types", "uuid_text",
+    "conform_table", "check_key_type", "is_key_type", "is_string_like", "logical_type", "read_schema", "unify_types", "uuid_text",
 ]

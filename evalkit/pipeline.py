@@ -55,6 +55,7 @@ from .io import (
 )
 from .join import LabelIndex, infer_join_key
 from .layout import Layout, LayoutSpec, detect_layout, label_sampler
+from .normalize import check_key_type
 from .outdir import make_spool_dir, remove_spool_dir
 
 PROGRESS = Callable[[int, int], None]
@@ -298,6 +299,16 @@ def build_plan(cfg: EvalConfig, inputs: Inputs, layout: Layout,
         for c in cfg.on:
             if c not in names:
                 raise missing_column(c, "join key", names, source.label)
+            check_key_type(c, source.schema.field(c).type, "join key", source.label)
+    label_schema = inputs.label_schema
+    for g in groupings:
+        for c in g.columns:
+            if c in names:
+                check_key_type(c, source.schema.field(c).type, "group", source.label)
+            elif c != CLASS and label_schema is not None and c in label_schema.names:
+                check_key_type(c, label_schema.field(c).type, "group", "labels")
+    for c in layout.keys:
+        check_key_type(c, source.schema.field(c).type, "key", source.label)
     plan = Plan(
         layout=layout, groupings=groupings, eps=cfg.eps, sum_tol=cfg.sum_tol,
         renormalize=cfg.renormalize, on_invalid=cfg.on_invalid, unmatched=cfg.unmatched,
