@@ -48,7 +48,7 @@ def _table(rng: np.random.Generator, n: int, start: int = 0, with_label: bool = 
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, silence_logs=50, **dask_engine.LOCAL_CLUSTER_OPTIONS
+        n_workers=2, threads_per_worker=1, **dask_engine.LOCAL_CLUSTER_OPTIONS
     )
     c = distributed.Client(cluster)
     try:
@@ -411,3 +411,26 @@ def test_intervals_calibration_slices_and_bootstrap_equal_to_local(data, client)
     for a, b in zip(local.disparity, dist.disparity, strict=True):
         for k in a:
             assert a[k] == (pytest.approx(b[k], rel=1e-12) if isinstance(a[k], float) else b[k]), k
+
+
+def test_worker_data_error_is_one_clean_line_like_local(tmp_path: Path) -> None:
+    """A data error inside a worker: the same single error line as the local engine on stderr,
+    not the workers' "Compute Failed" log with a traceback."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), size=40)
+    p[3] = [0.5, 0.5, 0.5]
+    pq.write_table(pa.table({"prob_a": p[:, 0], "prob_b": p[:, 1], "prob_c": p[:, 2],
+                             "label": np.arange(40) % 3}), tmp_path / "p.parquet")
+    lines = {}
+    for engine in ("local", "dask"):
+        r = subprocess.run([sys.executable, "-m", "evalkit", "evaluate", str(tmp_path / "p.parquet"),
+                            "--engine", engine, "--out", str(tmp_path / engine), "-q"],
+                           capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).parent.parent)})
+        assert r.returncode == 3, r.stderr
+        lines[engine] = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines["dask"]) == 1, lines["dask"]
+    assert lines["dask"] == lines["local"]

@@ -55,6 +55,7 @@ use ``file://`` paths (or object storage) there.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Callable, Sequence
@@ -87,6 +88,9 @@ ABORT_MARKER = ".abort"
 #: HTTP server on 0.0.0.0:8787, hence the explicit loopback address with a free port.
 LOCAL_CLUSTER_OPTIONS: dict[str, Any] = {
     "processes": True,
+    # A data error in a task is raised on the client as the one clean error line; the
+    # workers' own "Compute Failed" log with a traceback would only repeat it as noise.
+    "silence_logs": logging.CRITICAL,
     "host": "127.0.0.1",
     "dashboard_address": None,
     "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
