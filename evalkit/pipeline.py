@@ -37,6 +37,7 @@ from ._version import __version__
 from .config import EvalConfig, parse_groupings
 from .engines.base import CLASS, IGNORED, DuplicateAcrossPartitions, EvalState, Grouping, Plan
 from .errors import (
+    ColumnTypeError,
     ConfigError,
     EmptyInputError,
     InputError,
@@ -95,7 +96,13 @@ def as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
     with no conversion by the caller. Raises :class:`~evalkit.errors.UsageError` for any other type.
     """
     if isinstance(data, pd.DataFrame):
-        table = pa.Table.from_pandas(data, preserve_index=False)
+        try:
+            table = pa.Table.from_pandas(data, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            # e.g. an object column mixing text and numbers: name the column and why.
+            why = "; ".join(str(a) for a in exc.args[::-1]) if exc.args else type(exc).__name__
+            raise ColumnTypeError(f"<{label} DataFrame>: a column cannot be read as one Arrow type "
+                                  f"({why[:300]}); give each column values of one type") from None
         return table_source(table, f"<{label} DataFrame>"), data.index, True
     if isinstance(data, pa.Table):
         return table_source(data, f"<{label} Table>"), None, True

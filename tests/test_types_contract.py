@@ -379,3 +379,12 @@ def test_null_join_key_is_reported_as_null(tmp_path: Path) -> None:
     with pytest.raises(JoinError) as err:
         evalkit.evaluate(preds, labels=labels, on="id")
     assert "key null" in str(err.value) and "None" not in str(err.value)
+
+
+@pytest.mark.parametrize("values", [["a", 3], [{"x": 1}, [1]], [1.5, "x"]])
+def test_dataframe_column_of_mixed_types_is_a_column_type_error(values: list[Any]) -> None:
+    from evalkit.errors import ColumnTypeError
+
+    df = pd.DataFrame({"prob_a": [0.5, 0.5], "prob_b": [0.5, 0.5], "label": [0, 1], "g": values})
+    with pytest.raises(ColumnTypeError, match="column g"):
+        evalkit.evaluate(df, by="g")
