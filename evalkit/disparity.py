@@ -30,7 +30,8 @@ def group_label(row: Mapping[str, Any], cols: Sequence[str]) -> str:
     out = []
     for c in cols:
         v = row[c]
-        out.append("(null)" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+        missing = v is None or (not hasattr(v, "__len__") and bool(pd.isna(v)))  # NaN, NaT, NA
+        out.append("(null)" if missing else str(v))
     return ",".join(out)
 
 

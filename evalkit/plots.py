@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .disparity import group_label
 from .display import MAX_PLOT_GROUPS, bounded_groups
 
 #: How to get plots when matplotlib is missing (for the report).
@@ -525,8 +526,10 @@ def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
         if grouping == "overall":
             row = result.overall
         else:
+            # Find the panel's group by the label it was drawn under (a null key included).
             df = result.groups[grouping]
-            row = df[df[grouping].astype(str) == group].iloc[0]
+            labels = [group_label(r, [grouping]) for r in df[[grouping]].to_dict("records")]
+            row = df.iloc[labels.index(group)]
         ax.set_title(f"{'overall' if grouping == 'overall' else f'split = {group}'}: "
                      f"ECE {float(row['ece']):.3f}, n={int(row['count']):,}", fontsize=9)
     handles = [_patch(color=_BAR, alpha=0.85, label="accuracy per bin"),
