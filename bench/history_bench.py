@@ -37,13 +37,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from evalkit.outdir import fingerprint_entry, write_manifest  # noqa: E402
 STATS = ["count", "mean", "std", "min", "p50", "p90", "p99", "max", "sum", "clipped", "accuracy"]
 
 
 def _shape(args: argparse.Namespace) -> dict:
     return {"runs": args.runs, "groupings": args.groupings, "groups": args.groups,
             "classes": args.classes, "planted": args.planted, "seed": args.seed,
-            "json_groups": not args.no_json_groups}
+            "json_groups": not args.no_json_groups, "manifest": 1}
 
 
 def _table(keys: dict[str, list], rng: np.random.Generator, base: np.ndarray, n: int) -> pa.Table:
@@ -75,6 +78,7 @@ def write_run(root: Path, shape: dict, run: int) -> None:
     tmp = root / f".{name}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     created = dt.datetime(2025, 12, 1, 2, 30, tzinfo=dt.UTC) + dt.timedelta(days=run)
+    run_id = np.random.default_rng([shape['seed'], 2 * 10**6 + run]).bytes(16).hex()
     n_groups, n_groupings = shape["groups"], shape["groupings"]
     base_rng = np.random.default_rng([shape["seed"], 999])
     group_keys = pa.array([f"k{i:04d}" for i in range(n_groups)], pa.large_string())
@@ -96,6 +100,7 @@ def write_run(root: Path, shape: dict, run: int) -> None:
     overall = _table({}, rng, np.array([0.45]), 2_000_000)
     pq.write_table(overall, tmp / "overall.parquet", compression="zstd")
     pq.write_table(pa.table({"row": np.arange(10), "loss": np.ones(10)}), tmp / "rows.parquet")
+    fingerprints = {p.name: fingerprint_entry(p) for p in sorted(tmp.glob("*.parquet"))}
     meta = {
         "evalkit_version": "0.1.0", "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "duration_s": 60.0, "input": f"/data/preds/{created:%Y-%m-%d}", "input_files": 1,
@@ -103,14 +108,18 @@ def write_run(root: Path, shape: dict, run: int) -> None:
         "rows_skipped": 0, "skipped": {}, "eps": 1e-07, "sum_tol": 0.001, "renormalize": False,
         "classes": [f"c{i}" for i in range(shape["classes"])],
         "groupings": ["overall", *names], "engine": "local", "config_hash": "0" * 16,
+        "run_id": run_id,
     }
     # Same keys in the same order as evaluate writes; the group records without indentation
     # (the C encoder: json.dumps(indent=2) of 50,000 records takes 35 s).
     text = ('{\n  "metadata": ' + json.dumps(meta, indent=2).replace("\n", "\n  ")
             + ',\n  "overall": ' + json.dumps(_records(overall)[0])
             + ',\n  "groups": {' + ", ".join(f'"{k}": {v}' for k, v in groups.items()) + "}"
-            + ',\n  "confusion": [],\n  "confusion_cells": 0,\n  "hardest": {}\n}\n')
+            + ',\n  "confusion": [],\n  "confusion_cells": 0,\n  "hardest": {}'
+            + ',\n  "table_fingerprints": ' + json.dumps(fingerprints) + "\n}\n")
     (tmp / "summary.json").write_text(text, encoding="utf-8")
+    # as evaluate's AtomicDir.commit: the manifest lists every file with its fingerprint
+    write_manifest(tmp, "evaluate", run_id)
     os.replace(tmp, d)
 
 
@@ -152,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, help="keep the reports here (default: a temp dir)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--history-args", default="", help="extra flags for evalkit history")
+    p.add_argument("--generate-only", action="store_true", help="write the reports and stop")
     args = p.parse_args(argv)
     shape = _shape(args)
     tmp = None
@@ -162,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     took = generate(root, shape)
     print(f"reports: {shape['runs']} runs x {shape['groupings']} groupings x {shape['groups']} groups "
           f"in {root} (generated in {took:.1f} s)")
+    if args.generate_only:
+        return 0
     out = Path(tempfile.mkdtemp(prefix="evalkit-history-out-")) / "history"
     cmd = [sys.executable, "-m", "evalkit", "history", str(root / "run-*"), "--out", str(out),
            "--overwrite", "-q", "--format", "none", *shlex.split(args.history_args)]

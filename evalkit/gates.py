@@ -17,6 +17,7 @@ One ``gates`` mapping (config key ``gates``) serves ``evaluate`` and ``compare``
       max_drift: 0.05               # latest mean - mean ``lookback`` runs earlier above this fails
       max_drift_pct: 10             # the same in percent (or max_drift: "10%")
       max_change_pct: 0             # a detected shift up (worse) of more than this percent fails
+      fail_unchecked: false         # history: a gate that cannot be checked fails (default: noted)
       groups:                       # per grouping: these keys override / add to the above
         class: {max_mean_loss: 1.2, max_regression: 0.05}
         region: {min_count: 500}
@@ -42,7 +43,7 @@ from .errors import ConfigError
 EVAL_GATES = ("max_mean_loss", "max_clipped_fraction", "min_accuracy")
 COMPARE_GATES = ("max_regression", "max_regression_pct")
 HISTORY_GATES = ("max_drift", "max_drift_pct", "max_change_pct")
-GATE_OPTIONS = ("min_count", "require_ci_excludes_zero", "require_ci_above_limit")
+GATE_OPTIONS = ("min_count", "require_ci_excludes_zero", "require_ci_above_limit", "fail_unchecked")
 GATE_KEYS = set(EVAL_GATES) | set(COMPARE_GATES) | set(HISTORY_GATES) | set(GATE_OPTIONS) | {"groups"}
 
 
@@ -56,9 +57,12 @@ class GateFailure:
     observed: float
     limit: float
     detail: str = ""
+    failed: bool = True  # False: the gate could not be checked, and that was only noted
 
     def __str__(self) -> str:
         where = self.grouping if not self.group else f"{self.grouping}[{self.group}]"
+        if not self.failed:
+            return f"{self.gate} {where}: not checked ({self.detail})"
         if self.observed != self.observed:  # NaN: there was nothing the gate could check
             return f"{self.gate} {where}: could not be checked ({self.detail})"
         op = ">" if self.gate.startswith("max") else "<"
@@ -111,7 +115,7 @@ def validate_gates(gates: Mapping[str, Any], source: str = "gates", _nested: boo
                 if not isinstance(sub, Mapping):
                     raise ConfigError(f"{source}: gates of grouping {gname!r} must be a mapping")
                 validate_gates(sub, f"{source}.groups.{gname}", _nested=True)
-        elif key in ("require_ci_excludes_zero", "require_ci_above_limit"):
+        elif key in ("require_ci_excludes_zero", "require_ci_above_limit", "fail_unchecked"):
             if not isinstance(value, bool):
                 raise ConfigError(f"{source}: {key!r} must be true or false, got {value!r}")
         elif key == "min_count":
@@ -277,7 +281,8 @@ def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) ->
 
 def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
                         latest: Mapping[str, Any] | None = None) -> list[GateFailure]:
-    """Evaluate gates on a :class:`~evalkit.trend.HistoryResult`; return the failures.
+    """Evaluate gates on a :class:`~evalkit.trend.HistoryResult`; return every gate that
+    failed or could not be checked (``GateFailure.failed`` False).
 
     On every group of every grouping (top-level keys) or of the groupings under ``groups:``:
 
@@ -292,6 +297,12 @@ def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
     Evaluate gates (``max_mean_loss``...) are checked on the latest run's tables
     (``latest``: grouping name -> the latest run's rows, with ``count``, ``mean``,
     ``clipped_low`` and ``accuracy``). A value equal to its limit passes.
+
+    **Not checked.** A gate on a grouping absent from the latest run, a drift gate on a
+    series shorter than ``lookback + 1`` runs, and ``max_change_pct`` on a series shorter
+    than ``min_before + 1`` runs cannot be checked: each is returned with ``failed=False``
+    (reported as "not checked", not a failure) unless the gates set ``fail_unchecked: true``
+    (then they fail). A new nightly job's first week is thus not a failure by default.
     """
     if not gates:
         return []
@@ -302,41 +313,85 @@ def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
     for gname in groups_cfg:
         if gname not in trends:
             raise ConfigError(f"gates: no grouping {gname!r}; groupings are {', '.join(trends)}")
-    failures: list[GateFailure] = []
-    if latest and any(g in gates or any(g in (sub or {}) for sub in groups_cfg.values())
-                      for g in EVAL_GATES):
-        failures += check_gates(_LatestRun(latest), gates, detail="latest run")
+    meta = history_result.metadata
+    absent: Mapping[str, int] = meta.get("absent_from_latest") or {}
+    strict = bool(gates.get("fail_unchecked", False))
+    out: list[GateFailure] = []
+
+    def unchecked(gate: str, gname: str, why: str, limit: float) -> None:
+        out.append(GateFailure(gate, gname, "", math.nan, limit, why, failed=strict))
+
+    out += _latest_run_gates(latest or {}, gates, groups_cfg, absent, unchecked)
     top = {k: gates[k] for k in (*HISTORY_GATES, *GATE_OPTIONS) if k in gates}
+    lookback = int(meta["settings"]["lookback"])
+    min_before = int(meta["settings"].get("min_before", 3))
     for gname, df in trends.items():
         cfg = {**top, **{k: v for k, v in (groups_cfg.get(gname) or {}).items()
                          if k in (*HISTORY_GATES, *GATE_OPTIONS)}}
         limits = {g: float(cfg[g]) for g in HISTORY_GATES if g in cfg}
         if not limits or df.empty:
             continue
-        min_count = max(int(cfg.get("min_count", 0)), 1)
-        need_ci = bool(cfg.get("require_ci_excludes_zero", False))
-        cols = [] if gname == "overall" else gname.split(",")
-        for row in df.to_dict("records"):
-            label = ",".join(str(row[c]) for c in cols)
-            drift_ok = (row["drift"] == row["drift"]
-                        and min(row["latest_count"], row["reference_count"]) >= min_count
-                        and not (need_ci and not row["drift_ci_low"] > 0))
-            detail = (f"{row['reference']:.6g} -> {row['latest']:.6g} over the last "
-                      f"{history_result.metadata['settings']['lookback']} runs, interval "
-                      f"[{row['drift_ci_low']:.4g}, {row['drift_ci_high']:.4g}]")
-            if drift_ok and "max_drift" in limits and row["drift"] > limits["max_drift"]:
-                failures.append(GateFailure("max_drift", gname, label, float(row["drift"]),
-                                            limits["max_drift"], detail))
-            pct = row["drift_pct"]
-            if drift_ok and "max_drift_pct" in limits and pct == pct and pct > limits["max_drift_pct"]:
-                failures.append(GateFailure("max_drift_pct", gname, label, float(pct),
-                                            limits["max_drift_pct"], detail))
-            if ("max_change_pct" in limits and row["changed"] and row["direction"] == "up"
-                    and row["latest_count"] >= min_count and row["change_pct"] > limits["max_change_pct"]):
-                failures.append(GateFailure(
-                    "max_change_pct", gname, label, float(row["change_pct"]), limits["max_change_pct"],
-                    f"mean {row['before']:.6g} -> {row['after']:.6g} since run {row['change_run']}, "
-                    f"q = {row['q_value']:.2g}"))
+        n = int((meta.get("series_runs") or {}).get(gname, 0))
+        if gname in absent:
+            for gate, limit in limits.items():
+                unchecked(gate, gname, f"the grouping is absent from the latest run (last in run "
+                                       f"{absent[gname]})", limit)
+            continue
+        for gate in [g for g in ("max_drift", "max_drift_pct") if g in limits and n < lookback + 1]:
+            unchecked(gate, gname, f"{n} run(s) in the series; the drift over {lookback} runs needs "
+                                   f"{lookback + 1}", limits.pop(gate))
+        if "max_change_pct" in limits and n < min_before + 1:
+            unchecked("max_change_pct", gname, f"{n} run(s) in the series; the change scan needs at "
+                                               f"least {min_before + 1}", limits.pop("max_change_pct"))
+        out += _history_group_gates(df, gname, limits, cfg, lookback)
+    return out
+
+
+def _latest_run_gates(latest: Mapping[str, Any], gates: Mapping[str, Any], groups_cfg: Mapping[str, Any],
+                      absent: Mapping[str, int], unchecked: Any) -> list[GateFailure]:
+    """Evaluate gates on the latest run; those on a grouping absent from it are not checked."""
+    wanted = any(g in gates or any(g in (sub or {}) for sub in groups_cfg.values()) for g in EVAL_GATES)
+    if not latest or not wanted:
+        return []
+    missing = [g for g, sub in groups_cfg.items() if g not in latest and any(k in (sub or {}) for k in EVAL_GATES)]
+    for gname in missing:
+        for gate in [k for k in EVAL_GATES if k in groups_cfg[gname]]:
+            why = (f"the grouping is absent from the latest run (last in run {absent[gname]})"
+                   if gname in absent else "the grouping is absent from the latest run")
+            unchecked(gate, gname, why, float(groups_cfg[gname][gate]))
+    kept = {**gates, "groups": {g: sub for g, sub in groups_cfg.items() if g not in missing}}
+    return check_gates(_LatestRun(latest), kept, detail="latest run")
+
+
+def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: Mapping[str, Any],
+                         lookback: int) -> list[GateFailure]:
+    """The drift and change gates on every group of one grouping's trend."""
+    failures: list[GateFailure] = []
+    min_count = max(int(cfg.get("min_count", 0)), 1)
+    need_ci = bool(cfg.get("require_ci_excludes_zero", False))
+    cols = [] if gname == "overall" else gname.split(",")
+    from .report import fmt_key
+
+    for row in df.to_dict("records"):
+        label = ",".join(fmt_key(row[c]) for c in cols)
+        drift_ok = (row["drift"] == row["drift"]
+                    and min(row["latest_count"], row["reference_count"]) >= min_count
+                    and not (need_ci and not row["drift_ci_low"] > 0))
+        detail = (f"{row['reference']:.6g} -> {row['latest']:.6g} over the last {lookback} runs, "
+                  f"interval [{row['drift_ci_low']:.4g}, {row['drift_ci_high']:.4g}]")
+        if drift_ok and "max_drift" in limits and row["drift"] > limits["max_drift"]:
+            failures.append(GateFailure("max_drift", gname, label, float(row["drift"]),
+                                        limits["max_drift"], detail))
+        pct = row["drift_pct"]
+        if drift_ok and "max_drift_pct" in limits and pct == pct and pct > limits["max_drift_pct"]:
+            failures.append(GateFailure("max_drift_pct", gname, label, float(pct),
+                                        limits["max_drift_pct"], detail))
+        if ("max_change_pct" in limits and row["changed"] and row["direction"] == "up"
+                and row["latest_count"] >= min_count and row["change_pct"] > limits["max_change_pct"]):
+            failures.append(GateFailure(
+                "max_change_pct", gname, label, float(row["change_pct"]), limits["max_change_pct"],
+                f"mean {row['before']:.6g} -> {row['after']:.6g} since run {row['change_run']}, "
+                f"q = {row['q_value']:.2g}"))
     return failures
 
 

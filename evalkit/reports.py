@@ -334,8 +334,25 @@ def _from_result(result: Any, role: str, source: str, kind: str) -> _Run:
 
 
 @dataclass(frozen=True)
+class FileStamp:
+    """What was known of one input file when it was checked: size, modification time and
+    the fingerprint its report's ``evalkit-manifest.json`` records (None before manifests)."""
+
+    bytes: int
+    mtime_ns: int
+    fingerprint: str | None
+
+
+@dataclass(frozen=True)
 class RunInfo:
-    """One ``evaluate`` report directory, as history sees it (from ``summary.json``)."""
+    """One ``evaluate`` report directory, as history sees it (from ``summary.json`` and
+    ``evalkit-manifest.json``).
+
+    ``run_uid`` is the report's own ``metadata.run_id`` (two directories holding the same
+    run are copies); ``manifest`` maps each file name to its manifest entry (``None``: a
+    report written before manifests, read unverified); ``stamps`` holds the size,
+    modification time and recorded fingerprint of ``summary.json`` and every grouped table.
+    """
 
     path: Path
     created: pd.Timestamp
@@ -343,10 +360,35 @@ class RunInfo:
     classes: tuple[str, ...] | None
     groupings: tuple[str, ...]
     metadata: dict[str, Any] = field(repr=False, hash=False, compare=False)
+    run_uid: str | None = None
+    manifest: Mapping[str, Mapping[str, Any]] | None = field(default=None, repr=False, hash=False,
+                                                              compare=False)
+    stamps: Mapping[str, FileStamp] = field(default_factory=dict, repr=False, hash=False, compare=False)
 
     def file(self, grouping: str) -> Path:
         """The Parquet table of one grouping (``overall.parquet``, ``by_split_region.parquet``)."""
         return self.path / f"{_file_stem(grouping)}.parquet"
+
+    @property
+    def verified(self) -> bool:
+        """Whether the report has a manifest its files are checked against."""
+        return self.manifest is not None
+
+    @property
+    def identity(self) -> str:
+        """What makes two directories the same run: the recorded run id, else (reports
+        before run ids) the fingerprint of ``summary.json`` (:func:`evalkit.io.fingerprint_file`)."""
+        if self.run_uid:
+            return f"run_id:{self.run_uid}"
+        fp = self.stamps.get("summary.json")
+        if fp is not None and fp.fingerprint:
+            return f"summary:{fp.fingerprint}"
+        from .outdir import fingerprint_entry
+
+        try:
+            return f"summary:{fingerprint_entry(self.path / 'summary.json')['fingerprint']}"
+        except OSError:
+            return f"path:{self.path.absolute()}"
 
 
 def read_summary_metadata(path: str | os.PathLike[str], chunk: int = 1 << 16) -> dict[str, Any]:
@@ -414,13 +456,27 @@ def _parse_created(value: Any, where: Path) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def read_run_info(path: str | os.PathLike[str]) -> RunInfo:
+def read_run_info(path: str | os.PathLike[str],
+                  trusted: Mapping[tuple[str, str], FileStamp] | None = None) -> RunInfo:
     """Check that ``path`` is an ``evaluate`` report directory and read what history needs.
 
-    Raises :class:`ReportError` naming the directory when it does not exist, is a
-    ``compare`` or ``history`` report, has no (or a corrupt) ``summary.json``, records no
-    start time, or lacks a grouped table that its metadata lists.
+    A report with ``evalkit-manifest.json`` (every report evalkit writes since manifests
+    exist) is checked against it: the manifest must be an ``evaluate`` manifest of the same
+    run as ``summary.json`` (``run_id``), ``summary.json`` must still have the fingerprint the
+    manifest records, and every grouped table must be listed with its size on disk (their
+    content is checked when read, :func:`read_grouping`). ``trusted`` maps ``(directory,
+    file name)`` to a :class:`FileStamp` checked before (by an earlier history run): a file
+    whose size, modification time and recorded fingerprint all still match is not hashed
+    again. A report without a manifest (written before manifests) is read unverified
+    (:attr:`RunInfo.verified` is False; history notes it).
+
+    Raises :class:`ReportError` naming the directory and file when the directory does not
+    exist, is a ``compare`` or ``history`` report, has no (or a corrupt) ``summary.json``,
+    records no start time, lacks a grouped table that its metadata lists, or was edited
+    since evalkit wrote it (a damaged manifest, a fingerprint or size that differs).
     """
+    from .outdir import MANIFEST_NAME, read_manifest
+
     d = Path(path)
     if not d.is_dir():
         raise ReportError(f"{d}: not a directory" if d.exists() else f"{d}: no such report directory")
@@ -431,22 +487,76 @@ def read_run_info(path: str | os.PathLike[str]) -> RunInfo:
                 raise ReportError(f"{d}: is {kind} report, not an evaluate report (no summary.json)")
         raise ReportError(f"{d}: not an evalkit report directory (no summary.json)")
     meta = read_summary_metadata(summary)
+    manifest, why = read_manifest(d)
+    if manifest is None and (d / MANIFEST_NAME).exists():
+        raise ReportError(f"{d / MANIFEST_NAME}: {why}; the report was edited or damaged "
+                          "(rerun evaluate, or restore the report)")
+    if manifest is not None and manifest.get("command") != "evaluate":
+        raise ReportError(f"{d}: is a {manifest.get('command')} report, not an evaluate report "
+                          f"({MANIFEST_NAME} says so)")
+    run_uid = meta.get("run_id")
+    if manifest is not None and run_uid is not None and manifest.get("run_id") != run_uid:
+        raise ReportError(f"{summary}: belongs to another run than {MANIFEST_NAME} (run ids differ); "
+                          "the report is mixed from two runs: rerun evaluate or restore it")
     created = _parse_created(meta.get("created"), summary)
     groupings = meta.get("groupings")
     if not isinstance(groupings, list) or not all(isinstance(g, str) for g in groupings):
         raise ReportError(f"{summary}: metadata.groupings is missing or not a list of names")
     groupings = list(dict.fromkeys(["overall", *groupings]))
+    files = manifest["files"] if manifest is not None else None
+    stamps = {"summary.json": _checked_stamp(d, "summary.json", files, trusted, hash_it=True)}
     for g in groupings:
-        f = d / f"{_file_stem(g)}.parquet"
-        if not _looks_like_parquet(f):
-            what = "is missing" if not f.exists() else "is not a Parquet file (truncated or corrupt)"
-            raise ReportError(f"{d}: {f.name} of grouping {g!r} {what}")
+        rel = f"{_file_stem(g)}.parquet"
+        if files is None and not _looks_like_parquet(d / rel):
+            what = "is missing" if not (d / rel).exists() else "is not a Parquet file (truncated or corrupt)"
+            raise ReportError(f"{d}: {rel} of grouping {g!r} {what}")
+        stamps[rel] = _checked_stamp(d, rel, files, trusted, hash_it=False, grouping=g)
     eps = meta.get("eps")
     classes = meta.get("classes")
     return RunInfo(
         path=d, created=created, eps=float(eps) if isinstance(eps, int | float) else None,
         classes=tuple(str(c) for c in classes) if isinstance(classes, list) else None,
-        groupings=tuple(groupings), metadata=meta)
+        groupings=tuple(groupings), metadata=meta, run_uid=str(run_uid) if run_uid else None,
+        manifest=files, stamps=stamps)
+
+
+def _edited(where: Path, what: str) -> ReportError:
+    from .outdir import MANIFEST_NAME
+
+    return ReportError(f"{where}: {what} than {MANIFEST_NAME} records; the report was edited, "
+                       "truncated or replaced since evalkit wrote it: rerun evaluate, or restore it")
+
+
+def _checked_stamp(d: Path, rel: str, files: Mapping[str, Mapping[str, Any]] | None,
+                   trusted: Mapping[tuple[str, str], FileStamp] | None, *, hash_it: bool,
+                   grouping: str | None = None) -> FileStamp:
+    """The :class:`FileStamp` of ``d / rel``, checked against the manifest entry: listed,
+    same size, and (``hash_it``, unless ``trusted`` vouches for this exact file) same
+    fingerprint."""
+    f = d / rel
+    try:
+        st = f.stat()
+    except OSError:
+        what = f" of grouping {grouping!r}" if grouping else ""
+        raise ReportError(f"{d}: {rel}{what} is missing") from None
+    if files is None:
+        return FileStamp(int(st.st_size), int(st.st_mtime_ns), None)
+    entry = files.get(rel)
+    if entry is None:
+        from .outdir import MANIFEST_NAME
+
+        raise ReportError(f"{f}: not listed in {MANIFEST_NAME}; the report was edited (a file added "
+                          "or replaced): rerun evaluate, or restore it")
+    stamp = FileStamp(int(st.st_size), int(st.st_mtime_ns), str(entry.get("fingerprint")))
+    if entry.get("bytes") != stamp.bytes:
+        raise _edited(f, f"holds {stamp.bytes} bytes, other")
+    known = trusted.get((str(d.absolute()), rel)) if trusted else None
+    if hash_it and known != stamp:
+        with f.open("rb") as fh:
+            got, kind = fingerprint_file(fh, stamp.bytes)
+        if kind != entry.get("fingerprint_kind") or got != stamp.fingerprint:
+            raise _edited(f, "has another content (fingerprint)")
+    return stamp
 
 
 def _looks_like_parquet(f: Path) -> bool:
@@ -491,16 +601,36 @@ def expand_reports(specs: str | os.PathLike[str] | Iterable[str | os.PathLike[st
 
 
 _OPTIONAL = ("std", "sem", "clipped_low", "clipped", "accuracy")
+#: The columns of :class:`Reused` rows (besides the key columns).
+REUSED_STATS = ("count", "mean", "sem", "clipped_low", "accuracy")
+_SAMPLE_ROWS = 5
 
 
 @dataclass
 class GroupedRuns:
-    """One grouping's rows over the runs: key columns, statistics and each row's run."""
+    """One grouping's rows over the runs: key columns, statistics and each row's run.
+
+    ``bad`` lists ``(run position, reason)`` of tables left out (``skip_bad``);
+    ``key_types`` the key columns' Arrow types per run position (as text), so a later
+    history can tell whether reused rows would have been typed alike."""
 
     run_pos: np.ndarray
     keys: list[pa.ChunkedArray]
     stats: dict[str, np.ndarray]
     bad: list[tuple[int, str]]
+    key_types: dict[int, str] = field(default_factory=dict)
+    reused: tuple[int, ...] = ()  # run positions whose rows came from an earlier history
+
+
+@dataclass
+class Reused:
+    """Rows of one grouping taken from an earlier history instead of the report files:
+    ``table`` (key columns and :data:`REUSED_STATS`), ``run_pos`` (each row's run position)
+    and ``key_types`` (per run position, as :attr:`GroupedRuns.key_types`)."""
+
+    table: pa.Table
+    run_pos: np.ndarray
+    key_types: dict[int, str]
 
 
 def _stat_arrays(t: pa.Table) -> dict[str, np.ndarray]:
@@ -518,11 +648,28 @@ def _stat_arrays(t: pa.Table) -> dict[str, np.ndarray]:
 
 
 def _read_one(info: RunInfo, grouping: str, cols: Sequence[str]) -> pa.Table:
+    """One grouping's table of one run: read in one call, checked against the report's
+    manifest fingerprint, only the key and statistic columns decoded."""
     f = info.file(grouping)
     try:
-        pf = pq.ParquetFile(f)
+        with f.open("rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ReportError(f"{f}: cannot read ({exc.strerror or exc})") from None
+    entry = info.manifest.get(f.name) if info.manifest is not None else None
+    if entry is not None:
+        import io as _io
+
+        got, kind = fingerprint_file(_io.BytesIO(data), len(data))
+        if len(data) != entry.get("bytes") or kind != entry.get("fingerprint_kind") \
+                or got != entry.get("fingerprint"):
+            raise _edited(f, "has another content (fingerprint)")
+    try:
+        pf = pq.ParquetFile(pa.BufferReader(data))
         names = pf.schema_arrow.names
         missing = [c for c in [*cols, "count", "mean"] if c not in names]
+        if not ("sem" in names or "std" in names):
+            missing.append("std (or sem)")
         if missing:
             raise ReportError(f"{f}: grouped table has no column(s) {', '.join(missing)}; "
                               f"columns are {', '.join(names)}")
@@ -530,19 +677,115 @@ def _read_one(info: RunInfo, grouping: str, cols: Sequence[str]) -> pa.Table:
         # every column read costs a decoded page per file
         want = [*cols, "count", "mean", "sem" if "sem" in names else "std",
                 "clipped_low" if "clipped_low" in names else "clipped", "accuracy"]
-        return pf.read(columns=[c for c in want if c in names])
+        return pf.read(columns=[c for c in want if c in names], use_threads=False)
     except ReportError:
         raise
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
         raise ReportError(f"{f}: cannot read the grouped table ({type(exc).__name__}: {exc})") from None
 
 
+def _bad_values(stats: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, str]]:
+    """Rows whose statistics no evaluate report can hold, per column: ``{column: (mask,
+    what)}``. A loss is >= 0 and finite; counts are whole and >= 0; a spread (``std`` /
+    ``sem``) is >= 0 and present wherever a group has 2 rows or more; clipped counts lie in
+    [0, count]; accuracy in [0, 1]."""
+    nan = np.full(len(next(iter(stats.values()), np.empty(0))), np.nan)
+    count = stats.get("count", nan)
+    used = count > 0
+    out: dict[str, tuple[np.ndarray, str]] = {}
+    with np.errstate(invalid="ignore"):
+        checks = [
+            ("count", ~(np.isfinite(count) & (count >= 0) & (count == np.floor(count))),
+             "not a whole number >= 0"),
+            ("mean", used & ~(np.isfinite(stats.get("mean", nan)) & (stats.get("mean", nan) >= 0)),
+             "negative, NaN or infinite"),
+        ]
+        sem, std = stats.get("sem"), stats.get("std")
+        if sem is not None or std is not None:
+            # a run's spread is its sem, else its std (rows reused from an earlier history
+            # carry sem, newly read older reports std)
+            spread = sem if std is None else std if sem is None else np.where(np.isnan(sem), std, sem)
+            checks.append(("sem" if std is None else "std",
+                           used & ((spread < 0) | np.isinf(spread) | (np.isnan(spread) & (count >= 2))),
+                           "negative, infinite, or missing where count >= 2"))
+        if "clipped_low" in stats:
+            v = stats["clipped_low"]
+            checks.append(("clipped_low", used & ((v < 0) | (v > count)), "outside [0, count]"))
+        if "accuracy" in stats:
+            v = stats["accuracy"]
+            checks.append(("accuracy", used & ((v < 0) | (v > 1)), "outside [0, 1]"))
+    for col, mask, what in checks:
+        if mask.any():
+            out[col] = (mask, what)
+    return out
+
+
+def _check_values(g: GroupedRuns, infos: Sequence[RunInfo], grouping: str, skip_bad: bool) -> GroupedRuns:
+    """Refuse (or with ``skip_bad`` leave out, listed in ``bad``) every run whose table holds
+    a value :func:`_bad_values` rejects; the error names the file, column and sample rows."""
+    bad = _bad_values(g.stats)
+    if not bad:
+        return g
+    run_bad = np.zeros(len(g.run_pos), dtype=bool)
+    for mask, _what in bad.values():
+        run_bad |= mask
+    reasons: list[tuple[int, str]] = []
+    for r in np.unique(g.run_pos[run_bad]):
+        rows = np.flatnonzero(g.run_pos == r)
+        start = rows[0]
+        parts = []
+        for col, (mask, what) in bad.items():
+            hit = rows[mask[rows]]
+            if len(hit):
+                shown = g.stats[col] if col in g.stats else g.stats.get("sem", g.stats.get("std"))
+                sample = ", ".join(f"row {int(i - start)}"
+                                   + (f" ({_row_key(g, int(i))})" if g.keys else "")
+                                   + f": {float(shown[i])!r}" for i in hit[:_SAMPLE_ROWS])
+                more = f" and {len(hit) - _SAMPLE_ROWS} more" if len(hit) > _SAMPLE_ROWS else ""
+                parts.append(f"column {col!r} holds {len(hit)} value(s) {what} ({sample}{more})")
+        msg = (f"{infos[int(r)].file(grouping)}: {'; '.join(parts)}; not what evaluate writes: "
+               "the report was edited or damaged")
+        if not skip_bad:
+            raise ReportError(msg)
+        reasons.append((int(r), msg))
+    keep = ~np.isin(g.run_pos, [r for r, _m in reasons])
+    take = pa.array(np.flatnonzero(keep))
+    return GroupedRuns(g.run_pos[keep], [k.take(take) for k in g.keys],
+                       {c: a[keep] for c, a in g.stats.items()}, g.bad + reasons,
+                       {r: t for r, t in g.key_types.items() if r not in {x for x, _m in reasons}},
+                       g.reused)
+
+
+def _row_key(g: GroupedRuns, i: int) -> str:
+    from .report import fmt_key
+
+    return ", ".join(fmt_key(k[i].as_py()) for k in g.keys)
+
+
+def _key_types(t: pa.Table, cols: Sequence[str]) -> str:
+    """The key columns' types as :func:`_key_arrays` first normalises them (text)."""
+    out = []
+    for c in cols:
+        ty = t.schema.field(c).type
+        if pa.types.is_dictionary(ty):
+            ty = ty.value_type
+        out.append(str(pa.large_string() if pa.types.is_string(ty) else ty))
+    return ";".join(out)
+
+
 def read_grouping(infos: Sequence[RunInfo], idx: Sequence[int], grouping: str, skip_bad: bool,
-                   pool: ThreadPoolExecutor) -> GroupedRuns:
+                  pool: ThreadPoolExecutor, reused: Reused | None = None) -> GroupedRuns:
     """Read one grouping's table from every run in ``idx`` (only the key and statistic
     columns history needs), file by file on ``pool``'s threads (the decoder releases the GIL),
-    then combined into one set of arrays. A bad file raises :class:`ReportError` naming it,
-    or with ``skip_bad`` is left out and listed in ``GroupedRuns.bad``."""
+    then combined with the ``reused`` rows (runs an earlier history already read) into one
+    set of arrays. Reused rows are dropped and their runs read again when a newly read
+    run's key types differ from theirs (so the combined keys are typed as a fresh read
+    would type them).
+
+    A file that is unreadable, edited since evalkit wrote it (manifest fingerprint), or holds
+    impossible statistics (:func:`_bad_values`) raises :class:`ReportError` naming it (file,
+    column, sample rows), or with ``skip_bad`` is left out and listed in
+    ``GroupedRuns.bad``."""
     cols = list(_grouping_columns(grouping))
 
     def one(i: int) -> tuple[pa.Table | None, str]:
@@ -553,24 +796,44 @@ def read_grouping(infos: Sequence[RunInfo], idx: Sequence[int], grouping: str, s
                 raise
             return None, str(exc)
 
+    idx = list(idx)
     read = list(pool.map(one, idx))
+    fresh_types = {i: _key_types(t, cols) for i, (t, _e) in zip(idx, read, strict=True) if t is not None}
+    if reused is not None and len(set(fresh_types.values()) | set(reused.key_types.values())) > 1:
+        again = sorted(reused.key_types)
+        read += list(pool.map(one, again))
+        idx += again
+        fresh_types.update({i: _key_types(t, cols) for i, (t, _e) in zip(again, read[-len(again):],
+                                                                           strict=True) if t is not None})
+        reused = None
     bad = [(i, err) for i, (t, err) in zip(idx, read, strict=True) if t is None]
     good = [(i, t) for i, (t, _e) in zip(idx, read, strict=True) if t is not None]
     tables = [t for _i, t in good]
     run_pos = np.repeat(np.array([i for i, _t in good], dtype=np.int64),
                         [t.num_rows for t in tables]).astype(np.int64)
+    key_types = dict(fresh_types)
+    from_cache: tuple[int, ...] = ()
+    if reused is not None:
+        from_cache = tuple(sorted(reused.key_types))
+        tables.insert(0, reused.table)
+        run_pos = np.concatenate([reused.run_pos.astype(np.int64), run_pos])
+        key_types.update(reused.key_types)
     try:
         # one table when the runs agree on the types (missing optional columns become nulls)
         whole = pa.concat_tables(tables, promote_options="default") if tables else None
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         whole = None
     if whole is not None:
-        return GroupedRuns(run_pos, _key_arrays([whole], cols), _stat_arrays(whole), bad)
-    parts = [_stat_arrays(t) for t in tables]
-    names = [c for c in ("count", "mean", *_OPTIONAL) if any(c in p for p in parts)]
-    stats = {c: np.concatenate([p.get(c, np.full(t.num_rows, np.nan)) for p, t in zip(parts, tables, strict=True)])
-             if parts else np.empty(0) for c in names}
-    return GroupedRuns(run_pos, _key_arrays(tables, cols), stats, bad)
+        grouped = GroupedRuns(run_pos, _key_arrays([whole], cols), _stat_arrays(whole), bad, key_types,
+                              from_cache)
+    else:
+        parts = [_stat_arrays(t) for t in tables]
+        names = [c for c in ("count", "mean", *_OPTIONAL) if any(c in p for p in parts)]
+        stats = {c: np.concatenate([p.get(c, np.full(t.num_rows, np.nan))
+                                    for p, t in zip(parts, tables, strict=True)])
+                 if parts else np.empty(0) for c in names}
+        grouped = GroupedRuns(run_pos, _key_arrays(tables, cols), stats, bad, key_types, from_cache)
+    return _check_values(grouped, infos, grouping, skip_bad)
 
 
 def _key_arrays(tables: Sequence[pa.Table], cols: Sequence[str]) -> list[pa.ChunkedArray]:
@@ -599,5 +862,5 @@ def _key_arrays(tables: Sequence[pa.Table], cols: Sequence[str]) -> list[pa.Chun
     return out
 
 
-__all__ = ["GroupedRuns", "RunInfo", "expand_reports", "is_report_dir", "read_grouping", "read_run_info",
+__all__ = ["FileStamp", "GroupedRuns", "Reused", "RunInfo", "expand_reports", "is_report_dir", "read_grouping", "read_run_info",
            "read_summary_metadata"]

@@ -66,11 +66,14 @@ import pyarrow.parquet as pq
 
 from ._version import __version__
 from .errors import ReportError, UsageError
-from .escape import md_code, md_link_target
+from .escape import md_code, md_link_target, md_text
 from .gates import GateFailure
 from .inference import benjamini_hochberg, mean_interval, t_quantile, t_sf2
 from .reports import (
+    REUSED_STATS,
+    FileStamp,
     GroupedRuns,
+    Reused,
     RunInfo,
     _file_stem,
     _grouping_columns,
@@ -88,6 +91,7 @@ DEFAULTS: dict[str, Any] = {
     "min_before": 3,  # runs needed before a candidate change point
     "max_rows": 20,  # groups shown per grouping in history.md
     "confidence": 0.95,  # level of each run's t-interval (from its sem, or std / sqrt(count))
+    "reuse": True,  # reuse the rows of the history already in ``out`` (with ``overwrite``)
 }
 SETTINGS = tuple(DEFAULTS)
 MAX_CHANGE_LINES = 50  # lines of the "Changes" section of history.md
@@ -192,8 +196,17 @@ class HistoryResult:
         ``message``), largest relative shift first.
     skipped:
         ``(path, reason)`` of report directories left out (``skip_bad``).
+    duplicates:
+        ``(path, kept path)`` of report directories holding a run already counted (the
+        same ``run_id``: a copied report); each night counts once.
     failures:
         Failed gates (empty when all passed or none were given).
+    unchecked:
+        Gates that could not be checked (``GateFailure.failed`` False): too few runs for
+        the lookback or the change scan, or a grouping absent from the latest run. They do
+        not fail unless the gates set ``fail_unchecked: true``.
+    reused_runs:
+        Runs whose rows were taken from the history already in ``out`` (not read again).
     """
 
     runs: pd.DataFrame
@@ -203,8 +216,13 @@ class HistoryResult:
     gates: dict[str, Any] = field(default_factory=dict)
     failures: list[GateFailure] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    unchecked: list[GateFailure] = field(default_factory=list)
+    reused_runs: int = 0
     _tables: dict[str, pa.Table | Path] = field(default_factory=dict, repr=False)
     _plots: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    _sources: pa.Table | None = field(default=None, repr=False)
+    _keys: dict[str, pa.Table] = field(default_factory=dict, repr=False)  # each trend's keys, typed
 
     @property
     def groupings(self) -> list[str]:
@@ -235,8 +253,10 @@ class HistoryResult:
             "metadata": self.metadata,
             "runs": frame_records(self.runs),
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "duplicates": [{"path": p, "same_run_as": k} for p, k in self.duplicates],
             "gates": {"checked": self.gates, "passed": self.passed,
-                      "failures": [_failure_dict(f) for f in self.failures]},
+                      "failures": [_failure_dict(f) for f in self.failures],
+                      "not_checked": [_failure_dict(f) for f in self.unchecked]},
             "changes": frame_records(self.changes),
             "groupings": {name: {"groups": int(len(df)), "changed": int(df["changed"].sum()),
                                  "runs": self.metadata["series_runs"].get(name, 0)}
@@ -269,26 +289,63 @@ class HistoryResult:
         _write_summary_files(self, tmp)
 
 
-def _write_summary_files(res: HistoryResult, tmp: Path) -> None:
+def _write_summary_files(res: HistoryResult, tmp: Path, sources: pa.Table | None = None) -> None:
+    """``sources.parquet`` (what a later history reuses by), ``runs.parquet``,
+    ``trends.parquet``, ``history.md`` and ``history.json``."""
     from .io import write_table, write_text
     from .report import to_json_default
 
+    if sources is not None:
+        res._sources = sources
+    if res._sources is not None:
+        write_table(res._sources, tmp / SOURCES)
     write_table(pa.Table.from_pandas(res.runs, preserve_index=False), tmp / "runs.parquet")
-    write_table(_trends_table(res.trends), tmp / "trends.parquet")
+    write_table(_trends_table(res.trends, res._keys), tmp / "trends.parquet")
     write_text(res.to_markdown(), tmp / "history.md")
     write_text(json.dumps(res.to_dict(), indent=2, default=to_json_default) + "\n", tmp / "history.json")
 
 
-def _trends_table(trends: Mapping[str, pd.DataFrame]) -> pa.Table:
-    """All groupings' trends in one tidy table: ``grouping``, ``group`` (label), the rest."""
-    frames = []
+def _trends_table(trends: Mapping[str, pd.DataFrame], keys: Mapping[str, pa.Table]) -> pa.Table:
+    """All groupings' trends in one tidy table: ``grouping``, then every grouping's key
+    columns with their Arrow types (as in the ``by_*.parquet`` tables; null where a column
+    is not part of the row's grouping, so a null key, the text ``"(null)"`` and the empty
+    string stay distinct), then the trend columns."""
+    key_cols: dict[str, pa.DataType] = {}
+    for name in trends:
+        for c in _grouping_columns(name):
+            ty = keys[name].schema.field(c).type
+            key_cols[c] = _common_type(key_cols[c], ty) if c in key_cols and key_cols[c] != ty else ty
+    parts = []
     for name, df in trends.items():
         cols = list(_grouping_columns(name))
-        body = df.drop(columns=cols)
-        body.insert(0, "group", _labels(df, cols))
-        body.insert(0, "grouping", name)
-        frames.append(body)
-    return pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
+        body = pa.Table.from_pandas(df.drop(columns=cols).reset_index(drop=True), preserve_index=False)
+        n = len(df)
+        arrays: dict[str, Any] = {"grouping": pa.array([name] * n, pa.string())}
+        for c, ty in key_cols.items():
+            arrays[c] = _as_type(keys[name].column(c), ty) if c in cols else pa.nulls(n, ty)
+        for c in body.column_names:
+            arrays[c] = body.column(c)
+        parts.append(pa.table(arrays))
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def _common_type(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    try:
+        return pa.unify_schemas([pa.schema([("k", a)]), pa.schema([("k", b)])],
+                                promote_options="permissive").field("k").type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pa.large_string()
+
+
+def _as_type(a: pa.ChunkedArray, ty: pa.DataType) -> pa.ChunkedArray:
+    """A key column in the type the trends table gives that column name (text when two
+    groupings typed it differently and no common type exists)."""
+    if a.type == ty:
+        return a
+    try:
+        return a.cast(ty)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pa.chunked_array([pa.array([None if v is None else str(v) for v in a.to_pylist()], ty)])
 
 
 def _failure_dict(f: GateFailure) -> dict[str, Any]:
@@ -297,9 +354,13 @@ def _failure_dict(f: GateFailure) -> dict[str, Any]:
 
 
 def _labels(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
+    """Each group's label, keys shown by :func:`evalkit.report.fmt_key` (a null key as ∅,
+    the empty string as ``""``), joined by commas."""
+    from .report import fmt_key
+
     if not cols:
         return [""] * len(df)
-    parts = [df[c].astype(object).map(_key_text) for c in cols]
+    parts = [df[c].astype(object).map(fmt_key) for c in cols]
     return [",".join(vals) for vals in zip(*parts, strict=True)]
 
 
@@ -381,6 +442,7 @@ class _Tidy:
     table: pa.Table
     codes: np.ndarray  # group code of each row, in key order
     group_keys: pd.DataFrame  # one row per group code: the key columns
+    key_table: pa.Table  # the same, typed as in the tidy table
     run_pos: np.ndarray  # 0-based run of each row
     count: np.ndarray
     mean: np.ndarray
@@ -460,16 +522,22 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
         codes = _group_codes([k.combine_chunks() if isinstance(k, pa.ChunkedArray) else k for k in keys])
         first = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
         first[codes[::-1]] = np.arange(len(codes))[::-1]
-        group_keys = table.select(cols).take(pa.array(first)).to_pandas()
+        key_table = table.select(cols).take(pa.array(first))
     else:
         codes = np.zeros(len(pos), dtype=np.int64)
-        group_keys = pd.DataFrame(index=range(int(len(pos) > 0)))
-    return _Tidy(table, codes, group_keys, pos, count, mean, sem)
+        key_table = table.select(cols).slice(0, int(len(pos) > 0)) if cols else pa.table({})
+    group_keys = key_table.to_pandas() if cols else pd.DataFrame(index=range(int(len(pos) > 0)))
+    return _Tidy(table, codes, group_keys, key_table, pos, count, mean, sem)
 
 
 def _trend(tidy: _Tidy, grouping: str, series: Sequence[int], runs: _Runs,
-           settings: Mapping[str, Any]) -> pd.DataFrame:
-    """Per-group trend and change scan over the window of ``series`` (run positions)."""
+           settings: Mapping[str, Any], in_latest: bool = True) -> pd.DataFrame:
+    """Per-group trend and change scan over the window of ``series`` (run positions).
+
+    A grouping absent from the latest run (``in_latest`` False) has no latest value: the
+    latest, previous and reference values and the changes between them are missing (never
+    the values of the last run that held it); min / max and the change scan still describe
+    its window."""
     window = list(series[-int(settings["window"]):])
     w, g = len(window), tidy.n_groups
     pos = np.full(len(runs.infos), -1, dtype=np.int64)
@@ -508,6 +576,11 @@ def _trend(tidy: _Tidy, grouping: str, series: Sequence[int], runs: _Runs,
         out["min"] = np.nanmin(np.where(np.isnan(mean), np.inf, mean), axis=0) if w else np.nan
         out["max"] = np.nanmax(np.where(np.isnan(mean), -np.inf, mean), axis=0) if w else np.nan
     out.loc[out["runs"] == 0, ["min", "max"]] = np.nan
+    if not in_latest:
+        stale = ["latest", "previous", "change_prev", "change_prev_pct", "reference", "drift", "drift_pct",
+                 "drift_ci_low", "drift_ci_high"]
+        out[stale] = np.nan
+        out[["latest_count", "reference_count"]] = 0
     scan = detect_changes(mean, sem, min_before=int(settings["min_before"]))
     q, _ = benjamini_hochberg(scan.p)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -528,20 +601,23 @@ def _trend(tidy: _Tidy, grouping: str, series: Sequence[int], runs: _Runs,
 
 
 def _change_rows(name: str, trend: pd.DataFrame, n_runs: int) -> list[dict[str, Any]]:
+    """One row per flagged group: its keys (typed, ``keys``), label and message."""
+    from .report import fmt_key, is_missing
+
     flagged = trend[trend["changed"]]
     if flagged.empty:
         return []
-    labels = _labels(flagged, list(_grouping_columns(name)))
     cols = list(_grouping_columns(name))
+    labels = _labels(flagged, cols)
     rows = []
     for label, rec in zip(labels, flagged.to_dict("records"), strict=True):
-        where = "overall" if not cols else ",".join(
-            f"{c}={v}" for c, v in zip(cols, label.split(","), strict=False)) if len(cols) > 1 else f"{cols[0]}={label}"
+        keys = {c: None if is_missing(rec[c]) else rec[c] for c in cols}
+        where = ", ".join(f"{c}={fmt_key(v)}" for c, v in keys.items()) or "overall"
         created = pd.Timestamp(rec["change_created"])
         msg = (f"{where}: mean loss {rec['direction']} {abs(rec['change_pct']):.1f}% since "
                f"{created:%Y-%m-%d} (run {rec['change_run']} of {n_runs}): "
                f"{rec['before']:.4g} -> {rec['after']:.4g}, q = {rec['q_value']:.2g}")
-        rows.append({"grouping": name, "group": label, "direction": rec["direction"],
+        rows.append({"grouping": name, "group": label, "keys": keys, "direction": rec["direction"],
                      "change_pct": rec["change_pct"], "run": int(rec["change_run"]), "created": created,
                      "before": rec["before"], "after": rec["after"], "t": rec["t"],
                      "q_value": rec["q_value"], "message": msg})
@@ -552,9 +628,14 @@ def _change_rows(name: str, trend: pd.DataFrame, n_runs: int) -> list[dict[str, 
 
 
 def _settings(config: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The history settings: defaults, then the config's ``history`` section, then ``given``
+    (flags / keywords), checked. A ``window`` too short for the default ``lookback`` (7)
+    shortens the lookback to ``window - 1``; a lookback that was set explicitly and does not
+    fit the window is a :class:`UsageError` saying where each value came from."""
     from_cfg = dict(getattr(config, "history", None) or {}) if config is not None else {}
     out = dict(DEFAULTS)
-    for src in (from_cfg, given):
+    origin = dict.fromkeys(DEFAULTS, "default")
+    for src, where in ((from_cfg, "config file"), (given, "given")):
         for k, v in src.items():
             key = k.replace("-", "_")
             if key not in DEFAULTS:
@@ -563,7 +644,7 @@ def _settings(config: Any, given: Mapping[str, Any]) -> dict[str, Any]:
                 raise UsageError(f"unknown history setting {k!r}{closest(key, DEFAULTS)}; "
                                  f"known: {', '.join(DEFAULTS)}")
             if v is not None:
-                out[key] = v
+                out[key], origin[key] = v, where
     for k in ("window", "lookback", "min_before", "max_rows"):
         v = out[k]
         if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
@@ -575,9 +656,20 @@ def _settings(config: Any, given: Mapping[str, Any]) -> dict[str, Any]:
     v = out["min_change_pct"]
     if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0:
         raise UsageError(f"history setting 'min_change_pct' must be a number >= 0, got {v!r}")
+    if not isinstance(out["reuse"], bool):
+        raise UsageError(f"history setting 'reuse' must be true or false, got {out['reuse']!r}")
+    if out["window"] < 2:
+        raise UsageError(f"history setting 'window' ({origin['window']}) must be at least 2 runs, got "
+                         f"{out['window']}")
     if out["lookback"] >= out["window"]:
-        raise UsageError(f"history setting 'lookback' ({out['lookback']}) must be smaller than "
-                         f"'window' ({out['window']})")
+        if origin["lookback"] == "default":
+            out["lookback"] = out["window"] - 1  # the window decides: compare within it
+        else:
+            raise UsageError(
+                f"history setting 'lookback' = {out['lookback']} ({origin['lookback']}) must be smaller than "
+                f"'window' = {out['window']} ({origin['window']}): \"change since N runs ago\" compares the "
+                f"latest run with the run N before it, inside the window; use --lookback "
+                f"{out['window'] - 1} or less, or a larger --window")
     return out
 
 
@@ -626,53 +718,80 @@ def history(
         Bad settings, or no report left to read.
     """
     from .config import EvalConfig
-    from .gates import check_history_gates, validate_gates
+    from .gates import validate_gates
 
     started = time.time()
     t0 = time.perf_counter()
     cfg = EvalConfig.coerce(config) if config is not None else None
     opts = _settings(cfg, settings)
+    reuse = bool(opts.pop("reuse"))
     if gates is None and cfg is not None:
         gates = cfg.gates
     gates = dict(gates or {})
     if gates:
         validate_gates(gates)
     say = progress or (lambda _msg: None)
-
-    infos, skipped = _open_runs(reports, out, skip_bad)
+    cache = _open_cache(out, overwrite and reuse)
+    infos, skipped, copies = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)
+    for copy, kept in copies:
+        say(f"warning: {copy} holds the same run as {kept} (same run id): counted once")
     segment, notes = _segments(infos)
     runs = _Runs(infos, _run_ids([r.path for r in infos]), segment,
                  pd.DatetimeIndex([r.created for r in infos]))
+    unverified = sum(not r.verified for r in infos)
     say(f"history of {len(infos)} runs ({runs.created[0]:%Y-%m-%d} to {runs.created[-1]:%Y-%m-%d})"
-        + (f", {len(skipped)} skipped" if skipped else ""))
+        + (f", {len(skipped)} skipped" if skipped else "")
+        + (f", {len(copies)} duplicate(s) counted once" if copies else "")
+        + (f"; {unverified} report(s) written before manifests, read unverified" if unverified else ""))
     result = HistoryResult(runs=_runs_frame(runs, notes), trends={}, changes=pd.DataFrame(),
-                           metadata={}, gates=gates, skipped=skipped)
+                           metadata={}, gates=gates, skipped=skipped, duplicates=copies)
     atomic = None
     if out is not None:
         from .outdir import AtomicDir
 
         atomic = AtomicDir(out, overwrite=overwrite, command="history")
     with atomic if atomic is not None else contextlib.nullcontext() as tmp:
-        build = _Build(result, runs, opts, bool(gates), tmp, atomic.target if atomic else None, plots)
+        build = _Build(result, runs, opts, bool(gates), tmp, atomic.target if atomic else None, plots, cache)
         try:
-            with contextlib.closing(_each_grouping(infos, skip_bad)) as groupings:
+            with contextlib.closing(_each_grouping(infos, skip_bad, cache)) as groupings:
                 for name, idx, grouped in groupings:
                     build.add(name, idx, grouped)
         finally:
             build.close()
-        result.changes = _changes_frame(build.change_rows)
-        result.metadata = _metadata(result, runs, opts, cfg, gates, build.series_runs, started, skipped)
-        if gates:
-            result.failures = check_history_gates(result, gates, build.latest_view)
-        result.metadata["duration_s"] = round(time.perf_counter() - t0, 3)
+        if cache is not None:
+            say(f"reused the rows of {build.reused_runs} run(s) from the history in {out}; "
+                f"read {len(infos) - build.reused_runs} report(s)")
+        _finish(result, build, cfg, gates, started, t0)
         if atomic is not None:
-            _write_summary_files(result, tmp)
+            _write_summary_files(result, tmp, build.sources())
             atomic.commit()
     return result
 
 
-def _open_runs(reports: Any, out: Any, skip_bad: bool) -> tuple[list[RunInfo], list[tuple[str, str]]]:
-    """The report directories (never ``out``), checked and ordered by start time, then path.
+def _finish(result: HistoryResult, build: _Build, cfg: Any, gates: Mapping[str, Any], started: float,
+            t0: float) -> None:
+    """Changes, metadata and gates of a built history."""
+    from .gates import check_history_gates
+
+    result.changes = _changes_frame(build.change_rows)
+    result.metadata = _metadata(result, build.runs, build.opts, cfg, gates, build.series_runs, started,
+                                result.skipped)
+    result.metadata["absent_from_latest"] = dict(build.absent)
+    result.metadata["unverified_reports"] = int(sum(not r.verified for r in build.runs.infos))
+    result.metadata["duplicates"] = len(result.duplicates)
+    if gates:
+        checked = check_history_gates(result, gates, build.latest_view)
+        result.failures = [f for f in checked if f.failed]
+        result.unchecked = [f for f in checked if not f.failed]
+    result.metadata["duration_s"] = round(time.perf_counter() - t0, 3)
+    result.reused_runs = build.reused_runs
+
+
+def _open_runs(reports: Any, out: Any, skip_bad: bool, trusted: Mapping[tuple[str, str], FileStamp] | None = None,
+               ) -> tuple[list[RunInfo], list[tuple[str, str]], list[tuple[str, str]]]:
+    """The report directories (never ``out``), checked (``trusted``: files an earlier history
+    checked, see :func:`evalkit.reports.read_run_info`) and ordered by start time, then path;
+    the directories skipped (``skip_bad``) and the copies left out (:func:`_dedupe`).
 
     ``out`` may never be a report named as an input, nor lie inside / hold one
     (:func:`evalkit.outdir.check_out_apart`, UsageError); a glob that also matches ``out``
@@ -690,7 +809,7 @@ def _open_runs(reports: Any, out: Any, skip_bad: bool) -> tuple[list[RunInfo], l
     skipped: list[tuple[str, str]] = []
     for p in paths:
         try:
-            infos.append(read_run_info(p))
+            infos.append(read_run_info(p, trusted))
         except ReportError as exc:
             if not skip_bad:
                 raise
@@ -699,12 +818,29 @@ def _open_runs(reports: Any, out: Any, skip_bad: bool) -> tuple[list[RunInfo], l
         raise ReportError("no readable evaluate report among the inputs"
                           + (f" ({len(skipped)} skipped)" if skipped else ""))
     infos.sort(key=lambda r: (r.created, str(r.path)))
-    return infos, skipped
+    infos, copies = _dedupe(infos)
+    return infos, skipped, copies
 
 
-def _each_grouping(infos: Sequence[RunInfo], skip_bad: bool) -> Iterator[tuple[str, list[int], GroupedRuns]]:
-    """Every grouping (``overall`` first) with the runs that hold it and its rows; the next
-    grouping is read on a thread while the caller works on this one."""
+def _dedupe(infos: list[RunInfo]) -> tuple[list[RunInfo], list[tuple[str, str]]]:
+    """One run per recorded run id (or, before run ids, per ``summary.json`` fingerprint or
+    metadata): a copied report directory is the same night, counted once. The first
+    directory in start-time-then-path order is kept; ``(path, kept path)`` of the others
+    is returned."""
+    kept: dict[str, RunInfo] = {}
+    copies: list[tuple[str, str]] = []
+    for r in infos:
+        first = kept.setdefault(r.identity, r)
+        if first is not r:
+            copies.append((str(r.path), str(first.path)))
+    return list(kept.values()), copies
+
+
+def _each_grouping(infos: Sequence[RunInfo], skip_bad: bool, cache: _Cache | None = None,
+                   ) -> Iterator[tuple[str, list[int], GroupedRuns]]:
+    """Every grouping (``overall`` first) with the runs that hold it and its rows (runs the
+    ``cache`` holds unchanged are taken from it, not read); the next grouping is read on a
+    thread while the caller works on this one."""
     names = list(dict.fromkeys(g for r in infos for g in r.groupings))
     names = ["overall", *[g for g in names if g != "overall"]]
     pool = ThreadPoolExecutor(_READ_THREADS)
@@ -712,7 +848,9 @@ def _each_grouping(infos: Sequence[RunInfo], skip_bad: bool) -> Iterator[tuple[s
 
     def load(name: str) -> tuple[list[int], GroupedRuns]:
         idx = [i for i, r in enumerate(infos) if name in r.groupings]
-        return idx, read_grouping(infos, idx, name, skip_bad, pool)
+        reused = cache.rows(name, infos, idx) if cache is not None else None
+        fresh = [i for i in idx if reused is None or i not in reused.key_types]
+        return idx, read_grouping(infos, fresh, name, skip_bad, pool, reused)
 
     next_read = ahead.submit(load, names[0])
     try:
@@ -727,6 +865,114 @@ def _each_grouping(infos: Sequence[RunInfo], skip_bad: bool) -> Iterator[tuple[s
         pool.shutdown()
 
 
+# -- reusing an earlier history (the nightly run reads only the new report) ------------------
+
+
+SOURCES = "sources.parquet"
+
+
+@dataclass
+class _Cache:
+    """The history already in ``out``: which report files it read (``sources.parquet``:
+    directory, file, size, modification time, manifest fingerprint, key types, per run)
+    and its tidy tables, whose rows are reused for every run whose grouped table is
+    unchanged."""
+
+    dir: Path
+    files: Mapping[str, Mapping[str, Any]]  # the history's own manifest entries
+    sources: pd.DataFrame
+    trusted: dict[tuple[str, str], FileStamp]
+
+    def rows(self, grouping: str, infos: Sequence[RunInfo], idx: Sequence[int]) -> Reused | None:
+        """The cached rows of ``grouping`` for the runs in ``idx`` whose table has the same
+        size, modification time and manifest fingerprint as when it was read (None: none)."""
+        rel = f"{_file_stem(grouping)}.parquet"
+        src = self.sources[(self.sources["grouping"] == grouping)]
+        if src.empty or rel not in self.files:
+            return None
+        by_key = {(rep, f): (int(run), kt) for rep, f, run, kt in
+                  zip(src["report"], src["file"], src["run"], src["key_types"], strict=True)}
+        old_to_new: dict[int, int] = {}
+        key_types: dict[int, str] = {}
+        for i in idx:
+            info = infos[i]
+            if not info.verified:
+                continue
+            d = str(info.path.absolute())
+            hit = by_key.get((d, rel))
+            if hit is not None and self.trusted.get((d, rel)) == info.stamps.get(rel):
+                old_to_new[hit[0]] = i
+                key_types[i] = hit[1]
+        if not old_to_new:
+            return None
+        table = self._table(rel)
+        if table is None:
+            return None
+        lookup = np.full(max(max(old_to_new), int(pc_max(table.column("run")))) + 1, -1, dtype=np.int64)
+        lookup[list(old_to_new)] = list(old_to_new.values())
+        new_pos = lookup[table.column("run").to_numpy()]
+        keep = np.flatnonzero(new_pos >= 0)
+        cols = [*_grouping_columns(grouping), *REUSED_STATS]
+        return Reused(table.select(cols).take(pa.array(keep)), new_pos[keep], key_types)
+
+    def _table(self, rel: str) -> pa.Table | None:
+        """One tidy table of the cached history, checked against its manifest."""
+        import io as _io
+
+        from .io import fingerprint_file
+
+        entry = self.files[rel]
+        try:
+            data = (self.dir / rel).read_bytes()
+        except OSError:
+            return None
+        got, kind = fingerprint_file(_io.BytesIO(data), len(data))
+        if (len(data), kind, got) != (entry.get("bytes"), entry.get("fingerprint_kind"), entry.get("fingerprint")):
+            return None
+        return pq.read_table(pa.BufferReader(data))
+
+
+def pc_max(a: pa.ChunkedArray) -> int:
+    import pyarrow.compute as pc
+
+    v = pc.max(a).as_py()
+    return -1 if v is None else int(v)
+
+
+def _open_cache(out: Any, reuse: bool) -> _Cache | None:
+    """The history already in ``out`` when its rows may be reused: written by this evalkit
+    version, with an intact manifest and ``sources.parquet``. Anything else: None (a cold
+    read; the old report is replaced as usual)."""
+    if out is None or not reuse:
+        return None
+    from .outdir import read_manifest
+
+    d = Path(out)
+    manifest, _why = read_manifest(d)
+    if manifest is None or manifest.get("command") != "history" \
+            or manifest.get("evalkit_version") != __version__ or SOURCES not in manifest["files"]:
+        return None
+    cache = _Cache(d, manifest["files"], pd.DataFrame(), {})
+    table = cache._table(SOURCES)
+    if table is None:
+        return None
+    src = table.to_pandas()
+    cache.sources = src
+    cache.trusted = {(rep, f): FileStamp(int(b), int(m), fp if isinstance(fp, str) else None)
+                     for rep, f, b, m, fp in zip(src["report"], src["file"], src["bytes"], src["mtime_ns"],
+                                                 src["fingerprint"], strict=True)}
+    return cache
+
+
+def _sources_table(rows: Mapping[str, list[Any]]) -> pa.Table:
+    return pa.table({
+        "run": pa.array(rows["run"], pa.int64()), "report": pa.array(rows["report"], pa.string()),
+        "grouping": pa.array(rows["grouping"], pa.string()), "file": pa.array(rows["file"], pa.string()),
+        "bytes": pa.array(rows["bytes"], pa.int64()), "mtime_ns": pa.array(rows["mtime_ns"], pa.int64()),
+        "fingerprint": pa.array(rows["fingerprint"], pa.string()),
+        "key_types": pa.array(rows["key_types"], pa.string())})
+
+
 @dataclass
 class _Build:
     """What :func:`history` accumulates grouping by grouping (tables go to disk at once)."""
@@ -738,26 +984,43 @@ class _Build:
     tmp: Path | None
     target: Path | None
     plots: bool
+    cache: _Cache | None = None
     series_runs: dict[str, int] = field(default_factory=dict)
     change_rows: list[dict[str, Any]] = field(default_factory=list)
     latest_view: dict[str, pd.DataFrame] = field(default_factory=dict)
+    absent: dict[str, int] = field(default_factory=dict)  # grouping -> last run holding it
     writer: _Writer | None = None
+    _used: dict[str, dict[int, str | None]] = field(default_factory=dict)
+    _reused: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.tmp is not None:
             self.writer = _Writer()
+
+    @property
+    def reused_runs(self) -> int:
+        """Runs of which at least one grouping was taken from the earlier history."""
+        return len(self._reused)
 
     def add(self, name: str, idx: Sequence[int], grouped: GroupedRuns) -> None:
         res, runs, n_runs = self.result, self.runs, len(self.runs.infos)
         for i, err in grouped.bad:
             res.skipped.append((str(runs.infos[i].path), f"{err} (grouping {name} left out for this run)"))
         bad_runs = {i for i, _e in grouped.bad}
+        self._used[name] = {i: grouped.key_types.get(i) for i in idx if i not in bad_runs}
+        if grouped.reused:
+            self._reused |= set(grouped.reused)
         tidy = _grouping_frame(runs, grouped, name, float(self.opts["confidence"]))
         series = _series([i for i in idx if i not in bad_runs], runs.segment, int(runs.segment[-1]), n_runs)
         self.series_runs[name] = len(series)
-        trend = res.trends[name] = _trend(tidy, name, series, runs, self.opts)
+        in_latest = bool(series) and series[-1] == n_runs - 1
+        if not in_latest:
+            held = [i for i in idx if i not in bad_runs]
+            self.absent[name] = int(held[-1]) + 1 if held else 0
+        trend = res.trends[name] = _trend(tidy, name, series, runs, self.opts, in_latest)
+        res._keys[name] = tidy.key_table
         self.change_rows += _change_rows(name, trend, n_runs)
-        if self.gated and series and series[-1] == n_runs - 1:
+        if self.gated and in_latest:
             last = np.flatnonzero(tidy.run_pos == n_runs - 1)
             cols = list(_grouping_columns(name))
             self.latest_view[name] = tidy.table.take(pa.array(last)).select(
@@ -768,13 +1031,33 @@ class _Build:
         else:
             res._tables[name] = tidy.table
 
+    def sources(self) -> pa.Table:
+        """``sources.parquet``: every report file this history used, with the size,
+        modification time and manifest fingerprint it had (what a later run reuses by)."""
+        cols: dict[str, list[Any]] = {k: [] for k in ("run", "report", "grouping", "file", "bytes",
+                                                       "mtime_ns", "fingerprint", "key_types")}
+        names = list(self._used)
+        for i, info in enumerate(self.runs.infos):
+            d = str(info.path.absolute())
+            entries = [(None, "summary.json", None)] + [
+                (g, f"{_file_stem(g)}.parquet", self._used[g][i]) for g in names if i in self._used[g]]
+            for g, rel, kt in entries:
+                st = info.stamps.get(rel)
+                if st is None:
+                    continue
+                for k, v in (("run", i + 1), ("report", d), ("grouping", g), ("file", rel),
+                             ("bytes", st.bytes), ("mtime_ns", st.mtime_ns),
+                             ("fingerprint", st.fingerprint), ("key_types", kt)):
+                    cols[k].append(v)
+        return _sources_table(cols)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
 
 
 def _changes_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    changes = pd.DataFrame(rows, columns=["grouping", "group", "direction", "change_pct", "run",
+    changes = pd.DataFrame(rows, columns=["grouping", "group", "keys", "direction", "change_pct", "run",
                                           "created", "before", "after", "t", "q_value", "message"])
     if not changes.empty:
         changes = changes.reindex(changes["change_pct"].abs().sort_values(ascending=False, kind="stable").index)
@@ -940,54 +1223,65 @@ def _md_header(res: HistoryResult) -> list[str]:
 
 
 def _md_notes(res: HistoryResult) -> list[str]:
-    """Segment boundaries, changed groupings and skipped report directories."""
-    from .report import _escape
-
+    """Segment boundaries, changed groupings, copies counted once, unverified and skipped
+    report directories."""
     lines: list[str] = []
     if res.metadata["segments"] > 1:
         lines.append(f"> **{res.metadata['segments']} segments:** runs whose eps or class set differ "
                      "are not compared; earlier segments are in the tables but not in the trends.")
         for rec in res.runs[res.runs["note"].str.contains("new segment")].to_dict("records"):
             lines.append(f"> - run {rec['run']} ({md_code(rec['run_id'])}, {rec['created']:%Y-%m-%d}): "
-                         f"{_escape(rec['note'])}")
+                         f"{md_text(rec['note'])}")
         lines.append("")
     changed_sets = res.runs[res.runs["note"].str.contains("groupings changed")]
     if len(changed_sets):
         lines += ["> Groupings changed at run(s) " + ", ".join(
-            f"{r['run']} ({_escape(r['note'].split('groupings changed: ')[-1])})"
+            f"{r['run']} ({md_text(r['note'].split('groupings changed: ')[-1])})"
             for r in changed_sets.to_dict("records")[:10])
             + (" ..." if len(changed_sets) > 10 else "") + "; a grouping's series starts after its last gap.", ""]
-    if res.skipped:
-        lines.append(f"> **Skipped ({len(res.skipped)}):**")
-        lines += [f"> - {md_code(p)}: {_escape(why)}" for p, why in res.skipped[:20]]
-        if len(res.skipped) > 20:
-            lines.append(f"> - ... and {len(res.skipped) - 20} more (history.json)")
-        lines.append("")
+    lines += _md_listed(f"**Same run counted once ({len(res.duplicates)}):** these directories hold a run "
+                        "already counted (same run id: a copied report)",
+                        [f"{md_code(p)}: same run as {md_code(k)}" for p, k in res.duplicates])
+    n_old = int(res.metadata.get("unverified_reports", 0))
+    if n_old:
+        lines += [f"> {n_old} report(s) written before report manifests (`evalkit-manifest.json`) were "
+                  "read without checking that their files are unchanged.", ""]
+    lines += _md_listed(f"**Skipped ({len(res.skipped)}):**",
+                        [f"{md_code(p)}: {md_text(why)}" for p, why in res.skipped])
     return lines
 
 
-def _md_gates(res: HistoryResult) -> list[str]:
-    from .report import _escape
-
-    if not res.gates:
+def _md_listed(title: str, items: Sequence[str], limit: int = 20) -> list[str]:
+    if not items:
         return []
-    if not res.failures:
-        return ["## Gates: passed", ""]
-    lines = [f"## Gates: FAILED ({len(res.failures)})", ""]
-    lines += [f"- **FAILED** {_escape(str(f))}" for f in res.failures[:MAX_CHANGE_LINES]]
-    if len(res.failures) > MAX_CHANGE_LINES:
-        lines.append(f"- ... and {len(res.failures) - MAX_CHANGE_LINES} more (history.json)")
+    lines = [f"> {title}", *[f"> - {item}" for item in items[:limit]]]
+    if len(items) > limit:
+        lines.append(f"> - ... and {len(items) - limit} more (history.json)")
     return [*lines, ""]
 
 
-def _md_changes(res: HistoryResult) -> list[str]:
-    from .report import _escape
+def _md_gates(res: HistoryResult) -> list[str]:
+    if not res.gates:
+        return []
+    note = f" ({len(res.unchecked)} not checked)" if res.unchecked else ""
+    lines = [f"## Gates: FAILED ({len(res.failures)}){note}" if res.failures else f"## Gates: passed{note}", ""]
+    lines += [f"- **FAILED** {md_text(str(f))}" for f in res.failures[:MAX_CHANGE_LINES]]
+    if len(res.failures) > MAX_CHANGE_LINES:
+        lines.append(f"- ... and {len(res.failures) - MAX_CHANGE_LINES} more (history.json)")
+    if res.unchecked:
+        strict = bool(res.gates.get("fail_unchecked", False))
+        lines += [f"- not checked: {md_text(str(f))}" for f in res.unchecked[:MAX_CHANGE_LINES]]
+        lines.append(f"- (gates that cannot be checked {'fail' if strict else 'do not fail'}: "
+                     f"`fail_unchecked: {'true' if strict else 'false'}`)")
+    return [*lines, ""] if len(lines) > 2 else lines
 
+
+def _md_changes(res: HistoryResult) -> list[str]:
     ch = res.changes
     lines = [f"## Changes ({len(ch)})", ""]
     if ch.empty:
         return [*lines, "_No group's mean loss shifted beyond its run-to-run noise._", ""]
-    lines += [f"- {'▲' if r['direction'] == 'up' else '▼'} {_escape(r['message'])}"
+    lines += [f"- {'▲' if r['direction'] == 'up' else '▼'} {md_text(r['message'])}"
               for r in ch.head(MAX_CHANGE_LINES).to_dict("records")]
     if len(ch) > MAX_CHANGE_LINES:
         lines.append(f"- ... and {len(ch) - MAX_CHANGE_LINES} more (history.json, trends.parquet)")
@@ -996,36 +1290,36 @@ def _md_changes(res: HistoryResult) -> list[str]:
 
 def _md_grouping(res: HistoryResult, name: str, trend: pd.DataFrame, plots: Mapping[str, str]) -> list[str]:
     """One grouping's trend table, bounded to ``max_rows`` groups, and its plot."""
-    from .report import _escape
+    from .report import fmt_key
 
     opts = res.metadata["settings"]
     lb = int(opts["lookback"])
     cols = list(_grouping_columns(name))
     shown = trend.loc[_reading_order(trend)[: int(opts["max_rows"])]] if cols else trend
-    lines = [f"## {'Overall' if not cols else 'By ' + ' × '.join(cols)}", ""]
+    lines = [f"## {'Overall' if not cols else 'By ' + ' × '.join(md_text(c) for c in cols)}", ""]
+    absent = (res.metadata.get("absent_from_latest") or {}).get(name)
+    if absent is not None:
+        lines += [f"> **Absent from the latest run** (last in run {absent}): no latest value is shown, "
+                  "and gates on this grouping are not checked.", ""]
     if cols:
         lines += [f"{len(trend):,} groups, {int(trend['changed'].sum())} flagged; series of "
                   f"{res.metadata['series_runs'].get(name, 0)} runs."
                   + (f" Showing {len(shown)}: flagged first, then the largest Δ {lb} runs; "
-                     f"all groups in `trends.parquet`, every run in `{_file_stem(name)}.parquet`."
+                     f"all groups in `trends.parquet`, every run in {md_code(_file_stem(name) + '.parquet')}."
                      if len(shown) < len(trend) else ""), ""]
     if trend.empty:
         return [*lines, "_(no groups)_", ""]
     header = [*cols, "latest", "Δ prev", f"Δ {lb} runs", "min", "max", "runs", "change"]
-    lines.append("| " + " | ".join(_escape(h) for h in header) + " |")
+    lines.append("| " + " | ".join(md_text(h) for h in header) + " |")
     lines.append("| " + " | ".join(["---"] * len(cols) + ["---:"] * 6 + ["---"]) + " |")
     for rec in shown.to_dict("records"):
-        keys = [_escape(_key_text(rec[c])) for c in cols]
+        keys = [md_text(fmt_key(rec[c])) for c in cols]
         lines.append("| " + " | ".join(keys + _trend_cells(rec, lb)) + " |")
     lines.append("")
     fname = f"history_{_file_stem(name)}.png"
     if fname in plots:
-        lines += [f"![{_escape(plots[fname])}]({md_link_target(fname)})", ""]
+        lines += [f"![{md_text(plots[fname])}]({md_link_target(fname)})", ""]
     return lines
-
-
-def _key_text(v: Any) -> str:
-    return "(null)" if v is None or (isinstance(v, float) and v != v) else str(v)
 
 
 __all__ = ["ChangeScan", "HistoryResult", "detect_changes", "history"]

@@ -39,8 +39,10 @@ def _stats(keys: dict[str, list], means: np.ndarray, count: int | np.ndarray, st
 def make_report(root: Path, name: str, created: pd.Timestamp | str | None,
                 groups: dict[str, pd.DataFrame], *, eps: float = 1e-7,
                 classes: tuple[str, ...] = ("a", "b", "c"), overall_mean: float = 0.5,
-                clipped_col: str = "clipped", metadata_first: bool = True) -> Path:
-    """A report directory laid out like ``evaluate`` writes it (summary.json + Parquet)."""
+                clipped_col: str = "clipped", metadata_first: bool = True, manifest: bool = False) -> Path:
+    """A report directory laid out like ``evaluate`` writes it (summary.json + Parquet); with
+    ``manifest``, also its run id and ``evalkit-manifest.json`` (as evaluate writes since
+    manifests exist; without: a report from before)."""
     d = root / name
     d.mkdir(parents=True)
     overall = _stats({}, np.array([overall_mean]), 10_000, 0.8, clipped_col)
@@ -52,12 +54,27 @@ def make_report(root: Path, name: str, created: pd.Timestamp | str | None,
             "groupings": ["overall", *groups]}
     if created is not None:
         meta["created"] = str(created) if isinstance(created, str) else created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if manifest:
+        import hashlib
+
+        meta["run_id"] = hashlib.sha256(f"{name}{created}".encode()).hexdigest()[:32]
     body = {"overall": overall.to_dict("records")[0],
             "groups": {g: df.to_dict("records") for g, df in groups.items()}}
     summary = {"metadata": meta, **body} if metadata_first else {**body, "metadata": meta}
     (d / "summary.json").write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
     (d / "report.md").write_text("# evalkit report\n", encoding="utf-8")
+    if manifest:
+        restamp(d)
     return d
+
+
+def restamp(report: Path) -> None:
+    """Rewrite a report's manifest after a test edited it on purpose (as evaluate would have
+    written it had it run with those values)."""
+    from evalkit.outdir import write_manifest
+
+    run_id = json.loads((report / "summary.json").read_text())["metadata"].get("run_id") or "0" * 32
+    write_manifest(report, "evaluate", run_id)
 
 
 REGIONS = ["APAC", "EU", "LATAM", "US"]
@@ -65,7 +82,7 @@ REGIONS = ["APAC", "EU", "LATAM", "US"]
 
 def make_series(root: Path, n_runs: int = 30, *, seed: int = 0, step_at: int | None = None,
                 step: float = 0.2, step_group: str = "LATAM", count: int = 2000, std: float = 1.0,
-                between: float = 0.0, names: list[str] | None = None) -> list[Path]:
+                between: float = 0.0, names: list[str] | None = None, manifest: bool = False) -> list[Path]:
     """``n_runs`` nightly reports grouped by region; from run ``step_at`` (1-based) on, the
     ``step_group``'s true mean is ``step`` higher (relative). Noise: sampling (std/sqrt(n))
     plus ``between`` (relative run-to-run sd)."""
@@ -80,7 +97,7 @@ def make_series(root: Path, n_runs: int = 30, *, seed: int = 0, step_at: int | N
         df = _stats({"region": REGIONS}, true + noise, count, std)
         name = names[r] if names else f"run-{(r * 7919) % 1000:03d}"
         out.append(make_report(root, name, DAY0 + pd.Timedelta(days=r), {"region": df},
-                               overall_mean=0.5 + rng.standard_normal() * 0.005))
+                               overall_mean=0.5 + rng.standard_normal() * 0.005, manifest=manifest))
     return out
 
 
@@ -317,6 +334,7 @@ def test_real_evaluate_reports(tmp_path: Path) -> None:
         summary = json.loads((out / "summary.json").read_text())
         summary["metadata"]["created"] = str(DAY0 + pd.Timedelta(days=r))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        restamp(out)  # as if evaluate had run that night
     h = history(str(tmp_path / "eval*"))
     assert h.groupings == ["overall", "class", "region"]
     t = h.table("region")
@@ -477,7 +495,8 @@ def test_history_gates_do_not_change_evaluate_or_compare(tmp_path: Path) -> None
 
 def test_golden_history_md(tmp_path: Path) -> None:
     make_series(tmp_path / "reports", 12, seed=7, step_at=9, step=0.25,
-                names=[f"2026-11-{d:02d}" for d in range(12, 0, -1)])  # names in reverse time order
+                names=[f"2026-11-{d:02d}" for d in range(12, 0, -1)],  # names in reverse time order
+                manifest=True)
     res = history(str(tmp_path / "reports" / "*"), out=tmp_path / "hist", plots=False,
                   gates={"max_drift_pct": 10, "min_count": 100}, window=10, lookback=5)
     md = (tmp_path / "hist" / "history.md").read_text()
@@ -508,7 +527,7 @@ def test_written_outputs_and_atomicity(tmp_path: Path) -> None:
     assert len(res.runs) == 8
     names = sorted(p.name for p in out.iterdir())
     assert names == ["by_region.parquet", "evalkit-manifest.json", "history.json", "history.md", "overall.parquet",
-                     "runs.parquet", "trends.parquet"]
+                     "runs.parquet", "sources.parquet", "trends.parquet"]
     t = pd.read_parquet(out / "by_region.parquet")
     assert len(t) == 32 and list(t.columns[:4]) == ["run", "run_id", "created", "segment"]
     pd.testing.assert_frame_equal(res.table("region"), t)
@@ -624,4 +643,4 @@ def test_grouped_tables_rewritten_by_other_tools(tmp_path: Path) -> None:
     tr = res.trends["region"]
     assert tr["runs"].tolist() == [11, 12, 12, 12, 1]  # APAC lost its row to the null key
     assert len(res.table("region")) == 12 * 4
-    assert "| (null) |" in res.to_markdown()
+    assert "| ∅ |" in res.to_markdown()  # a null key reads as the other reports show it
