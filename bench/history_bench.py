@@ -71,7 +71,7 @@ def _records(t: pa.Table) -> list[dict]:
 def write_run(root: Path, shape: dict, run: int) -> None:
     """Write report directory number ``run`` (0-based) of the synthetic history."""
     rng = np.random.default_rng([shape["seed"], run])
-    name = f"run-{np.random.default_rng([shape['seed'], 10**6 + run]).integers(1 << 40):011x}"
+    name = run_dir_name(shape, run)
     d = root / name
     if (d / "summary.json").is_file():
         return
@@ -137,20 +137,33 @@ def generate(root: Path, shape: dict, workers: int = 2) -> float:
     return time.perf_counter() - t0
 
 
-def measure(cmd: list[str]) -> tuple[float, float, int]:
-    """Wall seconds and peak RSS (GiB) of one process, and its exit code."""
+def measure(cmd: list[str]) -> tuple[float, float, float, int]:
+    """Wall seconds, CPU seconds (user + sys) and peak RSS (GiB) of one process, and its
+    exit code."""
     wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
                "rc = subprocess.call(sys.argv[1:]); w = time.perf_counter() - t; "
-               "print(w, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)")
+               "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+               "print(w, u.ru_utime + u.ru_stime, u.ru_maxrss, rc)")
     out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True,
                          check=True)
-    wall, rss_kib, rc = out.stdout.split()[-3:]
-    return float(wall), int(rss_kib) / 2**20, int(rc)
+    wall, cpu, rss_kib, rc = out.stdout.split()[-4:]
+    return float(wall), float(cpu), int(rss_kib) / 2**20, int(rc)
+
+
+def run_dir_name(shape: dict, run: int) -> str:
+    """The directory name of run number ``run`` (0-based), as :func:`write_run` names it."""
+    return f"run-{np.random.default_rng([shape['seed'], 10**6 + run]).integers(1 << 40):011x}"
+
+
+def _ok(measured: tuple[float, float, float, int], cmd: list[str]) -> None:
+    if measured[3] not in (0, 5):
+        raise SystemExit(f"evalkit history failed with exit code {measured[3]}: {' '.join(cmd[:12])} ...")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=365)
+    p.add_argument("--runs", type=int, default=366,
+                   help="reports generated; histories are timed over runs - 1 of them")
     p.add_argument("--groupings", type=int, default=50)
     p.add_argument("--groups", type=int, default=1000)
     p.add_argument("--classes", type=int, default=10)
@@ -175,27 +188,37 @@ def main(argv: list[str] | None = None) -> int:
     if args.generate_only:
         return 0
     out = Path(tempfile.mkdtemp(prefix="evalkit-history-out-")) / "history"
-    cmd = [sys.executable, "-m", "evalkit", "history", str(root / "run-*"), "--out", str(out),
-           "--overwrite", "-q", "--format", "none", *shlex.split(args.history_args)]
+    base = [sys.executable, "-m", "evalkit", "history", "--out", str(out), "--overwrite", "-q",
+            "--format", "none", *shlex.split(args.history_args)]
     env_path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env_path}" if env_path else str(ROOT)
-    walls, rsss = [], []
-    for i in range(args.repeat):
-        wall, rss, rc = measure(cmd)
-        if rc not in (0, 5):
-            print(f"evalkit history failed with exit code {rc}: {' '.join(cmd)}", file=sys.stderr)
-            return 1
-        walls.append(wall)
-        rsss.append(rss)
-        print(f"run {i + 1}: {wall:.2f} s, peak RSS {rss:.2f} GiB")
-    print(f"evalkit history: median {sorted(walls)[len(walls) // 2]:.2f} s "
-          f"(min {min(walls):.2f}, max {max(walls):.2f}), peak RSS {max(rsss):.2f} GiB")
+    # the last runs - 1 nights (365 of the default 366): yesterday's history held nights
+    # 0 .. runs - 2; tonight's holds 1 .. runs - 1 (one new report, the oldest left out)
+    names = [str(root / run_dir_name(shape, r)) for r in range(shape["runs"])]
+    every, yesterday = names[1:], names[:-1]
+    for mode in ("cold", "nightly"):
+        walls, cpus, rsss = [], [], []
+        for i in range(args.repeat):
+            if mode == "cold":  # nothing to reuse
+                cmd = [*base, "--no-reuse", *every]
+            else:  # last night's history is in --out: tonight adds one report
+                _ok(measure([*base, "--no-reuse", *yesterday]), base)
+                cmd = [*base, *every]
+            wall, cpu, rss, rc = measure(cmd)
+            _ok((wall, cpu, rss, rc), cmd)
+            walls.append(wall)
+            cpus.append(cpu)
+            rsss.append(rss)
+            print(f"{mode} run {i + 1}: wall {wall:.2f} s, CPU (user+sys) {cpu:.2f} s, peak RSS {rss:.2f} GiB")
+        print(f"evalkit history, {mode}: wall median {sorted(walls)[len(walls) // 2]:.2f} s "
+              f"(min {min(walls):.2f}, max {max(walls):.2f}), CPU median {sorted(cpus)[len(cpus) // 2]:.2f} s, "
+              f"peak RSS {max(rsss):.2f} GiB; load average now {os.getloadavg()[0]:.1f} (shared machine)")
     history = json.loads((out / "history.json").read_text())
     planted = [c for c in history["changes"] if c["grouping"] == "g00"
                and c["group"] in {f"k{i:04d}" for i in range(args.planted)}]
     others = [c for c in history["changes"] if c not in planted]
     print(f"planted steps flagged: {len(planted)} of {args.planted} "
-          f"(at runs {sorted({c['run'] for c in planted})}, planted at run {args.runs - 9}); "
+          f"(at runs {sorted({c['run'] for c in planted})}, planted at run {args.runs - 10}); "
           f"other groups flagged: {len(others)} of {sum(t['groups'] for t in history['groupings'].values())}")
     if tmp is not None:
         tmp.cleanup()

@@ -119,8 +119,12 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def report_gates(failures: list[Any], checked: Any, quiet: bool) -> None:
-    """Print every failed gate on stderr and exit with code 5; else say that all passed."""
+def report_gates(failures: list[Any], checked: Any, quiet: bool, unchecked: list[Any] | None = None) -> None:
+    """Print every failed gate on stderr and exit with code 5; else say that all passed.
+    Gates that could not be checked (``unchecked``) are listed unless ``quiet``."""
+    if not quiet:
+        for f in unchecked or []:
+            _err(f"gate not checked: {f}")
     if failures:
         from .errors import EXIT_GATE
 
@@ -128,7 +132,9 @@ def report_gates(failures: list[Any], checked: Any, quiet: bool) -> None:
             _err(f"gate failed: {f}")
         sys.exit(EXIT_GATE)
     if checked and not quiet:
-        _err("all gates passed")
+        _err("all gates passed" if not unchecked else
+             f"all checked gates passed; {len(unchecked)} could not be checked (not a failure: "
+             "set fail_unchecked: true in the gates to make it one)")
 
 
 def echo_machine_formats(result: Any, fmt: str) -> bool:
@@ -189,3 +195,101 @@ def config_from_flags(config_file: str | None, flags: dict[str, Any]) -> Any:
         clean["classes"] = [c.strip() for c in clean["classes"].split(",") if c.strip()]
     cfg.update(clean, source="command line")
     return cfg
+
+
+# -- options shared by the commands that read reports back (compare, history) ----------------
+
+
+def report_command_options(out_help: str, config_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--out``, ``--overwrite`` and ``--config`` of ``compare`` and ``history``."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for opt in reversed([
+            click.option("--out", "-o", type=click.Path(file_okay=False), help=out_help),
+            click.option("--overwrite", is_flag=True,
+                         help="Replace an existing report of this command in --out."),
+            click.option("--config", "-c", "config_file", type=click.Path(dir_okay=False), help=config_help),
+        ]):
+            fn = opt(fn)
+        return fn
+
+    return wrap
+
+
+def gate_count_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--min-count`` and ``--require-ci-excludes-zero``: which groups a compare or history
+    gate looks at (the gates' options of the same names)."""
+    for opt in reversed([
+        click.option("--require-ci-excludes-zero/--no-require-ci-excludes-zero", default=None,
+                     help="Count a rise only when its confidence interval lies above zero."),
+        click.option("--min-count", type=click.IntRange(min=0),
+                     help="Groups with fewer rows (in either run compared) are reported but not gated."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def print_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--format``, ``--quiet`` and ``--debug`` of ``compare`` and ``history``."""
+    for opt in reversed([
+        click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json", "none"]),
+                     default="table", show_default=True, help="What to print to stdout."),
+        click.option("--quiet", "-q", is_flag=True,
+                     help="Nothing on stderr but errors and failed gates (no log lines, no warnings)."),
+        click.option("--debug", is_flag=True, help="Show tracebacks of errors."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def limit_value(flag: str, value: str) -> float | str:
+    """A ``X|X%`` limit flag (``--max-regression``, ``--max-drift``): a float, or the ``"X%"``
+    text the gates read as a percentage. Raises :class:`UsageError` for anything else."""
+    from .errors import UsageError
+
+    if value.strip().endswith("%"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"{flag}: expected a number or a percentage like 5%, got {value!r}") from None
+
+
+def gates_from_flags(cfg_gates: Any, config_file: str | None, flags: dict[str, Any],
+                     keys: tuple[str, ...], limits: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The config's gates with the gate flags ``keys`` (popped from ``flags``) laid over them;
+    ``limits`` are ``X|X%`` flags (:func:`limit_value`). Normalised and validated."""
+    from .gates import normalize_gates, validate_gates
+
+    gates = dict(cfg_gates or {})
+    for key in keys:
+        value = flags.pop(key)
+        if value is None:
+            continue
+        gates[key] = limit_value("--" + key.replace("_", "-"), value) if key in limits else value
+    gates = normalize_gates(gates)
+    validate_gates(gates, "gates" if not config_file else f"{config_file}: gates")
+    return gates
+
+
+@contextlib.contextmanager
+def quiet_warnings(quiet: bool) -> Any:
+    """With ``quiet``, Python warnings (e.g. matplotlib's missing-glyph warnings for labels
+    in scripts its font lacks) and library log records stay off stderr."""
+    if not quiet:
+        yield
+        return
+    import logging
+    import warnings
+
+    loggers = [logging.getLogger(name) for name in ("matplotlib", "PIL", "fontTools")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL + 1)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)

@@ -17,9 +17,14 @@ from .cli_common import (
     _err,
     config_from_flags,
     echo_machine_formats,
+    gate_count_options,
+    gates_from_flags,
     handle_errors,
     layout_options,
+    print_options,
+    quiet_warnings,
     record_written,
+    report_command_options,
     report_gates,
 )
 
@@ -28,21 +33,16 @@ from .cli_common import (
 @click.argument("baseline", metavar="BASELINE")
 @click.argument("candidate", metavar="CANDIDATE")
 @layout_options
-@click.option("--out", "-o", type=click.Path(file_okay=False),
-              help="Output directory for compare.md, compare.json and the Parquet tables.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing report in --out.")
-@click.option("--config", "-c", "config_file", type=click.Path(dir_okay=False),
-              help="YAML/TOML config file: its 'gates' are checked and its settings evaluate "
-                   "prediction inputs; flags override it.")
+@report_command_options(
+    "Output directory for compare.md, compare.json and the Parquet tables.",
+    "YAML/TOML config file: its 'gates' are checked and its settings evaluate prediction inputs; "
+    "flags override it.")
 @click.option("--max-regression", type=str, metavar="X|X%",
               help="Fail when a group's mean loss rises by more than X (absolute), or X% "
                    "(relative, e.g. 5%). Applies to every grouping.")
 @click.option("--max-regression-pct", type=float, metavar="PCT",
               help="Fail when a group's mean loss rises by more than PCT percent.")
-@click.option("--require-ci-excludes-zero/--no-require-ci-excludes-zero", default=None,
-              help="Count a regression only when its confidence interval lies above zero.")
-@click.option("--min-count", type=click.IntRange(min=0),
-              help="Groups with fewer rows (in either run) are reported but not gated.")
+@gate_count_options
 @click.option("--max-mean-loss", type=float, help="Fail when the candidate's overall mean loss exceeds this.")
 @click.option("--max-clipped-fraction", type=float,
               help="Fail when the candidate's overall share of clipped rows exceeds this.")
@@ -56,10 +56,7 @@ from .cli_common import (
 @click.option("--unpaired", is_flag=True, help="Never pair rows (unpaired bootstrap everywhere).")
 @click.option("--allow-mismatch", is_flag=True, default=None,
               help="Compare runs whose eps or class set differ (refused by default).")
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json", "none"]),
-              default="table", show_default=True, help="What to print to stdout.")
-@click.option("--quiet", "-q", is_flag=True, help="No log lines on stderr (gate failures still print).")
-@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@print_options
 @handle_errors
 def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
             config_file: str | None, fmt: str, quiet: bool, debug: bool, pair_on: tuple[str, ...],
@@ -92,8 +89,6 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
     """
     from .comparison import compare as run_compare
     from .config import check_compare_settings
-    from .errors import UsageError
-    from .gates import normalize_gates, validate_gates
 
     if out:
         from .outdir import check_out_apart
@@ -102,26 +97,10 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
                               ("config file", config_file)])
     # Layout flags apply when BASELINE / CANDIDATE are prediction inputs, as in evaluate.
     cfg = config_from_flags(config_file, {k: flags.pop(k) for k in LAYOUT_KEYS})
-    gates = dict(cfg.gates)
-    gate_flags = {
-        "max_regression": flags.pop("max_regression"),
-        "max_regression_pct": flags.pop("max_regression_pct"),
-        "require_ci_excludes_zero": flags.pop("require_ci_excludes_zero"),
-        "min_count": flags.pop("min_count"),
-        "max_mean_loss": flags.pop("max_mean_loss"),
-        "max_clipped_fraction": flags.pop("max_clipped_fraction"),
-    }
-    mr = gate_flags["max_regression"]
-    if mr is not None and not mr.strip().endswith("%"):
-        try:
-            gate_flags["max_regression"] = float(mr)
-        except ValueError:
-            raise UsageError(f"--max-regression: expected a number or a percentage like 5%, got {mr!r}") from None
-    for key, value in gate_flags.items():
-        if value is not None:
-            gates[key] = value
-    gates = normalize_gates(gates)
-    validate_gates(gates, "gates" if not config_file else f"{config_file}: gates")
+    gates = gates_from_flags(cfg.gates, config_file, flags,
+                             ("max_regression", "max_regression_pct", "require_ci_excludes_zero",
+                              "min_count", "max_mean_loss", "max_clipped_fraction"),
+                             limits=("max_regression",))
 
     settings: dict[str, Any] = check_compare_settings(getattr(cfg, "compare", None) or {},
                                                       config_file or "compare")
@@ -133,8 +112,9 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
     elif pair_on:
         settings["pair_on"] = list(pair_on)
 
-    result = run_compare(baseline, candidate, config=cfg, gates=gates, **settings)
-    path = result.write(out, overwrite=overwrite) if out else None
+    with quiet_warnings(quiet):
+        result = run_compare(baseline, candidate, config=cfg, gates=gates, **settings)
+        path = result.write(out, overwrite=overwrite) if out else None
     if path is not None:
         record_written(path, result)
     _print(result, fmt)

@@ -14,22 +14,27 @@ from .cli_common import (
     EXIT_CODES_HELP,
     _err,
     echo_machine_formats,
+    gate_count_options,
+    gates_from_flags,
     handle_errors,
+    print_options,
+    quiet_warnings,
+    report_command_options,
     report_gates,
 )
 
 
 @click.command("history", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
 @click.argument("reports", nargs=-1, required=True, metavar="REPORT_DIR...")
-@click.option("--out", "-o", type=click.Path(file_okay=False),
-              help="Output directory for history.md, history.json, the tables and plots.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing history report in --out.")
-@click.option("--config", "-c", "config_file", type=click.Path(dir_okay=False),
-              help="YAML/TOML config file: its 'history' settings and 'gates'; flags override it.")
+@report_command_options(
+    "Output directory for history.md, history.json, the tables and plots. With --overwrite, a "
+    "history already there is updated: rows of unchanged reports are reused, new ones read.",
+    "YAML/TOML config file: its 'history' settings and 'gates'; flags override it.")
 @click.option("--window", type=click.IntRange(min=2),
               help="Runs examined for changes and min / max (default 30).")
 @click.option("--lookback", type=click.IntRange(min=1),
-              help="'Change since N runs ago' and the drift gates compare with this run (default 7).")
+              help="'Change since N runs ago' and the drift gates compare with this run (default 7, "
+                   "at most --window - 1).")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="False discovery rate of flagged changes per grouping (default 0.05).")
 @click.option("--min-change-pct", type=click.FloatRange(min=0),
@@ -37,8 +42,12 @@ from .cli_common import (
 @click.option("--max-rows", type=click.IntRange(min=1),
               help="Groups shown per grouping in history.md (default 20; all are in the tables).")
 @click.option("--skip-bad", is_flag=True,
-              help="Skip report directories that are corrupt or not evalkit reports (counted in "
-                   "the report) instead of failing with exit code 3.")
+              help="Skip report directories (or single tables) that are corrupt, edited since evalkit "
+                   "wrote them, or not evalkit reports (counted in the report) instead of failing "
+                   "with exit code 3.")
+@click.option("--reuse/--no-reuse", default=None,
+              help="Reuse the rows of the history already in --out for reports that did not change "
+                   "(default: reuse; the result is the same either way).")
 @click.option("--max-drift", type=str, metavar="X|X%",
               help="Fail when a group's mean loss rose by more than X (absolute) or X% over "
                    "--lookback runs.")
@@ -46,13 +55,12 @@ from .cli_common import (
               help="Fail when a group's mean loss rose by more than PCT percent over --lookback runs.")
 @click.option("--max-change-pct", type=float, metavar="PCT",
               help="Fail when a detected shift up exceeds PCT percent (0: any detected rise).")
-@click.option("--min-count", type=click.IntRange(min=0),
-              help="Groups with fewer rows (latest or reference run) are reported but not gated.")
+@gate_count_options
+@click.option("--fail-unchecked/--no-fail-unchecked", default=None,
+              help="A gate that cannot be checked (too few runs, grouping absent from the latest run) "
+                   "fails (default: it is reported as not checked).")
 @click.option("--plots/--no-plots", default=True, help="Line plots per grouping (needs evalkit[plot]).")
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json", "none"]),
-              default="table", show_default=True, help="What to print to stdout.")
-@click.option("--quiet", "-q", is_flag=True, help="No log lines on stderr (gate failures still print).")
-@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@print_options
 @handle_errors
 def history(reports: tuple[str, ...], out: str | None, overwrite: bool, config_file: str | None,
             skip_bad: bool, plots: bool, fmt: str, quiet: bool, debug: bool, **flags: Any) -> None:
@@ -61,6 +69,8 @@ def history(reports: tuple[str, ...], out: str | None, overwrite: bool, config_f
     \b
     REPORT_DIR... are report directories written by `evalkit evaluate`, or globs of them
     ('reports/runs/*/'); runs are ordered by their recorded start time, not by name.
+    Each report is checked against its evalkit-manifest.json (an edited report is exit 3);
+    a copied report directory (same run id) counts once.
     Writes one tidy table per grouping (run, created, keys, count, mean, CI, clipped,
     accuracy), trends.parquet, history.md (overall line, per grouping: latest value,
     change since the previous run and since --lookback runs, min / max, and the night a
@@ -70,7 +80,7 @@ def history(reports: tuple[str, ...], out: str | None, overwrite: bool, config_f
     \b
     On a failed gate the full report is written first, then each failure is printed to
     stderr as `gate failed: <gate> <grouping>[<group>]: observed X > limit Y (...)` and
-    the exit code is 5.
+    the exit code is 5. A gate that cannot be checked is printed as `gate not checked:`.
 
     \b
     Examples:
@@ -80,37 +90,22 @@ def history(reports: tuple[str, ...], out: str | None, overwrite: bool, config_f
       evalkit history 'reports/runs/*/' --skip-bad --format json | jq .changes
     """
     from .config import EvalConfig
-    from .errors import UsageError
-    from .gates import normalize_gates, validate_gates
     from .trend import history as run_history
 
     cfg = EvalConfig.from_file(config_file) if config_file else EvalConfig()
-    gates = dict(cfg.gates)
-    md = flags.pop("max_drift")
-    if md is not None:
-        if md.strip().endswith("%"):
-            gates["max_drift"] = md
-        else:
-            try:
-                gates["max_drift"] = float(md)
-            except ValueError:
-                raise UsageError(f"--max-drift: expected a number or a percentage like 5%, got {md!r}") from None
-    for key in ("max_drift_pct", "max_change_pct", "min_count"):
-        value = flags.pop(key)
-        if value is not None:
-            gates[key] = value
-    gates = normalize_gates(gates)
-    validate_gates(gates, "gates" if not config_file else f"{config_file}: gates")
-
+    gates = gates_from_flags(cfg.gates, config_file, flags,
+                             ("max_drift", "max_drift_pct", "max_change_pct", "min_count",
+                              "require_ci_excludes_zero", "fail_unchecked"), limits=("max_drift",))
     progress = None if quiet else _err
-    result = run_history(list(reports), out=out, overwrite=overwrite, config=cfg, gates=gates,
-                         skip_bad=skip_bad, plots=plots, progress=progress, **flags)
+    with quiet_warnings(quiet):
+        result = run_history(list(reports), out=out, overwrite=overwrite, config=cfg, gates=gates,
+                             skip_bad=skip_bad, plots=plots, progress=progress, **flags)
     _print(result, fmt)
     if not quiet:
         _err(f"{len(result.changes)} change(s) flagged over {len(result.trends)} groupings"
              + (f"; {len(result.skipped)} report(s) or table(s) skipped" if result.skipped else ""))
         _err(f"report written to {out}/history.md" if out else "no --out given: nothing written")
-    report_gates(result.failures, result.gates, quiet)
+    report_gates(result.failures, result.gates, quiet, result.unchecked)
 
 
 def _print(result: Any, fmt: str) -> None:

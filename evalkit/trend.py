@@ -206,7 +206,8 @@ class HistoryResult:
         the lookback or the change scan, or a grouping absent from the latest run. They do
         not fail unless the gates set ``fail_unchecked: true``.
     reused_runs:
-        Runs whose rows were taken from the history already in ``out`` (not read again).
+        Runs none of whose tables were read: all their rows were taken from the history
+        already in ``out``.
     """
 
     runs: pd.DataFrame
@@ -991,7 +992,7 @@ class _Build:
     absent: dict[str, int] = field(default_factory=dict)  # grouping -> last run holding it
     writer: _Writer | None = None
     _used: dict[str, dict[int, str | None]] = field(default_factory=dict)
-    _reused: set[int] = field(default_factory=set)
+    _read: set[int] = field(default_factory=set)  # runs at least one table was read from
 
     def __post_init__(self) -> None:
         if self.tmp is not None:
@@ -999,8 +1000,8 @@ class _Build:
 
     @property
     def reused_runs(self) -> int:
-        """Runs of which at least one grouping was taken from the earlier history."""
-        return len(self._reused)
+        """Runs none of whose tables had to be read (all taken from the earlier history)."""
+        return len(self.runs.infos) - len(self._read)
 
     def add(self, name: str, idx: Sequence[int], grouped: GroupedRuns) -> None:
         res, runs, n_runs = self.result, self.runs, len(self.runs.infos)
@@ -1008,8 +1009,7 @@ class _Build:
             res.skipped.append((str(runs.infos[i].path), f"{err} (grouping {name} left out for this run)"))
         bad_runs = {i for i, _e in grouped.bad}
         self._used[name] = {i: grouped.key_types.get(i) for i in idx if i not in bad_runs}
-        if grouped.reused:
-            self._reused |= set(grouped.reused)
+        self._read |= set(idx) - set(grouped.reused)
         tidy = _grouping_frame(runs, grouped, name, float(self.opts["confidence"]))
         series = _series([i for i in idx if i not in bad_runs], runs.segment, int(runs.segment[-1]), n_runs)
         self.series_runs[name] = len(series)
@@ -1270,7 +1270,7 @@ def _md_gates(res: HistoryResult) -> list[str]:
         lines.append(f"- ... and {len(res.failures) - MAX_CHANGE_LINES} more (history.json)")
     if res.unchecked:
         strict = bool(res.gates.get("fail_unchecked", False))
-        lines += [f"- not checked: {md_text(str(f))}" for f in res.unchecked[:MAX_CHANGE_LINES]]
+        lines += [f"- {md_text(str(f))}" for f in res.unchecked[:MAX_CHANGE_LINES]]
         lines.append(f"- (gates that cannot be checked {'fail' if strict else 'do not fail'}: "
                      f"`fail_unchecked: {'true' if strict else 'false'}`)")
     return [*lines, ""] if len(lines) > 2 else lines

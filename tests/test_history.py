@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ from click.testing import CliRunner
 import evalkit
 from evalkit.cli import main
 from evalkit.errors import ReportError, UsageError
+from evalkit.escape import grouping_file_stem
 from evalkit.inference import benjamini_hochberg, mean_interval, t_sf2
 from evalkit.reports import read_summary_metadata
 from evalkit.trend import detect_changes, history
@@ -48,7 +51,7 @@ def make_report(root: Path, name: str, created: pd.Timestamp | str | None,
     overall = _stats({}, np.array([overall_mean]), 10_000, 0.8, clipped_col)
     pq.write_table(pa.Table.from_pandas(overall, preserve_index=False), d / "overall.parquet")
     for g, df in groups.items():
-        stem = "by_" + "_".join(g.split(","))
+        stem = grouping_file_stem(g.split(","))
         pq.write_table(pa.Table.from_pandas(df, preserve_index=False), d / f"{stem}.parquet")
     meta = {"evalkit_version": "0.1.0", "eps": eps, "classes": list(classes),
             "groupings": ["overall", *groups]}
@@ -615,7 +618,8 @@ def test_nightly_config_runs_evaluate_compare_and_history(tmp_path: Path, monkey
     r = runner.invoke(main, ["history", str(reports / "runs" / "*") + "/", "--config", cfg, "--out",
                              str(reports / "history"), "--overwrite", "--no-plots", "--format", "none"])
     assert r.exit_code == 0, r.output
-    assert "all gates passed" in r.stderr
+    # three nights are too few for the drift over 7 runs: said, neither passed nor failed
+    assert "all checked gates passed" in r.stderr and "gate not checked: max_drift_pct overall" in r.stderr
     md = (reports / "history" / "history.md").read_text()
     assert "3 runs from" in md and "## By split × region" in md and "## Gates: passed" in md
 
@@ -644,3 +648,360 @@ def test_grouped_tables_rewritten_by_other_tools(tmp_path: Path) -> None:
     assert tr["runs"].tolist() == [11, 12, 12, 12, 1]  # APAC lost its row to the null key
     assert len(res.table("region")) == 12 * 4
     assert "| ∅ |" in res.to_markdown()  # a null key reads as the other reports show it
+
+
+# -- reusing an earlier history (the nightly run) ------------------------------------------------
+
+
+def _same_outputs(a: Path, b: Path) -> None:
+    """Two history reports hold the same results: every file byte for byte, history.json
+    apart from when it was made and how long it took, the manifests apart from their own
+    creation time and run id."""
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    for name in names:
+        if name == "history.json":
+            ja, jb = (json.loads((d / name).read_text()) for d in (a, b))
+            for j in (ja, jb):
+                del j["metadata"]["created"], j["metadata"]["duration_s"]
+            assert ja == jb
+        elif name == "evalkit-manifest.json":
+            fa, fb = (json.loads((d / name).read_text())["files"] for d in (a, b))
+            assert {k: v for k, v in fa.items() if k != "history.json"} == \
+                {k: v for k, v in fb.items() if k != "history.json"}
+        else:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_nightly_run_reuses_the_previous_history_and_gives_the_same_result(tmp_path: Path) -> None:
+    paths = make_series(tmp_path / "reports", 14, seed=5, step_at=10, step=0.25, manifest=True)
+    out, cold = tmp_path / "hist", tmp_path / "cold"
+    gates = {"max_drift_pct": 5, "groups": {"region": {"max_mean_loss": 0.6}}}
+    yesterday = history(paths[:-1], out=out, gates=gates, window=10, lookback=3)
+    assert yesterday.reused_runs == 0
+    # tonight: one new report, the oldest left out, the history of last night in --out
+    tonight = history(paths[1:], out=out, overwrite=True, gates=gates, window=10, lookback=3)
+    assert tonight.reused_runs == 12
+    full = history(paths[1:], out=cold, gates=gates, window=10, lookback=3, reuse=False)
+    assert full.reused_runs == 0
+    _same_outputs(out, cold)
+    assert [str(f) for f in tonight.failures] == [str(f) for f in full.failures]
+    # run again with nothing new: everything reused, still the same
+    again = history(paths[1:], out=out, overwrite=True, gates=gates, window=10, lookback=3)
+    assert again.reused_runs == 13
+    _same_outputs(out, cold)
+
+
+def test_reuse_reads_again_what_changed(tmp_path: Path) -> None:
+    import os
+
+    paths = make_series(tmp_path / "reports", 8, seed=2, manifest=True)
+    out, cold = tmp_path / "hist", tmp_path / "cold"
+    history(paths, out=out, plots=False)
+    # a report evaluated again (new content, new manifest), a table merely touched, a report
+    # with the same content whose key column became dictionary-encoded by another writer
+    f = paths[3] / "by_region.parquet"
+    t = pq.read_table(f)
+    pq.write_table(t.set_column(t.schema.get_field_index("mean"), "mean",
+                                pa.array(t.column("mean").to_numpy() * 1.5)), f)
+    restamp(paths[3])
+    g = paths[5] / "by_region.parquet"
+    os.utime(g, ns=(g.stat().st_atime_ns, g.stat().st_mtime_ns + 10**9))
+    h = history(paths, out=out, overwrite=True, plots=False)
+    assert h.reused_runs == 6  # runs 4 (changed) and 6 (touched: cannot be trusted) read again
+    history(paths, out=cold, plots=False, reuse=False)
+    _same_outputs(out, cold)
+    assert h.table("region").query("run == 4")["mean"].round(12).tolist() == \
+        (t.column("mean").to_numpy() * 1.5).round(12).tolist()
+    # keys of a new report typed differently: the grouping is read again, typed as a cold read
+    t = pq.read_table(paths[7] / "by_region.parquet")
+    pq.write_table(t.set_column(0, "region", t.column("region").dictionary_encode().cast(
+        pa.dictionary(pa.int32(), pa.string()))), paths[7] / "by_region.parquet")
+    restamp(paths[7])
+    h = history(paths, out=out, overwrite=True, plots=False)
+    history(paths, out=cold, overwrite=True, plots=False, reuse=False)
+    _same_outputs(out, cold)
+
+
+def test_a_damaged_previous_history_is_not_reused(tmp_path: Path) -> None:
+    paths = make_series(tmp_path / "reports", 6, seed=4, manifest=True)
+    out = tmp_path / "hist"
+    history(paths, out=out, plots=False)
+    t = pq.read_table(out / "by_region.parquet")
+    pq.write_table(t.set_column(t.schema.get_field_index("mean"), "mean",
+                                pa.array(np.zeros(len(t)))), out / "by_region.parquet")
+    # the history's own manifest no longer matches: its rows are not trusted, all is read
+    # (and --overwrite refuses to replace a report edited since evalkit wrote it)
+    with pytest.raises(evalkit.OutputExistsError):
+        history(paths, out=out, overwrite=True, plots=False)
+    from evalkit.trend import _open_cache
+
+    cache = _open_cache(out, True)
+    assert cache is not None and cache._table("by_region.parquet") is None
+
+
+# -- red-team findings: each a kind ----------------------------------------------------------------
+
+
+def test_a_copied_report_directory_counts_once(tmp_path: Path) -> None:
+    import shutil
+
+    paths = make_series(tmp_path / "reports", 6, seed=1, manifest=True)
+    shutil.copytree(paths[2], tmp_path / "reports" / "zz-copy")  # same run, another name
+    old = make_series(tmp_path / "old", 3, seed=1)  # reports before run ids: by summary.json
+    shutil.copytree(old[1], tmp_path / "old" / "zz-copy")
+    for root, n in ((tmp_path / "reports", 6), (tmp_path / "old", 3)):
+        res = history(str(root / "*"))
+        assert len(res.runs) == n and len(res.table("region")) == 4 * n
+        assert res.duplicates == [(str(root / "zz-copy"), str(res.runs["path"].iloc[1 if n == 3 else 2]))]
+        assert "Same run counted once (1)" in res.to_markdown()
+        assert res.to_dict()["duplicates"][0]["path"] == str(root / "zz-copy")
+    r = CliRunner().invoke(main, ["history", str(tmp_path / "reports" / "*"), "--format", "none"])
+    assert r.exit_code == 0 and "zz-copy holds the same run as" in r.stderr
+
+
+def test_a_grouping_absent_from_the_latest_run_has_no_latest_value_and_every_gate_is_reported(
+        tmp_path: Path) -> None:
+    for r in range(8):
+        groups = {"region": _stats({"region": REGIONS}, np.full(4, 0.5 + 0.01 * r), 1000, 1.0)}
+        if r < 6:  # the split grouping disappears in the last two runs
+            groups["split"] = _stats({"split": ["train", "test"]}, np.array([0.3, 0.4]), 1000, 1.0)
+        make_report(tmp_path, f"r{r}", DAY0 + pd.Timedelta(days=r), groups, manifest=True)
+    spec = str(tmp_path / "r*")
+    res = history(spec, window=6, lookback=2)
+    split = res.trends["split"]
+    assert split["latest"].isna().all() and split["drift"].isna().all()  # never run 6's values
+    assert split["runs"].tolist() == [6, 6] and res.metadata["absent_from_latest"] == {"split": 6}
+    md = res.to_markdown()
+    assert "Absent from the latest run** (last in run 6)" in md
+    assert "| test | absent |" in md
+    gates = {"max_drift_pct": 1.0, "groups": {"split": {"max_mean_loss": 0.35, "max_drift": 0.01}}}
+    res = history(spec, window=6, lookback=2, gates=gates)
+    assert {(f.gate, f.grouping) for f in res.failures} == {("max_drift_pct", "region")}
+    assert {(f.gate, f.grouping) for f in res.unchecked} == {("max_mean_loss", "split"), ("max_drift", "split"),
+                                                              ("max_drift_pct", "split")}
+    assert all("absent from the latest run (last in run 6)" in f.detail for f in res.unchecked)
+    r = CliRunner().invoke(main, ["history", spec, "--window", "6", "--lookback", "2", "--max-drift-pct", "1",
+                                  "--format", "none", "--config", _gates_file(tmp_path, gates)])
+    assert r.exit_code == 5, r.output  # a gate failure, never a usage error hiding the others
+    assert r.stderr.count("gate failed: max_drift_pct region") == 4
+    assert "gate not checked: max_mean_loss split: not checked (the grouping is absent" in r.stderr
+    res = history(spec, window=6, lookback=2, gates={**gates, "fail_unchecked": True})
+    assert {(f.gate, f.grouping) for f in res.failures} >= {("max_mean_loss", "split"), ("max_drift", "split")}
+    assert res.unchecked == []
+
+
+def _gates_file(tmp_path: Path, gates: dict) -> str:
+    p = tmp_path / "gates.json"
+    p.write_text(json.dumps({"gates": gates}))
+    return str(p)
+
+
+def test_drift_and_change_gates_on_too_short_a_series_are_not_checked(tmp_path: Path) -> None:
+    make_series(tmp_path, 3, seed=2, manifest=True)
+    spec = str(tmp_path / "run-*")
+    res = history(spec, window=10, lookback=5, gates={"max_drift": 0.0, "max_change_pct": 0})
+    assert res.failures == [] and not res.passed is False
+    assert {(f.gate, f.grouping) for f in res.unchecked} == {
+        (g, n) for g in ("max_drift", "max_change_pct") for n in ("overall", "region")}
+    assert "3 run(s) in the series; the drift over 5 runs needs 6" in str(res.unchecked[0])
+    md = res.to_markdown()
+    assert "## Gates: passed (4 not checked)" in md and "- max_drift overall: not checked (3 run(s)" in md
+    assert res.to_dict()["gates"]["not_checked"][0]["gate"] == "max_drift"
+    strict = history(spec, window=10, lookback=5, gates={"max_drift": 0.0, "fail_unchecked": True})
+    assert len(strict.failures) == 2 and all(math.isnan(f.observed) for f in strict.failures)
+    r = CliRunner().invoke(main, ["history", spec, "--window", "10", "--lookback", "5", "--max-drift", "0",
+                                  "--fail-unchecked", "--format", "none"])
+    assert r.exit_code == 5
+    assert "gate failed: max_drift region: could not be checked (3 run(s) in the series" in r.stderr
+    assert "gate failed: max_drift overall: could not be checked" in r.stderr
+
+
+def test_trends_parquet_keeps_null_keys_the_text_null_and_the_empty_string_apart(tmp_path: Path) -> None:
+    for r in range(4):
+        df = _stats({"region": ["EU", None, "(null)", ""]}, np.array([0.3, 0.4, 0.5, 0.6]) + 0.01 * r, 500, 1.0)
+        split = _stats({"split": ["a", "b"], "region": ["", None]}, np.array([0.2, 0.25]), 500, 1.0)
+        make_report(tmp_path, f"r{r}", DAY0 + pd.Timedelta(days=r), {"region": df, "split,region": split},
+                    manifest=True)
+    out = tmp_path / "hist"
+    history(str(tmp_path / "r*"), out=out, plots=False)
+    t = pq.read_table(out / "trends.parquet")
+    assert "group" not in t.column_names
+    assert t.schema.field("region").type == pq.read_schema(out / "by_region.parquet").field("region").type
+    rows = t.to_pylist()
+    region = [(r["region"], r["latest"]) for r in rows if r["grouping"] == "region"]
+    assert sorted(region, key=lambda x: x[1]) == [("EU", pytest.approx(0.33)), (None, pytest.approx(0.43)),
+                                                   ("(null)", pytest.approx(0.53)), ("", pytest.approx(0.63))]
+    overall = [r for r in rows if r["grouping"] == "overall"]
+    assert len(overall) == 1 and overall[0]["region"] is None and overall[0]["split"] is None
+    both = [(r["split"], r["region"]) for r in rows if r["grouping"] == "split,region"]
+    assert sorted(both) == [("a", ""), ("b", None)]
+    md = (out / "history.md").read_text()
+    assert '| "" |' in md and "| ∅ |" in md and "| (null) |" in md  # three keys read apart
+
+
+@pytest.mark.parametrize("column, value, what", [
+    ("mean", -0.2, "column 'mean' holds 1 value(s) negative, NaN or infinite"),
+    ("mean", float("nan"), "column 'mean' holds 1 value(s) negative, NaN or infinite"),
+    ("std", -1.0, "column 'std' holds 1 value(s) negative, infinite, or missing where count >= 2"),
+    ("std", float("nan"), "column 'std' holds 1 value(s) negative, infinite, or missing where count >= 2"),
+    ("count", -5, "column 'count' holds 1 value(s) not a whole number >= 0"),
+    ("accuracy", 1.5, "column 'accuracy' holds 1 value(s) outside [0, 1]"),
+    ("no std", None, "grouped table has no column(s) std (or sem)"),
+])
+def test_impossible_statistics_in_an_input_report_are_named(tmp_path: Path, column: str, value: Any,
+                                                             what: str) -> None:
+    paths = make_series(tmp_path, 5, seed=3)
+    f = paths[2] / "by_region.parquet"
+    df = pd.read_parquet(f)
+    if column == "no std":
+        df = df.drop(columns=["std"])
+    else:
+        df[column] = df[column].astype(float if isinstance(value, float) else df[column].dtype)
+        df.loc[2, column] = value
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), f)
+    with pytest.raises(ReportError, match=re.escape(what)) as err:
+        history(str(tmp_path / "run-*"))
+    assert str(f) in str(err.value)
+    if column != "no std":
+        assert "row 2 (LATAM)" in str(err.value)
+    r = CliRunner().invoke(main, ["history", str(tmp_path / "run-*"), "--format", "none"])
+    assert r.exit_code == 3 and str(f) in r.stderr
+    res = history(str(tmp_path / "run-*"), skip_bad=True)
+    assert len(res.skipped) == 1 and res.skipped[0][0] == str(paths[2])
+    assert len(res.table("region")) == 4 * 4 and "Skipped (1)" in res.to_markdown()
+
+
+def test_a_single_row_group_without_std_is_valid(tmp_path: Path) -> None:
+    paths = make_series(tmp_path, 4, seed=3)
+    f = paths[1] / "by_region.parquet"
+    df = pd.read_parquet(f)
+    df.loc[0, ["count", "std"]] = [1, np.nan]  # evaluate writes NaN std for a group of one row
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), f)
+    t = history(str(tmp_path / "run-*")).table("region")
+    assert np.isnan(t.query("run == 2 and region == 'APAC'")["ci_low"]).all()
+
+
+def test_every_markdown_cell_heading_and_link_is_escaped(tmp_path: Path) -> None:
+    col = "re*g<i>|on_"
+    for r in range(4):
+        df = _stats({col: ["<script>x</script>", "a|b", "*bold* [l](http://x)", "`code`\nnext"]},
+                    np.array([0.3, 0.4, 0.5, 0.6]) * (1 + 0.3 * (r == 3)), 5000, 0.1)
+        make_report(tmp_path, f"r{r}", DAY0 + pd.Timedelta(days=r), {col: df}, manifest=True)
+    res = history(str(tmp_path / "r*"), out=tmp_path / "hist", window=4, lookback=1,
+                  gates={"max_drift_pct": 1})
+    md = (tmp_path / "hist" / "history.md").read_text()
+    assert "<script>" not in md and "<i>" not in md and "\n| " + "`code`\n" not in md
+    assert "## By re\\*g&lt;i&gt;\\|on\\_" in md or "## By re\\*g&lt;i>\\|on\\_" in md
+    assert "&lt;script>x&lt;/script>" in md and "a\\|b" in md and "\\*bold\\* \\[l\\](http://x)" in md
+    assert "\\`code\\`\\\\nnext" in md  # the line break shown as \n, never a new row
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    cells = {line.count("|") - line.count("\\|") for line in rows if "latest" in rows[0]}
+    assert len(rows) == 3 + 2 + 4 and cells == {8, 9}  # overall: 7 columns, by col: 8
+    assert res.failures and "**FAILED** max\\_drift\\_pct" not in md
+
+
+def test_quiet_means_quiet_even_with_plot_warnings(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    import warnings
+
+    for r in range(4):
+        df = _stats({"region": ["日本", "한국", "EU"]}, np.array([0.3, 0.4, 0.5]), 500, 1.0)
+        make_report(tmp_path, f"r{r}", DAY0 + pd.Timedelta(days=r), {"region": df}, manifest=True)
+    args = ["history", str(tmp_path / "r*"), "--out", str(tmp_path / "h"), "--overwrite", "--format", "none"]
+    with warnings.catch_warnings(record=True) as loud:
+        warnings.simplefilter("always")
+        r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0 and any("Glyph" in str(w.message) for w in loud)  # the case exists
+    with warnings.catch_warnings(record=True) as quiet:
+        warnings.simplefilter("always")
+        r = CliRunner().invoke(main, [*args, "-q"])
+    assert r.exit_code == 0 and r.stderr == "" and quiet == []
+
+
+def test_a_short_window_alone_shortens_the_default_lookback(tmp_path: Path) -> None:
+    make_series(tmp_path, 4, seed=1)
+    spec = str(tmp_path / "run-*")
+    res = history(spec, window=2)
+    assert res.metadata["settings"]["lookback"] == 1 and "\"Δ 1 runs\"" in res.to_markdown()
+    r = CliRunner().invoke(main, ["history", spec, "--window", "2", "--format", "none"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["history", spec, "--window", "2", "--lookback", "2", "--format", "none"])
+    assert r.exit_code == 2
+    assert "'lookback' = 2 (given) must be smaller than 'window' = 2 (given)" in r.stderr
+    assert "use --lookback 1 or less" in r.stderr
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("summary", "summary.json: holds .* bytes, other than evalkit-manifest.json records"),
+    ("summary_same_size", "summary.json: has another content \\(fingerprint\\)"),
+    ("table", "by_region.parquet: has another content \\(fingerprint\\)"),
+    ("manifest", "evalkit-manifest.json: evalkit-manifest.json is unreadable"),
+    ("compare_manifest", "is a compare report, not an evaluate report"),
+    ("other_run", "belongs to another run than evalkit-manifest.json"),
+    ("unlisted", "by_region.parquet: not listed in evalkit-manifest.json"),
+])
+def test_an_edited_input_report_is_refused(tmp_path: Path, edit: str, message: str) -> None:
+    paths = make_series(tmp_path, 5, seed=6, manifest=True)
+    d = paths[2]
+    man = json.loads((d / "evalkit-manifest.json").read_text())
+    if edit == "summary":
+        s = json.loads((d / "summary.json").read_text())
+        s["metadata"]["created"] = "2030-01-01T00:00:00Z"
+        (d / "summary.json").write_text(json.dumps(s))
+    elif edit == "summary_same_size":
+        text = (d / "summary.json").read_text()
+        (d / "summary.json").write_text(text.replace('"eps": 1e-07', '"eps": 2e-07'))
+    elif edit == "table":
+        t = pq.read_table(d / "by_region.parquet").to_pandas()
+        t.loc[0, "mean"] = 0.1
+        pq.write_table(pa.Table.from_pandas(t, preserve_index=False), d / "by_region.parquet")
+        man["files"]["by_region.parquet"]["bytes"] = (d / "by_region.parquet").stat().st_size
+        (d / "evalkit-manifest.json").write_text(json.dumps(man))
+    elif edit == "manifest":
+        (d / "evalkit-manifest.json").write_text("{")
+    elif edit == "compare_manifest":
+        (d / "evalkit-manifest.json").write_text(json.dumps({**man, "command": "compare"}))
+    elif edit == "other_run":
+        (d / "evalkit-manifest.json").write_text(json.dumps({**man, "run_id": "f" * 32}))
+    elif edit == "unlisted":
+        del man["files"]["by_region.parquet"]
+        (d / "evalkit-manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ReportError, match=message):
+        history(str(tmp_path / "run-*"))
+    r = CliRunner().invoke(main, ["history", str(tmp_path / "run-*"), "--format", "none"])
+    assert r.exit_code == 3 and str(d) in r.stderr
+    res = history(str(tmp_path / "run-*"), skip_bad=True)
+    assert len(res.skipped) == 1 and res.skipped[0][0] == str(d)
+
+
+def test_reports_from_before_manifests_are_read_with_a_note(tmp_path: Path) -> None:
+    make_series(tmp_path, 3, seed=6)  # no manifests, no run ids
+    make_report(tmp_path, "run-new", DAY0 + pd.Timedelta(days=5),
+                {"region": _stats({"region": REGIONS}, np.full(4, 0.5), 1000, 1.0)}, manifest=True)
+    res = history(str(tmp_path / "run-*"))
+    assert len(res.runs) == 4 and res.metadata["unverified_reports"] == 3
+    assert "3 report(s) written before report manifests" in res.to_markdown()
+    r = CliRunner().invoke(main, ["history", str(tmp_path / "run-*"), "--format", "none"])
+    assert "3 report(s) written before manifests, read unverified" in r.stderr
+
+
+def test_compare_and_history_share_their_option_definitions() -> None:
+    import inspect as _inspect
+
+    from evalkit import cli_compare, cli_history
+    from evalkit.cli_compare import compare
+    from evalkit.cli_history import history as history_cmd
+
+    shared = ["out", "overwrite", "config_file", "min_count", "require_ci_excludes_zero", "fmt", "quiet", "debug"]
+    c = {p.name: p for p in compare.params}
+    h = {p.name: p for p in history_cmd.params}
+    for name in shared:
+        assert c[name].opts == h[name].opts and type(c[name].type) is type(h[name].type), name
+        if name not in ("out", "config_file"):
+            assert c[name].help == h[name].help, name
+    for mod in (cli_compare, cli_history):
+        src = _inspect.getsource(mod)
+        for flag in ('"--format"', '"--quiet"', '"--debug"', '"--min-count"', '"--overwrite"', '"--config"',
+                     "expected a number or a percentage"):
+            assert flag not in src, (mod.__name__, flag)
