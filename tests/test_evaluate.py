@@ -44,7 +44,9 @@ def test_reference_case_through_evaluate():
     df = pd.DataFrame({"prob_a": REF_PROBS[:, 0], "prob_b": REF_PROBS[:, 1], "prob_c": REF_PROBS[:, 2],
                        "label": REF_LABELS})
     r = evalkit.evaluate(df)
-    assert r.mean == REF_MEAN
+    # The overall line is derived from the per-class cells (joint accumulation): the same sum
+    # added in class order rather than numpy's row order, equal to the last bit or so.
+    assert r.mean == pytest.approx(REF_MEAN, rel=1e-15)
     np.testing.assert_allclose(r.rows["loss"], [0.356674944, 0.693147181, 0.105360516], atol=5e-10)
     assert r.overall["count"] == 3 and r.overall["clipped_low"] == 0
 

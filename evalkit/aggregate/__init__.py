@@ -12,9 +12,10 @@ distinct group keys present in a batch, never over rows.
 
 Modules: ``keys`` (group key index shared by GroupStats and TopK), ``sketch``
 (LogHistogram quantile sketch, quantile column names), ``groupstats`` (GroupStats),
-``topk`` (TopK), ``confusion`` (Confusion), ``calibration`` (reliability bins, ECE, Brier),
-``bootstrap`` (streaming Poisson bootstrap), ``slices`` (slice search).  Import the public
-names from here.
+``joint`` (several groupings accumulated as one), ``topk`` (TopK), ``confusion``
+(Confusion), ``calibration`` (reliability bins, ECE, Brier), ``bootstrap`` (streaming
+Poisson bootstrap), ``slices`` (slice search).  Import the public names
+from here.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from .bootstrap import PoissonBootstrap
 from .calibration import CalibrationBatch, CalibrationBins
 from .confusion import Confusion
 from .groupstats import GroupStats
+from .joint import JointStats
 from .sketch import LogHistogram, quantile_column_name
 from .slices import SliceStats, assess_slices, worst_slices
 from .topk import TopK
 
-__all__ = ["CalibrationBatch", "CalibrationBins", "Confusion", "GroupStats", "LogHistogram",
+__all__ = ["CalibrationBatch", "CalibrationBins", "Confusion", "GroupStats", "JointStats", "LogHistogram",
            "PoissonBootstrap", "SliceStats", "TopK", "assess_slices", "quantile_column_name",
            "worst_slices"]

@@ -461,12 +461,27 @@ class GroupStats:
         new._bins = self._bins.copy()
         remap = new._index.merge_from(other._index)
         new._ensure(len(new._index))
-        g = other.n_groups
-        b = {k: v[:g] for k, v in other._arrays.items()}
-        a = new._arrays
-        nz = b["count"] > 0
-        src = np.flatnonzero(nz)
-        dst = remap[src]
+        src = np.flatnonzero(other._arrays["count"][:other.n_groups] > 0)
+        new._absorb(other, src, remap[src])
+        new._bins.merge_from(other._bins, remap)
+        new.n_rows = self.n_rows + other.n_rows
+        if new._raw_codes is not None and other._raw_codes is not None:
+            new._raw_codes = list(new._raw_codes) + [
+                remap[c].astype(np.int32) for c in other._raw_codes
+            ]
+            new._raw_loss = list(new._raw_loss) + list(other._raw_loss)
+        else:
+            new._raw_codes = None
+            new._raw_loss = None
+        new._drop_raw_if_over_limit()
+        return new
+
+    def _absorb(self, other: GroupStats, src: np.ndarray, dst: np.ndarray) -> None:
+        """Fold ``other``'s groups ``src`` into this state's slots ``dst`` (distinct slots,
+        already allocated): every per-group field and the calibration / bootstrap sums;
+        not the histogram counts, raw values or key index (the callers handle those)."""
+        b = other._arrays
+        a = self._arrays
         na = a["count"][dst]
         nb_ = b["count"][src]
         tot = na + nb_
@@ -479,22 +494,54 @@ class GroupStats:
         for name in ("sum", "clipped_low", "clipped_high", "correct", "weight_sq_sum"):
             a[name][dst] += b[name][src]
         _add_scaled(a, dst, b["weight_sum"][src], b["wloss_sum"][src], b["weight_exp"][src])
-        new._bins.merge_from(other._bins, remap)
         _combine_weighted(a, dst, b["wsum"][src], b["wmean"][src], b["wm2"][src])
-        if new.calibration is not None:
-            new.calibration.absorb(other.calibration, src, dst)
-        if new.bootstrap is not None:
-            new.bootstrap.absorb(other.bootstrap, src, dst)
-        new.n_rows = self.n_rows + other.n_rows
-        if new._raw_codes is not None and other._raw_codes is not None:
-            new._raw_codes = list(new._raw_codes) + [
-                remap[c].astype(np.int32) for c in other._raw_codes
-            ]
-            new._raw_loss = list(new._raw_loss) + list(other._raw_loss)
+        if self.calibration is not None:
+            self.calibration.absorb(other.calibration, src, dst)
+        if self.bootstrap is not None:
+            self.bootstrap.absorb(other.bootstrap, src, dst)
+
+    def project(self, key_names: Sequence[str]) -> GroupStats:
+        """The statistics of the coarser grouping by ``key_names`` (a subset of this state's
+        key columns, any order; empty: one group of everything), derived from this state.
+
+        Each new group combines the groups that share its key values: counts, flags, sums,
+        calibration and bootstrap sums and histogram counts add exactly; mean and M2 combine
+        by Chan et al.'s formula (the same as :meth:`merge`, so the result equals direct
+        accumulation to rounding, about 1e-15 relative); min / max and the raw values kept
+        for exact quantiles are the same values. The new state can be updated and merged
+        like any other. Raises ValueError for a key name this state does not have.
+        """
+        missing = [k for k in key_names if k not in self.key_names]
+        if missing:
+            raise ValueError(f"cannot project onto {missing}: keys are {self.key_names}")
+        cols = [self.key_names.index(k) for k in key_names]
+        new = GroupStats.__new__(GroupStats)
+        new.__dict__.update({k: v for k, v in self.__dict__.items()
+                             if k not in ("_index", "_arrays", "_bins", "calibration", "bootstrap",
+                                          "_raw_codes", "_raw_loss")})
+        new._index, remap = self._index.project(cols)
+        new._arrays = {}
+        new._bins = BinCounts(self.hist.n_bins)
+        new.calibration = None if self.calibration is None else CalibrationBins(self.calibration.n_bins)
+        new.bootstrap = None if self.bootstrap is None else PoissonBootstrap(self.bootstrap.n)
+        new._alloc(0)
+        new._ensure(len(new._index))
+        src = np.flatnonzero(self._arrays["count"][:self.n_groups] > 0)
+        dst = remap[src]
+        # Several groups land in one: absorb in rounds, each round at most one per new group.
+        order = np.argsort(dst, kind="stable")
+        first = np.searchsorted(dst[order], dst[order], side="left")
+        rank = np.empty(len(src), dtype=np.int64)
+        rank[order] = np.arange(len(src)) - first
+        for r in range(int(rank.max()) + 1 if len(rank) else 0):
+            sel = rank == r
+            new._absorb(self, src[sel], dst[sel])
+        new._bins.merge_from(self._bins, remap)
+        if self._raw_codes is None:
+            new._raw_codes = new._raw_loss = None
         else:
-            new._raw_codes = None
-            new._raw_loss = None
-        new._drop_raw_if_over_limit()
+            new._raw_codes = [remap[c].astype(np.int32) for c in self._raw_codes]
+            new._raw_loss = list(self._raw_loss)
         return new
 
     def finalize(self) -> pd.DataFrame:

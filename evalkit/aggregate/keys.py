@@ -306,6 +306,23 @@ class _KeyIndex:
         self._last_dict = [None] * len(self.key_names)
         return remap
 
+    def project(self, cols: Sequence[int]) -> tuple[_KeyIndex, np.ndarray]:
+        """The index of the keys made of columns ``cols`` (positions, any order; empty: the one
+        group of everything) and the map slot -> projected slot. Column types and dictionary
+        orders carry over, so the projected groups sort as if they had been indexed directly."""
+        cols = list(cols)
+        names = [self.key_names[i] for i in cols]
+        new = _KeyIndex(names, [self.key_names[i] for i in cols if i in self.dict_ordered])
+        new.types = [self.types[i] for i in cols]
+        new.dict_order = [dict(self.dict_order[i]) for i in cols]
+        remap = np.empty(len(self.keys), dtype=np.int64)
+        slot_of = new.slot_of
+        for j, key in enumerate(self.keys):
+            pk = tuple(key[i] for i in cols)
+            s = slot_of.get(pk)
+            remap[j] = new._add(pk) if s is None else s
+        return new, remap
+
     def copy(self) -> _KeyIndex:
         new = _KeyIndex.__new__(_KeyIndex)
         new.key_names = self.key_names

@@ -179,15 +179,17 @@ class BinCounts:
         self._fold(keys, counts)
 
     def _fold(self, keys: np.ndarray, counts: np.ndarray) -> None:
-        """Add sorted unique ``keys`` with ``counts`` to the sorted store."""
-        if not len(self._keys):
-            self._keys, self._counts = keys, counts
+        """Add sorted ``keys`` (repeats allowed) with ``counts`` to the sorted store."""
+        if len(self._keys):
+            allk = np.concatenate([self._keys, keys])
+            allc = np.concatenate([self._counts, counts])
+            # Two sorted runs: a stable sort (timsort for int64) merges them in linear time.
+            order = np.argsort(allk, kind="stable")
+            allk, allc = allk[order], allc[order]
+        else:
+            allk, allc = keys, counts
+        if not len(allk):
             return
-        allk = np.concatenate([self._keys, keys])
-        allc = np.concatenate([self._counts, counts])
-        # Two sorted runs: a stable sort (timsort for int64) merges them in linear time.
-        order = np.argsort(allk, kind="stable")
-        allk, allc = allk[order], allc[order]
         start = np.flatnonzero(np.concatenate(([True], allk[1:] != allk[:-1])))
         self._keys = allk[start]
         self._counts = np.add.reduceat(allc, start) if len(allc) else allc
@@ -201,11 +203,16 @@ class BinCounts:
         return self._keys // self.n_bins, self._keys % self.n_bins, self._counts
 
     def merge_from(self, other: BinCounts, remap: np.ndarray) -> None:
-        """Add ``other``'s counts, its slot ``j`` landing in this slot ``remap[j]``."""
+        """Add ``other``'s counts, its slot ``j`` landing in this slot ``remap[j]`` (several
+        slots may land in one)."""
         self.ensure(int(remap.max()) + 1 if len(remap) else 0)
         if other._dense is not None and self._dense is not None:
             g = min(other.groups, len(remap))
-            self._dense[remap[:g]] += other._dense[:g]
+            dst = remap[:g]
+            if len(np.unique(dst)) == g:
+                self._dense[dst] += other._dense[:g]
+            else:  # several slots land in one (a projection onto fewer key columns)
+                np.add.at(self._dense, dst, other._dense[:g])
             return
         slot, b, c = other.entries()
         if self._dense is not None:

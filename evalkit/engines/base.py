@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..aggregate import CalibrationBatch, Confusion, GroupStats, SliceStats, TopK
+from ..aggregate import CalibrationBatch, Confusion, GroupStats, JointStats, SliceStats, TopK
 from ..errors import InputError, ProbabilitySumError
 from ..escape import grouping_file_stem
 from ..inference import poisson_weights
@@ -115,14 +115,15 @@ class Plan:
                   dict_order_keys=(CLASS,), confidence=self.confidence,
                   calibration_bins=self.calibration_bins or None,
                   bootstrap_samples=self.bootstrap_samples if self.ci == "bootstrap" else 0)
-        weighted = self.layout.weight is not None
-        stats = {g.name: GroupStats(g.columns, weighted=weighted, **kw) for g in self.groupings}  # type: ignore[arg-type]
+        kw["weighted"] = self.layout.weight is not None
+        # One accumulation over the joint key of every grouping while its combinations are few.
+        groups = JointStats({g.name: g.columns for g in self.groupings}, kw)
         confusion = Confusion(self.layout.classes)
         top = ({"overall": TopK(self.top_k, ()), CLASS: TopK(self.top_k, (CLASS,), dict_order_keys=(CLASS,))}
                if self.top_k else {})
         slices = (SliceStats(self.slices, self.slice_depth, self.slice_limit)
                   if self.slices else None)
-        return EvalState(stats=stats, confusion=confusion, top=top, slices=slices,
+        return EvalState(groups=groups, confusion=confusion, top=top, slices=slices,
                          seen=np.zeros(n_label_rows, dtype=bool) if n_label_rows else None)
 
 
@@ -130,7 +131,8 @@ class Plan:
 class EvalState:
     """Mergeable partial results of a run."""
 
-    stats: dict[str, GroupStats]
+    groups: JointStats
+    """Every grouping's statistics (accumulated jointly while that is cheaper)."""
     confusion: Confusion
     top: dict[str, TopK]
     rows_read: int = 0
@@ -140,6 +142,11 @@ class EvalState:
     """Label rows matched so far (joins only)."""
     slices: SliceStats | None = None
     """Per-slice moments (``slices``)."""
+
+    @property
+    def stats(self) -> dict[str, GroupStats]:
+        """One :class:`GroupStats` per grouping name (read-only views for finalising)."""
+        return self.groups.stats()
 
     def merge(self, other: EvalState) -> EvalState:
         """Combine two partial states (associative)."""
@@ -153,7 +160,7 @@ class EvalState:
                 raise DuplicateAcrossPartitions(both)
             seen = self.seen | other.seen
         return EvalState(
-            stats={k: v.merge(other.stats[k]) for k, v in self.stats.items()},
+            groups=self.groups.merge(other.groups),
             confusion=self.confusion.merge(other.confusion),
             top={k: v.merge(other.top[k]) for k, v in self.top.items()},
             rows_read=self.rows_read + other.rows_read,
@@ -401,14 +408,12 @@ def _accumulate(plan: Plan, state: EvalState, cur: _Batch, out: RowLoss, correct
     # Poisson weights are a function of the global row position: any batching gives the same.
     boot = (poisson_weights(cur.rows, plan.bootstrap_seed, plan.bootstrap_samples)
             if plan.ci == "bootstrap" else None)
-    bins = None
-    for g in plan.groupings:
-        keys = [true_dict if c == CLASS else cur.batch.column(c) for c in g.columns]
-        acc = state.stats[g.name]
-        if bins is None:
-            bins = acc.hist.bin_index(out.loss)  # one log pass shared by every grouping
-        acc.update(keys, out.loss, out.clipped_low, correct, cur.weight, bins=bins,
-                   clipped_high=out.clipped_high, calibration=calib, boot_weights=boot)
+    groups = state.groups
+    keys = {c: true_dict if c == CLASS else cur.batch.column(c) for c in groups.columns}
+    # One log pass for the histogram bins, shared by every grouping.
+    bins = groups.any_stats().hist.bin_index(out.loss)
+    groups.update(keys, out.loss, out.clipped_low, correct, cur.weight, bins=bins,
+                  clipped_high=out.clipped_high, calibration=calib, boot_weights=boot)
     state.confusion.update(out.true_class, out.predicted, out.loss)
     if state.slices is not None:
         state.slices.update({c: true_dict if c == CLASS else cur.batch.column(c)
