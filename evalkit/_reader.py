@@ -149,6 +149,7 @@ class RowGroupReader:
         self.dictionary_columns = list(dictionary_columns)
         self.workers = max(1, workers)
         self.queue_batches = max(1, queue_batches)
+        self._shares: dict[int, tuple[pq.FileMetaData, float]] = {}
 
     def _tasks(self) -> Iterator[tuple[FilePart, tuple[int, ...] | BaseException]]:
         """``(part with its footer, row groups)`` in order; footers are read lazily, once.
@@ -170,19 +171,32 @@ class RowGroupReader:
             yield from ((part, group) for group in group_row_groups(md, rgs, 4 * self.batch_size))
 
     def _task_bytes(self, part: FilePart, rgs: tuple[int, ...] | BaseException) -> int:
-        """Uncompressed bytes of the task's row groups, projected columns only (0: unknown)."""
+        """Uncompressed bytes of the task's row groups, projected columns only (0: unknown).
+
+        Estimated from row-group totals and the schema: each row group's uncompressed size
+        times the share of its leaf columns that are read. Column-chunk metadata is never
+        touched here: for a corrupt footer, pyarrow (26) throws a C++ exception out of
+        ``RowGroupMetaData.column`` that Python cannot catch and the process aborts
+        (SIGABRT, e.g. "Definition level histogram size mismatch"), where the read itself
+        raises an ordinary error that evalkit names."""
         md = part.metadata
         if md is None or isinstance(rgs, BaseException):
             return 0
+        share = self._projected_share(md)
+        return int(sum(md.row_group(i).total_byte_size for i in rgs) * share)
+
+    def _projected_share(self, md: pq.FileMetaData) -> float:
+        """Fraction of the file's leaf columns that belong to a projected column (cached)."""
+        key = id(md)
+        hit = self._shares.get(key)
+        if hit is not None and hit[0] is md:
+            return hit[1]
+        schema = md.schema
+        leaves = [schema.column(j).path.split(".", 1)[0] for j in range(len(schema))]
         wanted = set(self.columns)
-        total = 0
-        for i in rgs:
-            rg = md.row_group(i)
-            for j in range(rg.num_columns):
-                col = rg.column(j)
-                if col.path_in_schema.split(".", 1)[0] in wanted:
-                    total += col.total_uncompressed_size
-        return total
+        share = sum(name in wanted for name in leaves) / max(len(leaves), 1)
+        self._shares[key] = (md, share)
+        return share
 
     def _queue_depth(self, part: FilePart, rgs: tuple[int, ...] | BaseException) -> int:
         """Batches a task may queue: ``queue_batches``, fewer for batches of many bytes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -201,3 +202,21 @@ def test_data_error_mid_read_exits_with_its_code_never_sigabrt(tmp_path):
         for _ in range(6)
     ]
     assert codes == [3] * 6
+
+
+def test_corrupt_column_chunk_metadata_is_an_error_never_sigabrt(tmp_path):
+    """A footer whose column-chunk size statistics are damaged makes pyarrow's
+    RowGroupMetaData.column() throw a C++ exception Python cannot catch (the process
+    aborts). The reader sizes tasks without that call, so the read's own error is named."""
+    import shutil
+
+    path = tmp_path / "part-1.parquet"  # found by tests/test_fuzz.py's footer corruption
+    shutil.copy(Path(__file__).parent / "data" / "corrupt_size_statistics.parquet", path)
+    script = ("import sys, evalkit\n"
+              "from evalkit.errors import EvalkitError\n"
+              "try:\n    evalkit.evaluate(sys.argv[1], plots=False)\n"
+              "except EvalkitError as exc:\n    print(type(exc).__name__, exc)\n    sys.exit(3)\n")
+    run = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert run.returncode == 3, run.stderr[-2000:]
+    assert "part-1.parquet" in run.stdout
