@@ -128,13 +128,18 @@ def validate_gates(gates: Mapping[str, Any], source: str = "gates", _nested: boo
 
 def _row_value(row: Any, gate: str) -> float:
     if gate == "max_mean_loss":
-        return float(row["mean"])
+        # A weighted run: the weighted mean, the figure its interval (ci_low...) is of.
+        return float(row["weighted_mean"] if _weighted(row) else row["mean"])
     if gate == "max_clipped_fraction":
         # Confident mistakes only (p_true < eps); reports written before clipped_low existed
         # counted both ends in one ``clipped`` column.
         low = row["clipped_low"] if "clipped_low" in row else row["clipped"]
         return float(low) / float(row["count"]) if row["count"] else 0.0
     return float(row["accuracy"])
+
+
+def _weighted(row: Any) -> bool:
+    return "weighted_mean" in row.index and row["weighted_mean"] == row["weighted_mean"]
 
 
 def _failed(gate: str, value: float, limit: float) -> bool:
@@ -197,7 +202,8 @@ def _eval_gate(gate: str, row: Any, limit: float, on_ci: bool, grouping: str, la
                detail: str) -> GateFailure | None:
     """One evaluate gate on one table row. With ``on_ci``, ``max_mean_loss`` fails only when
     the whole confidence interval lies above the limit (``ci_low > limit``); a group without
-    an interval (fewer than 2 rows) then never fails."""
+    an interval (fewer than 2 rows) then never fails. In a weighted run ``max_mean_loss``
+    checks the weighted mean, whose interval the tables show."""
     v = _row_value(row, gate)
     if not _failed(gate, v, limit):
         return None
@@ -206,7 +212,8 @@ def _eval_gate(gate: str, row: Any, limit: float, on_ci: bool, grouping: str, la
         ci = f"CI [{lo:.4g}, {hi:.4g}]" if lo == lo else "no CI"
         if on_ci and not (lo == lo and lo > limit):
             return None
-        detail = ", ".join(x for x in (detail, f"n {int(row['count'])}, {ci}") if x)
+        n = f"weighted mean, n_eff {float(row.get('n_eff', math.nan)):.4g}" if _weighted(row) else f"n {int(row['count'])}"
+        detail = ", ".join(x for x in (detail, f"{n}, {ci}") if x)
     return GateFailure(gate, grouping, label, v, limit, detail)
 
 

@@ -533,11 +533,9 @@ def finalise_stats(state: EvalState, layout: Layout, *, plots: bool = False,
     if state.slices is not None:
         from .aggregate.slices import assess_slices
 
-        n_all = int(overall["count"])
-        m2_all = float(overall["std"]) ** 2 * (n_all - 1) if n_all > 1 else 0.0
-        slices, summary = assess_slices(state.slices, n_all, float(overall["mean"]), m2_all,
-                                        min_count=slice_min_count, q=slice_fdr,
+        slices, summary = assess_slices(state.slices, min_count=slice_min_count, q=slice_fdr,
                                         confidence=confidence)
+        summary["weight"] = layout.weight
     from .disparity import disparity
 
     return Tables(overall=overall, groups=stats, confusion=state.confusion.finalize(),

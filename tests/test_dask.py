@@ -413,6 +413,14 @@ def test_intervals_calibration_slices_and_bootstrap_equal_to_local(data, client)
             assert a[k] == (pytest.approx(b[k], rel=1e-12) if isinstance(a[k], float) else b[k]), k
 
 
+def test_weighted_slices_equal_to_local(data, client):
+    """Weighted slice moments (weight sums, weighted M2 / M3) merge across partitions."""
+    local, dist = _both(data["hive"], client, weight="id", write_rows=False,
+                        slices=["region", "split"], slice_min_count=10)
+    assert "n_eff" in local.slices.columns and local.metadata["slices"]["weighted"]
+    _assert_frames_close(local.slices, dist.slices)
+
+
 def test_worker_data_error_is_one_clean_line_like_local(tmp_path: Path) -> None:
     """A data error inside a worker: the same single error line as the local engine on stderr,
     not the workers' "Compute Failed" log with a traceback."""

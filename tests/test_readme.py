@@ -88,3 +88,26 @@ def test_inspect_try_line_runs_as_pasted(tmp_path, monkeypatch):
     run = CliRunner().invoke(main, args[1:] + ["-q"])
     assert run.exit_code == 0, run.output
     assert "région" in json.loads((tmp_path / "report" / "summary.json").read_text())["groups"]
+
+
+def test_sample_report_excerpts_are_what_the_command_writes(workdir):
+    """The README's sample report (slices, the by-region table with intervals, disparity,
+    calibration) is what its own command writes on the shipped sample data today: every
+    line of the excerpts (``...`` marks a cut) appears in that report.md, in order."""
+    m = re.search(r"On the shipped sample data \(`(evalkit evaluate[^`]+)`\)", README)
+    assert m, "README lost its sample-report command"
+    args = shlex.split(" ".join(m.group(1).split()))[1:]
+    result = CliRunner().invoke(main, [*args, "-q", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    out = args[args.index("--out") + 1]
+    report = (workdir / out / "report.md").read_text(encoding="utf-8").splitlines()
+    tail = README[m.end():].split("(`tests/golden/", 1)[0]
+    blocks = re.findall(r"```\n(.*?)```", tail, flags=re.S)
+    assert len(blocks) >= 2 and "significantly worse slice" in blocks[0]
+    for block in blocks:
+        pos = 0
+        for line in block.splitlines():
+            if line.strip() in ("", "..."):
+                continue
+            assert line in report[pos:], f"README sample report line not in report.md:\n{line}"
+            pos = report.index(line, pos) + 1

@@ -149,6 +149,27 @@ def test_reports_show_intervals_slices_disparity_and_calibration(tmp_path):
             "effect_size", "significant", "worse"} <= set(sl.columns)
 
 
+def test_weighted_slices_use_the_weights_and_say_so(tmp_path):
+    """--weight: slice means are weighted means of the per-row loss, n_eff is Kish's, and the
+    report says the slice search is weighted (the weights are never silently ignored)."""
+    df = _frame(planted=1.0)
+    r = evalkit.evaluate(df, weight="w", slices=["region", "device"], spool_dir=tmp_path)
+    rows = r.rows.assign(region=df["region"], device=df["device"], w=df["w"])
+    row = r.slices[r.slices["slice"] == "region=LATAM, device=web"].iloc[0]
+    mask = (rows.region == "LATAM") & (rows.device == "web")
+    s, c = rows[mask], rows[~mask]
+    assert row["mean"] == pytest.approx(np.average(s.loss, weights=s.w), rel=1e-12)
+    assert row["complement_mean"] == pytest.approx(np.average(c.loss, weights=c.w), rel=1e-12)
+    assert row["n_eff"] == pytest.approx(s.w.sum() ** 2 / (s.w ** 2).sum(), rel=1e-12)
+    assert row["worse"]
+    assert r.metadata["slices"]["weight"] == "w"
+    md = r.to_markdown(plots=[])
+    assert "Weighted by `w`" in md and "effective sample size" in md
+    unweighted = evalkit.evaluate(df, slices=["region", "device"], write_rows=False)
+    assert "n_eff" not in unweighted.slices.columns
+    assert unweighted.metadata["slices"]["weight"] is None and "Weighted by" not in unweighted.to_markdown(plots=[])
+
+
 def test_no_slice_found_and_capped_note():
     df = _frame(3000, seed=5)
     df["user"] = np.arange(len(df)).astype(str)
@@ -171,6 +192,26 @@ def test_gate_on_the_whole_interval():
     assert len(plain.gate_failures) == 1 and "CI [" in str(plain.gate_failures[0])
     assert on_ci.gate_failures == []
     assert len(below.gate_failures) == 1
+
+
+def test_gate_of_a_weighted_run_checks_the_weighted_mean_and_its_interval():
+    """The interval of a weighted run is of the weighted mean: max_mean_loss (and
+    require_ci_above_limit) check that figure, not the unweighted mean."""
+    df = _frame(3000, seed=9)
+    loss = evalkit.cross_entropy(df[[f"prob_{c}" for c in range(K)]].to_numpy(), df["label"].to_numpy())
+    df["w"] = np.where(loss > np.median(loss), 5.0, 0.2)  # weight the hard rows
+    r = evalkit.evaluate(df, weight="w", write_rows=False)
+    o = r.overall
+    assert o["mean"] < o["ci_low"]  # the unweighted mean lies below the whole weighted interval
+    limit = (o["mean"] + o["ci_low"]) / 2
+    for on_ci in (False, True):
+        g = evalkit.evaluate(df, weight="w", write_rows=False,
+                             gates={"max_mean_loss": limit, "require_ci_above_limit": on_ci})
+        assert len(g.gate_failures) == 1, on_ci
+        assert g.gate_failures[0].observed == pytest.approx(o["weighted_mean"], rel=1e-12)
+        assert "weighted mean, n_eff" in str(g.gate_failures[0])
+    assert evalkit.evaluate(df, weight="w", write_rows=False,
+                            gates={"max_mean_loss": o["ci_high"] * 1.01}).gate_failures == []
 
 
 def test_cli_flags_and_bad_values(tmp_path):

@@ -2,10 +2,13 @@
 
 For slice columns ``C1..Cc`` and a depth ``d`` (1, 2 or 3), every combination of up to ``d``
 columns is a *slice set*, and each distinct value tuple of a set is a *slice*
-(``region=EU``, ``region=EU, device=ios``...). :class:`SliceStats` accumulates count, mean
-and M2 per slice in one streaming pass (mergeable like every accumulator); :func:`test_slices`
-then tests each slice against its complement (all other rows) with Welch's t-test from those
-moments and controls the false discovery rate over all slices tested with Benjamini-Hochberg.
+(``region=EU``, ``region=EU, device=ios``...). :class:`SliceStats` accumulates count, weight
+sums, mean, M2 and M3 per slice in one streaming pass (mergeable like every accumulator);
+:func:`assess_slices` then tests each slice against its complement (all other rows) with
+Welch's t-test from those moments, corrected for the skewness of the loss (Johnson 1978,
+Hall 1992: plain Welch is liberal on right-skewed losses), and controls the false discovery
+rate over all slices tested with Benjamini-Hochberg. With weights, means are weighted and
+the test uses Kish's effective sample sizes.
 
 Sources:
 
@@ -16,7 +19,8 @@ Sources:
 * Sagadeeva & Boehm, "SliceLine: Fast, Linear-Algebra-based Slice Finding for ML Model
   Debugging", SIGMOD 2021: enumeration of slices by lattice level with size pruning
   (here: ``min_count`` and a cap of distinct slices per set).
-* Welch, Biometrika 34 (1947); Benjamini & Hochberg, JRSS B 57 (1995).
+* Welch, Biometrika 34 (1947); Johnson, JASA 73 (1978); Hall, JRSS B 54 (1992);
+  Benjamini & Hochberg, JRSS B 57 (1995); Kish, *Survey Sampling* (1965).
 
 Memory is bounded: a slice set whose number of distinct slices exceeds ``max_slices`` is
 dropped (and reported as capped); the decision depends only on the total number of
@@ -42,6 +46,8 @@ DEFAULT_MIN_COUNT = 30
 DEFAULT_Q = 0.05
 DEFAULT_MAX_SLICES = 10_000
 MAX_SLICE_COLUMNS = 8
+#: How the report names the test (Welch with Hall's skewness correction).
+TEST_NAME = "skewness-corrected Welch t-test"
 
 
 def slice_sets(columns: Sequence[str], depth: int) -> list[tuple[str, ...]]:
@@ -53,68 +59,88 @@ def slice_sets(columns: Sequence[str], depth: int) -> list[tuple[str, ...]]:
             for combo in itertools.combinations(cols, r)]
 
 
-class _Moments:
-    """Count, mean and M2 per key of one slice set (Chan et al. combination)."""
+#: Per-slice arrays of :class:`_Moments`: row count, sums of w, w^2, w^3 (weights; all equal
+#: to the count when unweighted), weighted mean and central moments M2, M3 of the loss.
+_ARRAYS = ("count", "wsum", "w2sum", "w3sum", "mean", "m2", "m3")
 
-    __slots__ = ("index", "count", "mean", "m2")
+
+class _Moments:
+    """Count, weight sums, mean, M2 and M3 per key of one slice set, combined pairwise
+    (Chan et al. for M2; Pebay, SAND2008-6212, for M3; with weights as the sizes)."""
+
+    __slots__ = ("index", *_ARRAYS)
 
     def __init__(self, key_names: Sequence[str]):
         self.index = _KeyIndex(key_names, dict_order_keys=())
-        self.count = np.zeros(0, dtype=np.int64)
-        self.mean = np.zeros(0, dtype=np.float64)
-        self.m2 = np.zeros(0, dtype=np.float64)
+        for name in _ARRAYS:
+            setattr(self, name, np.zeros(0, dtype=np.int64 if name == "count" else np.float64))
 
     def _grow(self, g: int) -> None:
         old = len(self.count)
         if g <= old:
             return
         cap = max(g, 2 * old, 16)
-        for name in ("count", "mean", "m2"):
+        for name in _ARRAYS:
             arr = getattr(self, name)
             new = np.zeros(cap, dtype=arr.dtype)
             new[:old] = arr
             setattr(self, name, new)
 
-    def _combine(self, slots: np.ndarray, n: np.ndarray, mean: np.ndarray, m2: np.ndarray) -> None:
-        na = self.count[slots]
-        tot = na + n
-        delta = mean - self.mean[slots]
+    def _combine(self, slots: np.ndarray, b: Mapping[str, np.ndarray]) -> None:
+        wa, wb = self.wsum[slots], b["wsum"]
+        tot = wa + wb
+        delta = b["mean"] - self.mean[slots]
         with np.errstate(invalid="ignore", divide="ignore"):
-            frac = np.where(tot > 0, n / np.maximum(tot, 1), 0.0)
+            frac = np.where(tot > 0, wb / np.where(tot > 0, tot, 1.0), 0.0)
+            inv = np.where(tot > 0, 1.0 / np.where(tot > 0, tot, 1.0), 0.0)
+        m2a = self.m2[slots]
+        self.m3[slots] += (b["m3"] + delta ** 3 * wa * frac * (wa - wb) * inv
+                           + 3.0 * delta * (wa * b["m2"] - wb * m2a) * inv)
+        self.m2[slots] = m2a + b["m2"] + delta * delta * wa * frac
         self.mean[slots] += delta * frac
-        self.m2[slots] += m2 + delta * delta * na * frac
-        self.count[slots] = tot
+        self.wsum[slots] = tot
+        for name in ("count", "w2sum", "w3sum"):
+            getattr(self, name)[slots] += b[name]
 
-    def update(self, keys: Sequence[pa.Array], loss: np.ndarray) -> None:
+    def update(self, keys: Sequence[pa.Array], loss: np.ndarray, weight: np.ndarray | None) -> None:
         n = len(loss)
         local, slots = self.index.encode(keys, n)
         self._grow(len(self.index))
         k = len(slots)
-        cnt = np.bincount(local, minlength=k)
-        s = np.bincount(local, weights=loss, minlength=k)
-        mean_b = np.where(cnt > 0, s / np.maximum(cnt, 1), 0.0)
-        dev = loss - mean_b[local]
-        m2 = np.bincount(local, weights=dev * dev, minlength=k)
-        present = cnt > 0
-        self._combine(slots[present], cnt[present], mean_b[present], m2[present])
+        b = {"count": np.bincount(local, minlength=k)}
+        if weight is None:
+            b["wsum"] = b["w2sum"] = b["w3sum"] = b["count"].astype(np.float64)
+            s = np.bincount(local, weights=loss, minlength=k)
+        else:
+            b["wsum"] = np.bincount(local, weights=weight, minlength=k)
+            b["w2sum"] = np.bincount(local, weights=weight * weight, minlength=k)
+            b["w3sum"] = np.bincount(local, weights=weight * weight * weight, minlength=k)
+            s = np.bincount(local, weights=weight * loss, minlength=k)
+        w = b["wsum"]
+        b["mean"] = np.where(w > 0, s / np.where(w > 0, w, 1.0), 0.0)
+        dev = loss - b["mean"][local]
+        wdev2 = dev * dev if weight is None else weight * dev * dev
+        b["m2"] = np.bincount(local, weights=wdev2, minlength=k)
+        b["m3"] = np.bincount(local, weights=wdev2 * dev, minlength=k)
+        present = b["count"] > 0
+        self._combine(slots[present], {name: v[present] for name, v in b.items()})
 
     def merge(self, other: _Moments) -> _Moments:
         new = _Moments.__new__(_Moments)
         new.index = self.index.copy()
         g = len(self.index)
-        new.count, new.mean, new.m2 = self.count[:g].copy(), self.mean[:g].copy(), self.m2[:g].copy()
+        for name in _ARRAYS:
+            setattr(new, name, getattr(self, name)[:g].copy())
         remap = new.index.merge_from(other.index)
         new._grow(len(new.index))
         go = len(other.index)
         present = other.count[:go] > 0
-        new._combine(remap[present], other.count[:go][present], other.mean[:go][present],
-                     other.m2[:go][present])
+        new._combine(remap[present], {name: getattr(other, name)[:go][present] for name in _ARRAYS})
         return new
 
     def __getstate__(self) -> dict[str, Any]:
         g = len(self.index)
-        return {"index": self.index, "count": self.count[:g].copy(), "mean": self.mean[:g].copy(),
-                "m2": self.m2[:g].copy()}
+        return {"index": self.index, **{name: getattr(self, name)[:g].copy() for name in _ARRAYS}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for k, v in state.items():
@@ -124,13 +150,15 @@ class _Moments:
 class SliceStats:
     """Mergeable per-slice moments of the loss for every slice set of ``columns``.
 
-    ``update()`` takes the batch's slice columns (Arrow arrays, by name) and the per-row
-    loss; each column is dictionary-encoded once per batch and shared by all its sets.
-    Null is a value like any other (shown as ``(null)``). Losses are unweighted.
+    ``update()`` takes the batch's slice columns (Arrow arrays, by name), the per-row loss
+    and optionally per-row weights (finite, >= 0); each column is dictionary-encoded once per
+    batch and shared by all its sets. Null (and NaN) is a value like any other (shown as
+    ``(null)``). With weights, the means and central moments are weighted and the sums of
+    ``w``, ``w^2`` and ``w^3`` are kept for Kish's effective size and the skewness correction.
     """
 
     def __init__(self, columns: Sequence[str], depth: int = DEFAULT_DEPTH,
-                 max_slices: int = DEFAULT_MAX_SLICES):
+                 max_slices: int = DEFAULT_MAX_SLICES, *, weighted: bool = False):
         cols = list(dict.fromkeys(columns))
         if not cols:
             raise ValueError("no slice columns given")
@@ -141,14 +169,22 @@ class SliceStats:
         self.columns = tuple(cols)
         self.depth = int(depth)
         self.max_slices = int(max_slices)
+        self.weighted = bool(weighted)
         self.sets = slice_sets(cols, depth)
         self._acc: dict[tuple[str, ...], _Moments | None] = {s: _Moments(s) for s in self.sets}
         # Distinct values seen per capped set (at least; counting stops when it is dropped).
         self.capped: dict[tuple[str, ...], int] = {}
 
-    def update(self, columns: Mapping[str, pa.Array | pa.ChunkedArray], loss: np.ndarray) -> None:
-        """Add one batch: ``columns`` maps each slice column to its row-aligned values."""
+    def update(self, columns: Mapping[str, pa.Array | pa.ChunkedArray], loss: np.ndarray,
+               weight: np.ndarray | None = None) -> None:
+        """Add one batch: ``columns`` maps each slice column to its row-aligned values;
+        ``weight`` (row-aligned, or None for unweighted) must be the same kind for every batch."""
         loss = np.asarray(loss, dtype=np.float64).reshape(-1)
+        if (weight is not None) != self.weighted:
+            raise ValueError("weights must be given for every batch of a weighted SliceStats "
+                             "and for none of an unweighted one")
+        if weight is not None:
+            weight = np.asarray(weight, dtype=np.float64).reshape(-1)
         if len(loss) == 0:
             return
         encoded: dict[str, pa.Array] = {}
@@ -166,7 +202,7 @@ class SliceStats:
             if lower > self.max_slices:
                 self._drop(s, lower)
                 continue
-            acc.update([encoded[c] for c in s], loss)
+            acc.update([encoded[c] for c in s], loss, weight)
             if len(acc.index) > self.max_slices:
                 self._drop(s, len(acc.index))
 
@@ -176,10 +212,12 @@ class SliceStats:
 
     def merge(self, other: SliceStats) -> SliceStats:
         """A new state equal to having seen both inputs' rows; inputs are not modified."""
-        if (other.columns, other.depth, other.max_slices) != (self.columns, self.depth, self.max_slices):
+        mine = (self.columns, self.depth, self.max_slices, self.weighted)
+        if (other.columns, other.depth, other.max_slices, other.weighted) != mine:
             raise ValueError("cannot merge SliceStats with different settings")
         new = SliceStats.__new__(SliceStats)
-        new.columns, new.depth, new.max_slices, new.sets = self.columns, self.depth, self.max_slices, self.sets
+        new.columns, new.depth, new.max_slices, new.weighted = mine
+        new.sets = self.sets
         new.capped = dict(self.capped)
         for s, v in other.capped.items():
             new.capped[s] = max(new.capped.get(s, 0), v)
@@ -199,34 +237,56 @@ class SliceStats:
         return new
 
     def moments(self) -> pd.DataFrame:
-        """One row per slice: ``columns``, ``depth``, the slice columns, ``count``, ``mean``, ``m2``."""
-        frames = []
+        """One row per slice: ``columns``, ``depth``, the slice columns, then ``count``,
+        ``wsum``, ``w2sum``, ``w3sum``, ``mean``, ``m2``, ``m3`` (see :class:`_Moments`).
+        Built column-wise: one frame for all sets (pandas per-set frames cost ~10x more)."""
+        names: list[np.ndarray] = []
+        depth: list[np.ndarray] = []
+        keys: dict[str, list[np.ndarray]] = {c: [] for c in self.columns}
+        values: dict[str, list[np.ndarray]] = {name: [] for name in _ARRAYS}
         for s in self.sets:
             acc = self._acc[s]
-            if acc is None:
-                continue
-            g = len(acc.index)
-            if g == 0:
+            g = 0 if acc is None else len(acc.index)
+            if acc is None or g == 0:
                 continue
             rank = acc.index.sort_rank()
             order = np.empty(g, dtype=np.int64)
             order[rank] = np.arange(g)
-            keys = acc.index.key_frame(order)
-            df = pd.DataFrame({c: keys[c].to_numpy(dtype=object) if c in keys else None
-                               for c in self.columns})
-            df.insert(0, "depth", len(s))
-            df.insert(0, "columns", ",".join(s))
-            df["count"] = acc.count[:g][order]
-            df["mean"] = acc.mean[:g][order]
-            df["m2"] = acc.m2[:g][order]
-            frames.append(df)
-        if not frames:
-            cols = {"columns": pd.Series(dtype=object), "depth": pd.Series(dtype=np.int64)}
-            cols.update({c: pd.Series(dtype=object) for c in self.columns})
-            cols.update({"count": pd.Series(dtype=np.int64), "mean": pd.Series(dtype=np.float64),
-                         "m2": pd.Series(dtype=np.float64)})
-            return pd.DataFrame(cols)
-        return pd.concat(frames, ignore_index=True)
+            frame = acc.index.key_frame(order)
+            for c in self.columns:
+                keys[c].append(frame[c].to_numpy(dtype=object) if c in frame
+                               else np.full(g, None, dtype=object))
+            names.append(np.full(g, ",".join(s), dtype=object))
+            depth.append(np.full(g, len(s), dtype=np.int64))
+            for name in _ARRAYS:
+                values[name].append(getattr(acc, name)[:g][order])
+        cols: dict[str, Any] = {"columns": pd.Series(np.concatenate(names) if names else [], dtype=object),
+                                "depth": pd.Series(np.concatenate(depth) if depth else [], dtype=np.int64)}
+        cols.update({c: pd.Series(np.concatenate(v) if v else [], dtype=object) for c, v in keys.items()})
+        cols.update({name: pd.Series(np.concatenate(v) if v else [],
+                                     dtype=np.int64 if name == "count" else np.float64)
+                     for name, v in values.items()})
+        return pd.DataFrame(cols)
+
+    def total(self) -> dict[str, float] | None:
+        """The moments of all rows (same keys as :meth:`moments`' columns), from any one
+        uncapped single-column set: its slices partition the rows. None when every
+        single-column set is capped (then every set is: pairs have at least as many values)."""
+        for s in self.sets:
+            acc = self._acc[s]
+            if len(s) != 1 or acc is None:
+                continue
+            g = len(acc.index)
+            arr = {name: getattr(acc, name)[:g].astype(np.float64) for name in _ARRAYS}
+            w = float(arr["wsum"].sum())
+            mean = float((arr["wsum"] * arr["mean"]).sum() / w) if w > 0 else 0.0
+            d = arr["mean"] - mean
+            return {"count": float(arr["count"].sum()), "wsum": w,
+                    "w2sum": float(arr["w2sum"].sum()), "w3sum": float(arr["w3sum"].sum()),
+                    "mean": mean,
+                    "m2": float((arr["m2"] + arr["wsum"] * d * d).sum()),
+                    "m3": float((arr["m3"] + 3.0 * d * arr["m2"] + arr["wsum"] * d ** 3).sum())}
+        return None
 
 
 def _label(row: Mapping[str, Any], cols: Sequence[str]) -> str:
@@ -238,70 +298,100 @@ def _label(row: Mapping[str, Any], cols: Sequence[str]) -> str:
     return ", ".join(parts)
 
 
-def assess_slices(stats: SliceStats, total_count: int, total_mean: float, total_m2: float, *,
-                min_count: int = DEFAULT_MIN_COUNT, q: float = DEFAULT_Q,
-                confidence: float = 0.95) -> tuple[pd.DataFrame, dict[str, Any]]:
+def assess_slices(stats: SliceStats, *, min_count: int = DEFAULT_MIN_COUNT, q: float = DEFAULT_Q,
+                  confidence: float = 0.95,
+                  correct_skew: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Test every slice against its complement; returns (table, summary).
 
     The table has one row per slice: ``slice`` (``region=EU, device=ios``), ``columns``,
     ``depth``, one column per slice column (its value, or null when not part of the set),
     ``count``, ``mean``, ``complement_count``, ``complement_mean``, ``diff`` (slice minus
-    complement mean loss, nats), ``ci_low`` / ``ci_high`` (Welch interval of ``diff``),
-    ``t``, ``df``, ``p_value`` (two-sided Welch), ``p_adjusted`` (Benjamini-Hochberg over
-    all slices tested), ``effect_size`` (SliceFinder's ``phi``), ``tested``,
-    ``significant`` (``p_adjusted <= q``) and ``worse`` (significant with ``diff > 0``).
-    A slice is tested when it and its complement both have at least ``min_count`` rows
-    (and at least 2). ``total_*`` are the moments of all rows (the overall line).
+    complement mean loss, nats), ``ci_low`` / ``ci_high`` (interval of ``diff``), ``t``
+    (Welch's statistic), ``df``, ``p_value`` (two-sided), ``p_adjusted``
+    (Benjamini-Hochberg over all slices tested), ``effect_size`` (SliceFinder's ``phi``),
+    ``tested``, ``significant`` (``p_adjusted <= q``) and ``worse`` (significant with
+    ``diff > 0``). A slice is tested when it and its complement both have at least
+    ``min_count`` rows (and at least 2, and an effective size above 1).
+
+    The test is Welch's t-test from the accumulated moments with Hall's (1992) skewness
+    correction from the third central moments (:func:`evalkit.inference.welch_test`):
+    losses are right-skewed with a long tail, and plain Welch is then liberal
+    (``correct_skew=False`` gives plain Welch, for comparison). The complement's moments are
+    the total's minus the slice's (exact inverse combination).
+
+    With weights (``stats.weighted``): ``mean``, ``complement_mean`` and ``diff`` are
+    weighted means, the variances are the weighted sample variances with the reliability
+    correction ``n_eff / (n_eff - 1)``, and ``n_eff`` / ``complement_n_eff`` (Kish,
+    ``(sum w)^2 / sum w^2``) replace the counts in the test and the Welch df (as the grouped
+    tables' intervals do); ``count`` stays the number of rows (what ``min_count`` counts).
     """
-    from ..inference import benjamini_hochberg, complement_moments, welch_test
+    from ..inference import benjamini_hochberg, complement_moments, effective_n, welch_test
 
     m = stats.moments()
-    n = m["count"].to_numpy(dtype=np.float64)
-    mean = m["mean"].to_numpy(dtype=np.float64)
-    m2 = m["m2"].to_numpy(dtype=np.float64)
-    nc, mean_c, m2_c = complement_moments(n, mean, m2, float(total_count), total_mean, total_m2)
+    tot = stats.total()
+    if tot is None:  # every set capped: nothing to test
+        tot = dict.fromkeys(_ARRAYS, 0.0)
+    arr = {name: m[name].to_numpy(dtype=np.float64) for name in _ARRAYS}
+    wc, mean_c, m2_c, m3_c = complement_moments(arr["wsum"], arr["mean"], arr["m2"], tot["wsum"],
+                                                tot["mean"], tot["m2"], m3=arr["m3"],
+                                                total_m3=tot["m3"])
+    n, nc = arr["count"], tot["count"] - arr["count"]
+    w2c, w3c = tot["w2sum"] - arr["w2sum"], tot["w3sum"] - arr["w3sum"]
+    neff, neff_c = effective_n(arr["wsum"], arr["w2sum"]), effective_n(wc, w2c)
     floor = max(int(min_count), 2)
-    tested = (n >= floor) & (nc >= floor)
     with np.errstate(invalid="ignore", divide="ignore"):
-        var = np.where(n > 1, m2 / (n - 1), np.nan)
-        var_c = np.where(nc > 1, m2_c / (nc - 1), np.nan)
-    w = welch_test(n, mean, var, nc, mean_c, var_c, confidence)
+        tested = (n >= floor) & (nc >= floor) & (neff > 1) & (neff_c > 1)
+        var = np.where(tested, arr["m2"] / arr["wsum"] * neff / (neff - 1), np.nan)
+        var_c = np.where(tested, m2_c / wc * neff_c / (neff_c - 1), np.nan)
+        skew = (dict(third1=arr["m3"] / arr["wsum"], third2=m3_c / wc,
+                     cube1=arr["w3sum"] / arr["wsum"] ** 3, cube2=w3c / wc ** 3)
+                if correct_skew else {})
+        w = welch_test(neff, arr["mean"], var, neff_c, mean_c, var_c, confidence, **skew)
     p = np.where(tested, w["p_value"], np.nan)
     adj, reject = benjamini_hochberg(p, q)
     with np.errstate(invalid="ignore", divide="ignore"):
-        effect = math.sqrt(2.0) * (mean - mean_c) / np.sqrt(var + var_c)
-    effect = np.where(var + var_c > 0, effect, np.where(mean == mean_c, 0.0, np.sign(mean - mean_c) * np.inf))
-    out = m.drop(columns=["m2"])
-    out.insert(0, "slice", [_label(r, s.split(","))
-                            for r, s in zip(m[list(stats.columns)].to_dict("records"), m["columns"], strict=True)])
-    out["complement_count"] = nc.astype(np.int64)
-    out["complement_mean"] = mean_c
-    out["diff"] = mean - mean_c
-    out["ci_low"] = np.where(tested, w["ci_low"], np.nan)
-    out["ci_high"] = np.where(tested, w["ci_high"], np.nan)
-    out["t"] = np.where(tested, w["t"], np.nan)
-    out["df"] = np.where(tested, w["df"], np.nan)
-    out["p_value"] = p
-    out["p_adjusted"] = adj
-    out["effect_size"] = np.where(tested, effect, np.nan)
-    out["tested"] = tested
-    out["significant"] = reject
-    out["worse"] = reject & (out["diff"].to_numpy() > 0)
-    summary = {
+        effect = math.sqrt(2.0) * (arr["mean"] - mean_c) / np.sqrt(var + var_c)
+    effect = np.where(var + var_c > 0, effect,
+                      np.where(arr["mean"] == mean_c, 0.0, np.sign(arr["mean"] - mean_c) * np.inf))
+    cols: dict[str, Any] = {"slice": [_label(r, s.split(",")) for r, s in
+                                      zip(m[list(stats.columns)].to_dict("records"), m["columns"], strict=True)]}
+    cols.update({c: m[c] for c in ("columns", "depth", *stats.columns, "count", "mean")})
+    cols["complement_count"] = nc.astype(np.int64)
+    cols["complement_mean"] = mean_c
+    if stats.weighted:
+        cols["n_eff"] = neff
+        cols["complement_n_eff"] = neff_c
+    cols["diff"] = arr["mean"] - mean_c
+    for col in ("ci_low", "ci_high", "t", "df"):
+        cols[col] = np.where(tested, w[col], np.nan)
+    cols.update(p_value=p, p_adjusted=adj, effect_size=np.where(tested, effect, np.nan),
+                tested=tested, significant=reject, worse=reject & (cols["diff"] > 0))
+    out = pd.DataFrame(cols)
+    summary = _summary(stats, out, min_count=min_count, q=q, confidence=confidence)
+    if not correct_skew:
+        summary["test"] = "Welch t-test"
+    return out, summary
+
+
+def _summary(stats: SliceStats, out: pd.DataFrame, *, min_count: int, q: float,
+             confidence: float) -> dict[str, Any]:
+    """The slice search's summary (``summary.json["slices"]``, the report's count line)."""
+    return {
         "columns": list(stats.columns),
         "depth": stats.depth,
         "min_count": int(min_count),
         "q": q,
         "confidence": confidence,
+        "test": TEST_NAME,
+        "weighted": stats.weighted,
         "slices": int(len(out)),
-        "tested": int(tested.sum()),
-        "skipped_small": int((~tested).sum()),
-        "significant": int(reject.sum()),
+        "tested": int(out["tested"].sum()),
+        "skipped_small": int((~out["tested"]).sum()),
+        "significant": int(out["significant"].sum()),
         "significantly_worse": int(out["worse"].sum()),
         "capped": [{"columns": ",".join(s), "distinct_at_least": v, "limit": stats.max_slices}
                    for s, v in sorted(stats.capped.items())],
     }
-    return out, summary
 
 
 def worst_slices(table: pd.DataFrame, top: int = 10) -> pd.DataFrame:

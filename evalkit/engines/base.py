@@ -121,7 +121,8 @@ class Plan:
         confusion = Confusion(self.layout.classes)
         top = ({"overall": TopK(self.top_k, ()), CLASS: TopK(self.top_k, (CLASS,), dict_order_keys=(CLASS,))}
                if self.top_k else {})
-        slices = (SliceStats(self.slices, self.slice_depth, self.slice_limit)
+        slices = (SliceStats(self.slices, self.slice_depth, self.slice_limit,
+                             weighted=weighted)
                   if self.slices else None)
         return EvalState(groups=groups, confusion=confusion, top=top, slices=slices,
                          seen=np.zeros(n_label_rows, dtype=bool) if n_label_rows else None)
@@ -417,7 +418,7 @@ def _accumulate(plan: Plan, state: EvalState, cur: _Batch, out: RowLoss, correct
     state.confusion.update(out.true_class, out.predicted, out.loss)
     if state.slices is not None:
         state.slices.update({c: true_dict if c == CLASS else cur.batch.column(c)
-                             for c in plan.slices}, out.loss)
+                             for c in plan.slices}, out.loss, cur.weight)
 
 
 def _row_batch(plan: Plan, cur: _Batch, out: RowLoss, correct: np.ndarray,
