@@ -308,12 +308,11 @@ def build_plan(cfg: EvalConfig, inputs: Inputs, layout: Layout,
                 raise missing_column(c, "join key", names, source.label)
             check_key_type(c, source.schema.field(c).type, "join key", source.label)
     label_schema = inputs.label_schema
-    for g in groupings:
-        for c in g.columns:
-            if c in names:
-                check_key_type(c, source.schema.field(c).type, "group", source.label)
-            elif c != CLASS and label_schema is not None and c in label_schema.names:
-                check_key_type(c, label_schema.field(c).type, "group", "labels")
+    for role, c in [("group", c) for g in groupings for c in g.columns] + [("slice", c) for c in cfg.slices]:
+        if c in names:
+            check_key_type(c, source.schema.field(c).type, role, source.label)
+        elif c != CLASS and label_schema is not None and c in label_schema.names:
+            check_key_type(c, label_schema.field(c).type, role, "labels")
     for c in layout.keys:
         check_key_type(c, source.schema.field(c).type, "key", source.label)
     plan = Plan(

@@ -331,10 +331,13 @@ def slice_section(result: EvalResultLike, top: int = 10) -> list[str]:
     weighted = (f" Weighted by {md_code(summary['weight'])}: means are weighted and the test "
                 f"uses Kish's effective sample size n_eff = (sum w)^2 / sum w^2."
                 if summary.get("weight") else "")
+    unweighed = (f"; {summary['skipped_no_weight']:,} of them: too little weight, n_eff <= 1"
+                 if summary.get("skipped_no_weight") else "")
     counts = (f"{summary.get('tested', 0):,} slices of {md_text(', '.join(summary.get('columns', [])))} "
               f"(depth {summary.get('depth')}) tested against the rest of the data ({test}, "
               f"Benjamini-Hochberg FDR q = {q:g}); {summary.get('skipped_small', 0):,} skipped "
-              f"with fewer than {summary.get('min_count')} rows.{weighted}")
+              f"(the slice or the rest of the data has fewer than {summary.get('min_count')} rows"
+              f"{unweighed}).{weighted}")
     if n_worse:
         out = [f"## ⚠️ {n_worse} significantly worse slice{'s' if n_worse != 1 else ''} — look here first",
                "", counts, ""]

@@ -288,3 +288,29 @@ def test_weights_must_be_given_for_every_batch_or_none():
         _feed(SliceStats(list(cols), 1), cols, loss, 50, np.ones(100))
     with pytest.raises(ValueError, match="different settings"):
         SliceStats(list(cols), 1).merge(SliceStats(list(cols), 1, weighted=True))
+
+
+def test_constant_loss_is_never_significant_on_rounding_noise():
+    """Every row the same loss (a perfect model: -log(1 - eps)); streamed moments and the
+    complement's subtraction leave ~1e-23 of float noise, which must not test significant."""
+    cols, _ = _data(11, n=3000)
+    loss = np.full(3000, 1.0000000494336803e-07)
+    table, summary = _assess(_feed(SliceStats(list(cols), 2), cols, loss, 97), loss)
+    assert summary["significant"] == 0
+    assert (table.loc[table.tested, "p_value"] == 1.0).all() and (table["diff"] == 0).all()
+
+
+def test_zero_weight_slice_has_no_mean_and_is_not_tested():
+    cols, loss = _data(12, n=600)
+    w = np.where(cols["region"] == "EU", 0.0, 1.0)
+    table, summary = _assess(_feed(SliceStats(["region"], 1, weighted=True), {"region": cols["region"]},
+                                   loss, 200, w), loss, min_count=5)
+    eu = table[table["slice"] == "region=EU"].iloc[0]
+    assert np.isnan(eu["mean"]) and not eu["tested"] and np.isnan(eu["p_value"])
+    assert summary["skipped_no_weight"] == 1
+    others = table[table["slice"] != "region=EU"]
+    assert others["tested"].all()
+    # the complement of another slice excludes EU's weightless rows from its mean
+    us = others[others["slice"] == "region=US"].iloc[0]
+    rest = (cols["region"] != "US") & (cols["region"] != "EU")
+    assert us["complement_mean"] == pytest.approx(loss[rest].mean(), rel=1e-12)

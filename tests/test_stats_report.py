@@ -170,6 +170,24 @@ def test_weighted_slices_use_the_weights_and_say_so(tmp_path):
     assert unweighted.metadata["slices"]["weight"] is None and "Weighted by" not in unweighted.to_markdown(plots=[])
 
 
+def test_slice_columns_a_new_user_might_pass(tmp_path):
+    """A slice column with nulls, one with a single value, a list column, all-zero weights."""
+    df = _frame(600, seed=10)
+    df["maybe"] = np.where(np.arange(600) % 3 == 0, None, df["region"])
+    df["one"] = "x"
+    r = evalkit.evaluate(df, slices=["maybe", "one"], write_rows=False)
+    assert "maybe=(null)" in set(r.slices["slice"])
+    one = r.slices[r.slices["slice"] == "one=x"].iloc[0]
+    assert one["complement_count"] == 0 and not one["tested"]
+    assert "(the slice or the rest of the data has fewer than 30 rows)" in r.to_markdown(plots=[])
+    with pytest.raises(evalkit.errors.ColumnTypeError, match="slice column 'l'"):
+        evalkit.evaluate(df.assign(l=[[1, 2]] * 600), slices=["l"], write_rows=False)
+    w = np.where(df["region"] == "EU", 0.0, 1.0)
+    r = evalkit.evaluate(df.assign(w=w), weight="w", slices=["region"], write_rows=False)
+    assert r.metadata["slices"]["skipped_no_weight"] == 1
+    assert "too little weight" in r.to_markdown(plots=[])
+
+
 def test_no_slice_found_and_capped_note():
     df = _frame(3000, seed=5)
     df["user"] = np.arange(len(df)).astype(str)

@@ -325,52 +325,76 @@ def assess_slices(stats: SliceStats, *, min_count: int = DEFAULT_MIN_COUNT, q: f
     ``(sum w)^2 / sum w^2``) replace the counts in the test and the Welch df (as the grouped
     tables' intervals do); ``count`` stays the number of rows (what ``min_count`` counts).
     """
-    from ..inference import benjamini_hochberg, complement_moments, effective_n, welch_test
+    from ..inference import benjamini_hochberg, welch_test
 
     m = stats.moments()
-    tot = stats.total()
+    sd = _two_sides(m, stats.total())
+    floor = max(int(min_count), 2)
+    with np.errstate(invalid="ignore"):
+        enough = (sd["n"] >= floor) & (sd["n_c"] >= floor)
+        tested = enough & (sd["neff"] > 1) & (sd["neff_c"] > 1)
+    var, var_c = np.where(tested, sd["var"], np.nan), np.where(tested, sd["var_c"], np.nan)
+    skew = ({k: sd[k] for k in ("third1", "third2", "cube1", "cube2")} if correct_skew else {})
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = welch_test(sd["neff"], sd["mean"], var, sd["neff_c"], sd["mean_c_test"], var_c,
+                       confidence, **skew)
+    p = np.where(tested, w["p_value"], np.nan)
+    adj, reject = benjamini_hochberg(p, q)
+    diff = sd["mean"] - sd["mean_c_test"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        effect = np.where(var + var_c > 0, math.sqrt(2.0) * diff / np.sqrt(var + var_c),
+                          np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
+    cols: dict[str, Any] = {"slice": [_label(r, s.split(",")) for r, s in
+                                      zip(m[list(stats.columns)].to_dict("records"), m["columns"], strict=True)]}
+    cols.update({c: m[c] for c in ("columns", "depth", *stats.columns, "count")})
+    cols.update(mean=sd["mean"], complement_count=sd["n_c"].astype(np.int64), complement_mean=sd["mean_c"])
+    if stats.weighted:
+        cols.update(n_eff=sd["neff"], complement_n_eff=sd["neff_c"])
+    cols["diff"] = diff
+    for col in ("ci_low", "ci_high", "t", "df"):
+        cols[col] = np.where(tested, w[col], np.nan)
+    cols.update(p_value=p, p_adjusted=adj, effect_size=np.where(tested, effect, np.nan),
+                tested=tested, significant=reject, worse=reject & (diff > 0))
+    out = pd.DataFrame(cols)
+    summary = _summary(stats, out, min_count=min_count, q=q, confidence=confidence)
+    summary["skipped_no_weight"] = int((enough & ~tested).sum())
+    if not correct_skew:
+        summary["test"] = "Welch t-test"
+    return out, summary
+
+
+def _two_sides(m: pd.DataFrame, tot: dict[str, float] | None) -> dict[str, np.ndarray]:
+    """Per slice, both sides of the test from the slice's moments and the total's: row counts
+    ``n`` / ``n_c``, Kish sizes ``neff`` / ``neff_c``, means, sample variances (reliability
+    weights), third central moments and ``sum w^3 / (sum w)^3`` for the skewness correction.
+
+    A side whose weights are all 0 has no mean (NaN). Differences at the level of float
+    rounding are not differences: where ``|mean - mean_c|`` is within ``1e-13`` of the scale
+    of the means, ``mean_c_test`` is ``mean`` (so a constant loss never tests significant on
+    rounding noise), and variances below that level squared are 0."""
+    from ..inference import complement_moments, effective_n
+
     if tot is None:  # every set capped: nothing to test
         tot = dict.fromkeys(_ARRAYS, 0.0)
     arr = {name: m[name].to_numpy(dtype=np.float64) for name in _ARRAYS}
     wc, mean_c, m2_c, m3_c = complement_moments(arr["wsum"], arr["mean"], arr["m2"], tot["wsum"],
                                                 tot["mean"], tot["m2"], m3=arr["m3"],
                                                 total_m3=tot["m3"])
-    n, nc = arr["count"], tot["count"] - arr["count"]
     w2c, w3c = tot["w2sum"] - arr["w2sum"], tot["w3sum"] - arr["w3sum"]
     neff, neff_c = effective_n(arr["wsum"], arr["w2sum"]), effective_n(wc, w2c)
-    floor = max(int(min_count), 2)
+    mean = np.where(arr["wsum"] > 0, arr["mean"], np.nan)
+    mean_c = np.where(wc > 0, mean_c, np.nan)
+    noise = 1e-13 * max(abs(float(tot["mean"])), float(np.nanmax(np.abs(mean), initial=0.0)))
     with np.errstate(invalid="ignore", divide="ignore"):
-        tested = (n >= floor) & (nc >= floor) & (neff > 1) & (neff_c > 1)
-        var = np.where(tested, arr["m2"] / arr["wsum"] * neff / (neff - 1), np.nan)
-        var_c = np.where(tested, m2_c / wc * neff_c / (neff_c - 1), np.nan)
-        skew = (dict(third1=arr["m3"] / arr["wsum"], third2=m3_c / wc,
-                     cube1=arr["w3sum"] / arr["wsum"] ** 3, cube2=w3c / wc ** 3)
-                if correct_skew else {})
-        w = welch_test(neff, arr["mean"], var, neff_c, mean_c, var_c, confidence, **skew)
-    p = np.where(tested, w["p_value"], np.nan)
-    adj, reject = benjamini_hochberg(p, q)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        effect = math.sqrt(2.0) * (arr["mean"] - mean_c) / np.sqrt(var + var_c)
-    effect = np.where(var + var_c > 0, effect,
-                      np.where(arr["mean"] == mean_c, 0.0, np.sign(arr["mean"] - mean_c) * np.inf))
-    cols: dict[str, Any] = {"slice": [_label(r, s.split(",")) for r, s in
-                                      zip(m[list(stats.columns)].to_dict("records"), m["columns"], strict=True)]}
-    cols.update({c: m[c] for c in ("columns", "depth", *stats.columns, "count", "mean")})
-    cols["complement_count"] = nc.astype(np.int64)
-    cols["complement_mean"] = mean_c
-    if stats.weighted:
-        cols["n_eff"] = neff
-        cols["complement_n_eff"] = neff_c
-    cols["diff"] = arr["mean"] - mean_c
-    for col in ("ci_low", "ci_high", "t", "df"):
-        cols[col] = np.where(tested, w[col], np.nan)
-    cols.update(p_value=p, p_adjusted=adj, effect_size=np.where(tested, effect, np.nan),
-                tested=tested, significant=reject, worse=reject & (cols["diff"] > 0))
-    out = pd.DataFrame(cols)
-    summary = _summary(stats, out, min_count=min_count, q=q, confidence=confidence)
-    if not correct_skew:
-        summary["test"] = "Welch t-test"
-    return out, summary
+        var = arr["m2"] / arr["wsum"] * neff / (neff - 1)
+        var_c = m2_c / wc * neff_c / (neff_c - 1)
+        return {"n": arr["count"], "n_c": tot["count"] - arr["count"], "neff": neff, "neff_c": neff_c,
+                "mean": mean, "mean_c": mean_c,
+                "mean_c_test": np.where(np.abs(mean - mean_c) <= noise, mean, mean_c),
+                "var": np.where(var <= noise * noise, 0.0, var),
+                "var_c": np.where(var_c <= noise * noise, 0.0, var_c),
+                "third1": arr["m3"] / arr["wsum"], "third2": m3_c / wc,
+                "cube1": arr["w3sum"] / arr["wsum"] ** 3, "cube2": w3c / wc ** 3}
 
 
 def _summary(stats: SliceStats, out: pd.DataFrame, *, min_count: int, q: float,

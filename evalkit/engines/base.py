@@ -122,7 +122,7 @@ class Plan:
         top = ({"overall": TopK(self.top_k, ()), CLASS: TopK(self.top_k, (CLASS,), dict_order_keys=(CLASS,))}
                if self.top_k else {})
         slices = (SliceStats(self.slices, self.slice_depth, self.slice_limit,
-                             weighted=weighted)
+                             weighted=bool(kw["weighted"]))
                   if self.slices else None)
         return EvalState(groups=groups, confusion=confusion, top=top, slices=slices,
                          seen=np.zeros(n_label_rows, dtype=bool) if n_label_rows else None)
