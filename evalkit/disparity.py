@@ -41,29 +41,33 @@ def disparity(groups: Mapping[str, pd.DataFrame], overall_mean: float) -> list[d
     Fields: ``grouping``, ``groups`` (non-empty groups compared), ``worst`` / ``best`` (group
     labels), ``worst_mean`` / ``best_mean``, ``worst_count`` / ``best_count``, ``gap``
     (worst minus best mean, nats), ``worst_ratio`` / ``best_ratio`` (each mean divided by
-    the overall mean; NaN when the overall mean is 0). Ties go to the first group in table
-    order.
+    the overall mean; NaN when the overall mean is 0), ``statistic`` (``mean``, or
+    ``weighted_mean`` in a weighted run: the figure the tables' intervals are of, compared
+    with the overall weighted mean, which the caller passes). Ties go to the first group in
+    table order; a group without a value (all weights 0) is not compared.
     """
     out = []
     for name, df in groups.items():
-        live = df[df["count"] > 0]
+        stat = "weighted_mean" if "weighted_mean" in df.columns else "mean"
+        live = df[(df["count"] > 0) & df[stat].notna()]
         if live.empty:
             continue
         cols = key_columns(df)
-        w = live.loc[live["mean"].idxmax()]
-        b = live.loc[live["mean"].idxmin()]
+        w = live.loc[live[stat].idxmax()]
+        b = live.loc[live[stat].idxmin()]
         ratio = (lambda v: v / overall_mean) if overall_mean else (lambda v: math.nan)
         out.append({
             "grouping": name,
             "groups": int(len(live)),
             "worst": group_label(w, cols),
-            "worst_mean": float(w["mean"]),
+            "worst_mean": float(w[stat]),
             "worst_count": int(w["count"]),
             "best": group_label(b, cols),
-            "best_mean": float(b["mean"]),
+            "best_mean": float(b[stat]),
             "best_count": int(b["count"]),
-            "gap": float(w["mean"] - b["mean"]),
-            "worst_ratio": ratio(float(w["mean"])),
-            "best_ratio": ratio(float(b["mean"])),
+            "gap": float(w[stat] - b[stat]),
+            "worst_ratio": ratio(float(w[stat])),
+            "best_ratio": ratio(float(b[stat])),
+            "statistic": stat,
         })
     return out

@@ -540,7 +540,8 @@ def finalise_stats(state: EvalState, layout: Layout, *, plots: bool = False,
     return Tables(overall=overall, groups=stats, confusion=state.confusion.finalize(),
                   hardest={k: v.finalize() for k, v in state.top.items()}, class_hist=class_hist,
                   calibration=calibration_table(state, groupings), slices=slices,
-                  slices_summary=summary, disparity=disparity(stats, float(overall["mean"])),
+                  slices_summary=summary,
+                  disparity=disparity(stats, float(overall.get("weighted_mean", overall["mean"]))),
                   overall_frame=overall_df.reset_index(drop=True))
 
 

@@ -370,7 +370,8 @@ def disparity_section(records: Sequence[dict[str, Any]] | None) -> list[str]:
     df["best"] = [f"{b} ({fmt_number(m)}, n={c:,})" for b, m, c in
                   zip(df["best"], df["best_mean"], df["best_count"], strict=True)]
     df = df.rename(columns={"worst_ratio": "worst / overall", "best_ratio": "best / overall"})
-    return ["## Disparity (worst and best group by mean loss)", "",
+    what = "weighted mean loss" if records[0].get("statistic") == "weighted_mean" else "mean loss"
+    return [f"## Disparity (worst and best group by {what})", "",
             markdown_table(df, ["grouping", "groups", "worst", "best", "gap", "worst / overall",
                                 "best / overall"])]
 

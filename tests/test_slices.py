@@ -314,3 +314,23 @@ def test_zero_weight_slice_has_no_mean_and_is_not_tested():
     us = others[others["slice"] == "region=US"].iloc[0]
     rest = (cols["region"] != "US") & (cols["region"] != "EU")
     assert us["complement_mean"] == pytest.approx(loss[rest].mean(), rel=1e-12)
+
+
+def test_huge_weights_are_scale_free():
+    """Weights up to 1e308: w^3 would overflow; weights are stored scaled by a power of two,
+    so the slice search of w * 1e300 equals that of w (streamed, merged in either order)."""
+    cols, loss = _data(13, planted=0.3)
+    w = np.random.default_rng(14).exponential(1.0, len(loss))
+    ref, _ = _assess(_feed(SliceStats(list(cols), 2, weighted=True), cols, loss, 700, w), loss)
+    big = w * 1e300
+    h = len(loss) // 2
+    a = _feed(SliceStats(list(cols), 2, weighted=True), {k: v[:h] for k, v in cols.items()}, loss[:h], 500, big[:h])
+    b = _feed(SliceStats(list(cols), 2, weighted=True), {k: v[h:] for k, v in cols.items()}, loss[h:], 300, w[h:] * 1e-5)
+    b_big = _feed(SliceStats(list(cols), 2, weighted=True), {k: v[h:] for k, v in cols.items()}, loss[h:], 300, big[h:])
+    for stats in (_feed(SliceStats(list(cols), 2, weighted=True), cols, loss, 97, big), a.merge(b_big), b_big.merge(a)):
+        got, _ = _assess(stats, loss)
+        for col in ("mean", "n_eff", "complement_mean", "p_value", "ci_low", "ci_high"):
+            np.testing.assert_allclose(got[col], ref[col], rtol=1e-9, err_msg=col)
+    # parts on very different scales merge without overflow; the big part dominates the means
+    mixed, _ = _assess(a.merge(b), loss)
+    assert np.isfinite(mixed["mean"]).all()

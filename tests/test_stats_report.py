@@ -232,6 +232,21 @@ def test_gate_of_a_weighted_run_checks_the_weighted_mean_and_its_interval():
                             gates={"max_mean_loss": o["ci_high"] * 1.01}).gate_failures == []
 
 
+def test_disparity_of_a_weighted_run_ranks_weighted_means():
+    df = _frame(3000, seed=11)
+    df["w"] = np.where(df["region"] == "APAC", 50.0, 1.0) * np.where(df["label"] == 0, 1.0, 0.01)
+    r = evalkit.evaluate(df, weight="w", by="region", write_rows=False)
+    reg = next(d for d in r.disparity if d["grouping"] == "region")
+    g = r.groups["region"].set_index("region")
+    assert reg["statistic"] == "weighted_mean"
+    assert reg["worst"] == g["weighted_mean"].idxmax() and reg["best"] == g["weighted_mean"].idxmin()
+    assert reg["worst_mean"] == pytest.approx(g["weighted_mean"].max(), rel=1e-12)
+    assert reg["worst_ratio"] == pytest.approx(g["weighted_mean"].max() / r.overall["weighted_mean"], rel=1e-12)
+    assert "by weighted mean loss" in r.to_markdown(plots=[])
+    plain = evalkit.evaluate(df, by="region", write_rows=False)
+    assert next(d for d in plain.disparity if d["grouping"] == "region")["statistic"] == "mean"
+
+
 def test_cli_flags_and_bad_values(tmp_path):
     df = _frame(2000, seed=7, planted=1.5)
     path = tmp_path / "p.parquet"

@@ -29,6 +29,7 @@ distinct values, so it is the same under any batching or merge order.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -138,6 +139,12 @@ class _Moments:
         new._combine(remap[present], {name: getattr(other, name)[:go][present] for name in _ARRAYS})
         return new
 
+    def rescale(self, k: int) -> None:
+        """Multiply every weight by ``2**k`` (exact): sums of w and the weighted M2 / M3 by
+        ``2**k``, of w^2 by ``2**2k``, of w^3 by ``2**3k``; means do not change."""
+        for name, power in (("wsum", 1), ("w2sum", 2), ("w3sum", 3), ("m2", 1), ("m3", 1)):
+            setattr(self, name, np.ldexp(getattr(self, name), power * k))
+
     def __getstate__(self) -> dict[str, Any]:
         g = len(self.index)
         return {"index": self.index, **{name: getattr(self, name)[:g].copy() for name in _ARRAYS}}
@@ -174,6 +181,17 @@ class SliceStats:
         self._acc: dict[tuple[str, ...], _Moments | None] = {s: _Moments(s) for s in self.sets}
         # Distinct values seen per capped set (at least; counting stops when it is dropped).
         self.capped: dict[tuple[str, ...], int] = {}
+        # Weights are stored times 2**-scale_exp (the binary exponent of the largest weight
+        # seen), so sums of w^3 cannot overflow however large the weights (1e308 included).
+        self.scale_exp = 0
+
+    def _rescale_to(self, e: int) -> None:
+        """Store weights times ``2**-e`` from now on (``e`` >= the current exponent)."""
+        if e != self.scale_exp:
+            for acc in self._acc.values():
+                if acc is not None:
+                    acc.rescale(self.scale_exp - e)
+            self.scale_exp = e
 
     def update(self, columns: Mapping[str, pa.Array | pa.ChunkedArray], loss: np.ndarray,
                weight: np.ndarray | None = None) -> None:
@@ -183,10 +201,14 @@ class SliceStats:
         if (weight is not None) != self.weighted:
             raise ValueError("weights must be given for every batch of a weighted SliceStats "
                              "and for none of an unweighted one")
-        if weight is not None:
-            weight = np.asarray(weight, dtype=np.float64).reshape(-1)
         if len(loss) == 0:
             return
+        if weight is not None:
+            weight = np.asarray(weight, dtype=np.float64).reshape(-1)
+            top = float(weight.max())
+            if top > 0:
+                self._rescale_to(max(self.scale_exp, math.frexp(top)[1]))
+            weight = np.ldexp(weight, -self.scale_exp)
         encoded: dict[str, pa.Array] = {}
         for c in self.columns:
             col = columns[c]
@@ -222,8 +244,13 @@ class SliceStats:
         for s, v in other.capped.items():
             new.capped[s] = max(new.capped.get(s, 0), v)
         new._acc = {}
+        new.scale_exp = max(self.scale_exp, other.scale_exp)
         for s in self.sets:
             a, b = self._acc[s], other._acc[s]
+            if a is not None and b is not None:
+                a, b = copy.deepcopy(a), copy.deepcopy(b)
+                a.rescale(self.scale_exp - new.scale_exp)
+                b.rescale(other.scale_exp - new.scale_exp)
             if a is None or b is None:
                 new._acc[s] = None
                 new.capped.setdefault(s, max(len(a.index) if a else 0, len(b.index) if b else 0))
