@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -556,10 +557,18 @@ def calibration_table(state: EvalState, groupings: Sequence[Grouping]) -> pd.Dat
         acc = state.stats[g.name]
         if acc.calibration is None:
             return None
-        t = acc.calibration_table()
+        t = acc.calibration_table(group_index=True)
+        gi = t.pop("group_index").to_numpy()
         cols = list(g.columns)
-        labels = ([group_label(r, cols) for r in t[cols].to_dict("records")] if cols
-                  else ["all"] * len(t))
+        if cols:
+            # One label per group, repeated over its bins (200k users x 15 bins would be 3M
+            # Python calls); a group's bins are consecutive rows.
+            starts = np.flatnonzero(np.r_[True, gi[1:] != gi[:-1]]) if len(gi) else gi
+            heads = t[cols].iloc[starts].to_dict("records")
+            per_group = np.array([group_label(r, cols) for r in heads] or [""], dtype=object)
+            labels = per_group[np.cumsum(np.r_[False, gi[1:] != gi[:-1]])] if len(gi) else []
+        else:
+            labels = ["all"] * len(t)
         frames.append(pd.concat([pd.DataFrame({"grouping": g.name, "group": labels}),
                                  t.drop(columns=cols)], axis=1))
     return pd.concat(frames, ignore_index=True) if frames else None

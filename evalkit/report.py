@@ -384,12 +384,17 @@ def calibration_section(result: EvalResultLike) -> list[str]:
     frames = [result.table("overall")[cols].assign(grouping="overall", group="all")]
     from .disparity import group_label
 
+    notes = []
     for g in result.groupings:
         if not g.columns:
             continue
-        df = result.groups[g.name]
+        # The groups of the grouping's own table (bounded the same way: 200k users read as
+        # one screen, every group's figures in by_<cols>.parquet).
+        df, n_left = bounded_groups(result.groups[g.name], MAX_REPORT_GROUPS)
         labels = [group_label(r, list(g.columns)) for r in df[list(g.columns)].to_dict("records")]
         frames.append(df[cols].assign(grouping=g.name, group=labels))
+        if n_left:
+            notes.append(f"_{g.name}: {left_out_note(n_left, len(df), g.file_stem + '.parquet')}_")
     table = pd.concat(frames, ignore_index=True)
     bins = result.metadata.get("calibration_bins")
     return ["## Calibration", "",
@@ -397,7 +402,7 @@ def calibration_section(result: EvalResultLike) -> list[str]:
             "confidence_b|, MCE = max_b |accuracy_b - confidence_b| (Guo et al. 2017); Brier = mean "
             "of sum_j (p_j - t_j)^2 over classes, in [0, 2] (Brier 1950); entropy in nats. Bins per "
             "group: calibration.parquet.", "",
-            markdown_table(table, ["grouping", "group"] + cols)]
+            markdown_table(table, ["grouping", "group"] + cols)] + (["", *notes] if notes else [])
 
 
 def _gate_limits(limits: dict[str, Any]) -> str:

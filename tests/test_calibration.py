@@ -136,3 +136,38 @@ def test_grouped_and_merged_equal_per_group_by_hand():
     assert set(tab.columns) >= {"bin", "count", "mean_confidence", "accuracy"}
     assert tab.groupby("group_index")["count"].sum().tolist() == np.bincount(g).tolist()
     assert isinstance(tab, pd.DataFrame)
+
+
+def test_many_groups_scatter_equals_dense_update():
+    """With more (group, bin) cells than rows the update scatters row by row (O(rows), not
+    O(groups x bins)); the sums are those of the dense update, including absent groups."""
+    rng = np.random.default_rng(9)
+    n, k_groups = 300, 500
+    p = _probs(rng, n, 4)
+    y = rng.integers(0, 4, n)
+    local = rng.integers(0, k_groups, n)
+    present = np.bincount(local, minlength=k_groups) > 0
+    slots = np.arange(int(present.sum())) * 2 + 1  # global slots of the present groups
+    rc = calibration_terms(p, from_logits=False, p_true=p[np.arange(n), y])
+    cb = confidence_bins(rc.confidence, 15)
+    states = []
+    for scatter in (True, False):
+        cal = CalibrationBins(15)
+        cal.resize(2 * k_groups + 2)
+        args = (local, k_groups, slots, present, cb, rc.confidence, p.argmax(1) == y, rc.brier, rc.entropy)
+        if scatter:
+            assert k_groups * 15 > n  # the update takes the scatter path
+            cal.add(*args)
+        else:
+            corr = (p.argmax(1) == y).astype(np.int64)
+            code = local * 15 + cb
+            cc = np.bincount(code * 2 + corr, minlength=2 * 15 * k_groups).reshape(k_groups, 15, 2)[present]
+            cal.count[slots] += cc.sum(axis=2)
+            cal.correct[slots] += cc[:, :, 1]
+            cal.conf_sum[slots] += np.bincount(code, weights=rc.confidence, minlength=15 * k_groups).reshape(k_groups, 15)[present]
+            cal.brier_sum[slots] += np.bincount(local, weights=rc.brier, minlength=k_groups)[present]
+            cal.entropy_sum[slots] += np.bincount(local, weights=rc.entropy, minlength=k_groups)[present]
+        states.append(cal.state())
+    for name in states[0]:
+        np.testing.assert_allclose(states[0][name], states[1][name], rtol=1e-12, err_msg=name)
+    assert states[0]["count"].sum() == n

@@ -65,6 +65,17 @@ def test_report_terminal_json_bounded_parquet_complete(tmp_path, monkeypatch):
     assert summary["group_counts"]["user"] == 900
     assert summary["groups"]["user"][0]["user"] == worst
 
+    # The calibration section is bounded the same way; calibration.parquet keeps every group,
+    # each bin row labelled with its own group.
+    calib = md.split("## Calibration")[1].split("\n## ")[0]
+    assert sum("| user " in line for line in calib.splitlines()) == display.MAX_REPORT_GROUPS
+    assert worst in calib and best in calib and "860 more in `by_user.parquet`" in calib
+    bins = pq.read_table(out / "calibration.parquet").to_pandas()
+    by_user = bins[bins["grouping"] == "user"]
+    assert by_user["group"].nunique() == 900
+    assert (by_user.groupby("group")["count"].sum().sort_index()
+            == full.set_index("user")["count"].sort_index()).all()
+
 
 def test_plots_bounded_with_many_groups(tmp_path):
     import pytest

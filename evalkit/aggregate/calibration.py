@@ -90,6 +90,9 @@ class CalibrationBins:
         ``present`` (a mask over ``[0, k)``, None: all), ``bins`` from :func:`confidence_bins`."""
         nb = self.n_bins
         corr = correct.astype(np.int64, copy=False)
+        if local is not None and k * nb > len(bins):
+            self._add_sparse(local, k, slots, present, bins, confidence, corr, brier, entropy)
+            return
         if local is None:
             cc = np.bincount(bins * 2 + corr, minlength=2 * nb).reshape(1, nb, 2)
             cs = np.bincount(bins, weights=confidence, minlength=nb).reshape(1, nb)
@@ -108,6 +111,24 @@ class CalibrationBins:
         self.conf_sum[slots] += cs
         self.brier_sum[slots] += bs
         self.entropy_sum[slots] += es
+
+    def _add_sparse(self, local: np.ndarray, k: int, slots: np.ndarray, present: np.ndarray | None,
+                    bins: np.ndarray, confidence: np.ndarray, corr: np.ndarray, brier: np.ndarray,
+                    entropy: np.ndarray) -> None:
+        """:meth:`add` for many groups (``k * bins`` above the row count, e.g. 200k users):
+        scatter each row into its (group, bin) cell, O(rows) instead of O(groups * bins)."""
+        if present is None:
+            full = slots
+        else:
+            full = np.zeros(k, dtype=np.int64)
+            full[present] = slots
+        g = full[local]
+        cell = g * self.n_bins + bins
+        np.add.at(self.count.reshape(-1), cell, 1)
+        np.add.at(self.correct.reshape(-1), cell, corr)
+        np.add.at(self.conf_sum.reshape(-1), cell, confidence)
+        np.add.at(self.brier_sum, g, brier)
+        np.add.at(self.entropy_sum, g, entropy)
 
     def absorb(self, other: CalibrationBins, src: np.ndarray, dst: np.ndarray) -> None:
         """Add ``other``'s slots ``src`` into this state's slots ``dst`` (a merge step)."""
