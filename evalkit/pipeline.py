@@ -557,20 +557,19 @@ def calibration_table(state: EvalState, groupings: Sequence[Grouping]) -> pd.Dat
         acc = state.stats[g.name]
         if acc.calibration is None:
             return None
-        t = acc.calibration_table(group_index=True)
+        keys, t = acc.calibration_parts()
         gi = t.pop("group_index").to_numpy()
         cols = list(g.columns)
         if cols:
             # One label per group, repeated over its bins (200k users x 15 bins would be 3M
-            # Python calls); a group's bins are consecutive rows.
-            starts = np.flatnonzero(np.r_[True, gi[1:] != gi[:-1]]) if len(gi) else gi
-            heads = t[cols].iloc[starts].to_dict("records")
-            per_group = np.array([group_label(r, cols) for r in heads] or [""], dtype=object)
-            labels = per_group[np.cumsum(np.r_[False, gi[1:] != gi[:-1]])] if len(gi) else []
+            # Python calls, and the keys repeated on every bin row 3M values).
+            records = pd.DataFrame({c: keys[c].reset_index(drop=True) for c in cols}).to_dict("records")
+            per_group = np.empty(len(records), dtype=object)
+            per_group[:] = [group_label(r, cols) for r in records]
+            labels = per_group[gi]
         else:
-            labels = ["all"] * len(t)
-        frames.append(pd.concat([pd.DataFrame({"grouping": g.name, "group": labels}),
-                                 t.drop(columns=cols)], axis=1))
+            labels = np.full(len(t), "all", dtype=object)
+        frames.append(pd.concat([pd.DataFrame({"grouping": g.name, "group": labels}), t], axis=1))
     return pd.concat(frames, ignore_index=True) if frames else None
 
 

@@ -139,13 +139,20 @@ class CalibrationBins:
 
     def group_metrics(self, order: np.ndarray, count: np.ndarray) -> dict[str, np.ndarray]:
         """``ece``, ``mce``, ``brier``, ``entropy`` for the groups in ``order`` (group row
-        counts ``count``, aligned with ``order``); NaN for empty groups."""
-        n = self.count[order]
+        counts ``count``, aligned with ``order``); NaN for empty groups. Computed in chunks of
+        groups, so the (groups, bins) temporaries stay small with a million groups."""
+        total = count.astype(np.float64)
+        ece, mce = np.empty(len(order)), np.empty(len(order))
+        step = 1 << 16
         with np.errstate(invalid="ignore", divide="ignore"):
-            gap = np.abs(self.correct[order] / n - self.conf_sum[order] / n)
-            total = count.astype(np.float64)
-            ece = np.where(n > 0, gap * n, 0.0).sum(axis=1) / total
-            mce = np.where(n > 0, gap, -np.inf).max(axis=1) if n.shape[1] else np.full(len(n), np.nan)
+            for start in range(0, len(order), step):
+                sl = slice(start, start + step)
+                o = order[sl]
+                n = self.count[o]
+                gap = np.abs(self.correct[o] / n - self.conf_sum[o] / n)
+                ece[sl] = np.where(n > 0, gap * n, 0.0).sum(axis=1) / total[sl]
+                mce[sl] = (np.where(n > 0, gap, -np.inf).max(axis=1) if n.shape[1]
+                           else np.full(len(n), np.nan))
             brier = self.brier_sum[order] / total
             entropy = self.entropy_sum[order] / total
         empty = total == 0

@@ -610,18 +610,23 @@ class GroupStats:
         order[rank] = np.arange(g)
         return order
 
-    def calibration_table(self, group_index: bool = False) -> pd.DataFrame:
+    def calibration_table(self) -> pd.DataFrame:
         """Reliability bins per group, groups in :meth:`finalize` order: the key columns,
         then ``bin``, ``bin_low``, ``bin_high``, ``count``, ``mean_confidence``,
-        ``accuracy`` (non-empty bins only; see :mod:`evalkit.aggregate.calibration`); with
-        ``group_index`` also that column (the group's row in :meth:`finalize`)."""
+        ``accuracy`` (non-empty bins only; see :mod:`evalkit.aggregate.calibration`)."""
+        keys, bins = self.calibration_parts()
+        gi = bins.pop("group_index").to_numpy()
+        return pd.concat([pd.DataFrame({k: v.iloc[gi].reset_index(drop=True) for k, v in keys.items()}),
+                          bins], axis=1)
+
+    def calibration_parts(self) -> tuple[dict[str, pd.Series], pd.DataFrame]:
+        """:meth:`calibration_table` in two parts, without repeating the keys on every bin row
+        (a million groups have ten million bins): the key columns of every group in
+        :meth:`finalize` order, and the bin table whose ``group_index`` points into them."""
         if self.calibration is None:
             raise ValueError("this GroupStats keeps no calibration bins")
         order = self._output_order()
-        bins = self.calibration.bin_table(order)
-        keys = self._index.key_frame(order[bins["group_index"].to_numpy()])
-        return pd.concat([pd.DataFrame({k: v.reset_index(drop=True) for k, v in keys.items()}),
-                          bins if group_index else bins.drop(columns="group_index")], axis=1)
+        return self._index.key_frame(order), self.calibration.bin_table(order)
 
     def _exact_quantiles(self, g: int) -> np.ndarray:
         codes = _concat(self._raw_codes, np.int32)
