@@ -220,6 +220,16 @@ def effective_n(weight_sum: np.ndarray, weight_sq_sum: np.ndarray) -> np.ndarray
         return np.where(w2 > 0, w * w / np.where(w2 > 0, w2, 1.0), np.nan)
 
 
+def standard_error(n: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Standard error of a mean, ``std / sqrt(n)``; NaN where ``n < 2`` or ``std`` is not finite."""
+    n = np.asarray(n, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64)
+    ok = (n >= 2) & np.isfinite(std)
+    sem = np.full(n.shape, np.nan)
+    sem[ok] = std[ok] / np.sqrt(n[ok])
+    return sem
+
+
 def mean_interval(n: np.ndarray, mean: np.ndarray, std: np.ndarray,
                   confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Standard error of the mean and the t-interval ``mean -/+ t_{(1+c)/2, n-1} * sem``.
@@ -230,10 +240,8 @@ def mean_interval(n: np.ndarray, mean: np.ndarray, std: np.ndarray,
     check_confidence(confidence)
     n = np.asarray(n, dtype=np.float64)
     mean = np.asarray(mean, dtype=np.float64)
-    std = np.asarray(std, dtype=np.float64)
-    ok = (n >= 2) & np.isfinite(std)
-    sem = np.full(n.shape, np.nan)
-    sem[ok] = std[ok] / np.sqrt(n[ok])
+    sem = standard_error(n, std)
+    ok = ~np.isnan(sem)
     tq = np.full(n.shape, np.nan)
     if ok.any():
         tq[ok] = t_quantile(np.full(int(ok.sum()), 0.5 + confidence / 2), n[ok] - 1.0)

@@ -558,15 +558,18 @@ def file_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
 # -- writing ---------------------------------------------------------------------------
 
 
-def write_table(table: pa.Table, path: PathLike, *, large: bool = False) -> None:
+def write_table(table: pa.Table, path: PathLike, *, large: bool = False, compression: str = "zstd") -> None:
     """Write one Parquet file (zstd), mapping OS failures to OutputError.
 
     ``large``: the per-column encodings of the per-row writer (dictionaries only for text,
-    delta integers, byte-stream-split floats), about 4x faster to encode for big tables.
+    delta integers, byte-stream-split floats), about 4x faster to encode for big tables;
+    ``compression`` then names the codec (``"lz4"`` encodes in about half the time of zstd
+    at nearly the same size for tables of statistics).
     """
     try:
         if large:
-            pq.write_table(table, os.fspath(path), **_encoding(table.schema))  # type: ignore[arg-type]
+            pq.write_table(table, os.fspath(path),  # type: ignore[arg-type]
+                           **{**_encoding(table.schema), "compression": compression})
         else:
             pq.write_table(table, os.fspath(path), compression="zstd")
     except OSError as exc:

@@ -68,7 +68,7 @@ from ._version import __version__
 from .errors import ReportError, UsageError
 from .escape import md_code, md_link_target, md_text
 from .gates import GateFailure
-from .inference import benjamini_hochberg, mean_interval, t_quantile, t_sf2
+from .inference import benjamini_hochberg, standard_error, t_quantile, t_sf2
 from .reports import (
     REUSED_STATS,
     FileStamp,
@@ -98,6 +98,7 @@ MAX_CHANGE_LINES = 50  # lines of the "Changes" section of history.md
 PLOT_GROUPS = 8  # groups drawn per history plot (besides the overall line)
 OUT_MARKERS = ("history.md", "history.json")
 _READ_THREADS = 4
+TIDY_CODEC = "lz4"  # the tidy tables are rewritten every night: lz4 encodes in half zstd's time
 
 
 # -- change detection -------------------------------------------------------------------------
@@ -499,9 +500,10 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
     sem = col("sem").copy()
     no_sem = np.isnan(sem)
     if no_sem.any():  # reports before the sem column: from std
-        sem[no_sem] = mean_interval(count[no_sem], mean[no_sem], col("std")[no_sem], confidence)[0]
+        sem[no_sem] = standard_error(count[no_sem], col("std")[no_sem])
+    dfs, where = _distinct(count - 1)
     with np.errstate(invalid="ignore"):
-        half = t_quantile(0.5 + confidence / 2, count - 1) * sem
+        half = np.asarray(t_quantile(0.5 + confidence / 2, dfs))[where] * sem
     lo, hi = mean - half, mean + half
     take = None if order is None else pa.array(order)
     keys = [k if take is None else k.take(take) for k in g.keys]
@@ -529,6 +531,21 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
         key_table = table.select(cols).slice(0, int(len(pos) > 0)) if cols else pa.table({})
     group_keys = key_table.to_pandas() if cols else pd.DataFrame(index=range(int(len(pos) > 0)))
     return _Tidy(table, codes, group_keys, key_table, pos, count, mean, sem)
+
+
+def _distinct(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, index)`` with ``values[index] == x``: one t quantile per distinct degrees of
+    freedom (365 runs x 1,000 groups hold a few thousand counts). Whole numbers below 2**24
+    (counts) are mapped in O(n) without sorting; anything else through ``np.unique``."""
+    if len(x) and np.isfinite(x).all() and x.min() >= 0 and x.max() < 1 << 24 and (x == np.floor(x)).all():
+        xi = x.astype(np.int64)
+        seen = np.zeros(int(xi.max()) + 1, dtype=bool)
+        seen[xi] = True
+        values = np.flatnonzero(seen)
+        rank = np.cumsum(seen) - 1
+        return values.astype(np.float64), rank[xi]
+    values, index = np.unique(x, return_inverse=True)
+    return values, index.reshape(-1)
 
 
 def _trend(tidy: _Tidy, grouping: str, series: Sequence[int], runs: _Runs,
@@ -906,18 +923,24 @@ class _Cache:
                 key_types[i] = hit[1]
         if not old_to_new:
             return None
-        table = self._table(rel)
+        cols = [*_grouping_columns(grouping), *REUSED_STATS]
+        table = self._table(rel, ["run", *cols])
         if table is None:
             return None
-        lookup = np.full(max(max(old_to_new), int(pc_max(table.column("run")))) + 1, -1, dtype=np.int64)
+        lookup = np.full(max(max(old_to_new), int(_arrow_max(table.column("run")))) + 1, -1, dtype=np.int64)
         lookup[list(old_to_new)] = list(old_to_new.values())
         new_pos = lookup[table.column("run").to_numpy()]
         keep = np.flatnonzero(new_pos >= 0)
-        cols = [*_grouping_columns(grouping), *REUSED_STATS]
-        return Reused(table.select(cols).take(pa.array(keep)), new_pos[keep], key_types)
+        table = table.select(cols)
+        if len(keep) and keep[-1] - keep[0] + 1 == len(keep):  # one stretch (e.g. the oldest night left)
+            table = table.slice(int(keep[0]), len(keep))
+        else:
+            table = table.take(pa.array(keep))
+        return Reused(table, new_pos[keep], key_types)
 
-    def _table(self, rel: str) -> pa.Table | None:
-        """One tidy table of the cached history, checked against its manifest."""
+    def _table(self, rel: str, columns: Sequence[str] | None = None) -> pa.Table | None:
+        """One tidy table of the cached history (``columns`` only: decoding the others costs
+        ten times more), checked against its manifest; None when it differs or lacks one."""
         import io as _io
 
         from .io import fingerprint_file
@@ -930,10 +953,14 @@ class _Cache:
         got, kind = fingerprint_file(_io.BytesIO(data), len(data))
         if (len(data), kind, got) != (entry.get("bytes"), entry.get("fingerprint_kind"), entry.get("fingerprint")):
             return None
-        return pq.read_table(pa.BufferReader(data))
+        try:
+            return pq.read_table(pa.BufferReader(data), columns=None if columns is None else list(columns),
+                                 use_threads=False)
+        except (pa.ArrowException, KeyError, ValueError):
+            return None
 
 
-def pc_max(a: pa.ChunkedArray) -> int:
+def _arrow_max(a: pa.ChunkedArray) -> int:
     import pyarrow.compute as pc
 
     v = pc.max(a).as_py()
@@ -1090,7 +1117,7 @@ def _emit_grouping(result: HistoryResult, name: str, table: pa.Table, tmp: Path,
     if writer is not None:
         writer.write(table, path)
     else:
-        write_table(table, path, large=True)
+        write_table(table, path, large=True, compression=TIDY_CODEC)
     if plots:
         from .plots import plots_available, write_history_plot
 
@@ -1117,7 +1144,7 @@ class _Writer:
         from .io import write_table
 
         self.wait()
-        self._pending = self._pool.submit(write_table, table, path, large=True)
+        self._pending = self._pool.submit(write_table, table, path, large=True, compression=TIDY_CODEC)
 
     def wait(self) -> None:
         if self._pending is not None:
