@@ -61,8 +61,8 @@ class GateFailure:
 
     def __str__(self) -> str:
         where = self.grouping if not self.group else f"{self.grouping}[{self.group}]"
-        if not self.failed:
-            return f"{self.gate} {where}: not checked ({self.detail})"
+        if not self.failed:  # printed after "gate not checked: "
+            return f"{self.gate} {where}: {self.detail}"
         if self.observed != self.observed:  # NaN: there was nothing the gate could check
             return f"{self.gate} {where}: could not be checked ({self.detail})"
         op = ">" if self.gate.startswith("max") else "<"

@@ -521,10 +521,12 @@ def read_run_info(path: str | os.PathLike[str],
 
 
 def _edited(where: Path, what: str) -> ReportError:
+    """``what`` differs from the manifest: ``"size"`` or ``"content"``."""
     from .outdir import MANIFEST_NAME
 
-    return ReportError(f"{where}: {what} than {MANIFEST_NAME} records; the report was edited, "
-                       "truncated or replaced since evalkit wrote it: rerun evaluate, or restore it")
+    return ReportError(f"{where}: its {what} differs from what {MANIFEST_NAME} records; the report "
+                       "was edited, truncated or replaced since evalkit wrote it: rerun evaluate, "
+                       "or restore it")
 
 
 def _checked_stamp(d: Path, rel: str, files: Mapping[str, Mapping[str, Any]] | None,
@@ -549,13 +551,13 @@ def _checked_stamp(d: Path, rel: str, files: Mapping[str, Mapping[str, Any]] | N
                           "or replaced): rerun evaluate, or restore it")
     stamp = FileStamp(int(st.st_size), int(st.st_mtime_ns), str(entry.get("fingerprint")))
     if entry.get("bytes") != stamp.bytes:
-        raise _edited(f, f"holds {stamp.bytes} bytes, other")
+        raise _edited(f, f"size ({stamp.bytes} bytes, recorded {entry.get('bytes')})")
     known = trusted.get((str(d.absolute()), rel)) if trusted else None
     if hash_it and known != stamp:
         with f.open("rb") as fh:
             got, kind = fingerprint_file(fh, stamp.bytes)
         if kind != entry.get("fingerprint_kind") or got != stamp.fingerprint:
-            raise _edited(f, "has another content (fingerprint)")
+            raise _edited(f, "content (fingerprint)")
     return stamp
 
 
@@ -663,7 +665,7 @@ def _read_one(info: RunInfo, grouping: str, cols: Sequence[str]) -> pa.Table:
         got, kind = fingerprint_file(_io.BytesIO(data), len(data))
         if len(data) != entry.get("bytes") or kind != entry.get("fingerprint_kind") \
                 or got != entry.get("fingerprint"):
-            raise _edited(f, "has another content (fingerprint)")
+            raise _edited(f, "content (fingerprint)")
     try:
         pf = pq.ParquetFile(pa.BufferReader(data))
         names = pf.schema_arrow.names

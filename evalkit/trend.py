@@ -1297,7 +1297,7 @@ def _md_gates(res: HistoryResult) -> list[str]:
         lines.append(f"- ... and {len(res.failures) - MAX_CHANGE_LINES} more (history.json)")
     if res.unchecked:
         strict = bool(res.gates.get("fail_unchecked", False))
-        lines += [f"- {md_text(str(f))}" for f in res.unchecked[:MAX_CHANGE_LINES]]
+        lines += [f"- not checked: {md_text(str(f))}" for f in res.unchecked[:MAX_CHANGE_LINES]]
         lines.append(f"- (gates that cannot be checked {'fail' if strict else 'do not fail'}: "
                      f"`fail_unchecked: {'true' if strict else 'false'}`)")
     return [*lines, ""] if len(lines) > 2 else lines

@@ -785,7 +785,7 @@ def test_a_grouping_absent_from_the_latest_run_has_no_latest_value_and_every_gat
                                   "--format", "none", "--config", _gates_file(tmp_path, gates)])
     assert r.exit_code == 5, r.output  # a gate failure, never a usage error hiding the others
     assert r.stderr.count("gate failed: max_drift_pct region") == 4
-    assert "gate not checked: max_mean_loss split: not checked (the grouping is absent" in r.stderr
+    assert "gate not checked: max_mean_loss split: the grouping is absent from the latest run" in r.stderr
     res = history(spec, window=6, lookback=2, gates={**gates, "fail_unchecked": True})
     assert {(f.gate, f.grouping) for f in res.failures} >= {("max_mean_loss", "split"), ("max_drift", "split")}
     assert res.unchecked == []
@@ -806,7 +806,7 @@ def test_drift_and_change_gates_on_too_short_a_series_are_not_checked(tmp_path: 
         (g, n) for g in ("max_drift", "max_change_pct") for n in ("overall", "region")}
     assert "3 run(s) in the series; the drift over 5 runs needs 6" in str(res.unchecked[0])
     md = res.to_markdown()
-    assert "## Gates: passed (4 not checked)" in md and "- max_drift overall: not checked (3 run(s)" in md
+    assert "## Gates: passed (4 not checked)" in md and "- not checked: max_drift overall: 3 run(s) in the series" in md
     assert res.to_dict()["gates"]["not_checked"][0]["gate"] == "max_drift"
     strict = history(spec, window=10, lookback=5, gates={"max_drift": 0.0, "fail_unchecked": True})
     assert len(strict.failures) == 2 and all(math.isnan(f.observed) for f in strict.failures)
@@ -933,9 +933,9 @@ def test_a_short_window_alone_shortens_the_default_lookback(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("edit, message", [
-    ("summary", "summary.json: holds .* bytes, other than evalkit-manifest.json records"),
-    ("summary_same_size", "summary.json: has another content \\(fingerprint\\)"),
-    ("table", "by_region.parquet: has another content \\(fingerprint\\)"),
+    ("summary", "summary.json: its size \\(.* bytes, recorded .*\\) differs from what evalkit-manifest.json records"),
+    ("summary_same_size", "summary.json: its content \\(fingerprint\\) differs from what evalkit-manifest"),
+    ("table", "by_region.parquet: its content \\(fingerprint\\) differs from what evalkit-manifest"),
     ("manifest", "evalkit-manifest.json: evalkit-manifest.json is unreadable"),
     ("compare_manifest", "is a compare report, not an evaluate report"),
     ("other_run", "belongs to another run than evalkit-manifest.json"),

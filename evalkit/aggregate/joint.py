@@ -47,6 +47,8 @@ def _distinct_bound(col: Any) -> int:
         col = pa.array(col)
     if pa.types.is_dictionary(col.type):
         return len(col.dictionary) + (1 if col.null_count else 0)
+    if pa.types.is_null(col.type):  # an all-null column (count_distinct has no kernel for it)
+        return 1 if len(col) else 0
     return int(pc.count_distinct(col, mode="all").as_py())
 
 
