@@ -207,7 +207,8 @@ def inspect(inputs: tuple[str, ...], labels: str | None, fmt: str, debug: bool, 
     from .inspect import inspect_input
 
     cfg = config_from_flags(None, flags)
-    info = inspect_input(list(inputs) if len(inputs) > 1 else inputs[0], labels=labels, config=cfg)
+    info = inspect_input(list(inputs) if len(inputs) > 1 else inputs[0], labels=labels, config=cfg,
+                         cli=True)
     if fmt == "json":
         from .report import to_json_default
 

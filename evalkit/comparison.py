@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from ._version import __version__
+from .columns import COMPARE_TABLE_COLUMNS, rows_column
 from .compare_report import STATUS_ORDER, _render_markdown, _sorted_for_reading
 from .config import check_compare_settings
 from .errors import CompareError, UsageError, option
@@ -66,13 +67,11 @@ from .reports import (
     _from_result,
     _grouping_columns,
     _load_report,
-    _rows_column,
     _Run,
     is_report_dir,
 )
 
-TABLE_COLUMNS = ["baseline_count", "candidate_count", "baseline_mean", "candidate_mean", "delta",
-                 "rel_delta", "ci_low", "ci_high", "method", "status", "n_paired", "ci_method"]
+TABLE_COLUMNS = list(COMPARE_TABLE_COLUMNS)
 DEFAULT_BOOT_LIMIT = 100_000
 
 
@@ -184,7 +183,7 @@ def _group_indices(rows: pd.DataFrame, cols: Sequence[str], text: bool = False
                    ) -> dict[tuple[Any, ...], np.ndarray]:
     if not cols:
         return {(): np.arange(len(rows))}
-    rcols = [_rows_column(c) for c in cols]
+    rcols = [rows_column(c) for c in cols]
     gb = rows.groupby(rcols if len(rcols) > 1 else rcols[0], observed=True, dropna=False, sort=False)
     out: dict[tuple[Any, ...], list[np.ndarray]] = {}
     for k, v in gb.indices.items():  # NaN and null rows are one missing key: gather them
@@ -580,7 +579,7 @@ def _load_rows(b: _Run, c: _Run, common: Sequence[str], keys: tuple[str, ...], *
     """Per-row data of both runs, only the columns needed (group columns, row keys, loss);
     None for a run without per-row output. With ``check_keys`` (explicit ``pair_on``), a
     missing key column is a :class:`~evalkit.errors.UsageError`."""
-    need = list(dict.fromkeys([_rows_column(col) for g in common for col in _grouping_columns(g)]
+    need = list(dict.fromkeys([rows_column(col) for g in common for col in _grouping_columns(g)]
                               + list(keys) + ["loss"]))
     b_rows = b.rows_loader(need) if b.rows_loader is not None else None
     c_rows = c.rows_loader(need) if c.rows_loader is not None else None

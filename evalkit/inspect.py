@@ -5,16 +5,24 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .config import EvalConfig
-from .errors import EvalkitError
-from .io import open_source
+from .errors import EvalkitError, option, render_options
+from .io import Source, open_source
 from .join import infer_join_key
-from .layout import LABEL_NAMES, LayoutSpec, detect_layout, label_sampler
+from .layout import (
+    LABEL_NAMES,
+    Layout,
+    LayoutSpec,
+    check_label_sample,
+    detect_layout,
+    label_sampler,
+)
 
 MAX_GROUP_CARDINALITY = 100
 
@@ -24,10 +32,16 @@ def inspect_input(
     *,
     labels: str | None = None,
     config: EvalConfig | None = None,
+    cli: bool = False,
 ) -> dict[str, Any]:
     """Describe an input: files, rows, schema, detected layout, candidate group columns and a
     ``suggested_command`` that runs as pasted (inputs and names shell-quoted, the layout
-    settings and the labels join kept, never grouping by the label)."""
+    settings and the labels join kept, never grouping by the label).
+
+    ``layout_error`` and ``warnings`` name settings as flags (``--classes a,b``) with
+    ``cli=True`` (``evalkit inspect``) and as keywords (``classes=['a', 'b']``) otherwise.
+    ``warnings`` say what ``evaluate`` will refuse among the first rows' labels; when class
+    names fix it, ``suggested_command`` carries them."""
     cfg = config or EvalConfig()
     src = open_source(path)
     label_src = open_source(labels) if labels else None
@@ -45,18 +59,18 @@ def inspect_input(
                       classes=cfg.classes or None, keys=cfg.keys, weight=cfg.weight)
     on = list(cfg.on)
     used: set[str] = {cfg.label or "", *LABEL_NAMES}  # never suggest grouping by the label
+    info["warnings"] = []
     try:
         if label_src is not None and not on:
             on = infer_join_key(src.schema, label_src.schema, src.label, label_src.label)
-        layout = detect_layout(src.schema, spec, label_schema=label_src.schema if label_src else None,
-                               source=src.label, first_batch=first,
-                               label_sample=label_sampler((label_src or src).head))
+        layout, warnings, cfg = _detect_and_check(src, label_src, spec, first, cfg)
         info["layout"] = layout.describe()
         info["layout_error"] = None
+        info["warnings"] = [render_options(w, cli=cli) for w in warnings]
         used |= set(layout.pred_columns) | set(layout.label_columns) | set(layout.keys) | set(on)
     except EvalkitError as exc:
         info["layout"] = []
-        info["layout_error"] = exc.cli_text()  # what `evalkit inspect` prints
+        info["layout_error"] = exc.cli_text() if cli else str(exc)
     info["on"] = on
     candidates = []
     for f in src.schema:
@@ -73,6 +87,36 @@ def inspect_input(
     by = [c["column"] for c in candidates if c["column"] != "split"][:3]
     info["suggested_command"] = suggested_command(path, labels, on, cfg, by)
     return info
+
+
+def _detect_and_check(src: Source, label_src: Source | None, spec: LayoutSpec, first: pa.RecordBatch | None,
+                      cfg: EvalConfig) -> tuple[Layout, list[str], EvalConfig]:
+    """The layout ``evaluate`` detects, what it will do with the first rows' labels
+    (:func:`~evalkit.layout.check_label_sample`, the run's own label mapping), and the
+    settings the suggested command needs: the class names that map string labels when the
+    predictions only number their classes."""
+    sampler = label_sampler((label_src or src).head)
+    lschema = label_src.schema if label_src else None
+    layout = detect_layout(src.schema, spec, label_schema=lschema, source=src.label, first_batch=first,
+                           label_sample=sampler)
+    if layout.label_kind not in ("index", "name"):
+        return layout, [], cfg
+    label_type = (lschema or src.schema).field(layout.label_columns[0]).type
+    check = check_label_sample(layout, sampler, label_type, cfg.ignore_label)
+    refuse = ("warning: evaluate will refuse every row (exit 3)" if check.all_refused else
+              f"warning: evaluate will refuse these rows (exit 3; {option('on_invalid', meta='skip')} "
+              f"leaves them out)")
+    warnings = [f"{refuse}: {p}" for p in check.problems]
+    if check.classes is not None:
+        fixed = replace(spec, classes=list(check.classes))
+        named = detect_layout(src.schema, fixed, label_schema=lschema, source=src.label, first_batch=first,
+                              label_sample=sampler)
+        if not check_label_sample(named, sampler, label_type, cfg.ignore_label).problems:
+            warnings.append(f"with {option('classes', list(check.classes))} (the suggested command "
+                            f"below) the label values name the classes: "
+                            f"{', '.join(named.describe()[2:3])}")
+            cfg = replace(cfg, classes=list(check.classes))
+    return layout, warnings, cfg
 
 
 def suggested_command(path: str | os.PathLike[str] | Sequence[str], labels: str | None, on: Sequence[str],
@@ -114,7 +158,7 @@ def render_inspect(info: dict[str, Any]) -> str:
     if info["layout_error"]:
         lines.append(f"  (not detected) {info['layout_error']}")
     else:
-        lines += [f"  {line}" for line in info["layout"]]
+        lines += [f"  {line}" for line in info["layout"] + info["warnings"]]
     lines += ["", "candidate group columns (--by):"]
     if info["group_candidates"]:
         lines += [f"  {c['column']} ({c['distinct_in_sample']} distinct in the first rows)"

@@ -90,6 +90,10 @@ class Layout:
     keys: tuple[str, ...] = ()
     weight: str | None = None
     notes: tuple[str, ...] = field(default=(), compare=False)
+    label_sample: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    """Distinct label values of the first rows (:data:`LABEL_SAMPLE_ROWS`), kept when class
+    names are labels but the predictions only number their classes: the values that name
+    them (:meth:`named_classes`)."""
 
     @property
     def n_classes(self) -> int:
@@ -244,18 +248,35 @@ class Layout:
         return y
 
 
+    @property
+    def numbers_its_classes(self) -> bool:
+        """The predictions only number their classes (a list or binary column without
+        declared class names): class names are ``0``, ``1``, ..."""
+        return all(c.lstrip("-").isdigit() for c in self.classes)
+
+    def named_classes(self, names: Sequence[object] = ()) -> tuple[str, ...] | None:
+        """The class names string labels give a layout that only numbers its classes: the
+        distinct label values sorted (scikit-learn's ``model.classes_`` order), when there are
+        exactly K of them. ``names`` are label values to use when no sample was kept. None
+        when the classes are named already or the count differs."""
+        if not self.numbers_its_classes:
+            return None
+        values = sorted({str(v) for v in (self.label_sample or names) if v is not None})
+        return tuple(values) if len(values) == self.n_classes else None
+
     def _classes_hint(self, labels: pa.Array | pa.ChunkedArray) -> str:
         """When the predictions only number their classes (a list or binary column) but the
         labels are names, say how to name the classes."""
-        if not all(c.lstrip("-").isdigit() for c in self.classes):
+        if not self.numbers_its_classes:
             return ""
-        if pa.types.is_dictionary(labels.type):
+        if self.label_sample:
+            names: list[object] = []
+        elif pa.types.is_dictionary(labels.type):
             names = labels.dictionary.to_pylist()  # type: ignore[union-attr]
         else:
             names = pc.unique(labels.drop_null()).to_pylist()
-        names = sorted(str(v) for v in names if v is not None)
-        value = names if len(names) == self.n_classes else None
-        spelled = (option("classes", value) if value is not None
+        value = self.named_classes(names)
+        spelled = (option("classes", list(value)) if value is not None
                    else option("classes", meta=",".join(f"name{i}" for i in range(min(self.n_classes, 3)))
                                + (",..." if self.n_classes > 3 else "")))
         return (f"; the prediction column {self.pred_columns[0]!r} does not name its classes: name them "
@@ -400,6 +421,62 @@ def label_sampler(head: Callable[[int, Sequence[str]], pa.Table]) -> LabelSample
     return sample
 
 
+@dataclass(frozen=True)
+class LabelCheck:
+    """What a run will do with the label values of the first rows (see :func:`check_label_sample`)."""
+
+    problems: tuple[str, ...] = ()
+    """One message per reason the run refuses sampled values (settings named by
+    :func:`~evalkit.errors.option`)."""
+    classes: tuple[str, ...] | None = None
+    """Class names that would map the labels (:meth:`Layout.named_classes`), when they fix it."""
+    all_refused: bool = False
+    """No sampled value is usable: skipping invalid rows would leave none."""
+
+
+def check_label_sample(layout: Layout, label_sample: LabelSample, label_type: pa.DataType,
+                       ignore_label: object = None) -> LabelCheck:
+    """Run the distinct label values of the first rows through the layout's own label mapping
+    (:meth:`Layout.labels`, as every batch of a run is), so that ``inspect`` says what
+    ``evaluate`` will do: which values it refuses (unknown class names, indices out of range,
+    fractional values) and the class names that fix string labels against numbered classes.
+    ``ignore_label`` values are left out, as a run leaves them out.
+    """
+    if layout.label_kind not in ("index", "name"):
+        return LabelCheck()
+    column = layout.label_columns[0]
+    values = list(label_sample(column))
+    t = _value_type(label_type)
+    if ignore_label is not None:
+        values = [v for v in values if not _same_label(v, ignore_label)]
+    try:
+        arr = pa.array(values, type=t)
+    except (pa.ArrowException, TypeError, ValueError):
+        return LabelCheck()
+    _, _, problems = layout.labels(pa.record_batch([arr], names=[column]))
+    messages = []
+    for p in problems:
+        shown = ", ".join(repr(v) for v in np.asarray(values, dtype=object)[p.mask][:5])
+        messages.append(f"column {column}: {p.what}: {int(p.mask.sum())} of {len(values)} distinct "
+                        f"value(s) in the first {LABEL_SAMPLE_ROWS:,} rows, e.g. {shown}")
+    unknown = any(p.reason == "unknown_label" for p in problems)
+    refused = np.zeros(len(values), dtype=bool)
+    for p in problems:
+        refused |= p.mask
+    return LabelCheck(tuple(messages), layout.named_classes(values) if unknown else None,
+                      bool(problems) and bool(refused.all()))
+
+
+def _same_label(value: object, ignore: object) -> bool:
+    """Whether a label value is the ignored label (numbers by value: -100 == -100.0)."""
+    if isinstance(value, str):
+        return value == str(ignore)
+    try:
+        return float(value) == float(ignore)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
 @dataclass
 class LayoutSpec:
     """What the user declared (any field may be None: then it is detected)."""
@@ -487,8 +564,12 @@ def detect_layout(
         label_kind, label_cols = _declared_targets(spec, lschema, label_names, classes, source)
     else:
         label_kind, label_cols = _detect_label(spec, lschema, label_names, classes, source, notes)
-    return _finish(schema, spec, kind, pred_cols, from_logits, classes, label_kind, label_cols,
-                   notes, source, label_names)
+    layout = _finish(schema, spec, kind, pred_cols, from_logits, classes, label_kind, label_cols,
+                     notes, source, label_names)
+    if layout.label_kind == "name" and layout.numbers_its_classes and label_sample is not None:
+        # String labels against numbered classes: keep the sample, whose values name them.
+        layout = replace(layout, label_sample=tuple(str(v) for v in label_sample(label_cols[0])))
+    return layout
 
 
 def _declared_targets(spec: LayoutSpec, lschema: pa.Schema, label_names: list[str],

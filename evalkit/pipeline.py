@@ -35,8 +35,9 @@ import pandas as pd
 import pyarrow as pa
 
 from ._version import __version__
+from .columns import CLASS, key_name_clash
 from .config import EvalConfig, parse_groupings
-from .engines.base import CLASS, IGNORED, DuplicateAcrossPartitions, EvalState, Grouping, Plan
+from .engines.base import IGNORED, DuplicateAcrossPartitions, EvalState, Grouping, Plan
 from .errors import (
     ColumnTypeError,
     ConfigError,
@@ -237,6 +238,11 @@ def resolve_groupings(cfg: EvalConfig, names: Sequence[str]) -> tuple[Grouping, 
         if cols == (CLASS,) and cfg.by_class:
             continue
         gs.append(Grouping(",".join(cols), cols))
+    for kind, cols in [("group", c) for c in user] + [("slice", tuple(cfg.slices))]:
+        for c in cols:
+            if (clash := key_name_clash(c, kind)) is not None:
+                raise UsageError(f"{clash}: it would overwrite that column; rename the {kind} column "
+                                 "in the input (e.g. with a SQL or DataFrame rename) before evaluating")
     stems: dict[str, str] = {}
     for g in gs:  # file names come from the columns: two groupings must never share one
         other = stems.setdefault(g.file_stem, g.name)

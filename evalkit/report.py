@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from .columns import rows_column
 from .display import MAX_REPORT_GROUPS, bounded_groups, left_out_note
 from .escape import md_code, md_link_target, md_text, terminal
 
@@ -285,7 +286,7 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
                      + [c for c in ("p_true", "loss") if c in cols])
             if scope != "overall" and "label" in order:
                 order.remove("label")
-            group_cols = {c for g in result.groupings for c in g.columns}
+            group_cols = {name for g in result.groupings for c in g.columns for name in (c, rows_column(c))}
             out.append(markdown_table(df, order, max_rows=100, keys=[c for c in order if c in group_cols]))
     out += ["## Confusion (mean loss by true × predicted class)", ""]
     out.append(markdown_table(result.confusion, ["class", "predicted", "count", "mean"], max_rows=100))

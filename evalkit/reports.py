@@ -27,8 +27,6 @@ import pyarrow.parquet as pq
 from .errors import CompareError, ReportError, UsageError
 from .io import expand_paths, file_provenance, fingerprint_file
 
-CLASS = "class"
-
 
 def _input_files(spec: Any) -> list[str]:
     """The files behind an input spec (file, directory, glob or list of them)."""
@@ -129,11 +127,6 @@ def _file_stem(name: str) -> str:
     return grouping_file_stem(_grouping_columns(name))
 
 
-def _rows_column(col: str) -> str:
-    """The per-row output names the true class ``label``; groupings call it ``class``."""
-    return "label" if col == CLASS else col
-
-
 def is_report_dir(path: Any) -> bool:
     """Whether ``path`` is an ``evaluate`` report directory (it holds ``summary.json``)."""
     if not isinstance(path, str | os.PathLike):
@@ -227,6 +220,23 @@ class _ReportFiles:
             raise CompareError(f"{path}: not a readable Parquet table ({_short(exc)}); the "
                                f"{self.role} report is damaged: rerun evaluate") from None
 
+    def row_parts(self) -> list[str]:
+        """The per-row output's files: ``rows.parquet``, or the Dask engine's
+        ``rows/part-N.parquet`` in part order."""
+        if (self.d / "rows.parquet").exists() or (
+                self.fingerprints is not None and "rows.parquet" in self.fingerprints):
+            return ["rows.parquet"]
+        # Recorded and present alike: open() refuses a recorded part that is missing and a
+        # present part that is not recorded.
+        rels = {f"rows/{p.name}" for p in (self.d / "rows").glob("*.parquet")}
+        rels |= {r for r in self.fingerprints or () if r.startswith("rows/")}
+
+        def order(rel: str) -> tuple[int, str]:
+            digits = "".join(ch for ch in Path(rel).stem if ch.isdigit())
+            return (int(digits) if digits else -1, rel)
+
+        return sorted(rels, key=order)
+
     def read(self, rel: str, required: Sequence[str] = ()) -> pd.DataFrame | None:
         """Table ``rel`` as a DataFrame (None when absent); ``required`` columns must exist."""
         pf = self.open(rel)
@@ -284,18 +294,20 @@ def _load_report(path: str | os.PathLike[str], role: str) -> _Run:
         else:
             raise CompareError(f"{d}: the {role} report lists grouping {g!r} but has no {rel}")
     loader = None
-    rows = files_in.open("rows.parquet")
-    if rows is not None:
-        available = set(rows.schema_arrow.names)
+    row_parts = files_in.row_parts()
+    parts = [(rel, pf) for rel in row_parts if (pf := files_in.open(rel)) is not None]
+    if parts:
+        def loader(columns: list[str], _parts: list[tuple[str, pq.ParquetFile]] = parts) -> pd.DataFrame:
+            tables = []
+            for rel, pf in _parts:
+                try:
+                    tables.append(pf.read(columns=[c for c in columns if c in pf.schema_arrow.names]))
+                except (pa.ArrowException, OSError, ValueError) as exc:
+                    raise CompareError(f"{d / rel}: not a readable Parquet table "
+                                       f"({_short(exc)}); the {role} report is damaged") from None
+            return pa.concat_tables(tables, promote_options="permissive").to_pandas()
 
-        def loader(columns: list[str], _pf: pq.ParquetFile = rows, _a: set[str] = available) -> pd.DataFrame:
-            try:
-                return _pf.read(columns=[c for c in columns if c in _a]).to_pandas()
-            except (pa.ArrowException, OSError, ValueError) as exc:
-                raise CompareError(f"{d / 'rows.parquet'}: not a readable Parquet table "
-                                   f"({_short(exc)}); the {role} report is damaged") from None
-
-    names = ["summary.json", "rows.parquet", "overall.parquet"] + [
+    names = ["summary.json", *row_parts, "overall.parquet"] + [
         f"{_file_stem(g)}.parquet" for g in groupings if g != "overall"]
     files = [file_provenance(d / n) for n in names if (d / n).is_file()]
     return _Run(role, str(d), "report", meta, overall, groups, groupings,

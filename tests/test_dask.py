@@ -442,3 +442,25 @@ def test_worker_data_error_is_one_clean_line_like_local(tmp_path: Path) -> None:
         lines[engine] = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines["dask"]) == 1, lines["dask"]
     assert lines["dask"] == lines["local"]
+
+
+def test_compare_reads_a_dask_reports_row_parts(data, client, tmp_path):
+    """compare pairs rows from a Dask report's rows/part-*.parquet as it does from a local
+    report's rows.parquet (the two report shapes), and refuses a part that was edited."""
+    from evalkit.comparison import compare
+
+    local = evaluate(data["hive"], by="region").write(tmp_path / "local")
+    dist = evaluate(data["hive"], engine="dask", client=client, by="region",
+                    spool_dir=tmp_path).write(tmp_path / "dist")
+    assert not (dist / "rows.parquet").exists() and len(list((dist / "rows").glob("*.parquet"))) > 6
+    for b, c in ((local, dist), (dist, local), (dist, dist)):
+        cmp = compare(b, c)
+        table = cmp.tables["region"]
+        assert (table["method"] == "paired").all(), table[["method", "n_paired"]]
+        assert (table["n_paired"] == table["candidate_count"]).all()
+        np.testing.assert_allclose(table["delta"], 0.0, atol=1e-12)
+    part = sorted((dist / "rows").glob("*.parquet"))[1]
+    t = pq.read_table(part)
+    pq.write_table(t.slice(1), part)
+    with pytest.raises(errors.CompareError, match="part-"):
+        compare(local, dist)

@@ -213,3 +213,121 @@ def test_undetectable_layout_names_what_matched(tmp_path):
         evalkit.evaluate(str(tmp_path / "x.parquet"))
     assert "predictions=" in str(err.value) and "--predictions" not in str(err.value)
     assert os.fspath(tmp_path / "x.parquet") in str(err.value)
+
+
+# -- inspect says what evaluate will do ---------------------------------------------------
+
+
+def _export_cases(root, iris, cancer) -> tuple[dict[str, list[str]], dict[str, float]]:
+    """Every export layout above, written to ``root``: name -> the inspect arguments, and
+    the scikit-learn loss of the cases whose class names inspect must find."""
+    X, y, model = iris
+    proba = model.predict_proba(X)
+    codes = np.searchsorted(model.classes_, y)
+    cases: dict[str, list[str]] = {}
+    expected: dict[str, float] = {}
+
+    def save(name: str, df: pd.DataFrame, *args: str) -> None:
+        df.to_parquet(root / f"{name}.parquet")
+        cases[name] = [str(root / f"{name}.parquet"), *args]
+
+    save("class_named_string_target", pd.DataFrame(proba, columns=model.classes_).assign(target=y))
+    wine = load_wine(as_frame=True)
+    wmodel = LogisticRegression(max_iter=5000).fit(wine.data, wine.target)
+    save("class_named_int_target_with_features", pd.concat(
+        [wine.data, pd.DataFrame(wmodel.predict_proba(wine.data), columns=["0", "1", "2"])],
+        axis=1).assign(target=wine.target))
+    save("list_of_arrays", pd.DataFrame({"id": np.arange(150), "proba": list(proba), "label": codes}))
+    save("list_with_string_labels", pd.DataFrame({"probs": list(proba), "target": y}))
+    save("spark_style_list_string_labels", pd.DataFrame({"probability": list(proba), "species": y}),
+         "--label", "species")
+    cx, cy, cmodel = cancer
+    cp = cmodel.predict_proba(cx)
+    for column in ("p_benign", "pred", "prob", "y_proba"):
+        save(f"binary_{column}", pd.DataFrame({column: cp[:, 1], "target": cy}))
+    names = np.array(["malignant", "benign"])[cy]
+    smodel = RandomForestClassifier(n_estimators=10, random_state=0).fit(cx, names)  # classes_ sorted
+    save("binary_string_labels", pd.DataFrame({"prob": smodel.predict_proba(cx)[:, 1], "label": names}))
+    expected["binary_string_labels"] = _sk_loss(names, smodel.predict_proba(cx), smodel.classes_)
+    expected["list_with_string_labels"] = _sk_loss(y, proba, model.classes_)
+    save("binary_suffix", pd.DataFrame({"p_malignant": cp[:, 0], "diagnosis": np.array(["malignant", "benign"])[cy]}),
+         "--label", "diagnosis")
+    save("binary_p0", pd.DataFrame({"p_0": cp[:, 0], "label": cy}))
+    lmodel = LogisticRegression(max_iter=10000).fit(cx, cy)
+    save("single_logit", pd.DataFrame({"logit": lmodel.decision_function(cx), "y": cy}))
+    pd.DataFrame({"id": np.arange(150)[::-1], "label": codes[::-1]}).to_parquet(root / "labels.parquet")
+    save("separate_labels", pd.DataFrame({"id": np.arange(150), "split": "test", "probs": list(proba)}),
+         "--labels", str(root / "labels.parquet"))
+    pd.DataFrame({"id": np.arange(150)[::-1], "species": y[::-1]}).to_parquet(root / "names.parquet")
+    save("separate_string_labels", pd.DataFrame({"id": np.arange(150), "probs": list(proba)}),
+         "--labels", str(root / "names.parquet"), "--label", "species")
+    spark = _spark_dir(root)
+    cases["spark_dir"] = [str(spark)]
+    cases["spark_glob"] = [str(spark / "*")]
+    save("declared_columns", pd.DataFrame({"a": [0.7, 0.2], "b": [0.3, 0.8], "y_true": [0, 1]}), "-p", "a,b")
+    return cases, expected
+
+
+def test_inspect_try_line_runs_for_every_export_layout(tmp_path, iris, cancer, monkeypatch):
+    """For each export layout: the try line exits 0, and inspect warns exactly when evaluate,
+    given the same settings, refuses."""
+    import shlex
+
+    root = tmp_path / "exports"
+    root.mkdir()
+    cases, expected = _export_cases(root, iris, cancer)
+    warned = set()
+    for name, args in cases.items():
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        monkeypatch.chdir(run_dir)
+        res = CliRunner().invoke(main, ["inspect", *args])
+        assert res.exit_code == 0, (name, res.output)
+        assert "(not detected)" not in res.output, (name, res.output)
+        [line] = [x for x in res.output.splitlines() if x.startswith("try: ")]
+        words = shlex.split(line[len("try: "):])
+        run = CliRunner().invoke(main, [*words[1:], "--format", "none"])
+        assert run.exit_code == 0, (name, line, run.output)
+        if name in expected:
+            import json
+
+            mean = json.loads((run_dir / "report" / "summary.json").read_text())["overall"]["mean"]
+            assert mean == pytest.approx(expected[name], rel=1e-9), name
+        plain = CliRunner().invoke(main, ["evaluate", *args, "--out", str(run_dir / "plain"), "--format", "none"])
+        if "warning: evaluate will refuse" in res.output:
+            warned.add(name)
+            assert plain.exit_code == 3 and "--classes" in plain.output, (name, plain.output)
+            assert "--classes" in words, (name, line)
+            assert "classes=" not in res.output and "label=" not in res.output  # CLI spelling only
+        else:
+            assert plain.exit_code == 0, (name, res.output, plain.output)
+    assert warned == {"list_with_string_labels", "spark_style_list_string_labels", "binary_string_labels",
+                      "separate_string_labels"}
+
+
+def test_inspect_warns_about_labels_evaluate_refuses(tmp_path):
+    """Not only string labels: indices out of range and fractional labels are what evaluate
+    refuses too; the ignored label is left out as evaluate leaves it out; the Python caller
+    gets keyword spelling."""
+    from evalkit.inspect import inspect_input
+
+    probs = [[0.7, 0.2, 0.1]] * 4
+    pd.DataFrame({"probs": probs, "label": [0, 1, 3, -100]}).to_parquet(tmp_path / "idx.parquet")
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "idx.parquet")])
+    assert "label out of range" in res.output and "2 of 4 distinct" in res.output, res.output
+    assert "--on-invalid skip leaves them out" in res.output
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "idx.parquet"), "--ignore-label", "-100"])
+    assert "1 of 3 distinct" in res.output and "3" in res.output, res.output
+    plain = CliRunner().invoke(main, ["evaluate", str(tmp_path / "idx.parquet"), "--ignore-label", "-100",
+                                      "--out", str(tmp_path / "o1")])
+    assert plain.exit_code == 3 and "label out of range" in plain.output
+    pd.DataFrame({"probs": probs, "label": [0, 1, 2, 1]}).to_parquet(tmp_path / "ok.parquet")
+    assert "warning" not in CliRunner().invoke(main, ["inspect", str(tmp_path / "ok.parquet")]).output
+    pd.DataFrame({"probs": probs, "target": ["a", "b", "a", "b"]}).to_parquet(tmp_path / "two.parquet")
+    info = inspect_input(str(tmp_path / "two.parquet"))
+    [warning] = info["warnings"]
+    # two names for three classes: no class list to suggest, and no CLI flag from Python
+    assert "every row" in warning and "classes=name0,name1,name2" in warning and "--" not in warning
+    assert "--classes" not in info["suggested_command"]
+    info = inspect_input(str(tmp_path / "two.parquet"), cli=True)
+    assert "--classes name0,name1,name2" in info["warnings"][0]

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..aggregate import CalibrationBatch, Confusion, GroupStats, JointStats, SliceStats, TopK
+from ..columns import CLASS, ROW_OUTPUT_COLUMNS, rows_column
 from ..errors import InputError, ProbabilitySumError
 from ..escape import grouping_file_stem
 from ..inference import poisson_weights
@@ -28,8 +29,6 @@ from ..layout import Layout
 from ..loss import RowLoss, soft_loss, sparse_loss
 from ..scores import calibration_terms, score_stats
 from ..validate import PROBABILITIES_AS_LOGITS, Problem, score_problems, target_problems
-
-CLASS = "class"
 
 
 @dataclass(frozen=True)
@@ -423,11 +422,11 @@ def _accumulate(plan: Plan, state: EvalState, cur: _Batch, out: RowLoss, correct
 
 def _row_batch(plan: Plan, cur: _Batch, out: RowLoss, correct: np.ndarray,
                true_dict: pa.DictionaryArray) -> pa.RecordBatch:
-    """The per-row output: ``row``, the carried columns, then the kernel's columns."""
+    """The per-row output: ``row``, the carried columns (an input column named like an
+    output column is renamed by :func:`evalkit.columns.rows_column`), then the kernel's columns."""
     pred_dict = pa.DictionaryArray.from_arrays(pa.array(out.predicted.astype(np.int32)),
                                                plan.class_names)
-    names = (["row"] + list(plan.carry)
-             + ["label", "predicted", "p_true", "loss", "clipped_low", "clipped_high", "correct"])
+    names = ["row"] + [rows_column(c) for c in plan.carry] + list(ROW_OUTPUT_COLUMNS[1:])
     arrays: list[pa.Array] = [pa.array(cur.rows)]
     arrays += [cur.batch.column(c) for c in plan.carry]
     arrays += [true_dict, pred_dict, pa.array(out.p_true), pa.array(out.loss),

@@ -1,0 +1,73 @@
+"""Names of the columns evalkit writes: the true-class grouping and the per-row output.
+
+One home for these names, at the bottom layer: the engines write the per-row output
+(``rows.parquet``) with them, and ``compare`` / ``history`` read it back with them.
+
+The per-row output holds ``row``, the carried input columns (row keys, group columns, the
+weight), then the computed columns :data:`ROW_OUTPUT_COLUMNS`. An input column named like a
+computed one (``--by label`` when the label column is ``label``, a group column ``loss``)
+is written as ``input:<name>`` (:func:`rows_column`), so both are kept.
+"""
+
+from __future__ import annotations
+
+#: Name of the grouping by true class, and of its key column in the grouped tables.
+CLASS = "class"
+
+#: Prefix of an input column renamed in the per-row output (see :func:`rows_column`).
+INPUT_PREFIX = "input:"
+
+#: The per-row output's own columns: the row position, the true class (``label``), the
+#: predicted class, the probability of the true class, the loss (nats), the clipped flags
+#: and whether the prediction was right.
+ROW_OUTPUT_COLUMNS = ("row", "label", "predicted", "p_true", "loss", "clipped_low", "clipped_high",
+                      "correct")
+
+
+def rows_column(column: str) -> str:
+    """The name of a grouping / carried input column in the per-row output.
+
+    The true-class grouping :data:`CLASS` is the output's ``label`` column. An input column
+    named like an output column (``label``, ``loss``, ``correct``...) or already starting with
+    :data:`INPUT_PREFIX` gets that prefix: ``label`` -> ``input:label``. The mapping is
+    one-to-one, so every carried column keeps its own name in the output.
+
+    >>> rows_column("region"), rows_column("class"), rows_column("loss")
+    ('region', 'label', 'input:loss')
+    """
+    if column == CLASS:
+        return "label"
+    if column in ROW_OUTPUT_COLUMNS or column.startswith(INPUT_PREFIX):
+        return INPUT_PREFIX + column
+    return column
+
+
+#: Columns of every grouped table (``overall.parquet``, ``by_*.parquet``) besides its key
+#: columns: statistics of the loss (nats), intervals, calibration and weights.
+GROUP_TABLE_COLUMNS = ("count", "mean", "sem", "ci_low", "ci_high", "std", "min", "p50", "p90", "p99", "max",
+                       "sum", "clipped_low", "clipped_high", "accuracy", "ece", "mce", "brier", "entropy",
+                       "weight_sum", "weighted_mean", "n_eff")
+
+#: Columns of ``slices.parquet`` besides the slice columns.
+SLICE_TABLE_COLUMNS = ("slice", "columns", "depth", "count", "mean", "complement_count", "complement_mean",
+                       "diff", "ci_low", "ci_high", "t", "df", "p_value", "p_adjusted", "effect_size", "tested",
+                       "significant", "worse")
+
+#: Columns of every ``compare`` table besides its key columns.
+COMPARE_TABLE_COLUMNS = ("baseline_count", "candidate_count", "baseline_mean", "candidate_mean", "delta",
+                         "rel_delta", "ci_low", "ci_high", "method", "status", "n_paired", "ci_method")
+
+
+def key_name_clash(column: str, kind: str) -> str | None:
+    """Why a ``kind`` (``"group"`` or ``"slice"``) column cannot be named ``column``, or None.
+
+    A grouped table holds its key columns next to its statistics, so a group column named
+    ``count`` would overwrite the count; such names are refused up front. (Per-row output
+    names never clash: see :func:`rows_column`.)
+    """
+    tables = ([("grouped tables", GROUP_TABLE_COLUMNS), ("compare tables", COMPARE_TABLE_COLUMNS)]
+              if kind == "group" else [("slices table", SLICE_TABLE_COLUMNS)])
+    for what, names in tables:
+        if column in names:
+            return f"{kind} column {column!r} has the name of a column of the {what} ({', '.join(names)})"
+    return None
