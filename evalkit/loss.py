@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .errors import InvalidProbabilityError, LabelError, UsageError
+from .errors import EvalkitError, InvalidProbabilityError, LabelError, UsageError
 from .scores import row_argmax
 from .validate import check_scores, check_targets
 
@@ -157,6 +157,14 @@ def binary_scores(p1: np.ndarray, from_logits: bool = False) -> FloatArray:
     return np.column_stack([1.0 - p1, p1])
 
 
+def _rectangular(values: npt.ArrayLike, name: str, error: type[EvalkitError]) -> np.ndarray:
+    """``values`` as a numpy array; ragged rows (lists of different lengths) are ``error``."""
+    try:
+        return np.asarray(values)
+    except (ValueError, TypeError) as exc:
+        raise error(f"{name} must be a rectangular array (every row the same length): {exc}") from None
+
+
 def cross_entropy(
     probs: npt.ArrayLike,
     targets: npt.ArrayLike,
@@ -197,15 +205,17 @@ def cross_entropy(
     [0.356674944, 0.693147181, 0.105360516]
     """
     eps = check_eps(eps)
-    scores = np.asarray(probs)
+    scores = _rectangular(probs, "probs", InvalidProbabilityError)
     if scores.dtype.kind not in "fiu":
         raise InvalidProbabilityError(f"probabilities must be numeric, got dtype {scores.dtype}")
     if scores.ndim == 1:
         scores = binary_scores(scores, from_logits)
-    if scores.ndim != 2:
-        raise UsageError(f"probs must be 1-D (binary) or 2-D (n, K), got shape {scores.shape}")
-    t = np.asarray(targets)
+    if scores.ndim != 2 or scores.shape[1] == 0:
+        raise UsageError(f"probs must be 1-D (binary) or 2-D (n, K) with K >= 1, got shape {scores.shape}")
+    t = _rectangular(targets, "targets", LabelError)
     n, k = scores.shape
+    if t.ndim not in (1, 2):
+        raise UsageError(f"targets must be 1-D class indices or 2-D (n, K) targets, got shape {t.shape}")
     if t.shape[0] != n:
         raise UsageError(f"probs has {n} rows but targets has {t.shape[0]}")
     if validate:

@@ -145,3 +145,16 @@ def test_row_argmax_matches_numpy_first_maximum(k, n, seed, ties):
         m = np.round(m * 3) / 3  # many exact ties
     for layout in (m, np.asfortranarray(m)):
         np.testing.assert_array_equal(row_argmax(layout), m.argmax(axis=1))
+
+
+@pytest.mark.parametrize(("probs", "targets", "error"), [
+    ([["x"], []], [0.6, float("nan")], "InvalidProbabilityError"),  # ragged rows
+    ([[]], [float("nan")], "UsageError"),  # no classes
+    ([float("nan"), float("nan")], [[], ["x", "x"]], "LabelError"),  # ragged targets
+    ([[0.2, 0.8]], 0, "UsageError"),  # a scalar target
+])
+def test_cross_entropy_refuses_malformed_arrays_with_evalkit_errors(probs, targets, error):
+    import evalkit
+
+    with pytest.raises(getattr(evalkit, error)):
+        evalkit.cross_entropy(probs, targets)
