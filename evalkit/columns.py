@@ -49,9 +49,9 @@ GROUP_TABLE_COLUMNS = ("count", "mean", "sem", "ci_low", "ci_high", "std", "min"
                        "weight_sum", "weighted_mean", "n_eff")
 
 #: Columns of ``slices.parquet`` besides the slice columns.
-SLICE_TABLE_COLUMNS = ("slice", "columns", "depth", "count", "mean", "complement_count", "complement_mean",
-                       "diff", "ci_low", "ci_high", "t", "df", "p_value", "p_adjusted", "effect_size", "tested",
-                       "significant", "worse")
+SLICE_TABLE_COLUMNS = ("slice", "columns", "depth", "count", "mean", "n_eff", "complement_count",
+                       "complement_mean", "complement_n_eff", "diff", "ci_low", "ci_high", "t", "df", "p_value",
+                       "p_adjusted", "effect_size", "tested", "significant", "worse")
 
 #: Columns of every ``compare`` table besides its key columns.
 COMPARE_TABLE_COLUMNS = ("baseline_count", "candidate_count", "baseline_mean", "candidate_mean", "delta",
