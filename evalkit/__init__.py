@@ -30,7 +30,7 @@ _LAZY = {
 }
 _ERRORS = (
     "ColumnTypeError", "CompareError", "ConfigError", "CorruptFileError", "EmptyInputError",
-    "EvalkitError", "InputError", "InvalidProbabilityError", "JoinError", "LabelError",
+    "EvalkitError", "EvalkitWarning", "InputError", "InvalidProbabilityError", "JoinError", "LabelError",
     "LayoutError", "ListLengthError", "MissingColumnError", "MissingDependencyError",
     "OutputError", "OutputExistsError", "ProbabilitySumError", "ReportError", "SchemaDriftError",
     "TargetSumError", "UsageError",
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         CorruptFileError,
         EmptyInputError,
         EvalkitError,
+        EvalkitWarning,
         InputError,
         InvalidProbabilityError,
         JoinError,
@@ -99,6 +100,7 @@ __all__ = [
     "CorruptFileError",
     "EmptyInputError",
     "EvalkitError",
+    "EvalkitWarning",
     "InputError",
     "InvalidProbabilityError",
     "JoinError",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings as _warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 from . import pipeline
 from .config import EvalConfig
 from .engines.base import Grouping
-from .errors import UsageError, option
+from .errors import EvalkitWarning, UsageError, option
 from .io import write_table, write_text
 from .layout import Layout
 from .outdir import AtomicDir, check_out_apart
@@ -77,6 +78,9 @@ class EvalResult:
     _overall_frame: pd.DataFrame | None = field(default=None, repr=False)
     gate_failures: list[Any] = field(default_factory=list)
     """Quality gates that failed (config key ``gates``); also in ``metadata["gates"]``."""
+    warnings: list[EvalkitWarning] = field(default_factory=list)
+    """What the run computed but probably did not mean (:class:`~evalkit.errors.EvalkitWarning`,
+    also issued with :func:`warnings.warn` and listed in ``metadata["warnings"]``)."""
     plots: bool = True
     _sources: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
     """``(role, path)`` of every input the run read: ``write`` never writes onto one."""
@@ -107,13 +111,16 @@ class EvalResult:
         return (f"EvalResult: {overall_line(self)}\n"
                 f"  groupings: {sizes or 'overall only'}\n"
                 f"  input: {meta.get('input')} ({meta.get('rows_read', 0):,} rows read, "
-                f"{meta.get('rows_skipped', 0):,} skipped)")
+                f"{meta.get('rows_skipped', 0):,} skipped)"
+                + "".join(f"\n  warning: {w}" for w in self.warnings))
 
     def _repr_markdown_(self) -> str:
         """Jupyter: the overall line and the by-class table."""
+        from .escape import md_text
         from .report import STAT_COLUMNS, definitions, markdown_table, overall_line
 
         out = [f"**{overall_line(self)}**", "", definitions(float(self.metadata["eps"])), ""]
+        out += [f"⚠️ {md_text(str(w))}\n" for w in self.warnings]
         if "class" in self.groups:
             df = self.groups["class"]
             out.append(markdown_table(df, ["class"] + [c for c in STAT_COLUMNS if c in df.columns]))
@@ -126,6 +133,7 @@ class EvalResult:
         from .report import STAT_COLUMNS, fmt_number, overall_line
 
         parts = [f"<p><b>{escape(overall_line(self))}</b></p>"]
+        parts += [f"<p>⚠️ {escape(str(w))}</p>" for w in self.warnings]
         if "class" in self.groups:
             df = self.groups["class"]
             cols = ["class"] + [c for c in STAT_COLUMNS if c in df.columns]
@@ -372,8 +380,9 @@ def evaluate(
     tables = pipeline.finalise_stats(state, layout, plots=cfg.plots, groupings=groupings,
                                      slice_min_count=cfg.slice_min_count, slice_fdr=cfg.slice_fdr,
                                      confidence=cfg.confidence)
+    run_warnings = pipeline.run_warnings(layout, state)
     metadata = pipeline.build_metadata(cfg, inputs.source, layout, state, plan, started,
-                                       time.perf_counter() - t0, unmatched_labels, labels)
+                                       time.perf_counter() - t0, unmatched_labels, labels, run_warnings)
     if tables.slices_summary is not None:
         metadata["slices"] = tables.slices_summary
     result = EvalResult(
@@ -394,7 +403,10 @@ def evaluate(
         calibration=tables.calibration,
         slices=tables.slices,
         disparity=tables.disparity,
+        warnings=run_warnings,
     )
+    for w in run_warnings:
+        _warnings.warn(w, stacklevel=2)
     _apply_gates(result, cfg)
     if spool.path is not None:
         weakref.finalize(result, pipeline.cleanup_spool, spool.path)

@@ -12,12 +12,13 @@ import functools
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from .errors import EXIT_GATE, EXIT_INTERNAL, EXIT_INTERRUPTED, EvalkitError
+from .errors import EXIT_GATE, EXIT_INTERNAL, EXIT_INTERRUPTED, EvalkitError, EvalkitWarning
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # Only the group sets the prefix: subcommands then read EVALKIT_<COMMAND>_<OPTION>.
@@ -86,7 +87,10 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             with contextlib.suppress(ValueError):  # not the main thread (some test runners)
                 old[sig] = signal.signal(sig, _term)
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", EvalkitWarning)
+                warnings.showwarning = _show_warning(warnings.showwarning)
+                return fn(*args, **kwargs)
         except EvalkitError as exc:
             if debug:
                 import traceback
@@ -117,6 +121,19 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 signal.signal(sig, handler)
 
     return wrapper
+
+
+def _show_warning(default: Callable[..., Any]) -> Callable[..., Any]:
+    """A ``warnings.showwarning`` printing an :class:`EvalkitWarning` as one ``warning:``
+    line with settings spelled as flags (other warnings go to ``default``)."""
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if isinstance(message, EvalkitWarning):
+            _err(f"warning: {message.cli_text()}")
+        else:
+            default(message, category, *args, **kwargs)
+
+    return show
 
 
 def report_gates(failures: list[Any], checked: Any, quiet: bool, unchecked: list[Any] | None = None) -> None:

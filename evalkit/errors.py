@@ -64,8 +64,10 @@ def option(name: str, value: Any = _NO_VALUE, *, meta: str | None = None) -> str
     return f"{_OPT_START}{payload}{_OPT_END}"
 
 
-def render_options(message: str, *, cli: bool) -> str:
-    """Spell the settings named by :func:`option` in ``message`` for the CLI or for Python."""
+def render_options(message: str, *, cli: bool | None) -> str:
+    """Spell the settings named by :func:`option` in ``message`` for the CLI (``--on KEY``),
+    for Python (``on="KEY"``), or, with ``cli=None``, as config-file keys (``on: KEY``) for
+    files any caller reads (report.md, summary.json)."""
     if _OPT_START not in message:
         return message
     import json
@@ -73,6 +75,10 @@ def render_options(message: str, *, cli: bool) -> str:
 
     def spell(m: re.Match[str]) -> str:
         name, value, meta, bare = json.loads(m.group(1))
+        if cli is None:
+            if bare and meta is None:
+                return name
+            return f"{name}: {meta if meta is not None else json.dumps(value)}"
         if cli:
             flag = "--" + name.replace("_", "-")
             on, off = _BOOL_FLAGS.get(name, (flag, "--no-" + name.replace("_", "-")))
@@ -120,6 +126,36 @@ class EvalkitError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Subclasses take one message argument; keep that so errors pickle across Dask workers.
+        return (self.__class__, (self.message,))
+
+
+class EvalkitWarning(UserWarning):
+    """A result evalkit computed but that is probably not what was meant (for example
+    probabilities read as logits). :func:`evalkit.evaluate` issues it with
+    :func:`warnings.warn`, keeps it in ``EvalResult.warnings`` and in the report
+    (``summary.json`` ``metadata.warnings``, a section at the top of report.md); the CLI
+    prints it on stderr.
+
+    ``str(warning)`` spells settings for Python, :meth:`cli_text` as flags and
+    :meth:`file_text` as config keys, like :class:`EvalkitError`.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return render_options(self.message, cli=False)
+
+    def cli_text(self) -> str:
+        """The message with settings spelled as flags (``--probs``)."""
+        return render_options(self.message, cli=True)
+
+    def file_text(self) -> str:
+        """The message with settings spelled as config keys (``logits: false``)."""
+        return render_options(self.message, cli=None)
+
+    def __reduce__(self) -> tuple[Any, ...]:
         return (self.__class__, (self.message,))
 
 

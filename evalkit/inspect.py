@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -23,6 +24,7 @@ from .layout import (
     detect_layout,
     label_sampler,
 )
+from .validate import unit_interval_logits
 
 MAX_GROUP_CARDINALITY = 100
 
@@ -64,6 +66,7 @@ def inspect_input(
         if label_src is not None and not on:
             on = infer_join_key(src.schema, label_src.schema, src.label, label_src.label)
         layout, warnings, cfg = _detect_and_check(src, label_src, spec, first, cfg)
+        warnings += _logit_warnings(layout, head)
         info["layout"] = layout.describe()
         info["layout_error"] = None
         info["warnings"] = [render_options(w, cli=cli) for w in warnings]
@@ -117,6 +120,23 @@ def _detect_and_check(src: Source, label_src: Source | None, spec: LayoutSpec, f
                             f"{', '.join(named.describe()[2:3])}")
             cfg = replace(cfg, classes=list(check.classes))
     return layout, warnings, cfg
+
+
+def _logit_warnings(layout: Layout, head: pa.Table) -> list[str]:
+    """The warning ``evaluate`` gives when a binary logit column lies in [0, 1], judged on
+    the first rows (:func:`~evalkit.validate.unit_interval_logits`)."""
+    col = layout.pred_columns[0]
+    if layout.kind != "binary" or not layout.from_logits or col not in head.column_names:
+        return []
+    values = head.column(col).drop_null()
+    if len(values) == 0:
+        return []
+    z = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    z = z[np.isfinite(z)]
+    if not len(z):
+        return []
+    text = unit_interval_logits(col, float(z.min()), float(z.max()), f"in the first {head.num_rows:,} rows")
+    return [] if text is None else [f"warning: evaluate will warn: {text}"]
 
 
 def suggested_command(path: str | os.PathLike[str] | Sequence[str], labels: str | None, on: Sequence[str],

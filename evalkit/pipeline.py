@@ -42,6 +42,7 @@ from .errors import (
     ColumnTypeError,
     ConfigError,
     EmptyInputError,
+    EvalkitWarning,
     InputError,
     JoinError,
     UsageError,
@@ -60,6 +61,7 @@ from .join import LabelIndex, infer_join_key
 from .layout import Layout, LayoutSpec, detect_layout, label_sampler
 from .normalize import check_key_type
 from .outdir import make_spool_dir, remove_spool_dir
+from .validate import unit_interval_logits
 
 PROGRESS = Callable[[int, int], None]
 
@@ -482,6 +484,17 @@ def check_run(state: EvalState, inputs: Inputs, cfg: EvalConfig, spool: RowSpool
     return unmatched_labels
 
 
+def run_warnings(layout: Layout, state: EvalState) -> list[EvalkitWarning]:
+    """What the run computed but probably did not mean: a binary logit column whose every
+    used value lies in [0, 1] (:func:`evalkit.validate.unit_interval_logits`)."""
+    out = []
+    if state.logit_range is not None:
+        text = unit_interval_logits(layout.pred_columns[0], *state.logit_range, "in every row used")
+        if text is not None:
+            out.append(EvalkitWarning(text))
+    return out
+
+
 # -- finalise ---------------------------------------------------------------------------
 
 
@@ -592,6 +605,7 @@ def build_metadata(
     duration: float,
     unmatched_labels: int,
     labels: Any,
+    warnings: Sequence[EvalkitWarning] = (),
 ) -> dict[str, Any]:
     """Provenance of the run (what ``summary.json["metadata"]`` holds): version, times
     (``started`` epoch seconds, ``duration`` s), inputs and their fingerprints, row counts,
@@ -619,6 +633,7 @@ def build_metadata(
         "sum_tol": cfg.sum_tol,
         "renormalize": cfg.renormalize,
         "layout": layout.describe(),
+        "warnings": [w.file_text() for w in warnings],
         "classes": list(layout.classes),
         "groupings": [g.name for g in plan.groupings],
         "quantiles": qmethod,

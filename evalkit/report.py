@@ -244,6 +244,8 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
     """
     meta = result.metadata
     out = ["# evalkit report", ""]
+    if meta.get("warnings"):
+        out += ["## ⚠️ Warnings", ""] + [f"- {md_text(w)}" for w in meta["warnings"]] + [""]
     if getattr(result, "slices", None) is not None:
         out += slice_section(result)
     out += ["| run | |", "| --- | --- |"]

@@ -129,6 +129,25 @@ def logits_hint(lo: float, hi: float, row_sum: np.ndarray | None = None, logits_
     return f" (the values look like {what}: read them as such with {option(logits_key, True)})"
 
 
+def unit_interval_logits(column: str, lo: float, hi: float, where: str) -> str | None:
+    """The warning for a binary column read as logits whose values all lie in [0, 1], or None.
+
+    Such a column is implausible as logits, since it means P(class 1) between 0.5 and
+    sigmoid(1) = 0.731 on every row: no row predicts class 0. It is what probabilities
+    declared as logits look like. But a weak or prior-only model does produce such logits
+    (a constant prior of 60% is the logit 0.405 on every row), so this is a warning, not a
+    refusal. (Wide and list columns are refused instead: rows of logits that all sum to 1
+    are conclusive, see :data:`PROBABILITIES_AS_LOGITS`.) ``lo`` / ``hi`` are the column's
+    extremes over ``where`` (e.g. "in every row used").
+    """
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo >= 0.0 and hi <= 1.0):
+        return None
+    return (f"every value of the binary logit column {column!r} {where} lies in [0, 1] (min {lo:.6g}, "
+            f"max {hi:.6g}): probabilities read as logits? As logits they mean P(class 1) between 0.5 and "
+            f"0.731 on every row, so no row predicts class 0. If they are probabilities, set "
+            f"{option('logits', False)} to read them as such (the loss differs)")
+
+
 #: Non-negative scores up to this value are not called logits in hints.
 LOGIT_LOOKING_MAX = 1.5
 

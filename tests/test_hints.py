@@ -41,6 +41,87 @@ def test_probabilities_declared_as_logits_are_refused(tmp_path):
     assert evalkit.evaluate(_frame(z, "logit_", y)).mean == pytest.approx(evalkit.evaluate(df).mean, rel=1e-9)
 
 
+def test_option_spelling_in_files():
+    msg = f"set {option('logits', False)}, {option('on', meta='KEY')}, {option('classes', ['a', 'b'])}"
+    assert render_options(msg, cli=None) == 'set logits: false, on: KEY, classes: ["a", "b"]'
+
+
+def _logit_loss(z, y, eps=1e-7):
+    """Clipped binary cross-entropy of logits, in log space (numpy by hand)."""
+    return float(np.mean(np.clip(np.logaddexp(0, np.where(y == 1, -z, z)), -np.log1p(-eps), -np.log(eps))))
+
+
+def _binary_probabilities():
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+
+    data = load_breast_cancer(as_frame=True)
+    model = LogisticRegression(max_iter=10000).fit(data.data, data.target)
+    return model, data.data, data.target.to_numpy()
+
+
+def test_binary_probabilities_declared_as_logits_warn_loudly(tmp_path):
+    """Decision: a binary column read as logits whose every value lies in [0, 1] is warned
+    about, not refused (a weak or prior-only model has such logits): on stderr, in
+    EvalResult.warnings (and warnings.warn), report.md and summary.json."""
+    import json
+
+    from evalkit import EvalkitWarning
+
+    model, X, y = _binary_probabilities()
+    p1 = model.predict_proba(X)[:, 1]
+    df = pd.DataFrame({"logit": p1, "y": y})  # probabilities under a logit name: detected as logits
+    with pytest.warns(EvalkitWarning, match="logit column 'logit' in every row used lies in"):
+        result = evalkit.evaluate(df, batch_size=64)  # the range spans every batch
+    [w] = result.warnings
+    assert "logits=False" in str(w) and "--" not in str(w)
+    assert "--probs" in w.cli_text() and "logits: false" in w.file_text()
+    assert f"max {p1.max():.6g}" in str(w) and f"min {p1.min():.6g}" in str(w)
+    # computed as declared: the loss of the values read as logits (not refused)
+    want = _logit_loss(p1, y)
+    assert result.mean == pytest.approx(want, rel=1e-9)
+    out = result.write(tmp_path / "out")
+    assert json.loads((out / "summary.json").read_text())["metadata"]["warnings"] == [w.file_text()]
+    report = (out / "report.md").read_text()
+    assert report.index("## ⚠️ Warnings") < report.index("## Overall") and "logits: false" in report
+    assert "warning:" in repr(result) and "⚠️" in result._repr_markdown_() and "⚠️" in result._repr_html_()
+    # The CLI: one warning line on stderr with the flag, exit 0; declared --logits on `prob` too.
+    df.rename(columns={"logit": "prob"}).to_parquet(tmp_path / "p.parquet")
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "p.parquet"), "--logits", "--out",
+                                    str(tmp_path / "cli"), "--format", "none"])
+    assert res.exit_code == 0, res.output
+    [line] = [x for x in res.output.splitlines() if x.startswith("warning:")]
+    assert "--probs" in line and "logits=False" not in line and "EvalkitWarning" not in res.output
+    ins = CliRunner().invoke(main, ["inspect", str(tmp_path / "p.parquet"), "--logits"])
+    assert "warning: evaluate will warn: every value of the binary logit column 'prob' in the first 569 rows" \
+        in ins.output and "--probs" in ins.output
+
+
+def test_genuine_logit_columns_are_not_warned_about(tmp_path):
+    import warnings
+
+    from evalkit import EvalkitWarning
+
+    model, X, y = _binary_probabilities()
+    z = model.decision_function(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EvalkitWarning)
+        result = evalkit.evaluate(pd.DataFrame({"logit": z, "y": y}))
+    assert result.warnings == [] and result.metadata["warnings"] == []
+    assert result.mean == pytest.approx(_logit_loss(z, y), rel=1e-9)
+    # Logits of a prior-only model (60% positives: logit 0.405 on every row) are possible:
+    # warned about, computed all the same.
+    prior = np.full(len(y), np.log(0.6 / 0.4))
+    with pytest.warns(EvalkitWarning):
+        result = evalkit.evaluate(pd.DataFrame({"logit": prior, "y": y}))
+    assert result.mean == pytest.approx(_logit_loss(prior, y), rel=1e-9)
+    # A negative value anywhere ends the warning, even in the last batch.
+    mixed = np.concatenate([prior[:-1], [-0.1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EvalkitWarning)
+        evalkit.evaluate(pd.DataFrame({"logit": mixed, "y": y}), batch_size=100)
+
+
 def test_logit_values_read_as_probabilities_suggest_logits(tmp_path):
     z, p, y = _probs()
     with pytest.raises(InvalidProbabilityError, match=r"look like logits: read them as such with logits=True"):

@@ -142,6 +142,9 @@ class EvalState:
     """Label rows matched so far (joins only)."""
     slices: SliceStats | None = None
     """Per-slice moments (``slices``)."""
+    logit_range: tuple[float, float] | None = None
+    """Min and max of a binary logit column over the rows used (see
+    :func:`evalkit.validate.unit_interval_logits`); None for other layouts."""
 
     @property
     def stats(self) -> dict[str, GroupStats]:
@@ -169,7 +172,15 @@ class EvalState:
             seen=seen,
             slices=(self.slices.merge(other.slices)
                     if self.slices is not None and other.slices is not None else self.slices),
+            logit_range=_widen(self.logit_range, other.logit_range),
         )
+
+
+def _widen(a: tuple[float, float] | None, b: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The range covering two (min, max) ranges (None: no values)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return (min(a[0], b[0]), max(a[1], b[1]))
 
 
 class DuplicateAcrossPartitions(Exception):
@@ -250,6 +261,9 @@ def process_batch(
     cur.keep(check(_value_problems(cur, plan), cur.batch))
     if cur.batch.num_rows == 0:
         return None
+    if plan.layout.kind == "binary" and plan.layout.from_logits:
+        z = cur.scores[:, 1]  # type: ignore[index]
+        state.logit_range = _widen(state.logit_range, (float(z.min()), float(z.max())))
     out = _loss(cur, plan)
     state.rows_used += len(out.loss)
     true_dict = pa.DictionaryArray.from_arrays(pa.array(out.true_class.astype(np.int32)),
