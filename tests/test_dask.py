@@ -464,3 +464,22 @@ def test_compare_reads_a_dask_reports_row_parts(data, client, tmp_path):
     pq.write_table(t.slice(1), part)
     with pytest.raises(errors.CompareError, match="part-"):
         compare(local, dist)
+
+
+def test_binary_logit_range_warning_merges_across_partitions(client):
+    """The [0, 1] logit-column warning is judged over the whole run: Dask partitions merge
+    their ranges, so one negative logit in any partition ends it, in both engines."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    df = pd.DataFrame({"logit": rng.uniform(0, 1, n), "y": rng.integers(0, 2, n)})
+    with pytest.warns(errors.EvalkitWarning):
+        local = evaluate(df, batch_size=300)
+    with pytest.warns(errors.EvalkitWarning):
+        dist = evaluate(df, engine="dask", client=client, batch_size=300)
+    assert dist.metadata["warnings"] == local.metadata["warnings"] != []
+    df.loc[n - 5, "logit"] = -0.5  # in the last partition only
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", errors.EvalkitWarning)
+        assert evaluate(df, engine="dask", client=client, batch_size=300).metadata["warnings"] == []
