@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -171,3 +172,35 @@ def test_write_plots_groups_with_count_one(tmp_path: Path) -> None:
     written = write_plots(result, tmp_path, class_histograms(_stats_from_rows(result)))
     _assert_pngs(tmp_path, written)
     assert "mean_loss_by_region.png" in [n for _, n in written]
+
+
+#: A Markdown image whose destination is written without <...>: CommonMark then allows no
+#: space or control character, and only balanced parentheses.
+_IMAGE = re.compile(r"!\[[^\]]*\]\(([^\s()<>]*(?:\([^\s()<>]*\)[^\s()<>]*)*)\)")
+
+
+def test_plot_links_resolve_whatever_the_names(tmp_path: Path) -> None:
+    """Groupings named with spaces, unicode and parentheses: every image link in report.md
+    is a valid CommonMark destination that names a PNG of the report."""
+    pytest.importorskip("matplotlib")
+    from urllib.parse import unquote
+
+    from evalkit.report import render_markdown
+
+    rng = np.random.default_rng(0)
+    n = 60
+    p = rng.dirichlet([1, 1], n)
+    df = pd.DataFrame({"prob_a": p[:, 0], "prob_b": p[:, 1], "label": rng.integers(0, 2, n),
+                       "région (EU)": rng.choice(["x", "y"], n), "a b#c": rng.choice(["u", "v"], n)})
+    result = evalkit.evaluate(df, by=["région (EU)", ["région (EU)", "a b#c"]])
+    out = result.write(tmp_path / "rep (1) é")
+    text = (out / "report.md").read_text(encoding="utf-8")
+    links = [m for line in text.splitlines() if line.startswith("![") for m in _IMAGE.findall(line)]
+    assert len(links) == text.count("![") >= 3
+    for target in links:
+        assert (out / unquote(target)).is_file(), target
+    # The renderer itself, given names that need escaping.
+    odd = ["mean loss (EU).png", "région é.png", "a#b?c.png", "sub dir/x y.png"]
+    text = render_markdown(result, plots=[(name, name) for name in odd])
+    found = [m for line in text.splitlines() if line.startswith("![") for m in _IMAGE.findall(line)]
+    assert [unquote(t) for t in found] == odd

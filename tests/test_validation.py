@@ -9,6 +9,7 @@ report and no temporary directory left behind).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from click.testing import CliRunner
 import evalkit
 from evalkit import errors as E
 from evalkit.cli import main
+from evalkit.config import EvalConfig
 
 # -- builders --------------------------------------------------------------------------
 
@@ -522,3 +524,77 @@ def test_valid_edge_values_are_accepted(tmp_path: Path) -> None:
     path = write(tmp_path, "bin.parquet", {"prob": [0.0, 1.0, 0.25], "label": [False, True, True]})
     r = evalkit.evaluate(path)
     assert r.mean == pytest.approx(-(np.log1p(-1e-7) * 2 + np.log(0.25)) / 3)
+
+
+# -- advice spelled for the caller: flags at the CLI, keywords from Python ------------------
+
+#: A setting spelled the Python way (``label=COL``, ``on=KEY``): every EvalConfig key.
+_KEYS = "|".join(f.name for f in dataclasses.fields(EvalConfig))
+PY_SETTING = re.compile(rf"\b({_KEYS})=")
+#: A setting spelled the CLI way (``--label``).
+CLI_FLAG = re.compile(r"(?<![\w-])--[a-z]")
+#: Flags (with a value) that ``inspect`` takes too.
+INSPECT_FLAGS = {"--label", "--labels", "--on", "--prefix", "--classes", "--key", "--targets", "-p"}
+
+
+def _inspect_args(cli: list[str]) -> list[str]:
+    out = []
+    for flag, value in zip(cli[::2], cli[1::2], strict=False):
+        if flag in INSPECT_FLAGS:
+            out += [flag, value]
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_advice_is_spelled_for_the_caller(case: Case, tmp_path: Path) -> None:
+    """`evaluate` and `inspect` at the CLI never advise ``label=COL``; evaluate() and
+    inspect_input() from Python never advise ``--label``, on every bad-input case."""
+    from evalkit.inspect import inspect_input
+
+    inputs, kwargs, cli = case.build(tmp_path)
+    res = CliRunner().invoke(main, ["evaluate", *inputs, *cli, "--out", str(tmp_path / "r"), "-q"])
+    assert res.exit_code == case.exit_code and not PY_SETTING.search(res.output), res.output
+    args = _inspect_args(cli)
+    res = CliRunner().invoke(main, ["inspect", *inputs, *args])
+    assert res.exit_code in (0, case.exit_code) and not PY_SETTING.search(res.output), res.output
+    data: Any = inputs[0] if len(inputs) == 1 else inputs
+    with pytest.raises(E.EvalkitError) as info:
+        evalkit.evaluate(data, **kwargs)
+    assert not CLI_FLAG.search(str(info.value)), str(info.value)
+    layout_kw = {k: v for k, v in kwargs.items() if k in ("label", "prefix", "classes", "keys", "targets",
+                                                         "predictions", "on")}
+    try:
+        info_ = inspect_input(data, labels=kwargs.get("labels"), config=EvalConfig(**layout_kw))
+    except E.EvalkitError as exc:
+        assert not CLI_FLAG.search(str(exc)), str(exc)
+    else:
+        said = [info_["layout_error"] or "", *info_["warnings"], *info_["layout"]]
+        assert not any(CLI_FLAG.search(s) for s in said), said
+        assert info_["suggested_command"].startswith("evalkit evaluate ")  # a command line by design
+
+
+def test_inspect_paths_name_flags(tmp_path: Path) -> None:
+    """Every kind of message inspect prints, at the CLI: layout errors, join-key errors, label
+    and logit warnings; and the same from Python in keyword spelling."""
+    from evalkit.inspect import inspect_input
+
+    cases = {
+        "no_label": ({"prob_a": [0.5], "prob_b": [0.5]}, [], "--label COL"),
+        "no_predictions": ({"x": [0.5], "label": [0]}, [], "--predictions COL"),
+        "string_labels": ({"probs": [[0.5, 0.5]] * 2, "target": ["a", "b"]}, [], "--classes a,b"),
+        "unit_logits": ({"logit": [0.2, 0.9], "y": [0, 1]}, [], "--probs"),
+        "two_keys": ({"a": [1], "b": ["x"], "probs": [[0.5, 0.5]]}, ["--labels", "L"], "--on KEY"),
+    }
+    pq.write_table(pa.table({"a": [1], "b": ["x"], "label": [0]}), tmp_path / "L.parquet")
+    for name, (cols, extra, flag) in cases.items():
+        path = str(tmp_path / f"{name}.parquet")
+        pq.write_table(pa.table(cols), path)
+        extra = [str(tmp_path / "L.parquet") if e == "L" else e for e in extra]
+        res = CliRunner().invoke(main, ["inspect", path, *extra])
+        assert res.exit_code == 0 and flag in res.output, (name, res.output)
+        assert not PY_SETTING.search(res.output), (name, res.output)
+        labels = extra[1] if extra else None
+        info = inspect_input(path, labels=labels)
+        said = " ".join([info["layout_error"] or "", *info["warnings"]])
+        assert said.strip() and not CLI_FLAG.search(said), (name, said)
+        assert PY_SETTING.search(said), (name, said)
