@@ -58,10 +58,10 @@ from .columns import COMPARE_TABLE_COLUMNS, rows_column
 from .compare_report import STATUS_ORDER, _render_markdown, _sorted_for_reading
 from .config import check_compare_settings
 from .errors import CompareError, UsageError, option
+from .escape import is_missing, key_label
 from .gates import GateFailure
 from .inference import bootstrap_diff_ci, paired_ci, t_quantile, welch_ci
 from .io import file_provenance
-from .report import is_missing
 from .reports import (
     _file_stem,
     _from_result,
@@ -307,7 +307,7 @@ def _rows_interval(rec: dict[str, Any], lb: np.ndarray, lc: np.ndarray, ib: np.n
 
 
 def _group_label(row: Mapping[str, Any], cols: Sequence[str]) -> str:
-    return ",".join(str(row[c]) for c in cols)
+    return key_label([row[c] for c in cols])
 
 
 @dataclass

@@ -13,26 +13,22 @@ from typing import Any
 
 import pandas as pd
 
-#: Non-key columns of a grouped table (everything else is a key column).
-_NOT_KEYS = {"count", "mean", "sem", "ci_low", "ci_high", "std", "min", "max", "sum", "clipped",
-             "clipped_low", "clipped_high", "accuracy", "ece", "mce", "brier", "entropy",
-             "weight_sum", "weighted_mean", "n_eff"}
+from .columns import GROUP_TABLE_COLUMNS
+from .escape import key_label
 
 
 def key_columns(df: pd.DataFrame) -> list[str]:
-    """The key columns of a grouped table (quantile columns ``p50``... are statistics)."""
+    """The key columns of a grouped table: every column that is not a statistic
+    (:data:`evalkit.columns.GROUP_TABLE_COLUMNS`, or ``clipped`` of older reports)."""
+    stats = {*GROUP_TABLE_COLUMNS, "clipped"}
     return [c for c in df.columns
-            if c not in _NOT_KEYS and not (c.startswith("p") and c[1:].replace(".", "").isdigit())]
+            if c not in stats and not (c.startswith("p") and c[1:].replace(".", "").isdigit())]
 
 
 def group_label(row: Mapping[str, Any], cols: Sequence[str]) -> str:
-    """``"val,EU"`` for the key values of one group (nulls as ``(null)``)."""
-    out = []
-    for c in cols:
-        v = row[c]
-        missing = v is None or (not hasattr(v, "__len__") and bool(pd.isna(v)))  # NaN, NaT, NA
-        out.append("(null)" if missing else str(v))
-    return ",".join(out)
+    """``"val,EU"`` for the key values of one group (:func:`evalkit.escape.key_label`: a
+    missing key as ``∅``, as in every table)."""
+    return key_label([row[c] for c in cols])
 
 
 def disparity(groups: Mapping[str, pd.DataFrame], overall_mean: float) -> list[dict[str, Any]]:

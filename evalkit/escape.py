@@ -12,6 +12,9 @@ did not necessarily write. Each medium gets its own function:
 - :func:`md_link_target`: a relative file name used as a link or image target (spaces and
   parentheses percent-encoded so the image still displays).
 - :func:`safe_file_stem`: a file name built from data (grouping names), never a path.
+
+A group key is shown by :func:`fmt_key` (a missing key as :data:`MISSING_KEY`, ``∅``) and a
+group of several keys by :func:`key_label`, in every table, label, plot and message.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import quote
 
 # C0 and C1 controls, DEL; also the Unicode line/paragraph separators and bidi overrides,
@@ -109,3 +114,57 @@ def grouping_file_stem(columns: tuple[str, ...] | list[str]) -> str:
 
 
 __all__ = ["grouping_file_stem", "md_code", "md_link_target", "md_text", "safe_file_stem", "terminal"]
+
+
+#: How a missing group key (null; NaN and NaT are the same missing key) is shown to a reader:
+#: visible, and never what a string key prints as (the empty string prints as "", and a
+#: string that reads like a marker is quoted).
+MISSING_KEY = "∅"
+
+
+def is_missing(value: Any) -> bool:
+    """Whether a scalar is a missing value (None, NaN, NaT, pd.NA); False for containers."""
+    if value is None:
+        return True
+    if isinstance(value, list | tuple | dict | set):
+        return False
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(value, np.ndarray):
+        return False
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt_key(value: Any) -> str:
+    """Format one group-key value: every distinct key prints differently.
+
+    >>> [fmt_key(v) for v in ("north", "", None, float("nan"), 7, 0.1, "∅")]
+    ['north', '""', '∅', '∅', '7', '0.1', '"∅"']
+    """
+    import json
+
+    import numpy as np
+
+    if is_missing(value):
+        return MISSING_KEY
+    if isinstance(value, str):
+        if value == "" or value == MISSING_KEY or value != value.strip() or value.startswith('"'):
+            return json.dumps(value, ensure_ascii=False)
+        return value
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return repr(value)  # keys 0.12345 and 0.12346 must not print alike
+    return str(value)
+
+
+def key_label(values: Sequence[Any]) -> str:
+    """The label of a group: its key values by :func:`fmt_key`, joined by commas
+    (``"val,EU"``, ``"val,∅"``)."""
+    return ",".join(fmt_key(v) for v in values)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from .disparity import group_label
 from .display import MAX_PLOT_GROUPS, bounded_groups
+from .escape import MISSING_KEY, is_missing
 
 #: How to get plots when matplotlib is missing (for the report).
 INSTALL_HINT = "pip install 'evalkit[plot]'"
@@ -100,8 +101,8 @@ def class_histograms(group_stats: Any, n_bins: int = DISPLAY_BINS) -> dict[str, 
 
 
 def _value_label(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT:
-        return "(null)"
+    if is_missing(v):
+        return MISSING_KEY
     if isinstance(v, float | np.floating):
         return f"{float(v):g}"
     return str(v)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .columns import rows_column
 from .display import MAX_REPORT_GROUPS, bounded_groups, left_out_note
-from .escape import md_code, md_link_target, md_text, terminal
+from .escape import fmt_key, is_missing, md_code, md_link_target, md_text, terminal
 
 
 class EvalResultLike(Protocol):
@@ -78,35 +78,6 @@ def _cell(value: Any, column: str) -> str:
     if isinstance(value, int | float | np.integer | np.floating | bool | np.bool_) or value is None:
         return text
     return md_text(text)
-
-
-#: How a missing group key (null; NaN and NaT are the same missing key) is shown in Markdown
-#: and terminal tables: visible, and never what a string key prints as (the empty string
-#: prints as "", and a string that reads like a marker is quoted).
-MISSING_KEY = "∅"
-
-
-def fmt_key(value: Any) -> str:
-    """Format one group-key cell: every distinct key prints differently.
-
-    >>> [fmt_key(v) for v in ("north", "", None, float("nan"), 7, 0.1, "∅")]
-    ['north', '""', '∅', '∅', '7', '0.1', '"∅"']
-    """
-    import json
-
-    if is_missing(value):
-        return MISSING_KEY
-    if isinstance(value, str):
-        if value == "" or value == MISSING_KEY or value != value.strip() or value.startswith('"'):
-            return json.dumps(value, ensure_ascii=False)
-        return value
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return repr(value)  # keys 0.12345 and 0.12346 must not print alike
-    return str(value)
 
 
 def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows: int = 200,
@@ -453,18 +424,6 @@ def to_json_default(o: Any) -> Any:
     if isinstance(o, pd.Timestamp):
         return o.isoformat()
     return str(o)
-
-
-def is_missing(value: Any) -> bool:
-    """Whether a scalar is a missing value (None, NaN, NaT, pd.NA); False for containers."""
-    if value is None:
-        return True
-    if isinstance(value, list | tuple | dict | np.ndarray):
-        return False
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def frame_records(df: pd.DataFrame) -> list[dict[str, Any]]:

@@ -57,3 +57,36 @@ def test_tables_align_and_escape():
     assert "…" in txt
     lines = txt.splitlines()
     assert len({len(line) for line in lines[:2]}) == 1
+
+
+def test_a_missing_key_reads_the_same_everywhere(tmp_path):
+    """One rendering of a null group key for people (evalkit.escape.fmt_key): tables,
+    disparity labels, calibration and compare group labels, slice labels: ∅; the empty
+    string stays apart as ""."""
+    import numpy as np
+    import pandas as pd
+
+    import evalkit
+    from evalkit.escape import MISSING_KEY, fmt_key, key_label
+
+    rng = np.random.default_rng(0)
+    n = 300
+    g = np.array([None, "EU", ""], dtype=object)[np.arange(n) % 3]
+    p_true = np.where(pd.isna(g), 0.05, 0.9)  # the null group is the worst
+    y = rng.integers(0, 2, n)
+    p_a = np.where(y == 0, p_true, 1 - p_true)
+    df = pd.DataFrame({"id": np.arange(n), "prob_a": p_a, "prob_b": 1 - p_a, "label": y, "g": g})
+    result = evalkit.evaluate(df, by="g", slices=["g"])
+    [rec] = [d for d in result.disparity if d["grouping"] == "g"]
+    assert rec["worst"] == MISSING_KEY and rec["best"] in ('""', "EU")
+    assert set(result.calibration.query("grouping == 'g'")["group"]) == {MISSING_KEY, '""', "EU"}
+    assert f"g={MISSING_KEY}" in set(result.slices["slice"]) and 'g=""' in set(result.slices["slice"])
+    out = result.write(tmp_path / "r")
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "(null)" not in md and f"| {MISSING_KEY} |" in md and MISSING_KEY in md.split("## Disparity")[1]
+    worse = df.assign(prob_a=np.where(pd.isna(g), np.where(y == 0, 0.01, 0.99), p_a))
+    worse["prob_b"] = 1 - worse["prob_a"]
+    regressions = evalkit.compare(out, evalkit.evaluate(worse, by="g")).regressions
+    assert MISSING_KEY in set(regressions.query("grouping == 'g'")["group"])
+    assert key_label([None, "", float("nan"), "x"]) == f'{MISSING_KEY},"",{MISSING_KEY},x'
+    assert fmt_key(pd.NaT) == fmt_key(pd.NA) == MISSING_KEY

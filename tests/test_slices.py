@@ -231,7 +231,7 @@ def test_null_slice_values_are_a_slice():
     cols = {"region": np.array(["EU", None, "US", None] * 50, dtype=object)}
     loss = np.linspace(0.1, 2.0, 200)
     table, _ = _assess(_feed(SliceStats(["region"], 1), cols, loss, 64), loss, min_count=10)
-    assert "region=(null)" in table["slice"].tolist()
+    assert "region=∅" in table["slice"].tolist()
 
 
 def test_weighted_slices_equal_numpy_by_hand():

@@ -176,7 +176,7 @@ def test_slice_columns_a_new_user_might_pass(tmp_path):
     df["maybe"] = np.where(np.arange(600) % 3 == 0, None, df["region"])
     df["one"] = "x"
     r = evalkit.evaluate(df, slices=["maybe", "one"], write_rows=False)
-    assert "maybe=(null)" in set(r.slices["slice"])
+    assert "maybe=∅" in set(r.slices["slice"])
     one = r.slices[r.slices["slice"] == "one=x"].iloc[0]
     assert one["complement_count"] == 0 and not one["tested"]
     assert "(the slice or the rest of the data has fewer than 30 rows)" in r.to_markdown(plots=[])

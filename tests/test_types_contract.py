@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 import evalkit
 from evalkit.errors import EvalkitError
-from evalkit.report import MISSING_KEY, fmt_key
+from evalkit.escape import MISSING_KEY, fmt_key
 
 PROPERTY = settings(max_examples=30, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

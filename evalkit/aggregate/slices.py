@@ -40,6 +40,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..escape import fmt_key
 from .keys import _KeyIndex
 
 DEFAULT_DEPTH = 2
@@ -160,7 +161,7 @@ class SliceStats:
     ``update()`` takes the batch's slice columns (Arrow arrays, by name), the per-row loss
     and optionally per-row weights (finite, >= 0); each column is dictionary-encoded once per
     batch and shared by all its sets. Null (and NaN) is a value like any other (shown as
-    ``(null)``). With weights, the means and central moments are weighted and the sums of
+    ``∅``). With weights, the means and central moments are weighted and the sums of
     ``w``, ``w^2`` and ``w^3`` are kept for Kish's effective size and the skewness correction.
     """
 
@@ -320,8 +321,7 @@ def _label(row: Mapping[str, Any], cols: Sequence[str]) -> str:
     parts = []
     for c in cols:
         v = row[c]
-        parts.append(f"{c}=" + ("(null)" if v is None or (isinstance(v, float) and math.isnan(v))
-                                else str(v)))
+        parts.append(f"{c}={fmt_key(v)}")
     return ", ".join(parts)
 
 
