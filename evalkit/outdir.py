@@ -68,6 +68,12 @@ SPOOL_MARKER = ".evalkit-rows-"
 #: its lock: it is left alone (a later run sweeps it).
 STAGING_MARKER = ".evalkit-staging-"
 YOUNG_SECONDS = 60.0
+#: Every private directory evalkit makes (staging, ``.NAME.tmp-*``, ``.evalkit-rows-*``) holds
+#: this file from its first moment; a sweep removes only directories that hold it (and whose
+#: lock is free). A directory of the user's that merely has a look-alike name is never touched.
+PRIVATE_MARKER = ".evalkit-private"
+PRIVATE_TEXT = ("This directory is private scratch space of an evalkit run; a later evalkit run "
+                "removes it once that run is over.\n")
 #: At most this many unexpected entries are named in a refusal (the walk stops there too).
 SHOWN_ENTRIES = 10
 
@@ -136,6 +142,7 @@ def make_locked_dir(parent: PathLike, prefix: str) -> Path:
     under that name: it is made and locked as a staging directory, then renamed."""
     staging = Path(tempfile.mkdtemp(prefix=STAGING_MARKER, dir=parent))
     try:
+        (staging / PRIVATE_MARKER).write_text(PRIVATE_TEXT, encoding="utf-8")
         hold_lock(staging)
         final = Path(parent) / f"{prefix}{uuid.uuid4().hex[:12]}"
         os.rename(staging, final)
@@ -150,10 +157,25 @@ def make_locked_dir(parent: PathLike, prefix: str) -> Path:
     return final
 
 
-def _stale_dirs(parent: Path, prefix: str) -> Iterator[Path]:
-    """Directories in ``parent`` named ``prefix...`` whose run is over (their lock is free),
-    each yielded while this process holds that lock. Names are compared literally (never as
-    glob patterns)."""
+def is_private_dir(path: PathLike) -> bool:
+    """True when ``path`` is a directory evalkit made for its own scratch (it holds the
+    :data:`PRIVATE_MARKER` file, not as a symbolic link)."""
+    marker = Path(path) / PRIVATE_MARKER
+    return not marker.is_symlink() and marker.is_file()
+
+
+def is_swapped_out_report(path: PathLike) -> bool:
+    """True when ``path`` (a ``.NAME.old-*`` directory) is an evalkit report exactly as evalkit
+    wrote it: a valid manifest and no entry it does not list."""
+    manifest, _ = read_manifest(path)
+    return manifest is not None and not unexpected_entries(path, manifest, limit=1)
+
+
+def _stale_dirs(parent: Path, prefix: str, owned: Any = is_private_dir) -> Iterator[Path]:
+    """Directories in ``parent`` named ``prefix...`` that evalkit made (``owned(path)``) and
+    whose run is over (their lock is free), each yielded while this process holds that lock.
+    Names are compared literally (never as glob patterns); a name alone proves nothing: a
+    user's ``.report.old-backup/`` is neither removed nor restored."""
     try:
         entries = [e for e in os.scandir(parent) if e.name.startswith(prefix)]
     except OSError:
@@ -171,6 +193,8 @@ def _stale_dirs(parent: Path, prefix: str) -> Iterator[Path]:
         try:
             if prefix == STAGING_MARKER and time.time() - os.fstat(fd).st_mtime < YOUNG_SECONDS:
                 continue  # maybe a run between mkdir and lock
+            if not owned(path):
+                continue
             yield path
         except OSError:
             continue
@@ -529,7 +553,7 @@ class AtomicDir:
         # Runs killed hard (SIGKILL, power loss) leave their directories behind: put back a
         # previous report caught between the two renames, remove the rest.
         name = self.target.name
-        for p in _stale_dirs(parent, f".{name}.old-"):
+        for p in _stale_dirs(parent, f".{name}.old-", owned=is_swapped_out_report):
             if not os.path.lexists(self.target):
                 with contextlib.suppress(OSError):
                     os.rename(p, self.target)
@@ -556,6 +580,8 @@ class AtomicDir:
         """Write the manifest, then swap the finished directory into place."""
         assert self.tmp is not None
         self.check()
+        with contextlib.suppress(FileNotFoundError):
+            (self.tmp / PRIVATE_MARKER).unlink()  # the report is the user's from here on
         write_manifest(self.tmp, self.command, self.run_id)
         tmp, target = self.tmp, self.target
         old: Path | None = None

@@ -30,7 +30,7 @@ import evalkit.api
 import evalkit.outdir
 from evalkit import errors as E
 from evalkit.cli import main
-from evalkit.outdir import AtomicDir
+from evalkit.outdir import PRIVATE_MARKER, AtomicDir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -349,6 +349,7 @@ def test_sweep_spares_live_runs_and_restores_swapped_report(tmp_path: Path) -> N
     young_staging = tmp_path / ".evalkit-staging-young"
     for d in (dead_tmp, legacy_tmp, live_tmp, dead_spool, live_spool, dead_staging, young_staging):
         d.mkdir()
+        (d / PRIVATE_MARKER).write_text("")  # as evalkit makes them: marked from the start
     for d in (dead_tmp, legacy_tmp, live_tmp, dead_spool, live_spool):
         (d / "partial").write_text("x")
     os.utime(dead_staging, (time.time() - 3600, time.time() - 3600))
@@ -431,3 +432,29 @@ def test_inputs_are_never_modified(tmp_path: Path) -> None:
     assert bad.exit_code == E.EXIT_INPUT  # unmatched label keys: an error, inputs still untouched
     assert fingerprint(watched) == before
     assert sorted(str(p) for p in data.rglob("*")) == dir_before
+
+
+def test_look_alike_user_directories_are_never_swept_or_restored(tmp_path: Path) -> None:
+    """A directory is evalkit's scratch because it holds evalkit's marker (or, for a swapped-out
+    report, a valid manifest listing everything in it), never because of its name."""
+    inp = make_preds(tmp_path / "preds.parquet", n=50)
+    evalkit.evaluate(str(inp), plots=False).write(tmp_path / "hist")
+    old = time.time() - 3600
+    mine = [tmp_path / ".hist.old-2026-11-29", tmp_path / ".hist.tmp-notes",
+            tmp_path / ".evalkit-rows-mine", tmp_path / ".evalkit-staging-mine",
+            tmp_path / ".new.old-backup"]
+    for d in mine:
+        d.mkdir()
+        (d / "notes.txt").write_text("mine")
+        os.utime(d, (old, old))
+    # An evalkit report copied under a look-alike name, with a file of the user's added.
+    evalkit.evaluate(str(inp), plots=False).write(tmp_path / "elsewhere" / "r")
+    os.rename(tmp_path / "elsewhere" / "r", tmp_path / ".new.old-abcdef123456")
+    (tmp_path / ".new.old-abcdef123456" / "extra.txt").write_text("mine")
+    before = {d.name: snapshot(d) for d in [*mine, tmp_path / ".new.old-abcdef123456"]}
+    evalkit.evaluate(str(inp), eps=1e-3, plots=False).write(tmp_path / "hist", overwrite=True)
+    evalkit.evaluate(str(inp), plots=False).write(tmp_path / "new")
+    assert {d.name: snapshot(tmp_path / d.name) for d in [*mine, tmp_path / ".new.old-abcdef123456"]} == before
+    assert (tmp_path / "new" / "evalkit-manifest.json").is_file()
+    assert not (tmp_path / "new" / "notes.txt").exists()
+    assert not (tmp_path / "new" / PRIVATE_MARKER).exists()  # a report never carries the marker
