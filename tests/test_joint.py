@@ -5,13 +5,14 @@ merge order or the moment the joint state splits into per-grouping states."""
 from __future__ import annotations
 
 import functools
+import pickle
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
-from evalkit.aggregate import CalibrationBatch, GroupStats, JointStats
+from evalkit.aggregate import CalibrationBatch, CalibrationBins, GroupStats, JointStats
 from evalkit.inference import poisson_weights
 from evalkit.scores import calibration_terms
 
@@ -192,3 +193,66 @@ def test_joint_state_pickles():
     back = pickle.loads(pickle.dumps(j))
     for name in GROUPINGS:
         _assert_same(back.stats()[name], j.stats()[name])
+
+
+def _calibration_state_equal(a: GroupStats, b: GroupStats) -> None:
+    """The raw calibration sums per group, groups aligned by key (slots differ by merge order)."""
+    sa, sb = a.calibration.state(), b.calibration.state()
+    oa, ob = a._output_order(), b._output_order()
+    assert len(oa) == len(ob) == a.n_groups == b.n_groups
+    for name in ("count", "correct"):
+        np.testing.assert_array_equal(sa[name][oa], sb[name][ob], err_msg=name)
+    for name in ("conf_sum", "brier_sum", "entropy_sum"):
+        np.testing.assert_allclose(sa[name][oa], sb[name][ob], rtol=1e-12, err_msg=name)
+
+
+def _sparse_calibration(monkeypatch, pending: int = 37):
+    """Every calibration state created inside is sparse from its first group, and folds its
+    queued rows every few dozen rows."""
+    monkeypatch.setattr(CalibrationBins, "DENSE_CELLS", 0)
+    monkeypatch.setattr(CalibrationBins, "PENDING_ROWS", pending)
+
+
+def test_sparse_calibration_cells_equal_dense(monkeypatch):
+    """The sparse (group, bin) calibration cells (used beyond DENSE_CELLS, e.g. a million
+    users) give the dense form's counts exactly and its sums to 1e-12: streamed in batches,
+    merged in any order (sparse with sparse, sparse with dense), projected and pickled."""
+    d = _data(2500, seed=11, regions=9)
+    parts = [slice(0, 700), slice(700, 1600), slice(1600, 2500)]
+    batches = _batches(2500, 130)
+    dense = _separate(d, batches)
+    dense_parts = [_separate(d, [sl]) for sl in parts]
+    assert not dense["split_region"].calibration.sparse
+    _sparse_calibration(monkeypatch)
+    sparse = _separate(d, batches)
+    sparse_parts = [_separate(d, [sl]) for sl in parts]
+    assert sparse["split_region"].calibration.sparse
+    for name in GROUPINGS:
+        s, ref = sparse[name], dense[name]
+        _assert_same(s, ref)
+        _calibration_state_equal(s, ref)
+        a, b, c = (p[name] for p in sparse_parts)
+        da, db, dc = (p[name] for p in dense_parts)
+        for merged in (a.merge(b).merge(c), a.merge(b.merge(c)), c.merge(a).merge(b),
+                       a.merge(db).merge(c), da.merge(b).merge(dc), dc.merge(b.merge(da))):
+            _assert_same(merged, ref)
+            _calibration_state_equal(merged, ref)
+        back = pickle.loads(pickle.dumps(s))
+        _calibration_state_equal(back, ref)
+    # Projection of a sparse state onto coarser keys == direct (dense) accumulation.
+    fine = sparse["split_region"]
+    for keys, name in (((), "overall"), (("split",), "split")):
+        proj = fine.project(keys)
+        _assert_same(proj, dense[name])
+        _calibration_state_equal(proj, dense[name])
+
+
+def test_joint_accumulation_with_sparse_calibration_equals_dense(monkeypatch):
+    d = _data(1800, seed=12)
+    dense = _joint(d, _batches(1800, 300)).stats()
+    _sparse_calibration(monkeypatch, pending=101)
+    joint = functools.reduce(JointStats.merge, [_joint(d, [sl]) for sl in _batches(1800, 450)])
+    for name in GROUPINGS:
+        assert joint.stats()[name].calibration.sparse or joint.stats()[name].n_groups == 0
+        _assert_same(joint.stats()[name], dense[name])
+        _calibration_state_equal(joint.stats()[name], dense[name])

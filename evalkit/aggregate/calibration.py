@@ -50,35 +50,78 @@ class CalibrationBins:
 
     Not a stand-alone accumulator: :class:`~evalkit.aggregate.GroupStats` owns one, feeds it
     the batch's group codes and remaps its slots on merge, so the group key index is shared.
-    Memory: ``3 * B + 2`` numbers per group (376 bytes at B = 15).
+
+    The per-group Brier and entropy sums are dense arrays (16 bytes a group). The bin cells
+    (row count, correct count, confidence sum) are *dense* ``(groups, B)`` tables while
+    ``groups * B <= DENSE_CELLS`` (``3 * B + 2`` numbers, 376 bytes a group at B = 15) and
+    *sparse* beyond that, as :class:`~evalkit.aggregate.sketch.BinCounts` does for the loss
+    histogram: only the cells that occur, as sorted unique int64 keys ``slot * B + bin`` with
+    their count, correct count and confidence sum (32 bytes a cell), so a million groups of
+    ten rows cost what they hold. New rows wait as raw keys and are folded in (stable sort,
+    then one reduction) once they outnumber the store or pass ``PENDING_ROWS``.
+
+    Counts are exact integers in both forms; the confidence sums differ between the forms
+    only by the order of float64 additions (about 1e-16 relative). :meth:`absorb` adds by
+    cell, so merging is associative and commutative in either form.
     """
+
+    DENSE_CELLS = 1 << 21
+    PENDING_ROWS = 1 << 22
+    _ARRAYS = ("count", "correct", "conf_sum", "brier_sum", "entropy_sum")
+    _CELLS = ("count", "correct", "conf_sum")
 
     def __init__(self, n_bins: int = DEFAULT_BINS):
         if not isinstance(n_bins, int | np.integer) or n_bins < 1:
             raise ValueError(f"calibration bins must be a whole number >= 1, got {n_bins!r}")
         self.n_bins = int(n_bins)
-        self.count = np.zeros((0, self.n_bins), dtype=np.int64)
-        self.correct = np.zeros((0, self.n_bins), dtype=np.int64)
-        self.conf_sum = np.zeros((0, self.n_bins), dtype=np.float64)
+        self.count: np.ndarray | None = np.zeros((0, self.n_bins), dtype=np.int64)
+        self.correct: np.ndarray | None = np.zeros((0, self.n_bins), dtype=np.int64)
+        self.conf_sum: np.ndarray | None = np.zeros((0, self.n_bins), dtype=np.float64)
         self.brier_sum = np.zeros(0, dtype=np.float64)
         self.entropy_sum = np.zeros(0, dtype=np.float64)
+        self._cells: tuple[np.ndarray, ...] = ()  # sparse: keys, count, correct, conf_sum
+        self._pending: list[tuple[np.ndarray, ...]] = []
+        self._pending_n = 0
 
-    _ARRAYS = ("count", "correct", "conf_sum", "brier_sum", "entropy_sum")
+    @property
+    def sparse(self) -> bool:
+        """Whether the bin cells are held sparsely (by occurring cell)."""
+        return self.count is None
 
     def resize(self, cap: int) -> None:
-        """Grow (or trim) the per-group arrays to ``cap`` slots, keeping the used ones."""
-        for name in self._ARRAYS:
+        """Grow (or trim) the per-group arrays to ``cap`` slots, keeping the used ones; the
+        bin cells turn sparse once ``cap * B > DENSE_CELLS`` (and stay sparse)."""
+        names = self._ARRAYS
+        if not self.sparse and cap * self.n_bins > self.DENSE_CELLS:
+            self._to_sparse()
+        if self.sparse:
+            names = ("brier_sum", "entropy_sum")
+        for name in names:
             old = getattr(self, name)
             new = np.zeros((cap,) + old.shape[1:], dtype=old.dtype)
             keep = min(cap, len(old))
             new[:keep] = old[:keep]
             setattr(self, name, new)
 
+    def _to_sparse(self) -> None:
+        slot, b = np.nonzero(self.count)
+        keys = slot.astype(np.int64) * self.n_bins + b
+        self._cells = (keys, self.count[slot, b], self.correct[slot, b], self.conf_sum[slot, b])
+        self.count = self.correct = self.conf_sum = None
+
     def trimmed(self, g: int) -> CalibrationBins:
         """A copy holding only the first ``g`` slots (for pickling and merging)."""
         new = CalibrationBins.__new__(CalibrationBins)
-        new.n_bins = self.n_bins
-        for name in self._ARRAYS:
+        new.__dict__.update(self.__dict__)
+        new._pending, new._pending_n = [], 0
+        if self.sparse:
+            self._compact()
+            keep = self._cells[0] < g * self.n_bins
+            new._cells = tuple(a[keep] for a in self._cells)
+            names = ("brier_sum", "entropy_sum")
+        else:
+            names = self._ARRAYS
+        for name in names:
             setattr(new, name, getattr(self, name)[:g].copy())
         return new
 
@@ -90,10 +133,15 @@ class CalibrationBins:
         ``present`` (a mask over ``[0, k)``, None: all), ``bins`` from :func:`confidence_bins`."""
         nb = self.n_bins
         corr = correct.astype(np.int64, copy=False)
-        if local is not None and k * nb > len(bins):
-            self._add_sparse(local, k, slots, present, bins, confidence, corr, brier, entropy)
+        if local is not None and (self.sparse or k * nb > len(bins)):
+            self._add_rows(local, k, slots, present, bins, confidence, corr, brier, entropy)
             return
         if local is None:
+            if self.sparse:
+                self._push(np.int64(slots[0]) * nb + bins, None, corr, confidence)
+                self.brier_sum[slots[0]] += brier.sum()
+                self.entropy_sum[slots[0]] += entropy.sum()
+                return
             cc = np.bincount(bins * 2 + corr, minlength=2 * nb).reshape(1, nb, 2)
             cs = np.bincount(bins, weights=confidence, minlength=nb).reshape(1, nb)
             bs = np.array([brier.sum()])
@@ -112,11 +160,12 @@ class CalibrationBins:
         self.brier_sum[slots] += bs
         self.entropy_sum[slots] += es
 
-    def _add_sparse(self, local: np.ndarray, k: int, slots: np.ndarray, present: np.ndarray | None,
-                    bins: np.ndarray, confidence: np.ndarray, corr: np.ndarray, brier: np.ndarray,
-                    entropy: np.ndarray) -> None:
-        """:meth:`add` for many groups (``k * bins`` above the row count, e.g. 200k users):
-        scatter each row into its (group, bin) cell, O(rows) instead of O(groups * bins)."""
+    def _add_rows(self, local: np.ndarray, k: int, slots: np.ndarray, present: np.ndarray | None,
+                  bins: np.ndarray, confidence: np.ndarray, corr: np.ndarray, brier: np.ndarray,
+                  entropy: np.ndarray) -> None:
+        """:meth:`add` for many groups (``k * bins`` above the row count, e.g. 200k users) or
+        sparse cells: each row goes to its (group, bin) cell, O(rows) instead of
+        O(groups * bins)."""
         if present is None:
             full = slots
         else:
@@ -124,35 +173,101 @@ class CalibrationBins:
             full[present] = slots
         g = full[local]
         cell = g * self.n_bins + bins
-        np.add.at(self.count.reshape(-1), cell, 1)
-        np.add.at(self.correct.reshape(-1), cell, corr)
-        np.add.at(self.conf_sum.reshape(-1), cell, confidence)
+        if self.sparse:
+            self._push(cell, None, corr, confidence)
+        else:
+            np.add.at(self.count.reshape(-1), cell, 1)
+            np.add.at(self.correct.reshape(-1), cell, corr)
+            np.add.at(self.conf_sum.reshape(-1), cell, confidence)
         np.add.at(self.brier_sum, g, brier)
         np.add.at(self.entropy_sum, g, entropy)
 
+    def _push(self, keys: np.ndarray, count: np.ndarray | None, correct: np.ndarray,
+              conf: np.ndarray) -> None:
+        """Queue cells (``count`` None: one row each) for the next :meth:`_compact`."""
+        self._pending.append((np.asarray(keys, dtype=np.int64).reshape(-1), count,
+                              np.asarray(correct, dtype=np.int64), np.asarray(conf, dtype=np.float64)))
+        self._pending_n += len(self._pending[-1][0])
+        if self._pending_n >= max(self.PENDING_ROWS, len(self._cells[0]) if self._cells else 0):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Fold the queued cells into the sorted store (adding cells with equal keys)."""
+        if not self.sparse or not self._pending:
+            return
+        parts = self._pending
+        self._pending, self._pending_n = [], 0
+        old, self._cells = list(self._cells), ()
+        cols = []
+        for i in range(4):  # the store and the queue, one array at a time (bounded peak)
+            new = [np.ones(len(p[0]), np.int64) if i == 1 and p[1] is None else p[i] for p in parts]
+            cols.append(np.concatenate(([old[i]] if old else []) + new))
+            if old:
+                old[i] = None
+        del old, parts, new
+        order = np.argsort(cols[0], kind="stable")
+        keys = cols[0][order]
+        cols[0] = None
+        start = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1]))) if len(keys) else order
+        out = [keys[start]]
+        del keys
+        for i in (1, 2, 3):
+            a = cols[i][order]
+            cols[i] = None
+            out.append(np.add.reduceat(a, start) if len(start) else a)
+            del a
+        self._cells = tuple(out)
+
+    def entries(self) -> tuple[np.ndarray, ...]:
+        """``(slot, bin, count, correct, conf_sum)`` of every non-empty cell, sorted by slot
+        then bin (either form)."""
+        nb = self.n_bins
+        if not self.sparse:
+            slot, b = np.nonzero(self.count)
+            return (slot.astype(np.int64), b.astype(np.int64), self.count[slot, b],
+                    self.correct[slot, b], self.conf_sum[slot, b])
+        self._compact()
+        if not self._cells:
+            z = np.zeros(0, dtype=np.int64)
+            return z, z, z, z, np.zeros(0)
+        keys, cnt, cor, csum = self._cells
+        return keys // nb, keys % nb, cnt, cor, csum
+
     def absorb(self, other: CalibrationBins, src: np.ndarray, dst: np.ndarray) -> None:
-        """Add ``other``'s slots ``src`` into this state's slots ``dst`` (a merge step)."""
+        """Add ``other``'s slots ``src`` into this state's distinct slots ``dst`` (a merge
+        step), in either form."""
         if other.n_bins != self.n_bins:
             raise ValueError("cannot merge calibration states with different bin counts")
-        for name in self._ARRAYS:
-            getattr(self, name)[dst] += getattr(other, name)[src]
+        self.brier_sum[dst] += other.brier_sum[src]
+        self.entropy_sum[dst] += other.entropy_sum[src]
+        if not self.sparse and not other.sparse:
+            for name in self._CELLS:
+                getattr(self, name)[dst] += getattr(other, name)[src]
+            return
+        slot, b, cnt, cor, csum = other.entries()
+        where = np.full(len(other.brier_sum), -1, dtype=np.int64)
+        where[src] = dst
+        to = where[slot]
+        keep = to >= 0
+        to, b, cnt, cor, csum = to[keep], b[keep], cnt[keep], cor[keep], csum[keep]
+        if self.sparse:
+            self._push(to * self.n_bins + b, cnt, cor, csum)
+            return
+        np.add.at(self.count, (to, b), cnt)
+        np.add.at(self.correct, (to, b), cor)
+        np.add.at(self.conf_sum, (to, b), csum)
 
     def group_metrics(self, order: np.ndarray, count: np.ndarray) -> dict[str, np.ndarray]:
         """``ece``, ``mce``, ``brier``, ``entropy`` for the groups in ``order`` (group row
-        counts ``count``, aligned with ``order``); NaN for empty groups. Computed in chunks of
-        groups, so the (groups, bins) temporaries stay small with a million groups."""
+        counts ``count``, aligned with ``order``); NaN for empty groups. Dense: computed in
+        chunks of groups, so the (groups, bins) temporaries stay small; sparse: per cell."""
         total = count.astype(np.float64)
-        ece, mce = np.empty(len(order)), np.empty(len(order))
-        step = 1 << 16
         with np.errstate(invalid="ignore", divide="ignore"):
-            for start in range(0, len(order), step):
-                sl = slice(start, start + step)
-                o = order[sl]
-                n = self.count[o]
-                gap = np.abs(self.correct[o] / n - self.conf_sum[o] / n)
-                ece[sl] = np.where(n > 0, gap * n, 0.0).sum(axis=1) / total[sl]
-                mce[sl] = (np.where(n > 0, gap, -np.inf).max(axis=1) if n.shape[1]
-                           else np.full(len(n), np.nan))
+            if self.sparse:
+                ece, mce = self._sparse_gaps(order)
+                ece = ece / total
+            else:
+                ece, mce = self._dense_gaps(order, total)
             brier = self.brier_sum[order] / total
             entropy = self.entropy_sum[order] / total
         empty = total == 0
@@ -160,28 +275,75 @@ class CalibrationBins:
         return {"ece": np.where(empty, np.nan, ece), "mce": mce,
                 "brier": np.where(empty, np.nan, brier), "entropy": np.where(empty, np.nan, entropy)}
 
+    def _dense_gaps(self, order: np.ndarray, total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ece, mce = np.empty(len(order)), np.empty(len(order))
+        step = 1 << 16
+        for start in range(0, len(order), step):
+            sl = slice(start, start + step)
+            o = order[sl]
+            n = self.count[o]
+            gap = np.abs(self.correct[o] / n - self.conf_sum[o] / n)
+            ece[sl] = np.where(n > 0, gap * n, 0.0).sum(axis=1) / total[sl]
+            mce[sl] = (np.where(n > 0, gap, -np.inf).max(axis=1) if n.shape[1]
+                       else np.full(len(n), np.nan))
+        return ece, mce
+
+    def _sparse_gaps(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per group of ``order``: the sum over its cells of ``n_b |acc_b - conf_b|`` and the
+        largest gap (-inf for a group without cells)."""
+        slot, _, n, cor, csum = self.entries()
+        gap = np.abs(cor / n - csum / n)
+        groups = len(self.brier_sum)
+        num = np.bincount(slot, weights=gap * n, minlength=groups)
+        mx = np.full(groups, -np.inf)
+        if len(slot):
+            start = np.flatnonzero(np.concatenate(([True], slot[1:] != slot[:-1])))
+            mx[slot[start]] = np.maximum.reduceat(gap, start)
+        return num[order], mx[order]
+
     def bin_table(self, order: np.ndarray) -> pd.DataFrame:
         """Long table of the non-empty bins of the groups in ``order``: ``group_index``
         (position in ``order``), ``bin``, ``bin_low``, ``bin_high``, ``count``,
-        ``mean_confidence``, ``accuracy``."""
+        ``mean_confidence``, ``accuracy``; sorted by group_index then bin."""
+        return pd.DataFrame(self.bin_columns(order))
+
+    def bin_columns(self, order: np.ndarray) -> dict[str, np.ndarray]:
+        """The columns of :meth:`bin_table` as numpy arrays (no DataFrame: with a million
+        groups the caller concatenates them once instead of copying frames)."""
         nb = self.n_bins
-        n = self.count[order]
-        gi, b = np.nonzero(n > 0)
-        cnt = n[gi, b]
-        src = order[gi]
-        return pd.DataFrame({
-            "group_index": gi.astype(np.int64),
-            "bin": b.astype(np.int64),
+        slot, b, cnt, cor, csum = self.entries()
+        pos = np.full(len(self.brier_sum), -1, dtype=np.int64)
+        pos[order] = np.arange(len(order))
+        gi = pos[slot]
+        del slot
+        sel = np.flatnonzero(gi >= 0)
+        sel = sel[np.argsort(gi[sel], kind="stable")]
+        b, cnt = b[sel], cnt[sel]
+        return {
+            "group_index": gi[sel],
+            "bin": b,
             "bin_low": b / nb,
             "bin_high": (b + 1) / nb,
-            "count": cnt.astype(np.int64),
-            "mean_confidence": self.conf_sum[src, b] / cnt,
-            "accuracy": self.correct[src, b] / cnt,
-        })
+            "count": cnt,
+            "mean_confidence": csum[sel] / cnt,
+            "accuracy": cor[sel] / cnt,
+        }
 
     def state(self) -> dict[str, Any]:
-        """The raw sums (for tests and debugging)."""
-        return {name: getattr(self, name) for name in self._ARRAYS}
+        """The raw sums in the dense ``(groups, B)`` form whichever form holds them (for
+        tests and debugging)."""
+        if not self.sparse:
+            return {name: getattr(self, name) for name in self._ARRAYS}
+        shape = (len(self.brier_sum), self.n_bins)
+        out = {"count": np.zeros(shape, np.int64), "correct": np.zeros(shape, np.int64),
+               "conf_sum": np.zeros(shape)}
+        slot, b, cnt, cor, csum = self.entries()
+        out["count"][slot, b], out["correct"][slot, b], out["conf_sum"][slot, b] = cnt, cor, csum
+        return {**out, "brier_sum": self.brier_sum, "entropy_sum": self.entropy_sum}
+
+    def __getstate__(self) -> dict:
+        self._compact()
+        return self.__dict__.copy()
 
 
 @dataclass(frozen=True)
