@@ -406,6 +406,27 @@ def test_bad_report_dirs_are_named_or_skipped(tmp_path: Path, breakage: str, mes
     assert res.to_dict()["skipped"][0]["path"] == str(bad)
 
 
+def test_a_report_that_lost_its_manifest_is_refused(tmp_path: Path) -> None:
+    """Only a report written before manifests (version <= 0.1.0 and no run id) is read
+    unverified; one whose evalkit wrote a manifest, with it deleted, is a ReportError (exit 3)
+    naming the directory."""
+    runs = make_series(tmp_path / "r", 3, manifest=True)
+    assert history([str(p) for p in runs], plots=False).metadata["unverified_reports"] == 0
+    (runs[1] / "evalkit-manifest.json").unlink()
+    with pytest.raises(ReportError, match=re.escape(str(runs[1])) + ".*manifest.json is missing.*run id"):
+        history([str(p) for p in runs], plots=False)
+    newer = make_series(tmp_path / "n", 3, names=["a", "b", "c"])
+    summary = json.loads((newer[2] / "summary.json").read_text())
+    summary["metadata"]["evalkit_version"] = "0.2.0"
+    (newer[2] / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ReportError, match=re.escape(str(newer[2])) + ".*that version writes manifests"):
+        history([str(p) for p in newer], plots=False)
+    make_series(tmp_path / "o", 3)  # 0.1.0 without run id: before manifests
+    assert history(str(tmp_path / "o" / "*"), plots=False).metadata["unverified_reports"] == 3
+    r = CliRunner().invoke(main, ["history", *[str(p) for p in runs], "--no-plots", "--format", "none"])
+    assert r.exit_code == 3 and str(runs[1]) in r.stderr
+
+
 def test_corrupt_parquet_body_is_named(tmp_path: Path) -> None:
     paths = make_series(tmp_path, 4)
     f = paths[1] / "by_region.parquet"
