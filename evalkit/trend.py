@@ -529,7 +529,9 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
     else:
         codes = np.zeros(len(pos), dtype=np.int64)
         key_table = table.select(cols).slice(0, int(len(pos) > 0)) if cols else pa.table({})
-    group_keys = key_table.to_pandas() if cols else pd.DataFrame(index=range(int(len(pos) > 0)))
+    # integer_object_nulls: an integer key with nulls keeps its ints (store=2, not 2.0)
+    group_keys = (key_table.to_pandas(integer_object_nulls=True) if cols
+                  else pd.DataFrame(index=range(int(len(pos) > 0))))
     return _Tidy(table, codes, group_keys, key_table, pos, count, mean, sem)
 
 
@@ -1086,7 +1088,7 @@ class _Build:
             last = np.flatnonzero(tidy.run_pos == n_runs - 1)
             cols = list(_grouping_columns(name))
             self.latest_view[name] = tidy.table.take(pa.array(last)).select(
-                [*cols, "count", "mean", "clipped_low", "accuracy"]).to_pandas()
+                [*cols, "count", "mean", "clipped_low", "accuracy"]).to_pandas(integer_object_nulls=True)
         if self.tmp is not None and self.target is not None:
             written = _emit_grouping(res, name, tidy.table, self.tmp, self.plots, tidy.codes, self.writer)
             res._tables[name] = self.target / written.name

@@ -681,6 +681,28 @@ def test_cli_output_cannot_be_driven_by_group_values(tmp_path: Path) -> None:
         assert not any(line.startswith("line2") for line in r.stdout.splitlines() + r.stderr.splitlines())
 
 
+def test_integer_keys_with_nulls_print_as_integers(tmp_path: Path) -> None:
+    """An integer key with a null group reads store=2 (never 2.0) on stdout, in history.md,
+    in drift-gate and latest-run-gate messages, and stays an integer in trends.parquet."""
+    for r in range(8):
+        means = np.array([0.4, 0.4 * (1.8 if r >= 4 else 1.0), 0.4])
+        keys = {"store": pd.array([1, 2, None], dtype="Int64")}
+        make_report(tmp_path / "rep", f"n{r}", DAY0 + pd.Timedelta(days=r), {"store": _stats(keys, means, 4000, 0.5)})
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("gates:\n  max_drift_pct: 10\n  groups:\n    store:\n      max_mean_loss: 0.5\n")
+    r = CliRunner().invoke(main, ["history", str(tmp_path / "rep" / "n*"), "--no-plots", "--out",
+                                  str(tmp_path / "h"), "-c", str(cfg)])
+    assert r.exit_code == 5, r.output
+    md = (tmp_path / "h" / "history.md").read_text()
+    for text in (r.stdout, r.stderr, md):
+        assert not re.search(r"\b[0-9]\.0\]|=[0-9]\.0\b|\| [0-9]\.0 \|", text), text
+    assert "store=2: mean loss up" in r.stdout and "store=2: mean loss up" in md
+    assert "gate failed: max_drift_pct store[2]:" in r.stderr
+    assert "store[2]" in [line for line in r.stderr.splitlines() if "max_mean_loss" in line][0]
+    assert "| 2 | 0.7200 |" in md and "| ∅ | 0.4000 |" in md
+    assert pq.read_schema(tmp_path / "h" / "trends.parquet").field("store").type == pa.int64()
+
+
 def test_evalkit_history_is_the_function_even_after_its_module_is_imported() -> None:
     import importlib
 
