@@ -139,14 +139,18 @@ def _show_warning(default: Callable[..., Any]) -> Callable[..., Any]:
 def report_gates(failures: list[Any], checked: Any, quiet: bool, unchecked: list[Any] | None = None) -> None:
     """Print every failed gate on stderr and exit with code 5; else say that all passed.
     Gates that could not be checked (``unchecked``) are listed unless ``quiet``."""
+    from .escape import terminal
+
+    # terminal() before _err, which keeps the lines of a multi-line message: a newline
+    # inside a group value must not split one gate's line in a log.
     if not quiet:
         for f in unchecked or []:
-            _err(f"gate not checked: {f}")
+            _err(f"gate not checked: {terminal(f)}")
     if failures:
         from .errors import EXIT_GATE
 
         for f in failures:
-            _err(f"gate failed: {f}")
+            _err(f"gate failed: {terminal(f)}")
         sys.exit(EXIT_GATE)
     if checked and not quiet:
         _err("all gates passed" if not unchecked else

@@ -124,7 +124,9 @@ def _print(result: Any, fmt: str) -> None:
                    f"runs ago {_pct(o['drift_pct']) or 'n/a'}, window min {o['min']:.4g} max {o['max']:.4g}")
     if result.changes.empty:
         click.echo("no changes flagged")
+    from .escape import terminal
+
     for msg in result.changes["message"].head(50):
-        click.echo(f"  {msg}")
+        click.echo(f"  {terminal(msg)}")
     if len(result.changes) > 50:
         click.echo(f"  ... and {len(result.changes) - 50} more")

@@ -295,7 +295,8 @@ def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
 
     * ``max_drift``: ``drift = latest - reference`` (the group's mean ``lookback`` runs
       before the latest run) above the limit fails; ``max_drift_pct``: ``100 * drift /
-      reference`` above the limit (percent) fails. A group absent from either run, or with
+      reference`` above the limit (percent) fails. A group of the latest run with no rows in
+      the reference run is *not checked* (below); a group absent from the latest run, or with
       fewer than ``min_count`` rows in either, is not gated; with
       ``require_ci_excludes_zero``, a drift counts only when its interval lies above zero.
     * ``max_change_pct``: a change the scan flagged *upwards* (worse) whose shift exceeds the
@@ -306,7 +307,7 @@ def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
     ``clipped_low`` and ``accuracy``). A value equal to its limit passes.
 
     **Not checked.** A gate on a grouping absent from the latest run, a drift gate on a
-    series shorter than ``lookback + 1`` runs, and ``max_change_pct`` on a series shorter
+    series shorter than ``lookback + 1`` runs or on a group absent from the reference run, and ``max_change_pct`` on a series shorter
     than ``min_before + 1`` runs cannot be checked: each is returned with ``failed=False``
     (reported as "not checked", not a failure) unless the gates set ``fail_unchecked: true``
     (then they fail). A new nightly job's first week is thus not a failure by default.
@@ -350,7 +351,7 @@ def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
         if "max_change_pct" in limits and n < min_before + 1:
             unchecked("max_change_pct", gname, f"{n} run(s) in the series; the change scan needs at "
                                                f"least {min_before + 1}", limits.pop("max_change_pct"))
-        out += _history_group_gates(df, gname, limits, cfg, lookback)
+        out += _history_group_gates(df, gname, limits, cfg, lookback, strict)
     return out
 
 
@@ -371,8 +372,10 @@ def _latest_run_gates(latest: Mapping[str, Any], gates: Mapping[str, Any], group
 
 
 def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: Mapping[str, Any],
-                         lookback: int) -> list[GateFailure]:
-    """The drift and change gates on every group of one grouping's trend."""
+                         lookback: int, strict: bool = False) -> list[GateFailure]:
+    """The drift and change gates on every group of one grouping's trend. A drift gate on a
+    group of the latest run that has no rows in the reference run is not checked
+    (``failed=strict``): it must never pass silently."""
     failures: list[GateFailure] = []
     min_count = max(int(cfg.get("min_count", 0)), 1)
     need_ci = bool(cfg.get("require_ci_excludes_zero", False))
@@ -389,6 +392,11 @@ def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: 
         if drift_ok and "max_drift" in limits and row["drift"] > limits["max_drift"]:
             failures.append(GateFailure("max_drift", gname, label, float(row["drift"]),
                                         limits["max_drift"], detail))
+        if row["latest"] == row["latest"] and row["reference"] != row["reference"]:
+            failures += [GateFailure(g, gname, label, math.nan, limits[g],
+                                     f"the group has no rows in the reference run ({lookback} runs "
+                                     "before the latest): its drift cannot be measured", failed=strict)
+                         for g in ("max_drift", "max_drift_pct") if g in limits]
         pct = row["drift_pct"]
         if drift_ok and "max_drift_pct" in limits and pct == pct and pct > limits["max_drift_pct"]:
             failures.append(GateFailure("max_drift_pct", gname, label, float(pct),

@@ -468,6 +468,27 @@ def _parse_created(value: Any, where: Path) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+#: The last evalkit version that wrote reports without ``evalkit-manifest.json``. Manifests
+#: came in commit cd25da9 (issue 11) without a version bump, so a 0.1.0 report may predate
+#: them; that commit also added ``metadata.run_id``, which only manifest-writing versions record.
+LAST_VERSION_WITHOUT_MANIFESTS = (0, 1, 0)
+
+
+def _writes_manifests(meta: Mapping[str, Any]) -> bool:
+    """Whether the evalkit that wrote a report (its ``summary.json`` metadata) wrote a
+    manifest: it recorded a ``run_id``, or its version is newer than
+    :data:`LAST_VERSION_WITHOUT_MANIFESTS` (an unreadable version counts as newer)."""
+    if meta.get("run_id") is not None:
+        return True
+    version = meta.get("evalkit_version")
+    if version is None:
+        return False
+    import re
+
+    m = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", str(version))
+    return m is None or tuple(int(x) for x in m.groups()) > LAST_VERSION_WITHOUT_MANIFESTS
+
+
 def read_run_info(path: str | os.PathLike[str],
                   trusted: Mapping[tuple[str, str], FileStamp] | None = None) -> RunInfo:
     """Check that ``path`` is an ``evaluate`` report directory and read what history needs.
@@ -479,12 +500,14 @@ def read_run_info(path: str | os.PathLike[str],
     content is checked when read, :func:`read_grouping`). ``trusted`` maps ``(directory,
     file name)`` to a :class:`FileStamp` checked before (by an earlier history run): a file
     whose size, modification time and recorded fingerprint all still match is not hashed
-    again. A report without a manifest (written before manifests) is read unverified
-    (:attr:`RunInfo.verified` is False; history notes it).
+    again. A report without a manifest is read unverified (:attr:`RunInfo.verified` is
+    False; history notes it) only when it was written before manifests
+    (:data:`LAST_VERSION_WITHOUT_MANIFESTS`, no ``run_id``); any other is refused.
 
     Raises :class:`ReportError` naming the directory and file when the directory does not
     exist, is a ``compare`` or ``history`` report, has no (or a corrupt) ``summary.json``,
-    records no start time, lacks a grouped table that its metadata lists, or was edited
+    records no start time, lacks a grouped table that its metadata lists, lost the manifest
+    its evalkit wrote, or was edited
     since evalkit wrote it (a damaged manifest, a fingerprint or size that differs).
     """
     from .outdir import MANIFEST_NAME, read_manifest
@@ -503,6 +526,12 @@ def read_run_info(path: str | os.PathLike[str],
     if manifest is None and (d / MANIFEST_NAME).exists():
         raise ReportError(f"{d / MANIFEST_NAME}: {why}; the report was edited or damaged "
                           "(rerun evaluate, or restore the report)")
+    if manifest is None and _writes_manifests(meta):
+        why = ("its summary.json records a run id" if meta.get("run_id") is not None
+               else "that version writes manifests")
+        raise ReportError(f"{d}: {MANIFEST_NAME} is missing, but evalkit "
+                          f"{meta.get('evalkit_version', '?')} wrote this report with one ({why}): "
+                          "the report was edited or damaged (rerun evaluate, or restore the report)")
     if manifest is not None and manifest.get("command") != "evaluate":
         raise ReportError(f"{d}: is a {manifest.get('command')} report, not an evaluate report "
                           f"({MANIFEST_NAME} says so)")

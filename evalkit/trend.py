@@ -65,7 +65,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._version import __version__
-from .errors import ReportError, UsageError
+from .errors import ConfigError, ReportError, UsageError
 from .escape import md_code, md_link_target, md_text
 from .gates import GateFailure
 from .inference import benjamini_hochberg, standard_error, t_quantile, t_sf2
@@ -529,7 +529,9 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
     else:
         codes = np.zeros(len(pos), dtype=np.int64)
         key_table = table.select(cols).slice(0, int(len(pos) > 0)) if cols else pa.table({})
-    group_keys = key_table.to_pandas() if cols else pd.DataFrame(index=range(int(len(pos) > 0)))
+    # integer_object_nulls: an integer key with nulls keeps its ints (store=2, not 2.0)
+    group_keys = (key_table.to_pandas(integer_object_nulls=True) if cols
+                  else pd.DataFrame(index=range(int(len(pos) > 0))))
     return _Tidy(table, codes, group_keys, key_table, pos, count, mean, sem)
 
 
@@ -740,6 +742,8 @@ def history(
 
     started = time.time()
     t0 = time.perf_counter()
+    reports = _check_call(reports, out=out, overwrite=overwrite, config=config, gates=gates,
+                skip_bad=skip_bad, plots=plots, progress=progress)
     cfg = EvalConfig.coerce(config) if config is not None else None
     opts = _settings(cfg, settings)
     reuse = bool(opts.pop("reuse"))
@@ -784,6 +788,39 @@ def history(
             _write_summary_files(result, tmp, build.sources())
             atomic.commit()
     return result
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, str | os.PathLike) and not isinstance(value, bytes)
+
+
+def _check_call(reports: Any, *, out: Any, overwrite: Any, config: Any, gates: Any, skip_bad: Any,
+                plots: Any, progress: Any) -> list[Any]:
+    """The report paths as a list, or ConfigError (exit 2) for an argument of :func:`history` of the wrong type: the flags
+    must be booleans (``"no"`` is not false: :func:`evalkit.config.strict_bool`, as for
+    ``evaluate``), paths must be ``str`` / ``os.PathLike``, never a bare TypeError."""
+    from .config import EvalConfig, strict_bool
+
+    for key, value in (("overwrite", overwrite), ("skip_bad", skip_bad), ("plots", plots)):
+        strict_bool(key, value, "history()")
+    if not _is_path(reports):
+        if isinstance(reports, bytes | Mapping) or not isinstance(reports, Iterable):
+            raise ConfigError(f"history(): reports must be a path, a glob or a list of them, "
+                              f"got {type(reports).__name__}")
+    given = [reports] if _is_path(reports) else list(reports)
+    for item in given:
+        if not _is_path(item):
+            raise ConfigError(f"history(): each report must be a path or a glob, got {item!r}")
+    if out is not None and not _is_path(out):
+        raise ConfigError(f"history(): out must be a path, got {type(out).__name__}")
+    if config is not None and not (_is_path(config) or isinstance(config, EvalConfig | Mapping)):
+        raise ConfigError(f"history(): config must be an EvalConfig, a mapping or a file path, "
+                          f"got {type(config).__name__}")
+    if gates is not None and not isinstance(gates, Mapping):
+        raise ConfigError(f"history(): gates must be a mapping, got {type(gates).__name__}")
+    if progress is not None and not callable(progress):
+        raise ConfigError(f"history(): progress must be callable, got {type(progress).__name__}")
+    return given
 
 
 def _finish(result: HistoryResult, build: _Build, cfg: Any, gates: Mapping[str, Any], started: float,
@@ -1051,7 +1088,7 @@ class _Build:
             last = np.flatnonzero(tidy.run_pos == n_runs - 1)
             cols = list(_grouping_columns(name))
             self.latest_view[name] = tidy.table.take(pa.array(last)).select(
-                [*cols, "count", "mean", "clipped_low", "accuracy"]).to_pandas()
+                [*cols, "count", "mean", "clipped_low", "accuracy"]).to_pandas(integer_object_nulls=True)
         if self.tmp is not None and self.target is not None:
             written = _emit_grouping(res, name, tidy.table, self.tmp, self.plots, tidy.codes, self.writer)
             res._tables[name] = self.target / written.name

@@ -406,6 +406,27 @@ def test_bad_report_dirs_are_named_or_skipped(tmp_path: Path, breakage: str, mes
     assert res.to_dict()["skipped"][0]["path"] == str(bad)
 
 
+def test_a_report_that_lost_its_manifest_is_refused(tmp_path: Path) -> None:
+    """Only a report written before manifests (version <= 0.1.0 and no run id) is read
+    unverified; one whose evalkit wrote a manifest, with it deleted, is a ReportError (exit 3)
+    naming the directory."""
+    runs = make_series(tmp_path / "r", 3, manifest=True)
+    assert history([str(p) for p in runs], plots=False).metadata["unverified_reports"] == 0
+    (runs[1] / "evalkit-manifest.json").unlink()
+    with pytest.raises(ReportError, match=re.escape(str(runs[1])) + ".*manifest.json is missing.*run id"):
+        history([str(p) for p in runs], plots=False)
+    newer = make_series(tmp_path / "n", 3, names=["a", "b", "c"])
+    summary = json.loads((newer[2] / "summary.json").read_text())
+    summary["metadata"]["evalkit_version"] = "0.2.0"
+    (newer[2] / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ReportError, match=re.escape(str(newer[2])) + ".*that version writes manifests"):
+        history([str(p) for p in newer], plots=False)
+    make_series(tmp_path / "o", 3)  # 0.1.0 without run id: before manifests
+    assert history(str(tmp_path / "o" / "*"), plots=False).metadata["unverified_reports"] == 3
+    r = CliRunner().invoke(main, ["history", *[str(p) for p in runs], "--no-plots", "--format", "none"])
+    assert r.exit_code == 3 and str(runs[1]) in r.stderr
+
+
 def test_corrupt_parquet_body_is_named(tmp_path: Path) -> None:
     paths = make_series(tmp_path, 4)
     f = paths[1] / "by_region.parquet"
@@ -428,6 +449,34 @@ def test_inputs_errors(tmp_path: Path) -> None:
         history(str(tmp_path / "run-*"), window=5, lookback=5)
     with pytest.raises(UsageError, match="unknown history setting 'windw'.*window"):
         history(str(tmp_path / "run-*"), windw=5)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"overwrite": "no"}, {"skip_bad": "no"}, {"plots": "no"}, {"overwrite": 1},
+    {"config": 123}, {"gates": [1]}, {"out": 123}, {"progress": "x"},
+])
+def test_odd_api_arguments_are_config_errors(tmp_path: Path, kwargs: dict[str, Any]) -> None:
+    """A flag must be a real boolean ("no" is not false), every argument of the right type:
+    ConfigError (an EvalkitError), never a bare TypeError, and nothing is written."""
+    make_series(tmp_path / "r", 3)
+    out = tmp_path / "h"
+    history(str(tmp_path / "r" / "run-*"), out=out, plots=False)
+    before = (out / "history.md").stat().st_mtime_ns
+    with pytest.raises(evalkit.ConfigError, match=next(iter(kwargs))):
+        history(str(tmp_path / "r" / "run-*"), **{"out": out, "plots": False, **kwargs})
+    assert (out / "history.md").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("reports", [None, 123, b"/tmp", [".", None], {"a": 1}])
+def test_odd_report_arguments_are_config_errors(reports: Any) -> None:
+    with pytest.raises(evalkit.ConfigError, match="report"):
+        history(reports, plots=False)
+
+
+def test_reports_may_be_a_generator_even_with_out(tmp_path: Path) -> None:
+    runs = make_series(tmp_path / "r", 3)
+    res = history((str(p) for p in runs), out=tmp_path / "h", plots=False)
+    assert len(res.runs) == 3
 
 
 # -- gates --------------------------------------------------------------------------------------
@@ -456,6 +505,25 @@ def test_drift_gates_at_their_boundaries(tmp_path: Path) -> None:
     assert [f.group for f in run(max_drift=0.01, min_count=1000)] == ["EU"]
     assert run(groups={"overall": {"max_drift": 0.0}}) == []  # overall is flat
     assert run(groups={"region": {"max_drift": 0.01}}, max_drift=1.0)[0].group == "EU"
+
+
+def test_drift_gate_on_a_group_absent_from_the_reference_run_is_not_checked(tmp_path: Path) -> None:
+    """LATAM has no rows lookback runs ago (a late upload): its drift gate must not pass
+    silently but be 'not checked' (failing with fail_unchecked), and history.md says why."""
+    for r in range(5):
+        regions = ["EU", "LATAM"] if r != 2 else ["EU"]
+        df = _stats({"region": regions}, np.array([0.5, 0.5 + 0.2 * r][:len(regions)]), 1000, 1.0)
+        make_report(tmp_path, f"n{r}", DAY0 + pd.Timedelta(days=r), {"region": df}, overall_mean=0.45)
+    spec = str(tmp_path / "n*")
+    res = history(spec, lookback=2, window=5, gates={"max_drift_pct": 20}, out=tmp_path / "h", plots=False)
+    assert res.failures == []
+    (f,) = [u for u in res.unchecked if u.grouping == "region"]
+    assert (f.gate, f.group, f.failed) == ("max_drift_pct", "LATAM", False)
+    assert "no rows in the reference run" in (tmp_path / "h" / "history.md").read_text()
+    strict = history(spec, lookback=2, window=5, gates={"max_drift": 0.01, "fail_unchecked": True}, plots=False)
+    assert [(f.gate, f.group) for f in strict.failures] == [("max_drift", "LATAM")]
+    # a lookback whose reference run has LATAM is checked (and fails: +0.2 per run)
+    assert [f.group for f in history(spec, lookback=1, window=5, gates={"max_drift": 0.01}).failures] == ["LATAM"]
 
 
 def test_drift_gate_can_require_the_interval_above_zero(tmp_path: Path) -> None:
@@ -589,6 +657,50 @@ def test_cli(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "1 report(s) or table(s) skipped" in r.stderr
     r = runner.invoke(main, ["history", spec, "--window", "3", "--lookback", "5"])
     assert r.exit_code == 2
+
+
+def test_cli_output_cannot_be_driven_by_group_values(tmp_path: Path) -> None:
+    """ESC sequences and newlines inside group values are shown escaped on stdout (changes)
+    and stderr (gate lines): one line per change / gate, no raw control character."""
+    regions = ["\x1b[31mRED\x1b[0m", "line1\nline2"]
+    for r in range(10):
+        means = np.array([0.4, 0.4]) * (1.8 if r >= 5 else 1.0)
+        make_report(tmp_path / "rep", f"n{r}", DAY0 + pd.Timedelta(days=r),
+                    {"region": _stats({"region": regions}, means, 4000, 0.5)})
+    for extra in ([], ["--fail-unchecked", "--window", "10", "--lookback", "9"]):
+        r = CliRunner().invoke(main, ["history", str(tmp_path / "rep" / "n*"), "--no-plots",
+                                      "--max-drift-pct", "50", *extra])
+        assert r.exit_code == 5, r.output
+        for text in (r.stdout, r.stderr):
+            assert "\x1b" not in text and "\r" not in text
+        out = r.stdout.splitlines()
+        assert any("region=\\x1b[31mRED" in line for line in out)
+        assert any("region=line1\\nline2: mean loss up" in line for line in out)
+        gate = [line for line in r.stderr.splitlines() if line.startswith("gate failed:")]
+        assert any("region[line1\\nline2]: observed" in line for line in gate), r.stderr
+        assert not any(line.startswith("line2") for line in r.stdout.splitlines() + r.stderr.splitlines())
+
+
+def test_integer_keys_with_nulls_print_as_integers(tmp_path: Path) -> None:
+    """An integer key with a null group reads store=2 (never 2.0) on stdout, in history.md,
+    in drift-gate and latest-run-gate messages, and stays an integer in trends.parquet."""
+    for r in range(8):
+        means = np.array([0.4, 0.4 * (1.8 if r >= 4 else 1.0), 0.4])
+        keys = {"store": pd.array([1, 2, None], dtype="Int64")}
+        make_report(tmp_path / "rep", f"n{r}", DAY0 + pd.Timedelta(days=r), {"store": _stats(keys, means, 4000, 0.5)})
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("gates:\n  max_drift_pct: 10\n  groups:\n    store:\n      max_mean_loss: 0.5\n")
+    r = CliRunner().invoke(main, ["history", str(tmp_path / "rep" / "n*"), "--no-plots", "--out",
+                                  str(tmp_path / "h"), "-c", str(cfg)])
+    assert r.exit_code == 5, r.output
+    md = (tmp_path / "h" / "history.md").read_text()
+    for text in (r.stdout, r.stderr, md):
+        assert not re.search(r"\b[0-9]\.0\]|=[0-9]\.0\b|\| [0-9]\.0 \|", text), text
+    assert "store=2: mean loss up" in r.stdout and "store=2: mean loss up" in md
+    assert "gate failed: max_drift_pct store[2]:" in r.stderr
+    assert "store[2]" in [line for line in r.stderr.splitlines() if "max_mean_loss" in line][0]
+    assert "| 2 | 0.7200 |" in md and "| ∅ | 0.4000 |" in md
+    assert pq.read_schema(tmp_path / "h" / "trends.parquet").field("store").type == pa.int64()
 
 
 def test_evalkit_history_is_the_function_even_after_its_module_is_imported() -> None:
