@@ -576,6 +576,12 @@ class GroupStats:
             sem, lo, hi = mean_interval(cnt, mean, std, self.confidence)
         if self.bootstrap is not None:
             lo, hi = self.bootstrap.interval(order, self.confidence)
+            # A group of one row has no interval, as with the t-interval (n < 2 never gates).
+            lo[cnt < 2] = np.nan
+            hi[cnt < 2] = np.nan
+        # The interval holds its own mean: a constant loss must not be excluded by float noise.
+        centre = a["wmean"] if self.weighted else mean
+        lo, hi = np.minimum(lo, centre), np.maximum(hi, centre)
         cols["sem"] = sem
         cols["ci_low"] = lo
         cols["ci_high"] = hi
