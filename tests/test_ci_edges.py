@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -45,3 +46,35 @@ def test_the_interval_of_a_constant_loss_contains_its_mean(ci, probs, labels):
     r = evalkit.evaluate(df, by="region", ci=ci, write_rows=False)
     for t in (r.table("overall"), r.table("region")):
         assert (t["ci_low"] <= t["mean"]).all() and (t["mean"] <= t["ci_high"]).all(), t
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-200, 1e-170, 1e300, 1e-300])
+def test_weighted_interval_does_not_depend_on_the_weights_scale(scale):
+    rng = np.random.default_rng(3)
+    n = 3000
+    p = rng.dirichlet(np.ones(3), n)
+    df = pd.DataFrame({f"prob_{k}": p[:, k] for k in range(3)})
+    df["label"] = rng.integers(0, 3, n)
+    df["region"] = rng.choice(["a", "b"], n)
+    base = rng.uniform(0.5, 2.0, n)
+    kw = dict(weight="w", by="region", write_rows=False, batch_size=700)
+    ref = evalkit.evaluate(df.assign(w=base), **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ones = evalkit.evaluate(df.assign(w=np.full(n, scale)), **kw)
+        scaled = evalkit.evaluate(df.assign(w=base * scale), **kw)
+    for name in ("overall", "region"):
+        t = ones.table(name)
+        assert np.allclose(t["n_eff"], t["count"], rtol=1e-12), t["n_eff"]
+        a, b = ref.table(name), scaled.table(name)
+        for c in ("n_eff", "weighted_mean", "sem", "ci_low", "ci_high"):
+            np.testing.assert_allclose(b[c].to_numpy(float), a[c].to_numpy(float), rtol=1e-9, err_msg=c)
+
+
+def test_one_huge_weight_gives_n_eff_near_one():
+    n = 500
+    df = _frame([[0.6, 0.4]] * n, list(np.arange(n) % 2), ["a"] * n)
+    w = np.ones(n)
+    w[0] = 1e300
+    o = evalkit.evaluate(df.assign(w=w), weight="w", write_rows=False).overall
+    assert o["n_eff"] == pytest.approx(1.0, rel=1e-9)
