@@ -78,3 +78,17 @@ def test_one_huge_weight_gives_n_eff_near_one():
     w[0] = 1e300
     o = evalkit.evaluate(df.assign(w=w), weight="w", write_rows=False).overall
     assert o["n_eff"] == pytest.approx(1.0, rel=1e-9)
+
+
+def test_disparity_leaves_out_groups_smaller_than_min_count():
+    df = _frame([[0.7, 0.3]] * 60 + [[0.01, 0.99]], [0] * 61, ["a"] * 30 + ["b"] * 30 + ["tiny"])
+    df.loc[30:59, "prob_0"], df.loc[30:59, "prob_1"] = 0.5, 0.5
+    r = evalkit.evaluate(df, by="region", write_rows=False, slice_min_count=30)
+    [rec] = [d for d in r.disparity if d["grouping"] == "region"]
+    assert (rec["worst"], rec["best"], rec["groups"]) == ("b", "a", 2)
+    assert rec["min_count"] == 30 and rec["too_small"] == 1
+    assert "at least 30 rows (`slice_min_count`) are compared; 1 smaller group left out" in \
+        r.to_markdown()
+    [rec] = [d for d in evalkit.evaluate(df, by="region", write_rows=False, slice_min_count=2)
+             .disparity if d["grouping"] == "region"]
+    assert rec["worst"] == "b" and rec["too_small"] == 1
