@@ -87,7 +87,7 @@ def main() -> None:
               help="Equal-width confidence bins of ECE / MCE / reliability diagrams (default 15).")
 @click.option("--slices",
               help="Comma-separated columns: test every value and combination for a significantly "
-                   "worse mean loss (Welch + Benjamini-Hochberg), e.g. --slices region,device.")
+                   "worse mean loss (skewness-corrected Welch + Benjamini-Hochberg; weighted with --weight), e.g. --slices region,device.")
 @click.option("--slice-depth", type=click.IntRange(1, 3),
               help="Largest combination of slice columns tested (1-3, default 2: values and pairs).")
 @click.option("--slice-min-count", type=int, help="Slices (and complements) smaller than this are not tested (default 30).")

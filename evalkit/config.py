@@ -215,6 +215,10 @@ class EvalConfig:
                          ("slice_limit", 1), ("bootstrap_seed", 0)):
             if getattr(self, key) < low:
                 raise ConfigError(f"{source}: {key} must be >= {low}, got {getattr(self, key)!r}")
+        for key, high in SIZE_LIMITS.items():
+            if getattr(self, key) > high:
+                raise ConfigError(f"{source}: {key} must be <= {high:,} (the documented limit that bounds "
+                                  f"time and memory), got {getattr(self, key)!r}")
         from .aggregate.slices import MAX_SLICE_COLUMNS
 
         if len(self.slices) > MAX_SLICE_COLUMNS:
@@ -240,6 +244,11 @@ class EvalConfig:
 _LIST_KEYS = {"input", "on", "predictions", "targets", "classes", "slices"}
 _BOOL_KEYS = {"by_class", "by_split", "renormalize", "overwrite", "write_rows", "plots"}
 _FLOAT_KEYS = {"eps", "sum_tol", "confidence", "slice_fdr"}
+SIZE_LIMITS = {"bootstrap_samples": 10_000, "calibration_bins": 1_000, "slice_limit": 1_000_000}
+"""Largest accepted value of each size-like statistics option (slice_depth is 1-3, slice columns
+at most ``MAX_SLICE_COLUMNS``): time and memory grow linearly with each (bootstrap: rows x samples
+per batch), so a typo such as ``bootstrap_samples: 1000000`` is a ConfigError, not an OOM kill."""
+
 _INT_KEYS = {"exact_limit", "top_k", "bootstrap_samples", "bootstrap_seed", "calibration_bins",
              "slice_depth", "slice_min_count", "slice_limit"}
 #: Types of the ``compare`` settings (``evalkit compare``) and the least value of the counts.

@@ -31,8 +31,11 @@ def group_label(row: Mapping[str, Any], cols: Sequence[str]) -> str:
     return key_label([row[c] for c in cols])
 
 
-def disparity(groups: Mapping[str, pd.DataFrame], overall_mean: float) -> list[dict[str, Any]]:
-    """One record per grouping with at least one non-empty group.
+def disparity(groups: Mapping[str, pd.DataFrame], overall_mean: float,
+              min_count: int = 30) -> list[dict[str, Any]]:
+    """One record per grouping with at least one group of ``min_count`` rows or more (the
+    config's ``slice_min_count``: a 1-row group is never named worst or best; ``min_count``
+    and ``too_small``, the number of smaller non-empty groups left out, are in the record).
 
     Fields: ``grouping``, ``groups`` (non-empty groups compared), ``worst`` / ``best`` (group
     labels), ``worst_mean`` / ``best_mean``, ``worst_count`` / ``best_count``, ``gap``
@@ -45,7 +48,8 @@ def disparity(groups: Mapping[str, pd.DataFrame], overall_mean: float) -> list[d
     out = []
     for name, df in groups.items():
         stat = "weighted_mean" if "weighted_mean" in df.columns else "mean"
-        live = df[(df["count"] > 0) & df[stat].notna()]
+        present = df[(df["count"] > 0) & df[stat].notna()]
+        live = present[present["count"] >= max(int(min_count), 1)]
         if live.empty:
             continue
         cols = key_columns(df)
@@ -65,5 +69,7 @@ def disparity(groups: Mapping[str, pd.DataFrame], overall_mean: float) -> list[d
             "worst_ratio": ratio(float(w[stat])),
             "best_ratio": ratio(float(b[stat])),
             "statistic": stat,
+            "min_count": int(min_count),
+            "too_small": int(len(present) - len(live)),
         })
     return out

@@ -561,7 +561,8 @@ def finalise_stats(state: EvalState, layout: Layout, *, plots: bool = False,
                   hardest={k: v.finalize() for k, v in state.top.items()}, class_hist=class_hist,
                   calibration=calibration_table(state, groupings), slices=slices,
                   slices_summary=summary,
-                  disparity=disparity(stats, float(overall.get("weighted_mean", overall["mean"]))),
+                  disparity=disparity(stats, float(overall.get("weighted_mean", overall["mean"])),
+                                      slice_min_count),
                   overall_frame=overall_df.reset_index(drop=True))
 
 

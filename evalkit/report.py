@@ -345,9 +345,13 @@ def disparity_section(records: Sequence[dict[str, Any]] | None) -> list[str]:
                   zip(df["best"], df["best_mean"], df["best_count"], strict=True)]
     df = df.rename(columns={"worst_ratio": "worst / overall", "best_ratio": "best / overall"})
     what = "weighted mean loss" if records[0].get("statistic") == "weighted_mean" else "mean loss"
-    return [f"## Disparity (worst and best group by {what})", "",
-            markdown_table(df, ["grouping", "groups", "worst", "best", "gap", "worst / overall",
-                                "best / overall"])]
+    out = [f"## Disparity (worst and best group by {what})", ""]
+    if "min_count" in df.columns:
+        small = int(df["too_small"].sum())
+        out += [f"Only groups of at least {int(df['min_count'].iloc[0]):,} rows (`slice_min_count`) "
+                f"are compared; {small:,} smaller group{'s' if small != 1 else ''} left out.", ""]
+    return out + [markdown_table(df, ["grouping", "groups", "worst", "best", "gap",
+                                      "worst / overall", "best / overall"])]
 
 
 def calibration_section(result: EvalResultLike) -> list[str]:

@@ -90,7 +90,23 @@ ARG_CASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     ("sum_tol_zero", {"sum_tol": 0.0}, ["--sum-tol", "0"], ["sum_tol", "(0, 1)"]),
     ("batch_size_zero", {"batch_size": 0}, ["--batch-size", "0"], ["batch_size", ">= 1"]),
     ("top_k_negative", {"top_k": -1}, ["--top-k", "-1"], ["top_k", ">= 0"]),
+    # red team 16: size-like statistics options are capped (1e6 replicates was an OOM kill)
+    ("bootstrap_samples_huge", {"ci": "bootstrap", "bootstrap_samples": 1_000_000},
+     ["--ci", "bootstrap", "--bootstrap-samples", "1000000"], ["bootstrap_samples", "<= 10,000"]),
+    ("calibration_bins_huge", {"calibration_bins": 10_000_000}, ["--calibration-bins", "10000000"],
+     ["calibration_bins", "<= 1,000"]),
+    ("slice_limit_huge", {"slice_limit": 10_000_000}, ["--slice-limit", "10000000"],
+     ["slice_limit", "<= 1,000,000"]),
 ]
+
+
+def test_size_limits_in_config_file_and_at_the_limit() -> None:
+    from evalkit.config import SIZE_LIMITS
+
+    for key, high in SIZE_LIMITS.items():
+        EvalConfig.from_mapping({key: high}).validate()
+        with pytest.raises(E.ConfigError, match=f"{key} must be <= {high:,}"):
+            EvalConfig.from_mapping({key: high + 1}, source="c.yaml").validate("c.yaml")
 
 
 @pytest.mark.parametrize("name,kwargs,args,must_say", ARG_CASES, ids=[c[0] for c in ARG_CASES])

@@ -28,7 +28,7 @@ def _exp32(e: np.ndarray) -> np.ndarray:
 
 
 def _add_scaled(a: dict[str, np.ndarray], slots: np.ndarray, ws: np.ndarray, wl: np.ndarray,
-                exp: np.ndarray) -> None:
+                exp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Add scaled weight sums into ``a`` at ``slots``.
 
     Weighted sums are kept as ``(weight_sum, wloss_sum, weight_exp)`` with the true sums equal
@@ -47,6 +47,27 @@ def _add_scaled(a: dict[str, np.ndarray], slots: np.ndarray, ws: np.ndarray, wl:
         a["wloss_sum"][slots] = (np.ldexp(a["wloss_sum"][slots], _exp32(old - new))
                                  + np.ldexp(wl, _exp32(exp - new)))
     a["weight_exp"][slots] = new
+    return old - new, exp - new
+
+
+def _add_weight_moments(a: dict[str, np.ndarray], slots: np.ndarray, b: dict[str, np.ndarray],
+                        src: np.ndarray | slice) -> None:
+    """Fold a partial's weighted moments (``b`` at ``src``) into ``a`` at ``slots``.
+
+    ``wsum``, ``wm2`` (scale 1) and ``weight_sq_sum`` (scale 2) are kept scaled by
+    ``2**weight_exp`` like ``weight_sum``, so Kish's ``n_eff = wsum**2 / weight_sq_sum`` and
+    the weighted sd do not depend on the weights' magnitude (all weights 1e-200 or 1e300:
+    n_eff = n, no underflow to NaN); ``wmean`` is scale-free. Powers of two: exact, mergeable.
+    """
+    da, db = _add_scaled(a, slots, b["weight_sum"][src], b["wloss_sum"][src], b["weight_exp"][src])
+    da, db = _exp32(da), _exp32(db)
+    with np.errstate(under="ignore"):
+        for name in ("wsum", "wm2"):
+            a[name][slots] = np.ldexp(a[name][slots], da)
+        a["weight_sq_sum"][slots] = (np.ldexp(a["weight_sq_sum"][slots], 2 * da)
+                                     + np.ldexp(b["weight_sq_sum"][src], 2 * db))
+        wb, m2b = np.ldexp(b["wsum"][src], db), np.ldexp(b["wm2"][src], db)
+    _combine_weighted(a, slots, wb, b["wmean"][src], m2b)
 
 
 class GroupStats:
@@ -351,13 +372,15 @@ class GroupStats:
             out["weight_sum"] = np.array([w.sum()])
             out["wloss_sum"] = np.array([np.einsum("i,i->", w, loss)])
             out["weight_exp"] = np.array([e], dtype=np.int64)
-            ws = weight.sum()
-            wmean = np.einsum("i,i->", weight, loss) / ws if ws > 0 else 0.0
+            # Moments of the scaled weights (see _add_weight_moments).
+            ws = w.sum()
+            wmean = np.einsum("i,i->", w, loss) / ws if ws > 0 else 0.0
             wdev = loss - wmean
             out["wsum"] = np.array([ws])
-            out["weight_sq_sum"] = np.array([np.einsum("i,i->", weight, weight)])
+            with np.errstate(under="ignore"):
+                out["weight_sq_sum"] = np.array([np.einsum("i,i->", w, w)])
             out["wmean"] = np.array([wmean])
-            out["wm2"] = np.array([np.einsum("i,i,i->", weight, wdev, wdev)])
+            out["wm2"] = np.array([np.einsum("i,i,i->", w, wdev, wdev)])
         return out
 
     def _batch_moments(self, local: np.ndarray, k: int, loss: np.ndarray, low: np.ndarray,
@@ -398,15 +421,16 @@ class GroupStats:
             out["weight_sum"] = np.bincount(local, weights=w, minlength=k)
             out["wloss_sum"] = np.bincount(local, weights=w * loss, minlength=k)
             out["weight_exp"] = e
-            ws = np.bincount(local, weights=weight, minlength=k)
-            wl = np.bincount(local, weights=weight * loss, minlength=k)
+            # Moments of the scaled weights (see _add_weight_moments).
+            ws = out["weight_sum"]
             with np.errstate(invalid="ignore", divide="ignore"):
-                wmean = np.where(ws > 0, wl / np.where(ws > 0, ws, 1.0), 0.0)
+                wmean = np.where(ws > 0, out["wloss_sum"] / np.where(ws > 0, ws, 1.0), 0.0)
             wdev = loss - wmean[local]
-            out["wsum"] = ws
-            out["weight_sq_sum"] = np.bincount(local, weights=weight * weight, minlength=k)
+            out["wsum"] = ws.copy()
+            with np.errstate(under="ignore"):
+                out["weight_sq_sum"] = np.bincount(local, weights=w * w, minlength=k)
             out["wmean"] = wmean
-            out["wm2"] = np.bincount(local, weights=weight * wdev * wdev, minlength=k)
+            out["wm2"] = np.bincount(local, weights=w * wdev * wdev, minlength=k)
         return out
 
     def _combine(self, slots: np.ndarray, batch: dict[str, np.ndarray]) -> None:
@@ -427,9 +451,7 @@ class GroupStats:
         a["clipped_high"][slots] += batch["clipped_high"]
         a["correct"][slots] += batch["correct"]
         if self.weighted:
-            _add_scaled(a, slots, batch["weight_sum"], batch["wloss_sum"], batch["weight_exp"])
-            _combine_weighted(a, slots, batch["wsum"], batch["wmean"], batch["wm2"])
-            a["weight_sq_sum"][slots] += batch["weight_sq_sum"]
+            _add_weight_moments(a, slots, batch, slice(None))
 
     def _add_to_histograms(self, local: np.ndarray | None, k: int, slots: np.ndarray,
                            cnt: np.ndarray, loss: np.ndarray, bins: np.ndarray | None) -> None:
@@ -491,10 +513,9 @@ class GroupStats:
         a["count"][dst] = tot
         a["min"][dst] = np.minimum(a["min"][dst], b["min"][src])
         a["max"][dst] = np.maximum(a["max"][dst], b["max"][src])
-        for name in ("sum", "clipped_low", "clipped_high", "correct", "weight_sq_sum"):
+        for name in ("sum", "clipped_low", "clipped_high", "correct"):
             a[name][dst] += b[name][src]
-        _add_scaled(a, dst, b["weight_sum"][src], b["wloss_sum"][src], b["weight_exp"][src])
-        _combine_weighted(a, dst, b["wsum"][src], b["wmean"][src], b["wm2"][src])
+        _add_weight_moments(a, dst, b, src)
         if self.calibration is not None:
             self.calibration.absorb(other.calibration, src, dst)
         if self.bootstrap is not None:
@@ -576,6 +597,11 @@ class GroupStats:
             sem, lo, hi = mean_interval(cnt, mean, std, self.confidence)
         if self.bootstrap is not None:
             lo, hi = self.bootstrap.interval(order, self.confidence)
+            # A group of one row has no interval, as with the t-interval (n < 2 never gates).
+            lo[cnt < 2] = hi[cnt < 2] = np.nan
+        # The interval holds its own mean: a constant loss must not be excluded by float noise.
+        centre = a["wmean"] if self.weighted else mean
+        lo, hi = np.minimum(lo, centre), np.maximum(hi, centre)
         cols["sem"] = sem
         cols["ci_low"] = lo
         cols["ci_high"] = hi
