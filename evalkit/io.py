@@ -269,17 +269,18 @@ def expand_paths(path: PathLike | Sequence[PathLike]) -> list[str]:
     return out
 
 
-def _glob_leaves(matches: Sequence[str]) -> list[str]:
+def _glob_leaves(matches: Sequence[str], pathmod: Any = os.path) -> list[str]:
     """A glob's matches without the directories other matches lie in: ``dir/**`` matches
     ``dir/``, ``dir/split=a/`` and ``dir/split=a/x.parquet``; only the file is read (a
-    directory matched alone, as by ``dir/*``, is kept and read whole)."""
-    parents = {os.path.dirname(os.path.normpath(m)) for m in matches}
+    directory matched alone, as by ``dir/*``, is kept and read whole). ``pathmod``:
+    :mod:`os.path` for local paths, :mod:`posixpath` for fsspec ones."""
     ancestors: set[str] = set()
-    for d in parents:
-        while d and d not in ancestors:
+    for m in matches:
+        d = pathmod.dirname(pathmod.normpath(m))
+        while d and d not in ancestors and d != pathmod.dirname(d):
             ancestors.add(d)
-            d = os.path.dirname(d)
-    return [m for m in matches if not (os.path.isdir(m) and os.path.normpath(m) in ancestors)]
+            d = pathmod.dirname(d)
+    return [m for m in matches if pathmod.normpath(m) not in ancestors]
 
 
 def parquet_format() -> ds.ParquetFileFormat:
@@ -558,6 +559,10 @@ def _fsspec_paths(paths: list[str]) -> tuple[object, list[str]]:
             out.append(p)
     if not out:
         raise EmptyInputError(f"{paths[0]}: matches no file")
+    if any(_has_glob(p) for p in paths):  # fsspec expands a glob itself, to directories and files
+        import posixpath
+
+        out = _glob_leaves(out, posixpath)
     return PyFileSystem(FSSpecHandler(fs)), out
 
 

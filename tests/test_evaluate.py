@@ -322,3 +322,16 @@ def test_on_without_labels_is_a_config_error():
     for frame in (df, df.drop(columns="id")):  # present or missing, --on alone means nothing
         with pytest.raises(evalkit.ConfigError, match=r"on=KEY needs labels=FILE"):
             evalkit.evaluate(frame, on="id")
+
+
+def test_fsspec_glob_and_twice_spelled_url_read_once(tmp_path: Path, rng):
+    fsspec = pytest.importorskip("fsspec")
+    p = random_probs(rng, 50, 3)
+    y = rng.integers(0, 3, 50)
+    local = write(pa.table({"label": y, **{f"prob_{i}": p[:, i] for i in range(3)}}), tmp_path / "x.parquet")
+    fsspec.filesystem("memory").pipe("/dedupe_t/part/x.parquet", local.read_bytes())
+    r = evalkit.evaluate("memory://dedupe_t/**")  # fsspec's glob lists /dedupe_t/part too
+    assert r.metadata["rows_read"] == 50 and r.mean == pytest.approx(by_hand(p, y).mean(), rel=1e-12)
+    with pytest.warns(evalkit.EvalkitWarning, match="reached a file already read"):
+        r = evalkit.evaluate(["memory://dedupe_t/part/x.parquet", "memory:///dedupe_t/part//x.parquet"])
+    assert r.metadata["rows_read"] == 50 and r.metadata["inputs_deduplicated"] == 1
