@@ -380,7 +380,7 @@ def evaluate(
     tables = pipeline.finalise_stats(state, layout, plots=cfg.plots, groupings=groupings,
                                      slice_min_count=cfg.slice_min_count, slice_fdr=cfg.slice_fdr,
                                      confidence=cfg.confidence)
-    run_warnings = pipeline.run_warnings(layout, state)
+    run_warnings = pipeline.run_warnings(layout, state, inputs.source)
     metadata = pipeline.build_metadata(cfg, inputs.source, layout, state, plan, started,
                                        time.perf_counter() - t0, unmatched_labels, labels, run_warnings)
     if tables.slices_summary is not None:

@@ -61,7 +61,8 @@ def inspect_input(
                       classes=cfg.classes or None, keys=cfg.keys, weight=cfg.weight)
     on = list(cfg.on)
     used: set[str] = {cfg.label or "", *LABEL_NAMES}  # never suggest grouping by the label
-    info["warnings"] = []
+    dup = src.duplicates_note()
+    info["warnings"] = [dup] if dup is not None else []
     try:
         if label_src is not None and not on:
             on = infer_join_key(src.schema, label_src.schema, src.label, label_src.label)
@@ -69,7 +70,7 @@ def inspect_input(
         warnings += _logit_warnings(layout, head)
         info["layout"] = layout.describe()
         info["layout_error"] = None
-        info["warnings"] = [render_options(w, cli=cli) for w in warnings]
+        info["warnings"] += [render_options(w, cli=cli) for w in warnings]
         used |= set(layout.pred_columns) | set(layout.label_columns) | set(layout.keys) | set(on)
     except EvalkitError as exc:
         info["layout"] = []

@@ -86,6 +86,18 @@ class Source:
     """Hive partition values of each file (``None``: ``__HIVE_DEFAULT_PARTITION__``)."""
     drift: dict[str, str] = field(default_factory=dict)
     """Column -> why its files cannot be read as one column (raised only if it is needed)."""
+    duplicates: list[str] = field(default_factory=list)
+    """Files the inputs reached more than once (``'dir/**'`` matches a directory and the files
+    in it; a path given twice), read once: the later spellings, in the order met."""
+
+    def duplicates_note(self) -> str | None:
+        """The warning for files reached more than once (read once), or None."""
+        if not self.duplicates:
+            return None
+        shown = ", ".join(self.duplicates[:3]) + (f" (+{len(self.duplicates) - 3} more)" if len(self.duplicates) > 3 else "")
+        return (f"{self.label}: {len(self.duplicates)} input file spelling(s) reached a file already read "
+                f"(a path given twice, or a directory and a file in it): {shown}; "
+                "each file is read once")
 
     @property
     def schema(self) -> pa.Schema:
@@ -247,7 +259,7 @@ def expand_paths(path: PathLike | Sequence[PathLike]) -> list[str]:
             if not matches:
                 raise EmptyInputError(f"{s}: the glob matches no file" if not found else
                                       f"{s}: the glob matches no data file (only {', '.join(found[:3])})")
-            out.extend(matches)
+            out.extend(_glob_leaves(matches))
         else:
             if not os.path.exists(s):
                 raise EmptyInputError(f"{s}: no such file or directory")
@@ -255,6 +267,20 @@ def expand_paths(path: PathLike | Sequence[PathLike]) -> list[str]:
     if not out:
         raise EmptyInputError("no input path given")
     return out
+
+
+def _glob_leaves(matches: Sequence[str], pathmod: Any = os.path) -> list[str]:
+    """A glob's matches without the directories other matches lie in: ``dir/**`` matches
+    ``dir/``, ``dir/split=a/`` and ``dir/split=a/x.parquet``; only the file is read (a
+    directory matched alone, as by ``dir/*``, is kept and read whole). ``pathmod``:
+    :mod:`os.path` for local paths, :mod:`posixpath` for fsspec ones."""
+    ancestors: set[str] = set()
+    for m in matches:
+        d = pathmod.dirname(pathmod.normpath(m))
+        while d and d not in ancestors and d != pathmod.dirname(d):
+            ancestors.add(d)
+            d = pathmod.dirname(d)
+    return [m for m in matches if pathmod.normpath(m) not in ancestors]
 
 
 def parquet_format() -> ds.ParquetFileFormat:
@@ -283,13 +309,15 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
             pattern = fsspec.core.url_to_fs(pattern)[0]._strip_protocol(pattern)
     try:
         root: str | None = None
+        duplicates: list[str] = []
         if len(paths) == 1 and (filesystem is None and os.path.isdir(paths[0])
                                 or filesystem is not None and _fs_isdir(filesystem, paths[0])):
             root = paths[0]
             dataset = ds.dataset(root, format=parquet_format(), filesystem=filesystem)  # type: ignore[arg-type]
         else:
-            files = _list_files(paths, filesystem, label)
-            root = _hive_glob_root(pattern, files) if pattern is not None else None
+            files, duplicates = _dedupe_files(_list_files(paths, filesystem, label), filesystem)
+            root = (_hive_glob_root(pattern, files) if pattern is not None
+                    else _one_directory_root(paths, files, filesystem))
             dataset = ds.dataset(files, format=parquet_format(), filesystem=filesystem)  # type: ignore[arg-type]
     except _READ_ERRORS as exc:
         raise _open_error(label, exc) from None
@@ -310,7 +338,27 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
     partitions = _hive_partitions(root, files, filesystem) if root is not None else {}
     part_cols = list(dict.fromkeys(k for pv in partitions.values() for k in pv))
     logical, drift = unify_schemas(schemas, part_cols)
-    return Source(label, dataset, files, filesystem, root, logical, partitions, drift)
+    return Source(label, dataset, files, filesystem, root, logical, partitions, drift, duplicates)
+
+
+def _dedupe_files(files: Sequence[str], filesystem: object | None) -> tuple[list[str], list[str]]:
+    """Each file once, in first-seen order, whatever spelling reached it (``./a.parquet`` and
+    ``a.parquet``, a symlink, a directory and a file inside it, ``dir/**`` matching both the
+    directories and their files): local files compare by real path, URLs by their normalised
+    path. Returns (files to read, the later spellings dropped)."""
+    import posixpath
+
+    seen: set[str] = set()
+    kept: list[str] = []
+    dropped: list[str] = []
+    for f in files:
+        key = posixpath.normpath(f) if filesystem is not None else os.path.realpath(f)
+        if key in seen:
+            dropped.append(f)
+        else:
+            seen.add(key)
+            kept.append(f)
+    return kept, dropped
 
 
 def unify_schemas(
@@ -411,6 +459,21 @@ def _hive_glob_root(pattern: str, files: Sequence[str]) -> str | None:
     return base
 
 
+def _one_directory_root(paths: Sequence[str], files: Sequence[str], filesystem: object | None) -> str | None:
+    """For a list naming one local directory and files inside it (``hive hive/split=val/x.parquet``),
+    that directory, so its partition columns are kept as when it is given alone."""
+    dirs = [p for p in paths if filesystem is None and os.path.isdir(p)]
+    if not dirs or len({os.path.realpath(d) for d in dirs}) != 1:
+        return None
+    base = Path(dirs[0])
+    for f in files:
+        try:
+            Path(f).relative_to(base)
+        except ValueError:
+            return None
+    return dirs[0]
+
+
 def _check_utf8_names(paths: Sequence[str]) -> None:
     """Arrow opens files by UTF-8 names only: name a file whose name is not valid UTF-8
     (kept by Python as surrogate escapes) with an InputError, instead of failing inside Arrow."""
@@ -496,6 +559,10 @@ def _fsspec_paths(paths: list[str]) -> tuple[object, list[str]]:
             out.append(p)
     if not out:
         raise EmptyInputError(f"{paths[0]}: matches no file")
+    if any(_has_glob(p) for p in paths):  # fsspec expands a glob itself, to directories and files
+        import posixpath
+
+        out = _glob_leaves(out, posixpath)
     return PyFileSystem(FSSpecHandler(fs)), out
 
 

@@ -546,6 +546,11 @@ def detect_layout(
     notes: list[str] = []
     lschema = label_schema if label_schema is not None else schema
     label_guess = spec.label or next((c for c in LABEL_NAMES if c in label_names), None)
+    if label_guess is None and not (spec.targets or spec.target_prefix or spec.predictions or spec.prefix):
+        label_guess = _label_naming_columns(schema, lschema, label_sample)
+        if label_guess is not None:
+            spec = replace(spec, label=label_guess)
+            notes.append(f"label column {label_guess!r} detected: its values name float columns")
 
     def label_values() -> list[str]:
         if (label_guess is None or label_sample is None or spec.targets or spec.target_prefix
@@ -570,6 +575,26 @@ def detect_layout(
         # String labels against numbered classes: keep the sample, whose values name them.
         layout = replace(layout, label_sample=tuple(str(v) for v in label_sample(label_cols[0])))
     return layout
+
+
+def _label_naming_columns(schema: pa.Schema, lschema: pa.Schema, label_sample: LabelSample | None) -> str | None:
+    """The one string column whose sampled values are all names of float columns of the
+    predictions (at least two): the label of predict_proba saved with
+    ``columns=model.classes_`` next to a label column of any name (``species``)."""
+    if label_sample is None:
+        return None
+    floats = {f.name for f in schema if _is_float(_value_type(f.type))}
+    if len(floats) < 2:
+        return None
+    found = []
+    for f in lschema:
+        t = _value_type(f.type)
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            continue
+        values = {str(v) for v in label_sample(f.name)}
+        if len(values) >= 2 and values <= floats:
+            found.append(f.name)
+    return found[0] if len(found) == 1 else None
 
 
 def _declared_targets(spec: LayoutSpec, lschema: pa.Schema, label_names: list[str],

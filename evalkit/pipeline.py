@@ -76,7 +76,8 @@ def resolve_config(
     """The run's :class:`EvalConfig`: ``config`` (object, file or mapping) with the keyword
     arguments of ``evaluate`` applied on top (source ``"arguments"``).
 
-    Raises :class:`~evalkit.errors.ConfigError` / ``UsageError`` for unknown or invalid values.
+    Raises :class:`~evalkit.errors.ConfigError` / ``UsageError`` for unknown or invalid values,
+    and for ``on`` without ``labels``.
     """
     cfg = EvalConfig.coerce(config)
     overrides: dict[str, Any] = dict(options)
@@ -89,6 +90,9 @@ def resolve_config(
     if isinstance(labels, str | os.PathLike):
         overrides["labels"] = os.fspath(labels)
     cfg.update(overrides, source="arguments")
+    if cfg.on and labels is None and not cfg.labels:
+        raise ConfigError(f"{option('on', meta='KEY')} needs {option('labels', meta='FILE')}: it names the "
+                          "key column joining the predictions to a separate labels input")
     return cfg
 
 
@@ -484,10 +488,14 @@ def check_run(state: EvalState, inputs: Inputs, cfg: EvalConfig, spool: RowSpool
     return unmatched_labels
 
 
-def run_warnings(layout: Layout, state: EvalState) -> list[EvalkitWarning]:
-    """What the run computed but probably did not mean: a binary logit column whose every
-    used value lies in [0, 1] (:func:`evalkit.validate.unit_interval_logits`)."""
+def run_warnings(layout: Layout, state: EvalState, source: Source | None = None) -> list[EvalkitWarning]:
+    """What the run computed but probably did not mean: input files reached more than once
+    (read once, :meth:`Source.duplicates_note`); a binary logit column whose every used value
+    lies in [0, 1] (:func:`evalkit.validate.unit_interval_logits`)."""
     out = []
+    note = source.duplicates_note() if source is not None else None
+    if note is not None:
+        out.append(EvalkitWarning(note))
     if state.logit_range is not None:
         text = unit_interval_logits(layout.pred_columns[0], *state.logit_range, "in every row used")
         if text is not None:
@@ -620,6 +628,7 @@ def build_metadata(
         "input_files": len(source.files),
         "input_bytes": source.file_sizes(),
         "inputs": [file_provenance(f) for f in source.files[:1000]],
+        "inputs_deduplicated": len(source.duplicates),
         "keys": list(layout.keys),
         "labels": (labels if isinstance(labels, str) else cfg.labels) if (labels is not None or cfg.labels) else None,
         "on": list(cfg.on),

@@ -108,3 +108,27 @@ def test_inspect_detects_layout():
 def test_missing_input_is_a_clean_error():
     r = run("evaluate", "does/not/exist.parquet")
     assert r.exit_code == 3 and "error:" in r.output and "Traceback" not in r.output
+
+
+def test_on_without_labels_is_a_usage_error(tmp_path: Path):
+    for col in ("id", "no_such_column"):  # present (was silently ignored) or missing (was exit 1)
+        r = CliRunner().invoke(main, ["evaluate", str(DIGITS), "--on", col, "--out", str(tmp_path / col)])
+        assert r.exit_code == 2, r.output
+        assert "--on KEY needs --labels FILE" in r.output and "internal error" not in r.output
+        assert not (tmp_path / col).exists()
+
+
+def test_input_reached_twice_is_read_once(tmp_path: Path):
+    out = tmp_path / "r"
+    r = CliRunner().invoke(main, ["evaluate", str(DIGITS), str(DIGITS.parent / "." / DIGITS.name),
+                                  "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "reached a file already read" in r.output
+    one = json.loads((out / "summary.json").read_text())["metadata"]
+    r = run("evaluate", DIGITS, "--out", tmp_path / "one", "--quiet")
+    single = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert one["rows_read"] == single["metadata"]["rows_read"] and one["inputs_deduplicated"] == 1
+    assert len(one["inputs"]) == 1
+    r = run("inspect", DIGITS, DIGITS)
+    assert r.exit_code == 0 and "reached a file already read" in r.output
+    assert f"rows:   {single['metadata']['rows_read']:,}" in r.output

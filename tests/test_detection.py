@@ -57,6 +57,28 @@ def test_class_named_columns_with_string_target(tmp_path, iris):
     assert list(result.groups["class"]["class"]) == list(model.classes_)
 
 
+def test_class_named_columns_find_a_label_column_of_any_name(tmp_path, iris):
+    """predict_proba saved with columns=model.classes_ next to a label column named after what
+    it holds (species): the one string column whose values name float columns is the label."""
+    import duckdb
+    import polars as pl
+
+    X, y, model = iris
+    df = pd.DataFrame(model.predict_proba(X), columns=model.classes_).assign(species=y, site="a")
+    want = _sk_loss(y, model.predict_proba(X), model.classes_)
+    pl.from_pandas(df).write_parquet(tmp_path / "polars.parquet")
+    duckdb.sql("select * from df").write_parquet(str(tmp_path / "duckdb.parquet"))
+    for data in (df, pl.from_pandas(df), str(tmp_path / "polars.parquet"), str(tmp_path / "duckdb.parquet")):
+        result = evalkit.evaluate(data)
+        assert result.layout.label_columns == ("species",) and result.layout.kind == "wide"
+        assert result.mean == pytest.approx(want, rel=1e-9)
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "polars.parquet")])
+    assert "label column 'species' detected" in res.output and "--by species" not in res.output
+    # Two string columns whose values name the columns: ambiguous, not guessed.
+    with pytest.raises(LayoutError, match="cannot"):
+        evalkit.evaluate(df.assign(other=df["species"]))
+
+
 def test_class_named_columns_with_integer_target_and_features(tmp_path):
     # Wine: integer classes 0..2, the features kept next to the probabilities.
     data = load_wine(as_frame=True)
@@ -232,6 +254,8 @@ def _export_cases(root, iris, cancer) -> tuple[dict[str, list[str]], dict[str, f
         cases[name] = [str(root / f"{name}.parquet"), *args]
 
     save("class_named_string_target", pd.DataFrame(proba, columns=model.classes_).assign(target=y))
+    save("class_named_any_label_name", pd.DataFrame(proba, columns=model.classes_).assign(species=y, site="a"))
+    expected["class_named_any_label_name"] = _sk_loss(y, proba, model.classes_)
     wine = load_wine(as_frame=True)
     wmodel = LogisticRegression(max_iter=5000).fit(wine.data, wine.target)
     save("class_named_int_target_with_features", pd.concat(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -262,3 +263,75 @@ def test_parquet_streaming_equals_in_memory_dataframe(tmp_path: Path, batch: int
         assert a[name].astype(str).tolist() == b[name].astype(str).tolist()
         np.testing.assert_allclose(b["mean"], a["mean"], rtol=1e-12)
         np.testing.assert_array_equal(b[["min", "max", "p50", "p90", "p99"]], a[["min", "max", "p50", "p90", "p99"]])
+
+
+def _hive_with_markers(tmp_path: Path, rng) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A Spark-style hive directory (``_SUCCESS``, ``.crc``) of two partitions, 100 rows each."""
+    k, ps, ys = 3, [], []
+    for split in ("train", "val"):
+        p = random_probs(rng, 100, k, np.float64)
+        y = rng.integers(0, k, 100)
+        part = write(pa.table({"label": y, **{f"prob_{i}": p[:, i] for i in range(k)}}),
+                     tmp_path / "hive" / f"split={split}" / "part-0.parquet")
+        (part.parent / ".part-0.parquet.crc").write_bytes(b"crc")
+        ps.append(p)
+        ys.append(y)
+    (tmp_path / "hive" / "_SUCCESS").write_bytes(b"")
+    return tmp_path / "hive", np.concatenate(ps), np.concatenate(ys)
+
+
+@pytest.mark.parametrize("spelling", ["{d}/**", "{d}/**/*", "{d}/*", "{d}/**/", "{d}"])
+def test_glob_reaching_dirs_and_files_reads_each_file_once(tmp_path: Path, rng, spelling: str):
+    # 'dir/**' matches dir/, dir/split=a/ and dir/split=a/part-0.parquet: each row was read 3x.
+    d, p, y = _hive_with_markers(tmp_path, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one glob's own overlap is no surprise: no warning
+        r = evalkit.evaluate(spelling.format(d=d))
+    assert r.metadata["rows_read"] == 200 and r.metadata["input_files"] == 2
+    assert r.metadata["inputs_deduplicated"] == 0
+    assert len(r.metadata["inputs"]) == 2
+    assert r.mean == pytest.approx(by_hand(p, y).mean(), rel=1e-12)
+    assert set(r.groups["split"]["split"]) == {"train", "val"}  # partition column kept
+
+
+def test_file_reached_twice_is_read_once_with_a_warning(tmp_path: Path, rng, monkeypatch):
+    d, p, y = _hive_with_markers(tmp_path, rng)
+    val = d / "split=val" / "part-0.parquet"
+    single = evalkit.evaluate(str(val))
+    monkeypatch.chdir(val.parent)
+    (tmp_path / "link.parquet").symlink_to(val)
+    for inputs in (["part-0.parquet", "./part-0.parquet"], [str(val), "part-0.parquet"],
+                   [str(val), str(tmp_path / "link.parquet")], [str(val), f"{val.parent}/*.parquet"]):
+        with pytest.warns(evalkit.EvalkitWarning, match="reached a file already read"):
+            r = evalkit.evaluate(inputs)
+        assert r.metadata["rows_read"] == 100 and r.metadata["inputs_deduplicated"] == 1, inputs
+        assert r.mean == single.mean, inputs
+        assert any("reached a file already read" in w for w in r.metadata["warnings"])
+    # A directory and a file inside it: every file once, partition columns kept.
+    for inputs in ([str(d), str(val)], [str(val), str(d)]):
+        with pytest.warns(evalkit.EvalkitWarning, match="reached a file already read"):
+            r = evalkit.evaluate(inputs)
+        assert r.metadata["rows_read"] == 200, inputs
+        assert r.mean == pytest.approx(by_hand(p, y).mean(), rel=1e-12)
+        counts = r.groups["split"].set_index("split")["count"]
+        assert counts.to_dict() == {"train": 100, "val": 100}, inputs
+
+
+def test_on_without_labels_is_a_config_error():
+    df = pd.DataFrame({"probs": [[0.5, 0.5]], "label": [0], "id": [1]})
+    for frame in (df, df.drop(columns="id")):  # present or missing, --on alone means nothing
+        with pytest.raises(evalkit.ConfigError, match=r"on=KEY needs labels=FILE"):
+            evalkit.evaluate(frame, on="id")
+
+
+def test_fsspec_glob_and_twice_spelled_url_read_once(tmp_path: Path, rng):
+    fsspec = pytest.importorskip("fsspec")
+    p = random_probs(rng, 50, 3)
+    y = rng.integers(0, 3, 50)
+    local = write(pa.table({"label": y, **{f"prob_{i}": p[:, i] for i in range(3)}}), tmp_path / "x.parquet")
+    fsspec.filesystem("memory").pipe("/dedupe_t/part/x.parquet", local.read_bytes())
+    r = evalkit.evaluate("memory://dedupe_t/**")  # fsspec's glob lists /dedupe_t/part too
+    assert r.metadata["rows_read"] == 50 and r.mean == pytest.approx(by_hand(p, y).mean(), rel=1e-12)
+    with pytest.warns(evalkit.EvalkitWarning, match="reached a file already read"):
+        r = evalkit.evaluate(["memory://dedupe_t/part/x.parquet", "memory:///dedupe_t/part//x.parquet"])
+    assert r.metadata["rows_read"] == 50 and r.metadata["inputs_deduplicated"] == 1
