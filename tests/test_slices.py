@@ -331,6 +331,11 @@ def test_huge_weights_are_scale_free():
         got, _ = _assess(stats, loss)
         for col in ("mean", "n_eff", "complement_mean", "p_value", "ci_low", "ci_high"):
             np.testing.assert_allclose(got[col], ref[col], rtol=1e-9, err_msg=col)
+    # ... and so does that of tiny weights (w^2 of 1e-200 underflowed to 0: n_eff was NaN)
+    for tiny in (1e-200, 1e-300):
+        got, _ = _assess(_feed(SliceStats(list(cols), 2, weighted=True), cols, loss, 97, w * tiny), loss)
+        for col in ("mean", "n_eff", "complement_mean", "p_value", "ci_low", "ci_high"):
+            np.testing.assert_allclose(got[col], ref[col], rtol=1e-9, err_msg=f"{tiny} {col}")
     # parts on very different scales merge without overflow; the big part dominates the means
     mixed, _ = _assess(a.merge(b), loss)
     assert np.isfinite(mixed["mean"]).all()

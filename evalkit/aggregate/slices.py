@@ -155,6 +155,11 @@ class _Moments:
             setattr(self, k, v)
 
 
+#: ``scale_exp`` before any positive weight: below every float64 exponent, so the first
+#: weight's exponent always wins ``max`` and accumulated zeros stay zero when rescaled.
+_UNSET_EXP = -100_000
+
+
 class SliceStats:
     """Mergeable per-slice moments of the loss for every slice set of ``columns``.
 
@@ -183,8 +188,9 @@ class SliceStats:
         # Distinct values seen per capped set (at least; counting stops when it is dropped).
         self.capped: dict[tuple[str, ...], int] = {}
         # Weights are stored times 2**-scale_exp (the binary exponent of the largest weight
-        # seen), so sums of w^3 cannot overflow however large the weights (1e308 included).
-        self.scale_exp = 0
+        # seen), so sums of w^2 and w^3 neither overflow (1e308) nor underflow (1e-300)
+        # whatever the weights' scale. Unset until a positive weight is seen.
+        self.scale_exp = _UNSET_EXP
 
     def _rescale_to(self, e: int) -> None:
         """Store weights times ``2**-e`` from now on (``e`` >= the current exponent)."""
