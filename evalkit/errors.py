@@ -104,17 +104,15 @@ def _shell_quote(s: str) -> str:
     return shlex.quote(s)
 
 
-class EvalkitError(Exception):
-    """Base class of every error evalkit raises on purpose.
+class _Message:
+    """A message naming settings through :func:`option`, spelled for its reader:
+    ``str()`` for Python callers, :meth:`cli_text` for the command line, :meth:`file_text`
+    for files any caller reads. The one home of that behaviour for errors and warnings."""
 
-    ``str(error)`` is the message for Python callers; :meth:`cli_text` the same message with
-    settings spelled as command-line flags.
-    """
-
-    exit_code: int = EXIT_INPUT
+    message: str
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message)  # type: ignore[call-arg]
         self.message = message
 
     def __str__(self) -> str:
@@ -124,12 +122,26 @@ class EvalkitError(Exception):
         """The message with settings spelled as flags (``--on KEY``), for the CLI."""
         return render_options(self.message, cli=True)
 
+    def file_text(self) -> str:
+        """The message with settings spelled as config keys (``on: KEY``)."""
+        return render_options(self.message, cli=None)
+
     def __reduce__(self) -> tuple[Any, ...]:
-        # Subclasses take one message argument; keep that so errors pickle across Dask workers.
+        # Subclasses take one message argument; keep that so they pickle across Dask workers.
         return (self.__class__, (self.message,))
 
 
-class EvalkitWarning(UserWarning):
+class EvalkitError(_Message, Exception):
+    """Base class of every error evalkit raises on purpose.
+
+    ``str(error)`` is the message for Python callers; :meth:`cli_text` the same message with
+    settings spelled as command-line flags.
+    """
+
+    exit_code: int = EXIT_INPUT
+
+
+class EvalkitWarning(_Message, UserWarning):
     """A result evalkit computed but that is probably not what was meant (for example
     probabilities read as logits). :func:`evalkit.evaluate` issues it with
     :func:`warnings.warn`, keeps it in ``EvalResult.warnings`` and in the report
@@ -139,24 +151,6 @@ class EvalkitWarning(UserWarning):
     ``str(warning)`` spells settings for Python, :meth:`cli_text` as flags and
     :meth:`file_text` as config keys, like :class:`EvalkitError`.
     """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return render_options(self.message, cli=False)
-
-    def cli_text(self) -> str:
-        """The message with settings spelled as flags (``--probs``)."""
-        return render_options(self.message, cli=True)
-
-    def file_text(self) -> str:
-        """The message with settings spelled as config keys (``logits: false``)."""
-        return render_options(self.message, cli=None)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (self.__class__, (self.message,))
 
 
 # -- usage / configuration -------------------------------------------------------------
