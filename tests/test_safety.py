@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -566,6 +566,32 @@ import threading  # noqa: E402
 import evalkit.api  # noqa: E402
 import evalkit.outdir  # noqa: E402
 
+
+def sigint_state() -> str:
+    """What decides whether a SIGINT this process sends itself reaches Python: the Python
+    handler, whether the main thread blocks it, the live threads (for a failure message)."""
+    blocked = sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    return (f"SIGINT handler {signal.getsignal(signal.SIGINT)!r}, main thread blocks {blocked}, "
+            f"threads {[t.name for t in threading.enumerate()]}")
+
+
+@pytest.fixture
+def sigint_delivered() -> Iterator[None]:
+    """The tests below send SIGINT to this process and expect Python's default handler to see
+    it. An earlier test or library that left the handler replaced or the signal blocked in the
+    main thread would make them fail for a reason that is not theirs (this happened about once
+    in five full runs and never alone): restore the defaults, and say what was found."""
+    found = sigint_state()
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler or \
+            signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []):
+        import warnings
+
+        warnings.warn(f"SIGINT was not deliverable before this test: {found}", stacklevel=1)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    yield
+
+
 STEPS = [(os, "rename"), (os, "replace"), (os, "link"), (os, "mkdir"), (shutil, "rmtree"),
          (shutil, "copyfile"), (tempfile, "mkdtemp"), (evalkit.api, "write_table"),
          (evalkit.api, "write_text"), (evalkit.outdir, "write_text")]
@@ -633,7 +659,8 @@ def check_after_fault(t: Path, out: Path, old: dict[str, bytes | str], others: d
 
 
 @pytest.mark.parametrize("kind", ["error", "sigint", "sigterm-thread"])
-def test_fault_at_every_step_of_the_commit(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fault_at_every_step_of_the_commit(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           sigint_delivered: None) -> None:
     n = count_steps(tmp_path, monkeypatch)
     template = tmp_path / "template"
     template_args, _, _ = fault_setup(template)
@@ -652,7 +679,7 @@ def test_fault_at_every_step_of_the_commit(kind: str, tmp_path: Path, monkeypatc
         assert "Traceback" not in r.output and "internal error" not in r.output, (at, inj.fired, r.output)
         state = check_after_fault(t, out, old, others)
         outcomes[state] = outcomes.get(state, 0) + 1
-        where = (at, inj.fired, state, r.exit_code, r.output)
+        where = (at, inj.fired, state, r.exit_code, r.output, sigint_state())
         if kind == "error":  # an error the step tolerates (mkdir of an existing dir) is a success
             assert (state, r.exit_code) in {("old", 4), ("new", 0)}, where
             assert r.exit_code == 0 or "cannot" in r.output, where
@@ -670,7 +697,8 @@ def test_fault_at_every_step_of_the_commit(kind: str, tmp_path: Path, monkeypatc
         assert outcomes.get("old") and outcomes.get("new"), outcomes  # both sides were exercised
 
 
-def test_interrupt_after_commit_still_exits_5_for_a_failed_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupt_after_commit_still_exits_5_for_a_failed_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                sigint_delivered: None) -> None:
     args, _, out = fault_setup(tmp_path, gate=True)
     old = snapshot(out)
     real_rename = os.rename
@@ -686,7 +714,7 @@ def test_interrupt_after_commit_still_exits_5_for_a_failed_gate(tmp_path: Path, 
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 5, r.output
     assert "gate failed: max_mean_loss" in r.output
-    assert "interrupted after the report was written" in r.output
+    assert "interrupted after the report was written" in r.output, (r.output, sigint_state())
     assert snapshot(out) != old
     assert_valid_report(out)
 
