@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
 import evalkit
 from evalkit.cli import main
-from evalkit.errors import EvalkitError, InvalidProbabilityError, ProbabilitySumError, option, render_options
+from evalkit.errors import (
+    EvalkitError,
+    InvalidProbabilityError,
+    ProbabilitySumError,
+    option,
+    render_options,
+)
 
 
 def _probs(n=200, k=3, seed=0):
@@ -205,6 +214,46 @@ def test_arrow_stream_tables_are_accepted_as_is():
     labels = pl.DataFrame({"id": [0, 1], "label": [0, 1]})
     preds = pl.DataFrame({"id": [1, 0], "probs": [[0.2, 0.8], [0.6, 0.4]]})
     assert evalkit.evaluate(preds, labels=labels).mean == pytest.approx(-np.log([0.8, 0.6]).mean(), rel=1e-12)
+
+
+def test_lazy_tables_are_collected(tmp_path):
+    """A polars LazyFrame (predictions or labels) is collected with the streaming engine, no
+    polars import in evalkit; anything whose collect() gives an Arrow stream table works; a
+    failing query is an InputError, a collect() giving no table a UsageError; DuckDB
+    relations and pandas frames (numpy or Arrow dtypes) are read as they are."""
+    import duckdb
+    import polars as pl
+
+    want = evalkit.evaluate(pd.DataFrame(_tiny()))
+    pd.DataFrame(_tiny()).to_parquet(tmp_path / "t.parquet")
+    lazy = pl.scan_parquet(tmp_path / "t.parquet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecation warning from the way it is collected
+        got = evalkit.evaluate(lazy)
+    assert got.mean == pytest.approx(want.mean, rel=1e-15) and "LazyFrame" in got.metadata["input"]
+    assert evalkit.evaluate(lazy.filter(pl.col("label") == "b")).overall["count"] == 3
+    labels = pl.LazyFrame({"id": [0, 1], "label": [0, 1]})
+    preds = pl.LazyFrame({"id": [1, 0], "probs": [[0.2, 0.8], [0.6, 0.4]]})
+    assert evalkit.evaluate(preds, labels=labels).mean == pytest.approx(-np.log([0.8, 0.6]).mean(), rel=1e-12)
+
+    class Lazy:  # a lazy table of another library: collect() without a streaming option
+        def collect(self):
+            return pa.table(_tiny())
+
+    assert evalkit.evaluate(Lazy()).mean == pytest.approx(want.mean, rel=1e-15)
+    with pytest.raises(evalkit.InputError, match="collecting the LazyFrame failed.*nope"):
+        evalkit.evaluate(lazy.select(pl.col("nope")))
+
+    class NotATable:
+        def collect(self):
+            return [1, 2]
+
+    with pytest.raises(evalkit.UsageError, match="collect.. gave a list"):
+        evalkit.evaluate(NotATable())
+    rel = duckdb.sql(f"select * from '{tmp_path / 't.parquet'}'")
+    assert evalkit.evaluate(rel).mean == pytest.approx(want.mean, rel=1e-15)
+    arrow_dtypes = pd.read_parquet(tmp_path / "t.parquet", dtype_backend="pyarrow")
+    assert evalkit.evaluate(arrow_dtypes).mean == pytest.approx(want.mean, rel=1e-15)
 
 
 def test_result_prints_short_and_renders_in_jupyter():
