@@ -440,10 +440,19 @@ def _sources_of(data: Any, cfg: EvalConfig, labels: Any = None) -> tuple[tuple[s
 
 
 def run(config: EvalConfig, *, progress: PROGRESS | None = None) -> tuple[EvalResult, Path]:
-    """Evaluate ``config.input`` and write the report to ``config.out`` (what the CLI does).
+    """Evaluate ``config.input`` and write the report to ``config.out`` (what the CLI does):
+    :func:`evaluate` (losses in nats, see :func:`evalkit.cross_entropy` for the definition)
+    followed by :meth:`EvalResult.write`. Returns the result and the report directory.
 
-    The output is checked before any work: never an input (UsageError), and an existing
-    directory only if it is a replaceable report (OutputExistsError)."""
+    Raises
+    ------
+    UsageError
+        No input or no ``out``; ``out`` is an input, inside one or a parent of one (checked
+        before any work).
+    OutputExistsError
+        ``out`` exists and is not a report this command may replace (exit code 4).
+    EvalkitError subclasses
+        Everything :func:`evaluate` and :meth:`EvalResult.write` raise."""
     if not config.input:
         raise UsageError("no input given")
     if not config.out:

@@ -147,6 +147,9 @@ class EvalkitWarning(UserWarning):
     def __str__(self) -> str:
         return render_options(self.message, cli=False)
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
     def cli_text(self) -> str:
         """The message with settings spelled as flags (``--probs``)."""
         return render_options(self.message, cli=True)

@@ -25,7 +25,8 @@ from .layout import (
     detect_layout,
     label_sampler,
 )
-from .validate import unit_interval_logits
+from .loss import sparse_loss
+from .validate import ReversedBinary, unit_interval_logits
 
 MAX_GROUP_CARDINALITY = 100
 
@@ -149,16 +150,43 @@ def _detect_and_check(src: Source, label_src: Source | None, spec: LayoutSpec, f
         named = detect_layout(src.schema, fixed, label_schema=lschema, source=src.label, first_batch=first,
                               label_sample=sampler)
         if not check_label_sample(named, sampler, label_type, cfg.ignore_label).problems:
-            warnings.append(f"with {option('classes', list(check.classes))} (the suggested command "
-                            f"below) the label values name the classes: "
-                            f"{', '.join(named.describe()[2:3])}")
-            cfg = replace(cfg, classes=list(check.classes))
+            order, why = _class_order(named, first if label_src is None else None, cfg.eps)
+            warnings.append(f"with {option('classes', order)} (the suggested command below) the label values "
+                            f"name the classes{why}")
+            cfg = replace(cfg, classes=order)
             check = replace(check, problems=())
     if ((check.problems and not check.all_refused) or nulls) and cfg.on_invalid != "skip":
         warnings.append(f"the suggested command below leaves the refused rows out with "
                         f"{option('on_invalid', meta='skip')} (counted per reason in the report)")
         cfg = replace(cfg, on_invalid="skip")
     return layout, warnings, cfg
+
+
+def _class_order(named: Layout, batch: pa.RecordBatch | None, eps: float) -> tuple[list[str], str]:
+    """The class order the suggested command names, and why. Sorted (scikit-learn's
+    ``model.classes_``), except for a binary column that reads far better as the probability
+    of the other class on the first rows (:class:`~evalkit.validate.ReversedBinary`, the
+    check evaluate warns with); for a binary column the text says which class it is read for."""
+    order = list(named.classes)
+    if named.kind != "binary":
+        return order, f": {', '.join(named.describe()[2:3])}"
+    col = named.pred_columns[0]
+    check = ReversedBinary()
+    if batch is not None and {col, *named.label_columns} <= set(batch.schema.names):
+        scores = named.scores(batch)
+        y, _, problems = named.labels(batch)
+        ok = np.isfinite(scores).all(axis=1)
+        if not named.from_logits:
+            ok &= (scores >= 0).all(axis=1) & (scores <= 1).all(axis=1)
+        for p in problems:
+            ok &= ~p.mask
+        out = sparse_loss(scores[ok], y[ok], eps, named.from_logits)  # type: ignore[index]
+        check.update(out.p_true, out.loss, out.correct, eps)
+    if check.reads_reversed():
+        return order[::-1], (f" (not the sorted order: {check.figures(col, order)}); {col!r} is read as "
+                             f"P({order[0]!r})")
+    return order, (f" (sorted, as scikit-learn's model.classes_): {col!r} is read as P({order[1]!r}); if it "
+                   f"holds P({order[0]!r}), name them {option('classes', order[::-1])}")
 
 
 def _logit_warnings(layout: Layout, head: pa.Table) -> list[str]:

@@ -530,10 +530,15 @@ def run_warnings(layout: Layout, state: EvalState, *sources: Source | None) -> l
     """What the run computed but probably did not mean: files of an input (``sources``: the
     predictions, the labels) reached more than once (read once,
     :meth:`Source.duplicates_note`); a binary logit column whose every used value lies in
-    [0, 1] (:func:`evalkit.validate.unit_interval_logits`)."""
+    [0, 1] (:func:`evalkit.validate.unit_interval_logits`); a binary column that reads better
+    for the other class (:class:`evalkit.validate.ReversedBinary`)."""
     out = []
     notes = [src.duplicates_note() for src in sources if src is not None]
     out += [EvalkitWarning(note) for note in notes if note is not None]
+    if state.reversal is not None:
+        text = state.reversal.warning(layout.pred_columns[0], layout.classes)
+        if text is not None:
+            out.append(EvalkitWarning(text))
     if state.logit_range is not None:
         text = unit_interval_logits(layout.pred_columns[0], *state.logit_range, "in every row used")
         if text is not None:

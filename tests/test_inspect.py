@@ -93,6 +93,12 @@ def _cases(root, writer: str):
     keep = ~np.asarray(pd.isna(yn))
     _write(pd.DataFrame({"p1": p[:, 1], "y": yn}), root / "null_labels.parquet", writer)
     cases["null_labels"] = ([str(root / "null_labels.parquet")], _loss(p[keep], y[keep]))
+    # One binary column with string labels: the sorted class order is right for one naming and
+    # reversed for the other; the try line names the order the first rows read right with.
+    pb = np.clip(np.where(y == 1, 0.8, 0.2) + RNG.normal(0, 0.1, N), 0.01, 0.99)  # a good model of P(class 1)
+    for name, pair in (("binary_sorted", ["no", "yes"]), ("binary_reversed", ["yes", "no"])):
+        _write(pd.DataFrame({"p1": pb, "label": np.array(pair)[y]}), root / f"{name}.parquet", writer)
+        cases[name] = ([str(root / f"{name}.parquet")], _loss(np.column_stack([1 - pb, pb]), y))
     return cases
 
 
@@ -138,5 +144,7 @@ def test_try_line_flags_for_each_kind(tmp_path, monkeypatch):
         assert w[w.index("--ignore-label") + 1] == sentinel and "--on-invalid" not in w, (name, w)
     w = lines["ignore_and_bad"]
     assert w[w.index("--ignore-label") + 1] == "-100" and w[w.index("--on-invalid") + 1] == "skip"
+    assert lines["binary_sorted"][lines["binary_sorted"].index("--classes") + 1] == "no,yes"
+    assert lines["binary_reversed"][lines["binary_reversed"].index("--classes") + 1] == "yes,no"
     w = lines["null_labels"]
     assert "--ignore-label" not in w and w[w.index("--on-invalid") + 1] == "skip"
