@@ -111,7 +111,8 @@ class EvalResult:
         return (f"EvalResult: {overall_line(self)}\n"
                 f"  groupings: {sizes or 'overall only'}\n"
                 f"  input: {meta.get('input')} ({meta.get('rows_read', 0):,} rows read, "
-                f"{meta.get('rows_skipped', 0):,} skipped)"
+                f"{meta.get('rows_skipped', 0):,} skipped"
+                + (f", {meta['rows_ignored']:,} ignored)" if meta.get("rows_ignored") else ")")
                 + "".join(f"\n  warning: {w}" for w in self.warnings))
 
     def _repr_markdown_(self) -> str:
@@ -119,7 +120,7 @@ class EvalResult:
         from .escape import md_text
         from .report import STAT_COLUMNS, definitions, markdown_table, overall_line
 
-        out = [f"**{overall_line(self)}**", "", definitions(float(self.metadata["eps"])), ""]
+        out = [f"**{overall_line(self, md_text)}**", "", definitions(float(self.metadata["eps"])), ""]
         out += [f"⚠️ {md_text(str(w))}\n" for w in self.warnings]
         if "class" in self.groups:
             df = self.groups["class"]
@@ -380,9 +381,10 @@ def evaluate(
     tables = pipeline.finalise_stats(state, layout, plots=cfg.plots, groupings=groupings,
                                      slice_min_count=cfg.slice_min_count, slice_fdr=cfg.slice_fdr,
                                      confidence=cfg.confidence)
-    run_warnings = pipeline.run_warnings(layout, state, inputs.source)
+    run_warnings = pipeline.run_warnings(layout, state, inputs.source, inputs.label_source)
     metadata = pipeline.build_metadata(cfg, inputs.source, layout, state, plan, started,
-                                       time.perf_counter() - t0, unmatched_labels, labels, run_warnings)
+                                       time.perf_counter() - t0, unmatched_labels, labels, run_warnings,
+                                       inputs.label_source)
     if tables.slices_summary is not None:
         metadata["slices"] = tables.slices_summary
     result = EvalResult(
@@ -438,10 +440,19 @@ def _sources_of(data: Any, cfg: EvalConfig, labels: Any = None) -> tuple[tuple[s
 
 
 def run(config: EvalConfig, *, progress: PROGRESS | None = None) -> tuple[EvalResult, Path]:
-    """Evaluate ``config.input`` and write the report to ``config.out`` (what the CLI does).
+    """Evaluate ``config.input`` and write the report to ``config.out`` (what the CLI does):
+    :func:`evaluate` (losses in nats, see :func:`evalkit.cross_entropy` for the definition)
+    followed by :meth:`EvalResult.write`. Returns the result and the report directory.
 
-    The output is checked before any work: never an input (UsageError), and an existing
-    directory only if it is a replaceable report (OutputExistsError)."""
+    Raises
+    ------
+    UsageError
+        No input or no ``out``; ``out`` is an input, inside one or a parent of one (checked
+        before any work).
+    OutputExistsError
+        ``out`` exists and is not a report this command may replace (exit code 4).
+    EvalkitError subclasses
+        Everything :func:`evaluate` and :meth:`EvalResult.write` raise."""
     if not config.input:
         raise UsageError("no input given")
     if not config.out:

@@ -318,9 +318,10 @@ class CompareResult:
     ----------
     tables:
         Grouping name (``"overall"``, ``"class"``, ``"region"``, ``"split,region"``...) mapped
-        to a DataFrame: the key columns, ``baseline_count``, ``candidate_count``,
-        ``baseline_mean``, ``candidate_mean``, ``delta``, ``rel_delta``, ``ci_low``,
-        ``ci_high``, ``method``, ``status``, ``n_paired``, ``ci_method``.
+        to a DataFrame with one row per group: the key columns, ``baseline_count``,
+        ``candidate_count`` (int), ``baseline_mean``, ``candidate_mean``, ``delta``
+        (candidate - baseline), ``ci_low``, ``ci_high`` (losses in nats), ``rel_delta``
+        (a fraction of the baseline mean), ``method``, ``status``, ``n_paired``, ``ci_method``.
     metadata:
         Provenance of both runs and of the comparison (settings, config hash, timings).
     gates:
@@ -502,6 +503,27 @@ def compare(
     Returns
     -------
     CompareResult
+        One table per grouping: each group's mean loss in both runs and ``delta`` =
+        candidate - baseline (nats; ``rel_delta`` a fraction of the baseline mean) with its
+        interval: a paired t-interval of the per-row loss differences when both runs hold the
+        same keys (Student 1908), else the percentile interval of a seeded bootstrap of the
+        difference of means (Efron and Tibshirani 1993), or Welch's normal interval above
+        ``boot_limit`` rows (Welch 1947).
+
+    Raises
+    ------
+    CompareError
+        Runs whose eps or class set differ (unless ``allow_mismatch``), or nothing in common
+        to compare (exit code 3 at the CLI).
+    ReportError
+        A directory that is not a readable evaluate report, or was edited since evalkit wrote
+        it (exit code 3).
+    UsageError / ConfigError
+        Bad settings or gates (exit code 2).
+    InputError and subclasses
+        A prediction input evaluated on the fly fails as in :func:`evalkit.evaluate`.
+    OutputError
+        ``out`` cannot be written (exit code 4).
     """
     started = time.time()
     t0 = time.perf_counter()

@@ -22,7 +22,19 @@ from .loss import DEFAULT_EPS
 
 @dataclass
 class EvalConfig:
-    """All settings of one evaluation (library defaults; every field is optional)."""
+    """All settings of one evaluation (library defaults; every field is optional).
+
+    Each field is a config-file key (YAML / TOML: ``sum_tol`` or ``sum-tol``), a keyword of
+    :func:`evalkit.evaluate` and a CLI flag (``--sum-tol``); ``configs/README.md`` lists them.
+    ``eps`` is the clip of the loss ``-log(clip(p_true, eps, 1 - eps))`` in nats (see
+    :func:`evalkit.cross_entropy`).
+
+    Raises
+    ------
+    ConfigError
+        From :meth:`from_file` / :meth:`from_mapping`: an unknown key, a value of the wrong
+        type or outside its range (exit code 2 at the CLI).
+    """
 
     input: list[str] = field(default_factory=list)
     """Prediction input(s): Parquet file, directory (hive partitions), glob or URL."""

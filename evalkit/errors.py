@@ -118,6 +118,9 @@ class _Message:
     def __str__(self) -> str:
         return render_options(self.message, cli=False)
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
     def cli_text(self) -> str:
         """The message with settings spelled as flags (``--on KEY``), for the CLI."""
         return render_options(self.message, cli=True)

@@ -15,16 +15,18 @@ import pyarrow.compute as pc
 from .config import EvalConfig
 from .errors import EvalkitError, option, render_options
 from .io import Source, open_source
-from .join import infer_join_key
+from .join import infer_join_key, suggest_join_key
 from .layout import (
     LABEL_NAMES,
+    LABEL_SAMPLE_ROWS,
     Layout,
     LayoutSpec,
     check_label_sample,
     detect_layout,
     label_sampler,
 )
-from .validate import unit_interval_logits
+from .loss import sparse_loss
+from .validate import ReversedBinary, unit_interval_logits
 
 MAX_GROUP_CARDINALITY = 100
 
@@ -61,11 +63,11 @@ def inspect_input(
                       classes=cfg.classes or None, keys=cfg.keys, weight=cfg.weight)
     on = list(cfg.on)
     used: set[str] = {cfg.label or "", *LABEL_NAMES}  # never suggest grouping by the label
-    dup = src.duplicates_note()
-    info["warnings"] = [dup] if dup is not None else []
+    notes = [s.duplicates_note() for s in (src, label_src) if s is not None]
+    info["warnings"] = [f"warning: {note}" for note in notes if note is not None]
     try:
         if label_src is not None and not on:
-            on = infer_join_key(src.schema, label_src.schema, src.label, label_src.label)
+            on = _join_key(src, label_src, warnings_=info["warnings"])
         layout, warnings, cfg = _detect_and_check(src, label_src, spec, first, cfg)
         warnings += _logit_warnings(layout, head)
         info["layout"] = layout.describe()
@@ -75,6 +77,7 @@ def inspect_input(
     except EvalkitError as exc:
         info["layout"] = []
         info["layout_error"] = exc.cli_text() if cli else str(exc)
+    info["warnings"] = [render_options(w, cli=cli) for w in info["warnings"]]
     info["on"] = on
     candidates = []
     for f in src.schema:
@@ -91,6 +94,26 @@ def inspect_input(
     by = [c["column"] for c in candidates if c["column"] != "split"][:3]
     info["suggested_command"] = suggested_command(path, labels, on, cfg, by)
     return info
+
+
+def _join_key(src: Source, label_src: Source, warnings_: list[str]) -> list[str]:
+    """The key the suggested command joins on (:func:`~evalkit.join.suggest_join_key`, judged
+    on the first label rows), with a warning when it is not the one ``evaluate`` infers by
+    itself; raises ``evaluate``'s own error when no key fits."""
+    shared = [c for c in label_src.schema.names if c in src.schema.names and c not in label_src.drift]
+    on = suggest_join_key(src.schema, label_src.head(10_000, shared))
+    try:
+        inferred = infer_join_key(src.schema, label_src.schema, src.label, label_src.label)
+    except EvalkitError:
+        if not on:
+            raise
+        inferred = []
+    if on and on != inferred:
+        warnings_.append(f"note: the suggested command joins with {option('on', on)}: its values are unique "
+                         f"in the first {min(10_000, label_src.count_rows()):,} label rows"
+                         + (f" ({inferred[0]} alone is not)" if inferred else
+                            " (evaluate infers a key only when one shared column is plausible)"))
+    return on or inferred
 
 
 def _detect_and_check(src: Source, label_src: Source | None, spec: LayoutSpec, first: pa.RecordBatch | None,
@@ -111,16 +134,59 @@ def _detect_and_check(src: Source, label_src: Source | None, spec: LayoutSpec, f
               f"warning: evaluate will refuse these rows (exit 3; {option('on_invalid', meta='skip')} "
               f"leaves them out)")
     warnings = [f"{refuse}: {p}" for p in check.problems]
+    column = layout.label_columns[0]
+    nulls = (label_src or src).head(LABEL_SAMPLE_ROWS, [column]).column(0).null_count
+    if nulls:
+        warnings.append(f"warning: evaluate will refuse these rows (exit 3): column {column}: null label: "
+                        f"{nulls:,} of the first {LABEL_SAMPLE_ROWS:,} rows")
+    if check.sentinel is not None and cfg.ignore_label is None:
+        after = check_label_sample(layout, sampler, label_type, check.sentinel)
+        warnings.append(f"with {option('ignore_label', check.sentinel)} (the suggested command below) the rows "
+                        f"labelled {check.sentinel} are left out of every statistic and counted apart")
+        cfg = replace(cfg, ignore_label=check.sentinel)
+        check = replace(after, classes=after.classes or check.classes)
     if check.classes is not None:
         fixed = replace(spec, classes=list(check.classes))
         named = detect_layout(src.schema, fixed, label_schema=lschema, source=src.label, first_batch=first,
                               label_sample=sampler)
         if not check_label_sample(named, sampler, label_type, cfg.ignore_label).problems:
-            warnings.append(f"with {option('classes', list(check.classes))} (the suggested command "
-                            f"below) the label values name the classes: "
-                            f"{', '.join(named.describe()[2:3])}")
-            cfg = replace(cfg, classes=list(check.classes))
+            order, why = _class_order(named, first if label_src is None else None, cfg.eps)
+            warnings.append(f"with {option('classes', order)} (the suggested command below) the label values "
+                            f"name the classes{why}")
+            cfg = replace(cfg, classes=order)
+            check = replace(check, problems=())
+    if ((check.problems and not check.all_refused) or nulls) and cfg.on_invalid != "skip":
+        warnings.append(f"the suggested command below leaves the refused rows out with "
+                        f"{option('on_invalid', meta='skip')} (counted per reason in the report)")
+        cfg = replace(cfg, on_invalid="skip")
     return layout, warnings, cfg
+
+
+def _class_order(named: Layout, batch: pa.RecordBatch | None, eps: float) -> tuple[list[str], str]:
+    """The class order the suggested command names, and why. Sorted (scikit-learn's
+    ``model.classes_``), except for a binary column that reads far better as the probability
+    of the other class on the first rows (:class:`~evalkit.validate.ReversedBinary`, the
+    check evaluate warns with); for a binary column the text says which class it is read for."""
+    order = list(named.classes)
+    if named.kind != "binary":
+        return order, f": {', '.join(named.describe()[2:3])}"
+    col = named.pred_columns[0]
+    check = ReversedBinary()
+    if batch is not None and {col, *named.label_columns} <= set(batch.schema.names):
+        scores = named.scores(batch)
+        y, _, problems = named.labels(batch)
+        ok = np.isfinite(scores).all(axis=1)
+        if not named.from_logits:
+            ok &= (scores >= 0).all(axis=1) & (scores <= 1).all(axis=1)
+        for p in problems:
+            ok &= ~p.mask
+        out = sparse_loss(scores[ok], y[ok], eps, named.from_logits)  # type: ignore[index]
+        check.update(out.p_true, out.loss, out.correct, eps)
+    if check.reads_reversed():
+        return order[::-1], (f" (not the sorted order: {check.figures(col, order)}); {col!r} is read as "
+                             f"P({order[0]!r})")
+    return order, (f" (sorted, as scikit-learn's model.classes_): {col!r} is read as P({order[1]!r}); if it "
+                   f"holds P({order[0]!r}), name them {option('classes', order[::-1])}")
 
 
 def _logit_warnings(layout: Layout, head: pa.Table) -> list[str]:
@@ -158,6 +224,10 @@ def suggested_command(path: str | os.PathLike[str] | Sequence[str], labels: str 
         words += ["--classes", ",".join(cfg.classes)]
     if cfg.logits is not None:
         words.append("--logits" if cfg.logits else "--probs")
+    if cfg.ignore_label is not None:
+        words += ["--ignore-label", str(cfg.ignore_label)]
+    if cfg.on_invalid != "error":
+        words += ["--on-invalid", cfg.on_invalid]
     words += [w for c in by for w in ("--by", c)]
     return " ".join(shlex.quote(w) for w in words) + " --out report/"
 

@@ -314,6 +314,9 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
                                 or filesystem is not None and _fs_isdir(filesystem, paths[0])):
             root = paths[0]
             dataset = ds.dataset(root, format=parquet_format(), filesystem=filesystem)  # type: ignore[arg-type]
+            kept, duplicates = _dedupe_files(dataset.files, filesystem)  # type: ignore[attr-defined]
+            if duplicates:  # a symbolic link inside the directory to a file in it
+                dataset = ds.dataset(kept, format=parquet_format(), filesystem=filesystem)  # type: ignore[arg-type]
         else:
             files, duplicates = _dedupe_files(_list_files(paths, filesystem, label), filesystem)
             root = (_hive_glob_root(pattern, files) if pattern is not None

@@ -33,10 +33,7 @@ def infer_join_key(predictions: pa.Schema, labels: pa.Schema, pred_source: str, 
     several are plausible, the one conventional key name among them (``id``, ``row_id``...)
     wins. Raises :class:`~evalkit.errors.UsageError` naming the candidates otherwise.
     """
-    label_fields = {f.name: f.type for f in labels}
-    shared = [f.name for f in predictions if f.name in label_fields]
-    plausible = [c for c in shared if c not in LABEL_NAMES and _key_like(predictions.field(c).type)
-                 and _key_like(label_fields[c])]
+    shared, plausible = _shared_keys(predictions, labels)
     if len(plausible) > 1:
         named = [c for c in plausible if c in KEY_NAMES]
         plausible = named if len(named) == 1 else plausible
@@ -48,6 +45,36 @@ def infer_join_key(predictions: pa.Schema, labels: pa.Schema, pred_source: str, 
         f"cannot tell which column joins {pred_source} to the labels {label_source}: {found}; "
         f"name the key with {option('on', meta='KEY')}"
     )
+
+
+def _shared_keys(predictions: pa.Schema, labels: pa.Schema) -> tuple[list[str], list[str]]:
+    """The columns both inputs hold, and those of them that could be a key (integer or
+    string, not a label column), conventional key names (``id``...) first."""
+    label_fields = {f.name: f.type for f in labels}
+    shared = [f.name for f in predictions if f.name in label_fields]
+    plausible = [c for c in shared if c not in LABEL_NAMES and _key_like(predictions.field(c).type)
+                 and _key_like(label_fields[c])]
+    return shared, sorted(plausible, key=lambda c: c not in KEY_NAMES)
+
+
+def suggest_join_key(predictions: pa.Schema, labels_head: pa.Table) -> list[str]:
+    """The key ``evalkit inspect`` suggests (``--on a --on b``) for joining a labels input
+    whose first rows are ``labels_head``: the first plausible shared column
+    (:func:`infer_join_key`'s candidates, conventional names first) whose values are unique
+    among those rows, else all plausible columns together when they are; ``[]`` when
+    no such key exists."""
+    _, plausible = _shared_keys(predictions, labels_head.schema)
+    if labels_head.num_rows == 0:
+        return plausible[:1]
+
+    def unique(cols: list[str]) -> bool:
+        table = labels_head.select(cols)
+        return table.group_by(cols).aggregate([]).num_rows == table.num_rows
+
+    for c in plausible:
+        if unique([c]):
+            return [c]
+    return plausible if len(plausible) > 1 and unique(plausible) else []
 
 
 def _plain(arr: pa.Array | pa.ChunkedArray) -> pa.Array:

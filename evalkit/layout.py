@@ -190,7 +190,8 @@ class Layout:
         problems: list[Problem] = []
         null = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else None
         if null is not None:
-            problems.append(Problem("null_label", LabelError, "null label", null))
+            problems.append(Problem("null_label", LabelError,
+                                    f"null label ({option('on_invalid', 'skip')} leaves such rows out)", null))
         if self.label_kind == "name":
             y = self._name_labels(col, null, problems)
         else:
@@ -214,7 +215,8 @@ class Layout:
             values = _LazyValues(col)  # only the few rows a message shows
             problems.append(Problem("unknown_label", LabelError,
                                     f"unknown class name (classes are {_short_list(self.classes)}"
-                                    f"{self._classes_hint(col)})", unknown, values))
+                                    f"{self._classes_hint(col)}){ignore_hint(_text_sentinel(col, unknown))}",
+                                    unknown, values))
         y[y < 0] = 0
         return y
 
@@ -243,8 +245,8 @@ class Layout:
             bad &= ~null
         if bad.any():
             problems.append(Problem("label_out_of_range", LabelError,
-                                    f"label out of range (classes are {_short_list(self.classes)})",
-                                    bad, raw))
+                                    f"label out of range (classes are {_short_list(self.classes)})"
+                                    f"{ignore_hint(sentinel_label(raw[bad]))}", bad, raw))
         return y
 
 
@@ -281,6 +283,37 @@ class Layout:
                                + (",..." if self.n_classes > 3 else "")))
         return (f"; the prediction column {self.pred_columns[0]!r} does not name its classes: name them "
                 f"in class-index order (scikit-learn's model.classes_, sorted) with {spelled}")
+
+
+def sentinel_label(values: np.ndarray) -> int | None:
+    """The one negative whole number among refused label values, as padding / ignore labels
+    look (PyTorch's ``ignore_index`` -100, Keras' ``ignore_class``, -1); None when there is
+    none or several. Two reductions over the refused values only."""
+    neg = values[values < 0] if values.dtype.kind in "if" else values[:0]
+    if not len(neg):
+        return None
+    lo, hi = neg.min(), neg.max()
+    return int(lo) if lo == hi and float(lo) == int(lo) else None
+
+
+def _text_sentinel(col: pa.Array, unknown: np.ndarray) -> int | None:
+    """:func:`sentinel_label` of unknown string labels (``"-100"``), judged on the first
+    1,000 unknown rows."""
+    rows = col.take(pa.array(np.flatnonzero(unknown)[:1000]))
+    if pa.types.is_dictionary(rows.type):
+        rows = rows.dictionary_decode()
+    distinct = {str(v) for v in pc.unique(rows).to_pylist()}
+    whole = [int(v) for v in distinct if v.startswith("-") and v[1:].isdigit()]
+    return sentinel_label(np.array(whole, dtype=np.int64)) if len(whole) == 1 else None
+
+
+def ignore_hint(sentinel: int | None) -> str:
+    """The advice a label error gives when the refused values look like an ignore label."""
+    if sentinel is None:
+        return ""
+    return (f"; {sentinel} looks like an ignore label (PyTorch's ignore_index, Keras' ignore_class): "
+            f"{option('ignore_label', sentinel)} leaves those rows out of every statistic and counts them "
+            f"apart, {option('on_invalid', 'skip')} leaves out every invalid row")
 
 
 class _LazyValues:
@@ -432,6 +465,9 @@ class LabelCheck:
     """Class names that would map the labels (:meth:`Layout.named_classes`), when they fix it."""
     all_refused: bool = False
     """No sampled value is usable: skipping invalid rows would leave none."""
+    sentinel: int | None = None
+    """The one negative whole number among the refused values (an ignore label such as -100,
+    :func:`sentinel_label`)."""
 
 
 def check_label_sample(layout: Layout, label_sample: LabelSample, label_type: pa.DataType,
@@ -463,8 +499,20 @@ def check_label_sample(layout: Layout, label_sample: LabelSample, label_type: pa
     refused = np.zeros(len(values), dtype=bool)
     for p in problems:
         refused |= p.mask
+    whole = [int(float(v)) for v in np.asarray(values, dtype=object)[refused] if _negative_whole(v)]
     return LabelCheck(tuple(messages), layout.named_classes(values) if unknown else None,
-                      bool(problems) and bool(refused.all()))
+                      bool(problems) and bool(refused.all()),
+                      sentinel_label(np.array(whole, dtype=np.int64)))
+
+
+def _negative_whole(value: object) -> bool:
+    """Whether a label value (number or text) is a negative whole number in int64:
+    ``-100``, ``-1.0``, ``"-1"``."""
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return -(2.0**62) < f < 0 and f == int(f)
 
 
 def _same_label(value: object, ignore: object) -> bool:

@@ -174,28 +174,62 @@ def cross_entropy(
     validate: bool = True,
     sum_tol: float = 1e-3,
 ) -> FloatArray:
-    """Clipped categorical cross-entropy of each row.
+    """Clipped categorical cross-entropy of each row, in nats (natural logarithm).
+
+    ``loss_i = -log(clip(p_i[y_i], eps, 1 - eps))`` for a class index ``y_i``, and
+    ``loss_i = -sum_j t_ij * log(clip(p_ij, eps, 1 - eps))`` for a target row ``t_i``: the
+    categorical cross-entropy (log loss) of Goodfellow, Bengio and Courville, *Deep
+    Learning* (2016), eq. 6.12 / section 3.13, which is scikit-learn's
+    ``sklearn.metrics.log_loss`` per sample and Keras' ``categorical_crossentropy``
+    (``sparse_`` for class indices); the clip to ``[eps, 1 - eps]`` is Keras' (scikit-learn
+    clips at the float64 machine epsilon). From logits the log-probabilities come from an
+    exact log-softmax ``(z - max z) - log(sum(exp(z - max z)))`` (as
+    ``scipy.special.log_softmax``), clipped to ``[log(eps), log(1 - eps)]``.
 
     Parameters
     ----------
     probs:
         (n, K) predicted class probabilities whose rows sum to 1, or (n,) binary
-        P(class 1); logits of the same shapes when ``from_logits``.
+        P(class 1); logits of the same shapes when ``from_logits``. Any array-like of
+        numbers (lists, numpy arrays, float32 is read as float64).
     targets:
-        (n,) integer class indices, or an (n, K) one-hot / soft target matrix.
+        (n,) integer class indices in ``[0, K)`` (for a binary (n,) ``probs``: 0 or 1), or
+        an (n, K) one-hot / soft target matrix whose rows sum to 1.
     eps:
         Probabilities are clipped to ``[eps, 1 - eps]`` so that one confident mistake
-        cannot make the mean infinite.
+        cannot make the mean infinite (its loss is at most ``-log(eps)``, 16.118 nats for
+        the default 1e-7). Must lie in (0, 0.5).
     from_logits:
-        Treat ``probs`` as raw logits (numerically stable log-softmax).
+        Treat ``probs`` as raw logits (unnormalised log-probabilities).
     validate:
         Check ranges, finiteness, row sums (within ``sum_tol``) and labels first, raising an
         :class:`~evalkit.errors.EvalkitError` subclass instead of returning a wrong number.
+        ``validate=False`` skips these checks (the caller vouches for the input).
+    sum_tol:
+        Largest accepted ``|row sum - 1|`` of probabilities and targets (default 1e-3).
 
     Returns
     -------
     numpy.ndarray
-        float64 loss per row.
+        Shape (n,), float64: the loss of each row in nats (accumulated in float64 also for
+        float32 inputs).
+
+    Raises
+    ------
+    UsageError
+        ``eps`` outside (0, 0.5); arrays of the wrong rank (``probs`` not 1-D or 2-D,
+        ``targets`` not 1-D or 2-D), row counts or class counts that differ, K = 0.
+    InvalidProbabilityError
+        Non-numeric, ragged, NaN / infinite, negative or above-1 probabilities (non-finite
+        logits with ``from_logits``).
+    ProbabilitySumError
+        Probability rows that do not sum to 1 within ``sum_tol`` (scale them to sum 1
+        first, e.g. ``p / p.sum(axis=1, keepdims=True)``, if that is what they mean).
+    LabelError
+        Class indices that are not whole numbers or lie outside ``[0, K)``; ragged or
+        non-numeric targets.
+    TargetSumError
+        Target rows that are negative or do not sum to 1 within ``sum_tol``.
 
     Examples
     --------

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
+import warnings as _warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,12 +117,15 @@ def as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
         return table_source(data, f"<{label} Table>"), None, True
     if isinstance(data, pa.RecordBatch):
         return table_source(pa.Table.from_batches([data]), f"<{label} RecordBatch>"), None, True
+    kind = type(data).__name__
+    if not hasattr(data, "__arrow_c_stream__") and callable(getattr(data, "collect", None)):
+        data = _collected(data, label)
     if hasattr(data, "__arrow_c_stream__"):
         try:
             table = pa.table(data) if not isinstance(data, pa.RecordBatchReader) else data.read_all()
         except (pa.ArrowException, TypeError, ValueError) as exc:
-            raise UsageError(f"{label}: cannot read the {type(data).__name__} as an Arrow stream ({exc})") from None
-        return table_source(_without_views(table), f"<{label} {type(data).__name__}>"), None, True
+            raise UsageError(f"{label}: cannot read the {kind} as an Arrow stream ({exc})") from None
+        return table_source(_without_views(table), f"<{label} {kind}>"), None, True
     if isinstance(data, str | os.PathLike) or (
         isinstance(data, Sequence) and data and all(isinstance(d, str | os.PathLike) for d in data)
     ):
@@ -130,6 +134,36 @@ def as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
         f"{label}: expected a path, a list of paths, a pandas DataFrame, or a table with the Arrow "
         f"stream interface (pyarrow, polars, DuckDB...), got {type(data).__name__}"
     )
+
+
+def _collected(lazy: Any, label: str) -> Any:
+    """A lazy table (a polars ``LazyFrame``, or anything whose ``collect()`` gives a table with
+    ``__arrow_c_stream__``) run to a table, by the library's streaming engine where it has one
+    (``collect(engine="streaming")``, older polars ``collect(streaming=True)``). A Spark
+    DataFrame is refused: its ``collect()`` pulls Python rows to the driver. Raises
+    :class:`~evalkit.errors.UsageError` when the result is no table, and
+    :class:`~evalkit.errors.InputError` when the query fails."""
+    kind = type(lazy).__name__
+    if type(lazy).__module__.startswith("pyspark"):
+        raise UsageError(f"{label}: a Spark {kind} is not read in memory: write it to Parquet "
+                         f"(df.write.parquet(...)) and pass the path, or pass df.toArrow()")
+    attempts: tuple[dict[str, Any], ...] = ({"engine": "streaming"}, {"streaming": True}, {})
+    for i, kwargs in enumerate(attempts):
+        try:
+            with _warnings.catch_warnings():
+                _warnings.simplefilter("ignore", DeprecationWarning)
+                table = lazy.collect(**kwargs)
+            break
+        except (TypeError, ValueError) as exc:  # this library's collect() has no such option
+            if i < len(attempts) - 1:
+                continue
+            raise InputError(f"{label}: collecting the {kind} failed: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the caller's lazy query failed: an input error
+            raise InputError(f"{label}: collecting the {kind} failed: {type(exc).__name__}: {exc}") from None
+    if not hasattr(table, "__arrow_c_stream__"):
+        raise UsageError(f"{label}: {kind}.collect() gave a {type(table).__name__}, not a table with the "
+                         f"Arrow stream interface (__arrow_c_stream__)")
+    return table
 
 
 def _without_views(table: pa.Table) -> pa.Table:
@@ -141,18 +175,20 @@ def _without_views(table: pa.Table) -> pa.Table:
     return table.cast(pa.schema([f.with_type(views.get(f.type, f.type)) for f in table.schema]))
 
 
-def load_labels(labels: Any, cfg: EvalConfig, predictions: Source) -> tuple[LabelIndex | None, pa.Schema | None]:
-    """The separate labels input (argument, else ``cfg.labels``) read into a join index.
+def load_labels(labels: Any, cfg: EvalConfig, predictions: Source
+                ) -> tuple[LabelIndex | None, pa.Schema | None, Source | None]:
+    """The separate labels input (argument, else ``cfg.labels``) read into a join index, its
+    schema and its :class:`~evalkit.io.Source`.
 
     Without join keys, ``cfg.on`` is set to the one plausible key column both inputs share
-    (:func:`evalkit.join.infer_join_key`). Returns ``(None, None)`` without a labels input.
+    (:func:`evalkit.join.infer_join_key`). Returns ``(None, None, None)`` without a labels input.
     Raises ``UsageError`` when no single key is plausible, ``MissingColumnError`` for a
     missing key column, ``EmptyInputError`` for no rows.
     """
     if labels is None and cfg.labels is not None:
         labels = cfg.labels
     if labels is None:
-        return None, None
+        return None, None, None
     src, _, _ = as_source(labels, "labels")
     schema = src.schema
     if not cfg.on:
@@ -163,7 +199,7 @@ def load_labels(labels: Any, cfg: EvalConfig, predictions: Source) -> tuple[Labe
     table = src.to_table()
     if table.num_rows == 0:
         raise EmptyInputError(f"{src.label}: the labels input has no rows")
-    return LabelIndex(table, cfg.on, src.label), schema
+    return LabelIndex(table, cfg.on, src.label), schema, src
 
 
 @dataclass
@@ -179,6 +215,8 @@ class Inputs:
     label_index: LabelIndex | None
     """The separate labels input, ready to join, or None."""
     label_schema: pa.Schema | None
+    label_source: Source | None = None
+    """The separate labels input as opened (its files, the spellings read once), or None."""
 
     @property
     def names(self) -> list[str]:
@@ -195,10 +233,10 @@ def resolve_inputs(data: Any, labels: Any, cfg: EvalConfig,
                    progress: PROGRESS | None = None) -> Inputs:
     """Open the predictions and load the labels input; tell ``progress`` the row total."""
     source, index, in_memory = as_source(data, "predictions")
-    label_index, label_schema = load_labels(labels, cfg, source)
+    label_index, label_schema, label_source = load_labels(labels, cfg, source)
     if progress is not None and hasattr(progress, "set_total"):
         progress.set_total(source.count_rows())
-    return Inputs(source, index, in_memory, label_index, label_schema)
+    return Inputs(source, index, in_memory, label_index, label_schema, label_source)
 
 
 # -- detect layout ----------------------------------------------------------------------
@@ -488,14 +526,19 @@ def check_run(state: EvalState, inputs: Inputs, cfg: EvalConfig, spool: RowSpool
     return unmatched_labels
 
 
-def run_warnings(layout: Layout, state: EvalState, source: Source | None = None) -> list[EvalkitWarning]:
-    """What the run computed but probably did not mean: input files reached more than once
-    (read once, :meth:`Source.duplicates_note`); a binary logit column whose every used value
-    lies in [0, 1] (:func:`evalkit.validate.unit_interval_logits`)."""
+def run_warnings(layout: Layout, state: EvalState, *sources: Source | None) -> list[EvalkitWarning]:
+    """What the run computed but probably did not mean: files of an input (``sources``: the
+    predictions, the labels) reached more than once (read once,
+    :meth:`Source.duplicates_note`); a binary logit column whose every used value lies in
+    [0, 1] (:func:`evalkit.validate.unit_interval_logits`); a binary column that reads better
+    for the other class (:class:`evalkit.validate.ReversedBinary`)."""
     out = []
-    note = source.duplicates_note() if source is not None else None
-    if note is not None:
-        out.append(EvalkitWarning(note))
+    notes = [src.duplicates_note() for src in sources if src is not None]
+    out += [EvalkitWarning(note) for note in notes if note is not None]
+    if state.reversal is not None:
+        text = state.reversal.warning(layout.pred_columns[0], layout.classes)
+        if text is not None:
+            out.append(EvalkitWarning(text))
     if state.logit_range is not None:
         text = unit_interval_logits(layout.pred_columns[0], *state.logit_range, "in every row used")
         if text is not None:
@@ -615,6 +658,7 @@ def build_metadata(
     unmatched_labels: int,
     labels: Any,
     warnings: Sequence[EvalkitWarning] = (),
+    label_source: Source | None = None,
 ) -> dict[str, Any]:
     """Provenance of the run (what ``summary.json["metadata"]`` holds): version, times
     (``started`` epoch seconds, ``duration`` s), inputs and their fingerprints, row counts,
@@ -629,6 +673,7 @@ def build_metadata(
         "input_bytes": source.file_sizes(),
         "inputs": [file_provenance(f) for f in source.files[:1000]],
         "inputs_deduplicated": len(source.duplicates),
+        "labels_deduplicated": len(label_source.duplicates) if label_source is not None else 0,
         "keys": list(layout.keys),
         "labels": (labels if isinstance(labels, str) else cfg.labels) if (labels is not None or cfg.labels) else None,
         "on": list(cfg.on),

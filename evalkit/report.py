@@ -130,8 +130,10 @@ STAT_COLUMNS = ["count", "mean", "std", "min", "p50", "p90", "p99", "max", "sum"
                 "accuracy"]
 
 
-def overall_line(result: EvalResultLike) -> str:
-    """One sentence: the headline figures (loss in nats; clipped = confident mistakes)."""
+def overall_line(result: EvalResultLike, quote: Any = terminal) -> str:
+    """One sentence: the headline figures (loss in nats; clipped = confident mistakes; the
+    rows left out: ignored labels, skipped invalid rows). ``quote`` renders the one data value
+    it may hold (the ignore label): :func:`~evalkit.escape.terminal` or ``md_text``."""
     o = result.overall
     n = int(o["count"])
     if not n:
@@ -143,11 +145,23 @@ def overall_line(result: EvalResultLike) -> str:
         ci = f" ({level} CI [{fmt_number(float(o['ci_low']))}, {fmt_number(float(o['ci_high']))}])"
     weighted = "weighted_mean" in o.index  # the interval is then of the weighted mean
     line = (f"mean loss {fmt_number(float(o['mean']))} nats{'' if weighted else ci} over {n:,} rows"
+            f"{left_out(result.metadata, quote)}"
             f" · accuracy {fmt_number(float(o['accuracy']), 'accuracy')}"
             f" · {low:,} clipped ({100 * low / n:.2f}%: p_true < eps)")
     if weighted:
         line += f" · weighted mean {fmt_number(float(o['weighted_mean']))}{ci}"
     return line
+
+
+def left_out(meta: dict[str, Any], quote: Any = terminal) -> str:
+    """`` (+ 2 ignored: label -100, 1 skipped)``: the rows of the input no statistic counts,
+    after the used-row count of a headline; empty when there are none."""
+    parts = []
+    if meta.get("rows_ignored"):
+        parts.append(f"{meta['rows_ignored']:,} ignored: label {quote(str(meta.get('ignore_label')))}")
+    if meta.get("rows_skipped"):
+        parts.append(f"{meta['rows_skipped']:,} skipped")
+    return f" (+ {', '.join(parts)})" if parts else ""
 
 
 def definitions(eps: float) -> str:
@@ -170,7 +184,7 @@ def _meta_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("labels", f"{md_code(meta['labels'])} joined on {md_text(', '.join(meta.get('on') or []))}"))
     rows += [
         ("rows", f"{meta['rows_read']:,} read · {meta['rows_used']:,} used · {meta['rows_skipped']:,} skipped"
-                 + (f" · {meta['rows_ignored']:,} ignored (label {meta.get('ignore_label')!s})"
+                 + (f" · {meta['rows_ignored']:,} ignored (label {md_text(meta.get('ignore_label'))})"
                     if meta.get("rows_ignored") else "")),
     ]
     if skipped:
@@ -221,7 +235,7 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
         out += slice_section(result)
     out += ["| run | |", "| --- | --- |"]
     out += [f"| {k} | {v} |" for k, v in _meta_rows(meta)]  # each value escaped where built
-    out += ["", "## Overall", "", f"**{overall_line(result)}**", "", definitions(float(meta["eps"])), ""]
+    out += ["", "## Overall", "", f"**{overall_line(result, md_text)}**", "", definitions(float(meta["eps"])), ""]
     gates = meta.get("gates")
     if gates:
         if gates["passed"]:

@@ -148,6 +148,80 @@ def unit_interval_logits(column: str, lo: float, hi: float, where: str) -> str |
             f"{option('logits', False)} to read them as such (the loss differs)")
 
 
+#: Rows of each partition a run checks for a reversed binary column (:class:`ReversedBinary`).
+REVERSAL_SAMPLE_ROWS = 1 << 20
+
+
+@dataclass
+class ReversedBinary:
+    """Mergeable evidence that a binary column holds the probability of the *other* class:
+    over the first :data:`REVERSAL_SAMPLE_ROWS` rows used (of each partition), the loss and
+    the accuracy as read, and with the two classes swapped (the true class's probability
+    ``1 - p_true``). One subtraction, clip and log per sampled row; it never changes a result,
+    it only decides the warning of :meth:`warning`."""
+
+    n: int = 0
+    loss: float = 0.0
+    """Sum of the rows' losses as read (nats)."""
+    loss_swapped: float = 0.0
+    """Sum of ``-log(clip(1 - p_true, eps, 1 - eps))``: the loss with the classes swapped."""
+    correct: int = 0
+    correct_swapped: int = 0
+    """Rows whose true class wins once swapped (``1 - p_true > p_true``)."""
+
+    def update(self, p_true: np.ndarray, loss: np.ndarray, correct: np.ndarray, eps: float) -> None:
+        """Add a batch's rows (unclipped ``p_true``, per-row ``loss``, ``correct`` flags)."""
+        m = min(len(p_true), REVERSAL_SAMPLE_ROWS - self.n)
+        if m <= 0:
+            return
+        q = 1.0 - p_true[:m]
+        self.n += m
+        self.loss += float(loss[:m].sum())
+        self.loss_swapped += float(-np.log(np.clip(q, eps, 1.0 - eps)).sum())
+        self.correct += int(np.count_nonzero(correct[:m]))
+        self.correct_swapped += int(np.count_nonzero(q > 0.5))
+
+    def merge(self, other: ReversedBinary | None) -> ReversedBinary:
+        """Both partitions' evidence (associative)."""
+        if other is None:
+            return self
+        return ReversedBinary(self.n + other.n, self.loss + other.loss, self.loss_swapped + other.loss_swapped,
+                              self.correct + other.correct, self.correct_swapped + other.correct_swapped)
+
+    def reads_reversed(self) -> bool:
+        """Whether the evidence says the column holds the other class's probability (see
+        :meth:`warning`)."""
+        if self.n < 20:
+            return False
+        acc = self.correct / self.n
+        mean, mean_sw = self.loss / self.n, self.loss_swapped / self.n
+        far_below_chance = acc < 1 / 3 and mean_sw < mean
+        much_better = mean > float(np.log(2.0)) and mean_sw < mean / 2
+        return far_below_chance or much_better
+
+    def figures(self, column: str, classes: Sequence[str]) -> str:
+        """Both readings of the column: accuracy and mean loss as P(class 1) and as P(class 0)."""
+        c0, c1 = classes[0], classes[1]
+        return (f"read as P({c1!r}), {column!r} has accuracy {100 * self.correct / self.n:.1f}% and mean loss "
+                f"{self.loss / self.n:.4g} nats; read as P({c0!r}), {100 * self.correct_swapped / self.n:.1f}% "
+                f"and {self.loss_swapped / self.n:.4g} nats (first {self.n:,} rows used)")
+
+    def warning(self, column: str, classes: Sequence[str]) -> str | None:
+        """The warning when the column looks reversed, or None.
+
+        Two signals (at least 20 rows): the accuracy is far below chance (under 1/3, where a
+        binary coin flip gets 1/2) while the swapped reading loses less; or the mean loss is
+        above log 2 = 0.693 nats (worse than predicting 0.5 on every row) while the swapped
+        reading has less than half of it. Either is what a correct model gives when its
+        probability column is read for the wrong class (a sorted ``classes`` order that
+        makes P(positive) read as P(negative))."""
+        if not self.reads_reversed():
+            return None
+        c0, c1 = classes[0], classes[1]
+        return (f"the binary column {column!r} looks reversed (classes {c0}, {c1}): {self.figures(column, classes)}. "
+                f"If the column holds P({c0!r}), name the classes the other way round: {option('classes', [c1, c0])}")
+
+
 #: Non-negative scores up to this value are not called logits in hints.
 LOGIT_LOOKING_MAX = 1.5
 

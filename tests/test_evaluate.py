@@ -317,6 +317,34 @@ def test_file_reached_twice_is_read_once_with_a_warning(tmp_path: Path, rng, mon
         assert counts.to_dict() == {"train": 100, "val": 100}, inputs
 
 
+def test_labels_file_reached_twice_warns(tmp_path: Path, monkeypatch):
+    """A labels input reached twice (./x and x, a symlink, a glob over both) is read once with
+    the same warning as a predictions input, and metadata.labels_deduplicated counts it."""
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    pd.DataFrame({"id": [0, 1, 2], "probs": [[0.7, 0.3], [0.2, 0.8], [0.6, 0.4]]}).to_parquet("p.parquet")
+    (tmp_path / "lab").mkdir()
+    pd.DataFrame({"id": [2, 1, 0], "label": [0, 1, 0]}).to_parquet("lab/l.parquet")
+    (tmp_path / "lab" / "link.parquet").symlink_to(tmp_path / "lab" / "l.parquet")
+    want = -np.log([0.7, 0.8, 0.6]).mean()
+    for labels in (["lab/l.parquet", "./lab/l.parquet"], "lab/*", "lab"):
+        with pytest.warns(evalkit.EvalkitWarning, match="reached a file already read"):
+            r = evalkit.evaluate("p.parquet", labels=labels, on="id")
+        assert r.mean == pytest.approx(want, rel=1e-12) and r.metadata["labels_deduplicated"] == 1, labels
+        assert r.metadata["inputs_deduplicated"] == 0
+        assert any("lab/l" in w and "reached a file already read" in w for w in r.metadata["warnings"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert evalkit.evaluate("p.parquet", labels="lab/l.parquet").metadata["labels_deduplicated"] == 0
+    res = CliRunner().invoke(main, ["evaluate", "p.parquet", "--labels", "lab/*", "--out", "r", "-q"])
+    assert res.exit_code == 0 and "warning: " in res.output and "reached a file already read" in res.output
+    res = CliRunner().invoke(main, ["inspect", "p.parquet", "--labels", "lab/*"])
+    assert "reached a file already read" in res.output
+
+
 def test_on_without_labels_is_a_config_error():
     df = pd.DataFrame({"probs": [[0.5, 0.5]], "label": [0], "id": [1]})
     for frame in (df, df.drop(columns="id")):  # present or missing, --on alone means nothing

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
 import evalkit
 from evalkit.cli import main
-from evalkit.errors import EvalkitError, InvalidProbabilityError, ProbabilitySumError, option, render_options
+from evalkit.errors import (
+    EvalkitError,
+    InvalidProbabilityError,
+    ProbabilitySumError,
+    option,
+    render_options,
+)
 
 
 def _probs(n=200, k=3, seed=0):
@@ -207,6 +216,46 @@ def test_arrow_stream_tables_are_accepted_as_is():
     assert evalkit.evaluate(preds, labels=labels).mean == pytest.approx(-np.log([0.8, 0.6]).mean(), rel=1e-12)
 
 
+def test_lazy_tables_are_collected(tmp_path):
+    """A polars LazyFrame (predictions or labels) is collected with the streaming engine, no
+    polars import in evalkit; anything whose collect() gives an Arrow stream table works; a
+    failing query is an InputError, a collect() giving no table a UsageError; DuckDB
+    relations and pandas frames (numpy or Arrow dtypes) are read as they are."""
+    import duckdb
+    import polars as pl
+
+    want = evalkit.evaluate(pd.DataFrame(_tiny()))
+    pd.DataFrame(_tiny()).to_parquet(tmp_path / "t.parquet")
+    lazy = pl.scan_parquet(tmp_path / "t.parquet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecation warning from the way it is collected
+        got = evalkit.evaluate(lazy)
+    assert got.mean == pytest.approx(want.mean, rel=1e-15) and "LazyFrame" in got.metadata["input"]
+    assert evalkit.evaluate(lazy.filter(pl.col("label") == "b")).overall["count"] == 3
+    labels = pl.LazyFrame({"id": [0, 1], "label": [0, 1]})
+    preds = pl.LazyFrame({"id": [1, 0], "probs": [[0.2, 0.8], [0.6, 0.4]]})
+    assert evalkit.evaluate(preds, labels=labels).mean == pytest.approx(-np.log([0.8, 0.6]).mean(), rel=1e-12)
+
+    class Lazy:  # a lazy table of another library: collect() without a streaming option
+        def collect(self):
+            return pa.table(_tiny())
+
+    assert evalkit.evaluate(Lazy()).mean == pytest.approx(want.mean, rel=1e-15)
+    with pytest.raises(evalkit.InputError, match="collecting the LazyFrame failed.*nope"):
+        evalkit.evaluate(lazy.select(pl.col("nope")))
+
+    class NotATable:
+        def collect(self):
+            return [1, 2]
+
+    with pytest.raises(evalkit.UsageError, match="collect.. gave a list"):
+        evalkit.evaluate(NotATable())
+    rel = duckdb.sql(f"select * from '{tmp_path / 't.parquet'}'")
+    assert evalkit.evaluate(rel).mean == pytest.approx(want.mean, rel=1e-15)
+    arrow_dtypes = pd.read_parquet(tmp_path / "t.parquet", dtype_backend="pyarrow")
+    assert evalkit.evaluate(arrow_dtypes).mean == pytest.approx(want.mean, rel=1e-15)
+
+
 def test_result_prints_short_and_renders_in_jupyter():
     r = evalkit.evaluate(pd.DataFrame(_tiny()))
     text = repr(r)
@@ -225,3 +274,91 @@ def test_overall_is_typed():
     frame = r.table("overall")
     assert frame["count"].dtype == np.int64 and frame["clipped_low"].dtype == np.int64
     assert frame["mean"].dtype == np.float64
+
+
+# -- a binary column read for the wrong class (issue 14.3/14.4) ---------------------------
+
+@pytest.fixture(scope="module")
+def cancer_probs():
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_breast_cancer(return_X_y=True)
+    p = LogisticRegression(max_iter=5000).fit(X, y).predict_proba(X)[:, 1]  # P(benign): sklearn's class 1
+    return p, y
+
+
+def _by_hand(p_true: np.ndarray) -> float:
+    return float(-np.log(np.clip(p_true, 1e-7, 1 - 1e-7)).mean())
+
+
+def test_reversed_binary_column_warns_and_changes_no_number(cancer_probs, tmp_path):
+    """String labels sorted (benign, malignant) make P(benign) read as P(malignant): accuracy
+    4%. The run warns, naming the column and the reversed --classes order, and its numbers
+    are those of the declared reading; the reversed order gives sklearn's loss, no warning."""
+    from sklearn.metrics import log_loss
+
+    p, y = cancer_probs
+    names = np.array(["malignant", "benign"])[y]
+    df = pd.DataFrame({"prob": p, "label": names})
+    with pytest.warns(evalkit.EvalkitWarning, match=r"binary column 'prob' looks reversed") as rec:
+        r = evalkit.evaluate(df, classes=["benign", "malignant"])
+    text = str(rec[0].message)
+    assert "classes=['malignant', 'benign']" in text and "accuracy 4.2%" in text, text
+    assert r.mean == pytest.approx(_by_hand(np.where(y == 1, 1 - p, p)), rel=1e-12)  # the declared reading
+    assert r.overall["accuracy"] < 0.1 and any("looks reversed" in w for w in r.metadata["warnings"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        good = evalkit.evaluate(df, classes=["malignant", "benign"])
+    assert good.mean == pytest.approx(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7)), rel=1e-9)
+    # Integer labels with a column holding P(class 0): the advice classes=['1', '0'] fixes it.
+    flipped = pd.DataFrame({"prob": 1 - p, "label": y})
+    with pytest.warns(evalkit.EvalkitWarning, match=r"classes=\['1', '0'\]"):
+        evalkit.evaluate(flipped)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert evalkit.evaluate(flipped, classes=["1", "0"]).mean == pytest.approx(good.mean, rel=1e-12)
+    # Logits too.
+    z = np.log(p) - np.log1p(-p)
+    with pytest.warns(evalkit.EvalkitWarning, match="looks reversed"):
+        evalkit.evaluate(pd.DataFrame({"logit": -z, "label": y}))
+    # At the CLI: a warning line with the flag, summary.json lists it.
+    df.to_parquet(tmp_path / "bc.parquet")
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "bc.parquet"), "--classes", "benign,malignant",
+                                    "--out", str(tmp_path / "r"), "--no-plots"])
+    assert res.exit_code == 0 and "looks reversed" in res.output and "--classes malignant,benign" in res.output
+
+
+def test_honest_weak_models_do_not_warn(cancer_probs):
+    """No warning for a model that is merely bad: random probabilities against random labels
+    (accuracy 50%, loss about 1 nat either way), a prior-only model, a weak 60% model."""
+    rng = np.random.default_rng(0)
+    n = 5000
+    y = rng.integers(0, 2, n)
+    cases = [rng.random(n), np.full(n, 0.37), np.where(rng.random(n) < 0.6, y, 1 - y) * 0.2 + 0.4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for p in cases:
+            evalkit.evaluate(pd.DataFrame({"prob": p, "label": y}))
+        evalkit.evaluate(pd.DataFrame({"prob": 1 - cancer_probs[0][:10], "label": cancer_probs[1][:10]}))  # < 20 rows
+
+
+def test_reversal_evidence_is_bounded_and_merges():
+    from evalkit.validate import REVERSAL_SAMPLE_ROWS, ReversedBinary
+
+    rng = np.random.default_rng(1)
+    p_true = rng.random(3000)
+    loss = -np.log(p_true)
+    correct = p_true > 0.5
+    whole = ReversedBinary()
+    whole.update(p_true, loss, correct, 1e-7)
+    a, b = ReversedBinary(), ReversedBinary()
+    a.update(p_true[:1000], loss[:1000], correct[:1000], 1e-7)
+    b.update(p_true[1000:], loss[1000:], correct[1000:], 1e-7)
+    m = a.merge(b)
+    assert (m.n, m.correct, m.correct_swapped) == (whole.n, whole.correct, whole.correct_swapped) == (
+        3000, int(correct.sum()), int((p_true < 0.5).sum()))
+    assert m.loss_swapped == pytest.approx(-np.log(1 - p_true).sum(), rel=1e-12)
+    big = ReversedBinary(n=REVERSAL_SAMPLE_ROWS - 10)
+    big.update(p_true, loss, correct, 1e-7)
+    assert big.n == REVERSAL_SAMPLE_ROWS and big.correct == int(correct[:10].sum())

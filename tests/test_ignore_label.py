@@ -66,3 +66,61 @@ def test_ignore_label_needs_class_labels():
         evalkit.evaluate(df, ignore_label=-100, target_prefix="target_")
     with pytest.raises(UsageError, match="the labels are numbers"):
         evalkit.evaluate(_frame()[0], ignore_label="x")
+
+
+def test_ignored_count_shown_wherever_counts_are():
+    """The overall line (terminal, report.md, Jupyter) and repr(EvalResult) say how many rows
+    were ignored and skipped, next to the rows used."""
+    df, _, _ = _frame()
+    df.loc[0, "prob_a"] = np.nan
+    r = evalkit.evaluate(df, ignore_label=-100, on_invalid="skip")
+    assert "over 2 rows (+ 2 ignored: label -100, 1 skipped)" in repr(r)
+    assert "2 ignored" in r._repr_markdown_() and "2 ignored" in r._repr_html_()
+    assert "over 2 rows (+ 2 ignored: label -100, 1 skipped)" in r.to_markdown()
+    assert "ignored" not in repr(evalkit.evaluate(_frame()[0].iloc[[0, 1, 3]]))
+
+
+def test_ignored_count_in_terminal_line(tmp_path):
+    df, _, _ = _frame()
+    df.to_parquet(tmp_path / "p.parquet")
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "p.parquet"), "--ignore-label", "-100",
+                                    "--out", str(tmp_path / "r"), "--no-plots"])
+    assert res.exit_code == 0, res.output
+    [line] = [x for x in res.output.splitlines() if x.startswith("overall:")]
+    assert "over 3 rows (+ 2 ignored: label -100)" in line
+
+
+@pytest.mark.parametrize("sentinel", [-100, -1])
+def test_label_errors_point_at_ignore_label(tmp_path, sentinel):
+    """Refused labels that look like an ignore label (one negative whole number) name
+    --ignore-label VALUE and --on-invalid skip at the CLI, keywords from Python; other bad
+    labels do not."""
+    df, _, y = _frame()
+    df["label"] = np.where(y == -100, sentinel, y)
+    with pytest.raises(LabelError, match=rf"ignore_label={sentinel} leaves those rows out") as info:
+        evalkit.evaluate(df)
+    assert "on_invalid='skip'" in str(info.value) and "--" not in str(info.value)
+    df["label"] = df["label"].astype(float)  # float labels: the same advice
+    with pytest.raises(LabelError, match=rf"ignore_label={sentinel}"):
+        evalkit.evaluate(df)
+    df.to_parquet(tmp_path / "p.parquet")
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "p.parquet"), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 3 and f"--ignore-label {sentinel} leaves" in res.output and "--on-invalid skip" in res.output
+    df["label"] = [0, 1, 5, 0, 7]  # out of range, but no sentinel
+    with pytest.raises(LabelError) as info:
+        evalkit.evaluate(df)
+    assert "ignore_label" not in str(info.value)
+    df["label"] = [0, 1, -3, 0, -100]  # two negative values: not one sentinel
+    with pytest.raises(LabelError) as info:
+        evalkit.evaluate(df)
+    assert "ignore_label" not in str(info.value)
+
+
+def test_string_sentinel_and_null_labels_point_at_the_options():
+    df = pd.DataFrame({"prob_cat": [0.8, 0.1, 0.5], "prob_dog": [0.2, 0.9, 0.5], "label": ["cat", "dog", "-100"]})
+    with pytest.raises(LabelError, match=r"-100 looks like an ignore label.*ignore_label=-100"):
+        evalkit.evaluate(df)
+    assert evalkit.evaluate(df, ignore_label=-100).overall["count"] == 2
+    df["label"] = ["cat", None, "dog"]
+    with pytest.raises(LabelError, match=r"null label \(on_invalid='skip' leaves such rows out\)"):
+        evalkit.evaluate(df)

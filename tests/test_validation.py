@@ -583,7 +583,7 @@ def test_inspect_paths_name_flags(tmp_path: Path) -> None:
         "no_predictions": ({"x": [0.5], "label": [0]}, [], "--predictions COL"),
         "string_labels": ({"probs": [[0.5, 0.5]] * 2, "target": ["a", "b"]}, [], "--classes a,b"),
         "unit_logits": ({"logit": [0.2, 0.9], "y": [0, 1]}, [], "--probs"),
-        "two_keys": ({"a": [1], "b": ["x"], "probs": [[0.5, 0.5]]}, ["--labels", "L"], "--on KEY"),
+        "two_keys": ({"a": [1], "b": ["x"], "probs": [[0.5, 0.5]]}, ["--labels", "L"], "--on a"),
     }
     pq.write_table(pa.table({"a": [1], "b": ["x"], "label": [0]}), tmp_path / "L.parquet")
     for name, (cols, extra, flag) in cases.items():

@@ -28,7 +28,7 @@ from ..join import LabelIndex, lazy_keys
 from ..layout import Layout
 from ..loss import RowLoss, soft_loss, sparse_loss
 from ..scores import calibration_terms, score_stats
-from ..validate import PROBABILITIES_AS_LOGITS, Problem, score_problems, target_problems
+from ..validate import PROBABILITIES_AS_LOGITS, Problem, ReversedBinary, score_problems, target_problems
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,10 @@ class Plan:
         slices = (SliceStats(self.slices, self.slice_depth, self.slice_limit,
                              weighted=bool(kw["weighted"]))
                   if self.slices else None)
+        binary = self.layout.kind == "binary" and self.layout.label_kind in ("index", "name")
         return EvalState(groups=groups, confusion=confusion, top=top, slices=slices,
-                         seen=np.zeros(n_label_rows, dtype=bool) if n_label_rows else None)
+                         seen=np.zeros(n_label_rows, dtype=bool) if n_label_rows else None,
+                         reversal=ReversedBinary() if binary else None)
 
 
 @dataclass
@@ -145,6 +147,8 @@ class EvalState:
     logit_range: tuple[float, float] | None = None
     """Min and max of a binary logit column over the rows used (see
     :func:`evalkit.validate.unit_interval_logits`); None for other layouts."""
+    reversal: ReversedBinary | None = None
+    """Whether a binary column reads better for the other class (binary layouts with class labels)."""
 
     @property
     def stats(self) -> dict[str, GroupStats]:
@@ -173,6 +177,7 @@ class EvalState:
             slices=(self.slices.merge(other.slices)
                     if self.slices is not None and other.slices is not None else self.slices),
             logit_range=_widen(self.logit_range, other.logit_range),
+            reversal=self.reversal.merge(other.reversal) if self.reversal is not None else other.reversal,
         )
 
 
@@ -269,6 +274,8 @@ def process_batch(
     true_dict = pa.DictionaryArray.from_arrays(pa.array(out.true_class.astype(np.int32)),
                                                plan.class_names)
     correct = out.correct
+    if state.reversal is not None:
+        state.reversal.update(out.p_true, out.loss, correct, plan.eps)
     _accumulate(plan, state, cur, out, correct, true_dict)
     row_batch = _row_batch(plan, cur, out, correct, true_dict)
     if state.top:
