@@ -302,10 +302,17 @@ class CalibrationBins:
     def _sparse_gaps(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per group of ``order``: the sum over its cells of ``n_b |acc_b - conf_b|`` and the
         largest gap (-inf for a group without cells)."""
-        slot, _, n, cor, csum = self.entries()
-        gap = np.abs(cor / n - csum / n)
+        keys, n, cor, csum = self._sorted_cells()
+        slot = keys // self.n_bins
+        # |cor/n - csum/n| in place: a million groups have ten million cells.
+        gap = cor / n
+        tmp = csum / n
+        gap -= tmp
+        np.abs(gap, out=gap)
+        np.multiply(gap, n, out=tmp)
         groups = len(self.brier_sum)
-        num = np.bincount(slot, weights=gap * n, minlength=groups)
+        num = np.bincount(slot, weights=tmp, minlength=groups)
+        del tmp
         mx = np.full(groups, -np.inf)
         if len(slot):
             start = np.flatnonzero(np.concatenate(([True], slot[1:] != slot[:-1])))
