@@ -42,8 +42,10 @@ QUEUE_BYTES = 96 << 20
 #: and those decoding ahead. pyarrow materialises a list column's whole column chunk (a
 #: 100k-row group of 1000 float32 classes is 400 MB), so such row groups are read one at a
 #: time (1M x 1000: 0.97 GiB peak instead of 2.3 GiB, decode no longer overlapping across
-#: row groups); narrow row groups (10 classes: ~60 MB) still decode ``workers`` ahead.
-INFLIGHT_BYTES = 1 << 29
+#: row groups); narrow row groups (10 classes: ~52 MB a 1M-row group) still decode
+#: ``workers`` ahead. 192 MiB, not 512: with wider row groups (a user column: 67 MB) one
+#: fewer decodes ahead, which the 1M-groups run (peak near its 2 GiB bound) needs.
+INFLIGHT_BYTES = 192 << 20
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from . import pipeline
 from .config import EvalConfig
 from .engines.base import Grouping
 from .errors import EvalkitWarning, UsageError, option
-from .io import write_table, write_text
+from .io import write_batches, write_table, write_text
 from .layout import Layout
 from .outdir import AtomicDir, check_out_apart
 from .pipeline import PROGRESS
@@ -67,9 +67,8 @@ class EvalResult:
     _rows_index: pd.Index | None = field(default=None, repr=False)
     _rows_df: pd.DataFrame | None = field(default=None, repr=False)
     _class_hist: dict[str, Any] | None = field(default=None, repr=False)
-    calibration: pd.DataFrame | None = None
-    """Reliability bins per group of every grouping: ``grouping``, ``group``, ``bin``,
-    ``bin_low``, ``bin_high``, ``count``, ``mean_confidence``, ``accuracy`` (non-empty bins)."""
+    _calibration: pipeline.CalibrationTable | None = field(default=None, repr=False)
+    _calibration_df: pd.DataFrame | None = field(default=None, repr=False)
     slices: pd.DataFrame | None = None
     """Every slice of the slice search (config ``slices``) with its test statistics."""
     disparity: list[dict[str, Any]] = field(default_factory=list)
@@ -102,6 +101,16 @@ class EvalResult:
                 df.index = self._rows_index[df["row"].to_numpy()]
             self._rows_df = df
         return self._rows_df
+
+    @property
+    def calibration(self) -> pd.DataFrame | None:
+        """Reliability bins per group of every grouping: ``grouping``, ``group``, ``bin``,
+        ``bin_low``, ``bin_high``, ``count``, ``mean_confidence``, ``accuracy`` (non-empty
+        bins); None when calibration is off. Built on first access (a million groups have
+        ten million bins; ``write`` streams them to calibration.parquet without it)."""
+        if self._calibration_df is None and self._calibration is not None:
+            self._calibration_df = self._calibration.to_pandas()
+        return self._calibration_df
 
     def __repr__(self) -> str:
         from .report import overall_line
@@ -237,8 +246,10 @@ class EvalResult:
                 if g.columns:
                     write_table(_arrow(self.groups[g.name]), tmp / f"{g.file_stem}.parquet")
             write_table(_arrow(self.confusion), tmp / "confusion.parquet")
-            if self.calibration is not None:
-                write_table(_arrow(self.calibration), tmp / "calibration.parquet")
+            if self._calibration is not None:
+                rows = pipeline.CALIBRATION_ROW_GROUP
+                write_batches(self._calibration.schema(), self._calibration.batches(rows=rows),
+                              tmp / "calibration.parquet", row_group_size=rows)
             if self.slices is not None:
                 write_table(_arrow(self.slices), tmp / "slices.parquet")
             hardest = [df.assign(scope=name) for name, df in self.hardest.items()]
@@ -402,7 +413,7 @@ def evaluate(
         _overall_frame=tables.overall_frame,
         plots=cfg.plots,
         _sources=_sources_of(data, cfg, labels),
-        calibration=tables.calibration,
+        _calibration=tables.calibration,
         slices=tables.slices,
         disparity=tables.disparity,
         warnings=run_warnings,

@@ -15,7 +15,7 @@ import hashlib
 import os
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -642,6 +642,20 @@ def write_table(table: pa.Table, path: PathLike, *, large: bool = False, compres
                            **{**_encoding(table.schema), "compression": compression})
         else:
             pq.write_table(table, os.fspath(path), compression="zstd")
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc})") from None
+
+
+def write_batches(schema: pa.Schema, tables: Iterable[pa.Table], path: PathLike, *,
+                  row_group_size: int) -> None:
+    """Write one Parquet file (zstd) from consecutive tables of ``schema`` without holding
+    them all, mapping OS failures to OutputError. Each table of at most ``row_group_size``
+    rows is one row group: chunks of exactly ``row_group_size`` rows give the file that
+    :func:`write_table` of their concatenation gives (pyarrow's default row group size)."""
+    try:
+        with pq.ParquetWriter(os.fspath(path), schema, compression="zstd") as writer:
+            for table in tables:
+                writer.write_table(table, row_group_size=row_group_size)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc})") from None
 

@@ -26,7 +26,7 @@ import contextlib
 import datetime as _dt
 import os
 import warnings as _warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ._version import __version__
+from .aggregate.calibration import BinRows
 from .columns import CLASS, key_name_clash
 from .config import EvalConfig, parse_groupings
 from .engines.base import IGNORED, DuplicateAcrossPartitions, EvalState, Grouping, Plan
@@ -572,7 +573,7 @@ class Tables:
     """Per-class loss histograms for the plots (None when plots are off)."""
     overall_frame: pd.DataFrame | None = None
     """The overall line as a one-row frame with each column's own dtype (counts int64)."""
-    calibration: pd.DataFrame | None = None
+    calibration: CalibrationTable | None = None
     """Reliability bins of every grouping (None when calibration is off)."""
     slices: pd.DataFrame | None = None
     slices_summary: dict[str, Any] | None = None
@@ -617,31 +618,106 @@ def finalise_stats(state: EvalState, layout: Layout, *, plots: bool = False,
                   overall_frame=overall_df.reset_index(drop=True))
 
 
-def calibration_table(state: EvalState, groupings: Sequence[Grouping]) -> pd.DataFrame | None:
-    """The reliability bins of every grouping in one long table: ``grouping``, ``group``
-    (``"val,EU"``; ``"all"`` for the overall line), then the bin columns of
-    :meth:`~evalkit.aggregate.GroupStats.calibration_table`. None when calibration is off."""
-    from .disparity import group_label
+CALIBRATION_ROW_GROUP = 1 << 20
+"""Rows per chunk (and Parquet row group) of calibration.parquet: pyarrow's default row
+group, so the file is the one ``pq.write_table`` of the whole table would write."""
 
-    frames = []
+
+@dataclass
+class CalibrationTable:
+    """The reliability bins of every grouping (``calibration.parquet``,
+    :attr:`~evalkit.api.EvalResult.calibration`), kept compact.
+
+    Per grouping: its name, the label of each group once (an Arrow string array, None for
+    the overall line, labelled ``"all"``) and the bin columns as numpy arrays with
+    ``group_index`` pointing into the labels. A million users have ten million bins: the
+    long table (``grouping``, ``group``, ``bin``, ``bin_low``, ``bin_high``, ``count``,
+    ``mean_confidence``, ``accuracy``) is only built chunk by chunk, as Arrow record batches
+    (:meth:`batches`, what the writer streams) or as pandas on request (:meth:`to_pandas`).
+    """
+
+    parts: list[tuple[str, pa.Array | None, BinRows]]
+    n_bins: int
+
+    def __len__(self) -> int:
+        return sum(len(rows) for _, _, rows in self.parts)
+
+    @staticmethod
+    def schema() -> pa.Schema:
+        """The Arrow schema (with the pandas metadata ``pa.Table.from_pandas`` gives)."""
+        empty = pd.DataFrame({"grouping": pd.Series([], dtype="str"),
+                              "group": pd.Series([], dtype="str"),
+                              "bin": np.zeros(0, np.int64), "bin_low": np.zeros(0),
+                              "bin_high": np.zeros(0), "count": np.zeros(0, np.int64),
+                              "mean_confidence": np.zeros(0), "accuracy": np.zeros(0)})
+        return pa.Schema.from_pandas(empty, preserve_index=False)
+
+    def batches(self, groupings: Sequence[str] | None = None,
+                rows: int | None = None) -> Iterator[pa.Table]:
+        """The long table of ``groupings`` (None: all) in consecutive chunks of ``rows``
+        rows (default :data:`CALIBRATION_ROW_GROUP`; the last shorter), each built when it
+        is reached."""
+        step = max(int(rows or CALIBRATION_ROW_GROUP), 1)
+        parts = [p for p in self.parts if groupings is None or p[0] in groupings]
+        total = sum(len(rows) for _, _, rows in parts)
+        for start in range(0, total, step):
+            yield self.chunk(parts, start, min(start + step, total))
+
+    def to_arrow(self, groupings: Sequence[str] | None = None) -> pa.Table:
+        """The whole long table (or that of ``groupings``) as one Arrow table."""
+        chunks = list(self.batches(groupings))
+        return pa.concat_tables(chunks) if chunks else self.schema().empty_table()
+
+    def to_pandas(self, groupings: Sequence[str] | None = None) -> pd.DataFrame:
+        """The long table as a DataFrame (what ``EvalResult.calibration`` returns)."""
+        return self.to_arrow(groupings).to_pandas()
+
+    def chunk(self, parts: Sequence[tuple[str, pa.Array | None, BinRows]], start: int,
+              stop: int) -> pa.Table:
+        """Rows ``[start, stop)`` of the long table of ``parts``."""
+        schema = self.schema()
+        pieces = []
+        offset = 0
+        for name, labels, rows in parts:
+            n = len(rows)
+            lo, hi = max(start - offset, 0), min(stop - offset, n)
+            offset += n
+            if lo >= hi:
+                continue
+            cols = rows.columns(lo, hi)
+            b = cols["bin"]
+            same = np.zeros(hi - lo, np.int32)
+            pieces.append(pa.table({
+                "grouping": pa.array([name], pa.large_string()).take(same),
+                "group": (pa.array(["all"], pa.large_string()).take(same) if labels is None
+                          else labels.take(cols["group_index"])),
+                "bin": b, "bin_low": b / self.n_bins, "bin_high": (b + 1) / self.n_bins,
+                "count": cols["count"], "mean_confidence": cols["mean_confidence"],
+                "accuracy": cols["accuracy"],
+            }, schema=schema))
+        return pa.concat_tables(pieces) if pieces else schema.empty_table()
+
+
+def calibration_table(state: EvalState, groupings: Sequence[Grouping]) -> CalibrationTable | None:
+    """The reliability bins of every grouping (:class:`CalibrationTable`): ``grouping``,
+    ``group`` (``"val,EU"``; ``"all"`` for the overall line), then the bin columns of
+    :meth:`~evalkit.aggregate.GroupStats.calibration_table`. None when calibration is off."""
+    from .escape import key_labels
+
+    parts: list[tuple[str, pa.Array | None, BinRows]] = []
+    n_bins = 0
     for g in groupings:
         acc = state.stats[g.name]
         if acc.calibration is None:
             return None
-        keys, t = acc.calibration_parts()
-        gi = t.pop("group_index").to_numpy()
-        cols = list(g.columns)
-        if cols:
-            # One label per group, repeated over its bins (200k users x 15 bins would be 3M
-            # Python calls, and the keys repeated on every bin row 3M values).
-            records = pd.DataFrame({c: keys[c].reset_index(drop=True) for c in cols}).to_dict("records")
-            per_group = np.empty(len(records), dtype=object)
-            per_group[:] = [group_label(r, cols) for r in records]
-            labels = per_group[gi]
-        else:
-            labels = np.full(len(t), "all", dtype=object)
-        frames.append(pd.concat([pd.DataFrame({"grouping": g.name, "group": labels}), t], axis=1))
-    return pd.concat(frames, ignore_index=True) if frames else None
+        n_bins = acc.calibration.n_bins
+        keys, rows = acc.calibration_parts()
+        labels = None
+        if g.columns:
+            # One label per group (a million users: a million labels, not ten million).
+            labels = key_labels([keys[c] for c in g.columns])
+        parts.append((g.name, labels, rows))
+    return CalibrationTable(parts, n_bins) if parts else None
 
 
 # -- metadata ---------------------------------------------------------------------------

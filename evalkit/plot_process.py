@@ -227,6 +227,8 @@ def plot_input(result: Any) -> Any:
     per-row table of an in-memory input stays in the parent)."""
     from types import SimpleNamespace
 
+    from .plots import reliability_bins
+
     return SimpleNamespace(
         groups=result.groups,
         groupings=tuple(result.groupings),
@@ -234,5 +236,5 @@ def plot_input(result: Any) -> Any:
         metadata={k: (getattr(result, "metadata", None) or {}).get(k)
                   for k in ("input", "confidence", "calibration_bins")},
         overall=result.overall,
-        calibration=getattr(result, "calibration", None),
+        calibration=reliability_bins(result),
     )

@@ -457,7 +457,7 @@ def _plot_specs(result: Any) -> list[tuple[str, str, str, Any]]:
         if not g.columns or g.name not in groups or not (groups[g.name]["count"] > 0).any():
             continue
         specs.append((_means_title(result, g), plot_filename(g), "means", g))
-    calib = getattr(result, "calibration", None)
+    calib = reliability_bins(result)
     if calib is not None and len(calib):
         by_split = "split" in set(calib["grouping"])
         specs.append(("Reliability diagram" + (" (overall and by split)" if by_split else ""),
@@ -484,10 +484,23 @@ def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None,
         if kind == "class":
             _plot_class_distribution(result, out_dir / name, class_hist)
         elif kind == "reliability":
-            _plot_reliability(result, result.calibration, out_dir / name)
+            _plot_reliability(result, reliability_bins(result), out_dir / name)
         else:
             _plot_group_means(result, g, out_dir / name)
     return plot_plan(result)
+
+
+def reliability_bins(result: Any) -> pd.DataFrame | None:
+    """The calibration bins the reliability diagram draws: the overall line and the groups
+    of ``split`` (never the whole table: a million users have ten million bins). None when
+    calibration is off."""
+    table = getattr(result, "_calibration", None)
+    if table is not None:
+        return table.to_pandas(["overall", "split"])
+    calib = getattr(result, "calibration", None)
+    if calib is None:
+        return None
+    return calib[calib["grouping"].isin(["overall", "split"])].reset_index(drop=True)
 
 
 def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .sketch import fold_sorted
+
 DEFAULT_BINS = 15
 CALIBRATION_COLUMNS = ("ece", "mce", "brier", "entropy")
 
@@ -57,8 +59,10 @@ class CalibrationBins:
     *sparse* beyond that, as :class:`~evalkit.aggregate.sketch.BinCounts` does for the loss
     histogram: only the cells that occur, as sorted unique int64 keys ``slot * B + bin`` with
     their count, correct count and confidence sum (32 bytes a cell), so a million groups of
-    ten rows cost what they hold. New rows wait as raw keys and are folded in (stable sort,
-    then one reduction) once they outnumber the store or pass ``PENDING_ROWS``.
+    ten rows cost what they hold. New rows wait as raw keys and are folded in (sorted and
+    summed by key, then merged into the store column by column) once they pass
+    ``PENDING_ROWS`` and an eighth of the store (a fold copies the store once: linear
+    overall, with small temporaries).
 
     Counts are exact integers in both forms; the confidence sums differ between the forms
     only by the order of float64 additions (about 1e-16 relative). :meth:`absorb` adds by
@@ -66,7 +70,7 @@ class CalibrationBins:
     """
 
     DENSE_CELLS = 1 << 21
-    PENDING_ROWS = 1 << 22
+    PENDING_ROWS = 1 << 20
     _ARRAYS = ("count", "correct", "conf_sum", "brier_sum", "entropy_sum")
     _CELLS = ("count", "correct", "conf_sum")
 
@@ -184,39 +188,46 @@ class CalibrationBins:
 
     def _push(self, keys: np.ndarray, count: np.ndarray | None, correct: np.ndarray,
               conf: np.ndarray) -> None:
-        """Queue cells (``count`` None: one row each) for the next :meth:`_compact`."""
+        """Queue cells (``count`` None: one row each, ``correct`` then 0/1, kept as int8)
+        for the next :meth:`_compact`."""
         self._pending.append((np.asarray(keys, dtype=np.int64).reshape(-1), count,
-                              np.asarray(correct, dtype=np.int64), np.asarray(conf, dtype=np.float64)))
+                              np.asarray(correct, dtype=np.int8 if count is None else np.int64),
+                              np.asarray(conf, dtype=np.float64)))
         self._pending_n += len(self._pending[-1][0])
-        if self._pending_n >= max(self.PENDING_ROWS, len(self._cells[0]) if self._cells else 0):
+        if self._pending_n >= max(self.PENDING_ROWS, len(self._cells[0]) // 8 if self._cells else 0):
             self._compact()
 
     def _compact(self) -> None:
-        """Fold the queued cells into the sorted store (adding cells with equal keys)."""
+        """Fold the queued cells into the sorted store (adding cells with equal keys): the
+        queue is sorted and summed by key, then merged into the store by
+        :func:`~evalkit.aggregate.sketch.fold_sorted` one column at a time (bounded peak)."""
         if not self.sparse or not self._pending:
             return
         parts = self._pending
         self._pending, self._pending_n = [], 0
-        old, self._cells = list(self._cells), ()
-        cols = []
-        for i in range(4):  # the store and the queue, one array at a time (bounded peak)
-            new = [np.ones(len(p[0]), np.int64) if i == 1 and p[1] is None else p[i] for p in parts]
-            cols.append(np.concatenate(([old[i]] if old else []) + new))
-            if old:
-                old[i] = None
-        del old, parts, new
-        order = np.argsort(cols[0], kind="stable")
-        keys = cols[0][order]
-        cols[0] = None
+        keys = np.concatenate([p[0] for p in parts])
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
         start = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1]))) if len(keys) else order
-        out = [keys[start]]
-        del keys
+        new = []
         for i in (1, 2, 3):
-            a = cols[i][order]
-            cols[i] = None
-            out.append(np.add.reduceat(a, start) if len(start) else a)
-            del a
-        self._cells = tuple(out)
+            if i == 1 and all(p[1] is None for p in parts):  # one row each: run lengths
+                new.append(np.diff(np.append(start, len(keys))))
+                continue
+            col = np.concatenate([np.ones(len(p[0]), np.int8) if i == 1 and p[1] is None else p[i]
+                                  for p in parts])[order]
+            dtype = np.float64 if i == 3 else np.int64
+            new.append(np.add.reduceat(col, start, dtype=dtype) if len(start) else col.astype(dtype))
+            del col
+        del parts, order
+        keys = keys[start]
+        if not self._cells:
+            self._cells = (keys, *new)
+            return
+        store = list(self._cells[1:])
+        old_keys, self._cells = self._cells[0], ()
+        out_keys, cols = fold_sorted(old_keys, store, keys, new)
+        self._cells = (out_keys, *cols)
 
     def entries(self) -> tuple[np.ndarray, ...]:
         """``(slot, bin, count, correct, conf_sum)`` of every non-empty cell, sorted by slot
@@ -291,10 +302,17 @@ class CalibrationBins:
     def _sparse_gaps(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per group of ``order``: the sum over its cells of ``n_b |acc_b - conf_b|`` and the
         largest gap (-inf for a group without cells)."""
-        slot, _, n, cor, csum = self.entries()
-        gap = np.abs(cor / n - csum / n)
+        keys, n, cor, csum = self._sorted_cells()
+        slot = keys // self.n_bins
+        # |cor/n - csum/n| in place: a million groups have ten million cells.
+        gap = cor / n
+        tmp = csum / n
+        gap -= tmp
+        np.abs(gap, out=gap)
+        np.multiply(gap, n, out=tmp)
         groups = len(self.brier_sum)
-        num = np.bincount(slot, weights=gap * n, minlength=groups)
+        num = np.bincount(slot, weights=tmp, minlength=groups)
+        del tmp
         mx = np.full(groups, -np.inf)
         if len(slot):
             start = np.flatnonzero(np.concatenate(([True], slot[1:] != slot[:-1])))
@@ -305,29 +323,36 @@ class CalibrationBins:
         """Long table of the non-empty bins of the groups in ``order``: ``group_index``
         (position in ``order``), ``bin``, ``bin_low``, ``bin_high``, ``count``,
         ``mean_confidence``, ``accuracy``; sorted by group_index then bin."""
-        return pd.DataFrame(self.bin_columns(order))
+        cols = self.bin_columns(order)
+        b = cols.pop("bin")
+        gi = cols.pop("group_index")
+        return pd.DataFrame({"group_index": gi, "bin": b, "bin_low": b / self.n_bins,
+                             "bin_high": (b + 1) / self.n_bins, **cols})
 
     def bin_columns(self, order: np.ndarray) -> dict[str, np.ndarray]:
-        """The columns of :meth:`bin_table` as numpy arrays (no DataFrame: with a million
-        groups the caller concatenates them once instead of copying frames)."""
-        nb = self.n_bins
-        slot, b, cnt, cor, csum = self.entries()
-        pos = np.full(len(self.brier_sum), -1, dtype=np.int64)
-        pos[order] = np.arange(len(order))
-        gi = pos[slot]
-        del slot
-        sel = np.flatnonzero(gi >= 0)
-        sel = sel[np.argsort(gi[sel], kind="stable")]
-        b, cnt = b[sel], cnt[sel]
-        return {
-            "group_index": gi[sel],
-            "bin": b,
-            "bin_low": b / nb,
-            "bin_high": (b + 1) / nb,
-            "count": cnt,
-            "mean_confidence": csum[sel] / cnt,
-            "accuracy": cor[sel] / cnt,
-        }
+        """The columns of :meth:`bin_table` as numpy arrays, without ``bin_low`` /
+        ``bin_high`` (``bin / B``, ``(bin + 1) / B``)."""
+        rows = self.bin_rows(order)
+        return rows.columns(0, len(rows))
+
+    def bin_rows(self, order: np.ndarray) -> BinRows:
+        """The rows of :meth:`bin_table` for the groups in ``order``, to be read in ranges
+        (:class:`BinRows`): nothing per bin is copied until a range is read."""
+        return BinRows(self._sorted_cells(), len(self.brier_sum), order, self.n_bins)
+
+    def _sorted_cells(self) -> tuple[np.ndarray, ...]:
+        """``(key, count, correct, conf_sum)`` of every non-empty cell, sorted by key
+        ``slot * B + bin``: the sparse store itself (never written in place: a fold makes
+        new arrays), or built from the dense tables."""
+        if self.sparse:
+            self._compact()
+            if self._cells:
+                return self._cells
+            z = np.zeros(0, dtype=np.int64)
+            return z, z, z, np.zeros(0)
+        slot, b = np.nonzero(self.count)
+        return (slot.astype(np.int64) * self.n_bins + b, self.count[slot, b],
+                self.correct[slot, b], self.conf_sum[slot, b])
 
     def state(self) -> dict[str, Any]:
         """The raw sums in the dense ``(groups, B)`` form whichever form holds them (for
@@ -344,6 +369,42 @@ class CalibrationBins:
     def __getstate__(self) -> dict:
         self._compact()
         return self.__dict__.copy()
+
+
+class BinRows:
+    """The non-empty bins of the groups of ``order`` as rows of a long table, group after
+    group (in ``order``), bins ascending within a group, read range by range.
+
+    Holds the cells (``key = slot * B + bin`` sorted, with count, correct count and
+    confidence sum; shared with the state, never written) and per group its first cell and
+    number of cells, so a million groups with ten million bins cost 24 bytes a group until
+    a range is read; :meth:`columns` then gathers that range only."""
+
+    def __init__(self, cells: tuple[np.ndarray, ...], n_slots: int, order: np.ndarray,
+                 n_bins: int) -> None:
+        self.cells = cells
+        self.n_bins = n_bins
+        bounds = np.searchsorted(cells[0], np.arange(n_slots + 1, dtype=np.int64) * n_bins)
+        order = np.asarray(order, dtype=np.int64)
+        self.first = bounds[order]
+        sizes = bounds[order + 1] - self.first
+        self.ends = np.cumsum(sizes)
+        self.starts = self.ends - sizes
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def columns(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Rows ``[start, stop)``: ``group_index`` (position in ``order``), ``bin``,
+        ``count``, ``mean_confidence``, ``accuracy``."""
+        row = np.arange(start, max(start, stop), dtype=np.int64)
+        gi = np.searchsorted(self.ends, row, side="right")
+        idx = self.first[gi] + (row - self.starts[gi])
+        del row
+        keys, cnt, cor, csum = self.cells
+        n = cnt[idx]
+        return {"group_index": gi, "bin": keys[idx] % self.n_bins, "count": n,
+                "mean_confidence": csum[idx] / n, "accuracy": cor[idx] / n}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from ..inference import check_confidence, effective_n, mean_interval
 from .bootstrap import PoissonBootstrap
-from .calibration import CalibrationBatch, CalibrationBins
+from .calibration import BinRows, CalibrationBatch, CalibrationBins
 from .keys import _KeyIndex
 from .sketch import BinCounts, LogHistogram, quantile_column_name
 
@@ -640,19 +640,23 @@ class GroupStats:
         """Reliability bins per group, groups in :meth:`finalize` order: the key columns,
         then ``bin``, ``bin_low``, ``bin_high``, ``count``, ``mean_confidence``,
         ``accuracy`` (non-empty bins only; see :mod:`evalkit.aggregate.calibration`)."""
-        keys, bins = self.calibration_parts()
-        gi = bins.pop("group_index").to_numpy()
-        return pd.concat([pd.DataFrame({k: v.iloc[gi].reset_index(drop=True) for k, v in keys.items()}),
-                          bins], axis=1)
+        keys, rows = self.calibration_parts()
+        cols = rows.columns(0, len(rows))
+        gi = cols.pop("group_index")
+        b = cols.pop("bin")
+        nb = self.calibration.n_bins
+        return pd.DataFrame({**{k: v.iloc[gi].reset_index(drop=True) for k, v in keys.items()},
+                             "bin": b, "bin_low": b / nb, "bin_high": (b + 1) / nb, **cols})
 
-    def calibration_parts(self) -> tuple[dict[str, pd.Series], pd.DataFrame]:
+    def calibration_parts(self) -> tuple[dict[str, pd.Series], BinRows]:
         """:meth:`calibration_table` in two parts, without repeating the keys on every bin row
         (a million groups have ten million bins): the key columns of every group in
-        :meth:`finalize` order, and the bin table whose ``group_index`` points into them."""
+        :meth:`finalize` order, and the bin rows (:class:`~evalkit.aggregate.calibration.BinRows`,
+        read in ranges; no ``bin_low`` / ``bin_high``), whose ``group_index`` points into them."""
         if self.calibration is None:
             raise ValueError("this GroupStats keeps no calibration bins")
         order = self._output_order()
-        return self._index.key_frame(order), self.calibration.bin_table(order)
+        return self._index.key_frame(order), self.calibration.bin_rows(order)
 
     def _exact_quantiles(self, g: int) -> np.ndarray:
         codes = _concat(self._raw_codes, np.int32)

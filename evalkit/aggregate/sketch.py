@@ -98,8 +98,9 @@ class BinCounts:
     with 200k users, 50k classes) the counts are *sparse*: only the ``(group, bin)`` cells
     that occur, as sorted unique int64 keys ``slot * n_bins + bin`` with their counts, so a
     group costs what it holds (16 bytes per distinct bin), not 76 KB. New rows are appended
-    as raw keys and folded in (sort, then one linear merge) once they outnumber the store
-    or pass ``PENDING_KEYS``, which bounds the pending memory.
+    as raw keys and folded in (sort the new keys, then :func:`fold_sorted`, linear in the
+    store) once they pass ``PENDING_KEYS`` and an eighth of the store, which bounds the
+    pending memory and the fold's temporaries (a fold copies the store once: linear overall).
 
     Counts are exact integers in both forms, so the quantiles read from them are the same
     whichever form holds them, and :meth:`merge_from` (add by key) is associative and
@@ -107,7 +108,7 @@ class BinCounts:
     """
 
     DENSE_CELLS = 1 << 21
-    PENDING_KEYS = 1 << 22
+    PENDING_KEYS = 1 << 20
 
     def __init__(self, n_bins: int) -> None:
         self.n_bins = int(n_bins)
@@ -167,7 +168,7 @@ class BinCounts:
     def _push(self, keys: np.ndarray) -> None:
         self._pending.append(np.asarray(keys, dtype=np.int64).reshape(-1))
         self._pending_n += len(self._pending[-1])
-        if self._pending_n >= max(self.PENDING_KEYS, len(self._keys)):
+        if self._pending_n >= max(self.PENDING_KEYS, len(self._keys) // 8):
             self._compact()
 
     def _compact(self) -> None:
@@ -180,19 +181,14 @@ class BinCounts:
 
     def _fold(self, keys: np.ndarray, counts: np.ndarray) -> None:
         """Add sorted ``keys`` (repeats allowed) with ``counts`` to the sorted store."""
-        if len(self._keys):
-            allk = np.concatenate([self._keys, keys])
-            allc = np.concatenate([self._counts, counts])
-            # Two sorted runs: a stable sort (timsort for int64) merges them in linear time.
-            order = np.argsort(allk, kind="stable")
-            allk, allc = allk[order], allc[order]
-        else:
-            allk, allc = keys, counts
-        if not len(allk):
+        if not len(keys):
             return
-        start = np.flatnonzero(np.concatenate(([True], allk[1:] != allk[:-1])))
-        self._keys = allk[start]
-        self._counts = np.add.reduceat(allc, start) if len(allc) else allc
+        start = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+        if len(start) < len(keys):
+            keys, counts = keys[start], np.add.reduceat(counts, start)
+        store = [self._counts]
+        self._counts = None  # type: ignore[assignment]
+        self._keys, (self._counts,) = fold_sorted(self._keys, store, keys, [counts])
 
     def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(slot, bin, count)`` of every non-empty cell, sorted by slot then bin."""
@@ -260,6 +256,34 @@ class BinCounts:
         if self._dense is not None:
             state["_dense"] = self._dense[: self.groups].copy()  # ship only used slots
         return state
+
+
+def fold_sorted(keys: np.ndarray, values: list[np.ndarray], new_keys: np.ndarray,
+                new_values: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Add the cells ``new_keys`` (sorted, unique) with ``new_values`` to a store of sorted
+    unique ``keys`` with ``values`` (one array per column); return the new store.
+
+    The new cells are inserted where ``searchsorted`` puts them and the existing ones get
+    their sums added: linear in the store, never a sort of store and batch together, and
+    one column at a time (the caller passes ``values`` as a list it no longer holds, so the
+    peak is the store plus one column). New arrays are returned: the inputs are never
+    written to (copies and pickles may share them)."""
+    if not len(keys):
+        return new_keys, new_values
+    pos = np.searchsorted(keys, new_keys)
+    hit = pos < len(keys)
+    hit[hit] = keys[pos[hit]] == new_keys[hit]
+    miss = ~hit
+    at = pos[miss]
+    # Where an existing cell lands once the new ones are inserted before it.
+    shifted = pos[hit] + np.searchsorted(at, pos[hit], side="right")
+    out_keys = np.insert(keys, at, new_keys[miss])
+    for i in range(len(values)):
+        col = np.insert(values[i], at, new_values[i][miss])
+        values[i] = None  # type: ignore[call-overload]
+        col[shifted] += new_values[i][hit]
+        values[i] = col
+    return out_keys, values
 
 
 def _run_lengths(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,123 @@
+"""calibration.parquet and ``EvalResult.calibration`` against a reference built by hand.
+
+The long table of reliability bins is streamed to Parquet chunk by chunk (a million users have
+ten million bins); the file must hold what one ``pa.Table.from_pandas`` + ``pq.write_table`` of
+the whole table held: same columns, types, pandas metadata, values and row groups.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import evalkit
+from evalkit import pipeline
+from evalkit.escape import key_label
+
+CLASSES = ("a", "b", "c")
+B = 15
+
+
+def _frame(n: int = 700, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.full(len(CLASSES), 0.6), n)
+    df = pd.DataFrame({f"prob_{c}": p[:, i] for i, c in enumerate(CLASSES)})
+    df["label"] = np.array(CLASSES)[rng.integers(0, len(CLASSES), n)]
+    df["split"] = rng.choice(["train", "val", "test"], n)
+    region = rng.choice(["EU", "US", "", "∅", " x", None], n).astype(object)
+    df["region"] = region
+    df["n"] = rng.integers(-3, 4, n)
+    f = rng.choice([0.5, 0.25, np.nan], n)
+    df["f"] = f
+    return df
+
+
+def _reference(df: pd.DataFrame, result: evalkit.EvalResult) -> pd.DataFrame:
+    """The long table by hand: numpy confidence bins, pandas groupby, the groups in the
+    order of each grouping's own table, bins ascending."""
+    p = df[[f"prob_{c}" for c in CLASSES]].to_numpy()
+    conf = p.max(axis=1)
+    bins = np.clip(np.ceil(conf * B) - 1, 0, B - 1).astype(np.int64)
+    correct = np.array(CLASSES)[p.argmax(axis=1)] == df["label"].to_numpy()
+    frames = []
+    for g in result.groupings:
+        cols = list(g.columns)
+        if cols:
+            keys = df["label"].to_frame("class") if cols == ["class"] else df[cols]
+            labels = [key_label(r) for r in keys.itertuples(index=False, name=None)]
+            table = result.groups[g.name]
+            order = {key_label(r): i for i, r in
+                     enumerate(table[cols].itertuples(index=False, name=None))}
+        else:
+            labels, order = ["all"] * len(df), {"all": 0}
+        rows = pd.DataFrame({"group": labels, "bin": bins, "conf": conf, "ok": correct})
+        agg = rows.groupby(["group", "bin"], sort=False).agg(
+            count=("bin", "size"), mean_confidence=("conf", "mean"), accuracy=("ok", "mean"))
+        agg = agg.reset_index()
+        agg["pos"] = agg["group"].map(order)
+        agg = agg.sort_values(["pos", "bin"], kind="stable").reset_index(drop=True)
+        frames.append(pd.DataFrame({
+            "grouping": g.name, "group": agg["group"].astype("str"),
+            "bin": agg["bin"].astype(np.int64), "bin_low": agg["bin"] / B,
+            "bin_high": (agg["bin"] + 1) / B, "count": agg["count"].astype(np.int64),
+            "mean_confidence": agg["mean_confidence"], "accuracy": agg["accuracy"].astype(float)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+BY = ["region", "n", "f", ["region", "n"]]
+
+
+def test_calibration_table_equals_reference_in_memory_and_on_disk(tmp_path):
+    df = _frame()
+    result = evalkit.evaluate(df, by=BY)
+    ref = _reference(df, result)
+    assert [g.name for g in result.groupings] == ["overall", "class", "split", "region", "n",
+                                                  "f", "region,n"]
+    pd.testing.assert_frame_equal(result.calibration, ref, rtol=1e-12)
+    out = result.write(tmp_path / "r")
+    written = pq.ParquetFile(out / "calibration.parquet")
+    # Same schema and pandas metadata as writing the whole frame at once.
+    whole = pa.Table.from_pandas(ref, preserve_index=False)
+    assert written.schema_arrow.equals(whole.schema, check_metadata=True)
+    assert written.metadata.num_row_groups == 1
+    pd.testing.assert_frame_equal(written.read().to_pandas(), ref, rtol=1e-12)
+    # Groups that only differ by how they print stay apart ("" / "∅" / null / " x").
+    labels = set(ref.loc[ref["grouping"] == "region", "group"])
+    assert labels == {"EU", "US", '""', '"∅"', "∅", '" x"'}
+
+
+@pytest.mark.parametrize("rows", [1, 7, 64, 10_000])
+def test_calibration_file_streams_in_row_groups(tmp_path, monkeypatch, rows):
+    """Chunks of ``rows`` rows, crossing grouping boundaries, are the row groups of the file:
+    the file equals ``pq.write_table(whole, row_group_size=rows)`` row group by row group."""
+    monkeypatch.setattr(pipeline, "CALIBRATION_ROW_GROUP", rows)
+    df = _frame(300, seed=5)
+    result = evalkit.evaluate(df, by=BY, write_rows=False)
+    out = result.write(tmp_path / "r")
+    ref = pa.Table.from_pandas(_reference(df, result), preserve_index=False)
+    pq.write_table(ref, tmp_path / "whole.parquet", compression="zstd", row_group_size=rows)
+    got, want = pq.ParquetFile(out / "calibration.parquet"), pq.ParquetFile(tmp_path / "whole.parquet")
+    assert got.metadata.num_row_groups == want.metadata.num_row_groups == -(-len(ref) // rows)
+    for i in range(want.metadata.num_row_groups):
+        a, b = got.read_row_group(i), want.read_row_group(i)
+        assert a.schema.equals(b.schema, check_metadata=True)
+        assert a.select(["grouping", "group", "bin", "count"]).equals(
+            b.select(["grouping", "group", "bin", "count"]))
+        for c in ("bin_low", "bin_high", "mean_confidence", "accuracy"):
+            np.testing.assert_allclose(a[c].to_numpy(), b[c].to_numpy(), rtol=1e-12)
+
+
+def test_calibration_table_selects_groupings(tmp_path):
+    df = _frame(200, seed=9)
+    result = evalkit.evaluate(df, by="region", write_rows=False)
+    table = result._calibration
+    sub = table.to_pandas(["overall", "split"])
+    full = result.calibration
+    want = full[full["grouping"].isin(["overall", "split"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(sub, want)
+    assert len(table) == len(full)
+    empty = table.to_pandas(["nope"])
+    assert list(empty.columns) == list(full.columns) and len(empty) == 0

@@ -1,0 +1,72 @@
+"""The sorted-store fold shared by the sparse sketch and the sparse calibration cells."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evalkit.aggregate.calibration import CalibrationBins
+from evalkit.aggregate.sketch import BinCounts, fold_sorted
+
+
+def _by_hand(keys, vals, new_keys, new_vals):
+    out: dict[int, list] = {int(k): [v[i] for v in vals] for i, k in enumerate(keys)}
+    for i, k in enumerate(new_keys):
+        cur = out.setdefault(int(k), [v.dtype.type(0) for v in new_vals])
+        for j, v in enumerate(new_vals):
+            cur[j] = cur[j] + v[i]
+    ks = sorted(out)
+    return np.array(ks, dtype=np.int64), [np.array([out[k][j] for k in ks]) for j in range(len(vals))]
+
+
+@pytest.mark.parametrize("n_store,n_new,span", [(0, 5, 10), (5, 0, 10), (50, 50, 60),
+                                               (50, 50, 10_000), (200, 3, 1000), (1, 300, 400)])
+@pytest.mark.parametrize("seed", range(4))
+def test_fold_sorted_equals_dict_by_hand_and_leaves_inputs_alone(n_store, n_new, span, seed):
+    rng = np.random.default_rng(seed)
+    keys = np.unique(rng.integers(0, span, n_store)).astype(np.int64)
+    vals = [rng.integers(1, 9, len(keys)).astype(np.int64), rng.random(len(keys))]
+    new_keys = np.unique(rng.integers(0, span, n_new)).astype(np.int64)
+    new_vals = [rng.integers(1, 9, len(new_keys)).astype(np.int64), rng.random(len(new_keys))]
+    before = [keys.copy(), *(v.copy() for v in vals), new_keys.copy(), *(v.copy() for v in new_vals)]
+    want_k, want_v = _by_hand(keys, vals, new_keys, new_vals)
+    got_k, got_v = fold_sorted(keys, list(vals), new_keys, list(new_vals))
+    np.testing.assert_array_equal(got_k, want_k)
+    np.testing.assert_array_equal(got_v[0], want_v[0])
+    np.testing.assert_allclose(got_v[1], want_v[1], rtol=1e-15)
+    assert got_k.dtype == np.int64 and got_v[0].dtype == np.int64
+    for a, b in zip(before, [keys, *vals, new_keys, *new_vals], strict=True):
+        np.testing.assert_array_equal(a, b)  # inputs (maybe shared by a copy) untouched
+
+
+def test_sparse_stores_fold_often_and_equal_dense(monkeypatch):
+    """Tiny PENDING thresholds: many folds into a growing store == the dense tables."""
+    monkeypatch.setattr(BinCounts, "PENDING_KEYS", 5)
+    monkeypatch.setattr(CalibrationBins, "PENDING_ROWS", 5)
+    rng = np.random.default_rng(11)
+    groups, nb = 40, 7
+    sparse, dense = BinCounts(nb), BinCounts(nb)
+    monkeypatch.setattr(sparse, "DENSE_CELLS", 0)
+    cs, cd = CalibrationBins(4), CalibrationBins(4)
+    monkeypatch.setattr(cs, "DENSE_CELLS", 0)
+    for h in (sparse, dense):
+        h.ensure(groups)
+    cs.resize(groups)
+    cd.resize(groups)
+    for _ in range(30):
+        n = int(rng.integers(1, 40))
+        local = rng.integers(0, groups, n)
+        bins = rng.integers(0, nb, n)
+        for h in (sparse, dense):
+            h.add(local, np.arange(groups), bins)
+        cb = rng.integers(0, 4, n)
+        conf, ok = rng.random(n), rng.random(n) < 0.5
+        for c in (cs, cd):
+            c.add(local, groups, np.arange(groups), None, cb, conf, ok, rng.random(n) * 0, conf * 0)
+    assert sparse._dense is None and dense._dense is not None and cs.sparse and not cd.sparse
+    for a, b in zip(sparse.entries(), dense.entries(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    sa, sd = cs.state(), cd.state()
+    np.testing.assert_array_equal(sa["count"], sd["count"])
+    np.testing.assert_array_equal(sa["correct"], sd["correct"])
+    np.testing.assert_allclose(sa["conf_sum"], sd["conf_sum"], rtol=1e-13)
