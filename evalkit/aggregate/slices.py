@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 
 from ..escape import fmt_key
 from .keys import _KeyIndex
+from .weightscale import WeightScale, shift_sums
 
 DEFAULT_DEPTH = 2
 DEFAULT_MIN_COUNT = 30
@@ -140,11 +141,13 @@ class _Moments:
         new._combine(remap[present], {name: getattr(other, name)[:go][present] for name in _ARRAYS})
         return new
 
+    #: Power of the weight in each array (see :mod:`evalkit.aggregate.weightscale`).
+    _POWERS = {"wsum": 1, "w2sum": 2, "w3sum": 3, "m2": 1, "m3": 1}
+
     def rescale(self, k: int) -> None:
         """Multiply every weight by ``2**k`` (exact): sums of w and the weighted M2 / M3 by
         ``2**k``, of w^2 by ``2**2k``, of w^3 by ``2**3k``; means do not change."""
-        for name, power in (("wsum", 1), ("w2sum", 2), ("w3sum", 3), ("m2", 1), ("m3", 1)):
-            setattr(self, name, np.ldexp(getattr(self, name), power * k))
+        shift_sums({name: getattr(self, name) for name in self._POWERS}, self._POWERS, k)
 
     def __getstate__(self) -> dict[str, Any]:
         g = len(self.index)
@@ -153,11 +156,6 @@ class _Moments:
     def __setstate__(self, state: dict[str, Any]) -> None:
         for k, v in state.items():
             setattr(self, k, v)
-
-
-#: ``scale_exp`` before any positive weight: below every float64 exponent, so the first
-#: weight's exponent always wins ``max`` and accumulated zeros stay zero when rescaled.
-_UNSET_EXP = -100_000
 
 
 class SliceStats:
@@ -187,18 +185,10 @@ class SliceStats:
         self._acc: dict[tuple[str, ...], _Moments | None] = {s: _Moments(s) for s in self.sets}
         # Distinct values seen per capped set (at least; counting stops when it is dropped).
         self.capped: dict[tuple[str, ...], int] = {}
-        # Weights are stored times 2**-scale_exp (the binary exponent of the largest weight
+        # Weights are stored times 2**-scale.exp (the binary exponent of the largest weight
         # seen), so sums of w^2 and w^3 neither overflow (1e308) nor underflow (1e-300)
-        # whatever the weights' scale. Unset until a positive weight is seen.
-        self.scale_exp = _UNSET_EXP
-
-    def _rescale_to(self, e: int) -> None:
-        """Store weights times ``2**-e`` from now on (``e`` >= the current exponent)."""
-        if e != self.scale_exp:
-            for acc in self._acc.values():
-                if acc is not None:
-                    acc.rescale(self.scale_exp - e)
-            self.scale_exp = e
+        # whatever the weights' scale (:mod:`evalkit.aggregate.weightscale`).
+        self.scale = WeightScale()
 
     def update(self, columns: Mapping[str, pa.Array | pa.ChunkedArray], loss: np.ndarray,
                weight: np.ndarray | None = None) -> None:
@@ -212,10 +202,12 @@ class SliceStats:
             return
         if weight is not None:
             weight = np.asarray(weight, dtype=np.float64).reshape(-1)
-            top = float(weight.max())
-            if top > 0:
-                self._rescale_to(max(self.scale_exp, math.frexp(top)[1]))
-            weight = np.ldexp(weight, -self.scale_exp)
+            shift = self.scale.observe(weight)
+            if shift:
+                for acc in self._acc.values():
+                    if acc is not None:
+                        acc.rescale(shift)
+            weight = self.scale.scale(weight)
         encoded: dict[str, pa.Array] = {}
         for c in self.columns:
             col = columns[c]
@@ -251,13 +243,13 @@ class SliceStats:
         for s, v in other.capped.items():
             new.capped[s] = max(new.capped.get(s, 0), v)
         new._acc = {}
-        new.scale_exp = max(self.scale_exp, other.scale_exp)
+        new.scale = WeightScale(max(self.scale.exp, other.scale.exp))
         for s in self.sets:
             a, b = self._acc[s], other._acc[s]
             if a is not None and b is not None:
                 a, b = copy.deepcopy(a), copy.deepcopy(b)
-                a.rescale(self.scale_exp - new.scale_exp)
-                b.rescale(other.scale_exp - new.scale_exp)
+                a.rescale(self.scale.exp - new.scale.exp)
+                b.rescale(other.scale.exp - new.scale.exp)
             if a is None or b is None:
                 new._acc[s] = None
                 new.capped.setdefault(s, max(len(a.index) if a else 0, len(b.index) if b else 0))
@@ -435,7 +427,9 @@ def _summary(stats: SliceStats, out: pd.DataFrame, *, min_count: int, q: float,
     """The slice search's summary (``summary.json["slices"]``, the report's count line)."""
     return {
         "columns": list(stats.columns),
-        "depth": stats.depth,
+        # The depth searched: slice_depth 2 over one column searches single values only.
+        "depth": max((len(s) for s in stats.sets), default=0),
+        "depth_requested": stats.depth,
         "min_count": int(min_count),
         "q": q,
         "confidence": confidence,
