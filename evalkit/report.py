@@ -313,11 +313,16 @@ def slice_section(result: EvalResultLike, top: int = 10) -> list[str]:
                 if summary.get("weight") else "")
     unweighed = (f"; {summary['skipped_no_weight']:,} of them: too little weight, n_eff <= 1"
                  if summary.get("skipped_no_weight") else "")
+    dup = summary.get("skipped_duplicate", 0)
+    duplicates = (f" {dup:,} more slice{'s' if dup != 1 else ''} held exactly the rows of a slice "
+                  f"before {'them' if dup != 1 else 'it'} (a constant column, or columns that "
+                  f"determine each other) and {'were' if dup != 1 else 'was'} not tested again "
+                  "(`duplicate_of` in slices.parquet)." if dup else "")
     counts = (f"{summary.get('tested', 0):,} slices of {md_text(', '.join(summary.get('columns', [])))} "
               f"(depth {summary.get('depth')}) tested against the rest of the data ({test}, "
               f"Benjamini-Hochberg FDR q = {q:g}); {summary.get('skipped_small', 0):,} skipped "
               f"(the slice or the rest of the data has fewer than {summary.get('min_count')} rows"
-              f"{unweighed}).{weighted}")
+              f"{unweighed}).{duplicates}{weighted}")
     if n_worse:
         out = [f"## ⚠️ {n_worse} significantly worse slice{'s' if n_worse != 1 else ''} — look here first",
                "", counts, ""]

@@ -24,10 +24,12 @@ def _data(seed: int, n: int = 6000, planted: float = 0.0):
     return cols, loss
 
 
-def _feed(stats: SliceStats, cols, loss, step: int, weight=None) -> SliceStats:
+def _feed(stats: SliceStats, cols, loss, step: int, weight=None, offset: int = 0) -> SliceStats:
+    """Feed rows ``offset, offset + 1, ...`` (their global positions) in batches of ``step``."""
     for i in range(0, len(loss), step):
         stats.update({k: pa.array(v[i:i + step]) for k, v in cols.items()}, loss[i:i + step],
-                     None if weight is None else weight[i:i + step])
+                     None if weight is None else weight[i:i + step],
+                     rows=np.arange(offset + i, offset + min(i + step, len(loss))))
     return stats
 
 
@@ -191,7 +193,8 @@ def test_streaming_and_merge_equal_one_pass():
     small, _ = _assess(_feed(SliceStats(list(cols), 3), cols, loss, 97), loss)
     half = len(loss) // 3
     a = _feed(SliceStats(list(cols), 3), {k: v[:half] for k, v in cols.items()}, loss[:half], 500)
-    b = _feed(SliceStats(list(cols), 3), {k: v[half:] for k, v in cols.items()}, loss[half:], 700)
+    b = _feed(SliceStats(list(cols), 3), {k: v[half:] for k, v in cols.items()}, loss[half:], 700,
+              offset=half)
     merged, _ = _assess(b.merge(a), loss)
     for other in (small, merged):
         assert other["slice"].tolist() == one["slice"].tolist()
@@ -222,7 +225,8 @@ def test_too_many_distinct_values_is_capped_with_a_note_not_unbounded():
     assert set(table["columns"]) == {"device"}
     # same decision when the batches are merged instead
     a = _feed(SliceStats(list(cols), 2, max_slices=1000), {k: v[:600] for k, v in cols.items()}, loss[:600], 600)
-    b = _feed(SliceStats(list(cols), 2, max_slices=1000), {k: v[600:] for k, v in cols.items()}, loss[600:], 600)
+    b = _feed(SliceStats(list(cols), 2, max_slices=1000), {k: v[600:] for k, v in cols.items()}, loss[600:], 600,
+              offset=600)
     _, s2 = _assess(a.merge(b), loss)
     assert {c["columns"] for c in s2["capped"]} == capped
 
@@ -273,7 +277,7 @@ def test_weighted_streaming_and_merge_equal_one_pass():
     a = _feed(SliceStats(list(cols), 3, weighted=True), {k: v[:h] for k, v in cols.items()},
               loss[:h], 300, w[:h])
     b = _feed(SliceStats(list(cols), 3, weighted=True), {k: v[h:] for k, v in cols.items()},
-              loss[h:], 800, w[h:])
+              loss[h:], 800, w[h:], offset=h)
     for other in (small, _assess(b.merge(a), loss)[0]):
         assert other["slice"].tolist() == one["slice"].tolist()
         for col in ("mean", "n_eff", "p_value", "ci_low", "ci_high", "complement_mean"):
@@ -325,8 +329,8 @@ def test_huge_weights_are_scale_free():
     big = w * 1e300
     h = len(loss) // 2
     a = _feed(SliceStats(list(cols), 2, weighted=True), {k: v[:h] for k, v in cols.items()}, loss[:h], 500, big[:h])
-    b = _feed(SliceStats(list(cols), 2, weighted=True), {k: v[h:] for k, v in cols.items()}, loss[h:], 300, w[h:] * 1e-5)
-    b_big = _feed(SliceStats(list(cols), 2, weighted=True), {k: v[h:] for k, v in cols.items()}, loss[h:], 300, big[h:])
+    b = _feed(SliceStats(list(cols), 2, weighted=True), {k: v[h:] for k, v in cols.items()}, loss[h:], 300, w[h:] * 1e-5, offset=h)
+    b_big = _feed(SliceStats(list(cols), 2, weighted=True), {k: v[h:] for k, v in cols.items()}, loss[h:], 300, big[h:], offset=h)
     for stats in (_feed(SliceStats(list(cols), 2, weighted=True), cols, loss, 97, big), a.merge(b_big), b_big.merge(a)):
         got, _ = _assess(stats, loss)
         for col in ("mean", "n_eff", "complement_mean", "p_value", "ci_low", "ci_high"):
