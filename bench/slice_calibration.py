@@ -44,7 +44,7 @@ def data(seed: int, n: int, dist: str, planted: float = 0.0):
 def run(seed: int, n: int, dist: str, planted: float, correct_skew: bool):
     cols, loss = data(seed, n, dist, planted)
     stats = SliceStats(list(cols), 2)
-    stats.update({k: pa.array(v) for k, v in cols.items()}, loss)
+    stats.update({k: pa.array(v) for k, v in cols.items()}, loss, rows=np.arange(len(loss)))
     table, _ = assess_slices(stats, correct_skew=correct_skew)
     return table
 

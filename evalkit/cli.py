@@ -186,6 +186,10 @@ def _print_result(result: Any, fmt: str, written: bool = False) -> None:
         if n_left:
             click.echo(left_out_note(n_left, len(shown), g.file_stem + ".parquet" if written else None))
             click.echo()
+    if result.slices is not None:
+        from .report import slice_terminal_lines
+
+        click.echo("\n".join(slice_terminal_lines(result)))
 
 
 @main.command(context_settings=CONTEXT, epilog=INSPECT_EXIT_CODES_HELP)

@@ -51,7 +51,7 @@ GROUP_TABLE_COLUMNS = ("count", "mean", "sem", "ci_low", "ci_high", "std", "min"
 #: Columns of ``slices.parquet`` besides the slice columns.
 SLICE_TABLE_COLUMNS = ("slice", "columns", "depth", "count", "mean", "n_eff", "complement_count",
                        "complement_mean", "complement_n_eff", "diff", "ci_low", "ci_high", "t", "df", "p_value",
-                       "p_adjusted", "effect_size", "tested", "significant", "worse")
+                       "p_adjusted", "effect_size", "tested", "significant", "worse", "duplicate_of")
 
 #: Columns of every ``compare`` table besides its key columns.
 COMPARE_TABLE_COLUMNS = ("baseline_count", "candidate_count", "baseline_mean", "candidate_mean", "delta",

@@ -254,6 +254,7 @@ class EvalConfig:
 
 
 _LIST_KEYS = {"input", "on", "predictions", "targets", "classes", "slices"}
+_PATH_KEYS = {"input", "labels", "out"}
 _BOOL_KEYS = {"by_class", "by_split", "renormalize", "overwrite", "write_rows", "plots"}
 _FLOAT_KEYS = {"eps", "sum_tol", "confidence", "slice_fdr"}
 SIZE_LIMITS = {"bootstrap_samples": 10_000, "calibration_bins": 1_000, "slice_limit": 1_000_000}
@@ -267,6 +268,26 @@ _INT_KEYS = {"exact_limit", "top_k", "bootstrap_samples", "bootstrap_seed", "cal
 COMPARE_TYPES = {"seed": ("int", 0), "n_boot": ("int", 100), "confidence": ("float", None),
                  "allow_mismatch": ("bool", None), "pair_on": ("list", None),
                  "boot_limit": ("int", 1)}
+
+
+def check_slice_columns(items: Sequence[str], value: Any, source: str) -> None:
+    """Raise ConfigError (exit 2) when the ``slices`` setting names no column (``--slices ''``,
+    ``--slices ,``, ``slices: []`` or ``slices: ""``), names an empty column, or names a
+    column holding a comma: an empty list is not a way to turn the slice search off (leave
+    the setting out), and a slice's columns are listed comma-joined in ``slices.parquet``.
+    The message says what to write, for the command line, Python or the config file."""
+    from .errors import option
+
+    in_file = source.endswith((".yaml", ".yml", ".toml"))
+    example = "`slices: [region, device]`" if in_file else option("slices", ["region", "device"])
+    leave_out = "leave the `slices` key out" if in_file else f"leave out {option('slices')}"
+    if not items or any(not v.strip() for v in items):
+        raise ConfigError(f"{source}: slices names no column ({value!r}): give the column(s) to "
+                          f"search, e.g. {example}; to run without the slice search, {leave_out}")
+    bad = [v for v in items if "," in v]
+    if bad:
+        raise ConfigError(f"{source}: slice column {bad[0]!r} holds a comma: slices.parquet lists a "
+                          "slice's columns joined by commas, so rename the column first")
 
 
 def strict_bool(key: str, value: Any, source: str) -> bool:
@@ -334,13 +355,26 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     def bad(kind: str) -> ConfigError:
         return ConfigError(f"{source}: key {key!r} must be {kind}, got {value!r}")
 
+    if key in _PATH_KEYS:
+        # A path may be a str or any os.PathLike (pathlib.Path), as everywhere in the API.
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        elif key == "input" and isinstance(value, Sequence) and not isinstance(value, str):
+            value = [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+        if isinstance(value, bytes) or (key == "input" and isinstance(value, Sequence)
+                                        and any(isinstance(v, bytes) for v in value)):
+            raise bad("a path (str or pathlib.Path)")
     if key in _LIST_KEYS or key == "keys":
         if isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()] if key != "input" else [value]
-        if isinstance(value, Sequence) and all(isinstance(v, str | int) and not isinstance(v, bool)
-                                               for v in value):
-            return [str(v) for v in value]
-        raise bad("a list of strings")
+            items = [v.strip() for v in value.split(",") if v.strip()] if key != "input" else [value]
+        elif isinstance(value, Sequence) and all(isinstance(v, str | int) and not isinstance(v, bool)
+                                                 for v in value):
+            items = [str(v) for v in value]
+        else:
+            raise bad("a list of strings")
+        if key == "slices":
+            check_slice_columns(items, value, source)
+        return items
     if key == "by":
         return parse_groupings(value, source)
     if key in _BOOL_KEYS or key == "logits":

@@ -350,8 +350,11 @@ def build_plan(cfg: EvalConfig, inputs: Inputs, layout: Layout,
                     from_join.append(c)
                     continue
                 raise missing_column(c, kind, names + label_side, source.label)
+    # rows.parquet holds every key the run groups or slices by (as by_*.parquet and
+    # slices.parquet do), so any group or slice can be read back row by row.
     carry = list(dict.fromkeys(
         list(layout.keys) + [c for g in groupings for c in g.columns if c != CLASS]
+        + [c for c in cfg.slices if c != CLASS]
         + ([layout.weight] if layout.weight else [])
     ))
     if inputs.label_index is not None:

@@ -36,6 +36,10 @@ class EvalResultLike(Protocol):
 
 COUNT_COLUMNS = {"count", "clipped", "clipped_low", "clipped_high", "rows", "n", "baseline_count", "candidate_count", "skipped"}
 PERCENT_COLUMNS = {"accuracy", "clipped_fraction"}
+#: p-value columns: a p-value below :data:`P_FLOOR` (down to an underflowed 0) reads
+#: ``<1e-300``, never ``0`` (the Parquet tables keep the float, 0 included).
+P_COLUMNS = {"p_value", "p_adjusted"}
+P_FLOOR = 1e-300
 
 
 def fmt_number(value: Any, column: str = "") -> str:
@@ -53,6 +57,8 @@ def fmt_number(value: Any, column: str = "") -> str:
             return f"{100 * v:.1f}%"
         if column in COUNT_COLUMNS and v.is_integer():
             return f"{int(v):,}"
+        if column in P_COLUMNS and v < P_FLOOR:
+            return f"<{P_FLOOR:g}"
         if v == 0:
             return "0"
         if math.isinf(v):
@@ -321,20 +327,20 @@ def slice_section(result: EvalResultLike, top: int = 10) -> list[str]:
                 if summary.get("weight") else "")
     unweighed = (f"; {summary['skipped_no_weight']:,} of them: too little weight, n_eff <= 1"
                  if summary.get("skipped_no_weight") else "")
+    dup = summary.get("skipped_duplicate", 0)
+    duplicates = (f" {dup:,} more slice{'s' if dup != 1 else ''} held exactly the rows of a slice "
+                  f"before {'them' if dup != 1 else 'it'} (a constant column, or columns that "
+                  f"determine each other) and {'were' if dup != 1 else 'was'} not tested again "
+                  "(`duplicate_of` in slices.parquet)." if dup else "")
     counts = (f"{summary.get('tested', 0):,} slices of {md_text(', '.join(summary.get('columns', [])))} "
               f"(depth {summary.get('depth')}) tested against the rest of the data ({test}, "
               f"Benjamini-Hochberg FDR q = {q:g}); {summary.get('skipped_small', 0):,} skipped "
               f"(the slice or the rest of the data has fewer than {summary.get('min_count')} rows"
-              f"{unweighed}).{weighted}")
+              f"{unweighed}).{duplicates}{weighted}")
     if n_worse:
         out = [f"## ⚠️ {n_worse} significantly worse slice{'s' if n_worse != 1 else ''} — look here first",
                "", counts, ""]
-        shown = worst.assign(**{
-            "diff [CI]": [f"+{fmt_number(d)} [{fmt_number(lo)}, {fmt_number(hi)}]"
-                          for d, lo, hi in zip(worst["diff"], worst["ci_low"], worst["ci_high"], strict=True)],
-        })
-        out.append(markdown_table(shown, ["slice", "count", "mean", "complement_mean", "diff [CI]",
-                                          "effect_size", "p_adjusted"]))
+        out.append(markdown_table(*_worst_shown(worst)))
         if n_worse > len(worst):
             out += [f"_{n_worse - len(worst):,} more in slices.parquet (column `worse`)._", ""]
     else:
@@ -346,6 +352,29 @@ def slice_section(result: EvalResultLike, top: int = 10) -> list[str]:
     if summary.get("capped"):
         out.append("")
     return out
+
+
+def _worst_shown(worst: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The worst slices as shown to a person (report.md and the terminal): the difference
+    with its interval in one column; returns the frame and the columns to show."""
+    shown = worst.assign(**{
+        "diff [CI]": [f"+{fmt_number(d)} [{fmt_number(lo)}, {fmt_number(hi)}]"
+                      for d, lo, hi in zip(worst["diff"], worst["ci_low"], worst["ci_high"], strict=True)],
+    })
+    return shown, ["slice", "count", "mean", "complement_mean", "diff [CI]", "effect_size", "p_adjusted"]
+
+
+def slice_terminal_lines(result: EvalResultLike, top: int = 10) -> list[str]:
+    """The slice search for the terminal: how many slices were tested and found significantly
+    worse, then the worst ``top`` of them (as in report.md; escaped for a terminal)."""
+    summary = result.metadata.get("slices", {})
+    worst = result.worst_slices(top)
+    n_worse = int(summary.get("significantly_worse", len(worst)))
+    head = (f"slices: {n_worse:,} significantly worse of {summary.get('tested', 0):,} tested "
+            f"(FDR q = {summary.get('q', 0.05):g})")
+    if not n_worse:
+        return [head, ""]
+    return [head + ":", text_table(*_worst_shown(worst))]
 
 
 def disparity_section(records: Sequence[dict[str, Any]] | None) -> list[str]:
@@ -392,7 +421,8 @@ def calibration_section(result: EvalResultLike) -> list[str]:
     return ["## Calibration", "",
             f"Top-label confidence in {bins} equal-width bins: ECE = sum_b (n_b / n) |accuracy_b - "
             "confidence_b|, MCE = max_b |accuracy_b - confidence_b| (Guo et al. 2017); Brier = mean "
-            "of sum_j (p_j - t_j)^2 over classes, in [0, 2] (Brier 1950); entropy in nats. Bins per "
+            "of sum_j (p_j - t_j)^2 over classes, in [0, 2] (Brier 1950; with two classes it is twice "
+            "sklearn's brier_score_loss, which scores P(class 1) only); entropy in nats. Bins per "
             "group: calibration.parquet.", "",
             markdown_table(table, ["grouping", "group"] + cols)] + (["", *notes] if notes else [])
 

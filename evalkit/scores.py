@@ -104,7 +104,9 @@ class RowCalibration:
     confidence: npt.NDArray[np.float64]
     """Top-label confidence: the largest predicted probability of the row."""
     brier: npt.NDArray[np.float64]
-    """Multi-class Brier score of the row: ``sum_j (p_j - t_j)^2`` (Brier 1950), in [0, 2]."""
+    """Multi-class Brier score of the row: ``sum_j (p_j - t_j)^2`` (Brier 1950), in [0, 2].
+    With two classes this is twice ``sklearn.metrics.brier_score_loss`` (which scores only
+    P(class 1): ``(p_1 - t_1)^2``, and ``(p_0 - t_0)^2`` is the same number)."""
     entropy: npt.NDArray[np.float64]
     """Predictive entropy ``-sum_j p_j log p_j`` in nats (``0 log 0 = 0``)."""
 

@@ -3,6 +3,8 @@ and sklearn, mergeable bin state."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -171,3 +173,26 @@ def test_many_groups_scatter_equals_dense_update():
     for name in states[0]:
         np.testing.assert_allclose(states[0][name], states[1][name], rtol=1e-12, err_msg=name)
     assert states[0]["count"].sum() == n
+
+
+def test_binary_brier_is_twice_sklearn_end_to_end_and_documented():
+    """red team 16: evalkit's binary Brier is 2x sklearn's brier_score_loss. The multi-class
+    definition (Brier 1950) stays; the factor is checked through evaluate() on a binary
+    P(class 1) column and stated in the docstring, README and report glossary."""
+    import evalkit
+    import evalkit.aggregate.calibration as cal_module
+
+    rng = np.random.default_rng(11)
+    p1 = rng.uniform(0.01, 0.99, 3000)
+    y = (rng.uniform(size=3000) < p1).astype(int)
+    df = pd.DataFrame({"score": p1, "label": y, "split": rng.choice(["a", "b"], 3000)})
+    r = evalkit.evaluate(df, predictions=["score"], label="label", write_rows=False)
+    assert r.overall["brier"] == pytest.approx(2 * brier_score_loss(y, p1), rel=1e-9)
+    by = r.groups["split"].set_index("split")["brier"]
+    for s in ("a", "b"):
+        m = df["split"].to_numpy() == s
+        assert by[s] == pytest.approx(2 * brier_score_loss(y[m], p1[m]), rel=1e-9)
+    assert "twice\n  ``sklearn.metrics.brier_score_loss``" in cal_module.__doc__
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "twice `sklearn.metrics.brier_score_loss`" in readme
+    assert "twice sklearn's brier_score_loss" in r.to_markdown(plots=[])

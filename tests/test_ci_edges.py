@@ -92,3 +92,65 @@ def test_disparity_leaves_out_groups_smaller_than_min_count():
     [rec] = [d for d in evalkit.evaluate(df, by="region", write_rows=False, slice_min_count=2)
              .disparity if d["grouping"] == "region"]
     assert rec["worst"] == "b" and rec["too_small"] == 1
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300, 1e307, 1e-307])
+def test_weighted_bootstrap_does_not_depend_on_the_weights_scale(scale):
+    """red team 16: the bootstrap replicate sums overflowed with weights of 1e300. They are
+    kept under the shared weight scale (aggregate.weightscale): the replicate sums equal the
+    unscaled ones times the scale, the interval equals the unscaled one, whatever the
+    batching and with no floating-point warning."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    p = rng.dirichlet(np.ones(3), n)
+    df = pd.DataFrame({f"prob_{k}": p[:, k] for k in range(3)})
+    df["label"] = rng.integers(0, 3, n)
+    df["region"] = rng.choice(["a", "b", "c"], n)
+    base = rng.uniform(0.5, 2.0, n)
+    kw = dict(weight="w", by="region", write_rows=False, ci="bootstrap", bootstrap_samples=50)
+    ref = evalkit.evaluate(df.assign(w=base), batch_size=4000, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scaled = evalkit.evaluate(df.assign(w=base * scale), batch_size=333, **kw)
+    for name in ("overall", "region"):
+        a, b = ref.table(name), scaled.table(name)
+        assert np.isfinite(b["ci_low"]).all() and np.isfinite(b["ci_high"]).all()
+        for c in ("ci_low", "ci_high", "weighted_mean"):
+            np.testing.assert_allclose(b[c].to_numpy(float), a[c].to_numpy(float), rtol=1e-9, err_msg=c)
+
+
+def test_bootstrap_replicate_sums_are_the_unscaled_ones_times_the_scale():
+    from evalkit.aggregate.bootstrap import PoissonBootstrap
+
+    rng = np.random.default_rng(6)
+    n, b = 5000, 20
+    slots = rng.integers(0, 4, n)
+    boot = rng.poisson(1.0, (n, b)).astype(np.uint8)
+    loss = rng.exponential(1.0, n)
+    w = rng.uniform(0.5, 2.0, n)
+
+    def fed(weights, pieces):
+        out = PoissonBootstrap(b)
+        out.resize(4)
+        parts = []
+        for idx in np.array_split(np.arange(n), pieces):
+            part = PoissonBootstrap(b)
+            part.resize(4)
+            part.add(slots[idx], boot[idx], loss[idx], weights[idx])
+            parts.append(part)
+        for part in parts[::-1]:  # merge order differs from row order
+            out.absorb(part, np.arange(4), np.arange(4))
+        return out
+
+    ref = fed(w, 1)
+    for scale, pieces in ((1e300, 3), (1e-300, 5), (1e307, 7)):
+        got = fed(w * scale, pieces)
+        # stored x 2**exp = the true sum: got's true sums are ref's times the scale
+        factor = math.ldexp(scale, ref.scale.exp - got.scale.exp)
+        assert 0.25 < factor < 4
+        for name in ("wsum", "wloss"):
+            np.testing.assert_allclose(getattr(got, name), getattr(ref, name) * factor, rtol=1e-12)
+        lo0, hi0 = ref.interval(np.arange(4), 0.95)
+        lo, hi = got.interval(np.arange(4), 0.95)
+        np.testing.assert_allclose(lo, lo0, rtol=1e-12)
+        np.testing.assert_allclose(hi, hi0, rtol=1e-12)

@@ -53,6 +53,13 @@ FILE_CASES = [
     ("bad_int", "c.yaml", "top_k: 2.5\n", ["c.yaml", "'top_k'", "whole number"]),
     ("sum_tol_out_of_range", "c.toml", "sum_tol = 2.0\n", ["c.toml", "sum_tol", "(0, 1)"]),
     ("bad_grouping", "c.yaml", "by: [[]]\n", ["c.yaml", "empty grouping"]),
+    # red team 16: an empty slice list is not silently "no slice search"; it says what to write
+    ("slices_empty_list", "c.yaml", "slices: []\n", ["c.yaml", "slices names no column",
+                                                     "`slices: [region, device]`", "leave the `slices` key out"]),
+    ("slices_empty_string", "c.yaml", "slices: ''\n", ["c.yaml", "slices names no column"]),
+    ("slices_empty_toml", "c.toml", "slices = []\n", ["c.toml", "slices names no column"]),
+    ("slices_empty_item", "c.yaml", "slices: [region, '']\n", ["c.yaml", "slices names no column"]),
+    ("slices_comma_in_name", "c.yaml", "slices: ['a,b']\n", ["c.yaml", "'a,b'", "comma"]),
 ]
 
 
@@ -97,7 +104,39 @@ ARG_CASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
      ["calibration_bins", "<= 1,000"]),
     ("slice_limit_huge", {"slice_limit": 10_000_000}, ["--slice-limit", "10000000"],
      ["slice_limit", "<= 1,000,000"]),
+    ("slices_empty", {"slices": ""}, ["--slices", ""], ["slices names no column", "region", "device"]),
+    ("slices_comma_only", {"slices": ","}, ["--slices", ","], ["slices names no column"]),
+    ("slices_blank", {"slices": [" "]}, ["--slices", " "], ["slices names no column"]),
 ]
+
+
+def test_empty_slices_message_says_what_to_write(tmp_path: Path, preds: str) -> None:
+    """Each caller is told in its own words: flags at the CLI, keywords in Python."""
+    with pytest.raises(E.ConfigError) as info:
+        evalkit.evaluate(preds, slices=[])
+    assert "slices=['region', 'device']" in str(info.value) and "--slices" not in str(info.value)
+    r = CliRunner().invoke(main, ["evaluate", preds, "--slices", "", "--out", str(tmp_path / "r")])
+    assert r.exit_code == E.EXIT_USAGE
+    assert "--slices region,device" in r.output and "leave out --slices" in r.output
+
+
+def test_paths_may_be_pathlib_everywhere(tmp_path: Path, preds: str) -> None:
+    """red team 16: evaluate(out=Path(...)) was a ConfigError. Every path setting takes str or
+    os.PathLike: data, input (also in a list and in a config mapping), labels, out, config."""
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("top_k: 3\n")
+    r1 = evalkit.evaluate(Path(preds), out=tmp_path / "a", config=cfg_file)
+    assert r1.metadata["config"]["out"] == str(tmp_path / "a") and r1.overall["count"] == 3
+    r1.write(tmp_path / "a")
+    assert (tmp_path / "a" / "report.md").is_file()
+    _, path = evalkit.run(EvalConfig.from_mapping({"input": [Path(preds)], "out": tmp_path / "b"}))
+    assert path == tmp_path / "b" and (path / "summary.json").is_file()
+    cfg = EvalConfig.from_mapping({"input": [Path(preds)], "labels": tmp_path / "l.parquet",
+                                   "out": tmp_path / "c"})
+    assert cfg.input == [preds] and cfg.labels == str(tmp_path / "l.parquet") and cfg.out == str(tmp_path / "c")
+    assert EvalConfig.from_mapping({"input": Path(preds)}).input == [preds]
+    with pytest.raises(E.ConfigError, match="'out' must be a path"):
+        EvalConfig.from_mapping({"out": b"bytes"})
 
 
 def test_size_limits_in_config_file_and_at_the_limit() -> None:

@@ -483,3 +483,22 @@ def test_binary_logit_range_warning_merges_across_partitions(client):
     with warnings.catch_warnings():
         warnings.simplefilter("error", errors.EvalkitWarning)
         assert evaluate(df, engine="dask", client=client, batch_size=300).metadata["warnings"] == []
+
+
+def test_duplicate_slices_and_typed_slice_keys_equal_to_local(client, tmp_path):
+    """Row-set fingerprints use global row positions: the Dask engine finds the same duplicate
+    slices (a constant column, a column that is a function of another) as the local one, and
+    writes the same typed slice keys."""
+    rng = np.random.default_rng(12)
+    t = _table(rng, 4000)
+    region = t.column("region").to_numpy(zero_copy_only=False)
+    code = np.select([region == "EU", region == "US"], [1, 2], 3).astype(np.int32)
+    t = t.append_column("plan", pa.array(["pro"] * 4000)).append_column("code", pa.array(code))
+    path = tmp_path / "dup.parquet"
+    pq.write_table(t, path, row_group_size=500)
+    local, dist = _both(path, client, write_rows=False, slices=["region", "plan", "code"], slice_min_count=10)
+    assert local.metadata["slices"]["skipped_duplicate"] > 0
+    assert local.metadata["slices"] == dist.metadata["slices"]
+    pd.testing.assert_series_equal(local.slices["duplicate_of"], dist.slices["duplicate_of"])
+    pd.testing.assert_series_equal(local.slices["code"], dist.slices["code"])
+    _assert_frames_close(local.slices, dist.slices)

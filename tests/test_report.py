@@ -43,7 +43,10 @@ def test_report_without_plot_extra_says_how_to_enable():
     ("value", "column", "want"),
     [(0.38506088, "mean", "0.3851"), (16.11809565, "max", "16.12"), (1234567, "count", "1,234,567"),
      (0.874, "accuracy", "87.4%"), (1.0e-7, "min", "1.000e-07"), (float("nan"), "std", ""),
-     (0.0, "sum", "0"), (True, "clipped", "yes")],
+     (0.0, "sum", "0"), (True, "clipped", "yes"),
+     # red team 16: an underflowed p-value reads "<1e-300", never 0
+     (0.0, "p_adjusted", "<1e-300"), (0.0, "p_value", "<1e-300"), (5e-324, "p_adjusted", "<1e-300"),
+     (2e-300, "p_adjusted", "2.000e-300"), (0.0, "diff", "0")],
 )
 def test_fmt_number(value, column, want):
     assert fmt_number(value, column) == want

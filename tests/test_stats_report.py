@@ -274,4 +274,7 @@ def test_slice_on_the_label_column_and_a_joined_column(tmp_path):
     df.to_parquet(path)
     r = evalkit.evaluate(path, slices=["label", "region"], spool_dir=tmp_path)
     assert "label=0" in set(r.slices["slice"])
-    assert "region" not in r.rows.columns  # slice columns are read, not carried into rows
+    # slice columns are key columns of rows.parquet, like --by columns; the label column keeps
+    # its name for the per-row output and the input's label is carried as input:label
+    assert "region" in r.rows.columns and "input:label" in r.rows.columns
+    assert (r.rows["region"].to_numpy() == df["region"].to_numpy()).all()

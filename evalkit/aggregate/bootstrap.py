@@ -12,11 +12,18 @@ The weights are a hash of the row's global position in the input and the seed
 (:func:`evalkit.inference.poisson_weights`): the result is the same for any batch size,
 row-group layout, partitioning or engine. Cost: ``B`` hashes per row (once per batch,
 shared by every grouping) and ``2 B`` numbers per group (1.6 KB at B = 100).
+
+With sample weights the sums are kept for the weights times ``2**-scale.exp`` (one
+:class:`~evalkit.aggregate.weightscale.WeightScale` for all groups): weights of ``1e300``
+or ``1e-300`` neither overflow nor underflow the replicate sums, and the replicate means
+(ratios) do not depend on the weights' scale.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .weightscale import WeightScale, shift_sums
 
 DEFAULT_SAMPLES = 100
 DEFAULT_SEED = 0
@@ -33,6 +40,11 @@ class PoissonBootstrap:
         self.n = int(n)
         self.wsum = np.zeros((0, self.n), dtype=np.float64)
         self.wloss = np.zeros((0, self.n), dtype=np.float64)
+        # Weighted: the sums hold weights times 2**-scale.exp (unweighted: exp stays unset).
+        self.scale = WeightScale()
+
+    def _rescale(self, shift: int) -> None:
+        shift_sums({"wsum": self.wsum, "wloss": self.wloss}, {"wsum": 1, "wloss": 1}, shift)
 
     def resize(self, cap: int) -> None:
         """Grow (or trim) to ``cap`` slots, keeping the used ones."""
@@ -49,12 +61,16 @@ class PoissonBootstrap:
         new.n = self.n
         new.wsum = self.wsum[:g].copy()
         new.wloss = self.wloss[:g].copy()
+        new.scale = WeightScale(self.scale.exp)
         return new
 
     def add(self, slots: np.ndarray, boot: np.ndarray, loss: np.ndarray,
             weight: np.ndarray | None) -> None:
         """Add rows: their global group ``slots``, Poisson weights ``boot`` (n, B), losses and
-        optional sample weights."""
+        optional sample weights (finite, >= 0; any scale, see the module docstring)."""
+        if weight is not None:
+            self._rescale(self.scale.observe(weight))
+            weight = self.scale.scale(weight)
         for start in range(0, len(slots), _BLOCK_ROWS):
             blk = slice(start, start + _BLOCK_ROWS)
             self._add_block(slots[blk], boot[blk], loss[blk], None if weight is None else weight[blk])
@@ -77,8 +93,12 @@ class PoissonBootstrap:
         """Add ``other``'s slots ``src`` into slots ``dst``."""
         if other.n != self.n:
             raise ValueError("cannot merge bootstraps with different numbers of replicates")
-        self.wsum[dst] += other.wsum[src]
-        self.wloss[dst] += other.wloss[src]
+        exp = max(self.scale.exp, other.scale.exp)
+        self._rescale(self.scale.observe_exp(exp))
+        shift = other.scale.exp - exp
+        with np.errstate(under="ignore"):
+            self.wsum[dst] += np.ldexp(other.wsum[src], shift) if shift else other.wsum[src]
+            self.wloss[dst] += np.ldexp(other.wloss[src], shift) if shift else other.wloss[src]
 
     def interval(self, order: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
         """Percentile interval of the replicate means for the groups in ``order`` (NaN for

@@ -64,7 +64,9 @@ def _densify(code: np.ndarray, radix: int, n: int) -> tuple[np.ndarray, np.ndarr
     return local.reshape(-1), uniq
 
 
-def _pandas_column(arr: pa.Array) -> pd.Series:
+def pandas_key_column(arr: pa.Array) -> pd.Series:
+    """A key column for pandas, keeping its type: integers and booleans with nulls become
+    pandas' nullable ``Int64`` / ``boolean`` (not float64 / object)."""
     t = arr.type
     if arr.null_count and (pa.types.is_integer(t) or pa.types.is_boolean(t)):
         # Default conversion turns nullable ints into float64; keep them integers.
@@ -365,10 +367,11 @@ class _KeyIndex:
         rank[perm] = np.arange(g)
         return rank
 
+    def key_arrays(self, slots: np.ndarray) -> dict[str, pa.Array]:
+        """Key columns as Arrow arrays of the keys' value types, for the given slots."""
+        take = pa.array(np.asarray(slots, dtype=np.int64))
+        return {name: self._column_array(i).take(take) for i, name in enumerate(self.key_names)}
+
     def key_frame(self, slots: np.ndarray) -> dict[str, pd.Series]:
         """Key columns (plain value types) for the given per-row slots."""
-        out = {}
-        take = pa.array(np.asarray(slots, dtype=np.int64))
-        for i, name in enumerate(self.key_names):
-            out[name] = _pandas_column(self._column_array(i).take(take))
-        return out
+        return {name: pandas_key_column(arr) for name, arr in self.key_arrays(slots).items()}

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .keys import _KeyIndex, _pandas_column
+from .keys import _KeyIndex, pandas_key_column
 
 #: Most rows kept per group (``--top-k``): the selection lives in memory, k rows of payload
 #: per group, and is written to hardest.parquet. Larger asks are refused up front; every
@@ -179,7 +179,7 @@ class TopK:
             t = self._table.take(pa.array(perm, type=pa.int64()))
             for name in t.column_names:
                 if name not in cols:
-                    cols[name] = _pandas_column(t.column(name).combine_chunks())
+                    cols[name] = pandas_key_column(t.column(name).combine_chunks())
         cols["loss"] = self._loss[perm]
         return pd.DataFrame({k: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v)
                              for k, v in cols.items()})

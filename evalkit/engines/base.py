@@ -60,7 +60,7 @@ class Plan:
     exact_limit: int = 1_000_000
     top_k: int = 10
     carry: tuple[str, ...] = ()
-    """Input columns copied into the per-row output (keys, group columns, weight)."""
+    """Input columns copied into the per-row output (keys, group and slice columns, weight)."""
     label_columns_from_join: tuple[str, ...] = ()
     on: tuple[str, ...] = ()
     confidence: float = 0.95
@@ -85,9 +85,9 @@ class Plan:
         cols: list[str] = list(lay.pred_columns)
         if not self.label_columns_from_join:
             cols += list(lay.label_columns)
-        cols += list(self.on) + list(self.carry)
-        # Slice columns are read but not carried into the per-row output (a slice column may
-        # share its name with an output column, e.g. the label).
+        # Carried group / slice columns of a labels input come from the join, not from here.
+        cols += list(self.on) + [c for c in self.carry if c not in self.label_columns_from_join]
+        # Slice columns are carried too (build_plan); a Plan made without them still reads them.
         cols += [c for c in self.slices if c != CLASS and c not in self.label_columns_from_join]
         if lay.weight:
             cols.append(lay.weight)
@@ -438,7 +438,7 @@ def _accumulate(plan: Plan, state: EvalState, cur: _Batch, out: RowLoss, correct
     state.confusion.update(out.true_class, out.predicted, out.loss)
     if state.slices is not None:
         state.slices.update({c: true_dict if c == CLASS else cur.batch.column(c)
-                             for c in plan.slices}, out.loss, cur.weight)
+                             for c in plan.slices}, out.loss, cur.weight, rows=cur.rows)
 
 
 def _row_batch(plan: Plan, cur: _Batch, out: RowLoss, correct: np.ndarray,
