@@ -376,6 +376,7 @@ class RunInfo:
     manifest: Mapping[str, Mapping[str, Any]] | None = field(default=None, repr=False, hash=False,
                                                               compare=False)
     stamps: Mapping[str, FileStamp] = field(default_factory=dict, repr=False, hash=False, compare=False)
+    weight: str | None = None  # the weight column of a weighted run (``metadata.config.weight``)
 
     def file(self, grouping: str) -> Path:
         """The Parquet table of one grouping (``overall.parquet``, ``by_split_region.parquet``)."""
@@ -457,7 +458,11 @@ def _metadata_of(summary: Any, p: Path) -> dict[str, Any]:
     return meta
 
 
-def _parse_created(value: Any, where: Path) -> pd.Timestamp:
+def _parse_created(value: Any, where: Path, precise: Any = None) -> pd.Timestamp:
+    """A run's start time (UTC): ``metadata.created`` (ISO 8601, whole seconds), refined by
+    ``metadata.created_us`` (microseconds since the epoch, which evalkit records since
+    sub-second start times) when that falls within the same second. A ``created`` set by
+    hand (to place a backfilled run) wins over a ``created_us`` it no longer matches."""
     try:
         ts = pd.Timestamp(value)
     except (TypeError, ValueError):
@@ -465,7 +470,14 @@ def _parse_created(value: Any, where: Path) -> pd.Timestamp:
     if value is None or pd.isna(ts):
         raise ReportError(f"{where}: summary.json records no valid start time "
                           f"(metadata.created = {value!r}); cannot place the run in a history")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if precise is None:
+        return ts
+    if isinstance(precise, bool) or not isinstance(precise, int):
+        raise ReportError(f"{where}: metadata.created_us must be a whole number of microseconds, "
+                          f"got {precise!r}; the report was edited or damaged")
+    fine = pd.Timestamp(precise, unit="us", tz="UTC")
+    return fine if fine.floor("s") == ts.floor("s") else ts
 
 
 #: The last evalkit version that wrote reports without ``evalkit-manifest.json``. Manifests
@@ -539,7 +551,7 @@ def read_run_info(path: str | os.PathLike[str],
     if manifest is not None and run_uid is not None and manifest.get("run_id") != run_uid:
         raise ReportError(f"{summary}: belongs to another run than {MANIFEST_NAME} (run ids differ); "
                           "the report is mixed from two runs: rerun evaluate or restore it")
-    created = _parse_created(meta.get("created"), summary)
+    created = _parse_created(meta.get("created"), summary, meta.get("created_us"))
     groupings = meta.get("groupings")
     if not isinstance(groupings, list) or not all(isinstance(g, str) for g in groupings):
         raise ReportError(f"{summary}: metadata.groupings is missing or not a list of names")
@@ -558,7 +570,14 @@ def read_run_info(path: str | os.PathLike[str],
         path=d, created=created, eps=float(eps) if isinstance(eps, int | float) else None,
         classes=tuple(str(c) for c in classes) if isinstance(classes, list) else None,
         groupings=tuple(groupings), metadata=meta, run_uid=str(run_uid) if run_uid else None,
-        manifest=files, stamps=stamps)
+        manifest=files, stamps=stamps, weight=_weight_of(meta))
+
+
+def _weight_of(meta: Mapping[str, Any]) -> str | None:
+    """The weight column a run's statistics are weighted by (None: unweighted)."""
+    cfg = meta.get("config")
+    w = cfg.get("weight") if isinstance(cfg, Mapping) else None
+    return str(w) if w else None
 
 
 def _edited(where: Path, what: str) -> ReportError:
@@ -615,19 +634,28 @@ def _looks_like_parquet(f: Path) -> bool:
 
 
 def expand_reports(specs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-                   exclude: Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
+                   exclude: Sequence[str | os.PathLike[str]] = ()) -> ExpandedReports:
     """Report directories named by paths and globs (``reports/*/``), each once.
 
-    A glob that matches nothing is an error (a typo must not give an empty history);
-    directories in ``exclude`` (the output directory) are dropped.
+    A glob that matches nothing is an error (a typo must not give an empty history). A
+    path named explicitly is always returned (if it is not a report, reading it says so).
+    A glob's matches that are plainly something else are left out and listed in
+    ``ignored`` with the reason: files, and directories holding an evalkit ``compare`` or
+    ``history`` report (``reports/*/`` next to ``reports/history``). Any other directory
+    is returned, so reading it names what is wrong (a damaged report, or a directory that
+    is no report at all). Matches of ``exclude`` (the output directory) are dropped and
+    listed in ``excluded``.
     """
     if isinstance(specs, str | os.PathLike):
         specs = [specs]
-    skip = {Path(e).absolute() for e in exclude}
-    out: dict[Path, Path] = {}
+    skip = {os.path.realpath(e) for e in exclude}
+    out: dict[str, Path] = {}
+    ignored: list[tuple[str, str]] = []
+    excluded: list[tuple[str, str]] = []
     for spec in specs:
         s = os.fspath(spec)
-        if any(ch in s for ch in "*?["):
+        pattern = any(ch in s for ch in "*?[")
+        if pattern:
             matches = sorted(_glob.glob(s))
             if not matches:
                 raise ReportError(f"{s}: the pattern matches nothing")
@@ -635,17 +663,56 @@ def expand_reports(specs: str | os.PathLike[str] | Iterable[str | os.PathLike[st
             matches = [s]
         for m in matches:
             p = Path(m)
-            key = p.absolute()
-            if key not in skip and key not in out:
-                out[key] = p
-    if not out:
+            key = str(p.absolute())
+            if key in out:
+                continue
+            if os.path.realpath(p) in skip:
+                excluded.append((m, s))
+                continue
+            why = _not_a_report(p) if pattern else None
+            if why is not None:
+                ignored.append((m, f"{why} (matched by {s})"))
+                continue
+            out[key] = p
+    if not out and not ignored and not excluded:
         raise UsageError("no report directories given")
-    return list(out.values())
+    return ExpandedReports(list(out.values()), ignored, excluded)
 
 
-_OPTIONAL = ("std", "sem", "clipped_low", "clipped", "accuracy")
-#: The columns of :class:`Reused` rows (besides the key columns).
-REUSED_STATS = ("count", "mean", "sem", "clipped_low", "accuracy")
+@dataclass
+class ExpandedReports:
+    """What :func:`expand_reports` found: the report ``paths``; ``ignored`` glob matches that
+    are not ``evaluate`` reports, as ``(path, why)``; ``excluded`` matches of an excluded
+    path, as ``(path, the spec that matched it)``."""
+
+    paths: list[Path]
+    ignored: list[tuple[str, str]]
+    excluded: list[tuple[str, str]]
+
+
+def _not_a_report(p: Path) -> str | None:
+    """Why a glob match cannot be an ``evaluate`` report (None: it may be one)."""
+    from .outdir import MANIFEST_NAME, read_manifest
+
+    if not p.is_dir():
+        return "not a directory" if p.exists() or p.is_symlink() else "does not exist"
+    if (p / "summary.json").exists():  # an evaluate report, maybe a damaged one
+        return None
+    manifest, _why = read_manifest(p)
+    if manifest is not None and manifest.get("command") != "evaluate":
+        return f"an evalkit {manifest.get('command')} report, not an evaluate report"
+    if manifest is None and not (p / MANIFEST_NAME).exists():
+        for marker, kind in (("history.json", "history"), ("compare.json", "compare")):
+            if (p / marker).is_file():
+                return f"an evalkit {kind} report, not an evaluate report"
+    return None
+
+
+_OPTIONAL = ("std", "sem", "clipped_low", "clipped", "accuracy", "weighted_mean", "n_eff")
+#: The columns of :class:`Reused` rows (besides the key columns): ``mean`` is the run's
+#: estimate (the weighted mean in a weighted run) and ``n_eff`` its Kish effective size
+#: (NaN in an unweighted run).
+REUSED_STATS = ("count", "mean", "sem", "n_eff", "clipped_low", "accuracy")
 _SAMPLE_ROWS = 5
 
 
@@ -719,7 +786,7 @@ def _read_one(info: RunInfo, grouping: str, cols: Sequence[str]) -> pa.Table:
         # a run's interval is recomputed from its sem (or std): one level for every run, and
         # every column read costs a decoded page per file
         want = [*cols, "count", "mean", "sem" if "sem" in names else "std",
-                "clipped_low" if "clipped_low" in names else "clipped", "accuracy"]
+                "clipped_low" if "clipped_low" in names else "clipped", "accuracy", "weighted_mean", "n_eff"]
         return pf.read(columns=[c for c in want if c in names], use_threads=False)
     except ReportError:
         raise
@@ -757,6 +824,12 @@ def _bad_values(stats: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, 
         if "accuracy" in stats:
             v = stats["accuracy"]
             checks.append(("accuracy", used & ((v < 0) | (v > 1)), "outside [0, 1]"))
+        if "weighted_mean" in stats:  # NaN: an unweighted run
+            v = stats["weighted_mean"]
+            checks.append(("weighted_mean", used & ((v < 0) | np.isinf(v)), "negative or infinite"))
+            n = stats.get("n_eff", nan)
+            checks.append(("n_eff", used & ~np.isnan(v) & ~((n > 0) & (n <= count * (1 + 1e-9))),
+                           "missing, or outside (0, count], in a weighted run"))
     for col, mask, what in checks:
         if mask.any():
             out[col] = (mask, what)
@@ -905,5 +978,5 @@ def _key_arrays(tables: Sequence[pa.Table], cols: Sequence[str]) -> list[pa.Chun
     return out
 
 
-__all__ = ["FileStamp", "GroupedRuns", "Reused", "RunInfo", "expand_reports", "is_report_dir", "read_grouping", "read_run_info",
+__all__ = ["ExpandedReports", "FileStamp", "GroupedRuns", "Reused", "RunInfo", "expand_reports", "is_report_dir", "read_grouping", "read_run_info",
            "read_summary_metadata"]

@@ -6,15 +6,16 @@ it changed.
     >>> h.table("region")               # tidy: one row per (run, region)                     # doctest: +SKIP
 
 Inputs are ``evaluate`` report directories (or globs of them), ordered by each run's
-recorded start time (``metadata.created`` in ``summary.json``; ties by path), never by
-name. Only ``summary.json`` (its metadata object, read without parsing the group records),
+recorded start time (``metadata.created_us`` in ``summary.json``, microseconds; older
+reports: ``metadata.created``, whole seconds; ties by path), never by name. Only ``summary.json`` (its metadata object, read without parsing the group records),
 ``overall.parquet`` and the ``by_*.parquet`` grouped tables are read, one grouping at a
 time, so memory is bounded by one grouping's history (runs x groups), never by
 ``rows.parquet``.
 
 Segments
-    Runs whose ``eps`` or class set differ compute different losses: each change of either
-    starts a new *segment*, and trends and change detection use the latest segment only
+    Runs whose ``eps``, class set or weight column differ compute different quantities (a
+    weighted run reports the weighted mean, with an interval from Kish's effective size
+    ``n_eff``): each such change starts a new *segment*, and trends and change detection use the latest segment only
     (earlier runs stay in the tables, with their segment number, and are listed in
     ``history.md``). A grouping's series is the latest unbroken stretch of runs of that
     segment that hold the grouping; a run whose set of groupings differs from the previous
@@ -209,6 +210,9 @@ class HistoryResult:
     reused_runs:
         Runs none of whose tables were read: all their rows were taken from the history
         already in ``out``.
+    ignored:
+        ``(path, why)`` of glob matches left out because they are not evaluate reports
+        (files, compare / history reports, directories without ``summary.json``).
     """
 
     runs: pd.DataFrame
@@ -220,6 +224,7 @@ class HistoryResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     unchecked: list[GateFailure] = field(default_factory=list)
+    ignored: list[tuple[str, str]] = field(default_factory=list)
     reused_runs: int = 0
     _tables: dict[str, pa.Table | Path] = field(default_factory=dict, repr=False)
     _plots: list[tuple[str, str]] = field(default_factory=list, repr=False)
@@ -256,6 +261,7 @@ class HistoryResult:
             "runs": frame_records(self.runs),
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "duplicates": [{"path": p, "same_run_as": k} for p, k in self.duplicates],
+            "ignored": [{"path": p, "reason": r} for p, r in self.ignored],
             "gates": {"checked": self.gates, "passed": self.passed,
                       "failures": [_failure_dict(f) for f in self.failures],
                       "not_checked": [_failure_dict(f) for f in self.unchecked]},
@@ -414,7 +420,8 @@ def _run_ids(paths: Sequence[Path]) -> list[str]:
 
 
 def _segments(infos: Sequence[RunInfo]) -> tuple[np.ndarray, list[str]]:
-    """Segment number per run (a change of eps or class set starts one) and a note per run."""
+    """Segment number per run (a change of eps, class set or weight column starts one) and a
+    note per run."""
     seg = np.zeros(len(infos), dtype=np.int64)
     notes = [""] * len(infos)
     for i in range(1, len(infos)):
@@ -422,6 +429,8 @@ def _segments(infos: Sequence[RunInfo]) -> tuple[np.ndarray, list[str]]:
         why = []
         if a.eps is not None and b.eps is not None and not math.isclose(a.eps, b.eps, rel_tol=1e-12):
             why.append(f"eps {a.eps:g} -> {b.eps:g}")
+        if a.weight != b.weight:
+            why.append(f"weight {a.weight or '(none)'} -> {b.weight or '(none)'}")
         if a.classes is not None and b.classes is not None and set(a.classes) != set(b.classes):
             gone = sorted(set(a.classes) - set(b.classes))
             new = sorted(set(b.classes) - set(a.classes))
@@ -497,11 +506,18 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
 
     pos = g.run_pos if order is None else g.run_pos[order]
     count, mean = col("count"), col("mean")
+    # A weighted run reports the weighted mean, whose interval (sem, n_eff) its table holds:
+    # its estimate is the weighted mean, with n_eff - 1 degrees of freedom.
+    wmean = col("weighted_mean")
+    weighted = ~np.isnan(wmean)
+    n_eff = np.where(weighted, col("n_eff"), np.nan)
+    if weighted.any():
+        mean = np.where(weighted, wmean, mean)
     sem = col("sem").copy()
     no_sem = np.isnan(sem)
     if no_sem.any():  # reports before the sem column: from std
         sem[no_sem] = standard_error(count[no_sem], col("std")[no_sem])
-    dfs, where = _distinct(count - 1)
+    dfs, where = _distinct(np.where(weighted, n_eff, count) - 1)
     with np.errstate(invalid="ignore"):
         half = np.asarray(t_quantile(0.5 + confidence / 2, dfs))[where] * sem
     lo, hi = mean - half, mean + half
@@ -517,7 +533,7 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
         "created": pa.array(runs.created_us[pos], pa.timestamp("us", tz="UTC")),
         "segment": pa.array(runs.segment[pos]),
         **dict(zip(cols, keys, strict=True)),
-        "count": whole(count), "mean": mean, "sem": sem, "ci_low": lo, "ci_high": hi,
+        "count": whole(count), "mean": mean, "sem": sem, "n_eff": n_eff, "ci_low": lo, "ci_high": hi,
         "clipped_low": whole(col("clipped_low")), "accuracy": col("accuracy"),
     }
     table = pa.table(columns)
@@ -738,7 +754,7 @@ def history(
         Bad settings, or no report left to read.
     """
     from .config import EvalConfig
-    from .gates import validate_gates
+    from .gates import gates_for
 
     started = time.time()
     t0 = time.perf_counter()
@@ -747,16 +763,14 @@ def history(
     cfg = EvalConfig.coerce(config) if config is not None else None
     opts = _settings(cfg, settings)
     reuse = bool(opts.pop("reuse"))
-    if gates is None and cfg is not None:
-        gates = cfg.gates
-    gates = dict(gates or {})
-    if gates:
-        validate_gates(gates)
+    if gates is not None:  # given to history alone: only gates history checks
+        gates = gates_for("history", gates, shared=False, source="history(gates=...)")
+    else:  # a config's gates serve the three commands
+        gates = gates_for("history", cfg.gates if cfg is not None else None, shared=True)
     say = progress or (lambda _msg: None)
     cache = _open_cache(out, overwrite and reuse)
-    infos, skipped, copies = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)
-    for copy, kept in copies:
-        say(f"warning: {copy} holds the same run as {kept} (same run id): counted once")
+    infos, skipped, copies, ignored = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)
+    _warn_inputs(skipped, copies, ignored, infos)
     segment, notes = _segments(infos)
     runs = _Runs(infos, _run_ids([r.path for r in infos]), segment,
                  pd.DatetimeIndex([r.created for r in infos]))
@@ -766,7 +780,7 @@ def history(
         + (f", {len(copies)} duplicate(s) counted once" if copies else "")
         + (f"; {unverified} report(s) written before manifests, read unverified" if unverified else ""))
     result = HistoryResult(runs=_runs_frame(runs, notes), trends={}, changes=pd.DataFrame(),
-                           metadata={}, gates=gates, skipped=skipped, duplicates=copies)
+                           metadata={}, gates=gates, skipped=skipped, duplicates=copies, ignored=ignored)
     atomic = None
     if out is not None:
         from .outdir import AtomicDir
@@ -788,6 +802,26 @@ def history(
             _write_summary_files(result, tmp, build.sources())
             atomic.commit()
     return result
+
+
+def _warn_inputs(skipped: Sequence[tuple[str, str]], copies: Sequence[tuple[str, str]],
+                 ignored: Sequence[tuple[str, str]], infos: Sequence[RunInfo]) -> None:
+    """An :class:`~evalkit.errors.EvalkitWarning` for each thing about the inputs a nightly
+    log must show (the CLI prints them even with ``-q``): skipped reports, copies counted
+    once, glob matches that are not reports, reports read without a manifest."""
+    import warnings
+
+    from .errors import EvalkitWarning
+
+    lines = [f"skipped {p}: {why}" for p, why in skipped]
+    lines += [f"{copy} holds the same run as {kept} (same run id): counted once" for copy, kept in copies]
+    lines += [f"left out {p}: {why}" for p, why in ignored]
+    old = [str(r.path) for r in infos if not r.verified]
+    if old:
+        lines.append(f"{len(old)} report(s) written before manifests read without checking their files "
+                     f"({', '.join(old[:3])}{' ...' if len(old) > 3 else ''})")
+    for line in lines:
+        warnings.warn(EvalkitWarning(line), stacklevel=3)
 
 
 def _is_path(value: Any) -> bool:
@@ -843,22 +877,34 @@ def _finish(result: HistoryResult, build: _Build, cfg: Any, gates: Mapping[str, 
 
 
 def _open_runs(reports: Any, out: Any, skip_bad: bool, trusted: Mapping[tuple[str, str], FileStamp] | None = None,
-               ) -> tuple[list[RunInfo], list[tuple[str, str]], list[tuple[str, str]]]:
+               ) -> tuple[list[RunInfo], list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
     """The report directories (never ``out``), checked (``trusted``: files an earlier history
     checked, see :func:`evalkit.reports.read_run_info`) and ordered by start time, then path;
-    the directories skipped (``skip_bad``) and the copies left out (:func:`_dedupe`).
+    the directories skipped (``skip_bad``), the copies left out (:func:`_dedupe`) and the
+    glob matches that are not evaluate reports (:func:`evalkit.reports.expand_reports`).
 
     ``out`` may never be a report named as an input, nor lie inside / hold one
-    (:func:`evalkit.outdir.check_out_apart`, UsageError); a glob that also matches ``out``
-    (``reports/*`` with ``out=reports/history``) simply leaves it out."""
+    (:func:`evalkit.outdir.check_out_apart`, UsageError). A glob that also matches ``out``
+    (``reports/*`` with ``out=reports/history``) leaves it out, unless ``out`` is an evaluate
+    report, i.e. one of the inputs: UsageError (exit 2)."""
+    from .errors import option
+
     if out is not None:
         from .outdir import check_out_apart
 
         given = [reports] if isinstance(reports, str | os.PathLike) else list(reports)
         named = [r for r in given if not any(ch in os.fspath(r) for ch in "*?[")]
         check_out_apart(out, [("report", r) for r in named])
-    paths = expand_reports(reports, exclude=[out] if out is not None else [])
+    found = expand_reports(reports, exclude=[out] if out is not None else [])
+    for path, spec in found.excluded:
+        if (Path(path) / "summary.json").exists():
+            raise UsageError(f"{option('out')} {out} is the report directory {path}, which {spec} "
+                             "matches: an input of this history; choose an output directory outside "
+                             "the inputs")
+    paths = found.paths
     if out is not None:
+        from .outdir import check_out_apart
+
         check_out_apart(out, [("report", p) for p in paths])
     infos: list[RunInfo] = []
     skipped: list[tuple[str, str]] = []
@@ -867,14 +913,16 @@ def _open_runs(reports: Any, out: Any, skip_bad: bool, trusted: Mapping[tuple[st
             infos.append(read_run_info(p, trusted))
         except ReportError as exc:
             if not skip_bad:
-                raise
+                raise ReportError(f"{exc} ({option('skip_bad', True)} leaves such a directory out)") from None
             skipped.append((str(p), str(exc)))
     if not infos:
         raise ReportError("no readable evaluate report among the inputs"
-                          + (f" ({len(skipped)} skipped)" if skipped else ""))
+                          + (f" ({len(skipped)} skipped)" if skipped else "")
+                          + (f" ({len(found.ignored)} glob match(es) not reports: "
+                             f"{', '.join(p for p, _w in found.ignored[:3])})" if found.ignored else ""))
     infos.sort(key=lambda r: (r.created, str(r.path)))
     infos, copies = _dedupe(infos)
-    return infos, skipped, copies
+    return infos, skipped, copies, found.ignored
 
 
 def _dedupe(infos: list[RunInfo]) -> tuple[list[RunInfo], list[tuple[str, str]]]:
@@ -1071,6 +1119,8 @@ class _Build:
         res, runs, n_runs = self.result, self.runs, len(self.runs.infos)
         for i, err in grouped.bad:
             res.skipped.append((str(runs.infos[i].path), f"{err} (grouping {name} left out for this run)"))
+        if grouped.bad:
+            _warn_inputs(res.skipped[-len(grouped.bad):], (), (), ())
         bad_runs = {i for i, _e in grouped.bad}
         self._used[name] = {i: grouped.key_types.get(i) for i in idx if i not in bad_runs}
         self._read |= set(idx) - set(grouped.reused)
@@ -1228,6 +1278,7 @@ def _metadata(result: HistoryResult, runs: _Runs, opts: Mapping[str, Any], cfg: 
                            "runs": int(len(in_latest)),
                            "eps": runs.infos[-1].eps, "classes": len(runs.infos[-1].classes or ())},
         "skipped": len(skipped),
+        "ignored": len(result.ignored),
         "settings": dict(opts),
         "method": ("max-t scan for one shift in level over the window (pooled two-sample t of "
                    "run means, variance floored at the runs' squared standard errors; "
@@ -1291,7 +1342,7 @@ def _md_notes(res: HistoryResult) -> list[str]:
     report directories."""
     lines: list[str] = []
     if res.metadata["segments"] > 1:
-        lines.append(f"> **{res.metadata['segments']} segments:** runs whose eps or class set differ "
+        lines.append(f"> **{res.metadata['segments']} segments:** runs whose eps, class set or weight differ "
                      "are not compared; earlier segments are in the tables but not in the trends.")
         for rec in res.runs[res.runs["note"].str.contains("new segment")].to_dict("records"):
             lines.append(f"> - run {rec['run']} ({md_code(rec['run_id'])}, {rec['created']:%Y-%m-%d}): "
@@ -1310,6 +1361,9 @@ def _md_notes(res: HistoryResult) -> list[str]:
     if n_old:
         lines += [f"> {n_old} report(s) written before report manifests (`evalkit-manifest.json`) were "
                   "read without checking that their files are unchanged.", ""]
+    lines += _md_listed(f"**Not reports, left out ({len(res.ignored)}):** glob matches that are not "
+                        "evaluate report directories",
+                        [f"{md_code(p)}: {md_text(why)}" for p, why in res.ignored])
     lines += _md_listed(f"**Skipped ({len(res.skipped)}):**",
                         [f"{md_code(p)}: {md_text(why)}" for p, why in res.skipped])
     return lines
