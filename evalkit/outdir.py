@@ -254,12 +254,43 @@ def _utc_now() -> str:
     return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def fingerprint_entry(path: PathLike) -> dict[str, Any]:
-    """``{"bytes", "fingerprint", "fingerprint_kind"}`` of one file (read through one fd)."""
+def fingerprint_entry(path: PathLike, kind: str | None = None) -> dict[str, Any]:
+    """``{"bytes", "fingerprint", "fingerprint_kind"}`` of one file (read through one fd);
+    ``kind`` as :func:`evalkit.io.fingerprint_file` (a checker passes the recorded one)."""
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
-        fingerprint, kind = fingerprint_file(fh, size)
-    return {"bytes": int(size), "fingerprint": fingerprint, "fingerprint_kind": kind}
+        fingerprint, got = fingerprint_file(fh, size, kind)
+    return {"bytes": int(size), "fingerprint": fingerprint, "fingerprint_kind": got}
+
+
+def _is_row_output(rel: str) -> bool:
+    """The per-row output (``rows.parquet``, the Dask engine's ``rows/part-N.parquet``):
+    often gigabytes, fingerprinted by head and tail only."""
+    return rel == "rows.parquet" or rel.startswith("rows/")
+
+
+def manifest_entry(path: PathLike, rel: str) -> dict[str, Any]:
+    """The manifest entry of one report file. Every file but the per-row output is hashed
+    whole (kind ``sha256``), so a reader that checks it has checked every byte it reads;
+    ``summary.json`` also records the length and hash of its head up to the end of its
+    ``metadata`` object (``metadata_bytes``, ``metadata_fingerprint``): ``history`` reads
+    only that head, and checks exactly it."""
+    entry = fingerprint_entry(path, None if _is_row_output(rel) else "sha256")
+    if rel == "summary.json":
+        import hashlib
+
+        from .io import read_json_head
+
+        with open(path, "rb") as fh:
+            try:
+                head = read_json_head(fh, "metadata")
+            except ValueError:
+                head = None
+            if head is not None:
+                fh.seek(0)
+                entry["metadata_bytes"] = head[1]
+                entry["metadata_fingerprint"] = hashlib.sha256(fh.read(head[1])).hexdigest()[:32]
+    return entry
 
 
 def _report_files(root: Path) -> Iterator[tuple[str, Path]]:
@@ -286,7 +317,7 @@ def write_manifest(directory: PathLike, command: str, run_id: str) -> dict[str, 
         "evalkit_version": __version__,
         "created": _utc_now(),
         "run_id": run_id,
-        "files": {rel: fingerprint_entry(p) for rel, p in _report_files(root)},
+        "files": {rel: manifest_entry(p, rel) for rel, p in _report_files(root)},
     }
     write_text(json.dumps(manifest, indent=2) + "\n", root / MANIFEST_NAME)
     return manifest
@@ -346,7 +377,7 @@ def unexpected_entries(directory: PathLike, manifest: dict[str, Any], limit: int
                 continue
             want = files[rel]
             try:
-                got = fingerprint_entry(p)
+                got = fingerprint_entry(p, want.get("fingerprint_kind"))
             except OSError as exc:
                 if add(rel, f"unreadable: {exc.strerror or exc}"):
                     return found
@@ -630,4 +661,4 @@ class AtomicDir:
 
 __all__ = ["AtomicDir", "MANIFEST_NAME", "check_out_apart", "check_replaceable", "hold_lock",
            "make_spool_dir", "read_manifest", "release_lock", "remove_spool_dir", "resolve_out",
-           "signals_deferred", "sweep_spool_dirs", "unexpected_entries", "write_manifest"]
+           "manifest_entry", "signals_deferred", "sweep_spool_dirs", "unexpected_entries", "write_manifest"]

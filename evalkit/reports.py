@@ -8,7 +8,6 @@ that reads old runs) loads them through here. Nothing here evaluates or writes.
 
 from __future__ import annotations
 
-import codecs
 import glob as _glob
 import hashlib
 import json
@@ -25,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import CompareError, ReportError, UsageError
-from .io import expand_paths, file_provenance, fingerprint_file
+from .io import expand_paths, file_provenance, fingerprint_file, read_json_head
 
 
 def _input_files(spec: Any) -> list[str]:
@@ -174,8 +173,9 @@ class _ReportFiles:
         manifest, _ = read_manifest(d)
         if manifest is not None:
             entry = manifest["files"].get("summary.json")
-            got = hashlib.sha256(raw).hexdigest()[:32] if len(raw) <= (2 << 20) else None
-            if entry is not None and got is not None and entry.get("fingerprint_kind") == "sha256" \
+            # summary.json is read whole here: its whole-file hash (kind sha256) is checked
+            got = hashlib.sha256(raw).hexdigest()[:32]
+            if entry is not None and entry.get("fingerprint_kind") == "sha256" \
                     and entry.get("fingerprint") != got:
                 raise CompareError(f"{where}: changed since evalkit wrote it (its fingerprint differs "
                                    f"from {MANIFEST_NAME}); the {role} report was edited or replaced "
@@ -208,7 +208,7 @@ class _ReportFiles:
                 fh.close()
                 raise self._refuse(rel, "not one of the tables summary.json records")
             size = os.fstat(fh.fileno()).st_size
-            got, _kind = fingerprint_file(fh, size)
+            got, _kind = fingerprint_file(fh, size, want.get("fingerprint_kind"))
             if size != want.get("bytes") or got != want.get("fingerprint"):
                 fh.close()
                 raise self._refuse(rel, "its content differs from the fingerprint summary.json recorded")
@@ -408,46 +408,24 @@ def read_summary_metadata(path: str | os.PathLike[str], chunk: int = 1 << 16) ->
     """The ``metadata`` object of a ``summary.json`` without parsing the rest of the file.
 
     ``evaluate`` writes ``metadata`` first; a report of 50 groupings x 1,000 groups holds
-    15 MB of group records after it, which this never decodes. Reads ``chunk`` bytes at a
-    time until the object is complete; falls back to parsing the whole file when
+    15 MB of group records after it, which this never decodes
+    (:func:`evalkit.io.read_json_head`); falls back to parsing the whole file when
     ``metadata`` is not the first key. Raises :class:`ReportError` naming the file when it
     is not JSON, or holds no ``metadata`` object.
     """
     p = Path(path)
-    decoder = json.JSONDecoder()
-    utf8 = codecs.getincrementaldecoder("utf-8")()
-    text = ""
     try:
         with p.open("rb") as fh:
-            while True:
-                block = fh.read(chunk)
-                text += utf8.decode(block, final=not block)
-                head = text.lstrip()
-                if head and head[0] != "{":
-                    raise ReportError(f"{p}: not an evalkit summary.json (it does not hold a JSON object)")
-                key = '"metadata"'
-                body = head[1:].lstrip()
-                if len(body) >= len(key) and not body.startswith(key):
-                    fh.seek(0)
-                    return _metadata_of(json.loads(fh.read().decode("utf-8")), p)
-                if body.startswith(key):
-                    rest = body[len(key):].lstrip()
-                    if rest.startswith(":"):
-                        rest = rest[1:].lstrip()
-                        try:
-                            meta, _ = decoder.raw_decode(rest)
-                            return _metadata_of({"metadata": meta}, p)
-                        except json.JSONDecodeError:
-                            if not block:
-                                raise
-                    elif rest:
-                        raise json.JSONDecodeError("expected ':'", rest, 0)
-                if not block:
-                    raise json.JSONDecodeError("unexpected end of file", text, len(text))
-                chunk *= 2
+            head = read_json_head(fh, "metadata", chunk)
+            if head is None:
+                fh.seek(0)
+                return _metadata_of(json.loads(fh.read().decode("utf-8")), p)
+            return _metadata_of({"metadata": head[0]}, p)
     except OSError as exc:
         raise ReportError(f"{p}: cannot read ({exc.strerror or exc})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if "not a JSON object" in str(exc):
+            raise ReportError(f"{p}: not an evalkit summary.json (it does not hold a JSON object)") from None
         raise ReportError(f"{p}: summary.json is corrupt or truncated ({exc})") from None
 
 
@@ -533,8 +511,10 @@ def read_run_info(path: str | os.PathLike[str],
             if (d / marker).is_file():
                 raise ReportError(f"{d}: is {kind} report, not an evaluate report (no summary.json)")
         raise ReportError(f"{d}: not an evalkit report directory (no summary.json)")
-    meta = read_summary_metadata(summary)
     manifest, why = read_manifest(d)
+    head = (manifest["files"].get("summary.json") or {}) if manifest is not None else {}
+    verified_head = isinstance(head.get("metadata_bytes"), int) and not isinstance(head["metadata_bytes"], bool)
+    meta = _verified_metadata(summary, head) if verified_head else read_summary_metadata(summary)
     if manifest is None and (d / MANIFEST_NAME).exists():
         raise ReportError(f"{d / MANIFEST_NAME}: {why}; the report was edited or damaged "
                           "(rerun evaluate, or restore the report)")
@@ -557,7 +537,8 @@ def read_run_info(path: str | os.PathLike[str],
         raise ReportError(f"{summary}: metadata.groupings is missing or not a list of names")
     groupings = list(dict.fromkeys(["overall", *groupings]))
     files = manifest["files"] if manifest is not None else None
-    stamps = {"summary.json": _checked_stamp(d, "summary.json", files, trusted, hash_it=True)}
+    # the metadata head history reads was checked above (verified_head); else the whole file
+    stamps = {"summary.json": _checked_stamp(d, "summary.json", files, trusted, hash_it=not verified_head)}
     for g in groupings:
         rel = f"{_file_stem(g)}.parquet"
         if files is None and not _looks_like_parquet(d / rel):
@@ -589,6 +570,32 @@ def _edited(where: Path, what: str) -> ReportError:
                        "or restore it")
 
 
+def _verified_metadata(summary: Path, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``metadata`` object of ``summary``, parsed from exactly the head bytes whose hash
+    ``evalkit-manifest.json`` records (``metadata_bytes``, ``metadata_fingerprint``): every
+    byte history reads of ``summary.json`` is checked, and nothing after it is read."""
+    import io as _io
+
+    n = int(entry["metadata_bytes"])
+    try:
+        with summary.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size != entry.get("bytes"):
+                raise _edited(summary, f"size ({size} bytes, recorded {entry.get('bytes')})")
+            raw = fh.read(n)
+    except OSError as exc:
+        raise ReportError(f"{summary}: cannot read ({exc.strerror or exc})") from None
+    if len(raw) != n or hashlib.sha256(raw).hexdigest()[:32] != entry.get("metadata_fingerprint"):
+        raise _edited(summary, "metadata (fingerprint of its first bytes)")
+    try:
+        head = read_json_head(_io.BytesIO(raw + b"}"), "metadata")
+    except ValueError:
+        head = None
+    if head is None or head[1] != n:
+        raise _edited(summary, "metadata (not where the manifest says it ends)")
+    return _metadata_of({"metadata": head[0]}, summary)
+
+
 def _checked_stamp(d: Path, rel: str, files: Mapping[str, Mapping[str, Any]] | None,
                    trusted: Mapping[tuple[str, str], FileStamp] | None, *, hash_it: bool,
                    grouping: str | None = None) -> FileStamp:
@@ -615,7 +622,7 @@ def _checked_stamp(d: Path, rel: str, files: Mapping[str, Mapping[str, Any]] | N
     known = trusted.get((str(d.absolute()), rel)) if trusted else None
     if hash_it and known != stamp:
         with f.open("rb") as fh:
-            got, kind = fingerprint_file(fh, stamp.bytes)
+            got, kind = fingerprint_file(fh, stamp.bytes, entry.get("fingerprint_kind"))
         if kind != entry.get("fingerprint_kind") or got != stamp.fingerprint:
             raise _edited(f, "content (fingerprint)")
     return stamp
@@ -770,7 +777,7 @@ def _read_one(info: RunInfo, grouping: str, cols: Sequence[str]) -> pa.Table:
     if entry is not None:
         import io as _io
 
-        got, kind = fingerprint_file(_io.BytesIO(data), len(data))
+        got, kind = fingerprint_file(_io.BytesIO(data), len(data), entry.get("fingerprint_kind"))
         if len(data) != entry.get("bytes") or kind != entry.get("fingerprint_kind") \
                 or got != entry.get("fingerprint"):
             raise _edited(f, "content (fingerprint)")

@@ -1035,7 +1035,7 @@ class _Cache:
             data = (self.dir / rel).read_bytes()
         except OSError:
             return None
-        got, kind = fingerprint_file(_io.BytesIO(data), len(data))
+        got, kind = fingerprint_file(_io.BytesIO(data), len(data), entry.get("fingerprint_kind"))
         if (len(data), kind, got) != (entry.get("bytes"), entry.get("fingerprint_kind"), entry.get("fingerprint")):
             return None
         try:

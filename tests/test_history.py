@@ -1055,7 +1055,8 @@ def test_a_short_window_alone_shortens_the_default_lookback(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("edit, message", [
     ("summary", "summary.json: its size \\(.* bytes, recorded .*\\) differs from what evalkit-manifest.json records"),
-    ("summary_same_size", "summary.json: its content \\(fingerprint\\) differs from what evalkit-manifest"),
+    ("summary_same_size", "summary.json: its metadata \\(fingerprint of its first bytes\\) differs from what "
+                          "evalkit-manifest"),
     ("table", "by_region.parquet: its content \\(fingerprint\\) differs from what evalkit-manifest"),
     ("manifest", "evalkit-manifest.json: evalkit-manifest.json is unreadable"),
     ("compare_manifest", "is a compare report, not an evaluate report"),

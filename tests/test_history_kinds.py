@@ -266,3 +266,56 @@ def test_plot_legend_shows_empty_and_null_keys_as_the_tables_do(tmp_path: Path,
     picks = pd.DataFrame({"region": ["", None, "EU"]})
     assert write_history_plot(table, "region", picks, tmp_path / "p.png", runs)
     assert seen == ['""', "∅", "EU"]
+
+
+# -- 9. every byte history reads is checked ---------------------------------------------------
+
+
+def _flip_middle(path: Path, at: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    i = len(data) // 2 if at is None else at
+    data[i] = data[i] ^ 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_everything_history_reads_is_checked_against_the_manifest(tmp_path: Path) -> None:
+    """summary.json and the grouped tables past 2 MiB (once fingerprinted by head and tail
+    only): an edit in the middle of what history reads is refused; history's own tables too."""
+    from evalkit.outdir import read_manifest
+
+    n = 60_000
+    rng = np.random.default_rng(1)
+    keys = {"region": [f"region-{i:06d}" for i in range(n)]}
+    paths = [make_report(tmp_path / "runs", f"r{r}", DAY0 + pd.Timedelta(days=r),
+                         {"region": _stats(keys, 0.5 + 0.01 * rng.standard_normal(n), 100, 1.0)}, manifest=True)
+             for r in range(3)]
+    big = paths[1]
+    _set_meta(big, note="x" * (3 << 20))  # a metadata object of 3 MiB: past the first 1 MiB
+    files = read_manifest(big)[0]["files"]
+    assert files["summary.json"]["fingerprint_kind"] == "sha256"
+    assert files["summary.json"]["metadata_bytes"] > 3 << 20
+    assert (big / "by_region.parquet").stat().st_size > 2 << 20
+    assert files["by_region.parquet"]["fingerprint_kind"] == "sha256"
+    spec = str(tmp_path / "runs" / "*")
+    out = tmp_path / "h"
+    history(spec, out=out, plots=False)
+    assert (out / "by_region.parquet").stat().st_size > 2 << 20
+    # history's own table edited in the middle: neither reused nor replaced
+    kept = (out / "by_region.parquet").read_bytes()
+    _flip_middle(out / "by_region.parquet")
+    with pytest.raises(evalkit.OutputExistsError, match="by_region.parquet .changed since evalkit wrote it"):
+        history(spec, out=out, overwrite=True, plots=False)
+    (out / "by_region.parquet").write_bytes(kept)
+    # the input's metadata edited 1.5 MiB in (same size)
+    text = (big / "summary.json").read_bytes()
+    at = text.index(b"xxxx") + (3 << 19)
+    _flip_middle(big / "summary.json", at)
+    with pytest.raises(evalkit.ReportError, match="summary.json: its metadata .fingerprint"):
+        history(spec)
+    (big / "summary.json").write_bytes(text)
+    # the input's grouped table edited in the middle (same size)
+    _flip_middle(big / "by_region.parquet")
+    with pytest.raises(evalkit.ReportError, match="by_region.parquet: its content .fingerprint"):
+        history(spec, plots=False)
+    with pytest.raises(evalkit.ReportError, match="by_region.parquet: its content .fingerprint"):
+        history(spec, out=out, overwrite=True, plots=False)  # the nightly path reads it again
