@@ -73,8 +73,8 @@ def history(reports: tuple[str, ...], out: str | None, overwrite: bool, config_f
     ('reports/runs/*/'); runs are ordered by their recorded start time, not by name.
     Each report is checked against its evalkit-manifest.json (an edited report is exit 3);
     a copied report directory (same run id) counts once.
-    Writes one tidy table per grouping (run, created, keys, count, mean, CI, clipped,
-    accuracy), trends.parquet, history.md (overall line, per grouping: latest value,
+    Writes one tidy table per grouping (a directory, one Parquet file per month: run id,
+    created, keys, count, mean, CI, clipped, accuracy), trends.parquet, history.md (overall line, per grouping: latest value,
     change since the previous run and since --lookback runs, min / max, and the night a
     shift started) and a plot per grouping. Runs whose eps, class set or weight differ start a
     new segment: nothing is compared across it.

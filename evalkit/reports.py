@@ -8,6 +8,7 @@ that reads old runs) loads them through here. Nothing here evaluates or writes.
 
 from __future__ import annotations
 
+import functools
 import glob as _glob
 import hashlib
 import json
@@ -120,6 +121,7 @@ def _grouping_columns(name: str) -> tuple[str, ...]:
     return () if name == "overall" else tuple(name.split(","))
 
 
+@functools.lru_cache(maxsize=4096)
 def _file_stem(name: str) -> str:
     from .escape import grouping_file_stem
 

@@ -606,11 +606,16 @@ def test_written_outputs_and_atomicity(tmp_path: Path) -> None:
     res = history(str(tmp_path / "reports" / "*"), out=out, plots=False)
     assert len(res.runs) == 8
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["by_region.parquet", "evalkit-manifest.json", "history.json", "history.md", "overall.parquet",
+    assert names == ["by_region", "evalkit-manifest.json", "history.json", "history.md", "overall",
                      "runs.parquet", "sources.parquet", "trends.parquet"]
-    t = pd.read_parquet(out / "by_region.parquet")
+    # one file per calendar month; on disk without the run number and segment (they change
+    # when the oldest night leaves), which table() adds from runs.parquet
+    assert sorted(p.name for p in (out / "by_region").iterdir()) == ["2026-11.parquet"]
+    disk = pd.read_parquet(out / "by_region")
+    assert len(disk) == 32 and list(disk.columns[:3]) == ["run_id", "created", "region"]
+    t = res.table("region")
     assert len(t) == 32 and list(t.columns[:4]) == ["run", "run_id", "created", "segment"]
-    pd.testing.assert_frame_equal(res.table("region"), t)
+    pd.testing.assert_frame_equal(t.drop(columns=["run", "segment"]), disk, check_categorical=False)
     trends = pd.read_parquet(out / "trends.parquet")
     assert set(trends["grouping"]) == {"overall", "region"} and len(trends) == 5
     js = json.loads((out / "history.json").read_text())
@@ -778,8 +783,8 @@ def _same_outputs(a: Path, b: Path) -> None:
     """Two history reports hold the same results: every file byte for byte, history.json
     apart from when it was made and how long it took, the manifests apart from their own
     creation time and run id."""
-    names = sorted(p.name for p in a.iterdir())
-    assert names == sorted(p.name for p in b.iterdir())
+    names = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file())
     for name in names:
         if name == "history.json":
             ja, jb = (json.loads((d / name).read_text()) for d in (a, b))
@@ -848,9 +853,9 @@ def test_a_damaged_previous_history_is_not_reused(tmp_path: Path) -> None:
     paths = make_series(tmp_path / "reports", 6, seed=4, manifest=True)
     out = tmp_path / "hist"
     history(paths, out=out, plots=False)
-    t = pq.read_table(out / "by_region.parquet")
+    t = pq.read_table(out / "by_region" / "2026-11.parquet")
     pq.write_table(t.set_column(t.schema.get_field_index("mean"), "mean",
-                                pa.array(np.zeros(len(t)))), out / "by_region.parquet")
+                                pa.array(np.zeros(len(t)))), out / "by_region" / "2026-11.parquet")
     # the history's own manifest no longer matches: its rows are not trusted, all is read
     # (and --overwrite refuses to replace a report edited since evalkit wrote it)
     with pytest.raises(evalkit.OutputExistsError):
@@ -858,7 +863,7 @@ def test_a_damaged_previous_history_is_not_reused(tmp_path: Path) -> None:
     from evalkit.trend import _open_cache
 
     cache = _open_cache(out, True)
-    assert cache is not None and cache._table("by_region.parquet") is None
+    assert cache is not None and cache._table("by_region/2026-11.parquet") is None
 
 
 # -- red-team findings: each a kind ----------------------------------------------------------------
@@ -948,7 +953,7 @@ def test_trends_parquet_keeps_null_keys_the_text_null_and_the_empty_string_apart
     history(str(tmp_path / "r*"), out=out, plots=False)
     t = pq.read_table(out / "trends.parquet")
     assert "group" not in t.column_names
-    assert t.schema.field("region").type == pq.read_schema(out / "by_region.parquet").field("region").type
+    assert t.schema.field("region").type == pq.read_schema(out / "by_region" / "2026-11.parquet").field("region").type
     rows = t.to_pylist()
     region = [(r["region"], r["latest"]) for r in rows if r["grouping"] == "region"]
     assert sorted(region, key=lambda x: x[1]) == [("EU", pytest.approx(0.33)), (None, pytest.approx(0.43)),

@@ -299,13 +299,14 @@ def test_everything_history_reads_is_checked_against_the_manifest(tmp_path: Path
     spec = str(tmp_path / "runs" / "*")
     out = tmp_path / "h"
     history(spec, out=out, plots=False)
-    assert (out / "by_region.parquet").stat().st_size > 2 << 20
+    mine = out / "by_region" / "2026-11.parquet"
+    assert mine.stat().st_size > 2 << 20
     # history's own table edited in the middle: neither reused nor replaced
-    kept = (out / "by_region.parquet").read_bytes()
-    _flip_middle(out / "by_region.parquet")
-    with pytest.raises(evalkit.OutputExistsError, match="by_region.parquet .changed since evalkit wrote it"):
+    kept = mine.read_bytes()
+    _flip_middle(mine)
+    with pytest.raises(evalkit.OutputExistsError, match="by_region/2026-11.parquet .changed since evalkit wrote it"):
         history(spec, out=out, overwrite=True, plots=False)
-    (out / "by_region.parquet").write_bytes(kept)
+    mine.write_bytes(kept)
     # the input's metadata edited 1.5 MiB in (same size)
     text = (big / "summary.json").read_bytes()
     at = text.index(b"xxxx") + (3 << 19)
@@ -319,3 +320,43 @@ def test_everything_history_reads_is_checked_against_the_manifest(tmp_path: Path
         history(spec, plots=False)
     with pytest.raises(evalkit.ReportError, match="by_region.parquet: its content .fingerprint"):
         history(spec, out=out, overwrite=True, plots=False)  # the nightly path reads it again
+
+
+# -- 1. a night rewrites only the months it changes -----------------------------------------------
+
+
+def test_a_night_keeps_the_unchanged_months_and_gives_the_cold_result(tmp_path: Path) -> None:
+    from .test_history import _same_outputs
+
+    # 70 nights from Nov 1: November, December, January
+    paths = make_series(tmp_path / "reports", 70, seed=7, step_at=64, step=0.3, manifest=True)
+    out, cold = tmp_path / "hist", tmp_path / "cold"
+    gates = {"max_drift_pct": 5}
+    yesterday = history(paths[:-1], out=out, gates=gates, window=12, lookback=3, plots=False)
+    assert yesterday.kept_files == 0
+    assert sorted(p.name for p in (out / "by_region").iterdir()) == ["2026-11.parquet", "2026-12.parquet",
+                                                                     "2027-01.parquet"]
+    december = (out / "by_region" / "2026-12.parquet").read_bytes()
+    # tonight: Nov 1 leaves, Jan 9 arrives; December is kept as it is (overall and region)
+    tonight = history(paths[1:], out=out, overwrite=True, gates=gates, window=12, lookback=3, plots=False)
+    assert tonight.kept_files == 2 and tonight.reused_runs == 68
+    assert (out / "by_region" / "2026-12.parquet").read_bytes() == december
+    full = history(paths[1:], out=cold, gates=gates, window=12, lookback=3, reuse=False, plots=False)
+    assert full.kept_files == 0
+    _same_outputs(out, cold)
+    assert [str(f) for f in tonight.failures] == [str(f) for f in full.failures]
+    assert tonight.changes["run"].tolist() == full.changes["run"].tolist() == [63]
+    pd.testing.assert_frame_equal(tonight.table("region"), full.table("region"))
+    assert len(tonight.table("region")) == 69 * 4
+    # a December report evaluated again: December is written anew, still the cold result
+    f = paths[40] / "by_region.parquet"
+    t = pq.read_table(f)
+    pq.write_table(t.set_column(t.schema.get_field_index("mean"), "mean",
+                                pa.array(t.column("mean").to_numpy() * 1.01)), f)
+    from .test_history import restamp
+
+    restamp(paths[40])
+    again = history(paths[1:], out=out, overwrite=True, gates=gates, window=12, lookback=3, plots=False)
+    assert again.kept_files == 5  # every month (3) of both groupings but December of region
+    history(paths[1:], out=cold, overwrite=True, gates=gates, window=12, lookback=3, reuse=False, plots=False)
+    _same_outputs(out, cold)
