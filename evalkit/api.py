@@ -380,6 +380,10 @@ def evaluate(
     started = time.time()
     t0 = time.perf_counter()
     client = options.pop("client", None)  # a distributed.Client for engine="dask"
+    if options.get("gates") is not None:  # given to evaluate alone: only gates evaluate checks
+        from .gates import gates_for
+
+        gates_for("evaluate", options["gates"], shared=False, source="evaluate(gates=...)")
     cfg = pipeline.resolve_config(config, options, eps=eps, on=on, by=by, labels=labels)
     inputs = pipeline.resolve_inputs(data, labels, cfg, progress)
     layout = pipeline.detect_input_layout(inputs, cfg)

@@ -137,15 +137,15 @@ def _show_warning(default: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def report_gates(failures: list[Any], checked: Any, quiet: bool, unchecked: list[Any] | None = None) -> None:
-    """Print every failed gate on stderr and exit with code 5; else say that all passed.
-    Gates that could not be checked (``unchecked``) are listed unless ``quiet``."""
+    """Print every failed gate on stderr and exit with code 5; else say that all passed
+    (unless ``quiet``). Gates that could not be checked (``unchecked``) are listed even with
+    ``quiet``: like warnings, a nightly log must show them."""
     from .escape import terminal
 
     # terminal() before _err, which keeps the lines of a multi-line message: a newline
     # inside a group value must not split one gate's line in a log.
-    if not quiet:
-        for f in unchecked or []:
-            _err(f"gate not checked: {terminal(f)}")
+    for f in unchecked or []:
+        _err(f"gate not checked: {terminal(f)}")
     if failures:
         from .errors import EXIT_GATE
 
@@ -295,18 +295,20 @@ def gates_from_flags(cfg_gates: Any, config_file: str | None, flags: dict[str, A
 
 @contextlib.contextmanager
 def quiet_warnings(quiet: bool) -> Any:
-    """With ``quiet``, Python warnings (e.g. matplotlib's missing-glyph warnings for labels
-    in scripts its font lacks) and library log records stay off stderr."""
+    """With ``quiet``, other libraries' warnings (e.g. matplotlib's missing-glyph warnings
+    for labels in scripts its font lacks) and log records stay off stderr; evalkit's own
+    warnings (:class:`~evalkit.errors.EvalkitWarning`: a skipped report, a copy counted once,
+    ...) still reach it, as in ``evaluate``: a nightly log run with ``-q`` must show them."""
     if not quiet:
         yield
         return
     import logging
-    import warnings
 
     loggers = [logging.getLogger(name) for name in ("matplotlib", "PIL", "fontTools")]
     levels = [lg.level for lg in loggers]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        warnings.simplefilter("always", EvalkitWarning)
         for lg in loggers:
             lg.setLevel(logging.CRITICAL + 1)
         try:

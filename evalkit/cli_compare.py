@@ -113,7 +113,8 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
         settings["pair_on"] = list(pair_on)
 
     with quiet_warnings(quiet):
-        result = run_compare(baseline, candidate, config=cfg, gates=gates, **settings)
+        cfg.gates = gates  # the file's gates with the flags over them, shared by the three commands
+        result = run_compare(baseline, candidate, config=cfg, **settings)
         path = result.write(out, overwrite=overwrite) if out else None
     if path is not None:
         record_written(path, result)

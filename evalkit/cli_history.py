@@ -42,9 +42,11 @@ from .cli_common import (
 @click.option("--max-rows", type=click.IntRange(min=1),
               help="Groups shown per grouping in history.md (default 20; all are in the tables).")
 @click.option("--skip-bad", is_flag=True,
-              help="Skip report directories (or single tables) that are corrupt, edited since evalkit "
-                   "wrote them, or not evalkit reports (counted in the report) instead of failing "
-                   "with exit code 3.")
+              help="Leave out report directories that are corrupt, edited since evalkit wrote them, "
+                   "or not evalkit reports, instead of failing with exit code 3. A grouped table found "
+                   "damaged only when read (content edited, impossible values) leaves out that "
+                   "grouping of that run; the rest of the report is used. Each is named in the "
+                   "report and on stderr.")
 @click.option("--reuse/--no-reuse", default=None,
               help="Reuse the rows of the history already in --out for reports that did not change "
                    "(default: reuse; the result is the same either way).")
@@ -71,10 +73,10 @@ def history(reports: tuple[str, ...], out: str | None, overwrite: bool, config_f
     ('reports/runs/*/'); runs are ordered by their recorded start time, not by name.
     Each report is checked against its evalkit-manifest.json (an edited report is exit 3);
     a copied report directory (same run id) counts once.
-    Writes one tidy table per grouping (run, created, keys, count, mean, CI, clipped,
-    accuracy), trends.parquet, history.md (overall line, per grouping: latest value,
+    Writes one tidy table per grouping (a directory, one Parquet file per month: run id,
+    created, keys, count, mean, CI, clipped, accuracy), trends.parquet, history.md (overall line, per grouping: latest value,
     change since the previous run and since --lookback runs, min / max, and the night a
-    shift started) and a plot per grouping. Runs whose eps or class set differ start a
+    shift started) and a plot per grouping. Runs whose eps, class set or weight differ start a
     new segment: nothing is compared across it.
 
     \b
@@ -97,8 +99,9 @@ def history(reports: tuple[str, ...], out: str | None, overwrite: bool, config_f
                              ("max_drift", "max_drift_pct", "max_change_pct", "min_count",
                               "require_ci_excludes_zero", "fail_unchecked"), limits=("max_drift",))
     progress = None if quiet else _err
+    cfg.gates = gates  # the file's gates with the flags over them, shared by the three commands
     with quiet_warnings(quiet):
-        result = run_history(list(reports), out=out, overwrite=overwrite, config=cfg, gates=gates,
+        result = run_history(list(reports), out=out, overwrite=overwrite, config=cfg,
                              skip_bad=skip_bad, plots=plots, progress=progress, **flags)
     _print(result, fmt)
     if not quiet:

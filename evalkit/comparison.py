@@ -570,15 +570,13 @@ def compare(
 
 
 def _resolve_gates(gates: Mapping[str, Any] | None, cfg: Any) -> dict[str, Any]:
-    """The gates to check: ``gates`` if given, else the config's; validated."""
-    if gates is None and cfg is not None:
-        gates = cfg.gates
-    gates = dict(gates or {})
-    if gates:
-        from .gates import validate_gates
+    """The gates to check: ``gates`` if given (compare's gates only), else the config's
+    (shared by the three commands); validated (:func:`evalkit.gates.gates_for`)."""
+    from .gates import gates_for
 
-        validate_gates(gates)
-    return gates
+    if gates is not None:
+        return gates_for("compare", gates, shared=False, source="compare(gates=...)")
+    return gates_for("compare", cfg.gates if cfg is not None else None, shared=True)
 
 
 def _pair_keys(b: _Run, c: _Run, pair_on: Sequence[str] | str | None) -> tuple[tuple[str, ...], str]:

@@ -126,6 +126,48 @@ def validate_gates(gates: Mapping[str, Any], source: str = "gates", _nested: boo
             _number(value, key, source)
 
 
+#: The commands that check each gate key (options count for the commands whose gates read them).
+GATE_COMMANDS: dict[str, tuple[str, ...]] = {
+    **{g: ("evaluate", "compare", "history") for g in EVAL_GATES},
+    **{g: ("compare",) for g in COMPARE_GATES},
+    **{g: ("history",) for g in HISTORY_GATES},
+    "min_count": ("evaluate", "compare", "history"),
+    "require_ci_above_limit": ("evaluate", "compare", "history"),
+    "require_ci_excludes_zero": ("compare", "history"),
+    "fail_unchecked": ("history",),
+}
+
+
+def gates_for(command: str, gates: Mapping[str, Any] | None, *, shared: bool,
+              source: str = "gates") -> dict[str, Any]:
+    """The gates ``command`` checks, validated and normalised: the one place each command's
+    gates are accepted.
+
+    ``shared`` gates come from a config's ``gates:`` section, which serves ``evaluate``,
+    ``compare`` and ``history`` alike (one nightly file): a key another command checks is
+    kept (that command checks it) but not checked here. Gates given to one command
+    directly (the ``gates=`` argument of :func:`evalkit.compare` / :func:`evalkit.history`,
+    ``evaluate(..., gates=...)``) must all be checked by it: any other key is a
+    :class:`~evalkit.errors.ConfigError` (exit 2) naming the key and the command that
+    checks it, never a gate silently left unchecked.
+    """
+    gates = normalize_gates(gates)
+    if not gates:
+        return {}
+    validate_gates(gates, source)
+    if not shared:
+        where = [(k, source) for k in gates if k != "groups"]
+        where += [(k, f"{source}.groups.{g}") for g, sub in (gates.get("groups") or {}).items() for k in sub]
+        for key, at in where:
+            owners = GATE_COMMANDS[key]
+            if command not in owners:
+                raise ConfigError(
+                    f"{at}: gate {key!r} is checked by {' and '.join(owners)}, not by {command}: "
+                    f"{command} would never check it. Give it to {owners[0]} (or put it in the "
+                    f"'gates' of a config file the commands share)")
+    return gates
+
+
 def _row_value(row: Any, gate: str) -> float:
     if gate == "max_mean_loss":
         # A weighted run: the weighted mean, the figure its interval (ci_low...) is of.

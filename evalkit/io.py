@@ -582,17 +582,20 @@ _FULL_HASH_LIMIT = 2 << 20
 _SAMPLE_BYTES = 1 << 20
 
 
-def fingerprint_file(fh: Any, size: int) -> tuple[str, str]:
+def fingerprint_file(fh: Any, size: int, kind: str | None = None) -> tuple[str, str]:
     """``(fingerprint, kind)`` of an open binary file of ``size`` bytes.
 
-    The SHA-256 (first 32 hex digits) of the whole file up to 2 MiB (kind ``sha256``); for
-    larger files the SHA-256 of the size plus the first and last 1 MiB (``sha256-head-tail``:
-    Parquet keeps its schema, offsets and per-chunk statistics in the footer, so any rewrite
-    changes it). Reads at most 2 MiB, so fingerprints stay cheap on many large files.
+    The SHA-256 (first 32 hex digits) of the whole file (kind ``sha256``): always with
+    ``kind="sha256"``, and by default up to 2 MiB; for larger files by default (or with
+    ``kind="sha256-head-tail"``) the SHA-256 of the size plus the first and last 1 MiB
+    (``sha256-head-tail``: Parquet keeps its schema, offsets and per-chunk statistics in the
+    footer, so any rewrite changes it; reads at most 2 MiB, so fingerprints stay cheap on
+    many large files, but an edit in the middle goes unseen). A reader checking a recorded
+    fingerprint passes the recorded ``kind``.
     """
     h = hashlib.sha256()
     fh.seek(0)
-    if size <= _FULL_HASH_LIMIT:
+    if kind == "sha256" or (kind is None and size <= _FULL_HASH_LIMIT) or size < 2 * _SAMPLE_BYTES:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
         return h.hexdigest()[:32], "sha256"
@@ -601,6 +604,50 @@ def fingerprint_file(fh: Any, size: int) -> tuple[str, str]:
     fh.seek(size - _SAMPLE_BYTES)
     h.update(fh.read(_SAMPLE_BYTES))
     return h.hexdigest()[:32], "sha256-head-tail"
+
+
+def read_json_head(fh: Any, key: str, chunk: int = 1 << 16) -> tuple[Any, int] | None:
+    """The value of ``key`` when it is the first key of the JSON object in the binary file
+    ``fh``, decoded without reading the rest, and the number of bytes up to its end
+    (``{"key": value`` is ``fh``'s first that-many bytes); None when the first key is another.
+
+    Reads ``chunk`` bytes at a time (doubling) until the value is complete. Raises
+    ``ValueError`` (``json.JSONDecodeError``, ``UnicodeDecodeError``) when the head is not JSON.
+    """
+    import codecs
+    import json
+
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    text = ""
+    fh.seek(0)
+    quoted = json.dumps(key)
+    while True:
+        block = fh.read(chunk)
+        text += utf8.decode(block, final=not block)
+        head = text.lstrip()
+        if head and head[0] != "{":
+            raise json.JSONDecodeError("not a JSON object", head, 0)
+        body = head[1:].lstrip()
+        if len(body) >= len(quoted) and not body.startswith(quoted):
+            return None
+        if body.startswith(quoted):
+            rest = body[len(quoted):].lstrip()
+            if rest.startswith(":"):
+                value_text = rest[1:].lstrip()
+                try:
+                    value, end = decoder.raw_decode(value_text)
+                except json.JSONDecodeError:
+                    if not block:
+                        raise
+                else:
+                    consumed = len(text) - len(value_text) + end
+                    return value, len(text[:consumed].encode("utf-8"))
+            elif rest:
+                raise json.JSONDecodeError("expected ':'", rest, 0)
+        if not block:
+            raise json.JSONDecodeError("unexpected end of file", text, len(text))
+        chunk *= 2
 
 
 def file_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:

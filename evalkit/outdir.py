@@ -254,12 +254,43 @@ def _utc_now() -> str:
     return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def fingerprint_entry(path: PathLike) -> dict[str, Any]:
-    """``{"bytes", "fingerprint", "fingerprint_kind"}`` of one file (read through one fd)."""
+def fingerprint_entry(path: PathLike, kind: str | None = None) -> dict[str, Any]:
+    """``{"bytes", "fingerprint", "fingerprint_kind"}`` of one file (read through one fd);
+    ``kind`` as :func:`evalkit.io.fingerprint_file` (a checker passes the recorded one)."""
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
-        fingerprint, kind = fingerprint_file(fh, size)
-    return {"bytes": int(size), "fingerprint": fingerprint, "fingerprint_kind": kind}
+        fingerprint, got = fingerprint_file(fh, size, kind)
+    return {"bytes": int(size), "fingerprint": fingerprint, "fingerprint_kind": got}
+
+
+def _is_row_output(rel: str) -> bool:
+    """The per-row output (``rows.parquet``, the Dask engine's ``rows/part-N.parquet``):
+    often gigabytes, fingerprinted by head and tail only."""
+    return rel == "rows.parquet" or rel.startswith("rows/")
+
+
+def manifest_entry(path: PathLike, rel: str) -> dict[str, Any]:
+    """The manifest entry of one report file. Every file but the per-row output is hashed
+    whole (kind ``sha256``), so a reader that checks it has checked every byte it reads;
+    ``summary.json`` also records the length and hash of its head up to the end of its
+    ``metadata`` object (``metadata_bytes``, ``metadata_fingerprint``): ``history`` reads
+    only that head, and checks exactly it."""
+    entry = fingerprint_entry(path, None if _is_row_output(rel) else "sha256")
+    if rel == "summary.json":
+        import hashlib
+
+        from .io import read_json_head
+
+        with open(path, "rb") as fh:
+            try:
+                head = read_json_head(fh, "metadata")
+            except ValueError:
+                head = None
+            if head is not None:
+                fh.seek(0)
+                entry["metadata_bytes"] = head[1]
+                entry["metadata_fingerprint"] = hashlib.sha256(fh.read(head[1])).hexdigest()[:32]
+    return entry
 
 
 def _report_files(root: Path) -> Iterator[tuple[str, Path]]:
@@ -272,8 +303,11 @@ def _report_files(root: Path) -> Iterator[tuple[str, Path]]:
                 yield rel, p
 
 
-def write_manifest(directory: PathLike, command: str, run_id: str) -> dict[str, Any]:
-    """Write ``evalkit-manifest.json`` listing every file now in ``directory``."""
+def write_manifest(directory: PathLike, command: str, run_id: str,
+                   known: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write ``evalkit-manifest.json`` listing every file now in ``directory``. ``known``
+    holds entries of files linked unchanged from an earlier report of evalkit's (its
+    manifest's entries): used as they are when the size still agrees, not hashed again."""
     if command not in COMMANDS:
         raise ValueError(f"unknown command {command!r}")
     from ._version import __version__
@@ -286,10 +320,17 @@ def write_manifest(directory: PathLike, command: str, run_id: str) -> dict[str, 
         "evalkit_version": __version__,
         "created": _utc_now(),
         "run_id": run_id,
-        "files": {rel: fingerprint_entry(p) for rel, p in _report_files(root)},
+        "files": {rel: _known_or_hashed(p, rel, known) for rel, p in _report_files(root)},
     }
     write_text(json.dumps(manifest, indent=2) + "\n", root / MANIFEST_NAME)
     return manifest
+
+
+def _known_or_hashed(p: Path, rel: str, known: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    entry = (known or {}).get(rel)
+    if entry is not None and entry.get("bytes") == p.stat().st_size:
+        return dict(entry)
+    return manifest_entry(p, rel)
 
 
 def read_manifest(directory: PathLike) -> tuple[dict[str, Any] | None, str]:
@@ -311,10 +352,13 @@ def read_manifest(directory: PathLike) -> tuple[dict[str, Any] | None, str]:
 
 
 def unexpected_entries(directory: PathLike, manifest: dict[str, Any], limit: int = SHOWN_ENTRIES,
-                       check_content: bool = True) -> list[str]:
+                       check_content: bool = True, seen: dict[str, tuple[int, int, int]] | None = None,
+                       ) -> list[str]:
     """Entries of ``directory`` that evalkit did not write according to ``manifest``: files
     it does not list, symbolic links, and (with ``check_content``) listed files whose size
-    or fingerprint changed since. At most ``limit`` are returned (the walk stops there)."""
+    or fingerprint changed since. At most ``limit`` are returned (the walk stops there).
+    ``seen`` remembers the (size, modification time, inode) of each file found intact, so a
+    second check of the same directory (before the swap) hashes only files that changed."""
     root = Path(directory)
     files: dict[str, dict[str, Any]] = manifest["files"]
     dirs = {str(Path(rel).parent.as_posix()) for rel in files}
@@ -346,7 +390,11 @@ def unexpected_entries(directory: PathLike, manifest: dict[str, Any], limit: int
                 continue
             want = files[rel]
             try:
-                got = fingerprint_entry(p)
+                st = p.stat()
+                stamp = (int(st.st_size), int(st.st_mtime_ns), int(st.st_ino))
+                if seen is not None and seen.get(rel) == stamp:
+                    continue
+                got = fingerprint_entry(p, want.get("fingerprint_kind"))
             except OSError as exc:
                 if add(rel, f"unreadable: {exc.strerror or exc}"):
                     return found
@@ -354,12 +402,15 @@ def unexpected_entries(directory: PathLike, manifest: dict[str, Any], limit: int
             changed = got["bytes"] != want.get("bytes") or got["fingerprint"] != want.get("fingerprint")
             if changed and add(rel, "changed since evalkit wrote it"):
                 return found
+            if not changed and seen is not None:
+                seen[rel] = stamp
     return found
 
 
-def check_replaceable(target: Path, command: str) -> None:
+def check_replaceable(target: Path, command: str, seen: dict[str, tuple[int, int, int]] | None = None) -> None:
     """Raise OutputExistsError unless ``target`` is an evalkit ``command`` report holding
-    only what evalkit wrote (see the module docstring)."""
+    only what evalkit wrote (see the module docstring); ``seen`` as in
+    :func:`unexpected_entries`."""
     manifest, why = read_manifest(target)
     if manifest is None:
         raise OutputExistsError(
@@ -371,7 +422,7 @@ def check_replaceable(target: Path, command: str) -> None:
             f"{terminal(target)}: holds an evalkit {manifest['command']} report, which "
             f"{'an' if command[0] in 'aeiou' else 'a'} {command} report never replaces: "
             f"choose another {option('out')}")
-    extra = unexpected_entries(target, manifest)
+    extra = unexpected_entries(target, manifest, seen=seen)
     if extra:
         more = " ..." if len(extra) >= SHOWN_ENTRIES else ""
         raise OutputExistsError(
@@ -494,6 +545,9 @@ class AtomicDir:
         self.command = command
         self.run_id = uuid.uuid4().hex
         self.tmp: Path | None = None
+        #: manifest entries of files linked unchanged from the report being replaced
+        self.known: dict[str, dict[str, Any]] = {}
+        self._seen: dict[str, tuple[int, int, int]] = {}  # files of the target found intact
 
     def check(self) -> None:
         """Refuse an existing report unless overwriting; never replace anything else."""
@@ -507,8 +561,11 @@ class AtomicDir:
                         raise OutputError(f"{terminal(t)}: cannot be created: {terminal(parent)} "
                                           "is not a directory")
                     break
-            if not t.is_dir() or not any(os.scandir(t)):
+            if not t.is_dir():
                 return
+            with os.scandir(t) as entries:
+                if not any(entries):
+                    return
             if not self.overwrite:
                 manifest, _ = read_manifest(t)
                 if manifest is not None:
@@ -518,7 +575,7 @@ class AtomicDir:
                 raise OutputExistsError(
                     f"{terminal(t)}: directory is not empty and holds no evalkit report "
                     f"(no {MANIFEST_NAME}); choose another {option('out')}")
-            check_replaceable(t, self.command)
+            check_replaceable(t, self.command, self._seen)
         except OSError as exc:
             raise OutputError(f"{terminal(t)}: cannot use as the output directory "
                               f"({exc.strerror or exc})") from None
@@ -582,7 +639,7 @@ class AtomicDir:
         self.check()
         with contextlib.suppress(FileNotFoundError):
             (self.tmp / PRIVATE_MARKER).unlink()  # the report is the user's from here on
-        write_manifest(self.tmp, self.command, self.run_id)
+        write_manifest(self.tmp, self.command, self.run_id, self.known)
         tmp, target = self.tmp, self.target
         old: Path | None = None
         locked = committed = False
@@ -630,4 +687,4 @@ class AtomicDir:
 
 __all__ = ["AtomicDir", "MANIFEST_NAME", "check_out_apart", "check_replaceable", "hold_lock",
            "make_spool_dir", "read_manifest", "release_lock", "remove_spool_dir", "resolve_out",
-           "signals_deferred", "sweep_spool_dirs", "unexpected_entries", "write_manifest"]
+           "manifest_entry", "signals_deferred", "sweep_spool_dirs", "unexpected_entries", "write_manifest"]

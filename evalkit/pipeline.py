@@ -746,6 +746,8 @@ def build_metadata(
     return {
         "evalkit_version": __version__,
         "created": _dt.datetime.fromtimestamp(started, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        # the same start time to the microsecond: orders runs started within one second
+        "created_us": int(started * 1_000_000),
         "duration_s": round(duration, 3),
         "input": source.label,
         "input_files": len(source.files),

@@ -8,7 +8,7 @@ that reads old runs) loads them through here. Nothing here evaluates or writes.
 
 from __future__ import annotations
 
-import codecs
+import functools
 import glob as _glob
 import hashlib
 import json
@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import CompareError, ReportError, UsageError
-from .io import expand_paths, file_provenance, fingerprint_file
+from .io import expand_paths, file_provenance, fingerprint_file, read_json_head
 
 
 def _input_files(spec: Any) -> list[str]:
@@ -121,6 +121,7 @@ def _grouping_columns(name: str) -> tuple[str, ...]:
     return () if name == "overall" else tuple(name.split(","))
 
 
+@functools.lru_cache(maxsize=4096)
 def _file_stem(name: str) -> str:
     from .escape import grouping_file_stem
 
@@ -174,8 +175,9 @@ class _ReportFiles:
         manifest, _ = read_manifest(d)
         if manifest is not None:
             entry = manifest["files"].get("summary.json")
-            got = hashlib.sha256(raw).hexdigest()[:32] if len(raw) <= (2 << 20) else None
-            if entry is not None and got is not None and entry.get("fingerprint_kind") == "sha256" \
+            # summary.json is read whole here: its whole-file hash (kind sha256) is checked
+            got = hashlib.sha256(raw).hexdigest()[:32]
+            if entry is not None and entry.get("fingerprint_kind") == "sha256" \
                     and entry.get("fingerprint") != got:
                 raise CompareError(f"{where}: changed since evalkit wrote it (its fingerprint differs "
                                    f"from {MANIFEST_NAME}); the {role} report was edited or replaced "
@@ -208,7 +210,7 @@ class _ReportFiles:
                 fh.close()
                 raise self._refuse(rel, "not one of the tables summary.json records")
             size = os.fstat(fh.fileno()).st_size
-            got, _kind = fingerprint_file(fh, size)
+            got, _kind = fingerprint_file(fh, size, want.get("fingerprint_kind"))
             if size != want.get("bytes") or got != want.get("fingerprint"):
                 fh.close()
                 raise self._refuse(rel, "its content differs from the fingerprint summary.json recorded")
@@ -376,6 +378,7 @@ class RunInfo:
     manifest: Mapping[str, Mapping[str, Any]] | None = field(default=None, repr=False, hash=False,
                                                               compare=False)
     stamps: Mapping[str, FileStamp] = field(default_factory=dict, repr=False, hash=False, compare=False)
+    weight: str | None = None  # the weight column of a weighted run (``metadata.config.weight``)
 
     def file(self, grouping: str) -> Path:
         """The Parquet table of one grouping (``overall.parquet``, ``by_split_region.parquet``)."""
@@ -407,46 +410,24 @@ def read_summary_metadata(path: str | os.PathLike[str], chunk: int = 1 << 16) ->
     """The ``metadata`` object of a ``summary.json`` without parsing the rest of the file.
 
     ``evaluate`` writes ``metadata`` first; a report of 50 groupings x 1,000 groups holds
-    15 MB of group records after it, which this never decodes. Reads ``chunk`` bytes at a
-    time until the object is complete; falls back to parsing the whole file when
+    15 MB of group records after it, which this never decodes
+    (:func:`evalkit.io.read_json_head`); falls back to parsing the whole file when
     ``metadata`` is not the first key. Raises :class:`ReportError` naming the file when it
     is not JSON, or holds no ``metadata`` object.
     """
     p = Path(path)
-    decoder = json.JSONDecoder()
-    utf8 = codecs.getincrementaldecoder("utf-8")()
-    text = ""
     try:
         with p.open("rb") as fh:
-            while True:
-                block = fh.read(chunk)
-                text += utf8.decode(block, final=not block)
-                head = text.lstrip()
-                if head and head[0] != "{":
-                    raise ReportError(f"{p}: not an evalkit summary.json (it does not hold a JSON object)")
-                key = '"metadata"'
-                body = head[1:].lstrip()
-                if len(body) >= len(key) and not body.startswith(key):
-                    fh.seek(0)
-                    return _metadata_of(json.loads(fh.read().decode("utf-8")), p)
-                if body.startswith(key):
-                    rest = body[len(key):].lstrip()
-                    if rest.startswith(":"):
-                        rest = rest[1:].lstrip()
-                        try:
-                            meta, _ = decoder.raw_decode(rest)
-                            return _metadata_of({"metadata": meta}, p)
-                        except json.JSONDecodeError:
-                            if not block:
-                                raise
-                    elif rest:
-                        raise json.JSONDecodeError("expected ':'", rest, 0)
-                if not block:
-                    raise json.JSONDecodeError("unexpected end of file", text, len(text))
-                chunk *= 2
+            head = read_json_head(fh, "metadata", chunk)
+            if head is None:
+                fh.seek(0)
+                return _metadata_of(json.loads(fh.read().decode("utf-8")), p)
+            return _metadata_of({"metadata": head[0]}, p)
     except OSError as exc:
         raise ReportError(f"{p}: cannot read ({exc.strerror or exc})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if "not a JSON object" in str(exc):
+            raise ReportError(f"{p}: not an evalkit summary.json (it does not hold a JSON object)") from None
         raise ReportError(f"{p}: summary.json is corrupt or truncated ({exc})") from None
 
 
@@ -457,7 +438,11 @@ def _metadata_of(summary: Any, p: Path) -> dict[str, Any]:
     return meta
 
 
-def _parse_created(value: Any, where: Path) -> pd.Timestamp:
+def _parse_created(value: Any, where: Path, precise: Any = None) -> pd.Timestamp:
+    """A run's start time (UTC): ``metadata.created`` (ISO 8601, whole seconds), refined by
+    ``metadata.created_us`` (microseconds since the epoch, which evalkit records since
+    sub-second start times) when that falls within the same second. A ``created`` set by
+    hand (to place a backfilled run) wins over a ``created_us`` it no longer matches."""
     try:
         ts = pd.Timestamp(value)
     except (TypeError, ValueError):
@@ -465,7 +450,14 @@ def _parse_created(value: Any, where: Path) -> pd.Timestamp:
     if value is None or pd.isna(ts):
         raise ReportError(f"{where}: summary.json records no valid start time "
                           f"(metadata.created = {value!r}); cannot place the run in a history")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if precise is None:
+        return ts
+    if isinstance(precise, bool) or not isinstance(precise, int):
+        raise ReportError(f"{where}: metadata.created_us must be a whole number of microseconds, "
+                          f"got {precise!r}; the report was edited or damaged")
+    fine = pd.Timestamp(precise, unit="us", tz="UTC")
+    return fine if fine.floor("s") == ts.floor("s") else ts
 
 
 #: The last evalkit version that wrote reports without ``evalkit-manifest.json``. Manifests
@@ -521,8 +513,10 @@ def read_run_info(path: str | os.PathLike[str],
             if (d / marker).is_file():
                 raise ReportError(f"{d}: is {kind} report, not an evaluate report (no summary.json)")
         raise ReportError(f"{d}: not an evalkit report directory (no summary.json)")
-    meta = read_summary_metadata(summary)
     manifest, why = read_manifest(d)
+    head = (manifest["files"].get("summary.json") or {}) if manifest is not None else {}
+    verified_head = isinstance(head.get("metadata_bytes"), int) and not isinstance(head["metadata_bytes"], bool)
+    meta = _verified_metadata(summary, head) if verified_head else read_summary_metadata(summary)
     if manifest is None and (d / MANIFEST_NAME).exists():
         raise ReportError(f"{d / MANIFEST_NAME}: {why}; the report was edited or damaged "
                           "(rerun evaluate, or restore the report)")
@@ -539,13 +533,14 @@ def read_run_info(path: str | os.PathLike[str],
     if manifest is not None and run_uid is not None and manifest.get("run_id") != run_uid:
         raise ReportError(f"{summary}: belongs to another run than {MANIFEST_NAME} (run ids differ); "
                           "the report is mixed from two runs: rerun evaluate or restore it")
-    created = _parse_created(meta.get("created"), summary)
+    created = _parse_created(meta.get("created"), summary, meta.get("created_us"))
     groupings = meta.get("groupings")
     if not isinstance(groupings, list) or not all(isinstance(g, str) for g in groupings):
         raise ReportError(f"{summary}: metadata.groupings is missing or not a list of names")
     groupings = list(dict.fromkeys(["overall", *groupings]))
     files = manifest["files"] if manifest is not None else None
-    stamps = {"summary.json": _checked_stamp(d, "summary.json", files, trusted, hash_it=True)}
+    # the metadata head history reads was checked above (verified_head); else the whole file
+    stamps = {"summary.json": _checked_stamp(d, "summary.json", files, trusted, hash_it=not verified_head)}
     for g in groupings:
         rel = f"{_file_stem(g)}.parquet"
         if files is None and not _looks_like_parquet(d / rel):
@@ -558,7 +553,14 @@ def read_run_info(path: str | os.PathLike[str],
         path=d, created=created, eps=float(eps) if isinstance(eps, int | float) else None,
         classes=tuple(str(c) for c in classes) if isinstance(classes, list) else None,
         groupings=tuple(groupings), metadata=meta, run_uid=str(run_uid) if run_uid else None,
-        manifest=files, stamps=stamps)
+        manifest=files, stamps=stamps, weight=_weight_of(meta))
+
+
+def _weight_of(meta: Mapping[str, Any]) -> str | None:
+    """The weight column a run's statistics are weighted by (None: unweighted)."""
+    cfg = meta.get("config")
+    w = cfg.get("weight") if isinstance(cfg, Mapping) else None
+    return str(w) if w else None
 
 
 def _edited(where: Path, what: str) -> ReportError:
@@ -568,6 +570,32 @@ def _edited(where: Path, what: str) -> ReportError:
     return ReportError(f"{where}: its {what} differs from what {MANIFEST_NAME} records; the report "
                        "was edited, truncated or replaced since evalkit wrote it: rerun evaluate, "
                        "or restore it")
+
+
+def _verified_metadata(summary: Path, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``metadata`` object of ``summary``, parsed from exactly the head bytes whose hash
+    ``evalkit-manifest.json`` records (``metadata_bytes``, ``metadata_fingerprint``): every
+    byte history reads of ``summary.json`` is checked, and nothing after it is read."""
+    import io as _io
+
+    n = int(entry["metadata_bytes"])
+    try:
+        with summary.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size != entry.get("bytes"):
+                raise _edited(summary, f"size ({size} bytes, recorded {entry.get('bytes')})")
+            raw = fh.read(n)
+    except OSError as exc:
+        raise ReportError(f"{summary}: cannot read ({exc.strerror or exc})") from None
+    if len(raw) != n or hashlib.sha256(raw).hexdigest()[:32] != entry.get("metadata_fingerprint"):
+        raise _edited(summary, "metadata (fingerprint of its first bytes)")
+    try:
+        head = read_json_head(_io.BytesIO(raw + b"}"), "metadata")
+    except ValueError:
+        head = None
+    if head is None or head[1] != n:
+        raise _edited(summary, "metadata (not where the manifest says it ends)")
+    return _metadata_of({"metadata": head[0]}, summary)
 
 
 def _checked_stamp(d: Path, rel: str, files: Mapping[str, Mapping[str, Any]] | None,
@@ -596,7 +624,7 @@ def _checked_stamp(d: Path, rel: str, files: Mapping[str, Mapping[str, Any]] | N
     known = trusted.get((str(d.absolute()), rel)) if trusted else None
     if hash_it and known != stamp:
         with f.open("rb") as fh:
-            got, kind = fingerprint_file(fh, stamp.bytes)
+            got, kind = fingerprint_file(fh, stamp.bytes, entry.get("fingerprint_kind"))
         if kind != entry.get("fingerprint_kind") or got != stamp.fingerprint:
             raise _edited(f, "content (fingerprint)")
     return stamp
@@ -615,19 +643,28 @@ def _looks_like_parquet(f: Path) -> bool:
 
 
 def expand_reports(specs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-                   exclude: Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
+                   exclude: Sequence[str | os.PathLike[str]] = ()) -> ExpandedReports:
     """Report directories named by paths and globs (``reports/*/``), each once.
 
-    A glob that matches nothing is an error (a typo must not give an empty history);
-    directories in ``exclude`` (the output directory) are dropped.
+    A glob that matches nothing is an error (a typo must not give an empty history). A
+    path named explicitly is always returned (if it is not a report, reading it says so).
+    A glob's matches that are plainly something else are left out and listed in
+    ``ignored`` with the reason: files, and directories holding an evalkit ``compare`` or
+    ``history`` report (``reports/*/`` next to ``reports/history``). Any other directory
+    is returned, so reading it names what is wrong (a damaged report, or a directory that
+    is no report at all). Matches of ``exclude`` (the output directory) are dropped and
+    listed in ``excluded``.
     """
     if isinstance(specs, str | os.PathLike):
         specs = [specs]
-    skip = {Path(e).absolute() for e in exclude}
-    out: dict[Path, Path] = {}
+    skip = {os.path.realpath(e) for e in exclude}
+    out: dict[str, Path] = {}
+    ignored: list[tuple[str, str]] = []
+    excluded: list[tuple[str, str]] = []
     for spec in specs:
         s = os.fspath(spec)
-        if any(ch in s for ch in "*?["):
+        pattern = any(ch in s for ch in "*?[")
+        if pattern:
             matches = sorted(_glob.glob(s))
             if not matches:
                 raise ReportError(f"{s}: the pattern matches nothing")
@@ -635,17 +672,56 @@ def expand_reports(specs: str | os.PathLike[str] | Iterable[str | os.PathLike[st
             matches = [s]
         for m in matches:
             p = Path(m)
-            key = p.absolute()
-            if key not in skip and key not in out:
-                out[key] = p
-    if not out:
+            key = str(p.absolute())
+            if key in out:
+                continue
+            if os.path.realpath(p) in skip:
+                excluded.append((m, s))
+                continue
+            why = _not_a_report(p) if pattern else None
+            if why is not None:
+                ignored.append((m, f"{why} (matched by {s})"))
+                continue
+            out[key] = p
+    if not out and not ignored and not excluded:
         raise UsageError("no report directories given")
-    return list(out.values())
+    return ExpandedReports(list(out.values()), ignored, excluded)
 
 
-_OPTIONAL = ("std", "sem", "clipped_low", "clipped", "accuracy")
-#: The columns of :class:`Reused` rows (besides the key columns).
-REUSED_STATS = ("count", "mean", "sem", "clipped_low", "accuracy")
+@dataclass
+class ExpandedReports:
+    """What :func:`expand_reports` found: the report ``paths``; ``ignored`` glob matches that
+    are not ``evaluate`` reports, as ``(path, why)``; ``excluded`` matches of an excluded
+    path, as ``(path, the spec that matched it)``."""
+
+    paths: list[Path]
+    ignored: list[tuple[str, str]]
+    excluded: list[tuple[str, str]]
+
+
+def _not_a_report(p: Path) -> str | None:
+    """Why a glob match cannot be an ``evaluate`` report (None: it may be one)."""
+    from .outdir import MANIFEST_NAME, read_manifest
+
+    if not p.is_dir():
+        return "not a directory" if p.exists() or p.is_symlink() else "does not exist"
+    if (p / "summary.json").exists():  # an evaluate report, maybe a damaged one
+        return None
+    manifest, _why = read_manifest(p)
+    if manifest is not None and manifest.get("command") != "evaluate":
+        return f"an evalkit {manifest.get('command')} report, not an evaluate report"
+    if manifest is None and not (p / MANIFEST_NAME).exists():
+        for marker, kind in (("history.json", "history"), ("compare.json", "compare")):
+            if (p / marker).is_file():
+                return f"an evalkit {kind} report, not an evaluate report"
+    return None
+
+
+_OPTIONAL = ("std", "sem", "clipped_low", "clipped", "accuracy", "weighted_mean", "n_eff")
+#: The columns of :class:`Reused` rows (besides the key columns): ``mean`` is the run's
+#: estimate (the weighted mean in a weighted run) and ``n_eff`` its Kish effective size
+#: (NaN in an unweighted run).
+REUSED_STATS = ("count", "mean", "sem", "n_eff", "clipped_low", "accuracy")
 _SAMPLE_ROWS = 5
 
 
@@ -703,7 +779,7 @@ def _read_one(info: RunInfo, grouping: str, cols: Sequence[str]) -> pa.Table:
     if entry is not None:
         import io as _io
 
-        got, kind = fingerprint_file(_io.BytesIO(data), len(data))
+        got, kind = fingerprint_file(_io.BytesIO(data), len(data), entry.get("fingerprint_kind"))
         if len(data) != entry.get("bytes") or kind != entry.get("fingerprint_kind") \
                 or got != entry.get("fingerprint"):
             raise _edited(f, "content (fingerprint)")
@@ -719,7 +795,7 @@ def _read_one(info: RunInfo, grouping: str, cols: Sequence[str]) -> pa.Table:
         # a run's interval is recomputed from its sem (or std): one level for every run, and
         # every column read costs a decoded page per file
         want = [*cols, "count", "mean", "sem" if "sem" in names else "std",
-                "clipped_low" if "clipped_low" in names else "clipped", "accuracy"]
+                "clipped_low" if "clipped_low" in names else "clipped", "accuracy", "weighted_mean", "n_eff"]
         return pf.read(columns=[c for c in want if c in names], use_threads=False)
     except ReportError:
         raise
@@ -757,6 +833,12 @@ def _bad_values(stats: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, 
         if "accuracy" in stats:
             v = stats["accuracy"]
             checks.append(("accuracy", used & ((v < 0) | (v > 1)), "outside [0, 1]"))
+        if "weighted_mean" in stats:  # NaN: an unweighted run
+            v = stats["weighted_mean"]
+            checks.append(("weighted_mean", used & ((v < 0) | np.isinf(v)), "negative or infinite"))
+            n = stats.get("n_eff", nan)
+            checks.append(("n_eff", used & ~np.isnan(v) & ~((n > 0) & (n <= count * (1 + 1e-9))),
+                           "missing, or outside (0, count], in a weighted run"))
     for col, mask, what in checks:
         if mask.any():
             out[col] = (mask, what)
@@ -905,5 +987,5 @@ def _key_arrays(tables: Sequence[pa.Table], cols: Sequence[str]) -> list[pa.Chun
     return out
 
 
-__all__ = ["FileStamp", "GroupedRuns", "Reused", "RunInfo", "expand_reports", "is_report_dir", "read_grouping", "read_run_info",
+__all__ = ["ExpandedReports", "FileStamp", "GroupedRuns", "Reused", "RunInfo", "expand_reports", "is_report_dir", "read_grouping", "read_run_info",
            "read_summary_metadata"]

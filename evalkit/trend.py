@@ -6,15 +6,16 @@ it changed.
     >>> h.table("region")               # tidy: one row per (run, region)                     # doctest: +SKIP
 
 Inputs are ``evaluate`` report directories (or globs of them), ordered by each run's
-recorded start time (``metadata.created`` in ``summary.json``; ties by path), never by
-name. Only ``summary.json`` (its metadata object, read without parsing the group records),
+recorded start time (``metadata.created_us`` in ``summary.json``, microseconds; older
+reports: ``metadata.created``, whole seconds; ties by path), never by name. Only ``summary.json`` (its metadata object, read without parsing the group records),
 ``overall.parquet`` and the ``by_*.parquet`` grouped tables are read, one grouping at a
 time, so memory is bounded by one grouping's history (runs x groups), never by
 ``rows.parquet``.
 
 Segments
-    Runs whose ``eps`` or class set differ compute different losses: each change of either
-    starts a new *segment*, and trends and change detection use the latest segment only
+    Runs whose ``eps``, class set or weight column differ compute different quantities (a
+    weighted run reports the weighted mean, with an interval from Kish's effective size
+    ``n_eff``): each such change starts a new *segment*, and trends and change detection use the latest segment only
     (earlier runs stay in the tables, with their segment number, and are listed in
     ``history.md``). A grouping's series is the latest unbroken stretch of runs of that
     segment that hold the grouping; a run whose set of groupings differs from the previous
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import json
 import math
@@ -209,6 +211,13 @@ class HistoryResult:
     reused_runs:
         Runs none of whose tables were read: all their rows were taken from the history
         already in ``out``.
+    ignored:
+        ``(path, why)`` of glob matches left out because they are not evaluate reports
+        (files, compare / history reports).
+    kept_files:
+        Monthly files of the tidy tables kept as they were from the history already in
+        ``out`` (linked, neither read nor rewritten): every month but the ones tonight's
+        runs changed.
     """
 
     runs: pd.DataFrame
@@ -220,11 +229,14 @@ class HistoryResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     unchecked: list[GateFailure] = field(default_factory=list)
+    ignored: list[tuple[str, str]] = field(default_factory=list)
     reused_runs: int = 0
+    kept_files: int = 0
     _tables: dict[str, pa.Table | Path] = field(default_factory=dict, repr=False)
     _plots: list[tuple[str, str]] = field(default_factory=list, repr=False)
     _sources: pa.Table | None = field(default=None, repr=False)
     _keys: dict[str, pa.Table] = field(default_factory=dict, repr=False)  # each trend's keys, typed
+    _windows: dict[str, pd.DataFrame | None] = field(default_factory=dict, repr=False)  # rows to plot
 
     @property
     def groupings(self) -> list[str]:
@@ -241,11 +253,23 @@ class HistoryResult:
         ``run_id``, ``created``, ``segment``, the key columns, ``count``, ``mean``, ``sem``,
         ``ci_low``, ``ci_high`` (t-interval at ``confidence`` from the run's ``sem``, or its
         ``std``), ``clipped_low`` (``clipped`` in older reports) and ``accuracy``. Read back from
-        the written report when the result was written with ``out``."""
+        the written report when the result was written with ``out`` (its directory of
+        monthly files, ``run`` and ``segment`` taken from :attr:`runs` by ``run_id``)."""
         if grouping not in self._tables:
             raise UsageError(f"no grouping {grouping!r}; groupings are: {', '.join(self._tables)}")
         t = self._tables[grouping]
-        return pd.read_parquet(t) if isinstance(t, Path) else t.to_pandas()
+        if not isinstance(t, Path):
+            return t.to_pandas()
+        parts = [pq.read_table(f) for f in sorted(t.glob("*.parquet"))]
+        df = pa.concat_tables(parts, promote_options="permissive").to_pandas() if parts else pd.DataFrame()
+        if df.empty and not parts:
+            return df
+        run_of = dict(zip(self.runs["run_id"], self.runs["run"], strict=True))
+        seg_of = dict(zip(self.runs["run_id"], self.runs["segment"], strict=True))
+        ids = df["run_id"].astype(str)
+        df.insert(0, "run", ids.map(run_of).astype(np.int64))
+        df.insert(3, "segment", ids.map(seg_of).astype(np.int64))
+        return df
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable data (what ``history.json`` holds)."""
@@ -256,6 +280,7 @@ class HistoryResult:
             "runs": frame_records(self.runs),
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "duplicates": [{"path": p, "same_run_as": k} for p, k in self.duplicates],
+            "ignored": [{"path": p, "reason": r} for p, r in self.ignored],
             "gates": {"checked": self.gates, "passed": self.passed,
                       "failures": [_failure_dict(f) for f in self.failures],
                       "not_checked": [_failure_dict(f) for f in self.unchecked]},
@@ -273,21 +298,30 @@ class HistoryResult:
     def write(self, out_dir: str | os.PathLike[str], *, overwrite: bool = False,
               plots: bool = True) -> Path:
         """Write ``history.md``, ``history.json``, ``runs.parquet``, ``trends.parquet``, one
-        tidy ``overall.parquet`` / ``by_*.parquet`` per grouping and (with matplotlib) one
-        ``history_*.png`` per grouping into ``out_dir``, atomically."""
+        tidy table per grouping (``overall/``, ``by_<cols>/``: one Parquet file per calendar
+        month of the runs, ``2026-11.parquet``) and (with matplotlib) one ``history_*.png``
+        per grouping into ``out_dir``, atomically."""
         from .outdir import AtomicDir
 
         atomic = AtomicDir(out_dir, overwrite=overwrite, command="history", result=self)
         with atomic as tmp:
             self._write_into(tmp, plots=plots)
             path = atomic.commit()
-        self._tables = {g: path / f"{_file_stem(g)}.parquet" for g in self._tables}
+        self._tables = {g: path / _tidy_dir(g) for g in self._tables}
         return path
 
     def _write_into(self, tmp: Path, *, plots: bool) -> None:
         self._plots = []
         for name, t in self._tables.items():
-            _emit_grouping(self, name, pq.read_table(t) if isinstance(t, Path) else t, tmp, plots)
+            if isinstance(t, Path):  # written before: the same files again
+                for f in sorted(t.glob("*.parquet")):
+                    _link(f, tmp / _tidy_dir(name) / f.name)
+                _emit_grouping(self, name, None, tmp, plots, {})
+                continue
+            frame = _Tidy(t, np.empty(0, np.int64), pd.DataFrame(), pa.table({}),
+                          t.column("run").to_numpy() - 1, np.empty(0), np.empty(0), np.empty(0))
+            month_of = _months_of(t.column("created"))
+            _emit_grouping(self, name, frame, tmp, plots, {m: [] for m in dict.fromkeys(month_of)}, month_of)
         _write_summary_files(self, tmp)
 
 
@@ -397,6 +431,11 @@ class _Runs:
     segment: np.ndarray  # per run
     created: pd.DatetimeIndex
 
+    @functools.cached_property
+    def months(self) -> list[str]:
+        """Each run's calendar month (UTC), ``2026-11``: the file of the tidy tables it is in."""
+        return [f"{c:%Y-%m}" for c in self.created]
+
     @property
     def created_us(self) -> np.ndarray:
         """Start times as microseconds since the epoch (UTC)."""
@@ -414,7 +453,8 @@ def _run_ids(paths: Sequence[Path]) -> list[str]:
 
 
 def _segments(infos: Sequence[RunInfo]) -> tuple[np.ndarray, list[str]]:
-    """Segment number per run (a change of eps or class set starts one) and a note per run."""
+    """Segment number per run (a change of eps, class set or weight column starts one) and a
+    note per run."""
     seg = np.zeros(len(infos), dtype=np.int64)
     notes = [""] * len(infos)
     for i in range(1, len(infos)):
@@ -422,6 +462,8 @@ def _segments(infos: Sequence[RunInfo]) -> tuple[np.ndarray, list[str]]:
         why = []
         if a.eps is not None and b.eps is not None and not math.isclose(a.eps, b.eps, rel_tol=1e-12):
             why.append(f"eps {a.eps:g} -> {b.eps:g}")
+        if a.weight != b.weight:
+            why.append(f"weight {a.weight or '(none)'} -> {b.weight or '(none)'}")
         if a.classes is not None and b.classes is not None and set(a.classes) != set(b.classes):
             gone = sorted(set(a.classes) - set(b.classes))
             new = sorted(set(b.classes) - set(a.classes))
@@ -497,11 +539,18 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
 
     pos = g.run_pos if order is None else g.run_pos[order]
     count, mean = col("count"), col("mean")
+    # A weighted run reports the weighted mean, whose interval (sem, n_eff) its table holds:
+    # its estimate is the weighted mean, with n_eff - 1 degrees of freedom.
+    wmean = col("weighted_mean")
+    weighted = ~np.isnan(wmean)
+    n_eff = np.where(weighted, col("n_eff"), np.nan)
+    if weighted.any():
+        mean = np.where(weighted, wmean, mean)
     sem = col("sem").copy()
     no_sem = np.isnan(sem)
     if no_sem.any():  # reports before the sem column: from std
         sem[no_sem] = standard_error(count[no_sem], col("std")[no_sem])
-    dfs, where = _distinct(count - 1)
+    dfs, where = _distinct(np.where(weighted, n_eff, count) - 1)
     with np.errstate(invalid="ignore"):
         half = np.asarray(t_quantile(0.5 + confidence / 2, dfs))[where] * sem
     lo, hi = mean - half, mean + half
@@ -517,12 +566,31 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
         "created": pa.array(runs.created_us[pos], pa.timestamp("us", tz="UTC")),
         "segment": pa.array(runs.segment[pos]),
         **dict(zip(cols, keys, strict=True)),
-        "count": whole(count), "mean": mean, "sem": sem, "ci_low": lo, "ci_high": hi,
+        "count": whole(count), "mean": mean, "sem": sem, "n_eff": n_eff, "ci_low": lo, "ci_high": hi,
         "clipped_low": whole(col("clipped_low")), "accuracy": col("accuracy"),
     }
-    table = pa.table(columns)
+    return _Tidy(pa.table(columns), np.empty(0, np.int64), pd.DataFrame(), pa.table({}), pos, count, mean, sem)
+
+
+def _window_tidy(frame: _Tidy, window: Sequence[int], grouping: str) -> _Tidy:
+    """The rows of ``frame`` in the runs of ``window`` with their group codes: the groups of
+    a trend are those present in its window (whatever else the tidy table holds)."""
+    cols = list(_grouping_columns(grouping))
+    inw = np.zeros(int(frame.run_pos.max()) + 1 if len(frame.run_pos) else 0, dtype=bool)
+    inw[[w for w in window if w < len(inw)]] = True
+    rows = np.flatnonzero(inw[frame.run_pos]) if len(frame.run_pos) else np.empty(0, np.int64)
+    whole = len(rows) == len(frame.run_pos)
+    if whole:
+        table = frame.table
+    elif len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # one stretch: the usual case
+        table = frame.table.slice(int(rows[0]), len(rows))
+    else:
+        table = frame.table.take(pa.array(rows))
+    pick = (lambda a: a) if whole else (lambda a: a[rows])  # noqa: E731
+    pos = pick(frame.run_pos)
     if cols and len(pos):
-        codes = _group_codes([k.combine_chunks() if isinstance(k, pa.ChunkedArray) else k for k in keys])
+        keys = [table.column(c).combine_chunks() for c in cols]
+        codes = _group_codes(keys)
         first = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
         first[codes[::-1]] = np.arange(len(codes))[::-1]
         key_table = table.select(cols).take(pa.array(first))
@@ -532,7 +600,7 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
     # integer_object_nulls: an integer key with nulls keeps its ints (store=2, not 2.0)
     group_keys = (key_table.to_pandas(integer_object_nulls=True) if cols
                   else pd.DataFrame(index=range(int(len(pos) > 0))))
-    return _Tidy(table, codes, group_keys, key_table, pos, count, mean, sem)
+    return _Tidy(table, codes, group_keys, key_table, pos, pick(frame.count), pick(frame.mean), pick(frame.sem))
 
 
 def _distinct(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -571,53 +639,60 @@ def _trend(tidy: _Tidy, grouping: str, series: Sequence[int], runs: _Runs,
     mean[row_w[inw], codes[inw]] = tidy.mean[inw]
     sem[row_w[inw], codes[inw]] = tidy.sem[inw]
     count[row_w[inw], codes[inw]] = tidy.count[inw]
-    out = tidy.group_keys.copy()
     last = w - 1
     lb = int(settings["lookback"])
-    latest = mean[last] if w else np.full(g, np.nan)
-    prev = mean[last - 1] if w >= 2 else np.full(g, np.nan)
+    nan = np.full(g, np.nan)
+    latest = mean[last] if w else nan
+    prev = mean[last - 1] if w >= 2 else nan
     ref_row = last - lb
-    ref = mean[ref_row] if ref_row >= 0 and w else np.full(g, np.nan)
+    ref = mean[ref_row] if ref_row >= 0 and w else nan
+    cols: dict[str, Any] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         z = float(__import__("statistics").NormalDist().inv_cdf(0.5 + float(settings["confidence"]) / 2))
         se = np.sqrt((sem[last] if w else np.nan) ** 2 + (sem[ref_row] if ref_row >= 0 and w else np.nan) ** 2)
-        out["runs"] = (~np.isnan(mean)).sum(axis=0)
-        out["latest"] = latest
-        out["latest_count"] = count[last] if w else 0
-        out["previous"] = prev
-        out["change_prev"] = latest - prev
-        out["change_prev_pct"] = 100 * (latest - prev) / prev
-        out["reference"] = ref
-        out["reference_count"] = count[ref_row] if ref_row >= 0 and w else 0
-        out["drift"] = latest - ref
-        out["drift_pct"] = 100 * (latest - ref) / ref
-        out["drift_ci_low"] = latest - ref - z * se
-        out["drift_ci_high"] = latest - ref + z * se
-        out["min"] = np.nanmin(np.where(np.isnan(mean), np.inf, mean), axis=0) if w else np.nan
-        out["max"] = np.nanmax(np.where(np.isnan(mean), -np.inf, mean), axis=0) if w else np.nan
-    out.loc[out["runs"] == 0, ["min", "max"]] = np.nan
+        runs_in = (~np.isnan(mean)).sum(axis=0)
+        cols["runs"] = runs_in
+        cols["latest"] = latest
+        cols["latest_count"] = count[last] if w else np.zeros(g, dtype=np.int64)
+        cols["previous"] = prev
+        cols["change_prev"] = latest - prev
+        cols["change_prev_pct"] = 100 * (latest - prev) / prev
+        cols["reference"] = ref
+        cols["reference_count"] = count[ref_row] if ref_row >= 0 and w else np.zeros(g, dtype=np.int64)
+        cols["drift"] = latest - ref
+        cols["drift_pct"] = 100 * (latest - ref) / ref
+        cols["drift_ci_low"] = latest - ref - z * se
+        cols["drift_ci_high"] = latest - ref + z * se
+        lo = np.nanmin(np.where(np.isnan(mean), np.inf, mean), axis=0) if w else nan
+        hi = np.nanmax(np.where(np.isnan(mean), -np.inf, mean), axis=0) if w else nan
+    cols["min"] = np.where(runs_in == 0, np.nan, lo)
+    cols["max"] = np.where(runs_in == 0, np.nan, hi)
     if not in_latest:
-        stale = ["latest", "previous", "change_prev", "change_prev_pct", "reference", "drift", "drift_pct",
-                 "drift_ci_low", "drift_ci_high"]
-        out[stale] = np.nan
-        out[["latest_count", "reference_count"]] = 0
+        for c in ("latest", "previous", "change_prev", "change_prev_pct", "reference", "drift", "drift_pct",
+                  "drift_ci_low", "drift_ci_high"):
+            cols[c] = nan
+        cols["latest_count"] = cols["reference_count"] = np.zeros(g, dtype=np.int64)
+    cols.update(_scan_columns(mean, sem, window, runs, settings))
+    body = pd.DataFrame({k: (v.array if isinstance(v, pd.Series) else v) for k, v in cols.items()})
+    keys = tidy.group_keys.reset_index(drop=True)
+    return pd.concat([keys, body], axis=1) if len(keys.columns) else body
+
+
+def _scan_columns(mean: np.ndarray, sem: np.ndarray, window: Sequence[int], runs: _Runs,
+                  settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The change scan's trend columns (:func:`detect_changes`, Benjamini-Hochberg across
+    the groups, the ``alpha`` and ``min_change_pct`` thresholds)."""
     scan = detect_changes(mean, sem, min_before=int(settings["min_before"]))
     q, _ = benjamini_hochberg(scan.p)
     with np.errstate(invalid="ignore", divide="ignore"):
         pct = 100 * (scan.after - scan.before) / scan.before
     changed = (q <= float(settings["alpha"])) & (np.abs(pct) >= float(settings["min_change_pct"]))
-    k_run = np.where(scan.k >= 0, np.asarray(window + [0])[np.maximum(scan.k, 0)] + 1, 0)
-    out["changed"] = changed
-    out["direction"] = np.where(changed, np.where(pct > 0, "up", "down"), "")
-    out["change_run"] = np.where(changed, k_run, 0).astype(np.int64)
-    out["change_created"] = pd.Series(runs.created[np.maximum(k_run - 1, 0)]).where(changed)
-    out["before"] = scan.before
-    out["after"] = scan.after
-    out["change_pct"] = pct
-    out["t"] = scan.t
-    out["p_value"] = scan.p
-    out["q_value"] = q
-    return out
+    k_run = np.where(scan.k >= 0, np.asarray([*window, 0])[np.maximum(scan.k, 0)] + 1, 0)
+    return {"changed": changed, "direction": np.where(changed, np.where(pct > 0, "up", "down"), ""),
+            "change_run": np.where(changed, k_run, 0).astype(np.int64),
+            "change_created": pd.Series(runs.created[np.maximum(k_run - 1, 0)]).where(changed),
+            "before": scan.before, "after": scan.after, "change_pct": pct, "t": scan.t,
+            "p_value": scan.p, "q_value": q}
 
 
 def _change_rows(name: str, trend: pd.DataFrame, n_runs: int) -> list[dict[str, Any]]:
@@ -738,7 +813,7 @@ def history(
         Bad settings, or no report left to read.
     """
     from .config import EvalConfig
-    from .gates import validate_gates
+    from .gates import gates_for
 
     started = time.time()
     t0 = time.perf_counter()
@@ -747,16 +822,14 @@ def history(
     cfg = EvalConfig.coerce(config) if config is not None else None
     opts = _settings(cfg, settings)
     reuse = bool(opts.pop("reuse"))
-    if gates is None and cfg is not None:
-        gates = cfg.gates
-    gates = dict(gates or {})
-    if gates:
-        validate_gates(gates)
+    if gates is not None:  # given to history alone: only gates history checks
+        gates = gates_for("history", gates, shared=False, source="history(gates=...)")
+    else:  # a config's gates serve the three commands
+        gates = gates_for("history", cfg.gates if cfg is not None else None, shared=True)
     say = progress or (lambda _msg: None)
     cache = _open_cache(out, overwrite and reuse)
-    infos, skipped, copies = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)
-    for copy, kept in copies:
-        say(f"warning: {copy} holds the same run as {kept} (same run id): counted once")
+    infos, skipped, copies, ignored = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)
+    _warn_inputs(skipped, copies, ignored, infos)
     segment, notes = _segments(infos)
     runs = _Runs(infos, _run_ids([r.path for r in infos]), segment,
                  pd.DatetimeIndex([r.created for r in infos]))
@@ -766,28 +839,50 @@ def history(
         + (f", {len(copies)} duplicate(s) counted once" if copies else "")
         + (f"; {unverified} report(s) written before manifests, read unverified" if unverified else ""))
     result = HistoryResult(runs=_runs_frame(runs, notes), trends={}, changes=pd.DataFrame(),
-                           metadata={}, gates=gates, skipped=skipped, duplicates=copies)
+                           metadata={}, gates=gates, skipped=skipped, duplicates=copies, ignored=ignored)
     atomic = None
     if out is not None:
         from .outdir import AtomicDir
 
         atomic = AtomicDir(out, overwrite=overwrite, command="history")
     with atomic if atomic is not None else contextlib.nullcontext() as tmp:
-        build = _Build(result, runs, opts, bool(gates), tmp, atomic.target if atomic else None, plots, cache)
+        build = _Build(result, runs, opts, bool(gates), tmp, atomic.target if atomic else None, plots, cache,
+                       atomic)
         try:
-            with contextlib.closing(_each_grouping(infos, skip_bad, cache)) as groupings:
-                for name, idx, grouped in groupings:
-                    build.add(name, idx, grouped)
+            with contextlib.closing(_each_grouping(infos, runs, skip_bad, opts, cache)) as groupings:
+                for name, idx, grouped, plan in groupings:
+                    build.add(name, idx, grouped, plan)
         finally:
             build.close()
         if cache is not None:
             say(f"reused the rows of {build.reused_runs} run(s) from the history in {out}; "
-                f"read {len(infos) - build.reused_runs} report(s)")
+                f"read {len(infos) - build.reused_runs} report(s); kept {build.linked} monthly table "
+                f"file(s), wrote {build.written}")
         _finish(result, build, cfg, gates, started, t0)
         if atomic is not None:
             _write_summary_files(result, tmp, build.sources())
             atomic.commit()
     return result
+
+
+def _warn_inputs(skipped: Sequence[tuple[str, str]], copies: Sequence[tuple[str, str]],
+                 ignored: Sequence[tuple[str, str]], infos: Sequence[RunInfo]) -> None:
+    """An :class:`~evalkit.errors.EvalkitWarning` for each thing about the inputs a nightly
+    log must show (the CLI prints them even with ``-q``): skipped reports, copies counted
+    once, glob matches that are not reports, reports read without a manifest."""
+    import warnings
+
+    from .errors import EvalkitWarning
+
+    lines = [f"skipped {p}: {why}" for p, why in skipped]
+    lines += [f"{copy} holds the same run as {kept} (same run id): counted once" for copy, kept in copies]
+    lines += [f"left out {p}: {why}" for p, why in ignored]
+    old = [str(r.path) for r in infos if not r.verified]
+    if old:
+        lines.append(f"{len(old)} report(s) written before manifests read without checking their files "
+                     f"({', '.join(old[:3])}{' ...' if len(old) > 3 else ''})")
+    for line in lines:
+        warnings.warn(EvalkitWarning(line), stacklevel=3)
 
 
 def _is_path(value: Any) -> bool:
@@ -840,25 +935,38 @@ def _finish(result: HistoryResult, build: _Build, cfg: Any, gates: Mapping[str, 
         result.unchecked = [f for f in checked if not f.failed]
     result.metadata["duration_s"] = round(time.perf_counter() - t0, 3)
     result.reused_runs = build.reused_runs
+    result.kept_files = build.linked
 
 
 def _open_runs(reports: Any, out: Any, skip_bad: bool, trusted: Mapping[tuple[str, str], FileStamp] | None = None,
-               ) -> tuple[list[RunInfo], list[tuple[str, str]], list[tuple[str, str]]]:
+               ) -> tuple[list[RunInfo], list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
     """The report directories (never ``out``), checked (``trusted``: files an earlier history
     checked, see :func:`evalkit.reports.read_run_info`) and ordered by start time, then path;
-    the directories skipped (``skip_bad``) and the copies left out (:func:`_dedupe`).
+    the directories skipped (``skip_bad``), the copies left out (:func:`_dedupe`) and the
+    glob matches that are not evaluate reports (:func:`evalkit.reports.expand_reports`).
 
     ``out`` may never be a report named as an input, nor lie inside / hold one
-    (:func:`evalkit.outdir.check_out_apart`, UsageError); a glob that also matches ``out``
-    (``reports/*`` with ``out=reports/history``) simply leaves it out."""
+    (:func:`evalkit.outdir.check_out_apart`, UsageError). A glob that also matches ``out``
+    (``reports/*`` with ``out=reports/history``) leaves it out, unless ``out`` is an evaluate
+    report, i.e. one of the inputs: UsageError (exit 2)."""
+    from .errors import option
+
     if out is not None:
         from .outdir import check_out_apart
 
         given = [reports] if isinstance(reports, str | os.PathLike) else list(reports)
         named = [r for r in given if not any(ch in os.fspath(r) for ch in "*?[")]
         check_out_apart(out, [("report", r) for r in named])
-    paths = expand_reports(reports, exclude=[out] if out is not None else [])
+    found = expand_reports(reports, exclude=[out] if out is not None else [])
+    for path, spec in found.excluded:
+        if (Path(path) / "summary.json").exists():
+            raise UsageError(f"{option('out')} {out} is the report directory {path}, which {spec} "
+                             "matches: an input of this history; choose an output directory outside "
+                             "the inputs")
+    paths = found.paths
     if out is not None:
+        from .outdir import check_out_apart
+
         check_out_apart(out, [("report", p) for p in paths])
     infos: list[RunInfo] = []
     skipped: list[tuple[str, str]] = []
@@ -867,14 +975,16 @@ def _open_runs(reports: Any, out: Any, skip_bad: bool, trusted: Mapping[tuple[st
             infos.append(read_run_info(p, trusted))
         except ReportError as exc:
             if not skip_bad:
-                raise
+                raise ReportError(f"{exc} ({option('skip_bad', True)} leaves such a directory out)") from None
             skipped.append((str(p), str(exc)))
     if not infos:
         raise ReportError("no readable evaluate report among the inputs"
-                          + (f" ({len(skipped)} skipped)" if skipped else ""))
+                          + (f" ({len(skipped)} skipped)" if skipped else "")
+                          + (f" ({len(found.ignored)} glob match(es) not reports: "
+                             f"{', '.join(p for p, _w in found.ignored[:3])})" if found.ignored else ""))
     infos.sort(key=lambda r: (r.created, str(r.path)))
     infos, copies = _dedupe(infos)
-    return infos, skipped, copies
+    return infos, skipped, copies, found.ignored
 
 
 def _dedupe(infos: list[RunInfo]) -> tuple[list[RunInfo], list[tuple[str, str]]]:
@@ -891,103 +1001,213 @@ def _dedupe(infos: list[RunInfo]) -> tuple[list[RunInfo], list[tuple[str, str]]]
     return list(kept.values()), copies
 
 
-def _each_grouping(infos: Sequence[RunInfo], skip_bad: bool, cache: _Cache | None = None,
-                   ) -> Iterator[tuple[str, list[int], GroupedRuns]]:
-    """Every grouping (``overall`` first) with the runs that hold it and its rows (runs the
-    ``cache`` holds unchanged are taken from it, not read); the next grouping is read on a
-    thread while the caller works on this one."""
+def _each_grouping(infos: Sequence[RunInfo], runs: _Runs, skip_bad: bool, opts: Mapping[str, Any],
+                   cache: _Cache | None = None) -> Iterator[tuple[str, list[int], GroupedRuns, _Plan]]:
+    """Every grouping (``overall`` first) with the runs that hold it, the rows it needs
+    (:class:`_Plan`: runs of months that are written anew, and the trend window; rows of
+    runs the ``cache`` holds unchanged are taken from it, not read) and its plan; the next
+    grouping is read on a thread while the caller works on this one."""
     names = list(dict.fromkeys(g for r in infos for g in r.groupings))
     names = ["overall", *[g for g in names if g != "overall"]]
     pool = ThreadPoolExecutor(_READ_THREADS)
     ahead = ThreadPoolExecutor(1)
 
-    def load(name: str) -> tuple[list[int], GroupedRuns]:
+    def read(name: str, plan: _Plan) -> GroupedRuns:
+        reused = cache.rows(name, infos, plan.needed) if cache is not None and plan.needed else None
+        fresh = [i for i in plan.needed if reused is None or i not in reused.key_types]
+        return read_grouping(infos, fresh, name, skip_bad, pool, reused)
+
+    def load(name: str) -> tuple[list[int], GroupedRuns, _Plan]:
         idx = [i for i, r in enumerate(infos) if name in r.groupings]
-        reused = cache.rows(name, infos, idx) if cache is not None else None
-        fresh = [i for i in idx if reused is None or i not in reused.key_types]
-        return idx, read_grouping(infos, fresh, name, skip_bad, pool, reused)
+        plan = _plan_grouping(name, idx, runs, opts, cache)
+        grouped = read(name, plan)
+        types = set(grouped.key_types.values()) | plan.linked_types
+        if plan.links and (grouped.bad or len(types) > 1):
+            # a table left out (the window moves) or key types that differ from the months
+            # kept: this grouping is written anew from every run, as a fresh read would
+            plan = _plan_grouping(name, idx, runs, opts, None)
+            grouped = read(name, plan)
+        return idx, grouped, plan
 
     next_read = ahead.submit(load, names[0])
     try:
         for k, name in enumerate(names):
-            idx, grouped = next_read.result()
+            idx, grouped, plan = next_read.result()
             if k + 1 < len(names):
                 next_read = ahead.submit(load, names[k + 1])
-            yield name, idx, grouped
+            yield name, idx, grouped, plan
     finally:
         next_read.cancel()
         ahead.shutdown()
         pool.shutdown()
 
 
-# -- reusing an earlier history (the nightly run reads only the new report) ------------------
+# -- the tidy tables: one file per calendar month; a night rewrites only the months it changes
 
 
 SOURCES = "sources.parquet"
 
 
+def _tidy_dir(grouping: str) -> str:
+    """The directory of a grouping's tidy table: ``overall``, ``by_region``..."""
+    return _file_stem(grouping)
+
+
+@dataclass
+class _Plan:
+    """What one grouping's tidy table needs tonight: ``months`` (month -> run positions,
+    from the runs' metadata), ``links`` (month -> the earlier history's file, unchanged:
+    linked, not rewritten), ``needed`` (run positions whose rows are built: the months
+    written anew and the trend window) and the key types recorded for the linked months."""
+
+    months: dict[str, list[int]]
+    links: dict[str, Path]
+    needed: list[int]
+    linked_types: set[str]
+
+
+def _plan_grouping(name: str, idx: Sequence[int], runs: _Runs, opts: Mapping[str, Any],
+                   cache: _Cache | None) -> _Plan:
+    """Which months of ``name``'s tidy table the earlier history (``cache``) holds exactly
+    as tonight's would be (same runs, each with the same report files and run id, same
+    confidence level): those are linked; every other month, and the trend window, is built."""
+    months: dict[str, list[int]] = {}
+    for i in idx:
+        months.setdefault(runs.months[i], []).append(i)
+    series = _series(list(idx), runs.segment, int(runs.segment[-1]), len(runs.infos))
+    window = series[-int(opts["window"]):]
+    links = cache.links(name, months, runs, float(opts["confidence"])) if cache is not None else {}
+    needed = sorted({i for m, rs in months.items() if m not in links for i in rs} | set(window))
+    types = cache.link_types(name, links) if cache is not None else set()
+    return _Plan(months, links, needed, types)
+
+
 @dataclass
 class _Cache:
     """The history already in ``out``: which report files it read (``sources.parquet``:
-    directory, file, size, modification time, manifest fingerprint, key types, per run)
-    and its tidy tables, whose rows are reused for every run whose grouped table is
-    unchanged."""
+    directory, file, size, modification time, manifest fingerprint, key types, month and
+    run id per run) and its tidy tables (one file per month and grouping). A month whose
+    runs are all unchanged is linked into tonight's history as it is; rows of unchanged
+    runs that are needed (the trend window, a month written anew) are read from it."""
 
     dir: Path
     files: Mapping[str, Mapping[str, Any]]  # the history's own manifest entries
     sources: pd.DataFrame
     trusted: dict[tuple[str, str], FileStamp]
+    confidence: float = math.nan
+    # grouping -> report directory -> (run id, month, key types), from sources
+    runs_of: dict[str, dict[str, tuple[str, str, str | None]]] = field(default_factory=dict)
+
+    def index(self) -> None:
+        """Index ``sources`` by grouping and report (one pass)."""
+        src = self.sources
+        for g, rep, rid, m, kt in zip(src["grouping"], src["report"], src["run_id"], src["month"],
+                                      src["key_types"], strict=True):
+            if isinstance(g, str):
+                self.runs_of.setdefault(g, {})[rep] = (rid, m, kt if isinstance(kt, str) else None)
+
+    def _signature(self, grouping: str, month: str) -> list[tuple[Any, ...]]:
+        return sorted((rep, rid) for rep, (rid, m, _kt) in self.runs_of.get(grouping, {}).items() if m == month)
+
+    def key_type(self, grouping: str, report: Path) -> str | None:
+        hit = self.runs_of.get(grouping, {}).get(str(report.absolute()))
+        return hit[2] if hit else None
+
+    def links(self, grouping: str, months: Mapping[str, list[int]], runs: _Runs,
+              confidence: float) -> dict[str, Path]:
+        """Months of ``grouping`` whose file tonight would equal the earlier one: the same
+        runs (report directory and run id), each with its ``summary.json`` and grouped table
+        unchanged (size, modification time, manifest fingerprint), at the same confidence."""
+        if confidence != self.confidence:
+            return {}
+        rel = f"{_file_stem(grouping)}.parquet"
+        out: dict[str, Path] = {}
+        for month, idx in months.items():
+            f = f"{_tidy_dir(grouping)}/{month}.parquet"
+            if f not in self.files or not (self.dir / f).is_file():
+                continue
+            want: list[tuple[Any, ...]] = []
+            same = True
+            for i in idx:
+                info = runs.infos[i]
+                d = str(info.path.absolute())
+                if not info.verified or any(self.trusted.get((d, x)) != info.stamps.get(x)
+                                            for x in ("summary.json", rel)):
+                    same = False
+                    break
+                want.append((d, runs.run_ids[i]))
+            if same and sorted(want) == self._signature(grouping, month) \
+                    and (self.dir / f).stat().st_size == self.files[f].get("bytes"):
+                out[month] = self.dir / f
+        return out
+
+    def link_types(self, grouping: str, links: Mapping[str, Path]) -> set[str]:
+        return {kt for _rid, m, kt in self.runs_of.get(grouping, {}).values() if m in links and kt is not None}
 
     def rows(self, grouping: str, infos: Sequence[RunInfo], idx: Sequence[int]) -> Reused | None:
-        """The cached rows of ``grouping`` for the runs in ``idx`` whose table has the same
-        size, modification time and manifest fingerprint as when it was read (None: none)."""
+        """The cached rows of ``grouping`` for the runs in ``idx`` whose grouped table and
+        ``summary.json`` are unchanged since they were read (None: none), read from the
+        months that hold them."""
         rel = f"{_file_stem(grouping)}.parquet"
-        src = self.sources[(self.sources["grouping"] == grouping)]
-        if src.empty or rel not in self.files:
+        by_report = self.runs_of.get(grouping)
+        if not by_report:
             return None
-        by_key = {(rep, f): (int(run), kt) for rep, f, run, kt in
-                  zip(src["report"], src["file"], src["run"], src["key_types"], strict=True)}
-        old_to_new: dict[int, int] = {}
+        old_to_new: dict[str, int] = {}
         key_types: dict[int, str] = {}
+        months: set[str] = set()
         for i in idx:
             info = infos[i]
             if not info.verified:
                 continue
             d = str(info.path.absolute())
-            hit = by_key.get((d, rel))
-            if hit is not None and self.trusted.get((d, rel)) == info.stamps.get(rel):
+            hit = by_report.get(d)
+            if hit is not None and all(self.trusted.get((d, x)) == info.stamps.get(x)
+                                       for x in ("summary.json", rel)):
                 old_to_new[hit[0]] = i
-                key_types[i] = hit[1]
+                key_types[i] = hit[2]
+                months.add(hit[1])
         if not old_to_new:
             return None
         cols = [*_grouping_columns(grouping), *REUSED_STATS]
-        table = self._table(rel, ["run", *cols])
-        if table is None:
-            return None
-        lookup = np.full(max(max(old_to_new), int(_arrow_max(table.column("run")))) + 1, -1, dtype=np.int64)
-        lookup[list(old_to_new)] = list(old_to_new.values())
-        new_pos = lookup[table.column("run").to_numpy()]
+        parts = []
+        for month in sorted(months):
+            t = self._table(f"{_tidy_dir(grouping)}/{month}.parquet", ["run_id", *cols])
+            if t is None:
+                return None
+            parts.append(t)
+        table = pa.concat_tables(parts)
+        run_id = table.column("run_id").combine_chunks()
+        if pa.types.is_dictionary(run_id.type):
+            names = run_id.dictionary.to_pylist()
+            lookup = np.array([old_to_new.get(n, -1) for n in names] + [-1], dtype=np.int64)
+            new_pos = lookup[run_id.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)]
+        else:
+            new_pos = np.array([old_to_new.get(n, -1) for n in run_id.to_pylist()], dtype=np.int64)
         keep = np.flatnonzero(new_pos >= 0)
         table = table.select(cols)
-        if len(keep) and keep[-1] - keep[0] + 1 == len(keep):  # one stretch (e.g. the oldest night left)
+        if len(keep) and keep[-1] - keep[0] + 1 == len(keep):  # one stretch
             table = table.slice(int(keep[0]), len(keep))
         else:
             table = table.take(pa.array(keep))
-        return Reused(table, new_pos[keep], key_types)
+        got = set(np.unique(new_pos[keep]).tolist())
+        return Reused(table, new_pos[keep], {i: t for i, t in key_types.items() if i in got})
 
     def _table(self, rel: str, columns: Sequence[str] | None = None) -> pa.Table | None:
-        """One tidy table of the cached history (``columns`` only: decoding the others costs
-        ten times more), checked against its manifest; None when it differs or lacks one."""
+        """One file of the cached history (``columns`` only: decoding the others costs ten
+        times more), checked against its manifest entry (its whole content); None when it
+        differs or lacks one."""
         import io as _io
 
         from .io import fingerprint_file
 
-        entry = self.files[rel]
+        entry = self.files.get(rel)
+        if entry is None:
+            return None
         try:
             data = (self.dir / rel).read_bytes()
         except OSError:
             return None
-        got, kind = fingerprint_file(_io.BytesIO(data), len(data))
+        got, kind = fingerprint_file(_io.BytesIO(data), len(data), entry.get("fingerprint_kind"))
         if (len(data), kind, got) != (entry.get("bytes"), entry.get("fingerprint_kind"), entry.get("fingerprint")):
             return None
         try:
@@ -997,17 +1217,10 @@ class _Cache:
             return None
 
 
-def _arrow_max(a: pa.ChunkedArray) -> int:
-    import pyarrow.compute as pc
-
-    v = pc.max(a).as_py()
-    return -1 if v is None else int(v)
-
-
 def _open_cache(out: Any, reuse: bool) -> _Cache | None:
     """The history already in ``out`` when its rows may be reused: written by this evalkit
-    version, with an intact manifest and ``sources.parquet``. Anything else: None (a cold
-    read; the old report is replaced as usual)."""
+    version in this layout, with an intact manifest and ``sources.parquet``. Anything else:
+    None (a cold read; the old report is replaced as usual)."""
     if out is None or not reuse:
         return None
     from .outdir import read_manifest
@@ -1019,23 +1232,28 @@ def _open_cache(out: Any, reuse: bool) -> _Cache | None:
         return None
     cache = _Cache(d, manifest["files"], pd.DataFrame(), {})
     table = cache._table(SOURCES)
-    if table is None:
+    if table is None or not {"month", "run_id", "confidence"} <= set(table.column_names):
         return None
     src = table.to_pandas()
     cache.sources = src
+    conf = src["confidence"].dropna().unique()
+    cache.confidence = float(conf[0]) if len(conf) == 1 else math.nan
     cache.trusted = {(rep, f): FileStamp(int(b), int(m), fp if isinstance(fp, str) else None)
                      for rep, f, b, m, fp in zip(src["report"], src["file"], src["bytes"], src["mtime_ns"],
                                                  src["fingerprint"], strict=True)}
+    cache.index()
     return cache
 
 
 def _sources_table(rows: Mapping[str, list[Any]]) -> pa.Table:
     return pa.table({
         "run": pa.array(rows["run"], pa.int64()), "report": pa.array(rows["report"], pa.string()),
+        "run_id": pa.array(rows["run_id"], pa.string()), "month": pa.array(rows["month"], pa.string()),
         "grouping": pa.array(rows["grouping"], pa.string()), "file": pa.array(rows["file"], pa.string()),
         "bytes": pa.array(rows["bytes"], pa.int64()), "mtime_ns": pa.array(rows["mtime_ns"], pa.int64()),
         "fingerprint": pa.array(rows["fingerprint"], pa.string()),
-        "key_types": pa.array(rows["key_types"], pa.string())})
+        "key_types": pa.array(rows["key_types"], pa.string()),
+        "confidence": pa.array(rows["confidence"], pa.float64())})
 
 
 @dataclass
@@ -1050,6 +1268,7 @@ class _Build:
     target: Path | None
     plots: bool
     cache: _Cache | None = None
+    atomic: Any = None
     series_runs: dict[str, int] = field(default_factory=dict)
     change_rows: list[dict[str, Any]] = field(default_factory=list)
     latest_view: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -1057,6 +1276,8 @@ class _Build:
     writer: _Writer | None = None
     _used: dict[str, dict[int, str | None]] = field(default_factory=dict)
     _read: set[int] = field(default_factory=set)  # runs at least one table was read from
+    linked: int = 0  # month files kept from the earlier history
+    written: int = 0  # month files written tonight
 
     def __post_init__(self) -> None:
         if self.tmp is not None:
@@ -1067,22 +1288,31 @@ class _Build:
         """Runs none of whose tables had to be read (all taken from the earlier history)."""
         return len(self.runs.infos) - len(self._read)
 
-    def add(self, name: str, idx: Sequence[int], grouped: GroupedRuns) -> None:
+    def add(self, name: str, idx: Sequence[int], grouped: GroupedRuns, plan: _Plan) -> None:
         res, runs, n_runs = self.result, self.runs, len(self.runs.infos)
         for i, err in grouped.bad:
             res.skipped.append((str(runs.infos[i].path), f"{err} (grouping {name} left out for this run)"))
+        if grouped.bad:
+            _warn_inputs(res.skipped[-len(grouped.bad):], (), (), ())
         bad_runs = {i for i, _e in grouped.bad}
-        self._used[name] = {i: grouped.key_types.get(i) for i in idx if i not in bad_runs}
-        self._read |= set(idx) - set(grouped.reused)
-        tidy = _grouping_frame(runs, grouped, name, float(self.opts["confidence"]))
+        linked_runs = {i for m in plan.links for i in plan.months[m]}
+        cache = self.cache
+        self._used[name] = {i: grouped.key_types[i] if i in grouped.key_types else
+                            cache.key_type(name, runs.infos[i].path) if cache is not None else None
+                            for i in idx if i not in bad_runs}
+        self._read |= set(plan.needed) - set(grouped.reused) - linked_runs
+        frame = _grouping_frame(runs, grouped, name, float(self.opts["confidence"]))
         series = _series([i for i in idx if i not in bad_runs], runs.segment, int(runs.segment[-1]), n_runs)
         self.series_runs[name] = len(series)
         in_latest = bool(series) and series[-1] == n_runs - 1
         if not in_latest:
             held = [i for i in idx if i not in bad_runs]
             self.absent[name] = int(held[-1]) + 1 if held else 0
+        tidy = _window_tidy(frame, series[-int(self.opts["window"]):], name)
         trend = res.trends[name] = _trend(tidy, name, series, runs, self.opts, in_latest)
         res._keys[name] = tidy.key_table
+        res._windows[name] = (_plot_rows(tidy.table, _plot_picks(trend, name), name)
+                              if self.plots or self.tmp is None else None)
         self.change_rows += _change_rows(name, trend, n_runs)
         if self.gated and in_latest:
             last = np.flatnonzero(tidy.run_pos == n_runs - 1)
@@ -1090,17 +1320,29 @@ class _Build:
             self.latest_view[name] = tidy.table.take(pa.array(last)).select(
                 [*cols, "count", "mean", "clipped_low", "accuracy"]).to_pandas(integer_object_nulls=True)
         if self.tmp is not None and self.target is not None:
-            written = _emit_grouping(res, name, tidy.table, self.tmp, self.plots, tidy.codes, self.writer)
-            res._tables[name] = self.target / written.name
+            fresh = {m: rs for m, rs in plan.months.items() if m not in plan.links}
+            month_of = np.asarray(runs.months, dtype=object)[frame.run_pos]
+            n = _emit_grouping(res, name, frame, self.tmp, self.plots, fresh, month_of, self.writer)
+            self.written += n
+            for month, old in plan.links.items():
+                rel = f"{_tidy_dir(name)}/{month}.parquet"
+                _link(old, self.tmp / rel)
+                if self.atomic is not None and self.cache is not None:
+                    self.atomic.known[rel] = dict(self.cache.files[rel])
+            self.linked += len(plan.links)
+            res._tables[name] = self.target / _tidy_dir(name)
         else:
-            res._tables[name] = tidy.table
+            res._tables[name] = frame.table
 
     def sources(self) -> pa.Table:
         """``sources.parquet``: every report file this history used, with the size,
-        modification time and manifest fingerprint it had (what a later run reuses by)."""
-        cols: dict[str, list[Any]] = {k: [] for k in ("run", "report", "grouping", "file", "bytes",
-                                                       "mtime_ns", "fingerprint", "key_types")}
+        modification time and manifest fingerprint it had, its run id and month (what a
+        later run reuses by)."""
+        cols: dict[str, list[Any]] = {k: [] for k in ("run", "report", "run_id", "month", "grouping", "file",
+                                                       "bytes", "mtime_ns", "fingerprint", "key_types",
+                                                       "confidence")}
         names = list(self._used)
+        conf = float(self.opts["confidence"])
         for i, info in enumerate(self.runs.infos):
             d = str(info.path.absolute())
             entries = [(None, "summary.json", None)] + [
@@ -1109,15 +1351,27 @@ class _Build:
                 st = info.stamps.get(rel)
                 if st is None:
                     continue
-                for k, v in (("run", i + 1), ("report", d), ("grouping", g), ("file", rel),
-                             ("bytes", st.bytes), ("mtime_ns", st.mtime_ns),
-                             ("fingerprint", st.fingerprint), ("key_types", kt)):
+                for k, v in (("run", i + 1), ("report", d), ("run_id", self.runs.run_ids[i]),
+                             ("month", self.runs.months[i]), ("grouping", g), ("file", rel),
+                             ("bytes", st.bytes), ("mtime_ns", st.mtime_ns), ("fingerprint", st.fingerprint),
+                             ("key_types", kt), ("confidence", conf)):
                     cols[k].append(v)
         return _sources_table(cols)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _link(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to ``src`` (a copy where links are not possible)."""
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _changes_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -1143,30 +1397,77 @@ def _series(idx: Sequence[int], segment: np.ndarray, latest_seg: int, n_runs: in
     return out[::-1]
 
 
-def _emit_grouping(result: HistoryResult, name: str, table: pa.Table, tmp: Path, plots: bool,
-                   codes: np.ndarray | None = None, writer: _Writer | None = None) -> Path:
-    """Write one grouping's tidy table (and plot) into the report being built; ``codes``
-    (each row's group code) spare the plot a join on the keys; ``writer`` encodes the table
-    on its thread while the caller reads the next grouping."""
+#: Columns of the tidy table kept only in memory: the run number and segment change when the
+#: oldest night leaves the history; runs.parquet maps ``run_id`` to both.
+_RENUMBERED = ("run", "segment")
+
+
+def _months_of(created: pa.ChunkedArray) -> np.ndarray:
+    """Each row's calendar month (UTC) from its ``created`` timestamps."""
+    return pd.DatetimeIndex(created.to_pandas()).strftime("%Y-%m").to_numpy(dtype=object)
+
+
+def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: Path, plots: bool,
+                   months: Mapping[str, Sequence[int]], month_of: np.ndarray | None = None,
+                   writer: _Writer | None = None) -> int:
+    """Write the ``months`` of one grouping's tidy table (``frame``: its rows of those
+    months, and maybe others; ``month_of``: each row's month) into the report being built,
+    one file per month without the renumbered columns, and its plot (the trend window);
+    ``writer`` encodes on its thread while the caller reads the next grouping. Returns the
+    number of files written."""
     from .io import write_table
 
-    path = tmp / f"{_file_stem(name)}.parquet"
-    if writer is not None:
-        writer.write(table, path)
-    else:
-        write_table(table, path, large=True, compression=TIDY_CODEC)
+    d = tmp / _tidy_dir(name)
+    d.mkdir(parents=True, exist_ok=True)
+    n = 0
+    table = None if frame is None else frame.table.drop_columns(
+        [c for c in _RENUMBERED if c in frame.table.column_names])
+    for month in sorted(months) if table is not None and month_of is not None else ():
+        rows = np.flatnonzero(month_of == month)
+        if not len(rows):
+            continue
+        part = table.slice(int(rows[0]), len(rows)) if rows[-1] - rows[0] + 1 == len(rows) \
+            else table.take(pa.array(rows))
+        # run ids as text: the in-memory dictionary holds every run of the history, which a
+        # month's file must not depend on
+        part = part.set_column(part.schema.get_field_index("run_id"), "run_id",
+                               part.column("run_id").cast(pa.string()))
+        path = d / f"{month}.parquet"
+        if writer is not None:
+            writer.write(part, path)
+        else:
+            write_table(part, path, large=True, compression=TIDY_CODEC)
+        n += 1
     if plots:
         from .plots import plots_available, write_history_plot
 
-        if plots_available():
+        rows = result._windows.get(name)
+        if plots_available() and rows is not None:
             picks = _plot_picks(result.trends[name], name)
-            if codes is not None and len(picks):
-                table = table.take(pa.array(np.flatnonzero(np.isin(codes, picks.index.to_numpy()))))
             fname = f"history_{_file_stem(name)}.png"
-            title = write_history_plot(table.to_pandas(), name, picks, tmp / fname, result.runs)
+            title = write_history_plot(rows, name, picks, tmp / fname, result.runs)
             if title:
                 result._plots.append((title, fname))
-    return path
+    return n
+
+
+def _plot_rows(window: pa.Table, picks: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The window's rows of the groups drawn (all of them for ``overall``), as a frame."""
+    cols = list(_grouping_columns(name))
+    keep = ["run", *cols, "mean", "ci_low", "ci_high"]
+    if not cols or not len(picks):
+        return window.select(keep).to_pandas()
+    import pyarrow.compute as pc
+
+    mask = None
+    try:
+        for c in cols:
+            values = pa.array(list(picks[c]), type=window.schema.field(c).type, from_pandas=True)
+            hit = pc.is_in(window.column(c), value_set=values, skip_nulls=False)
+            mask = hit if mask is None else pc.and_(mask, hit)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        mask = None  # keys that do not convert back: the plot matches them itself
+    return (window if mask is None else window.filter(mask)).select(keep).to_pandas()
 
 
 class _Writer:
@@ -1228,6 +1529,7 @@ def _metadata(result: HistoryResult, runs: _Runs, opts: Mapping[str, Any], cfg: 
                            "runs": int(len(in_latest)),
                            "eps": runs.infos[-1].eps, "classes": len(runs.infos[-1].classes or ())},
         "skipped": len(skipped),
+        "ignored": len(result.ignored),
         "settings": dict(opts),
         "method": ("max-t scan for one shift in level over the window (pooled two-sample t of "
                    "run means, variance floored at the runs' squared standard errors; "
@@ -1291,7 +1593,7 @@ def _md_notes(res: HistoryResult) -> list[str]:
     report directories."""
     lines: list[str] = []
     if res.metadata["segments"] > 1:
-        lines.append(f"> **{res.metadata['segments']} segments:** runs whose eps or class set differ "
+        lines.append(f"> **{res.metadata['segments']} segments:** runs whose eps, class set or weight differ "
                      "are not compared; earlier segments are in the tables but not in the trends.")
         for rec in res.runs[res.runs["note"].str.contains("new segment")].to_dict("records"):
             lines.append(f"> - run {rec['run']} ({md_code(rec['run_id'])}, {rec['created']:%Y-%m-%d}): "
@@ -1310,6 +1612,9 @@ def _md_notes(res: HistoryResult) -> list[str]:
     if n_old:
         lines += [f"> {n_old} report(s) written before report manifests (`evalkit-manifest.json`) were "
                   "read without checking that their files are unchanged.", ""]
+    lines += _md_listed(f"**Not reports, left out ({len(res.ignored)}):** glob matches that are not "
+                        "evaluate report directories",
+                        [f"{md_code(p)}: {md_text(why)}" for p, why in res.ignored])
     lines += _md_listed(f"**Skipped ({len(res.skipped)}):**",
                         [f"{md_code(p)}: {md_text(why)}" for p, why in res.skipped])
     return lines
@@ -1369,7 +1674,7 @@ def _md_grouping(res: HistoryResult, name: str, trend: pd.DataFrame, plots: Mapp
         lines += [f"{len(trend):,} groups, {int(trend['changed'].sum())} flagged; series of "
                   f"{res.metadata['series_runs'].get(name, 0)} runs."
                   + (f" Showing {len(shown)}: flagged first, then the largest Δ {lb} runs; "
-                     f"all groups in `trends.parquet`, every run in {md_code(_file_stem(name) + '.parquet')}."
+                     f"all groups in `trends.parquet`, every run in {md_code(_tidy_dir(name) + '/')}."
                      if len(shown) < len(trend) else ""), ""]
     if trend.empty:
         return [*lines, "_(no groups)_", ""]

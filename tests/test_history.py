@@ -397,10 +397,19 @@ def test_bad_report_dirs_are_named_or_skipped(tmp_path: Path, breakage: str, mes
 
         shutil.rmtree(bad)
         bad.write_text("not a dir")
+    if breakage in ("compare", "file"):
+        # matched by a glob: plainly not an evaluate report, left out with a note (a warning)
+        why = {"compare": "an evalkit compare report, not an evaluate report", "file": "not a directory"}
+        with pytest.warns(evalkit.EvalkitWarning, match=f"left out {re.escape(str(bad))}: {why[breakage]}"):
+            res = history(str(tmp_path / "run-*"))
+        assert len(res.runs) == 5 and res.ignored[0][0] == str(bad) and not res.skipped
+        assert "Not reports, left out (1)" in res.to_markdown()
+        assert res.to_dict()["ignored"][0]["path"] == str(bad)
+    spec = [str(p) for p in paths] if breakage in ("compare", "file") else str(tmp_path / "run-*")
     with pytest.raises(ReportError, match=message) as err:
-        history(str(tmp_path / "run-*"))
-    assert str(bad) in str(err.value)
-    res = history(str(tmp_path / "run-*"), skip_bad=True)
+        history(spec)  # named explicitly (or a damaged report matched by a glob): an error
+    assert str(bad) in str(err.value) and "skip_bad=True leaves such a directory out" in str(err.value)
+    res = history(spec, skip_bad=True)
     assert len(res.runs) == 5 and len(res.skipped) == 1 and res.skipped[0][0] == str(bad)
     assert "Skipped (1)" in res.to_markdown()
     assert res.to_dict()["skipped"][0]["path"] == str(bad)
@@ -597,11 +606,16 @@ def test_written_outputs_and_atomicity(tmp_path: Path) -> None:
     res = history(str(tmp_path / "reports" / "*"), out=out, plots=False)
     assert len(res.runs) == 8
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["by_region.parquet", "evalkit-manifest.json", "history.json", "history.md", "overall.parquet",
+    assert names == ["by_region", "evalkit-manifest.json", "history.json", "history.md", "overall",
                      "runs.parquet", "sources.parquet", "trends.parquet"]
-    t = pd.read_parquet(out / "by_region.parquet")
+    # one file per calendar month; on disk without the run number and segment (they change
+    # when the oldest night leaves), which table() adds from runs.parquet
+    assert sorted(p.name for p in (out / "by_region").iterdir()) == ["2026-11.parquet"]
+    disk = pd.read_parquet(out / "by_region")
+    assert len(disk) == 32 and list(disk.columns[:3]) == ["run_id", "created", "region"]
+    t = res.table("region")
     assert len(t) == 32 and list(t.columns[:4]) == ["run", "run_id", "created", "segment"]
-    pd.testing.assert_frame_equal(res.table("region"), t)
+    pd.testing.assert_frame_equal(t.drop(columns=["run", "segment"]), disk, check_categorical=False)
     trends = pd.read_parquet(out / "trends.parquet")
     assert set(trends["grouping"]) == {"overall", "region"} and len(trends) == 5
     js = json.loads((out / "history.json").read_text())
@@ -769,8 +783,8 @@ def _same_outputs(a: Path, b: Path) -> None:
     """Two history reports hold the same results: every file byte for byte, history.json
     apart from when it was made and how long it took, the manifests apart from their own
     creation time and run id."""
-    names = sorted(p.name for p in a.iterdir())
-    assert names == sorted(p.name for p in b.iterdir())
+    names = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file())
     for name in names:
         if name == "history.json":
             ja, jb = (json.loads((d / name).read_text()) for d in (a, b))
@@ -839,9 +853,9 @@ def test_a_damaged_previous_history_is_not_reused(tmp_path: Path) -> None:
     paths = make_series(tmp_path / "reports", 6, seed=4, manifest=True)
     out = tmp_path / "hist"
     history(paths, out=out, plots=False)
-    t = pq.read_table(out / "by_region.parquet")
+    t = pq.read_table(out / "by_region" / "2026-11.parquet")
     pq.write_table(t.set_column(t.schema.get_field_index("mean"), "mean",
-                                pa.array(np.zeros(len(t)))), out / "by_region.parquet")
+                                pa.array(np.zeros(len(t)))), out / "by_region" / "2026-11.parquet")
     # the history's own manifest no longer matches: its rows are not trusted, all is read
     # (and --overwrite refuses to replace a report edited since evalkit wrote it)
     with pytest.raises(evalkit.OutputExistsError):
@@ -849,7 +863,7 @@ def test_a_damaged_previous_history_is_not_reused(tmp_path: Path) -> None:
     from evalkit.trend import _open_cache
 
     cache = _open_cache(out, True)
-    assert cache is not None and cache._table("by_region.parquet") is None
+    assert cache is not None and cache._table("by_region/2026-11.parquet") is None
 
 
 # -- red-team findings: each a kind ----------------------------------------------------------------
@@ -939,7 +953,7 @@ def test_trends_parquet_keeps_null_keys_the_text_null_and_the_empty_string_apart
     history(str(tmp_path / "r*"), out=out, plots=False)
     t = pq.read_table(out / "trends.parquet")
     assert "group" not in t.column_names
-    assert t.schema.field("region").type == pq.read_schema(out / "by_region.parquet").field("region").type
+    assert t.schema.field("region").type == pq.read_schema(out / "by_region" / "2026-11.parquet").field("region").type
     rows = t.to_pylist()
     region = [(r["region"], r["latest"]) for r in rows if r["grouping"] == "region"]
     assert sorted(region, key=lambda x: x[1]) == [("EU", pytest.approx(0.33)), (None, pytest.approx(0.43)),
@@ -1046,7 +1060,8 @@ def test_a_short_window_alone_shortens_the_default_lookback(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("edit, message", [
     ("summary", "summary.json: its size \\(.* bytes, recorded .*\\) differs from what evalkit-manifest.json records"),
-    ("summary_same_size", "summary.json: its content \\(fingerprint\\) differs from what evalkit-manifest"),
+    ("summary_same_size", "summary.json: its metadata \\(fingerprint of its first bytes\\) differs from what "
+                          "evalkit-manifest"),
     ("table", "by_region.parquet: its content \\(fingerprint\\) differs from what evalkit-manifest"),
     ("manifest", "evalkit-manifest.json: evalkit-manifest.json is unreadable"),
     ("compare_manifest", "is a compare report, not an evaluate report"),
