@@ -37,6 +37,8 @@ unless ``allow_mismatch=True`` (the differences are then recorded in the metadat
 
 from __future__ import annotations
 
+import contextlib
+
 import datetime as _dt
 import decimal
 import hashlib
@@ -538,12 +540,17 @@ def compare(
                                                                   "boot_limit"))
     cfg = _coerce_config(config) if config is not None else None
     gates = _resolve_gates(gates, cfg)
-    b = _load_run(baseline, "baseline", cfg)
-    c = _load_run(candidate, "candidate", cfg)
-    mismatches, notes = _check_match(b, c, allow_mismatch)
-    common = [g for g in b.groupings if g in c.groupings]
-    keys, reason = _pair_keys(b, c, pair_on)
-    b_rows, c_rows = _load_rows(b, c, common, keys, check_keys=pair_on is not None)
+    with contextlib.ExitStack() as held:  # the runs' per-row files, open until rows are read
+        b = _load_run(baseline, "baseline", cfg)
+        if b is not baseline:  # a run the caller passed in stays the caller's to close
+            held.callback(b.close)
+        c = _load_run(candidate, "candidate", cfg)
+        if c is not candidate:
+            held.callback(c.close)
+        mismatches, notes = _check_match(b, c, allow_mismatch)
+        common = [g for g in b.groupings if g in c.groupings]
+        keys, reason = _pair_keys(b, c, pair_on)
+        b_rows, c_rows = _load_rows(b, c, common, keys, check_keys=pair_on is not None)
     pairing = _pairing(b_rows, c_rows, keys, reason)
     tables = {
         name: _compare_grouping(name, b, c, b_rows, c_rows, pairing, seed=int(seed), n_boot=int(n_boot),

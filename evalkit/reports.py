@@ -67,6 +67,14 @@ class _Run:
     row_keys: tuple[str, ...]
     rows_loader: Callable[[list[str]], pd.DataFrame] | None
     files: list[dict[str, Any]] = field(default_factory=list)
+    #: Open per-row files the loader reads (kept open since their fingerprint was checked).
+    handles: list[pq.ParquetFile] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close the per-row files held for :attr:`rows_loader` (it cannot be used after)."""
+        for pf in self.handles:
+            pf.close(force=True)
+        self.handles.clear()
 
     @property
     def has_rows(self) -> bool:
@@ -244,17 +252,19 @@ class _ReportFiles:
         pf = self.open(rel)
         if pf is None:
             return None
-        missing = [c for c in required if c not in pf.schema_arrow.names]
-        if missing:
-            raise CompareError(
-                f"{self.d / rel}: the {self.role} report's table has no column "
-                f"{', '.join(repr(c) for c in missing)} (columns: {', '.join(pf.schema_arrow.names)}); "
-                "it was edited or is not an evalkit table")
         try:
+            missing = [c for c in required if c not in pf.schema_arrow.names]
+            if missing:
+                raise CompareError(
+                    f"{self.d / rel}: the {self.role} report's table has no column "
+                    f"{', '.join(repr(c) for c in missing)} (columns: {', '.join(pf.schema_arrow.names)}); "
+                    "it was edited or is not an evalkit table")
             return pf.read().to_pandas()
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise CompareError(f"{self.d / rel}: not a readable Parquet table ({_short(exc)}); the "
                                f"{self.role} report is damaged: rerun evaluate") from None
+        finally:
+            pf.close(force=True)  # the handle open() kept: the table is read whole
 
 
 def _short(exc: BaseException) -> str:
@@ -313,7 +323,7 @@ def _load_report(path: str | os.PathLike[str], role: str) -> _Run:
         f"{_file_stem(g)}.parquet" for g in groupings if g != "overall"]
     files = [file_provenance(d / n) for n in names if (d / n).is_file()]
     return _Run(role, str(d), "report", meta, overall, groups, groupings,
-                _row_keys_from_metadata(meta), loader, files)
+                _row_keys_from_metadata(meta), loader, files, handles=[pf for _, pf in parts])
 
 
 def _from_result(result: Any, role: str, source: str, kind: str) -> _Run:
