@@ -271,16 +271,20 @@ COMPARE_TYPES = {"seed": ("int", 0), "n_boot": ("int", 100), "confidence": ("flo
 
 
 def check_slice_columns(items: Sequence[str], value: Any, source: str) -> None:
-    """Raise ConfigError (exit 2) when the ``slices`` setting names no column (``--slices ''``,
-    ``--slices ,``, ``slices: []`` or ``slices: ""``), names an empty column, or names a
-    column holding a comma: an empty list is not a way to turn the slice search off (leave
-    the setting out), and a slice's columns are listed comma-joined in ``slices.parquet``.
-    The message says what to write, for the command line, Python or the config file."""
+    """Raise ConfigError (exit 2) when the ``slices`` setting is text that names no column
+    (``--slices ''``, ``--slices ,``, ``slices: ""``: an empty shell variable must not turn
+    the slice search off unnoticed), names an empty column, or names a column holding a comma
+    (a slice's columns are listed comma-joined in ``slices.parquet``). An empty list
+    (``slices: []``) is the default, no slice search, as for every other list setting, so
+    ``EvalConfig.from_mapping(config.to_dict())`` round-trips. The message says what to
+    write, for the command line, Python or the config file."""
     from .errors import option
 
     in_file = source.endswith((".yaml", ".yml", ".toml"))
     example = "`slices: [region, device]`" if in_file else option("slices", ["region", "device"])
     leave_out = "leave the `slices` key out" if in_file else f"leave out {option('slices')}"
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 0:
+        return
     if not items or any(not v.strip() for v in items):
         raise ConfigError(f"{source}: slices names no column ({value!r}): give the column(s) to "
                           f"search, e.g. {example}; to run without the slice search, {leave_out}")

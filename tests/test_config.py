@@ -54,10 +54,9 @@ FILE_CASES = [
     ("sum_tol_out_of_range", "c.toml", "sum_tol = 2.0\n", ["c.toml", "sum_tol", "(0, 1)"]),
     ("bad_grouping", "c.yaml", "by: [[]]\n", ["c.yaml", "empty grouping"]),
     # red team 16: an empty slice list is not silently "no slice search"; it says what to write
-    ("slices_empty_list", "c.yaml", "slices: []\n", ["c.yaml", "slices names no column",
-                                                     "`slices: [region, device]`", "leave the `slices` key out"]),
-    ("slices_empty_string", "c.yaml", "slices: ''\n", ["c.yaml", "slices names no column"]),
-    ("slices_empty_toml", "c.toml", "slices = []\n", ["c.toml", "slices names no column"]),
+    ("slices_empty_string", "c.yaml", "slices: ''\n", ["c.yaml", "slices names no column",
+                                                      "`slices: [region, device]`", "leave the `slices` key out"]),
+    ("slices_empty_string_toml", "c.toml", "slices = ','\n", ["c.toml", "slices names no column"]),
     ("slices_empty_item", "c.yaml", "slices: [region, '']\n", ["c.yaml", "slices names no column"]),
     ("slices_comma_in_name", "c.yaml", "slices: ['a,b']\n", ["c.yaml", "'a,b'", "comma"]),
 ]
@@ -113,11 +112,28 @@ ARG_CASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
 def test_empty_slices_message_says_what_to_write(tmp_path: Path, preds: str) -> None:
     """Each caller is told in its own words: flags at the CLI, keywords in Python."""
     with pytest.raises(E.ConfigError) as info:
-        evalkit.evaluate(preds, slices=[])
+        evalkit.evaluate(preds, slices="")
     assert "slices=['region', 'device']" in str(info.value) and "--slices" not in str(info.value)
     r = CliRunner().invoke(main, ["evaluate", preds, "--slices", "", "--out", str(tmp_path / "r")])
     assert r.exit_code == E.EXIT_USAGE
     assert "--slices region,device" in r.output and "leave out --slices" in r.output
+
+
+def test_empty_slice_list_is_the_default_and_configs_round_trip(tmp_path: Path, preds: str) -> None:
+    """An empty list is "no slice search" like every other list setting (text naming no
+    column is refused above), so a config written by ``to_dict`` (summary.json's ``config``)
+    loads back as the same settings."""
+    from evalkit.config import EvalConfig
+
+    for text, name in (("slices: []\n", "c.yaml"), ("slices = []\n", "c.toml")):
+        (tmp_path / name).write_text(text)
+        assert EvalConfig.from_file(tmp_path / name).slices == []
+    cfg = EvalConfig.from_mapping({"by": "region", "eps": 1e-6, "slices": ["region"]})
+    assert EvalConfig.from_mapping(cfg.to_dict()).to_dict() == cfg.to_dict()
+    plain = EvalConfig.from_mapping({"by": "region"})
+    assert EvalConfig.from_mapping(plain.to_dict()).to_dict() == plain.to_dict()
+    with pytest.raises(E.UsageError, match="no slice search in this run"):
+        evalkit.evaluate(preds, slices=[]).worst_slices()
 
 
 def test_paths_may_be_pathlib_everywhere(tmp_path: Path, preds: str) -> None:
