@@ -268,9 +268,27 @@ def test_result_prints_short_and_renders_in_jupyter():
 
 
 def test_overall_is_typed():
+    """Counts are ints, every other figure a float (issue 14.6): in the record, its frame,
+    its Series, summary.json; it reads as a mapping and as attributes, and pickles."""
+    import json
+    import pickle
+
+    from evalkit.overall import Overall
+
     r = evalkit.evaluate(pd.DataFrame(_tiny()))
-    assert r.overall.dtype == np.float64
-    assert r.overall["count"] == 4 and r.overall.mean() > 0  # arithmetic works on it
+    o = r.overall
+    assert isinstance(o, Overall)
+    counts = {"count", "clipped_low", "clipped_high"}
+    assert {k for k, v in o.items() if type(v) is int} == counts
+    assert all(type(v) is float for k, v in o.items() if k not in counts)
+    assert o["count"] == 4 and o.count == 4 and o.mean == o["mean"] == r.mean > 0
+    assert "ci_low" in o and "ci_low" in o.index and "nope" not in o and o.get("nope") is None
+    with pytest.raises(AttributeError, match="no overall statistic 'nope'"):
+        o.nope  # noqa: B018
+    assert o.to_series().dtype == np.float64 and o.to_series()["count"] == 4.0
+    assert pickle.loads(pickle.dumps(o)) == o
+    assert repr(o).startswith("Overall(count=4, mean=")
+    assert json.loads(json.dumps(r.to_dict()["overall"]))["count"] == 4
     frame = r.table("overall")
     assert frame["count"].dtype == np.int64 and frame["clipped_low"].dtype == np.int64
     assert frame["mean"].dtype == np.float64
