@@ -519,7 +519,7 @@ def run(config: EvalConfig, *, progress: PROGRESS | None = None) -> tuple[EvalRe
     if not config.out:
         raise UsageError(f"no output directory given ({option('out')})")
     inputs: Any = config.input[0] if len(config.input) == 1 else config.input
-    return _evaluate_and_write(inputs, None, config, progress, None)
+    return _evaluate_and_write(inputs, None, pipeline.resolve_config(config, {}), progress, None)
 
 
 def _evaluate_and_write(data: DataLike, labels: DataLike | None, config: EvalConfig,
