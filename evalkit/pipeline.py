@@ -754,8 +754,12 @@ def build_metadata(
         "inputs": [file_provenance(f) for f in source.files[:1000]],
         "inputs_deduplicated": len(source.duplicates),
         "labels_deduplicated": len(label_source.duplicates) if label_source is not None else 0,
+        "shared_columns": ([c for c in label_source.schema.names if c in source.schema.names
+                            and c not in cfg.on and c not in layout.label_columns]
+                           if label_source is not None else []),
         "keys": list(layout.keys),
-        "labels": (labels if isinstance(labels, str) else cfg.labels) if (labels is not None or cfg.labels) else None,
+        "labels": ((labels if isinstance(labels, str) else cfg.labels) if (labels is not None or cfg.labels) else None)
+        or (label_source.label if label_source is not None else None),
         "on": list(cfg.on),
         "rows_read": state.rows_read,
         "rows_used": state.rows_used,

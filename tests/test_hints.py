@@ -380,3 +380,21 @@ def test_reversal_evidence_is_bounded_and_merges():
     big = ReversedBinary(n=REVERSAL_SAMPLE_ROWS - 10)
     big.update(p_true, loss, correct, 1e-7)
     assert big.n == REVERSAL_SAMPLE_ROWS and big.correct == int(correct[:10].sum())
+
+
+def test_dir_lists_the_public_api_once():
+    names = dir(evalkit)
+    assert len(names) == len(set(names)) and set(names) == set(evalkit.__all__) | {"__version__"}
+    assert not {"Any", "TYPE_CHECKING", "annotations", "importlib"} & set(names)
+
+
+def test_join_says_which_shared_column_is_kept():
+    """A column in both inputs besides the key: the predictions' values are used, and the
+    report says so (metadata.shared_columns, the labels row of report.md)."""
+    p = pd.DataFrame({"id": [0, 1, 2], "split": ["a", "a", "b"], "probs": [[0.7, 0.3], [0.2, 0.8], [0.6, 0.4]]})
+    labels = pd.DataFrame({"id": [2, 0, 1], "split": ["x", "y", "z"], "label": [0, 0, 1]})
+    r = evalkit.evaluate(p, labels=labels)
+    assert r.metadata["on"] == ["id"] and r.metadata["shared_columns"] == ["split"]
+    assert r.groups["split"]["split"].tolist() == ["a", "b"]
+    assert "joined on id (split also in the labels input: the predictions' values are used)" in r.to_markdown()
+    assert evalkit.evaluate(p.drop(columns="split"), labels=labels).metadata["shared_columns"] == []
