@@ -27,6 +27,7 @@ from .errors import EvalkitWarning, UsageError, option
 from .io import write_batches, write_table, write_text
 from .layout import Layout
 from .outdir import AtomicDir, check_out_apart
+from .overall import Overall
 from .pipeline import PROGRESS
 
 DataLike = str | os.PathLike[str] | Sequence[str] | pd.DataFrame | pa.Table | Any
@@ -42,8 +43,12 @@ class EvalResult:
     Attributes
     ----------
     overall:
-        Overall statistics (count, mean, std, min, p50, p90, p99, max, sum, clipped_low,
-        clipped_high, accuracy).
+        The overall statistics as a typed record (:class:`~evalkit.overall.Overall`):
+        ``count``, ``clipped_low``, ``clipped_high`` as ``int``; ``mean``, ``sem``,
+        ``ci_low``, ``ci_high``, ``std``, ``min``, ``p50``, ``p90``, ``p99``, ``max``, ``sum``
+        (losses in nats), ``accuracy``, ``ece``, ``mce``, ``brier``, ``entropy`` (and the
+        weighted figures) as ``float``. ``result.overall["mean"]``, ``result.overall.mean``;
+        ``.to_series()`` / ``.to_frame()`` for pandas.
     groups:
         Each grouping's name (``"class"``, ``"split"``, ``"split,region"``...) mapped to a
         DataFrame of per-group statistics: the key columns, then the statistics.
@@ -55,7 +60,7 @@ class EvalResult:
         Run provenance (inputs, row counts, eps, layout, version, timestamps).
     """
 
-    overall: pd.Series
+    overall: Overall
     groups: dict[str, pd.DataFrame]
     confusion: pd.DataFrame
     hardest: dict[str, pd.DataFrame]
@@ -83,6 +88,9 @@ class EvalResult:
     plots: bool = True
     _sources: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
     """``(role, path)`` of every input the run read: ``write`` never writes onto one."""
+    path: Path | None = None
+    """The report directory last written (``evaluate(..., out=DIR)``, :func:`run`,
+    :meth:`write`), None before any."""
 
     @property
     def rows(self) -> pd.DataFrame:
@@ -164,7 +172,7 @@ class EvalResult:
         if name == "overall":
             if self._overall_frame is not None:
                 return self._overall_frame.copy()
-            return self.overall.to_frame().T.reset_index(drop=True).infer_objects()
+            return self.overall.to_frame()
         if name not in self.groups:
             raise UsageError(f"no grouping {name!r}; groupings are: {', '.join(self.groups)}")
         return self.groups[name]
@@ -265,7 +273,8 @@ class EvalResult:
 
                 write_plots(self, tmp, self._class_hist)  # the helper failed: draw here
             atomic.write_summary(self.to_dict(), "summary.json")
-            return atomic.commit()
+            self.path = atomic.commit()
+            return self.path
 
     def _write_rows(self, dest: Path) -> None:
         if self._rows_table is not None:
@@ -350,13 +359,19 @@ def evaluate(
     options:
         Any :class:`EvalConfig` field: ``predictions``, ``prefix``, ``logits``, ``label``,
         ``classes``, ``keys``, ``weight``, ``sum_tol``, ``renormalize``, ``on_invalid``,
-        ``unmatched``, ``quantiles``, ``top_k``, ``engine``, ...
+        ``unmatched``, ``quantiles``, ``top_k``, ``engine``, ... With ``out`` (keyword or
+        config file) the report is also written there, as :func:`run` and the CLI write it
+        (atomically; ``overwrite`` and ``plots`` honoured); ``result.path`` is that directory.
 
     Returns
     -------
     EvalResult
-        ``overall`` (float64 Series), ``groups`` (one DataFrame per grouping), per-row
-        ``rows``; every loss is the clipped cross-entropy in nats.
+        ``overall`` (counts int, figures float), ``groups`` (one DataFrame per grouping,
+        one row per group), per-row ``rows`` (one row per row used). Every loss is the
+        clipped cross-entropy in nats of :func:`evalkit.cross_entropy` (its docstring gives
+        the definition and sources); intervals are t-intervals of the mean (or a Poisson
+        bootstrap, Hanley and MacGibbon 2006), calibration is ECE / MCE (Guo et al. 2017)
+        and the Brier score (Brier 1950), as the README's statistics section says.
 
     Raises
     ------
@@ -364,7 +379,15 @@ def evaluate(
         Unknown or invalid options (exit code 2 at the CLI).
     InputError and subclasses
         Unreadable input, undetectable layout, invalid probabilities or labels, join
-        mismatches: each message names the file, the column and sample rows.
+        mismatches: each message names the file, the column and sample rows (exit code 3).
+    OutputExistsError / OutputError
+        With ``out``: an existing directory that is not a replaceable report, or one that
+        cannot be written (exit code 4).
+
+    Warns
+    -----
+    EvalkitWarning
+        What the run computed but probably did not mean (also in ``result.warnings``).
 
     Examples
     --------
@@ -377,14 +400,23 @@ def evaluate(
     >>> result.groups["class"][["class", "count"]].to_dict("list")
     {'class': ['a', 'b', 'c'], 'count': [1, 2, 0]}
     """
-    started = time.time()
-    t0 = time.perf_counter()
     client = options.pop("client", None)  # a distributed.Client for engine="dask"
     if options.get("gates") is not None:  # given to evaluate alone: only gates evaluate checks
         from .gates import gates_for
 
         gates_for("evaluate", options["gates"], shared=False, source="evaluate(gates=...)")
     cfg = pipeline.resolve_config(config, options, eps=eps, on=on, by=by, labels=labels)
+    if cfg.out:
+        return _evaluate_and_write(data, labels, cfg, progress, client)[0]
+    return _evaluate(data, labels, cfg, progress, spool_dir, client)
+
+
+def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress: PROGRESS | None,
+              spool_dir: str | os.PathLike[str] | None, client: Any) -> EvalResult:
+    """The run itself (see :func:`evaluate`), with its settings resolved: the pipeline's steps
+    from the inputs to an :class:`EvalResult` (nothing written but the per-row spool)."""
+    started = time.time()
+    t0 = time.perf_counter()
     inputs = pipeline.resolve_inputs(data, labels, cfg, progress)
     layout = pipeline.detect_input_layout(inputs, cfg)
     groupings = pipeline.resolve_groupings(cfg, inputs.names)
@@ -423,11 +455,25 @@ def evaluate(
         warnings=run_warnings,
     )
     for w in run_warnings:
-        _warnings.warn(w, stacklevel=2)
+        _warnings.warn(w, stacklevel=_caller_level())
     _apply_gates(result, cfg)
     if spool.path is not None:
         weakref.finalize(result, pipeline.cleanup_spool, spool.path)
     return result
+
+
+def _caller_level() -> int:
+    """``warnings.warn``'s stack level that names the first frame outside evalkit (the
+    caller of ``evaluate`` / ``run``, however many evalkit frames lie between)."""
+    import sys
+
+    frame = sys._getframe(1)
+    level = 1
+    package = os.path.dirname(__file__)
+    while frame is not None and os.path.dirname(frame.f_code.co_filename).startswith(package):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 def _apply_gates(result: EvalResult, cfg: EvalConfig) -> None:
@@ -472,9 +518,18 @@ def run(config: EvalConfig, *, progress: PROGRESS | None = None) -> tuple[EvalRe
         raise UsageError("no input given")
     if not config.out:
         raise UsageError(f"no output directory given ({option('out')})")
-    out = Path(config.out)
     inputs: Any = config.input[0] if len(config.input) == 1 else config.input
-    check_out_apart(out, _sources_of(inputs, config))
+    return _evaluate_and_write(inputs, None, pipeline.resolve_config(config, {}), progress, None)
+
+
+def _evaluate_and_write(data: DataLike, labels: DataLike | None, config: EvalConfig,
+                        progress: PROGRESS | None, client: Any) -> tuple[EvalResult, Path]:
+    """:func:`_evaluate`, then :meth:`EvalResult.write` to ``config.out`` (``overwrite`` and
+    ``plots`` as configured): ``out`` is checked before any work, the plots are drawn by a
+    helper process forked before the run, and the per-row spool moves into the report.
+    ``result.path`` is the report directory."""
+    out = Path(config.out)  # type: ignore[arg-type]
+    check_out_apart(out, _sources_of(data, config, labels))
     spool_parent = AtomicDir(out, overwrite=config.overwrite, command="evaluate").prepare()
     # Forked before any reader thread exists: it imports matplotlib while the run computes.
     helper = None
@@ -483,7 +538,7 @@ def run(config: EvalConfig, *, progress: PROGRESS | None = None) -> tuple[EvalRe
 
         helper = start()
     try:
-        result = evaluate(inputs, config=config, progress=progress, spool_dir=spool_parent)
+        result = _evaluate(data, labels, config, progress, spool_parent, client)
         try:
             path = result.write(out, overwrite=config.overwrite, plot_helper=helper)
         except BaseException:

@@ -100,6 +100,7 @@ def _load_run(obj: Any, role: str, config: Any) -> _Run:
                          "directory (with summary.json) or prediction input")
     cfg = _coerce_config(config)
     cfg.write_rows = True
+    cfg.out = None  # a shared config's evaluate output (out:) is not this comparison's to write
     result = evaluate(obj, config=cfg)
     label = os.fspath(obj) if isinstance(obj, str | os.PathLike) else (
         ", ".join(map(str, obj)) if isinstance(obj, list | tuple) else f"<{role} {type(obj).__name__}>")

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .config import EvalConfig
-from .errors import EvalkitError, option, render_options
+from .errors import EvalkitError, LayoutError, option, render_options
 from .io import Source, open_source
 from .join import infer_join_key, suggest_join_key
 from .layout import (
@@ -96,6 +96,41 @@ def inspect_input(
     return info
 
 
+def _guess_label(src: Source, lschema: pa.Schema | None, spec: LayoutSpec, first: pa.RecordBatch | None,
+                 sampler: Any, cfg: EvalConfig) -> Layout:
+    """When no column has a label name: the layout with the one integer, string or boolean
+    column whose first rows' values evaluate would all accept as labels (class indices in
+    range, or the class names), judged by :func:`~evalkit.layout.check_label_sample`. Raises
+    the detection's own :class:`~evalkit.errors.LayoutError` when there is not exactly one."""
+    try:
+        detect_layout(src.schema, spec, label_schema=lschema, source=src.label, first_batch=first,
+                      label_sample=sampler)
+    except LayoutError as exc:
+        error = exc
+    if spec.label or spec.targets or spec.target_prefix:
+        raise error
+    found = []
+    for f in lschema or src.schema:
+        t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
+        if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+                or pa.types.is_boolean(t)) or f.name in cfg.on or f.name in (spec.keys or ()):
+            continue
+        try:
+            layout = detect_layout(src.schema, replace(spec, label=f.name), label_schema=lschema,
+                                   source=src.label, first_batch=first, label_sample=sampler)
+        except EvalkitError:
+            continue
+        check = check_label_sample(layout, sampler, f.type, cfg.ignore_label)
+        if not check.problems and len(sampler(f.name)) >= 2 and f.name not in layout.keys:
+            found.append(layout)
+    if len(found) > 1:
+        names = ", ".join(repr(lay.label_columns[0]) for lay in found)
+        raise LayoutError(f"{error.message}; columns whose first rows' values could all be labels: {names}")
+    if not found:
+        raise error
+    return found[0]
+
+
 def _join_key(src: Source, label_src: Source, warnings_: list[str]) -> list[str]:
     """The key the suggested command joins on (:func:`~evalkit.join.suggest_join_key`, judged
     on the first label rows), with a warning when it is not the one ``evaluate`` infers by
@@ -124,16 +159,23 @@ def _detect_and_check(src: Source, label_src: Source | None, spec: LayoutSpec, f
     predictions only number their classes."""
     sampler = label_sampler((label_src or src).head)
     lschema = label_src.schema if label_src else None
-    layout = detect_layout(src.schema, spec, label_schema=lschema, source=src.label, first_batch=first,
-                           label_sample=sampler)
+    guessed: list[str] = []
+    try:
+        layout = detect_layout(src.schema, spec, label_schema=lschema, source=src.label, first_batch=first,
+                               label_sample=sampler)
+    except LayoutError:
+        layout = _guess_label(src, lschema, spec, first, sampler, cfg)
+        spec, cfg = replace(spec, label=layout.label_columns[0]), replace(cfg, label=layout.label_columns[0])
+        guessed.append(f"note: no column has a label name; the suggested command names the one column whose "
+                       f"first rows' values all name a class: {option('label', layout.label_columns[0])}")
     if layout.label_kind not in ("index", "name"):
-        return layout, [], cfg
+        return layout, guessed, cfg
     label_type = (lschema or src.schema).field(layout.label_columns[0]).type
     check = check_label_sample(layout, sampler, label_type, cfg.ignore_label)
     refuse = ("warning: evaluate will refuse every row (exit 3)" if check.all_refused else
               f"warning: evaluate will refuse these rows (exit 3; {option('on_invalid', meta='skip')} "
               f"leaves them out)")
-    warnings = [f"{refuse}: {p}" for p in check.problems]
+    warnings = guessed + [f"{refuse}: {p}" for p in check.problems]
     column = layout.label_columns[0]
     nulls = (label_src or src).head(LABEL_SAMPLE_ROWS, [column]).column(0).null_count
     if nulls:

@@ -598,7 +598,7 @@ def detect_layout(
         label_guess = _label_naming_columns(schema, lschema, label_sample)
         if label_guess is not None:
             spec = replace(spec, label=label_guess)
-            notes.append(f"label column {label_guess!r} detected: its values name float columns")
+            notes.append(f"label column {label_guess!r} detected: its values name the prediction columns")
 
     def label_values() -> list[str]:
         if (label_guess is None or label_sample is None or spec.targets or spec.target_prefix
@@ -626,21 +626,24 @@ def detect_layout(
 
 
 def _label_naming_columns(schema: pa.Schema, lschema: pa.Schema, label_sample: LabelSample | None) -> str | None:
-    """The one string column whose sampled values are all names of float columns of the
-    predictions (at least two): the label of predict_proba saved with
-    ``columns=model.classes_`` next to a label column of any name (``species``)."""
+    """The one string column whose sampled values name the prediction columns: all of them
+    names of float columns (at least two; predict_proba saved with ``columns=model.classes_``
+    next to a label column of any name, ``species``), or, next to a single prefixed binary
+    column (``p_benign``), two values of which one is that column's class (``diagnosis``
+    holding ``benign`` / ``malignant``)."""
     if label_sample is None:
         return None
     floats = {f.name for f in schema if _is_float(_value_type(f.type))}
-    if len(floats) < 2:
-        return None
+    suffixes = {c[len(p):] for c in floats for p in PROB_PREFIXES + LOGIT_PREFIXES if c.startswith(p) and c[len(p):]}
     found = []
     for f in lschema:
         t = _value_type(f.type)
-        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        if f.name in floats or not (pa.types.is_string(t) or pa.types.is_large_string(t)):
             continue
         values = {str(v) for v in label_sample(f.name)}
-        if len(values) >= 2 and values <= floats:
+        if len(floats) >= 2 and len(values) >= 2 and values <= floats:
+            found.append(f.name)
+        elif len(suffixes) == 1 and len(values) == 2 and values & suffixes:
             found.append(f.name)
     return found[0] if len(found) == 1 else None
 

@@ -60,6 +60,7 @@ from .io import (
     table_source,
 )
 from .join import LabelIndex, infer_join_key
+from .overall import Overall
 from .layout import Layout, LayoutSpec, detect_layout, label_sampler
 from .normalize import check_key_type
 from .outdir import make_spool_dir, remove_spool_dir
@@ -568,7 +569,7 @@ def all_classes(df: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
 class Tables:
     """The finalised statistics of a run (see :class:`~evalkit.api.EvalResult`)."""
 
-    overall: pd.Series
+    overall: Overall
     groups: dict[str, pd.DataFrame]
     confusion: pd.DataFrame
     hardest: dict[str, pd.DataFrame]
@@ -586,16 +587,14 @@ class Tables:
 def finalise_stats(state: EvalState, layout: Layout, *, plots: bool = False,
                    groupings: Sequence[Grouping] = (), slice_min_count: int = 30,
                    slice_fdr: float = 0.05, confidence: float = 0.95) -> Tables:
-    """Turn the merged accumulators into tables: the overall line as a float64 Series (and a
-    one-row frame whose counts stay int64), one frame per grouping (every class listed),
+    """Turn the merged accumulators into tables: the overall line as a typed record (counts
+    ``int``, figures ``float``: :class:`~evalkit.overall.Overall`) and a one-row frame (counts int64), one frame per grouping (every class listed),
     confusion cells, hardest rows, the reliability bins of ``groupings``, the slice tests (``slice_min_count``, FDR level
     ``slice_fdr``), the disparity of every grouping, and with ``plots`` the per-class
     histograms the plots are drawn from."""
     stats = {name: acc.finalize() for name, acc in state.stats.items()}
     overall_df = stats.pop("overall")
-    # Every overall figure is a number: one float64 Series (counts are exact below 2**53).
-    overall = overall_df.iloc[0].astype("float64")
-    overall.name = "overall"
+    overall = Overall.from_frame(overall_df)
     if CLASS in stats:
         stats[CLASS] = all_classes(stats[CLASS], layout.classes)
     class_hist = None
@@ -755,8 +754,12 @@ def build_metadata(
         "inputs": [file_provenance(f) for f in source.files[:1000]],
         "inputs_deduplicated": len(source.duplicates),
         "labels_deduplicated": len(label_source.duplicates) if label_source is not None else 0,
+        "shared_columns": ([c for c in label_source.schema.names if c in source.schema.names
+                            and c not in cfg.on and c not in layout.label_columns]
+                           if label_source is not None else []),
         "keys": list(layout.keys),
-        "labels": (labels if isinstance(labels, str) else cfg.labels) if (labels is not None or cfg.labels) else None,
+        "labels": ((labels if isinstance(labels, str) else cfg.labels) if (labels is not None or cfg.labels) else None)
+        or (label_source.label if label_source is not None else None),
         "on": list(cfg.on),
         "rows_read": state.rows_read,
         "rows_used": state.rows_used,

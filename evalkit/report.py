@@ -187,7 +187,10 @@ def _meta_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
                                              if meta.get("input_files") else "")),
     ]
     if meta.get("labels"):
-        rows.append(("labels", f"{md_code(meta['labels'])} joined on {md_text(', '.join(meta.get('on') or []))}"))
+        shared = meta.get("shared_columns") or []
+        rows.append(("labels", f"{md_code(meta['labels'])} joined on {md_text(', '.join(meta.get('on') or []))}"
+                     + (f" ({md_text(', '.join(shared))} also in the labels input: the predictions' values are used)"
+                        if shared else "")))
     rows += [
         ("rows", f"{meta['rows_read']:,} read · {meta['rows_used']:,} used · {meta['rows_skipped']:,} skipped"
                  + (f" · {meta['rows_ignored']:,} ignored (label {md_text(meta.get('ignore_label'))})"

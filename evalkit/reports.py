@@ -349,7 +349,7 @@ def _from_result(result: Any, role: str, source: str, kind: str) -> _Run:
     if kind == "evaluated":
         files = [file_provenance(f) for f in _input_files(source)]
     keys = tuple(getattr(result.layout, "keys", ()) or _row_keys_from_metadata(meta))
-    overall = result.overall if isinstance(result.overall, pd.Series) else pd.Series(result.overall)
+    overall = result.overall if isinstance(result.overall, pd.Series) else pd.Series(dict(result.overall), dtype=float)
     return _Run(role, source, kind, meta, overall, dict(result.groups), groupings, keys, loader,
                 files)
 

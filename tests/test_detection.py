@@ -122,6 +122,17 @@ def test_binary_column_suffix_names_the_positive_class(tmp_path, cancer):
     assert result.mean == pytest.approx(_sk_loss(y, proba, [0, 1]), rel=1e-9)
     pd.DataFrame({"p_0": proba[:, 0], "label": y}).to_parquet(tmp_path / "p0.parquet")
     assert evalkit.evaluate(str(tmp_path / "p0.parquet")).mean == pytest.approx(result.mean, rel=1e-12)
+    # No flags: 'diagnosis' is the one string column holding the class p_malignant names (and
+    # one more value); a second such column is ambiguous, so nothing is guessed.
+    import polars as pl
+
+    pl.DataFrame({"p_malignant": proba[:, 0], "diagnosis": names, "site": "x"}).write_parquet(tmp_path / "n.parquet")
+    found = evalkit.evaluate(str(tmp_path / "n.parquet"))
+    assert found.layout.label_columns == ("diagnosis",) and found.mean == pytest.approx(result.mean, rel=1e-12)
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "n.parquet")])
+    assert "label column 'diagnosis' detected" in res.output and "--by diagnosis" not in res.output
+    with pytest.raises(LayoutError, match="cannot find the label column"):
+        evalkit.evaluate(pd.DataFrame({"p_malignant": proba[:, 0], "diagnosis": names, "copy": names}))
 
 
 def test_single_logit_column(tmp_path):

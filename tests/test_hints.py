@@ -268,9 +268,27 @@ def test_result_prints_short_and_renders_in_jupyter():
 
 
 def test_overall_is_typed():
+    """Counts are ints, every other figure a float (issue 14.6): in the record, its frame,
+    its Series, summary.json; it reads as a mapping and as attributes, and pickles."""
+    import json
+    import pickle
+
+    from evalkit.overall import Overall
+
     r = evalkit.evaluate(pd.DataFrame(_tiny()))
-    assert r.overall.dtype == np.float64
-    assert r.overall["count"] == 4 and r.overall.mean() > 0  # arithmetic works on it
+    o = r.overall
+    assert isinstance(o, Overall)
+    counts = {"count", "clipped_low", "clipped_high"}
+    assert {k for k, v in o.items() if type(v) is int} == counts
+    assert all(type(v) is float for k, v in o.items() if k not in counts)
+    assert o["count"] == 4 and o.count == 4 and o.mean == o["mean"] == r.mean > 0
+    assert "ci_low" in o and "ci_low" in o.index and "nope" not in o and o.get("nope") is None
+    with pytest.raises(AttributeError, match="no overall statistic 'nope'"):
+        o.nope  # noqa: B018
+    assert o.to_series().dtype == np.float64 and o.to_series()["count"] == 4.0
+    assert pickle.loads(pickle.dumps(o)) == o
+    assert repr(o).startswith("Overall(count=4, mean=")
+    assert json.loads(json.dumps(r.to_dict()["overall"]))["count"] == 4
     frame = r.table("overall")
     assert frame["count"].dtype == np.int64 and frame["clipped_low"].dtype == np.int64
     assert frame["mean"].dtype == np.float64
@@ -362,3 +380,21 @@ def test_reversal_evidence_is_bounded_and_merges():
     big = ReversedBinary(n=REVERSAL_SAMPLE_ROWS - 10)
     big.update(p_true, loss, correct, 1e-7)
     assert big.n == REVERSAL_SAMPLE_ROWS and big.correct == int(correct[:10].sum())
+
+
+def test_dir_lists_the_public_api_once():
+    names = dir(evalkit)
+    assert len(names) == len(set(names)) and set(names) == set(evalkit.__all__) | {"__version__"}
+    assert not {"Any", "TYPE_CHECKING", "annotations", "importlib"} & set(names)
+
+
+def test_join_says_which_shared_column_is_kept():
+    """A column in both inputs besides the key: the predictions' values are used, and the
+    report says so (metadata.shared_columns, the labels row of report.md)."""
+    p = pd.DataFrame({"id": [0, 1, 2], "split": ["a", "a", "b"], "probs": [[0.7, 0.3], [0.2, 0.8], [0.6, 0.4]]})
+    labels = pd.DataFrame({"id": [2, 0, 1], "split": ["x", "y", "z"], "label": [0, 0, 1]})
+    r = evalkit.evaluate(p, labels=labels)
+    assert r.metadata["on"] == ["id"] and r.metadata["shared_columns"] == ["split"]
+    assert r.groups["split"]["split"].tolist() == ["a", "b"]
+    assert "joined on id (split also in the labels input: the predictions' values are used)" in r.to_markdown()
+    assert evalkit.evaluate(p.drop(columns="split"), labels=labels).metadata["shared_columns"] == []

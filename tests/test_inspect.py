@@ -99,6 +99,11 @@ def _cases(root, writer: str):
     for name, pair in (("binary_sorted", ["no", "yes"]), ("binary_reversed", ["yes", "no"])):
         _write(pd.DataFrame({"p1": pb, "label": np.array(pair)[y]}), root / f"{name}.parquet", writer)
         cases[name] = ([str(root / f"{name}.parquet")], _loss(np.column_stack([1 - pb, pb]), y))
+    # No label name: the one integer column whose values all name a class is the label
+    # (the string 'site' and the integer 'age' are not).
+    _write(pd.DataFrame({"pred": pb, "is_yes": y, "age": np.arange(N) % 70 + 20, "site": np.array(["a", "b"])[y]}),
+           root / "odd_label.parquet", writer)
+    cases["odd_label"] = ([str(root / "odd_label.parquet")], _loss(np.column_stack([1 - pb, pb]), y))
     return cases
 
 
@@ -146,5 +151,15 @@ def test_try_line_flags_for_each_kind(tmp_path, monkeypatch):
     assert w[w.index("--ignore-label") + 1] == "-100" and w[w.index("--on-invalid") + 1] == "skip"
     assert lines["binary_sorted"][lines["binary_sorted"].index("--classes") + 1] == "no,yes"
     assert lines["binary_reversed"][lines["binary_reversed"].index("--classes") + 1] == "yes,no"
+    assert lines["odd_label"][lines["odd_label"].index("--label") + 1] == "is_yes"
+    assert "--by" in lines["odd_label"] and "is_yes" not in lines["odd_label"][lines["odd_label"].index("--by"):]
     w = lines["null_labels"]
     assert "--ignore-label" not in w and w[w.index("--on-invalid") + 1] == "skip"
+
+
+def test_ambiguous_label_is_named_not_guessed(tmp_path):
+    """Two columns that could each be the label: inspect guesses neither and names both."""
+    pd.DataFrame({"pred": [0.2, 0.9, 0.4], "is_yes": [0, 1, 0], "smoker": [1, 1, 0]}).to_parquet(tmp_path / "a.parquet")
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "a.parquet")])
+    assert res.exit_code == 0 and "(not detected)" in res.output
+    assert "could all be labels: 'is_yes', 'smoker'" in res.output

@@ -422,3 +422,36 @@ def test_join_on_uuid_keys(tmp_path: Path) -> None:
                                   "--on", "id", "--by", "region", "--out", str(tmp_path / "o"), "-q"])
     assert r.exit_code == 0, r.output
     assert os.path.exists(tmp_path / "o" / "by_region.parquet")
+
+
+def test_evaluate_with_out_writes_the_report(tmp_path, monkeypatch):
+    """evaluate(out=DIR) (keyword or config file) writes the report run() writes, atomically,
+    overwrite honoured; result.path names it. compare() never writes a shared config's out."""
+    import json
+
+    import pandas as pd
+
+    import evalkit
+    from evalkit.errors import OutputExistsError
+
+    monkeypatch.chdir(tmp_path)
+    df = pd.DataFrame({"prob_a": [0.7, 0.1, 0.4], "prob_b": [0.3, 0.9, 0.6], "label": ["a", "b", "b"]})
+    df.to_parquet("p.parquet")
+    r = evalkit.evaluate(df, out="kw", plots=False)
+    assert r.path is not None and r.path.name == "kw" and (tmp_path / "kw" / "report.md").is_file()
+    summary = json.loads((tmp_path / "kw" / "summary.json").read_text())
+    assert summary["overall"]["mean"] == pytest.approx(r.mean, rel=1e-15)
+    assert summary["overall"]["count"] == 3 and len(r.rows) == 3
+    with pytest.raises(OutputExistsError):
+        evalkit.evaluate(df, out="kw", plots=False)
+    assert evalkit.evaluate(df, out="kw", overwrite=True, plots=False).path == r.path
+    (tmp_path / "c.yaml").write_text("input: p.parquet\nout: from_config\nplots: false\n")
+    r2 = evalkit.evaluate("p.parquet", config="c.yaml")
+    assert r2.path is not None and (tmp_path / "from_config" / "summary.json").is_file()
+    assert r2.mean == pytest.approx(r.mean, rel=1e-15) and len(r2.rows) == 3
+    with pytest.raises(evalkit.UsageError):  # out may never be an input
+        evalkit.evaluate("p.parquet", out=".")
+    r3 = evalkit.evaluate(df)
+    assert r3.path is None and r3.write(tmp_path / "later") == r3.path == tmp_path / "later"
+    res = evalkit.compare("p.parquet", "p.parquet", config={"out": "never", "plots": False})
+    assert not (tmp_path / "never").exists() and res.tables["overall"]["delta"].iloc[0] == 0
