@@ -120,6 +120,11 @@ class EvalResult:
             self._calibration_df = self._calibration.to_pandas()
         return self._calibration_df
 
+    @calibration.setter
+    def calibration(self, value: pd.DataFrame | None) -> None:
+        # A table set by the caller is what ``write`` writes (as when this was a field).
+        self._calibration, self._calibration_df = None, value
+
     def __repr__(self) -> str:
         from .report import overall_line
 
@@ -258,6 +263,8 @@ class EvalResult:
                 rows = pipeline.CALIBRATION_ROW_GROUP
                 write_batches(self._calibration.schema(), self._calibration.batches(rows=rows),
                               tmp / "calibration.parquet", row_group_size=rows)
+            elif self._calibration_df is not None:
+                write_table(_arrow(self._calibration_df), tmp / "calibration.parquet")
             if self.slices is not None:
                 write_table(_arrow(self.slices), tmp / "slices.parquet")
             hardest = [df.assign(scope=name) for name, df in self.hardest.items()]

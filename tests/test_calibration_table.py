@@ -121,3 +121,17 @@ def test_calibration_table_selects_groupings(tmp_path):
     assert len(table) == len(full)
     empty = table.to_pandas(["nope"])
     assert list(empty.columns) == list(full.columns) and len(empty) == 0
+
+
+def test_calibration_set_by_the_caller_is_what_write_writes(tmp_path):
+    """``result.calibration`` stays assignable (it was a plain attribute): ``write`` then
+    writes the assigned table, and None writes no calibration.parquet."""
+    result = evalkit.evaluate(_frame(120, seed=2), write_rows=False)
+    mine = result.calibration.head(3).assign(count=7)
+    result.calibration = mine
+    assert result.calibration is mine and result._calibration is None
+    out = result.write(tmp_path / "a")
+    pd.testing.assert_frame_equal(pq.read_table(out / "calibration.parquet").to_pandas(), mine)
+    result.calibration = None
+    out = result.write(tmp_path / "b")
+    assert not (out / "calibration.parquet").exists()
