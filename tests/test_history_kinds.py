@@ -360,3 +360,17 @@ def test_a_night_keeps_the_unchanged_months_and_gives_the_cold_result(tmp_path: 
     assert again.kept_files == 5  # every month (3) of both groupings but December of region
     history(paths[1:], out=cold, overwrite=True, gates=gates, window=12, lookback=3, reuse=False, plots=False)
     _same_outputs(out, cold)
+
+
+def test_plots_drawn_by_helper_processes_equal_those_drawn_in_process(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    make_series(tmp_path / "runs", 12, seed=3, step_at=9, step=0.3, manifest=True)
+    spec = str(tmp_path / "runs" / "*")
+    helpers = history(spec, out=tmp_path / "a")  # out: drawn by the forked helpers
+    history(spec).write(tmp_path / "b")  # written later: drawn in this process
+    pngs = sorted(p.name for p in (tmp_path / "a").glob("*.png"))
+    assert pngs == ["history_by_region.png", "history_overall.png"]
+    for name in pngs:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a" / "history.md").read_text() == (tmp_path / "b" / "history.md").read_text()
+    assert [f for _t, f in helpers._plots] == ["history_overall.png", "history_by_region.png"]
