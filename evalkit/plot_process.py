@@ -292,24 +292,25 @@ class JobPool:
         self._queues: list[Any] = [queue.Queue() for _ in channels]
         self._jobs: list[tuple[int, tuple[str, str, tuple[Any, ...]]]] = []
         self._ready = [False] * len(channels)
-        self._threads = [threading.Thread(target=self._send, args=(k,), daemon=True) for k in range(len(channels))]
+        self._threads = [threading.Thread(target=self._send, args=(k, self._queues[k], channels[k]), daemon=True)
+                         for k in range(len(channels))]
         for t in self._threads:
             t.start()
 
-    def _send(self, k: int) -> None:
+    def _send(self, k: int, jobs: Any, ch: _Channel) -> None:
         try:  # the helper imports matplotlib meanwhile: wait for it here, not in the parent
-            ready = _read_exact(self._ch[k].from_child, 1) == _READY
+            ready = _read_exact(ch.from_child, 1) == _READY
         except OSError:
             ready = False
         self._ready[k] = ready
         while True:
-            job = self._queues[k].get()
+            job = jobs.get()
             if job is None:
                 return
             if not self._ready[k]:
                 continue  # no helper: the parent runs its jobs
             try:
-                _write_msg(self._ch[k].to_child, job)
+                _write_msg(ch.to_child, job)
             except OSError:
                 self._ready[k] = False  # the helper is gone: its jobs are redone by the parent
 
@@ -326,6 +327,7 @@ class JobPool:
         ``RuntimeError``, a warning issued by a job is issued here again. Ends the helpers."""
         for q in self._queues:
             q.put(None)
+        self._queues = []
         for t in self._threads:
             t.join()
         out: list[tuple[bool, Any]] = []
@@ -352,7 +354,10 @@ class JobPool:
         return out
 
     def close(self) -> None:
-        """End the helpers (killed if still busy); idempotent."""
+        """End the helpers (killed if still busy) and the sender threads; idempotent."""
+        for q in self._queues:
+            q.put(None)
+        self._queues = []
         for ch in self._ch:
             ch.close(kill=True)
         self._ch = []

@@ -99,6 +99,7 @@ SETTINGS = tuple(DEFAULTS)
 MAX_CHANGE_LINES = 50  # lines of the "Changes" section of history.md
 PLOT_GROUPS = 8  # groups drawn per history plot (besides the overall line)
 PLOT_HELPERS = 2  # processes drawing the history plots while the tables are built
+PLOT_POOL_MIN = 8  # groupings from which the plots are drawn by helper processes
 OUT_MARKERS = ("history.md", "history.json")
 _READ_THREADS = 4
 TIDY_CODEC = "lz4"  # the tidy tables are rewritten every night: lz4 encodes in half zstd's time
@@ -829,7 +830,6 @@ def history(
     else:  # a config's gates serve the three commands
         gates = gates_for("history", cfg.gates if cfg is not None else None, shared=True)
     say = progress or (lambda _msg: None)
-    pool = _plot_pool(plots and out is not None)  # forked now, before any thread of the run
     cache = _open_cache(out, overwrite and reuse)
     infos, skipped, copies, ignored = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)
     _warn_inputs(skipped, copies, ignored, infos)
@@ -843,6 +843,21 @@ def history(
         + (f"; {unverified} report(s) written before manifests, read unverified" if unverified else ""))
     result = HistoryResult(runs=_runs_frame(runs, notes), trends={}, changes=pd.DataFrame(),
                            metadata={}, gates=gates, skipped=skipped, duplicates=copies, ignored=ignored)
+    # forked now, before any thread of the run exists; ended however the run ends
+    pool = _plot_pool(plots and out is not None, len({g for r in infos for g in r.groupings}))
+    with contextlib.ExitStack() as stack:
+        if pool is not None:
+            stack.callback(pool.close)
+        _build_history(result, runs, infos, opts, gates, cfg, out, overwrite, plots, skip_bad, cache, pool,
+                       say, started, t0)
+    return result
+
+
+def _build_history(result: HistoryResult, runs: _Runs, infos: list[RunInfo], opts: dict[str, Any],
+                   gates: dict[str, Any], cfg: Any, out: Any, overwrite: bool, plots: bool, skip_bad: bool,
+                   cache: _Cache | None, pool: Any, say: Callable[[str], None], started: float,
+                   t0: float) -> None:
+    """Every grouping of :func:`history`, its gates, and (with ``out``) the report written."""
     atomic = None
     if out is not None:
         from .outdir import AtomicDir
@@ -866,13 +881,13 @@ def history(
         if atomic is not None:
             _write_summary_files(result, tmp, build.sources())
             atomic.commit()
-    return result
 
 
-def _plot_pool(wanted: bool) -> Any:
+def _plot_pool(wanted: bool, figures: int) -> Any:
     """Two forked helpers drawing the history plots beside the run (None: draw in-process),
-    when the plot extra is installed. Forked before the run starts any thread."""
-    if not wanted:
+    when the plot extra is installed and there are enough ``figures`` to pay for starting
+    them (each imports matplotlib: about a second). Forked before the run starts any thread."""
+    if not wanted or figures < PLOT_POOL_MIN:
         return None
     from .plot_process import start_pool
 
