@@ -238,3 +238,146 @@ def plot_input(result: Any) -> Any:
         overall=result.overall,
         calibration=reliability_bins(result),
     )
+
+
+# -- a pool of drawing processes for many independent figures (evalkit history) ----------------
+
+
+def _job_loop(inbox: int, outbox: int) -> None:
+    """Child: import matplotlib (a throwaway figure), say ready, then run each job
+    ``(module, function, args)`` sent until EOF, answering ``("ok", value)`` or
+    ``("error", text)`` for each."""
+    import importlib
+
+    try:
+        from . import plots
+
+        plots._warm_up()
+    except Exception:  # noqa: BLE001 - missing or broken matplotlib: the parent draws itself
+        os.write(outbox, _UNAVAILABLE)
+        return
+    os.write(outbox, _READY)
+    while True:
+        try:
+            module, function, args = _read_msg(inbox)
+        except EOFError:
+            return
+        import warnings
+
+        # warnings (matplotlib's missing glyphs...) go back to the parent, which shows them
+        # or not as its own filters say (this process inherited them at the fork)
+        with warnings.catch_warnings(record=True) as caught:
+            try:
+                reply: Any = ("ok", getattr(importlib.import_module(module), function)(*args))
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                reply = ("error", f"{type(exc).__name__}: {exc}")
+        seen = [(str(w.message), w.category) for w in caught]
+        try:
+            _write_msg(outbox, (*reply, seen))
+        except (pickle.PicklingError, TypeError, AttributeError):
+            _write_msg(outbox, (*reply, [(m, UserWarning) for m, _c in seen]))
+
+
+class JobPool:
+    """Forked drawing processes that run independent jobs while the parent works on: jobs go
+    round-robin, each through a sender thread (a pipe never blocks the parent), and
+    :meth:`results` returns every job's value in submission order. A job a helper could not
+    run comes back as ``None`` in :attr:`failed` order, for the parent to run itself."""
+
+    def __init__(self, channels: list[_Channel]) -> None:
+        import queue
+        import threading
+
+        self._ch = channels
+        self._queues: list[Any] = [queue.Queue() for _ in channels]
+        self._jobs: list[tuple[int, tuple[str, str, tuple[Any, ...]]]] = []
+        self._ready = [False] * len(channels)
+        self._threads = [threading.Thread(target=self._send, args=(k, self._queues[k], channels[k]), daemon=True)
+                         for k in range(len(channels))]
+        for t in self._threads:
+            t.start()
+
+    def _send(self, k: int, jobs: Any, ch: _Channel) -> None:
+        try:  # the helper imports matplotlib meanwhile: wait for it here, not in the parent
+            ready = _read_exact(ch.from_child, 1) == _READY
+        except OSError:
+            ready = False
+        self._ready[k] = ready
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            if not self._ready[k]:
+                continue  # no helper: the parent runs its jobs
+            try:
+                _write_msg(ch.to_child, job)
+            except OSError:
+                self._ready[k] = False  # the helper is gone: its jobs are redone by the parent
+
+    def submit(self, module: str, function: str, *args: Any) -> None:
+        """Queue ``module.function(*args)`` on the next helper."""
+        k = len(self._jobs) % len(self._ch)
+        job = (module, function, args)
+        self._jobs.append((k, job))
+        self._queues[k].put(job)
+
+    def results(self) -> list[tuple[bool, Any]]:
+        """``(True, value)`` of every job in submission order, or ``(False, job)`` for a job no
+        helper ran (the caller runs it); an error raised by a job is raised here as
+        ``RuntimeError``, a warning issued by a job is issued here again. Ends the helpers."""
+        for q in self._queues:
+            q.put(None)
+        self._queues = []
+        for t in self._threads:
+            t.join()
+        out: list[tuple[bool, Any]] = []
+        alive = list(self._ready)
+        for k, job in self._jobs:
+            reply: Any = None
+            if alive[k]:
+                try:
+                    reply = _read_msg(self._ch[k].from_child)
+                except (EOFError, OSError):
+                    alive[k] = False
+            if reply is None:
+                out.append((False, job))
+            elif reply[0] == "error":
+                self.close()
+                raise RuntimeError(reply[1])
+            else:
+                import warnings
+
+                for message, category in reply[2]:
+                    warnings.warn(message, category, stacklevel=2)
+                out.append((True, reply[1]))
+        self.close()
+        return out
+
+    def close(self) -> None:
+        """End the helpers (killed if still busy) and the sender threads; idempotent."""
+        for q in self._queues:
+            q.put(None)
+        self._queues = []
+        for ch in self._ch:
+            ch.close(kill=True)
+        self._ch = []
+
+
+def start_pool(n: int) -> JobPool | None:
+    """Fork ``n`` drawing helpers now (call before any thread of the run exists), or None
+    where that is not possible or useful (no ``os.fork``, one core, no matplotlib)."""
+    if n < 1 or not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        return None
+    channels: list[_Channel] = []
+    try:
+        for _ in range(n):
+            channels.append(_fork(_job_loop))
+    except OSError:
+        for ch in channels:
+            ch.close(kill=True)
+        return None
+    return JobPool(channels)

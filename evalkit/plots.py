@@ -569,6 +569,31 @@ def history_x(run: pd.Series, runs: pd.DataFrame | None = None) -> np.ndarray:
     return np.asarray(run, dtype=np.float64)
 
 
+def _history_axes(ax: Any, runs: pd.DataFrame | None) -> list[Any]:
+    """x ticks ``N: date`` of run N, a dashed line where a segment starts (its legend
+    handle is returned), few ticks on both axes (creating and laying out tick labels is most
+    of a figure's drawing time)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    handles = []
+    dates: dict[int, str] = {}
+    if runs is not None and len(runs):
+        dates = {int(r): f"{pd.Timestamp(c):%Y-%m-%d}" for r, c in zip(runs["run"], runs["created"], strict=True)}
+        starts = runs[runs["note"].str.contains("new segment", na=False)]
+        for r in starts["run"]:
+            ax.axvline(float(r), color=_REF, linestyle="--", linewidth=1)
+        if len(starts):
+            handles.append(_line(color=_REF, linestyle="--", linewidth=1,
+                                 label="new segment (eps / classes / weight)"))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax.xaxis.set_major_formatter(FuncFormatter(
+        lambda v, _pos: f"{int(v)}: {dates[int(v)]}" if v == int(v) and int(v) in dates else ""))
+    ax.set_xlabel("run: start date", fontsize=9)
+    ax.set_ylabel("mean cross-entropy loss", fontsize=10)
+    return handles
+
+
 def write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, path: Path,
                        runs: pd.DataFrame | None = None) -> str:
     """Line plot of a grouping's mean loss over the runs of ``evalkit history``.
@@ -576,7 +601,7 @@ def write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, 
     ``table`` is the tidy history (``run``, key columns, ``mean``, ``ci_low``, ``ci_high``);
     ``picks`` the groups to draw (their key columns; for ``overall`` the one line is drawn);
     ``runs`` the history's runs (``run``, ``created``, ``note``). x is the run number
-    (:func:`history_x`), ticks labelled ``run N`` and the run's date. Each line gets a band
+    (:func:`history_x`), ticks labelled with the run number and its start date. Each line gets a band
     of its confidence interval; runs where a new segment starts get a dashed vertical line.
     Legend labels show keys as the tables do (:func:`evalkit.escape.fmt_key`: a null key is
     ``∅``, the empty string ``""``). Returns the title, or ``""`` when there is nothing to
@@ -587,7 +612,6 @@ def write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, 
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     from .escape import fmt_key
 
@@ -620,19 +644,7 @@ def write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, 
         marker = "o" if len(x) <= 60 else None
         ax.plot(x, part["mean"].to_numpy(float), color=color, linewidth=1.3, marker=marker, markersize=2.5)
         handles.append(_line(color=color, linewidth=1.3, label=label))
-    dates: dict[int, str] = {}
-    if runs is not None and len(runs):
-        dates = {int(r): f"{pd.Timestamp(c):%Y-%m-%d}" for r, c in zip(runs["run"], runs["created"], strict=True)}
-        starts = runs[runs["note"].str.contains("new segment", na=False)]
-        for r in starts["run"]:
-            ax.axvline(float(r), color=_REF, linestyle="--", linewidth=1)
-        if len(starts):
-            handles.append(_line(color=_REF, linestyle="--", linewidth=1,
-                                 label="new segment (eps / classes / weight)"))
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=7, integer=True))
-    ax.xaxis.set_major_formatter(FuncFormatter(
-        lambda v, _pos: f"run {int(v)}\n{dates[int(v)]}" if v == int(v) and int(v) in dates else ""))
-    ax.set_ylabel("mean cross-entropy loss", fontsize=10)
+    handles += _history_axes(ax, runs)
     what = "overall" if not cols else ", ".join(cols)
     title = f"Mean loss over runs \u2014 {what}"
     sub = "bands: confidence interval of each run's mean"

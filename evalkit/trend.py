@@ -98,6 +98,8 @@ DEFAULTS: dict[str, Any] = {
 SETTINGS = tuple(DEFAULTS)
 MAX_CHANGE_LINES = 50  # lines of the "Changes" section of history.md
 PLOT_GROUPS = 8  # groups drawn per history plot (besides the overall line)
+PLOT_HELPERS = 2  # processes drawing the history plots while the tables are built
+PLOT_POOL_MIN = 8  # groupings from which the plots are drawn by helper processes
 OUT_MARKERS = ("history.md", "history.json")
 _READ_THREADS = 4
 TIDY_CODEC = "lz4"  # the tidy tables are rewritten every night: lz4 encodes in half zstd's time
@@ -234,6 +236,7 @@ class HistoryResult:
     kept_files: int = 0
     _tables: dict[str, pa.Table | Path] = field(default_factory=dict, repr=False)
     _plots: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    _pending_plots: list[str] = field(default_factory=list, repr=False)  # drawn by helpers
     _sources: pa.Table | None = field(default=None, repr=False)
     _keys: dict[str, pa.Table] = field(default_factory=dict, repr=False)  # each trend's keys, typed
     _windows: dict[str, pd.DataFrame | None] = field(default_factory=dict, repr=False)  # rows to plot
@@ -840,6 +843,21 @@ def history(
         + (f"; {unverified} report(s) written before manifests, read unverified" if unverified else ""))
     result = HistoryResult(runs=_runs_frame(runs, notes), trends={}, changes=pd.DataFrame(),
                            metadata={}, gates=gates, skipped=skipped, duplicates=copies, ignored=ignored)
+    # forked now, before any thread of the run exists; ended however the run ends
+    pool = _plot_pool(plots and out is not None, len({g for r in infos for g in r.groupings}))
+    with contextlib.ExitStack() as stack:
+        if pool is not None:
+            stack.callback(pool.close)
+        _build_history(result, runs, infos, opts, gates, cfg, out, overwrite, plots, skip_bad, cache, pool,
+                       say, started, t0)
+    return result
+
+
+def _build_history(result: HistoryResult, runs: _Runs, infos: list[RunInfo], opts: dict[str, Any],
+                   gates: dict[str, Any], cfg: Any, out: Any, overwrite: bool, plots: bool, skip_bad: bool,
+                   cache: _Cache | None, pool: Any, say: Callable[[str], None], started: float,
+                   t0: float) -> None:
+    """Every grouping of :func:`history`, its gates, and (with ``out``) the report written."""
     atomic = None
     if out is not None:
         from .outdir import AtomicDir
@@ -847,11 +865,12 @@ def history(
         atomic = AtomicDir(out, overwrite=overwrite, command="history")
     with atomic if atomic is not None else contextlib.nullcontext() as tmp:
         build = _Build(result, runs, opts, bool(gates), tmp, atomic.target if atomic else None, plots, cache,
-                       atomic)
+                       atomic, pool)
         try:
             with contextlib.closing(_each_grouping(infos, runs, skip_bad, opts, cache)) as groupings:
                 for name, idx, grouped, plan in groupings:
                     build.add(name, idx, grouped, plan)
+            build.finish_plots()
         finally:
             build.close()
         if cache is not None:
@@ -862,7 +881,17 @@ def history(
         if atomic is not None:
             _write_summary_files(result, tmp, build.sources())
             atomic.commit()
-    return result
+
+
+def _plot_pool(wanted: bool, figures: int) -> Any:
+    """Two forked helpers drawing the history plots beside the run (None: draw in-process),
+    when the plot extra is installed and there are enough ``figures`` to pay for starting
+    them (each imports matplotlib: about a second). Forked before the run starts any thread."""
+    if not wanted or figures < PLOT_POOL_MIN:
+        return None
+    from .plot_process import start_pool
+
+    return start_pool(PLOT_HELPERS)
 
 
 def _warn_inputs(skipped: Sequence[tuple[str, str]], copies: Sequence[tuple[str, str]],
@@ -1269,6 +1298,7 @@ class _Build:
     plots: bool
     cache: _Cache | None = None
     atomic: Any = None
+    pool: Any = None  # plot_process.JobPool drawing the plots beside the run
     series_runs: dict[str, int] = field(default_factory=dict)
     change_rows: list[dict[str, Any]] = field(default_factory=list)
     latest_view: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -1322,7 +1352,7 @@ class _Build:
         if self.tmp is not None and self.target is not None:
             fresh = {m: rs for m, rs in plan.months.items() if m not in plan.links}
             month_of = np.asarray(runs.months, dtype=object)[frame.run_pos]
-            n = _emit_grouping(res, name, frame, self.tmp, self.plots, fresh, month_of, self.writer)
+            n = _emit_grouping(res, name, frame, self.tmp, self.plots, fresh, month_of, self.writer, self.pool)
             self.written += n
             for month, old in plan.links.items():
                 rel = f"{_tidy_dir(name)}/{month}.parquet"
@@ -1358,7 +1388,22 @@ class _Build:
                     cols[k].append(v)
         return _sources_table(cols)
 
+    def finish_plots(self) -> None:
+        """Wait for the plots drawn by the helpers (any they could not draw is drawn here)."""
+        if self.pool is None:
+            return
+        from .plots import write_history_plot
+
+        pool, self.pool = self.pool, None
+        for (done, value), fname in zip(pool.results(), self.result._pending_plots, strict=True):
+            title = value if done else write_history_plot(*value[2])
+            if title:
+                self.result._plots.append((title, fname))
+
     def close(self) -> None:
+        if self.pool is not None:  # an error ended the run: the helpers are not waited for
+            self.pool.close()
+            self.pool = None
         if self.writer is not None:
             self.writer.close()
 
@@ -1409,11 +1454,12 @@ def _months_of(created: pa.ChunkedArray) -> np.ndarray:
 
 def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: Path, plots: bool,
                    months: Mapping[str, Sequence[int]], month_of: np.ndarray | None = None,
-                   writer: _Writer | None = None) -> int:
+                   writer: _Writer | None = None, pool: Any = None) -> int:
     """Write the ``months`` of one grouping's tidy table (``frame``: its rows of those
     months, and maybe others; ``month_of``: each row's month) into the report being built,
     one file per month without the renumbered columns, and its plot (the trend window);
-    ``writer`` encodes on its thread while the caller reads the next grouping. Returns the
+    ``writer`` encodes on its thread while the caller reads the next grouping, ``pool``
+    (:class:`evalkit.plot_process.JobPool`) draws the plot in a helper process. Returns the
     number of files written."""
     from .io import write_table
 
@@ -1445,9 +1491,13 @@ def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: P
         if plots_available() and rows is not None:
             picks = _plot_picks(result.trends[name], name)
             fname = f"history_{_file_stem(name)}.png"
-            title = write_history_plot(rows, name, picks, tmp / fname, result.runs)
-            if title:
-                result._plots.append((title, fname))
+            if pool is not None:
+                pool.submit("evalkit.plots", "write_history_plot", rows, name, picks, tmp / fname, result.runs)
+                result._pending_plots.append(fname)
+            else:
+                title = write_history_plot(rows, name, picks, tmp / fname, result.runs)
+                if title:
+                    result._plots.append((title, fname))
     return n
 
 

@@ -360,3 +360,58 @@ def test_a_night_keeps_the_unchanged_months_and_gives_the_cold_result(tmp_path: 
     assert again.kept_files == 5  # every month (3) of both groupings but December of region
     history(paths[1:], out=cold, overwrite=True, gates=gates, window=12, lookback=3, reuse=False, plots=False)
     _same_outputs(out, cold)
+
+
+def test_plots_drawn_by_helper_processes_equal_those_drawn_in_process(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    import evalkit.trend
+
+    monkeypatch.setattr(evalkit.trend, "PLOT_POOL_MIN", 1)  # two groupings: helpers even so
+    make_series(tmp_path / "runs", 12, seed=3, step_at=9, step=0.3, manifest=True)
+    spec = str(tmp_path / "runs" / "*")
+    helpers = history(spec, out=tmp_path / "a")  # out: drawn by the forked helpers
+    history(spec).write(tmp_path / "b")  # written later: drawn in this process
+    pngs = sorted(p.name for p in (tmp_path / "a").glob("*.png"))
+    assert pngs == ["history_by_region.png", "history_overall.png"]
+    for name in pngs:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a" / "history.md").read_text() == (tmp_path / "b" / "history.md").read_text()
+    assert [f for _t, f in helpers._plots] == ["history_overall.png", "history_by_region.png"]
+    assert helpers._pending_plots == ["history_overall.png", "history_by_region.png"]  # the helpers drew them
+
+
+# -- the nightly job as cron runs it -------------------------------------------------------------
+
+
+def test_the_nightly_script_runs_evaluate_compare_and_history_as_cron_would(tmp_path: Path) -> None:
+    """configs/nightly.sh (what README's crontab line runs), two nights, as separate processes
+    with everything appended to one log; the second night fails a gate in every step."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    reports = tmp_path / "reports"
+    log = tmp_path / "evalkit.log"
+    env = {**os.environ, "PYTHONPATH": str(root), "REPORTS": str(reports),
+           "EVALKIT": f"{sys.executable} -m evalkit"}
+    strict = tmp_path / "strict.yaml"
+    strict.write_text((root / "configs" / "nightly.yaml").read_text().replace(
+        "max_mean_loss: 0.60 ", "max_mean_loss: 0.01 "))
+    codes = []
+    for day, cfg in (("2026-11-01", "configs/nightly.yaml"), ("2026-11-02", str(strict))):
+        with log.open("a") as fh:
+            codes.append(subprocess.call(["sh", "configs/nightly.sh"], cwd=root,
+                                         env={**env, "DAY": day, "CONFIG": cfg},
+                                         stdout=fh, stderr=subprocess.STDOUT))
+    text = log.read_text()
+    assert codes == [0, 5], text
+    assert sorted(p.name for p in (reports / "runs").iterdir()) == ["2026-11-01", "2026-11-02"]
+    assert (reports / "baseline" / "summary.json").is_file() and (reports / "compare" / "compare.md").is_file()
+    # evaluate's gate failed on night 2, yet compare and history ran and took the night in
+    md = (reports / "history" / "history.md").read_text()
+    assert "2 runs from" in md and "## Gates: FAILED" in md
+    assert text.count("gate failed: max_mean_loss overall") == 3  # evaluate, compare, history
+    # -q: no progress lines, but what could not be checked is said every night
+    assert "gate not checked: max_drift_pct overall" in text and "history of" not in text
