@@ -143,8 +143,7 @@ def test_paths_may_be_pathlib_everywhere(tmp_path: Path, preds: str) -> None:
     cfg_file.write_text("top_k: 3\n")
     r1 = evalkit.evaluate(Path(preds), out=tmp_path / "a", config=cfg_file)
     assert r1.metadata["config"]["out"] == str(tmp_path / "a") and r1.overall["count"] == 3
-    r1.write(tmp_path / "a")
-    assert (tmp_path / "a" / "report.md").is_file()
+    assert (tmp_path / "a" / "report.md").is_file()  # out= writes the report (as run() does)
     _, path = evalkit.run(EvalConfig.from_mapping({"input": [Path(preds)], "out": tmp_path / "b"}))
     assert path == tmp_path / "b" and (path / "summary.json").is_file()
     cfg = EvalConfig.from_mapping({"input": [Path(preds)], "labels": tmp_path / "l.parquet",
