@@ -577,19 +577,49 @@ def sigint_state() -> str:
 
 @pytest.fixture
 def sigint_delivered() -> Iterator[None]:
-    """The tests below send SIGINT to this process and expect Python's default handler to see
-    it. An earlier test or library that left the handler replaced or the signal blocked in the
-    main thread would make them fail for a reason that is not theirs (this happened about once
-    in five full runs and never alone): restore the defaults, and say what was found."""
-    found = sigint_state()
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler or \
-            signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []):
-        import warnings
+    """The tests below stand for a Ctrl-C at an interactive terminal: they send SIGINT to this
+    process and expect Python's default handler to see it. They failed about one full run in
+    five: in a fresh-clone run started as a background job, SIGINT was found *ignored*
+    (SIG_IGN) before them (a background job of a non-interactive shell starts that way, as
+    POSIX prescribes; what set it in the pytest process was not pinned down). Give them the
+    interactive disposition for their duration and put the one found back after."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    unblocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if unblocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
 
-        warnings.warn(f"SIGINT was not deliverable before this test: {found}", stacklevel=1)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
-    yield
+
+@pytest.fixture
+def sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored, as in a background job started by a script."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          sigint_ignored: None) -> None:
+    """A background job (SIGINT ignored) is not interrupted by a SIGINT at any step, the commit
+    included (whose deferral must put back "ignored", not raise): it completes, exit 0."""
+    n = count_steps(tmp_path, monkeypatch)
+    template = tmp_path / "template"
+    template_args, _, _ = fault_setup(template)
+    for at in range(1, n + 1, max(1, n // 8)):
+        t = tmp_path / f"run{at}"
+        shutil.copytree(template, t, symlinks=True)
+        args = [a.replace(str(template), str(t)) for a in template_args]
+        with monkeypatch.context() as m:
+            inj = Injector(m, at, "sigint")
+            r = CliRunner().invoke(main, args)
+        assert r.exit_code == 0 and inj.fired, (at, inj.fired, r.output)
+        assert check_after_fault(t, t / "out" / "report", {}, {}) == "new"
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 STEPS = [(os, "rename"), (os, "replace"), (os, "link"), (os, "mkdir"), (shutil, "rmtree"),
