@@ -92,6 +92,16 @@ def test_class_named_columns_with_integer_target_and_features(tmp_path):
         _sk_loss(data.target, model.predict_proba(data.data), [0, 1, 2]), rel=1e-9)
 
 
+def test_prefixed_class_columns(tmp_path, iris):
+    """predict_proba saved as p_<class> columns next to a string target: no flags."""
+    X, y, model = iris
+    proba = model.predict_proba(X)
+    pd.DataFrame(proba, columns=[f"p_{c}" for c in model.classes_]).assign(target=y).to_parquet(tmp_path / "p.parquet")
+    result = evalkit.evaluate(tmp_path / "p.parquet")
+    assert result.layout.kind == "wide" and result.layout.classes == tuple(model.classes_)
+    assert result.mean == pytest.approx(_sk_loss(y, proba, model.classes_), rel=1e-9)
+
+
 def test_list_column_of_arrays(tmp_path, iris):
     X, y, model = iris
     codes = np.searchsorted(model.classes_, y)
@@ -288,6 +298,9 @@ def _export_cases(root, iris, cancer) -> tuple[dict[str, list[str]], dict[str, f
     save("binary_suffix", pd.DataFrame({"p_malignant": cp[:, 0], "diagnosis": np.array(["malignant", "benign"])[cy]}),
          "--label", "diagnosis")
     save("binary_p0", pd.DataFrame({"p_0": cp[:, 0], "label": cy}))
+    save("binary_suffix_no_flags", pd.DataFrame({"p_malignant": cp[:, 0], "diagnosis": names}))
+    save("prefixed_class_columns", pd.DataFrame(proba, columns=[f"p_{c}" for c in model.classes_]).assign(target=y))
+    expected["prefixed_class_columns"] = _sk_loss(y, proba, model.classes_)
     lmodel = LogisticRegression(max_iter=10000).fit(cx, cy)
     save("single_logit", pd.DataFrame({"logit": lmodel.decision_function(cx), "y": cy}))
     pd.DataFrame({"id": np.arange(150)[::-1], "label": codes[::-1]}).to_parquet(root / "labels.parquet")
