@@ -298,5 +298,8 @@ def render_inspect(info: dict[str, Any]) -> str:
                   for c in info["group_candidates"]]
     else:
         lines.append("  (none)")
-    lines += ["", f"try: {info['suggested_command']}", ""]
+    if info["layout_error"]:  # no command runs before the layout is named
+        lines += ["", "next: name the columns as said above, then run evalkit inspect again with those flags", ""]
+    else:
+        lines += ["", f"try: {info['suggested_command']}", ""]
     return "\n".join(lines)

@@ -163,3 +163,18 @@ def test_ambiguous_label_is_named_not_guessed(tmp_path):
     res = CliRunner().invoke(main, ["inspect", str(tmp_path / "a.parquet")])
     assert res.exit_code == 0 and "(not detected)" in res.output
     assert "could all be labels: 'is_yes', 'smoker'" in res.output
+
+
+def test_no_try_line_without_a_layout(tmp_path):
+    """Prediction columns not found (an unusual prefix): inspect prints no command that cannot
+    run, and says what to do instead."""
+    pd.DataFrame({"score a": [0.2, 0.9], "score b": [0.8, 0.1], "gold label": ["a", "b"]}).to_parquet(
+        tmp_path / "s.parquet")
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "s.parquet")])
+    assert res.exit_code == 0 and "(not detected)" in res.output and "try:" not in res.output
+    assert "next: name the columns" in res.output
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "s.parquet"), "--prefix", "score ", "--label", "gold label"])
+    [line] = [x for x in res.output.splitlines() if x.startswith("try: ")]
+    run = CliRunner().invoke(main, [*shlex.split(line[len("try: "):])[1:], "--out", str(tmp_path / "r"),
+                                    "--format", "none", "--no-plots"])
+    assert run.exit_code == 0, (line, run.output)
