@@ -379,3 +379,22 @@ def test_inspect_warns_about_labels_evaluate_refuses(tmp_path):
     assert "--classes" not in info["suggested_command"]
     info = inspect_input(str(tmp_path / "two.parquet"), cli=True)
     assert "--classes name0,name1,name2" in info["warnings"][0]
+
+
+def test_marker_files_given_explicitly_are_skipped(tmp_path):
+    """`evalkit evaluate out/*` unquoted: the shell passes Spark's _SUCCESS and .crc files as
+    explicit inputs; they are skipped with a warning, and a marker alone is still an error."""
+    d = tmp_path / "out"
+    d.mkdir()
+    df = pd.DataFrame({"probs": [[0.7, 0.3], [0.2, 0.8]], "label": [0, 1]})
+    df.to_parquet(d / "part-00000.parquet")
+    (d / "_SUCCESS").write_bytes(b"")
+    (d / "part-00000.parquet.crc").write_bytes(b"x")
+    given = [str(d / "_SUCCESS"), str(d / "part-00000.parquet"), str(d / "part-00000.parquet.crc")]
+    with pytest.warns(evalkit.EvalkitWarning, match="skipped 2 Spark / Hadoop marker"):
+        r = evalkit.evaluate(given)
+    assert r.metadata["rows_read"] == 2 and r.mean == pytest.approx(-np.log([0.7, 0.8]).mean(), rel=1e-12)
+    res = CliRunner().invoke(main, ["evaluate", *given, "--out", str(tmp_path / "r"), "--no-plots"])
+    assert res.exit_code == 0 and "skipped 2 Spark / Hadoop marker" in res.output
+    with pytest.raises(evalkit.EvalkitError):
+        evalkit.evaluate(str(d / "_SUCCESS"))
