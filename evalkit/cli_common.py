@@ -181,7 +181,8 @@ def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--label", help="Label column: class index, class name, or list of soft targets."),
         click.option("--targets", multiple=True, help="One-hot / soft target columns, one per class. Repeatable."),
         click.option("--target-prefix", help="Prefix of one-hot / soft target columns."),
-        click.option("--classes", help="Comma-separated class names in class-index order."),
+        click.option("--classes", help='Comma-separated class names in class-index order (a name holding a '
+                                        'comma in double quotes: \'"big cat, wild",dog\').'),
         click.option("--key", "keys", multiple=True, help="Row key column(s) kept in per-row output (default: id)."),
         click.option("--weight", help="Sample-weight column (adds a weighted mean)."),
         click.option("--ignore-label", metavar="VALUE",
@@ -194,6 +195,19 @@ def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 #: The settings :func:`layout_options` adds (their keyword names).
+def split_names(text: str) -> list[str]:
+    """``--classes`` text as names: comma-separated, a name holding a comma or quote in double
+    quotes (CSV: ``'"big cat, wild",dog'``); spaces around each name are dropped."""
+    import csv
+
+    return [c.strip() for row in csv.reader([text], skipinitialspace=True) for c in row if c.strip()]
+
+
+def join_names(names: list[str]) -> str:
+    """The ``--classes`` text :func:`split_names` reads back as ``names``."""
+    return ",".join(f'"{n.replace(chr(34), chr(34) * 2)}"' if ("," in n or '"' in n) else n for n in names)
+
+
 LAYOUT_KEYS = ("predictions", "prefix", "logits", "label", "targets", "target_prefix", "classes",
                "keys", "weight", "ignore_label")
 _COMMA_LISTS = ("predictions", "targets", "keys", "on")
@@ -213,7 +227,7 @@ def config_from_flags(config_file: str | None, flags: dict[str, Any]) -> Any:
         if k in clean:
             clean[k] = [c.strip() for item in clean[k] for c in item.split(",") if c.strip()]
     if "classes" in clean:
-        clean["classes"] = [c.strip() for c in clean["classes"].split(",") if c.strip()]
+        clean["classes"] = split_names(clean["classes"])
     cfg.update(clean, source="command line")
     return cfg
 

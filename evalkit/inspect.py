@@ -263,7 +263,9 @@ def suggested_command(path: str | os.PathLike[str] | Sequence[str], labels: str 
     words += [w for c in cfg.targets for w in ("--targets", c)]
     words += [w for c in cfg.keys or () for w in ("--key", c)]
     if cfg.classes:
-        words += ["--classes", ",".join(cfg.classes)]
+        from .cli_common import join_names
+
+        words += ["--classes", join_names(list(cfg.classes))]
     if cfg.logits is not None:
         words.append("--logits" if cfg.logits else "--probs")
     if cfg.ignore_label is not None:
@@ -298,5 +300,8 @@ def render_inspect(info: dict[str, Any]) -> str:
                   for c in info["group_candidates"]]
     else:
         lines.append("  (none)")
-    lines += ["", f"try: {info['suggested_command']}", ""]
+    if info["layout_error"]:  # no command runs before the layout is named
+        lines += ["", "next: name the columns as said above, then run evalkit inspect again with those flags", ""]
+    else:
+        lines += ["", f"try: {info['suggested_command']}", ""]
     return "\n".join(lines)

@@ -89,9 +89,15 @@ class Source:
     duplicates: list[str] = field(default_factory=list)
     """Files the inputs reached more than once (``'dir/**'`` matches a directory and the files
     in it; a path given twice), read once: the later spellings, in the order met."""
+    markers: list[str] = field(default_factory=list)
+    """Marker / checksum files given explicitly (a shell-expanded ``out/*``) and skipped."""
 
     def duplicates_note(self) -> str | None:
-        """The warning for files reached more than once (read once), or None."""
+        """The warning for files reached more than once (read once), or None; it also names
+        marker files given explicitly and skipped (``_SUCCESS``, ``.crc``)."""
+        if self.markers and not self.duplicates:
+            return (f"{self.label}: skipped {len(self.markers)} Spark / Hadoop marker or checksum file(s) "
+                    f"given as inputs: {', '.join(self.markers[:3])}")
         if not self.duplicates:
             return None
         shown = ", ".join(self.duplicates[:3]) + (f" (+{len(self.duplicates) - 3} more)" if len(self.duplicates) > 3 else "")
@@ -310,6 +316,7 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
     try:
         root: str | None = None
         duplicates: list[str] = []
+        markers: list[str] = []
         if len(paths) == 1 and (filesystem is None and os.path.isdir(paths[0])
                                 or filesystem is not None and _fs_isdir(filesystem, paths[0])):
             root = paths[0]
@@ -318,7 +325,13 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
             if duplicates:  # a symbolic link inside the directory to a file in it
                 dataset = ds.dataset(kept, format=parquet_format(), filesystem=filesystem)  # type: ignore[arg-type]
         else:
-            files, duplicates = _dedupe_files(_list_files(paths, filesystem, label), filesystem)
+            listed = _list_files(paths, filesystem, label)
+            markers = [f for f in listed if _not_data(os.path.basename(f))]
+            if markers and len(markers) < len(listed):  # `out/*` expanded by the shell: _SUCCESS, .crc
+                listed = [f for f in listed if f not in markers]
+            else:
+                markers = []
+            files, duplicates = _dedupe_files(listed, filesystem)
             root = (_hive_glob_root(pattern, files) if pattern is not None
                     else _one_directory_root(paths, files, filesystem))
             dataset = ds.dataset(files, format=parquet_format(), filesystem=filesystem)  # type: ignore[arg-type]
@@ -341,7 +354,7 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
     partitions = _hive_partitions(root, files, filesystem) if root is not None else {}
     part_cols = list(dict.fromkeys(k for pv in partitions.values() for k in pv))
     logical, drift = unify_schemas(schemas, part_cols)
-    return Source(label, dataset, files, filesystem, root, logical, partitions, drift, duplicates)
+    return Source(label, dataset, files, filesystem, root, logical, partitions, drift, duplicates, markers)
 
 
 def _dedupe_files(files: Sequence[str], filesystem: object | None) -> tuple[list[str], list[str]]:

@@ -766,7 +766,7 @@ def build_metadata(
         "rows_skipped": int(sum(v for k, v in state.skipped.items()
                                 if k not in ("unmatched_label_key", IGNORED))),
         "rows_ignored": int(state.skipped.get(IGNORED, 0)),
-        "ignore_label": cfg.ignore_label,
+        "ignore_label": _typed_label(plan.ignore_label),
         "skipped": {k: v for k, v in state.skipped.items() if k != IGNORED},
         "eps": cfg.eps,
         "sum_tol": cfg.sum_tol,
@@ -788,6 +788,14 @@ def build_metadata(
         "config_hash": cfg.digest(),
         "config": cfg.to_dict(),
     }
+
+
+def _typed_label(value: Any) -> Any:
+    """The ignore label as the labels hold it: a whole number as an int (-100, not '-100'
+    or -100.0), other numbers as floats, class names as text."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def ci_note(plan: Plan) -> str:

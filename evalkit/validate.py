@@ -61,8 +61,11 @@ def score_problems(
         return []
     problems: list[Problem] = []
     if from_logits:
-        # One reduction: a NaN or inf anywhere makes the total non-finite.
-        if not np.isfinite(scores.sum(dtype=np.float64)):
+        # One reduction: a NaN or inf anywhere makes the total non-finite (finite logits of
+        # +-1e308 overflow it too: the row test below then finds no bad row).
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = scores.sum(dtype=np.float64)
+        if not np.isfinite(total):
             bad = ~np.isfinite(scores).all(axis=1)
             if bad.any():
                 problems.append(

@@ -92,6 +92,16 @@ def test_class_named_columns_with_integer_target_and_features(tmp_path):
         _sk_loss(data.target, model.predict_proba(data.data), [0, 1, 2]), rel=1e-9)
 
 
+def test_prefixed_class_columns(tmp_path, iris):
+    """predict_proba saved as p_<class> columns next to a string target: no flags."""
+    X, y, model = iris
+    proba = model.predict_proba(X)
+    pd.DataFrame(proba, columns=[f"p_{c}" for c in model.classes_]).assign(target=y).to_parquet(tmp_path / "p.parquet")
+    result = evalkit.evaluate(tmp_path / "p.parquet")
+    assert result.layout.kind == "wide" and result.layout.classes == tuple(model.classes_)
+    assert result.mean == pytest.approx(_sk_loss(y, proba, model.classes_), rel=1e-9)
+
+
 def test_list_column_of_arrays(tmp_path, iris):
     X, y, model = iris
     codes = np.searchsorted(model.classes_, y)
@@ -288,6 +298,9 @@ def _export_cases(root, iris, cancer) -> tuple[dict[str, list[str]], dict[str, f
     save("binary_suffix", pd.DataFrame({"p_malignant": cp[:, 0], "diagnosis": np.array(["malignant", "benign"])[cy]}),
          "--label", "diagnosis")
     save("binary_p0", pd.DataFrame({"p_0": cp[:, 0], "label": cy}))
+    save("binary_suffix_no_flags", pd.DataFrame({"p_malignant": cp[:, 0], "diagnosis": names}))
+    save("prefixed_class_columns", pd.DataFrame(proba, columns=[f"p_{c}" for c in model.classes_]).assign(target=y))
+    expected["prefixed_class_columns"] = _sk_loss(y, proba, model.classes_)
     lmodel = LogisticRegression(max_iter=10000).fit(cx, cy)
     save("single_logit", pd.DataFrame({"logit": lmodel.decision_function(cx), "y": cy}))
     pd.DataFrame({"id": np.arange(150)[::-1], "label": codes[::-1]}).to_parquet(root / "labels.parquet")
@@ -366,3 +379,22 @@ def test_inspect_warns_about_labels_evaluate_refuses(tmp_path):
     assert "--classes" not in info["suggested_command"]
     info = inspect_input(str(tmp_path / "two.parquet"), cli=True)
     assert "--classes name0,name1,name2" in info["warnings"][0]
+
+
+def test_marker_files_given_explicitly_are_skipped(tmp_path):
+    """`evalkit evaluate out/*` unquoted: the shell passes Spark's _SUCCESS and .crc files as
+    explicit inputs; they are skipped with a warning, and a marker alone is still an error."""
+    d = tmp_path / "out"
+    d.mkdir()
+    df = pd.DataFrame({"probs": [[0.7, 0.3], [0.2, 0.8]], "label": [0, 1]})
+    df.to_parquet(d / "part-00000.parquet")
+    (d / "_SUCCESS").write_bytes(b"")
+    (d / "part-00000.parquet.crc").write_bytes(b"x")
+    given = [str(d / "_SUCCESS"), str(d / "part-00000.parquet"), str(d / "part-00000.parquet.crc")]
+    with pytest.warns(evalkit.EvalkitWarning, match="skipped 2 Spark / Hadoop marker"):
+        r = evalkit.evaluate(given)
+    assert r.metadata["rows_read"] == 2 and r.mean == pytest.approx(-np.log([0.7, 0.8]).mean(), rel=1e-12)
+    res = CliRunner().invoke(main, ["evaluate", *given, "--out", str(tmp_path / "r"), "--no-plots"])
+    assert res.exit_code == 0 and "skipped 2 Spark / Hadoop marker" in res.output
+    with pytest.raises(evalkit.EvalkitError):
+        evalkit.evaluate(str(d / "_SUCCESS"))

@@ -398,3 +398,16 @@ def test_join_says_which_shared_column_is_kept():
     assert r.groups["split"]["split"].tolist() == ["a", "b"]
     assert "joined on id (split also in the labels input: the predictions' values are used)" in r.to_markdown()
     assert evalkit.evaluate(p.drop(columns="split"), labels=labels).metadata["shared_columns"] == []
+
+
+def test_extreme_finite_logits_raise_no_numpy_warning():
+    """Logits of +-1e308 are finite: the finiteness check's overflowing sum stays silent and
+    the loss is computed (no raw RuntimeWarning reaches a -q run)."""
+    z = np.array([[-1e308, -1e308], [0.0, 1.0], [5.0, -1e308]])
+    y = np.array([0, 1, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wide = evalkit.evaluate(pd.DataFrame({"logit_a": z[:, 0], "logit_b": z[:, 1], "label": y}), logits=True)
+        lists = evalkit.evaluate(pd.DataFrame({"logits": list(z), "label": y}), logits=True)
+    want = np.log(2) + np.log1p(np.exp(-1.0)) - np.log1p(-1e-7)  # row 3: p_true = 1 clipped to 1 - eps
+    assert wide.mean == pytest.approx(want / 3, rel=1e-12) and lists.mean == pytest.approx(want / 3, rel=1e-12)

@@ -124,3 +124,16 @@ def test_string_sentinel_and_null_labels_point_at_the_options():
     df["label"] = ["cat", None, "dog"]
     with pytest.raises(LabelError, match=r"null label \(on_invalid='skip' leaves such rows out\)"):
         evalkit.evaluate(df)
+
+
+def test_metadata_keeps_the_ignore_label_typed(tmp_path):
+    df, _, _ = _frame()
+    df.to_parquet(tmp_path / "p.parquet")
+    for given in ("-100", -100, -100.0):
+        assert evalkit.evaluate(df, ignore_label=given).metadata["ignore_label"] == -100
+        assert type(evalkit.evaluate(df, ignore_label=given).metadata["ignore_label"]) is int
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "p.parquet"), "--ignore-label", "-100",
+                                    "--format", "json", "-q"])
+    assert json.loads(res.output)["metadata"]["ignore_label"] == -100
+    named = pd.DataFrame({"prob_cat": [0.8, 0.1, 0.5], "prob_dog": [0.2, 0.9, 0.5], "label": ["cat", "dog", "?"]})
+    assert evalkit.evaluate(named, ignore_label="?").metadata["ignore_label"] == "?"

@@ -163,3 +163,34 @@ def test_ambiguous_label_is_named_not_guessed(tmp_path):
     res = CliRunner().invoke(main, ["inspect", str(tmp_path / "a.parquet")])
     assert res.exit_code == 0 and "(not detected)" in res.output
     assert "could all be labels: 'is_yes', 'smoker'" in res.output
+
+
+def test_no_try_line_without_a_layout(tmp_path):
+    """Prediction columns not found (an unusual prefix): inspect prints no command that cannot
+    run, and says what to do instead."""
+    pd.DataFrame({"score a": [0.2, 0.9], "score b": [0.8, 0.1], "gold label": ["a", "b"]}).to_parquet(
+        tmp_path / "s.parquet")
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "s.parquet")])
+    assert res.exit_code == 0 and "(not detected)" in res.output and "try:" not in res.output
+    assert "next: name the columns" in res.output
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "s.parquet"), "--prefix", "score ", "--label", "gold label"])
+    [line] = [x for x in res.output.splitlines() if x.startswith("try: ")]
+    run = CliRunner().invoke(main, [*shlex.split(line[len("try: "):])[1:], "--out", str(tmp_path / "r"),
+                                    "--format", "none", "--no-plots"])
+    assert run.exit_code == 0, (line, run.output)
+
+
+def test_class_names_with_commas_run_as_pasted(tmp_path, monkeypatch):
+    """A class name holding a comma or quote: the try line quotes it CSV-style inside
+    --classes, and evaluate reads it back as one name."""
+    monkeypatch.chdir(tmp_path)
+    names = np.array(['big cat, wild', 'dog "rex"'])
+    y = np.array([0, 1, 1, 0])
+    pd.DataFrame({"probs": [[0.7, 0.3], [0.2, 0.8], [0.4, 0.6], [0.9, 0.1]], "label": names[y]}).to_parquet("c.parquet")
+    res = CliRunner().invoke(main, ["inspect", "c.parquet"])
+    [line] = [x for x in res.output.splitlines() if x.startswith("try: ")]
+    run = CliRunner().invoke(main, [*shlex.split(line[len("try: "):])[1:], "--format", "none", "--no-plots"])
+    assert run.exit_code == 0, (line, run.output)
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["metadata"]["classes"] == list(names)
+    assert summary["overall"]["mean"] == pytest.approx(-np.log([0.7, 0.8, 0.6, 0.9]).mean(), rel=1e-12)
