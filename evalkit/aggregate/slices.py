@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..escape import fmt_key
-from .keys import _KeyIndex, missing_as_null, pandas_key_column
+from .keys import _KeyIndex, canonical_keys, pandas_key_column
 from .weightscale import WeightScale, shift_sums
 
 DEFAULT_DEPTH = 2
@@ -251,7 +251,7 @@ class SliceStats:
             if isinstance(col, pa.ChunkedArray):
                 col = col.combine_chunks()
             # NaN in a float column is the same missing key as null (as in every grouped table).
-            encoded[c] = col if pa.types.is_dictionary(col.type) else pc.dictionary_encode(missing_as_null(col))
+            encoded[c] = col if pa.types.is_dictionary(col.type) else pc.dictionary_encode(canonical_keys(col))
         prints = row_fingerprints(rows)
         for s in self.sets:
             acc = self._acc[s]
@@ -498,6 +498,10 @@ def _same_rows_as(m: pd.DataFrame) -> np.ndarray:
     return np.where(kept != np.arange(n), kept, -1)
 
 
+#: Relative rounding level of a complement's M2 (64 ulps of the M2s it is the difference of).
+_M2_ROUNDING = 64 * float(np.finfo(np.float64).eps)
+
+
 def _two_sides(m: pd.DataFrame, tot: dict[str, float] | None) -> dict[str, np.ndarray]:
     """Per slice, both sides of the test from the slice's moments and the total's: row counts
     ``n`` / ``n_c``, Kish sizes ``neff`` / ``neff_c``, means, sample variances (reliability
@@ -506,7 +510,9 @@ def _two_sides(m: pd.DataFrame, tot: dict[str, float] | None) -> dict[str, np.nd
     A side whose weights are all 0 has no mean (NaN). Differences at the level of float
     rounding are not differences: where ``|mean - mean_c|`` is within ``1e-13`` of the scale
     of the means, ``mean_c_test`` is ``mean`` (so a constant loss never tests significant on
-    rounding noise), and variances below that level squared are 0."""
+    rounding noise), variances below that level squared are 0, and so is a complement's
+    ``M2`` within :data:`_M2_ROUNDING` of the ``M2`` it is the difference of (then ``t`` and
+    the effect size are infinite, not ~1e9 from noise, when the means differ)."""
     from ..inference import complement_moments, effective_n
 
     if tot is None:  # every set capped: nothing to test
@@ -515,6 +521,9 @@ def _two_sides(m: pd.DataFrame, tot: dict[str, float] | None) -> dict[str, np.nd
     wc, mean_c, m2_c, m3_c = complement_moments(arr["wsum"], arr["mean"], arr["m2"], tot["wsum"],
                                                 tot["mean"], tot["m2"], m3=arr["m3"],
                                                 total_m3=tot["m3"])
+    # M2_c = M2_N - M2 - d^2 n n_c / N cancels: its rounding error is a few ulps of M2_N, so
+    # a complement whose variance is zero comes out at ~1e-16 M2_N, not 0 (t ~ 1e9).
+    m2_c = np.where(m2_c <= _M2_ROUNDING * (abs(float(tot["m2"])) + np.abs(arr["m2"])), 0.0, m2_c)
     w2c, w3c = tot["w2sum"] - arr["w2sum"], tot["w3sum"] - arr["w3sum"]
     neff, neff_c = effective_n(arr["wsum"], arr["w2sum"]), effective_n(wc, w2c)
     mean = np.where(arr["wsum"] > 0, arr["mean"], np.nan)
