@@ -245,20 +245,26 @@ class SliceStats:
                     if acc is not None:
                         acc.rescale(shift)
             weight = self.scale.scale(weight)
+        live = [s for s in self.sets if self._acc[s] is not None]
+        if not live:  # every set already over the limit: nothing left to encode
+            return
         encoded: dict[str, pa.Array] = {}
-        for c in self.columns:
+        exact: dict[str, bool] = {}  # the dictionary holds only values present in the batch
+        for c in dict.fromkeys(c for s in live for c in s):
             col = columns[c]
             if isinstance(col, pa.ChunkedArray):
                 col = col.combine_chunks()
+            exact[c] = not pa.types.is_dictionary(col.type)
             # NaN in a float column is the same missing key as null (as in every grouped table).
-            encoded[c] = col if pa.types.is_dictionary(col.type) else pc.dictionary_encode(canonical_keys(col))
+            encoded[c] = pc.dictionary_encode(canonical_keys(col)) if exact[c] else col
         prints = row_fingerprints(rows)
-        for s in self.sets:
+        for s in live:
             acc = self._acc[s]
-            if acc is None:
+            if acc is None:  # dropped above with a subset of its columns
                 continue
-            # A batch alone can show that a set is too big: no need to encode it.
-            lower = max(len(encoded[c].dictionary) if len(s) == 1 else 0 for c in s)
+            # A batch alone can show that a set is too big (a combination has at least as many
+            # distinct values as each of its columns): no need to encode it.
+            lower = max((len(encoded[c].dictionary) for c in s if len(s) == 1 or exact[c]), default=0)
             if lower > self.max_slices:
                 self._drop(s, lower)
                 continue
@@ -267,8 +273,12 @@ class SliceStats:
                 self._drop(s, len(acc.index))
 
     def _drop(self, s: tuple[str, ...], seen: int) -> None:
-        self._acc[s] = None
-        self.capped[s] = max(self.capped.get(s, 0), seen)
+        """Stop accumulating set ``s`` (over the limit with at least ``seen`` slices) and every
+        set holding its columns: its combinations are at least as many."""
+        for t in self.sets:
+            if self._acc.get(t) is not None and set(s) <= set(t):
+                self._acc[t] = None
+                self.capped[t] = max(self.capped.get(t, 0), seen)
 
     def merge(self, other: SliceStats) -> SliceStats:
         """A new state equal to having seen both inputs' rows; inputs are not modified."""
