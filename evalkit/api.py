@@ -112,9 +112,9 @@ class EvalResult:
 
     @property
     def calibration(self) -> pd.DataFrame | None:
-        """Reliability bins per group of every grouping: ``grouping``, ``group``, ``bin``,
-        ``bin_low``, ``bin_high``, ``count``, ``mean_confidence``, ``accuracy`` (non-empty
-        bins); None when calibration is off. Built on first access (a million groups have
+        """Reliability bins per group of every grouping: ``grouping``, ``group``, the typed key
+        columns (:class:`evalkit.pipeline.CalibrationTable`), ``bin``, ``bin_low``,
+        ``bin_high``, ``count``, ``mean_confidence``, ``accuracy`` (non-empty bins); None when calibration is off. Built on first access (a million groups have
         ten million bins; ``write`` streams them to calibration.parquet without it)."""
         if self._calibration_df is None and self._calibration is not None:
             self._calibration_df = self._calibration.to_pandas()

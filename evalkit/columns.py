@@ -53,6 +53,24 @@ SLICE_TABLE_COLUMNS = ("slice", "columns", "depth", "count", "mean", "n_eff", "c
                        "complement_mean", "complement_n_eff", "diff", "ci_low", "ci_high", "t", "df", "p_value",
                        "p_adjusted", "effect_size", "tested", "significant", "worse", "duplicate_of")
 
+#: Columns of ``calibration.parquet`` besides the key columns of its groupings.
+CALIBRATION_TABLE_COLUMNS = ("grouping", "group", "bin", "bin_low", "bin_high", "count",
+                             "mean_confidence", "accuracy")
+
+
+def calibration_key_column(column: str) -> str:
+    """The name of a grouping's key column in ``calibration.parquet``: itself, or
+    ``input:<name>`` when it is named like a column of that table (a ``--by bin`` column,
+    one named ``group``), as :func:`rows_column` does for the per-row output.
+
+    >>> calibration_key_column("region"), calibration_key_column("bin")
+    ('region', 'input:bin')
+    """
+    if column in CALIBRATION_TABLE_COLUMNS or column.startswith(INPUT_PREFIX):
+        return INPUT_PREFIX + column
+    return column
+
+
 #: Columns of every ``compare`` table besides its key columns.
 COMPARE_TABLE_COLUMNS = ("baseline_count", "candidate_count", "baseline_mean", "candidate_mean", "delta",
                          "rel_delta", "ci_low", "ci_high", "method", "status", "n_paired", "ci_method")

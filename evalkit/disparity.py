@@ -44,15 +44,20 @@ def disparity(groups: Mapping[str, pd.DataFrame], overall_mean: float,
     ``weighted_mean`` in a weighted run: the figure the tables' intervals are of, compared
     with the overall weighted mean, which the caller passes). Ties go to the first group in
     table order; a group without a value (all weights 0) is not compared.
+
+    A grouping with fewer than two such groups has nothing to compare: its record says why in
+    ``note`` (None otherwise), with ``groups`` 0 or 1 and the worst / best fields None, so a
+    reader never sees one group as both worst and best with gap 0, nor a grouping vanish.
     """
     out = []
     for name, df in groups.items():
         stat = "weighted_mean" if "weighted_mean" in df.columns else "mean"
         present = df[(df["count"] > 0) & df[stat].notna()]
         live = present[present["count"] >= max(int(min_count), 1)]
-        if live.empty:
-            continue
         cols = key_columns(df)
+        if len(live) < 2:
+            out.append(_not_compared(name, live, cols, stat, int(min_count), len(present) - len(live)))
+            continue
         w = live.loc[live[stat].idxmax()]
         b = live.loc[live[stat].idxmin()]
         ratio = (lambda v: v / overall_mean) if overall_mean else (lambda v: math.nan)
@@ -71,5 +76,24 @@ def disparity(groups: Mapping[str, pd.DataFrame], overall_mean: float,
             "statistic": stat,
             "min_count": int(min_count),
             "too_small": int(len(present) - len(live)),
+            "note": None,
         })
     return out
+
+
+def _not_compared(name: str, live: pd.DataFrame, cols: Sequence[str], stat: str, min_count: int,
+                  too_small: int) -> dict[str, Any]:
+    """The record of a grouping with fewer than two groups of ``min_count`` rows: why nothing
+    is compared."""
+    small = f"{too_small:,} smaller group{'s' if too_small != 1 else ''} left out"
+    if live.empty:
+        note = f"no group has at least {min_count:,} rows (slice_min_count); {small}"
+    else:
+        only = live.iloc[0]
+        note = (f"only one group ({group_label(only, cols)}, n={int(only['count']):,}) has at least "
+                f"{min_count:,} rows (slice_min_count): nothing to compare it with; {small}")
+    rec: dict[str, Any] = {"grouping": name, "groups": int(len(live))}
+    rec.update(dict.fromkeys(("worst", "worst_mean", "worst_count", "best", "best_mean", "best_count",
+                              "gap", "worst_ratio", "best_ratio")))
+    rec.update(statistic=stat, min_count=min_count, too_small=int(too_small), note=note)
+    return rec

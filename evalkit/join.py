@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .aggregate.keys import signed_zero_as_zero
 from .errors import JoinError, UsageError, option, sample_rows
 from .layout import KEY_NAMES, LABEL_NAMES
 from .validate import Problem
@@ -82,7 +83,7 @@ def _plain(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
         arr = arr.combine_chunks()
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
-    return arr
+    return signed_zero_as_zero(arr)
 
 
 class LabelIndex:

@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from ._version import __version__
 from .aggregate.calibration import BinRows
-from .columns import CLASS, key_name_clash
+from .columns import CALIBRATION_TABLE_COLUMNS, CLASS, calibration_key_column, key_name_clash
 from .config import EvalConfig, parse_groupings
 from .engines.base import IGNORED, DuplicateAcrossPartitions, EvalState, Grouping, Plan
 from .errors import (
@@ -633,26 +633,47 @@ class CalibrationTable:
     Per grouping: its name, the label of each group once (an Arrow string array, None for
     the overall line, labelled ``"all"``) and the bin columns as numpy arrays with
     ``group_index`` pointing into the labels. A million users have ten million bins: the
-    long table (``grouping``, ``group``, ``bin``, ``bin_low``, ``bin_high``, ``count``,
-    ``mean_confidence``, ``accuracy``) is only built chunk by chunk, as Arrow record batches
-    (:meth:`batches`, what the writer streams) or as pandas on request (:meth:`to_pandas`).
+    long table (``grouping``, ``group``, one typed column per key column of any grouping,
+    ``bin``, ``bin_low``, ``bin_high``, ``count``, ``mean_confidence``, ``accuracy``) is only
+    built chunk by chunk, as Arrow record batches (:meth:`batches`, what the writer streams)
+    or as pandas on request (:meth:`to_pandas`).
+
+    The key columns tell groups apart whose ``group`` labels print alike (``a="x,", b="y"``
+    and ``a="x", b=",y"`` both read ``x,,y``). They keep the by_*.parquet types (integers and
+    booleans nullable); a key column is null on the rows of a grouping it is not part of
+    (``grouping`` names the columns that are), and named ``input:<name>`` when it has the
+    name of a column of this table (:func:`evalkit.columns.calibration_key_column`).
+    ``keys`` holds, per part, its key columns (one value per group) by output name.
     """
 
     parts: list[tuple[str, pa.Array | None, BinRows]]
     n_bins: int
+    keys: list[dict[str, pd.Series]] = field(default_factory=list)
+    _arrow: dict[str, dict[str, pa.Array]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return sum(len(rows) for _, _, rows in self.parts)
 
-    @staticmethod
-    def schema() -> pa.Schema:
+    def _arrow_keys(self, name: str, fields: Sequence[pa.Field]) -> dict[str, pa.Array]:
+        """The key columns of grouping ``name`` as Arrow arrays (one value per group),
+        converted once and kept."""
+        got = self._arrow.get(name)
+        if got is None:
+            mine = next((k for p, k in zip(self.parts, self.keys, strict=False) if p[0] == name), {})
+            got = self._arrow[name] = {f.name: pa.Array.from_pandas(mine[f.name], type=f.type)
+                                       for f in fields if f.name in mine}
+        return got
+
+    def schema(self) -> pa.Schema:
         """The Arrow schema (with the pandas metadata ``pa.Table.from_pandas`` gives)."""
-        empty = pd.DataFrame({"grouping": pd.Series([], dtype="str"),
-                              "group": pd.Series([], dtype="str"),
-                              "bin": np.zeros(0, np.int64), "bin_low": np.zeros(0),
-                              "bin_high": np.zeros(0), "count": np.zeros(0, np.int64),
-                              "mean_confidence": np.zeros(0), "accuracy": np.zeros(0)})
-        return pa.Schema.from_pandas(empty, preserve_index=False)
+        empty: dict[str, Any] = {"grouping": pd.Series([], dtype="str"), "group": pd.Series([], dtype="str")}
+        for keys in self.keys:
+            for name, col in keys.items():
+                empty.setdefault(name, col.iloc[:0])
+        empty.update({"bin": np.zeros(0, np.int64), "bin_low": np.zeros(0),
+                      "bin_high": np.zeros(0), "count": np.zeros(0, np.int64),
+                      "mean_confidence": np.zeros(0), "accuracy": np.zeros(0)})
+        return pa.Schema.from_pandas(pd.DataFrame(empty), preserve_index=False)
 
     def batches(self, groupings: Sequence[str] | None = None,
                 rows: int | None = None) -> Iterator[pa.Table]:
@@ -678,6 +699,7 @@ class CalibrationTable:
               stop: int) -> pa.Table:
         """Rows ``[start, stop)`` of the long table of ``parts``."""
         schema = self.schema()
+        key_fields = [f for f in schema if f.name not in CALIBRATION_TABLE_COLUMNS]
         pieces = []
         offset = 0
         for name, labels, rows in parts:
@@ -689,10 +711,13 @@ class CalibrationTable:
             cols = rows.columns(lo, hi)
             b = cols["bin"]
             same = np.zeros(hi - lo, np.int32)
+            mine = self._arrow_keys(name, key_fields)
             pieces.append(pa.table({
                 "grouping": pa.array([name], pa.large_string()).take(same),
                 "group": (pa.array(["all"], pa.large_string()).take(same) if labels is None
                           else labels.take(cols["group_index"])),
+                **{f.name: (mine[f.name].take(cols["group_index"]) if f.name in mine
+                            else pa.nulls(hi - lo, f.type)) for f in key_fields},
                 "bin": b, "bin_low": b / self.n_bins, "bin_high": (b + 1) / self.n_bins,
                 "count": cols["count"], "mean_confidence": cols["mean_confidence"],
                 "accuracy": cols["accuracy"],
@@ -707,6 +732,7 @@ def calibration_table(state: EvalState, groupings: Sequence[Grouping]) -> Calibr
     from .escape import key_labels
 
     parts: list[tuple[str, pa.Array | None, BinRows]] = []
+    part_keys: list[dict[str, pd.Series]] = []
     n_bins = 0
     for g in groupings:
         acc = state.stats[g.name]
@@ -719,7 +745,17 @@ def calibration_table(state: EvalState, groupings: Sequence[Grouping]) -> Calibr
             # One label per group (a million users: a million labels, not ten million).
             labels = key_labels([keys[c] for c in g.columns])
         parts.append((g.name, labels, rows))
-    return CalibrationTable(parts, n_bins) if parts else None
+        part_keys.append({calibration_key_column(c): _nullable(keys[c]) for c in g.columns})
+    return CalibrationTable(parts, n_bins, part_keys) if parts else None
+
+
+def _nullable(col: pd.Series) -> pd.Series:
+    """A key column that stays integer / boolean where other groupings' rows make it null."""
+    if pd.api.types.is_bool_dtype(col) and not isinstance(col.dtype, pd.BooleanDtype):
+        return col.astype("boolean")
+    if pd.api.types.is_integer_dtype(col) and isinstance(col.dtype, np.dtype):
+        return col.astype(col.dtype.name.replace("u", "U").replace("i", "I", 1))
+    return col
 
 
 # -- metadata ---------------------------------------------------------------------------

@@ -384,6 +384,10 @@ def disparity_section(records: Sequence[dict[str, Any]] | None) -> list[str]:
     """Worst and best group of every grouping: gap and ratio to the overall mean."""
     if not records:
         return []
+    notes = [f"- {md_text(r['grouping'])}: {md_text(r['note'])}." for r in records if r.get("note")]
+    records = [r for r in records if not r.get("note")]
+    if not records:
+        return ["## Disparity", "", "Nothing compared:", "", *notes]
     df = pd.DataFrame(records)
     df["worst"] = [f"{w} ({fmt_number(m)}, n={c:,})" for w, m, c in
                    zip(df["worst"], df["worst_mean"], df["worst_count"], strict=True)]
@@ -397,7 +401,7 @@ def disparity_section(records: Sequence[dict[str, Any]] | None) -> list[str]:
         out += [f"Only groups of at least {int(df['min_count'].iloc[0]):,} rows (`slice_min_count`) "
                 f"are compared; {small:,} smaller group{'s' if small != 1 else ''} left out.", ""]
     return out + [markdown_table(df, ["grouping", "groups", "worst", "best", "gap",
-                                      "worst / overall", "best / overall"])]
+                                      "worst / overall", "best / overall"])] + (["", *notes] if notes else [])
 
 
 def calibration_section(result: EvalResultLike) -> list[str]:

@@ -15,6 +15,7 @@ import pytest
 
 import evalkit
 from evalkit import pipeline
+from evalkit.columns import calibration_key_column
 from evalkit.escape import key_label
 
 CLASSES = ("a", "b", "c")
@@ -43,6 +44,8 @@ def _reference(df: pd.DataFrame, result: evalkit.EvalResult) -> pd.DataFrame:
     bins = np.clip(np.ceil(conf * B) - 1, 0, B - 1).astype(np.int64)
     correct = np.array(CLASSES)[p.argmax(axis=1)] == df["label"].to_numpy()
     frames = []
+    key_vals: dict[str, list] = {}  # typed key columns: per output name, values of every row
+    dtypes: dict[str, object] = {}
     for g in result.groupings:
         cols = list(g.columns)
         if cols:
@@ -59,12 +62,25 @@ def _reference(df: pd.DataFrame, result: evalkit.EvalResult) -> pd.DataFrame:
         agg = agg.reset_index()
         agg["pos"] = agg["group"].map(order)
         agg = agg.sort_values(["pos", "bin"], kind="stable").reset_index(drop=True)
+        done = sum(len(f) for f in frames)
+        for c in cols:
+            name = calibration_key_column(c)
+            dt = result.groups[g.name][c].dtype
+            dtypes.setdefault(name, "Int64" if pd.api.types.is_integer_dtype(dt)
+                              else "boolean" if pd.api.types.is_bool_dtype(dt) else dt)
+            vals = result.groups[g.name][c].iloc[agg["pos"].to_numpy()].tolist()
+            key_vals.setdefault(name, [None] * done).extend(vals)
+        for name, vals in key_vals.items():
+            vals.extend([None] * (done + len(agg) - len(vals)))
         frames.append(pd.DataFrame({
             "grouping": g.name, "group": agg["group"].astype("str"),
             "bin": agg["bin"].astype(np.int64), "bin_low": agg["bin"] / B,
             "bin_high": (agg["bin"] + 1) / B, "count": agg["count"].astype(np.int64),
             "mean_confidence": agg["mean_confidence"], "accuracy": agg["accuracy"].astype(float)}))
-    return pd.concat(frames, ignore_index=True)
+    ref = pd.concat(frames, ignore_index=True)
+    for i, (name, vals) in enumerate(key_vals.items()):
+        ref.insert(2 + i, name, pd.Series(vals, dtype=dtypes[name]))
+    return ref
 
 
 BY = ["region", "n", "f", ["region", "n"]]
@@ -104,8 +120,8 @@ def test_calibration_file_streams_in_row_groups(tmp_path, monkeypatch, rows):
     for i in range(want.metadata.num_row_groups):
         a, b = got.read_row_group(i), want.read_row_group(i)
         assert a.schema.equals(b.schema, check_metadata=True)
-        assert a.select(["grouping", "group", "bin", "count"]).equals(
-            b.select(["grouping", "group", "bin", "count"]))
+        same = ["grouping", "group", "region", "n", "f", "class", "split", "bin", "count"]
+        assert a.select(same).equals(b.select(same))
         for c in ("bin_low", "bin_high", "mean_confidence", "accuracy"):
             np.testing.assert_allclose(a[c].to_numpy(), b[c].to_numpy(), rtol=1e-12)
 
@@ -135,3 +151,28 @@ def test_calibration_set_by_the_caller_is_what_write_writes(tmp_path):
     result.calibration = None
     out = result.write(tmp_path / "b")
     assert not (out / "calibration.parquet").exists()
+
+
+def test_groups_whose_labels_print_alike_have_their_own_typed_keys(tmp_path):
+    """``a="x,", b="y"`` and ``a="x", b=",y"`` both read ``x,,y``; a null key and the text
+    "∅" differ only by quotes: the typed key columns tell them apart, as in by_*.parquet. A
+    key column named like a column of the table (``bin``) is written as ``input:bin``."""
+    n = 400
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.05, 0.95, n)
+    even = np.arange(n) % 2 == 0
+    df = pd.DataFrame({"prob_0": 1 - p, "prob_1": p, "label": rng.integers(0, 2, n),
+                       "r": np.where(even, "∅", None), "a": np.where(even, "x,", "x"),
+                       "b": np.where(even, "y", ",y"), "k": np.arange(n) % 3, "bin": even})
+    result = evalkit.evaluate(df, by=["r", ["a", "b"], "k", "bin"], write_rows=False)
+    out = result.write(tmp_path / "o")
+    cal = pq.read_table(out / "calibration.parquet").to_pandas()
+    for g, cols in (("a,b", ["a", "b"]), ("r", ["r"]), ("k", ["k"]), ("bin", ["input:bin"])):
+        sub = cal[cal["grouping"] == g]
+        assert not sub.duplicated(cols + ["bin"]).any()
+        assert len(sub.drop_duplicates(cols)) == len(result.groups[g])
+    ab = cal[cal["grouping"] == "a,b"]
+    assert ab["group"].nunique() == 1 and len(ab.drop_duplicates(["a", "b"])) == 2
+    assert cal["k"].dtype == "Int64" and cal["input:bin"].dtype == "boolean"
+    assert cal.loc[cal["grouping"] == "overall", ["a", "b", "r", "k"]].isna().all().all()
+    pd.testing.assert_frame_equal(cal, result.calibration)

@@ -41,6 +41,29 @@ def _as_array(col: Any) -> pa.Array:
     return pa.array(col)
 
 
+def signed_zero_as_zero(col: pa.Array) -> pa.Array:
+    """A float key column with ``-0.0`` replaced by ``0.0`` (any float width; other types as
+    they are). The two compare equal, so they are one key; hashing and dictionary encoding
+    see their bit patterns and would otherwise split one group in two, differently per
+    batch. Shared by grouping, slicing and the ``--on`` join (:mod:`evalkit.join`)."""
+    t = col.type
+    if not pa.types.is_floating(t):
+        return col
+    work = col.cast(pa.float32()) if pa.types.is_float16(t) else col
+    zero = pc.equal(work, pa.scalar(0, work.type))
+    if not pc.any(zero).as_py():
+        return col
+    out = pc.if_else(zero, pa.scalar(0, work.type), work)
+    return out.cast(t) if out.type != t else out
+
+
+def canonical_keys(col: pa.Array) -> pa.Array:
+    """The one encoding of a key column before it is hashed, dictionary-encoded or combined
+    into joint keys: NaN as null (:func:`missing_as_null`), ``-0.0`` as ``0.0``
+    (:func:`signed_zero_as_zero`)."""
+    return missing_as_null(signed_zero_as_zero(col))
+
+
 def missing_as_null(col: pa.Array) -> pa.Array:
     """The one representation of a missing key: null. NaN in a float key column is the
     same missing key as null (as in ``pandas.groupby(dropna=False)``), so every output
@@ -199,7 +222,7 @@ class _KeyIndex:
         radices: list[int] = []
         all_present = True
         for i, raw in enumerate(keys):
-            col = missing_as_null(_as_array(raw))
+            col = canonical_keys(_as_array(raw))
             if len(col) != n:
                 raise ValueError(f"key {self.key_names[i]!r} has length {len(col)}, expected {n}")
             if pa.types.is_dictionary(col.type):

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..escape import fmt_key
-from .keys import _KeyIndex, missing_as_null, pandas_key_column
+from .keys import _KeyIndex, canonical_keys, pandas_key_column
 from .weightscale import WeightScale, shift_sums
 
 DEFAULT_DEPTH = 2
@@ -245,20 +245,26 @@ class SliceStats:
                     if acc is not None:
                         acc.rescale(shift)
             weight = self.scale.scale(weight)
+        live = [s for s in self.sets if self._acc[s] is not None]
+        if not live:  # every set already over the limit: nothing left to encode
+            return
         encoded: dict[str, pa.Array] = {}
-        for c in self.columns:
+        exact: dict[str, bool] = {}  # the dictionary holds only values present in the batch
+        for c in dict.fromkeys(c for s in live for c in s):
             col = columns[c]
             if isinstance(col, pa.ChunkedArray):
                 col = col.combine_chunks()
+            exact[c] = not pa.types.is_dictionary(col.type)
             # NaN in a float column is the same missing key as null (as in every grouped table).
-            encoded[c] = col if pa.types.is_dictionary(col.type) else pc.dictionary_encode(missing_as_null(col))
+            encoded[c] = pc.dictionary_encode(canonical_keys(col)) if exact[c] else col
         prints = row_fingerprints(rows)
-        for s in self.sets:
+        for s in live:
             acc = self._acc[s]
-            if acc is None:
+            if acc is None:  # dropped above with a subset of its columns
                 continue
-            # A batch alone can show that a set is too big: no need to encode it.
-            lower = max(len(encoded[c].dictionary) if len(s) == 1 else 0 for c in s)
+            # A batch alone can show that a set is too big (a combination has at least as many
+            # distinct values as each of its columns): no need to encode it.
+            lower = max((len(encoded[c].dictionary) for c in s if len(s) == 1 or exact[c]), default=0)
             if lower > self.max_slices:
                 self._drop(s, lower)
                 continue
@@ -267,8 +273,12 @@ class SliceStats:
                 self._drop(s, len(acc.index))
 
     def _drop(self, s: tuple[str, ...], seen: int) -> None:
-        self._acc[s] = None
-        self.capped[s] = max(self.capped.get(s, 0), seen)
+        """Stop accumulating set ``s`` (over the limit with at least ``seen`` slices) and every
+        set holding its columns: its combinations are at least as many."""
+        for t in self.sets:
+            if self._acc.get(t) is not None and set(s) <= set(t):
+                self._acc[t] = None
+                self.capped[t] = max(self.capped.get(t, 0), seen)
 
     def merge(self, other: SliceStats) -> SliceStats:
         """A new state equal to having seen both inputs' rows; inputs are not modified."""
@@ -498,6 +508,10 @@ def _same_rows_as(m: pd.DataFrame) -> np.ndarray:
     return np.where(kept != np.arange(n), kept, -1)
 
 
+#: Relative rounding level of a complement's M2 (64 ulps of the M2s it is the difference of).
+_M2_ROUNDING = 64 * float(np.finfo(np.float64).eps)
+
+
 def _two_sides(m: pd.DataFrame, tot: dict[str, float] | None) -> dict[str, np.ndarray]:
     """Per slice, both sides of the test from the slice's moments and the total's: row counts
     ``n`` / ``n_c``, Kish sizes ``neff`` / ``neff_c``, means, sample variances (reliability
@@ -506,7 +520,9 @@ def _two_sides(m: pd.DataFrame, tot: dict[str, float] | None) -> dict[str, np.nd
     A side whose weights are all 0 has no mean (NaN). Differences at the level of float
     rounding are not differences: where ``|mean - mean_c|`` is within ``1e-13`` of the scale
     of the means, ``mean_c_test`` is ``mean`` (so a constant loss never tests significant on
-    rounding noise), and variances below that level squared are 0."""
+    rounding noise), variances below that level squared are 0, and so is a complement's
+    ``M2`` within :data:`_M2_ROUNDING` of the ``M2`` it is the difference of (then ``t`` and
+    the effect size are infinite, not ~1e9 from noise, when the means differ)."""
     from ..inference import complement_moments, effective_n
 
     if tot is None:  # every set capped: nothing to test
@@ -515,6 +531,9 @@ def _two_sides(m: pd.DataFrame, tot: dict[str, float] | None) -> dict[str, np.nd
     wc, mean_c, m2_c, m3_c = complement_moments(arr["wsum"], arr["mean"], arr["m2"], tot["wsum"],
                                                 tot["mean"], tot["m2"], m3=arr["m3"],
                                                 total_m3=tot["m3"])
+    # M2_c = M2_N - M2 - d^2 n n_c / N cancels: its rounding error is a few ulps of M2_N, so
+    # a complement whose variance is zero comes out at ~1e-16 M2_N, not 0 (t ~ 1e9).
+    m2_c = np.where(m2_c <= _M2_ROUNDING * (abs(float(tot["m2"])) + np.abs(arr["m2"])), 0.0, m2_c)
     w2c, w3c = tot["w2sum"] - arr["w2sum"], tot["w3sum"] - arr["w3sum"]
     neff, neff_c = effective_n(arr["wsum"], arr["w2sum"]), effective_n(wc, w2c)
     mean = np.where(arr["wsum"] > 0, arr["mean"], np.nan)
