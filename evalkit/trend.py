@@ -90,7 +90,7 @@ DEFAULTS: dict[str, Any] = {
     "lookback": 7,  # "change since N runs ago" and the drift gates
     "alpha": 0.05,  # Benjamini-Hochberg level across the groups of a grouping
     "min_change_pct": 0.0,  # smallest shift (percent) worth flagging
-    "min_before": 3,  # runs needed before a candidate change point
+    "min_before": 3,  # runs needed on the longer side of a candidate change point (1 on the other)
     "max_rows": 20,  # groups shown per grouping in history.md
     "confidence": 0.95,  # level of each run's t-interval (from its sem, or std / sqrt(count))
     "reuse": True,  # reuse the rows of the history already in ``out`` (with ``overwrite``)
@@ -125,8 +125,8 @@ def detect_changes(means: np.ndarray, sems: np.ndarray, min_before: int = 3) -> 
     """Scan each column of ``means`` (runs x series; NaN where a series is absent) for one
     shift in level.
 
-    For each candidate row ``k`` with at least ``min_before`` present runs before it and
-    one from it on, ``t_k = (mean(after) - mean(before)) / (s * sqrt(1/n_a + 1/n_b))`` with
+    For each candidate row ``k`` with at least ``min_before`` present runs on one side of it
+    and one on the other (before ``k`` and from ``k`` on: both ends of the window alike), ``t_k = (mean(after) - mean(before)) / (s * sqrt(1/n_a + 1/n_b))`` with
     ``s^2`` the pooled sample variance of the run means around their segment means
     (df ``n_a + n_b - 2``), floored at the mean of ``sems^2`` (the sampling variance of one
     run mean). The ``k`` with the smallest p-value is kept; that p-value times the number
@@ -156,8 +156,11 @@ def detect_changes(means: np.ndarray, sems: np.ndarray, min_before: int = 3) -> 
         dof = nb + na - 2
         s2 = np.maximum(ss / dof, vbar)
         t = (ma - mb) / np.sqrt(s2 * (1.0 / na + 1.0 / nb))
-    # a candidate starts at a present run: otherwise k and the next present run are the same split
-    valid = (nb >= min_before) & (na >= 1) & (dof >= 1) & present[1:] & np.isfinite(t)
+    # a candidate starts at a present run: otherwise k and the next present run are the same split.
+    # Symmetric in time: a step one run after the window start (1 | 5) is as testable as one at
+    # the latest run (5 | 1); the longer side needs min_before runs, the shorter one.
+    longer, shorter = np.maximum(nb, na), np.minimum(nb, na)
+    valid = (longer >= min_before) & (shorter >= 1) & (dof >= 1) & present[1:] & np.isfinite(t)
     if w < 2:
         valid = np.zeros((0, g), dtype=bool)
     with np.errstate(invalid="ignore", divide="ignore"):
