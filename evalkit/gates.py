@@ -169,6 +169,8 @@ def gates_for(command: str, gates: Mapping[str, Any] | None, *, shared: bool,
     if not gates:
         return {}
     validate_gates(gates, source)
+    if shared:
+        _note_none_checked(command, gates, source)
     if not shared:
         where = [(k, source) for k in gates if k != "groups"]
         where += [(k, f"{source}.groups.{g}") for g, sub in (gates.get("groups") or {}).items() for k in sub]
@@ -180,6 +182,26 @@ def gates_for(command: str, gates: Mapping[str, Any] | None, *, shared: bool,
                     f"{command} would never check it. Give it to {owners[0]} (or put it in the "
                     f"'gates' of a config file the commands share)")
     return gates
+
+
+def _note_none_checked(command: str, gates: Mapping[str, Any], source: str) -> None:
+    """A shared ``gates:`` section that holds gates but none ``command`` checks: an
+    :class:`~evalkit.errors.EvalkitWarning` (printed on stderr, even under ``-q``) naming
+    them and the gates the command does check, never a silent pass."""
+    import warnings
+
+    from .errors import EvalkitWarning
+
+    keys = {k for k in gates if k != "groups"} | {k for sub in (gates.get("groups") or {}).values()
+                                                  for k in (sub or {})}
+    found = sorted(k for k in keys if k not in GATE_OPTIONS)
+    if not found or any(command in GATE_COMMANDS[k] for k in found):
+        return
+    own = sorted(k for k, owners in GATE_COMMANDS.items() if command in owners and k not in GATE_OPTIONS)
+    warnings.warn(EvalkitWarning(
+        f"note: {source} holds no gate that {command} checks ({', '.join(found)}: checked by "
+        f"{' and '.join(sorted({o for k in found for o in GATE_COMMANDS[k]}))}); {command} checks "
+        f"{', '.join(own)}"), stacklevel=3)
 
 
 def _row_value(row: Any, gate: str) -> float:

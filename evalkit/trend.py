@@ -15,11 +15,15 @@ time, so memory is bounded by one grouping's history (runs x groups), never by
 Segments
     Runs whose ``eps``, class set or weight column differ compute different quantities (a
     weighted run reports the weighted mean, with an interval from Kish's effective size
-    ``n_eff``): each such change starts a new *segment*, and trends and change detection use the latest segment only
-    (earlier runs stay in the tables, with their segment number, and are listed in
-    ``history.md``). A grouping's series is the latest unbroken stretch of runs of that
-    segment that hold the grouping; a run whose set of groupings differs from the previous
-    run's is marked. Nothing is compared across a boundary.
+    ``n_eff``): runs are put in *segments* of comparable runs (same eps, class set and
+    weight), and trends and change detection use the latest run's segment only (other runs
+    stay in the tables, with their segment number, and are listed in ``history.md``). A
+    segment need not be contiguous: after a one-off night with another eps, the next run with
+    the usual settings is compared with the earlier runs of its segment again (the odd night
+    stepped over), so a standing regression keeps failing its gates. A grouping's series is
+    the latest unbroken stretch of that segment's runs that hold the grouping; a run whose set
+    of groupings differs from the previous run's is marked. Nothing is compared across
+    segments.
 
 Trend per group (latest segment, last ``window`` runs)
     ``latest`` mean loss, ``change_prev`` since the previous run, ``drift`` since
@@ -458,25 +462,43 @@ def _run_ids(paths: Sequence[Path]) -> list[str]:
     return [os.path.relpath(a, base) for a in absolute]
 
 
+def _differences(a: RunInfo, b: RunInfo) -> list[str]:
+    """What makes runs ``a`` and ``b`` compute different quantities (eps, weight column,
+    class set); empty when they are comparable. An unrecorded eps or class set matches any."""
+    why = []
+    if a.eps is not None and b.eps is not None and not math.isclose(a.eps, b.eps, rel_tol=1e-12):
+        why.append(f"eps {a.eps:g} -> {b.eps:g}")
+    if a.weight != b.weight:
+        why.append(f"weight {a.weight or '(none)'} -> {b.weight or '(none)'}")
+    if a.classes is not None and b.classes is not None and set(a.classes) != set(b.classes):
+        gone = sorted(set(a.classes) - set(b.classes))
+        new = sorted(set(b.classes) - set(a.classes))
+        why.append("class set changed" + (f": -{', -'.join(gone)}" if gone else "")
+                   + ("; " if gone and new else ": " if new else "") + (f"+{', +'.join(new)}" if new else ""))
+    return why
+
+
 def _segments(infos: Sequence[RunInfo]) -> tuple[np.ndarray, list[str]]:
-    """Segment number per run (a change of eps, class set or weight column starts one) and a
-    note per run."""
+    """Segment number per run and a note per run. A segment is a set of comparable runs
+    (same eps, class set and weight column; numbered by first appearance), not necessarily
+    adjacent: runs whose settings match an earlier segment's again (after a one-off night
+    with another eps) belong to it and are compared with its runs."""
     seg = np.zeros(len(infos), dtype=np.int64)
     notes = [""] * len(infos)
+    firsts: list[int] = [0] if infos else []  # first run of each segment
     for i in range(1, len(infos)):
         a, b = infos[i - 1], infos[i]
-        why = []
-        if a.eps is not None and b.eps is not None and not math.isclose(a.eps, b.eps, rel_tol=1e-12):
-            why.append(f"eps {a.eps:g} -> {b.eps:g}")
-        if a.weight != b.weight:
-            why.append(f"weight {a.weight or '(none)'} -> {b.weight or '(none)'}")
-        if a.classes is not None and b.classes is not None and set(a.classes) != set(b.classes):
-            gone = sorted(set(a.classes) - set(b.classes))
-            new = sorted(set(b.classes) - set(a.classes))
-            why.append("class set changed" + (f": -{', -'.join(gone)}" if gone else "")
-                       + ("; " if gone and new else ": " if new else "") + (f"+{', +'.join(new)}" if new else ""))
-        seg[i] = seg[i - 1] + (1 if why else 0)
-        parts = [f"new segment ({'; '.join(why)})"] if why else []
+        why = _differences(a, b)
+        same = next((k for k, f in enumerate(firsts) if not _differences(infos[f], b)), None)
+        if same is None:
+            firsts.append(i)
+            same = len(firsts) - 1
+        seg[i] = same
+        parts = []
+        if why and firsts[same] == i:
+            parts.append(f"new segment ({'; '.join(why)})")
+        elif why:
+            parts.append(f"back to segment {same + 1} ({'; '.join(why)}): compared with its runs again")
         if set(a.groupings) != set(b.groupings):
             gone = [g for g in a.groupings if g not in b.groupings]
             new = [g for g in b.groupings if g not in a.groupings]
@@ -1431,12 +1453,13 @@ def _changes_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _series(idx: Sequence[int], segment: np.ndarray, latest_seg: int, n_runs: int) -> list[int]:
-    """The latest unbroken stretch of runs of the latest segment that hold the grouping."""
+    """The latest unbroken stretch of the latest run's segment (runs of other segments in
+    between are stepped over, not a break) that hold the grouping."""
     have = set(idx)
     out: list[int] = []
     for r in range(n_runs - 1, -1, -1):
         if segment[r] != latest_seg:
-            break
+            continue
         if r not in have:
             if out:
                 break
@@ -1632,8 +1655,8 @@ def _md_header(res: HistoryResult) -> list[str]:
     lb, n_runs, seg = int(opts["lookback"]), meta["runs"], meta["latest_segment"]
     return ["# evalkit history", "",
             f"{n_runs} runs from {meta['first'][:10]} to {meta['last'][:10]}, ordered by recorded "
-            f"start time. Trends and change detection use the latest segment (runs "
-            f"{seg['first_run']}-{n_runs}, eps {seg['eps']:g}, {seg['classes']} classes), "
+            f"start time. Trends and change detection use the latest run's segment ({seg['runs']} "
+            f"runs from run {seg['first_run']}, eps {seg['eps']:g}, {seg['classes']} classes), "
             f"the last {opts['window']} runs at most; \"Δ {lb} runs\" compares the latest run "
             f"with the run {lb} before it.", "",
             f"Change detection: {meta['method']}; flagged at q <= {opts['alpha']:g}"
@@ -1647,8 +1670,8 @@ def _md_notes(res: HistoryResult) -> list[str]:
     lines: list[str] = []
     if res.metadata["segments"] > 1:
         lines.append(f"> **{res.metadata['segments']} segments:** runs whose eps, class set or weight differ "
-                     "are not compared; earlier segments are in the tables but not in the trends.")
-        for rec in res.runs[res.runs["note"].str.contains("new segment")].to_dict("records"):
+                     "are not compared; other segments are in the tables but not in the trends.")
+        for rec in res.runs[res.runs["note"].str.contains("segment")].to_dict("records"):
             lines.append(f"> - run {rec['run']} ({md_code(rec['run_id'])}, {rec['created']:%Y-%m-%d}): "
                          f"{md_text(rec['note'])}")
         lines.append("")

@@ -84,3 +84,82 @@ def test_gate_message_shows_the_difference_between_close_numbers():
     assert "observed 0.2 > limit 0.1" in str(GateFailure("max_drift", "o", "", 0.2, 0.1))
     tiny = GateFailure("max_drift", "o", "", 0.1 + 1e-16, 0.1)
     assert str(tiny).split("observed ")[1].split(" > ")[0] != "0.1"
+
+
+def test_change_scan_finds_a_step_at_either_end_of_the_window():
+    """Window of 6 runs (repro_R2: --window 6): a step one run after the window start (split
+    1 | 5) is found like a step at the latest run (5 | 1); both splits are candidates."""
+    from evalkit.trend import detect_changes
+
+    rng = np.random.default_rng(3)
+    base = 0.3 + rng.normal(0, 0.002, (6, 2))
+    early, late = base.copy(), base.copy()
+    early[1:, :] += 0.14  # the new level from window row 1 on
+    late[5:, :] += 0.14  # only the latest run
+    sem = np.full((6, 2), 0.004)
+    for x, k in ((early, 1), (late, 5)):
+        scan = detect_changes(x, sem, min_before=3)
+        assert list(scan.k) == [k, k]
+        assert (scan.candidates == 5).all() and (scan.p < 0.01).all()
+    # mirrored in time, the same series gives the same statistic at the mirrored split
+    a, b = detect_changes(early, sem), detect_changes(early[::-1].copy(), sem)
+    assert list(b.k) == [5, 5]
+    np.testing.assert_allclose(np.abs(a.t), np.abs(b.t), rtol=1e-12)
+    # too short for min_before on either side: no candidate
+    assert (detect_changes(base[:3], sem[:3], min_before=3).candidates == 0).all()
+
+
+def _night_reports(root, eps_of, latam_of):
+    from .test_history import DAY0, _stats, make_report
+
+    rng = np.random.default_rng(7)
+    for r, eps in enumerate(eps_of):
+        means = 0.3 + rng.standard_normal(4) * 0.002
+        means[2] = latam_of(r) + rng.standard_normal() * 0.002
+        df = _stats({"region": ["APAC", "EU", "LATAM", "US"]}, means, 1500, 0.6)
+        make_report(root, f"n{r:02d}", DAY0 + pd.Timedelta(days=r), {"region": df}, eps=eps)
+
+
+def test_one_mismatched_night_does_not_hide_a_standing_regression(tmp_path):
+    """repro_O: 14 nights, LATAM +48% from night 11 on; night 15 evaluated with eps 1e-6 once,
+    night 16 with the usual eps again: night 16 is compared with nights 1-14 (its segment),
+    the odd night stepped over, and the drift gate fails on LATAM."""
+    from evalkit.trend import history
+
+    eps = [1e-7] * 14 + [1e-6, 1e-7]
+    _night_reports(tmp_path, eps, lambda r: 0.3 if r < 10 else 0.444)
+    gates = {"max_drift_pct": 15, "max_change_pct": 10}
+    res = history(str(tmp_path / "n*"), lookback=7, gates=gates)
+    assert res.runs["segment"].tolist() == [1] * 14 + [2, 1]
+    assert "back to segment 1 (eps 1e-06 -> 1e-07)" in res.runs.loc[15, "note"]
+    tr = res.trends["region"].set_index("region")
+    assert tr.loc["LATAM", "runs"] == 15  # nights 1-14 and 16
+    failed = {(f.gate, f.group) for f in res.failures}
+    assert ("max_drift_pct", "LATAM") in failed and ("max_change_pct", "LATAM") in failed
+    assert "back to segment 1" in res.to_markdown()
+    # the odd night itself: nothing comparable, every history gate says so (never a silent pass)
+    import shutil
+
+    shutil.rmtree(tmp_path / "n15")
+    odd = history(str(tmp_path / "n*"), lookback=7, gates=gates)
+    notes = odd.unchecked
+    assert {f.gate for f in notes} >= {"max_drift_pct", "max_change_pct"}
+    assert all("1 run(s) in the series" in f.detail for f in notes if f.grouping == "region")
+
+
+def test_a_shared_config_with_no_gate_the_command_checks_says_so():
+    import warnings
+
+    import pytest
+
+    from evalkit.errors import EvalkitWarning
+    from evalkit.gates import gates_for
+
+    with pytest.warns(EvalkitWarning, match="holds no gate that history checks .*max_regression"):
+        assert gates_for("history", {"max_regression": 0.01}, shared=True) == {"max_regression": 0.01}
+    with pytest.warns(EvalkitWarning, match="no gate that compare checks .*max_drift_pct"):
+        gates_for("compare", {"groups": {"region": {"max_drift_pct": 5}}, "min_count": 3}, shared=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gates_for("history", {"max_regression": 0.01, "max_drift": 0.1}, shared=True)  # one it checks
+        gates_for("history", {"min_count": 10}, shared=True)  # options only: no gate at all
