@@ -49,7 +49,10 @@ from .cli_common import (
                    "report and on stderr.")
 @click.option("--reuse/--no-reuse", default=None,
               help="Reuse the rows of the history already in --out for reports that did not change "
-                   "(default: reuse; the result is the same either way).")
+                   "(default: reuse). Unchanged means same size, modification time and manifest "
+                   "fingerprint: a report edited in place keeping all three is not read again, so "
+                   "after editing reports by hand run once with --no-reuse (for reports only "
+                   "evaluate wrote, the result is the same either way).")
 @click.option("--max-drift", type=str, metavar="X|X%",
               help="Fail when a group's mean loss rose by more than X (absolute) or X% over "
                    "--lookback runs.")

@@ -36,7 +36,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
+
+import numpy as np
 
 from .errors import ConfigError
 
@@ -67,9 +70,20 @@ class GateFailure:
             return f"{self.gate} {where}: could not be checked ({self.detail})"
         op = ">" if self.gate.startswith("max") else "<"
         unit = "%" if self.gate.endswith("_pct") else ""
-        text = (f"{self.gate} {where}: observed {self.observed:.6g}{unit} {op} "
-                f"limit {self.limit:.6g}{unit}")
+        obs, lim = distinct_numbers(self.observed, self.limit)
+        text = f"{self.gate} {where}: observed {obs}{unit} {op} limit {lim}{unit}"
         return f"{text} ({self.detail})" if self.detail else text
+
+
+def distinct_numbers(observed: float, limit: float) -> tuple[str, str]:
+    """``observed`` and ``limit`` as text with 6 significant digits, or as many more (up to
+    17, exact for float64) as it takes for two different numbers to read differently: a
+    gate message never says ``17.5272% > 17.5272%``. The one formatting of gate numbers."""
+    for digits in range(6, 18):
+        a, b = f"{observed:.{digits}g}", f"{limit:.{digits}g}"
+        if a != b or observed == limit:
+            return a, b
+    return a, b
 
 
 def _number(value: Any, key: str, source: str) -> float:
@@ -155,6 +169,8 @@ def gates_for(command: str, gates: Mapping[str, Any] | None, *, shared: bool,
     if not gates:
         return {}
     validate_gates(gates, source)
+    if shared:
+        _note_none_checked(command, gates, source)
     if not shared:
         where = [(k, source) for k in gates if k != "groups"]
         where += [(k, f"{source}.groups.{g}") for g, sub in (gates.get("groups") or {}).items() for k in sub]
@@ -166,6 +182,26 @@ def gates_for(command: str, gates: Mapping[str, Any] | None, *, shared: bool,
                     f"{command} would never check it. Give it to {owners[0]} (or put it in the "
                     f"'gates' of a config file the commands share)")
     return gates
+
+
+def _note_none_checked(command: str, gates: Mapping[str, Any], source: str) -> None:
+    """A shared ``gates:`` section that holds gates but none ``command`` checks: an
+    :class:`~evalkit.errors.EvalkitWarning` (printed on stderr, even under ``-q``) naming
+    them and the gates the command does check, never a silent pass."""
+    import warnings
+
+    from .errors import EvalkitWarning
+
+    keys = {k for k in gates if k != "groups"} | {k for sub in (gates.get("groups") or {}).values()
+                                                  for k in (sub or {})}
+    found = sorted(k for k in keys if k not in GATE_OPTIONS)
+    if not found or any(command in GATE_COMMANDS[k] for k in found):
+        return
+    own = sorted(k for k, owners in GATE_COMMANDS.items() if command in owners and k not in GATE_OPTIONS)
+    warnings.warn(EvalkitWarning(
+        f"note: {source} holds no gate that {command} checks ({', '.join(found)}: checked by "
+        f"{' and '.join(sorted({o for k in found for o in GATE_COMMANDS[k]}))}); {command} checks "
+        f"{', '.join(own)}"), stacklevel=3)
 
 
 def _row_value(row: Any, gate: str) -> float:
@@ -375,6 +411,7 @@ def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
     top = {k: gates[k] for k in (*HISTORY_GATES, *GATE_OPTIONS) if k in gates}
     lookback = int(meta["settings"]["lookback"])
     min_before = int(meta["settings"].get("min_before", 3))
+    checked: list[tuple[str, Any, dict[str, float], dict[str, Any]]] = []
     for gname, df in trends.items():
         cfg = {**top, **{k: v for k, v in (groups_cfg.get(gname) or {}).items()
                          if k in (*HISTORY_GATES, *GATE_OPTIONS)}}
@@ -393,8 +430,75 @@ def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
         if "max_change_pct" in limits and n < min_before + 1:
             unchecked("max_change_pct", gname, f"{n} run(s) in the series; the change scan needs at "
                                                f"least {min_before + 1}", limits.pop("max_change_pct"))
-        out += _history_group_gates(df, gname, limits, cfg, lookback, strict)
+        checked.append((gname, df, limits, cfg))
+    rising = _drift_family(checked, float(meta["settings"].get("confidence", 0.95)))
+    for gname, df, limits, cfg in checked:
+        out += _history_group_gates(df, gname, limits, cfg, lookback, strict, rising.get(gname))
     return out
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values of ``p`` (1-D; NaN entries are not tests and stay
+    NaN): rejecting where the adjusted value is at most ``alpha`` bounds the probability of
+    any false rejection among the tests by ``alpha``, whatever their dependence (Holm 1979,
+    "A simple sequentially rejective multiple test procedure", Scand. J. Statist. 6:65-70)."""
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    if idx.size:
+        order = idx[np.argsort(p[idx], kind="stable")]
+        m = idx.size
+        adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
+        out[order] = np.minimum(adj, 1.0)
+    return out
+
+
+def _drift_family(checked: list[tuple[str, Any, dict[str, float], dict[str, Any]]],
+                  confidence: float) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """Which drifts count as rises under ``require_ci_excludes_zero``, with the family of
+    groups controlled: the drift of every group a drift gate with that option checks
+    (measurable, ``min_count`` rows in both runs) is one test, ``z = drift / se`` with
+    ``se`` from the drift's normal interval at ``confidence``, two-sided p-value; Holm's
+    adjustment over all of them (every grouping of the night) and a rise counts when its
+    adjusted p-value is at most ``1 - confidence`` and the drift is above zero. One group alone
+    is the interval test (``drift_ci_low > 0``); over the ~23 groups of a nightly config the
+    chance that a stable night fails stays at most ``(1 - confidence) / 2``, not ~1 in 5.
+    Grouping -> (counts-as-rise per row, Holm-adjusted p per row, family size)."""
+    z_q = NormalDist().inv_cdf(0.5 + confidence / 2)
+    parts, pieces = [], []
+    for gname, df, limits, cfg in checked:
+        on = (bool(cfg.get("require_ci_excludes_zero", False)) and not df.empty
+              and ("max_drift" in limits or "max_drift_pct" in limits))
+        min_count = max(int(cfg.get("min_count", 0)), 1)
+        drift = df["drift"].to_numpy(dtype=np.float64)
+        se = (df["drift_ci_high"].to_numpy(dtype=np.float64) - df["drift_ci_low"].to_numpy(dtype=np.float64)) / (2 * z_q)
+        ok = (on & ~np.isnan(drift) & (np.minimum(df["latest_count"].to_numpy(), df["reference_count"].to_numpy())
+                                        >= min_count)) if on else np.zeros(len(df), dtype=bool)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.abs(drift) / se
+        p = np.where(ok, _normal_sf2(z), np.nan)
+        p = np.where(ok & (drift == 0), 1.0, p)
+        parts.append(p)
+        pieces.append((gname, drift))
+    if not parts:
+        return {}
+    adj_all = holm(np.concatenate(parts))
+    m = int((~np.isnan(adj_all)).sum())
+    out, at = {}, 0
+    for (gname, drift), p in zip(pieces, parts, strict=True):
+        adj = adj_all[at:at + len(p)]
+        at += len(p)
+        out[gname] = (~np.isnan(adj) & (adj <= 1 - confidence) & (drift > 0), adj, m)
+    return out
+
+
+def _normal_sf2(z: np.ndarray) -> np.ndarray:
+    """Two-sided normal tail probability ``P(|Z| >= z)`` (NaN stays NaN; ``z`` inf gives 0)."""
+    z = np.asarray(z, dtype=np.float64)
+    return np.where(np.isnan(z), np.nan, _ERFC(np.nan_to_num(z, nan=0.0) / math.sqrt(2)).astype(np.float64))
+
+
+_ERFC = np.frompyfunc(math.erfc, 1, 1)
 
 
 def _latest_run_gates(latest: Mapping[str, Any], gates: Mapping[str, Any], groups_cfg: Mapping[str, Any],
@@ -414,23 +518,27 @@ def _latest_run_gates(latest: Mapping[str, Any], gates: Mapping[str, Any], group
 
 
 def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: Mapping[str, Any],
-                         lookback: int, strict: bool = False) -> list[GateFailure]:
+                         lookback: int, strict: bool = False,
+                         rising: tuple[np.ndarray, np.ndarray, int] | None = None) -> list[GateFailure]:
     """The drift and change gates on every group of one grouping's trend. A drift gate on a
     group of the latest run that has no rows in the reference run is not checked
-    (``failed=strict``): it must never pass silently."""
+    (``failed=strict``): it must never pass silently. With ``require_ci_excludes_zero`` a
+    drift counts only where ``rising`` (:func:`_drift_family`) says so."""
     failures: list[GateFailure] = []
     min_count = max(int(cfg.get("min_count", 0)), 1)
     need_ci = bool(cfg.get("require_ci_excludes_zero", False))
     cols = [] if gname == "overall" else gname.split(",")
     from .report import fmt_key
 
-    for row in df.to_dict("records"):
+    for i, row in enumerate(df.to_dict("records")):
         label = ",".join(fmt_key(row[c]) for c in cols)
         drift_ok = (row["drift"] == row["drift"]
                     and min(row["latest_count"], row["reference_count"]) >= min_count
-                    and not (need_ci and not row["drift_ci_low"] > 0))
+                    and not (need_ci and not (rising is not None and rising[0][i])))
         detail = (f"{row['reference']:.6g} -> {row['latest']:.6g} over the last {lookback} runs, "
                   f"interval [{row['drift_ci_low']:.4g}, {row['drift_ci_high']:.4g}]")
+        if need_ci and rising is not None:
+            detail += f", Holm-adjusted p = {rising[1][i]:.2g} over {rising[2]} drift tests"
         if drift_ok and "max_drift" in limits and row["drift"] > limits["max_drift"]:
             failures.append(GateFailure("max_drift", gname, label, float(row["drift"]),
                                         limits["max_drift"], detail))

@@ -579,12 +579,12 @@ def _history_axes(ax: Any, runs: pd.DataFrame | None) -> list[Any]:
     dates: dict[int, str] = {}
     if runs is not None and len(runs):
         dates = {int(r): f"{pd.Timestamp(c):%Y-%m-%d}" for r, c in zip(runs["run"], runs["created"], strict=True)}
-        starts = runs[runs["note"].str.contains("new segment", na=False)]
+        starts = runs[runs["note"].str.contains("segment", na=False)]
         for r in starts["run"]:
             ax.axvline(float(r), color=_REF, linestyle="--", linewidth=1)
         if len(starts):
             handles.append(_line(color=_REF, linestyle="--", linewidth=1,
-                                 label="new segment (eps / classes / weight)"))
+                                 label="settings change (eps / classes / weight)"))
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.xaxis.set_major_formatter(FuncFormatter(

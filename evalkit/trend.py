@@ -15,11 +15,15 @@ time, so memory is bounded by one grouping's history (runs x groups), never by
 Segments
     Runs whose ``eps``, class set or weight column differ compute different quantities (a
     weighted run reports the weighted mean, with an interval from Kish's effective size
-    ``n_eff``): each such change starts a new *segment*, and trends and change detection use the latest segment only
-    (earlier runs stay in the tables, with their segment number, and are listed in
-    ``history.md``). A grouping's series is the latest unbroken stretch of runs of that
-    segment that hold the grouping; a run whose set of groupings differs from the previous
-    run's is marked. Nothing is compared across a boundary.
+    ``n_eff``): runs are put in *segments* of comparable runs (same eps, class set and
+    weight), and trends and change detection use the latest run's segment only (other runs
+    stay in the tables, with their segment number, and are listed in ``history.md``). A
+    segment need not be contiguous: after a one-off night with another eps, the next run with
+    the usual settings is compared with the earlier runs of its segment again (the odd night
+    stepped over), so a standing regression keeps failing its gates. A grouping's series is
+    the latest unbroken stretch of that segment's runs that hold the grouping; a run whose set
+    of groupings differs from the previous run's is marked. Nothing is compared across
+    segments.
 
 Trend per group (latest segment, last ``window`` runs)
     ``latest`` mean loss, ``change_prev`` since the previous run, ``drift`` since
@@ -90,7 +94,7 @@ DEFAULTS: dict[str, Any] = {
     "lookback": 7,  # "change since N runs ago" and the drift gates
     "alpha": 0.05,  # Benjamini-Hochberg level across the groups of a grouping
     "min_change_pct": 0.0,  # smallest shift (percent) worth flagging
-    "min_before": 3,  # runs needed before a candidate change point
+    "min_before": 3,  # runs needed on the longer side of a candidate change point (1 on the other)
     "max_rows": 20,  # groups shown per grouping in history.md
     "confidence": 0.95,  # level of each run's t-interval (from its sem, or std / sqrt(count))
     "reuse": True,  # reuse the rows of the history already in ``out`` (with ``overwrite``)
@@ -125,8 +129,8 @@ def detect_changes(means: np.ndarray, sems: np.ndarray, min_before: int = 3) -> 
     """Scan each column of ``means`` (runs x series; NaN where a series is absent) for one
     shift in level.
 
-    For each candidate row ``k`` with at least ``min_before`` present runs before it and
-    one from it on, ``t_k = (mean(after) - mean(before)) / (s * sqrt(1/n_a + 1/n_b))`` with
+    For each candidate row ``k`` with at least ``min_before`` present runs on one side of it
+    and one on the other (before ``k`` and from ``k`` on: both ends of the window alike), ``t_k = (mean(after) - mean(before)) / (s * sqrt(1/n_a + 1/n_b))`` with
     ``s^2`` the pooled sample variance of the run means around their segment means
     (df ``n_a + n_b - 2``), floored at the mean of ``sems^2`` (the sampling variance of one
     run mean). The ``k`` with the smallest p-value is kept; that p-value times the number
@@ -156,8 +160,11 @@ def detect_changes(means: np.ndarray, sems: np.ndarray, min_before: int = 3) -> 
         dof = nb + na - 2
         s2 = np.maximum(ss / dof, vbar)
         t = (ma - mb) / np.sqrt(s2 * (1.0 / na + 1.0 / nb))
-    # a candidate starts at a present run: otherwise k and the next present run are the same split
-    valid = (nb >= min_before) & (na >= 1) & (dof >= 1) & present[1:] & np.isfinite(t)
+    # a candidate starts at a present run: otherwise k and the next present run are the same split.
+    # Symmetric in time: a step one run after the window start (1 | 5) is as testable as one at
+    # the latest run (5 | 1); the longer side needs min_before runs, the shorter one.
+    longer, shorter = np.maximum(nb, na), np.minimum(nb, na)
+    valid = (longer >= min_before) & (shorter >= 1) & (dof >= 1) & present[1:] & np.isfinite(t)
     if w < 2:
         valid = np.zeros((0, g), dtype=bool)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -455,25 +462,43 @@ def _run_ids(paths: Sequence[Path]) -> list[str]:
     return [os.path.relpath(a, base) for a in absolute]
 
 
+def _differences(a: RunInfo, b: RunInfo) -> list[str]:
+    """What makes runs ``a`` and ``b`` compute different quantities (eps, weight column,
+    class set); empty when they are comparable. An unrecorded eps or class set matches any."""
+    why = []
+    if a.eps is not None and b.eps is not None and not math.isclose(a.eps, b.eps, rel_tol=1e-12):
+        why.append(f"eps {a.eps:g} -> {b.eps:g}")
+    if a.weight != b.weight:
+        why.append(f"weight {a.weight or '(none)'} -> {b.weight or '(none)'}")
+    if a.classes is not None and b.classes is not None and set(a.classes) != set(b.classes):
+        gone = sorted(set(a.classes) - set(b.classes))
+        new = sorted(set(b.classes) - set(a.classes))
+        why.append("class set changed" + (f": -{', -'.join(gone)}" if gone else "")
+                   + ("; " if gone and new else ": " if new else "") + (f"+{', +'.join(new)}" if new else ""))
+    return why
+
+
 def _segments(infos: Sequence[RunInfo]) -> tuple[np.ndarray, list[str]]:
-    """Segment number per run (a change of eps, class set or weight column starts one) and a
-    note per run."""
+    """Segment number per run and a note per run. A segment is a set of comparable runs
+    (same eps, class set and weight column; numbered by first appearance), not necessarily
+    adjacent: runs whose settings match an earlier segment's again (after a one-off night
+    with another eps) belong to it and are compared with its runs."""
     seg = np.zeros(len(infos), dtype=np.int64)
     notes = [""] * len(infos)
+    firsts: list[int] = [0] if infos else []  # first run of each segment
     for i in range(1, len(infos)):
         a, b = infos[i - 1], infos[i]
-        why = []
-        if a.eps is not None and b.eps is not None and not math.isclose(a.eps, b.eps, rel_tol=1e-12):
-            why.append(f"eps {a.eps:g} -> {b.eps:g}")
-        if a.weight != b.weight:
-            why.append(f"weight {a.weight or '(none)'} -> {b.weight or '(none)'}")
-        if a.classes is not None and b.classes is not None and set(a.classes) != set(b.classes):
-            gone = sorted(set(a.classes) - set(b.classes))
-            new = sorted(set(b.classes) - set(a.classes))
-            why.append("class set changed" + (f": -{', -'.join(gone)}" if gone else "")
-                       + ("; " if gone and new else ": " if new else "") + (f"+{', +'.join(new)}" if new else ""))
-        seg[i] = seg[i - 1] + (1 if why else 0)
-        parts = [f"new segment ({'; '.join(why)})"] if why else []
+        why = _differences(a, b)
+        same = next((k for k, f in enumerate(firsts) if not _differences(infos[f], b)), None)
+        if same is None:
+            firsts.append(i)
+            same = len(firsts) - 1
+        seg[i] = same
+        parts = []
+        if why and firsts[same] == i:
+            parts.append(f"new segment ({'; '.join(why)})")
+        elif why:
+            parts.append(f"back to segment {same + 1} ({'; '.join(why)}): compared with its runs again")
         if set(a.groupings) != set(b.groupings):
             gone = [g for g in a.groupings if g not in b.groupings]
             new = [g for g in b.groupings if g not in a.groupings]
@@ -1428,12 +1453,13 @@ def _changes_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _series(idx: Sequence[int], segment: np.ndarray, latest_seg: int, n_runs: int) -> list[int]:
-    """The latest unbroken stretch of runs of the latest segment that hold the grouping."""
+    """The latest unbroken stretch of the latest run's segment (runs of other segments in
+    between are stepped over, not a break) that hold the grouping."""
     have = set(idx)
     out: list[int] = []
     for r in range(n_runs - 1, -1, -1):
         if segment[r] != latest_seg:
-            break
+            continue
         if r not in have:
             if out:
                 break
@@ -1629,8 +1655,8 @@ def _md_header(res: HistoryResult) -> list[str]:
     lb, n_runs, seg = int(opts["lookback"]), meta["runs"], meta["latest_segment"]
     return ["# evalkit history", "",
             f"{n_runs} runs from {meta['first'][:10]} to {meta['last'][:10]}, ordered by recorded "
-            f"start time. Trends and change detection use the latest segment (runs "
-            f"{seg['first_run']}-{n_runs}, eps {seg['eps']:g}, {seg['classes']} classes), "
+            f"start time. Trends and change detection use the latest run's segment ({seg['runs']} "
+            f"runs from run {seg['first_run']}, eps {seg['eps']:g}, {seg['classes']} classes), "
             f"the last {opts['window']} runs at most; \"Δ {lb} runs\" compares the latest run "
             f"with the run {lb} before it.", "",
             f"Change detection: {meta['method']}; flagged at q <= {opts['alpha']:g}"
@@ -1644,8 +1670,8 @@ def _md_notes(res: HistoryResult) -> list[str]:
     lines: list[str] = []
     if res.metadata["segments"] > 1:
         lines.append(f"> **{res.metadata['segments']} segments:** runs whose eps, class set or weight differ "
-                     "are not compared; earlier segments are in the tables but not in the trends.")
-        for rec in res.runs[res.runs["note"].str.contains("new segment")].to_dict("records"):
+                     "are not compared; other segments are in the tables but not in the trends.")
+        for rec in res.runs[res.runs["note"].str.contains("segment")].to_dict("records"):
             lines.append(f"> - run {rec['run']} ({md_code(rec['run_id'])}, {rec['created']:%Y-%m-%d}): "
                          f"{md_text(rec['note'])}")
         lines.append("")
