@@ -38,7 +38,6 @@ unless ``allow_mismatch=True`` (the differences are then recorded in the metadat
 from __future__ import annotations
 
 import contextlib
-
 import datetime as _dt
 import decimal
 import hashlib

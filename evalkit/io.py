@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from ._reader import FilePart
 from .errors import (
     CorruptFileError,
     EmptyInputError,
@@ -33,7 +34,6 @@ from .errors import (
     UsageError,
     missing_column,
 )
-from ._reader import FilePart
 from .normalize import conform_table, logical_type, read_schema, unify_types
 
 PathLike = str | os.PathLike[str]

@@ -641,9 +641,8 @@ def _label_naming_columns(schema: pa.Schema, lschema: pa.Schema, label_sample: L
         if f.name in floats or not (pa.types.is_string(t) or pa.types.is_large_string(t)):
             continue
         values = {str(v) for v in label_sample(f.name)}
-        if len(floats) >= 2 and len(values) >= 2 and values <= floats:
-            found.append(f.name)
-        elif len(suffixes) == 1 and len(values) == 2 and values & suffixes:
+        if (len(floats) >= 2 and len(values) >= 2 and values <= floats) or (
+                len(suffixes) == 1 and len(values) == 2 and values & suffixes):
             found.append(f.name)
     return found[0] if len(found) == 1 else None
 

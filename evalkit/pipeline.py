@@ -60,10 +60,10 @@ from .io import (
     table_source,
 )
 from .join import LabelIndex, infer_join_key
-from .overall import Overall
 from .layout import Layout, LayoutSpec, detect_layout, label_sampler
 from .normalize import check_key_type
 from .outdir import make_spool_dir, remove_spool_dir
+from .overall import Overall
 from .validate import unit_interval_logits
 
 PROGRESS = Callable[[int, int], None]

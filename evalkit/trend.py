@@ -952,10 +952,9 @@ def _check_call(reports: Any, *, out: Any, overwrite: Any, config: Any, gates: A
 
     for key, value in (("overwrite", overwrite), ("skip_bad", skip_bad), ("plots", plots)):
         strict_bool(key, value, "history()")
-    if not _is_path(reports):
-        if isinstance(reports, bytes | Mapping) or not isinstance(reports, Iterable):
-            raise ConfigError(f"history(): reports must be a path, a glob or a list of them, "
-                              f"got {type(reports).__name__}")
+    if not _is_path(reports) and (isinstance(reports, bytes | Mapping) or not isinstance(reports, Iterable)):
+        raise ConfigError(f"history(): reports must be a path, a glob or a list of them, "
+                          f"got {type(reports).__name__}")
     given = [reports] if _is_path(reports) else list(reports)
     for item in given:
         if not _is_path(item):

@@ -70,7 +70,7 @@ def _reference(df: pd.DataFrame, result: evalkit.EvalResult) -> pd.DataFrame:
                               else "boolean" if pd.api.types.is_bool_dtype(dt) else dt)
             vals = result.groups[g.name][c].iloc[agg["pos"].to_numpy()].tolist()
             key_vals.setdefault(name, [None] * done).extend(vals)
-        for name, vals in key_vals.items():
+        for vals in key_vals.values():
             vals.extend([None] * (done + len(agg) - len(vals)))
         frames.append(pd.DataFrame({
             "grouping": g.name, "group": agg["group"].astype("str"),

@@ -927,7 +927,7 @@ def test_drift_and_change_gates_on_too_short_a_series_are_not_checked(tmp_path: 
     make_series(tmp_path, 3, seed=2, manifest=True)
     spec = str(tmp_path / "run-*")
     res = history(spec, window=10, lookback=5, gates={"max_drift": 0.0, "max_change_pct": 0})
-    assert res.failures == [] and not res.passed is False
+    assert res.failures == [] and res.passed is not False
     assert {(f.gate, f.grouping) for f in res.unchecked} == {
         (g, n) for g in ("max_drift", "max_change_pct") for n in ("overall", "region")}
     assert "3 run(s) in the series; the drift over 5 runs needs 6" in str(res.unchecked[0])

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 
 import evalkit

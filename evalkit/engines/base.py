@@ -28,7 +28,13 @@ from ..join import LabelIndex, lazy_keys
 from ..layout import Layout
 from ..loss import RowLoss, soft_loss, sparse_loss
 from ..scores import calibration_terms, score_stats
-from ..validate import PROBABILITIES_AS_LOGITS, Problem, ReversedBinary, score_problems, target_problems
+from ..validate import (
+    PROBABILITIES_AS_LOGITS,
+    Problem,
+    ReversedBinary,
+    score_problems,
+    target_problems,
+)
 
 
 @dataclass(frozen=True)
