@@ -673,7 +673,15 @@ class CalibrationTable:
         empty.update({"bin": np.zeros(0, np.int64), "bin_low": np.zeros(0),
                       "bin_high": np.zeros(0), "count": np.zeros(0, np.int64),
                       "mean_confidence": np.zeros(0), "accuracy": np.zeros(0)})
-        return pa.Schema.from_pandas(pd.DataFrame(empty), preserve_index=False)
+        schema = pa.Schema.from_pandas(pd.DataFrame(empty), preserve_index=False)
+        # An object column (decimals, dates, ...) has no type while empty: take it from the
+        # values (one per group), as writing the by_*.parquet table does.
+        for i, f in enumerate(schema):
+            if pa.types.is_null(f.type):
+                values = [k[f.name] for k in self.keys if f.name in k and k[f.name].notna().any()]
+                if values:
+                    schema = schema.set(i, f.with_type(pa.Array.from_pandas(values[0]).type))
+        return schema
 
     def batches(self, groupings: Sequence[str] | None = None,
                 rows: int | None = None) -> Iterator[pa.Table]:

@@ -176,3 +176,28 @@ def test_groups_whose_labels_print_alike_have_their_own_typed_keys(tmp_path):
     assert cal["k"].dtype == "Int64" and cal["input:bin"].dtype == "boolean"
     assert cal.loc[cal["grouping"] == "overall", ["a", "b", "r", "k"]].isna().all().all()
     pd.testing.assert_frame_equal(cal, result.calibration)
+
+
+def test_object_typed_key_columns_keep_their_type(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Decimal and date keys (object columns in pandas) get their Arrow type from the values:
+    an empty object column has none (the integration suite's hypothesis run found a decimal
+    split column failing the write with 'Invalid null value')."""
+    import datetime
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import evalkit
+
+    t = pa.table({"probs": [[0.4, 0.6]] * 3, "label": pa.array([0, 1, 1], pa.int8()),
+                  "split": pa.array([decimal.Decimal("0.813"), None, decimal.Decimal("1.5")],
+                                    pa.decimal128(5, 3)),
+                  "d": pa.array([datetime.date(2020, 1, 1), None, datetime.date(2021, 1, 1)])})
+    evalkit.evaluate(t, by=["d"]).write(tmp_path / "o")
+    cal = pq.read_table(tmp_path / "o" / "calibration.parquet")
+    assert pa.types.is_decimal(cal.schema.field("split").type)
+    assert pa.types.is_date(cal.schema.field("d").type)
+    rows = cal.to_pandas()
+    assert sorted(str(v) for v in rows.loc[rows.grouping == "split", "split"].dropna().unique()) == ["0.813", "1.500"]
+    assert set(rows.loc[rows.grouping == "d", "d"].dropna()) == {datetime.date(2020, 1, 1), datetime.date(2021, 1, 1)}
