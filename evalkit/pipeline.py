@@ -650,6 +650,7 @@ class CalibrationTable:
     n_bins: int
     keys: list[dict[str, pd.Series]] = field(default_factory=list)
     _arrow: dict[str, dict[str, pa.Array]] = field(default_factory=dict, repr=False)
+    _schema: pa.Schema | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return sum(len(rows) for _, _, rows in self.parts)
@@ -665,7 +666,10 @@ class CalibrationTable:
         return got
 
     def schema(self) -> pa.Schema:
-        """The Arrow schema (with the pandas metadata ``pa.Table.from_pandas`` gives)."""
+        """The Arrow schema (with the pandas metadata ``pa.Table.from_pandas`` gives), built
+        once: every chunk uses it."""
+        if self._schema is not None:
+            return self._schema
         empty: dict[str, Any] = {"grouping": pd.Series([], dtype="str"), "group": pd.Series([], dtype="str")}
         for keys in self.keys:
             for name, col in keys.items():
@@ -681,6 +685,7 @@ class CalibrationTable:
                 values = [k[f.name] for k in self.keys if f.name in k and k[f.name].notna().any()]
                 if values:
                     schema = schema.set(i, f.with_type(pa.Array.from_pandas(values[0]).type))
+        self._schema = schema
         return schema
 
     def batches(self, groupings: Sequence[str] | None = None,
