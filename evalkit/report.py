@@ -445,15 +445,26 @@ def _k(df: pd.DataFrame, scope: str) -> str:
 
 
 def json_text(data: Any) -> str:
-    """``data`` as JSON laid out like ``json.dumps(indent=2)``, except that a list of
-    records (dicts) holds one record per line.
+    """``data`` as strict JSON (RFC 8259) laid out like ``json.dumps(indent=2)``, except that a
+    list of records (dicts) holds one record per line.
 
     Python's C encoder only runs without ``indent``; with it, 50 groupings x 1000 groups
     took over 30 s. Encoding each record compactly keeps it C-speed and the file readable
     (one group per line, diff-friendly). The same values as ``json.dumps`` (ints, floats,
-    None for NaN via :func:`to_json_default`).
+    None for NaN via :func:`to_json_default`), except that a float infinity (an effect size
+    or t statistic of a zero-variance slice, say) is written as the string ``"Infinity"`` or
+    ``"-Infinity"``, as the proto3 JSON mapping writes them
+    (https://protobuf.dev/programming-guides/json/): the bare ``Infinity`` token
+    ``json.dumps`` writes is refused by strict parsers (JavaScript's ``JSON.parse``, Go,
+    ``jq`` before 1.7), so one such value made the whole file unreadable to them.
     """
     import json
+
+    def dumps(v: Any) -> str:
+        try:  # the C encoder; only a non-finite float sends a value down the slow path
+            return json.dumps(v, default=to_json_default, allow_nan=False)
+        except ValueError:
+            return json.dumps(_finite(v), default=to_json_default, allow_nan=False)
 
     def enc(v: Any, level: int) -> str:
         pad = "  " * level
@@ -461,11 +472,24 @@ def json_text(data: Any) -> str:
             items = (f"{pad}  {json.dumps(str(k))}: {enc(x, level + 1)}" for k, x in v.items())
             return "{\n" + ",\n".join(items) + f"\n{pad}}}"
         if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            recs = (f"{pad}  {json.dumps(x, default=to_json_default)}" for x in v)
+            recs = (f"{pad}  {dumps(x)}" for x in v)
             return "[\n" + ",\n".join(recs) + f"\n{pad}]"
-        return json.dumps(v, default=to_json_default)
+        return dumps(v)
 
     return enc(data, 0) + "\n"
+
+
+def _finite(v: Any) -> Any:
+    """``v`` with every float NaN as None and every infinity as "Infinity" / "-Infinity"."""
+    if isinstance(v, float | np.floating):
+        if math.isnan(v):
+            return None
+        return ("Infinity" if v > 0 else "-Infinity") if math.isinf(v) else v
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
 
 
 def to_json_default(o: Any) -> Any:
@@ -473,7 +497,7 @@ def to_json_default(o: Any) -> Any:
     if isinstance(o, np.integer):
         return int(o)
     if isinstance(o, np.floating):
-        return None if math.isnan(o) else float(o)
+        return None if math.isnan(o) else _finite(float(o))
     if isinstance(o, np.bool_):
         return bool(o)
     if isinstance(o, pd.Timestamp):

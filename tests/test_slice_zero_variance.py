@@ -3,6 +3,9 @@ zero, not rounding noise; t and the effect size are infinite, shown as "inf"."""
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -55,3 +58,45 @@ def test_a_real_small_spread_is_not_flattened_and_ranks_by_effect():
     a, rest = loss[s == "a"], loss[s != "a"]
     ref = np.sqrt(2) * (a.mean() - rest.mean()) / np.sqrt(a.var(ddof=1) + rest.var(ddof=1))
     assert abs(t.loc["s=a", "effect_size"] / ref - 1) < 1e-9
+
+
+def _strict(text: str) -> object:
+    """json.loads that refuses the non-standard NaN / Infinity tokens, as JSON.parse does."""
+    import json
+
+    def refuse(token: str) -> object:
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_infinite_statistics_leave_summary_json_strict_and_readable(tmp_path):
+    """An infinite t / effect size is "Infinity" / "-Infinity" (the proto3 JSON mapping) in
+    summary.json and in --format json, never the bare token strict parsers refuse."""
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    r = evalkit.evaluate(_constant_slices(), slices=["s"], write_rows=False)
+    r.write(tmp_path / "out")
+    data = _strict((tmp_path / "out" / "summary.json").read_text())
+    text = json.dumps(data)
+    assert '"t": "Infinity"' in text and '"effect_size": "Infinity"' in text
+    src = tmp_path / "in.parquet"
+    _constant_slices().to_parquet(src)
+    res = CliRunner().invoke(main, ["evaluate", str(src), "--slices", "s", "--format", "json",
+                                    "--no-rows", "-q"])
+    assert res.exit_code == 0, res.output
+    assert '"Infinity"' in json.dumps(_strict(res.output))
+
+
+def test_json_text_writes_every_non_finite_float_the_strict_way():
+    """Python and numpy floats, in records, nested dicts and lists: NaN is null, an infinity
+    its proto3 string; finite values are untouched."""
+    from evalkit.report import json_text
+
+    data = {"rows": [{"t": np.float64(-np.inf), "n": float("nan"), "ok": 1.5, "k": [float("inf")]}],
+            "x": np.float32(np.inf), "nested": {"y": -math.inf, "z": [1, 2.25]}}
+    back = _strict(json_text(data))
+    assert back == {"rows": [{"t": "-Infinity", "n": None, "ok": 1.5, "k": ["Infinity"]}],
+                    "x": "Infinity", "nested": {"y": "-Infinity", "z": [1, 2.25]}}
