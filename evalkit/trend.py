@@ -339,7 +339,7 @@ def _write_summary_files(res: HistoryResult, tmp: Path, sources: pa.Table | None
     """``sources.parquet`` (what a later history reuses by), ``runs.parquet``,
     ``trends.parquet``, ``history.md`` and ``history.json``."""
     from .io import write_table, write_text
-    from .report import to_json_default
+    from .report import json_text
 
     if sources is not None:
         res._sources = sources
@@ -348,7 +348,7 @@ def _write_summary_files(res: HistoryResult, tmp: Path, sources: pa.Table | None
     write_table(pa.Table.from_pandas(res.runs, preserve_index=False), tmp / "runs.parquet")
     write_table(_trends_table(res.trends, res._keys), tmp / "trends.parquet")
     write_text(res.to_markdown(), tmp / "history.md")
-    write_text(json.dumps(res.to_dict(), indent=2, default=to_json_default) + "\n", tmp / "history.json")
+    write_text(json_text(res.to_dict()), tmp / "history.json")
 
 
 def _trends_table(trends: Mapping[str, pd.DataFrame], keys: Mapping[str, pa.Table]) -> pa.Table:

@@ -600,6 +600,10 @@ def test_markdown_is_bounded_for_many_groups(tmp_path: Path) -> None:
     assert len(res.trends["shop"]) == 1500
 
 
+def _refuse_token(token: str) -> Any:
+    raise AssertionError(f"history.json holds the non-standard JSON token {token}")
+
+
 def test_written_outputs_and_atomicity(tmp_path: Path) -> None:
     make_series(tmp_path / "reports", 8)
     out = tmp_path / "reports" / "history"  # inside the glob: never read as an input
@@ -618,7 +622,7 @@ def test_written_outputs_and_atomicity(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(t.drop(columns=["run", "segment"]), disk, check_categorical=False)
     trends = pd.read_parquet(out / "trends.parquet")
     assert set(trends["grouping"]) == {"overall", "region"} and len(trends) == 5
-    js = json.loads((out / "history.json").read_text())
+    js = json.loads((out / "history.json").read_text(), parse_constant=_refuse_token)  # strict JSON
     assert js["metadata"]["runs"] == 8 and js["groupings"]["region"]["groups"] == 4
     with pytest.raises(evalkit.OutputExistsError):
         history(str(tmp_path / "reports" / "*"), out=out)
