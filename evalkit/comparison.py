@@ -45,8 +45,9 @@ import json
 import math
 import os
 import time
+import warnings
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ from ._version import __version__
 from .columns import COMPARE_TABLE_COLUMNS, rows_column
 from .compare_report import STATUS_ORDER, _render_markdown, _sorted_for_reading
 from .config import check_compare_settings
-from .errors import CompareError, UsageError, option
+from .errors import CompareError, EvalkitWarning, UsageError, option
 from .escape import is_missing, key_label
 from .gates import GateFailure
 from .inference import bootstrap_diff_ci, paired_ci, t_quantile, welch_ci
@@ -85,6 +86,26 @@ def _coerce_config(config: Any) -> Any:
     return EvalConfig.coerce(config)
 
 
+@contextlib.contextmanager
+def _warnings_named(side: str) -> Iterator[None]:
+    """Re-issue the evalkit warnings of one side's evaluation with the side named first
+    (``candidate (preds.parquet): the binary column 'prob' looks reversed ...``): a compare
+    evaluates two inputs, and a warning that does not say which one is no use. Other
+    warnings pass through unchanged; the caller's warning filters apply to both."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:  # type: ignore[assignment]
+            warnings.simplefilter("always")
+            yield
+    finally:  # on an error too: the warnings may explain it
+        for w in caught:
+            msg = w.message
+            if isinstance(msg, EvalkitWarning):
+                warnings.warn(type(msg)(f"{side}: {msg.message}"), stacklevel=3)
+            else:
+                warnings.warn_explicit(msg, w.category, w.filename, w.lineno, source=w.source)
+
+
 def _load_run(obj: Any, role: str, config: Any) -> _Run:
     from .api import EvalResult, evaluate
 
@@ -100,9 +121,10 @@ def _load_run(obj: Any, role: str, config: Any) -> _Run:
     cfg = _coerce_config(config)
     cfg.write_rows = True
     cfg.out = None  # a shared config's evaluate output (out:) is not this comparison's to write
-    result = evaluate(obj, config=cfg)
     label = os.fspath(obj) if isinstance(obj, str | os.PathLike) else (
         ", ".join(map(str, obj)) if isinstance(obj, list | tuple) else f"<{role} {type(obj).__name__}>")
+    with _warnings_named(f"{role} ({label})"):
+        result = evaluate(obj, config=cfg)
     run = _from_result(result, role, label, "evaluated")
     run._keepalive = result  # type: ignore[attr-defined]  # rows spool lives as long as this
     return run
@@ -548,6 +570,11 @@ def compare(
         if c is not candidate:
             held.callback(c.close)
         mismatches, notes = _check_match(b, c, allow_mismatch)
+        side_notes = [(r, f"{r.role} ({r.source}): {w}") for r in (b, c) for w in r.metadata.get("warnings") or ()]
+        for r, text in side_notes:  # an evaluated input warned as it ran; a report's are on file
+            if r.kind != "evaluated":
+                warnings.warn(EvalkitWarning(f"{text} (recorded when that run was evaluated)"), stacklevel=2)
+        notes += [text for _, text in side_notes]
         common = [g for g in b.groupings if g in c.groupings]
         keys, reason = _pair_keys(b, c, pair_on)
         b_rows, c_rows = _load_rows(b, c, common, keys, check_keys=pair_on is not None)

@@ -354,3 +354,35 @@ def _floats(obj):
             yield from _floats(v)
     elif isinstance(obj, float):
         yield obj
+
+
+def _binary(tmp_path: Path, name: str, reversed_: bool) -> Path:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    p1 = np.clip(np.where(y == 1, 0.8, 0.2) + rng.normal(0, 0.1, 400), 0.01, 0.99)
+    path = tmp_path / name
+    pd.DataFrame({"id": np.arange(400), "label": y, "prob": 1 - p1 if reversed_ else p1}).to_parquet(path)
+    return path
+
+
+def test_a_side_warning_names_the_side_live_and_from_a_report(tmp_path: Path):
+    """A warning raised while one side is evaluated says which side (and input) it is about,
+    on stderr and in compare.md / compare.json; a report's recorded warnings are shown too."""
+    ok, rev = _binary(tmp_path, "ok.parquet", False), _binary(tmp_path, "rev.parquet", True)
+    with pytest.warns(evalkit.EvalkitWarning) as rec:
+        res = evalkit.compare(ok, rev)
+    texts = [str(w.message) for w in rec if "looks reversed" in str(w.message)]
+    assert texts and all(t.startswith(f"candidate ({rev}): the binary column 'prob'") for t in texts)
+    assert any(n.startswith(f"candidate ({rev}): ") for n in res.metadata["notes"])
+    assert not any(n.startswith("baseline") for n in res.metadata["notes"])
+    # swapped roles: the same warning now names the baseline
+    with pytest.warns(evalkit.EvalkitWarning, match=rf"^baseline \({rev}\): the binary column"):
+        evalkit.compare(rev, ok)
+    # from report directories: the candidate report's recorded warning, named, on stderr and on file
+    for src, d in ((ok, "r0"), (rev, "r1")):
+        assert cli("evaluate", str(src), "--out", str(tmp_path / d), "-q").exit_code == 0
+    out = cli("compare", str(tmp_path / "r0"), str(tmp_path / "r1"), "--out", str(tmp_path / "c"))
+    assert out.exit_code == 0, out.output
+    assert f"candidate ({tmp_path / 'r1'}): the binary column 'prob' looks reversed" in out.output
+    assert "recorded when that run was evaluated" in out.output
+    assert f"candidate ({tmp_path / 'r1'}): the binary column" in (tmp_path / "c" / "compare.md").read_text()
