@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import os
 import warnings as _warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -678,13 +679,22 @@ class CalibrationTable:
                       "bin_high": np.zeros(0), "count": np.zeros(0, np.int64),
                       "mean_confidence": np.zeros(0), "accuracy": np.zeros(0)})
         schema = pa.Schema.from_pandas(pd.DataFrame(empty), preserve_index=False)
-        # An object column (decimals, dates, ...) has no type while empty: take it from the
-        # values (one per group), as writing the by_*.parquet table does.
+        # An object column (decimals, dates, ...) has no type while empty: take its Arrow type
+        # and its pandas metadata entry from the values (one per group), as from_pandas of the
+        # whole table (and writing the by_*.parquet table) does.
+        described: dict[str, dict[str, Any]] = {}
         for i, f in enumerate(schema):
             if pa.types.is_null(f.type):
                 values = [k[f.name] for k in self.keys if f.name in k and k[f.name].notna().any()]
                 if values:
-                    schema = schema.set(i, f.with_type(pa.Array.from_pandas(values[0]).type))
+                    known = values[0][values[0].notna()].reset_index(drop=True)
+                    one = pa.Schema.from_pandas(pd.DataFrame({f.name: known}), preserve_index=False)
+                    schema = schema.set(i, f.with_type(one.field(0).type))
+                    described[f.name] = json.loads(one.metadata[b"pandas"])["columns"][0]
+        if described:
+            meta = json.loads(schema.metadata[b"pandas"])
+            meta["columns"] = [described.get(c["name"], c) for c in meta["columns"]]
+            schema = schema.with_metadata({**schema.metadata, b"pandas": json.dumps(meta).encode()})
         self._schema = schema
         return schema
 

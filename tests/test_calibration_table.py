@@ -201,3 +201,12 @@ def test_object_typed_key_columns_keep_their_type(tmp_path) -> None:  # type: ig
     rows = cal.to_pandas()
     assert sorted(str(v) for v in rows.loc[rows.grouping == "split", "split"].dropna().unique()) == ["0.813", "1.500"]
     assert set(rows.loc[rows.grouping == "d", "d"].dropna()) == {datetime.date(2020, 1, 1), datetime.date(2021, 1, 1)}
+    # the pandas metadata describes them as from_pandas of the whole table does (review 4, F4:
+    # it said "empty", the type of an empty object column)
+    import json
+
+    meta = {c["name"]: c for c in json.loads(cal.schema.metadata[b"pandas"])["columns"]}
+    whole = {c["name"]: c for c in json.loads(pa.Schema.from_pandas(rows, preserve_index=False)
+                                              .metadata[b"pandas"])["columns"]}
+    assert meta["split"]["pandas_type"] == "decimal" and meta["d"]["pandas_type"] == "date"
+    assert meta["split"] == whole["split"] and meta["d"] == whole["d"]
