@@ -99,13 +99,21 @@ def is_key_type(t: pa.DataType) -> bool:
     t = canonical_type(t)
     if pa.types.is_dictionary(t):
         t = t.value_type  # type: ignore[attr-defined]
-    return not (pa.types.is_nested(t) or pa.types.is_union(t))
+    # An interval (1 month vs 30 days) has no order to sort groups by, and Parquet has no
+    # type that holds one: not a key either.
+    return not (pa.types.is_nested(t) or pa.types.is_union(t) or pa.types.is_interval(t))
 
 
 def check_key_type(name: str, t: pa.DataType, role: str, source: str) -> None:
     """Raise ColumnTypeError when column ``name`` of type ``t`` cannot serve as a ``role``
     (group / key / join key) column."""
     if not is_key_type(t):
+        base = canonical_type(t)
+        base = base.value_type if pa.types.is_dictionary(base) else base  # type: ignore[attr-defined]
+        if pa.types.is_interval(base):
+            raise ColumnTypeError(
+                f"{source}: {role} column {name!r} has type {t}; an interval has no order to sort "
+                "groups by and no Parquet type: cast it to a string or a duration first")
         raise ColumnTypeError(
             f"{source}: {role} column {name!r} has type {t}; group and key columns must hold one "
             "value per row (a string, number, boolean, date or time), not a list, struct or map"

@@ -388,3 +388,23 @@ def test_dataframe_column_of_mixed_types_is_a_column_type_error(values: list[Any
     df = pd.DataFrame({"prob_a": [0.5, 0.5], "prob_b": [0.5, 0.5], "label": [0, 1], "g": values})
     with pytest.raises(ColumnTypeError, match="column g"):
         evalkit.evaluate(df, by="g")
+
+
+@pytest.mark.parametrize("role", ["by", "slices", "on"])
+@pytest.mark.parametrize("dictionary", [False, True])
+def test_an_interval_key_is_a_column_type_error_not_a_crash(role: str, dictionary: bool) -> None:
+    """An Arrow interval (what DuckDB's INTERVAL is in memory) has no order and no Parquet
+    type: as a group, slice or join key it is refused up front, naming the column and what to do
+    (review 4: it crashed with ArrowTypeError 'Sorting not supported' when groups were sorted)."""
+    from evalkit.errors import ColumnTypeError
+
+    days = pa.array([pa.MonthDayNano([0, d, 0]) for d in (0, 1, 2, 3)], pa.month_day_nano_interval())
+    col = days.dictionary_encode() if dictionary else days
+    preds = pa.table({"k": col, "prob_a": [0.4, 0.6, 0.3, 0.8], "prob_b": [0.6, 0.4, 0.7, 0.2],
+                      "label": [0, 1, 1, 0]})
+    kw: dict[str, Any] = {"by": "k"} if role == "by" else {"slices": ["k"]} if role == "slices" else {
+        "labels": preds.select(["k", "label"]), "on": "k"}
+    if role == "on":
+        preds = preds.drop(["label"])
+    with pytest.raises(ColumnTypeError, match=r"column 'k' has type .*interval.* cast it to a string"):
+        evalkit.evaluate(preds, write_rows=False, **kw)
