@@ -149,6 +149,19 @@ def _sibling_loop(inbox: int, outbox: int, inherited: tuple[int, ...]) -> None:
     _write_msg(outbox, reply)
 
 
+def split_work(names: Sequence[str], costs: dict[str, float]) -> tuple[list[str], list[str]]:
+    """Share the plots between the two drawers so that both finish about together: the
+    longest first, each to the drawer with less work so far (LPT scheduling; ties to the
+    first drawer). Each list keeps the order of ``names``; a name without a cost counts 1."""
+    load = [0.0, 0.0]
+    where: dict[str, int] = {}
+    for name in sorted(names, key=lambda n: -costs.get(n, 1.0)):  # stable: ties in plan order
+        k = 0 if load[0] <= load[1] else 1
+        where[name] = k
+        load[k] += costs.get(name, 1.0)
+    return [n for n in names if where[n] == 0], [n for n in names if where[n] == 1]
+
+
 class PlotHelper:
     """Forked plot drawers of one run (see the module docstring)."""
 
@@ -178,11 +191,12 @@ class PlotHelper:
         ``out_dir``; False if the helper cannot (then draw in-process)."""
         if not self.available() or self._ch is None:
             return False
-        # The heaviest figure (the class distribution) alone; the others to the sibling.
-        mine = [n for n in names if n == "loss_by_class.png"] or list(names[:1])
-        theirs = [n for n in names if n not in mine]
+        from .plots import plot_costs
+
+        job = plot_input(result)
+        mine, theirs = split_work(names, plot_costs(job))
         try:
-            _write_msg(self._ch.to_child, (plot_input(result), os.fspath(out_dir), class_hist, mine, theirs))
+            _write_msg(self._ch.to_child, (job, os.fspath(out_dir), class_hist, mine, theirs))
         except OSError:
             self.close()
             return False

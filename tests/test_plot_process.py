@@ -94,3 +94,24 @@ def test_no_helper_process_is_left_behind(tmp_path):
     helper.close()
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reaped
+
+
+def test_split_work_balances_the_two_drawers():
+    """Longest first, each to the drawer with less work; each list in plan order."""
+    costs = {"a.png": 0.22, "b.png": 0.17, "c.png": 0.11, "r.png": 0.45}
+    mine, theirs = plot_process.split_work(["a.png", "b.png", "c.png", "r.png"], costs)
+    assert (mine, theirs) == (["r.png"], ["a.png", "b.png", "c.png"])
+    mine, theirs = plot_process.split_work(["a.png", "b.png", "c.png", "d.png"],
+                                           {"a.png": 3, "b.png": 3, "c.png": 2, "d.png": 2})
+    assert (mine, theirs) == (["a.png", "c.png"], ["b.png", "d.png"])
+    assert plot_process.split_work(["x.png"], {}) == (["x.png"], [])
+    assert plot_process.split_work([], {}) == ([], [])
+
+
+def test_plot_costs_name_every_plot_of_the_plan(tmp_path):
+    from evalkit.plots import plot_costs, plot_plan
+
+    result = evalkit.evaluate(_data(tmp_path), by="region")
+    costs = plot_costs(result)
+    assert set(costs) == {name for _, name in plot_plan(result)}
+    assert all(c > 0 for c in costs.values())
