@@ -222,8 +222,39 @@ class PlotHelper:
             self._ch = None
 
 
+_early: PlotHelper | None = None
+
+
+def start_early() -> None:
+    """Fork the plot helper now, for the next :func:`start` of this process to take.
+
+    For the CLI, which calls this as soon as it knows the plots are wanted (after importing
+    pandas, which the helper then shares, and before the rest of the library): the helper's
+    import of matplotlib overlaps the parent's remaining imports and set-up instead of its
+    first batches. Must run before any thread exists, like :func:`start`.
+    """
+    global _early
+    if _early is None:
+        _early = _new_helper()
+
+
+def discard_early() -> None:
+    """End a helper :func:`start_early` forked that no run took (the run failed before)."""
+    global _early
+    helper, _early = _early, None
+    if helper is not None:
+        helper.close()
+
+
 def start() -> PlotHelper | None:
-    """Fork a plot helper now, or None where that is not possible (no ``os.fork``)."""
+    """Fork a plot helper now (or take the one :func:`start_early` forked), or None where
+    that is not possible (no ``os.fork``)."""
+    global _early
+    helper, _early = _early, None
+    return helper if helper is not None else _new_helper()
+
+
+def _new_helper() -> PlotHelper | None:
     if not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
         return None  # no fork, or one core: drawing elsewhere would only compete with the run
     import importlib.util
