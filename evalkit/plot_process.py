@@ -2,10 +2,11 @@
 
 ``import matplotlib`` costs about 0.4 s and drawing the default report's three figures
 about 0.5 s, as much as a quarter of a 6M-row run. :func:`start` forks a helper when a run
-begins (before any reader thread exists): it imports matplotlib while the parent reads and
-computes, then waits. When the tables are final, :meth:`PlotHelper.draw` hands it the
+begins (before any reader thread exists; the CLI forks it earlier still, with
+:func:`start_early`): it imports matplotlib while the parent reads and computes, then waits. When the tables are final, :meth:`PlotHelper.draw` hands it the
 grouped tables; the helper and a second process forked from it (matplotlib already
-imported) draw the figures in parallel into the report's temporary directory while the
+imported) draw the figures in parallel (shared by :func:`split_work` so both finish about
+together) into the report's temporary directory while the
 parent writes the Parquet tables, report.md and summary.json; :meth:`PlotHelper.finish`
 waits for them before the report is committed. The PNGs are those
 :func:`evalkit.plots.write_plots` draws in-process, byte for byte.
