@@ -123,7 +123,6 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
       evalkit evaluate --config configs/nightly.yaml --overwrite
       evalkit evaluate preds.parquet --format json | jq .overall.mean
     """
-    from .api import run
     from .progress import make_progress
 
     if inputs:
@@ -131,6 +130,15 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
     cfg = config_from_flags(config_file, flags)
     if not cfg.input:
         raise click.UsageError("give an INPUT or a config file with an 'input' key")
+    if cfg.out and cfg.plots:
+        # The plot helper, forked once pandas (which it shares) is in: it imports matplotlib
+        # while this process imports the rest and sets the run up.
+        import pandas  # noqa: F401
+
+        from .plot_process import start_early
+
+        start_early()
+    from .api import run
     progress = make_progress(quiet=quiet)
     if cfg.engine == "dask" and not debug and os.environ.get("EVALKIT_DEBUG") != "1":
         import logging
@@ -140,7 +148,12 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
         logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
     try:
         if cfg.out:
-            result, path = run(cfg, progress=progress)
+            try:
+                result, path = run(cfg, progress=progress)
+            finally:
+                from .plot_process import discard_early
+
+                discard_early()
         else:
             from .api import evaluate as _evaluate
 

@@ -13,8 +13,6 @@ import datetime as _dt
 import glob as _glob
 import hashlib
 import os
-import queue
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from .errors import (
     missing_column,
 )
 from .normalize import conform_table, logical_type, read_schema, unify_types
+from .worker import SerialWorker
 
 PathLike = str | os.PathLike[str]
 
@@ -746,9 +745,7 @@ class RowWriter:
         self._buffer: list[pa.RecordBatch] = []
         self._buffered = 0
         self._threaded = threaded
-        self._queue: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=2)
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._worker: SerialWorker | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Append a batch (the first one fixes the schema)."""
@@ -757,25 +754,13 @@ class RowWriter:
         if not self._threaded:
             self._add(batch)
             return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="evalkit-row-writer", daemon=True)
-            self._thread.start()
-        self._queue.put(batch)
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is None:
-                try:
-                    self._add(item)
-                except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-                    self._error = exc
+        if self._worker is None:
+            self._worker = SerialWorker("evalkit-row-writer", maxsize=2)
+        self._worker.submit(lambda: self._add(batch))
 
     def _raise_pending(self) -> None:
-        if self._error is not None:
-            exc, self._error = self._error, None
+        exc = self._worker.take_error() if self._worker is not None else None
+        if exc is not None:
             if isinstance(exc, OSError):
                 raise OutputError(f"{self.path}: cannot write per-row output ({exc})") from None
             raise exc
@@ -797,11 +782,10 @@ class RowWriter:
 
     def close(self, schema: pa.Schema | None = None) -> None:
         """Finish the file (an empty one with ``schema`` if nothing was written)."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+        if self._worker is not None:
+            self._worker.close()
         self._raise_pending()
+        self._worker = None
         try:
             self._flush()
             if self._writer is None and schema is not None:

@@ -2,10 +2,11 @@
 
 ``import matplotlib`` costs about 0.4 s and drawing the default report's three figures
 about 0.5 s, as much as a quarter of a 6M-row run. :func:`start` forks a helper when a run
-begins (before any reader thread exists): it imports matplotlib while the parent reads and
-computes, then waits. When the tables are final, :meth:`PlotHelper.draw` hands it the
+begins (before any reader thread exists; the CLI forks it earlier still, with
+:func:`start_early`): it imports matplotlib while the parent reads and computes, then waits. When the tables are final, :meth:`PlotHelper.draw` hands it the
 grouped tables; the helper and a second process forked from it (matplotlib already
-imported) draw the figures in parallel into the report's temporary directory while the
+imported) draw the figures in parallel (shared by :func:`split_work` so both finish about
+together) into the report's temporary directory while the
 parent writes the Parquet tables, report.md and summary.json; :meth:`PlotHelper.finish`
 waits for them before the report is committed. The PNGs are those
 :func:`evalkit.plots.write_plots` draws in-process, byte for byte.
@@ -149,6 +150,19 @@ def _sibling_loop(inbox: int, outbox: int, inherited: tuple[int, ...]) -> None:
     _write_msg(outbox, reply)
 
 
+def split_work(names: Sequence[str], costs: dict[str, float]) -> tuple[list[str], list[str]]:
+    """Share the plots between the two drawers so that both finish about together: the
+    longest first, each to the drawer with less work so far (LPT scheduling; ties to the
+    first drawer). Each list keeps the order of ``names``; a name without a cost counts 1."""
+    load = [0.0, 0.0]
+    where: dict[str, int] = {}
+    for name in sorted(names, key=lambda n: -costs.get(n, 1.0)):  # stable: ties in plan order
+        k = 0 if load[0] <= load[1] else 1
+        where[name] = k
+        load[k] += costs.get(name, 1.0)
+    return [n for n in names if where[n] == 0], [n for n in names if where[n] == 1]
+
+
 class PlotHelper:
     """Forked plot drawers of one run (see the module docstring)."""
 
@@ -178,11 +192,12 @@ class PlotHelper:
         ``out_dir``; False if the helper cannot (then draw in-process)."""
         if not self.available() or self._ch is None:
             return False
-        # The heaviest figure (the class distribution) alone; the others to the sibling.
-        mine = [n for n in names if n == "loss_by_class.png"] or list(names[:1])
-        theirs = [n for n in names if n not in mine]
+        from .plots import plot_costs
+
+        job = plot_input(result)
+        mine, theirs = split_work(names, plot_costs(job))
         try:
-            _write_msg(self._ch.to_child, (plot_input(result), os.fspath(out_dir), class_hist, mine, theirs))
+            _write_msg(self._ch.to_child, (job, os.fspath(out_dir), class_hist, mine, theirs))
         except OSError:
             self.close()
             return False
@@ -208,8 +223,39 @@ class PlotHelper:
             self._ch = None
 
 
+_early: PlotHelper | None = None
+
+
+def start_early() -> None:
+    """Fork the plot helper now, for the next :func:`start` of this process to take.
+
+    For the CLI, which calls this as soon as it knows the plots are wanted (after importing
+    pandas, which the helper then shares, and before the rest of the library): the helper's
+    import of matplotlib overlaps the parent's remaining imports and set-up instead of its
+    first batches. Must run before any thread exists, like :func:`start`.
+    """
+    global _early
+    if _early is None:
+        _early = _new_helper()
+
+
+def discard_early() -> None:
+    """End a helper :func:`start_early` forked that no run took (the run failed before)."""
+    global _early
+    helper, _early = _early, None
+    if helper is not None:
+        helper.close()
+
+
 def start() -> PlotHelper | None:
-    """Fork a plot helper now, or None where that is not possible (no ``os.fork``)."""
+    """Fork a plot helper now (or take the one :func:`start_early` forked), or None where
+    that is not possible (no ``os.fork``)."""
+    global _early
+    helper, _early = _early, None
+    return helper if helper is not None else _new_helper()
+
+
+def _new_helper() -> PlotHelper | None:
     if not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
         return None  # no fork, or one core: drawing elsewhere would only compete with the run
     import importlib.util

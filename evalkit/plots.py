@@ -148,14 +148,119 @@ def _new_figure(rows: int) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(WIDTH, _height(rows)), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(WIDTH, _height(rows)), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
 
 
 def _save(fig: Any, path: Path) -> None:
-    # No timestamp in PNG metadata, so the bytes only depend on the data and matplotlib.
-    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+    """Lay the figure out (:func:`_place`) and write it as PNG.
+
+    No timestamp in the PNG metadata, so the bytes only depend on the data and matplotlib;
+    compression level 1: a fifth of the default's encoding time for a slightly larger file.
+    """
+    _place(fig)
+    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None},
+                pil_kwargs={"compress_level": 1})
+
+
+#: Space around the figure's edge and between its blocks (title, axes, legend), in points:
+#: the pad of matplotlib's constrained layout.
+PAD_PT = 3.0
+
+
+def _place(fig: Any) -> None:
+    """Position the figure's grid of axes, its title block and its legend from the measured
+    size of their text, as matplotlib's constrained layout would, without its extra
+    drawing pass (that pass builds and lays out every tick and label a second time: about
+    40% of the drawing time of these figures).
+
+    Each grid cell reserves, outside its axes: the y label and tick labels on the left
+    (on the right, a twin's tick labels), the title above, the x tick labels and x label
+    below. The suptitle sits at the top, the legend centred at the bottom.
+    """
+    renderer = fig.canvas.get_renderer()
+    px = fig.dpi / 72.0
+    pad = PAD_PT * px
+    width, height = fig.bbox.width, fig.bbox.height
+    cells: dict[tuple[int, int], list[Any]] = {}
+    for ax in fig.axes:  # a twin has its parent's subplot spec, after it
+        spec = ax.get_subplotspec()
+        cells.setdefault((spec.rowspan.start, spec.colspan.start), []).append(ax)
+    if not cells:
+        return
+    n_rows, n_cols = next(iter(cells.values()))[0].get_subplotspec().get_gridspec().get_geometry()
+    deco = {key: _decorations(axs, renderer, px) for key, axs in cells.items()}
+    left_of = [max((d[0] for (_, c), d in deco.items() if c == col), default=0.0) for col in range(n_cols)]
+    right_of = [max((d[1] for (_, c), d in deco.items() if c == col), default=0.0) for col in range(n_cols)]
+    top_of = [max((d[2] for (r, _), d in deco.items() if r == row), default=0.0) for row in range(n_rows)]
+    below_of = [max((d[3] for (r, _), d in deco.items() if r == row), default=0.0) for row in range(n_rows)]
+    top = pad
+    if fig._suptitle is not None:
+        fig._suptitle.set_y(1.0 - pad / height)
+        fig._suptitle.set_verticalalignment("top")
+        top += fig._suptitle.get_window_extent(renderer).height + pad
+    bottom = pad
+    for legend in fig.legends:
+        legend.set_bbox_to_anchor((0.5, pad / height), transform=fig.transFigure)
+        bottom += legend.get_window_extent(renderer).height + pad
+    left = pad + left_of[0]
+    right = pad + right_of[-1]
+    top += top_of[0]
+    bottom += below_of[-1]
+    gap_w = max((right_of[c] + pad + left_of[c + 1] for c in range(n_cols - 1)), default=0.0)
+    gap_h = max((below_of[r] + pad + top_of[r + 1] for r in range(n_rows - 1)), default=0.0)
+    ax_w = max(1.0, (width - left - right - (n_cols - 1) * gap_w) / n_cols)
+    ax_h = max(1.0, (height - top - bottom - (n_rows - 1) * gap_h) / n_rows)
+    fig.subplots_adjust(left=left / width, right=1.0 - right / width, top=1.0 - top / height,
+                        bottom=bottom / height, wspace=gap_w / ax_w, hspace=gap_h / ax_h)
+
+
+def _decorations(axs: list[Any], renderer: Any, px: float) -> tuple[float, float, float, float]:
+    """Pixels a grid cell's axes (and its twin) need outside the axes box: left, right,
+    above, below."""
+    def size(texts: Sequence[Any], which: str) -> float:
+        shown = [t for t in texts if t.get_visible() and t.get_text()]
+        return max((getattr(t.get_window_extent(renderer), which) for t in shown), default=0.0)
+
+    def tick_room(axis: Any, which: str) -> float:
+        labels = shown_ticklabels(axis)
+        if not labels:
+            return 0.0
+        tick = axis.get_major_ticks()[0]
+        length = tick.tick1line.get_markersize() if tick.tick1line.get_visible() else 0.0
+        return size(labels, which) + (tick.get_pad() + max(length, 0.0)) * px
+
+    ax = axs[0]
+    left = tick_room(ax.yaxis, "width")
+    if ax.yaxis.label.get_text():
+        left += size([ax.yaxis.label], "width") + ax.yaxis.labelpad * px
+    right = max((tick_room(twin.yaxis, "width") for twin in axs[1:]), default=0.0)
+    xlabels = shown_ticklabels(ax.xaxis)
+    if xlabels:  # the last x tick label reaches half its width past the axes
+        right = max(right, size(xlabels[-1:], "width") / 2.0)
+    above = 0.0
+    if ax.title.get_text():
+        from matplotlib import rcParams
+
+        above = size([ax.title], "height") + rcParams["axes.titlepad"] * px
+    below = tick_room(ax.xaxis, "height")
+    if ax.xaxis.label.get_text():
+        below += size([ax.xaxis.label], "height") + ax.xaxis.labelpad * px
+    return left, right, above, below
+
+
+def shown_ticklabels(axis: Any) -> list[Any]:
+    """The major tick labels of a matplotlib axis that a drawing shows (visible, not empty,
+    at a tick inside the view: a locator also returns ticks beyond it)."""
+    axis.get_majorticklabels()  # formats the labels for the current view
+    lo, hi = sorted(axis.get_view_interval())
+    slack = 1e-9 * max(abs(lo), abs(hi), 1e-300)
+    labels = []
+    for tick, loc in zip(axis.get_major_ticks(), axis.get_majorticklocs(), strict=False):
+        if lo - slack <= loc <= hi + slack:
+            labels += [t for t in (tick.label1, tick.label2) if t.get_visible() and t.get_text()]
+    return labels
 
 
 def _right_labels(ax: Any, ys: Sequence[float], labels: Sequence[str]) -> None:
@@ -171,8 +276,8 @@ def _right_labels(ax: Any, ys: Sequence[float], labels: Sequence[str]) -> None:
 def _finish(fig: Any, title: str, subtitle: str, handles: list[Any]) -> None:
     """Left-aligned title block above, legend below the axes (both layout-managed)."""
     fig.suptitle(f"{title}\n{subtitle}", x=0.01, ha="left", fontsize=10.5, linespacing=1.4)
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)),
-               fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)),
+               fontsize=8, frameon=False, borderaxespad=0.0)
 
 
 def _style(ax: Any) -> None:
@@ -448,6 +553,27 @@ def plot_plan(result: Any) -> list[tuple[str, str]]:
     return [(title, name) for title, name, _, _ in _plot_specs(result)]
 
 
+def plot_costs(result: Any) -> dict[str, float]:
+    """Estimated drawing time of each plot of :func:`plot_plan`, in seconds of one core of
+    the project's machine (file name -> seconds), for sharing the drawing between processes.
+
+    Fitted to measured drawing times (6M x 10 wide, default run, 2026-11-30): the class
+    distribution 0.12 s + 0.01 s a class row, a mean-loss chart 0.09 s + 0.008 s a bar, the
+    reliability diagram 0.05 s + 0.1 s a panel. Only their ratios matter.
+    """
+    costs: dict[str, float] = {}
+    for _, name, kind, g in _plot_specs(result):
+        if kind == "class":
+            costs[name] = 0.12 + 0.01 * min(MAX_CLASSES, len(result.groups["class"]))
+        elif kind == "reliability":
+            calib = reliability_bins(result)
+            n_splits = 0 if calib is None else int(calib.loc[calib["grouping"] == "split", "group"].nunique())
+            costs[name] = 0.05 + 0.1 * min(MAX_RELIABILITY_PANELS, 1 + n_splits)
+        else:
+            costs[name] = 0.09 + 0.008 * min(MAX_GROUPS, len(result.groups[g.name]))
+    return costs
+
+
 def _plot_specs(result: Any) -> list[tuple[str, str, str, Any]]:
     specs: list[tuple[str, str, str, Any]] = []
     groups = result.groups
@@ -503,6 +629,23 @@ def reliability_bins(result: Any) -> pd.DataFrame | None:
     return calib[calib["grouping"].isin(["overall", "split"])].reset_index(drop=True)
 
 
+#: Longest one-line reliability panel title (characters): a third of the figure's width.
+PANEL_TITLE = 40
+
+
+def _panel_title(grouping: str, group: str, row: Any) -> str:
+    """``split = test: ECE 0.144, n=600,955``; a title longer than a panel is wide goes on
+    two lines, the group's label shortened in the middle (:func:`_truncate`), so that
+    neighbouring titles never run into each other."""
+    name = "overall" if grouping == "overall" else f"split = {group}"
+    figures = f"ECE {float(row['ece']):.3f}, n={int(row['count']):,}"
+    if len(name) + 2 + len(figures) <= PANEL_TITLE:
+        return f"{name}: {figures}"
+    if grouping != "overall":
+        name = f"split = {_truncate(group, PANEL_TITLE - 16)}"
+    return f"{name}\n{figures}"
+
+
 def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
     """Reliability diagram (Guo et al. 2017, fig. 1): accuracy against mean top-label
     confidence per bin, overall and (when there is one) per split, bin counts printed on
@@ -517,7 +660,7 @@ def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
 
     cols = min(3, len(panels))
     rows = (len(panels) + cols - 1) // cols
-    fig = Figure(figsize=(WIDTH, 3.4 * rows + 0.9), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(WIDTH, 3.4 * rows + 0.9), dpi=DPI)
     FigureCanvasAgg(fig)
     width = 1.0 / n_bins
     for i, (grouping, group) in enumerate(panels):
@@ -544,8 +687,7 @@ def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
             df = result.groups[grouping]
             labels = [group_label(r, [grouping]) for r in df[[grouping]].to_dict("records")]
             row = df.iloc[labels.index(group)]
-        ax.set_title(f"{'overall' if grouping == 'overall' else f'split = {group}'}: "
-                     f"ECE {float(row['ece']):.3f}, n={int(row['count']):,}", fontsize=9)
+        ax.set_title(_panel_title(grouping, group, row), fontsize=9)
     handles = [_patch(color=_BAR, alpha=0.85, label="accuracy per bin"),
                _line(color=_MEAN, linewidth=2, label="mean confidence in the bin"),
                _line(color="#555555", linestyle="--", linewidth=1, label="perfect calibration")]

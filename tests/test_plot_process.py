@@ -94,3 +94,91 @@ def test_no_helper_process_is_left_behind(tmp_path):
     helper.close()
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reaped
+
+
+def test_split_work_balances_the_two_drawers():
+    """Longest first, each to the drawer with less work; each list in plan order."""
+    costs = {"a.png": 0.22, "b.png": 0.17, "c.png": 0.11, "r.png": 0.45}
+    mine, theirs = plot_process.split_work(["a.png", "b.png", "c.png", "r.png"], costs)
+    assert (mine, theirs) == (["r.png"], ["a.png", "b.png", "c.png"])
+    mine, theirs = plot_process.split_work(["a.png", "b.png", "c.png", "d.png"],
+                                           {"a.png": 3, "b.png": 3, "c.png": 2, "d.png": 2})
+    assert (mine, theirs) == (["a.png", "c.png"], ["b.png", "d.png"])
+    assert plot_process.split_work(["x.png"], {}) == (["x.png"], [])
+    assert plot_process.split_work([], {}) == ([], [])
+
+
+def test_plot_costs_name_every_plot_of_the_plan(tmp_path):
+    from evalkit.plots import plot_costs, plot_plan
+
+    result = evalkit.evaluate(_data(tmp_path), by="region")
+    costs = plot_costs(result)
+    assert set(costs) == {name for _, name in plot_plan(result)}
+    assert all(c > 0 for c in costs.values())
+
+
+def _spy_helpers(monkeypatch):
+    """Record every helper forked (its pid) and which call forked it."""
+    forked: list[tuple[str, int]] = []
+    real_new = plot_process._new_helper
+
+    def new():
+        import inspect
+
+        caller = inspect.stack()[1].function
+        helper = real_new()
+        forked.append((caller, helper._ch.pid if helper is not None else -1))
+        return helper
+
+    monkeypatch.setattr(plot_process, "_new_helper", new)
+    return forked
+
+
+def test_the_cli_forks_the_helper_early_and_the_run_uses_it(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    forked = _spy_helpers(monkeypatch)
+    data = _data(tmp_path)
+    res = CliRunner().invoke(main, ["evaluate", str(data), "--by", "region", "--out", str(tmp_path / "r"),
+                                    "--format", "none", "-q"])
+    assert res.exit_code == 0, res.output
+    assert [caller for caller, _ in forked] == ["start_early"]  # start() took it, forked none
+    assert plot_process._early is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(forked[0][1], os.WNOHANG)  # ended and reaped
+    in_process = evalkit.evaluate(data, by="region").write(tmp_path / "here")
+    assert _pngs(tmp_path / "r") == _pngs(in_process)
+
+
+def test_an_early_helper_no_run_took_is_ended(tmp_path, monkeypatch):
+    """The run fails before it starts drawing (--out names a directory evalkit did not
+    write): the helper forked early does not outlive the command."""
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    forked = _spy_helpers(monkeypatch)
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    res = CliRunner().invoke(main, ["evaluate", str(_data(tmp_path)), "--out", str(out), "--format", "none", "-q"])
+    assert res.exit_code == 4, res.output
+    assert [caller for caller, _ in forked] == ["start_early"]
+    assert plot_process._early is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(forked[0][1], os.WNOHANG)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_no_plots_forks_no_helper(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    forked = _spy_helpers(monkeypatch)
+    res = CliRunner().invoke(main, ["evaluate", str(_data(tmp_path)), "--out", str(tmp_path / "r"),
+                                    "--no-plots", "--format", "none", "-q"])
+    assert res.exit_code == 0, res.output
+    assert forked == []

@@ -204,3 +204,97 @@ def test_plot_links_resolve_whatever_the_names(tmp_path: Path) -> None:
     text = render_markdown(result, plots=[(name, name) for name in odd])
     found = [m for line in text.splitlines() if line.startswith("![") for m in _IMAGE.findall(line)]
     assert [unquote(t) for t in found] == odd
+
+
+# -- layout (plots._place) -----------------------------------------------------------------
+
+
+def _drawn_figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Keep each figure write_plots saves (after it was drawn), by file name."""
+    from evalkit import plots
+
+    figures: dict[str, object] = {}
+    real = plots._save
+
+    def keep(fig, path):
+        real(fig, path)
+        figures[Path(path).name] = fig
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def _check_layout(fig) -> None:
+    """Every text inside the figure; axes decorations clear of each other: tick labels
+    left / right of their axes, titles above, x labels below, the legend below every axes'
+    decorations and the suptitle above them."""
+    renderer = fig.canvas.get_renderer()
+    W, H = fig.bbox.width, fig.bbox.height
+    from evalkit.plots import shown_ticklabels
+
+    texts = [*fig.texts, *(t for lg in fig.legends for t in lg.get_texts())]
+    for ax in fig.axes:
+        texts += [*ax.texts, ax.title, ax.xaxis.label, ax.yaxis.label,
+                  *shown_ticklabels(ax.xaxis), *shown_ticklabels(ax.yaxis)]
+    texts = [t for t in texts if t.get_visible() and t.get_text()]
+    for t in texts:
+        bb = t.get_window_extent(renderer)
+        assert bb.x0 >= -1 and bb.y0 >= -1 and bb.x1 <= W + 1 and bb.y1 <= H + 1, (t.get_text(), bb, W, H)
+    decorated = []
+    for ax in fig.axes:
+        box = ax.get_window_extent(renderer)
+        for lab in shown_ticklabels(ax.yaxis):
+            if lab.get_text():
+                bb = lab.get_window_extent(renderer)
+                assert bb.x1 <= box.x0 + 1 or bb.x0 >= box.x1 - 1, (lab.get_text(), bb, box)
+        if ax.title.get_text():
+            assert ax.title.get_window_extent(renderer).y0 >= box.y1 - 1
+        if ax.xaxis.label.get_text():
+            assert ax.xaxis.label.get_window_extent(renderer).y1 <= box.y0 + 1
+        decorated.append(ax.get_tightbbox(renderer))
+    for legend in fig.legends:
+        top = legend.get_window_extent(renderer).y1
+        assert all(top <= d.y0 + 1 for d in decorated), (top, [d.y0 for d in decorated])
+    if fig._suptitle is not None:
+        bottom = fig._suptitle.get_window_extent(renderer).y0
+        assert all(bottom >= d.y1 - 1 for d in decorated), (bottom, [d.y1 for d in decorated])
+    # Cells of a grid do not overlap (reliability panels).
+    boxes = [ax.get_tightbbox(renderer) for ax in fig.axes]
+    specs = [(ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start) for ax in fig.axes]
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            if specs[i] != specs[j]:  # a twin shares its parent's cell
+                a, b = boxes[i], boxes[j]
+                overlap_w = min(a.x1, b.x1) - max(a.x0, b.x0)
+                overlap_h = min(a.y1, b.y1) - max(a.y0, b.y0)
+                assert overlap_w <= 1 or overlap_h <= 1, (specs[i], specs[j], a, b)
+
+
+@pytest.mark.parametrize("case", ["digits", "long_labels", "many_classes", "five_splits"])
+def test_every_plot_is_laid_out_inside_the_figure_without_overlaps(tmp_path: Path, monkeypatch, case) -> None:
+    """plots._place positions axes from measured text (no layout engine): whatever the
+    labels, nothing leaves the figure or runs into its neighbour."""
+    pytest.importorskip("matplotlib")
+    if case == "digits":
+        result = evalkit.evaluate(DIGITS)
+    elif case == "long_labels":
+        region = (["a very long region name that needs truncation"] * 40 + ["EU"] * 40
+                  + ["région \u00e9 (x) $y$"] * 20)
+        result = evalkit.evaluate(_probs_frame(100, ["x" * 40, "y", "z"], region=region), by="region")
+    elif case == "many_classes":
+        classes = [f"class_with_a_rather_long_name_{i:04d}" for i in range(200)]
+        result = evalkit.evaluate(_probs_frame(2000, classes))
+    else:
+        split = np.repeat(["train", "test", "val", "holdout", "a rather long split name"], 60)
+        result = evalkit.evaluate(_probs_frame(300, ["a", "b", "c"], split=split))
+    figures = _drawn_figures(monkeypatch)
+    for hist in (class_histograms(_stats_from_rows(result)), None):
+        written = write_plots(result, tmp_path, hist)
+        _assert_pngs(tmp_path, written)
+        assert set(figures) == {n for _, n in written}
+        for name, fig in figures.items():
+            try:
+                _check_layout(fig)
+            except AssertionError as exc:
+                raise AssertionError(f"{case}: {name}: {exc}") from None
+        figures.clear()

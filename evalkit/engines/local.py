@@ -8,6 +8,7 @@ writer as it is produced, so memory is flat in the number of rows.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 
 from ..io import RowWriter, Source
@@ -22,6 +23,9 @@ MIN_ROWS_PER_BATCH = 1 << 14
 #: Hard cap on values per batch: a batch's score matrix and its float64 temporaries must stay
 #: bounded whatever the class count (16k rows x 50k classes would be gigabytes).
 MAX_VALUES_PER_BATCH = 1 << 24
+#: Update the accumulators on a second thread (:class:`evalkit.engines.base.Stages`)?
+#: Only with a second core to run it on.
+STAGED = (os.cpu_count() or 1) > 1
 
 
 def batch_rows(n_classes: int, requested: int | None = None) -> int:
@@ -53,5 +57,5 @@ def run_local(
     # collector finalises the abandoned generator (possibly inside threading internals).
     with contextlib.closing(batches):
         consume(plan, state, batches, label_index=label_index, writer=writer, keep=keep_batches,
-                progress=progress)
+                progress=progress, staged=STAGED)
     return state
