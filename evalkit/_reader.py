@@ -53,12 +53,12 @@ INFLIGHT_BYTES = 192 << 20
 READ_BUFFER_BYTES = 1 << 20
 #: Batches a task may queue when its row groups are bigger than INFLIGHT_BYTES (a task that
 #: would otherwise decode alone, e.g. 100k rows x 1000 classes), in bytes (at most
-#: STREAMED_QUEUE_BATCHES batches): half the in-flight budget, so the task being consumed
-#: and one decoding ahead fit in it together. The task ahead only runs on while its queue
-#: has room: with 2 batches (QUEUE_BYTES / workers) decode was single-threaded in effect
-#: (1M x 1000: ~1.4 cores busy, 20.2 s); with ~6-8 batches 1.8 cores, 17.4 s (loaded
-#: machine, same run), peak 0.83 GiB.
-STREAMED_QUEUE_BYTES = INFLIGHT_BYTES // 2
+#: STREAMED_QUEUE_BATCHES batches). Such a task counts as half the in-flight budget: the one
+#: being consumed and one decoding ahead. The task ahead only runs on while its queue has
+#: room: paired on 1M x 1000 (loaded machine, 3 pairs), 6 batches (96 MiB) 18.6-20.3 s,
+#: 0.60-0.65 GiB; 11 batches 15.3-17.2 s, 0.67-0.72 GiB; 2 batches (QUEUE_BYTES / workers):
+#: decode single-threaded in effect (~1.4 cores busy).
+STREAMED_QUEUE_BYTES = 176 << 20
 STREAMED_QUEUE_BATCHES = 16
 
 
@@ -189,7 +189,8 @@ class RowGroupReader:
     def _task_bytes(self, part: FilePart, rgs: tuple[int, ...] | BaseException) -> int:
         """Uncompressed bytes a task may hold at once, projected columns only (0: unknown):
         its row groups' bytes, or for a task bigger than INFLIGHT_BYTES (streamed through
-        :data:`READ_BUFFER_BYTES` buffers, never held whole) the batches it may queue.
+        :data:`READ_BUFFER_BYTES` buffers, never held whole, queueing at most
+        STREAMED_QUEUE_BYTES) half the budget: two such tasks are alive at once.
 
         Estimated from row-group totals and the schema: each row group's uncompressed size
         times the share of its leaf columns that are read. Column-chunk metadata is never
@@ -200,11 +201,12 @@ class RowGroupReader:
         md = part.metadata
         if md is None or isinstance(rgs, BaseException) or not rgs:
             return 0
-        share = self._projected_share(md)
-        total = sum(md.row_group(i).total_byte_size for i in rgs) * share
-        if total <= INFLIGHT_BYTES:
-            return int(total)
-        return int(self._queue_depth(part, rgs) * self._batch_bytes(part, rgs) * share)
+        total = self._projected_bytes(md, rgs)
+        return total if total <= INFLIGHT_BYTES else INFLIGHT_BYTES // 2
+
+    def _projected_bytes(self, md: pq.FileMetaData, rgs: tuple[int, ...]) -> int:
+        """Uncompressed bytes of the row groups ``rgs``, projected columns only (estimate)."""
+        return int(sum(md.row_group(i).total_byte_size for i in rgs) * self._projected_share(md))
 
     def _batch_bytes(self, part: FilePart, rgs: tuple[int, ...]) -> float:
         """Uncompressed bytes of one batch of the task (all columns; from the footer)."""
@@ -235,7 +237,7 @@ class RowGroupReader:
         if md is None or isinstance(rgs, BaseException) or not rgs:
             return self.queue_batches
         batch = max(self._batch_bytes(part, rgs), 1)
-        if sum(md.row_group(i).total_byte_size for i in rgs) * self._projected_share(md) > INFLIGHT_BYTES:
+        if self._projected_bytes(md, rgs) > INFLIGHT_BYTES:
             return int(max(1, min(STREAMED_QUEUE_BATCHES, STREAMED_QUEUE_BYTES // batch)))
         return int(max(1, min(self.queue_batches, QUEUE_BYTES / self.workers // batch)))
 
