@@ -39,13 +39,27 @@ _DONE = object()
 #: Uncompressed bytes of decoded batches the workers may hold queued, all together.
 QUEUE_BYTES = 96 << 20
 #: Uncompressed bytes (projected columns) of the tasks alive at once: the one being consumed
-#: and those decoding ahead. pyarrow materialises a list column's whole column chunk (a
-#: 100k-row group of 1000 float32 classes is 400 MB), so such row groups are read one at a
-#: time (1M x 1000: 0.97 GiB peak instead of 2.3 GiB, decode no longer overlapping across
-#: row groups); narrow row groups (10 classes: ~52 MB a 1M-row group) still decode
-#: ``workers`` ahead. 192 MiB, not 512: with wider row groups (a user column: 67 MB) one
-#: fewer decodes ahead, which the 1M-groups run (peak near its 2 GiB bound) needs.
+#: and those decoding ahead (each counted as what it may hold: see ``_task_bytes``). 192 MiB,
+#: not 512: with wide row groups (a user column: 67 MB) one fewer decodes ahead, which the
+#: 1M-groups run (peak near its 2 GiB bound) needs.
 INFLIGHT_BYTES = 192 << 20
+#: Read buffer of each column chunk (``ParquetFile(buffer_size=...)``). With the default (0)
+#: pyarrow reads a whole column chunk before decoding it: a 100k-row group of 1000 float32
+#: classes is ~340 MB compressed, held while the row group decodes, so such row groups could
+#: only be read one at a time (decode never overlapped across row groups). Streamed through
+#: 1 MiB buffers a task holds only the batches it decodes, and two row groups decode at once:
+#: 1M x 1000 list, read only, 2 threads: 0.84 GiB (1 thread, unbuffered: 0.80 GiB, 2x the wall
+#: time). It costs nothing on narrow columns (6M x 10 wide: as fast, less memory).
+READ_BUFFER_BYTES = 1 << 20
+#: Batches a task may queue when its row groups are bigger than INFLIGHT_BYTES (a task that
+#: would otherwise decode alone, e.g. 100k rows x 1000 classes), in bytes (at most
+#: STREAMED_QUEUE_BATCHES batches). Such a task counts as half the in-flight budget: the one
+#: being consumed and one decoding ahead. The task ahead only runs on while its queue has
+#: room: paired on 1M x 1000 (loaded machine, 3 pairs), 6 batches (96 MiB) 18.6-20.3 s,
+#: 0.60-0.65 GiB; 11 batches 15.3-17.2 s, 0.67-0.72 GiB; 2 batches (QUEUE_BYTES / workers):
+#: decode single-threaded in effect (~1.4 cores busy).
+STREAMED_QUEUE_BYTES = 176 << 20
+STREAMED_QUEUE_BATCHES = 16
 
 
 @dataclass(frozen=True)
@@ -173,7 +187,10 @@ class RowGroupReader:
             yield from ((part, group) for group in group_row_groups(md, rgs, 4 * self.batch_size))
 
     def _task_bytes(self, part: FilePart, rgs: tuple[int, ...] | BaseException) -> int:
-        """Uncompressed bytes of the task's row groups, projected columns only (0: unknown).
+        """Uncompressed bytes a task may hold at once, projected columns only (0: unknown):
+        its row groups' bytes, or for a task bigger than INFLIGHT_BYTES (streamed through
+        :data:`READ_BUFFER_BYTES` buffers, never held whole, queueing at most
+        STREAMED_QUEUE_BYTES) half the budget: two such tasks are alive at once.
 
         Estimated from row-group totals and the schema: each row group's uncompressed size
         times the share of its leaf columns that are read. Column-chunk metadata is never
@@ -182,10 +199,22 @@ class RowGroupReader:
         (SIGABRT, e.g. "Definition level histogram size mismatch"), where the read itself
         raises an ordinary error that evalkit names."""
         md = part.metadata
-        if md is None or isinstance(rgs, BaseException):
+        if md is None or isinstance(rgs, BaseException) or not rgs:
             return 0
-        share = self._projected_share(md)
-        return int(sum(md.row_group(i).total_byte_size for i in rgs) * share)
+        total = self._projected_bytes(md, rgs)
+        return total if total <= INFLIGHT_BYTES else INFLIGHT_BYTES // 2
+
+    def _projected_bytes(self, md: pq.FileMetaData, rgs: tuple[int, ...]) -> int:
+        """Uncompressed bytes of the row groups ``rgs``, projected columns only (estimate)."""
+        return int(sum(md.row_group(i).total_byte_size for i in rgs) * self._projected_share(md))
+
+    def _batch_bytes(self, part: FilePart, rgs: tuple[int, ...]) -> float:
+        """Uncompressed bytes of one batch of the task (all columns; from the footer)."""
+        md = part.metadata
+        assert md is not None
+        rows = sum(md.row_group(i).num_rows for i in rgs)
+        size = sum(md.row_group(i).total_byte_size for i in rgs)
+        return size / max(rows, 1) * min(self.batch_size, max(rows, 1))
 
     def _projected_share(self, md: pq.FileMetaData) -> float:
         """Fraction of the file's leaf columns that belong to a projected column (cached)."""
@@ -201,16 +230,16 @@ class RowGroupReader:
         return share
 
     def _queue_depth(self, part: FilePart, rgs: tuple[int, ...] | BaseException) -> int:
-        """Batches a task may queue: ``queue_batches``, fewer for batches of many bytes
-        (estimated from the row groups' uncompressed sizes in the footer)."""
+        """Batches a task may queue: ``queue_batches``, fewer for batches of many bytes (all
+        queued together within QUEUE_BYTES); a task bigger than INFLIGHT_BYTES may queue
+        STREAMED_QUEUE_BYTES (sizes estimated from the row groups' sizes in the footer)."""
         md = part.metadata
         if md is None or isinstance(rgs, BaseException) or not rgs:
             return self.queue_batches
-        rows = sum(md.row_group(i).num_rows for i in rgs)
-        size = sum(md.row_group(i).total_byte_size for i in rgs)
-        batch_bytes = size / max(rows, 1) * min(self.batch_size, max(rows, 1))
-        budget = QUEUE_BYTES / self.workers
-        return int(max(1, min(self.queue_batches, budget // max(batch_bytes, 1))))
+        batch = max(self._batch_bytes(part, rgs), 1)
+        if self._projected_bytes(md, rgs) > INFLIGHT_BYTES:
+            return int(max(1, min(STREAMED_QUEUE_BATCHES, STREAMED_QUEUE_BYTES // batch)))
+        return int(max(1, min(self.queue_batches, QUEUE_BYTES / self.workers // batch)))
 
     def _work(self, part: FilePart, rgs: tuple[int, ...] | BaseException, out: queue.Queue[Any],
               stop: threading.Event) -> None:
@@ -225,6 +254,7 @@ class RowGroupReader:
                 metadata=part.metadata,
                 read_dictionary=[c for c in self.dictionary_columns if c in physical and c in in_file] or None,
                 pre_buffer=False,
+                buffer_size=READ_BUFFER_BYTES,
                 page_checksum_verification=True,
             )
             dict_cols = [c for c in self.dictionary_columns if c in physical and c in in_file]

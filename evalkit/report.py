@@ -506,15 +506,32 @@ def to_json_default(o: Any) -> Any:
 
 
 def frame_records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """DataFrame -> list of dicts with plain Python values (NaN -> None)."""
-    records = []
-    for rec in df.to_dict("records"):
-        clean = {}
-        for k, v in rec.items():
-            if is_missing(v):
-                v = None  # NaN, NaT, pd.NA: the one missing value, JSON null
-            elif isinstance(v, np.generic):
-                v = v.item()
-            clean[str(k)] = v
-        records.append(clean)
-    return records
+    """DataFrame -> list of dicts with plain Python values (NaN, NaT, pd.NA -> None).
+
+    Column by column: numpy number and bool columns convert in one ``tolist`` (a table of
+    1000 classes x 40 figures was 40k Python-level checks), other columns value by value."""
+    names = [str(k) for k in df.columns]
+    columns = [_plain_values(df.iloc[:, j]) for j in range(df.shape[1])]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)] if columns else [
+        {} for _ in range(len(df))]
+
+
+def _plain_values(col: pd.Series) -> list[Any]:
+    """The values of one column as plain Python values, missing ones as None."""
+    dtype = col.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+        arr = col.to_numpy()
+        values = arr.tolist()
+        if dtype.kind == "f":
+            nan = np.flatnonzero(np.isnan(arr))
+            for i in nan.tolist():
+                values[i] = None
+        return values
+    out = []
+    for v in col.tolist():
+        if is_missing(v):
+            v = None  # NaN, NaT, pd.NA: the one missing value, JSON null
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out.append(v)
+    return out

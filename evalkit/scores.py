@@ -52,6 +52,10 @@ class ScoreStats:
     argmax: npt.NDArray[np.int64]
     lo: float
     hi: float
+    terms: Terms | None = None
+    """(top-label confidence, sum p^2, entropy) per row, float64, when asked with
+    ``terms=True`` on a row-major matrix: the inputs of :func:`calibration_terms`, computed
+    in the same pass (see there)."""
 
 
 #: Values per block in :func:`score_stats`: a block (4 MiB of float32) stays in cache while
@@ -59,7 +63,7 @@ class ScoreStats:
 BLOCK_VALUES = 1 << 20
 
 
-def score_stats(scores: np.ndarray) -> ScoreStats:
+def score_stats(scores: np.ndarray, *, terms: bool = False) -> ScoreStats:
     """Everything validation and the kernel need from a score matrix, in one cache-friendly pass.
 
     For many classes (row-major list layouts) the batch is walked in blocks of rows; each
@@ -67,6 +71,11 @@ def score_stats(scores: np.ndarray) -> ScoreStats:
     in the input dtype (exact enough against a 1e-3 tolerance): twice as fast as ``sum`` and,
     unlike a BLAS matrix-vector product, it does not start spinning BLAS threads that fight
     the Parquet decoder for the cores.
+
+    With ``terms`` (probabilities, row-major, more than 32 classes) the same pass also gives
+    each row's calibration terms (:attr:`ScoreStats.terms`), block by block while the block
+    is in cache, the values :func:`calibration_terms` computes bit for bit: reading the
+    matrix once, and the row maximum (the confidence) taken once, in float32 (exact).
     """
     n, k = scores.shape
     if n == 0:
@@ -77,24 +86,38 @@ def score_stats(scores: np.ndarray) -> ScoreStats:
     row_sum = np.empty(n, dtype=np.float64)
     argmax = np.empty(n, dtype=np.int64)
     lo, hi = math.inf, -math.inf
-    step = max(1, BLOCK_VALUES // k)
+    step = _calib_step(k) if terms else max(1, BLOCK_VALUES // k)
+    out = (np.empty(n), np.empty(n), np.empty(n)) if terms else None
+    blocks = _RowBlocks(min(step, n), k) if terms else None
     for start in range(0, n, step):
-        block = scores[start:start + step]
-        row_sum[start:start + step] = np.einsum("ij->i", block)
-        argmax[start:start + step] = block.argmax(axis=1)
+        sl = slice(start, start + step)
+        block = scores[sl]
+        row_sum[sl] = np.einsum("ij->i", block)
+        argmax[sl] = block.argmax(axis=1)
         # NaN propagates through min/max, so a NaN anywhere still fails the checks.
         lo = min(lo, float(block.min()))
-        hi = max(hi, float(block.max()))
-    return ScoreStats(row_sum, argmax, lo, hi)
+        if out is not None and blocks is not None:
+            mx = block.max(axis=1)
+            hi = max(hi, float(mx.max()))
+            out[0][sl] = mx  # float32 -> float64 is exact: the max of the float64 copy
+            out[1][sl], out[2][sl] = blocks.moments(block)
+        else:
+            hi = max(hi, float(block.max()))
+    return ScoreStats(row_sum, argmax, lo, hi, out)
 
 
-__all__ = ["BLOCK_VALUES", "ScoreStats", "row_argmax", "score_stats"]
 #: Rows per block in :func:`calibration_terms`: a block's float64 temporaries stay in cache.
 CALIB_BLOCK_ROWS = 1 << 15
 #: Most values per block: with many classes a block of CALIB_BLOCK_ROWS rows would make
 #: float64 temporaries of hundreds of MB (1000 classes: 262 MB each, paid in page faults);
 #: 64k values (512 KB of float64) stay in cache.
 CALIB_BLOCK_VALUES = 1 << 16
+Terms = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _calib_step(k: int) -> int:
+    """Rows per block of :func:`calibration_terms` for ``k`` classes."""
+    return max(1, min(CALIB_BLOCK_ROWS, CALIB_BLOCK_VALUES // max(k, 1)))
 
 
 @dataclass(frozen=True)
@@ -113,14 +136,16 @@ class RowCalibration:
 
 def calibration_terms(scores: np.ndarray, *, from_logits: bool,
                       p_true: np.ndarray | None = None,
-                      targets: np.ndarray | None = None) -> RowCalibration:
+                      targets: np.ndarray | None = None,
+                      terms: Terms | None = None) -> RowCalibration:
     """Top-label confidence, Brier score and entropy of every row, vectorised.
 
     ``scores`` is the (n, K) probability matrix (or logits when ``from_logits``) of any
     layout, float32 or float64, row- or column-major. With hard labels pass ``p_true`` (the
     unclipped probability of the true class): then ``brier = sum_j p_j^2 - 2 p_true + 1``;
     with one-hot / soft targets pass ``targets`` (n, K): ``brier = sum_j (p_j - t_j)^2``.
-    Probabilities are used unclipped.
+    Probabilities are used unclipped. ``terms``: the (confidence, sum p^2, entropy) of
+    these rows from :func:`score_stats` (hard labels only): then ``scores`` is not read.
 
     The work is done in blocks of :data:`CALIB_BLOCK_ROWS` rows (at most
     :data:`CALIB_BLOCK_VALUES` values), column by column for column-major (wide-layout)
@@ -129,26 +154,37 @@ def calibration_terms(scores: np.ndarray, *, from_logits: bool,
     """
     if targets is None and p_true is None:
         raise ValueError("calibration_terms needs p_true (hard labels) or targets")
+    if terms is not None and targets is None:
+        conf, sq, ent = terms
+        pt = tt = None
+    else:
+        conf, sq, ent, pt, tt = _block_terms(scores, from_logits, targets)
+    if pt is not None and tt is not None:
+        brier = sq - 2.0 * pt + tt
+    else:
+        brier = sq - 2.0 * np.asarray(p_true, dtype=np.float64) + 1.0
+    return RowCalibration(conf, np.maximum(brier, 0.0), np.maximum(ent, 0.0))
+
+
+def _block_terms(scores: np.ndarray, from_logits: bool, targets: np.ndarray | None
+                 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray | None, FloatArray | None]:
+    """Per row: confidence, sum p^2, entropy, and with ``targets`` sum p t and sum t^2."""
     n, k = scores.shape
     conf, sq, ent = np.empty(n), np.empty(n), np.empty(n)
     pt = np.empty(n) if targets is not None else None
     col_major = k <= 64 and scores.strides[0] == scores.itemsize and n > 1
     tt = np.empty(n) if targets is not None else None
-    step = max(1, min(CALIB_BLOCK_ROWS, CALIB_BLOCK_VALUES // max(k, 1)))
+    step = _calib_step(k)
     block = (_logit_block if from_logits else _col_block if col_major
              else _RowBlocks(min(step, n), k))
     for start in range(0, n, step):
         sl = slice(start, min(n, start + step))
         conf[sl], sq[sl], ent[sl], p = block(scores[sl])
-        if pt is not None:
+        if pt is not None and tt is not None and targets is not None:
             t = np.asarray(targets[sl], dtype=np.float64)
             pt[sl] = np.einsum("ij,ij->i", p(), t)
             tt[sl] = np.einsum("ij,ij->i", t, t)
-    if targets is not None:
-        brier = sq - 2.0 * pt + tt
-    else:
-        brier = sq - 2.0 * np.asarray(p_true, dtype=np.float64) + 1.0
-    return RowCalibration(conf, np.maximum(brier, 0.0), np.maximum(ent, 0.0))
+    return conf, sq, ent, pt, tt
 
 
 _Block = tuple[np.ndarray, np.ndarray, np.ndarray, Any]
@@ -202,6 +238,13 @@ class _RowBlocks:
         self.logp = np.empty(rows * k)
 
     def __call__(self, blk: np.ndarray) -> _Block:
+        sq, ent = self.moments(blk)
+        p = self.p[: blk.size].reshape(blk.shape)
+        return p.max(axis=1), sq, ent, lambda: p
+
+    def moments(self, blk: np.ndarray) -> tuple[FloatArray, FloatArray]:
+        """``(sum_j p_j^2, -sum_j p_j log p_j)`` per row of the block (float64); the block's
+        float64 copy stays in ``self.p`` until the next call."""
         m, k = blk.shape
         p = self.p[: m * k].reshape(m, k)
         logp = self.logp[: m * k].reshape(m, k)
@@ -215,4 +258,8 @@ class _RowBlocks:
         bad = np.flatnonzero(np.isnan(ent))
         if len(bad):
             ent[bad] = -np.einsum("ij,ij->i", p[bad], np.log(np.maximum(p[bad], 1e-300)))
-        return p.max(axis=1), np.einsum("ij,ij->i", p, p), ent, lambda: p
+        return np.einsum("ij,ij->i", p, p), ent
+
+
+__all__ = ["BLOCK_VALUES", "CALIB_BLOCK_ROWS", "CALIB_BLOCK_VALUES", "RowCalibration", "ScoreStats",
+           "calibration_terms", "row_argmax", "score_stats"]

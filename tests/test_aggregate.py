@@ -684,3 +684,37 @@ def test_multi_column_code_paths(monkeypatch, max_radix):
     assert ranks == sorted(ranks)
     assert out["a"].isna().tolist()[-int(pd.isna(out["a"]).sum()):] == [True] * int(
         pd.isna(out["a"]).sum())
+
+
+@pytest.mark.parametrize("pending", [1, 7, 1 << 30])
+def test_topk_collected_candidates_select_the_same_rows(monkeypatch, pending):
+    """Candidates are collected and selected once there are PENDING_ROWS of them (or as many
+    as the selection holds): any threshold gives the rows of a full sort, also after merges
+    of states that still hold collected candidates, with and without a `row` column."""
+    import evalkit.aggregate.topk as topk
+
+    monkeypatch.setattr(topk, "PENDING_ROWS", pending)
+    rng = np.random.default_rng(17)
+    n, k, groups = 5_000, 3, 40
+    g = rng.integers(0, groups, n)
+    loss = rng.integers(0, 30, n).astype(np.float64) / 4  # many ties
+    names = pa.array([f"c{i:02d}" for i in g])
+    for with_row in (True, False):
+        payload = pa.table({"row": np.arange(n)} if with_row else {"id": np.arange(n) * 10})
+        parts = []
+        for lo_, hi_ in ((0, 1_700), (1_700, 1_701), (1_701, 5_000)):
+            t = TopK(k, ["grp"])
+            for a in range(lo_, hi_, 300):
+                b = min(hi_, a + 300)
+                t.update([names[a:b]], loss[a:b], payload.slice(a, b - a))
+            parts.append(t)
+        merged = parts[0].merge(parts[1]).merge(parts[2])
+        out = merged.finalize()
+        want = []
+        for key in range(groups):
+            x = np.flatnonzero(g == key)
+            want.extend(x[np.lexsort((x, -loss[x]))][:k].tolist())  # ties: earlier row first
+        got = out["row"] if with_row else out["id"] // 10
+        assert got.tolist() == want
+        assert out["loss"].tolist() == loss[want].tolist()
+        assert len(merged._loss) <= k * groups and not merged._pending

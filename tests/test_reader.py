@@ -137,36 +137,10 @@ def test_rebatch_joins_short_pieces_and_never_copies_big_ones():
     assert pa.Table.from_batches(out).column("a").to_pylist() == list(range(37))
 
 
-def test_queue_depth_shrinks_for_big_batches():
+def _count_tasks_alive(monkeypatch) -> dict[str, int]:
+    """Count the reader's tasks as they start and finish; ``peak``: most alive at once."""
     import evalkit._reader as reader
 
-    class _Footer:  # one row group of 100k rows, row_bytes wide (uncompressed)
-        def __init__(self, row_bytes: int) -> None:
-            self.rg = type("Rg", (), {"num_rows": 100_000, "total_byte_size": 100_000 * row_bytes})()
-
-        def row_group(self, i: int):
-            return self.rg
-
-    def depth(row_bytes: int, batch: int) -> int:
-        part = reader.FilePart("f", {}, 1, metadata=_Footer(row_bytes))  # type: ignore[arg-type]
-        rr = reader.RowGroupReader([part], ["p"], pa.schema([]), batch_size=batch,
-                                   open_file=lambda p: p, workers=2, queue_batches=4)
-        return rr._queue_depth(part, (0,))
-
-    assert depth(60, 262_144) == 4  # 10 float32 classes: 6 MB batches, the full queue
-    assert depth(4_000, 16_384) == 1  # 1000 float32 classes: 64 MiB batches, one queued
-
-
-def test_wide_row_groups_are_not_decoded_ahead_past_the_byte_budget(tmp_path, monkeypatch):
-    import evalkit._reader as reader
-
-    path = tmp_path / "t.parquet"
-    _tiny_row_groups(path, n=4_000, size=1_000)  # 4 row groups, one task each
-    md = pq.read_metadata(path)
-    one = reader.RowGroupReader([reader.FilePart(str(path), {}, 4, metadata=md)], ["id", "x"],
-                                pq.read_schema(path), batch_size=250, open_file=lambda p: p)
-    per_task = one._task_bytes(one.parts[0], (0,))
-    assert per_task > 0
     counts = {"started": 0, "done": 0, "peak": 0}
     real_work, real_put = reader.RowGroupReader._work, reader._put
 
@@ -182,6 +156,77 @@ def test_wide_row_groups_are_not_decoded_ahead_past_the_byte_budget(tmp_path, mo
 
     monkeypatch.setattr(reader.RowGroupReader, "_work", work)
     monkeypatch.setattr(reader, "_put", put)
+    return counts
+
+
+def test_queue_depth_shrinks_for_big_batches():
+    import evalkit._reader as reader
+
+    class _Footer:  # one row group of 100k rows, row_bytes wide (uncompressed), one leaf column
+        def __init__(self, row_bytes: int) -> None:
+            self.rg = type("Rg", (), {"num_rows": 100_000, "total_byte_size": 100_000 * row_bytes})()
+            leaf = type("Leaf", (), {"path": "p"})()
+            self.schema = type("Schema", (), {"__len__": lambda s: 1, "column": lambda s, j: leaf})()
+
+        def row_group(self, i: int):
+            return self.rg
+
+    def reader_for(row_bytes: int, batch: int) -> tuple[reader.RowGroupReader, reader.FilePart]:
+        part = reader.FilePart("f", {}, 1, metadata=_Footer(row_bytes))  # type: ignore[arg-type]
+        return reader.RowGroupReader([part], ["p"], pa.schema([]), batch_size=batch,
+                                     open_file=lambda p: p, workers=2, queue_batches=4), part
+
+    rr, part = reader_for(60, 262_144)  # 10 float32 classes: 6 MB batches, the full queue
+    assert rr._queue_depth(part, (0,)) == 4
+    assert rr._task_bytes(part, (0,)) == 6_000_000  # held whole: its row group's bytes
+    rr, part = reader_for(2_100, 16_384)  # 525 float32 classes: 210 MB row group, 34 MB batches
+    assert rr._queue_depth(part, (0,)) == reader.STREAMED_QUEUE_BYTES // (16_384 * 2_100) == 5
+    # A row group bigger than INFLIGHT_BYTES is streamed (never held whole): the task counts
+    # as half the budget, so a second one decodes while the first is consumed, and queues
+    # up to STREAMED_QUEUE_BYTES.
+    rr, part = reader_for(4_000, 4_096)  # 1000 float32 classes: 400 MB row group, 16 MB batches
+    depth = rr._queue_depth(part, (0,))
+    assert depth == reader.STREAMED_QUEUE_BYTES // (4_096 * 4_000) > 4
+    assert rr._task_bytes(part, (0,)) == reader.INFLIGHT_BYTES // 2
+
+
+def test_row_groups_bigger_than_the_budget_stream_and_decode_two_at_once(tmp_path, monkeypatch):
+    """A list column in row groups bigger than INFLIGHT_BYTES (1M x 1000 classes: 400 MB each)
+    used to be read one row group at a time; streamed, the next one decodes ahead while the
+    current one is consumed, and the rows still come in order."""
+    import evalkit._reader as reader
+
+    path = tmp_path / "list.parquet"
+    n, k = 4_000, 50
+    probs = np.random.default_rng(5).random((n, k)).astype(np.float32)
+    table = pa.table({"id": np.arange(n),
+                      "p": pa.FixedSizeListArray.from_arrays(probs.ravel(), k).cast(pa.list_(pa.float32()))})
+    write(table, path, row_group_size=1_000)
+    md = pq.read_metadata(path)
+    budget = md.row_group(0).total_byte_size * 9 // 10  # a row group is more than the budget
+    monkeypatch.setattr(reader, "INFLIGHT_BYTES", budget)
+    monkeypatch.setattr(reader, "STREAMED_QUEUE_BYTES", budget // 2)
+    rr = reader.RowGroupReader([reader.FilePart(str(path), {}, 4, metadata=md)], ["id", "p"],
+                               pq.read_schema(path), batch_size=100, open_file=lambda p: p)
+    assert 1 < rr._queue_depth(rr.parts[0], (0,)) < 10
+    counts = _count_tasks_alive(monkeypatch)
+    got = pa.Table.from_batches([b for _, b in rr])
+    assert got.column("id").to_pylist() == list(range(n))
+    assert got.column("p").equals(table.column("p"))
+    assert counts["peak"] == 2  # the consumed task and one decoding ahead, never more
+
+
+def test_wide_row_groups_are_not_decoded_ahead_past_the_byte_budget(tmp_path, monkeypatch):
+    import evalkit._reader as reader
+
+    path = tmp_path / "t.parquet"
+    _tiny_row_groups(path, n=4_000, size=1_000)  # 4 row groups, one task each
+    md = pq.read_metadata(path)
+    one = reader.RowGroupReader([reader.FilePart(str(path), {}, 4, metadata=md)], ["id", "x"],
+                                pq.read_schema(path), batch_size=250, open_file=lambda p: p)
+    per_task = max(one._task_bytes(one.parts[0], (i,)) for i in range(4))  # none streamed
+    assert per_task > 0
+    counts = _count_tasks_alive(monkeypatch)
     for budget, most in ((per_task, 1), (1 << 40, 3)):
         monkeypatch.setattr(reader, "INFLIGHT_BYTES", budget)
         counts.update(started=0, done=0, peak=0)

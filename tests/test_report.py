@@ -93,3 +93,40 @@ def test_a_missing_key_reads_the_same_everywhere(tmp_path):
     assert MISSING_KEY in set(regressions.query("grouping == 'g'")["group"])
     assert key_label([None, "", float("nan"), "x"]) == f'{MISSING_KEY},"",{MISSING_KEY},x'
     assert fmt_key(pd.NaT) == fmt_key(pd.NA) == MISSING_KEY
+
+
+def test_frame_records_column_by_column_equals_value_by_value():
+    """frame_records converts numpy number / bool columns in one go: the same plain values
+    (and Python types) as pandas' records cleaned value by value, missing values as None."""
+    import datetime
+    import decimal
+    import json
+
+    import numpy as np
+
+    from evalkit.escape import is_missing
+    from evalkit.report import frame_records
+
+    def by_value(df: pd.DataFrame) -> list[dict]:
+        out = []
+        for rec in df.to_dict("records"):
+            out.append({str(k): (None if is_missing(v) else v.item() if isinstance(v, np.generic) else v)
+                        for k, v in rec.items()})
+        return out
+
+    df = pd.DataFrame({
+        "f": [1.5, np.nan, -0.0, np.inf], "f32": np.array([0.1, np.nan, 2, 3], np.float32),
+        "i": np.arange(4), "u8": np.arange(4, dtype=np.uint8), "b": [True, False, True, False],
+        "o": ["a", None, np.nan, "x"], "cat": pd.Categorical(["a", "b", None, "a"]),
+        "dt": pd.to_datetime(["2020-01-01", None, "2021-01-01", "2022-02-02"]),
+        "I": pd.array([1, None, 3, 4], dtype="Int64"), "F": pd.array([1.0, None, 3.5, 4], dtype="Float64"),
+        "s": pd.array(["a", None, "c", "d"], dtype="string"),
+        "dec": [decimal.Decimal("1.1"), None, decimal.Decimal("2"), None],
+        "date": [datetime.date(2020, 1, 1), None, datetime.date(2020, 1, 2), datetime.date(2020, 1, 3)],
+        5: [1, 2, 3, 4]})
+    got, want = frame_records(df), by_value(df)
+    assert got == want
+    assert [[type(v) for v in r.values()] for r in got] == [[type(v) for v in r.values()] for r in want]
+    assert got[1]["f"] is None and got[1]["f32"] is None and got[0]["f32"] == float(np.float32(0.1))
+    assert json.dumps(got, default=str) == json.dumps(want, default=str)
+    assert frame_records(df.iloc[:0]) == [] and frame_records(df[[]]) == by_value(df[[]])

@@ -15,6 +15,12 @@ from .keys import _KeyIndex, pandas_key_column
 #: per group, and is written to hardest.parquet. Larger asks are refused up front; every
 #: row's loss is in rows.parquet for a full sort.
 MAX_TOP_K = 100_000
+#: Candidate rows a TopK collects before it re-selects (at least as many as it keeps): each
+#: selection sorts and copies every kept row, so selecting per batch cost 1000 classes x
+#: k=10 rows a batch (1M x 1000 in 4k-row batches: ~1 s); collected, the cost per
+#: candidate is constant. The result is the same: the selection is a total order (loss
+#: descending, then ``row``, else arrival).
+PENDING_ROWS = 1 << 16
 
 
 class TopK:
@@ -23,8 +29,11 @@ class TopK:
     Rows are ranked by loss descending; ties are broken by the payload column
     ``row`` ascending when present (otherwise by arrival order, which then makes
     the choice among exactly tied losses depend on batching).  State size is
-    ``O(groups * k)``: each batch is cut down to its per-group candidates before
-    being combined with the running selection.  Losses must not be NaN.
+    ``O(groups * k)``: each batch is cut down to its per-group candidates (rows at
+    least as bad as their group's k-th so far), which are collected and combined with
+    the running selection once there are :data:`PENDING_ROWS` of them, or as many as
+    the selection holds (at most twice ``groups * k`` rows plus a batch's candidates in
+    memory).  Losses must not be NaN.
     """
 
     def __init__(self, k: int, key_names: Sequence[str] = (),
@@ -36,6 +45,8 @@ class TopK:
         self._codes = np.zeros(0, dtype=np.int64)
         self._loss = np.zeros(0, dtype=np.float64)
         self._table: pa.Table | None = None
+        self._pending: list[tuple[np.ndarray, np.ndarray, pa.Table]] = []
+        """Candidates not selected yet: (group codes, losses, payload), in arrival order."""
 
     @property
     def key_names(self) -> tuple[str, ...]:
@@ -138,11 +149,30 @@ class TopK:
             cand = rows[cand]
         codes = np.zeros(len(cand), dtype=np.int64) if local is None else slots[local[cand]]
         sub = payload.take(pa.array(cand, type=pa.int64()))
-        self._select(
-            np.concatenate([self._codes, codes]),
-            np.concatenate([self._loss, loss[cand]]),
-            self._concat_tables(self._table, sub),
-        )
+        if self._table is None:
+            self._table = sub.slice(0, 0)  # the payload schema, for finalize()
+        if len(cand):
+            self._pending.append((codes, loss[cand], sub))
+        if sum(len(c) for c, _, _ in self._pending) >= max(PENDING_ROWS, len(self._codes)):
+            self._flush()
+
+    def _flush(self) -> None:
+        """Select the top k per group from the selection and the collected candidates."""
+        if not self._pending:
+            return
+        codes, loss, table = self._combined()
+        self._pending = []
+        self._select(codes, loss, table)
+
+    def _combined(self) -> tuple[np.ndarray, np.ndarray, pa.Table]:
+        """The selection followed by the pending candidates (arrival order), not selected."""
+        codes = np.concatenate([self._codes] + [c for c, _, _ in self._pending])
+        loss = np.concatenate([self._loss] + [v for _, v, _ in self._pending])
+        table = self._table
+        for _, _, t in self._pending:
+            table = self._concat_tables(table, t)
+        assert table is not None
+        return codes, loss, table
 
     def merge(self, other: TopK) -> TopK:
         """New state holding the top k of both inputs; inputs are not modified."""
@@ -153,13 +183,15 @@ class TopK:
         new._index = self._index.copy()
         remap = new._index.merge_from(other._index)
         new._codes, new._loss, new._table = self._codes, self._loss, self._table
+        new._pending = list(self._pending)
         if other._table is None:
             return new
-        new._select(
-            np.concatenate([self._codes, remap[other._codes]]),
-            np.concatenate([self._loss, other._loss]),
-            self._concat_tables(self._table, other._table),
-        )
+        if new._table is None:
+            new._table = other._table.slice(0, 0)
+        codes, loss, table = other._combined()
+        if len(codes):
+            new._pending.append((remap[codes], loss, table))
+        new._flush()
         return new
 
     def finalize(self) -> pd.DataFrame:
@@ -168,6 +200,7 @@ class TopK:
         Payload columns named like a key column are omitted (the key column
         already carries that value).
         """
+        self._flush()
         rank = self._index.sort_rank()
         codes = self._codes
         if self._table is not None and "row" in self._table.column_names:

@@ -317,6 +317,8 @@ class _Batch:
     weight: np.ndarray | None = None
     label_problems: list[Problem] = field(default_factory=list)
     stats: Any = None
+    terms: tuple[np.ndarray, ...] | None = None
+    """Per-row calibration terms from the scores pass (:attr:`evalkit.scores.ScoreStats.terms`)."""
 
     def keep(self, mask: np.ndarray | None) -> None:
         """Keep only the rows where ``mask`` is true (None keeps all)."""
@@ -327,6 +329,8 @@ class _Batch:
             v = getattr(self, name)
             if v is not None:
                 setattr(self, name, v[mask])
+        if self.terms is not None:
+            self.terms = tuple(v[mask] for v in self.terms)
 
 
 def _check(plan: Plan, state: EvalState, source: str, file_offset: int,
@@ -382,8 +386,10 @@ def _extract(cur: _Batch, plan: Plan) -> None:
     cur.label_problems = list(label_problems)
     cur.scores = lay.scores(cur.batch)
     if not lay.from_logits and cur.targets is None:
-        cur.stats = score_stats(cur.scores)
+        # The calibration terms come from the same pass, unless the loss renormalises first.
+        cur.stats = score_stats(cur.scores, terms=bool(plan.calibration_bins) and not _renormalizes(plan))
         cur.predicted = cur.stats.argmax
+        cur.terms = cur.stats.terms
     if lay.weight:
         from ..layout import _float_numpy
 
@@ -442,7 +448,7 @@ def _accumulate(plan: Plan, state: EvalState, cur: _Batch, out: RowLoss, correct
     if plan.calibration_bins:
         rc = calibration_terms(cur.scores, from_logits=plan.layout.from_logits,
                                p_true=out.p_true if cur.targets is None else None,
-                               targets=cur.targets)
+                               targets=cur.targets, terms=cur.terms)  # type: ignore[arg-type]
         calib = CalibrationBatch.of(rc, plan.calibration_bins)
     # Poisson weights are a function of the global row position: any batching gives the same.
     boot = (poisson_weights(cur.rows, plan.bootstrap_seed, plan.bootstrap_samples)

@@ -1,0 +1,71 @@
+"""The one pass over a row-major score matrix (evalkit.scores.score_stats with terms=True):
+its calibration terms are the values calibration_terms computes on its own, bit for bit, and
+agree with a plain numpy reference; the row sums, arg-max and extremes are unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evalkit.scores import CALIB_BLOCK_VALUES, calibration_terms, score_stats
+
+
+def _rows(kind: str, n: int, k: int, dtype: type) -> np.ndarray:
+    rng = np.random.default_rng(hash(kind) % 2**32)
+    if kind == "random":
+        p = rng.dirichlet(np.full(k, 0.3), size=n)
+    elif kind == "zeros":  # exact zeros in most rows: 0 log 0 = 0
+        p = rng.dirichlet(np.full(k, 0.3), size=n)
+        p[rng.random((n, k)) < 0.5] = 0.0
+        p /= p.sum(axis=1, keepdims=True)
+    elif kind == "one-hot":
+        p = np.zeros((n, k))
+        p[np.arange(n), rng.integers(0, k, n)] = 1.0
+    elif kind == "tiny":  # probabilities near the smallest normal / subnormal float32
+        p = np.full((n, k), 1e-38)
+        p[np.arange(n), rng.integers(0, k, n)] = 1.0 - (k - 1) * 1e-38
+        p[: n // 2, 1] = 1e-45
+    else:  # ties for the arg-max
+        p = np.full((n, k), 1.0 / k)
+    return np.ascontiguousarray(p.astype(dtype))
+
+
+def _reference(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Confidence, sum p^2 and entropy in float64 by hand (0 log 0 = 0)."""
+    q = p.astype(np.float64)
+    logq = np.log(np.where(q > 0, q, 1.0))
+    return q.max(axis=1), (q * q).sum(axis=1), -(q * logq).sum(axis=1)
+
+
+@pytest.mark.parametrize("kind", ["random", "zeros", "one-hot", "tiny", "ties"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [33, 1000])
+def test_terms_from_the_score_pass_equal_calibration_terms(kind, dtype, k):
+    n = 3 * (CALIB_BLOCK_VALUES // k) + 5  # several blocks and a short last one
+    p = _rows(kind, n, k, dtype)
+    y = np.random.default_rng(1).integers(0, k, n)
+    pt = p[np.arange(n), y].astype(np.float64)
+    fused = score_stats(p, terms=True)
+    plain = score_stats(p)
+    assert np.array_equal(fused.row_sum, plain.row_sum)
+    assert np.array_equal(fused.argmax, plain.argmax)
+    assert np.array_equal(fused.argmax, p.argmax(axis=1))  # first maximum on ties
+    assert (fused.lo, fused.hi) == (plain.lo, plain.hi) == (float(p.min()), float(p.max()))
+    assert fused.terms is not None and plain.terms is None
+    own = calibration_terms(p, from_logits=False, p_true=pt)
+    via = calibration_terms(p[:0], from_logits=False, p_true=pt, terms=fused.terms)
+    for a, b in ((own.confidence, via.confidence), (own.brier, via.brier), (own.entropy, via.entropy)):
+        assert a.dtype == b.dtype == np.float64
+        assert np.array_equal(a, b)  # bit for bit: the same blocks, the same einsums
+    conf, sq, ent = _reference(p)
+    assert np.array_equal(via.confidence, conf)
+    np.testing.assert_allclose(via.brier, np.maximum(sq - 2 * pt + 1, 0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(via.entropy, np.maximum(ent, 0), rtol=1e-12, atol=1e-300)
+
+
+def test_narrow_or_column_major_matrices_have_no_terms():
+    p = np.full((10, 5), 0.2, dtype=np.float32)
+    assert score_stats(p, terms=True).terms is None
+    wide = np.asfortranarray(np.full((10, 100), 0.01))
+    assert score_stats(wide, terms=True).terms is None
+    assert score_stats(np.zeros((0, 100)), terms=True).terms is None
