@@ -2,9 +2,13 @@
 
 Generates ``--runs`` report directories shaped exactly like ``evalkit evaluate`` writes them
 (``summary.json`` with metadata first, then the overall line and every group's record;
-``overall.parquet`` and one ``by_<cols>.parquet`` per grouping; a small ``rows.parquet``
-stand-in that history must never read), then times ``evalkit history`` over all of them as
-a whole process and reports its peak RSS.
+``overall.parquet`` and one ``by_<cols>.parquet`` per grouping, ``grouped.parquet`` (all of
+them in one file, with ``evalkit.grouped_file.write_grouped`` as evaluate writes it; not with
+``--no-grouped``: reports of an evalkit before it); a small ``rows.parquet`` stand-in that
+history must never read), then times ``evalkit history`` over all of them as a whole process
+and reports its CPU seconds and peak RSS: cold (a first run, or ``--no-reuse``) and nightly
+(yesterday's history in ``--out``, one new report), each with plots (the default) and
+without, next to the issue's 10 s target.
 
 Example::
 
@@ -39,14 +43,18 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from evalkit.grouped_file import GROUPED_FILE, write_grouped  # noqa: E402
 from evalkit.outdir import fingerprint_entry, write_manifest  # noqa: E402
+
+TARGET_S = 10.0  # issue 17: 365 nightly reports of 50 groupings x 1,000 groups in under 10 s
 STATS = ["count", "mean", "std", "min", "p50", "p90", "p99", "max", "sum", "clipped", "accuracy"]
 
 
 def _shape(args: argparse.Namespace) -> dict:
     return {"runs": args.runs, "groupings": args.groupings, "groups": args.groups,
             "classes": args.classes, "planted": args.planted, "seed": args.seed,
-            "json_groups": not args.no_json_groups, "manifest": 1}
+            "json_groups": not args.no_json_groups, "manifest": 1,
+            **({} if args.no_grouped else {"grouped": 1})}
 
 
 def _table(keys: dict[str, list], rng: np.random.Generator, base: np.ndarray, n: int) -> pa.Table:
@@ -83,6 +91,7 @@ def write_run(root: Path, shape: dict, run: int) -> None:
     base_rng = np.random.default_rng([shape["seed"], 999])
     group_keys = pa.array([f"k{i:04d}" for i in range(n_groups)], pa.large_string())
     groups: dict[str, list] = {}
+    tables: list[tuple[str, tuple[str, ...], pa.Table]] = []
     names = ["class"] + [f"g{j:02d}" for j in range(n_groupings)]
     for gname in names:
         if gname == "class":
@@ -95,10 +104,13 @@ def write_run(root: Path, shape: dict, run: int) -> None:
         t = _table(keys, rng, base, 2000)
         stem = "by_" + gname
         pq.write_table(t, tmp / f"{stem}.parquet", compression="zstd")
+        tables.append((gname, (gname,), t))
         if shape["json_groups"]:
             groups[gname] = t.to_pandas().to_json(orient="records", double_precision=15)
     overall = _table({}, rng, np.array([0.45]), 2_000_000)
     pq.write_table(overall, tmp / "overall.parquet", compression="zstd")
+    if shape.get("grouped"):  # as evaluate writes it (since issue 17's fifth session)
+        write_grouped([("overall", (), overall), *tables], tmp / GROUPED_FILE)
     pq.write_table(pa.table({"row": np.arange(10), "loss": np.ones(10)}), tmp / "rows.parquet")
     fingerprints = {p.name: fingerprint_entry(p) for p in sorted(tmp.glob("*.parquet"))}
     meta = {
@@ -171,9 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-json-groups", action="store_true",
                    help="summary.json without group records (smaller than what evaluate writes)")
+    p.add_argument("--no-grouped", action="store_true",
+                   help="reports without grouped.parquet (as evaluate wrote them before it): history "
+                        "then reads one table per grouping")
     p.add_argument("--data-dir", type=Path, help="keep the reports here (default: a temp dir)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--history-args", default="", help="extra flags for evalkit history")
+    p.add_argument("--modes", default="", help="only these of cold,nightly (default both)")
     p.add_argument("--generate-only", action="store_true", help="write the reports and stop")
     args = p.parse_args(argv)
     shape = _shape(args)
@@ -196,23 +212,35 @@ def main(argv: list[str] | None = None) -> int:
     # 0 .. runs - 2; tonight's holds 1 .. runs - 1 (one new report, the oldest left out)
     names = [str(root / run_dir_name(shape, r)) for r in range(shape["runs"])]
     every, yesterday = names[1:], names[:-1]
-    for mode in ("cold", "nightly"):
+    summary = []
+    # cold: a first run (or --no-reuse); nightly: last night's history in --out, tonight adds
+    # one report. Each with plots (the default, as configs/nightly.sh runs it) and without.
+    for mode, plots in (("cold", False), ("cold", True), ("nightly", False), ("nightly", True)):
+        if args.modes and mode not in args.modes.split(","):
+            continue
+        flags = [] if plots else ["--no-plots"]
         walls, cpus, rsss = [], [], []
         for i in range(args.repeat):
             if mode == "cold":  # nothing to reuse
-                cmd = [*base, "--no-reuse", *every]
+                cmd = [*base, *flags, "--no-reuse", *every]
             else:  # last night's history is in --out: tonight adds one report
-                _ok(measure([*base, "--no-reuse", *yesterday]), base)
-                cmd = [*base, *every]
+                _ok(measure([*base, "--no-plots", "--no-reuse", *yesterday]), base)
+                cmd = [*base, *flags, *every]
             wall, cpu, rss, rc = measure(cmd)
             _ok((wall, cpu, rss, rc), cmd)
             walls.append(wall)
             cpus.append(cpu)
             rsss.append(rss)
-            print(f"{mode} run {i + 1}: wall {wall:.2f} s, CPU (user+sys) {cpu:.2f} s, peak RSS {rss:.2f} GiB")
-        print(f"evalkit history, {mode}: wall median {sorted(walls)[len(walls) // 2]:.2f} s "
-              f"(min {min(walls):.2f}, max {max(walls):.2f}), CPU median {sorted(cpus)[len(cpus) // 2]:.2f} s, "
-              f"peak RSS {max(rsss):.2f} GiB; load average now {os.getloadavg()[0]:.1f} (shared machine)")
+            print(f"{mode} {'plots on ' if plots else '--no-plots'} run {i + 1}: wall {wall:.2f} s, "
+                  f"CPU (user+sys) {cpu:.2f} s, peak RSS {rss:.2f} GiB, load {os.getloadavg()[0]:.1f}")
+        wall = sorted(walls)[len(walls) // 2]
+        summary.append(f"{mode:8s} {'plots on ' if plots else 'no plots'}: wall median {wall:6.2f} s "
+                       f"(min {min(walls):.2f}, max {max(walls):.2f}), CPU median "
+                       f"{sorted(cpus)[len(cpus) // 2]:6.2f} s, peak RSS {max(rsss):.2f} GiB: "
+                       f"{'meets' if wall < TARGET_S else 'DOES NOT meet'} the {TARGET_S:g} s target")
+    print(f"evalkit history over {len(every)} reports (load average now {os.getloadavg()[0]:.1f}; "
+          "on a shared machine read the CPU seconds):")
+    print("\n".join(summary))
     history = json.loads((out / "history.json").read_text())
     planted = [c for c in history["changes"] if c["grouping"] == "g00"
                and c["group"] in {f"k{i:04d}" for i in range(args.planted)}]

@@ -24,6 +24,7 @@ from . import pipeline
 from .config import EvalConfig
 from .engines.base import Grouping
 from .errors import EvalkitWarning, UsageError, option
+from .grouped_file import GROUPED_FILE, write_grouped
 from .io import write_batches, write_table, write_text
 from .layout import Layout
 from .outdir import AtomicDir, check_out_apart
@@ -254,10 +255,14 @@ class EvalResult:
                 if plots and not drawing:
                     plots = None  # the helper is gone: draw here, below
             self._write_rows(tmp / "rows.parquet")
-            write_table(_arrow(self.table("overall")), tmp / "overall.parquet")
+            overall = _arrow(self.table("overall"))
+            write_table(overall, tmp / "overall.parquet")
+            grouped = [("overall", (), overall)]
             for g in self.groupings:
                 if g.columns:
-                    write_table(_arrow(self.groups[g.name]), tmp / f"{g.file_stem}.parquet")
+                    grouped.append((g.name, tuple(g.columns), _arrow(self.groups[g.name])))
+                    write_table(grouped[-1][2], tmp / f"{g.file_stem}.parquet")
+            write_grouped(grouped, tmp / GROUPED_FILE)  # what history reads (one file, not one per grouping)
             write_table(_arrow(self.confusion), tmp / "confusion.parquet")
             if self._calibration is not None:
                 rows = pipeline.CALIBRATION_ROW_GROUP
@@ -424,6 +429,10 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
     from the inputs to an :class:`EvalResult` (nothing written but the per-row spool)."""
     started = time.time()
     t0 = time.perf_counter()
+    if cfg.gates:  # a config's gates serve the three commands: say so when none is evaluate's
+        from .gates import gates_for
+
+        gates_for("evaluate", cfg.gates, shared=True)
     inputs = pipeline.resolve_inputs(data, labels, cfg, progress)
     layout = pipeline.detect_input_layout(inputs, cfg)
     groupings = pipeline.resolve_groupings(cfg, inputs.names)

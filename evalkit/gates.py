@@ -432,8 +432,10 @@ def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
                                                f"least {min_before + 1}", limits.pop("max_change_pct"))
         checked.append((gname, df, limits, cfg))
     rising = _drift_family(checked, float(meta["settings"].get("confidence", 0.95)))
+    shifts = _change_family(checked, float(meta["settings"].get("alpha", 0.05)))
     for gname, df, limits, cfg in checked:
-        out += _history_group_gates(df, gname, limits, cfg, lookback, strict, rising.get(gname))
+        out += _history_group_gates(df, gname, limits, cfg, lookback, strict, rising.get(gname),
+                                    shifts.get(gname))
     return out
 
 
@@ -492,6 +494,38 @@ def _drift_family(checked: list[tuple[str, Any, dict[str, float], dict[str, Any]
     return out
 
 
+def _change_family(checked: list[tuple[str, Any, dict[str, float], dict[str, Any]]],
+                   alpha: float) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """Which flagged shifts ``max_change_pct`` may fail on, with the family of groups
+    controlled across groupings: the change scan's p-value (``p_value``: the best split's
+    two-sided t test, Bonferroni-bounded over the candidate splits, Worsley 1979) of every
+    group a ``max_change_pct`` gate checks that night (a series long enough, ``min_count``
+    rows in the latest run), in every grouping, is one test; Holm's step-down adjustment over
+    all of them (Holm 1979, Scand. J. Statist. 6:65-70; :func:`holm`, as the drift gate's
+    family) and a shift counts when its adjusted p-value is at most ``alpha`` (history's
+    flagging level). The flags in ``history.md`` stay Benjamini-Hochberg within each grouping
+    (a report of what moved); the gate, which fails the night, holds the chance that a
+    stable night fails at most ``alpha`` however many groupings are gated (Benjamini-Hochberg
+    within each of 5 groupings: up to ~5 x alpha). Grouping -> (counts per row, Holm-adjusted
+    p per row, family size)."""
+    parts = []
+    for gname, df, limits, cfg in checked:
+        min_count = max(int(cfg.get("min_count", 0)), 1)
+        if "max_change_pct" in limits and not df.empty and "p_value" in df:
+            on = df["latest_count"].to_numpy() >= min_count
+            parts.append((gname, np.where(on, df["p_value"].to_numpy(dtype=np.float64), np.nan)))
+    if not parts:
+        return {}
+    adj_all = holm(np.concatenate([p for _g, p in parts]))
+    m = int((~np.isnan(adj_all)).sum())
+    out, at = {}, 0
+    for gname, p in parts:
+        adj = adj_all[at:at + len(p)]
+        at += len(p)
+        out[gname] = (~np.isnan(adj) & (adj <= alpha), adj, m)
+    return out
+
+
 def _normal_sf2(z: np.ndarray) -> np.ndarray:
     """Two-sided normal tail probability ``P(|Z| >= z)`` (NaN stays NaN; ``z`` inf gives 0)."""
     z = np.asarray(z, dtype=np.float64)
@@ -519,11 +553,13 @@ def _latest_run_gates(latest: Mapping[str, Any], gates: Mapping[str, Any], group
 
 def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: Mapping[str, Any],
                          lookback: int, strict: bool = False,
-                         rising: tuple[np.ndarray, np.ndarray, int] | None = None) -> list[GateFailure]:
+                         rising: tuple[np.ndarray, np.ndarray, int] | None = None,
+                         shifts: tuple[np.ndarray, np.ndarray, int] | None = None) -> list[GateFailure]:
     """The drift and change gates on every group of one grouping's trend. A drift gate on a
     group of the latest run that has no rows in the reference run is not checked
     (``failed=strict``): it must never pass silently. With ``require_ci_excludes_zero`` a
-    drift counts only where ``rising`` (:func:`_drift_family`) says so."""
+    drift counts only where ``rising`` (:func:`_drift_family`) says so; a flagged shift fails
+    ``max_change_pct`` only where ``shifts`` (:func:`_change_family`) says so."""
     failures: list[GateFailure] = []
     min_count = max(int(cfg.get("min_count", 0)), 1)
     need_ci = bool(cfg.get("require_ci_excludes_zero", False))
@@ -552,11 +588,13 @@ def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: 
             failures.append(GateFailure("max_drift_pct", gname, label, float(pct),
                                         limits["max_drift_pct"], detail))
         if ("max_change_pct" in limits and row["changed"] and row["direction"] == "up"
-                and row["latest_count"] >= min_count and row["change_pct"] > limits["max_change_pct"]):
+                and row["latest_count"] >= min_count and row["change_pct"] > limits["max_change_pct"]
+                and (shifts is None or shifts[0][i])):
+            family = f", Holm-adjusted p = {shifts[1][i]:.2g} over {shifts[2]} change tests" if shifts else ""
             failures.append(GateFailure(
                 "max_change_pct", gname, label, float(row["change_pct"]), limits["max_change_pct"],
                 f"mean {row['before']:.6g} -> {row['after']:.6g} since run {row['change_run']}, "
-                f"q = {row['q_value']:.2g}"))
+                f"q = {row['q_value']:.2g}{family}"))
     return failures
 
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import CompareError, ReportError, UsageError
+from .grouped_file import GROUPED_FILE, GroupedFile, history_columns
 from .io import expand_paths, file_provenance, fingerprint_file, read_json_head
 
 
@@ -389,10 +390,18 @@ class RunInfo:
                                                               compare=False)
     stamps: Mapping[str, FileStamp] = field(default_factory=dict, repr=False, hash=False, compare=False)
     weight: str | None = None  # the weight column of a weighted run (``metadata.config.weight``)
+    #: the report's ``grouped.parquet`` (every grouping in one file), which history reads
+    #: instead of the per-grouping tables when the manifest lists it
+    grouped: GroupedFile | None = field(default=None, repr=False, hash=False, compare=False)
 
     def file(self, grouping: str) -> Path:
         """The Parquet table of one grouping (``overall.parquet``, ``by_split_region.parquet``)."""
         return self.path / f"{_file_stem(grouping)}.parquet"
+
+    def source(self, grouping: str) -> str:
+        """The file (name inside the report) history reads ``grouping``'s rows from:
+        ``grouped.parquet`` when the report has one, else the grouping's own table."""
+        return GROUPED_FILE if self.grouped is not None else f"{_file_stem(grouping)}.parquet"
 
     @property
     def verified(self) -> bool:
@@ -499,7 +508,9 @@ def read_run_info(path: str | os.PathLike[str],
     exist) is checked against it: the manifest must be an ``evaluate`` manifest of the same
     run as ``summary.json`` (``run_id``), ``summary.json`` must still have the fingerprint the
     manifest records, and every grouped table must be listed with its size on disk (their
-    content is checked when read, :func:`read_grouping`). ``trusted`` maps ``(directory,
+    content is checked when read, :func:`read_grouping`); a report whose manifest lists
+    ``grouped.parquet`` (every grouping in one file) is read from that file alone
+    (:attr:`RunInfo.grouped`), the per-grouping tables are not opened. ``trusted`` maps ``(directory,
     file name)`` to a :class:`FileStamp` checked before (by an earlier history run): a file
     whose size, modification time and recorded fingerprint all still match is not hashed
     again. A report without a manifest is read unverified (:attr:`RunInfo.verified` is
@@ -551,7 +562,11 @@ def read_run_info(path: str | os.PathLike[str],
     files = manifest["files"] if manifest is not None else None
     # the metadata head history reads was checked above (verified_head); else the whole file
     stamps = {"summary.json": _checked_stamp(d, "summary.json", files, trusted, hash_it=not verified_head)}
-    for g in groupings:
+    grouped = None
+    if files is not None and GROUPED_FILE in files:  # every grouping in one file: read only it
+        stamps[GROUPED_FILE] = _checked_stamp(d, GROUPED_FILE, files, trusted, hash_it=False)
+        grouped = GroupedFile(d / GROUPED_FILE, files[GROUPED_FILE])
+    for g in groupings if grouped is None else ():
         rel = f"{_file_stem(g)}.parquet"
         if files is None and not _looks_like_parquet(d / rel):
             what = "is missing" if not (d / rel).exists() else "is not a Parquet file (truncated or corrupt)"
@@ -563,7 +578,7 @@ def read_run_info(path: str | os.PathLike[str],
         path=d, created=created, eps=float(eps) if isinstance(eps, int | float) else None,
         classes=tuple(str(c) for c in classes) if isinstance(classes, list) else None,
         groupings=tuple(groupings), metadata=meta, run_uid=str(run_uid) if run_uid else None,
-        manifest=files, stamps=stamps, weight=_weight_of(meta))
+        manifest=files, stamps=stamps, weight=_weight_of(meta), grouped=grouped)
 
 
 def _weight_of(meta: Mapping[str, Any]) -> str | None:
@@ -777,8 +792,15 @@ def _stat_arrays(t: pa.Table) -> dict[str, np.ndarray]:
 
 
 def _read_one(info: RunInfo, grouping: str, cols: Sequence[str]) -> pa.Table:
-    """One grouping's table of one run: read in one call, checked against the report's
-    manifest fingerprint, only the key and statistic columns decoded."""
+    """One grouping's table of one run: its row groups of the report's ``grouped.parquet``
+    (hashed whole against the manifest once, :class:`evalkit.grouped_file.GroupedFile`), else
+    its own table read in one call and checked against the manifest fingerprint; only the
+    key and statistic columns decoded."""
+    if info.grouped is not None:
+        t = info.grouped.read(grouping, cols)
+        if not ("sem" in t.column_names or "std" in t.column_names):
+            raise ReportError(f"{info.grouped.path}: grouped table has no column std (or sem)")
+        return t
     f = info.file(grouping)
     try:
         with f.open("rb") as fh:
@@ -804,9 +826,7 @@ def _read_one(info: RunInfo, grouping: str, cols: Sequence[str]) -> pa.Table:
                               f"columns are {', '.join(names)}")
         # a run's interval is recomputed from its sem (or std): one level for every run, and
         # every column read costs a decoded page per file
-        want = [*cols, "count", "mean", "sem" if "sem" in names else "std",
-                "clipped_low" if "clipped_low" in names else "clipped", "accuracy", "weighted_mean", "n_eff"]
-        return pf.read(columns=[c for c in want if c in names], use_threads=False)
+        return pf.read(columns=[*cols, *history_columns(names)], use_threads=False)
     except ReportError:
         raise
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
@@ -878,8 +898,9 @@ def _check_values(g: GroupedRuns, infos: Sequence[RunInfo], grouping: str, skip_
                                    + f": {float(shown[i])!r}" for i in hit[:_SAMPLE_ROWS])
                 more = f" and {len(hit) - _SAMPLE_ROWS} more" if len(hit) > _SAMPLE_ROWS else ""
                 parts.append(f"column {col!r} holds {len(hit)} value(s) {what} ({sample}{more})")
-        msg = (f"{infos[int(r)].file(grouping)}: {'; '.join(parts)}; not what evaluate writes: "
-               "the report was edited or damaged")
+        info = infos[int(r)]
+        where = info.file(grouping) if info.grouped is None else f"{info.grouped.path} (grouping {grouping!r})"
+        msg = f"{where}: {'; '.join(parts)}; not what evaluate writes: the report was edited or damaged"
         if not skip_bad:
             raise ReportError(msg)
         reasons.append((int(r), msg))

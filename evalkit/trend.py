@@ -330,8 +330,8 @@ class HistoryResult:
                 continue
             frame = _Tidy(t, np.empty(0, np.int64), pd.DataFrame(), pa.table({}),
                           t.column("run").to_numpy() - 1, np.empty(0), np.empty(0), np.empty(0))
-            month_of = _months_of(t.column("created"))
-            _emit_grouping(self, name, frame, tmp, plots, {m: [] for m in dict.fromkeys(month_of)}, month_of)
+            names, month_of = np.unique(_months_of(t.column("created")).astype(str), return_inverse=True)
+            _emit_grouping(self, name, frame, tmp, plots, {m: [] for m in names}, (month_of, list(names)))
         _write_summary_files(self, tmp)
 
 
@@ -445,6 +445,12 @@ class _Runs:
     def months(self) -> list[str]:
         """Each run's calendar month (UTC), ``2026-11``: the file of the tidy tables it is in."""
         return [f"{c:%Y-%m}" for c in self.created]
+
+    @functools.cached_property
+    def month_codes(self) -> tuple[np.ndarray, list[str]]:
+        """Each run's month as a code into the list of distinct months (sorted)."""
+        names, codes = np.unique(np.asarray(self.months, dtype=str), return_inverse=True)
+        return codes.reshape(-1), [str(m) for m in names]
 
     @property
     def created_us(self) -> np.ndarray:
@@ -1093,6 +1099,9 @@ def _each_grouping(infos: Sequence[RunInfo], runs: _Runs, skip_bad: bool, opts: 
         next_read.cancel()
         ahead.shutdown()
         pool.shutdown()
+        for r in infos:  # the grouped.parquet files kept open since their first read
+            if r.grouped is not None:
+                r.grouped.close()
 
 
 # -- the tidy tables: one file per calendar month; a night rewrites only the months it changes
@@ -1173,7 +1182,6 @@ class _Cache:
         unchanged (size, modification time, manifest fingerprint), at the same confidence."""
         if confidence != self.confidence:
             return {}
-        rel = f"{_file_stem(grouping)}.parquet"
         out: dict[str, Path] = {}
         for month, idx in months.items():
             f = f"{_tidy_dir(grouping)}/{month}.parquet"
@@ -1185,7 +1193,7 @@ class _Cache:
                 info = runs.infos[i]
                 d = str(info.path.absolute())
                 if not info.verified or any(self.trusted.get((d, x)) != info.stamps.get(x)
-                                            for x in ("summary.json", rel)):
+                                            for x in ("summary.json", info.source(grouping))):
                     same = False
                     break
                 want.append((d, runs.run_ids[i]))
@@ -1201,7 +1209,6 @@ class _Cache:
         """The cached rows of ``grouping`` for the runs in ``idx`` whose grouped table and
         ``summary.json`` are unchanged since they were read (None: none), read from the
         months that hold them."""
-        rel = f"{_file_stem(grouping)}.parquet"
         by_report = self.runs_of.get(grouping)
         if not by_report:
             return None
@@ -1215,7 +1222,7 @@ class _Cache:
             d = str(info.path.absolute())
             hit = by_report.get(d)
             if hit is not None and all(self.trusted.get((d, x)) == info.stamps.get(x)
-                                       for x in ("summary.json", rel)):
+                                       for x in ("summary.json", info.source(grouping))):
                 old_to_new[hit[0]] = i
                 key_types[i] = hit[2]
                 months.add(hit[1])
@@ -1375,8 +1382,9 @@ class _Build:
                 [*cols, "count", "mean", "clipped_low", "accuracy"]).to_pandas(integer_object_nulls=True)
         if self.tmp is not None and self.target is not None:
             fresh = {m: rs for m, rs in plan.months.items() if m not in plan.links}
-            month_of = np.asarray(runs.months, dtype=object)[frame.run_pos]
-            n = _emit_grouping(res, name, frame, self.tmp, self.plots, fresh, month_of, self.writer, self.pool)
+            codes, names = runs.month_codes
+            n = _emit_grouping(res, name, frame, self.tmp, self.plots, fresh, (codes[frame.run_pos], names),
+                               self.writer, self.pool)
             self.written += n
             for month, old in plan.links.items():
                 rel = f"{_tidy_dir(name)}/{month}.parquet"
@@ -1400,7 +1408,7 @@ class _Build:
         for i, info in enumerate(self.runs.infos):
             d = str(info.path.absolute())
             entries = [(None, "summary.json", None)] + [
-                (g, f"{_file_stem(g)}.parquet", self._used[g][i]) for g in names if i in self._used[g]]
+                (g, info.source(g), self._used[g][i]) for g in names if i in self._used[g]]
             for g, rel, kt in entries:
                 st = info.stamps.get(rel)
                 if st is None:
@@ -1478,10 +1486,11 @@ def _months_of(created: pa.ChunkedArray) -> np.ndarray:
 
 
 def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: Path, plots: bool,
-                   months: Mapping[str, Sequence[int]], month_of: np.ndarray | None = None,
+                   months: Mapping[str, Sequence[int]], month_of: tuple[np.ndarray, Sequence[str]] | None = None,
                    writer: _Writer | None = None, pool: Any = None) -> int:
     """Write the ``months`` of one grouping's tidy table (``frame``: its rows of those
-    months, and maybe others; ``month_of``: each row's month) into the report being built,
+    months, and maybe others; ``month_of``: each row's month, as codes into a list of month
+    names: comparing integers, not 365,000 strings per month) into the report being built,
     one file per month without the renumbered columns, and its plot (the trend window);
     ``writer`` encodes on its thread while the caller reads the next grouping, ``pool``
     (:class:`evalkit.plot_process.JobPool`) draws the plot in a helper process. Returns the
@@ -1493,8 +1502,9 @@ def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: P
     n = 0
     table = None if frame is None else frame.table.drop_columns(
         [c for c in _RENUMBERED if c in frame.table.column_names])
+    code_of = {m: i for i, m in enumerate(month_of[1])} if month_of is not None else {}
     for month in sorted(months) if table is not None and month_of is not None else ():
-        rows = np.flatnonzero(month_of == month)
+        rows = np.flatnonzero(month_of[0] == code_of[month]) if month in code_of else np.empty(0, np.int64)
         if not len(rows):
             continue
         part = table.slice(int(rows[0]), len(rows)) if rows[-1] - rows[0] + 1 == len(rows) \

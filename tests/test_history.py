@@ -42,17 +42,26 @@ def _stats(keys: dict[str, list], means: np.ndarray, count: int | np.ndarray, st
 def make_report(root: Path, name: str, created: pd.Timestamp | str | None,
                 groups: dict[str, pd.DataFrame], *, eps: float = 1e-7,
                 classes: tuple[str, ...] = ("a", "b", "c"), overall_mean: float = 0.5,
-                clipped_col: str = "clipped", metadata_first: bool = True, manifest: bool = False) -> Path:
+                clipped_col: str = "clipped", metadata_first: bool = True, manifest: bool = False,
+                grouped: bool = False) -> Path:
     """A report directory laid out like ``evaluate`` writes it (summary.json + Parquet); with
     ``manifest``, also its run id and ``evalkit-manifest.json`` (as evaluate writes since
-    manifests exist; without: a report from before)."""
+    manifests exist; without: a report from before); with ``grouped``, also
+    ``grouped.parquet`` (every grouping in one file, as evaluate writes since issue 17's
+    fifth session)."""
     d = root / name
     d.mkdir(parents=True)
     overall = _stats({}, np.array([overall_mean]), 10_000, 0.8, clipped_col)
     pq.write_table(pa.Table.from_pandas(overall, preserve_index=False), d / "overall.parquet")
+    tables = [("overall", (), pa.Table.from_pandas(overall, preserve_index=False))]
     for g, df in groups.items():
         stem = grouping_file_stem(g.split(","))
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), d / f"{stem}.parquet")
+        tables.append((g, tuple(g.split(",")), pa.Table.from_pandas(df, preserve_index=False)))
+        pq.write_table(tables[-1][2], d / f"{stem}.parquet")
+    if grouped:
+        from evalkit.grouped_file import GROUPED_FILE, write_grouped
+
+        assert write_grouped(tables, d / GROUPED_FILE)
     meta = {"evalkit_version": "0.1.0", "eps": eps, "classes": list(classes),
             "groupings": ["overall", *groups]}
     if created is not None:
@@ -85,7 +94,8 @@ REGIONS = ["APAC", "EU", "LATAM", "US"]
 
 def make_series(root: Path, n_runs: int = 30, *, seed: int = 0, step_at: int | None = None,
                 step: float = 0.2, step_group: str = "LATAM", count: int = 2000, std: float = 1.0,
-                between: float = 0.0, names: list[str] | None = None, manifest: bool = False) -> list[Path]:
+                between: float = 0.0, names: list[str] | None = None, manifest: bool = False,
+                grouped: bool = False) -> list[Path]:
     """``n_runs`` nightly reports grouped by region; from run ``step_at`` (1-based) on, the
     ``step_group``'s true mean is ``step`` higher (relative). Noise: sampling (std/sqrt(n))
     plus ``between`` (relative run-to-run sd)."""
@@ -100,7 +110,8 @@ def make_series(root: Path, n_runs: int = 30, *, seed: int = 0, step_at: int | N
         df = _stats({"region": REGIONS}, true + noise, count, std)
         name = names[r] if names else f"run-{(r * 7919) % 1000:03d}"
         out.append(make_report(root, name, DAY0 + pd.Timedelta(days=r), {"region": df},
-                               overall_mean=0.5 + rng.standard_normal() * 0.005, manifest=manifest))
+                               overall_mean=0.5 + rng.standard_normal() * 0.005, manifest=manifest,
+                               grouped=grouped))
     return out
 
 

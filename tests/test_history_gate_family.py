@@ -163,3 +163,124 @@ def test_a_shared_config_with_no_gate_the_command_checks_says_so():
         warnings.simplefilter("error")
         gates_for("history", {"max_regression": 0.01, "max_drift": 0.1}, shared=True)  # one it checks
         gates_for("history", {"min_count": 10}, shared=True)  # options only: no gate at all
+
+
+def test_evaluate_says_so_too_when_a_shared_config_holds_no_evaluate_gate(tmp_path):
+    """evaluate reads the same shared ``gates:`` as compare and history: the same note, in the
+    same words, when none of them is a gate evaluate checks (CLI under -q, and the library);
+    no note when one is, or when the gates are options only."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+    import pytest
+    from click.testing import CliRunner
+
+    import evalkit
+    from evalkit.cli import main
+    from evalkit.errors import EvalkitWarning
+    from evalkit.gates import gates_for
+
+    p = np.linspace(0.3, 0.9, 50)
+    df = pd.DataFrame({"id": range(50), "prob_a": p, "prob_b": 1 - p, "label": "a"})
+    df.to_parquet(tmp_path / "p.parquet")
+    only_others = {"max_regression": 0.01, "groups": {"class": {"max_drift_pct": 5}}}
+    with pytest.warns(EvalkitWarning) as expected:
+        gates_for("evaluate", only_others, shared=True)
+    (note,) = [str(w.message) for w in expected]
+    assert note.startswith("note: gates holds no gate that evaluate checks (max_drift_pct, max_regression: "
+                           "checked by compare and history); evaluate checks ")
+    assert "max_mean_loss" in note and "min_accuracy" in note
+    with pytest.warns(EvalkitWarning) as got:
+        res = evalkit.evaluate(df, config={"gates": only_others})
+    assert [str(w.message) for w in got if isinstance(w.message, EvalkitWarning)] == [note]
+    assert res.gate_failures == []
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("gates:\n  max_regression: 0.01\n  groups:\n    class:\n      max_drift_pct: 5\n")
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "p.parquet"), "--config", str(cfg),
+                                  "--out", str(tmp_path / "rep"), "--format", "none", "-q", "--no-plots"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.count(note) == 1
+    # one evaluate gate among them, or options only: nothing to say
+    for quiet in ({**only_others, "max_mean_loss": 5.0}, {"min_count": 3}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", EvalkitWarning)
+            evalkit.evaluate(df, config={"gates": quiet})
+
+
+# -- max_change_pct: the family of groups across groupings (Holm) -------------------------------
+
+CHANGE_GATES = {"max_change_pct": 0}
+ALPHA = 0.05
+
+
+def _change_trend(name: str, p: np.ndarray, up: np.ndarray, pct: float = 20.0) -> pd.DataFrame:
+    """One grouping's trend as the gate sees it: each group's change-scan p-value, flagged
+    by Benjamini-Hochberg within the grouping (as history flags), its direction."""
+    from evalkit.inference import benjamini_hochberg
+
+    q, _ = benjamini_hochberg(p)
+    changed = q <= ALPHA
+    n = len(p)
+    return pd.DataFrame({name: [f"k{i}" for i in range(n)], "latest": 0.3, "reference": 0.3,
+                         "latest_count": 1000, "reference_count": 1000, "drift": 0.0, "drift_pct": 0.0,
+                         "drift_ci_low": -0.01, "drift_ci_high": 0.01, "changed": changed,
+                         "direction": np.where(changed, np.where(up, "up", "down"), ""),
+                         "change_pct": np.where(up, pct, -pct), "before": 0.3, "after": 0.36,
+                         "change_run": 20, "q_value": q, "p_value": p})
+
+
+def _change_result(trends: dict[str, pd.DataFrame]) -> SimpleNamespace:
+    meta = {"settings": {"lookback": 7, "min_before": 3, "confidence": CONF, "alpha": ALPHA},
+            "series_runs": {g: 30 for g in trends}}
+    return SimpleNamespace(trends=trends, metadata=meta)
+
+
+def test_change_gate_on_stable_nights_fails_at_most_alpha_over_all_groupings():
+    """10 groupings x 20 groups of stable series, 400 nights, with valid p-values (uniform
+    under no change): the change gate fails at most alpha of the nights (+ 3 binomial SE);
+    gating each grouping's Benjamini-Hochberg flags alone (the gate before) fails on far more."""
+    nights, failed, naive = 400, 0, 0
+    for seed in range(nights):
+        rng = np.random.default_rng(seed)
+        trends = {f"t{k}": _change_trend(f"t{k}", rng.uniform(size=20), rng.uniform(size=20) < 0.5)
+                  for k in range(10)}
+        failed += any(f.failed for f in check_history_gates(_change_result(trends), CHANGE_GATES))
+        naive += any((t["changed"] & (t["direction"] == "up")).any() for t in trends.values())
+    assert failed / nights <= ALPHA + 3 * np.sqrt(ALPHA * (1 - ALPHA) / nights)
+    assert naive / nights > 0.15
+
+
+def test_change_gate_on_simulated_stable_series_through_the_scan():
+    """The same with history's own change scan (detect_changes on 30 stable runs of 8
+    groupings x 20 groups, flagged as history flags them): at most alpha of the nights fail."""
+    from evalkit.trend import detect_changes
+
+    nights, failed = 200, 0
+    for seed in range(nights):
+        rng = np.random.default_rng(10_000 + seed)
+        trends = {}
+        for k in range(8):
+            x = 0.3 + rng.standard_normal((30, 20)) * 0.015
+            scan = detect_changes(x, np.full((30, 20), 0.015), min_before=3)
+            trends[f"t{k}"] = _change_trend(f"t{k}", scan.p, scan.after > scan.before)
+        failed += any(f.failed for f in check_history_gates(_change_result(trends), CHANGE_GATES))
+    assert failed / nights <= ALPHA + 3 * np.sqrt(ALPHA * (1 - ALPHA) / nights)
+
+
+def test_a_real_shift_still_fails_the_change_gate_and_says_how_it_was_tested():
+    rng = np.random.default_rng(4)
+    p = rng.uniform(0.2, 1, 20)
+    p[5] = 1e-6  # a real step
+    p[9] = 0.002  # flagged within its grouping (q = 0.02), not significant over 100 tests
+    up = np.ones(20, dtype=bool)
+    trends = {"t0": _change_trend("t0", p, up),
+              **{f"t{k}": _change_trend(f"t{k}", rng.uniform(0.2, 1, 20), up) for k in range(1, 5)}}
+    assert trends["t0"]["changed"].tolist().count(True) == 2
+    fails = [f for f in check_history_gates(_change_result(trends), CHANGE_GATES) if f.failed]
+    assert [(f.gate, f.grouping, f.group) for f in fails] == [("max_change_pct", "t0", "k5")]
+    assert "Holm-adjusted p = 0.0001 over 100 change tests" in fails[0].detail
+    # a grouping the gate does not check (per-grouping gates) is not part of the family
+    gates = {"groups": {"t0": {"max_change_pct": 0}}}
+    fails = [f for f in check_history_gates(_change_result(trends), gates) if f.failed]
+    assert [f.group for f in fails] == ["k5", "k9"] and "over 20 change tests" in fails[1].detail

@@ -1,0 +1,264 @@
+"""``grouped.parquet``: every grouping's group statistics of one evaluate report in one file.
+
+``evaluate`` writes one Parquet table per grouping (``overall.parquet``, ``by_region.parquet``
+...), which is what a person opens. ``history`` reads the same statistics of every grouping
+from hundreds of reports; one file per report (instead of one per grouping: 18,980 files for
+365 nights of 52 groupings, each opened, hashed against the manifest and decoded, 1-2 ms
+apiece) is what keeps a cold history of a year in seconds. This module is the one home of
+that file's layout: :func:`write_grouped` (used by ``evaluate``) and :class:`GroupedFile`
+(used by :mod:`evalkit.reports`).
+
+Layout: one row group per grouping (a grouping of more than :data:`MAX_ROW_GROUP` rows: several,
+consecutive), in the order written. The statistic columns are those history reads
+(:func:`history_columns`: ``count``, ``mean``, ``sem`` (else ``std``), ``clipped_low`` (else
+``clipped``), ``accuracy``, ``weighted_mean``, ``n_eff``), typed as in the per-grouping
+tables. Key columns are positional and typed: ``key0:large_string`` holds the first key
+column of every grouping whose first key is ``large_string``, and is null elsewhere; so a
+grouping's keys come back with the exact Arrow types of its own table, while the file keeps a
+handful of columns (its footer, parsed once per report, stays small). The schema's
+key-value metadata ``evalkit.grouped`` maps each grouping to its key column names, its
+file columns and its row groups. LZ4: decoding a small column chunk costs about a fifth of
+zstd's (zstd sets up a decoder per page).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import OutputError, ReportError
+
+#: The file name inside a report directory.
+GROUPED_FILE = "grouped.parquet"
+#: Rows per row group at most (a grouping with more rows gets several).
+MAX_ROW_GROUP = 1 << 20
+#: Groupings decoded in one read of a report's file (history then asks for them in turn).
+READ_AHEAD = 4
+#: ... and rows at most, so that what waits per report stays small.
+READ_AHEAD_ROWS = 8192
+_META_KEY = b"evalkit.grouped"
+_CODEC = "lz4"
+
+
+_STATS = ("count", "mean", "sem", "std", "clipped_low", "clipped", "accuracy", "weighted_mean", "n_eff")
+
+
+def history_columns(names: Sequence[str]) -> list[str]:
+    """The statistic columns history reads from a grouped table with columns ``names``:
+    ``count``, ``mean``, the run's spread (``sem``; reports before it: ``std``), its clipped
+    count (``clipped_low``; before it: ``clipped``), ``accuracy``, and a weighted run's
+    ``weighted_mean`` and ``n_eff``; only those present."""
+    want = ["count", "mean", "sem" if "sem" in names else "std",
+            "clipped_low" if "clipped_low" in names else "clipped", "accuracy", "weighted_mean", "n_eff"]
+    return [c for c in want if c in names]
+
+
+def _key_name(position: int, ty: pa.DataType) -> str:
+    return f"key{position}:{ty}"
+
+
+def grouped_table_parts(tables: Sequence[tuple[str, Sequence[str], pa.Table]]
+                        ) -> tuple[pa.Schema, list[pa.Table]] | None:
+    """The schema and the row groups (in order) of ``grouped.parquet`` for ``tables``
+    (``(grouping name, key column names, its grouped table)``, the tables evaluate writes).
+    None when the groupings' statistic columns cannot share one type each (never so for
+    tables evaluate writes; history then reads the per-grouping files)."""
+    stats: dict[str, pa.DataType] = {}
+    keys: dict[str, pa.DataType] = {}
+    plan = []
+    for name, cols, t in tables:
+        mine = history_columns(t.column_names)
+        if "count" not in mine or "mean" not in mine or any(c not in t.column_names for c in cols):
+            return None
+        for c in mine:
+            ty = t.schema.field(c).type
+            if stats.setdefault(c, ty) != ty:
+                if pa.types.is_null(stats[c]):
+                    stats[c] = ty
+                elif not pa.types.is_null(ty):
+                    return None
+        file_keys = [_key_name(j, t.schema.field(c).type) for j, c in enumerate(cols)]
+        for fk, c in zip(file_keys, cols, strict=True):
+            keys[fk] = t.schema.field(c).type
+        plan.append((name, list(cols), file_keys, mine, t))
+    schema = pa.schema([*keys.items(), *stats.items()])
+    index = []
+    parts: list[pa.Table] = []
+    for name, cols, file_keys, _mine, t in plan:
+        start = len(parts)
+        arrays = []
+        for f in schema:
+            if f.name in file_keys:
+                arrays.append(t.column(cols[file_keys.index(f.name)]))
+            elif f.name in t.column_names and f.name in stats:
+                arrays.append(t.column(f.name).cast(f.type))
+            else:
+                arrays.append(pa.nulls(t.num_rows, f.type))
+        whole = pa.Table.from_arrays(arrays, schema=schema)
+        parts += [whole.slice(i, MAX_ROW_GROUP) for i in range(0, t.num_rows, MAX_ROW_GROUP)]
+        index.append({"grouping": name, "columns": cols, "keys": file_keys,
+                      "row_groups": [start, len(parts) - start]})
+    meta = {_META_KEY: json.dumps({"version": 1, "groupings": index}).encode()}
+    return schema.with_metadata(meta), parts
+
+
+def write_grouped(tables: Sequence[tuple[str, Sequence[str], pa.Table]], path: str | os.PathLike[str]) -> bool:
+    """Write ``grouped.parquet`` (see the module docs) for ``tables`` (``(grouping name, key
+    column names, grouped table)``) to ``path``; False (nothing written) when they cannot
+    share one file (:func:`grouped_table_parts`). Raises :class:`OutputError` when the file
+    cannot be written."""
+    built = grouped_table_parts(tables)
+    if built is None:
+        return False
+    schema, parts = built
+    try:
+        # dictionaries for the keys only: random floats in dictionaries decode 1.5x slower
+        keys = [f.name for f in schema if f.name not in _STATS]
+        with pq.ParquetWriter(os.fspath(path), schema, compression=_CODEC, write_statistics=False,
+                              use_dictionary=keys) as w:
+            for part in parts:
+                w.write_table(part, row_group_size=max(1, part.num_rows))
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc})") from None
+    return True
+
+
+class GroupedFile:
+    """One report's ``grouped.parquet``, opened once: the whole file hashed against its
+    manifest entry (``entry``, None for no check) when first needed, its footer parsed once,
+    the file kept open (the bytes read later are those hashed: same open file) until
+    :meth:`close`; :meth:`read` then decodes one grouping's row groups. Thread-safe.
+
+    Raises :class:`ReportError` naming the file when it cannot be read, differs from its
+    manifest entry, or is not such a file."""
+
+    def __init__(self, path: Path, entry: Mapping[str, Any] | None) -> None:
+        self.path = path
+        self._entry = entry
+        self._lock = threading.Lock()
+        self._fh: Any = None
+        self._meta: pq.FileMetaData | None = None
+        self._index: dict[str, dict[str, Any]] = {}
+        self._stats: list[str] = []
+        self._empty: pa.Schema | None = None
+        self._error: ReportError | None = None
+        self._ahead: dict[str, pa.Table] = {}
+        self._nrows: dict[str, int] = {}
+
+    def _open(self) -> None:
+        from .io import fingerprint_file
+
+        if self._error is not None:
+            raise self._error
+        if self._fh is not None:
+            return
+        try:
+            fh = pa.OSFile(os.fspath(self.path))
+        except OSError as exc:
+            self._error = ReportError(f"{self.path}: cannot read ({exc})")
+            raise self._error from None
+        try:
+            size = fh.size()
+            if self._entry is not None:
+                got, kind = fingerprint_file(fh, size, self._entry.get("fingerprint_kind"))
+                if size != self._entry.get("bytes") or kind != self._entry.get("fingerprint_kind") \
+                        or got != self._entry.get("fingerprint"):
+                    from .outdir import MANIFEST_NAME
+
+                    raise ReportError(f"{self.path}: its content differs from what {MANIFEST_NAME} records; "
+                                      "the report was edited, truncated or replaced since evalkit wrote it: "
+                                      "rerun evaluate, or restore it")
+            meta = pq.ParquetFile(fh).metadata
+            raw = (meta.metadata or {}).get(_META_KEY)
+            index = json.loads(raw.decode()) if raw is not None else None
+            if not isinstance(index, dict) or not isinstance(index.get("groupings"), list):
+                raise ReportError(f"{self.path}: not an evalkit grouped.parquet (no '{_META_KEY.decode()}' index)")
+            self._index = {g["grouping"]: g for g in index["groupings"]}
+            schema = meta.schema.to_arrow_schema()
+            keys = {k for g in self._index.values() for k in g.get("keys", ())}
+            self._stats = history_columns([n for n in schema.names if n not in keys])
+            self._empty = schema
+        except ReportError as exc:
+            fh.close()
+            self._error = exc
+            raise
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            fh.close()
+            self._error = ReportError(f"{self.path}: cannot read ({type(exc).__name__}: {exc})")
+            raise self._error from None
+        self._fh, self._meta = fh, meta
+
+    def read(self, grouping: str, columns: Sequence[str]) -> pa.Table:
+        """``grouping``'s rows: its key ``columns`` (named and typed as in its own table)
+        and the statistic columns (:func:`history_columns`).
+
+        The groupings that follow it in the file are decoded in the same call (up to
+        :data:`READ_AHEAD` groupings and :data:`READ_AHEAD_ROWS` rows) and kept until they
+        are asked for (history asks grouping by grouping, in the order evaluate wrote them):
+        one read per report for several groupings, its memory bounded per report."""
+        with self._lock:
+            self._open()
+            entry = self._index.get(grouping)
+            if entry is None or list(entry.get("columns", ())) != list(columns):
+                raise ReportError(f"{self.path}: holds no table of grouping {grouping!r}; "
+                                  "the report was edited or damaged")
+            t = self._ahead.pop(grouping, None)
+            if t is None:
+                self._ahead = self._read_from(grouping)
+                t = self._ahead.pop(grouping)
+        return t.rename_columns([*columns, *self._stats])
+
+    def _read_from(self, grouping: str) -> dict[str, pa.Table]:
+        """``grouping`` and the next groupings of the file (see :meth:`read`), decoded in one
+        call: name -> its key columns (file names) and statistic columns."""
+        assert self._meta is not None and self._empty is not None
+        names = list(self._index)
+        at = names.index(grouping)
+        batch, rows = [grouping], self._rows(grouping)
+        for name in names[at + 1:at + READ_AHEAD]:
+            rows += self._rows(name)
+            if rows > READ_AHEAD_ROWS or self._index[name]["row_groups"][0] != \
+                    sum(self._index[batch[-1]]["row_groups"]):  # consecutive row groups only
+                break
+            batch.append(name)
+        first = self._index[grouping]["row_groups"][0]
+        last = sum(self._index[batch[-1]]["row_groups"])
+        keys = list(dict.fromkeys(k for name in batch for k in self._index[name]["keys"]))
+        try:
+            whole = pq.ParquetFile(self._fh, metadata=self._meta).read_row_groups(
+                list(range(first, last)), columns=[*keys, *self._stats], use_threads=False) if last > first \
+                else self._empty.empty_table().select([*keys, *self._stats])
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            raise ReportError(f"{self.path}: cannot read the rows of grouping {grouping!r} "
+                              f"({type(exc).__name__}: {exc})") from None
+        out, offset = {}, 0
+        for name in batch:
+            n = self._rows(name)
+            out[name] = whole.slice(offset, n).select([*self._index[name]["keys"], *self._stats])
+            offset += n
+        return out
+
+    def _rows(self, grouping: str) -> int:
+        if grouping not in self._nrows:
+            assert self._meta is not None
+            first, n = self._index[grouping]["row_groups"]
+            self._nrows[grouping] = sum(self._meta.row_group(i).num_rows for i in range(first, first + n))
+        return self._nrows[grouping]
+
+    def close(self) -> None:
+        with self._lock:
+            self._ahead = {}
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+                self._meta = None
+
+
+__all__ = ["GROUPED_FILE", "GroupedFile", "history_columns", "write_grouped"]

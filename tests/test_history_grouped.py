@@ -1,0 +1,197 @@
+"""history at scale: every grouping of a report in one ``grouped.parquet`` (evaluate writes it,
+history reads it instead of one table per grouping), the same results as from the
+per-grouping tables, checked against the manifest, nightly == cold."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import evalkit
+from evalkit.grouped_file import (
+    GROUPED_FILE,
+    GroupedFile,
+    grouped_table_parts,
+    history_columns,
+    write_grouped,
+)
+from evalkit.trend import history
+
+from .test_history import REGIONS, _same_outputs, make_series, restamp
+from .test_history_kinds import _flip_middle
+
+
+def test_evaluate_writes_every_grouping_in_grouped_parquet(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    n = 3000
+    p = rng.uniform(0.05, 0.95, n)
+    df = pd.DataFrame({"id": range(n), "prob_a": p, "prob_b": 1 - p, "label": rng.choice(["a", "b"], n),
+                       "region": rng.choice(["EU", "US", ""], n), "store": rng.integers(0, 40, n),
+                       "split": rng.choice(["train", "val"], n)})
+    df.loc[::17, "region"] = None
+    res = evalkit.evaluate(df, by=["region", "store", ["split", "region"]], out=tmp_path / "r", plots=False)
+    manifest = json.loads((tmp_path / "r" / "evalkit-manifest.json").read_text())
+    assert GROUPED_FILE in manifest["files"]
+    g = GroupedFile(tmp_path / "r" / GROUPED_FILE, manifest["files"][GROUPED_FILE])
+    try:
+        for grouping in ["overall", *res.groups]:
+            cols = [] if grouping == "overall" else grouping.split(",")
+            stem = "overall" if grouping == "overall" else "by_" + "_".join(cols)
+            own = pq.read_table(tmp_path / "r" / f"{stem}.parquet")
+            want = own.select([*cols, *history_columns(own.column_names)]).replace_schema_metadata(None)
+            got = g.read(grouping, cols)
+            assert got.schema == want.schema, grouping  # keys typed as in the grouping's own table
+            assert got.equals(want), grouping
+        assert g.read("store", ["store"]).schema.field("store").type == pa.int64()
+        with pytest.raises(evalkit.ReportError, match="holds no table of grouping 'nope'"):
+            g.read("nope", ["nope"])
+    finally:
+        g.close()
+
+
+def test_groupings_that_cannot_share_a_file_write_none() -> None:
+    a = pa.table({"region": ["EU"], "count": [3], "mean": [0.5], "sem": [0.1]})
+    b = pa.table({"split": ["x"], "count": [3.0], "mean": [0.5], "sem": [0.1]})  # count as float
+    assert grouped_table_parts([("region", ("region",), a), ("split", ("split",), b)]) is None
+    assert grouped_table_parts([("region", ("region",), a)]) is not None
+    assert not write_grouped([("region", ("region",), a), ("split", ("split",), b)], "/nonexistent/x")
+
+
+def _legacy_copy(paths: list[Path], root: Path) -> list[Path]:
+    """The same reports without grouped.parquet (as evaluate wrote them before it)."""
+    out = []
+    for p in paths:
+        q = root / p.name
+        shutil.copytree(p, q)
+        (q / GROUPED_FILE).unlink()
+        restamp(q)
+        out.append(q)
+    return out
+
+
+def test_history_from_grouped_parquet_equals_history_from_the_per_grouping_tables(tmp_path: Path) -> None:
+    paths = make_series(tmp_path / "new", 40, seed=5, step_at=30, step=0.3, manifest=True, grouped=True)
+    old = _legacy_copy(paths, tmp_path / "old")
+    a = history(paths, out=tmp_path / "ha", plots=False, window=15, lookback=3)
+    b = history(old, out=tmp_path / "hb", plots=False, window=15, lookback=3)
+    for rel in ["history.md", "trends.parquet", "overall/2026-11.parquet",
+                "by_region/2026-11.parquet", "by_region/2026-12.parquet"]:
+        assert (tmp_path / "ha" / rel).read_bytes() == (tmp_path / "hb" / rel).read_bytes(), rel
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ha" / "runs.parquet").drop(columns="path"),
+                                  pd.read_parquet(tmp_path / "hb" / "runs.parquet").drop(columns="path"))
+    assert a.changes["run"].tolist() == b.changes["run"].tolist() == [30]
+    # what history read: grouped.parquet only (sources.parquet records it)
+    src = pd.read_parquet(tmp_path / "ha" / "sources.parquet")
+    assert set(src["file"]) == {"summary.json", GROUPED_FILE}
+    assert set(pd.read_parquet(tmp_path / "hb" / "sources.parquet")["file"]) == \
+        {"summary.json", "overall.parquet", "by_region.parquet"}
+    # the per-grouping tables are not opened at all: garbage in them changes nothing
+    for p in paths:
+        (p / "by_region.parquet").write_bytes(b"not read by history")
+    c = history(paths, out=tmp_path / "hc", plots=False, window=15, lookback=3)
+    assert (tmp_path / "hc" / "trends.parquet").read_bytes() == (tmp_path / "ha" / "trends.parquet").read_bytes()
+    assert c.changes["run"].tolist() == [30]
+
+
+def test_an_edited_grouped_parquet_is_refused_or_skipped(tmp_path: Path) -> None:
+    paths = make_series(tmp_path / "r", 8, seed=2, manifest=True, grouped=True)
+    f = paths[3] / GROUPED_FILE
+    kept = f.read_bytes()
+    _flip_middle(f)  # same size, one bit
+    with pytest.raises(evalkit.ReportError, match="grouped.parquet: its content differs from what evalkit-manifest"):
+        history(paths, plots=False)
+    with pytest.warns(evalkit.EvalkitWarning):
+        res = history(paths, plots=False, skip_bad=True)
+    assert res.runs["run"].tolist() == list(range(1, 9))
+    assert {s for s, _why in res.skipped} == {str(paths[3])}
+    assert len(res.table("region")) == 7 * len(REGIONS)
+    # a grouped.parquet that lacks a grouping its summary lists (rewritten and restamped)
+    f.write_bytes(kept)
+    t = pq.read_table(paths[3] / "overall.parquet")
+    write_grouped([("overall", (), t)], f)
+    restamp(paths[3])
+    with pytest.raises(evalkit.ReportError, match="grouped.parquet: holds no table of grouping 'region'"):
+        history(paths, plots=False)
+
+
+def test_a_night_over_grouped_reports_gives_the_cold_result(tmp_path: Path) -> None:
+    paths = make_series(tmp_path / "reports", 70, seed=7, step_at=64, step=0.3, manifest=True, grouped=True)
+    out, cold = tmp_path / "hist", tmp_path / "cold"
+    opts = {"gates": {"max_drift_pct": 5}, "window": 12, "lookback": 3, "plots": False}
+    history(paths[:-1], out=out, **opts)
+    december = (out / "by_region" / "2026-12.parquet").read_bytes()
+    tonight = history(paths[1:], out=out, overwrite=True, **opts)
+    assert tonight.kept_files == 2 and tonight.reused_runs == 68
+    assert (out / "by_region" / "2026-12.parquet").read_bytes() == december
+    full = history(paths[1:], out=cold, reuse=False, **opts)
+    _same_outputs(out, cold)
+    assert [str(x) for x in tonight.failures] == [str(x) for x in full.failures]
+    # a December report evaluated again (its grouped.parquet changes): December anew, still cold's
+    region = pq.read_table(paths[40] / "by_region.parquet")
+    region = region.set_column(region.schema.get_field_index("mean"), "mean",
+                               pa.array(region.column("mean").to_numpy() * 1.01))
+    pq.write_table(region, paths[40] / "by_region.parquet")
+    write_grouped([("overall", (), pq.read_table(paths[40] / "overall.parquet")), ("region", ("region",), region)],
+                  paths[40] / GROUPED_FILE)
+    restamp(paths[40])
+    again = history(paths[1:], out=out, overwrite=True, **opts)
+    assert again.kept_files == 4  # overall's and region's months but December (both groupings)
+    history(paths[1:], out=cold, overwrite=True, reuse=False, **opts)
+    _same_outputs(out, cold)
+
+
+def test_grouped_file_reads_ahead_in_any_order_and_gives_each_grouping_its_own_rows(tmp_path: Path) -> None:
+    """Groupings of several key types and sizes (one past READ_AHEAD_ROWS, one empty, one of
+    several row groups): read in file order (batched), backwards and skipping, each comes back
+    exactly as its own table."""
+    import evalkit.grouped_file as gf
+
+    rng = np.random.default_rng(0)
+
+    def table(keys: dict[str, pa.Array], n: int) -> pa.Table:
+        return pa.table({**keys, "count": pa.array(rng.integers(1, 100, n), pa.int64()),
+                         "mean": rng.random(n), "sem": rng.random(n) / 10,
+                         "clipped_low": pa.array(rng.integers(0, 3, n), pa.int64()), "accuracy": rng.random(n)})
+
+    tables = [("overall", (), table({}, 1))]
+    tables.append(("region", ("region",), table({"region": pa.array(["EU", None, ""], pa.large_string())}, 3)))
+    tables.append(("store", ("store",), table({"store": pa.array(np.arange(9000), pa.int64())}, 9000)))
+    tables.append(("day", ("day",), table({"day": pa.array([0, 1], pa.date32())}, 2)))
+    tables.append(("empty", ("empty",), table({"empty": pa.array([], pa.large_string())}, 0)))
+    big = gf.MAX_ROW_GROUP + 5
+    tables.append(("user", ("user",), table({"user": pa.array(np.arange(big) % 1000, pa.int32())}, big)))
+    tables.append(("split,region", ("split", "region"),
+                   table({"split": pa.array(["a", "b"], pa.large_string()),
+                          "region": pa.array(["EU", "US"], pa.large_string())}, 2)))
+    f = tmp_path / GROUPED_FILE
+    assert write_grouped(tables, f)
+    assert pq.ParquetFile(f).metadata.num_row_groups == 7  # one per grouping; user: 2, empty: 0
+    order = [name for name, _c, _t in tables]
+    for sequence in (order, order[::-1], order[::2] + order[1::2]):
+        g = GroupedFile(f, None)
+        try:
+            for name in sequence:
+                cols, t = next((c, t) for n, c, t in tables if n == name)
+                assert g.read(name, list(cols)).equals(t), (sequence, name)
+        finally:
+            g.close()
+
+
+def test_impossible_statistics_in_grouped_parquet_name_the_file_grouping_column_and_rows(tmp_path: Path) -> None:
+    paths = make_series(tmp_path / "r", 5, seed=1, manifest=True, grouped=True)
+    region = pq.read_table(paths[2] / "by_region.parquet")
+    bad = region.set_column(region.schema.get_field_index("mean"), "mean",
+                            pa.array([0.4, -0.1, 0.5, 0.45]))
+    write_grouped([("overall", (), pq.read_table(paths[2] / "overall.parquet")), ("region", ("region",), bad)],
+                  paths[2] / GROUPED_FILE)
+    restamp(paths[2])
+    with pytest.raises(evalkit.ReportError, match=r"grouped.parquet \(grouping 'region'\): column 'mean' holds "
+                                                  r"1 value\(s\) negative, NaN or infinite \(row 1 \(EU\): -0.1\)"):
+        history(paths, plots=False)
