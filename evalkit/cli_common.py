@@ -119,8 +119,47 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+            if PROCESS_ENTRY:
+                _keep_outcome(_outcome_code(sys.exc_info()[1]))
 
     return wrapper
+
+
+#: Set by the process entry point (:func:`evalkit.__main__.run`): the command owns the process,
+#: so a signal after its outcome is decided may end it with that outcome's code.
+PROCESS_ENTRY = False
+
+
+def _outcome_code(exc: BaseException | None) -> int:
+    """The exit code the process is about to end with, from what leaves the command."""
+    if exc is None:
+        return 0
+    if isinstance(exc, click.exceptions.Exit):
+        return int(exc.exit_code or 0)
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if isinstance(exc, click.ClickException):
+        return int(exc.exit_code)
+    return EXIT_INTERRUPTED if isinstance(exc, click.Abort | KeyboardInterrupt) else EXIT_INTERNAL
+
+
+def _keep_outcome(code: int) -> None:
+    """From here to the process's end (click's exit, interpreter shutdown, helper threads
+    and processes joined), SIGTERM / SIGHUP / SIGINT end the process with ``code``, the
+    outcome already decided and reported (a report in place, a failed gate's 5), instead of
+    the default 143 / a KeyboardInterrupt traceback a CI step would read as a crash."""
+
+    def leave(signum: int, frame: Any) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)):
+        if sig is None or signal.getsignal(sig) is signal.SIG_IGN:
+            continue  # an ignored signal (nohup, a background job) stays ignored
+        with contextlib.suppress(ValueError):
+            signal.signal(sig, leave)
 
 
 def _show_warning(default: Callable[..., Any]) -> Callable[..., Any]:
@@ -270,7 +309,8 @@ def print_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json", "none"]),
                      default="table", show_default=True, help="What to print to stdout."),
         click.option("--quiet", "-q", is_flag=True,
-                     help="Nothing on stderr but errors and failed gates (no log lines, no warnings)."),
+                     help="Nothing on stderr but errors, failed gates, gates that could not be checked and "
+                          "evalkit's own warnings (no log lines)."),
         click.option("--debug", is_flag=True, help="Show tracebacks of errors."),
     ]):
         fn = opt(fn)

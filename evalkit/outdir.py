@@ -40,6 +40,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -137,10 +138,27 @@ def release_lock(path: PathLike) -> None:
             os.close(fd)
 
 
-def make_locked_dir(parent: PathLike, prefix: str) -> Path:
+def _mkdir_unique(parent: Path, prefix: str, private: bool) -> Path:
+    """Create ``parent/<prefix><random>``: ``private``, mode ``0o700`` (scratch, maybe in a
+    shared TMPDIR); else the mode a plain ``mkdir`` gives (``0o777`` less the umask; a
+    set-group-ID parent passes on its group and bit), not :func:`tempfile.mkdtemp`'s
+    ``0o700``: that directory becomes the user's report, which their team, CI uploader or
+    web server must be able to read as they read the files in it."""
+    for _ in range(100):
+        path = parent / f"{prefix}{uuid.uuid4().hex[:12]}"
+        try:
+            os.mkdir(path, 0o700 if private else 0o777)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(parent))
+
+
+def make_locked_dir(parent: PathLike, prefix: str, *, private: bool = False) -> Path:
     """Create ``parent/<prefix><random>`` and lock it (:func:`hold_lock`) before it appears
-    under that name: it is made and locked as a staging directory, then renamed."""
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_MARKER, dir=parent))
+    under that name: it is made and locked as a staging directory, then renamed. Its mode is
+    ``0o700`` when ``private``, else what ``mkdir`` gives under the umask."""
+    staging = _mkdir_unique(Path(parent), STAGING_MARKER, private)
     try:
         (staging / PRIVATE_MARKER).write_text(PRIVATE_TEXT, encoding="utf-8")
         hold_lock(staging)
@@ -155,6 +173,15 @@ def make_locked_dir(parent: PathLike, prefix: str) -> Path:
         if fd is not None:
             _HELD[os.path.abspath(final)] = fd
     return final
+
+
+def _keep_mode(replaced: Path, new: Path) -> None:
+    """Give ``new`` the permission bits of the directory it replaces (``--overwrite``): a
+    report directory the team opened up (755, a group's 2775) stays so night after night."""
+    with contextlib.suppress(OSError):
+        st = os.lstat(replaced)
+        if stat.S_ISDIR(st.st_mode):
+            os.chmod(new, stat.S_IMODE(st.st_mode))
 
 
 def is_private_dir(path: PathLike) -> bool:
@@ -223,7 +250,7 @@ def make_spool_dir(parent: PathLike | None = None) -> Path:
             sweep_spool_dirs(parent)
         if parent is None:
             parent = tempfile.gettempdir()
-        return make_locked_dir(parent, SPOOL_MARKER)
+        return make_locked_dir(parent, SPOOL_MARKER, private=True)
     except OSError as exc:
         where = parent if parent is not None else tempfile.gettempdir()
         raise OutputError(
@@ -647,6 +674,7 @@ class AtomicDir:
             with signals_deferred():
                 try:
                     if os.path.lexists(target):
+                        _keep_mode(target, tmp)
                         old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
                         hold_lock(target)  # so no sweep takes the swapped-out report as dead
                         locked = True

@@ -458,3 +458,51 @@ def test_look_alike_user_directories_are_never_swept_or_restored(tmp_path: Path)
     assert (tmp_path / "new" / "evalkit-manifest.json").is_file()
     assert not (tmp_path / "new" / "notes.txt").exists()
     assert not (tmp_path / "new" / PRIVATE_MARKER).exists()  # a report never carries the marker
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _mode(p: Path) -> int:
+    import stat
+
+    return stat.S_IMODE(os.stat(p).st_mode)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_report_directory_mode_follows_the_umask_and_survives_overwrite(tmp_path: Path, umask_022) -> None:
+    """The report directory gets the mode mkdir gives (0o755 under umask 022), like the files
+    and sub-directories in it, not mkdtemp's 0o700; --overwrite keeps the mode the team gave the
+    directory it replaces; a set-group-ID parent's bit is passed on (tester rt17: nightly reports
+    came out 0700 / 2700, unreadable to the group, a CI uploader or a web server)."""
+    df = {"prob_a": [0.7, 0.2], "prob_b": [0.3, 0.8], "label": [0, 1]}
+    import pandas as pd
+
+    out = tmp_path / "r"
+    evalkit.evaluate(pd.DataFrame(df), out=out)
+    assert _mode(out) == 0o755 and _mode(out / "report.md") == 0o644
+    os.chmod(out, 0o750)
+    evalkit.evaluate(pd.DataFrame(df), out=out, overwrite=True)
+    assert _mode(out) == 0o750
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o2775)
+    evalkit.evaluate(pd.DataFrame(df), out=shared / "r")
+    assert _mode(shared / "r") == 0o2755
+    # history's output directory is made the same way
+    h = tmp_path / "h"
+    evalkit.history([str(out), str(shared / "r")], out=h, plots=False)
+    assert _mode(h) == 0o755
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_per_row_spool_directories_stay_private(tmp_path: Path, umask_022) -> None:
+    spool = evalkit.outdir.make_spool_dir(tmp_path)
+    try:
+        assert _mode(spool) == 0o700
+    finally:
+        evalkit.outdir.remove_spool_dir(spool)

@@ -1075,3 +1075,60 @@ def test_history_out_is_never_an_input_report(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["history", str(tmp_path / "runs" / "*"), "--out",
                                   str(tmp_path / "runs" / "history"), "-q", "--no-plots"])
     assert r.exit_code in (0, 5), r.output
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("gate", [False, True])
+def test_a_signal_after_the_outcome_is_decided_exits_with_that_outcome(tmp_path: Path, sig: str,
+                                                                      gate: bool) -> None:
+    """A signal between the report being in place and the process's end (click's exit,
+    interpreter shutdown: here an atexit hook signals the process itself) ends it with the
+    run's own code (0, or 5 for a failed gate), not 143 or a KeyboardInterrupt traceback
+    (tester rt17: a nightly step killed at that moment read as a crash)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    import pandas as pd
+
+    src = tmp_path / "p.parquet"
+    pd.DataFrame({"prob_a": [0.7, 0.2, 0.6], "prob_b": [0.3, 0.8, 0.4], "label": [0, 1, 1]}).to_parquet(src)
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("gates:\n  max_mean_loss: 0.01\n" if gate else "gates: {}\n")
+    script = textwrap.dedent(f"""
+        import atexit, os, signal, sys, time
+        atexit.register(lambda: (os.kill(os.getpid(), signal.{sig}), time.sleep(5)))
+        sys.argv = ["evalkit", "evaluate", {str(src)!r}, "--out", {str(tmp_path / "r")!r},
+                    "--config", {str(cfg)!r}, "--no-plots"]
+        from evalkit.__main__ import run
+        run()
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).parent.parent)}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env,
+                       start_new_session=True)
+    assert r.returncode == (5 if gate else 0), (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and (tmp_path / "r" / "report.md").is_file()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_ctrl_c_while_the_command_is_imported_is_the_interrupted_line(tmp_path: Path) -> None:
+    """Ctrl-C during the first moments (the command's modules still importing) exits 130 with
+    the usual line, not a KeyboardInterrupt traceback (tester rt15)."""
+    import subprocess
+    import sys
+
+    script = ("import builtins, sys\n"
+              "real = builtins.__import__\n"
+              "def imp(name, *a, **k):\n"
+              "    if name == 'cli' or name.endswith('evalkit.cli'):\n"
+              "        raise KeyboardInterrupt\n"
+              "    return real(name, *a, **k)\n"
+              "builtins.__import__ = imp\n"
+              "sys.argv = ['evalkit', '--help']\n"
+              "from evalkit.__main__ import run\n"
+              "run()\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).parent.parent)}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == "interrupted: no report was written (any previous report is intact)"
