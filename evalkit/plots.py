@@ -541,7 +541,8 @@ def _warm_up() -> None:
     ax.barh([0.0, 1.0], [1.0, 2.0])
     _right_labels(ax, [0.0, 1.0], ["a", "b"])
     _finish(fig, "warm-up", "warm-up", [_patch(label="a"), _line(label="b")])
-    fig.savefig(io.BytesIO(), format="png", dpi=DPI)
+    _place(fig)
+    fig.savefig(io.BytesIO(), format="png", dpi=DPI, pil_kwargs={"compress_level": 1})
 
 
 def plot_plan(result: Any) -> list[tuple[str, str]]:
