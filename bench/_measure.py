@@ -92,9 +92,8 @@ def _keep_priority(nice: int | None):  # type: ignore[no-untyped-def]
         return None
 
     def set_nice() -> None:
-        with contextlib.suppress(OSError):
-            with open("/proc/self/autogroup", "w") as fh:
-                fh.write(str(nice))
+        with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as fh:
+            fh.write(str(nice))
 
     return set_nice
 
