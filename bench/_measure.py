@@ -75,8 +75,32 @@ def tree_rss_bytes(root: int) -> int:
     return total
 
 
+def _autogroup_nice() -> int | None:
+    """This process's scheduler-group niceness (Linux autogroups), or None."""
+    try:
+        with open("/proc/self/autogroup") as fh:
+            return int(fh.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _keep_priority(nice: int | None):  # type: ignore[no-untyped-def]
+    """A ``preexec_fn`` giving the run's new session (its own scheduler group) the driver's
+    group niceness: on a machine shared with other jobs, a driver started at high priority
+    (``echo -19 > /proc/self/autogroup``) then measures its runs at that priority too."""
+    if nice is None:
+        return None
+
+    def set_nice() -> None:
+        with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as fh:
+            fh.write(str(nice))
+
+    return set_nice
+
+
 def measure(cmd: list[str], stdout_path: str, stderr_path: str, timeout_s: float) -> dict:
     """Run ``cmd`` to completion (or timeout) and return the measurements."""
+    priority = _keep_priority(_autogroup_nice())
     with open(stdout_path, "wb") as out_f, open(stderr_path, "wb") as err_f:
         start = time.perf_counter()
         try:
@@ -86,6 +110,7 @@ def measure(cmd: list[str], stdout_path: str, stderr_path: str, timeout_s: float
                 stderr=err_f,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=priority,
             )
         except OSError as exc:
             err_f.write(f"could not start {cmd[0]!r}: {exc}\n".encode())

@@ -123,14 +123,13 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
       evalkit evaluate --config configs/nightly.yaml --overwrite
       evalkit evaluate preds.parquet --format json | jq .overall.mean
     """
-    from .progress import make_progress
-
     if inputs:
         flags["input"] = list(inputs)
     cfg = config_from_flags(config_file, flags)
     if not cfg.input:
         raise click.UsageError("give an INPUT or a config file with an 'input' key")
-    if cfg.out and cfg.plots:
+    early = bool(cfg.out and cfg.plots)
+    if early:
         # The plot helper, forked once pandas (which it shares) is in: it imports matplotlib
         # while this process imports the rest and sets the run up.
         import pandas  # noqa: F401
@@ -138,7 +137,20 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
         from .plot_process import start_early
 
         start_early()
+    try:
+        _evaluate_command(cfg, fmt, quiet, debug)
+    finally:
+        if early:  # a helper no run took (interrupted, failed early) ends with the command
+            from .plot_process import discard_early
+
+            discard_early()
+
+
+def _evaluate_command(cfg: Any, fmt: str, quiet: bool, debug: bool) -> None:
+    """The rest of ``evaluate``: run, write, print, exit code of the gates."""
     from .api import run
+    from .progress import make_progress
+
     progress = make_progress(quiet=quiet)
     if cfg.engine == "dask" and not debug and os.environ.get("EVALKIT_DEBUG") != "1":
         import logging
@@ -148,12 +160,7 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
         logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
     try:
         if cfg.out:
-            try:
-                result, path = run(cfg, progress=progress)
-            finally:
-                from .plot_process import discard_early
-
-                discard_early()
+            result, path = run(cfg, progress=progress)
         else:
             from .api import evaluate as _evaluate
 

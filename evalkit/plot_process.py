@@ -24,6 +24,7 @@ import os
 import pickle
 import signal
 import struct
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,14 +67,59 @@ class _Channel:
         self.pid, self.to_child, self.from_child = pid, to_child, from_child
 
     def close(self, kill: bool) -> None:
+        """Close the pipes and reap the process; ``kill``: end it first. Returns once the
+        process and the process it forked (a drawing helper's sibling) are gone: SIGTERM
+        makes a helper kill and reap its sibling before it exits (:func:`_on_sigterm`);
+        one that does not within :data:`TERM_GRACE_S` gets SIGKILL."""
         for fd in (self.to_child, self.from_child):
             with contextlib.suppress(OSError):
                 os.close(fd)
         if kill:
             with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + TERM_GRACE_S
+            while time.monotonic() < deadline:
+                try:
+                    if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
+                        return
+                except ChildProcessError:
+                    return
+                time.sleep(0.002)
+            with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             os.waitpid(self.pid, 0)
+
+
+#: Seconds a helper gets to end its sibling and exit after SIGTERM before it is killed.
+TERM_GRACE_S = 2.0
+#: The sibling a drawing helper forked (in that helper's process only).
+_children: list[_Channel] = []
+
+
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    """A helper asked to end: kill and reap the process it forked, then exit at once."""
+    for ch in _children:
+        with contextlib.suppress(OSError):
+            os.kill(ch.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.waitpid(ch.pid, 0)
+    os._exit(1)
+
+
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when the process that forked it dies, so a parent
+    killed outright (SIGKILL, a crash) never leaves a helper behind."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _fork(child_main: Any) -> _Channel:
@@ -86,6 +132,9 @@ def _fork(child_main: Any) -> _Channel:
             os.close(down_w)
             os.close(up_r)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _children.clear()  # a sibling is not the parent of the first helper's sibling
+            signal.signal(signal.SIGTERM, _on_sigterm)
+            _die_with_parent()
             child_main(down_r, up_w)
         except BaseException:  # noqa: BLE001 - the parent sees EOF and draws itself
             code = 1
@@ -110,11 +159,13 @@ def _draw_loop(inbox: int, outbox: int) -> None:
         return
     # The second drawer is forked now, with matplotlib imported and nothing else running.
     sibling = _fork(lambda i, o: _sibling_loop(i, o, inherited=(inbox, outbox)))
+    _children.append(sibling)  # ended with this process on SIGTERM (_on_sigterm)
     os.write(outbox, _READY)
     try:
         job = _read_msg(inbox)
     except EOFError:
         sibling.close(kill=True)
+        _children.remove(sibling)
         return
     result, out_dir, class_hist, mine, theirs = job
     if theirs:
@@ -129,6 +180,7 @@ def _draw_loop(inbox: int, outbox: int) -> None:
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         reply = f"{type(exc).__name__}: {exc}"
     sibling.close(kill=reply != "ok")
+    _children.remove(sibling)
     _write_msg(outbox, reply)
 
 

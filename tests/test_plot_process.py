@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -182,3 +183,59 @@ def test_no_plots_forks_no_helper(tmp_path, monkeypatch):
                                     "--no-plots", "--format", "none", "-q"])
     assert res.exit_code == 0, res.output
     assert forked == []
+
+
+def _group_members(pgid: int) -> list[str]:
+    """Processes (zombies included) of process group ``pgid``, from /proc."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[2]) == pgid:
+            found.append(f"{pid} {fields[0]} {stat[stat.find('(') + 1:stat.rfind(')')]}")
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+@pytest.mark.parametrize("delay", ["at_fork", 1.0, 1.5])
+def test_ctrl_c_ends_every_helper_before_the_command_exits(tmp_path, delay):
+    """SIGINT to the command's process group (Ctrl-C) at any moment: the command exits 130
+    (or 0 if it was done), and when it has exited no process of its group is left: not the
+    plot helper (forked early, maybe still importing matplotlib), not the second drawer the
+    helper forked, not a zombie (rt15 finding 1)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(1)
+    n, k = 1_000_000, 10  # a run of a few seconds: the helper is busy for most of it
+    p = random_probs(rng, n, k).astype(np.float32)
+    cols = {f"prob_{i}": p[:, i] for i in range(k)}
+    cols["label"] = rng.integers(0, k, n)
+    cols["region"] = rng.choice(["EU", "US", "APAC"], n)
+    data = write(pa.table(cols), tmp_path / "big.parquet", row_group_size=200_000)
+    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "evalkit", "evaluate", str(data), "--by", "region",
+                             "--out", str(tmp_path / "r"), "-q", "--format", "none"], env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if delay == "at_fork":  # the moment the helper exists: the command is still importing
+        deadline = time.monotonic() + 60
+        while len(_group_members(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+    else:
+        time.sleep(delay)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    left = _group_members(proc.pid)
+    assert proc.returncode in (0, 130), err.decode()
+    assert left == [], left
+    if proc.returncode == 130:
+        assert not (tmp_path / "r").exists()

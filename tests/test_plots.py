@@ -298,3 +298,25 @@ def test_every_plot_is_laid_out_inside_the_figure_without_overlaps(tmp_path: Pat
             except AssertionError as exc:
                 raise AssertionError(f"{case}: {name}: {exc}") from None
         figures.clear()
+
+
+@pytest.mark.parametrize("with_hist", [True, False])
+def test_minor_tick_marks_are_the_pixels_of_matplotlibs_minor_ticks(tmp_path: Path, monkeypatch,
+                                                                    with_hist: bool) -> None:
+    """plots._minor_marks draws the log axis' minor ticks as one line of marks: the PNG is
+    the one matplotlib draws with its own minor tick objects, pixel for pixel."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    from evalkit import plots
+
+    for name, result in [("digits", evalkit.evaluate(DIGITS)),
+                         ("narrow", evalkit.evaluate(_probs_frame(400, ["a", "b"], seed=3)))]:
+        hist = class_histograms(_stats_from_rows(result)) if with_hist else None
+        write_plots(result, tmp_path / f"{name}_marks", hist, only=["loss_by_class.png"])
+        with monkeypatch.context() as m:
+            m.setattr(plots, "_minor_marks", lambda ax: None)  # matplotlib's own minor ticks
+            write_plots(result, tmp_path / f"{name}_ticks", hist, only=["loss_by_class.png"])
+        a = imread(tmp_path / f"{name}_marks" / "loss_by_class.png")
+        b = imread(tmp_path / f"{name}_ticks" / "loss_by_class.png")
+        assert a.shape == b.shape and np.array_equal(a, b), name

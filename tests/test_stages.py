@@ -124,10 +124,12 @@ def test_stages_run_jobs_in_order_and_raise_a_jobs_error_at_the_next_submit():
     assert out == list(range(50))
 
     stages = base.Stages()
+    ran: list[int] = []
     stages.submit(lambda: (_ for _ in ()).throw(ValueError("job 0")))
     with pytest.raises(ValueError, match="job 0"):
-        for _ in range(3):  # the error surfaces at a later submit (the worker ran job 0)
-            stages.submit(lambda: None)
-            stages._worker.thread.join(0.05)
+        for i in range(1000):  # the error surfaces at a later submit, once the worker ran job 0
+            stages.submit(lambda i=i: ran.append(i))
+            stages._worker.thread.join(0.01)
+    assert ran == []  # the jobs after the failed one are skipped
     assert stages.close() is None
     assert _no_worker_left()
