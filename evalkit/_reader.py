@@ -9,6 +9,10 @@ is consumed, and bounded queues keep memory flat: at most ``workers`` tasks are 
 and each buffers at most ``queue_batches`` batches, fewer when batches are big: the
 batches queued by all workers stay within about ``QUEUE_BYTES`` (a batch of 16k rows x
 1000 float32 classes is 64 MiB; four of them per worker would double the peak memory).
+Column chunks are read through small buffers (``READ_BUFFER_BYTES``), never whole, so a
+task holds its queued batches, not its row groups: row groups bigger than the in-flight
+budget (100k rows x 1000 classes: 400 MB) stream, two at a time, each queueing up to
+``STREAMED_QUEUE_BYTES``.
 
 Each file's footer is parsed once (by the caller, or here on first use) and handed to every
 task of that file as ``ParquetFile(metadata=...)``: a footer grows with the number of row

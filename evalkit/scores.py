@@ -89,20 +89,25 @@ def score_stats(scores: np.ndarray, *, terms: bool = False) -> ScoreStats:
     step = _calib_step(k) if terms else max(1, BLOCK_VALUES // k)
     out = (np.empty(n), np.empty(n), np.empty(n)) if terms else None
     blocks = _RowBlocks(min(step, n), k) if terms else None
-    for start in range(0, n, step):
-        sl = slice(start, start + step)
-        block = scores[sl]
-        row_sum[sl] = np.einsum("ij->i", block)
-        argmax[sl] = block.argmax(axis=1)
-        # NaN propagates through min/max, so a NaN anywhere still fails the checks.
-        lo = min(lo, float(block.min()))
-        if out is not None and blocks is not None:
-            mx = block.max(axis=1)
-            hi = max(hi, float(mx.max()))
-            out[0][sl] = mx  # float32 -> float64 is exact: the max of the float64 copy
-            out[1][sl], out[2][sl] = blocks.moments(block)
-        else:
-            hi = max(hi, float(block.max()))
+    with np.errstate(divide="ignore", invalid="ignore"):  # once, not per block (see moments)
+        for start in range(0, n, step):
+            sl = slice(start, start + step)
+            block = scores[sl]
+            row_sum[sl] = np.einsum("ij->i", block)
+            am = block.argmax(axis=1)
+            argmax[sl] = am
+            # NaN propagates through min/max, so a NaN anywhere still fails the checks.
+            lo = min(lo, float(block.min()))
+            if out is not None and blocks is not None:
+                # The row maximum is the value at the arg-max (NaN where the row has one, as
+                # max gives): a gather instead of another pass. float32 -> float64 is exact:
+                # the max of the float64 copy.
+                mx = block[np.arange(len(am)), am]
+                hi = max(hi, float(mx.max()))
+                out[0][sl] = mx
+                out[1][sl], out[2][sl] = blocks.moments(block)
+            else:
+                hi = max(hi, float(block.max()))
     return ScoreStats(row_sum, argmax, lo, hi, out)
 
 
@@ -238,13 +243,15 @@ class _RowBlocks:
         self.logp = np.empty(rows * k)
 
     def __call__(self, blk: np.ndarray) -> _Block:
-        sq, ent = self.moments(blk)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sq, ent = self.moments(blk)
         p = self.p[: blk.size].reshape(blk.shape)
         return p.max(axis=1), sq, ent, lambda: p
 
     def moments(self, blk: np.ndarray) -> tuple[FloatArray, FloatArray]:
         """``(sum_j p_j^2, -sum_j p_j log p_j)`` per row of the block (float64); the block's
-        float64 copy stays in ``self.p`` until the next call."""
+        float64 copy stays in ``self.p`` until the next call. Call it under
+        ``np.errstate(divide="ignore", invalid="ignore")`` (log 0, 0 * -inf)."""
         m, k = blk.shape
         p = self.p[: m * k].reshape(m, k)
         logp = self.logp[: m * k].reshape(m, k)
@@ -252,9 +259,8 @@ class _RowBlocks:
         # log p straight away; a zero probability makes 0 * log 0 NaN here, and only those
         # rows are redone with log max(p, 1e-300) (0 log 0 = 0): the same values as taking
         # that maximum everywhere (every positive float32 is above 1e-300), one pass fewer.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            np.log(p, out=logp)
-            ent = -np.einsum("ij,ij->i", p, logp)
+        np.log(p, out=logp)
+        ent = -np.einsum("ij,ij->i", p, logp)
         bad = np.flatnonzero(np.isnan(ent))
         if len(bad):
             ent[bad] = -np.einsum("ij,ij->i", p[bad], np.log(np.maximum(p[bad], 1e-300)))

@@ -5,6 +5,7 @@ agree with a plain numpy reference; the row sums, arg-max and extremes are uncha
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from evalkit.scores import CALIB_BLOCK_VALUES, calibration_terms, score_stats
@@ -69,3 +70,38 @@ def test_narrow_or_column_major_matrices_have_no_terms():
     wide = np.asfortranarray(np.full((10, 100), 0.01))
     assert score_stats(wide, terms=True).terms is None
     assert score_stats(np.zeros((0, 100)), terms=True).terms is None
+
+
+@pytest.mark.parametrize("options", [{"on_invalid": "skip"}, {"on_invalid": "skip", "renormalize": True}])
+def test_runs_with_the_fused_pass_equal_runs_without_it(tmp_path, monkeypatch, options):
+    """End to end on a 40-class list column with rows the run skips (NaN, wrong sums), zero
+    probabilities and several batches: every table equals a run whose score pass computes no
+    calibration terms (calibration then reads the scores itself), i.e. the terms follow the
+    rows kept, and renormalised runs (terms not used) are unchanged."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import evalkit
+    import evalkit.engines.base as base
+
+    rng = np.random.default_rng(8)
+    n, k = 3_000, 40
+    p = rng.dirichlet(np.full(k, 0.5), size=n)
+    p[rng.random((n, k)) < 0.2] = 0.0
+    p /= p.sum(axis=1, keepdims=True)
+    p = p.astype(np.float32)
+    p[5] = np.nan
+    p[17, 0] += 0.5  # sums to 1.5: invalid (or renormalised)
+    table = pa.table({"probs": pa.FixedSizeListArray.from_arrays(p.ravel(), k).cast(pa.list_(pa.float32())),
+                      "label": rng.integers(0, k, n), "split": rng.choice(["a", "b"], n)})
+    path = tmp_path / "p.parquet"
+    pq.write_table(table, path, row_group_size=700)
+    fused = evalkit.evaluate(str(path), by=["split"], batch_size=500, **options)
+    plain_stats = base.score_stats
+    monkeypatch.setattr(base, "score_stats", lambda s, terms=False: plain_stats(s))
+    plain = evalkit.evaluate(str(path), by=["split"], batch_size=500, **options)
+    assert fused.metadata["rows_used"] == plain.metadata["rows_used"] < n or options.get("renormalize")
+    pd.testing.assert_frame_equal(fused.calibration, plain.calibration)
+    for name in fused.groups:
+        pd.testing.assert_frame_equal(fused.groups[name], plain.groups[name])
+    assert dict(fused.overall) == dict(plain.overall)

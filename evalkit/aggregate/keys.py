@@ -131,6 +131,20 @@ def _combine_codes(idxs: list[np.ndarray], radices: list[int], n: int,
     return local, digits
 
 
+def _same_memory(a: pa.Array, b: pa.Array) -> bool:
+    """Whether two Arrow arrays are views of the same memory (then of the same values: Arrow
+    buffers are immutable, and ``a`` is held, so its buffers cannot be reused meanwhile)."""
+    if a is b:
+        return True
+    if a.type != b.type or len(a) != len(b) or a.offset != b.offset:
+        return False
+    ba, bb = a.buffers(), b.buffers()
+    return len(ba) == len(bb) and all(
+        (x is None and y is None) or (x is not None and y is not None and x.address == y.address
+                                      and x.size == y.size)
+        for x, y in zip(ba, bb, strict=True))
+
+
 class _KeyIndex:
     """Maps group keys (tuples of Python values, None for null) to dense global slots."""
 
@@ -156,6 +170,10 @@ class _KeyIndex:
         # instead of one Python look-up per distinct value (200k users per batch).
         self._known: list[pa.Array] = []
         self._known_n = 0
+        # One key column read through the same dictionary every batch (the class names): the
+        # dictionary and the slot of each of its values (-1: not seen yet), so such a batch
+        # needs no hashing at all.
+        self._dict_slots: tuple[pa.Array, np.ndarray] | None = None
         if ncol == 0:
             self._add(())
 
@@ -163,6 +181,7 @@ class _KeyIndex:
         state = self.__dict__.copy()
         state["_last_dict"] = [None] * len(self.key_names)
         state["_known"], state["_known_n"] = [], 0
+        state["_dict_slots"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -274,11 +293,14 @@ class _KeyIndex:
                                 or pa.types.is_binary(t) or pa.types.is_large_binary(t)
                                 or pa.types.is_integer(t)):
             return None
+        codes = np.asarray(codes, dtype=np.int64)
+        cached = self._cached_slots(d, codes)
+        if cached is not None:
+            return cached
         known = self._known_values(t)
         if known is None:
             return None
         nk = len(known)
-        codes = np.asarray(codes, dtype=np.int64)
         valued = codes < len(d)
         present = d.take(pa.array(codes[valued])) if not valued.all() else d.take(pa.array(codes))
         # null_encoding="encode": a known null key keeps its index (its slot) too.
@@ -295,7 +317,25 @@ class _KeyIndex:
         if not valued.all():  # the null key (code len(d))
             s = self.slot_of.get((None,))
             out[~valued] = self._add((None,)) if s is None else s
+        self._remember_slots(d, codes[valued], out[valued])
         return out
+
+    def _cached_slots(self, d: pa.Array, codes: np.ndarray) -> np.ndarray | None:
+        """Slots of ``codes`` when ``d`` is the remembered dictionary (the same memory) and
+        each of its values there has a slot already; else None."""
+        hit = self._dict_slots
+        if hit is None or not _same_memory(hit[0], d) or not len(codes) or codes.max() >= len(d):
+            return None
+        out = hit[1][codes]
+        return out if out.min() >= 0 else None
+
+    def _remember_slots(self, d: pa.Array, codes: np.ndarray, slots: np.ndarray) -> None:
+        """Remember the slots of some values of dictionary ``d`` (slots never change)."""
+        hit = self._dict_slots
+        if hit is None or not _same_memory(hit[0], d):
+            hit = (d, np.full(len(d), -1, dtype=np.int64))
+            self._dict_slots = hit
+        hit[1][codes] = slots
 
     def _known_values(self, t: pa.DataType) -> pa.Array | None:
         """The values of slots ``0 .. len(self)-1`` as one Arrow array of type ``t`` (keys
@@ -358,6 +398,7 @@ class _KeyIndex:
         new.dict_order = [dict(o) for o in self.dict_order]
         new._last_dict = [None] * len(self.key_names)
         new._known, new._known_n = [], 0
+        new._dict_slots = None
         return new
 
     def _column_array(self, i: int) -> pa.Array:
