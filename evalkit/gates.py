@@ -432,7 +432,7 @@ def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
         scanned = min(n, int(meta["settings"].get("window", n)))  # the scan sees the window only
         if "max_change_pct" in limits and scanned < min_before + 1:
             where = f"{n} run(s) in the series" if scanned == n else \
-                f"the window holds {scanned} run(s) (window {scanned})"
+                f"{n} run(s) in the series, but the scan sees a window of {scanned}"
             unchecked("max_change_pct", gname, f"{where}; the change scan needs at least {min_before + 1}",
                       limits.pop("max_change_pct"))
         checked.append((gname, df, limits, cfg))

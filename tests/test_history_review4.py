@@ -123,8 +123,8 @@ def test_max_change_pct_is_not_checked_when_the_window_is_too_short_for_the_scan
     paths = _reports(tmp_path, [1e-7] * 12, step=(10, 2.0))
     h = history(paths, lookback=2, window=3, gates={"max_change_pct": 0}, plots=False)
     notes = [(f.gate, f.grouping, f.detail) for f in h.unchecked]
-    assert ("max_change_pct", "region", "the window holds 3 run(s) (window 3); the change scan needs "
-            "at least 4") in notes
+    assert ("max_change_pct", "region", "12 run(s) in the series, but the scan sees a window of 3; the "
+            "change scan needs at least 4") in notes
     strict = history(paths, lookback=2, window=3, gates={"max_change_pct": 0, "fail_unchecked": True},
                      plots=False)
     assert ("max_change_pct", "region") in {(f.gate, f.grouping) for f in strict.failures}
