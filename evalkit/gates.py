@@ -416,20 +416,25 @@ def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
         cfg = {**top, **{k: v for k, v in (groups_cfg.get(gname) or {}).items()
                          if k in (*HISTORY_GATES, *GATE_OPTIONS)}}
         limits = {g: float(cfg[g]) for g in HISTORY_GATES if g in cfg}
-        if not limits or df.empty:
+        if not limits:
             continue
         n = int((meta.get("series_runs") or {}).get(gname, 0))
-        if gname in absent:
+        if gname in absent:  # (its trend may be empty: no run of the latest segment holds it)
             for gate, limit in limits.items():
                 unchecked(gate, gname, f"the grouping is absent from the latest run (last in run "
                                        f"{absent[gname]})", limit)
             continue
+        if df.empty:
+            continue
         for gate in [g for g in ("max_drift", "max_drift_pct") if g in limits and n < lookback + 1]:
             unchecked(gate, gname, f"{n} run(s) in the series; the drift over {lookback} runs needs "
                                    f"{lookback + 1}", limits.pop(gate))
-        if "max_change_pct" in limits and n < min_before + 1:
-            unchecked("max_change_pct", gname, f"{n} run(s) in the series; the change scan needs at "
-                                               f"least {min_before + 1}", limits.pop("max_change_pct"))
+        scanned = min(n, int(meta["settings"].get("window", n)))  # the scan sees the window only
+        if "max_change_pct" in limits and scanned < min_before + 1:
+            where = f"{n} run(s) in the series" if scanned == n else \
+                f"{n} run(s) in the series, but the scan sees a window of {scanned}"
+            unchecked("max_change_pct", gname, f"{where}; the change scan needs at least {min_before + 1}",
+                      limits.pop("max_change_pct"))
         checked.append((gname, df, limits, cfg))
     rising = _drift_family(checked, float(meta["settings"].get("confidence", 0.95)))
     shifts = _change_family(checked, float(meta["settings"].get("alpha", 0.05)))

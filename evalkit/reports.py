@@ -697,7 +697,7 @@ def expand_reports(specs: str | os.PathLike[str] | Iterable[str | os.PathLike[st
             matches = [s]
         for m in matches:
             p = Path(m)
-            key = str(p.absolute())
+            key = os.path.realpath(p)  # one directory, however named (relative, absolute, via ..)
             if key in out:
                 continue
             if os.path.realpath(p) in skip:
@@ -994,7 +994,12 @@ def read_grouping(infos: Sequence[RunInfo], idx: Sequence[int], grouping: str, s
 
 def _key_arrays(tables: Sequence[pa.Table], cols: Sequence[str]) -> list[pa.ChunkedArray]:
     """Each key column over all runs in one type (decoded dictionaries; text when the runs
-    disagree on the type, e.g. an int column that became a string)."""
+    disagree on the type, e.g. an int column that became a string), in the one encoding of
+    keys (:func:`evalkit.aggregate.keys.canonical_keys`: ``-0.0`` is ``0.0``, NaN is null),
+    as evaluate groups them: reports written before it did can hold ``-0.0`` where later
+    ones hold ``0.0``, one group."""
+    from .aggregate.keys import canonical_keys
+
     out = []
     for c in cols:
         parts = []
@@ -1013,7 +1018,7 @@ def _key_arrays(tables: Sequence[pa.Table], cols: Sequence[str]) -> list[pa.Chun
                 parts = [p.cast(target) for p in parts]
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
                 parts = [p.cast(pa.large_string()) for p in parts]
-        chunks = [ch for p in parts for ch in p.chunks]
+        chunks = [canonical_keys(ch) for p in parts for ch in p.chunks]
         out.append(pa.chunked_array(chunks, type=parts[0].type if parts else pa.large_string()))
     return out
 

@@ -468,7 +468,7 @@ def _run_ids(paths: Sequence[Path]) -> list[str]:
     return [os.path.relpath(a, base) for a in absolute]
 
 
-def _differences(a: RunInfo, b: RunInfo) -> list[str]:
+def _differences(a: RunInfo | _Settings, b: RunInfo | _Settings) -> list[str]:
     """What makes runs ``a`` and ``b`` compute different quantities (eps, weight column,
     class set); empty when they are comparable. An unrecorded eps or class set matches any."""
     why = []
@@ -484,21 +484,43 @@ def _differences(a: RunInfo, b: RunInfo) -> list[str]:
     return why
 
 
+@dataclass
+class _Settings:
+    """What a segment's runs share: eps, class set (None while no run of it recorded one)
+    and weight column."""
+
+    eps: float | None
+    classes: tuple[str, ...] | None
+    weight: str | None
+
+    def take(self, r: RunInfo) -> None:
+        """Learn what run ``r`` (comparable with the segment) records and the segment did not."""
+        self.eps = self.eps if self.eps is not None else r.eps
+        self.classes = self.classes if self.classes is not None else r.classes
+
+
 def _segments(infos: Sequence[RunInfo]) -> tuple[np.ndarray, list[str]]:
     """Segment number per run and a note per run. A segment is a set of comparable runs
     (same eps, class set and weight column; numbered by first appearance), not necessarily
     adjacent: runs whose settings match an earlier segment's again (after a one-off night
-    with another eps) belong to it and are compared with its runs."""
+    with another eps) belong to it and are compared with its runs. A run joins a segment
+    when it matches the settings any run of the segment recorded (an unrecorded eps or class
+    set matches any, but once a run of the segment records one, every later member must
+    match it: eps 1e-7 and 1e-6 runs never share a segment through an older run that
+    recorded no eps)."""
     seg = np.zeros(len(infos), dtype=np.int64)
     notes = [""] * len(infos)
     firsts: list[int] = [0] if infos else []  # first run of each segment
+    known = [_Settings(infos[0].eps, infos[0].classes, infos[0].weight)] if infos else []
     for i in range(1, len(infos)):
         a, b = infos[i - 1], infos[i]
         why = _differences(a, b)
-        same = next((k for k, f in enumerate(firsts) if not _differences(infos[f], b)), None)
+        same = next((k for k, s in enumerate(known) if not _differences(s, b)), None)
         if same is None:
             firsts.append(i)
+            known.append(_Settings(b.eps, b.classes, b.weight))
             same = len(firsts) - 1
+        known[same].take(b)
         seg[i] = same
         parts = []
         if why and firsts[same] == i:
@@ -1249,6 +1271,12 @@ class _Cache:
             table = table.slice(int(keep[0]), len(keep))
         else:
             table = table.take(pa.array(keep))
+        # a weighted run's tidy `mean` is its weighted mean and its n_eff is set (NaN for an
+        # unweighted run): as read from its report, its estimate is the weighted mean, with
+        # n_eff - 1 degrees of freedom (_grouping_frame), never the unweighted count's
+        n_eff = table.column("n_eff").to_numpy(zero_copy_only=False).astype(np.float64)
+        mean = table.column("mean").to_numpy(zero_copy_only=False)
+        table = table.append_column("weighted_mean", pa.array(np.where(np.isnan(n_eff), np.nan, mean)))
         got = set(np.unique(new_pos[keep]).tolist())
         return Reused(table, new_pos[keep], {i: t for i, t in key_types.items() if i in got})
 

@@ -195,3 +195,21 @@ def test_impossible_statistics_in_grouped_parquet_name_the_file_grouping_column_
     with pytest.raises(evalkit.ReportError, match=r"grouped.parquet \(grouping 'region'\): column 'mean' holds "
                                                   r"1 value\(s\) negative, NaN or infinite \(row 1 \(EU\): -0.1\)"):
         history(paths, plots=False)
+
+
+def test_reports_with_and_without_grouped_parquet_mix_in_one_history(tmp_path: Path) -> None:
+    """A history spanning the upgrade: older reports read table by table, newer ones from
+    grouped.parquet, nightly and cold alike, give what reading every report table by table gives."""
+    paths = make_series(tmp_path / "new", 24, seed=9, step_at=20, step=0.3, manifest=True, grouped=True)
+    old = _legacy_copy(paths, tmp_path / "old")
+    mixed = old[:12] + paths[12:]
+    opts = {"plots": False, "window": 10, "lookback": 3}
+    history(mixed[:-1], out=tmp_path / "hm", **opts)
+    tonight = history(mixed, out=tmp_path / "hm", overwrite=True, **opts)
+    assert tonight.reused_runs == 23
+    history(old, out=tmp_path / "ho", **opts)
+    for rel in ["history.md", "trends.parquet", "overall/2026-11.parquet", "by_region/2026-11.parquet"]:
+        assert (tmp_path / "hm" / rel).read_bytes() == (tmp_path / "ho" / rel).read_bytes(), rel
+    src = pd.read_parquet(tmp_path / "hm" / "sources.parquet")
+    assert set(src.loc[src["run"] <= 12, "file"]) == {"summary.json", "overall.parquet", "by_region.parquet"}
+    assert set(src.loc[src["run"] > 12, "file"]) == {"summary.json", GROUPED_FILE}
