@@ -194,7 +194,8 @@ class RowGroupReader:
         """Uncompressed bytes a task may hold at once, projected columns only (0: unknown):
         its row groups' bytes, or for a task bigger than INFLIGHT_BYTES (streamed through
         :data:`READ_BUFFER_BYTES` buffers, never held whole, queueing at most
-        STREAMED_QUEUE_BYTES) half the budget: two such tasks are alive at once.
+        STREAMED_QUEUE_BYTES) half the budget: two such tasks are alive at once, unless one
+        batch is bigger than STREAMED_QUEUE_BYTES (then it counts whole, as before).
 
         Estimated from row-group totals and the schema: each row group's uncompressed size
         times the share of its leaf columns that are read. Column-chunk metadata is never
@@ -206,7 +207,9 @@ class RowGroupReader:
         if md is None or isinstance(rgs, BaseException) or not rgs:
             return 0
         total = self._projected_bytes(md, rgs)
-        return total if total <= INFLIGHT_BYTES else INFLIGHT_BYTES // 2
+        if total <= INFLIGHT_BYTES or self._batch_bytes(part, rgs) > STREAMED_QUEUE_BYTES:
+            return total  # whole (batches this big, e.g. a --batch-size asked for: one at a time)
+        return INFLIGHT_BYTES // 2
 
     def _projected_bytes(self, md: pq.FileMetaData, rgs: tuple[int, ...]) -> int:
         """Uncompressed bytes of the row groups ``rgs``, projected columns only (estimate)."""

@@ -188,6 +188,11 @@ def test_queue_depth_shrinks_for_big_batches():
     depth = rr._queue_depth(part, (0,))
     assert depth == reader.STREAMED_QUEUE_BYTES // (4_096 * 4_000) > 4
     assert rr._task_bytes(part, (0,)) == reader.INFLIGHT_BYTES // 2
+    # Batches bigger than a streamed queue (a --batch-size of 100k rows x 1000 classes):
+    # the task counts whole again, one at a time, as before streaming.
+    rr, part = reader_for(4_000, 100_000)
+    assert rr._queue_depth(part, (0,)) == 1
+    assert rr._task_bytes(part, (0,)) == 400_000_000
 
 
 def test_row_groups_bigger_than_the_budget_stream_and_decode_two_at_once(tmp_path, monkeypatch):
