@@ -764,6 +764,7 @@ class GroupedRuns:
     bad: list[tuple[int, str]]
     key_types: dict[int, str] = field(default_factory=dict)
     reused: tuple[int, ...] = ()  # run positions whose rows came from an earlier history
+    notes: list[str] = field(default_factory=list)  # key columns whose kind differs between runs
 
 
 @dataclass
@@ -909,7 +910,7 @@ def _check_values(g: GroupedRuns, infos: Sequence[RunInfo], grouping: str, skip_
     return GroupedRuns(g.run_pos[keep], [k.take(take) for k in g.keys],
                        {c: a[keep] for c, a in g.stats.items()}, g.bad + reasons,
                        {r: t for r, t in g.key_types.items() if r not in {x for x, _m in reasons}},
-                       g.reused)
+                       g.reused, g.notes)
 
 
 def _row_key(g: GroupedRuns, i: int) -> str:
@@ -988,11 +989,25 @@ def read_grouping(infos: Sequence[RunInfo], idx: Sequence[int], grouping: str, s
         stats = {c: np.concatenate([p.get(c, np.full(t.num_rows, np.nan))
                                     for p, t in zip(parts, tables, strict=True)])
                  if parts else np.empty(0) for c in names}
-        grouped = GroupedRuns(run_pos, _key_arrays(tables, cols), stats, bad, key_types, from_cache)
+        notes: list[str] = []
+        grouped = GroupedRuns(run_pos, _key_arrays(tables, cols, notes, grouping), stats, bad, key_types,
+                              from_cache, notes)
     return _check_values(grouped, infos, grouping, skip_bad)
 
 
-def _key_arrays(tables: Sequence[pa.Table], cols: Sequence[str]) -> list[pa.ChunkedArray]:
+def _kind(ty: pa.DataType) -> str:
+    """What a key column holds, as compare names it: number, string, bool, time, or the type."""
+    if pa.types.is_integer(ty) or pa.types.is_floating(ty) or pa.types.is_decimal(ty):
+        return "number"
+    if pa.types.is_string(ty) or pa.types.is_large_string(ty) or pa.types.is_string_view(ty):
+        return "string"
+    if pa.types.is_boolean(ty):
+        return "bool"
+    return "time" if pa.types.is_temporal(ty) else str(ty)
+
+
+def _key_arrays(tables: Sequence[pa.Table], cols: Sequence[str], notes: list[str] | None = None,
+                grouping: str = "") -> list[pa.ChunkedArray]:
     """Each key column over all runs in one type (decoded dictionaries; text when the runs
     disagree on the type, e.g. an int column that became a string), in the one encoding of
     keys (:func:`evalkit.aggregate.keys.canonical_keys`: ``-0.0`` is ``0.0``, NaN is null),
@@ -1018,6 +1033,10 @@ def _key_arrays(tables: Sequence[pa.Table], cols: Sequence[str]) -> list[pa.Chun
                 parts = [p.cast(target) for p in parts]
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
                 parts = [p.cast(pa.large_string()) for p in parts]
+                kinds = sorted({_kind(ty) for ty in types})
+                if notes is not None and len(kinds) > 1:  # as compare notes it
+                    notes.append(f"grouping {grouping!r}: key column {c!r} holds {' values in some runs, '.join(kinds)} "
+                                 "values in others; groups were matched on their text form (7 = '7')")
         chunks = [canonical_keys(ch) for p in parts for ch in p.chunks]
         out.append(pa.chunked_array(chunks, type=parts[0].type if parts else pa.large_string()))
     return out

@@ -147,8 +147,9 @@ def detect_changes(means: np.ndarray, sems: np.ndarray, min_before: int = 3) -> 
     y = np.where(present, x - center, 0.0)  # centred: sums of squares without cancellation
     with np.errstate(invalid="ignore"):
         v = np.where(present, np.asarray(sems, dtype=np.float64) ** 2, np.nan)
-        vbar = np.nanmean(np.where(np.isfinite(v), v, np.nan), axis=0) if w else np.zeros(g)
-    vbar = np.where(np.isfinite(vbar), vbar, 0.0)
+        finite = np.isfinite(v)
+        n_v = finite.sum(axis=0)  # a series with no finite sem (one-row groups): floor 0, no warning
+        vbar = np.divide(np.where(finite, v, 0.0).sum(axis=0), n_v, out=np.zeros(g), where=n_v > 0)
     cn = np.cumsum(present, axis=0)[:-1]  # rows 0..k-1, for k = 1..w-1
     cs = np.cumsum(y, axis=0)[:-1]
     cq = np.cumsum(y * y, axis=0)[:-1]
@@ -227,6 +228,10 @@ class HistoryResult:
         Monthly files of the tidy tables kept as they were from the history already in
         ``out`` (linked, neither read nor rewritten): every month but the ones tonight's
         runs changed.
+    notes:
+        Key columns whose kind differs between runs (a number in some, text in others): their
+        groups were matched on their text form, as ``compare`` does; also warned on stderr and
+        noted in ``history.md``.
     """
 
     runs: pd.DataFrame
@@ -241,6 +246,7 @@ class HistoryResult:
     ignored: list[tuple[str, str]] = field(default_factory=list)
     reused_runs: int = 0
     kept_files: int = 0
+    notes: list[str] = field(default_factory=list)  # key columns whose kind differs between runs
     _tables: dict[str, pa.Table | Path] = field(default_factory=dict, repr=False)
     _plots: list[tuple[str, str]] = field(default_factory=list, repr=False)
     _pending_plots: list[str] = field(default_factory=list, repr=False)  # drawn by helpers
@@ -1383,6 +1389,14 @@ class _Build:
             res.skipped.append((str(runs.infos[i].path), f"{err} (grouping {name} left out for this run)"))
         if grouped.bad:
             _warn_inputs(res.skipped[-len(grouped.bad):], (), (), ())
+        if grouped.notes:
+            import warnings
+
+            from .errors import EvalkitWarning
+
+            res.notes += grouped.notes
+            for note in grouped.notes:
+                warnings.warn(EvalkitWarning(note), stacklevel=2)
         bad_runs = {i for i, _e in grouped.bad}
         linked_runs = {i for m in plan.links for i in plan.months[m]}
         cache = self.cache
@@ -1725,6 +1739,7 @@ def _md_notes(res: HistoryResult) -> list[str]:
     if n_old:
         lines += [f"> {n_old} report(s) written before report manifests (`evalkit-manifest.json`) were "
                   "read without checking that their files are unchanged.", ""]
+    lines += [f"> Note: {md_text(n)}" for n in res.notes] + ([""] if res.notes else [])
     lines += _md_listed(f"**Not reports, left out ({len(res.ignored)}):** glob matches that are not "
                         "evaluate report directories",
                         [f"{md_code(p)}: {md_text(why)}" for p, why in res.ignored])

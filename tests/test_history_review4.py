@@ -151,3 +151,43 @@ def test_one_directory_named_relative_and_absolute_is_one_input(tmp_path: Path,
         h = history([str(tmp_path / "runs" / "*"), rel, str(paths[1]) + "/"], lookback=2, plots=False)
     assert h.duplicates == [] and len(h.runs) == 4
     assert h.runs["path"].tolist() == [str(p) for p in paths]
+
+
+def test_a_key_column_whose_kind_changes_between_runs_is_noted_as_compare_notes_it(tmp_path: Path) -> None:
+    """rt17 finding 4: store ids written as numbers by older runs and as text by newer ones are
+    matched on their text form (7 = '7'), with the note compare gives: stderr and history.md."""
+    paths = []
+    for r in range(6):
+        ids: list = [7, 8] if r < 3 else ["7", "8"]
+        df = _stats({"store": ids}, np.array([0.5, 0.6]) + 0.001 * r, 1000, 1.0)
+        paths.append(make_report(tmp_path, f"r{r}", DAY0 + pd.Timedelta(days=r), {"store": df}, manifest=True))
+    note = ("grouping 'store': key column 'store' holds number values in some runs, string values in "
+            "others; groups were matched on their text form (7 = '7')")
+    with pytest.warns(evalkit.EvalkitWarning, match=r"holds number values in some runs, string values"):
+        h = history(paths, lookback=3, plots=False)
+    assert h.notes == [note]
+    assert h.trends["store"]["store"].tolist() == ["7", "8"] and h.trends["store"]["runs"].tolist() == [6, 6]
+    assert f"> Note: {note}" in h.to_markdown()
+    # one kind throughout: no note
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", evalkit.EvalkitWarning)
+        assert history(paths[:3], lookback=2, plots=False).notes == []
+
+
+def test_a_group_with_no_standard_error_in_any_run_gives_no_numpy_warning() -> None:
+    """rt17 finding 3b: one-row groups (sem NaN in every run): the scan runs without numpy's
+    'Mean of empty slice' on stderr."""
+    import warnings
+
+    from evalkit.trend import detect_changes
+
+    rng = np.random.default_rng(2)
+    means = 0.5 + rng.normal(0, 0.01, (10, 3))
+    sems = np.full((10, 3), 0.01)
+    sems[:, 1] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scan = detect_changes(means, sems)
+    assert (scan.candidates == 9).all() and np.isfinite(scan.p).all()
