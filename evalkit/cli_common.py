@@ -233,7 +233,6 @@ def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-#: The settings :func:`layout_options` adds (their keyword names).
 def split_names(text: str) -> list[str]:
     """``--classes`` text as names: comma-separated, a name holding a comma or quote in double
     quotes (CSV: ``'"big cat, wild",dog'``); spaces around each name are dropped."""
@@ -247,6 +246,7 @@ def join_names(names: list[str]) -> str:
     return ",".join(f'"{n.replace(chr(34), chr(34) * 2)}"' if ("," in n or '"' in n) else n for n in names)
 
 
+#: The settings :func:`layout_options` adds (their keyword names).
 LAYOUT_KEYS = ("predictions", "prefix", "logits", "label", "targets", "target_prefix", "classes",
                "keys", "weight", "ignore_label")
 _COMMA_LISTS = ("predictions", "targets", "keys", "on")
