@@ -594,6 +594,12 @@ _FULL_HASH_LIMIT = 2 << 20
 _SAMPLE_BYTES = 1 << 20
 
 
+def fingerprint_bytes(data: bytes) -> str:
+    """The fingerprint of ``data`` already in memory: the first 32 hex digits of its SHA-256,
+    what :func:`fingerprint_file` gives a whole file (kind ``sha256``)."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
 def fingerprint_file(fh: Any, size: int, kind: str | None = None) -> tuple[str, str]:
     """``(fingerprint, kind)`` of an open binary file of ``size`` bytes.
 

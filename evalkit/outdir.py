@@ -51,7 +51,7 @@ from typing import Any
 
 from .errors import OutputError, OutputExistsError, ReportInterrupted, UsageError, option
 from .escape import terminal
-from .io import PathLike, fingerprint_file, write_text
+from .io import PathLike, fingerprint_bytes, fingerprint_file, write_text
 
 try:
     import fcntl
@@ -304,8 +304,6 @@ def manifest_entry(path: PathLike, rel: str) -> dict[str, Any]:
     only that head, and checks exactly it."""
     entry = fingerprint_entry(path, None if _is_row_output(rel) else "sha256")
     if rel == "summary.json":
-        import hashlib
-
         from .io import read_json_head
 
         with open(path, "rb") as fh:
@@ -316,7 +314,7 @@ def manifest_entry(path: PathLike, rel: str) -> dict[str, Any]:
             if head is not None:
                 fh.seek(0)
                 entry["metadata_bytes"] = head[1]
-                entry["metadata_fingerprint"] = hashlib.sha256(fh.read(head[1])).hexdigest()[:32]
+                entry["metadata_fingerprint"] = fingerprint_bytes(fh.read(head[1]))
     return entry
 
 

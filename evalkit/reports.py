@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import glob as _glob
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,7 +25,7 @@ import pyarrow.parquet as pq
 
 from .errors import CompareError, ReportError, UsageError
 from .grouped_file import GROUPED_FILE, GroupedFile, history_columns
-from .io import expand_paths, file_provenance, fingerprint_file, read_json_head
+from .io import expand_paths, file_provenance, fingerprint_bytes, fingerprint_file, read_json_head
 
 
 def _input_files(spec: Any) -> list[str]:
@@ -50,7 +49,7 @@ def _combined_fingerprint(files: Sequence[Mapping[str, Any]]) -> str | None:
     prints = [f.get("fingerprint") for f in files]
     if not prints or any(p is None for p in prints):
         return None
-    return hashlib.sha256("\n".join(prints).encode()).hexdigest()[:32]  # type: ignore[arg-type]
+    return fingerprint_bytes("\n".join(prints).encode())  # type: ignore[arg-type]
 
 
 # -- one side of the comparison ---------------------------------------------------------
@@ -185,7 +184,7 @@ class _ReportFiles:
         if manifest is not None:
             entry = manifest["files"].get("summary.json")
             # summary.json is read whole here: its whole-file hash (kind sha256) is checked
-            got = hashlib.sha256(raw).hexdigest()[:32]
+            got = fingerprint_bytes(raw)
             if entry is not None and entry.get("fingerprint_kind") == "sha256" \
                     and entry.get("fingerprint") != got:
                 raise CompareError(f"{where}: changed since evalkit wrote it (its fingerprint differs "
@@ -612,7 +611,7 @@ def _verified_metadata(summary: Path, entry: Mapping[str, Any]) -> dict[str, Any
             raw = fh.read(n)
     except OSError as exc:
         raise ReportError(f"{summary}: cannot read ({exc.strerror or exc})") from None
-    if len(raw) != n or hashlib.sha256(raw).hexdigest()[:32] != entry.get("metadata_fingerprint"):
+    if len(raw) != n or fingerprint_bytes(raw) != entry.get("metadata_fingerprint"):
         raise _edited(summary, "metadata (fingerprint of its first bytes)")
     try:
         head = read_json_head(_io.BytesIO(raw + b"}"), "metadata")
