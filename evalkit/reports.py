@@ -952,12 +952,20 @@ def read_grouping(infos: Sequence[RunInfo], idx: Sequence[int], grouping: str, s
                 raise
             return None, str(exc)
 
+    def each(runs: list[int]) -> list[tuple[pa.Table | None, str]]:
+        # rows a report's grouped.parquet decoded ahead are handed out here; only decoding
+        # (which releases the GIL) is worth the threads
+        ready = {i for i in runs if (g := infos[i].grouped) is not None and g.decoded(grouping)}
+        rest = [i for i in runs if i not in ready]
+        done = dict(zip(rest, pool.map(one, rest), strict=True))
+        return [done[i] if i in done else one(i) for i in runs]
+
     idx = list(idx)
-    read = list(pool.map(one, idx))
+    read = each(idx)
     fresh_types = {i: _key_types(t, cols) for i, (t, _e) in zip(idx, read, strict=True) if t is not None}
     if reused is not None and len(set(fresh_types.values()) | set(reused.key_types.values())) > 1:
         again = sorted(reused.key_types)
-        read += list(pool.map(one, again))
+        read += each(again)
         idx += again
         fresh_types.update({i: _key_types(t, cols) for i, (t, _e) in zip(again, read[-len(again):],
                                                                            strict=True) if t is not None})

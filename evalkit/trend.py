@@ -603,16 +603,23 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
     count, mean = col("count"), col("mean")
     # A weighted run reports the weighted mean, whose interval (sem, n_eff) its table holds:
     # its estimate is the weighted mean, with n_eff - 1 degrees of freedom.
-    wmean = col("weighted_mean")
-    weighted = ~np.isnan(wmean)
-    n_eff = np.where(weighted, col("n_eff"), np.nan)
-    if weighted.any():
+    # (no run weighted, or none with a sem column: the whole arrays at once, not masked)
+    wmean = col("weighted_mean") if "weighted_mean" in st else None
+    weighted = ~np.isnan(wmean) if wmean is not None else None
+    if weighted is not None and weighted.any():
+        n_eff = np.where(weighted, col("n_eff"), np.nan)
         mean = np.where(weighted, wmean, mean)
-    sem = col("sem").copy()
-    no_sem = np.isnan(sem)
-    if no_sem.any():  # reports before the sem column: from std
-        sem[no_sem] = standard_error(count[no_sem], col("std")[no_sem])
-    dfs, where = _distinct(np.where(weighted, n_eff, count) - 1)
+        df = np.where(weighted, n_eff, count) - 1
+    else:
+        n_eff, df = np.full(len(pos), np.nan), count - 1
+    if "sem" not in st:  # reports before the sem column: from std
+        sem = standard_error(count, col("std"))
+    else:
+        sem = col("sem").copy()
+        no_sem = np.isnan(sem)
+        if no_sem.any():
+            sem[no_sem] = standard_error(count[no_sem], col("std")[no_sem])
+    dfs, where = _distinct(df)
     with np.errstate(invalid="ignore"):
         half = np.asarray(t_quantile(0.5 + confidence / 2, dfs))[where] * sem
     lo, hi = mean - half, mean + half
@@ -1376,7 +1383,7 @@ class _Build:
 
     def __post_init__(self) -> None:
         if self.tmp is not None:
-            self.writer = _Writer()
+            self.writer = _Writer(self.tmp, self.atomic.known if self.atomic is not None else None)
 
     @property
     def reused_runs(self) -> int:
@@ -1599,17 +1606,31 @@ def _plot_rows(window: pa.Table, picks: pd.DataFrame, name: str) -> pd.DataFrame
 
 class _Writer:
     """One background thread encoding Parquet (the encoder releases the GIL); at most one
-    table waits, so memory holds two groupings at most. ``close()`` raises its errors."""
+    table waits, so memory holds two groupings at most. ``close()`` raises its errors.
 
-    def __init__(self) -> None:
+    With ``root`` and ``known`` (the report being built and its
+    :attr:`evalkit.outdir.AtomicDir.known`), each file's manifest entry is computed on that
+    thread as soon as it is written (the file is still in the page cache), instead of every
+    file being read and hashed again, one after the other, when the report is committed."""
+
+    def __init__(self, root: Path | None = None, known: dict[str, dict[str, Any]] | None = None) -> None:
         self._pool = ThreadPoolExecutor(1)
         self._pending: Any = None
+        self._root, self._known = root, known
 
     def write(self, table: pa.Table, path: Path) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self._write, table, path)
+
+    def _write(self, table: pa.Table, path: Path) -> None:
         from .io import write_table
 
-        self.wait()
-        self._pending = self._pool.submit(write_table, table, path, large=True, compression=TIDY_CODEC)
+        write_table(table, path, large=True, compression=TIDY_CODEC)
+        if self._root is not None and self._known is not None:
+            from .outdir import manifest_entry
+
+            rel = path.relative_to(self._root).as_posix()
+            self._known[rel] = manifest_entry(path, rel)
 
     def wait(self) -> None:
         if self._pending is not None:
