@@ -97,7 +97,10 @@ def main() -> None:
 @click.option("--rows/--no-rows", "write_rows", default=None, help="Write per-row output (default on).")
 @click.option("--plots/--no-plots", default=None,
               help="Write PNG plots next to report.md (default on; needs evalkit[plot]).")
-@click.option("--batch-size", type=int, help="Rows per batch (default: chosen from the class count).")
+@click.option("--batch-size", type=int,
+              help="Rows per batch (default: chosen from the class count). At most 32 MiB of "
+                   "prediction values (rows x classes x bytes per value) a batch, so memory stays "
+                   "bounded: a bigger size is cut, saying so on stderr (not with --quiet).")
 @click.option("--engine", type=click.Choice(["local", "dask"]), help="Execution engine (default local).")
 @click.option("--scheduler", help="Dask scheduler address (with --engine dask).")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json", "none"]), default="table",

@@ -67,6 +67,12 @@ class Progress:
         self.stream.flush()
         self.shown = True
 
+    def note(self, text: str) -> None:
+        """One ``evalkit: ...`` line about how the run is done (e.g. a batch size cut to
+        bound memory), on its own line even while a bar is drawn."""
+        self.stream.write(("\r\x1b[2K" if self.tty and self.shown else "") + f"evalkit: {text}\n")
+        self.stream.flush()
+
     def close(self) -> None:
         """Finish the bar line (if one was drawn)."""
         if self.shown and self.tty:
@@ -79,6 +85,9 @@ class NoProgress(Progress):
 
     def __call__(self, rows_done: int, batch_bytes: int) -> None:
         self.rows = rows_done
+
+    def note(self, text: str) -> None:
+        """Nothing is said under ``--quiet``."""
 
     def close(self) -> None:
         """Nothing to finish."""

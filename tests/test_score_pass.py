@@ -57,7 +57,7 @@ def test_terms_from_the_score_pass_equal_calibration_terms(kind, dtype, k):
     via = calibration_terms(p[:0], from_logits=False, p_true=pt, terms=fused.terms)
     for a, b in ((own.confidence, via.confidence), (own.brier, via.brier), (own.entropy, via.entropy)):
         assert a.dtype == b.dtype == np.float64
-        assert np.array_equal(a, b)  # bit for bit: the same blocks, the same einsums
+        assert np.array_equal(a, b)  # bit for bit: the same blocks, the same row dots
     conf, sq, ent = _reference(p)
     assert np.array_equal(via.confidence, conf)
     np.testing.assert_allclose(via.brier, np.maximum(sq - 2 * pt + 1, 0), rtol=1e-12, atol=1e-15)
@@ -105,3 +105,20 @@ def test_runs_with_the_fused_pass_equal_runs_without_it(tmp_path, monkeypatch, o
     for name in fused.groups:
         pd.testing.assert_frame_equal(fused.groups[name], plain.groups[name])
     assert dict(fused.overall) == dict(plain.overall)
+
+
+@pytest.mark.parametrize("k", [1, 7, 1000, 4097])
+def test_row_dots_agree_with_a_plain_sum(monkeypatch, k):
+    """row_dots (BLAS dots up to ROW_DOT_MAX_CLASSES classes, einsum above) is the row-wise
+    dot product within rounding; above the limit it is einsum's result bit for bit."""
+    import evalkit.scores as scores
+
+    rng = np.random.default_rng(k)
+    a, b = rng.random((5, k)), rng.standard_normal((5, k))
+    ref = np.array([float(np.sum(a[i].astype(np.longdouble) * b[i])) for i in range(5)])
+    got = scores.row_dots(a, b)
+    assert got.shape == (5,) and got.dtype == np.float64
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12 * k)
+    assert np.array_equal(scores.row_dots(a[:0], b[:0]), np.zeros(0))
+    monkeypatch.setattr(scores, "ROW_DOT_MAX_CLASSES", k - 1)
+    assert np.array_equal(scores.row_dots(a, b), np.einsum("ij,ij->i", a, b))

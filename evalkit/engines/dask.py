@@ -75,7 +75,7 @@ from ..errors import (
 from ..io import RowWriter, Source, read_file_parts
 from ..join import LabelIndex
 from .base import DuplicateAcrossPartitions, EvalState, Plan, consume
-from .local import batch_rows
+from .local import batch_note, batch_rows, value_bytes
 
 #: Target rows per partition: consecutive row groups of one file are grouped until this
 #: many rows (a row group is never split).
@@ -423,7 +423,12 @@ def run_dask(
     receives the per-row batches in input order instead.
     """
     _require_dask()
-    bs = batch_rows(plan.layout.n_classes, getattr(cfg, "batch_size", None))
+    requested = getattr(cfg, "batch_size", None)
+    width = value_bytes(source.schema, plan.layout.pred_columns)
+    note = batch_note(plan.layout.n_classes, requested, width)
+    if note is not None and progress is not None and hasattr(progress, "note"):
+        progress.note(note)
+    bs = batch_rows(plan.layout.n_classes, requested, width)
     parts = plan_parts(source, plan, bs, partition_rows or PARTITION_ROWS)
     if not parts:
         return plan.new_state(label_index.table.num_rows if label_index is not None else 0)

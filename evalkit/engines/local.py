@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+import pyarrow as pa
 
 from ..io import RowWriter, Source
 from ..join import LabelIndex
@@ -28,20 +30,60 @@ MIN_ROWS_PER_BATCH = 1 << 12
 #: Hard cap on values per batch: a batch's score matrix and its float64 temporaries must stay
 #: bounded whatever the class count (16k rows x 50k classes would be gigabytes).
 MAX_VALUES_PER_BATCH = 1 << 24
+#: Most bytes of prediction values in one batch (rows x classes x bytes per value), whatever
+#: ``batch_size`` asks for: the batch being scored, the one whose accumulators are updated,
+#: those decoded ahead and the decoder's own buffers all scale with it. Peak RSS, 200k x 1000
+#: float32 list file: 4,194-row batches (16 MiB, the default) 0.56 GiB, 8,388 (32 MiB) 0.73,
+#: 16,777 (64 MiB) 0.92; 100k rows (400 MB) peaked at 1.71 GiB on the 1M-row file. A larger
+#: request is cut to this size (:func:`batch_rows`; the CLI says so on stderr), never below
+#: the rows the default chooses.
+MAX_BATCH_BYTES = 32 << 20
 #: Update the accumulators on a second thread (:class:`evalkit.engines.base.Stages`)?
 #: Only with a second core to run it on.
 STAGED = (os.cpu_count() or 1) > 1
 
 
-def batch_rows(n_classes: int, requested: int | None = None) -> int:
-    """Rows per batch for K classes (or the user's choice)."""
-    if requested:
-        return int(requested)
+def batch_rows(n_classes: int, requested: int | None = None, value_bytes: int = 4) -> int:
+    """Rows per batch for K classes: the user's choice (``requested``), cut to
+    :data:`MAX_BATCH_BYTES` of prediction values (``value_bytes`` each: 4 for float32), or
+    one chosen from the class count. :func:`batch_note` says when a request was cut."""
     k = max(1, n_classes)
     # At least MIN_ROWS_PER_BATCH rows (per-batch costs), unless that many rows would
     # exceed MAX_VALUES_PER_BATCH (a vocabulary of classes).
-    rows = max(MIN_ROWS_PER_BATCH, min(MAX_ROWS_PER_BATCH, VALUES_PER_BATCH // k))
-    return max(1, min(rows, MAX_VALUES_PER_BATCH // k))
+    rows = max(1, min(max(MIN_ROWS_PER_BATCH, min(MAX_ROWS_PER_BATCH, VALUES_PER_BATCH // k)),
+                      MAX_VALUES_PER_BATCH // k))
+    if not requested:
+        return rows
+    return min(int(requested), max(rows, MAX_BATCH_BYTES // (k * max(1, value_bytes))))
+
+
+def batch_note(n_classes: int, requested: int | None, value_bytes: int = 4) -> str | None:
+    """What to tell the user when :func:`batch_rows` cut a requested batch size (else None)."""
+    rows = batch_rows(n_classes, requested, value_bytes)
+    if not requested or rows >= requested:
+        return None
+    k = max(1, n_classes)
+    mib = requested * k * value_bytes / 2**20
+    return (f"batch size {requested:,} rows is {mib:,.0f} MiB of prediction values ({k:,} classes x "
+            f"{value_bytes} bytes); reading batches of {rows:,} rows instead (at most "
+            f"{MAX_BATCH_BYTES >> 20} MiB a batch keeps memory bounded)")
+
+
+def value_bytes(schema: pa.Schema, columns: Sequence[str]) -> int:
+    """Bytes per prediction value in ``columns`` of ``schema`` (inside lists and dictionaries):
+    the widest integer or float type among them; 8 (read as float64) for anything else."""
+    found = []
+    for name in columns:
+        if name not in schema.names:
+            continue
+        t = schema.field(name).type
+        while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+            t = t.value_type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        numeric = pa.types.is_floating(t) or pa.types.is_integer(t)
+        found.append(max(1, t.bit_width // 8) if numeric else 8)
+    return max(found, default=8)
 
 
 def run_local(
@@ -56,7 +98,11 @@ def run_local(
 ) -> EvalState:
     """Stream ``source`` through the pipeline; return the final (unmerged) state."""
     state = plan.new_state(label_index.table.num_rows if label_index is not None else 0)
-    batches = source.batches(plan.input_columns, batch_rows(plan.layout.n_classes, batch_size),
+    width = value_bytes(source.schema, plan.layout.pred_columns)
+    note = batch_note(plan.layout.n_classes, batch_size, width)
+    if note is not None and progress is not None and hasattr(progress, "note"):
+        progress.note(note)
+    batches = source.batches(plan.input_columns, batch_rows(plan.layout.n_classes, batch_size, width),
                              dictionary_columns=plan.dictionary_columns)
     # closing(): when a batch raises, stop the reader's threads now, not whenever the garbage
     # collector finalises the abandoned generator (possibly inside threading internals).
