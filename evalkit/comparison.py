@@ -352,12 +352,17 @@ class CompareResult:
         The gates that were checked (from ``config`` / ``gates``), ``{}`` if none.
     failures:
         The failed gates (empty when all passed or none were given).
+    gate_note:
+        Why nothing was checked although a gates block was given (it holds no gate compare
+        checks: :func:`evalkit.gates.gates_note`), else None; also in ``compare.json``
+        (``gates.note``), the notes of ``compare.md`` and warned on stderr.
     """
 
     tables: dict[str, pd.DataFrame]
     metadata: dict[str, Any]
     gates: dict[str, Any] = field(default_factory=dict)
     failures: list[GateFailure] = field(default_factory=list)
+    gate_note: str | None = None
     _candidate: Any = field(default=None, repr=False)
     _sources: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
 
@@ -417,6 +422,7 @@ class CompareResult:
             "metadata": self.metadata,
             "gates": {
                 "checked": self.gates,
+                "note": self.gate_note,
                 "passed": self.passed,
                 "failures": [_failure_dict(f) for f in self.failures],
             },
@@ -561,7 +567,7 @@ def compare(
     seed, n_boot, allow_mismatch, boot_limit = (typed[k] for k in ("seed", "n_boot", "allow_mismatch",
                                                                   "boot_limit"))
     cfg = _coerce_config(config) if config is not None else None
-    gates = _resolve_gates(gates, cfg)
+    gates, gate_note = _resolve_gates(gates, cfg)
     with contextlib.ExitStack() as held:  # the runs' per-row files, open until rows are read
         b = _load_run(baseline, "baseline", cfg)
         if b is not baseline:  # a run the caller passed in stays the caller's to close
@@ -590,8 +596,8 @@ def compare(
                 "boot_limit": int(boot_limit), "allow_mismatch": bool(allow_mismatch),
                 "pair_on": None if pair_on is None else list(keys)}
     metadata = _compare_metadata(b, c, cfg, tables, settings, gates, pairing, started)
-    metadata.update(mismatches=mismatches, notes=notes)
-    result = CompareResult(tables=tables, metadata=metadata, gates=gates,
+    metadata.update(mismatches=mismatches, notes=notes + ([gate_note] if gate_note else []))
+    result = CompareResult(tables=tables, metadata=metadata, gates=gates, gate_note=gate_note,
                            _candidate=_CandidateView(c.overall, c.groups), _sources=sources)
     if gates:
         from .gates import check_compare_gates
@@ -603,14 +609,19 @@ def compare(
     return result
 
 
-def _resolve_gates(gates: Mapping[str, Any] | None, cfg: Any) -> dict[str, Any]:
+def _resolve_gates(gates: Mapping[str, Any] | None, cfg: Any) -> tuple[dict[str, Any], str | None]:
     """The gates to check: ``gates`` if given (compare's gates only), else the config's
-    (shared by the three commands); validated (:func:`evalkit.gates.gates_for`)."""
-    from .gates import gates_for
+    (shared by the three commands); validated (:func:`evalkit.gates.gates_for`). With the
+    note (warned) when the block given holds no gate compare checks (then no gates)."""
+    from .gates import gates_for, gates_note
 
     if gates is not None:
-        return gates_for("compare", gates, shared=False, source="compare(gates=...)")
-    return gates_for("compare", cfg.gates if cfg is not None else None, shared=True)
+        source = "compare(gates=...)"
+        checked = gates_for("compare", gates, shared=False, source=source)
+    else:
+        source, gates = "gates", cfg.gates if cfg is not None else None
+        checked = gates_for("compare", gates, shared=True)
+    return checked, (gates_note("compare", gates, source) if gates and not checked else None)
 
 
 def _pair_keys(b: _Run, c: _Run, pair_on: Sequence[str] | str | None) -> tuple[tuple[str, ...], str]:
