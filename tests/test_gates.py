@@ -240,7 +240,11 @@ def test_every_command_says_when_a_config_gates_block_checks_nothing(tmp_path: P
                 gates = json.loads(r.stdout)["gates"]
                 assert gates["checked"] == {} and f"so {command} checks nothing" in gates["note"]
             if command == "history":
-                assert json.loads(r.stdout)["gates"]["checked"] == {}
+                gates = json.loads(r.stdout)["gates"]
+                assert gates["checked"] == {} and f"so {command} checks nothing" in gates["note"]
+            if command == "evaluate":
+                (note,) = [w for w in json.loads(r.stdout)["metadata"]["warnings"] if "checks nothing" in w]
+                assert f"so {command} checks nothing" in note
 
 
 def test_compare_result_carries_the_note_in_json_and_markdown(tmp_path: Path):
@@ -293,3 +297,24 @@ def test_settings_elsewhere_names_the_real_settings():
     assert {k for k, v in SETTINGS_ELSEWHERE.items() if "history" in v} == set(DEFAULTS)
     assert {k for k, v in SETTINGS_ELSEWHERE.items() if "compare" in v} == set(COMPARE_TYPES) | {"confidence"}
     assert not set(SETTINGS_ELSEWHERE) & GATE_KEYS
+
+
+def test_evaluate_and_history_keep_the_note_in_their_reports(tmp_path: Path):
+    import json
+
+    from evalkit.errors import EvalkitWarning
+
+    reps = _two_reports(tmp_path)
+    with pytest.warns(EvalkitWarning, match="so evaluate checks nothing") as got:
+        res = evalkit.evaluate(tmp_path / "p0.parquet", config={"gates": {"min_count": 3}}, plots=False)
+    assert sum("checks nothing" in str(w.message) for w in got) == 1  # once, not once per check
+    assert any("so evaluate checks nothing" in str(w) for w in res.warnings)
+    res.write(tmp_path / "ev")
+    assert "so evaluate checks nothing" in (tmp_path / "ev" / "report.md").read_text()
+    assert any("checks nothing" in w for w in json.loads((tmp_path / "ev" / "summary.json").read_text())
+               ["metadata"]["warnings"])
+    with pytest.warns(EvalkitWarning, match="so history checks nothing"):
+        hist = evalkit.history(reps, config={"gates": {"min_count": 3}}, out=tmp_path / "h", plots=False)
+    assert hist.gates == {} and "so history checks nothing" in hist.to_dict()["gates"]["note"]
+    assert "so history checks nothing" in (tmp_path / "h" / "history.md").read_text()
+    assert "so history checks nothing" in json.loads((tmp_path / "h" / "history.json").read_text())["gates"]["note"]
