@@ -341,6 +341,8 @@ def test_a_two_row_groups_median_is_the_same_whatever_the_runs_size():
         row = res.groups["region"].set_index("region").loc["pair"]
         assert row["count"] == 2
         assert abs(row["p50"] - want) <= 1e-3 * want, (limit, row["p50"], want)
+        assert res.metadata["quantiles"] == ("exact" if limit > n else "sketch")
+        assert "linear" in res.metadata["quantile_note"]  # one definition, said in both
 
 
 def test_quantile_bins_interpolate_between_the_ranks_numpy_uses():
