@@ -466,7 +466,8 @@ LABEL_SAMPLE_ROWS = 65_536
 def label_sampler(head: Callable[[int, Sequence[str]], pa.Table]) -> LabelSample:
     """A :data:`LabelSample` over ``head(n, columns)`` (e.g. :meth:`evalkit.io.Source.head`):
     the distinct non-null values of a column's first rows, read once per column. Its
-    ``categories(column)`` is :func:`declared_categories` of those rows."""
+    ``categories(column)`` is the order the column declares (:func:`declared_categories` of
+    its first rows read as a dictionary, when every file wrote it as one), or None."""
     return _Sampler(head)
 
 
