@@ -416,7 +416,7 @@ def evaluate(
     if options.get("gates") is not None:  # given to evaluate alone: only gates evaluate checks
         from .gates import gates_for
 
-        gates_for("evaluate", options["gates"], shared=False, source="evaluate(gates=...)")
+        gates_for("evaluate", options["gates"], shared=False, source="evaluate(gates=...)", warn=False)
     cfg = pipeline.resolve_config(config, options, eps=eps, on=on, by=by, labels=labels)
     if cfg.out:
         return _evaluate_and_write(data, labels, cfg, progress, client)[0]
@@ -429,10 +429,12 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
     from the inputs to an :class:`EvalResult` (nothing written but the per-row spool)."""
     started = time.time()
     t0 = time.perf_counter()
+    gate_note = None
     if cfg.gates:  # a config's gates serve the three commands: say so when none is evaluate's
-        from .gates import gates_for
+        from .gates import gates_for, gates_note
 
-        gates_for("evaluate", cfg.gates, shared=True)
+        if not gates_for("evaluate", cfg.gates, shared=True, warn=False):
+            gate_note = gates_note("evaluate", cfg.gates)  # a run warning: stderr, summary.json, report.md
     inputs = pipeline.resolve_inputs(data, labels, cfg, progress)
     layout = pipeline.detect_input_layout(inputs, cfg)
     groupings = pipeline.resolve_groupings(cfg, inputs.names)
@@ -445,6 +447,8 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
                                      slice_min_count=cfg.slice_min_count, slice_fdr=cfg.slice_fdr,
                                      confidence=cfg.confidence)
     run_warnings = pipeline.run_warnings(layout, state, inputs.source, inputs.label_source)
+    if gate_note is not None:
+        run_warnings.insert(0, EvalkitWarning(gate_note))
     metadata = pipeline.build_metadata(cfg, inputs.source, layout, state, plan, started,
                                        time.perf_counter() - t0, unmatched_labels, labels, run_warnings,
                                        inputs.label_source)

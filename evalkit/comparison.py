@@ -44,6 +44,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
 import warnings
 import zlib
@@ -59,7 +60,7 @@ from ._version import __version__
 from .columns import COMPARE_TABLE_COLUMNS, rows_column
 from .compare_report import STATUS_ORDER, _render_markdown, _sorted_for_reading
 from .config import check_compare_settings
-from .errors import CompareError, EvalkitWarning, UsageError, option
+from .errors import CompareError, EvalkitWarning, UsageError, option, render_options
 from .escape import is_missing, key_label
 from .gates import GateFailure
 from .inference import bootstrap_diff_ci, paired_ci, t_quantile, welch_ci
@@ -87,10 +88,11 @@ def _coerce_config(config: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _warnings_named(side: str) -> Iterator[None]:
+def _warnings_named(side: str, role: str) -> Iterator[None]:
     """Re-issue the evalkit warnings of one side's evaluation with the side named first
     (``candidate (preds.parquet): the binary column 'prob' looks reversed ...``): a compare
-    evaluates two inputs, and a warning that does not say which one is no use. Other
+    evaluates two inputs, and a warning that does not say which one is no use. Advice that
+    would act on both inputs is rewritten for this side (:func:`one_side_advice`). Other
     warnings pass through unchanged; the caller's warning filters apply to both."""
     caught: list[warnings.WarningMessage] = []
     try:
@@ -101,9 +103,53 @@ def _warnings_named(side: str) -> Iterator[None]:
         for w in caught:
             msg = w.message
             if isinstance(msg, EvalkitWarning):
-                warnings.warn(type(msg)(f"{side}: {msg.message}"), stacklevel=3)
+                text = one_side_advice(msg.message, role, recorded=False)
+                warnings.warn(type(msg)(f"{side}: {text}"), stacklevel=3)
             else:
                 warnings.warn_explicit(msg, w.category, w.filename, w.lineno, source=w.source)
+
+
+#: How evaluate's advice for a binary column that looks reversed begins
+#: (:meth:`evalkit.validate.ReversedBinary.warning`): ``If the column holds P('0'), name the
+#: classes the other way round: --classes 1,0``.
+_REVERSED_ADVICE = re.compile(r"If the column holds P\((?P<c0>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")\), "
+                              r"name the classes the other way round: .*\Z", re.S)
+_READ_AS = re.compile(r"read as P\((?P<c1>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")\), ")
+
+
+def one_side_advice(message: str, role: str, *, recorded: bool) -> str:
+    """``message`` (an evaluate warning about one side of a compare) with advice that would act
+    on both sides rewritten for this one. The one such advice: a binary column that looks
+    reversed, which evaluate answers with ``--classes 1,0``; given to compare, that setting names
+    the classes of *both* prediction inputs (and of neither report directory), so for one side
+    the advice is to evaluate that side alone with the classes the other way round and compare
+    that report. ``recorded``: the warning was recorded when a report directory was evaluated
+    (its classes are read as recorded: evaluate that run again). Any other advice naming a
+    setting (``--probs`` for a binary logit column in [0, 1]) gets the same rule appended; a
+    message naming no setting is returned as it is."""
+    import ast
+
+    found = _REVERSED_ADVICE.search(message)
+    read_as = _READ_AS.search(message)
+    if found is None or read_as is None:
+        if recorded or render_options(message, cli=True) == message:
+            return message  # no setting named (a recorded warning's are spelled out already)
+        # Any other advice naming a setting (a binary logit column in [0, 1]: --probs) would
+        # act on both inputs as well.
+        return (f"{message} (for the {role} alone: evaluate it by itself with that setting and "
+                f"{option('out', meta='DIR')}, and give that report as the {role}; a setting given "
+                "to compare applies to both inputs)")
+    c0, c1 = ast.literal_eval(found["c0"]), ast.literal_eval(read_as["c1"])
+    classes = option("classes", [c1, c0])
+    if recorded:
+        advice = (f"If the column holds P({c0!r}), evaluate that run again with {classes} and compare the "
+                  "new report (compare reads a report's classes as they were recorded)")
+    else:
+        advice = (f"If the column holds P({c0!r}), name the classes the other way round for the {role} "
+                  f"alone: evaluate it by itself with {classes} and {option('out', meta='DIR')}, and give "
+                  f"that report as the {role}. {option('classes')} given to compare names the classes of "
+                  f"both inputs: right only if both columns hold P({c0!r})")
+    return message[:found.start()] + advice
 
 
 def _load_run(obj: Any, role: str, config: Any) -> _Run:
@@ -123,7 +169,7 @@ def _load_run(obj: Any, role: str, config: Any) -> _Run:
     cfg.out = None  # a shared config's evaluate output (out:) is not this comparison's to write
     label = os.fspath(obj) if isinstance(obj, str | os.PathLike) else (
         ", ".join(map(str, obj)) if isinstance(obj, list | tuple) else f"<{role} {type(obj).__name__}>")
-    with _warnings_named(f"{role} ({label})"):
+    with _warnings_named(f"{role} ({label})", role):
         result = evaluate(obj, config=cfg)
     run = _from_result(result, role, label, "evaluated")
     run._keepalive = result  # type: ignore[attr-defined]  # rows spool lives as long as this
@@ -352,12 +398,17 @@ class CompareResult:
         The gates that were checked (from ``config`` / ``gates``), ``{}`` if none.
     failures:
         The failed gates (empty when all passed or none were given).
+    gate_note:
+        Why nothing was checked although a gates block was given (it holds no gate compare
+        checks: :func:`evalkit.gates.gates_note`), else None; also in ``compare.json``
+        (``gates.note``), the notes of ``compare.md`` and warned on stderr.
     """
 
     tables: dict[str, pd.DataFrame]
     metadata: dict[str, Any]
     gates: dict[str, Any] = field(default_factory=dict)
     failures: list[GateFailure] = field(default_factory=list)
+    gate_note: str | None = None
     _candidate: Any = field(default=None, repr=False)
     _sources: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
 
@@ -417,6 +468,7 @@ class CompareResult:
             "metadata": self.metadata,
             "gates": {
                 "checked": self.gates,
+                "note": self.gate_note,
                 "passed": self.passed,
                 "failures": [_failure_dict(f) for f in self.failures],
             },
@@ -561,7 +613,7 @@ def compare(
     seed, n_boot, allow_mismatch, boot_limit = (typed[k] for k in ("seed", "n_boot", "allow_mismatch",
                                                                   "boot_limit"))
     cfg = _coerce_config(config) if config is not None else None
-    gates = _resolve_gates(gates, cfg)
+    gates, gate_note = _resolve_gates(gates, cfg)
     with contextlib.ExitStack() as held:  # the runs' per-row files, open until rows are read
         b = _load_run(baseline, "baseline", cfg)
         if b is not baseline:  # a run the caller passed in stays the caller's to close
@@ -570,11 +622,13 @@ def compare(
         if c is not candidate:
             held.callback(c.close)
         mismatches, notes = _check_match(b, c, allow_mismatch)
-        side_notes = [(r, f"{r.role} ({r.source}): {w}") for r in (b, c) for w in r.metadata.get("warnings") or ()]
+        side_notes = [(r, f"{r.role} ({r.source}): "
+                          f"{one_side_advice(w, r.role, recorded=r.kind != 'evaluated')}")
+                      for r in (b, c) for w in r.metadata.get("warnings") or ()]
         for r, text in side_notes:  # an evaluated input warned as it ran; a report's are on file
             if r.kind != "evaluated":
                 warnings.warn(EvalkitWarning(f"{text} (recorded when that run was evaluated)"), stacklevel=2)
-        notes += [text for _, text in side_notes]
+        notes += [render_options(text, cli=None) for _, text in side_notes]
         common = [g for g in b.groupings if g in c.groupings]
         keys, reason = _pair_keys(b, c, pair_on)
         b_rows, c_rows = _load_rows(b, c, common, keys, check_keys=pair_on is not None)
@@ -590,8 +644,8 @@ def compare(
                 "boot_limit": int(boot_limit), "allow_mismatch": bool(allow_mismatch),
                 "pair_on": None if pair_on is None else list(keys)}
     metadata = _compare_metadata(b, c, cfg, tables, settings, gates, pairing, started)
-    metadata.update(mismatches=mismatches, notes=notes)
-    result = CompareResult(tables=tables, metadata=metadata, gates=gates,
+    metadata.update(mismatches=mismatches, notes=notes + ([gate_note] if gate_note else []))
+    result = CompareResult(tables=tables, metadata=metadata, gates=gates, gate_note=gate_note,
                            _candidate=_CandidateView(c.overall, c.groups), _sources=sources)
     if gates:
         from .gates import check_compare_gates
@@ -603,14 +657,19 @@ def compare(
     return result
 
 
-def _resolve_gates(gates: Mapping[str, Any] | None, cfg: Any) -> dict[str, Any]:
+def _resolve_gates(gates: Mapping[str, Any] | None, cfg: Any) -> tuple[dict[str, Any], str | None]:
     """The gates to check: ``gates`` if given (compare's gates only), else the config's
-    (shared by the three commands); validated (:func:`evalkit.gates.gates_for`)."""
-    from .gates import gates_for
+    (shared by the three commands); validated (:func:`evalkit.gates.gates_for`). With the
+    note (warned) when the block given holds no gate compare checks (then no gates)."""
+    from .gates import gates_for, gates_note
 
     if gates is not None:
-        return gates_for("compare", gates, shared=False, source="compare(gates=...)")
-    return gates_for("compare", cfg.gates if cfg is not None else None, shared=True)
+        source = "compare(gates=...)"
+        checked = gates_for("compare", gates, shared=False, source=source)
+    else:
+        source, gates = "gates", cfg.gates if cfg is not None else None
+        checked = gates_for("compare", gates, shared=True)
+    return checked, (gates_note("compare", gates, source) if gates and not checked else None)
 
 
 def _pair_keys(b: _Run, c: _Run, pair_on: Sequence[str] | str | None) -> tuple[tuple[str, ...], str]:

@@ -394,6 +394,12 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     if key in ("gates", "compare", "history"):
         if not isinstance(value, Mapping):
             raise bad("a mapping")
+        if key != "gates" and "gates" in value:
+            # A gates block inside a command's section would be read by no command (evaluate
+            # and compare never look in 'history:'): one top-level 'gates:' serves all three.
+            raise ConfigError(f"{source}: '{key}' holds a 'gates' block; gates are not a setting of "
+                              f"{key}: put them in the top-level 'gates:' section, which evaluate, "
+                              "compare and history share (each checks the gates that apply to it)")
         if key == "compare":
             check_compare_settings(value, source)
         return dict(value)

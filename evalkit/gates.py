@@ -48,6 +48,15 @@ COMPARE_GATES = ("max_regression", "max_regression_pct")
 HISTORY_GATES = ("max_drift", "max_drift_pct", "max_change_pct")
 GATE_OPTIONS = ("min_count", "require_ci_excludes_zero", "require_ci_above_limit", "fail_unchecked")
 GATE_KEYS = set(EVAL_GATES) | set(COMPARE_GATES) | set(HISTORY_GATES) | set(GATE_OPTIONS) | {"groups"}
+#: Settings of a command's own config section that are not gates (``window: 10`` written under
+#: ``gates:``): an unknown gate key among them says where it belongs. (Kept equal to
+#: ``trend.DEFAULTS`` and ``config.COMPARE_TYPES`` by tests/test_gates.py.)
+SETTINGS_ELSEWHERE: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("window", "lookback", "alpha", "min_change_pct", "min_before", "max_rows", "reuse"),
+                    ("history",)),
+    **dict.fromkeys(("seed", "n_boot", "allow_mismatch", "pair_on", "boot_limit"), ("compare",)),
+    "confidence": ("history", "compare"),
+}
 
 
 @dataclass(frozen=True)
@@ -120,7 +129,11 @@ def validate_gates(gates: Mapping[str, Any], source: str = "gates", _nested: boo
     for key, value in gates.items():
         if key not in GATE_KEYS or (_nested and key == "groups"):
             pool = GATE_KEYS - ({"groups"} if _nested else set())
-            raise ConfigError(f"{source}: unknown gate {key!r}{closest(key, pool)}; "
+            home = SETTINGS_ELSEWHERE.get(str(key).replace("-", "_"))
+            where = (f" ({key!r} is a setting of {' and '.join(home)}, not a gate: put it in the "
+                     f"{' or '.join(repr(h + ':') for h in home)} section of the config)"
+                     if home else closest(key, pool))
+            raise ConfigError(f"{source}: unknown gate {key!r}{where}; "
                               f"known gates: {', '.join(sorted(pool))}")
         if key == "groups":
             if not isinstance(value, Mapping):
@@ -153,9 +166,12 @@ GATE_COMMANDS: dict[str, tuple[str, ...]] = {
 
 
 def gates_for(command: str, gates: Mapping[str, Any] | None, *, shared: bool,
-              source: str = "gates") -> dict[str, Any]:
+              source: str = "gates", warn: bool = True) -> dict[str, Any]:
     """The gates ``command`` checks, validated and normalised: the one place each command's
-    gates are accepted.
+    gates are accepted. ``{}`` when the block holds no gate ``command`` checks: it then
+    checks nothing, and says so (:func:`gates_note`, an
+    :class:`~evalkit.errors.EvalkitWarning` unless ``warn`` is false), never a silent pass
+    reported as "all gates passed".
 
     ``shared`` gates come from a config's ``gates:`` section, which serves ``evaluate``,
     ``compare`` and ``history`` alike (one nightly file): a key another command checks is
@@ -163,14 +179,13 @@ def gates_for(command: str, gates: Mapping[str, Any] | None, *, shared: bool,
     directly (the ``gates=`` argument of :func:`evalkit.compare` / :func:`evalkit.history`,
     ``evaluate(..., gates=...)``) must all be checked by it: any other key is a
     :class:`~evalkit.errors.ConfigError` (exit 2) naming the key and the command that
-    checks it, never a gate silently left unchecked.
+    checks it, never a gate silently left unchecked. An unknown key is a ConfigError in
+    both cases (:func:`validate_gates`).
     """
     gates = normalize_gates(gates)
     if not gates:
         return {}
     validate_gates(gates, source)
-    if shared:
-        _note_none_checked(command, gates, source)
     if not shared:
         where = [(k, source) for k in gates if k != "groups"]
         where += [(k, f"{source}.groups.{g}") for g, sub in (gates.get("groups") or {}).items() for k in sub]
@@ -181,27 +196,42 @@ def gates_for(command: str, gates: Mapping[str, Any] | None, *, shared: bool,
                     f"{at}: gate {key!r} is checked by {' and '.join(owners)}, not by {command}: "
                     f"{command} would never check it. Give it to {owners[0]} (or put it in the "
                     f"'gates' of a config file the commands share)")
-    return gates
+    note = gates_note(command, gates, source)
+    if note is None:
+        return gates
+    if warn:
+        import warnings
+
+        from .errors import EvalkitWarning
+
+        warnings.warn(EvalkitWarning(note), stacklevel=2)
+    return {}
 
 
-def _note_none_checked(command: str, gates: Mapping[str, Any], source: str) -> None:
-    """A shared ``gates:`` section that holds gates but none ``command`` checks: an
-    :class:`~evalkit.errors.EvalkitWarning` (printed on stderr, even under ``-q``) naming
-    them and the gates the command does check, never a silent pass."""
-    import warnings
-
-    from .errors import EvalkitWarning
-
+def gates_note(command: str, gates: Mapping[str, Any] | None, source: str = "gates") -> str | None:
+    """The note ``command`` gives when a gates block is present but no gate in it is one
+    ``command`` checks, or None (no block, or a gate ``command`` checks is in it). Two cases:
+    the block holds gates only other commands check (named, with the commands that check
+    them), or only settings of gates (``min_count``, ``require_ci_*``, ``fail_unchecked``)
+    and no limit at all. Either way the command checks nothing, and its output (stderr, even
+    under ``-q``) and JSON say so. The one wording of that note for the three commands."""
+    gates = normalize_gates(gates)
+    if not gates:
+        return None
     keys = {k for k in gates if k != "groups"} | {k for sub in (gates.get("groups") or {}).values()
                                                   for k in (sub or {})}
     found = sorted(k for k in keys if k not in GATE_OPTIONS)
-    if not found or any(command in GATE_COMMANDS[k] for k in found):
-        return
+    if any(command in GATE_COMMANDS[k] for k in found):
+        return None
     own = sorted(k for k, owners in GATE_COMMANDS.items() if command in owners and k not in GATE_OPTIONS)
-    warnings.warn(EvalkitWarning(
-        f"note: {source} holds no gate that {command} checks ({', '.join(found)}: checked by "
-        f"{' and '.join(sorted({o for k in found for o in GATE_COMMANDS[k]}))}); {command} checks "
-        f"{', '.join(own)}"), stacklevel=3)
+    if not found:
+        settings = sorted(k for k in keys if k in GATE_OPTIONS)
+        held = f", only settings of gates ({', '.join(settings)})" if settings else ""
+        return (f"note: {source} holds no gate{held}, so {command} checks nothing; {command} checks "
+                f"{', '.join(own)}")
+    return (f"note: {source} holds no gate that {command} checks ({', '.join(found)}: checked by "
+            f"{' and '.join(sorted({o for k in found for o in GATE_COMMANDS[k]}))}); {command} checks "
+            f"{', '.join(own)}")
 
 
 def _row_value(row: Any, gate: str) -> float:

@@ -20,6 +20,7 @@ labels (or a target matrix), reporting bad rows as :class:`~evalkit.validate.Pro
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -38,7 +39,7 @@ from .errors import (
     missing_column,
     option,
 )
-from .normalize import is_key_type
+from .normalize import declares_order, is_key_type
 from .validate import Problem, logits_hint
 
 PROB_PREFIXES = ("prob_", "proba_", "probs_", "probability_", "p_", "score_", "pred_")
@@ -90,6 +91,10 @@ class Layout:
     keys: tuple[str, ...] = ()
     weight: str | None = None
     notes: tuple[str, ...] = field(default=(), compare=False)
+    declared_order: bool = False
+    """The class order is the categories the label column declares (a categorical label and
+    positional predictions: :func:`_declared_class_order`); every batch's dictionary must
+    order them alike."""
     label_sample: tuple[str, ...] = field(default=(), compare=False, repr=False)
     """Distinct label values of the first rows (:data:`LABEL_SAMPLE_ROWS`), kept when class
     names are labels but the predictions only number their classes: the values that name
@@ -204,7 +209,11 @@ class Layout:
         class_set = pa.array(self.classes, type=pa.string())
         if pa.types.is_dictionary(col.type):
             # Map the few dictionary values, then gather by index: no string per row.
-            codes = pc.index_in(col.dictionary.cast(pa.string()), value_set=class_set).take(col.indices)
+            where = pc.index_in(col.dictionary.cast(pa.string()), value_set=class_set)
+            if self.declared_order and (problem := self._order_problem(col, where, null)) is not None:
+                problems.append(problem)
+                return np.zeros(len(col), dtype=np.int64)
+            codes = where.take(col.indices)
         else:
             codes = pc.index_in(col, value_set=class_set)
         y = codes.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -219,6 +228,22 @@ class Layout:
                                     unknown, values))
         y[y < 0] = 0
         return y
+
+    def _order_problem(self, col: pa.Array, where: pa.Array, null: np.ndarray | None) -> Problem | None:
+        """Every labelled row of a batch whose label dictionary orders the classes otherwise
+        than the one the class order was taken from (another file's ``Categorical`` declared in
+        another order): that part's positional predictions cannot follow both orders. None when
+        the dictionary lists the classes (or some of them) in the class order."""
+        pos = where.drop_null().to_numpy(zero_copy_only=False)
+        if not len(pos) or (np.diff(pos) > 0).all():
+            return None
+        mask = np.ones(len(col), dtype=bool) if null is None else ~null
+        declared = _short_list([str(v) for v in col.dictionary.to_pylist()])
+        return Problem("label_order", LabelError,
+                       f"this part of the input declares its categories in another order ({declared}) than "
+                       f"the first rows, whose order names the classes of the positional predictions "
+                       f"({_short_list(self.classes)}); they cannot follow both: name the class order with "
+                       f"{option('classes', list(self.classes))}", mask, _LazyValues(col))
 
     def _index_labels(self, col: pa.Array, null: np.ndarray | None,
                       problems: list[Problem]) -> np.ndarray:
@@ -440,18 +465,80 @@ LABEL_SAMPLE_ROWS = 65_536
 
 def label_sampler(head: Callable[[int, Sequence[str]], pa.Table]) -> LabelSample:
     """A :data:`LabelSample` over ``head(n, columns)`` (e.g. :meth:`evalkit.io.Source.head`):
-    the distinct non-null values of a column's first rows, read once per column."""
-    cache: dict[str, list[str]] = {}
+    the distinct non-null values of a column's first rows, read once per column. Its
+    ``categories(column)`` is the order the column declares (:func:`declared_categories` of
+    its first rows read as a dictionary, when every file wrote it as one), or None."""
+    return _Sampler(head)
 
-    def sample(column: str) -> list[str]:
-        if column not in cache:
-            col = head(LABEL_SAMPLE_ROWS, [column]).column(0)
+
+class _Sampler:
+    """:func:`label_sampler`: a :data:`LabelSample` that also knows declared categories."""
+
+    def __init__(self, head: Callable[[int, Sequence[str]], pa.Table]) -> None:
+        self._head = head
+        self._values: dict[str, list[str]] = {}
+        self._categories: dict[str, tuple[str, ...] | None] = {}
+
+    def __call__(self, column: str) -> list[str]:
+        if column not in self._values:
+            col = self._head(LABEL_SAMPLE_ROWS, [column]).column(0)
             if pa.types.is_dictionary(col.type):
                 col = col.cast(col.type.value_type)  # type: ignore[attr-defined]
-            cache[column] = [v for v in pc.unique(col.drop_null()).to_pylist()][:10_000]
-        return cache[column]
+            self._values[column] = [v for v in pc.unique(col.drop_null()).to_pylist()][:10_000]
+        return self._values[column]
 
-    return sample
+    def categories(self, column: str) -> tuple[str, ...] | None:
+        """The class order the column declares (:func:`declared_categories`), read once."""
+        if column not in self._categories:
+            self._categories[column] = self._read_categories(column)
+        return self._categories[column]
+
+    def _read_categories(self, column: str) -> tuple[str, ...] | None:
+        from .io import Source
+
+        source = getattr(self._head, "__self__", None)
+        if not isinstance(source, Source):  # a table in memory (a joined labels input): as it is
+            table = self._head(LABEL_SAMPLE_ROWS, [column])
+            return declared_categories(table.column(0), table.schema.field(0))
+        # Source.head gives text; a Parquet dictionary column is read as one, and it declares
+        # an order only where every file wrote it as one (a column of plain text read as a
+        # dictionary lists its values in the order they occur).
+        for part in source.parts() if source.files else ():
+            arrow = part.metadata.schema.to_arrow_schema() if part.metadata is not None else None
+            if arrow is None or arrow.get_field_index(column) < 0:
+                return None
+            f = arrow.field(column)
+            if not pa.types.is_dictionary(f.type) or not declares_order(f):
+                return None
+        batches = source.batches([column], batch_size=LABEL_SAMPLE_ROWS, dictionary_columns=[column])
+        with contextlib.closing(batches):  # type: ignore[arg-type]
+            for _, batch in batches:
+                if batch.num_rows:
+                    return declared_categories(batch.column(0), batch.schema.field(0))
+        return None
+
+
+def declared_categories(col: pa.ChunkedArray | pa.Array, field: pa.Field | None = None) -> tuple[str, ...] | None:
+    """The categories a label column declares, in their declared order: the dictionary of an
+    Arrow dictionary column of text, which is a pandas ``Categorical``'s ``categories`` (used or
+    not), a polars ``Enum``'s values, a ``pa.DictionaryArray``'s dictionary. None when the
+    column is not one, when its chunks declare different dictionaries (no one order), or for a
+    polars ``Categorical`` (``field`` metadata ``_PL_CATEGORICAL*``: its order is the order of
+    first appearance in polars' string cache, declared by no one)."""
+    t = col.type
+    if not (pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type)  # type: ignore[attr-defined]
+                                           or pa.types.is_large_string(t.value_type))):  # type: ignore[attr-defined]
+        return None
+    if not declares_order(field):
+        return None
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    dictionaries = {tuple(c.dictionary.to_pylist()) for c in chunks}  # type: ignore[attr-defined]
+    if len(dictionaries) != 1:
+        return None
+    (order,) = dictionaries
+    if any(v is None for v in order) or len(set(order)) != len(order):
+        return None
+    return tuple(str(v) for v in order)
 
 
 @dataclass(frozen=True)
@@ -619,10 +706,39 @@ def detect_layout(
         label_kind, label_cols = _detect_label(spec, lschema, label_names, classes, source, notes)
     layout = _finish(schema, spec, kind, pred_cols, from_logits, classes, label_kind, label_cols,
                      notes, source, label_names)
+    layout = _declared_class_order(layout, spec, label_sample)
     if layout.label_kind == "name" and layout.numbers_its_classes and label_sample is not None:
         # String labels against numbered classes: keep the sample, whose values name them.
         layout = replace(layout, label_sample=tuple(str(v) for v in label_sample(label_cols[0])))
     return layout
+
+
+def _declared_class_order(layout: Layout, spec: LayoutSpec, label_sample: LabelSample | None) -> Layout:
+    """The class order when the predictions are positional and the label is categorical: a
+    list column (``probs[i]``) or a single P(class 1) column only number their classes, and a
+    label column that declares its categories in an order (pandas ``Categorical``, polars
+    ``Enum``, an Arrow dictionary: :func:`declared_categories`) names them in that order, class
+    ``i`` being the ``i``-th category. The rule, in the one place the class order is decided:
+
+    1. ``classes`` (``--classes``) given: that order, always;
+    2. else, positional predictions and a label declaring exactly K categories (used or not),
+       none of them already a class number: the declared order (noted in the layout);
+    3. else: as before (numbered classes; string labels then need ``classes``).
+
+    A later part of the input whose dictionary orders these classes differently is refused
+    (:meth:`Layout.labels`): its positional probabilities cannot follow both orders."""
+    if (spec.classes or label_sample is None or layout.label_kind != "name"
+            or layout.kind not in ("list", "binary")
+            or layout.classes != tuple(str(i) for i in range(layout.n_classes))):
+        return layout
+    categories = getattr(label_sample, "categories", None)
+    order = categories(layout.label_columns[0]) if categories is not None else None
+    if order is None or len(order) != layout.n_classes or set(order) & set(layout.classes):
+        return layout
+    what = f"column {layout.pred_columns[0]!r}" if layout.kind == "list" else f"P(class 1) = P({order[1]!r})"
+    note = (f"class order: the categories label column {layout.label_columns[0]!r} declares, in its order "
+            f"({_short_list(order)}), name the positional predictions ({what}); the classes setting overrides it")
+    return replace(layout, classes=order, notes=(*layout.notes, note), declared_order=True)
 
 
 def _label_naming_columns(schema: pa.Schema, lschema: pa.Schema, label_sample: LabelSample | None) -> str | None:

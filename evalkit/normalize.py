@@ -311,8 +311,28 @@ def conform_batch(batch: pa.RecordBatch, schema: pa.Schema, where: str = "input"
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+#: Field metadata polars writes (to Arrow and Parquet) for a ``pl.Categorical`` column, whose
+#: dictionary lists the values in the order polars' string cache first saw them: an order
+#: declared by no one (a ``pl.Enum``, a pandas ``Categorical`` or an Arrow dictionary declare one).
+POLARS_CATEGORICAL = b"_PL_CATEGORICAL"
+
+
+def declares_order(field: pa.Field | None) -> bool:
+    """Whether a dictionary column's dictionary order may be one its writer declared: not a
+    polars ``Categorical`` (field metadata ``_PL_CATEGORICAL*``)."""
+    meta = (field.metadata or {}) if field is not None else {}
+    return not any(k.startswith(POLARS_CATEGORICAL) for k in meta)
+
+
 def conform_table(table: pa.Table, where: str = "input") -> pa.Table:
-    """An in-memory table with every column in its canonical type (one chunk per column)."""
+    """An in-memory table with every column in its canonical type (one chunk per column).
+    A polars ``Categorical`` column is its text (:func:`declares_order`): canonical types drop
+    the field metadata that tells it apart, and its dictionary order is no declared order."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_dictionary(f.type) and not declares_order(f):
+            # take() from the values as large strings: polars exports string views
+            text = [c.dictionary.cast(pa.large_string()).take(c.indices) for c in table.column(i).chunks]
+            table = table.set_column(i, f.name, pa.chunked_array(text, pa.large_string()))
     schema = canonical_schema(table.schema)
     if table.schema.equals(schema, check_metadata=False):
         return table
@@ -335,6 +355,6 @@ def read_schema(logical: pa.Schema, columns: Sequence[str], dictionary_columns: 
 
 
 __all__ = [
-    "STRING_DICT", "canonical_schema", "canonical_type", "conform_array", "conform_batch",
+    "POLARS_CATEGORICAL", "STRING_DICT", "declares_order", "canonical_schema", "canonical_type", "conform_array", "conform_batch",
     "conform_table", "check_key_type", "is_key_type", "is_string_like", "logical_type", "read_schema", "unify_types", "uuid_text",
 ]

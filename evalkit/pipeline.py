@@ -837,7 +837,7 @@ def build_metadata(
         "quantiles": qmethod,
         "quantile_note": (
             "exact (linear interpolation)" if qmethod == "exact"
-            else "log-histogram sketch, relative error <= 1e-3 (rank floor(q*(n-1)))"
+            else "log-histogram sketch of the linear-interpolation quantile, relative error <= 1e-3"
         ),
         "confidence": plan.confidence,
         "ci_method": ci_note(plan),

@@ -232,6 +232,10 @@ class HistoryResult:
         Key columns whose kind differs between runs (a number in some, text in others): their
         groups were matched on their text form, as ``compare`` does; also warned on stderr and
         noted in ``history.md``.
+    gate_note:
+        Why no gate was checked although a gates block was given (it holds no gate history
+        checks: :func:`evalkit.gates.gates_note`), else None; also in ``history.json``
+        (``gates.note``), ``history.md`` and warned on stderr.
     """
 
     runs: pd.DataFrame
@@ -247,6 +251,7 @@ class HistoryResult:
     reused_runs: int = 0
     kept_files: int = 0
     notes: list[str] = field(default_factory=list)  # key columns whose kind differs between runs
+    gate_note: str | None = None  # a gates block that holds no gate history checks (gates.gates_note)
     _tables: dict[str, pa.Table | Path] = field(default_factory=dict, repr=False)
     _plots: list[tuple[str, str]] = field(default_factory=list, repr=False)
     _pending_plots: list[str] = field(default_factory=list, repr=False)  # drawn by helpers
@@ -297,7 +302,7 @@ class HistoryResult:
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "duplicates": [{"path": p, "same_run_as": k} for p, k in self.duplicates],
             "ignored": [{"path": p, "reason": r} for p, r in self.ignored],
-            "gates": {"checked": self.gates, "passed": self.passed,
+            "gates": {"checked": self.gates, "note": self.gate_note, "passed": self.passed,
                       "failures": [_failure_dict(f) for f in self.failures],
                       "not_checked": [_failure_dict(f) for f in self.unchecked]},
             "changes": frame_records(self.changes),
@@ -882,7 +887,7 @@ def history(
         Bad settings, or no report left to read.
     """
     from .config import EvalConfig
-    from .gates import gates_for
+    from .gates import gates_for, gates_note
 
     started = time.time()
     t0 = time.perf_counter()
@@ -892,9 +897,12 @@ def history(
     opts = _settings(cfg, settings)
     reuse = bool(opts.pop("reuse"))
     if gates is not None:  # given to history alone: only gates history checks
-        gates = gates_for("history", gates, shared=False, source="history(gates=...)")
+        given, source = gates, "history(gates=...)"
+        gates = gates_for("history", given, shared=False, source=source)
     else:  # a config's gates serve the three commands
-        gates = gates_for("history", cfg.gates if cfg is not None else None, shared=True)
+        given, source = (cfg.gates if cfg is not None else None), "gates"
+        gates = gates_for("history", given, shared=True)
+    gate_note = gates_note("history", given, source) if given and not gates else None
     say = progress or (lambda _msg: None)
     cache = _open_cache(out, overwrite and reuse)
     infos, skipped, copies, ignored = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)
@@ -908,7 +916,7 @@ def history(
         + (f", {len(copies)} duplicate(s) counted once" if copies else "")
         + (f"; {unverified} report(s) written before manifests, read unverified" if unverified else ""))
     result = HistoryResult(runs=_runs_frame(runs, notes), trends={}, changes=pd.DataFrame(),
-                           metadata={}, gates=gates, skipped=skipped, duplicates=copies, ignored=ignored)
+                           metadata={}, gates=gates, gate_note=gate_note, skipped=skipped, duplicates=copies, ignored=ignored)
     # forked now, before any thread of the run exists; ended however the run ends
     pool = _plot_pool(plots and out is not None, len({g for r in infos for g in r.groupings}))
     with contextlib.ExitStack() as stack:
@@ -1780,7 +1788,7 @@ def _md_listed(title: str, items: Sequence[str], limit: int = 20) -> list[str]:
 
 def _md_gates(res: HistoryResult) -> list[str]:
     if not res.gates:
-        return []
+        return ["## Gates: none checked", "", md_text(res.gate_note), ""] if res.gate_note else []
     note = f" ({len(res.unchecked)} not checked)" if res.unchecked else ""
     lines = [f"## Gates: FAILED ({len(res.failures)}){note}" if res.failures else f"## Gates: passed{note}", ""]
     lines += [f"- **FAILED** {md_text(str(f))}" for f in res.failures[:MAX_CHANGE_LINES]]

@@ -386,3 +386,98 @@ def test_a_side_warning_names_the_side_live_and_from_a_report(tmp_path: Path):
     assert f"candidate ({tmp_path / 'r1'}): the binary column 'prob' looks reversed" in out.output
     assert "recorded when that run was evaluated" in out.output
     assert f"candidate ({tmp_path / 'r1'}): the binary column" in (tmp_path / "c" / "compare.md").read_text()
+
+
+# -- advice about one side acts on that side only (fix6, fault 4) ------------------------------
+
+def _binary_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """A baseline whose ``prob`` is P(1), and a candidate whose ``prob`` holds P(0)."""
+    rng = np.random.default_rng(3)
+    n = 300
+    y = rng.integers(0, 2, n)
+    p1 = np.where(y == 1, rng.uniform(0.6, 0.95, n), rng.uniform(0.05, 0.4, n))
+    base, cand = tmp_path / "base.parquet", tmp_path / "cand.parquet"
+    pd.DataFrame({"id": range(n), "prob": p1, "label": y}).to_parquet(base)
+    pd.DataFrame({"id": range(n), "prob": 1 - p1, "label": y}).to_parquet(cand)
+    return base, cand
+
+
+def test_a_reversed_column_on_one_side_gets_advice_for_that_side_and_following_it_works(tmp_path: Path):
+    """The fault: compare passed on evaluate's ``--classes 1,0``, which given to compare names the
+    classes of both inputs (the baseline, read right, would then be read reversed)."""
+    base, cand = _binary_inputs(tmp_path)
+    r = CliRunner().invoke(main, ["compare", str(base), str(cand), "--format", "none"])
+    assert r.exit_code == 0, r.output
+    (line,) = [x for x in r.stderr.splitlines() if "looks reversed" in x]
+    assert line.startswith(f"warning: candidate ({cand}): the binary column 'prob' looks reversed")
+    assert ("If the column holds P('0'), name the classes the other way round for the candidate alone: "
+            "evaluate it by itself with --classes 1,0 and --out DIR, and give that report as the candidate"
+            ) in line
+    assert "--classes given to compare names the classes of both inputs" in line
+    assert not line.rstrip().endswith("name the classes the other way round: --classes 1,0")
+    # the advice, followed: the candidate alone, then compared as a report
+    r = CliRunner().invoke(main, ["evaluate", str(cand), "--classes", "1,0", "--out", str(tmp_path / "cand"),
+                                  "--format", "none", "-q", "--no-plots"])
+    assert r.exit_code == 0 and "looks reversed" not in r.stderr, r.output
+    r = CliRunner().invoke(main, ["compare", str(base), str(tmp_path / "cand"), "--format", "json"])
+    assert r.exit_code == 0 and "looks reversed" not in r.stderr, r.output
+    assert json.loads(r.stdout)["summary"]["regression"] == 0
+    # what the old advice did: both sides read the other way round, the baseline now reversed
+    r = CliRunner().invoke(main, ["compare", str(base), str(cand), "--classes", "1,0", "--format", "none"])
+    assert "warning: baseline" in r.stderr and "looks reversed" in r.stderr
+
+
+def test_a_reversed_column_recorded_in_a_report_says_to_evaluate_that_run_again(tmp_path: Path):
+    base, cand = _binary_inputs(tmp_path)
+    for name, path in (("b", base), ("c", cand)):
+        r = CliRunner().invoke(main, ["evaluate", str(path), "--out", str(tmp_path / name), "--format", "none",
+                                      "-q", "--no-plots"])
+        assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "b"), str(tmp_path / "c"), "--format", "json",
+                                  "--out", str(tmp_path / "cmp")])
+    assert r.exit_code == 0, r.output
+    (line,) = [x for x in r.stderr.splitlines() if "looks reversed" in x]
+    assert line.startswith(f"warning: candidate ({tmp_path / 'c'}): ")
+    assert ("If the column holds P('0'), evaluate that run again with --classes 1,0 and compare the new report "
+            "(compare reads a report's classes as they were recorded) (recorded when that run was evaluated)"
+            ) in line
+    (note,) = [n for n in json.loads(r.stdout)["metadata"]["notes"] if "looks reversed" in n]
+    assert note.endswith('evaluate that run again with classes: ["1", "0"] and compare the new report '
+                         "(compare reads a report's classes as they were recorded)")
+    assert "evaluate that run again with" in (tmp_path / "cmp" / "compare.md").read_text()
+
+
+def test_one_side_advice_rewrites_only_the_reversed_binary_advice():
+    from evalkit.comparison import one_side_advice
+    from evalkit.errors import EvalkitWarning
+    from evalkit.validate import ReversedBinary
+
+    evidence = ReversedBinary(n=100, loss=160.0, loss_swapped=30.0, correct=5, correct_swapped=95)
+    for classes in (("neg", "pos"), ("it's", 'say "hi"')):
+        text = evidence.warning("p_pos", classes)
+        assert text is not None
+        out = one_side_advice(text, "baseline", recorded=False)
+        assert out.startswith(text[:text.index("If the column holds")])
+        shown = EvalkitWarning(out).cli_text()
+        assert f"If the column holds P({classes[0]!r}), name the classes the other way round for the baseline" in shown
+        assert EvalkitWarning(out).file_text().count("classes: " + json.dumps([classes[1], classes[0]])) == 1
+    assert one_side_advice("the binary column 'p' has logit-looking values", "candidate", recorded=True) == (
+        "the binary column 'p' has logit-looking values")
+
+
+def test_other_advice_naming_a_setting_is_scoped_to_its_side(tmp_path: Path):
+    """The same fault for the other evaluate warning that names a setting: a binary column read
+    as logits whose values all lie in [0, 1] (``--probs``, which compare gives to both inputs)."""
+    rng = np.random.default_rng(4)
+    n = 200
+    y = rng.integers(0, 2, n)
+    pd.DataFrame({"id": range(n), "logit": rng.normal(0, 2, n), "label": y}).to_parquet(tmp_path / "b.parquet")
+    pd.DataFrame({"id": range(n), "logit": rng.uniform(0, 1, n), "label": y}).to_parquet(tmp_path / "c.parquet")
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "b.parquet"), str(tmp_path / "c.parquet"),
+                                  "--format", "none"])
+    assert r.exit_code == 0, r.output
+    (line,) = [x for x in r.stderr.splitlines() if "lies in [0, 1]" in x]
+    assert line.startswith("warning: candidate (")
+    assert line.endswith("set --probs to read them as such (the loss differs) (for the candidate alone: "
+                         "evaluate it by itself with that setting and --out DIR, and give that report as the "
+                         "candidate; a setting given to compare applies to both inputs)")

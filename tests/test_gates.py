@@ -164,3 +164,157 @@ def test_evaluate_cli_exits_5_on_gate_failure(tmp_path: Path):
                                   "--out", str(out), "--format", "none"])
     assert r.exit_code == 5 and (out / "summary.json").is_file()
     assert "gate failed: max_mean_loss overall: observed" in r.stderr and "> limit 0.1" in r.stderr
+
+
+# -- a gates block that checks nothing says so (fix6, fault 1) --------------------------------
+
+def test_gates_note_covers_options_only_and_other_commands_gates():
+    from evalkit.gates import gates_note
+
+    for command in ("evaluate", "compare", "history"):
+        for block in ({"min_count": 10}, {"require_ci_excludes_zero": True, "fail_unchecked": False},
+                      {"groups": {"region": {"min_count": 5}}}):
+            note = gates_note(command, block)
+            assert note is not None and f"so {command} checks nothing" in note, (command, block, note)
+            assert "only settings of gates (" in note
+        assert "holds no gate, so" in gates_note(command, {"groups": {"region": {}}})
+        assert gates_note(command, {}) is None and gates_note(command, None) is None
+        assert gates_note(command, {"max_mean_loss": 1, "min_count": 3}) is None  # every command checks it
+    assert "checked by history" in gates_note("compare", {"max_drift": 0.1, "min_count": 3})
+    assert gates_note("history", {"max_drift": 0.1, "min_count": 3}) is None
+    assert "checked by compare" in gates_note("evaluate", {"groups": {"region": {"max_regression": 0.1}}})
+
+
+def test_a_gates_block_given_to_one_command_with_no_limit_is_noted_and_checks_nothing():
+    from evalkit.errors import EvalkitWarning
+    from evalkit.gates import gates_for
+
+    with pytest.warns(EvalkitWarning, match=r"compare\(gates=\.\.\.\) holds no gate, only settings"):
+        assert gates_for("compare", {"min_count": 100}, shared=False, source="compare(gates=...)") == {}
+    with pytest.raises(ConfigError, match="checked by history"):  # a gate of another command: an error
+        gates_for("compare", {"max_drift": 0.1}, shared=False, source="compare(gates=...)")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert gates_for("compare", {"min_count": 100}, shared=True, warn=False) == {}
+
+
+def _two_reports(tmp_path: Path) -> list[str]:
+    rng = np.random.default_rng(0)
+    out = []
+    for k in range(3):
+        p = rng.uniform(0.2, 0.9, 120)
+        df = pd.DataFrame({"id": range(120), "prob_a": p, "prob_b": 1 - p,
+                           "label": rng.choice(["a", "b"], 120), "region": rng.choice(["x", "y"], 120)})
+        df.to_parquet(tmp_path / f"p{k}.parquet")
+        evalkit.evaluate(df, plots=False).write(tmp_path / f"r{k}")
+        out.append(str(tmp_path / f"r{k}"))
+    return out
+
+
+COMMANDS = {
+    "evaluate": lambda tmp, reps: ["evaluate", str(tmp / "p0.parquet"), "--no-plots"],
+    "compare": lambda tmp, reps: ["compare", reps[0], reps[1]],
+    "history": lambda tmp, reps: ["history", *reps, "--no-plots"],
+}
+
+
+@pytest.mark.parametrize("block", ["  min_count: 10\n", "  require_ci_excludes_zero: true\n  min_count: 5\n",
+                                   "  groups:\n    class:\n      min_count: 5\n"])
+def test_every_command_says_when_a_config_gates_block_checks_nothing(tmp_path: Path, block: str):
+    """The fault: a ``gates:`` block of settings only (min_count...) passed with exit 0 and no
+    word from evaluate, and compare / history even printed "all gates passed" over nothing."""
+    import json
+
+    reps = _two_reports(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("gates:\n" + block)
+    for command, argv in COMMANDS.items():
+        for quiet in ([], ["-q"]):
+            r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--config", str(cfg), "--format", "json", *quiet])
+            assert r.exit_code == 0, (command, r.output)
+            assert r.stderr.count(f"so {command} checks nothing") == 1, (command, r.stderr)
+            assert "all gates passed" not in r.stderr, (command, r.stderr)
+            if command == "compare":
+                gates = json.loads(r.stdout)["gates"]
+                assert gates["checked"] == {} and f"so {command} checks nothing" in gates["note"]
+            if command == "history":
+                gates = json.loads(r.stdout)["gates"]
+                assert gates["checked"] == {} and f"so {command} checks nothing" in gates["note"]
+            if command == "evaluate":
+                (note,) = [w for w in json.loads(r.stdout)["metadata"]["warnings"] if "checks nothing" in w]
+                assert f"so {command} checks nothing" in note
+
+
+def test_compare_result_carries_the_note_in_json_and_markdown(tmp_path: Path):
+    from evalkit.errors import EvalkitWarning
+
+    reps = _two_reports(tmp_path)
+    with pytest.warns(EvalkitWarning, match="so compare checks nothing"):
+        res = evalkit.compare(reps[0], reps[1], config={"gates": {"min_count": 3}})
+    assert res.gates == {} and res.passed
+    assert "so compare checks nothing" in res.to_dict()["gates"]["note"]
+    assert "so compare checks nothing" in res.to_markdown()
+    with pytest.warns(EvalkitWarning, match="no gate that compare checks"):
+        res = evalkit.compare(reps[0], reps[1], config={"gates": {"max_drift": 0.1}})
+    assert res.gates == {} and "checked by history" in res.to_dict()["gates"]["note"]
+    res = evalkit.compare(reps[0], reps[1], config={"gates": {"max_regression": 5.0, "min_count": 3}})
+    assert res.to_dict()["gates"]["note"] is None and res.gates["max_regression"] == 5.0
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("gates:\n  window: 10\n", r"unknown gate 'window' \('window' is a setting of history, not a gate: put it "
+                               r"in the 'history:' section"),
+    ("gates:\n  max_regression: 0.1\n  n_boot: 500\n", r"unknown gate 'n_boot' .*'compare:' section"),
+    ("gates:\n  groups:\n    region:\n      alpha: 0.1\n", r"gates.groups.region: unknown gate 'alpha'"),
+    ("gates:\n  max_regresion: 0.1\n", r"unknown gate 'max_regresion' \(did you mean 'max_regression'"),
+    ("history:\n  window: 10\n  gates:\n    max_drift: 0.1\n", r"'history' holds a 'gates' block"),
+    ("compare:\n  gates:\n    max_regression: 0.1\n", r"'compare' holds a 'gates' block"),
+])
+def test_a_key_that_is_no_gate_is_the_same_config_error_in_every_command(tmp_path: Path, text: str,
+                                                                         expected: str):
+    import re
+
+    reps = _two_reports(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    seen = set()
+    for command, argv in COMMANDS.items():
+        r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--config", str(cfg), "--format", "none"])
+        assert r.exit_code == 2, (command, r.output)
+        assert re.search(expected, r.stderr), (command, r.stderr)
+        assert "known gates: " in r.stderr or "holds a 'gates' block" in r.stderr
+        seen.add(r.stderr)
+    assert len(seen) == 1  # one message, whichever command reads the file
+
+
+def test_settings_elsewhere_names_the_real_settings():
+    from evalkit.config import COMPARE_TYPES
+    from evalkit.gates import GATE_KEYS, SETTINGS_ELSEWHERE
+    from evalkit.trend import DEFAULTS
+
+    assert {k for k, v in SETTINGS_ELSEWHERE.items() if "history" in v} == set(DEFAULTS)
+    assert {k for k, v in SETTINGS_ELSEWHERE.items() if "compare" in v} == set(COMPARE_TYPES) | {"confidence"}
+    assert not set(SETTINGS_ELSEWHERE) & GATE_KEYS
+
+
+def test_evaluate_and_history_keep_the_note_in_their_reports(tmp_path: Path):
+    import json
+
+    from evalkit.errors import EvalkitWarning
+
+    reps = _two_reports(tmp_path)
+    with pytest.warns(EvalkitWarning, match="so evaluate checks nothing") as got:
+        res = evalkit.evaluate(tmp_path / "p0.parquet", config={"gates": {"min_count": 3}}, plots=False)
+    assert sum("checks nothing" in str(w.message) for w in got) == 1  # once, not once per check
+    assert any("so evaluate checks nothing" in str(w) for w in res.warnings)
+    res.write(tmp_path / "ev")
+    assert "so evaluate checks nothing" in (tmp_path / "ev" / "report.md").read_text()
+    assert any("checks nothing" in w for w in json.loads((tmp_path / "ev" / "summary.json").read_text())
+               ["metadata"]["warnings"])
+    with pytest.warns(EvalkitWarning, match="so history checks nothing"):
+        hist = evalkit.history(reps, config={"gates": {"min_count": 3}}, out=tmp_path / "h", plots=False)
+    assert hist.gates == {} and "so history checks nothing" in hist.to_dict()["gates"]["note"]
+    assert "so history checks nothing" in (tmp_path / "h" / "history.md").read_text()
+    assert "so history checks nothing" in json.loads((tmp_path / "h" / "history.json").read_text())["gates"]["note"]

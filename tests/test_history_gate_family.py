@@ -156,13 +156,15 @@ def test_a_shared_config_with_no_gate_the_command_checks_says_so():
     from evalkit.gates import gates_for
 
     with pytest.warns(EvalkitWarning, match="holds no gate that history checks .*max_regression"):
-        assert gates_for("history", {"max_regression": 0.01}, shared=True) == {"max_regression": 0.01}
+        assert gates_for("history", {"max_regression": 0.01}, shared=True) == {}  # nothing to check
     with pytest.warns(EvalkitWarning, match="no gate that compare checks .*max_drift_pct"):
         gates_for("compare", {"groups": {"region": {"max_drift_pct": 5}}, "min_count": 3}, shared=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         gates_for("history", {"max_regression": 0.01, "max_drift": 0.1}, shared=True)  # one it checks
-        gates_for("history", {"min_count": 10}, shared=True)  # options only: no gate at all
+    with pytest.warns(EvalkitWarning, match=r"holds no gate, only settings of gates \(min_count\), so history "
+                                            "checks nothing"):
+        assert gates_for("history", {"min_count": 10}, shared=True) == {}  # options only: no gate at all
 
 
 def test_evaluate_says_so_too_when_a_shared_config_holds_no_evaluate_gate(tmp_path):
@@ -201,11 +203,10 @@ def test_evaluate_says_so_too_when_a_shared_config_holds_no_evaluate_gate(tmp_pa
                                   "--out", str(tmp_path / "rep"), "--format", "none", "-q", "--no-plots"])
     assert r.exit_code == 0, r.output
     assert r.stderr.count(note) == 1
-    # one evaluate gate among them, or options only: nothing to say
-    for quiet in ({**only_others, "max_mean_loss": 5.0}, {"min_count": 3}):
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", EvalkitWarning)
-            evalkit.evaluate(df, config={"gates": quiet})
+    # one evaluate gate among them: nothing to say (options only: tests/test_gates.py)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EvalkitWarning)
+        evalkit.evaluate(df, config={"gates": {**only_others, "max_mean_loss": 5.0}})
 
 
 # -- max_change_pct: the family of groups across groupings (Holm) -------------------------------

@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from evalkit.aggregate import Confusion, GroupStats
+from evalkit.aggregate import Confusion, GroupStats, quantile_column_name
 from evalkit.aggregate.sketch import BinCounts, LogHistogram
 
 EPS = 1e-7
@@ -62,7 +64,7 @@ def test_sketch_quantiles_within_rel_err_of_exact_small_and_large_groups(sparse,
         x = part["loss"].to_numpy()
         assert df.loc[user, "count"] == len(x)  # counts exact
         for q in (0.0, 0.1, 0.5, 0.9, 0.99, 1.0):
-            want = np.quantile(x, q, method="lower")
+            want = np.quantile(x, q, method="linear")
             got = df.loc[user, f"p{q * 100:g}"]
             assert abs(got - want) <= 1e-3 * want, (user, q, got, want)
 
@@ -275,3 +277,82 @@ def test_key_slots_of_one_dictionary_reused_every_batch_are_remembered(monkeypat
     assert keys._same_memory(names, pa.DictionaryArray.from_arrays(pa.array([0], pa.int32()), names).dictionary)
     assert not keys._same_memory(names, others) and not keys._same_memory(names, names.slice(1))
     assert pickle.loads(pickle.dumps(index))._dict_slots is None and index.copy()._dict_slots is None
+
+
+# -- one definition of a quantile, exact or sketched (fix6, fault 2) ----------------------
+
+QS_LINEAR = (0.0, 0.1, 0.25, 0.5, 0.9, 0.99, 1.0)
+
+
+def _group_quantiles(sizes_and_values: list[list[float]], exact_limit: int) -> pd.DataFrame:
+    """GroupStats (mode ``auto``) over groups ``g0, g1, ...``, fed in two batches."""
+    keys = np.concatenate([[f"g{i}"] * len(v) for i, v in enumerate(sizes_and_values)])
+    loss = np.concatenate([np.asarray(v, dtype=np.float64) for v in sizes_and_values])
+    gs = GroupStats(("g",), quantile_mode="auto", exact_limit=exact_limit, eps=EPS, quantiles=QS_LINEAR)
+    half = len(loss) // 2
+    for s, e in ((0, half), (half, len(loss))):
+        gs.update([pa.array(keys[s:e])], loss[s:e], np.zeros(e - s, bool), np.zeros(e - s, bool))
+    assert gs.quantile_method == ("exact" if len(loss) <= exact_limit else "sketch")
+    return gs.finalize().set_index("g")
+
+
+_in_range = st.floats(min_value=float(LO), max_value=float(HI), allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small=st.lists(st.lists(_in_range, min_size=1, max_size=6), min_size=1, max_size=4),
+       large=st.lists(_in_range, min_size=50, max_size=400),
+       repeat=st.integers(min_value=1, max_value=3))
+def test_small_and_large_groups_get_numpys_linear_quantile_in_small_and_large_runs(small, large, repeat):
+    """Every group's quantiles are numpy's ``method="linear"`` ones: bit for bit while the run is
+    small enough to keep its values (exact), within the sketch's 1e-3 relative error once it is
+    not, for groups of 1-6 rows as for large ones: a 2-row group's p50 is the mean of its two
+    losses, never its lower one, in a run of any size."""
+    large = large * repeat  # ties
+    groups = [*small, large]
+    total = sum(len(v) for v in groups)
+    exact = _group_quantiles(groups, exact_limit=total)
+    sketched = _group_quantiles(groups, exact_limit=total - 1)  # one row over the limit
+    for i, values in enumerate(groups):
+        x = np.asarray(values)
+        for q in QS_LINEAR:
+            want = np.quantile(x, q, method="linear")
+            col = quantile_column_name(q)
+            assert exact.loc[f"g{i}", col] == want
+            got = sketched.loc[f"g{i}", col]
+            assert abs(got - want) <= 1e-3 * want, (i, q, got, want, x)
+
+
+def test_a_two_row_groups_median_is_the_same_whatever_the_runs_size():
+    """The fault: above ``exact_limit`` rows a 2-row group's p50 was its lower loss (the sketch's
+    rank ``floor(q (n - 1))``), below it the mean of the two (numpy's linear interpolation)."""
+    import evalkit
+
+    rng = np.random.default_rng(5)
+    n = 400
+    p = rng.uniform(0.05, 0.95, n)
+    df = pd.DataFrame({"prob_a": p, "prob_b": 1 - p, "label": "a", "region": "big"})
+    df.loc[:1, "region"] = "pair"
+    df.loc[0, ["prob_a", "prob_b"]] = [0.9, 0.1]
+    df.loc[1, ["prob_a", "prob_b"]] = [0.2, 0.8]
+    want = (-np.log(0.9) - np.log(0.2)) / 2
+    for limit in (10_000, 100):  # the whole run exact, then sketched
+        res = evalkit.evaluate(df, by=["region"], exact_limit=limit, plots=False)
+        row = res.groups["region"].set_index("region").loc["pair"]
+        assert row["count"] == 2
+        assert abs(row["p50"] - want) <= 1e-3 * want, (limit, row["p50"], want)
+        assert res.metadata["quantiles"] == ("exact" if limit > n else "sketch")
+        assert "linear" in res.metadata["quantile_note"]  # one definition, said in both
+
+
+def test_quantile_bins_interpolate_between_the_ranks_numpy_uses():
+    hist = LogHistogram.for_eps(EPS)
+    counts = BinCounts(hist.n_bins)
+    counts.ensure(1)
+    x = np.array([0.2, 0.5, 1.0, 3.0])
+    counts.add(None, np.array([0]), hist.bin_index(x))
+    lower, upper, frac = counts.quantile_bins(np.array([4]), (0.0, 0.5, 0.9, 1.0))
+    # h = q * 3: 0 -> ranks (0, 1) t 0; 1.5 -> (1, 2) t .5; 2.7 -> (2, 3) t .7; 3 -> (3, 3) t 0
+    assert lower[0].tolist() == hist.bin_index(x[[0, 1, 2, 3]]).tolist()
+    assert upper[0].tolist() == hist.bin_index(x[[1, 2, 3, 3]]).tolist()
+    np.testing.assert_allclose(frac[0], [0.0, 0.5, 0.7, 0.0])

@@ -219,26 +219,41 @@ class BinCounts:
         order = np.argsort(keys, kind="stable")
         self._fold(keys[order], c[order])
 
-    def quantile_bins(self, count: np.ndarray, qs: Sequence[float]) -> np.ndarray:
-        """``(groups, len(qs))`` bin holding the value of 0-based rank ``floor(q * (n - 1))``
-        of each group (numpy ``method="lower"``); -1 for an empty group.
+    def quantile_bins(self, count: np.ndarray, qs: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where quantile ``q`` of each group lies, by numpy's ``method="linear"`` definition
+        (the one definition of a quantile in evalkit, exact or sketched): the value at the
+        virtual 0-based rank ``h = q * (n - 1)`` of the group's sorted values, interpolated
+        between ranks ``floor(h)`` and ``floor(h) + 1`` with weight ``h - floor(h)``.
 
-        ``count[s]`` must be the number of rows counted for slot ``s``.
+        Returns ``(lower, upper, frac)``, each ``(groups, len(qs))``: the bin holding the value
+        of rank ``floor(h)``, the bin holding the value of the next rank (the same rank at the
+        top), and ``h - floor(h)``; bins are -1 for an empty group. ``count[s]`` must be the
+        number of rows counted for slot ``s``.
         """
         g = len(count)
-        out = np.full((g, len(qs)), -1, dtype=np.int64)
+        lower = np.full((g, len(qs)), -1, dtype=np.int64)
+        upper = lower.copy()
+        frac = np.zeros((g, len(qs)), dtype=np.float64)
         has = np.flatnonzero(count > 0)
         if not len(has):
-            return out
+            return lower, upper, frac
         slot, b, c = self.entries()
         cum = np.cumsum(c)
         first = np.searchsorted(slot, has, side="left")  # each group's first cell
         base = np.where(first > 0, cum[np.maximum(first - 1, 0)], 0)
+        n = count[has].astype(np.int64)
+        nm1 = (n - 1).astype(np.float64)
         for j, q in enumerate(qs):
-            r = np.floor((count[has] - 1) * q).astype(np.int64)
-            pos = np.searchsorted(cum, base + r + 1, side="left")
-            out[has, j] = b[pos]
-        return out
+            # The ranks numpy's "linear" method interpolates between (as GroupStats' exact path).
+            virt = nm1 * q
+            prev = np.floor(virt)
+            above = virt >= nm1
+            lo_rank = np.where(above, n - 1, prev.astype(np.int64))
+            hi_rank = np.where(above, n - 1, lo_rank + 1)
+            frac[has, j] = np.where(above, 0.0, virt - prev)
+            lower[has, j] = b[np.searchsorted(cum, base + lo_rank + 1, side="left")]
+            upper[has, j] = b[np.searchsorted(cum, base + hi_rank + 1, side="left")]
+        return lower, upper, frac
 
     def copy(self) -> BinCounts:
         """An independent copy."""

@@ -1,0 +1,142 @@
+"""The class order of positional predictions (a list column, a single P(class 1) column) when
+the label column is categorical (fix6, fault 3): the categories' declared order, as written by
+pandas, pyarrow and polars, unless ``classes`` says otherwise; never a silent re-ordering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import evalkit
+from evalkit.cli import main
+from evalkit.errors import LabelError
+
+DECLARED = ["pos", "neg", "neu"]  # not sorted: sorted is neg, neu, pos
+N = 240
+
+
+def _data(seed: int = 0, k: int = 3) -> tuple[np.ndarray, np.ndarray, float]:
+    """Class codes (in declared order), probabilities whose column i is class i, and the mean
+    loss when class i is the i-th declared category."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, N)
+    p = rng.dirichlet(np.ones(k), N) * 0.4
+    p[np.arange(N), y] += 0.6
+    return y, p, float(np.mean(-np.log(p[np.arange(N), y])))
+
+
+def _write(tmp_path, writer: str, y: np.ndarray, p: np.ndarray, cats=DECLARED, fixed: bool = False):
+    path = tmp_path / f"{writer}.parquet"
+    probs = pa.array(list(p), type=pa.list_(pa.float64(), p.shape[1]) if fixed else pa.list_(pa.float64()))
+    labels = [cats[i] for i in y]
+    if writer == "pandas":
+        frame = pd.DataFrame({"id": range(N), "label": pd.Categorical(labels, categories=cats)})
+        table = pa.Table.from_pandas(frame, preserve_index=False).append_column("probs", probs)
+        pq.write_table(table, path)
+    elif writer == "pyarrow":
+        label = pa.DictionaryArray.from_arrays(pa.array(y, pa.int32()), pa.array(cats))
+        pq.write_table(pa.table({"id": range(N), "probs": probs, "label": label}), path)
+    else:
+        import polars as pl
+
+        dtype = pl.Enum(cats) if writer == "polars-enum" else pl.Categorical
+        pl.DataFrame({"id": range(N), "probs": pl.from_arrow(probs),
+                      "label": pl.Series(labels, dtype=dtype)}).write_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize("writer", ["pandas", "pyarrow", "polars-enum"])
+@pytest.mark.parametrize("fixed", [False, True])
+def test_a_declared_category_order_names_the_positional_classes(tmp_path, writer, fixed):
+    y, p, want = _data()
+    path = _write(tmp_path, writer, y, p, fixed=fixed)
+    res = evalkit.evaluate(path, plots=False)
+    assert res.layout.classes == tuple(DECLARED)
+    assert res.mean == pytest.approx(want, rel=1e-12)
+    counts = res.groups["class"].set_index("class")["count"]
+    assert [counts[c] for c in DECLARED] == [int((y == i).sum()) for i in range(3)]
+    assert any("class order: the categories label column 'label' declares" in n for n in res.layout.notes)
+    # the CLI and inspect say so too
+    r = CliRunner().invoke(main, ["inspect", str(path)])
+    assert r.exit_code == 0 and "classes (3): pos, neg, neu" in r.output, r.output
+
+
+def test_classes_given_override_the_declared_order(tmp_path):
+    y, p, want = _data(1)
+    path = _write(tmp_path, "pandas", y, p)
+    res = evalkit.evaluate(path, plots=False, classes=sorted(DECLARED))
+    assert res.layout.classes == tuple(sorted(DECLARED))
+    as_sorted = np.array([sorted(DECLARED).index(DECLARED[i]) for i in y])
+    assert res.mean == pytest.approx(float(np.mean(-np.log(p[np.arange(N), as_sorted]))), rel=1e-12)
+    assert res.mean != pytest.approx(want)
+
+
+def test_unused_categories_count_and_in_memory_frames_agree(tmp_path):
+    y, p, want = _data(2)
+    y = np.where(y == 2, 0, y)  # 'neu' declared, never used
+    want = float(np.mean(-np.log(p[np.arange(N), y])))
+    path = _write(tmp_path, "pandas", y, p)
+    assert evalkit.evaluate(path, plots=False).mean == pytest.approx(want, rel=1e-12)
+    frame = pd.DataFrame({"probs": list(p), "label": pd.Categorical([DECLARED[i] for i in y], categories=DECLARED)})
+    res = evalkit.evaluate(frame, plots=False)
+    assert res.layout.classes == tuple(DECLARED) and res.mean == pytest.approx(want, rel=1e-12)
+
+
+def test_a_polars_categorical_declares_no_order(tmp_path):
+    """Its dictionary lists values as polars first saw them: refused as plain text labels are
+    (classes needed), in a file and in memory, never read in that order."""
+    import polars as pl
+
+    y, p, _ = _data(3)
+    path = _write(tmp_path, "polars-categorical", y, p)
+    with pytest.raises(LabelError, match="does not name its classes"):
+        evalkit.evaluate(path, plots=False)
+    frame = pl.read_parquet(path)
+    assert frame["label"].dtype == pl.Categorical
+    with pytest.raises(LabelError, match="does not name its classes"):
+        evalkit.evaluate(frame, plots=False)
+    res = evalkit.evaluate(frame, plots=False, classes=DECLARED)
+    assert res.mean == pytest.approx(_data(3)[2], rel=1e-12)
+
+
+def test_plain_text_labels_and_number_named_categories_keep_the_old_rule(tmp_path):
+    y, p, _ = _data(4)
+    pq.write_table(pa.table({"probs": pa.array(list(p)), "label": [DECLARED[i] for i in y]}), tmp_path / "t.parquet")
+    with pytest.raises(LabelError, match="does not name its classes"):
+        evalkit.evaluate(tmp_path / "t.parquet", plots=False)
+    # categories that are class numbers already name the classes by value, whatever their order
+    frame = pd.DataFrame({"probs": list(p), "label": pd.Categorical([str(i) for i in y], categories=["2", "0", "1"])})
+    res = evalkit.evaluate(frame, plots=False)
+    assert res.layout.classes == ("0", "1", "2")
+    assert res.mean == pytest.approx(float(np.mean(-np.log(p[np.arange(N), y]))), rel=1e-12)
+
+
+def test_a_binary_column_is_p_of_the_second_declared_category(tmp_path):
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, N)
+    p_no = np.where(y == 1, 0.8, 0.3)  # the column holds P(class 1) = P('no')
+    frame = pd.DataFrame({"prob": p_no, "label": pd.Categorical(np.array(["yes", "no"])[y], categories=["yes", "no"])})
+    frame.to_parquet(tmp_path / "b.parquet")
+    res = evalkit.evaluate(tmp_path / "b.parquet", plots=False)
+    assert res.layout.classes == ("yes", "no")
+    assert res.overall["accuracy"] == 1.0
+    assert any("P(class 1) = P('no')" in n for n in res.layout.notes)
+
+
+def test_files_declaring_different_orders_are_refused_not_mixed(tmp_path):
+    y, p, _ = _data(6)
+    (tmp_path / "d").mkdir()
+    for k, cats in enumerate((DECLARED, DECLARED[::-1])):
+        part = slice(k * N // 2, (k + 1) * N // 2)
+        frame = pd.DataFrame({"probs": list(p[part]), "label": pd.Categorical([cats[i] for i in y[part]],
+                                                                               categories=cats)})
+        frame.to_parquet(tmp_path / "d" / f"part{k}.parquet")
+    with pytest.raises(LabelError, match=r"part1.parquet: column label: this part of the input declares its "
+                                         r"categories in another order \(neu, neg, pos\)"):
+        evalkit.evaluate(tmp_path / "d", plots=False)
+    res = evalkit.evaluate(tmp_path / "d", plots=False, on_invalid="skip")
+    assert res.overall["count"] == N // 2 and res.metadata["skipped"] == {"label_order": N // 2}
