@@ -686,6 +686,23 @@ def test_multi_column_code_paths(monkeypatch, max_radix):
         pd.isna(out["a"]).sum())
 
 
+def test_topk_selects_once_candidates_fill_every_group():
+    """The first selection comes as soon as the candidates could fill k rows of every group
+    seen (not after PENDING_ROWS of them): later batches are then cut by the per-group
+    thresholds, so few rows of each reach the candidate search."""
+    rng = np.random.default_rng(3)
+    t = TopK(10, ["grp"])
+    calls = []
+    orig = t._candidates
+    t._candidates = lambda local, k_local, loss: (calls.append(len(loss)), orig(local, k_local, loss))[1]
+    n = 50_000
+    for _ in range(4):
+        g = pa.array([f"c{i}" for i in rng.integers(0, 10, n)])
+        t.update([g], rng.random(n), pa.table({"row": np.arange(n)}))
+    assert len(t._codes) == 100  # selected after the first batch: 10 groups x k=10
+    assert calls[0] == n and max(calls[1:]) < n // 100
+
+
 @pytest.mark.parametrize("pending", [1, 7, 1 << 30])
 def test_topk_collected_candidates_select_the_same_rows(monkeypatch, pending):
     """Candidates are collected and selected once there are PENDING_ROWS of them (or as many

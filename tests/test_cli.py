@@ -132,3 +132,25 @@ def test_input_reached_twice_is_read_once(tmp_path: Path):
     r = run("inspect", DIGITS, DIGITS)
     assert r.exit_code == 0 and "reached a file already read" in r.output
     assert f"rows:   {single['metadata']['rows_read']:,}" in r.output
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux /proc")
+def test_command_process_runs_without_transparent_huge_pages():
+    """The ``evalkit`` process turns transparent huge pages off for itself (first touches of
+    short-lived batch buffers zeroed whole 2 MiB pages); a process that only imports the
+    library keeps the system's setting."""
+    import os
+    import subprocess
+    import sys
+
+    import evalkit
+
+    def thp(code: str) -> str:
+        env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).parent.parent)}
+        r = subprocess.run([sys.executable, "-c", code + "\nprint(open('/proc/self/status').read()"
+                            ".split('THP_enabled:')[1].split()[0])"],
+                           capture_output=True, text=True, timeout=60, env=env, check=True)
+        return r.stdout.strip()
+
+    assert thp("import evalkit.__main__ as m\nm.process_settings()") == "0"
+    assert thp("import evalkit.api") == "1"
