@@ -21,19 +21,45 @@ def process_settings() -> None:
         pass
 
 
+def _term(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _interrupted() -> None:
+    sys.stderr.write("interrupted: no report was written (any previous report is intact)\n")
+    raise SystemExit(130) from None
+
+
 def run() -> None:
     """The process entry point: the ``evalkit`` command, owning the process (see
-    :data:`evalkit.cli_common.PROCESS_ENTRY`). A Ctrl-C while the command is still being
-    imported exits 130 with the usual line, not a traceback."""
-    process_settings()
+    :data:`evalkit.cli_common.PROCESS_ENTRY`). An interrupt (Ctrl-C, SIGTERM, SIGHUP) at any
+    moment before the command's own handling starts (imports, settings, option parsing)
+    exits 130 with the usual line: never a traceback, click's "Aborted!" (exit 1) or a bare
+    143."""
+    import signal
+
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, _term)
     try:
+        process_settings()
+        import click
+
         from . import cli_common
         from .cli import main
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted: no report was written (any previous report is intact)\n")
-        raise SystemExit(130) from None
+        _interrupted()
     cli_common.PROCESS_ENTRY = True
-    main(prog_name="evalkit")
+    # standalone_mode=False: click would turn an interrupt during option parsing into
+    # "Aborted!" and exit 1 (the code of a bug); its other handling is done here as it does.
+    try:
+        code = main.main(prog_name="evalkit", standalone_mode=False)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _interrupted()
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -1132,3 +1132,38 @@ def test_ctrl_c_while_the_command_is_imported_is_the_interrupted_line(tmp_path: 
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip() == "interrupted: no report was written (any previous report is intact)"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
+@pytest.mark.parametrize("window", ["process_settings", "option_parsing"])
+def test_a_signal_while_the_command_starts_is_the_interrupted_line(tmp_path: Path, sig: str,
+                                                                   window: str) -> None:
+    """A signal in the first moments of the command, before its own error handling starts
+    (the process settings, click parsing the options and loading a subcommand), exits 130
+    with the usual line: before, SIGTERM ended the process with a bare 143, SIGINT during
+    option parsing gave click's "Aborted!" and exit 1 (the code of a bug), and SIGINT during
+    the settings a KeyboardInterrupt traceback (tester rt-hist F3)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    hook = {"process_settings": "import evalkit.__main__ as m\nm.process_settings = send\n",
+            "option_parsing": ("import click\nreal = click.core.Command.parse_args\n"
+                               "def parse(self, ctx, args):\n    send()\n    return real(self, ctx, args)\n"
+                               "click.core.Command.parse_args = parse\n")}[window]
+    script = textwrap.dedent(f"""
+        import os, signal, sys, time
+        def send():
+            os.kill(os.getpid(), signal.{sig})
+            time.sleep(5)
+    """) + hook + textwrap.dedent(f"""
+        sys.argv = ["evalkit", "history", {str(tmp_path / "none")!r}]
+        from evalkit.__main__ import run
+        run()
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).parent.parent)}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env,
+                       start_new_session=True)
+    assert r.returncode == 130, (r.returncode, r.stderr)
+    assert r.stderr.strip() == "interrupted: no report was written (any previous report is intact)", r.stderr
