@@ -305,33 +305,42 @@ class GroupedFile:
 
 class KeyChunks:
     """Key column chunks decoded from ``grouped.parquet`` files, by their stored bytes (see
-    :meth:`GroupedFile._decode`): shared by the reports of one history, thread-safe, at most
-    ``limit`` chunks kept (the oldest dropped first). A chunk is found only by bytes equal to
-    those it was decoded from, in a column of the same name (type) and row count."""
+    :meth:`GroupedFile._decode`): shared by the reports of one history, thread-safe. A chunk
+    is found only by bytes equal to those it was decoded from, in a column of the same name
+    (type) and row count. Bounded: at most ``limit`` bytes (stored and decoded) are kept, the
+    oldest chunks dropped first, and a chunk of more than a quarter of that is not kept."""
 
-    def __init__(self, limit: int = 1024) -> None:
+    def __init__(self, limit: int = 64 << 20) -> None:
         self._lock = threading.Lock()
-        self._chunks: dict[tuple[str, int, bytes], pa.Array] = {}
+        self._chunks: dict[tuple[str, int, bytes], tuple[pa.Array, int]] = {}
         self._limit = limit
+        self._bytes = 0
 
     def get(self, raw: Mapping[tuple[int, str], tuple[str, int, bytes]]) -> dict[tuple[int, str], pa.Array] | None:
         """The decoded chunk of every ``(row group, column)`` in ``raw``, or None when any is unknown."""
         with self._lock:
-            out = {where: self._chunks.get(key) for where, key in raw.items()}
-        return None if any(a is None for a in out.values()) else out  # type: ignore[return-value]
+            hits = {where: self._chunks.get(key) for where, key in raw.items()}
+        if any(hit is None for hit in hits.values()):
+            return None
+        return {where: hit[0] for where, hit in hits.items() if hit is not None}
 
     def put(self, raw: Mapping[tuple[int, str], tuple[str, int, bytes]], table: pa.Table,
             row_groups: Sequence[int], rows: Sequence[int]) -> None:
         """Remember the key columns of ``table`` (the decoded ``row_groups``, of ``rows`` rows each)."""
         offsets = dict(zip(row_groups, [sum(rows[:i]) for i in range(len(rows))], strict=True))
-        decoded = {key: table.column(where[1]).slice(offsets[where[0]], key[1]).combine_chunks()
-                   for where, key in raw.items()}
+        decoded = {}
+        for where, key in raw.items():
+            array = table.column(where[1]).slice(offsets[where[0]], key[1]).combine_chunks()
+            size = array.nbytes + len(key[2])
+            if size <= self._limit // 4:
+                decoded[key] = (array, size)
         with self._lock:
-            for key, array in decoded.items():
-                self._chunks.pop(key, None)
-                self._chunks[key] = array
-            while len(self._chunks) > self._limit:
-                del self._chunks[next(iter(self._chunks))]
+            for key, value in decoded.items():
+                old = self._chunks.pop(key, None)
+                self._bytes += value[1] - (old[1] if old is not None else 0)
+                self._chunks[key] = value
+            while self._bytes > self._limit:
+                self._bytes -= self._chunks.pop(next(iter(self._chunks)))[1]
 
 
 __all__ = ["GROUPED_FILE", "GroupedFile", "KeyChunks", "history_columns", "write_grouped"]

@@ -252,11 +252,20 @@ def test_key_columns_decoded_once_are_shared_by_files_with_the_same_bytes_only(t
         added[night] = len(shared._chunks) - before
     # b's key chunks are all a's (nothing decoded anew); c's region chunk and d's int keys are new
     assert added["a"] > 0 and added["b"] == 0 and added["c"] == 1 and added["d"] > 0
-    small = KeyChunks(limit=2)  # bounded: the oldest chunks are dropped
+    one = max(v[1] for v in shared._chunks.values())
+    small = KeyChunks(limit=4 * one)  # bounded in bytes: the oldest chunks are dropped
     for path, _tables in files.values():
         g = GroupedFile(path, None, small)
         try:
             g.read("region", ["region"])
         finally:
             g.close()
-    assert len(small._chunks) == 2
+    assert 0 < small._bytes <= 4 * one and len(small._chunks) < len(shared._chunks)
+    assert sum(v[1] for v in small._chunks.values()) == small._bytes
+    tiny = KeyChunks(limit=one)  # a chunk of more than a quarter of the limit is not kept
+    g = GroupedFile(files["a"][0], None, tiny)
+    try:
+        assert g.read("region", ["region"]).equals(files["a"][1][1][2])
+    finally:
+        g.close()
+    assert len(tiny._chunks) < added["a"]
