@@ -269,3 +269,22 @@ def test_key_columns_decoded_once_are_shared_by_files_with_the_same_bytes_only(t
     finally:
         g.close()
     assert len(tiny._chunks) < added["a"]
+
+
+def test_tidy_months_keep_min_max_of_run_id_and_created_only_and_another_layout_is_not_reused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import evalkit.trend as trend
+
+    paths = make_series(tmp_path / "r", 8, seed=3, manifest=True, grouped=True)
+    out = tmp_path / "h"
+    history(paths[:-1], out=out, plots=False)
+    for f in sorted((out / "by_region").glob("*.parquet")) + sorted((out / "overall").glob("*.parquet")):
+        pf = pq.ParquetFile(f)
+        group = pf.metadata.row_group(0)
+        with_min_max = {pf.schema_arrow.names[i] for i in range(group.num_columns)
+                        if group.column(i).statistics is not None and group.column(i).statistics.has_min_max}
+        assert with_min_max == {"run_id", "created"}, f
+    assert history(paths, out=out, overwrite=True, plots=False).reused_runs == 7  # same layout: reused
+    history(paths[:-1], out=out, overwrite=True, plots=False)
+    monkeypatch.setattr(trend, "TIDY_LAYOUT", b"another")
+    assert history(paths, out=out, overwrite=True, plots=False).reused_runs == 0
