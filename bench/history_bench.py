@@ -29,6 +29,7 @@ import datetime as dt
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -204,54 +205,57 @@ def main(argv: list[str] | None = None) -> int:
     if args.generate_only:
         return 0
     out = Path(tempfile.mkdtemp(prefix="evalkit-history-out-")) / "history"
-    base = [sys.executable, "-m", "evalkit", "history", "--out", str(out), "--overwrite", "-q",
-            "--format", "none", *shlex.split(args.history_args)]
-    env_path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env_path}" if env_path else str(ROOT)
-    # the last runs - 1 nights (365 of the default 366): yesterday's history held nights
-    # 0 .. runs - 2; tonight's holds 1 .. runs - 1 (one new report, the oldest left out)
-    names = [str(root / run_dir_name(shape, r)) for r in range(shape["runs"])]
-    every, yesterday = names[1:], names[:-1]
-    summary = []
-    # cold: a first run (or --no-reuse); nightly: last night's history in --out, tonight adds
-    # one report. Each with plots (the default, as configs/nightly.sh runs it) and without.
-    for mode, plots in (("cold", False), ("cold", True), ("nightly", False), ("nightly", True)):
-        if args.modes and mode not in args.modes.split(","):
-            continue
-        flags = [] if plots else ["--no-plots"]
-        walls, cpus, rsss = [], [], []
-        for i in range(args.repeat):
-            if mode == "cold":  # nothing to reuse
-                cmd = [*base, *flags, "--no-reuse", *every]
-            else:  # last night's history is in --out: tonight adds one report
-                _ok(measure([*base, "--no-plots", "--no-reuse", *yesterday]), base)
-                cmd = [*base, *flags, *every]
-            wall, cpu, rss, rc = measure(cmd)
-            _ok((wall, cpu, rss, rc), cmd)
-            walls.append(wall)
-            cpus.append(cpu)
-            rsss.append(rss)
-            print(f"{mode} {'plots on ' if plots else '--no-plots'} run {i + 1}: wall {wall:.2f} s, "
-                  f"CPU (user+sys) {cpu:.2f} s, peak RSS {rss:.2f} GiB, load {os.getloadavg()[0]:.1f}")
-        wall = sorted(walls)[len(walls) // 2]
-        summary.append(f"{mode:8s} {'plots on ' if plots else 'no plots'}: wall median {wall:6.2f} s "
-                       f"(min {min(walls):.2f}, max {max(walls):.2f}), CPU median "
-                       f"{sorted(cpus)[len(cpus) // 2]:6.2f} s, peak RSS {max(rsss):.2f} GiB: "
-                       f"{'meets' if wall < TARGET_S else 'DOES NOT meet'} the {TARGET_S:g} s target"
-                       + ("" if (args.runs, args.groupings, args.groups) == (366, 50, 1000)
-                          else " (set for 365 reports x 50 groupings x 1,000 groups)"))
-    print(f"evalkit history over {len(every)} reports (load average now {os.getloadavg()[0]:.1f}; "
-          "on a shared machine read the CPU seconds):")
-    print("\n".join(summary))
-    history = json.loads((out / "history.json").read_text())
-    planted = [c for c in history["changes"] if c["grouping"] == "g00"
-               and c["group"] in {f"k{i:04d}" for i in range(args.planted)}]
-    others = [c for c in history["changes"] if c not in planted]
-    print(f"planted steps flagged: {len(planted)} of {args.planted} "
-          f"(at runs {sorted({c['run'] for c in planted})}, planted at run {args.runs - 10}); "
-          f"other groups flagged: {len(others)} of {sum(t['groups'] for t in history['groupings'].values())}")
-    if tmp is not None:
-        tmp.cleanup()
+    try:  # the histories written here (~0.7 GB each) are removed however the run ends
+        base = [sys.executable, "-m", "evalkit", "history", "--out", str(out), "--overwrite", "-q",
+                "--format", "none", *shlex.split(args.history_args)]
+        env_path = os.environ.get("PYTHONPATH", "")
+        os.environ["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env_path}" if env_path else str(ROOT)
+        # the last runs - 1 nights (365 of the default 366): yesterday's history held nights
+        # 0 .. runs - 2; tonight's holds 1 .. runs - 1 (one new report, the oldest left out)
+        names = [str(root / run_dir_name(shape, r)) for r in range(shape["runs"])]
+        every, yesterday = names[1:], names[:-1]
+        summary = []
+        # cold: a first run (or --no-reuse); nightly: last night's history in --out, tonight adds
+        # one report. Each with plots (the default, as configs/nightly.sh runs it) and without.
+        for mode, plots in (("cold", False), ("cold", True), ("nightly", False), ("nightly", True)):
+            if args.modes and mode not in args.modes.split(","):
+                continue
+            flags = [] if plots else ["--no-plots"]
+            walls, cpus, rsss = [], [], []
+            for i in range(args.repeat):
+                if mode == "cold":  # nothing to reuse
+                    cmd = [*base, *flags, "--no-reuse", *every]
+                else:  # last night's history is in --out: tonight adds one report
+                    _ok(measure([*base, "--no-plots", "--no-reuse", *yesterday]), base)
+                    cmd = [*base, *flags, *every]
+                wall, cpu, rss, rc = measure(cmd)
+                _ok((wall, cpu, rss, rc), cmd)
+                walls.append(wall)
+                cpus.append(cpu)
+                rsss.append(rss)
+                print(f"{mode} {'plots on ' if plots else '--no-plots'} run {i + 1}: wall {wall:.2f} s, "
+                      f"CPU (user+sys) {cpu:.2f} s, peak RSS {rss:.2f} GiB, load {os.getloadavg()[0]:.1f}")
+            wall = sorted(walls)[len(walls) // 2]
+            summary.append(f"{mode:8s} {'plots on ' if plots else 'no plots'}: wall median {wall:6.2f} s "
+                           f"(min {min(walls):.2f}, max {max(walls):.2f}), CPU median "
+                           f"{sorted(cpus)[len(cpus) // 2]:6.2f} s, peak RSS {max(rsss):.2f} GiB: "
+                           f"{'meets' if wall < TARGET_S else 'DOES NOT meet'} the {TARGET_S:g} s target"
+                           + ("" if (args.runs, args.groupings, args.groups) == (366, 50, 1000)
+                              else " (set for 365 reports x 50 groupings x 1,000 groups)"))
+        print(f"evalkit history over {len(every)} reports (load average now {os.getloadavg()[0]:.1f}; "
+              "on a shared machine read the CPU seconds):")
+        print("\n".join(summary))
+        history = json.loads((out / "history.json").read_text())
+        planted = [c for c in history["changes"] if c["grouping"] == "g00"
+                   and c["group"] in {f"k{i:04d}" for i in range(args.planted)}]
+        others = [c for c in history["changes"] if c not in planted]
+        print(f"planted steps flagged: {len(planted)} of {args.planted} "
+              f"(at runs {sorted({c['run'] for c in planted})}, planted at run {args.runs - 10}); "
+              f"other groups flagged: {len(others)} of {sum(t['groups'] for t in history['groupings'].values())}")
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+        if tmp is not None:
+            tmp.cleanup()
     return 0
 
 

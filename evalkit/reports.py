@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import CompareError, ReportError, UsageError
-from .grouped_file import GROUPED_FILE, GroupedFile, history_columns
+from .grouped_file import GROUPED_FILE, GroupedFile, KeyChunks, history_columns
 from .io import expand_paths, file_provenance, fingerprint_bytes, fingerprint_file, read_json_head
 
 
@@ -500,7 +500,8 @@ def _writes_manifests(meta: Mapping[str, Any]) -> bool:
 
 
 def read_run_info(path: str | os.PathLike[str],
-                  trusted: Mapping[tuple[str, str], FileStamp] | None = None) -> RunInfo:
+                  trusted: Mapping[tuple[str, str], FileStamp] | None = None,
+                  keys: KeyChunks | None = None) -> RunInfo:
     """Check that ``path`` is an ``evaluate`` report directory and read what history needs.
 
     A report with ``evalkit-manifest.json`` (every report evalkit writes since manifests
@@ -512,7 +513,9 @@ def read_run_info(path: str | os.PathLike[str],
     (:attr:`RunInfo.grouped`), the per-grouping tables are not opened. ``trusted`` maps ``(directory,
     file name)`` to a :class:`FileStamp` checked before (by an earlier history run): a file
     whose size, modification time and recorded fingerprint all still match is not hashed
-    again. A report without a manifest is read unverified (:attr:`RunInfo.verified` is
+    again. ``keys`` (shared by the reports of one history) holds key columns already decoded
+    from another report's ``grouped.parquet`` (:class:`evalkit.grouped_file.KeyChunks`).
+    A report without a manifest is read unverified (:attr:`RunInfo.verified` is
     False; history notes it) only when it was written before manifests
     (:data:`LAST_VERSION_WITHOUT_MANIFESTS`, no ``run_id``); any other is refused.
 
@@ -564,7 +567,7 @@ def read_run_info(path: str | os.PathLike[str],
     grouped = None
     if files is not None and GROUPED_FILE in files:  # every grouping in one file: read only it
         stamps[GROUPED_FILE] = _checked_stamp(d, GROUPED_FILE, files, trusted, hash_it=False)
-        grouped = GroupedFile(d / GROUPED_FILE, files[GROUPED_FILE])
+        grouped = GroupedFile(d / GROUPED_FILE, files[GROUPED_FILE], keys)
     for g in groupings if grouped is None else ():
         rel = f"{_file_stem(g)}.parquet"
         if files is None and not _looks_like_parquet(d / rel):
@@ -1044,7 +1047,8 @@ def _key_arrays(tables: Sequence[pa.Table], cols: Sequence[str], notes: list[str
                 if notes is not None and len(kinds) > 1:  # as compare notes it
                     notes.append(f"grouping {grouping!r}: key column {c!r} holds {' values in some runs, '.join(kinds)} "
                                  "values in others; groups were matched on their text form (7 = '7')")
-        chunks = [canonical_keys(ch) for p in parts for ch in p.chunks]
+        # one call per run's part, not per chunk: a grouping read from 365 reports has 365
+        chunks = [ch for p in parts for ch in canonical_keys(p).chunks]  # type: ignore[arg-type]
         out.append(pa.chunked_array(chunks, type=parts[0].type if parts else pa.large_string()))
     return out
 

@@ -51,6 +51,7 @@ the CLI exit with code 5 after the report is written.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as _dt
 import functools
@@ -74,6 +75,7 @@ from ._version import __version__
 from .errors import ConfigError, ReportError, UsageError
 from .escape import md_code, md_link_target, md_text
 from .gates import GateFailure
+from .grouped_file import KeyChunks
 from .inference import benjamini_hochberg, standard_error, t_quantile, t_sf2
 from .reports import (
     REUSED_STATS,
@@ -106,7 +108,14 @@ PLOT_HELPERS = 2  # processes drawing the history plots while the tables are bui
 PLOT_POOL_MIN = 8  # groupings from which the plots are drawn by helper processes
 OUT_MARKERS = ("history.md", "history.json")
 _READ_THREADS = 4
+WRITES_QUEUED = 16  # month files waiting for the writer thread (a grouping of a year: 13)
 TIDY_CODEC = "lz4"  # the tidy tables are rewritten every night: lz4 encodes in half zstd's time
+#: Columns of the tidy month files whose min / max the footer records (readers select runs
+#: by them); the others' cost a fifth of the encoding time and serve no filter.
+TIDY_STATISTICS = ("run_id", "created")
+#: The layout of the tidy month files: a history written in another layout (an evalkit
+#: before TIDY_STATISTICS) is not reused (its months would differ from tonight's).
+TIDY_LAYOUT = b"2"
 
 
 # -- change detection -------------------------------------------------------------------------
@@ -1072,9 +1081,10 @@ def _open_runs(reports: Any, out: Any, skip_bad: bool, trusted: Mapping[tuple[st
         check_out_apart(out, [("report", p) for p in paths])
     infos: list[RunInfo] = []
     skipped: list[tuple[str, str]] = []
+    keys = KeyChunks()  # the same groups night after night: their keys decoded once
     for p in paths:
         try:
-            infos.append(read_run_info(p, trusted))
+            infos.append(read_run_info(p, trusted, keys))
         except ReportError as exc:
             if not skip_bad:
                 raise ReportError(f"{exc} ({option('skip_bad', True)} leaves such a directory out)") from None
@@ -1151,6 +1161,7 @@ def _each_grouping(infos: Sequence[RunInfo], runs: _Runs, skip_bad: bool, opts: 
 
 
 SOURCES = "sources.parquet"
+_LAYOUT_KEY = b"evalkit.tidy_layout"  # in sources.parquet's schema metadata: TIDY_LAYOUT
 
 
 def _tidy_dir(grouping: str) -> str:
@@ -1338,7 +1349,8 @@ def _open_cache(out: Any, reuse: bool) -> _Cache | None:
         return None
     cache = _Cache(d, manifest["files"], pd.DataFrame(), {})
     table = cache._table(SOURCES)
-    if table is None or not {"month", "run_id", "confidence"} <= set(table.column_names):
+    if table is None or not {"month", "run_id", "confidence"} <= set(table.column_names) \
+            or (table.schema.metadata or {}).get(_LAYOUT_KEY) != TIDY_LAYOUT:
         return None
     src = table.to_pandas()
     cache.sources = src
@@ -1359,7 +1371,7 @@ def _sources_table(rows: Mapping[str, list[Any]]) -> pa.Table:
         "bytes": pa.array(rows["bytes"], pa.int64()), "mtime_ns": pa.array(rows["mtime_ns"], pa.int64()),
         "fingerprint": pa.array(rows["fingerprint"], pa.string()),
         "key_types": pa.array(rows["key_types"], pa.string()),
-        "confidence": pa.array(rows["confidence"], pa.float64())})
+        "confidence": pa.array(rows["confidence"], pa.float64())}).replace_schema_metadata({_LAYOUT_KEY: TIDY_LAYOUT})
 
 
 @dataclass
@@ -1557,8 +1569,17 @@ def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: P
     table = None if frame is None else frame.table.drop_columns(
         [c for c in _RENUMBERED if c in frame.table.column_names])
     code_of = {m: i for i, m in enumerate(month_of[1])} if month_of is not None else {}
+    # rows in run order hold each month in one stretch: found by bisection, not by a pass
+    # over all rows per month
+    sorted_codes = month_of is not None and bool(np.all(month_of[0][1:] >= month_of[0][:-1]))
     for month in sorted(months) if table is not None and month_of is not None else ():
-        rows = np.flatnonzero(month_of[0] == code_of[month]) if month in code_of else np.empty(0, np.int64)
+        if month not in code_of:
+            continue
+        if sorted_codes:
+            lo, hi = np.searchsorted(month_of[0], [code_of[month], code_of[month] + 1])
+            rows = np.arange(lo, hi)
+        else:
+            rows = np.flatnonzero(month_of[0] == code_of[month])
         if not len(rows):
             continue
         part = table.slice(int(rows[0]), len(rows)) if rows[-1] - rows[0] + 1 == len(rows) \
@@ -1571,7 +1592,7 @@ def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: P
         if writer is not None:
             writer.write(part, path)
         else:
-            write_table(part, path, large=True, compression=TIDY_CODEC)
+            write_table(part, path, large=True, compression=TIDY_CODEC, statistics=TIDY_STATISTICS)
         n += 1
     if plots:
         from .plots import plots_available, write_history_plot
@@ -1610,8 +1631,10 @@ def _plot_rows(window: pa.Table, picks: pd.DataFrame, name: str) -> pd.DataFrame
 
 
 class _Writer:
-    """One background thread encoding Parquet (the encoder releases the GIL); at most one
-    table waits, so memory holds two groupings at most. ``close()`` raises its errors.
+    """One background thread encoding Parquet (the encoder releases the GIL); at most
+    :data:`WRITES_QUEUED` files wait (slices of a grouping's table: memory holds about two
+    groupings), so the caller goes on with the next grouping while a grouping's months are
+    written. ``close()`` raises its errors.
 
     With ``root`` and ``known`` (the report being built and its
     :attr:`evalkit.outdir.AtomicDir.known`), each file's manifest entry is computed on that
@@ -1620,17 +1643,18 @@ class _Writer:
 
     def __init__(self, root: Path | None = None, known: dict[str, dict[str, Any]] | None = None) -> None:
         self._pool = ThreadPoolExecutor(1)
-        self._pending: Any = None
+        self._pending: collections.deque[Any] = collections.deque()
         self._root, self._known = root, known
 
     def write(self, table: pa.Table, path: Path) -> None:
-        self.wait()
-        self._pending = self._pool.submit(self._write, table, path)
+        while len(self._pending) >= WRITES_QUEUED:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._write, table, path))
 
     def _write(self, table: pa.Table, path: Path) -> None:
         from .io import write_table
 
-        write_table(table, path, large=True, compression=TIDY_CODEC)
+        write_table(table, path, large=True, compression=TIDY_CODEC, statistics=TIDY_STATISTICS)
         if self._root is not None and self._known is not None:
             from .outdir import manifest_entry
 
@@ -1638,9 +1662,8 @@ class _Writer:
             self._known[rel] = manifest_entry(path, rel)
 
     def wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
+        while self._pending:
+            self._pending.popleft().result()
 
     def close(self) -> None:
         try:

@@ -213,3 +213,78 @@ def test_reports_with_and_without_grouped_parquet_mix_in_one_history(tmp_path: P
     src = pd.read_parquet(tmp_path / "hm" / "sources.parquet")
     assert set(src.loc[src["run"] <= 12, "file"]) == {"summary.json", "overall.parquet", "by_region.parquet"}
     assert set(src.loc[src["run"] > 12, "file"]) == {"summary.json", GROUPED_FILE}
+
+
+def test_key_columns_decoded_once_are_shared_by_files_with_the_same_bytes_only(tmp_path: Path) -> None:
+    """KeyChunks: a key column chunk whose stored bytes equal one decoded from another report's
+    file is taken from it; any other (another group set, a changed key, another type) is decoded."""
+    from evalkit.grouped_file import KeyChunks
+
+    rng = np.random.default_rng(4)
+
+    def table(keys: dict[str, pa.Array], n: int) -> pa.Table:
+        return pa.table({**keys, "count": pa.array(rng.integers(1, 100, n), pa.int64()),
+                         "mean": rng.random(n), "sem": rng.random(n) / 10,
+                         "clipped_low": pa.array(rng.integers(0, 3, n), pa.int64()), "accuracy": rng.random(n)})
+
+    regions = pa.array(["EU", "US", None, ""], pa.large_string())
+    nights = {
+        "a": regions, "b": regions,  # the same groups: b's keys come from a's
+        "c": pa.array(["EU", "US", None, "APAC"], pa.large_string()),  # one group differs
+        "d": pa.array([1, 2, 3, 4], pa.int64()),  # another type
+    }
+    files = {}
+    for night, keys in nights.items():
+        tables = [("overall", (), table({}, 1)), ("region", ("region",), table({"region": keys}, 4)),
+                  ("store", ("store",), table({"store": pa.array(np.arange(50) % 7, pa.int32())}, 50))]
+        files[night] = (tmp_path / f"{night}.parquet", tables)
+        assert write_grouped(tables, files[night][0])
+    shared = KeyChunks()
+    added = {}
+    for night, (path, tables) in files.items():
+        before = len(shared._chunks)
+        g = GroupedFile(path, None, shared)
+        try:
+            for name, cols, want in tables:
+                assert g.read(name, list(cols)).equals(want), (night, name)
+        finally:
+            g.close()
+        added[night] = len(shared._chunks) - before
+    # b's key chunks are all a's (nothing decoded anew); c's region chunk and d's int keys are new
+    assert added["a"] > 0 and added["b"] == 0 and added["c"] == 1 and added["d"] > 0
+    one = max(v[1] for v in shared._chunks.values())
+    small = KeyChunks(limit=4 * one)  # bounded in bytes: the oldest chunks are dropped
+    for path, _tables in files.values():
+        g = GroupedFile(path, None, small)
+        try:
+            g.read("region", ["region"])
+        finally:
+            g.close()
+    assert 0 < small._bytes <= 4 * one and len(small._chunks) < len(shared._chunks)
+    assert sum(v[1] for v in small._chunks.values()) == small._bytes
+    tiny = KeyChunks(limit=one)  # a chunk of more than a quarter of the limit is not kept
+    g = GroupedFile(files["a"][0], None, tiny)
+    try:
+        assert g.read("region", ["region"]).equals(files["a"][1][1][2])
+    finally:
+        g.close()
+    assert len(tiny._chunks) < added["a"]
+
+
+def test_tidy_months_keep_min_max_of_run_id_and_created_only_and_another_layout_is_not_reused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import evalkit.trend as trend
+
+    paths = make_series(tmp_path / "r", 8, seed=3, manifest=True, grouped=True)
+    out = tmp_path / "h"
+    history(paths[:-1], out=out, plots=False)
+    for f in sorted((out / "by_region").glob("*.parquet")) + sorted((out / "overall").glob("*.parquet")):
+        pf = pq.ParquetFile(f)
+        group = pf.metadata.row_group(0)
+        with_min_max = {pf.schema_arrow.names[i] for i in range(group.num_columns)
+                        if group.column(i).statistics is not None and group.column(i).statistics.has_min_max}
+        assert with_min_max == {"run_id", "created"}, f
+    assert history(paths, out=out, overwrite=True, plots=False).reused_runs == 7  # same layout: reused
+    history(paths[:-1], out=out, overwrite=True, plots=False)
+    monkeypatch.setattr(trend, "TIDY_LAYOUT", b"another")
+    assert history(paths, out=out, overwrite=True, plots=False).reused_runs == 0
