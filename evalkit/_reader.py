@@ -64,6 +64,11 @@ READ_BUFFER_BYTES = 1 << 20
 #: decode single-threaded in effect (~1.4 cores busy).
 STREAMED_QUEUE_BYTES = 176 << 20
 STREAMED_QUEUE_BATCHES = 16
+#: Items a task may queue when the reader has a ``prepare`` hook (see RowGroupReader): a
+#: prepared batch holds a few bytes a row (its scores are dropped on the worker), so the
+#: task ahead no longer stops after STREAMED_QUEUE_BYTES; batches that could not be
+#: prepared still count against the byte-based depth (``_queue_depth``).
+PREPARED_QUEUE_ITEMS = 64
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,23 @@ def check_partition_column(path: str, column: str, value: str | None, values: pa
         )
 
 
+class _TaskQueue(queue.Queue):  # type: ignore[type-arg]
+    """One task's queue of decoded batches. ``slots`` (with a prepare hook): the batches in
+    it that were not prepared (full size) may use at most that many of its places."""
+
+    def __init__(self, maxsize: int, slots: threading.Semaphore | None) -> None:
+        super().__init__(maxsize=maxsize)
+        self.slots = slots
+
+
+def _acquire(slots: threading.Semaphore, stop: threading.Event) -> bool:
+    """Take a queue slot unless the consumer has gone (see :func:`_put`)."""
+    while not stop.is_set():
+        if slots.acquire(timeout=0.1):
+            return True
+    return False
+
+
 def _put(out: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
     """Put unless the consumer has gone: every put must be able to give up, or a worker
     blocked on a full queue would hang the interpreter's exit (it joins pool threads)."""
@@ -159,6 +181,7 @@ class RowGroupReader:
         dictionary_columns: Sequence[str] = (),
         workers: int = 2,
         queue_batches: int = 4,
+        prepare: Callable[[pa.RecordBatch], Any] | None = None,
     ) -> None:
         self.parts = list(parts)
         self.columns = list(columns)
@@ -169,6 +192,12 @@ class RowGroupReader:
         self.dictionary_columns = list(dictionary_columns)
         self.workers = max(1, workers)
         self.queue_batches = max(1, queue_batches)
+        self.prepare = prepare
+        """Called on the worker thread with each completed batch of at least half
+        ``batch_size`` rows (those :func:`rebatch` never joins); what it returns (not None)
+        is yielded in the batch's place, as it is: e.g. the batch scored and without its
+        wide columns, so that the batches decoded ahead hold a few bytes a row. None, or an
+        error in it or in completing the batch, yields the batch as without a hook."""
         self._shares: dict[int, tuple[pq.FileMetaData, float]] = {}
 
     def _tasks(self) -> Iterator[tuple[FilePart, tuple[int, ...] | BaseException]]:
@@ -250,6 +279,7 @@ class RowGroupReader:
 
     def _work(self, part: FilePart, rgs: tuple[int, ...] | BaseException, out: queue.Queue[Any],
               stop: threading.Event) -> None:
+        slots = out.slots if isinstance(out, _TaskQueue) else None
         try:
             if isinstance(rgs, BaseException):
                 raise rgs
@@ -276,11 +306,26 @@ class RowGroupReader:
                     col = batch.column(c)
                     if pa.types.is_dictionary(col.type):
                         col.dictionary.validate(full=True)
-                if not _put(out, batch, stop):
+                item = self._prepared(part, batch) if slots is not None else batch
+                if item is batch and slots is not None and not _acquire(slots, stop):
+                    return
+                if not _put(out, item, stop):
                     return
             _put(out, _DONE, stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
             _put(out, exc, stop)
+
+    def _prepared(self, part: FilePart, batch: pa.RecordBatch) -> Any:
+        """``prepare`` of the completed batch, or the batch itself (the consumer completes
+        it, so an error of :meth:`_complete` is raised there, in order, as without a hook)."""
+        assert self.prepare is not None
+        if batch.num_rows < self.batch_size // 2:  # may be joined to its neighbours
+            return batch
+        try:
+            item = self.prepare(self._complete(part, batch))
+        except Exception:  # noqa: BLE001 - the ordinary path decides (and raises) instead
+            return batch
+        return batch if item is None else item
 
     def _complete(self, part: FilePart, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Add partition columns, check a file's own copy of one, conform every column to
@@ -312,7 +357,9 @@ class RowGroupReader:
                 rest = (b for _, b in group)  # noqa: B031 - one group, read on from its 2nd item
                 for batch in rebatch(itertools.chain([first], rest), self.batch_size,
                                      pass_rows=self.batch_size // 2):
-                    yield part.path, self._complete(part, batch)
+                    # A prepared item (never joined: it has >= pass_rows rows) is complete.
+                    yield part.path, (self._complete(part, batch) if isinstance(batch, pa.RecordBatch)
+                                      else batch)
         finally:
             # Never join here: if the consumer abandoned this generator, this block may run
             # from the garbage collector inside threading internals, where joining threads
@@ -322,7 +369,7 @@ class RowGroupReader:
     def _raw(self, stop: threading.Event) -> Iterator[tuple[FilePart, pa.RecordBatch]]:
         """``(part, batch)`` as the workers decode them, in task order."""
         tasks = self._tasks()
-        inflight: list[tuple[FilePart, queue.Queue[Any], int]] = []
+        inflight: list[tuple[FilePart, _TaskQueue, int]] = []
         started = 0
         ahead: list[Any] = []  # the next task, read from `tasks` but not started
 
@@ -341,7 +388,11 @@ class RowGroupReader:
                 return False
             ahead.clear()
             started += 1
-            q: queue.Queue[Any] = queue.Queue(maxsize=self._queue_depth(part, rgs))
+            depth = self._queue_depth(part, rgs)
+            # With a prepare hook the queue holds many small prepared items; batches that
+            # were not prepared still take one of `depth` slots (released as they are taken).
+            slots = threading.Semaphore(depth) if self.prepare is not None else None
+            q = _TaskQueue(depth if slots is None else max(depth, PREPARED_QUEUE_ITEMS), slots)
             # Daemon threads, one per task in flight: a consumer that never closes this
             # generator (e.g. an exception and an exiting interpreter) cannot block exit.
             worker = threading.Thread(target=self._work, args=(part, rgs, q, stop), daemon=True,
@@ -359,6 +410,8 @@ class RowGroupReader:
                 submit(current=size)
             while True:
                 item = q.get()
+                if q.slots is not None and isinstance(item, pa.RecordBatch):
+                    q.slots.release()
                 if item is _DONE:
                     if not inflight:  # nothing ahead (it did not fit): start the next now
                         submit()

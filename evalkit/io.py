@@ -13,7 +13,7 @@ import datetime as _dt
 import glob as _glob
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,14 +162,16 @@ class Source:
 
     def batches(
         self, columns: Sequence[str], batch_size: int = 131_072, use_threads: bool = True,
-        dictionary_columns: Sequence[str] = (),
-    ) -> Iterator[tuple[str, pa.RecordBatch]]:
+        dictionary_columns: Sequence[str] = (), prepare: Callable[[pa.RecordBatch], Any] | None = None,
+    ) -> Iterator[tuple[str, Any]]:
         """Yield ``(file path, batch)`` in file order, decoding ahead on worker threads.
 
         Every batch has exactly :meth:`read_schema` ``(columns, dictionary_columns)``.
+        ``prepare``: files only, see :attr:`evalkit._reader.RowGroupReader.prepare` (what it
+        returns is yielded in place of the batch).
         """
         if self.files:
-            yield from self._row_group_batches(columns, batch_size, dictionary_columns)
+            yield from self._row_group_batches(columns, batch_size, dictionary_columns, prepare)
             return
         scanner = self.dataset.scanner(columns=list(columns), batch_size=batch_size, use_threads=use_threads)
         try:
@@ -179,12 +181,13 @@ class Source:
             raise CorruptFileError(f"{self.label}: cannot read data ({_short(exc)})") from None
 
     def _row_group_batches(
-        self, columns: Sequence[str], batch_size: int, dictionary_columns: Sequence[str]
-    ) -> Iterator[tuple[str, pa.RecordBatch]]:
+        self, columns: Sequence[str], batch_size: int, dictionary_columns: Sequence[str],
+        prepare: Callable[[pa.RecordBatch], Any] | None = None,
+    ) -> Iterator[tuple[str, Any]]:
         parts = [FilePart(p.path, p.partition_values, len(p.row_group_rows), metadata=p.metadata)
                  for p in self.parts()]
         yield from read_file_parts(parts, columns, self.read_schema(columns, dictionary_columns),
-                                   self.filesystem, batch_size)
+                                   self.filesystem, batch_size, prepare)
 
     def head(self, n: int, columns: Sequence[str]) -> pa.Table:
         """The first ``n`` rows of some columns (canonical types), mapping read failures to
@@ -217,8 +220,8 @@ class FilePartInfo:
 
 def read_file_parts(
     parts: Sequence[Any], columns: Sequence[str], schema: pa.Schema, filesystem: object | None,
-    batch_size: int,
-) -> Iterator[tuple[str, pa.RecordBatch]]:
+    batch_size: int, prepare: Callable[[pa.RecordBatch], Any] | None = None,
+) -> Iterator[tuple[str, Any]]:
     """Stream ``(path, batch)`` over file parts, every batch conformed to ``schema`` (the one
     read path of both engines: same batch boundaries, same types, same errors)."""
     from ._reader import ReadFailure, RowGroupReader
@@ -228,7 +231,7 @@ def read_file_parts(
     reader = RowGroupReader(
         parts, columns, schema, batch_size=batch_size,
         open_file=(lambda p: fs.open_input_file(p)) if fs is not None else (lambda p: p),  # type: ignore[attr-defined]
-        dictionary_columns=dictionary_columns,
+        dictionary_columns=dictionary_columns, prepare=prepare,
     )
     try:
         yield from reader

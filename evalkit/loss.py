@@ -115,10 +115,18 @@ def sparse_loss(
         loss = -np.clip(logp, lo, hi)
         p_true = np.exp(logp)
     else:
-        p_true = scores[rows, y].astype(np.float64, copy=False)
-        low, high = p_true < eps, p_true > 1.0 - eps
-        loss = -np.log(np.clip(p_true, eps, 1.0 - eps))
+        return loss_of_p_true(scores[rows, y], y, eps, predicted)
     return RowLoss(loss, low, high, predicted, y, p_true)
+
+
+def loss_of_p_true(p_true: np.ndarray, y: np.ndarray, eps: float, predicted: np.ndarray) -> RowLoss:
+    """:func:`sparse_loss` of probabilities from each row's probability of its true class
+    (``p_true``, gathered as ``scores[rows, y]`` by the caller) and its arg-max: the same
+    values, for a caller that gathered them earlier and no longer holds the matrix."""
+    p_true = p_true.astype(np.float64, copy=False)
+    low, high = p_true < eps, p_true > 1.0 - eps
+    loss = -np.log(np.clip(p_true, eps, 1.0 - eps))
+    return RowLoss(loss, low, high, predicted, np.asarray(y, dtype=np.int64), p_true)
 
 
 def soft_loss(
@@ -286,6 +294,7 @@ __all__ = [
     "cross_entropy",
     "log_softmax",
     "loss_bounds",
+    "loss_of_p_true",
     "soft_loss",
     "sparse_loss",
 ]

@@ -56,6 +56,21 @@ class ScoreStats:
     """(top-label confidence, sum p^2, entropy) per row, float64, when asked with
     ``terms=True`` on a row-major matrix: the inputs of :func:`calibration_terms`, computed
     in the same pass (see there)."""
+    row_min: np.ndarray | None = None
+    """Each row's minimum and maximum (input dtype), when asked with ``row_extremes=True`` on
+    a row-major matrix of more than 32 classes: ``lo`` / ``hi`` of any subset of the rows
+    without recomputing (:meth:`take`)."""
+    row_max: np.ndarray | None = None
+
+    def take(self, mask: np.ndarray) -> ScoreStats:
+        """The stats of the rows where ``mask`` is true (needs the row extremes; the extremes
+        of a matrix without NaN, which is all this is used for, are exactly those of the rows).
+        """
+        assert self.row_min is not None and self.row_max is not None
+        rmin, rmax = self.row_min[mask], self.row_max[mask]
+        lo, hi = (float(rmin.min()), float(rmax.max())) if len(rmin) else (0.0, 0.0)
+        terms = tuple(v[mask] for v in self.terms) if self.terms is not None else None
+        return ScoreStats(self.row_sum[mask], self.argmax[mask], lo, hi, terms, rmin, rmax)  # type: ignore[arg-type]
 
 
 #: Values per block in :func:`score_stats`: a block (4 MiB of float32) stays in cache while
@@ -63,7 +78,7 @@ class ScoreStats:
 BLOCK_VALUES = 1 << 20
 
 
-def score_stats(scores: np.ndarray, *, terms: bool = False) -> ScoreStats:
+def score_stats(scores: np.ndarray, *, terms: bool = False, row_extremes: bool = False) -> ScoreStats:
     """Everything validation and the kernel need from a score matrix, in one cache-friendly pass.
 
     For many classes (row-major list layouts) the batch is walked in blocks of rows; each
@@ -76,6 +91,9 @@ def score_stats(scores: np.ndarray, *, terms: bool = False) -> ScoreStats:
     each row's calibration terms (:attr:`ScoreStats.terms`), block by block while the block
     is in cache, the values :func:`calibration_terms` computes bit for bit: reading the
     matrix once, and the row maximum (the confidence) taken once, in float32 (exact).
+
+    ``row_extremes`` (blocked path only) also keeps each row's minimum and maximum
+    (:attr:`ScoreStats.row_min`); ``lo`` and ``hi`` are the same values either way.
     """
     n, k = scores.shape
     if n == 0:
@@ -89,6 +107,8 @@ def score_stats(scores: np.ndarray, *, terms: bool = False) -> ScoreStats:
     step = _calib_step(k) if terms else max(1, BLOCK_VALUES // k)
     out = (np.empty(n), np.empty(n), np.empty(n)) if terms else None
     blocks = _RowBlocks(min(step, n), k) if terms else None
+    rmins = np.empty(n, scores.dtype) if row_extremes else None
+    rmaxs = np.empty(n, scores.dtype) if row_extremes else None
     with np.errstate(divide="ignore", invalid="ignore"):  # once, not per block (see moments)
         for start in range(0, n, step):
             sl = slice(start, start + step)
@@ -97,7 +117,11 @@ def score_stats(scores: np.ndarray, *, terms: bool = False) -> ScoreStats:
             am = block.argmax(axis=1)
             argmax[sl] = am
             # NaN propagates through min/max, so a NaN anywhere still fails the checks.
-            lo = min(lo, float(block.min()))
+            if rmins is not None:
+                rmin = rmins[sl] = block.min(axis=1)
+                lo = min(lo, float(rmin.min()))
+            else:
+                lo = min(lo, float(block.min()))
             if out is not None and blocks is not None:
                 # The row maximum is the value at the arg-max (NaN where the row has one, as
                 # max gives): a gather instead of another pass. float32 -> float64 is exact:
@@ -106,9 +130,14 @@ def score_stats(scores: np.ndarray, *, terms: bool = False) -> ScoreStats:
                 hi = max(hi, float(mx.max()))
                 out[0][sl] = mx
                 out[1][sl], out[2][sl] = blocks.moments(block)
+                if rmaxs is not None:
+                    rmaxs[sl] = mx
+            elif rmaxs is not None:
+                rmax = rmaxs[sl] = block.max(axis=1)
+                hi = max(hi, float(rmax.max()))
             else:
                 hi = max(hi, float(block.max()))
-    return ScoreStats(row_sum, argmax, lo, hi, out)
+    return ScoreStats(row_sum, argmax, lo, hi, out, rmins, rmaxs)
 
 
 #: Rows per block in :func:`calibration_terms`: a block's float64 temporaries stay in cache.

@@ -26,8 +26,8 @@ from ..escape import grouping_file_stem
 from ..inference import poisson_weights
 from ..join import LabelIndex, lazy_keys
 from ..layout import Layout
-from ..loss import RowLoss, soft_loss, sparse_loss
-from ..scores import calibration_terms, score_stats
+from ..loss import RowLoss, loss_of_p_true, soft_loss, sparse_loss
+from ..scores import ScoreStats, calibration_terms, score_stats
 from ..validate import (
     PROBABILITIES_AS_LOGITS,
     Problem,
@@ -239,10 +239,75 @@ def _handle(
 _JOIN_REASONS = ("unmatched_prediction_key", "duplicate_prediction_key")
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch scored where it was decoded (:func:`batch_preparer`): the batch without its
+    prediction column, the score pass over that column and each row's probability of its
+    label. :func:`process_batch` takes it in place of the batch and gives the same results:
+    the same functions ran on the same rows, only earlier and on another thread."""
+
+    batch: pa.RecordBatch
+    stats: ScoreStats
+    p_label: np.ndarray
+    """``scores[row, y]`` for the labels :meth:`Layout.labels` gives (0 for invalid ones)."""
+    nbytes: int
+    """Bytes of the batch as decoded (what progress counts), prediction column included."""
+
+    @property
+    def num_rows(self) -> int:
+        return self.batch.num_rows
+
+
+#: Fewest classes for which batches are scored on the decode threads: the blocked score pass
+#: (:func:`evalkit.scores.score_stats`, row-major, more than 32 classes) where a batch's
+#: scores are large (1000 classes: 4 KB a row) and dropping them after scoring keeps the
+#: batches decoded ahead small.
+PREPARE_MIN_CLASSES = 65
+
+
+def batch_preparer(plan: Plan, label_index: LabelIndex | None = None
+                   ) -> Callable[[pa.RecordBatch], PreparedBatch | None] | None:
+    """The reader's ``prepare`` hook for this plan (:attr:`evalkit._reader.RowGroupReader.prepare`),
+    or None where the ordinary path is the only one: a list column of more than
+    :data:`PREPARE_MIN_CLASSES` probabilities against integer / named labels of the same
+    table, no renormalising. The hook gives None (the batch takes the ordinary path, which
+    reports or skips what is wrong) for a batch with any structural or value problem
+    (null or wrong-length lists, NaN, values outside [0, 1], row sums off ``sum_tol``).
+
+    Measured, 1M x 1000 (issue 15): the row group decoded ahead no longer stops on a full
+    queue of 16 MiB batches, and the score pass runs on both decode threads."""
+    lay = plan.layout
+    if (label_index is not None or lay.kind != "list" or lay.from_logits or plan.renormalize
+            or lay.label_kind not in ("index", "name") or lay.n_classes < PREPARE_MIN_CLASSES):
+        return None
+    pred = lay.pred_columns[0]
+    if pred in plan.carry or pred in plan.slices or pred in lay.label_columns or pred == lay.weight:
+        return None
+    terms = bool(plan.calibration_bins)
+    sum_tol = plan.sum_tol
+
+    def prepare(batch: pa.RecordBatch) -> PreparedBatch | None:
+        if lay.structural_problems(batch):
+            return None
+        scores = lay.scores(batch)
+        if not scores.flags.c_contiguous or scores.shape[1] <= 32:
+            return None
+        stats = score_stats(scores, terms=terms, row_extremes=True)
+        if (stats.lo < 0 or stats.hi > 1 or not np.isfinite(stats.row_sum).all()
+                or not (np.abs(stats.row_sum - 1.0) <= sum_tol).all()):
+            return None
+        y = lay.labels(batch)[0]
+        assert y is not None
+        p_label = scores[np.arange(len(y)), y].astype(np.float64, copy=False)
+        return PreparedBatch(batch.drop_columns([pred]), stats, p_label, batch.nbytes)
+
+    return prepare
+
+
 def process_batch(
     plan: Plan,
     state: EvalState,
-    batch: pa.RecordBatch,
+    batch: pa.RecordBatch | PreparedBatch,
     *,
     source: str,
     file_offset: int,
@@ -260,19 +325,25 @@ def process_batch(
     ``state.groups`` / ``confusion`` / ``slices`` / ``top``, elsewhere; called in batch
     order, it gives the same state as running it here.
     """
+    pre = batch if isinstance(batch, PreparedBatch) else None
+    if pre is not None:  # scored on the decode thread (batch_preparer): no label join here
+        batch = pre.batch
+        assert label_index is None
     n0 = batch.num_rows
     state.rows_read += n0
     if n0 == 0:
         return None
-    cur = _Batch(batch, np.arange(row_offset, row_offset + n0, dtype=np.int64))
+    cur = _Batch(batch, np.arange(row_offset, row_offset + n0, dtype=np.int64), pre=pre)
     check = functools.partial(_check, plan, state, source, file_offset)
     if label_index is not None:
         _join_labels(cur, plan, state, label_index, check)
     if plan.ignore_label is not None:
         _drop_ignored(cur, plan, state)
-    # Structural problems first: nulls and list lengths must go before a matrix can be built.
-    problems = plan.layout.structural_problems(cur.batch)
-    cur.keep(check(problems, cur.batch))
+    # Structural problems first: nulls and list lengths must go before a matrix can be built
+    # (a prepared batch has none: it would have taken this path).
+    if pre is None:
+        problems = plan.layout.structural_problems(cur.batch)
+        cur.keep(check(problems, cur.batch))
     _extract(cur, plan)
     cur.keep(check(_value_problems(cur, plan), cur.batch))
     if cur.batch.num_rows == 0:
@@ -319,11 +390,17 @@ class _Batch:
     stats: Any = None
     terms: tuple[np.ndarray, ...] | None = None
     """Per-row calibration terms from the scores pass (:attr:`evalkit.scores.ScoreStats.terms`)."""
+    pre: PreparedBatch | None = None
+    """The batch's score pass and labels' probabilities, when scored where it was decoded
+    (then ``scores`` stays None)."""
 
     def keep(self, mask: np.ndarray | None) -> None:
         """Keep only the rows where ``mask`` is true (None keeps all)."""
         if mask is None:
             return
+        if self.pre is not None:
+            self.pre = PreparedBatch(self.pre.batch, self.pre.stats.take(mask), self.pre.p_label[mask],
+                                     self.pre.nbytes)
         self.batch, self.rows = _filter(self.batch, mask), self.rows[mask]
         for name in ("scores", "y", "targets", "predicted", "weight"):
             v = getattr(self, name)
@@ -384,8 +461,13 @@ def _extract(cur: _Batch, plan: Plan) -> None:
     lay = plan.layout
     cur.y, cur.targets, label_problems = lay.labels(cur.batch)
     cur.label_problems = list(label_problems)
-    cur.scores = lay.scores(cur.batch)
-    if not lay.from_logits and cur.targets is None:
+    if cur.pre is not None:
+        cur.stats = cur.pre.stats
+        cur.predicted = cur.stats.argmax
+        cur.terms = cur.stats.terms
+    else:
+        cur.scores = lay.scores(cur.batch)
+    if cur.pre is None and not lay.from_logits and cur.targets is None:
         # The calibration terms come from the same pass, unless the loss renormalises first.
         cur.stats = score_stats(cur.scores, terms=bool(plan.calibration_bins) and not _renormalizes(plan))
         cur.predicted = cur.stats.argmax
@@ -405,11 +487,12 @@ def _value_problems(cur: _Batch, plan: Plan) -> list[Problem]:
     """Every problem of the extracted values: labels, scores, targets, weights."""
     lay = plan.layout
     scores = cur.scores
-    assert scores is not None
     problems = list(cur.label_problems)
-    problems += score_problems(scores, from_logits=lay.from_logits, sum_tol=plan.sum_tol,
-                               stats=cur.stats,
-                               check_sum=not plan.renormalize and lay.kind != "binary")
+    if cur.pre is None:  # a prepared batch's scores were checked where it was scored
+        assert scores is not None
+        problems += score_problems(scores, from_logits=lay.from_logits, sum_tol=plan.sum_tol,
+                                   stats=cur.stats,
+                                   check_sum=not plan.renormalize and lay.kind != "binary")
     if _renormalizes(plan):
         row_sum = scores.sum(axis=1, dtype=np.float64)
         zero = ~(row_sum > 0)
@@ -429,6 +512,9 @@ def _value_problems(cur: _Batch, plan: Plan) -> list[Problem]:
 def _loss(cur: _Batch, plan: Plan) -> RowLoss:
     """The kernel: per-row loss of the validated rows (renormalised first if asked)."""
     lay = plan.layout
+    if cur.pre is not None:
+        assert cur.y is not None and cur.predicted is not None
+        return loss_of_p_true(cur.pre.p_label, cur.y, plan.eps, cur.predicted)
     scores = cur.scores
     assert scores is not None
     if _renormalizes(plan):

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from ..io import RowWriter, Source
 from ..join import LabelIndex
-from .base import EvalState, Plan, consume
+from .base import EvalState, Plan, batch_preparer, consume
 
 #: Values (rows x classes) per batch: large enough to amortise per-batch overhead, small
 #: enough that float64 temporaries stay in cache-friendly tens of MiB.
@@ -41,6 +41,8 @@ MAX_BATCH_BYTES = 32 << 20
 #: Update the accumulators on a second thread (:class:`evalkit.engines.base.Stages`)?
 #: Only with a second core to run it on.
 STAGED = (os.cpu_count() or 1) > 1
+#: Score wide list batches on the reader's decode threads (:func:`evalkit.engines.base.batch_preparer`)?
+PREPARE = True
 
 
 def batch_rows(n_classes: int, requested: int | None = None, value_bytes: int = 4) -> int:
@@ -102,8 +104,10 @@ def run_local(
     note = batch_note(plan.layout.n_classes, batch_size, width)
     if note is not None and progress is not None and hasattr(progress, "note"):
         progress.note(note)
+    # Wide list batches are scored on the decode threads (batch_preparer): the same results.
     batches = source.batches(plan.input_columns, batch_rows(plan.layout.n_classes, batch_size, width),
-                             dictionary_columns=plan.dictionary_columns)
+                             dictionary_columns=plan.dictionary_columns,
+                             prepare=batch_preparer(plan, label_index) if PREPARE else None)
     # closing(): when a batch raises, stop the reader's threads now, not whenever the garbage
     # collector finalises the abandoned generator (possibly inside threading internals).
     with contextlib.closing(batches):
