@@ -60,7 +60,7 @@ from ._version import __version__
 from .columns import COMPARE_TABLE_COLUMNS, rows_column
 from .compare_report import STATUS_ORDER, _render_markdown, _sorted_for_reading
 from .config import check_compare_settings
-from .errors import CompareError, EvalkitWarning, UsageError, option, render_options
+from .errors import CompareError, EvalkitError, EvalkitWarning, UsageError, option, render_options
 from .escape import is_missing, key_label
 from .gates import GateFailure
 from .inference import bootstrap_diff_ci, paired_ci, t_quantile, welch_ci
@@ -125,8 +125,9 @@ def one_side_advice(message: str, role: str, *, recorded: bool) -> str:
     the advice is to evaluate that side alone with the classes the other way round and compare
     that report. ``recorded``: the warning was recorded when a report directory was evaluated
     (its classes are read as recorded: evaluate that run again). Any other advice naming a
-    setting (``--probs`` for a binary logit column in [0, 1]) gets the same rule appended; a
-    message naming no setting is returned as it is."""
+    setting (``--probs`` for a binary logit column in [0, 1]; an error's ``--classes a,b,c`` or
+    ``--on-invalid skip`` when one input fails) gets the same rule appended; a message naming
+    no setting is returned as it is."""
     import ast
 
     found = _REVERSED_ADVICE.search(message)
@@ -170,7 +171,13 @@ def _load_run(obj: Any, role: str, config: Any) -> _Run:
     label = os.fspath(obj) if isinstance(obj, str | os.PathLike) else (
         ", ".join(map(str, obj)) if isinstance(obj, list | tuple) else f"<{role} {type(obj).__name__}>")
     with _warnings_named(f"{role} ({label})", role):
-        result = evaluate(obj, config=cfg)
+        try:
+            result = evaluate(obj, config=cfg)
+        except EvalkitError as exc:  # its advice (--classes, --on-invalid...) is for this side only
+            scoped = one_side_advice(exc.message, role, recorded=False)
+            if scoped == exc.message:
+                raise
+            raise type(exc)(scoped) from None
     run = _from_result(result, role, label, "evaluated")
     run._keepalive = result  # type: ignore[attr-defined]  # rows spool lives as long as this
     return run

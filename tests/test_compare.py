@@ -481,3 +481,25 @@ def test_other_advice_naming_a_setting_is_scoped_to_its_side(tmp_path: Path):
     assert line.endswith("set --probs to read them as such (the loss differs) (for the candidate alone: "
                          "evaluate it by itself with that setting and --out DIR, and give that report as the "
                          "candidate; a setting given to compare applies to both inputs)")
+
+
+def test_an_error_of_one_input_scopes_its_advice_to_that_input(tmp_path: Path):
+    """The same fault in errors: string labels against a list column that only numbers its
+    classes fail one input with evaluate's ``--classes ...`` advice, for that input alone."""
+    rng = np.random.default_rng(7)
+    n = 60
+    y = rng.integers(0, 2, n)
+    p = np.where(y == 1, 0.8, 0.2)
+    pd.DataFrame({"id": range(n), "probs": list(np.column_stack([1 - p, p])), "label": y}).to_parquet(
+        tmp_path / "b.parquet")
+    pd.DataFrame({"id": range(n), "probs": list(np.column_stack([1 - p, p])),
+                  "label": np.array(["no", "yes"])[y]}).to_parquet(tmp_path / "c.parquet")
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "b.parquet"), str(tmp_path / "c.parquet")])
+    assert r.exit_code == 3, r.output
+    assert "does not name its classes" in r.stderr and "--classes no,yes" in r.stderr
+    assert ("(for the candidate alone: evaluate it by itself with that setting and --out DIR, and give that "
+            "report as the candidate; a setting given to compare applies to both inputs)") in r.stderr
+    from evalkit.errors import LabelError
+
+    with pytest.raises(LabelError, match=r"for the candidate alone: .* out=DIR"):
+        evalkit.compare(tmp_path / "b.parquet", tmp_path / "c.parquet")
