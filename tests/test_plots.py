@@ -352,6 +352,8 @@ _HISTORY_CASES = {
     "overall": _history_input(40, [], [()], [], segments=(20,)),
     "region": _history_input(30, ["region"], [("EU",), (None,), ("",), ("US",), ("APAC",)],
                              [("US",), ("",), (None,), ("EU",)], segments=(7, 19)),
+    "region_other_labels": _history_input(30, ["region"], [("EU",), (None,), ("",), ("US",), ("b" * 30,)],
+                                          [("b" * 30,), ("EU",), ("US",), ("",)], segments=(7, 19), seed=1),
     "two_columns_long": _history_input(90, ["region", "split"], [(a, b) for a in ("EU", "US", "a" * 40)
                                                                  for b in (1, 2)],
                                        [("US", 2), ("a" * 40, 1), ("EU", 1)], seed=3),
@@ -438,7 +440,8 @@ def test_history_plots_on_a_kept_figure_are_the_pngs_of_new_figures(tmp_path: Pa
     pytest.importorskip("matplotlib")
     from evalkit import plots
 
-    order = ["region", "overall", "two_columns_long", "region", "overall"]
+    order = ["region", "region_other_labels", "region", "overall", "two_columns_long", "region", "overall",
+             "overall"]
     for kept in (False, True):
         monkeypatch.setattr(plots, "_kept", {} if kept else None)
         for i, case in enumerate(order):
