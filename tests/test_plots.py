@@ -475,3 +475,32 @@ def test_write_png_holds_the_pixels_savefig_writes(tmp_path: Path, face: str) ->
     assert np.array_equal(np.asarray(a.convert("RGBA")), np.asarray(b.convert("RGBA")))
     assert a.info.get("dpi") == b.info.get("dpi") and round(b.info["dpi"][0]) == DPI
     assert b"tEXt" not in (tmp_path / "b.png").read_bytes()
+
+
+@pytest.mark.parametrize("horizontal", [False, True])
+def test_bars_are_the_pixels_of_matplotlibs_bar(horizontal: bool) -> None:
+    """plots._bars (one collection): the pixels ax.bar / ax.barh draw with a patch a bar."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from evalkit.plots import _BAR, _bars
+
+    at = (np.arange(15) + 0.5) / 15
+    value = np.linspace(0.03, 1.0, 15) ** 2
+    pixels = []
+    for ours in (False, True):
+        fig = Figure(figsize=(3, 3), dpi=110)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        if ours:
+            _bars(ax, at, value, 0.92 / 15, horizontal=horizontal)
+        elif horizontal:
+            ax.barh(at, value, height=0.92 / 15, color=_BAR, alpha=0.85)
+        else:
+            ax.bar(at, value, width=0.92 / 15, color=_BAR, alpha=0.85)
+        ax.set_xlim(0, 1.05)
+        ax.set_ylim(0, 1.05)
+        fig.canvas.draw()
+        pixels.append(np.asarray(fig.canvas.buffer_rgba()).copy())
+    assert np.array_equal(pixels[0], pixels[1])
