@@ -452,6 +452,10 @@ def _draw_class_histograms(ax: Any, ys: np.ndarray, names: list[str], means: np.
     Returns the label positions, the subtitle and the legend handles."""
     edges = np.asarray(class_hist["edges"], dtype=float)
     hists = class_hist["counts"]
+    med_x: list[float] = []  # every class's median mark, one line (NaN between marks)
+    med_y: list[float] = []
+    mean_x: list[float] = []
+    mean_y: list[float] = []
     for y, name, mean in zip(ys, names, means, strict=True):
         c = np.asarray(hists.get(name, np.zeros(len(edges) - 1)), dtype=float)
         if c.sum() <= 0:
@@ -463,10 +467,14 @@ def _draw_class_histograms(ax: Any, ys: np.ndarray, names: list[str], means: np.
         cum = np.cumsum(c)
         med_bin = int(np.searchsorted(cum, cum[-1] / 2.0))
         med = math.sqrt(edges[med_bin] * edges[med_bin + 1])
-        ax.plot([med, med], [y, y + 0.85], color="black", linewidth=1.2)
+        med_x += [med, med, math.nan]
+        med_y += [y, y + 0.85, math.nan]
         if math.isfinite(mean):
-            ax.plot([mean], [y + 0.12], marker="D", color=_MEAN, markersize=4.5,
-                    linestyle="none")
+            mean_x.append(float(mean))
+            mean_y.append(y + 0.12)
+    # medians before means: a class's mean mark is drawn over its median, as before
+    ax.plot(med_x, med_y, color="black", linewidth=1.2)
+    ax.plot(mean_x, mean_y, marker="D", color=_MEAN, markersize=4.5, linestyle="none")
     ax.set_xlim(edges[0] / 1.2, edges[-1] * 1.2)
     ax.set_ylim(-0.25, len(names) - 0.05)
     label_y = ys + 0.35

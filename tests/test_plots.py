@@ -504,3 +504,24 @@ def test_bars_are_the_pixels_of_matplotlibs_bar(horizontal: bool) -> None:
         fig.canvas.draw()
         pixels.append(np.asarray(fig.canvas.buffer_rgba()).copy())
     assert np.array_equal(pixels[0], pixels[1])
+
+
+def test_class_ridges_mark_every_class_median_and_mean(tmp_path: Path, monkeypatch) -> None:
+    """loss_by_class.png with histograms: a median mark (from y to y + 0.85) and a mean
+    diamond for every class drawn, the means the table's, each diamond drawn after (over) the
+    medians."""
+    pytest.importorskip("matplotlib")
+    result = evalkit.evaluate(DIGITS)
+    figures = _drawn_figures(monkeypatch)
+    write_plots(result, tmp_path, class_histograms(_stats_from_rows(result)), only=["loss_by_class.png"])
+    ax = figures["loss_by_class.png"].axes[0]
+    shown = result.groups["class"][result.groups["class"]["count"] > 0]
+    n = len(shown)
+    (means,) = [ln for ln in ax.lines if ln.get_marker() == "D"]
+    (medians,) = [ln for ln in ax.lines if ln.get_color() == "black" and ln.get_linewidth() == 1.2]
+    assert ax.lines.index(medians) < ax.lines.index(means)
+    assert sorted(np.round(means.get_xdata(), 9)) == sorted(np.round(shown["mean"].to_numpy(float), 9))
+    y = np.asarray(medians.get_ydata(), dtype=float).reshape(n, 3)
+    assert np.isnan(y[:, 2]).all() and np.allclose(y[:, 1] - y[:, 0], 0.85)
+    x = np.asarray(medians.get_xdata(), dtype=float).reshape(n, 3)
+    assert np.array_equal(x[:, 0], x[:, 1]) and (x[:, 0] > 0).all()
