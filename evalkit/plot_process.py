@@ -63,7 +63,8 @@ def _read_msg(fd: int) -> Any:
 class _Channel:
     """One forked process and the two pipe ends the parent holds."""
 
-    def __init__(self, pid: int, to_child: int, from_child: int) -> None:
+    def __init__(self, pid: int | None, to_child: int, from_child: int) -> None:
+        # pid None: a helper another helper forked (ended with it), only the pipes are ours
         self.pid, self.to_child, self.from_child = pid, to_child, from_child
 
     def close(self, kill: bool) -> None:
@@ -74,6 +75,8 @@ class _Channel:
         for fd in (self.to_child, self.from_child):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        if self.pid is None:
+            return
         if kill:
             with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGTERM)
@@ -122,15 +125,20 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _fork(child_main: Any) -> _Channel:
-    down_r, down_w = os.pipe()
-    up_r, up_w = os.pipe()
+def _fork(child_main: Any, pipes: tuple[int, int, int, int] | None = None,
+          child_closes: Sequence[int] = ()) -> _Channel:
+    """Fork a helper running ``child_main(inbox, outbox)``. ``pipes``: the ends
+    ``(down_r, down_w, up_r, up_w)`` to use (new pipes by default; -1 for an end this
+    process does not hold); ``child_closes``: other descriptors the helper must not keep
+    (another helper's pipes), closed in the helper first."""
+    down_r, down_w, up_r, up_w = pipes if pipes is not None else (*os.pipe(), *os.pipe())
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, which never returns
         code = 0
         try:
-            os.close(down_w)
-            os.close(up_r)
+            for fd in (down_w, up_r, *child_closes):
+                if fd >= 0:
+                    os.close(fd)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             _children.clear()  # a sibling is not the parent of the first helper's sibling
             signal.signal(signal.SIGTERM, _on_sigterm)
@@ -145,15 +153,50 @@ def _fork(child_main: Any) -> _Channel:
     return _Channel(pid, down_w, up_r)
 
 
+def _ready_to_draw() -> Any:
+    """In a helper: import matplotlib and :mod:`evalkit.plots` and draw a throwaway figure
+    (:func:`evalkit.plots._warm_up`); return the plots module. Raises if matplotlib cannot
+    be imported.
+
+    Savings for this process only (it never draws anything else): history plots are drawn
+    on one kept figure (:func:`evalkit.plots.keep_figures`); matplotlib's import of its 3D
+    toolkit (``mpl_toolkits.mplot3d``, about a fifth of the import, only there to register
+    the ``3d`` projection) is skipped by a stand-in module while ``matplotlib.projections``
+    is imported; the objects inherited from the parent, then those of the import, are
+    frozen out of the cyclic garbage collector (``gc.freeze``): its full collections,
+    frequent while figures are built, scan only what drawing creates (and never write to
+    the parent's pages shared copy-on-write).
+    """
+    import gc
+    import sys
+    import types
+
+    gc.freeze()
+    name = "mpl_toolkits.mplot3d"
+    stub = None
+    if "matplotlib.projections" not in sys.modules and name not in sys.modules:
+        stub = types.ModuleType(name)
+        stub.Axes3D = None  # type: ignore[attr-defined]  # matplotlib then registers no 3d axes
+        sys.modules[name] = stub
+    try:
+        import matplotlib.projections  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+    finally:
+        if stub is not None and sys.modules.get(name) is stub:
+            del sys.modules[name]  # a later import of the toolkit gets the real one
+    from . import plots
+
+    plots._warm_up()
+    plots.keep_figures()  # a helper draws many history plots: one figure for all
+    gc.freeze()
+    return plots
+
+
 def _draw_loop(inbox: int, outbox: int) -> None:
     """Child: report whether matplotlib imports, then draw the jobs sent until EOF."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-        from matplotlib.figure import Figure  # noqa: F401
-
-        from . import plots
-
-        plots._warm_up()
+        plots = _ready_to_draw()
     except Exception:  # noqa: BLE001 - missing or broken matplotlib: the parent says so
         os.write(outbox, _UNAVAILABLE)
         return
@@ -341,19 +384,33 @@ def plot_input(result: Any) -> Any:
 # -- a pool of drawing processes for many independent figures (evalkit history) ----------------
 
 
-def _job_loop(inbox: int, outbox: int) -> None:
-    """Child: import matplotlib (a throwaway figure), say ready, then run each job
+def _pool_main(inbox: int, outbox: int, siblings: Sequence[tuple[int, int]]) -> None:
+    """The first helper of a pool: import matplotlib (:func:`_ready_to_draw`), fork the
+    other helpers from this process (each gets its own pipes to the parent, ``siblings``:
+    their helper ends), so matplotlib is imported once for all of them, then serve jobs
+    (:func:`_serve_jobs`). Without matplotlib every helper answers unavailable."""
+    try:
+        _ready_to_draw()
+    except Exception:  # noqa: BLE001 - missing or broken matplotlib: the parent draws itself
+        for fd in (outbox, *(up for _down, up in siblings)):
+            with contextlib.suppress(OSError):
+                os.write(fd, _UNAVAILABLE)
+        return
+    for k, (down, up) in enumerate(siblings):
+        later = [fd for pair in siblings[k + 1:] for fd in pair]  # still open here, not theirs
+        _children.append(_fork(_serve_jobs, pipes=(down, -1, -1, up), child_closes=[inbox, outbox, *later]))
+    _serve_jobs(inbox, outbox)
+    for ch in _children:  # the parent closed every pipe: the siblings are ending too
+        with contextlib.suppress(OSError):
+            os.waitpid(ch.pid, 0)
+
+
+def _serve_jobs(inbox: int, outbox: int) -> None:
+    """A pool helper with matplotlib imported: say ready, then run each job
     ``(module, function, args)`` sent until EOF, answering ``("ok", value)`` or
     ``("error", text)`` for each."""
     import importlib
 
-    try:
-        from . import plots
-
-        plots._warm_up()
-    except Exception:  # noqa: BLE001 - missing or broken matplotlib: the parent draws itself
-        os.write(outbox, _UNAVAILABLE)
-        return
     os.write(outbox, _READY)
     while True:
         try:
@@ -463,19 +520,30 @@ class JobPool:
 
 def start_pool(n: int) -> JobPool | None:
     """Fork ``n`` drawing helpers now (call before any thread of the run exists), or None
-    where that is not possible or useful (no ``os.fork``, one core, no matplotlib)."""
+    where that is not possible or useful (no ``os.fork``, one core, no matplotlib). The
+    first imports matplotlib and forks the others (:func:`_pool_main`); each has its own
+    pipes to this process."""
     if n < 1 or not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
         return None
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
         return None
-    channels: list[_Channel] = []
+    pipes: list[tuple[int, int, int, int]] = []
     try:
         for _ in range(n):
-            channels.append(_fork(_job_loop))
+            pipes.append((*os.pipe(), *os.pipe()))
+        siblings = [(down_r, up_w) for down_r, _dw, _ur, up_w in pipes[1:]]
+        theirs = [fd for down_r, down_w, up_r, up_w in pipes[1:] for fd in (down_w, up_r)]
+        first = _fork(lambda i, o: _pool_main(i, o, siblings), pipes=pipes[0], child_closes=theirs)
     except OSError:
-        for ch in channels:
-            ch.close(kill=True)
+        for fd in (fd for p in pipes for fd in p):
+            with contextlib.suppress(OSError):
+                os.close(fd)
         return None
+    channels = [first]
+    for down_r, down_w, up_r, up_w in pipes[1:]:
+        os.close(down_r)  # the first helper holds these for the helper it forks
+        os.close(up_w)
+        channels.append(_Channel(None, down_w, up_r))
     return JobPool(channels)

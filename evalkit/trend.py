@@ -266,7 +266,8 @@ class HistoryResult:
     _pending_plots: list[str] = field(default_factory=list, repr=False)  # drawn by helpers
     _sources: pa.Table | None = field(default=None, repr=False)
     _keys: dict[str, pa.Table] = field(default_factory=dict, repr=False)  # each trend's keys, typed
-    _windows: dict[str, pd.DataFrame | None] = field(default_factory=dict, repr=False)  # rows to plot
+    # rows to plot and the groups picked (their trend rows), by grouping
+    _windows: dict[str, tuple[pd.DataFrame, pd.DataFrame] | None] = field(default_factory=dict, repr=False)
 
     @property
     def groupings(self) -> list[str]:
@@ -1438,8 +1439,11 @@ class _Build:
         tidy = _window_tidy(frame, series[-int(self.opts["window"]):], name)
         trend = res.trends[name] = _trend(tidy, name, series, runs, self.opts, in_latest)
         res._keys[name] = tidy.key_table
-        res._windows[name] = (_plot_rows(tidy.table, _plot_picks(trend, name), name)
-                              if self.plots or self.tmp is None else None)
+        if self.plots or self.tmp is None:
+            picks = _plot_picks(trend, name)
+            res._windows[name] = (_plot_rows(tidy.table, picks, name), picks)
+        else:
+            res._windows[name] = None
         self.change_rows += _change_rows(name, trend, n_runs)
         if self.gated and in_latest:
             last = np.flatnonzero(tidy.run_pos == n_runs - 1)
@@ -1490,11 +1494,12 @@ class _Build:
         """Wait for the plots drawn by the helpers (any they could not draw is drawn here)."""
         if self.pool is None:
             return
-        from .plots import write_history_plot
+        from .plots import plots_available, write_history_plot
 
         pool, self.pool = self.pool, None
         for (done, value), fname in zip(pool.results(), self.result._pending_plots, strict=True):
-            title = value if done else write_history_plot(*value[2])
+            # a job no helper drew (matplotlib missing or broken there, a helper gone): here
+            title = value if done else write_history_plot(*value[2]) if plots_available() else ""
             if title:
                 self.result._plots.append((title, fname))
 
@@ -1594,20 +1599,23 @@ def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: P
         else:
             write_table(part, path, large=True, compression=TIDY_CODEC, statistics=TIDY_STATISTICS)
         n += 1
-    if plots:
+    window = result._windows.get(name) if plots else None
+    if window is not None:
         from .plots import plots_available, write_history_plot
 
-        rows = result._windows.get(name)
-        if plots_available() and rows is not None:
-            picks = _plot_picks(result.trends[name], name)
-            fname = f"history_{_file_stem(name)}.png"
-            if pool is not None:
-                pool.submit("evalkit.plots", "write_history_plot", rows, name, picks, tmp / fname, result.runs)
-                result._pending_plots.append(fname)
-            else:
-                title = write_history_plot(rows, name, picks, tmp / fname, result.runs)
-                if title:
-                    result._plots.append((title, fname))
+        rows, picks = window
+        fname = f"history_{_file_stem(name)}.png"
+        # only what the plot reads goes to the helper (the runs' paths and the trend
+        # columns stay here)
+        picks = picks[list(_grouping_columns(name))]
+        runs = result.runs[["run", "created", "note"]]
+        if pool is not None:  # matplotlib is imported (and checked) in the helper, not here
+            pool.submit("evalkit.plots", "write_history_plot", rows, name, picks, tmp / fname, runs)
+            result._pending_plots.append(fname)
+        elif plots_available():
+            title = write_history_plot(rows, name, picks, tmp / fname, runs)
+            if title:
+                result._plots.append((title, fname))
     return n
 
 

@@ -97,6 +97,60 @@ def test_no_helper_process_is_left_behind(tmp_path):
         os.waitpid(pid, os.WNOHANG)  # reaped
 
 
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").is_file() and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+def test_a_pool_imports_matplotlib_once_its_first_helper_forks_the_others():
+    """The first helper of a pool imports matplotlib and forks the second; jobs go to both;
+    every helper is gone once the results are in."""
+    pool = plot_process.start_pool(2)
+    assert pool is not None
+    for function in ("getpid", "getppid"):  # round-robin: one each
+        for _ in range(2):
+            pool.submit("os", function)
+    for _ in range(2):
+        pool.submit("matplotlib.projections", "get_projection_names")
+    out = pool.results()
+    assert all(done for done, _ in out)
+    (pid0, ppid0, names0), (pid1, ppid1, names1) = ([v for _, v in out[k::2]] for k in (0, 1))
+    assert ppid0 == os.getpid() and ppid1 == pid0 != pid1
+    assert names0 == names1 and "rectilinear" in names0
+    assert _gone(pid0) and _gone(pid1)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid0, os.WNOHANG)  # reaped
+
+
+def test_a_helper_imports_matplotlib_without_its_3d_toolkit():
+    """In a fresh process (as a helper forked before matplotlib is imported): the 3D
+    toolkit is not imported, drawing works, and a later import of the toolkit is the real one."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from evalkit import plot_process; plots = plot_process._ready_to_draw(); "
+            "import matplotlib.projections as p; print('3d' in p.get_projection_names(), "
+            "'mpl_toolkits.mplot3d' in sys.modules); import mpl_toolkits.mplot3d as m; print(m.Axes3D.name)")
+    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).resolve().parent.parent)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "3d"], out.stderr
+
+
+def test_a_pool_without_matplotlib_hands_every_job_back(monkeypatch):
+    def broken() -> None:
+        raise ImportError("no matplotlib here")
+
+    monkeypatch.setattr(plots, "_warm_up", broken)  # inherited by the forked helper
+    pool = plot_process.start_pool(2)
+    assert pool is not None
+    for i in range(3):
+        pool.submit("os", "getpid", i)
+    assert [done for done, _ in pool.results()] == [False, False, False]
+
+
 def test_split_work_balances_the_two_drawers():
     """Longest first, each to the drawer with less work; each list in plan order."""
     costs = {"a.png": 0.22, "b.png": 0.17, "c.png": 0.11, "r.png": 0.45}

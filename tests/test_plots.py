@@ -320,3 +320,208 @@ def test_minor_tick_marks_are_the_pixels_of_matplotlibs_minor_ticks(tmp_path: Pa
         a = imread(tmp_path / f"{name}_marks" / "loss_by_class.png")
         b = imread(tmp_path / f"{name}_ticks" / "loss_by_class.png")
         assert a.shape == b.shape and np.array_equal(a, b), name
+
+
+# -- history plots -----------------------------------------------------------------------------
+
+
+def _history_input(n_runs: int, cols: list[str], groups: list[tuple], picked: list[tuple],
+                   segments: tuple[int, ...] = (), seed: int = 0) -> tuple[pd.DataFrame, str, pd.DataFrame, pd.DataFrame]:
+    """A history plot's arguments: ``groups`` (key tuples) over ``n_runs`` runs, each missing
+    from one run; one CI missing; ``picked`` the groups drawn; segments start at ``segments``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for r in range(1, n_runs + 1):
+        for j, key in enumerate(groups):
+            if r == 3 + j:
+                continue  # not in this run
+            m = 0.4 + 0.05 * j + 0.01 * rng.standard_normal()
+            rows.append({"run": r, **dict(zip(cols, key, strict=True)), "mean": m, "ci_low": m - 0.02,
+                         "ci_high": m + 0.02})
+    table = pd.DataFrame(rows).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    if len(table) > 5:
+        table.loc[5, "ci_low"] = np.nan
+    picks = pd.DataFrame(picked, columns=cols) if cols else pd.DataFrame()
+    runs = pd.DataFrame({"run": np.arange(1, n_runs + 1),
+                         "created": pd.date_range("2026-01-01T02:30:00Z", periods=n_runs, freq="D"),
+                         "note": ["segment 2 starts" if r in segments else "" for r in range(1, n_runs + 1)]})
+    return table, ",".join(cols) if cols else "overall", picks, runs
+
+
+_HISTORY_CASES = {
+    "overall": _history_input(40, [], [()], [], segments=(20,)),
+    "region": _history_input(30, ["region"], [("EU",), (None,), ("",), ("US",), ("APAC",)],
+                             [("US",), ("",), (None,), ("EU",)], segments=(7, 19)),
+    "region_other_labels": _history_input(30, ["region"], [("EU",), (None,), ("",), ("US",), ("b" * 30,)],
+                                          [("b" * 30,), ("EU",), ("US",), ("",)], segments=(7, 19), seed=1),
+    "two_columns_long": _history_input(90, ["region", "split"], [(a, b) for a in ("EU", "US", "a" * 40)
+                                                                 for b in (1, 2)],
+                                       [("US", 2), ("a" * 40, 1), ("EU", 1)], seed=3),
+}
+
+
+def _history_series_reference(table: pd.DataFrame, cols: list[str], picks: pd.DataFrame) -> list[tuple]:
+    """The series as the plot drew them with pandas (merge, then groupby in table order)."""
+    from evalkit.escape import fmt_key
+    from evalkit.plots import _truncate
+
+    if not cols:
+        parts = [("overall", table)]
+    else:
+        sel = table.merge(picks[cols].drop_duplicates(), on=cols, how="inner")
+        parts = [(_truncate(", ".join(fmt_key(v) for v in (k if isinstance(k, tuple) else (k,)))), p)
+                 for k, p in sel.groupby(cols, sort=False, dropna=False, observed=True)]
+    return [(label, *(p.sort_values("run")[c].to_numpy(float) for c in ("run", "mean", "ci_low", "ci_high")))
+            for label, p in parts]
+
+
+@pytest.mark.parametrize("case", sorted(_HISTORY_CASES))
+def test_history_plot_draws_every_series_band_label_and_segment(tmp_path: Path, monkeypatch, case) -> None:
+    """What a reader sees: one line per picked group (labels as the tables show keys, in the
+    table's order), its CI band (one polygon per stretch of runs with both bounds), markers
+    on series of up to 60 runs, a dashed line per segment start, legend and title."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.collections import PolyCollection
+
+    from evalkit import plots
+
+    table, grouping, picks, runs = _HISTORY_CASES[case]
+    cols = [] if grouping == "overall" else grouping.split(",")
+    want = _history_series_reference(table, cols, picks)
+    got = plots._history_series(table, cols, picks, runs)
+    assert [s[0] for s in got] == [s[0] for s in want]
+    for g, w in zip(got, want, strict=True):
+        for a, b in zip(g[1:], w[1:], strict=True):
+            np.testing.assert_array_equal(a, b)
+    figures = []
+    real = plots._write_png
+    monkeypatch.setattr(plots, "_write_png", lambda fig, path: (figures.append(fig), real(fig, path)))
+    title = plots.write_history_plot(table, grouping, picks, tmp_path / "h.png", runs)
+    assert (tmp_path / "h.png").read_bytes()[:8] == PNG_MAGIC
+    (fig,) = figures
+    (ax,) = fig.axes
+    n_seg = int(runs["note"].str.contains("segment").sum())
+    data_lines, seg_lines = ax.lines[:len(want)], ax.lines[len(want):]
+    assert len(seg_lines) == n_seg and all(ln.get_linestyle() == "--" for ln in seg_lines)
+    for line, (_label, x, mean, _lo, _hi) in zip(data_lines, want, strict=True):
+        np.testing.assert_array_equal(line.get_xdata(), x)
+        np.testing.assert_array_equal(line.get_ydata(), mean)
+        assert line.get_marker() == ("o" if len(x) <= 60 else "None")
+    (bands,) = ax.collections
+    assert isinstance(bands, PolyCollection)
+    stretches = sum(len(plots._band_polygons(x, lo, hi)) for _l, x, _m, lo, hi in want)
+    assert len(bands.get_paths()) == stretches >= len(want)
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == [s[0] for s in want] + (["settings change (eps / classes / weight)"] if n_seg else [])
+    assert fig._suptitle.get_text().startswith(title) and title == f"Mean loss over runs \u2014 {grouping.replace(',', ', ')}"
+
+
+def test_band_polygons_are_those_of_fill_between() -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from evalkit.plots import _band_polygons
+
+    x = np.arange(1.0, 11.0)
+    lo = np.array([1, 2, np.nan, 4, 5, 6, 7, np.nan, np.nan, 9.0])
+    hi = lo + 1.5
+    ax = Figure().add_subplot()
+    want = [p.vertices[:-1] for p in ax.fill_between(x, lo, hi).get_paths()]  # without the closing vertex
+    got = _band_polygons(x, lo, hi)
+    assert len(got) == len(want) == 3
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_history_plots_on_a_kept_figure_are_the_pngs_of_new_figures(tmp_path: Path, monkeypatch) -> None:
+    """keep_figures (the drawing helpers): every plot of a sequence, each on the figure of the
+    one before, is byte for byte the PNG a new figure gives."""
+    pytest.importorskip("matplotlib")
+    from evalkit import plots
+
+    order = ["region", "region_other_labels", "region", "overall", "two_columns_long", "region", "overall",
+             "overall"]
+    for kept in (False, True):
+        monkeypatch.setattr(plots, "_kept", {} if kept else None)
+        for i, case in enumerate(order):
+            table, grouping, picks, runs = _HISTORY_CASES[case]
+            assert plots.write_history_plot(table, grouping, picks, tmp_path / f"{kept}_{i}.png", runs)
+    for i in range(len(order)):
+        assert (tmp_path / f"True_{i}.png").read_bytes() == (tmp_path / f"False_{i}.png").read_bytes(), order[i]
+
+
+@pytest.mark.parametrize("face", ["white", "none"])
+def test_write_png_holds_the_pixels_savefig_writes(tmp_path: Path, face: str) -> None:
+    """plots._write_png (unfiltered rows, zlib level 1, RGB when opaque): decoded, the pixels
+    of matplotlib's savefig, transparent figures included; the dpi recorded alike."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from evalkit.plots import DPI, _write_png
+
+    fig = Figure(figsize=(3, 2), dpi=DPI, facecolor=face)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([0, 1, 2], [1, 0, 2], marker="o")
+    ax.fill_between([0, 1, 2], [0, 0, 1], [1, 1, 2], alpha=0.3)
+    ax.set_title("title \u2014 \u00e9")
+    fig.savefig(tmp_path / "a.png", format="png", dpi=DPI, metadata={"Software": None})
+    _write_png(fig, tmp_path / "b.png")
+    a, b = Image.open(tmp_path / "a.png"), Image.open(tmp_path / "b.png")
+    assert b.mode == ("RGB" if face == "white" else "RGBA")
+    assert np.array_equal(np.asarray(a.convert("RGBA")), np.asarray(b.convert("RGBA")))
+    assert a.info.get("dpi") == b.info.get("dpi") and round(b.info["dpi"][0]) == DPI
+    assert b"tEXt" not in (tmp_path / "b.png").read_bytes()
+
+
+@pytest.mark.parametrize("horizontal", [False, True])
+def test_bars_are_the_pixels_of_matplotlibs_bar(horizontal: bool) -> None:
+    """plots._bars (one collection): the pixels ax.bar / ax.barh draw with a patch a bar."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from evalkit.plots import _BAR, _bars
+
+    at = (np.arange(15) + 0.5) / 15
+    value = np.linspace(0.03, 1.0, 15) ** 2
+    pixels = []
+    for ours in (False, True):
+        fig = Figure(figsize=(3, 3), dpi=110)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        if ours:
+            _bars(ax, at, value, 0.92 / 15, horizontal=horizontal)
+        elif horizontal:
+            ax.barh(at, value, height=0.92 / 15, color=_BAR, alpha=0.85)
+        else:
+            ax.bar(at, value, width=0.92 / 15, color=_BAR, alpha=0.85)
+        ax.set_xlim(0, 1.05)
+        ax.set_ylim(0, 1.05)
+        fig.canvas.draw()
+        pixels.append(np.asarray(fig.canvas.buffer_rgba()).copy())
+    assert np.array_equal(pixels[0], pixels[1])
+
+
+def test_class_ridges_mark_every_class_median_and_mean(tmp_path: Path, monkeypatch) -> None:
+    """loss_by_class.png with histograms: a median mark (from y to y + 0.85) and a mean
+    diamond for every class drawn, the means the table's, each diamond drawn after (over) the
+    medians."""
+    pytest.importorskip("matplotlib")
+    result = evalkit.evaluate(DIGITS)
+    figures = _drawn_figures(monkeypatch)
+    write_plots(result, tmp_path, class_histograms(_stats_from_rows(result)), only=["loss_by_class.png"])
+    ax = figures["loss_by_class.png"].axes[0]
+    shown = result.groups["class"][result.groups["class"]["count"] > 0]
+    n = len(shown)
+    (means,) = [ln for ln in ax.lines if ln.get_marker() == "D"]
+    (medians,) = [ln for ln in ax.lines if ln.get_color() == "black" and ln.get_linewidth() == 1.2]
+    assert ax.lines.index(medians) < ax.lines.index(means)
+    assert sorted(np.round(means.get_xdata(), 9)) == sorted(np.round(shown["mean"].to_numpy(float), 9))
+    y = np.asarray(medians.get_ydata(), dtype=float).reshape(n, 3)
+    assert np.isnan(y[:, 2]).all() and np.allclose(y[:, 1] - y[:, 0], 0.85)
+    x = np.asarray(medians.get_xdata(), dtype=float).reshape(n, 3)
+    assert np.array_equal(x[:, 0], x[:, 1]) and (x[:, 0] > 0).all()
