@@ -1098,6 +1098,7 @@ def test_a_signal_after_the_outcome_is_decided_exits_with_that_outcome(tmp_path:
     cfg.write_text("gates:\n  max_mean_loss: 0.01\n" if gate else "gates: {}\n")
     script = textwrap.dedent(f"""
         import atexit, os, signal, sys, time
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job starts with it ignored
         atexit.register(lambda: (os.kill(os.getpid(), signal.{sig}), time.sleep(5)))
         sys.argv = ["evalkit", "evaluate", {str(src)!r}, "--out", {str(tmp_path / "r")!r},
                     "--config", {str(cfg)!r}, "--no-plots"]
@@ -1154,6 +1155,7 @@ def test_a_signal_while_the_command_starts_is_the_interrupted_line(tmp_path: Pat
                                "click.core.Command.parse_args = parse\n")}[window]
     script = textwrap.dedent(f"""
         import os, signal, sys, time
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job starts with it ignored
         def send():
             os.kill(os.getpid(), signal.{sig})
             time.sleep(5)
