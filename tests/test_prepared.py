@@ -148,3 +148,13 @@ def test_no_hook_for_narrow_or_unusual_plans():
     assert base.batch_preparer(plan(layout={"kind": "wide", "pred_columns": tuple(f"p{i}" for i in range(K))})) is None
     assert base.batch_preparer(plan(layout={"label_kind": "soft", "label_columns": ("t",)})) is None
     assert base.batch_preparer(plan(carry=("probs",))) is None
+
+
+def test_weights_slices_and_hardest_rows_alike(tmp_path, monkeypatch, count):
+    path, table = _file(tmp_path, invalid=False)
+    rng = np.random.default_rng(9)
+    weighted = tmp_path / "w.parquet"
+    pq.write_table(table.append_column("w", pa.array(rng.random(table.num_rows))), weighted,
+                   row_group_size=700)
+    a, b = _both(monkeypatch, tmp_path, weighted, by=["split"], weight="w", slices=["split"], top_k=25)
+    assert count["prepared"] >= 6  # hardest.parquet and the slice tables compared by _both
