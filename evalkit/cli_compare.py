@@ -125,7 +125,7 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
              f"{counts['improvement']} improvement(s), "
              f"{counts['only_in_baseline'] + counts['only_in_candidate']} group(s) in one run only")
         _err(f"report written to {path}/compare.md" if path is not None else "no --out given: nothing written")
-    report_gates(result.failures, result.gates, quiet)
+    report_gates(result.failures, result.gates, quiet, result.unchecked)
 
 
 def _print(result: Any, fmt: str) -> None:

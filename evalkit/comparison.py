@@ -405,6 +405,10 @@ class CompareResult:
         The gates that were checked (from ``config`` / ``gates``), ``{}`` if none.
     failures:
         The failed gates (empty when all passed or none were given).
+    unchecked:
+        Gates that could not be checked (a group in one run only, a ``min_count`` that leaves
+        no group): noted, not failed, unless the gates set ``fail_unchecked: true`` (then they
+        are in ``failures``); ``compare.json`` ``gates.not_checked``.
     gate_note:
         Why nothing was checked although a gates block was given (it holds no gate compare
         checks: :func:`evalkit.gates.gates_note`), else None; also in ``compare.json``
@@ -416,6 +420,7 @@ class CompareResult:
     gates: dict[str, Any] = field(default_factory=dict)
     failures: list[GateFailure] = field(default_factory=list)
     gate_note: str | None = None
+    unchecked: list[GateFailure] = field(default_factory=list)
     _candidate: Any = field(default=None, repr=False)
     _sources: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
 
@@ -478,6 +483,7 @@ class CompareResult:
                 "note": self.gate_note,
                 "passed": self.passed,
                 "failures": [_failure_dict(f) for f in self.failures],
+                "not_checked": [_failure_dict(f) for f in self.unchecked],
             },
             "summary": self.counts(),
             "tables": {name: frame_records(_sorted_for_reading(df)) for name, df in self.tables.items()},
@@ -657,7 +663,9 @@ def compare(
     if gates:
         from .gates import check_compare_gates
 
-        result.failures = check_compare_gates(result, gates)
+        found = check_compare_gates(result, gates)
+        result.failures = [f for f in found if f.failed]
+        result.unchecked = [f for f in found if not f.failed]
     metadata["duration_s"] = round(time.perf_counter() - t0, 3)
     if out is not None:
         result.write(out, overwrite=overwrite)

@@ -17,7 +17,7 @@ One ``gates`` mapping (config key ``gates``) serves ``evaluate`` and ``compare``
       max_drift: 0.05               # latest mean - mean ``lookback`` runs earlier above this fails
       max_drift_pct: 10             # the same in percent (or max_drift: "10%")
       max_change_pct: 0             # a detected shift up (worse) of more than this percent fails
-      fail_unchecked: false         # history: a gate that cannot be checked fails (default: noted)
+      fail_unchecked: false         # compare, history: a gate that cannot be checked fails (default: noted)
       groups:                       # per grouping: these keys override / add to the above
         class: {max_mean_loss: 1.2, max_regression: 0.05}
         region: {min_count: 500}
@@ -161,7 +161,7 @@ GATE_COMMANDS: dict[str, tuple[str, ...]] = {
     "min_count": ("evaluate", "compare", "history"),
     "require_ci_above_limit": ("evaluate", "compare", "history"),
     "require_ci_excludes_zero": ("compare", "history"),
-    "fail_unchecked": ("history",),
+    "fail_unchecked": ("compare", "history"),
 }
 
 
@@ -260,7 +260,8 @@ def _key_columns(df: Any) -> list[str]:
     return key_columns(df)
 
 
-def check_gates(result: Any, gates: Mapping[str, Any] | None, *, detail: str = "") -> list[GateFailure]:
+def check_gates(result: Any, gates: Mapping[str, Any] | None, *, detail: str = "",
+                unchecked_failed: bool | None = None) -> list[GateFailure]:
     """Evaluate the evaluate-gates of an :class:`~evalkit.api.EvalResult`; return the failures.
 
     Compare-only keys (``max_regression``...) are ignored here, so one config serves both
@@ -294,6 +295,10 @@ def check_gates(result: Any, gates: Mapping[str, Any] | None, *, detail: str = "
         key_cols = _key_columns(df)
         sub_min = int(sub.get("min_count", min_count))
         sub_ci = bool(sub.get("require_ci_above_limit", on_ci))
+        if unchecked_failed is not None and len(df) and not (df["count"] >= max(sub_min, 1)).any():
+            # (history) a gate whose min_count leaves no group of the grouping checks nothing
+            failures += [GateFailure(gate, gname, "", math.nan, float(sub[gate]), _no_group_left(
+                sub_min, gname, df["count"]), failed=unchecked_failed) for gate in EVAL_GATES if gate in sub]
         for _, row in df.iterrows():
             if row["count"] < max(sub_min, 1):
                 continue
@@ -304,6 +309,13 @@ def check_gates(result: Any, gates: Mapping[str, Any] | None, *, detail: str = "
                     if failure is not None:
                         failures.append(failure)
     return failures
+
+
+def _no_group_left(min_count: int, grouping: str, counts: Any) -> str:
+    """Why a gate whose ``min_count`` excludes every group of a grouping checked nothing."""
+    n = np.asarray(counts, dtype=np.int64)
+    return (f"min_count {min_count} leaves no group of {grouping!r} to check ({len(n)} group(s), "
+            f"the largest with {int(n.max()) if len(n) else 0} rows)")
 
 
 def _eval_gate(gate: str, row: Any, limit: float, on_ci: bool, grouping: str, label: str,
@@ -326,11 +338,16 @@ def _eval_gate(gate: str, row: Any, limit: float, on_ci: bool, grouping: str, la
 
 
 def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) -> list[GateFailure]:
-    """Evaluate gates on a :class:`~evalkit.comparison.CompareResult`; return the failures.
+    """Evaluate gates on a :class:`~evalkit.comparison.CompareResult`; return the failures and
+    the gates that could not be checked (``GateFailure.failed`` False, True under
+    ``fail_unchecked``).
 
     ``max_regression`` / ``max_regression_pct`` are checked on every group of every grouping
-    (top-level keys) or of the groupings under ``groups:``. A group in one run only, or with
-    fewer than ``min_count`` rows in either run, is reported but not gated. With
+    (top-level keys) or of the groupings under ``groups:``. A group with fewer than
+    ``min_count`` rows in either run is reported but not gated. A group in one run only (a
+    region with no rows in the candidate) cannot be checked: each of its gates is returned
+    as not checked, never a silent pass; so is a gate whose ``min_count`` leaves no group of
+    a grouping. With
     ``require_ci_excludes_zero``, a regression counts only when ``ci_low > 0`` (a group with
     no interval, n < 2, then never fails). Evaluate gates (``max_mean_loss``...) are checked
     on the candidate's statistics.
@@ -348,9 +365,9 @@ def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) ->
             candidate is not None and gname in candidate.groups)
         if not known:
             raise ConfigError(f"gates: no grouping {gname!r}; groupings are {', '.join(tables)}")
+    strict = bool(gates.get("fail_unchecked", False))
     if candidate is not None:
-        failures += check_gates(candidate, gates, detail="candidate")
-
+        failures += _candidate_gates(candidate, gates, groups_cfg, tables, strict)
     top = {k: gates[k] for k in (*COMPARE_GATES, *GATE_OPTIONS) if k in gates}
     for gname, df in tables.items():
         cfg = {**top, **{k: v for k, v in (groups_cfg.get(gname) or {}).items()
@@ -360,6 +377,7 @@ def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) ->
             continue
         min_count = max(int(cfg.get("min_count", 0)), 1)
         need_ci = bool(cfg.get("require_ci_excludes_zero", False))
+        failures += _compare_unchecked(df, gname, limits, min_count, strict)
         cols = [c for c in df.columns if c not in _COMPARE_COLUMNS]
         if len(df) and (df["method"] == "missing").all():
             # Groups on both sides but none in common (e.g. keys of different types, renamed
@@ -392,6 +410,49 @@ def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) ->
                 failures.append(GateFailure("max_regression_pct", gname, label, 100 * float(rel),
                                             limits["max_regression_pct"], base))
     return failures
+
+
+def _compare_unchecked(df: Any, gname: str, limits: Mapping[str, float], min_count: int,
+                       strict: bool) -> list[GateFailure]:
+    """The compare gates of one grouping that cannot be checked: on a group in one run only
+    (its rows vanished from the candidate, or it is new there), and every gate when
+    ``min_count`` leaves no group in both runs. (No group in both runs at all is a failure of
+    its own in :func:`check_compare_gates`.)"""
+    out: list[GateFailure] = []
+    both = df["method"] != "missing"
+    if not both.any():
+        return out
+    for row in df[~both].to_dict("records"):
+        out += _compare_unchecked_row(row, df, gname, limits, strict)
+    n = np.minimum(df.loc[both, "baseline_count"].to_numpy(), df.loc[both, "candidate_count"].to_numpy())
+    if not (n >= min_count).any():
+        out += [GateFailure(g, gname, "", math.nan, lim, _no_group_left(min_count, gname, n), failed=strict)
+                for g, lim in limits.items()]
+    return out
+
+
+def _candidate_gates(candidate: Any, gates: Mapping[str, Any], groups_cfg: Mapping[str, Any],
+                     tables: Mapping[str, Any], strict: bool) -> list[GateFailure]:
+    """The evaluate gates compare checks on the candidate's statistics; those on a group the
+    candidate lacks (rows in the baseline only) are not checked (``failed=strict``)."""
+    out = check_gates(candidate, gates, detail="candidate", unchecked_failed=strict)
+    for gname, sub in groups_cfg.items():
+        evals = {g: float(sub[g]) for g in EVAL_GATES if g in sub}
+        df = tables.get(gname)
+        if evals and df is not None and len(df) and gname != "overall":
+            gone = df[(df["candidate_count"] == 0) & (df["baseline_count"] > 0)]
+            out += [f for row in gone.to_dict("records") for f in _compare_unchecked_row(row, df, gname, evals, strict)]
+    return out
+
+
+def _compare_unchecked_row(row: Mapping[str, Any], df: Any, gname: str, limits: Mapping[str, float],
+                           strict: bool) -> list[GateFailure]:
+    """Each gate of ``limits`` on a group in one run only, as not checked (``failed=strict``)."""
+    label = ",".join(str(row[c]) for c in df.columns if c not in _COMPARE_COLUMNS)
+    side = (f"in the baseline only ({row['baseline_count']} rows; none in the candidate)"
+            if row["baseline_count"] > 0 else f"in the candidate only ({row['candidate_count']} rows)")
+    return [GateFailure(g, gname, label, math.nan, lim, f"the group has rows {side}: it cannot be compared",
+                        failed=strict) for g, lim in limits.items()]
 
 
 def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
@@ -437,7 +498,7 @@ def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
     def unchecked(gate: str, gname: str, why: str, limit: float) -> None:
         out.append(GateFailure(gate, gname, "", math.nan, limit, why, failed=strict))
 
-    out += _latest_run_gates(latest or {}, gates, groups_cfg, absent, unchecked)
+    out += _latest_run_gates(latest or {}, gates, groups_cfg, absent, unchecked, strict, trends)
     top = {k: gates[k] for k in (*HISTORY_GATES, *GATE_OPTIONS) if k in gates}
     lookback = int(meta["settings"]["lookback"])
     min_before = int(meta["settings"].get("min_before", 3))
@@ -571,8 +632,11 @@ _ERFC = np.frompyfunc(math.erfc, 1, 1)
 
 
 def _latest_run_gates(latest: Mapping[str, Any], gates: Mapping[str, Any], groups_cfg: Mapping[str, Any],
-                      absent: Mapping[str, int], unchecked: Any) -> list[GateFailure]:
-    """Evaluate gates on the latest run; those on a grouping absent from it are not checked."""
+                      absent: Mapping[str, int], unchecked: Any, strict: bool = False,
+                      trends: Mapping[str, Any] | None = None) -> list[GateFailure]:
+    """Evaluate gates on the latest run; those on a grouping absent from it, on a group of the
+    window absent from it (``trends``), or whose ``min_count`` leaves no group are not checked
+    (``failed=strict``)."""
     wanted = any(g in gates or any(g in (sub or {}) for sub in groups_cfg.values()) for g in EVAL_GATES)
     if not latest or not wanted:
         return []
@@ -583,7 +647,23 @@ def _latest_run_gates(latest: Mapping[str, Any], gates: Mapping[str, Any], group
                    if gname in absent else "the grouping is absent from the latest run")
             unchecked(gate, gname, why, float(groups_cfg[gname][gate]))
     kept = {**gates, "groups": {g: sub for g, sub in groups_cfg.items() if g not in missing}}
-    return check_gates(_LatestRun(latest), kept, detail="latest run")
+    out = check_gates(_LatestRun(latest), kept, detail="latest run", unchecked_failed=strict)
+    for gname, sub in kept["groups"].items():  # a group of the window with no rows tonight
+        trend = (trends or {}).get(gname)
+        if trend is None or trend.empty or gname == "overall":
+            continue
+        cols = gname.split(",")
+        from .report import fmt_key
+
+        for row in trend[trend["latest"].isna() & (trend["runs"] > 0)].to_dict("records"):
+            label = ",".join(fmt_key(row[c]) for c in cols)
+            out += [GateFailure(gate, gname, label, math.nan, float(sub[gate]), _ABSENT_GROUP, failed=strict)
+                    for gate in EVAL_GATES if gate in sub]
+    return out
+
+
+_ABSENT_GROUP = ("the group has no rows in the latest run (it has rows in earlier runs of the window): "
+                 "its gates cannot be checked")
 
 
 def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: Mapping[str, Any],
@@ -601,8 +681,19 @@ def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: 
     cols = [] if gname == "overall" else gname.split(",")
     from .report import fmt_key
 
+    seen = dict.fromkeys(limits, 0)  # groups each gate checked, and the counts it could have
+    counts: dict[str, list[int]] = {g: [] for g in limits}
     for i, row in enumerate(df.to_dict("records")):
         label = ",".join(fmt_key(row[c]) for c in cols)
+        if row["latest"] != row["latest"]:  # in the window, not in the latest run: never silent
+            failures += [GateFailure(g, gname, label, math.nan, limits[g], _ABSENT_GROUP, failed=strict)
+                         for g in limits]
+            continue
+        for g in limits:
+            if g == "max_change_pct" or row["drift"] == row["drift"]:
+                n = row["latest_count"] if g == "max_change_pct" else min(row["latest_count"], row["reference_count"])
+                counts[g].append(int(n))
+                seen[g] += int(n >= min_count)
         drift_ok = (row["drift"] == row["drift"]
                     and min(row["latest_count"], row["reference_count"]) >= min_count
                     and not (need_ci and not (rising is not None and rising[0][i])))
@@ -630,6 +721,8 @@ def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: 
                 "max_change_pct", gname, label, float(row["change_pct"]), limits["max_change_pct"],
                 f"mean {row['before']:.6g} -> {row['after']:.6g} since run {row['change_run']}, "
                 f"q = {row['q_value']:.2g}{family}"))
+    failures += [GateFailure(g, gname, "", math.nan, limits[g], _no_group_left(min_count, gname, counts[g]),
+                             failed=strict) for g in limits if counts[g] and not seen[g]]
     return failures
 
 

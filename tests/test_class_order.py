@@ -140,3 +140,16 @@ def test_files_declaring_different_orders_are_refused_not_mixed(tmp_path):
         evalkit.evaluate(tmp_path / "d", plots=False)
     res = evalkit.evaluate(tmp_path / "d", plots=False, on_invalid="skip")
     assert res.overall["count"] == N // 2 and res.metadata["skipped"] == {"label_order": N // 2}
+
+
+def test_an_integer_categorical_keeps_its_values_as_class_indices(tmp_path):
+    """Rule (2) is for categories of text: integer categories declared as [2, 0, 1] still name
+    class 2 by the value 2 (rt-eval F4)."""
+    y, p, want = _data(8)
+    frame = pd.DataFrame({"probs": list(p), "label": pd.Categorical(y, categories=[2, 0, 1])})
+    frame.to_parquet(tmp_path / "i.parquet")
+    for data in (frame, tmp_path / "i.parquet"):
+        res = evalkit.evaluate(data, plots=False)
+        assert res.layout.classes == ("0", "1", "2") and res.layout.label_kind == "index"
+        assert res.mean == pytest.approx(want, rel=1e-12)
+        assert not any("class order" in n for n in res.layout.notes)

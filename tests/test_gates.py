@@ -76,10 +76,15 @@ REGIONS = [
 ]
 
 
+def cmp_fail(r, gates):
+    """The gates that failed (not those that could not be checked)."""
+    return [f for f in check_compare_gates(r, gates) if f.failed]
+
+
 def test_max_regression_boundary():
     r = cmp_result(REGIONS)
-    assert [f.group for f in check_compare_gates(r, {"max_regression": 0.25, "min_count": 11})] == []
-    fs = check_compare_gates(r, {"max_regression": below(0.25, 0), "min_count": 11})
+    assert [f.group for f in cmp_fail(r, {"max_regression": 0.25, "min_count": 11})] == []
+    fs = cmp_fail(r, {"max_regression": below(0.25, 0), "min_count": 11})
     assert [(f.gate, f.grouping, f.group, f.observed) for f in fs] == [
         ("max_regression", "region", "EU", 0.25)]
     # the limit one ulp below 0.25 prints with the digits that show it (not "0.25 > limit 0.25")
@@ -89,35 +94,43 @@ def test_max_regression_boundary():
 
 def test_max_regression_pct_boundary_and_percent_string():
     r = cmp_result(REGIONS)
-    assert check_compare_gates(r, {"max_regression_pct": 50, "min_count": 11}) == []
-    fs = check_compare_gates(r, {"max_regression_pct": below(50.0, 0), "min_count": 11})
+    assert cmp_fail(r, {"max_regression_pct": 50, "min_count": 11}) == []
+    fs = cmp_fail(r, {"max_regression_pct": below(50.0, 0), "min_count": 11})
     assert [(f.group, f.observed) for f in fs] == [("EU", 50.0)]
     assert "observed 50% > limit 49.99999999999999%" in str(fs[0])
-    fs = check_compare_gates(r, {"max_regression": "24.9%", "min_count": 11})
+    fs = cmp_fail(r, {"max_regression": "24.9%", "min_count": 11})
     assert [(f.gate, f.group) for f in fs] == [("max_regression_pct", "EU"), ("max_regression_pct", "US")]
 
 
 def test_require_ci_excludes_zero_and_min_count():
     r = cmp_result(REGIONS)
-    fs = check_compare_gates(r, {"max_regression": 0.1})
-    assert [f.group for f in fs] == ["EU", "US", "small"]  # 'gone' is never gated
-    fs = check_compare_gates(r, {"max_regression": 0.1, "require_ci_excludes_zero": True})
+    fs = cmp_fail(r, {"max_regression": 0.1})
+    assert [f.group for f in fs] == ["EU", "US", "small"]  # 'gone' is never gated: it is not checked
+    (gone,) = [f for f in check_compare_gates(r, {"max_regression": 0.1}) if not f.failed]
+    assert (gone.group, gone.gate) == ("gone", "max_regression")
+    assert "rows in the baseline only (300 rows; none in the candidate)" in gone.detail
+    strict = check_compare_gates(r, {"max_regression": 0.1, "fail_unchecked": True})
+    assert [f.group for f in strict if f.failed] == ["gone", "EU", "US", "small"]
+    (none_left,) = [f for f in check_compare_gates(r, {"max_regression": 0.1, "min_count": 501}) if f.group == ""
+                    and f.grouping == "region"]
+    assert "min_count 501 leaves no group of 'region' to check" in none_left.detail and not none_left.failed
+    fs = cmp_fail(r, {"max_regression": 0.1, "require_ci_excludes_zero": True})
     assert [f.group for f in fs] == ["EU", "small"]  # US: CI includes zero
-    fs = check_compare_gates(r, {"max_regression": 0.1, "min_count": 400})
+    fs = cmp_fail(r, {"max_regression": 0.1, "min_count": 400})
     assert [f.group for f in fs] == ["EU", "US"]  # min over both runs: US has 400 -> gated
-    fs = check_compare_gates(r, {"max_regression": 0.1, "min_count": 401})
+    fs = cmp_fail(r, {"max_regression": 0.1, "min_count": 401})
     assert [f.group for f in fs] == ["EU"]
     nan_ci = cmp_result([("EU", 500, 500, 0.5, 0.75, math.nan, math.nan)])
-    assert check_compare_gates(nan_ci, {"max_regression": 0.1, "require_ci_excludes_zero": True}) == []
+    assert cmp_fail(nan_ci, {"max_regression": 0.1, "require_ci_excludes_zero": True}) == []
 
 
 def test_per_grouping_overrides():
     r = cmp_result(REGIONS)
     gates = {"max_regression": 0.01, "min_count": 11,
              "groups": {"region": {"max_regression": 0.2, "require_ci_excludes_zero": True}}}
-    assert [f.group for f in check_compare_gates(r, gates)] == ["EU"]
+    assert [f.group for f in cmp_fail(r, gates)] == ["EU"]
     with pytest.raises(ConfigError, match="no grouping 'class'"):
-        check_compare_gates(r, {"groups": {"class": {"max_regression": 0.1}}})
+        cmp_fail(r, {"groups": {"class": {"max_regression": 0.1}}})
 
 
 def test_validate_gates_rejects_typos_and_bad_values():
@@ -318,3 +331,41 @@ def test_evaluate_and_history_keep_the_note_in_their_reports(tmp_path: Path):
     assert hist.gates == {} and "so history checks nothing" in hist.to_dict()["gates"]["note"]
     assert "so history checks nothing" in (tmp_path / "h" / "history.md").read_text()
     assert "so history checks nothing" in json.loads((tmp_path / "h" / "history.json").read_text())["gates"]["note"]
+
+
+def test_compare_says_a_group_absent_from_the_candidate_was_not_checked(tmp_path: Path):
+    """The compare side of rt-hist F2: a region with rows in the baseline and none in the
+    candidate passed every compare gate without a word (status only_in_baseline in the table)."""
+    import json
+
+    rng = np.random.default_rng(2)
+    for name in ("b", "c"):
+        p = rng.uniform(0.3, 0.9, 300)
+        df = pd.DataFrame({"id": range(300), "prob_a": p, "prob_b": 1 - p, "label": "a",
+                           "region": rng.choice(["x", "y"], 300)})
+        if name == "c":
+            df["region"] = df["region"].replace("y", "x")
+        evalkit.evaluate(df, by=["region"], plots=False).write(tmp_path / name)
+    argv = ["compare", str(tmp_path / "b"), str(tmp_path / "c"), "--format", "json", "--max-regression", "5"]
+    r = CliRunner().invoke(main, argv)
+    assert r.exit_code == 0, r.output
+    assert "gate not checked: max_regression region[y]: the group has rows in the baseline only" in r.stderr
+    assert "all checked gates passed; 1 could not be checked" in r.stderr
+    (entry,) = json.loads(r.stdout)["gates"]["not_checked"]
+    assert (entry["grouping"], entry["group"]) == ("region", "y")
+    # the evaluate gates compare checks on the candidate: the same
+    r = CliRunner().invoke(main, [*argv[:-2], "--config", str(_write(tmp_path / "e.yaml",
+                                  "gates: {groups: {region: {max_mean_loss: 100}}}\n"))])
+    assert r.exit_code == 0 and "gate not checked: max_mean_loss region[y]: the group has rows in the baseline" \
+        in r.stderr, r.output
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("gates: {fail_unchecked: true}\n")
+    r = CliRunner().invoke(main, [*argv, "--config", str(cfg)])
+    assert r.exit_code == 5, r.output
+    assert ("gate failed: max_regression region[y]: could not be checked (the group has rows in the baseline "
+            "only") in r.stderr
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

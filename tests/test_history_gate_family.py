@@ -285,3 +285,66 @@ def test_a_real_shift_still_fails_the_change_gate_and_says_how_it_was_tested():
     gates = {"groups": {"t0": {"max_change_pct": 0}}}
     fails = [f for f in check_history_gates(_change_result(trends), gates) if f.failed]
     assert [f.group for f in fails] == ["k5", "k9"] and "over 20 change tests" in fails[1].detail
+
+
+# -- every history gate says when it checked nothing (fix6; rt-hist F1, F2) -------------------
+
+def _region_runs(tmp_path, last_without: str | None = None, nights: int = 4) -> list[str]:
+    import time
+
+    import evalkit
+
+    rng = np.random.default_rng(11)
+    out = []
+    for k in range(nights):
+        n = 200
+        p = rng.uniform(0.3, 0.9, n)
+        df = pd.DataFrame({"id": range(n), "prob_a": p, "prob_b": 1 - p, "label": "a",
+                           "region": rng.choice(["x", "y", "z"], n)})
+        if last_without is not None and k == nights - 1:
+            df.loc[df["region"] == last_without, "region"] = "new"
+        evalkit.evaluate(df, by=["region"], plots=False).write(tmp_path / f"n{k}")
+        out.append(str(tmp_path / f"n{k}"))
+        time.sleep(0.01)
+    return out
+
+
+def test_a_group_absent_from_the_latest_run_is_not_checked_by_any_history_gate(tmp_path):
+    """rt-hist F2: a region with no rows tonight passed every history gate without a word, even
+    with fail_unchecked: true, while a new region was reported."""
+    from evalkit import history
+
+    runs = _region_runs(tmp_path, last_without="y")
+    gates = {"groups": {"region": {"max_drift_pct": 1000, "max_change_pct": 1000, "max_mean_loss": 100}}}
+    res = history(runs, lookback=1, gates=gates, plots=False)
+    gone = sorted(f.gate for f in res.unchecked if f.group == "y")
+    assert gone == ["max_change_pct", "max_drift_pct", "max_mean_loss"], res.unchecked
+    assert all("no rows in the latest run" in f.detail for f in res.unchecked if f.group == "y")
+    assert res.failures == []
+    strict = history(runs, lookback=1, gates={**gates, "fail_unchecked": True}, plots=False)
+    assert {f.gate for f in strict.failures if f.group == "y"} == set(gone)
+
+
+def test_a_history_gate_whose_min_count_leaves_no_group_is_not_checked(tmp_path):
+    """rt-hist F1: min_count above every group's count made a live gate pass over nothing."""
+    from click.testing import CliRunner
+
+    from evalkit import history
+    from evalkit.cli import main
+
+    runs = _region_runs(tmp_path)
+    for gate in ("max_drift", "max_change_pct", "max_mean_loss"):
+        res = history(runs, lookback=1, plots=False,
+                      gates={"groups": {"region": {gate: -1, "min_count": 100000}}})
+        (note,) = [f for f in res.unchecked if f.grouping == "region"]
+        assert note.gate == gate and "min_count 100000 leaves no group of 'region' to check" in note.detail
+        assert res.failures == []
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("gates: {groups: {region: {max_drift: -1, min_count: 100000}}, fail_unchecked: true}\n")
+    r = CliRunner().invoke(main, ["history", *runs, "--lookback", "1", "--config", str(cfg), "--no-plots",
+                                  "--format", "none"])
+    assert r.exit_code == 5 and "leaves no group of 'region' to check" in r.stderr, r.output
+    assert "all gates passed" not in r.stderr
+    # a reachable min_count: the gate is live, nothing is noted
+    res = history(runs, lookback=1, plots=False, gates={"groups": {"region": {"max_drift": 1.0, "min_count": 10}}})
+    assert res.unchecked == [] and res.failures == []
