@@ -92,6 +92,20 @@ class EvalResult:
     path: Path | None = None
     """The report directory last written (``evaluate(..., out=DIR)``, :func:`run`,
     :meth:`write`), None before any."""
+    _rows_pending: pipeline.RowSpool | None = field(default=None, repr=False)
+    """The spool whose per-row file is still being finished on the writer's thread (see
+    :meth:`_rows_ready`); None once it is complete."""
+
+    def _rows_ready(self) -> None:
+        """Wait until the per-row file is complete (raises the writer's error, the spool then
+        removed)."""
+        spool, self._rows_pending = self._rows_pending, None
+        if spool is not None:
+            try:
+                spool.wait()
+            except BaseException:
+                spool.discard()
+                raise
 
     @property
     def rows(self) -> pd.DataFrame:
@@ -99,6 +113,7 @@ class EvalResult:
         ``loss``, ``clipped_low``, ``clipped_high``, ``correct``), aligned to the input rows: for a DataFrame input
         the index is the input's index. Loaded lazily when the run streamed from files."""
         if self._rows_df is None:
+            self._rows_ready()
             if self._rows_table is not None:
                 table = self._rows_table
             elif self._rows_path is not None:
@@ -254,7 +269,6 @@ class EvalResult:
                                                            [name for _, name in plots])
                 if plots and not drawing:
                     plots = None  # the helper is gone: draw here, below
-            self._write_rows(tmp / "rows.parquet")
             overall = _arrow(self.table("overall"))
             write_table(overall, tmp / "overall.parquet")
             grouped = [("overall", (), overall)]
@@ -280,6 +294,9 @@ class EvalResult:
 
                 plots = write_plots(self, tmp, self._class_hist) if plots_available() else []
             write_text(self.to_markdown(plots), tmp / "report.md")
+            # Last of the data files: the per-row file may still be finishing (see _rows_ready).
+            self._rows_ready()
+            self._write_rows(tmp / "rows.parquet")
             if drawing and plot_helper.finish() is not None:
                 from .plots import write_plots
 
@@ -424,9 +441,12 @@ def evaluate(
 
 
 def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress: PROGRESS | None,
-              spool_dir: str | os.PathLike[str] | None, client: Any) -> EvalResult:
+              spool_dir: str | os.PathLike[str] | None, client: Any,
+              defer_rows: bool = False) -> EvalResult:
     """The run itself (see :func:`evaluate`), with its settings resolved: the pipeline's steps
-    from the inputs to an :class:`EvalResult` (nothing written but the per-row spool)."""
+    from the inputs to an :class:`EvalResult` (nothing written but the per-row spool).
+    ``defer_rows``: the per-row file may still be finishing on the writer's thread when this
+    returns (``result._rows_pending``; :meth:`EvalResult.write` waits for it last)."""
     started = time.time()
     t0 = time.perf_counter()
     gate_note = None
@@ -441,7 +461,29 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
     pipeline.check_gated_groupings(cfg, groupings)
     plan = pipeline.build_plan(cfg, inputs, layout, groupings)
     spool = pipeline.open_spool(cfg, inputs.in_memory, spool_dir)
-    state = pipeline.run_engine(plan, inputs, cfg, spool, client=client, progress=progress)
+    state = pipeline.run_engine(plan, inputs, cfg, spool, client=client, progress=progress,
+                                finish_rows=False)
+    try:
+        result = _result(cfg, inputs, layout, groupings, plan, spool, state, started, t0, data, labels)
+        if not defer_rows:
+            spool.wait()
+    except BaseException:
+        spool.discard()
+        raise
+    if defer_rows:
+        result._rows_pending = spool
+    for w in result.warnings:
+        _warnings.warn(w, stacklevel=_caller_level())
+    _apply_gates(result, cfg)
+    if spool.path is not None:
+        weakref.finalize(result, pipeline.cleanup_spool, spool.path)
+    return result
+
+
+def _result(cfg: EvalConfig, inputs: pipeline.Inputs, layout: Layout, groupings: tuple[Grouping, ...],
+            plan: Any, spool: pipeline.RowSpool, state: Any, started: float, t0: float,
+            data: DataLike, labels: DataLike | None) -> EvalResult:
+    """The steps of :func:`_evaluate` after the engine: checks, tables, metadata, the result."""
     unmatched_labels = pipeline.check_run(state, inputs, cfg, spool)
     tables = pipeline.finalise_stats(state, layout, plots=cfg.plots, groupings=groupings,
                                      slice_min_count=cfg.slice_min_count, slice_fdr=cfg.slice_fdr,
@@ -474,11 +516,6 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
         disparity=tables.disparity,
         warnings=run_warnings,
     )
-    for w in run_warnings:
-        _warnings.warn(w, stacklevel=_caller_level())
-    _apply_gates(result, cfg)
-    if spool.path is not None:
-        weakref.finalize(result, pipeline.cleanup_spool, spool.path)
     return result
 
 
@@ -558,10 +595,13 @@ def _evaluate_and_write(data: DataLike, labels: DataLike | None, config: EvalCon
 
         helper = start()
     try:
-        result = _evaluate(data, labels, config, progress, spool_parent, client)
+        result = _evaluate(data, labels, config, progress, spool_parent, client, defer_rows=True)
         try:
             path = result.write(out, overwrite=config.overwrite, plot_helper=helper)
         except BaseException:
+            pending, result._rows_pending = result._rows_pending, None
+            if pending is not None:
+                pending.discard()  # waits for the writer's thread
             pipeline.cleanup_spool(result._rows_path)  # no report: drop the per-row spool now, not at exit
             raise
     finally:

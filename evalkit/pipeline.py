@@ -426,10 +426,16 @@ class RowSpool:
     writer: RowWriter | None = None
     kept: list[pa.RecordBatch] | None = None
 
-    def close(self) -> None:
-        """Finish the Parquet file (the run succeeded)."""
+    def close(self, background: bool = False) -> None:
+        """Finish the Parquet file (the run succeeded); ``background``: on the writer's thread,
+        :meth:`wait` before the file is read (see :meth:`evalkit.io.RowWriter.close`)."""
         if self.writer is not None:
-            self.writer.close()
+            self.writer.close(background=background)
+
+    def wait(self) -> None:
+        """The Parquet file is finished when this returns (raises the writer's error)."""
+        if self.writer is not None:
+            self.writer.wait()
 
     def discard(self) -> None:
         """Close quietly and remove the spool (the run failed; the original error matters)."""
@@ -463,11 +469,14 @@ def open_spool(cfg: EvalConfig, in_memory: bool,
 
 
 def run_engine(plan: Plan, inputs: Inputs, cfg: EvalConfig, spool: RowSpool, *,
-               client: Any = None, progress: PROGRESS | None = None) -> EvalState:
+               client: Any = None, progress: PROGRESS | None = None,
+               finish_rows: bool = True) -> EvalState:
     """Stream every batch through the chosen engine (``cfg.engine``) into mergeable state.
 
     On any error the spool is removed; duplicate join keys across Dask partitions become a
-    :class:`~evalkit.errors.JoinError` naming them.
+    :class:`~evalkit.errors.JoinError` naming them. ``finish_rows=False`` leaves the per-row
+    file to be finished on the writer's thread: the caller calls ``spool.wait()`` (and
+    ``spool.discard()`` on an error) before the file is read.
     """
     label_index = inputs.label_index
     try:
@@ -483,7 +492,7 @@ def run_engine(plan: Plan, inputs: Inputs, cfg: EvalConfig, spool: RowSpool, *,
             state = run_local(plan, inputs.source, label_index=label_index, writer=spool.writer,
                               keep_batches=spool.kept, batch_size=cfg.batch_size,
                               progress=progress)
-        spool.close()
+        spool.close(background=not finish_rows)
     except DuplicateAcrossPartitions as exc:
         assert label_index is not None
         cleanup_spool(spool.path)
@@ -527,7 +536,7 @@ def check_run(state: EvalState, inputs: Inputs, cfg: EvalConfig, spool: RowSpool
             raise InputError(f"{inputs.source.label}: every row was invalid and skipped: "
                              f"{state.skipped}")
     except BaseException:
-        cleanup_spool(spool.path)
+        spool.discard()
         raise
     return unmatched_labels
 

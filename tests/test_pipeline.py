@@ -326,3 +326,40 @@ def test_steps_compose_to_evaluate():
     assert meta["created"] == "1970-01-01T00:00:00Z" and meta["duration_s"] == 1.5
     for key in ("rows_read", "rows_used", "classes", "layout", "config_hash", "quantiles"):
         assert meta[key] == ref.metadata[key], key
+
+
+def test_per_row_file_codecs_and_statistics(tmp_path):
+    """rows.parquet: float columns lz4 (LZ4_RAW), the rest zstd; min / max statistics for
+    every column but the class columns label / predicted; the values are the run's."""
+    import pyarrow.parquet as pq
+
+    df, p, y = _frame(40)
+    path = write(pa.Table.from_pandas(df, preserve_index=False), tmp_path / "in" / "p.parquet")
+    result = evalkit.evaluate(str(path), out=tmp_path / "r", plots=False)
+    meta = pq.ParquetFile(tmp_path / "r" / "rows.parquet").metadata.row_group(0)
+    cols = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    assert {n for n, c in cols.items() if c.compression == "LZ4"} == {"p_true", "loss"}
+    assert {c.compression for n, c in cols.items() if n not in ("p_true", "loss")} == {"ZSTD"}
+    assert {n for n, c in cols.items() if not c.is_stats_set} == {"label", "predicted"}
+    assert cols["loss"].statistics.max == result.rows["loss"].max()
+    np.testing.assert_array_equal(pq.read_table(tmp_path / "r" / "rows.parquet")["loss"].to_numpy(),
+                                  result.rows["loss"].to_numpy())
+
+
+def test_row_writer_finished_in_the_background_is_the_same_file(tmp_path):
+    """RowWriter.close(background=True) finishes the file on the writer's thread: after
+    wait() it is byte for byte the file close() writes; closing again only waits."""
+    from evalkit.io import RowWriter
+
+    batches = [pa.record_batch({"row": np.arange(i, i + 300), "loss": np.linspace(0, 1, 300)})
+               for i in range(0, 3000, 300)]
+    paths = []
+    for background in (False, True):
+        w = RowWriter(tmp_path / f"r{background}.parquet", row_group_rows=1000)
+        for b in batches:
+            w.write(b)
+        w.close(background=background)
+        w.wait()
+        w.close()
+        paths.append(w.path)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
