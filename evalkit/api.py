@@ -464,7 +464,8 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
     state = pipeline.run_engine(plan, inputs, cfg, spool, client=client, progress=progress,
                                 finish_rows=False)
     try:
-        result = _result(cfg, inputs, layout, groupings, plan, spool, state, started, t0, data, labels)
+        result = _result(cfg, inputs, layout, groupings, plan, spool, state, started, t0, data, labels,
+                         gate_note)
         if not defer_rows:
             spool.wait()
     except BaseException:
@@ -482,8 +483,9 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
 
 def _result(cfg: EvalConfig, inputs: pipeline.Inputs, layout: Layout, groupings: tuple[Grouping, ...],
             plan: Any, spool: pipeline.RowSpool, state: Any, started: float, t0: float,
-            data: DataLike, labels: DataLike | None) -> EvalResult:
-    """The steps of :func:`_evaluate` after the engine: checks, tables, metadata, the result."""
+            data: DataLike, labels: DataLike | None, gate_note: str | None = None) -> EvalResult:
+    """The steps of :func:`_evaluate` after the engine: checks, tables, metadata, the result
+    (``gate_note``: a config's gates block that checks nothing for evaluate, a run warning)."""
     unmatched_labels = pipeline.check_run(state, inputs, cfg, spool)
     tables = pipeline.finalise_stats(state, layout, plots=cfg.plots, groupings=groupings,
                                      slice_min_count=cfg.slice_min_count, slice_fdr=cfg.slice_fdr,
