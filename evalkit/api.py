@@ -83,6 +83,10 @@ class EvalResult:
     _overall_frame: pd.DataFrame | None = field(default=None, repr=False)
     gate_failures: list[Any] = field(default_factory=list)
     """Quality gates that failed (config key ``gates``); also in ``metadata["gates"]``."""
+    gate_not_checked: list[Any] = field(default_factory=list)
+    """Gates that could not be checked (a ``min_count`` that leaves no group of a grouping):
+    noted, not failures, unless the gates say ``fail_unchecked: true`` (then in
+    :attr:`gate_failures`); also in ``metadata["gates"]["not_checked"]``."""
     warnings: list[EvalkitWarning] = field(default_factory=list)
     """What the run computed but probably did not mean (:class:`~evalkit.errors.EvalkitWarning`,
     also issued with :func:`warnings.warn` and listed in ``metadata["warnings"]``)."""
@@ -538,13 +542,17 @@ def _caller_level() -> int:
 def _apply_gates(result: EvalResult, cfg: EvalConfig) -> None:
     """Check the config's quality gates; record failures on the result and in its metadata."""
     if cfg.gates:
-        from .gates import check_gates
+        from .gates import check_gates, normalize_gates
 
-        result.gate_failures = check_gates(result, cfg.gates)
+        strict = bool(normalize_gates(cfg.gates).get("fail_unchecked", False))
+        found = check_gates(result, cfg.gates, unchecked_failed=strict)
+        result.gate_failures = [f for f in found if f.failed]
+        result.gate_not_checked = [f for f in found if not f.failed]
         result.metadata["gates"] = {
             "limits": cfg.gates,
             "passed": not result.gate_failures,
             "failures": [str(f) for f in result.gate_failures],
+            "not_checked": [str(f) for f in result.gate_not_checked],
         }
 
 

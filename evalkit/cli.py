@@ -180,6 +180,10 @@ def _evaluate_command(cfg: Any, fmt: str, quiet: bool, debug: bool) -> None:
             _err(f"report written to {path}/report.md")
         else:
             _err("no --out given: nothing written")
+    from .escape import terminal
+
+    for f in result.gate_not_checked:  # like warnings, even with -q: a nightly log must show them
+        _err(f"gate not checked: {terminal(f)}")
     failures = result.gate_failures
     if failures:
         from .errors import EXIT_GATE

@@ -161,7 +161,7 @@ GATE_COMMANDS: dict[str, tuple[str, ...]] = {
     "min_count": ("evaluate", "compare", "history"),
     "require_ci_above_limit": ("evaluate", "compare", "history"),
     "require_ci_excludes_zero": ("compare", "history"),
-    "fail_unchecked": ("compare", "history"),
+    "fail_unchecked": ("evaluate", "compare", "history"),
 }
 
 

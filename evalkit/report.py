@@ -247,11 +247,17 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
     out += ["", "## Overall", "", f"**{overall_line(result, md_text)}**", "", definitions(float(meta["eps"])), ""]
     gates = meta.get("gates")
     if gates:
-        if gates["passed"]:
+        unchecked = gates.get("not_checked") or []
+        if gates["passed"] and not unchecked:
             out += ["Quality gates: **all passed** (" + _escape(_gate_limits(gates["limits"])) + ")", ""]
+        elif gates["passed"]:
+            out += [f"Quality gates: **all checked gates passed**; {len(unchecked)} could not be checked "
+                    "(not a failure: `fail_unchecked: true` in the gates makes it one)", ""]
         else:
             out += ["Quality gates: **FAILED**", ""]
             out += [f"- ❌ {_escape(f)}" for f in gates["failures"]] + [""]
+        if unchecked:
+            out += [f"- ⚠️ not checked: {_escape(f)}" for f in unchecked] + [""]
     stats = [c for c in STAT_COLUMNS + ["weight_sum", "weighted_mean", "n_eff"]
              if c in result.overall.index]
     level = float(meta.get("confidence", 0.95))

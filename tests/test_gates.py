@@ -369,3 +369,37 @@ def test_compare_says_a_group_absent_from_the_candidate_was_not_checked(tmp_path
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("grouping", ["class", "overall"])
+def test_evaluate_says_when_min_count_leaves_no_group_to_check(tmp_path: Path, strict: bool,
+                                                               grouping: str) -> None:
+    """evaluate, like compare and history: a gate whose min_count leaves no group of its
+    grouping checked nothing, and says so (stderr even with -q, summary.json, report.md), a
+    failure under fail_unchecked; before, a silent pass."""
+    import json
+
+    p = np.linspace(0.3, 0.9, 50)
+    pd.DataFrame({"id": range(50), "prob_a": p, "prob_b": 1 - p, "label": "a"}).to_parquet(tmp_path / "p.parquet")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"gates:\n  fail_unchecked: {str(strict).lower()}\n  groups:\n"
+                   f"    {grouping}: {{max_mean_loss: 5.0, min_count: 1000}}\n")
+    out = tmp_path / "rep"
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "p.parquet"), "--config", str(cfg),
+                                  "--out", str(out), "--format", "none", "-q"])
+    assert r.exit_code == (5 if strict else 0), r.output
+    line = f"min_count 1000 leaves no group of '{grouping}' to check"
+    assert ("gate failed: " if strict else "gate not checked: ") in r.stderr and line in r.stderr
+    gates = json.loads((out / "summary.json").read_text())["metadata"]["gates"]
+    assert gates["passed"] is (not strict)
+    assert len(gates["failures" if strict else "not_checked"]) == 1
+    assert gates["not_checked" if strict else "failures"] == []
+    md = (out / "report.md").read_text()
+    assert line in md and ("**FAILED**" if strict else "**all checked gates passed**") in md
+    # the same gate with a min_count some group meets is checked (and passes) as before
+    cfg.write_text(f"gates:\n  groups:\n    {grouping}: {{max_mean_loss: 5.0, min_count: 10}}\n")
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "p.parquet"), "--config", str(cfg),
+                                  "--out", str(out), "--overwrite", "--format", "none"])
+    assert r.exit_code == 0 and "not checked" not in r.stderr
+    assert "Quality gates: **all passed**" in (out / "report.md").read_text()
