@@ -245,19 +245,7 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
     out += ["| run | |", "| --- | --- |"]
     out += [f"| {k} | {v} |" for k, v in _meta_rows(meta)]  # each value escaped where built
     out += ["", "## Overall", "", f"**{overall_line(result, md_text)}**", "", definitions(float(meta["eps"])), ""]
-    gates = meta.get("gates")
-    if gates:
-        unchecked = gates.get("not_checked") or []
-        if gates["passed"] and not unchecked:
-            out += ["Quality gates: **all passed** (" + _escape(_gate_limits(gates["limits"])) + ")", ""]
-        elif gates["passed"]:
-            out += [f"Quality gates: **all checked gates passed**; {len(unchecked)} could not be checked "
-                    "(not a failure: `fail_unchecked: true` in the gates makes it one)", ""]
-        else:
-            out += ["Quality gates: **FAILED**", ""]
-            out += [f"- ❌ {_escape(f)}" for f in gates["failures"]] + [""]
-        if unchecked:
-            out += [f"- ⚠️ not checked: {_escape(f)}" for f in unchecked] + [""]
+    out += _gates_lines(meta.get("gates"))
     stats = [c for c in STAT_COLUMNS + ["weight_sum", "weighted_mean", "n_eff"]
              if c in result.overall.index]
     level = float(meta.get("confidence", 0.95))
@@ -438,6 +426,24 @@ def calibration_section(result: EvalResultLike) -> list[str]:
             "sklearn's brier_score_loss, which scores P(class 1) only); entropy in nats. Bins per "
             "group: calibration.parquet.", "",
             markdown_table(table, ["grouping", "group"] + cols)] + (["", *notes] if notes else [])
+
+
+def _gates_lines(gates: dict[str, Any] | None) -> list[str]:
+    """report.md's quality-gate lines from ``summary.json``'s ``gates`` (none without gates):
+    passed, failed, and the gates that could not be checked."""
+    if not gates:
+        return []
+    unchecked = gates.get("not_checked") or []
+    if gates["passed"] and not unchecked:
+        out = ["Quality gates: **all passed** (" + _escape(_gate_limits(gates["limits"])) + ")", ""]
+    elif gates["passed"]:
+        out = [f"Quality gates: **all checked gates passed**; {len(unchecked)} could not be checked "
+               "(not a failure: `fail_unchecked: true` in the gates makes it one)", ""]
+    else:
+        out = ["Quality gates: **FAILED**", ""] + [f"- ❌ {_escape(f)}" for f in gates["failures"]] + [""]
+    if unchecked:
+        out += [f"- ⚠️ not checked: {_escape(f)}" for f in unchecked] + [""]
+    return out
 
 
 def _gate_limits(limits: dict[str, Any]) -> str:

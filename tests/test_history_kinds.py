@@ -214,7 +214,7 @@ def test_warnings_reach_stderr_under_quiet_in_evaluate_and_compare(tmp_path: Pat
     ("history", {"max_regression": 0.1}, "compare"),
     ("history", {"groups": {"region": {"max_regression_pct": 5}}}, "compare"),
     ("compare", {"max_drift_pct": 10}, "history"),
-    ("evaluate", {"fail_unchecked": True}, "compare and history"),  # compare reads it too (fix6)
+    ("evaluate", {"require_ci_excludes_zero": True}, "compare and history"),  # (evaluate reads fail_unchecked too)
     ("evaluate", {"max_regression": 0.1}, "compare"),
     ("evaluate", {"max_change_pct": 1}, "history"),
 ])
