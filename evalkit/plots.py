@@ -153,12 +153,6 @@ def _new_figure(rows: int) -> Any:
     return fig
 
 
-def _save(fig: Any, path: Path) -> None:
-    """Lay the figure out (:func:`_place`) and write it as PNG (:func:`_write_png`)."""
-    _place(fig)
-    _write_png(fig, path)
-
-
 def _write_png(fig: Any, path: Path | Any) -> None:
     """Draw the figure and write it as PNG: its pixels (what ``savefig`` writes) without a
     timestamp or any other metadata (the bytes depend only on the data and matplotlib),
@@ -201,16 +195,187 @@ def _write_png(fig: Any, path: Path | Any) -> None:
 PAD_PT = 3.0
 
 
-def _place(fig: Any) -> None:
+def _save(fig: Any, path: Path) -> None:
+    """Lay the figure out (:func:`_place`), draw its axes' ticks (:class:`_Ticks`) and write
+    it as PNG (:func:`_write_png`)."""
+    ticks = {axis: _Ticks(axis) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)}
+    _place(fig, ticks)
+    for t in ticks.values():
+        t.install()
+    _write_png(fig, path)
+
+
+class _Ticks:
+    """One axis' major ticks drawn as plain artists of its axes, in place of matplotlib's
+    tick objects (each a tick mark, a grid line and two labels, built and updated on every
+    layout and drawing pass: about a third of the drawing time of these figures).
+
+    The ticks are the axis' own (its locator and formatter, those shown in the view, as
+    ``Axis._update_ticks`` picks them) with the properties matplotlib gives them (copied
+    from one template tick of the axis): the labels, one line of tick marks and the grid
+    lines, at the axis' drawing order; the axis label goes where matplotlib would put it
+    (beyond the tick labels and the spine with its tick marks). The pixels are those of
+    matplotlib's own ticks (tested). An axis whose formatter shows an offset or that has
+    minor ticks keeps matplotlib's ticks.
+
+    ``extra`` holds further labels beside the axes (:func:`_right_labels`): drawn as they
+    are, measured by :func:`_place` with the tick labels of their side.
+    """
+
+    def __init__(self, axis: Any) -> None:
+        from matplotlib.ticker import NullLocator
+
+        self.axis = axis
+        self.extra: list[Any] = getattr(axis, "_evalkit_extra", [])
+        self.own = (not isinstance(axis.get_major_locator(), NullLocator)
+                    and isinstance(axis.get_minor_locator(), NullLocator)
+                    and axis.get_label_position() in ("bottom", "left"))
+        # matplotlib's first tick: the one its other ticks copy their properties from
+        self.tick = axis.majorTicks[0] if self.own else None
+        if self.tick is not None and (  # labels on both sides, or marks on the far one
+                (self.tick.label1.get_visible() and self.tick.label2.get_visible())
+                or (self.tick.tick2line.get_visible() and self.tick.tick2line.get_markersize() > 0)):
+            self.own, self.tick = False, None
+        self._made: tuple[list[tuple[float, str]], list[Any]] | None = None
+
+    def shown(self) -> list[tuple[float, str]]:
+        """The major ticks in the view now: ``(location, label)``."""
+        from matplotlib.transforms import _interval_contains_close
+
+        axis = self.axis
+        locs = axis.get_majorticklocs()
+        labels = axis.get_major_formatter().format_ticks(locs)
+        lo, hi = sorted(axis.get_view_interval())
+        trans = axis.get_transform()
+        view = trans.transform([lo, hi])
+        return [(loc, label) for loc, label in zip(locs, labels, strict=True)
+                if _interval_contains_close(view, trans.transform(loc))]
+
+    def labels(self, shown: list[tuple[float, str]] | None = None) -> list[Any]:
+        """Tick labels of ``shown`` (default: :meth:`shown`) on the side the axis shows
+        them (``label1``: below / left; ``label2``: a twin's, right), not added to the axes."""
+        from matplotlib.text import Text
+
+        if self.tick is None:
+            return []
+        template = next((t for t in (self.tick.label1, self.tick.label2) if t.get_visible()), None)
+        if template is None:
+            return []
+        shown = self.shown() if shown is None else shown
+        if self._made is not None and self._made[0] == shown:
+            return self._made[1]
+        out = []
+        for loc, label in shown:
+            t = Text()
+            t.update_from(template)
+            t.set_figure(self.axis.get_figure(root=False))
+            t.set_text(label)
+            if self.axis.axis_name == "x":
+                t.set_x(loc)
+            else:
+                t.set_y(loc)
+            out.append(t)
+        self._made = (shown, out)
+        return out
+
+    def room(self, renderer: Any, px: float) -> float:
+        """Pixels the tick labels need beside the axes (height below for x, width left for
+        y): the widest label, its pad and the tick mark's length."""
+        labels = [t for t in (self.labels() if self.own else shown_ticklabels(self.axis)) if t.get_text()]
+        if not labels:
+            return 0.0
+        tick = self.tick if self.own else self.axis.get_major_ticks()[0]
+        length = tick.tick1line.get_markersize() if tick.tick1line.get_visible() else 0.0
+        which = "height" if self.axis.axis_name == "x" else "width"
+        return _text_size(labels, renderer, which) + (tick.get_pad() + max(length, 0.0)) * px
+
+    def install(self) -> None:
+        """Add the ticks at the axes' final size as artists and turn the axis' own off."""
+        from matplotlib.lines import Line2D
+        from matplotlib.ticker import NullLocator
+        from matplotlib.transforms import Bbox
+
+        axis, ax = self.axis, self.axis.axes
+        for t in self.extra:
+            t.set_zorder(axis.get_zorder())
+        if not self.own or self.tick is None:
+            return
+        if axis.get_major_formatter().get_offset():
+            return  # an offset text sits beside the labels: matplotlib places it
+        shown = self.shown()
+        labels = self.labels(shown)
+        tick, z, x_axis = self.tick, axis.get_zorder(), axis.axis_name == "x"
+        locs = [float(loc) for loc, _ in shown]
+        if tick.gridline.get_visible():  # clipped to the axes (add_artist), as matplotlib's
+            for loc in locs:
+                g = Line2D([], [])
+                g.update_from(tick.gridline)
+                g.set_data(([loc, loc], [0, 1]) if x_axis else ([0, 1], [loc, loc]))
+                g.get_path()._interpolation_steps = tick.gridline.get_path()._interpolation_steps
+                g.set_zorder(z)
+                ax.add_artist(g)
+        unclipped = list(labels)
+        if tick.tick1line.get_visible() and tick.tick1line.get_markersize() > 0 and locs:
+            marks = Line2D([], [])
+            marks.update_from(tick.tick1line)
+            marks.set_data((locs, [0.0] * len(locs)) if x_axis else ([0.0] * len(locs), locs))
+            unclipped.insert(0, marks)
+        for a in unclipped:
+            _add_unclipped(ax, a)
+            a.set_zorder(z)
+        axis._evalkit_labels = labels  # for shown_ticklabels
+        axis.set_major_locator(NullLocator())
+        # the axis label beyond the tick labels and the spine (with its tick marks), as
+        # Axis._update_label_position puts it
+        renderer = ax.get_figure(root=True).canvas.get_renderer()
+        px = ax.get_figure(root=True).dpi / 72.0
+        spine = ax.spines.get("bottom" if x_axis else "left", None)
+        box = spine.get_window_extent(renderer) if spine is not None else ax.get_window_extent(renderer)
+        if spine is not None and locs and tick.tick1line.get_visible():
+            out = tick._size * {"out": 1.0, "in": 0.0, "inout": 0.5}[tick._tickdir] * px
+            grown = box.frozen()
+            if x_axis:
+                grown.y0 -= out
+            else:
+                grown.x0 -= out
+            box = Bbox.union([box, grown])
+        if tick.label1.get_visible():  # labels on the label's side push it out
+            box = Bbox.union([box, *(t.get_window_extent(renderer) for t in labels)])
+        x, y = axis.label.get_position()
+        if x_axis and axis.get_label_position() == "bottom":
+            axis.label.set_position((x, box.y0 - axis.labelpad * px))
+        elif not x_axis and axis.get_label_position() == "left":
+            axis.label.set_position((box.x0 - axis.labelpad * px, y))
+        else:
+            return
+        axis._autolabelpos = False
+
+
+def _add_unclipped(ax: Any, artist: Any) -> None:
+    """Add ``artist`` to the axes without the clipping to the axes ``add_artist`` sets."""
+    ax.add_artist(artist)
+    artist.set_clip_box(None)
+    artist.set_clip_path(None)
+
+
+def _text_size(texts: Sequence[Any], renderer: Any, which: str) -> float:
+    shown = [t for t in texts if t.get_visible() and t.get_text()]
+    return max((getattr(t.get_window_extent(renderer), which) for t in shown), default=0.0)
+
+
+def _place(fig: Any, ticks: dict[Any, _Ticks] | None = None) -> None:
     """Position the figure's grid of axes, its title block and its legend from the measured
     size of their text, as matplotlib's constrained layout would, without its extra
     drawing pass (that pass builds and lays out every tick and label a second time: about
     40% of the drawing time of these figures).
 
     Each grid cell reserves, outside its axes: the y label and tick labels on the left
-    (on the right, a twin's tick labels), the title above, the x tick labels and x label
-    below. The suptitle sits at the top, the legend centred at the bottom.
+    (on the right, a twin's tick labels or the labels of :func:`_right_labels`), the title
+    above, the x tick labels and x label below. The suptitle sits at the top, the legend
+    centred at the bottom. ``ticks``: the axes' :class:`_Ticks` (made here by default).
     """
+    if ticks is None:
+        ticks = {axis: _Ticks(axis) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)}
     renderer = fig.canvas.get_renderer()
     px = fig.dpi / 72.0
     pad = PAD_PT * px
@@ -222,7 +387,7 @@ def _place(fig: Any) -> None:
     if not cells:
         return
     n_rows, n_cols = next(iter(cells.values()))[0].get_subplotspec().get_gridspec().get_geometry()
-    deco = {key: _decorations(axs, renderer, px) for key, axs in cells.items()}
+    deco = {key: _decorations(axs, renderer, px, ticks) for key, axs in cells.items()}
     left_of = [max((d[0] for (_, c), d in deco.items() if c == col), default=0.0) for col in range(n_cols)]
     right_of = [max((d[1] for (_, c), d in deco.items() if c == col), default=0.0) for col in range(n_cols)]
     top_of = [max((d[2] for (r, _), d in deco.items() if r == row), default=0.0) for row in range(n_rows)]
@@ -248,43 +413,41 @@ def _place(fig: Any) -> None:
                         bottom=bottom / height, wspace=gap_w / ax_w, hspace=gap_h / ax_h)
 
 
-def _decorations(axs: list[Any], renderer: Any, px: float) -> tuple[float, float, float, float]:
+def _decorations(axs: list[Any], renderer: Any, px: float,
+                 ticks: dict[Any, _Ticks]) -> tuple[float, float, float, float]:
     """Pixels a grid cell's axes (and its twin) need outside the axes box: left, right,
     above, below."""
-    def size(texts: Sequence[Any], which: str) -> float:
-        shown = [t for t in texts if t.get_visible() and t.get_text()]
-        return max((getattr(t.get_window_extent(renderer), which) for t in shown), default=0.0)
-
-    def tick_room(axis: Any, which: str) -> float:
-        labels = shown_ticklabels(axis)
-        if not labels:
-            return 0.0
-        tick = axis.get_major_ticks()[0]
-        length = tick.tick1line.get_markersize() if tick.tick1line.get_visible() else 0.0
-        return size(labels, which) + (tick.get_pad() + max(length, 0.0)) * px
-
     ax = axs[0]
-    left = tick_room(ax.yaxis, "width")
+    left = ticks[ax.yaxis].room(renderer, px)
     if ax.yaxis.label.get_text():
-        left += size([ax.yaxis.label], "width") + ax.yaxis.labelpad * px
-    right = max((tick_room(twin.yaxis, "width") for twin in axs[1:]), default=0.0)
-    xlabels = shown_ticklabels(ax.xaxis)
+        left += _text_size([ax.yaxis.label], renderer, "width") + ax.yaxis.labelpad * px
+    right = max((ticks[twin.yaxis].room(renderer, px) for twin in axs[1:]), default=0.0)
+    extra = ticks[ax.yaxis].extra
+    if extra:  # _right_labels: the width of the widest and their pad
+        right = max(right, _text_size(extra, renderer, "width") + extra[0]._evalkit_pad * px)
+    xticks = ticks[ax.xaxis]
+    xlabels = xticks.labels() if xticks.own else shown_ticklabels(ax.xaxis)
     if xlabels:  # the last x tick label reaches half its width past the axes
-        right = max(right, size(xlabels[-1:], "width") / 2.0)
+        right = max(right, _text_size(xlabels[-1:], renderer, "width") / 2.0)
     above = 0.0
     if ax.title.get_text():
         from matplotlib import rcParams
 
-        above = size([ax.title], "height") + rcParams["axes.titlepad"] * px
-    below = tick_room(ax.xaxis, "height")
+        above = _text_size([ax.title], renderer, "height") + rcParams["axes.titlepad"] * px
+    below = xticks.room(renderer, px)
     if ax.xaxis.label.get_text():
-        below += size([ax.xaxis.label], "height") + ax.xaxis.labelpad * px
+        below += _text_size([ax.xaxis.label], renderer, "height") + ax.xaxis.labelpad * px
     return left, right, above, below
 
 
 def shown_ticklabels(axis: Any) -> list[Any]:
     """The major tick labels of a matplotlib axis that a drawing shows (visible, not empty,
-    at a tick inside the view: a locator also returns ticks beyond it)."""
+    at a tick inside the view: a locator also returns ticks beyond it); for an axis whose
+    ticks :class:`_Ticks` drew, those labels and the labels beside it (:func:`_right_labels`)."""
+    drawn = getattr(axis, "_evalkit_labels", None)
+    if drawn is not None or getattr(axis, "_evalkit_extra", None):
+        return [t for t in [*(drawn or []), *getattr(axis, "_evalkit_extra", [])]
+                if t.get_visible() and t.get_text()]
     axis.get_majorticklabels()  # formats the labels for the current view
     lo, hi = sorted(axis.get_view_interval())
     slack = 1e-9 * max(abs(lo), abs(hi), 1e-300)
@@ -295,14 +458,37 @@ def shown_ticklabels(axis: Any) -> list[Any]:
     return labels
 
 
+def _fixed_ticks(axis: Any, locs: Sequence[float], labels: Sequence[str]) -> None:
+    """Ticks at ``locs`` labelled ``labels`` (``Axis.set_ticks(locs, labels)`` without
+    building matplotlib's tick objects, which :class:`_Ticks` replaces); the view must
+    already hold ``locs``."""
+    from matplotlib.ticker import FixedFormatter, FixedLocator
+
+    axis.set_major_locator(FixedLocator(list(locs)))
+    axis.set_major_formatter(FixedFormatter(list(labels)))
+
+
+#: Pad between the axes and the labels of :func:`_right_labels`, in points (a y tick
+#: label's: the labels were a twin axis' tick labels, without tick marks).
+RIGHT_PAD_PT = 3.5
+
+
 def _right_labels(ax: Any, ys: Sequence[float], labels: Sequence[str]) -> None:
-    """Per-row annotations as tick labels of a right-hand twin axis (layout-aware)."""
-    ax2 = ax.twinx()
-    ax2.set_ylim(ax.get_ylim())
-    ax2.set_yticks(list(ys), list(labels), fontsize=8, color="#333333")
-    ax2.tick_params(axis="y", length=0)
-    for side in ("top", "right", "left", "bottom"):
-        ax2.spines[side].set_visible(False)
+    """Per-row annotations right of the axes at data heights ``ys``, laid out by
+    :func:`_place`: placed and drawn as the tick labels of a right-hand twin axis were
+    (size 8, dark grey, left-aligned, centred on the row's baseline centre), as plain
+    texts of the axes (no second axes)."""
+    from matplotlib.text import Text
+
+    trans, va, ha = ax.get_yaxis_text2_transform(RIGHT_PAD_PT)
+    texts = []
+    for y, label in zip(ys, labels, strict=True):
+        t = Text(1, y, label, fontsize=8, color="#333333", verticalalignment=va,
+                 horizontalalignment=ha, transform=trans)
+        t._evalkit_pad = RIGHT_PAD_PT
+        _add_unclipped(ax, t)
+        texts.append(t)
+    ax.yaxis._evalkit_extra = texts
 
 
 def _finish(fig: Any, title: str, subtitle: str, handles: list[Any]) -> None:
@@ -416,7 +602,7 @@ def _plot_class_distribution(result: Any, path: Path, class_hist: dict | None) -
 
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=15))
     _minor_marks(ax)
-    ax.set_yticks(label_y, [_truncate(n) for n in names])
+    _fixed_ticks(ax.yaxis, label_y, [_truncate(n) for n in names])
     _right_labels(ax, label_y, [f"mean {m:.3g}, {_fmt_count(n)}" if math.isfinite(m)
                                 else _fmt_count(n) for n, m in zip(counts_col, means, strict=True)])
     ax.set_xlabel("cross-entropy loss (log scale)", fontsize=10)
@@ -574,7 +760,7 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
         right = max(right, overall)
     ax.set_xlim(0, right * 1.05 if right > 0 else 1.0)
     ax.set_ylim(-0.6, len(sub) - 0.4)
-    ax.set_yticks(ys, labels)
+    _fixed_ticks(ax.yaxis, ys, labels)
     ax.grid(axis="x", color="#dddddd", linewidth=0.8)
     ax.set_axisbelow(True)
     _right_labels(ax, ys, [f"mean {v:.3g}, {_fmt_count(n)}" + (" (no CI)" if nc else "")

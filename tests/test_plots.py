@@ -525,3 +525,47 @@ def test_class_ridges_mark_every_class_median_and_mean(tmp_path: Path, monkeypat
     assert np.isnan(y[:, 2]).all() and np.allclose(y[:, 1] - y[:, 0], 0.85)
     x = np.asarray(medians.get_xdata(), dtype=float).reshape(n, 3)
     assert np.array_equal(x[:, 0], x[:, 1]) and (x[:, 0] > 0).all()
+
+
+def _twin_right_labels(ax, ys, labels) -> None:
+    """The right-hand labels as they were drawn before plots._right_labels: tick labels of a
+    twin axis."""
+    ax2 = ax.twinx()
+    ax2.set_ylim(ax.get_ylim())
+    ax2.set_yticks(list(ys), list(labels), fontsize=8, color="#333333")
+    ax2.tick_params(axis="y", length=0)
+    for side in ("top", "right", "left", "bottom"):
+        ax2.spines[side].set_visible(False)
+
+
+@pytest.mark.parametrize("case", ["digits", "long_labels", "five_splits"])
+def test_ticks_and_right_labels_are_the_pixels_of_matplotlibs_tick_objects(tmp_path: Path, monkeypatch,
+                                                                           case) -> None:
+    """plots._Ticks draws every axis' ticks (marks, grid lines, labels, the axis label beyond
+    them) as plain artists and plots._right_labels the per-row labels as texts: every PNG is
+    the one matplotlib draws with its own tick objects and a twin axis, pixel for pixel."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    from evalkit import plots
+
+    if case == "digits":
+        result = evalkit.evaluate(DIGITS)
+    elif case == "long_labels":
+        region = (["a very long region name that needs truncation"] * 40 + ["EU"] * 40
+                  + ["région \u00e9 (x) $y$"] * 20)
+        result = evalkit.evaluate(_probs_frame(100, ["x" * 40, "y", "z"], region=region), by="region")
+    else:
+        split = np.repeat(["train", "test", "val", "holdout", "a rather long split name"], 60)
+        result = evalkit.evaluate(_probs_frame(300, ["a", "b", "c"], split=split))
+    for hist in (class_histograms(_stats_from_rows(result)), None):
+        written = write_plots(result, tmp_path / "own", hist)
+        with monkeypatch.context() as m:  # matplotlib's tick objects, the twin axis
+            m.setattr(plots._Ticks, "install", lambda self: None)
+            m.setattr(plots, "_right_labels", _twin_right_labels)
+            m.setattr(plots, "_fixed_ticks", lambda axis, locs, labels: axis.set_ticks(locs, labels))
+            write_plots(result, tmp_path / "mpl", hist)
+        for _, name in written:
+            a = imread(tmp_path / "own" / name)
+            b = imread(tmp_path / "mpl" / name)
+            assert a.shape == b.shape and np.array_equal(a, b), (case, name, hist is None)
