@@ -144,12 +144,117 @@ def _fmt_count(n: float) -> str:
     return f"n={int(n):,}"
 
 
+def _canvas(fig: Any) -> Any:
+    """Attach the Agg canvas of :func:`_canvas_class` to ``fig``."""
+    return _canvas_class()(fig)
+
+
+_CANVAS: Any = None
+#: Entries kept in each text cache of :func:`_canvas_class` (cleared when full).
+TEXT_CACHE_SIZE = 20_000
+
+
+def _canvas_class() -> Any:
+    """matplotlib's Agg canvas with a renderer that remembers text work across drawings
+    and figures of this process, for the same pixels: a string's measured size and glyph
+    layout (per font, size, dpi, hinting), and each glyph's anti-aliased bitmap per
+    sub-pixel position (FreeType renders a glyph moved by whole pixels as the same bitmap,
+    moved), so repeated labels (tick labels, axis labels, a history's dates and titles)
+    are laid out and rendered once. The PNGs are those of matplotlib's own canvas (tested).
+    """
+    global _CANVAS
+    if _CANVAS is not None:
+        return _CANVAS
+    from matplotlib import ft2font
+    from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg, get_hinting_flag
+
+    if not (hasattr(ft2font.FT2Font, "_layout") and hasattr(ft2font.FT2Font, "_render_glyph")
+            and hasattr(ft2font, "RenderMode") and hasattr(RendererAgg, "_draw_text_glyphs_and_boxes")):
+        _CANVAS = FigureCanvasAgg  # an older matplotlib, which draws text otherwise
+        return _CANVAS
+    Renderer = _caching_renderer(RendererAgg, get_hinting_flag, ft2font.RenderMode)
+
+    class Canvas(FigureCanvasAgg):  # type: ignore[misc, valid-type]
+        def get_renderer(self) -> Any:
+            w, h = self.get_width_height(physical=True)
+            key = w, h, self.figure.dpi
+            if self._lastKey != key:
+                self.renderer = Renderer(w, h, self.figure.dpi)
+                self._lastKey = key
+            return self.renderer
+
+    _CANVAS = Canvas
+    return Canvas
+
+
+def _caching_renderer(RendererAgg: Any, get_hinting_flag: Any, RenderMode: Any) -> Any:  # noqa: N803
+    """The Agg renderer of :func:`_canvas_class` (its text caches live with the class)."""
+    import math
+
+    sizes: dict[tuple[Any, ...], tuple[float, float, float]] = {}
+    layouts: dict[tuple[Any, ...], list[tuple[Any, int, float, float]]] = {}
+    glyphs: dict[tuple[Any, ...], tuple[Any, int, int, Any]] = {}
+
+    def room(cache: dict) -> dict:
+        if len(cache) >= TEXT_CACHE_SIZE:
+            cache.clear()
+        return cache
+
+    class Renderer(RendererAgg):  # type: ignore[misc, valid-type]
+        def get_text_width_height_descent(self, s: str, prop: Any, ismath: Any) -> Any:
+            if ismath:
+                return super().get_text_width_height_descent(s, prop, ismath)
+            font = self._prepare_font(prop)
+            key = (font, prop.get_size_in_points(), self.dpi, s, get_hinting_flag())
+            got = sizes.get(key)
+            if got is None:
+                got = room(sizes)[key] = super().get_text_width_height_descent(s, prop, ismath)
+            return got
+
+        def draw_text(self, gc: Any, x: float, y: float, s: str, prop: Any, angle: float,
+                      ismath: Any = False, mtext: Any = None) -> None:
+            if ismath or not gc.get_antialiased():
+                return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
+            font = self._prepare_font(prop)
+            features = getattr(mtext, "get_fontfeatures", lambda: None)()
+            language = getattr(mtext, "get_language", lambda: None)()
+            flags = get_hinting_flag()
+            size = prop.get_size_in_points()
+            key = (font, size, self.dpi, s, flags, None if features is None else tuple(features),
+                   language if isinstance(language, str | None) else repr(language))
+            items = layouts.get(key)
+            if items is None:
+                items = room(layouts)[key] = [
+                    (it.ft_object, it.glyph_index, it.x, it.y)
+                    for it in font._layout(s, flags=flags, features=features, language=language)]
+            cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+            matrix = (0x10000 * np.array([[cos, -sin], [sin, cos]])).round().astype(int)
+            rotation = tuple(matrix.ravel().tolist())
+            height = self.height
+            for ft, index, dx, dy in items:
+                px = round(0x40 * (x + dx * cos - dy * sin))
+                py = round(0x40 * (height - y + dx * sin + dy * cos))
+                gkey = (ft, size, self.dpi, index, flags, rotation, px & 63, py & 63)
+                got = glyphs.get(gkey)
+                if got is None:
+                    ft.set_size(size, self.dpi)
+                    ft._set_transform(matrix, [px, py])
+                    bitmap = ft._render_glyph(index, flags, RenderMode.NORMAL)
+                    got = room(glyphs)[gkey] = (bitmap.buffer, bitmap.left - (px >> 6),
+                                                bitmap.top - (py >> 6), bitmap)
+                buffer, left, top, _ = got
+                self._renderer.draw_text_image(buffer, left + (px >> 6),
+                                               int(height) - (top + (py >> 6)) + buffer.shape[0], 0, gc)
+            return None
+
+    return Renderer
+
+
 def _new_figure(rows: int) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(WIDTH, _height(rows)), dpi=DPI)
-    FigureCanvasAgg(fig)
+    _canvas(fig)
     return fig
 
 
@@ -268,7 +373,7 @@ class _Ticks:
         for loc, label in shown:
             t = Text()
             t.update_from(template)
-            t.set_figure(self.axis.get_figure(root=False))
+            t.set_figure(self.axis.figure)
             t.set_text(label)
             if self.axis.axis_name == "x":
                 t.set_x(loc)
@@ -327,8 +432,8 @@ class _Ticks:
         axis.set_major_locator(NullLocator())
         # the axis label beyond the tick labels and the spine (with its tick marks), as
         # Axis._update_label_position puts it
-        renderer = ax.get_figure(root=True).canvas.get_renderer()
-        px = ax.get_figure(root=True).dpi / 72.0
+        renderer = ax.figure.canvas.get_renderer()
+        px = ax.figure.dpi / 72.0
         spine = ax.spines.get("bottom" if x_axis else "left", None)
         box = spine.get_window_extent(renderer) if spine is not None else ax.get_window_extent(renderer)
         if spine is not None and locs and tick.tick1line.get_visible():
@@ -919,13 +1024,12 @@ def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
         panels += [("split", g) for g in calib.loc[calib["grouping"] == "split", "group"].unique()]
     panels = panels[:MAX_RELIABILITY_PANELS]
     n_bins = int(result.metadata.get("calibration_bins") or calib["bin"].max() + 1)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     cols = min(3, len(panels))
     rows = (len(panels) + cols - 1) // cols
     fig = Figure(figsize=(WIDTH, 3.4 * rows + 0.9), dpi=DPI)
-    FigureCanvasAgg(fig)
+    _canvas(fig)
     width = 1.0 / n_bins
     for i, (grouping, group) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
@@ -1114,7 +1218,6 @@ def write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, 
     the layout engine, markers only on short series, the bands as one collection, fast PNG
     compression.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     cols = [] if grouping == "overall" else grouping.split(",")
@@ -1129,7 +1232,7 @@ def write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, 
         ax.relim()
     else:
         fig = Figure(figsize=(WIDTH, 4.4), dpi=DPI)
-        FigureCanvasAgg(fig)
+        _canvas(fig)
         fig.subplots_adjust(left=0.09, right=0.98, top=0.84, bottom=0.25)
         ax = fig.add_subplot()
         _style(ax)

@@ -569,3 +569,39 @@ def test_ticks_and_right_labels_are_the_pixels_of_matplotlibs_tick_objects(tmp_p
             a = imread(tmp_path / "own" / name)
             b = imread(tmp_path / "mpl" / name)
             assert a.shape == b.shape and np.array_equal(a, b), (case, name, hist is None)
+
+
+def test_text_caching_canvas_draws_the_pixels_of_matplotlibs_canvas(tmp_path: Path, monkeypatch) -> None:
+    """plots._canvas_class remembers text sizes, glyph layouts and glyph bitmaps across
+    drawings: every report and history PNG, drawn twice (the second time from the caches,
+    the same strings at other positions in other figures), is matplotlib's own Agg
+    canvas' PNG, pixel for pixel."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.image import imread
+
+    from evalkit import plots
+
+    split = np.repeat(["train", "test", "val", "holdout"], 60)
+    result = evalkit.evaluate(_probs_frame(240, ["a", "b", "c"], split=split, region=np.tile(["EU", "US"], 120)),
+                              by=["region"])
+    hist = class_histograms(_stats_from_rows(result))
+
+    def draw(out: Path) -> list[str]:
+        names = [n for _, n in write_plots(result, out, hist)] + [n for _, n in write_plots(result, out / "again", hist)]
+        for i, case in enumerate(sorted(_HISTORY_CASES)):
+            table, grouping, picks, runs = _HISTORY_CASES[case]
+            plots.write_history_plot(table, grouping, picks, out / f"history_{i}.png", runs)
+            names.append(f"history_{i}.png")
+        return names
+
+    names = draw(tmp_path / "cached")
+    with monkeypatch.context() as m:
+        m.setattr(plots, "_canvas_class", lambda: FigureCanvasAgg)
+        draw(tmp_path / "mpl")
+    for name in names:
+        for sub in ("", "again"):
+            a, b = tmp_path / "cached" / sub / name, tmp_path / "mpl" / sub / name
+            if a.exists():
+                x, y = imread(a), imread(b)
+                assert x.shape == y.shape and np.array_equal(x, y), (sub, name)
