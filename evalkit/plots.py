@@ -934,9 +934,8 @@ def plot_costs(result: Any) -> dict[str, float]:
     for _, name, kind, g in _plot_specs(result):
         if kind == "class":
             costs[name] = 0.12 + 0.01 * min(MAX_CLASSES, len(result.groups["class"]))
-        elif kind == "reliability":
-            calib = reliability_bins(result)
-            n_splits = 0 if calib is None else int(calib.loc[calib["grouping"] == "split", "group"].nunique())
+        elif kind == "reliability":  # g: the bins (reliability_bins)
+            n_splits = int(g.loc[g["grouping"] == "split", "group"].nunique())
             costs[name] = 0.05 + 0.1 * min(MAX_RELIABILITY_PANELS, 1 + n_splits)
         else:
             costs[name] = 0.09 + 0.008 * min(MAX_GROUPS, len(result.groups[g.name]))
@@ -944,6 +943,8 @@ def plot_costs(result: Any) -> dict[str, float]:
 
 
 def _plot_specs(result: Any) -> list[tuple[str, str, str, Any]]:
+    """``(title, file name, kind, what)`` of each plot: ``what`` is the grouping of a
+    mean-loss chart, the bins (:func:`reliability_bins`) of the reliability diagram."""
     specs: list[tuple[str, str, str, Any]] = []
     groups = result.groups
     if "class" in groups and (groups["class"]["count"] > 0).any():
@@ -956,7 +957,7 @@ def _plot_specs(result: Any) -> list[tuple[str, str, str, Any]]:
     if calib is not None and len(calib):
         by_split = "split" in set(calib["grouping"])
         specs.append(("Reliability diagram" + (" (overall and by split)" if by_split else ""),
-                      "reliability.png", "reliability", None))
+                      "reliability.png", "reliability", calib))
     return specs
 
 
@@ -973,16 +974,17 @@ def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None,
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for _, name, kind, g in _plot_specs(result):
+    specs = _plot_specs(result)
+    for _, name, kind, g in specs:
         if only is not None and name not in only:
             continue
         if kind == "class":
             _plot_class_distribution(result, out_dir / name, class_hist)
         elif kind == "reliability":
-            _plot_reliability(result, reliability_bins(result), out_dir / name)
+            _plot_reliability(result, g, out_dir / name)
         else:
             _plot_group_means(result, g, out_dir / name)
-    return plot_plan(result)
+    return [(title, name) for title, name, _, _ in specs]
 
 
 def reliability_bins(result: Any) -> pd.DataFrame | None:
@@ -1019,9 +1021,12 @@ def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
     """Reliability diagram (Guo et al. 2017, fig. 1): accuracy against mean top-label
     confidence per bin, overall and (when there is one) per split, bin counts printed on
     the bars; the gap to the diagonal is the miscalibration the ECE averages."""
+    # plain arrays: comparing Arrow-backed string columns costs milliseconds each time
+    grouping_of = calib["grouping"].to_numpy(dtype=object)
+    group_of = calib["group"].to_numpy(dtype=object)
     panels = [("overall", "all")]
-    if "split" in set(calib["grouping"]):
-        panels += [("split", g) for g in calib.loc[calib["grouping"] == "split", "group"].unique()]
+    if (grouping_of == "split").any():
+        panels += [("split", g) for g in pd.unique(group_of[grouping_of == "split"])]
     panels = panels[:MAX_RELIABILITY_PANELS]
     n_bins = int(result.metadata.get("calibration_bins") or calib["bin"].max() + 1)
     from matplotlib.figure import Figure
@@ -1034,7 +1039,7 @@ def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
     for i, (grouping, group) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
         _style(ax)
-        t = calib[(calib["grouping"] == grouping) & (calib["group"] == group)]
+        t = calib[(grouping_of == grouping) & (group_of == group)]
         centers = (t["bin"].to_numpy() + 0.5) * width
         _bars(ax, centers, t["accuracy"].to_numpy(dtype=float), width * 0.92)
         ax.scatter(centers, t["mean_confidence"], marker="_", s=(220 / n_bins) ** 2,
