@@ -189,9 +189,8 @@ def _canvas_class() -> Any:
 
 def _caching_renderer(RendererAgg: Any, get_hinting_flag: Any, RenderMode: Any) -> Any:  # noqa: N803
     """The Agg renderer of :func:`_canvas_class` (its text caches live with the class)."""
-    import math
-
     sizes: dict[tuple[Any, ...], tuple[float, float, float]] = {}
+    heights: dict[tuple[Any, ...], tuple[float | None, float | None, float | None]] = {}
     layouts: dict[tuple[Any, ...], list[tuple[Any, int, float, float]]] = {}
     glyphs: dict[tuple[Any, ...], tuple[Any, int, int, Any]] = {}
 
@@ -201,6 +200,16 @@ def _caching_renderer(RendererAgg: Any, get_hinting_flag: Any, RenderMode: Any) 
         return cache
 
     class Renderer(RendererAgg):  # type: ignore[misc, valid-type]
+        def _get_font_height_metrics(self, prop: Any) -> tuple[float | None, float | None, float | None]:
+            # Text._get_layout asks a renderer that has this method for the font's ascent,
+            # descent and line gap; without it, it reads them from the font's tables (what
+            # is done here, once per font properties and dpi)
+            key = (prop, self.dpi)
+            got = heights.get(key)
+            if got is None:
+                got = room(heights)[(prop.copy(), self.dpi)] = _font_height_metrics(prop, self.dpi)
+            return got
+
         def get_text_width_height_descent(self, s: str, prop: Any, ismath: Any) -> Any:
             if ismath:
                 return super().get_text_width_height_descent(s, prop, ismath)
@@ -227,27 +236,57 @@ def _caching_renderer(RendererAgg: Any, get_hinting_flag: Any, RenderMode: Any) 
                 items = room(layouts)[key] = [
                     (it.ft_object, it.glyph_index, it.x, it.y)
                     for it in font._layout(s, flags=flags, features=features, language=language)]
-            cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
-            matrix = (0x10000 * np.array([[cos, -sin], [sin, cos]])).round().astype(int)
-            rotation = tuple(matrix.ravel().tolist())
-            height = self.height
-            for ft, index, dx, dy in items:
-                px = round(0x40 * (x + dx * cos - dy * sin))
-                py = round(0x40 * (height - y + dx * sin + dy * cos))
-                gkey = (ft, size, self.dpi, index, flags, rotation, px & 63, py & 63)
-                got = glyphs.get(gkey)
-                if got is None:
-                    ft.set_size(size, self.dpi)
-                    ft._set_transform(matrix, [px, py])
-                    bitmap = ft._render_glyph(index, flags, RenderMode.NORMAL)
-                    got = room(glyphs)[gkey] = (bitmap.buffer, bitmap.left - (px >> 6),
-                                                bitmap.top - (py >> 6), bitmap)
-                buffer, left, top, _ = got
-                self._renderer.draw_text_image(buffer, left + (px >> 6),
-                                               int(height) - (top + (py >> 6)) + buffer.shape[0], 0, gc)
+            room(glyphs)
+            _draw_glyphs(self, gc, x, y, angle, size, flags, items, glyphs, RenderMode)
             return None
 
     return Renderer
+
+
+def _draw_glyphs(renderer: Any, gc: Any, x: float, y: float, angle: float, size: float, flags: Any,
+                 items: list[tuple[Any, int, float, float]], glyphs: dict, RenderMode: Any) -> None:  # noqa: N803
+    """Draw laid-out glyphs ``(font, index, dx, dy)`` at ``(x, y)`` as matplotlib's
+    ``RendererAgg._draw_text_glyphs_and_boxes`` does, each glyph's bitmap taken from (or
+    put in) ``glyphs`` by its sub-pixel offset."""
+    import math
+
+    cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    matrix = (0x10000 * np.array([[cos, -sin], [sin, cos]])).round().astype(int)
+    rotation = tuple(matrix.ravel().tolist())
+    height, dpi = renderer.height, renderer.dpi
+    for ft, index, dx, dy in items:
+        px = round(0x40 * (x + dx * cos - dy * sin))
+        py = round(0x40 * (height - y + dx * sin + dy * cos))
+        gkey = (ft, size, dpi, index, flags, rotation, px & 63, py & 63)
+        got = glyphs.get(gkey)
+        if got is None:
+            ft.set_size(size, dpi)
+            ft._set_transform(matrix, [px, py])
+            bitmap = ft._render_glyph(index, flags, RenderMode.NORMAL)
+            got = glyphs[gkey] = (bitmap.buffer, bitmap.left - (px >> 6), bitmap.top - (py >> 6), bitmap)
+        buffer, left, top, _ = got
+        renderer._renderer.draw_text_image(buffer, left + (px >> 6),
+                                           int(height) - (top + (py >> 6)) + buffer.shape[0], 0, gc)
+
+
+def _font_height_metrics(prop: Any, dpi: float) -> tuple[float | None, float | None, float | None]:
+    """``(ascent, descent, line gap)`` in pixels of the font of ``prop`` at ``dpi``, read as
+    matplotlib's ``Text._get_layout`` reads them (OS/2 table, else hhea); Nones when the font
+    has neither (the text is then measured instead)."""
+    from matplotlib.font_manager import fontManager, get_font
+
+    font = get_font(fontManager._find_fonts_by_props(prop))
+    for table_name, linegap_key, ascent_key, descent_key in (
+            ("OS/2", "sTypoLineGap", "sTypoAscender", "sTypoDescender"),
+            ("hhea", "lineGap", "ascent", "descent")):
+        table = font.get_sfnt_table(table_name)
+        if table is None:
+            continue
+        fontsize = prop.get_size_in_points()
+        units_per_em = font.get_sfnt_table("head")["unitsPerEm"]
+        scale = 1 / units_per_em * fontsize * dpi / 72
+        return (table[ascent_key] * scale, -table[descent_key] * scale, table[linegap_key] * scale)
+    return None, None, None
 
 
 def _new_figure(rows: int) -> Any:
