@@ -932,6 +932,14 @@ def _key_types(t: pa.Table, cols: Sequence[str]) -> str:
     return ";".join(out)
 
 
+def _read_ahead(infos: Sequence[RunInfo], runs: Sequence[int], grouping: str, pool: ThreadPoolExecutor) -> None:
+    """The groupings after ``grouping`` in each run's ``grouped.parquet`` decoded on
+    ``pool`` while this one is used (:meth:`evalkit.grouped_file.GroupedFile.read_ahead`)."""
+    for i in runs:
+        if (g := infos[i].grouped) is not None:
+            g.read_ahead(grouping, pool)
+
+
 def read_grouping(infos: Sequence[RunInfo], idx: Sequence[int], grouping: str, skip_bad: bool,
                   pool: ThreadPoolExecutor, reused: Reused | None = None) -> GroupedRuns:
     """Read one grouping's table from every run in ``idx`` (only the key and statistic
@@ -961,7 +969,9 @@ def read_grouping(infos: Sequence[RunInfo], idx: Sequence[int], grouping: str, s
         ready = {i for i in runs if (g := infos[i].grouped) is not None and g.decoded(grouping)}
         rest = [i for i in runs if i not in ready]
         done = dict(zip(rest, pool.map(one, rest), strict=True))
-        return [done[i] if i in done else one(i) for i in runs]
+        out = [done[i] if i in done else one(i) for i in runs]
+        _read_ahead(infos, runs, grouping, pool)
+        return out
 
     idx = list(idx)
     read = each(idx)

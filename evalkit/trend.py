@@ -1152,7 +1152,7 @@ def _each_grouping(infos: Sequence[RunInfo], runs: _Runs, skip_bad: bool, opts: 
     finally:
         next_read.cancel()
         ahead.shutdown()
-        pool.shutdown()
+        pool.shutdown(cancel_futures=True)  # groupings decoded ahead that no one will ask for
         for r in infos:  # the grouped.parquet files kept open since their first read
             if r.grouped is not None:
                 r.grouped.close()

@@ -288,3 +288,31 @@ def test_tidy_months_keep_min_max_of_run_id_and_created_only_and_another_layout_
     history(paths[:-1], out=out, overwrite=True, plots=False)
     monkeypatch.setattr(trend, "TIDY_LAYOUT", b"another")
     assert history(paths, out=out, overwrite=True, plots=False).reused_runs == 0
+
+
+def test_grouped_file_decodes_the_next_groupings_ahead_on_a_pool(tmp_path: Path) -> None:
+    """read_ahead decodes the batch after the groupings waiting decoded on the pool (one
+    batch more at most): each grouping still comes back exactly as its own table, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import evalkit.grouped_file as gf
+
+    rng = np.random.default_rng(1)
+    tables = [(f"g{k}", (f"g{k}",), pa.table({f"g{k}": pa.array([f"k{i}" for i in range(5)], pa.large_string()),
+                                              "count": pa.array(rng.integers(1, 9, 5), pa.int64()),
+                                              "mean": rng.random(5), "sem": rng.random(5)}))
+              for k in range(3 * gf.READ_AHEAD + 1)]
+    f = tmp_path / GROUPED_FILE
+    assert write_grouped(tables, f)
+    g = GroupedFile(f, None)
+    try:
+        for k, (name, cols, t) in enumerate(tables):
+            assert g.read(name, list(cols)).equals(t), name
+            with ThreadPoolExecutor(1) as pool:
+                g.read_ahead(name, pool)
+            waiting = [n for n, _c, _t in tables if g.decoded(n)]
+            assert waiting == [n for n, _c, _t in tables[k + 1:k + 1 + len(waiting)]]  # the next ones, in order
+            assert len(waiting) >= min(gf.READ_AHEAD, len(tables) - k - 1)
+            assert len(waiting) < 2 * gf.READ_AHEAD
+    finally:
+        g.close()
