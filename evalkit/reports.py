@@ -408,6 +408,15 @@ class RunInfo:
         return self.manifest is not None
 
     @property
+    def recorded_id(self) -> str:
+        """The run id history gives this run's rows (the tidy tables' and ``runs.parquet``'s
+        ``run_id``): the report's own ``metadata.run_id`` (as in its ``summary.json`` and
+        manifest), else (a report written before run ids) :attr:`identity`,
+        ``summary:<fingerprint>``. Whatever other reports a history reads, the same report
+        gets the same id."""
+        return self.run_uid or self.identity
+
+    @property
     def identity(self) -> str:
         """What makes two directories the same run: the recorded run id, else (reports
         before run ids) the fingerprint of ``summary.json`` (:func:`evalkit.io.fingerprint_file`)."""
