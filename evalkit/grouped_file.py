@@ -224,7 +224,7 @@ class GroupedFile:
             if t is None:
                 self._ahead = self._read_from(grouping)
                 t = self._ahead.pop(grouping)
-        return t.rename_columns([*columns, *self._stats])
+        return t
 
     def read_ahead(self, after: str, pool: Any) -> None:
         """Decode the groupings that follow ``after`` (the one just read) and those waiting
@@ -255,7 +255,7 @@ class GroupedFile:
 
     def _read_from(self, grouping: str) -> dict[str, pa.Table]:
         """``grouping`` and the next groupings of the file (see :meth:`read`), decoded in one
-        call: name -> its key columns (file names) and statistic columns."""
+        call: name -> its key columns and statistic columns, named as in its own table."""
         assert self._pf is not None and self._empty is not None
         names = list(self._index)
         at = names.index(grouping)
@@ -278,7 +278,8 @@ class GroupedFile:
         out, offset = {}, 0
         for name in batch:
             n = self._rows(name)
-            out[name] = whole.slice(offset, n).select([*self._index[name]["keys"], *self._stats])
+            out[name] = whole.slice(offset, n).select([*self._index[name]["keys"], *self._stats]).rename_columns(
+                [*self._index[name].get("columns", ()), *self._stats])
             offset += n
         return out
 
