@@ -237,18 +237,16 @@ def inspect(inputs: tuple[str, ...], labels: str | None, fmt: str, debug: bool, 
       evalkit inspect preds.parquet
       evalkit inspect 'runs/2026-11-*/preds.parquet' --format json
     """
-    from .inspect import inspect_input
+    with imports_without_gc():
+        from .inspect import inspect_input, render_inspect
+        from .report import to_json_default
 
-    cfg = config_from_flags(None, flags)
+        cfg = config_from_flags(None, flags)
     info = inspect_input(list(inputs) if len(inputs) > 1 else inputs[0], labels=labels, config=cfg,
                          cli=True)
     if fmt == "json":
-        from .report import to_json_default
-
         click.echo(json.dumps(info, indent=2, default=to_json_default))
     else:
-        from .inspect import render_inspect
-
         click.echo(render_inspect(info), nl=False)
 
 
