@@ -317,7 +317,11 @@ def _write_png(fig: Any, path: Path | Any) -> None:
     px = rgba[:, :, :3] if opaque else rgba
     rows = np.empty((h, 1 + w * px.shape[2]), dtype=np.uint8)
     rows[:, 0] = 0  # filter type None
-    rows[:, 1:] = px.reshape(h, -1)
+    view = rows[:, 1:].reshape(h, w, px.shape[2])  # a view (rows are contiguous): one copy
+    if np.shares_memory(view, rows):
+        view[...] = px
+    else:  # pragma: no cover - numpy could not make a view
+        rows[:, 1:] = px.reshape(h, -1)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -326,7 +330,7 @@ def _write_png(fig: Any, path: Path | Any) -> None:
     png = b"".join([b"\x89PNG\r\n\x1a\n",
                     chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2 if opaque else 6, 0, 0, 0)),
                     chunk(b"pHYs", struct.pack(">IIB", ppm, ppm, 1)),
-                    chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)),
+                    chunk(b"IDAT", zlib.compress(rows, 1)),
                     chunk(b"IEND", b"")])
     if hasattr(path, "write"):
         path.write(png)
