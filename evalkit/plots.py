@@ -233,9 +233,12 @@ def _caching_renderer(RendererAgg: Any, get_hinting_flag: Any, RenderMode: Any) 
                    language if isinstance(language, str | None) else repr(language))
             items = layouts.get(key)
             if items is None:
-                items = room(layouts)[key] = [
-                    (it.ft_object, it.glyph_index, it.x, it.y)
-                    for it in font._layout(s, flags=flags, features=features, language=language)]
+                try:
+                    laid = font._layout(s, flags=flags, features=features, language=language)
+                    items = [(it.ft_object, it.glyph_index, it.x, it.y) for it in laid]
+                except (TypeError, AttributeError):  # another matplotlib's internals: its own way
+                    return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
+                room(layouts)[key] = items
             room(glyphs)
             _draw_glyphs(self, gc, x, y, angle, size, flags, items, glyphs, RenderMode)
             return None
