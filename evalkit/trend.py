@@ -106,6 +106,10 @@ MAX_CHANGE_LINES = 50  # lines of the "Changes" section of history.md
 PLOT_GROUPS = 8  # groups drawn per history plot (besides the overall line)
 PLOT_HELPERS = 2  # processes drawing the history plots while the tables are built
 PLOT_POOL_MIN = 8  # groupings from which the plots are drawn by helper processes
+#: How much lower the plot helpers run than the history process (``os.nice``): they draw
+#: on the cores its threads leave idle instead of taking turns with its reading and writing
+#: threads (which a cold history keeps waiting on each other).
+PLOT_NICE = 10
 OUT_MARKERS = ("history.md", "history.json")
 _READ_THREADS = 4
 WRITES_QUEUED = 16  # month files waiting for the writer thread (a grouping of a year: 13)
@@ -988,7 +992,7 @@ def _plot_pool(wanted: bool, figures: int) -> Any:
         return None
     from .plot_process import start_pool
 
-    return start_pool(PLOT_HELPERS)
+    return start_pool(PLOT_HELPERS, nice=PLOT_NICE)
 
 
 def _warn_inputs(skipped: Sequence[tuple[str, str]], copies: Sequence[tuple[str, str]],
