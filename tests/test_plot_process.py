@@ -125,6 +125,20 @@ def test_a_pool_imports_matplotlib_once_its_first_helper_forks_the_others():
         os.waitpid(pid0, os.WNOHANG)  # reaped
 
 
+def test_pool_helpers_run_at_the_lower_priority_asked_for():
+    """start_pool(n, nice=k): the first helper lowers its priority by k before it forks the
+    others (they inherit it), so both draw on cores the parent leaves idle."""
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    pool = plot_process.start_pool(2, nice=5)
+    assert pool is not None
+    for function in ("getpid", "getpid"):  # round-robin: one job per helper
+        pool.submit("os", function)
+    for _ in range(2):
+        pool.submit("os", "getpriority", os.PRIO_PROCESS, 0)
+    out = [v for done, v in pool.results() if done]
+    assert len(set(out[:2])) == 2 and out[2:] == [min(19, mine + 5)] * 2
+
+
 def test_a_helper_imports_matplotlib_without_its_3d_toolkit():
     """In a fresh process (as a helper forked before matplotlib is imported): the 3D
     toolkit is not imported, drawing works, and a later import of the toolkit is the real one."""
