@@ -302,6 +302,13 @@ class HistoryResult:
         df.insert(3, "segment", ids.map(seg_of).astype(np.int64))
         return df
 
+    def gates_record(self) -> dict[str, Any]:
+        """The gates as ``history.json`` holds them (:func:`evalkit.gates.gates_record`, the
+        shape of compare.json and summary.json too)."""
+        from .gates import gates_record
+
+        return gates_record("history", self.gates, self.gate_note, self.failures, self.unchecked)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable data (what ``history.json`` holds)."""
         from .report import frame_records
@@ -312,9 +319,7 @@ class HistoryResult:
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "duplicates": [{"path": p, "same_run_as": k} for p, k in self.duplicates],
             "ignored": [{"path": p, "reason": r} for p, r in self.ignored],
-            "gates": {"checked": self.gates, "note": self.gate_note, "passed": self.passed,
-                      "failures": [_failure_dict(f) for f in self.failures],
-                      "not_checked": [_failure_dict(f) for f in self.unchecked]},
+            "gates": self.gates_record(),
             "changes": frame_records(self.changes),
             "groupings": {name: {"groups": int(len(df)), "changed": int(df["changed"].sum()),
                                  "runs": self.metadata["series_runs"].get(name, 0)}
@@ -413,11 +418,6 @@ def _as_type(a: pa.ChunkedArray, ty: pa.DataType) -> pa.ChunkedArray:
         return a.cast(ty)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return pa.chunked_array([pa.array([None if v is None else str(v) for v in a.to_pylist()], ty)])
-
-
-def _failure_dict(f: GateFailure) -> dict[str, Any]:
-    return {"gate": f.gate, "grouping": f.grouping, "group": f.group, "observed": f.observed,
-            "limit": f.limit, "detail": f.detail, "message": str(f)}
 
 
 def _labels(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
@@ -1815,19 +1815,9 @@ def _md_listed(title: str, items: Sequence[str], limit: int = 20) -> list[str]:
 
 
 def _md_gates(res: HistoryResult) -> list[str]:
-    if not res.gates:
-        return ["## Gates: none checked", "", md_text(res.gate_note), ""] if res.gate_note else []
-    note = f" ({len(res.unchecked)} not checked)" if res.unchecked else ""
-    lines = [f"## Gates: FAILED ({len(res.failures)}){note}" if res.failures else f"## Gates: passed{note}", ""]
-    lines += [f"- **FAILED** {md_text(str(f))}" for f in res.failures[:MAX_CHANGE_LINES]]
-    if len(res.failures) > MAX_CHANGE_LINES:
-        lines.append(f"- ... and {len(res.failures) - MAX_CHANGE_LINES} more (history.json)")
-    if res.unchecked:
-        strict = bool(res.gates.get("fail_unchecked", False))
-        lines += [f"- not checked: {md_text(str(f))}" for f in res.unchecked[:MAX_CHANGE_LINES]]
-        lines.append(f"- (gates that cannot be checked {'fail' if strict else 'do not fail'}: "
-                     f"`fail_unchecked: {'true' if strict else 'false'}`)")
-    return [*lines, ""] if len(lines) > 2 else lines
+    from .gates import gates_markdown
+
+    return gates_markdown(res.gates_record(), "history.json")
 
 
 def _md_changes(res: HistoryResult) -> list[str]:
