@@ -24,6 +24,7 @@ zstd's (zstd sets up a decoder per page).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -40,7 +41,9 @@ from .errors import OutputError, ReportError
 GROUPED_FILE = "grouped.parquet"
 #: Rows per row group at most (a grouping with more rows gets several).
 MAX_ROW_GROUP = 1 << 20
-#: Groupings decoded in one read of a report's file (history then asks for them in turn).
+#: Groupings decoded in one read of a report's file (history then asks for them in turn);
+#: while fewer than this many wait decoded, the next ones are decoded on a thread
+#: (:meth:`GroupedFile.read_ahead`).
 READ_AHEAD = 4
 #: ... and rows at most, so that what waits per report stays small.
 READ_AHEAD_ROWS = 8192
@@ -155,6 +158,8 @@ class GroupedFile:
         self._error: ReportError | None = None
         self._ahead: dict[str, pa.Table] = {}
         self._nrows: dict[str, int] = {}
+        self._at: dict[str, int] = {}  # each grouping's position in the file
+        self._queued = False  # a read_ahead waits on its pool
 
     def _open(self) -> None:
         from .io import fingerprint_file
@@ -186,6 +191,7 @@ class GroupedFile:
             if not isinstance(index, dict) or not isinstance(index.get("groupings"), list):
                 raise ReportError(f"{self.path}: not an evalkit grouped.parquet (no '{_META_KEY.decode()}' index)")
             self._index = {g["grouping"]: g for g in index["groupings"]}
+            self._at = {name: k for k, name in enumerate(self._index)}
             schema = meta.schema.to_arrow_schema()
             keys = {k for g in self._index.values() for k in g.get("keys", ())}
             self._stats = history_columns([n for n in schema.names if n not in keys])
@@ -218,7 +224,29 @@ class GroupedFile:
             if t is None:
                 self._ahead = self._read_from(grouping)
                 t = self._ahead.pop(grouping)
-        return t.rename_columns([*columns, *self._stats])
+        return t
+
+    def read_ahead(self, after: str, pool: Any) -> None:
+        """Decode the groupings that follow ``after`` (the one just read) and those waiting
+        decoded, on ``pool`` (a ``concurrent.futures`` executor), when fewer than
+        :data:`READ_AHEAD` wait: the next batch is decoded while the caller works on this
+        one, instead of when it is asked for. At most one batch more waits per file. An
+        error is not raised here: :meth:`read` meets it when that grouping is asked for."""
+        if self._queued or self._fh is None or len(self._ahead) >= READ_AHEAD:
+            return
+        self._queued = True
+        pool.submit(self._decode_after, after)
+
+    def _decode_after(self, after: str) -> None:
+        with self._lock:
+            self._queued = False
+            if self._fh is None or after not in self._at or len(self._ahead) >= READ_AHEAD:
+                return
+            start = max([self._at[after], *(self._at[k] for k in self._ahead)]) + 1
+            if start >= len(self._at):
+                return
+            with contextlib.suppress(ReportError):  # read() raises it for that grouping
+                self._ahead.update(self._read_from(list(self._index)[start]))
 
     def decoded(self, grouping: str) -> bool:
         """Whether ``grouping``'s rows wait decoded (read ahead with an earlier grouping):
@@ -227,7 +255,7 @@ class GroupedFile:
 
     def _read_from(self, grouping: str) -> dict[str, pa.Table]:
         """``grouping`` and the next groupings of the file (see :meth:`read`), decoded in one
-        call: name -> its key columns (file names) and statistic columns."""
+        call: name -> its key columns and statistic columns, named as in its own table."""
         assert self._pf is not None and self._empty is not None
         names = list(self._index)
         at = names.index(grouping)
@@ -250,7 +278,8 @@ class GroupedFile:
         out, offset = {}, 0
         for name in batch:
             n = self._rows(name)
-            out[name] = whole.slice(offset, n).select([*self._index[name]["keys"], *self._stats])
+            out[name] = whole.slice(offset, n).select([*self._index[name]["keys"], *self._stats]).rename_columns(
+                [*self._index[name].get("columns", ()), *self._stats])
             offset += n
         return out
 

@@ -651,7 +651,9 @@ def _whole_number_labels(col: pa.Array, problems: list[Problem]
         return np.where(huge, 0, u).astype(np.int64), u, None, huge
     if pa.types.is_boolean(t):
         return col.fill_null(False).to_numpy(zero_copy_only=False).astype(np.int64), None, None, None
-    return col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False), None, None, None
+    # No nulls (the usual case): no fill_null copy of the column.
+    filled = col.fill_null(0) if col.null_count else col
+    return filled.to_numpy(zero_copy_only=False).astype(np.int64, copy=False), None, None, None
 
 
 def detect_layout(

@@ -161,36 +161,55 @@ def _ready_to_draw() -> Any:
     Savings for this process only (it never draws anything else): history plots are drawn
     on one kept figure (:func:`evalkit.plots.keep_figures`); matplotlib's import of its 3D
     toolkit (``mpl_toolkits.mplot3d``, about a fifth of the import, only there to register
-    the ``3d`` projection) is skipped by a stand-in module while ``matplotlib.projections``
-    is imported; the objects inherited from the parent, then those of the import, are
+    the ``3d`` projection) and of the polar and geographic axes is skipped by stand-in
+    modules (:func:`_projection_stubs`) while ``matplotlib.projections`` is imported; the objects inherited from the parent, then those of the import, are
     frozen out of the cyclic garbage collector (``gc.freeze``): its full collections,
     frequent while figures are built, scan only what drawing creates (and never write to
     the parent's pages shared copy-on-write).
     """
     import gc
     import sys
-    import types
 
     gc.freeze()
-    name = "mpl_toolkits.mplot3d"
-    stub = None
-    if "matplotlib.projections" not in sys.modules and name not in sys.modules:
-        stub = types.ModuleType(name)
-        stub.Axes3D = None  # type: ignore[attr-defined]  # matplotlib then registers no 3d axes
-        sys.modules[name] = stub
+    stubs = _projection_stubs() if "matplotlib.projections" not in sys.modules else {}
+    stubs = {name: stub for name, stub in stubs.items() if name not in sys.modules}
+    sys.modules.update(stubs)
     try:
         import matplotlib.projections  # noqa: F401
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
         from matplotlib.figure import Figure  # noqa: F401
     finally:
-        if stub is not None and sys.modules.get(name) is stub:
-            del sys.modules[name]  # a later import of the toolkit gets the real one
+        for name, stub in stubs.items():
+            if sys.modules.get(name) is stub:
+                del sys.modules[name]  # a later import gets the real module
     from . import plots
 
     plots._warm_up()
     plots.keep_figures()  # a helper draws many history plots: one figure for all
     gc.freeze()
     return plots
+
+
+def _projection_stubs() -> dict[str, Any]:
+    """Stand-ins for the modules ``matplotlib.projections`` imports only to register
+    projections no plot of evalkit uses: the 3D toolkit (``Axes3D = None``: no ``3d``
+    projection) and the polar and geographic axes (classes that only carry their projection
+    names; about 20 ms of the import). For a drawing helper only."""
+    import types
+
+    def module(name: str, **attrs: Any) -> Any:
+        stub = types.ModuleType(name)
+        stub.__dict__.update(attrs)
+        return stub
+
+    def axes(cls: str, name: str) -> type:
+        return type(cls, (), {"name": name, "__doc__": "unavailable in a plot helper"})
+
+    geo = {cls: axes(cls, cls[:-4].lower()) for cls in ("AitoffAxes", "HammerAxes", "LambertAxes", "MollweideAxes")}
+    return {"mpl_toolkits.mplot3d": module("mpl_toolkits.mplot3d", Axes3D=None),
+            "matplotlib.projections.geo": module("matplotlib.projections.geo", **geo),
+            "matplotlib.projections.polar": module("matplotlib.projections.polar",
+                                                   PolarAxes=axes("PolarAxes", "polar"))}
 
 
 def _draw_loop(inbox: int, outbox: int) -> None:

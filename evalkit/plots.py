@@ -144,19 +144,157 @@ def _fmt_count(n: float) -> str:
     return f"n={int(n):,}"
 
 
+def _canvas(fig: Any) -> Any:
+    """Attach the Agg canvas of :func:`_canvas_class` to ``fig``."""
+    return _canvas_class()(fig)
+
+
+_CANVAS: Any = None
+#: Entries kept in each text cache of :func:`_canvas_class` (cleared when full).
+TEXT_CACHE_SIZE = 20_000
+
+
+def _canvas_class() -> Any:
+    """matplotlib's Agg canvas with a renderer that remembers text work across drawings
+    and figures of this process, for the same pixels: a string's measured size and glyph
+    layout (per font, size, dpi, hinting), and each glyph's anti-aliased bitmap per
+    sub-pixel position (FreeType renders a glyph moved by whole pixels as the same bitmap,
+    moved), so repeated labels (tick labels, axis labels, a history's dates and titles)
+    are laid out and rendered once. The PNGs are those of matplotlib's own canvas (tested).
+    """
+    global _CANVAS
+    if _CANVAS is not None:
+        return _CANVAS
+    from matplotlib import ft2font
+    from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg, get_hinting_flag
+
+    if not (hasattr(ft2font.FT2Font, "_layout") and hasattr(ft2font.FT2Font, "_render_glyph")
+            and hasattr(ft2font, "RenderMode") and hasattr(RendererAgg, "_draw_text_glyphs_and_boxes")):
+        _CANVAS = FigureCanvasAgg  # an older matplotlib, which draws text otherwise
+        return _CANVAS
+    Renderer = _caching_renderer(RendererAgg, get_hinting_flag, ft2font.RenderMode)
+
+    class Canvas(FigureCanvasAgg):  # type: ignore[misc, valid-type]
+        def get_renderer(self) -> Any:
+            w, h = self.get_width_height(physical=True)
+            key = w, h, self.figure.dpi
+            if self._lastKey != key:
+                self.renderer = Renderer(w, h, self.figure.dpi)
+                self._lastKey = key
+            return self.renderer
+
+    _CANVAS = Canvas
+    return Canvas
+
+
+def _caching_renderer(RendererAgg: Any, get_hinting_flag: Any, RenderMode: Any) -> Any:  # noqa: N803
+    """The Agg renderer of :func:`_canvas_class` (its text caches live with the class)."""
+    sizes: dict[tuple[Any, ...], tuple[float, float, float]] = {}
+    heights: dict[tuple[Any, ...], tuple[float | None, float | None, float | None]] = {}
+    layouts: dict[tuple[Any, ...], list[tuple[Any, int, float, float]]] = {}
+    glyphs: dict[tuple[Any, ...], tuple[Any, int, int, Any]] = {}
+
+    def room(cache: dict) -> dict:
+        if len(cache) >= TEXT_CACHE_SIZE:
+            cache.clear()
+        return cache
+
+    class Renderer(RendererAgg):  # type: ignore[misc, valid-type]
+        def _get_font_height_metrics(self, prop: Any) -> tuple[float | None, float | None, float | None]:
+            # Text._get_layout asks a renderer that has this method for the font's ascent,
+            # descent and line gap; without it, it reads them from the font's tables (what
+            # is done here, once per font properties and dpi)
+            key = (prop, self.dpi)
+            got = heights.get(key)
+            if got is None:
+                got = room(heights)[(prop.copy(), self.dpi)] = _font_height_metrics(prop, self.dpi)
+            return got
+
+        def get_text_width_height_descent(self, s: str, prop: Any, ismath: Any) -> Any:
+            if ismath:
+                return super().get_text_width_height_descent(s, prop, ismath)
+            font = self._prepare_font(prop)
+            key = (font, prop.get_size_in_points(), self.dpi, s, get_hinting_flag())
+            got = sizes.get(key)
+            if got is None:
+                got = room(sizes)[key] = super().get_text_width_height_descent(s, prop, ismath)
+            return got
+
+        def draw_text(self, gc: Any, x: float, y: float, s: str, prop: Any, angle: float,
+                      ismath: Any = False, mtext: Any = None) -> None:
+            if ismath or not gc.get_antialiased():
+                return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
+            font = self._prepare_font(prop)
+            features = getattr(mtext, "get_fontfeatures", lambda: None)()
+            language = getattr(mtext, "get_language", lambda: None)()
+            flags = get_hinting_flag()
+            size = prop.get_size_in_points()
+            key = (font, size, self.dpi, s, flags, None if features is None else tuple(features),
+                   language if isinstance(language, str | None) else repr(language))
+            items = layouts.get(key)
+            if items is None:
+                items = room(layouts)[key] = [
+                    (it.ft_object, it.glyph_index, it.x, it.y)
+                    for it in font._layout(s, flags=flags, features=features, language=language)]
+            room(glyphs)
+            _draw_glyphs(self, gc, x, y, angle, size, flags, items, glyphs, RenderMode)
+            return None
+
+    return Renderer
+
+
+def _draw_glyphs(renderer: Any, gc: Any, x: float, y: float, angle: float, size: float, flags: Any,
+                 items: list[tuple[Any, int, float, float]], glyphs: dict, RenderMode: Any) -> None:  # noqa: N803
+    """Draw laid-out glyphs ``(font, index, dx, dy)`` at ``(x, y)`` as matplotlib's
+    ``RendererAgg._draw_text_glyphs_and_boxes`` does, each glyph's bitmap taken from (or
+    put in) ``glyphs`` by its sub-pixel offset."""
+    import math
+
+    cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    matrix = (0x10000 * np.array([[cos, -sin], [sin, cos]])).round().astype(int)
+    rotation = tuple(matrix.ravel().tolist())
+    height, dpi = renderer.height, renderer.dpi
+    for ft, index, dx, dy in items:
+        px = round(0x40 * (x + dx * cos - dy * sin))
+        py = round(0x40 * (height - y + dx * sin + dy * cos))
+        gkey = (ft, size, dpi, index, flags, rotation, px & 63, py & 63)
+        got = glyphs.get(gkey)
+        if got is None:
+            ft.set_size(size, dpi)
+            ft._set_transform(matrix, [px, py])
+            bitmap = ft._render_glyph(index, flags, RenderMode.NORMAL)
+            got = glyphs[gkey] = (bitmap.buffer, bitmap.left - (px >> 6), bitmap.top - (py >> 6), bitmap)
+        buffer, left, top, _ = got
+        renderer._renderer.draw_text_image(buffer, left + (px >> 6),
+                                           int(height) - (top + (py >> 6)) + buffer.shape[0], 0, gc)
+
+
+def _font_height_metrics(prop: Any, dpi: float) -> tuple[float | None, float | None, float | None]:
+    """``(ascent, descent, line gap)`` in pixels of the font of ``prop`` at ``dpi``, read as
+    matplotlib's ``Text._get_layout`` reads them (OS/2 table, else hhea); Nones when the font
+    has neither (the text is then measured instead)."""
+    from matplotlib.font_manager import fontManager, get_font
+
+    font = get_font(fontManager._find_fonts_by_props(prop))
+    for table_name, linegap_key, ascent_key, descent_key in (
+            ("OS/2", "sTypoLineGap", "sTypoAscender", "sTypoDescender"),
+            ("hhea", "lineGap", "ascent", "descent")):
+        table = font.get_sfnt_table(table_name)
+        if table is None:
+            continue
+        fontsize = prop.get_size_in_points()
+        units_per_em = font.get_sfnt_table("head")["unitsPerEm"]
+        scale = 1 / units_per_em * fontsize * dpi / 72
+        return (table[ascent_key] * scale, -table[descent_key] * scale, table[linegap_key] * scale)
+    return None, None, None
+
+
 def _new_figure(rows: int) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(WIDTH, _height(rows)), dpi=DPI)
-    FigureCanvasAgg(fig)
+    _canvas(fig)
     return fig
-
-
-def _save(fig: Any, path: Path) -> None:
-    """Lay the figure out (:func:`_place`) and write it as PNG (:func:`_write_png`)."""
-    _place(fig)
-    _write_png(fig, path)
 
 
 def _write_png(fig: Any, path: Path | Any) -> None:
@@ -201,16 +339,187 @@ def _write_png(fig: Any, path: Path | Any) -> None:
 PAD_PT = 3.0
 
 
-def _place(fig: Any) -> None:
+def _save(fig: Any, path: Path) -> None:
+    """Lay the figure out (:func:`_place`), draw its axes' ticks (:class:`_Ticks`) and write
+    it as PNG (:func:`_write_png`)."""
+    ticks = {axis: _Ticks(axis) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)}
+    _place(fig, ticks)
+    for t in ticks.values():
+        t.install()
+    _write_png(fig, path)
+
+
+class _Ticks:
+    """One axis' major ticks drawn as plain artists of its axes, in place of matplotlib's
+    tick objects (each a tick mark, a grid line and two labels, built and updated on every
+    layout and drawing pass: about a third of the drawing time of these figures).
+
+    The ticks are the axis' own (its locator and formatter, those shown in the view, as
+    ``Axis._update_ticks`` picks them) with the properties matplotlib gives them (copied
+    from one template tick of the axis): the labels, one line of tick marks and the grid
+    lines, at the axis' drawing order; the axis label goes where matplotlib would put it
+    (beyond the tick labels and the spine with its tick marks). The pixels are those of
+    matplotlib's own ticks (tested). An axis whose formatter shows an offset or that has
+    minor ticks keeps matplotlib's ticks.
+
+    ``extra`` holds further labels beside the axes (:func:`_right_labels`): drawn as they
+    are, measured by :func:`_place` with the tick labels of their side.
+    """
+
+    def __init__(self, axis: Any) -> None:
+        from matplotlib.ticker import NullLocator
+
+        self.axis = axis
+        self.extra: list[Any] = getattr(axis, "_evalkit_extra", [])
+        self.own = (not isinstance(axis.get_major_locator(), NullLocator)
+                    and isinstance(axis.get_minor_locator(), NullLocator)
+                    and axis.get_label_position() in ("bottom", "left"))
+        # matplotlib's first tick: the one its other ticks copy their properties from
+        self.tick = axis.majorTicks[0] if self.own else None
+        if self.tick is not None and (  # labels on both sides, or marks on the far one
+                (self.tick.label1.get_visible() and self.tick.label2.get_visible())
+                or (self.tick.tick2line.get_visible() and self.tick.tick2line.get_markersize() > 0)):
+            self.own, self.tick = False, None
+        self._made: tuple[list[tuple[float, str]], list[Any]] | None = None
+
+    def shown(self) -> list[tuple[float, str]]:
+        """The major ticks in the view now: ``(location, label)``."""
+        from matplotlib.transforms import _interval_contains_close
+
+        axis = self.axis
+        locs = axis.get_majorticklocs()
+        labels = axis.get_major_formatter().format_ticks(locs)
+        lo, hi = sorted(axis.get_view_interval())
+        trans = axis.get_transform()
+        view = trans.transform([lo, hi])
+        return [(loc, label) for loc, label in zip(locs, labels, strict=True)
+                if _interval_contains_close(view, trans.transform(loc))]
+
+    def labels(self, shown: list[tuple[float, str]] | None = None) -> list[Any]:
+        """Tick labels of ``shown`` (default: :meth:`shown`) on the side the axis shows
+        them (``label1``: below / left; ``label2``: a twin's, right), not added to the axes."""
+        from matplotlib.text import Text
+
+        if self.tick is None:
+            return []
+        template = next((t for t in (self.tick.label1, self.tick.label2) if t.get_visible()), None)
+        if template is None:
+            return []
+        shown = self.shown() if shown is None else shown
+        if self._made is not None and self._made[0] == shown:
+            return self._made[1]
+        out = []
+        for loc, label in shown:
+            t = Text()
+            t.update_from(template)
+            t.set_figure(self.axis.figure)
+            t.set_text(label)
+            if self.axis.axis_name == "x":
+                t.set_x(loc)
+            else:
+                t.set_y(loc)
+            out.append(t)
+        self._made = (shown, out)
+        return out
+
+    def room(self, renderer: Any, px: float) -> float:
+        """Pixels the tick labels need beside the axes (height below for x, width left for
+        y): the widest label, its pad and the tick mark's length."""
+        labels = [t for t in (self.labels() if self.own else shown_ticklabels(self.axis)) if t.get_text()]
+        if not labels:
+            return 0.0
+        tick = self.tick if self.own else self.axis.get_major_ticks()[0]
+        length = tick.tick1line.get_markersize() if tick.tick1line.get_visible() else 0.0
+        which = "height" if self.axis.axis_name == "x" else "width"
+        return _text_size(labels, renderer, which) + (tick.get_pad() + max(length, 0.0)) * px
+
+    def install(self) -> None:
+        """Add the ticks at the axes' final size as artists and turn the axis' own off."""
+        from matplotlib.lines import Line2D
+        from matplotlib.ticker import NullLocator
+        from matplotlib.transforms import Bbox
+
+        axis, ax = self.axis, self.axis.axes
+        for t in self.extra:
+            t.set_zorder(axis.get_zorder())
+        if not self.own or self.tick is None:
+            return
+        if axis.get_major_formatter().get_offset():
+            return  # an offset text sits beside the labels: matplotlib places it
+        shown = self.shown()
+        labels = self.labels(shown)
+        tick, z, x_axis = self.tick, axis.get_zorder(), axis.axis_name == "x"
+        locs = [float(loc) for loc, _ in shown]
+        if tick.gridline.get_visible():  # clipped to the axes (add_artist), as matplotlib's
+            for loc in locs:
+                g = Line2D([], [])
+                g.update_from(tick.gridline)
+                g.set_data(([loc, loc], [0, 1]) if x_axis else ([0, 1], [loc, loc]))
+                g.get_path()._interpolation_steps = tick.gridline.get_path()._interpolation_steps
+                g.set_zorder(z)
+                ax.add_artist(g)
+        unclipped = list(labels)
+        if tick.tick1line.get_visible() and tick.tick1line.get_markersize() > 0 and locs:
+            marks = Line2D([], [])
+            marks.update_from(tick.tick1line)
+            marks.set_data((locs, [0.0] * len(locs)) if x_axis else ([0.0] * len(locs), locs))
+            unclipped.insert(0, marks)
+        for a in unclipped:
+            _add_unclipped(ax, a)
+            a.set_zorder(z)
+        axis._evalkit_labels = labels  # for shown_ticklabels
+        axis.set_major_locator(NullLocator())
+        # the axis label beyond the tick labels and the spine (with its tick marks), as
+        # Axis._update_label_position puts it
+        renderer = ax.figure.canvas.get_renderer()
+        px = ax.figure.dpi / 72.0
+        spine = ax.spines.get("bottom" if x_axis else "left", None)
+        box = spine.get_window_extent(renderer) if spine is not None else ax.get_window_extent(renderer)
+        if spine is not None and locs and tick.tick1line.get_visible():
+            out = tick._size * {"out": 1.0, "in": 0.0, "inout": 0.5}[tick._tickdir] * px
+            grown = box.frozen()
+            if x_axis:
+                grown.y0 -= out
+            else:
+                grown.x0 -= out
+            box = Bbox.union([box, grown])
+        if tick.label1.get_visible():  # labels on the label's side push it out
+            box = Bbox.union([box, *(t.get_window_extent(renderer) for t in labels)])
+        x, y = axis.label.get_position()
+        if x_axis and axis.get_label_position() == "bottom":
+            axis.label.set_position((x, box.y0 - axis.labelpad * px))
+        elif not x_axis and axis.get_label_position() == "left":
+            axis.label.set_position((box.x0 - axis.labelpad * px, y))
+        else:
+            return
+        axis._autolabelpos = False
+
+
+def _add_unclipped(ax: Any, artist: Any) -> None:
+    """Add ``artist`` to the axes without the clipping to the axes ``add_artist`` sets."""
+    ax.add_artist(artist)
+    artist.set_clip_box(None)
+    artist.set_clip_path(None)
+
+
+def _text_size(texts: Sequence[Any], renderer: Any, which: str) -> float:
+    shown = [t for t in texts if t.get_visible() and t.get_text()]
+    return max((getattr(t.get_window_extent(renderer), which) for t in shown), default=0.0)
+
+
+def _place(fig: Any, ticks: dict[Any, _Ticks] | None = None) -> None:
     """Position the figure's grid of axes, its title block and its legend from the measured
     size of their text, as matplotlib's constrained layout would, without its extra
     drawing pass (that pass builds and lays out every tick and label a second time: about
     40% of the drawing time of these figures).
 
     Each grid cell reserves, outside its axes: the y label and tick labels on the left
-    (on the right, a twin's tick labels), the title above, the x tick labels and x label
-    below. The suptitle sits at the top, the legend centred at the bottom.
+    (on the right, a twin's tick labels or the labels of :func:`_right_labels`), the title
+    above, the x tick labels and x label below. The suptitle sits at the top, the legend
+    centred at the bottom. ``ticks``: the axes' :class:`_Ticks` (made here by default).
     """
+    if ticks is None:
+        ticks = {axis: _Ticks(axis) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)}
     renderer = fig.canvas.get_renderer()
     px = fig.dpi / 72.0
     pad = PAD_PT * px
@@ -222,7 +531,7 @@ def _place(fig: Any) -> None:
     if not cells:
         return
     n_rows, n_cols = next(iter(cells.values()))[0].get_subplotspec().get_gridspec().get_geometry()
-    deco = {key: _decorations(axs, renderer, px) for key, axs in cells.items()}
+    deco = {key: _decorations(axs, renderer, px, ticks) for key, axs in cells.items()}
     left_of = [max((d[0] for (_, c), d in deco.items() if c == col), default=0.0) for col in range(n_cols)]
     right_of = [max((d[1] for (_, c), d in deco.items() if c == col), default=0.0) for col in range(n_cols)]
     top_of = [max((d[2] for (r, _), d in deco.items() if r == row), default=0.0) for row in range(n_rows)]
@@ -248,43 +557,41 @@ def _place(fig: Any) -> None:
                         bottom=bottom / height, wspace=gap_w / ax_w, hspace=gap_h / ax_h)
 
 
-def _decorations(axs: list[Any], renderer: Any, px: float) -> tuple[float, float, float, float]:
+def _decorations(axs: list[Any], renderer: Any, px: float,
+                 ticks: dict[Any, _Ticks]) -> tuple[float, float, float, float]:
     """Pixels a grid cell's axes (and its twin) need outside the axes box: left, right,
     above, below."""
-    def size(texts: Sequence[Any], which: str) -> float:
-        shown = [t for t in texts if t.get_visible() and t.get_text()]
-        return max((getattr(t.get_window_extent(renderer), which) for t in shown), default=0.0)
-
-    def tick_room(axis: Any, which: str) -> float:
-        labels = shown_ticklabels(axis)
-        if not labels:
-            return 0.0
-        tick = axis.get_major_ticks()[0]
-        length = tick.tick1line.get_markersize() if tick.tick1line.get_visible() else 0.0
-        return size(labels, which) + (tick.get_pad() + max(length, 0.0)) * px
-
     ax = axs[0]
-    left = tick_room(ax.yaxis, "width")
+    left = ticks[ax.yaxis].room(renderer, px)
     if ax.yaxis.label.get_text():
-        left += size([ax.yaxis.label], "width") + ax.yaxis.labelpad * px
-    right = max((tick_room(twin.yaxis, "width") for twin in axs[1:]), default=0.0)
-    xlabels = shown_ticklabels(ax.xaxis)
+        left += _text_size([ax.yaxis.label], renderer, "width") + ax.yaxis.labelpad * px
+    right = max((ticks[twin.yaxis].room(renderer, px) for twin in axs[1:]), default=0.0)
+    extra = ticks[ax.yaxis].extra
+    if extra:  # _right_labels: the width of the widest and their pad
+        right = max(right, _text_size(extra, renderer, "width") + extra[0]._evalkit_pad * px)
+    xticks = ticks[ax.xaxis]
+    xlabels = xticks.labels() if xticks.own else shown_ticklabels(ax.xaxis)
     if xlabels:  # the last x tick label reaches half its width past the axes
-        right = max(right, size(xlabels[-1:], "width") / 2.0)
+        right = max(right, _text_size(xlabels[-1:], renderer, "width") / 2.0)
     above = 0.0
     if ax.title.get_text():
         from matplotlib import rcParams
 
-        above = size([ax.title], "height") + rcParams["axes.titlepad"] * px
-    below = tick_room(ax.xaxis, "height")
+        above = _text_size([ax.title], renderer, "height") + rcParams["axes.titlepad"] * px
+    below = xticks.room(renderer, px)
     if ax.xaxis.label.get_text():
-        below += size([ax.xaxis.label], "height") + ax.xaxis.labelpad * px
+        below += _text_size([ax.xaxis.label], renderer, "height") + ax.xaxis.labelpad * px
     return left, right, above, below
 
 
 def shown_ticklabels(axis: Any) -> list[Any]:
     """The major tick labels of a matplotlib axis that a drawing shows (visible, not empty,
-    at a tick inside the view: a locator also returns ticks beyond it)."""
+    at a tick inside the view: a locator also returns ticks beyond it); for an axis whose
+    ticks :class:`_Ticks` drew, those labels and the labels beside it (:func:`_right_labels`)."""
+    drawn = getattr(axis, "_evalkit_labels", None)
+    if drawn is not None or getattr(axis, "_evalkit_extra", None):
+        return [t for t in [*(drawn or []), *getattr(axis, "_evalkit_extra", [])]
+                if t.get_visible() and t.get_text()]
     axis.get_majorticklabels()  # formats the labels for the current view
     lo, hi = sorted(axis.get_view_interval())
     slack = 1e-9 * max(abs(lo), abs(hi), 1e-300)
@@ -295,14 +602,37 @@ def shown_ticklabels(axis: Any) -> list[Any]:
     return labels
 
 
+def _fixed_ticks(axis: Any, locs: Sequence[float], labels: Sequence[str]) -> None:
+    """Ticks at ``locs`` labelled ``labels`` (``Axis.set_ticks(locs, labels)`` without
+    building matplotlib's tick objects, which :class:`_Ticks` replaces); the view must
+    already hold ``locs``."""
+    from matplotlib.ticker import FixedFormatter, FixedLocator
+
+    axis.set_major_locator(FixedLocator(list(locs)))
+    axis.set_major_formatter(FixedFormatter(list(labels)))
+
+
+#: Pad between the axes and the labels of :func:`_right_labels`, in points (a y tick
+#: label's: the labels were a twin axis' tick labels, without tick marks).
+RIGHT_PAD_PT = 3.5
+
+
 def _right_labels(ax: Any, ys: Sequence[float], labels: Sequence[str]) -> None:
-    """Per-row annotations as tick labels of a right-hand twin axis (layout-aware)."""
-    ax2 = ax.twinx()
-    ax2.set_ylim(ax.get_ylim())
-    ax2.set_yticks(list(ys), list(labels), fontsize=8, color="#333333")
-    ax2.tick_params(axis="y", length=0)
-    for side in ("top", "right", "left", "bottom"):
-        ax2.spines[side].set_visible(False)
+    """Per-row annotations right of the axes at data heights ``ys``, laid out by
+    :func:`_place`: placed and drawn as the tick labels of a right-hand twin axis were
+    (size 8, dark grey, left-aligned, centred on the row's baseline centre), as plain
+    texts of the axes (no second axes)."""
+    from matplotlib.text import Text
+
+    trans, va, ha = ax.get_yaxis_text2_transform(RIGHT_PAD_PT)
+    texts = []
+    for y, label in zip(ys, labels, strict=True):
+        t = Text(1, y, label, fontsize=8, color="#333333", verticalalignment=va,
+                 horizontalalignment=ha, transform=trans)
+        t._evalkit_pad = RIGHT_PAD_PT
+        _add_unclipped(ax, t)
+        texts.append(t)
+    ax.yaxis._evalkit_extra = texts
 
 
 def _finish(fig: Any, title: str, subtitle: str, handles: list[Any]) -> None:
@@ -416,7 +746,7 @@ def _plot_class_distribution(result: Any, path: Path, class_hist: dict | None) -
 
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=15))
     _minor_marks(ax)
-    ax.set_yticks(label_y, [_truncate(n) for n in names])
+    _fixed_ticks(ax.yaxis, label_y, [_truncate(n) for n in names])
     _right_labels(ax, label_y, [f"mean {m:.3g}, {_fmt_count(n)}" if math.isfinite(m)
                                 else _fmt_count(n) for n, m in zip(counts_col, means, strict=True)])
     ax.set_xlabel("cross-entropy loss (log scale)", fontsize=10)
@@ -450,6 +780,8 @@ def _draw_class_histograms(ax: Any, ys: np.ndarray, names: list[str], means: np.
                            class_hist: dict) -> tuple[np.ndarray, str, list[Any]]:
     """One ridge per class: its loss histogram scaled to its peak, median and mean marks.
     Returns the label positions, the subtitle and the legend handles."""
+    from matplotlib.patches import StepPatch
+
     edges = np.asarray(class_hist["edges"], dtype=float)
     hists = class_hist["counts"]
     med_x: list[float] = []  # every class's median mark, one line (NaN between marks)
@@ -463,7 +795,9 @@ def _draw_class_histograms(ax: Any, ys: np.ndarray, names: list[str], means: np.
         h = 0.85 * c / c.max()
         ax.fill_between(edges, y, y + np.append(h, h[-1]), step="post", color=_FILL,
                         alpha=0.55, linewidth=0)
-        ax.stairs(y + h, edges, baseline=y, color=_FILL, linewidth=0.8)
+        # ax.stairs(y + h, edges, baseline=y, color=_FILL, linewidth=0.8) without its data
+        # limit update (a walk over the outline's segments): the limits are set below
+        ax.add_artist(StepPatch(y + h, edges, baseline=y, fill=False, edgecolor=_FILL, linewidth=0.8))
         cum = np.cumsum(c)
         med_bin = int(np.searchsorted(cum, cum[-1] / 2.0))
         med = math.sqrt(edges[med_bin] * edges[med_bin + 1])
@@ -574,7 +908,7 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
         right = max(right, overall)
     ax.set_xlim(0, right * 1.05 if right > 0 else 1.0)
     ax.set_ylim(-0.6, len(sub) - 0.4)
-    ax.set_yticks(ys, labels)
+    _fixed_ticks(ax.yaxis, ys, labels)
     ax.grid(axis="x", color="#dddddd", linewidth=0.8)
     ax.set_axisbelow(True)
     _right_labels(ax, ys, [f"mean {v:.3g}, {_fmt_count(n)}" + (" (no CI)" if nc else "")
@@ -643,9 +977,8 @@ def plot_costs(result: Any) -> dict[str, float]:
     for _, name, kind, g in _plot_specs(result):
         if kind == "class":
             costs[name] = 0.12 + 0.01 * min(MAX_CLASSES, len(result.groups["class"]))
-        elif kind == "reliability":
-            calib = reliability_bins(result)
-            n_splits = 0 if calib is None else int(calib.loc[calib["grouping"] == "split", "group"].nunique())
+        elif kind == "reliability":  # g: the bins (reliability_bins)
+            n_splits = int(g.loc[g["grouping"] == "split", "group"].nunique())
             costs[name] = 0.05 + 0.1 * min(MAX_RELIABILITY_PANELS, 1 + n_splits)
         else:
             costs[name] = 0.09 + 0.008 * min(MAX_GROUPS, len(result.groups[g.name]))
@@ -653,6 +986,8 @@ def plot_costs(result: Any) -> dict[str, float]:
 
 
 def _plot_specs(result: Any) -> list[tuple[str, str, str, Any]]:
+    """``(title, file name, kind, what)`` of each plot: ``what`` is the grouping of a
+    mean-loss chart, the bins (:func:`reliability_bins`) of the reliability diagram."""
     specs: list[tuple[str, str, str, Any]] = []
     groups = result.groups
     if "class" in groups and (groups["class"]["count"] > 0).any():
@@ -665,7 +1000,7 @@ def _plot_specs(result: Any) -> list[tuple[str, str, str, Any]]:
     if calib is not None and len(calib):
         by_split = "split" in set(calib["grouping"])
         specs.append(("Reliability diagram" + (" (overall and by split)" if by_split else ""),
-                      "reliability.png", "reliability", None))
+                      "reliability.png", "reliability", calib))
     return specs
 
 
@@ -682,16 +1017,17 @@ def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None,
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for _, name, kind, g in _plot_specs(result):
+    specs = _plot_specs(result)
+    for _, name, kind, g in specs:
         if only is not None and name not in only:
             continue
         if kind == "class":
             _plot_class_distribution(result, out_dir / name, class_hist)
         elif kind == "reliability":
-            _plot_reliability(result, reliability_bins(result), out_dir / name)
+            _plot_reliability(result, g, out_dir / name)
         else:
             _plot_group_means(result, g, out_dir / name)
-    return plot_plan(result)
+    return [(title, name) for title, name, _, _ in specs]
 
 
 def reliability_bins(result: Any) -> pd.DataFrame | None:
@@ -704,6 +1040,9 @@ def reliability_bins(result: Any) -> pd.DataFrame | None:
     calib = getattr(result, "calibration", None)
     if calib is None:
         return None
+    if len(calib) <= 100_000:  # a drawer's copy: plain arrays beat Arrow-backed isin (~10 ms)
+        grouping = calib["grouping"].to_numpy(dtype=object)
+        return calib[(grouping == "overall") | (grouping == "split")].reset_index(drop=True)
     return calib[calib["grouping"].isin(["overall", "split"])].reset_index(drop=True)
 
 
@@ -728,23 +1067,25 @@ def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
     """Reliability diagram (Guo et al. 2017, fig. 1): accuracy against mean top-label
     confidence per bin, overall and (when there is one) per split, bin counts printed on
     the bars; the gap to the diagonal is the miscalibration the ECE averages."""
+    # plain arrays: comparing Arrow-backed string columns costs milliseconds each time
+    grouping_of = calib["grouping"].to_numpy(dtype=object)
+    group_of = calib["group"].to_numpy(dtype=object)
     panels = [("overall", "all")]
-    if "split" in set(calib["grouping"]):
-        panels += [("split", g) for g in calib.loc[calib["grouping"] == "split", "group"].unique()]
+    if (grouping_of == "split").any():
+        panels += [("split", g) for g in pd.unique(group_of[grouping_of == "split"])]
     panels = panels[:MAX_RELIABILITY_PANELS]
     n_bins = int(result.metadata.get("calibration_bins") or calib["bin"].max() + 1)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     cols = min(3, len(panels))
     rows = (len(panels) + cols - 1) // cols
     fig = Figure(figsize=(WIDTH, 3.4 * rows + 0.9), dpi=DPI)
-    FigureCanvasAgg(fig)
+    _canvas(fig)
     width = 1.0 / n_bins
     for i, (grouping, group) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
         _style(ax)
-        t = calib[(calib["grouping"] == grouping) & (calib["group"] == group)]
+        t = calib[(grouping_of == grouping) & (group_of == group)]
         centers = (t["bin"].to_numpy() + 0.5) * width
         _bars(ax, centers, t["accuracy"].to_numpy(dtype=float), width * 0.92)
         ax.scatter(centers, t["mean_confidence"], marker="_", s=(220 / n_bins) ** 2,
@@ -928,7 +1269,6 @@ def write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, 
     the layout engine, markers only on short series, the bands as one collection, fast PNG
     compression.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     cols = [] if grouping == "overall" else grouping.split(",")
@@ -943,7 +1283,7 @@ def write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, 
         ax.relim()
     else:
         fig = Figure(figsize=(WIDTH, 4.4), dpi=DPI)
-        FigureCanvasAgg(fig)
+        _canvas(fig)
         fig.subplots_adjust(left=0.09, right=0.98, top=0.84, bottom=0.25)
         ax = fig.add_subplot()
         _style(ax)

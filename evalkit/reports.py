@@ -408,6 +408,15 @@ class RunInfo:
         return self.manifest is not None
 
     @property
+    def recorded_id(self) -> str:
+        """The run id history gives this run's rows (the tidy tables' and ``runs.parquet``'s
+        ``run_id``): the report's own ``metadata.run_id`` (as in its ``summary.json`` and
+        manifest), else (a report written before run ids) :attr:`identity`,
+        ``summary:<fingerprint>``. Whatever other reports a history reads, the same report
+        gets the same id."""
+        return self.run_uid or self.identity
+
+    @property
     def identity(self) -> str:
         """What makes two directories the same run: the recorded run id, else (reports
         before run ids) the fingerprint of ``summary.json`` (:func:`evalkit.io.fingerprint_file`)."""
@@ -836,11 +845,45 @@ def _read_one(info: RunInfo, grouping: str, cols: Sequence[str]) -> pa.Table:
         raise ReportError(f"{f}: cannot read the grouped table ({type(exc).__name__}: {exc})") from None
 
 
+def _spread(stats: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """A run's spread per row: its sem, else its std (rows reused from an earlier history
+    carry sem, newly read older reports std)."""
+    sem, std = stats.get("sem"), stats.get("std")
+    return sem if std is None else std if sem is None else np.where(np.isnan(sem), std, sem)
+
+
+def _all_plausible(stats: Mapping[str, np.ndarray]) -> bool:
+    """True when :func:`_bad_values` finds nothing for certain, from a few reductions (no
+    mask per check): every count whole and >= 0, every mean, spread, clipped count and
+    accuracy finite and in range. False (check row by row) for anything else: a NaN or an
+    unused group anywhere, a weighted run (``weighted_mean`` not all NaN)."""
+    n = len(next(iter(stats.values()), np.empty(0)))
+    if n == 0:
+        return True
+    count, mean, spread = stats.get("count"), stats.get("mean"), _spread(stats)
+    if count is None or mean is None or spread is None:
+        return False
+    if "weighted_mean" in stats and not np.isnan(stats["weighted_mean"]).all():
+        return False  # a weighted run: its n_eff too, row by row
+    with np.errstate(invalid="ignore"):
+        if not (count.min() >= 0 and count.max() < np.inf and np.array_equal(count, np.floor(count))):
+            return False
+        if not (mean.min() >= 0 and mean.max() < np.inf and spread.min() >= 0 and spread.max() < np.inf):
+            return False
+        low = stats.get("clipped_low")
+        if low is not None and not (low.min() >= 0 and bool((low <= count).all())):
+            return False
+        acc = stats.get("accuracy")
+        return acc is None or bool(acc.min() >= 0 and acc.max() <= 1)
+
+
 def _bad_values(stats: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, str]]:
     """Rows whose statistics no evaluate report can hold, per column: ``{column: (mask,
     what)}``. A loss is >= 0 and finite; counts are whole and >= 0; a spread (``std`` /
     ``sem``) is >= 0 and present wherever a group has 2 rows or more; clipped counts lie in
     [0, count]; accuracy in [0, 1]."""
+    if _all_plausible(stats):
+        return {}
     nan = np.full(len(next(iter(stats.values()), np.empty(0))), np.nan)
     count = stats.get("count", nan)
     used = count > 0
@@ -852,12 +895,9 @@ def _bad_values(stats: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, 
             ("mean", used & ~(np.isfinite(stats.get("mean", nan)) & (stats.get("mean", nan) >= 0)),
              "negative, NaN or infinite"),
         ]
-        sem, std = stats.get("sem"), stats.get("std")
-        if sem is not None or std is not None:
-            # a run's spread is its sem, else its std (rows reused from an earlier history
-            # carry sem, newly read older reports std)
-            spread = sem if std is None else std if sem is None else np.where(np.isnan(sem), std, sem)
-            checks.append(("sem" if std is None else "std",
+        spread = _spread(stats)
+        if spread is not None:
+            checks.append(("sem" if "std" not in stats else "std",
                            used & ((spread < 0) | np.isinf(spread) | (np.isnan(spread) & (count >= 2))),
                            "negative, infinite, or missing where count >= 2"))
         if "clipped_low" in stats:
@@ -932,6 +972,14 @@ def _key_types(t: pa.Table, cols: Sequence[str]) -> str:
     return ";".join(out)
 
 
+def _read_ahead(infos: Sequence[RunInfo], runs: Sequence[int], grouping: str, pool: ThreadPoolExecutor) -> None:
+    """The groupings after ``grouping`` in each run's ``grouped.parquet`` decoded on
+    ``pool`` while this one is used (:meth:`evalkit.grouped_file.GroupedFile.read_ahead`)."""
+    for i in runs:
+        if (g := infos[i].grouped) is not None:
+            g.read_ahead(grouping, pool)
+
+
 def read_grouping(infos: Sequence[RunInfo], idx: Sequence[int], grouping: str, skip_bad: bool,
                   pool: ThreadPoolExecutor, reused: Reused | None = None) -> GroupedRuns:
     """Read one grouping's table from every run in ``idx`` (only the key and statistic
@@ -961,7 +1009,9 @@ def read_grouping(infos: Sequence[RunInfo], idx: Sequence[int], grouping: str, s
         ready = {i for i in runs if (g := infos[i].grouped) is not None and g.decoded(grouping)}
         rest = [i for i in runs if i not in ready]
         done = dict(zip(rest, pool.map(one, rest), strict=True))
-        return [done[i] if i in done else one(i) for i in runs]
+        out = [done[i] if i in done else one(i) for i in runs]
+        _read_ahead(infos, runs, grouping, pool)
+        return out
 
     idx = list(idx)
     read = each(idx)

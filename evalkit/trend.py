@@ -114,8 +114,9 @@ TIDY_CODEC = "lz4"  # the tidy tables are rewritten every night: lz4 encodes in 
 #: by them); the others' cost a fifth of the encoding time and serve no filter.
 TIDY_STATISTICS = ("run_id", "created")
 #: The layout of the tidy month files: a history written in another layout (an evalkit
-#: before TIDY_STATISTICS) is not reused (its months would differ from tonight's).
-TIDY_LAYOUT = b"2"
+#: before TIDY_STATISTICS: 1; before ``run_id`` was the report's recorded run id, not a
+#: label from its path: 2) is not reused (its months would differ from tonight's).
+TIDY_LAYOUT = b"3"
 
 
 # -- change detection -------------------------------------------------------------------------
@@ -201,9 +202,13 @@ class HistoryResult:
     Attributes
     ----------
     runs:
-        One row per run, in order of recorded start time: ``run`` (1-based), ``run_id``,
-        ``path``, ``created`` (UTC), ``eps``, ``classes`` (count), ``groupings``,
-        ``segment`` and ``note`` (why a segment starts here, or a changed set of groupings).
+        One row per run, in order of recorded start time: ``run`` (1-based), ``run_id``
+        (the report's own ``metadata.run_id``, as in its ``summary.json`` and manifest; a
+        report written before run ids: ``summary:<fingerprint of its summary.json>``),
+        ``run_label`` (a display name from its path: the directory name, or the path from the
+        common parent when names repeat), ``path``, ``created`` (UTC), ``eps``, ``classes``
+        (count), ``groupings``, ``segment`` and ``note`` (why a segment starts here, or a
+        changed set of groupings).
     trends:
         Grouping name -> one row per group: the key columns, ``runs`` (present in the
         window), ``latest``, ``latest_count``, ``previous``, ``change_prev``,
@@ -281,7 +286,7 @@ class HistoryResult:
 
     def table(self, grouping: str) -> pd.DataFrame:
         """The tidy history of one grouping: one row per (run, group) with ``run``,
-        ``run_id``, ``created``, ``segment``, the key columns, ``count``, ``mean``, ``sem``,
+        ``run_id`` (the report's recorded run id, see :attr:`runs`), ``created``, ``segment``, the key columns, ``count``, ``mean``, ``sem``,
         ``ci_low``, ``ci_high`` (t-interval at ``confidence`` from the run's ``sem``, or its
         ``std``), ``clipped_low`` (``clipped`` in older reports) and ``accuracy``. Read back from
         the written report when the result was written with ``out`` (its directory of
@@ -458,9 +463,15 @@ def _reading_order(trend: pd.DataFrame) -> pd.Index:
 @dataclass
 class _Runs:
     infos: list[RunInfo]
-    run_ids: list[str]
+    labels: list[str]  # display names from the paths (_run_labels)
     segment: np.ndarray  # per run
     created: pd.DatetimeIndex
+
+    @functools.cached_property
+    def run_ids(self) -> list[str]:
+        """Each run's recorded run id (:attr:`evalkit.reports.RunInfo.recorded_id`): what its
+        rows carry as ``run_id``, whatever else the history reads."""
+        return [r.recorded_id for r in self.infos]
 
     @functools.cached_property
     def months(self) -> list[str]:
@@ -479,8 +490,10 @@ class _Runs:
         return self.created.as_unit("us").asi8
 
 
-def _run_ids(paths: Sequence[Path]) -> list[str]:
-    """Directory names, or paths relative to the common parent when names repeat."""
+def _run_labels(paths: Sequence[Path]) -> list[str]:
+    """Display names of the runs (``run_label``): directory names, or paths relative to the
+    common parent when names repeat (so a label depends on the other reports read; rows
+    carry the recorded ``run_id``)."""
     names = [p.name or p.absolute().name for p in paths]
     if len(set(names)) == len(names):
         return names
@@ -918,7 +931,7 @@ def history(
     infos, skipped, copies, ignored = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)
     _warn_inputs(skipped, copies, ignored, infos)
     segment, notes = _segments(infos)
-    runs = _Runs(infos, _run_ids([r.path for r in infos]), segment,
+    runs = _Runs(infos, _run_labels([r.path for r in infos]), segment,
                  pd.DatetimeIndex([r.created for r in infos]))
     unverified = sum(not r.verified for r in infos)
     say(f"history of {len(infos)} runs ({runs.created[0]:%Y-%m-%d} to {runs.created[-1]:%Y-%m-%d})"
@@ -1152,7 +1165,7 @@ def _each_grouping(infos: Sequence[RunInfo], runs: _Runs, skip_bad: bool, opts: 
     finally:
         next_read.cancel()
         ahead.shutdown()
-        pool.shutdown()
+        pool.shutdown(cancel_futures=True)  # groupings decoded ahead that no one will ask for
         for r in infos:  # the grouped.parquet files kept open since their first read
             if r.grouped is not None:
                 r.grouped.close()
@@ -1684,6 +1697,7 @@ def _runs_frame(runs: _Runs, notes: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame({
         "run": np.arange(1, len(runs.infos) + 1, dtype=np.int64),
         "run_id": runs.run_ids,
+        "run_label": runs.labels,
         "path": [str(r.path) for r in runs.infos],
         "created": runs.created,
         "eps": [r.eps if r.eps is not None else np.nan for r in runs.infos],
@@ -1780,7 +1794,7 @@ def _md_notes(res: HistoryResult) -> list[str]:
         lines.append(f"> **{res.metadata['segments']} segments:** runs whose eps, class set or weight differ "
                      "are not compared; other segments are in the tables but not in the trends.")
         for rec in res.runs[res.runs["note"].str.contains("segment")].to_dict("records"):
-            lines.append(f"> - run {rec['run']} ({md_code(rec['run_id'])}, {rec['created']:%Y-%m-%d}): "
+            lines.append(f"> - run {rec['run']} ({md_code(rec['run_label'])}, {rec['created']:%Y-%m-%d}): "
                          f"{md_text(rec['note'])}")
         lines.append("")
     changed_sets = res.runs[res.runs["note"].str.contains("groupings changed")]

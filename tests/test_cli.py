@@ -154,3 +154,48 @@ def test_command_process_runs_without_transparent_huge_pages():
 
     assert thp("import evalkit.__main__ as m\nm.process_settings()") == "0"
     assert thp("import evalkit.api") == "1"
+
+
+@pytest.mark.parametrize("gate", [False, True])
+def test_command_process_ends_with_everything_finished_but_no_teardown(tmp_path: Path, gate: bool):
+    """The ``evalkit`` process ends by ``os._exit`` (evalkit.__main__.leave): the teardown of
+    every module (0.15 s after a 6M-row run) is skipped, but first what the interpreter's
+    exit finishes is finished: a running non-daemon thread is joined, atexit handlers run,
+    stdout (a large JSON document into a pipe) is flushed whole; the exit code is the
+    command's (5: a failed gate, raised by sys.exit inside the command)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    import evalkit
+
+    src = tmp_path / "p.parquet"
+    pd.DataFrame({"prob_a": [0.7, 0.2, 0.6] * 400, "prob_b": [0.3, 0.8, 0.4] * 400,
+                  "label": [0, 1, 1] * 400, "region": [f"r{i}" for i in range(1200)]}).to_parquet(src)
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("gates:\n  max_mean_loss: 0.01\n" if gate else "gates: {}\n")
+    marks = tmp_path / "marks"
+    script = textwrap.dedent(f"""
+        import atexit, os, sys, threading, time
+        fd = os.open({str(marks)!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        def late():
+            time.sleep(0.3)
+            os.write(fd, b"thread joined\\n")
+        threading.Thread(target=late).start()
+        atexit.register(lambda: os.write(fd, b"atexit ran\\n"))
+        class Torn:  # freed by the teardown of __main__, which the usual exit runs
+            def __del__(self, write=os.write, fd=fd):
+                write(fd, b"module torn down\\n")
+        kept = Torn()
+        sys.argv = ["evalkit", "evaluate", {str(src)!r}, "--by", "region", "--format", "json",
+                    "--config", {str(cfg)!r}, "--no-plots", "-q"]
+        from evalkit.__main__ import run
+        run()
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).parent.parent)}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == (5 if gate else 0), (r.returncode, r.stderr)
+    doc = json.loads(r.stdout)  # all of it: flushed before the process ended
+    assert len(doc["groups"]["region"]) == 1200
+    assert marks.read_text().splitlines() == ["thread joined", "atexit ran"]

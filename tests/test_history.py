@@ -125,7 +125,7 @@ def test_runs_are_ordered_by_recorded_start_time_not_by_name(tmp_path: Path) -> 
     for name, c, m in zip(["a", "b", "c", "d"], created, [0.1, 0.2, 0.3, 0.4], strict=True):
         make_report(tmp_path, name, c, {"region": _stats({"region": ["EU"]}, np.array([m]), 100, 1.0)})
     res = history(str(tmp_path / "*"))
-    assert res.runs["run_id"].tolist() == ["b", "c", "d", "a"]  # c is 01:30Z on the 2nd
+    assert res.runs["run_label"].tolist() == ["b", "c", "d", "a"]  # c is 01:30Z on the 2nd
     assert res.runs["run"].tolist() == [1, 2, 3, 4]
     t = res.table("region")
     assert t.sort_values("run")["mean"].tolist() == [0.2, 0.3, 0.4, 0.1]
@@ -137,7 +137,7 @@ def test_runs_are_ordered_by_recorded_start_time_not_by_name(tmp_path: Path) -> 
 def test_ties_in_start_time_are_broken_by_path(tmp_path: Path) -> None:
     for name, m in (("r2", 0.2), ("r1", 0.1)):
         make_report(tmp_path, name, DAY0, {"region": _stats({"region": ["EU"]}, np.array([m]), 100, 1.0)})
-    assert history([tmp_path / "r2", tmp_path / "r1"]).runs["run_id"].tolist() == ["r1", "r2"]
+    assert history([tmp_path / "r2", tmp_path / "r1"]).runs["run_label"].tolist() == ["r1", "r2"]
 
 
 def test_groups_missing_in_some_runs(tmp_path: Path) -> None:
@@ -1147,3 +1147,47 @@ def test_compare_and_history_share_their_option_definitions() -> None:
         for flag in ('"--format"', '"--quiet"', '"--debug"', '"--min-count"', '"--overwrite"', '"--config"',
                      "expected a number or a percentage"):
             assert flag not in src, (mod.__name__, flag)
+
+
+def test_rows_carry_the_reports_own_run_id_whatever_else_is_read(tmp_path: Path) -> None:
+    """rt-hist F4: the tidy tables', runs.parquet's and sources' ``run_id`` is the report's
+    recorded run id (summary.json / manifest), not a label from its path: the same report
+    keeps it when another directory of the same name joins the history (the label then
+    becomes a relative path). A report written before run ids: summary:<fingerprint>."""
+    from evalkit.outdir import fingerprint_entry
+
+    runs = make_series(tmp_path / "runs", 4, names=["n01", "n02", "n03", "n04"], manifest=True)
+    old = make_report(tmp_path / "old", "n00", DAY0 - pd.Timedelta(days=1),
+                      {"region": _stats({"region": REGIONS}, np.full(4, 0.5), 2000, 1.0)})  # no run id
+    other = make_series(tmp_path / "other", 1, names=["n03"], manifest=True, seed=5)
+    other_meta = json.loads((other[0] / "summary.json").read_text())["metadata"]
+    _set_created(other[0], "2026-12-20T02:30:00Z", other_meta)
+    ids = {p: json.loads((p / "summary.json").read_text())["metadata"]["run_id"] for p in [*runs, *other]}
+    ids[old] = "summary:" + fingerprint_entry(old / "summary.json")["fingerprint"]
+    alone = history([*runs, old], out=tmp_path / "h1", plots=False)
+    both = history([*runs, old, *other], out=tmp_path / "h2", plots=False)
+    assert alone.runs["run_label"].tolist() == ["n00", "n01", "n02", "n03", "n04"]
+    assert both.runs["run_label"].tolist() == ["old/n00", "runs/n01", "runs/n02", "runs/n03", "runs/n04",
+                                               "other/n03"]
+    for res, out in ((alone, tmp_path / "h1"), (both, tmp_path / "h2")):
+        expected = [ids[Path(p)] for p in res.runs["path"]]
+        assert res.runs["run_id"].tolist() == expected
+        assert pd.read_parquet(out / "runs.parquet")["run_id"].tolist() == expected
+        disk = pd.read_parquet(out / "by_region")
+        assert set(disk["run_id"].astype(str)) == set(expected)
+        src = pd.read_parquet(out / "sources.parquet")
+        assert set(src["run_id"]) == set(expected)
+        t = res.table("region")  # run numbers still come back from runs.parquet by run_id
+        assert t.groupby("run")["run_id"].first().tolist() == expected
+    # the same report's rows carry the same run id in both histories
+    a = pd.read_parquet(tmp_path / "h1" / "by_region").sort_values(["run_id", "region"]).reset_index(drop=True)
+    b = pd.read_parquet(tmp_path / "h2" / "by_region")
+    b = b[b["run_id"] != ids[other[0]]].sort_values(["run_id", "region"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b, check_categorical=False)
+
+
+def _set_created(report: Path, created: str, meta: dict) -> None:
+    summary = json.loads((report / "summary.json").read_text())
+    summary["metadata"] = {**meta, "created": created}
+    (report / "summary.json").write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
+    restamp(report)

@@ -288,3 +288,70 @@ def test_tidy_months_keep_min_max_of_run_id_and_created_only_and_another_layout_
     history(paths[:-1], out=out, overwrite=True, plots=False)
     monkeypatch.setattr(trend, "TIDY_LAYOUT", b"another")
     assert history(paths, out=out, overwrite=True, plots=False).reused_runs == 0
+
+
+def test_grouped_file_decodes_the_next_groupings_ahead_on_a_pool(tmp_path: Path) -> None:
+    """read_ahead decodes the batch after the groupings waiting decoded on the pool (one
+    batch more at most): each grouping still comes back exactly as its own table, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import evalkit.grouped_file as gf
+
+    rng = np.random.default_rng(1)
+    tables = [(f"g{k}", (f"g{k}",), pa.table({f"g{k}": pa.array([f"k{i}" for i in range(5)], pa.large_string()),
+                                              "count": pa.array(rng.integers(1, 9, 5), pa.int64()),
+                                              "mean": rng.random(5), "sem": rng.random(5)}))
+              for k in range(3 * gf.READ_AHEAD + 1)]
+    f = tmp_path / GROUPED_FILE
+    assert write_grouped(tables, f)
+    g = GroupedFile(f, None)
+    try:
+        for k, (name, cols, t) in enumerate(tables):
+            assert g.read(name, list(cols)).equals(t), name
+            with ThreadPoolExecutor(1) as pool:
+                g.read_ahead(name, pool)
+            waiting = [n for n, _c, _t in tables if g.decoded(n)]
+            assert waiting == [n for n, _c, _t in tables[k + 1:k + 1 + len(waiting)]]  # the next ones, in order
+            assert len(waiting) >= min(gf.READ_AHEAD, len(tables) - k - 1)
+            assert len(waiting) < 2 * gf.READ_AHEAD
+    finally:
+        g.close()
+
+
+def test_quick_plausibility_check_never_passes_what_the_row_checks_reject(monkeypatch: pytest.MonkeyPatch) -> None:
+    """reports._all_plausible (a few reductions) lets _bad_values skip its row masks only when
+    those would find nothing: for each kind of bad value (and NaN, inf, unused groups,
+    weighted runs), the quick check fails wherever the row checks flag a row."""
+    import evalkit.reports as rp
+
+    rng = np.random.default_rng(7)
+    n = 50
+
+    def good() -> dict[str, np.ndarray]:
+        count = rng.integers(2, 100, n).astype(np.float64)
+        return {"count": count, "mean": rng.random(n), "std": rng.random(n), "clipped_low": np.minimum(count, 2.0),
+                "accuracy": rng.random(n), "weighted_mean": np.full(n, np.nan), "n_eff": np.full(n, np.nan)}
+
+    edits = [("count", -1.0), ("count", 2.5), ("count", np.nan), ("count", np.inf), ("count", 0.0),
+             ("mean", -0.1), ("mean", np.nan), ("mean", np.inf), ("std", -1.0), ("std", np.nan), ("std", np.inf),
+             ("clipped_low", -1.0), ("clipped_low", 1e9), ("clipped_low", np.nan), ("accuracy", 1.5),
+             ("accuracy", -0.5), ("accuracy", np.nan), ("weighted_mean", 0.3), ("weighted_mean", -1.0),
+             ("n_eff", 5.0)]
+    cases = [good(), {k: v for k, v in good().items() if k not in ("weighted_mean", "n_eff")},
+             {**good(), "sem": np.full(n, np.nan)}, {k: v[:0] for k, v in good().items()}]
+    for col, value in edits:
+        for _ in range(3):
+            s = good()
+            s[col] = s[col].copy()
+            s[col][rng.integers(0, n)] = value
+            cases.append(s)
+    flagged = 0
+    for s in cases:
+        quick = rp._all_plausible(s)
+        with monkeypatch.context() as m:
+            m.setattr(rp, "_all_plausible", lambda _s: False)
+            rows = rp._bad_values(s)
+        assert not (quick and rows), s
+        flagged += bool(rows)
+        assert rp._bad_values(s).keys() == rows.keys()
+    assert rp._all_plausible(good()) and flagged >= 15

@@ -45,15 +45,15 @@ def test_runs_started_in_the_same_second_are_ordered_by_their_microseconds(tmp_p
                         manifest=True)
         _set_meta(d, created_us=base + us)
     res = history(str(tmp_path / "*"))
-    assert res.runs["run_id"].tolist() == ["c", "a", "b"]
+    assert res.runs["run_label"].tolist() == ["c", "a", "b"]
     assert res.runs["created"].tolist() == [pd.Timestamp(same) + pd.Timedelta(microseconds=u)
                                             for u in (100_000, 500_000, 900_000)]
     assert res.table("region").sort_values("run")["mean"].tolist() == [0.1, 0.2, 0.3]
     # a created_us that does not match created (a hand-set created for a backfill): created wins
     _set_meta(tmp_path / "c", created="2026-10-01T00:00:00Z")
-    assert history(str(tmp_path / "*")).runs["run_id"].tolist() == ["c", "a", "b"]
+    assert history(str(tmp_path / "*")).runs["run_label"].tolist() == ["c", "a", "b"]
     _set_meta(tmp_path / "c", created="2026-12-01T00:00:00Z")
-    assert history(str(tmp_path / "*")).runs["run_id"].tolist() == ["a", "b", "c"]
+    assert history(str(tmp_path / "*")).runs["run_label"].tolist() == ["a", "b", "c"]
 
 
 def test_evaluate_records_its_start_time_to_the_microsecond(wide_file: tuple[Path, np.ndarray, np.ndarray]) -> None:

@@ -17,6 +17,7 @@ from evalkit.inference import (
     effective_n,
     mean_interval,
     poisson_weights,
+    standard_error,
     t_cdf,
     t_quantile,
     t_sf2,
@@ -214,3 +215,23 @@ def test_skew_correction_vanishes_without_skew_and_is_monotone():
         if prev is not None:
             assert w["ci_low"][0] >= prev["ci_low"][0] - 1e-12 and w["ci_high"][0] >= prev["ci_high"][0] - 1e-12
         prev = w
+
+
+def test_standard_error_is_std_over_root_n_where_defined_and_nan_elsewhere() -> None:
+    rng = np.random.default_rng(7)
+    n = rng.integers(0, 50, 2000).astype(float)
+    n[::13] = np.nan
+    n[::17] = 1.5  # effective sample sizes are fractional
+    std = rng.random(2000) * 3
+    std[::11] = np.nan
+    std[::19] = np.inf
+    got = standard_error(n, std)
+    for i in range(len(n)):
+        if n[i] >= 2 and math.isfinite(std[i]):
+            assert got[i] == std[i] / math.sqrt(n[i])
+        else:
+            assert math.isnan(got[i])
+    assert standard_error(np.float64(4.0), np.float64(2.0)) == 1.0  # 0-d inputs
+    assert math.isnan(standard_error(1, 2.0))
+    with np.errstate(all="raise"):  # no numpy warning for n = 0, negative or NaN
+        standard_error(np.array([0.0, -1.0, np.nan]), np.array([1.0, 1.0, 1.0]))

@@ -525,3 +525,83 @@ def test_class_ridges_mark_every_class_median_and_mean(tmp_path: Path, monkeypat
     assert np.isnan(y[:, 2]).all() and np.allclose(y[:, 1] - y[:, 0], 0.85)
     x = np.asarray(medians.get_xdata(), dtype=float).reshape(n, 3)
     assert np.array_equal(x[:, 0], x[:, 1]) and (x[:, 0] > 0).all()
+
+
+def _twin_right_labels(ax, ys, labels) -> None:
+    """The right-hand labels as they were drawn before plots._right_labels: tick labels of a
+    twin axis."""
+    ax2 = ax.twinx()
+    ax2.set_ylim(ax.get_ylim())
+    ax2.set_yticks(list(ys), list(labels), fontsize=8, color="#333333")
+    ax2.tick_params(axis="y", length=0)
+    for side in ("top", "right", "left", "bottom"):
+        ax2.spines[side].set_visible(False)
+
+
+@pytest.mark.parametrize("case", ["digits", "long_labels", "five_splits"])
+def test_ticks_and_right_labels_are_the_pixels_of_matplotlibs_tick_objects(tmp_path: Path, monkeypatch,
+                                                                           case) -> None:
+    """plots._Ticks draws every axis' ticks (marks, grid lines, labels, the axis label beyond
+    them) as plain artists and plots._right_labels the per-row labels as texts: every PNG is
+    the one matplotlib draws with its own tick objects and a twin axis, pixel for pixel."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    from evalkit import plots
+
+    if case == "digits":
+        result = evalkit.evaluate(DIGITS)
+    elif case == "long_labels":
+        region = (["a very long region name that needs truncation"] * 40 + ["EU"] * 40
+                  + ["région \u00e9 (x) $y$"] * 20)
+        result = evalkit.evaluate(_probs_frame(100, ["x" * 40, "y", "z"], region=region), by="region")
+    else:
+        split = np.repeat(["train", "test", "val", "holdout", "a rather long split name"], 60)
+        result = evalkit.evaluate(_probs_frame(300, ["a", "b", "c"], split=split))
+    for hist in (class_histograms(_stats_from_rows(result)), None):
+        written = write_plots(result, tmp_path / "own", hist)
+        with monkeypatch.context() as m:  # matplotlib's tick objects, the twin axis
+            m.setattr(plots._Ticks, "install", lambda self: None)
+            m.setattr(plots, "_right_labels", _twin_right_labels)
+            m.setattr(plots, "_fixed_ticks", lambda axis, locs, labels: axis.set_ticks(locs, labels))
+            write_plots(result, tmp_path / "mpl", hist)
+        for _, name in written:
+            a = imread(tmp_path / "own" / name)
+            b = imread(tmp_path / "mpl" / name)
+            assert a.shape == b.shape and np.array_equal(a, b), (case, name, hist is None)
+
+
+def test_text_caching_canvas_draws_the_pixels_of_matplotlibs_canvas(tmp_path: Path, monkeypatch) -> None:
+    """plots._canvas_class remembers text sizes, glyph layouts and glyph bitmaps across
+    drawings: every report and history PNG, drawn twice (the second time from the caches,
+    the same strings at other positions in other figures), is matplotlib's own Agg
+    canvas' PNG, pixel for pixel."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.image import imread
+
+    from evalkit import plots
+
+    split = np.repeat(["train", "test", "val", "holdout"], 60)
+    result = evalkit.evaluate(_probs_frame(240, ["a", "b", "c"], split=split, region=np.tile(["EU", "US"], 120)),
+                              by=["region"])
+    hist = class_histograms(_stats_from_rows(result))
+
+    def draw(out: Path) -> list[str]:
+        names = [n for _, n in write_plots(result, out, hist)] + [n for _, n in write_plots(result, out / "again", hist)]
+        for i, case in enumerate(sorted(_HISTORY_CASES)):
+            table, grouping, picks, runs = _HISTORY_CASES[case]
+            plots.write_history_plot(table, grouping, picks, out / f"history_{i}.png", runs)
+            names.append(f"history_{i}.png")
+        return names
+
+    names = draw(tmp_path / "cached")
+    with monkeypatch.context() as m:
+        m.setattr(plots, "_canvas_class", lambda: FigureCanvasAgg)
+        draw(tmp_path / "mpl")
+    for name in names:
+        for sub in ("", "again"):
+            a, b = tmp_path / "cached" / sub / name, tmp_path / "mpl" / sub / name
+            if a.exists():
+                x, y = imread(a), imread(b)
+                assert x.shape == y.shape and np.array_equal(x, y), (sub, name)

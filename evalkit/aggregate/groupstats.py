@@ -23,6 +23,13 @@ _QUANTILE_MODES = ("auto", "exact", "sketch")
 _NO_WEIGHT_EXP = -4000
 
 
+def _flag_bits(flag: np.ndarray, bit: int) -> np.ndarray:
+    """``bit`` where ``flag`` is true (bool, or 0 / 1 integers), else 0, as a new uint8 array."""
+    if flag.dtype == np.bool_:
+        return np.multiply(flag.view(np.uint8), np.uint8(bit))
+    return np.multiply(flag.astype(np.uint8), np.uint8(bit))
+
+
 def _exp32(e: np.ndarray) -> np.ndarray:
     return np.clip(e, -4000, 4000).astype(np.int32)
 
@@ -391,10 +398,15 @@ class GroupStats:
         """The batch's statistics per batch-local group ``0..k-1`` (groups with no row have
         count 0); same fields as :meth:`_batch_moments_one_group`."""
         # One integer bincount over (group, low, high, correct) gives the count and the
-        # three flag counts: a quarter of the passes of four separate bincounts.
-        flags = ((low.astype(np.int64, copy=False) << 2) | (high.astype(np.int64, copy=False) << 1)
-                 | correct.astype(np.int64, copy=False))
-        cc = np.bincount((local << 3) | flags, minlength=8 * k).reshape(k, 8)
+        # three flag counts: a quarter of the passes of four separate bincounts. The flags
+        # are combined as bytes, then joined to the group code in place (two int64 passes,
+        # not seven).
+        flags = _flag_bits(low, 4)
+        flags |= _flag_bits(high, 2)
+        flags |= _flag_bits(correct, 1)
+        code = local << 3
+        code |= flags
+        cc = np.bincount(code, minlength=8 * k).reshape(k, 8)
         cnt = cc.sum(axis=1)
         s = np.bincount(local, weights=loss, minlength=k)
         mn = np.full(k, np.inf)

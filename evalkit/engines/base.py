@@ -390,6 +390,9 @@ class _Batch:
     stats: Any = None
     terms: tuple[np.ndarray, ...] | None = None
     """Per-row calibration terms from the scores pass (:attr:`evalkit.scores.ScoreStats.terms`)."""
+    row_max: np.ndarray | None = None
+    """Each row's largest probability from the scores pass (:attr:`evalkit.scores.ScoreStats.row_max`,
+    without ``terms``): the calibration's top-label confidence."""
     pre: PreparedBatch | None = None
     """The batch's score pass and labels' probabilities, when scored where it was decoded
     (then ``scores`` stays None)."""
@@ -402,7 +405,7 @@ class _Batch:
             self.pre = PreparedBatch(self.pre.batch, self.pre.stats.take(mask), self.pre.p_label[mask],
                                      self.pre.nbytes)
         self.batch, self.rows = _filter(self.batch, mask), self.rows[mask]
-        for name in ("scores", "y", "targets", "predicted", "weight"):
+        for name in ("scores", "y", "targets", "predicted", "weight", "row_max"):
             v = getattr(self, name)
             if v is not None:
                 setattr(self, name, v[mask])
@@ -469,9 +472,12 @@ def _extract(cur: _Batch, plan: Plan) -> None:
         cur.scores = lay.scores(cur.batch)
     if cur.pre is None and not lay.from_logits and cur.targets is None:
         # The calibration terms come from the same pass, unless the loss renormalises first.
-        cur.stats = score_stats(cur.scores, terms=bool(plan.calibration_bins) and not _renormalizes(plan))
+        renorm = _renormalizes(plan)
+        cur.stats = score_stats(cur.scores, terms=bool(plan.calibration_bins) and not renorm)
         cur.predicted = cur.stats.argmax
         cur.terms = cur.stats.terms
+        if cur.terms is None and not renorm:
+            cur.row_max = cur.stats.row_max
     if lay.weight:
         from ..layout import _float_numpy
 
@@ -534,7 +540,8 @@ def _accumulate(plan: Plan, state: EvalState, cur: _Batch, out: RowLoss, correct
     if plan.calibration_bins:
         rc = calibration_terms(cur.scores, from_logits=plan.layout.from_logits,
                                p_true=out.p_true if cur.targets is None else None,
-                               targets=cur.targets, terms=cur.terms)  # type: ignore[arg-type]
+                               targets=cur.targets, terms=cur.terms,  # type: ignore[arg-type]
+                               confidence=cur.row_max)
         calib = CalibrationBatch.of(rc, plan.calibration_bins)
     # Poisson weights are a function of the global row position: any batching gives the same.
     boot = (poisson_weights(cur.rows, plan.bootstrap_seed, plan.bootstrap_samples)
