@@ -445,16 +445,25 @@ def _plot_picks(trend: pd.DataFrame, grouping: str) -> pd.DataFrame:
 
 
 def _reading_order(trend: pd.DataFrame) -> pd.Index:
-    """Flagged groups first (largest |shift| first), then the largest |drift|, then the
-    highest latest mean; groups absent from the latest run last."""
+    """Worse first, as a loss monitor reads: flagged groups first, shifts up (worse) before
+    shifts down, each by size; then the rest by their change over the lookback (``drift_pct``),
+    rises (worse) before drops, each by size (so a +5.7% is shown before a -18.8% when the
+    list is cut); groups with no such change (too short a series) then by the highest latest
+    mean; groups absent from the latest run last."""
+    changed = trend["changed"].astype(bool)
+    shift = trend["change_pct"].where(changed, 0.0).fillna(0.0)
+    drift = trend["drift_pct"]
     key = pd.DataFrame({
-        "flag": ~trend["changed"].astype(bool),
-        "shift": -trend["change_pct"].abs().where(trend["changed"].astype(bool), 0.0).fillna(0.0),
+        "flag": ~changed,
+        "shift_down": ~(shift > 0),
+        "shift": -shift.abs(),
         "absent": trend["latest"].isna(),
-        "drift": -trend["drift_pct"].abs().fillna(-1.0),
+        "no_drift": drift.isna(),
+        "drift_down": ~(drift > 0),
+        "drift": -drift.abs().fillna(0.0),
         "latest": -trend["latest"].fillna(-np.inf),
     }, index=trend.index)
-    return key.sort_values(["flag", "shift", "absent", "drift", "latest"], kind="stable").index
+    return key.sort_values(list(key.columns), kind="stable").index
 
 
 # -- computing one grouping -------------------------------------------------------------------
@@ -1862,7 +1871,8 @@ def _md_grouping(res: HistoryResult, name: str, trend: pd.DataFrame, plots: Mapp
     if cols:
         lines += [f"{len(trend):,} groups, {int(trend['changed'].sum())} flagged; series of "
                   f"{res.metadata['series_runs'].get(name, 0)} runs."
-                  + (f" Showing {len(shown)}: flagged first, then the largest Δ {lb} runs; "
+                  + (f" Showing {len(shown)}, worse first: flagged first, then the largest rise, then the largest "
+                     f"drop over Δ {lb} runs; "
                      f"all groups in `trends.parquet`, every run in {md_code(_tidy_dir(name) + '/')}."
                      if len(shown) < len(trend) else ""), ""]
     if trend.empty:
