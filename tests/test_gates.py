@@ -480,3 +480,18 @@ def test_a_long_list_of_gates_not_checked_is_cut_with_a_count():
     md = "\n".join(gates_markdown(gates_record("history", {"max_drift": 0.1}, None, [], unchecked), "history.json"))
     assert md.count("- not checked: ") == MAX_GATE_LINES
     assert "- ... and 7 more (history.json)" in md and f"## Gates: passed ({MAX_GATE_LINES + 7} not checked)" in md
+
+
+@pytest.mark.parametrize("text", ["gates:\n", "gates: {}\n", "gates: ~\neps: 1.0e-7\n"])
+def test_an_empty_gates_key_checks_nothing_and_says_so(tmp_path: Path, text: str):
+    """An empty ``gates:`` (every gate commented out in a nightly file) read like no key at
+    all, without a word. Now: no gate checked, exit 0, a note on stderr (even with -q) from
+    every command; flags are not a config file, so an unset flag says nothing."""
+    reps = _two_reports(tmp_path)
+    cfg = _write(tmp_path / "c.yaml", text)
+    for command, argv in COMMANDS.items():
+        r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--config", str(cfg), "--format", "none", "-q"])
+        assert r.exit_code == 0, (command, r.output)
+        assert r.stderr.count(f"{cfg}: 'gates' is empty, so no gate is checked") == 1, (command, r.stderr)
+        r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--format", "none", "-q"])
+        assert r.exit_code == 0 and "gates" not in r.stderr, (command, r.stderr)
