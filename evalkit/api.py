@@ -540,20 +540,20 @@ def _caller_level() -> int:
 
 
 def _apply_gates(result: EvalResult, cfg: EvalConfig) -> None:
-    """Check the config's quality gates; record failures on the result and in its metadata."""
+    """Check the config's quality gates; record failures on the result and in its metadata
+    (``metadata["gates"]``: :func:`evalkit.gates.gates_record`, the shape of compare.json's
+    and history.json's gates; a block that holds no gate evaluate checks records
+    ``checked`` empty and the note)."""
     if cfg.gates:
-        from .gates import check_gates, normalize_gates
+        from .gates import check_gates, gates_for, gates_note, gates_record
 
-        strict = bool(normalize_gates(cfg.gates).get("fail_unchecked", False))
-        found = check_gates(result, cfg.gates, unchecked_failed=strict)
+        checked = gates_for("evaluate", cfg.gates, shared=True, warn=False)
+        strict = bool(checked.get("fail_unchecked", False))
+        found = check_gates(result, checked, unchecked_failed=strict)
         result.gate_failures = [f for f in found if f.failed]
         result.gate_not_checked = [f for f in found if not f.failed]
-        result.metadata["gates"] = {
-            "limits": cfg.gates,
-            "passed": not result.gate_failures,
-            "failures": [str(f) for f in result.gate_failures],
-            "not_checked": [str(f) for f in result.gate_not_checked],
-        }
+        result.metadata["gates"] = gates_record("evaluate", checked, None if checked else gates_note("evaluate", cfg.gates),
+                                                result.gate_failures, result.gate_not_checked)
 
 
 def _sources_of(data: Any, cfg: EvalConfig, labels: Any = None) -> tuple[tuple[str, Any], ...]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any
 
 import click
@@ -28,6 +27,7 @@ from .cli_common import (
     imports_without_gc,
     layout_options,
     record_written,
+    report_gates,
 )
 
 
@@ -182,17 +182,9 @@ def _evaluate_command(cfg: Any, fmt: str, quiet: bool, debug: bool) -> None:
             _err(f"report written to {path}/report.md")
         else:
             _err("no --out given: nothing written")
-    from .escape import terminal
-
-    for f in result.gate_not_checked:  # like warnings, even with -q: a nightly log must show them
-        _err(f"gate not checked: {terminal(f)}")
-    failures = result.gate_failures
-    if failures:
-        from .errors import EXIT_GATE
-
-        for f in failures:
-            _err(f"gate failed: {f}")
-        sys.exit(EXIT_GATE)
+    # the gates' stderr lines of compare and history (escaped, not-checked even with -q, exit 5)
+    report_gates(result.gate_failures, (result.metadata.get("gates") or {}).get("checked"), quiet,
+                 result.gate_not_checked)
 
 
 def _print_result(result: Any, fmt: str, written: bool = False) -> None:

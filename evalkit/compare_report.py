@@ -3,13 +3,13 @@ which groups are listed (regressions first)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
 
 from .escape import md_code
+from .gates import gates_markdown
 from .report import _bytes, _escape, fmt_number, markdown_table
 from .reports import _grouping_columns
 
@@ -40,8 +40,9 @@ def _display(df: pd.DataFrame, cols: Sequence[str]) -> tuple[pd.DataFrame, list[
     return out, shown
 
 
-def _header(meta: dict[str, Any]) -> list[str]:
-    """Title, the two runs side by side, the comparison's settings and any notes."""
+def _header(meta: dict[str, Any], gate_note: str | None = None) -> list[str]:
+    """Title, the two runs side by side, the comparison's settings and any notes (but
+    ``gate_note``, which the gates section shows)."""
     b, c = meta["baseline"], meta["candidate"]
     conf = meta["settings"]["confidence"]
     lines = ["# evalkit compare", ""]
@@ -71,9 +72,10 @@ def _header(meta: dict[str, Any]) -> list[str]:
               f"config hash {meta['config_hash']}.", ""]
     for note in meta.get("mismatches") or []:
         lines.append(f"> **Mismatch allowed:** {_escape(note)}")
-    for note in meta.get("notes") or []:
+    notes = [n for n in meta.get("notes") or [] if n != gate_note]  # the gates section says it
+    for note in notes:
         lines.append(f"> Note: {_escape(note)}")
-    if meta.get("mismatches") or meta.get("notes"):
+    if meta.get("mismatches") or notes:
         lines.append("")
 
     return lines
@@ -82,16 +84,8 @@ def _header(meta: dict[str, Any]) -> list[str]:
 def _render_markdown(res: Any) -> str:
     """The Markdown report of a :class:`~evalkit.comparison.CompareResult`."""
     meta = res.metadata
-    lines = _header(meta)
-    if res.gates:
-        if res.failures:
-            lines += [f"## Gates: FAILED ({len(res.failures)})", ""]
-            lines += [f"- **FAILED** {_escape(str(f))}" for f in res.failures]
-        else:
-            lines += ["## Gates: passed", ""]
-        lines.append("")
-        lines += ["```yaml", _yaml(res.gates).rstrip(), "```", ""]
-
+    lines = _header(meta, res.gate_note)
+    lines += gates_markdown(res.gates_record(), "compare.json")
     counts = res.counts()
     lines += ["## Summary", "",
               ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items()) + " (groups over all groupings)", ""]
@@ -113,9 +107,3 @@ def _render_markdown(res: Any) -> str:
         if meta.get(key):
             lines += [f"## {title}", "", ", ".join(f"`{g}`" for g in meta[key]), ""]
     return "\n".join(lines).rstrip() + "\n"
-
-
-def _yaml(data: Any) -> str:
-    import yaml
-
-    return yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False)

@@ -472,19 +472,20 @@ class CompareResult:
                 out[str(s)] = out.get(str(s), 0) + int(n)
         return out
 
+    def gates_record(self) -> dict[str, Any]:
+        """The gates as ``compare.json`` holds them (:func:`evalkit.gates.gates_record`, the
+        shape of summary.json and history.json too)."""
+        from .gates import gates_record
+
+        return gates_record("compare", self.gates, self.gate_note, self.failures, self.unchecked)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable data (what ``compare.json`` holds)."""
         from .report import frame_records
 
         return {
             "metadata": self.metadata,
-            "gates": {
-                "checked": self.gates,
-                "note": self.gate_note,
-                "passed": self.passed,
-                "failures": [_failure_dict(f) for f in self.failures],
-                "not_checked": [_failure_dict(f) for f in self.unchecked],
-            },
+            "gates": self.gates_record(),
             "summary": self.counts(),
             "tables": {name: frame_records(_sorted_for_reading(df)) for name, df in self.tables.items()},
         }
@@ -510,12 +511,6 @@ class CompareResult:
             write_text(self.to_markdown(), tmp / "compare.md")
             atomic.write_summary(self.to_dict(), "compare.json")
             return atomic.commit()
-
-
-def _failure_dict(f: GateFailure) -> dict[str, Any]:
-    return {"gate": f.gate, "grouping": f.grouping, "group": f.group,
-            "observed": None if f.observed != f.observed else f.observed,
-            "limit": f.limit, "detail": getattr(f, "detail", ""), "message": str(f)}
 
 
 # -- entry point ------------------------------------------------------------------------

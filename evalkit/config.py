@@ -176,6 +176,8 @@ class EvalConfig:
                     f"{source}: unknown config key {raw_key!r}{closest(key, known)}; "
                     f"known keys: {', '.join(sorted(known))}"
                 )
+            if key == "gates" and source != "flags" and (value is None or value == {}):
+                _empty_gates_note(source)
             if value is None:
                 continue
             setattr(self, key, _coerce(key, value, source))
@@ -323,6 +325,19 @@ def strict_count(key: str, value: Any, source: str, minimum: int = 0) -> int:
     if f < minimum:
         raise ConfigError(f"{source}: key {key!r} must be >= {minimum}, got {value!r}")
     return int(f)
+
+
+def _empty_gates_note(source: str) -> None:
+    """An empty ``gates:`` key (YAML null, or ``{}``) in a config: no gate is checked, as
+    without the key, but said (a warning on stderr even with ``-q``), never silent: in a
+    nightly file it is most often every gate commented out; a usage error would stop the
+    night's reports for what may be meant, a silent pass would hide it."""
+    import warnings
+
+    from .errors import EvalkitWarning
+
+    warnings.warn(EvalkitWarning(f"note: {source}: 'gates' is empty, so no gate is checked; put gates "
+                                 "under it (configs/README.md) or remove the key"), stacklevel=3)
 
 
 def check_compare_settings(settings: Mapping[str, Any], source: str = "compare") -> dict[str, Any]:

@@ -34,6 +34,7 @@ Each failure reads ``<gate> <grouping>[<group>]: observed X > limit Y`` (plus de
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -82,6 +83,13 @@ class GateFailure:
         obs, lim = distinct_numbers(self.observed, self.limit)
         text = f"{self.gate} {where}: observed {obs}{unit} {op} limit {lim}{unit}"
         return f"{text} ({self.detail})" if self.detail else text
+
+    def as_dict(self) -> dict[str, Any]:
+        """One entry of a JSON ``gates.failures`` / ``gates.not_checked`` list (summary.json,
+        compare.json, history.json alike); ``message`` is the one-line ``str()``."""
+        return {"gate": self.gate, "grouping": self.grouping, "group": self.group,
+                "observed": None if self.observed != self.observed else self.observed,
+                "limit": self.limit, "detail": self.detail, "message": str(self)}
 
 
 def distinct_numbers(observed: float, limit: float) -> tuple[str, str]:
@@ -232,6 +240,75 @@ def gates_note(command: str, gates: Mapping[str, Any] | None, source: str = "gat
     return (f"note: {source} holds no gate that {command} checks ({', '.join(found)}: checked by "
             f"{' and '.join(sorted({o for k in found for o in GATE_COMMANDS[k]}))}); {command} checks "
             f"{', '.join(own)}")
+
+
+#: Failed and not-checked gates listed in a Markdown report, each list (all in the JSON).
+MAX_GATE_LINES = 50
+
+
+def own_gates(command: str, gates: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The part of a (normalised) gates block that ``command`` reads: its gates and the
+    settings of them, at the top and per grouping. A shared config's block also holds the
+    other commands' gates; a report says what *it* checked."""
+    def keep(sub: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in sub.items() if command in GATE_COMMANDS.get(k, ())}
+
+    out = keep(gates or {})
+    groups = {g: kept for g, sub in ((gates or {}).get("groups") or {}).items() if (kept := keep(sub or {}))}
+    return {**out, "groups": groups} if groups else out
+
+
+def gates_record(command: str, checked: Mapping[str, Any] | None, note: str | None,
+                 failures: list[GateFailure], unchecked: list[GateFailure]) -> dict[str, Any]:
+    """The one JSON shape of a command's gates: ``summary.json`` ``metadata.gates``,
+    ``compare.json`` / ``history.json`` ``gates``. ``checked``: the gates ``command`` read
+    (:func:`own_gates`; empty when the block held none, then ``note`` says so);
+    ``failures`` / ``not_checked``: :meth:`GateFailure.as_dict` entries."""
+    return {"checked": own_gates(command, checked), "note": note, "passed": not failures,
+            "failures": [f.as_dict() for f in failures], "not_checked": [f.as_dict() for f in unchecked]}
+
+
+def gates_markdown(record: Mapping[str, Any] | None, json_name: str) -> list[str]:
+    """The ``## Gates`` section of report.md, compare.md and history.md from a
+    :func:`gates_record` (the one wording of the three): passed or FAILED with counts, every
+    failed and not-checked gate (at most :data:`MAX_GATE_LINES` of each, the rest counted and
+    left to ``json_name``), whether not-checked gates fail, and the gates checked. A block
+    that checks nothing is "none checked" with its note; no block, no section."""
+    from .escape import md_text
+
+    if not record:
+        return []
+    checked = record.get("checked", record.get("limits")) or {}  # "limits": an older summary.json
+    if not checked:
+        return ["## Gates: none checked", "", md_text(record["note"]), ""] if record.get("note") else []
+    failures, unchecked = record.get("failures") or [], record.get("not_checked") or []
+    more = f" ({len(unchecked)} not checked)" if unchecked else ""
+    lines = [f"## Gates: FAILED ({len(failures)}){more}" if failures else f"## Gates: passed{more}", ""]
+    for mark, items in (("**FAILED**", failures), ("not checked:", unchecked)):
+        lines += [f"- {mark} {md_text(_message(f))}" for f in items[:MAX_GATE_LINES]]
+        if len(items) > MAX_GATE_LINES:
+            lines.append(f"- ... and {len(items) - MAX_GATE_LINES} more ({json_name})")
+    if unchecked:
+        strict = bool(checked.get("fail_unchecked", False))
+        lines.append(f"- (gates that cannot be checked {'fail' if strict else 'do not fail'}: "
+                     f"`fail_unchecked: {'true' if strict else 'false'}`)")
+    if len(lines) > 2:
+        lines.append("")
+    text = _yaml(checked).rstrip()
+    fence = "`" * max(3, 1 + max((len(r) for r in re.findall("`+", text)), default=0))
+    return [*lines, "Gates checked:", "", f"{fence}yaml", text, fence, ""]
+
+
+def _message(entry: Any) -> str:
+    return str(entry["message"]) if isinstance(entry, Mapping) else str(entry)
+
+
+def _yaml(data: Any) -> str:
+    import json
+
+    import yaml
+
+    return yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False)
 
 
 def _row_value(row: Any, gate: str) -> float:
@@ -653,7 +730,7 @@ def _latest_run_gates(latest: Mapping[str, Any], gates: Mapping[str, Any], group
         if trend is None or trend.empty or gname == "overall":
             continue
         cols = gname.split(",")
-        from .report import fmt_key
+        from .escape import fmt_key
 
         for row in trend[trend["latest"].isna() & (trend["runs"] > 0)].to_dict("records"):
             label = ",".join(fmt_key(row[c]) for c in cols)
@@ -679,7 +756,7 @@ def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: 
     min_count = max(int(cfg.get("min_count", 0)), 1)
     need_ci = bool(cfg.get("require_ci_excludes_zero", False))
     cols = [] if gname == "overall" else gname.split(",")
-    from .report import fmt_key
+    from .escape import fmt_key
 
     seen = dict.fromkeys(limits, 0)  # groups each gate checked, and the counts it could have
     counts: dict[str, list[int]] = {g: [] for g in limits}

@@ -263,7 +263,10 @@ def detect_input_layout(inputs: Inputs, cfg: EvalConfig) -> Layout:
         label=cfg.label, targets=cfg.targets or None, target_prefix=cfg.target_prefix,
         classes=cfg.classes or None, keys=cfg.keys, weight=cfg.weight,
     )
-    head = inputs.label_index.head if inputs.label_index is not None else inputs.source.head
+    # A separate labels file is sampled through its own Source, not the join index (decoded
+    # text): a dictionary label declares its class order there as in the predictions file.
+    labels = inputs.label_source if inputs.label_source is not None else inputs.label_index
+    head = labels.head if labels is not None else inputs.source.head
     return detect_layout(inputs.source.schema, spec, label_schema=inputs.label_schema,
                          source=inputs.source.label, first_batch=peek(inputs.source),
                          label_sample=label_sampler(head))

@@ -16,6 +16,7 @@ import pandas as pd
 from .columns import rows_column
 from .display import MAX_REPORT_GROUPS, bounded_groups, left_out_note
 from .escape import fmt_key, is_missing, md_code, md_link_target, md_text, terminal
+from .gates import gates_markdown
 
 
 class EvalResultLike(Protocol):
@@ -238,14 +239,17 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
     """
     meta = result.metadata
     out = ["# evalkit report", ""]
-    if meta.get("warnings"):
-        out += ["## ⚠️ Warnings", ""] + [f"- {md_text(w)}" for w in meta["warnings"]] + [""]
+    gates = meta.get("gates")
+    # a gates block that checks nothing is a run warning; the gates section says it instead
+    shown = [w for w in meta.get("warnings") or [] if not gates or w != gates.get("note")]
+    if shown:
+        out += ["## ⚠️ Warnings", ""] + [f"- {md_text(w)}" for w in shown] + [""]
     if getattr(result, "slices", None) is not None:
         out += slice_section(result)
     out += ["| run | |", "| --- | --- |"]
     out += [f"| {k} | {v} |" for k, v in _meta_rows(meta)]  # each value escaped where built
-    out += ["", "## Overall", "", f"**{overall_line(result, md_text)}**", "", definitions(float(meta["eps"])), ""]
-    out += _gates_lines(meta.get("gates"))
+    out += ["", *gates_markdown(gates, "summary.json")]
+    out += ["## Overall", "", f"**{overall_line(result, md_text)}**", "", definitions(float(meta["eps"])), ""]
     stats = [c for c in STAT_COLUMNS + ["weight_sum", "weighted_mean", "n_eff"]
              if c in result.overall.index]
     level = float(meta.get("confidence", 0.95))
@@ -426,28 +430,6 @@ def calibration_section(result: EvalResultLike) -> list[str]:
             "sklearn's brier_score_loss, which scores P(class 1) only); entropy in nats. Bins per "
             "group: calibration.parquet.", "",
             markdown_table(table, ["grouping", "group"] + cols)] + (["", *notes] if notes else [])
-
-
-def _gates_lines(gates: dict[str, Any] | None) -> list[str]:
-    """report.md's quality-gate lines from ``summary.json``'s ``gates`` (none without gates):
-    passed, failed, and the gates that could not be checked."""
-    if not gates:
-        return []
-    unchecked = gates.get("not_checked") or []
-    if gates["passed"] and not unchecked:
-        out = ["Quality gates: **all passed** (" + _escape(_gate_limits(gates["limits"])) + ")", ""]
-    elif gates["passed"]:
-        out = [f"Quality gates: **all checked gates passed**; {len(unchecked)} could not be checked "
-               "(not a failure: `fail_unchecked: true` in the gates makes it one)", ""]
-    else:
-        out = ["Quality gates: **FAILED**", ""] + [f"- ❌ {_escape(f)}" for f in gates["failures"]] + [""]
-    if unchecked:
-        out += [f"- ⚠️ not checked: {_escape(f)}" for f in unchecked] + [""]
-    return out
-
-
-def _gate_limits(limits: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in limits.items() if not isinstance(v, dict)) or "per grouping"
 
 
 def _k(df: pd.DataFrame, scope: str) -> str:

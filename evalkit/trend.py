@@ -311,6 +311,13 @@ class HistoryResult:
         df.insert(3, "segment", ids.map(seg_of).astype(np.int64))
         return df
 
+    def gates_record(self) -> dict[str, Any]:
+        """The gates as ``history.json`` holds them (:func:`evalkit.gates.gates_record`, the
+        shape of compare.json and summary.json too)."""
+        from .gates import gates_record
+
+        return gates_record("history", self.gates, self.gate_note, self.failures, self.unchecked)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable data (what ``history.json`` holds)."""
         from .report import frame_records
@@ -321,9 +328,7 @@ class HistoryResult:
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "duplicates": [{"path": p, "same_run_as": k} for p, k in self.duplicates],
             "ignored": [{"path": p, "reason": r} for p, r in self.ignored],
-            "gates": {"checked": self.gates, "note": self.gate_note, "passed": self.passed,
-                      "failures": [_failure_dict(f) for f in self.failures],
-                      "not_checked": [_failure_dict(f) for f in self.unchecked]},
+            "gates": self.gates_record(),
             "changes": frame_records(self.changes),
             "groupings": {name: {"groups": int(len(df)), "changed": int(df["changed"].sum()),
                                  "runs": self.metadata["series_runs"].get(name, 0)}
@@ -439,11 +444,6 @@ def _as_type(a: pa.ChunkedArray, ty: pa.DataType) -> pa.ChunkedArray:
         return pa.chunked_array([pa.array([None if v is None else str(v) for v in a.to_pylist()], ty)])
 
 
-def _failure_dict(f: GateFailure) -> dict[str, Any]:
-    return {"gate": f.gate, "grouping": f.grouping, "group": f.group, "observed": f.observed,
-            "limit": f.limit, "detail": f.detail, "message": str(f)}
-
-
 def _labels(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
     """Each group's label, keys shown by :func:`evalkit.report.fmt_key` (a null key as ∅,
     the empty string as ``""``), joined by commas."""
@@ -464,16 +464,25 @@ def _plot_picks(trend: pd.DataFrame, grouping: str) -> pd.DataFrame:
 
 
 def _reading_order(trend: pd.DataFrame) -> pd.Index:
-    """Flagged groups first (largest |shift| first), then the largest |drift|, then the
-    highest latest mean; groups absent from the latest run last."""
+    """Worse first, as a loss monitor reads: flagged groups first, shifts up (worse) before
+    shifts down, each by size; then the rest by their change over the lookback (``drift_pct``),
+    rises (worse) before drops, each by size (so a +5.7% is shown before a -18.8% when the
+    list is cut); groups with no such change (too short a series) then by the highest latest
+    mean; groups absent from the latest run last."""
+    changed = trend["changed"].astype(bool)
+    shift = trend["change_pct"].where(changed, 0.0).fillna(0.0)
+    drift = trend["drift_pct"]
     key = pd.DataFrame({
-        "flag": ~trend["changed"].astype(bool),
-        "shift": -trend["change_pct"].abs().where(trend["changed"].astype(bool), 0.0).fillna(0.0),
+        "flag": ~changed,
+        "shift_down": ~(shift > 0),
+        "shift": -shift.abs(),
         "absent": trend["latest"].isna(),
-        "drift": -trend["drift_pct"].abs().fillna(-1.0),
+        "no_drift": drift.isna(),
+        "drift_down": ~(drift > 0),
+        "drift": -drift.abs().fillna(0.0),
         "latest": -trend["latest"].fillna(-np.inf),
     }, index=trend.index)
-    return key.sort_values(["flag", "shift", "absent", "drift", "latest"], kind="stable").index
+    return key.sort_values(list(key.columns), kind="stable").index
 
 
 # -- computing one grouping -------------------------------------------------------------------
@@ -1850,19 +1859,9 @@ def _md_listed(title: str, items: Sequence[str], limit: int = 20) -> list[str]:
 
 
 def _md_gates(res: HistoryResult) -> list[str]:
-    if not res.gates:
-        return ["## Gates: none checked", "", md_text(res.gate_note), ""] if res.gate_note else []
-    note = f" ({len(res.unchecked)} not checked)" if res.unchecked else ""
-    lines = [f"## Gates: FAILED ({len(res.failures)}){note}" if res.failures else f"## Gates: passed{note}", ""]
-    lines += [f"- **FAILED** {md_text(str(f))}" for f in res.failures[:MAX_CHANGE_LINES]]
-    if len(res.failures) > MAX_CHANGE_LINES:
-        lines.append(f"- ... and {len(res.failures) - MAX_CHANGE_LINES} more (history.json)")
-    if res.unchecked:
-        strict = bool(res.gates.get("fail_unchecked", False))
-        lines += [f"- not checked: {md_text(str(f))}" for f in res.unchecked[:MAX_CHANGE_LINES]]
-        lines.append(f"- (gates that cannot be checked {'fail' if strict else 'do not fail'}: "
-                     f"`fail_unchecked: {'true' if strict else 'false'}`)")
-    return [*lines, ""] if len(lines) > 2 else lines
+    from .gates import gates_markdown
+
+    return gates_markdown(res.gates_record(), "history.json")
 
 
 def _md_changes(res: HistoryResult) -> list[str]:
@@ -1893,7 +1892,8 @@ def _md_grouping(res: HistoryResult, name: str, trend: pd.DataFrame, plots: Mapp
     if cols:
         lines += [f"{len(trend):,} groups, {int(trend['changed'].sum())} flagged; series of "
                   f"{res.metadata['series_runs'].get(name, 0)} runs."
-                  + (f" Showing {len(shown)}: flagged first, then the largest Δ {lb} runs; "
+                  + (f" Showing {len(shown)}, worse first: flagged first, then the largest rise, then the largest "
+                     f"drop over Δ {lb} runs; "
                      f"all groups in `trends.parquet`, every run in {md_code(_tidy_dir(name) + '/')}."
                      if len(shown) < len(trend) else ""), ""]
     if trend.empty:

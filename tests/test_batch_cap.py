@@ -99,3 +99,25 @@ def test_the_cli_says_so_on_stderr_unless_quiet(list_file, tmp_path):
     assert r.exit_code == 0 and "batch size" not in r.stderr
     r = CliRunner().invoke(main, ["evaluate", "--help"])
     assert "At most 32 MiB" in " ".join(r.output.split())
+
+
+def test_a_tiny_request_is_kept_and_its_cost_noted(tmp_path):
+    """rt-eval F2: --batch-size 1 cost ~2 ms of CPU a batch (40k rows > 12 min under load)
+    without a word, while a too-big size was cut with a note. A tiny size is kept (same
+    results, and a legitimate choice) but noted on stderr, with its cost; not under -q."""
+    assert local.batch_rows(10, 1) == 1
+    note = local.batch_note(10, 1)
+    assert note is not None and "batch size 1 rows is far below" in note and "2,000 s per million rows" in note
+    assert local.batch_note(10, local.SMALL_BATCH_ROWS) is None and local.batch_note(10, None) is None
+    assert local.batch_note(10**6, 10) is None  # the default itself is that small: nothing to say
+    p = np.linspace(0.2, 0.9, 40)
+    pd.DataFrame({"prob_a": p, "prob_b": 1 - p, "label": "a"}).to_parquet(tmp_path / "p.parquet")
+    outs = []
+    for extra in (["--batch-size", "4"], ["--batch-size", "4", "-q"], []):
+        r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "p.parquet"), "--no-plots", "--format", "json",
+                                      *extra])
+        assert r.exit_code == 0, r.output
+        assert ("batch size 4 rows is far below" in r.stderr) is (extra == ["--batch-size", "4"]), r.stderr
+        outs.append(evalkit.evaluate(tmp_path / "p.parquet", plots=False, **(
+            {"batch_size": 4} if extra else {})).overall["mean"])
+    assert outs[0] == outs[2]

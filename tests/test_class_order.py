@@ -153,3 +153,26 @@ def test_an_integer_categorical_keeps_its_values_as_class_indices(tmp_path):
         assert res.layout.classes == ("0", "1", "2") and res.layout.label_kind == "index"
         assert res.mean == pytest.approx(want, rel=1e-12)
         assert not any("class order" in n for n in res.layout.notes)
+
+
+def test_a_separate_labels_file_declares_the_order_like_a_label_column(tmp_path):
+    """The declared-order rule held for a label column in the predictions file, but a label
+    read from a separate --labels Parquet file (decoded into the join index) was plain text:
+    LabelError with a hint for the sorted order (high, low, medium), wrong for these
+    probabilities. Same rule for both now."""
+    n, cats = 300, ["low", "medium", "high"]
+    rng = np.random.default_rng(0)
+    lab = pd.Categorical(rng.choice(cats, n), categories=cats)
+    probs = np.full((n, 3), 0.1)
+    probs[np.arange(n), lab.codes] = 0.8
+    pd.DataFrame({"id": range(n), "probs": list(probs)}).to_parquet(tmp_path / "pred.parquet")
+    pd.DataFrame({"id": range(n), "label": lab}).to_parquet(tmp_path / "lab.parquet")
+    pd.DataFrame({"id": range(n), "probs": list(probs), "label": lab}).to_parquet(tmp_path / "both.parquet")
+    one = evalkit.evaluate(tmp_path / "both.parquet", plots=False)
+    joined = evalkit.evaluate(tmp_path / "pred.parquet", labels=tmp_path / "lab.parquet", plots=False)
+    assert list(joined.metadata["classes"]) == cats == list(one.metadata["classes"])
+    assert joined.overall["accuracy"] == one.overall["accuracy"] == 1.0
+    assert joined.overall["mean"] == one.overall["mean"]
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "pred.parquet"), "--labels", str(tmp_path / "lab.parquet"),
+                                  "--no-plots", "--format", "none"])
+    assert r.exit_code == 0, r.output

@@ -396,10 +396,102 @@ def test_evaluate_says_when_min_count_leaves_no_group_to_check(tmp_path: Path, s
     assert len(gates["failures" if strict else "not_checked"]) == 1
     assert gates["not_checked" if strict else "failures"] == []
     md = (out / "report.md").read_text()
-    assert line in md and ("**FAILED**" if strict else "**all checked gates passed**") in md
+    assert line in md and ("## Gates: FAILED (1)" if strict else "## Gates: passed (1 not checked)") in md
     # the same gate with a min_count some group meets is checked (and passes) as before
     cfg.write_text(f"gates:\n  groups:\n    {grouping}: {{max_mean_loss: 5.0, min_count: 10}}\n")
     r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "p.parquet"), "--config", str(cfg),
                                   "--out", str(out), "--overwrite", "--format", "none"])
     assert r.exit_code == 0 and "not checked" not in r.stderr
-    assert "Quality gates: **all passed**" in (out / "report.md").read_text()
+    assert "## Gates: passed\n" in (out / "report.md").read_text()
+
+
+_OWN = {"evaluate": {"max_mean_loss", "fail_unchecked", "groups"},
+        "compare": {"max_mean_loss", "max_regression", "fail_unchecked", "groups"},
+        "history": {"max_mean_loss", "max_drift", "fail_unchecked", "groups"}}
+_WRITTEN = {"evaluate": ("report.md", "summary.json"), "compare": ("compare.md", "compare.json"),
+            "history": ("history.md", "history.json")}
+
+
+def _gates_of(command: str, out: Path) -> tuple[str, dict]:
+    import json
+
+    md, js = _WRITTEN[command]
+    data = json.loads((out / js).read_text())
+    return (out / md).read_text(), (data["metadata"] if command == "evaluate" else data)["gates"]
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_the_three_reports_say_the_same_of_their_gates(tmp_path: Path, strict: bool):
+    """compare.md did not list the gates it could not check (compare.json and stderr did);
+    evaluate's report.md said it its own way and summary.json held another shape (strings,
+    ``limits`` with every command's gates). Now one section (``## Gates``) and one JSON shape
+    in the three reports, each gate not checked listed, and only the command's own gates."""
+    from evalkit.escape import md_text
+
+    reps = _two_reports(tmp_path)
+    cfg = _write(tmp_path / "g.yaml", f"gates:\n  fail_unchecked: {str(strict).lower()}\n  max_mean_loss: 50\n"
+                 "  max_regression: 50\n  max_drift: 50\n  groups:\n    class: {max_mean_loss: 50, min_count: 100000}\n")
+    entry_keys = set()
+    for command, argv in COMMANDS.items():
+        out = tmp_path / f"o_{command}"
+        r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--config", str(cfg), "--out", str(out),
+                                      "--format", "none"])
+        assert r.exit_code == (5 if strict else 0), (command, r.output)
+        md, gates = _gates_of(command, out)
+        assert set(gates) == {"checked", "note", "passed", "failures", "not_checked"}, command
+        assert set(gates["checked"]) == _OWN[command] and gates["note"] is None, (command, gates["checked"])
+        listed = gates["failures" if strict else "not_checked"]
+        assert listed and gates["not_checked" if strict else "failures"] == [] and gates["passed"] is not strict
+        entry_keys |= {frozenset(e) for e in listed}
+        head = f"## Gates: FAILED ({len(listed)})\n" if strict else f"## Gates: passed ({len(listed)} not checked)\n"
+        assert md.count("## Gates") == 1 and head in md, (command, md)
+        for e in listed:
+            assert f"- {'**FAILED**' if strict else 'not checked:'} {md_text(e['message'])}\n" in md, command
+            assert (f"gate failed: {e['message']}" if strict else f"gate not checked: {e['message']}") in r.stderr
+        assert ("`fail_unchecked: false`" in md) is not strict
+        assert "Gates checked:\n\n```yaml\n" in md and "max_mean_loss: 50" in md
+        if not strict:
+            assert f"all checked gates passed; {len(listed)} could not be checked" in r.stderr, command
+    assert entry_keys == {frozenset({"gate", "grouping", "group", "observed", "limit", "detail", "message"})}
+
+
+def test_a_gates_block_that_checks_nothing_reads_the_same_in_the_three_reports(tmp_path: Path):
+    """evaluate's report.md said 'Quality gates: **all passed** (min_count 10)' under the
+    warning that evaluate checks nothing; compare.md had the note among its header notes."""
+    reps = _two_reports(tmp_path)
+    cfg = _write(tmp_path / "g.yaml", "gates:\n  min_count: 10\n")
+    for command, argv in COMMANDS.items():
+        out = tmp_path / f"o_{command}"
+        r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--config", str(cfg), "--out", str(out),
+                                      "--format", "none"])
+        assert r.exit_code == 0, (command, r.output)
+        md, gates = _gates_of(command, out)
+        assert gates["checked"] == {} and gates["passed"] and f"so {command} checks nothing" in gates["note"]
+        assert "## Gates: none checked\n" in md and md.count(f"so {command} checks nothing") == 1, (command, md)
+        assert "passed" not in md.split("## Gates")[1].split("\n## ")[0], command
+
+
+def test_a_long_list_of_gates_not_checked_is_cut_with_a_count():
+    """history.md cut its not-checked list at 50 lines without a word of the rest."""
+    from evalkit.gates import MAX_GATE_LINES, gates_markdown, gates_record
+
+    unchecked = [GateFailure("max_drift", "shop", f"k{i}", math.nan, 0.1, "absent", failed=False)
+                 for i in range(MAX_GATE_LINES + 7)]
+    md = "\n".join(gates_markdown(gates_record("history", {"max_drift": 0.1}, None, [], unchecked), "history.json"))
+    assert md.count("- not checked: ") == MAX_GATE_LINES
+    assert "- ... and 7 more (history.json)" in md and f"## Gates: passed ({MAX_GATE_LINES + 7} not checked)" in md
+
+
+@pytest.mark.parametrize("text", ["gates:\n", "gates: {}\n", "gates: ~\neps: 1.0e-7\n"])
+def test_an_empty_gates_key_checks_nothing_and_says_so(tmp_path: Path, text: str):
+    """An empty ``gates:`` (every gate commented out in a nightly file) read like no key at
+    all, without a word. Now: no gate checked, exit 0, a note on stderr (even with -q) from
+    every command; flags are not a config file, so an unset flag says nothing."""
+    reps = _two_reports(tmp_path)
+    cfg = _write(tmp_path / "c.yaml", text)
+    for command, argv in COMMANDS.items():
+        r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--config", str(cfg), "--format", "none", "-q"])
+        assert r.exit_code == 0, (command, r.output)
+        assert r.stderr.count(f"{cfg}: 'gates' is empty, so no gate is checked") == 1, (command, r.stderr)
+        r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--format", "none", "-q"])
+        assert r.exit_code == 0 and "gates" not in r.stderr, (command, r.stderr)

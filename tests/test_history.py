@@ -1191,3 +1191,26 @@ def _set_created(report: Path, created: str, meta: dict) -> None:
     summary["metadata"] = {**meta, "created": created}
     (report / "summary.json").write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
     restamp(report)
+
+
+def test_a_cut_trend_table_shows_rises_in_loss_before_drops(tmp_path: Path) -> None:
+    """A loss monitor's history.md, window 5, max_rows 2: it showed EU -18.8% and LATAM -14.4%
+    (largest |change| over the lookback) and hid US +5.7%, the one group that got worse.
+    Rises come first now, each side by size; the line saying how many more stays."""
+    path = {"EU": [0.60, 0.60, 0.60, 0.60, 0.60, 0.4872], "LATAM": [0.50, 0.50, 0.50, 0.50, 0.50, 0.428],
+            "US": [0.40, 0.40, 0.40, 0.40, 0.40, 0.4228], "APAC": [0.30] * 6}
+    for r in range(6):
+        df = _stats({"region": list(path)}, np.array([v[r] for v in path.values()]), 500, 5.0)
+        make_report(tmp_path, f"n{r}", DAY0 + pd.Timedelta(days=r), {"region": df})
+    res = history(str(tmp_path / "n*"), window=5, lookback=4, max_rows=2, plots=False)
+    trend = res.trends["region"].set_index("region")
+    assert not trend["changed"].any()  # none flagged: the cut is by the change over the lookback
+    assert trend.loc["US", "drift_pct"] > 0 > trend.loc["LATAM", "drift_pct"] > trend.loc["EU", "drift_pct"]
+    md = res.to_markdown()
+    shown = [line.split(" | ")[0][2:] for line in md.splitlines() if line.startswith("| ") and
+             line.split(" | ")[0][2:] in path]
+    assert shown == ["US", "EU"], md
+    assert "4 groups, 0 flagged" in md and "Showing 2, worse first" in md
+    full = history(str(tmp_path / "n*"), window=5, lookback=4, max_rows=10, plots=False).to_markdown()
+    assert [line.split(" | ")[0][2:] for line in full.splitlines()
+            if line.startswith("| ") and line.split(" | ")[0][2:] in path] == ["US", "EU", "LATAM", "APAC"]

@@ -59,12 +59,32 @@ def batch_rows(n_classes: int, requested: int | None = None, value_bytes: int = 
     return min(int(requested), max(rows, MAX_BATCH_BYTES // (k * max(1, value_bytes))))
 
 
+#: A requested batch smaller than this many rows (and a quarter of the default) is noted: evalkit's
+#: fixed cost per batch (~2 ms of CPU: the stages, the accumulators, the per-row writer) then
+#: outweighs the rows' own work (rt-eval F2: --batch-size 1, 40k rows, > 12 min under load).
+SMALL_BATCH_ROWS = 256
+#: The fixed CPU cost of one batch, measured (rt-eval F2: ~1.8 ms); for the note's estimate.
+BATCH_COST_S = 0.002
+
+
 def batch_note(n_classes: int, requested: int | None, value_bytes: int = 4) -> str | None:
-    """What to tell the user when :func:`batch_rows` cut a requested batch size (else None)."""
+    """What to tell the user when :func:`batch_rows` cut a requested batch size, or when a
+    requested size is so small that the per-batch cost dominates (else None). A small size
+    is kept, not raised to a floor: it is a legitimate choice (bounding memory, testing batch
+    boundaries) and every batch size gives the same results; the note says what it costs."""
     rows = batch_rows(n_classes, requested, value_bytes)
-    if not requested or rows >= requested:
+    if not requested:
         return None
     k = max(1, n_classes)
+    default = batch_rows(n_classes)
+    if rows == requested and requested < SMALL_BATCH_ROWS and 4 * requested <= default:
+        per_million = 1e6 / requested * BATCH_COST_S
+        return (f"batch size {requested:,} rows is far below the {default:,} evalkit reads for {k:,} classes: "
+                f"each batch costs about {BATCH_COST_S * 1e3:g} ms of CPU whatever its size, about "
+                f"{per_million:,.0f} s per million rows at this size (leave --batch-size out unless "
+                "memory needs it)")
+    if rows >= requested:
+        return None
     mib = requested * k * value_bytes / 2**20
     return (f"batch size {requested:,} rows is {mib:,.0f} MiB of prediction values ({k:,} classes x "
             f"{value_bytes} bytes); reading batches of {rows:,} rows instead (at most "
