@@ -62,6 +62,8 @@ def run() -> None:
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code
+    except OSError as exc:  # writing --help / --version / a usage message (handle_errors has the rest)
+        code = _output_failed(exc)
     except SystemExit as exc:  # sys.exit(code) in a command (a failed gate's 5)
         if exc.code is not None and not isinstance(exc.code, int):
             raise
@@ -91,11 +93,33 @@ def leave(code: int) -> NoReturn:
         atexit._run_exitfuncs()
     except KeyboardInterrupt:
         _interrupted()
-    for stream in (sys.stdout, sys.stderr):
-        # A closed pipe (`evalkit ... | head`): nothing to tell, as in cli_common.handle_errors.
+    from .cli_common import flush_stdout
+
+    try:
+        flush_stdout()
+    except OSError as exc:  # a full disk behind `> file`: the output is incomplete
+        if code == 0:
+            code = _output_failed(exc)
+    except ValueError:  # stdout closed by the command itself
+        pass
+    if sys.stderr is not None:  # no stderr (2>&-): nothing to flush
         with contextlib.suppress(OSError, ValueError):
-            stream.flush()
+            sys.stderr.flush()
     os._exit(code)
+
+
+def _output_failed(exc: OSError) -> int:
+    """The exit code of a command whose output could not be written: 0 for a closed pipe
+    (`evalkit ... | head`: as in cli_common.handle_errors), else 4 with a line on stderr."""
+    from .cli_common import stdout_failed
+    from .errors import EXIT_OUTPUT
+
+    with contextlib.suppress(OSError):  # the rest of the buffer is lost: never retry it
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    if isinstance(exc, BrokenPipeError):
+        return 0
+    stdout_failed("standard output", exc)
+    return EXIT_OUTPUT
 
 
 if __name__ == "__main__":

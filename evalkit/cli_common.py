@@ -19,7 +19,14 @@ from typing import Any
 
 import click
 
-from .errors import EXIT_GATE, EXIT_INTERNAL, EXIT_INTERRUPTED, EvalkitError, EvalkitWarning
+from .errors import (
+    EXIT_GATE,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OUTPUT,
+    EvalkitError,
+    EvalkitWarning,
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # Only the group sets the prefix: subcommands then read EVALKIT_<COMMAND>_<OPTION>.
@@ -43,7 +50,41 @@ def _err(msg: str) -> None:
     terminal: control characters and escape sequences are shown escaped, line by line."""
     from .escape import terminal
 
-    click.echo("\n".join(terminal(line) for line in str(msg).split("\n")), err=True)
+    # No stderr (2>&-), or a full / closed one: nobody can be told; the exit code still says it.
+    with contextlib.suppress(OSError, ValueError):
+        click.echo("\n".join(terminal(line) for line in str(msg).split("\n")), err=True)
+
+
+def terminal_write_failure(exc: BaseException) -> str | None:
+    """``"standard output"`` or ``"standard error"`` when ``exc`` (an ``OSError`` other than a
+    closed pipe: a full disk behind ``> file``, ``/dev/full``, an I/O error) was raised writing
+    a command's output to that stream (``click.echo``, or the final flush); None for any
+    other error. Such a failure is an output error (exit 4), not a bug in evalkit."""
+    if not isinstance(exc, OSError) or isinstance(exc, BrokenPipeError):
+        return None
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "echo" and "click" in code.co_filename:
+            return "standard error" if tb.tb_frame.f_locals.get("err") else "standard output"
+        if code.co_name == "flush_stdout" and code.co_filename == __file__:
+            return "standard output"
+        tb = tb.tb_next
+    return None
+
+
+def flush_stdout() -> None:
+    """Flush stdout (a command's output is buffered: a failing stream may only say so
+    here). No stdout (``>&-``): nothing to do."""
+    if sys.stdout is not None:
+        sys.stdout.flush()
+
+
+def stdout_failed(stream: str, exc: OSError) -> None:
+    """Say that ``stream`` could not be written (on stderr, if that works)."""
+    reason = exc.strerror or str(exc)
+    _err(f"error: could not write to {stream}: {reason} (the printed output is incomplete; "
+         "a report, if one was written, is complete)")
 
 
 def _interrupted(ctx: click.Context, exc: KeyboardInterrupt) -> None:
@@ -91,7 +132,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             with warnings.catch_warnings():
                 warnings.simplefilter("always", EvalkitWarning)
                 warnings.showwarning = _show_warning(warnings.showwarning)
-                return fn(*args, **kwargs)
+                out = fn(*args, **kwargs)
+                flush_stdout()  # a buffered write that fails says so here, inside the command
+                return out
         except EvalkitError as exc:
             if debug:
                 import traceback
@@ -108,14 +151,21 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             with contextlib.suppress(OSError):
                 sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the exit-time flush
             ctx.exit(0)
+        except OSError as exc:
+            stream = terminal_write_failure(exc)
+            if stream is None:
+                _internal_error(exc, debug)
+                ctx.exit(EXIT_INTERNAL)
+            if stream == "standard output":
+                stdout_failed(stream, exc)
+                with contextlib.suppress(OSError):  # what is left in the buffer is lost anyway
+                    sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+            ctx.exit(EXIT_OUTPUT)
         except MemoryError:
             _err("error: out of memory; try a smaller --batch-size")
             ctx.exit(EXIT_INTERNAL)
         except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback for users
-            if debug:
-                raise
-            _err(f"internal error: {type(exc).__name__}: {exc}\n"
-                 "This is a bug in evalkit; rerun with --debug for the traceback and report it.")
+            _internal_error(exc, debug)
             ctx.exit(EXIT_INTERNAL)
         finally:
             for sig, handler in old.items():
@@ -124,6 +174,13 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 _keep_outcome(_outcome_code(sys.exc_info()[1]))
 
     return wrapper
+
+
+def _internal_error(exc: Exception, debug: bool) -> None:
+    if debug:
+        raise exc
+    _err(f"internal error: {type(exc).__name__}: {exc}\n"
+         "This is a bug in evalkit; rerun with --debug for the traceback and report it.")
 
 
 #: Set by the process entry point (:func:`evalkit.__main__.run`): the command owns the process,

@@ -2,10 +2,13 @@
 
 Results go to stdout and logs to stderr, so ``evalkit evaluate ... --format json | jq`` works
 with progress on. In cron (stderr not a TTY) a plain line is written every few seconds.
+Progress never fails a run: without a stderr (``2>&-``) or when writing to it fails (a full
+disk, a closed pipe), it goes silent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import TextIO
@@ -16,8 +19,12 @@ class Progress:
 
     def __init__(self, stream: TextIO | None = None, *, tty: bool | None = None,
                  interval: float | None = None, delay: float = 0.5) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
+        self.stream = stream if stream is not None else sys.stderr  # None: no stderr (2>&-)
+        if tty is None:
+            tty = False
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                tty = bool(self.stream.isatty())
+        self.tty = tty
         self.interval = interval if interval is not None else (0.2 if self.tty else 10.0)
         self.delay = delay
         self.total: int | None = None
@@ -61,23 +68,29 @@ class Progress:
                 width = 24
                 filled = int(width * min(1.0, self.rows / self.total))
                 bar = "[" + "#" * filled + "-" * (width - filled) + "] "
-            self.stream.write("\r\x1b[2K" + bar + line)
+            self._write("\r\x1b[2K" + bar + line)
         else:
-            self.stream.write(f"evalkit: {line}\n")
-        self.stream.flush()
+            self._write(f"evalkit: {line}\n")
         self.shown = True
+
+    def _write(self, text: str) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # stderr gone or full: progress goes silent
+            self.stream = None
 
     def note(self, text: str) -> None:
         """One ``evalkit: ...`` line about how the run is done (e.g. a batch size cut to
         bound memory), on its own line even while a bar is drawn."""
-        self.stream.write(("\r\x1b[2K" if self.tty and self.shown else "") + f"evalkit: {text}\n")
-        self.stream.flush()
+        self._write(("\r\x1b[2K" if self.tty and self.shown else "") + f"evalkit: {text}\n")
 
     def close(self) -> None:
         """Finish the bar line (if one was drawn)."""
         if self.shown and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+            self._write("\n")
 
 
 class NoProgress(Progress):

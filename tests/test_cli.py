@@ -244,3 +244,68 @@ def test_command_imports_without_the_garbage_collector(tmp_path: Path, plots: bo
     assert seen["evalkit.engines.local"] == (True, True)  # the run: on, the imports frozen
     if plots and hasattr(os, "fork"):
         assert seen["fork"] == (True, True)
+
+
+def _evalkit_process(args: list[str], tmp_path: Path, *, close: int | None = None,
+                     stdout: object = None) -> tuple[int, str]:
+    """Run ``python -m evalkit ARGS`` as its own process, fd ``close`` closed before it starts
+    (``>&-`` / ``2>&-``), stdout to ``stdout`` (a path) if given; (exit code, stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    import evalkit
+
+    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).parent.parent)}
+    err = tmp_path / "stderr.txt"
+    with open(err, "wb") as ef, open(stdout or os.devnull, "wb") as of:
+        r = subprocess.run([sys.executable, "-m", "evalkit", *args], env=env, timeout=120,
+                           stdout=of, stderr=ef, preexec_fn=(lambda: os.close(close)) if close else None)
+    return r.returncode, err.read_text()
+
+
+@pytest.mark.parametrize("gate", [False, True])
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_a_closed_stdout_or_stderr_keeps_the_exit_code_and_the_report(tmp_path: Path, stream: str,
+                                                                         gate: bool):
+    """`evalkit ... >&-` (a job started without a stdout) or `2>&-`: the command's own exit
+    code (0, or 5 for a failed gate), never an internal error, and a complete report
+    (rt-eval7 F5: os._exit's final flush of a None stdout raised; F6: no stderr, exit 1)."""
+
+    src = tmp_path / "p.parquet"
+    pd.DataFrame({"prob_a": [0.7, 0.2, 0.6] * 50, "prob_b": [0.3, 0.8, 0.4] * 50,
+                  "label": [0, 1, 1] * 50}).to_parquet(src)
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("gates:\n  max_mean_loss: 0.01\n" if gate else "gates:\n  max_mean_loss: 10\n")
+    code, _ = _evalkit_process(["evaluate", str(src), "--out", str(tmp_path / "r"), "--config", str(cfg)],
+                               tmp_path, close=1 if stream == "stdout" else 2)
+    assert code == (5 if gate else 0)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["metadata"]["gates"]["passed"] is (not gate)
+    for name in ("version", "inspect"):
+        args = ["--version"] if name == "version" else ["inspect", str(src)]
+        assert _evalkit_process(args, tmp_path, close=1 if stream == "stdout" else 2)[0] == 0
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["--format", "json"], ["--format", "table", "--out", "OUT"], ["--help"],
+                                  ["--version"]], ids=["json", "table", "help", "version"])
+def test_output_that_cannot_be_written_is_an_output_error_naming_stdout(tmp_path: Path, args: list[str]):
+    """stdout on a full disk (`> /dev/full`): exit 4 (output error) and one line saying
+    standard output could not be written; before, 'internal error ... a bug in evalkit'
+    (exit 1), a raw click traceback for --help, or exit 0 when the failure came only at the
+    final flush (rt-eval7 F3). A report written before is complete."""
+    src = tmp_path / "p.parquet"
+    pd.DataFrame({"prob_a": [0.7, 0.2, 0.6] * 50, "prob_b": [0.3, 0.8, 0.4] * 50,
+                  "label": [0, 1, 1] * 50}).to_parquet(src)
+    args = [a.replace("OUT", str(tmp_path / "r")) for a in args]
+    if args[0] == "--format":
+        args = ["evaluate", str(src), "--no-plots", *args]
+    elif args == ["--help"]:
+        args = ["evaluate", "--help"]
+    code, err = _evalkit_process(args, tmp_path, stdout="/dev/full")
+    assert code == 4, err
+    assert "error: could not write to standard output: No space left on device" in err
+    assert "internal error" not in err and "Traceback" not in err
+    if "--out" in args:
+        assert json.loads((tmp_path / "r" / "summary.json").read_text())["overall"]["count"] == 150
