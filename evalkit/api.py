@@ -543,9 +543,14 @@ def _apply_gates(result: EvalResult, cfg: EvalConfig) -> None:
     """Check the config's quality gates; record failures on the result and in its metadata
     (``metadata["gates"]``: :func:`evalkit.gates.gates_record`, the shape of compare.json's
     and history.json's gates; a block that holds no gate evaluate checks records
-    ``checked`` empty and the note)."""
-    if cfg.gates:
-        from .gates import check_gates, gates_for, gates_note, gates_record
+    ``checked`` empty and the note; no block: the record of no gate, ``passed`` true, as
+    compare.json and history.json always carry one)."""
+    from .gates import gates_record
+
+    if not cfg.gates:
+        result.metadata["gates"] = gates_record("evaluate", {}, None, [], [])
+    else:
+        from .gates import check_gates, gates_for, gates_note
 
         checked = gates_for("evaluate", cfg.gates, shared=True, warn=False)
         strict = bool(checked.get("fail_unchecked", False))

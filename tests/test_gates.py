@@ -495,3 +495,20 @@ def test_an_empty_gates_key_checks_nothing_and_says_so(tmp_path: Path, text: str
         assert r.stderr.count(f"{cfg}: 'gates' is empty, so no gate is checked") == 1, (command, r.stderr)
         r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--format", "none", "-q"])
         assert r.exit_code == 0 and "gates" not in r.stderr, (command, r.stderr)
+
+
+def test_without_gates_the_three_json_records_have_the_same_shape(tmp_path: Path):
+    """No gates at all: compare.json and history.json carry a gates record (nothing checked,
+    passed), and so does evaluate's summary.json now (it had no ``metadata.gates``; rt-hist7
+    F1); no report has a ## Gates section."""
+    reps = _two_reports(tmp_path)
+    records = {}
+    for command, argv in COMMANDS.items():
+        out = tmp_path / f"o_{command}"
+        r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--out", str(out), "--format", "none"])
+        assert r.exit_code == 0, (command, r.output)
+        md, records[command] = _gates_of(command, out)
+        assert "## Gates" not in md
+    assert records["evaluate"] == {"checked": {}, "note": None, "passed": True, "failures": [],
+                                   "not_checked": []}
+    assert records["compare"] == records["evaluate"] == records["history"]
