@@ -24,6 +24,7 @@ from .cli_common import (
     config_from_flags,
     echo_machine_formats,
     handle_errors,
+    imports_without_gc,
     layout_options,
     record_written,
     report_gates,
@@ -128,15 +129,16 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
     """
     if inputs:
         flags["input"] = list(inputs)
-    cfg = config_from_flags(config_file, flags)
-    if not cfg.input:
-        raise click.UsageError("give an INPUT or a config file with an 'input' key")
-    early = bool(cfg.out and cfg.plots)
+    with imports_without_gc():
+        cfg = config_from_flags(config_file, flags)
+        if not cfg.input:
+            raise click.UsageError("give an INPUT or a config file with an 'input' key")
+        early = bool(cfg.out and cfg.plots)
+        if early:
+            import pandas  # noqa: F401
     if early:
         # The plot helper, forked once pandas (which it shares) is in: it imports matplotlib
         # while this process imports the rest and sets the run up.
-        import pandas  # noqa: F401
-
         from .plot_process import start_early
 
         start_early()
@@ -151,8 +153,10 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
 
 def _evaluate_command(cfg: Any, fmt: str, quiet: bool, debug: bool) -> None:
     """The rest of ``evaluate``: run, write, print, exit code of the gates."""
-    from .api import run
-    from .progress import make_progress
+    with imports_without_gc():
+        from .api import evaluate as _evaluate
+        from .api import run
+        from .progress import make_progress
 
     progress = make_progress(quiet=quiet)
     if cfg.engine == "dask" and not debug and os.environ.get("EVALKIT_DEBUG") != "1":
@@ -165,8 +169,6 @@ def _evaluate_command(cfg: Any, fmt: str, quiet: bool, debug: bool) -> None:
         if cfg.out:
             result, path = run(cfg, progress=progress)
         else:
-            from .api import evaluate as _evaluate
-
             cfg.write_rows = False
             inputs_arg: Any = cfg.input[0] if len(cfg.input) == 1 else cfg.input
             result, path = _evaluate(inputs_arg, config=cfg, progress=progress), None
@@ -227,18 +229,16 @@ def inspect(inputs: tuple[str, ...], labels: str | None, fmt: str, debug: bool, 
       evalkit inspect preds.parquet
       evalkit inspect 'runs/2026-11-*/preds.parquet' --format json
     """
-    from .inspect import inspect_input
+    with imports_without_gc():
+        from .inspect import inspect_input, render_inspect
+        from .report import to_json_default
 
-    cfg = config_from_flags(None, flags)
+        cfg = config_from_flags(None, flags)
     info = inspect_input(list(inputs) if len(inputs) > 1 else inputs[0], labels=labels, config=cfg,
                          cli=True)
     if fmt == "json":
-        from .report import to_json_default
-
         click.echo(json.dumps(info, indent=2, default=to_json_default))
     else:
-        from .inspect import render_inspect
-
         click.echo(render_inspect(info), nl=False)
 
 

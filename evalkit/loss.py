@@ -125,7 +125,10 @@ def loss_of_p_true(p_true: np.ndarray, y: np.ndarray, eps: float, predicted: np.
     values, for a caller that gathered them earlier and no longer holds the matrix."""
     p_true = p_true.astype(np.float64, copy=False)
     low, high = p_true < eps, p_true > 1.0 - eps
-    loss = -np.log(np.clip(p_true, eps, 1.0 - eps))
+    # -log(clip(p)) in one array (fresh batch-sized temporaries are page-faulted in).
+    loss = np.clip(p_true, eps, 1.0 - eps)
+    np.log(loss, out=loss)
+    np.negative(loss, out=loss)
     return RowLoss(loss, low, high, predicted, np.asarray(y, dtype=np.int64), p_true)
 
 

@@ -403,11 +403,15 @@ def plot_input(result: Any) -> Any:
 # -- a pool of drawing processes for many independent figures (evalkit history) ----------------
 
 
-def _pool_main(inbox: int, outbox: int, siblings: Sequence[tuple[int, int]]) -> None:
-    """The first helper of a pool: import matplotlib (:func:`_ready_to_draw`), fork the
+def _pool_main(inbox: int, outbox: int, siblings: Sequence[tuple[int, int]], nice: int = 0) -> None:
+    """The first helper of a pool: lower its priority by ``nice`` (the helpers it forks
+    inherit it), import matplotlib (:func:`_ready_to_draw`), fork the
     other helpers from this process (each gets its own pipes to the parent, ``siblings``:
     their helper ends), so matplotlib is imported once for all of them, then serve jobs
     (:func:`_serve_jobs`). Without matplotlib every helper answers unavailable."""
+    if nice > 0:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
     try:
         _ready_to_draw()
     except Exception:  # noqa: BLE001 - missing or broken matplotlib: the parent draws itself
@@ -537,11 +541,12 @@ class JobPool:
         self._ch = []
 
 
-def start_pool(n: int) -> JobPool | None:
+def start_pool(n: int, nice: int = 0) -> JobPool | None:
     """Fork ``n`` drawing helpers now (call before any thread of the run exists), or None
     where that is not possible or useful (no ``os.fork``, one core, no matplotlib). The
     first imports matplotlib and forks the others (:func:`_pool_main`); each has its own
-    pipes to this process."""
+    pipes to this process. ``nice``: how much lower than this process the helpers run
+    (``os.nice``), so that they draw on the cores this process leaves idle."""
     if n < 1 or not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
         return None
     import importlib.util
@@ -554,7 +559,7 @@ def start_pool(n: int) -> JobPool | None:
             pipes.append((*os.pipe(), *os.pipe()))
         siblings = [(down_r, up_w) for down_r, _dw, _ur, up_w in pipes[1:]]
         theirs = [fd for down_r, down_w, up_r, up_w in pipes[1:] for fd in (down_w, up_r)]
-        first = _fork(lambda i, o: _pool_main(i, o, siblings), pipes=pipes[0], child_closes=theirs)
+        first = _fork(lambda i, o: _pool_main(i, o, siblings, nice), pipes=pipes[0], child_closes=theirs)
     except OSError:
         for fd in (fd for p in pipes for fd in p):
             with contextlib.suppress(OSError):

@@ -233,9 +233,12 @@ def _caching_renderer(RendererAgg: Any, get_hinting_flag: Any, RenderMode: Any) 
                    language if isinstance(language, str | None) else repr(language))
             items = layouts.get(key)
             if items is None:
-                items = room(layouts)[key] = [
-                    (it.ft_object, it.glyph_index, it.x, it.y)
-                    for it in font._layout(s, flags=flags, features=features, language=language)]
+                try:
+                    laid = font._layout(s, flags=flags, features=features, language=language)
+                    items = [(it.ft_object, it.glyph_index, it.x, it.y) for it in laid]
+                except (TypeError, AttributeError):  # another matplotlib's internals: its own way
+                    return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
+                room(layouts)[key] = items
             room(glyphs)
             _draw_glyphs(self, gc, x, y, angle, size, flags, items, glyphs, RenderMode)
             return None
@@ -317,7 +320,11 @@ def _write_png(fig: Any, path: Path | Any) -> None:
     px = rgba[:, :, :3] if opaque else rgba
     rows = np.empty((h, 1 + w * px.shape[2]), dtype=np.uint8)
     rows[:, 0] = 0  # filter type None
-    rows[:, 1:] = px.reshape(h, -1)
+    view = rows[:, 1:].reshape(h, w, px.shape[2])  # a view (rows are contiguous): one copy
+    if np.shares_memory(view, rows):
+        view[...] = px
+    else:  # pragma: no cover - numpy could not make a view
+        rows[:, 1:] = px.reshape(h, -1)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -326,7 +333,7 @@ def _write_png(fig: Any, path: Path | Any) -> None:
     png = b"".join([b"\x89PNG\r\n\x1a\n",
                     chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2 if opaque else 6, 0, 0, 0)),
                     chunk(b"pHYs", struct.pack(">IIB", ppm, ppm, 1)),
-                    chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)),
+                    chunk(b"IDAT", zlib.compress(rows, 1)),
                     chunk(b"IEND", b"")])
     if hasattr(path, "write"):
         path.write(png)

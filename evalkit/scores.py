@@ -215,8 +215,12 @@ def calibration_terms(scores: np.ndarray, *, from_logits: bool,
     if pt is not None and tt is not None:
         brier = sq - 2.0 * pt + tt
     else:
-        brier = sq - 2.0 * np.asarray(p_true, dtype=np.float64) + 1.0
-    return RowCalibration(conf, np.maximum(brier, 0.0), np.maximum(ent, 0.0))
+        # sq - 2 p_true + 1 in one array (the same operations in the same order).
+        brier = np.multiply(np.asarray(p_true, dtype=np.float64), 2.0)
+        np.subtract(sq, brier, out=brier)
+        brier += 1.0
+    np.maximum(brier, 0.0, out=brier)
+    return RowCalibration(conf, brier, np.maximum(ent, 0.0))
 
 
 def _block_terms(scores: np.ndarray, from_logits: bool, targets: np.ndarray | None,

@@ -106,6 +106,10 @@ MAX_CHANGE_LINES = 50  # lines of the "Changes" section of history.md
 PLOT_GROUPS = 8  # groups drawn per history plot (besides the overall line)
 PLOT_HELPERS = 2  # processes drawing the history plots while the tables are built
 PLOT_POOL_MIN = 8  # groupings from which the plots are drawn by helper processes
+#: How much lower the plot helpers run than the history process (``os.nice``): they draw
+#: on the cores its threads leave idle instead of taking turns with its reading and writing
+#: threads (which a cold history keeps waiting on each other).
+PLOT_NICE = 10
 OUT_MARKERS = ("history.md", "history.json")
 _READ_THREADS = 4
 WRITES_QUEUED = 16  # month files waiting for the writer thread (a grouping of a year: 13)
@@ -368,9 +372,16 @@ class HistoryResult:
 
 def _write_summary_files(res: HistoryResult, tmp: Path, sources: pa.Table | None = None) -> None:
     """``sources.parquet`` (what a later history reuses by), ``runs.parquet``,
-    ``trends.parquet``, ``history.md`` and ``history.json``."""
-    from .io import write_table, write_text
-    from .report import json_text
+    ``trends.parquet`` (:func:`_write_summary_tables`), ``history.md`` and ``history.json``
+    (:func:`_write_summary_texts`)."""
+    _write_summary_tables(res, tmp, sources)
+    _write_summary_texts(res, tmp)
+
+
+def _write_summary_tables(res: HistoryResult, tmp: Path, sources: pa.Table | None = None) -> None:
+    """``sources.parquet``, ``runs.parquet`` and ``trends.parquet``: known once every grouping
+    is built (written while the plot helpers finish; neither the gates nor the plots change them)."""
+    from .io import write_table
 
     if sources is not None:
         res._sources = sources
@@ -378,6 +389,14 @@ def _write_summary_files(res: HistoryResult, tmp: Path, sources: pa.Table | None
         write_table(res._sources, tmp / SOURCES)
     write_table(pa.Table.from_pandas(res.runs, preserve_index=False), tmp / "runs.parquet")
     write_table(_trends_table(res.trends, res._keys), tmp / "trends.parquet")
+
+
+def _write_summary_texts(res: HistoryResult, tmp: Path) -> None:
+    """``history.md`` (with the plots' titles) and ``history.json`` (with the gates and the
+    run's duration)."""
+    from .io import write_text
+    from .report import json_text
+
     write_text(res.to_markdown(), tmp / "history.md")
     write_text(json_text(res.to_dict()), tmp / "history.json")
 
@@ -976,6 +995,8 @@ def _build_history(result: HistoryResult, runs: _Runs, infos: list[RunInfo], opt
             with contextlib.closing(_each_grouping(infos, runs, skip_bad, opts, cache)) as groupings:
                 for name, idx, grouped, plan in groupings:
                     build.add(name, idx, grouped, plan)
+            if atomic is not None:  # while the helpers draw the last plots
+                _write_summary_tables(result, tmp, build.sources())
             build.finish_plots()
         finally:
             build.close()
@@ -985,7 +1006,7 @@ def _build_history(result: HistoryResult, runs: _Runs, infos: list[RunInfo], opt
                 f"file(s), wrote {build.written}")
         _finish(result, build, cfg, gates, started, t0)
         if atomic is not None:
-            _write_summary_files(result, tmp, build.sources())
+            _write_summary_texts(result, tmp)
             atomic.commit()
 
 
@@ -997,7 +1018,7 @@ def _plot_pool(wanted: bool, figures: int) -> Any:
         return None
     from .plot_process import start_pool
 
-    return start_pool(PLOT_HELPERS)
+    return start_pool(PLOT_HELPERS, nice=PLOT_NICE)
 
 
 def _warn_inputs(skipped: Sequence[tuple[str, str]], copies: Sequence[tuple[str, str]],

@@ -199,3 +199,48 @@ def test_command_process_ends_with_everything_finished_but_no_teardown(tmp_path:
     doc = json.loads(r.stdout)  # all of it: flushed before the process ended
     assert len(doc["groups"]["region"]) == 1200
     assert marks.read_text().splitlines() == ["thread joined", "atexit ran"]
+
+
+@pytest.mark.parametrize("plots", [False, True])
+def test_command_imports_without_the_garbage_collector(tmp_path: Path, plots: bool):
+    """In the ``evalkit`` process, ``evaluate`` imports pandas (and the rest of the library)
+    with the cyclic garbage collector off (~180 collections before the first batch, freeing
+    nothing), and runs with it on again, the imported objects frozen out of it; the plot
+    helper is forked with it on."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    import evalkit
+
+    src = tmp_path / "p.parquet"
+    pd.DataFrame({"prob_a": [0.7, 0.2, 0.6], "prob_b": [0.3, 0.8, 0.4], "label": [0, 1, 1]}).to_parquet(src)
+    script = textwrap.dedent(f"""
+        import atexit, gc, importlib.abc, os, sys
+        seen = {{}}
+        class Spy(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name in ("pandas", "evalkit.engines.local") and name not in seen:
+                    seen[name] = (gc.isenabled(), gc.get_freeze_count() > 0)
+                return None
+        sys.meta_path.insert(0, Spy())
+        real_fork = os.fork
+        def fork():
+            seen.setdefault("fork", (gc.isenabled(), gc.get_freeze_count() > 0))
+            return real_fork()
+        os.fork = fork
+        atexit.register(lambda: print(sorted(seen.items())))
+        sys.argv = ["evalkit", "evaluate", {str(src)!r}, "--out", {str(tmp_path / "r")!r},
+                    "--format", "none", "-q"] + ([] if {plots} else ["--no-plots"])
+        from evalkit.__main__ import run
+        run()
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).parent.parent)}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    seen = dict(eval(r.stdout.strip().splitlines()[-1]))  # noqa: S307 - our own script's output
+    assert seen["pandas"] == (False, False)  # imported with the collector off
+    assert seen["evalkit.engines.local"] == (True, True)  # the run: on, the imports frozen
+    if plots and hasattr(os, "fork"):
+        assert seen["fork"] == (True, True)

@@ -151,8 +151,11 @@ class CalibrationBins:
             bs = np.array([brier.sum()])
             es = np.array([entropy.sum()])
         else:
-            code = local * nb + bins
-            cc = np.bincount(code * 2 + corr, minlength=2 * nb * k).reshape(k, nb, 2)
+            code = local * nb
+            code += bins
+            cell = code * 2
+            cell += corr
+            cc = np.bincount(cell, minlength=2 * nb * k).reshape(k, nb, 2)
             cs = np.bincount(code, weights=confidence, minlength=nb * k).reshape(k, nb)
             bs = np.bincount(local, weights=brier, minlength=k)
             es = np.bincount(local, weights=entropy, minlength=k)

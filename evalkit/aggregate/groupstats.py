@@ -415,12 +415,16 @@ class GroupStats:
         np.maximum.at(mx, local, loss)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_b = np.where(cnt > 0, s / np.maximum(cnt, 1), 0.0)
-        dev = loss - mean_b[local]
+        # In place: one batch-sized temporary, not three (fresh multi-MB temporaries are
+        # page-faulted in when several are alive at once).
+        dev = mean_b[local]
+        np.subtract(loss, dev, out=dev)
+        np.multiply(dev, dev, out=dev)
         out = {
             "count": cnt,
             "sum": s,
             "mean": mean_b,
-            "m2": np.bincount(local, weights=dev * dev, minlength=k),
+            "m2": np.bincount(local, weights=dev, minlength=k),
             "min": mn,
             "max": mx,
             "clipped_low": cc[:, 4:].sum(axis=1),

@@ -155,7 +155,9 @@ class BinCounts:
         k = len(slots)
         n = len(bins)
         if d is not None and k * nb <= n:
-            counts = np.bincount(local * nb + bins, minlength=k * nb).reshape(k, nb)
+            code = local * nb
+            code += bins
+            counts = np.bincount(code, minlength=k * nb).reshape(k, nb)
             d[slots] += counts
             return
         glob = slots[local]

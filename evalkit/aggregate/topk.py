@@ -140,8 +140,9 @@ class TopK:
             # Once a group holds k rows, only rows at least as bad as its k-th can enter:
             # after the first batches this drops nearly every row before any sorting.
             thr = self._thresholds(len(self._index))
-            row_slot = np.zeros(n, dtype=np.int64) if local is None else slots[local]
-            rows = np.flatnonzero(loss >= thr[row_slot])
+            # Each row's threshold through its batch-local group (one gather of the rows, not
+            # two; one scalar for a single group).
+            rows = np.flatnonzero(loss >= (thr[slots[0]] if local is None else thr[slots][local]))
             loss_c = loss[rows]
             local_c = None if local is None else local[rows]
         else:
