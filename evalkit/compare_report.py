@@ -11,7 +11,7 @@ import pandas as pd
 from .escape import md_code
 from .gates import gates_markdown
 from .report import _bytes, _escape, fmt_number, markdown_table
-from .reports import _grouping_columns
+from .reports import _file_stem, _grouping_columns
 
 STATUS_ORDER = {"regression": 0, "only_in_candidate": 1, "only_in_baseline": 2, "unchanged": 3,
                 "improvement": 4}
@@ -101,7 +101,7 @@ def _render_markdown(res: Any) -> str:
         title = "Overall" if name == "overall" else f"By {' × '.join(cols)}"
         lines += [f"## {title}", ""]
         disp, shown = _display(df, cols)
-        lines.append(markdown_table(disp, shown, keys=cols))
+        lines.append(markdown_table(disp, shown, keys=cols, where=f"{_file_stem(name)}.parquet"))
     for key, title in (("groupings_only_in_baseline", "Groupings only in the baseline"),
                        ("groupings_only_in_candidate", "Groupings only in the candidate")):
         if meta.get(key):

@@ -99,6 +99,9 @@ class Layout:
     """Distinct label values of the first rows (:data:`LABEL_SAMPLE_ROWS`), kept when class
     names are labels but the predictions only number their classes: the values that name
     them (:meth:`named_classes`)."""
+    declared_categories: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    """Categories the label column declares when their count is not K (so they cannot name
+    the positional classes, :func:`_declared_class_order`): the hint then names no order."""
 
     @property
     def n_classes(self) -> int:
@@ -296,6 +299,14 @@ class Layout:
         labels are names, say how to name the classes."""
         if not self.numbers_its_classes:
             return ""
+        if self.declared_categories:  # neither their order nor a sorted one is known to fit
+            m = len(self.declared_categories)
+            return (f"; the prediction column {self.pred_columns[0]!r} does not name its classes, and label "
+                    f"column {self.label_columns[0]!r} declares {m} categories ({_short_list(self.declared_categories)}) "
+                    f"for {self.n_classes} classes, so their order cannot name them: name the classes in the "
+                    "model's class-index order with "
+                    + option("classes", meta=",".join(f"name{i}" for i in range(min(self.n_classes, 3)))
+                             + (",..." if self.n_classes > 3 else "")))
         if self.label_sample:
             names: list[object] = []
         elif pa.types.is_dictionary(labels.type):
@@ -735,8 +746,10 @@ def _declared_class_order(layout: Layout, spec: LayoutSpec, label_sample: LabelS
         return layout
     categories = getattr(label_sample, "categories", None)
     order = categories(layout.label_columns[0]) if categories is not None else None
-    if order is None or len(order) != layout.n_classes or set(order) & set(layout.classes):
+    if order is None or set(order) & set(layout.classes):
         return layout
+    if len(order) != layout.n_classes:
+        return replace(layout, declared_categories=order)
     what = f"column {layout.pred_columns[0]!r}" if layout.kind == "list" else f"P(class 1) = P({order[1]!r})"
     note = (f"class order: the categories label column {layout.label_columns[0]!r} declares, in its order "
             f"({_short_list(order)}), name the positional predictions ({what}); the classes setting overrides it")

@@ -88,9 +88,10 @@ def _cell(value: Any, column: str) -> str:
 
 
 def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows: int = 200,
-                   keys: Sequence[str] = ()) -> str:
+                   keys: Sequence[str] = (), where: str | None = None) -> str:
     """A GitHub-flavoured Markdown table; numbers right-aligned; ``keys`` are group-key
-    columns, shown with :func:`fmt_key` (a missing key as ``∅``)."""
+    columns, shown with :func:`fmt_key` (a missing key as ``∅``); ``where``: the file holding
+    every row, named in the line under a cut table."""
     cols = list(columns) if columns is not None else list(df.columns)
     if df.empty:
         return "_(no rows)_\n"
@@ -105,7 +106,8 @@ def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_r
         lines.append("| " + " | ".join(md_text(fmt_key(v)) if c in keys else _cell(v, c)
                                        for v, c in zip(rec, cols, strict=True)) + " |")
     if len(df) > max_rows:
-        lines.append(f"\n_... {len(df) - max_rows:,} more rows in the Parquet table_")
+        lines.append(f"\n_... {len(df) - max_rows:,} more rows in "
+                     + (f"{md_code(where)}_" if where else "the Parquet table_"))
     return "\n".join(lines) + "\n"
 
 

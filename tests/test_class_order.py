@@ -176,3 +176,27 @@ def test_a_separate_labels_file_declares_the_order_like_a_label_column(tmp_path)
     r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "pred.parquet"), "--labels", str(tmp_path / "lab.parquet"),
                                   "--no-plots", "--format", "none"])
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_a_category_count_other_than_k_gets_no_sorted_hint(tmp_path, separate):
+    """Four declared categories (one unused) for three positional classes: the declared order
+    cannot name them, and the hint suggested the sorted used values (high, low, medium),
+    which mis-assigns these probabilities. It now says why no order is known and names none."""
+    n, cats = 300, ["low", "medium", "high"]
+    rng = np.random.default_rng(0)
+    lab = pd.Categorical(rng.choice(cats, n), categories=[*cats, "unknown"])
+    probs = np.full((n, 3), 0.1)
+    probs[np.arange(n), lab.codes] = 0.8
+    if separate:
+        pd.DataFrame({"id": range(n), "probs": list(probs)}).to_parquet(tmp_path / "p.parquet")
+        pd.DataFrame({"id": range(n), "label": lab}).to_parquet(tmp_path / "l.parquet")
+        kw = {"labels": tmp_path / "l.parquet"}
+    else:
+        pd.DataFrame({"id": range(n), "probs": list(probs), "label": lab}).to_parquet(tmp_path / "p.parquet")
+        kw = {}
+    with pytest.raises(LabelError) as err:
+        evalkit.evaluate(tmp_path / "p.parquet", plots=False, **kw)
+    text = str(err.value)
+    assert "declares 4 categories (low, medium, high, unknown) for 3 classes" in text
+    assert "high,low,medium" not in text and "'high', 'low', 'medium'" not in text and "sorted" not in text

@@ -503,3 +503,22 @@ def test_an_error_of_one_input_scopes_its_advice_to_that_input(tmp_path: Path):
 
     with pytest.raises(LabelError, match=r"for the candidate alone: .* out=DIR"):
         evalkit.compare(tmp_path / "b.parquet", tmp_path / "c.parquet")
+
+
+def test_a_cut_compare_table_names_the_file_with_every_row(tmp_path):
+    """compare.md cut a grouping's table at 200 rows with '... N more rows in the Parquet
+    table', naming no file; it names by_<grouping>.parquet now, which write() holds."""
+    import numpy as np
+    import pandas as pd
+
+    import evalkit
+
+    rng = np.random.default_rng(1)
+    for name in ("b", "c"):
+        p = rng.uniform(0.3, 0.9, 2000)
+        pd.DataFrame({"prob_a": p, "prob_b": 1 - p, "label": "a",
+                      "shop": [f"s{i:03d}" for i in range(250)] * 8}).pipe(
+            lambda df, n=name: evalkit.evaluate(df, by=["shop"], plots=False).write(tmp_path / n))
+    res = evalkit.compare(tmp_path / "b", tmp_path / "c", out=tmp_path / "o")
+    md = res.to_markdown()
+    assert "_... 50 more rows in `by_shop.parquet`_" in md and (tmp_path / "o" / "by_shop.parquet").is_file()
