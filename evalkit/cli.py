@@ -26,6 +26,7 @@ from .cli_common import (
     handle_errors,
     imports_without_gc,
     layout_options,
+    printing,
     record_written,
     report_gates,
 )
@@ -176,7 +177,8 @@ def _evaluate_command(cfg: Any, fmt: str, quiet: bool, debug: bool) -> None:
         progress.close()
     if path is not None:
         record_written(path, result)
-    _print_result(result, fmt, written=path is not None)
+    with printing():
+        _print_result(result, fmt, written=path is not None)
     if not quiet:
         if path is not None:
             _err(f"report written to {path}/report.md")

@@ -73,6 +73,27 @@ def terminal_write_failure(exc: BaseException) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def printing() -> Iterator[None]:
+    """Around a command's stdout output: a reader that closes the pipe early
+    (``evalkit ... | head -1``) silences the rest of stdout only, and the command goes on to
+    its stderr lines and its exit code (5 for a failed gate: a CI step piping the tables
+    into ``head`` must not pass a failed night). Before, the closed pipe ended the command
+    with exit 0 and without its ``gate failed:`` lines."""
+    try:
+        yield
+        flush_stdout()  # what is buffered may only meet the closed pipe here
+    except BrokenPipeError:
+        silence_stdout()
+
+
+def silence_stdout() -> None:
+    """Point stdout at the null device: what is left in its buffer (already lost) is never
+    flushed again, and later output goes nowhere."""
+    with contextlib.suppress(OSError):
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+
+
 def flush_stdout() -> None:
     """Flush stdout (a command's output is buffered: a failing stream may only say so
     here). No stdout (``>&-``): nothing to do."""
@@ -147,9 +168,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except BrokenPipeError:
-            # stdout closed early (`evalkit ... | head`): not an error worth a message.
-            with contextlib.suppress(OSError):
-                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the exit-time flush
+            # stdout closed early (`evalkit ... | head`) outside a command's printing(): not an
+            # error worth a message.
+            silence_stdout()
             ctx.exit(0)
         except OSError as exc:
             stream = terminal_write_failure(exc)
@@ -158,8 +179,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 ctx.exit(EXIT_INTERNAL)
             if stream == "standard output":
                 stdout_failed(stream, exc)
-                with contextlib.suppress(OSError):  # what is left in the buffer is lost anyway
-                    sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+                silence_stdout()  # what is left in the buffer is lost anyway
             ctx.exit(EXIT_OUTPUT)
         except MemoryError:
             _err("error: out of memory; try a smaller --batch-size")

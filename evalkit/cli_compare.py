@@ -22,6 +22,7 @@ from .cli_common import (
     handle_errors,
     layout_options,
     print_options,
+    printing,
     quiet_warnings,
     record_written,
     report_command_options,
@@ -118,7 +119,8 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
         path = result.write(out, overwrite=overwrite) if out else None
     if path is not None:
         record_written(path, result)
-    _print(result, fmt)
+    with printing():
+        _print(result, fmt)
     if not quiet:
         counts = result.counts()
         _err(f"compared {len(result.tables)} groupings: {counts['regression']} regression(s), "

@@ -18,6 +18,7 @@ from .cli_common import (
     gates_from_flags,
     handle_errors,
     print_options,
+    printing,
     quiet_warnings,
     report_command_options,
     report_gates,
@@ -106,7 +107,8 @@ def history(reports: tuple[str, ...], out: str | None, overwrite: bool, config_f
     with quiet_warnings(quiet):
         result = run_history(list(reports), out=out, overwrite=overwrite, config=cfg,
                              skip_bad=skip_bad, plots=plots, progress=progress, **flags)
-    _print(result, fmt)
+    with printing():
+        _print(result, fmt)
     if not quiet:
         _err(f"{len(result.changes)} change(s) flagged over {len(result.trends)} groupings"
              + (f"; {len(result.skipped)} report(s) or table(s) skipped" if result.skipped else ""))

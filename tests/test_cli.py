@@ -309,3 +309,42 @@ def test_output_that_cannot_be_written_is_an_output_error_naming_stdout(tmp_path
     assert "internal error" not in err and "Traceback" not in err
     if "--out" in args:
         assert json.loads((tmp_path / "r" / "summary.json").read_text())["overall"]["count"] == 150
+
+
+@pytest.mark.parametrize("command", ["evaluate", "compare", "history"])
+def test_a_reader_closing_the_pipe_early_keeps_the_gate_failure(tmp_path: Path, command: str):
+    """`evalkit ... | head -1`: the reader closes the pipe after one line. The rest of stdout
+    is dropped, but the command still prints its `gate failed:` lines on stderr and exits 5
+    (rt-hist7 F4: it exited 0 without them, so a CI step piping the tables into `head`
+    passed a failed night)."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    import evalkit
+
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.05, 0.95, 3000)
+    src = tmp_path / "p.parquet"
+    pd.DataFrame({"prob_a": p, "prob_b": 1 - p, "label": rng.integers(0, 2, 3000),
+                  "user": [f"u{i % 700}" for i in range(3000)]}).to_parquet(src)
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("gates:\n  max_mean_loss: 0.01\n")
+    for r in ("r1", "r2"):
+        evalkit.evaluate(str(src), by=["user"], plots=False).write(tmp_path / r)
+    args = {"evaluate": ["evaluate", str(src), "--by", "user", "--no-plots", "--out", str(tmp_path / "r3")],
+            "compare": ["compare", str(tmp_path / "r1"), str(tmp_path / "r2")],
+            "history": ["history", str(tmp_path / "r1"), str(tmp_path / "r2"), "--no-plots"]}[command]
+    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).parent.parent)}
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "evalkit", *args, "--config", str(cfg)], env=env,
+                            stdout=write_end, stderr=subprocess.PIPE)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        reader.read(1)  # one byte, then the reader goes away, as `head -c 1` does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 5, err.decode()
+    assert "gate failed: max_mean_loss overall" in err.decode()
+    assert "Traceback" not in err.decode()
