@@ -464,19 +464,20 @@ def _plot_picks(trend: pd.DataFrame, grouping: str) -> pd.DataFrame:
 
 
 def _reading_order(trend: pd.DataFrame) -> pd.Index:
-    """Worse first, as a loss monitor reads: flagged groups first, shifts up (worse) before
-    shifts down, each by size; then the rest by their change over the lookback (``drift_pct``),
-    rises (worse) before drops, each by size (so a +5.7% is shown before a -18.8% when the
-    list is cut); groups with no such change (too short a series) then by the highest latest
-    mean; groups absent from the latest run last."""
+    """Worse first, as a loss monitor reads: flagged shifts up (worse), by size; then the
+    other rises over the lookback (``drift_pct`` > 0), by size; then flagged shifts down (an
+    improvement never hides a rise: rt-hist7 F8); then the rest by their change over the
+    lookback, drops by size; groups with no such change (too short a series) then by the
+    highest latest mean; groups absent from the latest run last."""
     changed = trend["changed"].astype(bool)
     shift = trend["change_pct"].where(changed, 0.0).fillna(0.0)
     drift = trend["drift_pct"]
+    absent = trend["latest"].isna()
+    tier = np.select([changed & (shift > 0), ~changed & (drift > 0) & ~absent, changed], [0, 1, 2], 3)
     key = pd.DataFrame({
-        "flag": ~changed,
-        "shift_down": ~(shift > 0),
+        "tier": tier,
         "shift": -shift.abs(),
-        "absent": trend["latest"].isna(),
+        "absent": absent,
         "no_drift": drift.isna(),
         "drift_down": ~(drift > 0),
         "drift": -drift.abs().fillna(0.0),
@@ -1793,7 +1794,7 @@ def _trend_cells(rec: Mapping[str, Any], lookback: int) -> list[str]:
 
 def render_markdown(res: HistoryResult) -> str:
     """``history.md``: runs, gates, changes, the overall trend and each grouping's groups
-    (at most ``max_rows`` per grouping: flagged first, then the largest drift)."""
+    (at most ``max_rows`` per grouping: worse first, :func:`_reading_order`)."""
     lines = _md_header(res) + _md_notes(res) + _md_gates(res) + _md_changes(res)
     plots = {f: t for t, f in res._plots}
     for name, trend in res.trends.items():
@@ -1892,8 +1893,8 @@ def _md_grouping(res: HistoryResult, name: str, trend: pd.DataFrame, plots: Mapp
     if cols:
         lines += [f"{len(trend):,} groups, {int(trend['changed'].sum())} flagged; series of "
                   f"{res.metadata['series_runs'].get(name, 0)} runs."
-                  + (f" Showing {len(shown)}, worse first: flagged first, then the largest rise, then the largest "
-                     f"drop over Δ {lb} runs; "
+                  + (f" Showing {len(shown)}, worse first: flagged rises, then the largest rise over Δ {lb} runs, "
+                     f"then flagged drops, then the largest drop; "
                      f"all groups in `trends.parquet`, every run in {md_code(_tidy_dir(name) + '/')}."
                      if len(shown) < len(trend) else ""), ""]
     if trend.empty:

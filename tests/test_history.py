@@ -1214,3 +1214,19 @@ def test_a_cut_trend_table_shows_rises_in_loss_before_drops(tmp_path: Path) -> N
     full = history(str(tmp_path / "n*"), window=5, lookback=4, max_rows=10, plots=False).to_markdown()
     assert [line.split(" | ")[0][2:] for line in full.splitlines()
             if line.startswith("| ") and line.split(" | ")[0][2:] in path] == ["US", "EU", "LATAM", "APAC"]
+
+
+def test_flagged_drops_never_hide_a_rise_in_the_cut() -> None:
+    """rt-hist7 F8: "flagged first" outranked "rises first", so with max_rows 2 two flagged
+    DROPS (improvements) were shown and an unflagged +28.5% rise was cut under "Showing 2,
+    worse first". The order is now: flagged rises, other rises, flagged drops, the rest (drops
+    by size, no change, absent from the latest run)."""
+    from evalkit.trend import _reading_order
+
+    trend = pd.DataFrame({
+        "changed":    [True,  True,  False, False, True,  False, False, False],
+        "change_pct": [-57.7, -40.6, np.nan, np.nan, 12.0, np.nan, np.nan, np.nan],
+        "drift_pct":  [-55.0, -38.0, 28.5,  14.0,  11.0, -9.0,  np.nan, 50.0],
+        "latest":     [0.2,   0.3,   0.6,   0.5,   0.45, 0.4,   0.7,   np.nan],
+    }, index=["A", "B", "D", "C", "E", "F", "G", "gone"])
+    assert list(_reading_order(trend)) == ["E", "D", "C", "A", "B", "F", "G", "gone"]
