@@ -512,3 +512,27 @@ def test_without_gates_the_three_json_records_have_the_same_shape(tmp_path: Path
     assert records["evaluate"] == {"checked": {}, "note": None, "passed": True, "failures": [],
                                    "not_checked": []}
     assert records["compare"] == records["evaluate"] == records["history"]
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_top_level_min_count_applies_to_the_overall_line_in_the_three_commands(tmp_path: Path,
+                                                                                  strict: bool):
+    """rt-hist7 F5: a top-level ``min_count`` above the run's row count left the top-level
+    evaluate gates (overall line) checked (a failed max_mean_loss, exit 5), while the same
+    gate under ``groups: overall:`` and compare's / history's own gates were 'not checked'.
+    One rule now: the overall line with fewer rows is reported but not gated."""
+    reps = _two_reports(tmp_path)  # 120 rows each
+    cfg = _write(tmp_path / "g.yaml", f"gates:\n  min_count: 121\n  max_mean_loss: 0.01\n"
+                 f"  fail_unchecked: {str(strict).lower()}\n")
+    for command, argv in COMMANDS.items():
+        out = tmp_path / f"o_{command}"
+        r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--config", str(cfg), "--out", str(out),
+                                      "--format", "none"])
+        assert r.exit_code == (5 if strict else 0), (command, r.output)
+        _, gates = _gates_of(command, out)
+        assert gates["failures" if strict else "not_checked"][0]["gate"] == "max_mean_loss", command
+        assert "min_count 121 leaves no group of 'overall'" in r.output, (command, r.output)
+    loose = _write(tmp_path / "h.yaml", "gates:\n  min_count: 120\n  max_mean_loss: 0.01\n")
+    r = CliRunner().invoke(main, [*COMMANDS["evaluate"](tmp_path, reps), "--config", str(loose),
+                                  "--format", "none"])
+    assert r.exit_code == 5 and "gate failed: max_mean_loss overall" in r.output  # 120 rows: gated
