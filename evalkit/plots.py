@@ -23,7 +23,7 @@ import pandas as pd
 
 from .disparity import group_label
 from .display import MAX_PLOT_GROUPS, bounded_groups
-from .escape import MISSING_KEY, is_missing
+from .escape import MISSING_KEY, fmt_key, is_missing, terminal
 
 #: How to get plots when matplotlib is missing (for the report).
 INSTALL_HINT = "pip install 'evalkit[plot]'"
@@ -91,7 +91,7 @@ def class_histograms(group_stats: Any, n_bins: int = DISPLAY_BINS) -> dict[str, 
     keys = group_stats._index.keys
     counts: dict[str, np.ndarray] = {}
     for i in order.tolist():
-        counts[_key_label(keys[i])] = coarse[i]
+        counts[_hist_name(keys[i])] = coarse[i]
     return {"edges": edges, "counts": counts}
 
 
@@ -101,6 +101,8 @@ def class_histograms(group_stats: Any, n_bins: int = DISPLAY_BINS) -> dict[str, 
 
 
 def _value_label(v: Any) -> str:
+    """The lookup name of a class in :func:`class_histograms` (not a label: see
+    :func:`_key_label`)."""
     if is_missing(v):
         return MISSING_KEY
     if isinstance(v, float | np.floating):
@@ -108,13 +110,20 @@ def _value_label(v: Any) -> str:
     return str(v)
 
 
-def _key_label(key: Sequence[Any]) -> str:
+def _hist_name(key: Sequence[Any]) -> str:
     return ", ".join(_value_label(v) for v in key)
+
+
+def _key_label(key: Sequence[Any]) -> str:
+    """A group's label in a plot: each key value as report.md and the terminal show it
+    (:func:`evalkit.escape.fmt_key`: a null key ``∅``, the text "∅" and the empty string
+    quoted), control characters as visible escapes (:func:`evalkit.escape.terminal`: a tab
+    reads ``\\t``); several key columns joined by ``", "``."""
+    return ", ".join(terminal(fmt_key(v)) for v in key)
 
 
 def _truncate(s: str, n: int = MAX_LABEL) -> str:
     """Shorten in the middle: labels often share a prefix and differ at the end."""
-    s = " ".join(s.split())
     if len(s) <= n:
         return s
     tail = (n - 1) // 2
@@ -753,7 +762,7 @@ def _plot_class_distribution(result: Any, path: Path, class_hist: dict | None) -
 
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=15))
     _minor_marks(ax)
-    _fixed_ticks(ax.yaxis, label_y, [_truncate(n) for n in names])
+    _fixed_ticks(ax.yaxis, label_y, [_truncate(terminal(n)) for n in names])
     _right_labels(ax, label_y, [f"mean {m:.3g}, {_fmt_count(n)}" if math.isfinite(m)
                                 else _fmt_count(n) for n, m in zip(counts_col, means, strict=True)])
     ax.set_xlabel("cross-entropy loss (log scale)", fontsize=10)
@@ -1061,6 +1070,7 @@ def _panel_title(grouping: str, group: str, row: Any) -> str:
     """``split = test: ECE 0.144, n=600,955``; a title longer than a panel is wide goes on
     two lines, the group's label shortened in the middle (:func:`_truncate`), so that
     neighbouring titles never run into each other."""
+    group = terminal(group)  # a key label (fmt_key), its control characters made visible
     name = "overall" if grouping == "overall" else f"split = {group}"
     figures = f"ECE {float(row['ece']):.3f}, n={int(row['count']):,}"
     if len(name) + 2 + len(figures) <= PANEL_TITLE:
@@ -1168,7 +1178,6 @@ def _history_series(table: pd.DataFrame, cols: list[str], picks: pd.DataFrame,
     """The lines of a history plot: ``(label, x, mean, ci_low, ci_high)`` each, in run order;
     one ``overall`` line, or one per picked group in the order the table first shows them
     (missing keys are one group, as ``merge`` and ``groupby(dropna=False)`` make them)."""
-    from .escape import fmt_key
 
     run = table["run"].to_numpy()
     values = [table[c].to_numpy(dtype=float) for c in ("mean", "ci_low", "ci_high")]
@@ -1188,7 +1197,7 @@ def _history_series(table: pd.DataFrame, cols: list[str], picks: pd.DataFrame,
                 where.setdefault(k, []).append(i)
                 first.setdefault(k, key)
         for k, rows in where.items():
-            label = _truncate(", ".join(fmt_key(v) for v in first[k]))
+            label = _truncate(_key_label(first[k]))
             groups.append((label, np.asarray(rows, dtype=np.int64)))
     out = []
     for label, rows in groups:

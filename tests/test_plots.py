@@ -362,14 +362,14 @@ _HISTORY_CASES = {
 
 def _history_series_reference(table: pd.DataFrame, cols: list[str], picks: pd.DataFrame) -> list[tuple]:
     """The series as the plot drew them with pandas (merge, then groupby in table order)."""
-    from evalkit.escape import fmt_key
+    from evalkit.escape import fmt_key, terminal
     from evalkit.plots import _truncate
 
     if not cols:
         parts = [("overall", table)]
     else:
         sel = table.merge(picks[cols].drop_duplicates(), on=cols, how="inner")
-        parts = [(_truncate(", ".join(fmt_key(v) for v in (k if isinstance(k, tuple) else (k,)))), p)
+        parts = [(_truncate(", ".join(terminal(fmt_key(v)) for v in (k if isinstance(k, tuple) else (k,)))), p)
                  for k, p in sel.groupby(cols, sort=False, dropna=False, observed=True)]
     return [(label, *(p.sort_values("run")[c].to_numpy(float) for c in ("run", "mean", "ci_low", "ci_high")))
             for label, p in parts]
@@ -605,3 +605,47 @@ def test_text_caching_canvas_draws_the_pixels_of_matplotlibs_canvas(tmp_path: Pa
             if a.exists():
                 x, y = imread(a), imread(b)
                 assert x.shape == y.shape and np.array_equal(x, y), (sub, name)
+
+
+# -- labels: keys as report.md and the terminal show them -------------------------------
+
+
+_AMBIGUOUS = ["", "\u2205", None, "x", '"quoted"', "tab\there", " pad"]
+
+
+def test_group_labels_are_the_reports_key_strings(tmp_path: Path, monkeypatch) -> None:
+    """The empty string, the text "∅" and a null key each get their own label (the one
+    report.md and the terminal use: ``""``, ``"∅"``, ``∅``), quotes are escaped and a tab
+    reads ``\\t``: no two groups share a label and none is blank."""
+    pytest.importorskip("matplotlib")
+    from evalkit.escape import fmt_key, terminal
+    from evalkit.plots import shown_ticklabels
+
+    g = pd.array([_AMBIGUOUS[i % len(_AMBIGUOUS)] for i in range(700)], dtype=object)
+    result = evalkit.evaluate(_probs_frame(700, ["a", "b"], g=g), by="g")
+    figures = _drawn_figures(monkeypatch)
+    write_plots(result, tmp_path, None)
+    fig = figures["mean_loss_by_g.png"]
+    (ax, *_) = fig.axes
+    drawn = sorted(t.get_text() for t in shown_ticklabels(ax.yaxis) if not t.get_text().startswith("mean "))
+    want = sorted(terminal(fmt_key(v)) for v in _AMBIGUOUS)
+    assert drawn == want
+    assert {'""', '"\u2205"', "\u2205", '"\\"quoted\\""', "tab\\there", '" pad"'} <= set(drawn)
+
+
+def test_reliability_panel_titles_escape_split_keys() -> None:
+    from evalkit import plots
+
+    row = {"ece": 0.1, "count": 10}
+    assert plots._panel_title("split", 'tab\there', row).startswith("split = tab\\there:")
+    assert "\n" not in plots._panel_title("split", "a\nb", row)
+
+
+def test_history_legend_labels_are_the_reports_key_strings() -> None:
+    from evalkit import plots
+
+    table = pd.DataFrame({"g": pd.array(["", "\u2205", None, "tab\there"], dtype=object),
+                          "run": [0, 0, 0, 0], "mean": [1.0, 2.0, 3.0, 4.0],
+                          "ci_low": [0.5] * 4, "ci_high": [5.0] * 4})
+    got = [s[0] for s in plots._history_series(table, ["g"], table[["g"]], None)]
+    assert sorted(got) == sorted(['""', '"\u2205"', "\u2205", "tab\\there"])
