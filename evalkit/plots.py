@@ -12,8 +12,10 @@ matplotlib is imported lazily and only through its object-oriented API with the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import pandas as pd
 
 from .disparity import group_label
 from .display import MAX_PLOT_GROUPS, bounded_groups
+from .errors import EvalkitWarning
 from .escape import MISSING_KEY, fmt_key, is_missing, terminal
 
 #: How to get plots when matplotlib is missing (for the report).
@@ -98,6 +101,38 @@ def class_histograms(group_stats: Any, n_bins: int = DISPLAY_BINS) -> dict[str, 
 # --------------------------------------------------------------------------- #
 # Helpers
 # --------------------------------------------------------------------------- #
+
+
+class PlotFontWarning(EvalkitWarning):
+    """Some labels of a plot use characters its font lacks (drawn as boxes): issued once
+    per :func:`write_plots` / :func:`write_history_plot` call instead of matplotlib's
+    warning per missing glyph (see :func:`font_note`)."""
+
+
+#: The text of :class:`PlotFontWarning`.
+FONT_NOTE = "some plot labels use characters the plot font lacks (shown as boxes)"
+
+#: matplotlib's warning for one glyph its font lacks ("Glyph 26085 (...) missing from
+#: font(s) DejaVu Sans.", from the Agg renderer or its text layout).
+_MISSING_GLYPH = re.compile(r"^Glyph \d+ .*missing from (?:current )?font")
+
+
+@contextlib.contextmanager
+def font_note() -> Any:
+    """Draw inside: matplotlib's missing-glyph warnings (one per character, with a source
+    line of this module) become one :class:`PlotFontWarning` at the end; any other warning
+    is issued again as it was."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    missing = False
+    for w in caught:
+        if issubclass(w.category, UserWarning) and _MISSING_GLYPH.match(str(w.message)):
+            missing = True
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    if missing:
+        warnings.warn(PlotFontWarning(FONT_NOTE), stacklevel=3)
 
 
 def _value_label(v: Any) -> str:
@@ -1034,15 +1069,16 @@ def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = _plot_specs(result)
-    for _, name, kind, g in specs:
-        if only is not None and name not in only:
-            continue
-        if kind == "class":
-            _plot_class_distribution(result, out_dir / name, class_hist)
-        elif kind == "reliability":
-            _plot_reliability(result, g, out_dir / name)
-        else:
-            _plot_group_means(result, g, out_dir / name)
+    with font_note():
+        for _, name, kind, g in specs:
+            if only is not None and name not in only:
+                continue
+            if kind == "class":
+                _plot_class_distribution(result, out_dir / name, class_hist)
+            elif kind == "reliability":
+                _plot_reliability(result, g, out_dir / name)
+            else:
+                _plot_group_means(result, g, out_dir / name)
     return [(title, name) for title, name, _, _ in specs]
 
 
@@ -1279,12 +1315,19 @@ def write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, 
     of its confidence interval; runs where a new segment starts get a dashed vertical line.
     Legend labels show keys as the tables do (:func:`evalkit.escape.fmt_key`: a null key is
     ``∅``, the empty string ``""``). Returns the title, or ``""`` when there is nothing to
-    draw. Needs matplotlib (:func:`plots_available`).
+    draw. Needs matplotlib (:func:`plots_available`). Characters the font lacks: one
+    :class:`PlotFontWarning` (:func:`font_note`).
 
     Drawn for speed (a nightly history draws one per grouping): fixed margins instead of
     the layout engine, markers only on short series, the bands as one collection, fast PNG
     compression.
     """
+    with font_note():
+        return _write_history_plot(table, grouping, picks, path, runs)
+
+
+def _write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, path: Path,
+                        runs: pd.DataFrame | None) -> str:
     from matplotlib.figure import Figure
 
     cols = [] if grouping == "overall" else grouping.split(",")

@@ -649,3 +649,83 @@ def test_history_legend_labels_are_the_reports_key_strings() -> None:
                           "ci_low": [0.5] * 4, "ci_high": [5.0] * 4})
     got = [s[0] for s in plots._history_series(table, ["g"], table[["g"]], None)]
     assert sorted(got) == sorted(['""', '"\u2205"', "\u2205", "tab\\there"])
+
+
+# -- characters the plot font lacks -----------------------------------------------------
+
+
+def _font_lacks(ch: str) -> bool:
+    from matplotlib import rcParams
+    from matplotlib.font_manager import findfont, get_font
+
+    return get_font(findfont(rcParams["font.sans-serif"][0])).get_char_index(ord(ch)) == 0
+
+
+def _cjk_result() -> evalkit.EvalResult:
+    classes = ["\u65e5\u672c", "\u4e2d\u6587"]
+    g = np.repeat(["\ud55c\uad6d", "x"], 150)
+    split = np.tile(["\u8a13\u7df4", "\u30c6\u30b9\u30c8"], 150)
+    return evalkit.evaluate(_probs_frame(300, classes, g=g, split=split), by="g")
+
+
+def test_missing_glyphs_are_one_evalkit_warning(tmp_path: Path) -> None:
+    """matplotlib warns once per missing character (with a source line of plots.py);
+    write_plots issues one PlotFontWarning instead, and no other warning."""
+    pytest.importorskip("matplotlib")
+    import warnings
+
+    from evalkit.errors import EvalkitWarning
+    from evalkit.plots import FONT_NOTE, PlotFontWarning
+
+    if not _font_lacks("\u65e5"):
+        pytest.skip("the plot font has CJK glyphs here")
+    result = _cjk_result()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_plots(result, tmp_path, class_histograms(_stats_from_rows(result)))
+    assert [(w.category, str(w.message)) for w in caught] == [(PlotFontWarning, FONT_NOTE)]
+    assert issubclass(PlotFontWarning, EvalkitWarning)
+    with warnings.catch_warnings(record=True) as caught:  # no missing glyph: no warning
+        warnings.simplefilter("always")
+        write_plots(evalkit.evaluate(DIGITS), tmp_path, None)
+    assert caught == []
+
+
+def test_missing_glyphs_in_a_history_plot_are_one_warning(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    import warnings
+
+    from evalkit import plots
+
+    if not _font_lacks("\u65e5"):
+        pytest.skip("the plot font has CJK glyphs here")
+    table = pd.DataFrame({"g": ["\u65e5\u672c", "\u8a9e", "x"] * 2, "run": [0, 0, 0, 1, 1, 1],
+                          "mean": np.arange(6.0), "ci_low": np.arange(6.0) - 1, "ci_high": np.arange(6.0) + 1})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plots.write_history_plot(table, "g", table[["g"]].drop_duplicates(), tmp_path / "h.png")
+    assert [w.category for w in caught] == [plots.PlotFontWarning]
+
+
+def test_cli_prints_one_line_for_missing_glyphs(tmp_path: Path) -> None:
+    """Through the CLI (plots drawn by the forked helpers, two drawers): one ``warning:``
+    line on stderr, no raw matplotlib warning."""
+    pytest.importorskip("matplotlib")
+    import os
+    import subprocess
+
+    if not _font_lacks("\u65e5"):
+        pytest.skip("the plot font has CJK glyphs here")
+    src = tmp_path / "cjk.parquet"
+    classes = ["\u65e5\u672c", "\u4e2d\u6587"]
+    _probs_frame(300, classes, g=np.repeat(["\ud55c\uad6d", "x"], 150),
+                 split=np.tile(["\u8a13\u7df4", "\u30c6\u30b9\u30c8"], 150)).to_parquet(src, index=False)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-m", "evalkit", "evaluate", str(src), "--by", "g", "--format", "none",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert "Glyph" not in proc.stderr
+    assert lines.count("warning: some plot labels use characters the plot font lacks (shown as boxes)") == 1
+    assert (tmp_path / "out" / "mean_loss_by_g.png").exists()
