@@ -36,6 +36,9 @@ MAX_GROUPS = MAX_PLOT_GROUPS  # groups drawn per mean-loss chart (likewise)
 MAX_RELIABILITY_PANELS = 6  # reliability panels: overall and up to five splits
 DISPLAY_BINS = 60  # display bins of the class histograms
 MAX_LABEL = 28  # group labels longer than this are truncated
+#: A mean-loss chart's x axis ends at most this many times the longest bar (or the overall
+#: mean): confidence intervals reaching further run off it, marked (see _plot_group_means).
+CI_ROOM = 2.0
 WIDTH = 8.0  # inches
 DPI = 110
 
@@ -938,7 +941,6 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     no_ci = ~(np.isfinite(lo_err) & np.isfinite(hi_err))
     lo_err = np.where(no_ci, 0.0, np.maximum(lo_err, 0.0))
     hi_err = np.where(no_ci, 0.0, np.maximum(hi_err, 0.0))
-    err = hi_err
     level = f"{100 * float(result.metadata.get('confidence') or 0.95):g}%"
 
     rows = max(1, len(sub))
@@ -947,24 +949,24 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     _style(ax)
     ys = np.arange(len(sub))[::-1].astype(float)  # worst at the top
     _bars(ax, ys, m, 0.65, horizontal=True)
-    ax.errorbar(m, ys, xerr=[lo_err, hi_err], fmt="none", ecolor="black", elinewidth=1, capsize=3)
     overall = _overall_mean(result)
+    off = _intervals(ax, ys, m, lo_err, hi_err, no_ci, overall)  # drawn before the mean line
     handles = [_line(color="black", linewidth=1, label=f"{level} CI of the mean")]
     if overall is not None:
         ax.axvline(overall, color=_MEAN, linestyle="--", linewidth=1)
         handles.append(_line(color=_MEAN, linestyle="--", linewidth=1,
                              label=f"overall mean ({overall:.3g})"))
-    right = float(np.nanmax(m + err)) if len(m) else 1.0
-    if overall is not None:
-        right = max(right, overall)
-    ax.set_xlim(0, right * 1.05 if right > 0 else 1.0)
+    if off.any():
+        handles.append(_line(linestyle="none", marker=">", markersize=5, color="black",
+                             label="CI runs past the axis (its end beside the bar)"))
     ax.set_ylim(-0.6, len(sub) - 0.4)
     _fixed_ticks(ax.yaxis, ys, labels)
     ax.grid(axis="x", color="#dddddd", linewidth=0.8)
     ax.set_axisbelow(True)
     _right_labels(ax, ys, [f"mean {v:.3g}, {_fmt_count(n)}" + (" (no CI)" if nc else "")
-                           for v, n, nc in zip(m, cnt, no_ci, strict=True)])
-    what = ", ".join(cols)
+                           + (f" (CI to {v + h:.3g})" if o else "")
+                           for v, n, nc, o, h in zip(m, cnt, no_ci, off, hi_err, strict=True)])
+    what = ", ".join(terminal(c) for c in cols)
     ax.set_xlabel("mean cross-entropy loss", fontsize=10)
     ax.set_ylabel(what, fontsize=10)
     title = f"Mean loss by {what} \u2014 {_input_name(result)}"
@@ -976,6 +978,35 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     _finish(fig, title, sub_title, handles)
     _save(fig, path)
     return _means_title(result, grouping)
+
+
+def _intervals(ax: Any, ys: np.ndarray, m: np.ndarray, lo_err: np.ndarray, hi_err: np.ndarray,
+               no_ci: np.ndarray, overall: float | None) -> np.ndarray:
+    """The error bars of a mean-loss chart and its x axis; returns which intervals run off it.
+
+    A group without an interval (one row) gets no error bar, not a lone cap at its bar's
+    end. The axis reaches the longest interval (and the overall mean), but at most
+    ``CI_ROOM`` x the longest bar: an interval far past every bar (a tiny group's) would
+    squeeze the bars; it runs off the axis, marked with an arrow at the edge (the caller
+    gives its end in the label beside the bar)."""
+    has_ci = ~no_ci
+    if has_ci.any():
+        ax.errorbar(m[has_ci], ys[has_ci], xerr=[lo_err[has_ci], hi_err[has_ci]], fmt="none",
+                    ecolor="black", elinewidth=1, capsize=3)
+    right = float(np.nanmax(m + hi_err)) if len(m) else 1.0
+    top = float(np.nanmax(m)) if len(m) else 1.0  # the longest bar
+    if overall is not None:
+        right = max(right, overall)
+        top = max(top, overall)
+    off = np.zeros(len(m), dtype=bool)
+    if top > 0 and right > CI_ROOM * top:
+        right = CI_ROOM * top
+        off = m + hi_err > right * 1.05
+    ax.set_xlim(0, right * 1.05 if right > 0 else 1.0)
+    if off.any():  # the arrow's tip just inside the axes, clear of the labels beside it
+        ax.plot(np.full(int(off.sum()), right * 1.05 * 0.99), ys[off], linestyle="none", marker=">",
+                markersize=5, color="black", clip_on=False)
+    return off
 
 
 def _overall_mean(result: Any) -> float | None:

@@ -729,3 +729,56 @@ def test_cli_prints_one_line_for_missing_glyphs(tmp_path: Path) -> None:
     assert "Glyph" not in proc.stderr
     assert lines.count("warning: some plot labels use characters the plot font lacks (shown as boxes)") == 1
     assert (tmp_path / "out" / "mean_loss_by_g.png").exists()
+
+
+# -- mean-loss bars: no CI, intervals far past the bars ---------------------------------
+
+
+def _bars_frame() -> pd.DataFrame:
+    df = _probs_frame(200, ["a", "b"], g=np.repeat(["u", "v"], 100))
+    # a 2-row group: losses about 0.01 and 9.2 nats, its 95% t interval reaches ~60 nats
+    two = pd.DataFrame({"prob_a": [0.99, 1e-4], "prob_b": [0.01, 1 - 1e-4], "label": ["a", "a"], "g": "w"})
+    one = pd.DataFrame({"prob_a": [0.3], "prob_b": [0.7], "label": ["a"], "g": "solo"})
+    return pd.concat([df, two, one], ignore_index=True)
+
+
+def test_group_bars_clip_far_intervals_and_draw_no_cap_without_ci(tmp_path: Path, monkeypatch) -> None:
+    """A group of one row has no error bar (no cap at its bar's end); an interval running
+    far past every bar does not set the axis: the axis stops at CI_ROOM x the longest bar,
+    an arrow marks the interval at the edge and the label beside the bar gives its end."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.collections import LineCollection
+
+    from evalkit import plots
+
+    result = evalkit.evaluate(_bars_frame(), by="g")
+    table = result.groups["g"].set_index("g")
+    assert table.loc["w", "ci_high"] > 5 * table["mean"].max()  # the case this is about
+    figures = _drawn_figures(monkeypatch)
+    write_plots(result, tmp_path, None)
+    fig = figures["mean_loss_by_g.png"]
+    ax = fig.axes[0]
+    top = max(float(table["mean"].max()), float(result.overall["mean"]))
+    assert ax.get_xlim()[1] == pytest.approx(plots.CI_ROOM * top * 1.05)
+    # error bars (one segment each) for the three groups with an interval, none for "solo"
+    bars = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert sum(len(c.get_segments()) for c in bars) == 3
+    texts = [t.get_text() for t in plots.shown_ticklabels(ax.yaxis)]
+    labels = dict(zip(texts[: len(texts) // 2], texts[len(texts) // 2:], strict=True))
+    assert labels["solo"].endswith("(no CI)") and "CI to" not in labels["solo"]
+    assert labels["w"].endswith(f"(CI to {table.loc['w', 'ci_high']:.3g})")
+    assert "CI to" not in labels["u"] + labels["v"]
+    arrows = [ln for ln in ax.lines if ln.get_marker() == ">"]
+    assert len(arrows) == 1 and len(arrows[0].get_ydata()) == 1
+
+
+def test_group_bars_keep_the_axis_when_intervals_are_near_the_bars(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    result = evalkit.evaluate(_probs_frame(300, ["a", "b"], g=np.repeat(["u", "v", "x"], 100)), by="g")
+    table = result.groups["g"]
+    figures = _drawn_figures(monkeypatch)
+    write_plots(result, tmp_path, None)
+    ax = figures["mean_loss_by_g.png"].axes[0]
+    right = max(float(table["ci_high"].max()), float(result.overall["mean"]))
+    assert ax.get_xlim()[1] == pytest.approx(right * 1.05)
+    assert not [ln for ln in ax.lines if ln.get_marker() == ">"]
