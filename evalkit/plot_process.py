@@ -270,8 +270,13 @@ def _issue(seen: list[tuple[str, Any]]) -> None:
     """Issue in this process the warnings a drawer recorded (each once)."""
     import warnings
 
+    from .plots import PlotFontWarning, warn_font_note
+
     for message, category in _unique(seen):
-        warnings.warn(message, category, stacklevel=3)
+        if category is PlotFontWarning:
+            warn_font_note(message, category)
+        else:
+            warnings.warn(message, category, stacklevel=3)
 
 
 def _sibling_loop(inbox: int, outbox: int, inherited: tuple[int, ...]) -> None:
@@ -567,9 +572,14 @@ class JobPool:
             else:
                 import warnings
 
-                for message, category in reply[2]:
-                    if (message, category) not in shown:  # once, not once per job
-                        shown.add((message, category))
+                fresh = [w for w in reply[2] if w not in shown]  # once, not once per job
+                shown.update(fresh)
+                for message, category in fresh:
+                    if category.__name__ == "PlotFontWarning":
+                        from .plots import warn_font_note
+
+                        warn_font_note(message, category)
+                    else:
                         warnings.warn(message, category, stacklevel=2)
                 out.append((True, reply[1]))
         self.close()

@@ -25,7 +25,6 @@ import pandas as pd
 
 from .disparity import group_label
 from .display import MAX_PLOT_GROUPS, bounded_groups
-from .errors import EvalkitWarning
 from .escape import MISSING_KEY, fmt_key, is_missing, terminal
 
 #: How to get plots when matplotlib is missing (for the report).
@@ -106,10 +105,19 @@ def class_histograms(group_stats: Any, n_bins: int = DISPLAY_BINS) -> dict[str, 
 # --------------------------------------------------------------------------- #
 
 
-class PlotFontWarning(EvalkitWarning):
+class PlotFontWarning(UserWarning):
     """Some labels of a plot use characters its font lacks (drawn as boxes): issued once
     per :func:`write_plots` / :func:`write_history_plot` call instead of matplotlib's
-    warning per missing glyph (see :func:`font_note`)."""
+    warning per missing glyph (see :func:`font_note`). Cosmetic, so not an
+    :class:`~evalkit.errors.EvalkitWarning`: ``-q`` (``quiet_warnings``) silences it like
+    the library warnings it replaces."""
+
+
+def warn_font_note(message: str = "", category: type[Warning] | None = None) -> None:
+    """Issue :class:`PlotFontWarning` as one line, ``evalkit: PlotFontWarning: ...``,
+    without a source line of evalkit (``warn_explicit`` with no file to quote)."""
+    warnings.warn_explicit(message or FONT_NOTE, category or PlotFontWarning, "evalkit", 0,
+                           module="evalkit.plots")
 
 
 #: The text of :class:`PlotFontWarning`.
@@ -135,7 +143,7 @@ def font_note() -> Any:
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     if missing:
-        warnings.warn(PlotFontWarning(FONT_NOTE), stacklevel=3)
+        warn_font_note()
 
 
 def _value_label(v: Any) -> str:
