@@ -233,17 +233,50 @@ def _draw_loop(inbox: int, outbox: int) -> None:
     if theirs:
         _write_msg(sibling.to_child, (result, out_dir, class_hist, theirs))
     reply: Any = "ok"
-    try:
-        plots.write_plots(result, Path(out_dir), class_hist, only=mine)
-        if theirs:
-            sib_reply = _read_msg(sibling.from_child)
-            if sib_reply != "ok":
-                reply = sib_reply
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent
-        reply = f"{type(exc).__name__}: {exc}"
-    sibling.close(kill=reply != "ok")
+    import warnings
+
+    theirs_seen: list[tuple[str, type[Warning]]] = []
+    # the sibling's warnings come back with its reply: a note both drawers issue (the
+    # plot font lacks a character) reaches stderr once
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            plots.write_plots(result, Path(out_dir), class_hist, only=mine)
+            if theirs:
+                sib_reply = _read_msg(sibling.from_child)
+                if isinstance(sib_reply, tuple) and sib_reply[0] == "ok":
+                    theirs_seen = sib_reply[1]
+                elif sib_reply != "ok":
+                    reply = sib_reply
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            reply = f"{type(exc).__name__}: {exc}"
+    seen = _unique([(str(w.message), w.category) for w in caught] + list(theirs_seen))
+    if reply == "ok" and seen:  # the parent issues them, under its own filters (-q)
+        reply = ("ok", seen)
+    sibling.close(kill=not (reply == "ok" or isinstance(reply, tuple)))
     _children.remove(sibling)
-    _write_msg(outbox, reply)
+    try:
+        _write_msg(outbox, reply)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        _write_msg(outbox, ("ok", [(m, UserWarning) for m, _c in reply[1]]))
+
+
+def _unique(seen: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """``(message, category)`` pairs without repeats, in first-seen order."""
+    return list(dict.fromkeys(seen))
+
+
+def _issue(seen: list[tuple[str, Any]]) -> None:
+    """Issue in this process the warnings a drawer recorded (each once)."""
+    import warnings
+
+    from .plots import PlotFontWarning, warn_font_note
+
+    for message, category in _unique(seen):
+        if category is PlotFontWarning:
+            warn_font_note(message, category)
+        else:
+            warnings.warn(message, category, stacklevel=3)
 
 
 def _sibling_loop(inbox: int, outbox: int, inherited: tuple[int, ...]) -> None:
@@ -254,14 +287,24 @@ def _sibling_loop(inbox: int, outbox: int, inherited: tuple[int, ...]) -> None:
         result, out_dir, class_hist, names = _read_msg(inbox)
     except EOFError:
         return
+    import warnings
+
     from . import plots
 
+    reply: Any
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            plots.write_plots(result, Path(out_dir), class_hist, only=names)
+            reply = "ok"
+        except BaseException as exc:  # noqa: BLE001 - reported to the first helper
+            reply = f"{type(exc).__name__}: {exc}"
+    if reply == "ok" and caught:  # the first helper issues them (once with its own)
+        reply = ("ok", [(str(w.message), w.category) for w in caught])
     try:
-        plots.write_plots(result, Path(out_dir), class_hist, only=names)
-        reply = "ok"
-    except BaseException as exc:  # noqa: BLE001 - reported to the first helper
-        reply = f"{type(exc).__name__}: {exc}"
-    _write_msg(outbox, reply)
+        _write_msg(outbox, reply)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        _write_msg(outbox, ("ok", [(m, UserWarning) for m, _c in reply[1]]))
 
 
 def split_work(names: Sequence[str], costs: dict[str, float]) -> tuple[list[str], list[str]]:
@@ -328,6 +371,9 @@ class PlotHelper:
         except (EOFError, OSError) as exc:
             reply = f"plot helper ended: {exc}"
         self.close()
+        if isinstance(reply, tuple) and reply[0] == "ok":  # the drawers' warnings, once each
+            _issue(reply[1])
+            return None
         return None if reply == "ok" else str(reply)
 
     def close(self) -> None:
@@ -509,6 +555,7 @@ class JobPool:
         for t in self._threads:
             t.join()
         out: list[tuple[bool, Any]] = []
+        shown: set[tuple[str, Any]] = set()
         alive = list(self._ready)
         for k, job in self._jobs:
             reply: Any = None
@@ -525,8 +572,15 @@ class JobPool:
             else:
                 import warnings
 
-                for message, category in reply[2]:
-                    warnings.warn(message, category, stacklevel=2)
+                fresh = [w for w in reply[2] if w not in shown]  # once, not once per job
+                shown.update(fresh)
+                for message, category in fresh:
+                    if category.__name__ == "PlotFontWarning":
+                        from .plots import warn_font_note
+
+                        warn_font_note(message, category)
+                    else:
+                        warnings.warn(message, category, stacklevel=2)
                 out.append((True, reply[1]))
         self.close()
         return out

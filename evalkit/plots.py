@@ -12,8 +12,10 @@ matplotlib is imported lazily and only through its object-oriented API with the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ import pandas as pd
 
 from .disparity import group_label
 from .display import MAX_PLOT_GROUPS, bounded_groups
-from .escape import MISSING_KEY, is_missing
+from .escape import MISSING_KEY, fmt_key, is_missing, terminal
 
 #: How to get plots when matplotlib is missing (for the report).
 INSTALL_HINT = "pip install 'evalkit[plot]'"
@@ -33,6 +35,9 @@ MAX_GROUPS = MAX_PLOT_GROUPS  # groups drawn per mean-loss chart (likewise)
 MAX_RELIABILITY_PANELS = 6  # reliability panels: overall and up to five splits
 DISPLAY_BINS = 60  # display bins of the class histograms
 MAX_LABEL = 28  # group labels longer than this are truncated
+#: A mean-loss chart's x axis ends at most this many times the longest bar (or the overall
+#: mean): confidence intervals reaching further run off it, marked (see _plot_group_means).
+CI_ROOM = 2.0
 WIDTH = 8.0  # inches
 DPI = 110
 
@@ -91,7 +96,7 @@ def class_histograms(group_stats: Any, n_bins: int = DISPLAY_BINS) -> dict[str, 
     keys = group_stats._index.keys
     counts: dict[str, np.ndarray] = {}
     for i in order.tolist():
-        counts[_key_label(keys[i])] = coarse[i]
+        counts[_hist_name(keys[i])] = coarse[i]
     return {"edges": edges, "counts": counts}
 
 
@@ -100,7 +105,50 @@ def class_histograms(group_stats: Any, n_bins: int = DISPLAY_BINS) -> dict[str, 
 # --------------------------------------------------------------------------- #
 
 
+class PlotFontWarning(UserWarning):
+    """Some labels of a plot use characters its font lacks (drawn as boxes): issued once
+    per :func:`write_plots` / :func:`write_history_plot` call instead of matplotlib's
+    warning per missing glyph (see :func:`font_note`). Cosmetic, so not an
+    :class:`~evalkit.errors.EvalkitWarning`: ``-q`` (``quiet_warnings``) silences it like
+    the library warnings it replaces."""
+
+
+def warn_font_note(message: str = "", category: type[Warning] | None = None) -> None:
+    """Issue :class:`PlotFontWarning` as one line, ``evalkit: PlotFontWarning: ...``,
+    without a source line of evalkit (``warn_explicit`` with no file to quote)."""
+    warnings.warn_explicit(message or FONT_NOTE, category or PlotFontWarning, "evalkit", 0,
+                           module="evalkit.plots")
+
+
+#: The text of :class:`PlotFontWarning`.
+FONT_NOTE = "some plot labels use characters the plot font lacks (shown as boxes)"
+
+#: matplotlib's warning for one glyph its font lacks ("Glyph 26085 (...) missing from
+#: font(s) DejaVu Sans.", from the Agg renderer or its text layout).
+_MISSING_GLYPH = re.compile(r"^Glyph \d+ .*missing from (?:current )?font")
+
+
+@contextlib.contextmanager
+def font_note() -> Any:
+    """Draw inside: matplotlib's missing-glyph warnings (one per character, with a source
+    line of this module) become one :class:`PlotFontWarning` at the end; any other warning
+    is issued again as it was."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    missing = False
+    for w in caught:
+        if issubclass(w.category, UserWarning) and _MISSING_GLYPH.match(str(w.message)):
+            missing = True
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    if missing:
+        warn_font_note()
+
+
 def _value_label(v: Any) -> str:
+    """The lookup name of a class in :func:`class_histograms` (not a label: see
+    :func:`_key_label`)."""
     if is_missing(v):
         return MISSING_KEY
     if isinstance(v, float | np.floating):
@@ -108,13 +156,20 @@ def _value_label(v: Any) -> str:
     return str(v)
 
 
-def _key_label(key: Sequence[Any]) -> str:
+def _hist_name(key: Sequence[Any]) -> str:
     return ", ".join(_value_label(v) for v in key)
+
+
+def _key_label(key: Sequence[Any]) -> str:
+    """A group's label in a plot: each key value as report.md and the terminal show it
+    (:func:`evalkit.escape.fmt_key`: a null key ``∅``, the text "∅" and the empty string
+    quoted), control characters as visible escapes (:func:`evalkit.escape.terminal`: a tab
+    reads ``\\t``); several key columns joined by ``", "``."""
+    return ", ".join(terminal(fmt_key(v)) for v in key)
 
 
 def _truncate(s: str, n: int = MAX_LABEL) -> str:
     """Shorten in the middle: labels often share a prefix and differ at the end."""
-    s = " ".join(s.split())
     if len(s) <= n:
         return s
     tail = (n - 1) // 2
@@ -753,7 +808,7 @@ def _plot_class_distribution(result: Any, path: Path, class_hist: dict | None) -
 
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=15))
     _minor_marks(ax)
-    _fixed_ticks(ax.yaxis, label_y, [_truncate(n) for n in names])
+    _fixed_ticks(ax.yaxis, label_y, [_truncate(terminal(n)) for n in names])
     _right_labels(ax, label_y, [f"mean {m:.3g}, {_fmt_count(n)}" if math.isfinite(m)
                                 else _fmt_count(n) for n, m in zip(counts_col, means, strict=True)])
     ax.set_xlabel("cross-entropy loss (log scale)", fontsize=10)
@@ -894,7 +949,6 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     no_ci = ~(np.isfinite(lo_err) & np.isfinite(hi_err))
     lo_err = np.where(no_ci, 0.0, np.maximum(lo_err, 0.0))
     hi_err = np.where(no_ci, 0.0, np.maximum(hi_err, 0.0))
-    err = hi_err
     level = f"{100 * float(result.metadata.get('confidence') or 0.95):g}%"
 
     rows = max(1, len(sub))
@@ -903,24 +957,24 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     _style(ax)
     ys = np.arange(len(sub))[::-1].astype(float)  # worst at the top
     _bars(ax, ys, m, 0.65, horizontal=True)
-    ax.errorbar(m, ys, xerr=[lo_err, hi_err], fmt="none", ecolor="black", elinewidth=1, capsize=3)
     overall = _overall_mean(result)
+    off = _intervals(ax, ys, m, lo_err, hi_err, no_ci, overall)  # drawn before the mean line
     handles = [_line(color="black", linewidth=1, label=f"{level} CI of the mean")]
     if overall is not None:
         ax.axvline(overall, color=_MEAN, linestyle="--", linewidth=1)
         handles.append(_line(color=_MEAN, linestyle="--", linewidth=1,
                              label=f"overall mean ({overall:.3g})"))
-    right = float(np.nanmax(m + err)) if len(m) else 1.0
-    if overall is not None:
-        right = max(right, overall)
-    ax.set_xlim(0, right * 1.05 if right > 0 else 1.0)
+    if off.any():
+        handles.append(_line(linestyle="none", marker=">", markersize=5, color="black",
+                             label="CI runs past the axis (its end beside the bar)"))
     ax.set_ylim(-0.6, len(sub) - 0.4)
     _fixed_ticks(ax.yaxis, ys, labels)
     ax.grid(axis="x", color="#dddddd", linewidth=0.8)
     ax.set_axisbelow(True)
     _right_labels(ax, ys, [f"mean {v:.3g}, {_fmt_count(n)}" + (" (no CI)" if nc else "")
-                           for v, n, nc in zip(m, cnt, no_ci, strict=True)])
-    what = ", ".join(cols)
+                           + (f" (CI to {v + h:.3g})" if o else "")
+                           for v, n, nc, o, h in zip(m, cnt, no_ci, off, hi_err, strict=True)])
+    what = ", ".join(terminal(c) for c in cols)
     ax.set_xlabel("mean cross-entropy loss", fontsize=10)
     ax.set_ylabel(what, fontsize=10)
     title = f"Mean loss by {what} \u2014 {_input_name(result)}"
@@ -932,6 +986,35 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     _finish(fig, title, sub_title, handles)
     _save(fig, path)
     return _means_title(result, grouping)
+
+
+def _intervals(ax: Any, ys: np.ndarray, m: np.ndarray, lo_err: np.ndarray, hi_err: np.ndarray,
+               no_ci: np.ndarray, overall: float | None) -> np.ndarray:
+    """The error bars of a mean-loss chart and its x axis; returns which intervals run off it.
+
+    A group without an interval (one row) gets no error bar, not a lone cap at its bar's
+    end. The axis reaches the longest interval (and the overall mean), but at most
+    ``CI_ROOM`` x the longest bar: an interval far past every bar (a tiny group's) would
+    squeeze the bars; it runs off the axis, marked with an arrow at the edge (the caller
+    gives its end in the label beside the bar)."""
+    has_ci = ~no_ci
+    if has_ci.any():
+        ax.errorbar(m[has_ci], ys[has_ci], xerr=[lo_err[has_ci], hi_err[has_ci]], fmt="none",
+                    ecolor="black", elinewidth=1, capsize=3)
+    right = float(np.nanmax(m + hi_err)) if len(m) else 1.0
+    top = float(np.nanmax(m)) if len(m) else 1.0  # the longest bar
+    if overall is not None:
+        right = max(right, overall)
+        top = max(top, overall)
+    off = np.zeros(len(m), dtype=bool)
+    if top > 0 and right > CI_ROOM * top:
+        right = CI_ROOM * top
+        off = m + hi_err > right * 1.05
+    ax.set_xlim(0, right * 1.05 if right > 0 else 1.0)
+    if off.any():  # the arrow's tip just inside the axes, clear of the labels beside it
+        ax.plot(np.full(int(off.sum()), right * 1.05 * 0.99), ys[off], linestyle="none", marker=">",
+                markersize=5, color="black", clip_on=False)
+    return off
 
 
 def _overall_mean(result: Any) -> float | None:
@@ -1025,15 +1108,16 @@ def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = _plot_specs(result)
-    for _, name, kind, g in specs:
-        if only is not None and name not in only:
-            continue
-        if kind == "class":
-            _plot_class_distribution(result, out_dir / name, class_hist)
-        elif kind == "reliability":
-            _plot_reliability(result, g, out_dir / name)
-        else:
-            _plot_group_means(result, g, out_dir / name)
+    with font_note():
+        for _, name, kind, g in specs:
+            if only is not None and name not in only:
+                continue
+            if kind == "class":
+                _plot_class_distribution(result, out_dir / name, class_hist)
+            elif kind == "reliability":
+                _plot_reliability(result, g, out_dir / name)
+            else:
+                _plot_group_means(result, g, out_dir / name)
     return [(title, name) for title, name, _, _ in specs]
 
 
@@ -1061,6 +1145,7 @@ def _panel_title(grouping: str, group: str, row: Any) -> str:
     """``split = test: ECE 0.144, n=600,955``; a title longer than a panel is wide goes on
     two lines, the group's label shortened in the middle (:func:`_truncate`), so that
     neighbouring titles never run into each other."""
+    group = terminal(group)  # a key label (fmt_key), its control characters made visible
     name = "overall" if grouping == "overall" else f"split = {group}"
     figures = f"ECE {float(row['ece']):.3f}, n={int(row['count']):,}"
     if len(name) + 2 + len(figures) <= PANEL_TITLE:
@@ -1168,7 +1253,6 @@ def _history_series(table: pd.DataFrame, cols: list[str], picks: pd.DataFrame,
     """The lines of a history plot: ``(label, x, mean, ci_low, ci_high)`` each, in run order;
     one ``overall`` line, or one per picked group in the order the table first shows them
     (missing keys are one group, as ``merge`` and ``groupby(dropna=False)`` make them)."""
-    from .escape import fmt_key
 
     run = table["run"].to_numpy()
     values = [table[c].to_numpy(dtype=float) for c in ("mean", "ci_low", "ci_high")]
@@ -1188,7 +1272,7 @@ def _history_series(table: pd.DataFrame, cols: list[str], picks: pd.DataFrame,
                 where.setdefault(k, []).append(i)
                 first.setdefault(k, key)
         for k, rows in where.items():
-            label = _truncate(", ".join(fmt_key(v) for v in first[k]))
+            label = _truncate(_key_label(first[k]))
             groups.append((label, np.asarray(rows, dtype=np.int64)))
     out = []
     for label, rows in groups:
@@ -1270,12 +1354,19 @@ def write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, 
     of its confidence interval; runs where a new segment starts get a dashed vertical line.
     Legend labels show keys as the tables do (:func:`evalkit.escape.fmt_key`: a null key is
     ``∅``, the empty string ``""``). Returns the title, or ``""`` when there is nothing to
-    draw. Needs matplotlib (:func:`plots_available`).
+    draw. Needs matplotlib (:func:`plots_available`). Characters the font lacks: one
+    :class:`PlotFontWarning` (:func:`font_note`).
 
     Drawn for speed (a nightly history draws one per grouping): fixed margins instead of
     the layout engine, markers only on short series, the bands as one collection, fast PNG
     compression.
     """
+    with font_note():
+        return _write_history_plot(table, grouping, picks, path, runs)
+
+
+def _write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, path: Path,
+                        runs: pd.DataFrame | None) -> str:
     from matplotlib.figure import Figure
 
     cols = [] if grouping == "overall" else grouping.split(",")

@@ -362,14 +362,14 @@ _HISTORY_CASES = {
 
 def _history_series_reference(table: pd.DataFrame, cols: list[str], picks: pd.DataFrame) -> list[tuple]:
     """The series as the plot drew them with pandas (merge, then groupby in table order)."""
-    from evalkit.escape import fmt_key
+    from evalkit.escape import fmt_key, terminal
     from evalkit.plots import _truncate
 
     if not cols:
         parts = [("overall", table)]
     else:
         sel = table.merge(picks[cols].drop_duplicates(), on=cols, how="inner")
-        parts = [(_truncate(", ".join(fmt_key(v) for v in (k if isinstance(k, tuple) else (k,)))), p)
+        parts = [(_truncate(", ".join(terminal(fmt_key(v)) for v in (k if isinstance(k, tuple) else (k,)))), p)
                  for k, p in sel.groupby(cols, sort=False, dropna=False, observed=True)]
     return [(label, *(p.sort_values("run")[c].to_numpy(float) for c in ("run", "mean", "ci_low", "ci_high")))
             for label, p in parts]
@@ -605,3 +605,181 @@ def test_text_caching_canvas_draws_the_pixels_of_matplotlibs_canvas(tmp_path: Pa
             if a.exists():
                 x, y = imread(a), imread(b)
                 assert x.shape == y.shape and np.array_equal(x, y), (sub, name)
+
+
+# -- labels: keys as report.md and the terminal show them -------------------------------
+
+
+_AMBIGUOUS = ["", "\u2205", None, "x", '"quoted"', "tab\there", " pad"]
+
+
+def test_group_labels_are_the_reports_key_strings(tmp_path: Path, monkeypatch) -> None:
+    """The empty string, the text "∅" and a null key each get their own label (the one
+    report.md and the terminal use: ``""``, ``"∅"``, ``∅``), quotes are escaped and a tab
+    reads ``\\t``: no two groups share a label and none is blank."""
+    pytest.importorskip("matplotlib")
+    from evalkit.escape import fmt_key, terminal
+    from evalkit.plots import shown_ticklabels
+
+    g = pd.array([_AMBIGUOUS[i % len(_AMBIGUOUS)] for i in range(700)], dtype=object)
+    result = evalkit.evaluate(_probs_frame(700, ["a", "b"], g=g), by="g")
+    figures = _drawn_figures(monkeypatch)
+    write_plots(result, tmp_path, None)
+    fig = figures["mean_loss_by_g.png"]
+    (ax, *_) = fig.axes
+    drawn = sorted(t.get_text() for t in shown_ticklabels(ax.yaxis) if not t.get_text().startswith("mean "))
+    want = sorted(terminal(fmt_key(v)) for v in _AMBIGUOUS)
+    assert drawn == want
+    assert {'""', '"\u2205"', "\u2205", '"\\"quoted\\""', "tab\\there", '" pad"'} <= set(drawn)
+
+
+def test_reliability_panel_titles_escape_split_keys() -> None:
+    from evalkit import plots
+
+    row = {"ece": 0.1, "count": 10}
+    assert plots._panel_title("split", 'tab\there', row).startswith("split = tab\\there:")
+    assert "\n" not in plots._panel_title("split", "a\nb", row)
+
+
+def test_history_legend_labels_are_the_reports_key_strings() -> None:
+    from evalkit import plots
+
+    table = pd.DataFrame({"g": pd.array(["", "\u2205", None, "tab\there"], dtype=object),
+                          "run": [0, 0, 0, 0], "mean": [1.0, 2.0, 3.0, 4.0],
+                          "ci_low": [0.5] * 4, "ci_high": [5.0] * 4})
+    got = [s[0] for s in plots._history_series(table, ["g"], table[["g"]], None)]
+    assert sorted(got) == sorted(['""', '"\u2205"', "\u2205", "tab\\there"])
+
+
+# -- characters the plot font lacks -----------------------------------------------------
+
+
+def _font_lacks(ch: str) -> bool:
+    from matplotlib import rcParams
+    from matplotlib.font_manager import findfont, get_font
+
+    return get_font(findfont(rcParams["font.sans-serif"][0])).get_char_index(ord(ch)) == 0
+
+
+def _cjk_result() -> evalkit.EvalResult:
+    classes = ["\u65e5\u672c", "\u4e2d\u6587"]
+    g = np.repeat(["\ud55c\uad6d", "x"], 150)
+    split = np.tile(["\u8a13\u7df4", "\u30c6\u30b9\u30c8"], 150)
+    return evalkit.evaluate(_probs_frame(300, classes, g=g, split=split), by="g")
+
+
+def test_missing_glyphs_are_one_evalkit_warning(tmp_path: Path) -> None:
+    """matplotlib warns once per missing character (with a source line of plots.py);
+    write_plots issues one PlotFontWarning instead, and no other warning."""
+    pytest.importorskip("matplotlib")
+    import warnings
+
+    from evalkit.errors import EvalkitWarning
+    from evalkit.plots import FONT_NOTE, PlotFontWarning
+
+    if not _font_lacks("\u65e5"):
+        pytest.skip("the plot font has CJK glyphs here")
+    result = _cjk_result()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_plots(result, tmp_path, class_histograms(_stats_from_rows(result)))
+    assert [(w.category, str(w.message)) for w in caught] == [(PlotFontWarning, FONT_NOTE)]
+    assert not issubclass(PlotFontWarning, EvalkitWarning)  # cosmetic: -q silences it
+    with warnings.catch_warnings(record=True) as caught:  # no missing glyph: no warning
+        warnings.simplefilter("always")
+        write_plots(evalkit.evaluate(DIGITS), tmp_path, None)
+    assert caught == []
+
+
+def test_missing_glyphs_in_a_history_plot_are_one_warning(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    import warnings
+
+    from evalkit import plots
+
+    if not _font_lacks("\u65e5"):
+        pytest.skip("the plot font has CJK glyphs here")
+    table = pd.DataFrame({"g": ["\u65e5\u672c", "\u8a9e", "x"] * 2, "run": [0, 0, 0, 1, 1, 1],
+                          "mean": np.arange(6.0), "ci_low": np.arange(6.0) - 1, "ci_high": np.arange(6.0) + 1})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plots.write_history_plot(table, "g", table[["g"]].drop_duplicates(), tmp_path / "h.png")
+    assert [w.category for w in caught] == [plots.PlotFontWarning]
+
+
+def test_cli_prints_one_line_for_missing_glyphs(tmp_path: Path) -> None:
+    """Through the CLI (plots drawn by the forked helpers, two drawers): one line on
+    stderr, no raw matplotlib warning."""
+    pytest.importorskip("matplotlib")
+    import os
+    import subprocess
+
+    if not _font_lacks("\u65e5"):
+        pytest.skip("the plot font has CJK glyphs here")
+    src = tmp_path / "cjk.parquet"
+    classes = ["\u65e5\u672c", "\u4e2d\u6587"]
+    _probs_frame(300, classes, g=np.repeat(["\ud55c\uad6d", "x"], 150),
+                 split=np.tile(["\u8a13\u7df4", "\u30c6\u30b9\u30c8"], 150)).to_parquet(src, index=False)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-m", "evalkit", "evaluate", str(src), "--by", "g", "--format", "none",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert "Glyph" not in proc.stderr
+    assert [ln for ln in lines if "plot font" in ln] == [
+        "evalkit:0: PlotFontWarning: some plot labels use characters the plot font lacks (shown as boxes)"]
+    assert (tmp_path / "out" / "mean_loss_by_g.png").exists()
+
+
+# -- mean-loss bars: no CI, intervals far past the bars ---------------------------------
+
+
+def _bars_frame() -> pd.DataFrame:
+    df = _probs_frame(200, ["a", "b"], g=np.repeat(["u", "v"], 100))
+    # a 2-row group: losses about 0.01 and 9.2 nats, its 95% t interval reaches ~60 nats
+    two = pd.DataFrame({"prob_a": [0.99, 1e-4], "prob_b": [0.01, 1 - 1e-4], "label": ["a", "a"], "g": "w"})
+    one = pd.DataFrame({"prob_a": [0.3], "prob_b": [0.7], "label": ["a"], "g": "solo"})
+    return pd.concat([df, two, one], ignore_index=True)
+
+
+def test_group_bars_clip_far_intervals_and_draw_no_cap_without_ci(tmp_path: Path, monkeypatch) -> None:
+    """A group of one row has no error bar (no cap at its bar's end); an interval running
+    far past every bar does not set the axis: the axis stops at CI_ROOM x the longest bar,
+    an arrow marks the interval at the edge and the label beside the bar gives its end."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.collections import LineCollection
+
+    from evalkit import plots
+
+    result = evalkit.evaluate(_bars_frame(), by="g")
+    table = result.groups["g"].set_index("g")
+    assert table.loc["w", "ci_high"] > 5 * table["mean"].max()  # the case this is about
+    figures = _drawn_figures(monkeypatch)
+    write_plots(result, tmp_path, None)
+    fig = figures["mean_loss_by_g.png"]
+    ax = fig.axes[0]
+    top = max(float(table["mean"].max()), float(result.overall["mean"]))
+    assert ax.get_xlim()[1] == pytest.approx(plots.CI_ROOM * top * 1.05)
+    # error bars (one segment each) for the three groups with an interval, none for "solo"
+    bars = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert sum(len(c.get_segments()) for c in bars) == 3
+    texts = [t.get_text() for t in plots.shown_ticklabels(ax.yaxis)]
+    labels = dict(zip(texts[: len(texts) // 2], texts[len(texts) // 2:], strict=True))
+    assert labels["solo"].endswith("(no CI)") and "CI to" not in labels["solo"]
+    assert labels["w"].endswith(f"(CI to {table.loc['w', 'ci_high']:.3g})")
+    assert "CI to" not in labels["u"] + labels["v"]
+    arrows = [ln for ln in ax.lines if ln.get_marker() == ">"]
+    assert len(arrows) == 1 and len(arrows[0].get_ydata()) == 1
+
+
+def test_group_bars_keep_the_axis_when_intervals_are_near_the_bars(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    result = evalkit.evaluate(_probs_frame(300, ["a", "b"], g=np.repeat(["u", "v", "x"], 100)), by="g")
+    table = result.groups["g"]
+    figures = _drawn_figures(monkeypatch)
+    write_plots(result, tmp_path, None)
+    ax = figures["mean_loss_by_g.png"].axes[0]
+    right = max(float(table["ci_high"].max()), float(result.overall["mean"]))
+    assert ax.get_xlim()[1] == pytest.approx(right * 1.05)
+    assert not [ln for ln in ax.lines if ln.get_marker() == ">"]
