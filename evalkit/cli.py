@@ -27,6 +27,7 @@ from .cli_common import (
     imports_without_gc,
     layout_options,
     printing,
+    quiet_warnings,
     record_written,
     report_gates,
 )
@@ -167,12 +168,13 @@ def _evaluate_command(cfg: Any, fmt: str, quiet: bool, debug: bool) -> None:
         # reconnect warnings) never reach the user without --debug; errors are one line.
         logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
     try:
-        if cfg.out:
-            result, path = run(cfg, progress=progress)
-        else:
-            cfg.write_rows = False
-            inputs_arg: Any = cfg.input[0] if len(cfg.input) == 1 else cfg.input
-            result, path = _evaluate(inputs_arg, config=cfg, progress=progress), None
+        with quiet_warnings(quiet):  # -q: no library warnings (evalkit's own still show), as compare, history
+            if cfg.out:
+                result, path = run(cfg, progress=progress)
+            else:
+                cfg.write_rows = False
+                inputs_arg: Any = cfg.input[0] if len(cfg.input) == 1 else cfg.input
+                result, path = _evaluate(inputs_arg, config=cfg, progress=progress), None
     finally:
         progress.close()
     if path is not None:

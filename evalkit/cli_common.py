@@ -270,6 +270,8 @@ def _show_warning(default: Callable[..., Any]) -> Callable[..., Any]:
     def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
         if isinstance(message, EvalkitWarning):
             _err(f"warning: {message.cli_text()}")
+        elif category.__module__.split(".")[0] == "evalkit":  # evalkit's other warnings (plots)
+            _err(f"warning: {message}")
         else:
             default(message, category, *args, **kwargs)
 

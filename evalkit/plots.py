@@ -1393,7 +1393,7 @@ def _write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame,
     title = f"Mean loss over runs \u2014 {what}"
     sub = "bands: confidence interval of each run's mean"
     if cols:
-        sub = f"{len(series)} group(s): flagged changes first, then the largest drift; {sub}"
+        sub = f"{len(series)} group(s), worse first (flagged rises, other rises, then drops); {sub}"
     fig.suptitle(f"{title}\n{sub}", x=0.01, ha="left", fontsize=10.5, linespacing=1.4)
     # the legend of the last plot serves when only its labels differ (same entries otherwise)
     style = [(h.get_color(), h.get_linestyle(), h.get_linewidth()) for h in handles]

@@ -728,8 +728,12 @@ def test_cli_prints_one_line_for_missing_glyphs(tmp_path: Path) -> None:
     lines = proc.stderr.splitlines()
     assert "Glyph" not in proc.stderr
     assert [ln for ln in lines if "plot font" in ln] == [
-        "evalkit:0: PlotFontWarning: some plot labels use characters the plot font lacks (shown as boxes)"]
+        "warning: some plot labels use characters the plot font lacks (shown as boxes)"]
     assert (tmp_path / "out" / "mean_loss_by_g.png").exists()
+    quiet = subprocess.run([sys.executable, "-m", "evalkit", "evaluate", str(src), "--by", "g", "--format", "none",
+                            "--out", str(tmp_path / "out"), "--overwrite", "-q"], capture_output=True, text=True,
+                           env=env, check=False)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr  # -q: no line (evaluate, as history)
 
 
 # -- mean-loss bars: no CI, intervals far past the bars ---------------------------------
