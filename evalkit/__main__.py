@@ -111,11 +111,10 @@ def leave(code: int) -> NoReturn:
 def _output_failed(exc: OSError) -> int:
     """The exit code of a command whose output could not be written: 0 for a closed pipe
     (`evalkit ... | head`: as in cli_common.handle_errors), else 4 with a line on stderr."""
-    from .cli_common import stdout_failed
+    from .cli_common import silence_stdout, stdout_failed
     from .errors import EXIT_OUTPUT
 
-    with contextlib.suppress(OSError):  # the rest of the buffer is lost: never retry it
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    silence_stdout()  # the rest of the buffer is lost: never retry it
     if isinstance(exc, BrokenPipeError):
         return 0
     stdout_failed("standard output", exc)
