@@ -420,6 +420,16 @@ def _gates_of(command: str, out: Path) -> tuple[str, dict]:
     return (out / md).read_text(), (data["metadata"] if command == "evaluate" else data)["gates"]
 
 
+def _each_command_written(tmp_path: Path, reps: list[str], *args: str):
+    """Run evaluate, compare and history (CLI, ``--out o_COMMAND``, ``--format none``, then
+    ``args``); yield ``(command, click result, report Markdown, JSON gates record)``."""
+    for command, argv in COMMANDS.items():
+        out = tmp_path / f"o_{command}"
+        r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--out", str(out), "--format", "none", *args])
+        # no report (the command failed): the caller's exit-code assertion says why
+        yield command, r, *(_gates_of(command, out) if out.exists() else (None, None))
+
+
 @pytest.mark.parametrize("strict", [False, True])
 def test_the_three_reports_say_the_same_of_their_gates(tmp_path: Path, strict: bool):
     """compare.md did not list the gates it could not check (compare.json and stderr did);
@@ -432,12 +442,8 @@ def test_the_three_reports_say_the_same_of_their_gates(tmp_path: Path, strict: b
     cfg = _write(tmp_path / "g.yaml", f"gates:\n  fail_unchecked: {str(strict).lower()}\n  max_mean_loss: 50\n"
                  "  max_regression: 50\n  max_drift: 50\n  groups:\n    class: {max_mean_loss: 50, min_count: 100000}\n")
     entry_keys = set()
-    for command, argv in COMMANDS.items():
-        out = tmp_path / f"o_{command}"
-        r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--config", str(cfg), "--out", str(out),
-                                      "--format", "none"])
+    for command, r, md, gates in _each_command_written(tmp_path, reps, "--config", str(cfg)):
         assert r.exit_code == (5 if strict else 0), (command, r.output)
-        md, gates = _gates_of(command, out)
         assert set(gates) == {"checked", "note", "passed", "failures", "not_checked"}, command
         assert set(gates["checked"]) == _OWN[command] and gates["note"] is None, (command, gates["checked"])
         listed = gates["failures" if strict else "not_checked"]
@@ -460,12 +466,8 @@ def test_a_gates_block_that_checks_nothing_reads_the_same_in_the_three_reports(t
     warning that evaluate checks nothing; compare.md had the note among its header notes."""
     reps = _two_reports(tmp_path)
     cfg = _write(tmp_path / "g.yaml", "gates:\n  min_count: 10\n")
-    for command, argv in COMMANDS.items():
-        out = tmp_path / f"o_{command}"
-        r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--config", str(cfg), "--out", str(out),
-                                      "--format", "none"])
+    for command, r, md, gates in _each_command_written(tmp_path, reps, "--config", str(cfg)):
         assert r.exit_code == 0, (command, r.output)
-        md, gates = _gates_of(command, out)
         assert gates["checked"] == {} and gates["passed"] and f"so {command} checks nothing" in gates["note"]
         assert "## Gates: none checked\n" in md and md.count(f"so {command} checks nothing") == 1, (command, md)
         assert "passed" not in md.split("## Gates")[1].split("\n## ")[0], command
@@ -503,11 +505,8 @@ def test_without_gates_the_three_json_records_have_the_same_shape(tmp_path: Path
     F1); no report has a ## Gates section."""
     reps = _two_reports(tmp_path)
     records = {}
-    for command, argv in COMMANDS.items():
-        out = tmp_path / f"o_{command}"
-        r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--out", str(out), "--format", "none"])
+    for command, r, md, records[command] in _each_command_written(tmp_path, reps):
         assert r.exit_code == 0, (command, r.output)
-        md, records[command] = _gates_of(command, out)
         assert "## Gates" not in md
     assert records["evaluate"] == {"checked": {}, "note": None, "passed": True, "failures": [],
                                    "not_checked": []}
@@ -524,12 +523,8 @@ def test_a_top_level_min_count_applies_to_the_overall_line_in_the_three_commands
     reps = _two_reports(tmp_path)  # 120 rows each
     cfg = _write(tmp_path / "g.yaml", f"gates:\n  min_count: 121\n  max_mean_loss: 0.01\n"
                  f"  fail_unchecked: {str(strict).lower()}\n")
-    for command, argv in COMMANDS.items():
-        out = tmp_path / f"o_{command}"
-        r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--config", str(cfg), "--out", str(out),
-                                      "--format", "none"])
+    for command, r, _, gates in _each_command_written(tmp_path, reps, "--config", str(cfg)):
         assert r.exit_code == (5 if strict else 0), (command, r.output)
-        _, gates = _gates_of(command, out)
         assert gates["failures" if strict else "not_checked"][0]["gate"] == "max_mean_loss", command
         assert "min_count 121 leaves no group of 'overall'" in r.output, (command, r.output)
     loose = _write(tmp_path / "h.yaml", "gates:\n  min_count: 120\n  max_mean_loss: 0.01\n")

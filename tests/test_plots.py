@@ -270,23 +270,28 @@ def _check_layout(fig) -> None:
                 assert overlap_w <= 1 or overlap_h <= 1, (specs[i], specs[j], a, b)
 
 
+def _layout_case(case: str) -> evalkit.EvalResult:
+    """An evaluation whose plots stress the layout: the digits sample, long and unusual
+    labels, 200 long class names, five splits."""
+    if case == "digits":
+        return evalkit.evaluate(DIGITS)
+    if case == "long_labels":
+        region = (["a very long region name that needs truncation"] * 40 + ["EU"] * 40
+                  + ["région \u00e9 (x) $y$"] * 20)
+        return evalkit.evaluate(_probs_frame(100, ["x" * 40, "y", "z"], region=region), by="region")
+    if case == "many_classes":
+        classes = [f"class_with_a_rather_long_name_{i:04d}" for i in range(200)]
+        return evalkit.evaluate(_probs_frame(2000, classes))
+    split = np.repeat(["train", "test", "val", "holdout", "a rather long split name"], 60)
+    return evalkit.evaluate(_probs_frame(300, ["a", "b", "c"], split=split))
+
+
 @pytest.mark.parametrize("case", ["digits", "long_labels", "many_classes", "five_splits"])
 def test_every_plot_is_laid_out_inside_the_figure_without_overlaps(tmp_path: Path, monkeypatch, case) -> None:
     """plots._place positions axes from measured text (no layout engine): whatever the
     labels, nothing leaves the figure or runs into its neighbour."""
     pytest.importorskip("matplotlib")
-    if case == "digits":
-        result = evalkit.evaluate(DIGITS)
-    elif case == "long_labels":
-        region = (["a very long region name that needs truncation"] * 40 + ["EU"] * 40
-                  + ["région \u00e9 (x) $y$"] * 20)
-        result = evalkit.evaluate(_probs_frame(100, ["x" * 40, "y", "z"], region=region), by="region")
-    elif case == "many_classes":
-        classes = [f"class_with_a_rather_long_name_{i:04d}" for i in range(200)]
-        result = evalkit.evaluate(_probs_frame(2000, classes))
-    else:
-        split = np.repeat(["train", "test", "val", "holdout", "a rather long split name"], 60)
-        result = evalkit.evaluate(_probs_frame(300, ["a", "b", "c"], split=split))
+    result = _layout_case(case)
     figures = _drawn_figures(monkeypatch)
     for hist in (class_histograms(_stats_from_rows(result)), None):
         written = write_plots(result, tmp_path, hist)
@@ -549,15 +554,7 @@ def test_ticks_and_right_labels_are_the_pixels_of_matplotlibs_tick_objects(tmp_p
 
     from evalkit import plots
 
-    if case == "digits":
-        result = evalkit.evaluate(DIGITS)
-    elif case == "long_labels":
-        region = (["a very long region name that needs truncation"] * 40 + ["EU"] * 40
-                  + ["région \u00e9 (x) $y$"] * 20)
-        result = evalkit.evaluate(_probs_frame(100, ["x" * 40, "y", "z"], region=region), by="region")
-    else:
-        split = np.repeat(["train", "test", "val", "holdout", "a rather long split name"], 60)
-        result = evalkit.evaluate(_probs_frame(300, ["a", "b", "c"], split=split))
+    result = _layout_case(case)
     for hist in (class_histograms(_stats_from_rows(result)), None):
         written = write_plots(result, tmp_path / "own", hist)
         with monkeypatch.context() as m:  # matplotlib's tick objects, the twin axis
