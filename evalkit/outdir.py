@@ -166,7 +166,7 @@ def make_locked_dir(parent: PathLike, prefix: str, *, private: bool = False) -> 
         os.rename(staging, final)
     except BaseException:
         release_lock(staging)
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_owned(staging)
         raise
     with _HELD_LOCK:
         fd = _HELD.pop(os.path.abspath(staging), None)
@@ -229,12 +229,39 @@ def _stale_dirs(parent: Path, prefix: str, owned: Any = is_private_dir) -> Itera
             os.close(fd)
 
 
-def _remove_tree(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        if path.is_symlink():
+def remove_owned(path: Path, mark: str = PRIVATE_MARKER) -> None:
+    """Remove directory ``path``, which evalkit owns, with its mark of ownership (``mark``: a
+    report's manifest, a scratch directory's :data:`PRIVATE_MARKER`) removed last, and
+    SIGINT / SIGTERM / SIGHUP deferred until the removal is done.
+
+    However a removal stops part way (a signal, a crash, power loss), what is left still
+    holds its mark, so the next run's sweep recognises it and finishes the job: never an
+    anonymous remnant that no run may delete (it would look like the user's). When an entry
+    cannot be removed (permissions), the mark stays too."""
+    with signals_deferred(), contextlib.suppress(OSError):
+        if path.is_symlink() or not path.is_dir():
             path.unlink()
-        else:
-            shutil.rmtree(path, ignore_errors=True)
+            return
+        for entry in os.scandir(path):
+            if entry.name == mark:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+        if any(entry.name != mark for entry in os.scandir(path)):
+            return  # something could not be removed: keep the mark, so a later sweep retries
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path / mark)
+        os.rmdir(path)
+
+
+def _holds_every_file(path: Path) -> bool:
+    """True when every file the manifest of report directory ``path`` lists is there (a
+    swapped-out report whose removal was cut short is not whole: never put it back)."""
+    manifest, _ = read_manifest(path)
+    return manifest is not None and all((path / rel).is_file() for rel in manifest["files"])
 
 
 # -- per-row spool directories -------------------------------------------------------------
@@ -263,7 +290,7 @@ def remove_spool_dir(path: Path | None) -> None:
     """Remove a spool directory made by :func:`make_spool_dir` and release its lock."""
     if path is None:
         return
-    shutil.rmtree(path, ignore_errors=True)
+    remove_owned(path)
     release_lock(path)
 
 
@@ -271,7 +298,7 @@ def sweep_spool_dirs(parent: PathLike) -> None:
     """Remove per-row spool and staging directories of finished runs in ``parent``."""
     for marker in (SPOOL_MARKER, STAGING_MARKER):
         for p in _stale_dirs(Path(parent), marker):
-            shutil.rmtree(p, ignore_errors=True)
+            remove_owned(p)
 
 
 # -- manifests ---------------------------------------------------------------------------------
@@ -698,13 +725,13 @@ class AtomicDir:
         # previous report caught between the two renames, remove the rest.
         name = self.target.name
         for p in _stale_dirs(parent, f".{name}.old-", owned=is_swapped_out_report):
-            if not os.path.lexists(self.target):
+            if not os.path.lexists(self.target) and _holds_every_file(p):
                 with contextlib.suppress(OSError):
                     os.rename(p, self.target)
                     continue
-            shutil.rmtree(p, ignore_errors=True)
+            remove_owned(p, MANIFEST_NAME)
         for p in _stale_dirs(parent, f".{name}.tmp-"):
-            shutil.rmtree(p, ignore_errors=True)
+            remove_owned(p)
         sweep_spool_dirs(parent)
 
     def write_summary(self, data: dict[str, Any], name: str) -> None:
@@ -749,7 +776,7 @@ class AtomicDir:
                 self.tmp = None
                 release_lock(tmp)
             if old is not None:
-                _remove_tree(old)
+                remove_owned(old, MANIFEST_NAME)
         except KeyboardInterrupt:
             if committed:
                 raise ReportInterrupted(str(target), self.result) from None
@@ -762,7 +789,7 @@ class AtomicDir:
     def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
         if self.tmp is not None:
             with signals_deferred():
-                shutil.rmtree(self.tmp, ignore_errors=True)
+                remove_owned(self.tmp)
                 release_lock(self.tmp)
             self.tmp = None
         if exc is not None and isinstance(exc, OSError):

@@ -206,6 +206,66 @@ def test_keyboard_interrupt_during_write(previous, monkeypatch) -> None:  # type
     assert snapshot(out) == before and leftovers(out.parent) == []
 
 
+def _swapped_out(out: Path) -> bool:
+    return any(p.name.startswith(f".{out.name}.old-") for p in out.parent.iterdir())
+
+
+def test_a_signal_while_the_replaced_report_is_removed_leaves_nothing_behind(previous, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """rt-eval8 F1: SIGINT / SIGTERM arriving while the swapped-out report is deleted stopped
+    the deletion half way (manifest gone first), leaving a ``.NAME.old-*`` remnant that no later
+    run would remove. The removal is part of the commit: it finishes, then the run is
+    interrupted with the new report in place."""
+    inp, out, before = previous
+    result = evalkit.evaluate(str(inp), eps=1e-3, by="region", plots=False)
+    real_unlink = os.unlink
+    sent: list[bool] = []
+
+    def unlink(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not sent and _swapped_out(out):
+            sent.append(True)
+            signal.raise_signal(signal.SIGINT)  # handled at the next bytecode: here, mid-removal
+        return real_unlink(path, *args, **kwargs)
+    monkeypatch.setattr(os, "unlink", unlink)
+    with pytest.raises(KeyboardInterrupt):
+        result.write(out, overwrite=True)
+    monkeypatch.undo()
+    assert sent and leftovers(out.parent) == []
+    assert evalkit.outdir.read_manifest(out)[0] is not None and snapshot(out) != before
+
+
+class _Killed(BaseException):
+    """Stands for a process dying mid-removal (SIGKILL, power loss): nothing after it runs."""
+
+
+def test_a_removal_cut_short_keeps_its_manifest_and_the_next_run_finishes_it(previous, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A removal of the swapped-out report cut short by a hard kill leaves a directory that
+    still holds its manifest: the next run's sweep removes it, and never puts such a partial
+    report back in place of the target."""
+    inp, out, _ = previous
+    result = evalkit.evaluate(str(inp), eps=1e-3, by="region", plots=False)
+    real_unlink = os.unlink
+    calls: list[str] = []
+
+    def unlink(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if _swapped_out(out):
+            calls.append(str(path))
+            if len(calls) == 3:
+                raise _Killed()
+        return real_unlink(path, *args, **kwargs)
+    monkeypatch.setattr(os, "unlink", unlink)
+    with pytest.raises(_Killed):
+        result.write(out, overwrite=True)
+    monkeypatch.undo()
+    (remnant,) = [p for p in out.parent.iterdir() if ".old-" in p.name]
+    assert evalkit.outdir.read_manifest(remnant)[0] is not None  # still recognisably evalkit's
+    import shutil
+    shutil.rmtree(out)  # the user removes the new report: the partial old one must not come back
+    result.write(out)
+    assert leftovers(out.parent) == []
+    manifest, _ = evalkit.outdir.read_manifest(out)
+    assert manifest is not None and all((out / rel).is_file() for rel in manifest["files"])
+
+
 # -- hard kills ------------------------------------------------------------------------
 
 KILL_SCRIPT = textwrap.dedent("""
