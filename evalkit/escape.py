@@ -57,8 +57,9 @@ def terminal(value: object) -> str:
 # The characters with a meaning inside a line of CommonMark / GFM (emphasis, code, links,
 # images, autolinks, strikethrough, table cells) or HTML; line-start syntax (#, -, 1.)
 # cannot apply because values never start a line. An underscore inside a word cannot open
-# or close emphasis (GFM), so ``clipped_low`` stays as it is.
-_MD_SPECIAL = re.compile(r"([\\`*\[\]|~<&])|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+# or close emphasis (GFM), so ``clipped_low`` stays as it is. ``$`` opens inline math on
+# GitHub (``$5-$10`` would render as math), so it is escaped too.
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|~<&$])|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 _MD_REPLACE = {"<": "&lt;", "&": "&amp;"}
 
 

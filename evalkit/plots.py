@@ -146,6 +146,22 @@ def font_note() -> Any:
         warn_font_note()
 
 
+#: Every text of an evalkit figure is literal: group and class names, paths and titles come
+#: from the user's data, where ``$5-$10`` is a price band, not mathtext (matplotlib would
+#: typeset it as math, eating the dollars, and fail on ``$\\foo$``), and LaTeX is never run.
+_LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+
+@contextlib.contextmanager
+def literal_text() -> Any:
+    """Draw inside: every text created is drawn as written (:data:`_LITERAL_TEXT`), whatever
+    the user's matplotlibrc says; matplotlib's settings are restored after."""
+    from matplotlib import rc_context
+
+    with rc_context(_LITERAL_TEXT):
+        yield
+
+
 def _value_label(v: Any) -> str:
     """The lookup name of a class in :func:`class_histograms` (not a label: see
     :func:`_key_label`)."""
@@ -1037,13 +1053,14 @@ def _warm_up() -> None:
 
     from matplotlib.ticker import FuncFormatter  # noqa: F401
 
-    fig = _new_figure(2)
-    ax = fig.add_subplot()
-    _log_axis(ax)
-    ax.barh([0.0, 1.0], [1.0, 2.0])
-    _right_labels(ax, [0.0, 1.0], ["a", "b"])
-    _finish(fig, "warm-up", "warm-up", [_patch(label="a"), _line(label="b")])
-    _save(fig, io.BytesIO())
+    with literal_text():
+        fig = _new_figure(2)
+        ax = fig.add_subplot()
+        _log_axis(ax)
+        ax.barh([0.0, 1.0], [1.0, 2.0])
+        _right_labels(ax, [0.0, 1.0], ["a", "b"])
+        _finish(fig, "warm-up", "warm-up", [_patch(label="a"), _line(label="b")])
+        _save(fig, io.BytesIO())
 
 
 def plot_plan(result: Any) -> list[tuple[str, str]]:
@@ -1108,7 +1125,7 @@ def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = _plot_specs(result)
-    with font_note():
+    with font_note(), literal_text():
         for _, name, kind, g in specs:
             if only is not None and name not in only:
                 continue
@@ -1361,7 +1378,7 @@ def write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, 
     the layout engine, markers only on short series, the bands as one collection, fast PNG
     compression.
     """
-    with font_note():
+    with font_note(), literal_text():
         return _write_history_plot(table, grouping, picks, path, runs)
 
 

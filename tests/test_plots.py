@@ -784,3 +784,47 @@ def test_group_bars_keep_the_axis_when_intervals_are_near_the_bars(tmp_path: Pat
     right = max(float(table["ci_high"].max()), float(result.overall["mean"]))
     assert ax.get_xlim()[1] == pytest.approx(right * 1.05)
     assert not [ln for ln in ax.lines if ln.get_marker() == ">"]
+
+
+# -- every text is literal (rt-eval8 F2/F4) ----------------------------------------------
+
+_DOLLARS = ["$5-$10", "$10-$20", "under_score_$x$", "$\\foo$", "$^$", "$_$", "$ #tag $"]
+
+
+def _drawn_strings(fig) -> list[str]:  # type: ignore[no-untyped-def]
+    from matplotlib.text import Text
+
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text()]
+
+
+def test_group_and_class_names_are_drawn_as_written_never_as_mathtext(tmp_path: Path, monkeypatch) -> None:
+    """A name holding ``$`` is text, not mathtext: ``$5-$10`` keeps its dollars (matplotlib
+    typesets it as ``5 − 10``), and invalid mathtext (``$\\foo$``) no longer fails the whole
+    run. Every text artist of every figure is literal, whatever the user's matplotlibrc says."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    g = pd.array([_DOLLARS[i % len(_DOLLARS)] for i in range(700)], dtype=object)
+    result = evalkit.evaluate(_probs_frame(700, ["$a$", "b$"], g=g, split=g), by="g")
+    figures = _drawn_figures(monkeypatch)
+    monkeypatch.setitem(matplotlib.rcParams, "text.parse_math", True)  # matplotlib's default
+    write_plots(result, tmp_path, None)
+    assert matplotlib.rcParams["text.parse_math"] is True  # the user's setting is left alone
+    assert figures
+    for name, fig in figures.items():
+        from matplotlib.text import Text
+
+        for t in fig.findobj(Text):
+            assert t._preprocess_math(t.get_text()) == (t.get_text(), False), (name, t.get_text())
+    drawn = set(_drawn_strings(figures["mean_loss_by_g.png"]))
+    assert set(_DOLLARS) <= drawn
+
+
+def test_history_group_names_are_drawn_as_written(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from evalkit.plots import write_history_plot
+
+    table, grouping, picks, runs = _history_input(8, ["band"], [("$5-$10",), ("$\\foo$",)],
+                                                  [("$5-$10",), ("$\\foo$",)])
+    assert write_history_plot(table, grouping, picks, tmp_path / "h.png", runs)
+    assert (tmp_path / "h.png").read_bytes()[:8] == PNG_MAGIC

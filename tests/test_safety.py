@@ -881,6 +881,7 @@ def test_markdown_helpers() -> None:
 
     assert md_text("a|b\nc") == "a\\|b\\\\nc"
     assert md_text("<b>&") == "&lt;b>&amp;"
+    assert md_text("$5-$10") == "\\$5-\\$10"  # GitHub would render $...$ as math
     assert md_code("x`y") == "``x`y``"
     assert md_link_target("mean loss by region.png") == "mean%20loss%20by%20region.png"
     assert terminal("\x1b[2J\x9b") == "\\x1b[2J\\x9b"
