@@ -19,18 +19,28 @@ MAX_PLOT_GROUPS = 40
 MAX_JSON_ROWS = 10_000
 
 
+def mean_column(df: pd.DataFrame) -> str:
+    """The mean of a grouped table a reader is shown (order, bars, labels): ``weighted_mean``
+    in a weighted run (``--weight``), the statistic its ``ci_low`` / ``ci_high``, report.md's
+    headline and the gates are about, else ``mean``."""
+    if "weighted_mean" in df.columns and bool(df["weighted_mean"].notna().any()):
+        return "weighted_mean"
+    return "mean"
+
+
 def bounded_groups(df: pd.DataFrame, limit: int) -> tuple[pd.DataFrame, int]:
     """The groups a reader is shown, and how many are left out.
 
     All of them, in table order, when there are at most ``limit``. Otherwise the
     ``limit - limit // 2`` with the highest mean loss (worst first) followed by the
     ``limit // 2`` with the lowest (ties in table order; groups without rows are left
-    out), so 200k users still read as one screen. Returns ``(shown, n_left_out)``.
+    out), so 200k users still read as one screen; the weighted mean in a weighted run
+    (:func:`mean_column`). Returns ``(shown, n_left_out)``.
     """
     if len(df) <= limit:
         return df, 0
     has = df[df["count"] > 0]
-    mean = has["mean"].to_numpy(dtype=float)
+    mean = has[mean_column(has)].to_numpy(dtype=float)
     order = np.lexsort((np.arange(len(has)), -mean))  # worst first, ties in table order
     n_best = min(limit // 2, max(0, len(order) - (limit - limit // 2)))
     pick = np.concatenate([order[: limit - n_best], order[len(order) - n_best:]])

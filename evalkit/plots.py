@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .disparity import group_label
-from .display import MAX_PLOT_GROUPS, bounded_groups
+from .display import MAX_PLOT_GROUPS, bounded_groups, mean_column
 from .escape import MISSING_KEY, fmt_key, is_missing, terminal
 
 #: How to get plots when matplotlib is missing (for the report).
@@ -949,12 +949,14 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     cols = list(grouping.columns)
     df = df[df["count"] > 0]
     total = len(df)
-    mean = df["mean"].to_numpy(dtype=float)
+    stat = mean_column(df)  # a weighted run: the weighted mean, which its intervals are of
+    mean_word = "weighted mean" if stat == "weighted_mean" else "mean"
+    mean = df[stat].to_numpy(dtype=float)
     cut = total > MAX_GROUPS
     # Worst first, ties by table order; past MAX_GROUPS the highest and the lowest means.
     sub = bounded_groups(df, MAX_GROUPS)[0] if cut else df.iloc[np.lexsort((np.arange(total), -mean))]
     labels = [_truncate(_key_label(k)) for k in sub[cols].itertuples(index=False, name=None)]
-    m = sub["mean"].to_numpy(dtype=float)
+    m = sub[stat].to_numpy(dtype=float)
     cnt = sub["count"].to_numpy()
     if "ci_low" in sub.columns:  # the table's own interval (t, Kish or bootstrap)
         lo_err = m - sub["ci_low"].to_numpy(dtype=float)
@@ -975,11 +977,11 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     _bars(ax, ys, m, 0.65, horizontal=True)
     overall = _overall_mean(result)
     off = _intervals(ax, ys, m, lo_err, hi_err, no_ci, overall)  # drawn before the mean line
-    handles = [_line(color="black", linewidth=1, label=f"{level} CI of the mean")]
+    handles = [_line(color="black", linewidth=1, label=f"{level} CI of the {mean_word}")]
     if overall is not None:
         ax.axvline(overall, color=_MEAN, linestyle="--", linewidth=1)
         handles.append(_line(color=_MEAN, linestyle="--", linewidth=1,
-                             label=f"overall mean ({overall:.3g})"))
+                             label=f"overall {mean_word} ({overall:.3g})"))
     if off.any():
         handles.append(_line(linestyle="none", marker=">", markersize=5, color="black",
                              label="CI runs past the axis (its end beside the bar)"))
@@ -987,14 +989,14 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     _fixed_ticks(ax.yaxis, ys, labels)
     ax.grid(axis="x", color="#dddddd", linewidth=0.8)
     ax.set_axisbelow(True)
-    _right_labels(ax, ys, [f"mean {v:.3g}, {_fmt_count(n)}" + (" (no CI)" if nc else "")
+    _right_labels(ax, ys, [f"{mean_word} {v:.3g}, {_fmt_count(n)}" + (" (no CI)" if nc else "")
                            + (f" (CI to {v + h:.3g})" if o else "")
                            for v, n, nc, o, h in zip(m, cnt, no_ci, off, hi_err, strict=True)])
     what = ", ".join(terminal(c) for c in cols)
-    ax.set_xlabel("mean cross-entropy loss", fontsize=10)
+    ax.set_xlabel(f"{mean_word} cross-entropy loss", fontsize=10)
     ax.set_ylabel(what, fontsize=10)
     title = f"Mean loss by {what} \u2014 {_input_name(result)}"
-    sub_title = f"sorted by mean loss; error bars: {level} CI of the mean"
+    sub_title = f"sorted by {mean_word} loss; error bars: {level} CI of the {mean_word}"
     if cut:
         sub_title = (f"the {len(sub) - MAX_GROUPS // 2} highest and {MAX_GROUPS // 2} lowest mean "
                      f"loss of {total:,} groups (all in {grouping.file_stem}.parquet); "
@@ -1034,8 +1036,11 @@ def _intervals(ax: Any, ys: np.ndarray, m: np.ndarray, lo_err: np.ndarray, hi_er
 
 
 def _overall_mean(result: Any) -> float | None:
+    """The overall line's mean (its weighted mean in a weighted run), or None."""
     try:
-        v = float(result.overall["mean"])
+        o = result.overall
+        v = float(o["weighted_mean"] if "weighted_mean" in o.index and o["weighted_mean"] == o["weighted_mean"]
+                  else o["mean"])
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
     return v if math.isfinite(v) else None

@@ -828,3 +828,40 @@ def test_history_group_names_are_drawn_as_written(tmp_path: Path) -> None:
                                                   [("$5-$10",), ("$\\foo$",)])
     assert write_history_plot(table, grouping, picks, tmp_path / "h.png", runs)
     assert (tmp_path / "h.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_a_weighted_runs_bars_are_its_weighted_means_with_their_intervals(tmp_path: Path, monkeypatch) -> None:
+    """rt-eval8 F7: with ``--weight`` the tables' interval (and report.md, the gates) are of
+    the weighted mean; the bar chart drew the unweighted mean with that interval stretched to
+    meet it. Bars, labels, order and the overall line are the weighted means now."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.text import Text
+
+    rng = np.random.default_rng(3)
+    df = _probs_frame(3000, ["a", "b", "c"], g=rng.choice(["x", "y", "z"], 3000))
+    p_true = df[[f"prob_{c}" for c in "abc"]].to_numpy()[np.arange(3000), df["label"].map("abc".index)]
+    df["w"] = np.where(p_true < 0.1, 20.0, 1.0)  # weights move every group's mean a lot
+    result = evalkit.evaluate(df, by="g", weight="w")
+    table = result.groups["g"]
+    assert not np.allclose(table["weighted_mean"], table["mean"], rtol=0.05)
+    figures = _drawn_figures(monkeypatch)
+    write_plots(result, tmp_path, None)
+    fig = figures["mean_loss_by_g.png"]
+    texts = [t.get_text() for t in fig.findobj(Text)]
+    by_weighted = table.sort_values("weighted_mean", ascending=False)
+    want = [f"weighted mean {v:.3g}, " for v in by_weighted["weighted_mean"]]
+    got = [t for t in texts if re.match(r"weighted mean [-+.\de]+, ", t)]
+    assert [t[: len(w)] for t, w in zip(got, want, strict=True)] == want
+    assert not any(t.startswith("mean ") for t in texts)
+    assert f"overall weighted mean ({float(result.overall['weighted_mean']):.3g})" in texts
+
+
+def test_bounded_groups_rank_a_weighted_table_by_its_weighted_mean() -> None:
+    from evalkit.display import bounded_groups, mean_column
+
+    df = pd.DataFrame({"g": list("abcdef"), "count": [5] * 6, "mean": [6.0, 5, 4, 3, 2, 1],
+                       "weighted_mean": [1.0, 2, 3, 4, 5, 6]})
+    assert mean_column(df) == "weighted_mean" and mean_column(df.drop(columns="weighted_mean")) == "mean"
+    assert mean_column(df.assign(weighted_mean=np.nan)) == "mean"
+    shown, left = bounded_groups(df, 4)
+    assert list(shown["g"]) == ["f", "e", "b", "a"] and left == 2
