@@ -29,8 +29,17 @@ def _term(signum: int, frame: object) -> None:
 
 
 def _interrupted() -> None:
-    sys.stderr.write("interrupted: no report was written (any previous report is intact)\n")
+    _say("interrupted: no report was written (any previous report is intact)\n")
     raise SystemExit(130) from None
+
+
+def _say(text: str) -> None:
+    """Write ``text`` on stderr if anyone can read it: with stderr closed (``2>&-``), full,
+    or a pipe whose reader has gone, the message is lost but the exit code stays the
+    command's own (never 1, the code of a bug)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
 
 def run() -> None:
@@ -60,7 +69,8 @@ def run() -> None:
     except (KeyboardInterrupt, click.exceptions.Abort):
         _interrupted()
     except click.ClickException as exc:
-        exc.show()
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            exc.show()  # a usage message nobody can read (stderr gone): the code still says it
         code = exc.exit_code
     except OSError as exc:  # writing --help / --version / a usage message (handle_errors has the rest)
         code = _output_failed(exc)

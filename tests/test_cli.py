@@ -348,3 +348,26 @@ def test_a_reader_closing_the_pipe_early_keeps_the_gate_failure(tmp_path: Path, 
     assert proc.returncode == 5, err.decode()
     assert "gate failed: max_mean_loss overall" in err.decode()
     assert "Traceback" not in err.decode()
+
+
+@pytest.mark.parametrize("args", [["evaluate", "x.parquet", "--bogus"], ["history", "r", "--lookback", "0"],
+                                  ["evaluate", "x.parquet", "--eps", "0.9"]], ids=["click", "click-value", "evalkit"])
+def test_a_usage_error_whose_stderr_reader_has_gone_still_exits_2(tmp_path: Path, args: list[str]) -> None:
+    """rt-hist8 F3: `evalkit ... 2>&1 >/dev/null | true`: the usage message cannot be written
+    (the pipe's reader has gone), which made click's usage errors exit 1, the code of a bug.
+    The message is lost; the code stays 2, as for evalkit's own usage errors."""
+    import os
+    import subprocess
+    import sys
+
+    import evalkit
+
+    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).parent.parent)}
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run([sys.executable, "-m", "evalkit", *args], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=write_end, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 2
