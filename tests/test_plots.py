@@ -456,6 +456,38 @@ def test_history_plots_on_a_kept_figure_are_the_pngs_of_new_figures(tmp_path: Pa
         assert (tmp_path / f"True_{i}.png").read_bytes() == (tmp_path / f"False_{i}.png").read_bytes(), order[i]
 
 
+def test_history_legend_laid_out_once_per_drawing_is_matplotlibs_legend(tmp_path: Path, monkeypatch) -> None:
+    """plots._laid_out_once (each legend box laid out once per drawing): every history PNG,
+    on new and on kept figures (relabelled and rebuilt legends), is byte for byte the one
+    matplotlib's own legend layout gives; outside a drawing nothing is remembered."""
+    pytest.importorskip("matplotlib")
+    from evalkit import plots
+
+    order = ["region", "region_other_labels", "region", "overall", "two_columns_long", "region", "overall"]
+    legends = []
+    real = plots._laid_out_once
+    for fast in (False, True):
+        with monkeypatch.context() as m:
+            m.setattr(plots, "_laid_out_once", (lambda lg: (legends.append(lg), real(lg))[1]) if fast
+                      else (lambda lg: lg))
+            for kept in (False, True):
+                m.setattr(plots, "_kept", {} if kept else None)
+                for i, case in enumerate(order):
+                    table, grouping, picks, runs = _HISTORY_CASES[case]
+                    assert plots.write_history_plot(table, grouping, picks, tmp_path / f"{fast}_{kept}_{i}.png", runs)
+    assert legends
+    for kept in (False, True):
+        for i in range(len(order)):
+            assert (tmp_path / f"True_{kept}_{i}.png").read_bytes() == \
+                (tmp_path / f"False_{kept}_{i}.png").read_bytes(), (kept, order[i])
+    # after a drawing, a relabelled legend is measured anew (its box grows with the label)
+    legend = legends[-1]
+    renderer = legend.figure.canvas.get_renderer()
+    before = legend.get_window_extent(renderer).width
+    legend.get_texts()[0].set_text("a much longer label than any group's " * 2)
+    assert legend.get_window_extent(renderer).width > before
+
+
 @pytest.mark.parametrize("face", ["white", "none"])
 def test_write_png_holds_the_pixels_savefig_writes(tmp_path: Path, face: str) -> None:
     """plots._write_png (unfiltered rows, zlib level 1, RGB when opaque): decoded, the pixels
