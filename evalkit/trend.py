@@ -474,16 +474,17 @@ def _reading_order(trend: pd.DataFrame) -> pd.Index:
     drift = trend["drift_pct"]
     absent = trend["latest"].isna()
     tier = np.select([changed & (shift > 0), ~changed & (drift > 0) & ~absent, changed], [0, 1, 2], 3)
-    key = pd.DataFrame({
-        "tier": tier,
-        "shift": -shift.abs(),
-        "absent": absent,
-        "no_drift": drift.isna(),
-        "drift_down": ~(drift > 0),
-        "drift": -drift.abs().fillna(0.0),
-        "latest": -trend["latest"].fillna(-np.inf),
-    }, index=trend.index)
-    return key.sort_values(list(key.columns), kind="stable").index
+    keys = [  # most significant first; none holds NaN
+        tier,
+        -shift.abs().to_numpy(dtype=np.float64),
+        absent.to_numpy(),
+        drift.isna().to_numpy(),
+        ~(drift > 0).to_numpy(),
+        -drift.abs().fillna(0.0).to_numpy(dtype=np.float64),
+        -trend["latest"].fillna(-np.inf).to_numpy(dtype=np.float64),
+    ]
+    # one stable sort on all keys (np.lexsort sorts by the last key first: reversed)
+    return trend.index[np.lexsort(keys[::-1])]
 
 
 # -- computing one grouping -------------------------------------------------------------------
