@@ -957,7 +957,9 @@ def history(
         gates = gates_for("history", given, shared=True)
     gate_note = gates_note("history", given, source) if given and not gates else None
     say = progress or (lambda _msg: None)
-    cache = _open_cache(out, overwrite and reuse)
+    cache, rebuilt = _open_cache(out, overwrite and reuse)
+    if rebuilt:  # a slow night explained: nothing of the earlier history is reused
+        say(f"the history in {out} is not reused ({rebuilt}): rebuilt from the reports")
     infos, skipped, copies, ignored = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)
     _warn_inputs(skipped, copies, ignored, infos)
     segment, notes = _segments(infos)
@@ -1033,7 +1035,9 @@ def _warn_inputs(skipped: Sequence[tuple[str, str]], copies: Sequence[tuple[str,
     from .errors import EvalkitWarning
 
     lines = [f"skipped {p}: {why}" for p, why in skipped]
-    lines += [f"{copy} holds the same run as {kept} (same run id): counted once" for copy, kept in copies]
+    lines += [f"{copy} holds the same run as {kept} (same {_same_what(kept, infos)}): counted once, "
+              f"from {kept} (of copies of a run, the first by start time, then path, is read)"
+              for copy, kept in copies]
     lines += [f"left out {p}: {why}" for p, why in ignored]
     old = [str(r.path) for r in infos if not r.verified]
     if old:
@@ -1041,6 +1045,15 @@ def _warn_inputs(skipped: Sequence[tuple[str, str]], copies: Sequence[tuple[str,
                      f"({', '.join(old[:3])}{' ...' if len(old) > 3 else ''})")
     for line in lines:
         warnings.warn(EvalkitWarning(line), stacklevel=3)
+
+
+def _same_what(kept: str, infos: Sequence[RunInfo]) -> str:
+    """What makes a copy the run kept at path ``kept``: its run id, or (a report written
+    before run ids) its summary.json."""
+    info = next((r for r in infos if str(r.path) == kept), None)
+    if info is not None and info.run_uid:
+        return f"run id {info.run_uid}"
+    return "run id" if info is None else "summary.json"
 
 
 def _is_path(value: Any) -> bool:
@@ -1380,24 +1393,32 @@ class _Cache:
             return None
 
 
-def _open_cache(out: Any, reuse: bool) -> _Cache | None:
+def _open_cache(out: Any, reuse: bool) -> tuple[_Cache | None, str]:
     """The history already in ``out`` when its rows may be reused: written by this evalkit
     version in this layout, with an intact manifest and ``sources.parquet``. Anything else:
-    None (a cold read; the old report is replaced as usual)."""
+    None (a cold read; the old report is replaced as usual), with why a history there is not
+    reused (``""``: no history there, or reuse not asked for)."""
     if out is None or not reuse:
-        return None
+        return None, ""
     from .outdir import read_manifest
 
     d = Path(out)
     manifest, _why = read_manifest(d)
-    if manifest is None or manifest.get("command") != "history" \
-            or manifest.get("evalkit_version") != __version__ or SOURCES not in manifest["files"]:
-        return None
+    if manifest is None or manifest.get("command") != "history":
+        damaged = manifest is None and any((d / m).is_file() for m in OUT_MARKERS)
+        return None, "its manifest is missing or unreadable" if damaged else ""
+    if manifest.get("evalkit_version") != __version__:
+        return None, f"written by evalkit {manifest.get('evalkit_version')}, this is {__version__}"
+    if SOURCES not in manifest["files"]:
+        return None, f"it has no {SOURCES}"
     cache = _Cache(d, manifest["files"], pd.DataFrame(), {})
     table = cache._table(SOURCES)
-    if table is None or not {"month", "run_id", "confidence"} <= set(table.column_names) \
-            or (table.schema.metadata or {}).get(_LAYOUT_KEY) != TIDY_LAYOUT:
-        return None
+    if table is None or not {"month", "run_id", "confidence"} <= set(table.column_names):
+        return None, f"its {SOURCES} is unreadable or incomplete"
+    layout = (table.schema.metadata or {}).get(_LAYOUT_KEY)
+    if layout != TIDY_LAYOUT:
+        was = layout.decode(errors="replace") if layout else "unrecorded"
+        return None, f"its monthly tables are in another layout ({was}; this evalkit writes {TIDY_LAYOUT.decode()})"
     src = table.to_pandas()
     cache.sources = src
     conf = src["confidence"].dropna().unique()
@@ -1406,7 +1427,7 @@ def _open_cache(out: Any, reuse: bool) -> _Cache | None:
                      for rep, f, b, m, fp in zip(src["report"], src["file"], src["bytes"], src["mtime_ns"],
                                                  src["fingerprint"], strict=True)}
     cache.index()
-    return cache
+    return cache, ""
 
 
 def _sources_table(rows: Mapping[str, list[Any]]) -> pa.Table:
@@ -1836,7 +1857,8 @@ def _md_notes(res: HistoryResult) -> list[str]:
             for r in changed_sets.to_dict("records")[:10])
             + (" ..." if len(changed_sets) > 10 else "") + "; a grouping's series starts after its last gap.", ""]
     lines += _md_listed(f"**Same run counted once ({len(res.duplicates)}):** these directories hold a run "
-                        "already counted (same run id: a copied report)",
+                        "already counted (same run id: a copied report); of the copies of a run, the first by "
+                        "start time, then path, is read",
                         [f"{md_code(p)}: same run as {md_code(k)}" for p, k in res.duplicates])
     n_old = int(res.metadata.get("unverified_reports", 0))
     if n_old:

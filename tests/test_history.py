@@ -877,8 +877,8 @@ def test_a_damaged_previous_history_is_not_reused(tmp_path: Path) -> None:
         history(paths, out=out, overwrite=True, plots=False)
     from evalkit.trend import _open_cache
 
-    cache = _open_cache(out, True)
-    assert cache is not None and cache._table("by_region/2026-11.parquet") is None
+    cache, rebuilt = _open_cache(out, True)
+    assert cache is not None and rebuilt == "" and cache._table("by_region/2026-11.parquet") is None
 
 
 # -- red-team findings: each a kind ----------------------------------------------------------------
@@ -898,7 +898,14 @@ def test_a_copied_report_directory_counts_once(tmp_path: Path) -> None:
         assert "Same run counted once (1)" in res.to_markdown()
         assert res.to_dict()["duplicates"][0]["path"] == str(root / "zz-copy")
     r = CliRunner().invoke(main, ["history", str(tmp_path / "reports" / "*"), "--format", "none"])
-    assert r.exit_code == 0 and "zz-copy holds the same run as" in r.stderr
+    # rt-hist7 F9: which copy is read, and why
+    kept = str(paths[2])
+    run_id = json.loads((paths[2] / "summary.json").read_text())["metadata"]["run_id"]
+    assert r.exit_code == 0 and (f"{tmp_path / 'reports' / 'zz-copy'} holds the same run as {kept} (same run id "
+                                 f"{run_id}): counted once, from {kept} (of copies of a run, the first by start "
+                                 "time, then path, is read)") in " ".join(r.stderr.split())
+    r = CliRunner().invoke(main, ["history", str(tmp_path / "old" / "*"), "--format", "none"])
+    assert r.exit_code == 0 and "(same summary.json): counted once, from " in r.stderr
 
 
 def test_a_grouping_absent_from_the_latest_run_has_no_latest_value_and_every_gate_is_reported(

@@ -287,7 +287,46 @@ def test_tidy_months_keep_min_max_of_run_id_and_created_only_and_another_layout_
     assert history(paths, out=out, overwrite=True, plots=False).reused_runs == 7  # same layout: reused
     history(paths[:-1], out=out, overwrite=True, plots=False)
     monkeypatch.setattr(trend, "TIDY_LAYOUT", b"another")
-    assert history(paths, out=out, overwrite=True, plots=False).reused_runs == 0
+    said: list[str] = []
+    assert history(paths, out=out, overwrite=True, plots=False, progress=said.append).reused_runs == 0
+    # said once, with why (a normal night says "reused the rows of N run(s)")
+    assert [m for m in said if "not reused" in m] == [
+        f"the history in {out} is not reused (its monthly tables are in another layout (3; this evalkit "
+        "writes another)): rebuilt from the reports"]
+    assert not any("reused the rows" in m for m in said)
+
+
+def test_a_history_not_reused_says_why_on_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rt-hist7 F9: a history in --out that is not reused (another layout, another evalkit
+    version, no sources.parquet) is rebuilt with one line on stderr saying why; a first run,
+    --no-reuse and -q say nothing of it; a reused one says "reused the rows"."""
+    from click.testing import CliRunner
+
+    import evalkit.trend as trend
+    from evalkit.cli import main
+
+    paths = [str(p) for p in make_series(tmp_path / "r", 6, seed=5, manifest=True, grouped=True)]
+    out = str(tmp_path / "h")
+
+    def run(*flags: str) -> str:
+        r = CliRunner().invoke(main, ["history", *paths, "--out", out, "--no-plots", "--format", "none", *flags])
+        assert r.exit_code == 0, r.output
+        return r.stderr
+
+    assert "not reused" not in run()  # a first run: nothing there
+    assert "reused the rows of 6 run(s)" in run("--overwrite")
+    with monkeypatch.context() as m:
+        m.setattr(trend, "TIDY_LAYOUT", b"2")
+        err = run("--overwrite")  # the history there (layout 3) is rebuilt in layout 2
+    lines = [ln for ln in err.splitlines() if "not reused" in ln]
+    assert lines == [f"the history in {out} is not reused (its monthly tables are in another layout "
+                     "(3; this evalkit writes 2)): rebuilt from the reports"]
+    assert "reused the rows" not in err
+    assert "not reused" not in run("--overwrite", "--no-reuse") + run("--overwrite", "-q")
+    with monkeypatch.context() as m:
+        m.setattr(trend, "__version__", "0.0.1")
+        err = run("--overwrite")
+    assert f"is not reused (written by evalkit {evalkit.__version__}, this is 0.0.1): rebuilt" in err
 
 
 def test_grouped_file_decodes_the_next_groupings_ahead_on_a_pool(tmp_path: Path) -> None:
