@@ -394,3 +394,30 @@ def test_quick_plausibility_check_never_passes_what_the_row_checks_reject(monkey
         flagged += bool(rows)
         assert rp._bad_values(s).keys() == rows.keys()
     assert rp._all_plausible(good()) and flagged >= 15
+
+
+@pytest.mark.parametrize("size", [0, 10, (1 << 20) + 7, (5 << 20) + 3])
+def test_block_reads_fingerprint_the_bytes_of_the_file(tmp_path: Path, size: int) -> None:
+    """outdir.BlockReads (one reused block per read; GroupedFile and fingerprint_entry hash
+    through it): every kind of fingerprint of a Python and of an Arrow file is the one
+    evalkit.io.fingerprint_file gives reading the file's bytes."""
+    import io
+
+    import pyarrow as pa
+
+    from evalkit.io import fingerprint_file
+    from evalkit.outdir import BlockReads, fingerprint_entry
+
+    data = np.random.default_rng(size).bytes(size)
+    f = tmp_path / "f.bin"
+    f.write_bytes(data)
+    for kind in (None, "sha256", "sha256-head-tail"):
+        want = fingerprint_file(io.BytesIO(data), size, kind)
+        fh = pa.OSFile(str(f))
+        try:
+            assert fingerprint_file(BlockReads(fh), size, kind) == want
+        finally:
+            fh.close()
+        with f.open("rb") as plain:
+            assert fingerprint_file(BlockReads(plain), size, kind) == want
+        assert fingerprint_entry(f, kind) == {"bytes": size, "fingerprint": want[0], "fingerprint_kind": want[1]}
