@@ -958,8 +958,6 @@ def history(
     gate_note = gates_note("history", given, source) if given and not gates else None
     say = progress or (lambda _msg: None)
     cache, rebuilt = _open_cache(out, overwrite and reuse)
-    if rebuilt:  # a slow night explained: nothing of the earlier history is reused
-        say(f"the history in {out} is not reused ({rebuilt}): rebuilt from the reports")
     infos, skipped, copies, ignored = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)
     _warn_inputs(skipped, copies, ignored, infos)
     segment, notes = _segments(infos)
@@ -978,21 +976,24 @@ def history(
         if pool is not None:
             stack.callback(pool.close)
         _build_history(result, runs, infos, opts, gates, cfg, out, overwrite, plots, skip_bad, cache, pool,
-                       say, started, t0)
+                       say, started, t0, rebuilt)
     return result
 
 
 def _build_history(result: HistoryResult, runs: _Runs, infos: list[RunInfo], opts: dict[str, Any],
                    gates: dict[str, Any], cfg: Any, out: Any, overwrite: bool, plots: bool, skip_bad: bool,
                    cache: _Cache | None, pool: Any, say: Callable[[str], None], started: float,
-                   t0: float) -> None:
-    """Every grouping of :func:`history`, its gates, and (with ``out``) the report written."""
+                   t0: float, rebuilt: str = "") -> None:
+    """Every grouping of :func:`history`, its gates, and (with ``out``) the report written;
+    ``rebuilt``: why the history in ``out`` is not reused (said once ``out`` may be replaced)."""
     atomic = None
     if out is not None:
         from .outdir import AtomicDir
 
         atomic = AtomicDir(out, overwrite=overwrite, command="history")
     with atomic if atomic is not None else contextlib.nullcontext() as tmp:
+        if rebuilt:  # a slow night explained (after the check that out may be replaced)
+            say(f"the history in {out} is not reused ({rebuilt}): rebuilt from the reports")
         build = _Build(result, runs, opts, bool(gates), tmp, atomic.target if atomic else None, plots, cache,
                        atomic, pool)
         try:
@@ -1409,7 +1410,7 @@ def _open_cache(out: Any, reuse: bool) -> tuple[_Cache | None, str]:
         return None, "its manifest is missing or unreadable" if damaged else ""
     if manifest.get("evalkit_version") != __version__:
         return None, f"written by evalkit {manifest.get('evalkit_version')}, this is {__version__}"
-    if SOURCES not in manifest["files"]:
+    if SOURCES not in manifest["files"] or not (d / SOURCES).is_file():
         return None, f"it has no {SOURCES}"
     cache = _Cache(d, manifest["files"], pd.DataFrame(), {})
     table = cache._table(SOURCES)

@@ -327,6 +327,17 @@ def test_a_history_not_reused_says_why_on_stderr(tmp_path: Path, monkeypatch: py
         m.setattr(trend, "__version__", "0.0.1")
         err = run("--overwrite")
     assert f"is not reused (written by evalkit {evalkit.__version__}, this is 0.0.1): rebuilt" in err
+    # rt-hist8 F1: said once out may be replaced: a history edited since evalkit wrote it is
+    # refused (exit 4) without a word of rebuilding it; one whose sources.parquet is gone is
+    # rebuilt, saying so
+    run("--overwrite")
+    sources = tmp_path / "h" / "sources.parquet"
+    sources.write_bytes(b"garbage")
+    r = CliRunner().invoke(main, ["history", *paths, "--out", out, "--no-plots", "--format", "none", "--overwrite"])
+    assert r.exit_code == 4 and "not reused" not in r.stderr and "sources.parquet" in r.stderr, r.stderr
+    sources.unlink()
+    assert f"the history in {out} is not reused (it has no sources.parquet): rebuilt from the reports" \
+        in run("--overwrite")
 
 
 def test_grouped_file_decodes_the_next_groupings_ahead_on_a_pool(tmp_path: Path) -> None:
