@@ -1251,7 +1251,8 @@ def _history_axes(ax: Any, runs: pd.DataFrame | None) -> list[Any]:
 def _history_series(table: pd.DataFrame, cols: list[str], picks: pd.DataFrame,
                     runs: pd.DataFrame | None) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """The lines of a history plot: ``(label, x, mean, ci_low, ci_high)`` each, in run order;
-    one ``overall`` line, or one per picked group in the order the table first shows them
+    one ``overall`` line, or one per picked group in the order of ``picks`` (history.md's:
+    worse first, as the subtitle says; rt-hist8 F2), a group the table lacks left out
     (missing keys are one group, as ``merge`` and ``groupby(dropna=False)`` make them)."""
 
     run = table["run"].to_numpy()
@@ -1263,7 +1264,10 @@ def _history_series(table: pd.DataFrame, cols: list[str], picks: pd.DataFrame,
         def norm(key: tuple[Any, ...]) -> tuple[Any, ...]:
             return tuple(_NULL_KEY if is_missing(v) else v for v in key)
 
-        wanted = {norm(k) for k in zip(*(picks[c].tolist() for c in cols), strict=True)}
+        rank: dict[tuple[Any, ...], int] = {}
+        for k in zip(*(picks[c].tolist() for c in cols), strict=True):
+            rank.setdefault(norm(k), len(rank))
+        wanted = rank
         where: dict[tuple[Any, ...], list[int]] = {}
         first: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         for i, key in enumerate(zip(*(table[c].tolist() for c in cols), strict=True)):
@@ -1271,7 +1275,7 @@ def _history_series(table: pd.DataFrame, cols: list[str], picks: pd.DataFrame,
             if k in wanted:
                 where.setdefault(k, []).append(i)
                 first.setdefault(k, key)
-        for k, rows in where.items():
+        for k, rows in sorted(where.items(), key=lambda item: rank[item[0]]):
             label = _truncate(_key_label(first[k]))
             groups.append((label, np.asarray(rows, dtype=np.int64)))
     out = []
@@ -1376,6 +1380,22 @@ def _laid_out_once(legend: Any) -> Any:
     return legend
 
 
+#: Columns of a history plot's legend.
+LEGEND_COLUMNS = 4
+
+
+def _row_major(handles: list[Any], columns: int) -> list[Any]:
+    """``handles`` reordered so that a legend of ``columns`` columns, which matplotlib fills
+    column by column (its first ``len % columns`` columns one entry longer), reads them in
+    their order row by row, left to right (rt-hist8 F2: the groups worse first)."""
+    n = len(handles)
+    ncol = min(columns, n)
+    if ncol <= 1:
+        return list(handles)
+    rows, longer = divmod(n, ncol)
+    return [handles[r * ncol + c] for c in range(ncol) for r in range(rows + (c < longer))]
+
+
 #: Figures kept for the next plot of the same kind, in a process that draws many
 #: (:func:`keep_figures`); None: every plot gets a new figure.
 _kept: dict[str, Any] | None = None
@@ -1438,7 +1458,7 @@ def _write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame,
         ax.grid(axis="y", color="#dddddd", linewidth=0.8)
         ax.set_axisbelow(True)
     handles = _draw_history_series(ax, series)
-    handles += _history_axes(ax, runs)
+    handles = _row_major(handles + _history_axes(ax, runs), LEGEND_COLUMNS)
     what = "overall" if not cols else ", ".join(cols)
     title = f"Mean loss over runs \u2014 {what}"
     sub = "bands: confidence interval of each run's mean"
@@ -1453,7 +1473,7 @@ def _write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame,
     else:
         for legend in fig.legends:
             legend.remove()
-        _laid_out_once(fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8,
+        _laid_out_once(fig.legend(handles=handles, loc="lower center", ncol=min(LEGEND_COLUMNS, len(handles)), fontsize=8,
                                   frameon=False))
     _write_png(fig, path)
     if _kept is not None:  # kept only once drawn without error

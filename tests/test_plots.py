@@ -366,14 +366,14 @@ _HISTORY_CASES = {
 
 
 def _history_series_reference(table: pd.DataFrame, cols: list[str], picks: pd.DataFrame) -> list[tuple]:
-    """The series as the plot drew them with pandas (merge, then groupby in table order)."""
+    """The series as the plot draws them, with pandas (merge, then groupby in the picks' order)."""
     from evalkit.escape import fmt_key, terminal
     from evalkit.plots import _truncate
 
     if not cols:
         parts = [("overall", table)]
     else:
-        sel = table.merge(picks[cols].drop_duplicates(), on=cols, how="inner")
+        sel = picks[cols].drop_duplicates().merge(table, on=cols, how="inner")
         parts = [(_truncate(", ".join(terminal(fmt_key(v)) for v in (k if isinstance(k, tuple) else (k,)))), p)
                  for k, p in sel.groupby(cols, sort=False, dropna=False, observed=True)]
     return [(label, *(p.sort_values("run")[c].to_numpy(float) for c in ("run", "mean", "ci_low", "ci_high")))
@@ -383,7 +383,7 @@ def _history_series_reference(table: pd.DataFrame, cols: list[str], picks: pd.Da
 @pytest.mark.parametrize("case", sorted(_HISTORY_CASES))
 def test_history_plot_draws_every_series_band_label_and_segment(tmp_path: Path, monkeypatch, case) -> None:
     """What a reader sees: one line per picked group (labels as the tables show keys, in the
-    table's order), its CI band (one polygon per stretch of runs with both bounds), markers
+    picks' order: history.md's, worse first), its CI band (one polygon per stretch of runs with both bounds), markers
     on series of up to 60 runs, a dashed line per segment start, legend and title."""
     pytest.importorskip("matplotlib")
     from matplotlib.collections import PolyCollection
@@ -395,6 +395,10 @@ def test_history_plot_draws_every_series_band_label_and_segment(tmp_path: Path, 
     want = _history_series_reference(table, cols, picks)
     got = plots._history_series(table, cols, picks, runs)
     assert [s[0] for s in got] == [s[0] for s in want]
+    if cols:  # rt-hist8 F2: the legend in the stated order (the picks'), not the table's
+        back = plots._history_series(table, cols, picks.iloc[::-1], runs)
+        assert [s[0] for s in back] == [s[0] for s in _history_series_reference(table, cols, picks.iloc[::-1])]
+        assert [s[0] for s in back] == [s[0] for s in got][::-1]
     for g, w in zip(got, want, strict=True):
         for a, b in zip(g[1:], w[1:], strict=True):
             np.testing.assert_array_equal(a, b)
@@ -417,8 +421,10 @@ def test_history_plot_draws_every_series_band_label_and_segment(tmp_path: Path, 
     stretches = sum(len(plots._band_polygons(x, lo, hi)) for _l, x, _m, lo, hi in want)
     assert len(bands.get_paths()) == stretches >= len(want)
     (legend,) = fig.legends
-    labels = [t.get_text() for t in legend.get_texts()]
-    assert labels == [s[0] for s in want] + (["settings change (eps / classes / weight)"] if n_seg else [])
+    labels = [t.get_text() for t in legend.get_texts()]  # column by column, as matplotlib fills them
+    columns = [list(c) for c in np.array_split(np.array(labels, dtype=object), min(4, len(labels))) if len(c)]
+    read = [c[r] for r in range(len(columns[0])) for c in columns if r < len(c)]  # row by row
+    assert read == [s[0] for s in want] + (["settings change (eps / classes / weight)"] if n_seg else [])
     assert fig._suptitle.get_text().startswith(title) and title == f"Mean loss over runs \u2014 {grouping.replace(',', ', ')}"
 
 
