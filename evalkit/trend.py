@@ -1285,8 +1285,10 @@ class _Cache:
     def _signature(self, grouping: str, month: str) -> list[tuple[Any, ...]]:
         return sorted((rep, rid) for rep, (rid, m, _kt) in self.runs_of.get(grouping, {}).items() if m == month)
 
-    def key_type(self, grouping: str, report: Path) -> str | None:
-        hit = self.runs_of.get(grouping, {}).get(str(report.absolute()))
+    def key_type(self, grouping: str, report: str) -> str | None:
+        """The key types the earlier history recorded for ``grouping`` of the report
+        ``report`` (its :attr:`~evalkit.reports.RunInfo.key`)."""
+        hit = self.runs_of.get(grouping, {}).get(report)
         return hit[2] if hit else None
 
     def links(self, grouping: str, months: Mapping[str, list[int]], runs: _Runs,
@@ -1305,7 +1307,7 @@ class _Cache:
             same = True
             for i in idx:
                 info = runs.infos[i]
-                d = str(info.path.absolute())
+                d = info.key
                 if not info.verified or any(self.trusted.get((d, x)) != info.stamps.get(x)
                                             for x in ("summary.json", info.source(grouping))):
                     same = False
@@ -1333,7 +1335,7 @@ class _Cache:
             info = infos[i]
             if not info.verified:
                 continue
-            d = str(info.path.absolute())
+            d = info.key
             hit = by_report.get(d)
             if hit is not None and all(self.trusted.get((d, x)) == info.stamps.get(x)
                                        for x in ("summary.json", info.source(grouping))):
@@ -1493,7 +1495,7 @@ class _Build:
         linked_runs = {i for m in plan.links for i in plan.months[m]}
         cache = self.cache
         self._used[name] = {i: grouped.key_types[i] if i in grouped.key_types else
-                            cache.key_type(name, runs.infos[i].path) if cache is not None else None
+                            cache.key_type(name, runs.infos[i].key) if cache is not None else None
                             for i in idx if i not in bad_runs}
         self._read |= set(plan.needed) - set(grouped.reused) - linked_runs
         frame = _grouping_frame(runs, grouped, name, float(self.opts["confidence"]))
@@ -1543,7 +1545,7 @@ class _Build:
         names = list(self._used)
         conf = float(self.opts["confidence"])
         for i, info in enumerate(self.runs.infos):
-            d = str(info.path.absolute())
+            d = info.key
             entries = [(None, "summary.json", None)] + [
                 (g, info.source(g), self._used[g][i]) for g in names if i in self._used[g]]
             for g, rel, kt in entries:

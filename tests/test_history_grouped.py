@@ -432,3 +432,30 @@ def test_block_reads_fingerprint_the_bytes_of_the_file(tmp_path: Path, size: int
         with f.open("rb") as plain:
             assert fingerprint_file(BlockReads(plain), size, kind) == want
         assert fingerprint_entry(f, kind) == {"bytes": size, "fingerprint": want[0], "fingerprint_kind": want[1]}
+
+
+def test_reuse_finds_the_same_reports_however_their_paths_are_spelt(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """rt-hist8 F4: sources.parquet records each report by its resolved path (reports.report_key),
+    so the same unchanged reports named from another working directory, by an absolute glob,
+    through '..' or './', or through a symbolic link are reused, not read again; the result is
+    the one a fresh read gives."""
+    import os
+
+    paths = make_series(tmp_path / "rep" / "R", 6, seed=9, manifest=True, grouped=True)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "c").mkdir(parents=True)
+    os.symlink(tmp_path / "rep", tmp_path / "link")
+    out = tmp_path / "out" / "H"
+    monkeypatch.chdir(tmp_path / "a")
+    first = history("../rep/R/*/", out=out, plots=False)
+    assert first.reused_runs == 0
+    spellings = [(tmp_path / "a", "../rep/R/*/"), (tmp_path / "a", str(tmp_path / "rep" / "R" / "*")),
+                 (tmp_path / "a", ".././rep/R/*/"), (tmp_path / "b" / "c", "../../rep/R/*"),
+                 (tmp_path, "rep/R/*/"), (tmp_path, "link/R/*")]
+    for cwd, spec in spellings:
+        monkeypatch.chdir(cwd)
+        again = history(spec, out=out, overwrite=True, plots=False)
+        assert again.reused_runs == len(paths), (cwd, spec)
+    history(spec, out=tmp_path / "fresh", plots=False, reuse=False)  # the last spelling, read afresh
+    _same_outputs(out, tmp_path / "fresh")
