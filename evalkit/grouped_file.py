@@ -176,7 +176,9 @@ class GroupedFile:
         try:
             size = fh.size()
             if self._entry is not None:
-                got, kind = fingerprint_file(fh, size, self._entry.get("fingerprint_kind"))
+                from .outdir import BlockReads
+
+                got, kind = fingerprint_file(BlockReads(fh), size, self._entry.get("fingerprint_kind"))
                 if size != self._entry.get("bytes") or kind != self._entry.get("fingerprint_kind") \
                         or got != self._entry.get("fingerprint"):
                     from .outdir import MANIFEST_NAME

@@ -1273,7 +1273,8 @@ def _history_axes(ax: Any, runs: pd.DataFrame | None) -> list[Any]:
 def _history_series(table: pd.DataFrame, cols: list[str], picks: pd.DataFrame,
                     runs: pd.DataFrame | None) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """The lines of a history plot: ``(label, x, mean, ci_low, ci_high)`` each, in run order;
-    one ``overall`` line, or one per picked group in the order the table first shows them
+    one ``overall`` line, or one per picked group in the order of ``picks`` (history.md's:
+    worse first, as the subtitle says; rt-hist8 F2), a group the table lacks left out
     (missing keys are one group, as ``merge`` and ``groupby(dropna=False)`` make them)."""
 
     run = table["run"].to_numpy()
@@ -1285,7 +1286,10 @@ def _history_series(table: pd.DataFrame, cols: list[str], picks: pd.DataFrame,
         def norm(key: tuple[Any, ...]) -> tuple[Any, ...]:
             return tuple(_NULL_KEY if is_missing(v) else v for v in key)
 
-        wanted = {norm(k) for k in zip(*(picks[c].tolist() for c in cols), strict=True)}
+        rank: dict[tuple[Any, ...], int] = {}
+        for k in zip(*(picks[c].tolist() for c in cols), strict=True):
+            rank.setdefault(norm(k), len(rank))
+        wanted = rank
         where: dict[tuple[Any, ...], list[int]] = {}
         first: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         for i, key in enumerate(zip(*(table[c].tolist() for c in cols), strict=True)):
@@ -1293,7 +1297,7 @@ def _history_series(table: pd.DataFrame, cols: list[str], picks: pd.DataFrame,
             if k in wanted:
                 where.setdefault(k, []).append(i)
                 first.setdefault(k, key)
-        for k, rows in where.items():
+        for k, rows in sorted(where.items(), key=lambda item: rank[item[0]]):
             label = _truncate(_key_label(first[k]))
             groups.append((label, np.asarray(rows, dtype=np.int64)))
     out = []
@@ -1346,6 +1350,72 @@ def _draw_history_series(ax: Any, series: list[tuple[str, np.ndarray, np.ndarray
                                          alpha=0.18))
     ax.autoscale_view()
     return handles
+
+
+def _laid_out_once(legend: Any) -> Any:
+    """``legend`` drawn with each of its boxes laid out once per drawing: returns it.
+
+    matplotlib lays a legend out as nested boxes (rows of handle and label, columns, the
+    whole) and every level's ``draw`` computes its children's sizes and offsets again, so a
+    label is measured once per level above it (about a third of a history figure's drawing
+    time). While the legend draws, each box's layout (``_get_bbox_and_child_offsets``, a
+    label's ``get_bbox``) is computed once and remembered; nothing it depends on changes
+    during a drawing, so the positions, and the pixels, are matplotlib's (tested). Outside
+    a drawing, and at its end, nothing is remembered (a relabelled legend is laid out anew)."""
+    from matplotlib.offsetbox import OffsetBox, PackerBase, TextArea
+
+    memo: dict[int, Any] = {}
+    drawing = [False]
+
+    def remember(box: Any, name: str) -> None:
+        compute = getattr(box, name)
+
+        def once(renderer: Any) -> Any:
+            if not drawing[0]:
+                return compute(renderer)
+            key = id(box)
+            if key not in memo:
+                memo[key] = compute(renderer)
+            return memo[key]
+
+        setattr(box, name, once)
+
+    boxes = [legend._legend_box]
+    while boxes:
+        box = boxes.pop()
+        if isinstance(box, PackerBase):
+            remember(box, "_get_bbox_and_child_offsets")
+        elif isinstance(box, TextArea):
+            remember(box, "get_bbox")
+        boxes += [c for c in box.get_children() if isinstance(c, OffsetBox)]
+    draw = legend.draw
+
+    def draw_once(renderer: Any) -> Any:
+        drawing[0] = True
+        try:
+            return draw(renderer)
+        finally:
+            drawing[0] = False
+            memo.clear()
+
+    legend.draw = draw_once
+    return legend
+
+
+#: Columns of a history plot's legend.
+LEGEND_COLUMNS = 4
+
+
+def _row_major(handles: list[Any], columns: int) -> list[Any]:
+    """``handles`` reordered so that a legend of ``columns`` columns, which matplotlib fills
+    column by column (its first ``len % columns`` columns one entry longer), reads them in
+    their order row by row, left to right (rt-hist8 F2: the groups worse first)."""
+    n = len(handles)
+    ncol = min(columns, n)
+    if ncol <= 1:
+        return list(handles)
+    rows, longer = divmod(n, ncol)
+    return [handles[r * ncol + c] for c in range(ncol) for r in range(rows + (c < longer))]
 
 
 #: Figures kept for the next plot of the same kind, in a process that draws many
@@ -1410,7 +1480,7 @@ def _write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame,
         ax.grid(axis="y", color="#dddddd", linewidth=0.8)
         ax.set_axisbelow(True)
     handles = _draw_history_series(ax, series)
-    handles += _history_axes(ax, runs)
+    handles = _row_major(handles + _history_axes(ax, runs), LEGEND_COLUMNS)
     what = "overall" if not cols else ", ".join(cols)
     title = f"Mean loss over runs \u2014 {what}"
     sub = "bands: confidence interval of each run's mean"
@@ -1425,7 +1495,8 @@ def _write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame,
     else:
         for legend in fig.legends:
             legend.remove()
-        fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
+        _laid_out_once(fig.legend(handles=handles, loc="lower center", ncol=min(LEGEND_COLUMNS, len(handles)), fontsize=8,
+                                  frameon=False))
     _write_png(fig, path)
     if _kept is not None:  # kept only once drawn without error
         _kept["history"] = (fig, style)

@@ -367,6 +367,14 @@ class FileStamp:
     fingerprint: str | None
 
 
+def report_key(path: str | os.PathLike[str]) -> str:
+    """A report directory as a history's ``sources.parquet`` records it and finds it again:
+    its resolved path (symbolic links, ``.`` and ``..`` resolved), so the same report named
+    another way (another working directory, a relative or absolute glob, ``./``) is the same
+    report, whose rows are reused (rt-hist8 F4)."""
+    return os.path.realpath(path)
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """One ``evaluate`` report directory, as history sees it (from ``summary.json`` and
@@ -392,6 +400,11 @@ class RunInfo:
     #: the report's ``grouped.parquet`` (every grouping in one file), which history reads
     #: instead of the per-grouping tables when the manifest lists it
     grouped: GroupedFile | None = field(default=None, repr=False, hash=False, compare=False)
+
+    @functools.cached_property
+    def key(self) -> str:
+        """The directory as a history records it (:func:`report_key`)."""
+        return report_key(self.path)
 
     def file(self, grouping: str) -> Path:
         """The Parquet table of one grouping (``overall.parquet``, ``by_split_region.parquet``)."""
@@ -657,7 +670,7 @@ def _checked_stamp(d: Path, rel: str, files: Mapping[str, Mapping[str, Any]] | N
     stamp = FileStamp(int(st.st_size), int(st.st_mtime_ns), str(entry.get("fingerprint")))
     if entry.get("bytes") != stamp.bytes:
         raise _edited(f, f"size ({stamp.bytes} bytes, recorded {entry.get('bytes')})")
-    known = trusted.get((str(d.absolute()), rel)) if trusted else None
+    known = trusted.get((report_key(d), rel)) if trusted else None
     if hash_it and known != stamp:
         with f.open("rb") as fh:
             got, kind = fingerprint_file(fh, stamp.bytes, entry.get("fingerprint_kind"))

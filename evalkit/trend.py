@@ -474,16 +474,17 @@ def _reading_order(trend: pd.DataFrame) -> pd.Index:
     drift = trend["drift_pct"]
     absent = trend["latest"].isna()
     tier = np.select([changed & (shift > 0), ~changed & (drift > 0) & ~absent, changed], [0, 1, 2], 3)
-    key = pd.DataFrame({
-        "tier": tier,
-        "shift": -shift.abs(),
-        "absent": absent,
-        "no_drift": drift.isna(),
-        "drift_down": ~(drift > 0),
-        "drift": -drift.abs().fillna(0.0),
-        "latest": -trend["latest"].fillna(-np.inf),
-    }, index=trend.index)
-    return key.sort_values(list(key.columns), kind="stable").index
+    keys = [  # most significant first; none holds NaN
+        tier,
+        -shift.abs().to_numpy(dtype=np.float64),
+        absent.to_numpy(),
+        drift.isna().to_numpy(),
+        ~(drift > 0).to_numpy(),
+        -drift.abs().fillna(0.0).to_numpy(dtype=np.float64),
+        -trend["latest"].fillna(-np.inf).to_numpy(dtype=np.float64),
+    ]
+    # one stable sort on all keys (np.lexsort sorts by the last key first: reversed)
+    return trend.index[np.lexsort(keys[::-1])]
 
 
 # -- computing one grouping -------------------------------------------------------------------
@@ -956,7 +957,7 @@ def history(
         gates = gates_for("history", given, shared=True)
     gate_note = gates_note("history", given, source) if given and not gates else None
     say = progress or (lambda _msg: None)
-    cache = _open_cache(out, overwrite and reuse)
+    cache, rebuilt = _open_cache(out, overwrite and reuse)
     infos, skipped, copies, ignored = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)
     _warn_inputs(skipped, copies, ignored, infos)
     segment, notes = _segments(infos)
@@ -975,21 +976,24 @@ def history(
         if pool is not None:
             stack.callback(pool.close)
         _build_history(result, runs, infos, opts, gates, cfg, out, overwrite, plots, skip_bad, cache, pool,
-                       say, started, t0)
+                       say, started, t0, rebuilt)
     return result
 
 
 def _build_history(result: HistoryResult, runs: _Runs, infos: list[RunInfo], opts: dict[str, Any],
                    gates: dict[str, Any], cfg: Any, out: Any, overwrite: bool, plots: bool, skip_bad: bool,
                    cache: _Cache | None, pool: Any, say: Callable[[str], None], started: float,
-                   t0: float) -> None:
-    """Every grouping of :func:`history`, its gates, and (with ``out``) the report written."""
+                   t0: float, rebuilt: str = "") -> None:
+    """Every grouping of :func:`history`, its gates, and (with ``out``) the report written;
+    ``rebuilt``: why the history in ``out`` is not reused (said once ``out`` may be replaced)."""
     atomic = None
     if out is not None:
         from .outdir import AtomicDir
 
         atomic = AtomicDir(out, overwrite=overwrite, command="history")
     with atomic if atomic is not None else contextlib.nullcontext() as tmp:
+        if rebuilt:  # a slow night explained (after the check that out may be replaced)
+            say(f"the history in {out} is not reused ({rebuilt}): rebuilt from the reports")
         build = _Build(result, runs, opts, bool(gates), tmp, atomic.target if atomic else None, plots, cache,
                        atomic, pool)
         try:
@@ -1032,7 +1036,9 @@ def _warn_inputs(skipped: Sequence[tuple[str, str]], copies: Sequence[tuple[str,
     from .errors import EvalkitWarning
 
     lines = [f"skipped {p}: {why}" for p, why in skipped]
-    lines += [f"{copy} holds the same run as {kept} (same run id): counted once" for copy, kept in copies]
+    lines += [f"{copy} holds the same run as {kept} (same {_same_what(kept, infos)}): counted once, "
+              f"from {kept} (of copies of a run, the first by start time, then path, is read)"
+              for copy, kept in copies]
     lines += [f"left out {p}: {why}" for p, why in ignored]
     old = [str(r.path) for r in infos if not r.verified]
     if old:
@@ -1040,6 +1046,15 @@ def _warn_inputs(skipped: Sequence[tuple[str, str]], copies: Sequence[tuple[str,
                      f"({', '.join(old[:3])}{' ...' if len(old) > 3 else ''})")
     for line in lines:
         warnings.warn(EvalkitWarning(line), stacklevel=3)
+
+
+def _same_what(kept: str, infos: Sequence[RunInfo]) -> str:
+    """What makes a copy the run kept at path ``kept``: its run id, or (a report written
+    before run ids) its summary.json."""
+    info = next((r for r in infos if str(r.path) == kept), None)
+    if info is not None and info.run_uid:
+        return f"run id {info.run_uid}"
+    return "run id" if info is None else "summary.json"
 
 
 def _is_path(value: Any) -> bool:
@@ -1270,8 +1285,10 @@ class _Cache:
     def _signature(self, grouping: str, month: str) -> list[tuple[Any, ...]]:
         return sorted((rep, rid) for rep, (rid, m, _kt) in self.runs_of.get(grouping, {}).items() if m == month)
 
-    def key_type(self, grouping: str, report: Path) -> str | None:
-        hit = self.runs_of.get(grouping, {}).get(str(report.absolute()))
+    def key_type(self, grouping: str, report: str) -> str | None:
+        """The key types the earlier history recorded for ``grouping`` of the report
+        ``report`` (its :attr:`~evalkit.reports.RunInfo.key`)."""
+        hit = self.runs_of.get(grouping, {}).get(report)
         return hit[2] if hit else None
 
     def links(self, grouping: str, months: Mapping[str, list[int]], runs: _Runs,
@@ -1290,7 +1307,7 @@ class _Cache:
             same = True
             for i in idx:
                 info = runs.infos[i]
-                d = str(info.path.absolute())
+                d = info.key
                 if not info.verified or any(self.trusted.get((d, x)) != info.stamps.get(x)
                                             for x in ("summary.json", info.source(grouping))):
                     same = False
@@ -1318,7 +1335,7 @@ class _Cache:
             info = infos[i]
             if not info.verified:
                 continue
-            d = str(info.path.absolute())
+            d = info.key
             hit = by_report.get(d)
             if hit is not None and all(self.trusted.get((d, x)) == info.stamps.get(x)
                                        for x in ("summary.json", info.source(grouping))):
@@ -1379,24 +1396,32 @@ class _Cache:
             return None
 
 
-def _open_cache(out: Any, reuse: bool) -> _Cache | None:
+def _open_cache(out: Any, reuse: bool) -> tuple[_Cache | None, str]:
     """The history already in ``out`` when its rows may be reused: written by this evalkit
     version in this layout, with an intact manifest and ``sources.parquet``. Anything else:
-    None (a cold read; the old report is replaced as usual)."""
+    None (a cold read; the old report is replaced as usual), with why a history there is not
+    reused (``""``: no history there, or reuse not asked for)."""
     if out is None or not reuse:
-        return None
+        return None, ""
     from .outdir import read_manifest
 
     d = Path(out)
     manifest, _why = read_manifest(d)
-    if manifest is None or manifest.get("command") != "history" \
-            or manifest.get("evalkit_version") != __version__ or SOURCES not in manifest["files"]:
-        return None
+    if manifest is None or manifest.get("command") != "history":
+        damaged = manifest is None and any((d / m).is_file() for m in OUT_MARKERS)
+        return None, "its manifest is missing or unreadable" if damaged else ""
+    if manifest.get("evalkit_version") != __version__:
+        return None, f"written by evalkit {manifest.get('evalkit_version')}, this is {__version__}"
+    if SOURCES not in manifest["files"] or not (d / SOURCES).is_file():
+        return None, f"it has no {SOURCES}"
     cache = _Cache(d, manifest["files"], pd.DataFrame(), {})
     table = cache._table(SOURCES)
-    if table is None or not {"month", "run_id", "confidence"} <= set(table.column_names) \
-            or (table.schema.metadata or {}).get(_LAYOUT_KEY) != TIDY_LAYOUT:
-        return None
+    if table is None or not {"month", "run_id", "confidence"} <= set(table.column_names):
+        return None, f"its {SOURCES} is unreadable or incomplete"
+    layout = (table.schema.metadata or {}).get(_LAYOUT_KEY)
+    if layout != TIDY_LAYOUT:
+        was = layout.decode(errors="replace") if layout else "unrecorded"
+        return None, f"its monthly tables are in another layout ({was}; this evalkit writes {TIDY_LAYOUT.decode()})"
     src = table.to_pandas()
     cache.sources = src
     conf = src["confidence"].dropna().unique()
@@ -1405,7 +1430,7 @@ def _open_cache(out: Any, reuse: bool) -> _Cache | None:
                      for rep, f, b, m, fp in zip(src["report"], src["file"], src["bytes"], src["mtime_ns"],
                                                  src["fingerprint"], strict=True)}
     cache.index()
-    return cache
+    return cache, ""
 
 
 def _sources_table(rows: Mapping[str, list[Any]]) -> pa.Table:
@@ -1470,7 +1495,7 @@ class _Build:
         linked_runs = {i for m in plan.links for i in plan.months[m]}
         cache = self.cache
         self._used[name] = {i: grouped.key_types[i] if i in grouped.key_types else
-                            cache.key_type(name, runs.infos[i].path) if cache is not None else None
+                            cache.key_type(name, runs.infos[i].key) if cache is not None else None
                             for i in idx if i not in bad_runs}
         self._read |= set(plan.needed) - set(grouped.reused) - linked_runs
         frame = _grouping_frame(runs, grouped, name, float(self.opts["confidence"]))
@@ -1520,7 +1545,7 @@ class _Build:
         names = list(self._used)
         conf = float(self.opts["confidence"])
         for i, info in enumerate(self.runs.infos):
-            d = str(info.path.absolute())
+            d = info.key
             entries = [(None, "summary.json", None)] + [
                 (g, info.source(g), self._used[g][i]) for g in names if i in self._used[g]]
             for g, rel, kt in entries:
@@ -1835,7 +1860,8 @@ def _md_notes(res: HistoryResult) -> list[str]:
             for r in changed_sets.to_dict("records")[:10])
             + (" ..." if len(changed_sets) > 10 else "") + "; a grouping's series starts after its last gap.", ""]
     lines += _md_listed(f"**Same run counted once ({len(res.duplicates)}):** these directories hold a run "
-                        "already counted (same run id: a copied report)",
+                        "already counted (same run id: a copied report); of the copies of a run, the first by "
+                        "start time, then path, is read",
                         [f"{md_code(p)}: same run as {md_code(k)}" for p, k in res.duplicates])
     n_old = int(res.metadata.get("unverified_reports", 0))
     if n_old:

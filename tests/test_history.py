@@ -877,8 +877,8 @@ def test_a_damaged_previous_history_is_not_reused(tmp_path: Path) -> None:
         history(paths, out=out, overwrite=True, plots=False)
     from evalkit.trend import _open_cache
 
-    cache = _open_cache(out, True)
-    assert cache is not None and cache._table("by_region/2026-11.parquet") is None
+    cache, rebuilt = _open_cache(out, True)
+    assert cache is not None and rebuilt == "" and cache._table("by_region/2026-11.parquet") is None
 
 
 # -- red-team findings: each a kind ----------------------------------------------------------------
@@ -898,7 +898,14 @@ def test_a_copied_report_directory_counts_once(tmp_path: Path) -> None:
         assert "Same run counted once (1)" in res.to_markdown()
         assert res.to_dict()["duplicates"][0]["path"] == str(root / "zz-copy")
     r = CliRunner().invoke(main, ["history", str(tmp_path / "reports" / "*"), "--format", "none"])
-    assert r.exit_code == 0 and "zz-copy holds the same run as" in r.stderr
+    # rt-hist7 F9: which copy is read, and why
+    kept = str(paths[2])
+    run_id = json.loads((paths[2] / "summary.json").read_text())["metadata"]["run_id"]
+    assert r.exit_code == 0 and (f"{tmp_path / 'reports' / 'zz-copy'} holds the same run as {kept} (same run id "
+                                 f"{run_id}): counted once, from {kept} (of copies of a run, the first by start "
+                                 "time, then path, is read)") in " ".join(r.stderr.split())
+    r = CliRunner().invoke(main, ["history", str(tmp_path / "old" / "*"), "--format", "none"])
+    assert r.exit_code == 0 and "(same summary.json): counted once, from " in r.stderr
 
 
 def test_a_grouping_absent_from_the_latest_run_has_no_latest_value_and_every_gate_is_reported(
@@ -1231,3 +1238,28 @@ def test_flagged_drops_never_hide_a_rise_in_the_cut() -> None:
         "latest":     [0.2,   0.3,   0.6,   0.5,   0.45, 0.4,   0.7,   np.nan],
     }, index=["A", "B", "D", "C", "E", "F", "G", "gone"])
     assert list(_reading_order(trend)) == ["E", "D", "C", "A", "B", "F", "G", "gone"]
+
+
+def test_reading_order_is_the_stable_sort_of_its_keys() -> None:
+    """_reading_order (one np.lexsort) is the order of a stable pandas sort on its seven keys,
+    on groups with ties, NaNs, signed zeros and groups absent from the latest run."""
+    from evalkit.trend import _reading_order
+
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 5, 400):
+        pick = lambda values, n=n: rng.choice(np.array(values, dtype=float), n)  # noqa: E731 - ties on purpose
+        trend = pd.DataFrame({
+            "changed": rng.random(n) < 0.3,
+            "change_pct": pick([np.nan, -0.0, 0.0, 5.0, -5.0, 12.5]),
+            "drift_pct": pick([np.nan, -0.0, 0.0, 3.0, -3.0, 28.5, -40.0]),
+            "latest": pick([np.nan, 0.2, 0.45, 0.45, 0.7]),
+        }, index=[f"g{i}" for i in rng.permutation(n)])
+        changed = trend["changed"].astype(bool)
+        shift = trend["change_pct"].where(changed, 0.0).fillna(0.0)
+        drift, absent = trend["drift_pct"], trend["latest"].isna()
+        key = pd.DataFrame({
+            "tier": np.select([changed & (shift > 0), ~changed & (drift > 0) & ~absent, changed], [0, 1, 2], 3),
+            "shift": -shift.abs(), "absent": absent, "no_drift": drift.isna(), "drift_down": ~(drift > 0),
+            "drift": -drift.abs().fillna(0.0), "latest": -trend["latest"].fillna(-np.inf)}, index=trend.index)
+        want = key.sort_values(list(key.columns), kind="stable").index
+        assert list(_reading_order(trend)) == list(want), n

@@ -287,7 +287,57 @@ def test_tidy_months_keep_min_max_of_run_id_and_created_only_and_another_layout_
     assert history(paths, out=out, overwrite=True, plots=False).reused_runs == 7  # same layout: reused
     history(paths[:-1], out=out, overwrite=True, plots=False)
     monkeypatch.setattr(trend, "TIDY_LAYOUT", b"another")
-    assert history(paths, out=out, overwrite=True, plots=False).reused_runs == 0
+    said: list[str] = []
+    assert history(paths, out=out, overwrite=True, plots=False, progress=said.append).reused_runs == 0
+    # said once, with why (a normal night says "reused the rows of N run(s)")
+    assert [m for m in said if "not reused" in m] == [
+        f"the history in {out} is not reused (its monthly tables are in another layout (3; this evalkit "
+        "writes another)): rebuilt from the reports"]
+    assert not any("reused the rows" in m for m in said)
+
+
+def test_a_history_not_reused_says_why_on_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rt-hist7 F9: a history in --out that is not reused (another layout, another evalkit
+    version, no sources.parquet) is rebuilt with one line on stderr saying why; a first run,
+    --no-reuse and -q say nothing of it; a reused one says "reused the rows"."""
+    from click.testing import CliRunner
+
+    import evalkit.trend as trend
+    from evalkit.cli import main
+
+    paths = [str(p) for p in make_series(tmp_path / "r", 6, seed=5, manifest=True, grouped=True)]
+    out = str(tmp_path / "h")
+
+    def run(*flags: str) -> str:
+        r = CliRunner().invoke(main, ["history", *paths, "--out", out, "--no-plots", "--format", "none", *flags])
+        assert r.exit_code == 0, r.output
+        return r.stderr
+
+    assert "not reused" not in run()  # a first run: nothing there
+    assert "reused the rows of 6 run(s)" in run("--overwrite")
+    with monkeypatch.context() as m:
+        m.setattr(trend, "TIDY_LAYOUT", b"2")
+        err = run("--overwrite")  # the history there (layout 3) is rebuilt in layout 2
+    lines = [ln for ln in err.splitlines() if "not reused" in ln]
+    assert lines == [f"the history in {out} is not reused (its monthly tables are in another layout "
+                     "(3; this evalkit writes 2)): rebuilt from the reports"]
+    assert "reused the rows" not in err
+    assert "not reused" not in run("--overwrite", "--no-reuse") + run("--overwrite", "-q")
+    with monkeypatch.context() as m:
+        m.setattr(trend, "__version__", "0.0.1")
+        err = run("--overwrite")
+    assert f"is not reused (written by evalkit {evalkit.__version__}, this is 0.0.1): rebuilt" in err
+    # rt-hist8 F1: said once out may be replaced: a history edited since evalkit wrote it is
+    # refused (exit 4) without a word of rebuilding it; one whose sources.parquet is gone is
+    # rebuilt, saying so
+    run("--overwrite")
+    sources = tmp_path / "h" / "sources.parquet"
+    sources.write_bytes(b"garbage")
+    r = CliRunner().invoke(main, ["history", *paths, "--out", out, "--no-plots", "--format", "none", "--overwrite"])
+    assert r.exit_code == 4 and "not reused" not in r.stderr and "sources.parquet" in r.stderr, r.stderr
+    sources.unlink()
+    assert f"the history in {out} is not reused (it has no sources.parquet): rebuilt from the reports" \
+        in run("--overwrite")
 
 
 def test_grouped_file_decodes_the_next_groupings_ahead_on_a_pool(tmp_path: Path) -> None:
@@ -355,3 +405,57 @@ def test_quick_plausibility_check_never_passes_what_the_row_checks_reject(monkey
         flagged += bool(rows)
         assert rp._bad_values(s).keys() == rows.keys()
     assert rp._all_plausible(good()) and flagged >= 15
+
+
+@pytest.mark.parametrize("size", [0, 10, (1 << 20) + 7, (5 << 20) + 3])
+def test_block_reads_fingerprint_the_bytes_of_the_file(tmp_path: Path, size: int) -> None:
+    """outdir.BlockReads (one reused block per read; GroupedFile and fingerprint_entry hash
+    through it): every kind of fingerprint of a Python and of an Arrow file is the one
+    evalkit.io.fingerprint_file gives reading the file's bytes."""
+    import io
+
+    import pyarrow as pa
+
+    from evalkit.io import fingerprint_file
+    from evalkit.outdir import BlockReads, fingerprint_entry
+
+    data = np.random.default_rng(size).bytes(size)
+    f = tmp_path / "f.bin"
+    f.write_bytes(data)
+    for kind in (None, "sha256", "sha256-head-tail"):
+        want = fingerprint_file(io.BytesIO(data), size, kind)
+        fh = pa.OSFile(str(f))
+        try:
+            assert fingerprint_file(BlockReads(fh), size, kind) == want
+        finally:
+            fh.close()
+        with f.open("rb") as plain:
+            assert fingerprint_file(BlockReads(plain), size, kind) == want
+        assert fingerprint_entry(f, kind) == {"bytes": size, "fingerprint": want[0], "fingerprint_kind": want[1]}
+
+
+def test_reuse_finds_the_same_reports_however_their_paths_are_spelt(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """rt-hist8 F4: sources.parquet records each report by its resolved path (reports.report_key),
+    so the same unchanged reports named from another working directory, by an absolute glob,
+    through '..' or './', or through a symbolic link are reused, not read again; the result is
+    the one a fresh read gives."""
+    import os
+
+    paths = make_series(tmp_path / "rep" / "R", 6, seed=9, manifest=True, grouped=True)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "c").mkdir(parents=True)
+    os.symlink(tmp_path / "rep", tmp_path / "link")
+    out = tmp_path / "out" / "H"
+    monkeypatch.chdir(tmp_path / "a")
+    first = history("../rep/R/*/", out=out, plots=False)
+    assert first.reused_runs == 0
+    spellings = [(tmp_path / "a", "../rep/R/*/"), (tmp_path / "a", str(tmp_path / "rep" / "R" / "*")),
+                 (tmp_path / "a", ".././rep/R/*/"), (tmp_path / "b" / "c", "../../rep/R/*"),
+                 (tmp_path, "rep/R/*/"), (tmp_path, "link/R/*")]
+    for cwd, spec in spellings:
+        monkeypatch.chdir(cwd)
+        again = history(spec, out=out, overwrite=True, plots=False)
+        assert again.reused_runs == len(paths), (cwd, spec)
+    history(spec, out=tmp_path / "fresh", plots=False, reuse=False)  # the last spelling, read afresh
+    _same_outputs(out, tmp_path / "fresh")

@@ -366,14 +366,14 @@ _HISTORY_CASES = {
 
 
 def _history_series_reference(table: pd.DataFrame, cols: list[str], picks: pd.DataFrame) -> list[tuple]:
-    """The series as the plot drew them with pandas (merge, then groupby in table order)."""
+    """The series as the plot draws them, with pandas (merge, then groupby in the picks' order)."""
     from evalkit.escape import fmt_key, terminal
     from evalkit.plots import _truncate
 
     if not cols:
         parts = [("overall", table)]
     else:
-        sel = table.merge(picks[cols].drop_duplicates(), on=cols, how="inner")
+        sel = picks[cols].drop_duplicates().merge(table, on=cols, how="inner")
         parts = [(_truncate(", ".join(terminal(fmt_key(v)) for v in (k if isinstance(k, tuple) else (k,)))), p)
                  for k, p in sel.groupby(cols, sort=False, dropna=False, observed=True)]
     return [(label, *(p.sort_values("run")[c].to_numpy(float) for c in ("run", "mean", "ci_low", "ci_high")))
@@ -383,7 +383,7 @@ def _history_series_reference(table: pd.DataFrame, cols: list[str], picks: pd.Da
 @pytest.mark.parametrize("case", sorted(_HISTORY_CASES))
 def test_history_plot_draws_every_series_band_label_and_segment(tmp_path: Path, monkeypatch, case) -> None:
     """What a reader sees: one line per picked group (labels as the tables show keys, in the
-    table's order), its CI band (one polygon per stretch of runs with both bounds), markers
+    picks' order: history.md's, worse first), its CI band (one polygon per stretch of runs with both bounds), markers
     on series of up to 60 runs, a dashed line per segment start, legend and title."""
     pytest.importorskip("matplotlib")
     from matplotlib.collections import PolyCollection
@@ -395,6 +395,10 @@ def test_history_plot_draws_every_series_band_label_and_segment(tmp_path: Path, 
     want = _history_series_reference(table, cols, picks)
     got = plots._history_series(table, cols, picks, runs)
     assert [s[0] for s in got] == [s[0] for s in want]
+    if cols:  # rt-hist8 F2: the legend in the stated order (the picks'), not the table's
+        back = plots._history_series(table, cols, picks.iloc[::-1], runs)
+        assert [s[0] for s in back] == [s[0] for s in _history_series_reference(table, cols, picks.iloc[::-1])]
+        assert [s[0] for s in back] == [s[0] for s in got][::-1]
     for g, w in zip(got, want, strict=True):
         for a, b in zip(g[1:], w[1:], strict=True):
             np.testing.assert_array_equal(a, b)
@@ -417,8 +421,10 @@ def test_history_plot_draws_every_series_band_label_and_segment(tmp_path: Path, 
     stretches = sum(len(plots._band_polygons(x, lo, hi)) for _l, x, _m, lo, hi in want)
     assert len(bands.get_paths()) == stretches >= len(want)
     (legend,) = fig.legends
-    labels = [t.get_text() for t in legend.get_texts()]
-    assert labels == [s[0] for s in want] + (["settings change (eps / classes / weight)"] if n_seg else [])
+    labels = [t.get_text() for t in legend.get_texts()]  # column by column, as matplotlib fills them
+    columns = [list(c) for c in np.array_split(np.array(labels, dtype=object), min(4, len(labels))) if len(c)]
+    read = [c[r] for r in range(len(columns[0])) for c in columns if r < len(c)]  # row by row
+    assert read == [s[0] for s in want] + (["settings change (eps / classes / weight)"] if n_seg else [])
     assert fig._suptitle.get_text().startswith(title) and title == f"Mean loss over runs \u2014 {grouping.replace(',', ', ')}"
 
 
@@ -454,6 +460,38 @@ def test_history_plots_on_a_kept_figure_are_the_pngs_of_new_figures(tmp_path: Pa
             assert plots.write_history_plot(table, grouping, picks, tmp_path / f"{kept}_{i}.png", runs)
     for i in range(len(order)):
         assert (tmp_path / f"True_{i}.png").read_bytes() == (tmp_path / f"False_{i}.png").read_bytes(), order[i]
+
+
+def test_history_legend_laid_out_once_per_drawing_is_matplotlibs_legend(tmp_path: Path, monkeypatch) -> None:
+    """plots._laid_out_once (each legend box laid out once per drawing): every history PNG,
+    on new and on kept figures (relabelled and rebuilt legends), is byte for byte the one
+    matplotlib's own legend layout gives; outside a drawing nothing is remembered."""
+    pytest.importorskip("matplotlib")
+    from evalkit import plots
+
+    order = ["region", "region_other_labels", "region", "overall", "two_columns_long", "region", "overall"]
+    legends = []
+    real = plots._laid_out_once
+    for fast in (False, True):
+        with monkeypatch.context() as m:
+            m.setattr(plots, "_laid_out_once", (lambda lg: (legends.append(lg), real(lg))[1]) if fast
+                      else (lambda lg: lg))
+            for kept in (False, True):
+                m.setattr(plots, "_kept", {} if kept else None)
+                for i, case in enumerate(order):
+                    table, grouping, picks, runs = _HISTORY_CASES[case]
+                    assert plots.write_history_plot(table, grouping, picks, tmp_path / f"{fast}_{kept}_{i}.png", runs)
+    assert legends
+    for kept in (False, True):
+        for i in range(len(order)):
+            assert (tmp_path / f"True_{kept}_{i}.png").read_bytes() == \
+                (tmp_path / f"False_{kept}_{i}.png").read_bytes(), (kept, order[i])
+    # after a drawing, a relabelled legend is measured anew (its box grows with the label)
+    legend = legends[-1]
+    renderer = legend.figure.canvas.get_renderer()
+    before = legend.get_window_extent(renderer).width
+    legend.get_texts()[0].set_text("a much longer label than any group's " * 2)
+    assert legend.get_window_extent(renderer).width > before
 
 
 @pytest.mark.parametrize("face", ["white", "none"])
