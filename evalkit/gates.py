@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -432,7 +432,8 @@ def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) ->
     ``min_count`` rows in either run is reported but not gated. A group in one run only (a
     region with no rows in the candidate) cannot be checked: each of its gates is returned
     as not checked, never a silent pass; so is a gate whose ``min_count`` leaves no group of
-    a grouping. With
+    a grouping, and a gate on a grouping of one run only (history's rule for a grouping
+    absent from the latest run); a grouping neither run has is a ConfigError. With
     ``require_ci_excludes_zero``, a regression counts only when ``ci_low > 0`` (a group with
     no interval, n < 2, then never fails). Evaluate gates (``max_mean_loss``...) are checked
     on the candidate's statistics.
@@ -445,20 +446,20 @@ def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) ->
     groups_cfg: Mapping[str, Any] = gates.get("groups") or {}
     tables = compare_result.tables
     candidate = getattr(compare_result, "candidate", None)
-    for gname in groups_cfg:
-        known = gname in tables or gname == "overall" or (
-            candidate is not None and gname in candidate.groups)
-        if not known:
-            raise ConfigError(f"gates: no grouping {gname!r}; groupings are {', '.join(tables)}")
+    one_side = _groupings_of_one_run(compare_result, groups_cfg)
     strict = bool(gates.get("fail_unchecked", False))
     if candidate is not None:
-        failures += _candidate_gates(candidate, gates, groups_cfg, tables, strict)
+        failures += _candidate_gates(candidate, gates, groups_cfg, tables, strict, one_side)
     top = {k: gates[k] for k in (*COMPARE_GATES, *GATE_OPTIONS) if k in gates}
-    for gname, df in tables.items():
+    for gname, df in [*tables.items(), *((g, None) for g in one_side)]:
         cfg = {**top, **{k: v for k, v in (groups_cfg.get(gname) or {}).items()
                          if k in (*COMPARE_GATES, *GATE_OPTIONS)}}
         limits = {g: float(cfg[g]) for g in COMPARE_GATES if g in cfg}
         if not limits:
+            continue
+        if df is None:  # a grouping of one run only: its groups cannot be compared
+            failures += [GateFailure(g, gname, "", math.nan, lim, _grouping_in_one_run(one_side[gname]),
+                                     failed=strict) for g, lim in limits.items()]
             continue
         min_count = max(int(cfg.get("min_count", 0)), 1)
         need_ci = bool(cfg.get("require_ci_excludes_zero", False))
@@ -516,11 +517,37 @@ def _compare_unchecked(df: Any, gname: str, limits: Mapping[str, float], min_cou
     return out
 
 
+def _groupings_of_one_run(compare_result: Any, groups_cfg: Mapping[str, Any]) -> dict[str, str]:
+    """The groupings of one run only (name -> ``"baseline"`` / ``"candidate"``), whose gates
+    are not checked; a grouping ``groups_cfg`` gates that neither run has is a ConfigError
+    (:func:`unknown_grouping`)."""
+    tables = compare_result.tables
+    candidate = getattr(compare_result, "candidate", None)
+    meta = getattr(compare_result, "metadata", None) or {}
+    one_side = {**dict.fromkeys(meta.get("groupings_only_in_baseline") or (), "baseline"),
+                **dict.fromkeys(meta.get("groupings_only_in_candidate") or (), "candidate")}
+    if candidate is not None:  # (a CompareResult records them; a bare one may not)
+        one_side.update({g: "candidate" for g in candidate.groups if g not in tables})
+    runs = {"baseline": [*tables, *(g for g, side in one_side.items() if side == "baseline")],
+            "candidate": [*tables, *(g for g, side in one_side.items() if side == "candidate")]}
+    for gname in groups_cfg:
+        if gname not in tables and gname != "overall" and gname not in one_side:
+            raise ConfigError(unknown_grouping(gname, runs))
+    return one_side
+
+
 def _candidate_gates(candidate: Any, gates: Mapping[str, Any], groups_cfg: Mapping[str, Any],
-                     tables: Mapping[str, Any], strict: bool) -> list[GateFailure]:
+                     tables: Mapping[str, Any], strict: bool,
+                     one_side: Mapping[str, str] | None = None) -> list[GateFailure]:
     """The evaluate gates compare checks on the candidate's statistics; those on a group the
-    candidate lacks (rows in the baseline only) are not checked (``failed=strict``)."""
-    out = check_gates(candidate, gates, detail="candidate", unchecked_failed=strict)
+    candidate lacks (rows in the baseline only), or on a grouping it lacks (the baseline's
+    only), are not checked (``failed=strict``)."""
+    gone = [g for g, side in (one_side or {}).items() if side == "baseline" and g in groups_cfg]
+    out = [GateFailure(gate, gname, "", math.nan, float(groups_cfg[gname][gate]),
+                       _grouping_in_one_run("baseline"), failed=strict)
+           for gname in gone for gate in EVAL_GATES if gate in groups_cfg[gname]]
+    kept = {**gates, "groups": {g: sub for g, sub in groups_cfg.items() if g not in gone}}
+    out += check_gates(candidate, kept, detail="candidate", unchecked_failed=strict)
     for gname, sub in groups_cfg.items():
         evals = {g: float(sub[g]) for g in EVAL_GATES if g in sub}
         df = tables.get(gname)
@@ -528,6 +555,25 @@ def _candidate_gates(candidate: Any, gates: Mapping[str, Any], groups_cfg: Mappi
             gone = df[(df["candidate_count"] == 0) & (df["baseline_count"] > 0)]
             out += [f for row in gone.to_dict("records") for f in _compare_unchecked_row(row, df, gname, evals, strict)]
     return out
+
+
+def _grouping_in_one_run(side: str) -> str:
+    """Why a gate on a grouping of one run only is not checked (as history's "the grouping is
+    absent from the latest run")."""
+    other = "candidate" if side == "baseline" else "baseline"
+    return f"the grouping is absent from the {other} (it is in the {side} only)"
+
+
+def unknown_grouping(gname: str, runs: Mapping[str, Sequence[str]]) -> str:
+    """The usage error of a gate on a grouping no input has (a typo, or a grouping no run
+    computed): compare and history name every input's groupings. A grouping some input has
+    and the checked run lacks is not this: its gates are "not checked" (``fail_unchecked``
+    decides), as a nightly job expects of a grouping missing from one night's data."""
+    lists = {name: ", ".join(dict.fromkeys(groupings)) for name, groupings in runs.items()}
+    head = f"gates: no grouping {gname!r} in {'either run' if len(lists) == 2 else 'any run'}; groupings are "
+    if len(set(lists.values())) == 1:
+        return head + next(iter(lists.values()))
+    return head + "; ".join(f"{text} ({name})" for name, text in lists.items())
 
 
 def _compare_unchecked_row(row: Mapping[str, Any], df: Any, gname: str, limits: Mapping[str, float],
@@ -573,8 +619,8 @@ def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
     groups_cfg: Mapping[str, Any] = gates.get("groups") or {}
     trends = history_result.trends
     for gname in groups_cfg:
-        if gname not in trends:
-            raise ConfigError(f"gates: no grouping {gname!r}; groupings are {', '.join(trends)}")
+        if gname not in trends:  # in no run read (absent from the latest only: not checked, below)
+            raise ConfigError(unknown_grouping(gname, {"runs": list(trends)}))
     meta = history_result.metadata
     absent: Mapping[str, int] = meta.get("absent_from_latest") or {}
     strict = bool(gates.get("fail_unchecked", False))

@@ -531,3 +531,59 @@ def test_a_top_level_min_count_applies_to_the_overall_line_in_the_three_commands
     r = CliRunner().invoke(main, [*COMMANDS["evaluate"](tmp_path, reps), "--config", str(loose),
                                   "--format", "none"])
     assert r.exit_code == 5 and "gate failed: max_mean_loss overall" in r.output  # 120 rows: gated
+
+
+def _runs_with_and_without_region(tmp_path: Path) -> tuple[str, str]:
+    rng = np.random.default_rng(5)
+    for name, by in (("with", ["region"]), ("without", None)):
+        p = rng.uniform(0.3, 0.9, 200)
+        df = pd.DataFrame({"id": range(200), "prob_a": p, "prob_b": 1 - p, "label": rng.choice(["a", "b"], 200),
+                           "region": rng.choice(["x", "y"], 200)})
+        evalkit.evaluate(df, by=by, plots=False).write(tmp_path / name)
+    return str(tmp_path / "with"), str(tmp_path / "without")
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_gate_on_a_grouping_one_run_lacks_is_not_checked_in_compare_as_in_history(tmp_path: Path,
+                                                                                    strict: bool):
+    """rt-hist7 F6: compare with a gate on a grouping the baseline has and the candidate lacks
+    was a usage error (exit 2), while history reports a grouping absent from the latest run as
+    'not checked' (exit 0; 5 under fail_unchecked): a nightly compare step failed instead of
+    reporting the gate. A compare gate on a grouping of the candidate only passed silently."""
+    import json
+
+    with_region, without = _runs_with_and_without_region(tmp_path)
+    cfg = _write(tmp_path / "g.yaml", f"gates:\n  fail_unchecked: {str(strict).lower()}\n  groups:\n"
+                 "    region: {max_regression: 0.01, max_mean_loss: 0.01}\n")
+    r = CliRunner().invoke(main, ["compare", with_region, without, "--config", str(cfg), "--format", "json"])
+    assert r.exit_code == (5 if strict else 0), r.output
+    gates = json.loads(r.stdout)["gates"]
+    listed = gates["failures" if strict else "not_checked"]
+    assert sorted((e["gate"], e["grouping"]) for e in listed) == [("max_mean_loss", "region"),
+                                                                  ("max_regression", "region")]
+    assert all("the grouping is absent from the candidate (it is in the baseline only)" in e["detail"]
+               for e in listed)
+    assert gates["not_checked" if strict else "failures"] == []
+    # the other way round: the evaluate gate is checked on the candidate, the compare gate is not
+    cfg.write_text("gates:\n  groups:\n    region: {max_regression: 0.01, max_mean_loss: 100}\n")
+    r = CliRunner().invoke(main, ["compare", without, with_region, "--config", str(cfg), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    (entry,) = json.loads(r.stdout)["gates"]["not_checked"]
+    assert (entry["gate"], entry["grouping"]) == ("max_regression", "region")
+    assert "absent from the baseline (it is in the candidate only)" in entry["detail"]
+
+
+def test_a_gate_on_a_grouping_no_run_has_stays_a_usage_error_naming_every_runs_groupings(tmp_path: Path):
+    """A typo (a grouping in no input) can never be checked, whatever the night: exit 2 in
+    evaluate, compare and history, naming the groupings of each input (the baseline's too)."""
+    with_region, without = _runs_with_and_without_region(tmp_path)
+    cfg = _write(tmp_path / "g.yaml", "gates:\n  groups:\n    regoin: {max_regression: 0.01, max_drift: 0.01}\n")
+    r = CliRunner().invoke(main, ["compare", with_region, without, "--config", str(cfg), "--format", "none"])
+    assert r.exit_code == 2, r.output
+    assert ("gates: no grouping 'regoin' in either run; groupings are overall, class, region (baseline); "
+            "overall, class (candidate)") in r.stderr
+    r = CliRunner().invoke(main, ["compare", with_region, with_region, "--config", str(cfg), "--format", "none"])
+    assert r.exit_code == 2 and "'regoin' in either run; groupings are overall, class, region\n" in r.stderr
+    r = CliRunner().invoke(main, ["history", with_region, without, "--config", str(cfg), "--format", "none",
+                                  "--no-plots"])
+    assert r.exit_code == 2 and "'regoin' in any run; groupings are overall, class, region\n" in r.stderr
