@@ -174,7 +174,7 @@ GATE_COMMANDS: dict[str, tuple[str, ...]] = {
 
 
 def gates_for(command: str, gates: Mapping[str, Any] | None, *, shared: bool,
-              source: str = "gates", warn: bool = True) -> dict[str, Any]:
+              source: str = "gates", warn: bool = True, empty_in: str | None = None) -> dict[str, Any]:
     """The gates ``command`` checks, validated and normalised: the one place each command's
     gates are accepted. ``{}`` when the block holds no gate ``command`` checks: it then
     checks nothing, and says so (:func:`gates_note`, an
@@ -188,10 +188,13 @@ def gates_for(command: str, gates: Mapping[str, Any] | None, *, shared: bool,
     ``evaluate(..., gates=...)``) must all be checked by it: any other key is a
     :class:`~evalkit.errors.ConfigError` (exit 2) naming the key and the command that
     checks it, never a gate silently left unchecked. An unknown key is a ConfigError in
-    both cases (:func:`validate_gates`).
+    both cases (:func:`validate_gates`). ``empty_in``: where an empty ``gates:`` key was read
+    (``EvalConfig.gates_empty_in``): noted the same way.
     """
     gates = normalize_gates(gates)
     if not gates:
+        if warn and (note := gates_note(command, gates, source, empty_in=empty_in)):
+            _warn_note(note)
         return {}
     validate_gates(gates, source)
     if not shared:
@@ -208,24 +211,32 @@ def gates_for(command: str, gates: Mapping[str, Any] | None, *, shared: bool,
     if note is None:
         return gates
     if warn:
-        import warnings
-
-        from .errors import EvalkitWarning
-
-        warnings.warn(EvalkitWarning(note), stacklevel=2)
+        _warn_note(note)
     return {}
 
 
-def gates_note(command: str, gates: Mapping[str, Any] | None, source: str = "gates") -> str | None:
+def _warn_note(note: str) -> None:
+    import warnings
+
+    from .errors import EvalkitWarning
+
+    warnings.warn(EvalkitWarning(note), stacklevel=3)
+
+
+def gates_note(command: str, gates: Mapping[str, Any] | None, source: str = "gates", *,
+               empty_in: str | None = None) -> str | None:
     """The note ``command`` gives when a gates block is present but no gate in it is one
-    ``command`` checks, or None (no block, or a gate ``command`` checks is in it). Two cases:
-    the block holds gates only other commands check (named, with the commands that check
-    them), or only settings of gates (``min_count``, ``require_ci_*``, ``fail_unchecked``)
-    and no limit at all. Either way the command checks nothing, and its output (stderr, even
-    under ``-q``) and JSON say so. The one wording of that note for the three commands."""
+    ``command`` checks, or None (no block, or a gate ``command`` checks is in it). Three
+    cases: the block is empty (``gates:`` or ``gates: {}``, read in ``empty_in``: every gate
+    commented out), it holds gates only other commands check (named, with the commands that
+    check them), or only settings of gates (``min_count``, ``require_ci_*``,
+    ``fail_unchecked``) and no limit at all. Each way the command checks nothing, and its
+    output (stderr, even under ``-q``), JSON (``gates.note``) and report (``## Gates: none
+    checked``) say so. The one wording of that note for the three commands."""
     gates = normalize_gates(gates)
     if not gates:
-        return None
+        return (f"note: {empty_in}: 'gates' is empty, so {command} checks nothing; put gates under it "
+                "(configs/README.md) or remove the key") if empty_in else None
     keys = {k for k in gates if k != "groups"} | {k for sub in (gates.get("groups") or {}).values()
                                                   for k in (sub or {})}
     found = sorted(k for k in keys if k not in GATE_OPTIONS)

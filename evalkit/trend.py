@@ -948,13 +948,15 @@ def history(
     cfg = EvalConfig.coerce(config) if config is not None else None
     opts = _settings(cfg, settings)
     reuse = bool(opts.pop("reuse"))
+    empty_in = None  # where an empty gates: key was read: noted like a block of no history gate
     if gates is not None:  # given to history alone: only gates history checks
         given, source = gates, "history(gates=...)"
         gates = gates_for("history", given, shared=False, source=source)
     else:  # a config's gates serve the three commands
         given, source = (cfg.gates if cfg is not None else None), "gates"
-        gates = gates_for("history", given, shared=True)
-    gate_note = gates_note("history", given, source) if given and not gates else None
+        empty_in = cfg.gates_empty_in if cfg is not None else None
+        gates = gates_for("history", given, shared=True, empty_in=empty_in)
+    gate_note = None if gates else gates_note("history", given, source, empty_in=empty_in)
     say = progress or (lambda _msg: None)
     cache = _open_cache(out, overwrite and reuse)
     infos, skipped, copies, ignored = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)

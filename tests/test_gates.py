@@ -494,9 +494,29 @@ def test_an_empty_gates_key_checks_nothing_and_says_so(tmp_path: Path, text: str
     for command, argv in COMMANDS.items():
         r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--config", str(cfg), "--format", "none", "-q"])
         assert r.exit_code == 0, (command, r.output)
-        assert r.stderr.count(f"{cfg}: 'gates' is empty, so no gate is checked") == 1, (command, r.stderr)
+        assert r.stderr.count(f"{cfg}: 'gates' is empty, so {command} checks nothing") == 1, (command, r.stderr)
         r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--format", "none", "-q"])
         assert r.exit_code == 0 and "gates" not in r.stderr, (command, r.stderr)
+
+
+@pytest.mark.parametrize("text", ["gates:\n", "gates: {}\n"])
+def test_an_empty_gates_key_is_recorded_like_a_block_that_checks_nothing(tmp_path: Path, text: str):
+    """rt-hist7 F2: the empty-block note was said on stderr only: report.md / compare.md /
+    history.md had no ## Gates section and the JSON records note null, while a block of
+    another command's gates shows '## Gates: none checked' with its note in the Markdown and
+    ``gates.note`` in the JSON. Now recorded the same way in the three commands (once each)."""
+    reps = _two_reports(tmp_path)
+    cfg = _write(tmp_path / "c.yaml", text)
+    for command, r, md, gates in _each_command_written(tmp_path, reps, "--config", str(cfg)):
+        assert r.exit_code == 0, (command, r.output)
+        note = f"note: {cfg}: 'gates' is empty, so {command} checks nothing"
+        assert gates["checked"] == {} and gates["passed"] and gates["note"].startswith(note), (command, gates)
+        assert "## Gates: none checked\n" in md and md.count(note) == 1, (command, md)
+        assert r.stderr.count(note) == 1, (command, r.stderr)
+    # compare on prediction inputs evaluates them with the config: the note is compare's, once
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "p0.parquet"), str(tmp_path / "p1.parquet"),
+                                  "--config", str(cfg), "--format", "none"])
+    assert r.exit_code == 0 and r.stderr.count("'gates' is empty") == 1, r.stderr
 
 
 def test_without_gates_the_three_json_records_have_the_same_shape(tmp_path: Path):
