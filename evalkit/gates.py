@@ -423,14 +423,30 @@ def _eval_gate(gate: str, row: Any, limit: float, on_ci: bool, grouping: str, la
     v = _row_value(row, gate)
     if not _failed(gate, v, limit):
         return None
+    if gate == "max_mean_loss" and on_ci and "ci_low" in row.index:
+        lo = float(row["ci_low"])
+        if not (lo == lo and lo > limit):
+            return None
+    return GateFailure(gate, grouping, label, v, limit, _eval_detail(gate, row, detail))
+
+
+def _eval_detail(gate: str, row: Any, where: str) -> str:
+    """The one detail of a failed evaluate gate, in evaluate, compare and history alike:
+    ``[where, ]n N`` and what the figure rests on: ``max_mean_loss`` its interval (``CI [lo,
+    hi]``, ``no CI``; a weighted run: ``weighted mean, n_eff N``), ``max_clipped_fraction``
+    the rows clipped low. ``where``: ``""`` (evaluate), ``candidate`` (compare), ``latest
+    run`` (history)."""
+    parts = [where] if where else []
+    if gate == "max_mean_loss" and _weighted(row):
+        parts.append(f"weighted mean, n_eff {float(row.get('n_eff', math.nan)):.4g}")
+    else:
+        parts.append(f"n {int(row['count'])}")
     if gate == "max_mean_loss" and "ci_low" in row.index:
         lo, hi = float(row["ci_low"]), float(row["ci_high"])
-        ci = f"CI [{lo:.4g}, {hi:.4g}]" if lo == lo else "no CI"
-        if on_ci and not (lo == lo and lo > limit):
-            return None
-        n = f"weighted mean, n_eff {float(row.get('n_eff', math.nan)):.4g}" if _weighted(row) else f"n {int(row['count'])}"
-        detail = ", ".join(x for x in (detail, f"{n}, {ci}") if x)
-    return GateFailure(gate, grouping, label, v, limit, detail)
+        parts.append(f"CI [{lo:.4g}, {hi:.4g}]" if lo == lo else "no CI")
+    elif gate == "max_clipped_fraction":
+        parts.append(f"{int(row['clipped_low'] if 'clipped_low' in row else row['clipped'])} clipped low")
+    return ", ".join(parts)
 
 
 def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) -> list[GateFailure]:

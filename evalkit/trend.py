@@ -1494,8 +1494,12 @@ class _Build:
         if self.gated and in_latest:
             last = np.flatnonzero(tidy.run_pos == n_runs - 1)
             cols = list(_grouping_columns(name))
-            self.latest_view[name] = tidy.table.take(pa.array(last)).select(
-                [*cols, "count", "mean", "clipped_low", "accuracy"]).to_pandas(integer_object_nulls=True)
+            view = tidy.table.take(pa.array(last)).select(
+                [*cols, "count", "mean", "n_eff", "ci_low", "ci_high", "clipped_low", "accuracy"])
+            # the evaluate gates read it as evaluate reads a run's table (gates._eval_detail): its
+            # interval, and a weighted run's mean (``mean`` here) with its n_eff
+            self.latest_view[name] = view.to_pandas(integer_object_nulls=True).assign(
+                weighted_mean=lambda d: d["mean"].where(d["n_eff"].notna()))
         if self.tmp is not None and self.target is not None:
             fresh = {m: rs for m, rs in plan.months.items() if m not in plan.links}
             codes, names = runs.month_codes

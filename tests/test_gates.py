@@ -44,7 +44,7 @@ def test_evaluate_group_gates_and_min_count():
     assert [f.group for f in fs] == ["XX"]  # US at the limit passes; XX (1 row) is gated
     fs = check_gates(r, {"min_count": 2, "groups": {"region": {"max_mean_loss": 0.6}}})
     assert [(f.group, f.observed) for f in fs] == [("US", 0.65)]
-    assert str(fs[0]) == "max_mean_loss region[US]: observed 0.65 > limit 0.6"
+    assert str(fs[0]) == "max_mean_loss region[US]: observed 0.65 > limit 0.6 (n 39)"
     fs = check_gates(r, {"groups": {"region": {"min_accuracy": 0.75, "min_count": 50}}})
     assert fs == []  # only EU has >= 50 rows
     # compare-only keys are ignored by evaluate; an 'overall' entry works too
@@ -607,3 +607,62 @@ def test_a_gate_on_a_grouping_no_run_has_stays_a_usage_error_naming_every_runs_g
     r = CliRunner().invoke(main, ["history", with_region, without, "--config", str(cfg), "--format", "none",
                                   "--no-plots"])
     assert r.exit_code == 2 and "'regoin' in any run; groupings are overall, class, region\n" in r.stderr
+
+
+def _gate_reports(tmp_path: Path, weighted: bool) -> list[str]:
+    """Three runs of the same 200 rows (a weight column when ``weighted``), 10 confident
+    mistakes: every command's gate sees the same figures."""
+    out = []
+    for k in range(3):
+        rng = np.random.default_rng(7)
+        p = rng.uniform(0.2, 0.9, 200)
+        p[:10] = 0.0  # p_true 0 for label a: clipped low
+        df = pd.DataFrame({"id": range(200), "prob_a": p, "prob_b": 1 - p, "label": "a",
+                           "w": rng.uniform(0.5, 2.0, 200)})
+        df.to_parquet(tmp_path / f"p{k}.parquet")
+        evalkit.evaluate(df, weight="w" if weighted else None, plots=False).write(tmp_path / f"r{k}")
+        out.append(str(tmp_path / f"r{k}"))
+    return out
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_failed_evaluate_gate_reads_the_same_in_the_three_commands(tmp_path: Path, weighted: bool):
+    """rt-hist7 F7: history's failures of evaluate gates on the latest run said only
+    '(latest run)' where evaluate gave '(n 2000, CI [...])' and compare '(candidate, n 2000,
+    CI [...])'; evaluate's min_accuracy had no detail at all. One detail now: where, n (a
+    weighted run: n_eff), the interval of max_mean_loss, the rows clipped low."""
+    reps = _gate_reports(tmp_path, weighted)
+    cfg = _write(tmp_path / "g.yaml", "gates:\n  max_mean_loss: 0.01\n  min_accuracy: 0.99\n"
+                 "  max_clipped_fraction: 0.01\n")
+    argv = {"evaluate": ["evaluate", str(tmp_path / "p2.parquet"), "--no-plots", *(["--weight", "w"] * weighted)],
+            "compare": ["compare", reps[1], reps[2]], "history": ["history", *reps, "--no-plots"]}
+    where = {"evaluate": "", "compare": "candidate, ", "history": "latest run, "}
+    seen = {}
+    for command, args in argv.items():
+        r = CliRunner().invoke(main, [*args, "--config", str(cfg), "--format", "none"])
+        assert r.exit_code == 5, (command, r.output)
+        lines = sorted(line for line in r.stderr.splitlines() if line.startswith("gate failed: "))
+        assert len(lines) == 3, (command, r.stderr)
+        for line in lines:
+            head, detail = line.split(" (", 1)
+            assert detail.startswith(where[command]), (command, line)
+            seen.setdefault(head, set()).add(detail[len(where[command]):])
+    n = "weighted mean, n_eff " if weighted else "n 200, CI ["
+    assert [next(iter(d)).startswith(n) for h, d in sorted(seen.items()) if "max_mean_loss" in h] == [True]
+    assert {h.split(" ")[2]: d for h, d in seen.items() if "max_mean_loss" not in h} == \
+        {"max_clipped_fraction": {"n 200, 10 clipped low)"}, "min_accuracy": {"n 200)"}}
+    assert all(len(d) == 1 for d in seen.values()), seen  # the same figures in the three commands
+
+
+def test_require_ci_above_limit_holds_for_the_latest_run_in_history(tmp_path: Path):
+    """history read the latest run without its interval, so ``require_ci_above_limit`` had no
+    effect there: a mean above the limit failed though its interval covers the limit, where
+    evaluate and compare (the same run as candidate) passed."""
+    reps = _gate_reports(tmp_path, False)
+    mean = evalkit.evaluate(pd.read_parquet(tmp_path / "p2.parquet"), plots=False).mean
+    cfg = _write(tmp_path / "g.yaml", f"gates:\n  max_mean_loss: {mean * 0.99!r}\n  require_ci_above_limit: true\n")
+    for command, r, _, gates in _each_command_written(tmp_path, reps, "--config", str(cfg)):
+        assert r.exit_code == 0 and gates["passed"], (command, r.output)
+    cfg.write_text(f"gates:\n  max_mean_loss: {mean * 0.99!r}\n")
+    for command, r, _, gates in _each_command_written(tmp_path, reps, "--config", str(cfg), "--overwrite"):
+        assert r.exit_code == 5 and not gates["passed"], (command, r.output)
