@@ -9,16 +9,21 @@ detects duplicate prediction keys across batches and label rows never matched.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .aggregate.keys import signed_zero_as_zero
-from .errors import JoinError, UsageError, option, sample_rows
-from .layout import KEY_NAMES, LABEL_NAMES
+from .errors import JoinError, LabelError, UsageError, option, sample_rows
+from .layout import KEY_NAMES, LABEL_NAMES, LABEL_SAMPLE_ROWS
 from .validate import Problem
+
+if TYPE_CHECKING:
+    from .io import Source
 
 
 def _key_like(t: pa.DataType) -> bool:
@@ -76,6 +81,44 @@ def suggest_join_key(predictions: pa.Schema, labels_head: pa.Table) -> list[str]
         if unique([c]):
             return [c]
     return plausible if len(plausible) > 1 and unique(plausible) else []
+
+
+def check_label_orders(source: Source, column: str, classes: Sequence[str]) -> None:
+    """Refuse a labels input of several files whose categorical ``column`` declares its
+    categories in different orders, when the class order was taken from them (the positional
+    predictions are named by the first file's declared order, ``Layout.declared_order``):
+    the predictions cannot follow two orders, and which file's rows each prediction row
+    joins is the key's business, not the order's. Raises
+    :class:`~evalkit.errors.LabelError` naming both files and both orders (``--classes``
+    settles it). A file declaring some of the classes in the same relative order is
+    consistent (as a later part of a predictions file, ``Layout.labels``)."""
+    if len(source.files) < 2:
+        return
+    at = {c: i for i, c in enumerate(classes)}
+    first: str | None = None
+    seen: dict[str, object] = {}
+    batches = source.batches([column], batch_size=LABEL_SAMPLE_ROWS, dictionary_columns=[column])
+    with contextlib.closing(batches):  # type: ignore[arg-type]
+        for path, batch in batches:
+            col = batch.column(0)
+            if not batch.num_rows or not pa.types.is_dictionary(col.type) or seen.get(path) is col.dictionary:
+                continue
+            seen[path] = col.dictionary
+            first = first or path
+            order = [str(v) for v in col.dictionary.to_pylist() if v is not None]
+            pos = [at[v] for v in order if v in at]
+            if all(a < b for a, b in zip(pos, pos[1:], strict=False)):
+                continue
+            raise LabelError(
+                f"{source.label}: the labels files declare the categories of {column!r} in different orders: "
+                f"{first} declares {_short(classes)}, the order that names the classes of the positional "
+                f"predictions, but {path} declares {_short(order)}; the predictions cannot follow both: "
+                f"name the order the predictions follow with {option('classes', list(classes))} (or the other)")
+
+
+def _short(items: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(items[:limit])
+    return f"({shown}{f', ... ({len(items)} in all)' if len(items) > limit else ''})"
 
 
 def _plain(arr: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -200,3 +200,40 @@ def test_a_category_count_other_than_k_gets_no_sorted_hint(tmp_path, separate):
     text = str(err.value)
     assert "declares 4 categories (low, medium, high, unknown) for 3 classes" in text
     assert "high,low,medium" not in text and "'high', 'low', 'medium'" not in text and "sorted" not in text
+
+
+def test_labels_files_declaring_different_category_orders_are_refused(tmp_path):
+    """Several --labels files whose categorical label declares its categories in different
+    orders were not checked against each other: the first file's order named the classes of
+    the positional predictions, the other file's order was ignored silently. Now a LabelError
+    (exit 3) naming both files and both orders; the same order (or some of the classes in
+    the same relative order) is fine, and --classes settles it."""
+    n, cats = 200, ["low", "medium", "high"]
+    rng = np.random.default_rng(3)
+    lab = pd.Categorical(rng.choice(cats, n), categories=cats)
+    probs = np.full((n, 3), 0.1)
+    probs[np.arange(n), lab.codes] = 0.8
+    pd.DataFrame({"id": range(n), "probs": list(probs)}).to_parquet(tmp_path / "pred.parquet")
+    first = pd.DataFrame({"id": range(100), "label": lab[:100]})
+    cases = {"same": cats, "reversed": cats[::-1], "subset": ["low", "high"]}
+    for name, order in cases.items():
+        d = tmp_path / name
+        d.mkdir()
+        first.to_parquet(d / "1.parquet")
+        values = np.asarray(lab[100:].astype(str))
+        keep = np.isin(values, order)  # (subset: only rows of the classes it declares)
+        pd.DataFrame({"id": np.arange(100, n)[keep], "label": pd.Categorical(values[keep], categories=order)}
+                     ).to_parquet(d / "2.parquet")
+    ok = evalkit.evaluate(tmp_path / "pred.parquet", labels=tmp_path / "same", plots=False)
+    assert list(ok.metadata["classes"]) == cats and ok.overall["accuracy"] == 1.0
+    sub = evalkit.evaluate(tmp_path / "pred.parquet", labels=tmp_path / "subset", unmatched="drop", plots=False)
+    assert list(sub.metadata["classes"]) == cats and sub.overall["accuracy"] == 1.0
+    with pytest.raises(LabelError, match=r"declare the categories of 'label' in different orders: .*1\.parquet "
+                                         r"declares \(low, medium, high\).* but .*2\.parquet declares "
+                                         r"\(high, medium, low\)"):
+        evalkit.evaluate(tmp_path / "pred.parquet", labels=tmp_path / "reversed", plots=False)
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "pred.parquet"), "--labels", str(tmp_path / "reversed"),
+                                  "--no-plots", "--format", "none"])
+    assert r.exit_code == 3 and "--classes low,medium,high" in r.stderr, r.output
+    named = evalkit.evaluate(tmp_path / "pred.parquet", labels=tmp_path / "reversed", classes=cats, plots=False)
+    assert named.overall["accuracy"] == 1.0
