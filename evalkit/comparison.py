@@ -168,7 +168,9 @@ def _load_run(obj: Any, role: str, config: Any) -> _Run:
     cfg = _coerce_config(config)
     cfg.write_rows = True
     cfg.out = None  # a shared config's evaluate output (out:) is not this comparison's to write
-    cfg.gates_empty_in = None  # an empty gates: key is compare's to note, once
+    # the gates are compare's to check (evaluate's on the candidate, itself) and to note, once:
+    # a side's evaluation checks none (it warned "no gate that evaluate checks" per side)
+    cfg.gates, cfg.gates_empty_in = {}, None
     label = os.fspath(obj) if isinstance(obj, str | os.PathLike) else (
         ", ".join(map(str, obj)) if isinstance(obj, list | tuple) else f"<{role} {type(obj).__name__}>")
     with _warnings_named(f"{role} ({label})", role):

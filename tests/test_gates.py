@@ -666,3 +666,18 @@ def test_require_ci_above_limit_holds_for_the_latest_run_in_history(tmp_path: Pa
     cfg.write_text(f"gates:\n  max_mean_loss: {mean * 0.99!r}\n")
     for command, r, _, gates in _each_command_written(tmp_path, reps, "--config", str(cfg), "--overwrite"):
         assert r.exit_code == 5 and not gates["passed"], (command, r.output)
+
+
+@pytest.mark.parametrize("block", ["  max_regression: 5\n", "  max_drift: 0.1\n", "  min_count: 5\n"])
+def test_compare_of_prediction_inputs_says_its_gates_note_once(tmp_path: Path, block: str):
+    """compare evaluates prediction inputs with the shared config: each side's evaluation
+    also read its gates, so a compare-only block printed 'note: gates holds no gate that
+    evaluate checks' twice (baseline, candidate) next to compare's own word. The gates are
+    compare's: a side's evaluation checks none and says nothing of them."""
+    _two_reports(tmp_path)
+    cfg = _write(tmp_path / "g.yaml", "gates:\n" + block)
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "p0.parquet"), str(tmp_path / "p1.parquet"),
+                                  "--config", str(cfg), "--format", "none"])
+    assert r.exit_code == 0, r.output
+    assert "evaluate checks" not in r.stderr and r.stderr.count("note:") == (block != "  max_regression: 5\n"), \
+        r.stderr
