@@ -71,6 +71,10 @@ class GateFailure:
     limit: float
     detail: str = ""
     failed: bool = True  # False: the gate could not be checked, and that was only noted
+    #: the group's key columns and typed values (a missing key is None), as summary.json's
+    #: group records hold them; None for a gate on the overall line or a whole grouping.
+    #: ``group`` is the key's label as every report shows it (:func:`~evalkit.escape.key_label`).
+    key: tuple[tuple[str, Any], ...] | None = None
 
     def __str__(self) -> str:
         where = self.grouping if not self.group else f"{self.grouping}[{self.group}]"
@@ -88,8 +92,20 @@ class GateFailure:
         """One entry of a JSON ``gates.failures`` / ``gates.not_checked`` list (summary.json,
         compare.json, history.json alike); ``message`` is the one-line ``str()``."""
         return {"gate": self.gate, "grouping": self.grouping, "group": self.group,
+                "key": None if self.key is None else dict(self.key),
                 "observed": None if self.observed != self.observed else self.observed,
                 "limit": self.limit, "detail": self.detail, "message": str(self)}
+
+
+def group_key(row: Mapping[str, Any], cols: Sequence[str]) -> tuple[str, tuple[tuple[str, Any], ...] | None]:
+    """The ``group`` and ``key`` of a :class:`GateFailure` on the table row ``row`` of a
+    grouping with key columns ``cols``: the label the reports show (``grp[""]``, ``grp[∅]``,
+    a string ``"nan"`` as ``grp[nan]``) and the typed key values (a missing key as None)."""
+    from .escape import is_missing, key_label
+
+    values = [row[c] for c in cols]
+    plain = [None if is_missing(v) else v.item() if isinstance(v, np.generic) else v for v in values]
+    return key_label(values), (tuple(zip(cols, plain, strict=True)) if cols else None)
 
 
 def distinct_numbers(observed: float, limit: float) -> tuple[str, str]:
@@ -395,13 +411,15 @@ def check_gates(result: Any, gates: Mapping[str, Any] | None, *, detail: str = "
             # (history) a gate whose min_count leaves no group of the grouping checks nothing
             failures += [GateFailure(gate, gname, "", math.nan, float(sub[gate]), _no_group_left(
                 sub_min, gname, df["count"]), failed=unchecked_failed) for gate in EVAL_GATES if gate in sub]
-        for _, row in df.iterrows():
+        # the key values from records: iterrows would turn an integer key into a float
+        keys = df[key_cols].to_dict("records") if key_cols else [{}] * len(df)
+        for (_, row), key in zip(df.iterrows(), keys, strict=True):
             if row["count"] < max(sub_min, 1):
                 continue
-            label = ",".join(str(row[c]) for c in key_cols)
+            label, typed = group_key(key, key_cols)
             for gate in EVAL_GATES:
                 if gate in sub:
-                    failure = _eval_gate(gate, row, float(sub[gate]), sub_ci, gname, label, detail)
+                    failure = _eval_gate(gate, row, float(sub[gate]), sub_ci, gname, label, detail, typed)
                     if failure is not None:
                         failures.append(failure)
     return failures
@@ -415,7 +433,7 @@ def _no_group_left(min_count: int, grouping: str, counts: Any) -> str:
 
 
 def _eval_gate(gate: str, row: Any, limit: float, on_ci: bool, grouping: str, label: str,
-               detail: str) -> GateFailure | None:
+               detail: str, key: tuple[tuple[str, Any], ...] | None = None) -> GateFailure | None:
     """One evaluate gate on one table row. With ``on_ci``, ``max_mean_loss`` fails only when
     the whole confidence interval lies above the limit (``ci_low > limit``); a group without
     an interval (fewer than 2 rows) then never fails. In a weighted run ``max_mean_loss``
@@ -427,7 +445,7 @@ def _eval_gate(gate: str, row: Any, limit: float, on_ci: bool, grouping: str, la
         lo = float(row["ci_low"])
         if not (lo == lo and lo > limit):
             return None
-    return GateFailure(gate, grouping, label, v, limit, _eval_detail(gate, row, detail))
+    return GateFailure(gate, grouping, label, v, limit, _eval_detail(gate, row, detail), key=key)
 
 
 def _eval_detail(gate: str, row: Any, where: str) -> str:
@@ -510,18 +528,18 @@ def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) ->
             lo = row["ci_low"]
             if need_ci and not (lo is not None and lo == lo and lo > 0):
                 continue
-            label = ",".join(str(row[c]) for c in cols)
+            label, key = group_key(row, cols)
             ci = (f"{row['method']} CI [{row['ci_low']:.4g}, {row['ci_high']:.4g}]"
                   if row["ci_low"] == row["ci_low"] else f"{row['method']}, no CI")
             base = (f"baseline {row['baseline_mean']:.6g} -> candidate {row['candidate_mean']:.6g}, "
                     f"n {row['baseline_count']}/{row['candidate_count']}, {ci}")
             if "max_regression" in limits and row["delta"] > limits["max_regression"]:
                 failures.append(GateFailure("max_regression", gname, label, float(row["delta"]),
-                                            limits["max_regression"], base))
+                                            limits["max_regression"], base, key=key))
             rel = row["rel_delta"]
             if "max_regression_pct" in limits and rel == rel and 100 * rel > limits["max_regression_pct"]:
                 failures.append(GateFailure("max_regression_pct", gname, label, 100 * float(rel),
-                                            limits["max_regression_pct"], base))
+                                            limits["max_regression_pct"], base, key=key))
     return failures
 
 
@@ -606,11 +624,11 @@ def unknown_grouping(gname: str, runs: Mapping[str, Sequence[str]]) -> str:
 def _compare_unchecked_row(row: Mapping[str, Any], df: Any, gname: str, limits: Mapping[str, float],
                            strict: bool) -> list[GateFailure]:
     """Each gate of ``limits`` on a group in one run only, as not checked (``failed=strict``)."""
-    label = ",".join(str(row[c]) for c in df.columns if c not in _COMPARE_COLUMNS)
+    label, key = group_key(row, [c for c in df.columns if c not in _COMPARE_COLUMNS])
     side = (f"in the baseline only ({row['baseline_count']} rows; none in the candidate)"
             if row["baseline_count"] > 0 else f"in the candidate only ({row['candidate_count']} rows)")
     return [GateFailure(g, gname, label, math.nan, lim, f"the group has rows {side}: it cannot be compared",
-                        failed=strict) for g, lim in limits.items()]
+                        failed=strict, key=key) for g, lim in limits.items()]
 
 
 def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
@@ -811,12 +829,10 @@ def _latest_run_gates(latest: Mapping[str, Any], gates: Mapping[str, Any], group
         if trend is None or trend.empty or gname == "overall":
             continue
         cols = gname.split(",")
-        from .escape import fmt_key
-
         for row in trend[trend["latest"].isna() & (trend["runs"] > 0)].to_dict("records"):
-            label = ",".join(fmt_key(row[c]) for c in cols)
-            out += [GateFailure(gate, gname, label, math.nan, float(sub[gate]), _ABSENT_GROUP, failed=strict)
-                    for gate in EVAL_GATES if gate in sub]
+            label, key = group_key(row, cols)
+            out += [GateFailure(gate, gname, label, math.nan, float(sub[gate]), _ABSENT_GROUP, failed=strict,
+                                key=key) for gate in EVAL_GATES if gate in sub]
     return out
 
 
@@ -837,14 +853,12 @@ def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: 
     min_count = max(int(cfg.get("min_count", 0)), 1)
     need_ci = bool(cfg.get("require_ci_excludes_zero", False))
     cols = [] if gname == "overall" else gname.split(",")
-    from .escape import fmt_key
-
     seen = dict.fromkeys(limits, 0)  # groups each gate checked, and the counts it could have
     counts: dict[str, list[int]] = {g: [] for g in limits}
     for i, row in enumerate(df.to_dict("records")):
-        label = ",".join(fmt_key(row[c]) for c in cols)
+        label, key = group_key(row, cols)
         if row["latest"] != row["latest"]:  # in the window, not in the latest run: never silent
-            failures += [GateFailure(g, gname, label, math.nan, limits[g], _ABSENT_GROUP, failed=strict)
+            failures += [GateFailure(g, gname, label, math.nan, limits[g], _ABSENT_GROUP, failed=strict, key=key)
                          for g in limits]
             continue
         for g in limits:
@@ -861,16 +875,16 @@ def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: 
             detail += f", Holm-adjusted p = {rising[1][i]:.2g} over {rising[2]} drift tests"
         if drift_ok and "max_drift" in limits and row["drift"] > limits["max_drift"]:
             failures.append(GateFailure("max_drift", gname, label, float(row["drift"]),
-                                        limits["max_drift"], detail))
+                                        limits["max_drift"], detail, key=key))
         if row["latest"] == row["latest"] and row["reference"] != row["reference"]:
             failures += [GateFailure(g, gname, label, math.nan, limits[g],
                                      f"the group has no rows in the reference run ({lookback} runs "
-                                     "before the latest): its drift cannot be measured", failed=strict)
+                                     "before the latest): its drift cannot be measured", failed=strict, key=key)
                          for g in ("max_drift", "max_drift_pct") if g in limits]
         pct = row["drift_pct"]
         if drift_ok and "max_drift_pct" in limits and pct == pct and pct > limits["max_drift_pct"]:
             failures.append(GateFailure("max_drift_pct", gname, label, float(pct),
-                                        limits["max_drift_pct"], detail))
+                                        limits["max_drift_pct"], detail, key=key))
         if ("max_change_pct" in limits and row["changed"] and row["direction"] == "up"
                 and row["latest_count"] >= min_count and row["change_pct"] > limits["max_change_pct"]
                 and (shifts is None or shifts[0][i])):
@@ -878,7 +892,7 @@ def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: 
             failures.append(GateFailure(
                 "max_change_pct", gname, label, float(row["change_pct"]), limits["max_change_pct"],
                 f"mean {row['before']:.6g} -> {row['after']:.6g} since run {row['change_run']}, "
-                f"q = {row['q_value']:.2g}{family}"))
+                f"q = {row['q_value']:.2g}{family}", key=key))
     failures += [GateFailure(g, gname, "", math.nan, limits[g], _no_group_left(min_count, gname, counts[g]),
                              failed=strict) for g in limits if counts[g] and not seen[g]]
     return failures

@@ -458,7 +458,7 @@ def test_the_three_reports_say_the_same_of_their_gates(tmp_path: Path, strict: b
         assert "Gates checked:\n\n```yaml\n" in md and "max_mean_loss: 50" in md
         if not strict:
             assert f"all checked gates passed; {len(listed)} could not be checked" in r.stderr, command
-    assert entry_keys == {frozenset({"gate", "grouping", "group", "observed", "limit", "detail", "message"})}
+    assert entry_keys == {frozenset({"gate", "grouping", "group", "key", "observed", "limit", "detail", "message"})}
 
 
 def test_a_gates_block_that_checks_nothing_reads_the_same_in_the_three_reports(tmp_path: Path):
@@ -681,3 +681,45 @@ def test_compare_of_prediction_inputs_says_its_gates_note_once(tmp_path: Path, b
     assert r.exit_code == 0, r.output
     assert "evaluate checks" not in r.stderr and r.stderr.count("note:") == (block != "  max_regression: 5\n"), \
         r.stderr
+
+
+def _odd_key_reports(tmp_path: Path) -> list[str]:
+    """Three runs whose ``grp`` holds the strings ``nan``, ``None``, ``""`` and a null key."""
+    out = []
+    for k in range(3):
+        rng = np.random.default_rng(k)
+        p = rng.uniform(0.2, 0.9, 400)
+        grp = np.array(["nan", "None", "", None], dtype=object)[np.arange(400) % 4]
+        df = pd.DataFrame({"prob_a": p, "prob_b": 1 - p, "label": "a", "grp": grp})
+        df.to_parquet(tmp_path / f"p{k}.parquet")
+        evalkit.evaluate(df, by=["grp"], plots=False).write(tmp_path / f"r{k}")
+        out.append(str(tmp_path / f"r{k}"))
+    return out
+
+
+def test_gate_failures_name_a_null_an_empty_and_a_nan_string_group_as_the_reports_do(tmp_path: Path):
+    """rt-eval8 F6: a failed gate on the "" group read like a gate on the whole grouping
+    (``grp:``), the string 'nan' and the null group both read ``grp[nan]``, and the JSON
+    ``group`` held '', 'None', 'nan', 'nan'. Now the reports' key strings (fmt_key) in every
+    command's stderr, Markdown and JSON, and the typed key (null for a missing key) in JSON."""
+    from evalkit.escape import md_text
+
+    reps = _odd_key_reports(tmp_path)
+    cfg = _write(tmp_path / "g.yaml", "gates:\n  groups:\n    grp:\n      max_mean_loss: 0.01\n"
+                 "      max_regression: -10\n      max_drift: -10\n")
+    want = {'""': "", "None": "None", "nan": "nan", "∅": None}
+    argv = {"evaluate": ["evaluate", str(tmp_path / "p2.parquet"), "--by", "grp", "--no-plots"],
+            "compare": ["compare", reps[1], reps[2]], "history": ["history", *reps, "--lookback", "2", "--no-plots"]}
+    gates_of = {"evaluate": "max_mean_loss", "compare": "max_regression", "history": "max_drift"}
+    for command, args in argv.items():
+        out = tmp_path / f"o_{command}"
+        r = CliRunner().invoke(main, [*args, "--config", str(cfg), "--out", str(out), "--format", "none"])
+        assert r.exit_code == 5, (command, r.output)
+        md, gates = _gates_of(command, out)
+        for gate in {"max_mean_loss", gates_of[command]}:
+            entries = [e for e in gates["failures"] if e["gate"] == gate]
+            assert {e["group"]: e["key"] for e in entries} == {g: {"grp": v} for g, v in want.items()}, \
+                (command, gate, entries)
+            for e in entries:
+                assert e["message"].startswith(f"{gate} grp[{e['group']}]: observed "), e["message"]
+                assert f"gate failed: {e['message']}" in r.stderr and md_text(e["message"]) in md
