@@ -454,11 +454,12 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
     started = time.time()
     t0 = time.perf_counter()
     gate_note = None
-    if cfg.gates:  # a config's gates serve the three commands: say so when none is evaluate's
+    if cfg.gates or cfg.gates_empty_in:  # a config's gates serve the three commands: say so when none is evaluate's
         from .gates import gates_for, gates_note
 
         if not gates_for("evaluate", cfg.gates, shared=True, warn=False):
-            gate_note = gates_note("evaluate", cfg.gates)  # a run warning: stderr, summary.json, report.md
+            # a run warning: stderr, summary.json, report.md
+            gate_note = gates_note("evaluate", cfg.gates, empty_in=cfg.gates_empty_in)
     inputs = pipeline.resolve_inputs(data, labels, cfg, progress)
     layout = pipeline.detect_input_layout(inputs, cfg)
     groupings = pipeline.resolve_groupings(cfg, inputs.names)
@@ -545,12 +546,13 @@ def _apply_gates(result: EvalResult, cfg: EvalConfig) -> None:
     and history.json's gates; a block that holds no gate evaluate checks records
     ``checked`` empty and the note; no block: the record of no gate, ``passed`` true, as
     compare.json and history.json always carry one)."""
-    from .gates import gates_record
+    from .gates import gates_note, gates_record
 
-    if not cfg.gates:
-        result.metadata["gates"] = gates_record("evaluate", {}, None, [], [])
+    if not cfg.gates:  # (an empty gates: key: the record of no gate, with its note)
+        result.metadata["gates"] = gates_record("evaluate", {}, gates_note("evaluate", {}, empty_in=cfg.gates_empty_in),
+                                                [], [])
     else:
-        from .gates import check_gates, gates_for, gates_note
+        from .gates import check_gates, gates_for
 
         checked = gates_for("evaluate", cfg.gates, shared=True, warn=False)
         strict = bool(checked.get("fail_unchecked", False))

@@ -33,6 +33,18 @@ from .cli_common import (
 )
 
 
+def _one_labels_input(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> str | None:
+    """``--labels`` names one labels input. Given twice, click kept the last and the first
+    was silently dropped (rt-eval8 F5), while ``--on``, ``--by`` and INPUT take several:
+    a usage error (exit 2) saying how several files are one labels input."""
+    if len(value) > 1:
+        raise click.UsageError(
+            f"--labels given {len(value)} times ({', '.join(value)}): it takes one labels input. Several "
+            "labels files are one input as a directory of them or a quoted glob (--labels 'labels/*.parquet').",
+            ctx)
+    return value[0] if value else None
+
+
 @click.group(context_settings=GROUP_CONTEXT, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="evalkit")
 def main() -> None:
@@ -59,7 +71,8 @@ def main() -> None:
               help="YAML/TOML config file; flags override its keys.")
 @click.option("--out", "-o", type=click.Path(), help="Output directory for the report.")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace an existing report in --out.")
-@click.option("--labels", help="Separate labels input (Parquet), joined on --on.")
+@click.option("--labels", multiple=True, callback=_one_labels_input,
+              help="Separate labels input (Parquet file, directory or glob), joined on --on.")
 @click.option("--on", multiple=True, help="Join key column(s) for --labels. Repeatable.")
 @layout_options
 @click.option("--by", multiple=True,
@@ -219,7 +232,8 @@ def _print_result(result: Any, fmt: str, written: bool = False) -> None:
 
 @main.command(context_settings=CONTEXT, epilog=INSPECT_EXIT_CODES_HELP)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("--labels", help="Separate labels input, to see how it would be joined.")
+@click.option("--labels", multiple=True, callback=_one_labels_input,
+              help="Separate labels input, to see how it would be joined.")
 @click.option("--on", multiple=True, help="Join key column(s) for --labels (default: the one shared key).")
 @layout_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)

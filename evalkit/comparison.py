@@ -168,6 +168,9 @@ def _load_run(obj: Any, role: str, config: Any) -> _Run:
     cfg = _coerce_config(config)
     cfg.write_rows = True
     cfg.out = None  # a shared config's evaluate output (out:) is not this comparison's to write
+    # the gates are compare's to check (evaluate's on the candidate, itself) and to note, once:
+    # a side's evaluation checks none (it warned "no gate that evaluate checks" per side)
+    cfg.gates, cfg.gates_empty_in = {}, None
     label = os.fspath(obj) if isinstance(obj, str | os.PathLike) else (
         ", ".join(map(str, obj)) if isinstance(obj, list | tuple) else f"<{role} {type(obj).__name__}>")
     with _warnings_named(f"{role} ({label})", role):
@@ -678,7 +681,10 @@ def _resolve_gates(gates: Mapping[str, Any] | None, cfg: Any) -> tuple[dict[str,
         checked = gates_for("compare", gates, shared=False, source=source)
     else:
         source, gates = "gates", cfg.gates if cfg is not None else None
-        checked = gates_for("compare", gates, shared=True)
+        empty_in = getattr(cfg, "gates_empty_in", None)  # an empty gates: key, noted the same way
+        checked = gates_for("compare", gates, shared=True, empty_in=empty_in)
+        if not gates:
+            return checked, gates_note("compare", gates, source, empty_in=empty_in)
     return checked, (gates_note("compare", gates, source) if gates and not checked else None)
 
 

@@ -109,13 +109,17 @@ class EvalConfig:
     """Settings of ``evalkit history``: window, lookback, alpha, min_change_pct, min_before,
     max_rows, confidence (see :mod:`evalkit.trend`)."""
     source_file: str | None = field(default=None, compare=False)
+    gates_empty_in: str | None = field(default=None, compare=False)
+    """Where an empty ``gates:`` key was read (a file, ``config``), else None: no key of the
+    config (not in :meth:`to_dict` / :meth:`digest`); each command notes it like a block
+    holding none of its gates (:func:`evalkit.gates.gates_note`)."""
 
     # -- construction -----------------------------------------------------------------
 
     @classmethod
     def field_names(cls) -> list[str]:
         """The config keys."""
-        return [f.name for f in dataclasses.fields(cls) if f.name != "source_file"]
+        return [f.name for f in dataclasses.fields(cls) if f.name not in _NOT_KEYS]
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> EvalConfig:
@@ -166,7 +170,7 @@ class EvalConfig:
 
     def update(self, data: Mapping[str, Any], source: str = "flags") -> EvalConfig:
         """Override fields from a mapping (None values are ignored)."""
-        known = {f.name: f for f in dataclasses.fields(self) if f.name != "source_file"}
+        known = {f.name: f for f in dataclasses.fields(self) if f.name not in _NOT_KEYS}
         for raw_key, value in data.items():
             key = str(raw_key).replace("-", "_")
             if key == "output":
@@ -176,8 +180,11 @@ class EvalConfig:
                     f"{source}: unknown config key {raw_key!r}{closest(key, known)}; "
                     f"known keys: {', '.join(sorted(known))}"
                 )
-            if key == "gates" and source != "flags" and (value is None or value == {}):
-                _empty_gates_note(source)
+            if key == "gates" and source != "flags":
+                # an empty key (every gate commented out) checks nothing, as no key, but each
+                # command says so in its output, JSON and report: never silent; a usage error
+                # would stop the night's reports for what may be meant
+                self.gates_empty_in = source if value is None or value == {} else None
             if value is None:
                 continue
             setattr(self, key, _coerce(key, value, source))
@@ -246,7 +253,8 @@ class EvalConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the settings (JSON-serialisable)."""
         d = dataclasses.asdict(self)
-        d.pop("source_file", None)
+        for key in _NOT_KEYS:
+            d.pop(key, None)
         return d
 
     def digest(self) -> str:
@@ -255,6 +263,8 @@ class EvalConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+#: Fields of :class:`EvalConfig` that are no config key: where it was read from.
+_NOT_KEYS = ("source_file", "gates_empty_in")
 _LIST_KEYS = {"input", "on", "predictions", "targets", "classes", "slices"}
 _PATH_KEYS = {"input", "labels", "out"}
 _BOOL_KEYS = {"by_class", "by_split", "renormalize", "overwrite", "write_rows", "plots"}
@@ -325,19 +335,6 @@ def strict_count(key: str, value: Any, source: str, minimum: int = 0) -> int:
     if f < minimum:
         raise ConfigError(f"{source}: key {key!r} must be >= {minimum}, got {value!r}")
     return int(f)
-
-
-def _empty_gates_note(source: str) -> None:
-    """An empty ``gates:`` key (YAML null, or ``{}``) in a config: no gate is checked, as
-    without the key, but said (a warning on stderr even with ``-q``), never silent: in a
-    nightly file it is most often every gate commented out; a usage error would stop the
-    night's reports for what may be meant, a silent pass would hide it."""
-    import warnings
-
-    from .errors import EvalkitWarning
-
-    warnings.warn(EvalkitWarning(f"note: {source}: 'gates' is empty, so no gate is checked; put gates "
-                                 "under it (configs/README.md) or remove the key"), stacklevel=3)
 
 
 def check_compare_settings(settings: Mapping[str, Any], source: str = "compare") -> dict[str, Any]:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -71,6 +71,10 @@ class GateFailure:
     limit: float
     detail: str = ""
     failed: bool = True  # False: the gate could not be checked, and that was only noted
+    #: the group's key columns and typed values (a missing key is None), as summary.json's
+    #: group records hold them; None for a gate on the overall line or a whole grouping.
+    #: ``group`` is the key's label as every report shows it (:func:`~evalkit.escape.key_label`).
+    key: tuple[tuple[str, Any], ...] | None = None
 
     def __str__(self) -> str:
         where = self.grouping if not self.group else f"{self.grouping}[{self.group}]"
@@ -88,8 +92,20 @@ class GateFailure:
         """One entry of a JSON ``gates.failures`` / ``gates.not_checked`` list (summary.json,
         compare.json, history.json alike); ``message`` is the one-line ``str()``."""
         return {"gate": self.gate, "grouping": self.grouping, "group": self.group,
+                "key": None if self.key is None else dict(self.key),
                 "observed": None if self.observed != self.observed else self.observed,
                 "limit": self.limit, "detail": self.detail, "message": str(self)}
+
+
+def group_key(row: Mapping[str, Any], cols: Sequence[str]) -> tuple[str, tuple[tuple[str, Any], ...] | None]:
+    """The ``group`` and ``key`` of a :class:`GateFailure` on the table row ``row`` of a
+    grouping with key columns ``cols``: the label the reports show (``grp[""]``, ``grp[∅]``,
+    a string ``"nan"`` as ``grp[nan]``) and the typed key values (a missing key as None)."""
+    from .escape import is_missing, key_label
+
+    values = [row[c] for c in cols]
+    plain = [None if is_missing(v) else v.item() if isinstance(v, np.generic) else v for v in values]
+    return key_label(values), (tuple(zip(cols, plain, strict=True)) if cols else None)
 
 
 def distinct_numbers(observed: float, limit: float) -> tuple[str, str]:
@@ -174,7 +190,7 @@ GATE_COMMANDS: dict[str, tuple[str, ...]] = {
 
 
 def gates_for(command: str, gates: Mapping[str, Any] | None, *, shared: bool,
-              source: str = "gates", warn: bool = True) -> dict[str, Any]:
+              source: str = "gates", warn: bool = True, empty_in: str | None = None) -> dict[str, Any]:
     """The gates ``command`` checks, validated and normalised: the one place each command's
     gates are accepted. ``{}`` when the block holds no gate ``command`` checks: it then
     checks nothing, and says so (:func:`gates_note`, an
@@ -188,10 +204,13 @@ def gates_for(command: str, gates: Mapping[str, Any] | None, *, shared: bool,
     ``evaluate(..., gates=...)``) must all be checked by it: any other key is a
     :class:`~evalkit.errors.ConfigError` (exit 2) naming the key and the command that
     checks it, never a gate silently left unchecked. An unknown key is a ConfigError in
-    both cases (:func:`validate_gates`).
+    both cases (:func:`validate_gates`). ``empty_in``: where an empty ``gates:`` key was read
+    (``EvalConfig.gates_empty_in``): noted the same way.
     """
     gates = normalize_gates(gates)
     if not gates:
+        if warn and (note := gates_note(command, gates, source, empty_in=empty_in)):
+            _warn_note(note)
         return {}
     validate_gates(gates, source)
     if not shared:
@@ -208,24 +227,32 @@ def gates_for(command: str, gates: Mapping[str, Any] | None, *, shared: bool,
     if note is None:
         return gates
     if warn:
-        import warnings
-
-        from .errors import EvalkitWarning
-
-        warnings.warn(EvalkitWarning(note), stacklevel=2)
+        _warn_note(note)
     return {}
 
 
-def gates_note(command: str, gates: Mapping[str, Any] | None, source: str = "gates") -> str | None:
+def _warn_note(note: str) -> None:
+    import warnings
+
+    from .errors import EvalkitWarning
+
+    warnings.warn(EvalkitWarning(note), stacklevel=3)
+
+
+def gates_note(command: str, gates: Mapping[str, Any] | None, source: str = "gates", *,
+               empty_in: str | None = None) -> str | None:
     """The note ``command`` gives when a gates block is present but no gate in it is one
-    ``command`` checks, or None (no block, or a gate ``command`` checks is in it). Two cases:
-    the block holds gates only other commands check (named, with the commands that check
-    them), or only settings of gates (``min_count``, ``require_ci_*``, ``fail_unchecked``)
-    and no limit at all. Either way the command checks nothing, and its output (stderr, even
-    under ``-q``) and JSON say so. The one wording of that note for the three commands."""
+    ``command`` checks, or None (no block, or a gate ``command`` checks is in it). Three
+    cases: the block is empty (``gates:`` or ``gates: {}``, read in ``empty_in``: every gate
+    commented out), it holds gates only other commands check (named, with the commands that
+    check them), or only settings of gates (``min_count``, ``require_ci_*``,
+    ``fail_unchecked``) and no limit at all. Each way the command checks nothing, and its
+    output (stderr, even under ``-q``), JSON (``gates.note``) and report (``## Gates: none
+    checked``) say so. The one wording of that note for the three commands."""
     gates = normalize_gates(gates)
     if not gates:
-        return None
+        return (f"note: {empty_in}: 'gates' is empty, so {command} checks nothing; put gates under it "
+                "(configs/README.md) or remove the key") if empty_in else None
     keys = {k for k in gates if k != "groups"} | {k for sub in (gates.get("groups") or {}).values()
                                                   for k in (sub or {})}
     found = sorted(k for k in keys if k not in GATE_OPTIONS)
@@ -384,13 +411,15 @@ def check_gates(result: Any, gates: Mapping[str, Any] | None, *, detail: str = "
             # (history) a gate whose min_count leaves no group of the grouping checks nothing
             failures += [GateFailure(gate, gname, "", math.nan, float(sub[gate]), _no_group_left(
                 sub_min, gname, df["count"]), failed=unchecked_failed) for gate in EVAL_GATES if gate in sub]
-        for _, row in df.iterrows():
+        # the key values from records: iterrows would turn an integer key into a float
+        keys = df[key_cols].to_dict("records") if key_cols else [{}] * len(df)
+        for (_, row), key in zip(df.iterrows(), keys, strict=True):
             if row["count"] < max(sub_min, 1):
                 continue
-            label = ",".join(str(row[c]) for c in key_cols)
+            label, typed = group_key(key, key_cols)
             for gate in EVAL_GATES:
                 if gate in sub:
-                    failure = _eval_gate(gate, row, float(sub[gate]), sub_ci, gname, label, detail)
+                    failure = _eval_gate(gate, row, float(sub[gate]), sub_ci, gname, label, detail, typed)
                     if failure is not None:
                         failures.append(failure)
     return failures
@@ -404,7 +433,7 @@ def _no_group_left(min_count: int, grouping: str, counts: Any) -> str:
 
 
 def _eval_gate(gate: str, row: Any, limit: float, on_ci: bool, grouping: str, label: str,
-               detail: str) -> GateFailure | None:
+               detail: str, key: tuple[tuple[str, Any], ...] | None = None) -> GateFailure | None:
     """One evaluate gate on one table row. With ``on_ci``, ``max_mean_loss`` fails only when
     the whole confidence interval lies above the limit (``ci_low > limit``); a group without
     an interval (fewer than 2 rows) then never fails. In a weighted run ``max_mean_loss``
@@ -412,14 +441,30 @@ def _eval_gate(gate: str, row: Any, limit: float, on_ci: bool, grouping: str, la
     v = _row_value(row, gate)
     if not _failed(gate, v, limit):
         return None
+    if gate == "max_mean_loss" and on_ci and "ci_low" in row.index:
+        lo = float(row["ci_low"])
+        if not (lo == lo and lo > limit):
+            return None
+    return GateFailure(gate, grouping, label, v, limit, _eval_detail(gate, row, detail), key=key)
+
+
+def _eval_detail(gate: str, row: Any, where: str) -> str:
+    """The one detail of a failed evaluate gate, in evaluate, compare and history alike:
+    ``[where, ]n N`` and what the figure rests on: ``max_mean_loss`` its interval (``CI [lo,
+    hi]``, ``no CI``; a weighted run: ``weighted mean, n_eff N``), ``max_clipped_fraction``
+    the rows clipped low. ``where``: ``""`` (evaluate), ``candidate`` (compare), ``latest
+    run`` (history)."""
+    parts = [where] if where else []
+    if gate == "max_mean_loss" and _weighted(row):
+        parts.append(f"weighted mean, n_eff {float(row.get('n_eff', math.nan)):.4g}")
+    else:
+        parts.append(f"n {int(row['count'])}")
     if gate == "max_mean_loss" and "ci_low" in row.index:
         lo, hi = float(row["ci_low"]), float(row["ci_high"])
-        ci = f"CI [{lo:.4g}, {hi:.4g}]" if lo == lo else "no CI"
-        if on_ci and not (lo == lo and lo > limit):
-            return None
-        n = f"weighted mean, n_eff {float(row.get('n_eff', math.nan)):.4g}" if _weighted(row) else f"n {int(row['count'])}"
-        detail = ", ".join(x for x in (detail, f"{n}, {ci}") if x)
-    return GateFailure(gate, grouping, label, v, limit, detail)
+        parts.append(f"CI [{lo:.4g}, {hi:.4g}]" if lo == lo else "no CI")
+    elif gate == "max_clipped_fraction":
+        parts.append(f"{int(row['clipped_low'] if 'clipped_low' in row else row['clipped'])} clipped low")
+    return ", ".join(parts)
 
 
 def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) -> list[GateFailure]:
@@ -432,7 +477,8 @@ def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) ->
     ``min_count`` rows in either run is reported but not gated. A group in one run only (a
     region with no rows in the candidate) cannot be checked: each of its gates is returned
     as not checked, never a silent pass; so is a gate whose ``min_count`` leaves no group of
-    a grouping. With
+    a grouping, and a gate on a grouping of one run only (history's rule for a grouping
+    absent from the latest run); a grouping neither run has is a ConfigError. With
     ``require_ci_excludes_zero``, a regression counts only when ``ci_low > 0`` (a group with
     no interval, n < 2, then never fails). Evaluate gates (``max_mean_loss``...) are checked
     on the candidate's statistics.
@@ -445,20 +491,20 @@ def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) ->
     groups_cfg: Mapping[str, Any] = gates.get("groups") or {}
     tables = compare_result.tables
     candidate = getattr(compare_result, "candidate", None)
-    for gname in groups_cfg:
-        known = gname in tables or gname == "overall" or (
-            candidate is not None and gname in candidate.groups)
-        if not known:
-            raise ConfigError(f"gates: no grouping {gname!r}; groupings are {', '.join(tables)}")
+    one_side = _groupings_of_one_run(compare_result, groups_cfg)
     strict = bool(gates.get("fail_unchecked", False))
     if candidate is not None:
-        failures += _candidate_gates(candidate, gates, groups_cfg, tables, strict)
+        failures += _candidate_gates(candidate, gates, groups_cfg, tables, strict, one_side)
     top = {k: gates[k] for k in (*COMPARE_GATES, *GATE_OPTIONS) if k in gates}
-    for gname, df in tables.items():
+    for gname, df in [*tables.items(), *((g, None) for g in one_side)]:
         cfg = {**top, **{k: v for k, v in (groups_cfg.get(gname) or {}).items()
                          if k in (*COMPARE_GATES, *GATE_OPTIONS)}}
         limits = {g: float(cfg[g]) for g in COMPARE_GATES if g in cfg}
         if not limits:
+            continue
+        if df is None:  # a grouping of one run only: its groups cannot be compared
+            failures += [GateFailure(g, gname, "", math.nan, lim, _grouping_in_one_run(one_side[gname]),
+                                     failed=strict) for g, lim in limits.items()]
             continue
         min_count = max(int(cfg.get("min_count", 0)), 1)
         need_ci = bool(cfg.get("require_ci_excludes_zero", False))
@@ -482,18 +528,18 @@ def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) ->
             lo = row["ci_low"]
             if need_ci and not (lo is not None and lo == lo and lo > 0):
                 continue
-            label = ",".join(str(row[c]) for c in cols)
+            label, key = group_key(row, cols)
             ci = (f"{row['method']} CI [{row['ci_low']:.4g}, {row['ci_high']:.4g}]"
                   if row["ci_low"] == row["ci_low"] else f"{row['method']}, no CI")
             base = (f"baseline {row['baseline_mean']:.6g} -> candidate {row['candidate_mean']:.6g}, "
                     f"n {row['baseline_count']}/{row['candidate_count']}, {ci}")
             if "max_regression" in limits and row["delta"] > limits["max_regression"]:
                 failures.append(GateFailure("max_regression", gname, label, float(row["delta"]),
-                                            limits["max_regression"], base))
+                                            limits["max_regression"], base, key=key))
             rel = row["rel_delta"]
             if "max_regression_pct" in limits and rel == rel and 100 * rel > limits["max_regression_pct"]:
                 failures.append(GateFailure("max_regression_pct", gname, label, 100 * float(rel),
-                                            limits["max_regression_pct"], base))
+                                            limits["max_regression_pct"], base, key=key))
     return failures
 
 
@@ -516,11 +562,37 @@ def _compare_unchecked(df: Any, gname: str, limits: Mapping[str, float], min_cou
     return out
 
 
+def _groupings_of_one_run(compare_result: Any, groups_cfg: Mapping[str, Any]) -> dict[str, str]:
+    """The groupings of one run only (name -> ``"baseline"`` / ``"candidate"``), whose gates
+    are not checked; a grouping ``groups_cfg`` gates that neither run has is a ConfigError
+    (:func:`unknown_grouping`)."""
+    tables = compare_result.tables
+    candidate = getattr(compare_result, "candidate", None)
+    meta = getattr(compare_result, "metadata", None) or {}
+    one_side = {**dict.fromkeys(meta.get("groupings_only_in_baseline") or (), "baseline"),
+                **dict.fromkeys(meta.get("groupings_only_in_candidate") or (), "candidate")}
+    if candidate is not None:  # (a CompareResult records them; a bare one may not)
+        one_side.update({g: "candidate" for g in candidate.groups if g not in tables})
+    runs = {"baseline": [*tables, *(g for g, side in one_side.items() if side == "baseline")],
+            "candidate": [*tables, *(g for g, side in one_side.items() if side == "candidate")]}
+    for gname in groups_cfg:
+        if gname not in tables and gname != "overall" and gname not in one_side:
+            raise ConfigError(unknown_grouping(gname, runs))
+    return one_side
+
+
 def _candidate_gates(candidate: Any, gates: Mapping[str, Any], groups_cfg: Mapping[str, Any],
-                     tables: Mapping[str, Any], strict: bool) -> list[GateFailure]:
+                     tables: Mapping[str, Any], strict: bool,
+                     one_side: Mapping[str, str] | None = None) -> list[GateFailure]:
     """The evaluate gates compare checks on the candidate's statistics; those on a group the
-    candidate lacks (rows in the baseline only) are not checked (``failed=strict``)."""
-    out = check_gates(candidate, gates, detail="candidate", unchecked_failed=strict)
+    candidate lacks (rows in the baseline only), or on a grouping it lacks (the baseline's
+    only), are not checked (``failed=strict``)."""
+    gone = [g for g, side in (one_side or {}).items() if side == "baseline" and g in groups_cfg]
+    out = [GateFailure(gate, gname, "", math.nan, float(groups_cfg[gname][gate]),
+                       _grouping_in_one_run("baseline"), failed=strict)
+           for gname in gone for gate in EVAL_GATES if gate in groups_cfg[gname]]
+    kept = {**gates, "groups": {g: sub for g, sub in groups_cfg.items() if g not in gone}}
+    out += check_gates(candidate, kept, detail="candidate", unchecked_failed=strict)
     for gname, sub in groups_cfg.items():
         evals = {g: float(sub[g]) for g in EVAL_GATES if g in sub}
         df = tables.get(gname)
@@ -530,14 +602,33 @@ def _candidate_gates(candidate: Any, gates: Mapping[str, Any], groups_cfg: Mappi
     return out
 
 
+def _grouping_in_one_run(side: str) -> str:
+    """Why a gate on a grouping of one run only is not checked (as history's "the grouping is
+    absent from the latest run")."""
+    other = "candidate" if side == "baseline" else "baseline"
+    return f"the grouping is absent from the {other} (it is in the {side} only)"
+
+
+def unknown_grouping(gname: str, runs: Mapping[str, Sequence[str]]) -> str:
+    """The usage error of a gate on a grouping no input has (a typo, or a grouping no run
+    computed): compare and history name every input's groupings. A grouping some input has
+    and the checked run lacks is not this: its gates are "not checked" (``fail_unchecked``
+    decides), as a nightly job expects of a grouping missing from one night's data."""
+    lists = {name: ", ".join(dict.fromkeys(groupings)) for name, groupings in runs.items()}
+    head = f"gates: no grouping {gname!r} in {'either run' if len(lists) == 2 else 'any run'}; groupings are "
+    if len(set(lists.values())) == 1:
+        return head + next(iter(lists.values()))
+    return head + "; ".join(f"{text} ({name})" for name, text in lists.items())
+
+
 def _compare_unchecked_row(row: Mapping[str, Any], df: Any, gname: str, limits: Mapping[str, float],
                            strict: bool) -> list[GateFailure]:
     """Each gate of ``limits`` on a group in one run only, as not checked (``failed=strict``)."""
-    label = ",".join(str(row[c]) for c in df.columns if c not in _COMPARE_COLUMNS)
+    label, key = group_key(row, [c for c in df.columns if c not in _COMPARE_COLUMNS])
     side = (f"in the baseline only ({row['baseline_count']} rows; none in the candidate)"
             if row["baseline_count"] > 0 else f"in the candidate only ({row['candidate_count']} rows)")
     return [GateFailure(g, gname, label, math.nan, lim, f"the group has rows {side}: it cannot be compared",
-                        failed=strict) for g, lim in limits.items()]
+                        failed=strict, key=key) for g, lim in limits.items()]
 
 
 def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
@@ -573,8 +664,8 @@ def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
     groups_cfg: Mapping[str, Any] = gates.get("groups") or {}
     trends = history_result.trends
     for gname in groups_cfg:
-        if gname not in trends:
-            raise ConfigError(f"gates: no grouping {gname!r}; groupings are {', '.join(trends)}")
+        if gname not in trends:  # in no run read (absent from the latest only: not checked, below)
+            raise ConfigError(unknown_grouping(gname, {"runs": list(trends)}))
     meta = history_result.metadata
     absent: Mapping[str, int] = meta.get("absent_from_latest") or {}
     strict = bool(gates.get("fail_unchecked", False))
@@ -738,12 +829,10 @@ def _latest_run_gates(latest: Mapping[str, Any], gates: Mapping[str, Any], group
         if trend is None or trend.empty or gname == "overall":
             continue
         cols = gname.split(",")
-        from .escape import fmt_key
-
         for row in trend[trend["latest"].isna() & (trend["runs"] > 0)].to_dict("records"):
-            label = ",".join(fmt_key(row[c]) for c in cols)
-            out += [GateFailure(gate, gname, label, math.nan, float(sub[gate]), _ABSENT_GROUP, failed=strict)
-                    for gate in EVAL_GATES if gate in sub]
+            label, key = group_key(row, cols)
+            out += [GateFailure(gate, gname, label, math.nan, float(sub[gate]), _ABSENT_GROUP, failed=strict,
+                                key=key) for gate in EVAL_GATES if gate in sub]
     return out
 
 
@@ -764,14 +853,12 @@ def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: 
     min_count = max(int(cfg.get("min_count", 0)), 1)
     need_ci = bool(cfg.get("require_ci_excludes_zero", False))
     cols = [] if gname == "overall" else gname.split(",")
-    from .escape import fmt_key
-
     seen = dict.fromkeys(limits, 0)  # groups each gate checked, and the counts it could have
     counts: dict[str, list[int]] = {g: [] for g in limits}
     for i, row in enumerate(df.to_dict("records")):
-        label = ",".join(fmt_key(row[c]) for c in cols)
+        label, key = group_key(row, cols)
         if row["latest"] != row["latest"]:  # in the window, not in the latest run: never silent
-            failures += [GateFailure(g, gname, label, math.nan, limits[g], _ABSENT_GROUP, failed=strict)
+            failures += [GateFailure(g, gname, label, math.nan, limits[g], _ABSENT_GROUP, failed=strict, key=key)
                          for g in limits]
             continue
         for g in limits:
@@ -788,16 +875,16 @@ def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: 
             detail += f", Holm-adjusted p = {rising[1][i]:.2g} over {rising[2]} drift tests"
         if drift_ok and "max_drift" in limits and row["drift"] > limits["max_drift"]:
             failures.append(GateFailure("max_drift", gname, label, float(row["drift"]),
-                                        limits["max_drift"], detail))
+                                        limits["max_drift"], detail, key=key))
         if row["latest"] == row["latest"] and row["reference"] != row["reference"]:
             failures += [GateFailure(g, gname, label, math.nan, limits[g],
                                      f"the group has no rows in the reference run ({lookback} runs "
-                                     "before the latest): its drift cannot be measured", failed=strict)
+                                     "before the latest): its drift cannot be measured", failed=strict, key=key)
                          for g in ("max_drift", "max_drift_pct") if g in limits]
         pct = row["drift_pct"]
         if drift_ok and "max_drift_pct" in limits and pct == pct and pct > limits["max_drift_pct"]:
             failures.append(GateFailure("max_drift_pct", gname, label, float(pct),
-                                        limits["max_drift_pct"], detail))
+                                        limits["max_drift_pct"], detail, key=key))
         if ("max_change_pct" in limits and row["changed"] and row["direction"] == "up"
                 and row["latest_count"] >= min_count and row["change_pct"] > limits["max_change_pct"]
                 and (shifts is None or shifts[0][i])):
@@ -805,7 +892,7 @@ def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: 
             failures.append(GateFailure(
                 "max_change_pct", gname, label, float(row["change_pct"]), limits["max_change_pct"],
                 f"mean {row['before']:.6g} -> {row['after']:.6g} since run {row['change_run']}, "
-                f"q = {row['q_value']:.2g}{family}"))
+                f"q = {row['q_value']:.2g}{family}", key=key))
     failures += [GateFailure(g, gname, "", math.nan, limits[g], _no_group_left(min_count, gname, counts[g]),
                              failed=strict) for g in limits if counts[g] and not seen[g]]
     return failures

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .config import EvalConfig
-from .errors import EvalkitError, LayoutError, option, render_options
+from .errors import EvalkitError, LabelError, LayoutError, option, render_options
 from .io import Source, open_source
-from .join import infer_join_key, suggest_join_key
+from .join import check_label_orders, infer_join_key, suggest_join_key
 from .layout import (
     LABEL_NAMES,
     LABEL_SAMPLE_ROWS,
@@ -168,6 +168,10 @@ def _detect_and_check(src: Source, label_src: Source | None, spec: LayoutSpec, f
         spec, cfg = replace(spec, label=layout.label_columns[0]), replace(cfg, label=layout.label_columns[0])
         guessed.append(f"note: no column has a label name; the suggested command names the one column whose "
                        f"first rows' values all name a class: {option('label', layout.label_columns[0])}")
+    conflict = _order_conflict(src, label_src, layout)
+    if conflict:  # the suggested command names the first file's order
+        guessed += conflict
+        cfg = replace(cfg, classes=list(layout.classes))
     if layout.label_kind not in ("index", "name"):
         return layout, guessed, cfg
     label_type = (lschema or src.schema).field(layout.label_columns[0]).type
@@ -202,6 +206,24 @@ def _detect_and_check(src: Source, label_src: Source | None, spec: LayoutSpec, f
                         f"{option('on_invalid', meta='skip')} (counted per reason in the report)")
         cfg = replace(cfg, on_invalid="skip")
     return layout, warnings, cfg
+
+
+def _order_conflict(src: Source, label_src: Source | None, layout: Any) -> list[str]:
+    """``evaluate``'s refusal of files whose categorical label declares its categories in
+    different orders when that order names the classes (rt-eval8 F8: inspect did not see it
+    and its suggested command failed with exit 3): judged on each file's first batch of the
+    label column (its dictionary), a warning and the note that the suggested command names
+    the first file's order with ``--classes``. Empty when there is no conflict."""
+    if not layout.declared_order or not layout.label_columns:
+        return []
+    source, files = (label_src, "labels files") if label_src is not None else (src, "files")
+    try:
+        check_label_orders(source, layout.label_columns[0], layout.classes, files=files, first_batch_only=True)
+    except LabelError as exc:
+        return [f"warning: evaluate will refuse the input (exit 3): {exc.message}",
+                f"with {option('classes', list(layout.classes))} (the suggested command below) the first file's "
+                f"declared order names the classes: check that it is the order the predictions follow"]
+    return []
 
 
 def _class_order(named: Layout, batch: pa.RecordBatch | None, eps: float) -> tuple[list[str], str]:

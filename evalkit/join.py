@@ -9,16 +9,21 @@ detects duplicate prediction keys across batches and label rows never matched.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .aggregate.keys import signed_zero_as_zero
-from .errors import JoinError, UsageError, option, sample_rows
-from .layout import KEY_NAMES, LABEL_NAMES
+from .errors import JoinError, LabelError, UsageError, option, sample_rows
+from .layout import KEY_NAMES, LABEL_NAMES, LABEL_SAMPLE_ROWS
 from .validate import Problem
+
+if TYPE_CHECKING:
+    from .io import Source
 
 
 def _key_like(t: pa.DataType) -> bool:
@@ -76,6 +81,73 @@ def suggest_join_key(predictions: pa.Schema, labels_head: pa.Table) -> list[str]
         if unique([c]):
             return [c]
     return plausible if len(plausible) > 1 and unique(plausible) else []
+
+
+def check_label_orders(source: Source, column: str, classes: Sequence[str], *, files: str = "labels files",
+                       first_batch_only: bool = False) -> None:
+    """Refuse an input of several files whose categorical ``column`` declares its categories
+    in different orders, when the class order was taken from them (the positional
+    predictions are named by the first file's declared order, ``Layout.declared_order``):
+    the predictions cannot follow two orders, and which file's rows each prediction row
+    joins is the key's business, not the order's. Raises
+    :class:`~evalkit.errors.LabelError` naming both files and both orders (``--classes``
+    settles it). A file declaring some of the classes in the same relative order is
+    consistent (as a later part of a predictions file, ``Layout.labels``).
+
+    ``files`` names the input's files in the message ("labels files", or "files" for the
+    predictions input). ``first_batch_only`` (``inspect``) reads only each file's first
+    batch of ``column`` (its dictionary), not the whole column."""
+    if len(source.files) < 2:
+        return
+    at = {c: i for i, c in enumerate(classes)}
+    first: str | None = None
+    for path, order in _declared_orders(source, column, first_batch_only):
+        first = first or path
+        pos = [at[v] for v in order if v in at]
+        if all(a < b for a, b in zip(pos, pos[1:], strict=False)):
+            continue
+        # the other file's order is a --classes value only when it names every class
+        other = (f" (or {option('classes', order)})" if sorted(order) == sorted(classes) else
+                 f" ({path} declares {len(order)} of the {len(classes)} classes, so its order cannot name them)")
+        raise LabelError(
+            f"{source.label}: the {files} declare the categories of {column!r} in different orders: "
+            f"{first} declares {_short(classes)}, the order that names the classes of the positional "
+            f"predictions, but {path} declares {_short(order)}; the predictions cannot follow both: "
+            f"name the order the predictions follow with {option('classes', list(classes))}{other}")
+
+
+def _declared_orders(source: Source, column: str, first_batch_only: bool):  # type: ignore[no-untyped-def]
+    """``(path, declared categories)`` of each distinct label dictionary, file by file."""
+    if first_batch_only:
+        import pyarrow.parquet as pq
+
+        for path in source.files:
+            try:
+                fs = source.filesystem
+                pf = pq.ParquetFile(fs.open_input_file(path) if fs is not None else path, read_dictionary=[column])
+                if column not in pf.schema_arrow.names or not pf.metadata.num_rows:
+                    continue
+                batch = next(pf.iter_batches(batch_size=1, columns=[column]))
+            except (OSError, StopIteration, pa.ArrowException):
+                continue  # inspect reports an unreadable file elsewhere
+            col = batch.column(0)
+            if pa.types.is_dictionary(col.type):
+                yield path, [str(v) for v in col.dictionary.to_pylist() if v is not None]
+        return
+    seen: dict[str, object] = {}
+    batches = source.batches([column], batch_size=LABEL_SAMPLE_ROWS, dictionary_columns=[column])
+    with contextlib.closing(batches):  # type: ignore[arg-type]
+        for path, batch in batches:
+            col = batch.column(0)
+            if not batch.num_rows or not pa.types.is_dictionary(col.type) or seen.get(path) is col.dictionary:
+                continue
+            seen[path] = col.dictionary
+            yield path, [str(v) for v in col.dictionary.to_pylist() if v is not None]
+
+
+def _short(items: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(items[:limit])
+    return f"({shown}{f', ... ({len(items)} in all)' if len(items) > limit else ''})"
 
 
 def _plain(arr: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -60,7 +60,7 @@ from .io import (
     open_source,
     table_source,
 )
-from .join import LabelIndex, infer_join_key
+from .join import LabelIndex, check_label_orders, infer_join_key
 from .layout import Layout, LayoutSpec, detect_layout, label_sampler
 from .normalize import check_key_type
 from .outdir import make_spool_dir, remove_spool_dir
@@ -267,9 +267,12 @@ def detect_input_layout(inputs: Inputs, cfg: EvalConfig) -> Layout:
     # text): a dictionary label declares its class order there as in the predictions file.
     labels = inputs.label_source if inputs.label_source is not None else inputs.label_index
     head = labels.head if labels is not None else inputs.source.head
-    return detect_layout(inputs.source.schema, spec, label_schema=inputs.label_schema,
-                         source=inputs.source.label, first_batch=peek(inputs.source),
-                         label_sample=label_sampler(head))
+    layout = detect_layout(inputs.source.schema, spec, label_schema=inputs.label_schema,
+                           source=inputs.source.label, first_batch=peek(inputs.source),
+                           label_sample=label_sampler(head))
+    if layout.declared_order and inputs.label_source is not None:  # its other files: the same order
+        check_label_orders(inputs.label_source, layout.label_columns[0], layout.classes)
+    return layout
 
 
 # -- groupings and gates ----------------------------------------------------------------

@@ -949,13 +949,15 @@ def history(
     cfg = EvalConfig.coerce(config) if config is not None else None
     opts = _settings(cfg, settings)
     reuse = bool(opts.pop("reuse"))
+    empty_in = None  # where an empty gates: key was read: noted like a block of no history gate
     if gates is not None:  # given to history alone: only gates history checks
         given, source = gates, "history(gates=...)"
         gates = gates_for("history", given, shared=False, source=source)
     else:  # a config's gates serve the three commands
         given, source = (cfg.gates if cfg is not None else None), "gates"
-        gates = gates_for("history", given, shared=True)
-    gate_note = gates_note("history", given, source) if given and not gates else None
+        empty_in = cfg.gates_empty_in if cfg is not None else None
+        gates = gates_for("history", given, shared=True, empty_in=empty_in)
+    gate_note = None if gates else gates_note("history", given, source, empty_in=empty_in)
     say = progress or (lambda _msg: None)
     cache, rebuilt = _open_cache(out, overwrite and reuse)
     infos, skipped, copies, ignored = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)
@@ -1517,8 +1519,12 @@ class _Build:
         if self.gated and in_latest:
             last = np.flatnonzero(tidy.run_pos == n_runs - 1)
             cols = list(_grouping_columns(name))
-            self.latest_view[name] = tidy.table.take(pa.array(last)).select(
-                [*cols, "count", "mean", "clipped_low", "accuracy"]).to_pandas(integer_object_nulls=True)
+            view = tidy.table.take(pa.array(last)).select(
+                [*cols, "count", "mean", "n_eff", "ci_low", "ci_high", "clipped_low", "accuracy"])
+            # the evaluate gates read it as evaluate reads a run's table (gates._eval_detail): its
+            # interval, and a weighted run's mean (``mean`` here) with its n_eff
+            self.latest_view[name] = view.to_pandas(integer_object_nulls=True).assign(
+                weighted_mean=lambda d: d["mean"].where(d["n_eff"].notna()))
         if self.tmp is not None and self.target is not None:
             fresh = {m: rs for m, rs in plan.months.items() if m not in plan.links}
             codes, names = runs.month_codes

@@ -200,3 +200,98 @@ def test_a_category_count_other_than_k_gets_no_sorted_hint(tmp_path, separate):
     text = str(err.value)
     assert "declares 4 categories (low, medium, high, unknown) for 3 classes" in text
     assert "high,low,medium" not in text and "'high', 'low', 'medium'" not in text and "sorted" not in text
+
+
+def test_labels_files_declaring_different_category_orders_are_refused(tmp_path):
+    """Several --labels files whose categorical label declares its categories in different
+    orders were not checked against each other: the first file's order named the classes of
+    the positional predictions, the other file's order was ignored silently. Now a LabelError
+    (exit 3) naming both files and both orders; the same order (or some of the classes in
+    the same relative order) is fine, and --classes settles it."""
+    n, cats = 200, ["low", "medium", "high"]
+    rng = np.random.default_rng(3)
+    lab = pd.Categorical(rng.choice(cats, n), categories=cats)
+    probs = np.full((n, 3), 0.1)
+    probs[np.arange(n), lab.codes] = 0.8
+    pd.DataFrame({"id": range(n), "probs": list(probs)}).to_parquet(tmp_path / "pred.parquet")
+    first = pd.DataFrame({"id": range(100), "label": lab[:100]})
+    cases = {"same": cats, "reversed": cats[::-1], "subset": ["low", "high"]}
+    for name, order in cases.items():
+        d = tmp_path / name
+        d.mkdir()
+        first.to_parquet(d / "1.parquet")
+        values = np.asarray(lab[100:].astype(str))
+        keep = np.isin(values, order)  # (subset: only rows of the classes it declares)
+        pd.DataFrame({"id": np.arange(100, n)[keep], "label": pd.Categorical(values[keep], categories=order)}
+                     ).to_parquet(d / "2.parquet")
+    ok = evalkit.evaluate(tmp_path / "pred.parquet", labels=tmp_path / "same", plots=False)
+    assert list(ok.metadata["classes"]) == cats and ok.overall["accuracy"] == 1.0
+    sub = evalkit.evaluate(tmp_path / "pred.parquet", labels=tmp_path / "subset", unmatched="drop", plots=False)
+    assert list(sub.metadata["classes"]) == cats and sub.overall["accuracy"] == 1.0
+    with pytest.raises(LabelError, match=r"declare the categories of 'label' in different orders: .*1\.parquet "
+                                         r"declares \(low, medium, high\).* but .*2\.parquet declares "
+                                         r"\(high, medium, low\)"):
+        evalkit.evaluate(tmp_path / "pred.parquet", labels=tmp_path / "reversed", plots=False)
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "pred.parquet"), "--labels", str(tmp_path / "reversed"),
+                                  "--no-plots", "--format", "none"])
+    assert r.exit_code == 3 and "--classes low,medium,high" in r.stderr, r.output
+    named = evalkit.evaluate(tmp_path / "pred.parquet", labels=tmp_path / "reversed", classes=cats, plots=False)
+    assert named.overall["accuracy"] == 1.0
+
+
+def _order_conflicts(tmp_path):
+    """pred.parquet + labels dir lab/ (1.parquet low,medium,high; 2.parquet high,medium,low),
+    and preds/ (the label inside the prediction files, a.parquet and b.parquet in those orders)."""
+    n, cats = 200, ["low", "medium", "high"]
+    rng = np.random.default_rng(5)
+    lab = pd.Categorical(rng.choice(cats, n), categories=cats)
+    probs = np.full((n, 3), 0.1)
+    probs[np.arange(n), lab.codes] = 0.8
+    pd.DataFrame({"id": range(n), "probs": list(probs)}).to_parquet(tmp_path / "pred.parquet")
+    for d in ("lab", "preds"):
+        (tmp_path / d).mkdir()
+    for name, part, order in (("1", slice(0, 100), cats), ("2", slice(100, n), cats[::-1])):
+        values = np.asarray(lab[part].astype(str))
+        pd.DataFrame({"id": np.arange(n)[part], "label": pd.Categorical(values, categories=order)}
+                     ).to_parquet(tmp_path / "lab" / f"{name}.parquet")
+        pd.DataFrame({"probs": list(probs[part]), "label": pd.Categorical(values, categories=order)}
+                     ).to_parquet(tmp_path / "preds" / f"{'ab'[int(name) - 1]}.parquet")
+    return tmp_path
+
+
+@pytest.mark.parametrize("separate", [True, False])
+def test_inspect_warns_of_the_category_order_conflict_and_its_command_runs(tmp_path, separate):
+    """rt-eval8 F8: inspect did not see that the files declare the label's categories in two
+    orders, which evaluate refuses (exit 3), and its try: command failed as pasted. Now a
+    warning saying evaluate will refuse it, and the suggested command names the first file's
+    order with --classes (the other being a valid --classes value too)."""
+    import json
+    import shlex
+
+    d = _order_conflicts(tmp_path)
+    args = [str(d / "pred.parquet"), "--labels", str(d / "lab"), "--on", "id"] if separate else [str(d / "preds")]
+    r = CliRunner().invoke(main, ["inspect", *args, "--format", "json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    refusal = [w for w in info["warnings"] if w.startswith("warning: evaluate will refuse the input (exit 3): ")]
+    assert len(refusal) == 1 and "declare the categories of 'label' in different orders" in refusal[0], info
+    assert "--classes low,medium,high (or --classes high,medium,low)" in refusal[0]
+    assert "--classes low,medium,high" in info["suggested_command"]
+    argv = shlex.split(info["suggested_command"])[1:]
+    r = CliRunner().invoke(main, [*argv[: argv.index("--out")], "--no-plots", "--format", "none"])
+    assert r.exit_code == 0, r.output
+
+
+def test_the_order_refusal_offers_the_other_order_only_when_it_names_every_class(tmp_path):
+    """'--classes low,medium,high (or the other)': the other file's order is no --classes
+    value when it declares only some of the classes."""
+    d = _order_conflicts(tmp_path)
+    part = pd.read_parquet(d / "lab" / "2.parquet")
+    part = part[part["label"] != "medium"]
+    part.assign(label=pd.Categorical(part["label"].astype(str), categories=["high", "low"])).to_parquet(
+        d / "lab" / "2.parquet", index=False)
+    with pytest.raises(LabelError) as err:
+        evalkit.evaluate(d / "pred.parquet", labels=d / "lab", on="id", unmatched="drop", plots=False)
+    text = str(err.value)
+    assert "classes=['low', 'medium', 'high'] (" in text and "declares 2 of the 3 classes, so its order cannot" in text
+    assert "high,low" not in text and "'high', 'low']" not in text

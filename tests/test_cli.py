@@ -118,6 +118,19 @@ def test_on_without_labels_is_a_usage_error(tmp_path: Path):
         assert not (tmp_path / col).exists()
 
 
+@pytest.mark.parametrize("command", ["evaluate", "inspect"])
+def test_labels_given_twice_is_a_usage_error_not_a_dropped_file(tmp_path: Path, command: str):
+    """rt-eval8 F5: ``--labels a --labels b`` read b only (click keeps the last), so half the
+    rows went unmatched with an error naming b, or were dropped with --unmatched drop."""
+    labels = sorted(SEP.glob("**/*label*.parquet"))[0]
+    out = tmp_path / "r"
+    r = CliRunner().invoke(main, [command, str(DIGITS), "--labels", str(labels), "--labels", str(DIGITS), "--on", "id",
+                                  *(["--out", str(out)] if command == "evaluate" else [])])
+    assert r.exit_code == 2, r.output
+    assert f"--labels given 2 times ({labels}, {DIGITS}): it takes one labels input" in r.output
+    assert "a directory of them or a quoted glob" in r.output and not out.exists()
+
+
 def test_input_reached_twice_is_read_once(tmp_path: Path):
     out = tmp_path / "r"
     r = CliRunner().invoke(main, ["evaluate", str(DIGITS), str(DIGITS.parent / "." / DIGITS.name),

@@ -44,7 +44,7 @@ def test_evaluate_group_gates_and_min_count():
     assert [f.group for f in fs] == ["XX"]  # US at the limit passes; XX (1 row) is gated
     fs = check_gates(r, {"min_count": 2, "groups": {"region": {"max_mean_loss": 0.6}}})
     assert [(f.group, f.observed) for f in fs] == [("US", 0.65)]
-    assert str(fs[0]) == "max_mean_loss region[US]: observed 0.65 > limit 0.6"
+    assert str(fs[0]) == "max_mean_loss region[US]: observed 0.65 > limit 0.6 (n 39)"
     fs = check_gates(r, {"groups": {"region": {"min_accuracy": 0.75, "min_count": 50}}})
     assert fs == []  # only EU has >= 50 rows
     # compare-only keys are ignored by evaluate; an 'overall' entry works too
@@ -458,7 +458,7 @@ def test_the_three_reports_say_the_same_of_their_gates(tmp_path: Path, strict: b
         assert "Gates checked:\n\n```yaml\n" in md and "max_mean_loss: 50" in md
         if not strict:
             assert f"all checked gates passed; {len(listed)} could not be checked" in r.stderr, command
-    assert entry_keys == {frozenset({"gate", "grouping", "group", "observed", "limit", "detail", "message"})}
+    assert entry_keys == {frozenset({"gate", "grouping", "group", "key", "observed", "limit", "detail", "message"})}
 
 
 def test_a_gates_block_that_checks_nothing_reads_the_same_in_the_three_reports(tmp_path: Path):
@@ -494,9 +494,29 @@ def test_an_empty_gates_key_checks_nothing_and_says_so(tmp_path: Path, text: str
     for command, argv in COMMANDS.items():
         r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--config", str(cfg), "--format", "none", "-q"])
         assert r.exit_code == 0, (command, r.output)
-        assert r.stderr.count(f"{cfg}: 'gates' is empty, so no gate is checked") == 1, (command, r.stderr)
+        assert r.stderr.count(f"{cfg}: 'gates' is empty, so {command} checks nothing") == 1, (command, r.stderr)
         r = CliRunner().invoke(main, [*argv(tmp_path, reps), "--format", "none", "-q"])
         assert r.exit_code == 0 and "gates" not in r.stderr, (command, r.stderr)
+
+
+@pytest.mark.parametrize("text", ["gates:\n", "gates: {}\n"])
+def test_an_empty_gates_key_is_recorded_like_a_block_that_checks_nothing(tmp_path: Path, text: str):
+    """rt-hist7 F2: the empty-block note was said on stderr only: report.md / compare.md /
+    history.md had no ## Gates section and the JSON records note null, while a block of
+    another command's gates shows '## Gates: none checked' with its note in the Markdown and
+    ``gates.note`` in the JSON. Now recorded the same way in the three commands (once each)."""
+    reps = _two_reports(tmp_path)
+    cfg = _write(tmp_path / "c.yaml", text)
+    for command, r, md, gates in _each_command_written(tmp_path, reps, "--config", str(cfg)):
+        assert r.exit_code == 0, (command, r.output)
+        note = f"note: {cfg}: 'gates' is empty, so {command} checks nothing"
+        assert gates["checked"] == {} and gates["passed"] and gates["note"].startswith(note), (command, gates)
+        assert "## Gates: none checked\n" in md and md.count(note) == 1, (command, md)
+        assert r.stderr.count(note) == 1, (command, r.stderr)
+    # compare on prediction inputs evaluates them with the config: the note is compare's, once
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "p0.parquet"), str(tmp_path / "p1.parquet"),
+                                  "--config", str(cfg), "--format", "none"])
+    assert r.exit_code == 0 and r.stderr.count("'gates' is empty") == 1, r.stderr
 
 
 def test_without_gates_the_three_json_records_have_the_same_shape(tmp_path: Path):
@@ -531,3 +551,175 @@ def test_a_top_level_min_count_applies_to_the_overall_line_in_the_three_commands
     r = CliRunner().invoke(main, [*COMMANDS["evaluate"](tmp_path, reps), "--config", str(loose),
                                   "--format", "none"])
     assert r.exit_code == 5 and "gate failed: max_mean_loss overall" in r.output  # 120 rows: gated
+
+
+def _runs_with_and_without_region(tmp_path: Path) -> tuple[str, str]:
+    rng = np.random.default_rng(5)
+    for name, by in (("with", ["region"]), ("without", None)):
+        p = rng.uniform(0.3, 0.9, 200)
+        df = pd.DataFrame({"id": range(200), "prob_a": p, "prob_b": 1 - p, "label": rng.choice(["a", "b"], 200),
+                           "region": rng.choice(["x", "y"], 200)})
+        evalkit.evaluate(df, by=by, plots=False).write(tmp_path / name)
+    return str(tmp_path / "with"), str(tmp_path / "without")
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_gate_on_a_grouping_one_run_lacks_is_not_checked_in_compare_as_in_history(tmp_path: Path,
+                                                                                    strict: bool):
+    """rt-hist7 F6: compare with a gate on a grouping the baseline has and the candidate lacks
+    was a usage error (exit 2), while history reports a grouping absent from the latest run as
+    'not checked' (exit 0; 5 under fail_unchecked): a nightly compare step failed instead of
+    reporting the gate. A compare gate on a grouping of the candidate only passed silently."""
+    import json
+
+    with_region, without = _runs_with_and_without_region(tmp_path)
+    cfg = _write(tmp_path / "g.yaml", f"gates:\n  fail_unchecked: {str(strict).lower()}\n  groups:\n"
+                 "    region: {max_regression: 0.01, max_mean_loss: 0.01}\n")
+    r = CliRunner().invoke(main, ["compare", with_region, without, "--config", str(cfg), "--format", "json"])
+    assert r.exit_code == (5 if strict else 0), r.output
+    gates = json.loads(r.stdout)["gates"]
+    listed = gates["failures" if strict else "not_checked"]
+    assert sorted((e["gate"], e["grouping"]) for e in listed) == [("max_mean_loss", "region"),
+                                                                  ("max_regression", "region")]
+    assert all("the grouping is absent from the candidate (it is in the baseline only)" in e["detail"]
+               for e in listed)
+    assert gates["not_checked" if strict else "failures"] == []
+    # the other way round: the evaluate gate is checked on the candidate, the compare gate is not
+    cfg.write_text("gates:\n  groups:\n    region: {max_regression: 0.01, max_mean_loss: 100}\n")
+    r = CliRunner().invoke(main, ["compare", without, with_region, "--config", str(cfg), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    (entry,) = json.loads(r.stdout)["gates"]["not_checked"]
+    assert (entry["gate"], entry["grouping"]) == ("max_regression", "region")
+    assert "absent from the baseline (it is in the candidate only)" in entry["detail"]
+
+
+def test_a_gate_on_a_grouping_no_run_has_stays_a_usage_error_naming_every_runs_groupings(tmp_path: Path):
+    """A typo (a grouping in no input) can never be checked, whatever the night: exit 2 in
+    evaluate, compare and history, naming the groupings of each input (the baseline's too)."""
+    with_region, without = _runs_with_and_without_region(tmp_path)
+    cfg = _write(tmp_path / "g.yaml", "gates:\n  groups:\n    regoin: {max_regression: 0.01, max_drift: 0.01}\n")
+    r = CliRunner().invoke(main, ["compare", with_region, without, "--config", str(cfg), "--format", "none"])
+    assert r.exit_code == 2, r.output
+    assert ("gates: no grouping 'regoin' in either run; groupings are overall, class, region (baseline); "
+            "overall, class (candidate)") in r.stderr
+    r = CliRunner().invoke(main, ["compare", with_region, with_region, "--config", str(cfg), "--format", "none"])
+    assert r.exit_code == 2 and "'regoin' in either run; groupings are overall, class, region\n" in r.stderr
+    r = CliRunner().invoke(main, ["history", with_region, without, "--config", str(cfg), "--format", "none",
+                                  "--no-plots"])
+    assert r.exit_code == 2 and "'regoin' in any run; groupings are overall, class, region\n" in r.stderr
+
+
+def _gate_reports(tmp_path: Path, weighted: bool) -> list[str]:
+    """Three runs of the same 200 rows (a weight column when ``weighted``), 10 confident
+    mistakes: every command's gate sees the same figures."""
+    out = []
+    for k in range(3):
+        rng = np.random.default_rng(7)
+        p = rng.uniform(0.2, 0.9, 200)
+        p[:10] = 0.0  # p_true 0 for label a: clipped low
+        df = pd.DataFrame({"id": range(200), "prob_a": p, "prob_b": 1 - p, "label": "a",
+                           "w": rng.uniform(0.5, 2.0, 200)})
+        df.to_parquet(tmp_path / f"p{k}.parquet")
+        evalkit.evaluate(df, weight="w" if weighted else None, plots=False).write(tmp_path / f"r{k}")
+        out.append(str(tmp_path / f"r{k}"))
+    return out
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_failed_evaluate_gate_reads_the_same_in_the_three_commands(tmp_path: Path, weighted: bool):
+    """rt-hist7 F7: history's failures of evaluate gates on the latest run said only
+    '(latest run)' where evaluate gave '(n 2000, CI [...])' and compare '(candidate, n 2000,
+    CI [...])'; evaluate's min_accuracy had no detail at all. One detail now: where, n (a
+    weighted run: n_eff), the interval of max_mean_loss, the rows clipped low."""
+    reps = _gate_reports(tmp_path, weighted)
+    cfg = _write(tmp_path / "g.yaml", "gates:\n  max_mean_loss: 0.01\n  min_accuracy: 0.99\n"
+                 "  max_clipped_fraction: 0.01\n")
+    argv = {"evaluate": ["evaluate", str(tmp_path / "p2.parquet"), "--no-plots", *(["--weight", "w"] * weighted)],
+            "compare": ["compare", reps[1], reps[2]], "history": ["history", *reps, "--no-plots"]}
+    where = {"evaluate": "", "compare": "candidate, ", "history": "latest run, "}
+    seen = {}
+    for command, args in argv.items():
+        r = CliRunner().invoke(main, [*args, "--config", str(cfg), "--format", "none"])
+        assert r.exit_code == 5, (command, r.output)
+        lines = sorted(line for line in r.stderr.splitlines() if line.startswith("gate failed: "))
+        assert len(lines) == 3, (command, r.stderr)
+        for line in lines:
+            head, detail = line.split(" (", 1)
+            assert detail.startswith(where[command]), (command, line)
+            seen.setdefault(head, set()).add(detail[len(where[command]):])
+    n = "weighted mean, n_eff " if weighted else "n 200, CI ["
+    assert [next(iter(d)).startswith(n) for h, d in sorted(seen.items()) if "max_mean_loss" in h] == [True]
+    assert {h.split(" ")[2]: d for h, d in seen.items() if "max_mean_loss" not in h} == \
+        {"max_clipped_fraction": {"n 200, 10 clipped low)"}, "min_accuracy": {"n 200)"}}
+    assert all(len(d) == 1 for d in seen.values()), seen  # the same figures in the three commands
+
+
+def test_require_ci_above_limit_holds_for_the_latest_run_in_history(tmp_path: Path):
+    """history read the latest run without its interval, so ``require_ci_above_limit`` had no
+    effect there: a mean above the limit failed though its interval covers the limit, where
+    evaluate and compare (the same run as candidate) passed."""
+    reps = _gate_reports(tmp_path, False)
+    mean = evalkit.evaluate(pd.read_parquet(tmp_path / "p2.parquet"), plots=False).mean
+    cfg = _write(tmp_path / "g.yaml", f"gates:\n  max_mean_loss: {mean * 0.99!r}\n  require_ci_above_limit: true\n")
+    for command, r, _, gates in _each_command_written(tmp_path, reps, "--config", str(cfg)):
+        assert r.exit_code == 0 and gates["passed"], (command, r.output)
+    cfg.write_text(f"gates:\n  max_mean_loss: {mean * 0.99!r}\n")
+    for command, r, _, gates in _each_command_written(tmp_path, reps, "--config", str(cfg), "--overwrite"):
+        assert r.exit_code == 5 and not gates["passed"], (command, r.output)
+
+
+@pytest.mark.parametrize("block", ["  max_regression: 5\n", "  max_drift: 0.1\n", "  min_count: 5\n"])
+def test_compare_of_prediction_inputs_says_its_gates_note_once(tmp_path: Path, block: str):
+    """compare evaluates prediction inputs with the shared config: each side's evaluation
+    also read its gates, so a compare-only block printed 'note: gates holds no gate that
+    evaluate checks' twice (baseline, candidate) next to compare's own word. The gates are
+    compare's: a side's evaluation checks none and says nothing of them."""
+    _two_reports(tmp_path)
+    cfg = _write(tmp_path / "g.yaml", "gates:\n" + block)
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "p0.parquet"), str(tmp_path / "p1.parquet"),
+                                  "--config", str(cfg), "--format", "none"])
+    assert r.exit_code == 0, r.output
+    assert "evaluate checks" not in r.stderr and r.stderr.count("note:") == (block != "  max_regression: 5\n"), \
+        r.stderr
+
+
+def _odd_key_reports(tmp_path: Path) -> list[str]:
+    """Three runs whose ``grp`` holds the strings ``nan``, ``None``, ``""`` and a null key."""
+    out = []
+    for k in range(3):
+        rng = np.random.default_rng(k)
+        p = rng.uniform(0.2, 0.9, 400)
+        grp = np.array(["nan", "None", "", None], dtype=object)[np.arange(400) % 4]
+        df = pd.DataFrame({"prob_a": p, "prob_b": 1 - p, "label": "a", "grp": grp})
+        df.to_parquet(tmp_path / f"p{k}.parquet")
+        evalkit.evaluate(df, by=["grp"], plots=False).write(tmp_path / f"r{k}")
+        out.append(str(tmp_path / f"r{k}"))
+    return out
+
+
+def test_gate_failures_name_a_null_an_empty_and_a_nan_string_group_as_the_reports_do(tmp_path: Path):
+    """rt-eval8 F6: a failed gate on the "" group read like a gate on the whole grouping
+    (``grp:``), the string 'nan' and the null group both read ``grp[nan]``, and the JSON
+    ``group`` held '', 'None', 'nan', 'nan'. Now the reports' key strings (fmt_key) in every
+    command's stderr, Markdown and JSON, and the typed key (null for a missing key) in JSON."""
+    from evalkit.escape import md_text
+
+    reps = _odd_key_reports(tmp_path)
+    cfg = _write(tmp_path / "g.yaml", "gates:\n  groups:\n    grp:\n      max_mean_loss: 0.01\n"
+                 "      max_regression: -10\n      max_drift: -10\n")
+    want = {'""': "", "None": "None", "nan": "nan", "∅": None}
+    argv = {"evaluate": ["evaluate", str(tmp_path / "p2.parquet"), "--by", "grp", "--no-plots"],
+            "compare": ["compare", reps[1], reps[2]], "history": ["history", *reps, "--lookback", "2", "--no-plots"]}
+    gates_of = {"evaluate": "max_mean_loss", "compare": "max_regression", "history": "max_drift"}
+    for command, args in argv.items():
+        out = tmp_path / f"o_{command}"
+        r = CliRunner().invoke(main, [*args, "--config", str(cfg), "--out", str(out), "--format", "none"])
+        assert r.exit_code == 5, (command, r.output)
+        md, gates = _gates_of(command, out)
+        for gate in {"max_mean_loss", gates_of[command]}:
+            entries = [e for e in gates["failures"] if e["gate"] == gate]
+            assert {e["group"]: e["key"] for e in entries} == {g: {"grp": v} for g, v in want.items()}, \
+                (command, gate, entries)
+            for e in entries:
+                assert e["message"].startswith(f"{gate} grp[{e['group']}]: observed "), e["message"]
+                assert f"gate failed: {e['message']}" in r.stderr and md_text(e["message"]) in md

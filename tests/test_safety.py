@@ -749,13 +749,31 @@ def test_interrupt_after_commit_still_exits_5_for_a_failed_gate(tmp_path: Path, 
     assert_valid_report(out)
 
 
-def test_missing_spool_at_commit_is_an_output_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("slow_writer", [False, True])
+def test_missing_spool_at_commit_is_an_output_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    slow_writer: bool) -> None:
+    """The CLI's run hands write() a per-row file still finishing on the writer's thread
+    (``defer_rows``): removing the spool then raced that thread (a loaded machine: rmtree
+    'Directory not empty', or the writer's own error), so the test flaked. The removal now
+    comes once the file is finished, as another process would find it; ``slow_writer``
+    (a writer that takes its time) pins that the result no longer depends on the timing."""
+    import evalkit.io
+
     inp = make_preds(tmp_path / "preds.parquet")
     out = tmp_path / "report"
+    if slow_writer:
+        real_finish = evalkit.io.RowWriter._finish
+
+        def finish(self: Any, schema: Any) -> None:
+            time.sleep(0.3)
+            real_finish(self, schema)
+
+        monkeypatch.setattr(evalkit.io.RowWriter, "_finish", finish)
     # Another process (think: a container sharing the volume) removed the live run's spool.
     real_write = evalkit.api.EvalResult.write
 
     def write(self: Any, *a: Any, **kw: Any) -> Any:
+        self._rows_ready()  # the per-row file is complete: the spool removed is a finished one
         shutil.rmtree(self._rows_path.parent)
         return real_write(self, *a, **kw)
 
