@@ -55,6 +55,29 @@ def test_helper_draws_the_same_pngs_as_in_process(tmp_path):
         assert f"]({name})" in md
 
 
+def test_the_parent_sends_the_job_to_both_drawers(tmp_path, monkeypatch):
+    """The second drawer gets the job from the parent, as the first does (not relayed by the
+    first after it has read it): the same message on two pipes, the PNGs as in-process."""
+    data = _data(tmp_path)
+    sent: list[tuple[int, object]] = []
+    real_write = plot_process._write_msg
+
+    def spy(fd, obj):
+        sent.append((fd, obj))
+        real_write(fd, obj)
+
+    helper = plot_process.start()
+    assert helper is not None
+    monkeypatch.setattr(plot_process, "_write_msg", spy)  # the parent's writes only (forked before)
+    result = evalkit.evaluate(data, by="region")
+    path = result.write(tmp_path / "helper", plot_helper=helper)
+    assert len(sent) == 2 and sent[0][0] != sent[1][0]
+    assert sent[0][1] is sent[1][1]
+    _job, _out, _hist, mine, theirs = sent[0][1]
+    assert mine and theirs
+    assert _pngs(path) == _pngs(result.write(tmp_path / "here"))
+
+
 def test_a_helper_that_dies_falls_back_to_drawing_here(tmp_path, monkeypatch):
     real = plot_process.start
 
