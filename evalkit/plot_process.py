@@ -363,6 +363,7 @@ class PlotHelper:
         try:  # the second drawer first: it starts as soon as the first (not after it)
             if theirs and self._to_sibling >= 0:
                 _write_msg(self._to_sibling, msg)
+            self._close_sibling_pipe()  # its only job, or none: it ends (the first waits for it)
             _write_msg(self._ch.to_child, msg)
         except OSError:
             self.close()
@@ -385,12 +386,15 @@ class PlotHelper:
             return None
         return None if reply == "ok" else str(reply)
 
-    def close(self) -> None:
-        """End the helpers (killed if still drawing); idempotent."""
+    def _close_sibling_pipe(self) -> None:
         if self._to_sibling >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._to_sibling)
             self._to_sibling = -1
+
+    def close(self) -> None:
+        """End the helpers (killed if still drawing); idempotent."""
+        self._close_sibling_pipe()
         if self._ch is not None:
             self._ch.close(kill=True)
             self._ch = None

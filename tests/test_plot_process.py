@@ -78,6 +78,29 @@ def test_the_parent_sends_the_job_to_both_drawers(tmp_path, monkeypatch):
     assert _pngs(path) == _pngs(result.write(tmp_path / "here"))
 
 
+def test_a_job_for_the_first_drawer_only_ends(tmp_path):
+    """One plot to draw: the second drawer gets no job and ends (the first waits for it
+    before it answers: it must not wait for ever)."""
+    import signal
+
+    data = _data(tmp_path)
+    helper = plot_process.start()
+    assert helper is not None
+    result = evalkit.evaluate(data, by="region")
+    out = tmp_path / "one"
+    out.mkdir()
+    old = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the helper did not answer"))
+    signal.alarm(60)
+    try:
+        assert helper.draw(result, out, result._class_hist, ["reliability.png"])
+        assert helper.finish() is None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        helper.close()
+    assert [p.name for p in out.glob("*.png")] == ["reliability.png"]
+
+
 def test_a_helper_that_dies_falls_back_to_drawing_here(tmp_path, monkeypatch):
     real = plot_process.start
 
