@@ -25,6 +25,7 @@ import pandas as pd
 
 from .disparity import group_label
 from .display import MAX_PLOT_GROUPS, bounded_groups
+from .errors import EvalkitWarning
 from .escape import MISSING_KEY, fmt_key, is_missing, terminal
 
 #: How to get plots when matplotlib is missing (for the report).
@@ -111,6 +112,32 @@ class PlotFontWarning(UserWarning):
     warning per missing glyph (see :func:`font_note`). Cosmetic, so not an
     :class:`~evalkit.errors.EvalkitWarning`: ``-q`` (``quiet_warnings``) silences it like
     the library warnings it replaces."""
+
+
+class PlotFailedWarning(EvalkitWarning):
+    """A plot could not be drawn (any error while drawing it: a label matplotlib cannot
+    lay out, a bug): the rest of the report is written all the same, that PNG says so in
+    place of the figure, and this warning names it (shown with ``-q`` too: a nightly log
+    must say that a figure is missing)."""
+
+
+def _plot_failed(path: Path, exc: BaseException) -> None:
+    """In place of a figure that could not be drawn: a PNG saying so (or none, if even
+    that fails) and a :class:`PlotFailedWarning` naming it."""
+    detail = (str(exc).strip().splitlines() or [""])[0][:200]
+    reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+    try:
+        fig = _new_figure(2)
+        fig.text(0.5, 0.5, f"{path.name} could not be drawn\n{reason}", ha="center", va="center",
+                 fontsize=10, wrap=True, parse_math=False, usetex=False)
+        _write_png(fig, path)
+    except Exception:  # noqa: BLE001 - the warning says it all; no file rather than half of one
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+    warnings.warn(PlotFailedWarning(f"plot {path.name} could not be drawn ({reason}); the rest of the "
+                                    "report is written"), stacklevel=3)
 
 
 def warn_font_note(message: str = "", category: type[Warning] | None = None) -> None:
@@ -1102,8 +1129,9 @@ def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None,
     ``![title](file)``.  ``class_hist`` (see :func:`class_histograms`) gives the per-class
     loss histograms; without it the class plot summarises the class table's quantiles.
     Groupings without rows with data are skipped. ``only`` restricts drawing to those file
-    names (the return value still lists every plot, as :func:`plot_plan`). Needs
-    matplotlib (:func:`plots_available`).
+    names (the return value still lists every plot, as :func:`plot_plan`). A plot that
+    cannot be drawn is a PNG saying so and a :class:`PlotFailedWarning`, never an error
+    (:func:`_plot_failed`). Needs matplotlib (:func:`plots_available`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1112,12 +1140,15 @@ def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None,
         for _, name, kind, g in specs:
             if only is not None and name not in only:
                 continue
-            if kind == "class":
-                _plot_class_distribution(result, out_dir / name, class_hist)
-            elif kind == "reliability":
-                _plot_reliability(result, g, out_dir / name)
-            else:
-                _plot_group_means(result, g, out_dir / name)
+            try:
+                if kind == "class":
+                    _plot_class_distribution(result, out_dir / name, class_hist)
+                elif kind == "reliability":
+                    _plot_reliability(result, g, out_dir / name)
+                else:
+                    _plot_group_means(result, g, out_dir / name)
+            except Exception as exc:  # noqa: BLE001 - a figure never costs the run its report
+                _plot_failed(out_dir / name, exc)
     return [(title, name) for title, name, _, _ in specs]
 
 
