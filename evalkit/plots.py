@@ -1115,9 +1115,13 @@ def _plot_specs(result: Any) -> list[tuple[str, str, str, Any]]:
         specs.append((_means_title(result, g), plot_filename(g), "means", g))
     calib = reliability_bins(result)
     if calib is not None and len(calib):
-        by_split = "split" in set(calib["grouping"])
-        specs.append(("Reliability diagram" + (" (overall and by split)" if by_split else ""),
-                      "reliability.png", "reliability", calib))
+        shown, n_splits = _reliability_splits(result, calib)
+        title = "Reliability diagram"
+        if len(shown) < n_splits:
+            title += f" (overall and {len(shown)} of {n_splits:,} splits: highest ECE)"
+        elif n_splits:
+            title += " (overall and by split)"
+        specs.append((title, "reliability.png", "reliability", calib))
     return specs
 
 
@@ -1193,10 +1197,8 @@ def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
     # plain arrays: comparing Arrow-backed string columns costs milliseconds each time
     grouping_of = calib["grouping"].to_numpy(dtype=object)
     group_of = calib["group"].to_numpy(dtype=object)
-    panels = [("overall", "all")]
-    if (grouping_of == "split").any():
-        panels += [("split", g) for g in pd.unique(group_of[grouping_of == "split"])]
-    panels = panels[:MAX_RELIABILITY_PANELS]
+    splits, n_splits = _reliability_splits(result, calib)
+    panels = [("overall", "all")] + [("split", g) for g in splits]
     n_bins = int(result.metadata.get("calibration_bins") or calib["bin"].max() + 1)
     from matplotlib.figure import Figure
 
@@ -1233,9 +1235,36 @@ def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
     handles = [_patch(color=_BAR, alpha=0.85, label="accuracy per bin"),
                _line(color=_MEAN, linewidth=2, label="mean confidence in the bin"),
                _line(color="#555555", linestyle="--", linewidth=1, label="perfect calibration")]
-    _finish(fig, f"Reliability diagram \u2014 {_input_name(result)}",
-            f"{n_bins} equal-width confidence bins; numbers in the bars: rows per bin", handles)
+    sub = f"{n_bins} equal-width confidence bins; numbers in the bars: rows per bin"
+    if len(splits) < n_splits:
+        sub += (f"; the {len(splits)} splits of highest ECE of {n_splits:,} "
+                "(every split's bins in calibration.parquet)")
+    _finish(fig, f"Reliability diagram \u2014 {_input_name(result)}", sub, handles)
     _save(fig, path)
+
+
+def _reliability_splits(result: Any, calib: pd.DataFrame) -> tuple[list[str], int]:
+    """The splits the reliability diagram draws beside the overall panel (labels of
+    ``calib``'s ``group``) and how many splits there are: all of them when they fit
+    (``MAX_RELIABILITY_PANELS - 1``, in table order), else those of highest ECE (ties and
+    splits without one in table order, those without one last), as the other capped
+    figures show the worst groups."""
+    grouping_of = calib["grouping"].to_numpy(dtype=object)
+    splits = list(pd.unique(calib["group"].to_numpy(dtype=object)[grouping_of == "split"]))
+    room = MAX_RELIABILITY_PANELS - 1
+    if len(splits) <= room:
+        return splits, len(splits)
+    df = result.groups.get("split") if hasattr(result.groups, "get") else None
+    ece: dict[Any, float] = {}
+    if df is not None and "ece" in df.columns:
+        labels = [group_label(r, ["split"]) for r in df[["split"]].to_dict("records")]
+        ece = dict(zip(labels, df["ece"].to_numpy(dtype=float), strict=True))
+
+    def worst_first(i: int) -> tuple[bool, float, int]:
+        e = ece.get(splits[i], math.nan)
+        return (not math.isfinite(e), -e if math.isfinite(e) else 0.0, i)
+
+    return [splits[i] for i in sorted(range(len(splits)), key=worst_first)[:room]], len(splits)
 
 
 # --------------------------------------------------------------------------- #
