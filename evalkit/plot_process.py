@@ -4,9 +4,9 @@
 about 0.5 s, as much as a quarter of a 6M-row run. :func:`start` forks a helper when a run
 begins (before any reader thread exists; the CLI forks it earlier still, with
 :func:`start_early`): it imports matplotlib while the parent reads and computes, then waits. When the tables are final, :meth:`PlotHelper.draw` hands it the
-grouped tables; the helper and a second process forked from it (matplotlib already
-imported) draw the figures in parallel (shared by :func:`split_work` so both finish about
-together) into the report's temporary directory while the
+grouped tables, on two pipes at once: the helper and a second process forked from it
+(matplotlib already imported) draw the figures in parallel (shared by :func:`split_work`
+so both finish about together) into the report's temporary directory while the
 parent writes the Parquet tables, report.md and summary.json; :meth:`PlotHelper.finish`
 waits for them before the report is committed. The PNGs are those
 :func:`evalkit.plots.write_plots` draws in-process, byte for byte.
@@ -212,15 +212,20 @@ def _projection_stubs() -> dict[str, Any]:
                                                    PolarAxes=axes("PolarAxes", "polar"))}
 
 
-def _draw_loop(inbox: int, outbox: int) -> None:
-    """Child: report whether matplotlib imports, then draw the jobs sent until EOF."""
+def _draw_loop(inbox: int, outbox: int, sibling_inbox: int = -1) -> None:
+    """Child: report whether matplotlib imports, then draw the job sent. ``sibling_inbox``:
+    the read end of the parent's pipe to the second drawer, which this process forks (the
+    parent sends the job to both at once: :meth:`PlotHelper.draw`)."""
     try:
         plots = _ready_to_draw()
     except Exception:  # noqa: BLE001 - missing or broken matplotlib: the parent says so
         os.write(outbox, _UNAVAILABLE)
         return
-    # The second drawer is forked now, with matplotlib imported and nothing else running.
-    sibling = _fork(lambda i, o: _sibling_loop(i, o, inherited=(inbox, outbox)))
+    # The second drawer is forked now, with matplotlib imported and nothing else running
+    # (``_fork`` closes this process's copy of ``sibling_inbox``: EOF there once the parent
+    # closes its end).
+    sibling = _fork(lambda i, o: _sibling_loop(i, o, inherited=(inbox, outbox)),
+                    pipes=(sibling_inbox, -1, *os.pipe()) if sibling_inbox >= 0 else None)
     _children.append(sibling)  # ended with this process on SIGTERM (_on_sigterm)
     os.write(outbox, _READY)
     try:
@@ -230,8 +235,8 @@ def _draw_loop(inbox: int, outbox: int) -> None:
         _children.remove(sibling)
         return
     result, out_dir, class_hist, mine, theirs = job
-    if theirs:
-        _write_msg(sibling.to_child, (result, out_dir, class_hist, theirs))
+    if theirs and sibling_inbox < 0:
+        _write_msg(sibling.to_child, (result, out_dir, class_hist, mine, theirs))
     reply: Any = "ok"
     import warnings
 
@@ -283,8 +288,8 @@ def _sibling_loop(inbox: int, outbox: int, inherited: tuple[int, ...]) -> None:
     for fd in inherited:  # the first helper's pipes to the parent are not this process's
         with contextlib.suppress(OSError):
             os.close(fd)
-    try:
-        result, out_dir, class_hist, names = _read_msg(inbox)
+    try:  # the job of both drawers: this one draws the second list
+        result, out_dir, class_hist, _first, names = _read_msg(inbox)
     except EOFError:
         return
     import warnings
@@ -323,8 +328,9 @@ def split_work(names: Sequence[str], costs: dict[str, float]) -> tuple[list[str]
 class PlotHelper:
     """Forked plot drawers of one run (see the module docstring)."""
 
-    def __init__(self, channel: _Channel) -> None:
+    def __init__(self, channel: _Channel, to_sibling: int = -1) -> None:
         self._ch: _Channel | None = channel
+        self._to_sibling = to_sibling  # the pipe to the second drawer (-1: through the first)
         self._status: bytes | None = None
         self._pending = False
 
@@ -353,8 +359,12 @@ class PlotHelper:
 
         job = plot_input(result)
         mine, theirs = split_work(names, plot_costs(job))
-        try:
-            _write_msg(self._ch.to_child, (job, os.fspath(out_dir), class_hist, mine, theirs))
+        msg = (job, os.fspath(out_dir), class_hist, mine, theirs)
+        try:  # the second drawer first: it starts as soon as the first (not after it)
+            if theirs and self._to_sibling >= 0:
+                _write_msg(self._to_sibling, msg)
+            self._close_sibling_pipe()  # its only job, or none: it ends (the first waits for it)
+            _write_msg(self._ch.to_child, msg)
         except OSError:
             self.close()
             return False
@@ -376,8 +386,15 @@ class PlotHelper:
             return None
         return None if reply == "ok" else str(reply)
 
+    def _close_sibling_pipe(self) -> None:
+        if self._to_sibling >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._to_sibling)
+            self._to_sibling = -1
+
     def close(self) -> None:
         """End the helpers (killed if still drawing); idempotent."""
+        self._close_sibling_pipe()
         if self._ch is not None:
             self._ch.close(kill=True)
             self._ch = None
@@ -423,9 +440,17 @@ def _new_helper() -> PlotHelper | None:
     if importlib.util.find_spec("matplotlib") is None:
         return None
     try:
-        return PlotHelper(_fork(_draw_loop))
+        sib_r, sib_w = os.pipe()  # the parent's pipe to the drawer the first one forks
     except OSError:
         return None
+    try:
+        channel = _fork(lambda i, o: _draw_loop(i, o, sib_r), child_closes=[sib_w])
+    except OSError:
+        os.close(sib_w)
+        return None
+    finally:
+        os.close(sib_r)
+    return PlotHelper(channel, sib_w)
 
 
 def plot_input(result: Any) -> Any:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from .disparity import group_label
 from .display import MAX_PLOT_GROUPS, bounded_groups, mean_column
+from .errors import EvalkitWarning
 from .escape import MISSING_KEY, fmt_key, is_missing, terminal
 
 #: How to get plots when matplotlib is missing (for the report).
@@ -111,6 +112,32 @@ class PlotFontWarning(UserWarning):
     warning per missing glyph (see :func:`font_note`). Cosmetic, so not an
     :class:`~evalkit.errors.EvalkitWarning`: ``-q`` (``quiet_warnings``) silences it like
     the library warnings it replaces."""
+
+
+class PlotFailedWarning(EvalkitWarning):
+    """A plot could not be drawn (any error while drawing it: a label matplotlib cannot
+    lay out, a bug): the rest of the report is written all the same, that PNG says so in
+    place of the figure, and this warning names it (shown with ``-q`` too: a nightly log
+    must say that a figure is missing)."""
+
+
+def _plot_failed(path: Path, exc: BaseException) -> None:
+    """In place of a figure that could not be drawn: a PNG saying so (or none, if even
+    that fails) and a :class:`PlotFailedWarning` naming it."""
+    detail = (str(exc).strip().splitlines() or [""])[0][:200]
+    reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+    try:
+        fig = _new_figure(2)
+        fig.text(0.5, 0.5, f"{path.name} could not be drawn\n{reason}", ha="center", va="center",
+                 fontsize=10, wrap=True, parse_math=False, usetex=False)
+        _write_png(fig, path)
+    except Exception:  # noqa: BLE001 - the warning says it all; no file rather than half of one
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+    warnings.warn(PlotFailedWarning(f"plot {path.name} could not be drawn ({reason}); the rest of the "
+                                    "report is written"), stacklevel=3)
 
 
 def warn_font_note(message: str = "", category: type[Warning] | None = None) -> None:
@@ -1110,9 +1137,13 @@ def _plot_specs(result: Any) -> list[tuple[str, str, str, Any]]:
         specs.append((_means_title(result, g), plot_filename(g), "means", g))
     calib = reliability_bins(result)
     if calib is not None and len(calib):
-        by_split = "split" in set(calib["grouping"])
-        specs.append(("Reliability diagram" + (" (overall and by split)" if by_split else ""),
-                      "reliability.png", "reliability", calib))
+        shown, n_splits = _reliability_splits(result, calib)
+        title = "Reliability diagram"
+        if len(shown) < n_splits:
+            title += f" (overall and {len(shown)} of {n_splits:,} splits: highest ECE)"
+        elif n_splits:
+            title += " (overall and by split)"
+        specs.append((title, "reliability.png", "reliability", calib))
     return specs
 
 
@@ -1124,8 +1155,9 @@ def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None,
     ``![title](file)``.  ``class_hist`` (see :func:`class_histograms`) gives the per-class
     loss histograms; without it the class plot summarises the class table's quantiles.
     Groupings without rows with data are skipped. ``only`` restricts drawing to those file
-    names (the return value still lists every plot, as :func:`plot_plan`). Needs
-    matplotlib (:func:`plots_available`).
+    names (the return value still lists every plot, as :func:`plot_plan`). A plot that
+    cannot be drawn is a PNG saying so and a :class:`PlotFailedWarning`, never an error
+    (:func:`_plot_failed`). Needs matplotlib (:func:`plots_available`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1134,12 +1166,15 @@ def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None,
         for _, name, kind, g in specs:
             if only is not None and name not in only:
                 continue
-            if kind == "class":
-                _plot_class_distribution(result, out_dir / name, class_hist)
-            elif kind == "reliability":
-                _plot_reliability(result, g, out_dir / name)
-            else:
-                _plot_group_means(result, g, out_dir / name)
+            try:
+                if kind == "class":
+                    _plot_class_distribution(result, out_dir / name, class_hist)
+                elif kind == "reliability":
+                    _plot_reliability(result, g, out_dir / name)
+                else:
+                    _plot_group_means(result, g, out_dir / name)
+            except Exception as exc:  # noqa: BLE001 - a figure never costs the run its report
+                _plot_failed(out_dir / name, exc)
     return [(title, name) for title, name, _, _ in specs]
 
 
@@ -1184,10 +1219,8 @@ def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
     # plain arrays: comparing Arrow-backed string columns costs milliseconds each time
     grouping_of = calib["grouping"].to_numpy(dtype=object)
     group_of = calib["group"].to_numpy(dtype=object)
-    panels = [("overall", "all")]
-    if (grouping_of == "split").any():
-        panels += [("split", g) for g in pd.unique(group_of[grouping_of == "split"])]
-    panels = panels[:MAX_RELIABILITY_PANELS]
+    splits, n_splits = _reliability_splits(result, calib)
+    panels = [("overall", "all")] + [("split", g) for g in splits]
     n_bins = int(result.metadata.get("calibration_bins") or calib["bin"].max() + 1)
     from matplotlib.figure import Figure
 
@@ -1224,9 +1257,36 @@ def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
     handles = [_patch(color=_BAR, alpha=0.85, label="accuracy per bin"),
                _line(color=_MEAN, linewidth=2, label="mean confidence in the bin"),
                _line(color="#555555", linestyle="--", linewidth=1, label="perfect calibration")]
-    _finish(fig, f"Reliability diagram \u2014 {_input_name(result)}",
-            f"{n_bins} equal-width confidence bins; numbers in the bars: rows per bin", handles)
+    sub = f"{n_bins} equal-width confidence bins; numbers in the bars: rows per bin"
+    if len(splits) < n_splits:
+        sub += (f"; the {len(splits)} splits of highest ECE of {n_splits:,} "
+                "(every split's bins in calibration.parquet)")
+    _finish(fig, f"Reliability diagram \u2014 {_input_name(result)}", sub, handles)
     _save(fig, path)
+
+
+def _reliability_splits(result: Any, calib: pd.DataFrame) -> tuple[list[str], int]:
+    """The splits the reliability diagram draws beside the overall panel (labels of
+    ``calib``'s ``group``) and how many splits there are: all of them when they fit
+    (``MAX_RELIABILITY_PANELS - 1``, in table order), else those of highest ECE (ties and
+    splits without one in table order, those without one last), as the other capped
+    figures show the worst groups."""
+    grouping_of = calib["grouping"].to_numpy(dtype=object)
+    splits = list(pd.unique(calib["group"].to_numpy(dtype=object)[grouping_of == "split"]))
+    room = MAX_RELIABILITY_PANELS - 1
+    if len(splits) <= room:
+        return splits, len(splits)
+    df = result.groups.get("split") if hasattr(result.groups, "get") else None
+    ece: dict[Any, float] = {}
+    if df is not None and "ece" in df.columns:
+        labels = [group_label(r, ["split"]) for r in df[["split"]].to_dict("records")]
+        ece = dict(zip(labels, df["ece"].to_numpy(dtype=float), strict=True))
+
+    def worst_first(i: int) -> tuple[bool, float, int]:
+        e = ece.get(splits[i], math.nan)
+        return (not math.isfinite(e), -e if math.isfinite(e) else 0.0, i)
+
+    return [splits[i] for i in sorted(range(len(splits)), key=worst_first)[:room]], len(splits)
 
 
 # --------------------------------------------------------------------------- #

@@ -55,6 +55,96 @@ def test_helper_draws_the_same_pngs_as_in_process(tmp_path):
         assert f"]({name})" in md
 
 
+def test_the_parent_sends_the_job_to_both_drawers(tmp_path, monkeypatch):
+    """The second drawer gets the job from the parent, as the first does (not relayed by the
+    first after it has read it): the same message on two pipes, the PNGs as in-process."""
+    data = _data(tmp_path)
+    sent: list[tuple[int, object]] = []
+    real_write = plot_process._write_msg
+
+    def spy(fd, obj):
+        sent.append((fd, obj))
+        real_write(fd, obj)
+
+    helper = plot_process.start()
+    assert helper is not None
+    monkeypatch.setattr(plot_process, "_write_msg", spy)  # the parent's writes only (forked before)
+    result = evalkit.evaluate(data, by="region")
+    path = result.write(tmp_path / "helper", plot_helper=helper)
+    assert len(sent) == 2 and sent[0][0] != sent[1][0]
+    assert sent[0][1] is sent[1][1]
+    _job, _out, _hist, mine, theirs = sent[0][1]
+    assert mine and theirs
+    assert _pngs(path) == _pngs(result.write(tmp_path / "here"))
+
+
+def test_a_job_for_the_first_drawer_only_ends(tmp_path):
+    """One plot to draw: the second drawer gets no job and ends (the first waits for it
+    before it answers: it must not wait for ever)."""
+    import signal
+
+    data = _data(tmp_path)
+    helper = plot_process.start()
+    assert helper is not None
+    result = evalkit.evaluate(data, by="region")
+    out = tmp_path / "one"
+    out.mkdir()
+    old = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the helper did not answer"))
+    signal.alarm(60)
+    try:
+        assert helper.draw(result, out, result._class_hist, ["reliability.png"])
+        assert helper.finish() is None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        helper.close()
+    assert [p.name for p in out.glob("*.png")] == ["reliability.png"]
+
+
+def _failing_group_means(monkeypatch):
+    def boom(result, grouping, path):
+        if grouping.name == "region":
+            raise ValueError("Unknown symbol: \\foo")  # as matplotlib's mathtext parser says
+        return real(result, grouping, path)
+
+    real = plots._plot_group_means
+    monkeypatch.setattr(plots, "_plot_group_means", boom)
+
+
+def test_a_plot_that_cannot_be_drawn_costs_only_that_plot(tmp_path, monkeypatch):
+    """Any error while drawing one figure (in this process): the report is written, the
+    PNG says the plot could not be drawn, one PlotFailedWarning names it."""
+    result = evalkit.evaluate(_data(tmp_path), by="region")
+    _failing_group_means(monkeypatch)
+    with pytest.warns(plots.PlotFailedWarning, match=r"plot mean_loss_by_region\.png could not be drawn "
+                                                     r"\(ValueError: Unknown symbol: \\foo\)") as caught:
+        path = result.write(tmp_path / "r")
+    assert len([w for w in caught if w.category is plots.PlotFailedWarning]) == 1
+    pngs = _pngs(path)
+    assert set(pngs) == {"loss_by_class.png", "mean_loss_by_class.png", "mean_loss_by_split.png",
+                         "mean_loss_by_region.png", "reliability.png"}
+    assert pngs["mean_loss_by_region.png"].startswith(b"\x89PNG")  # says so, in place of the figure
+    assert "](mean_loss_by_region.png)" in (path / "report.md").read_text()
+
+
+def test_the_cli_writes_the_report_when_a_helper_cannot_draw_a_plot(tmp_path, monkeypatch):
+    """The same in the plot helpers of the CLI: exit 0, the report written, one warning line
+    (with -q too)."""
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    _failing_group_means(monkeypatch)  # before the helper is forked: it has it too
+    out = tmp_path / "r"
+    res = CliRunner().invoke(main, ["evaluate", str(_data(tmp_path)), "--by", "region", "--out", str(out),
+                                    "--format", "none", "-q"])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.output.splitlines() if "could not be drawn" in ln]
+    assert lines == ["warning: plot mean_loss_by_region.png could not be drawn (ValueError: Unknown symbol: "
+                     "\\foo); the rest of the report is written"]
+    assert (out / "summary.json").exists() and len(_pngs(out)) == 5
+
+
 def test_a_helper_that_dies_falls_back_to_drawing_here(tmp_path, monkeypatch):
     real = plot_process.start
 

@@ -903,3 +903,42 @@ def test_bounded_groups_rank_a_weighted_table_by_its_weighted_mean() -> None:
     assert mean_column(df.assign(weighted_mean=np.nan)) == "mean"
     shown, left = bounded_groups(df, 4)
     assert list(shown["g"]) == ["f", "e", "b", "a"] and left == 2
+
+
+def test_reliability_diagram_past_its_panels_shows_the_splits_of_highest_ece_and_says_so(tmp_path: Path) -> None:
+    """rt-eval8 F3: with more splits than panels, the diagram draws those of highest ECE
+    (as the other capped figures draw the worst groups) and its caption and subtitle say how
+    many of how many; with few splits, all of them in table order, as before."""
+    pytest.importorskip("matplotlib")
+    from evalkit import plots
+
+    classes = ["a", "b", "c"]
+    n_splits, per = 9, 400
+    df = _probs_frame(n_splits * per, classes, seed=3)
+    df["split"] = np.repeat([f"s{i}" for i in range(n_splits)], per)
+    rng = np.random.default_rng(4)
+    for i in (2, 5, 7):  # badly calibrated splits: confident and random
+        rows = df["split"] == f"s{i}"
+        p = rng.dirichlet(np.full(3, 0.05), int(rows.sum()))
+        df.loc[rows, [f"prob_{c}" for c in classes]] = p
+    result = evalkit.evaluate(df)
+    by_split = result.groups["split"]
+    worst = list(by_split.sort_values("ece", ascending=False, kind="stable")["split"][:5])
+    calib = plots.reliability_bins(result)
+    shown, total = plots._reliability_splits(result, calib)
+    assert (shown, total) == (worst, n_splits)
+    assert {"s2", "s5", "s7"} <= set(shown)
+    titles = dict((n, t) for t, n in plots.plot_plan(result))
+    assert titles["reliability.png"] == "Reliability diagram (overall and 5 of 9 splits: highest ECE)"
+    drawn: list[str] = []
+    real = plots._panel_title
+    import unittest.mock
+
+    with unittest.mock.patch.object(plots, "_panel_title", lambda g, grp, row: drawn.append(grp) or real(g, grp, row)), \
+            unittest.mock.patch.object(plots, "_finish", wraps=plots._finish) as finish:
+        write_plots(result, tmp_path, only=["reliability.png"])
+    assert drawn == ["all", *worst]
+    assert finish.call_args[0][2].endswith("; the 5 splits of highest ECE of 9 (every split's bins in calibration.parquet)")
+    few = evalkit.evaluate(df[df["split"].isin(["s1", "s0", "s2"])])
+    assert plots._reliability_splits(few, plots.reliability_bins(few))[0] == list(pd.unique(
+        plots.reliability_bins(few).query("grouping == 'split'")["group"]))
