@@ -226,9 +226,13 @@ def test_a_signal_while_the_replaced_report_is_removed_leaves_nothing_behind(pre
             signal.raise_signal(signal.SIGINT)  # handled at the next bytecode: here, mid-removal
         return real_unlink(path, *args, **kwargs)
     monkeypatch.setattr(os, "unlink", unlink)
-    with pytest.raises(KeyboardInterrupt):
-        result.write(out, overwrite=True)
-    monkeypatch.undo()
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever earlier tests left
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            result.write(out, overwrite=True)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        monkeypatch.undo()
     assert sent and leftovers(out.parent) == []
     assert evalkit.outdir.read_manifest(out)[0] is not None and snapshot(out) != before
 
