@@ -221,7 +221,9 @@ def test_a_signal_while_the_replaced_report_is_removed_leaves_nothing_behind(pre
     sent: list[bool] = []
 
     def unlink(path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if not sent and _swapped_out(out):
+        import threading
+
+        if not sent and threading.current_thread() is threading.main_thread() and _swapped_out(out):
             sent.append(True)
             signal.raise_signal(signal.SIGINT)  # handled at the next bytecode: here, mid-removal
         return real_unlink(path, *args, **kwargs)
