@@ -221,14 +221,20 @@ def test_a_signal_while_the_replaced_report_is_removed_leaves_nothing_behind(pre
     sent: list[bool] = []
 
     def unlink(path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if not sent and _swapped_out(out):
+        import threading
+
+        if not sent and threading.current_thread() is threading.main_thread() and _swapped_out(out):
             sent.append(True)
             signal.raise_signal(signal.SIGINT)  # handled at the next bytecode: here, mid-removal
         return real_unlink(path, *args, **kwargs)
     monkeypatch.setattr(os, "unlink", unlink)
-    with pytest.raises(KeyboardInterrupt):
-        result.write(out, overwrite=True)
-    monkeypatch.undo()
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever earlier tests left
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            result.write(out, overwrite=True)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        monkeypatch.undo()
     assert sent and leftovers(out.parent) == []
     assert evalkit.outdir.read_manifest(out)[0] is not None and snapshot(out) != before
 
