@@ -453,13 +453,15 @@ def gates_from_flags(cfg_gates: Any, config_file: str | None, flags: dict[str, A
     ``limits`` are ``X|X%`` flags (:func:`limit_value`). Normalised and validated."""
     from .gates import normalize_gates, validate_gates
 
-    gates = dict(cfg_gates or {})
+    given: dict[str, Any] = {}
     for key in keys:
         value = flags.pop(key)
         if value is None:
             continue
-        gates[key] = limit_value("--" + key.replace("_", "-"), value) if key in limits else value
-    gates = normalize_gates(gates)
+        given[key] = limit_value("--" + key.replace("_", "-"), value) if key in limits else value
+    # Each source normalised on its own: a flag replaces the file's gate in either spelling
+    # (--max-drift 10% over max_drift_pct: 200), two flags for one gate are refused.
+    gates = {**normalize_gates(cfg_gates), **normalize_gates(given)}
     validate_gates(gates, "gates" if not config_file else f"{config_file}: gates")
     return gates
 

@@ -112,13 +112,20 @@ def _number(value: Any, key: str, source: str) -> float:
 
 
 def normalize_gates(gates: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A copy with ``max_regression: "5%"`` rewritten as ``max_regression_pct: 5``."""
+    """A copy with ``max_regression: "5%"`` rewritten as ``max_regression_pct: 5``.
+
+    Raises ConfigError when a mapping gives one gate in both spellings (``max_drift: "10%"``
+    and ``max_drift_pct: 200``)."""
+    gates = gates or {}
     out: dict[str, Any] = {}
-    for key, value in (gates or {}).items():
+    for key, value in gates.items():
         if key == "groups" and isinstance(value, Mapping):
             out[key] = {g: normalize_gates(sub) if isinstance(sub, Mapping) else sub
                         for g, sub in value.items()}
         elif key in ("max_regression", "max_drift") and isinstance(value, str) and value.strip().endswith("%"):
+            if f"{key}_pct" in gates:  # one gate given twice: which limit holds must not depend on key order
+                raise ConfigError(f"gates: {key}: {value!r} and {key}_pct: {gates[f'{key}_pct']!r} set the same "
+                                  "gate (a limit in percent); give one of them")
             try:
                 out[f"{key}_pct"] = float(value.strip()[:-1])
             except ValueError:

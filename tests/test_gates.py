@@ -531,3 +531,30 @@ def test_a_top_level_min_count_applies_to_the_overall_line_in_the_three_commands
     r = CliRunner().invoke(main, [*COMMANDS["evaluate"](tmp_path, reps), "--config", str(loose),
                                   "--format", "none"])
     assert r.exit_code == 5 and "gate failed: max_mean_loss overall" in r.output  # 120 rows: gated
+
+
+@pytest.mark.parametrize("gates", [{"max_drift": "10%", "max_drift_pct": 200}, {"max_drift_pct": 200, "max_drift": "10%"},
+                                   {"groups": {"region": {"max_regression_pct": 500, "max_regression": "5%"}}}])
+def test_one_gate_in_both_spellings_is_a_config_error_whatever_the_key_order(gates) -> None:  # type: ignore[no-untyped-def]
+    """rt-hist8 F10: `max_drift: "10%"` with `max_drift_pct: 200` was resolved by key order,
+    the other limit vanishing from the report."""
+    from evalkit.errors import ConfigError
+    from evalkit.gates import normalize_gates
+
+    with pytest.raises(ConfigError, match="set the same gate"):
+        normalize_gates(gates)
+
+
+def test_a_gate_flag_replaces_the_files_gate_in_either_spelling_and_two_flags_are_refused() -> None:
+    from evalkit.cli_common import gates_from_flags
+    from evalkit.errors import ConfigError
+
+    keys, limits = ("max_drift", "max_drift_pct"), ("max_drift",)
+    got = gates_from_flags({"max_drift_pct": 200}, "c.yaml", {"max_drift": "10%", "max_drift_pct": None}, keys, limits)
+    assert got == {"max_drift_pct": 10.0}
+    got = gates_from_flags({"max_drift": "10%"}, "c.yaml", {"max_drift": None, "max_drift_pct": 200.0}, keys, limits)
+    assert got == {"max_drift_pct": 200.0}
+    got = gates_from_flags({"max_drift": 0.5}, "c.yaml", {"max_drift": None, "max_drift_pct": 20.0}, keys, limits)
+    assert got == {"max_drift": 0.5, "max_drift_pct": 20.0}  # two different gates: both hold
+    with pytest.raises(ConfigError, match="set the same gate"):
+        gates_from_flags({}, None, {"max_drift": "10%", "max_drift_pct": 200.0}, keys, limits)
