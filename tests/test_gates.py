@@ -558,3 +558,22 @@ def test_a_gate_flag_replaces_the_files_gate_in_either_spelling_and_two_flags_ar
     assert got == {"max_drift": 0.5, "max_drift_pct": 20.0}  # two different gates: both hold
     with pytest.raises(ConfigError, match="set the same gate"):
         gates_from_flags({}, None, {"max_drift": "10%", "max_drift_pct": 200.0}, keys, limits)
+
+
+@pytest.mark.parametrize("top, own, fails", [(0.1, 10.0, False), (10.0, 0.1, True)])
+def test_groups_overall_overrides_the_top_level_gate_for_the_overall_line(top, own, fails) -> None:  # type: ignore[no-untyped-def]
+    """rt-eval8 F20: with top-level `max_mean_loss: 0.1` and `groups: overall: max_mean_loss: 1`
+    both limits applied (the stricter always won); the grouping's own key overrides."""
+    import numpy as np
+    import pandas as pd
+
+    import evalkit
+    from evalkit.gates import check_gates
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), 300)
+    df = pd.DataFrame(p, columns=["prob_a", "prob_b", "prob_c"]).assign(label=rng.integers(0, 3, 300))
+    result = evalkit.evaluate(df, plots=False)
+    assert 0.1 < float(result.overall["mean"]) < 10.0
+    failures = check_gates(result, {"max_mean_loss": top, "groups": {"overall": {"max_mean_loss": own}}})
+    assert [(f.gate, f.limit) for f in failures] == ([("max_mean_loss", own)] if fails else [])
