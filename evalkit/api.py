@@ -462,7 +462,7 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
             gate_note = gates_note("evaluate", cfg.gates, empty_in=cfg.gates_empty_in)
     inputs = pipeline.resolve_inputs(data, labels, cfg, progress)
     layout = pipeline.detect_input_layout(inputs, cfg)
-    groupings = pipeline.resolve_groupings(cfg, inputs.names)
+    groupings = pipeline.resolve_groupings(cfg, inputs.names, layout.label_columns)
     pipeline.check_gated_groupings(cfg, groupings)
     plan = pipeline.build_plan(cfg, inputs, layout, groupings)
     spool = pipeline.open_spool(cfg, inputs.in_memory, spool_dir)

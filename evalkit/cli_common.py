@@ -73,6 +73,9 @@ def terminal_write_failure(exc: BaseException) -> str | None:
     return None
 
 
+_OUTPUT_FAILED = "evalkit.output_failed"
+
+
 @contextlib.contextmanager
 def printing() -> Iterator[None]:
     """Around a command's stdout output: a reader that closes the pipe early
@@ -85,6 +88,15 @@ def printing() -> Iterator[None]:
         flush_stdout()  # what is buffered may only meet the closed pipe here
     except BrokenPipeError:
         silence_stdout()
+    except OSError as exc:
+        # stdout that cannot be written (a full disk behind `> file`): said now, and the
+        # command still goes on to its gate lines; it ends with exit 4 unless a gate failed
+        # (5: the outcome a pipeline gates on; handle_errors applies the 4).
+        if terminal_write_failure(exc) != "standard output":
+            raise
+        stdout_failed("standard output", exc)
+        silence_stdout()
+        click.get_current_context().meta[_OUTPUT_FAILED] = True
 
 
 def silence_stdout() -> None:
@@ -155,6 +167,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 warnings.showwarning = _show_warning(warnings.showwarning)
                 out = fn(*args, **kwargs)
                 flush_stdout()  # a buffered write that fails says so here, inside the command
+                if ctx.meta.get(_OUTPUT_FAILED):  # said by printing(); no gate failed
+                    ctx.exit(EXIT_OUTPUT)
                 return out
         except EvalkitError as exc:
             if debug:
@@ -439,13 +453,15 @@ def gates_from_flags(cfg_gates: Any, config_file: str | None, flags: dict[str, A
     ``limits`` are ``X|X%`` flags (:func:`limit_value`). Normalised and validated."""
     from .gates import normalize_gates, validate_gates
 
-    gates = dict(cfg_gates or {})
+    given: dict[str, Any] = {}
     for key in keys:
         value = flags.pop(key)
         if value is None:
             continue
-        gates[key] = limit_value("--" + key.replace("_", "-"), value) if key in limits else value
-    gates = normalize_gates(gates)
+        given[key] = limit_value("--" + key.replace("_", "-"), value) if key in limits else value
+    # Each source normalised on its own: a flag replaces the file's gate in either spelling
+    # (--max-drift 10% over max_drift_pct: 200), two flags for one gate are refused.
+    gates = {**normalize_gates(cfg_gates), **normalize_gates(given)}
     validate_gates(gates, "gates" if not config_file else f"{config_file}: gates")
     return gates
 

@@ -307,19 +307,22 @@ def missing_column(column: str, role: str, available: Sequence[str], source: str
 
 def sample_rows(
     mask: np.ndarray,
-    row_offset: int,
+    row_offset: int | np.ndarray,
     values: Sequence[Any] | np.ndarray | None = None,
     keys: Sequence[Any] | np.ndarray | None = None,
     limit: int = 5,
 ) -> str:
-    """Describe up to ``limit`` offending rows: their global position (or key) and value."""
+    """Describe up to ``limit`` offending rows: their global position (or key) and value.
+    ``row_offset`` is the first row's position, or an array of every row's position (rows
+    left out before, e.g. by ``--ignore-label``, keep their numbers)."""
     import numpy as np  # lazily: `evalkit --help` should not pay for numpy
 
     idx = np.flatnonzero(mask)[:limit]
     total = int(np.count_nonzero(mask))
     parts = []
     for i in idx:
-        where = f"row {row_offset + int(i)}"
+        at = row_offset[int(i)] if isinstance(row_offset, np.ndarray) else row_offset + int(i)
+        where = f"row {int(at)}"
         if keys is not None:
             where += f" (key {_fmt_value(_get(keys, int(i)))})"
         if values is not None:

@@ -128,13 +128,20 @@ def _number(value: Any, key: str, source: str) -> float:
 
 
 def normalize_gates(gates: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A copy with ``max_regression: "5%"`` rewritten as ``max_regression_pct: 5``."""
+    """A copy with ``max_regression: "5%"`` rewritten as ``max_regression_pct: 5``.
+
+    Raises ConfigError when a mapping gives one gate in both spellings (``max_drift: "10%"``
+    and ``max_drift_pct: 200``)."""
+    gates = gates or {}
     out: dict[str, Any] = {}
-    for key, value in (gates or {}).items():
+    for key, value in gates.items():
         if key == "groups" and isinstance(value, Mapping):
             out[key] = {g: normalize_gates(sub) if isinstance(sub, Mapping) else sub
                         for g, sub in value.items()}
         elif key in ("max_regression", "max_drift") and isinstance(value, str) and value.strip().endswith("%"):
+            if f"{key}_pct" in gates:  # one gate given twice: which limit holds must not depend on key order
+                raise ConfigError(f"gates: {key}: {value!r} and {key}_pct: {gates[f'{key}_pct']!r} set the same "
+                                  "gate (a limit in percent); give one of them")
             try:
                 out[f"{key}_pct"] = float(value.strip()[:-1])
             except ValueError:
@@ -378,7 +385,10 @@ def check_gates(result: Any, gates: Mapping[str, Any] | None, *, detail: str = "
     failures: list[GateFailure] = []
     min_count = int(gates.get("min_count", 0))
     on_ci = bool(gates.get("require_ci_above_limit", False))
-    top = [gate for gate in EVAL_GATES if gate in gates]
+    # groups: overall: overrides the top-level gates for the overall line, key by key, as a
+    # grouping's keys override them for that grouping (configs/README); never both limits.
+    overall_own = (gates.get("groups") or {}).get("overall") or {}
+    top = [gate for gate in EVAL_GATES if gate in gates and gate not in overall_own]
     n_overall = float(result.overall["count"]) if top else 0.0
     if top and min_count > 0 and n_overall < min_count:
         # the overall line is a group like any other: one with fewer than min_count rows is

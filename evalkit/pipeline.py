@@ -278,10 +278,25 @@ def detect_input_layout(inputs: Inputs, cfg: EvalConfig) -> Layout:
 # -- groupings and gates ----------------------------------------------------------------
 
 
-def resolve_groupings(cfg: EvalConfig, names: Sequence[str]) -> tuple[Grouping, ...]:
+def resolve_groupings(cfg: EvalConfig, names: Sequence[str],
+                      label_columns: Sequence[str] = ()) -> tuple[Grouping, ...]:
     """overall, by class (unless off), by ``split`` when the input has one (unless off), then
-    the user's groupings in order; ``names`` are the input's columns."""
+    the user's groupings in order; ``names`` are the input's columns, ``label_columns`` those
+    holding the labels.
+
+    Raises UsageError for a grouping evalkit's own names would hide: one named ``overall``
+    (the overall line), and an input column ``class`` that is not the label (``class`` in a
+    grouping or slice is the true class), as for statistic names (:func:`key_name_clash`)."""
     gs: list[Grouping] = [Grouping("overall", ())]
+    if ("overall",) in [tuple(c) for c in cfg.by]:
+        raise UsageError("a grouping named 'overall' would be the overall line: rename the input "
+                         "column 'overall' (e.g. with a SQL or DataFrame rename) to group by it")
+    for cols in [tuple(c) for c in cfg.by] + [tuple(cfg.slices)]:
+        if CLASS in cols and CLASS in names and CLASS not in label_columns:
+            raise UsageError(f"the input column {CLASS!r} has the name groupings and slices give the "
+                             f"true class, so {option('by')} {CLASS} would group by the true class, not "
+                             "by that column: rename the input column (e.g. with a SQL or DataFrame "
+                             "rename) to group by it")
     if cfg.by_class:
         gs.append(Grouping(CLASS, (CLASS,)))
     user = [tuple(cols) for cols in cfg.by]

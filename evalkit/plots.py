@@ -36,6 +36,7 @@ MAX_GROUPS = MAX_PLOT_GROUPS  # groups drawn per mean-loss chart (likewise)
 MAX_RELIABILITY_PANELS = 6  # reliability panels: overall and up to five splits
 DISPLAY_BINS = 60  # display bins of the class histograms
 MAX_LABEL = 28  # group labels longer than this are truncated
+MAX_AXIS_LABEL = 20  # a vertical axis label longer than this is truncated (fits a one-group figure)
 #: A mean-loss chart's x axis ends at most this many times the longest bar (or the overall
 #: mean): confidence intervals reaching further run off it, marked (see _plot_group_means).
 CI_ROOM = 2.0
@@ -1019,9 +1020,9 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     _right_labels(ax, ys, [f"{mean_word} {v:.3g}, {_fmt_count(n)}" + (" (no CI)" if nc else "")
                            + (f" (CI to {v + h:.3g})" if o else "")
                            for v, n, nc, o, h in zip(m, cnt, no_ci, off, hi_err, strict=True)])
-    what = ", ".join(terminal(c) for c in cols)
+    what = ", ".join(_truncate(terminal(c)) for c in cols)
     ax.set_xlabel(f"{mean_word} cross-entropy loss", fontsize=10)
-    ax.set_ylabel(what, fontsize=10)
+    ax.set_ylabel(_truncate(what, MAX_AXIS_LABEL), fontsize=10)  # vertical: the shortest axes' height
     title = f"Mean loss by {what} \u2014 {_input_name(result)}"
     sub_title = f"sorted by {mean_word} loss; error bars: {level} CI of the {mean_word}"
     if cut:

@@ -40,9 +40,10 @@ class Problem:
     """Per-row values shown in the message (indexable by row position)."""
 
     def to_error(
-        self, source: str, column: str, row_offset: int = 0, keys: Sequence[Any] | None = None
+        self, source: str, column: str, row_offset: int | np.ndarray = 0, keys: Sequence[Any] | None = None
     ) -> EvalkitError:
-        """The exception that names file, column and a sample of offending rows."""
+        """The exception that names file, column and a sample of offending rows (``row_offset``:
+        the first row's position, or every row's, as :func:`~evalkit.errors.sample_rows`)."""
         return self.error(
             f"{source}: column {column}: {self.what}: "
             f"{sample_rows(self.mask, row_offset, self.values, keys)}"

@@ -384,3 +384,27 @@ def test_a_usage_error_whose_stderr_reader_has_gone_still_exits_2(tmp_path: Path
     finally:
         os.close(write_end)
     assert proc.returncode == 2
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("command", ["evaluate", "compare", "history"])
+def test_unwritable_stdout_still_prints_the_failed_gates(tmp_path: Path, command: str):
+    """rt-hist8 F8: with stdout on a full disk the command stopped at its tables (exit 4) and
+    its `gate failed:` lines never reached stderr. Now stdout's failure is said, the gate
+    lines follow, and a failed gate exits 5 (the outcome a pipeline gates on)."""
+    import evalkit
+
+    src = tmp_path / "p.parquet"
+    pd.DataFrame({"prob_a": [0.7, 0.2, 0.6] * 50, "prob_b": [0.3, 0.8, 0.4] * 50,
+                  "label": [0, 1, 1] * 50}).to_parquet(src)
+    for r in ("r1", "r2"):
+        evalkit.evaluate(str(src), plots=False).write(tmp_path / r)
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("gates:\n  max_mean_loss: 0.01\n")
+    args = {"evaluate": ["evaluate", str(src), "--no-plots", "--out", str(tmp_path / "r3")],
+            "compare": ["compare", str(tmp_path / "r1"), str(tmp_path / "r2")],
+            "history": ["history", str(tmp_path / "r1"), str(tmp_path / "r2"), "--no-plots"]}[command]
+    code, err = _evalkit_process([*args, "--config", str(cfg)], tmp_path, stdout="/dev/full")
+    assert code == 5, err
+    assert "could not write to standard output" in err and "gate failed: max_mean_loss overall" in err
+    assert "Traceback" not in err and "internal error" not in err

@@ -553,6 +553,7 @@ def test_a_top_level_min_count_applies_to_the_overall_line_in_the_three_commands
     assert r.exit_code == 5 and "gate failed: max_mean_loss overall" in r.output  # 120 rows: gated
 
 
+<<<<<<< HEAD
 def _runs_with_and_without_region(tmp_path: Path) -> tuple[str, str]:
     rng = np.random.default_rng(5)
     for name, by in (("with", ["region"]), ("without", None)):
@@ -723,3 +724,49 @@ def test_gate_failures_name_a_null_an_empty_and_a_nan_string_group_as_the_report
             for e in entries:
                 assert e["message"].startswith(f"{gate} grp[{e['group']}]: observed "), e["message"]
                 assert f"gate failed: {e['message']}" in r.stderr and md_text(e["message"]) in md
+=======
+@pytest.mark.parametrize("gates", [{"max_drift": "10%", "max_drift_pct": 200}, {"max_drift_pct": 200, "max_drift": "10%"},
+                                   {"groups": {"region": {"max_regression_pct": 500, "max_regression": "5%"}}}])
+def test_one_gate_in_both_spellings_is_a_config_error_whatever_the_key_order(gates) -> None:  # type: ignore[no-untyped-def]
+    """rt-hist8 F10: `max_drift: "10%"` with `max_drift_pct: 200` was resolved by key order,
+    the other limit vanishing from the report."""
+    from evalkit.errors import ConfigError
+    from evalkit.gates import normalize_gates
+
+    with pytest.raises(ConfigError, match="set the same gate"):
+        normalize_gates(gates)
+
+
+def test_a_gate_flag_replaces_the_files_gate_in_either_spelling_and_two_flags_are_refused() -> None:
+    from evalkit.cli_common import gates_from_flags
+    from evalkit.errors import ConfigError
+
+    keys, limits = ("max_drift", "max_drift_pct"), ("max_drift",)
+    got = gates_from_flags({"max_drift_pct": 200}, "c.yaml", {"max_drift": "10%", "max_drift_pct": None}, keys, limits)
+    assert got == {"max_drift_pct": 10.0}
+    got = gates_from_flags({"max_drift": "10%"}, "c.yaml", {"max_drift": None, "max_drift_pct": 200.0}, keys, limits)
+    assert got == {"max_drift_pct": 200.0}
+    got = gates_from_flags({"max_drift": 0.5}, "c.yaml", {"max_drift": None, "max_drift_pct": 20.0}, keys, limits)
+    assert got == {"max_drift": 0.5, "max_drift_pct": 20.0}  # two different gates: both hold
+    with pytest.raises(ConfigError, match="set the same gate"):
+        gates_from_flags({}, None, {"max_drift": "10%", "max_drift_pct": 200.0}, keys, limits)
+
+
+@pytest.mark.parametrize("top, own, fails", [(0.1, 10.0, False), (10.0, 0.1, True)])
+def test_groups_overall_overrides_the_top_level_gate_for_the_overall_line(top, own, fails) -> None:  # type: ignore[no-untyped-def]
+    """rt-eval8 F20: with top-level `max_mean_loss: 0.1` and `groups: overall: max_mean_loss: 1`
+    both limits applied (the stricter always won); the grouping's own key overrides."""
+    import numpy as np
+    import pandas as pd
+
+    import evalkit
+    from evalkit.gates import check_gates
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), 300)
+    df = pd.DataFrame(p, columns=["prob_a", "prob_b", "prob_c"]).assign(label=rng.integers(0, 3, 300))
+    result = evalkit.evaluate(df, plots=False)
+    assert 0.1 < float(result.overall["mean"]) < 10.0
+    failures = check_gates(result, {"max_mean_loss": top, "groups": {"overall": {"max_mean_loss": own}}})
+    assert [(f.gate, f.limit) for f in failures] == ([("max_mean_loss", own)] if fails else [])
+>>>>>>> lead8

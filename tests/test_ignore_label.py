@@ -137,3 +137,21 @@ def test_metadata_keeps_the_ignore_label_typed(tmp_path):
     assert json.loads(res.output)["metadata"]["ignore_label"] == -100
     named = pd.DataFrame({"prob_cat": [0.8, 0.1, 0.5], "prob_dog": [0.2, 0.9, 0.5], "label": ["cat", "dog", "?"]})
     assert evalkit.evaluate(named, ignore_label="?").metadata["ignore_label"] == "?"
+
+
+@pytest.mark.parametrize("batch_size", [None, 64])
+def test_errors_name_input_rows_whatever_was_left_out_before(tmp_path, batch_size):
+    """rt-eval8 F13: after --ignore-label left out rows 0..99, a bad label at input row 150
+    was reported as "row 50" (its position among the kept rows)."""
+    rng = np.random.default_rng(0)
+    n = 400
+    p = rng.dirichlet(np.ones(2), n)
+    labels = np.array(["a", "b"])[rng.integers(0, 2, n)].astype(object)
+    labels[:100] = "unknown"
+    labels[150] = "bogus"
+    labels[151] = "unknown"
+    labels[301] = "bogus"
+    pd.DataFrame({"prob_a": p[:, 0], "prob_b": p[:, 1], "label": labels}).to_parquet(tmp_path / "p.parquet")
+    kw = {"batch_size": batch_size} if batch_size else {}
+    with pytest.raises(LabelError, match=r"e\.g\. row 150: 'bogus'"):
+        evalkit.evaluate(str(tmp_path / "p.parquet"), ignore_label="unknown", plots=False, **kw)

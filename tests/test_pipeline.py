@@ -362,3 +362,37 @@ def test_row_writer_finished_in_the_background_is_the_same_file(tmp_path):
         w.close()
         paths.append(w.path)
     assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def _grouping_frame(**extra: object):  # type: ignore[no-untyped-def]
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), 60)
+    df = pd.DataFrame(p, columns=["prob_a", "prob_b", "prob_c"])
+    df["label"] = rng.choice(list("abc"), 60)
+    for k, v in extra.items():
+        df[k] = v
+    return df
+
+
+@pytest.mark.parametrize("by", [["overall"], ["class"], ["class", "region"]])
+def test_groupings_evalkit_names_would_hide_are_usage_errors(by) -> None:  # type: ignore[no-untyped-def]
+    """rt-hist8 F13: `--by overall` crashed (the grouping landed in the overall line) and
+    `--by class` on an input column `class` that is not the label silently grouped by the true
+    class instead: both are usage errors asking to rename the column."""
+    import evalkit
+    from evalkit.errors import UsageError
+
+    df = _grouping_frame(overall=["x", "y"] * 30, region=["EU", "US", "APAC"] * 20, **{"class": ["p", "q"] * 30})
+    with pytest.raises(UsageError, match="rename the input column"):
+        evalkit.evaluate(df, by=[by], plots=False)
+
+
+def test_a_label_column_named_class_may_still_be_grouped_by() -> None:
+    import evalkit
+
+    df = _grouping_frame(region=["EU", "US", "APAC"] * 20).rename(columns={"label": "class"})
+    result = evalkit.evaluate(df, label="class", by=[["class", "region"]], plots=False)
+    assert "class,region" in result.groups

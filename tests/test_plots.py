@@ -942,3 +942,18 @@ def test_reliability_diagram_past_its_panels_shows_the_splits_of_highest_ece_and
     few = evalkit.evaluate(df[df["split"].isin(["s1", "s0", "s2"])])
     assert plots._reliability_splits(few, plots.reliability_bins(few))[0] == list(pd.unique(
         plots.reliability_bins(few).query("grouping == 'split'")["group"]))
+
+
+def test_a_long_grouping_column_name_is_shortened_like_its_values(tmp_path: Path, monkeypatch) -> None:
+    """rt-eval8 F19: a 300-character --by column ran the title and the y-axis label off the figure."""
+    pytest.importorskip("matplotlib")
+    from evalkit.plots import MAX_AXIS_LABEL
+
+    col = "c" * 300
+    result = evalkit.evaluate(_probs_frame(200, ["a", "b"], **{col: ["x", "y"] * 100}), by=col)
+    figures = _drawn_figures(monkeypatch)
+    write_plots(result, tmp_path, None)
+    (name,) = [n for n in figures if n.startswith("mean_loss_by_c") and n != "mean_loss_by_class.png"]
+    ax = figures[name].axes[0]
+    assert len(ax.get_ylabel()) <= MAX_AXIS_LABEL and "\u2026" in ax.get_ylabel()
+    _check_layout(figures[name])

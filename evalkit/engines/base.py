@@ -213,7 +213,7 @@ def _handle(
     state: EvalState,
     source: str,
     column: str,
-    row_offset: int,
+    row_offset: int | np.ndarray,
     keys: Any,
     n: int,
 ) -> np.ndarray | None:
@@ -334,7 +334,10 @@ def process_batch(
     if n0 == 0:
         return None
     cur = _Batch(batch, np.arange(row_offset, row_offset + n0, dtype=np.int64), pre=pre)
-    check = functools.partial(_check, plan, state, source, file_offset)
+    def check(problems: Sequence[Problem], batch: pa.RecordBatch) -> np.ndarray | None:
+        # the rows' positions in their file, whatever was left out before (--ignore-label,
+        # skipped rows): an error's "row N" is the input's row N
+        return _check(plan, state, source, cur.rows - row_offset + file_offset, problems, batch)
     if label_index is not None:
         _join_labels(cur, plan, state, label_index, check)
     if plan.ignore_label is not None:
@@ -413,11 +416,12 @@ class _Batch:
             self.terms = tuple(v[mask] for v in self.terms)
 
 
-def _check(plan: Plan, state: EvalState, source: str, file_offset: int,
+def _check(plan: Plan, state: EvalState, source: str, positions: np.ndarray,
            problems: Sequence[Problem], batch: pa.RecordBatch) -> np.ndarray | None:
-    """:func:`_handle` for one batch: raise, or count skipped rows and return the keep mask."""
+    """:func:`_handle` for one batch (``positions``: each row's position in its file): raise,
+    or count skipped rows and return the keep mask."""
     key_cols = plan.layout.keys or plan.on
-    return _handle(problems, plan, state, source, _col(plan.layout, problems), file_offset,
+    return _handle(problems, plan, state, source, _col(plan.layout, problems), positions,
                    lazy_keys(batch, key_cols), batch.num_rows)
 
 
