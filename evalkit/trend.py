@@ -273,6 +273,7 @@ class HistoryResult:
     _tables: dict[str, pa.Table | Path] = field(default_factory=dict, repr=False)
     _plots: list[tuple[str, str]] = field(default_factory=list, repr=False)
     _pending_plots: list[str] = field(default_factory=list, repr=False)  # drawn by helpers
+    _font_noted: bool = field(default=False, repr=False)  # the plot font note issued (once per history)
     _sources: pa.Table | None = field(default=None, repr=False)
     _keys: dict[str, pa.Table] = field(default_factory=dict, repr=False)  # each trend's keys, typed
     # rows to plot and the groups picked (their trend rows), by grouping
@@ -1563,12 +1564,12 @@ class _Build:
         """Wait for the plots drawn by the helpers (any they could not draw is drawn here)."""
         if self.pool is None:
             return
-        from .plots import plots_available, write_history_plot
+        from .plots import plots_available
 
         pool, self.pool = self.pool, None
         for (done, value), fname in zip(pool.results(), self.result._pending_plots, strict=True):
             # a job no helper drew (matplotlib missing or broken there, a helper gone): here
-            title = value if done else write_history_plot(*value[2]) if plots_available() else ""
+            title = value if done else _draw_here(self.result, *value[2]) if plots_available() else ""
             if title:
                 self.result._plots.append((title, fname))
 
@@ -1670,7 +1671,7 @@ def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: P
         n += 1
     window = result._windows.get(name) if plots else None
     if window is not None:
-        from .plots import plots_available, write_history_plot
+        from .plots import plots_available
 
         rows, picks = window
         fname = f"history_{_file_stem(name)}.png"
@@ -1682,10 +1683,31 @@ def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: P
             pool.submit("evalkit.plots", "write_history_plot", rows, name, picks, tmp / fname, runs)
             result._pending_plots.append(fname)
         elif plots_available():
-            title = write_history_plot(rows, name, picks, tmp / fname, runs)
+            title = _draw_here(result, rows, name, picks, tmp / fname, runs)
             if title:
                 result._plots.append((title, fname))
     return n
+
+
+def _draw_here(result: HistoryResult, *args: Any) -> str:
+    """:func:`evalkit.plots.write_history_plot` in this process; its note that the plot font
+    lacks characters is issued once per history, not once per plot (rt-hist8 F5), as the
+    drawing helpers' notes are (:meth:`evalkit.plot_process.JobPool.results`)."""
+    import warnings
+
+    from .plots import PlotFontWarning, warn_font_note, write_history_plot
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        title = write_history_plot(*args)
+    for w in caught:
+        if issubclass(w.category, PlotFontWarning):
+            if not result._font_noted:
+                result._font_noted = True
+                warn_font_note(str(w.message), w.category)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return title
 
 
 def _plot_rows(window: pa.Table, picks: pd.DataFrame, name: str) -> pd.DataFrame:

@@ -1263,3 +1263,18 @@ def test_reading_order_is_the_stable_sort_of_its_keys() -> None:
             "drift": -drift.abs().fillna(0.0), "latest": -trend["latest"].fillna(-np.inf)}, index=trend.index)
         want = key.sort_values(list(key.columns), kind="stable").index
         assert list(_reading_order(trend)) == list(want), n
+
+
+def test_the_plot_font_note_is_said_once_per_history(tmp_path: Path) -> None:
+    """rt-hist8 F5: two groupings whose plots both lack glyphs (drawn in this process: fewer
+    groupings than the drawing helpers pay for) give one note on stderr, not one per plot."""
+    pytest.importorskip("matplotlib")
+    for r in range(4):
+        # characters no other test draws (the text caches remember a glyph once drawn), other ones per grouping
+        tables = {g: _stats({g: [chars, "EU"]}, np.array([0.3, 0.4]), 500, 1.0)
+                  for g, chars in (("region", "\ua000\ua001"), ("store", "\u3400\u3401"))}
+        make_report(tmp_path, f"r{r}", DAY0 + pd.Timedelta(days=r), tables, manifest=True)
+    r = CliRunner().invoke(main, ["history", str(tmp_path / "r*"), "--out", str(tmp_path / "h"), "--format", "none"])
+    assert r.exit_code == 0
+    assert r.stderr.count("warning: some plot labels use characters the plot font lacks") == 1, r.stderr
+    assert {"history_by_region.png", "history_by_store.png"} <= {p.name for p in (tmp_path / "h").iterdir()}
