@@ -327,7 +327,7 @@ class HistoryResult:
             "metadata": self.metadata,
             "runs": frame_records(self.runs),
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-            "duplicates": [{"path": p, "same_run_as": k} for p, k in self.duplicates],
+            "duplicates": [{"path": p, "same_run_as": k, "same": _copy_reason(self, k)} for p, k in self.duplicates],
             "ignored": [{"path": p, "reason": r} for p, r in self.ignored],
             "gates": self.gates_record(),
             "changes": frame_records(self.changes),
@@ -1056,6 +1056,14 @@ def _same_what(kept: str, infos: Sequence[RunInfo]) -> str:
     if info is not None and info.run_uid:
         return f"run id {info.run_uid}"
     return "run id" if info is None else "summary.json"
+
+
+def _copy_reason(res: HistoryResult, kept: str) -> str:
+    """What a copy shares with the run read from ``kept`` (rt-hist8 F6): ``run id`` (the
+    report records one), or ``summary.json`` (a report written before run ids: its run id
+    is ``summary:<fingerprint>``), as the warning of :func:`_warn_inputs` says."""
+    ids = res.runs["run_id"][res.runs["path"] == kept] if "path" in res.runs else []
+    return "summary.json" if len(ids) and str(ids.iloc[0]).startswith("summary:") else "run id"
 
 
 def _is_path(value: Any) -> bool:
@@ -1882,9 +1890,10 @@ def _md_notes(res: HistoryResult) -> list[str]:
             for r in changed_sets.to_dict("records")[:10])
             + (" ..." if len(changed_sets) > 10 else "") + "; a grouping's series starts after its last gap.", ""]
     lines += _md_listed(f"**Same run counted once ({len(res.duplicates)}):** these directories hold a run "
-                        "already counted (same run id: a copied report); of the copies of a run, the first by "
+                        "already counted (a copied report); of the copies of a run, the first by "
                         "start time, then path, is read",
-                        [f"{md_code(p)}: same run as {md_code(k)}" for p, k in res.duplicates])
+                        [f"{md_code(p)}: same run as {md_code(k)} (same {_copy_reason(res, k)})"
+                         for p, k in res.duplicates])
     n_old = int(res.metadata.get("unverified_reports", 0))
     if n_old:
         lines += [f"> {n_old} report(s) written before report manifests (`evalkit-manifest.json`) were "

@@ -897,6 +897,10 @@ def test_a_copied_report_directory_counts_once(tmp_path: Path) -> None:
         assert res.duplicates == [(str(root / "zz-copy"), str(res.runs["path"].iloc[1 if n == 3 else 2]))]
         assert "Same run counted once (1)" in res.to_markdown()
         assert res.to_dict()["duplicates"][0]["path"] == str(root / "zz-copy")
+        # rt-hist8 F6: history.md and history.json say what the copies share, as the warning does
+        same = "summary.json" if n == 3 else "run id"
+        assert res.to_dict()["duplicates"][0]["same"] == same
+        assert f"(same {same})" in res.to_markdown().split("Same run counted once")[1].split("\n\n")[0]
     r = CliRunner().invoke(main, ["history", str(tmp_path / "reports" / "*"), "--format", "none"])
     # rt-hist7 F9: which copy is read, and why
     kept = str(paths[2])
