@@ -960,6 +960,7 @@ def history(
     say = progress or (lambda _msg: None)
     cache, rebuilt = _open_cache(out, overwrite and reuse)
     infos, skipped, copies, ignored = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)
+    _check_grouping_names(infos)
     _warn_inputs(skipped, copies, ignored, infos)
     segment, notes = _segments(infos)
     runs = _Runs(infos, _run_labels([r.path for r in infos]), segment,
@@ -1047,6 +1048,40 @@ def _warn_inputs(skipped: Sequence[tuple[str, str]], copies: Sequence[tuple[str,
                      f"({', '.join(old[:3])}{' ...' if len(old) > 3 else ''})")
     for line in lines:
         warnings.warn(EvalkitWarning(line), stacklevel=3)
+
+
+#: Columns of history's own tables (tidy months, trends.parquet, runs.parquet): a grouping
+#: column of the same name would overwrite one of them (rt-hist8 F11).
+HISTORY_COLUMNS = frozenset({
+    "run", "run_id", "created", "segment", "count", "mean", "sem", "n_eff", "ci_low", "ci_high", "clipped_low",
+    "accuracy", "grouping", "runs", "latest", "latest_count", "previous", "change_prev", "change_prev_pct",
+    "reference", "reference_count", "drift", "drift_pct", "drift_ci_low", "drift_ci_high", "min", "max",
+    "changed", "direction", "change_run", "change_created", "before", "after", "change_pct", "t", "p_value",
+    "q_value"})
+
+
+def _check_grouping_names(infos: Sequence[RunInfo]) -> None:
+    """UsageError (exit 2) for groupings history cannot keep apart, instead of a crash or a
+    silently overwritten column: a key column named like a column of history's tables
+    (:data:`HISTORY_COLUMNS`, rt-hist8 F11), or two groupings (from different runs) whose
+    tables share one file name (``split,region`` and ``split_region``, rt-hist8 F12)."""
+    from .errors import option
+
+    seen: dict[str, str] = {}
+    for r in infos:
+        for g in r.groupings:
+            if g == "overall":
+                continue
+            clash = sorted(set(_grouping_columns(g)) & HISTORY_COLUMNS)
+            if clash:
+                raise UsageError(f"{r.path}: grouping {g!r} has a key column named {', '.join(map(repr, clash))}, "
+                                 "the name of a column history writes; rename that column in the input and "
+                                 "rerun evaluate for these reports")
+            other = seen.setdefault(_file_stem(g), g)
+            if other != g:
+                raise UsageError(f"{r.path}: groupings {other!r} and {g!r} (of different reports) would both be "
+                                 f"written to {_file_stem(g)}/ (and {option('out')}'s plot of that name); rename one of "
+                                 "their columns and rerun evaluate, or give history the reports of one of them only")
 
 
 def _same_what(kept: str, infos: Sequence[RunInfo]) -> str:
