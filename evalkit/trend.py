@@ -273,6 +273,7 @@ class HistoryResult:
     _tables: dict[str, pa.Table | Path] = field(default_factory=dict, repr=False)
     _plots: list[tuple[str, str]] = field(default_factory=list, repr=False)
     _pending_plots: list[str] = field(default_factory=list, repr=False)  # drawn by helpers
+    _font_noted: bool = field(default=False, repr=False)  # the plot font note issued (once per history)
     _sources: pa.Table | None = field(default=None, repr=False)
     _keys: dict[str, pa.Table] = field(default_factory=dict, repr=False)  # each trend's keys, typed
     # rows to plot and the groups picked (their trend rows), by grouping
@@ -326,7 +327,7 @@ class HistoryResult:
             "metadata": self.metadata,
             "runs": frame_records(self.runs),
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-            "duplicates": [{"path": p, "same_run_as": k} for p, k in self.duplicates],
+            "duplicates": [{"path": p, "same_run_as": k, "same": _copy_reason(self, k)} for p, k in self.duplicates],
             "ignored": [{"path": p, "reason": r} for p, r in self.ignored],
             "gates": self.gates_record(),
             "changes": frame_records(self.changes),
@@ -961,6 +962,7 @@ def history(
     say = progress or (lambda _msg: None)
     cache, rebuilt = _open_cache(out, overwrite and reuse)
     infos, skipped, copies, ignored = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)
+    _check_grouping_names(infos)
     _warn_inputs(skipped, copies, ignored, infos)
     segment, notes = _segments(infos)
     runs = _Runs(infos, _run_labels([r.path for r in infos]), segment,
@@ -1050,6 +1052,40 @@ def _warn_inputs(skipped: Sequence[tuple[str, str]], copies: Sequence[tuple[str,
         warnings.warn(EvalkitWarning(line), stacklevel=3)
 
 
+#: Columns of history's own tables (tidy months, trends.parquet, runs.parquet): a grouping
+#: column of the same name would overwrite one of them (rt-hist8 F11).
+HISTORY_COLUMNS = frozenset({
+    "run", "run_id", "created", "segment", "count", "mean", "sem", "n_eff", "ci_low", "ci_high", "clipped_low",
+    "accuracy", "grouping", "runs", "latest", "latest_count", "previous", "change_prev", "change_prev_pct",
+    "reference", "reference_count", "drift", "drift_pct", "drift_ci_low", "drift_ci_high", "min", "max",
+    "changed", "direction", "change_run", "change_created", "before", "after", "change_pct", "t", "p_value",
+    "q_value"})
+
+
+def _check_grouping_names(infos: Sequence[RunInfo]) -> None:
+    """UsageError (exit 2) for groupings history cannot keep apart, instead of a crash or a
+    silently overwritten column: a key column named like a column of history's tables
+    (:data:`HISTORY_COLUMNS`, rt-hist8 F11), or two groupings (from different runs) whose
+    tables share one file name (``split,region`` and ``split_region``, rt-hist8 F12)."""
+    from .errors import option
+
+    seen: dict[str, str] = {}
+    for r in infos:
+        for g in r.groupings:
+            if g == "overall":
+                continue
+            clash = sorted(set(_grouping_columns(g)) & HISTORY_COLUMNS)
+            if clash:
+                raise UsageError(f"{r.path}: grouping {g!r} has a key column named {', '.join(map(repr, clash))}, "
+                                 "the name of a column history writes; rename that column in the input and "
+                                 "rerun evaluate for these reports")
+            other = seen.setdefault(_file_stem(g), g)
+            if other != g:
+                raise UsageError(f"{r.path}: groupings {other!r} and {g!r} (of different reports) would both be "
+                                 f"written to {_file_stem(g)}/ (and {option('out')}'s plot of that name); rename one of "
+                                 "their columns and rerun evaluate, or give history the reports of one of them only")
+
+
 def _same_what(kept: str, infos: Sequence[RunInfo]) -> str:
     """What makes a copy the run kept at path ``kept``: its run id, or (a report written
     before run ids) its summary.json."""
@@ -1057,6 +1093,14 @@ def _same_what(kept: str, infos: Sequence[RunInfo]) -> str:
     if info is not None and info.run_uid:
         return f"run id {info.run_uid}"
     return "run id" if info is None else "summary.json"
+
+
+def _copy_reason(res: HistoryResult, kept: str) -> str:
+    """What a copy shares with the run read from ``kept`` (rt-hist8 F6): ``run id`` (the
+    report records one), or ``summary.json`` (a report written before run ids: its run id
+    is ``summary:<fingerprint>``), as the warning of :func:`_warn_inputs` says."""
+    ids = res.runs["run_id"][res.runs["path"] == kept] if "path" in res.runs else []
+    return "summary.json" if len(ids) and str(ids.iloc[0]).startswith("summary:") else "run id"
 
 
 def _is_path(value: Any) -> bool:
@@ -1569,12 +1613,12 @@ class _Build:
         """Wait for the plots drawn by the helpers (any they could not draw is drawn here)."""
         if self.pool is None:
             return
-        from .plots import plots_available, write_history_plot
+        from .plots import plots_available
 
         pool, self.pool = self.pool, None
         for (done, value), fname in zip(pool.results(), self.result._pending_plots, strict=True):
             # a job no helper drew (matplotlib missing or broken there, a helper gone): here
-            title = value if done else write_history_plot(*value[2]) if plots_available() else ""
+            title = value if done else _draw_here(self.result, *value[2]) if plots_available() else ""
             if title:
                 self.result._plots.append((title, fname))
 
@@ -1676,7 +1720,7 @@ def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: P
         n += 1
     window = result._windows.get(name) if plots else None
     if window is not None:
-        from .plots import plots_available, write_history_plot
+        from .plots import plots_available
 
         rows, picks = window
         fname = f"history_{_file_stem(name)}.png"
@@ -1688,10 +1732,31 @@ def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: P
             pool.submit("evalkit.plots", "write_history_plot", rows, name, picks, tmp / fname, runs)
             result._pending_plots.append(fname)
         elif plots_available():
-            title = write_history_plot(rows, name, picks, tmp / fname, runs)
+            title = _draw_here(result, rows, name, picks, tmp / fname, runs)
             if title:
                 result._plots.append((title, fname))
     return n
+
+
+def _draw_here(result: HistoryResult, *args: Any) -> str:
+    """:func:`evalkit.plots.write_history_plot` in this process; its note that the plot font
+    lacks characters is issued once per history, not once per plot (rt-hist8 F5), as the
+    drawing helpers' notes are (:meth:`evalkit.plot_process.JobPool.results`)."""
+    import warnings
+
+    from .plots import PlotFontWarning, warn_font_note, write_history_plot
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        title = write_history_plot(*args)
+    for w in caught:
+        if issubclass(w.category, PlotFontWarning):
+            if not result._font_noted:
+                result._font_noted = True
+                warn_font_note(str(w.message), w.category)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return title
 
 
 def _plot_rows(window: pa.Table, picks: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -1866,9 +1931,10 @@ def _md_notes(res: HistoryResult) -> list[str]:
             for r in changed_sets.to_dict("records")[:10])
             + (" ..." if len(changed_sets) > 10 else "") + "; a grouping's series starts after its last gap.", ""]
     lines += _md_listed(f"**Same run counted once ({len(res.duplicates)}):** these directories hold a run "
-                        "already counted (same run id: a copied report); of the copies of a run, the first by "
+                        "already counted (a copied report); of the copies of a run, the first by "
                         "start time, then path, is read",
-                        [f"{md_code(p)}: same run as {md_code(k)}" for p, k in res.duplicates])
+                        [f"{md_code(p)}: same run as {md_code(k)} (same {_copy_reason(res, k)})"
+                         for p, k in res.duplicates])
     n_old = int(res.metadata.get("unverified_reports", 0))
     if n_old:
         lines += [f"> {n_old} report(s) written before report manifests (`evalkit-manifest.json`) were "

@@ -897,6 +897,10 @@ def test_a_copied_report_directory_counts_once(tmp_path: Path) -> None:
         assert res.duplicates == [(str(root / "zz-copy"), str(res.runs["path"].iloc[1 if n == 3 else 2]))]
         assert "Same run counted once (1)" in res.to_markdown()
         assert res.to_dict()["duplicates"][0]["path"] == str(root / "zz-copy")
+        # rt-hist8 F6: history.md and history.json say what the copies share, as the warning does
+        same = "summary.json" if n == 3 else "run id"
+        assert res.to_dict()["duplicates"][0]["same"] == same
+        assert f"(same {same})" in res.to_markdown().split("Same run counted once")[1].split("\n\n")[0]
     r = CliRunner().invoke(main, ["history", str(tmp_path / "reports" / "*"), "--format", "none"])
     # rt-hist7 F9: which copy is read, and why
     kept = str(paths[2])
@@ -1263,3 +1267,44 @@ def test_reading_order_is_the_stable_sort_of_its_keys() -> None:
             "drift": -drift.abs().fillna(0.0), "latest": -trend["latest"].fillna(-np.inf)}, index=trend.index)
         want = key.sort_values(list(key.columns), kind="stable").index
         assert list(_reading_order(trend)) == list(want), n
+
+
+def test_the_plot_font_note_is_said_once_per_history(tmp_path: Path) -> None:
+    """rt-hist8 F5: two groupings whose plots both lack glyphs (drawn in this process: fewer
+    groupings than the drawing helpers pay for) give one note on stderr, not one per plot."""
+    pytest.importorskip("matplotlib")
+    for r in range(4):
+        # characters no other test draws (the text caches remember a glyph once drawn), other ones per grouping
+        tables = {g: _stats({g: [chars, "EU"]}, np.array([0.3, 0.4]), 500, 1.0)
+                  for g, chars in (("region", "\ua000\ua001"), ("store", "\u3400\u3401"))}
+        make_report(tmp_path, f"r{r}", DAY0 + pd.Timedelta(days=r), tables, manifest=True)
+    r = CliRunner().invoke(main, ["history", str(tmp_path / "r*"), "--out", str(tmp_path / "h"), "--format", "none"])
+    assert r.exit_code == 0
+    assert r.stderr.count("warning: some plot labels use characters the plot font lacks") == 1, r.stderr
+    assert {"history_by_region.png", "history_by_store.png"} <= {p.name for p in (tmp_path / "h").iterdir()}
+
+
+@pytest.mark.parametrize("column", ["run", "created", "run_id", "segment", "grouping", "latest", "runs", "q_value"])
+def test_a_key_column_named_like_a_history_column_is_refused(tmp_path: Path, column: str) -> None:
+    """rt-hist8 F11: a grouping whose key column has the name of a column history writes
+    (tidy months, trends.parquet) is refused with exit 2 naming it, never a crash (exit 1)
+    or a silently overwritten column."""
+    for r in range(3):
+        df = _stats({column: ["APAC", "EU"]}, np.array([0.3, 0.4]), 500, 1.0)
+        make_report(tmp_path, f"r{r}", DAY0 + pd.Timedelta(days=r), {column: df}, manifest=True)
+    r = CliRunner().invoke(main, ["history", str(tmp_path / "r*"), "--out", str(tmp_path / "h"), "--format", "none"])
+    assert r.exit_code == 2 and f"grouping '{column}' has a key column named '{column}'" in r.stderr, r.stderr
+    assert not (tmp_path / "h").exists()
+
+
+def test_groupings_sharing_a_file_name_across_reports_are_refused(tmp_path: Path) -> None:
+    """rt-hist8 F12: 'split,region' in some reports and 'split_region' in others would share
+    by_split_region/ (one grouping's rows silently lost): exit 2 naming both."""
+    two = _stats({"split": ["a", "b"], "region": ["EU", "US"]}, np.array([0.3, 0.4]), 500, 1.0)
+    one = _stats({"split_region": ["a#", "b#"]}, np.array([0.3, 0.4]), 500, 1.0)
+    make_report(tmp_path, "r0", DAY0, {"split,region": two}, manifest=True)
+    make_report(tmp_path, "r1", DAY0 + pd.Timedelta(days=1), {"split_region": one}, manifest=True)
+    make_report(tmp_path, "r2", DAY0 + pd.Timedelta(days=2), {"split,region": two}, manifest=True)
+    r = CliRunner().invoke(main, ["history", str(tmp_path / "r*"), "--out", str(tmp_path / "h"), "--format", "none"])
+    assert r.exit_code == 2 and "groupings 'split,region' and 'split_region'" in r.stderr, r.stderr
+    assert "by_split_region/" in r.stderr and not (tmp_path / "h").exists()
