@@ -1259,8 +1259,8 @@ def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
                _line(color=_MEAN, linewidth=2, label="mean confidence in the bin"),
                _line(color="#555555", linestyle="--", linewidth=1, label="perfect calibration")]
     sub = f"{n_bins} equal-width confidence bins; numbers in the bars: rows per bin"
-    if len(splits) < n_splits:
-        sub += (f"; the {len(splits)} splits of highest ECE of {n_splits:,} "
+    if len(splits) < n_splits:  # a line of its own: one line would run off the figure
+        sub += (f"\nthe {len(splits)} splits of highest ECE of {n_splits:,} "
                 "(every split's bins in calibration.parquet)")
     _finish(fig, f"Reliability diagram \u2014 {_input_name(result)}", sub, handles)
     _save(fig, path)

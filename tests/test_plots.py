@@ -938,7 +938,8 @@ def test_reliability_diagram_past_its_panels_shows_the_splits_of_highest_ece_and
             unittest.mock.patch.object(plots, "_finish", wraps=plots._finish) as finish:
         write_plots(result, tmp_path, only=["reliability.png"])
     assert drawn == ["all", *worst]
-    assert finish.call_args[0][2].endswith("; the 5 splits of highest ECE of 9 (every split's bins in calibration.parquet)")
+    assert finish.call_args[0][2].endswith("rows per bin\nthe 5 splits of highest ECE of 9 (every split's bins in "
+                                           "calibration.parquet)")  # a line of its own (rt-eval8 F18)
     few = evalkit.evaluate(df[df["split"].isin(["s1", "s0", "s2"])])
     assert plots._reliability_splits(few, plots.reliability_bins(few))[0] == list(pd.unique(
         plots.reliability_bins(few).query("grouping == 'split'")["group"]))
