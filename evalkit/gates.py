@@ -132,7 +132,9 @@ def normalize_gates(gates: Mapping[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in (gates or {}).items():
         if key == "groups" and isinstance(value, Mapping):
-            out[key] = {g: normalize_gates(sub) if isinstance(sub, Mapping) else sub
+            # a grouping whose gates are all commented out (YAML null) checks nothing, like {}
+            # and like an empty top-level gates: (rt-eval8 F10)
+            out[key] = {g: normalize_gates(sub) if isinstance(sub, Mapping) or sub is None else sub
                         for g, sub in value.items()}
         elif key in ("max_regression", "max_drift") and isinstance(value, str) and value.strip().endswith("%"):
             try:
@@ -174,7 +176,17 @@ def validate_gates(gates: Mapping[str, Any], source: str = "gates", _nested: boo
             if v < 0 or v != int(v):
                 raise ConfigError(f"{source}: 'min_count' must be a whole number >= 0, got {value!r}")
         else:
-            _number(value, key, source)
+            v = _number(value, key, source)
+            low, high = _RANGES.get(key, (-math.inf, math.inf))
+            if not low <= v <= high:
+                where = f"in [{low:g}, {high:g}]" if high < math.inf else f">= {low:g}"
+                hint = " (a fraction: 5% is 0.05)" if high == 1 and v > 1 else ""
+                raise ConfigError(f"{source}: gate {key!r} must be {where}, got {value!r}{hint}")
+
+
+#: The values a gate's limit can take at all: a limit outside can never fail (or never pass),
+#: which a typo (a percent typed as 5 for 0.05) must not do silently (rt-eval8 F9).
+_RANGES = {"max_clipped_fraction": (0.0, 1.0), "min_accuracy": (0.0, 1.0), "max_mean_loss": (0.0, math.inf)}
 
 
 #: The commands that check each gate key (options count for the commands whose gates read them).

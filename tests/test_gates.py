@@ -149,6 +149,34 @@ def test_validate_gates_rejects_typos_and_bad_values():
     validate_gates({"max_regression": "5%", "groups": {"split,region": {"min_count": 3}}})
 
 
+@pytest.mark.parametrize(("gates", "message"), [
+    ({"max_clipped_fraction": 5}, r"gate 'max_clipped_fraction' must be in \[0, 1\], got 5 \(a fraction: 5% is 0.05\)"),
+    ({"min_accuracy": 90}, r"gate 'min_accuracy' must be in \[0, 1\], got 90"),
+    ({"groups": {"region": {"min_accuracy": -0.1}}}, r"gates.groups.region: gate 'min_accuracy' must be in \[0, 1\]"),
+    ({"max_mean_loss": -1}, r"gate 'max_mean_loss' must be >= 0, got -1"),
+])
+def test_a_limit_no_value_can_cross_is_refused(gates, message):
+    """rt-eval8 F9: ``max_clipped_fraction: 5`` (5% meant) could never fail, ``min_accuracy: 90``
+    never pass, silently. The limits of a fraction, an accuracy and a mean loss are checked;
+    the edges stay valid, and a negative regression / drift limit (must improve) too."""
+    with pytest.raises(ConfigError, match=message):
+        validate_gates(gates)
+    validate_gates({"max_clipped_fraction": 0, "min_accuracy": 1, "max_mean_loss": 0, "max_regression": -0.1,
+                    "max_drift": -1, "groups": {"region": {"max_clipped_fraction": 1, "min_accuracy": 0}}})
+
+
+def test_a_grouping_whose_gates_are_all_commented_out_checks_nothing_like_an_empty_block(tmp_path: Path):
+    """rt-eval8 F10: ``groups: region:`` with every gate commented out (YAML null) was exit 2
+    'gates of grouping 'region' must be a mapping', while ``region: {}`` and an empty
+    ``gates:`` checked nothing with a note. Now null is {} in the three commands."""
+    reps = _two_reports(tmp_path)
+    cfg = _write(tmp_path / "g.yaml", "gates:\n  groups:\n    class:\n      # max_mean_loss: 0.5\n")
+    for command, r, md, gates in _each_command_written(tmp_path, reps, "--config", str(cfg)):
+        assert r.exit_code == 0, (command, r.output)
+        assert gates["checked"] == {} and gates["passed"] and f"so {command} checks nothing" in gates["note"]
+        assert "## Gates: none checked\n" in md, command
+
+
 def test_gate_failure_str():
     assert str(GateFailure("min_accuracy", "class", "cat", 0.5, 0.8)) == \
         "min_accuracy class[cat]: observed 0.5 < limit 0.8"
