@@ -751,3 +751,22 @@ def test_gate_failures_name_a_null_an_empty_and_a_nan_string_group_as_the_report
             for e in entries:
                 assert e["message"].startswith(f"{gate} grp[{e['group']}]: observed "), e["message"]
                 assert f"gate failed: {e['message']}" in r.stderr and md_text(e["message"]) in md
+
+
+@pytest.mark.parametrize(("by", "grouping", "hint"), [
+    (["--by", "split,region"], "region,split", "(the run has it as 'split,region': name it so under gates: groups:)"),
+    (["--no-by-class"], "class", "(drop --no-by-class)"),
+    ([], "region", "(add it with --by)"),
+])
+def test_a_gated_grouping_the_run_lacks_says_how_to_get_it(tmp_path: Path, by: list[str], grouping: str, hint: str):
+    """rt-eval8 F10 nits: a grouping named with its columns in another order, and 'class' with
+    --no-by-class, were both told to 'add it with --by'."""
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.2, 0.9, 60)
+    pd.DataFrame({"prob_a": p, "prob_b": 1 - p, "label": "a", "split": rng.choice(["x", "y"], 60),
+                  "region": rng.choice(["u", "v"], 60)}).to_parquet(tmp_path / "p.parquet")
+    cfg = _write(tmp_path / "g.yaml", f'gates:\n  groups:\n    "{grouping}":\n      max_mean_loss: 5\n')
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "p.parquet"), *by, "--config", str(cfg),
+                                  "--no-plots", "--format", "none"])
+    assert r.exit_code == 2 and f"gates: no grouping {grouping!r} in this run; " in r.stderr, r.output
+    assert r.stderr.rstrip().endswith(hint), r.stderr
