@@ -132,9 +132,7 @@ def normalize_gates(gates: Mapping[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in (gates or {}).items():
         if key == "groups" and isinstance(value, Mapping):
-            # a grouping whose gates are all commented out (YAML null) checks nothing, like {}
-            # and like an empty top-level gates: (rt-eval8 F10)
-            out[key] = {g: normalize_gates(sub) if isinstance(sub, Mapping) or sub is None else sub
+            out[key] = {g: normalize_gates(sub) if isinstance(sub, Mapping) else sub
                         for g, sub in value.items()}
         elif key in ("max_regression", "max_drift") and isinstance(value, str) and value.strip().endswith("%"):
             try:
