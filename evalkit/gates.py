@@ -880,7 +880,8 @@ def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: 
                     and min(row["latest_count"], row["reference_count"]) >= min_count
                     and not (need_ci and not (rising is not None and rising[0][i])))
         detail = (f"{row['reference']:.6g} -> {row['latest']:.6g} over the last {lookback} runs, "
-                  f"interval [{row['drift_ci_low']:.4g}, {row['drift_ci_high']:.4g}]")
+                  + (f"CI [{row['drift_ci_low']:.4g}, {row['drift_ci_high']:.4g}]" if row["drift_ci_low"] == row["drift_ci_low"]
+                     else "no CI"))  # compare's and evaluate's wording; never "[nan, nan]" (rt-hist8 F9)
         if need_ci and rising is not None:
             detail += f", Holm-adjusted p = {rising[1][i]:.2g} over {rising[2]} drift tests"
         if drift_ok and "max_drift" in limits and row["drift"] > limits["max_drift"]:

@@ -770,3 +770,23 @@ def test_a_gated_grouping_the_run_lacks_says_how_to_get_it(tmp_path: Path, by: l
                                   "--no-plots", "--format", "none"])
     assert r.exit_code == 2 and f"gates: no grouping {grouping!r} in this run; " in r.stderr, r.output
     assert r.stderr.rstrip().endswith(hint), r.stderr
+
+
+def test_a_drift_without_an_interval_says_no_ci_as_compare_does(tmp_path: Path):
+    """rt-hist8 F9: history's drift detail read 'interval [nan, nan]' for a group of one row
+    per run, where compare says 'no CI'. One wording: 'CI [lo, hi]' or 'no CI', never nan."""
+    reps = []
+    for k in range(3):
+        rng = np.random.default_rng(k)
+        p = rng.uniform(0.2, 0.9, 41)
+        df = pd.DataFrame({"prob_a": p, "prob_b": 1 - p, "label": "a", "region": ["big"] * 40 + ["tiny"]})
+        evalkit.evaluate(df, by=["region"], plots=False).write(tmp_path / f"r{k}")
+        reps.append(str(tmp_path / f"r{k}"))
+    r = CliRunner().invoke(main, ["history", *reps, "--lookback", "2", "--max-drift", "-10", "--no-plots",
+                                  "--format", "none", "--out", str(tmp_path / "h")])
+    assert r.exit_code == 5, r.output
+    lines = {line.split("]")[0] + "]": line for line in r.stderr.splitlines() if line.startswith("gate failed: max_drift region")}
+    assert "gate failed: max_drift region[tiny]" in lines, r.stderr
+    assert lines["gate failed: max_drift region[tiny]"].endswith(" over the last 2 runs, no CI)"), lines
+    assert " over the last 2 runs, CI [" in lines["gate failed: max_drift region[big]"], lines
+    assert "nan" not in r.stderr
