@@ -414,6 +414,10 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                               "compare and history share (each checks the gates that apply to it)")
         if key == "compare":
             check_compare_settings(value, source)
+        if key == "gates" and isinstance(value.get("groups"), Mapping):
+            # a grouping whose gates are all commented out (YAML null) checks nothing, like {}
+            # and like an empty top-level gates: (rt-eval8 F10)
+            value = {**value, "groups": {g: {} if sub is None else sub for g, sub in value["groups"].items()}}
         return dict(value)
     if not isinstance(value, str):
         raise bad("a string")

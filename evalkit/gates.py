@@ -181,7 +181,17 @@ def validate_gates(gates: Mapping[str, Any], source: str = "gates", _nested: boo
             if v < 0 or v != int(v):
                 raise ConfigError(f"{source}: 'min_count' must be a whole number >= 0, got {value!r}")
         else:
-            _number(value, key, source)
+            v = _number(value, key, source)
+            low, high = _RANGES.get(key, (-math.inf, math.inf))
+            if not low <= v <= high:
+                where = f"in [{low:g}, {high:g}]" if high < math.inf else f">= {low:g}"
+                hint = " (a fraction: 5% is 0.05)" if high == 1 and v > 1 else ""
+                raise ConfigError(f"{source}: gate {key!r} must be {where}, got {value!r}{hint}")
+
+
+#: The values a gate's limit can take at all: a limit outside can never fail (or never pass),
+#: which a typo (a percent typed as 5 for 0.05) must not do silently (rt-eval8 F9).
+_RANGES = {"max_clipped_fraction": (0.0, 1.0), "min_accuracy": (0.0, 1.0), "max_mean_loss": (0.0, math.inf)}
 
 
 #: The commands that check each gate key (options count for the commands whose gates read them).
@@ -880,7 +890,8 @@ def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: 
                     and min(row["latest_count"], row["reference_count"]) >= min_count
                     and not (need_ci and not (rising is not None and rising[0][i])))
         detail = (f"{row['reference']:.6g} -> {row['latest']:.6g} over the last {lookback} runs, "
-                  f"interval [{row['drift_ci_low']:.4g}, {row['drift_ci_high']:.4g}]")
+                  + (f"CI [{row['drift_ci_low']:.4g}, {row['drift_ci_high']:.4g}]" if row["drift_ci_low"] == row["drift_ci_low"]
+                     else "no CI"))  # compare's and evaluate's wording; never "[nan, nan]" (rt-hist8 F9)
         if need_ci and rising is not None:
             detail += f", Holm-adjusted p = {rising[1][i]:.2g} over {rising[2]} drift tests"
         if drift_ok and "max_drift" in limits and row["drift"] > limits["max_drift"]:

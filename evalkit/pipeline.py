@@ -325,9 +325,17 @@ def check_gated_groupings(cfg: EvalConfig, groupings: Sequence[Grouping]) -> Non
     gated = (cfg.gates or {}).get("groups") or {}
     unknown = [g for g in gated if g not in {x.name for x in groupings}]
     if unknown:
+        name = unknown[0]
+        same = [g.name for g in groupings if sorted(g.name.split(",")) == sorted(str(name).split(","))]
+        if same:  # the grouping is there, its columns named in another order (rt-eval8 F10 nit)
+            hint = f"the run has it as {same[0]!r}: name it so under gates: groups:"
+        elif name == "class" and not cfg.by_class:
+            hint = f"drop {option('by_class', False)}"
+        else:
+            hint = f"add it with {option('by')}"
         raise ConfigError(
-            f"gates: no grouping {unknown[0]!r} in this run; groupings are "
-            f"{', '.join(g.name for g in groupings)} (add it with {option('by')})"
+            f"gates: no grouping {name!r} in this run; groupings are "
+            f"{', '.join(g.name for g in groupings)} ({hint})"
         )
 
 

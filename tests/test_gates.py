@@ -149,6 +149,34 @@ def test_validate_gates_rejects_typos_and_bad_values():
     validate_gates({"max_regression": "5%", "groups": {"split,region": {"min_count": 3}}})
 
 
+@pytest.mark.parametrize(("gates", "message"), [
+    ({"max_clipped_fraction": 5}, r"gate 'max_clipped_fraction' must be in \[0, 1\], got 5 \(a fraction: 5% is 0.05\)"),
+    ({"min_accuracy": 90}, r"gate 'min_accuracy' must be in \[0, 1\], got 90"),
+    ({"groups": {"region": {"min_accuracy": -0.1}}}, r"gates.groups.region: gate 'min_accuracy' must be in \[0, 1\]"),
+    ({"max_mean_loss": -1}, r"gate 'max_mean_loss' must be >= 0, got -1"),
+])
+def test_a_limit_no_value_can_cross_is_refused(gates, message):
+    """rt-eval8 F9: ``max_clipped_fraction: 5`` (5% meant) could never fail, ``min_accuracy: 90``
+    never pass, silently. The limits of a fraction, an accuracy and a mean loss are checked;
+    the edges stay valid, and a negative regression / drift limit (must improve) too."""
+    with pytest.raises(ConfigError, match=message):
+        validate_gates(gates)
+    validate_gates({"max_clipped_fraction": 0, "min_accuracy": 1, "max_mean_loss": 0, "max_regression": -0.1,
+                    "max_drift": -1, "groups": {"region": {"max_clipped_fraction": 1, "min_accuracy": 0}}})
+
+
+def test_a_grouping_whose_gates_are_all_commented_out_checks_nothing_like_an_empty_block(tmp_path: Path):
+    """rt-eval8 F10: ``groups: region:`` with every gate commented out (YAML null) was exit 2
+    'gates of grouping 'region' must be a mapping', while ``region: {}`` and an empty
+    ``gates:`` checked nothing with a note. Now null is {} in the three commands."""
+    reps = _two_reports(tmp_path)
+    cfg = _write(tmp_path / "g.yaml", "gates:\n  groups:\n    class:\n      # max_mean_loss: 0.5\n")
+    for command, r, md, gates in _each_command_written(tmp_path, reps, "--config", str(cfg)):
+        assert r.exit_code == 0, (command, r.output)
+        assert gates["checked"] == {} and gates["passed"] and f"so {command} checks nothing" in gates["note"]
+        assert "## Gates: none checked\n" in md, command
+
+
 def test_gate_failure_str():
     assert str(GateFailure("min_accuracy", "class", "cat", 0.5, 0.8)) == \
         "min_accuracy class[cat]: observed 0.5 < limit 0.8"
@@ -553,7 +581,6 @@ def test_a_top_level_min_count_applies_to_the_overall_line_in_the_three_commands
     assert r.exit_code == 5 and "gate failed: max_mean_loss overall" in r.output  # 120 rows: gated
 
 
-<<<<<<< HEAD
 def _runs_with_and_without_region(tmp_path: Path) -> tuple[str, str]:
     rng = np.random.default_rng(5)
     for name, by in (("with", ["region"]), ("without", None)):
@@ -724,7 +751,8 @@ def test_gate_failures_name_a_null_an_empty_and_a_nan_string_group_as_the_report
             for e in entries:
                 assert e["message"].startswith(f"{gate} grp[{e['group']}]: observed "), e["message"]
                 assert f"gate failed: {e['message']}" in r.stderr and md_text(e["message"]) in md
-=======
+
+
 @pytest.mark.parametrize("gates", [{"max_drift": "10%", "max_drift_pct": 200}, {"max_drift_pct": 200, "max_drift": "10%"},
                                    {"groups": {"region": {"max_regression_pct": 500, "max_regression": "5%"}}}])
 def test_one_gate_in_both_spellings_is_a_config_error_whatever_the_key_order(gates) -> None:  # type: ignore[no-untyped-def]
@@ -769,4 +797,44 @@ def test_groups_overall_overrides_the_top_level_gate_for_the_overall_line(top, o
     assert 0.1 < float(result.overall["mean"]) < 10.0
     failures = check_gates(result, {"max_mean_loss": top, "groups": {"overall": {"max_mean_loss": own}}})
     assert [(f.gate, f.limit) for f in failures] == ([("max_mean_loss", own)] if fails else [])
->>>>>>> lead8
+
+
+
+
+@pytest.mark.parametrize(("by", "grouping", "hint"), [
+    (["--by", "split,region"], "region,split", "(the run has it as 'split,region': name it so under gates: groups:)"),
+    (["--no-by-class"], "class", "(drop --no-by-class)"),
+    ([], "region", "(add it with --by)"),
+])
+def test_a_gated_grouping_the_run_lacks_says_how_to_get_it(tmp_path: Path, by: list[str], grouping: str, hint: str):
+    """rt-eval8 F10 nits: a grouping named with its columns in another order, and 'class' with
+    --no-by-class, were both told to 'add it with --by'."""
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.2, 0.9, 60)
+    pd.DataFrame({"prob_a": p, "prob_b": 1 - p, "label": "a", "split": rng.choice(["x", "y"], 60),
+                  "region": rng.choice(["u", "v"], 60)}).to_parquet(tmp_path / "p.parquet")
+    cfg = _write(tmp_path / "g.yaml", f'gates:\n  groups:\n    "{grouping}":\n      max_mean_loss: 5\n')
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "p.parquet"), *by, "--config", str(cfg),
+                                  "--no-plots", "--format", "none"])
+    assert r.exit_code == 2 and f"gates: no grouping {grouping!r} in this run; " in r.stderr, r.output
+    assert r.stderr.rstrip().endswith(hint), r.stderr
+
+
+def test_a_drift_without_an_interval_says_no_ci_as_compare_does(tmp_path: Path):
+    """rt-hist8 F9: history's drift detail read 'interval [nan, nan]' for a group of one row
+    per run, where compare says 'no CI'. One wording: 'CI [lo, hi]' or 'no CI', never nan."""
+    reps = []
+    for k in range(3):
+        rng = np.random.default_rng(k)
+        p = rng.uniform(0.2, 0.9, 41)
+        df = pd.DataFrame({"prob_a": p, "prob_b": 1 - p, "label": "a", "region": ["big"] * 40 + ["tiny"]})
+        evalkit.evaluate(df, by=["region"], plots=False).write(tmp_path / f"r{k}")
+        reps.append(str(tmp_path / f"r{k}"))
+    r = CliRunner().invoke(main, ["history", *reps, "--lookback", "2", "--max-drift", "-10", "--no-plots",
+                                  "--format", "none", "--out", str(tmp_path / "h")])
+    assert r.exit_code == 5, r.output
+    lines = {line.split("]")[0] + "]": line for line in r.stderr.splitlines() if line.startswith("gate failed: max_drift region")}
+    assert "gate failed: max_drift region[tiny]" in lines, r.stderr
+    assert lines["gate failed: max_drift region[tiny]"].endswith(" over the last 2 runs, no CI)"), lines
+    assert " over the last 2 runs, CI [" in lines["gate failed: max_drift region[big]"], lines
+    assert "nan" not in r.stderr
