@@ -166,9 +166,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 warnings.simplefilter("always", EvalkitWarning)
                 warnings.showwarning = _show_warning(warnings.showwarning)
                 out = fn(*args, **kwargs)
-                flush_stdout()  # a buffered write that fails says so here, inside the command
-                if ctx.meta.get(_OUTPUT_FAILED):  # said by printing(); no gate failed
-                    ctx.exit(EXIT_OUTPUT)
+                _output_done(ctx)
                 return out
         except EvalkitError as exc:
             if debug:
@@ -208,6 +206,15 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 _keep_outcome(_outcome_code(sys.exc_info()[1]))
 
     return wrapper
+
+
+def _output_done(ctx: click.Context) -> None:
+    """After a command: flush stdout (a buffered write that fails says so here, inside the
+    command), and exit 4 when :func:`printing` found stdout unwritable (said there) and no
+    gate failed (a failed gate has exited 5 already)."""
+    flush_stdout()
+    if ctx.meta.get(_OUTPUT_FAILED):
+        ctx.exit(EXIT_OUTPUT)
 
 
 def _internal_error(exc: Exception, debug: bool) -> None:
