@@ -333,9 +333,9 @@ def test_a_history_gate_whose_min_count_leaves_no_group_is_not_checked(tmp_path)
     from evalkit.cli import main
 
     runs = _region_runs(tmp_path)
-    for gate in ("max_drift", "max_change_pct", "max_mean_loss"):
+    for gate, limit in (("max_drift", -1), ("max_change_pct", -1), ("max_mean_loss", 0)):  # each would fail
         res = history(runs, lookback=1, plots=False,
-                      gates={"groups": {"region": {gate: -1, "min_count": 100000}}})
+                      gates={"groups": {"region": {gate: limit, "min_count": 100000}}})
         (note,) = [f for f in res.unchecked if f.grouping == "region"]
         assert note.gate == gate and "min_count 100000 leaves no group of 'region' to check" in note.detail
         assert res.failures == []
