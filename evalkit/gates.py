@@ -158,6 +158,9 @@ def validate_gates(gates: Mapping[str, Any], source: str = "gates", _nested: boo
 
     gates = normalize_gates(gates)
     for key, value in gates.items():
+        if _nested and key == "fail_unchecked":  # read at the top only: accepted here, it did nothing
+            raise ConfigError(f"{source}: 'fail_unchecked' applies to every gate of the command: set it "
+                              "at the top of gates:, not under a grouping")
         if key not in GATE_KEYS or (_nested and key == "groups"):
             pool = GATE_KEYS - ({"groups"} if _nested else set())
             home = SETTINGS_ELSEWHERE.get(str(key).replace("-", "_"))
@@ -185,7 +188,7 @@ def validate_gates(gates: Mapping[str, Any], source: str = "gates", _nested: boo
             low, high = _RANGES.get(key, (-math.inf, math.inf))
             if not low <= v <= high:
                 where = f"in [{low:g}, {high:g}]" if high < math.inf else f">= {low:g}"
-                hint = " (a fraction: 5% is 0.05)" if high == 1 and v > 1 else ""
+                hint = f" (a fraction: {v:g}% is {v / 100:g})" if high == 1 and 1 < v <= 100 else ""
                 raise ConfigError(f"{source}: gate {key!r} must be {where}, got {value!r}{hint}")
 
 

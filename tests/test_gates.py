@@ -151,7 +151,7 @@ def test_validate_gates_rejects_typos_and_bad_values():
 
 @pytest.mark.parametrize(("gates", "message"), [
     ({"max_clipped_fraction": 5}, r"gate 'max_clipped_fraction' must be in \[0, 1\], got 5 \(a fraction: 5% is 0.05\)"),
-    ({"min_accuracy": 90}, r"gate 'min_accuracy' must be in \[0, 1\], got 90"),
+    ({"min_accuracy": 90}, r"gate 'min_accuracy' must be in \[0, 1\], got 90 \(a fraction: 90% is 0.9\)"),
     ({"groups": {"region": {"min_accuracy": -0.1}}}, r"gates.groups.region: gate 'min_accuracy' must be in \[0, 1\]"),
     ({"max_mean_loss": -1}, r"gate 'max_mean_loss' must be >= 0, got -1"),
 ])
@@ -838,3 +838,11 @@ def test_a_drift_without_an_interval_says_no_ci_as_compare_does(tmp_path: Path):
     assert lines["gate failed: max_drift region[tiny]"].endswith(" over the last 2 runs, no CI)"), lines
     assert " over the last 2 runs, CI [" in lines["gate failed: max_drift region[big]"], lines
     assert "nan" not in r.stderr
+
+
+def test_fail_unchecked_under_a_grouping_is_refused_not_ignored():
+    """rt-final8 F7: `fail_unchecked` under `groups: region:` was accepted, listed among the
+    gates checked, and ignored (only the top-level key is read)."""
+    with pytest.raises(ConfigError, match="'fail_unchecked' applies to every gate"):
+        validate_gates({"groups": {"region": {"max_mean_loss": 9, "fail_unchecked": True}}})
+    validate_gates({"fail_unchecked": True, "groups": {"region": {"max_mean_loss": 9}}})
