@@ -171,6 +171,7 @@ class EvalConfig:
     def update(self, data: Mapping[str, Any], source: str = "flags") -> EvalConfig:
         """Override fields from a mapping (None values are ignored)."""
         known = {f.name: f for f in dataclasses.fields(self) if f.name not in _NOT_KEYS}
+        check_one_spelling(data, source)
         for raw_key, value in data.items():
             key = str(raw_key).replace("-", "_")
             if key == "output":
@@ -337,8 +338,21 @@ def strict_count(key: str, value: Any, source: str, minimum: int = 0) -> int:
     return int(f)
 
 
+def check_one_spelling(data: Mapping[str, Any], source: str) -> None:
+    """Raise ConfigError when two keys of ``data`` are spellings of one key (``min-change-pct``
+    and ``min_change_pct``): which value held would depend on their order (a duplicate key
+    of one spelling is refused by the YAML / TOML reader already)."""
+    seen: dict[str, Any] = {}
+    for raw in data:
+        key = str(raw).replace("-", "_")
+        if key in seen:
+            raise ConfigError(f"{source}: {seen[key]!r} and {raw!r} are one key in two spellings; give it once")
+        seen[key] = raw
+
+
 def check_compare_settings(settings: Mapping[str, Any], source: str = "compare") -> dict[str, Any]:
     """The ``compare`` settings, typed strictly (ConfigError naming the key otherwise)."""
+    check_one_spelling(settings, source)
     out: dict[str, Any] = {}
     for raw, value in settings.items():
         key = str(raw).replace("-", "_")

@@ -858,6 +858,9 @@ def _settings(config: Any, given: Mapping[str, Any]) -> dict[str, Any]:
     from_cfg = dict(getattr(config, "history", None) or {}) if config is not None else {}
     out = dict(DEFAULTS)
     origin = dict.fromkeys(DEFAULTS, "default")
+    from .config import check_one_spelling
+
+    check_one_spelling(from_cfg, "history")
     for src, where in ((from_cfg, "config file"), (given, "given")):
         for k, v in src.items():
             key = k.replace("-", "_")

@@ -223,3 +223,21 @@ def test_eps_bounds_are_open() -> None:
     for bad in (0, 0.5, 0.7, -1, float("nan"), float("inf")):
         with pytest.raises(E.ConfigError, match="eps"):
             EvalConfig.from_mapping({"eps": bad})
+
+
+@pytest.mark.parametrize("text", ["sum-tol: 0.1\nsum_tol: 0.2\n", "history:\n  min-change-pct: 50\n  min_change_pct: 0\n",
+                                  "compare:\n  n-boot: 100\n  n_boot: 200\n"])
+def test_one_key_in_two_spellings_is_refused(tmp_path, text):
+    """rt-hist8 F10 (rest): `sum-tol` and `sum_tol` (or a history / compare setting in both
+    spellings) were taken silently, the last one winning."""
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    command = "history" if "history" in text else "compare" if "compare" in text else "evaluate"
+    args = {"evaluate": ["evaluate", "x.parquet"], "history": ["history", "r1", "r2"],
+            "compare": ["compare", "r1", "r2"]}[command]
+    r = CliRunner().invoke(main, [*args, "--config", str(cfg)])
+    assert r.exit_code == 2 and "one key in two spellings" in r.output, r.output
