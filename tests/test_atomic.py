@@ -210,6 +210,24 @@ def _swapped_out(out: Path) -> bool:
     return any(p.name.startswith(f".{out.name}.old-") for p in out.parent.iterdir())
 
 
+def _during_removal(monkeypatch, out: Path, action, nth: int = 1) -> list[str]:  # type: ignore[no-untyped-def]
+    """Patch ``os.unlink`` so that ``action()`` runs at the ``nth`` unlink the main thread makes
+    while the report ``out`` replaced is being removed; returns those unlinks' paths."""
+    import threading
+
+    real_unlink = os.unlink
+    seen: list[str] = []
+
+    def unlink(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if threading.current_thread() is threading.main_thread() and _swapped_out(out):
+            seen.append(str(path))
+            if len(seen) == nth:
+                action()
+        return real_unlink(path, *args, **kwargs)
+    monkeypatch.setattr(os, "unlink", unlink)
+    return seen
+
+
 def test_a_signal_while_the_replaced_report_is_removed_leaves_nothing_behind(previous, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """rt-eval8 F1: SIGINT / SIGTERM arriving while the swapped-out report is deleted stopped
     the deletion half way (manifest gone first), leaving a ``.NAME.old-*`` remnant that no later
@@ -217,17 +235,8 @@ def test_a_signal_while_the_replaced_report_is_removed_leaves_nothing_behind(pre
     interrupted with the new report in place."""
     inp, out, before = previous
     result = evalkit.evaluate(str(inp), eps=1e-3, by="region", plots=False)
-    real_unlink = os.unlink
-    sent: list[bool] = []
-
-    def unlink(path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        import threading
-
-        if not sent and threading.current_thread() is threading.main_thread() and _swapped_out(out):
-            sent.append(True)
-            signal.raise_signal(signal.SIGINT)  # handled at the next bytecode: here, mid-removal
-        return real_unlink(path, *args, **kwargs)
-    monkeypatch.setattr(os, "unlink", unlink)
+    # the signal is handled at the next bytecode: here, mid-removal
+    seen = _during_removal(monkeypatch, out, lambda: signal.raise_signal(signal.SIGINT))
     handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever earlier tests left
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -235,7 +244,7 @@ def test_a_signal_while_the_replaced_report_is_removed_leaves_nothing_behind(pre
     finally:
         signal.signal(signal.SIGINT, handler)
         monkeypatch.undo()
-    assert sent and leftovers(out.parent) == []
+    assert seen and leftovers(out.parent) == []
     assert evalkit.outdir.read_manifest(out)[0] is not None and snapshot(out) != before
 
 
@@ -249,16 +258,10 @@ def test_a_removal_cut_short_keeps_its_manifest_and_the_next_run_finishes_it(pre
     report back in place of the target."""
     inp, out, _ = previous
     result = evalkit.evaluate(str(inp), eps=1e-3, by="region", plots=False)
-    real_unlink = os.unlink
-    calls: list[str] = []
 
-    def unlink(path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if _swapped_out(out):
-            calls.append(str(path))
-            if len(calls) == 3:
-                raise _Killed()
-        return real_unlink(path, *args, **kwargs)
-    monkeypatch.setattr(os, "unlink", unlink)
+    def killed() -> None:
+        raise _Killed()
+    _during_removal(monkeypatch, out, killed, nth=3)
     with pytest.raises(_Killed):
         result.write(out, overwrite=True)
     monkeypatch.undo()

@@ -155,16 +155,24 @@ def test_an_integer_categorical_keeps_its_values_as_class_indices(tmp_path):
         assert not any("class order" in n for n in res.layout.notes)
 
 
+
+def _declared(n: int, seed: int, categories: list[str] | None = None):  # type: ignore[no-untyped-def]
+    """Labels declared as the categories low, medium, high (or ``categories``) and 3-class
+    probabilities putting 0.8 on each row's label, in that order: (cats, labels, probs)."""
+    cats = ["low", "medium", "high"]
+    rng = np.random.default_rng(seed)
+    lab = pd.Categorical(rng.choice(cats, n), categories=categories or cats)
+    probs = np.full((n, 3), 0.1)
+    probs[np.arange(n), lab.codes] = 0.8
+    return cats, lab, probs
+
 def test_a_separate_labels_file_declares_the_order_like_a_label_column(tmp_path):
     """The declared-order rule held for a label column in the predictions file, but a label
     read from a separate --labels Parquet file (decoded into the join index) was plain text:
     LabelError with a hint for the sorted order (high, low, medium), wrong for these
     probabilities. Same rule for both now."""
-    n, cats = 300, ["low", "medium", "high"]
-    rng = np.random.default_rng(0)
-    lab = pd.Categorical(rng.choice(cats, n), categories=cats)
-    probs = np.full((n, 3), 0.1)
-    probs[np.arange(n), lab.codes] = 0.8
+    n = 300
+    cats, lab, probs = _declared(n, 0)
     pd.DataFrame({"id": range(n), "probs": list(probs)}).to_parquet(tmp_path / "pred.parquet")
     pd.DataFrame({"id": range(n), "label": lab}).to_parquet(tmp_path / "lab.parquet")
     pd.DataFrame({"id": range(n), "probs": list(probs), "label": lab}).to_parquet(tmp_path / "both.parquet")
@@ -183,11 +191,8 @@ def test_a_category_count_other_than_k_gets_no_sorted_hint(tmp_path, separate):
     """Four declared categories (one unused) for three positional classes: the declared order
     cannot name them, and the hint suggested the sorted used values (high, low, medium),
     which mis-assigns these probabilities. It now says why no order is known and names none."""
-    n, cats = 300, ["low", "medium", "high"]
-    rng = np.random.default_rng(0)
-    lab = pd.Categorical(rng.choice(cats, n), categories=[*cats, "unknown"])
-    probs = np.full((n, 3), 0.1)
-    probs[np.arange(n), lab.codes] = 0.8
+    n = 300
+    cats, lab, probs = _declared(n, 0, ["low", "medium", "high", "unknown"])
     if separate:
         pd.DataFrame({"id": range(n), "probs": list(probs)}).to_parquet(tmp_path / "p.parquet")
         pd.DataFrame({"id": range(n), "label": lab}).to_parquet(tmp_path / "l.parquet")
@@ -208,11 +213,8 @@ def test_labels_files_declaring_different_category_orders_are_refused(tmp_path):
     the positional predictions, the other file's order was ignored silently. Now a LabelError
     (exit 3) naming both files and both orders; the same order (or some of the classes in
     the same relative order) is fine, and --classes settles it."""
-    n, cats = 200, ["low", "medium", "high"]
-    rng = np.random.default_rng(3)
-    lab = pd.Categorical(rng.choice(cats, n), categories=cats)
-    probs = np.full((n, 3), 0.1)
-    probs[np.arange(n), lab.codes] = 0.8
+    n = 200
+    cats, lab, probs = _declared(n, 3)
     pd.DataFrame({"id": range(n), "probs": list(probs)}).to_parquet(tmp_path / "pred.parquet")
     first = pd.DataFrame({"id": range(100), "label": lab[:100]})
     cases = {"same": cats, "reversed": cats[::-1], "subset": ["low", "high"]}
@@ -242,11 +244,8 @@ def test_labels_files_declaring_different_category_orders_are_refused(tmp_path):
 def _order_conflicts(tmp_path):
     """pred.parquet + labels dir lab/ (1.parquet low,medium,high; 2.parquet high,medium,low),
     and preds/ (the label inside the prediction files, a.parquet and b.parquet in those orders)."""
-    n, cats = 200, ["low", "medium", "high"]
-    rng = np.random.default_rng(5)
-    lab = pd.Categorical(rng.choice(cats, n), categories=cats)
-    probs = np.full((n, 3), 0.1)
-    probs[np.arange(n), lab.codes] = 0.8
+    n = 200
+    cats, lab, probs = _declared(n, 5)
     pd.DataFrame({"id": range(n), "probs": list(probs)}).to_parquet(tmp_path / "pred.parquet")
     for d in ("lab", "preds"):
         (tmp_path / d).mkdir()
