@@ -246,16 +246,27 @@ def _kind_differences(name: str, bdf: pd.DataFrame, cdf: pd.DataFrame, cols: Seq
     return notes
 
 
-def _stats_by_key(df: pd.DataFrame, cols: Sequence[str], text: bool = False
+def _stats_by_key(df: pd.DataFrame, cols: Sequence[str], text: bool = False, *, where: str = ""
                   ) -> dict[tuple[Any, ...], tuple[int, float, float]]:
+    """Each group's (count, mean, std) by its matching key (:func:`_norm_key`). Raises
+    CompareError when two groups of one run get one matching key (decimals that differ beyond
+    a float's precision): merged, both would drop out of the comparison and its gates."""
     out: dict[tuple[Any, ...], tuple[int, float, float]] = {}
+    raw: dict[tuple[Any, ...], Any] = {}
     std = df["std"] if "std" in df.columns else pd.Series(np.nan, index=df.index)
     keys = df[list(cols)].itertuples(index=False, name=None) if cols else [()] * len(df)
     for key, n, m, s in zip(keys, df["count"], df["mean"], std, strict=True):
         n = 0 if pd.isna(n) else int(n)
         if n <= 0:
             continue  # e.g. a class with no rows: not a group of this run
-        out[_norm_key(key, text)] = (n, float(m), float(s) if s is not None and not pd.isna(s) else math.nan)
+        nk = _norm_key(key, text)
+        if nk in out:
+            raise CompareError(
+                f"{where}: groups {key_label(raw[nk])} and {key_label(key)} of {', '.join(cols)} are one "
+                "key once matched across runs (numbers are matched by their float value), so compare "
+                "cannot keep them apart; group by a column that tells them apart (e.g. the key as text)")
+        raw[nk] = key
+        out[nk] = (n, float(m), float(s) if s is not None and not pd.isna(s) else math.nan)
     return out
 
 
@@ -316,8 +327,8 @@ def _compare_grouping(name: str, b: _Run, c: _Run, b_rows: pd.DataFrame | None,
     cols = _grouping_columns(name)
     bdf, cdf = b.stats(name), c.stats(name)
     text = bool(_kind_differences(name, bdf, cdf, cols))
-    sb = _stats_by_key(bdf, cols, text)
-    sc = _stats_by_key(cdf, cols, text)
+    sb = _stats_by_key(bdf, cols, text, where=f"baseline {b.source}")
+    sc = _stats_by_key(cdf, cols, text, where=f"candidate {c.source}")
     use_rows = b_rows is not None and c_rows is not None
     gb = _group_indices(b_rows, cols, text) if use_rows else {}
     gc = _group_indices(c_rows, cols, text) if use_rows else {}

@@ -522,3 +522,38 @@ def test_a_cut_compare_table_names_the_file_with_every_row(tmp_path):
     res = evalkit.compare(tmp_path / "b", tmp_path / "c", out=tmp_path / "o")
     md = res.to_markdown()
     assert "_... 50 more rows in `by_shop.parquet`_" in md and (tmp_path / "o" / "by_shop.parquet").is_file()
+
+
+def test_decimal_keys_that_one_float_cannot_tell_apart_are_refused_not_merged(tmp_path):
+    """rt-final8 F2: decimal128 keys that differ beyond a float's precision were merged into one
+    matching key: both groups dropped out of the table and the gates without a word. compare
+    now refuses (exit 3) naming both groups; decimals a float tells apart still match."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    import evalkit
+    from evalkit.cli import main
+
+    keys = [decimal.Decimal("0.10000000000000000001"), decimal.Decimal("0.10000000000000000002"),
+            decimal.Decimal("0.1"), decimal.Decimal("7")]
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        p = rng.uniform(0.2, 0.8, 400)
+        table = pa.table({"prob_a": p, "prob_b": 1 - p, "label": rng.integers(0, 2, 400),
+                          "dd": pa.array([keys[j % 4] for j in range(400)], type=pa.decimal128(38, 20))})
+        pq.write_table(table, tmp_path / f"d{i}.parquet")
+        evalkit.evaluate(str(tmp_path / f"d{i}.parquet"), by="dd", plots=False).write(tmp_path / f"r{i}")
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "r0"), str(tmp_path / "r1"), "--format", "none"])
+    assert r.exit_code == 3, r.output
+    assert "groups 0.1" in r.output and "cannot keep them apart" in r.output, r.output
+    for i in range(2):  # two decimals a float tells apart: matched as before
+        p = rng.uniform(0.2, 0.8, 400)
+        pq.write_table(pa.table({"prob_a": p, "prob_b": 1 - p, "label": rng.integers(0, 2, 400),
+                                 "dd": pa.array([keys[2 + j % 2] for j in range(400)], type=pa.decimal128(38, 20))}),
+                       tmp_path / f"e{i}.parquet")
+        evalkit.evaluate(str(tmp_path / f"e{i}.parquet"), by="dd", plots=False).write(tmp_path / f"s{i}")
+    res = evalkit.compare(str(tmp_path / "s0"), str(tmp_path / "s1"))
+    assert len(res.table("dd")) == 2 and set(res.table("dd")["status"]) <= {"unchanged", "regression", "improvement"}
