@@ -412,7 +412,8 @@ def check_gates(result: Any, gates: Mapping[str, Any] | None, *, detail: str = "
                 min_count, "overall", [n_overall]), failed=unchecked_failed) for gate in top]
         top = []
     for gate in top:
-        failure = _eval_gate(gate, result.overall, float(gates[gate]), on_ci, "overall", "", detail)
+        failure = _eval_gate(gate, result.overall, float(gates[gate]), on_ci, "overall", "", detail,
+                             unchecked=unchecked_failed)
         if failure is not None:
             failures.append(failure)
     for gname, sub in (gates.get("groups") or {}).items():
@@ -442,7 +443,8 @@ def check_gates(result: Any, gates: Mapping[str, Any] | None, *, detail: str = "
             label, typed = group_key(key, key_cols)
             for gate in EVAL_GATES:
                 if gate in sub:
-                    failure = _eval_gate(gate, row, float(sub[gate]), sub_ci, gname, label, detail, typed)
+                    failure = _eval_gate(gate, row, float(sub[gate]), sub_ci, gname, label, detail, typed,
+                                         unchecked=unchecked_failed)
                     if failure is not None:
                         failures.append(failure)
     return failures
@@ -456,16 +458,23 @@ def _no_group_left(min_count: int, grouping: str, counts: Any) -> str:
 
 
 def _eval_gate(gate: str, row: Any, limit: float, on_ci: bool, grouping: str, label: str,
-               detail: str, key: tuple[tuple[str, Any], ...] | None = None) -> GateFailure | None:
+               detail: str, key: tuple[tuple[str, Any], ...] | None = None,
+               unchecked: bool | None = None) -> GateFailure | None:
     """One evaluate gate on one table row. With ``on_ci``, ``max_mean_loss`` fails only when
-    the whole confidence interval lies above the limit (``ci_low > limit``); a group without
-    an interval (fewer than 2 rows) then never fails. In a weighted run ``max_mean_loss``
-    checks the weighted mean, whose interval the tables show."""
+    the whole confidence interval lies above the limit (``ci_low > limit``). A group without
+    an interval (fewer than 2 rows) whose mean is above the limit cannot be decided: with
+    ``unchecked`` given it is a not-checked entry (``failed=unchecked``: fail_unchecked
+    decides), else it passes. In a weighted run ``max_mean_loss`` checks the weighted mean,
+    whose interval the tables show."""
     v = _row_value(row, gate)
     if not _failed(gate, v, limit):
         return None
     if gate == "max_mean_loss" and on_ci and "ci_low" in row.index:
         lo = float(row["ci_low"])
+        if lo != lo and unchecked is not None:
+            return GateFailure(gate, grouping, label, v, limit, _eval_detail(gate, row, detail)
+                               + "; require_ci_above_limit needs an interval (2 or more rows)",
+                               key=key, failed=unchecked)
         if not (lo == lo and lo > limit):
             return None
     return GateFailure(gate, grouping, label, v, limit, _eval_detail(gate, row, detail), key=key)

@@ -846,3 +846,29 @@ def test_fail_unchecked_under_a_grouping_is_refused_not_ignored():
     with pytest.raises(ConfigError, match="'fail_unchecked' applies to every gate"):
         validate_gates({"groups": {"region": {"max_mean_loss": 9, "fail_unchecked": True}}})
     validate_gates({"fail_unchecked": True, "groups": {"region": {"max_mean_loss": 9}}})
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_require_ci_above_limit_over_groups_without_an_interval_is_not_checked(tmp_path: Path, strict: bool):
+    """rt-eval8 F16: with require_ci_above_limit, groups of one row (no interval) whose mean was
+    far above the limit passed silently ("Gates: passed", nothing not checked). They are
+    reported as not checked now, and fail under fail_unchecked."""
+    rng = np.random.default_rng(2)
+    p = rng.uniform(0.05, 0.95, 300)
+    df = pd.DataFrame({"prob_a": p, "prob_b": 1 - p, "label": rng.integers(0, 2, 300),
+                       "u": [f"u{i}" if i < 3 else "big" for i in range(300)]})
+    src = tmp_path / "p.parquet"
+    df.to_parquet(src)
+    cfg = _write(tmp_path / "g.yaml", "gates:\n  require_ci_above_limit: true\n"
+                 f"  fail_unchecked: {'true' if strict else 'false'}\n"
+                 "  groups:\n    u:\n      max_mean_loss: 0.001\n")
+    r = CliRunner().invoke(main, ["evaluate", str(src), "--by", "u", "--no-plots", "--config", str(cfg),
+                                  "--out", str(tmp_path / "r"), "--format", "none"])
+    import json
+
+    gates = json.loads((tmp_path / "r" / "summary.json").read_text())["metadata"]["gates"]
+    unchecked = gates["failures" if strict else "not_checked"]
+    one_row = {e["group"] for e in unchecked if "needs an interval" in e["message"]}
+    assert one_row == {"u0", "u1", "u2"}, unchecked
+    assert r.exit_code == 5, r.output  # the 297-row group's interval lies above the limit: a failure either way
+    assert "gate not checked" in r.output or strict
