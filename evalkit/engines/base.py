@@ -336,7 +336,10 @@ def process_batch(
     cur = _Batch(batch, np.arange(row_offset, row_offset + n0, dtype=np.int64), pre=pre)
     def check(problems: Sequence[Problem], batch: pa.RecordBatch) -> np.ndarray | None:
         # the rows' positions in their file, whatever was left out before (--ignore-label,
-        # skipped rows): an error's "row N" is the input's row N
+        # skipped rows): an error's "row N" is the input's row N; built only for a batch with
+        # problems (most have none: no array per check on the hot path)
+        if not problems:
+            return None
         return _check(plan, state, source, cur.rows - row_offset + file_offset, problems, batch)
     if label_index is not None:
         _join_labels(cur, plan, state, label_index, check)
