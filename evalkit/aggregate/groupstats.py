@@ -516,9 +516,11 @@ class GroupStats:
         new._drop_raw_if_over_limit()
         return new
 
-    def _absorb(self, other: GroupStats, src: np.ndarray, dst: np.ndarray) -> None:
+    def _absorb(self, other: GroupStats, src: np.ndarray, dst: np.ndarray,
+                bootstrap: bool = True) -> None:
         """Fold ``other``'s groups ``src`` into this state's slots ``dst`` (distinct slots,
-        already allocated): every per-group field and the calibration / bootstrap sums;
+        already allocated): every per-group field and the calibration / bootstrap sums
+        (the latter unless ``bootstrap`` is False: the caller absorbs them at once);
         not the histogram counts, raw values or key index (the callers handle those)."""
         b = other._arrays
         a = self._arrays
@@ -536,7 +538,7 @@ class GroupStats:
         _add_weight_moments(a, dst, b, src)
         if self.calibration is not None:
             self.calibration.absorb(other.calibration, src, dst)
-        if self.bootstrap is not None:
+        if bootstrap and self.bootstrap is not None:
             self.bootstrap.absorb(other.bootstrap, src, dst)
 
     def project(self, key_names: Sequence[str]) -> GroupStats:
@@ -574,7 +576,9 @@ class GroupStats:
         rank[order] = np.arange(len(src)) - first
         for r in range(int(rank.max()) + 1 if len(rank) else 0):
             sel = rank == r
-            new._absorb(self, src[sel], dst[sel])
+            new._absorb(self, src[sel], dst[sel], bootstrap=False)
+        if new.bootstrap is not None:  # one pass over the kept rows, not one per round
+            new.bootstrap.absorb(self.bootstrap, src, dst)
         new._bins.merge_from(self._bins, remap)
         if self._raw_codes is None:
             new._raw_codes = new._raw_loss = None
