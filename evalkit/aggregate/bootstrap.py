@@ -141,9 +141,13 @@ class PoissonBootstrap:
         grow = u[self._held[u] + c > self.promote_at]
         if len(grow):
             self._dense_rows(grow)
-            now_dense = self._dense_row[slots] >= 0
-            self._add_dense(self._dense_row[slots[now_dense]], boot[now_dense],
-                            loss[now_dense], weight[now_dense])
+            rows = self._dense_row[slots]
+            now_dense = rows >= 0
+            if now_dense.all():  # the usual first batch of a few large groups: no copies
+                self._add_dense(rows, boot, loss, weight)
+                self._maybe_compact()
+                return
+            self._add_dense(rows[now_dense], boot[now_dense], loss[now_dense], weight[now_dense])
             keep = ~now_dense
             slots, boot, loss, weight = slots[keep], boot[keep], loss[keep], weight[keep]
             if not len(slots):
@@ -200,9 +204,11 @@ class PoissonBootstrap:
         if dense.all():
             self._add_dense(rows, boot, loss, weight)
             return
-        if dense.any():
-            self._add_dense(rows[dense], boot[dense], loss[dense],
-                            None if weight is None else weight[dense])
+        if not dense.any():  # no copies of the batch's weights
+            self._keep(slots, boot, loss, np.ones(len(slots)) if weight is None else weight)
+            return
+        self._add_dense(rows[dense], boot[dense], loss[dense],
+                        None if weight is None else weight[dense])
         sparse = ~dense
         w = np.ones(int(sparse.sum())) if weight is None else weight[sparse]
         self._keep(slots[sparse], boot[sparse], loss[sparse], w)
