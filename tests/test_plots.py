@@ -958,3 +958,29 @@ def test_a_long_grouping_column_name_is_shortened_like_its_values(tmp_path: Path
     ax = figures[name].axes[0]
     assert len(ax.get_ylabel()) <= MAX_AXIS_LABEL and "\u2026" in ax.get_ylabel()
     _check_layout(figures[name])
+
+
+def test_report_figures_draw_their_text_unhinted_and_history_keeps_hinting(tmp_path: Path, monkeypatch) -> None:
+    """evaluate's figures are drawn with unhinted text (plots._UNHINTED_TEXT: a tenth less
+    drawing time), the user's setting restored after; a history plot keeps matplotlib's."""
+    pytest.importorskip("matplotlib")
+    from matplotlib import rcParams
+
+    from evalkit import plots
+
+    seen: list[str] = []
+    real = plots._write_png
+
+    def record(fig, path):
+        seen.append(rcParams["text.hinting"])
+        real(fig, path)
+
+    monkeypatch.setattr(plots, "_write_png", record)
+    before = rcParams["text.hinting"]
+    written = write_plots(evalkit.evaluate(DIGITS), tmp_path)
+    assert written and seen == ["none"] * len(written)
+    assert rcParams["text.hinting"] == before
+    seen.clear()
+    table, grouping, picks, runs = _HISTORY_CASES[sorted(_HISTORY_CASES)[0]]
+    plots.write_history_plot(table, grouping, picks, tmp_path / "history.png", runs)
+    assert seen == [before]
