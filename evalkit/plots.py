@@ -1226,9 +1226,14 @@ def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
     """Reliability diagram (Guo et al. 2017, fig. 1): accuracy against mean top-label
     confidence per bin, overall and (when there is one) per split, bin counts printed on
     the bars; the gap to the diagonal is the miscalibration the ECE averages."""
-    # plain arrays: comparing Arrow-backed string columns costs milliseconds each time
+    # plain arrays: comparing Arrow-backed string columns costs milliseconds each time,
+    # and so does a boolean selection of the table (a take of every column): ~10 ms a figure
     grouping_of = calib["grouping"].to_numpy(dtype=object)
     group_of = calib["group"].to_numpy(dtype=object)
+    bin_of = calib["bin"].to_numpy()
+    accuracy_of = calib["accuracy"].to_numpy(dtype=float)
+    confidence_of = calib["mean_confidence"].to_numpy(dtype=float)
+    count_of = calib["count"].to_numpy()
     splits, n_splits = _reliability_splits(result, calib)
     panels = [("overall", "all")] + [("split", g) for g in splits]
     n_bins = int(result.metadata.get("calibration_bins") or calib["bin"].max() + 1)
@@ -1239,16 +1244,18 @@ def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
     fig = Figure(figsize=(WIDTH, 3.4 * rows + 0.9), dpi=DPI)
     _canvas(fig)
     width = 1.0 / n_bins
+    labels: list[str] | None = None  # the split table's group labels, once
     for i, (grouping, group) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
         _style(ax)
-        t = calib[(grouping_of == grouping) & (group_of == group)]
-        centers = (t["bin"].to_numpy() + 0.5) * width
-        _bars(ax, centers, t["accuracy"].to_numpy(dtype=float), width * 0.92)
-        ax.scatter(centers, t["mean_confidence"], marker="_", s=(220 / n_bins) ** 2,
+        sel = (grouping_of == grouping) & (group_of == group)
+        centers = (bin_of[sel] + 0.5) * width
+        accuracy = accuracy_of[sel]
+        _bars(ax, centers, accuracy, width * 0.92)
+        ax.scatter(centers, confidence_of[sel], marker="_", s=(220 / n_bins) ** 2,
                    color=_MEAN, linewidths=2, zorder=3)
         ax.plot([0, 1], [0, 1], color="#555555", linestyle="--", linewidth=1)
-        for x, y, n in zip(centers, t["accuracy"], t["count"], strict=True):
+        for x, y, n in zip(centers, accuracy, count_of[sel], strict=True):
             inside = float(y) > 0.25
             ax.text(x, 0.015 if inside else float(y) + 0.015, f"{int(n):,}", ha="center",
                     va="bottom", fontsize=6, rotation=90, color="white" if inside else "#333333")
@@ -1261,7 +1268,8 @@ def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
         else:
             # Find the panel's group by the label it was drawn under (a null key included).
             df = result.groups[grouping]
-            labels = [group_label(r, [grouping]) for r in df[[grouping]].to_dict("records")]
+            if labels is None:
+                labels = [group_label(r, [grouping]) for r in df[[grouping]].to_dict("records")]
             row = df.iloc[labels.index(group)]
         ax.set_title(_panel_title(grouping, group, row), fontsize=9)
     handles = [_patch(color=_BAR, alpha=0.85, label="accuracy per bin"),
