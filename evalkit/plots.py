@@ -839,13 +839,19 @@ def _plot_class_distribution(result: Any, path: Path, class_hist: dict | None) -
     _style(ax)
     names = [str(c) for c in shown["class"]]
     ys = np.arange(len(names))[::-1].astype(float)  # first class at the top
-    means = shown["mean"].to_numpy(dtype=float)
+    # a weighted run: the weighted mean, as the bar charts, report.md and the class order
+    # (bounded_groups) show it (rt-eval8 N8); the distribution itself is of the rows
+    stat = mean_column(shown)
+    mean_word = "weighted mean" if stat == "weighted_mean" else "mean"
+    means = shown[stat].to_numpy(dtype=float)
     counts_col = shown["count"].to_numpy()
 
     if class_hist is not None:
-        label_y, kind, handles = _draw_class_histograms(ax, ys, names, means, class_hist)
+        label_y, kind, handles = _draw_class_histograms(ax, ys, names, means, class_hist, mean_word)
     else:
-        label_y, kind, handles = _draw_class_ranges(ax, ys, names, means, shown)
+        label_y, kind, handles = _draw_class_ranges(ax, ys, names, means, shown, mean_word)
+    if stat == "weighted_mean":
+        kind += " (rows, unweighted); diamonds: weighted mean"
 
     n_classes = len(getattr(result.layout, "classes", ()) or ()) or len(table)
     if n_classes >= 2:
@@ -862,7 +868,7 @@ def _plot_class_distribution(result: Any, path: Path, class_hist: dict | None) -
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=15))
     _minor_marks(ax)
     _fixed_ticks(ax.yaxis, label_y, [_truncate(terminal(n)) for n in names])
-    _right_labels(ax, label_y, [f"mean {m:.3g}, {_fmt_count(n)}" if math.isfinite(m)
+    _right_labels(ax, label_y, [f"{mean_word} {m:.3g}, {_fmt_count(n)}" if math.isfinite(m)
                                 else _fmt_count(n) for n, m in zip(counts_col, means, strict=True)])
     ax.set_xlabel("cross-entropy loss (log scale)", fontsize=10)
     ax.set_ylabel("true class", fontsize=10)
@@ -892,9 +898,10 @@ def _means_title(result: Any, grouping: Any) -> str:
 
 
 def _draw_class_histograms(ax: Any, ys: np.ndarray, names: list[str], means: np.ndarray,
-                           class_hist: dict) -> tuple[np.ndarray, str, list[Any]]:
-    """One ridge per class: its loss histogram scaled to its peak, median and mean marks.
-    Returns the label positions, the subtitle and the legend handles."""
+                           class_hist: dict, mean_word: str = "mean") -> tuple[np.ndarray, str, list[Any]]:
+    """One ridge per class: its loss histogram scaled to its peak, median and mean marks
+    (``means``, called ``mean_word`` in the legend). Returns the label positions, the
+    subtitle and the legend handles."""
     from matplotlib.patches import StepPatch
 
     edges = np.asarray(class_hist["edges"], dtype=float)
@@ -931,13 +938,13 @@ def _draw_class_histograms(ax: Any, ys: np.ndarray, names: list[str], means: np.
     handles = [
         _patch(facecolor=_FILL, alpha=0.55, edgecolor=_FILL, label="histogram (scaled to peak)"),
         _line(color="black", linewidth=1.2, label="median"),
-        _line(color=_MEAN, marker="D", markersize=4.5, linestyle="none", label="mean"),
+        _line(color=_MEAN, marker="D", markersize=4.5, linestyle="none", label=mean_word),
     ]
     return label_y, kind, handles
 
 
 def _draw_class_ranges(ax: Any, ys: np.ndarray, names: list[str], means: np.ndarray,
-                       shown: pd.DataFrame) -> tuple[np.ndarray, str, list[Any]]:
+                       shown: pd.DataFrame, mean_word: str = "mean") -> tuple[np.ndarray, str, list[Any]]:
     """Without histograms: per class min-max line, a quantile band, quantile and mean marks.
     Returns the label positions, the subtitle and the legend handles."""
     qcols = _quantile_columns(shown)
@@ -962,7 +969,7 @@ def _draw_class_ranges(ax: Any, ys: np.ndarray, names: list[str], means: np.ndar
                              linestyle="none", label=q))
     ax.plot(means, ys, marker="D", color=_MEAN, markersize=4.5, linestyle="none")
     handles.append(_line(color=_MEAN, marker="D", markersize=4.5, linestyle="none",
-                         label="mean"))
+                         label=mean_word))
     ax.set_ylim(-0.7, len(names) - 0.3)
     label_y = ys
     kind = "min / quantiles / max per class"

@@ -984,3 +984,36 @@ def test_report_figures_draw_their_text_unhinted_and_history_keeps_hinting(tmp_p
     table, grouping, picks, runs = _HISTORY_CASES[sorted(_HISTORY_CASES)[0]]
     plots.write_history_plot(table, grouping, picks, tmp_path / "history.png", runs)
     assert seen == [before]
+
+
+@pytest.mark.parametrize("histograms", [True, False])
+def test_a_weighted_runs_class_distribution_marks_its_weighted_means(tmp_path: Path, monkeypatch,
+                                                                     histograms: bool) -> None:
+    """rt-eval8 N8: in a weighted run loss_by_class.png marked and labelled the unweighted
+    mean ("mean 2.49") while the bar charts, report.md and the class order are of the
+    weighted mean: its diamonds, labels and legend are the weighted means now, and the
+    subtitle says the distribution is of the rows (unweighted)."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.text import Text
+
+    rng = np.random.default_rng(5)
+    df = _probs_frame(3000, ["a", "b", "c"], g=rng.choice(["x", "y"], 3000))
+    p_true = df[[f"prob_{c}" for c in "abc"]].to_numpy()[np.arange(3000), df["label"].map("abc".index)]
+    df["w"] = np.where(p_true < 0.1, 20.0, 1.0)  # weights move every class's mean a lot
+    result = evalkit.evaluate(df, weight="w")
+    table = result.groups["class"]
+    assert not np.allclose(table["weighted_mean"], table["mean"], rtol=0.05)
+    figures = _drawn_figures(monkeypatch)
+    hist = class_histograms(_stats_from_rows(result)) if histograms else None
+    write_plots(result, tmp_path, hist, only=["loss_by_class.png"])
+    fig = figures["loss_by_class.png"]
+    texts = [t.get_text() for t in fig.findobj(Text)]
+    want = sorted(f"weighted mean {v:.3g}, n={n:,}" for v, n in zip(table["weighted_mean"], table["count"], strict=True))
+    assert sorted(t for t in texts if t.startswith("weighted mean ")) == want
+    assert not any(t.startswith("mean ") for t in texts)
+    (diamonds,) = [ln for ln in fig.axes[0].lines if ln.get_marker() == "D"]
+    x = diamonds.get_xdata()
+    assert sorted(np.round(x, 9)) == sorted(np.round(table["weighted_mean"].to_numpy(float), 9))
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "weighted mean" in legend and "mean" not in legend
+    assert "(rows, unweighted); diamonds: weighted mean" in fig._suptitle.get_text()
