@@ -229,6 +229,61 @@ def _truncate(s: str, n: int = MAX_LABEL) -> str:
     return s[: n - 1 - tail] + "\u2026" + s[len(s) - tail :]
 
 
+def _distinct_truncations(labels: Sequence[str], n: int = MAX_LABEL) -> list[str]:
+    """``labels`` shortened to ``n`` characters each (:func:`_truncate`), labels that differ
+    kept different (rt-final8 F5: long names differing only in the middle were shortened to
+    the same text). Labels that would read alike keep the part where they differ instead
+    (:func:`_keep_span`: what they all share before and after it shortened); any still alike
+    end in ``…#2``, ``…#3``... (in the order given). Equal labels stay equal."""
+    out = [_truncate(s, n) for s in labels]
+    alike: dict[str, list[int]] = {}
+    for i, t in enumerate(out):
+        alike.setdefault(t, []).append(i)
+    for idx in alike.values():
+        full = list(dict.fromkeys(labels[i] for i in idx))
+        if len(full) < 2:
+            continue
+        head = len(_common_prefix(full))
+        tail = len(_common_prefix([f[::-1] for f in full]))
+        for i in idx:
+            s = labels[i]
+            out[i] = _keep_span(s, head, max(head, len(s) - tail), n)
+    seen: dict[str, list[str]] = {}
+    for i, t in enumerate(out):
+        first = seen.setdefault(t, [labels[i]])
+        if labels[i] not in first:  # a different label, still shown alike
+            first.append(labels[i])
+            tag = f"\u2026#{len(first)}"
+            out[i] = out[i][: max(0, n - len(tag))] + tag
+    return out
+
+
+def _common_prefix(strings: Sequence[str]) -> str:
+    lo, hi = min(strings), max(strings)  # the common prefix of all is that of these two
+    k = 0
+    while k < min(len(lo), len(hi)) and lo[k] == hi[k]:
+        k += 1
+    return lo[:k]
+
+
+def _keep_span(s: str, start: int, end: int, n: int) -> str:
+    """``s`` shortened to at most ``n`` characters keeping ``s[start:end]`` (its first
+    ``n - 2`` characters when longer), as much of the text before and after it as fits, an
+    ellipsis where something was left out."""
+    if len(s) <= n:
+        return s
+    mid = s[start:end]
+    if len(mid) + 2 >= n:
+        return ("\u2026" if start else "") + mid[: n - 2] + "\u2026"
+    room = n - len(mid) - 2  # two ellipses at most
+    after = min(len(s) - end, room // 2)
+    before = min(start, room - after)
+    after = min(len(s) - end, room - before)
+    left = s[:start] if before >= start else s[:before] + "\u2026"
+    right = s[end:] if after >= len(s) - end else "\u2026" + s[len(s) - after:]
+    return left + mid + right
+
+
 def _input_name(result: Any) -> str:
     name = str((getattr(result, "metadata", None) or {}).get("input") or "")
     if len(name) > 60:
@@ -867,7 +922,7 @@ def _plot_class_distribution(result: Any, path: Path, class_hist: dict | None) -
 
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=15))
     _minor_marks(ax)
-    _fixed_ticks(ax.yaxis, label_y, [_truncate(terminal(n)) for n in names])
+    _fixed_ticks(ax.yaxis, label_y, _distinct_truncations([terminal(n) for n in names]))
     _right_labels(ax, label_y, [f"{mean_word} {m:.3g}, {_fmt_count(n)}" if math.isfinite(m)
                                 else _fmt_count(n) for n, m in zip(counts_col, means, strict=True)])
     ax.set_xlabel("cross-entropy loss (log scale)", fontsize=10)
@@ -999,7 +1054,7 @@ def _plot_group_means(result: Any, grouping: Any, path: Path) -> str:
     cut = total > MAX_GROUPS
     # Worst first, ties by table order; past MAX_GROUPS the highest and the lowest means.
     sub = bounded_groups(df, MAX_GROUPS)[0] if cut else df.iloc[np.lexsort((np.arange(total), -mean))]
-    labels = [_truncate(_key_label(k)) for k in sub[cols].itertuples(index=False, name=None)]
+    labels = _distinct_truncations([_key_label(k) for k in sub[cols].itertuples(index=False, name=None)])
     m = sub[stat].to_numpy(dtype=float)
     cnt = sub["count"].to_numpy()
     if "ci_low" in sub.columns:  # the table's own interval (t, Kish or bootstrap)
@@ -1382,8 +1437,9 @@ def _history_series(table: pd.DataFrame, cols: list[str], picks: pd.DataFrame,
             if k in wanted:
                 where.setdefault(k, []).append(i)
                 first.setdefault(k, key)
-        for k, rows in sorted(where.items(), key=lambda item: rank[item[0]]):
-            label = _truncate(_key_label(first[k]))
+        ordered = sorted(where.items(), key=lambda item: rank[item[0]])
+        labels = _distinct_truncations([_key_label(first[k]) for k, _ in ordered])
+        for label, (_k, rows) in zip(labels, ordered, strict=True):
             groups.append((label, np.asarray(rows, dtype=np.int64)))
     out = []
     for label, rows in groups:

@@ -1017,3 +1017,42 @@ def test_a_weighted_runs_class_distribution_marks_its_weighted_means(tmp_path: P
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "weighted mean" in legend and "mean" not in legend
     assert "(rows, unweighted); diamonds: weighted mean" in fig._suptitle.get_text()
+
+
+_MIDDLE = ["customer_segment_enterprise_north_america_2024", "customer_segment_smallbiz_north_america_2024",
+           "customer_segment_enterprise_south_america_2024"]
+
+
+def test_long_names_differing_in_the_middle_get_distinct_labels(tmp_path: Path, monkeypatch) -> None:
+    """rt-final8 F5: long group names differing only in the middle were shortened to the same
+    label ("customer_segme…_america_2024" three times) on the bars and in a history legend:
+    each label now keeps the part where they differ, within the same length; a lone long
+    name is shortened as before."""
+    pytest.importorskip("matplotlib")
+    from evalkit import plots
+    from evalkit.plots import MAX_LABEL, _distinct_truncations, _truncate, shown_ticklabels
+
+    assert len({_truncate(s) for s in _MIDDLE}) == 1  # what a reader got
+    short = _distinct_truncations(_MIDDLE)
+    assert len(set(short)) == 3 and all(len(s) <= MAX_LABEL for s in short)
+    assert ["enterprise" in short[0], "smallbiz" in short[1], "enterprise_sou" in short[2]] == [True] * 3
+    assert _distinct_truncations([_MIDDLE[0], "x", _MIDDLE[0]]) == [_truncate(_MIDDLE[0]), "x", _truncate(_MIDDLE[0])]
+    alike = ["a" * 40 + c + "b" * 40 for c in "123"]  # the difference alone is one character
+    assert len(set(_distinct_truncations(alike))) == 3
+
+    names = _MIDDLE + ["other"]
+    g = pd.array([names[i % 4] for i in range(400)], dtype=object)
+    result = evalkit.evaluate(_probs_frame(400, ["a", "b"], g=g), by="g")
+    figures = _drawn_figures(monkeypatch)
+    write_plots(result, tmp_path, None)
+    (ax, *_) = figures["mean_loss_by_g.png"].axes
+    drawn = [t.get_text() for t in shown_ticklabels(ax.yaxis) if not t.get_text().startswith("mean ")]
+    assert len(drawn) == 4 and len(set(drawn)) == 4 and set(short) <= set(drawn)
+
+    table, grouping, picks, runs = _history_input(6, ["g"], [(n,) for n in names], [(n,) for n in _MIDDLE])
+    legends = []
+    real = plots._write_png
+    monkeypatch.setattr(plots, "_write_png", lambda fig, path: legends.append(
+        [t.get_text() for t in fig.legends[0].get_texts()]) or real(fig, path))
+    plots.write_history_plot(table, grouping, picks, tmp_path / "history.png", runs)
+    assert sorted(legends[0]) == sorted(short)
