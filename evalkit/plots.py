@@ -356,11 +356,22 @@ def _caching_renderer(RendererAgg: Any, get_hinting_flag: Any, RenderMode: Any) 
     heights: dict[tuple[Any, ...], tuple[float | None, float | None, float | None]] = {}
     layouts: dict[tuple[Any, ...], list[tuple[Any, int, float, float]]] = {}
     glyphs: dict[tuple[Any, ...], tuple[Any, int, int, Any]] = {}
+    metrics: dict[tuple[Any, ...], tuple[int, int, int]] = {}  # per glyph: (y min, y max, advance)
 
     def room(cache: dict) -> dict:
         if len(cache) >= TEXT_CACHE_SIZE:
             cache.clear()
         return cache
+
+    def layout(key: tuple[Any, ...], features: Any, language: Any) -> list[tuple[Any, int, float, float]]:
+        """The glyphs of ``key`` = (font, size, dpi, text, flags, ...) as FreeType lays them
+        out (``FT2Font._layout``; the font's size set): ``(font, index, x, y)`` each."""
+        items = layouts.get(key)
+        if items is None:
+            font, _size, _dpi, s, flags = key[:5]
+            laid = font._layout(s, flags=flags, features=features, language=language)
+            items = room(layouts)[key] = [(it.ft_object, it.glyph_index, it.x, it.y) for it in laid]
+        return items
 
     class Renderer(RendererAgg):  # type: ignore[misc, valid-type]
         def _get_font_height_metrics(self, prop: Any) -> tuple[float | None, float | None, float | None]:
@@ -377,10 +388,17 @@ def _caching_renderer(RendererAgg: Any, get_hinting_flag: Any, RenderMode: Any) 
             if ismath:
                 return super().get_text_width_height_descent(s, prop, ismath)
             font = self._prepare_font(prop)
-            key = (font, prop.get_size_in_points(), self.dpi, s, get_hinting_flag())
+            size, flags = prop.get_size_in_points(), get_hinting_flag()
+            key = (font, size, self.dpi, s, flags)
             got = sizes.get(key)
             if got is None:
-                got = room(sizes)[key] = super().get_text_width_height_descent(s, prop, ismath)
+                try:
+                    got = _laid_out_size(font, size, self.dpi, s, flags, layout, metrics, room)
+                except (TypeError, AttributeError):  # another matplotlib's internals: its own way
+                    got = None
+                if got is None:
+                    got = super().get_text_width_height_descent(s, prop, ismath)
+                room(sizes)[key] = got
             return got
 
         def draw_text(self, gc: Any, x: float, y: float, s: str, prop: Any, angle: float,
@@ -394,19 +412,45 @@ def _caching_renderer(RendererAgg: Any, get_hinting_flag: Any, RenderMode: Any) 
             size = prop.get_size_in_points()
             key = (font, size, self.dpi, s, flags, None if features is None else tuple(features),
                    language if isinstance(language, str | None) else repr(language))
-            items = layouts.get(key)
-            if items is None:
-                try:
-                    laid = font._layout(s, flags=flags, features=features, language=language)
-                    items = [(it.ft_object, it.glyph_index, it.x, it.y) for it in laid]
-                except (TypeError, AttributeError):  # another matplotlib's internals: its own way
-                    return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
-                room(layouts)[key] = items
+            try:
+                items = layout(key, features, language)
+            except (TypeError, AttributeError):  # another matplotlib's internals: its own way
+                return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
             room(glyphs)
             _draw_glyphs(self, gc, x, y, angle, size, flags, items, glyphs, RenderMode)
             return None
 
     return Renderer
+
+
+def _laid_out_size(font: Any, size: float, dpi: float, s: str, flags: Any, layout: Any, metrics: dict,
+                   room: Any) -> tuple[float, float, float] | None:
+    """``(width, height, descent)`` of ``s`` in pixels as ``RendererAgg`` measures it
+    (``FT2Font.set_text``: the pen's end after the last glyph's advance; the height and
+    descent of the union of the glyphs' boxes), computed from the glyph layout the drawing
+    uses (``layout(key, None, None)``, shaped once for both) and each glyph's box and
+    advance (``metrics``, per font, size, dpi, glyph and flags): FreeType shapes and loads a
+    string's glyphs once instead of twice. None (measure with ``set_text``) for the empty
+    string and for a glyph the font lacks (drawn from a fallback font; ``set_text`` warns
+    about it). The same numbers as ``set_text`` (tested)."""
+    items = layout((font, size, dpi, s, flags, None, None), None, None)  # draw_text's key, no features
+    if not items:
+        return None
+    lo, hi = math.inf, -math.inf
+    advance = 0
+    for ft, index, _x, y in items:
+        if ft is not font or not index:
+            return None
+        got = metrics.get((ft, size, dpi, index, flags))
+        if got is None:
+            glyph = ft.load_glyph(index, flags)
+            _x0, y0, _x1, y1 = glyph.bbox
+            got = room(metrics)[(ft, size, dpi, index, flags)] = (y0, y1, glyph.horiAdvance)
+        y0, y1, advance = got
+        pen_y = round(y * 64)
+        lo, hi = min(lo, pen_y + y0), max(hi, pen_y + y1)
+    width = round(items[-1][2] * 64) + advance
+    return width / 64.0, (hi - lo) / 64.0, -lo / 64.0
 
 
 def _draw_glyphs(renderer: Any, gc: Any, x: float, y: float, angle: float, size: float, flags: Any,

@@ -1056,3 +1056,35 @@ def test_long_names_differing_in_the_middle_get_distinct_labels(tmp_path: Path, 
         [t.get_text() for t in fig.legends[0].get_texts()]) or real(fig, path))
     plots.write_history_plot(table, grouping, picks, tmp_path / "history.png", runs)
     assert sorted(legends[0]) == sorted(short)
+
+
+def test_text_sizes_from_the_glyph_layout_are_set_texts() -> None:
+    """plots._laid_out_size measures a string from the layout the drawing uses (FreeType
+    shapes it once, not twice): the width, height and descent RendererAgg gets from
+    FT2Font.set_text, for kerned pairs, spaces, negative bearings, sizes and both hinting
+    modes; None (set_text measures, and warns) for a glyph the font lacks and for ''."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.font_manager import FontProperties, fontManager, get_font
+    from matplotlib.ft2font import LoadFlags
+
+    from evalkit.plots import _laid_out_size
+
+    strings = ["mean 1.29, n=601,003", "0.2", "confidence (max probability)", "Ty", "AV", "  x  ", "jjj",
+               "f", "office", "Reliability diagram \u2014 /tmp/x_6000000_s0.parquet", "split = \u2205: ECE", "W."]
+    for size in (6, 8, 9, 10.5):
+        for flags in (LoadFlags.NO_HINTING, LoadFlags.DEFAULT):
+            font = get_font(fontManager._find_fonts_by_props(FontProperties(size=size)))
+            font.clear()
+            font.set_size(size, 110)
+
+            def layout(key, features, language, font=font):
+                return [(it.ft_object, it.glyph_index, it.x, it.y)
+                        for it in font._layout(key[3], flags=key[4], features=features, language=language)]
+
+            for s in strings:
+                font.set_text(s, 0.0, flags=flags)
+                w, h = font.get_width_height()
+                want = (w / 64.0, h / 64.0, font.get_descent() / 64.0)
+                assert _laid_out_size(font, size, 110, s, flags, layout, {}, lambda c: c) == want, (s, size, flags)
+            assert _laid_out_size(font, size, 110, "", flags, layout, {}, lambda c: c) is None
+            assert _laid_out_size(font, size, 110, "x\u65e5", flags, layout, {}, lambda c: c) is None
