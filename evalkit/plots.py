@@ -363,15 +363,7 @@ def _caching_renderer(RendererAgg: Any, get_hinting_flag: Any, RenderMode: Any) 
             cache.clear()
         return cache
 
-    def layout(key: tuple[Any, ...], features: Any, language: Any) -> list[tuple[Any, int, float, float]]:
-        """The glyphs of ``key`` = (font, size, dpi, text, flags, ...) as FreeType lays them
-        out (``FT2Font._layout``; the font's size set): ``(font, index, x, y)`` each."""
-        items = layouts.get(key)
-        if items is None:
-            font, _size, _dpi, s, flags = key[:5]
-            laid = font._layout(s, flags=flags, features=features, language=language)
-            items = room(layouts)[key] = [(it.ft_object, it.glyph_index, it.x, it.y) for it in laid]
-        return items
+    layout = _cached_layout(layouts, room)
 
     class Renderer(RendererAgg):  # type: ignore[misc, valid-type]
         def _get_font_height_metrics(self, prop: Any) -> tuple[float | None, float | None, float | None]:
@@ -408,8 +400,7 @@ def _caching_renderer(RendererAgg: Any, get_hinting_flag: Any, RenderMode: Any) 
             font = self._prepare_font(prop)
             features = getattr(mtext, "get_fontfeatures", lambda: None)()
             language = getattr(mtext, "get_language", lambda: None)()
-            flags = get_hinting_flag()
-            size = prop.get_size_in_points()
+            size, flags = prop.get_size_in_points(), get_hinting_flag()
             key = (font, size, self.dpi, s, flags, None if features is None else tuple(features),
                    language if isinstance(language, str | None) else repr(language))
             try:
@@ -421,6 +412,21 @@ def _caching_renderer(RendererAgg: Any, get_hinting_flag: Any, RenderMode: Any) 
             return None
 
     return Renderer
+
+
+def _cached_layout(layouts: dict, room: Any) -> Any:
+    """``layout(key, features, language)``: the glyphs of ``key`` = (font, size, dpi, text,
+    flags, ...) as FreeType lays them out (``FT2Font._layout``; the font's size set),
+    ``(font, index, x, y)`` each, remembered in ``layouts`` (``room`` keeps it bounded)."""
+    def layout(key: tuple[Any, ...], features: Any, language: Any) -> list[tuple[Any, int, float, float]]:
+        items = layouts.get(key)
+        if items is None:
+            font, _size, _dpi, s, flags = key[:5]
+            laid = font._layout(s, flags=flags, features=features, language=language)
+            items = room(layouts)[key] = [(it.ft_object, it.glyph_index, it.x, it.y) for it in laid]
+        return items
+
+    return layout
 
 
 def _laid_out_size(font: Any, size: float, dpi: float, s: str, flags: Any, layout: Any, metrics: dict,
