@@ -1088,3 +1088,19 @@ def test_text_sizes_from_the_glyph_layout_are_set_texts() -> None:
                 assert _laid_out_size(font, size, 110, s, flags, layout, {}, lambda c: c) == want, (s, size, flags)
             assert _laid_out_size(font, size, 110, "", flags, layout, {}, lambda c: c) is None
             assert _laid_out_size(font, size, 110, "x\u65e5", flags, layout, {}, lambda c: c) is None
+
+
+def test_step_fill_is_the_polygon_fill_between_fills() -> None:
+    """plots._step_fill (every class's ridge fill in one collection): the polygon
+    ax.fill_between(edges, base, tops, step="post") fills, vertex for vertex."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from evalkit.plots import _step_fill
+
+    edges = np.geomspace(1e-3, 20.0, 13)
+    tops = 3.0 + np.append(np.linspace(0.1, 0.85, 12) ** 2, 0.85)
+    ax = Figure().add_subplot()
+    want = ax.fill_between(edges, 3.0, tops, step="post").get_paths()[0].vertices
+    got = _step_fill(edges, 3.0, tops)
+    assert np.array_equal(want[: len(got)], got) and (len(want) == len(got) or np.array_equal(want[-1], got[0]))
