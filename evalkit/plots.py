@@ -1347,17 +1347,20 @@ def reliability_bins(result: Any) -> pd.DataFrame | None:
 PANEL_TITLE = 40
 
 
-def _panel_title(grouping: str, group: str, row: Any) -> str:
+def _panel_title(grouping: str, group: str, row: Any, shown: Sequence[str] = ()) -> str:
     """``split = test: ECE 0.144, n=600,955``; a title longer than a panel is wide goes on
     two lines, the group's label shortened in the middle (:func:`_truncate`), so that
-    neighbouring titles never run into each other."""
-    group = terminal(group)  # a key label (fmt_key), its control characters made visible
-    name = "overall" if grouping == "overall" else f"split = {group}"
+    neighbouring titles never run into each other; ``shown``: the labels of every split
+    panel, whose shortened names are kept apart (:func:`_distinct_truncations`)."""
+    label = terminal(group)  # a key label (fmt_key), its control characters made visible
+    name = "overall" if grouping == "overall" else f"split = {label}"
     figures = f"ECE {float(row['ece']):.3f}, n={int(row['count']):,}"
     if len(name) + 2 + len(figures) <= PANEL_TITLE:
         return f"{name}: {figures}"
     if grouping != "overall":
-        name = f"split = {_truncate(group, PANEL_TITLE - 16)}"
+        others = [terminal(g) for g in shown] if group in shown else [label]
+        short = _distinct_truncations(others, PANEL_TITLE - 16)
+        name = f"split = {short[others.index(label)]}"
     return f"{name}\n{figures}"
 
 
@@ -1410,7 +1413,7 @@ def _plot_reliability(result: Any, calib: pd.DataFrame, path: Path) -> None:
             if labels is None:
                 labels = [group_label(r, [grouping]) for r in df[[grouping]].to_dict("records")]
             row = df.iloc[labels.index(group)]
-        ax.set_title(_panel_title(grouping, group, row), fontsize=9)
+        ax.set_title(_panel_title(grouping, group, row, splits), fontsize=9)
     handles = [_patch(color=_BAR, alpha=0.85, label="accuracy per bin"),
                _line(color=_MEAN, linewidth=2, label="mean confidence in the bin"),
                _line(color="#555555", linestyle="--", linewidth=1, label="perfect calibration")]

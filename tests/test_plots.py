@@ -934,7 +934,7 @@ def test_reliability_diagram_past_its_panels_shows_the_splits_of_highest_ece_and
     real = plots._panel_title
     import unittest.mock
 
-    with unittest.mock.patch.object(plots, "_panel_title", lambda g, grp, row: drawn.append(grp) or real(g, grp, row)), \
+    with unittest.mock.patch.object(plots, "_panel_title", lambda g, grp, row, *shown: drawn.append(grp) or real(g, grp, row, *shown)), \
             unittest.mock.patch.object(plots, "_finish", wraps=plots._finish) as finish:
         write_plots(result, tmp_path, only=["reliability.png"])
     assert drawn == ["all", *worst]
@@ -1104,3 +1104,19 @@ def test_step_fill_is_the_polygon_fill_between_fills() -> None:
     want = ax.fill_between(edges, 3.0, tops, step="post").get_paths()[0].vertices
     got = _step_fill(edges, 3.0, tops)
     assert np.array_equal(want[: len(got)], got) and (len(want) == len(got) or np.array_equal(want[-1], got[0]))
+
+
+def test_reliability_panels_of_long_splits_differing_in_the_middle_are_told_apart(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """rt-final8 F5 in reliability.png: split names too long for a panel title, differing
+    only in the middle, were shortened to the same name; each keeps where it differs."""
+    pytest.importorskip("matplotlib")
+    from evalkit.plots import _truncate
+
+    assert len({_truncate(s, 24) for s in _MIDDLE}) == 1
+    result = evalkit.evaluate(_probs_frame(300, ["a", "b", "c"], split=np.repeat(_MIDDLE, 100)))
+    figures = _drawn_figures(monkeypatch)
+    write_plots(result, tmp_path, only=["reliability.png"])
+    titles = [ax.get_title() for ax in figures["reliability.png"].axes if ax.get_title().startswith("split")]
+    names = [t.split("\n")[0] for t in titles]
+    assert len(names) == 3 and len(set(names)) == 3 and all(len(n) <= 8 + 24 for n in names)
