@@ -399,3 +399,22 @@ def test_ctrl_c_ends_every_helper_before_the_command_exits(tmp_path, delay):
     assert left == [], left
     if proc.returncode == 130:
         assert not (tmp_path / "r").exists()
+
+
+def test_a_helper_imports_matplotlib_without_property_docs():
+    """In a fresh process (as a helper): matplotlib's classes get no generated property
+    documentation while the helper imports them (the cost of it), setting properties
+    still works, and classes defined after the import get their documentation again."""
+    import subprocess
+    import sys
+
+    code = ("from evalkit import plot_process; plots = plot_process._ready_to_draw()\n"
+            "from matplotlib.lines import Line2D; from matplotlib.text import Text\n"
+            "import matplotlib.artist as a\n"
+            "print('Properties:' in (Line2D.set.__doc__ or ''), "
+            "Line2D([0], [0]).set(color='red', lw=2) == [None, None], 'Properties:' in a.kwdoc(Text))\n"
+            "class Mine(Text): pass\n"
+            "print('Properties:' in Mine.set.__doc__)")
+    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).resolve().parent.parent)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True", "True"], out.stderr

@@ -934,7 +934,7 @@ def test_reliability_diagram_past_its_panels_shows_the_splits_of_highest_ece_and
     real = plots._panel_title
     import unittest.mock
 
-    with unittest.mock.patch.object(plots, "_panel_title", lambda g, grp, row: drawn.append(grp) or real(g, grp, row)), \
+    with unittest.mock.patch.object(plots, "_panel_title", lambda g, grp, row, *shown: drawn.append(grp) or real(g, grp, row, *shown)), \
             unittest.mock.patch.object(plots, "_finish", wraps=plots._finish) as finish:
         write_plots(result, tmp_path, only=["reliability.png"])
     assert drawn == ["all", *worst]
@@ -958,3 +958,165 @@ def test_a_long_grouping_column_name_is_shortened_like_its_values(tmp_path: Path
     ax = figures[name].axes[0]
     assert len(ax.get_ylabel()) <= MAX_AXIS_LABEL and "\u2026" in ax.get_ylabel()
     _check_layout(figures[name])
+
+
+def test_report_figures_draw_their_text_unhinted_and_history_keeps_hinting(tmp_path: Path, monkeypatch) -> None:
+    """evaluate's figures are drawn with unhinted text (plots._UNHINTED_TEXT: a tenth less
+    drawing time), the user's setting restored after; a history plot keeps matplotlib's."""
+    pytest.importorskip("matplotlib")
+    from matplotlib import rcParams
+
+    from evalkit import plots
+
+    seen: list[str] = []
+    real = plots._write_png
+
+    def record(fig, path):
+        seen.append(rcParams["text.hinting"])
+        real(fig, path)
+
+    monkeypatch.setattr(plots, "_write_png", record)
+    before = rcParams["text.hinting"]
+    written = write_plots(evalkit.evaluate(DIGITS), tmp_path)
+    assert written and seen == ["none"] * len(written)
+    assert rcParams["text.hinting"] == before
+    seen.clear()
+    table, grouping, picks, runs = _HISTORY_CASES[sorted(_HISTORY_CASES)[0]]
+    plots.write_history_plot(table, grouping, picks, tmp_path / "history.png", runs)
+    assert seen == [before]
+
+
+@pytest.mark.parametrize("histograms", [True, False])
+def test_a_weighted_runs_class_distribution_marks_its_weighted_means(tmp_path: Path, monkeypatch,
+                                                                     histograms: bool) -> None:
+    """rt-eval8 N8: in a weighted run loss_by_class.png marked and labelled the unweighted
+    mean ("mean 2.49") while the bar charts, report.md and the class order are of the
+    weighted mean: its diamonds, labels and legend are the weighted means now, and the
+    subtitle says the distribution is of the rows (unweighted)."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.text import Text
+
+    rng = np.random.default_rng(5)
+    df = _probs_frame(3000, ["a", "b", "c"], g=rng.choice(["x", "y"], 3000))
+    p_true = df[[f"prob_{c}" for c in "abc"]].to_numpy()[np.arange(3000), df["label"].map("abc".index)]
+    df["w"] = np.where(p_true < 0.1, 20.0, 1.0)  # weights move every class's mean a lot
+    result = evalkit.evaluate(df, weight="w")
+    table = result.groups["class"]
+    assert not np.allclose(table["weighted_mean"], table["mean"], rtol=0.05)
+    figures = _drawn_figures(monkeypatch)
+    hist = class_histograms(_stats_from_rows(result)) if histograms else None
+    write_plots(result, tmp_path, hist, only=["loss_by_class.png"])
+    fig = figures["loss_by_class.png"]
+    texts = [t.get_text() for t in fig.findobj(Text)]
+    want = sorted(f"weighted mean {v:.3g}, n={n:,}" for v, n in zip(table["weighted_mean"], table["count"], strict=True))
+    assert sorted(t for t in texts if t.startswith("weighted mean ")) == want
+    assert not any(t.startswith("mean ") for t in texts)
+    (diamonds,) = [ln for ln in fig.axes[0].lines if ln.get_marker() == "D"]
+    x = diamonds.get_xdata()
+    assert sorted(np.round(x, 9)) == sorted(np.round(table["weighted_mean"].to_numpy(float), 9))
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "weighted mean" in legend and "mean" not in legend
+    assert "(rows, unweighted); diamonds: weighted mean" in fig._suptitle.get_text()
+
+
+_MIDDLE = ["customer_segment_enterprise_north_america_2024", "customer_segment_smallbiz_north_america_2024",
+           "customer_segment_enterprise_south_america_2024"]
+
+
+def test_long_names_differing_in_the_middle_get_distinct_labels(tmp_path: Path, monkeypatch) -> None:
+    """rt-final8 F5: long group names differing only in the middle were shortened to the same
+    label ("customer_segme…_america_2024" three times) on the bars and in a history legend:
+    each label now keeps the part where they differ, within the same length; a lone long
+    name is shortened as before."""
+    pytest.importorskip("matplotlib")
+    from evalkit import plots
+    from evalkit.plots import MAX_LABEL, _distinct_truncations, _truncate, shown_ticklabels
+
+    assert len({_truncate(s) for s in _MIDDLE}) == 1  # what a reader got
+    short = _distinct_truncations(_MIDDLE)
+    assert len(set(short)) == 3 and all(len(s) <= MAX_LABEL for s in short)
+    assert ["enterprise" in short[0], "smallbiz" in short[1], "enterprise_sou" in short[2]] == [True] * 3
+    assert _distinct_truncations([_MIDDLE[0], "x", _MIDDLE[0]]) == [_truncate(_MIDDLE[0]), "x", _truncate(_MIDDLE[0])]
+    alike = ["a" * 40 + c + "b" * 40 for c in "123"]  # the difference alone is one character
+    assert len(set(_distinct_truncations(alike))) == 3
+
+    names = _MIDDLE + ["other"]
+    g = pd.array([names[i % 4] for i in range(400)], dtype=object)
+    result = evalkit.evaluate(_probs_frame(400, ["a", "b"], g=g), by="g")
+    figures = _drawn_figures(monkeypatch)
+    write_plots(result, tmp_path, None)
+    (ax, *_) = figures["mean_loss_by_g.png"].axes
+    drawn = [t.get_text() for t in shown_ticklabels(ax.yaxis) if not t.get_text().startswith("mean ")]
+    assert len(drawn) == 4 and len(set(drawn)) == 4 and set(short) <= set(drawn)
+
+    table, grouping, picks, runs = _history_input(6, ["g"], [(n,) for n in names], [(n,) for n in _MIDDLE])
+    legends = []
+    real = plots._write_png
+    monkeypatch.setattr(plots, "_write_png", lambda fig, path: legends.append(
+        [t.get_text() for t in fig.legends[0].get_texts()]) or real(fig, path))
+    plots.write_history_plot(table, grouping, picks, tmp_path / "history.png", runs)
+    assert sorted(legends[0]) == sorted(short)
+
+
+def test_text_sizes_from_the_glyph_layout_are_set_texts() -> None:
+    """plots._laid_out_size measures a string from the layout the drawing uses (FreeType
+    shapes it once, not twice): the width, height and descent RendererAgg gets from
+    FT2Font.set_text, for kerned pairs, spaces, negative bearings, sizes and both hinting
+    modes; None (set_text measures, and warns) for a glyph the font lacks and for ''."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.font_manager import FontProperties, fontManager, get_font
+    from matplotlib.ft2font import LoadFlags
+
+    from evalkit.plots import _laid_out_size
+
+    strings = ["mean 1.29, n=601,003", "0.2", "confidence (max probability)", "Ty", "AV", "  x  ", "jjj",
+               "f", "office", "Reliability diagram \u2014 /tmp/x_6000000_s0.parquet", "split = \u2205: ECE", "W."]
+    for size in (6, 8, 9, 10.5):
+        for flags in (LoadFlags.NO_HINTING, LoadFlags.DEFAULT):
+            font = get_font(fontManager._find_fonts_by_props(FontProperties(size=size)))
+            font.clear()
+            font.set_size(size, 110)
+
+            def layout(key, features, language, font=font):
+                return [(it.ft_object, it.glyph_index, it.x, it.y)
+                        for it in font._layout(key[3], flags=key[4], features=features, language=language)]
+
+            for s in strings:
+                font.set_text(s, 0.0, flags=flags)
+                w, h = font.get_width_height()
+                want = (w / 64.0, h / 64.0, font.get_descent() / 64.0)
+                assert _laid_out_size(font, size, 110, s, flags, layout, {}, lambda c: c) == want, (s, size, flags)
+            assert _laid_out_size(font, size, 110, "", flags, layout, {}, lambda c: c) is None
+            assert _laid_out_size(font, size, 110, "x\u65e5", flags, layout, {}, lambda c: c) is None
+
+
+def test_step_fill_is_the_polygon_fill_between_fills() -> None:
+    """plots._step_fill (every class's ridge fill in one collection): the polygon
+    ax.fill_between(edges, base, tops, step="post") fills, vertex for vertex."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from evalkit.plots import _step_fill
+
+    edges = np.geomspace(1e-3, 20.0, 13)
+    tops = 3.0 + np.append(np.linspace(0.1, 0.85, 12) ** 2, 0.85)
+    ax = Figure().add_subplot()
+    want = ax.fill_between(edges, 3.0, tops, step="post").get_paths()[0].vertices
+    got = _step_fill(edges, 3.0, tops)
+    assert np.array_equal(want[: len(got)], got) and (len(want) == len(got) or np.array_equal(want[-1], got[0]))
+
+
+def test_reliability_panels_of_long_splits_differing_in_the_middle_are_told_apart(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """rt-final8 F5 in reliability.png: split names too long for a panel title, differing
+    only in the middle, were shortened to the same name; each keeps where it differs."""
+    pytest.importorskip("matplotlib")
+    from evalkit.plots import _truncate
+
+    assert len({_truncate(s, 24) for s in _MIDDLE}) == 1
+    result = evalkit.evaluate(_probs_frame(300, ["a", "b", "c"], split=np.repeat(_MIDDLE, 100)))
+    figures = _drawn_figures(monkeypatch)
+    write_plots(result, tmp_path, only=["reliability.png"])
+    titles = [ax.get_title() for ax in figures["reliability.png"].axes if ax.get_title().startswith("split")]
+    names = [t.split("\n")[0] for t in titles]
+    assert len(names) == 3 and len(set(names)) == 3 and all(len(n) <= 8 + 24 for n in names)
