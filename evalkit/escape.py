@@ -114,7 +114,8 @@ def grouping_file_stem(columns: tuple[str, ...] | list[str]) -> str:
     return "overall" if not columns else safe_file_stem("by_" + "_".join(columns))
 
 
-__all__ = ["grouping_file_stem", "md_code", "md_link_target", "md_text", "safe_file_stem", "terminal"]
+__all__ = ["MAX_LABEL", "distinct_shortenings", "grouping_file_stem", "md_code", "md_link_target", "md_text", "safe_file_stem",
+           "shorten", "terminal"]
 
 
 #: How a missing group key (null; NaN and NaT are the same missing key) is shown to a reader:
@@ -222,3 +223,71 @@ def _key_strings(col: Any) -> Any:
         return arr
     fixed = pa.array([fmt_key(v) for v in arr.take(pa.array(where)).to_pylist()], text)
     return pc.replace_with_mask(arr, odd, fixed)
+
+
+#: Characters of a label a figure or a terminal table shows (longer ones are shortened).
+MAX_LABEL = 28
+
+
+def shorten(s: str, n: int = MAX_LABEL) -> str:
+    """``s`` shortened to ``n`` characters in the middle (labels often share a prefix and
+    differ at the end): the plots' labels and the terminal tables' cells."""
+    if len(s) <= n:
+        return s
+    tail = (n - 1) // 2
+    return s[: n - 1 - tail] + "\u2026" + s[len(s) - tail :]
+
+
+def distinct_shortenings(labels: Sequence[str], n: int = MAX_LABEL) -> list[str]:
+    """``labels`` shortened to ``n`` characters each (:func:`shorten`), labels that differ
+    kept different (rt-final8 F5: long names differing only in the middle were shortened to
+    the same text). Labels that would read alike keep the part where they differ instead
+    (:func:`_keep_span`: what they all share before and after it shortened); any still alike
+    end in ``…#2``, ``…#3``... (in the order given). Equal labels stay equal."""
+    out = [shorten(s, n) for s in labels]
+    alike: dict[str, list[int]] = {}
+    for i, t in enumerate(out):
+        alike.setdefault(t, []).append(i)
+    for idx in alike.values():
+        full = list(dict.fromkeys(labels[i] for i in idx))
+        if len(full) < 2:
+            continue
+        head = len(_common_prefix(full))
+        tail = len(_common_prefix([f[::-1] for f in full]))
+        for i in idx:
+            s = labels[i]
+            out[i] = _keep_span(s, head, max(head, len(s) - tail), n)
+    seen: dict[str, list[str]] = {}
+    for i, t in enumerate(out):
+        first = seen.setdefault(t, [labels[i]])
+        if labels[i] not in first:  # a different label, still shown alike
+            first.append(labels[i])
+            tag = f"\u2026#{len(first)}"
+            out[i] = out[i][: max(0, n - len(tag))] + tag
+    return out
+
+
+def _common_prefix(strings: Sequence[str]) -> str:
+    lo, hi = min(strings), max(strings)  # the common prefix of all is that of these two
+    k = 0
+    while k < min(len(lo), len(hi)) and lo[k] == hi[k]:
+        k += 1
+    return lo[:k]
+
+
+def _keep_span(s: str, start: int, end: int, n: int) -> str:
+    """``s`` shortened to at most ``n`` characters keeping ``s[start:end]`` (its first
+    ``n - 2`` characters when longer), as much of the text before and after it as fits, an
+    ellipsis where something was left out."""
+    if len(s) <= n:
+        return s
+    mid = s[start:end]
+    if len(mid) + 2 >= n:
+        return ("\u2026" if start else "") + mid[: n - 2] + "\u2026"
+    room = n - len(mid) - 2  # two ellipses at most
+    after = min(len(s) - end, room // 2)
+    before = min(start, room - after)
+    after = min(len(s) - end, room - before)
+    left = s[:start] if before >= start else s[:before] + "\u2026"
+    right = s[end:] if after >= len(s) - end else "\u2026" + s[len(s) - after:]
+    return left + mid + right

@@ -27,6 +27,8 @@ from .disparity import group_label
 from .display import MAX_PLOT_GROUPS, bounded_groups, mean_column
 from .errors import EvalkitWarning
 from .escape import MISSING_KEY, fmt_key, is_missing, terminal
+from .escape import distinct_shortenings as _distinct_truncations
+from .escape import shorten as _truncate
 
 #: How to get plots when matplotlib is missing (for the report).
 INSTALL_HINT = "pip install 'evalkit[plot]'"
@@ -35,7 +37,6 @@ MAX_CLASSES = 30  # classes drawn in loss_by_class.png (the highest and lowest m
 MAX_GROUPS = MAX_PLOT_GROUPS  # groups drawn per mean-loss chart (likewise)
 MAX_RELIABILITY_PANELS = 6  # reliability panels: overall and up to five splits
 DISPLAY_BINS = 60  # display bins of the class histograms
-MAX_LABEL = 28  # group labels longer than this are truncated
 MAX_AXIS_LABEL = 20  # a vertical axis label longer than this is truncated (fits a one-group figure)
 #: A mean-loss chart's x axis ends at most this many times the longest bar (or the overall
 #: mean): confidence intervals reaching further run off it, marked (see _plot_group_means).
@@ -219,69 +220,6 @@ def _key_label(key: Sequence[Any]) -> str:
     quoted), control characters as visible escapes (:func:`evalkit.escape.terminal`: a tab
     reads ``\\t``); several key columns joined by ``", "``."""
     return ", ".join(terminal(fmt_key(v)) for v in key)
-
-
-def _truncate(s: str, n: int = MAX_LABEL) -> str:
-    """Shorten in the middle: labels often share a prefix and differ at the end."""
-    if len(s) <= n:
-        return s
-    tail = (n - 1) // 2
-    return s[: n - 1 - tail] + "\u2026" + s[len(s) - tail :]
-
-
-def _distinct_truncations(labels: Sequence[str], n: int = MAX_LABEL) -> list[str]:
-    """``labels`` shortened to ``n`` characters each (:func:`_truncate`), labels that differ
-    kept different (rt-final8 F5: long names differing only in the middle were shortened to
-    the same text). Labels that would read alike keep the part where they differ instead
-    (:func:`_keep_span`: what they all share before and after it shortened); any still alike
-    end in ``…#2``, ``…#3``... (in the order given). Equal labels stay equal."""
-    out = [_truncate(s, n) for s in labels]
-    alike: dict[str, list[int]] = {}
-    for i, t in enumerate(out):
-        alike.setdefault(t, []).append(i)
-    for idx in alike.values():
-        full = list(dict.fromkeys(labels[i] for i in idx))
-        if len(full) < 2:
-            continue
-        head = len(_common_prefix(full))
-        tail = len(_common_prefix([f[::-1] for f in full]))
-        for i in idx:
-            s = labels[i]
-            out[i] = _keep_span(s, head, max(head, len(s) - tail), n)
-    seen: dict[str, list[str]] = {}
-    for i, t in enumerate(out):
-        first = seen.setdefault(t, [labels[i]])
-        if labels[i] not in first:  # a different label, still shown alike
-            first.append(labels[i])
-            tag = f"\u2026#{len(first)}"
-            out[i] = out[i][: max(0, n - len(tag))] + tag
-    return out
-
-
-def _common_prefix(strings: Sequence[str]) -> str:
-    lo, hi = min(strings), max(strings)  # the common prefix of all is that of these two
-    k = 0
-    while k < min(len(lo), len(hi)) and lo[k] == hi[k]:
-        k += 1
-    return lo[:k]
-
-
-def _keep_span(s: str, start: int, end: int, n: int) -> str:
-    """``s`` shortened to at most ``n`` characters keeping ``s[start:end]`` (its first
-    ``n - 2`` characters when longer), as much of the text before and after it as fits, an
-    ellipsis where something was left out."""
-    if len(s) <= n:
-        return s
-    mid = s[start:end]
-    if len(mid) + 2 >= n:
-        return ("\u2026" if start else "") + mid[: n - 2] + "\u2026"
-    room = n - len(mid) - 2  # two ellipses at most
-    after = min(len(s) - end, room // 2)
-    before = min(start, room - after)
-    after = min(len(s) - end, room - before)
-    left = s[:start] if before >= start else s[:before] + "\u2026"
-    right = s[end:] if after >= len(s) - end else "\u2026" + s[len(s) - after:]
-    return left + mid + right
 
 
 def _input_name(result: Any) -> str:

@@ -15,7 +15,15 @@ import pandas as pd
 
 from .columns import rows_column
 from .display import MAX_REPORT_GROUPS, bounded_groups, left_out_note
-from .escape import fmt_key, is_missing, md_code, md_link_target, md_text, terminal
+from .escape import (
+    distinct_shortenings,
+    fmt_key,
+    is_missing,
+    md_code,
+    md_link_target,
+    md_text,
+    terminal,
+)
 from .gates import gates_markdown
 
 
@@ -113,13 +121,16 @@ def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_r
 
 def text_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows: int = 50,
                max_width: int = 28, keys: Sequence[str] = ()) -> str:
-    """Aligned plain-text table for terminals; wide text cells are truncated with '…';
-    ``keys`` are group-key columns, shown with :func:`fmt_key` (a missing key as ``∅``)."""
+    """Aligned plain-text table for terminals; wide text cells are shortened in the middle to
+    ``max_width`` characters, cells of a column that differ kept different
+    (:func:`~evalkit.escape.distinct_shortenings`, as the plots' labels); ``keys`` are
+    group-key columns, shown with :func:`fmt_key` (a missing key as ``∅``)."""
     cols = list(columns) if columns is not None else list(df.columns)
     shown = df.head(max_rows)
     cells = [[terminal(fmt_key(v) if c in keys else fmt_number(v, c)) for v, c in zip(rec, cols, strict=True)]
              for rec in shown[cols].itertuples(index=False, name=None)]
-    cells = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in cells]
+    by_column = [distinct_shortenings(list(col), max_width) for col in zip(*cells, strict=True)]
+    cells = [list(row) for row in zip(*by_column, strict=True)] if cells else cells
     heads = [terminal(c) for c in cols]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(heads)]
     numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in cols]

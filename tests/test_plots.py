@@ -1030,7 +1030,8 @@ def test_long_names_differing_in_the_middle_get_distinct_labels(tmp_path: Path, 
     name is shortened as before."""
     pytest.importorskip("matplotlib")
     from evalkit import plots
-    from evalkit.plots import MAX_LABEL, _distinct_truncations, _truncate, shown_ticklabels
+    from evalkit.escape import MAX_LABEL
+    from evalkit.plots import _distinct_truncations, _truncate, shown_ticklabels
 
     assert len({_truncate(s) for s in _MIDDLE}) == 1  # what a reader got
     short = _distinct_truncations(_MIDDLE)

@@ -130,3 +130,21 @@ def test_frame_records_column_by_column_equals_value_by_value():
     assert got[1]["f"] is None and got[1]["f32"] is None and got[0]["f32"] == float(np.float32(0.1))
     assert json.dumps(got, default=str) == json.dumps(want, default=str)
     assert frame_records(df.iloc[:0]) == [] and frame_records(df[[]]) == by_value(df[[]])
+
+
+def test_terminal_table_keeps_long_labels_that_differ_late_apart() -> None:
+    """rt-final9 F11: the terminal table cut long cells at the end, so groups whose names
+    differ after the 27th character printed as identical rows; they are shortened as the
+    plots' labels are (in the middle, the differing part kept)."""
+    import pandas as pd
+
+    from evalkit.report import text_table
+
+    names = ["a" * 40 + "1" + "b" * 40 + "_end_x", "a" * 40 + "1" + "b" * 40 + "_end_y",
+             "same_prefix_" + "q" * 50 + "Z", "same_prefix_" + "q" * 50 + "W", "short"]
+    df = pd.DataFrame({"seg": names, "count": [1, 2, 3, 4, 5]})
+    rows = text_table(df, keys=["seg"]).splitlines()[2:]
+    shown = [r.split("  ")[0].strip() for r in rows]
+    assert len(set(shown)) == len(names), shown
+    assert all(len(s) <= 28 for s in shown)
+    assert "short" in shown
