@@ -234,12 +234,22 @@ class GroupedFile:
         :data:`READ_AHEAD` wait: the next batch is decoded while the caller works on this
         one, instead of when it is asked for. At most one batch more waits per file. An
         error is not raised here: :meth:`read` meets it when that grouping is asked for."""
-        if self._queued or self._fh is None or len(self._ahead) >= READ_AHEAD:
-            return
-        self._queued = True
-        pool.submit(self._decode_after, after)
+        if self.wants_ahead():
+            pool.submit(self.decode_after, after)
 
-    def _decode_after(self, after: str) -> None:
+    def wants_ahead(self) -> bool:
+        """Whether a batch read ahead is worth decoding now (fewer than :data:`READ_AHEAD`
+        groupings wait and none is queued); True marks one queued: the caller then calls
+        :meth:`decode_after` (on a thread). For a caller queuing many files' decodes as a few
+        tasks (:func:`evalkit.reports.read_grouping`) instead of one per file."""
+        if self._queued or self._fh is None or len(self._ahead) >= READ_AHEAD:
+            return False
+        self._queued = True
+        return True
+
+    def decode_after(self, after: str) -> None:
+        """The read ahead :meth:`wants_ahead` queued: the groupings following ``after`` and
+        those waiting decoded. An error is not raised here (see :meth:`read_ahead`)."""
         with self._lock:
             self._queued = False
             if self._fh is None or after not in self._at or len(self._ahead) >= READ_AHEAD:

@@ -368,6 +368,58 @@ def test_grouped_file_decodes_the_next_groupings_ahead_on_a_pool(tmp_path: Path)
         g.close()
 
 
+def test_reads_and_reads_ahead_are_a_few_tasks_not_one_per_report(tmp_path: Path) -> None:
+    """read_grouping hands its reports to the pool as at most READ_TASKS tasks (a task per
+    report cost ~1 CPU-s of a year's history): every report read once, in order, and each
+    file's read ahead queued once however often it is asked for."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import evalkit.reports as rp
+
+    assert rp._parts([]) == []
+    for n in (1, 7, 8, 9, 365):
+        parts = rp._parts(list(range(n)), rp.READ_TASKS)
+        assert 1 <= len(parts) <= rp.READ_TASKS and [i for p in parts for i in p] == list(range(n))
+    tables = [(f"g{k}", (f"g{k}",), pa.table({f"g{k}": pa.array(["a", "b"], pa.large_string()),
+                                              "count": pa.array([1, 2], pa.int64()), "mean": [0.1, 0.2],
+                                              "sem": [0.01, 0.02]})) for k in range(8)]
+    files = []
+    for j in range(20):
+        f = tmp_path / f"r{j}" / GROUPED_FILE
+        f.parent.mkdir()
+        assert write_grouped(tables, f)
+        files.append(GroupedFile(f, None))
+
+    class Counting(ThreadPoolExecutor):
+        tasks = 0
+
+        def submit(self, fn, *a, **k):  # type: ignore[no-untyped-def]
+            Counting.tasks += 1
+            return super().submit(fn, *a, **k)
+
+    class Info:
+        def __init__(self, g: GroupedFile) -> None:
+            self.grouped = g
+
+    infos = [Info(g) for g in files]
+    try:
+        for g in files:
+            assert g.read("g0", ["g0"]).equals(tables[0][2])
+        with Counting(2) as pool:
+            rp._read_ahead(infos, range(20), "g0", pool)  # type: ignore[arg-type]
+        assert 1 <= Counting.tasks <= rp.READ_TASKS
+        with Counting(2) as pool:  # enough waits decoded in every file: nothing more is queued
+            rp._read_ahead(infos, range(20), "g0", pool)  # type: ignore[arg-type]
+        assert Counting.tasks <= rp.READ_TASKS
+        for g in files:
+            assert [g.decoded(f"g{k}") for k in range(8)] == [False] + [True] * 7
+            for k in range(1, 8):
+                assert g.read(f"g{k}", [f"g{k}"]).equals(tables[k][2])
+    finally:
+        for g in files:
+            g.close()
+
+
 def test_quick_plausibility_check_never_passes_what_the_row_checks_reject(monkeypatch: pytest.MonkeyPatch) -> None:
     """reports._all_plausible (a few reductions) lets _bad_values skip its row masks only when
     those would find nothing: for each kind of bad value (and NaN, inf, unused groups,
