@@ -823,7 +823,7 @@ def _read_one(info: RunInfo, grouping: str, cols: Sequence[str]) -> pa.Table:
     key and statistic columns decoded."""
     if info.grouped is not None:
         t = info.grouped.read(grouping, cols)
-        if not ("sem" in t.column_names or "std" in t.column_names):
+        if not info.grouped.has_spread:  # of the file's statistic columns (not a key named so)
             raise ReportError(f"{info.grouped.path}: grouped table has no column std (or sem)")
         return t
     f = info.file(grouping)

@@ -374,6 +374,7 @@ def test_reads_and_reads_ahead_are_a_few_tasks_not_one_per_report(tmp_path: Path
     file's read ahead queued once however often it is asked for."""
     from concurrent.futures import ThreadPoolExecutor
 
+    import evalkit.grouped_file as gf
     import evalkit.reports as rp
 
     assert rp._parts([]) == []
@@ -382,7 +383,7 @@ def test_reads_and_reads_ahead_are_a_few_tasks_not_one_per_report(tmp_path: Path
         assert 1 <= len(parts) <= rp.READ_TASKS and [i for p in parts for i in p] == list(range(n))
     tables = [(f"g{k}", (f"g{k}",), pa.table({f"g{k}": pa.array(["a", "b"], pa.large_string()),
                                               "count": pa.array([1, 2], pa.int64()), "mean": [0.1, 0.2],
-                                              "sem": [0.01, 0.02]})) for k in range(8)]
+                                              "sem": [0.01, 0.02]})) for k in range(3 * gf.READ_AHEAD)]
     files = []
     for j in range(20):
         f = tmp_path / f"r{j}" / GROUPED_FILE
@@ -411,9 +412,10 @@ def test_reads_and_reads_ahead_are_a_few_tasks_not_one_per_report(tmp_path: Path
         with Counting(2) as pool:  # enough waits decoded in every file: nothing more is queued
             rp._read_ahead(infos, range(20), "g0", pool)  # type: ignore[arg-type]
         assert Counting.tasks <= rp.READ_TASKS
-        for g in files:
-            assert [g.decoded(f"g{k}") for k in range(8)] == [False] + [True] * 7
-            for k in range(1, 8):
+        ra = gf.READ_AHEAD
+        for g in files:  # the first batch, then the next one read ahead
+            assert [g.decoded(f"g{k}") for k in range(3 * ra)] == [False] + [True] * (2 * ra - 1) + [False] * ra
+            for k in range(1, 3 * ra):
                 assert g.read(f"g{k}", [f"g{k}"]).equals(tables[k][2])
     finally:
         for g in files:
@@ -511,3 +513,27 @@ def test_reuse_finds_the_same_reports_however_their_paths_are_spelt(tmp_path: Pa
         assert again.reused_runs == len(paths), (cwd, spec)
     history(spec, out=tmp_path / "fresh", plots=False, reuse=False)  # the last spelling, read afresh
     _same_outputs(out, tmp_path / "fresh")
+
+
+def test_a_grouped_file_without_a_spread_column_is_refused(tmp_path: Path) -> None:
+    """Every grouping's rows need the run's spread (sem, or std before it): a grouped.parquet
+    without one is refused naming the file, for every grouping (checked once per file:
+    GroupedFile.has_spread, not on the column names of each read)."""
+    from evalkit.errors import ReportError
+    from evalkit.reports import _read_one
+
+    t = pa.table({"region": pa.array(["a", "b"], pa.large_string()), "count": pa.array([1, 2], pa.int64()),
+                  "mean": [0.1, 0.2]})
+    f = tmp_path / GROUPED_FILE
+    assert write_grouped([("region", ("region",), t), ("overall", (), t.select(["count", "mean"]))], f)
+
+    class Info:
+        grouped = GroupedFile(f, None)
+
+    try:
+        for name, cols in (("region", ["region"]), ("overall", [])):
+            with pytest.raises(ReportError, match=r"grouped.parquet: grouped table has no column std \(or sem\)"):
+                _read_one(Info(), name, cols)  # type: ignore[arg-type]
+        assert not Info.grouped.has_spread
+    finally:
+        Info.grouped.close()
