@@ -44,7 +44,7 @@ MAX_ROW_GROUP = 1 << 20
 #: Groupings decoded in one read of a report's file (history then asks for them in turn);
 #: while fewer than this many wait decoded, the next ones are decoded on a thread
 #: (:meth:`GroupedFile.read_ahead`).
-READ_AHEAD = 8
+READ_AHEAD = 4
 #: ... and rows at most, so that what waits per report stays small.
 READ_AHEAD_ROWS = 8192
 _META_KEY = b"evalkit.grouped"
