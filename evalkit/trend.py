@@ -1731,11 +1731,12 @@ def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: P
         # columns stay here)
         picks = picks[list(_grouping_columns(name))]
         runs = result.runs[["run", "created", "note"]]
+        groups = len(result.trends[name]) if name in result.trends else None  # a capped plot says of how many
         if pool is not None:  # matplotlib is imported (and checked) in the helper, not here
-            pool.submit("evalkit.plots", "write_history_plot", rows, name, picks, tmp / fname, runs)
+            pool.submit("evalkit.plots", "write_history_plot", rows, name, picks, tmp / fname, runs, groups)
             result._pending_plots.append(fname)
         elif plots_available():
-            title = _draw_here(result, rows, name, picks, tmp / fname, runs)
+            title = _draw_here(result, rows, name, picks, tmp / fname, runs, groups)
             if title:
                 result._plots.append((title, fname))
     return n

@@ -958,3 +958,74 @@ def test_a_long_grouping_column_name_is_shortened_like_its_values(tmp_path: Path
     ax = figures[name].axes[0]
     assert len(ax.get_ylabel()) <= MAX_AXIS_LABEL and "\u2026" in ax.get_ylabel()
     _check_layout(figures[name])
+
+
+def _drawn_history_figure(tmp_path: Path, monkeypatch, *args, **kw) -> tuple[object, str]:
+    from evalkit import plots
+
+    figures = []
+    real = plots._write_png
+    monkeypatch.setattr(plots, "_write_png", lambda fig, path: (figures.append(fig), real(fig, path)))
+    title = plots.write_history_plot(*args, **kw)
+    (fig,) = figures
+    return fig, title
+
+
+def test_history_bands_stop_at_zero_for_tiny_groups(tmp_path: Path, monkeypatch) -> None:
+    """rt-final8 F6: a group of two rows has a t interval far below 0; a mean loss is never
+    negative: the band stops at 0 (the line and the table's interval are unchanged)."""
+    pytest.importorskip("matplotlib")
+    table, grouping, picks, runs = _history_input(10, ["region"], [("TWO",), ("big",)], [("TWO",), ("big",)])
+    table.loc[table["region"] == "TWO", "ci_low"] = -5.0
+    fig, _title = _drawn_history_figure(tmp_path, monkeypatch, table, grouping, picks, tmp_path / "h.png", runs)
+    (ax,) = fig.axes
+    (bands,) = ax.collections
+    low = min(p.vertices[:, 1].min() for p in bands.get_paths())
+    assert low == 0.0  # clipped, not dropped: the band reaches down to 0
+    assert ax.get_ylim()[0] > -1  # the axis is not stretched to -5 any more
+    assert (table["ci_low"] == -5.0).any()  # the caller's table untouched
+
+
+def test_a_capped_history_plot_says_of_how_many_groups(tmp_path: Path, monkeypatch) -> None:
+    """rt-final8 F9: 8 groups drawn of 820 said "8 group(s)"; it says "8 of 820 groups
+    (history.md's first 8)" now, and "N group(s)" when all are drawn."""
+    pytest.importorskip("matplotlib")
+    keys = [(f"k{i}",) for i in range(8)]
+    table, grouping, picks, runs = _history_input(6, ["u"], keys, keys)
+    fig, _t = _drawn_history_figure(tmp_path, monkeypatch, table, grouping, picks, tmp_path / "a.png", runs, 820)
+    heading = fig._suptitle.get_text()
+    assert "\n8 of 820 groups (history.md's first 8), worse first" in heading
+    width = fig._suptitle.get_window_extent(fig.canvas.get_renderer()).x1
+    assert width <= fig.bbox.width  # both lines inside the figure
+    fig, _t = _drawn_history_figure(tmp_path, monkeypatch, table, grouping, picks, tmp_path / "b.png", runs, 8)
+    assert "\n8 group(s), worse first" in fig._suptitle.get_text()
+
+
+@pytest.mark.filterwarnings("ignore::evalkit.plots.PlotFontWarning")
+@pytest.mark.parametrize("label", ["United States of America — North", "亜太地域 APAC 亜太地域 APAC 亜太地域", "EU" * 20])
+def test_a_history_legend_of_long_labels_stays_inside_the_figure(tmp_path: Path, monkeypatch, label) -> None:
+    """rt-hist8 F5: long labels in 4 columns ran off both edges of the figure: the legend
+    gets as many columns as fit (measured), read row by row still, and the axes move up to
+    make room for its rows; short labels keep 4 columns and the usual margin."""
+    pytest.importorskip("matplotlib")
+    from evalkit import plots
+
+    keys = [(f"{label} {i}",) for i in range(8)]
+    table, grouping, picks, runs = _history_input(6, ["region"], keys, keys, segments=(3,))
+    fig, _t = _drawn_history_figure(tmp_path, monkeypatch, table, grouping, picks, tmp_path / "h.png", runs)
+    (legend,) = fig.legends
+    box = legend.get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width  # inside the figure
+    assert legend._ncols < plots.LEGEND_COLUMNS
+    ax_box = fig.axes[0].get_window_extent(fig.canvas.get_renderer())
+    assert box.y1 < ax_box.y0  # below the axes, not over them
+    texts = [t.get_text() for t in legend.get_texts()]
+    rows = -(-len(texts) // legend._ncols)
+    by_rows = [texts[c * rows + r] for r in range(rows) for c in range(legend._ncols) if c * rows + r < len(texts)]
+    assert by_rows[:8] == [plots._truncate(f"{label} {i}") for i in range(8)]  # worse first, row by row
+
+    short = [(f"k{i}",) for i in range(8)]
+    table, grouping, picks, runs = _history_input(6, ["region"], short, short, segments=(3,))
+    fig, _t = _drawn_history_figure(tmp_path, monkeypatch, table, grouping, picks, tmp_path / "s.png", runs)
+    assert fig.legends[0]._ncols == plots.LEGEND_COLUMNS
+    assert fig.subplotpars.bottom == plots.HISTORY_BOTTOM
