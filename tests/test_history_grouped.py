@@ -537,3 +537,39 @@ def test_a_grouped_file_without_a_spread_column_is_refused(tmp_path: Path) -> No
         assert not Info.grouped.has_spread
     finally:
         Info.grouped.close()
+
+
+def test_each_groupings_plot_is_queued_before_its_month_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plot helpers get a grouping's plot as soon as its tables are built, before the
+    main thread hands its month files to the writer (and waits for room in its queue): they
+    draw meanwhile instead of lagging into the run's tail."""
+    import evalkit.trend as tr
+
+    events: list[str] = []
+
+    class Pool:
+        def submit(self, module: str, function: str, *args: object) -> None:
+            events.append(f"plot {args[1]}")
+
+        def results(self) -> list[tuple[bool, object]]:
+            return [(True, "t")] * sum(e.startswith("plot") for e in events)
+
+        def close(self) -> None:
+            pass
+
+    real_write = tr._Writer.write
+
+    def write(self: object, table: pa.Table, path: Path) -> None:
+        events.append(f"write {path.parent.name}")
+        real_write(self, table, path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tr, "_plot_pool", lambda wanted, figures: Pool() if wanted else None)
+    monkeypatch.setattr(tr._Writer, "write", write)
+    paths = make_series(tmp_path / "r", 8, seed=2, manifest=True, grouped=True)
+    history([str(p) for p in paths], out=tmp_path / "h")
+    plotted = [e.split()[1] for e in events if e.startswith("plot")]
+    assert plotted == ["overall", "region"]
+    for name in plotted:
+        d = tr._tidy_dir(name)
+        first_write = events.index(f"write {d}")
+        assert events.index(f"plot {name}") < first_write, events
