@@ -1412,6 +1412,7 @@ def _draw_history_series(ax: Any, series: list[tuple[str, np.ndarray, np.ndarray
     if polys:
         ax.add_collection(PolyCollection(polys, facecolors=colors, edgecolors=colors, linewidths=0,
                                          alpha=0.18))
+    ax.set_autoscaley_on(True)  # a kept figure's last plot may have ended its axis (_cut_bands)
     ax.autoscale_view()
     return handles
 
@@ -1565,16 +1566,42 @@ def write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, 
         return _write_history_plot(table, grouping, picks, path, runs, groups)
 
 
-def _history_heading(title: str, cols: list[str], drawn: int, groups: int | None) -> str:
+#: A history plot's y axis ends at this many times its largest plotted mean when a band
+#: reaches above (a group of two rows has a t interval tens of times its mean: rt-final9 F6).
+BAND_CAP = 2.0
+
+
+def _cut_bands(ax: Any, series: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> bool:
+    """End the y axis at :data:`BAND_CAP` times the largest plotted mean when a band reaches
+    above it (the lines, not one tiny group's interval, set the scale); True when cut."""
+    means = [m[np.isfinite(m)] for _label, _x, m, _lo, _hi in series]
+    highs = [h[np.isfinite(h)] for _label, _x, _m, _lo, h in series]
+    top = max((float(m.max()) for m in means if len(m)), default=np.nan)
+    high = max((float(h.max()) for h in highs if len(h)), default=np.nan)
+    if not (np.isfinite(top) and top > 0 and high > BAND_CAP * top):
+        return False
+    # the bottom as autoscaling would set it for the drawn range (bands stop at 0)
+    lows = [np.maximum(v[np.isfinite(v)], 0.0) for _label, _x, m, lo, _hi in series for v in (m, lo)]
+    low = min((float(v.min()) for v in lows if len(v)), default=0.0)
+    cap = BAND_CAP * top
+    ax.set_ylim(low - 0.05 * (cap - low), cap)
+    return True
+
+
+def _history_heading(title: str, cols: list[str], drawn: int, groups: int | None, cut: bool = False) -> str:
     """A history plot's two heading lines: the title, what is drawn in which order, and
     what the bands are. A capped plot says how many groups the grouping has (rt-final8 F9),
-    its bands note then on the title line (both would not fit on one line across the figure)."""
-    bands = "bands: confidence interval of each run's mean"
+    and bands cut by the axis say so (rt-final9 F6); the bands note is then on the title
+    line (both would not fit on one line across the figure)."""
+    bands = "bands: confidence interval of each run's mean" + (
+        f", cut at {BAND_CAP:g}x the largest mean" if cut else "")
     if not cols:
         return f"{title}\n{bands}"
     order = "worse first (flagged rises, other rises, then drops)"
     if groups is not None and groups > drawn:
         return f"{title} ({bands})\n{drawn} of {groups:,} groups (history.md's first {drawn}), {order}"
+    if cut:
+        return f"{title} ({bands})\n{drawn} group(s), {order}"
     return f"{title}\n{drawn} group(s), {order}; {bands}"
 
 
@@ -1601,9 +1628,10 @@ def _write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame,
         ax.grid(axis="y", color="#dddddd", linewidth=0.8)
         ax.set_axisbelow(True)
     entries = _draw_history_series(ax, series) + _history_axes(ax, runs)
+    cut = _cut_bands(ax, series)
     what = "overall" if not cols else ", ".join(cols)
     title = f"Mean loss over runs \u2014 {what}"
-    fig.suptitle(_history_heading(title, cols, len(series), groups), x=0.01, ha="left", fontsize=10.5,
+    fig.suptitle(_history_heading(title, cols, len(series), groups, cut), x=0.01, ha="left", fontsize=10.5,
                  linespacing=1.4)
     handles = _row_major(entries, LEGEND_COLUMNS)
     # the legend of the last plot serves when only its labels differ (same entries otherwise)

@@ -1029,3 +1029,36 @@ def test_a_history_legend_of_long_labels_stays_inside_the_figure(tmp_path: Path,
     fig, _t = _drawn_history_figure(tmp_path, monkeypatch, table, grouping, picks, tmp_path / "s.png", runs)
     assert fig.legends[0]._ncols == plots.LEGEND_COLUMNS
     assert fig.subplotpars.bottom == plots.HISTORY_BOTTOM
+
+
+def test_a_tiny_groups_wide_band_does_not_set_the_history_axis(tmp_path: Path, monkeypatch) -> None:
+    """rt-final9 F6: a 2-row group's t band (to 110, mean 8) set the y axis to 0-110, every
+    other group flat at the bottom, nothing said. The axis now ends at BAND_CAP times the
+    largest plotted mean and the heading says the bands are cut; a plot whose bands fit is
+    unchanged (same limits as before, heading without the note), also on a kept figure
+    drawn after a cut one."""
+    pytest.importorskip("matplotlib")
+    from evalkit import plots
+
+    keys = [("tiny",), ("a",), ("b",)]
+    table, grouping, picks, runs = _history_input(10, ["region"], keys, keys)
+    tiny = table["region"] == "tiny"
+    table.loc[tiny, "mean"] = 8.0
+    table.loc[tiny, "ci_high"] = 110.0
+    table.loc[tiny, "ci_low"] = -90.0
+    fig, _t = _drawn_history_figure(tmp_path, monkeypatch, table, grouping, picks, tmp_path / "cut.png", runs)
+    (ax,) = fig.axes
+    assert ax.get_ylim()[1] == pytest.approx(plots.BAND_CAP * 8.0)
+    heading = fig._suptitle.get_text()
+    assert f"cut at {plots.BAND_CAP:g}x the largest mean" in heading
+    assert fig._suptitle.get_window_extent(fig.canvas.get_renderer()).x1 <= fig.bbox.width
+
+    normal, grouping, picks, runs = _history_input(10, ["region"], keys, keys)
+    fig2, _t = _drawn_history_figure(tmp_path, monkeypatch, normal, grouping, picks, tmp_path / "n.png", runs)
+    assert "cut at" not in fig2._suptitle.get_text() and "3 group(s), worse first" in fig2._suptitle.get_text()
+    fresh = fig2.axes[0].get_ylim()
+    assert fresh[1] < 1  # the data's own scale
+    monkeypatch.setattr(plots, "_kept", {})  # a drawing helper: one figure for every plot
+    plots.write_history_plot(table, grouping, picks, tmp_path / "k1.png", runs)
+    plots.write_history_plot(normal, grouping, picks, tmp_path / "k2.png", runs)
+    assert (tmp_path / "k2.png").read_bytes() == (tmp_path / "n.png").read_bytes()
