@@ -228,18 +228,34 @@ class GroupedFile:
                 t = self._ahead.pop(grouping)
         return t
 
+    @property
+    def has_spread(self) -> bool:
+        """Whether the file holds a spread column (``sem``, or ``std`` before it), which
+        every grouping's rows need; known once the file was read (:meth:`read`)."""
+        return "sem" in self._stats or "std" in self._stats
+
     def read_ahead(self, after: str, pool: Any) -> None:
         """Decode the groupings that follow ``after`` (the one just read) and those waiting
         decoded, on ``pool`` (a ``concurrent.futures`` executor), when fewer than
         :data:`READ_AHEAD` wait: the next batch is decoded while the caller works on this
         one, instead of when it is asked for. At most one batch more waits per file. An
         error is not raised here: :meth:`read` meets it when that grouping is asked for."""
-        if self._queued or self._fh is None or len(self._ahead) >= READ_AHEAD:
-            return
-        self._queued = True
-        pool.submit(self._decode_after, after)
+        if self.wants_ahead():
+            pool.submit(self.decode_after, after)
 
-    def _decode_after(self, after: str) -> None:
+    def wants_ahead(self) -> bool:
+        """Whether a batch read ahead is worth decoding now (fewer than :data:`READ_AHEAD`
+        groupings wait and none is queued); True marks one queued: the caller then calls
+        :meth:`decode_after` (on a thread). For a caller queuing many files' decodes as a few
+        tasks (:func:`evalkit.reports.read_grouping`) instead of one per file."""
+        if self._queued or self._fh is None or len(self._ahead) >= READ_AHEAD:
+            return False
+        self._queued = True
+        return True
+
+    def decode_after(self, after: str) -> None:
+        """The read ahead :meth:`wants_ahead` queued: the groupings following ``after`` and
+        those waiting decoded. An error is not raised here (see :meth:`read_ahead`)."""
         with self._lock:
             self._queued = False
             if self._fh is None or after not in self._at or len(self._ahead) >= READ_AHEAD:
@@ -277,11 +293,16 @@ class GroupedFile:
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
             raise ReportError(f"{self.path}: cannot read the rows of grouping {grouping!r} "
                               f"({type(exc).__name__}: {exc})") from None
-        out, offset = {}, 0
+        # each grouping's table built once from slices of the decoded columns (not sliced,
+        # selected and renamed: three tables each, for 365 reports x 52 groupings)
+        out, offset, columns = {}, 0, whole.columns
+        at = {c: k for k, c in enumerate(whole.column_names)}
+        stats = [at[c] for c in self._stats]
         for name in batch:
-            n = self._rows(name)
-            out[name] = whole.slice(offset, n).select([*self._index[name]["keys"], *self._stats]).rename_columns(
-                [*self._index[name].get("columns", ()), *self._stats])
+            n, entry = self._rows(name), self._index[name]
+            out[name] = pa.Table.from_arrays([columns[k].slice(offset, n) for k in [*(at[c] for c in entry["keys"]),
+                                                                                   *stats]],
+                                             names=[*entry.get("columns", ()), *self._stats])
             offset += n
         return out
 

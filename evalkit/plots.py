@@ -1487,9 +1487,10 @@ def _band_polygons(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[np.nda
 
 
 def _draw_history_series(ax: Any, series: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> list[Any]:
-    """Each series' line (markers on short series) over its confidence band, the bands as
-    one collection (drawn under every line, as separate ``fill_between`` calls are, each
-    polygon blended in turn); returns the legend handles."""
+    """Each series' line (markers on short series) over its confidence band, clipped at 0
+    (a mean loss is never below), the bands as one collection (drawn under every line, as
+    separate ``fill_between`` calls are, each polygon blended in turn); returns the legend
+    handles."""
     from matplotlib.collections import PolyCollection
     from matplotlib.lines import Line2D
 
@@ -1498,7 +1499,9 @@ def _draw_history_series(ax: Any, series: list[tuple[str, np.ndarray, np.ndarray
     handles = []
     for i, (label, x, mean, lo, hi) in enumerate(series):
         color = _PALETTE[i % len(_PALETTE)]
-        bands = _band_polygons(x, lo, hi)
+        # a mean loss is >= 0: the band of a tiny group (t interval, n = 2) stops at 0
+        # (rt-final8 F6); the tables keep the interval as computed
+        bands = _band_polygons(x, np.maximum(lo, 0.0), np.maximum(hi, 0.0))
         polys += bands
         colors += [color] * len(bands)
         marker = "o" if len(x) <= 60 else "None"
@@ -1507,6 +1510,7 @@ def _draw_history_series(ax: Any, series: list[tuple[str, np.ndarray, np.ndarray
     if polys:
         ax.add_collection(PolyCollection(polys, facecolors=colors, edgecolors=colors, linewidths=0,
                                          alpha=0.18))
+    ax.set_autoscaley_on(True)  # a kept figure's last plot may have ended its axis (_cut_bands)
     ax.autoscale_view()
     return handles
 
@@ -1561,8 +1565,50 @@ def _laid_out_once(legend: Any) -> Any:
     return legend
 
 
-#: Columns of a history plot's legend.
+#: Columns of a history plot's legend (fewer when its labels would not fit across the figure).
 LEGEND_COLUMNS = 4
+#: The figure's bottom margin (axes fraction) below a history plot's axes: the x tick labels,
+#: the axis label and a legend of up to :data:`LEGEND_ROWS` rows.
+HISTORY_BOTTOM = 0.25
+LEGEND_ROWS = 3
+
+
+def _fits_surely(fig: Any, entries: list[Any], columns: int) -> bool:
+    """Whether a legend of ``entries`` in ``columns`` columns surely fits across ``fig``,
+    with no text measured: every character counted as wide as the font size (an upper
+    bound: a CJK character is that wide), each column as wide as its longest label, plus
+    matplotlib's handle, padding and column spacing (in font sizes)."""
+    ncol = max(1, min(columns, len(entries)))
+    labels = [len(str(h.get_label())) for h in _row_major(entries, ncol)]
+    rows = -(-len(labels) // ncol)
+    longest = [max(labels[c * rows:(c + 1) * rows], default=0) for c in range(ncol)]
+    em = 8 * fig.dpi / 72  # the legend's font size in pixels
+    width = em * (sum(longest) + ncol * (2.0 + 0.8) + (ncol - 1) * 2.0 + 2 * 0.4 + 2)
+    return width <= fig.bbox.width * 0.98
+
+
+def _history_legend(fig: Any, entries: list[Any]) -> int:
+    """Add the legend of a history plot below its axes, read row by row
+    (:func:`_row_major`): :data:`LEGEND_COLUMNS` columns, or as many as fit across the
+    figure (long labels: the legend is measured, rt-hist8 F5: it ran off both edges); more
+    rows than :data:`LEGEND_ROWS` move the axes up to make room (the figure keeps its size).
+    Returns its number of columns."""
+    ncol = min(LEGEND_COLUMNS, len(entries))
+    while True:
+        legend = fig.legend(handles=_row_major(entries, ncol), loc="lower center", ncol=max(ncol, 1), fontsize=8,
+                            frameon=False)
+        if ncol <= 1 or _fits_surely(fig, entries, ncol):
+            break
+        box = legend.get_window_extent(fig.canvas.get_renderer())
+        if box.width <= fig.bbox.width * 0.98:
+            break
+        legend.remove()
+        ncol -= 1
+    rows = -(-len(entries) // max(ncol, 1))
+    extra = max(0, rows - LEGEND_ROWS) * 8 * (1 + 0.5) / 72  # a row: the font size and labelspacing, inches
+    fig.subplots_adjust(bottom=min(0.6, HISTORY_BOTTOM + extra / fig.get_figheight()))
+    _laid_out_once(legend)
+    return ncol
 
 
 def _row_major(handles: list[Any], columns: int) -> list[Any]:
@@ -1595,12 +1641,14 @@ def keep_figures() -> None:
 
 
 def write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, path: Path,
-                       runs: pd.DataFrame | None = None) -> str:
+                       runs: pd.DataFrame | None = None, groups: int | None = None) -> str:
     """Line plot of a grouping's mean loss over the runs of ``evalkit history``.
 
     ``table`` is the tidy history (``run``, key columns, ``mean``, ``ci_low``, ``ci_high``);
     ``picks`` the groups to draw (their key columns; for ``overall`` the one line is drawn);
-    ``runs`` the history's runs (``run``, ``created``, ``note``). x is the run number
+    ``runs`` the history's runs (``run``, ``created``, ``note``); ``groups`` the grouping's
+    number of groups, when more than are drawn (the subtitle then says "8 of 820 groups
+    (history.md's first 8)", rt-final8 F9). x is the run number
     (:func:`history_x`), ticks labelled with the run number and its start date. Each line gets a band
     of its confidence interval; runs where a new segment starts get a dashed vertical line.
     Legend labels show keys as the tables do (:func:`evalkit.escape.fmt_key`: a null key is
@@ -1613,11 +1661,50 @@ def write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, 
     compression.
     """
     with font_note(), literal_text():
-        return _write_history_plot(table, grouping, picks, path, runs)
+        return _write_history_plot(table, grouping, picks, path, runs, groups)
+
+
+#: A history plot's y axis ends at this many times its largest plotted mean when a band
+#: reaches above (a group of two rows has a t interval tens of times its mean: rt-final9 F6).
+BAND_CAP = 2.0
+
+
+def _cut_bands(ax: Any, series: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> bool:
+    """End the y axis at :data:`BAND_CAP` times the largest plotted mean when a band reaches
+    above it (the lines, not one tiny group's interval, set the scale); True when cut."""
+    means = [m[np.isfinite(m)] for _label, _x, m, _lo, _hi in series]
+    highs = [h[np.isfinite(h)] for _label, _x, _m, _lo, h in series]
+    top = max((float(m.max()) for m in means if len(m)), default=np.nan)
+    high = max((float(h.max()) for h in highs if len(h)), default=np.nan)
+    if not (np.isfinite(top) and top > 0 and high > BAND_CAP * top):
+        return False
+    # the bottom as autoscaling would set it for the drawn range (bands stop at 0)
+    lows = [np.maximum(v[np.isfinite(v)], 0.0) for _label, _x, m, lo, _hi in series for v in (m, lo)]
+    low = min((float(v.min()) for v in lows if len(v)), default=0.0)
+    cap = BAND_CAP * top
+    ax.set_ylim(low - 0.05 * (cap - low), cap)
+    return True
+
+
+def _history_heading(title: str, cols: list[str], drawn: int, groups: int | None, cut: bool = False) -> str:
+    """A history plot's two heading lines: the title, what is drawn in which order, and
+    what the bands are. A capped plot says how many groups the grouping has (rt-final8 F9),
+    and bands cut by the axis say so (rt-final9 F6); the bands note is then on the title
+    line (both would not fit on one line across the figure)."""
+    bands = "bands: confidence interval of each run's mean" + (
+        f", cut at {BAND_CAP:g}x the largest mean" if cut else "")
+    if not cols:
+        return f"{title}\n{bands}"
+    order = "worse first (flagged rises, other rises, then drops)"
+    if groups is not None and groups > drawn:
+        return f"{title} ({bands})\n{drawn} of {groups:,} groups (history.md's first {drawn}), {order}"
+    if cut:
+        return f"{title} ({bands})\n{drawn} group(s), {order}"
+    return f"{title}\n{drawn} group(s), {order}; {bands}"
 
 
 def _write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame, path: Path,
-                        runs: pd.DataFrame | None) -> str:
+                        runs: pd.DataFrame | None, groups: int | None = None) -> str:
     from matplotlib.figure import Figure
 
     cols = [] if grouping == "overall" else grouping.split(",")
@@ -1633,29 +1720,29 @@ def _write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame,
     else:
         fig = Figure(figsize=(WIDTH, 4.4), dpi=DPI)
         _canvas(fig)
-        fig.subplots_adjust(left=0.09, right=0.98, top=0.84, bottom=0.25)
+        fig.subplots_adjust(left=0.09, right=0.98, top=0.84, bottom=HISTORY_BOTTOM)
         ax = fig.add_subplot()
         _style(ax)
         ax.grid(axis="y", color="#dddddd", linewidth=0.8)
         ax.set_axisbelow(True)
-    handles = _draw_history_series(ax, series)
-    handles = _row_major(handles + _history_axes(ax, runs), LEGEND_COLUMNS)
+    entries = _draw_history_series(ax, series) + _history_axes(ax, runs)
+    cut = _cut_bands(ax, series)
     what = "overall" if not cols else ", ".join(cols)
     title = f"Mean loss over runs \u2014 {what}"
-    sub = "bands: confidence interval of each run's mean"
-    if cols:
-        sub = f"{len(series)} group(s), worse first (flagged rises, other rises, then drops); {sub}"
-    fig.suptitle(f"{title}\n{sub}", x=0.01, ha="left", fontsize=10.5, linespacing=1.4)
+    fig.suptitle(_history_heading(title, cols, len(series), groups, cut), x=0.01, ha="left", fontsize=10.5,
+                 linespacing=1.4)
+    handles = _row_major(entries, LEGEND_COLUMNS)
     # the legend of the last plot serves when only its labels differ (same entries otherwise)
-    style = [(h.get_color(), h.get_linestyle(), h.get_linewidth()) for h in handles]
-    if fig.legends and keys == style:
+    # and they surely fit across the figure in as many columns
+    style = ([(h.get_color(), h.get_linestyle(), h.get_linewidth()) for h in handles],
+             min(LEGEND_COLUMNS, len(handles)))
+    if fig.legends and keys == style and _fits_surely(fig, entries, LEGEND_COLUMNS):
         for text, handle in zip(fig.legends[0].get_texts(), handles, strict=True):
             text.set_text(handle.get_label())
     else:
         for legend in fig.legends:
             legend.remove()
-        _laid_out_once(fig.legend(handles=handles, loc="lower center", ncol=min(LEGEND_COLUMNS, len(handles)), fontsize=8,
-                                  frameon=False))
+        style = (style[0], _history_legend(fig, entries))
     _write_png(fig, path)
     if _kept is not None:  # kept only once drawn without error
         _kept["history"] = (fig, style)

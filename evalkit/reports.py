@@ -823,7 +823,7 @@ def _read_one(info: RunInfo, grouping: str, cols: Sequence[str]) -> pa.Table:
     key and statistic columns decoded."""
     if info.grouped is not None:
         t = info.grouped.read(grouping, cols)
-        if not ("sem" in t.column_names or "std" in t.column_names):
+        if not info.grouped.has_spread:  # of the file's statistic columns (not a key named so)
             raise ReportError(f"{info.grouped.path}: grouped table has no column std (or sem)")
         return t
     f = info.file(grouping)
@@ -985,12 +985,37 @@ def _key_types(t: pa.Table, cols: Sequence[str]) -> str:
     return ";".join(out)
 
 
+#: Tasks one grouping's reads (and its reads ahead) are split into on the reading pool: a
+#: few per thread (they end unevenly), not one per report: handing out a task (a future, a
+#: thread woken) costs about as much as decoding one report's grouping (365 reports x 52
+#: groupings: ~1 CPU-s of 5 when each report was its own task).
+READ_TASKS = 8
+
+
+def _parts(items: Sequence[Any], n: int = READ_TASKS) -> list[Sequence[Any]]:
+    """``items`` in at most ``n`` consecutive runs of nearly equal length, in order."""
+    k = -(-len(items) // max(1, n)) if items else 1
+    return [items[i:i + k] for i in range(0, len(items), k)]
+
+
+def _map_parts(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """``[fn(x) for x in items]`` on ``pool`` as :data:`READ_TASKS` tasks (:func:`_parts`);
+    the first error (in ``items`` order) is raised."""
+    return [y for part in pool.map(lambda p: [fn(x) for x in p], _parts(items)) for y in part]
+
+
 def _read_ahead(infos: Sequence[RunInfo], runs: Sequence[int], grouping: str, pool: ThreadPoolExecutor) -> None:
     """The groupings after ``grouping`` in each run's ``grouped.parquet`` decoded on
-    ``pool`` while this one is used (:meth:`evalkit.grouped_file.GroupedFile.read_ahead`)."""
-    for i in runs:
-        if (g := infos[i].grouped) is not None:
-            g.read_ahead(grouping, pool)
+    ``pool`` while this one is used (:meth:`evalkit.grouped_file.GroupedFile.read_ahead`),
+    as :data:`READ_TASKS` tasks."""
+    files = [g for i in runs if (g := infos[i].grouped) is not None and g.wants_ahead()]
+
+    def decode(part: Sequence[GroupedFile]) -> None:
+        for g in part:
+            g.decode_after(grouping)
+
+    for part in _parts(files):
+        pool.submit(decode, part)
 
 
 def read_grouping(infos: Sequence[RunInfo], idx: Sequence[int], grouping: str, skip_bad: bool,
@@ -1021,7 +1046,7 @@ def read_grouping(infos: Sequence[RunInfo], idx: Sequence[int], grouping: str, s
         # (which releases the GIL) is worth the threads
         ready = {i for i in runs if (g := infos[i].grouped) is not None and g.decoded(grouping)}
         rest = [i for i in runs if i not in ready]
-        done = dict(zip(rest, pool.map(one, rest), strict=True))
+        done = dict(zip(rest, _map_parts(pool, one, rest), strict=True))
         out = [done[i] if i in done else one(i) for i in runs]
         _read_ahead(infos, runs, grouping, pool)
         return out

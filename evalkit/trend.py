@@ -1690,6 +1690,8 @@ def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: P
     number of files written."""
     from .io import write_table
 
+    if plots:  # first: the helpers draw while this thread waits for room in the writer's queue
+        _emit_plot(result, name, tmp, pool)
     d = tmp / _tidy_dir(name)
     d.mkdir(parents=True, exist_ok=True)
     n = 0
@@ -1721,7 +1723,13 @@ def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: P
         else:
             write_table(part, path, large=True, compression=TIDY_CODEC, statistics=TIDY_STATISTICS)
         n += 1
-    window = result._windows.get(name) if plots else None
+    return n
+
+
+def _emit_plot(result: HistoryResult, name: str, tmp: Path, pool: Any = None) -> None:
+    """The plot of one grouping (its trend window): queued on ``pool``'s helpers
+    (:class:`evalkit.plot_process.JobPool`), else drawn here when matplotlib is there."""
+    window = result._windows.get(name)
     if window is not None:
         from .plots import plots_available
 
@@ -1731,14 +1739,14 @@ def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: P
         # columns stay here)
         picks = picks[list(_grouping_columns(name))]
         runs = result.runs[["run", "created", "note"]]
+        groups = len(result.trends[name]) if name in result.trends else None  # a capped plot says of how many
         if pool is not None:  # matplotlib is imported (and checked) in the helper, not here
-            pool.submit("evalkit.plots", "write_history_plot", rows, name, picks, tmp / fname, runs)
+            pool.submit("evalkit.plots", "write_history_plot", rows, name, picks, tmp / fname, runs, groups)
             result._pending_plots.append(fname)
         elif plots_available():
-            title = _draw_here(result, rows, name, picks, tmp / fname, runs)
+            title = _draw_here(result, rows, name, picks, tmp / fname, runs, groups)
             if title:
                 result._plots.append((title, fname))
-    return n
 
 
 def _draw_here(result: HistoryResult, *args: Any) -> str:

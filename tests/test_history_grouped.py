@@ -368,6 +368,60 @@ def test_grouped_file_decodes_the_next_groupings_ahead_on_a_pool(tmp_path: Path)
         g.close()
 
 
+def test_reads_and_reads_ahead_are_a_few_tasks_not_one_per_report(tmp_path: Path) -> None:
+    """read_grouping hands its reports to the pool as at most READ_TASKS tasks (a task per
+    report cost ~1 CPU-s of a year's history): every report read once, in order, and each
+    file's read ahead queued once however often it is asked for."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import evalkit.grouped_file as gf
+    import evalkit.reports as rp
+
+    assert rp._parts([]) == []
+    for n in (1, 7, 8, 9, 365):
+        parts = rp._parts(list(range(n)), rp.READ_TASKS)
+        assert 1 <= len(parts) <= rp.READ_TASKS and [i for p in parts for i in p] == list(range(n))
+    tables = [(f"g{k}", (f"g{k}",), pa.table({f"g{k}": pa.array(["a", "b"], pa.large_string()),
+                                              "count": pa.array([1, 2], pa.int64()), "mean": [0.1, 0.2],
+                                              "sem": [0.01, 0.02]})) for k in range(3 * gf.READ_AHEAD)]
+    files = []
+    for j in range(20):
+        f = tmp_path / f"r{j}" / GROUPED_FILE
+        f.parent.mkdir()
+        assert write_grouped(tables, f)
+        files.append(GroupedFile(f, None))
+
+    class Counting(ThreadPoolExecutor):
+        tasks = 0
+
+        def submit(self, fn, *a, **k):  # type: ignore[no-untyped-def]
+            Counting.tasks += 1
+            return super().submit(fn, *a, **k)
+
+    class Info:
+        def __init__(self, g: GroupedFile) -> None:
+            self.grouped = g
+
+    infos = [Info(g) for g in files]
+    try:
+        for g in files:
+            assert g.read("g0", ["g0"]).equals(tables[0][2])
+        with Counting(2) as pool:
+            rp._read_ahead(infos, range(20), "g0", pool)  # type: ignore[arg-type]
+        assert 1 <= Counting.tasks <= rp.READ_TASKS
+        with Counting(2) as pool:  # enough waits decoded in every file: nothing more is queued
+            rp._read_ahead(infos, range(20), "g0", pool)  # type: ignore[arg-type]
+        assert Counting.tasks <= rp.READ_TASKS
+        ra = gf.READ_AHEAD
+        for g in files:  # the first batch, then the next one read ahead
+            assert [g.decoded(f"g{k}") for k in range(3 * ra)] == [False] + [True] * (2 * ra - 1) + [False] * ra
+            for k in range(1, 3 * ra):
+                assert g.read(f"g{k}", [f"g{k}"]).equals(tables[k][2])
+    finally:
+        for g in files:
+            g.close()
+
+
 def test_quick_plausibility_check_never_passes_what_the_row_checks_reject(monkeypatch: pytest.MonkeyPatch) -> None:
     """reports._all_plausible (a few reductions) lets _bad_values skip its row masks only when
     those would find nothing: for each kind of bad value (and NaN, inf, unused groups,
@@ -459,3 +513,63 @@ def test_reuse_finds_the_same_reports_however_their_paths_are_spelt(tmp_path: Pa
         assert again.reused_runs == len(paths), (cwd, spec)
     history(spec, out=tmp_path / "fresh", plots=False, reuse=False)  # the last spelling, read afresh
     _same_outputs(out, tmp_path / "fresh")
+
+
+def test_a_grouped_file_without_a_spread_column_is_refused(tmp_path: Path) -> None:
+    """Every grouping's rows need the run's spread (sem, or std before it): a grouped.parquet
+    without one is refused naming the file, for every grouping (checked once per file:
+    GroupedFile.has_spread, not on the column names of each read)."""
+    from evalkit.errors import ReportError
+    from evalkit.reports import _read_one
+
+    t = pa.table({"region": pa.array(["a", "b"], pa.large_string()), "count": pa.array([1, 2], pa.int64()),
+                  "mean": [0.1, 0.2]})
+    f = tmp_path / GROUPED_FILE
+    assert write_grouped([("region", ("region",), t), ("overall", (), t.select(["count", "mean"]))], f)
+
+    class Info:
+        grouped = GroupedFile(f, None)
+
+    try:
+        for name, cols in (("region", ["region"]), ("overall", [])):
+            with pytest.raises(ReportError, match=r"grouped.parquet: grouped table has no column std \(or sem\)"):
+                _read_one(Info(), name, cols)  # type: ignore[arg-type]
+        assert not Info.grouped.has_spread
+    finally:
+        Info.grouped.close()
+
+
+def test_each_groupings_plot_is_queued_before_its_month_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plot helpers get a grouping's plot as soon as its tables are built, before the
+    main thread hands its month files to the writer (and waits for room in its queue): they
+    draw meanwhile instead of lagging into the run's tail."""
+    import evalkit.trend as tr
+
+    events: list[str] = []
+
+    class Pool:
+        def submit(self, module: str, function: str, *args: object) -> None:
+            events.append(f"plot {args[1]}")
+
+        def results(self) -> list[tuple[bool, object]]:
+            return [(True, "t")] * sum(e.startswith("plot") for e in events)
+
+        def close(self) -> None:
+            pass
+
+    real_write = tr._Writer.write
+
+    def write(self: object, table: pa.Table, path: Path) -> None:
+        events.append(f"write {path.parent.name}")
+        real_write(self, table, path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tr, "_plot_pool", lambda wanted, figures: Pool() if wanted else None)
+    monkeypatch.setattr(tr._Writer, "write", write)
+    paths = make_series(tmp_path / "r", 8, seed=2, manifest=True, grouped=True)
+    history([str(p) for p in paths], out=tmp_path / "h")
+    plotted = [e.split()[1] for e in events if e.startswith("plot")]
+    assert plotted == ["overall", "region"]
+    for name in plotted:
+        d = tr._tidy_dir(name)
+        first_write = events.index(f"write {d}")
+        assert events.index(f"plot {name}") < first_write, events

@@ -1121,3 +1121,107 @@ def test_reliability_panels_of_long_splits_differing_in_the_middle_are_told_apar
     titles = [ax.get_title() for ax in figures["reliability.png"].axes if ax.get_title().startswith("split")]
     names = [t.split("\n")[0] for t in titles]
     assert len(names) == 3 and len(set(names)) == 3 and all(len(n) <= 8 + 24 for n in names)
+
+
+def _drawn_history_figure(tmp_path: Path, monkeypatch, *args, **kw) -> tuple[object, str]:
+    from evalkit import plots
+
+    figures = []
+    real = plots._write_png
+    monkeypatch.setattr(plots, "_write_png", lambda fig, path: (figures.append(fig), real(fig, path)))
+    title = plots.write_history_plot(*args, **kw)
+    (fig,) = figures
+    return fig, title
+
+
+def test_history_bands_stop_at_zero_for_tiny_groups(tmp_path: Path, monkeypatch) -> None:
+    """rt-final8 F6: a group of two rows has a t interval far below 0; a mean loss is never
+    negative: the band stops at 0 (the line and the table's interval are unchanged)."""
+    pytest.importorskip("matplotlib")
+    table, grouping, picks, runs = _history_input(10, ["region"], [("TWO",), ("big",)], [("TWO",), ("big",)])
+    table.loc[table["region"] == "TWO", "ci_low"] = -5.0
+    fig, _title = _drawn_history_figure(tmp_path, monkeypatch, table, grouping, picks, tmp_path / "h.png", runs)
+    (ax,) = fig.axes
+    (bands,) = ax.collections
+    low = min(p.vertices[:, 1].min() for p in bands.get_paths())
+    assert low == 0.0  # clipped, not dropped: the band reaches down to 0
+    assert ax.get_ylim()[0] > -1  # the axis is not stretched to -5 any more
+    assert (table["ci_low"] == -5.0).any()  # the caller's table untouched
+
+
+def test_a_capped_history_plot_says_of_how_many_groups(tmp_path: Path, monkeypatch) -> None:
+    """rt-final8 F9: 8 groups drawn of 820 said "8 group(s)"; it says "8 of 820 groups
+    (history.md's first 8)" now, and "N group(s)" when all are drawn."""
+    pytest.importorskip("matplotlib")
+    keys = [(f"k{i}",) for i in range(8)]
+    table, grouping, picks, runs = _history_input(6, ["u"], keys, keys)
+    fig, _t = _drawn_history_figure(tmp_path, monkeypatch, table, grouping, picks, tmp_path / "a.png", runs, 820)
+    heading = fig._suptitle.get_text()
+    assert "\n8 of 820 groups (history.md's first 8), worse first" in heading
+    width = fig._suptitle.get_window_extent(fig.canvas.get_renderer()).x1
+    assert width <= fig.bbox.width  # both lines inside the figure
+    fig, _t = _drawn_history_figure(tmp_path, monkeypatch, table, grouping, picks, tmp_path / "b.png", runs, 8)
+    assert "\n8 group(s), worse first" in fig._suptitle.get_text()
+
+
+@pytest.mark.filterwarnings("ignore::evalkit.plots.PlotFontWarning")
+@pytest.mark.parametrize("label", ["United States of America — North", "亜太地域 APAC 亜太地域 APAC 亜太地域", "EU" * 20])
+def test_a_history_legend_of_long_labels_stays_inside_the_figure(tmp_path: Path, monkeypatch, label) -> None:
+    """rt-hist8 F5: long labels in 4 columns ran off both edges of the figure: the legend
+    gets as many columns as fit (measured), read row by row still, and the axes move up to
+    make room for its rows; short labels keep 4 columns and the usual margin."""
+    pytest.importorskip("matplotlib")
+    from evalkit import plots
+
+    keys = [(f"{label} {i}",) for i in range(8)]
+    table, grouping, picks, runs = _history_input(6, ["region"], keys, keys, segments=(3,))
+    fig, _t = _drawn_history_figure(tmp_path, monkeypatch, table, grouping, picks, tmp_path / "h.png", runs)
+    (legend,) = fig.legends
+    box = legend.get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width  # inside the figure
+    assert legend._ncols < plots.LEGEND_COLUMNS
+    ax_box = fig.axes[0].get_window_extent(fig.canvas.get_renderer())
+    assert box.y1 < ax_box.y0  # below the axes, not over them
+    texts = [t.get_text() for t in legend.get_texts()]
+    rows = -(-len(texts) // legend._ncols)
+    by_rows = [texts[c * rows + r] for r in range(rows) for c in range(legend._ncols) if c * rows + r < len(texts)]
+    assert by_rows[:8] == [plots._truncate(f"{label} {i}") for i in range(8)]  # worse first, row by row
+
+    short = [(f"k{i}",) for i in range(8)]
+    table, grouping, picks, runs = _history_input(6, ["region"], short, short, segments=(3,))
+    fig, _t = _drawn_history_figure(tmp_path, monkeypatch, table, grouping, picks, tmp_path / "s.png", runs)
+    assert fig.legends[0]._ncols == plots.LEGEND_COLUMNS
+    assert fig.subplotpars.bottom == plots.HISTORY_BOTTOM
+
+
+def test_a_tiny_groups_wide_band_does_not_set_the_history_axis(tmp_path: Path, monkeypatch) -> None:
+    """rt-final9 F6: a 2-row group's t band (to 110, mean 8) set the y axis to 0-110, every
+    other group flat at the bottom, nothing said. The axis now ends at BAND_CAP times the
+    largest plotted mean and the heading says the bands are cut; a plot whose bands fit is
+    unchanged (same limits as before, heading without the note), also on a kept figure
+    drawn after a cut one."""
+    pytest.importorskip("matplotlib")
+    from evalkit import plots
+
+    keys = [("tiny",), ("a",), ("b",)]
+    table, grouping, picks, runs = _history_input(10, ["region"], keys, keys)
+    tiny = table["region"] == "tiny"
+    table.loc[tiny, "mean"] = 8.0
+    table.loc[tiny, "ci_high"] = 110.0
+    table.loc[tiny, "ci_low"] = -90.0
+    fig, _t = _drawn_history_figure(tmp_path, monkeypatch, table, grouping, picks, tmp_path / "cut.png", runs)
+    (ax,) = fig.axes
+    assert ax.get_ylim()[1] == pytest.approx(plots.BAND_CAP * 8.0)
+    heading = fig._suptitle.get_text()
+    assert f"cut at {plots.BAND_CAP:g}x the largest mean" in heading
+    assert fig._suptitle.get_window_extent(fig.canvas.get_renderer()).x1 <= fig.bbox.width
+
+    normal, grouping, picks, runs = _history_input(10, ["region"], keys, keys)
+    fig2, _t = _drawn_history_figure(tmp_path, monkeypatch, normal, grouping, picks, tmp_path / "n.png", runs)
+    assert "cut at" not in fig2._suptitle.get_text() and "3 group(s), worse first" in fig2._suptitle.get_text()
+    fresh = fig2.axes[0].get_ylim()
+    assert fresh[1] < 1  # the data's own scale
+    monkeypatch.setattr(plots, "_kept", {})  # a drawing helper: one figure for every plot
+    plots.write_history_plot(table, grouping, picks, tmp_path / "k1.png", runs)
+    plots.write_history_plot(normal, grouping, picks, tmp_path / "k2.png", runs)
+    assert (tmp_path / "k2.png").read_bytes() == (tmp_path / "n.png").read_bytes()
