@@ -1,0 +1,221 @@
+"""The same group key across runs, whatever wrote the input (rt-final8 F4, F10, F2): compare
+and history match key columns by one rule (:func:`evalkit.aggregate.keys.match_key_parts`)
+and note a key column whose type changes between runs. Inputs are written the way users
+write them: pandas, pyarrow, polars and DuckDB."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import evalkit
+from evalkit.comparison import compare
+from evalkit.trend import history
+
+N = 400
+
+
+def _frame(seed: int, values: list[Any]) -> pd.DataFrame:
+    """Predictions of two classes, a label, and a key column ``k`` cycling through ``values``."""
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0.05, 0.95, N)
+    return pd.DataFrame({"prob_a": p, "prob_b": 1 - p, "label": rng.choice(["a", "b"], N),
+                         "k": [values[i % len(values)] for i in range(N)]})
+
+
+def _report(tmp: Path, name: str, write: Any) -> Path:
+    """Evaluate the input ``write(path)`` writes, by ``k``; the report directory."""
+    src = tmp / f"{name}.parquet"
+    write(src)
+    out = tmp / name
+    evalkit.evaluate(str(src), by=["k"], out=out, plots=False)
+    return out
+
+
+def _pandas(seed: int, values: list[Any], dtype: Any = None) -> Any:
+    def write(path: Path) -> None:
+        df = _frame(seed, values)
+        if dtype is not None:
+            df["k"] = df["k"].astype(dtype)
+        df.to_parquet(path)
+    return write
+
+
+def _polars(seed: int, values: list[Any], dtype: Any) -> Any:
+    def write(path: Path) -> None:
+        import polars as pl
+
+        pl.from_pandas(_frame(seed, values)).with_columns(pl.col("k").cast(dtype)).write_parquet(path)
+    return write
+
+
+def _pyarrow(seed: int, values: list[Any], ty: pa.DataType) -> Any:
+    def write(path: Path) -> None:
+        df = _frame(seed, values)
+        t = pa.Table.from_pandas(df.drop(columns="k"), preserve_index=False)
+        pq.write_table(t.append_column("k", pa.array(df["k"].tolist(), ty)), path)
+    return write
+
+
+def _duckdb(seed: int, values: list[Any], sql_type: str) -> Any:
+    def write(path: Path) -> None:
+        import duckdb
+
+        df = _frame(seed, values)  # noqa: F841 - read by DuckDB by name
+        con = duckdb.connect()
+        con.execute(f"COPY (SELECT prob_a, prob_b, label, CAST(k AS {sql_type}) AS k FROM df) "
+                    f"TO '{path}' (FORMAT PARQUET)")
+        con.close()
+    return write
+
+
+def _quiet_history(paths: list[Path], **kw: Any) -> Any:
+    return history([str(p) for p in paths], lookback=1, plots=False, **kw)
+
+
+# -- F4: dates and timestamps ----------------------------------------------------------------
+
+DAYS = [dt.date(2026, 1, 1), dt.date(2026, 1, 2)]
+
+
+def test_a_date_key_and_a_midnight_timestamp_key_are_one_group_in_compare_and_history(tmp_path: Path) -> None:
+    """A ``day`` written as date32 one night (pandas ``datetime.date``) and as timestamp[us] the
+    next (pandas ``to_datetime``; polars Datetime the night after): history keeps every day one
+    series over the three runs, as compare matches them, and both note the type change."""
+    r0 = _report(tmp_path, "d0", _pandas(0, DAYS))
+    r1 = _report(tmp_path, "d1", _pandas(1, [pd.Timestamp(d) for d in DAYS], "datetime64[us]"))
+    import polars as pl
+
+    r2 = _report(tmp_path, "d2", _polars(2, [pd.Timestamp(d) for d in DAYS], pl.Datetime("ms")))
+    assert pq.read_schema(tmp_path / "d0.parquet").field("k").type == pa.date32()
+    assert pq.read_schema(tmp_path / "d1.parquet").field("k").type == pa.timestamp("us")
+    with pytest.warns(evalkit.EvalkitWarning, match="holds date values in some runs, timestamp values"):
+        h = _quiet_history([r0, r1, r2])
+    trend = h.trends["k"]
+    assert trend["runs"].tolist() == [3, 3], trend
+    assert [pd.Timestamp(v) for v in trend["k"]] == [pd.Timestamp(d) for d in DAYS]
+    assert any("a date as the timestamp of its midnight" in n for n in h.notes)
+    assert "a date as the timestamp of its midnight" in h.to_markdown()
+    c = compare(r0, r1)
+    assert c.tables["k"]["status"].tolist() != ["only_in_baseline"] * 2
+    assert (c.tables["k"]["baseline_count"] > 0).all() and (c.tables["k"]["candidate_count"] > 0).all()
+    assert any("holds date values in the baseline but timestamp in the candidate" in n
+               for n in c.metadata["notes"])
+
+
+def test_naive_and_utc_timestamps_are_kept_apart_with_a_note_by_both(tmp_path: Path) -> None:
+    """A naive timestamp names no instant: matching it to a UTC one would be a guess. Both
+    commands keep the groups apart, and both say so (they said nothing)."""
+    stamps = [pd.Timestamp(d) for d in DAYS]
+    r0 = _report(tmp_path, "n0", _pandas(0, stamps, "datetime64[us]"))
+    r1 = _report(tmp_path, "n1", _pandas(1, [s.tz_localize("UTC") for s in stamps], "datetime64[us, UTC]"))
+    with pytest.warns(evalkit.EvalkitWarning, match="kept apart: a timestamp without a time zone"):
+        h = _quiet_history([r0, r1])
+    assert h.trends["k"]["runs"].tolist() == [1, 1, 1, 1]
+    c = compare(r0, r1)
+    assert sorted(c.tables["k"]["status"]) == ["only_in_baseline"] * 2 + ["only_in_candidate"] * 2
+    assert any("timestamp values in the baseline but timestamp (UTC) in the candidate" in n
+               and "kept apart" in n for n in c.metadata["notes"])
+
+
+def test_timestamps_in_two_time_zones_are_matched_on_the_instant(tmp_path: Path) -> None:
+    stamps = [pd.Timestamp(d, tz="UTC") for d in DAYS]
+    r0 = _report(tmp_path, "z0", _pandas(0, stamps, "datetime64[us, UTC]"))
+    r1 = _report(tmp_path, "z1", _pandas(1, [s.tz_convert("Europe/Paris") for s in stamps],
+                                         "datetime64[ms, Europe/Paris]"))
+    with pytest.warns(evalkit.EvalkitWarning, match="matched on the instant"):
+        h = _quiet_history([r0, r1])
+    assert h.trends["k"]["runs"].tolist() == [2, 2]
+    c = compare(r0, r1)
+    assert not c.tables["k"]["status"].str.startswith("only").any()
+
+
+# -- F10: float32 and float64 ---------------------------------------------------------------
+
+THR = [0.1, 0.2, 0.3, 0.5]
+
+
+def test_a_float32_key_matches_the_float64_key_it_prints_as(tmp_path: Path) -> None:
+    """``thr`` written as float64 by pandas one night and as Float32 by polars the next:
+    0.1 (float32) is the 0.1 of the other night in compare and history, shown as 0.1; a note
+    says the width changed."""
+    import polars as pl
+
+    r0 = _report(tmp_path, "f0", _pandas(0, THR))
+    r1 = _report(tmp_path, "f1", _polars(1, THR, pl.Float32))
+    assert pq.read_schema(tmp_path / "f1.parquet").field("k").type == pa.float32()
+    c = compare(r0, r1)
+    t = c.tables["k"]
+    assert t["k"].tolist() == THR and not t["status"].str.startswith("only").any()
+    assert any("float64 values in the baseline but float32 in the candidate" in n for n in c.metadata["notes"])
+    with pytest.warns(evalkit.EvalkitWarning, match="matched at float32 precision"):
+        h = _quiet_history([r0, r1])
+    assert h.trends["k"]["k"].tolist() == THR and h.trends["k"]["runs"].tolist() == [2] * 4
+    # float32 alone: shown as the numbers the writer printed, no note
+    r2 = _report(tmp_path, "f2", _polars(2, THR, pl.Float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", evalkit.EvalkitWarning)
+        h = _quiet_history([r1, r2])
+        assert compare(r1, r2).tables["k"]["k"].tolist() == THR
+    assert h.trends["k"]["k"].tolist() == THR and "0.10000000149" not in h.to_markdown()
+
+
+def test_float32_keys_never_merge_and_float64_keys_stay_exact(tmp_path: Path) -> None:
+    """Adjacent float32 values stay two groups; float64 keys that differ beyond float32
+    precision stay two groups (nothing is rounded to float32)."""
+    a = float(np.float32(0.1))
+    b = float(np.nextafter(np.float32(0.1), np.float32(1)))
+    r0 = _report(tmp_path, "e0", _pyarrow(0, [a, b], pa.float32()))
+    r1 = _report(tmp_path, "e1", _pyarrow(1, [a, b], pa.float32()))
+    assert len(compare(r0, r1).tables["k"]) == 2
+    assert len(_quiet_history([r0, r1]).trends["k"]) == 2
+    x, y = 0.1, 0.1 + 1e-12
+    r2 = _report(tmp_path, "e2", _pyarrow(2, [x, y], pa.float64()))
+    r3 = _report(tmp_path, "e3", _pyarrow(3, [x, y], pa.float64()))
+    assert compare(r2, r3).tables["k"]["k"].tolist() == [x, y]
+    assert _quiet_history([r2, r3]).trends["k"]["k"].tolist() == [x, y]
+
+
+# -- F2's remainder: decimals -----------------------------------------------------------------
+
+DECS = [decimal.Decimal("0.10000000000000000001"), decimal.Decimal("0.10000000000000000002"),
+        decimal.Decimal("0.1"), decimal.Decimal("7")]
+
+
+def test_decimal_keys_are_matched_exactly_between_decimal_runs(tmp_path: Path) -> None:
+    """decimal128(38, 20) keys that differ beyond a float's precision (pyarrow one night, DuckDB
+    the next): four groups matched in compare (it refused them with exit 3) and history."""
+    r0 = _report(tmp_path, "m0", _pyarrow(0, DECS, pa.decimal128(38, 20)))
+    r1 = _report(tmp_path, "m1", _pyarrow(1, DECS, pa.decimal128(38, 20)))
+    t = compare(r0, r1).tables["k"]
+    assert len(t) == 4 and not t["status"].str.startswith("only").any()
+    assert sorted(t["k"]) == sorted(DECS)
+    assert _quiet_history([r0, r1]).trends["k"]["runs"].tolist() == [2] * 4
+
+
+def test_decimal_against_float_is_matched_on_the_float_value_and_collisions_are_refused(tmp_path: Path) -> None:
+    """DuckDB DECIMAL(10,2) one night, pandas float64 the next: matched on the float value with
+    a note; decimals of one run that become one float are refused (exit 3), in both commands."""
+    vals = [0.1, 0.25, 7.0]
+    r0 = _report(tmp_path, "q0", _duckdb(0, vals, "DECIMAL(10,2)"))
+    assert pa.types.is_decimal(pq.read_schema(tmp_path / "q0.parquet").field("k").type)
+    r1 = _report(tmp_path, "q1", _pandas(1, vals))
+    c = compare(r0, r1)
+    assert len(c.tables["k"]) == 3 and not c.tables["k"]["status"].str.startswith("only").any()
+    assert any("decimal values in the baseline but float64 in the candidate" in n for n in c.metadata["notes"])
+    with pytest.warns(evalkit.EvalkitWarning, match="matched on their float value"):
+        assert _quiet_history([r0, r1]).trends["k"]["runs"].tolist() == [2] * 3
+    r2 = _report(tmp_path, "q2", _pyarrow(2, DECS, pa.decimal128(38, 20)))
+    with pytest.raises(evalkit.CompareError, match="one key"):
+        compare(r2, r1)
+    with pytest.raises(evalkit.ReportError, match="one key"):
+        _quiet_history([r2, r1])
