@@ -64,6 +64,7 @@ from .errors import (
     CompareError,
     EvalkitError,
     EvalkitWarning,
+    ReportError,
     UsageError,
     option,
     render_options,
@@ -72,6 +73,7 @@ from .escape import is_missing, key_label
 from .gates import GateFailure
 from .inference import bootstrap_diff_ci, paired_ci, t_quantile, welch_ci
 from .io import file_provenance
+from .outdir import not_an_evaluate_report, report_command
 from .reports import (
     _file_stem,
     _from_result,
@@ -169,9 +171,10 @@ def _load_run(obj: Any, role: str, config: Any) -> _Run:
         return _from_result(obj, role, f"<{role} EvalResult>", "result")
     if is_report_dir(obj):
         return _load_report(obj, role)
-    if isinstance(obj, str | os.PathLike) and (Path(obj) / "compare.json").is_file():
-        raise UsageError(f"{role} {os.fspath(obj)}: is a compare report; give an evaluate report "
-                         "directory (with summary.json) or prediction input")
+    if isinstance(obj, str | os.PathLike) and (made_by := report_command(obj)) in ("compare", "history"):
+        # as history says it (exit 3): not a prediction input either (evaluate refuses it too)
+        raise ReportError(f"{role} {not_an_evaluate_report(obj, made_by)}; give an evaluate report "
+                          "directory or prediction input")
     cfg = _coerce_config(config)
     cfg.write_rows = True
     cfg.out = None  # a shared config's evaluate output (out:) is not this comparison's to write

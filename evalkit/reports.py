@@ -547,16 +547,16 @@ def read_run_info(path: str | os.PathLike[str],
     its evalkit wrote, or was edited
     since evalkit wrote it (a damaged manifest, a fingerprint or size that differs).
     """
-    from .outdir import MANIFEST_NAME, read_manifest
+    from .outdir import MANIFEST_NAME, not_an_evaluate_report, read_manifest
 
     d = Path(path)
     if not d.is_dir():
         raise ReportError(f"{d}: not a directory" if d.exists() else f"{d}: no such report directory")
     summary = d / "summary.json"
     if not summary.is_file():
-        for marker, kind in (("compare.json", "a compare"), ("history.json", "a history")):
+        for marker, kind in (("compare.json", "compare"), ("history.json", "history")):
             if (d / marker).is_file():
-                raise ReportError(f"{d}: is {kind} report, not an evaluate report (no summary.json)")
+                raise ReportError(not_an_evaluate_report(d, kind))
         raise ReportError(f"{d}: not an evalkit report directory (no summary.json)")
     manifest, why = read_manifest(d)
     head = (manifest["files"].get("summary.json") or {}) if manifest is not None else {}

@@ -241,7 +241,7 @@ def test_write_report_dirs_and_provenance(tmp_path: Path):
 def test_compare_report_is_not_an_input(tmp_path: Path):
     b, c = pair_data(n=50)
     evalkit.compare(run(b), run(c), out=tmp_path / "cmp")
-    with pytest.raises(evalkit.UsageError, match="compare report"):
+    with pytest.raises(evalkit.ReportError, match="is a compare report, not an evaluate report"):
         evalkit.compare(tmp_path / "cmp", run(c))
 
 
