@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .columns import history_key_column
 from .disparity import group_label
 from .display import MAX_PLOT_GROUPS, bounded_groups, mean_column
 from .errors import EvalkitWarning
@@ -1522,7 +1523,8 @@ def _write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame,
                         runs: pd.DataFrame | None) -> str:
     from matplotlib.figure import Figure
 
-    cols = [] if grouping == "overall" else grouping.split(",")
+    names = [] if grouping == "overall" else grouping.split(",")
+    cols = [history_key_column(c) for c in names]  # as history's tables name them (--by t: input:t)
     if table.empty:
         return ""
     series = _history_series(table, cols, picks, runs)
@@ -1542,7 +1544,7 @@ def _write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame,
         ax.set_axisbelow(True)
     handles = _draw_history_series(ax, series)
     handles = _row_major(handles + _history_axes(ax, runs), LEGEND_COLUMNS)
-    what = "overall" if not cols else ", ".join(cols)
+    what = "overall" if not cols else ", ".join(names)
     title = f"Mean loss over runs \u2014 {what}"
     sub = "bands: confidence interval of each run's mean"
     if cols:
