@@ -219,3 +219,65 @@ def test_decimal_against_float_is_matched_on_the_float_value_and_collisions_are_
         compare(r2, r1)
     with pytest.raises(evalkit.ReportError, match="one key"):
         _quiet_history([r2, r1])
+
+
+# -- one run's keys (rt-api9 F6, F3, F2) ------------------------------------------------------
+
+
+def test_decimal_shards_unified_with_floats_are_refused_when_a_value_is_not_exactly_a_float(tmp_path: Path) -> None:
+    """rt-api9 F6: a decimal128(38, 0) key file (12345678901234567890 and ...891) beside a float
+    file: both decimals became one float, one group of 40 rows, without a word. Now refused
+    (exit 3) naming the file and column, as an int64 beyond 2**53 is; decimals that are exactly
+    floats are still read, as floats (0.1 decimal = 0.1 float: one group)."""
+    d = tmp_path / "dec"
+    d.mkdir()
+    big = [decimal.Decimal("12345678901234567890"), decimal.Decimal("12345678901234567891")]
+    _pyarrow(0, big, pa.decimal128(38, 0))(d / "a.parquet")
+    _pandas(1, [1.5])(d / "b.parquet")
+    with pytest.raises(evalkit.InputError, match=r"a.parquet: column 'k': values of type decimal128\(38, 0\) "
+                                                 r"do not fit in double .*12345678901234567890"):
+        evalkit.evaluate(str(d), by=["k"], plots=False)
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    _pyarrow(0, [decimal.Decimal("0.1"), decimal.Decimal("0.3")], pa.decimal128(38, 20))(ok / "a.parquet")
+    _pandas(1, [0.1, 0.3])(ok / "b.parquet")
+    g = evalkit.evaluate(str(ok), by=["k"], plots=False).groups["k"]
+    assert g["k"].tolist() == [0.1, 0.3] and g["count"].tolist() == [2 * N // 2] * 2
+
+
+def test_times_of_day_with_nanoseconds_are_refused_by_name_not_merged_or_crashing(tmp_path: Path) -> None:
+    """rt-api9 F3: a time64[ns] group column (polars ``Time``) with a part below the microsecond
+    crashed the run (ArrowInvalid from pandas, exit 1); its times also became one group (Python
+    times hold microseconds). Now exit 3 naming the column; whole-microsecond times work."""
+    import polars as pl
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    times = [dt.time(10, 0), dt.time(10, 0, 0, 5)]
+    _polars(0, times, pl.Time)(tmp_path / "us.parquet")
+    assert pq.read_schema(tmp_path / "us.parquet").field("k").type == pa.time64("ns")
+    g = evalkit.evaluate(str(tmp_path / "us.parquet"), by=["k"], plots=False).groups["k"]
+    assert g["k"].tolist() == times and g["count"].tolist() == [N // 2] * 2
+    df = _frame(1, [0])
+    t = pa.Table.from_pandas(df.drop(columns="k"), preserve_index=False).append_column(
+        "k", pa.array([36_000_000_000_001 + i % 2 for i in range(N)], pa.int64()).cast(pa.time64("ns")))
+    pq.write_table(t, tmp_path / "ns.parquet")
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "ns.parquet"), "--by", "k", "--no-plots",
+                                  "--out", str(tmp_path / "o")])
+    assert r.exit_code == 3, r.output
+    assert "group column 'k': a key column holds times of day with nanoseconds" in r.stderr
+    assert "10:00:00.000000001" in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_pandas_period_keys_are_their_text_not_their_ordinals(tmp_path: Path) -> None:
+    """rt-api9 F2: a pandas Period group column came back as ordinals (600, 601, 602 for
+    2020-01..03); now the periods as pandas prints them, from a DataFrame and from Parquet."""
+    df = _frame(0, [0])
+    df["k"] = pd.period_range("2020-01", periods=3, freq="M").take(np.arange(N) % 3)
+    df.loc[0, "k"] = pd.NaT
+    df.to_parquet(tmp_path / "p.parquet")
+    for data in (df, str(tmp_path / "p.parquet")):
+        g = evalkit.evaluate(data, by=["k"], plots=False).groups["k"]
+        assert g["k"].tolist()[:3] == ["2020-01", "2020-02", "2020-03"] and g["count"].sum() == N
+        assert g["k"].isna().tolist() == [False, False, False, True]

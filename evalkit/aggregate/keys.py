@@ -17,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..errors import ColumnTypeError, EvalkitError
+
 # Mixed-radix codes must stay well inside int64.
 _MAX_RADIX = 1 << 62
 # Sentinel for a key column whose Arrow type differed between batches.
@@ -61,8 +63,27 @@ def signed_zero_as_zero(col: pa.Array) -> pa.Array:
 def canonical_keys(col: pa.Array) -> pa.Array:
     """The one encoding of a key column before it is hashed, dictionary-encoded or combined
     into joint keys: NaN as null (:func:`missing_as_null`), ``-0.0`` as ``0.0``
-    (:func:`signed_zero_as_zero`)."""
-    return missing_as_null(signed_zero_as_zero(col))
+    (:func:`signed_zero_as_zero`), a time of day in microseconds (:func:`microsecond_times`)."""
+    return missing_as_null(signed_zero_as_zero(microsecond_times(col)))
+
+
+def microsecond_times(col: pa.Array) -> pa.Array:
+    """A ``time64[ns]`` key column (what polars ``Time`` writes) as ``time64[us]``: a group key
+    becomes a Python / pandas time, which holds microseconds, so ``10:00:00.000000001`` and
+    ``...002`` would be one group (and pandas refused the column: an internal error). Raises
+    :class:`~evalkit.errors.ColumnTypeError` when a value has a part below the microsecond."""
+    t = col.type
+    if not (pa.types.is_time64(t) and t.unit == "ns"):
+        return col
+    try:
+        return col.cast(pa.time64("us"), safe=True)
+    except pa.ArrowInvalid:
+        text = col.cast(pa.string())
+        sample = next(v for v in text.to_pylist() if v is not None and not v.endswith("000"))
+        raise ColumnTypeError(
+            f"a key column holds times of day with nanoseconds (time64[ns], e.g. {sample}); group "
+            "keys hold times to the microsecond, so such times would become one group: round the "
+            "column to microseconds, or group by its text (cast to string)") from None
 
 
 def missing_as_null(col: pa.Array) -> pa.Array:
@@ -242,7 +263,10 @@ class _KeyIndex:
         radices: list[int] = []
         all_present = True
         for i, raw in enumerate(keys):
-            col = canonical_keys(_as_array(raw))
+            try:
+                col = canonical_keys(_as_array(raw))
+            except EvalkitError as exc:
+                raise type(exc)(f"group column {self.key_names[i]!r}: {exc.message}") from None
             if len(col) != n:
                 raise ValueError(f"key {self.key_names[i]!r} has length {len(col)}, expected {n}")
             if pa.types.is_dictionary(col.type):
