@@ -281,3 +281,23 @@ def test_pandas_period_keys_are_their_text_not_their_ordinals(tmp_path: Path) ->
         g = evalkit.evaluate(data, by=["k"], plots=False).groups["k"]
         assert g["k"].tolist()[:3] == ["2020-01", "2020-02", "2020-03"] and g["count"].sum() == N
         assert g["k"].isna().tolist() == [False, False, False, True]
+
+
+def test_evaluate_shows_a_float32_key_as_its_writer_prints_it(tmp_path: Path) -> None:
+    """rt-final8 F10: report.md and the terminal showed polars Float32 0.1 as
+    0.10000000149011612 (pandas, polars and DuckDB print 0.1); adjacent float32 values stay
+    distinct (0.1 and 0.10000001)."""
+    import polars as pl
+
+    from evalkit.escape import fmt_key, key_labels
+
+    nxt = float(np.nextafter(np.float32(0.1), np.float32(1)))
+    src = tmp_path / "f.parquet"
+    _polars(0, [0.1, nxt, 0.5], pl.Float32)(src)
+    res = evalkit.evaluate(str(src), by=["k"], out=tmp_path / "r", plots=False)
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| 0.1 | " in md and "| 0.10000001 | " in md and "0.10000000149" not in md
+    text = res.to_text() if hasattr(res, "to_text") else ""
+    assert "0.10000000149" not in text
+    assert [fmt_key(np.float32(v)) for v in (0.1, nxt, 0.5)] == ["0.1", "0.10000001", "0.5"]
+    assert key_labels([res.groups["k"]["k"]]).to_pylist() == ["0.1", "0.10000001", "0.5"]
