@@ -738,7 +738,9 @@ def compare(
         for name in common
     }
     for name in common:
-        notes += _kind_differences(name, b.stats(name), c.stats(name), _grouping_columns(name))
+        for note in _kind_differences(name, b.stats(name), c.stats(name), _grouping_columns(name)):
+            warnings.warn(EvalkitWarning(note), stacklevel=2)  # on stderr too, as history says it
+            notes.append(note)
     settings = {"seed": int(seed), "n_boot": int(n_boot), "confidence": confidence,
                 "boot_limit": int(boot_limit), "allow_mismatch": bool(allow_mismatch),
                 "pair_on": None if pair_on is None else list(keys)}
