@@ -302,3 +302,5 @@ def test_evaluate_shows_a_float32_key_as_its_writer_prints_it(tmp_path: Path) ->
     assert "0.10000000149" not in text
     assert [fmt_key(np.float32(v)) for v in (0.1, nxt, 0.5)] == ["0.1", "0.10000001", "0.5"]
     assert key_labels([res.groups["k"]["k"]]).to_pylist() == ["0.1", "0.10000001", "0.5"]
+    sliced = evalkit.evaluate(str(src), slices=["k"], plots=False).slices
+    assert sorted(sliced["slice"]) == ["k=0.1", "k=0.10000001", "k=0.5"]
