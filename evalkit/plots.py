@@ -1523,11 +1523,10 @@ def _write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame,
                         runs: pd.DataFrame | None) -> str:
     from matplotlib.figure import Figure
 
-    names = [] if grouping == "overall" else grouping.split(",")
-    cols = [history_key_column(c) for c in names]  # as history's tables name them (--by t: input:t)
+    cols = [] if grouping == "overall" else grouping.split(",")
     if table.empty:
         return ""
-    series = _history_series(table, cols, picks, runs)
+    series = _history_series(table, [history_key_column(c) for c in cols], picks, runs)  # (--by t: input:t)
     fig, keys = _kept.pop("history", (None, None)) if _kept is not None else (None, None)
     if fig is not None:  # the last history plot's figure: its data and limits go
         ax = fig.axes[0]
@@ -1544,7 +1543,7 @@ def _write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame,
         ax.set_axisbelow(True)
     handles = _draw_history_series(ax, series)
     handles = _row_major(handles + _history_axes(ax, runs), LEGEND_COLUMNS)
-    what = "overall" if not cols else ", ".join(names)
+    what = "overall" if not cols else ", ".join(cols)
     title = f"Mean loss over runs \u2014 {what}"
     sub = "bands: confidence interval of each run's mean"
     if cols:
