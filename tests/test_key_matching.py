@@ -304,3 +304,24 @@ def test_evaluate_shows_a_float32_key_as_its_writer_prints_it(tmp_path: Path) ->
     assert key_labels([res.groups["k"]["k"]]).to_pylist() == ["0.1", "0.10000001", "0.5"]
     sliced = evalkit.evaluate(str(src), slices=["k"], plots=False).slices
     assert sorted(sliced["slice"]) == ["k=0.1", "k=0.10000001", "k=0.5"]
+
+
+def test_a_dictionary_that_repeats_a_value_or_holds_a_null_groups_by_value() -> None:
+    """rt-api9 F24: an Arrow dictionary column whose dictionary repeats a value (valid Arrow) or
+    holds a null raised pandas' bare ValueError (categories must be unique / cannot be null), as
+    a group column and as a row key. Keys are read by value: x is one group, the null entry the
+    missing group."""
+    rng = np.random.default_rng(36)
+    p = rng.uniform(0.1, 0.9, 60)
+    codes = pa.array(np.arange(60) % 3, pa.int8())
+    for values, want in ((["x", "x", "y"], {"x": 40, "y": 20}), (["x", None, "y"], {"x": 20, "y": 20, None: 20})):
+        g = pa.DictionaryArray.from_arrays(codes, pa.array(values))
+        t = pa.table({"prob_a": p, "prob_b": 1 - p, "label": pa.array(["a", "b"] * 30), "g": g,
+                      "id": pa.array(np.arange(60))})
+        res = evalkit.evaluate(t, by=["g"], slices=["g"], plots=False)
+        groups = res.groups["g"]
+        assert {(None if pd.isna(k) else k): int(n) for k, n in zip(groups["g"], groups["count"], strict=True)} == want
+        assert sorted(res.slices["slice"]) == sorted(f"g={'∅' if k is None else k}" for k in want)
+        keyed = evalkit.evaluate(t, keys=["g", "id"], plots=False)  # a row key: the hardest rows carry it
+        hard = keyed.hardest["overall"]
+        assert set(hard["g"].dropna()) <= {"x", "y"} and len(hard)

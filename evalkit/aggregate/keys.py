@@ -63,8 +63,35 @@ def signed_zero_as_zero(col: pa.Array) -> pa.Array:
 def canonical_keys(col: pa.Array) -> pa.Array:
     """The one encoding of a key column before it is hashed, dictionary-encoded or combined
     into joint keys: NaN as null (:func:`missing_as_null`), ``-0.0`` as ``0.0``
-    (:func:`signed_zero_as_zero`), a time of day in microseconds (:func:`microsecond_times`)."""
-    return missing_as_null(signed_zero_as_zero(microsecond_times(col)))
+    (:func:`signed_zero_as_zero`), a time of day in microseconds (:func:`microsecond_times`),
+    a dictionary whose values repeat or hold a null by its values (:func:`plain_dictionary`)."""
+    return missing_as_null(signed_zero_as_zero(microsecond_times(plain_dictionary(col))))
+
+
+#: The last dictionary :func:`plain_dictionary` found plain (held, so its memory cannot be
+#: reused meanwhile): the batches of one file share it, and are not checked again.
+_PLAIN: list[pa.Array | None] = [None]
+
+
+def plain_dictionary(col: pa.Array) -> pa.Array:
+    """A dictionary-encoded key column whose dictionary repeats a value (``["x", "x", "y"]``,
+    valid Arrow) or holds a null, decoded to its values: grouped by its codes, "x" would be
+    two groups that print alike (and pandas refuses such categories: an internal error);
+    decoded, "x" is one group and the null entry the missing group. Other columns as they
+    are (checked once per dictionary)."""
+    if not pa.types.is_dictionary(col.type):
+        return col
+    if isinstance(col, pa.ChunkedArray):
+        return col.cast(col.type.value_type) if any(
+            plain_dictionary(c) is not c for c in col.chunks) else col
+    d = col.dictionary
+    last = _PLAIN[0]
+    if last is not None and _same_memory(last, d):
+        return col
+    if d.null_count == 0 and pc.count_distinct(d, mode="all").as_py() == len(d):
+        _PLAIN[0] = d
+        return col
+    return col.dictionary_decode()
 
 
 def microsecond_times(col: pa.Array) -> pa.Array:
@@ -112,6 +139,7 @@ def _densify(code: np.ndarray, radix: int, n: int) -> tuple[np.ndarray, np.ndarr
 def pandas_key_column(arr: pa.Array) -> pd.Series:
     """A key column for pandas, keeping its type: integers and booleans with nulls become
     pandas' nullable ``Int64`` / ``boolean`` (not float64 / object)."""
+    arr = plain_dictionary(arr)  # categories that repeat or hold a null: pandas refuses them
     t = arr.type
     if arr.null_count and (pa.types.is_integer(t) or pa.types.is_boolean(t)):
         # Default conversion turns nullable ints into float64; keep them integers.
