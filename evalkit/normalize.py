@@ -36,6 +36,7 @@ is brought to the unified type by :func:`conform_array` / :func:`conform_batch`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,6 +48,14 @@ from .errors import ColumnTypeError, InputError
 UUID = "arrow.uuid"
 BOOL8 = "arrow.bool8"
 PERIOD = "pandas.period"
+
+# pandas registers its Arrow extension types (pandas.period, pandas.interval) only when this
+# module of it is imported (pd.read_parquet does): before, a Parquet Period column reads as its
+# int64 ordinals (672), after as periods, so a path's keys depended on what the process did
+# first (rt-final9 F3). Registered here, every reader sees the periods.
+with contextlib.suppress(ImportError):  # a pandas without it: ordinals, as before
+    import pandas.core.arrays.arrow.extension_types  # noqa: F401
+
 STRING_DICT = pa.dictionary(pa.int32(), pa.string())
 
 

@@ -325,3 +325,21 @@ def test_a_dictionary_that_repeats_a_value_or_holds_a_null_groups_by_value() -> 
         keyed = evalkit.evaluate(t, keys=["g", "id"], plots=False)  # a row key: the hardest rows carry it
         hard = keyed.hardest["overall"]
         assert set(hard["g"].dropna()) <= {"x", "y"} and len(hard)
+
+
+def test_a_parquet_period_key_is_its_text_in_a_fresh_process(tmp_path: Path) -> None:
+    """rt-final9 F3: a Parquet Period column read as its ordinals (672) unless pandas had
+    registered its Arrow extension type first (pd.read_parquet does), so the CLI and a fresh
+    process gave 672 and a notebook '2026-01'. evalkit registers it."""
+    import os
+    import subprocess
+    import sys
+
+    df = _frame(0, [0])
+    df["k"] = pd.period_range("2026-01", periods=2, freq="M").take(np.arange(N) % 2)
+    df.to_parquet(tmp_path / "p.parquet")
+    path = str(tmp_path / "p.parquet")
+    code = f"import evalkit; g = evalkit.evaluate({path!r}, by=['k'], plots=False).groups['k']; print(list(g['k']))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).parents[1])})
+    assert out.stdout.strip() == "['2026-01', '2026-02']", out.stdout + out.stderr
