@@ -378,7 +378,10 @@ def _pairing(b_rows: pd.DataFrame | None, c_rows: pd.DataFrame | None, keys: tup
         if missing:
             return _Pairing((), None, f"{role} per-row output has no key column(s) {', '.join(missing)}")
 
+    matched = _matched_keys("row keys", b_rows, c_rows, keys)  # the group keys' rule (7 = '7')
+
     def index(rows: pd.DataFrame) -> pd.Index:
+        rows = matched.apply(rows)  # type: ignore[assignment]
         if len(keys) == 1:
             return pd.Index(rows[keys[0]])
         return pd.MultiIndex.from_frame(rows[list(keys)])
@@ -391,7 +394,8 @@ def _pairing(b_rows: pd.DataFrame | None, c_rows: pd.DataFrame | None, keys: tup
         match = np.asarray(ic.get_indexer(ib), dtype=np.int64)
     except (TypeError, ValueError):
         return _Pairing((), None, f"row keys {', '.join(keys)} have different types in the runs")
-    return _Pairing(keys, match, f"paired on {', '.join(keys)} where both runs hold the same keys")
+    how = "".join(f" ({n.split(': ', 1)[1]})" for n in matched.notes)  # a row key whose type changed
+    return _Pairing(keys, match, f"paired on {', '.join(keys)} where both runs hold the same keys{how}")
 
 
 def _compare_grouping(name: str, b: _Run, c: _Run, b_rows: pd.DataFrame | None,

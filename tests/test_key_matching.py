@@ -343,3 +343,24 @@ def test_a_parquet_period_key_is_its_text_in_a_fresh_process(tmp_path: Path) -> 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).parents[1])})
     assert out.stdout.strip() == "['2026-01', '2026-02']", out.stdout + out.stderr
+
+
+def test_row_keys_int_in_one_run_and_text_in_the_other_are_paired_by_the_same_rule(tmp_path: Path) -> None:
+    """rt-final9 F7: compare paired rows on ``id`` only when both runs typed it alike: int64 ids
+    against the same ids as text were silently unpaired (a 0.083 regression called unchanged).
+    Row keys follow the group keys' rule (7 = '7'), and the pairing line says so."""
+    rng = np.random.default_rng(5)
+    n = 2000
+    p = rng.uniform(0.2, 0.8, n)
+    label = rng.choice(["a", "b"], n)
+    base = pd.DataFrame({"prob_a": p, "prob_b": 1 - p, "label": label, "id": np.arange(n) * 7})
+    worse = base.assign(prob_a=np.clip(p - np.where(label == "a", 0.05, -0.05), 0.01, 0.99))
+    worse["prob_b"] = 1 - worse["prob_a"]
+    base.to_parquet(tmp_path / "b.parquet")
+    worse.assign(id=worse["id"].astype(str)).to_parquet(tmp_path / "c.parquet")
+    for name in ("b", "c"):
+        evalkit.evaluate(str(tmp_path / f"{name}.parquet"), keys=["id"], out=tmp_path / name, plots=False)
+    res = compare(tmp_path / "b", tmp_path / "c")
+    row = res.tables["overall"].iloc[0]
+    assert row["method"] == "paired" and row["n_paired"] == n and row["status"] == "regression"
+    assert "matched on their text form" in res.metadata["pairing"]["reason"]
