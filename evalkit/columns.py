@@ -76,12 +76,39 @@ COMPARE_TABLE_COLUMNS = ("baseline_count", "candidate_count", "baseline_mean", "
                          "rel_delta", "ci_low", "ci_high", "method", "status", "n_paired", "ci_method")
 
 
+#: Columns of ``history``'s tables (the tidy tables, ``trends.parquet``, ``changes``) besides
+#: their key columns. A key column named like one is kept there as ``input:<name>``
+#: (:func:`history_key_column`); evaluate and compare need no such rule for them.
+HISTORY_TABLE_COLUMNS = (
+    "run", "run_id", "created", "segment", "count", "mean", "sem", "n_eff", "ci_low", "ci_high", "clipped_low",
+    "accuracy", "grouping", "runs", "latest", "latest_count", "previous", "change_prev", "change_prev_pct",
+    "reference", "reference_count", "drift", "drift_pct", "drift_ci_low", "drift_ci_high", "min", "max",
+    "changed", "direction", "change_run", "change_created", "before", "after", "change_pct", "t", "p_value",
+    "q_value")
+
+
+def history_key_column(column: str) -> str:
+    """The name of a grouping's key column in ``history``'s tables: itself, or
+    ``input:<name>`` when it is named like one of their columns (:data:`HISTORY_TABLE_COLUMNS`:
+    a ``--by t`` or ``--by run`` column) or already starts with :data:`INPUT_PREFIX`, as
+    :func:`rows_column` does for the per-row output. ``history.md``, the plots and the gates
+    show the user's name.
+
+    >>> history_key_column("region"), history_key_column("run")
+    ('region', 'input:run')
+    """
+    if column in HISTORY_TABLE_COLUMNS or column.startswith(INPUT_PREFIX):
+        return INPUT_PREFIX + column
+    return column
+
+
 def key_name_clash(column: str, kind: str) -> str | None:
     """Why a ``kind`` (``"group"`` or ``"slice"``) column cannot be named ``column``, or None.
 
     A grouped table holds its key columns next to its statistics, so a group column named
-    ``count`` would overwrite the count; such names are refused up front. (Per-row output
-    names never clash: see :func:`rows_column`.)
+    ``count`` would overwrite the count; such names are refused up front (evaluate's and
+    compare's tables). Per-row output and history's tables rename instead: see
+    :func:`rows_column`, :func:`history_key_column`.
     """
     tables = ([("grouped tables", GROUP_TABLE_COLUMNS), ("compare tables", COMPARE_TABLE_COLUMNS)]
               if kind == "group" else [("slices table", SLICE_TABLE_COLUMNS)])

@@ -60,11 +60,20 @@ from ._version import __version__
 from .columns import COMPARE_TABLE_COLUMNS, rows_column
 from .compare_report import STATUS_ORDER, _render_markdown, _sorted_for_reading
 from .config import check_compare_settings
-from .errors import CompareError, EvalkitError, EvalkitWarning, UsageError, option, render_options
+from .errors import (
+    CompareError,
+    EvalkitError,
+    EvalkitWarning,
+    ReportError,
+    UsageError,
+    option,
+    render_options,
+)
 from .escape import is_missing, key_label
 from .gates import GateFailure
 from .inference import bootstrap_diff_ci, paired_ci, t_quantile, welch_ci
 from .io import file_provenance
+from .outdir import not_an_evaluate_report, report_command
 from .reports import (
     _file_stem,
     _from_result,
@@ -162,9 +171,10 @@ def _load_run(obj: Any, role: str, config: Any) -> _Run:
         return _from_result(obj, role, f"<{role} EvalResult>", "result")
     if is_report_dir(obj):
         return _load_report(obj, role)
-    if isinstance(obj, str | os.PathLike) and (Path(obj) / "compare.json").is_file():
-        raise UsageError(f"{role} {os.fspath(obj)}: is a compare report; give an evaluate report "
-                         "directory (with summary.json) or prediction input")
+    if isinstance(obj, str | os.PathLike) and (made_by := report_command(obj)) in ("compare", "history"):
+        # as history says it (exit 3): not a prediction input either (evaluate refuses it too)
+        raise ReportError(f"{role} {not_an_evaluate_report(obj, made_by)}; give an evaluate report "
+                          "directory or prediction input")
     cfg = _coerce_config(config)
     cfg.write_rows = True
     cfg.out = None  # a shared config's evaluate output (out:) is not this comparison's to write
@@ -192,10 +202,12 @@ def _load_run(obj: Any, role: str, config: Any) -> _Run:
 def _norm_value(v: Any, text: bool = False) -> Any:
     """The canonical typed form a group key is matched on across runs.
 
+    Applied after both runs' key columns were brought to one type by the rule shared with
+    history (:func:`_matched_keys`, :func:`evalkit.aggregate.keys.match_key_parts`).
     Missing (None, NaN, NaT, NA) is None: the one missing key. Numbers compare by value
     whatever their type (int64 7, float 7.0 and Decimal 7.00 are one key: a report read
-    back from Parquet may hold a nullable integer column as floats), times as timestamps
-    (date and datetime), booleans as booleans, strings as themselves. With ``text``, the
+    back from Parquet may hold a nullable integer column as floats; decimals exactly), times
+    as timestamps (date and datetime), booleans as booleans, strings as themselves. With ``text``, the
     text of that form (``7``, ``0.1``, ``true``, ISO time): used when a key column has a
     different kind in the two runs (string in one, number in the other).
     """
@@ -205,9 +217,10 @@ def _norm_value(v: Any, text: bool = False) -> Any:
         v = v.item()
     if isinstance(v, bool):
         return ("true" if v else "false") if text else v
-    if isinstance(v, float | decimal.Decimal):
-        f = float(v)
-        v = int(v) if f.is_integer() and abs(f) < 2**63 else f
+    if isinstance(v, float):
+        v = int(v) if v.is_integer() and abs(v) < 2**63 else v
+    elif isinstance(v, decimal.Decimal):  # exact: 0.1000...01 and 0.1 are two keys
+        v = int(v) if v == v.to_integral_value() and abs(v) < 2**63 else v
     elif isinstance(v, _dt.date):
         v = pd.Timestamp(v)
     if not text:
@@ -236,14 +249,73 @@ def _key_kind(values: Any) -> str | None:
 
 
 def _kind_differences(name: str, bdf: pd.DataFrame, cdf: pd.DataFrame, cols: Sequence[str]) -> list[str]:
-    """Notes on key columns whose kind differs between the runs (then matched as text)."""
-    notes = []
+    """Notes on key columns whose type differs between the runs (:func:`_matched_keys`)."""
+    return _matched_keys(name, bdf, cdf, cols).notes
+
+
+@dataclass
+class _KeyMatch:
+    """How the key columns of one grouping are matched: the columns brought to one Arrow type
+    (``targets``: column -> type, by :func:`evalkit.aggregate.keys.match_key_parts`, the rule
+    history uses too), the notes, and whether any column is matched as text the Python way
+    (``text``: a column Arrow cannot type, e.g. mixed objects of an in-memory result)."""
+
+    targets: dict[str, Any]
+    notes: list[str]
+    text: bool
+
+    def apply(self, df: pd.DataFrame | None, rows: bool = False) -> pd.DataFrame | None:
+        """``df`` with its key columns (``rows``: the per-row output's names of them) in the
+        matched types; columns Arrow cannot read are left as they are."""
+        from .aggregate.keys import cast_to_match
+
+        if df is None or not self.targets:
+            return df
+        new = {}
+        for col, target in self.targets.items():
+            name = rows_column(col) if rows else col
+            arr = _arrow_keys(df[name]) if name in df.columns else None
+            if arr is not None:
+                new[name] = pd.Series(cast_to_match(arr, target).to_pylist(), index=df.index, dtype=object)
+        return df.assign(**new) if new else df
+
+
+def _arrow_keys(values: pd.Series) -> Any:
+    """A key column as Arrow (its type inferred as pandas holds it), None if Arrow cannot."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError):
+        return None
+
+
+def _matched_keys(name: str, bdf: pd.DataFrame, cdf: pd.DataFrame, cols: Sequence[str]) -> _KeyMatch:
+    """The one rule for the same key across runs (:func:`evalkit.aggregate.keys.match_key_parts`,
+    history's too) applied to the key columns of both runs' tables of ``name``, with a note
+    for each column whose type changed (float32 and float64, date and timestamp, a decimal and
+    a float, naive and zoned timestamps, a number and text)."""
+    from .aggregate.keys import key_match_note, match_key_parts
+
+    out = _KeyMatch({}, [], False)
     for col in cols:
-        kb, kc = _key_kind(bdf[col]), _key_kind(cdf[col])
-        if kb is not None and kc is not None and kb != kc:
-            notes.append(f"grouping {name!r}: key column {col!r} holds {kb} values in the baseline but "
-                         f"{kc} in the candidate; groups were matched on their text form (7 = '7')")
-    return notes
+        ab, ac = _arrow_keys(bdf[col]), _arrow_keys(cdf[col])
+        if ab is None or ac is None:  # values Arrow cannot type: their kinds, as Python sees them
+            kb, kc = _key_kind(bdf[col]), _key_kind(cdf[col])
+            if kb is not None and kc is not None and kb != kc:
+                out.text = True
+                out.notes.append(f"grouping {name!r}: key column {col!r} holds {kb} values in the baseline "
+                                 f"but {kc} in the candidate; groups were matched on their text form (7 = '7')")
+            continue
+        match = match_key_parts([ab, ac])
+        note = key_match_note(name, col, match, ("the baseline", "the candidate"))
+        if note is not None:
+            out.notes.append(note)
+        if any(p.type != a.type for p, a in zip(match.parts, (ab, ac), strict=True)):
+            typed = [p.type for p in match.parts if str(p.type) != "null"]
+            if typed:
+                out.targets[col] = typed[0]
+    return out
 
 
 def _stats_by_key(df: pd.DataFrame, cols: Sequence[str], text: bool = False, *, where: str = ""
@@ -263,7 +335,8 @@ def _stats_by_key(df: pd.DataFrame, cols: Sequence[str], text: bool = False, *, 
         if nk in out:
             raise CompareError(
                 f"{where}: groups {key_label(raw[nk])} and {key_label(key)} of {', '.join(cols)} are one "
-                "key once matched across runs (numbers are matched by their float value), so compare "
+                "key once matched across runs (a decimal or large integer key is matched on its float "
+                "value against a float key of the other run), so compare "
                 "cannot keep them apart; group by a column that tells them apart (e.g. the key as text)")
         raw[nk] = key
         out[nk] = (n, float(m), float(s) if s is not None and not pd.isna(s) else math.nan)
@@ -305,7 +378,10 @@ def _pairing(b_rows: pd.DataFrame | None, c_rows: pd.DataFrame | None, keys: tup
         if missing:
             return _Pairing((), None, f"{role} per-row output has no key column(s) {', '.join(missing)}")
 
+    matched = _matched_keys("row keys", b_rows, c_rows, keys)  # the group keys' rule (7 = '7')
+
     def index(rows: pd.DataFrame) -> pd.Index:
+        rows = matched.apply(rows)  # type: ignore[assignment]
         if len(keys) == 1:
             return pd.Index(rows[keys[0]])
         return pd.MultiIndex.from_frame(rows[list(keys)])
@@ -318,7 +394,8 @@ def _pairing(b_rows: pd.DataFrame | None, c_rows: pd.DataFrame | None, keys: tup
         match = np.asarray(ic.get_indexer(ib), dtype=np.int64)
     except (TypeError, ValueError):
         return _Pairing((), None, f"row keys {', '.join(keys)} have different types in the runs")
-    return _Pairing(keys, match, f"paired on {', '.join(keys)} where both runs hold the same keys")
+    how = "".join(f" ({n.split(': ', 1)[1]})" for n in matched.notes)  # a row key whose type changed
+    return _Pairing(keys, match, f"paired on {', '.join(keys)} where both runs hold the same keys{how}")
 
 
 def _compare_grouping(name: str, b: _Run, c: _Run, b_rows: pd.DataFrame | None,
@@ -326,10 +403,14 @@ def _compare_grouping(name: str, b: _Run, c: _Run, b_rows: pd.DataFrame | None,
                       confidence: float, boot_limit: int) -> pd.DataFrame:
     cols = _grouping_columns(name)
     bdf, cdf = b.stats(name), c.stats(name)
-    text = bool(_kind_differences(name, bdf, cdf, cols))
+    matched = _matched_keys(name, bdf, cdf, cols)
+    text = matched.text
+    bdf, cdf = matched.apply(bdf), matched.apply(cdf)
     sb = _stats_by_key(bdf, cols, text, where=f"baseline {b.source}")
     sc = _stats_by_key(cdf, cols, text, where=f"candidate {c.source}")
     use_rows = b_rows is not None and c_rows is not None
+    if use_rows:
+        b_rows, c_rows = matched.apply(b_rows, rows=True), matched.apply(c_rows, rows=True)
     gb = _group_indices(b_rows, cols, text) if use_rows else {}
     gc = _group_indices(c_rows, cols, text) if use_rows else {}
     lb = b_rows["loss"].to_numpy(np.float64) if use_rows else None
@@ -661,7 +742,9 @@ def compare(
         for name in common
     }
     for name in common:
-        notes += _kind_differences(name, b.stats(name), c.stats(name), _grouping_columns(name))
+        for note in _kind_differences(name, b.stats(name), c.stats(name), _grouping_columns(name)):
+            warnings.warn(EvalkitWarning(note), stacklevel=2)  # on stderr too, as history says it
+            notes.append(note)
     settings = {"seed": int(seed), "n_boot": int(n_boot), "confidence": confidence,
                 "boot_limit": int(boot_limit), "allow_mismatch": bool(allow_mismatch),
                 "pair_on": None if pair_on is None else list(keys)}

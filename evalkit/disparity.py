@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from .columns import GROUP_TABLE_COLUMNS
-from .escape import key_label
+from .escape import key_label, narrow_float_keys
 
 
 def key_columns(df: pd.DataFrame) -> list[str]:
@@ -53,8 +53,8 @@ def disparity(groups: Mapping[str, pd.DataFrame], overall_mean: float,
     for name, df in groups.items():
         stat = "weighted_mean" if "weighted_mean" in df.columns else "mean"
         present = df[(df["count"] > 0) & df[stat].notna()]
-        live = present[present["count"] >= max(int(min_count), 1)]
         cols = key_columns(df)
+        live = narrow_float_keys(present[present["count"] >= max(int(min_count), 1)], cols)
         if len(live) < 2:
             out.append(_not_compared(name, live, cols, stat, int(min_count), len(present) - len(live)))
             continue

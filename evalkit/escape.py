@@ -159,11 +159,29 @@ def fmt_key(value: Any) -> str:
         return value
     if isinstance(value, bool | np.bool_):
         return "true" if value else "false"
+    if isinstance(value, np.float32 | np.float16):
+        # the number its shortest float32 text names: 0.1, as pandas, polars and DuckDB print
+        # it (not 0.10000000149011612); distinct float32 values keep distinct texts
+        return repr(float(str(value)))
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float):
         return repr(value)  # keys 0.12345 and 0.12346 must not print alike
     return str(value)
+
+
+def narrow_float_keys(df: Any, cols: Sequence[str]) -> Any:
+    """``df`` with its float32 (float16) key columns ``cols`` as object columns of numpy
+    scalars: a row taken from it keeps them (a mixed row makes them Python floats), so
+    :func:`fmt_key` shows 0.1 where plain values print 0.10000000149011612. ``df`` itself when
+    it has none."""
+    import numpy as np
+    import pandas as pd
+
+    narrow = [c for c in cols if df[c].dtype in (np.float32, np.float16)]
+    if not narrow:
+        return df
+    return df.assign(**{c: pd.Series(list(df[c].to_numpy()), index=df.index, dtype=object) for c in narrow})
 
 
 def key_label(values: Sequence[Any]) -> str:
@@ -214,7 +232,9 @@ def _key_strings(col: Any) -> Any:
     if pa.types.is_boolean(t):
         return pc.fill_null(pc.if_else(arr, pa.scalar("true", text), pa.scalar("false", text)), missing)
     if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
-        values = col.tolist() if hasattr(col, "tolist") else arr.to_pylist()
+        narrow = pa.types.is_float32(t) or pa.types.is_float16(t)  # numpy scalars: fmt_key shows float32
+        values = (list(arr.to_numpy(zero_copy_only=False)) if narrow  # (a null as NaN: ∅)
+                  else col.tolist() if hasattr(col, "tolist") else arr.to_pylist())
         return pa.array([fmt_key(v) for v in values], text)
     arr = arr.cast(text)
     odd = pc.invert(pc.fill_null(pc.match_substring_regex(arr, _PLAIN_KEY), False))

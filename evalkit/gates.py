@@ -862,10 +862,18 @@ def _latest_run_gates(latest: Mapping[str, Any], gates: Mapping[str, Any], group
             continue
         cols = gname.split(",")
         for row in trend[trend["latest"].isna() & (trend["runs"] > 0)].to_dict("records"):
-            label, key = group_key(row, cols)
+            label, key = group_key(_user_keys(row, cols), cols)
             out += [GateFailure(gate, gname, label, math.nan, float(sub[gate]), _ABSENT_GROUP, failed=strict,
                                 key=key) for gate in EVAL_GATES if gate in sub]
     return out
+
+
+def _user_keys(row: Mapping[str, Any], cols: Sequence[str]) -> dict[str, Any]:
+    """The keys of a row of a history trend by the user's column names (the trend names a
+    key column ``t`` ``input:t``: :func:`evalkit.columns.history_key_column`)."""
+    from .columns import history_key_column
+
+    return {c: row[history_key_column(c)] for c in cols}
 
 
 _ABSENT_GROUP = ("the group has no rows in the latest run (it has rows in earlier runs of the window): "
@@ -888,7 +896,7 @@ def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: 
     seen = dict.fromkeys(limits, 0)  # groups each gate checked, and the counts it could have
     counts: dict[str, list[int]] = {g: [] for g in limits}
     for i, row in enumerate(df.to_dict("records")):
-        label, key = group_key(row, cols)
+        label, key = group_key(_user_keys(row, cols), cols)
         if row["latest"] != row["latest"]:  # in the window, not in the latest run: never silent
             failures += [GateFailure(g, gname, label, math.nan, limits[g], _ABSENT_GROUP, failed=strict, key=key)
                          for g in limits]

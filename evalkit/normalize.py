@@ -24,6 +24,7 @@ ints)
 extension ``arrow.uuid``                          ``string`` in the usual text form
                                                   (``12345678-1234-5678-1234-567812345678``)
 extension ``arrow.bool8``                         ``bool``
+extension ``pandas.period`` (pandas ``Period``)     ``string``, as pandas prints it (``2020-01``)
 any other extension type                          the canonical type of its storage
 ================================================  =========================================
 
@@ -35,6 +36,7 @@ is brought to the unified type by :func:`conform_array` / :func:`conform_batch`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,6 +47,15 @@ from .errors import ColumnTypeError, InputError
 
 UUID = "arrow.uuid"
 BOOL8 = "arrow.bool8"
+PERIOD = "pandas.period"
+
+# pandas registers its Arrow extension types (pandas.period, pandas.interval) only when this
+# module of it is imported (pd.read_parquet does): before, a Parquet Period column reads as its
+# int64 ordinals (672), after as periods, so a path's keys depended on what the process did
+# first (rt-final9 F3). Registered here, every reader sees the periods.
+with contextlib.suppress(ImportError):  # a pandas without it: ordinals, as before
+    import pandas.core.arrays.arrow.extension_types  # noqa: F401
+
 STRING_DICT = pa.dictionary(pa.int32(), pa.string())
 
 
@@ -66,7 +77,7 @@ def canonical_type(t: pa.DataType) -> pa.DataType:
     """The one type evalkit uses for values written as ``t`` (see the module table)."""
     if _is_ext(t):
         name = t.extension_name  # type: ignore[attr-defined]
-        if name == UUID:
+        if name in (UUID, PERIOD):
             return pa.string()
         if name == BOOL8:
             return pa.bool_()
@@ -219,7 +230,21 @@ def _unwrap(arr: pa.Array) -> pa.Array:
         return uuid_text(storage)
     if name == BOOL8:
         return pc.not_equal(storage, 0)
+    if name == PERIOD and getattr(t, "freq", None):
+        return period_text(storage, t.freq)  # type: ignore[attr-defined]
     return storage
+
+
+def period_text(ordinals: pa.Array, freq: str) -> pa.Array:
+    """pandas ``Period`` values (their ordinals at frequency ``freq``) as the text pandas
+    prints (``2020-01`` for monthly periods), nulls kept: a period group key was its ordinal
+    (600 for 2020-01), a number no reader recognises."""
+    import pandas as pd
+
+    missing = ordinals.is_null().to_numpy(zero_copy_only=False)
+    values = ordinals.fill_null(0).to_numpy(zero_copy_only=False)
+    text = pd.PeriodIndex.from_ordinals(values, freq=freq).astype(str)
+    return pa.array(list(text), pa.string(), mask=missing if missing.any() else None)
 
 
 def conform_array(arr: pa.Array | pa.ChunkedArray, target: pa.DataType, what: str = "column") -> pa.Array:
@@ -277,7 +302,27 @@ def _conform(arr: pa.Array, target: pa.DataType) -> pa.Array:
         return arr.cast(target)
     if pa.types.is_float16(t) and not pa.types.is_float32(target):
         arr = arr.cast(pa.float32())
+    if pa.types.is_decimal(t) and pa.types.is_floating(target):
+        return _decimal_as_float(arr).cast(target)
     return arr.cast(target, safe=True)
+
+
+def _decimal_as_float(arr: pa.Array) -> pa.Array:
+    """Decimals as float64, losslessly or not at all: each value through its text (Arrow's own
+    decimal cast rounds ``0.3`` at scale 20 to ``0.30000000000000004``), and refused
+    (``ArrowInvalid``, an InputError naming the column) when a value does not come back from
+    the float unchanged: ``12345678901234567890`` and ``...891`` would be one float, two groups
+    merged without a word, as an int64 beyond 2**53 is refused."""
+    f = arr.cast(pa.string()).cast(pa.float64())
+    try:
+        back = f.cast(pa.string()).cast(arr.type)
+        same = pc.equal(back, arr)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        same = pa.array([False] * len(arr))
+    if not pc.all(same).as_py():
+        bad = arr.filter(pc.invert(same.fill_null(True)))
+        raise pa.ArrowInvalid(f"decimal value {bad[0].as_py()} is not exactly a float64 ({f.filter(pc.invert(same.fill_null(True)))[0].as_py()!r})")
+    return f
 
 
 def _list_view_to_list(arr: pa.Array) -> pa.Array:

@@ -488,6 +488,37 @@ def read_manifest(directory: PathLike) -> tuple[dict[str, Any] | None, str]:
     return data, ""
 
 
+#: How a report written before manifests is recognised: its JSON summary and one table of it.
+_REPORT_MARKERS = (("evaluate", "summary.json", "overall.parquet"), ("compare", "compare.json", "overall.parquet"),
+                   ("history", "history.json", "runs.parquet"))
+
+
+def report_command(directory: PathLike) -> str | None:
+    """The evalkit command that wrote ``directory`` (``evaluate``, ``compare`` or
+    ``history``): its manifest says so, or for a report written before manifests, its JSON
+    summary and a table beside it. None for anything else (a directory of predictions).
+
+    The one test for "this is evalkit's output, not an input": compare and evaluate refuse a
+    report of the wrong command by it, with the message history gives
+    (:func:`not_an_evaluate_report`)."""
+    d = Path(directory)
+    if not d.is_dir():
+        return None
+    manifest, _why = read_manifest(d)
+    if manifest is not None:
+        return str(manifest["command"])
+    for command, summary, table in _REPORT_MARKERS:
+        if (d / summary).is_file() and (d / table).is_file():
+            return command
+    return None
+
+
+def not_an_evaluate_report(directory: PathLike, command: str) -> str:
+    """What compare and history say of a ``command`` report given where an evaluate report
+    belongs (history says it of each such directory: :func:`evalkit.reports.read_run_info`)."""
+    return f"{os.fspath(directory)}: is a {command} report, not an evaluate report (no summary.json)"
+
+
 def unexpected_entries(directory: PathLike, manifest: dict[str, Any], limit: int = SHOWN_ENTRIES,
                        check_content: bool = True, seen: dict[str, tuple[int, int, int]] | None = None,
                        ) -> list[str]:

@@ -63,7 +63,7 @@ from .io import (
 from .join import LabelIndex, check_label_orders, infer_join_key
 from .layout import Layout, LayoutSpec, detect_layout, label_sampler
 from .normalize import check_key_type
-from .outdir import make_spool_dir, remove_spool_dir
+from .outdir import make_spool_dir, remove_spool_dir, report_command
 from .overall import Overall
 from .validate import unit_interval_logits
 
@@ -132,11 +132,25 @@ def as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
     if isinstance(data, str | os.PathLike) or (
         isinstance(data, Sequence) and data and all(isinstance(d, str | os.PathLike) for d in data)
     ):
+        _refuse_reports(data)
         return open_source(data), None, False  # type: ignore[arg-type]
     raise UsageError(
         f"{label}: expected a path, a list of paths, a pandas DataFrame, or a table with the Arrow "
         f"stream interface (pyarrow, polars, DuckDB...), got {type(data).__name__}"
     )
+
+
+def _refuse_reports(data: Any) -> None:
+    """Refuse an evalkit report directory given as predictions (its tables are not a
+    prediction input; reading them failed on ``evalkit-manifest.json: not a Parquet file``)."""
+
+    for path in [data] if isinstance(data, str | os.PathLike) else data:
+        made_by = report_command(path)
+        if made_by is not None:
+            use = ("give evaluate the predictions it read (its summary.json names them), or this "
+                   "report to compare / history" if made_by == "evaluate" else
+                   "give evaluate prediction input, and compare / history evaluate reports")
+            raise InputError(f"{os.fspath(path)}: is an evalkit {made_by} report, not prediction input; {use}")
 
 
 def _collected(lazy: Any, label: str) -> Any:

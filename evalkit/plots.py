@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .columns import history_key_column
 from .disparity import group_label
 from .display import MAX_PLOT_GROUPS, bounded_groups, mean_column
 from .errors import EvalkitWarning
@@ -1710,7 +1711,7 @@ def _write_history_plot(table: pd.DataFrame, grouping: str, picks: pd.DataFrame,
     cols = [] if grouping == "overall" else grouping.split(",")
     if table.empty:
         return ""
-    series = _history_series(table, cols, picks, runs)
+    series = _history_series(table, [history_key_column(c) for c in cols], picks, runs)  # (--by t: input:t)
     fig, keys = _kept.pop("history", (None, None)) if _kept is not None else (None, None)
     if fig is not None:  # the last history plot's figure: its data and limits go
         ax = fig.axes[0]

@@ -95,6 +95,18 @@ def _cell(value: Any, column: str) -> str:
     return md_text(text)
 
 
+def _records(df: pd.DataFrame, cols: Sequence[str], keys: Sequence[str]) -> Any:
+    """The rows of ``df[cols]`` as tuples; a float32 key column's values stay numpy float32
+    (plain iteration makes them Python floats, 0.10000000149011612), so :func:`fmt_key`
+    shows them at float32 precision (0.1)."""
+    narrow = {i: df[c].to_numpy() for i, c in enumerate(cols)
+              if c in keys and df[c].dtype in (np.float32, np.float16)}
+    rows = df[list(cols)].itertuples(index=False, name=None)
+    if not narrow:
+        return rows
+    return (tuple(narrow[i][j] if i in narrow else v for i, v in enumerate(rec)) for j, rec in enumerate(rows))
+
+
 def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows: int = 200,
                    keys: Sequence[str] = (), where: str | None = None) -> str:
     """A GitHub-flavoured Markdown table; numbers right-aligned; ``keys`` are group-key
@@ -110,7 +122,7 @@ def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_r
         numeric = pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
         aligns.append("---:" if numeric else "---")
     lines = [header, "| " + " | ".join(aligns) + " |"]
-    for rec in shown[cols].itertuples(index=False, name=None):
+    for rec in _records(shown, cols, keys):
         lines.append("| " + " | ".join(md_text(fmt_key(v)) if c in keys else _cell(v, c)
                                        for v, c in zip(rec, cols, strict=True)) + " |")
     if len(df) > max_rows:
@@ -128,7 +140,7 @@ def text_table(df: pd.DataFrame, columns: Sequence[str] | None = None, max_rows:
     cols = list(columns) if columns is not None else list(df.columns)
     shown = df.head(max_rows)
     cells = [[terminal(fmt_key(v) if c in keys else fmt_number(v, c)) for v, c in zip(rec, cols, strict=True)]
-             for rec in shown[cols].itertuples(index=False, name=None)]
+             for rec in _records(shown, cols, keys)]
     by_column = [distinct_shortenings(list(col), max_width) for col in zip(*cells, strict=True)]
     cells = [list(row) for row in zip(*by_column, strict=True)] if cells else cells
     heads = [terminal(c) for c in cols]
@@ -430,7 +442,8 @@ def calibration_section(result: EvalResultLike) -> list[str]:
         # The groups of the grouping's own table (bounded the same way: 200k users read as
         # one screen, every group's figures in by_<cols>.parquet).
         df, n_left = bounded_groups(result.groups[g.name], MAX_REPORT_GROUPS)
-        labels = [group_label(r, list(g.columns)) for r in df[list(g.columns)].to_dict("records")]
+        labels = [group_label(dict(zip(g.columns, r, strict=True)), list(g.columns))
+                  for r in _records(df, list(g.columns), list(g.columns))]
         frames.append(df[cols].assign(grouping=g.name, group=labels))
         if n_left:
             notes.append(f"_{g.name}: {left_out_note(n_left, len(df), g.file_stem + '.parquet')}_")

@@ -547,16 +547,16 @@ def read_run_info(path: str | os.PathLike[str],
     its evalkit wrote, or was edited
     since evalkit wrote it (a damaged manifest, a fingerprint or size that differs).
     """
-    from .outdir import MANIFEST_NAME, read_manifest
+    from .outdir import MANIFEST_NAME, not_an_evaluate_report, read_manifest
 
     d = Path(path)
     if not d.is_dir():
         raise ReportError(f"{d}: not a directory" if d.exists() else f"{d}: no such report directory")
     summary = d / "summary.json"
     if not summary.is_file():
-        for marker, kind in (("compare.json", "a compare"), ("history.json", "a history")):
+        for marker, kind in (("compare.json", "compare"), ("history.json", "history")):
             if (d / marker).is_file():
-                raise ReportError(f"{d}: is {kind} report, not an evaluate report (no summary.json)")
+                raise ReportError(not_an_evaluate_report(d, kind))
         raise ReportError(f"{d}: not an evalkit report directory (no summary.json)")
     manifest, why = read_manifest(d)
     head = (manifest["files"].get("summary.json") or {}) if manifest is not None else {}
@@ -1087,58 +1087,48 @@ def read_grouping(infos: Sequence[RunInfo], idx: Sequence[int], grouping: str, s
         stats = {c: np.concatenate([p.get(c, np.full(t.num_rows, np.nan))
                                     for p, t in zip(parts, tables, strict=True)])
                  if parts else np.empty(0) for c in names}
-        notes: list[str] = []
-        grouped = GroupedRuns(run_pos, _key_arrays(tables, cols, notes, grouping), stats, bad, key_types,
-                              from_cache, notes)
+        notes: list[str] = []  # none with reused rows: the runs' key types are all alike then
+        keys = _key_arrays(tables, cols, notes if reused is None else None, grouping, [infos[i].path for i, _t in good])
+        grouped = GroupedRuns(run_pos, keys, stats, bad, key_types, from_cache, notes)
     return _check_values(grouped, infos, grouping, skip_bad)
 
 
-def _kind(ty: pa.DataType) -> str:
-    """What a key column holds, as compare names it: number, string, bool, time, or the type."""
-    if pa.types.is_integer(ty) or pa.types.is_floating(ty) or pa.types.is_decimal(ty):
-        return "number"
-    if pa.types.is_string(ty) or pa.types.is_large_string(ty) or pa.types.is_string_view(ty):
-        return "string"
-    if pa.types.is_boolean(ty):
-        return "bool"
-    return "time" if pa.types.is_temporal(ty) else str(ty)
-
-
 def _key_arrays(tables: Sequence[pa.Table], cols: Sequence[str], notes: list[str] | None = None,
-                grouping: str = "") -> list[pa.ChunkedArray]:
-    """Each key column over all runs in one type (decoded dictionaries; text when the runs
-    disagree on the type, e.g. an int column that became a string), in the one encoding of
+                grouping: str = "", paths: Sequence[Path] = ()) -> list[pa.ChunkedArray]:
+    """Each key column over all runs in one type, by the rule compare matches keys by
+    (:func:`evalkit.aggregate.keys.match_key_parts`: float32 ``0.1`` is ``0.1``, a date its
+    midnight timestamp, text when the kinds differ...; a note in ``notes`` when a column's type
+    changed; :class:`ReportError` naming the run (``paths``) when two groups of a run become one
+    key), in the one encoding of
     keys (:func:`evalkit.aggregate.keys.canonical_keys`: ``-0.0`` is ``0.0``, NaN is null),
     as evaluate groups them: reports written before it did can hold ``-0.0`` where later
     ones hold ``0.0``, one group."""
-    from .aggregate.keys import canonical_keys
+    from .aggregate.keys import canonical_keys, key_match_note, match_key_parts
 
     out = []
     for c in cols:
-        parts = []
-        for t in tables:
-            a = t.column(c)
-            if pa.types.is_dictionary(a.type):
-                a = a.cast(a.type.value_type)
-            if pa.types.is_string(a.type):
-                a = a.cast(pa.large_string())
-            parts.append(a)
-        types = {p.type for p in parts}
-        if len(types) > 1:
-            try:
-                target = pa.unify_schemas([pa.schema([(c, ty)]) for ty in types],
-                                          promote_options="permissive").field(c).type
-                parts = [p.cast(target) for p in parts]
-            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-                parts = [p.cast(pa.large_string()) for p in parts]
-                kinds = sorted({_kind(ty) for ty in types})
-                if notes is not None and len(kinds) > 1:  # as compare notes it
-                    notes.append(f"grouping {grouping!r}: key column {c!r} holds {' values in some runs, '.join(kinds)} "
-                                 "values in others; groups were matched on their text form (7 = '7')")
+        # the one rule for the same key across runs, compare's too (float32 0.1 = 0.1, a
+        # date = its midnight timestamp, text when the kinds differ...)
+        match = match_key_parts([t.column(c) for t in tables])
+        if match.collided:
+            # (parts: the earlier history's rows first, when reused, then one per run read)
+            off = len(tables) - len(paths)
+            runs = ", ".join(str(paths[i - off]) for i in match.collided if i >= off) or "a run"
+            raise ReportError(f"{runs}: grouping {grouping!r}: key column {c!r} holds two groups that "
+                              "become one key once matched across runs "
+                              f"({MATCH_HOW_SHORT}); group by a column that tells them apart")
+        note = key_match_note(grouping, c, match)
+        if note is not None and notes is not None:
+            notes.append(note)
+        parts = match.parts
         # one call per run's part, not per chunk: a grouping read from 365 reports has 365
         chunks = [ch for p in parts for ch in canonical_keys(p).chunks]  # type: ignore[arg-type]
         out.append(pa.chunked_array(chunks, type=parts[0].type if parts else pa.large_string()))
     return out
+
+
+#: Why two groups of one run can become one key in history (:func:`_key_arrays`).
+MATCH_HOW_SHORT = "a decimal or large integer key matched on its float value against a float key of another run"
 
 
 __all__ = ["ExpandedReports", "FileStamp", "GroupedRuns", "Reused", "RunInfo", "expand_reports", "is_report_dir", "read_grouping", "read_run_info",

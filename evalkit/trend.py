@@ -72,6 +72,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._version import __version__
+from .columns import history_key_column
 from .errors import ConfigError, ReportError, UsageError
 from .escape import md_code, md_link_target, md_text
 from .gates import GateFailure
@@ -402,6 +403,12 @@ def _write_summary_texts(res: HistoryResult, tmp: Path) -> None:
     write_text(json_text(res.to_dict()), tmp / "history.json")
 
 
+def _key_cols(grouping: str) -> list[str]:
+    """The key columns of ``grouping`` as history's tables name them (``--by t``: ``input:t``,
+    :func:`evalkit.columns.history_key_column`)."""
+    return [history_key_column(c) for c in _grouping_columns(grouping)]
+
+
 def _trends_table(trends: Mapping[str, pd.DataFrame], keys: Mapping[str, pa.Table]) -> pa.Table:
     """All groupings' trends in one tidy table: ``grouping``, then every grouping's key
     columns with their Arrow types (as in the ``by_*.parquet`` tables; null where a column
@@ -409,12 +416,12 @@ def _trends_table(trends: Mapping[str, pd.DataFrame], keys: Mapping[str, pa.Tabl
     string stay distinct), then the trend columns."""
     key_cols: dict[str, pa.DataType] = {}
     for name in trends:
-        for c in _grouping_columns(name):
+        for c in _key_cols(name):
             ty = keys[name].schema.field(c).type
             key_cols[c] = _common_type(key_cols[c], ty) if c in key_cols and key_cols[c] != ty else ty
     parts = []
     for name, df in trends.items():
-        cols = list(_grouping_columns(name))
+        cols = _key_cols(name)
         body = pa.Table.from_pandas(df.drop(columns=cols).reset_index(drop=True), preserve_index=False)
         n = len(df)
         arrays: dict[str, Any] = {"grouping": pa.array([name] * n, pa.string())}
@@ -643,7 +650,7 @@ def _group_codes(keys: Sequence[pa.Array]) -> np.ndarray:
 
 def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: float) -> _Tidy:
     """The tidy table of one grouping, and the arrays the trend needs."""
-    cols = list(_grouping_columns(grouping))
+    cols = _key_cols(grouping)
     st = g.stats
     nan = np.full(len(g.run_pos), np.nan)
     count = st.get("count", nan)
@@ -703,7 +710,7 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
 def _window_tidy(frame: _Tidy, window: Sequence[int], grouping: str) -> _Tidy:
     """The rows of ``frame`` in the runs of ``window`` with their group codes: the groups of
     a trend are those present in its window (whatever else the tidy table holds)."""
-    cols = list(_grouping_columns(grouping))
+    cols = _key_cols(grouping)
     inw = np.zeros(int(frame.run_pos.max()) + 1 if len(frame.run_pos) else 0, dtype=bool)
     inw[[w for w in window if w < len(inw)]] = True
     rows = np.flatnonzero(inw[frame.run_pos]) if len(frame.run_pos) else np.empty(0, np.int64)
@@ -831,10 +838,10 @@ def _change_rows(name: str, trend: pd.DataFrame, n_runs: int) -> list[dict[str, 
     if flagged.empty:
         return []
     cols = list(_grouping_columns(name))
-    labels = _labels(flagged, cols)
+    labels = _labels(flagged, _key_cols(name))
     rows = []
     for label, rec in zip(labels, flagged.to_dict("records"), strict=True):
-        keys = {c: None if is_missing(rec[c]) else rec[c] for c in cols}
+        keys = {c: None if is_missing(rec[h]) else rec[h] for c, h in zip(cols, _key_cols(name), strict=True)}
         where = ", ".join(f"{c}={fmt_key(v)}" for c, v in keys.items()) or "overall"
         created = pd.Timestamp(rec["change_created"])
         msg = (f"{where}: mean loss {rec['direction']} {abs(rec['change_pct']):.1f}% since "
@@ -1057,19 +1064,11 @@ def _warn_inputs(skipped: Sequence[tuple[str, str]], copies: Sequence[tuple[str,
 
 #: Columns of history's own tables (tidy months, trends.parquet, runs.parquet): a grouping
 #: column of the same name would overwrite one of them (rt-hist8 F11).
-HISTORY_COLUMNS = frozenset({
-    "run", "run_id", "created", "segment", "count", "mean", "sem", "n_eff", "ci_low", "ci_high", "clipped_low",
-    "accuracy", "grouping", "runs", "latest", "latest_count", "previous", "change_prev", "change_prev_pct",
-    "reference", "reference_count", "drift", "drift_pct", "drift_ci_low", "drift_ci_high", "min", "max",
-    "changed", "direction", "change_run", "change_created", "before", "after", "change_pct", "t", "p_value",
-    "q_value"})
-
-
 def _check_grouping_names(infos: Sequence[RunInfo]) -> None:
     """UsageError (exit 2) for groupings history cannot keep apart, instead of a crash or a
-    silently overwritten column: a key column named like a column of history's tables
-    (:data:`HISTORY_COLUMNS`, rt-hist8 F11), or two groupings (from different runs) whose
-    tables share one file name (``split,region`` and ``split_region``, rt-hist8 F12)."""
+    silently overwritten column: two groupings (from different runs) whose tables share one
+    file name (``split,region`` and ``split_region``, rt-hist8 F12). (A key column named like
+    a column of history's tables, rt-hist8 F11, is kept as ``input:<name>``: :func:`_key_cols`.)"""
     from .errors import option
 
     seen: dict[str, str] = {}
@@ -1077,11 +1076,6 @@ def _check_grouping_names(infos: Sequence[RunInfo]) -> None:
         for g in r.groupings:
             if g == "overall":
                 continue
-            clash = sorted(set(_grouping_columns(g)) & HISTORY_COLUMNS)
-            if clash:
-                raise UsageError(f"{r.path}: grouping {g!r} has a key column named {', '.join(map(repr, clash))}, "
-                                 "the name of a column history writes; rename that column in the input and "
-                                 "rerun evaluate for these reports")
             other = seen.setdefault(_file_stem(g), g)
             if other != g:
                 raise UsageError(f"{r.path}: groupings {other!r} and {g!r} (of different reports) would both be "
@@ -1393,7 +1387,7 @@ class _Cache:
                 months.add(hit[1])
         if not old_to_new:
             return None
-        cols = [*_grouping_columns(grouping), *REUSED_STATS]
+        cols = [*_key_cols(grouping), *REUSED_STATS]
         parts = []
         for month in sorted(months):
             t = self._table(f"{_tidy_dir(grouping)}/{month}.parquet", ["run_id", *cols])
@@ -1409,7 +1403,7 @@ class _Cache:
         else:
             new_pos = np.array([old_to_new.get(n, -1) for n in run_id.to_pylist()], dtype=np.int64)
         keep = np.flatnonzero(new_pos >= 0)
-        table = table.select(cols)
+        table = table.select(cols).rename_columns([*_grouping_columns(grouping), *REUSED_STATS])  # as read
         if len(keep) and keep[-1] - keep[0] + 1 == len(keep):  # one stretch
             table = table.slice(int(keep[0]), len(keep))
         else:
@@ -1565,9 +1559,9 @@ class _Build:
         self.change_rows += _change_rows(name, trend, n_runs)
         if self.gated and in_latest:
             last = np.flatnonzero(tidy.run_pos == n_runs - 1)
-            cols = list(_grouping_columns(name))
-            view = tidy.table.take(pa.array(last)).select(
-                [*cols, "count", "mean", "n_eff", "ci_low", "ci_high", "clipped_low", "accuracy"])
+            stats = ["count", "mean", "n_eff", "ci_low", "ci_high", "clipped_low", "accuracy"]
+            view = tidy.table.take(pa.array(last)).select([*_key_cols(name), *stats]).rename_columns(
+                [*_grouping_columns(name), *stats])  # the gates name keys as the user does
             # the evaluate gates read it as evaluate reads a run's table (gates._eval_detail): its
             # interval, and a weighted run's mean (``mean`` here) with its n_eff
             self.latest_view[name] = view.to_pandas(integer_object_nulls=True).assign(
@@ -1737,7 +1731,7 @@ def _emit_plot(result: HistoryResult, name: str, tmp: Path, pool: Any = None) ->
         fname = f"history_{_file_stem(name)}.png"
         # only what the plot reads goes to the helper (the runs' paths and the trend
         # columns stay here)
-        picks = picks[list(_grouping_columns(name))]
+        picks = picks[_key_cols(name)]
         runs = result.runs[["run", "created", "note"]]
         groups = len(result.trends[name]) if name in result.trends else None  # a capped plot says of how many
         if pool is not None:  # matplotlib is imported (and checked) in the helper, not here
@@ -1772,7 +1766,7 @@ def _draw_here(result: HistoryResult, *args: Any) -> str:
 
 def _plot_rows(window: pa.Table, picks: pd.DataFrame, name: str) -> pd.DataFrame:
     """The window's rows of the groups drawn (all of them for ``overall``), as a frame."""
-    cols = list(_grouping_columns(name))
+    cols = _key_cols(name)
     keep = ["run", *cols, "mean", "ci_low", "ci_high"]
     if not cols or not len(picks):
         return window.select(keep).to_pandas()
@@ -1992,7 +1986,7 @@ def _md_grouping(res: HistoryResult, name: str, trend: pd.DataFrame, plots: Mapp
 
     opts = res.metadata["settings"]
     lb = int(opts["lookback"])
-    cols = list(_grouping_columns(name))
+    cols = list(_grouping_columns(name))  # the user's names; the table's: _key_cols
     shown = trend.loc[_reading_order(trend)[: int(opts["max_rows"])]] if cols else trend
     lines = [f"## {'Overall' if not cols else 'By ' + ' × '.join(md_text(c) for c in cols)}", ""]
     absent = (res.metadata.get("absent_from_latest") or {}).get(name)
@@ -2012,7 +2006,7 @@ def _md_grouping(res: HistoryResult, name: str, trend: pd.DataFrame, plots: Mapp
     lines.append("| " + " | ".join(md_text(h) for h in header) + " |")
     lines.append("| " + " | ".join(["---"] * len(cols) + ["---:"] * 6 + ["---"]) + " |")
     for rec in shown.to_dict("records"):
-        keys = [md_text(fmt_key(rec[c])) for c in cols]
+        keys = [md_text(fmt_key(rec[c])) for c in _key_cols(name)]
         lines.append("| " + " | ".join(keys + _trend_cells(rec, lb)) + " |")
     lines.append("")
     fname = f"history_{_file_stem(name)}.png"

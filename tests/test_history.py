@@ -1285,16 +1285,18 @@ def test_the_plot_font_note_is_said_once_per_history(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("column", ["run", "created", "run_id", "segment", "grouping", "latest", "runs", "q_value"])
-def test_a_key_column_named_like_a_history_column_is_refused(tmp_path: Path, column: str) -> None:
+def test_a_key_column_named_like_a_history_column_is_kept_as_input_name(tmp_path: Path, column: str) -> None:
     """rt-hist8 F11: a grouping whose key column has the name of a column history writes
-    (tidy months, trends.parquet) is refused with exit 2 naming it, never a crash (exit 1)
-    or a silently overwritten column."""
+    (tidy months, trends.parquet) was refused with exit 2; since rt-final8 F1 (fix9a) it is
+    kept as ``input:<name>`` in those tables, never a crash or a silently overwritten column
+    (more in tests/test_history_key_names.py)."""
     for r in range(3):
         df = _stats({column: ["APAC", "EU"]}, np.array([0.3, 0.4]), 500, 1.0)
         make_report(tmp_path, f"r{r}", DAY0 + pd.Timedelta(days=r), {column: df}, manifest=True)
     r = CliRunner().invoke(main, ["history", str(tmp_path / "r*"), "--out", str(tmp_path / "h"), "--format", "none"])
-    assert r.exit_code == 2 and f"grouping '{column}' has a key column named '{column}'" in r.stderr, r.stderr
-    assert not (tmp_path / "h").exists()
+    assert r.exit_code == 0, r.stderr
+    trends = pq.read_table(tmp_path / "h" / "trends.parquet").to_pandas()
+    assert sorted(trends[f"input:{column}"].dropna()) == ["APAC", "EU"] and trends["runs"].tolist()[-2:] == [3, 3]
 
 
 def test_groupings_sharing_a_file_name_across_reports_are_refused(tmp_path: Path) -> None:

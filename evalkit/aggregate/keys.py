@@ -9,12 +9,15 @@ decides the output order of groups (dictionary order first, then by value).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from ..errors import ColumnTypeError, EvalkitError
 
 # Mixed-radix codes must stay well inside int64.
 _MAX_RADIX = 1 << 62
@@ -60,8 +63,54 @@ def signed_zero_as_zero(col: pa.Array) -> pa.Array:
 def canonical_keys(col: pa.Array) -> pa.Array:
     """The one encoding of a key column before it is hashed, dictionary-encoded or combined
     into joint keys: NaN as null (:func:`missing_as_null`), ``-0.0`` as ``0.0``
-    (:func:`signed_zero_as_zero`)."""
-    return missing_as_null(signed_zero_as_zero(col))
+    (:func:`signed_zero_as_zero`), a time of day in microseconds (:func:`microsecond_times`),
+    a dictionary whose values repeat or hold a null by its values (:func:`plain_dictionary`)."""
+    return missing_as_null(signed_zero_as_zero(microsecond_times(plain_dictionary(col))))
+
+
+#: The last dictionary :func:`plain_dictionary` found plain (held, so its memory cannot be
+#: reused meanwhile): the batches of one file share it, and are not checked again.
+_PLAIN: list[pa.Array | None] = [None]
+
+
+def plain_dictionary(col: pa.Array) -> pa.Array:
+    """A dictionary-encoded key column whose dictionary repeats a value (``["x", "x", "y"]``,
+    valid Arrow) or holds a null, decoded to its values: grouped by its codes, "x" would be
+    two groups that print alike (and pandas refuses such categories: an internal error);
+    decoded, "x" is one group and the null entry the missing group. Other columns as they
+    are (checked once per dictionary)."""
+    if not pa.types.is_dictionary(col.type):
+        return col
+    if isinstance(col, pa.ChunkedArray):
+        return col.cast(col.type.value_type) if any(
+            plain_dictionary(c) is not c for c in col.chunks) else col
+    d = col.dictionary
+    last = _PLAIN[0]
+    if last is not None and _same_memory(last, d):
+        return col
+    if d.null_count == 0 and pc.count_distinct(d, mode="all").as_py() == len(d):
+        _PLAIN[0] = d
+        return col
+    return col.dictionary_decode()
+
+
+def microsecond_times(col: pa.Array) -> pa.Array:
+    """A ``time64[ns]`` key column (what polars ``Time`` writes) as ``time64[us]``: a group key
+    becomes a Python / pandas time, which holds microseconds, so ``10:00:00.000000001`` and
+    ``...002`` would be one group (and pandas refused the column: an internal error). Raises
+    :class:`~evalkit.errors.ColumnTypeError` when a value has a part below the microsecond."""
+    t = col.type
+    if not (pa.types.is_time64(t) and t.unit == "ns"):
+        return col
+    try:
+        return col.cast(pa.time64("us"), safe=True)
+    except pa.ArrowInvalid:
+        text = col.cast(pa.string())
+        sample = next(v for v in text.to_pylist() if v is not None and not v.endswith("000"))
+        raise ColumnTypeError(
+            f"a key column holds times of day with nanoseconds (time64[ns], e.g. {sample}); group "
+            "keys hold times to the microsecond, so such times would become one group: round the "
+            "column to microseconds, or group by its text (cast to string)") from None
 
 
 def missing_as_null(col: pa.Array) -> pa.Array:
@@ -90,6 +139,7 @@ def _densify(code: np.ndarray, radix: int, n: int) -> tuple[np.ndarray, np.ndarr
 def pandas_key_column(arr: pa.Array) -> pd.Series:
     """A key column for pandas, keeping its type: integers and booleans with nulls become
     pandas' nullable ``Int64`` / ``boolean`` (not float64 / object)."""
+    arr = plain_dictionary(arr)  # categories that repeat or hold a null: pandas refuses them
     t = arr.type
     if arr.null_count and (pa.types.is_integer(t) or pa.types.is_boolean(t)):
         # Default conversion turns nullable ints into float64; keep them integers.
@@ -241,7 +291,10 @@ class _KeyIndex:
         radices: list[int] = []
         all_present = True
         for i, raw in enumerate(keys):
-            col = canonical_keys(_as_array(raw))
+            try:
+                col = canonical_keys(_as_array(raw))
+            except EvalkitError as exc:
+                raise type(exc)(f"group column {self.key_names[i]!r}: {exc.message}") from None
             if len(col) != n:
                 raise ValueError(f"key {self.key_names[i]!r} has length {len(col)}, expected {n}")
             if pa.types.is_dictionary(col.type):
@@ -439,3 +492,216 @@ class _KeyIndex:
     def key_frame(self, slots: np.ndarray) -> dict[str, pd.Series]:
         """Key columns (plain value types) for the given per-row slots."""
         return {name: pandas_key_column(arr) for name, arr in self.key_arrays(slots).items()}
+
+
+# -- the same key across runs (compare and history) ----------------------------------------
+
+
+def key_family(ty: pa.DataType) -> str:
+    """What a key column of Arrow type ``ty`` holds, as the notes name it: ``integer``,
+    ``float64``, ``float32``, ``decimal``, ``string``, ``bool``, ``date``, ``timestamp``,
+    ``timestamp (UTC)`` (with its time zone), ``binary``, or the type itself."""
+    if pa.types.is_dictionary(ty):
+        ty = ty.value_type
+    if pa.types.is_integer(ty):
+        return "integer"
+    if pa.types.is_floating(ty):
+        return "float64" if pa.types.is_float64(ty) else "float32"
+    if pa.types.is_decimal(ty):
+        return "decimal"
+    if pa.types.is_string(ty) or pa.types.is_large_string(ty) or pa.types.is_string_view(ty):
+        return "string"
+    if pa.types.is_boolean(ty):
+        return "bool"
+    if pa.types.is_date(ty):
+        return "date"
+    if pa.types.is_timestamp(ty):
+        return f"timestamp ({ty.tz})" if ty.tz else "timestamp"
+    if pa.types.is_binary(ty) or pa.types.is_large_binary(ty) or pa.types.is_binary_view(ty):
+        return "binary"
+    return str(ty)
+
+
+def _kind_of_family(family: str) -> str:
+    """The coarse kind of a family: ``number``, ``string``, ``bool``, ``time``, or itself."""
+    if family in ("integer", "float64", "float32", "decimal"):
+        return "number"
+    if family == "date" or family.startswith("timestamp"):
+        return "time"
+    return family
+
+
+_ArrowCol = pa.Array | pa.ChunkedArray
+
+
+def _match_form(a: _ArrowCol) -> _ArrowCol:
+    """One run's key column in the form keys are matched in: dictionaries decoded, strings as
+    ``large_string``, and a float32 (or float16) key as the float64 of its shortest decimal
+    text (float32 ``0.1`` is ``0.1``, as pandas, polars and DuckDB print it). That text tells
+    every float32 value apart, and reads back as one float64, so two float32 keys never
+    merge and a float64 key written by another writer matches it."""
+    if pa.types.is_dictionary(a.type):
+        a = a.cast(a.type.value_type)
+    if pa.types.is_string(a.type):
+        a = a.cast(pa.large_string())
+    elif pa.types.is_floating(a.type) and not pa.types.is_float64(a.type):
+        work = a.cast(pa.float32()) if pa.types.is_float16(a.type) else a
+        a = work.cast(pa.string()).cast(pa.float64())
+    return a
+
+
+def _to_float(a: _ArrowCol) -> _ArrowCol:
+    """A number key column as float64: decimals through their text (Arrow's decimal cast
+    rounds 0.1000...01 to 0.09999999999999999), integers beyond 2**53 rounded."""
+    if pa.types.is_decimal(a.type):
+        return a.cast(pa.string()).cast(pa.float64())
+    return a.cast(pa.float64(), safe=False)
+
+
+def _distinct(a: _ArrowCol) -> int:
+    return int(pc.count_distinct(a, mode="all").as_py())
+
+
+@dataclass(frozen=True)
+class KeyMatch:
+    """How one key column is matched across runs (:func:`match_key_parts`): the runs'
+    columns in one type, how they were brought there (``how``, None when nothing a reader
+    needs to know changed: one type, integer widths, timestamp units...), the families
+    (:func:`key_family`) of each run's column, and the runs of which two groups became one
+    key (``collided``: refused by the callers)."""
+
+    parts: list[_ArrowCol]
+    how: str | None
+    families: list[str | None]
+    collided: list[int]
+
+
+#: What each way of matching keys of different types says, after "groups were".
+MATCH_HOW = {
+    "text": "matched on their text form (7 = '7')",
+    "float32": "matched at float32 precision (a float32 key is the shortest decimal that reads back as "
+               "it: 0.1 = 0.1)",
+    "decimal": "matched on their float value (decimal keys that become one float are refused)",
+    "date": "matched with a date as the timestamp of its midnight",
+    "zone": "matched on the instant they name",
+    "naive": "kept apart: a timestamp without a time zone names no instant, so it never matches one "
+             "with a time zone (those groups are in one run only)",
+}
+
+
+def match_key_parts(parts: Sequence[_ArrowCol]) -> KeyMatch:
+    """The one rule for "the same key across runs", shared by ``compare`` (two runs) and
+    ``history`` (one part per run): each run's key column (``parts``) in one common type.
+
+    - Numbers by value whatever their width (int8 7 = int64 7 = float64 7.0 = decimal 7.00).
+      A float32 key is the number its shortest text names (:func:`_match_form`); decimals
+      stay exact between decimal runs and are matched on their float value against float
+      runs.
+    - A date is the timestamp of its midnight (no time zone); timestamp units are one
+      (ms = us); timestamps in different time zones are matched on the instant; a timestamp
+      without a time zone and one with a zone are kept apart (text).
+    - Otherwise (a number in one run, text in another...) on the text form (``7`` = ``'7'``).
+
+    ``how`` says which rule matched keys of different families (None: the same family).
+    """
+    families: list[str | None] = [None if pa.types.is_null(p.type) else key_family(p.type) for p in parts]
+    fams = {f for f in families if f is not None}
+    parts = [_match_form(p) for p in parts]
+    typed = [p.type for p in parts if not pa.types.is_null(p.type)]
+    if len(set(typed)) <= 1:
+        target = typed[0] if typed else None
+        how = "float32" if fams == {"float32", "float64"} else None
+        return KeyMatch([p if target is None or p.type == target else p.cast(target) for p in parts],
+                        how, families, [])
+    how: str | None = None
+    kinds = {_kind_of_family(f) for f in fams}
+    target: pa.DataType
+    if kinds == {"number"}:
+        if fams <= {"integer", "decimal"}:
+            target = _unified(typed)
+        else:
+            target = pa.float64()
+            how = "float32" if "float32" in fams else "decimal" if "decimal" in fams else None
+    elif kinds == {"time"}:
+        zones = {t.tz for t in typed if pa.types.is_timestamp(t)}
+        unit = _finest_unit(typed)
+        if (None in zones and len(zones) > 1) or ("date" in fams and zones - {None}):
+            target, how = pa.large_string(), "naive"
+        elif len(zones) > 1:
+            target, how = pa.timestamp(unit, "UTC"), "zone"
+        elif zones:
+            target = pa.timestamp(unit, next(iter(zones)))
+            how = "date" if "date" in fams else None
+        else:
+            target = _unified(typed)
+    elif len(kinds) == 1:
+        target = _unified(typed)
+    else:
+        target, how = pa.large_string(), "text"
+    out, collided = [], []
+    for i, p in enumerate(parts):
+        q = _cast_key(p, target)
+        if q is None:  # no exact common type (uint64 2**64-1 and int64): the text form
+            return _as_text(parts, families, how or ("text" if len(kinds) > 1 else None))
+        if pa.types.is_float64(target) and not pa.types.is_float64(p.type) and _distinct(q) != _distinct(p):
+            collided.append(i)  # decimals (or integers beyond 2**53) that are one float
+        out.append(q)
+    return KeyMatch(out, how, families, collided)
+
+
+def _unified(types: Sequence[pa.DataType]) -> pa.DataType:
+    try:
+        return pa.unify_schemas([pa.schema([("k", t)]) for t in types],
+                                promote_options="permissive").field("k").type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pa.large_string()
+
+
+def _finest_unit(types: Sequence[pa.DataType]) -> str:
+    units = [t.unit for t in types if pa.types.is_timestamp(t)]
+    return max(units, key=("s", "ms", "us", "ns").index) if units else "us"
+
+
+def _cast_key(a: _ArrowCol, target: pa.DataType) -> _ArrowCol | None:
+    """``a`` in the common key type ``target`` (None when a value does not fit it)."""
+    if a.type == target:
+        return a
+    try:
+        if pa.types.is_float64(target) and (pa.types.is_decimal(a.type) or pa.types.is_integer(a.type)):
+            return _to_float(a)
+        if pa.types.is_large_string(target):
+            return a.cast(pa.large_string())
+        return a.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+        return None
+
+
+def _as_text(parts: Sequence[_ArrowCol], families: list[str | None], how: str | None) -> KeyMatch:
+    return KeyMatch([p.cast(pa.large_string()) for p in parts], how, families, [])
+
+
+def cast_to_match(a: _ArrowCol, target: pa.DataType) -> _ArrowCol:
+    """Another column of one run's keys (compare's per-row output) in the type
+    :func:`match_key_parts` chose for that run's key column."""
+    a = _match_form(a)
+    out = _cast_key(a, target)
+    return a.cast(pa.large_string()) if out is None else out
+
+
+def key_match_note(grouping: str, column: str, match: KeyMatch,
+                   sides: Sequence[str] | None = None) -> str | None:
+    """The note on a key column whose type differs between runs, or None (same family, or
+    numbers matched exactly by value). ``sides``: the name of each part (compare: ``the
+    baseline``, ``the candidate``); without, history's "in some runs, ... in others"."""
+    fams = [f for f in match.families if f is not None]
+    if match.how is None or len(set(fams)) < 2:
+        return None
+    coarse = match.how == "text"
+    name = _kind_of_family if coarse else (lambda f: f)
+    if sides is not None:
+        a, b = (name(f) if f else "no" for f in match.families)
+        held = f"holds {a} values in {sides[0]} but {b} in {sides[1]}"
+    else:
+        seen = sorted({name(f) for f in fams})
+        held = "holds " + " values in some runs, ".join(seen) + " values in others"
+    return f"grouping {grouping!r}: key column {column!r} {held}; groups were {MATCH_HOW[match.how]}"

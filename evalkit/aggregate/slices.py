@@ -43,7 +43,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..escape import fmt_key
+from ..escape import fmt_key, narrow_float_keys
 from .keys import _KeyIndex, canonical_keys, pandas_key_column
 from .weightscale import WeightScale, shift_sums
 
@@ -446,8 +446,9 @@ def assess_slices(stats: SliceStats, *, min_count: int = DEFAULT_MIN_COUNT, q: f
     with np.errstate(invalid="ignore", divide="ignore"):
         effect = np.where(var + var_c > 0, math.sqrt(2.0) * diff / np.sqrt(var + var_c),
                           np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
-    labels = [_label(r, s.split(",")) for r, s in
-              zip(m[list(stats.columns)].to_dict("records"), m["columns"], strict=True)]
+    names = list(stats.columns)  # (rows keep numpy float32 keys: fmt_key shows 0.1, not 0.10000000149...)
+    labels = [_label(dict(zip(names, r, strict=True)), s.split(",")) for r, s in
+              zip(narrow_float_keys(m[names], names).itertuples(index=False, name=None), m["columns"], strict=True)]
     cols: dict[str, Any] = {"slice": labels}
     cols.update({c: m[c] for c in ("columns", "depth", *stats.columns, "count")})
     cols.update(mean=sd["mean"], complement_count=sd["n_c"].astype(np.int64), complement_mean=sd["mean_c"])
