@@ -372,6 +372,29 @@ def quiet_distributed() -> Any:
 
 
 @contextlib.contextmanager
+def _workers_ignore_sigint() -> Any:
+    """SIGINT ignored while a LocalCluster starts its worker processes, which inherit that
+    (an ignored signal stays ignored across exec, and Python then installs no
+    KeyboardInterrupt handler). A terminal's Ctrl-C reaches the whole process group:
+    workers interrupted mid-task printed tracebacks, and the run could hang in the
+    cluster's shutdown (rt-eval8 F21). Now the command alone handles it and closes the
+    cluster. A Ctrl-C during the start itself (about a second) is lost; SIGTERM and
+    SIGHUP are deferred meanwhile (see :func:`_client`). Only in the main thread, the
+    one where handlers can be set."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+@contextlib.contextmanager
 def _client(client: Any, scheduler: str | None):  # noqa: ANN202
     distributed = _require_dask()
     if client is not None:
@@ -386,13 +409,23 @@ def _client(client: Any, scheduler: str | None):  # noqa: ANN202
                 with contextlib.suppress(Exception):  # a lost scheduler must not mask the error
                     c.close(timeout=5)
         return
-    cluster = distributed.LocalCluster(**LOCAL_CLUSTER_OPTIONS)
-    c = distributed.Client(cluster)
+    from ..outdir import signals_deferred
+
+    cluster = c = None
     try:
+        with signals_deferred(), _workers_ignore_sigint():
+            cluster = distributed.LocalCluster(**LOCAL_CLUSTER_OPTIONS)
+            c = distributed.Client(cluster)
         yield c
     finally:
-        c.close()
-        cluster.close()
+        # Not interrupted half way: distributed answers a KeyboardInterrupt inside close()
+        # by cancelling it, waiting 10 s and leaving the cluster to its atexit hook, which
+        # waited 10 s more (rt-eval8 F21). A signal now takes effect once all is closed.
+        with signals_deferred():
+            if c is not None:
+                c.close()
+            if cluster is not None:
+                cluster.close()
 
 
 def _is_memory_fs(filesystem: Any) -> bool:
