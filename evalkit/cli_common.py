@@ -290,7 +290,9 @@ def _show_warning(default: Callable[..., Any]) -> Callable[..., Any]:
 
     def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
         if isinstance(message, EvalkitWarning):
-            _err(f"warning: {message.cli_text()}")
+            text = message.cli_text()
+            # a gates note reads "note: ..." in the JSON and the report; one prefix on stderr
+            _err(f"warning: {text.removeprefix('note: ')}")
         elif category.__module__.split(".")[0] == "evalkit":  # evalkit's other warnings (plots)
             _err(f"warning: {message}")
         else:
@@ -468,8 +470,9 @@ def gates_from_flags(cfg_gates: Any, config_file: str | None, flags: dict[str, A
         given[key] = limit_value("--" + key.replace("_", "-"), value) if key in limits else value
     # Each source normalised on its own: a flag replaces the file's gate in either spelling
     # (--max-drift 10% over max_drift_pct: 200), two flags for one gate are refused.
-    gates = {**normalize_gates(cfg_gates), **normalize_gates(given)}
-    validate_gates(gates, "gates" if not config_file else f"{config_file}: gates")
+    source = "gates" if not config_file else f"{config_file}: gates"
+    gates = {**normalize_gates(cfg_gates, source), **normalize_gates(given)}
+    validate_gates(gates, source)
     return gates
 
 

@@ -428,10 +428,12 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                               "compare and history share (each checks the gates that apply to it)")
         if key == "compare":
             check_compare_settings(value, source)
+        if key == "history":  # its keys are checked by history; one key in two spellings here
+            check_one_spelling(value, f"{source}: history")
         if key == "gates" and isinstance(value.get("groups"), Mapping):
-            # a grouping whose gates are all commented out (YAML null) checks nothing, like {}
-            # and like an empty top-level gates: (rt-eval8 F10)
-            value = {**value, "groups": {g: {} if sub is None else sub for g, sub in value["groups"].items()}}
+            # named as the run names them (the groupings' check reads the names)
+            value = {**value, "groups": gated_groupings(value["groups"], f"{source}: gates")}
+        # the gates' spellings, values ... are normalised and checked by validate()
         return dict(value)
     if not isinstance(value, str):
         raise bad("a string")
@@ -568,4 +570,29 @@ def parse_groupings(value: Any, source: str = "config") -> list[list[str]]:
                               "twice; a grouping lists each column once")
         if cols not in out:
             out.append(cols)
+    return out
+
+
+def grouping_name(name: Any) -> Any:
+    """A grouping's name as the run names it: its columns joined by ``,`` without the spaces
+    around them (``"split , region"`` is ``split,region``), as :func:`parse_groupings` reads
+    ``--by 'split, region'``. Anything but text is left as it is."""
+    if not isinstance(name, str):
+        return name
+    cols = [c.strip() for c in name.split(",") if c.strip()]
+    return ",".join(cols) if cols else name
+
+
+def gated_groupings(groups: Mapping[Any, Any], source: str = "gates") -> dict[Any, Any]:
+    """A ``gates: groups:`` mapping keyed by :func:`grouping_name`; ConfigError when two of
+    its keys name one grouping (``"split,region"`` and ``"split, region"``)."""
+    out: dict[Any, Any] = {}
+    written: dict[Any, Any] = {}
+    for g, sub in groups.items():
+        name = grouping_name(g)
+        if name in out:
+            raise ConfigError(f"{source}: groups: {written[name]!r} and {g!r} name one grouping "
+                              f"({name}); give it once")
+        written[name] = g
+        out[name] = sub
     return out
