@@ -328,10 +328,29 @@ def echo_machine_formats(result: Any, fmt: str) -> bool:
     from .report import json_text
 
     if fmt == "json":
-        click.echo(json_text(result.to_dict()), nl=False)
+        click.echo(_written_json() or json_text(result.to_dict()), nl=False)
     elif fmt == "markdown":
         click.echo(result.to_markdown(), nl=False)
     return fmt != "table"
+
+
+#: The JSON file of each kind of report (a report directory holds one of them).
+REPORT_JSON = ("summary.json", "compare.json", "history.json")
+
+
+def _written_json() -> str | None:
+    """The JSON text of the report this command wrote (:func:`record_written`), or None: what
+    ``--format json`` prints then, so stdout carries what only the written report has,
+    ``metadata.run_id`` (the id runs.parquet and the manifest join on) and
+    ``table_fingerprints`` (rt-final8 N1), byte for byte the report's."""
+    ctx = click.get_current_context(silent=True)
+    written = ctx.meta.get("evalkit.written") if ctx is not None else None
+    if not written:
+        return None
+    for name in REPORT_JSON:
+        with contextlib.suppress(OSError), open(os.path.join(written, name), encoding="utf-8") as fh:
+            return fh.read()
+    return None
 
 
 def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:

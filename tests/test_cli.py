@@ -408,3 +408,26 @@ def test_unwritable_stdout_still_prints_the_failed_gates(tmp_path: Path, command
     assert code == 5, err
     assert "could not write to standard output" in err and "gate failed: max_mean_loss overall" in err
     assert "Traceback" not in err and "internal error" not in err
+
+
+def test_json_on_stdout_is_the_written_reports_json(tmp_path: Path):
+    """rt-final8 N1: `--format json` lacked `metadata.run_id` (evaluate: also
+    `table_fingerprints`) that summary.json / compare.json carry, so a pipeline reading stdout
+    could not join it to the manifest or history's runs.parquet. With --out, stdout is now the
+    report's JSON byte for byte; without, the result's (no report, no run id)."""
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"r{k}"
+        r = run("evaluate", SENTIMENT, "--by", "region", "--out", out, "-q", "--no-plots", "--format", "json")
+        assert r.exit_code == 0, r.output
+        assert r.stdout == (out / "summary.json").read_text(encoding="utf-8")
+        data = json.loads(r.stdout)
+        assert data["metadata"]["run_id"] and "by_region.parquet" in data["table_fingerprints"]
+        outs.append(out)
+    r = run("compare", *outs, "--out", tmp_path / "c", "-q", "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == (tmp_path / "c" / "compare.json").read_text(encoding="utf-8")
+    assert json.loads(r.stdout)["metadata"]["run_id"]
+    r = run("evaluate", SENTIMENT, "-q", "--format", "json")
+    assert r.exit_code == 0 and "run_id" not in json.loads(r.stdout)["metadata"]
+
