@@ -268,7 +268,7 @@ class EvalResult:
             if self.plots and plot_helper is not None and plot_helper.available() is not None:
                 from .plots import plot_plan
 
-                plots = plot_plan(self) if plot_helper.available() else []
+                plots = plot_plan(self) if plot_helper.available() else None  # None: try here
                 drawing = bool(plots) and plot_helper.draw(self, tmp, self._class_hist,
                                                            [name for _, name in plots])
                 if plots and not drawing:
@@ -297,6 +297,8 @@ class EvalResult:
                 from .plots import plots_available, write_plots
 
                 plots = write_plots(self, tmp, self._class_hist) if plots_available() else []
+            if self.plots and plots == []:
+                self._no_plots()
             write_text(self.to_markdown(plots), tmp / "report.md")
             # Last of the data files: the per-row file may still be finishing (see _rows_ready).
             self._rows_ready()
@@ -308,6 +310,24 @@ class EvalResult:
             atomic.write_summary(self.to_dict(), "summary.json")
             self.path = atomic.commit()
             return self.path
+
+    def _no_plots(self) -> None:
+        """Plots were asked for and none could be drawn: say why (matplotlib absent, or
+        installed and failing to import), as a run warning (stderr, ``summary.json``
+        ``metadata.warnings``, report.md) and in ``metadata.plots_off`` (rt-final8 F12:
+        every plot was dropped silently and a broken matplotlib read "not installed")."""
+        from .plots import INSTALL_HINT, plots_unavailable
+
+        why = plots_unavailable()
+        if why is None or self.metadata.get("plots_off") == why:
+            return
+        self.metadata["plots_off"] = why
+        fix = (f"install it with {INSTALL_HINT}" if why.endswith("not installed")
+               else "repair or reinstall it")
+        w = EvalkitWarning(f"no plots were drawn: {why}; {fix}, or use {option('plots', False)}")
+        self.warnings.append(w)
+        self.metadata.setdefault("warnings", []).append(w.file_text())
+        _warnings.warn(w, stacklevel=3)
 
     def _write_rows(self, dest: Path) -> None:
         if self._rows_table is not None:

@@ -51,12 +51,28 @@ _REF = "#555555"
 
 def plots_available() -> bool:
     """Whether matplotlib can be imported (the ``evalkit[plot]`` extra is installed)."""
+    return plots_unavailable() is None
+
+
+def plots_unavailable() -> str | None:
+    """Why no plot can be drawn, or None when matplotlib imports: ``"matplotlib is not
+    installed"``, or ``"matplotlib failed to import (RuntimeError: ...)"`` for an installed
+    one that is broken (named apart: installing the extra does not help that)."""
     try:
         import matplotlib  # noqa: F401
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-    except Exception:  # ImportError, or a broken installation
-        return False
-    return True
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] == "matplotlib":
+            return "matplotlib is not installed"
+        return f"matplotlib failed to import ({type(exc).__name__}: {_first_line(exc)})"
+    except Exception as exc:  # noqa: BLE001 - a broken installation: named, not raised
+        return f"matplotlib failed to import ({type(exc).__name__}: {_first_line(exc)})"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else ""
 
 
 # --------------------------------------------------------------------------- #

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -431,3 +432,32 @@ def test_json_on_stdout_is_the_written_reports_json(tmp_path: Path):
     r = run("evaluate", SENTIMENT, "-q", "--format", "json")
     assert r.exit_code == 0 and "run_id" not in json.loads(r.stdout)["metadata"]
 
+
+@pytest.mark.parametrize("plots", [True, False])
+def test_a_broken_matplotlib_is_named_on_stderr_and_in_the_report(tmp_path: Path, plots: bool):
+    """rt-final8 F12: a matplotlib that is installed but fails to import (a shim raising
+    RuntimeError): every plot was dropped silently, report.md said "matplotlib is not
+    installed", nothing on stderr. Now one `warning:` line naming the failure, the same in
+    report.md and summary.json (metadata.plots_off); nothing said with --no-plots."""
+    import subprocess
+    import sys
+
+    shim = tmp_path / "shim" / "matplotlib"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text('raise RuntimeError("broken font cache (shim)")\n')
+    out = tmp_path / "r"
+    r = subprocess.run([sys.executable, "-m", "evalkit", "evaluate", str(SENTIMENT), "--out", str(out), "-q",
+                        "--format", "none", *([] if plots else ["--no-plots"])],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": f"{tmp_path / 'shim'}{os.pathsep}{ROOT}"})
+    assert r.returncode == 0, r.stderr
+    why = "matplotlib failed to import (RuntimeError: broken font cache (shim))"
+    meta = json.loads((out / "summary.json").read_text())["metadata"]
+    if not plots:
+        assert r.stderr == "" and "plots_off" not in meta
+        return
+    assert r.stderr == f"warning: no plots were drawn: {why}; repair or reinstall it, or use --no-plots\n"
+    assert meta["plots_off"] == why
+    md = (out / "report.md").read_text()
+    assert f"Plots are off: {why}." in md and "not installed" not in md
+    assert list(out.glob("*.png")) == []
