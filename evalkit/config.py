@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, closest
+from .errors import ConfigError, check_one_spelling, closest
 from .loss import DEFAULT_EPS
 
 
@@ -338,18 +338,6 @@ def strict_count(key: str, value: Any, source: str, minimum: int = 0) -> int:
     return int(f)
 
 
-def check_one_spelling(data: Mapping[str, Any], source: str) -> None:
-    """Raise ConfigError when two keys of ``data`` are spellings of one key (``min-change-pct``
-    and ``min_change_pct``): which value held would depend on their order (a duplicate key
-    of one spelling is refused by the YAML / TOML reader already)."""
-    seen: dict[str, Any] = {}
-    for raw in data:
-        key = str(raw).replace("-", "_")
-        if key in seen:
-            raise ConfigError(f"{source}: {seen[key]!r} and {raw!r} are one key in two spellings; give it once")
-        seen[key] = raw
-
-
 def check_compare_settings(settings: Mapping[str, Any], source: str = "compare") -> dict[str, Any]:
     """The ``compare`` settings, typed strictly (ConfigError naming the key otherwise)."""
     check_one_spelling(settings, source)
@@ -432,6 +420,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             check_one_spelling(value, f"{source}: history")
         if key == "gates" and isinstance(value.get("groups"), Mapping):
             # named as the run names them (the groupings' check reads the names)
+            from .gates import gated_groupings
+
             value = {**value, "groups": gated_groupings(value["groups"], f"{source}: gates")}
         # the gates' spellings, values ... are normalised and checked by validate()
         return dict(value)
@@ -572,27 +562,3 @@ def parse_groupings(value: Any, source: str = "config") -> list[list[str]]:
             out.append(cols)
     return out
 
-
-def grouping_name(name: Any) -> Any:
-    """A grouping's name as the run names it: its columns joined by ``,`` without the spaces
-    around them (``"split , region"`` is ``split,region``), as :func:`parse_groupings` reads
-    ``--by 'split, region'``. Anything but text is left as it is."""
-    if not isinstance(name, str):
-        return name
-    cols = [c.strip() for c in name.split(",") if c.strip()]
-    return ",".join(cols) if cols else name
-
-
-def gated_groupings(groups: Mapping[Any, Any], source: str = "gates") -> dict[Any, Any]:
-    """A ``gates: groups:`` mapping keyed by :func:`grouping_name`; ConfigError when two of
-    its keys name one grouping (``"split,region"`` and ``"split, region"``)."""
-    out: dict[Any, Any] = {}
-    written: dict[Any, Any] = {}
-    for g, sub in groups.items():
-        name = grouping_name(g)
-        if name in out:
-            raise ConfigError(f"{source}: groups: {written[name]!r} and {g!r} name one grouping "
-                              f"({name}); give it once")
-        written[name] = g
-        out[name] = sub
-    return out

@@ -144,7 +144,7 @@ def normalize_gates(gates: Mapping[str, Any] | None, source: str = "gates") -> d
     (``max-drift`` and ``max_drift``), one gate in both forms (``max_drift: "10%"`` and
     ``max_drift_pct: 200``) or one grouping under two names, or a percentage that is no
     finite number."""
-    from .config import check_one_spelling, gated_groupings
+    from .errors import check_one_spelling
 
     gates = gates or {}
     check_one_spelling(gates, source)
@@ -169,6 +169,31 @@ def normalize_gates(gates: Mapping[str, Any] | None, source: str = "gates") -> d
             out[f"{key}_pct"] = pct + 0.0  # -0% is 0%
         else:
             out[key] = value
+    return out
+
+
+def grouping_name(name: Any) -> Any:
+    """A grouping's name as the run names it: its columns joined by ``,`` without the spaces
+    around them (``"split , region"`` is ``split,region``), as :func:`evalkit.config.parse_groupings` reads
+    ``--by 'split, region'``. Anything but text is left as it is."""
+    if not isinstance(name, str):
+        return name
+    cols = [c.strip() for c in name.split(",") if c.strip()]
+    return ",".join(cols) if cols else name
+
+
+def gated_groupings(groups: Mapping[Any, Any], source: str = "gates") -> dict[Any, Any]:
+    """A ``gates: groups:`` mapping keyed by :func:`grouping_name`; ConfigError when two of
+    its keys name one grouping (``"split,region"`` and ``"split, region"``)."""
+    out: dict[Any, Any] = {}
+    written: dict[Any, Any] = {}
+    for g, sub in groups.items():
+        name = grouping_name(g)
+        if name in out:
+            raise ConfigError(f"{source}: groups: {written[name]!r} and {g!r} name one grouping "
+                              f"({name}); give it once")
+        written[name] = g
+        out[name] = sub
     return out
 
 
