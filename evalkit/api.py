@@ -297,8 +297,10 @@ class EvalResult:
                 from .plots import plots_available, write_plots
 
                 plots = write_plots(self, tmp, self._class_hist) if plots_available() else []
-            if self.plots and plots == []:
-                self._no_plots()
+            if self.plots and plots == []:  # asked for, none drawn: say why (rt-final8 F12)
+                from .plots import note_no_plots
+
+                note_no_plots(self)
             write_text(self.to_markdown(plots), tmp / "report.md")
             # Last of the data files: the per-row file may still be finishing (see _rows_ready).
             self._rows_ready()
@@ -310,24 +312,6 @@ class EvalResult:
             atomic.write_summary(self.to_dict(), "summary.json")
             self.path = atomic.commit()
             return self.path
-
-    def _no_plots(self) -> None:
-        """Plots were asked for and none could be drawn: say why (matplotlib absent, or
-        installed and failing to import), as a run warning (stderr, ``summary.json``
-        ``metadata.warnings``, report.md) and in ``metadata.plots_off`` (rt-final8 F12:
-        every plot was dropped silently and a broken matplotlib read "not installed")."""
-        from .plots import INSTALL_HINT, plots_unavailable
-
-        why = plots_unavailable()
-        if why is None or self.metadata.get("plots_off") == why:
-            return
-        self.metadata["plots_off"] = why
-        fix = (f"install it with {INSTALL_HINT}" if why.endswith("not installed")
-               else "repair or reinstall it")
-        w = EvalkitWarning(f"no plots were drawn: {why}; {fix}, or use {option('plots', False)}")
-        self.warnings.append(w)
-        self.metadata.setdefault("warnings", []).append(w.file_text())
-        _warnings.warn(w, stacklevel=3)
 
     def _write_rows(self, dest: Path) -> None:
         if self._rows_table is not None:

@@ -70,6 +70,26 @@ def plots_unavailable() -> str | None:
     return None
 
 
+def note_no_plots(result: Any) -> None:
+    """Plots were asked for and none could be drawn: say why (matplotlib absent, or installed
+    and failing to import) as a run warning of ``result`` (stderr, ``summary.json``
+    ``metadata.warnings``, report.md), once, and in ``metadata.plots_off`` (rt-final8 F12:
+    every plot was dropped silently and a broken matplotlib read "not installed")."""
+    import warnings
+
+    from .errors import EvalkitWarning, option
+
+    why = plots_unavailable()
+    if why is None or result.metadata.get("plots_off") == why:
+        return
+    result.metadata["plots_off"] = why
+    fix = f"install it with {INSTALL_HINT}" if why.endswith("not installed") else "repair or reinstall it"
+    w = EvalkitWarning(f"no plots were drawn: {why}; {fix}, or use {option('plots', False)}")
+    result.warnings.append(w)
+    result.metadata.setdefault("warnings", []).append(w.file_text())
+    warnings.warn(w, stacklevel=4)
+
+
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0][:200] if lines else ""
