@@ -569,3 +569,44 @@ def test_ctrl_c_during_a_dask_run_exits_130_with_one_line(tmp_path: Path) -> Non
         time.sleep(0.05)
     assert _session_members(proc.pid) == []
     assert os.listdir(out.parent) == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+def test_ctrl_c_while_the_cluster_starts_is_not_lost(tmp_path: Path) -> None:
+    """rt (ANNOUNCE 03:51) F5: a Ctrl-C to the process group while the LocalCluster starts (its
+    workers start with SIGINT ignored) was lost: the run went on, wrote its report, exit 0.
+    Now it takes effect once the cluster has started: exit 130, the one line, nothing left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(6)
+    pq.write_table(_table(rng, 20_000), tmp_path / "p.parquet")
+    out = tmp_path / "o" / "r"
+    out.parent.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "evalkit", "evaluate", str(tmp_path / "p.parquet"),
+                             "--engine", "dask", "--no-plots", "-q", "--format", "none", "--out", str(out)],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        # the command, the sentinel it forks for the start, and a process of the cluster
+        while len(_session_members(proc.pid)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, "the run ended before the cluster started"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)  # the rest of the start, then the cluster's close
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    text = err.decode()
+    assert proc.returncode == errors.EXIT_INTERRUPTED, text
+    assert [line for line in text.splitlines() if line.strip()] == [
+        "interrupted: no report was written (any previous report is intact)"], text
+    deadline = time.monotonic() + 5
+    while _session_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_members(proc.pid) == []
+    assert os.listdir(out.parent) == []
