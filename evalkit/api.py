@@ -268,7 +268,7 @@ class EvalResult:
             if self.plots and plot_helper is not None and plot_helper.available() is not None:
                 from .plots import plot_plan
 
-                plots = plot_plan(self) if plot_helper.available() else []
+                plots = plot_plan(self) if plot_helper.available() else None  # None: try here
                 drawing = bool(plots) and plot_helper.draw(self, tmp, self._class_hist,
                                                            [name for _, name in plots])
                 if plots and not drawing:
@@ -297,6 +297,10 @@ class EvalResult:
                 from .plots import plots_available, write_plots
 
                 plots = write_plots(self, tmp, self._class_hist) if plots_available() else []
+            if self.plots and plots == []:  # asked for, none drawn: say why (rt-final8 F12)
+                from .plots import note_no_plots
+
+                note_no_plots(self)
             write_text(self.to_markdown(plots), tmp / "report.md")
             # Last of the data files: the per-row file may still be finishing (see _rows_ready).
             self._rows_ready()

@@ -290,7 +290,9 @@ def _show_warning(default: Callable[..., Any]) -> Callable[..., Any]:
 
     def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
         if isinstance(message, EvalkitWarning):
-            _err(f"warning: {message.cli_text()}")
+            text = message.cli_text()
+            # a gates note reads "note: ..." in the JSON and the report; one prefix on stderr
+            _err(f"warning: {text.removeprefix('note: ')}")
         elif category.__module__.split(".")[0] == "evalkit":  # evalkit's other warnings (plots)
             _err(f"warning: {message}")
         else:
@@ -326,10 +328,29 @@ def echo_machine_formats(result: Any, fmt: str) -> bool:
     from .report import json_text
 
     if fmt == "json":
-        click.echo(json_text(result.to_dict()), nl=False)
+        click.echo(_written_json() or json_text(result.to_dict()), nl=False)
     elif fmt == "markdown":
         click.echo(result.to_markdown(), nl=False)
     return fmt != "table"
+
+
+#: The JSON file of each kind of report (a report directory holds one of them).
+REPORT_JSON = ("summary.json", "compare.json", "history.json")
+
+
+def _written_json() -> str | None:
+    """The JSON text of the report this command wrote (:func:`record_written`), or None: what
+    ``--format json`` prints then, so stdout carries what only the written report has,
+    ``metadata.run_id`` (the id runs.parquet and the manifest join on) and
+    ``table_fingerprints`` (rt-final8 N1), byte for byte the report's."""
+    ctx = click.get_current_context(silent=True)
+    written = ctx.meta.get("evalkit.written") if ctx is not None else None
+    if not written:
+        return None
+    for name in REPORT_JSON:
+        with contextlib.suppress(OSError), open(os.path.join(written, name), encoding="utf-8") as fh:
+            return fh.read()
+    return None
 
 
 def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -468,8 +489,9 @@ def gates_from_flags(cfg_gates: Any, config_file: str | None, flags: dict[str, A
         given[key] = limit_value("--" + key.replace("_", "-"), value) if key in limits else value
     # Each source normalised on its own: a flag replaces the file's gate in either spelling
     # (--max-drift 10% over max_drift_pct: 200), two flags for one gate are refused.
-    gates = {**normalize_gates(cfg_gates), **normalize_gates(given)}
-    validate_gates(gates, "gates" if not config_file else f"{config_file}: gates")
+    source = "gates" if not config_file else f"{config_file}: gates"
+    gates = {**normalize_gates(cfg_gates, source), **normalize_gates(given)}
+    validate_gates(gates, source)
     return gates
 
 

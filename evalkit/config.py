@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, closest
+from .errors import ConfigError, check_one_spelling, closest
 from .loss import DEFAULT_EPS
 
 
@@ -338,18 +338,6 @@ def strict_count(key: str, value: Any, source: str, minimum: int = 0) -> int:
     return int(f)
 
 
-def check_one_spelling(data: Mapping[str, Any], source: str) -> None:
-    """Raise ConfigError when two keys of ``data`` are spellings of one key (``min-change-pct``
-    and ``min_change_pct``): which value held would depend on their order (a duplicate key
-    of one spelling is refused by the YAML / TOML reader already)."""
-    seen: dict[str, Any] = {}
-    for raw in data:
-        key = str(raw).replace("-", "_")
-        if key in seen:
-            raise ConfigError(f"{source}: {seen[key]!r} and {raw!r} are one key in two spellings; give it once")
-        seen[key] = raw
-
-
 def check_compare_settings(settings: Mapping[str, Any], source: str = "compare") -> dict[str, Any]:
     """The ``compare`` settings, typed strictly (ConfigError naming the key otherwise)."""
     check_one_spelling(settings, source)
@@ -428,10 +416,14 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                               "compare and history share (each checks the gates that apply to it)")
         if key == "compare":
             check_compare_settings(value, source)
+        if key == "history":  # its keys are checked by history; one key in two spellings here
+            check_one_spelling(value, f"{source}: history")
         if key == "gates" and isinstance(value.get("groups"), Mapping):
-            # a grouping whose gates are all commented out (YAML null) checks nothing, like {}
-            # and like an empty top-level gates: (rt-eval8 F10)
-            value = {**value, "groups": {g: {} if sub is None else sub for g, sub in value["groups"].items()}}
+            # named as the run names them (the groupings' check reads the names)
+            from .gates import gated_groupings
+
+            value = {**value, "groups": gated_groupings(value["groups"], f"{source}: gates")}
+        # the gates' spellings, values ... are normalised and checked by validate()
         return dict(value)
     if not isinstance(value, str):
         raise bad("a string")
@@ -569,3 +561,4 @@ def parse_groupings(value: Any, source: str = "config") -> list[list[str]]:
         if cols not in out:
             out.append(cols)
     return out
+

@@ -21,7 +21,7 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -366,3 +366,15 @@ def _fmt_value_unsafe(v: Any) -> str:
         shown = ", ".join(_fmt_value(x) for x in v[:12])
         return "[" + shown + (", ..." if len(v) > 12 else "") + "]"
     return repr(v.item() if isinstance(v, np.generic) else v)
+
+
+def check_one_spelling(data: Mapping[str, Any], source: str) -> None:
+    """Raise ConfigError when two keys of ``data`` are spellings of one key (``min-change-pct``
+    and ``min_change_pct``): which value held would depend on their order (a duplicate key
+    of one spelling is refused by the YAML / TOML reader already)."""
+    seen: dict[str, Any] = {}
+    for raw in data:
+        key = str(raw).replace("-", "_")
+        if key in seen:
+            raise ConfigError(f"{source}: {seen[key]!r} and {raw!r} are one key in two spellings; give it once")
+        seen[key] = raw

@@ -127,36 +127,112 @@ def _number(value: Any, key: str, source: str) -> float:
     return float(value)
 
 
-def normalize_gates(gates: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A copy with ``max_regression: "5%"`` rewritten as ``max_regression_pct: 5``.
+#: Gates given under one written key as a number or a percentage (``max_drift: 0.05``,
+#: ``max_drift: "10%"`` = ``max_drift_pct: 10``): under ``groups:``, a grouping's key as written
+#: overrides the top level's key as written, whichever form each has (:func:`normalize_gates`).
+PERCENT_KEYS = ("max_regression", "max_drift")
 
-    Raises ConfigError when a mapping gives one gate in both spellings (``max_drift: "10%"``
-    and ``max_drift_pct: 200``)."""
+
+def normalize_gates(gates: Mapping[str, Any] | None, source: str = "gates") -> dict[str, Any]:
+    """A copy in the one form every check reads: keys spelled with ``_`` (``max-drift`` is
+    ``max_drift``, as for every config key), ``max_regression: "5%"`` rewritten as
+    ``max_regression_pct: 5``, grouping names under ``groups:`` as ``--by`` writes them
+    (``"split , region"`` is ``split,region``), and ``groups:`` or a grouping whose entries are
+    all commented out (YAML null) empty: they check nothing, as an empty ``gates:`` does.
+
+    Raises ConfigError (naming ``source``) when a mapping gives one key in two spellings
+    (``max-drift`` and ``max_drift``), one gate in both forms (``max_drift: "10%"`` and
+    ``max_drift_pct: 200``) or one grouping under two names, or a percentage that is no
+    finite number."""
+    from .errors import check_one_spelling
+
     gates = gates or {}
+    check_one_spelling(gates, source)
+    raw = {k.replace("-", "_") if isinstance(k, str) else k: v for k, v in gates.items()}
     out: dict[str, Any] = {}
-    for key, value in gates.items():
-        if key == "groups" and isinstance(value, Mapping):
-            out[key] = {g: normalize_gates(sub) if isinstance(sub, Mapping) else sub
-                        for g, sub in value.items()}
+    for key, value in raw.items():
+        if key == "groups" and (value is None or isinstance(value, Mapping)):
+            out[key] = {name: _grouping_block(raw, sub, f"{source}.groups.{name}")
+                        if sub is None or isinstance(sub, Mapping) else sub
+                        for name, sub in gated_groupings(value or {}, source).items()}
         elif key in ("max_regression", "max_drift") and isinstance(value, str) and value.strip().endswith("%"):
-            if f"{key}_pct" in gates:  # one gate given twice: which limit holds must not depend on key order
-                raise ConfigError(f"gates: {key}: {value!r} and {key}_pct: {gates[f'{key}_pct']!r} set the same "
-                                  "gate (a limit in percent); give one of them")
+            if f"{key}_pct" in raw:  # one gate given twice: which limit holds must not depend on key order
+                raise ConfigError(f"{source}: {key}: {value!r} and {key}_pct: {raw[f'{key}_pct']!r} set the "
+                                  "same gate (a limit in percent); give one of them")
             try:
-                out[f"{key}_pct"] = float(value.strip()[:-1])
+                pct = float(value.strip()[:-1])
             except ValueError:
-                raise ConfigError(f"gates: {key} must be a number or a percentage like "
+                raise ConfigError(f"{source}: {key} must be a number or a percentage like "
                                   f"'5%', got {value!r}") from None
+            if not math.isfinite(pct):
+                raise ConfigError(f"{source}: gate {key!r} must be finite, got {value!r}")
+            out[f"{key}_pct"] = pct + 0.0  # -0% is 0%
         else:
             out[key] = value
     return out
+
+
+def grouping_name(name: Any) -> Any:
+    """A grouping's name as the run names it: its columns joined by ``,`` without the spaces
+    around them (``"split , region"`` is ``split,region``), as :func:`evalkit.config.parse_groupings` reads
+    ``--by 'split, region'``. Anything but text is left as it is."""
+    if not isinstance(name, str):
+        return name
+    cols = [c.strip() for c in name.split(",") if c.strip()]
+    return ",".join(cols) if cols else name
+
+
+def gated_groupings(groups: Mapping[Any, Any], source: str = "gates") -> dict[Any, Any]:
+    """A ``gates: groups:`` mapping keyed by :func:`grouping_name`; ConfigError when two of
+    its keys name one grouping (``"split,region"`` and ``"split, region"``)."""
+    out: dict[Any, Any] = {}
+    written: dict[Any, Any] = {}
+    for g, sub in groups.items():
+        name = grouping_name(g)
+        if name in out:
+            raise ConfigError(f"{source}: groups: {written[name]!r} and {g!r} name one grouping "
+                              f"({name}); give it once")
+        written[name] = g
+        out[name] = sub
+    return out
+
+
+def _percent_form(key: str, value: Any) -> str:
+    """The gate ``key: value`` is after normalising (``max_drift: "10%"``: ``max_drift_pct``)."""
+    return f"{key}_pct" if isinstance(value, str) and value.strip().endswith("%") else key
+
+
+def _grouping_block(top: Mapping[str, Any], sub: Mapping[str, Any] | None, source: str) -> dict[str, Any]:
+    """A grouping's gates normalised. Where the grouping and the top level (``top``: its keys
+    with ``_``) write one of :data:`PERCENT_KEYS` in different forms (``max_drift: 5`` under
+    the grouping, ``max_drift: "10%"`` at the top), the top level's form is set to None in the
+    grouping's block: not checked for that grouping (rt-final8 F3: the two normalised to two
+    gates, and the grouping kept failing the top-level 10%). ``Gates checked`` shows it as null."""
+    out = normalize_gates(sub, source)
+    raw = {k.replace("-", "_") if isinstance(k, str) else k: v for k, v in (sub or {}).items()}
+    for key in PERCENT_KEYS:
+        if key in raw and key in top:
+            replaced = _percent_form(key, top[key])
+            if replaced != _percent_form(key, raw[key]) and replaced not in out:
+                out[replaced] = None
+    return out
+
+
+def grouping_gates(top: Mapping[str, Any], sub: Mapping[str, Any] | None,
+                   keys: Sequence[str]) -> dict[str, Any]:
+    """The gates ``keys`` that apply to one grouping (normalised blocks): the top level's,
+    overridden by the grouping's own (``sub``) key by key; a None in the grouping's block (a
+    top-level limit its own key as written replaces, :func:`_grouping_block`) removes it."""
+    own = {k: v for k, v in (sub or {}).items() if k in keys}
+    merged = {**{k: v for k, v in top.items() if k in keys}, **own}
+    return {k: v for k, v in merged.items() if v is not None}
 
 
 def validate_gates(gates: Mapping[str, Any], source: str = "gates", _nested: bool = False) -> None:
     """Reject unknown gate keys and bad values (a typo must not disable a gate silently)."""
     from .errors import closest
 
-    gates = normalize_gates(gates)
+    gates = normalize_gates(gates, source)
     for key, value in gates.items():
         if _nested and key == "fail_unchecked":  # read at the top only: accepted here, it did nothing
             raise ConfigError(f"{source}: 'fail_unchecked' applies to every gate of the command: set it "
@@ -169,6 +245,8 @@ def validate_gates(gates: Mapping[str, Any], source: str = "gates", _nested: boo
                      if home else closest(key, pool))
             raise ConfigError(f"{source}: unknown gate {key!r}{where}; "
                               f"known gates: {', '.join(sorted(pool))}")
+        if value is None and _nested and _replaced(key, gates):
+            continue
         if key == "groups":
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{source}: 'groups' must map grouping names to gates")
@@ -190,6 +268,16 @@ def validate_gates(gates: Mapping[str, Any], source: str = "gates", _nested: boo
                 where = f"in [{low:g}, {high:g}]" if high < math.inf else f">= {low:g}"
                 hint = f" (a fraction: {v:g}% is {v / 100:g})" if high == 1 and 1 < v <= 100 else ""
                 raise ConfigError(f"{source}: gate {key!r} must be {where}, got {value!r}{hint}")
+
+
+def _replaced(key: Any, block: Mapping[str, Any]) -> bool:
+    """Whether ``key: None`` in a grouping's normalised ``block`` is a top-level limit that the
+    grouping's own key as written replaces (:func:`_grouping_block`): the other form is set."""
+    for k in PERCENT_KEYS:
+        if key in (k, f"{k}_pct"):
+            other = f"{k}_pct" if key == k else k
+            return block.get(other) is not None
+    return False
 
 
 #: The values a gate's limit can take at all: a limit outside can never fail (or never pass),
@@ -227,7 +315,7 @@ def gates_for(command: str, gates: Mapping[str, Any] | None, *, shared: bool,
     both cases (:func:`validate_gates`). ``empty_in``: where an empty ``gates:`` key was read
     (``EvalConfig.gates_empty_in``): noted the same way.
     """
-    gates = normalize_gates(gates)
+    gates = normalize_gates(gates, source)
     if not gates:
         if warn and (note := gates_note(command, gates, source, empty_in=empty_in)):
             _warn_note(note)
@@ -529,8 +617,7 @@ def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) ->
         failures += _candidate_gates(candidate, gates, groups_cfg, tables, strict, one_side)
     top = {k: gates[k] for k in (*COMPARE_GATES, *GATE_OPTIONS) if k in gates}
     for gname, df in [*tables.items(), *((g, None) for g in one_side)]:
-        cfg = {**top, **{k: v for k, v in (groups_cfg.get(gname) or {}).items()
-                         if k in (*COMPARE_GATES, *GATE_OPTIONS)}}
+        cfg = grouping_gates(top, groups_cfg.get(gname), (*COMPARE_GATES, *GATE_OPTIONS))
         limits = {g: float(cfg[g]) for g in COMPARE_GATES if g in cfg}
         if not limits:
             continue
@@ -712,8 +799,7 @@ def check_history_gates(history_result: Any, gates: Mapping[str, Any] | None,
     min_before = int(meta["settings"].get("min_before", 3))
     checked: list[tuple[str, Any, dict[str, float], dict[str, Any]]] = []
     for gname, df in trends.items():
-        cfg = {**top, **{k: v for k, v in (groups_cfg.get(gname) or {}).items()
-                         if k in (*HISTORY_GATES, *GATE_OPTIONS)}}
+        cfg = grouping_gates(top, groups_cfg.get(gname), (*HISTORY_GATES, *GATE_OPTIONS))
         limits = {g: float(cfg[g]) for g in HISTORY_GATES if g in cfg}
         if not limits:
             continue

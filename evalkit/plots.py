@@ -53,12 +53,48 @@ _REF = "#555555"
 
 def plots_available() -> bool:
     """Whether matplotlib can be imported (the ``evalkit[plot]`` extra is installed)."""
+    return plots_unavailable() is None
+
+
+def plots_unavailable() -> str | None:
+    """Why no plot can be drawn, or None when matplotlib imports: ``"matplotlib is not
+    installed"``, or ``"matplotlib failed to import (RuntimeError: ...)"`` for an installed
+    one that is broken (named apart: installing the extra does not help that)."""
     try:
         import matplotlib  # noqa: F401
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-    except Exception:  # ImportError, or a broken installation
-        return False
-    return True
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] == "matplotlib":
+            return "matplotlib is not installed"
+        return f"matplotlib failed to import ({type(exc).__name__}: {_first_line(exc)})"
+    except Exception as exc:  # noqa: BLE001 - a broken installation: named, not raised
+        return f"matplotlib failed to import ({type(exc).__name__}: {_first_line(exc)})"
+    return None
+
+
+def note_no_plots(result: Any) -> None:
+    """Plots were asked for and none could be drawn: say why (matplotlib absent, or installed
+    and failing to import) as a run warning of ``result`` (stderr, ``summary.json``
+    ``metadata.warnings``, report.md), once, and in ``metadata.plots_off`` (rt-final8 F12:
+    every plot was dropped silently and a broken matplotlib read "not installed")."""
+    import warnings
+
+    from .errors import EvalkitWarning, option
+
+    why = plots_unavailable()
+    if why is None or result.metadata.get("plots_off") == why:
+        return
+    result.metadata["plots_off"] = why
+    fix = f"install it with {INSTALL_HINT}" if why.endswith("not installed") else "repair or reinstall it"
+    w = EvalkitWarning(f"no plots were drawn: {why}; {fix}, or use {option('plots', False)}")
+    result.warnings.append(w)
+    result.metadata.setdefault("warnings", []).append(w.file_text())
+    warnings.warn(w, stacklevel=4)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else ""
 
 
 # --------------------------------------------------------------------------- #

@@ -317,7 +317,10 @@ def render_markdown(result: EvalResultLike, plots: Sequence[tuple[str, str]] | N
         else:
             from .plots import INSTALL_HINT
 
-            out += [f"_Plots are off: matplotlib is not installed. Enable them with `{INSTALL_HINT}`._", ""]
+            why = result.metadata.get("plots_off") or "matplotlib is not installed"
+            fix = (f"Enable them with `{INSTALL_HINT}`." if why.endswith("not installed")
+                   else "Repair or reinstall matplotlib to get them.")
+            out += [f"_Plots are off: {md_text(why)}. {fix}_", ""]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -408,3 +409,55 @@ def test_unwritable_stdout_still_prints_the_failed_gates(tmp_path: Path, command
     assert code == 5, err
     assert "could not write to standard output" in err and "gate failed: max_mean_loss overall" in err
     assert "Traceback" not in err and "internal error" not in err
+
+
+def test_json_on_stdout_is_the_written_reports_json(tmp_path: Path):
+    """rt-final8 N1: `--format json` lacked `metadata.run_id` (evaluate: also
+    `table_fingerprints`) that summary.json / compare.json carry, so a pipeline reading stdout
+    could not join it to the manifest or history's runs.parquet. With --out, stdout is now the
+    report's JSON byte for byte; without, the result's (no report, no run id)."""
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"r{k}"
+        r = run("evaluate", SENTIMENT, "--by", "region", "--out", out, "-q", "--no-plots", "--format", "json")
+        assert r.exit_code == 0, r.output
+        assert r.stdout == (out / "summary.json").read_text(encoding="utf-8")
+        data = json.loads(r.stdout)
+        assert data["metadata"]["run_id"] and "by_region.parquet" in data["table_fingerprints"]
+        outs.append(out)
+    r = run("compare", *outs, "--out", tmp_path / "c", "-q", "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == (tmp_path / "c" / "compare.json").read_text(encoding="utf-8")
+    assert json.loads(r.stdout)["metadata"]["run_id"]
+    r = run("evaluate", SENTIMENT, "-q", "--format", "json")
+    assert r.exit_code == 0 and "run_id" not in json.loads(r.stdout)["metadata"]
+
+
+@pytest.mark.parametrize("plots", [True, False])
+def test_a_broken_matplotlib_is_named_on_stderr_and_in_the_report(tmp_path: Path, plots: bool):
+    """rt-final8 F12: a matplotlib that is installed but fails to import (a shim raising
+    RuntimeError): every plot was dropped silently, report.md said "matplotlib is not
+    installed", nothing on stderr. Now one `warning:` line naming the failure, the same in
+    report.md and summary.json (metadata.plots_off); nothing said with --no-plots."""
+    import subprocess
+    import sys
+
+    shim = tmp_path / "shim" / "matplotlib"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text('raise RuntimeError("broken font cache (shim)")\n')
+    out = tmp_path / "r"
+    r = subprocess.run([sys.executable, "-m", "evalkit", "evaluate", str(SENTIMENT), "--out", str(out), "-q",
+                        "--format", "none", *([] if plots else ["--no-plots"])],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": f"{tmp_path / 'shim'}{os.pathsep}{ROOT}"})
+    assert r.returncode == 0, r.stderr
+    why = "matplotlib failed to import (RuntimeError: broken font cache (shim))"
+    meta = json.loads((out / "summary.json").read_text())["metadata"]
+    if not plots:
+        assert r.stderr == "" and "plots_off" not in meta
+        return
+    assert r.stderr == f"warning: no plots were drawn: {why}; repair or reinstall it, or use --no-plots\n"
+    assert meta["plots_off"] == why
+    md = (out / "report.md").read_text()
+    assert f"Plots are off: {why}." in md and "not installed" not in md
+    assert list(out.glob("*.png")) == []

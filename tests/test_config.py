@@ -241,3 +241,19 @@ def test_one_key_in_two_spellings_is_refused(tmp_path, text):
             "compare": ["compare", "r1", "r2"]}[command]
     r = CliRunner().invoke(main, [*args, "--config", str(cfg)])
     assert r.exit_code == 2 and "one key in two spellings" in r.output, r.output
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("c.yaml", "history:\n  min-change-pct: 50\n  min_change_pct: 0\n"),
+    ("c.toml", "[history]\nmin-change-pct = 50\nmin_change_pct = 0\n"),
+    ("c.yaml", "gates:\n  max-drift: 1\n  max_drift: 2\n"),
+    ("c.toml", "[gates.groups.region]\nmin-count = 1\nmin_count = 2\n"),
+])
+def test_one_key_in_two_spellings_inside_a_section_is_refused_when_the_file_is_read(tmp_path, name, text):
+    """rt-final8 F10 (related), F11: a key given twice in two spellings inside `history:` (YAML,
+    TOML `[history]`) or `gates:` kept the last one silently for every command but history;
+    now the file is refused when it is read, naming it, as at the top level."""
+    cfg = tmp_path / name
+    cfg.write_text(text)
+    with pytest.raises(E.ConfigError, match=rf"{name}: .*are one key in two spellings; give it once"):
+        EvalConfig.from_file(cfg)

@@ -502,3 +502,111 @@ def test_duplicate_slices_and_typed_slice_keys_equal_to_local(client, tmp_path):
     pd.testing.assert_series_equal(local.slices["duplicate_of"], dist.slices["duplicate_of"])
     pd.testing.assert_series_equal(local.slices["code"], dist.slices["code"])
     _assert_frames_close(local.slices, dist.slices)
+
+
+def _session_members(sid: int) -> list[str]:
+    """Live (not zombie) processes of session ``sid``, from /proc."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append(f"{pid} {fields[0]} {stat[stat.find('(') + 1:stat.rfind(')')]}")
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+def test_ctrl_c_during_a_dask_run_exits_130_with_one_line(tmp_path: Path) -> None:
+    """rt-eval8 F21: Ctrl-C in a terminal (SIGINT to the whole process group, workers included)
+    while the workers run: exit 130 within seconds, the one "interrupted" line and no worker
+    traceback, no process of the run left, no spool directory left. Before, the workers got
+    the SIGINT too: tracebacks on stderr, and sometimes a hang in the cluster's shutdown."""
+    import glob
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(5)
+    for i in range(2):  # two files: two partitions, both workers busy
+        pq.write_table(_table(rng, 150_000, start=i * 150_000), tmp_path / f"p{i}.parquet")
+    out = tmp_path / "o" / "r"
+    out.parent.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).resolve().parent.parent)}
+    # Tiny batches: the run lasts seconds once the workers have started.
+    proc = subprocess.Popen([sys.executable, "-m", "evalkit", "evaluate", str(tmp_path / "p*.parquet"),
+                             "--engine", "dask", "--batch-size", "100", "--no-plots", "-q",
+                             "--format", "none", "--out", str(out)], env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while (not glob.glob(str(out.parent / ".evalkit-rows-*" / "*" / "part-*"))
+               and proc.poll() is None and time.monotonic() < deadline):
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before the workers were seen writing"
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=20)  # a hang fails here
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    text = err.decode()
+    assert proc.returncode == errors.EXIT_INTERRUPTED, text
+    assert [line for line in text.splitlines() if line.strip()] == [
+        "interrupted: no report was written (any previous report is intact)"], text
+    assert took < 15, took
+    deadline = time.monotonic() + 5  # the worker processes end with the command
+    while _session_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_members(proc.pid) == []
+    assert os.listdir(out.parent) == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+def test_ctrl_c_while_the_cluster_starts_is_not_lost(tmp_path: Path) -> None:
+    """rt (ANNOUNCE 03:51) F5: a Ctrl-C to the process group while the LocalCluster starts (its
+    workers start with SIGINT ignored) was lost: the run went on, wrote its report, exit 0.
+    Now it takes effect once the cluster has started: exit 130, the one line, nothing left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(6)
+    pq.write_table(_table(rng, 20_000), tmp_path / "p.parquet")
+    out = tmp_path / "o" / "r"
+    out.parent.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "evalkit", "evaluate", str(tmp_path / "p.parquet"),
+                             "--engine", "dask", "--no-plots", "-q", "--format", "none", "--out", str(out)],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        # the command, the sentinel it forks for the start, and a process of the cluster
+        while len(_session_members(proc.pid)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, "the run ended before the cluster started"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)  # the rest of the start, then the cluster's close
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    text = err.decode()
+    assert proc.returncode == errors.EXIT_INTERRUPTED, text
+    assert [line for line in text.splitlines() if line.strip()] == [
+        "interrupted: no report was written (any previous report is intact)"], text
+    deadline = time.monotonic() + 5
+    while _session_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_members(proc.pid) == []
+    assert os.listdir(out.parent) == []

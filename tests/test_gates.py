@@ -540,7 +540,8 @@ def test_an_empty_gates_key_is_recorded_like_a_block_that_checks_nothing(tmp_pat
         note = f"note: {cfg}: 'gates' is empty, so {command} checks nothing"
         assert gates["checked"] == {} and gates["passed"] and gates["note"].startswith(note), (command, gates)
         assert "## Gates: none checked\n" in md and md.count(note) == 1, (command, md)
-        assert r.stderr.count(note) == 1, (command, r.stderr)
+        # one prefix on stderr: "warning: ..." (it read "warning: note: ...")
+        assert r.stderr.count("warning: " + note.removeprefix("note: ")) == 1, (command, r.stderr)
     # compare on prediction inputs evaluates them with the config: the note is compare's, once
     r = CliRunner().invoke(main, ["compare", str(tmp_path / "p0.parquet"), str(tmp_path / "p1.parquet"),
                                   "--config", str(cfg), "--format", "none"])
@@ -707,8 +708,8 @@ def test_compare_of_prediction_inputs_says_its_gates_note_once(tmp_path: Path, b
     r = CliRunner().invoke(main, ["compare", str(tmp_path / "p0.parquet"), str(tmp_path / "p1.parquet"),
                                   "--config", str(cfg), "--format", "none"])
     assert r.exit_code == 0, r.output
-    assert "evaluate checks" not in r.stderr and r.stderr.count("note:") == (block != "  max_regression: 5\n"), \
-        r.stderr
+    assert "evaluate checks" not in r.stderr and r.stderr.count("warning: gates holds no gate") == (
+        block != "  max_regression: 5\n"), r.stderr
 
 
 def _odd_key_reports(tmp_path: Path) -> list[str]:
@@ -872,3 +873,120 @@ def test_require_ci_above_limit_over_groups_without_an_interval_is_not_checked(t
     assert one_row == {"u0", "u1", "u2"}, unchecked
     assert r.exit_code == 5, r.output  # the 297-row group's interval lies above the limit: a failure either way
     assert "gate not checked" in r.output or strict
+
+
+@pytest.mark.parametrize(("top", "own", "regions_fail"), [
+    ("10%", 5, []),  # the grouping's absolute limit replaces the top-level percent one
+    (0.01, "60%", []),  # and the reverse
+    (0.01, "40%", ["EU"]),  # the grouping's own limit is checked: EU +50% > 40%
+    ("10%", {"max_regression_pct": 60}, []),  # the other spelling of the grouping's limit too
+])
+def test_a_groupings_max_regression_replaces_the_top_level_one_in_either_form(top, own, regions_fail) -> None:  # type: ignore[no-untyped-def]
+    """rt-final8 F3: ``max_regression: "10%"`` at the top and ``max_regression: 5`` under a
+    grouping normalised to two gates (max_regression_pct, max_regression): the grouping kept
+    failing the top-level 10%. Now a grouping's limit in either form replaces the top level's."""
+    r = cmp_result(REGIONS)
+    sub = own if isinstance(own, dict) else {"max_regression": own}
+    fs = cmp_fail(r, {"max_regression": top, "min_count": 11, "groups": {"region": sub}})
+    assert [(f.grouping, f.group) for f in fs] == [("region", g) for g in regions_fail]
+    # the top-level limit still applies to the groupings without their own
+    from evalkit.gates import normalize_gates
+
+    if top == "10%" and own == 5:  # shown as replaced in "Gates checked" (null), accepted again
+        block = normalize_gates({"max_regression": top, "groups": {"region": sub}})
+        assert block == {"max_regression_pct": 10.0, "groups": {"region": {"max_regression": 5,
+                                                                           "max_regression_pct": None}}}
+        validate_gates(block)
+        assert normalize_gates(block) == block
+    # a different key as written is another gate: both apply (max_regression_pct at the top)
+    assert [f.group for f in cmp_fail(r, {"max_regression_pct": 10, "min_count": 11,
+                                          "groups": {"region": {"max_regression": 5}}})] == ["EU", "US"]
+    assert [f.grouping for f in cmp_fail(r, {"max_regression": "-1%", "min_count": 11,
+                                             "groups": {"region": sub}})] == ["overall"] + ["region"] * len(regions_fail)
+
+
+@pytest.mark.parametrize(("top", "own"), [("-1000%", 5), (-10, "100000%"), (-10, 5)])
+def test_a_groupings_max_drift_replaces_the_top_level_one_in_either_form(tmp_path: Path, top, own) -> None:  # type: ignore[no-untyped-def]
+    """rt-final8 F3 in history: a top-level drift limit every group fails (a negative one),
+    and a grouping's own loose limit in either form: that grouping passes, the others fail."""
+    reps = []
+    for k in range(3):
+        rng = np.random.default_rng(k)
+        p = rng.uniform(0.2, 0.9, 60)
+        df = pd.DataFrame({"prob_a": p, "prob_b": 1 - p, "label": rng.choice(["a", "b"], 60),
+                           "region": rng.choice(["x", "y"], 60)})
+        evalkit.evaluate(df, by=["region"], plots=False).write(tmp_path / f"r{k}")
+        reps.append(str(tmp_path / f"r{k}"))
+    cfg = _write(tmp_path / "g.yaml", f"gates:\n  max_drift: {top!r}\n  groups:\n    region:\n"
+                                      f"      max_drift: {own!r}\n")
+    r = CliRunner().invoke(main, ["history", *reps, "--lookback", "2", "--no-plots",
+                                  "--format", "none", "--config", str(cfg)])
+    assert r.exit_code == 5, r.output
+    failed = {line.split()[3].split("[")[0].rstrip(":") for line in r.stderr.splitlines() if line.startswith("gate failed:")}
+    assert failed == {"overall", "class"}, r.stderr
+
+
+@pytest.mark.parametrize("where", ["top", "grouping"])
+def test_gate_keys_take_dashes_like_every_config_key(tmp_path: Path, where: str) -> None:
+    """rt-final8 F11: configs/README says keys take `_` or `-`; under gates: `max-drift` was
+    'unknown gate'. Now one normalisation for the file, the flags and the API's gates=."""
+    gates = {"max-mean-loss": 0.01} if where == "top" else {"groups": {"class": {"max-mean-loss": 0.01}}}
+    df = pd.DataFrame({"prob_a": [0.2, 0.6, 0.7], "prob_b": [0.8, 0.4, 0.3], "label": ["a", "b", "a"]})
+    res = evalkit.evaluate(df, gates=gates, plots=False)
+    assert res.gate_failures and {f.gate for f in res.gate_failures} == {"max_mean_loss"}
+    assert validate_gates({"max-drift": "10%", "fail-unchecked": True}) is None
+    from evalkit.gates import normalize_gates
+
+    assert normalize_gates({"max-drift": "10%", "groups": {"a-b": {"max-regression": 1}}}) == {
+        "max_drift_pct": 10.0, "groups": {"a-b": {"max_regression": 1}}}  # a grouping's name is a column's
+    (tmp_path / "p.parquet").write_bytes(b"")
+    df.to_parquet(tmp_path / "p.parquet")
+    cfg = _write(tmp_path / "g.yaml", "gates:\n  max-mean-loss: 0.01\n")
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "p.parquet"), "--config", str(cfg), "--no-plots",
+                                  "--format", "none", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 5 and "gate failed: max_mean_loss overall" in r.stderr, r.output
+
+
+@pytest.mark.parametrize("gates", [{"max-drift": 1, "max_drift": 2}, {"groups": {"r": {"min_count": 1, "min-count": 2}}}])
+def test_one_gate_key_in_two_spellings_is_refused(gates) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="are one key in two spellings"):
+        validate_gates(gates)
+
+
+def test_an_all_commented_groups_key_checks_nothing_like_an_empty_block(tmp_path: Path) -> None:
+    """rt-final8 F8: `groups:` with every grouping commented out (null) was exit 2 "'groups'
+    must map grouping names to gates"; now it checks nothing with a note, as an empty
+    `gates:` or grouping does."""
+    reps = _two_reports(tmp_path)
+    cfg = _write(tmp_path / "g.yaml", "gates:\n  groups:\n#    class:\n#      max_mean_loss: 0.5\n")
+    for command, r, md, gates in _each_command_written(tmp_path, reps, "--config", str(cfg)):
+        assert r.exit_code == 0, (command, r.output)
+        assert gates["checked"] == {} and gates["passed"] and f"so {command} checks nothing" in gates["note"]
+        assert "## Gates: none checked\n" in md, command
+        assert f"warning: {cfg}: gates holds no gate" in r.stderr or "warning: gates holds no gate" in r.stderr
+
+
+def test_a_gated_grouping_is_named_with_spaces_as_by_accepts_it(tmp_path: Path) -> None:
+    """rt-final8 F8 nit: `--by 'split, region'` is accepted, a gates grouping `"split , region"`
+    was 'no grouping'; two names of one grouping are refused."""
+    df = pd.DataFrame({"prob_a": [0.2, 0.6, 0.7, 0.1], "prob_b": [0.8, 0.4, 0.3, 0.9], "label": ["a", "b", "a", "b"],
+                       "split": ["t", "t", "v", "v"], "region": ["x", "y", "x", "y"]})
+    df.to_parquet(tmp_path / "p.parquet")
+    cfg = _write(tmp_path / "g.yaml", 'gates:\n  groups:\n    "split , region":\n      max_mean_loss: 0.01\n')
+    args = ["evaluate", str(tmp_path / "p.parquet"), "--by", "split, region", "--config", str(cfg), "--no-plots",
+            "--format", "none", "--out", str(tmp_path / "o")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 5 and "gate failed: max_mean_loss split,region[t,x]" in r.stderr, r.output
+    cfg.write_text('gates:\n  groups:\n    "split , region": {max_mean_loss: 0.01}\n    split,region: {min_count: 1}\n')
+    r = CliRunner().invoke(main, [*args, "--overwrite"])
+    assert r.exit_code == 2 and "'split , region' and 'split,region' name one grouping" in r.stderr, r.output
+
+
+def test_a_percent_limit_that_is_no_number_names_the_key_as_written() -> None:
+    """rt-final8 nits: `max_drift: "nan%"` said "gate 'max_drift_pct' must be finite" (a key the
+    user did not write); "-0%" read "limit -0%" in the failure text."""
+    with pytest.raises(ConfigError, match=r"gate 'max_drift' must be finite, got 'nan%'"):
+        validate_gates({"max_drift": "nan%"})
+    from evalkit.gates import normalize_gates
+
+    assert str(normalize_gates({"max_regression": "-0%"})["max_regression_pct"]) == "0.0"

@@ -168,14 +168,35 @@ def test_a_helper_failing_to_draw_falls_back_to_drawing_here(tmp_path, monkeypat
     assert len(_pngs(tmp_path / "r")) == 5
 
 
-def test_matplotlib_missing_in_the_helper_says_plots_are_off(tmp_path, monkeypatch):
+def test_matplotlib_failing_in_the_helper_only_is_drawn_here(tmp_path, monkeypatch):
+    """The helper cannot import matplotlib, this process can: drawn here, as when the helper
+    is gone (before rt-final8 F12 the report said "matplotlib is not installed")."""
     def broken() -> None:
         raise ImportError("no matplotlib here")
 
     monkeypatch.setattr(plots, "_warm_up", broken)  # inherited by the forked helper
     _run(_data(tmp_path), tmp_path / "r")
+    assert len(_pngs(tmp_path / "r")) == 5
+
+
+def test_matplotlib_missing_says_plots_are_off_with_a_warning(tmp_path, monkeypatch):
+    """rt-final8 F12: with no matplotlib every plot was dropped without a word on stderr; now
+    a warning (stderr, summary.json), and metadata.plots_off says why."""
+    import json
+    import sys
+
+    from evalkit.errors import EvalkitWarning
+
+    data = _data(tmp_path)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` fails (helper too)
+    with pytest.warns(EvalkitWarning, match=r"no plots were drawn: matplotlib is not installed; install it "
+                                            r"with pip install 'evalkit\[plot\]'"):
+        _run(data, tmp_path / "r")
     assert _pngs(tmp_path / "r") == {}
     assert "Plots are off: matplotlib is not installed" in (tmp_path / "r" / "report.md").read_text()
+    meta = json.loads((tmp_path / "r" / "summary.json").read_text())["metadata"]
+    assert meta["plots_off"] == "matplotlib is not installed"
+    assert any(w.startswith("no plots were drawn") for w in meta["warnings"])
 
 
 def test_no_helper_process_is_left_behind(tmp_path):

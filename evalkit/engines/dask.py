@@ -372,6 +372,72 @@ def quiet_distributed() -> Any:
 
 
 @contextlib.contextmanager
+def _workers_ignore_sigint() -> Any:
+    """SIGINT ignored while a LocalCluster starts its worker processes, which inherit that
+    (an ignored signal stays ignored across exec, and Python then installs no
+    KeyboardInterrupt handler). A terminal's Ctrl-C reaches the whole process group:
+    workers interrupted mid-task printed tracebacks, and the run could hang in the
+    cluster's shutdown (rt-eval8 F21). Now the command alone handles it and closes the
+    cluster. A Ctrl-C during the start itself is not lost: a sentinel child of the process
+    group (:func:`_sigint_sentinel`) dies of it, and the start ends in KeyboardInterrupt
+    (exit 130 at the CLI) once the cluster is up (so it closes cleanly); SIGTERM and SIGHUP
+    are deferred meanwhile (see :func:`_client`). Only in the main thread, the one where
+    handlers can be set."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sentinel = _sigint_sentinel()
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if sentinel is not None and _sentinel_interrupted(sentinel):
+            raise KeyboardInterrupt  # a Ctrl-C to the process group during the start
+
+
+def _sigint_sentinel() -> int | None:
+    """A forked child of this process group that waits for SIGINT with the default action:
+    it dies of a Ctrl-C to the group while this process ignores SIGINT (the cluster's start),
+    so that Ctrl-C is not lost. None where fork is not available."""
+    import signal
+
+    if not hasattr(os, "fork"):
+        return None
+    try:
+        pid = os.fork()
+    except OSError:
+        return None
+    if pid == 0:  # the child: nothing but waiting
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+                if s is not None:
+                    signal.signal(s, signal.SIG_DFL)
+            while True:
+                signal.pause()
+        finally:
+            os._exit(0)
+    return pid
+
+
+def _sentinel_interrupted(pid: int) -> bool:
+    """End the sentinel (:func:`_sigint_sentinel`); whether it died of SIGINT."""
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return False
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT
+
+
+@contextlib.contextmanager
 def _client(client: Any, scheduler: str | None):  # noqa: ANN202
     distributed = _require_dask()
     if client is not None:
@@ -386,13 +452,23 @@ def _client(client: Any, scheduler: str | None):  # noqa: ANN202
                 with contextlib.suppress(Exception):  # a lost scheduler must not mask the error
                     c.close(timeout=5)
         return
-    cluster = distributed.LocalCluster(**LOCAL_CLUSTER_OPTIONS)
-    c = distributed.Client(cluster)
+    from ..outdir import signals_deferred
+
+    cluster = c = None
     try:
+        with signals_deferred(), _workers_ignore_sigint():
+            cluster = distributed.LocalCluster(**LOCAL_CLUSTER_OPTIONS)
+            c = distributed.Client(cluster)
         yield c
     finally:
-        c.close()
-        cluster.close()
+        # Not interrupted half way: distributed answers a KeyboardInterrupt inside close()
+        # by cancelling it, waiting 10 s and leaving the cluster to its atexit hook, which
+        # waited 10 s more (rt-eval8 F21). A signal now takes effect once all is closed.
+        with signals_deferred():
+            if c is not None:
+                c.close()
+            if cluster is not None:
+                cluster.close()
 
 
 def _is_memory_fs(filesystem: Any) -> bool:
