@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import (
+    ClassesError,
     ColumnTypeError,
     InvalidProbabilityError,
     LabelError,
@@ -937,8 +938,15 @@ class _Detect:
 
     @property
     def classes(self) -> tuple[str, ...] | None:
-        """Class names declared by the user, if any."""
-        return tuple(str(c) for c in self.spec.classes) if self.spec.classes else None
+        """Class names declared by the user, if any (each once)."""
+        if not self.spec.classes:
+            return None
+        declared = tuple(str(c) for c in self.spec.classes)
+        twice = next((c for i, c in enumerate(declared) if c in declared[:i]), None)
+        if twice is not None:
+            raise ClassesError(f"{self.source}: {option('classes')} names class {twice!r} twice "
+                               f"({_short_list(declared)}); name each class once")
+        return declared
 
     def logits(self, detected: bool) -> bool:
         return detected if self.spec.logits is None else bool(self.spec.logits)
@@ -971,7 +979,53 @@ class _Detect:
         return "list", (col,), logits, _list_classes(self.schema, col, self.classes, self.first_batch, self.source)
 
     def binary_layout(self, col: str, prefix: str, logits: bool) -> Predictions:
-        return "binary", (col,), logits, self.classes or _binary_classes(col, prefix, self.label_values, self.notes)
+        if self.classes is None:
+            return "binary", (col,), logits, _binary_classes(col, prefix, self.label_values, self.notes)
+        if len(self.classes) != 2:
+            raise ClassesError(
+                f"{self.source}: 1 prediction column ({col!r}, binary: P(class 1)) but {len(self.classes)} "
+                f"classes ({_short_list(self.classes)}); a binary column needs 2 classes, the negative one "
+                f"first: {option('classes', meta='neg,pos')}")
+        suffix = col[len(prefix):] if prefix else ""
+        if suffix and suffix == self.classes[0]:
+            # p_benign is P(benign): the classes setting cannot make it P(malignant).
+            raise ClassesError(
+                f"{self.source}: prediction column {col!r} is P({suffix!r}), the positive class, but "
+                f"{option('classes')} ({_short_list(self.classes)}) names {suffix!r} first (the negative class); "
+                f"name the positive class last: {option('classes', [self.classes[1], self.classes[0]])}")
+        return "binary", (col,), logits, self.classes
+
+    def wide_classes(self, cols: Sequence[str], names: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The wide prediction columns and their classes. ``names`` are the class names the
+        columns carry (their suffixes). Without declared classes, those. With them (``classes``,
+        ``--classes``), one rule: a column whose name carries a class name is that class, so
+        the declared order reorders the columns by name (the same numbers as without it);
+        columns whose names carry none of the declared names are taken in order; a declared
+        name no column carries next to a column carrying a name not declared, or a count that
+        differs, is refused (:class:`~evalkit.errors.ClassesError`): never a silent relabelling."""
+        declared = self.classes
+        if declared is None:
+            return tuple(cols), tuple(names)
+        if len(declared) != len(cols):
+            raise ClassesError(
+                f"{self.source}: {len(cols)} prediction columns ({_short_list(cols)}) but {len(declared)} "
+                f"classes ({_short_list(declared)}); name one class per prediction column")
+        by_name = dict(zip(names, cols, strict=True))
+        if len(by_name) != len(cols) or not set(names) & set(declared):
+            return tuple(cols), declared  # the names carry no declared class: by position
+        if set(names) == set(declared):
+            ordered = tuple(by_name[c] for c in declared)
+            if ordered != tuple(cols):
+                self.notes.append(f"declared classes: prediction columns taken by the class names they carry, "
+                                  f"in the declared order ({_short_list(ordered)})")
+            return ordered, declared
+        missing = [c for c in declared if c not in by_name]
+        extra = [n for n in names if n not in set(declared)]
+        raise ClassesError(
+            f"{self.source}: {option('classes')} names class {missing[0]!r}, which no prediction column "
+            f"carries, while column {by_name[extra[0]]!r} is class {extra[0]!r}, which it does not name "
+            f"(columns {_short_list(cols)}; classes {_short_list(declared)}); a column named after a class "
+            f"is that class: name the classes the columns carry, in any order, or rename the columns")
 
 
 def _detect_predictions(
@@ -1000,10 +1054,8 @@ def _declared_columns(d: _Detect, cols: list[str]) -> Predictions:
         return d.list_layout(cols[0], logits) if _is_list(types[0]) else d.binary_layout(cols[0], "", logits)
     if any(_is_list(t) for t in types):
         raise LayoutError(f"{d.source}: give either one list column or several class columns, not both")
-    classes = d.classes or _common_suffix_names(cols)
-    if len(classes) != len(cols):
-        raise LayoutError(f"{d.source}: {len(cols)} prediction columns but {len(classes)} class names")
-    return "wide", tuple(cols), logits, classes
+    ordered, classes = d.wide_classes(cols, _common_suffix_names(cols))
+    return "wide", ordered, logits, classes
 
 
 def _declared_prefix(d: _Detect, prefix: str) -> Predictions:
@@ -1018,7 +1070,8 @@ def _declared_prefix(d: _Detect, prefix: str) -> Predictions:
     logits = bool(d.spec.logits) or prefix in LOGIT_PREFIXES
     if len(cols) == 1:
         return d.binary_layout(cols[0], prefix, logits)
-    return "wide", tuple(cols), logits, d.classes or tuple(c[len(prefix):] for c in cols)
+    ordered, classes = d.wide_classes(cols, [c[len(prefix):] for c in cols])
+    return "wide", ordered, logits, classes
 
 
 def _by_prefix(d: _Detect) -> Predictions | None:
@@ -1030,7 +1083,8 @@ def _by_prefix(d: _Detect) -> Predictions | None:
             _reject_non_numeric(d.schema, prefix, d.source)
             cols = _order_by_int_suffix(cols, prefix)
             d.notes.append(f"detected wide columns by prefix {prefix!r}")
-            return "wide", tuple(cols), d.logits(is_logits), d.classes or tuple(c[len(prefix):] for c in cols)
+            ordered, classes = d.wide_classes(cols, [c[len(prefix):] for c in cols])
+            return "wide", ordered, d.logits(is_logits), classes
     return None
 
 
@@ -1054,7 +1108,8 @@ def _by_class_names(d: _Detect) -> Predictions | None:
     cols = [c for c in d.names if c in values and d.is_float(c)]
     if len(cols) >= 2 and values <= set(cols):
         d.notes.append("detected one column per class, named after the label values")
-        return "wide", tuple(cols), bool(d.spec.logits), d.classes or tuple(cols)
+        ordered, classes = d.wide_classes(cols, cols)
+        return "wide", ordered, bool(d.spec.logits), classes
     return None
 
 
@@ -1065,7 +1120,9 @@ def _by_binary_name(d: _Detect) -> Predictions | None:
             if c in d.names and d.is_float(c):
                 what = "the logit of class 1" if is_logits else "P(class 1)"
                 d.notes.append(f"binary layout: {c!r} read as {what}")
-                return "binary", (c,), d.logits(is_logits), d.classes or ("0", "1")
+                if d.classes is not None:
+                    return d.binary_layout(c, "", d.logits(is_logits))
+                return "binary", (c,), d.logits(is_logits), ("0", "1")
     return None
 
 
