@@ -176,7 +176,8 @@ def _detect_and_check(src: Source, label_src: Source | None, spec: LayoutSpec, f
         return layout, guessed, cfg
     label_type = (lschema or src.schema).field(layout.label_columns[0]).type
     check = check_label_sample(layout, sampler, label_type, cfg.ignore_label)
-    refuse = ("warning: evaluate will refuse every row (exit 3)" if check.all_refused else
+    refuse = ("warning: evaluate will refuse the input (exit 3)" if check.coding else
+              "warning: evaluate will refuse every row (exit 3)" if check.all_refused else
               f"warning: evaluate will refuse these rows (exit 3; {option('on_invalid', meta='skip')} "
               f"leaves them out)")
     warnings = guessed + [f"{refuse}: {p}" for p in check.problems]
@@ -191,6 +192,26 @@ def _detect_and_check(src: Source, label_src: Source | None, spec: LayoutSpec, f
                         f"labelled {check.sentinel} are left out of every statistic and counted apart")
         cfg = replace(cfg, ignore_label=check.sentinel)
         check = replace(after, classes=after.classes or check.classes)
+    if check.coding is not None:
+        # -1/1, -1/0/1, 1..K: every value is a class; leaving any out would drop a class.
+        coding = list(check.coding)
+        try:
+            named = detect_layout(src.schema, replace(spec, classes=coding), label_schema=lschema,
+                                  source=src.label, first_batch=first, label_sample=sampler)
+            fits = not check_label_sample(named, sampler, label_type, cfg.ignore_label).problems
+        except EvalkitError:
+            fits = False
+        if fits:
+            order, why = _class_order(named, first if label_src is None else None, cfg.eps)
+            warnings.append(f"with {option('classes', order)} (the suggested command below) the label values "
+                            f"{', '.join(coding)}, a class coding, name the classes{why}")
+            cfg = replace(cfg, classes=order)
+            check = replace(check, problems=())
+        else:
+            warnings.append(f"the label values {', '.join(coding)} are a class coding: recode them to "
+                            f"0..{len(coding) - 1} (the suggested command below refuses them; leaving any out "
+                            f"would drop a class)")
+            return layout, warnings, cfg
     if check.classes is not None:
         fixed = replace(spec, classes=list(check.classes))
         named = detect_layout(src.schema, fixed, label_schema=lschema, source=src.label, first_batch=first,

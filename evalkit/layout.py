@@ -254,6 +254,7 @@ class Layout:
         """Class indices of numeric / boolean labels: whole numbers naming a class (by
         position, or by value for integer class names); others are problems."""
         y, raw, frac, huge = _whole_number_labels(col, problems)
+        whole = y
         by_value = _int_class_values(self.classes)
         if by_value is not None:
             lookup = pc.index_in(pa.array(y), value_set=pa.array(by_value, type=pa.int64()))
@@ -273,10 +274,31 @@ class Layout:
         if null is not None:
             bad &= ~null
         if bad.any():
+            usable = np.ones(len(whole), dtype=bool)
+            for mask in (null, frac, huge):
+                if mask is not None:
+                    usable &= ~mask
+            coding = class_coding(self, np.unique(whole[usable]).tolist())
+            hint = (self._coding_hint(coding) if coding is not None
+                    else ignore_hint(sentinel_label(raw[bad])))
             problems.append(Problem("label_out_of_range", LabelError,
-                                    f"label out of range (classes are {_short_list(self.classes)})"
-                                    f"{ignore_hint(sentinel_label(raw[bad]))}", bad, raw))
+                                    f"label out of range (classes are {_short_list(self.classes)}){hint}",
+                                    bad, raw))
         return y
+
+    def _coding_hint(self, coding: tuple[str, ...]) -> str:
+        """The advice for labels that are a class coding (:func:`class_coding`): name the
+        classes by those values (list / binary predictions), or recode (numbered wide columns,
+        whose names already number the classes from 0). Never an ignore label: every value is
+        a class."""
+        values = ", ".join(coding)
+        if self.kind == "wide":
+            return (f"; the {len(coding)} label values {values} are a class coding, not bad rows, but the "
+                    f"prediction columns number the classes from 0 ({_short_list(self.pred_columns)}): recode the "
+                    f"labels to 0..{len(coding) - 1} in the same order")
+        return (f"; the {len(coding)} label values {values} are a class coding, not bad rows (leaving out "
+                f"any would drop a class): name the classes by those values, in class-index order, with "
+                f"{option('classes', list(coding))}")
 
 
     @property
@@ -320,6 +342,29 @@ class Layout:
                                + (",..." if self.n_classes > 3 else "")))
         return (f"; the prediction column {self.pred_columns[0]!r} does not name its classes: name them "
                 f"in class-index order (scikit-learn's model.classes_, sorted) with {spelled}")
+
+
+def class_coding(layout: Layout, values: Sequence[object]) -> tuple[str, ...] | None:
+    """The distinct label values (as class names, in class-index order) when they are a class
+    coding of a layout that numbers its classes 0..K-1 rather than ignore labels or bad rows:
+    exactly K distinct whole numbers that are consecutive but do not start at 0 (1..K from R /
+    MATLAB / Julia, -1, 0, 1 sentiment) or, for two classes, -1 and 1 (SVM / libsvm). None
+    otherwise: a rare -100 / -1 beside 0..K-1 is K + 1 values, and stays an ignore label."""
+    k = layout.n_classes
+    if k < 2 or layout.classes != tuple(str(i) for i in range(k)) or len(values) < k:
+        return None
+    try:
+        nums = sorted({float(v) for v in values if v is not None and not isinstance(v, bool | str)})  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if len(nums) != k or not all(np.isfinite(f) and f.is_integer() and abs(f) < 2.0**53 for f in nums):
+        return None
+    ints = [int(f) for f in nums]
+    if ints == list(range(k)):
+        return None
+    if ints == list(range(ints[0], ints[0] + k)) or (k == 2 and ints == [-1, 1]):
+        return tuple(str(i) for i in ints)
+    return None
 
 
 def sentinel_label(values: np.ndarray) -> int | None:
@@ -566,7 +611,10 @@ class LabelCheck:
     """No sampled value is usable: skipping invalid rows would leave none."""
     sentinel: int | None = None
     """The one negative whole number among the refused values (an ignore label such as -100,
-    :func:`sentinel_label`)."""
+    :func:`sentinel_label`); None when the values are a class coding."""
+    coding: tuple[str, ...] | None = None
+    """The label values, in class-index order, when they are a class coding (:func:`class_coding`:
+    -1/1, -1/0/1, 1..K): every value is a class, none may be left out."""
 
 
 def check_label_sample(layout: Layout, label_sample: LabelSample, label_type: pa.DataType,
@@ -599,9 +647,12 @@ def check_label_sample(layout: Layout, label_sample: LabelSample, label_type: pa
     for p in problems:
         refused |= p.mask
     whole = [int(float(v)) for v in np.asarray(values, dtype=object)[refused] if _negative_whole(v)]
+    coding = (class_coding(layout, values)
+              if any(p.reason == "label_out_of_range" for p in problems) else None)
     return LabelCheck(tuple(messages), layout.named_classes(values) if unknown else None,
                       bool(problems) and bool(refused.all()),
-                      sentinel_label(np.array(whole, dtype=np.int64)))
+                      None if coding is not None else sentinel_label(np.array(whole, dtype=np.int64)),
+                      coding)
 
 
 def _negative_whole(value: object) -> bool:
