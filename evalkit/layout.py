@@ -118,7 +118,7 @@ class Layout:
         """Lines describing the layout, for ``evalkit inspect`` and the report."""
         what = "logits" if self.from_logits else "probabilities"
         if self.kind == "wide":
-            pred = f"wide {what}: {', '.join(self.pred_columns)}"
+            pred = f"wide {what}: {_short_list(self.pred_columns)}"
         elif self.kind == "list":
             pred = f"list column of {what}: {self.pred_columns[0]}"
         else:
@@ -131,7 +131,7 @@ class Layout:
         }[self.label_kind]
         lines = [
             f"predictions: {pred}",
-            f"labels: {label}: {', '.join(self.label_columns)}",
+            f"labels: {label}: {_short_list(self.label_columns)}",
             f"classes ({self.n_classes}): {_short_list(self.classes)}",
         ]
         if self.keys:
