@@ -201,25 +201,7 @@ def _detect_and_check(src: Source, label_src: Source | None, spec: LayoutSpec, f
         cfg = replace(cfg, ignore_label=check.sentinel)
         check = replace(after, classes=after.classes or check.classes)
     if check.coding is not None:
-        # -1/1, -1/0/1, 1..K: every value is a class; leaving any out would drop a class.
-        coding = list(check.coding)
-        try:
-            named = detect_layout(src.schema, replace(spec, classes=coding), label_schema=lschema,
-                                  source=src.label, first_batch=first, label_sample=sampler)
-            fits = not check_label_sample(named, sampler, label_type, cfg.ignore_label).problems
-        except EvalkitError:
-            fits = False
-        if fits:
-            order, why = _class_order(named, first if label_src is None else None, cfg.eps)
-            warnings.append(f"with {option('classes', order)} (the suggested command below) the label values "
-                            f"{', '.join(coding)}, a class coding, name the classes{why}")
-            cfg = replace(cfg, classes=order)
-            check = replace(check, problems=())
-        else:
-            warnings.append(f"the label values {', '.join(coding)} are a class coding: recode them to "
-                            f"0..{len(coding) - 1} (the suggested command below refuses them; leaving any out "
-                            f"would drop a class)")
-            return layout, warnings, cfg
+        return _class_coding(src, label_src, spec, first, cfg, layout, warnings, check, label_type, sampler)
     if check.classes is not None:
         fixed = replace(spec, classes=list(check.classes))
         named = detect_layout(src.schema, fixed, label_schema=lschema, source=src.label, first_batch=first,
@@ -235,6 +217,32 @@ def _detect_and_check(src: Source, label_src: Source | None, spec: LayoutSpec, f
                         f"{option('on_invalid', meta='skip')} (counted per reason in the report)")
         cfg = replace(cfg, on_invalid="skip")
     return layout, warnings, cfg
+
+
+def _class_coding(src: Source, label_src: Source | None, spec: LayoutSpec, first: pa.RecordBatch | None,
+                  cfg: EvalConfig, layout: Layout, warnings: list[str], check: Any, label_type: pa.DataType,
+                  sampler: Any) -> tuple[Layout, list[str], EvalConfig]:
+    """:func:`_detect_and_check` for labels that are a class coding (-1/1, -1/0/1, 1..K:
+    :func:`~evalkit.layout.class_coding`): every value is a class, so the suggested command
+    names the classes by those values (when the predictions take them: a list or binary
+    column), else says to recode; it never leaves a value out (that would drop a class)."""
+    coding = list(check.coding)
+    lschema = label_src.schema if label_src else None
+    try:
+        named = detect_layout(src.schema, replace(spec, classes=coding), label_schema=lschema,
+                              source=src.label, first_batch=first, label_sample=sampler)
+        fits = not check_label_sample(named, sampler, label_type, cfg.ignore_label).problems
+    except EvalkitError:
+        fits = False
+    if not fits:
+        warnings.append(f"the label values {', '.join(coding)} are a class coding: recode them to "
+                        f"0..{len(coding) - 1} (the suggested command below refuses them; leaving any out "
+                        f"would drop a class)")
+        return layout, warnings, cfg
+    order, why = _class_order(named, first if label_src is None else None, cfg.eps)
+    warnings.append(f"with {option('classes', order)} (the suggested command below) the label values "
+                    f"{', '.join(coding)}, a class coding, name the classes{why}")
+    return layout, warnings, replace(cfg, classes=order)
 
 
 def _refusals(src: Source, label_src: Source | None, layout: Layout, on: Sequence[str], head: pa.Table,
