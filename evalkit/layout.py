@@ -851,7 +851,40 @@ def _declared_targets(spec: LayoutSpec, lschema: pa.Schema, label_names: list[st
         raise LayoutError(
             f"{source}: {len(cols)} target columns but {len(classes)} prediction classes"
         )
-    return "onehot", tuple(cols)
+    names = ([c[len(spec.target_prefix):] for c in cols] if spec.target_prefix
+             else list(_common_suffix_names(cols)))
+    return "onehot", _targets_by_class(cols, names, classes, source, declared=not spec.target_prefix)
+
+
+def _targets_by_class(cols: Sequence[str], names: Sequence[str], classes: tuple[str, ...], source: str,
+                      declared: bool = False) -> tuple[str, ...]:
+    """One-hot / soft target columns in class order. ``names`` are the class names the
+    columns carry (their suffixes: ``target_cat`` is class ``cat``), paired with the classes
+    by name, as a prediction column ``prob_cat`` is: ``target_dog, target_cat`` next to
+    ``prob_cat, prob_dog`` are taken as ``target_cat, target_dog``. Names that name some
+    classes but not all, or (for columns found by prefix) none of the classes the
+    predictions name, are refused naming both; columns that carry no class name are taken
+    in order when the classes are only numbered (a list column) or the columns were listed."""
+    if set(names) == set(classes) and len(set(names)) == len(names):
+        by_name = dict(zip(names, cols, strict=True))
+        return tuple(by_name[c] for c in classes)
+    numbered = classes == tuple(str(i) for i in range(len(classes)))
+    if not set(names) & set(classes):
+        if declared or (numbered and list(names) == sorted(names)):
+            return tuple(cols)
+        if numbered:  # target_c, target_a, target_b next to probs[0..2]: which is probs[0]?
+            raise LayoutError(
+                f"{source}: target columns {_short_list(list(cols))} name classes that the predictions only "
+                f"number (0..{len(classes) - 1}), and not in sorted order, so their order cannot be trusted to "
+                f"be the class order: name the classes in class-index order with "
+                f"{option('classes', sorted(names))} (each target column is then paired by its name), or list "
+                f"the target columns in class order with {option('targets', meta='COL,...')}")
+    missing = [c for c in classes if c not in set(names)]
+    raise LayoutError(
+        f"{source}: target columns {_short_list(list(cols))} name classes {_short_list(list(names))}, but the "
+        f"prediction classes are {_short_list(list(classes))} (class {missing[0]!r} has no target column): a "
+        f"target column is paired with the class its name carries; name the target columns after the "
+        f"prediction classes, or list them in class order with {option('targets', meta='COL,...')}")
 
 
 def _detect_label(spec: LayoutSpec, lschema: pa.Schema, label_names: list[str],
@@ -866,7 +899,8 @@ def _detect_label(spec: LayoutSpec, lschema: pa.Schema, label_names: list[str],
             tcols = _prefixed(lschema, TARGET_PREFIXES, _is_numeric)
             if tcols and len(tcols[1]) == len(classes):
                 notes.append(f"one-hot targets detected by prefix {tcols[0]!r}")
-                return "onehot", tuple(tcols[1])
+                prefix, found = tcols
+                return "onehot", _targets_by_class(found, [c[len(prefix):] for c in found], classes, source)
             raise LayoutError(
                 f"{source}: cannot find the label column (looked for {', '.join(LABEL_NAMES)}); "
                 f"name it with {option('label', meta='COL')}, or give a separate labels input with "
