@@ -119,6 +119,10 @@ class EvalResult:
     _rows_pending: pipeline.RowSpool | None = field(default=None, repr=False)
     """The spool whose per-row file is still being finished on the writer's thread (see
     :meth:`_rows_ready`); None once it is complete."""
+    _rows_stamp: tuple[int, ...] | None = field(default=None, repr=False)
+    """Identity of the report's per-row file when the run moved its rows there (``out=``):
+    a later run writing into the same directory replaces the file, and reading that one as
+    this run's rows is refused (:meth:`_check_rows_file`)."""
     _computed: tuple[Any, ...] = field(default=(), init=False, repr=False)
     """``(groups, hardest, confusion, slices)`` as the run computed them: what :meth:`write`
     writes whatever the caller did to the public copies."""
@@ -176,6 +180,7 @@ class EvalResult:
         from .errors import OutputError
 
         try:
+            self._check_rows_file()
             return pq.read_table(self._rows_path)
         except FileNotFoundError:
             raise OutputError(
@@ -183,6 +188,19 @@ class EvalResult:
                 "removed with the result object that made it, at exit, or by another process); keep it with "
                 f"{option('out', meta='DIR')} (the report's rows.parquet) or read result.rows while the result "
                 "that evaluate() returned is alive") from None
+
+    def _check_rows_file(self) -> None:
+        """Refuse a per-row file that is no longer this run's (see :attr:`_rows_stamp`)."""
+        if self._rows_stamp is None or self._rows_path is None:
+            return
+        if _file_stamp(Path(self._rows_path)) != self._rows_stamp:
+            from .errors import OutputError
+
+            raise OutputError(
+                f"{self._rows_path}: this file is no longer the per-row output of this run (another run wrote "
+                f"into {Path(self._rows_path).parent} since); this result's summary figures are its own, its rows "
+                f"are gone: write each run to its own {option('out', meta='DIR')}, or read result.rows / "
+                "write it elsewhere before the next run replaces the report")
 
     def _rows_in_report(self) -> bool:
         """Whether the per-row file is the written report's (it lasts), not the run's spool."""
@@ -418,6 +436,7 @@ class EvalResult:
         src = self._rows_path
         expected = int(self.metadata.get("rows_used", -1))
         try:
+            self._check_rows_file()
             if src.name == "rows":  # dask: rows/part-*.parquet
                 shutil.copytree(src, dest.with_name("rows"), copy_function=_link_or_copy)
                 parts = sorted(dest.with_name("rows").glob("*.parquet"))
@@ -436,6 +455,15 @@ class EvalResult:
             raise OutputError(
                 f"{src}: the per-row output of this run holds {written} rows but {expected} "
                 "were used (it was changed by another process?); no report was written, rerun")
+
+
+def _file_stamp(path: Path) -> tuple[int, ...] | None:
+    """A file's (or directory's) identity: device, inode, size, modification time; None when gone."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -790,6 +818,7 @@ def _evaluate_and_write(data: DataLike, labels: DataLike | None, config: EvalCon
         if result._rows_path is not None:
             # The report holds the per-row output now: read it from there, drop the spool.
             spool, result._rows_path = result._rows_path, path / result._rows_path.name
+            result._rows_stamp = _file_stamp(result._rows_path)
             pipeline.cleanup_spool(spool)
     except KeyboardInterrupt:
         from .errors import ReportInterrupted

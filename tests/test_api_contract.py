@@ -162,3 +162,23 @@ def test_an_input_column_named_scope_survives_in_hardest_parquet(tmp_path):
     hardest = pq.read_table(out / "hardest.parquet").to_pandas()
     assert set(hardest["scope"]) == {"overall", "class"}
     assert set(hardest["input:scope"]) <= {0, 1, 2} and hardest["input:scope"].notna().all()
+
+
+def test_a_later_run_into_the_same_out_never_lends_its_rows_to_an_earlier_result(tmp_path):
+    """F25: rA's rows live in out/rows.parquet; rB written to the same out replaces that file."""
+    from evalkit.errors import OutputError
+
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    frame = _frame(200)
+    frame.to_parquet(a, index=False)
+    frame.assign(prob_a=0.99, prob_b=0.01).to_parquet(b, index=False)
+    kept = evalkit.evaluate(str(a), plots=False, out=str(tmp_path / "latest"))
+    want = kept.rows.copy()  # read before the next run: kept
+    ra = evalkit.evaluate(str(a), plots=False, out=str(tmp_path / "latest"), overwrite=True)
+    rb = evalkit.evaluate(str(b), plots=False, out=str(tmp_path / "latest"), overwrite=True)
+    with pytest.raises(OutputError, match="no longer the per-row output of this run"):
+        ra.rows  # noqa: B018 - was model B's rows, silently
+    with pytest.raises(OutputError, match="no longer the per-row output of this run"):
+        ra.write(tmp_path / "archive")
+    pd.testing.assert_frame_equal(kept.rows, want)
+    assert rb.rows["loss"].mean() == pytest.approx(rb.mean)
