@@ -256,6 +256,9 @@ class Layout:
         y, raw, frac, huge = _whole_number_labels(col, problems)
         whole = y
         by_value = _int_class_values(self.classes)
+        truth = bool_class_indices(self.classes) if pa.types.is_boolean(col.type) else None
+        if truth is not None:  # prob_True, prob_False: True is the class named True, not index 1
+            return np.where(y == 1, truth[1], truth[0]).astype(np.int64)
         if by_value is not None:
             lookup = pc.index_in(pa.array(y), value_set=pa.array(by_value, type=pa.int64()))
             mapped = lookup.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -342,6 +345,34 @@ class Layout:
                                + (",..." if self.n_classes > 3 else "")))
         return (f"; the prediction column {self.pred_columns[0]!r} does not name its classes: name them "
                 f"in class-index order (scikit-learn's model.classes_, sorted) with {spelled}")
+
+
+def bool_class_indices(classes: Sequence[str]) -> tuple[int, int] | None:
+    """The class indices of False and True for boolean labels when the classes are named
+    ``True`` / ``False`` (any case: ``prob_True``, ``prob_false``), None when the classes are
+    numbered or named otherwise (see :func:`_check_bool_labels`)."""
+    lower = [c.lower() for c in classes]
+    if len(classes) == 2 and sorted(lower) == ["false", "true"]:
+        return lower.index("false"), lower.index("true")
+    return None
+
+
+def _check_bool_labels(layout: Layout, lschema: pa.Schema, source: str) -> None:
+    """Boolean labels name their class by value: next to classes named True / False each
+    goes to its class (:func:`bool_class_indices`); next to numbered classes False is 0 and
+    True is 1; next to classes named otherwise (``prob_yes``, ``prob_no``) nothing says
+    which class True is: refused, never taken by column order."""
+    if layout.label_kind != "index" or not layout.label_columns:
+        return
+    if not pa.types.is_boolean(_value_type(lschema.field(layout.label_columns[0]).type)):
+        return
+    if bool_class_indices(layout.classes) is not None or layout.numbers_its_classes:
+        return
+    raise LayoutError(
+        f"{source}: label column {layout.label_columns[0]!r} holds booleans but the classes are named "
+        f"{_short_list(layout.classes)}: which of them is True? Name the classes by the label values in "
+        f"class-index order, {option('classes', ['False', 'True'])} (the prediction columns then named "
+        f"after True / False), or store the labels as the class names")
 
 
 def class_coding(layout: Layout, values: Sequence[object]) -> tuple[str, ...] | None:
@@ -772,6 +803,7 @@ def detect_layout(
     layout = _finish(schema, spec, kind, pred_cols, from_logits, classes, label_kind, label_cols,
                      notes, source, label_names)
     layout = _declared_class_order(layout, spec, label_sample)
+    _check_bool_labels(layout, lschema, source)
     if layout.label_kind == "name" and layout.numbers_its_classes and label_sample is not None:
         # String labels against numbered classes: keep the sample, whose values name them.
         layout = replace(layout, label_sample=tuple(str(v) for v in label_sample(label_cols[0])))
@@ -1255,6 +1287,10 @@ def _binary_classes(col: str, prefix: str, label_values: Callable[[], list[str]]
     gives (malignant, benign); ``p_0`` gives (1, 0); otherwise the column is P(class 1)."""
     suffix = col[len(prefix):] if prefix else ""
     values = label_values() if suffix else []
+    if suffix.lower() in ("true", "false"):  # prob_False + boolean labels: P(False)
+        other = "False" if suffix.lower() == "true" else "True"
+        notes.append(f"binary layout: {col!r} read as P({suffix})")
+        return (other, suffix)
     if suffix and suffix in values and len(set(values)) == 2:
         other = next(v for v in sorted(set(values)) if v != suffix)
         notes.append(f"binary layout: {col!r} read as P({suffix})")
