@@ -583,6 +583,12 @@ def _check_arguments(*, by: Any = (), progress: Any = None, client: Any = None) 
         raise UsageError(f"by must name columns: a str (\"region\", \"split,region\"), a list of them, or a list "
                          f"of lists (a combination); got {type(bad).__name__} {bad!r} (a column named "
                          f"{bad!r} is by={str(bad)!r})")
+    comma = next((c for i in items if not isinstance(i, str) for c in i if "," in c), None)
+    if comma is not None:  # "x,y" inside a combination: by_* file and history name it "x,y" (= x and y)
+        raise UsageError(f"group column {comma!r} holds a comma: a grouping is named by its columns joined "
+                         f"with commas, so it could not be told from the grouping of the columns "
+                         f"{', '.join(repr(c) for c in comma.split(','))}; rename the column first "
+                         f"(df.rename(columns={{{comma!r}: {comma.replace(',', '_')!r}}}))")
     if progress is not None and not callable(progress):
         raise UsageError(f"progress must be a callable progress(done, total) (for example "
                          f"lambda done, total: print(done, total)), not {type(progress).__name__} {progress!r}")

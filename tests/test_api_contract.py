@@ -182,3 +182,13 @@ def test_a_later_run_into_the_same_out_never_lends_its_rows_to_an_earlier_result
         ra.write(tmp_path / "archive")
     pd.testing.assert_frame_equal(kept.rows, want)
     assert rb.rows["loss"].mean() == pytest.approx(rb.mean)
+
+
+def test_a_group_column_name_holding_a_comma_is_refused_up_front():
+    """F28 (evaluate side): by=[["x,y"]] made a report history calls damaged, and next to
+    columns x and y a KeyError; refused as slices=["a,b"] is."""
+    df = _frame().assign(**{"x,y": 1, "x": 2, "y": 3})
+    for by in ([["x,y"]], [["x,y"], ["x", "y"]]):
+        with pytest.raises(UsageError, match="group column 'x,y' holds a comma"):
+            evalkit.evaluate(df, by=by, plots=False)
+    assert list(evalkit.evaluate(df, by=[["x", "y"]], plots=False).groups) == ["class", "x,y"]
