@@ -29,11 +29,11 @@ _LAZY = {
     "HistoryResult": "trend",
 }
 _ERRORS = (
-    "ColumnTypeError", "CompareError", "ConfigError", "CorruptFileError", "EmptyInputError",
+    "ClassesError", "ClusterError", "ColumnTypeError", "CompareError", "ConfigError", "CorruptFileError", "EmptyInputError",
     "EvalkitError", "EvalkitWarning", "InputError", "InvalidProbabilityError", "JoinError", "LabelError",
     "LayoutError", "ListLengthError", "MissingColumnError", "MissingDependencyError",
-    "OutputError", "OutputExistsError", "ProbabilitySumError", "ReportError", "SchemaDriftError",
-    "TargetSumError", "UsageError",
+    "OutputError", "OutputExistsError", "PartitionConflictError", "ProbabilitySumError", "ReportError",
+    "SchemaDriftError", "TargetSumError", "UsageError",
 )
 _LAZY.update({name: "errors" for name in _ERRORS})
 
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from .comparison import CompareResult, compare
     from .config import EvalConfig
     from .errors import (
+        ClassesError,
+        ClusterError,
         ColumnTypeError,
         CompareError,
         ConfigError,
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
         MissingDependencyError,
         OutputError,
         OutputExistsError,
+        PartitionConflictError,
         ProbabilitySumError,
         ReportError,
         SchemaDriftError,
@@ -94,6 +97,8 @@ __all__ = [
     "cross_entropy",
     "evaluate",
     "run",
+    "ClassesError",
+    "ClusterError",
     "ColumnTypeError",
     "CompareError",
     "ConfigError",
@@ -111,6 +116,7 @@ __all__ = [
     "MissingDependencyError",
     "OutputError",
     "OutputExistsError",
+    "PartitionConflictError",
     "ProbabilitySumError",
     "ReportError",
     "SchemaDriftError",

@@ -21,9 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import pipeline
+from .columns import INPUT_PREFIX
 from .config import EvalConfig
 from .engines.base import Grouping
-from .errors import EvalkitWarning, UsageError, option
+from .errors import ConfigError, EvalkitWarning, UsageError, option
 from .grouped_file import GROUPED_FILE, write_grouped
 from .io import write_batches, write_table, write_text
 from .layout import Layout
@@ -36,8 +37,25 @@ DataLike = str | os.PathLike[str] | Sequence[str] | pd.DataFrame | pa.Table | An
 
 MAX_JSON_CONFUSION = 10_000
 
+#: The column of hardest.parquet saying which table a row is from (``overall``, ``class``).
+HARDEST_SCOPE = "scope"
 
-@dataclass
+
+def _hand_out(df: pd.DataFrame) -> pd.DataFrame:
+    """The caller's copy of a computed table: edits of it (a column added, a cell set, rows
+    dropped in place) stay the caller's. Under pandas' copy-on-write (pandas 3, or 2.x with
+    the option on) a shallow copy is enough (no data is copied until the caller writes);
+    otherwise a deep copy."""
+    return df.copy(deep=not _copy_on_write())
+
+
+def _copy_on_write() -> bool:
+    if int(pd.__version__.split(".", 1)[0]) >= 3:
+        return True
+    return pd.options.mode.copy_on_write is True
+
+
+@dataclass(eq=False)
 class EvalResult:
     """What an evaluation produced.
 
@@ -53,6 +71,8 @@ class EvalResult:
     groups:
         Each grouping's name (``"class"``, ``"split"``, ``"split,region"``...) mapped to a
         DataFrame of per-group statistics: the key columns, then the statistics.
+        ``groups``, ``confusion``, ``hardest`` and ``slices`` are the caller's copies: editing
+        them never changes what :meth:`write` writes (the tables the run computed).
     confusion:
         Count and mean loss by (true class, predicted class).
     hardest:
@@ -99,6 +119,31 @@ class EvalResult:
     _rows_pending: pipeline.RowSpool | None = field(default=None, repr=False)
     """The spool whose per-row file is still being finished on the writer's thread (see
     :meth:`_rows_ready`); None once it is complete."""
+    _rows_stamp: tuple[int, ...] | None = field(default=None, repr=False)
+    """Identity of the report's per-row file when the run moved its rows there (``out=``):
+    a later run writing into the same directory replaces the file, and reading that one as
+    this run's rows is refused (:meth:`_check_rows_file`)."""
+    _computed: tuple[Any, ...] = field(default=(), init=False, repr=False)
+    """``(groups, hardest, confusion, slices)`` as the run computed them: what :meth:`write`
+    writes whatever the caller did to the public copies."""
+
+    def __post_init__(self) -> None:
+        self._computed = (self.groups, self.hardest, self.confusion, self.slices)
+        self._hand_out_tables()
+
+    def _hand_out_tables(self) -> None:
+        groups, hardest, confusion, slices = self._computed
+        self.groups = {name: _hand_out(df) for name, df in groups.items()}
+        self.hardest = {name: _hand_out(df) for name, df in hardest.items()}
+        self.confusion = _hand_out(confusion)
+        self.slices = None if slices is None else _hand_out(slices)
+
+    def __eq__(self, other: object) -> bool:
+        """Identity (two results of one input are two runs: compare their figures, or
+        :func:`evalkit.compare` their reports)."""
+        return self is other
+
+    __hash__ = object.__hash__
 
     def _rows_ready(self) -> None:
         """Wait until the per-row file is complete (raises the writer's error, the spool then
@@ -121,7 +166,7 @@ class EvalResult:
             if self._rows_table is not None:
                 table = self._rows_table
             elif self._rows_path is not None:
-                table = pq.read_table(self._rows_path)
+                table = self._read_rows()
             else:
                 raise UsageError("per-row results were not kept (write_rows=False)")
             df = table.to_pandas()
@@ -129,6 +174,49 @@ class EvalResult:
                 df.index = self._rows_index[df["row"].to_numpy()]
             self._rows_df = df
         return self._rows_df
+
+    def _read_rows(self) -> pa.Table:
+        """The per-row file (the run's spool, or the report's rows.parquet) as a table."""
+        from .errors import OutputError
+
+        try:
+            self._check_rows_file()
+            return pq.read_table(self._rows_path)
+        except FileNotFoundError:
+            raise OutputError(
+                f"{self._rows_path}: the per-row output of this run is gone (the run's temporary spool is "
+                "removed with the result object that made it, at exit, or by another process); keep it with "
+                f"{option('out', meta='DIR')} (the report's rows.parquet) or read result.rows while the result "
+                "that evaluate() returned is alive") from None
+
+    def _check_rows_file(self) -> None:
+        """Refuse a per-row file that is no longer this run's (see :attr:`_rows_stamp`)."""
+        if self._rows_stamp is None or self._rows_path is None:
+            return
+        if _file_stamp(Path(self._rows_path)) != self._rows_stamp:
+            from .errors import OutputError
+
+            raise OutputError(
+                f"{self._rows_path}: this file is no longer the per-row output of this run (another run wrote "
+                f"into {Path(self._rows_path).parent} since); this result's summary figures are its own, its rows "
+                f"are gone: write each run to its own {option('out', meta='DIR')}, or read result.rows / "
+                "write it elsewhere before the next run replaces the report")
+
+    def _rows_in_report(self) -> bool:
+        """Whether the per-row file is the written report's (it lasts), not the run's spool."""
+        return (self._rows_path is not None and self.path is not None
+                and Path(self._rows_path).parent == Path(self.path))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickling / copying (a result returned from a worker process, ``copy.deepcopy``)
+        carries the per-row table itself when it lives in the run's temporary spool, which
+        is removed with the original object: the copy keeps ``rows`` and can ``write``."""
+        self._rows_ready()
+        state = dict(self.__dict__)
+        state["_rows_pending"] = None
+        if state["_rows_table"] is None and self._rows_path is not None and not self._rows_in_report():
+            state["_rows_table"], state["_rows_path"] = self._read_rows(), None
+        return state
 
     @property
     def calibration(self) -> pd.DataFrame | None:
@@ -203,7 +291,22 @@ class EvalResult:
         return self.groups[name]
 
     def to_dict(self) -> dict[str, Any]:
-        """The figures as plain JSON-serialisable data (what ``summary.json`` holds)."""
+        """The figures as plain JSON-serialisable data (what ``summary.json`` holds): NaN as
+        None, an infinity (the t statistic of a zero-variance slice) as the string
+        ``"Infinity"`` / ``"-Infinity"``, so ``json.dumps(..., allow_nan=False)`` accepts it."""
+        import json
+
+        from .report import _finite, to_json_default
+
+        data = self._summary()
+        try:  # the C encoder: only a non-finite float needs the walk
+            json.dumps(data, default=to_json_default, allow_nan=False)
+        except ValueError:
+            data = _finite(data)
+        return data
+
+    def _summary(self) -> dict[str, Any]:
+        """:meth:`to_dict` before infinities are spelled (``summary.json``'s writer spells them)."""
         from .display import MAX_JSON_GROUPS, MAX_JSON_ROWS, bounded_groups
         from .report import frame_records
 
@@ -260,6 +363,17 @@ class EvalResult:
         that is not an evalkit evaluate report holding only what evalkit wrote; OutputError
         when it cannot be written (the previous report, if any, is then intact).
         """
+        if not isinstance(out_dir, str | os.PathLike):
+            raise UsageError(f"write() needs a directory path (str or os.PathLike), not "
+                             f"{type(out_dir).__name__}: result.write('report/')")
+        yours = (self.groups, self.hardest, self.confusion, self.slices)
+        self._hand_out_tables()  # the tables the run computed, not the caller's edits of them
+        try:
+            return self._write(out_dir, overwrite, plot_helper)
+        finally:
+            self.groups, self.hardest, self.confusion, self.slices = yours
+
+    def _write(self, out_dir: str | os.PathLike[str], overwrite: bool, plot_helper: Any) -> Path:
         check_out_apart(out_dir, self._sources)
         atomic = AtomicDir(out_dir, overwrite=overwrite, command="evaluate", result=self)
         with atomic as tmp:
@@ -290,7 +404,9 @@ class EvalResult:
                 write_table(_arrow(self._calibration_df), tmp / "calibration.parquet")
             if self.slices is not None:
                 write_table(_arrow(self.slices), tmp / "slices.parquet")
-            hardest = [df.assign(scope=name) for name, df in self.hardest.items()]
+            # An input column named scope is kept as input:scope, as rows_column keeps input:loss.
+            hardest = [df.rename(columns={HARDEST_SCOPE: INPUT_PREFIX + HARDEST_SCOPE}).assign(**{HARDEST_SCOPE: name})
+                       for name, df in self.hardest.items()]
             if hardest:
                 write_table(_arrow(pd.concat(hardest, ignore_index=True)), tmp / "hardest.parquet")
             if self.plots and plots is None:
@@ -309,7 +425,7 @@ class EvalResult:
                 from .plots import write_plots
 
                 write_plots(self, tmp, self._class_hist)  # the helper failed: draw here
-            atomic.write_summary(self.to_dict(), "summary.json")
+            atomic.write_summary(self._summary(), "summary.json")
             self.path = atomic.commit()
             return self.path
 
@@ -324,6 +440,7 @@ class EvalResult:
         src = self._rows_path
         expected = int(self.metadata.get("rows_used", -1))
         try:
+            self._check_rows_file()
             if src.name == "rows":  # dask: rows/part-*.parquet
                 shutil.copytree(src, dest.with_name("rows"), copy_function=_link_or_copy)
                 parts = sorted(dest.with_name("rows").glob("*.parquet"))
@@ -342,6 +459,15 @@ class EvalResult:
             raise OutputError(
                 f"{src}: the per-row output of this run holds {written} rows but {expected} "
                 "were used (it was changed by another process?); no report was written, rerun")
+
+
+def _file_stamp(path: Path) -> tuple[int, ...] | None:
+    """A file's (or directory's) identity: device, inode, size, modification time; None when gone."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -438,14 +564,80 @@ def evaluate(
     {'class': ['a', 'b', 'c'], 'count': [1, 2, 0]}
     """
     client = options.pop("client", None)  # a distributed.Client for engine="dask"
+    _check_arguments(by=by, progress=progress, client=client)
+    config = _checked_config(config)
     if options.get("gates") is not None:  # given to evaluate alone: only gates evaluate checks
         from .gates import gates_for
 
         gates_for("evaluate", options["gates"], shared=False, source="evaluate(gates=...)", warn=False)
-    cfg = pipeline.resolve_config(config, options, eps=eps, on=on, by=by, labels=labels)
+    cfg = _resolve_config(config, options, eps=eps, on=on, by=by, labels=labels)
     if cfg.out:
         return _evaluate_and_write(data, labels, cfg, progress, client)[0]
     return _evaluate(data, labels, cfg, progress, spool_dir, client)
+
+
+def _check_arguments(*, by: Any = (), progress: Any = None, client: Any = None) -> None:
+    """Arguments of :func:`evaluate` that are not config keys, checked before any work:
+    only :class:`~evalkit.errors.EvalkitError` leaves the library."""
+    items = [by] if isinstance(by, str) else by
+    bad = by if not isinstance(items, Sequence) else next(
+        (c for i in items for c in ([i] if isinstance(i, str) or not isinstance(i, Sequence) else i)
+         if not isinstance(c, str)), None)
+    if bad is not None:
+        raise UsageError(f"by must name columns: a str (\"region\", \"split,region\"), a list of them, or a list "
+                         f"of lists (a combination); got {type(bad).__name__} {bad!r} (a column named "
+                         f"{bad!r} is by={str(bad)!r})")
+    comma = next((c for i in items if not isinstance(i, str) for c in i if "," in c), None)
+    if comma is not None:  # "x,y" inside a combination: by_* file and history name it "x,y" (= x and y)
+        raise UsageError(f"group column {comma!r} holds a comma: a grouping is named by its columns joined "
+                         f"with commas, so it could not be told from the grouping of the columns "
+                         f"{', '.join(repr(c) for c in comma.split(','))}; rename the column first "
+                         f"(df.rename(columns={{{comma!r}: {comma.replace(',', '_')!r}}}))")
+    if progress is not None and not callable(progress):
+        raise UsageError(f"progress must be a callable progress(done, total) (for example "
+                         f"lambda done, total: print(done, total)), not {type(progress).__name__} {progress!r}")
+    if client is not None and not callable(getattr(client, "submit", None)):
+        raise UsageError(f"client must be a dask.distributed.Client (for engine='dask'), not "
+                         f"{type(client).__name__} {client!r}; a scheduler address is scheduler='tcp://...'")
+
+
+def _checked_config(config: Any) -> Any:
+    """An :class:`EvalConfig` built directly (``EvalConfig(by="region")``) gets the checks a
+    mapping or keyword arguments get (:meth:`EvalConfig.from_mapping`): a string where a list
+    is expected is a list of names, never its characters; a wrong type is a ConfigError naming
+    the key. Other config forms pass through."""
+    import dataclasses
+
+    if not isinstance(config, EvalConfig):
+        if config is not None and not isinstance(config, str | os.PathLike | Mapping):
+            raise UsageError(f"config must be an EvalConfig, a mapping of config keys or a config file path, "
+                             f"not {type(config).__name__}")
+        return config
+    defaults = EvalConfig()
+    changed: dict[str, Any] = {}
+    for name in EvalConfig.field_names():
+        value = getattr(config, name)
+        try:
+            same = bool(value == getattr(defaults, name))
+        except Exception:  # noqa: BLE001 - an array-like value: not the default
+            same = False
+        if not same:
+            changed[name] = value
+    checked = EvalConfig.from_mapping(changed, source="EvalConfig(...)")
+    for f in dataclasses.fields(EvalConfig):
+        if f.name not in EvalConfig.field_names():  # source_file, gates_empty_in: as given
+            setattr(checked, f.name, getattr(config, f.name))
+    return checked
+
+
+def _resolve_config(config: Any, options: Mapping[str, Any], **kw: Any) -> EvalConfig:
+    """:func:`evalkit.pipeline.resolve_config`, with a config file that is not UTF-8 text
+    refused as a ConfigError (not a UnicodeDecodeError)."""
+    try:
+        return pipeline.resolve_config(config, options, **kw)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{os.fspath(config) if isinstance(config, str | os.PathLike) else 'config'}: config "
+                          f"file is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
 
 
 def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress: PROGRESS | None,
@@ -578,8 +770,10 @@ def _sources_of(data: Any, cfg: EvalConfig, labels: Any = None) -> tuple[tuple[s
     return tuple(out)
 
 
-def run(config: EvalConfig, *, progress: PROGRESS | None = None) -> tuple[EvalResult, Path]:
-    """Evaluate ``config.input`` and write the report to ``config.out`` (what the CLI does):
+def run(config: EvalConfig | str | os.PathLike[str] | Mapping[str, Any], *,
+        progress: PROGRESS | None = None) -> tuple[EvalResult, Path]:
+    """Evaluate ``config.input`` and write the report to ``config.out`` (what the CLI does;
+    ``config`` an :class:`EvalConfig`, a mapping of config keys or a config file path):
     :func:`evaluate` (losses in nats, see :func:`evalkit.cross_entropy` for the definition)
     followed by :meth:`EvalResult.write`. Returns the result and the report directory.
 
@@ -592,12 +786,14 @@ def run(config: EvalConfig, *, progress: PROGRESS | None = None) -> tuple[EvalRe
         ``out`` exists and is not a report this command may replace (exit code 4).
     EvalkitError subclasses
         Everything :func:`evaluate` and :meth:`EvalResult.write` raise."""
+    _check_arguments(progress=progress)
+    config = _resolve_config(_checked_config(config), {})  # an EvalConfig, a mapping or a file, as evaluate's
     if not config.input:
         raise UsageError("no input given")
     if not config.out:
         raise UsageError(f"no output directory given ({option('out')})")
     inputs: Any = config.input[0] if len(config.input) == 1 else config.input
-    return _evaluate_and_write(inputs, None, pipeline.resolve_config(config, {}), progress, None)
+    return _evaluate_and_write(inputs, None, config, progress, None)
 
 
 def _evaluate_and_write(data: DataLike, labels: DataLike | None, config: EvalConfig,
@@ -632,6 +828,7 @@ def _evaluate_and_write(data: DataLike, labels: DataLike | None, config: EvalCon
         if result._rows_path is not None:
             # The report holds the per-row output now: read it from there, drop the spool.
             spool, result._rows_path = result._rows_path, path / result._rows_path.name
+            result._rows_stamp = _file_stamp(result._rows_path)
             pipeline.cleanup_spool(spool)
     except KeyboardInterrupt:
         from .errors import ReportInterrupted

@@ -169,6 +169,11 @@ class ConfigError(UsageError):
     """A config file that does not parse, or holds unknown keys or bad values."""
 
 
+class ClassesError(UsageError):
+    """The classes setting (``--classes``) contradicts the prediction columns: another
+    number of classes than columns, or class names the columns' own names contradict."""
+
+
 class MissingDependencyError(UsageError):
     """An optional feature was asked for without its extra installed."""
 

@@ -30,6 +30,10 @@ from .validate import ReversedBinary, unit_interval_logits
 
 MAX_GROUP_CARDINALITY = 100
 
+#: Schema lines ``render_inspect`` prints before it shortens the list (the first and last
+#: columns, the count; ``--format json`` lists every one).
+SCHEMA_LINES = 60
+
 
 def inspect_input(
     path: str | os.PathLike[str] | Sequence[str],
@@ -70,6 +74,8 @@ def inspect_input(
             on = _join_key(src, label_src, warnings_=info["warnings"])
         layout, warnings, cfg = _detect_and_check(src, label_src, spec, first, cfg)
         warnings += _logit_warnings(layout, head)
+        blocked, more, cfg = _refusals(src, label_src, layout, on, head, info["rows"], cfg)
+        warnings += more
         info["layout"] = layout.describe()
         info["layout_error"] = None
         info["warnings"] += [render_options(w, cli=cli) for w in warnings]
@@ -77,6 +83,8 @@ def inspect_input(
     except EvalkitError as exc:
         info["layout"] = []
         info["layout_error"] = exc.cli_text() if cli else str(exc)
+        blocked = False
+    info["blocked"] = blocked
     info["warnings"] = [render_options(w, cli=cli) for w in info["warnings"]]
     info["on"] = on
     candidates = []
@@ -176,7 +184,8 @@ def _detect_and_check(src: Source, label_src: Source | None, spec: LayoutSpec, f
         return layout, guessed, cfg
     label_type = (lschema or src.schema).field(layout.label_columns[0]).type
     check = check_label_sample(layout, sampler, label_type, cfg.ignore_label)
-    refuse = ("warning: evaluate will refuse every row (exit 3)" if check.all_refused else
+    refuse = ("warning: evaluate will refuse the input (exit 3)" if check.coding else
+              "warning: evaluate will refuse every row (exit 3)" if check.all_refused else
               f"warning: evaluate will refuse these rows (exit 3; {option('on_invalid', meta='skip')} "
               f"leaves them out)")
     warnings = guessed + [f"{refuse}: {p}" for p in check.problems]
@@ -191,6 +200,8 @@ def _detect_and_check(src: Source, label_src: Source | None, spec: LayoutSpec, f
                         f"labelled {check.sentinel} are left out of every statistic and counted apart")
         cfg = replace(cfg, ignore_label=check.sentinel)
         check = replace(after, classes=after.classes or check.classes)
+    if check.coding is not None:
+        return _class_coding(src, label_src, spec, first, cfg, layout, warnings, check, label_type, sampler)
     if check.classes is not None:
         fixed = replace(spec, classes=list(check.classes))
         named = detect_layout(src.schema, fixed, label_schema=lschema, source=src.label, first_batch=first,
@@ -206,6 +217,83 @@ def _detect_and_check(src: Source, label_src: Source | None, spec: LayoutSpec, f
                         f"{option('on_invalid', meta='skip')} (counted per reason in the report)")
         cfg = replace(cfg, on_invalid="skip")
     return layout, warnings, cfg
+
+
+def _class_coding(src: Source, label_src: Source | None, spec: LayoutSpec, first: pa.RecordBatch | None,
+                  cfg: EvalConfig, layout: Layout, warnings: list[str], check: Any, label_type: pa.DataType,
+                  sampler: Any) -> tuple[Layout, list[str], EvalConfig]:
+    """:func:`_detect_and_check` for labels that are a class coding (-1/1, -1/0/1, 1..K:
+    :func:`~evalkit.layout.class_coding`): every value is a class, so the suggested command
+    names the classes by those values (when the predictions take them: a list or binary
+    column), else says to recode; it never leaves a value out (that would drop a class)."""
+    coding = list(check.coding)
+    lschema = label_src.schema if label_src else None
+    try:
+        named = detect_layout(src.schema, replace(spec, classes=coding), label_schema=lschema,
+                              source=src.label, first_batch=first, label_sample=sampler)
+        fits = not check_label_sample(named, sampler, label_type, cfg.ignore_label).problems
+    except EvalkitError:
+        fits = False
+    if not fits:
+        warnings.append(f"the label values {', '.join(coding)} are a class coding: recode them to "
+                        f"0..{len(coding) - 1} (the suggested command below refuses them; leaving any out "
+                        f"would drop a class)")
+        return layout, warnings, cfg
+    order, why = _class_order(named, first if label_src is None else None, cfg.eps)
+    warnings.append(f"with {option('classes', order)} (the suggested command below) the label values "
+                    f"{', '.join(coding)}, a class coding, name the classes{why}")
+    return layout, warnings, replace(cfg, classes=order)
+
+
+def _refusals(src: Source, label_src: Source | None, layout: Layout, on: Sequence[str], head: pa.Table,
+              rows: int, cfg: EvalConfig) -> tuple[bool, list[str], EvalConfig]:
+    """What ``evaluate`` refuses before or whatever the labels: no rows, files that disagree on
+    a column the run reads (:attr:`~evalkit.io.Source.drift`, judged on every file's footer,
+    both files named), null predictions in the first rows. Returns whether the suggested command
+    cannot run as it is (the input itself must change), the warnings, and the settings (null
+    predictions in some rows: ``on_invalid`` skip, as for null labels)."""
+    warnings: list[str] = []
+    if rows == 0:
+        warnings.append("warning: evaluate will refuse the input (exit 3): the input has no rows")
+        return True, warnings, cfg
+    label_side = label_src if label_src is not None else src
+    needed = [(src, c) for c in (*layout.pred_columns, *layout.keys, *on, *([layout.weight] if layout.weight else []))]
+    needed += [(label_side, c) for c in (*layout.label_columns, *(on if label_src is not None else ()))]
+    seen: set[tuple[int, str]] = set()
+    for source, column in needed:
+        if (id(source), column) in seen or column not in source.drift:
+            continue
+        seen.add((id(source), column))
+        warnings.append(f"warning: evaluate will refuse the input (exit 3): {source.label}: {source.drift[column]}")
+    if warnings:
+        return True, warnings, cfg
+    present = [c for c in layout.pred_columns if c in head.column_names]
+    if not present or not head.num_rows:
+        return False, warnings, cfg
+    null = np.zeros(head.num_rows, dtype=bool)
+    for c in present:
+        null |= head.column(c).is_null().to_numpy(zero_copy_only=False)
+        if layout.kind == "list":
+            null |= pc.fill_null(pc.list_value_length(head.column(c)), 0).to_numpy(zero_copy_only=False) == 0
+    if not null.any():
+        return False, warnings, cfg
+    what = (f"null (missing) prediction in {_short_list_text(present)}: {int(null.sum()):,} of the first "
+            f"{head.num_rows:,} rows")
+    if null.all():
+        warnings.append(f"warning: evaluate will refuse every row (exit 3): {what}")
+        return True, warnings, cfg
+    warnings.append(f"warning: evaluate will refuse these rows (exit 3; {option('on_invalid', meta='skip')} "
+                    f"leaves them out): {what}")
+    if cfg.on_invalid != "skip":
+        warnings.append(f"the suggested command below leaves the refused rows out with "
+                        f"{option('on_invalid', meta='skip')} (counted per reason in the report)")
+        cfg = replace(cfg, on_invalid="skip")
+    return False, warnings, cfg
+
+
+def _short_list_text(items: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
 def _order_conflict(src: Source, label_src: Source | None, layout: Any) -> list[str]:
@@ -309,8 +397,14 @@ def render_inspect(info: dict[str, Any]) -> str:
         "",
         "schema:",
     ]
-    width = max((len(c["name"]) for c in info["schema"]), default=0)
-    lines += [f"  {c['name'].ljust(width)}  {c['type']}" for c in info["schema"]]
+    schema = info["schema"]
+    first, last = (schema, []) if len(schema) <= SCHEMA_LINES else (schema[:SCHEMA_LINES - 10], schema[-5:])
+    width = max((len(c["name"]) for c in first + last), default=0)
+    lines += [f"  {c['name'].ljust(width)}  {c['type']}" for c in first]
+    if last:
+        lines.append(f"  ... ({len(schema) - len(first) - len(last):,} more columns; {len(schema):,} in all: "
+                     f"--format json lists every one)")
+        lines += [f"  {c['name'].ljust(width)}  {c['type']}" for c in last]
     lines += ["", "detected layout:"]
     if info["layout_error"]:
         lines.append(f"  (not detected) {info['layout_error']}")
@@ -324,6 +418,9 @@ def render_inspect(info: dict[str, Any]) -> str:
         lines.append("  (none)")
     if info["layout_error"]:  # no command runs before the layout is named
         lines += ["", "next: name the columns as said above, then run evalkit inspect again with those flags", ""]
+    elif info.get("blocked"):  # a command that would run as pasted does not exist yet
+        lines += ["", "next: evaluate will refuse this input as it is (the warnings above say why); once it is "
+                  f"fixed: {info['suggested_command']}", ""]
     else:
         lines += ["", f"try: {info['suggested_command']}", ""]
     return "\n".join(lines)

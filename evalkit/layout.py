@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import (
+    ClassesError,
     ColumnTypeError,
     InvalidProbabilityError,
     LabelError,
@@ -117,7 +118,7 @@ class Layout:
         """Lines describing the layout, for ``evalkit inspect`` and the report."""
         what = "logits" if self.from_logits else "probabilities"
         if self.kind == "wide":
-            pred = f"wide {what}: {', '.join(self.pred_columns)}"
+            pred = f"wide {what}: {_short_list(self.pred_columns)}"
         elif self.kind == "list":
             pred = f"list column of {what}: {self.pred_columns[0]}"
         else:
@@ -130,7 +131,7 @@ class Layout:
         }[self.label_kind]
         lines = [
             f"predictions: {pred}",
-            f"labels: {label}: {', '.join(self.label_columns)}",
+            f"labels: {label}: {_short_list(self.label_columns)}",
             f"classes ({self.n_classes}): {_short_list(self.classes)}",
         ]
         if self.keys:
@@ -253,7 +254,11 @@ class Layout:
         """Class indices of numeric / boolean labels: whole numbers naming a class (by
         position, or by value for integer class names); others are problems."""
         y, raw, frac, huge = _whole_number_labels(col, problems)
+        whole = y
         by_value = _int_class_values(self.classes)
+        truth = bool_class_indices(self.classes) if pa.types.is_boolean(col.type) else None
+        if truth is not None:  # prob_True, prob_False: True is the class named True, not index 1
+            return np.where(y == 1, truth[1], truth[0]).astype(np.int64)
         if by_value is not None:
             lookup = pc.index_in(pa.array(y), value_set=pa.array(by_value, type=pa.int64()))
             mapped = lookup.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -272,10 +277,31 @@ class Layout:
         if null is not None:
             bad &= ~null
         if bad.any():
+            usable = np.ones(len(whole), dtype=bool)
+            for mask in (null, frac, huge):
+                if mask is not None:
+                    usable &= ~mask
+            coding = class_coding(self, np.unique(whole[usable]).tolist())
+            hint = (self._coding_hint(coding) if coding is not None
+                    else ignore_hint(sentinel_label(raw[bad])))
             problems.append(Problem("label_out_of_range", LabelError,
-                                    f"label out of range (classes are {_short_list(self.classes)})"
-                                    f"{ignore_hint(sentinel_label(raw[bad]))}", bad, raw))
+                                    f"label out of range (classes are {_short_list(self.classes)}){hint}",
+                                    bad, raw))
         return y
+
+    def _coding_hint(self, coding: tuple[str, ...]) -> str:
+        """The advice for labels that are a class coding (:func:`class_coding`): name the
+        classes by those values (list / binary predictions), or recode (numbered wide columns,
+        whose names already number the classes from 0). Never an ignore label: every value is
+        a class."""
+        values = ", ".join(coding)
+        if self.kind == "wide":
+            return (f"; the {len(coding)} label values {values} are a class coding, not bad rows, but the "
+                    f"prediction columns number the classes from 0 ({_short_list(self.pred_columns)}): recode the "
+                    f"labels to 0..{len(coding) - 1} in the same order")
+        return (f"; the {len(coding)} label values {values} are a class coding, not bad rows (leaving out "
+                f"any would drop a class): name the classes by those values, in class-index order, with "
+                f"{option('classes', list(coding))}")
 
 
     @property
@@ -319,6 +345,57 @@ class Layout:
                                + (",..." if self.n_classes > 3 else "")))
         return (f"; the prediction column {self.pred_columns[0]!r} does not name its classes: name them "
                 f"in class-index order (scikit-learn's model.classes_, sorted) with {spelled}")
+
+
+def bool_class_indices(classes: Sequence[str]) -> tuple[int, int] | None:
+    """The class indices of False and True for boolean labels when the classes are named
+    ``True`` / ``False`` (any case: ``prob_True``, ``prob_false``), None when the classes are
+    numbered or named otherwise (see :func:`_check_bool_labels`)."""
+    lower = [c.lower() for c in classes]
+    if len(classes) == 2 and sorted(lower) == ["false", "true"]:
+        return lower.index("false"), lower.index("true")
+    return None
+
+
+def _check_bool_labels(layout: Layout, lschema: pa.Schema, source: str) -> None:
+    """Boolean labels name their class by value: next to classes named True / False each
+    goes to its class (:func:`bool_class_indices`); next to numbered classes False is 0 and
+    True is 1; next to classes named otherwise (``prob_yes``, ``prob_no``) nothing says
+    which class True is: refused, never taken by column order."""
+    if layout.label_kind != "index" or not layout.label_columns:
+        return
+    if not pa.types.is_boolean(_value_type(lschema.field(layout.label_columns[0]).type)):
+        return
+    if bool_class_indices(layout.classes) is not None or layout.numbers_its_classes:
+        return
+    raise LayoutError(
+        f"{source}: label column {layout.label_columns[0]!r} holds booleans but the classes are named "
+        f"{_short_list(layout.classes)}: which of them is True? Name the classes by the label values in "
+        f"class-index order, {option('classes', ['False', 'True'])} (the prediction columns then named "
+        f"after True / False), or store the labels as the class names")
+
+
+def class_coding(layout: Layout, values: Sequence[object]) -> tuple[str, ...] | None:
+    """The distinct label values (as class names, in class-index order) when they are a class
+    coding of a layout that numbers its classes 0..K-1 rather than ignore labels or bad rows:
+    exactly K distinct whole numbers that are consecutive but do not start at 0 (1..K from R /
+    MATLAB / Julia, -1, 0, 1 sentiment) or, for two classes, -1 and 1 (SVM / libsvm). None
+    otherwise: a rare -100 / -1 beside 0..K-1 is K + 1 values, and stays an ignore label."""
+    k = layout.n_classes
+    if k < 2 or layout.classes != tuple(str(i) for i in range(k)) or len(values) < k:
+        return None
+    try:
+        nums = sorted({float(v) for v in values if v is not None and not isinstance(v, bool | str)})  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if len(nums) != k or not all(np.isfinite(f) and f.is_integer() and abs(f) < 2.0**53 for f in nums):
+        return None
+    ints = [int(f) for f in nums]
+    if ints == list(range(k)):
+        return None
+    if ints == list(range(ints[0], ints[0] + k)) or (k == 2 and ints == [-1, 1]):
+        return tuple(str(i) for i in ints)
+    return None
 
 
 def sentinel_label(values: np.ndarray) -> int | None:
@@ -565,7 +642,10 @@ class LabelCheck:
     """No sampled value is usable: skipping invalid rows would leave none."""
     sentinel: int | None = None
     """The one negative whole number among the refused values (an ignore label such as -100,
-    :func:`sentinel_label`)."""
+    :func:`sentinel_label`); None when the values are a class coding."""
+    coding: tuple[str, ...] | None = None
+    """The label values, in class-index order, when they are a class coding (:func:`class_coding`:
+    -1/1, -1/0/1, 1..K): every value is a class, none may be left out."""
 
 
 def check_label_sample(layout: Layout, label_sample: LabelSample, label_type: pa.DataType,
@@ -598,9 +678,12 @@ def check_label_sample(layout: Layout, label_sample: LabelSample, label_type: pa
     for p in problems:
         refused |= p.mask
     whole = [int(float(v)) for v in np.asarray(values, dtype=object)[refused] if _negative_whole(v)]
+    coding = (class_coding(layout, values)
+              if any(p.reason == "label_out_of_range" for p in problems) else None)
     return LabelCheck(tuple(messages), layout.named_classes(values) if unknown else None,
                       bool(problems) and bool(refused.all()),
-                      sentinel_label(np.array(whole, dtype=np.int64)))
+                      None if coding is not None else sentinel_label(np.array(whole, dtype=np.int64)),
+                      coding)
 
 
 def _negative_whole(value: object) -> bool:
@@ -720,6 +803,7 @@ def detect_layout(
     layout = _finish(schema, spec, kind, pred_cols, from_logits, classes, label_kind, label_cols,
                      notes, source, label_names)
     layout = _declared_class_order(layout, spec, label_sample)
+    _check_bool_labels(layout, lschema, source)
     if layout.label_kind == "name" and layout.numbers_its_classes and label_sample is not None:
         # String labels against numbered classes: keep the sample, whose values name them.
         layout = replace(layout, label_sample=tuple(str(v) for v in label_sample(label_cols[0])))
@@ -799,7 +883,40 @@ def _declared_targets(spec: LayoutSpec, lschema: pa.Schema, label_names: list[st
         raise LayoutError(
             f"{source}: {len(cols)} target columns but {len(classes)} prediction classes"
         )
-    return "onehot", tuple(cols)
+    names = ([c[len(spec.target_prefix):] for c in cols] if spec.target_prefix
+             else list(_common_suffix_names(cols)))
+    return "onehot", _targets_by_class(cols, names, classes, source, declared=not spec.target_prefix)
+
+
+def _targets_by_class(cols: Sequence[str], names: Sequence[str], classes: tuple[str, ...], source: str,
+                      declared: bool = False) -> tuple[str, ...]:
+    """One-hot / soft target columns in class order. ``names`` are the class names the
+    columns carry (their suffixes: ``target_cat`` is class ``cat``), paired with the classes
+    by name, as a prediction column ``prob_cat`` is: ``target_dog, target_cat`` next to
+    ``prob_cat, prob_dog`` are taken as ``target_cat, target_dog``. Names that name some
+    classes but not all, or (for columns found by prefix) none of the classes the
+    predictions name, are refused naming both; columns that carry no class name are taken
+    in order when the classes are only numbered (a list column) or the columns were listed."""
+    if set(names) == set(classes) and len(set(names)) == len(names):
+        by_name = dict(zip(names, cols, strict=True))
+        return tuple(by_name[c] for c in classes)
+    numbered = classes == tuple(str(i) for i in range(len(classes)))
+    if not set(names) & set(classes):
+        if declared or (numbered and list(names) == sorted(names)):
+            return tuple(cols)
+        if numbered:  # target_c, target_a, target_b next to probs[0..2]: which is probs[0]?
+            raise LayoutError(
+                f"{source}: target columns {_short_list(list(cols))} name classes that the predictions only "
+                f"number (0..{len(classes) - 1}), and not in sorted order, so their order cannot be trusted to "
+                f"be the class order: name the classes in class-index order with "
+                f"{option('classes', sorted(names))} (each target column is then paired by its name), or list "
+                f"the target columns in class order with {option('targets', meta='COL,...')}")
+    missing = [c for c in classes if c not in set(names)]
+    raise LayoutError(
+        f"{source}: target columns {_short_list(list(cols))} name classes {_short_list(list(names))}, but the "
+        f"prediction classes are {_short_list(list(classes))} (class {missing[0]!r} has no target column): a "
+        f"target column is paired with the class its name carries; name the target columns after the "
+        f"prediction classes, or list them in class order with {option('targets', meta='COL,...')}")
 
 
 def _detect_label(spec: LayoutSpec, lschema: pa.Schema, label_names: list[str],
@@ -814,7 +931,8 @@ def _detect_label(spec: LayoutSpec, lschema: pa.Schema, label_names: list[str],
             tcols = _prefixed(lschema, TARGET_PREFIXES, _is_numeric)
             if tcols and len(tcols[1]) == len(classes):
                 notes.append(f"one-hot targets detected by prefix {tcols[0]!r}")
-                return "onehot", tuple(tcols[1])
+                prefix, found = tcols
+                return "onehot", _targets_by_class(found, [c[len(prefix):] for c in found], classes, source)
             raise LayoutError(
                 f"{source}: cannot find the label column (looked for {', '.join(LABEL_NAMES)}); "
                 f"name it with {option('label', meta='COL')}, or give a separate labels input with "
@@ -937,8 +1055,15 @@ class _Detect:
 
     @property
     def classes(self) -> tuple[str, ...] | None:
-        """Class names declared by the user, if any."""
-        return tuple(str(c) for c in self.spec.classes) if self.spec.classes else None
+        """Class names declared by the user, if any (each once)."""
+        if not self.spec.classes:
+            return None
+        declared = tuple(str(c) for c in self.spec.classes)
+        twice = next((c for i, c in enumerate(declared) if c in declared[:i]), None)
+        if twice is not None:
+            raise ClassesError(f"{self.source}: {option('classes')} names class {twice!r} twice "
+                               f"({_short_list(declared)}); name each class once")
+        return declared
 
     def logits(self, detected: bool) -> bool:
         return detected if self.spec.logits is None else bool(self.spec.logits)
@@ -971,7 +1096,53 @@ class _Detect:
         return "list", (col,), logits, _list_classes(self.schema, col, self.classes, self.first_batch, self.source)
 
     def binary_layout(self, col: str, prefix: str, logits: bool) -> Predictions:
-        return "binary", (col,), logits, self.classes or _binary_classes(col, prefix, self.label_values, self.notes)
+        if self.classes is None:
+            return "binary", (col,), logits, _binary_classes(col, prefix, self.label_values, self.notes)
+        if len(self.classes) != 2:
+            raise ClassesError(
+                f"{self.source}: 1 prediction column ({col!r}, binary: P(class 1)) but {len(self.classes)} "
+                f"classes ({_short_list(self.classes)}); a binary column needs 2 classes, the negative one "
+                f"first: {option('classes', meta='neg,pos')}")
+        suffix = col[len(prefix):] if prefix else ""
+        if suffix and suffix == self.classes[0]:
+            # p_benign is P(benign): the classes setting cannot make it P(malignant).
+            raise ClassesError(
+                f"{self.source}: prediction column {col!r} is P({suffix!r}), the positive class, but "
+                f"{option('classes')} ({_short_list(self.classes)}) names {suffix!r} first (the negative class); "
+                f"name the positive class last: {option('classes', [self.classes[1], self.classes[0]])}")
+        return "binary", (col,), logits, self.classes
+
+    def wide_classes(self, cols: Sequence[str], names: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The wide prediction columns and their classes. ``names`` are the class names the
+        columns carry (their suffixes). Without declared classes, those. With them (``classes``,
+        ``--classes``), one rule: a column whose name carries a class name is that class, so
+        the declared order reorders the columns by name (the same numbers as without it);
+        columns whose names carry none of the declared names are taken in order; a declared
+        name no column carries next to a column carrying a name not declared, or a count that
+        differs, is refused (:class:`~evalkit.errors.ClassesError`): never a silent relabelling."""
+        declared = self.classes
+        if declared is None:
+            return tuple(cols), tuple(names)
+        if len(declared) != len(cols):
+            raise ClassesError(
+                f"{self.source}: {len(cols)} prediction columns ({_short_list(cols)}) but {len(declared)} "
+                f"classes ({_short_list(declared)}); name one class per prediction column")
+        by_name = dict(zip(names, cols, strict=True))
+        if len(by_name) != len(cols) or not set(names) & set(declared):
+            return tuple(cols), declared  # the names carry no declared class: by position
+        if set(names) == set(declared):
+            ordered = tuple(by_name[c] for c in declared)
+            if ordered != tuple(cols):
+                self.notes.append(f"declared classes: prediction columns taken by the class names they carry, "
+                                  f"in the declared order ({_short_list(ordered)})")
+            return ordered, declared
+        missing = [c for c in declared if c not in by_name]
+        extra = [n for n in names if n not in set(declared)]
+        raise ClassesError(
+            f"{self.source}: {option('classes')} names class {missing[0]!r}, which no prediction column "
+            f"carries, while column {by_name[extra[0]]!r} is class {extra[0]!r}, which it does not name "
+            f"(columns {_short_list(cols)}; classes {_short_list(declared)}); a column named after a class "
+            f"is that class: name the classes the columns carry, in any order, or rename the columns")
 
 
 def _detect_predictions(
@@ -1000,10 +1171,8 @@ def _declared_columns(d: _Detect, cols: list[str]) -> Predictions:
         return d.list_layout(cols[0], logits) if _is_list(types[0]) else d.binary_layout(cols[0], "", logits)
     if any(_is_list(t) for t in types):
         raise LayoutError(f"{d.source}: give either one list column or several class columns, not both")
-    classes = d.classes or _common_suffix_names(cols)
-    if len(classes) != len(cols):
-        raise LayoutError(f"{d.source}: {len(cols)} prediction columns but {len(classes)} class names")
-    return "wide", tuple(cols), logits, classes
+    ordered, classes = d.wide_classes(cols, _common_suffix_names(cols))
+    return "wide", ordered, logits, classes
 
 
 def _declared_prefix(d: _Detect, prefix: str) -> Predictions:
@@ -1018,7 +1187,8 @@ def _declared_prefix(d: _Detect, prefix: str) -> Predictions:
     logits = bool(d.spec.logits) or prefix in LOGIT_PREFIXES
     if len(cols) == 1:
         return d.binary_layout(cols[0], prefix, logits)
-    return "wide", tuple(cols), logits, d.classes or tuple(c[len(prefix):] for c in cols)
+    ordered, classes = d.wide_classes(cols, [c[len(prefix):] for c in cols])
+    return "wide", ordered, logits, classes
 
 
 def _by_prefix(d: _Detect) -> Predictions | None:
@@ -1030,7 +1200,8 @@ def _by_prefix(d: _Detect) -> Predictions | None:
             _reject_non_numeric(d.schema, prefix, d.source)
             cols = _order_by_int_suffix(cols, prefix)
             d.notes.append(f"detected wide columns by prefix {prefix!r}")
-            return "wide", tuple(cols), d.logits(is_logits), d.classes or tuple(c[len(prefix):] for c in cols)
+            ordered, classes = d.wide_classes(cols, [c[len(prefix):] for c in cols])
+            return "wide", ordered, d.logits(is_logits), classes
     return None
 
 
@@ -1054,7 +1225,8 @@ def _by_class_names(d: _Detect) -> Predictions | None:
     cols = [c for c in d.names if c in values and d.is_float(c)]
     if len(cols) >= 2 and values <= set(cols):
         d.notes.append("detected one column per class, named after the label values")
-        return "wide", tuple(cols), bool(d.spec.logits), d.classes or tuple(cols)
+        ordered, classes = d.wide_classes(cols, cols)
+        return "wide", ordered, bool(d.spec.logits), classes
     return None
 
 
@@ -1065,7 +1237,9 @@ def _by_binary_name(d: _Detect) -> Predictions | None:
             if c in d.names and d.is_float(c):
                 what = "the logit of class 1" if is_logits else "P(class 1)"
                 d.notes.append(f"binary layout: {c!r} read as {what}")
-                return "binary", (c,), d.logits(is_logits), d.classes or ("0", "1")
+                if d.classes is not None:
+                    return d.binary_layout(c, "", d.logits(is_logits))
+                return "binary", (c,), d.logits(is_logits), ("0", "1")
     return None
 
 
@@ -1113,6 +1287,10 @@ def _binary_classes(col: str, prefix: str, label_values: Callable[[], list[str]]
     gives (malignant, benign); ``p_0`` gives (1, 0); otherwise the column is P(class 1)."""
     suffix = col[len(prefix):] if prefix else ""
     values = label_values() if suffix else []
+    if suffix.lower() in ("true", "false"):  # prob_False + boolean labels: P(False)
+        other = "False" if suffix.lower() == "true" else "True"
+        notes.append(f"binary layout: {col!r} read as P({suffix})")
+        return (other, suffix)
     if suffix and suffix in values and len(set(values)) == 2:
         other = next(v for v in sorted(set(values)) if v != suffix)
         notes.append(f"binary layout: {col!r} read as P({suffix})")
