@@ -1005,9 +1005,18 @@ def _prefixed(schema: pa.Schema, prefixes: Sequence[str], ok) -> tuple[str, list
     return None
 
 
+def _class_suffix(suffix: str) -> str:
+    """The class a column's suffix names: a whole number written as a float (``prob_1.0``,
+    ``prob_-1.0``: scikit-learn's ``f"prob_{c}"`` over a float target's ``classes_``) names
+    the class of that integer, as a label ``1.0`` does (:func:`_class_text`); else the suffix."""
+    if re.fullmatch(r"[-+]?\d+\.0*", suffix):
+        return str(int(float(suffix)))
+    return suffix
+
+
 def _order_by_int_suffix(cols: list[str], prefix: str) -> list[str]:
-    suffixes = [c[len(prefix):] for c in cols]
-    if all(re.fullmatch(r"-?\d+", s) for s in suffixes):
+    suffixes = [_class_suffix(c[len(prefix):]) for c in cols]
+    if all(re.fullmatch(r"-?\d+", s) for s in suffixes) and len(set(suffixes)) == len(suffixes):
         return [c for _, c in sorted(zip((int(s) for s in suffixes), cols, strict=True))]
     return cols
 
@@ -1187,7 +1196,7 @@ def _declared_prefix(d: _Detect, prefix: str) -> Predictions:
     logits = bool(d.spec.logits) or prefix in LOGIT_PREFIXES
     if len(cols) == 1:
         return d.binary_layout(cols[0], prefix, logits)
-    ordered, classes = d.wide_classes(cols, [c[len(prefix):] for c in cols])
+    ordered, classes = d.wide_classes(cols, [_class_suffix(c[len(prefix):]) for c in cols])
     return "wide", ordered, logits, classes
 
 
@@ -1200,7 +1209,7 @@ def _by_prefix(d: _Detect) -> Predictions | None:
             _reject_non_numeric(d.schema, prefix, d.source)
             cols = _order_by_int_suffix(cols, prefix)
             d.notes.append(f"detected wide columns by prefix {prefix!r}")
-            ordered, classes = d.wide_classes(cols, [c[len(prefix):] for c in cols])
+            ordered, classes = d.wide_classes(cols, [_class_suffix(c[len(prefix):]) for c in cols])
             return "wide", ordered, d.logits(is_logits), classes
     return None
 
@@ -1318,12 +1327,18 @@ def _reject_non_numeric(schema: pa.Schema, prefix: str, source: str) -> None:
 
 
 def _common_suffix_names(cols: Sequence[str]) -> tuple[str, ...]:
-    """Class names from explicit wide columns: strip their common prefix when it ends in '_'."""
+    """Class names from explicit wide columns: strip their common prefix when it ends in '_',
+    else each column's known prefix (``prob_``, ``score_``, ...) when every column has one."""
     import os
 
     prefix = os.path.commonprefix(list(cols))
     cut = prefix.rfind("_") + 1 if "_" in prefix else 0
-    names = tuple(c[cut:] for c in cols)
+    names = tuple(_class_suffix(c[cut:]) for c in cols)
+    if not cut:  # no shared prefix: each column's own known prefix (prob_eel, score_dog)
+        known = [next((p for p in PROB_PREFIXES + LOGIT_PREFIXES if c.startswith(p) and c[len(p):]), None)
+                 for c in cols]
+        if all(known):
+            names = tuple(_class_suffix(c[len(p):]) for c, p in zip(cols, known, strict=True))  # type: ignore[arg-type]
     if all(names) and len(set(names)) == len(names):
         return names
     return tuple(cols)
