@@ -25,15 +25,19 @@ def _by_hand(p: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1 - 1e-7))))
 
 
+def _mean(tmp_path, frame: pd.DataFrame, **kw) -> float:
+    """evaluate's overall mean loss of ``frame`` written by pandas."""
+    path = tmp_path / "f.parquet"
+    frame.to_parquet(path, index=False)
+    return evalkit.evaluate(str(path), plots=False, **kw).mean
+
+
 @pytest.mark.parametrize("label_type", ["int", "float"])
 def test_reversed_binary_float_named_columns_go_to_their_class(tmp_path, label_type) -> None:
     p, y = _probs(400, 2, 0)
     frame = pd.DataFrame({"prob_1.0": p[:, 1], "prob_0.0": p[:, 0]})  # the reverse of class order
     frame["label"] = y.astype(float) if label_type == "float" else y
-    path = tmp_path / "f.parquet"
-    frame.to_parquet(path, index=False)
-    got = evalkit.evaluate(str(path), plots=False)
-    assert got.mean == pytest.approx(_by_hand(p, y), rel=1e-9)
+    assert _mean(tmp_path, frame) == pytest.approx(_by_hand(p, y), rel=1e-9)
 
 
 def test_twelve_float_named_classes_in_text_order(tmp_path) -> None:
@@ -41,10 +45,7 @@ def test_twelve_float_named_classes_in_text_order(tmp_path) -> None:
     names = sorted((f"{float(i)}" for i in range(12)), key=str)  # 0.0, 1.0, 10.0, 11.0, 2.0 ...
     frame = pd.DataFrame({f"prob_{n}": p[:, int(float(n))] for n in names})
     frame["label"] = y.astype(float)
-    path = tmp_path / "f.parquet"
-    frame.to_parquet(path, index=False)
-    got = evalkit.evaluate(str(path), plots=False)
-    assert got.mean == pytest.approx(_by_hand(p, y), rel=1e-9)
+    assert _mean(tmp_path, frame) == pytest.approx(_by_hand(p, y), rel=1e-9)
 
 
 def test_explicit_columns_with_different_known_prefixes_pair_by_name(tmp_path) -> None:
@@ -52,10 +53,7 @@ def test_explicit_columns_with_different_known_prefixes_pair_by_name(tmp_path) -
     classes = ["cat", "dog", "eel"]
     frame = pd.DataFrame({"prob_eel": p[:, 2], "prob_cat": p[:, 0], "score_dog": p[:, 1]})
     frame["label"] = [classes[i] for i in y]
-    path = tmp_path / "f.parquet"
-    frame.to_parquet(path, index=False)
     want = _by_hand(p, y)
     cols = ["prob_eel", "prob_cat", "score_dog"]
-    assert evalkit.evaluate(str(path), predictions=cols, plots=False).mean == pytest.approx(want, rel=1e-9)
-    got = evalkit.evaluate(str(path), predictions=cols, classes=classes, plots=False)
-    assert got.mean == pytest.approx(want, rel=1e-9)
+    assert _mean(tmp_path, frame, predictions=cols) == pytest.approx(want, rel=1e-9)
+    assert _mean(tmp_path, frame, predictions=cols, classes=classes) == pytest.approx(want, rel=1e-9)
