@@ -579,7 +579,7 @@ def evaluate(
 def _check_arguments(*, by: Any = (), progress: Any = None, client: Any = None) -> None:
     """Arguments of :func:`evaluate` that are not config keys, checked before any work:
     only :class:`~evalkit.errors.EvalkitError` leaves the library."""
-    items = [by] if isinstance(by, str) else by
+    items = [by] if isinstance(by, str) else [] if by is None else by
     bad = by if not isinstance(items, Sequence) else next(
         (c for i in items for c in ([i] if isinstance(i, str) or not isinstance(i, Sequence) else i)
          if not isinstance(c, str)), None)
