@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,25 @@ def random_probs(rng: np.random.Generator, n: int, k: int, dtype=np.float64) -> 
 def by_hand(p: np.ndarray, y: np.ndarray, eps: float = 1e-7) -> np.ndarray:
     """The notebook's definition, written independently of evalkit."""
     return -np.log(np.clip(p[np.arange(len(y)), y].astype(np.float64), eps, 1 - eps))
+
+
+def process_members(ident: int, *, by: str, zombies: bool) -> list[str]:
+    """Processes of process group (``by="group"``) or session (``by="session"``) ``ident``,
+    from /proc (``"pid state name"`` each); zombies only when ``zombies``."""
+    field = {"group": 2, "session": 3}[by]
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[field]) == ident and (zombies or fields[0] != "Z"):
+            found.append(f"{pid} {fields[0]} {stat[stat.find('(') + 1:stat.rfind(')')]}")
+    return found
 
 
 def write(table: pa.Table, path: Path, **kw) -> Path:

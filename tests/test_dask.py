@@ -18,6 +18,8 @@ from evalkit import errors
 from evalkit.api import evaluate, run
 from evalkit.config import EvalConfig
 
+from .conftest import process_members
+
 distributed = pytest.importorskip("distributed")
 from evalkit.engines import dask as dask_engine  # noqa: E402
 
@@ -505,20 +507,24 @@ def test_duplicate_slices_and_typed_slice_keys_equal_to_local(client, tmp_path):
 
 
 def _session_members(sid: int) -> list[str]:
-    """Live (not zombie) processes of session ``sid``, from /proc."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(f"{pid} {fields[0]} {stat[stat.find('(') + 1:stat.rfind(')')]}")
-    return found
+    """Live (not zombie) processes of session ``sid``."""
+    return process_members(sid, by="session", zombies=False)
+
+
+def _assert_interrupted_cleanly(proc, err: bytes, out: Path) -> None:  # noqa: ANN001
+    """Exit 130 with the one 'interrupted' line, no process of the run's session left within
+    5 s, nothing written beside ``out``."""
+    import time
+
+    text = err.decode()
+    assert proc.returncode == errors.EXIT_INTERRUPTED, text
+    assert [line for line in text.splitlines() if line.strip()] == [
+        "interrupted: no report was written (any previous report is intact)"], text
+    deadline = time.monotonic() + 5  # the worker processes end with the command
+    while _session_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_members(proc.pid) == []
+    assert os.listdir(out.parent) == []
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
@@ -559,16 +565,8 @@ def test_ctrl_c_during_a_dask_run_exits_130_with_one_line(tmp_path: Path) -> Non
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-    text = err.decode()
-    assert proc.returncode == errors.EXIT_INTERRUPTED, text
-    assert [line for line in text.splitlines() if line.strip()] == [
-        "interrupted: no report was written (any previous report is intact)"], text
+    _assert_interrupted_cleanly(proc, err, out)
     assert took < 15, took
-    deadline = time.monotonic() + 5  # the worker processes end with the command
-    while _session_members(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _session_members(proc.pid) == []
-    assert os.listdir(out.parent) == []
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
@@ -601,12 +599,4 @@ def test_ctrl_c_while_the_cluster_starts_is_not_lost(tmp_path: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-    text = err.decode()
-    assert proc.returncode == errors.EXIT_INTERRUPTED, text
-    assert [line for line in text.splitlines() if line.strip()] == [
-        "interrupted: no report was written (any previous report is intact)"], text
-    deadline = time.monotonic() + 5
-    while _session_members(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _session_members(proc.pid) == []
-    assert os.listdir(out.parent) == []
+    _assert_interrupted_cleanly(proc, err, out)

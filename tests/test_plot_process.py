@@ -15,7 +15,7 @@ from evalkit import plot_process, plots
 from evalkit.api import run
 from evalkit.config import EvalConfig
 
-from .conftest import random_probs, write
+from .conftest import process_members, random_probs, write
 
 pytest.importorskip("matplotlib")
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -365,20 +365,8 @@ def test_no_plots_forks_no_helper(tmp_path, monkeypatch):
 
 
 def _group_members(pgid: int) -> list[str]:
-    """Processes (zombies included) of process group ``pgid``, from /proc."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if int(fields[2]) == pgid:
-            found.append(f"{pid} {fields[0]} {stat[stat.find('(') + 1:stat.rfind(')')]}")
-    return found
+    """Processes (zombies included) of process group ``pgid``."""
+    return process_members(pgid, by="group", zombies=True)
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
