@@ -151,13 +151,13 @@ def evaluate(inputs: tuple[str, ...], config_file: str | None, fmt: str, quiet: 
         early = bool(cfg.out and cfg.plots)
         if early:
             import pandas  # noqa: F401
-    if early:
-        # The plot helper, forked once pandas (which it shares) is in: it imports matplotlib
-        # while this process imports the rest and sets the run up.
-        from .plot_process import start_early
-
-        start_early()
     try:
+        if early:
+            # The plot helper, forked once pandas (which it shares) is in: it imports
+            # matplotlib while this process imports the rest and sets the run up.
+            from .plot_process import start_early
+
+            start_early()
         _evaluate_command(cfg, fmt, quiet, debug)
     finally:
         if early:  # a helper no run took (interrupted, failed early) ends with the command

@@ -77,6 +77,12 @@ class _Channel:
                 os.close(fd)
         if self.pid is None:
             return
+        try:
+            self._reap(kill)
+        finally:
+            _forked.discard(self.pid)
+
+    def _reap(self, kill: bool) -> None:
         if kill:
             with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGTERM)
@@ -96,6 +102,35 @@ class _Channel:
 
 #: Seconds a helper gets to end its sibling and exit after SIGTERM before it is killed.
 TERM_GRACE_S = 2.0
+#: Processes this process forked and has not reaped yet (see :func:`discard_early`).
+_forked: set[int] = set()
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Any:
+    """Ctrl-C / SIGTERM / SIGHUP arriving inside the block act when it ends, so a fork and
+    the note of the process it made happen together or not at all: an interrupt between
+    them would leave a helper nobody reaps (a zombie after the command has exited). Outside
+    the main thread (where handlers cannot be set) the block runs as it is."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[tuple[int, Any]] = []
+    sigs = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    old = {s: signal.signal(s, lambda signum, frame: got.append((signum, frame))) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for signum, frame in got[:1]:
+            handler = old[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
 #: The sibling a drawing helper forked (in that helper's process only).
 _children: list[_Channel] = []
 
@@ -132,22 +167,25 @@ def _fork(child_main: Any, pipes: tuple[int, int, int, int] | None = None,
     process does not hold); ``child_closes``: other descriptors the helper must not keep
     (another helper's pipes), closed in the helper first."""
     down_r, down_w, up_r, up_w = pipes if pipes is not None else (*os.pipe(), *os.pipe())
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child, which never returns
-        code = 0
-        try:
-            for fd in (down_w, up_r, *child_closes):
-                if fd >= 0:
-                    os.close(fd)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            _children.clear()  # a sibling is not the parent of the first helper's sibling
-            signal.signal(signal.SIGTERM, _on_sigterm)
-            _die_with_parent()
-            child_main(down_r, up_w)
-        except BaseException:  # noqa: BLE001 - the parent sees EOF and draws itself
-            code = 1
-        finally:
-            os._exit(code)
+    with _interrupts_deferred():
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, which never returns
+            code = 0
+            try:
+                for fd in (down_w, up_r, *child_closes):
+                    if fd >= 0:
+                        os.close(fd)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                _children.clear()  # a sibling is not the parent of the first helper's sibling
+                _forked.clear()
+                signal.signal(signal.SIGTERM, _on_sigterm)
+                _die_with_parent()
+                child_main(down_r, up_w)
+            except BaseException:  # noqa: BLE001 - the parent sees EOF and draws itself
+                code = 1
+            finally:
+                os._exit(code)
+        _forked.add(pid)
     os.close(down_r)
     os.close(up_w)
     return _Channel(pid, down_w, up_r)
@@ -445,16 +483,20 @@ def start_early() -> None:
     first batches. Must run before any thread exists, like :func:`start`.
     """
     global _early
-    if _early is None:
-        _early = _new_helper()
+    with _interrupts_deferred():  # forked and kept, or neither
+        if _early is None:
+            _early = _new_helper()
 
 
 def discard_early() -> None:
-    """End a helper :func:`start_early` forked that no run took (the run failed before)."""
+    """End a helper :func:`start_early` forked that no run took (the run failed before),
+    and any helper an interrupt left unreaped (killed, then reaped)."""
     global _early
     helper, _early = _early, None
     if helper is not None:
         helper.close()
+    for pid in list(_forked):
+        _Channel(pid, -1, -1).close(kill=True)
 
 
 def start() -> PlotHelper | None:
