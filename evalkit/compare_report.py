@@ -67,7 +67,9 @@ def _header(meta: dict[str, Any], gate_note: str | None = None) -> list[str]:
     row("per-row output", lambda r: "yes" if r.get("per_row_output") else "no")
     lines += ["", f"Comparison: evalkit {meta['evalkit_version']}, created {meta['created']}, "
               f"{meta['duration_s']:.2f} s; {100 * conf:g}% intervals of the delta "
-              f"(candidate - baseline, positive = worse); {meta['pairing']['reason']}; "
+              f"(candidate - baseline, positive = worse)"
+              + (f" of weighted means (weight column {md_code(meta['weight'])})" if meta.get("weight") else "")
+              + f"; {meta['pairing']['reason']}; "
               f"bootstrap {meta['settings']['n_boot']} resamples, seed {meta['settings']['seed']}; "
               f"config hash {meta['config_hash']}.", ""]
     for note in meta.get("mismatches") or []:

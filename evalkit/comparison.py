@@ -31,7 +31,15 @@ baseline_mean`` and a confidence interval of the delta:
 ``status`` is ``regression`` when the whole interval is above zero, ``improvement`` when it
 is below zero, ``unchanged`` otherwise (also when no interval can be computed, n < 2).
 
-Runs whose ``eps`` or class set differ are refused with :class:`~evalkit.errors.CompareError`
+Weighted runs (``evaluate --weight COLUMN``) are compared by their weighted means, the statistic
+their reports, intervals, gates and ``history`` are about: paired, the weighted mean of the
+differences (rows whose weight changed between the runs are not paired) with its t-interval on
+Kish's effective sample size; unpaired or without per-row output, Welch's normal interval from
+each side's weighted mean and standard error. ``metadata["statistic"]`` says which mean was
+compared. A weighted run against an unweighted one (or one weighted by another column) is a
+mismatch.
+
+Runs whose ``eps``, class set or weights differ are refused with :class:`~evalkit.errors.CompareError`
 unless ``allow_mismatch=True`` (the differences are then recorded in the metadata).
 """
 
@@ -71,7 +79,14 @@ from .errors import (
 )
 from .escape import is_missing, key_label
 from .gates import GateFailure
-from .inference import bootstrap_diff_ci, paired_ci, t_quantile, welch_ci
+from .inference import (
+    bootstrap_diff_ci,
+    paired_ci,
+    t_quantile,
+    weighted_mean_sem,
+    weighted_paired_ci,
+    welch_ci,
+)
 from .io import file_provenance
 from .outdir import not_an_evaluate_report, report_command
 from .reports import (
@@ -80,6 +95,7 @@ from .reports import (
     _grouping_columns,
     _load_report,
     _Run,
+    _weight_of,
     is_report_dir,
 )
 
@@ -318,16 +334,25 @@ def _matched_keys(name: str, bdf: pd.DataFrame, cdf: pd.DataFrame, cols: Sequenc
     return out
 
 
-def _stats_by_key(df: pd.DataFrame, cols: Sequence[str], text: bool = False, *, where: str = ""
-                  ) -> dict[tuple[Any, ...], tuple[int, float, float]]:
-    """Each group's (count, mean, std) by its matching key (:func:`_norm_key`). Raises
-    CompareError when two groups of one run get one matching key (decimals that differ beyond
-    a float's precision): merged, both would drop out of the comparison and its gates."""
-    out: dict[tuple[Any, ...], tuple[int, float, float]] = {}
+def _stats_by_key(df: pd.DataFrame, cols: Sequence[str], text: bool = False, *, where: str = "",
+                  weighted: bool = False) -> dict[tuple[Any, ...], tuple[int, float, float, float]]:
+    """Each group's (count, mean, sd, n) by its matching key (:func:`_norm_key`), ``sd / sqrt(n)``
+    being the mean's standard error: the mean and count's sd and count, or with ``weighted`` the
+    weighted mean, ``sem * sqrt(n_eff)`` and Kish's ``n_eff`` (what the run's own interval is
+    of). Raises CompareError when two groups of one run get one matching key (decimals that
+    differ beyond a float's precision): merged, both would drop out of the comparison and
+    its gates."""
+    out: dict[tuple[Any, ...], tuple[int, float, float, float]] = {}
     raw: dict[tuple[Any, ...], Any] = {}
-    std = df["std"] if "std" in df.columns else pd.Series(np.nan, index=df.index)
+    nan = pd.Series(np.nan, index=df.index)
+    if weighted:
+        n_eff = df["n_eff"].astype("float64") if "n_eff" in df.columns else nan
+        sem = df["sem"].astype("float64") if "sem" in df.columns else nan
+        mean, std, size = df["weighted_mean"], sem * np.sqrt(n_eff), n_eff
+    else:
+        mean, std, size = df["mean"], df["std"] if "std" in df.columns else nan, df["count"]
     keys = df[list(cols)].itertuples(index=False, name=None) if cols else [()] * len(df)
-    for key, n, m, s in zip(keys, df["count"], df["mean"], std, strict=True):
+    for key, n, m, s, k in zip(keys, df["count"], mean, std, size, strict=True):
         n = 0 if pd.isna(n) else int(n)
         if n <= 0:
             continue  # e.g. a class with no rows: not a group of this run
@@ -339,7 +364,8 @@ def _stats_by_key(df: pd.DataFrame, cols: Sequence[str], text: bool = False, *, 
                 "value against a float key of the other run), so compare "
                 "cannot keep them apart; group by a column that tells them apart (e.g. the key as text)")
         raw[nk] = key
-        out[nk] = (n, float(m), float(s) if s is not None and not pd.isna(s) else math.nan)
+        out[nk] = (n, float(m), float(s) if s is not None and not pd.isna(s) else math.nan,
+                   math.nan if pd.isna(k) else float(k))
     return out
 
 
@@ -400,14 +426,17 @@ def _pairing(b_rows: pd.DataFrame | None, c_rows: pd.DataFrame | None, keys: tup
 
 def _compare_grouping(name: str, b: _Run, c: _Run, b_rows: pd.DataFrame | None,
                       c_rows: pd.DataFrame | None, pairing: _Pairing, *, seed: int, n_boot: int,
-                      confidence: float, boot_limit: int) -> pd.DataFrame:
+                      confidence: float, boot_limit: int, weight: str | None = None) -> pd.DataFrame:
+    """One grouping's comparison table; ``weight``: the weight column both runs were
+    evaluated with (their weighted means are compared), None for unweighted means."""
     cols = _grouping_columns(name)
     bdf, cdf = b.stats(name), c.stats(name)
     matched = _matched_keys(name, bdf, cdf, cols)
     text = matched.text
     bdf, cdf = matched.apply(bdf), matched.apply(cdf)
-    sb = _stats_by_key(bdf, cols, text, where=f"baseline {b.source}")
-    sc = _stats_by_key(cdf, cols, text, where=f"candidate {c.source}")
+    weighted = weight is not None
+    sb = _stats_by_key(bdf, cols, text, where=f"baseline {b.source}", weighted=weighted)
+    sc = _stats_by_key(cdf, cols, text, where=f"candidate {c.source}", weighted=weighted)
     use_rows = b_rows is not None and c_rows is not None
     if use_rows:
         b_rows, c_rows = matched.apply(b_rows, rows=True), matched.apply(c_rows, rows=True)
@@ -415,6 +444,11 @@ def _compare_grouping(name: str, b: _Run, c: _Run, b_rows: pd.DataFrame | None,
     gc = _group_indices(c_rows, cols, text) if use_rows else {}
     lb = b_rows["loss"].to_numpy(np.float64) if use_rows else None
     lc = c_rows["loss"].to_numpy(np.float64) if use_rows else None
+    wcol = rows_column(weight) if weighted else None
+    wb = b_rows[wcol].to_numpy(np.float64) if use_rows and wcol in b_rows.columns else None
+    wc = c_rows[wcol].to_numpy(np.float64) if use_rows and wcol in c_rows.columns else None
+    if weighted and (wb is None or wc is None):
+        use_rows = False  # no per-row weights to resample or pair: the stats' intervals
     records: list[dict[str, Any]] = []
     for key in list(sb) + [k for k in sc if k not in sb]:
         rec: dict[str, Any] = dict(zip(cols, key, strict=True))
@@ -434,12 +468,12 @@ def _compare_grouping(name: str, b: _Run, c: _Run, b_rows: pd.DataFrame | None,
         if not use_rows or key not in gb or key not in gc:
             # (a group the per-row output does not show, e.g. an exotic key type: use stats)
             rec.update(method="normal-from-stats", ci_method="normal")
-            lo, hi = welch_ci(bstat[1], bstat[2], bstat[0], cstat[1], cstat[2], cstat[0], confidence)
+            lo, hi = welch_ci(bstat[1], bstat[2], bstat[3], cstat[1], cstat[2], cstat[3], confidence)
         else:
             assert lb is not None and lc is not None
             lo, hi = _rows_interval(rec, lb, lc, gb[key], gc[key], pairing, confidence=confidence,
                                     boot_limit=boot_limit, n_boot=n_boot,
-                                    rng=lambda k=key: _rng(seed, name, k))
+                                    rng=lambda k=key: _rng(seed, name, k), wb=wb, wc=wc)
         rec["ci_low"], rec["ci_high"] = lo, hi
         rec["status"] = ("regression" if lo > 0 else "improvement" if hi < 0 else "unchanged")
         records.append(rec)
@@ -454,19 +488,35 @@ def _compare_grouping(name: str, b: _Run, c: _Run, b_rows: pd.DataFrame | None,
 
 def _rows_interval(rec: dict[str, Any], lb: np.ndarray, lc: np.ndarray, ib: np.ndarray,
                    ic: np.ndarray, pairing: _Pairing, *, confidence: float, boot_limit: int,
-                   n_boot: int, rng: Callable[[], np.random.Generator]) -> tuple[float, float]:
+                   n_boot: int, rng: Callable[[], np.random.Generator],
+                   wb: np.ndarray | None = None, wc: np.ndarray | None = None) -> tuple[float, float]:
     """Interval of the delta of one group from its per-row losses (rows ``ib`` of the
     baseline's ``lb``, ``ic`` of the candidate's ``lc``): paired t-interval when every row has
-    its partner, else bootstrap (or Welch above ``boot_limit`` rows). Records ``method``,
-    ``ci_method`` and ``n_paired`` in ``rec``."""
+    its partner, else bootstrap (or Welch above ``boot_limit`` rows). With per-row weights
+    ``wb`` / ``wc`` (a weighted run) the delta is of weighted means: paired when every row has
+    its partner with the same weight (the weighted mean of the differences,
+    :func:`~evalkit.inference.weighted_paired_ci`), else Welch from each side's weighted mean
+    and its standard error. Records ``method``, ``ci_method`` and ``n_paired`` in ``rec``."""
+    weighted = wb is not None and wc is not None
     if pairing.match is not None and len(ib) == len(ic) and len(ib):
         partner = pairing.match[ib]
         if (partner >= 0).all() and np.array_equal(np.sort(partner), np.sort(ic)):
             d = lc[partner] - lb[ib]
-            rec.update(method="paired", ci_method="t", n_paired=len(d))
-            return paired_ci(d, confidence)
+            if not weighted:
+                rec.update(method="paired", ci_method="t", n_paired=len(d))
+                return paired_ci(d, confidence)
+            assert wb is not None and wc is not None
+            if np.array_equal(wb[ib], wc[partner]):
+                rec.update(method="paired", ci_method="t", n_paired=len(d))
+                return weighted_paired_ci(d, wb[ib], confidence)
     xb, xc = lb[ib], lc[ic]
     rec["method"] = "unpaired"
+    if weighted:
+        assert wb is not None and wc is not None
+        rec["ci_method"] = "normal"
+        mb, sb, nb = weighted_mean_sem(xb, wb[ib])
+        mc, sc, nc = weighted_mean_sem(xc, wc[ic])
+        return welch_ci(mb, sb * math.sqrt(nb), nb, mc, sc * math.sqrt(nc), nc, confidence)
     if max(len(xb), len(xc)) <= boot_limit:
         rec["ci_method"] = "bootstrap"
         return bootstrap_diff_ci(xb, xc, n_boot=n_boot, rng=rng(), confidence=confidence)
@@ -625,17 +675,34 @@ def _check_match(b: _Run, c: _Run, allow: bool) -> tuple[list[str], list[str]]:
             f"class sets differ: baseline {list(map(str, kb))}, candidate {list(map(str, kc))}"
             + (f" (only in baseline: {', '.join(only_b)})" if only_b else "")
             + (f" (only in candidate: {', '.join(only_c)})" if only_c else ""))
+    wb, wc = _weight_of(b.metadata), _weight_of(c.metadata)
+    if wb != wc:
+        mismatches.append(
+            f"weights differ: baseline {_weighing(wb)}, candidate {_weighing(wc)} (a weighted and an "
+            "unweighted mean are not the same statistic; with the mismatch allowed the unweighted "
+            "means are compared)")
     if mismatches and not allow:
         raise CompareError(
             f"cannot compare {b.source} with {c.source}: " + "; ".join(mismatches)
             + f". Losses on different terms are not comparable; pass {option('allow_mismatch', True)} "
               "to compare anyway")
     notes = []
-    for key in ("sum_tol", "renormalize", "weight"):
+    for key in ("sum_tol", "renormalize"):
         vb, vc = b.metadata.get(key), c.metadata.get(key)
         if vb is not None and vc is not None and vb != vc:
             notes.append(f"{key} differs: baseline {vb}, candidate {vc}")
     return mismatches, notes
+
+
+def _weighing(weight: str | None) -> str:
+    return f"weighted by column {weight!r}" if weight else "unweighted"
+
+
+def compared_weight(b: _Run, c: _Run) -> str | None:
+    """The weight column whose weighted means compare compares: the one both runs were
+    evaluated with, else None (unweighted means)."""
+    wb, wc = _weight_of(b.metadata), _weight_of(c.metadata)
+    return wb if wb == wc else None
 
 
 def compare(
@@ -736,9 +803,10 @@ def compare(
         keys, reason = _pair_keys(b, c, pair_on)
         b_rows, c_rows = _load_rows(b, c, common, keys, check_keys=pair_on is not None)
     pairing = _pairing(b_rows, c_rows, keys, reason)
+    weight = compared_weight(b, c)
     tables = {
         name: _compare_grouping(name, b, c, b_rows, c_rows, pairing, seed=int(seed), n_boot=int(n_boot),
-                                confidence=confidence, boot_limit=boot_limit)
+                                confidence=confidence, boot_limit=boot_limit, weight=weight)
         for name in common
     }
     for name in common:
@@ -749,6 +817,7 @@ def compare(
                 "boot_limit": int(boot_limit), "allow_mismatch": bool(allow_mismatch),
                 "pair_on": None if pair_on is None else list(keys)}
     metadata = _compare_metadata(b, c, cfg, tables, settings, gates, pairing, started)
+    metadata["statistic"], metadata["weight"] = ("weighted_mean" if weight else "mean"), weight
     metadata.update(mismatches=mismatches, notes=notes + ([gate_note] if gate_note else []))
     result = CompareResult(tables=tables, metadata=metadata, gates=gates, gate_note=gate_note,
                            _candidate=_CandidateView(c.overall, c.groups), _sources=sources)
@@ -802,8 +871,9 @@ def _load_rows(b: _Run, c: _Run, common: Sequence[str], keys: tuple[str, ...], *
     """Per-row data of both runs, only the columns needed (group columns, row keys, loss);
     None for a run without per-row output. With ``check_keys`` (explicit ``pair_on``), a
     missing key column is a :class:`~evalkit.errors.UsageError`."""
+    weight = compared_weight(b, c)
     need = list(dict.fromkeys([rows_column(col) for g in common for col in _grouping_columns(g)]
-                              + list(keys) + ["loss"]))
+                              + list(keys) + ["loss"] + ([rows_column(weight)] if weight else [])))
     b_rows = b.rows_loader(need) if b.rows_loader is not None else None
     c_rows = c.rows_loader(need) if c.rows_loader is not None else None
     if check_keys and keys and b_rows is not None and c_rows is not None:

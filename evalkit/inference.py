@@ -482,9 +482,39 @@ def paired_ci(d: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
     return m - t * se, m + t * se
 
 
-def welch_ci(mb: float, sb: float, nb: int, mc: float, sc: float, nc: int,
+def weighted_mean_sem(x: np.ndarray, w: np.ndarray) -> tuple[float, float, float]:
+    """Weighted mean of ``x`` with weights ``w`` (same length, ``w >= 0``), its standard
+    error and Kish's effective sample size: ``(mean, sem, n_eff)``. The sd is the weighted
+    sample sd with the reliability-weights correction ``n_eff / (n_eff - 1)``, as in
+    ``evaluate``'s grouped tables (:mod:`evalkit.aggregate.groupstats`); the sem is
+    ``sd / sqrt(n_eff)``, NaN when ``n_eff < 2`` (Kish, *Survey Sampling*, 1965, eq. 11.7.6)."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    wsum = float(w.sum())
+    if not wsum > 0:
+        return math.nan, math.nan, math.nan
+    m = float(np.dot(w, x) / wsum)
+    n_eff = float(effective_n(np.float64(wsum), np.float64(np.dot(w, w))))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        wsd = math.sqrt(max(float(np.dot(w, (x - m) ** 2)), 0.0) / wsum * n_eff / (n_eff - 1)) if n_eff > 1 else math.nan
+    return m, float(standard_error(np.float64(n_eff), np.float64(wsd))), n_eff
+
+
+def weighted_paired_ci(d: np.ndarray, w: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """t-interval of the weighted mean of paired differences ``d`` (weights ``w``): the
+    weighted mean -/+ ``t_{(1+c)/2, n_eff-1}`` times its sem (:func:`weighted_mean_sem`),
+    the interval ``evaluate`` gives a weighted mean. NaN when ``n_eff < 2``."""
+    m, sem, n_eff = weighted_mean_sem(d, w)
+    if not (n_eff >= 2 and math.isfinite(sem)):
+        return math.nan, math.nan
+    t = t_quantile(0.5 + confidence / 2, n_eff - 1.0)
+    return m - t * sem, m + t * sem
+
+
+def welch_ci(mb: float, sb: float, nb: float, mc: float, sc: float, nc: float,
              confidence: float = 0.95) -> tuple[float, float]:
-    """Normal-approximation interval of ``mc - mb`` from two samples' means / sds / counts."""
+    """Normal-approximation interval of ``mc - mb`` from two samples' means / sds / counts
+    (a count may be an effective sample size)."""
     if nb < 2 or nc < 2 or not (math.isfinite(sb) and math.isfinite(sc)):
         return math.nan, math.nan
     se = math.sqrt(sb * sb / nb + sc * sc / nc)
