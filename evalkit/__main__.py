@@ -59,6 +59,8 @@ def run() -> None:
 
         from . import cli_common
         from .cli import main
+
+        cli_common.whole_stdout_writes()
     except KeyboardInterrupt:
         _interrupted()
     cli_common.PROCESS_ENTRY = True
