@@ -26,7 +26,8 @@ Top-level evaluate gates apply to the overall line; under ``groups:`` they apply
 group of that grouping. Top-level compare gates apply to every grouping; a grouping's
 entry under ``groups:`` overrides them. A gate fails when the observed value is strictly
 beyond the limit (``observed > limit`` for ``max_*``, ``<`` for ``min_*``): a value equal
-to the limit passes. ``min_count`` of a compare gate is the smaller of the two runs' counts.
+to the limit passes, and so does one within 1e-9 of it relative (:data:`LIMIT_RTOL`: the
+last bits of a streamed mean are not a regression). ``min_count`` of a compare gate is the smaller of the two runs' counts.
 
 Each failure reads ``<gate> <grouping>[<group>]: observed X > limit Y`` (plus details).
 """
@@ -462,8 +463,22 @@ def _weighted(row: Any) -> bool:
     return "weighted_mean" in row.index and row["weighted_mean"] == row["weighted_mean"]
 
 
+#: A value within this relative distance of its limit is equal to it. A mean from streamed
+#: sums differs from numpy's two-pass mean in its last bits (0.5500000000000052 for 1,000
+#: losses of exactly 0.55), and "a value equal to its limit passes" must not depend on them;
+#: 1e-9 is evalkit's accuracy promise, far below any limit a person sets.
+LIMIT_RTOL = 1e-9
+
+
+def beyond(value: float, limit: float, *, below: bool = False) -> bool:
+    """``value`` strictly above ``limit`` (``below``: strictly below), by more than
+    :data:`LIMIT_RTOL` of the limit; NaN is never beyond."""
+    slack = LIMIT_RTOL * abs(limit)
+    return bool(value < limit - slack) if below else bool(value > limit + slack)
+
+
 def _failed(gate: str, value: float, limit: float) -> bool:
-    return value > limit if gate.startswith("max") else value < limit
+    return beyond(value, limit, below=not gate.startswith("max"))
 
 
 def _key_columns(df: Any) -> list[str]:
@@ -563,7 +578,7 @@ def _eval_gate(gate: str, row: Any, limit: float, on_ci: bool, grouping: str, la
             return GateFailure(gate, grouping, label, v, limit, _eval_detail(gate, row, detail)
                                + "; require_ci_above_limit needs an interval (2 or more rows)",
                                key=key, failed=unchecked)
-        if not (lo == lo and lo > limit):
+        if not (lo == lo and beyond(lo, limit)):
             return None
     return GateFailure(gate, grouping, label, v, limit, _eval_detail(gate, row, detail), key=key)
 
@@ -652,11 +667,11 @@ def check_compare_gates(compare_result: Any, gates: Mapping[str, Any] | None) ->
                   if row["ci_low"] == row["ci_low"] else f"{row['method']}, no CI")
             base = (f"baseline {row['baseline_mean']:.6g} -> candidate {row['candidate_mean']:.6g}, "
                     f"n {row['baseline_count']}/{row['candidate_count']}, {ci}")
-            if "max_regression" in limits and row["delta"] > limits["max_regression"]:
+            if "max_regression" in limits and beyond(row["delta"], limits["max_regression"]):
                 failures.append(GateFailure("max_regression", gname, label, float(row["delta"]),
                                             limits["max_regression"], base, key=key))
             rel = row["rel_delta"]
-            if "max_regression_pct" in limits and rel == rel and 100 * rel > limits["max_regression_pct"]:
+            if "max_regression_pct" in limits and rel == rel and beyond(100 * rel, limits["max_regression_pct"]):
                 failures.append(GateFailure("max_regression_pct", gname, label, 100 * float(rel),
                                             limits["max_regression_pct"], base, key=key))
     return failures
@@ -1000,7 +1015,7 @@ def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: 
                      else "no CI"))  # compare's and evaluate's wording; never "[nan, nan]" (rt-hist8 F9)
         if need_ci and rising is not None:
             detail += f", Holm-adjusted p = {rising[1][i]:.2g} over {rising[2]} drift tests"
-        if drift_ok and "max_drift" in limits and row["drift"] > limits["max_drift"]:
+        if drift_ok and "max_drift" in limits and beyond(row["drift"], limits["max_drift"]):
             failures.append(GateFailure("max_drift", gname, label, float(row["drift"]),
                                         limits["max_drift"], detail, key=key))
         if row["latest"] == row["latest"] and row["reference"] != row["reference"]:
@@ -1009,11 +1024,11 @@ def _history_group_gates(df: Any, gname: str, limits: Mapping[str, float], cfg: 
                                      "before the latest): its drift cannot be measured", failed=strict, key=key)
                          for g in ("max_drift", "max_drift_pct") if g in limits]
         pct = row["drift_pct"]
-        if drift_ok and "max_drift_pct" in limits and pct == pct and pct > limits["max_drift_pct"]:
+        if drift_ok and "max_drift_pct" in limits and pct == pct and beyond(pct, limits["max_drift_pct"]):
             failures.append(GateFailure("max_drift_pct", gname, label, float(pct),
                                         limits["max_drift_pct"], detail, key=key))
         if ("max_change_pct" in limits and row["changed"] and row["direction"] == "up"
-                and row["latest_count"] >= min_count and row["change_pct"] > limits["max_change_pct"]
+                and row["latest_count"] >= min_count and beyond(row["change_pct"], limits["max_change_pct"])
                 and (shifts is None or shifts[0][i])):
             family = f", Holm-adjusted p = {shifts[1][i]:.2g} over {shifts[2]} change tests" if shifts else ""
             failures.append(GateFailure(
