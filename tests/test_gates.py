@@ -14,9 +14,14 @@ from click.testing import CliRunner
 import evalkit
 from evalkit.cli import main
 from evalkit.errors import ConfigError
-from evalkit.gates import GateFailure, check_compare_gates, check_gates, validate_gates
+from evalkit.gates import LIMIT_RTOL, GateFailure, check_compare_gates, check_gates, validate_gates
 
-below = math.nextafter
+
+def below(x: float, toward: float) -> float:
+    """The nearest limit a gate tells apart from ``x``, on the side of ``toward``: a value
+    within 1e-9 (relative) of its limit is equal to it (gates.LIMIT_RTOL)."""
+    step = 2 * LIMIT_RTOL * abs(x)
+    return x - step if toward < x else x + step
 
 
 def eval_result():
@@ -87,8 +92,8 @@ def test_max_regression_boundary():
     fs = cmp_fail(r, {"max_regression": below(0.25, 0), "min_count": 11})
     assert [(f.gate, f.grouping, f.group, f.observed) for f in fs] == [
         ("max_regression", "region", "EU", 0.25)]
-    # the limit one ulp below 0.25 prints with the digits that show it (not "0.25 > limit 0.25")
-    assert str(fs[0]).startswith("max_regression region[EU]: observed 0.25 > limit 0.24999999999999997 (baseline 0.5 -> "
+    # the nearest limit below 0.25 prints with the digits that show it (not "0.25 > limit 0.25")
+    assert str(fs[0]).startswith("max_regression region[EU]: observed 0.25 > limit 0.249999999 (baseline 0.5 -> "
                                  "candidate 0.75, n 500/500, paired CI [0.1, 0.4])")
 
 
@@ -97,7 +102,7 @@ def test_max_regression_pct_boundary_and_percent_string():
     assert cmp_fail(r, {"max_regression_pct": 50, "min_count": 11}) == []
     fs = cmp_fail(r, {"max_regression_pct": below(50.0, 0), "min_count": 11})
     assert [(f.group, f.observed) for f in fs] == [("EU", 50.0)]
-    assert "observed 50% > limit 49.99999999999999%" in str(fs[0])
+    assert "observed 50% > limit 49.9999999%" in str(fs[0])
     fs = cmp_fail(r, {"max_regression": "24.9%", "min_count": 11})
     assert [(f.gate, f.group) for f in fs] == [("max_regression_pct", "EU"), ("max_regression_pct", "US")]
 
