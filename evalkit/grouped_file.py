@@ -161,6 +161,14 @@ class GroupedFile:
         self._at: dict[str, int] = {}  # each grouping's position in the file
         self._queued = False  # a read_ahead waits on its pool
 
+    def open(self) -> None:
+        """Open the file now (checked against its manifest entry, footer parsed) instead of at
+        the first :meth:`read`; an error is not raised here: :meth:`read` raises it. For a
+        process about to fork workers that read the file: they share the open file (reads at
+        offsets, never the file position) and its parsed footer, and none checks it again."""
+        with self._lock, contextlib.suppress(ReportError):
+            self._open()
+
     def _open(self) -> None:
         from .io import fingerprint_file
 

@@ -683,3 +683,89 @@ def start_pool(n: int, nice: int = 0) -> JobPool | None:
         os.close(up_w)
         channels.append(_Channel(None, down_w, up_r))
     return JobPool(channels)
+
+
+# -- forked workers of one command (evalkit history builds its groupings in them) -------------
+
+
+class Worker:
+    """A process :func:`fork_worker` forked, running ``work(send)``: every ``send(obj)`` there
+    pickles ``obj`` to this process, where :meth:`receive` returns them in order (read on a
+    thread from :meth:`listen` or the first :meth:`receive` on: a worker never waits for the
+    parent to read).
+    :meth:`close` ends it (SIGTERM, then SIGKILL after :data:`TERM_GRACE_S`) and reaps it."""
+
+    _GONE = object()
+
+    def __init__(self, channel: _Channel) -> None:
+        self._ch: _Channel | None = channel
+        self._queue: Any = None
+        self._thread: Any = None
+
+    def fds(self) -> tuple[int, ...]:
+        """This process's ends of the worker's pipes (a process forked later closes them)."""
+        return () if self._ch is None else (self._ch.to_child, self._ch.from_child)
+
+    def receive(self) -> Any:
+        """The next object the worker sent; EOFError once it is gone without sending more
+        (it returned, raised, was killed, or sent what cannot be read back)."""
+        if self._ch is None:
+            raise EOFError("worker closed")
+        self.listen()
+        msg = self._queue.get()
+        if msg is Worker._GONE:
+            self._queue.put(msg)  # and for every later call
+            raise EOFError("worker ended")
+        return msg
+
+    def listen(self) -> None:
+        """Start reading what the worker sends (on a thread; once all forks are done: a
+        process forked later would not have the thread)."""
+        if self._queue is None and self._ch is not None:
+            import queue
+            import threading
+
+            self._queue = queue.Queue()
+            self._thread = threading.Thread(target=self._read, args=(self._ch.from_child, self._queue), daemon=True)
+            self._thread.start()
+
+    @staticmethod
+    def _read(fd: int, out: Any) -> None:
+        while True:
+            try:
+                msg = _read_msg(fd)
+            except BaseException:  # noqa: BLE001 - EOF, a closed pipe, a message that does not unpickle
+                out.put(Worker._GONE)
+                return
+            out.put(msg)
+
+    def close(self) -> None:
+        """End the worker (killed if still running) and reap it; idempotent."""
+        ch, self._ch = self._ch, None
+        if ch is None:
+            return
+        # the process first (its end of the pipe closes: the reading thread sees EOF and
+        # ends), then this process's read end: never closed under a thread reading it
+        _Channel(ch.pid, ch.to_child, -1).close(kill=True)
+        if self._thread is not None:
+            self._thread.join()
+        with contextlib.suppress(OSError):
+            os.close(ch.from_child)
+
+
+def fork_worker(work: Any, closes: Sequence[int] = ()) -> Worker | None:
+    """Fork a process running ``work(send)`` now (call it before any thread exists, as
+    :func:`start_pool`), or None where that is not possible (no ``os.fork``). ``closes``:
+    descriptors the worker must not keep (other workers' pipes). Like the drawing helpers, a
+    worker ignores Ctrl-C (the parent ends it, :meth:`Worker.close`) and dies with the parent;
+    it ends with ``os._exit``: nothing the parent set up is cleaned up twice."""
+    if not hasattr(os, "fork"):
+        return None
+
+    def main(_inbox: int, outbox: int) -> None:
+        work(lambda obj: _write_msg(outbox, obj))
+
+    try:
+        return Worker(_fork(main, child_closes=closes))
+    except OSError:
+        return None
