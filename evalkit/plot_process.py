@@ -562,7 +562,8 @@ def _serve_jobs(inbox: int, outbox: int) -> None:
 
 class JobPool:
     """Forked drawing processes that run independent jobs while the parent works on: jobs go
-    round-robin, each through a sender thread (a pipe never blocks the parent), and
+    round-robin, each through a sender thread (a pipe never blocks the parent; the threads
+    start with the first job), and
     :meth:`results` returns every job's value in submission order. A job a helper could not
     run comes back as ``None`` in :attr:`failed` order, for the parent to run itself."""
 
@@ -574,10 +575,21 @@ class JobPool:
         self._queues: list[Any] = [queue.Queue() for _ in channels]
         self._jobs: list[tuple[int, tuple[str, str, tuple[Any, ...]]]] = []
         self._ready = [False] * len(channels)
+        # started at the first job (or :meth:`results`): until then this process may fork
+        # again (evalkit history forks its workers after the helpers)
         self._threads = [threading.Thread(target=self._send, args=(k, self._queues[k], channels[k]), daemon=True)
                          for k in range(len(channels))]
-        for t in self._threads:
-            t.start()
+        self._started = False
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            for t in self._threads:
+                t.start()
+
+    def fds(self) -> tuple[int, ...]:
+        """This process's ends of the helpers' pipes (a process forked later closes them)."""
+        return tuple(fd for ch in self._ch for fd in (ch.to_child, ch.from_child))
 
     def _send(self, k: int, jobs: Any, ch: _Channel) -> None:
         try:  # the helper imports matplotlib meanwhile: wait for it here, not in the parent
@@ -598,6 +610,7 @@ class JobPool:
 
     def submit(self, module: str, function: str, *args: Any) -> None:
         """Queue ``module.function(*args)`` on the next helper."""
+        self._start()
         k = len(self._jobs) % len(self._ch)
         job = (module, function, args)
         self._jobs.append((k, job))
@@ -607,6 +620,7 @@ class JobPool:
         """``(True, value)`` of every job in submission order, or ``(False, job)`` for a job no
         helper ran (the caller runs it); an error raised by a job is raised here as
         ``RuntimeError``, a warning issued by a job is issued here again. Ends the helpers."""
+        self._start()
         for q in self._queues:
             q.put(None)
         self._queues = []

@@ -1012,8 +1012,9 @@ def _build_history(result: HistoryResult, runs: _Runs, infos: list[RunInfo], opt
                        atomic)
         try:
             names = _grouping_names(infos)
-            workers = _start_workers(build, infos, skip_bad, names)
+            # the helpers first: their import of matplotlib overlaps the workers' set-up
             build.pool = _plot_pool(plots and out is not None, len(names))
+            workers = _start_workers(build, infos, skip_bad, names)
             if workers:
                 _run_workers(build, infos, skip_bad, workers)
             else:
@@ -1068,17 +1069,14 @@ def _start_workers(build: _Build, infos: Sequence[RunInfo], skip_bad: bool,
     with ThreadPoolExecutor(_READ_THREADS) as pool:
         list(pool.map(lambda g: g.open(), [r.grouped for r in infos if r.grouped is not None]))
     shares = [list(names[k * len(names) // n:(k + 1) * len(names) // n]) for k in range(n)]
-    workers: list[tuple[Any, list[str]]] = []
     for share in shares:
-        closes = [fd for w, _s in workers for fd in w.fds()]
+        closes = [fd for w in build.workers for fd in w.fds()] + list(getattr(build.pool, "fds", tuple)())
         w = fork_worker(functools.partial(_work, build, infos, skip_bad, share), closes)
         if w is None:
-            for other, _s in workers:
-                other.close()
+            build.close_workers()
             return []
-        workers.append((w, share))
-    build.workers = [w for w, _s in workers]
-    return workers
+        build.workers.append(w)  # at once: ended by build.close() however the run ends
+    return list(zip(build.workers, shares, strict=True))
 
 
 def _work(build: _Build, infos: Sequence[RunInfo], skip_bad: bool, names: Sequence[str],
@@ -1819,10 +1817,14 @@ class _Build:
             if title:
                 self.result._plots.append((title, fname))
 
-    def close(self) -> None:
-        for w in self.workers:  # first: no worker writes into the report once this returns
+    def close_workers(self) -> None:
+        """End the worker processes (killed if still building) and reap them."""
+        for w in self.workers:
             w.close()
         self.workers = []
+
+    def close(self) -> None:
+        self.close_workers()  # first: no worker writes into the report once this returns
         if self.pool is not None:  # an error ended the run: the helpers are not waited for
             self.pool.close()
             self.pool = None

@@ -259,3 +259,19 @@ def test_a_worker_sends_in_order_and_ends_with_its_parent_s_close() -> None:
     w.close()  # idempotent
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_the_plot_helpers_start_no_thread_before_their_first_job() -> None:
+    """history forks its workers after the plot helpers: no thread may exist by then."""
+    import threading
+
+    before = threading.active_count()
+    pool = plot_process.start_pool(2)
+    if pool is None:
+        pytest.skip("no plot helpers here (matplotlib missing)")
+    try:
+        assert threading.active_count() == before
+        assert len(pool.fds()) == 4
+    finally:
+        pool.close()
+    assert _children() == []
