@@ -346,6 +346,14 @@ class GroupedFile:
         assert self._fh is not None
         return column, at[2], self._fh.read_at(at[1], at[0])
 
+    def rows(self, grouping: str) -> int | None:
+        """``grouping``'s number of rows in this file, once opened (:meth:`open`); None when
+        not known (not opened, an unreadable file, no such grouping)."""
+        with self._lock:
+            if self._meta is None or grouping not in self._index:
+                return None
+            return self._rows(grouping)
+
     def _rows(self, grouping: str) -> int:
         if grouping not in self._nrows:
             assert self._meta is not None

@@ -709,7 +709,8 @@ class Worker:
     parent to read).
     :meth:`close` ends it (SIGTERM, then SIGKILL after :data:`TERM_GRACE_S`) and reaps it."""
 
-    _GONE = object()
+    #: What a worker's messages end with once it is gone (see :meth:`listen`).
+    GONE = object()
 
     def __init__(self, channel: _Channel) -> None:
         self._ch: _Channel | None = channel
@@ -727,31 +728,35 @@ class Worker:
             raise EOFError("worker closed")
         self.listen()
         msg = self._queue.get()
-        if msg is Worker._GONE:
+        if msg is Worker.GONE:
             self._queue.put(msg)  # and for every later call
             raise EOFError("worker ended")
         return msg
 
-    def listen(self) -> None:
+    def listen(self, sink: Any = None) -> None:
         """Start reading what the worker sends (on a thread; once all forks are done: a
-        process forked later would not have the thread)."""
+        process forked later would not have the thread). ``sink``: a ``queue.Queue`` shared
+        by several workers, which then gets ``(worker, message)``, and ``(worker,
+        Worker.GONE)`` once the worker is gone (:meth:`receive` is then not used)."""
         if self._queue is None and self._ch is not None:
             import queue
             import threading
 
-            self._queue = queue.Queue()
-            self._thread = threading.Thread(target=self._read, args=(self._ch.from_child, self._queue), daemon=True)
+            self._queue = sink if sink is not None else queue.Queue()
+            tag = self if sink is not None else None
+            self._thread = threading.Thread(target=self._read, args=(self._ch.from_child, self._queue, tag),
+                                            daemon=True)
             self._thread.start()
 
     @staticmethod
-    def _read(fd: int, out: Any) -> None:
+    def _read(fd: int, out: Any, tag: Any = None) -> None:
         while True:
             try:
                 msg = _read_msg(fd)
             except BaseException:  # noqa: BLE001 - EOF, a closed pipe, a message that does not unpickle
-                out.put(Worker._GONE)
+                out.put(Worker.GONE if tag is None else (tag, Worker.GONE))
                 return
-            out.put(msg)
+            out.put(msg if tag is None else (tag, msg))
 
     def close(self) -> None:
         """End the worker (killed if still running) and reap it; idempotent."""

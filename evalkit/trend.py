@@ -1068,7 +1068,7 @@ def _start_workers(build: _Build, infos: Sequence[RunInfo], skip_bad: bool,
     # before the fork)
     with ThreadPoolExecutor(_READ_THREADS) as pool:
         list(pool.map(lambda g: g.open(), [r.grouped for r in infos if r.grouped is not None]))
-    shares = [list(names[k * len(names) // n:(k + 1) * len(names) // n]) for k in range(n)]
+    shares = _shares(names, [_cost(infos, name) for name in names], n)
     for share in shares:
         closes = [fd for w in build.workers for fd in w.fds()] + list(getattr(build.pool, "fds", tuple)())
         w = fork_worker(functools.partial(_work, build, infos, skip_bad, share), closes)
@@ -1077,6 +1077,40 @@ def _start_workers(build: _Build, infos: Sequence[RunInfo], skip_bad: bool,
             return []
         build.workers.append(w)  # at once: ended by build.close() however the run ends
     return list(zip(build.workers, shares, strict=True))
+
+
+#: The work of a grouping besides its rows, in rows: reading its table from every report
+#: costs about as much as 300 rows more (365 x 50 x 1,000).
+_GROUPING_COST_ROWS = 300
+
+
+def _cost(infos: Sequence[RunInfo], name: str) -> float:
+    """How much work building grouping ``name`` is, relatively: its rows in the latest report
+    that holds it (from its open grouped.parquet's footer), plus :data:`_GROUPING_COST_ROWS`."""
+    for r in reversed(infos):
+        if name in r.groupings:
+            rows = r.grouped.rows(name) if r.grouped is not None else None
+            return float(rows if rows is not None else 1000) + _GROUPING_COST_ROWS
+    return float(_GROUPING_COST_ROWS)
+
+
+def _shares(names: Sequence[str], costs: Sequence[float], n: int) -> list[list[str]]:
+    """``names`` cut into ``n`` contiguous non-empty shares of about equal total ``costs``
+    (each worker then reads the groupings of its share in file order)."""
+    total = sum(costs)
+    cuts, acc, k = [0], 0.0, 1
+    for i, c in enumerate(costs):
+        # the share ends before this grouping when that is closer to its target than after it
+        while k < n and i > cuts[-1] and len(names) - i >= n - k and \
+                abs(acc - total * k / n) <= abs(acc + c - total * k / n):
+            cuts.append(i)
+            k += 1
+        acc += c
+    while k < n:  # too few names left to cut where the costs say: one each
+        cuts.append(len(names) - (n - k))
+        k += 1
+    cuts.append(len(names))
+    return [list(names[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
 
 
 def _work(build: _Build, infos: Sequence[RunInfo], skip_bad: bool, names: Sequence[str],
@@ -1129,29 +1163,49 @@ def _run_workers(build: _Build, infos: Sequence[RunInfo], skip_bad: bool, worker
 
 def _take_from_workers(build: _Build, infos: Sequence[RunInfo], skip_bad: bool,
                        workers: Sequence[tuple[Any, list[str]]]) -> None:
+    import collections
+    import queue
     import warnings
 
+    from .plot_process import Worker
+
+    sink: queue.Queue[Any] = queue.Queue()
     for w, _share in workers:
-        w.listen()
+        w.listen(sink)
+    waiting: dict[Any, collections.deque[Any]] = {w: collections.deque() for w, _s in workers}
+    plotted: set[str] = set()
+
+    def next_from(w: Any) -> Any:
+        """``w``'s next message; meanwhile every grouping any worker built has its plot
+        queued at once (the helpers draw the later workers' plots while the first's
+        groupings are taken)."""
+        while not waiting[w]:
+            src, msg = sink.get()
+            if msg is not Worker.GONE and msg[0] == "built" and build.plots and msg[1].window is not None:
+                build.queue_plot(msg[1])
+                plotted.add(msg[1].name)
+            waiting[src].append(msg)
+        msg = waiting[w].popleft()
+        if msg is Worker.GONE:
+            waiting[w].append(msg)
+            raise EOFError("worker gone")
+        if msg[0] == "error":
+            raise msg[1]
+        return msg
+
     for w, share in workers:
         taken: set[str] = set()
         try:
             for name in share:
-                msg = w.receive()
-                if msg[0] == "error":
-                    raise msg[1]
-                build.take(msg[1])
+                build.take(next_from(w)[1], plot=name not in plotted)
                 taken.add(name)
-            msg = w.receive()
-            if msg[0] == "error":
-                raise msg[1]
-            _kind, known, written, seen = msg
+            _kind, known, written, seen = next_from(w)
         except EOFError:
             w.close()
             with contextlib.closing(_each_grouping(infos, build.runs, skip_bad, build.opts, None, share)) as groupings:
                 for built in build.steps(groupings):
                     if built.name not in taken:
-                        build.take(built)
+                        build.take(built, plot=built.name not in plotted)
             continue
         assert build.atomic is not None
         build.atomic.known.update(known)
@@ -1731,9 +1785,9 @@ class _Build:
                        frame.table if self.tmp is None or self.target is None else None)
         return built, frame
 
-    def take(self, built: _Built) -> None:
+    def take(self, built: _Built, plot: bool = True) -> None:
         """Add one grouping built by :meth:`steps` (here or in a worker process) to the result,
-        and queue its plot."""
+        and (``plot``: unless :meth:`queue_plot` did) queue its plot."""
         res, runs, name = self.result, self.runs, built.name
         for i, err in built.bad:
             res.skipped.append((str(runs.infos[i].path), f"{err} (grouping {name} left out for this run)"))
@@ -1759,12 +1813,18 @@ class _Build:
         if built.latest is not None:
             self.latest_view[name] = built.latest
         if self.tmp is not None and self.target is not None:
-            if self.plots:  # queued before the month files go to the writer: drawn meanwhile
-                _emit_plot(res, name, self.tmp, self.pool)
+            if self.plots and plot:  # queued before the month files go to the writer: drawn meanwhile
+                self.queue_plot(built)
             res._tables[name] = self.target / _tidy_dir(name)
         else:
             assert built.table is not None
             res._tables[name] = built.table
+
+    def queue_plot(self, built: _Built) -> None:
+        """Queue (or draw) the plot of a grouping built, before or when it is taken (the
+        order of the plots is not the report's: history.md finds each by its file name)."""
+        if self.tmp is not None and self.target is not None and self.plots:
+            _emit_plot(self.result, built.name, self.tmp, self.pool, built.window, len(built.trend))
 
     def _write_months(self, name: str, frame: _Tidy, plan: _Plan) -> None:
         """One grouping's month files: written anew, or linked from the earlier history."""
@@ -1925,10 +1985,13 @@ def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: P
     return n
 
 
-def _emit_plot(result: HistoryResult, name: str, tmp: Path, pool: Any = None) -> None:
+def _emit_plot(result: HistoryResult, name: str, tmp: Path, pool: Any = None,
+               window: tuple[pd.DataFrame, pd.DataFrame] | None = None, groups: int | None = None) -> None:
     """The plot of one grouping (its trend window): queued on ``pool``'s helpers
-    (:class:`evalkit.plot_process.JobPool`), else drawn here when matplotlib is there."""
-    window = result._windows.get(name)
+    (:class:`evalkit.plot_process.JobPool`), else drawn here when matplotlib is there.
+    ``window`` and ``groups`` (the rows and groups to draw, the trend's number of groups):
+    by default the result's."""
+    window = result._windows.get(name) if window is None else window
     if window is not None:
         from .plots import plots_available
 
@@ -1938,7 +2001,8 @@ def _emit_plot(result: HistoryResult, name: str, tmp: Path, pool: Any = None) ->
         # columns stay here)
         picks = picks[_key_cols(name)]
         runs = result.runs[["run", "created", "note"]]
-        groups = len(result.trends[name]) if name in result.trends else None  # a capped plot says of how many
+        if groups is None:  # a capped plot says of how many
+            groups = len(result.trends[name]) if name in result.trends else None
         if pool is not None:  # matplotlib is imported (and checked) in the helper, not here
             pool.submit("evalkit.plots", "write_history_plot", rows, name, picks, tmp / fname, runs, groups)
             result._pending_plots.append(fname)

@@ -275,3 +275,14 @@ def test_the_plot_helpers_start_no_thread_before_their_first_job() -> None:
     finally:
         pool.close()
     assert _children() == []
+
+
+def test_the_workers_shares_are_contiguous_and_of_about_equal_work() -> None:
+    names = ["overall", "class", *[f"g{i:02d}" for i in range(50)]]
+    costs = [301.0, 310.0, *[1300.0] * 50]
+    a, b = tr._shares(names, costs, 2)
+    assert a + b == names
+    assert b[0] == "g25"  # 25 large groupings each (overall and class are small)
+    assert tr._shares(list("ab"), [100, 1], 2) == [["a"], ["b"]]  # never an empty share
+    assert tr._shares(list("abc"), [100, 1, 1], 2) == [["a"], ["b", "c"]]
+    assert tr._shares(list("abcdef"), [1] * 6, 3) == [["a", "b"], ["c", "d"], ["e", "f"]]
