@@ -161,6 +161,14 @@ class GroupedFile:
         self._at: dict[str, int] = {}  # each grouping's position in the file
         self._queued = False  # a read_ahead waits on its pool
 
+    def open(self) -> None:
+        """Open the file now (checked against its manifest entry, footer parsed) instead of at
+        the first :meth:`read`; an error is not raised here: :meth:`read` raises it. For a
+        process about to fork workers that read the file: they share the open file (reads at
+        offsets, never the file position) and its parsed footer, and none checks it again."""
+        with self._lock, contextlib.suppress(ReportError):
+            self._open()
+
     def _open(self) -> None:
         from .io import fingerprint_file
 
@@ -337,6 +345,14 @@ class GroupedFile:
             at = self._chunk_at[(rg, column)] = (int(start), int(chunk.total_compressed_size), group.num_rows)
         assert self._fh is not None
         return column, at[2], self._fh.read_at(at[1], at[0])
+
+    def rows(self, grouping: str) -> int | None:
+        """``grouping``'s number of rows in this file, once opened (:meth:`open`); None when
+        not known (not opened, an unreadable file, no such grouping)."""
+        with self._lock:
+            if self._meta is None or grouping not in self._index:
+                return None
+            return self._rows(grouping)
 
     def _rows(self, grouping: str) -> int:
         if grouping not in self._nrows:

@@ -604,7 +604,8 @@ def _serve_jobs(inbox: int, outbox: int) -> None:
 
 class JobPool:
     """Forked drawing processes that run independent jobs while the parent works on: jobs go
-    round-robin, each through a sender thread (a pipe never blocks the parent), and
+    round-robin, each through a sender thread (a pipe never blocks the parent; the threads
+    start with the first job), and
     :meth:`results` returns every job's value in submission order. A job a helper could not
     run comes back as ``None`` in :attr:`failed` order, for the parent to run itself."""
 
@@ -616,10 +617,21 @@ class JobPool:
         self._queues: list[Any] = [queue.Queue() for _ in channels]
         self._jobs: list[tuple[int, tuple[str, str, tuple[Any, ...]]]] = []
         self._ready = [False] * len(channels)
+        # started at the first job (or :meth:`results`): until then this process may fork
+        # again (evalkit history forks its workers after the helpers)
         self._threads = [threading.Thread(target=self._send, args=(k, self._queues[k], channels[k]), daemon=True)
                          for k in range(len(channels))]
-        for t in self._threads:
-            t.start()
+        self._started = False
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            for t in self._threads:
+                t.start()
+
+    def fds(self) -> tuple[int, ...]:
+        """This process's ends of the helpers' pipes (a process forked later closes them)."""
+        return tuple(fd for ch in self._ch for fd in (ch.to_child, ch.from_child))
 
     def _send(self, k: int, jobs: Any, ch: _Channel) -> None:
         try:  # the helper imports matplotlib meanwhile: wait for it here, not in the parent
@@ -640,6 +652,7 @@ class JobPool:
 
     def submit(self, module: str, function: str, *args: Any) -> None:
         """Queue ``module.function(*args)`` on the next helper."""
+        self._start()
         k = len(self._jobs) % len(self._ch)
         job = (module, function, args)
         self._jobs.append((k, job))
@@ -649,6 +662,7 @@ class JobPool:
         """``(True, value)`` of every job in submission order, or ``(False, job)`` for a job no
         helper ran (the caller runs it); an error raised by a job is raised here as
         ``RuntimeError``, a warning issued by a job is issued here again. Ends the helpers."""
+        self._start()
         for q in self._queues:
             q.put(None)
         self._queues = []
@@ -725,3 +739,94 @@ def start_pool(n: int, nice: int = 0) -> JobPool | None:
         os.close(up_w)
         channels.append(_Channel(None, down_w, up_r))
     return JobPool(channels)
+
+
+# -- forked workers of one command (evalkit history builds its groupings in them) -------------
+
+
+class Worker:
+    """A process :func:`fork_worker` forked, running ``work(send)``: every ``send(obj)`` there
+    pickles ``obj`` to this process, where :meth:`receive` returns them in order (read on a
+    thread from :meth:`listen` or the first :meth:`receive` on: a worker never waits for the
+    parent to read).
+    :meth:`close` ends it (SIGTERM, then SIGKILL after :data:`TERM_GRACE_S`) and reaps it."""
+
+    #: What a worker's messages end with once it is gone (see :meth:`listen`).
+    GONE = object()
+
+    def __init__(self, channel: _Channel) -> None:
+        self._ch: _Channel | None = channel
+        self._queue: Any = None
+        self._thread: Any = None
+
+    def fds(self) -> tuple[int, ...]:
+        """This process's ends of the worker's pipes (a process forked later closes them)."""
+        return () if self._ch is None else (self._ch.to_child, self._ch.from_child)
+
+    def receive(self) -> Any:
+        """The next object the worker sent; EOFError once it is gone without sending more
+        (it returned, raised, was killed, or sent what cannot be read back)."""
+        if self._ch is None:
+            raise EOFError("worker closed")
+        self.listen()
+        msg = self._queue.get()
+        if msg is Worker.GONE:
+            self._queue.put(msg)  # and for every later call
+            raise EOFError("worker ended")
+        return msg
+
+    def listen(self, sink: Any = None) -> None:
+        """Start reading what the worker sends (on a thread; once all forks are done: a
+        process forked later would not have the thread). ``sink``: a ``queue.Queue`` shared
+        by several workers, which then gets ``(worker, message)``, and ``(worker,
+        Worker.GONE)`` once the worker is gone (:meth:`receive` is then not used)."""
+        if self._queue is None and self._ch is not None:
+            import queue
+            import threading
+
+            self._queue = sink if sink is not None else queue.Queue()
+            tag = self if sink is not None else None
+            self._thread = threading.Thread(target=self._read, args=(self._ch.from_child, self._queue, tag),
+                                            daemon=True)
+            self._thread.start()
+
+    @staticmethod
+    def _read(fd: int, out: Any, tag: Any = None) -> None:
+        while True:
+            try:
+                msg = _read_msg(fd)
+            except BaseException:  # noqa: BLE001 - EOF, a closed pipe, a message that does not unpickle
+                out.put(Worker.GONE if tag is None else (tag, Worker.GONE))
+                return
+            out.put(msg if tag is None else (tag, msg))
+
+    def close(self) -> None:
+        """End the worker (killed if still running) and reap it; idempotent."""
+        ch, self._ch = self._ch, None
+        if ch is None:
+            return
+        # the process first (its end of the pipe closes: the reading thread sees EOF and
+        # ends), then this process's read end: never closed under a thread reading it
+        _Channel(ch.pid, ch.to_child, -1).close(kill=True)
+        if self._thread is not None:
+            self._thread.join()
+        with contextlib.suppress(OSError):
+            os.close(ch.from_child)
+
+
+def fork_worker(work: Any, closes: Sequence[int] = ()) -> Worker | None:
+    """Fork a process running ``work(send)`` now (call it before any thread exists, as
+    :func:`start_pool`), or None where that is not possible (no ``os.fork``). ``closes``:
+    descriptors the worker must not keep (other workers' pipes). Like the drawing helpers, a
+    worker ignores Ctrl-C (the parent ends it, :meth:`Worker.close`) and dies with the parent;
+    it ends with ``os._exit``: nothing the parent set up is cleaned up twice."""
+    if not hasattr(os, "fork"):
+        return None
+
+    def main(_inbox: int, outbox: int) -> None:
+        work(lambda obj: _write_msg(outbox, obj))
+
+    try:
+        return Worker(_fork(main, child_closes=closes))
+    except OSError:
+        return None

@@ -984,22 +984,22 @@ def history(
         + (f"; {unverified} report(s) written before manifests, read unverified" if unverified else ""))
     result = HistoryResult(runs=_runs_frame(runs, notes), trends={}, changes=pd.DataFrame(),
                            metadata={}, gates=gates, gate_note=gate_note, skipped=skipped, duplicates=copies, ignored=ignored)
-    # forked now, before any thread of the run exists; ended however the run ends
-    pool = _plot_pool(plots and out is not None, len({g for r in infos for g in r.groupings}))
-    with contextlib.ExitStack() as stack:
-        if pool is not None:
-            stack.callback(pool.close)
-        _build_history(result, runs, infos, opts, gates, cfg, out, overwrite, plots, skip_bad, cache, pool,
-                       say, started, t0, rebuilt)
+    _build_history(result, runs, infos, opts, gates, cfg, out, overwrite, plots, skip_bad, cache,
+                   say, started, t0, rebuilt)
     return result
 
 
 def _build_history(result: HistoryResult, runs: _Runs, infos: list[RunInfo], opts: dict[str, Any],
                    gates: dict[str, Any], cfg: Any, out: Any, overwrite: bool, plots: bool, skip_bad: bool,
-                   cache: _Cache | None, pool: Any, say: Callable[[str], None], started: float,
+                   cache: _Cache | None, say: Callable[[str], None], started: float,
                    t0: float, rebuilt: str = "") -> None:
     """Every grouping of :func:`history`, its gates, and (with ``out``) the report written;
-    ``rebuilt``: why the history in ``out`` is not reused (said once ``out`` may be replaced)."""
+    ``rebuilt``: why the history in ``out`` is not reused (said once ``out`` may be replaced).
+
+    The groupings are built in forked worker processes when that pays (:func:`_start_workers`),
+    else here; the plots are drawn by forked helpers (:func:`_plot_pool`). Both are forked
+    before any thread of the run exists, and ended (killed if still busy) however the run
+    ends, before the report being built is removed."""
     atomic = None
     if out is not None:
         from .outdir import AtomicDir
@@ -1009,11 +1009,18 @@ def _build_history(result: HistoryResult, runs: _Runs, infos: list[RunInfo], opt
         if rebuilt:  # a slow night explained (after the check that out may be replaced)
             say(f"the history in {out} is not reused ({rebuilt}): rebuilt from the reports")
         build = _Build(result, runs, opts, bool(gates), tmp, atomic.target if atomic else None, plots, cache,
-                       atomic, pool)
+                       atomic)
         try:
-            with contextlib.closing(_each_grouping(infos, runs, skip_bad, opts, cache)) as groupings:
-                for name, idx, grouped, plan in groupings:
-                    build.add(name, idx, grouped, plan)
+            names = _grouping_names(infos)
+            # the helpers first: their import of matplotlib overlaps the workers' set-up
+            build.pool = _plot_pool(plots and out is not None, len(names))
+            workers = _start_workers(build, infos, skip_bad, names)
+            if workers:
+                _run_workers(build, infos, skip_bad, workers)
+            else:
+                with contextlib.closing(_each_grouping(infos, runs, skip_bad, opts, cache)) as groupings:
+                    for built in build.steps(groupings):
+                        build.take(built)
             if atomic is not None:  # while the helpers draw the last plots
                 _write_summary_tables(result, tmp, build.sources())
             build.finish_plots()
@@ -1027,6 +1034,184 @@ def _build_history(result: HistoryResult, runs: _Runs, infos: list[RunInfo], opt
         if atomic is not None:
             _write_summary_texts(result, tmp)
             atomic.commit()
+
+
+#: Worker processes building the groupings of a large cold history (:func:`_start_workers`).
+HISTORY_WORKERS = 2
+#: Tables (runs x groupings) to read from which the workers pay for their start (forking, each
+#: opening and checking every report's grouped.parquet): about 0.1 s of work.
+WORKERS_MIN_TABLES = 2_000
+#: In a worker: groupings decoded ahead per report (:data:`evalkit.grouped_file.READ_AHEAD`)
+#: and month files queued for its writer (:data:`WRITES_QUEUED`); lower than in one process
+#: so that two workers together stay within the memory one process took (365 x 50 x 1,000:
+#: about 0.45 GiB each with 4 and 16).
+WORKER_READ_AHEAD = 2
+WORKER_WRITES_QUEUED = 8
+
+
+def _start_workers(build: _Build, infos: Sequence[RunInfo], skip_bad: bool,
+                   names: Sequence[str]) -> list[tuple[Any, list[str]]]:
+    """Fork :data:`HISTORY_WORKERS` processes building the groupings ``names`` (contiguous
+    shares, each read in file order) into the report being built, when that pays: a cold
+    history (nothing reused) written to a directory, of at least :data:`WORKERS_MIN_TABLES`
+    tables, on a machine with the cores and ``os.fork``. The history process is bound by its
+    interpreter lock (reading, framing, trends and encoding are much Python glue), so threads
+    do not spread the work over cores and processes do. Returns ``(worker, its groupings)``
+    (empty: build here). Call before any thread of the run exists."""
+    n = min(HISTORY_WORKERS, os.cpu_count() or 1, len(names))
+    tables = sum(len(r.groupings) for r in infos)
+    if build.tmp is None or build.cache is not None or n < 2 or tables < WORKERS_MIN_TABLES:
+        return []
+    from .plot_process import fork_worker
+
+    # every report's file opened and checked once, here, for both workers (threads ended
+    # before the fork)
+    with ThreadPoolExecutor(_READ_THREADS) as pool:
+        list(pool.map(lambda g: g.open(), [r.grouped for r in infos if r.grouped is not None]))
+    shares = _shares(names, [_cost(infos, name) for name in names], n)
+    for share in shares:
+        closes = [fd for w in build.workers for fd in w.fds()] + list(getattr(build.pool, "fds", tuple)())
+        w = fork_worker(functools.partial(_work, build, infos, skip_bad, share), closes)
+        if w is None:
+            build.close_workers()
+            return []
+        build.workers.append(w)  # at once: ended by build.close() however the run ends
+    return list(zip(build.workers, shares, strict=True))
+
+
+#: The work of a grouping besides its rows, in rows: reading its table from every report
+#: costs about as much as 300 rows more (365 x 50 x 1,000).
+_GROUPING_COST_ROWS = 300
+
+
+def _cost(infos: Sequence[RunInfo], name: str) -> float:
+    """How much work building grouping ``name`` is, relatively: its rows in the latest report
+    that holds it (from its open grouped.parquet's footer), plus :data:`_GROUPING_COST_ROWS`."""
+    for r in reversed(infos):
+        if name in r.groupings:
+            rows = r.grouped.rows(name) if r.grouped is not None else None
+            return float(rows if rows is not None else 1000) + _GROUPING_COST_ROWS
+    return float(_GROUPING_COST_ROWS)
+
+
+def _shares(names: Sequence[str], costs: Sequence[float], n: int) -> list[list[str]]:
+    """``names`` cut into ``n`` contiguous non-empty shares of about equal total ``costs``
+    (each worker then reads the groupings of its share in file order)."""
+    total = sum(costs)
+    cuts, acc, k = [0], 0.0, 1
+    for i, c in enumerate(costs):
+        # the share ends before this grouping when that is closer to its target than after it
+        while k < n and i > cuts[-1] and len(names) - i >= n - k and \
+                abs(acc - total * k / n) <= abs(acc + c - total * k / n):
+            cuts.append(i)
+            k += 1
+        acc += c
+    while k < n:  # too few names left to cut where the costs say: one each
+        cuts.append(len(names) - (n - k))
+        k += 1
+    cuts.append(len(names))
+    return [list(names[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+
+
+def _work(build: _Build, infos: Sequence[RunInfo], skip_bad: bool, names: Sequence[str],
+          send: Callable[[Any], None]) -> None:
+    """A worker process (:func:`_start_workers`): build ``names``, writing their month files
+    into the report being built; send each :class:`_Built` as soon as it is built, then
+    ``("done", manifest entries of the files written, files written, warnings)``, or
+    ``("error", exception)``."""
+    import gc
+    import warnings
+
+    assert build.writer is not None and build.atomic is not None
+    build.atomic.known.clear()  # this process's entries only, for the parent's manifest
+    # two processes hold what one held: each keeps less waiting (decoded ahead, queued for
+    # the writer); process-wide settings, and this process is the worker's alone
+    global WRITES_QUEUED
+    WRITES_QUEUED = WORKER_WRITES_QUEUED
+    from . import grouped_file
+
+    grouped_file.READ_AHEAD = WORKER_READ_AHEAD
+    gc.freeze()  # what the parent built stays out of this process's collections (and unwritten)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            with contextlib.closing(_each_grouping(infos, build.runs, skip_bad, build.opts, None, names)) as groupings:
+                for built in build.steps(groupings):
+                    send(("built", built))
+            build.writer.wait()
+        seen = list(dict.fromkeys((str(w.message), w.category) for w in caught))
+        send(("done", dict(build.atomic.known), build.written, seen))
+    except BaseException as exc:  # noqa: BLE001 - the parent raises it
+        try:
+            send(("error", exc))
+        except Exception:  # noqa: BLE001 - an exception that does not pickle: its text
+            send(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+def _run_workers(build: _Build, infos: Sequence[RunInfo], skip_bad: bool, workers: Sequence[tuple[Any, list[str]]],
+                 ) -> None:
+    """Take every grouping the workers build, in order (their shares are contiguous), and
+    their files' manifest entries. An error a worker raised is raised here. A worker gone
+    without a word (killed) leaves nothing lost: its groupings are built here again (their
+    files written anew over whatever it left)."""
+    try:
+        _take_from_workers(build, infos, skip_bad, workers)
+    finally:
+        for r in infos:  # opened here before the fork (:func:`_start_workers`)
+            if r.grouped is not None:
+                r.grouped.close()
+
+
+def _take_from_workers(build: _Build, infos: Sequence[RunInfo], skip_bad: bool,
+                       workers: Sequence[tuple[Any, list[str]]]) -> None:
+    import collections
+    import queue
+    import warnings
+
+    from .plot_process import Worker
+
+    sink: queue.Queue[Any] = queue.Queue()
+    for w, _share in workers:
+        w.listen(sink)
+    waiting: dict[Any, collections.deque[Any]] = {w: collections.deque() for w, _s in workers}
+    plotted: set[str] = set()
+
+    def next_from(w: Any) -> Any:
+        """``w``'s next message; meanwhile every grouping any worker built has its plot
+        queued at once (the helpers draw the later workers' plots while the first's
+        groupings are taken)."""
+        while not waiting[w]:
+            src, msg = sink.get()
+            if msg is not Worker.GONE and msg[0] == "built" and build.plots and msg[1].window is not None:
+                build.queue_plot(msg[1])
+                plotted.add(msg[1].name)
+            waiting[src].append(msg)
+        msg = waiting[w].popleft()
+        if msg is Worker.GONE:
+            waiting[w].append(msg)
+            raise EOFError("worker gone")
+        if msg[0] == "error":
+            raise msg[1]
+        return msg
+
+    for w, share in workers:
+        taken: set[str] = set()
+        try:
+            for name in share:
+                build.take(next_from(w)[1], plot=name not in plotted)
+                taken.add(name)
+            _kind, known, written, seen = next_from(w)
+        except EOFError:
+            w.close()
+            with contextlib.closing(_each_grouping(infos, build.runs, skip_bad, build.opts, None, share)) as groupings:
+                for built in build.steps(groupings):
+                    if built.name not in taken:
+                        build.take(built, plot=built.name not in plotted)
+            continue
+        assert build.atomic is not None
+        build.atomic.known.update(known)
+        build.written += written
+        for message, category in seen:
+            warnings.warn(message, category, stacklevel=2)
 
 
 def _plot_pool(wanted: bool, figures: int) -> Any:
@@ -1216,14 +1401,23 @@ def _dedupe(infos: list[RunInfo]) -> tuple[list[RunInfo], list[tuple[str, str]]]
     return list(kept.values()), copies
 
 
+def _grouping_names(infos: Sequence[RunInfo]) -> list[str]:
+    """Every grouping of the runs, ``overall`` first, then in order of first appearance."""
+    names = list(dict.fromkeys(g for r in infos for g in r.groupings))
+    return ["overall", *[g for g in names if g != "overall"]]
+
+
 def _each_grouping(infos: Sequence[RunInfo], runs: _Runs, skip_bad: bool, opts: Mapping[str, Any],
-                   cache: _Cache | None = None) -> Iterator[tuple[str, list[int], GroupedRuns, _Plan]]:
+                   cache: _Cache | None = None, only: Sequence[str] | None = None,
+                   ) -> Iterator[tuple[str, list[int], GroupedRuns, _Plan]]:
     """Every grouping (``overall`` first) with the runs that hold it, the rows it needs
     (:class:`_Plan`: runs of months that are written anew, and the trend window; rows of
     runs the ``cache`` holds unchanged are taken from it, not read) and its plan; the next
-    grouping is read on a thread while the caller works on this one."""
-    names = list(dict.fromkeys(g for r in infos for g in r.groupings))
-    names = ["overall", *[g for g in names if g != "overall"]]
+    grouping is read on a thread while the caller works on this one. ``only``: these
+    groupings (of :func:`_grouping_names`), in that order."""
+    names = list(only) if only is not None else _grouping_names(infos)
+    if not names:
+        return
     pool = ThreadPoolExecutor(_READ_THREADS)
     ahead = ThreadPoolExecutor(1)
 
@@ -1488,6 +1682,27 @@ def _sources_table(rows: Mapping[str, list[Any]]) -> pa.Table:
 
 
 @dataclass
+class _Built:
+    """One grouping built (:meth:`_Build.steps`): all the report needs of it besides its month
+    files (written where it was built). Small and picklable: a worker process sends it to
+    the parent (:func:`_run_workers`)."""
+
+    name: str
+    bad: list[tuple[int, str]]  # (run, why) of tables left out (skip_bad)
+    notes: list[str]  # key columns whose kind differs between runs
+    used: dict[int, str | None]  # run -> key types of the table used (sources.parquet)
+    read: set[int]  # runs a table was read from
+    series_runs: int
+    absent: int | None  # not in the latest run: the last run holding it (1-based), else None
+    trend: pd.DataFrame
+    keys: pa.Table  # the trend's keys, typed
+    window: tuple[pd.DataFrame, pd.DataFrame] | None  # the plot's rows and groups
+    change_rows: list[dict[str, Any]]
+    latest: pd.DataFrame | None  # the latest run's rows for the gates
+    table: pa.Table | None  # the tidy table, kept in memory when the report is not written
+
+
+@dataclass
 class _Build:
     """What :func:`history` accumulates grouping by grouping (tables go to disk at once)."""
 
@@ -1501,6 +1716,7 @@ class _Build:
     cache: _Cache | None = None
     atomic: Any = None
     pool: Any = None  # plot_process.JobPool drawing the plots beside the run
+    workers: list[Any] = field(default_factory=list)  # plot_process.Worker building groupings
     series_runs: dict[str, int] = field(default_factory=dict)
     change_rows: list[dict[str, Any]] = field(default_factory=list)
     latest_view: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -1520,43 +1736,40 @@ class _Build:
         """Runs none of whose tables had to be read (all taken from the earlier history)."""
         return len(self.runs.infos) - len(self._read)
 
-    def add(self, name: str, idx: Sequence[int], grouped: GroupedRuns, plan: _Plan) -> None:
-        res, runs, n_runs = self.result, self.runs, len(self.runs.infos)
-        for i, err in grouped.bad:
-            res.skipped.append((str(runs.infos[i].path), f"{err} (grouping {name} left out for this run)"))
-        if grouped.bad:
-            _warn_inputs(res.skipped[-len(grouped.bad):], (), (), ())
-        if grouped.notes:
-            import warnings
+    def steps(self, groupings: Iterable[tuple[str, list[int], GroupedRuns, _Plan]]) -> Iterator[_Built]:
+        """Build each grouping of ``groupings`` (:func:`_each_grouping`) and yield it
+        (:meth:`take` adds it to the result); its month files are written when the next one
+        is asked for, so a plot the taker queues is drawn while they are written."""
+        for name, idx, grouped, plan in groupings:
+            built, frame = self._build(name, idx, grouped, plan)
+            yield built
+            if self.tmp is not None and self.target is not None:
+                self._write_months(name, frame, plan)
 
-            from .errors import EvalkitWarning
-
-            res.notes += grouped.notes
-            for note in grouped.notes:
-                warnings.warn(EvalkitWarning(note), stacklevel=2)
+    def _build(self, name: str, idx: Sequence[int], grouped: GroupedRuns, plan: _Plan) -> tuple[_Built, _Tidy]:
+        """One grouping's trend, change rows, gate view and plot rows (:class:`_Built`) and its
+        tidy table."""
+        runs, n_runs = self.runs, len(self.runs.infos)
         bad_runs = {i for i, _e in grouped.bad}
         linked_runs = {i for m in plan.links for i in plan.months[m]}
         cache = self.cache
-        self._used[name] = {i: grouped.key_types[i] if i in grouped.key_types else
-                            cache.key_type(name, runs.infos[i].key) if cache is not None else None
-                            for i in idx if i not in bad_runs}
-        self._read |= set(plan.needed) - set(grouped.reused) - linked_runs
+        used = {i: grouped.key_types[i] if i in grouped.key_types else
+                cache.key_type(name, runs.infos[i].key) if cache is not None else None
+                for i in idx if i not in bad_runs}
         frame = _grouping_frame(runs, grouped, name, float(self.opts["confidence"]))
         series = _series([i for i in idx if i not in bad_runs], runs.segment, int(runs.segment[-1]), n_runs)
-        self.series_runs[name] = len(series)
         in_latest = bool(series) and series[-1] == n_runs - 1
+        absent = None
         if not in_latest:
             held = [i for i in idx if i not in bad_runs]
-            self.absent[name] = int(held[-1]) + 1 if held else 0
+            absent = int(held[-1]) + 1 if held else 0
         tidy = _window_tidy(frame, series[-int(self.opts["window"]):], name)
-        trend = res.trends[name] = _trend(tidy, name, series, runs, self.opts, in_latest)
-        res._keys[name] = tidy.key_table
+        trend = _trend(tidy, name, series, runs, self.opts, in_latest)
+        window = None
         if self.plots or self.tmp is None:
             picks = _plot_picks(trend, name)
-            res._windows[name] = (_plot_rows(tidy.table, picks, name), picks)
-        else:
-            res._windows[name] = None
-        self.change_rows += _change_rows(name, trend, n_runs)
+            window = (_plot_rows(tidy.table, picks, name), picks)
+        latest = None
         if self.gated and in_latest:
             last = np.flatnonzero(tidy.run_pos == n_runs - 1)
             stats = ["count", "mean", "n_eff", "ci_low", "ci_high", "clipped_low", "accuracy"]
@@ -1564,23 +1777,68 @@ class _Build:
                 [*_grouping_columns(name), *stats])  # the gates name keys as the user does
             # the evaluate gates read it as evaluate reads a run's table (gates._eval_detail): its
             # interval, and a weighted run's mean (``mean`` here) with its n_eff
-            self.latest_view[name] = view.to_pandas(integer_object_nulls=True).assign(
+            latest = view.to_pandas(integer_object_nulls=True).assign(
                 weighted_mean=lambda d: d["mean"].where(d["n_eff"].notna()))
+        built = _Built(name, list(grouped.bad), list(grouped.notes), used,
+                       set(plan.needed) - set(grouped.reused) - linked_runs, len(series), absent, trend,
+                       tidy.key_table, window, _change_rows(name, trend, n_runs), latest,
+                       frame.table if self.tmp is None or self.target is None else None)
+        return built, frame
+
+    def take(self, built: _Built, plot: bool = True) -> None:
+        """Add one grouping built by :meth:`steps` (here or in a worker process) to the result,
+        and (``plot``: unless :meth:`queue_plot` did) queue its plot."""
+        res, runs, name = self.result, self.runs, built.name
+        for i, err in built.bad:
+            res.skipped.append((str(runs.infos[i].path), f"{err} (grouping {name} left out for this run)"))
+        if built.bad:
+            _warn_inputs(res.skipped[-len(built.bad):], (), (), ())
+        if built.notes:
+            import warnings
+
+            from .errors import EvalkitWarning
+
+            res.notes += built.notes
+            for note in built.notes:
+                warnings.warn(EvalkitWarning(note), stacklevel=2)
+        self._used[name] = built.used
+        self._read |= built.read
+        self.series_runs[name] = built.series_runs
+        if built.absent is not None:
+            self.absent[name] = built.absent
+        res.trends[name] = built.trend
+        res._keys[name] = built.keys
+        res._windows[name] = built.window
+        self.change_rows += built.change_rows
+        if built.latest is not None:
+            self.latest_view[name] = built.latest
         if self.tmp is not None and self.target is not None:
-            fresh = {m: rs for m, rs in plan.months.items() if m not in plan.links}
-            codes, names = runs.month_codes
-            n = _emit_grouping(res, name, frame, self.tmp, self.plots, fresh, (codes[frame.run_pos], names),
-                               self.writer, self.pool)
-            self.written += n
-            for month, old in plan.links.items():
-                rel = f"{_tidy_dir(name)}/{month}.parquet"
-                _link(old, self.tmp / rel)
-                if self.atomic is not None and self.cache is not None:
-                    self.atomic.known[rel] = dict(self.cache.files[rel])
-            self.linked += len(plan.links)
+            if self.plots and plot:  # queued before the month files go to the writer: drawn meanwhile
+                self.queue_plot(built)
             res._tables[name] = self.target / _tidy_dir(name)
         else:
-            res._tables[name] = frame.table
+            assert built.table is not None
+            res._tables[name] = built.table
+
+    def queue_plot(self, built: _Built) -> None:
+        """Queue (or draw) the plot of a grouping built, before or when it is taken (the
+        order of the plots is not the report's: history.md finds each by its file name)."""
+        if self.tmp is not None and self.target is not None and self.plots:
+            _emit_plot(self.result, built.name, self.tmp, self.pool, built.window, len(built.trend))
+
+    def _write_months(self, name: str, frame: _Tidy, plan: _Plan) -> None:
+        """One grouping's month files: written anew, or linked from the earlier history."""
+        assert self.tmp is not None
+        fresh = {m: rs for m, rs in plan.months.items() if m not in plan.links}
+        codes, names = self.runs.month_codes
+        self.written += _emit_grouping(self.result, name, frame, self.tmp, False, fresh,
+                                       (codes[frame.run_pos], names), self.writer)
+        for month, old in plan.links.items():
+            rel = f"{_tidy_dir(name)}/{month}.parquet"
+            _link(old, self.tmp / rel)
+            if self.atomic is not None and self.cache is not None:
+                self.atomic.known[rel] = dict(self.cache.files[rel])
+        self.linked += len(plan.links)
 
     def sources(self) -> pa.Table:
         """``sources.parquet``: every report file this history used, with the size,
@@ -1619,7 +1877,14 @@ class _Build:
             if title:
                 self.result._plots.append((title, fname))
 
+    def close_workers(self) -> None:
+        """End the worker processes (killed if still building) and reap them."""
+        for w in self.workers:
+            w.close()
+        self.workers = []
+
     def close(self) -> None:
+        self.close_workers()  # first: no worker writes into the report once this returns
         if self.pool is not None:  # an error ended the run: the helpers are not waited for
             self.pool.close()
             self.pool = None
@@ -1720,10 +1985,13 @@ def _emit_grouping(result: HistoryResult, name: str, frame: _Tidy | None, tmp: P
     return n
 
 
-def _emit_plot(result: HistoryResult, name: str, tmp: Path, pool: Any = None) -> None:
+def _emit_plot(result: HistoryResult, name: str, tmp: Path, pool: Any = None,
+               window: tuple[pd.DataFrame, pd.DataFrame] | None = None, groups: int | None = None) -> None:
     """The plot of one grouping (its trend window): queued on ``pool``'s helpers
-    (:class:`evalkit.plot_process.JobPool`), else drawn here when matplotlib is there."""
-    window = result._windows.get(name)
+    (:class:`evalkit.plot_process.JobPool`), else drawn here when matplotlib is there.
+    ``window`` and ``groups`` (the rows and groups to draw, the trend's number of groups):
+    by default the result's."""
+    window = result._windows.get(name) if window is None else window
     if window is not None:
         from .plots import plots_available
 
@@ -1733,7 +2001,8 @@ def _emit_plot(result: HistoryResult, name: str, tmp: Path, pool: Any = None) ->
         # columns stay here)
         picks = picks[_key_cols(name)]
         runs = result.runs[["run", "created", "note"]]
-        groups = len(result.trends[name]) if name in result.trends else None  # a capped plot says of how many
+        if groups is None:  # a capped plot says of how many
+            groups = len(result.trends[name]) if name in result.trends else None
         if pool is not None:  # matplotlib is imported (and checked) in the helper, not here
             pool.submit("evalkit.plots", "write_history_plot", rows, name, picks, tmp / fname, runs, groups)
             result._pending_plots.append(fname)
