@@ -21,8 +21,9 @@ from ..errors import ColumnTypeError, EvalkitError
 
 # Mixed-radix codes must stay well inside int64.
 _MAX_RADIX = 1 << 62
-# Most values of a batch's dictionary without a remembered slot that are looked up one by
-# one (:meth:`_KeyIndex._cached_slots`); more go through one Arrow hash pass.
+# Values of a batch's dictionary without a remembered slot that are always looked up one by
+# one (:meth:`_KeyIndex._cached_slots`); beyond a quarter of the known and present values,
+# one Arrow hash pass over them all is cheaper.
 _FEW_NEW = 1024
 # Sentinel for a key column whose Arrow type differed between batches.
 _MIXED = "mixed"
@@ -234,6 +235,9 @@ class _KeyIndex:
         # dictionary and the slot of each of its values (-1: not seen yet), so such a batch
         # needs no hashing at all.
         self._dict_slots: tuple[pa.Array, np.ndarray] | None = None
+        # The last sort_rank() and what it was computed for (groups, dictionary values seen):
+        # finalize and the calibration table of one grouping both ask.
+        self._rank: tuple[tuple[int, int], np.ndarray] | None = None
         if ncol == 0:
             self._add(())
 
@@ -242,6 +246,7 @@ class _KeyIndex:
         state["_last_dict"] = [None] * len(self.key_names)
         state["_known"], state["_known_n"] = [], 0
         state["_dict_slots"] = None
+        state["_rank"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -419,11 +424,13 @@ class _KeyIndex:
     def _cached_slots(self, d: pa.Array, codes: np.ndarray) -> np.ndarray | None:
         """Slots of ``codes`` from the remembered dictionary, when ``d`` is it (the same
         memory) or extends it (its first values are the remembered ones: a Parquet reader's
-        dictionary grows so within a row group, a new copy every batch), the few values with
-        no slot remembered (at most :data:`_FEW_NEW`) looked up one by one; else None.
+        dictionary grows so within a row group, a new copy every batch), the values with no
+        slot remembered looked up one by one (unless more than :data:`_FEW_NEW` and a quarter
+        of the known and present values); else None.
 
-        Cost: a comparison of the remembered values instead of a hash pass over every known
-        and present value (200k users: ~50 ms a batch)."""
+        Cost: a comparison of the remembered values and a look-up per value not seen in the
+        remembered dictionary, instead of a hash pass over every known and present value
+        (200k users: ~60 ms a batch)."""
         hit = self._dict_slots
         if hit is None or not len(codes) or codes.max() >= len(d):
             return None
@@ -438,12 +445,20 @@ class _KeyIndex:
         if out.min() >= 0:
             return out
         missing = np.unique(codes[out < 0])
-        if len(missing) > _FEW_NEW:
+        # A look-up per value (~0.3 us) against one hash pass over the known and present
+        # values (~0.1 us each).
+        if len(missing) > max(_FEW_NEW, (len(self.keys) + len(d)) // 4):
             return None
-        slot_of = self.slot_of
-        for c, v in zip(missing.tolist(), d.take(pa.array(missing)).to_pylist(), strict=True):
-            s = slot_of.get((v,))
-            remembered[c] = self._add((v,)) if s is None else s
+        keys = list(zip(d.take(pa.array(missing)).to_pylist()))
+        found = [self.slot_of.get(k) for k in keys]
+        new = [k[0] for k, s in zip(keys, found, strict=True) if s is None]
+        if new:
+            if len(set(new)) != len(new):  # a dictionary repeating a value: by hashing
+                return None
+            fresh = iter(range(len(self.keys), len(self.keys) + len(new)))
+            found = [next(fresh) if s is None else s for s in found]
+            self._add_many(new)
+        remembered[missing] = found
         return remembered[codes]
 
     def _remember_slots(self, d: pa.Array, codes: np.ndarray, slots: np.ndarray) -> None:
@@ -516,20 +531,35 @@ class _KeyIndex:
         new._last_dict = [None] * len(self.key_names)
         new._known, new._known_n = [], 0
         new._dict_slots = None
+        new._rank = None
         return new
 
     def _column_array(self, i: int) -> pa.Array:
-        values = [k[i] for k in self.keys]
         t = self.types[i]
         if t is None or t is _MIXED:
-            return pa.array(values)
-        return pa.array(values, type=t)
+            return pa.array([k[i] for k in self.keys])
+        if len(self.key_names) == 1:
+            # The values in slot order are held as Arrow already (the by-value path's known
+            # values): 200k users are not converted from Python strings at each call.
+            known = self._known_values(t)
+            if known is not None and len(known) == len(self.keys):
+                return known
+        return pa.array([k[i] for k in self.keys], type=t)
 
     def sort_rank(self) -> np.ndarray:
         """rank[slot] = position of the slot in output order."""
         g = len(self.keys)
         if not self.key_names or g == 0:
             return np.arange(g, dtype=np.int64)
+        seen = (g, sum(len(o) for o in self.dict_order))
+        if self._rank is not None and self._rank[0] == seen:
+            return self._rank[1].copy()
+        rank = self._sort_rank()
+        self._rank = (seen, rank)
+        return rank.copy()
+
+    def _sort_rank(self) -> np.ndarray:
+        g = len(self.keys)
         cols: dict[str, pa.Array] = {}
         sort_keys = []
         for i in range(len(self.key_names)):

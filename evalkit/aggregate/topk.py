@@ -263,3 +263,22 @@ class TopK:
         cols["loss"] = self._loss[perm]
         return pd.DataFrame({k: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v)
                              for k, v in cols.items()})
+
+
+def concat_frames(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The hardest rows of several scopes as one frame: a categorical column stays
+    categorical (its categories united, first seen first) where :func:`pd.concat` would make
+    differing categories plain objects (the scopes' selections keep different dictionary
+    values of a column of many, see :func:`_small_dictionaries`)."""
+    frames = list(frames)
+    if len(frames) > 1:
+        for name in frames[0].columns:
+            cols = [f[name] for f in frames if name in f.columns]
+            if len(cols) < len(frames) or not all(isinstance(c.dtype, pd.CategoricalDtype) for c in cols):
+                continue
+            cats = [c.cat.categories for c in cols]
+            if all(c.equals(cats[0]) for c in cats[1:]):
+                continue
+            union = pd.Index(dict.fromkeys(v for c in cats for v in c))
+            frames = [f.assign(**{name: f[name].cat.set_categories(union)}) for f in frames]
+    return pd.concat(frames, ignore_index=True)
