@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import pipeline
+from .aggregate import concat_frames
 from .columns import INPUT_PREFIX
 from .config import EvalConfig
 from .engines.base import Grouping
@@ -399,16 +400,18 @@ class EvalResult:
             if self._calibration is not None:
                 rows = pipeline.CALIBRATION_ROW_GROUP
                 write_batches(self._calibration.schema(), self._calibration.batches(rows=rows),
-                              tmp / "calibration.parquet", row_group_size=rows)
+                              tmp / "calibration.parquet", row_group_size=rows,
+                              dictionary_floats=pipeline.CALIBRATION_BIN_BOUNDS)
             elif self._calibration_df is not None:
-                write_table(_arrow(self._calibration_df), tmp / "calibration.parquet")
+                write_table(_arrow(self._calibration_df), tmp / "calibration.parquet",
+                            dictionary_floats=pipeline.CALIBRATION_BIN_BOUNDS)
             if self.slices is not None:
                 write_table(_arrow(self.slices), tmp / "slices.parquet")
             # An input column named scope is kept as input:scope, as rows_column keeps input:loss.
             hardest = [df.rename(columns={HARDEST_SCOPE: INPUT_PREFIX + HARDEST_SCOPE}).assign(**{HARDEST_SCOPE: name})
                        for name, df in self.hardest.items()]
             if hardest:
-                write_table(_arrow(pd.concat(hardest, ignore_index=True)), tmp / "hardest.parquet")
+                write_table(_arrow(concat_frames(hardest)), tmp / "hardest.parquet")
             if self.plots and plots is None:
                 from .plots import plots_available, write_plots
 

@@ -19,12 +19,15 @@ MAX_PLOT_GROUPS = 40
 MAX_JSON_ROWS = 10_000
 
 
-def mean_column(df: pd.DataFrame) -> str:
+def mean_column(df: pd.DataFrame, rows: np.ndarray | None = None) -> str:
     """The mean of a grouped table a reader is shown (order, bars, labels): ``weighted_mean``
     in a weighted run (``--weight``), the statistic its ``ci_low`` / ``ci_high``, report.md's
-    headline and the gates are about, else ``mean``."""
-    if "weighted_mean" in df.columns and bool(df["weighted_mean"].notna().any()):
-        return "weighted_mean"
+    headline and the gates are about, else ``mean``. ``rows``: of these rows (positions)
+    only."""
+    if "weighted_mean" in df.columns:
+        w = df["weighted_mean"].to_numpy()
+        if bool(pd.notna(w if rows is None else w[rows]).any()):
+            return "weighted_mean"
     return "mean"
 
 
@@ -39,12 +42,13 @@ def bounded_groups(df: pd.DataFrame, limit: int) -> tuple[pd.DataFrame, int]:
     """
     if len(df) <= limit:
         return df, 0
-    has = df[df["count"] > 0]
-    mean = has[mean_column(has)].to_numpy(dtype=float)
+    # Positions, not a filtered copy of the table (200k groups x 20 columns, per rendering).
+    has = np.flatnonzero(df["count"].to_numpy() > 0)
+    mean = df[mean_column(df, has)].to_numpy(dtype=float)[has]
     order = np.lexsort((np.arange(len(has)), -mean))  # worst first, ties in table order
     n_best = min(limit // 2, max(0, len(order) - (limit - limit // 2)))
     pick = np.concatenate([order[: limit - n_best], order[len(order) - n_best:]])
-    return has.iloc[pick], len(df) - len(pick)
+    return df.iloc[has[pick]], len(df) - len(pick)
 
 
 def left_out_note(n_left: int, shown: int, where: str | None) -> str:

@@ -247,7 +247,10 @@ def mean_interval(n: np.ndarray, mean: np.ndarray, std: np.ndarray,
     ok = ~np.isnan(sem)
     tq = np.full(n.shape, np.nan)
     if ok.any():
-        tq[ok] = t_quantile(np.full(int(ok.sum()), 0.5 + confidence / 2), n[ok] - 1.0)
+        # Once per distinct df (200k groups of a few sizes: a handful of quantiles, not a
+        # de-duplication of 200k (p, df) pairs inside t_quantile).
+        df, inv = np.unique(n[ok] - 1.0, return_inverse=True)
+        tq[ok] = t_quantile(np.full(len(df), 0.5 + confidence / 2), df)[inv.reshape(-1)]
     return sem, mean - tq * sem, mean + tq * sem
 
 

@@ -697,7 +697,7 @@ def file_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def write_table(table: pa.Table, path: PathLike, *, large: bool = False, compression: str = "zstd",
-                statistics: bool | Sequence[str] = True) -> None:
+                statistics: bool | Sequence[str] = True, dictionary_floats: Sequence[str] = ()) -> None:
     """Write one Parquet file (zstd), mapping OS failures to OutputError.
 
     ``large``: the per-column encodings of the per-row writer (dictionaries only for text,
@@ -706,6 +706,11 @@ def write_table(table: pa.Table, path: PathLike, *, large: bool = False, compres
     at nearly the same size for tables of statistics). ``statistics``: the columns whose
     min / max the footer records (all by default; computing them for text and random floats
     is a fifth of the encoding time of a table of statistics).
+
+    Float columns are not dictionary-encoded unless named in ``dictionary_floats``
+    (:func:`dictionary_columns`): statistics per group rarely repeat, so Parquet built a
+    dictionary, found it too big and wrote the values plainly after all. by_user.parquet of
+    200k users: 0.37 -> 0.10 CPU-s, 25.2 -> 21.9 MB, the same values.
     """
     stats = statistics if isinstance(statistics, bool) else list(statistics)
     try:
@@ -713,19 +718,29 @@ def write_table(table: pa.Table, path: PathLike, *, large: bool = False, compres
             pq.write_table(table, os.fspath(path),  # type: ignore[arg-type]
                            **{**_encoding(table.schema), "compression": compression}, write_statistics=stats)
         else:
-            pq.write_table(table, os.fspath(path), compression="zstd", write_statistics=stats)
+            pq.write_table(table, os.fspath(path), compression="zstd", write_statistics=stats,
+                           use_dictionary=dictionary_columns(table.schema, dictionary_floats))
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc})") from None
 
 
+def dictionary_columns(schema: pa.Schema, floats: Sequence[str] = ()) -> list[str] | bool:
+    """The columns of a table worth a Parquet dictionary: every column but the floats, and
+    the float columns named in ``floats`` (few distinct values: a bin's bounds)."""
+    cols = [f.name for f in schema if not pa.types.is_floating(f.type) or f.name in floats]
+    return cols or False
+
+
 def write_batches(schema: pa.Schema, tables: Iterable[pa.Table], path: PathLike, *,
-                  row_group_size: int) -> None:
+                  row_group_size: int, dictionary_floats: Sequence[str] = ()) -> None:
     """Write one Parquet file (zstd) from consecutive tables of ``schema`` without holding
     them all, mapping OS failures to OutputError. Each table of at most ``row_group_size``
     rows is one row group: chunks of exactly ``row_group_size`` rows give the file that
-    :func:`write_table` of their concatenation gives (pyarrow's default row group size)."""
+    :func:`write_table` of their concatenation gives (pyarrow's default row group size;
+    the same ``dictionary_floats``)."""
     try:
-        with pq.ParquetWriter(os.fspath(path), schema, compression="zstd") as writer:
+        with pq.ParquetWriter(os.fspath(path), schema, compression="zstd",
+                              use_dictionary=dictionary_columns(schema, dictionary_floats)) as writer:
             for table in tables:
                 writer.write_table(table, row_group_size=row_group_size)
     except OSError as exc:

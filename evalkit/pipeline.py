@@ -677,6 +677,10 @@ CALIBRATION_ROW_GROUP = 1 << 20
 """Rows per chunk (and Parquet row group) of calibration.parquet: pyarrow's default row
 group, so the file is the one ``pq.write_table`` of the whole table would write."""
 
+CALIBRATION_BIN_BOUNDS = ("bin_low", "bin_high")
+"""The float columns of calibration.parquet with few values (one per bin), written with a
+Parquet dictionary (:func:`evalkit.io.dictionary_columns`)."""
+
 
 @dataclass
 class CalibrationTable:

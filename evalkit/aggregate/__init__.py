@@ -27,8 +27,8 @@ from .groupstats import GroupStats
 from .joint import JointStats
 from .sketch import LogHistogram, quantile_column_name
 from .slices import SliceStats, assess_slices, worst_slices
-from .topk import TopK
+from .topk import TopK, concat_frames
 
 __all__ = ["CalibrationBatch", "CalibrationBins", "Confusion", "GroupStats", "JointStats", "LogHistogram",
-           "PoissonBootstrap", "SliceStats", "TopK", "assess_slices", "quantile_column_name",
+           "PoissonBootstrap", "SliceStats", "TopK", "assess_slices", "concat_frames", "quantile_column_name",
            "worst_slices"]

@@ -400,10 +400,17 @@ class BinRows:
     def columns(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """Rows ``[start, stop)``: ``group_index`` (position in ``order``), ``bin``,
         ``count``, ``mean_confidence``, ``accuracy``."""
-        row = np.arange(start, max(start, stop), dtype=np.int64)
-        gi = np.searchsorted(self.ends, row, side="right")
-        idx = self.first[gi] + (row - self.starts[gi])
-        del row
+        stop = max(start, stop)
+        # The groups the range crosses, each repeated for its rows in it (O(rows), not a
+        # binary search per row: 1.3M bin rows of 200k users).
+        g0 = int(np.searchsorted(self.ends, start, side="right"))
+        g1 = int(np.searchsorted(self.ends, stop - 1, side="right")) + 1 if stop > start else g0
+        lo = np.maximum(self.starts[g0:g1], start)
+        n_in = np.minimum(self.ends[g0:g1], stop) - lo
+        gi = np.repeat(np.arange(g0, g1, dtype=np.int64), n_in)
+        # Each row's cell: its group's first cell plus its place in the group.
+        idx = np.repeat(self.first[g0:g1] + (lo - self.starts[g0:g1]) - np.cumsum(n_in) + n_in, n_in)
+        idx += np.arange(stop - start, dtype=np.int64)
         keys, cnt, cor, csum = self.cells
         n = cnt[idx]
         return {"group_index": gi, "bin": keys[idx] % self.n_bins, "count": n,
