@@ -24,6 +24,40 @@ def process_settings() -> None:
         pass
 
 
+class _NoParameters(dict):  # type: ignore[type-arg]
+    """What ``pyarrow.compute`` reads of a parsed options docstring (``doc['Parameters']``),
+    without parsing it: no parameters."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(Parameters=[])
+
+
+def import_arrow_compute() -> None:
+    """Import ``pyarrow.compute`` without parsing its options classes' docstrings.
+
+    At import it writes a docstring for each of its ~290 functions, the options' parameters
+    parsed from the options classes' numpydoc text (``pyarrow.vendored.docscrape``: ~110
+    parses and their regular expressions): ~13 of its ~48 ms of CPU (fresh processes, min
+    of 7), all before the first batch, while one core works. A command never shows those
+    docstrings; they lack only the options' parameter lines (``help(pc.sum)`` in this
+    process). The parser is put back at once; a pyarrow without it, or a module already
+    imported: nothing done."""
+    if "pyarrow.compute" in sys.modules:
+        return
+    try:
+        from pyarrow.vendored import docscrape
+    except ImportError:  # another pyarrow: its ordinary import, later
+        return
+    parser = getattr(docscrape, "NumpyDocString", None)
+    if parser is None:
+        return
+    docscrape.NumpyDocString = _NoParameters
+    try:
+        import pyarrow.compute  # noqa: F401
+    finally:
+        docscrape.NumpyDocString = parser
+
+
 def _term(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -55,6 +89,7 @@ def run() -> None:
             signal.signal(sig, _term)
     try:
         process_settings()
+        import_arrow_compute()
         import click
 
         from . import cli_common

@@ -200,9 +200,9 @@ def calibration_terms(scores: np.ndarray, *, from_logits: bool,
     (:attr:`ScoreStats.row_max`; probabilities only): the same values, one pass fewer.
 
     The work is done in blocks of :data:`CALIB_BLOCK_ROWS` rows (at most
-    :data:`CALIB_BLOCK_VALUES` values), column by column for column-major (wide-layout)
-    matrices, so the float64 temporaries stay small and in cache: one extra pass over the
-    batch's scores, no (n, K) float64 copy.
+    :data:`CALIB_BLOCK_VALUES` values; column-major (wide-layout) matrices in blocks of
+    :data:`COL_BLOCK_VALUES`, see :class:`_ColBlocks`), so the float64 temporaries stay
+    small and in cache: one extra pass over the batch's scores, no (n, K) float64 copy.
     """
     if targets is None and p_true is None:
         raise ValueError("calibration_terms needs p_true (hard labels) or targets")
@@ -233,8 +233,8 @@ def _block_terms(scores: np.ndarray, from_logits: bool, targets: np.ndarray | No
     pt = np.empty(n) if targets is not None else None
     col_major = k <= 64 and scores.strides[0] == scores.itemsize and n > 1
     tt = np.empty(n) if targets is not None else None
-    step = _calib_step(k)
-    block = (_logit_block if from_logits else _col_block if col_major
+    step = _col_step(k) if col_major and not from_logits else _calib_step(k)
+    block = (_logit_block if from_logits else _ColBlocks(min(step, n), k) if col_major
              else _RowBlocks(min(step, n), k))
     for start in range(0, n, step):
         sl = slice(start, min(n, start + step))
@@ -267,32 +267,51 @@ def _logit_block(z: np.ndarray, top: bool = True) -> Any:
     return 1.0 / s, np.einsum("ij,ij->i", p, p), ent, lambda: p
 
 
-def _col_block(blk: np.ndarray, top: bool = True) -> Any:
-    """The same for a column-major block of probabilities: column by column (a fancy-index
-    gather from a column-major block is several times slower), each column copied to
-    float64 once. A zero probability makes ``0 * log 0`` NaN on this fast path: those
-    rows are redone with the logs of ``max(p, 1e-300)`` (``0 log 0 = 0``)."""
-    m, k = blk.shape
-    a2, ae = np.zeros(m), np.zeros(m)
-    tmp, c = np.empty(m), np.empty(m)
-    f64 = np.float64
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for j in range(k):
-            # One float64 copy of the column, not a buffered cast inside each of three ufuncs
-            # (the same values, 15-40% faster).
-            np.copyto(c, blk[:, j])
-            np.multiply(c, c, out=tmp)
-            a2 += tmp
-            np.log(c, out=tmp)
-            tmp *= c
-            ae -= tmp
-    bad = np.flatnonzero(np.isnan(ae))
-    if len(bad):
-        p = blk[bad].astype(f64)
-        ae[bad] = -np.einsum("ij,ij->i", p, np.log(np.maximum(p, 1e-300)))
-    if not top:  # the caller has the row maxima (one pass over the block fewer)
-        return a2, ae, lambda: blk.astype(np.float64)
-    return blk.max(axis=1), a2, ae, lambda: blk.astype(np.float64)
+#: Most values (rows x classes) per block of :class:`_ColBlocks` (at most CALIB_BLOCK_ROWS / 2
+#: rows): its two float64 scratch matrices stay in cache (10 classes: 16k rows, 1.3 MiB each;
+#: per batch of 256k rows x 10, 4k-row blocks took 7.2 ms, 16k 6.4, 32k 9.4).
+COL_BLOCK_VALUES = 1 << 18
+
+
+def _col_step(k: int) -> int:
+    """Rows per block of a column-major matrix of ``k`` classes (:class:`_ColBlocks`)."""
+    return max(1, min(CALIB_BLOCK_ROWS // 2, COL_BLOCK_VALUES // max(k, 1)))
+
+
+class _ColBlocks:
+    """The same for column-major blocks of probabilities (wide layouts: each column is
+    contiguous), a block at a time: the block's columns copied to float64 as the rows of
+    one (k, m) scratch matrix, then one ufunc call per step for the whole block, and the
+    per-row sums as reductions over the columns (axis 0: added column after column, in
+    column order, as a loop over the columns adds them; ``0 - sum`` is the same number
+    as subtracting the terms one by one from 0). Bit for bit the values of the loop over
+    the columns that this replaces, with 6 ufunc calls a block instead of 6 a column
+    (6M x 10: ~0.2 -> ~0.15 CPU-s). A zero probability makes ``0 * log 0`` NaN on this
+    fast path: those rows are redone with the logs of ``max(p, 1e-300)`` (``0 log 0 = 0``)."""
+
+    def __init__(self, rows: int, k: int) -> None:
+        self.c = np.empty((k, rows))
+        self.t = np.empty((k, rows))
+
+    def __call__(self, blk: np.ndarray, top: bool = True) -> Any:
+        m, k = blk.shape
+        c, t = self.c[:, :m], self.t[:, :m]
+        a2, ae = np.empty(m), np.empty(m)
+        np.copyto(c, blk.T)  # blk.T: rows of the (k, n) column-major batch, contiguous
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.multiply(c, c, out=t)
+            np.add.reduce(t, axis=0, out=a2)
+            np.log(c, out=t)
+            t *= c
+            np.add.reduce(t, axis=0, out=ae)
+            np.subtract(0.0, ae, out=ae)
+        bad = np.flatnonzero(np.isnan(ae))
+        if len(bad):
+            p = blk[bad].astype(np.float64)
+            ae[bad] = -np.einsum("ij,ij->i", p, np.log(np.maximum(p, 1e-300)))
+        if not top:  # the caller has the row maxima (one pass over the block fewer)
+            return a2, ae, lambda: blk.astype(np.float64)
+        return blk.max(axis=1), a2, ae, lambda: blk.astype(np.float64)
 
 
 class _RowBlocks:
@@ -352,5 +371,5 @@ def row_dots(a: np.ndarray, b: np.ndarray) -> FloatArray:
     return np.matmul(a[:, None, :], b[:, :, None]).reshape(-1)
 
 
-__all__ = ["BLOCK_VALUES", "CALIB_BLOCK_ROWS", "CALIB_BLOCK_VALUES", "ROW_DOT_MAX_CLASSES", "RowCalibration",
+__all__ = ["BLOCK_VALUES", "CALIB_BLOCK_ROWS", "CALIB_BLOCK_VALUES", "COL_BLOCK_VALUES", "ROW_DOT_MAX_CLASSES", "RowCalibration",
            "ScoreStats", "calibration_terms", "row_argmax", "row_dots", "row_max_argmax", "score_stats"]

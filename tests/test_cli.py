@@ -170,6 +170,30 @@ def test_command_process_runs_without_transparent_huge_pages():
     assert thp("import evalkit.api") == "1"
 
 
+def test_command_process_imports_arrow_compute_without_parsing_options_docs():
+    """The ``evalkit`` process imports ``pyarrow.compute`` without parsing its options
+    classes' numpydoc text (their parameters are missing from the functions' docstrings
+    there, nowhere else); the parser is put back, the functions work; an importer of the
+    library gets pyarrow's full docstrings."""
+    import os
+    import subprocess
+    import sys
+
+    import evalkit
+
+    def run(code: str) -> str:
+        env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).parent.parent)}
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                           env=env, check=True)
+        return r.stdout.strip()
+
+    check = ("import pyarrow.compute as pc, pyarrow.vendored.docscrape as d\n"
+             "print('skip_nulls : bool' in pc.sum.__doc__, 'Parameters' in pc.sum.__doc__,"
+             " d.NumpyDocString.__name__, pc.sum([1, 2]).as_py())")
+    assert run("import evalkit.__main__ as m\nm.import_arrow_compute()\n" + check) == "False True NumpyDocString 3"
+    assert run("import evalkit.api\n" + check) == "True True NumpyDocString 3"
+
+
 @pytest.mark.parametrize("gate", [False, True])
 def test_command_process_ends_with_everything_finished_but_no_teardown(tmp_path: Path, gate: bool):
     """The ``evalkit`` process ends by ``os._exit`` (evalkit.__main__.leave): the teardown of

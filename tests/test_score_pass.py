@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evalkit.scores import CALIB_BLOCK_VALUES, calibration_terms, score_stats
+from evalkit.scores import CALIB_BLOCK_VALUES, _col_step, calibration_terms, score_stats
 
 
 def _rows(kind: str, n: int, k: int, dtype: type) -> np.ndarray:
@@ -122,3 +122,44 @@ def test_row_dots_agree_with_a_plain_sum(monkeypatch, k):
     assert np.array_equal(scores.row_dots(a[:0], b[:0]), np.zeros(0))
     monkeypatch.setattr(scores, "ROW_DOT_MAX_CLASSES", k - 1)
     assert np.array_equal(scores.row_dots(a, b), np.einsum("ij,ij->i", a, b))
+
+
+def _column_loop_terms(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """sum p^2 and entropy per row as a loop over the columns (the form the block path of
+    column-major matrices replaced): float64 copy of each column, added in column order."""
+    n, k = p.shape
+    a2, ae = np.zeros(n), np.zeros(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j in range(k):
+            c = p[:, j].astype(np.float64)
+            a2 += c * c
+            ae -= c * np.log(c)
+    bad = np.isnan(ae)
+    q = p[bad].astype(np.float64)
+    ae[bad] = -np.einsum("ij,ij->i", q, np.log(np.maximum(q, 1e-300)))
+    return a2, ae
+
+
+@pytest.mark.parametrize("k", [1, 2, 10, 64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_column_major_terms_equal_the_column_loop_bit_for_bit(k: int, dtype: type) -> None:
+    """Wide layouts' calibration terms (column-major blocks: whole-block ufuncs, sums over
+    the columns) are the column loop's values bit for bit, with zero and one probabilities,
+    over several blocks and a short last one; the soft-target path gets the same block."""
+    rng = np.random.default_rng(k)
+    n = 2 * _col_step(k) + 7
+    p = rng.dirichlet(np.full(k, 0.3), n).astype(dtype)
+    p[::97] = 0
+    p[::97, 0] = 1  # one-hot rows: 1 log 1 = 0 and 0 log 0 = 0
+    cols = np.asfortranarray(p)  # (n, k) with contiguous columns, as layout.scores gives
+    assert cols.strides[0] == cols.itemsize
+    y = rng.integers(0, k, n)
+    got = calibration_terms(cols, from_logits=False, p_true=cols[np.arange(n), y].astype(np.float64))
+    sq, ent = _column_loop_terms(cols)
+    brier = np.maximum(sq - 2.0 * cols[np.arange(n), y].astype(np.float64) + 1.0, 0.0)
+    assert got.entropy.tobytes() == np.maximum(ent, 0.0).tobytes()
+    assert got.brier.tobytes() == brier.tobytes()
+    assert got.confidence.tobytes() == cols.max(axis=1).astype(np.float64).tobytes()
+    t = np.eye(k)[y]
+    soft = calibration_terms(cols, from_logits=False, targets=t)
+    assert soft.entropy.tobytes() == got.entropy.tobytes()
