@@ -376,25 +376,32 @@ def _check_bool_labels(layout: Layout, lschema: pa.Schema, source: str) -> None:
 
 
 def class_coding(layout: Layout, values: Sequence[object]) -> tuple[str, ...] | None:
-    """The distinct label values (as class names, in class-index order) when they are a class
-    coding of a layout that numbers its classes 0..K-1 rather than ignore labels or bad rows:
-    exactly K distinct whole numbers that are consecutive but do not start at 0 (1..K from R /
-    MATLAB / Julia, -1, 0, 1 sentiment) or, for two classes, -1 and 1 (SVM / libsvm). None
-    otherwise: a rare -100 / -1 beside 0..K-1 is K + 1 values, and stays an ignore label."""
+    """The class names (the label values of a whole coding, in class-index order) when the
+    label values are a class coding of a layout that numbers its classes 0..K-1 rather than
+    ignore labels or bad rows: whole numbers within K consecutive values that start at 1
+    (R / MATLAB / Julia: 1..K, holding 1) or at -1 (sentiment: -1, 0, 1) and, for two classes,
+    -1 and 1 (SVM / libsvm). A -1 coding may lack 0 in the values seen (labels -1 and 1 against
+    3 classes are -1, 0, 1 with no neutral row yet, not 0-based indices whose class 0 never
+    occurs beside a padding -1); with 0 present it must be the whole coding. None otherwise:
+    a rare -100 / -1 beside 0..K-1 is K + 1 values, and stays an ignore label."""
     k = layout.n_classes
-    if k < 2 or layout.classes != tuple(str(i) for i in range(k)) or len(values) < k:
+    if k < 2 or layout.classes != tuple(str(i) for i in range(k)) or not values:
         return None
     try:
         nums = sorted({float(v) for v in values if v is not None and not isinstance(v, bool | str)})  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-    if len(nums) != k or not all(np.isfinite(f) and f.is_integer() and abs(f) < 2.0**53 for f in nums):
+    if not nums or not all(np.isfinite(f) and f.is_integer() and abs(f) < 2.0**53 for f in nums):
         return None
     ints = [int(f) for f in nums]
-    if ints == list(range(k)):
+    if set(ints) <= set(range(k)):
         return None
-    if ints == list(range(ints[0], ints[0] + k)) or (k == 2 and ints == [-1, 1]):
-        return tuple(str(i) for i in ints)
+    if k == 2 and ints == [-1, 1]:
+        return ("-1", "1")
+    for start in (1, -1):
+        coding = list(range(start, start + k))
+        if ints[0] == start and set(ints) <= set(coding) and (ints == coding or 0 not in ints):
+            return tuple(str(i) for i in coding)
     return None
 
 
