@@ -148,6 +148,10 @@ class Layout:
         problems: list[Problem] = []
         if self.kind == "list":
             problems += _list_problems(batch.column(self.pred_columns[0]), self.n_classes, "prediction")
+        elif self.kind == "binary" and _is_list(batch.column(self.pred_columns[0]).type):
+            col = batch.column(self.pred_columns[0])
+            problems += _list_problems(col, 1, "prediction")
+            problems += _binary_problems(binary_values(col), self.pred_columns[0], self.from_logits)
         elif self.kind in ("wide", "binary"):
             for name in self.pred_columns:
                 col = batch.column(name)
@@ -176,7 +180,7 @@ class Layout:
             return m.T
         if self.kind == "list":
             return _list_matrix(batch.column(self.pred_columns[0]), self.n_classes)
-        p1 = _float_numpy(batch.column(self.pred_columns[0]), self.pred_columns[0]).astype(np.float64)
+        p1 = _float_numpy(binary_values(batch.column(self.pred_columns[0])), self.pred_columns[0]).astype(np.float64)
         if self.from_logits:
             return np.column_stack([np.zeros_like(p1), p1])
         return np.column_stack([1.0 - p1, p1])
@@ -447,6 +451,21 @@ class _LazyValues:
 
     def __len__(self) -> int:
         return len(self.arr)
+
+
+def binary_values(arr: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A binary prediction column's values: the column itself, or the one value of each row
+    of a one-value list column (a Keras ``Dense(1, sigmoid)`` output saved as (n, 1)); a row of
+    another length is null here (its length is refused by :func:`_list_problems`)."""
+    if not _is_list(arr.type):
+        return arr
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if not pa.types.is_fixed_size_list(arr.type):
+        one = pc.equal(pc.list_value_length(arr), 1).fill_null(True)
+        if not pc.all(one).as_py():
+            arr = pc.if_else(one, arr, pa.scalar(None, arr.type))
+    return pc.list_element(arr, 0)
 
 
 def _binary_problems(arr: pa.Array | pa.ChunkedArray, name: str, from_logits: bool) -> list[Problem]:
@@ -1109,6 +1128,14 @@ class _Detect:
         return t
 
     def list_layout(self, col: str, logits: bool) -> Predictions:
+        if _list_size(self.schema, col, self.first_batch) == 1 and (self.classes is None or len(self.classes) == 2):
+            # One value per row is a binary model's one output (Keras Dense(1, sigmoid)):
+            # P(class 1) or its logit, not a model of one class (every label 1 refused).
+            what = "the logit of class 1" if logits else "P(class 1)"
+            self.notes.append(f"binary layout: one-value list {col!r} read as {what}")
+            if self.classes is not None:
+                return self.binary_layout(col, "", logits)
+            return "binary", (col,), logits, ("0", "1")
         return "list", (col,), logits, _list_classes(self.schema, col, self.classes, self.first_batch, self.source)
 
     def binary_layout(self, col: str, prefix: str, logits: bool) -> Predictions:
@@ -1351,6 +1378,19 @@ def _common_suffix_names(cols: Sequence[str]) -> tuple[str, ...]:
     return tuple(cols)
 
 
+def _list_size(schema: pa.Schema, col: str, first_batch: pa.RecordBatch | None) -> int | None:
+    """The number of values per row of list column ``col``: its fixed size, else the length
+    of the first non-null row of the first rows (None when there is none)."""
+    t = _value_type(schema.field(col).type)
+    if pa.types.is_fixed_size_list(t):
+        return int(t.list_size)  # type: ignore[attr-defined]
+    if first_batch is not None and first_batch.num_rows and col in first_batch.schema.names:
+        lengths = pc.list_value_length(first_batch.column(col)).drop_null()
+        if len(lengths):
+            return int(lengths[0].as_py())
+    return None
+
+
 def _list_classes(
     schema: pa.Schema,
     col: str,
@@ -1358,12 +1398,7 @@ def _list_classes(
     first_batch: pa.RecordBatch | None,
     source: str,
 ) -> tuple[str, ...]:
-    t = _value_type(schema.field(col).type)
-    k: int | None = t.list_size if pa.types.is_fixed_size_list(t) else None  # type: ignore[attr-defined]
-    if k is None and first_batch is not None and first_batch.num_rows:
-        lengths = pc.list_value_length(first_batch.column(col)).drop_null()
-        if len(lengths):
-            k = int(lengths[0].as_py())
+    k = _list_size(schema, col, first_batch)
     if declared is not None:
         if k is not None and k != len(declared):
             raise ListLengthError(
