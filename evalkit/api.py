@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,7 +28,19 @@ from .engines.base import Grouping
 from .errors import ConfigError, EvalkitWarning, UsageError, option
 from .grouped_file import GROUPED_FILE, write_grouped
 from .io import write_batches, write_table, write_text
-from .layout import Layout
+from .layout import (
+    BINARY_LOGIT_NAMES,
+    BINARY_NAMES,
+    KEY_NAMES,
+    LABEL_NAMES,
+    LIST_LOGIT_NAMES,
+    LIST_PROB_NAMES,
+    LOGIT_PREFIXES,
+    PROB_PREFIXES,
+    SPLIT_NAMES,
+    TARGET_PREFIXES,
+    Layout,
+)
 from .outdir import AtomicDir, check_out_apart
 from .overall import Overall
 from .pipeline import PROGRESS
@@ -481,6 +494,58 @@ def _arrow(df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(df, preserve_index=False)
 
 
+def _detectable(name: str) -> bool:
+    """Whether a column of this name may be read by layout detection or the automatic
+    groupings (a conventional label / key / prediction / split name or prefix)."""
+    names = {*BINARY_LOGIT_NAMES, *BINARY_NAMES, *KEY_NAMES, *LABEL_NAMES, *LIST_LOGIT_NAMES,
+             *LIST_PROB_NAMES, *SPLIT_NAMES}
+    return name in names or name.startswith((*PROB_PREFIXES, *LOGIT_PREFIXES, *TARGET_PREFIXES))
+
+
+def _named(cfg: EvalConfig) -> set[str]:
+    """Every text a setting holds (column names among them; more is harmless), commas split."""
+    out: set[str] = set()
+    stack: list[Any] = [getattr(cfg, f) for f in ("on", "predictions", "prefix", "label", "targets",
+                                                  "target_prefix", "keys", "by", "weight", "slices")]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            out.update([v, *v.split(",")])
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+    return out
+
+
+def readable_frame(df: Any, cfg: EvalConfig) -> Any:
+    """A pandas DataFrame without the columns the run can never read that Arrow cannot
+    convert (rt-api9 F15): an object column mixing text and numbers (read from CSV / Excel),
+    dicts, complex numbers, a duplicated name. Only the needed columns are read, so such a
+    column is refused only when a setting names it or detection may read it (a conventional
+    label / key / prediction / split name or prefix). Other inputs as they are."""
+    if not isinstance(df, pd.DataFrame) or df.empty and not len(df.columns):
+        return df
+    keep = _named(cfg)
+    names = [str(c) for c in df.columns]
+    dup = {n for i, n in enumerate(names) if n in names[:i]}
+    drop: list[int] = []
+    for i, n in enumerate(names):
+        if n in keep or _detectable(n) or n.startswith(cfg.prefix or "\0"):
+            continue
+        if n in dup:
+            drop.append(i)
+            continue
+        col = df.iloc[:, i]
+        if isinstance(col.dtype, np.dtype) and col.dtype.kind in "biufmMSU":
+            continue
+        try:
+            pa.Array.from_pandas(col)
+        except (pa.ArrowException, TypeError, ValueError):
+            drop.append(i)
+    if not drop:
+        return df
+    return df.iloc[:, [i for i in range(len(names)) if i not in set(drop)]]
+
+
 # -- evaluate --------------------------------------------------------------------------
 
 
@@ -656,7 +721,7 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
         if not gates_for("evaluate", cfg.gates, shared=True, warn=False):
             # a run warning: stderr, summary.json, report.md
             gate_note = gates_note("evaluate", cfg.gates, empty_in=cfg.gates_empty_in)
-    inputs = pipeline.resolve_inputs(data, labels, cfg, progress)
+    inputs = pipeline.resolve_inputs(readable_frame(data, cfg), readable_frame(labels, cfg), cfg, progress)
     layout = pipeline.detect_input_layout(inputs, cfg)
     groupings = pipeline.resolve_groupings(cfg, inputs.names, layout.label_columns)
     pipeline.check_gated_groupings(cfg, groupings)
