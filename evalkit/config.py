@@ -194,7 +194,7 @@ class EvalConfig:
 
     def validate(self, source: str = "config") -> None:
         """Check enumerated values and ranges."""
-        from .loss import check_eps
+        from .loss import check_eps, check_sum_tol
 
         choices = {
             "on_invalid": ("error", "skip"),
@@ -210,10 +210,9 @@ class EvalConfig:
                 )
         try:
             check_eps(self.eps)
+            check_sum_tol(self.sum_tol)
         except Exception as exc:  # noqa: BLE001 - re-raised as a config error naming the source
             raise ConfigError(f"{source}: {exc}") from None
-        if not (0 < self.sum_tol < 1):
-            raise ConfigError(f"{source}: sum_tol must be in (0, 1), got {self.sum_tol!r}")
         if self.top_k < 0:
             raise ConfigError(f"{source}: top_k must be >= 0, got {self.top_k}")
         from .aggregate.topk import MAX_TOP_K
