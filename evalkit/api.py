@@ -22,12 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import pipeline
-from .columns import INPUT_PREFIX
+from .columns import CLASS, INPUT_PREFIX
 from .config import EvalConfig
 from .engines.base import Grouping
 from .errors import ConfigError, EvalkitWarning, UsageError, option
 from .grouped_file import GROUPED_FILE, write_grouped
 from .io import write_batches, write_table, write_text
+from .join import check_shared_columns
 from .layout import (
     BINARY_LOGIT_NAMES,
     BINARY_NAMES,
@@ -652,12 +653,6 @@ def _check_arguments(*, by: Any = (), progress: Any = None, client: Any = None) 
         raise UsageError(f"by must name columns: a str (\"region\", \"split,region\"), a list of them, or a list "
                          f"of lists (a combination); got {type(bad).__name__} {bad!r} (a column named "
                          f"{bad!r} is by={str(bad)!r})")
-    comma = next((c for i in items if not isinstance(i, str) for c in i if "," in c), None)
-    if comma is not None:  # "x,y" inside a combination: by_* file and history name it "x,y" (= x and y)
-        raise UsageError(f"group column {comma!r} holds a comma: a grouping is named by its columns joined "
-                         f"with commas, so it could not be told from the grouping of the columns "
-                         f"{', '.join(repr(c) for c in comma.split(','))}; rename the column first "
-                         f"(df.rename(columns={{{comma!r}: {comma.replace(',', '_')!r}}}))")
     if progress is not None and not callable(progress):
         raise UsageError(f"progress must be a callable progress(done, total) (for example "
                          f"lambda done, total: print(done, total)), not {type(progress).__name__} {progress!r}")
@@ -723,7 +718,15 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
             gate_note = gates_note("evaluate", cfg.gates, empty_in=cfg.gates_empty_in)
     inputs = pipeline.resolve_inputs(readable_frame(data, cfg), readable_frame(labels, cfg), cfg, progress)
     layout = pipeline.detect_input_layout(inputs, cfg)
-    groupings = pipeline.resolve_groupings(cfg, inputs.names, layout.label_columns)
+    # a split column only the labels input holds is grouped by too, as one the predictions hold
+    groupings = pipeline.resolve_groupings(cfg, [*inputs.names, *inputs.label_names], layout.label_columns)
+    notes = [gate_note] if gate_note is not None else []
+    if inputs.label_index is not None:
+        named = [c for cols in cfg.by for c in cols] + list(cfg.slices) + [layout.weight or ""]
+        automatic = [c for g in groupings for c in g.columns if c not in named]
+        note = check_shared_columns([c for c in named if c and c != CLASS], [c for c in automatic if c != CLASS],
+                                    inputs.names, inputs.label_names, cfg.on, inputs.source.label)
+        notes += [note] if note is not None else []
     pipeline.check_gated_groupings(cfg, groupings)
     plan = pipeline.build_plan(cfg, inputs, layout, groupings)
     spool = pipeline.open_spool(cfg, inputs.in_memory, spool_dir)
@@ -731,7 +734,7 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
                                 finish_rows=False)
     try:
         result = _result(cfg, inputs, layout, groupings, plan, spool, state, started, t0, data, labels,
-                         gate_note)
+                         notes)
         if not defer_rows:
             spool.wait()
     except BaseException:
@@ -749,16 +752,16 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
 
 def _result(cfg: EvalConfig, inputs: pipeline.Inputs, layout: Layout, groupings: tuple[Grouping, ...],
             plan: Any, spool: pipeline.RowSpool, state: Any, started: float, t0: float,
-            data: DataLike, labels: DataLike | None, gate_note: str | None = None) -> EvalResult:
+            data: DataLike, labels: DataLike | None, notes: Sequence[str] = ()) -> EvalResult:
     """The steps of :func:`_evaluate` after the engine: checks, tables, metadata, the result
-    (``gate_note``: a config's gates block that checks nothing for evaluate, a run warning)."""
+    (``notes``: run warnings found before the engine ran, e.g. a config's gates block that
+    checks nothing for evaluate, a split column in both inputs)."""
     unmatched_labels = pipeline.check_run(state, inputs, cfg, spool)
     tables = pipeline.finalise_stats(state, layout, plots=cfg.plots, groupings=groupings,
                                      slice_min_count=cfg.slice_min_count, slice_fdr=cfg.slice_fdr,
                                      confidence=cfg.confidence)
     run_warnings = pipeline.run_warnings(layout, state, inputs.source, inputs.label_source)
-    if gate_note is not None:
-        run_warnings.insert(0, EvalkitWarning(gate_note))
+    run_warnings[:0] = [EvalkitWarning(n) for n in notes]
     metadata = pipeline.build_metadata(cfg, inputs.source, layout, state, plan, started,
                                        time.perf_counter() - t0, unmatched_labels, labels, run_warnings,
                                        inputs.label_source)

@@ -549,6 +549,13 @@ def parse_groupings(value: Any, source: str = "config") -> list[list[str]]:
             cols = [c.strip() for c in item.split(",") if c.strip()]
         elif isinstance(item, Sequence):
             cols = [str(c) for c in item]
+            comma = next((c for c in cols if "," in c), None)
+            if comma is not None:  # by_* file and history name the grouping "x,y" (= x and y)
+                raise ConfigError(
+                    f"{source}: group column {comma!r} holds a comma: a grouping is named by its columns "
+                    f"joined with commas, so it could not be told from the grouping of the columns "
+                    f"{', '.join(repr(c) for c in comma.split(','))}; rename the column first "
+                    f"(df.rename(columns={{{comma!r}: {comma.replace(',', '_')!r}}}))")
         else:
             raise ConfigError(f"{source}: bad grouping {item!r} in 'by'")
         if not cols:
