@@ -40,7 +40,7 @@ from .errors import (
     missing_column,
     option,
 )
-from .normalize import declares_order, is_key_type
+from .normalize import declares_order, is_key_type, is_string_like
 from .validate import Problem, logits_hint
 
 PROB_PREFIXES = ("prob_", "proba_", "probs_", "probability_", "p_", "score_", "pred_")
@@ -821,7 +821,8 @@ def detect_layout(
 
     kind, pred_cols, from_logits, classes = _detect_predictions(
         schema, spec, source, first_batch, notes, label_values=label_values,
-        reserved={label_guess, *(spec.keys or ()), spec.weight} - {None})  # type: ignore[arg-type]
+        reserved={label_guess, *(spec.keys or ()), spec.weight} - {None},  # type: ignore[arg-type]
+        column_values=label_sample)
     if spec.targets or spec.target_prefix:
         label_kind, label_cols = _declared_targets(spec, lschema, label_names, classes, source)
     else:
@@ -1083,6 +1084,7 @@ class _Detect:
     notes: list[str]
     label_values: Callable[[], list[str]]
     reserved: set[str] | frozenset[str]
+    column_values: LabelSample | None = None  # distinct values of a column's first rows
 
     @property
     def names(self) -> list[str]:
@@ -1197,8 +1199,9 @@ def _detect_predictions(
     *,
     label_values: Callable[[], list[str]] = list,
     reserved: set[str] | frozenset[str] = frozenset(),
+    column_values: LabelSample | None = None,
 ) -> Predictions:
-    d = _Detect(schema, spec, source, first_batch, notes, label_values, reserved)
+    d = _Detect(schema, spec, source, first_batch, notes, label_values, reserved, column_values)
     if spec.predictions:
         return _declared_columns(d, list(spec.predictions))
     if spec.prefix:
@@ -1240,7 +1243,7 @@ def _by_prefix(d: _Detect) -> Predictions | None:
         found = _prefixed(d.schema, prefixes, _is_numeric)
         if found and len(found[1]) >= 2:
             prefix, cols = found
-            _reject_non_numeric(d.schema, prefix, d.source)
+            _reject_non_numeric(d.schema, prefix, d.source, d, [_class_suffix(c[len(prefix):]) for c in cols])
             cols = _order_by_int_suffix(cols, prefix)
             d.notes.append(f"detected wide columns by prefix {prefix!r}")
             ordered, classes = d.wide_classes(cols, [_class_suffix(c[len(prefix):]) for c in cols])
@@ -1345,19 +1348,38 @@ def _binary_classes(col: str, prefix: str, label_values: Callable[[], list[str]]
     return ("0", "1")
 
 
-def _reject_non_numeric(schema: pa.Schema, prefix: str, source: str) -> None:
+def _reject_non_numeric(schema: pa.Schema, prefix: str, source: str, d: _Detect | None = None,
+                        classes: Sequence[str] = ()) -> None:
     """Raise ColumnTypeError for a scalar column with a prediction prefix that is not numeric.
 
-    Silently leaving such a column out would drop a class (and give a wrong number).
+    Silently leaving such a column out would drop a class (and give a wrong number). A text
+    column whose values in the first rows all name classes of the numeric columns (``pred_label``
+    beside ``pred_cat``, ``pred_dog``: the predicted class, common in exports; rt-final9 F10)
+    is no probability: left out, with a note.
     """
     for f in schema:
         t = _value_type(f.type)
         if f.name.startswith(prefix) and not _is_numeric(t) and not _is_list(t) \
                 and not pa.types.is_struct(t):
+            if d is not None and _names_classes(d, f.name, classes):
+                d.notes.append(f"column {f.name!r} holds class names (the predicted class), not a "
+                               "probability: left out")
+                continue
             raise ColumnTypeError(
                 f"{source}: prediction column {f.name!r} has type {t}; probabilities must be "
                 f"numeric (or name the prediction columns with {option('predictions')} / {option('prefix')})"
             )
+
+
+def _names_classes(d: _Detect, col: str, classes: Sequence[str]) -> bool:
+    """Whether text column ``col`` holds, in the first rows, only names of ``classes``."""
+    if d.column_values is None or not classes or not is_string_like(_value_type(d.schema.field(col).type)):
+        return False
+    try:
+        values = {v for v in d.column_values(col) if v is not None}
+    except Exception:  # noqa: BLE001 - any reading problem: not known to name classes
+        return False  # a column of the predictions when the sample reads a labels input
+    return bool(values) and values <= set(classes)
 
 
 def _common_suffix_names(cols: Sequence[str]) -> tuple[str, ...]:
