@@ -43,7 +43,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .aggregate.keys import float_as_printed
 from .errors import ColumnTypeError, InputError
 
 UUID = "arrow.uuid"
@@ -149,14 +148,13 @@ def canonical_schema(schema: pa.Schema) -> pa.Schema:
 def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     """The narrowest canonical type holding every value of both ``a`` and ``b``, or None.
 
-    Lossless widening only: integer widths, float32 -> float64 (each value the float64 it
-    prints as: float32 ``0.1`` is ``0.1``), integers -> float64 (exact up to 2**53), decimals
+    Lossless widening only: integer widths, float32 -> float64 (the value the file holds),
+    integers -> float64 (exact up to 2**53), decimals
     of different precision / scale, string and list flavours, a ``null``-typed column (empty
     or all-null shard) takes the other type, timestamps of different units (the finer one)
     and time zones (the first one: the same instants), a date beside timestamps without a
-    time zone (its midnight). These are the rules of
-    :func:`evalkit.aggregate.keys.match_key_parts`, so a key is one key across the shards of
-    one run as across runs. String vs number, bool vs number, a date beside zoned
+    time zone (its midnight, as :func:`evalkit.aggregate.keys.match_key_parts` matches a date
+    across runs). String vs number, bool vs number, a date beside zoned
     timestamps, naive vs zoned timestamps: None.
     """
     a, b = canonical_type(a), canonical_type(b)
@@ -311,9 +309,6 @@ def _conform(arr: pa.Array, target: pa.DataType) -> pa.Array:
         if pa.types.is_float16(t.value_type):  # type: ignore[attr-defined]
             arr = arr.cast(_with_value_type(t, pa.float32()))
         return arr.cast(target)
-    if pa.types.is_floating(t) and not pa.types.is_float64(t) and pa.types.is_float64(target):
-        # float32 beside float64 shards: the number it prints as, as keys match across runs
-        return float_as_printed(arr)
     if pa.types.is_float16(t) and not pa.types.is_float32(target):
         arr = arr.cast(pa.float32())
     if pa.types.is_decimal(t) and pa.types.is_floating(target):

@@ -552,9 +552,7 @@ def _match_form(a: _ArrowCol) -> _ArrowCol:
 def float_as_printed(a: _ArrowCol) -> _ArrowCol:
     """A float32 (or float16) column as float64, each value the float64 of its shortest
     decimal text (float32 ``0.1`` is ``0.1``, not ``0.10000000149011612``). The one rule for
-    a narrow float beside float64 values: between runs (:func:`match_key_parts`) and between
-    the shards of one run (:func:`evalkit.normalize.conform_array`), so a key is one key
-    whichever width a writer chose. The text tells every float32 value apart, so two values
+    a narrow float key beside float64 keys of another run (:func:`match_key_parts`). The text tells every float32 value apart, so two values
     never merge. Columns whose values repeat (keys) convert each distinct value once."""
     work = a.cast(pa.float32()) if pa.types.is_float16(a.type) else a
     if isinstance(work, pa.Array) and len(work) > 64:
