@@ -1148,7 +1148,10 @@ class _Detect:
                 f"{self.source}: 1 prediction column ({col!r}, binary: P(class 1)) but {len(self.classes)} "
                 f"classes ({_short_list(self.classes)}); a binary column needs 2 classes, the negative one "
                 f"first: {option('classes', meta='neg,pos')}")
-        suffix = col[len(prefix):] if prefix else ""
+        # the class a column's name carries after a known prefix, found by name too (prob_1,
+        # p_1 among the conventional binary names): prob_1 is P('1') as prob_0 is P('0')
+        suffix = col[len(prefix):] if prefix else next(
+            (col[len(p):] for p in (*PROB_PREFIXES, *LOGIT_PREFIXES) if col.startswith(p)), "")
         if suffix and suffix == self.classes[0]:
             # p_benign is P(benign): the classes setting cannot make it P(malignant).
             raise ClassesError(
