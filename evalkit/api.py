@@ -630,7 +630,7 @@ def evaluate(
     {'class': ['a', 'b', 'c'], 'count': [1, 2, 0]}
     """
     client = options.pop("client", None)  # a distributed.Client for engine="dask"
-    _check_arguments(by=by, progress=progress, client=client, on=on, gates=options.get("gates"))
+    _check_arguments(by=by, progress=progress, client=client, on=on)
     config = _checked_config(config)
     if options.get("gates") is not None:  # given to evaluate alone: only gates evaluate checks
         from .gates import gates_for
@@ -642,18 +642,14 @@ def evaluate(
     return _evaluate(data, labels, cfg, progress, spool_dir, client)
 
 
-def _check_arguments(*, by: Any = (), progress: Any = None, client: Any = None, on: Any = None,
-                     gates: Any = None) -> None:
-    """Arguments of :func:`evaluate` that are not config keys (and ``on`` / ``gates``, read
-    before the config is), checked before any work: only :class:`~evalkit.errors.EvalkitError`
-    leaves the library (rt-main10 F4: on=5 was a TypeError, gates=[...] an AttributeError)."""
+def _check_arguments(*, by: Any = (), progress: Any = None, client: Any = None, on: Any = None) -> None:
+    """Arguments of :func:`evaluate` that are not config keys (and ``on``, read before the
+    config is), checked before any work: only :class:`~evalkit.errors.EvalkitError` leaves the
+    library (rt-main10 F4: on=5 was a TypeError; gates are checked by gates.gates_for)."""
     if on is not None and not (isinstance(on, str) or isinstance(on, Sequence) and on
                                and all(isinstance(c, str) for c in on)):
         raise UsageError(f"on must name the join key column(s): a str or a list of str, got "
                          f"{type(on).__name__} {on!r}")
-    if gates is not None and not isinstance(gates, Mapping):
-        raise UsageError(f"gates must be a mapping of gate names to limits (e.g. {{'max_mean_loss': 0.5}}), "
-                         f"got {type(gates).__name__} {gates!r}")
     items = [by] if isinstance(by, str) else [] if by is None else by
     bad = by if not isinstance(items, Sequence) else next(
         (c for i in items for c in ([i] if isinstance(i, str) or not isinstance(i, Sequence) else i)

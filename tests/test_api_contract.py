@@ -202,3 +202,14 @@ def test_wrong_typed_on_gates_by_are_usage_errors(kw):
 
     with pytest.raises(EvalkitError, match=next(iter(kw))):
         evalkit.evaluate(_frame(), plots=False, **kw)
+
+
+@pytest.mark.parametrize("gates", ["x", 3, ["max_regression"]])
+def test_wrong_typed_compare_gates_are_config_errors(tmp_path, gates):
+    """rt-main10 F4 / rt-api9 F11: compare(gates=[...]) leaked AttributeError; one check in
+    gates.gates_for for the three commands."""
+    from evalkit.errors import ConfigError
+
+    r = evalkit.evaluate(_frame(), plots=False)
+    with pytest.raises(ConfigError, match="gates must be a mapping"):
+        evalkit.compare(r, r, gates=gates)
