@@ -16,19 +16,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import pipeline
 from .aggregate import concat_frames
-from .columns import INPUT_PREFIX
+from .columns import CLASS, INPUT_PREFIX
 from .config import EvalConfig
 from .engines.base import Grouping
 from .errors import ConfigError, EvalkitWarning, UsageError, option
 from .grouped_file import GROUPED_FILE, write_grouped
 from .io import write_batches, write_table, write_text
-from .layout import Layout
+from .join import check_shared_columns
+from .layout import (
+    BINARY_LOGIT_NAMES,
+    BINARY_NAMES,
+    KEY_NAMES,
+    LABEL_NAMES,
+    LIST_LOGIT_NAMES,
+    LIST_PROB_NAMES,
+    LOGIT_PREFIXES,
+    PROB_PREFIXES,
+    SPLIT_NAMES,
+    TARGET_PREFIXES,
+    Layout,
+)
 from .outdir import AtomicDir, check_out_apart
 from .overall import Overall
 from .pipeline import PROGRESS
@@ -484,6 +498,58 @@ def _arrow(df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(df, preserve_index=False)
 
 
+def _detectable(name: str) -> bool:
+    """Whether a column of this name may be read by layout detection or the automatic
+    groupings (a conventional label / key / prediction / split name or prefix)."""
+    names = {*BINARY_LOGIT_NAMES, *BINARY_NAMES, *KEY_NAMES, *LABEL_NAMES, *LIST_LOGIT_NAMES,
+             *LIST_PROB_NAMES, *SPLIT_NAMES}
+    return name in names or name.startswith((*PROB_PREFIXES, *LOGIT_PREFIXES, *TARGET_PREFIXES))
+
+
+def _named(cfg: EvalConfig) -> set[str]:
+    """Every text a setting holds (column names among them; more is harmless), commas split."""
+    out: set[str] = set()
+    stack: list[Any] = [getattr(cfg, f) for f in ("on", "predictions", "prefix", "label", "targets",
+                                                  "target_prefix", "keys", "by", "weight", "slices")]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            out.update([v, *v.split(",")])
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+    return out
+
+
+def readable_frame(df: Any, cfg: EvalConfig) -> Any:
+    """A pandas DataFrame without the columns the run can never read that Arrow cannot
+    convert (rt-api9 F15): an object column mixing text and numbers (read from CSV / Excel),
+    dicts, complex numbers, a duplicated name. Only the needed columns are read, so such a
+    column is refused only when a setting names it or detection may read it (a conventional
+    label / key / prediction / split name or prefix). Other inputs as they are."""
+    if not isinstance(df, pd.DataFrame) or df.empty and not len(df.columns):
+        return df
+    keep = _named(cfg)
+    names = [str(c) for c in df.columns]
+    dup = {n for i, n in enumerate(names) if n in names[:i]}
+    drop: list[int] = []
+    for i, n in enumerate(names):
+        if n in keep or _detectable(n) or n.startswith(cfg.prefix or "\0"):
+            continue
+        if n in dup:
+            drop.append(i)
+            continue
+        col = df.iloc[:, i]
+        if isinstance(col.dtype, np.dtype) and col.dtype.kind in "biufmMSU":
+            continue
+        try:
+            pa.Array.from_pandas(col)
+        except (pa.ArrowException, TypeError, ValueError):
+            drop.append(i)
+    if not drop:
+        return df
+    return df.iloc[:, [i for i in range(len(names)) if i not in set(drop)]]
+
+
 # -- evaluate --------------------------------------------------------------------------
 
 
@@ -567,7 +633,7 @@ def evaluate(
     {'class': ['a', 'b', 'c'], 'count': [1, 2, 0]}
     """
     client = options.pop("client", None)  # a distributed.Client for engine="dask"
-    _check_arguments(by=by, progress=progress, client=client)
+    _check_arguments(by=by, progress=progress, client=client, on=on)
     config = _checked_config(config)
     if options.get("gates") is not None:  # given to evaluate alone: only gates evaluate checks
         from .gates import gates_for
@@ -579,9 +645,14 @@ def evaluate(
     return _evaluate(data, labels, cfg, progress, spool_dir, client)
 
 
-def _check_arguments(*, by: Any = (), progress: Any = None, client: Any = None) -> None:
-    """Arguments of :func:`evaluate` that are not config keys, checked before any work:
-    only :class:`~evalkit.errors.EvalkitError` leaves the library."""
+def _check_arguments(*, by: Any = (), progress: Any = None, client: Any = None, on: Any = None) -> None:
+    """Arguments of :func:`evaluate` that are not config keys (and ``on``, read before the
+    config is), checked before any work: only :class:`~evalkit.errors.EvalkitError` leaves the
+    library (rt-main10 F4: on=5 was a TypeError; gates are checked by gates.gates_for)."""
+    if on is not None and not (isinstance(on, str) or isinstance(on, Sequence) and on
+                               and all(isinstance(c, str) for c in on)):
+        raise UsageError(f"on must name the join key column(s): a str or a list of str, got "
+                         f"{type(on).__name__} {on!r}")
     items = [by] if isinstance(by, str) else [] if by is None else by
     bad = by if not isinstance(items, Sequence) else next(
         (c for i in items for c in ([i] if isinstance(i, str) or not isinstance(i, Sequence) else i)
@@ -590,12 +661,6 @@ def _check_arguments(*, by: Any = (), progress: Any = None, client: Any = None) 
         raise UsageError(f"by must name columns: a str (\"region\", \"split,region\"), a list of them, or a list "
                          f"of lists (a combination); got {type(bad).__name__} {bad!r} (a column named "
                          f"{bad!r} is by={str(bad)!r})")
-    comma = next((c for i in items if not isinstance(i, str) for c in i if "," in c), None)
-    if comma is not None:  # "x,y" inside a combination: by_* file and history name it "x,y" (= x and y)
-        raise UsageError(f"group column {comma!r} holds a comma: a grouping is named by its columns joined "
-                         f"with commas, so it could not be told from the grouping of the columns "
-                         f"{', '.join(repr(c) for c in comma.split(','))}; rename the column first "
-                         f"(df.rename(columns={{{comma!r}: {comma.replace(',', '_')!r}}}))")
     if progress is not None and not callable(progress):
         raise UsageError(f"progress must be a callable progress(done, total) (for example "
                          f"lambda done, total: print(done, total)), not {type(progress).__name__} {progress!r}")
@@ -659,9 +724,17 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
         if not gates_for("evaluate", cfg.gates, shared=True, warn=False):
             # a run warning: stderr, summary.json, report.md
             gate_note = gates_note("evaluate", cfg.gates, empty_in=cfg.gates_empty_in)
-    inputs = pipeline.resolve_inputs(data, labels, cfg, progress)
+    inputs = pipeline.resolve_inputs(readable_frame(data, cfg), readable_frame(labels, cfg), cfg, progress)
     layout = pipeline.detect_input_layout(inputs, cfg)
-    groupings = pipeline.resolve_groupings(cfg, inputs.names, layout.label_columns)
+    # a split column only the labels input holds is grouped by too, as one the predictions hold
+    groupings = pipeline.resolve_groupings(cfg, [*inputs.names, *inputs.label_names], layout.label_columns)
+    notes = [gate_note] if gate_note is not None else []
+    if inputs.label_index is not None:
+        named = [c for cols in cfg.by for c in cols] + list(cfg.slices) + [layout.weight or ""]
+        automatic = [c for g in groupings for c in g.columns if c not in named]
+        note = check_shared_columns([c for c in named if c and c != CLASS], [c for c in automatic if c != CLASS],
+                                    inputs.names, inputs.label_names, cfg.on, inputs.source.label)
+        notes += [note] if note is not None else []
     pipeline.check_gated_groupings(cfg, groupings)
     plan = pipeline.build_plan(cfg, inputs, layout, groupings)
     spool = pipeline.open_spool(cfg, inputs.in_memory, spool_dir)
@@ -669,7 +742,7 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
                                 finish_rows=False)
     try:
         result = _result(cfg, inputs, layout, groupings, plan, spool, state, started, t0, data, labels,
-                         gate_note)
+                         notes)
         if not defer_rows:
             spool.wait()
     except BaseException:
@@ -687,16 +760,16 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
 
 def _result(cfg: EvalConfig, inputs: pipeline.Inputs, layout: Layout, groupings: tuple[Grouping, ...],
             plan: Any, spool: pipeline.RowSpool, state: Any, started: float, t0: float,
-            data: DataLike, labels: DataLike | None, gate_note: str | None = None) -> EvalResult:
+            data: DataLike, labels: DataLike | None, notes: Sequence[str] = ()) -> EvalResult:
     """The steps of :func:`_evaluate` after the engine: checks, tables, metadata, the result
-    (``gate_note``: a config's gates block that checks nothing for evaluate, a run warning)."""
+    (``notes``: run warnings found before the engine ran, e.g. a config's gates block that
+    checks nothing for evaluate, a split column in both inputs)."""
     unmatched_labels = pipeline.check_run(state, inputs, cfg, spool)
     tables = pipeline.finalise_stats(state, layout, plots=cfg.plots, groupings=groupings,
                                      slice_min_count=cfg.slice_min_count, slice_fdr=cfg.slice_fdr,
                                      confidence=cfg.confidence)
     run_warnings = pipeline.run_warnings(layout, state, inputs.source, inputs.label_source)
-    if gate_note is not None:
-        run_warnings.insert(0, EvalkitWarning(gate_note))
+    run_warnings[:0] = [EvalkitWarning(n) for n in notes]
     metadata = pipeline.build_metadata(cfg, inputs.source, layout, state, plan, started,
                                        time.perf_counter() - t0, unmatched_labels, labels, run_warnings,
                                        inputs.label_source)

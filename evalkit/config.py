@@ -194,7 +194,7 @@ class EvalConfig:
 
     def validate(self, source: str = "config") -> None:
         """Check enumerated values and ranges."""
-        from .loss import check_eps
+        from .loss import check_eps, check_sum_tol
 
         choices = {
             "on_invalid": ("error", "skip"),
@@ -210,10 +210,9 @@ class EvalConfig:
                 )
         try:
             check_eps(self.eps)
+            check_sum_tol(self.sum_tol)
         except Exception as exc:  # noqa: BLE001 - re-raised as a config error naming the source
             raise ConfigError(f"{source}: {exc}") from None
-        if not (0 < self.sum_tol < 1):
-            raise ConfigError(f"{source}: sum_tol must be in (0, 1), got {self.sum_tol!r}")
         if self.top_k < 0:
             raise ConfigError(f"{source}: top_k must be >= 0, got {self.top_k}")
         from .aggregate.topk import MAX_TOP_K
@@ -550,6 +549,13 @@ def parse_groupings(value: Any, source: str = "config") -> list[list[str]]:
             cols = [c.strip() for c in item.split(",") if c.strip()]
         elif isinstance(item, Sequence):
             cols = [str(c) for c in item]
+            comma = next((c for c in cols if "," in c), None)
+            if comma is not None:  # by_* file and history name the grouping "x,y" (= x and y)
+                raise ConfigError(
+                    f"{source}: group column {comma!r} holds a comma: a grouping is named by its columns "
+                    f"joined with commas, so it could not be told from the grouping of the columns "
+                    f"{', '.join(repr(c) for c in comma.split(','))}; rename the column first "
+                    f"(df.rename(columns={{{comma!r}: {comma.replace(',', '_')!r}}}))")
         else:
             raise ConfigError(f"{source}: bad grouping {item!r} in 'by'")
         if not cols:

@@ -316,6 +316,9 @@ def gates_for(command: str, gates: Mapping[str, Any] | None, *, shared: bool,
     both cases (:func:`validate_gates`). ``empty_in``: where an empty ``gates:`` key was read
     (``EvalConfig.gates_empty_in``): noted the same way.
     """
+    if gates is not None and not isinstance(gates, Mapping):  # one check for the three commands
+        raise ConfigError(f"{source}: gates must be a mapping of gate names to limits (e.g. "
+                          f"{{'max_mean_loss': 0.5}}), got {type(gates).__name__} {gates!r}")
     gates = normalize_gates(gates, source)
     if not gates:
         if warn and (note := gates_note(command, gates, source, empty_in=empty_in)):

@@ -21,6 +21,7 @@ from .layout import (
     LABEL_SAMPLE_ROWS,
     Layout,
     LayoutSpec,
+    binary_values,
     check_label_sample,
     detect_layout,
     label_sampler,
@@ -347,7 +348,7 @@ def _logit_warnings(layout: Layout, head: pa.Table) -> list[str]:
     col = layout.pred_columns[0]
     if layout.kind != "binary" or not layout.from_logits or col not in head.column_names:
         return []
-    values = head.column(col).drop_null()
+    values = binary_values(head.column(col)).drop_null()
     if len(values) == 0:
         return []
     z = values.cast(pa.float64()).to_numpy(zero_copy_only=False)

@@ -28,6 +28,7 @@ from .errors import (
     EmptyInputError,
     InputError,
     OutputError,
+    PartitionConflictError,
     SchemaDriftError,
     UsageError,
     missing_column,
@@ -428,7 +429,11 @@ HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 def _hive_partitions(root: str, files: Sequence[str], filesystem: object | None) -> dict[str, dict[str, str | None]]:
     """``key=value`` directory names between ``root`` and each file, values as strings
-    (URL-decoded; ``__HIVE_DEFAULT_PARTITION__`` is None, the null partition)."""
+    (URL-decoded; ``__HIVE_DEFAULT_PARTITION__`` is None, the null partition).
+
+    One key at two levels of one path with different values (``split=a/split=b/``) raises
+    :class:`~evalkit.errors.PartitionConflictError` naming both directories: evalkit never
+    picks one of two disagreeing sources (rt-api9 F16), as for a file's own column."""
     import posixpath
     from urllib.parse import unquote
 
@@ -437,11 +442,20 @@ def _hive_partitions(root: str, files: Sequence[str], filesystem: object | None)
     for f in files:
         segments = rel(f, root).replace(os.sep, "/").split("/")[:-1]
         values: dict[str, str | None] = {}
-        for seg in segments:
+        level: dict[str, int] = {}
+        for i, seg in enumerate(segments):
             if "=" in seg:
                 k, v = seg.split("=", 1)
-                v = unquote(v)
-                values[unquote(k)] = None if v == HIVE_NULL else v
+                k, v = unquote(k), unquote(v)
+                value = None if v == HIVE_NULL else v
+                if k in values and values[k] != value:
+                    outer = posixpath.join(root, *segments[:level[k] + 1])
+                    inner = posixpath.join(root, *segments[:i + 1])
+                    raise PartitionConflictError(
+                        f"{f}: the partition key {k!r} is given twice on its path, {values[k]!r} by "
+                        f"{outer}/ and {value!r} by {inner}/; evalkit does not pick one: rename one "
+                        "of the directories")
+                values[k], level[k] = value, i
         out[f] = values
     return out
 

@@ -53,6 +53,30 @@ def infer_join_key(predictions: pa.Schema, labels: pa.Schema, pred_source: str, 
     )
 
 
+def check_shared_columns(read: Sequence[str], automatic: Sequence[str], predictions: Sequence[str],
+                         labels: Sequence[str], on: Sequence[str], pred_source: str) -> str | None:
+    """A column the run reads that both the predictions and the separate labels input hold,
+    other than a join key (rt-api9 F9): the two may disagree, and evalkit never picks one of
+    them silently. One the settings name (``read``: a group, slice or weight column) raises
+    :class:`~evalkit.errors.UsageError` naming it and both inputs; one read without being
+    named (``automatic``: the ``split`` grouping) is read from the predictions, and the
+    returned note (a run warning) says so. None when no column is in both."""
+    both = [c for c in dict.fromkeys(read) if c in predictions and c in labels and c not in on]
+    if both:
+        c = both[0]
+        raise UsageError(
+            f"column {c!r} is in both the predictions {pred_source} and the labels input, and the run "
+            f"reads it (a group, slice or weight column): the two may disagree and evalkit does not pick "
+            f"one; drop or rename it in one of them (or join on it with {option('on', meta=c)})"
+            + (f"; also in both: {', '.join(repr(x) for x in both[1:])}" if len(both) > 1 else ""))
+    auto = [c for c in automatic if c in predictions and c in labels and c not in on]
+    if not auto:
+        return None
+    return (f"column {auto[0]!r} is in both the predictions and the labels input: the {auto[0]!r} grouping "
+            f"reads the predictions' values (drop it from one input, or join on it with "
+            f"{option('on', meta=auto[0])}, to be sure they agree)")
+
+
 def _shared_keys(predictions: pa.Schema, labels: pa.Schema) -> tuple[list[str], list[str]]:
     """The columns both inputs hold, and those of them that could be a key (integer or
     string, not a label column), conventional key names (``id``...) first."""

@@ -40,7 +40,7 @@ from .errors import (
     missing_column,
     option,
 )
-from .normalize import declares_order, is_key_type
+from .normalize import declares_order, is_key_type, is_string_like
 from .validate import Problem, logits_hint
 
 PROB_PREFIXES = ("prob_", "proba_", "probs_", "probability_", "p_", "score_", "pred_")
@@ -148,6 +148,10 @@ class Layout:
         problems: list[Problem] = []
         if self.kind == "list":
             problems += _list_problems(batch.column(self.pred_columns[0]), self.n_classes, "prediction")
+        elif self.kind == "binary" and _is_list(batch.column(self.pred_columns[0]).type):
+            col = batch.column(self.pred_columns[0])
+            problems += _list_problems(col, 1, "prediction")
+            problems += _binary_problems(binary_values(col), self.pred_columns[0], self.from_logits)
         elif self.kind in ("wide", "binary"):
             for name in self.pred_columns:
                 col = batch.column(name)
@@ -176,7 +180,7 @@ class Layout:
             return m.T
         if self.kind == "list":
             return _list_matrix(batch.column(self.pred_columns[0]), self.n_classes)
-        p1 = _float_numpy(batch.column(self.pred_columns[0]), self.pred_columns[0]).astype(np.float64)
+        p1 = _float_numpy(binary_values(batch.column(self.pred_columns[0])), self.pred_columns[0]).astype(np.float64)
         if self.from_logits:
             return np.column_stack([np.zeros_like(p1), p1])
         return np.column_stack([1.0 - p1, p1])
@@ -376,25 +380,32 @@ def _check_bool_labels(layout: Layout, lschema: pa.Schema, source: str) -> None:
 
 
 def class_coding(layout: Layout, values: Sequence[object]) -> tuple[str, ...] | None:
-    """The distinct label values (as class names, in class-index order) when they are a class
-    coding of a layout that numbers its classes 0..K-1 rather than ignore labels or bad rows:
-    exactly K distinct whole numbers that are consecutive but do not start at 0 (1..K from R /
-    MATLAB / Julia, -1, 0, 1 sentiment) or, for two classes, -1 and 1 (SVM / libsvm). None
-    otherwise: a rare -100 / -1 beside 0..K-1 is K + 1 values, and stays an ignore label."""
+    """The class names (the label values of a whole coding, in class-index order) when the
+    label values are a class coding of a layout that numbers its classes 0..K-1 rather than
+    ignore labels or bad rows: whole numbers within K consecutive values that start at 1
+    (R / MATLAB / Julia: 1..K, holding 1) or at -1 (sentiment: -1, 0, 1) and, for two classes,
+    -1 and 1 (SVM / libsvm). A -1 coding may lack 0 in the values seen (labels -1 and 1 against
+    3 classes are -1, 0, 1 with no neutral row yet, not 0-based indices whose class 0 never
+    occurs beside a padding -1); with 0 present it must be the whole coding. None otherwise:
+    a rare -100 / -1 beside 0..K-1 is K + 1 values, and stays an ignore label."""
     k = layout.n_classes
-    if k < 2 or layout.classes != tuple(str(i) for i in range(k)) or len(values) < k:
+    if k < 2 or layout.classes != tuple(str(i) for i in range(k)) or not values:
         return None
     try:
         nums = sorted({float(v) for v in values if v is not None and not isinstance(v, bool | str)})  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-    if len(nums) != k or not all(np.isfinite(f) and f.is_integer() and abs(f) < 2.0**53 for f in nums):
+    if not nums or not all(np.isfinite(f) and f.is_integer() and abs(f) < 2.0**53 for f in nums):
         return None
     ints = [int(f) for f in nums]
-    if ints == list(range(k)):
+    if set(ints) <= set(range(k)):
         return None
-    if ints == list(range(ints[0], ints[0] + k)) or (k == 2 and ints == [-1, 1]):
-        return tuple(str(i) for i in ints)
+    if k == 2 and ints == [-1, 1]:
+        return ("-1", "1")
+    for start in (1, -1):
+        coding = list(range(start, start + k))
+        if ints[0] == start and set(ints) <= set(coding) and (ints == coding or 0 not in ints):
+            return tuple(str(i) for i in coding)
     return None
 
 
@@ -440,6 +451,21 @@ class _LazyValues:
 
     def __len__(self) -> int:
         return len(self.arr)
+
+
+def binary_values(arr: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A binary prediction column's values: the column itself, or the one value of each row
+    of a one-value list column (a Keras ``Dense(1, sigmoid)`` output saved as (n, 1)); a row of
+    another length is null here (its length is refused by :func:`_list_problems`)."""
+    if not _is_list(arr.type):
+        return arr
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if not pa.types.is_fixed_size_list(arr.type):
+        one = pc.equal(pc.list_value_length(arr), 1).fill_null(True)
+        if not pc.all(one).as_py():
+            arr = pc.if_else(one, arr, pa.scalar(None, arr.type))
+    return pc.list_element(arr, 0)
 
 
 def _binary_problems(arr: pa.Array | pa.ChunkedArray, name: str, from_logits: bool) -> list[Problem]:
@@ -795,7 +821,8 @@ def detect_layout(
 
     kind, pred_cols, from_logits, classes = _detect_predictions(
         schema, spec, source, first_batch, notes, label_values=label_values,
-        reserved={label_guess, *(spec.keys or ()), spec.weight} - {None})  # type: ignore[arg-type]
+        reserved={label_guess, *(spec.keys or ()), spec.weight} - {None},  # type: ignore[arg-type]
+        column_values=label_sample)
     if spec.targets or spec.target_prefix:
         label_kind, label_cols = _declared_targets(spec, lschema, label_names, classes, source)
     else:
@@ -1057,6 +1084,7 @@ class _Detect:
     notes: list[str]
     label_values: Callable[[], list[str]]
     reserved: set[str] | frozenset[str]
+    column_values: LabelSample | None = None  # distinct values of a column's first rows
 
     @property
     def names(self) -> list[str]:
@@ -1102,6 +1130,14 @@ class _Detect:
         return t
 
     def list_layout(self, col: str, logits: bool) -> Predictions:
+        if _list_size(self.schema, col, self.first_batch) == 1 and (self.classes is None or len(self.classes) == 2):
+            # One value per row is a binary model's one output (Keras Dense(1, sigmoid)):
+            # P(class 1) or its logit, not a model of one class (every label 1 refused).
+            what = "the logit of class 1" if logits else "P(class 1)"
+            self.notes.append(f"binary layout: one-value list {col!r} read as {what}")
+            if self.classes is not None:
+                return self.binary_layout(col, "", logits)
+            return "binary", (col,), logits, ("0", "1")
         return "list", (col,), logits, _list_classes(self.schema, col, self.classes, self.first_batch, self.source)
 
     def binary_layout(self, col: str, prefix: str, logits: bool) -> Predictions:
@@ -1112,7 +1148,10 @@ class _Detect:
                 f"{self.source}: 1 prediction column ({col!r}, binary: P(class 1)) but {len(self.classes)} "
                 f"classes ({_short_list(self.classes)}); a binary column needs 2 classes, the negative one "
                 f"first: {option('classes', meta='neg,pos')}")
-        suffix = col[len(prefix):] if prefix else ""
+        # the class a column's name carries after a known prefix, found by name too (prob_1,
+        # p_1 among the conventional binary names): prob_1 is P('1') as prob_0 is P('0')
+        suffix = col[len(prefix):] if prefix else next(
+            (col[len(p):] for p in (*PROB_PREFIXES, *LOGIT_PREFIXES) if col.startswith(p)), "")
         if suffix and suffix == self.classes[0]:
             # p_benign is P(benign): the classes setting cannot make it P(malignant).
             raise ClassesError(
@@ -1163,8 +1202,9 @@ def _detect_predictions(
     *,
     label_values: Callable[[], list[str]] = list,
     reserved: set[str] | frozenset[str] = frozenset(),
+    column_values: LabelSample | None = None,
 ) -> Predictions:
-    d = _Detect(schema, spec, source, first_batch, notes, label_values, reserved)
+    d = _Detect(schema, spec, source, first_batch, notes, label_values, reserved, column_values)
     if spec.predictions:
         return _declared_columns(d, list(spec.predictions))
     if spec.prefix:
@@ -1206,7 +1246,7 @@ def _by_prefix(d: _Detect) -> Predictions | None:
         found = _prefixed(d.schema, prefixes, _is_numeric)
         if found and len(found[1]) >= 2:
             prefix, cols = found
-            _reject_non_numeric(d.schema, prefix, d.source)
+            _reject_non_numeric(d.schema, prefix, d.source, d, [_class_suffix(c[len(prefix):]) for c in cols])
             cols = _order_by_int_suffix(cols, prefix)
             d.notes.append(f"detected wide columns by prefix {prefix!r}")
             ordered, classes = d.wide_classes(cols, [_class_suffix(c[len(prefix):]) for c in cols])
@@ -1311,19 +1351,38 @@ def _binary_classes(col: str, prefix: str, label_values: Callable[[], list[str]]
     return ("0", "1")
 
 
-def _reject_non_numeric(schema: pa.Schema, prefix: str, source: str) -> None:
+def _reject_non_numeric(schema: pa.Schema, prefix: str, source: str, d: _Detect | None = None,
+                        classes: Sequence[str] = ()) -> None:
     """Raise ColumnTypeError for a scalar column with a prediction prefix that is not numeric.
 
-    Silently leaving such a column out would drop a class (and give a wrong number).
+    Silently leaving such a column out would drop a class (and give a wrong number). A text
+    column whose values in the first rows all name classes of the numeric columns (``pred_label``
+    beside ``pred_cat``, ``pred_dog``: the predicted class, common in exports; rt-final9 F10)
+    is no probability: left out, with a note.
     """
     for f in schema:
         t = _value_type(f.type)
         if f.name.startswith(prefix) and not _is_numeric(t) and not _is_list(t) \
                 and not pa.types.is_struct(t):
+            if d is not None and _names_classes(d, f.name, classes):
+                d.notes.append(f"column {f.name!r} holds class names (the predicted class), not a "
+                               "probability: left out")
+                continue
             raise ColumnTypeError(
                 f"{source}: prediction column {f.name!r} has type {t}; probabilities must be "
                 f"numeric (or name the prediction columns with {option('predictions')} / {option('prefix')})"
             )
+
+
+def _names_classes(d: _Detect, col: str, classes: Sequence[str]) -> bool:
+    """Whether text column ``col`` holds, in the first rows, only names of ``classes``."""
+    if d.column_values is None or not classes or not is_string_like(_value_type(d.schema.field(col).type)):
+        return False
+    try:
+        values = {v for v in d.column_values(col) if v is not None}
+    except Exception:  # noqa: BLE001 - any reading problem: not known to name classes
+        return False  # a column of the predictions when the sample reads a labels input
+    return bool(values) and values <= set(classes)
 
 
 def _common_suffix_names(cols: Sequence[str]) -> tuple[str, ...]:
@@ -1344,6 +1403,19 @@ def _common_suffix_names(cols: Sequence[str]) -> tuple[str, ...]:
     return tuple(cols)
 
 
+def _list_size(schema: pa.Schema, col: str, first_batch: pa.RecordBatch | None) -> int | None:
+    """The number of values per row of list column ``col``: its fixed size, else the length
+    of the first non-null row of the first rows (None when there is none)."""
+    t = _value_type(schema.field(col).type)
+    if pa.types.is_fixed_size_list(t):
+        return int(t.list_size)  # type: ignore[attr-defined]
+    if first_batch is not None and first_batch.num_rows and col in first_batch.schema.names:
+        lengths = pc.list_value_length(first_batch.column(col)).drop_null()
+        if len(lengths):
+            return int(lengths[0].as_py())
+    return None
+
+
 def _list_classes(
     schema: pa.Schema,
     col: str,
@@ -1351,12 +1423,7 @@ def _list_classes(
     first_batch: pa.RecordBatch | None,
     source: str,
 ) -> tuple[str, ...]:
-    t = _value_type(schema.field(col).type)
-    k: int | None = t.list_size if pa.types.is_fixed_size_list(t) else None  # type: ignore[attr-defined]
-    if k is None and first_batch is not None and first_batch.num_rows:
-        lengths = pc.list_value_length(first_batch.column(col)).drop_null()
-        if len(lengths):
-            k = int(lengths[0].as_py())
+    k = _list_size(schema, col, first_batch)
     if declared is not None:
         if k is not None and k != len(declared):
             raise ListLengthError(

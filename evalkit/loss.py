@@ -30,14 +30,28 @@ DEFAULT_EPS = 1e-7
 FloatArray = npt.NDArray[np.float64]
 
 
+def _number(name: str, value: object, interval: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise UsageError(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)
+
+
 def check_eps(eps: float) -> float:
-    """Validate ``eps``: it must lie in the open interval (0, 0.5)."""
-    try:
-        value = float(eps)
-    except (TypeError, ValueError):
-        raise UsageError(f"eps must be a number in (0, 0.5), got {eps!r}") from None
+    """Validate ``eps``: a number (not text, not a bool) in the open interval (0, 0.5). The one
+    check of ``evaluate`` (:meth:`evalkit.config.EvalConfig.validate`) and :func:`cross_entropy`."""
+    value = _number("eps", eps, "(0, 0.5)")
     if not (0.0 < value < 0.5) or math.isnan(value):
         raise UsageError(f"eps must be in the open interval (0, 0.5), got {eps!r}")
+    return value
+
+
+def check_sum_tol(sum_tol: float) -> float:
+    """Validate ``sum_tol``: a number (not text, not a bool) in the open interval (0, 1). The one
+    check of ``evaluate`` and :func:`cross_entropy` (rt-api9 F27: ``sum_tol=-1`` blamed a perfect
+    row, ``2`` was accepted)."""
+    value = _number("sum_tol", sum_tol, "(0, 1)")
+    if not (0.0 < value < 1.0) or math.isnan(value):
+        raise UsageError(f"sum_tol must be in the open interval (0, 1), got {sum_tol!r}")
     return value
 
 
@@ -250,6 +264,7 @@ def cross_entropy(
     [0.356674944, 0.693147181, 0.105360516]
     """
     eps = check_eps(eps)
+    sum_tol = check_sum_tol(sum_tol)
     scores = _rectangular(probs, "probs", InvalidProbabilityError)
     if scores.dtype.kind not in "fiu":
         raise InvalidProbabilityError(f"probabilities must be numeric, got dtype {scores.dtype}")

@@ -148,11 +148,14 @@ def canonical_schema(schema: pa.Schema) -> pa.Schema:
 def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     """The narrowest canonical type holding every value of both ``a`` and ``b``, or None.
 
-    Lossless widening only: integer widths, float32 -> float64, integers -> float64 (exact
-    up to 2**53), decimals of different precision / scale, string and list flavours, a
-    ``null``-typed column (empty or all-null shard) takes the other type, timestamps of
-    different units (the finer one) and time zones (the first one: the same instants).
-    String vs number, bool vs number, date vs timestamp, naive vs zoned timestamps: None.
+    Lossless widening only: integer widths, float32 -> float64 (the value the file holds),
+    integers -> float64 (exact up to 2**53), decimals
+    of different precision / scale, string and list flavours, a ``null``-typed column (empty
+    or all-null shard) takes the other type, timestamps of different units (the finer one)
+    and time zones (the first one: the same instants), a date beside timestamps without a
+    time zone (its midnight, as :func:`evalkit.aggregate.keys.match_key_parts` matches a date
+    across runs). String vs number, bool vs number, a date beside zoned
+    timestamps, naive vs zoned timestamps: None.
     """
     a, b = canonical_type(a), canonical_type(b)
     if a == b:
@@ -180,6 +183,12 @@ def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
             if whole + d.scale <= 38:  # type: ignore[attr-defined]
                 return pa.decimal128(whole + d.scale, d.scale)  # type: ignore[attr-defined]
         return pa.float64()
+    if pa.types.is_date32(b) and pa.types.is_timestamp(a):
+        a, b = b, a
+    if pa.types.is_date32(a) and pa.types.is_timestamp(b):
+        # a date is the timestamp of its midnight (as keys match across runs); a date names
+        # no instant, so beside zoned timestamps it is a conflict
+        return b if b.tz is None else None  # type: ignore[attr-defined]
     if pa.types.is_timestamp(a) and pa.types.is_timestamp(b):
         if (a.tz is None) != (b.tz is None):  # type: ignore[attr-defined]
             return None

@@ -74,9 +74,11 @@ def plots_unavailable() -> str | None:
 
 def note_no_plots(result: Any) -> None:
     """Plots were asked for and none could be drawn: say why (matplotlib absent, or installed
-    and failing to import) as a run warning of ``result`` (stderr, ``summary.json``
-    ``metadata.warnings``, report.md), once, and in ``metadata.plots_off`` (rt-final8 F12:
-    every plot was dropped silently and a broken matplotlib read "not installed")."""
+    and failing to import), once, on stderr and in ``metadata.plots_off`` (rt-final8 F12:
+    every plot was dropped silently and a broken matplotlib read "not installed"). The one
+    home of that warning for every command: an evaluate result (``result.warnings``) keeps it
+    as a run warning (``summary.json`` ``metadata.warnings``, report.md); a history result
+    (``result.notes``) as a note of history.md and history.json."""
     import warnings
 
     from .errors import EvalkitWarning, option
@@ -87,8 +89,11 @@ def note_no_plots(result: Any) -> None:
     result.metadata["plots_off"] = why
     fix = f"install it with {INSTALL_HINT}" if why.endswith("not installed") else "repair or reinstall it"
     w = EvalkitWarning(f"no plots were drawn: {why}; {fix}, or use {option('plots', False)}")
-    result.warnings.append(w)
-    result.metadata.setdefault("warnings", []).append(w.file_text())
+    if hasattr(result, "warnings"):
+        result.warnings.append(w)
+        result.metadata.setdefault("warnings", []).append(w.file_text())
+    else:
+        result.notes.append(str(w))
     warnings.warn(w, stacklevel=4)
 
 

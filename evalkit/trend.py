@@ -1993,7 +1993,7 @@ def _emit_plot(result: HistoryResult, name: str, tmp: Path, pool: Any = None,
     by default the result's."""
     window = result._windows.get(name) if window is None else window
     if window is not None:
-        from .plots import plots_available
+        from .plots import note_no_plots, plots_available
 
         rows, picks = window
         fname = f"history_{_file_stem(name)}.png"
@@ -2010,6 +2010,8 @@ def _emit_plot(result: HistoryResult, name: str, tmp: Path, pool: Any = None,
             title = _draw_here(result, rows, name, picks, tmp / fname, runs, groups)
             if title:
                 result._plots.append((title, fname))
+        else:  # no matplotlib: the one warning evaluate gives too
+            note_no_plots(result)
 
 
 def _draw_here(result: HistoryResult, *args: Any) -> str:

@@ -192,3 +192,24 @@ def test_a_group_column_name_holding_a_comma_is_refused_up_front():
         with pytest.raises(UsageError, match="group column 'x,y' holds a comma"):
             evalkit.evaluate(df, by=by, plots=False)
     assert list(evalkit.evaluate(df, by=[["x", "y"]], plots=False).groups) == ["class", "x,y"]
+
+
+@pytest.mark.parametrize("kw", [{"on": 5}, {"on": True}, {"on": [1]}, {"gates": ["max_mean_loss"]}, {"gates": 1.5},
+                                {"by": [None]}])
+def test_wrong_typed_on_gates_by_are_usage_errors(kw):
+    """rt-main10 F4: evaluate(on=5) leaked a TypeError, gates=[...] an AttributeError."""
+    from evalkit.errors import EvalkitError
+
+    with pytest.raises(EvalkitError, match=next(iter(kw))):
+        evalkit.evaluate(_frame(), plots=False, **kw)
+
+
+@pytest.mark.parametrize("gates", ["x", 3, ["max_regression"]])
+def test_wrong_typed_compare_gates_are_config_errors(tmp_path, gates):
+    """rt-main10 F4 / rt-api9 F11: compare(gates=[...]) leaked AttributeError; one check in
+    gates.gates_for for the three commands."""
+    from evalkit.errors import ConfigError
+
+    r = evalkit.evaluate(_frame(), plots=False)
+    with pytest.raises(ConfigError, match="gates must be a mapping"):
+        evalkit.compare(r, r, gates=gates)

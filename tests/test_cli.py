@@ -485,3 +485,26 @@ def test_a_broken_matplotlib_is_named_on_stderr_and_in_the_report(tmp_path: Path
     md = (out / "report.md").read_text()
     assert f"Plots are off: {why}." in md and "not installed" not in md
     assert list(out.glob("*.png")) == []
+
+
+def test_a_broken_matplotlib_is_named_by_history_as_by_evaluate(tmp_path: Path):
+    """history drew no plot and said nothing when matplotlib failed to import; now the one
+    warning evaluate gives (plots.note_no_plots): on stderr and as a note of history.md."""
+    import subprocess
+    import sys
+
+    shim = tmp_path / "shim" / "matplotlib"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text('raise RuntimeError("broken font cache (shim)")\n')
+    for i in (1, 2):
+        assert CliRunner().invoke(main, ["evaluate", str(SENTIMENT), "--out", str(tmp_path / f"r{i}"), "-q",
+                                         "--no-plots", "--format", "none"]).exit_code == 0
+    out = tmp_path / "h"
+    r = subprocess.run([sys.executable, "-m", "evalkit", "history", str(tmp_path / "r1"), str(tmp_path / "r2"),
+                        "--out", str(out), "--format", "none"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": f"{tmp_path / 'shim'}{os.pathsep}{ROOT}"})
+    assert r.returncode == 0, r.stderr
+    why = "matplotlib failed to import (RuntimeError: broken font cache (shim))"
+    assert f"warning: no plots were drawn: {why}; repair or reinstall it, or use --no-plots\n" in r.stderr
+    assert f"no plots were drawn: {why}" in (out / "history.md").read_text()
+    assert list(out.glob("*.png")) == []

@@ -257,3 +257,19 @@ def test_one_key_in_two_spellings_inside_a_section_is_refused_when_the_file_is_r
     cfg.write_text(text)
     with pytest.raises(E.ConfigError, match=rf"{name}: .*are one key in two spellings; give it once"):
         EvalConfig.from_file(cfg)
+
+
+def test_a_config_grouping_column_holding_a_comma_is_refused(tmp_path):
+    """by: [["x,y"]] in a config file or mapping goes through the same check as by= in
+    Python (one home: config.parse_groupings); it was accepted from a config."""
+    import pandas as pd
+
+    import evalkit
+    from evalkit.errors import ConfigError
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text('by: [["x,y"]]\n')
+    df = pd.DataFrame({"prob": [0.3, 0.6], "label": [0, 1], "x,y": ["a", "b"]})
+    for config in (str(cfg), {"by": [["x,y"]]}):
+        with pytest.raises(ConfigError, match="group column 'x,y' holds a comma"):
+            evalkit.evaluate(df, config=config, plots=False)

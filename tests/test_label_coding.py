@@ -122,3 +122,48 @@ def test_a_padding_value_beside_every_class_is_still_an_ignore_label(tmp_path, p
     keep = label != pad
     want = float(np.mean(-np.log(p[keep, y[keep]])))
     assert _run_try(tmp_path, info) == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_minus_one_and_one_against_more_classes_are_a_coding_not_an_ignore_label(tmp_path, k):
+    """rt-final9 F8: labels -1 and +1 only (no neutral row in the first rows) against a list of
+    K > 2 probabilities are the coding -1, 0, 1, ... with 0 not seen yet, not 0-based indices
+    beside a padding -1: --ignore-label -1 dropped half the rows and read +1 as the middle class."""
+    rng = np.random.default_rng(3)
+    coded = rng.choice([-1, 1], N)  # class indices 0 and 2 of -1..k-2
+    p = rng.dirichlet(np.ones(k), N)
+    path = tmp_path / "pm1k.parquet"
+    pq.write_table(pa.table({"probs": pa.array(list(p), pa.list_(pa.float64())), "label": coded}), path)
+    info = inspect_input(str(path), cli=True)
+    args = _try_args(info)
+    values = ",".join(str(i) for i in range(-1, k - 1))
+    assert "--ignore-label" not in args and "--on-invalid" not in args, info["suggested_command"]
+    assert args[-2:] == ["--classes", values], info["suggested_command"]
+    want = float(np.mean(-np.log(p[np.arange(N), coded + 1])))
+    assert _run_try(tmp_path, info) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(LabelError, match="with classes=.*'-1', '0', '1'") as exc:
+        evalkit.evaluate(path, plots=False)
+    assert "ignore_label" not in str(exc.value)
+
+
+def test_a_padding_minus_one_beside_indices_from_zero_stays_an_ignore_label(tmp_path):
+    """-1 beside 0 and 1 against 4 classes (classes 2, 3 unseen) reads as padding, as before:
+    the coding reading needs 0 absent or the whole -1..K-2 present."""
+    y, p, _ = _probs(4)
+    y = y % 2
+    label = np.where(np.arange(N) % 7 == 0, -1, y)
+    path = tmp_path / "pad01.parquet"
+    pq.write_table(pa.table({"probs": pa.array(list(p), pa.list_(pa.float64())), "label": label}), path)
+    info = inspect_input(str(path), cli=True)
+    assert "--ignore-label -1" in info["suggested_command"] and "--classes" not in info["suggested_command"]
+
+
+def test_one_indexed_labels_missing_a_middle_class_are_a_coding(tmp_path):
+    """1..K labels whose sample lacks a middle value (1 and 3 of 1, 2, 3) are still 1..K."""
+    y, p, _ = _probs(3)
+    y = np.where(y == 1, 0, y)
+    path = tmp_path / "one3.parquet"
+    pq.write_table(pa.table({"probs": pa.array(list(p), pa.list_(pa.float64())), "label": y + 1}), path)
+    info = inspect_input(str(path), cli=True)
+    assert _try_args(info)[-2:] == ["--classes", "1,2,3"], info["suggested_command"]
+    assert _run_try(tmp_path, info) == pytest.approx(float(np.mean(-np.log(p[np.arange(N), y]))), rel=1e-12)
