@@ -70,8 +70,7 @@ def forked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return pids
 
 
-def _children() -> list[str]:
-    """Processes this one forked that still exist (zombies included)."""
+def _all_children() -> list[str]:
     me = str(os.getpid())
     found = []
     for pid in os.listdir("/proc"):
@@ -81,6 +80,22 @@ def _children() -> list[str]:
                 if stat[stat.rfind(")") + 2:].split()[1] == me:
                     found.append(f"{pid} {stat[stat.rfind(')') + 2]}")
     return found
+
+
+_EARLIER: set[str] = set()  # pids of children the test process had before the test began
+
+
+@pytest.fixture(autouse=True)
+def _earlier_children() -> None:
+    """Children of the test process that earlier tests of the suite left (a dask cluster's
+    processes, say) are not this test's: :func:`_children` leaves them out."""
+    _EARLIER.clear()
+    _EARLIER.update(c.split()[0] for c in _all_children())
+
+
+def _children() -> list[str]:
+    """Processes this one forked during the test that still exist (zombies included)."""
+    return [c for c in _all_children() if c.split()[0] not in _EARLIER]
 
 
 def _one_process(monkeypatch: pytest.MonkeyPatch) -> None:
