@@ -585,11 +585,15 @@ def _col(lay: Layout, problems: Sequence[Problem]) -> str:
         return ""
     reason = problems[0].reason
     if "label" in reason or "target" in reason:
-        return lay.label_name
+        return _names(lay.label_columns) or lay.label_name
     if reason == "invalid_weight":
         return lay.weight or ""
-    return ", ".join(lay.pred_columns) if len(lay.pred_columns) <= 4 else (
-        f"{lay.pred_columns[0]} .. {lay.pred_columns[-1]}")
+    return _names(lay.pred_columns)
+
+
+def _names(columns: Sequence[str]) -> str:
+    """Columns as a message names them: all of up to four, else the first .. the last."""
+    return ", ".join(columns) if len(columns) <= 4 else f"{columns[0]} .. {columns[-1]}"
 
 
 ProgressFn = Callable[[int, int], None]
