@@ -277,7 +277,7 @@ CASES = [
     Case("onehot_rows_off_one",
          _one("preds.parquet", lambda: _with(wide(y=None), target_a=[1.0, 0, 0, 1, 0, 0.5],
                                              target_b=[0.0, 1, 0, 0, 1, 0.0], target_c=[0.0, 0, 1, 0, 1, 0.0])),
-         E.TargetSumError, ["preds.parquet", "column targets", "do not sum to 1", "row 4 (key 4): 2.0",
+         E.TargetSumError, ["preds.parquet", "column target_a, target_b, target_c", "do not sum to 1", "row 4 (key 4): 2.0",
                             "row 5 (key 5): 0.5"]),
     Case("soft_rows_off_one",
          _one("preds.parquet", lambda: {"probs": pa.array(P[:3].tolist()),
