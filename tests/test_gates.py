@@ -170,16 +170,25 @@ def test_a_limit_no_value_can_cross_is_refused(gates, message):
                     "max_drift": -1, "groups": {"region": {"max_clipped_fraction": 1, "min_accuracy": 0}}})
 
 
-def test_a_grouping_whose_gates_are_all_commented_out_checks_nothing_like_an_empty_block(tmp_path: Path):
-    """rt-eval8 F10: ``groups: region:`` with every gate commented out (YAML null) was exit 2
-    'gates of grouping 'region' must be a mapping', while ``region: {}`` and an empty
-    ``gates:`` checked nothing with a note. Now null is {} in the three commands."""
+@pytest.mark.parametrize("yaml", [
+    # rt-eval8 F10: a grouping with every gate commented out (YAML null) was exit 2 "gates of
+    # grouping 'region' must be a mapping", while ``region: {}`` checked nothing with a note
+    "gates:\n  groups:\n    class:\n      # max_mean_loss: 0.5\n",
+    # rt-final8 F8: ``groups:`` with every grouping commented out (null) was exit 2 "'groups'
+    # must map grouping names to gates"
+    "gates:\n  groups:\n#    class:\n#      max_mean_loss: 0.5\n",
+], ids=["gates-of-a-grouping", "every-grouping"])
+def test_commented_out_gates_check_nothing_like_an_empty_block(tmp_path: Path, yaml: str):
+    """Gates all commented out (YAML null), of one grouping or of every grouping: nothing is
+    checked, with a note, in the three commands, as an empty ``gates:`` or grouping."""
     reps = _two_reports(tmp_path)
-    cfg = _write(tmp_path / "g.yaml", "gates:\n  groups:\n    class:\n      # max_mean_loss: 0.5\n")
+    cfg = _write(tmp_path / "g.yaml", yaml)
     for command, r, md, gates in _each_command_written(tmp_path, reps, "--config", str(cfg)):
         assert r.exit_code == 0, (command, r.output)
         assert gates["checked"] == {} and gates["passed"] and f"so {command} checks nothing" in gates["note"]
         assert "## Gates: none checked\n" in md, command
+        if "#    class" in yaml:
+            assert f"warning: {cfg}: gates holds no gate" in r.stderr or "warning: gates holds no gate" in r.stderr
 
 
 def test_gate_failure_str():
@@ -956,19 +965,6 @@ def test_gate_keys_take_dashes_like_every_config_key(tmp_path: Path, where: str)
 def test_one_gate_key_in_two_spellings_is_refused(gates) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match="are one key in two spellings"):
         validate_gates(gates)
-
-
-def test_an_all_commented_groups_key_checks_nothing_like_an_empty_block(tmp_path: Path) -> None:
-    """rt-final8 F8: `groups:` with every grouping commented out (null) was exit 2 "'groups'
-    must map grouping names to gates"; now it checks nothing with a note, as an empty
-    `gates:` or grouping does."""
-    reps = _two_reports(tmp_path)
-    cfg = _write(tmp_path / "g.yaml", "gates:\n  groups:\n#    class:\n#      max_mean_loss: 0.5\n")
-    for command, r, md, gates in _each_command_written(tmp_path, reps, "--config", str(cfg)):
-        assert r.exit_code == 0, (command, r.output)
-        assert gates["checked"] == {} and gates["passed"] and f"so {command} checks nothing" in gates["note"]
-        assert "## Gates: none checked\n" in md, command
-        assert f"warning: {cfg}: gates holds no gate" in r.stderr or "warning: gates holds no gate" in r.stderr
 
 
 def test_a_gated_grouping_is_named_with_spaces_as_by_accepts_it(tmp_path: Path) -> None:
