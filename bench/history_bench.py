@@ -175,14 +175,15 @@ def pss_kib(pid):
     except OSError:
         return 0
 
+sampled = sys.argv[1] == "sample"
 t = time.perf_counter()
-proc = subprocess.Popen(sys.argv[1:], process_group=0)
+proc = subprocess.Popen(sys.argv[2:], process_group=0)
 peak = [0]
 def sample():
     while proc.poll() is None:
         peak[0] = max(peak[0], sum(pss_kib(p) for p in members(proc.pid)))
         time.sleep(0.05)
-if os.path.isdir("/proc/self"):
+if sampled and os.path.isdir("/proc/self"):
     threading.Thread(target=sample, daemon=True).start()
 rc = proc.wait()
 w = time.perf_counter() - t
@@ -191,11 +192,15 @@ print(w, u.ru_utime + u.ru_stime, u.ru_maxrss, peak[0], rc)
 """
 
 
-def measure(cmd: list[str]) -> tuple[float, float, float, float, int]:
+def measure(cmd: list[str], sample: bool = False) -> tuple[float, float, float, float, int]:
     """Wall seconds, CPU seconds (user + sys, of every process the command started), the
-    peak RSS of its largest process and the peak of the memory of all its processes together
-    (PSS summed, sampled every 50 ms; 0 without /proc), both in GiB, and its exit code."""
-    out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, check=True)
+    peak RSS of its largest process and, with ``sample``, the peak of the memory of all its
+    processes together (PSS summed, sampled every 50 ms; else and without /proc 0), both in
+    GiB, and its exit code. Sampling reads every process's smaps_rollup 20 times a second:
+    on two cores that slowed a cold history with plots (five processes) by 1-2 s, so the
+    timed runs are not sampled; one more run is, for the memory."""
+    out = subprocess.run([sys.executable, "-c", _MEASURE, "sample" if sample else "time", *cmd],
+                         capture_output=True, text=True, check=True)
     wall, cpu, rss_kib, total_kib, rc = out.stdout.split()[-5:]
     return float(wall), float(cpu), int(rss_kib) / 2**20, int(total_kib) / 2**20, int(rc)
 
@@ -265,15 +270,21 @@ def main(argv: list[str] | None = None) -> int:
                 else:  # last night's history is in --out: tonight adds one report
                     _ok(measure([*base, "--no-plots", "--no-reuse", *yesterday]), base)
                     cmd = [*base, *flags, *every]
-                wall, cpu, rss, total, rc = measure(cmd)
-                _ok((wall, cpu, rss, total, rc), cmd)
+                wall, cpu, rss, _, rc = measure(cmd)
+                _ok((wall, cpu, rss, 0.0, rc), cmd)
                 walls.append(wall)
                 cpus.append(cpu)
                 rsss.append(rss)
-                totals.append(total)
                 print(f"{mode} {'plots on ' if plots else '--no-plots'} run {i + 1}: wall {wall:.2f} s, "
-                      f"CPU (user+sys, all processes) {cpu:.2f} s, peak memory {total:.2f} GiB (all processes, "
-                      f"PSS; largest process RSS {rss:.2f} GiB), load {os.getloadavg()[0]:.1f}")
+                      f"CPU (user+sys, all processes) {cpu:.2f} s, largest process RSS {rss:.2f} GiB, "
+                      f"load {os.getloadavg()[0]:.1f}")
+            if mode == "nightly":
+                _ok(measure([*base, "--no-plots", "--no-reuse", *yesterday]), base)
+            *_, total, rc = measure(cmd, sample=True)  # the memory, from one more run (sampled)
+            _ok((total, rc), cmd)
+            totals.append(total)
+            print(f"{mode} {'plots on ' if plots else '--no-plots'} memory run: peak {total:.2f} GiB "
+                  "(all processes, PSS, sampled every 50 ms; its time not counted)")
             wall = sorted(walls)[len(walls) // 2]
             summary.append(f"{mode:8s} {'plots on ' if plots else 'no plots'}: wall median {wall:6.2f} s "
                            f"(min {min(walls):.2f}, max {max(walls):.2f}), CPU median "
