@@ -1870,12 +1870,16 @@ class _Build:
             return
         from .plots import plots_available
 
-        pool, self.pool = self.pool, None
+        pool = self.pool
         for (done, value), fname in zip(pool.results(), self.result._pending_plots, strict=True):
             # a job no helper drew (matplotlib missing or broken there, a helper gone): here
             title = value if done else _draw_here(self.result, *value[2]) if plots_available() else ""
             if title:
                 self.result._plots.append((title, fname))
+        # only now: a Ctrl-C while the last plots are drawn leaves the pool to close(), which
+        # ends the helpers before the half-built report is removed (rt-hist10: they went on
+        # drawing into it after the command had exited, and left it behind)
+        self.pool = None
 
     def close_workers(self) -> None:
         """End the worker processes (killed if still building) and reap them."""
