@@ -357,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.evalkit_cmd[1:2] == ["-m"]:  # running from the checkout: make it importable
         os.environ["PYTHONPATH"] = os.pathsep.join(
             [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    compiled = _harness.compile_bytecode(args.evalkit_cmd)
     tmp_root = Path(tempfile.mkdtemp(prefix="evalkit-axes-"))
     data_dir = args.data_dir or tmp_root / "data"
     runner = Runner(args, tmp_root / "out")
@@ -370,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     print(f"\nstarted {started}; load average at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} cores; medians of {args.repeat} run(s)")
+          f"on {os.cpu_count()} cores; medians of {args.repeat} run(s); evalkit "
+          f"{'from bytecode' if compiled else 'compiled from source at every start'}")
     print_table(table)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

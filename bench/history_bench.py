@@ -44,6 +44,9 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness  # noqa: E402
 
 from evalkit.grouped_file import GROUPED_FILE, write_grouped  # noqa: E402
 from evalkit.outdir import fingerprint_entry, write_manifest  # noqa: E402
@@ -252,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--format", "none", *shlex.split(args.history_args)]
         env_path = os.environ.get("PYTHONPATH", "")
         os.environ["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env_path}" if env_path else str(ROOT)
+        _harness.compile_bytecode(base)  # what a user's installed evalkit starts from
         # the last runs - 1 nights (365 of the default 366): yesterday's history held nights
         # 0 .. runs - 2; tonight's holds 1 .. runs - 1 (one new report, the oldest left out)
         names = [str(root / run_dir_name(shape, r)) for r in range(shape["runs"])]

@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the scaling sweep; returns 1 if any run failed."""
     args = parse_args(argv)
+    _harness.compile_bytecode(shlex.split(args.evalkit_cmd))
     tmp_root = Path(tempfile.mkdtemp(prefix="evalkit-memscale-"))
     data_dir = args.data_dir or tmp_root / "data"
     out_root = args.out_dir or tmp_root / "out"

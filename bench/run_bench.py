@@ -301,6 +301,7 @@ def environment() -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 1 if any implementation failed or mismatched."""
     args = parse_args(argv)
+    _harness.compile_bytecode(shlex.split(args.evalkit_cmd))
     tmp_root = Path(tempfile.mkdtemp(prefix="evalkit-bench-"))
     data_dir = args.data_dir or tmp_root / "data"
     out_root = args.out_dir or tmp_root / "out"
