@@ -7,6 +7,8 @@ reader is cut, by one rule (:func:`bounded_groups`), so all renderings agree.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -29,6 +31,23 @@ def mean_column(df: pd.DataFrame, rows: np.ndarray | None = None) -> str:
         if bool(pd.notna(w if rows is None else w[rows]).any()):
             return "weighted_mean"
     return "mean"
+
+
+def is_weighted(row: Any) -> bool:
+    """Whether one statistics row (a ``pd.Series``: the overall line or a group) is of a
+    weighted run: it has a ``weighted_mean`` that is not NaN. The row-wise twin of
+    :func:`mean_column`."""
+    try:
+        w = row["weighted_mean"]
+    except (KeyError, IndexError, TypeError):
+        return False
+    return w is not None and w == w
+
+
+def row_mean(row: Any) -> float:
+    """The mean of one statistics row a reader and the gates are given: its ``weighted_mean``
+    in a weighted run, else its ``mean`` (float; NaN when missing)."""
+    return float(row["weighted_mean"] if is_weighted(row) else row["mean"])
 
 
 def bounded_groups(df: pd.DataFrame, limit: int) -> tuple[pd.DataFrame, int]:

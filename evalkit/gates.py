@@ -453,17 +453,15 @@ def _yaml(data: Any) -> str:
 def _row_value(row: Any, gate: str) -> float:
     if gate == "max_mean_loss":
         # A weighted run: the weighted mean, the figure its interval (ci_low...) is of.
-        return float(row["weighted_mean"] if _weighted(row) else row["mean"])
+        from .display import row_mean  # display needs pandas; gates is imported without it
+
+        return row_mean(row)
     if gate == "max_clipped_fraction":
         # Confident mistakes only (p_true < eps); reports written before clipped_low existed
         # counted both ends in one ``clipped`` column.
         low = row["clipped_low"] if "clipped_low" in row else row["clipped"]
         return float(low) / float(row["count"]) if row["count"] else 0.0
     return float(row["accuracy"])
-
-
-def _weighted(row: Any) -> bool:
-    return "weighted_mean" in row.index and row["weighted_mean"] == row["weighted_mean"]
 
 
 #: A value within this relative distance of its limit is equal to it. A mean from streamed
@@ -592,8 +590,10 @@ def _eval_detail(gate: str, row: Any, where: str) -> str:
     hi]``, ``no CI``; a weighted run: ``weighted mean, n_eff N``), ``max_clipped_fraction``
     the rows clipped low. ``where``: ``""`` (evaluate), ``candidate`` (compare), ``latest
     run`` (history)."""
+    from .display import is_weighted
+
     parts = [where] if where else []
-    if gate == "max_mean_loss" and _weighted(row):
+    if gate == "max_mean_loss" and is_weighted(row):
         parts.append(f"weighted mean, n_eff {float(row.get('n_eff', math.nan)):.4g}")
     else:
         parts.append(f"n {int(row['count'])}")

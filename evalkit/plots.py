@@ -25,7 +25,7 @@ import pandas as pd
 
 from .columns import history_key_column
 from .disparity import group_label
-from .display import MAX_PLOT_GROUPS, bounded_groups, mean_column
+from .display import MAX_PLOT_GROUPS, bounded_groups, mean_column, row_mean
 from .errors import EvalkitWarning
 from .escape import MISSING_KEY, fmt_key, is_missing, terminal
 from .escape import distinct_shortenings as _distinct_truncations
@@ -1194,9 +1194,7 @@ def _intervals(ax: Any, ys: np.ndarray, m: np.ndarray, lo_err: np.ndarray, hi_er
 def _overall_mean(result: Any) -> float | None:
     """The overall line's mean (its weighted mean in a weighted run), or None."""
     try:
-        o = result.overall
-        v = float(o["weighted_mean"] if "weighted_mean" in o.index and o["weighted_mean"] == o["weighted_mean"]
-                  else o["mean"])
+        v = row_mean(result.overall)
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
     return v if math.isfinite(v) else None

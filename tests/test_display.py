@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 
 from evalkit import display
@@ -128,3 +129,19 @@ def test_summary_json_hardest_bounded_parquet_complete(tmp_path, monkeypatch):
     assert len(summary["hardest"]["overall"]) == 30 and len(summary["hardest"]["class"]) == 30
     assert (hardest["scope"] == "class").sum() == 300
     assert summary["hardest"]["overall"][0]["loss"] == hardest["loss"].max()
+
+
+@pytest.mark.parametrize("row, weighted, mean", [
+    ({"mean": 0.5}, False, 0.5),                                  # unweighted run: no column
+    ({"mean": 0.5, "weighted_mean": float("nan")}, False, 0.5),    # weighted column, group without weight
+    ({"mean": 0.5, "weighted_mean": None}, False, 0.5),
+    ({"mean": 0.5, "weighted_mean": 0.8}, True, 0.8),
+])
+def test_one_rule_for_the_mean_of_a_row(row, weighted, mean):
+    from evalkit.display import is_weighted, row_mean
+    from evalkit.gates import _row_value
+
+    s = pd.Series(row, dtype=object)
+    assert is_weighted(s) is weighted
+    assert row_mean(s) == mean
+    assert _row_value(s, "max_mean_loss") == mean  # the gates use the same rule
