@@ -870,7 +870,8 @@ def _declared_class_order(layout: Layout, spec: LayoutSpec, label_sample: LabelS
 def _label_naming_columns(schema: pa.Schema, lschema: pa.Schema, label_sample: LabelSample | None) -> str | None:
     """The one string column whose sampled values name the prediction columns: all of them
     names of float columns (at least two; predict_proba saved with ``columns=model.classes_``
-    next to a label column of any name, ``species``), or, next to a single prefixed binary
+    next to a label column of any name, ``species``) or classes of prefixed ones (``setosa``
+    next to ``prob_setosa``, ``prob_versicolor``, ...), or, next to a single prefixed binary
     column (``p_benign``), two values of which one is that column's class (``diagnosis``
     holding ``benign`` / ``malignant``)."""
     if label_sample is None:
@@ -883,7 +884,8 @@ def _label_naming_columns(schema: pa.Schema, lschema: pa.Schema, label_sample: L
         if f.name in floats or not (pa.types.is_string(t) or pa.types.is_large_string(t)):
             continue
         values = {str(v) for v in label_sample(f.name)}
-        if (len(floats) >= 2 and len(values) >= 2 and values <= floats) or (
+        if (len(values) >= 2 and (len(floats) >= 2 and values <= floats
+                                  or len(suffixes) >= 2 and values <= suffixes)) or (
                 len(suffixes) == 1 and len(values) == 2 and values & suffixes):
             found.append(f.name)
     return found[0] if len(found) == 1 else None

@@ -79,6 +79,26 @@ def test_class_named_columns_find_a_label_column_of_any_name(tmp_path, iris):
         evalkit.evaluate(df.assign(other=df["species"]))
 
 
+@pytest.mark.parametrize("prefix", ["prob_", "proba_", "p_"])
+def test_prefixed_class_columns_find_a_label_column_of_any_name(tmp_path, iris, prefix):
+    """The README's label table: the one string column whose values name the prediction
+    columns' classes is the label, prefixed columns (prob_setosa ...) as well as bare ones
+    (rt T18: only inspect found it; evaluate refused with "cannot find the label column")."""
+    import polars as pl
+
+    X, y, model = iris
+    proba = model.predict_proba(X)
+    df = pd.DataFrame(proba, columns=[prefix + c for c in model.classes_]).assign(species=y, site="a")
+    want = _sk_loss(y, proba, model.classes_)
+    pl.from_pandas(df).write_parquet(tmp_path / "polars.parquet")
+    for data in (df, str(tmp_path / "polars.parquet")):
+        result = evalkit.evaluate(data, plots=False)
+        assert result.layout.label_columns == ("species",) and result.layout.kind == "wide"
+        assert result.mean == pytest.approx(want, rel=1e-9)
+    with pytest.raises(LayoutError, match="cannot"):  # two candidates: not guessed
+        evalkit.evaluate(df.assign(other=df["species"]))
+
+
 def test_class_named_columns_with_integer_target_and_features(tmp_path):
     # Wine: integer classes 0..2, the features kept next to the probabilities.
     data = load_wine(as_frame=True)
