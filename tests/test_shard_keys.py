@@ -45,8 +45,6 @@ def _twice(values: list, ty: pa.DataType) -> pa.Array:
     return pa.array(values * (N // len(values)), ty)
 
 
-@pytest.mark.xfail(strict=True, reason="open: float32 key shards need the printed-value rule for key columns only, "
-                   "which needs the key role at the reader's conform step (_reader._complete); see fix10.msg.md")
 def test_float32_beside_float64_is_one_key(tmp_path):
     a, b = _twice([0.1, 0.2], pa.float64()), _twice([0.1, 0.2], pa.float32())
     # was four groups: 0.1, 0.10000000149011612, 0.2, 0.20000000298023224
@@ -59,8 +57,6 @@ def test_float16_beside_float64_is_one_key(tmp_path):
     assert _groups(tmp_path, a, b) == [(0.25, N), (0.5, N)]
 
 
-@pytest.mark.xfail(strict=True, reason="open: float32 key shards need the printed-value rule for key columns only, "
-                   "which needs the key role at the reader's conform step (_reader._complete); see fix10.msg.md")
 def test_distinct_float32_keys_stay_distinct_beside_float64(tmp_path):
     # two float32 values one ulp apart print differently: never one group
     x = np.float32(0.1)

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import ColumnTypeError, EvalkitError
+from ..normalize import float_as_printed
 
 # Mixed-radix codes must stay well inside int64.
 _MAX_RADIX = 1 << 62
@@ -641,20 +642,6 @@ def _match_form(a: _ArrowCol) -> _ArrowCol:
     elif pa.types.is_floating(a.type) and not pa.types.is_float64(a.type):
         a = float_as_printed(a)
     return a
-
-
-def float_as_printed(a: _ArrowCol) -> _ArrowCol:
-    """A float32 (or float16) column as float64, each value the float64 of its shortest
-    decimal text (float32 ``0.1`` is ``0.1``, not ``0.10000000149011612``). The one rule for
-    a narrow float key beside float64 keys of another run (:func:`match_key_parts`). The text tells every float32 value apart, so two values
-    never merge. Columns whose values repeat (keys) convert each distinct value once."""
-    work = a.cast(pa.float32()) if pa.types.is_float16(a.type) else a
-    if isinstance(work, pa.Array) and len(work) > 64:
-        coded = pc.dictionary_encode(work)
-        if len(coded.dictionary) * 4 <= len(work):
-            values = coded.dictionary.cast(pa.string()).cast(pa.float64())
-            return values.take(coded.indices)
-    return work.cast(pa.string()).cast(pa.float64())
 
 
 def _to_float(a: _ArrowCol) -> _ArrowCol:
