@@ -152,6 +152,9 @@ def canonical_schema(schema: pa.Schema) -> pa.Schema:
 
 # -- unification across shards -------------------------------------------------------------
 
+#: Time units, coarsest first.
+_UNITS = ("s", "ms", "us", "ns")
+
 
 def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     """The narrowest canonical type holding every value of both ``a`` and ``b``, or None.
@@ -162,7 +165,7 @@ def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     or all-null shard) takes the other type, timestamps of different units (the finer one)
     and time zones (the first one: the same instants), a date beside timestamps without a
     time zone (its midnight, as :func:`evalkit.aggregate.keys.match_key_parts` matches a date
-    across runs). String vs number, bool vs number, a date beside zoned
+    across runs), times of day of different units (the finer one). String vs number, bool vs number, a date beside zoned
     timestamps, naive vs zoned timestamps: None.
     """
     a, b = canonical_type(a), canonical_type(b)
@@ -200,9 +203,12 @@ def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     if pa.types.is_timestamp(a) and pa.types.is_timestamp(b):
         if (a.tz is None) != (b.tz is None):  # type: ignore[attr-defined]
             return None
-        units = ["s", "ms", "us", "ns"]
-        unit = units[max(units.index(a.unit), units.index(b.unit))]  # type: ignore[attr-defined]
+        unit = _UNITS[max(_UNITS.index(a.unit), _UNITS.index(b.unit))]  # type: ignore[attr-defined]
         return pa.timestamp(unit, a.tz)  # type: ignore[attr-defined]
+    if pa.types.is_time(a) and pa.types.is_time(b):
+        # times of day of two units (polars writes ns, DuckDB us, pyarrow time32 ms): the finer
+        unit = _UNITS[max(_UNITS.index(a.unit), _UNITS.index(b.unit))]  # type: ignore[attr-defined]
+        return pa.time32(unit) if unit in ("s", "ms") else pa.time64(unit)
     if (pa.types.is_list(a) or pa.types.is_fixed_size_list(a)) and (
             pa.types.is_list(b) or pa.types.is_fixed_size_list(b)):
         inner = unify_types(a.value_type, b.value_type)  # type: ignore[attr-defined]

@@ -595,7 +595,8 @@ class _KeyIndex:
 def key_family(ty: pa.DataType) -> str:
     """What a key column of Arrow type ``ty`` holds, as the notes name it: ``integer``,
     ``float64``, ``float32``, ``decimal``, ``string``, ``bool``, ``date``, ``timestamp``,
-    ``timestamp (UTC)`` (with its time zone), ``binary``, or the type itself."""
+    ``timestamp (UTC)`` (with its time zone), ``time of day`` (any unit), ``binary``, or the
+    type itself."""
     if pa.types.is_dictionary(ty):
         ty = ty.value_type
     if pa.types.is_integer(ty):
@@ -612,6 +613,8 @@ def key_family(ty: pa.DataType) -> str:
         return "date"
     if pa.types.is_timestamp(ty):
         return f"timestamp ({ty.tz})" if ty.tz else "timestamp"
+    if pa.types.is_time(ty):
+        return "time of day"
     if pa.types.is_binary(ty) or pa.types.is_large_binary(ty) or pa.types.is_binary_view(ty):
         return "binary"
     return str(ty)
