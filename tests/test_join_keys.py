@@ -93,3 +93,18 @@ def test_a_number_and_a_string_key_are_refused():
     preds, labels = _frames(["1", "2"], [1, 2])
     with pytest.raises(JoinError, match="int64 in the labels input but string in the predictions"):
         evalkit.evaluate(preds, labels=labels, on="id", plots=False)
+
+
+def test_a_group_column_of_the_labels_input_is_read_as_a_key(tmp_path: Path):
+    """A ``--by`` column that only the labels input holds, in a float32 and a float64 shard:
+    one group per value, as in the predictions input."""
+    rng = np.random.default_rng(1)
+    ids = np.arange(N)
+    pd.DataFrame({"id": ids, "prob": rng.uniform(0.05, 0.95, N)}).to_parquet(tmp_path / "p.parquet")
+    labels = pd.DataFrame({"id": ids, "label": rng.integers(0, 2, N), "g": [0.1, 0.2] * (N // 2)})
+    (tmp_path / "labels").mkdir()
+    labels.iloc[: N // 2].astype({"g": "float32"}).to_parquet(tmp_path / "labels" / "a.parquet")
+    labels.iloc[N // 2:].to_parquet(tmp_path / "labels" / "b.parquet")
+    g = evalkit.evaluate(str(tmp_path / "p.parquet"), labels=str(tmp_path / "labels"), on="id", by="g",
+                         plots=False).groups["g"]
+    assert g["g"].tolist() == [0.1, 0.2] and g["count"].tolist() == [N // 2, N // 2]
