@@ -165,9 +165,10 @@ def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     or all-null shard) takes the other type, timestamps of different units (the finer one)
     and time zones (the first one: the same instants), a date beside timestamps without a
     time zone (its midnight, as :func:`evalkit.aggregate.keys.match_key_parts` matches a date
-    across runs), times of day of different units (the finer one). String vs number, bool vs number, a date beside zoned
-    timestamps, naive vs zoned timestamps: None.
-    """
+    across runs), times of day of different units (the finer one). String vs number, bool vs
+    number, a date beside zoned timestamps, naive vs zoned timestamps: None. A float32 column
+    unified as float64 is read exactly or, as a key, by its printed value
+    (:func:`conform_array`)."""
     a, b = canonical_type(a), canonical_type(b)
     if a == b:
         return a
