@@ -186,6 +186,7 @@ class RowGroupReader:
         workers: int = 2,
         queue_batches: int = 4,
         prepare: Callable[[pa.RecordBatch], Any] | None = None,
+        key_columns: Sequence[str] = (),
     ) -> None:
         self.parts = list(parts)
         self.columns = list(columns)
@@ -202,6 +203,10 @@ class RowGroupReader:
         is yielded in the batch's place, as it is: e.g. the batch scored and without its
         wide columns, so that the batches decoded ahead hold a few bytes a row. None, or an
         error in it or in completing the batch, yields the batch as without a hook."""
+        self.key_columns = frozenset(key_columns)
+        """Columns read as keys (group, slice, join key, class label), not values: a float32
+        shard of one unified as float64 is read by its printed value
+        (:func:`evalkit.normalize.conform_array` ``key=True``), a value column exactly."""
         self._shares: dict[int, tuple[pq.FileMetaData, float]] = {}
 
     def _tasks(self) -> Iterator[tuple[FilePart, tuple[int, ...] | BaseException]]:
@@ -335,7 +340,8 @@ class RowGroupReader:
 
     def _complete(self, part: FilePart, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Add partition columns, check a file's own copy of one, conform every column to
-        the reader's schema (the one normalisation step) in the requested order."""
+        the reader's schema (the one normalisation step; key columns by the key rule, see
+        ``key_columns``) in the requested order."""
         n = batch.num_rows
         names = batch.schema.names
         arrays = []
@@ -350,7 +356,8 @@ class RowGroupReader:
                 raise SchemaDriftError(f"{part.path}: the file has no column {c!r}, which other files of "
                                        "the dataset have")
             else:
-                arrays.append(conform_array(batch.column(c), t, f"{part.path}: column {c!r}"))
+                arrays.append(conform_array(batch.column(c), t, f"{part.path}: column {c!r}",
+                                            key=c in self.key_columns))
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def __iter__(self) -> Iterator[tuple[str, pa.RecordBatch]]:

@@ -164,15 +164,19 @@ class Source:
     def batches(
         self, columns: Sequence[str], batch_size: int = 131_072, use_threads: bool = True,
         dictionary_columns: Sequence[str] = (), prepare: Callable[[pa.RecordBatch], Any] | None = None,
+        key_columns: Sequence[str] = (),
     ) -> Iterator[tuple[str, Any]]:
         """Yield ``(file path, batch)`` in file order, decoding ahead on worker threads.
 
         Every batch has exactly :meth:`read_schema` ``(columns, dictionary_columns)``.
         ``prepare``: files only, see :attr:`evalkit._reader.RowGroupReader.prepare` (what it
-        returns is yielded in place of the batch).
+        returns is yielded in place of the batch). ``key_columns``: those of ``columns`` the
+        run uses as keys (group, slice, join key, class label), read by the key rule (a float32
+        file's values as they print: :attr:`evalkit._reader.RowGroupReader.key_columns`); the
+        others are values, read exactly.
         """
         if self.files:
-            yield from self._row_group_batches(columns, batch_size, dictionary_columns, prepare)
+            yield from self._row_group_batches(columns, batch_size, dictionary_columns, prepare, key_columns)
             return
         scanner = self.dataset.scanner(columns=list(columns), batch_size=batch_size, use_threads=use_threads)
         try:
@@ -183,29 +187,31 @@ class Source:
 
     def _row_group_batches(
         self, columns: Sequence[str], batch_size: int, dictionary_columns: Sequence[str],
-        prepare: Callable[[pa.RecordBatch], Any] | None = None,
+        prepare: Callable[[pa.RecordBatch], Any] | None = None, key_columns: Sequence[str] = (),
     ) -> Iterator[tuple[str, Any]]:
         parts = [FilePart(p.path, p.partition_values, len(p.row_group_rows), metadata=p.metadata)
                  for p in self.parts()]
         yield from read_file_parts(parts, columns, self.read_schema(columns, dictionary_columns),
-                                   self.filesystem, batch_size, prepare)
+                                   self.filesystem, batch_size, prepare, key_columns)
 
-    def head(self, n: int, columns: Sequence[str]) -> pa.Table:
-        """The first ``n`` rows of some columns (canonical types), mapping read failures to
-        CorruptFileError. Reads one batch of the first non-empty row group, not whole files."""
+    def head(self, n: int, columns: Sequence[str], key_columns: Sequence[str] = ()) -> pa.Table:
+        """The first ``n`` rows of some columns (canonical types; ``key_columns`` as in
+        :meth:`batches`), mapping read failures to CorruptFileError. Reads one batch of the
+        first non-empty row group, not whole files."""
         schema = self.read_schema(columns)
-        it = self.batches(columns, batch_size=max(1, n))
+        it = self.batches(columns, batch_size=max(1, n), key_columns=key_columns)
         with contextlib.closing(it):
             for _, batch in it:
                 if batch.num_rows:
                     return pa.Table.from_batches([batch.slice(0, n)], schema=schema)
         return schema.empty_table()
 
-    def to_table(self, columns: Sequence[str] | None = None) -> pa.Table:
-        """Read the whole input in canonical types (small inputs only, e.g. a labels table)."""
+    def to_table(self, columns: Sequence[str] | None = None, key_columns: Sequence[str] = ()) -> pa.Table:
+        """Read the whole input in canonical types (small inputs only, e.g. a labels table;
+        ``key_columns`` as in :meth:`batches`)."""
         cols = list(columns) if columns is not None else list(self.schema.names)
         schema = self.read_schema(cols)
-        return pa.Table.from_batches([b for _, b in self.batches(cols)], schema=schema)
+        return pa.Table.from_batches([b for _, b in self.batches(cols, key_columns=key_columns)], schema=schema)
 
 
 @dataclass(frozen=True)
@@ -222,9 +228,11 @@ class FilePartInfo:
 def read_file_parts(
     parts: Sequence[Any], columns: Sequence[str], schema: pa.Schema, filesystem: object | None,
     batch_size: int, prepare: Callable[[pa.RecordBatch], Any] | None = None,
+    key_columns: Sequence[str] = (),
 ) -> Iterator[tuple[str, Any]]:
     """Stream ``(path, batch)`` over file parts, every batch conformed to ``schema`` (the one
-    read path of both engines: same batch boundaries, same types, same errors)."""
+    read path of both engines: same batch boundaries, same types, same errors; the
+    ``key_columns`` by the key rule, see :meth:`Source.batches`)."""
     from ._reader import ReadFailure, RowGroupReader
 
     dictionary_columns = [f.name for f in schema if pa.types.is_dictionary(f.type)]
@@ -232,7 +240,7 @@ def read_file_parts(
     reader = RowGroupReader(
         parts, columns, schema, batch_size=batch_size,
         open_file=(lambda p: fs.open_input_file(p)) if fs is not None else (lambda p: p),  # type: ignore[attr-defined]
-        dictionary_columns=dictionary_columns, prepare=prepare,
+        dictionary_columns=dictionary_columns, prepare=prepare, key_columns=key_columns,
     )
     try:
         yield from reader

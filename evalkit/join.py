@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .aggregate.keys import signed_zero_as_zero
+from .aggregate.keys import match_key_parts, signed_zero_as_zero
 from .errors import JoinError, LabelError, UsageError, option, sample_rows
 from .layout import KEY_NAMES, LABEL_NAMES, LABEL_SAMPLE_ROWS
 from .validate import Problem
@@ -213,8 +213,9 @@ class LabelIndex:
         self._codes_arr = pa.array(codes)
         self.seen = np.zeros(labels.num_rows, dtype=bool)
 
-    def head(self, n: int, columns: Sequence[str]) -> pa.Table:
-        """The first ``n`` label rows of some columns (like :meth:`evalkit.io.Source.head`)."""
+    def head(self, n: int, columns: Sequence[str], key_columns: Sequence[str] = ()) -> pa.Table:
+        """The first ``n`` label rows of some columns (like :meth:`evalkit.io.Source.head`;
+        ``key_columns``: the table was read already, keys as keys)."""
         return self.table.select(list(columns)).slice(0, n)
 
     def _key_values(self, mask: np.ndarray) -> list[object]:
@@ -276,24 +277,23 @@ class LabelIndex:
         return position, problems
 
     def _cast_key(self, col: pa.Array, to: pa.DataType, name: str) -> pa.Array:
-        """Prediction keys in the labels' key type (int32 vs int64, string vs large_string)."""
-        compatible = (
-            (pa.types.is_integer(col.type) and pa.types.is_integer(to))
-            or (_is_text(col.type) and _is_text(to))
-            or (pa.types.is_floating(col.type) and pa.types.is_floating(to))
-            or (pa.types.is_integer(col.type) and pa.types.is_floating(to))
-            or (pa.types.is_floating(col.type) and pa.types.is_integer(to))
-            or (pa.types.is_date(col.type) and pa.types.is_date(to))
-            or (pa.types.is_timestamp(col.type) and pa.types.is_timestamp(to))
-        )
-        if compatible:
-            try:
-                return col.cast(to, safe=True)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                # Values that do not fit (e.g. 2.5 vs int keys) cannot match anything.
-                if pa.types.is_floating(col.type) and pa.types.is_integer(to):
-                    whole = pc.equal(col, pc.floor(col))
-                    return pc.if_else(whole, pc.floor(col), None).cast(to, safe=False)
+        """Prediction keys and the labels' keys of column ``name`` in one type, by the rule keys
+        of two runs are matched by (:func:`~evalkit.aggregate.keys.match_key_parts`): numbers
+        by value whatever their width (a float32 key is the float64 it prints as, on either
+        side), a date as its midnight, timestamps of two zones on the instant, string
+        flavours as one. The labels' distinct keys are brought to the common type once (their
+        positions, which the label rows' codes hold, are kept). Keys of two kinds (a number
+        and a string, a timestamp with and one without a time zone) or labels keys that the
+        common type would merge raise :class:`~evalkit.errors.JoinError`."""
+        i = self.on.index(name)
+        uniq = self._uniques[i]
+        m = match_key_parts([uniq, col])
+        if m.how not in ("text", "naive") and not m.collided:
+            base, out = m.parts
+            if base.type != uniq.type:
+                self._uniques[i] = base.combine_chunks() if isinstance(base, pa.ChunkedArray) else base
+            if out.type == self._uniques[i].type:
+                return out
         raise JoinError(
             f"{self.source}: key column {name!r} has type {to} in the labels input but "
             f"{col.type} in the predictions; store the keys with the same type on both sides"
@@ -321,10 +321,6 @@ class LabelIndex:
     def describe_unmatched(self, mask: np.ndarray) -> str:
         """Sample of unmatched label keys for a message."""
         return sample_rows(mask, 0, self._key_values(mask))
-
-
-def _is_text(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
 def _key_list(batch: pa.RecordBatch, on: Sequence[str]) -> _LazyKeys:

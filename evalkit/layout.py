@@ -577,9 +577,10 @@ LabelSample = Callable[[str], Sequence[str]]
 LABEL_SAMPLE_ROWS = 65_536
 
 
-def label_sampler(head: Callable[[int, Sequence[str]], pa.Table]) -> LabelSample:
-    """A :data:`LabelSample` over ``head(n, columns)`` (e.g. :meth:`evalkit.io.Source.head`):
-    the distinct non-null values of a column's first rows, read once per column. Its
+def label_sampler(head: Callable[[int, Sequence[str], Sequence[str]], pa.Table]) -> LabelSample:
+    """A :data:`LabelSample` over ``head(n, columns, key_columns)`` (e.g.
+    :meth:`evalkit.io.Source.head`): the distinct non-null values of a column's first rows
+    (a label column, read as a key, as the run reads it), read once per column. Its
     ``categories(column)`` is the order the column declares (:func:`declared_categories` of
     its first rows read as a dictionary, when every file wrote it as one), or None."""
     return _Sampler(head)
@@ -588,14 +589,14 @@ def label_sampler(head: Callable[[int, Sequence[str]], pa.Table]) -> LabelSample
 class _Sampler:
     """:func:`label_sampler`: a :data:`LabelSample` that also knows declared categories."""
 
-    def __init__(self, head: Callable[[int, Sequence[str]], pa.Table]) -> None:
+    def __init__(self, head: Callable[[int, Sequence[str], Sequence[str]], pa.Table]) -> None:
         self._head = head
         self._values: dict[str, list[str]] = {}
         self._categories: dict[str, tuple[str, ...] | None] = {}
 
     def __call__(self, column: str) -> list[str]:
         if column not in self._values:
-            col = self._head(LABEL_SAMPLE_ROWS, [column]).column(0)
+            col = self._head(LABEL_SAMPLE_ROWS, [column], [column]).column(0)
             if pa.types.is_dictionary(col.type):
                 col = col.cast(col.type.value_type)  # type: ignore[attr-defined]
             self._values[column] = [v for v in pc.unique(col.drop_null()).to_pylist()][:10_000]
@@ -612,7 +613,7 @@ class _Sampler:
 
         source = getattr(self._head, "__self__", None)
         if not isinstance(source, Source):  # a table in memory (a joined labels input): as it is
-            table = self._head(LABEL_SAMPLE_ROWS, [column])
+            table = self._head(LABEL_SAMPLE_ROWS, [column], [column])
             return declared_categories(table.column(0), table.schema.field(0))
         # Source.head gives text; a Parquet dictionary column is read as one, and it declares
         # an order only where every file wrote it as one (a column of plain text read as a

@@ -32,6 +32,14 @@ Timestamps keep their unit and time zone, booleans stay booleans. Shards are uni
 :func:`unify_types` (lossless widening; a real conflict such as string vs number is a
 :class:`~evalkit.errors.SchemaDriftError` naming both files and both types), and every batch
 is brought to the unified type by :func:`conform_array` / :func:`conform_batch`.
+
+One rule depends on what a column is for. A *value* (a probability, a logit, a weight, a
+soft target) is widened exactly: a float32 shard beside float64 ones keeps the number the
+file holds. A *key* (a group, slice or join key column, a class label: ``key=True``) is one
+key space whatever width a writer chose: a float32 value there is the float64 its shortest
+text names (:func:`float_as_printed`: float32 ``0.1`` is ``0.1``, as pandas, polars and
+DuckDB print it), the rule :func:`evalkit.aggregate.keys.match_key_parts` matches keys by
+across runs.
 """
 
 from __future__ import annotations
@@ -144,6 +152,9 @@ def canonical_schema(schema: pa.Schema) -> pa.Schema:
 
 # -- unification across shards -------------------------------------------------------------
 
+#: Time units, coarsest first.
+_UNITS = ("s", "ms", "us", "ns")
+
 
 def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     """The narrowest canonical type holding every value of both ``a`` and ``b``, or None.
@@ -154,9 +165,10 @@ def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     or all-null shard) takes the other type, timestamps of different units (the finer one)
     and time zones (the first one: the same instants), a date beside timestamps without a
     time zone (its midnight, as :func:`evalkit.aggregate.keys.match_key_parts` matches a date
-    across runs). String vs number, bool vs number, a date beside zoned
-    timestamps, naive vs zoned timestamps: None.
-    """
+    across runs), times of day of different units (the finer one). String vs number, bool vs
+    number, a date beside zoned timestamps, naive vs zoned timestamps: None. A float32 column
+    unified as float64 is read exactly or, as a key, by its printed value
+    (:func:`conform_array`)."""
     a, b = canonical_type(a), canonical_type(b)
     if a == b:
         return a
@@ -192,9 +204,12 @@ def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     if pa.types.is_timestamp(a) and pa.types.is_timestamp(b):
         if (a.tz is None) != (b.tz is None):  # type: ignore[attr-defined]
             return None
-        units = ["s", "ms", "us", "ns"]
-        unit = units[max(units.index(a.unit), units.index(b.unit))]  # type: ignore[attr-defined]
+        unit = _UNITS[max(_UNITS.index(a.unit), _UNITS.index(b.unit))]  # type: ignore[attr-defined]
         return pa.timestamp(unit, a.tz)  # type: ignore[attr-defined]
+    if pa.types.is_time(a) and pa.types.is_time(b):
+        # times of day of two units (polars writes ns, DuckDB us, pyarrow time32 ms): the finer
+        unit = _UNITS[max(_UNITS.index(a.unit), _UNITS.index(b.unit))]  # type: ignore[attr-defined]
+        return pa.time32(unit) if unit in ("s", "ms") else pa.time64(unit)
     if (pa.types.is_list(a) or pa.types.is_fixed_size_list(a)) and (
             pa.types.is_list(b) or pa.types.is_fixed_size_list(b)):
         inner = unify_types(a.value_type, b.value_type)  # type: ignore[attr-defined]
@@ -256,24 +271,66 @@ def period_text(ordinals: pa.Array, freq: str) -> pa.Array:
     return pa.array(list(text), pa.string(), mask=missing if missing.any() else None)
 
 
-def conform_array(arr: pa.Array | pa.ChunkedArray, target: pa.DataType, what: str = "column") -> pa.Array:
+def conform_array(arr: pa.Array | pa.ChunkedArray, target: pa.DataType, what: str = "column", *,
+                  key: bool = False) -> pa.Array:
     """``arr`` as type ``target`` (a canonical or unified type), losslessly.
+
+    ``key``: the column is a key (group, slice or join key, class label), not a value: a
+    float32 / float16 column read as float64 is the float64 of each value's shortest text
+    (:func:`float_as_printed`), so a key is one key whichever float width its file holds.
+    Values (``key=False``) are widened exactly.
 
     A value that does not fit (an unsigned value beyond int64 unified with signed shards,
     a timestamp beyond the finer unit's range) raises :class:`~evalkit.errors.InputError`
     naming ``what``; a type that cannot become ``target`` raises ColumnTypeError.
     """
     if isinstance(arr, pa.ChunkedArray):
-        chunks = [conform_array(c, target, what) for c in arr.chunks]
+        chunks = [conform_array(c, target, what, key=key) for c in arr.chunks]
         return pa.chunked_array(chunks, type=target).combine_chunks() if chunks else pa.array([], target)
     if arr.type == target:
         return arr
     try:
+        if key and pa.types.is_float64(target):
+            arr = _narrow_float_key(arr)
         return _conform(arr, target)
     except pa.ArrowInvalid as exc:
         raise InputError(f"{what}: values of type {arr.type} do not fit in {target} ({str(exc).splitlines()[0][:200]})") from None
     except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise ColumnTypeError(f"{what}: cannot read type {arr.type} as {target} ({str(exc).splitlines()[0][:200]})") from None
+
+
+def _narrow_float_key(arr: pa.Array) -> pa.Array:
+    """A key column bound for float64: float32 / float16 values (plain, in an extension's
+    storage or in a dictionary: categorical floats) as the float64 their text names; any
+    other column as it is."""
+    t = arr.type
+    if _is_ext(t):
+        return _narrow_float_key(_unwrap(arr))
+    if pa.types.is_dictionary(t) and pa.types.is_floating(t.value_type):  # type: ignore[attr-defined]
+        arr = arr.dictionary_decode()  # type: ignore[attr-defined]
+        t = arr.type
+    if pa.types.is_floating(t) and not pa.types.is_float64(t):
+        return float_as_printed(arr)
+    return arr
+
+
+def float_as_printed(a: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A float32 (or float16) column as float64, each value the float64 of its shortest
+    decimal text (float32 ``0.1`` is ``0.1``, not ``0.10000000149011612``; ``inf``, ``nan``
+    and ``-0`` as themselves). The one rule for a narrow float *key* beside float64 keys:
+    between the shards of one run (:func:`conform_array` with ``key=True``), between runs
+    (:func:`evalkit.aggregate.keys.match_key_parts`) and between a predictions and a labels
+    input (:class:`evalkit.join.LabelIndex`). The text tells every float32 value apart, so two
+    values never merge (two float32 one ulp apart stay two keys). Never for values
+    (probabilities, weights): those are widened exactly. Columns whose values repeat (keys)
+    convert each distinct value once."""
+    work = a.cast(pa.float32()) if pa.types.is_float16(a.type) else a
+    if isinstance(work, pa.Array) and len(work) > 64:
+        coded = pc.dictionary_encode(work)
+        if len(coded.dictionary) * 4 <= len(work):
+            values = coded.dictionary.cast(pa.string()).cast(pa.float64())
+            return values.take(coded.indices)
+    return work.cast(pa.string()).cast(pa.float64())
 
 
 def _conform(arr: pa.Array, target: pa.DataType) -> pa.Array:
@@ -410,5 +467,5 @@ def read_schema(logical: pa.Schema, columns: Sequence[str], dictionary_columns: 
 
 __all__ = [
     "POLARS_CATEGORICAL", "STRING_DICT", "declares_order", "canonical_schema", "canonical_type", "conform_array", "conform_batch",
-    "conform_table", "check_key_type", "is_key_type", "is_string_like", "logical_type", "read_schema", "unify_types", "uuid_text",
+    "conform_table", "check_key_type", "float_as_printed", "is_key_type", "is_string_like", "logical_type", "read_schema", "unify_types", "uuid_text",
 ]

@@ -61,7 +61,7 @@ from .io import (
     table_source,
 )
 from .join import LabelIndex, check_label_orders, infer_join_key
-from .layout import Layout, LayoutSpec, detect_layout, label_sampler
+from .layout import LABEL_NAMES, Layout, LayoutSpec, detect_layout, label_sampler
 from .normalize import check_key_type
 from .outdir import make_spool_dir, remove_spool_dir, report_command
 from .overall import Overall
@@ -213,10 +213,22 @@ def load_labels(labels: Any, cfg: EvalConfig, predictions: Source
     for c in cfg.on:
         if c not in schema.names:
             raise missing_column(c, "join key", schema.names, src.label)
-    table = src.to_table()
+    table = src.to_table(key_columns=label_key_columns(cfg, schema))
     if table.num_rows == 0:
         raise EmptyInputError(f"{src.label}: the labels input has no rows")
     return LabelIndex(table, cfg.on, src.label), schema, src
+
+
+def label_key_columns(cfg: EvalConfig, schema: pa.Schema) -> list[str]:
+    """The columns of a separate labels input read as keys, not values (see
+    :meth:`evalkit.io.Source.batches`): the join keys, group and slice columns, and the label
+    column (``cfg.label``, else the conventional name the layout will find). Its files are
+    read before the layout is known, so one-hot / soft target columns and the weight, being
+    values, are never among them."""
+    label = cfg.label or next((c for c in LABEL_NAMES if c in schema.names), None)
+    cols = [*cfg.on, *(c for g in cfg.by for c in g), *cfg.slices, *([label] if label else [])]
+    values = set(cfg.targets) | ({cfg.weight} if cfg.weight else set())
+    return [c for c in dict.fromkeys(cols) if c in schema.names and c not in values]
 
 
 @dataclass

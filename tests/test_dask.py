@@ -195,6 +195,19 @@ def test_write_report_with_row_parts(data, client, tmp_path):
     assert pq.read_table(out / "rows").num_rows == rows.num_rows  # hard links survive
 
 
+def test_float32_key_shard_beside_float64_is_one_key_on_workers(client, tmp_path):
+    """The workers read a key column by the key rule, as the local engine does: a float32
+    shard's 0.1 is the float64 shard's 0.1 (one group), its probabilities stay exact."""
+    rng = np.random.default_rng(3)
+    for name, ty in (("a", pa.float64()), ("b", pa.float32())):
+        p = rng.uniform(0.05, 0.95, 1000).astype(np.float32)
+        pq.write_table(pa.table({"prob": pa.array(p, pa.float32()), "label": rng.integers(0, 2, 1000),
+                                 "k": pa.array([0.1, 0.2] * 500, ty)}), tmp_path / f"{name}.parquet")
+    local, dist = _both(str(tmp_path), client, by="k", plots=False)
+    assert dist.groups["k"]["k"].tolist() == [0.1, 0.2] and dist.groups["k"]["count"].tolist() == [1000, 1000]
+    _assert_frames_close(local.groups["k"], dist.groups["k"], False)
+
+
 def test_dataframe_input(client):
     rng = np.random.default_rng(3)
     df = _table(rng, 2500).to_pandas()

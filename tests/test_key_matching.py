@@ -364,3 +364,53 @@ def test_row_keys_int_in_one_run_and_text_in_the_other_are_paired_by_the_same_ru
     row = res.tables["overall"].iloc[0]
     assert row["method"] == "paired" and row["n_paired"] == n and row["status"] == "regression"
     assert "matched on their text form" in res.metadata["pairing"]["reason"]
+
+
+# -- a run whose shards hold a key in two widths, against runs of one width -------------------
+
+
+def test_a_run_of_float32_and_float64_shards_matches_float64_and_float32_runs(tmp_path: Path) -> None:
+    """One night's input is a directory of a polars Float32 shard and a pandas float64 shard;
+    the nights before and after wrote float64 and Float32 only. ``evalkit compare`` and
+    ``evalkit history`` find the two groups 0.1 and 0.2 in every run (the mixed run had four:
+    0.1, 0.10000000149011612, 0.2, 0.20000000298023224, each in one run only)."""
+    import polars as pl
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    _polars(0, [0.1, 0.2], pl.Float32)(mixed / "a.parquet")
+    _pandas(1, [0.1, 0.2])(mixed / "b.parquet")
+    evalkit.evaluate(str(mixed), by=["k"], out=tmp_path / "rm", plots=False)
+    r64 = _report(tmp_path, "r64", _pandas(2, [0.1, 0.2]))
+    r32 = _report(tmp_path, "r32", _polars(3, [0.1, 0.2], pl.Float32))
+    for other in (r64, r32):
+        r = CliRunner().invoke(main, ["compare", str(tmp_path / "rm"), str(other), "--out", str(tmp_path / f"c{other.name}")])
+        assert r.exit_code == 0, r.output
+        t = pd.read_parquet(tmp_path / f"c{other.name}" / "by_k.parquet")
+        assert t["k"].tolist() == [0.1, 0.2] and t["baseline_count"].tolist() == [N, N]
+        assert t["candidate_count"].tolist() == [N // 2, N // 2]
+    r = CliRunner().invoke(main, ["history", str(r64), str(tmp_path / "rm"), str(r32), "--no-plots",
+                                  "--out", str(tmp_path / "h")])
+    assert r.exit_code == 0, r.output
+    with pytest.warns(evalkit.EvalkitWarning, match="matched at float32 precision"):
+        h = _quiet_history([r64, tmp_path / "rm", r32])
+    assert h.trends["k"]["k"].tolist() == [0.1, 0.2] and h.trends["k"]["runs"].tolist() == [3, 3]
+
+
+def test_times_of_day_of_two_units_are_one_key_across_runs(tmp_path: Path) -> None:
+    """pyarrow ``time32[ms]`` one night, DuckDB ``TIME`` (time64[us]) the next: one group per
+    time, no note (reports hold group keys as time64[us] whatever the input's unit; the raw
+    columns are one family too, see test_shard_keys)."""
+    times = [dt.time(12), dt.time(13, 30)]
+    r0 = _report(tmp_path, "t0", _pyarrow(0, times, pa.time32("ms")))
+    r1 = _report(tmp_path, "t1", _duckdb(1, ["12:00:00", "13:30:00"], "TIME"))
+    assert pq.read_schema(tmp_path / "t1.parquet").field("k").type == pa.time64("us")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", evalkit.EvalkitWarning)  # one family: no note
+        t = compare(r0, r1).tables["k"]
+        h = _quiet_history([r0, r1])
+    assert t["k"].tolist() == times and not t["status"].str.startswith("only").any()
+    assert h.trends["k"]["runs"].tolist() == [2, 2]

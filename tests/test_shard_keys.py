@@ -3,14 +3,18 @@ hold a key column in two types of one kind are unified by the rule compare and h
 keys by across runs (:func:`evalkit.aggregate.keys.match_key_parts`), so one key is one group
 whichever width or flavour a writer chose. Each pair below is one shard of each type; the run
 must find the groups a single-type input finds, and as many as matching the two shards'
-keys across runs finds."""
+keys across runs finds. Key columns only: a value column (probability, weight) is widened
+exactly. The shards of the last tests are written by pandas, polars, DuckDB and pyarrow."""
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
 
+import duckdb
 import numpy as np
+import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -45,8 +49,6 @@ def _twice(values: list, ty: pa.DataType) -> pa.Array:
     return pa.array(values * (N // len(values)), ty)
 
 
-@pytest.mark.xfail(strict=True, reason="open: float32 key shards need the printed-value rule for key columns only, "
-                   "which needs the key role at the reader's conform step (_reader._complete); see fix10.msg.md")
 def test_float32_beside_float64_is_one_key(tmp_path):
     a, b = _twice([0.1, 0.2], pa.float64()), _twice([0.1, 0.2], pa.float32())
     # was four groups: 0.1, 0.10000000149011612, 0.2, 0.20000000298023224
@@ -59,8 +61,6 @@ def test_float16_beside_float64_is_one_key(tmp_path):
     assert _groups(tmp_path, a, b) == [(0.25, N), (0.5, N)]
 
 
-@pytest.mark.xfail(strict=True, reason="open: float32 key shards need the printed-value rule for key columns only, "
-                   "which needs the key role at the reader's conform step (_reader._complete); see fix10.msg.md")
 def test_distinct_float32_keys_stay_distinct_beside_float64(tmp_path):
     # two float32 values one ulp apart print differently: never one group
     x = np.float32(0.1)
@@ -132,3 +132,95 @@ def test_a_float32_probability_shard_beside_a_float64_one_is_read_exactly(tmp_pa
     np.testing.assert_array_equal(mixed[N:], alone)
     want = -np.log(np.where(y == 1, p.astype(np.float64), 1 - p.astype(np.float64)))
     np.testing.assert_allclose(alone, want, rtol=1e-15)
+
+
+def test_a_float32_weight_shard_beside_a_float64_one_is_read_exactly(tmp_path):
+    """A weight is a value, not a key: its float32 shard keeps the number the file holds
+    (never its printed value), as a probability does."""
+    rng = np.random.default_rng(5)
+    w = rng.uniform(0.1, 2, N).astype(np.float32)
+    for name, ty in (("a", np.float64), ("b", np.float32)):
+        pq.write_table(pa.table({"prob": rng.uniform(0.05, 0.95, N), "label": rng.integers(0, 2, N),
+                                 "w": pa.array(w.astype(ty))}), tmp_path / f"{name}.parquet")
+    rows = evalkit.evaluate(str(tmp_path), weight="w", plots=False).rows
+    np.testing.assert_array_equal(rows["w"].to_numpy()[N:], w.astype(np.float64))
+    assert rows["w"].to_numpy()[N] != float(str(w[0]))
+
+
+# -- shards written by the tools users write with ---------------------------------------------
+
+
+def _writer(tool: str, ty: object):
+    """``write(path, values)``: a shard of ``prob``, ``label`` and a key column ``k`` holding
+    ``values``, written by ``tool`` with ``k`` as that tool's type ``ty``."""
+
+    def frame(values: list) -> pd.DataFrame:
+        rng = np.random.default_rng(len(str(ty)))
+        return pd.DataFrame({"prob": rng.uniform(0.05, 0.95, len(values)),
+                             "label": rng.integers(0, 2, len(values))})
+
+    def write(path: Path, values: list) -> None:
+        df = frame(values)
+        if tool == "pandas":
+            df["k"] = pd.Series(values, dtype=ty)
+            df.to_parquet(path)
+        elif tool == "polars":
+            pl.from_pandas(df).with_columns(pl.Series("k", values, dtype=ty)).write_parquet(path)
+        elif tool == "polars-arrow":  # polars' own Arrow (string_view), written by pyarrow
+            arrow = pl.from_pandas(df).with_columns(pl.Series("k", values, dtype=ty)).to_arrow(
+                compat_level=pl.CompatLevel.newest())
+            pq.write_table(arrow, path)
+        elif tool == "duckdb":
+            df["k"] = [str(v) for v in values]
+            con = duckdb.connect()
+            con.register("df", df)
+            con.execute(f"COPY (SELECT prob, label, CAST(k AS {ty}) AS k FROM df) TO '{path}' (FORMAT PARQUET)")
+            con.close()
+        else:
+            pq.write_table(pa.Table.from_pandas(df, preserve_index=False).append_column(
+                "k", pa.array(values, ty)), path)
+
+    return write
+
+
+F, D, T = [0.1, 0.2], [dt.date(2024, 1, 1), dt.date(2024, 1, 2)], [dt.time(12), dt.time(13, 30)]
+MIDNIGHTS = [dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 2)]
+
+#: (tool, type, values) of each shard and the groups the run must find (each of N rows).
+WRITTEN = {
+    # numbers: one key space by value, a float32 value the float64 it prints as
+    "float32 pandas / float64 polars": (("pandas", "float32", F), ("polars", pl.Float64, F), F),
+    "FLOAT duckdb / float64 pandas": (("duckdb", "FLOAT", F), ("pandas", "float64", F), F),
+    "Float32 polars / DECIMAL duckdb": (("polars", pl.Float32, F), ("duckdb", "DECIMAL(4, 2)", F), F),
+    "DECIMAL duckdb / float64 pandas": (("duckdb", "DECIMAL(4, 2)", F), ("pandas", "float64", F), F),
+    "float32 pandas / Int64 polars": (("pandas", "float32", [1.0, 2.0]), ("polars", pl.Int64, [1, 2]), [1.0, 2.0]),
+    "INTEGER duckdb / int64 pandas": (("duckdb", "INTEGER", [1, 2]), ("pandas", "int64", [1, 2]), [1, 2]),
+    # strings: every flavour is text
+    "string_view polars / VARCHAR duckdb": (("polars-arrow", pl.String, ["x", "y"]), ("duckdb", "VARCHAR", ["x", "y"]),
+                                            ["x", "y"]),
+    "category pandas / String polars": (("pandas", "category", ["x", "y"]), ("polars", pl.String, ["x", "y"]), ["x", "y"]),
+    "Categorical polars / large_string pyarrow": (("polars", pl.Categorical, ["x", "y"]),
+                                                  ("pyarrow", pa.large_string(), ["x", "y"]), ["x", "y"]),
+    # times: a date is its midnight; timestamp units and time-of-day units are one
+    "DATE duckdb / datetime64 pandas": (("duckdb", "DATE", D), ("pandas", "datetime64[ns]", MIDNIGHTS), MIDNIGHTS),
+    "Datetime(ms) polars / TIMESTAMP duckdb": (("polars", pl.Datetime("ms"), MIDNIGHTS), ("duckdb", "TIMESTAMP", MIDNIGHTS),
+                                               MIDNIGHTS),
+    "Time polars / TIME duckdb": (("polars", pl.Time, T), ("duckdb", "TIME", T), T),
+    "time32 pyarrow / TIME duckdb": (("pyarrow", pa.time32("ms"), T), ("duckdb", "TIME", T), T),
+}
+
+
+def _plain(v: object) -> object:
+    return v.to_pydatetime() if hasattr(v, "to_pydatetime") else v
+
+
+@pytest.mark.parametrize("case", list(WRITTEN))
+def test_shards_written_by_two_tools_are_one_key_space(tmp_path, case):
+    (ta, ya, va), (tb, yb, vb), want = WRITTEN[case]
+    _writer(ta, ya)(tmp_path / "a.parquet", va * (N // 2))
+    _writer(tb, yb)(tmp_path / "b.parquet", vb * (N // 2))
+    g = evalkit.evaluate(str(tmp_path), by="k", plots=False).groups["k"]
+    assert [_plain(k) for k in g["k"].tolist()] == want and g["count"].tolist() == [N] * len(want)
+    # the same two shards as two runs' keys: as many keys
+    parts = [pq.read_table(tmp_path / f, columns=["k"]).column("k") for f in ("a.parquet", "b.parquet")]
+    assert len(pa.chunked_array([c for p in match_key_parts(parts).parts for c in p.chunks]).unique()) == len(want)

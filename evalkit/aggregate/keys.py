@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import ColumnTypeError, EvalkitError
+from ..normalize import float_as_printed
 
 # Mixed-radix codes must stay well inside int64.
 _MAX_RADIX = 1 << 62
@@ -594,7 +595,8 @@ class _KeyIndex:
 def key_family(ty: pa.DataType) -> str:
     """What a key column of Arrow type ``ty`` holds, as the notes name it: ``integer``,
     ``float64``, ``float32``, ``decimal``, ``string``, ``bool``, ``date``, ``timestamp``,
-    ``timestamp (UTC)`` (with its time zone), ``binary``, or the type itself."""
+    ``timestamp (UTC)`` (with its time zone), ``time of day`` (any unit), ``binary``, or the
+    type itself."""
     if pa.types.is_dictionary(ty):
         ty = ty.value_type
     if pa.types.is_integer(ty):
@@ -611,6 +613,8 @@ def key_family(ty: pa.DataType) -> str:
         return "date"
     if pa.types.is_timestamp(ty):
         return f"timestamp ({ty.tz})" if ty.tz else "timestamp"
+    if pa.types.is_time(ty):
+        return "time of day"
     if pa.types.is_binary(ty) or pa.types.is_large_binary(ty) or pa.types.is_binary_view(ty):
         return "binary"
     return str(ty)
@@ -641,20 +645,6 @@ def _match_form(a: _ArrowCol) -> _ArrowCol:
     elif pa.types.is_floating(a.type) and not pa.types.is_float64(a.type):
         a = float_as_printed(a)
     return a
-
-
-def float_as_printed(a: _ArrowCol) -> _ArrowCol:
-    """A float32 (or float16) column as float64, each value the float64 of its shortest
-    decimal text (float32 ``0.1`` is ``0.1``, not ``0.10000000149011612``). The one rule for
-    a narrow float key beside float64 keys of another run (:func:`match_key_parts`). The text tells every float32 value apart, so two values
-    never merge. Columns whose values repeat (keys) convert each distinct value once."""
-    work = a.cast(pa.float32()) if pa.types.is_float16(a.type) else a
-    if isinstance(work, pa.Array) and len(work) > 64:
-        coded = pc.dictionary_encode(work)
-        if len(coded.dictionary) * 4 <= len(work):
-            values = coded.dictionary.cast(pa.string()).cast(pa.float64())
-            return values.take(coded.indices)
-    return work.cast(pa.string()).cast(pa.float64())
 
 
 def _to_float(a: _ArrowCol) -> _ArrowCol:

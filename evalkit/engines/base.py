@@ -100,6 +100,23 @@ class Plan:
             cols.append(lay.weight)
         return list(dict.fromkeys(cols))
 
+    @property
+    def key_columns(self) -> list[str]:
+        """The input columns read as keys, not values (:meth:`evalkit.io.Source.batches`):
+        join keys, row keys, group and slice columns, and a class label column (index or
+        name labels). A float32 file of one of them beside float64 files reads each value as
+        the float64 it prints as, so a key is one group whichever width a writer chose.
+        Scores, one-hot / soft targets and the weight are values, read exactly (a column
+        that is also one of those is read as a value)."""
+        lay = self.layout
+        keys = list(self.on) + list(self.carry) + [c for c in self.slices if c != CLASS]
+        if lay.label_kind in ("index", "name") and not self.label_columns_from_join:
+            keys += list(lay.label_columns)
+        values = set(lay.pred_columns) | ({lay.weight} if lay.weight else set())
+        if lay.label_kind not in ("index", "name"):
+            values |= set(lay.label_columns)
+        return [c for c in dict.fromkeys(keys) if c not in values]
+
     @functools.cached_property
     def class_names(self) -> pa.Array:
         """The class names as one Arrow array, shared by every batch's dictionary columns

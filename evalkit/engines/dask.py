@@ -199,7 +199,8 @@ def _batches(part: Part, plan: Plan, schema: pa.Schema, filesystem: Any, batch_s
     # batch boundaries, the same decode path, the same types (``schema`` is the read schema).
     fp = FilePart(part.read_path, dict(part.partition_values or {}), len(part.row_groups), tuple(part.row_groups))
     try:
-        for _, b in read_file_parts([fp], plan.input_columns, schema, filesystem, batch_size):
+        for _, b in read_file_parts([fp], plan.input_columns, schema, filesystem, batch_size,
+                                    key_columns=plan.key_columns):
             yield b
     except EvalkitError as exc:
         # Name the file as the local engine does (the read path may be absolute).

@@ -127,7 +127,8 @@ def run_local(
     # Wide list batches are scored on the decode threads (batch_preparer): the same results.
     batches = source.batches(plan.input_columns, batch_rows(plan.layout.n_classes, batch_size, width),
                              dictionary_columns=plan.dictionary_columns,
-                             prepare=batch_preparer(plan, label_index) if PREPARE else None)
+                             prepare=batch_preparer(plan, label_index) if PREPARE else None,
+                             key_columns=plan.key_columns)
     # closing(): when a batch raises, stop the reader's threads now, not whenever the garbage
     # collector finalises the abandoned generator (possibly inside threading internals).
     with contextlib.closing(batches):
