@@ -245,3 +245,31 @@ def test_compare_and_history_match_zoned_keys_by_instant(tmp_path: Path):
     trends = pq.read_table(tmp_path / "hist" / "trends.parquet").to_pandas()
     hours = trends[trends["grouping"] == "hour"]
     assert len(hours) == 72 and (hours["runs"] == 2).all()
+
+
+def test_compare_pairs_rows_on_a_zoned_row_key_of_another_unit(tmp_path: Path):
+    """Row key ``ts`` (one instant a minute over the DST night) in microseconds in the baseline,
+    milliseconds in the candidate: compare brings both to one type before pairing, and the
+    two 01:xx hours' minutes are distinct keys (they were 'not unique: unpaired', and the
+    two 01:00 groups one)."""
+    ts = pd.date_range("2020-11-01 04:00Z", periods=240, freq="min").tz_convert(NY)
+    rng = np.random.default_rng(1)
+    q = rng.uniform(0.05, 0.95, len(ts))
+    a = pd.DataFrame({"ts": ts, "hour": ts.tz_convert("UTC").floor("h").tz_convert(NY), "prob": q,
+                      "label": (rng.random(len(ts)) < q).astype(int)})
+    b = a.assign(prob=np.clip(q + 0.1, 0, 1), ts=a["ts"].astype(f"datetime64[ms, {NY}]"),
+                 hour=a["hour"].astype(f"datetime64[ms, {NY}]"))
+    for df, out in ((a, "ra"), (b, "rb")):
+        df.to_parquet(tmp_path / f"{out}.parquet")
+        r = _cli("evaluate", tmp_path / f"{out}.parquet", "--key", "ts", "--by", "hour", "--no-plots",
+                 "--out", tmp_path / out, "-q")
+        assert r.exit_code == 0, r.output
+    r = _cli("compare", tmp_path / "ra", tmp_path / "rb", "--out", tmp_path / "cmp", "-q")
+    assert r.exit_code == 0, r.output
+    pairing = json.loads((tmp_path / "cmp" / "compare.json").read_text())["metadata"]["pairing"]
+    assert pairing["keys"] == ["ts"], pairing
+    cmp = pq.read_table(tmp_path / "cmp" / "by_hour.parquet")
+    assert cmp.schema.field("hour").type == pa.timestamp("us", NY)
+    df = cmp.to_pandas()
+    assert len(df) == 4 and (df["baseline_count"] == 60).all() and set(df["method"]) == {"paired"}
+    assert (df["n_paired"] == 60).all()
