@@ -283,6 +283,8 @@ class _KeyMatch:
     def apply(self, df: pd.DataFrame | None, rows: bool = False) -> pd.DataFrame | None:
         """``df`` with its key columns (``rows``: the per-row output's names of them) in the
         matched types; columns Arrow cannot read are left as they are."""
+        import pyarrow as pa
+
         from .aggregate.keys import cast_to_match
 
         if df is None or not self.targets:
@@ -291,8 +293,16 @@ class _KeyMatch:
         for col, target in self.targets.items():
             name = rows_column(col) if rows else col
             arr = _arrow_keys(df[name]) if name in df.columns else None
-            if arr is not None:
-                new[name] = pd.Series(cast_to_match(arr, target).to_pylist(), index=df.index, dtype=object)
+            if arr is None:
+                continue
+            arr = cast_to_match(arr, target)
+            if pa.types.is_timestamp(arr.type) and arr.type.tz is not None:
+                # pandas' zoned values, which compare by the instant: Python datetimes of one
+                # zone compare and hash by wall time, ignoring fold (01:30 EDT = 01:30 EST),
+                # so the index and groupby over an object column made them one key (T27)
+                new[name] = arr.to_pandas().set_axis(df.index)
+            else:
+                new[name] = pd.Series(arr.to_pylist(), index=df.index, dtype=object)
         return df.assign(**new) if new else df
 
 

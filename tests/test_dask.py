@@ -217,6 +217,22 @@ def test_dataframe_input(client):
     assert dist.rows.index.equals(local.rows.index)
 
 
+def test_zoned_key_over_the_end_of_dst(client, tmp_path):
+    """T27: the two instants of 01:30 on the night DST ends stay two groups in every partition
+    and in the merged partition states (pickled keys, merge_from), as in the local engine."""
+    hours = pd.date_range("2020-10-31 18:00", periods=12, freq="h", tz="America/New_York")
+    rng = np.random.default_rng(27)
+    df = pd.DataFrame({"hour": np.repeat(hours, 250), "label": rng.integers(0, K, 3000)})
+    p = _probs(rng, len(df))
+    df = df.assign(**{f"prob_{c}": p[:, i] for i, c in enumerate(CLASSES)})
+    path = tmp_path / "dst.parquet"
+    df.to_parquet(path, row_group_size=300)
+    local, dist = _both(path, client, by="hour", slices=["hour"], write_rows=False)
+    _assert_same(local, dist, rows=False)
+    assert dist.overall["count"] == 3000 and len(dist.groups["hour"]) == 12
+    assert (dist.groups["hour"]["count"] == 250).all()
+
+
 def test_file_urls(data, client):
     url = "file://" + str(data["hive"])
     local = evaluate(data["hive"], write_rows=False)

@@ -8,6 +8,7 @@ decides the output order of groups (dictionary order first, then by value).
 
 from __future__ import annotations
 
+import datetime as _dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,43 @@ def _canon_key(key: tuple) -> tuple:
         return tuple(_NAN if isinstance(v, float) and v != v else v for v in key)
     return key
 
+
+
+def key_values(arr: pa.Array | pa.ChunkedArray) -> list:
+    """The Python values of a key column (None for null), one-to-one with Arrow's identity
+    of its values: the one place where key values become the Python values that
+    :class:`_KeyIndex` (and whoever else) compares and hashes in dicts.
+
+    ``to_pylist()`` alone is not: Python compares and hashes two zone-aware datetimes with
+    the same ``tzinfo`` by their wall time, ignoring ``fold``, so 01:30 EDT and 01:30 EST of
+    the night daylight saving time ends (two instants, two Arrow values) would be one key
+    and one group. A timestamp in a zone with daylight saving time is therefore given at its
+    UTC offset (a fixed-offset ``datetime.timezone``): the same wall time and text
+    (``2020-11-01 01:30:00-05:00``), compared and hashed by the instant, and
+    ``pa.array(values, type=column type)`` gives back the same instants in the column's zone.
+
+    Other key types' Python values are one-to-one already: a column has one decimal scale,
+    NaN and ``-0.0`` are made null and ``0.0`` (:func:`canonical_keys`), nanosecond
+    timestamps and durations become pandas values compared by value, times of day below
+    the microsecond are refused (:func:`microsecond_times`), ``date64`` is read as
+    ``date32`` (its midnight) and intervals are no group keys
+    (:mod:`evalkit.normalize`).
+
+    >>> t = pa.array([1604208600, 1604212200], pa.timestamp("s", "America/New_York"))
+    >>> [str(v) for v in key_values(t)], len(set(key_values(t)))
+    (['2020-11-01 01:30:00-04:00', '2020-11-01 01:30:00-05:00'], 2)
+    """
+    values = arr.to_pylist()
+    t = arr.type.value_type if pa.types.is_dictionary(arr.type) else arr.type
+    if pa.types.is_timestamp(t) and t.tz is not None and not _fixed_offset(t.tz):
+        values = [v if v is None else v.astimezone(_dt.timezone(v.utcoffset())) for v in values]
+    return values
+
+
+def _fixed_offset(tz: str) -> bool:
+    """Whether an Arrow time zone has one UTC offset (``UTC``, ``+05:30``): its values'
+    ``tzinfo`` is a ``datetime.timezone`` already."""
+    return tz in ("UTC", "Z", "utc") or tz[:1] in ("+", "-")
 
 
 def _as_array(col: Any) -> pa.Array:
@@ -285,7 +323,7 @@ class _KeyIndex:
         if last is not None and (last is d or last.equals(d)):
             return
         order = self.dict_order[i]
-        for v in d.to_pylist():
+        for v in key_values(d):
             if v is not None and v not in order:
                 order[v] = len(order)
         self._last_dict[i] = d
@@ -373,7 +411,7 @@ class _KeyIndex:
         columns = []
         for d, dgt in zip(dicts, digits, strict=True):
             take = pa.array(dgt, mask=dgt >= len(d))
-            columns.append(d.take(take).to_pylist())
+            columns.append(key_values(d.take(take)))
         slots = np.empty(len(digits[0]), dtype=np.int64)
         slot_of = self.slot_of
         for j, key in enumerate(zip(*columns, strict=True)):
@@ -413,7 +451,7 @@ class _KeyIndex:
         out[valued] = enc.indices.slice(nk).to_numpy(zero_copy_only=False)
         fresh = enc.dictionary.slice(nk)
         if len(fresh):
-            self._add_many(fresh.to_pylist())
+            self._add_many(key_values(fresh))
             self._known.append(fresh)
             self._known_n += len(fresh)
         if not valued.all():  # the null key (code len(d))
@@ -450,7 +488,7 @@ class _KeyIndex:
         # values (~0.1 us each).
         if len(missing) > max(_FEW_NEW, (len(self.keys) + len(d)) // 4):
             return None
-        keys = list(zip(d.take(pa.array(missing)).to_pylist()))
+        keys = list(zip(key_values(d.take(pa.array(missing)))))
         found = [self.slot_of.get(k) for k in keys]
         new = [k[0] for k, s in zip(keys, found, strict=True) if s is None]
         if new:
