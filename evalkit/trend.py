@@ -973,7 +973,7 @@ def history(
     cache, rebuilt = _open_cache(out, overwrite and reuse)
     infos, skipped, copies, ignored = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)
     _check_grouping_names(infos)
-    _warn_inputs(skipped, copies, ignored, infos)
+    _warn_inputs(skipped, copies, ignored, infos, _listed_in(out))
     segment, notes = _segments(infos)
     runs = _Runs(infos, _run_labels([r.path for r in infos]), segment,
                  pd.DatetimeIndex([r.created for r in infos]))
@@ -1026,6 +1026,7 @@ def _build_history(result: HistoryResult, runs: _Runs, infos: list[RunInfo], opt
             build.finish_plots()
         finally:
             build.close()
+        _warn_left_out(build.left_out, _listed_in(out))
         if cache is not None:
             say(f"reused the rows of {build.reused_runs} run(s) from the history in {out}; "
                 f"read {len(infos) - build.reused_runs} report(s); kept {build.linked} monthly table "
@@ -1225,26 +1226,73 @@ def _plot_pool(wanted: bool, figures: int) -> Any:
     return start_pool(PLOT_HELPERS, nice=PLOT_NICE)
 
 
-def _warn_inputs(skipped: Sequence[tuple[str, str]], copies: Sequence[tuple[str, str]],
-                 ignored: Sequence[tuple[str, str]], infos: Sequence[RunInfo]) -> None:
-    """An :class:`~evalkit.errors.EvalkitWarning` for each thing about the inputs a nightly
-    log must show (the CLI prints them even with ``-q``): skipped reports, copies counted
-    once, glob matches that are not reports, reports read without a manifest."""
+#: Input problems of one kind (skipped reports, copies counted once, glob matches that are
+#: not reports, tables left out) warned one per line before the rest are counted in one line:
+#: a night over 3,000 broken report directories logs a few lines, not 3,000 (every one is
+#: listed in history.md / history.json, :func:`_listed_in`).
+WARN_NAMED = 5
+
+
+def _listed_in(out: Any) -> Callable[[str], str]:
+    """Where the full list of a kind (its key in history.json) is that the warnings name only
+    the first few of."""
+    if out is not None:
+        where = os.path.join(os.fspath(out), "history.json")
+        return lambda key: f'{where} ("{key}") and history.md'
+    return lambda key: f'the JSON output ("{key}": --format json; in Python, the HistoryResult)'
+
+
+def _warn_bounded(lines: Sequence[str], what: str, key: str, listed_in: Callable[[str], str]) -> None:
+    """Warn the first :data:`WARN_NAMED` of ``lines``, then one line counting the rest:
+    ``... and 395 more report directories skipped; all 400 are listed in
+    reports/history/history.json ("skipped") and history.md``."""
     import warnings
 
     from .errors import EvalkitWarning
 
-    lines = [f"skipped {p}: {why}" for p, why in skipped]
-    lines += [f"{copy} holds the same run as {kept} (same {_same_what(kept, infos)}): counted once, "
-              f"from {kept} (of copies of a run, the first by start time, then path, is read)"
-              for copy, kept in copies]
-    lines += [f"left out {p}: {why}" for p, why in ignored]
+    for line in lines[:WARN_NAMED]:
+        warnings.warn(EvalkitWarning(line), stacklevel=4)
+    if len(lines) > WARN_NAMED:
+        warnings.warn(EvalkitWarning(f"... and {len(lines) - WARN_NAMED:,} more {what}; all {len(lines):,} are "
+                                     f"listed in {listed_in(key)}"), stacklevel=4)
+
+
+def _warn_inputs(skipped: Sequence[tuple[str, str]], copies: Sequence[tuple[str, str]],
+                 ignored: Sequence[tuple[str, str]], infos: Sequence[RunInfo],
+                 listed_in: Callable[[str], str]) -> None:
+    """:class:`~evalkit.errors.EvalkitWarning` s for what about the inputs a nightly log must
+    show (the CLI prints them even with ``-q``): skipped reports, copies counted once, glob
+    matches that are not reports, reports read without a manifest; of each kind the first
+    :data:`WARN_NAMED` by name, then how many more (:func:`_warn_bounded`)."""
+    import warnings
+
+    from .errors import EvalkitWarning
+
+    _warn_bounded([f"skipped {p}: {why}" for p, why in skipped], "report directories skipped", "skipped",
+                  listed_in)
+    _warn_bounded([f"{copy} holds the same run as {kept} (same {_same_what(kept, infos)}): counted once, "
+                   f"from {kept} (of copies of a run, the first by start time, then path, is read)"
+                   for copy, kept in copies], "copies of a run counted once", "duplicates", listed_in)
+    _warn_bounded([f"left out {p}: {why}" for p, why in ignored], "glob matches left out (not evaluate reports)",
+                  "ignored", listed_in)
     old = [str(r.path) for r in infos if not r.verified]
     if old:
-        lines.append(f"{len(old)} report(s) written before manifests read without checking their files "
-                     f"({', '.join(old[:3])}{' ...' if len(old) > 3 else ''})")
-    for line in lines:
-        warnings.warn(EvalkitWarning(line), stacklevel=3)
+        warnings.warn(EvalkitWarning(
+            f"{len(old)} report(s) written before manifests read without checking their files "
+            f"({', '.join(old[:3])}{' ...' if len(old) > 3 else ''})"), stacklevel=3)
+
+
+def _warn_left_out(bad: Sequence[tuple[str, str, str]], listed_in: Callable[[str], str]) -> None:
+    """The grouped tables left out when read (``(path, why, grouping)``, skip_bad), warned once
+    the groupings are built: one line per report and reason naming its groupings left out (a
+    damaged grouped.parquet fails every grouping of its run alike: named once, not once per
+    grouping), bounded as :func:`_warn_bounded`."""
+    by_report: dict[tuple[str, str], list[str]] = {}
+    for path, why, grouping in bad:
+        by_report.setdefault((path, why), []).append(grouping)
+    lines = [f"skipped {path}: {why} (grouping{'s' if len(names) > 1 else ''} {', '.join(names)} left out "
+             "for this run)" for (path, why), names in by_report.items()]
+    _warn_bounded(lines, "reports whose tables were left out", "skipped", listed_in)  # one entry per table
 
 
 #: Columns of history's own tables (tidy months, trends.parquet, runs.parquet): a grouping
@@ -1726,6 +1774,7 @@ class _Build:
     _read: set[int] = field(default_factory=set)  # runs at least one table was read from
     linked: int = 0  # month files kept from the earlier history
     written: int = 0  # month files written tonight
+    left_out: list[tuple[str, str, str]] = field(default_factory=list)  # (path, why, grouping): tables skipped
 
     def __post_init__(self) -> None:
         if self.tmp is not None:
@@ -1791,8 +1840,7 @@ class _Build:
         res, runs, name = self.result, self.runs, built.name
         for i, err in built.bad:
             res.skipped.append((str(runs.infos[i].path), f"{err} (grouping {name} left out for this run)"))
-        if built.bad:
-            _warn_inputs(res.skipped[-len(built.bad):], (), (), ())
+            self.left_out.append((str(runs.infos[i].path), err, name))  # warned at the end (_warn_left_out)
         if built.notes:
             import warnings
 
