@@ -120,8 +120,9 @@ TIDY_CODEC = "lz4"  # the tidy tables are rewritten every night: lz4 encodes in 
 TIDY_STATISTICS = ("run_id", "created")
 #: The layout of the tidy month files: a history written in another layout (an evalkit
 #: before TIDY_STATISTICS: 1; before ``run_id`` was the report's recorded run id, not a
-#: label from its path: 2) is not reused (its months would differ from tonight's).
-TIDY_LAYOUT = b"3"
+#: label from its path: 2; before an unweighted run's ``n_eff`` was null, not NaN: 3) is not
+#: reused (its months would differ from tonight's).
+TIDY_LAYOUT = b"4"
 
 
 # -- change detection -------------------------------------------------------------------------
@@ -655,6 +656,12 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
     nan = np.full(len(g.run_pos), np.nan)
     count = st.get("count", nan)
     keep = count > 0  # a class with no rows in a run is not a group of that run
+    weighed = np.array([r.weight is not None for r in runs.infos], dtype=bool)[g.run_pos] \
+        if len(g.run_pos) else np.zeros(0, dtype=bool)
+    if "weighted_mean" in st and weighed.any():
+        # nor is a group without weight in a weighted run: it has no weighted mean (evaluate
+        # writes none, nor an interval), and its unweighted mean is another statistic
+        keep &= ~(weighed & np.isnan(st["weighted_mean"]))
     ordered = bool(np.all(g.run_pos[1:] >= g.run_pos[:-1])) if len(g.run_pos) else True
     order: np.ndarray | None = None
     if not ordered or not keep.all():
@@ -682,7 +689,8 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
         sem = standard_error(count, col("std"))
     else:
         sem = col("sem").copy()
-        no_sem = np.isnan(sem)
+        # (a weighted run's sem is its weighted mean's: none where n_eff < 2, never from std)
+        no_sem = np.isnan(sem) if weighted is None else np.isnan(sem) & ~weighted
         if no_sem.any():
             sem[no_sem] = standard_error(count[no_sem], col("std")[no_sem])
     dfs, where = _distinct(df)
@@ -701,7 +709,10 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
         "created": pa.array(runs.created_us[pos], pa.timestamp("us", tz="UTC")),
         "segment": pa.array(runs.segment[pos]),
         **dict(zip(cols, keys, strict=True)),
-        "count": whole(count), "mean": mean, "sem": sem, "n_eff": n_eff, "ci_low": lo, "ci_high": hi,
+        # n_eff: null (empty, as the README says) where a run is unweighted or its weighted mean
+        # is undefined, as evaluate's tables hold it; never NaN, which readers take for a value
+        "count": whole(count), "mean": mean, "sem": sem, "n_eff": pa.array(n_eff, from_pandas=True),
+        "ci_low": lo, "ci_high": hi,
         "clipped_low": whole(col("clipped_low")), "accuracy": col("accuracy"),
     }
     return _Tidy(pa.table(columns), np.empty(0, np.int64), pd.DataFrame(), pa.table({}), pos, count, mean, sem)
