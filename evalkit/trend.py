@@ -1059,6 +1059,15 @@ WORKERS_MIN_TABLES = 2_000
 #: about 0.45 GiB each with 4 and 16).
 WORKER_READ_AHEAD = 2
 WORKER_WRITES_QUEUED = 8
+#: A worker that sends nothing and uses no CPU time for this long makes no progress (stopped
+#: by SIGSTOP or a debugger, frozen by the system, deadlocked): it is ended and its groupings
+#: are built here, as for a worker that died (:func:`_take_from_workers`). A grouping of a
+#: year of nightly reports takes a worker a few seconds of CPU; waiting on a disk uses some too.
+WORKER_STALL_S = 60.0
+#: Where a worker's CPU time cannot be read (no ``/proc``): silence alone, this long.
+WORKER_SILENT_S = 600.0
+#: How often the history process looks at a worker it waits for.
+WORKER_POLL_S = 1.0
 
 
 def _start_workers(build: _Build, infos: Sequence[RunInfo], skip_bad: bool,
@@ -1186,13 +1195,42 @@ def _take_from_workers(build: _Build, infos: Sequence[RunInfo], skip_bad: bool,
         w.listen(sink)
     waiting: dict[Any, collections.deque[Any]] = {w: collections.deque() for w, _s in workers}
     plotted: set[str] = set()
+    shares = {w: share for w, share in workers}
+    # when each worker was last seen making progress (a message, or CPU time used), and its CPU time then
+    last_progress: dict[Any, tuple[float, int | None]] = {w: (time.monotonic(), w.cpu_ticks()) for w, _s in workers}
+
+    def stalled(w: Any) -> bool:
+        """True (and warned) when ``w`` made no progress for :data:`WORKER_STALL_S`."""
+        now, ticks = time.monotonic(), w.cpu_ticks()
+        since, before = last_progress[w]
+        if ticks is not None and ticks != before:
+            last_progress[w] = (now, ticks)
+            return False
+        limit = WORKER_STALL_S if ticks is not None else WORKER_SILENT_S
+        if now - since < limit:
+            return False
+        from .errors import EvalkitWarning
+
+        warnings.warn(EvalkitWarning(
+            f"a history worker process (pid {w.pid}, building {', '.join(shares[w])}) made no progress for "
+            f"{now - since:.0f} s (stopped, e.g. by SIGSTOP or a debugger, or frozen): it is ended and its "
+            "groupings are built in the history process"), stacklevel=2)
+        return True
 
     def next_from(w: Any) -> Any:
         """``w``'s next message; meanwhile every grouping any worker built has its plot
         queued at once (the helpers draw the later workers' plots while the first's
-        groupings are taken)."""
+        groupings are taken). A worker that makes no progress (:func:`stalled`) is taken
+        for gone."""
         while not waiting[w]:
-            src, msg = sink.get()
+            try:
+                src, msg = sink.get(timeout=WORKER_POLL_S)
+            except queue.Empty:
+                if stalled(w):
+                    w.kill()  # before its groupings are built again here: it never writes again
+                    waiting[w].append(Worker.GONE)
+                continue
+            last_progress[src] = (time.monotonic(), last_progress[src][1])
             if msg is not Worker.GONE and msg[0] == "built" and build.plots and msg[1].window is not None:
                 build.queue_plot(msg[1])
                 plotted.add(msg[1].name)
