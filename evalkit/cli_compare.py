@@ -70,7 +70,8 @@ def compare(baseline: str, candidate: str, out: str | None, overwrite: bool,
     For every grouping (overall, class, split, --by slices) each group gets both mean losses,
     delta = candidate - baseline (positive = worse), the relative delta, both counts and a
     confidence interval of the delta: paired per-row differences when both runs hold the
-    same row keys (e.g. id), otherwise an unpaired bootstrap (deterministic, --seed).
+    same row keys (e.g. id); when some keys are in one run only, the rows in both paired and
+    the others counted ('partly paired'); otherwise an unpaired bootstrap (deterministic, --seed).
     Groups in one run only are listed. Runs with different eps or classes are refused
     unless --allow-mismatch.
 

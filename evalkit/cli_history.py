@@ -46,8 +46,9 @@ from .cli_common import (
               help="Leave out report directories that are corrupt, edited since evalkit wrote them, "
                    "or not evalkit reports, instead of failing with exit code 3. A grouped table found "
                    "damaged only when read (content edited, impossible values) leaves out that "
-                   "grouping of that run; the rest of the report is used. Each is named in the "
-                   "report and on stderr.")
+                   "grouping of that run; the rest of the report is used. Each is listed in the "
+                   "report (history.md, history.json); stderr names the first 5 of each kind and "
+                   "counts the rest.")
 @click.option("--reuse/--no-reuse", default=None,
               help="Reuse the rows of the history already in --out for reports that did not change "
                    "(default: reuse). Unchanged means same size, modification time and manifest "

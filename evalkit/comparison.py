@@ -16,8 +16,15 @@ baseline_mean`` and a confidence interval of the delta:
     e.g. ``id``; or ``pair_on``): the per-row differences ``d = loss_candidate - loss_baseline``
     give a t-interval ``mean(d) +- t * sd(d) / sqrt(n)`` (``ci_method`` ``"t"``). Pairing removes
     the example-to-example variance, so the interval is much narrower than unpaired.
+``partly paired``
+    The group's rows are partly the same examples (ids added or dropped between the runs):
+    the delta is still of the group's means over all its rows; its t-interval treats the
+    rows both runs hold as pairs and the others as independent (the partially overlapping
+    samples t-test, :func:`~evalkit.inference.partly_paired_ci`); ``n_paired`` counts the
+    pairs, so ``baseline_count - n_paired`` and ``candidate_count - n_paired`` rows had no
+    partner (the metadata's ``pairing`` counts them over the whole run).
 ``unpaired``
-    Otherwise (different rows, keys absent or not unique): a percentile bootstrap of the
+    Otherwise (no row in common, keys absent or not unique): a percentile bootstrap of the
     difference of means (``ci_method`` ``"bootstrap"``), vectorised and deterministic for a
     seed; above ``boot_limit`` rows on a side, the Welch normal approximation (``"normal"``),
     which the bootstrap matches at that size.
@@ -82,6 +89,7 @@ from .gates import GateFailure
 from .inference import (
     bootstrap_diff_ci,
     paired_ci,
+    partly_paired_ci,
     t_quantile,
     weighted_mean_sem,
     weighted_paired_ci,
@@ -401,6 +409,7 @@ class _Pairing:
     keys: tuple[str, ...]
     match: np.ndarray | None  # for each baseline row, the candidate row with its key, or -1
     reason: str
+    alone: tuple[int, int] = (0, 0)  # baseline, candidate rows whose key the other run does not hold
 
 
 def _pairing(b_rows: pd.DataFrame | None, c_rows: pd.DataFrame | None, keys: tuple[str, ...],
@@ -431,7 +440,31 @@ def _pairing(b_rows: pd.DataFrame | None, c_rows: pd.DataFrame | None, keys: tup
     except (TypeError, ValueError):
         return _Pairing((), None, f"row keys {', '.join(keys)} have different types in the runs")
     how = "".join(f" ({n.split(': ', 1)[1]})" for n in matched.notes)  # a row key whose type changed
-    return _Pairing(keys, match, f"paired on {', '.join(keys)} where both runs hold the same keys{how}")
+    paired = int((match >= 0).sum())
+    alone = (len(ib) - paired, len(ic) - paired)  # rows whose key the other run does not hold
+    return _Pairing(keys, match, f"paired on {', '.join(keys)} where both runs hold the same keys{how}",
+                    alone)
+
+
+def _unpaired_note(pairing: _Pairing, b_rows: pd.DataFrame | None, c_rows: pd.DataFrame | None,
+                   weight: str | None) -> str:
+    """What the pairing says of rows whose key is in one run only (ids added or dropped):
+    how many, how their groups' intervals are made, and the mean loss difference over the
+    rows in both (the change of the model alone, without the change of the rows)."""
+    nb, nc = pairing.alone
+    if pairing.match is None or not (nb or nc):
+        return ""
+    paired = int((pairing.match >= 0).sum())
+    note = (f"; {nb:,} baseline and {nc:,} candidate row(s) have no partner (keys in one run only): a group's "
+            "delta is of its means over all its rows, ")
+    if weight is not None:
+        return note + "its interval Welch's from each side's weighted mean (weighted runs)"
+    note += "its interval pairs the rows in both (method 'partly paired'; n_paired counts them)"
+    if paired and b_rows is not None and c_rows is not None:
+        m = np.flatnonzero(pairing.match >= 0)
+        d = c_rows["loss"].to_numpy(np.float64)[pairing.match[m]] - b_rows["loss"].to_numpy(np.float64)[m]
+        note += f"; over the {paired:,} rows in both alone, the mean loss changed by {float(d.mean()):+.4g}"
+    return note
 
 
 def _compare_grouping(name: str, b: _Run, c: _Run, b_rows: pd.DataFrame | None,
@@ -496,6 +529,19 @@ def _compare_grouping(name: str, b: _Run, c: _Run, b_rows: pd.DataFrame | None,
 
 
 
+def _pairs_within(match: np.ndarray, ib: np.ndarray, ic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of one group: positions in ``ib`` and ``ic`` (the group's baseline and
+    candidate rows) of the rows whose key both runs hold in this group (a row whose key moved
+    to another group, e.g. its label changed, is not a pair here). O(group log group): many
+    small groups cost what their rows do."""
+    order = np.argsort(ic, kind="stable")
+    sorted_ic = ic[order]
+    partner = match[ib]
+    at = np.minimum(np.searchsorted(sorted_ic, partner), len(ic) - 1)
+    pb = np.flatnonzero((partner >= 0) & (sorted_ic[at] == partner))
+    return pb, order[at[pb]]
+
+
 def _rows_interval(rec: dict[str, Any], lb: np.ndarray, lc: np.ndarray, ib: np.ndarray,
                    ic: np.ndarray, pairing: _Pairing, *, confidence: float, boot_limit: int,
                    n_boot: int, rng: Callable[[], np.random.Generator],
@@ -520,6 +566,13 @@ def _rows_interval(rec: dict[str, Any], lb: np.ndarray, lc: np.ndarray, ib: np.n
                 rec.update(method="paired", ci_method="t", n_paired=len(d))
                 return weighted_paired_ci(d, wb[ib], confidence)
     xb, xc = lb[ib], lc[ic]
+    if pairing.match is not None and not weighted and len(ib) and len(ic):
+        # some rows in one run only (ids added or dropped): the rows both runs hold are
+        # pairs, the others independent; the delta stays that of the groups' means
+        pb, pc = _pairs_within(pairing.match, ib, ic)
+        if len(pb) >= 2:
+            rec.update(method="partly paired", ci_method="t", n_paired=len(pb))
+            return partly_paired_ci(xb, xc, pb, pc, confidence)
     rec["method"] = "unpaired"
     if weighted:
         assert wb is not None and wc is not None
@@ -814,6 +867,10 @@ def compare(
         b_rows, c_rows = _load_rows(b, c, common, keys, check_keys=pair_on is not None)
     pairing = _pairing(b_rows, c_rows, keys, reason)
     weight = compared_weight(b, c)
+    unpaired = _unpaired_note(pairing, b_rows, c_rows, weight)
+    if unpaired:
+        pairing.reason += unpaired
+        warnings.warn(EvalkitWarning(pairing.reason), stacklevel=2)  # on stderr too: the delta's rows differ
     tables = {
         name: _compare_grouping(name, b, c, b_rows, c_rows, pairing, seed=int(seed), n_boot=int(n_boot),
                                 confidence=confidence, boot_limit=boot_limit, weight=weight)
@@ -917,7 +974,8 @@ def _compare_metadata(b: _Run, c: _Run, cfg: Any, tables: Mapping[str, pd.DataFr
         "config_file": getattr(cfg, "source_file", None),
         "config": cfg.to_dict() if cfg is not None else None,
         "config_hash": hashlib.sha256(json.dumps(config_blob, sort_keys=True, default=str).encode()).hexdigest()[:16],
-        "pairing": {"keys": list(pairing.keys), "reason": pairing.reason},
+        "pairing": {"keys": list(pairing.keys), "reason": pairing.reason,
+                    "unpaired_baseline_rows": pairing.alone[0], "unpaired_candidate_rows": pairing.alone[1]},
         "methods": methods,
         "groupings": [g for g in b.groupings if g in c.groupings],
         "groupings_only_in_baseline": [g for g in b.groupings if g not in c.groupings],

@@ -485,6 +485,44 @@ def paired_ci(d: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
     return m - t * se, m + t * se
 
 
+def partly_paired_ci(xb: np.ndarray, xc: np.ndarray, pb: np.ndarray, pc: np.ndarray,
+                     confidence: float = 0.95) -> tuple[float, float]:
+    """t-interval of ``mean(xc) - mean(xb)`` when the rows ``xb[pb]`` and ``xc[pc]`` are pairs
+    (the same examples in both runs) and the others are in one run only: the partially
+    overlapping samples t-test (Derrick, Toher and White 2017, *The Quantitative Methods for
+    Psychology* 13(2), T_new2). The variance of the difference of the two means loses the
+    covariance of the pairs, ``2 r S_b S_c n_p / (n_b n_c)`` (``S``: each run's sd over all its
+    rows, ``r``: the pairs' correlation); the degrees of freedom lie between the paired
+    test's ``n_p - 1`` and Welch's. All rows paired: the paired t-interval
+    (:func:`paired_ci`); none: Welch's t-interval. NaN when a side has fewer than 2 rows.
+
+    >>> b = np.array([1.0, 2.0, 3.0, 4.0]); c = np.array([1.1, 2.2, 3.1, 4.3, 9.0])
+    >>> lo, hi = partly_paired_ci(b, c, np.arange(4), np.arange(4))  # the 5th: in c only
+    >>> round(float(c.mean() - b.mean()), 3), round(lo, 3), round(hi, 3)
+    (1.44, -1.119, 3.999)
+    """
+    nb, nc, n_p = len(xb), len(xc), len(pb)
+    if nb < 2 or nc < 2:
+        return math.nan, math.nan
+    vb, vc = float(np.var(xb, ddof=1)), float(np.var(xc, ddof=1))
+    cov = 0.0
+    if n_p >= 2:
+        a, b = xb[pb], xc[pc]
+        sa, sb = float(np.std(a, ddof=1)), float(np.std(b, ddof=1))
+        if sa > 0 and sb > 0:
+            r = float(np.mean((a - a.mean()) * (b - b.mean()))) * n_p / (n_p - 1) / (sa * sb)
+            cov = r * math.sqrt(vb * vc) * n_p / (nb * nc)
+    var = max(vb / nb + vc / nc - 2 * cov, 0.0)
+    welch_den = (vb / nb) ** 2 / (nb - 1) + (vc / nc) ** 2 / (nc - 1)
+    gamma = (vb / nb + vc / nc) ** 2 / welch_den if welch_den > 0 else float(nb + nc - 2)
+    n_one = (nb - n_p) + (nc - n_p)  # rows in one run only
+    df = (n_p - 1) + (gamma - n_p + 1) * n_one / (n_one + 2 * n_p) if n_p >= 1 else gamma
+    df = max(df, 1.0)
+    d = float(np.mean(xc) - np.mean(xb))
+    half = float(t_quantile(0.5 + confidence / 2, df)) * math.sqrt(var)
+    return d - half, d + half
+
+
 def weighted_mean_sem(x: np.ndarray, w: np.ndarray) -> tuple[float, float, float]:
     """Weighted mean of ``x`` with weights ``w`` (same length, ``w >= 0``), its standard
     error and Kish's effective sample size: ``(mean, sem, n_eff)``. The sd is the weighted

@@ -763,6 +763,34 @@ class Worker:
         """This process's ends of the worker's pipes (a process forked later closes them)."""
         return () if self._ch is None else (self._ch.to_child, self._ch.from_child)
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._ch is None else self._ch.pid
+
+    def kill(self) -> None:
+        """SIGKILL the worker now (it runs nothing more, not even a stopped one resumed:
+        nothing it would still write can land after this); :meth:`close` reaps it."""
+        if self._ch is not None and self._ch.pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(self._ch.pid, signal.SIGKILL)
+
+    def cpu_ticks(self) -> int | None:
+        """The CPU time the worker has used so far (all its threads, in clock ticks), or None
+        where that cannot be read (no ``/proc``; the worker gone). A worker whose count stays
+        put while it sends nothing makes no progress (stopped, frozen, deadlocked)."""
+        if self._ch is None or self._ch.pid is None:
+            return None
+        try:
+            with open(f"/proc/{self._ch.pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            return None
+        fields = stat[stat.rfind(b")") + 2:].split()
+        try:
+            return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15 of stat)
+        except (IndexError, ValueError):
+            return None
+
     def receive(self) -> Any:
         """The next object the worker sent; EOFError once it is gone without sending more
         (it returned, raised, was killed, or sent what cannot be read back)."""

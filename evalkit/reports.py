@@ -890,10 +890,13 @@ def _all_plausible(stats: Mapping[str, np.ndarray]) -> bool:
         return acc is None or bool(acc.min() >= 0 and acc.max() <= 1)
 
 
-def _bad_values(stats: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, str]]:
+def _bad_values(stats: Mapping[str, np.ndarray], weighted: np.ndarray | None = None,
+                ) -> dict[str, tuple[np.ndarray, str]]:
     """Rows whose statistics no evaluate report can hold, per column: ``{column: (mask,
     what)}``. A loss is >= 0 and finite; counts are whole and >= 0; a spread (``std`` /
-    ``sem``) is >= 0 and present wherever a group has 2 rows or more; clipped counts lie in
+    ``sem``) is >= 0 and present wherever a group has 2 rows or more (``weighted``: rows of
+    weighted runs, whose ``sem`` is the weighted mean's: present wherever ``n_eff`` >= 2; a
+    group with too little weight has none, as evaluate writes it); clipped counts lie in
     [0, count]; accuracy in [0, 1]."""
     if _all_plausible(stats):
         return {}
@@ -910,9 +913,13 @@ def _bad_values(stats: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, 
         ]
         spread = _spread(stats)
         if spread is not None:
+            needed = count >= 2
+            if weighted is not None and "std" not in stats:  # the weighted mean's sem: n_eff >= 2
+                needed = np.where(weighted, stats.get("n_eff", nan) >= 2, needed)
             checks.append(("sem" if "std" not in stats else "std",
-                           used & ((spread < 0) | np.isinf(spread) | (np.isnan(spread) & (count >= 2))),
-                           "negative, infinite, or missing where count >= 2"))
+                           used & ((spread < 0) | np.isinf(spread) | (np.isnan(spread) & needed)),
+                           "negative, infinite, or missing where count >= 2"
+                           + (" (a weighted run: n_eff >= 2)" if weighted is not None and weighted.any() else "")))
         if "clipped_low" in stats:
             v = stats["clipped_low"]
             checks.append(("clipped_low", used & ((v < 0) | (v > count)), "outside [0, count]"))
@@ -934,7 +941,8 @@ def _bad_values(stats: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, 
 def _check_values(g: GroupedRuns, infos: Sequence[RunInfo], grouping: str, skip_bad: bool) -> GroupedRuns:
     """Refuse (or with ``skip_bad`` leave out, listed in ``bad``) every run whose table holds
     a value :func:`_bad_values` rejects; the error names the file, column and sample rows."""
-    bad = _bad_values(g.stats)
+    weighted = np.array([r.weight is not None for r in infos], dtype=bool)
+    bad = _bad_values(g.stats, weighted[g.run_pos] if len(weighted) else None)
     if not bad:
         return g
     run_bad = np.zeros(len(g.run_pos), dtype=bool)

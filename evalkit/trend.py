@@ -120,8 +120,9 @@ TIDY_CODEC = "lz4"  # the tidy tables are rewritten every night: lz4 encodes in 
 TIDY_STATISTICS = ("run_id", "created")
 #: The layout of the tidy month files: a history written in another layout (an evalkit
 #: before TIDY_STATISTICS: 1; before ``run_id`` was the report's recorded run id, not a
-#: label from its path: 2) is not reused (its months would differ from tonight's).
-TIDY_LAYOUT = b"3"
+#: label from its path: 2; before an unweighted run's ``n_eff`` was null, not NaN: 3) is not
+#: reused (its months would differ from tonight's).
+TIDY_LAYOUT = b"4"
 
 
 # -- change detection -------------------------------------------------------------------------
@@ -655,6 +656,12 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
     nan = np.full(len(g.run_pos), np.nan)
     count = st.get("count", nan)
     keep = count > 0  # a class with no rows in a run is not a group of that run
+    weighed = np.array([r.weight is not None for r in runs.infos], dtype=bool)[g.run_pos] \
+        if len(g.run_pos) else np.zeros(0, dtype=bool)
+    if "weighted_mean" in st and weighed.any():
+        # nor is a group without weight in a weighted run: it has no weighted mean (evaluate
+        # writes none, nor an interval), and its unweighted mean is another statistic
+        keep &= ~(weighed & np.isnan(st["weighted_mean"]))
     ordered = bool(np.all(g.run_pos[1:] >= g.run_pos[:-1])) if len(g.run_pos) else True
     order: np.ndarray | None = None
     if not ordered or not keep.all():
@@ -682,7 +689,8 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
         sem = standard_error(count, col("std"))
     else:
         sem = col("sem").copy()
-        no_sem = np.isnan(sem)
+        # (a weighted run's sem is its weighted mean's: none where n_eff < 2, never from std)
+        no_sem = np.isnan(sem) if weighted is None else np.isnan(sem) & ~weighted
         if no_sem.any():
             sem[no_sem] = standard_error(count[no_sem], col("std")[no_sem])
     dfs, where = _distinct(df)
@@ -701,7 +709,10 @@ def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: floa
         "created": pa.array(runs.created_us[pos], pa.timestamp("us", tz="UTC")),
         "segment": pa.array(runs.segment[pos]),
         **dict(zip(cols, keys, strict=True)),
-        "count": whole(count), "mean": mean, "sem": sem, "n_eff": n_eff, "ci_low": lo, "ci_high": hi,
+        # n_eff: null (empty, as the README says) where a run is unweighted or its weighted mean
+        # is undefined, as evaluate's tables hold it; never NaN, which readers take for a value
+        "count": whole(count), "mean": mean, "sem": sem, "n_eff": pa.array(n_eff, from_pandas=True),
+        "ci_low": lo, "ci_high": hi,
         "clipped_low": whole(col("clipped_low")), "accuracy": col("accuracy"),
     }
     return _Tidy(pa.table(columns), np.empty(0, np.int64), pd.DataFrame(), pa.table({}), pos, count, mean, sem)
@@ -973,7 +984,7 @@ def history(
     cache, rebuilt = _open_cache(out, overwrite and reuse)
     infos, skipped, copies, ignored = _open_runs(reports, out, skip_bad, cache.trusted if cache else None)
     _check_grouping_names(infos)
-    _warn_inputs(skipped, copies, ignored, infos)
+    _warn_inputs(skipped, copies, ignored, infos, _listed_in(out))
     segment, notes = _segments(infos)
     runs = _Runs(infos, _run_labels([r.path for r in infos]), segment,
                  pd.DatetimeIndex([r.created for r in infos]))
@@ -1026,6 +1037,7 @@ def _build_history(result: HistoryResult, runs: _Runs, infos: list[RunInfo], opt
             build.finish_plots()
         finally:
             build.close()
+        _warn_left_out(build.left_out, _listed_in(out))
         if cache is not None:
             say(f"reused the rows of {build.reused_runs} run(s) from the history in {out}; "
                 f"read {len(infos) - build.reused_runs} report(s); kept {build.linked} monthly table "
@@ -1047,6 +1059,15 @@ WORKERS_MIN_TABLES = 2_000
 #: about 0.45 GiB each with 4 and 16).
 WORKER_READ_AHEAD = 2
 WORKER_WRITES_QUEUED = 8
+#: A worker that sends nothing and uses no CPU time for this long makes no progress (stopped
+#: by SIGSTOP or a debugger, frozen by the system, deadlocked): it is ended and its groupings
+#: are built here, as for a worker that died (:func:`_take_from_workers`). A grouping of a
+#: year of nightly reports takes a worker a few seconds of CPU; waiting on a disk uses some too.
+WORKER_STALL_S = 60.0
+#: Where a worker's CPU time cannot be read (no ``/proc``): silence alone, this long.
+WORKER_SILENT_S = 600.0
+#: How often the history process looks at a worker it waits for.
+WORKER_POLL_S = 1.0
 
 
 def _start_workers(build: _Build, infos: Sequence[RunInfo], skip_bad: bool,
@@ -1174,13 +1195,42 @@ def _take_from_workers(build: _Build, infos: Sequence[RunInfo], skip_bad: bool,
         w.listen(sink)
     waiting: dict[Any, collections.deque[Any]] = {w: collections.deque() for w, _s in workers}
     plotted: set[str] = set()
+    shares = {w: share for w, share in workers}
+    # when each worker was last seen making progress (a message, or CPU time used), and its CPU time then
+    last_progress: dict[Any, tuple[float, int | None]] = {w: (time.monotonic(), w.cpu_ticks()) for w, _s in workers}
+
+    def stalled(w: Any) -> bool:
+        """True (and warned) when ``w`` made no progress for :data:`WORKER_STALL_S`."""
+        now, ticks = time.monotonic(), w.cpu_ticks()
+        since, before = last_progress[w]
+        if ticks is not None and ticks != before:
+            last_progress[w] = (now, ticks)
+            return False
+        limit = WORKER_STALL_S if ticks is not None else WORKER_SILENT_S
+        if now - since < limit:
+            return False
+        from .errors import EvalkitWarning
+
+        warnings.warn(EvalkitWarning(
+            f"a history worker process (pid {w.pid}, building {', '.join(shares[w])}) made no progress for "
+            f"{now - since:.0f} s (stopped, e.g. by SIGSTOP or a debugger, or frozen): it is ended and its "
+            "groupings are built in the history process"), stacklevel=2)
+        return True
 
     def next_from(w: Any) -> Any:
         """``w``'s next message; meanwhile every grouping any worker built has its plot
         queued at once (the helpers draw the later workers' plots while the first's
-        groupings are taken)."""
+        groupings are taken). A worker that makes no progress (:func:`stalled`) is taken
+        for gone."""
         while not waiting[w]:
-            src, msg = sink.get()
+            try:
+                src, msg = sink.get(timeout=WORKER_POLL_S)
+            except queue.Empty:
+                if stalled(w):
+                    w.kill()  # before its groupings are built again here: it never writes again
+                    waiting[w].append(Worker.GONE)
+                continue
+            last_progress[src] = (time.monotonic(), last_progress[src][1])
             if msg is not Worker.GONE and msg[0] == "built" and build.plots and msg[1].window is not None:
                 build.queue_plot(msg[1])
                 plotted.add(msg[1].name)
@@ -1225,26 +1275,73 @@ def _plot_pool(wanted: bool, figures: int) -> Any:
     return start_pool(PLOT_HELPERS, nice=PLOT_NICE)
 
 
-def _warn_inputs(skipped: Sequence[tuple[str, str]], copies: Sequence[tuple[str, str]],
-                 ignored: Sequence[tuple[str, str]], infos: Sequence[RunInfo]) -> None:
-    """An :class:`~evalkit.errors.EvalkitWarning` for each thing about the inputs a nightly
-    log must show (the CLI prints them even with ``-q``): skipped reports, copies counted
-    once, glob matches that are not reports, reports read without a manifest."""
+#: Input problems of one kind (skipped reports, copies counted once, glob matches that are
+#: not reports, tables left out) warned one per line before the rest are counted in one line:
+#: a night over 3,000 broken report directories logs a few lines, not 3,000 (every one is
+#: listed in history.md / history.json, :func:`_listed_in`).
+WARN_NAMED = 5
+
+
+def _listed_in(out: Any) -> Callable[[str], str]:
+    """Where the full list of a kind (its key in history.json) is that the warnings name only
+    the first few of."""
+    if out is not None:
+        where = os.path.join(os.fspath(out), "history.json")
+        return lambda key: f'{where} ("{key}") and history.md'
+    return lambda key: f'the JSON output ("{key}": --format json; in Python, the HistoryResult)'
+
+
+def _warn_bounded(lines: Sequence[str], what: str, key: str, listed_in: Callable[[str], str]) -> None:
+    """Warn the first :data:`WARN_NAMED` of ``lines``, then one line counting the rest:
+    ``... and 395 more report directories skipped; all 400 are listed in
+    reports/history/history.json ("skipped") and history.md``."""
     import warnings
 
     from .errors import EvalkitWarning
 
-    lines = [f"skipped {p}: {why}" for p, why in skipped]
-    lines += [f"{copy} holds the same run as {kept} (same {_same_what(kept, infos)}): counted once, "
-              f"from {kept} (of copies of a run, the first by start time, then path, is read)"
-              for copy, kept in copies]
-    lines += [f"left out {p}: {why}" for p, why in ignored]
+    for line in lines[:WARN_NAMED]:
+        warnings.warn(EvalkitWarning(line), stacklevel=4)
+    if len(lines) > WARN_NAMED:
+        warnings.warn(EvalkitWarning(f"... and {len(lines) - WARN_NAMED:,} more {what}; all {len(lines):,} are "
+                                     f"listed in {listed_in(key)}"), stacklevel=4)
+
+
+def _warn_inputs(skipped: Sequence[tuple[str, str]], copies: Sequence[tuple[str, str]],
+                 ignored: Sequence[tuple[str, str]], infos: Sequence[RunInfo],
+                 listed_in: Callable[[str], str]) -> None:
+    """:class:`~evalkit.errors.EvalkitWarning` s for what about the inputs a nightly log must
+    show (the CLI prints them even with ``-q``): skipped reports, copies counted once, glob
+    matches that are not reports, reports read without a manifest; of each kind the first
+    :data:`WARN_NAMED` by name, then how many more (:func:`_warn_bounded`)."""
+    import warnings
+
+    from .errors import EvalkitWarning
+
+    _warn_bounded([f"skipped {p}: {why}" for p, why in skipped], "report directories skipped", "skipped",
+                  listed_in)
+    _warn_bounded([f"{copy} holds the same run as {kept} (same {_same_what(kept, infos)}): counted once, "
+                   f"from {kept} (of copies of a run, the first by start time, then path, is read)"
+                   for copy, kept in copies], "copies of a run counted once", "duplicates", listed_in)
+    _warn_bounded([f"left out {p}: {why}" for p, why in ignored], "glob matches left out (not evaluate reports)",
+                  "ignored", listed_in)
     old = [str(r.path) for r in infos if not r.verified]
     if old:
-        lines.append(f"{len(old)} report(s) written before manifests read without checking their files "
-                     f"({', '.join(old[:3])}{' ...' if len(old) > 3 else ''})")
-    for line in lines:
-        warnings.warn(EvalkitWarning(line), stacklevel=3)
+        warnings.warn(EvalkitWarning(
+            f"{len(old)} report(s) written before manifests read without checking their files "
+            f"({', '.join(old[:3])}{' ...' if len(old) > 3 else ''})"), stacklevel=3)
+
+
+def _warn_left_out(bad: Sequence[tuple[str, str, str]], listed_in: Callable[[str], str]) -> None:
+    """The grouped tables left out when read (``(path, why, grouping)``, skip_bad), warned once
+    the groupings are built: one line per report and reason naming its groupings left out (a
+    damaged grouped.parquet fails every grouping of its run alike: named once, not once per
+    grouping), bounded as :func:`_warn_bounded`."""
+    by_report: dict[tuple[str, str], list[str]] = {}
+    for path, why, grouping in bad:
+        by_report.setdefault((path, why), []).append(grouping)
+    lines = [f"skipped {path}: {why} (grouping{'s' if len(names) > 1 else ''} {', '.join(names)} left out "
+             "for this run)" for (path, why), names in by_report.items()]
+    _warn_bounded(lines, "reports whose tables were left out", "skipped", listed_in)  # one entry per table
 
 
 #: Columns of history's own tables (tidy months, trends.parquet, runs.parquet): a grouping
@@ -1726,6 +1823,7 @@ class _Build:
     _read: set[int] = field(default_factory=set)  # runs at least one table was read from
     linked: int = 0  # month files kept from the earlier history
     written: int = 0  # month files written tonight
+    left_out: list[tuple[str, str, str]] = field(default_factory=list)  # (path, why, grouping): tables skipped
 
     def __post_init__(self) -> None:
         if self.tmp is not None:
@@ -1791,8 +1889,7 @@ class _Build:
         res, runs, name = self.result, self.runs, built.name
         for i, err in built.bad:
             res.skipped.append((str(runs.infos[i].path), f"{err} (grouping {name} left out for this run)"))
-        if built.bad:
-            _warn_inputs(res.skipped[-len(built.bad):], (), (), ())
+            self.left_out.append((str(runs.infos[i].path), err, name))  # warned at the end (_warn_left_out)
         if built.notes:
             import warnings
 

@@ -92,7 +92,9 @@ def test_group_with_other_keys_is_unpaired_others_stay_paired():
     res = evalkit.compare(run(b), run(c.assign(id=ids)))
     g = res.tables["grp"].set_index("grp")
     assert g.loc["x", "method"] == "paired" and g.loc["y", "method"] == "unpaired"
-    assert res.tables["overall"]["method"].iloc[0] == "unpaired"
+    # overall holds both: the x rows are pairs, the y rows one run's only (test_compare_partial_pairing)
+    o = res.tables["overall"].iloc[0]
+    assert o["method"] == "partly paired" and o["n_paired"] == g.loc["x", "n_paired"]
 
 
 def test_duplicate_keys_fall_back_to_unpaired():

@@ -286,12 +286,13 @@ def test_tidy_months_keep_min_max_of_run_id_and_created_only_and_another_layout_
         assert with_min_max == {"run_id", "created"}, f
     assert history(paths, out=out, overwrite=True, plots=False).reused_runs == 7  # same layout: reused
     history(paths[:-1], out=out, overwrite=True, plots=False)
+    layout = trend.TIDY_LAYOUT.decode()  # the layout the history there was written in
     monkeypatch.setattr(trend, "TIDY_LAYOUT", b"another")
     said: list[str] = []
     assert history(paths, out=out, overwrite=True, plots=False, progress=said.append).reused_runs == 0
     # said once, with why (a normal night says "reused the rows of N run(s)")
     assert [m for m in said if "not reused" in m] == [
-        f"the history in {out} is not reused (its monthly tables are in another layout (3; this evalkit "
+        f"the history in {out} is not reused (its monthly tables are in another layout ({layout}; this evalkit "
         "writes another)): rebuilt from the reports"]
     assert not any("reused the rows" in m for m in said)
 
@@ -320,7 +321,7 @@ def test_a_history_not_reused_says_why_on_stderr(tmp_path: Path, monkeypatch: py
         err = run("--overwrite")  # the history there (layout 3) is rebuilt in layout 2
     lines = [ln for ln in err.splitlines() if "not reused" in ln]
     assert lines == [f"the history in {out} is not reused (its monthly tables are in another layout "
-                     "(3; this evalkit writes 2)): rebuilt from the reports"]
+                     f"({trend.TIDY_LAYOUT.decode()}; this evalkit writes 2)): rebuilt from the reports"]
     assert "reused the rows" not in err
     assert "not reused" not in run("--overwrite", "--no-reuse") + run("--overwrite", "-q")
     with monkeypatch.context() as m:

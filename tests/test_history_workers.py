@@ -301,3 +301,48 @@ def test_the_workers_shares_are_contiguous_and_of_about_equal_work() -> None:
     assert tr._shares(list("ab"), [100, 1], 2) == [["a"], ["b"]]  # never an empty share
     assert tr._shares(list("abc"), [100, 1, 1], 2) == [["a"], ["b", "c"]]
     assert tr._shares(list("abcdef"), [1] * 6, 3) == [["a", "b"], ["c", "d"], ["e", "f"]]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+@pytest.mark.parametrize("when", ["first", "later"])
+def test_a_stopped_worker_does_not_hang_the_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    when: str) -> None:
+    """A worker stopped (SIGSTOP: a debugger, a frozen process) before its first grouping or
+    after some sends nothing more and uses no CPU: after WORKER_STALL_S the history process
+    kills it, says so on stderr, builds its groupings itself, and writes the report one
+    process writes; nothing is left behind. (It waited forever.)"""
+    paths = _series(tmp_path / "r", 16)
+    stop_at = {"first": "split", "later": "channel"}[when]  # the second worker's share starts at split
+    code = ("import os, signal, sys\n"
+            "import evalkit.trend as T\n"
+            "T.WORKERS_MIN_TABLES = 1\n"
+            "T.WORKER_STALL_S = 1.0\n"
+            "T.WORKER_POLL_S = 0.05\n"
+            "me = os.getpid()\n"
+            "real = T._Build._build\n"
+            "def build(self, name, *a):\n"
+            f"    if os.getpid() != me and name == {stop_at!r}:\n"
+            "        os.kill(os.getpid(), signal.SIGSTOP)\n"
+            "    return real(self, name, *a)\n"
+            "T._Build._build = build\n"
+            "from evalkit.cli import main\n"
+            "sys.argv = ['evalkit', *sys.argv[1:]]\n"
+            "main()\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).resolve().parent.parent)}
+    out = tmp_path / "a"
+    proc = subprocess.Popen([sys.executable, "-c", code, "history", *paths, "--out", str(out), "--format", "none"],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("history hung on a stopped worker")
+    assert proc.returncode == 0, err.decode()
+    assert process_members(proc.pid, by="group", zombies=True) == []
+    said = [ln for ln in err.decode().splitlines() if "made no progress" in ln]
+    assert len(said) == 1 and stop_at in said[0].split("building ")[1].split(")")[0], err.decode()
+    assert "it is ended and its groupings are built in the history process" in said[0]
+    _one_process(monkeypatch)
+    history(paths, out=tmp_path / "b")
+    _same_outputs(out, tmp_path / "b")
