@@ -67,6 +67,8 @@ def _key_columns() -> list[tuple[str, pa.Array]]:
                         for v in fold]
             cols.append((f"timestamp[{unit}, {tz}]", pa.array(vals, pa.timestamp(unit, tz))))
     cols.append(("timestamp[ns] below the us", pa.array([1, 2, 1000, None], pa.timestamp("ns", NY))))
+    edges = [int(np.datetime64(d, "s").astype(np.int64)) for d in ("9999-12-31T12:00", "0001-01-01T12:00")]
+    cols.append(("timestamp[s] at Python's first and last years", pa.array([*edges, 0, None], pa.timestamp("s", NY))))
     cols.append(("dictionary<timestamp>", pa.array(FOLD_US + [None], pa.timestamp("us", NY)).dictionary_encode()))
     cols += [
         ("float64 -0.0 NaN", pa.array([0.0, -0.0, float("nan"), None, 1.5])),
@@ -103,6 +105,31 @@ def test_key_values_are_one_to_one_with_arrow_identity(name, col):
     t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
     back = pa.array(values, type=t)
     assert back.equals(col.dictionary_decode() if pa.types.is_dictionary(col.type) else col)
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+@pytest.mark.parametrize("tz", [NY, "Australia/Lord_Howe", "Asia/Kolkata", "Europe/Dublin"])
+def test_zoned_key_values_are_each_instant_at_its_offset(unit, tz):
+    """The numpy-built values equal Python's own (each datetime at its UTC offset), over
+    1850-2150: historic offsets in seconds (New York's -4:56:02 before 1883), half-hour DST
+    (Lord Howe), a zone whose 'winter' time is its DST (Dublin); nulls, chunks, dictionaries."""
+    rng = np.random.default_rng(5)
+    lo, hi = -3_786_825_600, 5_679_590_400  # 1850 .. 2150 in seconds
+    secs = np.concatenate([rng.integers(lo, hi, 400), np.array(FOLD_US) // 10**6])
+    ticks = secs * {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[unit]
+    if unit == "ns":
+        secs = secs[(ticks // 10**9) == secs]  # (within the ns range)
+        ticks = secs * 10**9
+    mask = np.zeros(len(ticks), dtype=bool)
+    mask[::7] = True
+    arr = pa.array(ticks, pa.timestamp(unit, tz), mask=mask)
+    want = [v if v is None else v.astimezone(dt.timezone(v.utcoffset())) for v in arr.to_pylist()]
+    for form in (arr, pa.chunked_array([arr.slice(0, 100), arr.slice(100)]), arr.dictionary_encode()):
+        got = key_values(form)
+        assert got == want
+        assert [None if v is None else v.utcoffset() for v in got] == [
+            None if v is None else v.utcoffset() for v in want]
+        assert pa.array(got, type=arr.type).equals(arr)
 
 
 def test_zoned_key_values_print_as_their_wall_time_and_offset():

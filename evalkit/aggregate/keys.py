@@ -64,11 +64,47 @@ def key_values(arr: pa.Array | pa.ChunkedArray) -> list:
     >>> [str(v) for v in key_values(t)], len(set(key_values(t)))
     (['2020-11-01 01:30:00-04:00', '2020-11-01 01:30:00-05:00'], 2)
     """
-    values = arr.to_pylist()
     t = arr.type.value_type if pa.types.is_dictionary(arr.type) else arr.type
     if pa.types.is_timestamp(t) and t.tz is not None and not _fixed_offset(t.tz):
-        values = [v if v is None else v.astimezone(_dt.timezone(v.utcoffset())) for v in values]
-    return values
+        return _zoned_values(arr, t)
+    return arr.to_pylist()
+
+
+#: Ticks per second of each timestamp unit.
+_TICKS = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+#: Instants (seconds since 1970) whose wall time is a year Python's datetime holds in any zone.
+_DATETIME_SECONDS = (int(np.datetime64("0001-01-02", "s").astype(np.int64)),
+                     int(np.datetime64("9999-12-30", "s").astype(np.int64)))
+
+
+def _zoned_values(arr: pa.Array | pa.ChunkedArray, t: pa.TimestampType) -> list:
+    """:func:`key_values` of a timestamp column in a zone with daylight saving time: each
+    value's wall time at its UTC offset, the offsets as Python's ``zoneinfo`` gives them
+    (pandas' conversion; Arrow's ``local_timestamp`` differs after 2037). Built from numpy,
+    not ``to_pylist()``, which makes a zone-aware datetime per value several times slower;
+    values below the microsecond or beyond Python's years take that way."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    ticks = _TICKS[t.unit]
+    utc = pc.fill_null(arr.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+    if t.unit == "ns":  # (nanosecond timestamps lie within Python's years)
+        slow = bool((utc % 1000).any())
+    else:
+        lo, hi = _DATETIME_SECONDS
+        slow = bool(((utc < lo * ticks) | (utc > hi * ticks))[valid].any())
+    if slow:
+        return [v if v is None else v.astimezone(_dt.timezone(v.utcoffset())) for v in arr.to_pylist()]
+    wall = arr.to_pandas().dt.tz_localize(None).to_numpy().astype("datetime64[us]")
+    utc_us = utc // 1000 if t.unit == "ns" else utc * (10**6 // ticks)
+    offset = (wall.astype(np.int64) - utc_us) // 10**6
+    offset[~valid] = 0
+    offsets, which = np.unique(offset, return_inverse=True)
+    zones = [_dt.timezone(_dt.timedelta(seconds=int(o))) for o in offsets]
+    return [v.replace(tzinfo=zones[z]) if ok else None
+            for v, z, ok in zip(wall.tolist(), which.reshape(-1).tolist(), valid.tolist(), strict=True)]
 
 
 def _fixed_offset(tz: str) -> bool:
