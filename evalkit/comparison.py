@@ -413,7 +413,20 @@ class _Pairing:
 
 
 def _pairing(b_rows: pd.DataFrame | None, c_rows: pd.DataFrame | None, keys: tuple[str, ...],
-             reason: str) -> _Pairing:
+             reason: str, weight: str | None = None) -> _Pairing:
+    """How the runs' rows pair (``weight``: the weight column both runs were evaluated with).
+    Rows whose key is in one run only are counted, said in the reason and warned
+    (:func:`_unpaired_note`)."""
+    pairing = _pairing_of(b_rows, c_rows, keys, reason)
+    note = _unpaired_note(pairing, b_rows, c_rows, weight)
+    if note:
+        pairing.reason += note
+        warnings.warn(EvalkitWarning(pairing.reason), stacklevel=3)  # on stderr too: the delta's rows differ
+    return pairing
+
+
+def _pairing_of(b_rows: pd.DataFrame | None, c_rows: pd.DataFrame | None, keys: tuple[str, ...],
+                reason: str) -> _Pairing:
     if b_rows is None or c_rows is None:
         return _Pairing((), None, "per-row output missing in a run: intervals from grouped stats")
     if not keys:
@@ -865,12 +878,8 @@ def compare(
         common = [g for g in b.groupings if g in c.groupings]
         keys, reason = _pair_keys(b, c, pair_on)
         b_rows, c_rows = _load_rows(b, c, common, keys, check_keys=pair_on is not None)
-    pairing = _pairing(b_rows, c_rows, keys, reason)
     weight = compared_weight(b, c)
-    unpaired = _unpaired_note(pairing, b_rows, c_rows, weight)
-    if unpaired:
-        pairing.reason += unpaired
-        warnings.warn(EvalkitWarning(pairing.reason), stacklevel=2)  # on stderr too: the delta's rows differ
+    pairing = _pairing(b_rows, c_rows, keys, reason, weight)
     tables = {
         name: _compare_grouping(name, b, c, b_rows, c_rows, pairing, seed=int(seed), n_boot=int(n_boot),
                                 confidence=confidence, boot_limit=boot_limit, weight=weight)

@@ -649,19 +649,25 @@ def _group_codes(keys: Sequence[pa.Array]) -> np.ndarray:
     return np.asarray(combined, dtype=np.int64).reshape(-1)
 
 
+def _groups_of_their_run(runs: _Runs, g: GroupedRuns, count: np.ndarray) -> np.ndarray:
+    """The rows of a grouping's table that are groups of their run: not a class with no rows
+    in a run, nor a group without weight in a weighted run (it has no weighted mean: evaluate
+    writes none, nor an interval; its unweighted mean is another statistic)."""
+    keep = count > 0
+    weighed = np.array([r.weight is not None for r in runs.infos], dtype=bool)[g.run_pos] \
+        if len(g.run_pos) else np.zeros(0, dtype=bool)
+    if "weighted_mean" in g.stats and weighed.any():
+        keep &= ~(weighed & np.isnan(g.stats["weighted_mean"]))
+    return keep
+
+
 def _grouping_frame(runs: _Runs, g: GroupedRuns, grouping: str, confidence: float) -> _Tidy:
     """The tidy table of one grouping, and the arrays the trend needs."""
     cols = _key_cols(grouping)
     st = g.stats
     nan = np.full(len(g.run_pos), np.nan)
     count = st.get("count", nan)
-    keep = count > 0  # a class with no rows in a run is not a group of that run
-    weighed = np.array([r.weight is not None for r in runs.infos], dtype=bool)[g.run_pos] \
-        if len(g.run_pos) else np.zeros(0, dtype=bool)
-    if "weighted_mean" in st and weighed.any():
-        # nor is a group without weight in a weighted run: it has no weighted mean (evaluate
-        # writes none, nor an interval), and its unweighted mean is another statistic
-        keep &= ~(weighed & np.isnan(st["weighted_mean"]))
+    keep = _groups_of_their_run(runs, g, count)
     ordered = bool(np.all(g.run_pos[1:] >= g.run_pos[:-1])) if len(g.run_pos) else True
     order: np.ndarray | None = None
     if not ordered or not keep.all():
@@ -1182,6 +1188,37 @@ def _run_workers(build: _Build, infos: Sequence[RunInfo], skip_bad: bool, worker
                 r.grouped.close()
 
 
+class _Stalls:
+    """When each worker was last seen making progress (a message, or CPU time used), and
+    its CPU time then: a worker silent and idle for :data:`WORKER_STALL_S` is stalled."""
+
+    def __init__(self, workers: Sequence[tuple[Any, list[str]]]) -> None:
+        self.shares = {w: share for w, share in workers}
+        self.last: dict[Any, tuple[float, int | None]] = {w: (time.monotonic(), w.cpu_ticks()) for w, _s in workers}
+
+    def heard(self, w: Any) -> None:
+        self.last[w] = (time.monotonic(), self.last[w][1])
+
+    def stalled(self, w: Any) -> bool:
+        """True (and warned) when ``w`` made no progress for :data:`WORKER_STALL_S`."""
+        import warnings
+
+        from .errors import EvalkitWarning
+
+        now, ticks = time.monotonic(), w.cpu_ticks()
+        since, before = self.last[w]
+        if ticks is not None and ticks != before:
+            self.last[w] = (now, ticks)
+            return False
+        if now - since < (WORKER_STALL_S if ticks is not None else WORKER_SILENT_S):
+            return False
+        warnings.warn(EvalkitWarning(
+            f"a history worker process (pid {w.pid}, building {', '.join(self.shares[w])}) made no progress "
+            f"for {now - since:.0f} s (stopped, e.g. by SIGSTOP or a debugger, or frozen): it is ended and its "
+            "groupings are built in the history process"), stacklevel=4)
+        return True
+
+
 def _take_from_workers(build: _Build, infos: Sequence[RunInfo], skip_bad: bool,
                        workers: Sequence[tuple[Any, list[str]]]) -> None:
     import collections
@@ -1195,42 +1232,22 @@ def _take_from_workers(build: _Build, infos: Sequence[RunInfo], skip_bad: bool,
         w.listen(sink)
     waiting: dict[Any, collections.deque[Any]] = {w: collections.deque() for w, _s in workers}
     plotted: set[str] = set()
-    shares = {w: share for w, share in workers}
-    # when each worker was last seen making progress (a message, or CPU time used), and its CPU time then
-    last_progress: dict[Any, tuple[float, int | None]] = {w: (time.monotonic(), w.cpu_ticks()) for w, _s in workers}
-
-    def stalled(w: Any) -> bool:
-        """True (and warned) when ``w`` made no progress for :data:`WORKER_STALL_S`."""
-        now, ticks = time.monotonic(), w.cpu_ticks()
-        since, before = last_progress[w]
-        if ticks is not None and ticks != before:
-            last_progress[w] = (now, ticks)
-            return False
-        limit = WORKER_STALL_S if ticks is not None else WORKER_SILENT_S
-        if now - since < limit:
-            return False
-        from .errors import EvalkitWarning
-
-        warnings.warn(EvalkitWarning(
-            f"a history worker process (pid {w.pid}, building {', '.join(shares[w])}) made no progress for "
-            f"{now - since:.0f} s (stopped, e.g. by SIGSTOP or a debugger, or frozen): it is ended and its "
-            "groupings are built in the history process"), stacklevel=2)
-        return True
+    stalls = _Stalls(workers)
 
     def next_from(w: Any) -> Any:
         """``w``'s next message; meanwhile every grouping any worker built has its plot
         queued at once (the helpers draw the later workers' plots while the first's
-        groupings are taken). A worker that makes no progress (:func:`stalled`) is taken
-        for gone."""
+        groupings are taken). A worker that makes no progress (:meth:`_Stalls.stalled`) is
+        taken for gone."""
         while not waiting[w]:
             try:
                 src, msg = sink.get(timeout=WORKER_POLL_S)
             except queue.Empty:
-                if stalled(w):
+                if stalls.stalled(w):
                     w.kill()  # before its groupings are built again here: it never writes again
                     waiting[w].append(Worker.GONE)
                 continue
-            last_progress[src] = (time.monotonic(), last_progress[src][1])
+            stalls.heard(src)
             if msg is not Worker.GONE and msg[0] == "built" and build.plots and msg[1].window is not None:
                 build.queue_plot(msg[1])
                 plotted.add(msg[1].name)
