@@ -24,6 +24,7 @@ from .layout import (
     binary_values,
     check_label_sample,
     detect_layout,
+    is_empty_fixed_list,
     label_sampler,
 )
 from .loss import sparse_loss
@@ -61,7 +62,9 @@ def inspect_input(
         "rows": src.count_rows(),
         "schema": [{"name": f.name, "type": str(f.type)} for f in src.schema],
     }
-    head = src.head(10_000, [c for c in src.schema.names if c not in src.drift])
+    # A fixed-size list of size 0 cannot be read back by Arrow: left out here, the layout
+    # detection names it (an empty prediction list) instead of a read failure.
+    head = src.head(10_000, [f.name for f in src.schema if f.name not in src.drift and not is_empty_fixed_list(f.type)])
     first = head.to_batches()[0] if head.num_rows else None
     spec = LayoutSpec(predictions=cfg.predictions or None, prefix=cfg.prefix, logits=cfg.logits,
                       label=cfg.label, targets=cfg.targets or None, target_prefix=cfg.target_prefix,
@@ -272,14 +275,18 @@ def _refusals(src: Source, label_src: Source | None, layout: Layout, on: Sequenc
     if not present or not head.num_rows:
         return False, warnings, cfg
     null = np.zeros(head.num_rows, dtype=bool)
+    empty = np.zeros(head.num_rows, dtype=bool)
     for c in present:
         null |= head.column(c).is_null().to_numpy(zero_copy_only=False)
         if layout.kind == "list":
-            null |= pc.fill_null(pc.list_value_length(head.column(c)), 0).to_numpy(zero_copy_only=False) == 0
-    if not null.any():
+            empty |= pc.fill_null(pc.list_value_length(head.column(c)), -1).to_numpy(zero_copy_only=False) == 0
+    if not (null | empty).any():
         return False, warnings, cfg
-    what = (f"null (missing) prediction in {_short_list_text(present)}: {int(null.sum()):,} of the first "
-            f"{head.num_rows:,} rows")
+    shown = _short_list_text(present)
+    what = "; ".join(f"{text} in {shown}: {int(mask.sum()):,} of the first {head.num_rows:,} rows"
+                     for text, mask in (("null (missing) prediction", null),
+                                        ("empty prediction list (0 classes)", empty & ~null)) if mask.any())
+    null |= empty
     if null.all():
         warnings.append(f"warning: evaluate will refuse every row (exit 3): {what}")
         return True, warnings, cfg

@@ -266,7 +266,15 @@ def peek(source: Source) -> pa.RecordBatch | None:
     if not list_cols:
         return None
     table = source.head(1, list_cols)
+    if table.num_rows and any(not (c[0].is_valid and len(c[0])) for c in table.columns):
+        # A null or empty first row tells no class count: read on to the first one that does
+        # (layout._list_size), so an empty list is the problem named, not the rows after it.
+        table = source.head(PEEK_ROWS, list_cols)
     return table.to_batches()[0] if table.num_rows else None
+
+
+#: Rows :func:`peek` reads when the first row of a list column is null or empty.
+PEEK_ROWS = 4096
 
 
 def detect_input_layout(inputs: Inputs, cfg: EvalConfig) -> Layout:
