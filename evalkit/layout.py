@@ -1021,8 +1021,10 @@ def _finish(
     if spec.weight is not None:
         if spec.weight not in names:
             raise missing_column(spec.weight, "weight", names, source)
-        if not _is_numeric(schema.field(spec.weight).type):
-            raise ColumnTypeError(f"{source}: weight column {spec.weight!r} must be numeric")
+        # A boolean weight is a mask: read as 0 / 1 (_float_numpy casts it).
+        wt = schema.field(spec.weight).type
+        if not (_is_numeric(wt) or pa.types.is_boolean(wt)):
+            raise ColumnTypeError(f"{source}: weight column {spec.weight!r} must be numeric or boolean (a mask: 0 / 1)")
     layout = Layout(kind, pred_cols, from_logits, classes, label_kind, label_cols, keys, spec.weight,
                     tuple(notes))
     if layout.kind == "binary" and len(classes) != 2:

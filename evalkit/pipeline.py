@@ -612,6 +612,40 @@ def run_warnings(layout: Layout, state: EvalState, *sources: Source | None) -> l
     return out
 
 
+def check_weight_sums(tables: Tables, layout: Layout, source: str) -> list[EvalkitWarning]:
+    """A weighted run whose weights sum to 0: over every row scored an input error naming the
+    column (nothing is weighted, as negative weights are refused); in some groups one
+    warning saying how many, since their weighted mean, interval and ``n_eff`` are empty
+    (null in the Parquet and JSON tables, blank in report.md) and a ``max_mean_loss`` gate
+    cannot check them (:func:`evalkit.gates.check_gates`: not checked)."""
+    if layout.weight is None:
+        return []
+    overall = tables.overall_frame
+    if overall is not None and "weight_sum" in overall.columns and float(overall["weight_sum"].iloc[0]) == 0:
+        raise InputError(f"{source}: column {layout.weight}: weights sum to 0: every one of the "
+                         f"{int(overall['count'].iloc[0]):,} rows scored has weight 0, so there is no weighted "
+                         f"mean (weights must be finite, >= 0 and not all 0)")
+    from .disparity import group_label, key_columns
+
+    found = []
+    for name, df in tables.groups.items():
+        if "weight_sum" not in df.columns:
+            continue
+        zero = df[(df["count"] > 0) & (df["weight_sum"] == 0)]
+        if len(zero):
+            cols = key_columns(df)
+            shown = ", ".join(group_label(row, cols) for _, row in zero.head(3).iterrows())
+            more = ", ..." if len(zero) > 3 else ""
+            found.append((len(zero), f"by {name}: {len(zero):,} of {len(df):,} ({shown}{more})"))
+    if not found:
+        return []
+    total = sum(n for n, _ in found)
+    return [EvalkitWarning(
+        f"column {layout.weight}: {total:,} group(s) have rows but weights summing to 0, so no weighted mean: "
+        f"{'; '.join(text for _, text in found)}. Their weighted_mean, CI and n_eff are empty (null in the "
+        f"Parquet and JSON tables, blank in report.md); a max_mean_loss gate on them is not checked")]
+
+
 # -- finalise ---------------------------------------------------------------------------
 
 

@@ -890,7 +890,8 @@ def _all_plausible(stats: Mapping[str, np.ndarray]) -> bool:
         return acc is None or bool(acc.min() >= 0 and acc.max() <= 1)
 
 
-def _bad_values(stats: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, str]]:
+def _bad_values(stats: Mapping[str, np.ndarray], weighted: np.ndarray | None = None
+                ) -> dict[str, tuple[np.ndarray, str]]:
     """Rows whose statistics no evaluate report can hold, per column: ``{column: (mask,
     what)}``. A loss is >= 0 and finite; counts are whole and >= 0; a spread (``std`` /
     ``sem``) is >= 0 and present wherever a group has 2 rows or more; clipped counts lie in
@@ -910,8 +911,13 @@ def _bad_values(stats: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, 
         ]
         spread = _spread(stats)
         if spread is not None:
+            # In a weighted run (``weighted``: per row) the sem is the weighted mean's: none
+            # where n_eff < 2 or the group's weights sum to 0 (no weighted mean, n_eff NaN).
+            needed = count >= 2
+            if weighted is not None and "sem" in stats and "std" not in stats:
+                needed &= ~(weighted & ~(stats.get("n_eff", nan) >= 2))
             checks.append(("sem" if "std" not in stats else "std",
-                           used & ((spread < 0) | np.isinf(spread) | (np.isnan(spread) & (count >= 2))),
+                           used & ((spread < 0) | np.isinf(spread) | (np.isnan(spread) & needed)),
                            "negative, infinite, or missing where count >= 2"))
         if "clipped_low" in stats:
             v = stats["clipped_low"]
@@ -934,7 +940,7 @@ def _bad_values(stats: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, 
 def _check_values(g: GroupedRuns, infos: Sequence[RunInfo], grouping: str, skip_bad: bool) -> GroupedRuns:
     """Refuse (or with ``skip_bad`` leave out, listed in ``bad``) every run whose table holds
     a value :func:`_bad_values` rejects; the error names the file, column and sample rows."""
-    bad = _bad_values(g.stats)
+    bad = _bad_values(g.stats, np.array([infos[int(r)].weight is not None for r in g.run_pos], dtype=bool))
     if not bad:
         return g
     run_bad = np.zeros(len(g.run_pos), dtype=bool)
