@@ -310,6 +310,17 @@ class Layout:
 
 
     @property
+    def order_unverified(self) -> bool:
+        """Class names map to positional predictions in an order nothing in the data states:
+        name labels and a list column (or wide columns not named after the classes) whose
+        class order came from ``classes`` (or a guess), not from a categorical label's
+        declared order (:func:`evalkit.validate.class_order_fit` checks it after the run)."""
+        if self.label_kind != "name" or self.declared_order or self.kind not in ("list", "wide"):
+            return False
+        return self.kind == "list" or not all(
+            col.endswith(c) for col, c in zip(self.pred_columns, self.classes, strict=True))
+
+    @property
     def numbers_its_classes(self) -> bool:
         """The predictions only number their classes (a list or binary column without
         declared class names): class names are ``0``, ``1``, ..."""

@@ -65,7 +65,7 @@ from .layout import Layout, LayoutSpec, detect_layout, label_sampler
 from .normalize import check_key_type
 from .outdir import make_spool_dir, remove_spool_dir, report_command
 from .overall import Overall
-from .validate import unit_interval_logits
+from .validate import class_order_fit, class_order_warning, unit_interval_logits
 
 PROGRESS = Callable[[int, int], None]
 
@@ -597,7 +597,8 @@ def run_warnings(layout: Layout, state: EvalState, *sources: Source | None) -> l
     predictions, the labels) reached more than once (read once,
     :meth:`Source.duplicates_note`); a binary logit column whose every used value lies in
     [0, 1] (:func:`evalkit.validate.unit_interval_logits`); a binary column that reads better
-    for the other class (:class:`evalkit.validate.ReversedBinary`)."""
+    for the other class (:class:`evalkit.validate.ReversedBinary`); positional predictions
+    that fit another class order far better (:func:`evalkit.validate.class_order_fit`)."""
     out = []
     notes = [src.duplicates_note() for src in sources if src is not None]
     out += [EvalkitWarning(note) for note in notes if note is not None]
@@ -609,6 +610,13 @@ def run_warnings(layout: Layout, state: EvalState, *sources: Source | None) -> l
         text = unit_interval_logits(layout.pred_columns[0], *state.logit_range, "in every row used")
         if text is not None:
             out.append(EvalkitWarning(text))
+    counts = state.confusion.matrix() if layout.order_unverified else None
+    if counts is not None:
+        fit = class_order_fit(counts, layout.classes)
+        if fit is not None:
+            mean = float(state.confusion.loss_sum.sum()) / fit.n
+            column = layout.pred_columns[0] if len(layout.pred_columns) == 1 else ", ".join(layout.pred_columns)
+            out.append(EvalkitWarning(class_order_warning(fit, column, layout.classes, mean)))
     return out
 
 
