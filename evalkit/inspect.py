@@ -330,7 +330,7 @@ def _class_order(named: Layout, batch: pa.RecordBatch | None, eps: float) -> tup
     check evaluate warns with); for a binary column the text says which class it is read for."""
     order = list(named.classes)
     if named.kind != "binary":
-        fit = _first_rows_order_fit(named, batch, eps)
+        fit = _first_rows_order_fit(named, batch)
         if fit is not None:  # the rule evaluate warns with, on the first rows
             return list(fit.order), (f" (not the sorted order {', '.join(order)}: on the first {fit.n:,} rows the "
                                      f"predictions are {100 * fit.fitted_accuracy:.1f}% accurate in this order, "
@@ -355,7 +355,7 @@ def _class_order(named: Layout, batch: pa.RecordBatch | None, eps: float) -> tup
                    f"holds P({order[0]!r}), name them {option('classes', order[::-1])}")
 
 
-def _first_rows_order_fit(named: Layout, batch: pa.RecordBatch | None, eps: float) -> ClassOrderFit | None:
+def _first_rows_order_fit(named: Layout, batch: pa.RecordBatch | None) -> ClassOrderFit | None:
     """:func:`~evalkit.validate.class_order_fit` of positional predictions on the first rows
     (their valid rows), None when the order is not positional or nothing fits better."""
     if not named.order_unverified or batch is None:
