@@ -769,6 +769,7 @@ def _result(cfg: EvalConfig, inputs: pipeline.Inputs, layout: Layout, groupings:
                                      slice_min_count=cfg.slice_min_count, slice_fdr=cfg.slice_fdr,
                                      confidence=cfg.confidence)
     run_warnings = pipeline.run_warnings(layout, state, inputs.source, inputs.label_source)
+    run_warnings += pipeline.check_weight_sums(tables, layout, inputs.source.label)
     run_warnings[:0] = [EvalkitWarning(n) for n in notes]
     metadata = pipeline.build_metadata(cfg, inputs.source, layout, state, plan, started,
                                        time.perf_counter() - t0, unmatched_labels, labels, run_warnings,

@@ -570,6 +570,12 @@ def _eval_gate(gate: str, row: Any, limit: float, on_ci: bool, grouping: str, la
     ``unchecked`` given it is a not-checked entry (``failed=unchecked``: fail_unchecked
     decides), else it passes. In a weighted run ``max_mean_loss`` checks the weighted mean,
     whose interval the tables show."""
+    if gate == "max_mean_loss" and float(row.get("weight_sum", math.nan)) == 0 and row["count"]:
+        # A group whose weights sum to 0 has no weighted mean: not checked, never passed on
+        # NaN nor on its unweighted mean (row_mean's fallback); fail_unchecked decides.
+        return GateFailure(gate, grouping, label, math.nan, limit,
+                           f"{detail + ', ' if detail else ''}n {int(row['count'])}, weights sum to 0: no weighted mean",
+                           key=key, failed=bool(unchecked))
     v = _row_value(row, gate)
     if not _failed(gate, v, limit):
         return None

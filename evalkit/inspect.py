@@ -24,10 +24,11 @@ from .layout import (
     binary_values,
     check_label_sample,
     detect_layout,
+    is_empty_fixed_list,
     label_sampler,
 )
 from .loss import sparse_loss
-from .validate import ReversedBinary, unit_interval_logits
+from .validate import ClassOrderFit, ReversedBinary, class_order_fit, unit_interval_logits
 
 MAX_GROUP_CARDINALITY = 100
 
@@ -61,7 +62,9 @@ def inspect_input(
         "rows": src.count_rows(),
         "schema": [{"name": f.name, "type": str(f.type)} for f in src.schema],
     }
-    head = src.head(10_000, [c for c in src.schema.names if c not in src.drift])
+    # A fixed-size list of size 0 cannot be read back by Arrow: left out here, the layout
+    # detection names it (an empty prediction list) instead of a read failure.
+    head = src.head(10_000, [f.name for f in src.schema if f.name not in src.drift and not is_empty_fixed_list(f.type)])
     first = head.to_batches()[0] if head.num_rows else None
     spec = LayoutSpec(predictions=cfg.predictions or None, prefix=cfg.prefix, logits=cfg.logits,
                       label=cfg.label, targets=cfg.targets or None, target_prefix=cfg.target_prefix,
@@ -102,6 +105,7 @@ def inspect_input(
     info["group_candidates"] = candidates
     by = [c["column"] for c in candidates if c["column"] != "split"][:3]
     info["suggested_command"] = suggested_command(path, labels, on, cfg, by)
+    info["classes_note"] = _classes_note(layout, spec, cfg, cli) if info["layout_error"] is None else None
     return info
 
 
@@ -272,14 +276,18 @@ def _refusals(src: Source, label_src: Source | None, layout: Layout, on: Sequenc
     if not present or not head.num_rows:
         return False, warnings, cfg
     null = np.zeros(head.num_rows, dtype=bool)
+    empty = np.zeros(head.num_rows, dtype=bool)
     for c in present:
         null |= head.column(c).is_null().to_numpy(zero_copy_only=False)
         if layout.kind == "list":
-            null |= pc.fill_null(pc.list_value_length(head.column(c)), 0).to_numpy(zero_copy_only=False) == 0
-    if not null.any():
+            empty |= pc.fill_null(pc.list_value_length(head.column(c)), -1).to_numpy(zero_copy_only=False) == 0
+    if not (null | empty).any():
         return False, warnings, cfg
-    what = (f"null (missing) prediction in {_short_list_text(present)}: {int(null.sum()):,} of the first "
-            f"{head.num_rows:,} rows")
+    shown = _short_list_text(present)
+    what = "; ".join(f"{text} in {shown}: {int(mask.sum()):,} of the first {head.num_rows:,} rows"
+                     for text, mask in (("null (missing) prediction", null),
+                                        ("empty prediction list (0 classes)", empty & ~null)) if mask.any())
+    null |= empty
     if null.all():
         warnings.append(f"warning: evaluate will refuse every row (exit 3): {what}")
         return True, warnings, cfg
@@ -322,6 +330,11 @@ def _class_order(named: Layout, batch: pa.RecordBatch | None, eps: float) -> tup
     check evaluate warns with); for a binary column the text says which class it is read for."""
     order = list(named.classes)
     if named.kind != "binary":
+        fit = _first_rows_order_fit(named, batch)
+        if fit is not None:  # the rule evaluate warns with, on the first rows
+            return list(fit.order), (f" (not the sorted order {', '.join(order)}: on the first {fit.n:,} rows the "
+                                     f"predictions are {100 * fit.fitted_accuracy:.1f}% accurate in this order, "
+                                     f"{100 * fit.accuracy:.1f}% in the sorted one)")
         return order, f": {', '.join(named.describe()[2:3])}"
     col = named.pred_columns[0]
     check = ReversedBinary()
@@ -342,6 +355,28 @@ def _class_order(named: Layout, batch: pa.RecordBatch | None, eps: float) -> tup
                    f"holds P({order[0]!r}), name them {option('classes', order[::-1])}")
 
 
+def _first_rows_order_fit(named: Layout, batch: pa.RecordBatch | None) -> ClassOrderFit | None:
+    """:func:`~evalkit.validate.class_order_fit` of positional predictions on the first rows
+    (their valid rows), None when the order is not positional or nothing fits better."""
+    if not named.order_unverified or batch is None:
+        return None
+    if not {*named.pred_columns, *named.label_columns} <= set(batch.schema.names):
+        return None
+    if any(p.mask.any() for p in named.structural_problems(batch)):
+        return None  # empty / short lists: evaluate's own refusal says it
+    scores = named.scores(batch)
+    y, _, problems = named.labels(batch)
+    if y is None:
+        return None
+    ok = np.isfinite(scores).all(axis=1)
+    for p in problems:
+        ok &= ~p.mask
+    k = named.n_classes
+    predicted = scores[ok].argmax(axis=1)
+    counts = np.bincount(y[ok] * k + predicted, minlength=k * k).reshape(k, k)
+    return class_order_fit(counts, named.classes)
+
+
 def _logit_warnings(layout: Layout, head: pa.Table) -> list[str]:
     """The warning ``evaluate`` gives when a binary logit column lies in [0, 1], judged on
     the first rows (:func:`~evalkit.validate.unit_interval_logits`)."""
@@ -357,6 +392,20 @@ def _logit_warnings(layout: Layout, head: pa.Table) -> list[str]:
         return []
     text = unit_interval_logits(col, float(z.min()), float(z.max()), f"in the first {head.num_rows:,} rows")
     return [] if text is None else [f"warning: evaluate will warn: {text}"]
+
+
+def _classes_note(layout: Layout, spec: LayoutSpec, cfg: EvalConfig, cli: bool) -> str | None:
+    """What the suggested command's class order rests on when inspect chose it for positional
+    predictions (:attr:`~evalkit.layout.Layout.order_unverified`): nothing in the data states
+    it, so it is a guess (sorted, or the order the first rows fit), to check."""
+    if spec.classes or not cfg.classes:
+        return None
+    named = replace(layout, classes=tuple(str(c) for c in cfg.classes))
+    if not named.order_unverified:
+        return None
+    return render_options(f"the {option('classes')} order above is a guess, as the input does not state its class "
+                          f"order: check that it is the model's class-index order; evaluate warns when the "
+                          f"predictions fit another order far better", cli=cli)
 
 
 def suggested_command(path: str | os.PathLike[str] | Sequence[str], labels: str | None, on: Sequence[str],
@@ -423,5 +472,8 @@ def render_inspect(info: dict[str, Any]) -> str:
         lines += ["", "next: evaluate will refuse this input as it is (the warnings above say why); once it is "
                   f"fixed: {info['suggested_command']}", ""]
     else:
-        lines += ["", f"try: {info['suggested_command']}", ""]
+        lines += ["", f"try: {info['suggested_command']}"]
+        if info.get("classes_note"):
+            lines.append(f"     ({info['classes_note']})")
+        lines.append("")
     return "\n".join(lines)

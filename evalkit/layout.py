@@ -39,6 +39,7 @@ from .errors import (
     ListLengthError,
     missing_column,
     option,
+    sample_rows,
 )
 from .normalize import declares_order, is_key_type, is_string_like
 from .validate import Problem, logits_hint
@@ -309,6 +310,17 @@ class Layout:
 
 
     @property
+    def order_unverified(self) -> bool:
+        """Class names map to positional predictions in an order nothing in the data states:
+        name labels and a list column (or wide columns not named after the classes) whose
+        class order came from ``classes`` (or a guess), not from a categorical label's
+        declared order (:func:`evalkit.validate.class_order_fit` checks it after the run)."""
+        if self.label_kind != "name" or self.declared_order or self.kind not in ("list", "wide"):
+            return False
+        return self.kind == "list" or not all(
+            col.endswith(c) for col, c in zip(self.pred_columns, self.classes, strict=True))
+
+    @property
     def numbers_its_classes(self) -> bool:
         """The predictions only number their classes (a list or binary column without
         declared class names): class names are ``0``, ``1``, ..."""
@@ -535,7 +547,12 @@ def _list_problems(arr: pa.Array | pa.ChunkedArray, k: int, role: str) -> list[P
     if pa.types.is_fixed_size_list(arr.type):
         return problems
     lengths = pc.list_value_length(arr).fill_null(k).to_numpy(zero_copy_only=False)
-    bad = lengths != k
+    # An empty list is its own problem (no values at all), not a length that differs.
+    empty = lengths == 0
+    if empty.any():
+        problems.append(Problem("empty_list" if role == "prediction" else f"empty_{role}_list", ListLengthError,
+                                f"empty {role} list (0 classes)", empty))
+    bad = (lengths != k) & ~empty
     if bad.any():
         problems.append(Problem("list_length" if role == "prediction" else f"{role}_list_length", ListLengthError,
                                 f"{role} list length differs from the {k} classes; lengths", bad, lengths))
@@ -1018,8 +1035,10 @@ def _finish(
     if spec.weight is not None:
         if spec.weight not in names:
             raise missing_column(spec.weight, "weight", names, source)
-        if not _is_numeric(schema.field(spec.weight).type):
-            raise ColumnTypeError(f"{source}: weight column {spec.weight!r} must be numeric")
+        # A boolean weight is a mask: read as 0 / 1 (_float_numpy casts it).
+        wt = schema.field(spec.weight).type
+        if not (_is_numeric(wt) or pa.types.is_boolean(wt)):
+            raise ColumnTypeError(f"{source}: weight column {spec.weight!r} must be numeric or boolean (a mask: 0 / 1)")
     layout = Layout(kind, pred_cols, from_logits, classes, label_kind, label_cols, keys, spec.weight,
                     tuple(notes))
     if layout.kind == "binary" and len(classes) != 2:
@@ -1408,15 +1427,33 @@ def _common_suffix_names(cols: Sequence[str]) -> tuple[str, ...]:
 
 def _list_size(schema: pa.Schema, col: str, first_batch: pa.RecordBatch | None) -> int | None:
     """The number of values per row of list column ``col``: its fixed size, else the length
-    of the first non-null row of the first rows (None when there is none)."""
+    of the first non-null, non-empty row of the first rows; 0 when every non-null row there is
+    an empty list (:func:`_empty_lists_error` names them); None when there is none."""
     t = _value_type(schema.field(col).type)
     if pa.types.is_fixed_size_list(t):
         return int(t.list_size)  # type: ignore[attr-defined]
     if first_batch is not None and first_batch.num_rows and col in first_batch.schema.names:
-        lengths = pc.list_value_length(first_batch.column(col)).drop_null()
+        lengths = pc.list_value_length(first_batch.column(col)).drop_null().to_numpy(zero_copy_only=False)
         if len(lengths):
-            return int(lengths[0].as_py())
+            filled = lengths[lengths > 0]
+            return int(filled[0]) if len(filled) else 0
     return None
+
+
+def is_empty_fixed_list(t: pa.DataType) -> bool:
+    """A fixed-size list of size 0 (no class at all): Arrow cannot read one back from Parquet,
+    so it is named by the layout (:func:`_empty_lists_error`) before any read."""
+    t = _value_type(t)
+    return pa.types.is_fixed_size_list(t) and t.list_size == 0  # type: ignore[attr-defined]
+
+
+def _empty_lists_error(col: str, role: str, first_batch: pa.RecordBatch | None, source: str) -> ListLengthError:
+    """The refusal of a list column whose rows hold no values (0 classes), naming the rows."""
+    what = f"{source}: column {col}: empty {role} list (0 classes)"
+    if first_batch is None or col not in first_batch.schema.names:  # a fixed-size list of size 0
+        return ListLengthError(f"{what}: every row (a fixed-size list of size 0)")
+    lengths = pc.list_value_length(first_batch.column(col)).to_numpy(zero_copy_only=False)
+    return ListLengthError(f"{what}: {sample_rows(lengths == 0, 0)}")
 
 
 def _list_classes(
@@ -1427,6 +1464,8 @@ def _list_classes(
     source: str,
 ) -> tuple[str, ...]:
     k = _list_size(schema, col, first_batch)
+    if k == 0:
+        raise _empty_lists_error(col, "prediction", first_batch, source)
     if declared is not None:
         if k is not None and k != len(declared):
             raise ListLengthError(

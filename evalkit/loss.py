@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import EvalkitError, InvalidProbabilityError, LabelError, UsageError
-from .scores import row_argmax
+from .scores import row_argmax, shift_by_row_max
 from .validate import check_scores, check_targets
 
 DEFAULT_EPS = 1e-7
@@ -98,14 +98,16 @@ def log_softmax(z: np.ndarray, cols: np.ndarray | None = None) -> FloatArray:
     maximum (the form of ``scipy.special.log_softmax``): ``z - m`` is exact for the largest
     entries, so large logits or a large common offset lose nothing, and ``exp`` never
     overflows. Adding ``log(sum(...))`` to ``m`` first (``z - (m + lse)``) would round the
-    log-sum away at |z| ~ 1e16. Finite inputs up to ~1e307 in magnitude are exact to a few ulp.
+    log-sum away at |z| ~ 1e16. Finite inputs up to ~1e307 in magnitude are exact to a few ulp;
+    every finite input gives a finite result: a log-probability below the most negative
+    float64 (logits ~1e308 apart) is that float (:func:`~evalkit.scores.shift_by_row_max`),
+    where ``scipy.special.log_softmax`` gives -inf; either way its probability is 0.
     """
-    z64 = np.asarray(z, dtype=np.float64)
-    shifted = z64 - z64.max(axis=1, keepdims=True)
+    shifted = shift_by_row_max(np.asarray(z))
     log_sum = np.log(np.exp(shifted).sum(axis=1))
     if cols is None:
         return shifted - log_sum[:, None]
-    return shifted[np.arange(len(z64)), cols] - log_sum
+    return shifted[np.arange(len(shifted)), cols] - log_sum
 
 
 def sparse_loss(

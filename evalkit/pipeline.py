@@ -65,7 +65,7 @@ from .layout import LABEL_NAMES, Layout, LayoutSpec, detect_layout, label_sample
 from .normalize import check_key_type
 from .outdir import make_spool_dir, remove_spool_dir, report_command
 from .overall import Overall
-from .validate import unit_interval_logits
+from .validate import class_order_fit, class_order_warning, unit_interval_logits
 
 PROGRESS = Callable[[int, int], None]
 
@@ -278,7 +278,15 @@ def peek(source: Source) -> pa.RecordBatch | None:
     if not list_cols:
         return None
     table = source.head(1, list_cols)
+    if table.num_rows and any(not (c[0].is_valid and len(c[0])) for c in table.columns):
+        # A null or empty first row tells no class count: read on to the first one that does
+        # (layout._list_size), so an empty list is the problem named, not the rows after it.
+        table = source.head(PEEK_ROWS, list_cols)
     return table.to_batches()[0] if table.num_rows else None
+
+
+#: Rows :func:`peek` reads when the first row of a list column is null or empty.
+PEEK_ROWS = 4096
 
 
 def detect_input_layout(inputs: Inputs, cfg: EvalConfig) -> Layout:
@@ -601,7 +609,8 @@ def run_warnings(layout: Layout, state: EvalState, *sources: Source | None) -> l
     predictions, the labels) reached more than once (read once,
     :meth:`Source.duplicates_note`); a binary logit column whose every used value lies in
     [0, 1] (:func:`evalkit.validate.unit_interval_logits`); a binary column that reads better
-    for the other class (:class:`evalkit.validate.ReversedBinary`)."""
+    for the other class (:class:`evalkit.validate.ReversedBinary`); positional predictions
+    that fit another class order far better (:func:`evalkit.validate.class_order_fit`)."""
     out = []
     notes = [src.duplicates_note() for src in sources if src is not None]
     out += [EvalkitWarning(note) for note in notes if note is not None]
@@ -613,7 +622,48 @@ def run_warnings(layout: Layout, state: EvalState, *sources: Source | None) -> l
         text = unit_interval_logits(layout.pred_columns[0], *state.logit_range, "in every row used")
         if text is not None:
             out.append(EvalkitWarning(text))
+    counts = state.confusion.matrix() if layout.order_unverified else None
+    if counts is not None:
+        fit = class_order_fit(counts, layout.classes)
+        if fit is not None:
+            mean = float(state.confusion.loss_sum.sum()) / fit.n
+            column = layout.pred_columns[0] if len(layout.pred_columns) == 1 else ", ".join(layout.pred_columns)
+            out.append(EvalkitWarning(class_order_warning(fit, column, layout.classes, mean)))
     return out
+
+
+def check_weight_sums(tables: Tables, layout: Layout, source: str) -> list[EvalkitWarning]:
+    """A weighted run whose weights sum to 0: over every row scored an input error naming the
+    column (nothing is weighted, as negative weights are refused); in some groups one
+    warning saying how many, since their weighted mean, interval and ``n_eff`` are empty
+    (null in the Parquet and JSON tables, blank in report.md) and a ``max_mean_loss`` gate
+    cannot check them (:func:`evalkit.gates.check_gates`: not checked)."""
+    if layout.weight is None:
+        return []
+    overall = tables.overall_frame
+    if overall is not None and "weight_sum" in overall.columns and float(overall["weight_sum"].iloc[0]) == 0:
+        raise InputError(f"{source}: column {layout.weight}: weights sum to 0: every one of the "
+                         f"{int(overall['count'].iloc[0]):,} rows scored has weight 0, so there is no weighted "
+                         f"mean (weights must be finite, >= 0 and not all 0)")
+    from .disparity import group_label, key_columns
+
+    found = []
+    for name, df in tables.groups.items():
+        if "weight_sum" not in df.columns:
+            continue
+        zero = df[(df["count"] > 0) & (df["weight_sum"] == 0)]
+        if len(zero):
+            cols = key_columns(df)
+            shown = ", ".join(group_label(row, cols) for _, row in zero.head(3).iterrows())
+            more = ", ..." if len(zero) > 3 else ""
+            found.append((len(zero), f"by {name}: {len(zero):,} of {len(df):,} ({shown}{more})"))
+    if not found:
+        return []
+    total = sum(n for n, _ in found)
+    return [EvalkitWarning(
+        f"column {layout.weight}: {total:,} group(s) have rows but weights summing to 0, so no weighted mean: "
+        f"{'; '.join(text for _, text in found)}. Their weighted_mean, CI and n_eff are empty (null in the "
+        f"Parquet and JSON tables, blank in report.md); a max_mean_loss gate on them is not checked")]
 
 
 # -- finalise ---------------------------------------------------------------------------

@@ -253,10 +253,34 @@ def _block_terms(scores: np.ndarray, from_logits: bool, targets: np.ndarray | No
 _Block = tuple[np.ndarray, np.ndarray, np.ndarray, Any]
 
 
+#: The most negative float64. A logit shifted by its row's maximum that falls below it (two
+#: finite logits ~1e308 apart: the difference overflows to -inf) is clamped here instead: its
+#: exp is 0 either way, and 0 times it is 0 where 0 times -inf is NaN (entropy).
+MOST_NEGATIVE = -float(np.finfo(np.float64).max)
+
+
+def shift_by_row_max(z: np.ndarray) -> FloatArray:
+    """``z - max(z)`` of each row of logits ``z`` (n, K), in float64, as a new array: exact
+    for the largest entries (the stable softmax shift), and finite for every finite ``z``.
+    A difference that overflows (finite logits ~1e308 apart) is clamped to
+    :data:`MOST_NEGATIVE` without a numpy warning; the check costs nothing when none does.
+
+    >>> shift_by_row_max(np.array([[1.0, 3.0], [1.7e308, -1.7e308]])).tolist()
+    [[-2.0, 0.0], [0.0, -1.7976931348623157e+308]]
+    """
+    m = z.max(axis=1, keepdims=True)
+    try:
+        with np.errstate(over="raise"):
+            return np.subtract(z, m, dtype=np.float64)
+    except FloatingPointError:
+        with np.errstate(over="ignore"):
+            shifted = np.subtract(z, m, dtype=np.float64)
+        return np.maximum(shifted, MOST_NEGATIVE, out=shifted)
+
+
 def _logit_block(z: np.ndarray, top: bool = True) -> Any:
     """(confidence, sum p^2, entropy, probabilities) of a block of logits (stable softmax)."""
-    z = z.astype(np.float64)
-    z -= z.max(axis=1)[:, None]
+    z = shift_by_row_max(z)
     e = np.exp(z)
     s = e.sum(axis=1)
     p = e / s[:, None]

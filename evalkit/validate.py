@@ -197,9 +197,8 @@ class ReversedBinary:
         :meth:`warning`)."""
         if self.n < 20:
             return False
-        acc = self.correct / self.n
         mean, mean_sw = self.loss / self.n, self.loss_swapped / self.n
-        far_below_chance = acc < 1 / 3 and mean_sw < mean
+        far_below_chance = below_chance(self.correct, self.n, 2) and mean_sw < mean
         much_better = mean > float(np.log(2.0)) and mean_sw < mean / 2
         return far_below_chance or much_better
 
@@ -224,6 +223,63 @@ class ReversedBinary:
         c0, c1 = classes[0], classes[1]
         return (f"the binary column {column!r} looks reversed (classes {c0}, {c1}): {self.figures(column, classes)}. "
                 f"If the column holds P({c0!r}), name the classes the other way round: {option('classes', [c1, c0])}")
+
+
+def below_chance(correct: int, n: int, k: int) -> bool:
+    """Accuracy far below what guessing gets: under 2/3 of ``1/k`` (1/3 for two classes)
+    over at least 20 rows. A working model read under the wrong class order looks like this
+    (:class:`ReversedBinary`, :func:`class_order_fit`); a weak one sits near ``1/k``."""
+    return n >= 20 and correct < n * 2 / (3 * k)
+
+
+@dataclass(frozen=True)
+class ClassOrderFit:
+    """Another class order under which positional predictions fit far better."""
+
+    order: tuple[str, ...]
+    """The class names in the predictions' positions that fit best."""
+    accuracy: float
+    """Accuracy as read (under the class order given)."""
+    fitted_accuracy: float
+    """Accuracy of the same predictions read in :attr:`order`."""
+    n: int
+
+
+def class_order_fit(counts: np.ndarray, classes: Sequence[str]) -> ClassOrderFit | None:
+    """The class order that positional predictions fit far better than the one they were
+    read under, from their confusion counts (``counts[true, predicted]``, K x K), or None.
+
+    The signal (the binary column's, :class:`ReversedBinary`, for K classes): the accuracy
+    is far below chance (:func:`below_chance`) while some permutation of the positions (the
+    assignment of positions to classes with the most correct rows, Hungarian method) is
+    above chance and at least twice as accurate. The order is what the predictions' column
+    ``j`` then holds: the true class assigned to it."""
+    counts = np.asarray(counts)
+    k, n = len(classes), int(counts.sum())
+    correct = int(np.trace(counts))
+    if k < 2 or not below_chance(correct, n, k):
+        return None
+    from scipy.optimize import linear_sum_assignment  # only for a run far below chance
+
+    true, pos = linear_sum_assignment(counts, maximize=True)
+    fitted = int(counts[true, pos].sum())
+    if not (fitted * k > n and fitted >= 2 * correct):
+        return None
+    order = [""] * k
+    for t, j in zip(true, pos, strict=True):
+        order[j] = classes[t]
+    return ClassOrderFit(tuple(order), correct / n, fitted / n, n)
+
+
+def class_order_warning(fit: ClassOrderFit, column: str, classes: Sequence[str], mean_loss: float) -> str:
+    """The run warning for :func:`class_order_fit`: both readings, and the order to name."""
+    k = len(classes)
+    return (f"the predictions in {column!r} look read under the wrong class order: in the order given "
+            f"({', '.join(classes)}) they have accuracy {100 * fit.accuracy:.1f}% (chance {100 / k:.1f}%) and mean "
+            f"loss {mean_loss:.4g} nats (log {k} = {np.log(k):.4g}); read in the order {', '.join(fit.order)} the "
+            f"same predictions are {100 * fit.fitted_accuracy:.1f}% accurate ({fit.n:,} rows). A list or unnamed "
+            f"column does not say its class order: if the model's class-index order is that one, name it with "
+            f"{option('classes', list(fit.order))}")
 
 
 #: Non-negative scores up to this value are not called logits in hints.

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
+import warnings
 
+import hypothesis.extra.numpy as hnp
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.special
+import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import evalkit
 from evalkit.loss import log_softmax, soft_loss, sparse_loss
+from evalkit.scores import calibration_terms
 
 RTOL = 1e-12
 
@@ -95,3 +101,48 @@ def test_binary_logit_column_at_every_scale():
     ref = scipy.special.log_softmax(np.column_stack([np.zeros_like(z), z]), axis=1)[np.arange(6), y]
     want = -np.clip(ref, math.log(1e-7), math.log1p(-1e-7))
     _rel_close(evalkit.cross_entropy(z, y, from_logits=True), want)
+
+
+# -- every finite logit (tester T8): finite results, no numpy warning ---------------------
+
+_FINITE = st.floats(allow_nan=False, allow_infinity=False, width=64)
+_EXTREME = st.sampled_from([1.7e308, -1.7e308, 1e308, -1e308, np.finfo(np.float64).max,
+                            -np.finfo(np.float64).max, 0.0, -0.0, 5e-324, 1.0])
+_LOGITS = hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(2, 5)),
+                     elements=st.one_of(_FINITE, _EXTREME))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_LOGITS)
+def test_log_softmax_and_entropy_are_finite_for_every_finite_logit(z):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning leaks from the kernels
+        got = log_softmax(z)
+        terms = calibration_terms(z, from_logits=True, p_true=np.exp(got[:, 0]))
+        loss = sparse_loss(z, np.zeros(len(z), np.int64), from_logits=True)
+    assert np.isfinite(got).all() and np.isfinite(terms.entropy).all() and np.isfinite(loss.loss).all()
+    with np.errstate(all="ignore"):
+        want = scipy.special.log_softmax(z, axis=1)
+        p = scipy.special.softmax(z, axis=1)
+        want_ent = scipy.stats.entropy(p, axis=1)
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=RTOL, atol=0)
+    # where scipy overflows (logits ~1e308 apart) the log-probability is the most negative float
+    assert (got[~finite] == -np.finfo(np.float64).max).all()
+    ok = np.isfinite(want_ent)
+    np.testing.assert_allclose(terms.entropy[ok], want_ent[ok], rtol=1e-9, atol=1e-12)
+
+
+def test_extreme_logits_through_evaluate_warn_nothing_and_give_finite_entropy(tmp_path):
+    z = np.array([[1.7e308, -1.7e308, 0.0], [1.7e308, 1.7e308, 0.0], [-1.7e308] * 3, [1e308] * 3])
+    df = pd.DataFrame({"logit_a": z[:, 0], "logit_b": z[:, 1], "logit_c": z[:, 2], "label": [0, 0, 0, 2]})
+    path = tmp_path / "huge.parquet"
+    df.to_parquet(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = evalkit.evaluate(str(path), out=str(tmp_path / "out"), plots=False)
+    assert result.warnings == []
+    want = np.array([0.0, math.log(2), math.log(3), math.log(3)])
+    assert result.overall["entropy"] == pytest.approx(want.mean(), rel=1e-12)
+    ref = -np.clip(np.array([0.0, -math.log(2), -math.log(3), -math.log(3)]), math.log(1e-7), math.log1p(-1e-7))
+    _rel_close(result.rows["loss"].to_numpy(), ref)

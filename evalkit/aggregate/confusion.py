@@ -73,6 +73,12 @@ class Confusion:
             new._fold(other._cells, other.count, other.loss_sum)
         return new
 
+    def matrix(self) -> np.ndarray | None:
+        """The ``K x K`` counts, rows the true class and columns the predicted one (None when
+        the cells are kept sparse: too many classes for a dense matrix)."""
+        k = len(self.classes)
+        return self.count.reshape(k, k) if self.dense else None
+
     def finalize(self) -> pd.DataFrame:
         """Non-empty cells: ``class``, ``predicted``, ``count``, ``mean`` (class order)."""
         k = len(self.classes)
