@@ -126,8 +126,8 @@ def as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
     if hasattr(data, "__arrow_c_stream__"):
         try:
             table = pa.table(data) if not isinstance(data, pa.RecordBatchReader) else data.read_all()
-        except (pa.ArrowException, TypeError, ValueError) as exc:
-            raise UsageError(f"{label}: cannot read the {kind} as an Arrow stream ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - the caller's query or stream failed: an input error
+            raise InputError(f"{label} <{kind}>: reading the table failed: {_failure(exc)}") from exc
         return table_source(_without_views(table), f"<{label} {kind}>"), None, True
     if isinstance(data, str | os.PathLike) or (
         isinstance(data, Sequence) and data and all(isinstance(d, str | os.PathLike) for d in data)
@@ -174,13 +174,24 @@ def _collected(lazy: Any, label: str) -> Any:
         except (TypeError, ValueError) as exc:  # this library's collect() has no such option
             if i < len(attempts) - 1:
                 continue
-            raise InputError(f"{label}: collecting the {kind} failed: {exc}") from None
+            raise InputError(f"{label}: collecting the {kind} failed: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - the caller's lazy query failed: an input error
-            raise InputError(f"{label}: collecting the {kind} failed: {type(exc).__name__}: {exc}") from None
+            raise InputError(f"{label}: collecting the {kind} failed: {_failure(exc)}") from exc
     if not hasattr(table, "__arrow_c_stream__"):
         raise UsageError(f"{label}: {kind}.collect() gave a {type(table).__name__}, not a table with the "
                          f"Arrow stream interface (__arrow_c_stream__)")
     return table
+
+
+def _failure(exc: BaseException) -> str:
+    """What failed in the caller's query or stream, for a message: the exception's type and
+    the first line of its text (a DuckDB error goes on with the query, an Arrow stream error
+    with the producer's traceback; ``from exc`` keeps all of it)."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if " Detail: Python exception: Traceback" in first:  # the producer's exception, last line
+        first = f"{first.split(' Detail: ', 1)[0]} ({text[-1].strip()})"
+    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
 
 
 def _without_views(table: pa.Table) -> pa.Table:
