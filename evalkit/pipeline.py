@@ -56,6 +56,7 @@ from .errors import (
 from .io import (
     RowWriter,
     Source,
+    check_columns_once,
     file_provenance,
     open_source,
     table_source,
@@ -108,6 +109,7 @@ def as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
     with no conversion by the caller. Raises :class:`~evalkit.errors.UsageError` for any other type.
     """
     if isinstance(data, pd.DataFrame):
+        check_columns_once(list(data.columns), f"<{label} DataFrame>")
         try:
             table = pa.Table.from_pandas(data, preserve_index=False)
         except (pa.ArrowException, TypeError, ValueError) as exc:
