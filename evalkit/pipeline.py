@@ -453,10 +453,45 @@ def _ignore_label(cfg: EvalConfig, layout: Layout) -> str | int | float | None:
                          f"the labels here are {layout.label_kind} targets")
     if layout.label_kind == "index":
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise UsageError(f"{option('ignore_label')}: the labels are numbers, got {value!r}") from None
+        _refuse_class_as_ignore_label(value, _class_of_index(number, layout), layout)
+        return number
+    _refuse_class_as_ignore_label(value, layout.classes.index(str(value)) if str(value) in layout.classes
+                                  else None, layout)
     return str(value)
+
+
+def _class_of_index(value: float, layout: Layout) -> int | None:
+    """The class a numeric label ``value`` names (by position 0..K-1, or by value for integer
+    class names such as 3, 5, 7), None for a value outside the classes."""
+    from .layout import _int_class_values
+
+    if not value.is_integer():
+        return None
+    by_value = _int_class_values(layout.classes)
+    if by_value is not None:
+        return by_value.index(int(value)) if int(value) in by_value else None
+    return int(value) if 0 <= value < layout.n_classes else None
+
+
+def _refuse_class_as_ignore_label(value: object, index: int | None, layout: Layout) -> None:
+    """An ignore label that is one of the classes would leave every row of that class out of
+    every statistic, silently (tester T16): PyTorch's ``ignore_index`` (-100) and Keras'
+    ``ignore_class`` are padding values outside the classes, so a class here is a mistake
+    (a wrong value, or classes numbered from 1). Leaving a class out on purpose is filtering
+    the input: that is said, not done."""
+    if index is None:
+        return
+    name = layout.classes[index]
+    where = (f", column {layout.pred_columns[index]}" if len(layout.pred_columns) == layout.n_classes
+             else f", position {index} of the prediction lists" if layout.kind == "list" else "")
+    raise UsageError(
+        f"{option('ignore_label', value)}: the ignore label is class {name!r} of the predictions (class "
+        f"{index}{where}), so every row of that class would be left out of every statistic; an "
+        "ignore label is a padding value outside the classes (e.g. -100 or -1). To score without "
+        "a class, leave its rows out of the input")
 
 
 # -- spool ------------------------------------------------------------------------------
