@@ -117,6 +117,17 @@ def as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
             why = "; ".join(str(a) for a in exc.args[::-1]) if exc.args else type(exc).__name__
             raise ColumnTypeError(f"<{label} DataFrame>: a column cannot be read as one Arrow type "
                                   f"({why[:300]}); give each column values of one type") from None
+        for name, arrow_type in zip(data.columns, table.schema.types, strict=True):
+            mixed = mixed_object_kinds(data[name], arrow_type)
+            if mixed is not None:
+                what, mask, merged = mixed
+                shown: list[object] = [None] * len(mask)
+                for i in np.flatnonzero(mask):
+                    v = data[name].iloc[i]
+                    shown[i] = v.isoformat() if isinstance(v, _dt.date) else v
+                raise ColumnTypeError(
+                    f"<{label} DataFrame>: column {str(name)!r} mixes {what}: {sample_rows(mask, 0, shown)}; "
+                    f"Arrow would read them as one type ({merged}): give the column values of one kind")
         return table_source(table, f"<{label} DataFrame>"), data.index, True
     if isinstance(data, pa.Table):
         return table_source(data, f"<{label} Table>"), None, True
@@ -140,6 +151,51 @@ def as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
         f"{label}: expected a path, a list of paths, a pandas DataFrame, or a table with the Arrow "
         f"stream interface (pyarrow, polars, DuckDB...), got {type(data).__name__}"
     )
+
+
+#: The kinds of Python object that pyarrow's conversion of an object column silently makes
+#: one type: text and bytes (-> binary: 'a' = b'a'); dates, naive and zoned times (-> one
+#: timestamp type, a naive time read as UTC, or dates, a time of day dropped).
+_KIND_FAMILIES = {("text (str)", "bytes"): "b'a' and 'a' as one value",
+                  ("dates", "times without a time zone", "times with a time zone"):
+                      "a time without a zone as UTC, or a date's time of day dropped"}
+
+
+def _object_kind(v: Any) -> str | None:
+    if isinstance(v, str):
+        return "text (str)"
+    if isinstance(v, bytes | bytearray):
+        return "bytes"
+    if isinstance(v, _dt.datetime):  # pandas Timestamp too
+        return "times without a time zone" if v.utcoffset() is None else "times with a time zone"
+    if isinstance(v, _dt.date):
+        return "dates"
+    if isinstance(v, np.datetime64):
+        return "times without a time zone"
+    return None
+
+
+def mixed_object_kinds(col: pd.Series, arrow_type: pa.DataType) -> tuple[str, np.ndarray, str] | None:
+    """For a DataFrame object column holding values of two kinds that pyarrow's conversion
+    (to ``arrow_type``) merged without a word (:data:`_KIND_FAMILIES`; pandas keeps them
+    apart): what they are, a mask of the first row of each kind and what the conversion made
+    of them; None for any other column (int / str mixes are refused by pyarrow itself). Only
+    a column converted to bytes or a time is looked at (text, the common object column,
+    costs nothing), in Python only when pandas infers it mixed or temporal."""
+    t = arrow_type
+    if col.dtype != object or not (pa.types.is_binary(t) or pa.types.is_large_binary(t)
+                                   or pa.types.is_timestamp(t) or pa.types.is_date(t)):
+        return None
+    if pd.api.types.infer_dtype(col, skipna=True) not in ("mixed", "datetime", "date"):
+        return None
+    kinds = [_object_kind(v) for v in col.to_numpy()]
+    for family, merged in _KIND_FAMILIES.items():
+        first = {k: i for i, k in reversed(list(enumerate(kinds))) if k in family}
+        if len(first) > 1:
+            mask = np.zeros(len(kinds), dtype=bool)
+            mask[list(first.values())] = True
+            return " and ".join(k for k in family if k in first), mask, merged
+    return None
 
 
 def _refuse_reports(data: Any) -> None:
