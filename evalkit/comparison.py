@@ -790,9 +790,8 @@ def compare(
         from .outdir import check_out_apart
 
         check_out_apart(out, sources)
-    typed = check_compare_settings({"seed": seed, "n_boot": n_boot, "confidence": confidence,
-                                    "allow_mismatch": allow_mismatch, "boot_limit": boot_limit,
-                                    "pair_on": pair_on})
+    typed = check_compare_settings({"seed": seed, "n_boot": n_boot, "confidence": confidence, "pair_on": pair_on,
+                                    "allow_mismatch": allow_mismatch, "boot_limit": boot_limit})
     seed, n_boot, allow_mismatch, boot_limit = (typed[k] for k in ("seed", "n_boot", "allow_mismatch",
                                                                   "boot_limit"))
     cfg = _coerce_config(config) if config is not None else None

@@ -162,6 +162,8 @@ _KIND_FAMILIES = {("text (str)", "bytes"): "b'a' and 'a' as one value",
 
 
 def _object_kind(v: Any) -> str | None:
+    if v is pd.NaT:  # a missing time (a datetime subclass without an offset)
+        return None
     if isinstance(v, str):
         return "text (str)"
     if isinstance(v, bytes | bytearray):
@@ -175,20 +177,56 @@ def _object_kind(v: Any) -> str | None:
     return None
 
 
+def _type_kind(t: type) -> str | None:
+    """The family member a type's values are (``times``: naive or zoned, told apart later)."""
+    if issubclass(t, str):
+        return "text (str)"
+    if issubclass(t, bytes | bytearray):
+        return "bytes"
+    if issubclass(t, _dt.datetime | np.datetime64):
+        return "times"
+    return "dates" if issubclass(t, _dt.date) else None
+
+
+def _may_mix(values: np.ndarray) -> bool:
+    """Whether present ``values`` may hold two kinds of one family (:data:`_KIND_FAMILIES`),
+    by C-level passes (their types, then the time zones of times): a per-value Python call
+    on a column of a million times costs seconds, twice the conversion itself."""
+    from operator import attrgetter
+
+    types = set(map(type, values))
+    if not all(_type_kind(t) for t in types):  # missing values (None, NaN, NaT) or others
+        values = values[~pd.isna(values)]
+        types = set(map(type, values))
+    kinds = {_type_kind(t) for t in types}
+    if {"text (str)", "bytes"} <= kinds or {"dates", "times"} <= kinds:
+        return True
+    if "times" not in kinds:
+        return False
+    if not all(issubclass(t, _dt.datetime) for t in types):  # numpy datetime64s too: rare, in Python
+        zoned = [isinstance(v, _dt.datetime) and v.tzinfo is not None for v in values]
+        naive = [isinstance(v, np.datetime64) or isinstance(v, _dt.datetime) and v.tzinfo is None
+                 for v in values]
+        return any(zoned) and any(naive)
+    zones = set(map(attrgetter("tzinfo"), values))
+    return None in zones and len(zones) > 1
+
+
 def mixed_object_kinds(col: pd.Series, arrow_type: pa.DataType) -> tuple[str, np.ndarray, str] | None:
     """For a DataFrame object column holding values of two kinds that pyarrow's conversion
     (to ``arrow_type``) merged without a word (:data:`_KIND_FAMILIES`; pandas keeps them
     apart): what they are, a mask of the first row of each kind and what the conversion made
     of them; None for any other column (int / str mixes are refused by pyarrow itself). Only
     a column converted to bytes or a time is looked at (text, the common object column,
-    costs nothing), in Python only when pandas infers it mixed or temporal."""
+    costs nothing), by C-level passes (:func:`_may_mix`) unless it mixes kinds."""
     t = arrow_type
     if col.dtype != object or not (pa.types.is_binary(t) or pa.types.is_large_binary(t)
                                    or pa.types.is_timestamp(t) or pa.types.is_date(t)):
         return None
-    if pd.api.types.infer_dtype(col, skipna=True) not in ("mixed", "datetime", "date"):
+    values = col.to_numpy()
+    if not _may_mix(values):
         return None
-    kinds = [_object_kind(v) for v in col.to_numpy()]
+    kinds = [_object_kind(v) for v in values]  # a mix: find a row of each kind
     for family, merged in _KIND_FAMILIES.items():
         first = {k: i for i, k in reversed(list(enumerate(kinds))) if k in family}
         if len(first) > 1:
