@@ -542,8 +542,11 @@ def readable_frame(df: Any, cfg: EvalConfig) -> Any:
         if isinstance(col.dtype, np.dtype) and col.dtype.kind in "biufmMSU":
             continue
         try:
-            pa.Array.from_pandas(col)
+            converted = pa.Array.from_pandas(col)
         except (pa.ArrowException, TypeError, ValueError):
+            drop.append(i)
+            continue
+        if pipeline.mixed_object_kinds(col, converted.type) is not None:  # Arrow merged its values
             drop.append(i)
     if not drop:
         return df

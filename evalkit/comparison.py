@@ -444,15 +444,27 @@ def _pairing_of(b_rows: pd.DataFrame | None, c_rows: pd.DataFrame | None, keys: 
             return pd.Index(rows[keys[0]])
         return pd.MultiIndex.from_frame(rows[list(keys)])
 
+    def missing(rows: pd.DataFrame) -> np.ndarray:
+        # A missing key (null, NaN, NaT) names no row: it is never a partner (pandas' index
+        # would pair NaN with NaN), as a missing --on key is never joined (evalkit.join).
+        return np.asarray(rows[list(keys)].isna().any(axis=1), dtype=bool)
+
     ib, ic = index(b_rows), index(c_rows)
-    for role, idx in (("baseline", ib), ("candidate", ic)):
-        if not idx.is_unique:
+    mb, mc = missing(b_rows), missing(c_rows)
+    for role, idx, gone in (("baseline", ib, mb), ("candidate", ic, mc)):
+        if not idx[~gone].is_unique:
             return _Pairing((), None, f"{role} row keys {', '.join(keys)} are not unique: unpaired")
     try:
-        match = np.asarray(ic.get_indexer(ib), dtype=np.int64)
+        present = np.flatnonzero(~mc)
+        found = np.asarray(ic[present].get_indexer(ib), dtype=np.int64)
     except (TypeError, ValueError):
         return _Pairing((), None, f"row keys {', '.join(keys)} have different types in the runs")
+    match = np.where(found >= 0, present[np.maximum(found, 0)], -1) if len(present) else found
+    match[mb] = -1
     how = "".join(f" ({n.split(': ', 1)[1]})" for n in matched.notes)  # a row key whose type changed
+    if mb.any() or mc.any():
+        how += (f" (rows with a missing key are never paired: {int(mb.sum())} in the baseline, "
+                f"{int(mc.sum())} in the candidate)")
     paired = int((match >= 0).sum())
     alone = (len(ib) - paired, len(ic) - paired)  # rows whose key the other run does not hold
     return _Pairing(keys, match, f"paired on {', '.join(keys)} where both runs hold the same keys{how}",
@@ -854,7 +866,7 @@ def compare(
         from .outdir import check_out_apart
 
         check_out_apart(out, sources)
-    typed = check_compare_settings({"seed": seed, "n_boot": n_boot, "confidence": confidence,
+    typed = check_compare_settings({"seed": seed, "n_boot": n_boot, "confidence": confidence, "pair_on": pair_on,
                                     "allow_mismatch": allow_mismatch, "boot_limit": boot_limit})
     seed, n_boot, allow_mismatch, boot_limit = (typed[k] for k in ("seed", "n_boot", "allow_mismatch",
                                                                   "boot_limit"))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, check_one_spelling, closest
+from .errors import ConfigError, check_one_spelling, closest, option
 from .loss import DEFAULT_EPS
 
 
@@ -247,6 +247,7 @@ class EvalConfig:
                               f"{len(self.slices)} ({', '.join(self.slices)})")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"{source}: batch_size must be >= 1, got {self.batch_size}")
+        check_columns_once(self, source)
 
     # -- provenance -------------------------------------------------------------------
 
@@ -280,6 +281,27 @@ _INT_KEYS = {"exact_limit", "top_k", "bootstrap_samples", "bootstrap_seed", "cal
 COMPARE_TYPES = {"seed": ("int", 0), "n_boot": ("int", 100), "confidence": ("float", None),
                  "allow_mismatch": ("bool", None), "pair_on": ("list", None),
                  "boot_limit": ("int", 1)}
+
+
+#: The settings that list columns, each read once per class / key / slice: a column named
+#: twice would be two classes reading one column (with ``renormalize`` a wrong loss, exit 0),
+#: or two key parts that are one.
+COLUMN_LISTS = ("predictions", "targets", "on", "keys", "slices")
+
+
+def check_columns_once(cfg: EvalConfig, source: str) -> None:
+    """Raise ConfigError (exit 2) when a setting listing columns (:data:`COLUMN_LISTS`) names
+    one column twice, naming the column and the setting; the one home of the rule for the
+    command line, config files and Python alike (a grouping's columns: :func:`parse_groupings`;
+    ``compare.pair_on``: :func:`check_compare_settings`)."""
+    for key in COLUMN_LISTS:
+        _refuse_twice(getattr(cfg, key) or [], option(key, list(getattr(cfg, key) or [])), source)
+
+
+def _refuse_twice(cols: Sequence[str], setting: str, source: str) -> None:
+    twice = next((c for i, c in enumerate(cols) if c in cols[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"{source}: column {twice!r} is named twice in {setting}; list each column once")
 
 
 def check_slice_columns(items: Sequence[str], value: Any, source: str) -> None:
@@ -364,6 +386,7 @@ def check_compare_settings(settings: Mapping[str, Any], source: str = "compare")
                 value = [value]
             if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{source}: key {name!r} must be a list of column names, got {value!r}")
+            _refuse_twice(list(value), option(key, list(value)), source)
             out[key] = list(value)
     return out
 

@@ -47,6 +47,8 @@ EXIT_INTERRUPTED = 130
 _OPT_START, _OPT_END = "\x1e", "\x1f"
 #: Boolean settings whose flags are not --name / --no-name.
 _BOOL_FLAGS = {"logits": ("--logits", "--probs"), "write_rows": ("--rows", "--no-rows")}
+#: Settings whose command-line flag is not the config key with dashes.
+_FLAG_NAMES = {"keys": "--key"}
 _NO_VALUE = object()
 
 
@@ -80,7 +82,7 @@ def render_options(message: str, *, cli: bool | None) -> str:
                 return name
             return f"{name}: {meta if meta is not None else json.dumps(value)}"
         if cli:
-            flag = "--" + name.replace("_", "-")
+            flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
             on, off = _BOOL_FLAGS.get(name, (flag, "--no-" + name.replace("_", "-")))
             if value is True:
                 return on

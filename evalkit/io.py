@@ -324,13 +324,14 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
             import fsspec
 
             pattern = fsspec.core.url_to_fs(pattern)[0]._strip_protocol(pattern)
+    target: str | list[str] | None = None  # what dataset discovery read, for its errors
     try:
         root: str | None = None
         duplicates: list[str] = []
         markers: list[str] = []
         if len(paths) == 1 and (filesystem is None and os.path.isdir(paths[0])
                                 or filesystem is not None and _fs_isdir(filesystem, paths[0])):
-            root = paths[0]
+            root = target = paths[0]
             dataset = ds.dataset(root, format=parquet_format(), filesystem=filesystem)  # type: ignore[arg-type]
             kept, duplicates = _dedupe_files(dataset.files, filesystem)  # type: ignore[attr-defined]
             if duplicates:  # a symbolic link inside the directory to a file in it
@@ -345,8 +346,11 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
             files, duplicates = _dedupe_files(listed, filesystem)
             root = (_hive_glob_root(pattern, files) if pattern is not None
                     else _one_directory_root(paths, files, filesystem))
+            target = files
             dataset = ds.dataset(files, format=parquet_format(), filesystem=filesystem)  # type: ignore[arg-type]
     except _READ_ERRORS as exc:
+        if target is not None and "duplicate field names" in str(exc):  # a valid file, two columns of one name: say so
+            _refuse_repeated_names(target, filesystem)
         raise _open_error(label, exc) from None
     files = list(dataset.files)  # type: ignore[attr-defined]
     if not files:
@@ -360,6 +364,7 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
             schemas.append((frag.path, phys))
         except _READ_ERRORS as exc:
             raise _open_error(frag.path, exc) from None
+        check_columns_once(phys.names, frag.path)
     # Partition values are read by evalkit, not Arrow (whose inference makes store=007/,
     # store=07/ and store=7/ one integer group 7): always strings, see _hive_partitions.
     partitions = _hive_partitions(root, files, filesystem) if root is not None else {}
@@ -606,10 +611,37 @@ def _fsspec_paths(paths: list[str]) -> tuple[object, list[str]]:
     return PyFileSystem(FSSpecHandler(fs)), out
 
 
+def check_columns_once(names: Sequence[object], where: str) -> None:
+    """Raise :class:`~evalkit.errors.InputError` (exit 3) when an input (a Parquet file, an
+    Arrow table, a DataFrame: ``where``) holds two columns of one name, naming the column and
+    its positions (from 0, as pandas' ``iloc`` and Arrow count): no role could say which
+    one it reads, and Arrow calls such a file one it "can't unify"."""
+    seen: dict[object, list[int]] = {}
+    for i, name in enumerate(names):
+        seen.setdefault(name, []).append(i)
+    for name, at in seen.items():
+        if len(at) > 1:
+            times = "twice" if len(at) == 2 else f"{len(at)} times"
+            shown = ", ".join(map(str, at[:-1])) + f" and {at[-1]}"
+            raise InputError(f"column {str(name)!r} appears {times} in {where} (columns {shown}): "
+                             + ("rename one" if len(at) == 2 else "rename all but one"))
+
+
+def _refuse_repeated_names(target: str | list[str], filesystem: Any) -> None:
+    """Find the file whose columns repeat a name (discovery failed on it) and refuse it."""
+    try:
+        listing = ds.dataset(target, format=parquet_format(), filesystem=filesystem, schema=pa.schema([]))
+        for frag in listing.get_fragments():
+            check_columns_once(frag.physical_schema.names, frag.path)
+    except _READ_ERRORS:
+        return  # another problem: the caller names it
+
+
 def table_source(table: pa.Table, label: str = "<table>") -> Source:
     """Wrap an in-memory Arrow table as a Source (one dataset, no files)."""
     if not isinstance(table, pa.Table):
         raise InputError(f"expected a pyarrow Table, got {type(table).__name__}")
+    check_columns_once(table.column_names, label)
     table = conform_table(table, label)
     return Source(label, ds.dataset(table), [])
 

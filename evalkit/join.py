@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .aggregate.keys import match_key_parts, signed_zero_as_zero
+from .aggregate.keys import match_key_parts, missing_as_null, signed_zero_as_zero
 from .errors import JoinError, LabelError, UsageError, option, sample_rows
 from .layout import KEY_NAMES, LABEL_NAMES, LABEL_SAMPLE_ROWS
 from .validate import Problem
@@ -175,11 +175,14 @@ def _short(items: Sequence[str], limit: int = 12) -> str:
 
 
 def _plain(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A key column as one plain array: NaN as null (a missing key, which names no row and
+    so never matches, as the README says: null and NaN are the same missing key), ``-0.0``
+    as ``0.0``."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
-    return signed_zero_as_zero(arr)
+    return missing_as_null(signed_zero_as_zero(arr))
 
 
 class LabelIndex:
@@ -195,7 +198,8 @@ class LabelIndex:
         for name, col in zip(self.on, cols, strict=True):
             if col.null_count:
                 mask = col.is_null().to_numpy(zero_copy_only=False)
-                raise JoinError(f"{source}: key column {name!r} has null keys: {sample_rows(mask, 0)}")
+                raise JoinError(f"{source}: key column {name!r} has missing (null or NaN) keys, which "
+                               f"match no row: {sample_rows(mask, 0)}")
             uniq = pc.unique(col)
             self._uniques.append(uniq)
             self._radix.append(len(uniq))

@@ -56,6 +56,7 @@ from .errors import (
 from .io import (
     RowWriter,
     Source,
+    check_columns_once,
     file_provenance,
     open_source,
     table_source,
@@ -108,6 +109,7 @@ def as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
     with no conversion by the caller. Raises :class:`~evalkit.errors.UsageError` for any other type.
     """
     if isinstance(data, pd.DataFrame):
+        check_columns_once(list(data.columns), f"<{label} DataFrame>")
         try:
             table = pa.Table.from_pandas(data, preserve_index=False)
         except (pa.ArrowException, TypeError, ValueError) as exc:
@@ -115,6 +117,17 @@ def as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
             why = "; ".join(str(a) for a in exc.args[::-1]) if exc.args else type(exc).__name__
             raise ColumnTypeError(f"<{label} DataFrame>: a column cannot be read as one Arrow type "
                                   f"({why[:300]}); give each column values of one type") from None
+        for name, arrow_type in zip(data.columns, table.schema.types, strict=True):
+            mixed = mixed_object_kinds(data[name], arrow_type)
+            if mixed is not None:
+                what, mask, merged = mixed
+                shown: list[object] = [None] * len(mask)
+                for i in np.flatnonzero(mask):
+                    v = data[name].iloc[i]
+                    shown[i] = v.isoformat() if isinstance(v, _dt.date) else v
+                raise ColumnTypeError(
+                    f"<{label} DataFrame>: column {str(name)!r} mixes {what}: {sample_rows(mask, 0, shown)}; "
+                    f"Arrow would read them as one type ({merged}): give the column values of one kind")
         return table_source(table, f"<{label} DataFrame>"), data.index, True
     if isinstance(data, pa.Table):
         return table_source(data, f"<{label} Table>"), None, True
@@ -126,8 +139,8 @@ def as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
     if hasattr(data, "__arrow_c_stream__"):
         try:
             table = pa.table(data) if not isinstance(data, pa.RecordBatchReader) else data.read_all()
-        except (pa.ArrowException, TypeError, ValueError) as exc:
-            raise UsageError(f"{label}: cannot read the {kind} as an Arrow stream ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - the caller's query or stream failed: an input error
+            raise InputError(f"{label} <{kind}>: reading the table failed: {_failure(exc)}") from exc
         return table_source(_without_views(table), f"<{label} {kind}>"), None, True
     if isinstance(data, str | os.PathLike) or (
         isinstance(data, Sequence) and data and all(isinstance(d, str | os.PathLike) for d in data)
@@ -138,6 +151,89 @@ def as_source(data: Any, label: str) -> tuple[Source, pd.Index | None, bool]:
         f"{label}: expected a path, a list of paths, a pandas DataFrame, or a table with the Arrow "
         f"stream interface (pyarrow, polars, DuckDB...), got {type(data).__name__}"
     )
+
+
+#: The kinds of Python object that pyarrow's conversion of an object column silently makes
+#: one type: text and bytes (-> binary: 'a' = b'a'); dates, naive and zoned times (-> one
+#: timestamp type, a naive time read as UTC, or dates, a time of day dropped).
+_KIND_FAMILIES = {("text (str)", "bytes"): "b'a' and 'a' as one value",
+                  ("dates", "times without a time zone", "times with a time zone"):
+                      "a time without a zone as UTC, or a date's time of day dropped"}
+
+
+def _object_kind(v: Any) -> str | None:
+    if v is pd.NaT:  # a missing time (a datetime subclass without an offset)
+        return None
+    if isinstance(v, str):
+        return "text (str)"
+    if isinstance(v, bytes | bytearray):
+        return "bytes"
+    if isinstance(v, _dt.datetime):  # pandas Timestamp too
+        return "times without a time zone" if v.utcoffset() is None else "times with a time zone"
+    if isinstance(v, _dt.date):
+        return "dates"
+    if isinstance(v, np.datetime64):
+        return "times without a time zone"
+    return None
+
+
+def _type_kind(t: type) -> str | None:
+    """The family member a type's values are (``times``: naive or zoned, told apart later)."""
+    if issubclass(t, str):
+        return "text (str)"
+    if issubclass(t, bytes | bytearray):
+        return "bytes"
+    if issubclass(t, _dt.datetime | np.datetime64):
+        return "times"
+    return "dates" if issubclass(t, _dt.date) else None
+
+
+def _may_mix(values: np.ndarray) -> bool:
+    """Whether present ``values`` may hold two kinds of one family (:data:`_KIND_FAMILIES`),
+    by C-level passes (their types, then the time zones of times): a per-value Python call
+    on a column of a million times costs seconds, twice the conversion itself."""
+    from operator import attrgetter
+
+    types = set(map(type, values))
+    if not all(_type_kind(t) for t in types):  # missing values (None, NaN, NaT) or others
+        values = values[~pd.isna(values)]
+        types = set(map(type, values))
+    kinds = {_type_kind(t) for t in types}
+    if {"text (str)", "bytes"} <= kinds or {"dates", "times"} <= kinds:
+        return True
+    if "times" not in kinds:
+        return False
+    if not all(issubclass(t, _dt.datetime) for t in types):  # numpy datetime64s too: rare, in Python
+        zoned = [isinstance(v, _dt.datetime) and v.tzinfo is not None for v in values]
+        naive = [isinstance(v, np.datetime64) or isinstance(v, _dt.datetime) and v.tzinfo is None
+                 for v in values]
+        return any(zoned) and any(naive)
+    zones = set(map(attrgetter("tzinfo"), values))
+    return None in zones and len(zones) > 1
+
+
+def mixed_object_kinds(col: pd.Series, arrow_type: pa.DataType) -> tuple[str, np.ndarray, str] | None:
+    """For a DataFrame object column holding values of two kinds that pyarrow's conversion
+    (to ``arrow_type``) merged without a word (:data:`_KIND_FAMILIES`; pandas keeps them
+    apart): what they are, a mask of the first row of each kind and what the conversion made
+    of them; None for any other column (int / str mixes are refused by pyarrow itself). Only
+    a column converted to bytes or a time is looked at (text, the common object column,
+    costs nothing), by C-level passes (:func:`_may_mix`) unless it mixes kinds."""
+    t = arrow_type
+    if col.dtype != object or not (pa.types.is_binary(t) or pa.types.is_large_binary(t)
+                                   or pa.types.is_timestamp(t) or pa.types.is_date(t)):
+        return None
+    values = col.to_numpy()
+    if not _may_mix(values):
+        return None
+    kinds = [_object_kind(v) for v in values]  # a mix: find a row of each kind
+    for family, merged in _KIND_FAMILIES.items():
+        first = {k: i for i, k in reversed(list(enumerate(kinds))) if k in family}
+        if len(first) > 1:
+            mask = np.zeros(len(kinds), dtype=bool)
+            mask[list(first.values())] = True
+            return " and ".join(k for k in family if k in first), mask, merged
+    return None
 
 
 def _refuse_reports(data: Any) -> None:
@@ -174,13 +270,24 @@ def _collected(lazy: Any, label: str) -> Any:
         except (TypeError, ValueError) as exc:  # this library's collect() has no such option
             if i < len(attempts) - 1:
                 continue
-            raise InputError(f"{label}: collecting the {kind} failed: {exc}") from None
+            raise InputError(f"{label}: collecting the {kind} failed: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - the caller's lazy query failed: an input error
-            raise InputError(f"{label}: collecting the {kind} failed: {type(exc).__name__}: {exc}") from None
+            raise InputError(f"{label}: collecting the {kind} failed: {_failure(exc)}") from exc
     if not hasattr(table, "__arrow_c_stream__"):
         raise UsageError(f"{label}: {kind}.collect() gave a {type(table).__name__}, not a table with the "
                          f"Arrow stream interface (__arrow_c_stream__)")
     return table
+
+
+def _failure(exc: BaseException) -> str:
+    """What failed in the caller's query or stream, for a message: the exception's type and
+    the first line of its text (a DuckDB error goes on with the query, an Arrow stream error
+    with the producer's traceback; ``from exc`` keeps all of it)."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if " Detail: Python exception: Traceback" in first:  # the producer's exception, last line
+        first = f"{first.split(' Detail: ', 1)[0]} ({text[-1].strip()})"
+    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
 
 
 def _without_views(table: pa.Table) -> pa.Table:
@@ -460,10 +567,45 @@ def _ignore_label(cfg: EvalConfig, layout: Layout) -> str | int | float | None:
                          f"the labels here are {layout.label_kind} targets")
     if layout.label_kind == "index":
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise UsageError(f"{option('ignore_label')}: the labels are numbers, got {value!r}") from None
+        _refuse_class_as_ignore_label(value, _class_of_index(number, layout), layout)
+        return number
+    _refuse_class_as_ignore_label(value, layout.classes.index(str(value)) if str(value) in layout.classes
+                                  else None, layout)
     return str(value)
+
+
+def _class_of_index(value: float, layout: Layout) -> int | None:
+    """The class a numeric label ``value`` names (by position 0..K-1, or by value for integer
+    class names such as 3, 5, 7), None for a value outside the classes."""
+    from .layout import _int_class_values
+
+    if not value.is_integer():
+        return None
+    by_value = _int_class_values(layout.classes)
+    if by_value is not None:
+        return by_value.index(int(value)) if int(value) in by_value else None
+    return int(value) if 0 <= value < layout.n_classes else None
+
+
+def _refuse_class_as_ignore_label(value: object, index: int | None, layout: Layout) -> None:
+    """An ignore label that is one of the classes would leave every row of that class out of
+    every statistic, silently (tester T16): PyTorch's ``ignore_index`` (-100) and Keras'
+    ``ignore_class`` are padding values outside the classes, so a class here is a mistake
+    (a wrong value, or classes numbered from 1). Leaving a class out on purpose is filtering
+    the input: that is said, not done."""
+    if index is None:
+        return
+    name = layout.classes[index]
+    where = (f", column {layout.pred_columns[index]}" if len(layout.pred_columns) == layout.n_classes
+             else f", position {index} of the prediction lists" if layout.kind == "list" else "")
+    raise UsageError(
+        f"{option('ignore_label', value)}: the ignore label is class {name!r} of the predictions (class "
+        f"{index}{where}), so every row of that class would be left out of every statistic; an "
+        "ignore label is a padding value outside the classes (e.g. -100 or -1). To score without "
+        "a class, leave its rows out of the input")
 
 
 # -- spool ------------------------------------------------------------------------------
