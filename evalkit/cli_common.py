@@ -230,8 +230,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except OSError as exc:
             stream = terminal_write_failure(exc)
             if stream is None:
-                _internal_error(exc, debug)
-                ctx.exit(EXIT_INTERNAL)
+                ctx.exit(_internal_error(exc, debug))
             if stream == "standard output":
                 stdout_failed(stream, exc)
                 silence_stdout()  # what is left in the buffer is lost anyway
@@ -240,8 +239,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _err("error: out of memory; try a smaller --batch-size")
             ctx.exit(EXIT_INTERNAL)
         except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback for users
-            _internal_error(exc, debug)
-            ctx.exit(EXIT_INTERNAL)
+            ctx.exit(_internal_error(exc, debug))
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
@@ -260,11 +258,21 @@ def _output_done(ctx: click.Context) -> None:
         ctx.exit(EXIT_OUTPUT)
 
 
-def _internal_error(exc: Exception, debug: bool) -> None:
+def _internal_error(exc: Exception, debug: bool) -> int:
+    """Say an unexpected error is a bug; return its exit code. In a process whose working
+    directory no longer exists (a relative path met it where the library does not check),
+    it is that usage error (exit 2), never "a bug in evalkit"."""
+    from .io import current_dir_gone, cwd_gone_error
+
+    if current_dir_gone() and not debug:
+        err = cwd_gone_error()
+        _err(f"error: {err.cli_text()}")
+        return err.exit_code
     if debug:
         raise exc
     _err(f"internal error: {type(exc).__name__}: {exc}\n"
          "This is a bug in evalkit; rerun with --debug for the traceback and report it.")
+    return EXIT_INTERNAL
 
 
 #: Set by the process entry point (:func:`evalkit.__main__.run`): the command owns the process,

@@ -128,6 +128,10 @@ class EvalConfig:
         try:
             text = p.read_text(encoding="utf-8")
         except OSError as exc:
+            from .io import current_dir_gone, cwd_gone_error
+
+            if isinstance(exc, FileNotFoundError) and not p.is_absolute() and current_dir_gone():
+                raise cwd_gone_error(p) from None
             raise ConfigError(f"{p}: cannot read config file ({exc.strerror or exc})") from None
         data: Any
         if p.suffix == ".toml":

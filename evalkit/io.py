@@ -49,6 +49,40 @@ def _not_data(name: str) -> bool:
     return name.startswith((".", "_")) or name.endswith(".crc")
 
 
+def current_dir_gone() -> bool:
+    """True when this process's working directory no longer exists (removed, or replaced by
+    a directory of the same name, since the process entered it)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    return False
+
+
+def cwd_gone_error(path: PathLike | None = None) -> UsageError:
+    """The error of a run whose working directory no longer exists, when a relative path
+    (``path``, if known) must be resolved against it."""
+    from .escape import terminal
+
+    what = f"the relative path {terminal(path)} cannot be resolved" if path is not None else \
+        "relative paths cannot be resolved"
+    return UsageError(
+        f"the current directory no longer exists (it was removed or replaced since this shell "
+        f"entered it), so {what}: change to an existing directory (cd \"$PWD\" enters a new "
+        "directory of the same name) or give absolute paths")
+
+
+def real_path(path: PathLike) -> str:
+    """``os.path.realpath(path)``, or :func:`cwd_gone_error` when ``path`` is relative and the
+    working directory no longer exists (realpath would raise FileNotFoundError)."""
+    try:
+        return os.path.realpath(path)
+    except FileNotFoundError:
+        if current_dir_gone():
+            raise cwd_gone_error(path) from None
+        raise
+
+
 def _glob_base(pattern: str) -> str:
     """The directory a glob starts from: its longest prefix of plain directory names."""
     parts = Path(pattern).parts
@@ -271,6 +305,8 @@ def expand_paths(path: PathLike | Sequence[PathLike]) -> list[str]:
             out.extend(_glob_leaves(matches))
         else:
             if not os.path.exists(s):
+                if not os.path.isabs(s) and current_dir_gone():
+                    raise cwd_gone_error(s)
                 raise EmptyInputError(f"{s}: no such file or directory")
             out.append(s)
     if not out:

@@ -27,7 +27,8 @@ works across PID namespaces and containers sharing a volume (and never guesses f
 Where locks are unsupported, nothing is ever swept.
 
 **Inputs are never outputs.** :func:`check_out_apart` refuses an ``--out`` equal to, inside,
-or a parent of any input before any work.
+or a parent of any input before any work; :func:`resolve_out` refuses the working directory
+and its ancestors (the swap would leave the process, and its shell, in a deleted directory).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from typing import Any
 
 from .errors import OutputError, OutputExistsError, ReportInterrupted, UsageError, option
 from .escape import terminal
-from .io import PathLike, fingerprint_bytes, fingerprint_file, write_text
+from .io import PathLike, fingerprint_bytes, fingerprint_file, real_path, write_text
 
 try:
     import fcntl
@@ -611,12 +612,28 @@ def check_replaceable(target: Path, command: str, seen: dict[str, tuple[int, int
 
 def resolve_out(out: PathLike) -> Path:
     """The real, absolute path of an output directory: a symbolic link is followed (the
-    report it points to is the one updated); a dangling one is refused."""
+    report it points to is the one updated); a dangling one is refused.
+
+    The working directory and its ancestors are refused (UsageError): a report replaces its
+    directory as a whole (built beside it, renamed into place), so the process, and the
+    shell it was started from, would be left in a deleted directory."""
     p = Path(os.fspath(out))
     if p.is_symlink() and not p.exists():
         raise OutputError(f"{terminal(p)}: is a symbolic link to {terminal(os.readlink(p))}, which "
                           "does not exist; give an existing directory or a new name as --out")
-    return Path(os.path.realpath(p))
+    real = Path(real_path(p))
+    try:
+        cwd = Path(os.path.realpath(os.getcwd()))
+    except FileNotFoundError:
+        return real  # nothing to keep valid; an absolute --out works from anywhere
+    if real == cwd or real in cwd.parents:
+        how = "is the current directory" if real == cwd else "holds the current directory"
+        raise UsageError(
+            f"{option('out', os.fspath(out))}: {how} ({terminal(real)}); a report replaces its "
+            f"directory as a whole (written beside it, then renamed into place), which would leave "
+            f"this shell in a deleted directory: give a new directory as {option('out')} (e.g. "
+            f"{option('out', 'report')}), or run from outside {terminal(real)}")
+    return real
 
 
 def _local_paths(spec: Any) -> list[str]:
@@ -645,7 +662,7 @@ def check_out_apart(out: PathLike, others: Iterable[tuple[str, Any]]) -> None:
     o = resolve_out(out)
     for role, spec in others:
         for path in _local_paths(spec):
-            p = Path(os.path.realpath(path))
+            p = Path(real_path(path))
             if p == o:
                 how = "is"
             elif o in p.parents:
