@@ -27,7 +27,7 @@ works across PID namespaces and containers sharing a volume (and never guesses f
 Where locks are unsupported, nothing is ever swept.
 
 **Inputs are never outputs.** :func:`check_out_apart` refuses an ``--out`` equal to, inside,
-or a parent of any input before any work; :func:`resolve_out` refuses the working directory
+or a parent of any input before any work; :func:`check_not_cwd` refuses the working directory
 and its ancestors (the swap would leave the process, and its shell, in a deleted directory).
 """
 
@@ -612,20 +612,24 @@ def check_replaceable(target: Path, command: str, seen: dict[str, tuple[int, int
 
 def resolve_out(out: PathLike) -> Path:
     """The real, absolute path of an output directory: a symbolic link is followed (the
-    report it points to is the one updated); a dangling one is refused.
-
-    The working directory and its ancestors are refused (UsageError): a report replaces its
-    directory as a whole (built beside it, renamed into place), so the process, and the
-    shell it was started from, would be left in a deleted directory."""
+    report it points to is the one updated); a dangling one is refused."""
     p = Path(os.fspath(out))
     if p.is_symlink() and not p.exists():
         raise OutputError(f"{terminal(p)}: is a symbolic link to {terminal(os.readlink(p))}, which "
                           "does not exist; give an existing directory or a new name as --out")
-    real = Path(real_path(p))
+    return Path(real_path(p))
+
+
+def check_not_cwd(out: PathLike) -> None:
+    """Raise UsageError (exit 2) when output directory ``out`` is the working directory or
+    holds it: a report replaces its directory as a whole (built beside it, renamed into
+    place), so the process, and the shell it was started from, would be left in a deleted
+    directory (tester T1: the next run there was "a bug in evalkit")."""
+    real = resolve_out(out)
     try:
         cwd = Path(os.path.realpath(os.getcwd()))
     except FileNotFoundError:
-        return real  # nothing to keep valid; an absolute --out works from anywhere
+        return  # nothing to keep valid; an absolute --out works from anywhere
     if real == cwd or real in cwd.parents:
         how = "is the current directory" if real == cwd else "holds the current directory"
         raise UsageError(
@@ -633,7 +637,6 @@ def resolve_out(out: PathLike) -> Path:
             f"directory as a whole (written beside it, then renamed into place), which would leave "
             f"this shell in a deleted directory: give a new directory as {option('out')} (e.g. "
             f"{option('out', 'report')}), or run from outside {terminal(real)}")
-    return real
 
 
 def _local_paths(spec: Any) -> list[str]:
@@ -674,6 +677,7 @@ def check_out_apart(out: PathLike, others: Iterable[tuple[str, Any]]) -> None:
             raise UsageError(
                 f"{option('out', os.fspath(out))}: {how} the {role} {terminal(path)}; the report must "
                 f"go to a directory apart from every input: choose another {option('out')}")
+    check_not_cwd(out)
 
 
 # -- atomic commit -------------------------------------------------------------------------------
@@ -732,6 +736,7 @@ class AtomicDir:
         if command not in COMMANDS:
             raise ValueError(f"unknown command {command!r}")
         self.result = result
+        check_not_cwd(target)
         self.target = resolve_out(target)
         self.overwrite = overwrite
         self.command = command
@@ -878,6 +883,6 @@ class AtomicDir:
                               "report is intact") from None
 
 
-__all__ = ["AtomicDir", "MANIFEST_NAME", "check_out_apart", "check_replaceable", "hold_lock", "read_checked",
+__all__ = ["AtomicDir", "MANIFEST_NAME", "check_not_cwd", "check_out_apart", "check_replaceable", "hold_lock", "read_checked",
            "make_spool_dir", "read_manifest", "release_lock", "remove_spool_dir", "resolve_out",
            "manifest_entry", "signals_deferred", "sweep_spool_dirs", "unexpected_entries", "write_manifest"]
