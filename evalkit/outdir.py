@@ -52,14 +52,13 @@ from typing import Any
 
 from .errors import OutputError, OutputExistsError, ReportInterrupted, UsageError, option
 from .escape import terminal
-from .io import PathLike, fingerprint_bytes, fingerprint_file, real_path, write_text
+from .io import MANIFEST_NAME, PathLike, fingerprint_bytes, fingerprint_file, real_path, write_text
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks, so nothing is swept
     fcntl = None  # type: ignore[assignment]
 
-MANIFEST_NAME = "evalkit-manifest.json"
 MANIFEST_FORMAT = "evalkit-report"
 MANIFEST_VERSION = 1
 COMMANDS = ("evaluate", "compare", "history")

@@ -591,7 +591,7 @@ def run_warnings(layout: Layout, state: EvalState, *sources: Source | None) -> l
     [0, 1] (:func:`evalkit.validate.unit_interval_logits`); a binary column that reads better
     for the other class (:class:`evalkit.validate.ReversedBinary`)."""
     out = []
-    notes = [src.duplicates_note() for src in sources if src is not None]
+    notes = [n for src in sources if src is not None for n in src.notes()]
     out += [EvalkitWarning(note) for note in notes if note is not None]
     if state.reversal is not None:
         text = state.reversal.warning(layout.pred_columns[0], layout.classes)
