@@ -743,7 +743,7 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
     layout = pipeline.detect_input_layout(inputs, cfg)
     # a split column only the labels input holds is grouped by too, as one the predictions hold
     groupings = pipeline.resolve_groupings(cfg, [*inputs.names, *inputs.label_names], layout.label_columns)
-    notes = [gate_note] if gate_note is not None else []
+    notes = [*cfg.notes, *([gate_note] if gate_note is not None else [])]
     if inputs.label_index is not None:
         named = [c for cols in cfg.by for c in cols] + list(cfg.slices) + [layout.weight or ""]
         automatic = [c for g in groupings for c in g.columns if c not in named]
