@@ -6,6 +6,7 @@ The CLI is a thin layer over these: ``evalkit evaluate`` is ``evaluate(...)`` fo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -392,59 +393,73 @@ class EvalResult:
         check_out_apart(out_dir, self._sources)
         atomic = AtomicDir(out_dir, overwrite=overwrite, command="evaluate", result=self)
         with atomic as tmp:
-            plots: list[tuple[str, str]] | None = None
-            drawing = False
-            if self.plots and plot_helper is not None and plot_helper.available() is not None:
-                from .plots import plot_plan
+            # a plot not drawn is a run warning of report.md and summary.json, written after
+            kept: Any = contextlib.nullcontext()
+            if self.plots:
+                from .plots import plot_warnings_kept
 
-                plots = plot_plan(self) if plot_helper.available() else None  # None: try here
-                drawing = bool(plots) and plot_helper.draw(self, tmp, self._class_hist,
-                                                           [name for _, name in plots])
-                if plots and not drawing:
-                    plots = None  # the helper is gone: draw here, below
-            overall = _arrow(self.table("overall"))
-            write_table(overall, tmp / "overall.parquet")
-            grouped = [("overall", (), overall)]
-            for g in self.groupings:
-                if g.columns:
-                    grouped.append((g.name, tuple(g.columns), _arrow(self.groups[g.name])))
-                    write_table(grouped[-1][2], tmp / f"{g.file_stem}.parquet")
-            write_grouped(grouped, tmp / GROUPED_FILE)  # what history reads (one file, not one per grouping)
-            write_table(_arrow(self.confusion), tmp / "confusion.parquet")
-            if self._calibration is not None:
-                rows = pipeline.CALIBRATION_ROW_GROUP
-                write_batches(self._calibration.schema(), self._calibration.batches(rows=rows),
-                              tmp / "calibration.parquet", row_group_size=rows,
-                              dictionary_floats=pipeline.CALIBRATION_BIN_BOUNDS)
-            elif self._calibration_df is not None:
-                write_table(_arrow(self._calibration_df), tmp / "calibration.parquet",
-                            dictionary_floats=pipeline.CALIBRATION_BIN_BOUNDS)
-            if self.slices is not None:
-                write_table(_arrow(self.slices), tmp / "slices.parquet")
-            # An input column named scope is kept as input:scope, as rows_column keeps input:loss.
-            hardest = [df.rename(columns={HARDEST_SCOPE: INPUT_PREFIX + HARDEST_SCOPE}).assign(**{HARDEST_SCOPE: name})
-                       for name, df in self.hardest.items()]
-            if hardest:
-                write_table(_arrow(concat_frames(hardest)), tmp / "hardest.parquet")
-            if self.plots and plots is None:
-                from .plots import plots_available, write_plots
-
-                plots = write_plots(self, tmp, self._class_hist) if plots_available() else []
-            if self.plots and plots == []:  # asked for, none drawn: say why (rt-final8 F12)
-                from .plots import note_no_plots
-
-                note_no_plots(self)
+                kept = plot_warnings_kept(self)
+            with kept:
+                plots = self._write_tables(tmp, plot_helper)
             write_text(self.to_markdown(plots), tmp / "report.md")
-            # Last of the data files: the per-row file may still be finishing (see _rows_ready).
-            self._rows_ready()
-            self._write_rows(tmp / "rows.parquet")
-            if drawing and plot_helper.finish() is not None:
-                from .plots import write_plots
-
-                write_plots(self, tmp, self._class_hist)  # the helper failed: draw here
             atomic.write_summary(self._summary(), "summary.json")
             self.path = atomic.commit()
             return self.path
+
+    def _write_tables(self, tmp: Path, plot_helper: Any) -> list[tuple[str, str]] | None:
+        """Write the report's tables, per-row output and plots (drawn by ``plot_helper`` while
+        the tables are written, when there is one) into ``tmp``; return the plots for
+        report.md."""
+        plots: list[tuple[str, str]] | None = None
+        drawing = False
+        if self.plots and plot_helper is not None and plot_helper.available() is not None:
+            from .plots import plot_plan
+
+            plots = plot_plan(self) if plot_helper.available() else None  # None: try here
+            drawing = bool(plots) and plot_helper.draw(self, tmp, self._class_hist,
+                                                       [name for _, name in plots])
+            if plots and not drawing:
+                plots = None  # the helper is gone: draw here, below
+        overall = _arrow(self.table("overall"))
+        write_table(overall, tmp / "overall.parquet")
+        grouped = [("overall", (), overall)]
+        for g in self.groupings:
+            if g.columns:
+                grouped.append((g.name, tuple(g.columns), _arrow(self.groups[g.name])))
+                write_table(grouped[-1][2], tmp / f"{g.file_stem}.parquet")
+        write_grouped(grouped, tmp / GROUPED_FILE)  # what history reads (one file, not one per grouping)
+        write_table(_arrow(self.confusion), tmp / "confusion.parquet")
+        if self._calibration is not None:
+            rows = pipeline.CALIBRATION_ROW_GROUP
+            write_batches(self._calibration.schema(), self._calibration.batches(rows=rows),
+                          tmp / "calibration.parquet", row_group_size=rows,
+                          dictionary_floats=pipeline.CALIBRATION_BIN_BOUNDS)
+        elif self._calibration_df is not None:
+            write_table(_arrow(self._calibration_df), tmp / "calibration.parquet",
+                        dictionary_floats=pipeline.CALIBRATION_BIN_BOUNDS)
+        if self.slices is not None:
+            write_table(_arrow(self.slices), tmp / "slices.parquet")
+        # An input column named scope is kept as input:scope, as rows_column keeps input:loss.
+        hardest = [df.rename(columns={HARDEST_SCOPE: INPUT_PREFIX + HARDEST_SCOPE}).assign(**{HARDEST_SCOPE: name})
+                   for name, df in self.hardest.items()]
+        if hardest:
+            write_table(_arrow(concat_frames(hardest)), tmp / "hardest.parquet")
+        if self.plots and plots is None:
+            from .plots import plots_available, write_plots
+
+            plots = write_plots(self, tmp, self._class_hist) if plots_available() else []
+        if self.plots and plots == []:  # asked for, none drawn: say why (rt-final8 F12)
+            from .plots import note_no_plots
+
+            note_no_plots(self)
+        # Last of the data files: the per-row file may still be finishing (see _rows_ready).
+        self._rows_ready()
+        self._write_rows(tmp / "rows.parquet")
+        if drawing and plot_helper.finish() is not None:
+            from .plots import write_plots
+
+            write_plots(self, tmp, self._class_hist)  # the helper failed: draw here
+        return plots
 
     def _write_rows(self, dest: Path) -> None:
         if self._rows_table is not None:
@@ -731,7 +746,7 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
     layout = pipeline.detect_input_layout(inputs, cfg)
     # a split column only the labels input holds is grouped by too, as one the predictions hold
     groupings = pipeline.resolve_groupings(cfg, [*inputs.names, *inputs.label_names], layout.label_columns)
-    notes = [gate_note] if gate_note is not None else []
+    notes = [*cfg.notes, *([gate_note] if gate_note is not None else [])]
     if inputs.label_index is not None:
         named = [c for cols in cfg.by for c in cols] + list(cfg.slices) + [layout.weight or ""]
         automatic = [c for g in groupings for c in g.columns if c not in named]

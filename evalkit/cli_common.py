@@ -230,8 +230,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except OSError as exc:
             stream = terminal_write_failure(exc)
             if stream is None:
-                _internal_error(exc, debug)
-                ctx.exit(EXIT_INTERNAL)
+                ctx.exit(_internal_error(exc, debug))
             if stream == "standard output":
                 stdout_failed(stream, exc)
                 silence_stdout()  # what is left in the buffer is lost anyway
@@ -240,8 +239,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _err("error: out of memory; try a smaller --batch-size")
             ctx.exit(EXIT_INTERNAL)
         except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback for users
-            _internal_error(exc, debug)
-            ctx.exit(EXIT_INTERNAL)
+            ctx.exit(_internal_error(exc, debug))
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
@@ -260,11 +258,21 @@ def _output_done(ctx: click.Context) -> None:
         ctx.exit(EXIT_OUTPUT)
 
 
-def _internal_error(exc: Exception, debug: bool) -> None:
+def _internal_error(exc: Exception, debug: bool) -> int:
+    """Say an unexpected error is a bug; return its exit code. In a process whose working
+    directory no longer exists (a relative path met it where the library does not check),
+    it is that usage error (exit 2), never "a bug in evalkit"."""
+    from .io import current_dir_gone, cwd_gone_error
+
+    if current_dir_gone() and not debug:
+        err = cwd_gone_error()
+        _err(f"error: {err.cli_text()}")
+        return err.exit_code
     if debug:
         raise exc
     _err(f"internal error: {type(exc).__name__}: {exc}\n"
          "This is a bug in evalkit; rerun with --debug for the traceback and report it.")
+    return EXIT_INTERNAL
 
 
 #: Set by the process entry point (:func:`evalkit.__main__.run`): the command owns the process,
@@ -410,7 +418,8 @@ def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--target-prefix", help="Prefix of one-hot / soft target columns."),
         click.option("--classes", help='Comma-separated class names in class-index order (a name holding a '
                                         'comma in double quotes: \'"big cat, wild",dog\').'),
-        click.option("--key", "keys", multiple=True, help="Row key column(s) kept in per-row output (default: id)."),
+        click.option("--key", "--keys", "keys", multiple=True,
+                     help="Row key column(s) kept in per-row output (default: id). Repeatable."),
         click.option("--weight", help="Sample-weight column (adds a weighted mean)."),
         click.option("--ignore-label", metavar="VALUE",
                      help="Leave rows with this label out of every statistic, counted apart "
@@ -455,8 +464,33 @@ def config_from_flags(config_file: str | None, flags: dict[str, Any]) -> Any:
             clean[k] = [c.strip() for item in clean[k] for c in item.split(",") if c.strip()]
     if "classes" in clean:
         clean["classes"] = split_names(clean["classes"])
+    cfg.notes += _env_overrides(cfg, clean)
     cfg.update(clean, source="command line")
     return cfg
+
+
+def _env_overrides(cfg: Any, values: dict[str, Any]) -> list[str]:
+    """A note for each setting an ``EVALKIT_<COMMAND>_<OPTION>`` environment variable gives
+    that the config file sets to another value. Precedence: a flag, then the environment,
+    then the config file (click's order); a stray exported variable in a nightly job whose
+    settings live in a reviewed file must not win silently (tester T7)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or not cfg.file_keys:
+        return []
+    from click.core import ParameterSource
+
+    notes = []
+    for k, v in values.items():
+        if k not in cfg.file_keys or ctx.get_parameter_source(k) is not ParameterSource.ENVIRONMENT:
+            continue
+        param = next((p for p in ctx.command.params if p.name == k), None)
+        var = getattr(param, "envvar", None) or f"{ctx.auto_envvar_prefix}_{k.upper()}"
+        old = getattr(cfg, k)
+        if old == v or (isinstance(old, list | tuple) and list(old) == v):
+            continue
+        notes.append(f"the environment variable {var} ({os.environ.get(var, v)}) overrides {k}: {old!r} "
+                     f"of {cfg.source_file} (a flag overrides the environment, which overrides the config file)")
+    return notes
 
 
 # -- options shared by the commands that read reports back (compare, history) ----------------

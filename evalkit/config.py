@@ -113,6 +113,11 @@ class EvalConfig:
     """Where an empty ``gates:`` key was read (a file, ``config``), else None: no key of the
     config (not in :meth:`to_dict` / :meth:`digest`); each command notes it like a block
     holding none of its gates (:func:`evalkit.gates.gates_note`)."""
+    file_keys: tuple[str, ...] = field(default=(), compare=False)
+    """The keys the config file set (:meth:`from_file`), as field names."""
+    notes: list[str] = field(default_factory=list, compare=False)
+    """Notes on how the settings were resolved (an environment variable that overrides a
+    key of the config file): run warnings of the command (stderr, report.md, summary.json)."""
 
     # -- construction -----------------------------------------------------------------
 
@@ -128,6 +133,10 @@ class EvalConfig:
         try:
             text = p.read_text(encoding="utf-8")
         except OSError as exc:
+            from .io import current_dir_gone, cwd_gone_error
+
+            if isinstance(exc, FileNotFoundError) and not p.is_absolute() and current_dir_gone():
+                raise cwd_gone_error(p) from None
             raise ConfigError(f"{p}: cannot read config file ({exc.strerror or exc})") from None
         data: Any
         if p.suffix == ".toml":
@@ -145,6 +154,7 @@ class EvalConfig:
             raise ConfigError(f"{p}: config file must hold a mapping of keys, got {type(data).__name__}")
         cfg = cls.from_mapping(data, source=str(p))
         cfg.source_file = str(p)
+        cfg.file_keys = tuple(config_key(k) for k in data)
         # Relative input / output paths are relative to where the command runs, like flags.
         return cfg
 
@@ -171,11 +181,9 @@ class EvalConfig:
     def update(self, data: Mapping[str, Any], source: str = "flags") -> EvalConfig:
         """Override fields from a mapping (None values are ignored)."""
         known = {f.name: f for f in dataclasses.fields(self) if f.name not in _NOT_KEYS}
-        check_one_spelling(data, source)
+        check_one_spelling(data, source, config_key)
         for raw_key, value in data.items():
-            key = str(raw_key).replace("-", "_")
-            if key == "output":
-                key = "out"
+            key = config_key(raw_key)
             if key not in known:
                 raise ConfigError(
                     f"{source}: unknown config key {raw_key!r}{closest(key, known)}; "
@@ -265,7 +273,19 @@ class EvalConfig:
 
 
 #: Fields of :class:`EvalConfig` that are no config key: where it was read from.
-_NOT_KEYS = ("source_file", "gates_empty_in")
+#: Other spellings of config keys: each key may be spelled as its long flag (``key: id`` as
+#: ``--key id``; ``rows: false`` as ``--no-rows``), and ``output`` as ``out``.
+KEY_ALIASES = {"output": "out", "key": "keys", "rows": "write_rows"}
+
+
+def config_key(raw: Any) -> str:
+    """The field name a config key names: ``-`` read as ``_`` (``sum-tol``), aliases
+    (:data:`KEY_ALIASES`) resolved."""
+    key = str(raw).replace("-", "_")
+    return KEY_ALIASES.get(key, key)
+
+
+_NOT_KEYS = ("source_file", "gates_empty_in", "file_keys", "notes")
 _LIST_KEYS = {"input", "on", "predictions", "targets", "classes", "slices"}
 _PATH_KEYS = {"input", "labels", "out"}
 _BOOL_KEYS = {"by_class", "by_split", "renormalize", "overwrite", "write_rows", "plots"}

@@ -375,13 +375,14 @@ def _fmt_value_unsafe(v: Any) -> str:
     return repr(v.item() if isinstance(v, np.generic) else v)
 
 
-def check_one_spelling(data: Mapping[str, Any], source: str) -> None:
+def check_one_spelling(data: Mapping[str, Any], source: str, normal: Any = None) -> None:
     """Raise ConfigError when two keys of ``data`` are spellings of one key (``min-change-pct``
-    and ``min_change_pct``): which value held would depend on their order (a duplicate key
-    of one spelling is refused by the YAML / TOML reader already)."""
+    and ``min_change_pct``; with ``normal``, a function giving a key's one spelling, also
+    aliases such as ``key`` and ``keys``): which value held would depend on their order (a
+    duplicate key of one spelling is refused by the YAML / TOML reader already)."""
     seen: dict[str, Any] = {}
     for raw in data:
-        key = str(raw).replace("-", "_")
+        key = normal(raw) if normal is not None else str(raw).replace("-", "_")
         if key in seen:
             raise ConfigError(f"{source}: {seen[key]!r} and {raw!r} are one key in two spellings; give it once")
         seen[key] = raw

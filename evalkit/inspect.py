@@ -71,7 +71,7 @@ def inspect_input(
                       classes=cfg.classes or None, keys=cfg.keys, weight=cfg.weight)
     on = list(cfg.on)
     used: set[str] = {cfg.label or "", *LABEL_NAMES}  # never suggest grouping by the label
-    notes = [s.duplicates_note() for s in (src, label_src) if s is not None]
+    notes = [n for s in (src, label_src) if s is not None for n in s.notes()]
     info["warnings"] = [f"warning: {note}" for note in notes if note is not None]
     try:
         if label_src is not None and not on:

@@ -13,6 +13,7 @@ import datetime as _dt
 import glob as _glob
 import hashlib
 import os
+import posixpath
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,92 @@ def _not_data(name: str) -> bool:
     return name.startswith((".", "_")) or name.endswith(".crc")
 
 
+def current_dir_gone() -> bool:
+    """True when this process's working directory no longer exists (removed, or replaced by
+    a directory of the same name, since the process entered it)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    return False
+
+
+def cwd_gone_error(path: PathLike | None = None) -> UsageError:
+    """The error of a run whose working directory no longer exists, when a relative path
+    (``path``, if known) must be resolved against it."""
+    from .escape import terminal
+
+    what = f"the relative path {terminal(path)} cannot be resolved" if path is not None else \
+        "relative paths cannot be resolved"
+    return UsageError(
+        f"the current directory no longer exists (it was removed or replaced since this shell "
+        f"entered it), so {what}: change to an existing directory (cd \"$PWD\" enters a new "
+        "directory of the same name) or give absolute paths")
+
+
+def real_path(path: PathLike) -> str:
+    """``os.path.realpath(path)``, or :func:`cwd_gone_error` when ``path`` is relative and the
+    working directory no longer exists (realpath would raise FileNotFoundError)."""
+    try:
+        return os.path.realpath(path)
+    except FileNotFoundError:
+        if current_dir_gone():
+            raise cwd_gone_error(path) from None
+        raise
+
+
+#: The file that makes a directory an evalkit report (see :mod:`evalkit.outdir`).
+MANIFEST_NAME = "evalkit-manifest.json"
+#: Names of Parquet data files (Spark, DuckDB, polars, pandas: ``.parquet``; Impala: ``.parq``).
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+
+
+def select_data_files(root: str, files: Sequence[str], *, root_is_report: bool = False,
+                      pathmod: Any = os.path) -> tuple[list[str], list[str], list[str]]:
+    """Which of the ``files`` found in directory input ``root`` are data, as Spark, Hive,
+    DuckDB and polars read a dataset directory: ``(data, reports, other)``.
+
+    - An evalkit report inside the input (a directory holding ``evalkit-manifest.json``:
+      ``--out data/report``) is never data: its directory is in ``reports`` and its files are
+      skipped. ``root_is_report``: ``root`` itself counts (a directory a glob matched).
+    - When the directory holds files named ``*.parquet`` (``.parq``, ``.pq``), only those are
+      read; the rest (a README.txt, notes, a CSV beside them) is ``other``.
+    - Else, when it holds files without an extension (Hive's ``000000_0``, Spark's
+      ``part-00000-...-c000``), those are read; files with an extension are ``other``.
+    - Else every file is read (a file that is not Parquet is then named by the error).
+
+    Hidden and ``_``-prefixed entries are skipped before (:func:`_not_data`, Arrow's discovery)."""
+    norm = pathmod.normpath(root)
+    report_dirs = {pathmod.normpath(pathmod.dirname(f)) for f in files if pathmod.basename(f) == MANIFEST_NAME}
+    if not root_is_report:
+        report_dirs.discard(norm)
+
+    def report_of(f: str) -> str | None:
+        d = pathmod.normpath(pathmod.dirname(f))
+        while True:
+            if d in report_dirs:
+                return d
+            if d == norm or d == pathmod.dirname(d) or len(d) < len(norm):
+                return None
+            d = pathmod.dirname(d)
+
+    reports: list[str] = []
+    rest: list[str] = []
+    for f in files:
+        r = report_of(f) if report_dirs else None
+        if r is None:
+            rest.append(f)
+        elif r not in reports:
+            reports.append(r)
+    named = [f for f in rest if pathmod.basename(f).lower().endswith(PARQUET_SUFFIXES)]
+    if not named:  # part files without an extension (Hive's 000000_0) beside a README.txt
+        named = [f for f in rest if "." not in pathmod.basename(f)]
+    if not named:
+        return rest, reports, []
+    chosen = set(named)
+    return named, reports, [f for f in rest if f not in chosen]
+
+
 def _glob_base(pattern: str) -> str:
     """The directory a glob starts from: its longest prefix of plain directory names."""
     parts = Path(pattern).parts
@@ -62,6 +149,11 @@ def _glob_base(pattern: str) -> str:
 
 def _is_url(s: str) -> bool:
     return "://" in s and not s.startswith("file://")
+
+
+def _listed(items: Sequence[str], shown: int = 5) -> str:
+    more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
 
 
 @dataclass
@@ -91,6 +183,23 @@ class Source:
     in it; a path given twice), read once: the later spellings, in the order met."""
     markers: list[str] = field(default_factory=list)
     """Marker / checksum files given explicitly (a shell-expanded ``out/*``) and skipped."""
+    skipped_reports: list[str] = field(default_factory=list)
+    """evalkit report directories inside a directory input, skipped (:func:`select_data_files`)."""
+    skipped_files: list[str] = field(default_factory=list)
+    """Files of a directory input that are not Parquet data beside its ``*.parquet`` files."""
+
+    def notes(self) -> list[str]:
+        """The input's warnings: files reached more than once (:meth:`duplicates_note`), and
+        what a directory input holds but is not data (skipped, each kind in one note)."""
+        out = [n for n in (self.duplicates_note(),) if n is not None]
+        if self.skipped_reports:
+            out.append(f"{self.label}: skipped the evalkit report(s) inside it, never read as data: "
+                       f"{_listed([d + '/' for d in self.skipped_reports])}")
+        if self.skipped_files:
+            out.append(f"{self.label}: skipped {len(self.skipped_files)} file(s) that are not Parquet data: "
+                       f"{_listed(self.skipped_files)} (a directory input reads its *.parquet files, or, "
+                       "when it holds none, its files without an extension)")
+        return out
 
     def duplicates_note(self) -> str | None:
         """The warning for files reached more than once (read once), or None; it also names
@@ -279,6 +388,8 @@ def expand_paths(path: PathLike | Sequence[PathLike]) -> list[str]:
             out.extend(_glob_leaves(matches))
         else:
             if not os.path.exists(s):
+                if not os.path.isabs(s) and current_dir_gone():
+                    raise cwd_gone_error(s)
                 raise EmptyInputError(f"{s}: no such file or directory")
             out.append(s)
     if not out:
@@ -329,15 +440,21 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
         root: str | None = None
         duplicates: list[str] = []
         markers: list[str] = []
+        skipped_reports: list[str] = []
+        skipped_files: list[str] = []
         if len(paths) == 1 and (filesystem is None and os.path.isdir(paths[0])
                                 or filesystem is not None and _fs_isdir(filesystem, paths[0])):
-            root = target = paths[0]
-            dataset = ds.dataset(root, format=parquet_format(), filesystem=filesystem)  # type: ignore[arg-type]
-            kept, duplicates = _dedupe_files(dataset.files, filesystem)  # type: ignore[attr-defined]
-            if duplicates:  # a symbolic link inside the directory to a file in it
-                dataset = ds.dataset(kept, format=parquet_format(), filesystem=filesystem)  # type: ignore[arg-type]
+            root = paths[0]
+            # listed here, not by Arrow's discovery, which opens the first file it finds for
+            # the schema: a README.txt there failed the run before any file was chosen
+            found = _walk(root, filesystem)
+            data, skipped_reports, skipped_files = select_data_files(
+                root, found, pathmod=os.path if filesystem is None else posixpath)
+            kept, duplicates = _dedupe_files(data, filesystem)  # a symbolic link to a file in it
+            target = kept
+            dataset = ds.dataset(kept, format=parquet_format(), filesystem=filesystem)  # type: ignore[arg-type]
         else:
-            listed = _list_files(paths, filesystem, label)
+            listed, skipped_reports, skipped_files = _list_files(paths, filesystem, label)
             markers = [f for f in listed if _not_data(os.path.basename(f))]
             if markers and len(markers) < len(listed):  # `out/*` expanded by the shell: _SUCCESS, .crc
                 listed = [f for f in listed if f not in markers]
@@ -370,7 +487,8 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
     partitions = _hive_partitions(root, files, filesystem) if root is not None else {}
     part_cols = list(dict.fromkeys(k for pv in partitions.values() for k in pv))
     logical, drift = unify_schemas(schemas, part_cols)
-    return Source(label, dataset, files, filesystem, root, logical, partitions, drift, duplicates, markers)
+    return Source(label, dataset, files, filesystem, root, logical, partitions, drift, duplicates, markers,
+                  skipped_reports, skipped_files)
 
 
 def _dedupe_files(files: Sequence[str], filesystem: object | None) -> tuple[list[str], list[str]]:
@@ -473,19 +591,47 @@ def _hive_partitions(root: str, files: Sequence[str], filesystem: object | None)
     return out
 
 
-def _list_files(paths: Sequence[str], filesystem: object | None, label: str) -> list[str]:
+def _walk(root: str, filesystem: object | None) -> list[str]:
+    """Every file under directory ``root`` (local, or on ``filesystem``), sorted, without
+    hidden, ``_``-prefixed and checksum entries (:func:`_not_data`, at any depth: Arrow's
+    discovery skips the same prefixes)."""
+    from pyarrow import fs as pafs
+
+    fsys: Any = filesystem if filesystem is not None else pafs.LocalFileSystem()
+    base = root.rstrip("/") + "/"
+    out = []
+    for info in fsys.get_file_info(pafs.FileSelector(root, recursive=True)):
+        if info.type != pafs.FileType.File:
+            continue
+        rel = info.path[len(base):] if info.path.startswith(base) else posixpath.basename(info.path)
+        if not any(_not_data(part) for part in rel.split("/")):
+            out.append(info.path)
+    return sorted(out)
+
+
+def _list_files(paths: Sequence[str], filesystem: object | None,
+                label: str) -> tuple[list[str], list[str], list[str]]:
     """The data files of several inputs: local directories are walked (marker, checksum and
-    hidden files skipped), everything else is taken as a file."""
+    hidden files skipped; their data files chosen by :func:`select_data_files`, a directory
+    that is itself an evalkit report, as a glob matches one, skipped), everything else is
+    taken as a file. Returns ``(files, skipped reports, skipped other files)``."""
     files: list[str] = []
+    reports: list[str] = []
+    other: list[str] = []
     for p in paths:
         if filesystem is None and os.path.isdir(p):
-            files.extend(sorted(str(f) for f in Path(p).rglob("*") if f.is_file()
-                                and not any(_not_data(part) for part in f.relative_to(p).parts)))
+            found = sorted(str(f) for f in Path(p).rglob("*") if f.is_file()
+                           and not any(_not_data(part) for part in f.relative_to(p).parts))
+            data, r, o = select_data_files(p, found, root_is_report=True)
+            files += data
+            reports += r
+            other += o
         else:
             files.append(p)
     if not files:
-        raise EmptyInputError(f"{label}: no Parquet file found")
-    return files
+        raise EmptyInputError(f"{label}: no Parquet file found"
+                              + (f" (skipped evalkit report(s): {_listed(reports)})" if reports else ""))
+    return files, reports, other
 
 
 def _hive_glob_root(pattern: str, files: Sequence[str]) -> str | None:

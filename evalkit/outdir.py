@@ -27,7 +27,8 @@ works across PID namespaces and containers sharing a volume (and never guesses f
 Where locks are unsupported, nothing is ever swept.
 
 **Inputs are never outputs.** :func:`check_out_apart` refuses an ``--out`` equal to, inside,
-or a parent of any input before any work.
+or a parent of any input before any work; :func:`check_not_cwd` refuses the working directory
+and its ancestors (the swap would leave the process, and its shell, in a deleted directory).
 """
 
 from __future__ import annotations
@@ -51,14 +52,13 @@ from typing import Any
 
 from .errors import OutputError, OutputExistsError, ReportInterrupted, UsageError, option
 from .escape import terminal
-from .io import PathLike, fingerprint_bytes, fingerprint_file, write_text
+from .io import MANIFEST_NAME, PathLike, fingerprint_bytes, fingerprint_file, real_path, write_text
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks, so nothing is swept
     fcntl = None  # type: ignore[assignment]
 
-MANIFEST_NAME = "evalkit-manifest.json"
 MANIFEST_FORMAT = "evalkit-report"
 MANIFEST_VERSION = 1
 COMMANDS = ("evaluate", "compare", "history")
@@ -616,7 +616,26 @@ def resolve_out(out: PathLike) -> Path:
     if p.is_symlink() and not p.exists():
         raise OutputError(f"{terminal(p)}: is a symbolic link to {terminal(os.readlink(p))}, which "
                           "does not exist; give an existing directory or a new name as --out")
-    return Path(os.path.realpath(p))
+    return Path(real_path(p))
+
+
+def check_not_cwd(out: PathLike) -> None:
+    """Raise UsageError (exit 2) when output directory ``out`` is the working directory or
+    holds it: a report replaces its directory as a whole (built beside it, renamed into
+    place), so the process, and the shell it was started from, would be left in a deleted
+    directory (tester T1: the next run there was "a bug in evalkit")."""
+    real = resolve_out(out)
+    try:
+        cwd = Path(os.path.realpath(os.getcwd()))
+    except FileNotFoundError:
+        return  # nothing to keep valid; an absolute --out works from anywhere
+    if real == cwd or real in cwd.parents:
+        how = "is the current directory" if real == cwd else "holds the current directory"
+        raise UsageError(
+            f"{option('out', os.fspath(out))}: {how} ({terminal(real)}); a report replaces its "
+            f"directory as a whole (written beside it, then renamed into place), which would leave "
+            f"this shell in a deleted directory: give a new directory as {option('out')} (e.g. "
+            f"{option('out', 'report')}), or run from outside {terminal(real)}")
 
 
 def _local_paths(spec: Any) -> list[str]:
@@ -645,7 +664,7 @@ def check_out_apart(out: PathLike, others: Iterable[tuple[str, Any]]) -> None:
     o = resolve_out(out)
     for role, spec in others:
         for path in _local_paths(spec):
-            p = Path(os.path.realpath(path))
+            p = Path(real_path(path))
             if p == o:
                 how = "is"
             elif o in p.parents:
@@ -657,6 +676,7 @@ def check_out_apart(out: PathLike, others: Iterable[tuple[str, Any]]) -> None:
             raise UsageError(
                 f"{option('out', os.fspath(out))}: {how} the {role} {terminal(path)}; the report must "
                 f"go to a directory apart from every input: choose another {option('out')}")
+    check_not_cwd(out)
 
 
 # -- atomic commit -------------------------------------------------------------------------------
@@ -715,6 +735,7 @@ class AtomicDir:
         if command not in COMMANDS:
             raise ValueError(f"unknown command {command!r}")
         self.result = result
+        check_not_cwd(target)
         self.target = resolve_out(target)
         self.overwrite = overwrite
         self.command = command
@@ -861,6 +882,6 @@ class AtomicDir:
                               "report is intact") from None
 
 
-__all__ = ["AtomicDir", "MANIFEST_NAME", "check_out_apart", "check_replaceable", "hold_lock", "read_checked",
+__all__ = ["AtomicDir", "MANIFEST_NAME", "check_not_cwd", "check_out_apart", "check_replaceable", "hold_lock", "read_checked",
            "make_spool_dir", "read_manifest", "release_lock", "remove_spool_dir", "resolve_out",
            "manifest_entry", "signals_deferred", "sweep_spool_dirs", "unexpected_entries", "write_manifest"]

@@ -754,7 +754,7 @@ def run_warnings(layout: Layout, state: EvalState, *sources: Source | None) -> l
     for the other class (:class:`evalkit.validate.ReversedBinary`); positional predictions
     that fit another class order far better (:func:`evalkit.validate.class_order_fit`)."""
     out = []
-    notes = [src.duplicates_note() for src in sources if src is not None]
+    notes = [n for src in sources if src is not None for n in src.notes()]
     out += [EvalkitWarning(note) for note in notes if note is not None]
     if state.reversal is not None:
         text = state.reversal.warning(layout.pred_columns[0], layout.classes)

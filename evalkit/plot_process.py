@@ -325,11 +325,11 @@ def _draw_loop(inbox: int, outbox: int, sibling_inbox: int = -1) -> None:
                 elif sib_reply != "ok":
                     reply = sib_reply
         except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            reply = f"{type(exc).__name__}: {exc}"
+            reply = _failure(exc)
     seen = _unique([(str(w.message), w.category) for w in caught] + list(theirs_seen))
     if reply == "ok" and seen:  # the parent issues them, under its own filters (-q)
         reply = ("ok", seen)
-    sibling.close(kill=not (reply == "ok" or isinstance(reply, tuple)))
+    sibling.close(kill=not (reply == "ok" or (isinstance(reply, tuple) and reply[0] == "ok")))
     _children.remove(sibling)
     try:
         _write_msg(outbox, reply)
@@ -340,6 +340,24 @@ def _draw_loop(inbox: int, outbox: int, sibling_inbox: int = -1) -> None:
 def _unique(seen: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     """``(message, category)`` pairs without repeats, in first-seen order."""
     return list(dict.fromkeys(seen))
+
+
+def _failure(exc: BaseException) -> Any:
+    """A drawer's reply for an error: an :class:`~evalkit.errors.EvalkitError` itself (a PNG
+    that cannot be written is an OutputError: the run fails with exit 4, never a placeholder),
+    to be raised in the parent (:func:`_raise_failure`); anything else as text (the plot
+    could not be drawn: the parent draws it itself)."""
+    from .errors import EvalkitError
+
+    if isinstance(exc, EvalkitError):
+        return ("raise", exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _raise_failure(reply: Any) -> None:
+    """Raise the EvalkitError a drawer sent back (:func:`_failure`), if it sent one."""
+    if isinstance(reply, tuple) and reply and reply[0] == "raise":
+        raise reply[1]
 
 
 def _issue(seen: list[tuple[str, Any]]) -> None:
@@ -374,7 +392,7 @@ def _sibling_loop(inbox: int, outbox: int, inherited: tuple[int, ...]) -> None:
             plots.write_plots(result, Path(out_dir), class_hist, only=names)
             reply = "ok"
         except BaseException as exc:  # noqa: BLE001 - reported to the first helper
-            reply = f"{type(exc).__name__}: {exc}"
+            reply = _failure(exc)
     if reply == "ok" and caught:  # the first helper issues them (once with its own)
         reply = ("ok", [(str(w.message), w.category) for w in caught])
     try:
@@ -443,7 +461,8 @@ class PlotHelper:
         return True
 
     def finish(self) -> str | None:
-        """Wait for the drawing: None when every PNG was written, else why not."""
+        """Wait for the drawing: None when every PNG was written, else why not (the parent
+        then draws them itself). A PNG that could not be written raises its OutputError."""
         if not self._pending or self._ch is None:
             return "no drawing was started"
         self._pending = False
@@ -452,6 +471,7 @@ class PlotHelper:
         except (EOFError, OSError) as exc:
             reply = f"plot helper ended: {exc}"
         self.close()
+        _raise_failure(reply)  # a PNG that cannot be written: the run's output error
         if isinstance(reply, tuple) and reply[0] == "ok":  # the drawers' warnings, once each
             _issue(reply[1])
             return None
@@ -594,7 +614,8 @@ def _serve_jobs(inbox: int, outbox: int) -> None:
             try:
                 reply: Any = ("ok", getattr(importlib.import_module(module), function)(*args))
             except BaseException as exc:  # noqa: BLE001 - reported to the parent
-                reply = ("error", f"{type(exc).__name__}: {exc}")
+                failure = _failure(exc)
+                reply = failure if isinstance(failure, tuple) else ("error", failure)
         seen = [(str(w.message), w.category) for w in caught]
         try:
             _write_msg(outbox, (*reply, seen))
@@ -680,8 +701,9 @@ class JobPool:
                     alive[k] = False
             if reply is None:
                 out.append((False, job))
-            elif reply[0] == "error":
+            elif reply[0] in ("error", "raise"):
                 self.close()
+                _raise_failure(reply)
                 raise RuntimeError(reply[1])
             else:
                 import warnings

@@ -26,7 +26,7 @@ import pandas as pd
 from .columns import history_key_column
 from .disparity import group_label
 from .display import MAX_PLOT_GROUPS, bounded_groups, mean_column, row_mean
-from .errors import EvalkitWarning
+from .errors import EvalkitWarning, OutputError
 from .escape import MISSING_KEY, fmt_key, is_missing, terminal
 from .escape import distinct_shortenings as _distinct_truncations
 from .escape import shorten as _truncate
@@ -162,7 +162,36 @@ class PlotFailedWarning(EvalkitWarning):
     """A plot could not be drawn (any error while drawing it: a label matplotlib cannot
     lay out, a bug): the rest of the report is written all the same, that PNG says so in
     place of the figure, and this warning names it (shown with ``-q`` too: a nightly log
-    must say that a figure is missing)."""
+    must say that a figure is missing) and is a run warning of the report
+    (:func:`plot_warnings_kept`). A PNG that cannot be *written* (disk full, a file-size
+    limit) is no such case: it is the run's :class:`~evalkit.errors.OutputError` (exit 4),
+    as for every other file of the report."""
+
+
+def plot_write_error(path: Any, exc: OSError) -> OutputError:
+    """The error of a PNG that could not be written: the report cannot be complete."""
+    name = getattr(path, "name", path)
+    return OutputError(f"{terminal(Path(name).name)}: cannot write the plot ({exc.strerror or exc}); "
+                       "no report was written and any previous report is intact")
+
+
+@contextlib.contextmanager
+def plot_warnings_kept(result: Any) -> Any:
+    """Keep every :class:`PlotFailedWarning` issued in the block (by :func:`write_plots` in
+    this process, or by the drawing helpers, whose warnings :meth:`PlotHelper.finish
+    <evalkit.plot_process.PlotHelper.finish>` issues here) as a run warning of ``result``
+    (``result.warnings``, ``metadata.warnings``: report.md and summary.json, written after
+    the block), each once; every warning is then issued as usual."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    known = {str(w) for w in result.warnings}
+    for w in caught:
+        if isinstance(w.message, PlotFailedWarning) and str(w.message) not in known:
+            known.add(str(w.message))
+            result.warnings.append(w.message)
+            result.metadata.setdefault("warnings", []).append(w.message.file_text())
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _plot_failed(path: Path, exc: BaseException) -> None:
@@ -177,6 +206,8 @@ def _plot_failed(path: Path, exc: BaseException) -> None:
         fig.text(0.5, 0.5, f"{path.name} could not be drawn\n{reason}", ha="center", va="center",
                  fontsize=10, wrap=True, parse_math=False, usetex=False)
         _write_png(fig, path)
+    except OutputError:  # not written: the run's output error, not this figure's
+        raise
     except Exception:  # noqa: BLE001 - the warning says it all; no file rather than half of one
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
@@ -528,10 +559,13 @@ def _write_png(fig: Any, path: Path | Any) -> None:
                     chunk(b"pHYs", struct.pack(">IIB", ppm, ppm, 1)),
                     chunk(b"IDAT", zlib.compress(rows, 1)),
                     chunk(b"IEND", b"")])
-    if hasattr(path, "write"):
-        path.write(png)
-    else:
-        Path(path).write_bytes(png)
+    try:
+        if hasattr(path, "write"):
+            path.write(png)
+        else:
+            Path(path).write_bytes(png)
+    except OSError as exc:
+        raise plot_write_error(path, exc) from None
 
 
 #: Space around the figure's edge and between its blocks (title, axes, legend), in points:
@@ -1284,7 +1318,8 @@ def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None,
     Groupings without rows with data are skipped. ``only`` restricts drawing to those file
     names (the return value still lists every plot, as :func:`plot_plan`). A plot that
     cannot be drawn is a PNG saying so and a :class:`PlotFailedWarning`, never an error
-    (:func:`_plot_failed`). Needs matplotlib (:func:`plots_available`).
+    (:func:`_plot_failed`); a PNG that cannot be written is an OutputError
+    (:func:`plot_write_error`). Needs matplotlib (:func:`plots_available`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1300,6 +1335,8 @@ def write_plots(result: Any, out_dir: Path, class_hist: dict | None = None,
                     _plot_reliability(result, g, out_dir / name)
                 else:
                     _plot_group_means(result, g, out_dir / name)
+            except OutputError:  # the PNG was drawn but cannot be written: no report
+                raise
             except Exception as exc:  # noqa: BLE001 - a figure never costs the run its report
                 _plot_failed(out_dir / name, exc)
     return [(title, name) for title, name, _, _ in specs]

@@ -629,3 +629,20 @@ def test_ctrl_c_while_the_cluster_starts_is_not_lost(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
     _assert_interrupted_cleanly(proc, err, out)
+
+
+def test_a_directory_input_takes_the_same_files_as_the_local_engine(data, client, tmp_path):
+    """T10: the Dask engine reads the files the local engine reads (one rule, io.open_source):
+    a README.txt and an evalkit report inside the input directory are skipped, not read."""
+    import shutil
+
+    d = tmp_path / "hive"
+    shutil.copytree(data["hive"], d)
+    (d / "README.txt").write_text("notes")
+    report = evaluate(data["hive"], write_rows=False).write(d / "report")
+    assert (report / "evalkit-manifest.json").exists()
+    local = evaluate(d, write_rows=False)
+    dist = evaluate(d, engine="dask", client=client, write_rows=False)
+    _assert_same(local, dist, rows=False)
+    assert local.metadata["rows_read"] == evaluate(data["hive"], write_rows=False).metadata["rows_read"]
+    assert [str(w) for w in dist.warnings] == [str(w) for w in local.warnings] and len(local.warnings) == 2

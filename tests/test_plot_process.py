@@ -427,3 +427,103 @@ def test_a_helper_imports_matplotlib_without_property_docs():
     env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).resolve().parent.parent)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True", "True", "True"], out.stderr
+
+
+# -- tester T2: a PNG that cannot be written is an output error; a plot not drawn a run warning --
+
+
+def _no_space_for_pngs(monkeypatch):
+    """Every PNG write fails as on a full disk (ENOSPC); other files are written."""
+    import errno
+    import pathlib
+
+    real = pathlib.Path.write_bytes
+
+    def write_bytes(self, data):
+        if self.suffix == ".png":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", write_bytes)
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["helper", "here"])
+def test_a_png_that_cannot_be_written_is_an_output_error_and_the_old_report_stays(tmp_path, monkeypatch, where):
+    """Not a "could not be drawn" placeholder with exit 0: exit 4 (OutputError), the previous
+    report intact, whether the PNG is written by the plot helpers (CLI) or in this process."""
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+    from evalkit.errors import OutputError
+
+    data = _data(tmp_path)
+    out = tmp_path / "r"
+    _run(data, out)
+    before = _files(out)
+    _no_space_for_pngs(monkeypatch)  # before the helpers are forked: they have it too
+    if where == "helper":
+        res = CliRunner().invoke(main, ["evaluate", str(data), "--by", "region", "--out", str(out),
+                                        "--overwrite", "--format", "none", "-q"])
+        assert res.exit_code == 4, res.output
+        assert "cannot write the plot (No space left on device)" in res.output
+        assert "could not be drawn" not in res.output
+    else:
+        result = evalkit.evaluate(data, by="region")
+        with pytest.raises(OutputError, match="cannot write the plot"):
+            result.write(out, overwrite=True)
+    assert _files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["preds.parquet", "r"]  # no temporary left
+
+
+@pytest.mark.parametrize("pool", [True, False])
+def test_a_history_png_that_cannot_be_written_is_an_output_error(tmp_path, monkeypatch, pool):
+    """Drawn by the helper pool (the OutputError comes back from the helper, not a
+    RuntimeError: exit 1) or in this process."""
+    from click.testing import CliRunner
+
+    from evalkit import trend
+    from evalkit.cli import main
+
+    from .test_history import make_series
+
+    make_series(tmp_path / "runs", 5, manifest=True)
+    monkeypatch.setattr(trend, "PLOT_POOL_MIN", 1 if pool else 10**6)
+    _no_space_for_pngs(monkeypatch)
+    res = CliRunner().invoke(main, ["history", str(tmp_path / "runs" / "*"), "--out", str(tmp_path / "h"), "-q"])
+    assert res.exit_code == 4, res.output
+    assert "cannot write the plot" in res.output and not (tmp_path / "h").exists()
+
+
+def test_a_plot_that_cannot_be_drawn_is_a_run_warning_of_the_report(tmp_path, monkeypatch):
+    """PlotFailedWarning is an EvalkitWarning: in result.warnings, summary.json
+    metadata.warnings and report.md's warnings, drawn here or by the helpers (CLI)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    data = _data(tmp_path)
+    _failing_group_means(monkeypatch)
+    want = "plot mean_loss_by_region.png could not be drawn (ValueError: Unknown symbol: \\foo)"
+    result = evalkit.evaluate(data, by="region")
+    with pytest.warns(plots.PlotFailedWarning):
+        path = result.write(tmp_path / "here")
+    assert [str(w) for w in result.warnings if want in str(w)] != []
+    with pytest.warns(plots.PlotFailedWarning):
+        result.write(tmp_path / "again")  # written twice: kept once
+    assert len([w for w in result.warnings if want in str(w)]) == 1
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(main, ["evaluate", str(data), "--by", "region", "--out", str(out),
+                                    "--format", "none", "-q"])
+    assert res.exit_code == 0, res.output
+    assert len([ln for ln in res.output.splitlines() if want in ln]) == 1  # on stderr once
+    for d in (path, out):
+        meta = json.loads((d / "summary.json").read_text())["metadata"]
+        assert [w for w in meta["warnings"] if want in w], d
+        md = (d / "report.md").read_text()
+        assert md.count(want.replace("\\", "\\\\")) == 1, md[:2000]  # markdown-escaped

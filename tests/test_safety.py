@@ -492,7 +492,7 @@ CASES = [
     Case("proj_with_user_files", proj_with_user_files, 4, r"proj: is not empty and holds no evalkit report \(no evalkit-manifest.json\)"),
     Case("proj_holding_the_input", proj_holding_the_input, 2, r"(--out |out=').*proj'?: is a parent of the input .*preds.parquet"),
     Case("out_dot_holding_the_input", out_dot_holding_the_input, 2, r"(--out \.|out='\.'): is a parent of the input preds.parquet"),
-    Case("out_dot_user_dir", out_dot_user_dir, 4, r"work: is not empty and holds no evalkit report"),
+    Case("out_dot_user_dir", out_dot_user_dir, 2, r"(--out \.|out='\.'): is the current directory"),
     Case("out_is_the_input_file", out_is_the_input_file, 2, r"(--out |out=').*preds.parquet'?: is the input"),
     Case("out_inside_the_input_dir", out_inside_the_input_dir, 2, r"report'?: is inside the input .*data"),
     Case("out_parent_of_labels", out_parent_of_labels, 2, r"lab'?: is a parent of the labels input"),
