@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .sketch import fold_sorted
+from .sketch import fold_sorted, stable_key_order
 
 DEFAULT_BINS = 15
 CALIBRATION_COLUMNS = ("ece", "mce", "brier", "entropy")
@@ -209,7 +209,7 @@ class CalibrationBins:
         parts = self._pending
         self._pending, self._pending_n = [], 0
         keys = np.concatenate([p[0] for p in parts])
-        order = np.argsort(keys, kind="stable")
+        order = stable_key_order(keys)  # equal keys in row order: the sums as before, bit for bit
         keys = keys[order]
         start = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1]))) if len(keys) else order
         new = []

@@ -280,27 +280,59 @@ def fold_sorted(keys: np.ndarray, values: list[np.ndarray], new_keys: np.ndarray
     """Add the cells ``new_keys`` (sorted, unique) with ``new_values`` to a store of sorted
     unique ``keys`` with ``values`` (one array per column); return the new store.
 
-    The new cells are inserted where ``searchsorted`` puts them and the existing ones get
-    their sums added: linear in the store, never a sort of store and batch together, and
-    one column at a time (the caller passes ``values`` as a list it no longer holds, so the
-    peak is the store plus one column). New arrays are returned: the inputs are never
-    written to (copies and pickles may share them)."""
+    A merge of two sorted runs: each new cell's place is where ``searchsorted`` puts it
+    (cells already stored get their sums added), each column is written once into its new
+    array (the old cells by a mask, the new ones by position): linear in the store, never a
+    sort of store and batch together, and one column at a time (the caller passes
+    ``values`` as a list it no longer holds, so the peak is the store plus one column). Not
+    ``np.insert``, which argsorts the insertion points it is given (already sorted here):
+    1M cells into 1M, 0.23 -> 0.09 s a column. New arrays are returned: the inputs are
+    never written to (copies and pickles may share them)."""
     if not len(keys):
         return new_keys, new_values
+    n = len(keys)
     pos = np.searchsorted(keys, new_keys)
-    hit = pos < len(keys)
+    hit = pos < n
     hit[hit] = keys[pos[hit]] == new_keys[hit]
     miss = ~hit
     at = pos[miss]
-    # Where an existing cell lands once the new ones are inserted before it.
+    m = len(at)
+    # Where each new cell lands (its insertion point plus the new cells before it), and
+    # where an existing cell that gets a sum added lands.
+    ins = at + np.arange(m)
     shifted = pos[hit] + np.searchsorted(at, pos[hit], side="right")
-    out_keys = np.insert(keys, at, new_keys[miss])
+    old_cell = np.ones(n + m, dtype=bool)
+    old_cell[ins] = False
+    out_keys = np.empty(n + m, dtype=keys.dtype)
+    out_keys[old_cell] = keys
+    out_keys[ins] = new_keys[miss]
     for i in range(len(values)):
-        col = np.insert(values[i], at, new_values[i][miss])
+        col = np.empty(n + m, dtype=values[i].dtype)
+        col[old_cell] = values[i]
         values[i] = None  # type: ignore[call-overload]
+        col[ins] = new_values[i][miss]
         col[shifted] += new_values[i][hit]
         values[i] = col
     return out_keys, values
+
+
+def stable_key_order(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` for non-negative int64 ``keys``, faster: when
+    every key times ``2**bits`` (``bits`` enough for a row's position) fits in an int63,
+    keys and positions are packed into one int64 and sorted by value (a vectorised sort:
+    1M keys 0.15 -> 0.03 s), which orders equal keys by position, as a stable sort does."""
+    n = len(keys)
+    if n < 2:
+        return np.arange(n, dtype=np.int64)
+    bits = int(n - 1).bit_length()
+    top = int(keys.max())
+    if int(keys.min()) < 0 or top >= (1 << (62 - bits)):
+        return np.argsort(keys, kind="stable")
+    packed = np.left_shift(keys, bits, dtype=np.int64)
+    packed |= np.arange(n, dtype=np.int64)
+    packed.sort()
+    packed &= (1 << bits) - 1
+    return packed
 
 
 def _run_lengths(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
