@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 
@@ -102,6 +103,40 @@ def test_json_text_same_values_as_json_dumps_one_record_per_line():
     text = json_text(data)
     assert json.loads(text) == json.loads(json.dumps(data, indent=2, default=to_json_default))
     assert '    {"k": "a", "v": null, "n": 3},\n' in text  # one record per line
+
+
+def test_json_text_in_parts_is_the_whole_text():
+    """summary.json is rendered before its tables' fingerprints are known (json_members), and
+    the parts joined (json_object) are the text of the whole object, byte for byte."""
+    from evalkit.report import json_members, json_object, json_text
+
+    head = {"metadata": {"a": 1, "inf": float("inf"), "nan": float("nan"), "d": "é"},
+            "groups": {"g": [{"k": "a", "v": float("-inf")}, {"k": "b", "v": np.float64(1.5)}]},
+            "empty": [], "none": {}, "n": np.int64(7)}
+    tail = {"table_fingerprints": {"a.parquet": {"bytes": 3}}}
+    assert json_object(json_members(head) + json_members(tail)) == json_text({**head, **tail})
+    assert json_object([]) == json_text({}) == "{}\n"
+
+
+def test_summary_fingerprints_wait_for_the_tables_written_meanwhile(tmp_path):
+    """write_summary renders the data first, then calls ``tables_written`` (the tables still
+    being encoded on the file thread), then fingerprints every table: one written during the
+    wait is in table_fingerprints."""
+    from evalkit.outdir import AtomicDir
+
+    order: list[str] = []
+    atomic = AtomicDir(tmp_path / "r", command="evaluate")
+    with atomic as tmp:
+        def written() -> None:
+            order.append("wait")
+            pq.write_table(pa.table({"x": [1]}), tmp / "late.parquet")
+
+        data = {"metadata": {"a": 1}, "groups": {}}
+        atomic.write_summary(data, "summary.json", tables_written=written)
+        summary = json.loads((tmp / "summary.json").read_text())
+        atomic.commit()
+    assert order == ["wait"] and list(summary["table_fingerprints"]) == ["late.parquet"]
+    assert list(summary) == ["metadata", "groups", "table_fingerprints"] and summary["metadata"]["run_id"]
 
 
 def test_top_k_above_the_limit_is_refused_up_front(tmp_path):
