@@ -116,3 +116,37 @@ def test_calibration_cells_sum_as_with_the_stable_argsort(monkeypatch):
     for s, bb, c, k in zip(slot, b, cnt, cor, strict=True):
         rows = (local == s) & (bins == bb)
         assert c == rows.sum() and k == ok[rows].sum()
+
+
+def test_settle_in_the_background_folds_the_same_cells_and_raises_its_error(monkeypatch):
+    """GroupStats.finalize folds the calibration cells still waiting on a thread of their own
+    (CalibrationBins.settle(background=True)) while it computes the rest: the same cells as a
+    fold where they are read, and a failure of the fold is raised by the wait."""
+    from evalkit.aggregate import calibration
+
+    monkeypatch.setattr(calibration, "SETTLE_THREAD_ROWS", 1)
+    monkeypatch.setattr(calibration.os, "cpu_count", lambda: 2)
+    rng = np.random.default_rng(5)
+    n = 3000
+    args = (rng.integers(0, 50, n), 50, np.arange(50), None, rng.integers(0, 4, n), rng.random(n),
+            rng.random(n) < 0.5, np.zeros(n), np.zeros(n))
+    made = []
+    for _ in range(3):
+        c = CalibrationBins(4)
+        c.DENSE_CELLS = 0  # type: ignore[misc]
+        c.resize(50)
+        c.add(*args)
+        made.append(c)
+    here, there, broken = made
+    assert there._pending_n == n
+    there.settle(background=True)()
+    assert there._pending_n == 0
+    for a, b in zip(here.entries(), there.entries(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    def fail() -> None:
+        raise MemoryError("fold")
+    monkeypatch.setattr(broken, "_compact", fail)
+    wait = broken.settle(background=True)
+    with pytest.raises(MemoryError, match="fold"):
+        wait()

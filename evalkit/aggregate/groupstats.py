@@ -597,6 +597,23 @@ class GroupStats:
 
     def finalize(self) -> pd.DataFrame:
         """One row per group, sorted by key (see module/class docs for columns)."""
+        # The calibration cells still waiting are folded on another thread while the order,
+        # the moments and the quantiles are computed here (each from its own state).
+        settled = self.calibration.settle(background=True) if self.calibration is not None else None
+        try:
+            cols = self._finalize_figures()
+        finally:
+            if settled is not None:
+                settled()
+        if self.calibration is not None:
+            cols.update(self.calibration.group_metrics(self._output_order(), cols["count"]))
+        cols.update(cols.pop("_weighted", {}))
+        return pd.DataFrame({k: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v)
+                             for k, v in cols.items()})
+
+    def _finalize_figures(self) -> dict[str, Any]:
+        """:meth:`finalize`'s columns up to the calibration's (the weighted sums, which
+        follow those, under ``_weighted``)."""
         g = self.n_groups
         order = self._output_order()
         a = {k: v[:g][order] for k, v in self._arrays.items()}
@@ -644,19 +661,14 @@ class GroupStats:
         cols["clipped_low"] = a["clipped_low"].astype(np.int64)
         cols["clipped_high"] = a["clipped_high"].astype(np.int64)
         cols["accuracy"] = accuracy
-        if self.calibration is not None:
-            cols.update(self.calibration.group_metrics(order, cnt))
         if self.weighted:
             # The sums are kept scaled by 2**weight_exp (see _add_scaled): the mean is their
             # ratio, exact whatever the weights' magnitude; the total weight may exceed the
             # float range (inf), the mean never does.
             with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                cols["weight_sum"] = np.ldexp(a["weight_sum"], _exp32(a["weight_exp"]))
-                cols["weighted_mean"] = a["wloss_sum"] / a["weight_sum"]
-            cols["n_eff"] = n_eff
-        df = pd.DataFrame({k: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v)
-                           for k, v in cols.items()})
-        return df
+                cols["_weighted"] = {"weight_sum": np.ldexp(a["weight_sum"], _exp32(a["weight_exp"])),
+                                     "weighted_mean": a["wloss_sum"] / a["weight_sum"], "n_eff": n_eff}
+        return cols
 
     def _output_order(self) -> np.ndarray:
         """Slots in output (key) order."""
