@@ -163,3 +163,17 @@ def test_summary_json_hardest_bounded_parquet_complete(tmp_path, monkeypatch):
     assert len(summary["hardest"]["overall"]) == 30 and len(summary["hardest"]["class"]) == 30
     assert (hardest["scope"] == "class").sum() == 300
     assert summary["hardest"]["overall"][0]["loss"] == hardest["loss"].max()
+
+
+def test_worst_and_best_is_the_head_and_tail_of_the_full_sort():
+    """The partition-first pick equals the head and tail of np.lexsort((positions, -mean)),
+    ties (many equal means, signed zeros, infinities) in position order, NaN included."""
+    rng = np.random.default_rng(8)
+    for n, spread, nw, nb in [(1000, 5, 20, 20), (5000, 1000, 5000 // 2, 10), (200, 3, 30, 1),
+                              (3000, 2, 7, 0), (3000, 10**6, 0, 9), (10, 4, 3, 3)]:
+        mean = rng.integers(-spread, spread, n) / 4.0
+        mean[:5] = [0.0, -0.0, np.inf, -np.inf, 0.0]
+        for m in (mean, np.where(rng.random(n) < 0.01, np.nan, mean)):
+            order = np.lexsort((np.arange(n), -m))
+            want = np.concatenate([order[:nw], order[n - nb:]])
+            np.testing.assert_array_equal(display.worst_and_best(m, nw, nb), want)
