@@ -119,13 +119,13 @@ def test_calibration_cells_sum_as_with_the_stable_argsort(monkeypatch):
 
 
 def test_settle_in_the_background_folds_the_same_cells_and_raises_its_error(monkeypatch):
-    """GroupStats.finalize folds the calibration cells still waiting on a thread of their own
-    (CalibrationBins.settle(background=True)) while it computes the rest: the same cells as a
-    fold where they are read, and a failure of the fold is raised by the wait."""
-    from evalkit.aggregate import calibration
+    """GroupStats.finalize folds the histogram's and the calibration cells' rows still waiting
+    on threads of their own (settle(background=True)) while it computes the rest: the same
+    cells as a fold where they are read, and a failure of the fold is raised by the wait."""
+    from evalkit.aggregate import sketch
 
-    monkeypatch.setattr(calibration, "SETTLE_THREAD_ROWS", 1)
-    monkeypatch.setattr(calibration.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(sketch, "SETTLE_THREAD_ROWS", 1)
+    monkeypatch.setattr(sketch.os, "cpu_count", lambda: 2)
     rng = np.random.default_rng(5)
     n = 3000
     args = (rng.integers(0, 50, n), 50, np.arange(50), None, rng.integers(0, 4, n), rng.random(n),
@@ -150,3 +150,14 @@ def test_settle_in_the_background_folds_the_same_cells_and_raises_its_error(monk
     wait = broken.settle(background=True)
     with pytest.raises(MemoryError, match="fold"):
         wait()
+    local, bins = rng.integers(0, 50, n), rng.integers(0, 7, n)
+    hist, plain = BinCounts(7), BinCounts(7)
+    for h in (hist, plain):
+        h.DENSE_CELLS = 0  # type: ignore[misc]
+        h.ensure(50)
+        h.add(local, np.arange(50), bins)
+    assert hist.sparse and hist._pending_n == n
+    hist.settle(background=True)()
+    assert hist._pending_n == 0
+    for a, b in zip(hist.entries(), plain.entries(), strict=True):
+        np.testing.assert_array_equal(a, b)

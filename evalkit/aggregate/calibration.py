@@ -25,8 +25,6 @@ Rows are unweighted (``--weight`` does not apply to calibration).
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,12 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .sketch import fold_sorted, stable_key_order
+from .sketch import fold_sorted, settle_store, stable_key_order
 
 DEFAULT_BINS = 15
-#: Fewest rows waiting in a sparse store for :meth:`CalibrationBins.settle` to fold them on a
-#: thread of their own (fewer fold in a few milliseconds where they are asked for).
-SETTLE_THREAD_ROWS = 1 << 16
 CALIBRATION_COLUMNS = ("ece", "mce", "brier", "entropy")
 
 
@@ -209,30 +204,10 @@ class CalibrationBins:
     def settle(self, background: bool = False) -> Callable[[], None]:
         """Fold the rows waiting in the sparse store into it now (nothing to do in the dense
         form); returns a function that waits for that and raises its error. ``background``:
-        on a thread of its own when enough rows wait (:data:`SETTLE_THREAD_ROWS`) and there is
-        a second core, so the caller computes other statistics meanwhile (numpy sorts, searches
-        and copies without the GIL; 200k users: ~0.15 s of a finalize). The state must not be
-        touched before the returned function has been called."""
-        if not (background and self.sparse and self._pending_n >= SETTLE_THREAD_ROWS
-                and (os.cpu_count() or 1) > 1):
-            self._compact()
-            return _done
-        failed: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                self._compact()
-            except BaseException as exc:  # noqa: BLE001 - raised by the waiting thread
-                failed.append(exc)
-
-        thread = threading.Thread(target=run, name="evalkit-settle", daemon=True)
-        thread.start()
-
-        def wait() -> None:
-            thread.join()
-            if failed:
-                raise failed[0]
-        return wait
+        on a thread of its own when enough rows wait (:func:`~evalkit.aggregate.sketch.settle_store`),
+        so the caller computes other statistics meanwhile. The state must not be touched
+        before the returned function has been called."""
+        return settle_store(self._compact, self._pending_n if self.sparse else 0, background)
 
     def _compact(self) -> None:
         """Fold the queued cells into the sorted store (adding cells with equal keys): the
@@ -449,10 +424,6 @@ class BinRows:
         n = cnt[idx]
         return {"group_index": gi, "bin": keys[idx] % self.n_bins, "count": n,
                 "mean_confidence": csum[idx] / n, "accuracy": cor[idx] / n}
-
-
-def _done() -> None:
-    """Nothing to wait for (:meth:`CalibrationBins.settle` folded at once)."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ weights) with exact or sketched quantiles."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -597,23 +597,33 @@ class GroupStats:
 
     def finalize(self) -> pd.DataFrame:
         """One row per group, sorted by key (see module/class docs for columns)."""
-        # The calibration cells still waiting are folded on another thread while the order,
-        # the moments and the quantiles are computed here (each from its own state).
-        settled = self.calibration.settle(background=True) if self.calibration is not None else None
+        # The histogram's and the calibration cells' rows still waiting are folded on threads
+        # of their own while the order and the moments are computed here (each from its own
+        # state); the quantiles wait for the histogram's.
+        settled = [self._bins.settle(background=True)]
+        if self.calibration is not None:
+            settled.append(self.calibration.settle(background=True))
         try:
-            cols = self._finalize_figures()
+            cols = self._finalize_figures(settled[0])
         finally:
-            if settled is not None:
-                settled()
+            failed = []
+            for wait in settled:  # every thread ended before this returns or raises
+                try:
+                    wait()
+                except BaseException as exc:  # noqa: BLE001 - the first one raised below
+                    failed.append(exc)
+        if failed:
+            raise failed[0]
         if self.calibration is not None:
             cols.update(self.calibration.group_metrics(self._output_order(), cols["count"]))
         cols.update(cols.pop("_weighted", {}))
         return pd.DataFrame({k: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v)
                              for k, v in cols.items()})
 
-    def _finalize_figures(self) -> dict[str, Any]:
+    def _finalize_figures(self, histogram_settled: Callable[[], None]) -> dict[str, Any]:
         """:meth:`finalize`'s columns up to the calibration's (the weighted sums, which
-        follow those, under ``_weighted``)."""
+        follow those, under ``_weighted``); the histogram counts are read once
+        ``histogram_settled()`` has returned."""
         g = self.n_groups
         order = self._output_order()
         a = {k: v[:g][order] for k, v in self._arrays.items()}
@@ -628,6 +638,7 @@ class GroupStats:
         if self._raw_codes is not None:
             qv = self._exact_quantiles(g)[order]
         else:
+            histogram_settled()
             lower, upper, frac = self._bins.quantile_bins(self._arrays["count"][:g], self.quantiles)
             qv = self._sketch_quantiles((lower[order], upper[order], frac[order]), mn, mx)
 

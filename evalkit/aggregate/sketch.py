@@ -4,7 +4,9 @@ naming of quantile columns."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -167,6 +169,12 @@ class BinCounts:
         else:
             self._push(glob * nb + bins)
 
+    def settle(self, background: bool = False) -> Callable[[], None]:
+        """Fold the keys waiting in the sparse form into the store now (see
+        :func:`settle_store`); returns the function that waits for it. The counts must not
+        be touched before it has been called."""
+        return settle_store(self._compact, self._pending_n if self._dense is None else 0, background)
+
     def _push(self, keys: np.ndarray) -> None:
         self._pending.append(np.asarray(keys, dtype=np.int64).reshape(-1))
         self._pending_n += len(self._pending[-1])
@@ -273,6 +281,43 @@ class BinCounts:
         if self._dense is not None:
             state["_dense"] = self._dense[: self.groups].copy()  # ship only used slots
         return state
+
+
+#: Fewest rows waiting in a sparse store for :func:`settle_store` to fold them on a thread of
+#: their own (fewer fold in a few milliseconds where they are asked for).
+SETTLE_THREAD_ROWS = 1 << 16
+
+
+def settle_store(compact: Callable[[], None], waiting: int, background: bool) -> Callable[[], None]:
+    """Run ``compact`` (a sparse store's fold of its ``waiting`` rows) now, and return a
+    function that waits for it and raises its error: with ``background``, on a thread of its
+    own when at least :data:`SETTLE_THREAD_ROWS` rows wait and there is a second core (numpy
+    sorts, searches and copies without the GIL: the histogram's and the calibration cells'
+    folds of 200k users, ~0.15 s each, run beside each other and the rest of a finalize)."""
+    if not (background and waiting >= SETTLE_THREAD_ROWS and (os.cpu_count() or 1) > 1):
+        if waiting:
+            compact()
+        return _settled
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            compact()
+        except BaseException as exc:  # noqa: BLE001 - raised by the waiting thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="evalkit-settle", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if failed:
+            raise failed.pop()  # once
+    return wait
+
+
+def _settled() -> None:
+    """Nothing to wait for (:func:`settle_store` folded at once)."""
 
 
 def fold_sorted(keys: np.ndarray, values: list[np.ndarray], new_keys: np.ndarray,
