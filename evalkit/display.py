@@ -64,10 +64,32 @@ def bounded_groups(df: pd.DataFrame, limit: int) -> tuple[pd.DataFrame, int]:
     # Positions, not a filtered copy of the table (200k groups x 20 columns, per rendering).
     has = np.flatnonzero(df["count"].to_numpy() > 0)
     mean = df[mean_column(df, has)].to_numpy(dtype=float)[has]
-    order = np.lexsort((np.arange(len(has)), -mean))  # worst first, ties in table order
-    n_best = min(limit // 2, max(0, len(order) - (limit - limit // 2)))
-    pick = np.concatenate([order[: limit - n_best], order[len(order) - n_best:]])
+    n_best = min(limit // 2, max(0, len(has) - (limit - limit // 2)))
+    pick = worst_and_best(mean, limit - n_best, n_best)
     return df.iloc[has[pick]], len(df) - len(pick)
+
+
+def worst_and_best(mean: np.ndarray, n_worst: int, n_best: int) -> np.ndarray:
+    """Positions of the ``n_worst`` highest ``mean`` values (worst first) then the ``n_best``
+    lowest (in that order), ties in position order: the head and tail of
+    ``np.lexsort((positions, -mean))``. Only the values that can be among them are sorted
+    (a partition finds the cut-off values first): 200k groups, ~1 ms instead of ~10 ms for
+    each rendering that bounds a table."""
+    n = len(mean)
+    key = -np.asarray(mean, dtype=float)
+    if n_worst + n_best >= n or n <= 4 * (n_worst + n_best) or np.isnan(key).any():
+        order = np.lexsort((np.arange(n), key))
+        return np.concatenate([order[:n_worst], order[n - n_best:]])
+    parts = []
+    if n_worst:
+        cut = np.partition(key, n_worst - 1)[n_worst - 1]
+        cand = np.flatnonzero(key <= cut)  # every row that may be among them, ties included
+        parts.append(cand[np.lexsort((cand, key[cand]))][:n_worst])
+    if n_best:
+        cut = np.partition(key, n - n_best)[n - n_best]
+        cand = np.flatnonzero(key >= cut)
+        parts.append(cand[np.lexsort((cand, key[cand]))][len(cand) - n_best:])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def left_out_note(n_left: int, shown: int, where: str | None) -> str:

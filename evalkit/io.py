@@ -955,6 +955,53 @@ def write_text(text: str, path: PathLike) -> None:
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
+class FileQueue:
+    """Output files written one after the other on a background thread while the calling
+    thread goes on (``threaded=False``: written at once, in the calling thread).
+
+    pyarrow encodes and compresses Parquet without holding the GIL, so a report's tables
+    are encoded on the second core while this thread renders the Markdown, builds the JSON
+    summary and converts the next table; the files are the same either way. The first
+    failure is kept and raised by the next :meth:`submit` or by :meth:`finish`; jobs after
+    it are skipped. :meth:`close` (on the way out of an error) skips the jobs not started
+    and waits for the one running, so no file is written into a directory being removed.
+    """
+
+    def __init__(self, threaded: bool = True) -> None:
+        self._worker = SerialWorker("evalkit-file-writer", maxsize=0) if threaded else None
+        self._cancelled = False
+
+    def submit(self, job: Callable[[], object]) -> None:
+        """Write a file (``job`` writes it) after those submitted before."""
+        if self._worker is None:
+            job()
+            return
+        self._raise_pending()
+
+        def run() -> None:
+            if not self._cancelled:
+                job()
+
+        self._worker.submit(run)
+
+    def _raise_pending(self) -> None:
+        exc = self._worker.take_error() if self._worker is not None else None
+        if exc is not None:
+            raise exc
+
+    def finish(self) -> None:
+        """Wait until every submitted file is written; raise the first failure."""
+        if self._worker is not None:
+            self._worker.close()
+            self._raise_pending()
+
+    def close(self) -> None:
+        """Skip the files not started, wait for the one being written (raises nothing)."""
+        self._cancelled = True
+        if self._worker is not None:
+            self._worker.close()
+
+
 class RowWriter:
     """Incremental per-row Parquet writer: one file, encoded on a background thread.
 

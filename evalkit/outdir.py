@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -816,18 +816,25 @@ class AtomicDir:
             remove_owned(p)
         sweep_spool_dirs(parent)
 
-    def write_summary(self, data: dict[str, Any], name: str) -> None:
+    def write_summary(self, data: dict[str, Any], name: str,
+                      tables_written: Callable[[], None] | None = None) -> None:
         """Write the run's JSON summary (``summary.json`` / ``compare.json``) into the
         temporary directory, adding ``metadata.run_id`` and ``table_fingerprints``: the
-        fingerprint of every Parquet table written so far (write it after the tables)."""
-        from .report import json_text
+        fingerprint of every Parquet table written so far. ``tables_written`` (if given) is
+        called once ``data`` is rendered and returns when every table is written (tables
+        still being encoded on another thread meanwhile); otherwise write this after the
+        tables."""
+        from .report import json_members, json_object
 
         assert self.tmp is not None
         tmp = self.tmp
-        data = {**data, "metadata": {**(data.get("metadata") or {}), "run_id": self.run_id},
-                "table_fingerprints": {p.relative_to(tmp).as_posix(): fingerprint_entry(p)
-                                       for p in sorted(tmp.rglob("*.parquet"))}}
-        write_text(json_text(data), tmp / name)
+        members = json_members({k: v for k, v in data.items() if k != "table_fingerprints"} | {
+            "metadata": {**(data.get("metadata") or {}), "run_id": self.run_id}})
+        if tables_written is not None:
+            tables_written()
+        fingerprints = {p.relative_to(tmp).as_posix(): fingerprint_entry(p) for p in sorted(tmp.rglob("*.parquet"))}
+        members += json_members({"table_fingerprints": fingerprints})
+        write_text(json_object(members), tmp / name)
 
     def commit(self) -> Path:
         """Write the manifest, then swap the finished directory into place."""

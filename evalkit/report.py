@@ -481,25 +481,48 @@ def json_text(data: Any) -> str:
     ``json.dumps`` writes is refused by strict parsers (JavaScript's ``JSON.parse``, Go,
     ``jq`` before 1.7), so one such value made the whole file unreadable to them.
     """
+    if isinstance(data, dict) and data:
+        return json_object(json_members(data))
+    return _json_value(data, 0) + "\n"
+
+
+def json_members(data: dict[str, Any]) -> list[str]:
+    """The members of a top-level JSON object as :func:`json_text` lays them out, one string
+    each: ``json_object(json_members(a) + json_members(b))`` is ``json_text({**a, **b})`` for
+    dicts without common keys, so a large object can be rendered before its last members
+    are known (``summary.json`` before its tables' fingerprints)."""
     import json
 
-    def dumps(v: Any) -> str:
-        try:  # the C encoder; only a non-finite float sends a value down the slow path
-            return json.dumps(v, default=to_json_default, allow_nan=False)
-        except ValueError:
-            return json.dumps(_finite(v), default=to_json_default, allow_nan=False)
+    return [f"  {json.dumps(str(k))}: {_json_value(x, 1)}" for k, x in data.items()]
 
-    def enc(v: Any, level: int) -> str:
-        pad = "  " * level
-        if isinstance(v, dict) and v:
-            items = (f"{pad}  {json.dumps(str(k))}: {enc(x, level + 1)}" for k, x in v.items())
-            return "{\n" + ",\n".join(items) + f"\n{pad}}}"
-        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            recs = (f"{pad}  {dumps(x)}" for x in v)
-            return "[\n" + ",\n".join(recs) + f"\n{pad}]"
-        return dumps(v)
 
-    return enc(data, 0) + "\n"
+def json_object(members: Sequence[str]) -> str:
+    """A top-level JSON object from its rendered members (:func:`json_members`)."""
+    return "{\n" + ",\n".join(members) + "\n}\n" if members else "{}\n"
+
+
+def _json_value(v: Any, level: int) -> str:
+    """One value of :func:`json_text` at nesting ``level``."""
+    import json
+
+    pad = "  " * level
+    if isinstance(v, dict) and v:
+        items = (f"{pad}  {json.dumps(str(k))}: {_json_value(x, level + 1)}" for k, x in v.items())
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+        recs = (f"{pad}  {_json_compact(x)}" for x in v)
+        return "[\n" + ",\n".join(recs) + f"\n{pad}]"
+    return _json_compact(v)
+
+
+def _json_compact(v: Any) -> str:
+    """``v`` by Python's C encoder; only a non-finite float sends a value down the slow path."""
+    import json
+
+    try:
+        return json.dumps(v, default=to_json_default, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(v), default=to_json_default, allow_nan=False)
 
 
 def _finite(v: Any) -> Any:

@@ -188,6 +188,79 @@ def test_parquet_write_failing_midway(previous, monkeypatch) -> None:  # type: i
     assert snapshot(out) == before and leftovers(out.parent) == []
 
 
+def test_file_queue_writes_in_order_raises_the_first_failure_and_skips_the_rest() -> None:
+    """The report's tables are written on a second thread (io.FileQueue): in the order given;
+    the first failure is raised by the next submit or by finish and the files after it are
+    never written; close() skips the files not started and waits for the one running."""
+    import threading
+
+    from evalkit.io import FileQueue
+
+    done: list[object] = []
+    for threaded in (True, False):
+        done.clear()
+        q = FileQueue(threaded=threaded)
+        for i in range(5):
+            q.submit(lambda i=i: done.append(i))
+        q.finish()
+        assert done == [0, 1, 2, 3, 4]
+        done.clear()
+        q = FileQueue(threaded=threaded)
+
+        def fail() -> None:
+            raise E.OutputError("x.parquet: cannot write (Disk quota exceeded)")
+        with pytest.raises(E.OutputError, match="Disk quota"):
+            q.submit(lambda: done.append(0))
+            q.submit(fail)
+            q.submit(lambda: done.append(2))
+            q.finish()
+        assert done == [0]
+    q = FileQueue()
+    started, release = threading.Event(), threading.Event()
+
+    def slow() -> None:
+        started.set()
+        release.wait(5)
+        done.append("slow")
+    done.clear()
+    q.submit(slow)
+    q.submit(lambda: done.append("after"))
+    started.wait(5)
+    threading.Timer(0.2, release.set).start()
+    q.close()  # waits for the running file, skips the next
+    assert done == ["slow"]
+
+
+def test_interrupt_while_a_table_is_encoded_in_the_background(previous, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C on the main thread while a table is still being written on the file thread: the
+    report directory being built is removed only after that file is done (nothing is written
+    into a removed directory), the previous report is intact and nothing is left over."""
+    import threading
+    import time as _time
+
+    inp, out, before = previous
+    result = evalkit.evaluate(str(inp), eps=1e-3, by="region", plots=False)
+    real = evalkit.api.write_table
+    writing = threading.Event()
+    finished: list[Path] = []
+
+    def slow(table, path) -> None:  # type: ignore[no-untyped-def]
+        writing.set()
+        _time.sleep(0.3)
+        real(table, path)
+        finished.append(Path(path))
+
+    def interrupt(text: str, path) -> None:  # type: ignore[no-untyped-def]
+        writing.wait(5)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(evalkit.api, "write_table", slow)
+    monkeypatch.setattr(evalkit.api, "write_text", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        result.write(out, overwrite=True)
+    assert finished and not any(p.parent.exists() for p in finished)
+    assert snapshot(out) == before and leftovers(out.parent) == []
+
+
 def test_failed_run_keeps_previous_report(previous, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     inp, out, before = previous
     bad = tmp_path / "bad.parquet"

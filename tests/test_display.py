@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -105,6 +106,40 @@ def test_json_text_same_values_as_json_dumps_one_record_per_line():
     assert '    {"k": "a", "v": null, "n": 3},\n' in text  # one record per line
 
 
+def test_json_text_in_parts_is_the_whole_text():
+    """summary.json is rendered before its tables' fingerprints are known (json_members), and
+    the parts joined (json_object) are the text of the whole object, byte for byte."""
+    from evalkit.report import json_members, json_object, json_text
+
+    head = {"metadata": {"a": 1, "inf": float("inf"), "nan": float("nan"), "d": "é"},
+            "groups": {"g": [{"k": "a", "v": float("-inf")}, {"k": "b", "v": np.float64(1.5)}]},
+            "empty": [], "none": {}, "n": np.int64(7)}
+    tail = {"table_fingerprints": {"a.parquet": {"bytes": 3}}}
+    assert json_object(json_members(head) + json_members(tail)) == json_text({**head, **tail})
+    assert json_object([]) == json_text({}) == "{}\n"
+
+
+def test_summary_fingerprints_wait_for_the_tables_written_meanwhile(tmp_path):
+    """write_summary renders the data first, then calls ``tables_written`` (the tables still
+    being encoded on the file thread), then fingerprints every table: one written during the
+    wait is in table_fingerprints."""
+    from evalkit.outdir import AtomicDir
+
+    order: list[str] = []
+    atomic = AtomicDir(tmp_path / "r", command="evaluate")
+    with atomic as tmp:
+        def written() -> None:
+            order.append("wait")
+            pq.write_table(pa.table({"x": [1]}), tmp / "late.parquet")
+
+        data = {"metadata": {"a": 1}, "groups": {}}
+        atomic.write_summary(data, "summary.json", tables_written=written)
+        summary = json.loads((tmp / "summary.json").read_text())
+        atomic.commit()
+    assert order == ["wait"] and list(summary["table_fingerprints"]) == ["late.parquet"]
+    assert list(summary) == ["metadata", "groups", "table_fingerprints"] and summary["metadata"]["run_id"]
+
+
 def test_top_k_above_the_limit_is_refused_up_front(tmp_path):
     from evalkit.aggregate.topk import MAX_TOP_K
 
@@ -145,3 +180,17 @@ def test_one_rule_for_the_mean_of_a_row(row, weighted, mean):
     assert is_weighted(s) is weighted
     assert row_mean(s) == mean
     assert _row_value(s, "max_mean_loss") == mean  # the gates use the same rule
+
+
+def test_worst_and_best_is_the_head_and_tail_of_the_full_sort():
+    """The partition-first pick equals the head and tail of np.lexsort((positions, -mean)),
+    ties (many equal means, signed zeros, infinities) in position order, NaN included."""
+    rng = np.random.default_rng(8)
+    for n, spread, nw, nb in [(1000, 5, 20, 20), (5000, 1000, 5000 // 2, 10), (200, 3, 30, 1),
+                              (3000, 2, 7, 0), (3000, 10**6, 0, 9), (10, 4, 3, 3)]:
+        mean = rng.integers(-spread, spread, n) / 4.0
+        mean[:5] = [0.0, -0.0, np.inf, -np.inf, 0.0]
+        for m in (mean, np.where(rng.random(n) < 0.01, np.nan, mean)):
+            order = np.lexsort((np.arange(n), -m))
+            want = np.concatenate([order[:nw], order[n - nb:]])
+            np.testing.assert_array_equal(display.worst_and_best(m, nw, nb), want)

@@ -70,3 +70,94 @@ def test_sparse_stores_fold_often_and_equal_dense(monkeypatch):
     np.testing.assert_array_equal(sa["count"], sd["count"])
     np.testing.assert_array_equal(sa["correct"], sd["correct"])
     np.testing.assert_allclose(sa["conf_sum"], sd["conf_sum"], rtol=1e-13)
+
+
+@pytest.mark.parametrize("n,span", [(0, 1), (1, 5), (2, 1), (1000, 7), (5000, 1 << 20), (3000, 1 << 52),
+                                    (64, 1 << 62)])
+def test_stable_key_order_is_the_stable_argsort(n, span):
+    """The packed sort orders equal keys by position, as a stable sort does; keys too large to
+    pack beside a position (and negative ones) take the stable argsort itself."""
+    from evalkit.aggregate.sketch import stable_key_order
+
+    rng = np.random.default_rng(n)
+    keys = rng.integers(0, span, n, dtype=np.int64)
+    np.testing.assert_array_equal(stable_key_order(keys), np.argsort(keys, kind="stable"))
+    neg = keys - span // 2
+    np.testing.assert_array_equal(stable_key_order(neg), np.argsort(neg, kind="stable"))
+
+
+def test_calibration_cells_sum_as_with_the_stable_argsort(monkeypatch):
+    """The sparse calibration cells keep each key's rows in row order before summing (the
+    packed sort of :func:`stable_key_order`), so the confidence sums are those of a stable
+    argsort, bit for bit, and the counts are exact."""
+    from evalkit.aggregate import calibration
+
+    rng = np.random.default_rng(2)
+    n = 4000
+    local = rng.integers(0, 10, n)
+    bins = rng.integers(0, 3, n)
+    conf = rng.random(n) * 1e3 + rng.random(n) * 1e-9  # sums that depend on the order of additions
+    ok = rng.random(n) < 0.5
+
+    def cells():
+        cal = CalibrationBins(3)
+        cal.DENSE_CELLS = 0  # type: ignore[misc]
+        cal.resize(10)
+        for part in np.array_split(np.arange(n), 3):
+            cal.add(local[part], 10, np.arange(10), None, bins[part], conf[part], ok[part],
+                    np.zeros(len(part)), np.zeros(len(part)))
+        return cal.entries()
+
+    packed = cells()
+    monkeypatch.setattr(calibration, "stable_key_order", lambda k: np.argsort(k, kind="stable"))
+    for a, b in zip(packed, cells(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    slot, b, cnt, cor, _ = packed
+    for s, bb, c, k in zip(slot, b, cnt, cor, strict=True):
+        rows = (local == s) & (bins == bb)
+        assert c == rows.sum() and k == ok[rows].sum()
+
+
+def test_settle_in_the_background_folds_the_same_cells_and_raises_its_error(monkeypatch):
+    """GroupStats.finalize folds the histogram's and the calibration cells' rows still waiting
+    on threads of their own (settle(background=True)) while it computes the rest: the same
+    cells as a fold where they are read, and a failure of the fold is raised by the wait."""
+    from evalkit.aggregate import sketch
+
+    monkeypatch.setattr(sketch, "SETTLE_THREAD_ROWS", 1)
+    monkeypatch.setattr(sketch.os, "cpu_count", lambda: 2)
+    rng = np.random.default_rng(5)
+    n = 3000
+    args = (rng.integers(0, 50, n), 50, np.arange(50), None, rng.integers(0, 4, n), rng.random(n),
+            rng.random(n) < 0.5, np.zeros(n), np.zeros(n))
+    made = []
+    for _ in range(3):
+        c = CalibrationBins(4)
+        c.DENSE_CELLS = 0  # type: ignore[misc]
+        c.resize(50)
+        c.add(*args)
+        made.append(c)
+    here, there, broken = made
+    assert there._pending_n == n
+    there.settle(background=True)()
+    assert there._pending_n == 0
+    for a, b in zip(here.entries(), there.entries(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    def fail() -> None:
+        raise MemoryError("fold")
+    monkeypatch.setattr(broken, "_compact", fail)
+    wait = broken.settle(background=True)
+    with pytest.raises(MemoryError, match="fold"):
+        wait()
+    local, bins = rng.integers(0, 50, n), rng.integers(0, 7, n)
+    hist, plain = BinCounts(7), BinCounts(7)
+    for h in (hist, plain):
+        h.DENSE_CELLS = 0  # type: ignore[misc]
+        h.ensure(50)
+        h.add(local, np.arange(50), bins)
+    assert hist.sparse and hist._pending_n == n
+    hist.settle(background=True)()
+    assert hist._pending_n == 0
+    for a, b in zip(hist.entries(), plain.entries(), strict=True):
+        np.testing.assert_array_equal(a, b)

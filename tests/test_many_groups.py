@@ -88,3 +88,39 @@ def test_tables_of_statistics_are_written_without_float_dictionaries(tmp_path) -
     assert dictionary & set(encodings["user"]) and dictionary & set(encodings["count"])
     assert not dictionary & set(encodings["mean"]) and not dictionary & set(encodings["p50"])
     assert f.read().equals(t)
+
+
+def test_keys_read_by_value_stay_arrow_until_a_python_path_asks() -> None:
+    """A one-column key read by value holds its keys as Arrow values only (no tuple, no dict
+    entry per key while batches are encoded); the Python form is completed when asked (keys,
+    a merge, a pickle, a copy, a projection) and both forms give every key the same slot,
+    also when keys arrive by both paths in turn."""
+    import pickle
+
+    rng = np.random.default_rng(7)
+    names = [f"user{i:05d}" for i in range(5_000)]
+    index = _KeyIndex(["user"], ())
+    first: dict[str, int] = {}  # slot of each value: the order of first appearance
+    for lo, hi in ((0, 3000), (0, 3500), (2000, 5000)):
+        d = names[lo:hi]
+        col = _dict_batch(d, rng.integers(0, len(d), 4000))
+        local, slots = index.encode([col], len(col))
+        for v, s in zip(col.to_pylist(), slots[local].tolist(), strict=True):
+            assert first.setdefault(v, s) == s
+        assert index._keys == [] and len(index) == len(first)  # Arrow only so far
+    want = [(v,) for v in sorted(first, key=first.__getitem__)]
+    assert index.copy().keys == want and index._keys == []  # a copy completes its own
+    assert pickle.loads(pickle.dumps(index)).keys == want
+    assert index.keys == want and index.slot_of == {k: i for i, k in enumerate(want)}
+    # Keys by the Python path (a merge), then by value again: one slot per value throughout.
+    other = _KeyIndex(["user"], ())
+    other.encode([pa.array(["zz1", "user00001", None])], 3)
+    remap = index.merge_from(other)
+    assert [index.keys[s] for s in remap] == [("zz1",), ("user00001",), (None,)]
+    local, slots = index.encode([pa.array(["zz1", None, "zz2", "user04999"])], 4)
+    assert [index.keys[s] for s in slots[local]] == [("zz1",), (None,), ("zz2",), ("user04999",)]
+    assert slots[local][:2].tolist() == [remap[0], remap[2]]
+    assert len(index) == len(set(index.keys)) == len(set(first) | {"zz1", None, "zz2", "user04999"})
+    assert index.key_arrays(np.arange(len(index)))["user"].to_pylist() == [k[0] for k in index.keys]
+    projected, to = index.project([0])
+    assert projected.keys == index.keys and to.tolist() == list(range(len(index)))

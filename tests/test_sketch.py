@@ -247,33 +247,37 @@ def test_key_slots_by_value_across_dictionaries_nulls_and_merges():
 
 def test_key_slots_of_one_dictionary_reused_every_batch_are_remembered(monkeypatch):
     """The class key arrives every batch through the same dictionary memory (the class names):
-    its values' slots are remembered and looked up without hashing; the slots equal those of
-    an index that never remembers, and another dictionary of the same length and type (other
-    values) is never taken for it."""
+    its positions' slots are remembered and looked up without hashing; the slots equal those
+    of an index that never remembers, and another dictionary of the same length and type
+    (other values) is never taken for it."""
     from evalkit.aggregate import keys
 
     rng = np.random.default_rng(4)
     names = pa.array([f"c{i}" for i in range(50)])
     others = pa.array([f"c{i}" for i in reversed(range(50))])  # same length, other values
     index, plain = keys._KeyIndex(("class",), ()), keys._KeyIndex(("class",), ())
-    plain._remember_slots = lambda *a: None  # type: ignore[method-assign]
-    hits = []
-    real = keys._KeyIndex._cached_slots
+    plain._remembered = lambda d: np.full(len(d) + 1, -1, dtype=np.int64)  # type: ignore[method-assign]
+    hashed: list[tuple[bool, int]] = []  # (the remembering index?, values hashed) per hash pass
+    real = keys._KeyIndex._value_slots
 
-    def cached(self, d, codes):
-        out = real(self, d, codes)
-        hits.append(out is not None)
-        return out
+    def counting(self, values, known):
+        hashed.append((self is index, len(values)))
+        return real(self, values, known)
 
-    monkeypatch.setattr(keys._KeyIndex, "_cached_slots", cached)
+    monkeypatch.setattr(keys._KeyIndex, "_value_slots", counting)
+    quiet = 0  # batches the remembering index hashed nothing for
     for b in range(12):
         d = others if b == 7 else names
         hi = 10 if b < 3 else 50  # the first batches hold some classes only
         arr = pa.DictionaryArray.from_arrays(pa.array(rng.integers(0, hi, 300).astype(np.int32)), d)
+        before = sum(mine for mine, _ in hashed)
         got = [index.keys[s] for s in (lambda ls: ls[1][ls[0]])(index.encode([arr], 300))]
+        quiet += sum(mine for mine, _ in hashed) == before
         want = [plain.keys[s] for s in (lambda ls: ls[1][ls[0]])(plain.encode([arr], 300))]
         assert got == want == [(v,) for v in arr.cast(pa.string()).to_pylist()]
-    assert sum(hits[0::2]) >= 6 and not any(hits[1::2])  # the remembering index hits
+    assert quiet >= 6  # the remembering index hits
+    # it hashes each position of a dictionary once (names, others, names again): at most 150
+    assert sum(n for mine, n in hashed if mine) <= 150 < sum(n for mine, n in hashed if not mine)
     assert keys._same_memory(names, pa.DictionaryArray.from_arrays(pa.array([0], pa.int32()), names).dictionary)
     assert not keys._same_memory(names, others) and not keys._same_memory(names, names.slice(1))
     assert pickle.loads(pickle.dumps(index))._dict_slots is None and index.copy()._dict_slots is None

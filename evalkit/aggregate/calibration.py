@@ -25,13 +25,14 @@ Rows are unweighted (``--weight`` does not apply to calibration).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .sketch import fold_sorted
+from .sketch import fold_sorted, settle_store, stable_key_order
 
 DEFAULT_BINS = 15
 CALIBRATION_COLUMNS = ("ece", "mce", "brier", "entropy")
@@ -200,6 +201,14 @@ class CalibrationBins:
         if self._pending_n >= max(self.PENDING_ROWS, len(self._cells[0]) // 8 if self._cells else 0):
             self._compact()
 
+    def settle(self, background: bool = False) -> Callable[[], None]:
+        """Fold the rows waiting in the sparse store into it now (nothing to do in the dense
+        form); returns a function that waits for that and raises its error. ``background``:
+        on a thread of its own when enough rows wait (:func:`~evalkit.aggregate.sketch.settle_store`),
+        so the caller computes other statistics meanwhile. The state must not be touched
+        before the returned function has been called."""
+        return settle_store(self._compact, self._pending_n if self.sparse else 0, background)
+
     def _compact(self) -> None:
         """Fold the queued cells into the sorted store (adding cells with equal keys): the
         queue is sorted and summed by key, then merged into the store by
@@ -209,7 +218,7 @@ class CalibrationBins:
         parts = self._pending
         self._pending, self._pending_n = [], 0
         keys = np.concatenate([p[0] for p in parts])
-        order = np.argsort(keys, kind="stable")
+        order = stable_key_order(keys)  # equal keys in row order: the sums as before, bit for bit
         keys = keys[order]
         start = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1]))) if len(keys) else order
         new = []

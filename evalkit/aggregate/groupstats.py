@@ -3,7 +3,7 @@ weights) with exact or sketched quantiles."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -597,6 +597,33 @@ class GroupStats:
 
     def finalize(self) -> pd.DataFrame:
         """One row per group, sorted by key (see module/class docs for columns)."""
+        # The histogram's and the calibration cells' rows still waiting are folded on threads
+        # of their own while the order and the moments are computed here (each from its own
+        # state); the quantiles wait for the histogram's.
+        settled = [self._bins.settle(background=True)]
+        if self.calibration is not None:
+            settled.append(self.calibration.settle(background=True))
+        try:
+            cols = self._finalize_figures(settled[0])
+        finally:
+            failed = []
+            for wait in settled:  # every thread ended before this returns or raises
+                try:
+                    wait()
+                except BaseException as exc:  # noqa: BLE001 - the first one raised below
+                    failed.append(exc)
+        if failed:
+            raise failed[0]
+        if self.calibration is not None:
+            cols.update(self.calibration.group_metrics(self._output_order(), cols["count"]))
+        cols.update(cols.pop("_weighted", {}))
+        return pd.DataFrame({k: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v)
+                             for k, v in cols.items()})
+
+    def _finalize_figures(self, histogram_settled: Callable[[], None]) -> dict[str, Any]:
+        """:meth:`finalize`'s columns up to the calibration's (the weighted sums, which
+        follow those, under ``_weighted``); the histogram counts are read once
+        ``histogram_settled()`` has returned."""
         g = self.n_groups
         order = self._output_order()
         a = {k: v[:g][order] for k, v in self._arrays.items()}
@@ -611,6 +638,7 @@ class GroupStats:
         if self._raw_codes is not None:
             qv = self._exact_quantiles(g)[order]
         else:
+            histogram_settled()
             lower, upper, frac = self._bins.quantile_bins(self._arrays["count"][:g], self.quantiles)
             qv = self._sketch_quantiles((lower[order], upper[order], frac[order]), mn, mx)
 
@@ -644,19 +672,14 @@ class GroupStats:
         cols["clipped_low"] = a["clipped_low"].astype(np.int64)
         cols["clipped_high"] = a["clipped_high"].astype(np.int64)
         cols["accuracy"] = accuracy
-        if self.calibration is not None:
-            cols.update(self.calibration.group_metrics(order, cnt))
         if self.weighted:
             # The sums are kept scaled by 2**weight_exp (see _add_scaled): the mean is their
             # ratio, exact whatever the weights' magnitude; the total weight may exceed the
             # float range (inf), the mean never does.
             with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                cols["weight_sum"] = np.ldexp(a["weight_sum"], _exp32(a["weight_exp"]))
-                cols["weighted_mean"] = a["wloss_sum"] / a["weight_sum"]
-            cols["n_eff"] = n_eff
-        df = pd.DataFrame({k: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v)
-                           for k, v in cols.items()})
-        return df
+                cols["_weighted"] = {"weight_sum": np.ldexp(a["weight_sum"], _exp32(a["weight_exp"])),
+                                     "weighted_mean": a["wloss_sum"] / a["weight_sum"], "n_eff": n_eff}
+        return cols
 
     def _output_order(self) -> np.ndarray:
         """Slots in output (key) order."""

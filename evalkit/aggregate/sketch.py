@@ -4,7 +4,9 @@ naming of quantile columns."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -167,6 +169,12 @@ class BinCounts:
         else:
             self._push(glob * nb + bins)
 
+    def settle(self, background: bool = False) -> Callable[[], None]:
+        """Fold the keys waiting in the sparse form into the store now (see
+        :func:`settle_store`); returns the function that waits for it. The counts must not
+        be touched before it has been called."""
+        return settle_store(self._compact, self._pending_n if self._dense is None else 0, background)
+
     def _push(self, keys: np.ndarray) -> None:
         self._pending.append(np.asarray(keys, dtype=np.int64).reshape(-1))
         self._pending_n += len(self._pending[-1])
@@ -275,32 +283,101 @@ class BinCounts:
         return state
 
 
+#: Fewest rows waiting in a sparse store for :func:`settle_store` to fold them on a thread of
+#: their own (fewer fold in a few milliseconds where they are asked for).
+SETTLE_THREAD_ROWS = 1 << 16
+
+
+def settle_store(compact: Callable[[], None], waiting: int, background: bool) -> Callable[[], None]:
+    """Run ``compact`` (a sparse store's fold of its ``waiting`` rows) now, and return a
+    function that waits for it and raises its error: with ``background``, on a thread of its
+    own when at least :data:`SETTLE_THREAD_ROWS` rows wait and there is a second core (numpy
+    sorts, searches and copies without the GIL: the histogram's and the calibration cells'
+    folds of 200k users, ~0.15 s each, run beside each other and the rest of a finalize)."""
+    if not (background and waiting >= SETTLE_THREAD_ROWS and (os.cpu_count() or 1) > 1):
+        if waiting:
+            compact()
+        return _settled
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            compact()
+        except BaseException as exc:  # noqa: BLE001 - raised by the waiting thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="evalkit-settle", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if failed:
+            raise failed.pop()  # once
+    return wait
+
+
+def _settled() -> None:
+    """Nothing to wait for (:func:`settle_store` folded at once)."""
+
+
 def fold_sorted(keys: np.ndarray, values: list[np.ndarray], new_keys: np.ndarray,
                 new_values: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     """Add the cells ``new_keys`` (sorted, unique) with ``new_values`` to a store of sorted
     unique ``keys`` with ``values`` (one array per column); return the new store.
 
-    The new cells are inserted where ``searchsorted`` puts them and the existing ones get
-    their sums added: linear in the store, never a sort of store and batch together, and
-    one column at a time (the caller passes ``values`` as a list it no longer holds, so the
-    peak is the store plus one column). New arrays are returned: the inputs are never
-    written to (copies and pickles may share them)."""
+    A merge of two sorted runs: each new cell's place is where ``searchsorted`` puts it
+    (cells already stored get their sums added), each column is written once into its new
+    array (the old cells by a mask, the new ones by position): linear in the store, never a
+    sort of store and batch together, and one column at a time (the caller passes
+    ``values`` as a list it no longer holds, so the peak is the store plus one column). Not
+    ``np.insert``, which argsorts the insertion points it is given (already sorted here):
+    1M cells into 1M, 0.23 -> 0.09 s a column. New arrays are returned: the inputs are
+    never written to (copies and pickles may share them)."""
     if not len(keys):
         return new_keys, new_values
+    n = len(keys)
     pos = np.searchsorted(keys, new_keys)
-    hit = pos < len(keys)
+    hit = pos < n
     hit[hit] = keys[pos[hit]] == new_keys[hit]
     miss = ~hit
     at = pos[miss]
-    # Where an existing cell lands once the new ones are inserted before it.
+    m = len(at)
+    # Where each new cell lands (its insertion point plus the new cells before it), and
+    # where an existing cell that gets a sum added lands.
+    ins = at + np.arange(m)
     shifted = pos[hit] + np.searchsorted(at, pos[hit], side="right")
-    out_keys = np.insert(keys, at, new_keys[miss])
+    old_cell = np.ones(n + m, dtype=bool)
+    old_cell[ins] = False
+    out_keys = np.empty(n + m, dtype=keys.dtype)
+    out_keys[old_cell] = keys
+    out_keys[ins] = new_keys[miss]
     for i in range(len(values)):
-        col = np.insert(values[i], at, new_values[i][miss])
+        col = np.empty(n + m, dtype=values[i].dtype)
+        col[old_cell] = values[i]
         values[i] = None  # type: ignore[call-overload]
+        col[ins] = new_values[i][miss]
         col[shifted] += new_values[i][hit]
         values[i] = col
     return out_keys, values
+
+
+def stable_key_order(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` for non-negative int64 ``keys``, faster: when
+    every key times ``2**bits`` (``bits`` enough for a row's position) fits in an int63,
+    keys and positions are packed into one int64 and sorted by value (a vectorised sort:
+    1M keys 0.15 -> 0.03 s), which orders equal keys by position, as a stable sort does."""
+    n = len(keys)
+    if n < 2:
+        return np.arange(n, dtype=np.int64)
+    bits = int(n - 1).bit_length()
+    top = int(keys.max())
+    if int(keys.min()) < 0 or top >= (1 << (62 - bits)):
+        return np.argsort(keys, kind="stable")
+    packed = np.left_shift(keys, bits, dtype=np.int64)
+    packed |= np.arange(n, dtype=np.int64)
+    packed.sort()
+    packed &= (1 << bits) - 1
+    return packed
 
 
 def _run_lengths(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
