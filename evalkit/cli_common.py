@@ -486,7 +486,11 @@ def _env_overrides(cfg: Any, values: dict[str, Any]) -> list[str]:
         param = next((p for p in ctx.command.params if p.name == k), None)
         var = getattr(param, "envvar", None) or f"{ctx.auto_envvar_prefix}_{k.upper()}"
         old = getattr(cfg, k)
-        if old == v or (isinstance(old, list | tuple) and list(old) == v):
+        try:  # compared as read (``by: region`` is the variable's ``region``)
+            new = getattr(type(cfg)().update({k: v}, source=var), k)
+        except Exception:  # noqa: BLE001 - a bad value: the update below says so
+            new = v
+        if old == new:
             continue
         notes.append(f"the environment variable {var} ({os.environ.get(var, v)}) overrides {k}: {old!r} "
                      f"of {cfg.source_file} (a flag overrides the environment, which overrides the config file)")

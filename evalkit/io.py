@@ -451,8 +451,12 @@ def open_source(path: PathLike | Sequence[PathLike], label: str | None = None) -
             data, skipped_reports, skipped_files = select_data_files(
                 root, found, pathmod=os.path if filesystem is None else posixpath)
             kept, duplicates = _dedupe_files(data, filesystem)  # a symbolic link to a file in it
-            target = kept
-            dataset = ds.dataset(kept, format=parquet_format(), filesystem=filesystem)  # type: ignore[arg-type]
+            target = root if len(kept) == len(found) else kept
+            if len(kept) == len(found):  # every file is data: Arrow's discovery (a list of 500
+                # files opened as one: 0.13 s against 0.03 s, each path looked up again)
+                dataset = ds.dataset(root, format=parquet_format(), filesystem=filesystem)  # type: ignore[arg-type]
+            else:
+                dataset = ds.dataset(kept, format=parquet_format(), filesystem=filesystem)  # type: ignore[arg-type]
         else:
             listed, skipped_reports, skipped_files = _list_files(paths, filesystem, label)
             markers = [f for f in listed if _not_data(os.path.basename(f))]

@@ -78,3 +78,11 @@ def test_every_config_key_is_spelled_as_its_flag_too():
                 continue
             for opt in [o for o in p.opts if o.startswith("--")]:
                 assert config_key(opt[2:]) == p.name, (name, opt, p.name)
+
+
+def test_an_environment_value_equal_to_the_file_once_read_is_no_override(tmp_path):
+    cfg = _config(tmp_path, "by: [split]\n")
+    r = _run(["evaluate", "--config", cfg, "--format", "none", "-q"], env={"EVALKIT_EVALUATE_BY": "split"})
+    assert r.exit_code == 0 and "warning:" not in r.output, r.output
+    r = _run(["evaluate", "--config", cfg, "--format", "none", "-q"], env={"EVALKIT_EVALUATE_BY": "label"})
+    assert r.exit_code == 0 and "EVALKIT_EVALUATE_BY (label) overrides by: [['split']]" in r.output, r.output
