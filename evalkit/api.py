@@ -43,7 +43,7 @@ from .layout import (
     TARGET_PREFIXES,
     Layout,
 )
-from .outdir import AtomicDir, check_out_apart
+from .outdir import AtomicDir, check_out_apart, local_out
 from .overall import Overall
 from .pipeline import PROGRESS
 
@@ -878,7 +878,7 @@ def _evaluate_and_write(data: DataLike, labels: DataLike | None, config: EvalCon
     ``plots`` as configured): ``out`` is checked before any work, the plots are drawn by a
     helper process forked before the run, and the per-row spool moves into the report.
     ``result.path`` is the report directory."""
-    out = Path(config.out)  # type: ignore[arg-type]
+    out = local_out(config.out)  # type: ignore[arg-type]
     check_out_apart(out, _sources_of(data, config, labels))
     spool_parent = AtomicDir(out, overwrite=config.overwrite, command="evaluate").prepare()
     # Forked before any reader thread exists: it imports matplotlib while the run computes.

@@ -51,7 +51,7 @@ from typing import Any
 
 from .errors import OutputError, OutputExistsError, ReportInterrupted, UsageError, option
 from .escape import terminal
-from .io import PathLike, fingerprint_bytes, fingerprint_file, write_text
+from .io import PathLike, _is_url, fingerprint_bytes, fingerprint_file, write_text
 
 try:
     import fcntl
@@ -609,10 +609,35 @@ def check_replaceable(target: Path, command: str, seen: dict[str, tuple[int, int
 # -- --out is never an input -------------------------------------------------------------------
 
 
+#: How to upload a local report to the object stores people name as ``--out`` most.
+_UPLOAD_HINTS = {"s3": "aws s3 sync {local} {url}", "s3a": "aws s3 sync {local} {url}",
+                 "gs": "gcloud storage rsync -r {local} {url}", "gcs": "gcloud storage rsync -r {local} {url}"}
+
+
+def local_out(out: PathLike) -> str:
+    """``out`` as a local path: ``file://`` is stripped, as for inputs; any other URL
+    (``s3://``, ``gs://``, ``memory://``...) is refused (UsageError). A report is built beside
+    its directory and renamed into place, which only a local file system does atomically;
+    ``Path("s3://b/x")`` would otherwise be the local directory ``s3:/b/x``."""
+    s = os.fspath(out)
+    if isinstance(s, bytes):
+        s = os.fsdecode(s)
+    if s.startswith("file://"):
+        return s[len("file://"):]
+    if _is_url(s):
+        scheme = s.split("://", 1)[0].lower()
+        upload = _UPLOAD_HINTS.get(scheme, "your storage's upload tool: {local} -> {url}")
+        raise UsageError(
+            f"{option('out', s)}: is a URL, and reports are written to a local directory only (URLs "
+            f"are for inputs): write the report to a local directory ({option('out', 'report')}), "
+            f"then upload it ({upload.format(local='report', url=s)})")
+    return s
+
+
 def resolve_out(out: PathLike) -> Path:
     """The real, absolute path of an output directory: a symbolic link is followed (the
     report it points to is the one updated); a dangling one is refused."""
-    p = Path(os.fspath(out))
+    p = Path(local_out(out))
     if p.is_symlink() and not p.exists():
         raise OutputError(f"{terminal(p)}: is a symbolic link to {terminal(os.readlink(p))}, which "
                           "does not exist; give an existing directory or a new name as --out")
@@ -861,6 +886,6 @@ class AtomicDir:
                               "report is intact") from None
 
 
-__all__ = ["AtomicDir", "MANIFEST_NAME", "check_out_apart", "check_replaceable", "hold_lock", "read_checked",
+__all__ = ["AtomicDir", "MANIFEST_NAME", "check_out_apart", "check_replaceable", "hold_lock", "local_out", "read_checked",
            "make_spool_dir", "read_manifest", "release_lock", "remove_spool_dir", "resolve_out",
            "manifest_entry", "signals_deferred", "sweep_spool_dirs", "unexpected_entries", "write_manifest"]
