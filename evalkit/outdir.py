@@ -663,11 +663,49 @@ def _local_paths(spec: Any) -> list[str]:
     return []
 
 
+def _mountinfo_unescape(field: str) -> str:
+    import re
+
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def is_mount_point(path: PathLike) -> bool:
+    """True when ``path`` is a mount point: the root of another file system
+    (:func:`os.path.ismount`), or a bind mount of a directory of the same one, which
+    ``ismount`` cannot see (Linux: listed in ``/proc/self/mountinfo``)."""
+    try:
+        if os.path.ismount(path):
+            return True
+    except (OSError, ValueError):
+        return False
+    target = os.path.abspath(path)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            return any(len(fields) > 4 and _mountinfo_unescape(fields[4]) == target
+                       for fields in (line.split() for line in f))
+    except OSError:
+        return False
+
+
+def check_not_mount_point(out: PathLike, target: Path) -> None:
+    """Raise UsageError (exit 2) when the output directory ``target`` (``out`` as given) is
+    a mount point: a report is built beside its directory and renamed onto it, and a mount
+    point can be neither renamed nor replaced (EBUSY), so every run would fail at the end."""
+    if target.is_dir() and is_mount_point(target):
+        inside = os.path.join(os.fspath(out), "run")
+        raise UsageError(
+            f"{option('out', os.fspath(out))}: is a mount point ({terminal(target)}: a volume or another "
+            f"file system); a report replaces its directory as a whole (built beside it, then renamed "
+            f"into place), which a mount point cannot be: give a directory inside it, e.g. "
+            f"{option('out', inside)}")
+
+
 def check_out_apart(out: PathLike, others: Iterable[tuple[str, Any]]) -> None:
     """Raise UsageError (exit 2) when ``out`` is the same path as, inside, or a parent of
     any of ``others`` (``(role, path spec)`` pairs: inputs, labels, config file, the runs
     being compared). Symbolic links are resolved; URLs other than ``file://`` are skipped."""
     o = resolve_out(out)
+    check_not_mount_point(out, o)
     for role, spec in others:
         for path in _local_paths(spec):
             p = Path(os.path.realpath(path))
@@ -763,6 +801,7 @@ class AtomicDir:
                     break
             if not t.is_dir():
                 return
+            check_not_mount_point(t, t)
             with os.scandir(t) as entries:
                 if not any(entries):
                     return
@@ -856,8 +895,10 @@ class AtomicDir:
                 except OSError as exc:
                     if old is not None and os.path.lexists(old) and not os.path.lexists(target):
                         os.rename(old, target)
+                    busy = (": a mount point cannot be replaced; give a directory inside it as "
+                            f"{option('out')}" if exc.errno == errno.EBUSY else "")
                     raise OutputError(f"{terminal(target)}: cannot move the report into place "
-                                      f"({exc.strerror or exc}); any previous report is intact") from None
+                                      f"({exc.strerror or exc}{busy}); any previous report is intact") from None
                 committed = True
                 self.tmp = None
                 release_lock(tmp)
@@ -886,6 +927,7 @@ class AtomicDir:
                               "report is intact") from None
 
 
-__all__ = ["AtomicDir", "MANIFEST_NAME", "check_out_apart", "check_replaceable", "hold_lock", "local_out", "read_checked",
-           "make_spool_dir", "read_manifest", "release_lock", "remove_spool_dir", "resolve_out",
-           "manifest_entry", "signals_deferred", "sweep_spool_dirs", "unexpected_entries", "write_manifest"]
+__all__ = ["AtomicDir", "MANIFEST_NAME", "check_not_mount_point", "check_out_apart", "check_replaceable",
+           "hold_lock", "is_mount_point", "local_out", "read_checked", "make_spool_dir", "read_manifest",
+           "release_lock", "remove_spool_dir", "resolve_out", "manifest_entry", "signals_deferred",
+           "sweep_spool_dirs", "unexpected_entries", "write_manifest"]

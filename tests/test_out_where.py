@@ -82,3 +82,72 @@ def test_file_url_out_is_the_local_directory(tmp_path: Path, wide_file, monkeypa
     runs = make_series(tmp_path / "runs", n_runs=3)
     evalkit.history(runs, out=f"file://{tmp_path}/hist", plots=False)
     assert (tmp_path / "hist" / "history.md").is_file()
+
+
+# -- T21: a mount point cannot be replaced: give a directory inside it -----------------------
+
+def _unshare_ok() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    try:
+        return subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs tmpfs /mnt 2>/dev/null || exit 1"],
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not _unshare_ok(), reason="needs a private mount namespace (unshare -m, as root)")
+@pytest.mark.parametrize("mount", ["mount -t tmpfs tmpfs {mnt}", "mount --bind {src} {mnt}"])
+def test_out_that_is_a_mount_point_is_refused_up_front(tmp_path: Path, wide_file, mount: str) -> None:
+    """A tmpfs volume (os.path.ismount) and a bind mount of a directory of the same file
+    system (which ismount cannot see) alike; a directory inside the mount point works."""
+    import shlex
+    import subprocess
+    import sys
+
+    mnt, src = tmp_path / "mnt", tmp_path / "src"
+    mnt.mkdir()
+    src.mkdir()
+    tree = str(Path(evalkit.__file__).resolve().parent.parent)
+    ek = f"PYTHONPATH={shlex.quote(tree)} {shlex.quote(sys.executable)} -m evalkit"
+    preds = shlex.quote(str(wide_file[0]))
+    script = (f"{mount.format(mnt=shlex.quote(str(mnt)), src=shlex.quote(str(src)))} && cd {shlex.quote(str(tmp_path))} && "
+              f"{{ {ek} evaluate {preds} --out mnt --no-plots -q; echo rc=$?; }} && "
+              f"{{ {ek} evaluate {preds} --out mnt/run --no-plots -q >/dev/null; echo rc=$?; }} && ls -A mnt")
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    assert "rc=2" in out and "--out mnt: is a mount point" in out and "--out mnt/run" in out, out
+    assert "rc=0" in out, out
+    assert r.stdout.split("rc=0")[-1].split() == ["run"], out  # nothing left beside the report
+
+
+def test_is_mount_point() -> None:
+    from evalkit.outdir import is_mount_point
+
+    assert is_mount_point("/")
+    assert not is_mount_point(Path(evalkit.__file__).parent)
+
+
+def test_a_busy_rename_names_the_mount_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a mount point is not recognised up front, the failed swap (EBUSY) says why."""
+    import errno
+
+    from evalkit import outdir
+    from evalkit.errors import OutputError
+
+    target = tmp_path / "vol"
+    target.mkdir()
+    monkeypatch.setattr(outdir, "is_mount_point", lambda path: False)
+    real = os.rename
+
+    def rename(a, b):  # noqa: ANN001, ANN202
+        if target in (Path(a), Path(b)):  # a mount point can be neither moved nor replaced
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return real(a, b)
+
+    monkeypatch.setattr(outdir.os, "rename", rename)
+    with pytest.raises(OutputError, match="a mount point cannot be replaced; give a directory inside it"):
+        evalkit.evaluate(_frame()).write(target)
