@@ -663,6 +663,65 @@ def _local_paths(spec: Any) -> list[str]:
     return []
 
 
+#: Files an evalkit report holds (evaluate, compare, history: the fixed names, the default
+#: groupings' tables, Dask's per-row parts), relative to ``--out``: an input glob that would
+#: match one of them (or ``--out`` itself) reads the report back on the next run.
+REPORT_FILE_PROBES = ("overall.parquet", "by_class.parquet", "by_split.parquet", "grouped.parquet",
+                      "confusion.parquet", "calibration.parquet", "hardest.parquet", "slices.parquet",
+                      "rows.parquet", "rows/part-0.parquet", "runs.parquet", "trends.parquet",
+                      "sources.parquet", "overall/2026-01.parquet", "report.md", "summary.json",
+                      "compare.md", "compare.json", "history.md", "history.json", "reliability.png",
+                      MANIFEST_NAME)
+
+
+def _glob_specs(spec: Any) -> list[str]:
+    """The local glob patterns of an input spec (``file://`` stripped, URLs skipped)."""
+    if isinstance(spec, list | tuple):
+        return [g for item in spec for g in _glob_specs(item)]
+    if not isinstance(spec, str | os.PathLike):
+        return []
+    s = os.fspath(spec)
+    s = os.fsdecode(s) if isinstance(s, bytes) else s
+    s = s.removeprefix("file://")
+    return [s] if "://" not in s and any(ch in s for ch in "*?[") else []
+
+
+def _parts_match(pattern: list[str], parts: list[str]) -> bool:
+    """Whether path components ``parts`` match glob components ``pattern`` as
+    ``glob.glob(..., recursive=True)`` matches them: ``**`` is any number of directories,
+    and a wildcard never matches a hidden name."""
+    import fnmatch
+
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return _parts_match(rest, parts) or (bool(parts) and not parts[0].startswith(".")
+                                             and _parts_match(pattern, parts[1:]))
+    if not parts or (parts[0].startswith(".") and not head.startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(parts[0], head) and _parts_match(rest, parts[1:])
+
+
+def glob_reaches(pattern: str, out: Path) -> str | None:
+    """The first path of a report in directory ``out`` (a real path) that the input glob
+    ``pattern`` would match, relative to ``out`` (``""``: ``out`` itself; else one of
+    :data:`REPORT_FILE_PROBES`), or None."""
+    from .io import _glob_base
+
+    base = _glob_base(pattern)
+    try:
+        rel = out.relative_to(os.path.realpath(base))
+    except ValueError:
+        return None
+    rest = list(Path(pattern).parts[len(Path(base).parts):])
+    for probe in ("", *REPORT_FILE_PROBES):
+        parts = [*rel.parts, *(probe.split("/") if probe else [])]
+        if _parts_match(rest, parts):
+            return probe
+    return None
+
+
 def _mountinfo_unescape(field: str) -> str:
     import re
 
@@ -703,7 +762,9 @@ def check_not_mount_point(out: PathLike, target: Path) -> None:
 def check_out_apart(out: PathLike, others: Iterable[tuple[str, Any]]) -> None:
     """Raise UsageError (exit 2) when ``out`` is the same path as, inside, or a parent of
     any of ``others`` (``(role, path spec)`` pairs: inputs, labels, config file, the runs
-    being compared). Symbolic links are resolved; URLs other than ``file://`` are skipped."""
+    being compared). Symbolic links are resolved; URLs other than ``file://`` are skipped. A glob among
+    ``others`` that would match ``out`` or a file of the report (:func:`glob_reaches`) is
+    refused too: accepted, it would break every later run."""
     o = resolve_out(out)
     check_not_mount_point(out, o)
     for role, spec in others:
@@ -720,6 +781,19 @@ def check_out_apart(out: PathLike, others: Iterable[tuple[str, Any]]) -> None:
             raise UsageError(
                 f"{option('out', os.fspath(out))}: {how} the {role} {terminal(path)}; the report must "
                 f"go to a directory apart from every input: choose another {option('out')}")
+        for pattern in _glob_specs(spec):  # next run's inputs: refused now, not from the next night on
+            hit = glob_reaches(pattern, o)
+            if hit is not None:
+                from .io import _glob_base
+
+                base = _glob_base(pattern)
+                where = "the current directory" if base == "." else terminal(base)
+                raise UsageError(
+                    f"{option('out', os.fspath(out))}: the {role} glob {terminal(pattern)} would match "
+                    f"{'the report directory' if not hit else 'the report file'} "
+                    f"{terminal(os.path.join(os.fspath(out), hit) if hit else os.fspath(out))}, so every later run would read the "
+                    f"report as input: put the report outside {where} (where the glob searches), or "
+                    f"narrow the glob")
 
 
 # -- atomic commit -------------------------------------------------------------------------------

@@ -151,3 +151,45 @@ def test_a_busy_rename_names_the_mount_point(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(outdir.os, "rename", rename)
     with pytest.raises(OutputError, match="a mount point cannot be replaced; give a directory inside it"):
         evalkit.evaluate(_frame()).write(target)
+
+
+# -- T25: --out where an input glob would read the report back ---------------------------------
+
+@pytest.mark.parametrize(("pattern", "out"), [
+    ("gl/**/*.parquet", "gl/report"), ("gl/*/*.parquet", "gl/report"), ("gl/*", "gl/report"),
+    ("gl/*/*", "gl/nightly/2026-12-01"), ("**/*.parquet", "report"), ("{tmp}/gl/**/*.parquet", "gl/report"),
+    ("gl/**/*.parquet", "{tmp}/gl/report"), ("gl/**/*.md", "gl/report"),
+])
+def test_out_that_an_input_glob_would_match_is_refused_on_the_first_run(
+        tmp_path: Path, wide_file, monkeypatch: pytest.MonkeyPatch, pattern: str, out: str) -> None:
+    """Accepted, the first night passed and every later one failed (the report's Parquet
+    files matched the glob: not an input's columns, or --out 'a parent of the input')."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gl" / "a").mkdir(parents=True)
+    os.replace(wide_file[0], tmp_path / "gl" / "a" / "x.parquet")
+    pattern, out = pattern.format(tmp=tmp_path), out.format(tmp=tmp_path)
+    code, text = _cli("evaluate", pattern, "--out", out, "--no-plots", "-q")
+    assert code == 2, text
+    assert f"the input glob {pattern} would match the report" in text and "narrow the glob" in text, text
+    assert not Path(out).exists()
+    with pytest.raises(UsageError, match="would match the report"):
+        evalkit.evaluate(pattern, out=out)
+    with pytest.raises(UsageError, match="labels input glob"):
+        evalkit.evaluate("gl/a/x.parquet", labels=pattern, on="id", out=out)
+
+
+@pytest.mark.parametrize(("pattern", "out"), [
+    ("gl/*/x.parquet", "gl/report"), ("gl/a/*.parquet", "gl/report"), ("**/x.parquet", "gl/report"),
+    ("gl/*.parquet", "gl/report"), ("gl/**/*.parquet", "reports/night"), ("gl/**/*.parquet", "gl/.report"),
+])
+def test_out_beside_a_glob_that_cannot_match_the_report_is_accepted_night_after_night(
+        tmp_path: Path, wide_file, monkeypatch: pytest.MonkeyPatch, pattern: str, out: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gl" / "a").mkdir(parents=True)
+    os.replace(wide_file[0], tmp_path / "gl" / "a" / "x.parquet")
+    if pattern == "gl/*.parquet":
+        os.replace(tmp_path / "gl" / "a" / "x.parquet", tmp_path / "gl" / "x.parquet")
+    for night in range(2):
+        code, text = _cli("evaluate", pattern, "--out", out, "--overwrite", "-q", "--format", "none")
+        assert code == 0, (night, text)
+    assert (Path(out) / "rows.parquet").is_file()
