@@ -39,7 +39,7 @@ import pyarrow as pa
 from ._version import __version__
 from .aggregate.calibration import BinRows
 from .columns import CALIBRATION_TABLE_COLUMNS, CLASS, calibration_key_column, key_name_clash
-from .config import EvalConfig, parse_groupings
+from .config import EvalConfig, parse_groupings, relative_path_error
 from .engines.base import IGNORED, DuplicateAcrossPartitions, EvalState, Grouping, Plan
 from .errors import (
     ColumnTypeError,
@@ -248,9 +248,14 @@ class Inputs:
 
 def resolve_inputs(data: Any, labels: Any, cfg: EvalConfig,
                    progress: PROGRESS | None = None) -> Inputs:
-    """Open the predictions and load the labels input; tell ``progress`` the row total."""
-    source, index, in_memory = as_source(data, "predictions")
-    label_index, label_schema, label_source = load_labels(labels, cfg, source)
+    """Open the predictions and load the labels input; tell ``progress`` the row total.
+    A relative path from a config file that names nothing is an error naming that file and
+    the current directory."""
+    try:
+        source, index, in_memory = as_source(data, "predictions")
+        label_index, label_schema, label_source = load_labels(labels, cfg, source)
+    except EmptyInputError as exc:
+        raise relative_path_error(exc, cfg) from None
     if progress is not None and hasattr(progress, "set_total"):
         progress.set_total(source.count_rows())
     return Inputs(source, index, in_memory, label_index, label_schema, label_source)
