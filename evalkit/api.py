@@ -725,6 +725,7 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
             # a run warning: stderr, summary.json, report.md
             gate_note = gates_note("evaluate", cfg.gates, empty_in=cfg.gates_empty_in)
     inputs = pipeline.resolve_inputs(readable_frame(data, cfg), readable_frame(labels, cfg), cfg, progress)
+    pipeline.match_column_names(cfg, [*inputs.names, *inputs.label_names])
     layout = pipeline.detect_input_layout(inputs, cfg)
     # a split column only the labels input holds is grouped by too, as one the predictions hold
     groupings = pipeline.resolve_groupings(cfg, [*inputs.names, *inputs.label_names], layout.label_columns)

@@ -297,6 +297,24 @@ def detect_input_layout(inputs: Inputs, cfg: EvalConfig) -> Layout:
 # -- groupings and gates ----------------------------------------------------------------
 
 
+def match_column_names(cfg: EvalConfig, names: Sequence[str]) -> None:
+    """Point the column names of ``cfg`` (groupings, slices, keys, predictions, targets) at
+    the input's columns ``names`` (predictions and labels input): a name is itself when the
+    input has it, else the one column it equals once surrounding spaces are stripped
+    (:func:`evalkit.columns.match_column`; names in a comma-separated list lose theirs). A
+    name matching nothing is left for the usual missing-column error."""
+    from .columns import match_column
+
+    def fix(cols: Sequence[str]) -> list[str]:
+        return [c if c == CLASS else match_column(c, names) or c for c in cols]
+
+    cfg.by = [fix(cols) for cols in cfg.by]
+    cfg.slices = fix(cfg.slices)
+    for key in ("keys", "predictions", "targets"):
+        if getattr(cfg, key):
+            setattr(cfg, key, fix(getattr(cfg, key)))
+
+
 def resolve_groupings(cfg: EvalConfig, names: Sequence[str],
                       label_columns: Sequence[str] = ()) -> tuple[Grouping, ...]:
     """overall, by class (unless off), by ``split`` when the input has one (unless off), then
