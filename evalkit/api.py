@@ -44,7 +44,7 @@ from .layout import (
     TARGET_PREFIXES,
     Layout,
 )
-from .outdir import AtomicDir, check_out_apart
+from .outdir import AtomicDir, check_out_apart, local_out
 from .overall import Overall
 from .pipeline import PROGRESS
 
@@ -763,6 +763,7 @@ def _evaluate(data: DataLike, labels: DataLike | None, cfg: EvalConfig, progress
             # a run warning: stderr, summary.json, report.md
             gate_note = gates_note("evaluate", cfg.gates, empty_in=cfg.gates_empty_in)
     inputs = pipeline.resolve_inputs(readable_frame(data, cfg), readable_frame(labels, cfg), cfg, progress)
+    pipeline.match_column_names(cfg, [*inputs.names, *inputs.label_names])
     layout = pipeline.detect_input_layout(inputs, cfg)
     # a split column only the labels input holds is grouped by too, as one the predictions hold
     groupings = pipeline.resolve_groupings(cfg, [*inputs.names, *inputs.label_names], layout.label_columns)
@@ -917,7 +918,7 @@ def _evaluate_and_write(data: DataLike, labels: DataLike | None, config: EvalCon
     ``plots`` as configured): ``out`` is checked before any work, the plots are drawn by a
     helper process forked before the run, and the per-row spool moves into the report.
     ``result.path`` is the report directory."""
-    out = Path(config.out)  # type: ignore[arg-type]
+    out = local_out(config.out)  # type: ignore[arg-type]
     check_out_apart(out, _sources_of(data, config, labels))
     spool_parent = AtomicDir(out, overwrite=config.overwrite, command="evaluate").prepare()
     # Forked before any reader thread exists: it imports matplotlib while the run computes.

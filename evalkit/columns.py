@@ -11,6 +11,8 @@ is written as ``input:<name>`` (:func:`rows_column`), so both are kept.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 #: Name of the grouping by true class, and of its key column in the grouped tables.
 CLASS = "class"
 
@@ -22,6 +24,32 @@ INPUT_PREFIX = "input:"
 #: and whether the prediction was right.
 ROW_OUTPUT_COLUMNS = ("row", "label", "predicted", "p_true", "loss", "clipped_low", "clipped_high",
                       "correct")
+
+
+def match_column(name: str, names: Sequence[str]) -> str | None:
+    """The input column a user's ``name`` means: ``name`` itself when there is one, else the
+    one column whose name equals it once surrounding spaces are stripped from both (a CSV
+    header ``a, c`` gives a column `` c``, and a comma-separated ``--by a, c`` a name ``c``),
+    else None (no such column, or several that differ only in spaces).
+
+    >>> match_column(" c", ["a", " c"]), match_column("c", ["a", " c"]), match_column("c", ["c", " c"])
+    (' c', ' c', 'c')
+    >>> match_column(" c", ["c", "d"]), match_column("c", [" c", "c "]) is None
+    ('c', True)
+    """
+    if name in names:
+        return name
+    spaced = [n for n in names if n.strip() == name.strip()]
+    return spaced[0] if len(spaced) == 1 else None
+
+
+def quoted_names(names: Sequence[str], limit: int = 20) -> str:
+    """Column names for a message, each quoted (a name may hold ``, `` or surrounding spaces).
+
+    >>> quoted_names(["prob", "a,b", " c"])
+    "'prob', 'a,b', ' c'"
+    """
+    return ", ".join(repr(n) for n in names[:limit]) + (" ..." if len(names) > limit else "")
 
 
 def rows_column(column: str) -> str:

@@ -109,6 +109,11 @@ class EvalConfig:
     """Settings of ``evalkit history``: window, lookback, alpha, min_change_pct, min_before,
     max_rows, confidence (see :mod:`evalkit.trend`)."""
     source_file: str | None = field(default=None, compare=False)
+    paths_from_file: dict[str, str] = field(default_factory=dict, compare=False)
+    """Path keys (``input``, ``labels``, ``out``) whose value was read from a config file, and
+    that file: such a path is relative to the current directory, as a flag's is, and an
+    input not found there is named with the file and the directory
+    (:func:`relative_path_error`). A key set again by flags or arguments is dropped."""
     gates_empty_in: str | None = field(default=None, compare=False)
     """Where an empty ``gates:`` key was read (a file, ``config``), else None: no key of the
     config (not in :meth:`to_dict` / :meth:`digest`); each command notes it like a block
@@ -155,7 +160,9 @@ class EvalConfig:
         cfg = cls.from_mapping(data, source=str(p))
         cfg.source_file = str(p)
         cfg.file_keys = tuple(config_key(k) for k in data)
-        # Relative input / output paths are relative to where the command runs, like flags.
+        # Relative input / output paths are relative to where the command runs, like flags
+        # (not to the file's directory: configs of earlier versions rely on it).
+        cfg.paths_from_file = {key: str(p) for key in sorted(_PATH_KEYS) if getattr(cfg, key)}
         return cfg
 
     @classmethod
@@ -197,6 +204,7 @@ class EvalConfig:
             if value is None:
                 continue
             setattr(self, key, _coerce(key, value, source))
+            self.paths_from_file.pop(key, None)
         self.validate(source)
         return self
 
@@ -285,7 +293,7 @@ def config_key(raw: Any) -> str:
     return KEY_ALIASES.get(key, key)
 
 
-_NOT_KEYS = ("source_file", "gates_empty_in", "file_keys", "notes")
+_NOT_KEYS = ("source_file", "gates_empty_in", "file_keys", "notes", "paths_from_file")
 _LIST_KEYS = {"input", "on", "predictions", "targets", "classes", "slices"}
 _PATH_KEYS = {"input", "labels", "out"}
 _BOOL_KEYS = {"by_class", "by_split", "renormalize", "overwrite", "write_rows", "plots"}
@@ -409,6 +417,39 @@ def check_compare_settings(settings: Mapping[str, Any], source: str = "compare")
             _refuse_twice(list(value), option(key, list(value)), source)
             out[key] = list(value)
     return out
+
+
+def relative_path_error(exc: Exception, cfg: EvalConfig) -> Exception:
+    """``exc`` (an input path not found: :class:`~evalkit.errors.EmptyInputError` carrying
+    ``path``) restated for a relative path read from a config file: which key, which file,
+    and the directory it was looked for in. Any other error is returned as it is.
+
+    >>> from evalkit.errors import EmptyInputError
+    >>> cfg = EvalConfig(input=["data/preds"], paths_from_file={"input": "configs/c.yaml"})
+    >>> err = EmptyInputError("data/preds: no such file or directory"); err.path = "data/preds"
+    >>> str(relative_path_error(err, cfg)).startswith("input data/preds (from configs/c.yaml, relative to")
+    True
+    """
+    path = getattr(exc, "path", None)
+    if path is None or os.path.isabs(path):
+        return exc
+    for key, file in cfg.paths_from_file.items():
+        given = getattr(cfg, key)
+        values = given if isinstance(given, list) else [given]
+        if path not in [os.fspath(v).removeprefix("file://") for v in values if v is not None]:
+            continue
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            cwd = "(which no longer exists)"
+        what = str(exc)[len(path) + 2:] if str(exc).startswith(f"{path}: ") else str(exc)
+        err = type(exc)(
+            f"{key} {path} (from {file}, relative to the current directory {cwd}): {what}; paths in a "
+            "config file are relative to the directory the command runs in, as on the command line: "
+            "run it from the directory they are relative to (cd), or write absolute paths")
+        err.path = path  # type: ignore[attr-defined]
+        return err
+    return exc
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:

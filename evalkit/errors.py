@@ -305,7 +305,9 @@ def closest(name: str, choices: Iterable[str]) -> str:
 
 def missing_column(column: str, role: str, available: Sequence[str], source: str) -> MissingColumnError:
     """Build the error for a column that is not in the input."""
-    shown = ", ".join(available[:20]) + (" ..." if len(available) > 20 else "")
+    from .columns import quoted_names
+
+    shown = quoted_names(available)
     return MissingColumnError(
         f"{source}: {role} column {column!r} not found{closest(column, available)}; "
         f"columns are: {shown}"

@@ -369,6 +369,14 @@ def _short(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
+def _not_found(path: str, why: str) -> EmptyInputError:
+    """EmptyInputError for an input path or glob that names nothing; ``.path`` is the path, so
+    a caller can say where it came from (:func:`evalkit.config.relative_path_error`)."""
+    err = EmptyInputError(f"{path}: {why}")
+    err.path = path  # type: ignore[attr-defined]
+    return err
+
+
 def expand_paths(path: PathLike | Sequence[PathLike]) -> list[str]:
     """Expand globs; keep files and directories as given. Raises EmptyInputError on no match."""
     items = [path] if isinstance(path, str | os.PathLike) else list(path)
@@ -383,14 +391,14 @@ def expand_paths(path: PathLike | Sequence[PathLike]) -> list[str]:
             found = sorted(_glob.glob(s, recursive=True))
             matches = [m for m in found if not _not_data(os.path.basename(m))]
             if not matches:
-                raise EmptyInputError(f"{s}: the glob matches no file" if not found else
-                                      f"{s}: the glob matches no data file (only {', '.join(found[:3])})")
+                raise _not_found(s, "the glob matches no file" if not found else
+                                 f"the glob matches no data file (only {', '.join(found[:3])})")
             out.extend(_glob_leaves(matches))
         else:
             if not os.path.exists(s):
                 if not os.path.isabs(s) and current_dir_gone():
                     raise cwd_gone_error(s)
-                raise EmptyInputError(f"{s}: no such file or directory")
+                raise _not_found(s, "no such file or directory")
             out.append(s)
     if not out:
         raise EmptyInputError("no input path given")

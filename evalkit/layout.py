@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .columns import quoted_names
 from .errors import (
     ClassesError,
     ColumnTypeError,
@@ -1250,7 +1251,7 @@ def _declared_prefix(d: _Detect, prefix: str) -> Predictions:
     cols = [c for c in d.names if c.startswith(prefix)]
     if not cols:
         raise LayoutError(
-            f"{d.source}: no column starts with prefix {prefix!r}; columns are: {', '.join(d.names[:20])}"
+            f"{d.source}: no column starts with prefix {prefix!r}; columns are: {quoted_names(d.names)}"
         )
     for c in cols:
         d.check_type(c)
@@ -1349,7 +1350,7 @@ def _undetected(d: _Detect) -> Predictions:
         f"{option('prefix', meta='PREFIX')}; looked for prefixes {', '.join(PROB_PREFIXES + LOGIT_PREFIXES)}, "
         f"list columns {', '.join(LIST_PROB_NAMES + LIST_LOGIT_NAMES)}, binary columns "
         f"{', '.join(BINARY_NAMES + BINARY_LOGIT_NAMES)} and float columns named after the label values. "
-        f"Columns are: {', '.join(names[:20])}"
+        f"Columns are: {quoted_names(names)}"
     )
 
 

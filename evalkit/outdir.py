@@ -52,7 +52,15 @@ from typing import Any
 
 from .errors import OutputError, OutputExistsError, ReportInterrupted, UsageError, option
 from .escape import terminal
-from .io import MANIFEST_NAME, PathLike, fingerprint_bytes, fingerprint_file, real_path, write_text
+from .io import (
+    MANIFEST_NAME,
+    PathLike,
+    _is_url,
+    fingerprint_bytes,
+    fingerprint_file,
+    real_path,
+    write_text,
+)
 
 try:
     import fcntl
@@ -609,10 +617,35 @@ def check_replaceable(target: Path, command: str, seen: dict[str, tuple[int, int
 # -- --out is never an input -------------------------------------------------------------------
 
 
+#: How to upload a local report to the object stores people name as ``--out`` most.
+_UPLOAD_HINTS = {"s3": "aws s3 sync {local} {url}", "s3a": "aws s3 sync {local} {url}",
+                 "gs": "gcloud storage rsync -r {local} {url}", "gcs": "gcloud storage rsync -r {local} {url}"}
+
+
+def local_out(out: PathLike) -> str:
+    """``out`` as a local path: ``file://`` is stripped, as for inputs; any other URL
+    (``s3://``, ``gs://``, ``memory://``...) is refused (UsageError). A report is built beside
+    its directory and renamed into place, which only a local file system does atomically;
+    ``Path("s3://b/x")`` would otherwise be the local directory ``s3:/b/x``."""
+    s = os.fspath(out)
+    if isinstance(s, bytes):
+        s = os.fsdecode(s)
+    if s.startswith("file://"):
+        return s[len("file://"):]
+    if _is_url(s):
+        scheme = s.split("://", 1)[0].lower()
+        upload = _UPLOAD_HINTS.get(scheme, "your storage's upload tool: {local} -> {url}")
+        raise UsageError(
+            f"{option('out', s)}: is a URL, and reports are written to a local directory only (URLs "
+            f"are for inputs): write the report to a local directory ({option('out', 'report')}), "
+            f"then upload it ({upload.format(local='report', url=s)})")
+    return s
+
+
 def resolve_out(out: PathLike) -> Path:
     """The real, absolute path of an output directory: a symbolic link is followed (the
     report it points to is the one updated); a dangling one is refused."""
-    p = Path(os.fspath(out))
+    p = Path(local_out(out))
     if p.is_symlink() and not p.exists():
         raise OutputError(f"{terminal(p)}: is a symbolic link to {terminal(os.readlink(p))}, which "
                           "does not exist; give an existing directory or a new name as --out")
@@ -657,11 +690,110 @@ def _local_paths(spec: Any) -> list[str]:
     return []
 
 
+#: Files an evalkit report holds (evaluate, compare, history: the fixed names, the default
+#: groupings' tables, Dask's per-row parts), relative to ``--out``: an input glob that would
+#: match one of them (or ``--out`` itself) reads the report back on the next run.
+REPORT_FILE_PROBES = ("overall.parquet", "by_class.parquet", "by_split.parquet", "grouped.parquet",
+                      "confusion.parquet", "calibration.parquet", "hardest.parquet", "slices.parquet",
+                      "rows.parquet", "rows/part-0.parquet", "runs.parquet", "trends.parquet",
+                      "sources.parquet", "overall/2026-01.parquet", "report.md", "summary.json",
+                      "compare.md", "compare.json", "history.md", "history.json", "reliability.png",
+                      MANIFEST_NAME)
+
+
+def _glob_specs(spec: Any) -> list[str]:
+    """The local glob patterns of an input spec (``file://`` stripped, URLs skipped)."""
+    if isinstance(spec, list | tuple):
+        return [g for item in spec for g in _glob_specs(item)]
+    if not isinstance(spec, str | os.PathLike):
+        return []
+    s = os.fspath(spec)
+    s = os.fsdecode(s) if isinstance(s, bytes) else s
+    s = s.removeprefix("file://")
+    return [s] if "://" not in s and any(ch in s for ch in "*?[") else []
+
+
+def _parts_match(pattern: list[str], parts: list[str]) -> bool:
+    """Whether path components ``parts`` match glob components ``pattern`` as
+    ``glob.glob(..., recursive=True)`` matches them: ``**`` is any number of directories,
+    and a wildcard never matches a hidden name."""
+    import fnmatch
+
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return _parts_match(rest, parts) or (bool(parts) and not parts[0].startswith(".")
+                                             and _parts_match(pattern, parts[1:]))
+    if not parts or (parts[0].startswith(".") and not head.startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(parts[0], head) and _parts_match(rest, parts[1:])
+
+
+def glob_reaches(pattern: str, out: Path) -> str | None:
+    """The first path of a report in directory ``out`` (a real path) that the input glob
+    ``pattern`` would match, relative to ``out`` (``""``: ``out`` itself; else one of
+    :data:`REPORT_FILE_PROBES`), or None."""
+    from .io import _glob_base
+
+    base = _glob_base(pattern)
+    try:
+        rel = out.relative_to(os.path.realpath(base))
+    except ValueError:
+        return None
+    rest = list(Path(pattern).parts[len(Path(base).parts):])
+    for probe in ("", *REPORT_FILE_PROBES):
+        parts = [*rel.parts, *(probe.split("/") if probe else [])]
+        if _parts_match(rest, parts):
+            return probe
+    return None
+
+
+def _mountinfo_unescape(field: str) -> str:
+    import re
+
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def is_mount_point(path: PathLike) -> bool:
+    """True when ``path`` is a mount point: the root of another file system
+    (:func:`os.path.ismount`), or a bind mount of a directory of the same one, which
+    ``ismount`` cannot see (Linux: listed in ``/proc/self/mountinfo``)."""
+    try:
+        if os.path.ismount(path):
+            return True
+    except (OSError, ValueError):
+        return False
+    target = os.path.abspath(path)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            return any(len(fields) > 4 and _mountinfo_unescape(fields[4]) == target
+                       for fields in (line.split() for line in f))
+    except OSError:
+        return False
+
+
+def check_not_mount_point(out: PathLike, target: Path) -> None:
+    """Raise UsageError (exit 2) when the output directory ``target`` (``out`` as given) is
+    a mount point: a report is built beside its directory and renamed onto it, and a mount
+    point can be neither renamed nor replaced (EBUSY), so every run would fail at the end."""
+    if target.is_dir() and is_mount_point(target):
+        inside = os.path.join(os.fspath(out), "run")
+        raise UsageError(
+            f"{option('out', os.fspath(out))}: is a mount point ({terminal(target)}: a volume or another "
+            f"file system); a report replaces its directory as a whole (built beside it, then renamed "
+            f"into place), which a mount point cannot be: give a directory inside it, e.g. "
+            f"{option('out', inside)}")
+
+
 def check_out_apart(out: PathLike, others: Iterable[tuple[str, Any]]) -> None:
     """Raise UsageError (exit 2) when ``out`` is the same path as, inside, or a parent of
     any of ``others`` (``(role, path spec)`` pairs: inputs, labels, config file, the runs
-    being compared). Symbolic links are resolved; URLs other than ``file://`` are skipped."""
+    being compared). Symbolic links are resolved; URLs other than ``file://`` are skipped. A glob among
+    ``others`` that would match ``out`` or a file of the report (:func:`glob_reaches`) is
+    refused too: accepted, it would break every later run."""
     o = resolve_out(out)
+    check_not_mount_point(out, o)
     for role, spec in others:
         for path in _local_paths(spec):
             p = Path(real_path(path))
@@ -676,6 +808,19 @@ def check_out_apart(out: PathLike, others: Iterable[tuple[str, Any]]) -> None:
             raise UsageError(
                 f"{option('out', os.fspath(out))}: {how} the {role} {terminal(path)}; the report must "
                 f"go to a directory apart from every input: choose another {option('out')}")
+        for pattern in _glob_specs(spec):  # next run's inputs: refused now, not from the next night on
+            hit = glob_reaches(pattern, o)
+            if hit is not None:
+                from .io import _glob_base
+
+                base = _glob_base(pattern)
+                where = "the current directory" if base == "." else terminal(base)
+                raise UsageError(
+                    f"{option('out', os.fspath(out))}: the {role} glob {terminal(pattern)} would match "
+                    f"{'the report directory' if not hit else 'the report file'} "
+                    f"{terminal(os.path.join(os.fspath(out), hit) if hit else os.fspath(out))}, so every later run would read the "
+                    f"report as input: put the report outside {where} (where the glob searches), or "
+                    f"narrow the glob")
     check_not_cwd(out)
 
 
@@ -759,6 +904,7 @@ class AtomicDir:
                     break
             if not t.is_dir():
                 return
+            check_not_mount_point(t, t)
             with os.scandir(t) as entries:
                 if not any(entries):
                     return
@@ -859,8 +1005,10 @@ class AtomicDir:
                 except OSError as exc:
                     if old is not None and os.path.lexists(old) and not os.path.lexists(target):
                         os.rename(old, target)
+                    busy = (": a mount point cannot be replaced; give a directory inside it as "
+                            f"{option('out')}" if exc.errno == errno.EBUSY else "")
                     raise OutputError(f"{terminal(target)}: cannot move the report into place "
-                                      f"({exc.strerror or exc}); any previous report is intact") from None
+                                      f"({exc.strerror or exc}{busy}); any previous report is intact") from None
                 committed = True
                 self.tmp = None
                 release_lock(tmp)
@@ -889,6 +1037,7 @@ class AtomicDir:
                               "report is intact") from None
 
 
-__all__ = ["AtomicDir", "MANIFEST_NAME", "check_not_cwd", "check_out_apart", "check_replaceable", "hold_lock", "read_checked",
-           "make_spool_dir", "read_manifest", "release_lock", "remove_spool_dir", "resolve_out",
-           "manifest_entry", "signals_deferred", "sweep_spool_dirs", "unexpected_entries", "write_manifest"]
+__all__ = ["AtomicDir", "MANIFEST_NAME", "check_not_cwd", "check_not_mount_point", "check_out_apart",
+           "check_replaceable", "hold_lock", "is_mount_point", "local_out", "read_checked", "make_spool_dir",
+           "read_manifest", "release_lock", "remove_spool_dir", "resolve_out", "manifest_entry",
+           "signals_deferred", "sweep_spool_dirs", "unexpected_entries", "write_manifest"]

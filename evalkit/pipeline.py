@@ -39,7 +39,7 @@ import pyarrow as pa
 from ._version import __version__
 from .aggregate.calibration import BinRows
 from .columns import CALIBRATION_TABLE_COLUMNS, CLASS, calibration_key_column, key_name_clash
-from .config import EvalConfig, parse_groupings
+from .config import EvalConfig, parse_groupings, relative_path_error
 from .engines.base import IGNORED, DuplicateAcrossPartitions, EvalState, Grouping, Plan
 from .errors import (
     ColumnTypeError,
@@ -367,9 +367,14 @@ class Inputs:
 
 def resolve_inputs(data: Any, labels: Any, cfg: EvalConfig,
                    progress: PROGRESS | None = None) -> Inputs:
-    """Open the predictions and load the labels input; tell ``progress`` the row total."""
-    source, index, in_memory = as_source(data, "predictions")
-    label_index, label_schema, label_source = load_labels(labels, cfg, source)
+    """Open the predictions and load the labels input; tell ``progress`` the row total.
+    A relative path from a config file that names nothing is an error naming that file and
+    the current directory."""
+    try:
+        source, index, in_memory = as_source(data, "predictions")
+        label_index, label_schema, label_source = load_labels(labels, cfg, source)
+    except EmptyInputError as exc:
+        raise relative_path_error(exc, cfg) from None
     if progress is not None and hasattr(progress, "set_total"):
         progress.set_total(source.count_rows())
     return Inputs(source, index, in_memory, label_index, label_schema, label_source)
@@ -417,6 +422,24 @@ def detect_input_layout(inputs: Inputs, cfg: EvalConfig) -> Layout:
 
 
 # -- groupings and gates ----------------------------------------------------------------
+
+
+def match_column_names(cfg: EvalConfig, names: Sequence[str]) -> None:
+    """Point the column names of ``cfg`` (groupings, slices, keys, predictions, targets) at
+    the input's columns ``names`` (predictions and labels input): a name is itself when the
+    input has it, else the one column it equals once surrounding spaces are stripped
+    (:func:`evalkit.columns.match_column`; names in a comma-separated list lose theirs). A
+    name matching nothing is left for the usual missing-column error."""
+    from .columns import match_column
+
+    def fix(cols: Sequence[str]) -> list[str]:
+        return [c if c == CLASS else match_column(c, names) or c for c in cols]
+
+    cfg.by = [fix(cols) for cols in cfg.by]
+    cfg.slices = fix(cfg.slices)
+    for key in ("keys", "predictions", "targets"):
+        if getattr(cfg, key):
+            setattr(cfg, key, fix(getattr(cfg, key)))
 
 
 def resolve_groupings(cfg: EvalConfig, names: Sequence[str],

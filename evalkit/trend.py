@@ -974,6 +974,10 @@ def history(
     t0 = time.perf_counter()
     reports = _check_call(reports, out=out, overwrite=overwrite, config=config, gates=gates,
                 skip_bad=skip_bad, plots=plots, progress=progress)
+    if out is not None:
+        from .outdir import local_out
+
+        out = local_out(out)  # a URL is refused before any work; file:// is a local path
     cfg = EvalConfig.coerce(config) if config is not None else None
     opts = _settings(cfg, settings)
     reuse = bool(opts.pop("reuse"))
