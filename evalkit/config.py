@@ -263,7 +263,7 @@ class EvalConfig:
                               f"{len(self.slices)} ({', '.join(self.slices)})")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"{source}: batch_size must be >= 1, got {self.batch_size}")
-        check_columns_once(self, source)
+        check_column_lists(self, source)
 
     # -- provenance -------------------------------------------------------------------
 
@@ -317,7 +317,7 @@ COMPARE_TYPES = {"seed": ("int", 0), "n_boot": ("int", 100), "confidence": ("flo
 COLUMN_LISTS = ("predictions", "targets", "on", "keys", "slices")
 
 
-def check_columns_once(cfg: EvalConfig, source: str) -> None:
+def check_column_lists(cfg: EvalConfig, source: str) -> None:
     """Raise ConfigError (exit 2) when a setting listing columns (:data:`COLUMN_LISTS`) names
     one column twice, naming the column and the setting; the one home of the rule for the
     command line, config files and Python alike (a grouping's columns: :func:`parse_groupings`;
