@@ -602,6 +602,11 @@ def _strict_loader() -> Any:
                 for key_node, _ in node.value:
                     if key_node.tag == "tag:yaml.org,2002:merge":
                         continue
+                    if (key_node.tag == "tag:yaml.org,2002:bool" and not key_node.style
+                            and key_node.value.lower() not in ("true", "false")):
+                        # YAML 1.1 reads the key `on:` (and yes / no / off) as a boolean: a
+                        # config key is a name (``on: [id]`` is the join key), as in YAML 1.2
+                        key_node.tag = "tag:yaml.org,2002:str"
                     key = self.construct_object(key_node, deep=True)
                     try:
                         dup = key in seen

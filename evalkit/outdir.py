@@ -786,7 +786,7 @@ def check_not_mount_point(out: PathLike, target: Path) -> None:
             f"{option('out', inside)}")
 
 
-def check_out_apart(out: PathLike, others: Iterable[tuple[str, Any]]) -> None:
+def check_out_apart(out: PathLike, others: Iterable[tuple[str, Any]], *, cwd: bool = True) -> None:
     """Raise UsageError (exit 2) when ``out`` is the same path as, inside, or a parent of
     any of ``others`` (``(role, path spec)`` pairs: inputs, labels, config file, the runs
     being compared). Symbolic links are resolved; URLs other than ``file://`` are skipped. A glob among
@@ -821,7 +821,8 @@ def check_out_apart(out: PathLike, others: Iterable[tuple[str, Any]]) -> None:
                     f"{terminal(os.path.join(os.fspath(out), hit) if hit else os.fspath(out))}, so every later run would read the "
                     f"report as input: put the report outside {where} (where the glob searches), or "
                     f"narrow the glob")
-    check_not_cwd(out)
+    if cwd:  # last: a more specific reason above wins
+        check_not_cwd(out)
 
 
 # -- atomic commit -------------------------------------------------------------------------------

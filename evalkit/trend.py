@@ -1473,7 +1473,8 @@ def _open_runs(reports: Any, out: Any, skip_bad: bool, trusted: Mapping[tuple[st
 
         given = [reports] if isinstance(reports, str | os.PathLike) else list(reports)
         named = [r for r in given if not any(ch in os.fspath(r) for ch in "*?[")]
-        check_out_apart(out, [("report", r) for r in named])
+        # the working directory is checked below, once a glob's reports are known (their reason first)
+        check_out_apart(out, [("report", r) for r in named], cwd=False)
     found = expand_reports(reports, exclude=[out] if out is not None else [])
     for path, spec in found.excluded:
         if (Path(path) / "summary.json").exists():

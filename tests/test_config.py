@@ -273,3 +273,14 @@ def test_a_config_grouping_column_holding_a_comma_is_refused(tmp_path):
     for config in (str(cfg), {"by": [["x,y"]]}):
         with pytest.raises(ConfigError, match="group column 'x,y' holds a comma"):
             evalkit.evaluate(df, config=config, plots=False)
+
+
+def test_yaml_key_on_is_the_join_key_not_a_boolean(tmp_path):
+    """YAML 1.1 (PyYAML) reads a plain `on:` key as True, so `on: [id]` was "unknown config
+    key True" (helper outs2's finding); a key is a name. Values keep their meaning."""
+    from evalkit.config import EvalConfig
+
+    f = tmp_path / "c.yaml"
+    f.write_text("input: x.parquet\non: [id]\nplots: no\n")
+    cfg = EvalConfig.from_file(f)
+    assert cfg.on == ["id"] and cfg.plots is False

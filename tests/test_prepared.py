@@ -36,11 +36,12 @@ def _file(tmp_path, *, invalid: bool, names: bool = False, logits: bool = False)
         lists[1500] = None  # null prediction
         lists[2100] = lists[2100][:-1]  # wrong length
         label[1000] = K + 3  # out of range
+        label[1601::97] = -100  # padding (the ignore label), never a class; after the first bad row
     values = pa.array(lists, type=pa.list_(pa.float32()))
     if logits:
         values = pa.array([list(np.log(np.maximum(r, 1e-12))) for r in p], type=pa.list_(pa.float32()))
     cols = {"id": np.arange(n), "probs" if not logits else "logits": values,
-            "label": pa.array([f"c{v}" for v in label]) if names else label,
+            "label": pa.array(["pad" if v == -100 else f"c{v}" for v in label]) if names else label,
             "split": rng.choice(["a", "b", "c"], n)}
     table = pa.table(cols)
     path = tmp_path / "p.parquet"
@@ -99,7 +100,7 @@ def test_clean_rows_are_prepared_with_identical_outputs(tmp_path, monkeypatch, c
 @pytest.mark.parametrize("names", [False, True])
 def test_invalid_and_ignored_rows_skipped_alike(tmp_path, monkeypatch, count, names):
     path, table = _file(tmp_path, invalid=True, names=names)
-    ignore = "c7" if names else 7
+    ignore = "pad" if names else -100  # an ignore label is no class (ins T16)
     extra = {"classes": [f"c{i}" for i in range(K)]} if names else {}
     a, _ = _both(monkeypatch, tmp_path, path, by=["split"], on_invalid="skip", ignore_label=ignore, **extra)
     assert count["prepared"] >= 2  # the clean batches
