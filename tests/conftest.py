@@ -47,6 +47,22 @@ def process_members(ident: int, *, by: str, zombies: bool) -> list[str]:
     return found
 
 
+def assert_group_ended(pgid: int, wait_s: float = 10.0) -> None:
+    """After a command of process group ``pgid`` has exited: nothing of its group still runs,
+    and its zombies go. A helper that ended as the command exited is an orphan zombie until
+    init reaps it, which this project's VM init (process_api) can delay under load; it is
+    dead and holds nothing, so it is waited for (up to ``wait_s``), never a live process."""
+    import time
+
+    left = process_members(pgid, by="group", zombies=True)
+    assert [m for m in left if m.split()[1] != "Z"] == [], left
+    deadline = time.monotonic() + wait_s
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = process_members(pgid, by="group", zombies=True)
+    assert left == [], left
+
+
 def write(table: pa.Table, path: Path, **kw) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path, **kw)

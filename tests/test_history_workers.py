@@ -23,7 +23,7 @@ from evalkit import plot_process
 from evalkit.grouped_file import GROUPED_FILE
 from evalkit.trend import history
 
-from .conftest import process_members
+from .conftest import assert_group_ended, process_members
 from .test_history import DAY0, _same_outputs, _stats, make_report
 from .test_history_kinds import _flip_middle
 
@@ -224,22 +224,12 @@ def test_ctrl_c_while_workers_build_ends_them_and_writes_nothing(tmp_path: Path,
     exits 130 (or 0 if it was done), no process of its group is left (not a worker, not a
     plot helper, not a zombie), and no report (nor half of one) is in --out."""
     paths = _series(tmp_path / "r", 16)
-    code = ("import sys, time\n"
-            "import evalkit.trend as T\n"
-            "T.WORKERS_MIN_TABLES = 1\n"
-            "real = T._Build._build\n"
-            "def slow(*a):\n"
-            "    time.sleep(0.25)\n"
-            "    return real(*a)\n"
-            "T._Build._build = slow\n"
-            "from evalkit.cli import main\n"
-            "sys.argv = ['evalkit', *sys.argv[1:]]\n"
-            "main()\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).resolve().parent.parent)}
     out = tmp_path / "h"
-    proc = subprocess.Popen([sys.executable, "-c", code, "history", *paths, "--out", str(out), "-q",
-                             "--format", "none"], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = _patched_history("real = T._Build._build\n"
+                            "def slow(*a):\n"
+                            "    time.sleep(0.25)\n"
+                            "    return real(*a)\n"
+                            "T._Build._build = slow\n", paths, out, "-q")
     deadline = time.monotonic() + 60
     # the workers exist: the parent and two workers (the plot helpers come next)
     while len(process_members(proc.pid, by="group", zombies=False)) < 3 and proc.poll() is None \
@@ -250,7 +240,7 @@ def test_ctrl_c_while_workers_build_ends_them_and_writes_nothing(tmp_path: Path,
         os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode in (0, 130), err.decode()
-    assert process_members(proc.pid, by="group", zombies=True) == []
+    assert_group_ended(proc.pid)
     if proc.returncode == 130:
         assert not out.exists()
         assert not list(tmp_path.glob(".h*")), list(tmp_path.iterdir())  # no staging dir left
@@ -303,6 +293,23 @@ def test_the_workers_shares_are_contiguous_and_of_about_equal_work() -> None:
     assert tr._shares(list("abcdef"), [1] * 6, 3) == [["a", "b"], ["c", "d"], ["e", "f"]]
 
 
+def _patched_history(patch: str, paths: list, out: Path, *flags: str) -> subprocess.Popen:
+    """``evalkit history PATHS --out OUT --format none FLAGS`` in a process of its own session
+    (its group can be signalled and inspected), with two workers from the first table and
+    ``patch`` (Python; ``os``, ``signal``, ``time`` and ``T`` = evalkit.trend imported) run first."""
+    code = ("import os, signal, sys, time\n"
+            "import evalkit.trend as T\n"
+            "T.WORKERS_MIN_TABLES = 1\n"
+            + patch +
+            "from evalkit.cli import main\n"
+            "sys.argv = ['evalkit', *sys.argv[1:]]\n"
+            "main()\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).resolve().parent.parent)}
+    return subprocess.Popen([sys.executable, "-c", code, "history", *map(str, paths), "--out", str(out),
+                             "--format", "none", *flags], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
 @pytest.mark.parametrize("when", ["first", "later"])
 def test_a_stopped_worker_does_not_hang_the_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -313,25 +320,16 @@ def test_a_stopped_worker_does_not_hang_the_history(tmp_path: Path, monkeypatch:
     process writes; nothing is left behind. (It waited forever.)"""
     paths = _series(tmp_path / "r", 16)
     stop_at = {"first": "split", "later": "channel"}[when]  # the second worker's share starts at split
-    code = ("import os, signal, sys\n"
-            "import evalkit.trend as T\n"
-            "T.WORKERS_MIN_TABLES = 1\n"
-            "T.WORKER_STALL_S = 1.0\n"
-            "T.WORKER_POLL_S = 0.05\n"
-            "me = os.getpid()\n"
-            "real = T._Build._build\n"
-            "def build(self, name, *a):\n"
-            f"    if os.getpid() != me and name == {stop_at!r}:\n"
-            "        os.kill(os.getpid(), signal.SIGSTOP)\n"
-            "    return real(self, name, *a)\n"
-            "T._Build._build = build\n"
-            "from evalkit.cli import main\n"
-            "sys.argv = ['evalkit', *sys.argv[1:]]\n"
-            "main()\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(evalkit.__file__).resolve().parent.parent)}
     out = tmp_path / "a"
-    proc = subprocess.Popen([sys.executable, "-c", code, "history", *paths, "--out", str(out), "--format", "none"],
-                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = _patched_history("T.WORKER_STALL_S = 1.0\n"
+                            "T.WORKER_POLL_S = 0.05\n"
+                            "me = os.getpid()\n"
+                            "real = T._Build._build\n"
+                            "def build(self, name, *a):\n"
+                            f"    if os.getpid() != me and name == {stop_at!r}:\n"
+                            "        os.kill(os.getpid(), signal.SIGSTOP)\n"
+                            "    return real(self, name, *a)\n"
+                            "T._Build._build = build\n", paths, out)
     try:
         _, err = proc.communicate(timeout=90)
     except subprocess.TimeoutExpired:
@@ -339,7 +337,7 @@ def test_a_stopped_worker_does_not_hang_the_history(tmp_path: Path, monkeypatch:
         proc.communicate()
         pytest.fail("history hung on a stopped worker")
     assert proc.returncode == 0, err.decode()
-    assert process_members(proc.pid, by="group", zombies=True) == []
+    assert_group_ended(proc.pid)
     said = [ln for ln in err.decode().splitlines() if "made no progress" in ln]
     assert len(said) == 1 and stop_at in said[0].split("building ")[1].split(")")[0], err.decode()
     assert "it is ended and its groupings are built in the history process" in said[0]
